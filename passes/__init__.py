@@ -1,0 +1,15 @@
+"""The graph passes of sll_fx, one per file, each ``GraphModule -> PassResult``.
+
+- ``linearize.py``  ``linearize_pass``: hard discrete ops -> ``torch.ops.sll`` ops (the rule table)
+- ``strip.py``      ``strip_pass``: every ``torch.ops.sll`` op -> its exact hard op (the same table)
+
+This folder is installed as ``sll_fx.passes``; it is not a top-level package.
+"""
+
+if __name__ != "sll_fx.passes":  # e.g. `import passes` from a source checkout
+    raise ImportError("'passes' is part of sll_fx: import it as sll_fx.passes (pip install -e . first)")
+
+from .linearize import linearize_pass  # noqa: E402
+from .strip import strip_pass  # noqa: E402
+
+__all__ = ["linearize_pass", "strip_pass"]

@@ -1,0 +1,28 @@
+"""sll_fx: make discrete PyTorch programs trainable with Static Local Linearization.
+
+Where things are:
+
+- ``kernels.py``  the surrogate arithmetic (forward and backward), SLL_MATH.md in code
+- ``ops.py``      the ``torch.ops.sll`` namespace and the explicit ops (``sll_fx.sign`` ...)
+- ``rules.py``    the one rule table: graph spellings -> sll op -> hard op
+- ``dtypes.py``   what dtype a node has, as far as the graph alone tells
+- ``tracer.py``   symbolic tracing with source lines and submodule names in errors
+- ``state.py``    keeping a GraphModule's parameters/buffers identical to the model's
+- ``report.py``   the rewrite and strip reports (records first, tabulate text second)
+- ``api.py``      ``linearize_module`` and ``export_hard``
+- ``sll_fx.passes`` (the ``passes/`` folder): the graph passes, one per file
+"""
+
+from .errors import EpsError, ModeError, RewriteError, SLLError, TraceError
+from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
+from .report import RewriteReport, StripReport
+from .api import export_hard, linearize_module
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "linearize_module", "export_hard",
+    "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
+    "RewriteReport", "StripReport",
+    "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError",
+]

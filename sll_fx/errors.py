@@ -1,0 +1,32 @@
+"""Typed exceptions raised by sll_fx.
+
+Every error says which node, which op and what to do about it; none of them is
+raised after the user's model has been touched (the passes work on copies).
+"""
+
+from __future__ import annotations
+
+
+class SLLError(Exception):
+    """Base class of every sll_fx error."""
+
+
+class EpsError(SLLError, ValueError):
+    """An eps that is not positive, not finite, or too wide for the op's boundary spacing."""
+
+
+class ModeError(SLLError, ValueError):
+    """A forward mode other than ``"linear"`` or ``"hard"``."""
+
+
+class TraceError(SLLError, RuntimeError):
+    """``torch.fx`` could not trace the model; names the failing submodule and the reason."""
+
+    def __init__(self, message: str, *, module_path: str | None = None, module_type: str | None = None):
+        super().__init__(message)
+        self.module_path = module_path
+        self.module_type = module_type
+
+
+class RewriteError(SLLError, RuntimeError):
+    """A graph pass could not keep one of its guarantees (e.g. an sll op survived export_hard)."""

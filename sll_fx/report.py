@@ -1,0 +1,83 @@
+"""Reports of the two passes: records you can test first, a tabulate table second.
+
+``RewriteReport`` (attached by ``linearize_module`` as ``gm.sll_report``) has one
+:class:`Entry` per discrete node found, rewritten or left hard with the reason.
+``StripReport`` (attached by ``export_hard``) has one :class:`StripEntry` per sll node
+put back to its hard op, and the count of sll ops left (always 0 on success).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+
+@dataclass(frozen=True)
+class Entry:
+    node: str                  # fx node name in the traced graph
+    op: str                    # the hard op as spelled: "torch.sign", "Tensor.round", "x > t"
+    replacement: str | None    # "sll.sign", ... or None when left hard
+    reason: str                # why it was left hard (or what part stayed hard); "" otherwise
+    eps: float | None          # the half-width used (None when left hard)
+    module: str                # qualified name of the owning submodule ("" for the top level)
+    source: str                # "file.py:line" of the user code
+
+    @property
+    def rewritten(self) -> bool:
+        return self.replacement is not None
+
+
+@dataclass
+class RewriteReport:
+    entries: list[Entry] = field(default_factory=list)
+    mode: str = "linear"
+
+    @property
+    def rewritten(self) -> list[Entry]:
+        return [e for e in self.entries if e.rewritten]
+
+    @property
+    def hard(self) -> list[Entry]:
+        return [e for e in self.entries if not e.rewritten]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"found": len(self.entries), "rewritten": len(self.rewritten), "hard": len(self.hard)}
+
+    def __str__(self) -> str:
+        c = self.counts
+        head = (f"sll_fx.linearize_module: {c['found']} discrete node(s) found, {c['rewritten']} rewritten "
+                f"(mode={self.mode}), {c['hard']} left hard")
+        if not self.entries:
+            return head
+        rows = [(e.node, e.op, e.replacement or "(hard)", "" if e.eps is None else f"{e.eps:g}",
+                 e.module or "-", e.source, e.reason) for e in self.entries]
+        return head + "\n" + tabulate(rows, headers=["node", "op", "replacement", "eps", "module", "source", "reason"])
+
+
+@dataclass(frozen=True)
+class StripEntry:
+    node: str          # the sll node's name
+    sll_op: str        # "sll.round"
+    restored: str      # "torch.round(decimals=2)"
+    module: str
+    source: str
+
+
+@dataclass
+class StripReport:
+    entries: list[StripEntry] = field(default_factory=list)
+    remaining: int = 0   # sll ops left in the graph: checked to be 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"stripped": len(self.entries), "remaining": self.remaining}
+
+    def __str__(self) -> str:
+        head = f"sll_fx.export_hard: {len(self.entries)} sll op(s) stripped to their hard ops; " \
+               f"{self.remaining} sll op(s) remain"
+        if not self.entries:
+            return head
+        rows = [(e.node, e.sll_op, e.restored, e.module or "-", e.source) for e in self.entries]
+        return head + "\n" + tabulate(rows, headers=["node", "sll op", "restored", "module", "source"])

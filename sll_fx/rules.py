@@ -1,0 +1,178 @@
+"""The rule table: one declarative entry per discrete op.
+
+An entry lists the graph spellings that mean the op (``call_function`` targets such
+as ``torch.sign`` or ``aten.sign.default``, and ``call_method`` names such as
+``"sign"``), the sll op it becomes and the hard op that ``export_hard`` puts back.
+Both passes read this table and nothing else, so they cannot drift apart: adding an
+op is adding an entry (plus its surrogate in ``kernels.py``/``ops.py``).
+
+Comparisons produce booleans, which carry no gradient; they are rewritten only where
+their result is cast to a floating dtype (``(x > t).float()``).  The casts that count
+are listed here too (``FLOAT_CASTS``).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.fx import Node
+
+from .ops import SLL_OPS
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str                                  # the name reports and configs use: "sign", "gt", ...
+    sll_op: str                                # key of ops.SLL_OPS: torch.ops.sll.<sll_op>
+    hard: Callable                             # what export_hard puts back
+    functions: tuple = ()                      # call_function targets meaning this op
+    methods: tuple[str, ...] = ()              # call_method names meaning this op
+    inplace: tuple[str, ...] = ()              # in-place spellings: found, reported, left hard
+    operands: tuple[str, ...] = ("input",)     # tensor operands, by position or by these keyword names
+    keywords: tuple[tuple[str, Any], ...] = () # (name, default) carried from the hard call to the sll op
+    cmp: str | None = None                     # comparisons: sll::compare's cmp argument
+    spelling: str = field(default="", compare=False)
+
+    @property
+    def target(self):
+        return SLL_OPS[self.sll_op]
+
+    @property
+    def needs_float_cast(self) -> bool:
+        return self.cmp is not None
+
+    def matches(self, node: Node) -> bool:
+        if node.op == "call_function":
+            return any(node.target is f for f in self.functions)
+        return node.op == "call_method" and node.target in self.methods
+
+    def matches_inplace(self, node: Node) -> bool:
+        return node.op == "call_method" and node.target in self.inplace
+
+    # -- reading a matched hard node ------------------------------------------------
+    def operand_values(self, node: Node) -> tuple:
+        """The tensor operands of a hard call, positional or keyword (``input=``, ``self``, ``other=``)."""
+        out = []
+        for i, name in enumerate(self.operands):
+            if len(node.args) > i:
+                out.append(node.args[i])
+            elif name in node.kwargs:
+                out.append(node.kwargs[name])
+            elif i == 0 and "self" in node.kwargs:
+                out.append(node.kwargs["self"])
+            else:
+                raise KeyError(name)
+        return tuple(out)
+
+    def keyword_values(self, node: Node) -> dict:
+        vals = {}
+        for j, (name, default) in enumerate(self.keywords):
+            pos = len(self.operands) + j
+            vals[name] = node.args[pos] if len(node.args) > pos else node.kwargs.get(name, default)
+        return vals
+
+    def unsupported_arguments(self, node: Node) -> list[str]:
+        """Arguments this rule cannot carry over (``out=``, extra positionals): the node stays hard."""
+        known = set(self.operands) | {k for k, _ in self.keywords} | {"self"}
+        extra = [k for k in node.kwargs if k not in known]
+        if len(node.args) > len(self.operands) + len(self.keywords):
+            extra.append(f"{len(node.args)} positional arguments")
+        return extra
+
+    # -- building the replacement and the inverse -------------------------------------
+    def sll_call(self, node: Node, eps: float, mode: str) -> tuple[tuple, dict]:
+        args = self.operand_values(node) + ((self.cmp,) if self.cmp else ())
+        kwargs = {"eps": eps, "mode": mode}
+        kwargs.update({k: v for (k, d), v in zip(self.keywords, self.keyword_values(node).values()) if v != d})
+        return args, kwargs
+
+    def hard_call(self, sll_node: Node) -> tuple[Callable, tuple, dict]:
+        args = sll_node.args[:len(self.operands)]
+        kwargs = {k: sll_node.kwargs[k] for k, d in self.keywords if sll_node.kwargs.get(k, d) != d}
+        return self.hard, args, kwargs
+
+
+def _unary(kind, hard, *, aten_ops=(), keywords=(), methods=None):
+    methods = (kind,) if methods is None else methods
+    return Rule(kind=kind, sll_op=kind, hard=hard, functions=(hard, *aten_ops), methods=methods,
+                inplace=tuple(m + "_" for m in methods), keywords=keywords)
+
+
+def _comparison(cmp, symbol, functions, methods, aten_ops):
+    return Rule(kind=cmp, sll_op="compare", hard=getattr(torch, cmp), cmp=cmp, spelling=symbol,
+                functions=(getattr(operator, cmp), *functions, *aten_ops), methods=methods,
+                inplace=tuple(m + "_" for m in methods), operands=("input", "other"))
+
+
+RULES: tuple[Rule, ...] = (
+    _unary("sign", torch.sign, aten_ops=(aten.sign.default,)),
+    _unary("round", torch.round, aten_ops=(aten.round.default, aten.round.decimals), keywords=(("decimals", 0),)),
+    _unary("floor", torch.floor, aten_ops=(aten.floor.default,)),
+    _unary("ceil", torch.ceil, aten_ops=(aten.ceil.default,)),
+    Rule(kind="trunc", sll_op="trunc", hard=torch.trunc, functions=(torch.trunc, torch.fix, aten.trunc.default),
+         methods=("trunc", "fix"), inplace=("trunc_", "fix_")),
+    Rule(kind="heaviside", sll_op="heaviside", hard=torch.heaviside, functions=(torch.heaviside, aten.heaviside.default),
+         methods=("heaviside",), inplace=("heaviside_",), operands=("input", "values")),
+    _comparison("gt", ">", (torch.gt, torch.greater), ("gt", "greater"), (aten.gt.Scalar, aten.gt.Tensor)),
+    _comparison("ge", ">=", (torch.ge, torch.greater_equal), ("ge", "greater_equal"), (aten.ge.Scalar, aten.ge.Tensor)),
+    _comparison("lt", "<", (torch.lt, torch.less), ("lt", "less"), (aten.lt.Scalar, aten.lt.Tensor)),
+    _comparison("le", "<=", (torch.le, torch.less_equal), ("le", "less_equal"), (aten.le.Scalar, aten.le.Tensor)),
+)
+
+#: equality has no jump to linearize (it is a spike of measure zero): found and reported, left hard
+NO_JUMP = {"eq": (operator.eq, torch.eq, "eq"), "ne": (operator.ne, torch.ne, "ne")}
+
+# Casts that turn a comparison's bool into floats: method name -> dtype (None: given by an argument)
+FLOAT_CASTS: dict[str, torch.dtype | None] = {
+    "float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16,
+    "to": None, "type": None, "type_as": None,
+}
+
+
+def match(node: Node) -> Rule | None:
+    """The rule whose spellings include this node (out-of-place spellings only)."""
+    if node.op not in ("call_function", "call_method"):
+        return None
+    return next((r for r in RULES if r.matches(node)), None)
+
+
+def match_inplace(node: Node) -> Rule | None:
+    return next((r for r in RULES if r.matches_inplace(node)), None)
+
+
+def match_no_jump(node: Node) -> str | None:
+    for name, (op_fn, torch_fn, method) in NO_JUMP.items():
+        if (node.op == "call_function" and node.target in (op_fn, torch_fn)) or \
+           (node.op == "call_method" and node.target == method):
+            return name
+    return None
+
+
+def for_sll_node(node: Node) -> Rule:
+    """The rule that produced an sll node (its inverse): by op name and, for compare, by cmp."""
+    name = getattr(node.target, "_qualified_op_name", None) or getattr(node.target, "_name", str(node.target))
+    op = name.split("::")[-1].split(".")[0]
+    cmp = node.args[2] if op == "compare" and len(node.args) > 2 else node.kwargs.get("cmp")
+    for r in RULES:
+        if r.sll_op == op and r.cmp == cmp:
+            return r
+    raise LookupError(f"no rule strips {name} (cmp={cmp!r})")
+
+
+def describe_target(node: Node) -> str:
+    """How the hard op is spelled in the source: ``torch.sign``, ``Tensor.round``, ``x > t``."""
+    t = node.target
+    if node.op == "call_method":
+        return f"Tensor.{t}"
+    if getattr(t, "__module__", None) == "_operator":
+        symbol = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}.get(t.__name__)
+        return f"x {symbol} t" if symbol else f"operator.{t.__name__}"
+    if isinstance(t, torch._ops.OpOverload):
+        return f"aten.{t._opname}.{t._overloadname}"
+    mod = getattr(t, "__module__", "") or ""
+    return f"torch.{t.__name__}" if mod.startswith("torch") else f"{mod}.{getattr(t, '__name__', t)}"
