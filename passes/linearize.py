@@ -72,9 +72,9 @@ def _plan_comparison(node, rule, operands, kinds, eps, mode) -> _Step:
     casts, bool_uses = [], []
     for user in node.users:
         (casts if _is_float_cast(user, node, kinds) else bool_uses).append(user)
-    if all(kinds.get(o) in (dtypes.INT, dtypes.BOOL) for o in operands if isinstance(o, Node)) and \
-            all(not isinstance(o, float) for o in operands):
-        return _Step(node, rule, _entry(node, reason="integer operands: no gradient to give, left hard"))
+    if kinds.get(operands[0]) in (dtypes.INT, dtypes.BOOL):  # as sll::compare itself decides at run time
+        return _Step(node, rule, _entry(node, reason=f"input '{_name(operands[0])}' has an integer dtype: "
+                                                      "no gradient to give, left hard"))
     if not casts:
         return _Step(node, rule, _entry(node, reason=f"boolean result used by {_describe(bool_uses)}: "
                                                       "left hard (cast it with .float() to linearize)"))

@@ -32,23 +32,32 @@ def unit_ramp_(z: Tensor, k: float) -> Tensor:
 class SurrogateFunction(torch.autograd.Function):
     """Forward: the linear surrogate or the hard op; backward: the surrogate's slope in the band.
 
-    ``threshold`` (optional tensor) receives the negated gradient of ``x``: the jump
-    moves with the threshold exactly as it moves against the input.
+    In ``linear`` mode the ramp ``u`` is computed once and saved; in ``hard`` mode the forward
+    is the hard op alone and the backward recomputes ``u`` from the saved input.
+    ``threshold`` (optional tensor) receives the negated gradient of ``x``: the jump moves
+    with the threshold exactly as it moves against the input.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, threshold: Tensor | None, band: Band, hard: Callable[[], Tensor] | None,
                 lo: float, hi: float, slope: float) -> Tensor:
-        u, assemble = band(x)
-        out = assemble(u) if hard is None else hard()
-        ctx.save_for_backward(u)
+        if hard is None:
+            u, assemble = band(x)
+            out = assemble(u)
+            ctx.save_for_backward(u)
+            ctx.band = None
+        else:
+            out = hard()
+            ctx.save_for_backward(x)
+            ctx.band = band
         ctx.bounds, ctx.slope = (lo, hi), slope
         ctx.shapes = (x.shape, x.dtype, None if threshold is None else (threshold.shape, threshold.dtype))
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (u,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
+        u = saved if ctx.band is None else ctx.band(saved)[0]
         lo, hi = ctx.bounds
         g = torch.ops.aten.hardtanh_backward(grad, u, lo, hi).mul_(ctx.slope)
         (x_shape, x_dtype, t_meta) = ctx.shapes
@@ -56,7 +65,7 @@ class SurrogateFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = g.sum_to_size(x_shape).to(x_dtype)
         if t_meta is not None and ctx.needs_input_grad[1]:
-            grad_t = g.sum_to_size(t_meta[0]).neg_().to(t_meta[1])
+            grad_t = g.sum_to_size(t_meta[0]).neg().to(t_meta[1])  # not in place: may alias grad_x
         return grad_x, grad_t, None, None, None, None, None
 
 
@@ -85,10 +94,11 @@ def step_band(k: float, threshold: Tensor | float, direction: int) -> Band:
 
 
 def round_band(k: float) -> Band:
-    """Boundaries at ``j + 1/2``: ``floor(x) + ramp(x - floor(x) - 1/2)``."""
+    """Boundaries at ``j + 1/2``: ``floor(x) + clamp((x - floor(x) - 1/2) k + 1/2, 0, 1)``."""
     def band(x):
         f = torch.floor(x)
-        u = unit_ramp_(torch.sub(x, f).sub_(0.5), k).nan_to_num_(0.0)  # inf - inf -> 0: base keeps the inf
+        # (fr - 1/2) k + 1/2 folded into one multiply-add; inf - inf = NaN -> 0 keeps f's inf
+        u = torch.sub(x, f).mul_(k).add_(0.5 - 0.5 * k).clamp_(0.0, 1.0).nan_to_num_(0.0)
         return u, lambda u: f.add_(u)
     return band
 
@@ -103,13 +113,16 @@ def integer_band(k: float, shift: float) -> Band:
 
 
 def trunc_band(k: float) -> Band:
-    """floor on ``|x|`` with no band at 0, sign restored: ``copysign(round(a) - 1 + ramp, x)``."""
+    """floor on ``|x|`` with no band at 0, sign restored: ``sign(x) * (round(a) - 1 + ramp(a - round(a)))``.
+
+    ``a = max(|x|, 1/2)``: below 1/2 trunc is 0 and has no jump; there ``round(a) = 0`` and the
+    ramp sits on 1 (so the value is 0 and the gradient 0) without a mask.
+    """
     def band(x):
-        a = torch.abs(x)
+        a = torch.abs(x).clamp_min_(0.5)
         c = torch.round(a)
         u = unit_ramp_(torch.sub(a, c), k).nan_to_num_(0.0)
-        u.masked_fill_(c == 0, 1.0)  # |x| < 1/2: trunc is 0 and there is no jump at 0
-        return u, lambda u: torch.copysign(c.sub_(1.0).add_(u), x)
+        return u, lambda u: c.add_(u).sub_(1.0).mul_(torch.sign(x))
     return band
 
 
@@ -125,5 +138,7 @@ def round_decimals_band(k: float, decimals: int) -> Band:
     def band(x):
         xp = torch.mul(x, p)
         u, assemble = inner(xp)
-        return u, lambda u: torch.round(x, decimals=decimals).add_(assemble(u).sub_(torch.round(xp)).div_(p))
+        def value(u):  # the correction is 0 off the bands; inf - inf (for +-inf) -> 0 keeps the hard inf
+            return torch.round(x, decimals=decimals).add_(assemble(u).sub_(torch.round(xp)).nan_to_num_(0.0).div_(p))
+        return u, value
     return band

@@ -17,6 +17,7 @@ import torch
 from torch import fx
 
 from .errors import TraceError
+from .graph_module import SLLGraphModule
 from .state import mirror_state
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -54,7 +55,7 @@ class SLLTracer(fx.Tracer):
             self.sll_scope.pop()
 
 
-def trace(model: torch.nn.Module) -> fx.GraphModule:
+def trace(model: torch.nn.Module) -> SLLGraphModule:
     """Trace ``model`` into a new GraphModule with the same parameters, buffers and state_dict keys."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"sll_fx expects an nn.Module, got {type(model).__name__}")
@@ -69,14 +70,14 @@ def trace(model: torch.nn.Module) -> fx.GraphModule:
             f"torch.fx cannot trace the forward of {type(model).__name__}: {type(e).__name__}: {e}\n"
             "Fix: make forward traceable (no Python control flow on tensor values, no .item()/.tolist())",
             module_path="", module_type=type(model).__name__) from e
-    gm = fx.GraphModule(root, graph, class_name=type(model).__name__)
+    gm = SLLGraphModule(root, graph, class_name=type(model).__name__)
     mirror_state(gm, model)
     return gm
 
 
-def copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
+def copy_graph_module(gm: fx.GraphModule) -> SLLGraphModule:
     """A GraphModule with a copy of ``gm``'s graph and the same parameters and buffers."""
-    new = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
+    new = SLLGraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
     mirror_state(new, gm)
     return new
 

@@ -1,0 +1,1085 @@
+"""Tests of the graph passes behind ``sll_fx.linearize_module`` and ``sll_fx.export_hard``.
+
+Every spelling of every discrete op the rule table knows is exercised on a tiny module
+defined in this file: it must be rewritten into exactly one ``torch.ops.sll`` node with a
+correct report entry, and ``export_hard`` must give back a module that is bit for bit
+the original one (special values included).  Then: the cases left hard, state and
+parameter sharing, training through the shared parameters, errors, the import guard of
+the ``passes`` folder, pickling.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.ops import is_sll_target
+from sll_fx.report import RewriteReport, StripReport
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THIS_FILE = os.path.basename(__file__)
+
+INF, NAN = float("inf"), float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+
+def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
+    """Same dtype, shape, NaN positions, values and sign bits (so -0.0 != +0.0)."""
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), what
+    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    if not a.is_floating_point():
+        assert torch.equal(a, b), f"{what}: {a} != {b}"
+        return
+    na, nb = torch.isnan(a), torch.isnan(b)
+    assert torch.equal(na, nb), f"{what}: NaN positions differ\n{a}\n{b}"
+    keep = ~na
+    assert torch.equal(a[keep], b[keep]), f"{what}: values differ\n{a}\n{b}"
+    assert torch.equal(torch.signbit(a[keep]), torch.signbit(b[keep])), f"{what}: sign bits differ\n{a}\n{b}"
+
+
+def sll_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+
+
+def is_op(target, packet) -> bool:
+    """``target`` is the sll packet or one of its overloads."""
+    return target is packet or getattr(target, "overloadpacket", None) is packet
+
+
+def special_values(extra=()) -> torch.Tensor:
+    """Boundaries of every op in this file, ties, +-0, +-inf, NaN and their neighbours."""
+    vals = [0.0, -0.0, 1e-8, -1e-8, 1e-45, -1e-45,
+            0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.5, 0.49999997, 0.50000006, -0.49999997,
+            1.0, -1.0, 2.0, -2.0, 3.0, -7.0, 0.99999994, 1.0000001, -0.99999994,
+            0.3, -0.3, 0.29999998, 0.30000004, 0.25, -0.25, 0.2, -0.2,
+            0.005, 0.015, 0.025, -0.005, -0.015, 0.125, -0.125, 0.305, 0.995, 1.005, 0.0049999,
+            0.01, -0.01, 0.001, -0.001, 0.3001, 0.2999, -0.4999, -0.5001,
+            1e30, -1e30, 3.4e38, -3.4e38, 8388608.5, 4194304.5, 16777217.0,
+            INF, -INF, NAN]
+    vals += list(extra)
+    return torch.tensor(vals, dtype=torch.float32)
+
+
+def inputs_for(extra=(), seed=0, n=257) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = [special_values(extra)]
+    for scale in (1e-3, 0.1, 1.0, 3.0, 1e4):
+        out.append(torch.randn(n, generator=g) * scale)
+    # values close to every half-integer and integer, inside and outside the bands
+    k = torch.arange(-4, 5, dtype=torch.float32)
+    offsets = torch.tensor([0.0, 1e-4, -1e-4, 5e-3, -5e-3, 2e-2, -2e-2])
+    out.append((k[:, None] + offsets).flatten())
+    out.append((k[:, None] + 0.5 + offsets).flatten())
+    out.append(((k[:, None] + 0.5) / 100 + offsets / 100).flatten())
+    out.append(torch.randn(4, 7, generator=g))  # a 2-d input
+    return out
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything about ``model`` that the passes promise not to touch."""
+    mods = dict(model.named_modules(remove_duplicate=False))
+    return {
+        "type": type(model),
+        "dict_keys": {name: list(m.__dict__) for name, m in mods.items()},
+        "params": {name: list(m._parameters.items()) for name, m in mods.items()},
+        "buffers": {name: list(m._buffers.items()) for name, m in mods.items()},
+        "children": {name: list(m._modules.items()) for name, m in mods.items()},
+        "non_persistent": {name: set(m._non_persistent_buffers_set) for name, m in mods.items()},
+        "forward": {name: m.__dict__.get("forward") for name, m in mods.items()},
+        "state_keys": list(model.state_dict()),
+        "values": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["type"] is before["type"]
+    assert after["dict_keys"] == before["dict_keys"]
+    for key in ("params", "buffers", "children"):
+        assert after[key].keys() == before[key].keys()
+        for name in before[key]:
+            a, b = after[key][name], before[key][name]
+            assert [k for k, _ in a] == [k for k, _ in b], (key, name)
+            assert all(x is y for (_, x), (_, y) in zip(a, b)), (key, name)
+    assert after["non_persistent"] == before["non_persistent"]
+    assert after["forward"] == before["forward"]
+    assert after["state_keys"] == before["state_keys"]
+    for k, v in before["values"].items():
+        assert_bitwise(after["values"][k], v, k)
+    for m in model.modules():
+        assert not any(k.startswith("_tensor_constant") for k in m.__dict__)
+        assert not any(k.startswith("_tensor_constant") for k in m._buffers)
+
+
+# ----------------------------------------------------------------------------------------
+# one tiny module per spelling
+# ----------------------------------------------------------------------------------------
+
+class Spell(nn.Module):
+    """Applies one spelling ``fn(self, x)``; owns a threshold parameter and buffers to use."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+        self.t = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("tb", torch.tensor(-0.5))
+        self.register_buffer("v", torch.tensor(0.25))
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+class Outer(nn.Module):
+    """Holds the spelling as submodule ``body`` so that report entries name a module path."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.body = Spell(fn)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@dataclass
+class Sp:
+    id: str
+    fn: Callable
+    sll: str                 # key of torch.ops.sll
+    op: str                  # report's spelling of the hard op
+    gone: tuple              # (node.op, target) that must not survive the rewrite
+    cmp: str | None = None   # compare: cmp argument
+    cast: str | None = None  # compare: the user's cast method kept after it
+    eps: float = 1e-2        # eps for the rewrite tests
+    hard_eps: float = 0.4    # wide eps for the mode="hard" gradient test
+    kwargs: dict | None = None
+
+    @property
+    def replacement(self) -> str:
+        return f"sll.compare({self.cmp})" if self.cmp else f"sll.{self.sll}"
+
+
+def _cf(t):
+    return ("call_function", t)
+
+
+def _cm(t):
+    return ("call_method", t)
+
+
+SPELLINGS = [
+    Sp("sign_fn", lambda m, x: torch.sign(x), "sign", "torch.sign", _cf(torch.sign), hard_eps=0.5),
+    Sp("sign_method", lambda m, x: x.sign(), "sign", "Tensor.sign", _cm("sign"), hard_eps=0.5),
+    Sp("round_fn", lambda m, x: torch.round(x), "round", "torch.round", _cf(torch.round)),
+    Sp("round_method", lambda m, x: x.round(), "round", "Tensor.round", _cm("round")),
+    Sp("round_decimals_fn", lambda m, x: torch.round(x, decimals=2), "round", "torch.round", _cf(torch.round),
+       eps=1e-3, hard_eps=4e-3, kwargs={"decimals": 2}),
+    Sp("round_decimals_method", lambda m, x: x.round(decimals=2), "round", "Tensor.round", _cm("round"),
+       eps=1e-3, hard_eps=4e-3, kwargs={"decimals": 2}),
+    Sp("floor_fn", lambda m, x: torch.floor(x), "floor", "torch.floor", _cf(torch.floor)),
+    Sp("floor_method", lambda m, x: x.floor(), "floor", "Tensor.floor", _cm("floor")),
+    Sp("ceil_fn", lambda m, x: torch.ceil(x), "ceil", "torch.ceil", _cf(torch.ceil)),
+    Sp("ceil_method", lambda m, x: x.ceil(), "ceil", "Tensor.ceil", _cm("ceil")),
+    Sp("trunc_fn", lambda m, x: torch.trunc(x), "trunc", "torch.trunc", _cf(torch.trunc)),
+    Sp("trunc_method", lambda m, x: x.trunc(), "trunc", "Tensor.trunc", _cm("trunc")),
+    Sp("fix_fn", lambda m, x: torch.fix(x), "trunc", "torch.fix", _cf(torch.fix)),
+    Sp("fix_method", lambda m, x: x.fix(), "trunc", "Tensor.fix", _cm("fix")),
+    Sp("heaviside_fn", lambda m, x: torch.heaviside(x, m.v), "heaviside", "torch.heaviside", _cf(torch.heaviside),
+       hard_eps=0.5),
+    Sp("heaviside_method", lambda m, x: x.heaviside(m.v), "heaviside", "Tensor.heaviside", _cm("heaviside"),
+       hard_eps=0.5),
+    # comparisons, operator spellings, every cast
+    Sp("gt_op_float", lambda m, x: (x > 0.3).float(), "compare", "x > t", _cf(operator.gt), "gt", "float"),
+    Sp("ge_op_to_dtype", lambda m, x: (x >= 0.3).to(x.dtype), "compare", "x >= t", _cf(operator.ge), "ge", "to"),
+    Sp("lt_op_to_float32", lambda m, x: (x < 0.3).to(torch.float32), "compare", "x < t", _cf(operator.lt), "lt", "to"),
+    Sp("le_op_type_as", lambda m, x: (x <= 0.3).type_as(x), "compare", "x <= t", _cf(operator.le), "le", "type_as"),
+    Sp("gt_op_double", lambda m, x: (x > 0.3).double(), "compare", "x > t", _cf(operator.gt), "gt", "double"),
+    Sp("gt_op_int_threshold", lambda m, x: (x > 1).float(), "compare", "x > t", _cf(operator.gt), "gt", "float"),
+    Sp("gt_op_param", lambda m, x: (x > m.t).float(), "compare", "x > t", _cf(operator.gt), "gt", "float"),
+    Sp("le_op_buffer", lambda m, x: (x <= m.tb).type_as(x), "compare", "x <= t", _cf(operator.le), "le", "type_as"),
+    Sp("lt_op_computed_threshold", lambda m, x: (x < x.mean()).float(), "compare", "x < t", _cf(operator.lt),
+       "lt", "float"),
+    Sp("reversed_0_lt_x", lambda m, x: (0 < x).float(), "compare", "x > t", _cf(operator.gt), "gt", "float"),
+    Sp("reversed_t_ge_x", lambda m, x: (0.3 >= x).to(x.dtype), "compare", "x <= t", _cf(operator.le), "le", "to"),
+    # method spellings
+    Sp("gt_method", lambda m, x: x.gt(0.3).float(), "compare", "Tensor.gt", _cm("gt"), "gt", "float"),
+    Sp("ge_method_param", lambda m, x: x.ge(m.t).float(), "compare", "Tensor.ge", _cm("ge"), "ge", "float"),
+    Sp("lt_method_buffer", lambda m, x: x.lt(m.tb).double(), "compare", "Tensor.lt", _cm("lt"), "lt", "double"),
+    Sp("le_method", lambda m, x: x.le(0.3).to(x.dtype), "compare", "Tensor.le", _cm("le"), "le", "to"),
+    Sp("greater_method", lambda m, x: x.greater(m.t).float(), "compare", "Tensor.greater", _cm("greater"),
+       "gt", "float"),
+    Sp("less_equal_method", lambda m, x: x.less_equal(0.3).type_as(x), "compare", "Tensor.less_equal",
+       _cm("less_equal"), "le", "type_as"),
+    # torch function spellings
+    Sp("torch_gt", lambda m, x: torch.gt(x, 0.3).float(), "compare", "torch.gt", _cf(torch.gt), "gt", "float"),
+    Sp("torch_ge_param", lambda m, x: torch.ge(x, m.t).to(torch.float32), "compare", "torch.ge", _cf(torch.ge),
+       "ge", "to"),
+    Sp("torch_lt", lambda m, x: torch.lt(x, 0.3).type_as(x), "compare", "torch.lt", _cf(torch.lt), "lt", "type_as"),
+    Sp("torch_le", lambda m, x: torch.le(x, 0.3).double(), "compare", "torch.le", _cf(torch.le), "le", "double"),
+    Sp("torch_greater", lambda m, x: torch.greater(x, 0.3).float(), "compare", "torch.greater",
+       _cf(torch.greater), "gt", "float"),
+    Sp("torch_greater_equal", lambda m, x: torch.greater_equal(x, m.t).float(), "compare", "torch.greater_equal",
+       _cf(torch.greater_equal), "ge", "float"),
+    Sp("torch_less", lambda m, x: torch.less(x, 0.3).to(x.dtype), "compare", "torch.less", _cf(torch.less),
+       "lt", "to"),
+    Sp("torch_less_equal", lambda m, x: torch.less_equal(x, m.tb).float(), "compare", "torch.less_equal",
+       _cf(torch.less_equal), "le", "float"),
+    # threshold on the left, keyword arguments, more casts
+    Sp("param_lt_x", lambda m, x: (m.t < x).float(), "compare", "x < t", _cf(operator.lt), "lt", "float"),
+    Sp("torch_lt_param_x", lambda m, x: torch.lt(m.t, x).float(), "compare", "torch.lt", _cf(torch.lt), "lt",
+       "float"),
+    Sp("gt_other_kw", lambda m, x: torch.gt(x, other=m.t).float(), "compare", "torch.gt", _cf(torch.gt), "gt",
+       "float"),
+    Sp("gt_literal_tensor", lambda m, x: (x > torch.tensor(0.3)).float(), "compare", "x > t", _cf(operator.gt),
+       "gt", "float"),
+    Sp("gt_to_dtype_kw", lambda m, x: (x > 0.3).to(dtype=torch.float32), "compare", "x > t", _cf(operator.gt),
+       "gt", "to"),
+    Sp("gt_to_device_dtype", lambda m, x: (x > 0.3).to("cpu", torch.float64), "compare", "x > t", _cf(operator.gt),
+       "gt", "to"),
+    Sp("ge_type_dtype", lambda m, x: (x >= 0.3).type(torch.float32), "compare", "x >= t", _cf(operator.ge), "ge",
+       "type"),
+    Sp("lt_half", lambda m, x: (x < 0.3).half(), "compare", "x < t", _cf(operator.lt), "lt", "half"),
+    Sp("sign_input_kw", lambda m, x: torch.sign(input=x), "sign", "torch.sign", _cf(torch.sign), hard_eps=0.5),
+    Sp("round_input_kw", lambda m, x: torch.round(input=x), "round", "torch.round", _cf(torch.round)),
+    Sp("round_decimals_0", lambda m, x: torch.round(x, decimals=0), "round", "torch.round", _cf(torch.round)),
+    Sp("round_decimals_neg1", lambda m, x: torch.round(x, decimals=-1), "round", "torch.round", _cf(torch.round),
+       eps=0.1, hard_eps=4.0, kwargs={"decimals": -1}),
+    Sp("heaviside_values_kw", lambda m, x: torch.heaviside(x, values=m.v), "heaviside", "torch.heaviside",
+       _cf(torch.heaviside), hard_eps=0.5),
+]
+
+for _sp in SPELLINGS:
+    if _sp.cmp:
+        _sp.hard_eps = 0.5
+
+SPELL_IDS = [s.id for s in SPELLINGS]
+
+
+def _line_of(fn) -> str:
+    return f"{THIS_FILE}:{fn.__code__.co_firstlineno}"
+
+
+# ----------------------------------------------------------------------------------------
+# per spelling: rewrite, report, round trip, hard mode
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sp", SPELLINGS, ids=SPELL_IDS)
+def test_spelling_is_rewritten(sp: Sp):
+    model = Outer(sp.fn)
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, eps=sp.eps, verbose=False)
+    assert isinstance(gm, fx.GraphModule)
+
+    nodes = sll_nodes(gm)
+    assert len(nodes) == 1, gm.code
+    (node,) = nodes
+    assert is_op(node.target, getattr(torch.ops.sll, sp.sll)), node.target
+    assert node.kwargs.get("eps") == sp.eps
+    assert node.kwargs.get("mode") == "linear"
+    for k, v in (sp.kwargs or {}).items():
+        assert node.kwargs.get(k) == v, node.kwargs
+
+    kind, target = sp.gone
+    assert not [n for n in gm.graph.nodes if n.op == kind and n.target == target], gm.code
+
+    if sp.cmp:
+        assert node.args[2] == sp.cmp
+        users = list(node.users)
+        assert len(users) == 1 and users[0].op == "call_method" and users[0].target == sp.cast, gm.code
+        # no boolean comparison survives anywhere
+        for n in gm.graph.nodes:
+            assert not (n.op == "call_function" and n.target in (operator.gt, operator.ge, operator.lt, operator.le,
+                                                                  torch.gt, torch.ge, torch.lt, torch.le))
+            assert not (n.op == "call_method" and n.target in ("gt", "ge", "lt", "le", "greater", "less_equal"))
+
+    report = gm.sll_report
+    assert isinstance(report, RewriteReport)
+    assert report.counts == {"found": 1, "rewritten": 1, "hard": 0}
+    assert report.hard == []
+    (entry,) = report.entries
+    assert report.rewritten == [entry]
+    assert entry.rewritten
+    assert entry.op == sp.op
+    assert entry.replacement == sp.replacement
+    assert entry.reason == ""
+    assert entry.eps == sp.eps
+    assert entry.module == "body"
+    assert entry.node  # the fx node name of the hard op
+    assert THIS_FILE + ":" in entry.source
+    assert entry.source == _line_of(sp.fn)
+
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("sp", SPELLINGS, ids=SPELL_IDS)
+def test_spelling_export_hard_round_trip(sp: Sp):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=sp.eps, verbose=False)
+    code_before = gm.code
+    extra = (0.3, -0.5, 0.25, 0.3 + sp.eps / 2, 0.3 - sp.eps, -0.5 + sp.eps / 2)
+    xs = inputs_for(extra)
+    gm_out_before = [gm(x) for x in xs]
+
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert isinstance(hard, fx.GraphModule)
+    assert not sll_nodes(hard)
+    assert not any(is_sll_target(n.target) for n in hard.graph.nodes)
+    rep = hard.sll_report
+    assert isinstance(rep, StripReport)
+    assert rep.remaining == 0
+    assert len(rep.entries) == 1
+    assert rep.entries[0].sll_op == f"sll.{sp.sll}"
+    assert rep.entries[0].module == "body"
+    assert THIS_FILE + ":" in rep.entries[0].source
+
+    with torch.no_grad():
+        for i, x in enumerate(xs):
+            assert_bitwise(hard(x), model(x), f"{sp.id} input {i}")
+
+    # the linearized gm keeps working, unchanged
+    assert gm.code == code_before
+    assert len(sll_nodes(gm)) == 1
+    for x, y in zip(xs, gm_out_before):
+        assert_bitwise(gm(x), y, "gm after export_hard")
+
+    # export_hard of the plain model (nothing to strip) is the model too
+    plain = sll_fx.export_hard(model, verbose=False)
+    assert plain.sll_report.entries == [] and plain.sll_report.remaining == 0
+    assert_bitwise(plain(xs[0]), model(xs[0]))
+
+
+@pytest.mark.parametrize("sp", SPELLINGS, ids=SPELL_IDS)
+def test_spelling_hard_mode_forward_exact_gradient_nonzero(sp: Sp):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=sp.hard_eps, mode="hard", verbose=False)
+    (node,) = sll_nodes(gm)
+    assert node.kwargs["mode"] == "hard"
+    assert gm.sll_report.mode == "hard"
+    with torch.no_grad():
+        for i, x in enumerate(inputs_for((0.3, -0.5))):
+            assert_bitwise(gm(x), model(x), f"{sp.id} hard mode, input {i}")
+
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(512, generator=g) * 0.7).requires_grad_(True)
+    gm(x).double().sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0, f"{sp.id}: no gradient in hard mode"
+
+
+@pytest.mark.parametrize("sp", [s for s in SPELLINGS if s.id != "lt_op_computed_threshold"],
+                         ids=[i for i in SPELL_IDS if i != "lt_op_computed_threshold"])
+def test_spelling_linear_mode_equals_hard_outside_the_bands(sp: Sp):
+    """Away from every boundary the surrogate is the hard op exactly (SLL_MATH.md)."""
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=sp.eps, verbose=False)
+    # values at distance >= 0.1 from integers, half-integers, 0.3, -0.5 and the 0.005-grid edges
+    x = torch.tensor([0.2, -0.2, 0.7, -0.7, 1.2, -1.2, 1.8, 2.2, -2.8, 10.2, INF, -INF], dtype=torch.float32)
+    if sp.kwargs:  # round(decimals=2): stay eps away from the (k + 1/2) / 100 grid
+        x = torch.tensor([0.0123, -0.0123, 0.5021, 1.2378, -3.0071, INF, -INF], dtype=torch.float32)
+    with torch.no_grad():
+        # equal values (the surrogate may give +0.0 where round(-0.2) gives -0.0: bit identity
+        # is export_hard's and mode="hard"'s promise, not the linear surrogate's)
+        a, b = gm(x), model(x)
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{sp.id}\n{a}\n{b}"
+        # NaN in gives NaN out (SLL_MATH.md), also where the hard op would say False
+        assert torch.isnan(gm(torch.tensor([NAN, 1.2]))[0])
+
+
+# ----------------------------------------------------------------------------------------
+# randomly composed models (hypothesis)
+# ----------------------------------------------------------------------------------------
+
+COMPOSE_OPS: dict[str, Callable] = {
+    "sign": lambda m, h: torch.sign(h),
+    "sign_m": lambda m, h: h.sign(),
+    "round": lambda m, h: torch.round(h),
+    "round_m": lambda m, h: h.round(),
+    "round2": lambda m, h: torch.round(h, decimals=2),
+    "round2_m": lambda m, h: h.round(decimals=2),
+    "floor": lambda m, h: torch.floor(h),
+    "floor_m": lambda m, h: h.floor(),
+    "ceil": lambda m, h: torch.ceil(h),
+    "ceil_m": lambda m, h: h.ceil(),
+    "trunc": lambda m, h: torch.trunc(h),
+    "trunc_m": lambda m, h: h.trunc(),
+    "heaviside": lambda m, h: torch.heaviside(h, m.v),
+    "gt": lambda m, h: (h > 0.5).float(),
+    "ge_param": lambda m, h: (h >= m.t).to(h.dtype),
+    "lt_to": lambda m, h: (h < -0.5).to(torch.float32),
+    "le_type_as": lambda m, h: h.le(m.tb).type_as(h),
+    "gt_reversed": lambda m, h: (0 < h).float(),
+    "torch_greater": lambda m, h: torch.greater(h, 1.5).float(),
+    "double": lambda m, h: torch.less_equal(h, 0.0).double().float(),
+}
+COMPOSE_NAMES = sorted(COMPOSE_OPS)
+
+
+class Composed(nn.Module):
+    """Linear layer with half-integer weights, then ``steps`` of (op, scale, residual)."""
+
+    def __init__(self, steps, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.lin = nn.Linear(3, 6)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randint(-4, 5, (6, 3), generator=g) / 2)
+            self.lin.bias.copy_(torch.randint(-4, 5, (6,), generator=g) / 4)
+        self.t = nn.Parameter(torch.tensor(0.25))
+        self.register_buffer("tb", torch.tensor(1.0))
+        self.register_buffer("v", torch.tensor(0.75))
+        self.steps = list(steps)
+
+    def forward(self, x):
+        h = self.lin(x)
+        for name, scale, residual in self.steps:
+            y = COMPOSE_OPS[name](self, h * scale)
+            h = h + y if residual else y
+        return h
+
+
+def _composed_inputs(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.tensor([0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 0.25, 1.5, 2.0, -2.5, 0.125, 0.01, 0.005])
+    idx = torch.randint(0, len(grid), (40, 3), generator=g)
+    special = torch.tensor([[INF, 0.0, 1.0], [-INF, 0.5, 0.5], [NAN, 1.0, -1.0], [0.0, -0.0, 0.0]])
+    return [grid[idx], torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g) * 30, special]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(COMPOSE_NAMES), st.sampled_from([0.5, 1.0, 2.0, -1.0, 0.1, 3.7, 10.0, 100.0]),
+                  st.booleans()),
+        min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_random_composition_round_trip(steps, seed):
+    model = Composed(steps, seed)
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert gm.sll_report.counts == {"found": len(steps), "rewritten": len(steps), "hard": 0}
+    assert len(sll_nodes(gm)) == len(steps)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert not sll_nodes(hard)
+    assert hard.sll_report.remaining == 0 and len(hard.sll_report.entries) == len(steps)
+    hard_mode = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    with torch.no_grad():
+        for x in _composed_inputs(seed):
+            ref = model(x)
+            assert_bitwise(hard(x), ref, f"export_hard {steps}")
+            assert_bitwise(hard_mode(x), ref, f"mode=hard {steps}")
+            out = gm(x)
+            assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert list(gm.state_dict()) == list(model.state_dict())
+    assert_unchanged(model, before)
+
+
+# ----------------------------------------------------------------------------------------
+# left hard, with a reason
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Hard:
+    id: str
+    fn: Callable
+    op: str
+    reason: str   # a fragment the reason must contain
+
+
+LEFT_HARD = [
+    Hard("sign_of_long", lambda m, x: torch.sign(x.long()), "torch.sign", "integer"),
+    Hard("round_method_of_long", lambda m, x: x.long().round(), "Tensor.round", "integer"),
+    Hard("floor_of_int", lambda m, x: torch.floor(x.int()), "torch.floor", "integer"),
+    Hard("sign_of_argmax", lambda m, x: torch.sign(torch.argmax(x, dim=-1)), "torch.sign", "integer"),
+    Hard("compare_argmax", lambda m, x: (x.argmax(dim=-1) > 1).float(), "x > t", "integer"),
+    Hard("index_with_mask", lambda m, x: x[x > 0], "x > t", "bool"),
+    Hard("masked_select", lambda m, x: torch.masked_select(x, x > 0.3), "x > t", "bool"),
+    Hard("where_condition", lambda m, x: torch.where(x >= 0, x, torch.zeros_like(x)), "x >= t", "bool"),
+    Hard("where_method_condition", lambda m, x: torch.where(x.lt(m.t), x, m.tb), "Tensor.lt", "bool"),
+    Hard("compare_not_cast", lambda m, x: (x > 0).logical_not(), "x > t", "bool"),
+    Hard("compare_to_long", lambda m, x: (x > 0).long(), "x > t", "bool"),
+    Hard("inplace_sign", lambda m, x: x.clone().sign_(), "Tensor.sign_", "in-place"),
+    Hard("inplace_round", lambda m, x: x.clone().round_(), "Tensor.round_", "in-place"),
+    Hard("inplace_floor", lambda m, x: x.clone().floor_(), "Tensor.floor_", "in-place"),
+    Hard("inplace_gt", lambda m, x: x.clone().gt_(0.3), "Tensor.gt_", "in-place"),
+    Hard("eq_float", lambda m, x: (x == 0.5).float(), "x == t", "no jump"),
+    Hard("ne_float", lambda m, x: (x != 0.5).to(x.dtype), "x != t", "no jump"),
+]
+
+
+@pytest.mark.parametrize("case", LEFT_HARD, ids=[c.id for c in LEFT_HARD])
+def test_left_hard_with_reason(case: Hard):
+    model = Outer(case.fn)
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, verbose=False)
+    report = gm.sll_report
+    assert report.counts == {"found": 1, "rewritten": 0, "hard": 1}, str(report)
+    (entry,) = report.entries
+    assert report.hard == [entry] and report.rewritten == []
+    assert not entry.rewritten
+    assert entry.replacement is None
+    assert entry.eps is None
+    assert entry.op == case.op
+    assert case.reason in entry.reason, entry.reason
+    assert "left hard" in entry.reason or "stays hard" in entry.reason
+    assert entry.module == "body"
+    assert entry.source == _line_of(case.fn)
+    assert not sll_nodes(gm)
+    assert "(hard)" in str(report)
+
+    xs = [torch.randn(5, 4, generator=torch.Generator().manual_seed(3)),
+          torch.tensor([[0.0, -0.0, 0.5, 0.3], [NAN, INF, -INF, -0.5], [1.0, 2.5, -1.5, 0.25]])]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert hard.sll_report.entries == [] and hard.sll_report.remaining == 0
+    with torch.no_grad():
+        for x in xs:
+            assert_bitwise(gm(x), model(x), case.id)
+            assert_bitwise(hard(x), model(x), case.id)
+    assert_unchanged(model, before)
+
+
+def test_integer_placeholder_left_hard_with_example_inputs():
+    model = Outer(lambda m, x: torch.sign(x) + x.round())
+    x = torch.arange(-3, 4)
+    gm = sll_fx.linearize_module(model, verbose=False, example_inputs=(x,))
+    assert gm.sll_report.counts == {"found": 2, "rewritten": 0, "hard": 2}
+    assert all("integer" in e.reason for e in gm.sll_report.entries)
+    assert not sll_nodes(gm)
+    assert_bitwise(gm(x), model(x))
+    # the same model with float example inputs is rewritten
+    gm_f = sll_fx.linearize_module(model, verbose=False, example_inputs=(x.float(),))
+    assert gm_f.sll_report.counts == {"found": 2, "rewritten": 2, "hard": 0}
+
+
+def test_compare_used_as_float_and_as_bool():
+    """The float use is linearized, the bool use stays hard, and the reason says so."""
+    model = Outer(lambda m, x: (x > 0.3).float() * x + x[x > 0.3].sum())
+    gm = sll_fx.linearize_module(model, verbose=False)
+    rep = gm.sll_report
+    # two separate comparisons in the source: one rewritten, one hard
+    assert rep.counts == {"found": 2, "rewritten": 1, "hard": 1}
+
+    class Shared(nn.Module):
+        def forward(self, x):
+            mask = x > 0.3
+            return mask.float() * x + x[mask].sum()
+
+    shared = Shared()
+    gm2 = sll_fx.linearize_module(shared, verbose=False)
+    (entry,) = gm2.sll_report.entries
+    assert entry.replacement == "sll.compare(gt)"
+    assert "bool" in entry.reason
+    assert len(sll_nodes(gm2)) == 1
+    xs = inputs_for((0.3,))[:3]
+    hard = sll_fx.export_hard(gm2, verbose=False)
+    assert not sll_nodes(hard)
+    for x in xs:
+        assert_bitwise(hard(x), shared(x))
+        assert_bitwise(gm2(x).isnan(), shared(x).isnan())
+
+
+# ----------------------------------------------------------------------------------------
+# state, sharing, the user's model unchanged
+# ----------------------------------------------------------------------------------------
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("offset", torch.tensor(0.1))
+        self.thr = nn.Parameter(torch.tensor(0.2))
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, h):
+        h = self.proj(h) + self.offset
+        return torch.sign(h) * 0.5 + (h > self.thr).float() + h
+
+
+class StateModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("scale", torch.tensor(2.0))
+        self.register_buffer("scratch", torch.ones(4), persistent=False)
+        self.unused = nn.Linear(4, 2)
+        self.block = Block()
+        self.register_buffer("late", torch.zeros(1))
+        self.last = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        h = self.lin(x) * self.scale + self.scratch
+        h = self.block(h)
+        return torch.round(h) * self.last + (h > torch.tensor(0.5)).float() + self.late
+
+
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.register_buffer("b", torch.tensor(0.5))
+
+    def forward(self, x):
+        h = torch.relu(self.lin(x)) * 2 + self.b
+        return torch.sigmoid(h).sum(-1) + h.abs().max()
+
+
+def _state_model():
+    torch.manual_seed(0)
+    return StateModel()
+
+
+def test_state_dict_keys_and_order_identical():
+    model = _state_model()
+    keys = list(model.state_dict())
+    assert "scratch" not in keys and "unused.weight" in keys  # the test model is what it should be
+    gm = sll_fx.linearize_module(model, verbose=False)
+    assert list(gm.state_dict()) == keys
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert list(hard.state_dict()) == keys
+    assert list(sll_fx.export_hard(model, verbose=False).state_dict()) == keys
+    # same tensors, not copies
+    for k, v in model.state_dict().items():
+        assert gm.state_dict()[k].data_ptr() == v.data_ptr(), k
+        assert hard.state_dict()[k].data_ptr() == v.data_ptr(), k
+    # loading the model's state into the gm works strictly, and vice versa
+    gm.load_state_dict(model.state_dict(), strict=True)
+    model.load_state_dict(gm.state_dict(), strict=True)
+
+
+def test_parameters_and_buffers_shared_in_order():
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    for mod in (gm, sll_fx.export_hard(gm, verbose=False)):
+        mp, gp = list(model.named_parameters()), list(mod.named_parameters())
+        assert [n for n, _ in gp] == [n for n, _ in mp]
+        assert all(a is b for (_, a), (_, b) in zip(gp, mp))
+        mb = list(model.named_buffers())
+        gb = [(n, b) for n, b in mod.named_buffers() if not n.split(".")[-1].startswith("_tensor_constant")]
+        assert [n for n, _ in gb] == [n for n, _ in mb]
+        assert all(a is b for (_, a), (_, b) in zip(gb, mb))
+        assert mod.get_submodule("unused") is model.unused
+    # the non-persistent buffer stays non-persistent
+    assert "scratch" in dict(gm.named_buffers()) and "scratch" not in gm.state_dict()
+
+
+def test_model_unchanged_by_linearize_and_export():
+    model = _state_model()
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
+    ref = model(x)
+    before = snapshot(model)
+    dict_keys = set(model.__dict__)
+    forward = type(model).forward
+    gm = sll_fx.linearize_module(model, verbose=False)
+    sll_fx.linearize_module(model, mode="hard", verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    sll_fx.export_hard(model, verbose=False)
+    assert set(model.__dict__) == dict_keys
+    assert not hasattr(model, "_tensor_constant0")
+    assert "forward" not in model.__dict__ and type(model).forward is forward
+    assert type(model) is StateModel
+    assert_unchanged(model, before)
+    assert_bitwise(model(x), ref)
+    assert_bitwise(hard(x), ref)
+    assert gm.sll_report.counts == {"found": 4, "rewritten": 4, "hard": 0}
+    assert {e.module for e in gm.sll_report.entries} == {"block", ""}
+
+
+def test_gm_forward_does_not_depend_on_model_forward():
+    """Changing nothing on the model is the contract; the gm runs its own generated code."""
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    assert type(gm).forward is not StateModel.forward
+    assert isinstance(gm, fx.GraphModule) and not isinstance(gm, StateModel)
+
+
+def test_nothing_discrete_gives_empty_report_and_unchanged_graph(capsys):
+    model = Plain()
+    expected_code = fx.symbolic_trace(Plain()).code
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, verbose=True)
+    out = capsys.readouterr().out
+    rep = gm.sll_report
+    assert rep.entries == [] and rep.rewritten == [] and rep.hard == []
+    assert rep.counts == {"found": 0, "rewritten": 0, "hard": 0}
+    assert gm.code == expected_code
+    assert str(rep) in out
+    x = torch.randn(3, 4)
+    assert_bitwise(gm(x), model(x))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert hard.code == expected_code
+    assert hard.sll_report.entries == [] and hard.sll_report.remaining == 0
+    assert_unchanged(model, before)
+
+
+# ----------------------------------------------------------------------------------------
+# reports: text and verbosity
+# ----------------------------------------------------------------------------------------
+
+def test_report_str_is_a_table_and_verbose_prints_it(capsys):
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, verbose=True)
+    out = capsys.readouterr().out
+    text = str(gm.sll_report)
+    assert text.strip() and text in out
+    for header in ("node", "op", "replacement", "eps", "module", "source", "reason"):
+        assert header in text
+    assert any(set(line.replace(" ", "")) == {"-"} for line in text.splitlines())  # tabulate's rule line
+    for e in gm.sll_report.entries:
+        assert e.node in text and e.source in text and e.replacement in text
+
+    sll_fx.linearize_module(model, verbose=False)
+    assert capsys.readouterr().out == ""
+
+    hard = sll_fx.export_hard(gm, verbose=True)
+    out = capsys.readouterr().out
+    assert str(hard.sll_report) in out and str(hard.sll_report).strip()
+    for e in hard.sll_report.entries:
+        assert e.node in out
+    sll_fx.export_hard(gm, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_strip_report_entries():
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    rep = hard.sll_report
+    assert isinstance(rep, StripReport)
+    assert rep.remaining == 0
+    assert rep.counts == {"stripped": 4, "remaining": 0}
+    assert sorted(e.sll_op for e in rep.entries) == ["sll.compare", "sll.compare", "sll.round", "sll.sign"]
+    assert {e.node for e in rep.entries} == {n.name for n in sll_nodes(gm)}
+    assert all(THIS_FILE + ":" in e.source for e in rep.entries)
+
+
+# ----------------------------------------------------------------------------------------
+# training through the linearized gm
+# ----------------------------------------------------------------------------------------
+
+class TrainModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 8)
+        self.thr = nn.Parameter(torch.tensor(0.1))
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x):
+        h = self.lin(x)
+        q = torch.round(h * 4) / 4 + torch.sign(h) * 0.1 + (h > self.thr).float()
+        return self.head(q).squeeze(-1)
+
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_training_gm_trains_model(mode):
+    torch.manual_seed(0)
+    model = TrainModel()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gm = sll_fx.linearize_module(model, eps=0.2, mode=mode, verbose=False)
+    assert {id(p) for p in gm.parameters()} == {id(p) for p in model.parameters()}
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 4, generator=g)
+    y = torch.randn(64, generator=g)
+    opt = torch.optim.SGD(gm.parameters(), lr=0.05)
+    losses = []
+    for step in range(5):
+        opt.zero_grad()
+        loss = ((gm(x) - y) ** 2).mean()
+        loss.backward()
+        if step == 0:
+            # gradients land on the model's own parameters, through the discrete ops too
+            assert model.lin.weight.grad is not None and model.lin.weight.grad.abs().sum() > 0
+            assert model.thr.grad is not None and model.thr.grad.abs() > 0
+            assert model.head.weight.grad is not None
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    for n, p in model.named_parameters():
+        assert not torch.equal(p.detach(), before[n]), f"{n} was not trained"
+    # the model's own forward sees the trained parameters
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(x), model(x))
+
+
+# ----------------------------------------------------------------------------------------
+# explicit ops in a plain module
+# ----------------------------------------------------------------------------------------
+
+class Explicit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor(-0.25))
+
+    def forward(self, x):
+        return (sll_fx.sign(x, 0.1) + 2 * sll_fx.threshold(x, 0.5)
+                + 4 * sll_fx.threshold(x, self.t, cmp="<=") + sll_fx.round(x, 0.01, decimals=1)
+                + sll_fx.floor(x, 0.3))
+
+
+def _explicit_reference(m: Explicit, x):
+    return (torch.sign(x) + 2 * (x > 0.5).float() + 4 * (x <= m.t).float() + torch.round(x, decimals=1)
+            + torch.floor(x))
+
+
+def test_export_hard_strips_explicit_ops():
+    model = Explicit()
+    before = snapshot(model)
+    hard = sll_fx.export_hard(model, verbose=False)
+    assert not sll_nodes(hard)
+    rep = hard.sll_report
+    assert rep.remaining == 0 and len(rep.entries) == 5
+    with torch.no_grad():
+        for x in inputs_for((0.5, -0.25, 0.05, 0.15, 0.45, -0.15)):
+            assert_bitwise(hard(x), _explicit_reference(model, x), "explicit ops")
+    assert_unchanged(model, before)
+    assert list(hard.state_dict()) == list(model.state_dict())
+
+
+def test_explicit_threshold_alone_is_a_float_comparison():
+    class T(nn.Module):
+        def forward(self, x):
+            return sll_fx.threshold(x, 0.5)
+
+    hard = sll_fx.export_hard(T(), verbose=False)
+    x = special_values((0.5, 0.49, 0.51))
+    assert_bitwise(hard(x), (x > 0.5).float())
+    assert_bitwise(hard(x.double()), (x.double() > 0.5).double())
+
+
+# ----------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------
+
+class RoundModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return torch.sign(self.lin(x)) + torch.round(x)
+
+
+class SignOnly(nn.Module):
+    def forward(self, x):
+        return torch.sign(x) + (x > 0.2).float()
+
+
+def test_eps_too_wide_for_round_raises_naming_node_op_limit():
+    model = RoundModel()
+    before = snapshot(model)
+    node = next(e.node for e in sll_fx.linearize_module(model, eps=0.1, verbose=False).sll_report.entries
+                if "round" in e.op)
+    with pytest.raises(sll_fx.EpsError) as info:
+        sll_fx.linearize_module(model, eps=0.7, verbose=False)
+    msg = str(info.value)
+    assert node in msg
+    assert "round" in msg
+    assert "0.5" in msg
+    assert isinstance(info.value, ValueError)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("fn,limit", [
+    (lambda m, x: x.floor(), "0.5"),
+    (lambda m, x: torch.ceil(x), "0.5"),
+    (lambda m, x: torch.trunc(x), "0.5"),
+    (lambda m, x: torch.round(x, decimals=2), "0.005"),
+], ids=["floor", "ceil", "trunc", "round_decimals"])
+def test_eps_too_wide_other_ops(fn, limit):
+    model = Outer(fn)
+    before = snapshot(model)
+    with pytest.raises(sll_fx.EpsError) as info:
+        sll_fx.linearize_module(model, eps=0.6, verbose=False)
+    assert limit in str(info.value)
+    assert_unchanged(model, before)
+
+
+def test_wide_eps_fine_for_single_jump_ops():
+    model = SignOnly()
+    gm = sll_fx.linearize_module(model, eps=0.7, verbose=False)
+    assert gm.sll_report.counts == {"found": 2, "rewritten": 2, "hard": 0}
+    x = torch.tensor([0.0, 0.35, -0.35, 2.0, -2.0])
+    expected = torch.clamp(x / 0.7, -1, 1) + torch.clamp((x - 0.2) / 1.4 + 0.5, 0, 1)
+    torch.testing.assert_close(gm(x), expected)
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.0, -1e-3, -1.0, NAN, INF])
+def test_non_positive_eps_raises(eps):
+    for model in (SignOnly(), Plain()):
+        before = snapshot(model)
+        with pytest.raises(sll_fx.EpsError):
+            sll_fx.linearize_module(model, eps=eps, verbose=False)
+        assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("mode", ["soft", "Linear", "", None])
+def test_bad_mode_raises_value_error(mode):
+    model = SignOnly()
+    before = snapshot(model)
+    with pytest.raises(ValueError):
+        sll_fx.linearize_module(model, mode=mode, verbose=False)
+    assert_unchanged(model, before)
+
+
+class ControlFlow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if h.sum() > 0:
+            return torch.sign(h)
+        return h
+
+
+class Middle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pre = nn.Linear(3, 3)
+        self.inner = ControlFlow()
+
+    def forward(self, x):
+        return self.inner(self.pre(x))
+
+
+class Top(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("s", torch.tensor(1.0))
+        self.block = Middle()
+
+    def forward(self, x):
+        return torch.round(self.block(x * self.s))
+
+
+def test_trace_error_names_submodule():
+    model = Top()
+    before = snapshot(model)
+    with pytest.raises(sll_fx.TraceError) as info:
+        sll_fx.linearize_module(model, verbose=False)
+    err = info.value
+    assert err.module_path == "block.inner"
+    assert "block.inner" in str(err)
+    assert "ControlFlow" in str(err)
+    assert isinstance(err, sll_fx.SLLError)
+    with pytest.raises(sll_fx.TraceError):
+        sll_fx.export_hard(model, verbose=False)
+    assert_unchanged(model, before)
+    x = torch.randn(2, 3)
+    model(x)  # still runs eagerly
+
+
+def test_trace_error_at_top_level():
+    model = ControlFlow()
+    before = snapshot(model)
+    with pytest.raises(sll_fx.TraceError) as info:
+        sll_fx.linearize_module(model, verbose=False)
+    assert info.value.module_path == ""
+    assert "ControlFlow" in str(info.value)
+    assert_unchanged(model, before)
+
+
+# ----------------------------------------------------------------------------------------
+# the passes folder is only importable as sll_fx.passes
+# ----------------------------------------------------------------------------------------
+
+def _run_python(code: str, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code], cwd=str(cwd), env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_import_passes_fails_outside_repo(tmp_path):
+    r = _run_python(
+        "try:\n"
+        "    import passes\n"
+        "except ImportError as e:\n"
+        "    print('IMPORT-ERROR', type(e).__name__)\n"
+        "else:\n"
+        "    print('IMPORTED', passes.__file__)\n", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORT-ERROR" in r.stdout, r.stdout
+
+
+def test_import_sll_fx_passes_works_outside_repo(tmp_path):
+    r = _run_python(
+        "import sll_fx.passes as p\n"
+        "from sll_fx.passes import linearize_pass, strip_pass\n"
+        "print('OK', callable(linearize_pass), callable(strip_pass))\n", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "OK True True" in r.stdout
+
+
+def test_import_passes_fails_in_repo_root_too():
+    r = _run_python(
+        "try:\n"
+        "    import passes\n"
+        "except ImportError as e:\n"
+        "    print('IMPORT-ERROR', e)\n"
+        "else:\n"
+        "    print('IMPORTED')\n", REPO_ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORT-ERROR" in r.stdout and "sll_fx.passes" in r.stdout, r.stdout
+
+
+# ----------------------------------------------------------------------------------------
+# pickle / deepcopy
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_pickle_and_deepcopy_of_linearized_gm(mode):
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode=mode, verbose=False)
+    x = torch.cat([special_values().reshape(-1, 1).expand(-1, 4),
+                   torch.randn(16, 4, generator=torch.Generator().manual_seed(2)) * 3])
+    ref = gm(x)
+    for clone in (pickle.loads(pickle.dumps(gm)), copy.deepcopy(gm)):
+        assert isinstance(clone, fx.GraphModule)
+        assert len(sll_nodes(clone)) == len(sll_nodes(gm)) == 4
+        assert_bitwise(clone(x), ref)
+        # a copy owns its own parameters
+        assert all(a is not b for a, b in zip(clone.parameters(), model.parameters()))
+        hard = sll_fx.export_hard(clone, verbose=False)
+        assert_bitwise(hard(x), model(x))
+    # gradients through the copy
+    clone = copy.deepcopy(gm)
+    xr = (torch.randn(32, 4, generator=torch.Generator().manual_seed(4))).requires_grad_(True)
+    clone(xr).sum().backward()
+    assert xr.grad is not None and torch.isfinite(xr.grad).all()
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_copies_of_linearized_gm_keep_state_dict_keys(how):
+    """A copy of the gm is the same module: its state_dict keys are still the model's (no fx constant,
+    the non-persistent buffer stays non-persistent), so the model's checkpoint loads strictly."""
+    model = _state_model()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    clone = pickle.loads(pickle.dumps(gm)) if how == "pickle" else copy.deepcopy(gm)
+    assert list(clone.state_dict()) == list(model.state_dict())
+    clone.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_pickle_of_export_hard():
+    model = _state_model()
+    hard = sll_fx.export_hard(sll_fx.linearize_module(model, verbose=False), verbose=False)
+    x = torch.randn(8, 4)
+    clone = pickle.loads(pickle.dumps(hard))
+    assert_bitwise(clone(x), model(x))
+    assert not sll_nodes(clone)
