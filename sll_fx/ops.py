@@ -18,6 +18,12 @@ Schemas (``eps`` and ``mode`` are keyword-only in every op)::
 ``compare`` returns the floating surrogate of ``(x cmp threshold)`` (``cmp`` one of
 gt, ge, lt, le) in the promoted floating dtype of its operands.  Inputs whose dtype
 is not floating carry no gradient: the ops return the hard result for them.
+
+Special values in ``linear`` mode: NaN in gives NaN out; ``±inf`` gives the hard value,
+except ``compare`` with ``x`` and ``threshold`` both infinite with the same sign, whose
+distance ``x - threshold`` is NaN (so is the surrogate).  Outside the bands the value
+equals the hard op's, though the sign of a zero may differ (``round(-0.2)`` is ``+0``);
+``hard`` mode and ``export_hard`` are bit-identical, signs of zero included.
 """
 
 from __future__ import annotations
@@ -91,7 +97,9 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: float, mode: str = "linear") -
     if not x.is_floating_point():
         return torch.heaviside(x, values)
     k = 0.5 / eps
-    return kernels.apply(x, kernels.step_band(k, 0.0, +1), slope=k,
+    shape = torch.broadcast_shapes(x.shape, values.shape)
+    xb = x.expand(shape)  # heaviside broadcasts x against values; the surrogate must too
+    return kernels.apply(xb, kernels.step_band(k, 0.0, +1), slope=k,
                          hard=_hard_mode(mode, lambda: torch.heaviside(x, values)))
 
 

@@ -1,0 +1,749 @@
+"""Op-level tests of ``torch.ops.sll.*`` and the explicit API, against ``../shared/SLL_MATH.md``.
+
+SLL_MATH's surrogate of one jump at ``b`` (left value ``L``, right value ``R``, ``h = R - L``):
+
+    f_eps(x) = f(x)                               if |x - b| > eps
+    f_eps(x) = L + h * (x - b + eps) / (2 eps)    if |x - b| <= eps
+
+with derivative ``h / (2 eps)`` inside the band and ``0`` outside.  The references below are
+built from that definition directly (``L`` and ``R`` read off the hard op on either side of
+the boundary), not from the library's kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sll_fx
+from sll_fx import EpsError, ModeError
+
+MODES = ("linear", "hard")
+FLOATS = (torch.float32, torch.float64)
+INF, NAN = math.inf, math.nan
+
+PROPERTY_SETTINGS = settings(
+    max_examples=50, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+# --- the op table ----------------------------------------------------------------------
+
+def _finite(fn: Callable[[float], float]) -> Callable[[float], float]:
+    """Distance helper wrapper: NaN stays NaN, +-inf is infinitely far from every boundary."""
+    def dist(s: float) -> float:
+        if math.isnan(s):
+            return NAN
+        if math.isinf(s):
+            return INF
+        return fn(s)
+    return dist
+
+
+def _dist_point(b: float):
+    return _finite(lambda s: abs(s - b))
+
+
+_dist_half = _finite(lambda s: abs(s - (math.floor(s) + 0.5)))          # boundaries k + 1/2
+_dist_int = _finite(lambda s: abs(s - math.floor(s + 0.5)))             # boundaries k
+
+
+@_finite
+def _dist_trunc(s: float) -> float:                                     # nonzero integers
+    a = abs(s)
+    return min(abs(a - max(1.0, math.floor(a))), abs(a - max(1.0, math.ceil(a))))
+
+
+@dataclass(frozen=True)
+class Spec:
+    id: str
+    op: str                       # the name in error messages: sll.<op>
+    call: Callable                # (x, eps, mode) -> Tensor
+    hard: Callable                # x -> Tensor, the exact hard op
+    boundaries: tuple             # boundaries to probe
+    unit: float                   # boundary spacing (1 for single-jump ops); L/R read at b -+ unit/4
+    limit: float                  # largest valid eps
+    scale: float                  # distances are measured on x * scale (10**d for round(decimals=d))
+    dist: Callable                # scaled x -> scaled distance to the nearest boundary
+    eps_values: tuple             # eps for the deterministic tests
+    hyp_eps: tuple                # eps for the property tests
+    decimals: int = 0
+    integer_ok: bool = True       # the hard op accepts integer tensors
+
+
+def _multi(id_, op, call, hard, boundaries, dist, unit=1.0, decimals=0, integer_ok=True):
+    limit = 0.5 * unit
+    return Spec(id_, op, call, hard, tuple(boundaries), unit, limit, 1.0 / unit if decimals else 1.0,
+                dist, (0.1 * unit, 0.4 * unit), tuple(f * unit for f in (1e-3, 0.01, 0.1, 0.3, 0.5)),
+                decimals, integer_ok)
+
+
+def _single(id_, op, call, hard, b):
+    return Spec(id_, op, call, hard, (b,), 1.0, INF, 1.0, _dist_point(b), (0.05, 2.0),
+                (1e-3, 0.01, 0.1, 1.0, 10.0))
+
+
+def _heaviside_hard(x):
+    return torch.heaviside(x, torch.tensor(0.5, dtype=x.dtype, device=x.device))
+
+
+CMP_FN = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt, "le": torch.le}
+CMP_SYMBOL = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+SCALAR_T, TENSOR_T = 0.75, -0.25
+
+
+def _cmp_scalar(cmp):
+    return _single(
+        f"threshold{CMP_SYMBOL[cmp]}{SCALAR_T}", "compare",
+        lambda x, eps, mode: sll_fx.threshold(x, SCALAR_T, eps, cmp=CMP_SYMBOL[cmp], mode=mode),
+        lambda x: CMP_FN[cmp](x, SCALAR_T).to(x.dtype if x.is_floating_point() else torch.float32),
+        SCALAR_T)
+
+
+def _cmp_tensor(cmp):
+    def call(x, eps, mode):
+        return torch.ops.sll.compare(x, torch.tensor(TENSOR_T, device=x.device).to(x.dtype), cmp,
+                                     eps=eps, mode=mode)
+
+    def hard(x):
+        t = torch.tensor(TENSOR_T, device=x.device).to(x.dtype)
+        return CMP_FN[cmp](x, t).to(x.dtype if x.is_floating_point() else torch.float32)
+    return _single(f"compare.{cmp}.tensor", "compare", call, hard, TENSOR_T)
+
+
+def _round_d(d):
+    unit = 10.0 ** (-d)
+    return _multi(
+        f"round_d{d}", "round",
+        lambda x, eps, mode: sll_fx.round(x, eps, decimals=d, mode=mode),
+        lambda x: torch.round(x, decimals=d),
+        [(k + 0.5) * unit for k in range(-3, 3)], _dist_half, unit=unit, decimals=d, integer_ok=False)
+
+
+SPECS = [
+    _single("sign", "sign", lambda x, eps, mode: sll_fx.sign(x, eps, mode=mode), torch.sign, 0.0),
+    _single("heaviside", "heaviside", lambda x, eps, mode: sll_fx.heaviside(x, eps, mode=mode),
+            _heaviside_hard, 0.0),
+    _multi("round", "round", lambda x, eps, mode: sll_fx.round(x, eps, mode=mode), torch.round,
+           [k + 0.5 for k in range(-3, 3)], _dist_half),
+    _round_d(1), _round_d(2), _round_d(-1),
+    _multi("floor", "floor", lambda x, eps, mode: sll_fx.floor(x, eps, mode=mode), torch.floor,
+           range(-3, 4), _dist_int),
+    _multi("ceil", "ceil", lambda x, eps, mode: sll_fx.ceil(x, eps, mode=mode), torch.ceil,
+           range(-3, 4), _dist_int),
+    _multi("trunc", "trunc", lambda x, eps, mode: sll_fx.trunc(x, eps, mode=mode), torch.trunc,
+           [k for k in range(-3, 4) if k != 0], _dist_trunc),
+    *[_cmp_scalar(c) for c in CMP_FN],
+    *[_cmp_tensor(c) for c in CMP_FN],
+]
+SPEC_IDS = [s.id for s in SPECS]
+SPEC_EPS = [pytest.param(s, e, id=f"{s.id}-eps{e:g}") for s in SPECS for e in s.eps_values]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+def points(spec: Spec, offsets_in_eps, eps: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = b + o * eps for every probed boundary b and offset o; returns (x, b) as ``dtype``/float64."""
+    bs = [float(b) for b in spec.boundaries for _ in offsets_in_eps]
+    xs = [float(b) + o * eps for b in spec.boundaries for o in offsets_in_eps]
+    return torch.tensor(xs, dtype=dtype), torch.tensor(bs, dtype=torch.float64)
+
+
+def reference(spec: Spec, x: torch.Tensor, b: torch.Tensor, eps: float):
+    """SLL_MATH's f_eps and its derivative at x (float64), for the band around the given b."""
+    xd = x.double()
+    L = spec.hard(b - spec.unit / 4)
+    R = spec.hard(b + spec.unit / 4)
+    z = xd - b
+    inband = z.abs() <= eps
+    value = torch.where(inband, L + (R - L) * (z + eps) / (2 * eps), spec.hard(xd))
+    slope = torch.where(z.abs() < eps, (R - L) / (2 * eps), torch.zeros_like(z))
+    return value, slope
+
+
+def value_and_grad(fn, x: torch.Tensor):
+    x = x.detach().clone().requires_grad_(True)
+    y = fn(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    return y.detach(), g
+
+
+def assert_same_bits(actual: torch.Tensor, expected: torch.Tensor):
+    """Equal shape/dtype, NaN in the same places, equal values and equal sign of zero elsewhere."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    an, en = torch.isnan(actual), torch.isnan(expected)
+    assert torch.equal(an, en), (actual, expected)
+    a, e = actual[~an], expected[~en]
+    assert torch.equal(a, e), (actual, expected)
+    assert torch.equal(torch.signbit(a), torch.signbit(e)), (actual, expected)
+
+
+# --- 1. values and slopes, inside and outside the bands --------------------------------
+
+OUTSIDE = (-3.0, -1.5, -1.2, -1.05, 1.05, 1.2, 1.5, 3.0)   # in units of eps (multi ops: clipped below)
+INSIDE = (-0.9, -0.5, -0.1, 0.3, 0.7, 0.95)
+
+
+def _outside_offsets(spec: Spec, eps: float):
+    # keep outside points out of the neighbouring bands too: |o| * eps < unit - eps
+    return tuple(o for o in OUTSIDE if spec.limit == INF or abs(o) * eps < spec.unit - eps - 1e-3 * spec.unit)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec,eps", SPEC_EPS)
+def test_outside_band_is_exactly_the_hard_op_with_zero_grad(spec, eps, dtype, mode):
+    x, _ = points(spec, _outside_offsets(spec, eps), eps, dtype)
+    far = torch.tensor([-1e6, -37.0, 1e6, 37.0], dtype=dtype) * (spec.unit if spec.limit != INF else 1.0)
+    far = far[[spec.dist(float(v) * spec.scale) > 1.1 * eps * spec.scale for v in far.tolist()]]
+    x = torch.cat([x, far])
+    y, g = value_and_grad(lambda t: spec.call(t, eps, mode), x)
+    assert y.dtype == dtype
+    assert torch.equal(y, spec.hard(x))
+    assert torch.equal(g, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec,eps", SPEC_EPS)
+def test_inside_band_linear_value_and_slope_match_sll_math(spec, eps, dtype):
+    x, b = points(spec, INSIDE, eps, dtype)
+    y, g = value_and_grad(lambda t: spec.call(t, eps, "linear"), x)
+    ref, slope = reference(spec, x, b, eps)
+    # in-band points really are off the hard value (the test is not vacuous)
+    assert not torch.equal(y, spec.hard(x))
+    tol = 1e-6 * spec.unit if dtype == torch.float32 else 1e-12 * spec.unit
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=tol)
+    torch.testing.assert_close(g.double(), slope, rtol=1e-6, atol=0)
+    # and the slope is the analytic one: +-h/(2 eps) with h the op's jump
+    expected = {"sign": 1 / eps}.get(spec.op, spec.unit / (2 * eps))
+    sign = -1.0 if spec.id.startswith(("threshold<", "compare.lt", "compare.le")) else 1.0
+    torch.testing.assert_close(g.double(), torch.full_like(g, sign * expected, dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec,eps", SPEC_EPS)
+def test_hard_mode_in_band_forward_is_hard_op_and_grad_is_linear_grad(spec, eps, dtype):
+    x, _ = points(spec, INSIDE, eps, dtype)
+    y_hard, g_hard = value_and_grad(lambda t: spec.call(t, eps, "hard"), x)
+    _, g_lin = value_and_grad(lambda t: spec.call(t, eps, "linear"), x)
+    assert_same_bits(y_hard, spec.hard(x))
+    assert torch.equal(g_hard, g_lin)
+    assert bool((g_hard != 0).all())
+
+
+@pytest.mark.parametrize("spec,eps", SPEC_EPS)
+def test_band_edges_are_continuous(spec, eps):
+    for b in spec.boundaries:
+        for side in (-1.0, 1.0):
+            edge = torch.tensor([b + side * eps], dtype=torch.float64)
+            just_out = torch.tensor([b + side * eps * (1 + 1e-9)], dtype=torch.float64)
+            y_edge = spec.call(edge, eps, "linear")
+            y_out = spec.call(just_out, eps, "linear")
+            hard = spec.hard(edge)
+            assert abs(float(y_edge - hard)) <= 1e-4 * spec.unit, (b, side, y_edge, hard)
+            assert abs(float(y_out - y_edge)) <= 1e-4 * spec.unit
+            assert torch.equal(y_out, spec.hard(just_out))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_midpoints_at_the_boundaries(dtype):
+    def lin(fn, xs, **kw):
+        return fn(torch.tensor(xs, dtype=dtype), **kw).tolist()
+
+    ks = [-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]
+    assert lin(sll_fx.sign, [0.0, -0.0], eps=0.1) == [0.0, 0.0]
+    assert lin(sll_fx.heaviside, [0.0, -0.0], eps=0.1) == [0.5, 0.5]
+    assert lin(sll_fx.round, [k + 0.5 for k in range(-3, 3)], eps=0.1) == [k + 0.5 for k in range(-3, 3)]
+    assert lin(sll_fx.floor, ks + [0.0], eps=0.1) == [k - 0.5 for k in ks + [0.0]]
+    assert lin(sll_fx.ceil, ks + [0.0], eps=0.1) == [k + 0.5 for k in ks + [0.0]]
+    assert lin(sll_fx.trunc, ks, eps=0.1) == [k - 0.5 if k > 0 else k + 0.5 for k in ks]
+    for cmp in CMP_SYMBOL.values():
+        assert lin(sll_fx.threshold, [0.75], threshold=0.75, eps=0.1, cmp=cmp) == [0.5]
+    # round(decimals=d): the midpoint of the jump from k 10^-d to (k+1) 10^-d
+    torch.testing.assert_close(sll_fx.round(torch.tensor([0.25, -0.35], dtype=dtype), 0.01, decimals=1),
+                               torch.tensor([0.25, -0.35], dtype=dtype))
+    torch.testing.assert_close(sll_fx.round(torch.tensor([15.0, -25.0], dtype=dtype), 1.0, decimals=-1),
+                               torch.tensor([15.0, -25.0], dtype=dtype))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_trunc_has_no_band_at_zero(dtype, mode):
+    x = torch.tensor([-0.55, -0.3, -0.0, 0.0, 0.1, 0.3, 0.55], dtype=dtype)
+    y, g = value_and_grad(lambda t: sll_fx.trunc(t, 0.4, mode=mode), x)
+    assert torch.equal(y, torch.zeros_like(x))
+    assert torch.equal(g, torch.zeros_like(x))
+    # floor, by contrast, has a band at 0
+    _, gf = value_and_grad(lambda t: sll_fx.floor(t, 0.4, mode=mode), x)
+    assert bool((gf[2:5] == 1.25).all())
+
+
+def test_round_with_eps_half_is_identity_in_linear_mode_and_ste_in_hard_mode():
+    x = torch.tensor([-2.7, -1.25, -0.3, 0.1, 0.49, 0.51, 1.9, 3.3], dtype=torch.float64)
+    y, g = value_and_grad(lambda t: sll_fx.round(t, 0.5), x)
+    torch.testing.assert_close(y, x, rtol=0, atol=1e-12)
+    assert torch.equal(g, torch.ones_like(x))
+    y, g = value_and_grad(lambda t: sll_fx.round(t, 0.5, mode="hard"), x)
+    assert torch.equal(y, torch.round(x))
+    assert torch.equal(g, torch.ones_like(x))
+
+
+# --- 2. hard mode: ties, signed zeros, infinities ---------------------------------------
+
+SPECIAL = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.5, 0.25, -0.25, 0.75, 0.15, 0.35, -0.45, 5.0, 15.0,
+           25.0, -35.0, 1.0, -1.0, 2.0, -3.0, 0.3, -0.7, 1e-30, -1e-30, INF, -INF]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_hard_mode_forward_is_bitwise_the_hard_op(spec, dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.tensor(SPECIAL, dtype=dtype), torch.randn(64, generator=gen, dtype=dtype) * 3])
+    eps = spec.eps_values[0]
+    assert_same_bits(spec.call(x, eps, "hard"), spec.hard(x))
+    _, g_hard = value_and_grad(lambda t: spec.call(t, eps, "hard"), x)
+    _, g_lin = value_and_grad(lambda t: spec.call(t, eps, "linear"), x)
+    assert torch.equal(g_hard, g_lin)
+
+
+def test_hard_round_ties_go_to_even():
+    x = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5])
+    expected = torch.tensor([-2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 4.0])
+    y, g = value_and_grad(lambda t: sll_fx.round(t, 0.1, mode="hard"), x)
+    assert_same_bits(y, expected)
+    assert torch.equal(g, torch.full_like(x, 5.0))          # the ties are the band centres
+    assert_same_bits(sll_fx.round(torch.tensor([0.25, 0.35, 15.0, 25.0], dtype=torch.float64), 0.01,
+                                  decimals=1, mode="hard"),
+                     torch.round(torch.tensor([0.25, 0.35, 15.0, 25.0], dtype=torch.float64), decimals=1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hard_values_at_the_boundary_itself(mode):
+    if mode == "hard":
+        zero = torch.tensor([0.0, -0.0])
+        assert_same_bits(sll_fx.sign(zero, 0.1, mode=mode), torch.sign(zero))
+        assert_same_bits(sll_fx.heaviside(zero, 0.1, values=0.0, mode=mode), torch.zeros(2))
+        assert_same_bits(sll_fx.heaviside(zero, 0.1, values=1.0, mode=mode), torch.ones(2))
+        t = torch.tensor([0.75])
+        assert sll_fx.threshold(t, 0.75, 0.1, cmp=">", mode=mode).item() == 0.0
+        assert sll_fx.threshold(t, 0.75, 0.1, cmp=">=", mode=mode).item() == 1.0
+        assert sll_fx.threshold(t, 0.75, 0.1, cmp="<", mode=mode).item() == 0.0
+        assert sll_fx.threshold(t, 0.75, 0.1, cmp="<=", mode=mode).item() == 1.0
+    else:  # linear: the midpoint whatever `values` says
+        assert sll_fx.heaviside(torch.tensor([0.0]), 0.1, values=0.0).item() == 0.5
+
+
+# --- 3. threshold -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cmp", list(CMP_FN))
+def test_threshold_broadcast_and_gradients(cmp, mode):
+    eps = 0.2
+    gen = torch.Generator().manual_seed(1)
+    t = torch.tensor([-1.0, 0.0, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    # rows: far below the threshold, in its band, at the threshold itself
+    x = (t.detach() + torch.tensor([[-1.0], [-0.1], [0.0]], dtype=torch.float64)).requires_grad_(True)
+    assert x.shape == (3, 4)
+    w = torch.rand(3, 4, generator=gen, dtype=torch.float64) + 0.5
+    y = sll_fx.threshold(x, t, eps, cmp=CMP_SYMBOL[cmp], mode=mode)
+    assert y.shape == (3, 4) and y.dtype == torch.float64
+    (y * w).sum().backward()
+    direction = 1.0 if cmp in ("gt", "ge") else -1.0
+    inband = ((x.detach() - t.detach()).abs() < eps).double()
+    expected_gx = w * inband * direction / (2 * eps)
+    torch.testing.assert_close(x.grad, expected_gx, rtol=1e-12, atol=0)
+    torch.testing.assert_close(t.grad, -x.grad.sum(0), rtol=1e-12, atol=0)
+    # gt/ge: d/dt = -1/(2eps) per in-band element; lt/le: +1/(2eps)
+    torch.testing.assert_close(t.grad, -direction * (w * inband).sum(0) / (2 * eps), rtol=1e-12, atol=0)
+    hard = CMP_FN[cmp](x.detach(), t.detach()).double()
+    if mode == "hard":
+        assert torch.equal(y.detach(), hard)
+    else:
+        assert torch.equal(y.detach()[0], hard[0])
+        assert bool((y.detach()[2] == 0.5).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_threshold_larger_than_x_broadcasts_and_grad_sums_back(mode):
+    x = torch.tensor([0.0, 0.05, -3.0, 3.0], requires_grad=True)
+    t = torch.zeros(3, 4, requires_grad=True)
+    y = sll_fx.threshold(x, t, 0.1, cmp=">", mode=mode)
+    assert y.shape == (3, 4)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([15.0, 15.0, 0.0, 0.0]))
+    assert torch.equal(t.grad, -torch.tensor([5.0, 5.0, 0.0, 0.0]).expand(3, 4))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cmp", list(CMP_SYMBOL.values()) + list(CMP_FN))
+def test_threshold_scalar_and_dtypes(cmp, mode):
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([-2.0, 0.0, 0.9, 1.0, 1.05, 4.0], dtype=dtype)
+        for thr in (1, 1.0, torch.tensor(1.0, dtype=dtype), torch.ones(6, dtype=dtype)):
+            y = sll_fx.threshold(x, thr, 0.2, cmp=cmp, mode=mode)
+            assert y.dtype == dtype and y.shape == x.shape
+            name = {">": "gt", ">=": "ge", "<": "lt", "<=": "le"}.get(cmp, cmp)
+            hard = CMP_FN[name](x, thr).to(dtype)
+            far = torch.tensor([True, True, False, False, False, True])
+            assert torch.equal(y[far], hard[far])
+            if mode == "hard":
+                assert torch.equal(y, hard)
+            else:
+                assert y[3].item() == 0.5
+    # a 0-dim float64 threshold does not promote a float32 x (torch.result_type)
+    y = sll_fx.threshold(torch.zeros(3), torch.tensor(1.0, dtype=torch.float64), 0.1, cmp=cmp, mode=mode)
+    assert y.dtype == torch.float32
+    # a float32 x and a float64 1-d threshold: promoted like torch does
+    y = sll_fx.threshold(torch.zeros(3), torch.ones(3, dtype=torch.float64), 0.1, cmp=cmp, mode=mode)
+    assert y.dtype == torch.float64
+
+
+def test_threshold_integer_input_is_hard_and_floating():
+    x = torch.tensor([-1, 0, 1, 2, 3])
+    for cmp, fn in CMP_FN.items():
+        for mode in MODES:
+            for thr in (1, 1.5):
+                y = sll_fx.threshold(x, thr, 0.3, cmp=cmp, mode=mode)
+                assert y.dtype == torch.float32
+                assert torch.equal(y, fn(x, thr).float())
+
+
+# --- 4. property tests ------------------------------------------------------------------
+
+def _grid():
+    return st.builds(lambda k, f: k + f, st.integers(-50, 50),
+                     st.sampled_from([0.0, 0.5, -0.5, 0.25, 0.1, 0.3, 0.45, 0.55, 0.05, 0.95, 0.999, 1e-3]))
+
+
+def float_values(width: int):
+    grid = _grid()
+    return st.one_of(
+        st.floats(width=width),                               # anything, NaN and +-inf included
+        st.floats(-20, 20, width=width),
+        st.sampled_from(SPECIAL + [NAN, 1e308, -1e308, 3e38]),
+        grid, grid.map(lambda v: v / 10), grid.map(lambda v: v / 100), grid.map(lambda v: v * 10),
+    )
+
+
+@st.composite
+def inputs(draw, spec: Spec, allow_nan=True):
+    dtype = draw(st.sampled_from(FLOATS))
+    width = 32 if dtype == torch.float32 else 64
+    vals = draw(st.lists(float_values(width), min_size=1, max_size=8))
+    if not allow_nan:
+        vals = [v for v in vals if not math.isnan(v)] or [0.0]
+    eps = draw(st.sampled_from(spec.hyp_eps))
+    return torch.tensor(vals, dtype=dtype), eps
+
+
+def _far_mask(spec: Spec, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Elements farther than eps (plus float slack) from every boundary of the op."""
+    fe = torch.finfo(x.dtype).eps
+    keep = []
+    for v in x.double().tolist():
+        s = v * spec.scale
+        d = spec.dist(s)
+        slack = 4 * fe * (max(1.0, abs(s)) if math.isfinite(s) else 1.0)
+        keep.append(bool(d > eps * spec.scale * (1 + 1e-6) + slack))
+    return torch.tensor(keep, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_property_hard_mode_is_bitwise_hard_op(spec, data):
+    x, eps = data.draw(inputs(spec))
+    assert_same_bits(spec.call(x, eps, "hard"), spec.hard(x))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_property_linear_equals_hard_away_from_boundaries(spec, data):
+    x, eps = data.draw(inputs(spec))
+    far = _far_mask(spec, x, eps)
+    y, g = value_and_grad(lambda t: spec.call(t, eps, "linear"), x)
+    assert y.dtype == x.dtype
+    assert_values_equal(y[far], spec.hard(x)[far])
+    assert torch.equal(g[far], torch.zeros_like(g[far]))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_linear_nan_infinities_and_huge_values(spec, dtype):
+    """NaN -> NaN; +-inf -> the hard value; huge finite values outside every band -> the hard value."""
+    big = torch.finfo(dtype).max
+    x = torch.tensor([NAN, INF, -INF, big, -big, big / 3, -big / 7], dtype=dtype)
+    eps = spec.eps_values[0]
+    y = spec.call(x, eps, "linear")
+    assert bool(torch.isnan(y[0]))
+    assert_same_bits(y[1:3], spec.hard(x[1:3]))
+    far = torch.tensor([spec.dist(v * spec.scale) > eps * spec.scale for v in x[3:].double().tolist()])
+    assert_values_equal(y[3:][far], spec.hard(x[3:])[far])
+
+
+def assert_values_equal(actual: torch.Tensor, expected: torch.Tensor):
+    assert actual.shape == expected.shape
+    assert torch.equal(torch.isnan(actual), torch.isnan(expected)), (actual, expected)
+    ok = ~torch.isnan(expected)
+    assert torch.equal(actual[ok], expected[ok]), (actual, expected)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_property_nan_in_nan_out_and_inf_gives_hard_value(spec, data):
+    x, eps = data.draw(inputs(spec))
+    extra = data.draw(st.lists(st.sampled_from([NAN, INF, -INF]), min_size=1, max_size=4))
+    x = torch.cat([x, torch.tensor(extra, dtype=x.dtype)])
+    y = spec.call(x, eps, "linear")
+    nan, inf = torch.isnan(x), torch.isinf(x)
+    assert bool(torch.isnan(y[nan]).all()), (x, y)
+    assert_same_bits(y[inf], spec.hard(x)[inf])
+
+
+@pytest.mark.parametrize("cmp", list(CMP_FN))
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_property_compare_with_drawn_thresholds(cmp, data):
+    dtype = data.draw(st.sampled_from(FLOATS))
+    width = 32 if dtype == torch.float32 else 64
+    x = torch.tensor(data.draw(st.lists(float_values(width), min_size=1, max_size=8)), dtype=dtype)
+    t_val = data.draw(st.floats(-100, 100, width=width))
+    eps = data.draw(st.sampled_from([1e-3, 0.1, 1.0, 10.0]))
+    for thr in (t_val, torch.tensor(t_val, dtype=dtype)):
+        assert_same_bits(torch.ops.sll.compare(x, thr, cmp, eps=eps, mode="hard"), CMP_FN[cmp](x, thr).to(dtype))
+        y = torch.ops.sll.compare(x, thr, cmp, eps=eps, mode="linear")
+        d = (x.double() - t_val).abs()
+        mag = torch.clamp(x.double().abs(), min=max(1.0, abs(t_val))).nan_to_num(posinf=1.0)
+        far = d > eps * (1 + 1e-6) + 4 * torch.finfo(dtype).eps * mag
+        far &= ~torch.isnan(d)
+        assert torch.equal(y[far], CMP_FN[cmp](x, thr).to(dtype)[far])
+        assert bool(torch.isnan(y[torch.isnan(x)]).all())
+
+
+# --- 5. opcheck -----------------------------------------------------------------------------
+
+def _opcheck_cases():
+    x = lambda: (torch.randn(3, 4, generator=torch.Generator().manual_seed(2)) * 2).requires_grad_(True)  # noqa: E731
+    t = lambda: torch.randn(4, generator=torch.Generator().manual_seed(3)).requires_grad_(True)  # noqa: E731
+    ops = torch.ops.sll
+    return [
+        ("sign", ops.sign.default, lambda: (x(),), {}),
+        ("heaviside", ops.heaviside.default, lambda: (x(), torch.tensor(0.5)), {}),
+        ("round", ops.round.default, lambda: (x(),), {}),
+        ("round_d1", ops.round.default, lambda: (x(),), {"decimals": 1, "eps": 0.03}),
+        ("floor", ops.floor.default, lambda: (x(),), {}),
+        ("ceil", ops.ceil.default, lambda: (x(),), {}),
+        ("trunc", ops.trunc.default, lambda: (x(),), {}),
+        ("compare.gt", ops.compare.default, lambda: (x(), t(), "gt"), {}),
+        ("compare.le", ops.compare.default, lambda: (x(), t(), "le"), {}),
+        ("compare.Scalar.ge", ops.compare.Scalar, lambda: (x(), 0.25, "ge"), {}),
+        ("compare.Scalar.lt", ops.compare.Scalar, lambda: (x(), 0.25, "lt"), {}),
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name,op,args,kwargs", _opcheck_cases(), ids=[c[0] for c in _opcheck_cases()])
+def test_opcheck(name, op, args, kwargs, mode):
+    kw = {"eps": 0.3, "mode": mode, **kwargs}
+    torch.library.opcheck(op, args(), kw)
+
+
+def test_every_overload_is_opchecked():
+    covered = {str(c[1]) for c in _opcheck_cases()}
+    for name in ("sign", "heaviside", "round", "floor", "ceil", "trunc", "compare"):
+        packet = getattr(torch.ops.sll, name)
+        for overload in packet.overloads():
+            assert str(getattr(packet, overload)) in covered
+
+
+# --- 6. meta tensors, dtypes, integer inputs -------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64],
+                         ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_meta_tensors_have_the_hard_ops_shape_and_dtype(spec, dtype, mode):
+    if not dtype.is_floating_point and not spec.integer_ok:
+        pytest.skip("torch.round(decimals=d) has no integer kernel")
+    x = torch.empty(2, 3, 5, device="meta", dtype=dtype)
+    y = spec.call(x, spec.eps_values[0], mode)
+    h = spec.hard(x)
+    assert y.device.type == "meta"
+    assert y.shape == h.shape == (2, 3, 5)
+    assert y.dtype == h.dtype
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_floating_dtypes_are_kept(spec, dtype, mode):
+    eps = spec.eps_values[0]
+    x, _ = points(spec, (-3.0, -0.5, 0.5, 3.0), eps, dtype)
+    y, g = value_and_grad(lambda t: spec.call(t, eps, mode), x)
+    assert y.dtype == dtype and g.dtype == dtype
+    if spec.decimals == 0 or dtype == torch.float64:
+        far = torch.tensor([spec.dist(v * spec.scale) > 1.5 * eps * spec.scale for v in x.double().tolist()])
+        assert torch.equal(y[far], spec.hard(x)[far])
+        assert bool((g[~far] != 0).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8], ids=str)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.integer_ok], ids=[s.id for s in SPECS if s.integer_ok])
+def test_integer_inputs_give_the_exact_hard_result(spec, dtype, mode):
+    lo = 0 if dtype == torch.uint8 else -5
+    x = torch.arange(lo, 6).to(dtype)
+    if spec.op == "heaviside":
+        y = torch.ops.sll.heaviside(x, torch.tensor(7, dtype=dtype), eps=0.1, mode=mode)
+        h = torch.heaviside(x, torch.tensor(7, dtype=dtype))
+    else:
+        y, h = spec.call(x, spec.eps_values[0], mode), spec.hard(x)
+    assert y.dtype == h.dtype
+    assert torch.equal(y, h)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_heaviside_broadcasts_values_like_the_hard_op(mode):
+    """torch.heaviside broadcasts x against values; the op's shape must be the hard op's."""
+    x = torch.tensor([-1.0, 0.0, 0.05, 1.0])
+    values = torch.tensor([[0.0], [1.0], [0.5]])
+    y = torch.ops.sll.heaviside(x, values, eps=0.1, mode=mode)
+    assert y.shape == torch.heaviside(x, values).shape == (3, 4)
+    ym = torch.ops.sll.heaviside(x.to("meta"), values.to("meta"), eps=0.1, mode=mode)
+    assert ym.shape == (3, 4)
+
+
+# --- 7. gradcheck ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,eps", SPEC_EPS)
+def test_gradcheck_linear_away_from_band_edges(spec, eps):
+    # 1.2 eps: outside the band and, for eps <= 0.4 * spacing, 0.2 eps clear of the next band
+    x, _ = points(spec, (-1.2, -0.5, 0.3, 1.2), eps, torch.float64)
+    x = x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: spec.call(t, eps, "linear"), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cmp", list(CMP_FN))
+def test_gradcheck_compare_through_x_and_threshold(cmp):
+    t = torch.tensor([-1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
+    x = (t + torch.tensor([[0.05], [-0.12], [0.5], [-0.3]], dtype=torch.float64)).requires_grad_(True)
+    t.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.sll.compare(a, b, cmp, eps=0.2), (x, t),
+                                    eps=1e-6, atol=1e-6)
+
+
+# --- 8. errors -------------------------------------------------------------------------------
+
+OP_CALLS = {
+    "sign": lambda x, eps, mode="linear": torch.ops.sll.sign(x, eps=eps, mode=mode),
+    "heaviside": lambda x, eps, mode="linear": torch.ops.sll.heaviside(x, torch.tensor(0.5), eps=eps, mode=mode),
+    "round": lambda x, eps, mode="linear": torch.ops.sll.round(x, eps=eps, mode=mode),
+    "floor": lambda x, eps, mode="linear": torch.ops.sll.floor(x, eps=eps, mode=mode),
+    "ceil": lambda x, eps, mode="linear": torch.ops.sll.ceil(x, eps=eps, mode=mode),
+    "trunc": lambda x, eps, mode="linear": torch.ops.sll.trunc(x, eps=eps, mode=mode),
+    "compare": lambda x, eps, mode="linear": torch.ops.sll.compare(x, 0.5, "gt", eps=eps, mode=mode),
+}
+INPUTS = {"float": lambda: torch.zeros(3), "int": lambda: torch.zeros(3, dtype=torch.int64),
+          "meta": lambda: torch.empty(3, device="meta")}
+
+
+@pytest.mark.parametrize("inp", list(INPUTS))
+@pytest.mark.parametrize("eps", [0.0, -0.0, -0.1, -1e-12, NAN, INF, -INF], ids=str)
+@pytest.mark.parametrize("op", list(OP_CALLS))
+def test_non_positive_or_non_finite_eps_is_an_eps_error(op, eps, inp):
+    with pytest.raises(EpsError, match=rf"sll\.{op}\b.*positive") as info:
+        OP_CALLS[op](INPUTS[inp](), eps)
+    assert isinstance(info.value, ValueError)
+
+
+WIDE = [
+    ("round", 0, 0.51, "0.5"), ("round", 0, 1.0, "0.5"), ("floor", 0, 0.6, "0.5"), ("ceil", 0, 0.75, "0.5"),
+    ("trunc", 0, 10.0, "0.5"), ("round", 1, 0.051, "0.05"), ("round", 2, 0.0051, "0.005"),
+    ("round", -1, 5.5, "5"), ("round", 3, 0.001, "0.0005"),
+]
+
+
+@pytest.mark.parametrize("inp", ["float", "meta"])
+@pytest.mark.parametrize("op,decimals,eps,limit", WIDE)
+def test_too_wide_eps_names_the_op_and_the_limit(op, decimals, eps, limit, inp):
+    x = INPUTS[inp]()
+    with pytest.raises(EpsError) as info:
+        if op == "round":
+            sll_fx.round(x, eps, decimals=decimals)
+        else:
+            getattr(sll_fx, op)(x, eps)
+    msg = str(info.value)
+    assert f"sll.{op}" in msg
+    assert f"eps <= {limit}" in msg and f"> {limit}" in msg
+    if decimals:
+        assert f"decimals={decimals}" in msg
+
+
+@pytest.mark.parametrize("op,decimals,eps", [("round", 0, 0.5), ("floor", 0, 0.5), ("ceil", 0, 0.5),
+                                              ("trunc", 0, 0.5), ("round", 1, 0.05), ("round", -1, 5.0)])
+def test_eps_at_the_limit_is_accepted(op, decimals, eps):
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    kw = {"decimals": decimals} if decimals else {}
+    y = getattr(sll_fx, op)(x, eps, **kw)
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
+
+
+@pytest.mark.parametrize("op", ["sign", "heaviside", "compare"])
+def test_single_jump_ops_have_no_upper_eps_limit(op):
+    x = torch.tensor([-2e6, 0.0, 2e6], dtype=torch.float64)
+    y = OP_CALLS[op](x, 1e6)
+    ref = {"sign": [-1.0, 0.0, 1.0], "heaviside": [0.0, 0.5, 1.0], "compare": [0.0, 0.5 - 0.5 / 2e6, 1.0]}[op]
+    torch.testing.assert_close(y, torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["soft", "", "Linear", "HARD", "ste"])
+@pytest.mark.parametrize("op", list(OP_CALLS))
+def test_bad_mode_is_a_mode_error(op, mode):
+    for make in INPUTS.values():
+        with pytest.raises(ModeError, match=rf"sll\.{op}\b.*{mode!r}") as info:
+            OP_CALLS[op](make(), 0.1, mode)
+        assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("cmp", ["eq", "ne", "==", ">", "GT", ""])
+def test_bad_cmp_is_a_value_error(cmp):
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="cmp"):
+        torch.ops.sll.compare(x, 0.5, cmp, eps=0.1)
+    with pytest.raises(ValueError, match="cmp"):
+        torch.ops.sll.compare(x, torch.tensor(0.5), cmp, eps=0.1)
+
+
+@pytest.mark.parametrize("cmp", ["==", "!=", "=>", "eq", "", "gt "])
+def test_threshold_bad_cmp_is_a_value_error(cmp):
+    with pytest.raises(ValueError, match="cmp"):
+        sll_fx.threshold(torch.zeros(3), 0.5, 0.1, cmp=cmp)
+
+
+# --- 9. the seed documents' disagreements, settled by SLL_MATH ---------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sign_gradient_at_zero_is_one_over_eps_not_half(mode):
+    _, g = value_and_grad(lambda t: sll_fx.sign(t, 1e-3, mode=mode), torch.tensor([0.0]))
+    torch.testing.assert_close(g, torch.tensor([1000.0]))
+    assert abs(g.item() - 500.0) > 1.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_round_has_no_band_around_integers(mode):
+    _, g = value_and_grad(lambda t: sll_fx.round(t, 0.1, mode=mode), torch.tensor([1.0, 0.0, -2.0, 0.95]))
+    assert torch.equal(g, torch.zeros(4))
+    y, g = value_and_grad(lambda t: sll_fx.round(t, 0.1, mode=mode), torch.tensor([0.001, 0.5, 0.999]))
+    torch.testing.assert_close(g, torch.tensor([0.0, 5.0, 0.0]))
+    expected = [0.0, 0.0, 1.0] if mode == "hard" else [0.0, 0.5, 1.0]
+    torch.testing.assert_close(y, torch.tensor(expected))
