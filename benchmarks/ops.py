@@ -8,15 +8,18 @@ For every op this times, side by side in one run:
 - ``sll``: forward + backward of the ``torch.ops.sll`` op, in ``linear`` and ``hard`` mode;
 - for ``sign`` also a naive ``torch.where`` composite, for context.
 
-Each timed iteration is ``x.grad = None; y = f(x); y.backward(g); del y`` on
-``x = torch.randn(2**size_log2) * 2`` (float32) with one fixed ``g``.  After a warm-up the
+Each timed iteration is ``x.grad = None; y = f(x); y.backward(g); del y; x.grad = None``
+(every method frees its own buffers inside its own timing) on ``x = torch.randn(2**size_log2) * 2``
+(float32) with one fixed ``g``; ``hard fwd`` is ``y = hard(x); del y`` under ``no_grad``.  After a warm-up the
 methods of an op are run round-robin within each repeat (so machine noise hits them all
-alike) and the median over the repeats is reported, in milliseconds and as the ratios
-``sll / STE`` (target: within 3x) and ``sll / hard fwd``.
+alike) and the median over the repeats is reported in milliseconds; the ratios
+``sll / STE`` (target: within 3x) and ``sll / hard fwd`` are the medians of the per-repeat
+ratios, so a slow spell of the machine that hits one round hits both sides of its ratio.
 
     python benchmarks/ops.py                 # 2^22 elements, 25 repeats
     python benchmarks/ops.py --quick         # 2^16 elements, 5 repeats (smoke test)
     python benchmarks/ops.py --repeats 40 --eps 0.01 --size-log2 20
+    python benchmarks/ops.py --ops sign,round --faults   # a subset; page faults per run
 
 ``main(argv)`` returns the rows as a list of dicts (the printed table's columns).
 """
@@ -24,12 +27,18 @@ alike) and the median over the repeats is reported, in milliseconds and as the r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable
 
 import torch
 from tabulate import tabulate
+
+try:
+    import resource  # Unix only: page-fault counts for --faults
+except ImportError:  # pragma: no cover
+    resource = None
 
 import sll_fx  # noqa: F401  (registers torch.ops.sll)
 
@@ -108,7 +117,13 @@ def cases(eps: float) -> list[Case]:
 
 # --- timing ---------------------------------------------------------------------------
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
 def _fwd_bwd(f, x, g, t):
+    """One timed forward+backward; it frees its own output and gradients inside the timed region,
+    so no method pays for freeing another's buffers."""
     def run():
         start = time.perf_counter()
         x.grad = None
@@ -117,6 +132,9 @@ def _fwd_bwd(f, x, g, t):
         y = f(x)
         y.backward(g)
         del y
+        x.grad = None
+        if t is not None:
+            t.grad = None
         return time.perf_counter() - start
     return run
 
@@ -131,8 +149,13 @@ def _fwd(f, x):
     return run
 
 
-def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds per method of ``case``, the methods interleaved within each repeat."""
+def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup: int,
+              faults: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
+    """Milliseconds per method of ``case`` for each repeat, the methods interleaved within each repeat.
+
+    ``faults``, when given, receives the minor page faults of each timed run per method (a fresh
+    2^22-element buffer that the allocator had to take from the OS again costs 4096 of them).
+    """
     x_nograd = x.detach()
     methods = {"hard fwd": _fwd(case.hard, x_nograd), "STE": _fwd_bwd(case.ste, x, g, case.threshold)}
     for m in MODES:
@@ -143,13 +166,20 @@ def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup
         for run in methods.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in methods}
+    if faults is not None:
+        faults.update({name: [] for name in methods})
     for _ in range(repeats):
         for name, run in methods.items():
-            samples[name].append(run())
-    x.grad = None
-    if case.threshold is not None:
-        case.threshold.grad = None
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+            before = _minor_faults()
+            samples[name].append(1e3 * run())
+            if faults is not None:
+                faults[name].append(_minor_faults() - before)
+    return samples
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over the repeats of ``num[i] / den[i]``: both were timed in the same round-robin pass."""
+    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def check(case: Case, x: torch.Tensor) -> None:
@@ -174,6 +204,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eps", type=float, default=0.05, help="band half-width (round(decimals=2) uses eps/100)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ops", type=lambda v: [o.strip() for o in v.split(",") if o.strip()], default=None,
+                   help="comma-separated subset, e.g. sign,round,threshold (default: all)")
+    p.add_argument("--faults", action="store_true",
+                   help="add columns: minor page faults per timed run (median), for hard fwd, STE and sll")
     p.add_argument("--quick", action="store_true", help="2**16 elements, 5 repeats, 1 warm-up (for tests)")
     args = p.parse_args(argv)
     if args.quick:
@@ -192,38 +226,47 @@ def main(argv=None) -> list[dict]:
 
     rows = []
     for case in cases(args.eps):
+        if args.ops and case.name.split(" ")[0].split("(")[0] not in args.ops:
+            continue
         check(case, x)
-        ms = time_case(case, x, g, args.repeats, args.warmup)
+        faults: dict[str, list[int]] = {}
+        samples = time_case(case, x, g, args.repeats, args.warmup, faults)
+        ms = {name: statistics.median(s) for name, s in samples.items()}
         for mode in MODES:
-            sll_ms = ms[f"sll {mode}"]
+            sll = samples[f"sll {mode}"]
             row = {
                 "op": case.name,
                 "mode": mode,
                 "eps": case.eps,
                 "hard fwd ms": ms["hard fwd"],
                 "STE ms": ms["STE"],
-                "sll ms": sll_ms,
-                "sll/STE": sll_ms / ms["STE"],
-                "sll/hard fwd": sll_ms / ms["hard fwd"],
-                "within 3x": sll_ms / ms["STE"] <= TARGET,
+                "sll ms": ms[f"sll {mode}"],
+                "sll/STE": paired_ratio(sll, samples["STE"]),
+                "sll/hard fwd": paired_ratio(sll, samples["hard fwd"]),
             }
+            row["within 3x"] = row["sll/STE"] <= TARGET
+            for name in ("hard fwd", "STE", f"sll {mode}"):
+                row[f"{name.split(' ')[0]} faults"] = statistics.median(faults[name])
             for col in case.extra:
                 row[f"{col} ms"] = ms[col]
-                row[f"{col}/STE"] = ms[col] / ms["STE"]
+                row[f"{col}/STE"] = paired_ratio(samples[col], samples["STE"])
             rows.append(row)
 
+    load = f"; load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"sll_fx eager benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{n} float32 elements (2^{args.size_log2}), eps={args.eps:g}, "
-          f"median of {args.repeats} repeats (methods interleaved), forward+backward unless 'fwd'")
+          f"{n} float32 elements (2^{args.size_log2}), eps={args.eps:g} (round(decimals=2): eps/100), "
+          f"median of {args.repeats} repeats, methods interleaved, ratios = median of per-repeat ratios; "
+          f"sll, STE and references are forward+backward{load}")
     columns = ["op", "mode", "hard fwd ms", "STE ms", "sll ms", "sll/STE", "sll/hard fwd", "within 3x"]
-    table = [[r[c] for c in columns] for r in rows]
-    print(tabulate(table, headers=columns, floatfmt=("", "", ".3f", ".3f", ".3f", ".2f", ".2f")))
-    extra = [(r["op"], col[:-3], r[col], r[col[:-3] + "/STE"])
-             for r in rows if r["mode"] == "linear" for col in r if col.endswith(" ms")
-             and col not in ("hard fwd ms", "STE ms", "sll ms")]
-    if extra:
-        print()
-        print(tabulate(extra, headers=["op", "reference (fwd+bwd)", "ms", "ratio to STE"], floatfmt=("", "", ".3f", ".2f")))
+    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", ".2f", ""]
+    for ref in dict.fromkeys(col for r in rows for col in r if col.endswith(" ms") and col not in columns):
+        columns += [ref, ref[:-3] + "/STE"]
+        fmt += [".3f", ".2f"]
+    if args.faults:
+        columns += ["hard faults", "STE faults", "sll faults"]
+        fmt += [".0f", ".0f", ".0f"]
+    table = [[r.get(c, "") for c in columns] for r in rows]
+    print(tabulate(table, headers=columns, floatfmt=fmt, missingval=""))
     return rows
 
 

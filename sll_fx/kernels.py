@@ -1,144 +1,191 @@
 """The arithmetic of every SLL surrogate (``../shared/SLL_MATH.md``), forward and backward.
 
-Every surrogate is built from one *unit ramp* ``u = clamp(z, lo, hi)`` on an affine
-coordinate ``z`` of the input: outside the band ``u`` sits exactly on ``lo`` or ``hi``,
-inside it ``u`` moves linearly.  The op's value in ``linear`` mode is assembled from
-``u`` and a hard base (``floor(x) + u`` for round, ...); in ``hard`` mode it is the
-hard op itself.  In both modes the backward is ``slope * grad * 1{lo < u < hi}``.
+Every surrogate is a :class:`Jump`, two small functions of the input:
 
-The functions here are written for eager speed: one fresh tensor per surrogate and
-in-place passes after it (a fresh 2^22-element tensor costs about three in-place
-passes on the reference machine; see ``benchmarks/ops.py``).  Registration as
-``torch.library`` ops, argument checking and the public API live in ``ops.py``.
+- ``ramp(x) -> (value, u)``: the ``linear``-mode value and the clamped ramp ``u`` it was
+  built from.  ``u`` sits exactly on ``lo`` or ``hi`` outside the band (so the value is
+  exactly the hard op's there) and moves linearly inside it;
+- ``distance(x) -> d``: a tensor that lies strictly inside ``(-eps', eps')`` exactly on the
+  band, for ``hard`` mode, whose forward is the hard op and whose backward needs only where
+  the band is.
+
+The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
+and one in-place multiply.  Written for eager speed: a fresh full-size tensor costs about
+three in-place passes (page faults), so each function makes as few as it can and works in
+place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
+the public API live in ``ops.py``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-# A band function maps the input to (u, assemble): u is the clamped ramp saved for the
-# backward, assemble(u) builds the linear-mode value (it may reuse buffers in place).
-Band = Callable[[Tensor], tuple[Tensor, Callable[[Tensor], Tensor]]]
+
+@dataclass(frozen=True)
+class Jump:
+    ramp: Callable[[Tensor], tuple[Tensor, Tensor]]   # x -> (linear value, ramp u); band: lo < u < hi
+    bounds: tuple[float, float]                       # (lo, hi) of u
+    distance: Callable[[Tensor], Tensor]               # x -> d; band: -half < d < half
+    half: float                                        # half-width of the band in units of d
+    slope: float                                       # d value / dx inside the band
 
 
-def unit_ramp_(z: Tensor, k: float) -> Tensor:
-    """In place: ``clamp(z * k + 1/2, 0, 1)``, the unit jump of SLL_MATH.md (NaN stays NaN)."""
-    return z.mul_(k).add_(0.5).clamp_(0.0, 1.0)
+def affine_(d: Tensor, k: float, c: float) -> Tensor:
+    """In place: ``d <- k * d + c``; one pass on CPU (a 0-dim CPU tensor as ``add``'s first operand)."""
+    if d.device.type == "cpu":
+        return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k, out=d)
+    return d.mul_(k).add_(c)  # elsewhere a CPU operand would be a copy; compiled code fuses both
 
 
 class SurrogateFunction(torch.autograd.Function):
-    """Forward: the linear surrogate or the hard op; backward: the surrogate's slope in the band.
+    """Forward: the linear surrogate, or the hard op (``hard`` given); backward: the slope in the band.
 
-    In ``linear`` mode the ramp ``u`` is computed once and saved; in ``hard`` mode the forward
-    is the hard op alone and the backward recomputes ``u`` from the saved input.
     ``threshold`` (optional tensor) receives the negated gradient of ``x``: the jump moves
     with the threshold exactly as it moves against the input.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, threshold: Tensor | None, band: Band, hard: Callable[[], Tensor] | None,
-                lo: float, hi: float, slope: float) -> Tensor:
+    def forward(ctx, x: Tensor, threshold: Tensor | None, jump: Jump, hard: Callable[[], Tensor] | None) -> Tensor:
         if hard is None:
-            u, assemble = band(x)
-            out = assemble(u)
+            out, u = jump.ramp(x)
             ctx.save_for_backward(u)
-            ctx.band = None
         else:
             out = hard()
             ctx.save_for_backward(x)
-            ctx.band = band
-        ctx.bounds, ctx.slope = (lo, hi), slope
+        ctx.jump, ctx.linear = jump, hard is None
         ctx.shapes = (x.shape, x.dtype, None if threshold is None else (threshold.shape, threshold.dtype))
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (saved,) = ctx.saved_tensors
-        u = saved if ctx.band is None else ctx.band(saved)[0]
-        lo, hi = ctx.bounds
-        g = torch.ops.aten.hardtanh_backward(grad, u, lo, hi).mul_(ctx.slope)
-        (x_shape, x_dtype, t_meta) = ctx.shapes
+        jump = ctx.jump
+        if ctx.linear:
+            lo, hi = jump.bounds
+            g = torch.ops.aten.hardtanh_backward(grad, saved, lo, hi)
+        else:
+            g = torch.ops.aten.hardtanh_backward(grad, jump.distance(saved), -jump.half, jump.half)
+        g = g.mul_(jump.slope)
+        x_shape, x_dtype, t_meta = ctx.shapes
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             grad_x = g.sum_to_size(x_shape).to(x_dtype)
         if t_meta is not None and ctx.needs_input_grad[1]:
             grad_t = g.sum_to_size(t_meta[0]).neg().to(t_meta[1])  # not in place: may alias grad_x
-        return grad_x, grad_t, None, None, None, None, None
+        return grad_x, grad_t, None, None
 
 
-def apply(x: Tensor, band: Band, *, slope: float, lo: float = 0.0, hi: float = 1.0,
-          hard: Callable[[], Tensor] | None = None, threshold: Tensor | None = None) -> Tensor:
-    """Run ``band`` through :class:`SurrogateFunction` (``hard`` set means hard forward mode)."""
-    return SurrogateFunction.apply(x, threshold, band, hard, lo, hi, slope)
+def apply(x: Tensor, jump: Jump, *, hard: Callable[[], Tensor] | None = None,
+          threshold: Tensor | None = None) -> Tensor:
+    """Run ``jump`` through :class:`SurrogateFunction` (``hard`` given means hard forward mode)."""
+    return SurrogateFunction.apply(x, threshold, jump, hard)
 
 
-# --- bands, one per op family ---------------------------------------------------------
+# --- the jumps, one per op family -----------------------------------------------------
 
-def sign_band(eps: float) -> Band:
-    """``clamp(x / eps, -1, 1)``: ramp and value are the same tensor."""
-    def band(x):
+def sign(eps: float) -> Jump:
+    """``clamp(x / eps, -1, 1)``: ramp and value are one tensor; slope ``1/eps`` (a jump of 2)."""
+    def ramp(x):
         u = torch.mul(x, 1.0 / eps).clamp_(-1.0, 1.0)
-        return u, lambda u: u
-    return band
+        return u, u
+    return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps)
 
 
-def step_band(k: float, threshold: Tensor | float, direction: int) -> Band:
-    """``clamp(direction * (x - t) * k + 1/2, 0, 1)``: a unit jump at ``t`` (direction -1: a fall)."""
-    def band(x):
-        u = unit_ramp_(torch.sub(x, threshold), direction * k)
-        return u, lambda u: u
-    return band
+def step(eps: float, threshold: Tensor | float, direction: int) -> Jump:
+    """A unit jump at ``threshold``: ``clamp(direction (x - t) / (2 eps) + 1/2, 0, 1)`` (direction -1: a fall)."""
+    k = 0.5 / eps
+
+    def ramp(x):
+        u = affine_(torch.sub(x, threshold), direction * k, 0.5).clamp_(0.0, 1.0)
+        return u, u
+
+    def distance(x):
+        return torch.sub(x, threshold) if isinstance(threshold, Tensor) or threshold != 0 else x
+    return Jump(ramp, (0.0, 1.0), distance, eps, direction * k)
 
 
-def round_band(k: float) -> Band:
-    """Boundaries at ``j + 1/2``: ``floor(x) + clamp((x - floor(x) - 1/2) k + 1/2, 0, 1)``."""
-    def band(x):
+def round_half(eps: float) -> Jump:
+    """Boundaries at ``j + 1/2``: ``floor(x) + clamp((x - floor(x) - 1/2) / (2 eps) + 1/2, 0, 1)``."""
+    k = 0.5 / eps
+
+    def distance(x):
         f = torch.floor(x)
-        # (fr - 1/2) k + 1/2 folded into one multiply-add; inf - inf = NaN -> 0 keeps f's inf
-        u = torch.sub(x, f).mul_(k).add_(0.5 - 0.5 * k).clamp_(0.0, 1.0).nan_to_num_(0.0)
-        return u, lambda u: f.add_(u)
-    return band
+        return torch.sub(x, f, out=f).sub_(0.5).nan_to_num_(1.0)  # +-inf, NaN: outside every band
+    return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k)
 
 
-def integer_band(k: float, shift: float) -> Band:
-    """Boundaries at integers: ``round(x) + shift + ramp(x - round(x))`` (floor: shift -1, ceil: 0)."""
-    def band(x):
+def _round_half_ramp(x: Tensor, k: float, consume: bool = False) -> tuple[Tensor, Tensor]:
+    """(floor(x) + u, u); with ``consume`` the ramp is built in ``x``'s own buffer."""
+    f = torch.floor(x)
+    d = x.sub_(f) if consume else torch.sub(x, f)
+    # inf - inf = NaN -> 0 keeps f's inf; a NaN input stays NaN through f
+    u = affine_(d, k, 0.5 - 0.5 * k).clamp_(0.0, 1.0).nan_to_num_(0.0)
+    return f.add_(u), u
+
+
+def integer(eps: float, shift: float) -> Jump:
+    """Boundaries at the integers ``c = round(x)``: ``c + clamp((x - c) / (2 eps) + 1/2 + shift, shift, shift + 1)``.
+
+    ``shift = -1`` is floor, ``shift = 0`` is ceil (SLL_MATH.md's ``c - 1 + ramp`` / ``c + ramp``).
+    """
+    k = 0.5 / eps
+
+    def ramp(x):
         c = torch.round(x)
-        u = unit_ramp_(torch.sub(x, c), k).nan_to_num_(0.0)
-        return u, (lambda u: c.add_(u)) if shift == 0 else (lambda u: c.sub_(-shift).add_(u))
-    return band
+        w = affine_(torch.sub(x, c), k, 0.5 + shift).clamp_(shift, shift + 1.0).nan_to_num_(shift)
+        return c.add_(w), w
+
+    def distance(x):
+        c = torch.round(x)
+        return torch.sub(x, c, out=c).nan_to_num_(1.0)
+    return Jump(ramp, (shift, shift + 1.0), distance, eps, k)
 
 
-def trunc_band(k: float) -> Band:
-    """floor on ``|x|`` with no band at 0, sign restored: ``sign(x) * (round(a) - 1 + ramp(a - round(a)))``.
+def trunc(eps: float) -> Jump:
+    """floor on ``|x|`` with no band at 0, sign restored: ``sign(x) (round(a) - 1 + ramp(a - round(a)))``.
 
     ``a = max(|x|, 1/2)``: below 1/2 trunc is 0 and has no jump; there ``round(a) = 0`` and the
-    ramp sits on 1 (so the value is 0 and the gradient 0) without a mask.
+    ramp sits on its top (value 0, gradient 0) without a mask.
     """
-    def band(x):
+    k = 0.5 / eps
+
+    def ramp(x):
         a = torch.abs(x).clamp_min_(0.5)
         c = torch.round(a)
-        u = unit_ramp_(torch.sub(a, c), k).nan_to_num_(0.0)
-        return u, lambda u: c.add_(u).sub_(1.0).mul_(torch.sign(x))
-    return band
+        w = affine_(torch.sub(a, c), k, -0.5).clamp_(-1.0, 0.0).nan_to_num_(-1.0)
+        return c.add_(w).mul_(torch.sign(x)), w
+
+    def distance(x):
+        a = torch.abs(x).clamp_min_(0.5)
+        return a.sub_(torch.round(a)).nan_to_num_(1.0)
+    return Jump(ramp, (-1.0, 0.0), distance, eps, k)
 
 
-def round_decimals_band(k: float, decimals: int) -> Band:
-    """round on the grid ``10^-d``: the hard ``round(x, decimals=d)`` plus a correction that is 0 off the bands.
+def round_decimals(eps: float, decimals: int) -> Jump:
+    """round on the grid ``10^-d``: ``round_half`` on the scaled input, scaled back.
 
-    Writing the value as ``hard + (f + u - round(x p)) / p`` keeps it bit-equal to the hard op
-    outside the bands whatever rounding the division would otherwise add.
+    It follows ATen's own kernel step for step (``nearbyint(x * 10^d) / 10^d``, or
+    ``nearbyint(x / 10^-d) * 10^-d`` for negative ``d``, in float for half and bfloat16),
+    so off the bands the value is ``torch.round(x, decimals=d)`` bit for bit.  The scale is
+    a tensor on ``x``'s device: divisions by a Python scalar may become multiplications by
+    its reciprocal, which round differently.
     """
-    p = 10.0 ** decimals
-    inner = round_band(k / p)
+    pw = 10.0 ** abs(decimals)
+    inner = round_half(eps * 10.0 ** decimals)  # the band in units of the scaled input
 
-    def band(x):
-        xp = torch.mul(x, p)
-        u, assemble = inner(xp)
-        def value(u):  # the correction is 0 off the bands; inf - inf (for +-inf) -> 0 keeps the hard inf
-            return torch.round(x, decimals=decimals).add_(assemble(u).sub_(torch.round(xp)).nan_to_num_(0.0).div_(p))
-        return u, value
-    return band
+    def scaled(x):
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # ATen's opmath type
+        scale = torch.tensor(pw, dtype=xf.dtype, device=xf.device)
+        return (torch.mul(xf, scale) if decimals > 0 else torch.div(xf, scale)), scale
+
+    def ramp(x):
+        xp, scale = scaled(x)
+        value, u = _round_half_ramp(xp, inner.slope, consume=xp is not x)
+        value = value.div_(scale) if decimals > 0 else value.mul_(scale)
+        return value.to(x.dtype), u
+
+    return Jump(ramp, (0.0, 1.0), lambda x: inner.distance(scaled(x)[0]), inner.half, inner.slope)

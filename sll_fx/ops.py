@@ -87,8 +87,7 @@ def _sign(x: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
     eps = check_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
-    return kernels.apply(x, kernels.sign_band(eps), slope=1.0 / eps, lo=-1.0, hi=1.0,
-                         hard=_hard_mode(mode, lambda: torch.sign(x)))
+    return kernels.apply(x, kernels.sign(eps), hard=_hard_mode(mode, lambda: torch.sign(x)))
 
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
@@ -96,11 +95,8 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: float, mode: str = "linear") -
     eps = check_eps("heaviside", eps)
     if not x.is_floating_point():
         return torch.heaviside(x, values)
-    k = 0.5 / eps
-    shape = torch.broadcast_shapes(x.shape, values.shape)
-    xb = x.expand(shape)  # heaviside broadcasts x against values; the surrogate must too
-    return kernels.apply(xb, kernels.step_band(k, 0.0, +1), slope=k,
-                         hard=_hard_mode(mode, lambda: torch.heaviside(x, values)))
+    xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
+    return kernels.apply(xb, kernels.step(eps, 0.0, +1), hard=_hard_mode(mode, lambda: torch.heaviside(x, values)))
 
 
 def _round(x: Tensor, *, eps: float, mode: str = "linear", decimals: int = 0) -> Tensor:
@@ -108,29 +104,26 @@ def _round(x: Tensor, *, eps: float, mode: str = "linear", decimals: int = 0) ->
     eps = check_eps("round", eps, decimals)
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
-    k = 0.5 / eps
-    if decimals:
-        # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
-        return kernels.apply(x, kernels.round_decimals_band(k, decimals), slope=k * 10.0 ** (-decimals),
+    if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
+        return kernels.apply(x, kernels.round_decimals(eps, decimals),
                              hard=_hard_mode(mode, lambda: torch.round(x, decimals=decimals)))
-    return kernels.apply(x, kernels.round_band(k), slope=k, hard=_hard_mode(mode, lambda: torch.round(x)))
+    return kernels.apply(x, kernels.round_half(eps), hard=_hard_mode(mode, lambda: torch.round(x)))
 
 
-def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], band: Callable[[float], kernels.Band]):
+def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[float], kernels.Jump]):
     def impl(x: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
         check_mode(name, mode)
         eps = check_eps(name, eps)
         if not x.is_floating_point():
             return hard_op(x)
-        k = 0.5 / eps
-        return kernels.apply(x, band(k), slope=k, hard=_hard_mode(mode, lambda: hard_op(x)))
+        return kernels.apply(x, jump(eps), hard=_hard_mode(mode, lambda: hard_op(x)))
     impl.__name__ = f"_{name}"
     return impl
 
 
-_floor = _integer_op("floor", torch.floor, lambda k: kernels.integer_band(k, -1.0))
-_ceil = _integer_op("ceil", torch.ceil, lambda k: kernels.integer_band(k, 0.0))
-_trunc = _integer_op("trunc", torch.trunc, kernels.trunc_band)
+_floor = _integer_op("floor", torch.floor, lambda eps: kernels.integer(eps, -1.0))
+_ceil = _integer_op("ceil", torch.ceil, lambda eps: kernels.integer(eps, 0.0))
+_trunc = _integer_op("trunc", torch.trunc, kernels.trunc)
 
 
 def _compare(x: Tensor, threshold, cmp: str, *, eps: float, mode: str = "linear") -> Tensor:
@@ -138,14 +131,12 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: float, mode: str = "linear"
     eps = check_eps("compare", eps)
     if cmp not in COMPARISONS:
         raise ValueError(f"sll.compare: cmp={cmp!r} is not one of {tuple(COMPARISONS)}")
-    hard_op, direction = COMPARISONS[cmp]
     if not x.is_floating_point():  # integer data: no gradient to give, exact hard result
         return hard_compare(x, threshold, cmp)
-    dtype = torch.result_type(x, threshold)
-    k = 0.5 / eps
+    direction = COMPARISONS[cmp][1]
     t = threshold if isinstance(threshold, Tensor) else None
-    return kernels.apply(x, kernels.step_band(k, threshold, direction), slope=direction * k, threshold=t,
-                         hard=_hard_mode(mode, lambda: hard_op(x, threshold).to(dtype)))
+    return kernels.apply(x, kernels.step(eps, threshold, direction), threshold=t,
+                         hard=_hard_mode(mode, lambda: hard_compare(x, threshold, cmp)))
 
 
 # --- registration ----------------------------------------------------------------------
