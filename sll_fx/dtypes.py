@@ -17,23 +17,33 @@ from torch.fx import GraphModule, Node
 
 FLOAT, INT, BOOL = "float", "int", "bool"
 
-_CAST_METHODS = {"float": FLOAT, "double": FLOAT, "half": FLOAT, "bfloat16": FLOAT,
-                 "long": INT, "int": INT, "short": INT, "char": INT, "byte": INT, "bool": BOOL}
-_BOOL_OPS = {operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne,
-             operator.invert, torch.gt, torch.ge, torch.lt, torch.le, torch.eq, torch.ne, torch.isnan,
-             torch.isinf, torch.isfinite, torch.logical_and, torch.logical_or, torch.logical_not}
-_BOOL_METHODS = {"gt", "ge", "lt", "le", "eq", "ne", "greater", "less", "greater_equal", "less_equal",
-                 "logical_and", "logical_or", "logical_not", "isnan", "isinf", "isfinite"}
-_INT_OPS = {torch.argmax, torch.argmin, torch.bucketize, torch.searchsorted}
-_INT_METHODS = {"argmax", "argmin", "argsort"}
-_FLOAT_OPS = {operator.truediv, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.sqrt, torch.softmax,
-              torch.nn.functional.softmax, torch.nn.functional.sigmoid, torch.div, torch.rand_like, torch.randn_like}
-_FLOAT_METHODS = {"sigmoid", "tanh", "exp", "log", "sqrt", "softmax", "div", "mean"}
-_ARITH = {operator.add, operator.sub, operator.mul, operator.neg, operator.abs, torch.add, torch.sub, torch.mul,
-          torch.abs, torch.neg, torch.relu, torch.clamp, torch.maximum, torch.minimum, torch.where}
-_ARITH_METHODS = {"add", "sub", "mul", "abs", "neg", "relu", "clamp", "clip", "sum", "view", "reshape",
-                  "flatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "expand", "detach",
-                  "clone", "round", "floor", "ceil", "trunc", "sign"}
+PROMOTE = "promote"  # the kind of a call is the promotion of its arguments' kinds
+
+# call_function targets and call_method names -> the kind they produce
+_FUNCTIONS: dict = {
+    **dict.fromkeys((operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne, operator.invert,
+                     torch.gt, torch.ge, torch.lt, torch.le, torch.eq, torch.ne, torch.isnan, torch.isinf,
+                     torch.isfinite, torch.logical_and, torch.logical_or, torch.logical_not), BOOL),
+    **dict.fromkeys((torch.argmax, torch.argmin, torch.bucketize, torch.searchsorted,
+                     torch.nn.functional.one_hot), INT),
+    **dict.fromkeys((operator.truediv, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.sqrt, torch.softmax,
+                     torch.div, torch.nn.functional.softmax, torch.nn.functional.sigmoid), FLOAT),
+    **dict.fromkeys((operator.add, operator.sub, operator.mul, operator.neg, operator.abs, torch.add, torch.sub,
+                     torch.mul, torch.abs, torch.neg, torch.relu, torch.clamp, torch.maximum, torch.minimum,
+                     torch.where, torch.sign, torch.round, torch.floor, torch.ceil, torch.trunc), PROMOTE),
+}
+_METHODS: dict = {
+    **dict.fromkeys(("float", "double", "half", "bfloat16"), FLOAT),
+    **dict.fromkeys(("long", "int", "short", "char", "byte"), INT),
+    **dict.fromkeys(("bool", "gt", "ge", "lt", "le", "eq", "ne", "greater", "less", "greater_equal", "less_equal",
+                     "logical_and", "logical_or", "logical_not", "isnan", "isinf", "isfinite"), BOOL),
+    **dict.fromkeys(("argmax", "argmin", "argsort"), INT),
+    **dict.fromkeys(("sigmoid", "tanh", "exp", "log", "sqrt", "softmax", "div", "mean"), FLOAT),
+    **dict.fromkeys(("add", "sub", "mul", "abs", "neg", "relu", "clamp", "clip", "sum", "view", "reshape", "flatten",
+                     "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "expand", "detach", "clone",
+                     "round", "floor", "ceil", "trunc", "sign"), PROMOTE),
+}
+_PASS_THROUGH_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU)
 
 
 def dtype_kind(dtype: torch.dtype) -> str:
@@ -56,68 +66,63 @@ def _value_kind(v, kinds: dict) -> str | None:
     return None
 
 
-def _promote(kinds_in: list) -> str | None:
-    if FLOAT in kinds_in:
+def _promote(args: list, kinds: dict) -> str | None:
+    found = [_value_kind(a, kinds) for a in args if not isinstance(a, (tuple, list, str))]
+    if FLOAT in found:
         return FLOAT
-    if None in kinds_in or not kinds_in:
+    if None in found or not found:
         return None
-    return INT if INT in kinds_in else BOOL
+    return INT if INT in found else BOOL
+
+
+def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
+    """``.to(dtype)`` / ``.to(device)`` / ``.to(other)`` / ``.to(x.dtype)`` / ``.type_as(other)``."""
+    rest = args[1:]
+    dtypes = [a for a in rest if isinstance(a, torch.dtype)]
+    if dtypes:
+        return dtype_kind(dtypes[0])
+    if node.target == "to" and rest and all(isinstance(a, (str, torch.device)) for a in rest):
+        return _value_kind(args[0], kinds)
+    return kinds.get(rest[0]) if rest and isinstance(rest[0], Node) else None
+
+
+def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
+    args = list(node.args) + list(node.kwargs.values())
+    if node.op == "get_attr":
+        value = _fetch(gm, node.target)
+        return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        params = list(mod.parameters())
+        if params and all(p.is_floating_point() for p in params):
+            return FLOAT
+        return _value_kind(args[0], kinds) if isinstance(mod, _PASS_THROUGH_MODULES) and args else None
+    if node.op == "call_method":
+        if node.target in ("to", "type_as"):
+            return _cast_kind(node, args, kinds)
+        kind = _METHODS.get(node.target)
+    elif node.op == "call_function":
+        if node.target is getattr and args[1:] == ["dtype"]:
+            return _value_kind(args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
+        kind = _FUNCTIONS.get(node.target) if _hashable(node.target) else None
+    else:
+        return None
+    return _promote(args, kinds) if kind == PROMOTE else kind
 
 
 def _from_graph(gm: GraphModule) -> dict[Node, str | None]:
     kinds: dict[Node, str | None] = {}
     for node in gm.graph.nodes:
-        args = list(node.args) + list(node.kwargs.values())
-        k = None
-        if node.op == "get_attr":
-            v = _fetch(gm, node.target)
-            k = dtype_kind(v.dtype) if isinstance(v, torch.Tensor) else None
-        elif node.op == "call_module":
-            mod = gm.get_submodule(node.target)
-            params = [p for p in mod.parameters(recurse=True)]
-            if params and all(p.is_floating_point() for p in params):
-                k = FLOAT
-            elif isinstance(mod, (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU)) and args:
-                k = _value_kind(args[0], kinds)
-        elif node.op == "call_method":
-            name = node.target
-            if name in _CAST_METHODS:
-                k = _CAST_METHODS[name]
-            elif name == "to":  # .to(dtype) / .to(device) / .to(other) / .to(x.dtype)
-                rest = args[1:]
-                dts = [a for a in rest if isinstance(a, torch.dtype)]
-                if dts:
-                    k = dtype_kind(dts[0])
-                elif rest and all(isinstance(a, (str, torch.device)) for a in rest):
-                    k = _value_kind(args[0], kinds)
-                elif rest and isinstance(rest[0], Node):
-                    k = kinds.get(rest[0])
-            elif name == "type_as":
-                k = _value_kind(args[1], kinds) if len(args) > 1 else None
-            elif name in _BOOL_METHODS:
-                k = BOOL
-            elif name in _INT_METHODS:
-                k = INT
-            elif name in _FLOAT_METHODS:
-                k = FLOAT
-            elif name in _ARITH_METHODS:
-                k = _promote([_value_kind(a, kinds) for a in args if not isinstance(a, (tuple, list, str))])
-        elif node.op == "call_function":
-            t = node.target
-            if t is getattr and len(args) == 2 and args[1] == "dtype":
-                k = _value_kind(args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
-            elif t in _BOOL_OPS:
-                k = BOOL
-            elif t in _INT_OPS:
-                k = INT
-            elif t in _FLOAT_OPS:
-                k = FLOAT
-            elif t in _ARITH or getattr(t, "__name__", "") in ("sign", "round", "floor", "ceil", "trunc"):
-                k = _promote([_value_kind(a, kinds) for a in args if not isinstance(a, (tuple, list, str))])
-            elif t is torch.nn.functional.one_hot:
-                k = INT
-        kinds[node] = k
+        kinds[node] = _kind_of(gm, node, kinds)
     return kinds
+
+
+def _hashable(target) -> bool:
+    try:
+        hash(target)
+    except TypeError:
+        return False
+    return True
 
 
 def _fetch(gm: GraphModule, target: str):
