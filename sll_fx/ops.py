@@ -228,3 +228,32 @@ def hard_compare(x: Tensor, threshold, cmp: str) -> Tensor:
     hard_op, _ = COMPARISONS[cmp]
     dtype = torch.result_type(x, threshold)
     return hard_op(x, threshold).to(dtype if dtype.is_floating_point else torch.get_default_dtype())
+
+
+def jump_of(op: str, args: tuple, kwargs: dict) -> kernels.Jump:
+    """The :class:`~sll_fx.kernels.Jump` that ``torch.ops.sll.<op>(*args, **kwargs)`` uses."""
+    eps = kwargs["eps"]
+    if op == "sign":
+        return kernels.sign(eps)
+    if op == "heaviside":
+        return kernels.step(eps, 0.0, +1)
+    if op == "round":
+        decimals = kwargs.get("decimals", 0)
+        return kernels.round_decimals(eps, decimals) if decimals else kernels.round_half(eps)
+    if op in ("floor", "ceil"):
+        return kernels.integer(eps, -1.0 if op == "floor" else 0.0)
+    if op == "trunc":
+        return kernels.trunc(eps)
+    if op == "compare":
+        return kernels.step(eps, args[1], COMPARISONS[args[2]][1])
+    raise KeyError(f"no jump for sll.{op}")
+
+
+def in_band(op: str, args: tuple, kwargs: dict) -> Tensor:
+    """Boolean mask: which elements of ``sll.<op>``'s input lie inside a band (where the gradient is nonzero)."""
+    jump = jump_of(op, args, kwargs)
+    x = args[0]
+    if op == "heaviside":
+        x = x.expand(torch.broadcast_shapes(x.shape, args[1].shape))
+    with torch.no_grad():
+        return jump.distance(x.detach()).abs() < jump.half
