@@ -1,112 +1,366 @@
 """``linearize_pass``: rewrite every discrete node the rule table knows into its sll op.
 
 Two phases, so that a bad eps or an unsupported argument raises before the graph is
-touched: ``_plan`` decides, node by node, what happens and why (one report entry per
-discrete node found); ``_apply`` then edits the graph.  Afterwards the pass checks its
-guarantee: every node that still matches a rule is reported as left hard.
+touched: planning decides, node by node, what happens and why (one report entry per
+discrete node found), then ``_apply`` edits the graph.  Planning runs in two sweeps:
+first the elementwise ops and the selections (``where``/``masked_fill``, ``one_hot(argmax)``,
+top-k masks), then the comparisons, which need to know which of their users were taken
+by a selection.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
+node that is still in the graph is reported as left hard (or sits in a skipped submodule).
+
+Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
+by submodule type, by rule kind, then the default).
 """
 
 from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
 
 import torch
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import dtypes, rules
+from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
-from sll_fx.ops import DEFAULT_EPS, check_eps, check_mode, is_sll_target
+from sll_fx.ops import DEFAULT_EPS, check_eps, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
 
+_INT_KINDS = (dtypes.INT, dtypes.BOOL)
+
 
 def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "linear",
-                   example_inputs: tuple | None = None) -> PassResult:
-    """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``."""
-    check_mode("linearize", mode)
-    check_eps("linearize", eps)
-    kinds = dtypes.infer_kinds(gm, example_inputs)
-    plan = [step for node in list(gm.graph.nodes) if (step := _plan(gm, node, kinds, eps, mode))]
+                   config: SLLConfig | None = None, example_inputs: tuple | None = None) -> PassResult:
+    """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``.
+
+    ``config`` (an :class:`SLLConfig`) overrides ``eps`` and ``mode`` when given.
+    """
+    config = config if config is not None else SLLConfig(eps=eps, mode=mode)
+    planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs))
+    plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     before = sum(is_sll_target(n.target) for n in gm.graph.nodes)
+    surrogates: dict[Node, Node] = {}
     for step in plan:
-        _apply(gm, step, mode)
+        _apply(gm, step, surrogates)
     gm.graph.lint()
     gm.recompile()
-    report = RewriteReport([s.entry for s in plan], mode=mode)
-    _check(gm, report, before)
+    report = RewriteReport([s.entry for s in plan], mode=config.mode)
+    _check(gm, report, planner, before)
     gm.sll_report = report
     return PassResult(gm, modified=bool(report.rewritten))
 
 
+@dataclass
 class _Step:
-    __slots__ = ("node", "rule", "entry", "casts")
+    node: Node
+    rule: rules.Rule | None
+    entry: Entry
+    mode: str = "linear"
+    casts: tuple = ()                               # cast rules: the float-cast users to re-point
+    extra: dict = field(default_factory=dict)       # pattern pieces: mask node, argmax node, zeros/topk nodes
 
-    def __init__(self, node, rule, entry, casts=()):
-        self.node, self.rule, self.entry, self.casts = node, rule, entry, casts
-
-
-def _entry(node: Node, replacement=None, reason="", eps=None) -> Entry:
-    return Entry(node=node.name, op=rules.describe_target(node), replacement=replacement, reason=reason,
-                 eps=eps, module=module_of(node), source=source_of(node))
-
-
-def _plan(gm: GraphModule, node: Node, kinds: dict, eps: float, mode: str) -> _Step | None:
-    rule = rules.match(node)
-    if rule is None:
-        return _plan_unmatched(node)
-    if extra := rule.unsupported_arguments(node):
-        return _Step(node, rule, _entry(node, reason=f"unsupported argument(s) {', '.join(extra)}: left hard"))
-    operands = rule.operand_values(node)
-    if rule.needs_float_cast:
-        return _plan_comparison(node, rule, operands, kinds, eps, mode)
-    if kinds.get(operands[0]) in (dtypes.INT, dtypes.BOOL):
-        return _Step(node, rule, _entry(node, reason=f"input '{_name(operands[0])}' has an integer dtype: "
-                                                      "no gradient to give, left hard"))
-    keywords = rule.keyword_values(node)
-    if any(isinstance(v, Node) for v in keywords.values()):
-        return _Step(node, rule, _entry(node, reason="argument computed at run time (e.g. decimals=tensor): left hard"))
-    _check_eps(node, rule, eps, keywords.get("decimals", 0))
-    return _Step(node, rule, _entry(node, f"sll.{rule.sll_op}", eps=eps))
+    @property
+    def rewrites(self) -> bool:
+        return self.entry.replacement is not None
 
 
-def _plan_comparison(node, rule, operands, kinds, eps, mode) -> _Step:
-    casts, bool_uses = [], []
-    for user in node.users:
-        (casts if _is_float_cast(user, node, kinds) else bool_uses).append(user)
-    if kinds.get(operands[0]) in (dtypes.INT, dtypes.BOOL):  # as sll::compare itself decides at run time
-        return _Step(node, rule, _entry(node, reason=f"input '{_name(operands[0])}' has an integer dtype: "
-                                                      "no gradient to give, left hard"))
-    if not casts:
-        return _Step(node, rule, _entry(node, reason=f"boolean result used by {_describe(bool_uses)}: "
-                                                      "left hard (cast it with .float() to linearize)"))
-    _check_eps(node, rule, eps, 0)
-    reason = f"also used as bool by {_describe(bool_uses)}: that use stays hard" if bool_uses else ""
-    return _Step(node, rule, _entry(node, f"sll.compare({rule.cmp})", reason=reason, eps=eps), tuple(casts))
+class _Planner:
+    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict):
+        self.gm, self.config, self.kinds = gm, config, kinds
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.taken: set[Node] = set()               # comparisons/argmax/topk consumed by a rewritten selection
+
+    def plan(self) -> list[_Step]:
+        steps = []
+        nodes = list(self.gm.graph.nodes)
+        for node in nodes:                          # sweep 1: everything but comparisons
+            rule = rules.match(node)
+            if rule is not None and rule.pattern != "cast" and (step := self._plan(node, rule)):
+                steps.append(step)
+        for node in nodes:                          # sweep 2: comparisons (and in-place / no-jump finds)
+            rule = rules.match(node)
+            if rule is None:
+                step = self._plan_unmatched(node)
+            elif rule.pattern == "cast":
+                step = self._plan(node, rule)
+            else:
+                step = None
+            if step:
+                steps.append(step)
+        steps += self._plan_bare_selections()
+        return steps
+
+    # -- shared checks ----------------------------------------------------------------------
+    def _stack(self, node: Node) -> list:
+        return list((node.meta.get("nn_module_stack") or {}).values())
+
+    def _entry(self, node, replacement=None, reason="", eps=None) -> Entry:
+        return Entry(node=node.name, op=rules.describe_target(node), replacement=replacement, reason=reason,
+                     eps=eps, module=module_of(node), source=source_of(node))
+
+    def _hard(self, node, rule, reason) -> _Step:
+        return _Step(node, rule, self._entry(node, reason=reason))
+
+    def _plan(self, node: Node, rule: rules.Rule) -> _Step | None:
+        stack = self._stack(node)
+        if self.config.is_skipped(stack):
+            return None
+        planner = {"elementwise": self._plan_elementwise, "cast": self._plan_comparison,
+                   "mask": self._plan_mask, "onehot": self._plan_onehot, "topk": self._plan_topk}[rule.pattern]
+        step = planner(node, rule)
+        if step is None or not step.rewrites:
+            return step
+        if self.config.is_disabled(rule.kind):
+            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
+        return step
+
+    def _rewrite(self, node, rule, kind=None, decimals=0, **extra) -> _Step:
+        kind = kind or rule.kind
+        stack = self._stack(node)
+        eps = self.config.eps_for(kind, stack)
+        try:
+            check_eps(rule.sll_op, eps, decimals)
+        except EpsError as e:
+            raise EpsError(f"node '{node.name}' ({rules.describe_target(node)}, "
+                           f"{source_of(node) or 'no source'}): {e}") from None
+        replacement = f"sll.{rule.sll_op}" + (f"({rule.discriminator})" if rule.discriminator else "")
+        return _Step(node, rule, self._entry(node, replacement, extra.pop("reason", ""), eps),
+                     mode=self.config.mode_for(stack), casts=extra.pop("casts", ()), extra=extra)
+
+    def _is_int(self, value) -> bool:
+        return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS
+
+    # -- patterns -----------------------------------------------------------------------------
+    def _plan_elementwise(self, node, rule) -> _Step:
+        if extra := rule.unsupported_arguments(node):
+            return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
+        x = rule.operand_values(node)[0]
+        if self._is_int(x):
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
+        keywords = rule.keyword_values(node)
+        if any(isinstance(v, Node) for v in keywords.values()):
+            return self._hard(node, rule, "argument computed at run time (e.g. decimals=tensor): left hard")
+        return self._rewrite(node, rule, decimals=keywords.get("decimals", 0))
+
+    def _plan_comparison(self, node, rule) -> _Step:
+        if extra := rule.unsupported_arguments(node):
+            return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
+        x = rule.operand_values(node)[0]
+        if self._is_int(x):  # as sll::compare itself decides at run time
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
+        casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
+        selections = [u for u in node.users if u in self.taken]
+        bool_uses = [u for u in node.users if u not in casts and u not in selections]
+        if not casts and not selections:
+            return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
+                                          "(cast it with .float() to linearize)")
+        reason = f"also used as bool by {_describe(bool_uses)}: that use stays hard" if bool_uses else ""
+        return self._rewrite(node, rule, casts=tuple(casts), reason=reason)
+
+    def _comparison_of(self, mask) -> tuple[rules.Rule | None, str]:
+        """The cast rule of a selection's mask operand, or why it cannot be linearized."""
+        rule = rules.match(mask) if isinstance(mask, Node) else None
+        if rule is None or rule.pattern != "cast":
+            return None, "its mask is not a comparison"
+        if self.config.is_disabled(rule.kind):
+            return None, f"its comparison's rule '{rule.kind}' is switched off by the config"
+        if rule.unsupported_arguments(mask) or self._is_int(rule.operand_values(mask)[0]):
+            return None, "its comparison stays hard (integer input or unsupported arguments)"
+        if self.config.is_skipped(self._stack(mask)):
+            return None, "its comparison sits in a skipped submodule"
+        return rule, ""
+
+    def _plan_mask(self, node, rule) -> _Step | None:
+        if rule.unsupported_arguments(node):
+            return self._hard(node, rule, "unsupported arguments: left hard")
+        operands = rule.operand_values(node)
+        mask = operands[rule.operands.index("mask" if rule.select_op == "masked_fill" else "condition")]
+        cmp_rule, why = self._comparison_of(mask)
+        if cmp_rule is None:
+            return None if why == "its mask is not a comparison" else self._hard(node, rule, f"left hard: {why}")
+        step = self._rewrite(node, rule, mask=mask)
+        if not self.config.is_disabled(rule.kind):
+            self.taken.add(node)
+        return step
+
+    def _plan_onehot(self, node, rule) -> _Step | None:
+        index, n = _arg(node, 0, "input"), _arg(node, 1, "num_classes", -1)
+        if not isinstance(index, Node) or _argmax_spelling(index) is None:
+            return None  # one_hot of labels: nothing discrete to linearize
+        x, dim, keepdim = _argmax_args(index)
+        if dim is None or keepdim or isinstance(dim, Node):
+            return self._hard(node, rule, "argmax without a literal dim (or with keepdim): left hard")
+        if not isinstance(n, int) or n < 0:
+            return self._hard(node, rule, "one_hot without a literal num_classes: its width depends on the data, "
+                                          "left hard (pass num_classes)")
+        if self._is_int(x):
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
+        step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index)
+        self.taken.add(index)
+        return step
+
+    def _plan_topk(self, node, rule) -> _Step | None:
+        pieces = _topk_pattern(node)
+        if pieces is None:
+            return None  # an ordinary scatter
+        if isinstance(pieces, str):
+            return self._hard(node, rule, f"top-k mask left hard: {pieces}")
+        if self._is_int(pieces["x"]):
+            return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
+        step = self._rewrite(node, rule, **pieces)
+        self.taken.update((pieces["topk"], pieces["index"]))
+        return step
+
+    def _plan_unmatched(self, node: Node) -> _Step | None:
+        if self.config.is_skipped(self._stack(node)):
+            return None
+        if rules.match_inplace(node):
+            return self._hard(node, None, f"in-place Tensor.{node.target}: left hard "
+                                          "(use the out-of-place spelling to linearize)")
+        if (name := rules.match_no_jump(node)) and any(_is_float_cast(u, node, {}) for u in node.users):
+            return self._hard(node, None, f"'{name}' has no jump to linearize (a spike of measure zero): left hard")
+        return None
+
+    def _plan_bare_selections(self) -> list[_Step]:
+        """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard."""
+        steps = []
+        for node in self.gm.graph.nodes:
+            if node in self.taken or self.config.is_skipped(self._stack(node)):
+                continue
+            if _argmax_spelling(node) is not None:
+                steps.append(self._hard(node, None, f"index used by {_describe(list(node.users))}: only "
+                                                    "one_hot(argmax(x, dim), n) has a surrogate, left hard"))
+            elif _is_topk(node) and _topk_index_users(node):
+                steps.append(self._hard(node, None, "indices used by "
+                                        f"{_describe(_topk_index_users(node))}: only zeros_like(x).scatter(dim, "
+                                        "topk(x, k, dim).indices, 1.0) masks have a surrogate, left hard"))
+        return steps
 
 
-def _plan_unmatched(node: Node) -> _Step | None:
-    if rule := rules.match_inplace(node):
-        return _Step(node, None, _entry(node, reason=f"in-place Tensor.{node.target}: left hard "
-                                                      f"(use the out-of-place spelling to linearize)"))
-    if (name := rules.match_no_jump(node)) and any(_is_float_cast(u, node, {}) for u in node.users):
-        return _Step(node, None, _entry(node, reason=f"'{name}' has no jump to linearize (a spike of measure "
-                                                      "zero): left hard"))
+# --- applying a step --------------------------------------------------------------------------
+
+def _apply(gm: GraphModule, step: _Step, surrogates: dict) -> None:
+    if not step.rewrites:
+        return
+    graph, node, rule = gm.graph, step.node, step.rule
+    eps, mode = step.entry.eps, step.mode
+    pattern = rule.pattern
+    if pattern in ("elementwise", "cast"):
+        args, kwargs = rule.sll_call(node, eps, mode)
+    elif pattern == "mask":
+        a, b = _select_operands(rule, node)
+        args, kwargs = (surrogates[step.extra["mask"]], a, b), {"op": rule.select_op}
+    elif pattern == "onehot":
+        e = step.extra
+        args, kwargs = (e["x"], e["dim"], e["n"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
+    else:  # topk
+        e = step.extra
+        args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
+    with graph.inserting_before(node):
+        new = graph.call_function(rule.target, args, kwargs)
+    new.meta.update(node.meta)
+    new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
+    if pattern == "cast":
+        surrogates[node] = new
+        for cast in step.casts:
+            cast.replace_input_with(node, new)
+        # selections taking this comparison are rewritten later in graph order and drop their use of it
+        _erase_if_unused(graph, node)
+        return
+    if pattern == "topk" and step.extra["inplace"]:
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        zeros = step.extra["zeros"]
+        for user in list(zeros.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(zeros, new)
+    node.replace_all_uses_with(new)
+    graph.erase_node(node)
+    for piece in ("mask", "argmax", "index", "topk", "zeros"):
+        if piece in step.extra:
+            _erase_if_unused(graph, step.extra[piece])
+
+
+def _erase_if_unused(graph, node) -> None:
+    if isinstance(node, Node) and not node.users and node.graph is graph:
+        graph.erase_node(node)
+
+
+def _select_operands(rule: rules.Rule, node: Node) -> tuple:
+    values = dict(zip(rule.operands, rule.operand_values(node)))
+    if rule.select_op == "masked_fill":
+        return values["value"], values["input"]
+    return values["input"], values["other"]
+
+
+# --- reading patterns --------------------------------------------------------------------------
+
+def _arg(node: Node, i: int, name: str, default=None):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _argmax_spelling(node) -> bool | None:
+    """largest (True: argmax, False: argmin) when ``node`` is an argmax/argmin call, else None."""
+    if not isinstance(node, Node):
+        return None
+    if node.op == "call_function" and node.target in (torch.argmax, torch.argmin):
+        return rules.ARGMAX[node.target]
+    if node.op == "call_method" and node.target in ("argmax", "argmin"):
+        return rules.ARGMAX[node.target]
     return None
 
 
-def _check_eps(node: Node, rule: rules.Rule, eps: float, decimals: int) -> None:
-    try:
-        check_eps(rule.sll_op, eps, decimals)
-    except EpsError as e:
-        raise EpsError(f"node '{node.name}' ({rules.describe_target(node)}, {source_of(node) or 'no source'}): "
-                       f"{e}") from None
+def _argmax_args(node: Node) -> tuple:
+    return _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False)
+
+
+def _is_topk(node) -> bool:
+    return isinstance(node, Node) and ((node.op == "call_function" and node.target is torch.topk) or
+                                       (node.op == "call_method" and node.target == "topk"))
+
+
+def _is_indices(node: Node, topk: Node) -> bool:
+    return (node.op == "call_function" and node.args[:1] == (topk,) and
+            ((node.target is operator.getitem and node.args[1] == 1) or
+             (node.target is getattr and node.args[1] == "indices")))
+
+
+def _topk_index_users(topk: Node) -> list[Node]:
+    return [u for i in topk.users if _is_indices(i, topk) for u in i.users] + \
+           [i for i in topk.users if i.op != "call_function" or i.target not in (operator.getitem, getattr)]
+
+
+def _topk_pattern(node: Node):
+    """The pieces of ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)`` at ``node``, a reason
+    it is not quite that pattern, or None for an unrelated scatter."""
+    zeros, dim, index = _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "index")
+    value = _arg(node, 3, "value")
+    if not (isinstance(index, Node) and index.op == "call_function" and index.args and _is_topk(index.args[0])
+            and _is_indices(index, index.args[0])):
+        return None
+    topk = index.args[0]
+    x, k = _arg(topk, 0, "input"), _arg(topk, 1, "k")
+    tdim, largest = _arg(topk, 2, "dim", -1), _arg(topk, 3, "largest", True)
+    if not (isinstance(zeros, Node) and zeros.op == "call_function" and zeros.target is torch.zeros_like
+            and zeros.args[:1] == (x,) and len(zeros.args) == 1 and not zeros.kwargs):
+        return "the scattered tensor is not zeros_like(x) of the same x"
+    if value not in (1, 1.0) or isinstance(value, bool):
+        return f"scattered value {value!r} is not 1"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)) or dim != tdim:
+        return "k and dim must be literal and the same for topk and scatter"
+    if not isinstance(largest, bool):
+        return "largest must be a literal"
+    inplace = node.op == "call_method" and node.target == "scatter_"
+    return {"x": x, "k": k, "dim": dim, "largest": largest, "zeros": zeros, "topk": topk, "index": index,
+            "inplace": inplace}
 
 
 def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
     """Does ``user`` turn the boolean ``node`` into floats? (``.float()``, ``.to(torch.float32)``, ``.type_as(x)``)"""
     if user.op != "call_method" or user.target not in rules.FLOAT_CASTS or not user.args or user.args[0] is not node:
         return False
-    fixed = rules.FLOAT_CASTS[user.target]
-    if fixed is not None:
+    if rules.FLOAT_CASTS[user.target] is not None:
         return True
     rest = list(user.args[1:]) + list(user.kwargs.values())
     for a in rest:
@@ -123,29 +377,14 @@ def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
     return False
 
 
-def _apply(gm: GraphModule, step: _Step, mode: str) -> None:
-    node, rule = step.node, step.rule
-    if step.entry.replacement is None:
-        return
-    graph = gm.graph
-    args, kwargs = rule.sll_call(node, step.entry.eps, mode)
-    with graph.inserting_before(node):
-        new = graph.call_function(rule.target, args, kwargs)
-    new.meta.update(node.meta)
-    if rule.needs_float_cast:
-        for cast in step.casts:
-            cast.replace_input_with(node, new)
-        if not node.users:
-            graph.erase_node(node)
-    else:
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+# --- the guarantee ------------------------------------------------------------------------------
 
-
-def _check(gm: GraphModule, report: RewriteReport, before: int) -> None:
-    hard = {e.node for e in report.hard} | {e.node for e in report.rewritten if e.reason}
+def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: int) -> None:
+    kept = {e.node for e in report.hard} | {e.node for e in report.rewritten if e.reason}
     for node in gm.graph.nodes:
-        if rules.match(node) and node.name not in hard:
+        rule = rules.match(node)
+        if rule and rule.pattern in ("elementwise", "cast") and node.name not in kept \
+                and not planner.config.is_skipped(planner._stack(node)):
             raise RewriteError(f"linearize_pass left node '{node.name}' ({rules.describe_target(node)}) "
                                "hard without reporting it")
     after = sum(is_sll_target(n.target) for n in gm.graph.nodes)

@@ -9,6 +9,7 @@ namespace afterwards.
 
 from __future__ import annotations
 
+import torch
 from torch.fx import GraphModule
 from torch.fx.passes.infra.pass_base import PassResult
 
@@ -29,15 +30,18 @@ def strip_pass(gm: GraphModule) -> PassResult:
             rule = rules.for_sll_node(node)
         except LookupError as e:
             raise RewriteError(f"export_hard: node '{node.name}' targets {node.target}, which no rule strips: {e}")
-        fn, args, kwargs = rule.hard_call(node)
-        if rule.cmp and not all(_is_float_cast(u, node) for u in node.users):
-            fn, args, kwargs = ops.hard_compare, (*args, rule.cmp), {}
-        with graph.inserting_before(node):
-            new = graph.call_function(fn, args, kwargs)
+        if rule.pattern == "cast" and not all(_takes_bool(u, node) for u in node.users):
+            with graph.inserting_before(node):  # an explicit sll_fx.threshold: its own float result
+                new = graph.call_function(ops.hard_compare, (*node.args[:2], rule.cmp))
+        else:
+            if rule.pattern == "mask" and not _is_comparison(node.args[0]):
+                raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
+                                   f"'{node.args[0]}', not from an sll.compare node")
+            new = rule.emit_hard(graph, node)
         new.meta.update(node.meta)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
-        entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(fn, kwargs, rule),
+        entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(new),
                                   module=module_of(new), source=source_of(new)))
     graph.lint()
     gm.recompile()
@@ -48,13 +52,26 @@ def strip_pass(gm: GraphModule) -> PassResult:
     return PassResult(gm, modified=bool(entries))
 
 
-def _is_float_cast(user, node) -> bool:
-    return user.op == "call_method" and user.target in rules.FLOAT_CASTS and user.args[:1] == (node,)
+def _takes_bool(user, node) -> bool:
+    """Users after which a comparison may come back as a bare bool: the user's float casts, sll.select."""
+    if user.op == "call_method" and user.target in rules.FLOAT_CASTS and user.args[:1] == (node,):
+        return True
+    return user.op == "call_function" and ops.is_sll_target(user.target) and \
+        rules.sll_op_name(user.target) == "select" and user.args[:1] == (node,)
 
 
-def _spell(fn, kwargs, rule) -> str:
-    name = f"sll_fx.ops.{fn.__name__}" if fn is ops.hard_compare else f"torch.{fn.__name__}"
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    if fn is ops.hard_compare:
-        args = f"cmp={rule.cmp!r}"
-    return f"{name}({args})" if args else name
+def _is_comparison(node) -> bool:
+    return getattr(node, "op", None) == "call_function" and getattr(node.target, "__name__", "") in rules.COMPARISONS
+
+
+def _spell(node) -> str:
+    """``torch.round(decimals=2)``, ``Tensor.scatter``: how the restored node reads."""
+    if node.op == "call_method":
+        name = f"Tensor.{node.target}"
+    elif node.target is ops.hard_compare:
+        return f"sll_fx.ops.hard_compare(cmp={node.args[2]!r})"
+    else:
+        mod = "torch.nn.functional" if node.target is torch.nn.functional.one_hot else "torch"
+        name = f"{mod}.{node.target.__name__}"
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in node.kwargs.items())
+    return f"{name}({kwargs})" if kwargs else name

@@ -10,19 +10,21 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from .ops import DEFAULT_EPS, check_eps, check_mode
+from .config import SLLConfig
+from .ops import DEFAULT_EPS, check_mode
 from .tracer import copy_graph_module, trace
 
 
-def linearize_module(model: torch.nn.Module, eps: float = DEFAULT_EPS, *, mode: str = "linear",
+def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EPS, *, mode: str = "linear",
                      verbose: bool = True, example_inputs: tuple | None = None) -> fx.GraphModule:
     """Trace ``model`` and rewrite its discrete ops into SLL ops of half-width ``eps``.
 
     Args:
         model: any traceable ``nn.Module`` (a GraphModule too). It is not modified.
-        eps: band half-width, in the units of each op's own input.
+        eps: band half-width, in the units of each op's own input; or an :class:`SLLConfig`
+            (eps and mode per rule kind and per submodule, rules off, submodules skipped).
         mode: ``"linear"`` (forward is the SLL surrogate) or ``"hard"`` (forward is the hard
-            op exactly, backward the surrogate's slope).
+            op exactly, backward the surrogate's slope); a config's own mode wins.
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
@@ -33,9 +35,10 @@ def linearize_module(model: torch.nn.Module, eps: float = DEFAULT_EPS, *, mode: 
     from sll_fx.passes import linearize_pass
 
     check_mode("linearize_module", mode)
-    check_eps("linearize_module", eps)
+    config = SLLConfig.of(eps, mode)
+    config.check_against(model)
     gm = trace(model)
-    gm = linearize_pass(gm, eps=eps, mode=mode, example_inputs=example_inputs).graph_module
+    gm = linearize_pass(gm, config=config, example_inputs=example_inputs).graph_module
     if verbose:
         print(gm.sll_report)
     return gm

@@ -189,3 +189,88 @@ def round_decimals(eps: float, decimals: int) -> Jump:
         return value.to(x.dtype), u
 
     return Jump(ramp, (0.0, 1.0), lambda x: inner.distance(scaled(x)[0]), inner.half, inner.slope)
+
+
+# --- selections: several elements compete; written as composites (autograd does the backward) ----
+
+class SelectFunction(torch.autograd.Function):
+    """``where(s, a, b)`` for a surrogate mask ``s`` in [0, 1]: ``a`` where ``s = 1``, ``b`` where ``s = 0``,
+    the blend ``a s + b (1 - s)`` between.  Gradients: ``s`` to ``a``, ``1 - s`` to ``b`` and ``a - b``
+    to ``s`` (0 where ``a - b`` is not finite: a jump to ``±inf`` has no finite slope).  The exact
+    ends keep ``-inf`` masks and NaN in the unselected branch out of the result, as ``torch.where`` does.
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, a, b) -> Tensor:
+        dtype = torch.result_type(a, b)
+        blend = (a * s + b * (1 - s)).to(dtype)  # (not b + s (a - b): that is NaN when one side is inf)
+        out = torch.where(s == 1, a, torch.where(s == 0, b, blend))
+        ctx.save_for_backward(s, *(t for t in (a, b) if isinstance(t, Tensor)))
+        ctx.kinds = (isinstance(a, Tensor), isinstance(b, Tensor))
+        ctx.scalars = (None if ctx.kinds[0] else a, None if ctx.kinds[1] else b)
+        return out.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        s, *tensors = ctx.saved_tensors
+        it = iter(tensors)
+        a = next(it) if ctx.kinds[0] else ctx.scalars[0]
+        b = next(it) if ctx.kinds[1] else ctx.scalars[1]
+        grad_s = grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            diff = torch.as_tensor(a - b, dtype=grad.dtype, device=grad.device)
+            grad_s = (grad * torch.where(torch.isfinite(diff), diff, 0)).sum_to_size(s.shape).to(s.dtype)
+        if ctx.kinds[0] and ctx.needs_input_grad[1]:
+            grad_a = (grad * s).sum_to_size(a.shape).to(a.dtype)
+        if ctx.kinds[1] and ctx.needs_input_grad[2]:
+            grad_b = (grad * (1 - s)).sum_to_size(b.shape).to(b.dtype)
+        return grad_s, grad_a, grad_b
+
+
+def select(s: Tensor, a, b) -> Tensor:
+    return SelectFunction.apply(s, a, b)
+
+
+def _with_hard(soft: Tensor, hard: Tensor | None) -> Tensor:
+    """``hard`` as the value, ``soft``'s gradient (the hard forward mode); ``soft`` itself when ``hard`` is None."""
+    if hard is None:
+        return soft
+    return hard.to(soft.dtype) + (soft - soft.detach()).nan_to_num(0.0)
+
+
+def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: float, largest: bool = True,
+                  hard: Tensor | None = None) -> Tensor:
+    """SLL of ``one_hot(argmax(x, dim), num_classes)`` (argmin: ``largest=False``), classes on the last dim.
+
+    ``y_i = clamp(m_i / (2 eps) + 1/2, 0, 1)`` with the margin ``m_i = x_i - max_{j != i} x_j``:
+    slope ``1/(2 eps)`` on ``x_i`` and ``-1/(2 eps)`` on the runner-up (through ``topk``).
+    """
+    z = x if largest else -x
+    if z.shape[dim] == 1:
+        y = torch.ones_like(z)
+    else:
+        top2 = z.topk(2, dim).values
+        best, second = top2.narrow(dim, 0, 1), top2.narrow(dim, 1, 1)
+        runner_up = torch.where(z >= best, second, best)  # for the max (and its ties) the next best
+        y = ((z - runner_up) * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
+    y = y.movedim(dim, -1)
+    width = y.shape[-1]
+    if num_classes > width:
+        y = torch.nn.functional.pad(y, (0, num_classes - width))
+    elif num_classes < width:
+        y = y.narrow(-1, 0, num_classes)
+    return _with_hard(y, hard)
+
+
+def topk_mask(x: Tensor, k: int, dim: int, eps: float, largest: bool = True, hard: Tensor | None = None) -> Tensor:
+    """SLL of the 0/1 mask of ``topk(x, k, dim)``: ``clamp((x - tau) / (2 eps) + 1/2, 0, 1)``,
+    ``tau = (x_(k) + x_(k+1)) / 2`` (the k-th and (k+1)-th largest), with the gradient also through ``tau``."""
+    n = x.shape[dim]
+    if k <= 0 or k >= n:
+        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + 0 * x  # no boundary: the mask is constant
+    else:
+        z = x if largest else -x
+        v = z.topk(k + 1, dim).values
+        tau = (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5
+        y = ((z - tau) * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
+    return _with_hard(y, hard)

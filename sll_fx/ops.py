@@ -139,6 +139,42 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: float, mode: str = "linear"
                          hard=_hard_mode(mode, lambda: hard_compare(x, threshold, cmp)))
 
 
+def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
+    if op not in ("where", "masked_fill"):
+        raise ValueError(f"sll.select: op={op!r} is not 'where' or 'masked_fill'")
+    return kernels.select(s, a, b)
+
+
+def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: float, mode: str = "linear",
+                   largest: bool = True) -> Tensor:
+    check_mode("argmax_onehot", mode)
+    eps = check_eps("argmax_onehot", eps)
+    if not x.is_floating_point():
+        return hard_argmax_onehot(x, dim, num_classes, largest)
+    hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
+    return kernels.argmax_onehot(x, dim, num_classes, eps, largest, hard)
+
+
+def _topk_mask(x: Tensor, k: int, dim: int, *, eps: float, mode: str = "linear", largest: bool = True) -> Tensor:
+    check_mode("topk_mask", mode)
+    eps = check_eps("topk_mask", eps)
+    if not x.is_floating_point():
+        return hard_topk_mask(x, k, dim, largest)
+    hard = hard_topk_mask(x, k, dim, largest) if mode == "hard" else None
+    return kernels.topk_mask(x, k, dim, eps, largest, hard)
+
+
+def hard_argmax_onehot(x: Tensor, dim: int, num_classes: int, largest: bool = True) -> Tensor:
+    """What ``sll::argmax_onehot`` strips to: ``one_hot(argmax(x, dim), num_classes)`` (int64)."""
+    index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
+    return torch.nn.functional.one_hot(index, num_classes)
+
+
+def hard_topk_mask(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor:
+    """What ``sll::topk_mask`` strips to: ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)``."""
+    return torch.zeros_like(x).scatter(dim, torch.topk(x, k, dim, largest=largest).indices, 1.0)
+
+
 # --- registration ----------------------------------------------------------------------
 
 _lib = torch.library.Library("sll", "DEF")
@@ -152,6 +188,15 @@ _SCHEMAS = {
     "compare": ("compare(Tensor x, Tensor threshold, str cmp, *, float eps, str mode='linear') -> Tensor", _compare),
     "compare.Scalar": ("compare.Scalar(Tensor x, Scalar threshold, str cmp, *, float eps, str mode='linear') -> Tensor",
                        _compare),
+    # selections; select blends a surrogate mask s (from sll.compare) between a and b, either may be a scalar
+    "select": ("select(Tensor s, Tensor a, Tensor b, *, str op='where') -> Tensor", _select),
+    "select.ScalarSelf": ("select.ScalarSelf(Tensor s, Scalar a, Tensor b, *, str op='where') -> Tensor", _select),
+    "select.ScalarOther": ("select.ScalarOther(Tensor s, Tensor a, Scalar b, *, str op='where') -> Tensor", _select),
+    "select.Scalar": ("select.Scalar(Tensor s, Scalar a, Scalar b, *, str op='where') -> Tensor", _select),
+    "argmax_onehot": ("argmax_onehot(Tensor x, int dim, int num_classes, *, float eps, str mode='linear', "
+                      "bool largest=True) -> Tensor", _argmax_onehot),
+    "topk_mask": ("topk_mask(Tensor x, int k, int dim, *, float eps, str mode='linear', bool largest=True) -> Tensor",
+                  _topk_mask),
 }
 for _name, (_schema, _impl) in _SCHEMAS.items():
     _lib.define(_schema)

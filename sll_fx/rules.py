@@ -6,15 +6,24 @@ as ``torch.sign`` or ``aten.sign.default``, and ``call_method`` names such as
 Both passes read this table and nothing else, so they cannot drift apart: adding an
 op is adding an entry (plus its surrogate in ``kernels.py``/``ops.py``).
 
-Comparisons produce booleans, which carry no gradient; they are rewritten only where
-their result is cast to a floating dtype (``(x > t).float()``).  The casts that count
-are listed here too (``FLOAT_CASTS``).
+An entry's ``pattern`` says what the match looks like around the node:
+
+- ``elementwise``: the node alone (``torch.sign(x)``);
+- ``cast``: a comparison whose bool result is cast to a floating dtype (``(x > t).float()``);
+  bools carry no gradient, so only the cast uses are rewritten (``FLOAT_CASTS``);
+- ``mask``: ``torch.where(c, a, b)`` / ``x.masked_fill(c, v)`` whose ``c`` is a comparison:
+  the comparison becomes ``sll.compare`` and the selection ``sll.select`` (a blend);
+- ``onehot``: ``one_hot(argmax(x, dim), n)`` (or argmin) becomes ``sll.argmax_onehot``;
+- ``topk``: ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)`` (also ``scatter_``)
+  becomes ``sll.topk_mask``.
+
+``emit_hard`` builds an sll node's hard counterpart; it is the inverse of the rewrite.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -36,7 +45,8 @@ class Rule:
     operands: tuple[str, ...] = ("input",)     # tensor operands, by position or by these keyword names
     keywords: tuple[tuple[str, Any], ...] = () # (name, default) carried from the hard call to the sll op
     cmp: str | None = None                     # comparisons: sll::compare's cmp argument
-    spelling: str = field(default="", compare=False)
+    pattern: str = "elementwise"               # see the module docstring
+    select_op: str | None = None               # mask rules: sll::select's op ("where", "masked_fill")
 
     @property
     def target(self):
@@ -44,7 +54,12 @@ class Rule:
 
     @property
     def needs_float_cast(self) -> bool:
-        return self.cmp is not None
+        return self.pattern == "cast"
+
+    @property
+    def discriminator(self):
+        """What tells this rule's sll nodes from other rules' nodes of the same sll op."""
+        return self.cmp if self.pattern == "cast" else self.select_op
 
     def matches(self, node: Node) -> bool:
         if node.op == "call_function":
@@ -92,9 +107,32 @@ class Rule:
         return args, kwargs
 
     def hard_call(self, sll_node: Node) -> tuple[Callable, tuple, dict]:
+        """Elementwise and cast rules: the one hard call that replaces ``sll_node``."""
         args = sll_node.args[:len(self.operands)]
         kwargs = {k: sll_node.kwargs[k] for k, d in self.keywords if sll_node.kwargs.get(k, d) != d}
         return self.hard, args, kwargs
+
+    def emit_hard(self, graph, sll_node: Node) -> Node:
+        """Insert, before ``sll_node``, the hard node(s) it stands for; return the one that replaces it."""
+        with graph.inserting_before(sll_node):  # one node per call: insertion order is graph order
+            if self.pattern == "mask":
+                s, a, b = sll_node.args
+                if self.select_op == "masked_fill":
+                    return graph.call_method("masked_fill", (b, s, a))
+                return graph.call_function(torch.where, (s, a, b))
+            if self.pattern == "onehot":
+                x, dim, n = sll_node.args
+                index = torch.argmax if sll_node.kwargs.get("largest", True) else torch.argmin
+                idx = graph.call_function(index, (x, dim))
+                return graph.call_function(torch.nn.functional.one_hot, (idx, n))
+            if self.pattern == "topk":
+                x, k, dim = sll_node.args
+                zeros = graph.call_function(torch.zeros_like, (x,))
+                top = graph.call_function(torch.topk, (x, k, dim), {"largest": sll_node.kwargs.get("largest", True)})
+                idx = graph.call_function(operator.getitem, (top, 1))
+                return graph.call_method("scatter", (zeros, dim, idx, 1.0))
+            fn, args, kwargs = self.hard_call(sll_node)
+            return graph.call_function(fn, args, kwargs)
 
 
 def _unary(kind, hard, *, aten_ops=(), keywords=(), methods=None):
@@ -103,8 +141,8 @@ def _unary(kind, hard, *, aten_ops=(), keywords=(), methods=None):
                 inplace=tuple(m + "_" for m in methods), keywords=keywords)
 
 
-def _comparison(cmp, symbol, functions, methods, aten_ops):
-    return Rule(kind=cmp, sll_op="compare", hard=getattr(torch, cmp), cmp=cmp, spelling=symbol,
+def _comparison(cmp, functions, methods, aten_ops):
+    return Rule(kind=cmp, sll_op="compare", hard=getattr(torch, cmp), cmp=cmp, pattern="cast",
                 functions=(getattr(operator, cmp), *functions, *aten_ops), methods=methods,
                 inplace=tuple(m + "_" for m in methods), operands=("input", "other"))
 
@@ -118,11 +156,25 @@ RULES: tuple[Rule, ...] = (
          methods=("trunc", "fix"), inplace=("trunc_", "fix_")),
     Rule(kind="heaviside", sll_op="heaviside", hard=torch.heaviside, functions=(torch.heaviside, aten.heaviside.default),
          methods=("heaviside",), inplace=("heaviside_",), operands=("input", "values")),
-    _comparison("gt", ">", (torch.gt, torch.greater), ("gt", "greater"), (aten.gt.Scalar, aten.gt.Tensor)),
-    _comparison("ge", ">=", (torch.ge, torch.greater_equal), ("ge", "greater_equal"), (aten.ge.Scalar, aten.ge.Tensor)),
-    _comparison("lt", "<", (torch.lt, torch.less), ("lt", "less"), (aten.lt.Scalar, aten.lt.Tensor)),
-    _comparison("le", "<=", (torch.le, torch.less_equal), ("le", "less_equal"), (aten.le.Scalar, aten.le.Tensor)),
+    _comparison("gt", (torch.gt, torch.greater), ("gt", "greater"), (aten.gt.Scalar, aten.gt.Tensor)),
+    _comparison("ge", (torch.ge, torch.greater_equal), ("ge", "greater_equal"), (aten.ge.Scalar, aten.ge.Tensor)),
+    _comparison("lt", (torch.lt, torch.less), ("lt", "less"), (aten.lt.Scalar, aten.lt.Tensor)),
+    _comparison("le", (torch.le, torch.less_equal), ("le", "less_equal"), (aten.le.Scalar, aten.le.Tensor)),
+    # selections: operands[0]/the "mask" operand must come from a comparison (see passes/linearize.py)
+    Rule(kind="where", sll_op="select", hard=torch.where, pattern="mask", select_op="where",
+         functions=(torch.where, aten.where.self), operands=("condition", "input", "other")),
+    Rule(kind="where", sll_op="select", hard=torch.where, pattern="mask", select_op="where",
+         methods=("where",), operands=("input", "condition", "other")),
+    Rule(kind="masked_fill", sll_op="select", hard=torch.masked_fill, pattern="mask", select_op="masked_fill",
+         functions=(torch.masked_fill, aten.masked_fill.Scalar, aten.masked_fill.Tensor), methods=("masked_fill",),
+         inplace=("masked_fill_",), operands=("input", "mask", "value")),
+    Rule(kind="argmax_onehot", sll_op="argmax_onehot", hard=torch.nn.functional.one_hot, pattern="onehot",
+         functions=(torch.nn.functional.one_hot,), operands=("input", "num_classes")),
+    Rule(kind="topk_mask", sll_op="topk_mask", hard=torch.Tensor.scatter, pattern="topk",
+         functions=(torch.scatter,), methods=("scatter", "scatter_"), operands=("input", "dim", "index", "value")),
 )
+
+COMPARISONS = ("gt", "ge", "lt", "le")
 
 #: equality has no jump to linearize (it is a spike of measure zero): found and reported, left hard
 NO_JUMP = {"eq": (operator.eq, torch.eq, "eq"), "ne": (operator.ne, torch.ne, "ne")}
@@ -153,15 +205,34 @@ def match_no_jump(node: Node) -> str | None:
     return None
 
 
+#: the kinds a config may name, and the groups that stand for several
+KINDS = tuple(dict.fromkeys(r.kind for r in RULES))
+KIND_GROUPS = {"compare": ("gt", "ge", "lt", "le"), "select": ("where", "masked_fill")}
+
+#: argmax/argmin spellings feeding one_hot: target or method name -> largest
+ARGMAX = {torch.argmax: True, "argmax": True, torch.argmin: False, "argmin": False}
+TOPK = (torch.topk, "topk")
+
+
+def sll_op_name(target) -> str:
+    """``"round"`` for torch.ops.sll.round and torch.ops.sll.round.default."""
+    name = getattr(target, "_qualified_op_name", None) or getattr(target, "_name", str(target))
+    return name.split("::")[-1].split(".")[0]
+
+
 def for_sll_node(node: Node) -> Rule:
-    """The rule that produced an sll node (its inverse): by op name and, for compare, by cmp."""
-    name = getattr(node.target, "_qualified_op_name", None) or getattr(node.target, "_name", str(node.target))
-    op = name.split("::")[-1].split(".")[0]
-    cmp = node.args[2] if op == "compare" and len(node.args) > 2 else node.kwargs.get("cmp")
+    """The rule that produced an sll node (its inverse): by op name and discriminator (cmp, select op)."""
+    op = sll_op_name(node.target)
+    if op == "compare":
+        key = node.args[2] if len(node.args) > 2 else node.kwargs.get("cmp")
+    elif op == "select":
+        key = node.kwargs.get("op", "where")
+    else:
+        key = None
     for r in RULES:
-        if r.sll_op == op and r.cmp == cmp:
+        if r.sll_op == op and r.discriminator == key:
             return r
-    raise LookupError(f"no rule strips {name} (cmp={cmp!r})")
+    raise LookupError(f"no rule strips sll.{op} ({key!r})")
 
 
 def describe_target(node: Node) -> str:

@@ -1,0 +1,142 @@
+"""``SLLConfig``: per-kind and per-submodule settings for ``linearize_module``.
+
+``linearize_module(model, 0.05)`` is the simple form; ``linearize_module(model, SLLConfig(...))``
+sets, in one frozen value:
+
+- ``eps``/``mode``: the defaults;
+- ``kind_eps``: eps per rule kind (``"round"``, ``"gt"``, ... or a group: ``"compare"`` for the
+  four comparisons, ``"select"`` for where/masked_fill);
+- ``module_eps`` / ``module_mode``: per submodule, keyed by qualified name (``"encoder.block1"``,
+  covering everything below it) or by module type (``nn.TransformerEncoderLayer``);
+- ``disabled``: rule kinds switched off (their nodes stay hard and are reported so);
+- ``skip``: submodules (names or types) left exactly as they are: not rewritten.
+
+Priority, most specific first: a submodule by qualified name (the longest matching name
+wins) > a submodule by type (the innermost enclosing module of a listed type) > the rule
+kind (``kind_eps``) > the default.  Mode: by name > by type > the default.  Unknown kinds,
+unknown submodule names and non-module types are a ``ValueError`` naming them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Union
+
+from torch import nn
+
+from .ops import DEFAULT_EPS, check_eps, check_mode
+from .rules import KIND_GROUPS, KINDS
+
+ModuleKey = Union[str, type]
+
+
+def _freeze(mapping) -> Mapping:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class SLLConfig:
+    eps: float = DEFAULT_EPS
+    mode: str = "linear"
+    kind_eps: Mapping[str, float] = field(default_factory=dict)
+    module_eps: Mapping[ModuleKey, float] = field(default_factory=dict)
+    module_mode: Mapping[ModuleKey, str] = field(default_factory=dict)
+    disabled: frozenset[str] = frozenset()
+    skip: tuple[ModuleKey, ...] = ()
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "kind_eps", _freeze(self.kind_eps))
+        set_(self, "module_eps", _freeze(self.module_eps))
+        set_(self, "module_mode", _freeze(self.module_mode))
+        set_(self, "disabled", frozenset(self.disabled))
+        set_(self, "skip", tuple(self.skip))
+        check_eps("SLLConfig", self.eps)
+        check_mode("SLLConfig", self.mode)
+        for kind in (*self.kind_eps, *self.disabled):
+            if kind not in KINDS and kind not in KIND_GROUPS:
+                raise ValueError(f"SLLConfig: unknown rule kind {kind!r}; known kinds: "
+                                 f"{', '.join(KINDS)} and groups {', '.join(KIND_GROUPS)}")
+        for e in (*self.kind_eps.values(), *self.module_eps.values()):
+            check_eps("SLLConfig", e)
+        for m in self.module_mode.values():
+            check_mode("SLLConfig", m)
+        for key in (*self.module_eps, *self.module_mode, *self.skip):
+            if not isinstance(key, str) and not (isinstance(key, type) and issubclass(key, nn.Module)):
+                raise ValueError(f"SLLConfig: submodule key {key!r} is neither a qualified name nor an nn.Module type")
+
+    def __repr__(self) -> str:
+        parts = [f"eps={self.eps:g}", f"mode={self.mode!r}"]
+        for name in ("kind_eps", "module_eps", "module_mode"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name}={{{', '.join(f'{_key(k)}: {v!r}' for k, v in value.items())}}}")
+        if self.disabled:
+            parts.append(f"disabled={sorted(self.disabled)}")
+        if self.skip:
+            parts.append(f"skip=[{', '.join(_key(k) for k in self.skip)}]")
+        return f"SLLConfig({', '.join(parts)})"
+
+    @classmethod
+    def of(cls, eps_or_config, mode: str = "linear") -> "SLLConfig":
+        """``SLLConfig`` from ``linearize_module``'s ``eps`` argument (a float or a config)."""
+        if isinstance(eps_or_config, SLLConfig):
+            return eps_or_config
+        return cls(eps=eps_or_config, mode=mode)
+
+    def check_against(self, model: nn.Module) -> None:
+        """Every submodule name the config uses exists in ``model``."""
+        names = {n for n, _ in model.named_modules()}
+        for key in (*self.module_eps, *self.module_mode, *self.skip):
+            if isinstance(key, str) and key not in names:
+                raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
+                                 f"(submodules: {', '.join(sorted(n for n in names if n)) or 'none'})")
+
+    # -- what applies to one node ---------------------------------------------------------
+    def is_disabled(self, kind: str) -> bool:
+        return kind in self.disabled or any(kind in KIND_GROUPS.get(g, ()) for g in self.disabled)
+
+    def is_skipped(self, stack: list[tuple[str, type]]) -> bool:
+        return any(_matches(key, stack) for key in self.skip)
+
+    def eps_for(self, kind: str, stack: list[tuple[str, type]]) -> float:
+        """eps for a node of ``kind`` created inside the modules ``stack`` (outermost first)."""
+        found = _lookup(self.module_eps, stack)
+        if found is not None:
+            return found
+        if kind in self.kind_eps:
+            return self.kind_eps[kind]
+        group = next((g for g, kinds in KIND_GROUPS.items() if kind in kinds and g in self.kind_eps), None)
+        return self.kind_eps[group] if group else self.eps
+
+    def mode_for(self, stack: list[tuple[str, type]]) -> str:
+        found = _lookup(self.module_mode, stack)
+        return self.mode if found is None else found
+
+
+def _key(k: ModuleKey) -> str:
+    return repr(k) if isinstance(k, str) else k.__name__
+
+
+def _within(path: str, prefix: str) -> bool:
+    return prefix == "" or path == prefix or path.startswith(prefix + ".")
+
+
+def _matches(key: ModuleKey, stack) -> bool:
+    if isinstance(key, str):
+        return key == "" or any(_within(path, key) for path, _ in stack)
+    return any(isinstance(t, type) and issubclass(t, key) for _, t in stack)
+
+
+def _lookup(table: Mapping, stack):
+    by_name = [(len(k), v) for k, v in table.items() if isinstance(k, str) and any(_within(p, k) for p, _ in stack)]
+    if by_name:
+        return max(by_name, key=lambda kv: kv[0])[1]
+    for _, t in reversed(stack):  # innermost first
+        for k, v in table.items():
+            if isinstance(k, type) and isinstance(t, type) and issubclass(t, k):
+                return v
+    return None
+
+
