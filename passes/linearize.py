@@ -151,13 +151,14 @@ class _Planner:
         if self._is_int(x):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
+        products = [u for u in node.users if _mask_factor(u, node, self.kinds) is not None]
         selections = [u for u in node.users if u in self.taken]
-        bool_uses = [u for u in node.users if u not in casts and u not in selections]
-        if not casts and not selections:
+        bool_uses = [u for u in node.users if u not in casts and u not in selections and u not in products]
+        if not casts and not selections and not products:
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         reason = f"also used as bool by {_describe(bool_uses)}: that use stays hard" if bool_uses else ""
-        return self._rewrite(node, rule, casts=tuple(casts), reason=reason)
+        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=tuple(products))
 
     def _comparison_of(self, mask) -> tuple[rules.Rule | None, str]:
         """The cast rule of a selection's mask operand, or why it cannot be linearized."""
@@ -266,6 +267,11 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict) -> None:
         surrogates[node] = new
         for cast in step.casts:
             cast.replace_input_with(node, new)
+        for product in step.extra["products"]:  # x * (x > t): the bool was an implicit cast to x's dtype
+            with graph.inserting_before(product):
+                as_factor = graph.call_method("type_as", (new, _mask_factor(product, node, {})))
+            as_factor.meta.update(node.meta)
+            product.replace_input_with(node, as_factor)
         # selections taking this comparison are rewritten later in graph order and drop their use of it
         _erase_if_unused(graph, node)
         return
@@ -375,6 +381,25 @@ def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
             source = a.args[0] if (a.op == "call_function" and a.target is getattr) else a
             return source in node.args  # .to(x.dtype) / .type_as(x) with x an operand of the comparison
     return False
+
+
+def _mask_factor(user: Node, node: Node, kinds: dict):
+    """For ``x * (x > t)`` (either order): the float factor ``x``, else None.
+
+    Only when ``x`` is known to be floating, or is an operand of the comparison (an integer
+    ``x`` then makes sll.compare return the hard result): the product keeps ``x``'s dtype.
+    """
+    is_mul = (user.op == "call_function" and user.target in (operator.mul, torch.mul)) or \
+             (user.op == "call_method" and user.target == "mul")
+    if not is_mul or len(user.args) != 2 or user.kwargs:
+        return None
+    a, b = user.args
+    other = b if a is node else a if b is node else None
+    if not isinstance(other, Node) or other is node:
+        return None
+    if kinds.get(other) == dtypes.FLOAT or other in node.args:
+        return other
+    return None
 
 
 # --- the guarantee ------------------------------------------------------------------------------
