@@ -9,6 +9,8 @@ Where things are:
 - ``tracer.py``   symbolic tracing with source lines and submodule names in errors
 - ``state.py``    keeping a GraphModule's parameters/buffers identical to the model's
 - ``report.py``   the rewrite and strip reports (records first, tabulate text second)
+- ``config.py``   ``SLLConfig``: eps/mode per rule kind and per submodule, rules off, submodules skipped
+- ``annealing.py`` ``set_eps``: change eps in place (schedules) without retracing
 - ``api.py``      ``linearize_module`` and ``export_hard``
 - ``sll_fx.passes`` (the ``passes/`` folder): the graph passes, one per file
 """
@@ -17,12 +19,18 @@ from .errors import EpsError, ModeError, RewriteError, SLLError, TraceError
 from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
 from .report import RewriteReport, StripReport
 from .api import export_hard, linearize_module
+from .annealing import set_eps
+from .config import SLLConfig
+from .diagnostics import BandWarning, band_stats
+from .dynamic import linearize
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "linearize_module", "export_hard",
+    "linearize_module", "export_hard", "set_eps", "SLLConfig",
+    "linearize",
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport",
+    "band_stats", "BandWarning",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError",
 ]
