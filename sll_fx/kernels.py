@@ -245,14 +245,8 @@ def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: float, largest: bo
     ``y_i = clamp(m_i / (2 eps) + 1/2, 0, 1)`` with the margin ``m_i = x_i - max_{j != i} x_j``:
     slope ``1/(2 eps)`` on ``x_i`` and ``-1/(2 eps)`` on the runner-up (through ``topk``).
     """
-    z = x if largest else -x
-    if z.shape[dim] == 1:
-        y = torch.ones_like(z)
-    else:
-        top2 = z.topk(2, dim).values
-        best, second = top2.narrow(dim, 0, 1), top2.narrow(dim, 1, 1)
-        runner_up = torch.where(z >= best, second, best)  # for the max (and its ties) the next best
-        y = ((z - runner_up) * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
+    margin = argmax_margin(x, dim, largest)
+    y = torch.ones_like(x) if margin is None else (margin * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
     y = y.movedim(dim, -1)
     width = y.shape[-1]
     if num_classes > width:
@@ -265,12 +259,28 @@ def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: float, largest: bo
 def topk_mask(x: Tensor, k: int, dim: int, eps: float, largest: bool = True, hard: Tensor | None = None) -> Tensor:
     """SLL of the 0/1 mask of ``topk(x, k, dim)``: ``clamp((x - tau) / (2 eps) + 1/2, 0, 1)``,
     ``tau = (x_(k) + x_(k+1)) / 2`` (the k-th and (k+1)-th largest), with the gradient also through ``tau``."""
-    n = x.shape[dim]
-    if k <= 0 or k >= n:
-        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + 0 * x  # no boundary: the mask is constant
+    distance = topk_distance(x, k, dim, largest)
+    if distance is None:  # no boundary: the mask is constant
+        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + 0 * x
     else:
-        z = x if largest else -x
-        v = z.topk(k + 1, dim).values
-        tau = (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5
-        y = ((z - tau) * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
+        y = (distance * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
     return _with_hard(y, hard)
+
+
+def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
+    """``m_i = x_i - max_{j != i} x_j`` along ``dim`` (of ``-x`` for argmin); None when ``dim`` has one element."""
+    z = x if largest else -x
+    if z.shape[dim] == 1:
+        return None
+    top2 = z.topk(2, dim).values
+    best, second = top2.narrow(dim, 0, 1), top2.narrow(dim, 1, 1)
+    return z - torch.where(z >= best, second, best)  # for the max (and its ties) the runner-up
+
+
+def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor | None:
+    """``x_i - tau``, ``tau = (x_(k) + x_(k+1)) / 2`` (signs flipped for the smallest k); None when ``k`` selects none or all."""
+    if k <= 0 or k >= x.shape[dim]:
+        return None
+    z = x if largest else -x
+    v = z.topk(k + 1, dim).values
+    return z - (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5

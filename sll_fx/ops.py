@@ -295,7 +295,19 @@ def jump_of(op: str, args: tuple, kwargs: dict) -> kernels.Jump:
 
 
 def in_band(op: str, args: tuple, kwargs: dict) -> Tensor:
-    """Boolean mask: which elements of ``sll.<op>``'s input lie inside a band (where the gradient is nonzero)."""
+    """Boolean mask: which elements of ``sll.<op>``'s input lie inside a band (where the gradient is nonzero).
+
+    For ``argmax_onehot`` and ``topk_mask`` the mask has ``x``'s shape: elements whose margin
+    (to the runner-up, or to the top-k threshold) is within eps.  ``select`` has no band of its
+    own (its mask's ``compare`` has): ``KeyError``.
+    """
+    if op in ("argmax_onehot", "topk_mask"):
+        x = args[0]
+        largest = kwargs.get("largest", True)
+        with torch.no_grad():
+            d = kernels.argmax_margin(x.detach(), args[1], largest) if op == "argmax_onehot" else \
+                kernels.topk_distance(x.detach(), args[1], args[2], largest)
+            return torch.zeros_like(x, dtype=torch.bool) if d is None else d.abs() < kwargs["eps"]
     jump = jump_of(op, args, kwargs)
     x = args[0]
     if op == "heaviside":
