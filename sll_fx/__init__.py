@@ -17,7 +17,7 @@ Where things are:
 
 from .errors import EpsError, ModeError, RewriteError, SLLError, TraceError
 from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
-from .report import RewriteReport, StripReport
+from .report import OpaqueModule, RewriteReport, StripReport
 from .api import export_hard, linearize_module
 from .annealing import set_eps
 from .config import SLLConfig
@@ -30,7 +30,7 @@ __all__ = [
     "linearize_module", "export_hard", "set_eps", "SLLConfig",
     "linearize",
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
-    "RewriteReport", "StripReport",
+    "RewriteReport", "StripReport", "OpaqueModule",
     "band_stats", "BandWarning",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError",
 ]

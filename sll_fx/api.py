@@ -11,12 +11,15 @@ import torch
 from torch import fx
 
 from .config import SLLConfig
+from .opaque import assert_no_sll, is_opaque, map_graphs, refuse_sll_code
 from .ops import DEFAULT_EPS, check_mode
-from .tracer import copy_graph_module, trace
+from .report import RewriteReport, StripReport
+from .tracer import trace_with_fallback
 
 
 def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EPS, *, mode: str = "linear",
-                     verbose: bool = True, example_inputs: tuple | None = None) -> fx.GraphModule:
+                     verbose: bool = True, example_inputs: tuple | None = None,
+                     concrete_args: dict | None = None) -> fx.GraphModule:
     """Trace ``model`` and rewrite its discrete ops into SLL ops of half-width ``eps``.
 
     Args:
@@ -28,17 +31,26 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
+            They describe the top-level graph (not the graphs traced inside opaque modules).
+        concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``).
+
+    Parts that ``torch.fx`` cannot trace (control flow on tensor values, an autograd.Function)
+    are kept opaque and their traceable children are still rewritten; the report lists them
+    (``report.opaque``). See :func:`sll_fx.tracer.trace_with_fallback`.
 
     Returns:
-        A ``GraphModule`` sharing ``model``'s parameters, with the report as ``.sll_report``.
+        A ``GraphModule`` sharing ``model``'s parameters, with the report as ``.sll_report``
+        (when the model's own forward cannot be traced: a private copy of the model, of its
+        own class, whose children are those GraphModules).
     """
     from sll_fx.passes import linearize_pass
 
     check_mode("linearize_module", mode)
     config = SLLConfig.of(eps, mode)
     config.check_against(model)
-    gm = trace(model)
-    gm = linearize_pass(gm, config=config, example_inputs=example_inputs).graph_module
+    top, _ = trace_with_fallback(model, concrete_args=concrete_args)
+    gm = map_graphs(top, lambda g, path: linearize_pass(g, config=config, example_inputs=None if path else
+                                                        example_inputs).graph_module, RewriteReport(mode=config.mode))
     if verbose:
         print(gm.sll_report)
     return gm
@@ -50,11 +62,14 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     Accepts a linearized GraphModule (its graph is copied; the input keeps working) or any
     traceable module (explicit ``sll_fx.sign(...)`` calls in it are stripped too). The result
     computes bit for bit what the original model computes, and holds no ``torch.ops.sll`` node.
+    Graphs inside opaque modules (see ``linearize_module``) are stripped too, on copies; an
+    opaque module whose own Python code calls sll ops cannot be stripped: ``RewriteError``.
     """
     from sll_fx.passes import strip_pass
 
-    gm = copy_graph_module(model) if isinstance(model, fx.GraphModule) else trace(model)
-    gm = strip_pass(gm).graph_module
+    top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else trace_with_fallback(model)[0]
+    gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)
+    assert_no_sll(gm)
     if verbose:
         print(gm.sll_report)
     return gm

@@ -137,13 +137,41 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None) -> dict[No
     if example_inputs is None:
         return _from_graph(gm)
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._dispatch.python import enable_python_dispatcher
+    from torch.fx import Interpreter
     from torch.fx.passes.shape_prop import ShapeProp
+
+    from .opaque import is_opaque
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in example_inputs]
-    ShapeProp(gm, fake_mode=mode).propagate(*fake)
+    class _Stop(Exception):
+        pass
+
+    class _Prop(ShapeProp):
+        def run_node(self, n):
+            if n.op == "call_module" and is_opaque(self.fetch_attr(n.target)):
+                try:  # a trial run first: ShapeProp prints the traceback of any failure
+                    with self.fake_mode, enable_python_dispatcher():
+                        Interpreter.run_node(self, n)
+                except Exception as e:
+                    raise _Stop() from e
+            return super().run_node(n)
+
+    for node in gm.graph.nodes:
+        node.meta.pop("tensor_meta", None)
+    try:
+        _Prop(gm, fake_mode=mode).propagate(*fake)
+        stopped = False
+    except _Stop:
+        # an opaque submodule (sll_fx.opaque) may not run on fake tensors (`if x.sum() > 0:`):
+        # the kinds the run found up to it, the graph's own inference after that
+        stopped = True
     kinds = {}
     for node in gm.graph.nodes:
         meta = node.meta.get("tensor_meta")
-        kinds[node] = dtype_kind(meta.dtype) if hasattr(meta, "dtype") else None
+        if hasattr(meta, "dtype"):
+            kinds[node] = dtype_kind(meta.dtype)
+        else:
+            kinds[node] = _kind_of(gm, node, kinds) if stopped else None
     return kinds

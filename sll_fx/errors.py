@@ -20,12 +20,18 @@ class ModeError(SLLError, ValueError):
 
 
 class TraceError(SLLError, RuntimeError):
-    """``torch.fx`` could not trace the model; names the failing submodule and the reason."""
+    """``torch.fx`` could not trace the model; names the failing submodule and the reason.
 
-    def __init__(self, message: str, *, module_path: str | None = None, module_type: str | None = None):
+    ``reason`` is the short form that the fallback tracer lists in a report's opaque table
+    (the fx error as ``"Type: text"``, or the autograd.Function kept whole).
+    """
+
+    def __init__(self, message: str, *, module_path: str | None = None, module_type: str | None = None,
+                 reason: str | None = None):
         super().__init__(message)
         self.module_path = module_path
         self.module_type = module_type
+        self.reason = reason if reason is not None else message
 
 
 class RewriteError(SLLError, RuntimeError):

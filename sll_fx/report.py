@@ -4,6 +4,8 @@
 :class:`Entry` per discrete node found, rewritten or left hard with the reason.
 ``StripReport`` (attached by ``export_hard``) has one :class:`StripEntry` per sll node
 put back to its hard op, and the count of sll ops left (always 0 on success).
+Both list, in ``opaque``, the submodules that the fallback tracer kept out of the graph
+(:class:`OpaqueModule`: path, type, why), rendered as a second table "opaque (not traced)".
 """
 
 from __future__ import annotations
@@ -11,6 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tabulate import tabulate
+
+
+@dataclass(frozen=True)
+class OpaqueModule:
+    """A submodule that runs as the user's own Python code (``torch.fx`` did not trace it)."""
+    path: str      # qualified name in the model ("" for the model itself)
+    type: str      # its class name
+    reason: str    # the tracing error ("TraceError: ..."), or "autograd.Function <Name>: ..."
+
+
+def _opaque_table(opaque: list[OpaqueModule]) -> str:
+    rows = [(o.path or "(model)", o.type, (o.reason.splitlines() or [""])[0]) for o in opaque]
+    return f"opaque (not traced): {len(opaque)} module(s)\n" + tabulate(rows, headers=["module", "type", "reason"])
+
+
+def _with_opaque(text: str, opaque: list[OpaqueModule]) -> str:
+    return text + "\n" + _opaque_table(opaque) if opaque else text
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,7 @@ class Entry:
 class RewriteReport:
     entries: list[Entry] = field(default_factory=list)
     mode: str = "linear"
+    opaque: list[OpaqueModule] = field(default_factory=list)
 
     @property
     def rewritten(self) -> list[Entry]:
@@ -49,11 +69,14 @@ class RewriteReport:
         c = self.counts
         head = (f"sll_fx.linearize_module: {c['found']} discrete node(s) found, {c['rewritten']} rewritten "
                 f"(mode={self.mode}), {c['hard']} left hard")
+        if self.opaque:
+            head += f"; {len(self.opaque)} module(s) kept opaque"
         if not self.entries:
-            return head
+            return _with_opaque(head, self.opaque)
         rows = [(e.node, e.op, e.replacement or "(hard)", "" if e.eps is None else f"{e.eps:g}",
                  e.module or "-", e.source, e.reason) for e in self.entries]
-        return head + "\n" + tabulate(rows, headers=["node", "op", "replacement", "eps", "module", "source", "reason"])
+        return _with_opaque(head + "\n" + tabulate(rows, headers=["node", "op", "replacement", "eps", "module",
+                                                                   "source", "reason"]), self.opaque)
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,7 @@ class StripEntry:
 class StripReport:
     entries: list[StripEntry] = field(default_factory=list)
     remaining: int = 0   # sll ops left in the graph: checked to be 0
+    opaque: list[OpaqueModule] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -77,7 +101,10 @@ class StripReport:
     def __str__(self) -> str:
         head = f"sll_fx.export_hard: {len(self.entries)} sll op(s) stripped to their hard ops; " \
                f"{self.remaining} sll op(s) remain"
+        if self.opaque:
+            head += f"; {len(self.opaque)} module(s) kept opaque"
         if not self.entries:
-            return head
+            return _with_opaque(head, self.opaque)
         rows = [(e.node, e.sll_op, e.restored, e.module or "-", e.source) for e in self.entries]
-        return head + "\n" + tabulate(rows, headers=["node", "sll op", "restored", "module", "source"])
+        return _with_opaque(head + "\n" + tabulate(rows, headers=["node", "sll op", "restored", "module", "source"]),
+                            self.opaque)

@@ -968,29 +968,40 @@ class Top(nn.Module):
 
 
 def test_trace_error_names_submodule():
+    """The strict tracer raises naming the submodule; linearize_module/export_hard fall back
+    (the failing submodule is kept opaque and reported: tests/test_fallback.py)."""
+    from sll_fx.tracer import trace
+
     model = Top()
     before = snapshot(model)
     with pytest.raises(sll_fx.TraceError) as info:
-        sll_fx.linearize_module(model, verbose=False)
+        trace(model)
     err = info.value
     assert err.module_path == "block.inner"
     assert "block.inner" in str(err)
     assert "ControlFlow" in str(err)
     assert isinstance(err, sll_fx.SLLError)
-    with pytest.raises(sll_fx.TraceError):
-        sll_fx.export_hard(model, verbose=False)
+    gm = sll_fx.linearize_module(model, verbose=False)
+    assert [(o.path, o.type) for o in gm.sll_report.opaque] == [("block.inner", "ControlFlow")]
+    assert "control flow" in gm.sll_report.opaque[0].reason
+    hard = sll_fx.export_hard(model, verbose=False)
+    assert [o.path for o in hard.sll_report.opaque] == ["block.inner"]
     assert_unchanged(model, before)
     x = torch.randn(2, 3)
-    model(x)  # still runs eagerly
+    assert_bitwise(hard(x), model(x))  # still runs eagerly
 
 
 def test_trace_error_at_top_level():
+    from sll_fx.tracer import trace
+
     model = ControlFlow()
     before = snapshot(model)
     with pytest.raises(sll_fx.TraceError) as info:
-        sll_fx.linearize_module(model, verbose=False)
+        trace(model)
     assert info.value.module_path == ""
     assert "ControlFlow" in str(info.value)
+    gm = sll_fx.linearize_module(model, verbose=False)  # the model itself is kept opaque
+    assert [(o.path, o.type) for o in gm.sll_report.opaque] == [("", "ControlFlow")]
     assert_unchanged(model, before)
 
 

@@ -1,0 +1,605 @@
+"""The tracing fallback: models that ``torch.fx`` cannot trace as a whole.
+
+A block with ``if x.sum() > 0:`` is kept opaque (listed with the fx error) while the other
+blocks, and the traceable children of the opaque block, are rewritten; an
+``autograd.Function`` is never traced through, so its own backward survives; the model's
+own forward failing keeps the model opaque and its children rewritten; ``concrete_args``
+reaches fx.  Throughout: the user's model is not modified, parameters are shared,
+``state_dict()`` keys are the model's, and ``export_hard`` is bit-identical with no sll op
+left in any graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.opaque import is_opaque
+from sll_fx.ops import is_sll_target
+from sll_fx.report import OpaqueModule, RewriteReport, StripReport
+from sll_fx.tracer import trace, trace_with_fallback
+
+CONTROL_FLOW = "symbolically traced variables cannot be used as inputs to control flow"
+INF, NAN = float("inf"), float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+
+def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    na, nb = torch.isnan(a), torch.isnan(b)
+    assert torch.equal(na, nb), f"{what}: NaN positions differ"
+    assert torch.equal(a[~na], b[~nb]), f"{what}: values differ\n{a}\n{b}"
+    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~nb])), f"{what}: sign bits differ"
+
+
+def graphs(module: nn.Module) -> dict[str, fx.GraphModule]:
+    return {p: m for p, m in module.named_modules(remove_duplicate=False) if isinstance(m, fx.GraphModule)}
+
+
+def sll_count(gm: fx.GraphModule) -> int:
+    return sum(n.op == "call_function" and is_sll_target(n.target) for n in gm.graph.nodes)
+
+
+def snapshot(model: nn.Module) -> dict:
+    mods = dict(model.named_modules(remove_duplicate=False))
+    return {
+        "dict": {p: (m.__dict__, dict(m.__dict__)) for p, m in mods.items()},
+        "containers": {p: {k: (m.__dict__[k], copy.copy(m.__dict__[k])) for k in
+                           ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set")}
+                       for p, m in mods.items()},
+        "values": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_keys": list(model.state_dict()),
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    mods = dict(model.named_modules(remove_duplicate=False))
+    assert mods.keys() == before["dict"].keys()
+    for p, m in mods.items():
+        d, items = before["dict"][p]
+        assert m.__dict__ is d and list(m.__dict__) == list(items), p        # no attribute added or removed
+        assert all(m.__dict__[k] is v for k, v in items.items()), p          # none rebound (forward included)
+        assert "forward" not in m.__dict__
+        for k, (obj, contents) in before["containers"][p].items():
+            assert m.__dict__[k] is obj, (p, k)                              # the same dict object ...
+            if isinstance(contents, set):
+                assert obj == contents, (p, k)
+            else:                                                            # ... with the same items, in order
+                assert list(obj) == list(contents) and all(obj[n] is contents[n] for n in obj), (p, k)
+    assert list(model.state_dict()) == before["state_keys"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before["values"][k]), k
+
+
+def inputs(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    special = torch.tensor([[0.0, -0.0, 0.5, -0.5], [INF, -INF, NAN, 1.5], [0.2, 0.1, -2.5, 1e30]])
+    return [torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g) * 3, torch.randn(8, 4, generator=g) - 2,
+            special]
+
+
+# ----------------------------------------------------------------------------------------
+# models (module level, so that results pickle)
+# ----------------------------------------------------------------------------------------
+
+class STE(torch.autograd.Function):
+    """Straight-through sign with a recognisable backward: 2 * grad."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+class IdentityFn(torch.autograd.Function):
+    """Leaves no node at all when fx traces through it: only the static scan can see it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 3 * grad
+
+
+def ste_helper(x):
+    return STE.apply(x)  # called from a helper: found while tracing (Function.apply on the stack)
+
+
+class Quant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.lin(x) * 2) / 2
+
+
+class Good(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("t", torch.tensor(0.2))
+
+    def forward(self, x):
+        h = self.lin(x)
+        return torch.sign(h) * 0.5 + (h > self.t).float() + h
+
+
+class Bad(nn.Module):
+    """Python control flow on a tensor value; its child ``inner`` is traceable and discrete."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Quant()
+        self.thr = nn.Parameter(torch.tensor(0.1))
+        self.register_buffer("scratch", torch.ones(4), persistent=False)
+
+    def forward(self, x):
+        h = self.inner(x) + self.scratch
+        if h.sum() > 0:
+            return (h > self.thr).float() + h
+        return torch.sign(h) + h
+
+
+class SteBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 2.0, 4))
+
+    def forward(self, x):
+        return STE.apply(x * self.w)
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.block1 = Good()
+        self.register_buffer("scale", torch.tensor(1.5))
+        self.block2 = Bad()
+        self.unused = nn.Linear(4, 2)
+        self.ste = SteBlock()
+        self.last = nn.Parameter(torch.tensor(0.75))
+
+    def forward(self, x):
+        h = self.block1(x) * self.scale
+        h = self.block2(h)
+        return torch.floor(self.ste(h) + h) * self.last
+
+
+class Nested(nn.Module):
+    """Opaque inside opaque: ``outer`` branches, so does ``outer.bad``; ``outer.bad.inner`` is rewritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.outer = BadOuter()
+        self.head = Quant()
+
+    def forward(self, x):
+        return self.head(self.outer(x))
+
+
+class BadOuter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bad = Bad()
+        self.layers = nn.ModuleList([Good(), Quant()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.bad(x) if x.mean() > -100 else x
+
+
+class RootControlFlow(nn.Module):
+    """The model's own forward branches: the model itself is opaque, its children are rewritten."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.pre = Good()
+        self.blocks = nn.ModuleList([Quant(), Quant()])
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        h = self.pre(x)
+        if h.sum() > 0:
+            h = self.blocks[0](h)
+        return self.act(self.blocks[1](h))
+
+
+class Flag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = Quant()
+
+    def forward(self, x, flag):
+        if flag:
+            return self.q(x) + torch.trunc(x)
+        return x
+
+
+class SteNet(nn.Module):
+    """``fn_name`` picks how the Function is reached: directly, via a helper, or the identity one."""
+
+    def __init__(self, fn_name: str):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 2.0, 4))
+        self.how = fn_name
+        self.block = {"direct": DirectBlock, "helper": SteHelperBlock, "identity": IdentityBlock}[fn_name]()
+
+    def forward(self, x):
+        return self.block(x * self.w) + torch.round(x)
+
+
+class DirectBlock(nn.Module):
+    def forward(self, x):
+        return STE.apply(x)
+
+
+class SteHelperBlock(nn.Module):
+    def forward(self, x):
+        return ste_helper(x)
+
+
+class IdentityBlock(nn.Module):
+    def forward(self, x):
+        return IdentityFn.apply(x)
+
+
+class ReadsChildAttr(nn.Module):
+    """An opaque module that reads an attribute of a child: that child stays the user's class."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = Quant()
+        self.q.gain = 3.0
+        self.other = Quant()
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.q(x) * self.q.gain + self.other(x)
+        return self.other(x)
+
+
+class ExplicitInOpaque(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return sll_fx.sign(x, 0.1)
+        return x
+
+
+class Unregistered(nn.Module):
+    """Calls a module kept in a plain list (not a registered submodule): the caller goes opaque."""
+
+    def __init__(self):
+        super().__init__()
+        self.helpers = [nn.Linear(4, 4)]
+        self.q = Quant()
+
+    def forward(self, x):
+        return self.q(self.helpers[0](x))
+
+
+class WithUnregistered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Unregistered()
+        self.good = Good()
+
+    def forward(self, x):
+        return self.good(self.block(x))
+
+
+# ----------------------------------------------------------------------------------------
+# the bad block is opaque; everything else is rewritten
+# ----------------------------------------------------------------------------------------
+
+def test_control_flow_block_is_opaque_and_other_blocks_are_rewritten():
+    model = Model()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    rep = gm.sll_report
+    assert isinstance(rep, RewriteReport)
+    assert rep.opaque == [
+        OpaqueModule("block2", "Bad", rep.opaque[0].reason),
+        OpaqueModule("ste", "SteBlock", "autograd.Function STE: kept opaque so its backward survives"),
+    ]
+    assert CONTROL_FLOW in rep.opaque[0].reason
+    # block1 (sign, >), the top-level floor, and block2's traceable child (round)
+    found = sorted((e.module, e.op, e.replacement) for e in rep.entries)
+    assert found == [("", "torch.floor", "sll.floor"), ("block1", "torch.sign", "sll.sign"),
+                     ("block1", "x > t", "sll.compare(gt)"), ("block2.inner", "torch.round", "sll.round")]
+    assert rep.counts == {"found": 4, "rewritten": 4, "hard": 0}
+    # the top graph calls the opaque blocks as leaves, and the private copy of block2 calls a rewritten graph
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    assert {"block2", "ste"} <= called
+    assert is_opaque(gm.block2) and type(gm.block2) is Bad and gm.block2 is not model.block2
+    assert isinstance(gm.block2.inner, fx.GraphModule) and sll_count(gm.block2.inner) == 1
+    assert sll_count(gm) == 3
+    # it runs, and equals the model away from the bands (mode="hard": equal everywhere)
+    hard_mode = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    with torch.no_grad():
+        for x in inputs():
+            assert_bitwise(hard_mode(x), model(x))
+
+
+def test_report_lists_opaque_modules_in_a_second_table(capsys):
+    model = Model()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=True)
+    out = capsys.readouterr().out
+    text = str(gm.sll_report)
+    assert text in out
+    assert "opaque (not traced): 2 module(s)" in text
+    assert "2 module(s) kept opaque" in text.splitlines()[0]
+    table = text.split("opaque (not traced)")[1]
+    for header in ("module", "type", "reason"):
+        assert header in table
+    assert "block2" in table and "Bad" in table and CONTROL_FLOW in table
+    assert "ste" in table and "autograd.Function STE: kept opaque so its backward survives" in table
+    # a model that traces has no opaque table, and the report text is what it always was
+    plain = sll_fx.linearize_module(Good(), verbose=False)
+    assert plain.sll_report.opaque == [] and "opaque" not in str(plain.sll_report)
+
+
+def test_nested_opaque_modules_and_module_lists():
+    model = Nested()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    rep = gm.sll_report
+    assert [(o.path, o.type) for o in rep.opaque] == [("outer", "BadOuter"), ("outer.bad", "Bad")]
+    assert {e.module for e in rep.entries} == {"head", "outer.layers.0", "outer.layers.1", "outer.bad.inner"}
+    assert all(e.rewritten for e in rep.entries)
+    g = graphs(gm)
+    assert {p for p in g} == {"", "outer.layers.0", "outer.layers.1", "outer.bad.inner"}
+    assert type(gm.outer.layers) is nn.ModuleList and gm.outer.layers is not model.outer.layers
+    hard = sll_fx.export_hard(gm, verbose=False)
+    with torch.no_grad():
+        for x in inputs(1):
+            assert_bitwise(hard(x), model(x))
+
+
+def test_root_forward_fails_model_is_opaque_and_children_rewritten():
+    model = RootControlFlow()
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert type(gm) is RootControlFlow and gm is not model and is_opaque(gm)
+    rep = gm.sll_report
+    assert [(o.path, o.type) for o in rep.opaque] == [("", "RootControlFlow")]
+    assert CONTROL_FLOW in rep.opaque[0].reason and "(model)" in str(rep)
+    assert {e.module for e in rep.entries} == {"pre", "blocks.0", "blocks.1"}
+    assert set(graphs(gm)) == {"pre", "blocks.0", "blocks.1"}
+    assert gm.act is model.act  # torch.nn leaves are shared, never traced
+    assert list(gm.state_dict()) == list(model.state_dict())
+    assert all(a is b for a, b in zip(gm.parameters(), model.parameters()))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert type(hard) is RootControlFlow and isinstance(hard.sll_report, StripReport)
+    assert hard.sll_report.counts == {"stripped": 4, "remaining": 0}
+    assert all(sll_count(g) == 0 for g in graphs(hard).values())
+    assert all(sll_count(g) > 0 for g in graphs(gm).values())  # the linearized result is untouched
+    with torch.no_grad():
+        for x in inputs(2):
+            assert_bitwise(hard(x), model(x))
+    assert_unchanged(model, before)
+
+
+def test_child_of_opaque_module_whose_attribute_is_read_stays_opaque():
+    model = ReadsChildAttr()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    rep = gm.sll_report
+    assert [(o.path, o.type) for o in rep.opaque] == [("", "ReadsChildAttr"), ("q", "Quant")]
+    assert ".gain" in rep.opaque[1].reason
+    assert type(gm.q) is Quant and isinstance(gm.other, fx.GraphModule)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    with torch.no_grad():
+        for x in (torch.ones(2, 4), -torch.ones(2, 4), *inputs(3)):
+            assert_bitwise(hard(x), model(x))
+
+
+def test_unregistered_submodule_makes_its_caller_opaque():
+    model = WithUnregistered()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    rep = gm.sll_report
+    assert [(o.path, o.type) for o in rep.opaque] == [("block", "Unregistered")]
+    assert {e.module for e in rep.entries} == {"good", "block.q"}
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = inputs()[0]
+    assert_bitwise(hard(x), model(x))
+
+
+# ----------------------------------------------------------------------------------------
+# autograd.Function: kept opaque, its own backward used
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how,factor", [("direct", 2.0), ("helper", 2.0), ("identity", 3.0)])
+def test_autograd_function_is_opaque_and_its_backward_survives(how, factor):
+    model = SteNet(how)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    fn = "IdentityFn" if how == "identity" else "STE"
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [
+        ("block", f"autograd.Function {fn}: kept opaque so its backward survives")]
+    assert [e.op for e in gm.sll_report.entries] == ["torch.round"]  # nothing traced out of the Function
+    assert any(n.op == "call_module" and n.target == "block" for n in gm.graph.nodes)
+
+    x = torch.tensor([[0.3, -1.2, 0.05, 2.0], [1.0, -0.4, -2.0, 0.7]])
+    gm(x).sum().backward()
+    # d/dw of Fn(x * w): the Function's backward (factor * grad) times x
+    torch.testing.assert_close(model.w.grad, factor * x.sum(0))
+    ref_grad = model.w.grad.clone()
+    model.w.grad = None
+    model(x).sum().backward()  # the model's own eager gradient through the same Function
+    torch.testing.assert_close(ref_grad, model.w.grad)
+
+
+def test_strict_trace_refuses_to_trace_through_autograd_function():
+    for how in ("direct", "helper", "identity"):
+        with pytest.raises(sll_fx.TraceError) as info:
+            trace(SteNet(how))
+        assert info.value.module_path == "block"
+        assert "autograd.Function" in str(info.value) and "backward" in str(info.value)
+        assert info.value.reason.endswith("kept opaque so its backward survives")
+    result, opaque = trace_with_fallback(SteNet("direct"))
+    assert isinstance(result, fx.GraphModule) and [o.path for o in opaque] == ["block"]
+
+
+# ----------------------------------------------------------------------------------------
+# concrete_args
+# ----------------------------------------------------------------------------------------
+
+def test_concrete_args_pass_through():
+    model = Flag()
+    x = inputs()[0]
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False, concrete_args={"flag": True})
+    assert gm.sll_report.opaque == []
+    assert sorted(e.op for e in gm.sll_report.entries) == ["torch.round", "torch.trunc"]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(x, True), model(x, True))
+    # without it, `if flag:` on a proxy fails at the top level: the model is kept opaque
+    fallback = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert [(o.path, o.type) for o in fallback.sll_report.opaque] == [("", "Flag")]
+    assert [e.module for e in fallback.sll_report.entries] == ["q"]
+    assert_bitwise(sll_fx.export_hard(fallback, verbose=False)(x, False), model(x, False))
+
+
+# ----------------------------------------------------------------------------------------
+# the user's model, shared parameters, state_dict keys
+# ----------------------------------------------------------------------------------------
+
+def test_user_model_unchanged_also_when_an_error_is_raised():
+    model = Model()
+    before = snapshot(model)
+    forward = type(model.block2).forward
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    sll_fx.export_hard(model, verbose=False)
+    copy.deepcopy(gm)
+    gm(inputs()[0])
+    hard(inputs()[0])
+    assert_unchanged(model, before)
+    assert type(model.block2).forward is forward
+    assert not is_opaque(model.block2) and not isinstance(model.block2.inner, fx.GraphModule)
+    # eps too wide for the round inside the opaque block: EpsError, and the model is untouched
+    with pytest.raises(sll_fx.EpsError):
+        sll_fx.linearize_module(model, eps=0.7, verbose=False)
+    assert_unchanged(model, before)
+    with pytest.raises(sll_fx.RewriteError):
+        sll_fx.export_hard(ExplicitInOpaque(), verbose=False)
+    assert_unchanged(model, before)
+
+
+def test_parameters_shared_and_training_moves_them():
+    model = Model()
+    gm = sll_fx.linearize_module(model, eps=0.3, verbose=False)
+    mp, gp = list(model.named_parameters()), list(gm.named_parameters())
+    assert [n for n, _ in gp] == [n for n, _ in mp]
+    assert all(a is b for (_, a), (_, b) in zip(gp, mp))
+    assert [n for n, _ in gm.named_buffers()] == [n for n, _ in model.named_buffers()]
+    before = {n: p.detach().clone() for n, p in mp}
+    opt = torch.optim.SGD(gm.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(32, 4, generator=g), torch.randn(32, 4, generator=g)
+    for step in range(3):
+        opt.zero_grad()
+        loss = ((gm(x) - y) ** 2).mean()
+        loss.backward()
+        if step == 0:
+            # the round inside the opaque block is linearized: its linear layer gets a gradient
+            assert model.block2.inner.lin.weight.grad.abs().sum() > 0
+            assert model.ste.w.grad.abs().sum() > 0  # through the STE's own backward
+        opt.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert {"block1.lin.weight", "block2.inner.lin.weight", "ste.w", "last"} <= moved
+    assert "unused.weight" not in moved
+    assert "block2.thr" not in moved  # used only by the opaque block's own (hard) comparison
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(x), model(x))  # the model's own forward sees the trained parameters
+
+
+def test_state_dict_keys_equal_the_models():
+    model = Model()
+    keys = list(model.state_dict())
+    assert "block2.scratch" not in keys and "unused.weight" in keys
+    gm = sll_fx.linearize_module(model, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    for result in (gm, hard, sll_fx.export_hard(model, verbose=False), copy.deepcopy(gm)):
+        assert list(result.state_dict()) == keys
+        result.load_state_dict(model.state_dict(), strict=True)
+    for k, v in model.state_dict().items():
+        assert gm.state_dict()[k].data_ptr() == v.data_ptr(), k
+    assert "block2.scratch" in dict(gm.named_buffers())  # non-persistent, still there
+
+
+# ----------------------------------------------------------------------------------------
+# export_hard
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [Model, Nested, RootControlFlow], ids=["model", "nested", "root"])
+def test_export_hard_bit_identical_and_no_sll_op_anywhere(make):
+    model = make()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert sum(sll_count(g) for g in graphs(gm).values()) == len(gm.sll_report.rewritten) > 0
+    outs = {i: gm(x) for i, x in enumerate(inputs())}
+    for hard in (sll_fx.export_hard(gm, verbose=False), sll_fx.export_hard(model, verbose=False)):
+        rep = hard.sll_report
+        assert isinstance(rep, StripReport) and rep.remaining == 0
+        assert [o.path for o in rep.opaque] == [o.path for o in gm.sll_report.opaque]
+        assert all(sll_count(g) == 0 for g in graphs(hard).values())
+        for m in hard.modules():  # every submodule's graph, inside the opaque copies too
+            if isinstance(m, fx.GraphModule):
+                assert not any(is_sll_target(n.target) for n in m.graph.nodes)
+        with torch.no_grad():
+            for x in inputs(4) + inputs(5):
+                assert_bitwise(hard(x), model(x), make.__name__)
+    assert len(sll_fx.export_hard(gm, verbose=False).sll_report.entries) == len(gm.sll_report.rewritten)
+    for i, x in enumerate(inputs()):  # the linearized result keeps working, unchanged
+        assert_bitwise(gm(x), outs[i])
+
+
+def test_export_hard_refuses_sll_ops_in_opaque_python_code():
+    with pytest.raises(sll_fx.RewriteError, match="ExplicitInOpaque"):
+        sll_fx.export_hard(ExplicitInOpaque(), verbose=False)
+
+
+# ----------------------------------------------------------------------------------------
+# copies, example_inputs, per-submodule settings
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_of_a_result_with_opaque_modules(how):
+    model = Model()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    clone = copy.deepcopy(gm) if how == "deepcopy" else pickle.loads(pickle.dumps(gm))
+    assert list(clone.state_dict()) == list(model.state_dict())
+    assert is_opaque(clone.block2) and isinstance(clone.block2.inner, fx.GraphModule)
+    assert clone.block2.inner.lin.weight is not model.block2.inner.lin.weight
+    with torch.no_grad():
+        for x in inputs():
+            assert_bitwise(clone(x), gm(x))
+    hard = sll_fx.export_hard(clone, verbose=False)
+    x = inputs()[0]
+    assert_bitwise(hard(x), model(x))
+
+
+def test_example_inputs_with_an_opaque_module(capfd):
+    model = Model()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False, example_inputs=(inputs()[0],))
+    assert gm.sll_report.counts == {"found": 4, "rewritten": 4, "hard": 0}
+    assert capfd.readouterr().err == ""  # no traceback printed by a failed fake-tensor run
+
+
+def test_per_submodule_eps_reaches_graphs_inside_opaque_modules():
+    config = sll_fx.SLLConfig(eps=0.05, module_eps={"block2.inner": 0.2})
+    gm = sll_fx.linearize_module(Model(), config, verbose=False)
+    eps = {e.module: e.eps for e in gm.sll_report.entries}
+    assert eps["block2.inner"] == 0.2 and eps["block1"] == 0.05
