@@ -69,14 +69,13 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
             raise EpsError(f"set_eps: node '{node.name}' ({source_of(node) or 'no source'}): {e}") from None
     for _, node in chosen:
         node.update_kwarg("eps", float(eps))
-    for mod in {id(m): m for m, _ in chosen}.values():
+    changed = {(n.meta.get("sll_entry", n.name), module_of(n)) for _, n in chosen}
+    modules = {id(m): m for m, _ in chosen}
+    for mod in modules.values():
         mod.recompile()
+    for mod in (gm, *modules.values()):  # the top report merges the nested graphs' entries
         report = getattr(mod, "sll_report", None)
         if report is not None and hasattr(report, "entries"):
-            _update_report(report, {n.meta.get("sll_entry", n.name) for _, n in chosen}, float(eps))
+            report.entries[:] = [dataclasses.replace(e, eps=float(eps)) if e.rewritten and (e.node, e.module)
+                                 in changed else e for e in report.entries]
     return [node.name for _, node in chosen]
-
-
-def _update_report(report, names: set[str], eps: float) -> None:
-    report.entries[:] = [dataclasses.replace(e, eps=eps) if e.rewritten and e.node in names else e
-                         for e in report.entries]

@@ -48,7 +48,7 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
     check_mode("linearize_module", mode)
     config = SLLConfig.of(eps, mode)
     config.check_against(model)
-    top, _ = trace_with_fallback(model, concrete_args=concrete_args)
+    top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model))
     gm = map_graphs(top, lambda g, path: linearize_pass(g, config=config, example_inputs=None if path else
                                                         example_inputs).graph_module, RewriteReport(mode=config.mode))
     if verbose:

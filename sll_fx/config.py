@@ -93,6 +93,13 @@ class SLLConfig:
                 raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
                                  f"(submodules: {', '.join(sorted(n for n in names if n)) or 'none'})")
 
+    def skipped_modules(self, model: nn.Module) -> list[nn.Module]:
+        """The submodules of ``model`` that ``skip`` names (by qualified name or type)."""
+        if not self.skip:
+            return []
+        return [m for path, m in model.named_modules() if path and
+                any(key == path if isinstance(key, str) else isinstance(m, key) for key in self.skip)]
+
     # -- what applies to one node ---------------------------------------------------------
     def is_disabled(self, kind: str) -> bool:
         return kind in self.disabled or any(kind in KIND_GROUPS.get(g, ()) for g in self.disabled)

@@ -210,34 +210,36 @@ def trace(model: torch.nn.Module, *, concrete_args: dict | None = None) -> SLLGr
     return _trace(model, concrete_args)
 
 
-def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = None
+def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = None, keep=()
                         ) -> tuple[nn.Module, list[OpaqueModule]]:
     """Trace ``model``, keeping the parts that cannot be traced opaque (see the module docstring).
 
     Returns ``(result, opaque)``: ``result`` is an ``SLLGraphModule`` (or, when the model's own
     ``forward`` cannot be traced, a private copy of the model whose children are traced), with
     the model's parameters, buffers and ``state_dict()`` keys; ``opaque`` lists every opaque
-    module, parents before their children.  ``model`` is never modified.
+    module, parents before their children.  ``model`` is never modified.  The modules in
+    ``keep`` (a config's skipped submodules) stay leaves, exactly as they are, and are not listed.
     """
     _check_module(model)
     records: list[OpaqueModule] = []
-    result = _trace_tree(model, concrete_args, "", [], records)
+    result = _trace_tree(model, concrete_args, "", [], records, {id(m): m for m in keep})
     return result, records
 
 
-def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, records: list) -> nn.Module:
+def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, records: list,
+                keep: dict) -> nn.Module:
     """``model`` (at ``prefix`` in the top model, under the modules ``ancestry``) traced with fallback."""
     leaves: dict[int, tuple[nn.Module, str, str]] = {}
     while True:
         try:
-            gm = _trace(model, concrete_args, [m for m, _, _ in leaves.values()])
+            gm = _trace(model, concrete_args, [*keep.values(), *(m for m, _, _ in leaves.values())])
             break
         except TraceError as e:
             path = getattr(e, "sll_fallback_path", e.module_path)
             if path is None:
                 raise
             if path == "":
-                return _opaque(model, prefix, ancestry, e.reason, records)
+                return _opaque(model, prefix, ancestry, e.reason, records, keep)
             m = model.get_submodule(path)
             if id(m) in leaves:  # a leaf that fails cannot be made more opaque
                 raise
@@ -248,12 +250,12 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, re
     user = {id(m) for _, m in model.named_modules(remove_duplicate=False)}
     for m, path, reason in sorted(leaves.values(), key=lambda t: order.get(id(t[0]), 0)):
         full = join(prefix, path)
-        replacement = _opaque(m, full, ancestry + _chain(model, path, prefix), reason, records)
+        replacement = _opaque(m, full, ancestry + _chain(model, path, prefix), reason, records, keep)
         _install(gm, m, replacement, user)
     return gm
 
 
-def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, records: list) -> nn.Module:
+def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, records: list, keep: dict) -> nn.Module:
     """A marked private copy of the opaque ``m`` whose children are traced (with fallback)."""
     records.append(OpaqueModule(path, type(m).__name__, reason))
     new = mark_opaque(private_copy(m), reason)
@@ -267,9 +269,9 @@ def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, records: list)
             attrs = ", ".join(sorted(read[name]))
             new._modules[name] = _opaque(child, child_path, child_ancestry,
                                          f"its opaque parent {type(m).__name__} reads .{attrs} of it, which a "
-                                         "traced GraphModule would not have", records)
+                                         "traced GraphModule would not have", records, keep)
         else:
-            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, records)
+            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, records, keep)
     return new
 
 
@@ -279,14 +281,16 @@ def _traceable(m: nn.Module) -> bool:
     return type(m).forward is not nn.Module.forward and not torch_leaf  # torch_leaf: fx's default leaves
 
 
-def _rewrite_child(child: nn.Module, path: str, ancestry: list, records: list) -> nn.Module:
+def _rewrite_child(child: nn.Module, path: str, ancestry: list, records: list, keep: dict) -> nn.Module:
     """``child`` of an opaque module, with its discrete ops made traceable-and-rewritable."""
+    if id(child) in keep:
+        return child
     if type(child).forward is nn.Module.forward:  # a container (ModuleList, ModuleDict, ...): rewrite its items
         changed = {}
         for name, item in child._modules.items():
             if item is not None:
                 item_path = join(path, name)
-                new = _rewrite_child(item, item_path, ancestry + [(item_path, type(item))], records)
+                new = _rewrite_child(item, item_path, ancestry + [(item_path, type(item))], records, keep)
                 if new is not item:
                     changed[name] = new
         if not changed:
@@ -296,7 +300,7 @@ def _rewrite_child(child: nn.Module, path: str, ancestry: list, records: list) -
         return new
     if not _traceable(child):  # torch.nn leaves: never traced into
         return child
-    return _trace_tree(child, None, path, ancestry, records)
+    return _trace_tree(child, None, path, ancestry, records, keep)
 
 
 def _chain(model: nn.Module, path: str, prefix: str) -> list:
