@@ -70,7 +70,8 @@ class _Planner:
     def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict):
         self.gm, self.config, self.kinds = gm, config, kinds
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
-        self.taken: set[Node] = set()               # comparisons/argmax/topk consumed by a rewritten selection
+        self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
+        self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
 
     def plan(self) -> list[_Step]:
         steps = []
@@ -109,17 +110,13 @@ class _Planner:
             return None
         planner = {"elementwise": self._plan_elementwise, "cast": self._plan_comparison,
                    "mask": self._plan_mask, "onehot": self._plan_onehot, "topk": self._plan_topk}[rule.pattern]
-        step = planner(node, rule)
-        if step is None or not step.rewrites:
-            return step
-        if self.config.is_disabled(rule.kind):
-            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
-        return step
+        return planner(node, rule)
 
-    def _rewrite(self, node, rule, kind=None, decimals=0, **extra) -> _Step:
-        kind = kind or rule.kind
+    def _rewrite(self, node, rule, decimals=0, eps=None, **extra) -> _Step:
+        if self.config.is_disabled(rule.kind):  # before the eps check: an eps for a switched-off kind is moot
+            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
         stack = self._stack(node)
-        eps = self.config.eps_for(kind, stack)
+        eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
         try:
             check_eps(rule.sll_op, eps, decimals)
         except EpsError as e:
@@ -145,20 +142,22 @@ class _Planner:
         return self._rewrite(node, rule, decimals=keywords.get("decimals", 0))
 
     def _plan_comparison(self, node, rule) -> _Step:
+        if self.config.is_disabled(rule.kind):
+            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
         if extra := rule.unsupported_arguments(node):
             return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
         x = rule.operand_values(node)[0]
         if self._is_int(x):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
-        products = [u for u in node.users if _mask_factor(u, node, self.kinds) is not None]
+        products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
         bool_uses = [u for u in node.users if u not in casts and u not in selections and u not in products]
         if not casts and not selections and not products:
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         reason = f"also used as bool by {_describe(bool_uses)}: that use stays hard" if bool_uses else ""
-        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=tuple(products))
+        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products)
 
     def _comparison_of(self, mask) -> tuple[rules.Rule | None, str]:
         """The cast rule of a selection's mask operand, or why it cannot be linearized."""
@@ -181,8 +180,9 @@ class _Planner:
         cmp_rule, why = self._comparison_of(mask)
         if cmp_rule is None:
             return None if why == "its mask is not a comparison" else self._hard(node, rule, f"left hard: {why}")
-        step = self._rewrite(node, rule, mask=mask)
-        if not self.config.is_disabled(rule.kind):
+        band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
+        step = self._rewrite(node, rule, eps=band, mask=mask)
+        if step.rewrites:
             self.taken.add(node)
         return step
 
@@ -199,7 +199,8 @@ class _Planner:
         if self._is_int(x):
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
         step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index)
-        self.taken.add(index)
+        self.taken.add(index)  # its entry is this node's (rewritten, or switched off)
+        self.pattern_users.add(node)
         return step
 
     def _plan_topk(self, node, rule) -> _Step | None:
@@ -211,7 +212,8 @@ class _Planner:
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
         step = self._rewrite(node, rule, **pieces)
-        self.taken.update((pieces["topk"], pieces["index"]))
+        self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
+        self.pattern_users.update((node, pieces["zeros"]))
         return step
 
     def _plan_unmatched(self, node: Node) -> _Step | None:
@@ -228,7 +230,14 @@ class _Planner:
         """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard."""
         steps = []
         for node in self.gm.graph.nodes:
-            if node in self.taken or self.config.is_skipped(self._stack(node)):
+            if self.config.is_skipped(self._stack(node)):
+                continue
+            if node in self.taken:
+                others = [u for u in (_topk_index_users(node) if _is_topk(node) else node.users)
+                          if u not in self.pattern_users and u not in self.taken]
+                if others and (_argmax_spelling(node) is not None or _is_topk(node)):
+                    steps.append(self._hard(node, None, f"index also used by {_describe(others)}: that use "
+                                                        "stays hard (the one-hot/mask use is linearized)"))
                 continue
             if _argmax_spelling(node) is not None:
                 steps.append(self._hard(node, None, f"index used by {_describe(list(node.users))}: only "
@@ -267,9 +276,9 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict) -> None:
         surrogates[node] = new
         for cast in step.casts:
             cast.replace_input_with(node, new)
-        for product in step.extra["products"]:  # x * (x > t): the bool was an implicit cast to x's dtype
+        for product, factor in step.extra["products"].items():  # x * (x > t): an implicit cast to x's dtype
             with graph.inserting_before(product):
-                as_factor = graph.call_method("type_as", (new, _mask_factor(product, node, {})))
+                as_factor = graph.call_method("type_as", (new, factor))
             as_factor.meta.update(node.meta)
             product.replace_input_with(node, as_factor)
         # selections taking this comparison are rewritten later in graph order and drop their use of it

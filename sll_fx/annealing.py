@@ -49,8 +49,12 @@ def _selects(where: Where, node: fx.Node) -> bool:
     kind = rules.for_sll_node(node).kind
     if where == kind or kind in rules.KIND_GROUPS.get(where, ()):
         return True
+    if where in ("where", "masked_fill", "select"):  # a selection's band is its comparison's
+        return any(rules.sll_op_name(u.target) == "select" and (where == "select" or
+                   u.kwargs.get("op", "where") == where) for u in node.users if u.op == "call_function")
     path = module_of(node)
-    return where == node.name or path == where or path.startswith(where + ".") or where == ""
+    return where in (node.name, node.meta.get("sll_entry")) or path == where or path.startswith(where + ".") \
+        or where == ""
 
 
 def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
@@ -70,6 +74,8 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     for _, node in chosen:
         node.update_kwarg("eps", float(eps))
     changed = {(n.meta.get("sll_entry", n.name), module_of(n)) for _, n in chosen}
+    changed |= {(u.meta.get("sll_entry", u.name), module_of(u)) for _, n in chosen for u in n.users
+                if u.op == "call_function" and is_sll_target(u.target)}  # selections show their mask's eps
     modules = {id(m): m for m, _ in chosen}
     for mod in modules.values():
         mod.recompile()

@@ -58,8 +58,12 @@ class SLLConfig:
             if kind not in KINDS and kind not in KIND_GROUPS:
                 raise ValueError(f"SLLConfig: unknown rule kind {kind!r}; known kinds: "
                                  f"{', '.join(KINDS)} and groups {', '.join(KIND_GROUPS)}")
-        for e in (*self.kind_eps.values(), *self.module_eps.values()):
-            check_eps("SLLConfig", e)
+        for kind in self.kind_eps:
+            if kind in ("where", "masked_fill", "select"):
+                raise ValueError(f"SLLConfig: kind_eps[{kind!r}]: a {kind}'s band is its comparison's; "
+                                 "set kind_eps for 'compare' (or 'gt', 'lt', ...) instead")
+        for key, e in (*self.kind_eps.items(), *self.module_eps.items()):
+            check_eps(f"SLLConfig[{_key(key)}]", e)
         for m in self.module_mode.values():
             check_mode("SLLConfig", m)
         for key in (*self.module_eps, *self.module_mode, *self.skip):

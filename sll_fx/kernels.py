@@ -274,7 +274,8 @@ def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
         return None
     top2 = z.topk(2, dim).values
     best, second = top2.narrow(dim, 0, 1), top2.narrow(dim, 1, 1)
-    return z - torch.where(z >= best, second, best)  # for the max (and its ties) the runner-up
+    margin = z - torch.where(z >= best, second, best)  # for the max (and its ties) the runner-up
+    return torch.where(torch.isnan(margin) & ~torch.isnan(z), 0.0, margin)  # inf - inf: a tie at infinity
 
 
 def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor | None:
@@ -283,4 +284,8 @@ def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor |
         return None
     z = x if largest else -x
     v = z.topk(k + 1, dim).values
-    return z - (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5
+    kth = v.narrow(dim, k - 1, 1)
+    d = z - (kth + v.narrow(dim, k, 1)) * 0.5
+    # an infinite k-th or (k+1)-th value makes tau infinite: every element is infinitely far from it
+    far = torch.where(z >= kth, torch.inf, -torch.inf).to(d.dtype)
+    return torch.where(torch.isnan(d) & ~torch.isnan(z), far, d)

@@ -1,0 +1,528 @@
+"""Tests of ``sll_fx.SLLConfig``: per-kind and per-submodule eps and mode, rules switched off, submodules skipped.
+
+Documented (README, ``sll_fx/config.py``): a readable repr, a frozen value; eps by rule kind
+(``"round"``, ...) and group (``"compare"``, ``"select"``); eps and mode by submodule, keyed by
+qualified name (a name covers everything below it, the longest matching name wins) or by module
+type (the innermost enclosing module of that type); priority name > type > kind > default;
+``disabled`` kinds stay hard with a "switched off" reason; ``skip``ped submodules are left as they
+are; unknown kinds / submodule names, non-module types, bad eps and modes are ``ValueError``s
+naming them; ``linearize_module(model, 0.05)`` is unchanged; the eps each node got is in its report
+entry and in its sll node's ``eps`` keyword.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import sll_fx
+from sll_fx import SLLConfig
+from sll_fx.ops import is_sll_target
+from sll_fx.rules import sll_op_name
+from sll_fx.tracer import module_of
+
+INF, NAN = float("inf"), float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# a model with nested submodules of several types
+# ----------------------------------------------------------------------------------------
+
+class Leaf(nn.Module):
+    def forward(self, x):
+        return torch.round(x) + (x > 0.2).float() + torch.sign(x)
+
+
+class SubLeaf(Leaf):
+    """A subclass: a type key ``Leaf`` covers it too."""
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Leaf()
+        self.b = Leaf()
+
+    def forward(self, x):
+        return self.a(x) + self.b(x) + torch.floor(x)
+
+
+class Net(nn.Module):
+    """enc (Block: enc.a, enc.b Leaf), enc2 (SubLeaf: a name sharing enc's prefix, not below it), dec (Block),
+    and top-level ops: a where on a comparison, round, sign, one_hot(argmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = Block()
+        self.enc2 = SubLeaf()
+        self.dec = Block()
+        self.norm = nn.LayerNorm(3)
+
+    def forward(self, x):
+        h = self.enc(x) + self.enc2(x) + self.dec(x)
+        return (h + torch.where(x > 0.1, x, -x) + torch.round(x * 3) + torch.sign(x - 1)
+                + F.one_hot(x.argmax(-1), 3).float() + self.norm(x))
+
+
+OP_KIND = {"torch.round": "round", "x > t": "gt", "x < t": "lt", "torch.sign": "sign", "torch.floor": "floor",
+           "torch.where": "where", "Tensor.masked_fill": "masked_fill", "torch.one_hot": "argmax_onehot",
+           "Tensor.scatter": "topk_mask", "torch.trunc": "trunc"}
+LEAF_PATHS = ("enc.a", "enc.b", "enc2", "dec.a", "dec.b")
+
+
+def kind_of(entry) -> str:
+    return OP_KIND[entry.op]
+
+
+def sll_nodes(gm) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+
+
+def node_of_entry(gm, entry) -> fx.Node:
+    (node,) = [n for n in sll_nodes(gm) if n.meta.get("sll_entry") == entry.node]
+    return node
+
+
+def band_eps(node: fx.Node) -> float:
+    """The eps an sll node actually uses: its own, or for a selection its comparison's."""
+    if sll_op_name(node.target) == "select":
+        return node.args[0].kwargs["eps"]
+    return node.kwargs["eps"]
+
+
+def entries_by(gm) -> dict:
+    """(module, kind) -> [entries]."""
+    out: dict = {}
+    for e in gm.sll_report.entries:
+        out.setdefault((e.module, kind_of(e)), []).append(e)
+    return out
+
+
+def eps_table(gm) -> dict:
+    """(module, kind) -> eps of the rewritten entries (all entries of a key agree)."""
+    table = {}
+    for key, es in entries_by(gm).items():
+        values = {e.eps for e in es}
+        assert len(values) == 1, (key, es)
+        table[key] = values.pop()
+    return table
+
+
+def run(cfg, model=None, **kw):
+    return sll_fx.linearize_module(model if model is not None else Net(), cfg, verbose=False, **kw)
+
+
+X = torch.tensor([[0.0, 0.5, -0.5], [0.21, 0.19, 1.0], [1.49, -2.5, 0.3], [INF, -INF, NAN], [0.12, 0.09, 0.7]])
+
+
+def assert_bitwise(a, b, what=""):
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    na, nb = torch.isnan(a), torch.isnan(b)
+    assert torch.equal(na, nb), what
+    assert torch.equal(a[~na], b[~na]), f"{what}\n{a}\n{b}"
+    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~na])), what
+
+
+# ----------------------------------------------------------------------------------------
+# the value itself
+# ----------------------------------------------------------------------------------------
+
+def test_repr_is_readable():
+    assert repr(SLLConfig()) == "SLLConfig(eps=0.01, mode='linear')"
+    cfg = SLLConfig(eps=0.05, kind_eps={"round": 0.25, "compare": 0.1}, module_eps={"enc": 0.2, nn.LayerNorm: 0.01},
+                    module_mode={"dec": "hard"}, disabled={"trunc", "sign"}, skip=("dec.b", Leaf))
+    r = repr(cfg)
+    assert "\n" not in r and r.startswith("SLLConfig(") and r.endswith(")")
+    for part in ("eps=0.05", "mode='linear'", "kind_eps={'round': 0.25, 'compare': 0.1}",
+                 "module_eps={'enc': 0.2, LayerNorm: 0.01}", "module_mode={'dec': 'hard'}",
+                 "disabled=['sign', 'trunc']", "skip=['dec.b', Leaf]"):
+        assert part in r, (part, r)
+    for noise in ("mappingproxy", "frozenset", "<class", "MappingProxy"):
+        assert noise not in r, r
+    assert str(cfg) == r
+
+
+def test_frozen():
+    source = {"round": 0.25}
+    cfg = SLLConfig(eps=0.05, kind_eps=source, module_eps={"enc": 0.2}, disabled=["trunc"], skip=["dec"])
+    for field in ("eps", "mode", "kind_eps", "module_eps", "module_mode", "disabled", "skip"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, field, getattr(cfg, field))
+    with pytest.raises(TypeError):
+        cfg.kind_eps["round"] = 0.1
+    with pytest.raises(TypeError):
+        cfg.module_eps["dec"] = 0.1
+    with pytest.raises(AttributeError):
+        cfg.disabled.add("sign")
+    source["round"] = 0.4           # the caller's dict is copied, not kept
+    assert cfg.kind_eps["round"] == 0.25
+    assert cfg.disabled == frozenset({"trunc"}) and cfg.skip == ("dec",)
+    assert dataclasses.replace(cfg, eps=0.1).eps == 0.1 and cfg.eps == 0.05   # new values, not edits
+
+
+# ----------------------------------------------------------------------------------------
+# eps by kind, group, name, type; priority
+# ----------------------------------------------------------------------------------------
+
+def test_float_form_unchanged():
+    model = Net()
+    a = sll_fx.linearize_module(model, 0.05, verbose=False)
+    b = run(SLLConfig(eps=0.05), model)
+    assert a.code == b.code
+    assert a.sll_report.entries == b.sll_report.entries
+    assert {e.eps for e in a.sll_report.rewritten} == {0.05}
+    assert all(n.kwargs["eps"] == 0.05 and n.kwargs["mode"] == "linear" for n in sll_nodes(a) if "eps" in n.kwargs)
+    assert a.sll_report.counts == {"found": 22, "rewritten": 22, "hard": 0}, str(a.sll_report)
+    h = sll_fx.linearize_module(model, 0.05, mode="hard", verbose=False)
+    assert {n.kwargs["mode"] for n in sll_nodes(h) if "mode" in n.kwargs} == {"hard"}
+    assert h.sll_report.mode == "hard"
+    assert_bitwise(h(X), model(X))
+    # a config carries its own mode: the keyword does not override it
+    c = sll_fx.linearize_module(model, SLLConfig(eps=0.05), mode="hard", verbose=False)
+    assert {n.kwargs["mode"] for n in sll_nodes(c) if "mode" in n.kwargs} == {"linear"}
+    assert SLLConfig.of(0.05) == SLLConfig(eps=0.05)
+
+
+def test_eps_per_kind():
+    gm = run(SLLConfig(eps=0.05, kind_eps={"round": 0.25, "argmax_onehot": 0.3}))
+    for (module, kind), eps in eps_table(gm).items():
+        assert eps == {"round": 0.25, "argmax_onehot": 0.3}.get(kind, 0.05), (module, kind)
+
+
+def test_eps_per_group_compare_and_kind_beats_group():
+    class Cmp(nn.Module):
+        def forward(self, x):
+            return (x > 0.1).float() + (x < -0.1).float() + (x >= 1).to(x.dtype) + x.le(2).float() + torch.sign(x)
+
+    gm = run(SLLConfig(eps=0.05, kind_eps={"compare": 0.1}), Cmp())
+    assert {e.op: e.eps for e in gm.sll_report.entries} == {"x > t": 0.1, "x < t": 0.1, "x >= t": 0.1,
+                                                           "Tensor.le": 0.1, "torch.sign": 0.05}
+    gm = run(SLLConfig(eps=0.05, kind_eps={"compare": 0.1, "lt": 0.3}), Cmp())
+    assert {e.op: e.eps for e in gm.sll_report.entries}["x < t"] == 0.3
+    assert {e.op: e.eps for e in gm.sll_report.entries}["x > t"] == 0.1
+    for n in sll_nodes(gm):
+        assert n.kwargs["eps"] == {"lt": 0.3, "gt": 0.1, "ge": 0.1, "le": 0.1}.get(
+            n.args[2] if len(n.args) > 2 else None, 0.05)
+
+
+class Sel(nn.Module):
+    def forward(self, x):
+        return torch.where(x > 0.1, x, -x) + x.masked_fill(x < -0.2, 0.0) + torch.sign(x)
+
+
+@pytest.mark.parametrize("kind", ["select", "where", "masked_fill"])
+def test_eps_for_a_selection_kind_is_refused_with_the_fix(kind):
+    """A where's band is its comparison's: an eps set on the selection itself would do nothing."""
+    with pytest.raises(ValueError, match=rf"{kind}.*comparison.*'compare'"):
+        SLLConfig(eps=0.05, kind_eps={kind: 0.3})
+    assert SLLConfig(disabled={"select"}).is_disabled("where")
+
+
+def test_group_compare_reaches_the_selections_band():
+    gm = run(SLLConfig(eps=0.05, kind_eps={"compare": 0.3}), Sel())
+    eps = {e.op: e.eps for e in gm.sll_report.entries}
+    assert eps["torch.where"] == 0.3 and eps["Tensor.masked_fill"] == 0.3
+    assert eps["torch.sign"] == 0.05
+
+
+@pytest.mark.parametrize("kind_eps", [{"compare": 0.1}, {"gt": 0.2, "lt": 0.3}], ids=["compare", "per_cmp"])
+def test_selection_entry_eps_is_the_band_it_uses(kind_eps):
+    """A where's band is its comparison's (README): its report entry must show that band's eps."""
+    gm = run(SLLConfig(eps=0.05, kind_eps=kind_eps), Sel())
+    for e in gm.sll_report.rewritten:
+        assert e.eps == band_eps(node_of_entry(gm, e)), (e, str(gm.sll_report))
+
+
+def test_eps_per_submodule_name_longest_wins_prefix_is_a_path():
+    gm = run(SLLConfig(eps=0.05, module_eps={"enc": 0.2, "enc.a": 0.01}))
+    for (module, kind), eps in eps_table(gm).items():
+        expected = 0.01 if module == "enc.a" else 0.2 if module in ("enc", "enc.b") else 0.05
+        assert eps == expected, (module, kind, eps)
+    assert eps_table(gm)[("enc2", "round")] == 0.05     # "enc" does not cover "enc2"
+    # the order of the keys does not matter
+    gm2 = run(SLLConfig(eps=0.05, module_eps={"enc.a": 0.01, "enc": 0.2}))
+    assert eps_table(gm2) == eps_table(gm)
+
+
+def test_eps_per_submodule_type_innermost_and_subclasses():
+    gm = run(SLLConfig(eps=0.05, module_eps={Block: 0.2, Leaf: 0.02}))
+    for (module, kind), eps in eps_table(gm).items():
+        expected = 0.02 if module in LEAF_PATHS else 0.2 if module in ("enc", "dec") else 0.05
+        assert eps == expected, (module, kind, eps)
+    # order of the type keys does not matter either: innermost wins
+    gm2 = run(SLLConfig(eps=0.05, module_eps={Leaf: 0.02, Block: 0.2}))
+    assert eps_table(gm2) == eps_table(gm)
+    # a type that is not in the model: nothing changes
+    assert eps_table(run(SLLConfig(eps=0.05, module_eps={nn.Conv2d: 0.3}))) == eps_table(run(SLLConfig(eps=0.05)))
+
+
+def test_priority_name_type_kind_default():
+    cfg = SLLConfig(eps=0.05, kind_eps={"round": 0.25, "compare": 0.1},
+                    module_eps={"enc": 0.2, Leaf: 0.02, "dec.b": 0.03})
+    gm = run(cfg)
+
+    def expected(module, kind):
+        if module == "dec.b":
+            return 0.03                         # name beats type (dec.b is a Leaf)
+        if module == "enc" or module.startswith("enc."):
+            return 0.2                          # name beats type and kind
+        if module in LEAF_PATHS:
+            return 0.02                         # type beats kind (enc2 is a SubLeaf, dec.a a Leaf)
+        # kind beats default; a where/masked_fill shows its comparison's band
+        return {"round": 0.25, "gt": 0.1, "where": 0.1, "masked_fill": 0.1}.get(kind, 0.05)
+    table = eps_table(gm)
+    for (module, kind), eps in table.items():
+        assert eps == expected(module, kind), (module, kind, eps)
+    assert table[("", "round")] == 0.25 and table[("", "sign")] == 0.05 and table[("dec", "floor")] == 0.05
+    assert table[("enc.a", "round")] == 0.2 and table[("dec.a", "gt")] == 0.02
+
+
+def test_eps_per_node_in_report_entries_and_node_kwargs():
+    cfg = SLLConfig(eps=0.05, kind_eps={"round": 0.25, "argmax_onehot": 0.3},
+                    module_eps={"enc": 0.2, Leaf: 0.02, "dec.b": 0.03})
+    gm = run(cfg)
+    assert len(gm.sll_report.rewritten) == len(sll_nodes(gm)) == 22
+    seen = set()
+    for e in gm.sll_report.rewritten:
+        node = node_of_entry(gm, e)
+        assert module_of(node) == e.module
+        assert band_eps(node) == e.eps, e
+        seen.add(node)
+    assert seen == set(sll_nodes(gm))
+
+    # and the forward uses it: sign(x - 1) with eps 0.25 has slope 1/eps at x = 1
+    class S(nn.Module):
+        def forward(self, x):
+            return torch.sign(x - 1)
+
+    x = torch.full((1, 3), 1.0, requires_grad=True)
+    s = run(SLLConfig(eps=0.05, kind_eps={"sign": 0.25}), S())
+    s(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((1, 3), 1 / 0.25))
+
+
+# ----------------------------------------------------------------------------------------
+# mode per submodule
+# ----------------------------------------------------------------------------------------
+
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = Leaf()
+        self.dec = Leaf()
+
+    def forward(self, x):
+        return torch.stack([self.enc(x), self.dec(x), torch.round(x)])
+
+
+def test_mode_per_submodule_name():
+    model = Two()
+    gm = run(SLLConfig(eps=0.2, module_mode={"dec": "hard"}), model)
+    for n in sll_nodes(gm):
+        assert n.kwargs["mode"] == ("hard" if module_of(n) == "dec" else "linear"), n
+    x = torch.tensor([0.45, 0.55, 0.2, 0.25, 0.0, 0.1, -0.05, 1.5])
+    y, ref = gm(x), model(x)
+    assert_bitwise(y[1], ref[1])                   # dec: hard forward
+    assert not torch.equal(y[0], ref[0])           # enc: the surrogate inside its bands
+    assert not torch.equal(y[2], ref[2])
+    xg = x.clone().requires_grad_(True)
+    gm(xg)[1].sum().backward()
+    assert xg.grad.abs().sum() > 0                 # hard mode still has a gradient
+
+
+def test_mode_per_type_and_name_beats_type_and_default_mode():
+    gm = run(SLLConfig(eps=0.2, module_mode={Leaf: "hard", "enc.a": "linear"}))
+    for n in sll_nodes(gm):
+        path = module_of(n)
+        expected = "linear" if path == "enc.a" else "hard" if path in LEAF_PATHS else "linear"
+        assert n.kwargs.get("mode", expected) == expected, (path, n)
+    gm = run(SLLConfig(eps=0.2, mode="hard", module_mode={"enc": "linear"}))
+    for n in sll_nodes(gm):
+        path = module_of(n)
+        expected = "linear" if path == "enc" or path.startswith("enc.") else "hard"
+        assert n.kwargs.get("mode", expected) == expected, (path, n)
+    assert gm.sll_report.mode == "hard"
+
+
+# ----------------------------------------------------------------------------------------
+# disabled kinds, skipped submodules
+# ----------------------------------------------------------------------------------------
+
+class Kinds(nn.Module):
+    def forward(self, x):
+        return (torch.round(x) + torch.floor(x) + torch.sign(x) + (x > 0.1).float() + (x <= -0.3).float()
+                + torch.trunc(x) + F.one_hot(x.argmax(-1), 3).float()
+                + torch.zeros_like(x).scatter(-1, torch.topk(x, 1, -1).indices, 1.0))
+
+
+@pytest.mark.parametrize("disabled,off", [
+    ({"round"}, {"round"}),
+    ({"trunc", "sign"}, {"trunc", "sign"}),
+    ({"compare"}, {"gt", "le"}),
+    ({"gt"}, {"gt"}),
+    ({"argmax_onehot"}, {"argmax_onehot"}),
+    ({"topk_mask"}, {"topk_mask"}),
+], ids=["round", "trunc_sign", "group_compare", "gt", "argmax_onehot", "topk_mask"])
+def test_disabled_kinds_are_hard_with_reason(disabled, off):
+    model = Kinds()
+    gm = run(SLLConfig(eps=0.05, disabled=disabled), model)
+    kinds = {"torch.round": "round", "torch.floor": "floor", "torch.sign": "sign", "x > t": "gt", "x <= t": "le",
+             "torch.trunc": "trunc", "torch.one_hot": "argmax_onehot", "Tensor.scatter": "topk_mask"}
+    report = gm.sll_report
+    assert {e.op for e in report.entries} == set(kinds), str(report)
+    for e in report.entries:
+        if kinds[e.op] in off:
+            assert not e.rewritten and e.eps is None, e
+            assert "switched off" in e.reason and kinds[e.op] in e.reason, e.reason
+        else:
+            assert e.rewritten and e.reason == "", e
+    assert report.counts["hard"] == len([k for k in kinds.values() if k in off])
+    names = {sll_op_name(n.target) + (f"({n.args[2]})" if len(n.args) > 2 and isinstance(n.args[2], str) else "")
+             for n in sll_nodes(gm)}
+    for kind in off:
+        assert not any(kind in name for name in names), (kind, names)
+    x = torch.tensor([[0.0, 0.5, -0.3], [0.1, 1.5, -2.5], [INF, -INF, NAN], [0.3, 0.3, 0.1]])
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.parametrize("disabled", [{"select"}, {"where", "masked_fill"}], ids=["group", "kinds"])
+def test_disabled_selections(disabled):
+    model = Sel()
+    gm = run(SLLConfig(eps=0.05, disabled=disabled), model)
+    by_op = {e.op: e for e in gm.sll_report.entries}
+    for op in ("torch.where", "Tensor.masked_fill"):
+        assert not by_op[op].rewritten and "switched off" in by_op[op].reason
+    assert [sll_op_name(n.target) for n in sll_nodes(gm)] == ["sign"]
+    x = torch.tensor([0.1, 0.11, -0.2, -0.25, 0.0, INF, -INF, NAN])
+    assert_bitwise(gm(x) - torch.ops.sll.sign(x, eps=0.05), model(x) - torch.sign(x))
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+def test_disabled_comparison_feeding_a_where_is_reported_switched_off():
+    gm = run(SLLConfig(eps=0.05, disabled={"compare"}), Sel())
+    report = gm.sll_report
+    assert not report.rewritten[1:] and [e.op for e in report.rewritten] == ["torch.sign"]
+    for e in report.entries:
+        if e.op in ("x > t", "x < t"):
+            assert not e.rewritten
+            assert "switched off" in e.reason, e.reason   # not "cast it with .float() to linearize"
+        if e.op in ("torch.where", "Tensor.masked_fill"):
+            assert not e.rewritten and "switched off" in e.reason
+
+
+@pytest.mark.parametrize("skip,skipped", [
+    (("enc.a",), ("enc.a",)),
+    (("enc",), ("enc", "enc.a", "enc.b")),
+    ((Leaf,), LEAF_PATHS),
+    (("dec", SubLeaf), ("dec", "dec.a", "dec.b", "enc2")),
+], ids=["leaf_name", "prefix", "type", "name_and_subtype"])
+def test_skip_leaves_submodules_as_they_are(skip, skipped):
+    model = Net()
+    gm = run(SLLConfig(eps=0.05, skip=skip), model)
+    modules = {e.module for e in gm.sll_report.entries}
+    assert not modules & set(skipped), modules
+    assert modules == {"", "enc", "enc.a", "enc.b", "enc2", "dec", "dec.a", "dec.b"} - set(skipped)
+    assert not [n for n in sll_nodes(gm) if module_of(n) in skipped]
+    # the skipped submodules still compute their hard ops: traced through (hard nodes in the graph)
+    # or called as they are (a call_module node)
+    hard_here = {module_of(n) for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.round}
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    for path in (p for p in skipped if p in LEAF_PATHS):
+        parts = path.split(".")
+        assert path in hard_here or any(".".join(parts[:i]) in called for i in range(1, len(parts) + 1)), gm.code
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X), model(X))
+
+
+def test_skipped_submodule_computes_exactly_the_hard_op():
+    model = Two()
+    gm = run(SLLConfig(eps=0.2, skip=("dec",)), model)
+    x = torch.tensor([0.45, 0.55, 0.2, 0.25, 0.0, 0.1, -0.05, 1.5, INF, -INF, NAN])
+    y, ref = gm(x), model(x)
+    assert_bitwise(y[1], ref[1])               # dec: untouched
+    assert not torch.equal(y[0], ref[0])       # enc: the surrogate inside its bands
+    assert {e.module for e in gm.sll_report.entries} == {"enc", ""}
+
+
+# ----------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"kind_eps": {"rnd": 0.1}}, "rnd"),
+    ({"kind_eps": {"where_": 0.1}}, "where_"),
+    ({"disabled": {"signn"}}, "signn"),
+    ({"disabled": ["compare", "cmp"]}, "cmp"),
+], ids=["kind_eps", "kind_eps2", "disabled", "disabled_list"])
+def test_unknown_kind_is_a_value_error_naming_it(kwargs, name):
+    with pytest.raises(ValueError) as info:
+        SLLConfig(**kwargs)
+    assert repr(name) in str(info.value) or name in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"module_eps": {"encoder": 0.1}}, "encoder"),
+    ({"module_eps": {"enc.c": 0.1}}, "enc.c"),
+    ({"module_mode": {"decoder": "hard"}}, "decoder"),
+    ({"skip": ("enc.a.x",)}, "enc.a.x"),
+], ids=["module_eps", "nested", "module_mode", "skip"])
+def test_unknown_submodule_name_is_a_value_error_naming_it(kwargs, name):
+    model = Net()
+    before = [(k, v.clone()) for k, v in model.state_dict().items()]
+    cfg = SLLConfig(**kwargs)   # names are checked against the model
+    with pytest.raises(ValueError) as info:
+        sll_fx.linearize_module(model, cfg, verbose=False)
+    assert name in str(info.value)
+    assert [k for k, _ in before] == list(model.state_dict())
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"module_eps": {int: 0.1}}, "int"),
+    ({"module_mode": {torch.Tensor: "hard"}}, "Tensor"),
+    ({"skip": (3,)}, "3"),
+    ({"skip": (nn.Linear(2, 2),)}, "Linear"),
+], ids=["int_type", "tensor_type", "int_key", "module_instance"])
+def test_non_module_type_is_a_value_error_naming_it(kwargs, name):
+    with pytest.raises(ValueError) as info:
+        SLLConfig(**kwargs)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,named", [
+    ({"eps": 0.0}, "0.0"),
+    ({"eps": -1.0}, "-1.0"),
+    ({"eps": NAN}, "nan"),
+    ({"eps": INF}, "inf"),
+    ({"eps": "0.1"}, "str"),
+    ({"kind_eps": {"round": 0.0}}, "0.0"),
+    ({"kind_eps": {"compare": -0.5}}, "-0.5"),
+    ({"module_eps": {"enc": NAN}}, "nan"),
+    ({"module_eps": {Leaf: -2.0}}, "-2.0"),
+    ({"mode": "soft"}, "soft"),
+    ({"mode": None}, "None"),
+    ({"module_mode": {"enc": "Linear"}}, "Linear"),
+    ({"module_mode": {Leaf: "straight-through"}}, "straight-through"),
+], ids=["eps0", "eps_neg", "eps_nan", "eps_inf", "eps_str", "kind0", "group_neg", "module_nan", "type_neg",
+        "mode", "mode_none", "module_mode", "type_mode"])
+def test_bad_eps_or_mode_is_a_value_error_naming_it(kwargs, named):
+    with pytest.raises(ValueError) as info:
+        SLLConfig(**kwargs)
+    assert named in str(info.value), str(info.value)
+
+
+def test_eps_too_wide_for_the_op_from_a_config_raises_naming_the_node():
+    model = Net()
+    with pytest.raises(sll_fx.EpsError) as info:
+        run(SLLConfig(eps=0.05, module_eps={"enc.a": 0.7}), model)
+    msg = str(info.value)
+    assert "round" in msg and "0.5" in msg and "node '" in msg
+
+
+def test_eps_too_wide_only_for_a_disabled_kind_is_not_an_error():
+    """round is switched off, so its limit (0.5) does not apply; 0.7 is fine for the single-jump ops."""
+    model = Net()
+    gm = run(SLLConfig(eps=0.05, module_eps={"enc.a": 0.7}, disabled={"round"}), model)
+    assert {e.eps for e in gm.sll_report.rewritten if e.module == "enc.a"} == {0.7}

@@ -1,0 +1,1069 @@
+"""Tests of the selection rules: ``where``/``masked_fill`` on a comparison, ``one_hot(argmax)``, top-k masks.
+
+The issue: ``torch.where(c, a, b)`` / ``x.masked_fill(c, v)`` with ``c`` a float comparison become
+the blend ``a s + b (1 - s)`` (``s`` the comparison's surrogate), with gradients to ``x``, the
+threshold, ``a`` and ``b``; products with a cast mask are the cast rule's; ``one_hot(argmax(x, dim), n)``
+(and argmin) becomes the margin surrogate of SLL_MATH.md; ``zeros_like(x).scatter(dim, topk(x, k, dim)
+.indices, 1.0)`` (and ``scatter_``, the seed's sparse attention) becomes the top-k surrogate around
+``tau = (x_(k) + x_(k+1)) / 2``; index uses of argmax/topk that are none of these stay hard, with a reason.
+
+Every spelling is checked for: the sll op it becomes, its report entry, its values against the
+formulas of ``../shared/SLL_MATH.md`` (exactly the hard result outside the band), its gradients,
+``mode="hard"`` (forward bit-identical, gradient nonzero) and the ``export_hard`` round trip
+(bit-identical, with ties, +-inf, -inf masks and NaN in the unselected branch).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.ops import is_sll_target
+from sll_fx.report import RewriteReport, StripReport
+
+THIS_FILE = os.path.basename(__file__)
+INF, NAN = float("inf"), float("nan")
+EPS = 0.1
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+
+def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
+    """Same dtype, shape, NaN positions, values and sign bits."""
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), what
+    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    if not a.is_floating_point():
+        assert torch.equal(a, b), f"{what}: {a} != {b}"
+        return
+    na, nb = torch.isnan(a), torch.isnan(b)
+    assert torch.equal(na, nb), f"{what}: NaN positions differ\n{a}\n{b}"
+    keep = ~na
+    assert torch.equal(a[keep], b[keep]), f"{what}: values differ\n{a}\n{b}"
+    assert torch.equal(torch.signbit(a[keep]), torch.signbit(b[keep])), f"{what}: sign bits differ\n{a}\n{b}"
+
+
+def sll_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+
+
+def is_op(target, packet) -> bool:
+    return target is packet or getattr(target, "overloadpacket", None) is packet
+
+
+def nodes_of(gm, packet) -> list[fx.Node]:
+    return [n for n in sll_nodes(gm) if is_op(n.target, packet)]
+
+
+def _line_of(fn) -> str:
+    return f"{THIS_FILE}:{fn.__code__.co_firstlineno}"
+
+
+def no_hard_left(gm, targets=(), methods=()) -> None:
+    for n in gm.graph.nodes:
+        assert not (n.op == "call_function" and any(n.target is t for t in targets)), gm.code
+        assert not (n.op == "call_method" and n.target in methods), gm.code
+
+
+class Spell(nn.Module):
+    """Applies ``fn(self, x)``; owns a threshold ``t``, branch parameters ``a``/``b`` and a buffer ``v``."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+        self.t = nn.Parameter(torch.tensor(0.3))
+        self.a = nn.Parameter(torch.tensor(2.0))
+        self.b = nn.Parameter(torch.tensor(-1.0))
+        self.register_buffer("v", torch.tensor(0.25))
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+class Outer(nn.Module):
+    """Holds the spelling as submodule ``body``: report entries name a module path."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.body = Spell(fn)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _grads(params) -> list:
+    return [None if p.grad is None else p.grad.detach().clone() for p in params]
+
+
+def _zero(params) -> None:
+    for p in params:
+        p.grad = None
+
+
+# ========================================================================================
+# 1. where / masked_fill on a comparison
+# ========================================================================================
+
+@dataclass
+class Sel:
+    id: str
+    fn: Callable
+    op: str                     # report spelling of the selection
+    cmp: str                    # sll.compare's cmp
+    cmp_op: str                 # report spelling of the comparison
+    select_op: str              # sll.select's op: "where" / "masked_fill"
+    direction: int              # s rises (+1) or falls (-1) with x across the threshold
+    thr: Callable               # m -> threshold (a tensor or a float)
+    a: Callable                 # (m, x) -> the branch taken where s = 1
+    b: Callable                 # (m, x) -> the branch taken where s = 0
+    finite: bool = True         # both branches finite (the blend carries a slope to the threshold)
+
+    @property
+    def kind(self) -> str:
+        return self.select_op
+
+
+SELECTIONS = [
+    Sel("where_fn", lambda m, x: torch.where(x > m.t, x * 2, x - 1), "torch.where", "gt", "x > t", "where",
+        +1, lambda m: m.t, lambda m, x: x * 2, lambda m, x: x - 1),
+    Sel("where_method", lambda m, x: (x * 2).where(x > m.t, x - 1), "Tensor.where", "gt", "x > t", "where",
+        +1, lambda m: m.t, lambda m, x: x * 2, lambda m, x: x - 1),
+    Sel("where_scalar_branches", lambda m, x: torch.where(x > 0.3, 1.0, 0.0), "torch.where", "gt", "x > t",
+        "where", +1, lambda m: 0.3, lambda m, x: 1.0, lambda m, x: 0.0),
+    Sel("where_scalar_self", lambda m, x: torch.where(x <= m.t, 0.0, x), "torch.where", "le", "x <= t",
+        "where", -1, lambda m: m.t, lambda m, x: 0.0, lambda m, x: x),
+    Sel("where_scalar_other", lambda m, x: torch.where(x >= m.t, x, 0.5), "torch.where", "ge", "x >= t",
+        "where", +1, lambda m: m.t, lambda m, x: x, lambda m, x: 0.5),
+    Sel("where_param_branches", lambda m, x: torch.where(x > m.t, m.a * x, m.b), "torch.where", "gt", "x > t",
+        "where", +1, lambda m: m.t, lambda m, x: m.a * x, lambda m, x: m.b),
+    Sel("where_threshold_left", lambda m, x: torch.where(m.t < x, x, -x), "torch.where", "lt", "x < t",
+        "where", +1, lambda m: m.t, lambda m, x: x, lambda m, x: -x),
+    Sel("where_torch_lt_method", lambda m, x: torch.where(x.lt(m.t), m.b, x * m.a), "torch.where", "lt",
+        "Tensor.lt", "where", -1, lambda m: m.t, lambda m, x: m.b, lambda m, x: x * m.a),
+    Sel("masked_fill_scalar", lambda m, x: x.masked_fill(x < 0.3, 0.0), "Tensor.masked_fill", "lt", "x < t",
+        "masked_fill", -1, lambda m: 0.3, lambda m, x: 0.0, lambda m, x: x),
+    Sel("masked_fill_neg_inf", lambda m, x: x.masked_fill(x <= m.t, float("-inf")), "Tensor.masked_fill", "le",
+        "x <= t", "masked_fill", -1, lambda m: m.t, lambda m, x: -INF, lambda m, x: x, finite=False),
+    Sel("masked_fill_tensor_value", lambda m, x: x.masked_fill(x > m.t, m.a), "Tensor.masked_fill", "gt",
+        "x > t", "masked_fill", +1, lambda m: m.t, lambda m, x: m.a, lambda m, x: x),
+    Sel("masked_fill_buffer_value", lambda m, x: (x * 3).masked_fill(torch.ge(x, m.t), m.v), "Tensor.masked_fill",
+        "ge", "torch.ge", "masked_fill", +1, lambda m: m.t, lambda m, x: m.v, lambda m, x: x * 3),
+    Sel("masked_fill_fn", lambda m, x: torch.masked_fill(x, x < m.t, 0.5), "torch.masked_fill", "lt", "x < t",
+        "masked_fill", -1, lambda m: m.t, lambda m, x: 0.5, lambda m, x: x),
+]
+SEL_IDS = [s.id for s in SELECTIONS]
+FINITE_SELECTIONS = [s for s in SELECTIONS if s.finite]
+
+
+def _as_float(v) -> float:
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def select_reference(sp: Sel, m: Spell, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """SLL_MATH.md: ``a s + b (1 - s)``, ``s = clamp(+-(x - t) / (2 eps) + 1/2, 0, 1)`` (finite branches)."""
+    s = (sp.direction * (x - sp.thr(m)) / (2 * eps) + 0.5).clamp(0.0, 1.0)
+    return sp.a(m, x) * s + sp.b(m, x) * (1 - s)
+
+
+def _x_grid(t: float, eps: float) -> torch.Tensor:
+    """Points inside the band (not on its edges), outside it, and far away."""
+    inside = t + eps * torch.tensor([-0.93, -0.71, -0.5, -0.27, -0.05, 0.0, 0.13, 0.42, 0.66, 0.9])
+    outside = t + eps * torch.tensor([-3.0, -1.6, -1.2, 1.15, 1.7, 4.0])
+    far = torch.tensor([-5.0, -1.0, 2.0, 7.5])
+    return torch.cat([inside, outside, far])
+
+
+def _selection_inputs(t: float) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    special = torch.tensor([t, 0.3, 0.25, -0.0, 0.0, 1e-8, -1e-8, 0.5, -0.5, 1.0, 3.4e38, -3.4e38, 1e-45,
+                            t + EPS / 2, t - EPS / 2, t + EPS, t - EPS, INF, -INF, NAN])
+    return [special, torch.randn(300, generator=g), torch.randn(7, 5, generator=g) * 0.4 + t,
+            torch.randn(64, generator=g) * 100]
+
+
+@pytest.mark.parametrize("sp", SELECTIONS, ids=SEL_IDS)
+def test_selection_is_rewritten_into_compare_and_select(sp: Sel):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    nodes = sll_nodes(gm)
+    assert len(nodes) == 2, gm.code
+    (cmp_node,) = nodes_of(gm, torch.ops.sll.compare)
+    (sel_node,) = nodes_of(gm, torch.ops.sll.select)
+    assert cmp_node.args[2] == sp.cmp
+    assert cmp_node.kwargs["eps"] == EPS and cmp_node.kwargs["mode"] == "linear"
+    assert sel_node.args[0] is cmp_node, gm.code          # the blend's mask is the surrogate comparison
+    assert sel_node.kwargs["op"] == sp.select_op
+    assert list(cmp_node.users) == [sel_node]
+    # no hard selection or boolean comparison survives
+    no_hard_left(gm, (torch.where, torch.masked_fill, operator.gt, operator.ge, operator.lt, operator.le,
+                      torch.gt, torch.ge, torch.lt, torch.le),
+                 ("where", "masked_fill", "gt", "ge", "lt", "le"))
+
+    report = gm.sll_report
+    assert isinstance(report, RewriteReport)
+    assert report.counts == {"found": 2, "rewritten": 2, "hard": 0}, str(report)
+    by_op = {e.op: e for e in report.entries}
+    assert set(by_op) == {sp.op, sp.cmp_op}
+    sel_entry, cmp_entry = by_op[sp.op], by_op[sp.cmp_op]
+    assert sel_entry.replacement == f"sll.select({sp.select_op})"
+    assert cmp_entry.replacement == f"sll.compare({sp.cmp})"
+    for e in (sel_entry, cmp_entry):
+        assert e.rewritten and e.reason == "" and e.eps == EPS
+        assert e.module == "body"
+        assert e.source == _line_of(sp.fn)
+    assert f"sll.select({sp.select_op})" in str(report)
+
+
+@pytest.mark.parametrize("sp", SELECTIONS, ids=SEL_IDS)
+def test_selection_values_blend_inside_hard_outside(sp: Sel):
+    model = Outer(sp.fn)
+    m = model.body
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    t = _as_float(sp.thr(m))
+    x = _x_grid(t, EPS)
+    with torch.no_grad():
+        y, hard = gm(x), model(x)
+    assert y.dtype == hard.dtype and y.shape == hard.shape
+    d = (x - t).abs()
+    outside = d > EPS * 1.01
+    # outside the band: exactly the hard selection, bit for bit
+    assert_bitwise(y[outside], hard[outside], sp.id)
+    inside = ~outside
+    if sp.finite:
+        with torch.no_grad():
+            ref = select_reference(sp, m, x, EPS)
+        torch.testing.assert_close(y, ref.to(y.dtype), rtol=1e-5, atol=1e-5)
+        # at the threshold itself: the midpoint of the two branches
+        at = torch.tensor([t])
+        with torch.no_grad():
+            mid = 0.5 * (torch.as_tensor(sp.a(m, at)) + torch.as_tensor(sp.b(m, at)))
+            torch.testing.assert_close(gm(at), mid.expand(1).to(y.dtype), rtol=1e-6, atol=1e-6)
+    else:  # a -inf fill: any share of it is -inf; the exact end keeps x
+        s = (sp.direction * (x - t) / (2 * EPS) + 0.5).clamp(0, 1)
+        assert torch.equal(torch.isneginf(y[inside]), (s[inside] > 0))
+        assert torch.equal(y[inside & (s == 0)], x[inside & (s == 0)])
+    # NaN in gives NaN out
+    assert torch.isnan(gm(torch.tensor([NAN, t + 1.0])))[0]
+
+
+@pytest.mark.parametrize("sp", FINITE_SELECTIONS, ids=[s.id for s in FINITE_SELECTIONS])
+def test_selection_gradients_reach_x_threshold_and_branches(sp: Sel):
+    model = Outer(sp.fn)
+    m = model.body
+    params = [m.t, m.a, m.b]
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    t = _as_float(sp.thr(m))
+    x0 = _x_grid(t, EPS)
+    w = torch.linspace(0.5, 2.0, x0.numel())
+
+    x = x0.clone().requires_grad_(True)
+    (gm(x) * w).sum().backward()
+    got_x, got = x.grad.clone(), _grads(params)
+    _zero(params)
+
+    xr = x0.clone().requires_grad_(True)
+    (select_reference(sp, m, xr, EPS) * w).sum().backward()
+    torch.testing.assert_close(got_x, xr.grad, rtol=1e-4, atol=1e-4)
+    for p, g_got in zip(params, got):
+        if p.grad is None or not p.grad.abs().sum():
+            assert g_got is None or not g_got.abs().sum(), (sp.id, p)
+        else:
+            assert g_got is not None, f"{sp.id}: no gradient reached a parameter"
+            torch.testing.assert_close(g_got, p.grad, rtol=1e-4, atol=1e-4)
+    _zero(params)
+
+    # the slope through the mask: d out / d x at the threshold carries (a - b) / (2 eps)
+    if isinstance(sp.thr(m), torch.Tensor):
+        xt = torch.tensor([t + 0.01])
+        gm(xt).sum().backward()
+        with torch.no_grad():
+            diff = float(torch.as_tensor(sp.a(m, xt)) - torch.as_tensor(sp.b(m, xt)))
+        assert m.t.grad is not None
+        assert float(m.t.grad) == pytest.approx(-sp.direction * diff / (2 * EPS), rel=1e-4)
+        _zero(params)
+
+
+def test_where_gradient_values_by_hand():
+    """torch.where(x > t, a * x, b) at x = t + eps/2: s = 3/4, every partial derivative written out."""
+    model = Outer(lambda m, x: torch.where(x > m.t, m.a * x, m.b))
+    m = model.body
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    x = torch.tensor([0.35], requires_grad=True)   # t = 0.3, eps = 0.1: s = (0.05 / 0.2) + 0.5 = 0.75
+    y = gm(x)
+    torch.testing.assert_close(y, torch.tensor([2.0 * 0.35 * 0.75 + (-1.0) * 0.25]))
+    y.sum().backward()
+    k = 1 / (2 * 0.1)
+    a_minus_b = 2.0 * 0.35 - (-1.0)
+    torch.testing.assert_close(x.grad, torch.tensor([2.0 * 0.75 + a_minus_b * k]))
+    torch.testing.assert_close(m.t.grad, torch.tensor(-a_minus_b * k))
+    torch.testing.assert_close(m.a.grad, torch.tensor(0.35 * 0.75))
+    torch.testing.assert_close(m.b.grad, torch.tensor(0.25))
+
+
+def test_masked_fill_neg_inf_gradient_is_finite():
+    """A jump to -inf has no finite slope: no gradient to the threshold, the kept branch's own to x."""
+    sp = next(s for s in SELECTIONS if s.id == "masked_fill_neg_inf")
+    model = Outer(sp.fn)
+    m = model.body
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]], requires_grad=True)   # t = 0.3, band to 0.4
+    y = gm(x)
+    torch.softmax(y, -1)[0, -1].backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0, 4:].abs().sum() > 0   # the unmasked entries (s = 0 beyond the band)
+    assert m.t.grad is None or float(m.t.grad) == 0.0
+    assert torch.equal(torch.isneginf(y), torch.tensor([[True, True, True, True, False, False]]))
+
+
+@pytest.mark.parametrize("sp", SELECTIONS, ids=SEL_IDS)
+def test_selection_hard_mode_exact_with_gradient(sp: Sel):
+    model = Outer(sp.fn)
+    m = model.body
+    gm = sll_fx.linearize_module(model, eps=0.2, mode="hard", verbose=False)
+    assert {n.kwargs.get("mode") for n in nodes_of(gm, torch.ops.sll.compare)} == {"hard"}
+    with torch.no_grad():
+        for i, x in enumerate(_selection_inputs(0.3)):
+            assert_bitwise(gm(x), model(x), f"{sp.id} hard mode input {i}")
+    t = _as_float(sp.thr(m))
+    x = (t + torch.linspace(-0.5, 0.5, 41)).requires_grad_(True)
+    gm(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    if sp.finite and isinstance(sp.thr(m), torch.Tensor):
+        assert m.t.grad is not None and float(m.t.grad) != 0.0, f"{sp.id}: no gradient to the threshold"
+
+
+@pytest.mark.parametrize("sp", SELECTIONS, ids=SEL_IDS)
+def test_selection_export_hard_round_trip(sp: Sel):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    code = gm.code
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert not sll_nodes(hard)
+    rep = hard.sll_report
+    assert isinstance(rep, StripReport) and rep.remaining == 0
+    assert sorted(e.sll_op for e in rep.entries) == ["sll.compare", "sll.select"]
+    with torch.no_grad():
+        for i, x in enumerate(_selection_inputs(0.3)):
+            assert_bitwise(hard(x), model(x), f"{sp.id} input {i}")
+            assert_bitwise(hard(x.double()), model(x.double()), f"{sp.id} float64 input {i}")
+    assert gm.code == code and len(sll_nodes(gm)) == 2
+
+
+def test_nan_in_the_unselected_branch():
+    """where(x > 0.5, log(x), 0): log is NaN for x < 0, where nothing selects it: no NaN leaks out."""
+    model = Outer(lambda m, x: torch.where(x > 0.5, torch.log(x), 0.0) + torch.where(x < -0.5, 0.0, x.sqrt()))
+    x = torch.tensor([-3.0, -1.0, -0.2, 0.1, 0.45, 0.5, 0.55, 0.9, 2.0, INF, -INF, NAN])
+    for mode in ("linear", "hard"):
+        gm = sll_fx.linearize_module(model, eps=0.1, mode=mode, verbose=False)
+        assert len(nodes_of(gm, torch.ops.sll.select)) == 2
+        with torch.no_grad():
+            y, ref = gm(x), model(x)
+        far = (x - 0.5).abs().gt(0.11) & (x + 0.5).abs().gt(0.11)
+        assert_bitwise(y[far], ref[far], mode)
+        if mode == "hard":
+            assert_bitwise(y, ref, mode)
+    hard = sll_fx.export_hard(sll_fx.linearize_module(model, eps=0.1, verbose=False), verbose=False)
+    assert_bitwise(hard(x), model(x))
+
+    # gradients: no NaN from the unselected log branch (log's backward there is 0 / x, finite);
+    # (a sqrt branch would give 0 * NaN in its own backward, as torch.where itself does)
+    model = Outer(lambda m, x: torch.where(x > 0.5, torch.log(x), m.a * x))
+    for mode in ("linear", "hard"):
+        gm = sll_fx.linearize_module(model, eps=0.1, mode=mode, verbose=False)
+        xr = torch.tensor([-3.0, -1.0, 0.2, 0.45, 0.55, 0.9, 2.0], requires_grad=True)
+        gm(xr).sum().backward()
+        assert torch.isfinite(xr.grad).all(), (mode, xr.grad)
+        xh = xr.detach().clone().requires_grad_(True)
+        model(xh).sum().backward()
+        far = (xr.detach() - 0.5).abs() > 0.1
+        torch.testing.assert_close(xr.grad[far], xh.grad[far])   # outside the band: the hard op's gradient
+
+
+def test_where_on_a_non_comparison_is_untouched():
+    model = Outer(lambda m, x: torch.where(torch.isnan(x), 0.0, x) + x.masked_fill(x.isinf(), 1.0))
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not sll_nodes(gm)
+    assert gm.sll_report.entries == []
+    x = torch.tensor([NAN, 1.0, INF, -INF, 0.3])
+    assert_bitwise(gm(x), model(x))
+
+
+def test_where_comparison_also_used_as_bool_keeps_that_use_hard():
+    def fn(m, x):
+        c = x > m.t
+        return torch.where(c, x, -x) + x[c].sum()
+
+    model = Outer(fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    (entry,) = [e for e in gm.sll_report.entries if e.op == "x > t"]
+    assert entry.replacement == "sll.compare(gt)"
+    assert "bool" in entry.reason and "getitem" in entry.reason
+    assert len(nodes_of(gm, torch.ops.sll.select)) == 1
+    x = torch.tensor([0.0, 0.3, 0.31, 0.29, 1.0, -INF, INF])
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(x), model(x))
+    assert_bitwise(sll_fx.linearize_module(model, eps=EPS, mode="hard", verbose=False)(x), model(x))
+
+
+# ========================================================================================
+# 2. products with a mask: the cast rule
+# ========================================================================================
+
+@dataclass
+class Prod:
+    id: str
+    fn: Callable
+    ref: Callable      # (m, x, s) -> the surrogate's value, s = clamp((x - t) / (2 eps) + 1/2, 0, 1)
+
+
+PRODUCTS = [
+    Prod("x_times_float_mask", lambda m, x: x * (x > m.t).float(), lambda m, x, s: x * s),
+    Prod("float_mask_times_weight", lambda m, x: (x > m.t).float() * m.a, lambda m, x, s: s * m.a),
+    Prod("x_times_mask_to_dtype", lambda m, x: (x > m.t).to(x.dtype) * x * m.a, lambda m, x, s: s * x * m.a),
+    Prod("x_times_bool_mask", lambda m, x: x * (x > m.t), lambda m, x, s: x * s),
+    Prod("bool_mask_times_x", lambda m, x: (x > m.t) * x, lambda m, x, s: s * x),
+    # README "What is rewritten": "(x > t) * w (an implicit cast)", w not an operand of the comparison
+    Prod("bool_mask_times_weight", lambda m, x: (x > m.t) * m.a, lambda m, x, s: s * m.a),
+]
+
+
+@pytest.mark.parametrize("pr", PRODUCTS, ids=[p.id for p in PRODUCTS])
+def test_mask_products_are_the_cast_rule(pr: Prod):
+    model = Outer(pr.fn)
+    m = model.body
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    (entry,) = gm.sll_report.entries   # reported, not silently left as it was
+    assert entry.op == "x > t" and entry.replacement == "sll.compare(gt)", str(gm.sll_report)
+    assert entry.eps == EPS and entry.module == "body" and entry.source == _line_of(pr.fn)
+    (node,) = sll_nodes(gm)
+    assert is_op(node.target, torch.ops.sll.compare) and node.args[2] == "gt"
+
+    x = _x_grid(0.3, EPS)
+    # forward: the surrogate mask times the other factor; hard outside the band
+    with torch.no_grad():
+        y, ref_hard = gm(x), model(x)
+        s = ((x - m.t) / (2 * EPS) + 0.5).clamp(0, 1)
+        torch.testing.assert_close(y, pr.ref(m, x, s).to(y.dtype), rtol=1e-5, atol=1e-5)
+    outside = (x - 0.3).abs() > EPS * 1.01
+    assert_bitwise(y[outside], ref_hard[outside])
+
+    # gradients to x, the threshold and the weight, against autograd of the formula
+    params = [m.t, m.a]
+    xg = x.clone().requires_grad_(True)
+    gm(xg).sum().backward()
+    got_x, got = xg.grad.clone(), _grads(params)
+    _zero(params)
+    xr = x.clone().requires_grad_(True)
+    pr.ref(m, xr, ((xr - m.t) / (2 * EPS) + 0.5).clamp(0, 1)).sum().backward()
+    torch.testing.assert_close(got_x, xr.grad, rtol=1e-4, atol=1e-4)
+    for p, g in zip(params, got):
+        if p.grad is not None and p.grad.abs().sum():
+            assert g is not None
+            torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-4)
+    assert got[0] is not None and float(got[0]) != 0.0   # the threshold learns
+    _zero(params)
+
+    # export_hard and mode="hard": bit-identical to the model, special values included
+    xs = [_selection_inputs(0.3)[0], torch.randn(50, generator=torch.Generator().manual_seed(5))]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    hard_mode = sll_fx.linearize_module(model, eps=EPS, mode="hard", verbose=False)
+    with torch.no_grad():
+        for xi in xs:
+            assert_bitwise(hard(xi), model(xi), pr.id)
+            assert_bitwise(hard_mode(xi), model(xi), pr.id)
+
+
+# ========================================================================================
+# 3. one_hot(argmax(x, dim), n): the margin surrogate
+# ========================================================================================
+
+@dataclass
+class Arg:
+    id: str
+    fn: Callable
+    dim: int
+    n: int
+    largest: bool
+    cast: bool          # followed by a float cast (the result is float in the model too)
+    shape: tuple = (6, 5)
+
+
+ARGMAXES = [
+    Arg("onehot_argmax_method_last", lambda m, x: F.one_hot(x.argmax(-1), 5), -1, 5, True, False),
+    Arg("onehot_argmax_float", lambda m, x: F.one_hot(x.argmax(-1), 5).float(), -1, 5, True, True),
+    Arg("onehot_torch_argmax_dim1", lambda m, x: F.one_hot(torch.argmax(x, dim=1), 5).float(), 1, 5, True, True),
+    Arg("onehot_argmax_dim0", lambda m, x: F.one_hot(x.argmax(dim=0), 6).to(x.dtype), 0, 6, True, True),
+    Arg("onehot_argmax_kw_num_classes", lambda m, x: torch.nn.functional.one_hot(x.argmax(-1), num_classes=5)
+        .type_as(x), -1, 5, True, True),
+    Arg("onehot_argmin", lambda m, x: F.one_hot(x.argmin(-1), 5).float(), -1, 5, False, True),
+    Arg("onehot_torch_argmin_dim0", lambda m, x: F.one_hot(torch.argmin(x, 0), 6), 0, 6, False, False),
+    Arg("onehot_num_classes_wider", lambda m, x: F.one_hot(x.argmax(-1), 8).float(), -1, 8, True, True),
+    Arg("onehot_argmax_3d_dim1", lambda m, x: F.one_hot(x.argmax(1), 4).float(), 1, 4, True, True, (2, 4, 3)),
+]
+ARG_IDS = [a.id for a in ARGMAXES]
+
+
+def argmax_reference(x: torch.Tensor, dim: int, n: int, eps: float, largest: bool) -> torch.Tensor:
+    """``y_i = clamp(m_i / (2 eps) + 1/2, 0, 1)``, ``m_i = z_i - max_{j != i} z_j`` (z = -x for argmin), float64."""
+    z = (x if largest else -x).double().movedim(dim, -1)
+    size = z.shape[-1]
+    margins = []
+    for i in range(size):
+        others = torch.cat([z[..., :i], z[..., i + 1:]], dim=-1)
+        margins.append(z[..., i] - others.max(-1).values)
+    y = (torch.stack(margins, -1) / (2 * eps) + 0.5).clamp(0.0, 1.0)
+    return F.pad(y, (0, n - size))
+
+
+def _argmax_inputs(shape) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    out = [torch.randn(*shape, generator=g), torch.randn(*shape, generator=g) * 100]
+    grid = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, INF, -INF, NAN])
+    out.append(grid[torch.randint(0, len(grid), shape, generator=g)])                      # ties, +-inf, NaN
+    out.append(torch.randint(0, 3, shape, generator=g).float())                           # many ties
+    out.append(torch.full(shape, -INF))                                                    # every entry masked
+    out.append(torch.zeros(shape))
+    return out
+
+
+@pytest.mark.parametrize("sp", ARGMAXES, ids=ARG_IDS)
+def test_onehot_argmax_is_rewritten(sp: Arg):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    (node,) = sll_nodes(gm)
+    assert is_op(node.target, torch.ops.sll.argmax_onehot), gm.code
+    assert node.args[1:] == (sp.dim, sp.n)
+    assert node.kwargs["eps"] == EPS and node.kwargs["mode"] == "linear"
+    assert node.kwargs.get("largest", True) is sp.largest
+    no_hard_left(gm, (torch.argmax, torch.argmin, F.one_hot), ("argmax", "argmin"))
+    (entry,) = gm.sll_report.entries   # one entry: the argmax feeding it is part of the pattern
+    assert entry.replacement == "sll.argmax_onehot"
+    assert "one_hot" in entry.op
+    assert entry.eps == EPS and entry.reason == "" and entry.module == "body"
+    assert entry.source == _line_of(sp.fn)
+
+
+@pytest.mark.parametrize("sp", ARGMAXES, ids=ARG_IDS)
+def test_onehot_argmax_values(sp: Arg):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(*sp.shape, generator=g) * 0.15   # margins of the order of eps: many in the band
+    with torch.no_grad():
+        y, hard = gm(x), model(x)
+    assert y.is_floating_point()
+    assert y.shape == hard.shape
+    ref = argmax_reference(x, sp.dim, sp.n, EPS, sp.largest)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    # where no margin is within eps, the surrogate is exactly the hard one-hot
+    margins = argmax_reference(x, sp.dim, sp.n, 1.0, sp.largest)[..., :x.shape[sp.dim]] * 2 - 1   # = m_i
+    clear = (margins.abs() > EPS * 1.01).all(-1)
+    assert clear.any() and (~clear).any()
+    assert_bitwise(y[clear], hard[clear].to(y.dtype))
+    if sp.cast:
+        assert y.dtype == hard.dtype
+    # a tie of the two largest: both at the midpoint 1/2
+    xt = torch.zeros(*sp.shape)
+    with torch.no_grad():
+        yt = gm(xt)
+    if xt.shape[sp.dim] > 1:
+        assert torch.all(yt[..., :xt.shape[sp.dim]] == 0.5)
+    assert torch.all(yt[..., xt.shape[sp.dim]:] == 0)   # the padding (num_classes > size)
+
+
+def test_onehot_argmax_jacobian_is_plus_minus_half_over_eps():
+    """+1/(2 eps) on x_i and -1/(2 eps) on the runner-up, for the max and the runner-up both in the band."""
+    eps = 0.1
+    model = Outer(lambda m, x: F.one_hot(x.argmax(-1), 5).float())
+    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    x = torch.tensor([0.0, 1.0, 0.97, 0.2, -1.0])
+    jac = torch.autograd.functional.jacobian(gm, x)
+    k = 1 / (2 * eps)
+    expected = torch.zeros(5, 5)
+    expected[1, 1], expected[1, 2] = k, -k       # y_1 = clamp((x_1 - x_2)/(2eps) + 1/2)
+    expected[2, 2], expected[2, 1] = k, -k       # y_2 = clamp((x_2 - x_1)/(2eps) + 1/2)
+    torch.testing.assert_close(jac, expected)
+    torch.testing.assert_close(gm(x), torch.tensor([0.0, 0.65, 0.35, 0.0, 0.0]))
+
+    # argmin: z = -x, the signs flip
+    model = Outer(lambda m, x: F.one_hot(x.argmin(-1), 5).float())
+    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    jac = torch.autograd.functional.jacobian(gm, -x)
+    torch.testing.assert_close(jac, -expected)
+
+    # dim=0 of a matrix, classes on the last dim: the same numbers, transposed in
+    model = Outer(lambda m, x: F.one_hot(x.argmax(0), 5).float())
+    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    jac = torch.autograd.functional.jacobian(gm, x.reshape(5, 1))   # (1, 5) out, (5, 1) in
+    torch.testing.assert_close(jac.reshape(5, 5), expected)
+
+
+@pytest.mark.parametrize("sp", ARGMAXES, ids=ARG_IDS)
+def test_onehot_argmax_gradients_against_reference(sp: Arg):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(*sp.shape, generator=g) * 0.15
+    w = torch.randn(*gm(x0).shape, generator=g)
+    x = x0.clone().requires_grad_(True)
+    (gm(x) * w).sum().backward()
+    xr = x0.clone().double().requires_grad_(True)
+    (argmax_reference(xr, sp.dim, sp.n, EPS, sp.largest) * w.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-4)
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sp", ARGMAXES, ids=ARG_IDS)
+def test_onehot_argmax_hard_mode(sp: Arg):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=0.3, mode="hard", verbose=False)
+    (node,) = sll_nodes(gm)
+    assert node.kwargs["mode"] == "hard"
+    with torch.no_grad():
+        for i, x in enumerate(_argmax_inputs(sp.shape)):
+            y, ref = gm(x), model(x)
+            if sp.cast:
+                assert_bitwise(y, ref, f"{sp.id} input {i}")
+            else:
+                # the hard op's one_hot is int64, which cannot carry a gradient: the surrogate keeps
+                # x's floating dtype and the hard op's values
+                assert y.dtype == x.dtype
+                assert_bitwise(y, ref.to(y.dtype), f"{sp.id} input {i}")
+    x = (torch.randn(*sp.shape, generator=torch.Generator().manual_seed(8)) * 0.3).requires_grad_(True)
+    (gm(x) * torch.arange(gm(x).numel()).reshape(gm(x).shape)).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sp", ARGMAXES, ids=ARG_IDS)
+def test_onehot_argmax_export_hard_round_trip(sp: Arg):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert not sll_nodes(hard)
+    (entry,) = hard.sll_report.entries
+    assert entry.sll_op == "sll.argmax_onehot" and hard.sll_report.remaining == 0
+    with torch.no_grad():
+        for i, x in enumerate(_argmax_inputs(sp.shape)):
+            assert_bitwise(hard(x), model(x), f"{sp.id} input {i}")
+            assert_bitwise(hard(x.double()), model(x.double()), f"{sp.id} float64 input {i}")
+
+
+def test_onehot_argmax_infinite_entries_give_the_hard_result():
+    """SLL_MATH.md: +-inf gives what the hard op gives (a unique +inf wins, -inf entries lose)."""
+    model = Outer(lambda m, x: F.one_hot(x.argmax(-1), 4).float())
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.tensor([[INF, 0.0, 1.0, 2.0], [-INF, 0.0, 1.0, 2.0], [-INF, -INF, 3.0, -INF],
+                      [1.0, -INF, -INF, 0.0], [-1e30, 1e30, 0.0, 5.0]])
+    assert_bitwise(gm(x), model(x))
+    assert torch.isnan(gm(torch.tensor([[NAN, 0.0, 1.0, 2.0]]))).any()   # NaN in, NaN out
+
+
+def test_onehot_argmax_all_masked_row_is_not_nan():
+    """A fully -inf-masked row (padding) has no NaN in it; the surrogate should not make one.
+
+    Every entry ties with every other: the in-band midpoint, or the hard result, is finite;
+    SLL_MATH.md says +-inf gives what the hard op gives.
+    """
+    model = Outer(lambda m, x: F.one_hot(x.argmax(-1), 3).float())
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.tensor([[-INF, -INF, -INF], [INF, INF, 0.0], [0.2, 0.1, 0.0]])
+    y = gm(x)
+    assert not torch.isnan(y).any(), y
+
+
+# ========================================================================================
+# 4. top-k masks
+# ========================================================================================
+
+def sparse_attention(attention_scores, top_k=2):
+    """The seed package's sparse attention (scenario 8), verbatim but for top_k's default."""
+    top_vals, top_idx = torch.topk(attention_scores, top_k, dim=-1)
+    mask = torch.zeros_like(attention_scores)
+    mask.scatter_(-1, top_idx, 1.0)
+    sparse_scores = attention_scores * mask
+    return sparse_scores / (sparse_scores.sum(dim=-1, keepdim=True) + 1e-10)
+
+
+def _topk_tuple(m, x):
+    _, idx = torch.topk(x, 2, dim=-1)
+    return torch.zeros_like(x).scatter(-1, idx, 1.0)
+
+
+def _topk_inplace(m, x):
+    mask = torch.zeros_like(x)
+    mask.scatter_(1, x.topk(3, 1).indices, 1.0)
+    return mask * 2
+
+
+@dataclass
+class Top:
+    id: str
+    fn: Callable
+    op: str
+    k: int
+    dim: int
+    largest: bool = True
+    shape: tuple = (6, 5)
+
+
+TOPKS = [
+    Top("scatter_indices_attr", lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0),
+        "Tensor.scatter", 2, -1),
+    Top("scatter_tuple_unpack", _topk_tuple, "Tensor.scatter", 2, -1),
+    Top("scatter_method_topk_dim1", lambda m, x: torch.zeros_like(x).scatter(1, x.topk(1, 1).indices, 1.0),
+        "Tensor.scatter", 1, 1),
+    Top("scatter_dim0", lambda m, x: torch.zeros_like(x).scatter(0, torch.topk(x, 3, 0)[1], 1.0),
+        "Tensor.scatter", 3, 0),
+    Top("scatter_smallest", lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1, largest=False)
+        .indices, 1.0), "Tensor.scatter", 2, -1, False),
+    Top("torch_scatter_fn", lambda m, x: torch.scatter(torch.zeros_like(x), -1, torch.topk(x, 4, -1).indices, 1),
+        "torch.scatter", 4, -1),
+    Top("scatter_keywords", lambda m, x: torch.zeros_like(x).scatter(dim=-1, index=torch.topk(x, 2, dim=-1)
+        .indices, value=1.0), "Tensor.scatter", 2, -1),
+    Top("scatter_inplace", _topk_inplace, "Tensor.scatter_", 3, 1),
+    Top("seed_sparse_attention", lambda m, x: sparse_attention(x), "Tensor.scatter_", 2, -1),
+    Top("scatter_3d_dim1", lambda m, x: torch.zeros_like(x).scatter(1, x.topk(2, 1).indices, 1.0),
+        "Tensor.scatter", 2, 1, True, (2, 5, 3)),
+]
+TOP_IDS = [t.id for t in TOPKS]
+
+
+def topk_reference(x, k, dim, eps, largest=True) -> torch.Tensor:
+    """``clamp((z - tau) / (2 eps) + 1/2, 0, 1)``, ``tau = (z_(k) + z_(k+1)) / 2`` (z = -x for the smallest)."""
+    z = x if largest else -x
+    v = z.sort(dim, descending=True).values
+    tau = (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) / 2
+    return ((z - tau) / (2 * eps) + 0.5).clamp(0.0, 1.0)
+
+
+def topk_model_reference(sp: Top, x, eps):
+    """The spelling's output with the hard mask replaced by the reference surrogate."""
+    mask = topk_reference(x, sp.k, sp.dim, eps, sp.largest)
+    if sp.id == "seed_sparse_attention":
+        s = x * mask
+        return s / (s.sum(dim=-1, keepdim=True) + 1e-10)
+    if sp.id == "scatter_inplace":
+        return mask * 2
+    return mask
+
+
+def _topk_inputs(shape) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    out = [torch.randn(*shape, generator=g), torch.randn(*shape, generator=g) * 1e3]
+    grid = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, INF, -INF, NAN])
+    out.append(grid[torch.randint(0, len(grid), shape, generator=g)])
+    out.append(torch.randint(0, 2, shape, generator=g).float())                  # ties at the k-th place
+    out.append(torch.where(torch.rand(*shape, generator=g) < 0.5, -INF, torch.randn(*shape, generator=g)))
+    out.append(torch.full(shape, -INF))
+    return out
+
+
+@pytest.mark.parametrize("sp", TOPKS, ids=TOP_IDS)
+def test_topk_mask_is_rewritten(sp: Top):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    (node,) = sll_nodes(gm)
+    assert is_op(node.target, torch.ops.sll.topk_mask), gm.code
+    assert node.args[1:] == (sp.k, sp.dim)
+    assert node.kwargs["eps"] == EPS and node.kwargs["mode"] == "linear"
+    assert node.kwargs.get("largest", True) is sp.largest
+    no_hard_left(gm, (torch.scatter, torch.zeros_like), ("scatter", "scatter_"))
+    (entry,) = gm.sll_report.entries
+    assert entry.op == sp.op
+    assert entry.replacement == "sll.topk_mask"
+    assert entry.eps == EPS and entry.reason == "" and entry.module == "body"
+    assert entry.source.startswith(THIS_FILE + ":")
+
+
+@pytest.mark.parametrize("sp", TOPKS, ids=TOP_IDS)
+def test_topk_mask_values(sp: Top):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.randn(*sp.shape, generator=torch.Generator().manual_seed(12)) * 0.5
+    with torch.no_grad():
+        y, hard = gm(x), model(x)
+        ref = topk_model_reference(sp, x, EPS)
+    assert y.dtype == hard.dtype and y.shape == hard.shape
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    # outside the band (every |x_i - tau| > eps along a slice): the hard mask exactly
+    z = x if sp.largest else -x
+    v = z.sort(sp.dim, descending=True).values
+    tau = (v.narrow(sp.dim, sp.k - 1, 1) + v.narrow(sp.dim, sp.k, 1)) / 2
+    clear = (z - tau).abs() > EPS * 1.01
+    if sp.id == "seed_sparse_attention":   # the normalisation mixes a row: the whole row must be clear
+        clear = clear.all(sp.dim, keepdim=True).expand_as(x)
+    assert clear.any() and (~clear).any()
+    assert_bitwise(y[clear], hard[clear])
+
+
+def test_topk_mask_jacobian_goes_through_tau():
+    """y_i = clamp((x_i - tau)/(2eps) + 1/2): d y_i / d x_j = (delta_ij - [j is x_(k)]/2 - [j is x_(k+1)]/2) / (2 eps)."""
+    eps = 0.1
+    model = Outer(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0))
+    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    x = torch.tensor([0.1, 0.2, 0.0, 0.3, -1.0])   # x_(2) = 0.2 (index 1), x_(3) = 0.1 (index 0), tau = 0.15
+    torch.testing.assert_close(gm(x), torch.tensor([0.25, 0.75, 0.0, 1.0, 0.0]))
+    jac = torch.autograd.functional.jacobian(gm, x)
+    k = 1 / (2 * eps)
+    expected = torch.zeros(5, 5)
+    for i in (0, 1):   # the two elements inside the band
+        expected[i, i] += k
+        expected[i, 1] -= k / 2
+        expected[i, 0] -= k / 2
+    torch.testing.assert_close(jac, expected)
+    # the smallest k: z = -x, signs flipped
+    model = Outer(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1, largest=False).indices, 1.0))
+    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    torch.testing.assert_close(torch.autograd.functional.jacobian(gm, -x), -expected)
+
+
+@pytest.mark.parametrize("sp", TOPKS, ids=TOP_IDS)
+def test_topk_mask_gradients_against_reference(sp: Top):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(*sp.shape, generator=g) * 0.2 + 1.0   # positive scores (the seed normalises by their sum)
+    w = torch.randn(*sp.shape, generator=g)
+    x = x0.clone().requires_grad_(True)
+    (gm(x) * w).sum().backward()
+    xr = x0.clone().double().requires_grad_(True)
+    (topk_model_reference(sp, xr, EPS) * w.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-4)
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sp", TOPKS, ids=TOP_IDS)
+def test_topk_mask_hard_mode(sp: Top):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=0.3, mode="hard", verbose=False)
+    (node,) = sll_nodes(gm)
+    assert node.kwargs["mode"] == "hard"
+    with torch.no_grad():
+        for i, x in enumerate(_topk_inputs(sp.shape)):
+            assert_bitwise(gm(x), model(x), f"{sp.id} input {i}")
+    x = (torch.randn(*sp.shape, generator=torch.Generator().manual_seed(9)) * 0.3 + 1).requires_grad_(True)
+    (gm(x) * torch.randn(*sp.shape, generator=torch.Generator().manual_seed(10))).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sp", TOPKS, ids=TOP_IDS)
+def test_topk_mask_export_hard_round_trip(sp: Top):
+    model = Outer(sp.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert not sll_nodes(hard)
+    (entry,) = hard.sll_report.entries
+    assert entry.sll_op == "sll.topk_mask" and hard.sll_report.remaining == 0
+    with torch.no_grad():
+        for i, x in enumerate(_topk_inputs(sp.shape)):
+            assert_bitwise(hard(x), model(x), f"{sp.id} input {i}")
+            assert_bitwise(hard(x.double()), model(x.double()), f"{sp.id} float64 input {i}")
+
+
+def test_seed_sparse_attention_trains_its_scores():
+    """The seed's scenario 8: the scores before the top-k mask get a gradient through the mask's boundary."""
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return sparse_attention(self.q(x).exp(), top_k=3)
+
+    torch.manual_seed(0)
+    model = Attn()
+    gm = sll_fx.linearize_module(model, eps=0.5, verbose=False)
+    assert [e.replacement for e in gm.sll_report.entries] == ["sll.topk_mask"]
+    x = torch.randn(16, 4)
+    gm(x)[:, 0].sum().backward()
+    assert model.q.weight.grad is not None and model.q.weight.grad.abs().sum() > 0
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(x), model(x))
+
+
+@pytest.mark.parametrize("row,k", [
+    ([INF, INF, 0.0, 0.0], 2),           # the k-th largest is +inf
+    ([INF, 1.0, 0.0, -1.0], 1),
+    ([3.0, 2.0, -INF, -INF], 2),         # the (k+1)-th largest is -inf (a -inf-masked row)
+    ([5.0, -INF, -INF, -INF], 1),
+    ([INF, 0.0, 2.0, 1.0], 2),           # +inf above a finite boundary
+    ([-INF, 0.0, 2.0, 1.0], 2),          # -inf below a finite boundary
+], ids=["kth_is_inf", "k1_inf", "next_is_neg_inf", "k1_rest_neg_inf", "inf_above", "neg_inf_below"])
+def test_topk_mask_infinite_values_give_the_hard_mask(row, k):
+    """SLL_MATH.md: +-inf gives what the hard op gives; these rows have no element within eps of tau."""
+    model = Outer(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, k, -1).indices, 1.0))
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.tensor([row])
+    assert_bitwise(gm(x), model(x), f"{row}, k={k}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), n=st.integers(2, 6), rows=st.integers(1, 4))
+def test_random_argmax_topk_round_trip(data, n, rows):
+    """Random values from a small grid (ties everywhere, +-inf, NaN): export_hard and mode="hard" are exact."""
+    k = data.draw(st.integers(1, n - 1))
+    vals = data.draw(st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, INF, -INF, NAN]),
+                              min_size=n * rows, max_size=n * rows))
+    x = torch.tensor(vals, dtype=torch.float32).reshape(rows, n)
+
+    def fn(m, x):
+        return (torch.zeros_like(x).scatter(-1, torch.topk(x, k, -1).indices, 1.0) * 3
+                + F.one_hot(x.argmax(-1), n).float() + F.one_hot(x.argmin(0), rows).float().sum(0).mean())
+
+    model = Outer(fn)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert gm.sll_report.counts == {"found": 3, "rewritten": 3, "hard": 0}
+    hard = sll_fx.export_hard(gm, verbose=False)
+    hard_mode = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    with torch.no_grad():
+        ref = model(x)
+        assert_bitwise(hard(x), ref)
+        assert_bitwise(hard_mode(x), ref)
+
+
+# ========================================================================================
+# 5. index uses that stay hard, with the reason
+# ========================================================================================
+
+@dataclass
+class Left:
+    id: str
+    fn: Callable
+    entries: list      # (op, fragment of the reason), in any order
+
+
+def _topk_gather(m, x):
+    _, idx = x.topk(2, -1)
+    return x.gather(-1, idx)
+
+
+LEFT_HARD = [
+    Left("argmax_as_index", lambda m, x: x[torch.arange(x.shape[0]), x.argmax(-1)],
+         [("Tensor.argmax", "getitem")]),
+    Left("torch_argmax_as_index", lambda m, x: x[torch.arange(6), torch.argmax(x, dim=1)],
+         [("torch.argmax", "getitem")]),
+    Left("argmax_gather", lambda m, x: x.gather(-1, x.argmax(-1, keepdim=True)), [("Tensor.argmax", "gather")]),
+    Left("argmin_gather", lambda m, x: torch.gather(x, 1, torch.argmin(x, 1, keepdim=True)),
+         [("torch.argmin", "gather")]),
+    Left("topk_indices_gather", lambda m, x: x.gather(-1, torch.topk(x, 2, -1).indices), [("torch.topk", "gather")]),
+    Left("topk_tuple_gather", _topk_gather, [("Tensor.topk", "gather")]),
+    Left("one_hot_without_num_classes", lambda m, x: F.one_hot(x.argmax(-1)).float(),
+         [("Tensor.argmax", "one_hot"), ("torch.one_hot", "num_classes")]),
+    Left("one_hot_argmax_keepdim", lambda m, x: F.one_hot(x.argmax(-1, keepdim=True), 5).float(),
+         [("Tensor.argmax", "one_hot"), ("torch.one_hot", "keepdim")]),
+    Left("scatter_value_two", lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 2.0),
+         [("torch.topk", "scatter"), ("Tensor.scatter", "not 1")]),
+    Left("scatter_onto_ones", lambda m, x: torch.ones_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0),
+         [("torch.topk", "scatter"), ("Tensor.scatter", "zeros_like")]),
+    Left("where_on_integer_comparison", lambda m, x: torch.where(x.long() > 0, x, -x),
+         [("x > t", "integer"), ("torch.where", "stays hard")]),
+]
+
+
+@pytest.mark.parametrize("case", LEFT_HARD, ids=[c.id for c in LEFT_HARD])
+def test_index_uses_left_hard_with_reason(case: Left):
+    model = Outer(case.fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    report = gm.sll_report
+    assert not sll_nodes(gm), gm.code
+    assert report.counts["rewritten"] == 0 and report.counts["hard"] == len(case.entries), str(report)
+    for op, fragment in case.entries:
+        (entry,) = [e for e in report.entries if e.op == op]
+        assert entry.replacement is None and entry.eps is None
+        assert fragment in entry.reason, entry.reason
+        assert "left hard" in entry.reason or "stays hard" in entry.reason, entry.reason
+        assert entry.module == "body"
+        first = case.fn.__code__.co_firstlineno
+        assert entry.source in {f"{THIS_FILE}:{first + i}" for i in range(3)}, entry.source
+    assert "(hard)" in str(report)
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(6, 5, generator=g), torch.tensor([[0.0, 1.0, 1.0, -INF, INF]] * 6),
+          torch.randint(0, 2, (6, 5), generator=g).float()]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert hard.sll_report.entries == []
+    with torch.no_grad():
+        for x in xs:
+            assert_bitwise(gm(x), model(x), case.id)
+            assert_bitwise(hard(x), model(x), case.id)
+
+
+def _argmax_shared(m, x):
+    idx = x.argmax(-1)
+    return F.one_hot(idx, 5).float() * x[torch.arange(6), idx].unsqueeze(-1)
+
+
+def _topk_shared(m, x):
+    idx = torch.topk(x, 2, -1).indices
+    return torch.zeros_like(x).scatter(-1, idx, 1.0) * x.gather(-1, idx).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("fn,op,use", [(_argmax_shared, "Tensor.argmax", "getitem"),
+                                       (_topk_shared, "torch.topk", "gather")],
+                         ids=["argmax_index_also_used_as_index", "topk_indices_also_gathered"])
+def test_shared_index_other_use_is_reported(fn, op, use):
+    """The one_hot / scatter use is rewritten; the same indices' other use stays hard and must be reported."""
+    model = Outer(fn)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert len(sll_nodes(gm)) == 1
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(1))
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    hard_entries = [e for e in gm.sll_report.entries if not e.rewritten]
+    assert any(e.op == op and use in e.reason for e in hard_entries), str(gm.sll_report)
+
+
+# ========================================================================================
+# 6. opcheck of the three new ops
+# ========================================================================================
+
+def _x():
+    return (torch.randn(3, 5, generator=torch.Generator().manual_seed(2)) * 0.3).requires_grad_(True)
+
+
+def _s():
+    return torch.rand(3, 5, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+
+
+OPCHECK_CASES = [
+    ("select.where", torch.ops.sll.select.default, lambda: (_s(), _x(), _x() * 2), {"op": "where"}),
+    ("select.masked_fill", torch.ops.sll.select.default, lambda: (_s(), torch.tensor(0.5), _x()),
+     {"op": "masked_fill"}),
+    ("select.ScalarSelf", torch.ops.sll.select.ScalarSelf, lambda: (_s(), 0.5, _x()), {"op": "masked_fill"}),
+    ("select.ScalarOther", torch.ops.sll.select.ScalarOther, lambda: (_s(), _x(), -1.0), {"op": "where"}),
+    ("select.Scalar", torch.ops.sll.select.Scalar, lambda: (_s(), 1.0, 0.0), {}),
+    ("argmax_onehot.last", torch.ops.sll.argmax_onehot.default, lambda: (_x(), -1, 5), {"eps": 0.3}),
+    ("argmax_onehot.dim0_wider", torch.ops.sll.argmax_onehot.default, lambda: (_x(), 0, 4), {"eps": 0.3}),
+    ("argmin_onehot", torch.ops.sll.argmax_onehot.default, lambda: (_x(), 1, 5), {"eps": 0.3, "largest": False}),
+    ("topk_mask.last", torch.ops.sll.topk_mask.default, lambda: (_x(), 2, -1), {"eps": 0.3}),
+    ("topk_mask.dim0_smallest", torch.ops.sll.topk_mask.default, lambda: (_x(), 1, 0),
+     {"eps": 0.3, "largest": False}),
+]
+
+
+OPCHECK_RUNS = [(name, op, args, {**kw, "mode": mode} if "eps" in kw else kw)
+                for name, op, args, kw in OPCHECK_CASES for mode in (("linear", "hard") if "eps" in kw else (None,))]
+
+
+@pytest.mark.parametrize("name,op,args,kwargs", OPCHECK_RUNS,
+                         ids=[f"{c[0]}-{c[3].get('mode', 'nomode')}" for c in OPCHECK_RUNS])
+def test_opcheck_new_ops(name, op, args, kwargs):
+    torch.library.opcheck(op, args(), kwargs)
+
+
+def test_every_overload_of_the_new_ops_is_opchecked():
+    covered = {str(c[1]) for c in OPCHECK_CASES}
+    for name in ("select", "argmax_onehot", "topk_mask"):
+        packet = getattr(torch.ops.sll, name)
+        for overload in packet.overloads():
+            assert str(getattr(packet, overload)) in covered, (name, overload)

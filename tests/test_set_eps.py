@@ -1,0 +1,403 @@
+"""Tests of ``sll_fx.set_eps``: changing the band half-width of a linearized model in place.
+
+``set_eps(gm, eps, where=None)`` sets the ``eps`` keyword of the selected sll nodes (``where``: all,
+a rule kind or group, a submodule name, a node name, an ``nn.Module`` type or a predicate), so
+that the forward and the gradients use it (slope ``1/(2 eps)``); it returns the node names and
+keeps the report current; an eps too wide for a selected node is an ``EpsError`` naming the node,
+raised before any node changes; a ``where`` that selects nothing is a ``ValueError``; it works
+repeatedly (an annealing loop) on the same GraphModule, without retracing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.ops import is_sll_target
+from sll_fx.rules import sll_op_name
+from sll_fx.tracer import module_of
+
+INF, NAN = float("inf"), float("nan")
+
+
+class Leaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor(0.2))
+
+    def forward(self, x):
+        return torch.round(x) + (x > self.t).float() + torch.sign(x)
+
+
+class Net(nn.Module):
+    """enc, enc2 (a sibling whose name starts with "enc"), dec: Leafs; top level: a where on a comparison,
+    one_hot(argmax), a top-k mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = Leaf()
+        self.enc2 = Leaf()
+        self.dec = Leaf()
+
+    def forward(self, x):
+        h = self.enc(x) + self.enc2(x) + self.dec(x)
+        return (h + torch.where(x > 0.1, x, -x) + F.one_hot(x.argmax(-1), 4).float()
+                + torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0))
+
+
+def sll_nodes(gm) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+
+
+def eps_nodes(gm) -> list[fx.Node]:
+    return [n for n in sll_nodes(gm) if "eps" in n.kwargs]
+
+
+def eps_of(gm) -> dict:
+    return {n.name: n.kwargs["eps"] for n in eps_nodes(gm)}
+
+
+def kind(n: fx.Node) -> str:
+    op = sll_op_name(n.target)
+    return n.args[2] if op == "compare" else op
+
+
+def entry_eps(gm) -> dict:
+    return {e.node: e.eps for e in gm.sll_report.entries}
+
+
+def snapshot(gm):
+    return eps_of(gm), entry_eps(gm), gm.code, [n.name for n in gm.graph.nodes]
+
+
+def make(eps=0.1, mode="linear"):
+    model = Net()
+    return model, sll_fx.linearize_module(model, eps, mode=mode, verbose=False)
+
+
+X = torch.tensor([[0.0, 0.5, -0.5, 0.2], [0.21, 0.19, 1.0, 0.1], [1.49, -2.5, 0.3, 0.05],
+                  [INF, -INF, NAN, 0.0], [0.12, 0.09, 0.7, 0.71]])
+
+
+def assert_bitwise(a, b, what=""):
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    na, nb = torch.isnan(a), torch.isnan(b)
+    assert torch.equal(na, nb), what
+    assert torch.equal(a[~na], b[~na]), f"{what}\n{a}\n{b}"
+    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~na])), what
+
+
+# ----------------------------------------------------------------------------------------
+# selecting nodes
+# ----------------------------------------------------------------------------------------
+
+def test_set_eps_everywhere_returns_names_and_updates_nodes_code_and_report():
+    model, gm = make(0.1)
+    ident, graph_id = id(gm), id(gm.graph)
+    names = sll_fx.set_eps(gm, 0.2)
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+    assert sorted(names) == sorted(n.name for n in eps_nodes(gm))
+    assert len(names) == 12   # 3 x (round, compare, sign) + compare of the where + argmax_onehot + topk_mask
+    assert set(eps_of(gm).values()) == {0.2}
+    assert "eps = 0.2" in gm.code and "eps = 0.1" not in gm.code
+    assert id(gm) == ident and id(gm.graph) == graph_id
+    for e in gm.sll_report.rewritten:
+        if e.replacement != "sll.select(where)":
+            assert e.eps == 0.2, e
+    # modes untouched
+    assert {n.kwargs["mode"] for n in eps_nodes(gm)} == {"linear"}
+
+
+def test_set_eps_everywhere_also_updates_the_selection_entries():
+    """The where's entry reports its band (its comparison's eps): it must follow set_eps too."""
+    model, gm = make(0.1)
+    sll_fx.set_eps(gm, 0.2)
+    assert {e.eps for e in gm.sll_report.rewritten} == {0.2}, str(gm.sll_report)
+
+
+def test_where_kind_and_group():
+    model, gm = make(0.1)
+    rounds = sorted(n.name for n in eps_nodes(gm) if kind(n) == "round")
+    assert sorted(sll_fx.set_eps(gm, 0.3, where="round")) == rounds
+    for n in eps_nodes(gm):
+        assert n.kwargs["eps"] == (0.3 if kind(n) == "round" else 0.1), n
+    compares = sorted(n.name for n in eps_nodes(gm) if kind(n) in ("gt", "ge", "lt", "le"))
+    assert len(compares) == 4
+    assert sorted(sll_fx.set_eps(gm, 0.25, where="compare")) == compares
+    assert sorted(sll_fx.set_eps(gm, 0.05, where="gt")) == compares   # all four are gt here
+    assert sll_fx.set_eps(gm, 0.4, where="argmax_onehot") == [n.name for n in eps_nodes(gm)
+                                                               if kind(n) == "argmax_onehot"]
+    assert sll_fx.set_eps(gm, 0.35, where="topk_mask") == [n.name for n in eps_nodes(gm) if kind(n) == "topk_mask"]
+    expected = {"round": 0.3, "gt": 0.05, "sign": 0.1, "argmax_onehot": 0.4, "topk_mask": 0.35}
+    for n in eps_nodes(gm):
+        assert n.kwargs["eps"] == expected[kind(n)], n
+    # the report follows, entry by entry
+    for e in gm.sll_report.rewritten:
+        if e.replacement.startswith("sll.round"):
+            assert e.eps == 0.3
+        if e.replacement.startswith("sll.sign"):
+            assert e.eps == 0.1
+
+
+def test_where_submodule_name_covers_descendants_only():
+    model, gm = make(0.1)
+    names = sll_fx.set_eps(gm, 0.3, where="enc")
+    assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) == "enc")
+    assert len(names) == 3
+    for n in eps_nodes(gm):
+        assert n.kwargs["eps"] == (0.3 if module_of(n) == "enc" else 0.1), n   # enc2 is not below enc
+    for e in gm.sll_report.rewritten:
+        if e.replacement != "sll.select(where)":
+            assert e.eps == (0.3 if e.module == "enc" else 0.1), e
+
+
+def test_where_node_name_of_the_sll_node():
+    model, gm = make(0.1)
+    node = next(n for n in eps_nodes(gm) if kind(n) == "round" and module_of(n) == "dec")
+    assert sll_fx.set_eps(gm, 0.45, where=node.name) == [node.name]
+    assert eps_of(gm) == {n.name: (0.45 if n is node else 0.1) for n in eps_nodes(gm)}
+    (entry,) = [e for e in gm.sll_report.entries if e.node == node.meta["sll_entry"]]
+    assert entry.eps == 0.45
+    assert {e.eps for e in gm.sll_report.rewritten if e is not entry and e.replacement != "sll.select(where)"} \
+        == {0.1}
+
+
+def test_where_node_name_as_the_report_shows_it():
+    """The report lists nodes by their traced names (``round_1``); those names select them too."""
+    model, gm = make(0.1)
+    entry = next(e for e in gm.sll_report.entries if e.op == "torch.round" and e.module == "dec")
+    names = sll_fx.set_eps(gm, 0.45, where=entry.node)
+    (node,) = [n for n in eps_nodes(gm) if n.meta.get("sll_entry") == entry.node]
+    assert names == [node.name]
+    assert node.kwargs["eps"] == 0.45
+
+
+def test_where_type_and_predicate():
+    model, gm = make(0.1)
+    names = sll_fx.set_eps(gm, 0.3, where=Leaf)
+    assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) in ("enc", "enc2", "dec"))
+    assert len(names) == 9
+    for n in eps_nodes(gm):
+        assert n.kwargs["eps"] == (0.3 if module_of(n) else 0.1)
+
+    seen = []
+
+    def pick(node):
+        seen.append(node)
+        return module_of(node) == "" and kind(node) in ("argmax_onehot", "topk_mask")
+
+    names = sll_fx.set_eps(gm, 0.05, where=pick)
+    assert len(names) == 2
+    assert all(isinstance(n, fx.Node) for n in seen)
+    for n in eps_nodes(gm):
+        expected = 0.05 if n.name in names else 0.3 if module_of(n) else 0.1
+        assert n.kwargs["eps"] == expected, n
+
+
+@pytest.mark.parametrize("where", ["select", "where"])
+def test_where_selection_kinds_set_the_selection_band(where):
+    """"select" is a kind group (config.KIND_GROUPS) and "where" a kind: they name the where's band."""
+    model, gm = make(0.1)
+    cmp = next(n for n in eps_nodes(gm) if kind(n) == "gt" and module_of(n) == "")
+    assert any(u.op == "call_function" and sll_op_name(u.target) == "select" for u in cmp.users)
+    sll_fx.set_eps(gm, 0.3, where=where)
+    assert cmp.kwargs["eps"] == 0.3
+    assert {e.eps for e in gm.sll_report.rewritten if e.module == "" and e.op in ("x > t", "torch.where")} == {0.3}
+
+
+@pytest.mark.parametrize("where", ["nonexistent", "enc.x", "encoder", nn.Conv2d, (lambda n: False), "trunc"],
+                         ids=["name", "deeper_name", "prefix_not_path", "type", "predicate", "absent_kind"])
+def test_where_selecting_nothing_is_a_value_error(where):
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(ValueError) as info:
+        sll_fx.set_eps(gm, 0.2, where=where)
+    if isinstance(where, str):
+        assert where in str(info.value)
+    assert snapshot(gm) == before
+
+
+def test_where_non_module_type_is_a_value_error():
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(ValueError):
+        sll_fx.set_eps(gm, 0.2, where=int)
+    assert snapshot(gm) == before
+
+
+# ----------------------------------------------------------------------------------------
+# limits: all or nothing
+# ----------------------------------------------------------------------------------------
+
+def test_eps_too_wide_for_round_raises_naming_the_node_and_changes_nothing():
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    rounds = [n.name for n in eps_nodes(gm) if kind(n) == "round"]
+    with pytest.raises(sll_fx.EpsError) as info:
+        sll_fx.set_eps(gm, 0.7)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert any(f"'{name}'" in msg for name in rounds), msg
+    assert "round" in msg and "0.5" in msg and "0.7" in msg
+    assert snapshot(gm) == before           # the signs, comparisons ... did not change either
+    y = gm(X)
+    with pytest.raises(sll_fx.EpsError):
+        sll_fx.set_eps(gm, 0.7, where="enc")
+    assert snapshot(gm) == before
+    assert_bitwise(gm(X), y)
+    # 0.7 is fine where no round is selected
+    assert len(sll_fx.set_eps(gm, 0.7, where="sign")) == 3
+    assert sll_fx.set_eps(gm, 0.5, where="round") == rounds    # the limit itself is allowed
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.1, NAN, INF, "0.1", None, True], ids=str)
+def test_bad_eps_raises_and_changes_nothing(eps):
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(sll_fx.EpsError):
+        sll_fx.set_eps(gm, eps)
+    assert snapshot(gm) == before
+
+
+# ----------------------------------------------------------------------------------------
+# the forward and the gradients use the new eps
+# ----------------------------------------------------------------------------------------
+
+class One(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.t = nn.Parameter(torch.tensor(0.3))
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _slope(gm, x0) -> torch.Tensor:
+    x = torch.tensor(x0, requires_grad=True)
+    gm(x).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("fn,x0,slope", [
+    (lambda m, x: torch.sign(x), [0.0, 0.01], lambda e: [1 / e, 1 / e]),
+    (lambda m, x: torch.round(x), [0.5, 1.52], lambda e: [1 / (2 * e)] * 2),
+    (lambda m, x: torch.floor(x), [1.0, -2.01], lambda e: [1 / (2 * e)] * 2),
+    (lambda m, x: (x > m.t).float(), [0.3, 0.32], lambda e: [1 / (2 * e)] * 2),
+    (lambda m, x: (x <= m.t).float(), [0.3, 0.29], lambda e: [-1 / (2 * e)] * 2),
+    (lambda m, x: torch.where(x > m.t, 3 * torch.ones_like(x), -torch.ones_like(x)), [0.3, 0.31],
+     lambda e: [4 / (2 * e)] * 2),
+    (lambda m, x: x.masked_fill(x < m.t, 1.3), [0.3, 0.3], lambda e: [0.5 - (1.3 - 0.3) / (2 * e)] * 2),
+], ids=["sign", "round", "floor", "gt", "le", "where", "masked_fill"])
+def test_slope_follows_eps(fn, x0, slope):
+    model = One(fn)
+    gm = sll_fx.linearize_module(model, 0.1, verbose=False)
+    torch.testing.assert_close(_slope(gm, x0), torch.tensor(slope(0.1)))
+    sll_fx.set_eps(gm, 0.25)
+    torch.testing.assert_close(_slope(gm, x0), torch.tensor(slope(0.25)))
+    sll_fx.set_eps(gm, 0.02)
+    torch.testing.assert_close(_slope(gm, x0), torch.tensor(slope(0.02)))
+
+
+def test_threshold_gradient_and_forward_value_follow_eps():
+    model = One(lambda m, x: (x > m.t).float())
+    gm = sll_fx.linearize_module(model, 0.1, verbose=False)
+    x = torch.tensor([0.35])
+    torch.testing.assert_close(gm(x), torch.tensor([0.75]))
+    sll_fx.set_eps(gm, 0.25)
+    torch.testing.assert_close(gm(x), torch.tensor([0.6]))
+    gm(x).sum().backward()
+    torch.testing.assert_close(model.t.grad, torch.tensor(-1 / 0.5))
+
+
+def test_argmax_and_topk_slopes_follow_eps():
+    argmax = sll_fx.linearize_module(One(lambda m, x: F.one_hot(x.argmax(-1), 3).float()), 0.1, verbose=False)
+    topk = sll_fx.linearize_module(
+        One(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 1, -1).indices, 1.0)), 0.1, verbose=False)
+    x = torch.tensor([1.0, 0.99, -1.0])
+    for eps in (0.1, 0.3, 0.05):
+        if eps != 0.1:
+            sll_fx.set_eps(argmax, eps)
+            sll_fx.set_eps(topk, eps)
+        k = 1 / (2 * eps)
+        jac = torch.autograd.functional.jacobian(argmax, x)
+        torch.testing.assert_close(jac[0, :2], torch.tensor([k, -k]))
+        torch.testing.assert_close(jac[1, :2], torch.tensor([-k, k]))
+        # top-1 mask: tau = (x_0 + x_1) / 2, so d y_0 / d x_0 = k - k/2, d y_0 / d x_1 = -k/2
+        jac = torch.autograd.functional.jacobian(topk, x)
+        torch.testing.assert_close(jac[0, :2], torch.tensor([k / 2, -k / 2]))
+        torch.testing.assert_close(argmax(x)[:2], torch.tensor([0.5 + 0.01 * k, 0.5 - 0.01 * k]))
+
+
+def test_hard_mode_boxcar_width_follows_eps():
+    model = One(lambda m, x: torch.round(x))
+    gm = sll_fx.linearize_module(model, 0.1, mode="hard", verbose=False)
+    x0 = [0.5 + 0.15, 1.5 - 0.15, 2.0]
+    torch.testing.assert_close(_slope(gm, x0), torch.tensor([0.0, 0.0, 0.0]))
+    sll_fx.set_eps(gm, 0.2)
+    torch.testing.assert_close(_slope(gm, x0), torch.tensor([2.5, 2.5, 0.0]))
+    assert {n.kwargs["mode"] for n in eps_nodes(gm)} == {"hard"}
+    xs = torch.tensor([0.5, 1.5, 2.5, -0.5, 0.65, 0.35, INF, -INF, NAN, -0.0])
+    assert_bitwise(gm(xs), model(xs))
+
+
+# ----------------------------------------------------------------------------------------
+# annealing: repeatedly, in place
+# ----------------------------------------------------------------------------------------
+
+def test_annealing_loop_without_retracing():
+    torch.manual_seed(0)
+    model = Net()
+    gm = sll_fx.linearize_module(model, eps=0.3, verbose=False)
+    ident, graph_id = id(gm), id(gm.graph)
+    node_names = [n.name for n in gm.graph.nodes]
+    params = [id(p) for p in model.parameters()]
+    assert [id(p) for p in gm.parameters()] == params
+    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 4, generator=g)
+    target = torch.randn(32, 4, generator=g)
+    probe = One(lambda m, x: (x > m.t).float())
+    probe_gm = sll_fx.linearize_module(probe, eps=0.3, verbose=False)
+    steps = 10
+    for step in range(steps):
+        eps = 0.3 * (0.05 / 0.3) ** (step / (steps - 1))
+        names = sll_fx.set_eps(gm, eps)
+        sll_fx.set_eps(probe_gm, eps)
+        assert len(names) == 12
+        assert all(math.isclose(v, eps) for v in eps_of(gm).values())
+        assert all(math.isclose(e.eps, eps) for e in gm.sll_report.rewritten
+                   if e.replacement != "sll.select(where)")
+        opt.zero_grad()
+        loss = ((gm(x) - target) ** 2).mean()
+        loss.backward()
+        assert math.isfinite(loss.item())
+        opt.step()
+        # the slope at the threshold is 1/(2 eps) at every step
+        torch.testing.assert_close(_slope(probe_gm, [float(probe.t.detach())]), torch.tensor([1 / (2 * eps)]))
+        assert id(gm) == ident and id(gm.graph) == graph_id
+        assert [n.name for n in gm.graph.nodes] == node_names
+        assert [id(p) for p in gm.parameters()] == params
+    assert math.isclose(next(iter(eps_of(gm).values())), 0.05)
+    # the trained thresholds are the model's; the export is the model, bit for bit
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert_bitwise(hard(X), model(X))
+
+
+def test_copies_are_independent_and_keep_their_eps():
+    model, gm = make(0.1)
+    clone = copy.deepcopy(gm)
+    sll_fx.set_eps(clone, 0.3)
+    assert set(eps_of(gm).values()) == {0.1}
+    assert set(eps_of(clone).values()) == {0.3}
+    again = pickle.loads(pickle.dumps(clone))
+    assert set(eps_of(again).values()) == {0.3}
+    assert_bitwise(again(X), clone(X))
+    assert not torch.equal(torch.nan_to_num(clone(X)), torch.nan_to_num(gm(X)))
