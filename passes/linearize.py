@@ -9,7 +9,11 @@ by a selection.  Afterwards the pass checks its guarantee: every elementwise or 
 node that is still in the graph is reported as left hard (or sits in a skipped submodule).
 
 Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
-by submodule type, by rule kind, then the default).
+by submodule type, by rule kind, then the default).  The eps is checked here, in Python, and
+stored in a non-persistent 0-dim float64 buffer ``_sll_eps_<node>`` of the GraphModule that the
+node reads through a ``get_attr`` node (:func:`sll_fx.annealing.eps_input`): eps is then an
+input of the graph, not a constant in its code, so ``set_eps`` changes it in place and
+``torch.compile`` does not recompile for a new value (``sll_fx/annealing.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import dtypes, rules
+from sll_fx.annealing import eps_device, eps_input
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
 from sll_fx.ops import DEFAULT_EPS, check_eps, is_sll_target
@@ -42,8 +47,9 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     before = sum(is_sll_target(n.target) for n in gm.graph.nodes)
     surrogates: dict[Node, Node] = {}
+    device = eps_device(gm)  # (before the first eps buffer is added)
     for step in plan:
-        _apply(gm, step, surrogates)
+        _apply(gm, step, surrogates, device)
     gm.graph.lint()
     gm.recompile()
     report = RewriteReport([s.entry for s in plan], mode=config.mode)
@@ -251,7 +257,7 @@ class _Planner:
 
 # --- applying a step --------------------------------------------------------------------------
 
-def _apply(gm: GraphModule, step: _Step, surrogates: dict) -> None:
+def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device) -> None:
     if not step.rewrites:
         return
     graph, node, rule = gm.graph, step.node, step.rule
@@ -272,6 +278,9 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict) -> None:
         new = graph.call_function(rule.target, args, kwargs)
     new.meta.update(node.meta)
     new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
+    if "eps" in kwargs:  # checked by the planner; from here on a buffer of gm (set_eps fills it)
+        eps_input(gm, new, eps, device).meta.update(
+            {k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
     if pattern == "cast":
         surrogates[node] = new
         for cast in step.casts:

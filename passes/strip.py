@@ -5,6 +5,13 @@ uses.  A comparison returns as the bare comparison when all its users are the us
 own float casts (what ``linearize_pass`` leaves), else as ``ops.hard_compare`` (the
 explicit ``sll_fx.threshold``).  Guarantee, checked: no node targets the ``sll``
 namespace afterwards.
+
+The hard ops are written at the graph's level (``Rule.emit_hard``): an sll node that is an
+``OpOverload`` (``torch.ops.sll.round.default``: a graph from ``torch.export``) comes back as
+aten overloads (``aten.round.default``; a comparison as ``aten.gt.Scalar``, with
+``aten._to_copy`` to the sll node's dtype where ``hard_compare`` is needed), so the result
+exports again as it is.  Export's ``aten._assert_tensor_metadata`` nodes pin the dtypes of the
+linearized graph (an sll comparison is float, the restored one bool): they are dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import torch
 from torch.fx import GraphModule
 from torch.fx.passes.infra.pass_base import PassResult
 
-from sll_fx import ops, rules
+from sll_fx import exported, ops, rules
+from sll_fx.annealing import drop_unused_eps
 from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
@@ -31,18 +39,20 @@ def strip_pass(gm: GraphModule) -> PassResult:
         except LookupError as e:
             raise RewriteError(f"export_hard: node '{node.name}' targets {node.target}, which no rule strips: {e}")
         if rule.pattern == "cast" and not all(_takes_bool(u, node) for u in node.users):
-            with graph.inserting_before(node):  # an explicit sll_fx.threshold: its own float result
-                new = graph.call_function(ops.hard_compare, (*node.args[:2], rule.cmp))
+            new = _hard_compare(graph, node, rule)  # an explicit sll_fx.threshold: its own float result
         else:
             if rule.pattern == "mask" and not _is_comparison(node.args[0]):
                 raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
                                    f"'{node.args[0]}', not from an sll.compare node")
             new = rule.emit_hard(graph, node)
-        new.meta.update(node.meta)
+        new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})  # not its dtype
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(new),
                                   module=module_of(new), source=source_of(new)))
+    if entries:
+        exported.drop_metadata_asserts(graph)
+    drop_unused_eps(gm)  # the eps buffers (and get_attr nodes) of linearize_module that nothing reads now
     graph.lint()
     gm.recompile()
     remaining = [n.name for n in graph.nodes if n.op == "call_function" and ops.is_sll_target(n.target)]
@@ -53,23 +63,47 @@ def strip_pass(gm: GraphModule) -> PassResult:
 
 
 def _takes_bool(user, node) -> bool:
-    """Users after which a comparison may come back as a bare bool: the user's float casts, sll.select."""
+    """Users after which a comparison may come back as a bare bool: the user's casts (torch- or aten-level;
+    a cast of the bool gives what the cast of the 0/1 floats gave), sll.select, export's dtype asserts."""
     if user.op == "call_method" and user.target in rules.FLOAT_CASTS and user.args[:1] == (node,):
         return True
-    return user.op == "call_function" and ops.is_sll_target(user.target) and \
-        rules.sll_op_name(user.target) == "select" and user.args[:1] == (node,)
+    if user.op != "call_function" or user.args[:1] != (node,):
+        return False
+    target = exported.hashable_target(user)
+    if target in rules.ATEN_CASTS or target in rules.ATEN_METADATA_ASSERTS:
+        return True
+    return ops.is_sll_target(user.target) and rules.sll_op_name(user.target) == "select"
+
+
+def _hard_compare(graph, node, rule):
+    """``ops.hard_compare`` for an sll comparison; at aten level the comparison and an ``aten._to_copy``
+    to the sll node's dtype (known from export's fake value)."""
+    val = node.meta.get("val")
+    if rules.is_aten_level(node) and isinstance(val, torch.Tensor):
+        bare = rule.emit_hard(graph, node)
+        with graph.inserting_before(node):
+            return graph.call_function(torch.ops.aten._to_copy.default, (bare,), {"dtype": val.dtype})
+    with graph.inserting_before(node):
+        return graph.call_function(ops.hard_compare, (*node.args[:2], rule.cmp))
 
 
 def _is_comparison(node) -> bool:
-    return getattr(node, "op", None) == "call_function" and getattr(node.target, "__name__", "") in rules.COMPARISONS
+    if getattr(node, "op", None) not in ("call_function", "call_method"):
+        return False
+    rule = rules.match(node)
+    return rule is not None and rule.pattern == "cast"
 
 
 def _spell(node) -> str:
-    """``torch.round(decimals=2)``, ``Tensor.scatter``: how the restored node reads."""
+    """``torch.round(decimals=2)``, ``Tensor.scatter``, ``aten.gt.Scalar``: how the restored node reads."""
     if node.op == "call_method":
         name = f"Tensor.{node.target}"
     elif node.target is ops.hard_compare:
         return f"sll_fx.ops.hard_compare(cmp={node.args[2]!r})"
+    elif isinstance(node.target, torch._ops.OpOverload):
+        name = rules.describe_target(node)
+        if node.target is torch.ops.aten._to_copy.default:  # after an aten comparison: the hard_compare
+            name = f"{rules.describe_target(node.args[0])} + {name}"
     else:
         mod = "torch.nn.functional" if node.target is torch.nn.functional.one_hot else "torch"
         name = f"{mod}.{node.target.__name__}"

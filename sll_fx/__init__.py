@@ -8,6 +8,7 @@ Where things are:
 - ``dtypes.py``   what dtype a node has, as far as the graph alone tells
 - ``tracer.py``   symbolic tracing with source lines and submodule names in errors
 - ``state.py``    keeping a GraphModule's parameters/buffers identical to the model's
+- ``precision.py`` the run-time check of eps against the spacing of the dtype an op runs in
 - ``report.py``   the rewrite and strip reports (records first, tabulate text second)
 - ``config.py``   ``SLLConfig``: eps/mode per rule kind and per submodule, rules off, submodules skipped
 - ``annealing.py`` ``set_eps``: change eps in place (schedules) without retracing
@@ -22,6 +23,7 @@ from .api import export_hard, linearize_module
 from .annealing import set_eps
 from .config import SLLConfig
 from .diagnostics import BandWarning, band_stats
+from .precision import PrecisionWarning
 from .dynamic import linearize
 
 __version__ = "0.1.0"
@@ -31,6 +33,6 @@ __all__ = [
     "linearize",
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport", "OpaqueModule",
-    "band_stats", "BandWarning",
+    "band_stats", "BandWarning", "PrecisionWarning",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError",
 ]

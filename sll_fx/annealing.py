@@ -12,6 +12,20 @@ hard model)::
 a submodule qualified name (that submodule and everything below it), a node name, an
 ``nn.Module`` type, or a predicate ``f(node) -> bool``.  Every new eps is checked against
 its op's limit before any node changes; a ``where`` that selects nothing is a ``ValueError``.
+
+**Where eps lives.**  ``linearize_module`` gives every rewritten node its own non-persistent
+0-dim float64 buffer ``_sll_eps_<node name>`` on the GraphModule that owns the node, and
+passes it to the op through a ``get_attr`` node (``torch.ops.sll.round(x, eps=_sll_eps_round)``,
+the ``eps_tensor`` overload, see ``sll_fx/ops.py``).  ``set_eps`` fills those buffers in place:
+the graph, the generated code and the GraphModule stay exactly as they are.  That is what makes
+annealing compatible with ``torch.compile``: eps is a graph input, not a constant, so a
+compiled model keeps its compiled code through any number of ``set_eps`` calls (no
+recompilation) and computes with the new value.  Non-persistent buffers are not in
+``state_dict()`` (its keys stay the model's), but they move with the module (``.to(device)``;
+note that ``.half()``/``.to(dtype)`` also cast them, as any floating buffer, rounding eps to that
+dtype).  :func:`node_eps` reads a node's current eps as a float.  Nodes written with a float
+literal eps (a hand-made graph, an explicit ``sll_fx.sign(x, 0.1)`` that was traced) have their
+literal changed instead, which recompiles that GraphModule.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Union
 
+import torch
 from torch import fx, nn
 
 from . import rules
@@ -27,6 +42,96 @@ from .ops import check_eps, is_sll_target
 from .tracer import module_of, source_of
 
 Where = Union[None, str, type, Callable[[fx.Node], bool]]
+
+#: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``)
+EPS_PREFIX = "_sll_eps_"
+
+
+def eps_device(gm: nn.Module) -> torch.device:
+    """Where new eps buffers go: the device of the module's first parameter or buffer (CPU without; not meta)."""
+    for t in (*gm.parameters(), *gm.buffers()):
+        if t.device.type != "meta":
+            return t.device
+    return torch.device("cpu")
+
+
+def eps_input(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.device | None = None) -> fx.Node:
+    """Make ``eps`` an input of sll ``node``: a buffer ``_sll_eps_<node.name>`` on ``gm`` (the GraphModule
+    owning ``node``), read by a ``get_attr`` node inserted before ``node``, which becomes ``node``'s
+    ``eps`` keyword.  ``eps`` must already be checked.  Returns the ``get_attr`` node.
+
+    The buffer is a 0-dim float64 tensor (every checked float eps exactly), non-persistent (the
+    GraphModule's ``state_dict()`` keys stay the model's), on ``device`` (default: the module's).
+    """
+    name = EPS_PREFIX + node.name
+    if hasattr(gm, name):  # a clash with an attribute of the user's: a fresh name
+        name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not hasattr(gm, f"{name}_{i}"))
+    gm.register_buffer(name, torch.tensor(float(eps), dtype=torch.float64,
+                                           device=device if device is not None else eps_device(gm)), persistent=False)
+    with gm.graph.inserting_before(node):
+        attr = gm.graph.get_attr(name)
+    node.update_kwarg("eps", attr)
+    return attr
+
+
+def _owner(gm: nn.Module | None, node: fx.Node) -> nn.Module:
+    """The GraphModule whose graph holds ``node``: ``gm`` itself, one of its submodules, or the graph's owner."""
+    if isinstance(gm, fx.GraphModule) and gm.graph is node.graph:
+        return gm
+    if gm is not None:
+        for mod in gm.modules():
+            if isinstance(mod, fx.GraphModule) and mod.graph is node.graph:
+                return mod
+    owner = getattr(node.graph, "owning_module", None)
+    if owner is None:
+        raise ValueError(f"node '{node.name}' belongs to no GraphModule (of {type(gm).__name__})")
+    return owner
+
+
+def _eps_tensor(gm: nn.Module, node: fx.Node) -> torch.Tensor | None:
+    """The buffer feeding ``node``'s eps (None for a literal eps)."""
+    value = node.kwargs.get("eps")
+    if not isinstance(value, fx.Node):
+        return None
+    if value.op != "get_attr":
+        raise TypeError(f"node '{node.name}': its eps comes from node '{value.name}' ({value.op}), not from an "
+                        "attribute of the module")
+    obj = _owner(gm, node)
+    for part in value.target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def node_eps(gm: nn.Module | None, node: fx.Node) -> float:
+    """The current eps of sll ``node`` (its buffer's value, or its literal) as a Python float.
+
+    ``gm`` is the linearized module, or any module holding the GraphModule that owns ``node``
+    (a node of a nested GraphModule is read from its own module); ``None``: the graph's owner.
+    A node without eps (``sll.select``) is a ``KeyError``.
+    """
+    if "eps" not in node.kwargs:
+        raise KeyError(f"node '{node.name}' ({node.target}) has no eps")
+    t = _eps_tensor(gm, node)
+    return float(node.kwargs["eps"]) if t is None else float(t)
+
+
+def drop_unused_eps(gm: fx.GraphModule) -> list[str]:
+    """Erase ``get_attr`` nodes of eps buffers that nothing uses any more, and those buffers.
+
+    ``export_hard`` calls it at the end of the strip pass (the hard ops take no eps); returns
+    the names of the buffers removed.  Only buffers named ``_sll_eps_*`` that no remaining
+    ``get_attr`` reads are removed.  Does not recompile ``gm``.
+    """
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr" and not node.users and node.target.rsplit(".", 1)[-1].startswith(EPS_PREFIX):
+            gm.graph.erase_node(node)
+    read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    removed = []
+    for name in [b for b in gm._buffers if b.startswith(EPS_PREFIX) and b not in read]:
+        del gm._buffers[name]
+        gm._non_persistent_buffers_set.discard(name)
+        removed.append(name)
+    return removed
 
 
 def _eps_nodes(gm: fx.GraphModule):
@@ -58,7 +163,11 @@ def _selects(where: Where, node: fx.Node) -> bool:
 
 
 def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
-    """Set eps on the selected sll nodes of ``gm``; returns their names.  Raises before changing anything."""
+    """Set eps on the selected sll nodes of ``gm``; returns their names.  Raises before changing anything.
+
+    Fills the nodes' eps buffers in place (no graph change, no recompilation, also under
+    ``torch.compile``); see the module docstring.
+    """
     if isinstance(where, type) and not issubclass(where, nn.Module):
         raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
     chosen = [(mod, node) for mod, node in _eps_nodes(gm) if _selects(where, node)]
@@ -71,14 +180,21 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
             check_eps(op, eps, node.kwargs.get("decimals", 0))
         except EpsError as e:
             raise EpsError(f"set_eps: node '{node.name}' ({source_of(node) or 'no source'}): {e}") from None
-    for _, node in chosen:
-        node.update_kwarg("eps", float(eps))
+    buffers = [(mod, node, _eps_tensor(mod, node)) for mod, node in chosen]  # raises before any change
+    literal = {}
+    with torch.no_grad():
+        for mod, node, t in buffers:
+            if t is None:  # a literal eps: edit it (that module recompiles)
+                node.update_kwarg("eps", float(eps))
+                literal[id(mod)] = mod
+            else:  # in place: the graph, the code and compiled code stay; the version counter moves
+                t.fill_(float(eps))
     changed = {(n.meta.get("sll_entry", n.name), module_of(n)) for _, n in chosen}
     changed |= {(u.meta.get("sll_entry", u.name), module_of(u)) for _, n in chosen for u in n.users
                 if u.op == "call_function" and is_sll_target(u.target)}  # selections show their mask's eps
-    modules = {id(m): m for m, _ in chosen}
-    for mod in modules.values():
+    for mod in literal.values():
         mod.recompile()
+    modules = {id(m): m for m, _ in chosen}
     for mod in (gm, *modules.values()):  # the top report merges the nested graphs' entries
         report = getattr(mod, "sll_report", None)
         if report is not None and hasattr(report, "entries"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from . import exported
 from .config import SLLConfig
 from .opaque import assert_no_sll, is_opaque, map_graphs, refuse_sll_code
 from .ops import DEFAULT_EPS, check_mode
@@ -23,7 +24,8 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
     """Trace ``model`` and rewrite its discrete ops into SLL ops of half-width ``eps``.
 
     Args:
-        model: any traceable ``nn.Module`` (a GraphModule too). It is not modified.
+        model: any traceable ``nn.Module`` (a GraphModule too). It is not modified. Also a
+            ``torch.export.ExportedProgram``, its ``ep.module()`` or its ``ep.graph_module``: see below.
         eps: band half-width, in the units of each op's own input; or an :class:`SLLConfig`
             (eps and mode per rule kind and per submodule, rules off, submodules skipped).
         mode: ``"linear"`` (forward is the SLL surrogate) or ``"hard"`` (forward is the hard
@@ -32,7 +34,22 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
             They describe the top-level graph (not the graphs traced inside opaque modules).
-        concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``).
+            For an exported program, inputs like export's own placeholder values are used when
+            none are given.
+        concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``); not used
+            for an exported program (nothing is traced).
+
+    ``torch.export`` (see :mod:`sll_fx.exported`): an ``ExportedProgram`` stands for ``ep.module()``.
+    That module, and any GraphModule whose nodes carry fake values (``ep.module()``, ``ep.graph_module``),
+    is not retraced: the pass rewrites a copy of its own aten-level graph (``aten.sign.default``,
+    ``aten.gt.Scalar`` + ``aten.to.dtype``, ``aten.where.self``, ``aten.one_hot.default(aten.argmax...)``,
+    ...), keeping export's source lines and submodule names. The result shares the parameters and
+    buffers of ``ep.module()``, which are the tensors of ``ep.state_dict`` (for a program exported from
+    a live model, that model's own parameters: training the result trains them), has its
+    ``state_dict()`` keys, and is called like ``ep.module()`` (with the shapes it was exported for;
+    ``ep.graph_module``'s result takes the lifted parameters as inputs, as it does). The
+    ``ExportedProgram`` itself is not changed. The result exports again with ``torch.export``, the
+    sll ops as single nodes.
 
     Parts that ``torch.fx`` cannot trace (control flow on tensor values, an autograd.Function)
     are kept opaque and their traceable children are still rewritten; the report lists them
@@ -46,11 +63,25 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
     from sll_fx.passes import linearize_pass
 
     check_mode("linearize_module", mode)
+    model = exported.as_module(model)
     config = SLLConfig.of(eps, mode)
     config.check_against(model)
-    top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model))
-    gm = map_graphs(top, lambda g, path: linearize_pass(g, config=config, example_inputs=None if path else
-                                                        example_inputs).graph_module, RewriteReport(mode=config.mode))
+    if exported.is_exported_graph(model):
+        top = model  # not retraced: map_graphs rewrites a copy of export's own graph
+    else:
+        top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model))
+
+    def linearize(g: fx.GraphModule, path: str) -> fx.GraphModule:
+        exported.canonicalize(g)  # aten spellings around the matches (casts, argmax, topk): torch-level ones
+        inputs = None if path else example_inputs
+        if inputs is None and not path and exported.is_exported_graph(g):
+            inputs = exported.example_inputs(g)  # export's own input dtypes
+        before = set(g.graph.nodes)
+        g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
+        exported.forget_stale_meta(g, before)
+        return g
+
+    gm = map_graphs(top, linearize, RewriteReport(mode=config.mode))
     if verbose:
         print(gm.sll_report)
     return gm
@@ -60,13 +91,18 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     """A clean GraphModule with every sll op replaced by the exact hard op it came from.
 
     Accepts a linearized GraphModule (its graph is copied; the input keeps working) or any
-    traceable module (explicit ``sll_fx.sign(...)`` calls in it are stripped too). The result
+    traceable module (explicit ``sll_fx.sign(...)`` calls in it are stripped too). Also a
+    ``torch.export.ExportedProgram`` of a linearized model (it stands for ``ep.module()``), that
+    module, or ``ep.graph_module``: the sll nodes there are sll op overloads (``sll.round.default``)
+    and come back as aten ops (``aten.round.default``, ``aten.gt.Scalar``, ...); the result exports
+    again with ``torch.export`` (and ``torch.onnx.export(..., dynamo=True)``). The result
     computes bit for bit what the original model computes, and holds no ``torch.ops.sll`` node.
     Graphs inside opaque modules (see ``linearize_module``) are stripped too, on copies; an
     opaque module whose own Python code calls sll ops cannot be stripped: ``RewriteError``.
     """
     from sll_fx.passes import strip_pass
 
+    model = exported.as_module(model)
     top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else trace_with_fallback(model)[0]
     gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)
     assert_no_sll(gm)

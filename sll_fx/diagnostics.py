@@ -35,9 +35,12 @@ How it observes the nodes: while active, the recorder gives ``gm`` (and every ne
 GraphModule holding sll nodes) an instance-level ``forward`` that runs a *shadow*
 GraphModule: a copy of the module's graph in which each sll node calls a probe (the sll
 op itself, then the measurements) and which shares every parameter, buffer and submodule
-with ``gm``.  Same generated code, same ops in the same order, so outputs and gradients
-are exactly those without recording.  The shadow is rebuilt when ``gm`` is recompiled
-(e.g. after its eps is changed).  On exit (also on an exception) the original
+with ``gm`` (the eps buffers of ``linearize_module`` included, so a ``set_eps`` while recording,
+which fills them in place, is seen at the next step).  Same generated code, same ops in the
+same order, so outputs and gradients are exactly those without recording.  The shadow is
+rebuilt when ``gm`` is recompiled (a graph edit).  Records report eps as a float (a node's
+eps buffer is read once per call: on an accelerator that is one sync per node per step, as
+the band count already is).  On exit (also on an exception) the original
 ``forward`` is put back.  No torch function is patched and no global state is used.
 """
 
@@ -326,6 +329,8 @@ class BandStats:
         if len(args) < len(positional) and any(p in kwargs for p in positional[len(args):]):
             kwargs = dict(kwargs)
             args = tuple(args) + tuple(kwargs.pop(p) for p in positional[len(args):] if p in kwargs)
+        if isinstance(kwargs.get("eps"), Tensor):  # an eps buffer (linearize_module): its value now
+            kwargs = {**kwargs, "eps": float(kwargs["eps"])}
         x = args[0]
         if not isinstance(x, Tensor) or not x.is_floating_point():
             self.skipped[name] = f"sll.{op} input is {getattr(x, 'dtype', type(x).__name__)}, not floating: no band"
@@ -389,9 +394,9 @@ class BandStats:
 
 
 def _caller_level() -> int:
-    """``stacklevel`` pointing at the first frame outside this file and torch (the user's ``gm(x)``)."""
+    """``stacklevel`` pointing at the first frame outside sll_fx and torch (the user's ``gm(x)``)."""
     frame, level = sys._getframe(1), 1  # the frame calling warnings.warn is level 1
-    while frame is not None and (frame.f_code.co_filename == __file__
+    while frame is not None and (frame.f_code.co_filename.startswith(os.path.dirname(__file__))  # sll_fx
                                  or frame.f_code.co_filename.startswith(_TORCH_DIR)):
         frame, level = frame.f_back, level + 1
     return level

@@ -1,11 +1,16 @@
 """``SLLGraphModule``: the GraphModule type sll_fx returns, whose copies keep the model's state.
 
-``copy.deepcopy`` and ``pickle`` rebuild a plain ``fx.GraphModule`` from its graph, which
-keeps only the attributes the graph touches and registers them as persistent buffers:
-non-persistent buffers and fx's ``_tensor_constant*`` would come back as new
-``state_dict`` keys and unused submodules would vanish.  This subclass repairs the copy
-with :func:`~sll_fx.state.mirror_state`, and keeps ``sll_report`` in ``meta`` so that
-copies carry it.
+``copy.deepcopy``, ``copy.copy``, ``pickle`` and ``torch.save``/``torch.load`` rebuild a plain
+``fx.GraphModule`` from its graph, which keeps only the attributes the graph touches and
+registers them as persistent buffers: non-persistent buffers (the model's, fx's
+``_tensor_constant*``, sll_fx's 0-dim eps buffers) would come back as new ``state_dict``
+keys, unused submodules would vanish and tied submodules would come apart.  This subclass
+repairs every copy with :func:`~sll_fx.state.mirror_state`, and keeps ``sll_report`` in
+``meta`` so that copies carry it.
+
+Calling it runs the generated ``forward`` as any GraphModule does; the first call for each
+new signature (input dtypes and devices, autocast state, eps) also checks every sll op's
+eps against the spacing of the dtype it runs in (:mod:`sll_fx.precision`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ import torch
 from torch import fx
 from torch.fx.graph_module import reduce_graph_module
 
+from . import precision
 from .state import mirror_state
+
+#: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets")
 
 
 class SLLGraphModule(fx.GraphModule):
@@ -27,24 +36,117 @@ class SLLGraphModule(fx.GraphModule):
     def sll_report(self, report) -> None:
         self.meta["sll_report"] = report
 
+    def __call__(self, *args, **kwargs):
+        # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
+        return precision.call(self, super().__call__, args, kwargs)
+
     def _deepcopy_init(self):
         class_name = type(self).__name__
 
         def init(res, fake_mod, graph):
+            for key in _TRANSIENT:
+                fake_mod.__dict__.pop(key, None)
             fx.GraphModule.__init__(res, fake_mod, graph, class_name=class_name)
             mirror_state(res, fake_mod)
         return init
 
+    def __copy__(self) -> "SLLGraphModule":
+        """A shallow copy: the same parameters, buffers and submodules, the same graph object."""
+        res = SLLGraphModule(self, self.graph, class_name=type(self).__name__)
+        mirror_state(res, self)
+        res.meta = self.meta
+        return res
+
     def __reduce__(self):
-        _, args = super().__reduce__()
-        return (_unpickle, args)
+        from .tracer import SLLTracer
+
+        _, (body, import_block) = super().__reduce__()
+        for key in _TRANSIENT:
+            body.pop(key, None)
+        body["_graphmodule_cls_name"] = type(self).__name__  # fx keeps it only for torch.package
+        tracer = body.get("_tracer_cls")
+        if not (isinstance(tracer, type) and issubclass(tracer, SLLTracer)):
+            body["_tracer_cls"] = SLLTracer  # the retrace must proxy buffers (fx's default folds buffer-only math)
+        body[_NODES] = _node_records(self.graph)
+        return (_unpickle, (body, import_block))
+
+
+#: body key of the pickled node names and metadata
+_NODES = "_sll_fx_nodes"
+#: node metadata that survives pickling (names, source lines, submodule names, report entries)
+_META = ("stack_trace", "nn_module_stack", "sll_entry")
+
+
+def _target_key(node: fx.Node) -> str:
+    t = node.target
+    if isinstance(t, str):
+        return t
+    if isinstance(t, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return str(t)
+    return f"{getattr(t, '__module__', '')}.{getattr(t, '__qualname__', getattr(t, '__name__', repr(t)))}"
+
+
+def _picklable(value) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:
+        return False
+
+
+def _node_records(graph: fx.Graph) -> list:
+    """(op, target, name, metadata) per node: the retrace on unpickling names its nodes anew."""
+    types: dict = {}
+    out = []
+    for node in graph.nodes:
+        meta = {k: node.meta[k] for k in _META if k in node.meta}
+        stack = meta.get("nn_module_stack")
+        if stack:  # (path, type) per entry; a type that does not pickle (a local class) travels as its name
+            entries = {}
+            for key, (path, kind) in stack.items():
+                if isinstance(kind, type):
+                    if kind not in types:
+                        types[kind] = kind if _picklable(kind) else f"{kind.__module__}.{kind.__qualname__}"
+                    kind = types[kind]
+                entries[key] = (path, kind)
+            meta["nn_module_stack"] = type(stack)(entries)
+        out.append((node.op, _target_key(node), node.name, meta))
+    return out
+
+
+def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
+    """``graph`` (retraced from the pickled code) with the pickled node names and metadata, when it
+    has the pickled nodes one for one; else ``graph`` as it is."""
+    nodes = list(graph.nodes)
+    if not records or len(records) != len(nodes) or any(
+            n.op != r[0] or _target_key(n) != r[1] for n, r in zip(nodes, records)):
+        return graph
+    new = fx.Graph(tracer_cls=graph._tracer_cls)
+    new._codegen = graph._codegen
+    env: dict = {}
+    for node, (_, _, name, meta) in zip(nodes, records):
+        copy = new.create_node(node.op, node.target, fx.map_arg(node.args, env.__getitem__),
+                               fx.map_arg(node.kwargs, env.__getitem__), name=name, type_expr=node.type)
+        copy.meta.update({k: v for k, v in node.meta.items() if k not in _META})  # not the retrace's own
+        copy.meta.update(meta)
+        env[node] = copy
+    if any(env[n].name != r[2] for n, r in zip(nodes, records)):
+        return graph
+    return new
 
 
 def _unpickle(body: dict, import_block: str) -> SLLGraphModule:
+    records = body.pop(_NODES, None)
     twin = torch.nn.Module()  # the pickled module tree, with its persistence sets
     twin.__dict__.update(body)
     gm = reduce_graph_module(dict(body), import_block)
-    res = SLLGraphModule(gm, gm.graph, class_name=body.get("_graphmodule_cls_name", type(gm).__name__))
+    graph = _restore_nodes(gm.graph, records)
+    res = SLLGraphModule(gm, graph, class_name=body.get("_graphmodule_cls_name", type(gm).__name__))
     mirror_state(res, twin)
     res.meta.update(body.get("meta", {}))
+    for key, value in body.items():  # plain attributes set on the module, as fx's own unpickling keeps them
+        if not hasattr(res, key):
+            setattr(res, key, value)
     return res

@@ -14,15 +14,26 @@ and one in-place multiply.  Written for eager speed: a fresh full-size tensor co
 three in-place passes (page faults), so each function makes as few as it can and works in
 place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
 the public API live in ``ops.py``.
+
+``eps`` is a Python float or a 0-dim floating tensor (what ``linearize_module`` passes, from
+a buffer, so that ``torch.compile`` sees it as a graph input rather than a constant: see
+``ops.py``).  Every formula is written so that both work: ``0.5 / eps`` is a float or a 0-dim
+tensor, and the few ATen calls that need a Python number (``add``'s ``alpha``,
+``hardtanh_backward``'s bounds) have a tensor spelling next to them.  A tensor eps stays
+0-dim: it never upcasts ``x`` (type promotion treats it like a scalar) and inductor reads it
+once per kernel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 from torch import Tensor
+
+#: a band half-width: a Python float, or a 0-dim floating tensor (a graph input under torch.compile)
+Eps = Union[float, Tensor]
 
 
 @dataclass(frozen=True)
@@ -30,15 +41,32 @@ class Jump:
     ramp: Callable[[Tensor], tuple[Tensor, Tensor]]   # x -> (linear value, ramp u); band: lo < u < hi
     bounds: tuple[float, float]                       # (lo, hi) of u
     distance: Callable[[Tensor], Tensor]               # x -> d; band: -half < d < half
-    half: float                                        # half-width of the band in units of d
-    slope: float                                       # d value / dx inside the band
+    half: Eps                                          # half-width of the band in units of d
+    slope: Eps                                         # d value / dx inside the band
 
 
-def affine_(d: Tensor, k: float, c: float) -> Tensor:
-    """In place: ``d <- k * d + c``; one pass on CPU (a 0-dim CPU tensor as ``add``'s first operand)."""
+def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
+    """In place: ``d <- k * d + c``; one pass on CPU (a 0-dim CPU tensor as ``add``'s first operand).
+
+    With a tensor ``k`` (a tensor eps) ``add``'s ``alpha`` cannot take it: ``mul_`` then ``add_``
+    (compiled code fuses both into the surrounding kernel anyway).
+    """
+    if isinstance(k, Tensor) or isinstance(c, Tensor):
+        return d.mul_(k).add_(c)
     if d.device.type == "cpu":
         return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k, out=d)
     return d.mul_(k).add_(c)  # elsewhere a CPU operand would be a copy; compiled code fuses both
+
+
+def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
+    """``grad`` where ``lo < d < hi``, else 0 (a NaN ``d`` passes, as in ``hardtanh_backward``).
+
+    ``hardtanh_backward`` is one pass but takes Python numbers; tensor bounds (a tensor eps)
+    take the same test spelled as a ``where``.
+    """
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        return torch.where((d <= lo) | (d >= hi), 0.0, grad)
+    return torch.ops.aten.hardtanh_backward(grad, d, lo, hi)
 
 
 class SurrogateFunction(torch.autograd.Function):
@@ -68,7 +96,7 @@ class SurrogateFunction(torch.autograd.Function):
             lo, hi = jump.bounds
             g = torch.ops.aten.hardtanh_backward(grad, saved, lo, hi)
         else:
-            g = torch.ops.aten.hardtanh_backward(grad, jump.distance(saved), -jump.half, jump.half)
+            g = pass_inside(grad, jump.distance(saved), -jump.half, jump.half)
         g = g.mul_(jump.slope)
         x_shape, x_dtype, t_meta = ctx.shapes
         grad_x = grad_t = None
@@ -87,7 +115,7 @@ def apply(x: Tensor, jump: Jump, *, hard: Callable[[], Tensor] | None = None,
 
 # --- the jumps, one per op family -----------------------------------------------------
 
-def sign(eps: float) -> Jump:
+def sign(eps: Eps) -> Jump:
     """``clamp(x / eps, -1, 1)``: ramp and value are one tensor; slope ``1/eps`` (a jump of 2)."""
     def ramp(x):
         u = torch.mul(x, 1.0 / eps).clamp_(-1.0, 1.0)
@@ -95,7 +123,7 @@ def sign(eps: float) -> Jump:
     return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps)
 
 
-def step(eps: float, threshold: Tensor | float, direction: int) -> Jump:
+def step(eps: Eps, threshold: Tensor | float, direction: int) -> Jump:
     """A unit jump at ``threshold``: ``clamp(direction (x - t) / (2 eps) + 1/2, 0, 1)`` (direction -1: a fall)."""
     k = 0.5 / eps
 
@@ -108,7 +136,7 @@ def step(eps: float, threshold: Tensor | float, direction: int) -> Jump:
     return Jump(ramp, (0.0, 1.0), distance, eps, direction * k)
 
 
-def round_half(eps: float) -> Jump:
+def round_half(eps: Eps) -> Jump:
     """Boundaries at ``j + 1/2``: ``floor(x) + clamp((x - floor(x) - 1/2) / (2 eps) + 1/2, 0, 1)``."""
     k = 0.5 / eps
 
@@ -118,7 +146,7 @@ def round_half(eps: float) -> Jump:
     return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k)
 
 
-def _round_half_ramp(x: Tensor, k: float, consume: bool = False) -> tuple[Tensor, Tensor]:
+def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, Tensor]:
     """(floor(x) + u, u); with ``consume`` the ramp is built in ``x``'s own buffer."""
     f = torch.floor(x)
     d = x.sub_(f) if consume else torch.sub(x, f)
@@ -127,7 +155,7 @@ def _round_half_ramp(x: Tensor, k: float, consume: bool = False) -> tuple[Tensor
     return f.add_(u), u
 
 
-def integer(eps: float, shift: float) -> Jump:
+def integer(eps: Eps, shift: float) -> Jump:
     """Boundaries at the integers ``c = round(x)``: ``c + clamp((x - c) / (2 eps) + 1/2 + shift, shift, shift + 1)``.
 
     ``shift = -1`` is floor, ``shift = 0`` is ceil (SLL_MATH.md's ``c - 1 + ramp`` / ``c + ramp``).
@@ -145,7 +173,7 @@ def integer(eps: float, shift: float) -> Jump:
     return Jump(ramp, (shift, shift + 1.0), distance, eps, k)
 
 
-def trunc(eps: float) -> Jump:
+def trunc(eps: Eps) -> Jump:
     """floor on ``|x|`` with no band at 0, sign restored: ``sign(x) (round(a) - 1 + ramp(a - round(a)))``.
 
     ``a = max(|x|, 1/2)``: below 1/2 trunc is 0 and has no jump; there ``round(a) = 0`` and the
@@ -165,7 +193,7 @@ def trunc(eps: float) -> Jump:
     return Jump(ramp, (-1.0, 0.0), distance, eps, k)
 
 
-def round_decimals(eps: float, decimals: int) -> Jump:
+def round_decimals(eps: Eps, decimals: int) -> Jump:
     """round on the grid ``10^-d``: ``round_half`` on the scaled input, scaled back.
 
     It follows ATen's own kernel step for step (``nearbyint(x * 10^d) / 10^d``, or
@@ -238,7 +266,7 @@ def _with_hard(soft: Tensor, hard: Tensor | None) -> Tensor:
     return hard.to(soft.dtype) + (soft - soft.detach()).nan_to_num(0.0)
 
 
-def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: float, largest: bool = True,
+def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: Eps, largest: bool = True,
                   hard: Tensor | None = None) -> Tensor:
     """SLL of ``one_hot(argmax(x, dim), num_classes)`` (argmin: ``largest=False``), classes on the last dim.
 
@@ -256,7 +284,7 @@ def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: float, largest: bo
     return _with_hard(y, hard)
 
 
-def topk_mask(x: Tensor, k: int, dim: int, eps: float, largest: bool = True, hard: Tensor | None = None) -> Tensor:
+def topk_mask(x: Tensor, k: int, dim: int, eps: Eps, largest: bool = True, hard: Tensor | None = None) -> Tensor:
     """SLL of the 0/1 mask of ``topk(x, k, dim)``: ``clamp((x - tau) / (2 eps) + 1/2, 0, 1)``,
     ``tau = (x_(k) + x_(k+1)) / 2`` (the k-th and (k+1)-th largest), with the gradient also through ``tau``."""
     distance = topk_distance(x, k, dim, largest)

@@ -19,6 +19,28 @@ Schemas (``eps`` and ``mode`` are keyword-only in every op)::
 gt, ge, lt, le) in the promoted floating dtype of its operands.  Inputs whose dtype
 is not floating carry no gradient: the ops return the hard result for them.
 
+Every op that takes ``eps`` has a second overload whose ``eps`` is a ``Tensor`` (a 0-dim
+floating tensor), named ``<op>.eps_tensor`` (``compare.Scalar_eps_tensor`` for
+``compare.Scalar``)::
+
+    sll::sign.eps_tensor(Tensor x, *, Tensor eps, str mode='linear') -> Tensor
+    ...
+
+The packet ``torch.ops.sll.sign(x, eps=e)`` picks the overload from ``e``'s run-time type.
+(The tensor overloads are registered *before* the float ones: the packet tries overloads in
+registration order and a 0-dim tensor would also convert to a ``float`` argument, silently
+turning a graph input into a constant.)  ``linearize_module`` passes each node's eps as a
+0-dim float64 buffer of the GraphModule, so that ``torch.compile`` sees eps as a graph input,
+not as a constant it would specialise on: ``set_eps`` fills the buffers in place and the
+compiled code keeps running, with the new value (see ``sll_fx/annealing.py``).
+
+A tensor eps is checked only by its metadata (0-dim, floating) under compilation and on
+accelerators: its value is validated in Python where it is set (``linearize_module``,
+``SLLConfig``, ``set_eps``), never by a device sync.  In eager mode on the CPU the value is
+at hand for free (``Tensor.item`` on a CPU tensor is a read, not a sync), so there the op reads
+it, validates it like a float eps and runs the float kernels: a linearized model trains in
+eager exactly as fast as the explicit float ops (``benchmarks/ops.py``).
+
 Special values in ``linear`` mode: NaN in gives NaN out; ``±inf`` gives the hard value,
 except ``compare`` with ``x`` and ``threshold`` both infinite with the same sign, whose
 distance ``x - threshold`` is NaN (so is the surrogate).  Outside the bands the value
@@ -33,6 +55,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import kernels
 from .errors import EpsError, ModeError
@@ -61,7 +84,10 @@ def eps_limit(op: str, decimals: int = 0) -> float:
 
 
 def check_eps(op: str, eps: float, decimals: int = 0) -> float:
-    """Return ``eps`` as a float, or raise :class:`EpsError` naming the op and the limit."""
+    """Return ``eps`` as a float, or raise :class:`EpsError` naming the op and the limit.
+
+    Only Python numbers: a tensor eps (the ``eps_tensor`` overloads) goes through :func:`op_eps`.
+    """
     if isinstance(eps, Tensor) or not isinstance(eps, (int, float)) or isinstance(eps, bool):
         raise EpsError(f"sll.{op}: eps must be a Python float, got {type(eps).__name__}")
     eps = float(eps)
@@ -76,32 +102,64 @@ def check_eps(op: str, eps: float, decimals: int = 0) -> float:
     return eps
 
 
+def _eager_cpu(eps: Tensor) -> bool:
+    """True when ``eps`` is a plain CPU tensor in plain eager mode: its value may be read for free.
+
+    Not under a dispatch mode (fake tensors, ``make_fx``/AOTAutograd tracing, functionalization),
+    ``torch.jit.trace``, functorch transforms or ``torch.compile``: there reading the value would
+    burn it into the trace (or fail on a fake tensor), so the kernels compute with the tensor.
+    """
+    return (type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu"
+            and _get_current_dispatch_mode() is None and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(eps))
+
+
+def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
+    """The eps an op's kernel computes with: a checked float, or a 0-dim floating tensor.
+
+    A float is validated (:func:`check_eps`).  A tensor must be 0-dim and floating (metadata:
+    no sync); in plain eager mode on the CPU its value is read and validated as a float, and the
+    float kernels run (same speed, same bits as a float eps); elsewhere it stays a tensor and is
+    not validated (``linearize_module``, ``SLLConfig`` and ``set_eps`` validate it when set).
+    """
+    if not isinstance(eps, Tensor):
+        return check_eps(op, eps, decimals)
+    if eps.dim() != 0 or not eps.is_floating_point():
+        raise EpsError(f"sll.{op}: a tensor eps must be a 0-dim floating tensor, "
+                       f"got shape {tuple(eps.shape)} and dtype {eps.dtype}")
+    if _eager_cpu(eps):
+        return check_eps(op, eps.detach().item(), decimals)
+    # a snapshot: a backward that reads eps (hard mode) uses the forward's value even if the buffer is
+    # refilled in between (set_eps); in compiled code the copy is free
+    return eps.detach().clone()
+
+
 def _hard_mode(mode: str, hard: Callable[[], Tensor]) -> Callable[[], Tensor] | None:
     return hard if mode == "hard" else None
 
 
 # --- kernels behind the torch.library ops ---------------------------------------------
 
-def _sign(x: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
+def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("sign", mode)
-    eps = check_eps("sign", eps)
+    eps = op_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
     return kernels.apply(x, kernels.sign(eps), hard=_hard_mode(mode, lambda: torch.sign(x)))
 
 
-def _heaviside(x: Tensor, values: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
+def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("heaviside", mode)
-    eps = check_eps("heaviside", eps)
+    eps = op_eps("heaviside", eps)
     if not x.is_floating_point():
         return torch.heaviside(x, values)
     xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
     return kernels.apply(xb, kernels.step(eps, 0.0, +1), hard=_hard_mode(mode, lambda: torch.heaviside(x, values)))
 
 
-def _round(x: Tensor, *, eps: float, mode: str = "linear", decimals: int = 0) -> Tensor:
+def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int = 0) -> Tensor:
     check_mode("round", mode)
-    eps = check_eps("round", eps, decimals)
+    eps = op_eps("round", eps, decimals)
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
@@ -111,9 +169,9 @@ def _round(x: Tensor, *, eps: float, mode: str = "linear", decimals: int = 0) ->
 
 
 def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[float], kernels.Jump]):
-    def impl(x: Tensor, *, eps: float, mode: str = "linear") -> Tensor:
+    def impl(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
         check_mode(name, mode)
-        eps = check_eps(name, eps)
+        eps = op_eps(name, eps)
         if not x.is_floating_point():
             return hard_op(x)
         return kernels.apply(x, jump(eps), hard=_hard_mode(mode, lambda: hard_op(x)))
@@ -126,9 +184,9 @@ _ceil = _integer_op("ceil", torch.ceil, lambda eps: kernels.integer(eps, 0.0))
 _trunc = _integer_op("trunc", torch.trunc, kernels.trunc)
 
 
-def _compare(x: Tensor, threshold, cmp: str, *, eps: float, mode: str = "linear") -> Tensor:
+def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("compare", mode)
-    eps = check_eps("compare", eps)
+    eps = op_eps("compare", eps)
     if cmp not in COMPARISONS:
         raise ValueError(f"sll.compare: cmp={cmp!r} is not one of {tuple(COMPARISONS)}")
     if not x.is_floating_point():  # integer data: no gradient to give, exact hard result
@@ -145,19 +203,19 @@ def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
     return kernels.select(s, a, b)
 
 
-def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: float, mode: str = "linear",
+def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, mode: str = "linear",
                    largest: bool = True) -> Tensor:
     check_mode("argmax_onehot", mode)
-    eps = check_eps("argmax_onehot", eps)
+    eps = op_eps("argmax_onehot", eps)
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
     return kernels.argmax_onehot(x, dim, num_classes, eps, largest, hard)
 
 
-def _topk_mask(x: Tensor, k: int, dim: int, *, eps: float, mode: str = "linear", largest: bool = True) -> Tensor:
+def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "linear", largest: bool = True) -> Tensor:
     check_mode("topk_mask", mode)
-    eps = check_eps("topk_mask", eps)
+    eps = op_eps("topk_mask", eps)
     if not x.is_floating_point():
         return hard_topk_mask(x, k, dim, largest)
     hard = hard_topk_mask(x, k, dim, largest) if mode == "hard" else None
@@ -198,6 +256,23 @@ _SCHEMAS = {
     "topk_mask": ("topk_mask(Tensor x, int k, int dim, *, float eps, str mode='linear', bool largest=True) -> Tensor",
                   _topk_mask),
 }
+
+
+def _with_tensor_eps(schemas: dict) -> dict:
+    """Each schema with ``float eps`` preceded by its ``Tensor eps`` overload (``sign.eps_tensor``,
+    ``compare.Scalar_eps_tensor``): the packet tries overloads in this order (see the module docstring)."""
+    out = {}
+    for name, (schema, impl) in schemas.items():
+        if "float eps" in schema:
+            base, _, overload = name.partition(".")
+            tensor_name = f"{base}.{overload + '_' if overload else ''}eps_tensor"
+            args = schema.split("(", 1)[1].replace("float eps", "Tensor eps")
+            out[tensor_name] = (f"{tensor_name}({args}", impl)
+        out[name] = (schema, impl)
+    return out
+
+
+_SCHEMAS = _with_tensor_eps(_SCHEMAS)
 for _name, (_schema, _impl) in _SCHEMAS.items():
     _lib.define(_schema)
     _lib.impl(_name, _impl, "CompositeImplicitAutograd")
@@ -214,43 +289,46 @@ def is_sll_target(target) -> bool:
 
 
 # --- the explicit-op API (the seed package's ``sll_core.sign(x, eps=...)``) -------------
+# ``eps`` is a float, or a 0-dim floating tensor (the ``eps_tensor`` overloads: see the module docstring)
 
 DEFAULT_EPS = 1e-2
 
 
-def sign(x: Tensor, eps: float = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def sign(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
     """SLL ``sign``: ``clamp(x / eps, -1, 1)``; slope ``1/eps`` in ``|x| <= eps`` (jump of 2)."""
     return torch.ops.sll.sign(x, eps=eps, mode=mode)
 
 
-def heaviside(x: Tensor, eps: float = DEFAULT_EPS, *, values: Tensor | float = 0.5, mode: str = "linear") -> Tensor:
+def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | float = 0.5,
+              mode: str = "linear") -> Tensor:
     """SLL ``torch.heaviside(x, values)``: ``clamp(x/(2eps) + 1/2, 0, 1)``; the hard value at 0 is ``values``."""
     if not isinstance(values, Tensor):
         values = torch.tensor(values, dtype=x.dtype, device=x.device)
     return torch.ops.sll.heaviside(x, values, eps=eps, mode=mode)
 
 
-def round(x: Tensor, eps: float = DEFAULT_EPS, *, decimals: int = 0, mode: str = "linear") -> Tensor:  # noqa: A001
+def round(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, decimals: int = 0,  # noqa: A001
+          mode: str = "linear") -> Tensor:
     """SLL ``torch.round(x, decimals=d)``: ramps of half-width ``eps`` at the half-way points ``(j + 1/2) 10^-d``."""
     return torch.ops.sll.round(x, eps=eps, mode=mode, decimals=decimals)
 
 
-def floor(x: Tensor, eps: float = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def floor(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
     """SLL ``torch.floor``: ramps of half-width ``eps`` centred on the integers."""
     return torch.ops.sll.floor(x, eps=eps, mode=mode)
 
 
-def ceil(x: Tensor, eps: float = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def ceil(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
     """SLL ``torch.ceil``: ramps of half-width ``eps`` centred on the integers."""
     return torch.ops.sll.ceil(x, eps=eps, mode=mode)
 
 
-def trunc(x: Tensor, eps: float = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def trunc(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
     """SLL ``torch.trunc``: ramps at the nonzero integers (trunc does not jump at 0)."""
     return torch.ops.sll.trunc(x, eps=eps, mode=mode)
 
 
-def threshold(x: Tensor, threshold: Tensor | float, eps: float = DEFAULT_EPS, *, cmp: str = ">",
+def threshold(x: Tensor, threshold: Tensor | float, eps: float | Tensor = DEFAULT_EPS, *, cmp: str = ">",
               mode: str = "linear") -> Tensor:
     """SLL ``(x cmp threshold).float()``; ``cmp`` is one of ``> >= < <=`` (or gt, ge, lt, le).
 

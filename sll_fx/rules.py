@@ -17,7 +17,17 @@ An entry's ``pattern`` says what the match looks like around the node:
 - ``topk``: ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)`` (also ``scatter_``)
   becomes ``sll.topk_mask``.
 
-``emit_hard`` builds an sll node's hard counterpart; it is the inverse of the rewrite.
+``emit_hard`` builds an sll node's hard counterpart; it is the inverse of the rewrite.  It speaks
+the graph's own level: for an sll node whose target is an ``OpOverload`` (``torch.ops.sll.round.default``,
+how ``torch.export`` writes it) the hard op is the aten overload (``aten.round.default``,
+``aten.gt.Scalar``, ``aten.where.ScalarOther``, ...), always one of the rule's own ``functions``;
+for an ``OpOverloadPacket`` target (what ``linearize_module`` writes) it is the torch-level call.
+
+The aten-level spellings (``torch.export``'s graphs) are matched too: each rule lists its aten
+overloads among ``functions``, and ``ATEN_CASTS`` / ``ATEN_PIECES`` name the aten spellings of
+the pieces around a match (``.float()`` is ``aten.to.dtype`` or ``aten._to_copy.default``,
+``argmax``/``topk``/``zeros_like`` their aten overloads), which :mod:`sll_fx.exported` rewrites
+to the torch-level spellings the linearize pass reads.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from torch._ops import OpOverload
 from torch.fx import Node
 
 from .ops import SLL_OPS
@@ -62,23 +73,30 @@ class Rule:
         return self.cmp if self.pattern == "cast" else self.select_op
 
     def matches(self, node: Node) -> bool:
+        val = node.meta.get("val")  # a fake-tensor trace's value: a comparison of sizes gives a SymBool
+        if val is not None and not isinstance(val, torch.Tensor):
+            return False
         if node.op == "call_function":
             return any(node.target is f for f in self.functions)
         return node.op == "call_method" and node.target in self.methods
 
     def matches_inplace(self, node: Node) -> bool:
+        if node.op == "call_function":  # aten.round_.default, ...: the same names as aten overloads
+            t = node.target
+            return isinstance(t, OpOverload) and t.namespace == "aten" and t._opname in self.inplace
         return node.op == "call_method" and node.target in self.inplace
 
     # -- reading a matched hard node ------------------------------------------------
     def operand_values(self, node: Node) -> tuple:
-        """The tensor operands of a hard call, positional or keyword (``input=``, ``self``, ``other=``)."""
+        """The tensor operands of a hard call, positional or keyword (``input=``, ``other=``; aten
+        schemas call ``input`` ``self``, in any position: ``aten.where.self(condition, self, other)``)."""
         out = []
         for i, name in enumerate(self.operands):
             if len(node.args) > i:
                 out.append(node.args[i])
             elif name in node.kwargs:
                 out.append(node.kwargs[name])
-            elif i == 0 and "self" in node.kwargs:
+            elif name == "input" and "self" in node.kwargs:
                 out.append(node.kwargs["self"])
             else:
                 raise KeyError(name)
@@ -107,32 +125,70 @@ class Rule:
         return args, kwargs
 
     def hard_call(self, sll_node: Node) -> tuple[Callable, tuple, dict]:
-        """Elementwise and cast rules: the one hard call that replaces ``sll_node``."""
+        """Elementwise and cast rules: the one hard call that replaces ``sll_node`` (at its graph's level)."""
         args = sll_node.args[:len(self.operands)]
         kwargs = {k: sll_node.kwargs[k] for k, d in self.keywords if sll_node.kwargs.get(k, d) != d}
-        return self.hard, args, kwargs
+        return (self.aten_hard(args, kwargs) if is_aten_level(sll_node) else self.hard), args, kwargs
+
+    def aten_hard(self, args: tuple, kwargs: dict) -> OpOverload:
+        """Elementwise and cast rules: the aten overload of the hard op for these arguments."""
+        packet = getattr(aten, self.hard.__name__)  # torch.round -> aten.round, torch.gt -> aten.gt
+        if self.pattern == "cast":
+            op = packet.Tensor if isinstance(args[1], (Node, torch.Tensor)) else packet.Scalar
+        else:
+            op = packet.decimals if kwargs.get("decimals") else packet.default
+        assert op in self.functions, f"{op} is not a spelling of rule {self.kind!r}"  # the table stays the source
+        return op
 
     def emit_hard(self, graph, sll_node: Node) -> Node:
-        """Insert, before ``sll_node``, the hard node(s) it stands for; return the one that replaces it."""
+        """Insert, before ``sll_node``, the hard node(s) it stands for; return the one that replaces it.
+
+        At the graph's level: aten overloads for an ``OpOverload`` target (an exported graph),
+        torch-level calls otherwise.
+        """
+        at_aten = is_aten_level(sll_node)
+        call = graph.call_function
         with graph.inserting_before(sll_node):  # one node per call: insertion order is graph order
             if self.pattern == "mask":
                 s, a, b = sll_node.args
                 if self.select_op == "masked_fill":
+                    if at_aten:
+                        return call(aten.masked_fill.Tensor if isinstance(a, Node) else aten.masked_fill.Scalar,
+                                    (b, s, a))
                     return graph.call_method("masked_fill", (b, s, a))
-                return graph.call_function(torch.where, (s, a, b))
+                if at_aten:
+                    op = {(True, True): aten.where.self, (False, True): aten.where.ScalarSelf,
+                          (True, False): aten.where.ScalarOther, (False, False): aten.where.Scalar}[
+                        (isinstance(a, Node), isinstance(b, Node))]
+                    return call(op, (s, a, b))
+                return call(torch.where, (s, a, b))
             if self.pattern == "onehot":
                 x, dim, n = sll_node.args
-                index = torch.argmax if sll_node.kwargs.get("largest", True) else torch.argmin
-                idx = graph.call_function(index, (x, dim))
-                return graph.call_function(torch.nn.functional.one_hot, (idx, n))
+                largest = sll_node.kwargs.get("largest", True)
+                if at_aten:
+                    idx = call(aten.argmax.default if largest else aten.argmin.default, (x, dim))
+                    return call(aten.one_hot.default, (idx, n))
+                idx = call(torch.argmax if largest else torch.argmin, (x, dim))
+                return call(torch.nn.functional.one_hot, (idx, n))
             if self.pattern == "topk":
                 x, k, dim = sll_node.args
-                zeros = graph.call_function(torch.zeros_like, (x,))
-                top = graph.call_function(torch.topk, (x, k, dim), {"largest": sll_node.kwargs.get("largest", True)})
-                idx = graph.call_function(operator.getitem, (top, 1))
+                largest = sll_node.kwargs.get("largest", True)
+                if at_aten:
+                    zeros = call(aten.zeros_like.default, (x,))
+                    top = call(aten.topk.default, (x, k, dim, largest))
+                    idx = call(operator.getitem, (top, 1))
+                    return call(aten.scatter.value, (zeros, dim, idx, 1.0))
+                zeros = call(torch.zeros_like, (x,))
+                top = call(torch.topk, (x, k, dim), {"largest": largest})
+                idx = call(operator.getitem, (top, 1))
                 return graph.call_method("scatter", (zeros, dim, idx, 1.0))
             fn, args, kwargs = self.hard_call(sll_node)
-            return graph.call_function(fn, args, kwargs)
+            return call(fn, args, kwargs)
+
+
+def is_aten_level(sll_node: Node) -> bool:
+    """Is this sll node written as an ``OpOverload`` (``torch.export``'s spelling: ``sll.round.default``)?"""
+    return isinstance(sll_node.target, OpOverload)
 
 
 def _unary(kind, hard, *, aten_ops=(), keywords=(), methods=None):
@@ -142,6 +198,8 @@ def _unary(kind, hard, *, aten_ops=(), keywords=(), methods=None):
 
 
 def _comparison(cmp, functions, methods, aten_ops):
+    alias = {"gt": "greater", "ge": "greater_equal", "lt": "less", "le": "less_equal"}[cmp]
+    aten_ops = (*aten_ops, getattr(aten, alias).Scalar, getattr(aten, alias).Tensor)
     return Rule(kind=cmp, sll_op="compare", hard=getattr(torch, cmp), cmp=cmp, pattern="cast",
                 functions=(getattr(operator, cmp), *functions, *aten_ops), methods=methods,
                 inplace=tuple(m + "_" for m in methods), operands=("input", "other"))
@@ -152,7 +210,8 @@ RULES: tuple[Rule, ...] = (
     _unary("round", torch.round, aten_ops=(aten.round.default, aten.round.decimals), keywords=(("decimals", 0),)),
     _unary("floor", torch.floor, aten_ops=(aten.floor.default,)),
     _unary("ceil", torch.ceil, aten_ops=(aten.ceil.default,)),
-    Rule(kind="trunc", sll_op="trunc", hard=torch.trunc, functions=(torch.trunc, torch.fix, aten.trunc.default),
+    Rule(kind="trunc", sll_op="trunc", hard=torch.trunc, functions=(torch.trunc, torch.fix, aten.trunc.default,
+                                                                    aten.fix.default),
          methods=("trunc", "fix"), inplace=("trunc_", "fix_")),
     Rule(kind="heaviside", sll_op="heaviside", hard=torch.heaviside, functions=(torch.heaviside, aten.heaviside.default),
          methods=("heaviside",), inplace=("heaviside_",), operands=("input", "values")),
@@ -162,28 +221,50 @@ RULES: tuple[Rule, ...] = (
     _comparison("le", (torch.le, torch.less_equal), ("le", "less_equal"), (aten.le.Scalar, aten.le.Tensor)),
     # selections: operands[0]/the "mask" operand must come from a comparison (see passes/linearize.py)
     Rule(kind="where", sll_op="select", hard=torch.where, pattern="mask", select_op="where",
-         functions=(torch.where, aten.where.self), operands=("condition", "input", "other")),
+         functions=(torch.where, aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar),
+         operands=("condition", "input", "other")),
     Rule(kind="where", sll_op="select", hard=torch.where, pattern="mask", select_op="where",
          methods=("where",), operands=("input", "condition", "other")),
     Rule(kind="masked_fill", sll_op="select", hard=torch.masked_fill, pattern="mask", select_op="masked_fill",
          functions=(torch.masked_fill, aten.masked_fill.Scalar, aten.masked_fill.Tensor), methods=("masked_fill",),
          inplace=("masked_fill_",), operands=("input", "mask", "value")),
     Rule(kind="argmax_onehot", sll_op="argmax_onehot", hard=torch.nn.functional.one_hot, pattern="onehot",
-         functions=(torch.nn.functional.one_hot,), operands=("input", "num_classes")),
+         functions=(torch.nn.functional.one_hot, aten.one_hot.default), operands=("input", "num_classes")),
     Rule(kind="topk_mask", sll_op="topk_mask", hard=torch.Tensor.scatter, pattern="topk",
-         functions=(torch.scatter,), methods=("scatter", "scatter_"), operands=("input", "dim", "index", "value")),
+         functions=(torch.scatter, aten.scatter.value), methods=("scatter", "scatter_"),
+         operands=("input", "dim", "index", "value")),
 )
 
 COMPARISONS = ("gt", "ge", "lt", "le")
 
 #: equality has no jump to linearize (it is a spike of measure zero): found and reported, left hard
-NO_JUMP = {"eq": (operator.eq, torch.eq, "eq"), "ne": (operator.ne, torch.ne, "ne")}
+NO_JUMP = {"eq": ((operator.eq, torch.eq, aten.eq.Scalar, aten.eq.Tensor), "eq"),
+           "ne": ((operator.ne, torch.ne, aten.ne.Scalar, aten.ne.Tensor), "ne")}
 
 # Casts that turn a comparison's bool into floats: method name -> dtype (None: given by an argument)
 FLOAT_CASTS: dict[str, torch.dtype | None] = {
     "float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16,
     "to": None, "type": None, "type_as": None,
 }
+
+
+# --- aten-level spellings of the pieces around a match (torch.export's graphs) ------------------
+# sll_fx.exported.canonicalize rewrites them into the torch-level spellings above before the
+# linearize pass; each rewrite computes exactly what the aten call did.
+
+#: casts of a comparison's bool: aten op -> the Tensor method it is (``.float()`` exports as
+#: ``aten.to.dtype(b, torch.float32)``, or ``aten._to_copy.default(b, dtype=torch.float32)`` after
+#: decompositions; ``.type_as(x)`` as ``aten.type_as.default``)
+ATEN_CASTS = {aten.to.dtype: "to", aten._to_copy.default: "to", aten.to.dtype_layout: "to",
+              aten.type_as.default: "type_as"}
+
+#: the other pieces: aten op -> its torch-level spelling (a function, or a Tensor method name)
+ATEN_PIECES = {aten.argmax.default: torch.argmax, aten.argmin.default: torch.argmin, aten.topk.default: torch.topk,
+               aten.zeros_like.default: torch.zeros_like, aten.scatter_.value: "scatter_", aten.mul.Tensor: torch.mul}
+
+#: what export inserts before a cast to pin its input's dtype; linearizing and stripping change such
+#: dtypes on purpose (a comparison's bool becomes the float surrogate and back), so both passes drop them
+ATEN_METADATA_ASSERTS = (aten._assert_tensor_metadata.default,)
 
 
 def match(node: Node) -> Rule | None:
@@ -198,8 +279,8 @@ def match_inplace(node: Node) -> Rule | None:
 
 
 def match_no_jump(node: Node) -> str | None:
-    for name, (op_fn, torch_fn, method) in NO_JUMP.items():
-        if (node.op == "call_function" and node.target in (op_fn, torch_fn)) or \
+    for name, (functions, method) in NO_JUMP.items():
+        if (node.op == "call_function" and any(node.target is f for f in functions)) or \
            (node.op == "call_method" and node.target == method):
             return name
     return None
@@ -244,6 +325,6 @@ def describe_target(node: Node) -> str:
         symbol = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}.get(t.__name__)
         return f"x {symbol} t" if symbol else f"operator.{t.__name__}"
     if isinstance(t, torch._ops.OpOverload):
-        return f"aten.{t._opname}.{t._overloadname}"
+        return f"{t.namespace}.{t._opname}.{t._overloadname}"
     mod = getattr(t, "__module__", "") or ""
     return f"torch.{t.__name__}" if mod.startswith("torch") else f"{mod}.{getattr(t, '__name__', t)}"

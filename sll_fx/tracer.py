@@ -134,6 +134,7 @@ class SLLTracer(fx.Tracer):
     def __init__(self, opaque=()):
         super().__init__()
         self.record_stack_traces = True
+        self.proxy_buffer_attributes = True  # buffers are graph inputs: never folded into constants
         self.sll_scope: list[tuple[str, str]] = []
         self.sll_opaque = {id(m) for m in opaque}
         self._sll_base = None

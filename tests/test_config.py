@@ -21,6 +21,7 @@ from torch import fx, nn
 
 import sll_fx
 from sll_fx import SLLConfig
+from sll_fx.annealing import node_eps
 from sll_fx.ops import is_sll_target
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
@@ -90,8 +91,8 @@ def node_of_entry(gm, entry) -> fx.Node:
 def band_eps(node: fx.Node) -> float:
     """The eps an sll node actually uses: its own, or for a selection its comparison's."""
     if sll_op_name(node.target) == "select":
-        return node.args[0].kwargs["eps"]
-    return node.kwargs["eps"]
+        return node_eps(None, node.args[0])
+    return node_eps(None, node)
 
 
 def entries_by(gm) -> dict:
@@ -175,7 +176,7 @@ def test_float_form_unchanged():
     assert a.code == b.code
     assert a.sll_report.entries == b.sll_report.entries
     assert {e.eps for e in a.sll_report.rewritten} == {0.05}
-    assert all(n.kwargs["eps"] == 0.05 and n.kwargs["mode"] == "linear" for n in sll_nodes(a) if "eps" in n.kwargs)
+    assert all(node_eps(a, n) == 0.05 and n.kwargs["mode"] == "linear" for n in sll_nodes(a) if "eps" in n.kwargs)
     assert a.sll_report.counts == {"found": 22, "rewritten": 22, "hard": 0}, str(a.sll_report)
     h = sll_fx.linearize_module(model, 0.05, mode="hard", verbose=False)
     assert {n.kwargs["mode"] for n in sll_nodes(h) if "mode" in n.kwargs} == {"hard"}
@@ -205,7 +206,7 @@ def test_eps_per_group_compare_and_kind_beats_group():
     assert {e.op: e.eps for e in gm.sll_report.entries}["x < t"] == 0.3
     assert {e.op: e.eps for e in gm.sll_report.entries}["x > t"] == 0.1
     for n in sll_nodes(gm):
-        assert n.kwargs["eps"] == {"lt": 0.3, "gt": 0.1, "ge": 0.1, "le": 0.1}.get(
+        assert node_eps(gm, n) == {"lt": 0.3, "gt": 0.1, "ge": 0.1, "le": 0.1}.get(
             n.args[2] if len(n.args) > 2 else None, 0.05)
 
 

@@ -497,11 +497,27 @@ def test_recompile_inside_block_rebuilds_the_shadow():
     with band_stats(gm) as stats:
         gm(x)
         (node,) = [n for n in gm.graph.nodes if n.name == "sign_1"]
-        node.kwargs = {**node.kwargs, "eps": 0.6}  # what an eps setter does
+        node.kwargs = {**node.kwargs, "eps": 0.6}  # a graph edit (a literal eps instead of the eps buffer)
         gm.recompile()
         y = gm(x)
     assert torch.equal(y, torch.ops.sll.sign(x, eps=0.6))
     assert [(r.eps, r.in_band) for r in stats.records] == [(0.1, 3), (0.6, 7)]
+
+
+def test_set_eps_inside_block_is_seen_at_the_next_step_as_a_float():
+    """set_eps fills the eps buffers in place (no recompile): the shadow shares them."""
+    gm = linearize(Sign(), 0.1)
+    x = torch.tensor(SIGN_X)
+    with band_stats(gm) as stats:
+        gm(x)
+        code = gm.code
+        sll_fx.set_eps(gm, 0.6)
+        assert gm.code == code
+        y = gm(x)
+    assert torch.equal(y, torch.ops.sll.sign(x, eps=0.6))
+    assert [(r.eps, r.in_band) for r in stats.records] == [(0.1, 3), (0.6, 7)]
+    assert all(type(r.eps) is float for r in stats.records)
+    assert all(type(s.eps) is float for s in stats.summary()) and "0.6" in str(stats)
 
 
 def test_public_names():

@@ -548,7 +548,21 @@ def _opcheck_cases():
         ("compare.le", ops.compare.default, lambda: (x(), t(), "le"), {}),
         ("compare.Scalar.ge", ops.compare.Scalar, lambda: (x(), 0.25, "ge"), {}),
         ("compare.Scalar.lt", ops.compare.Scalar, lambda: (x(), 0.25, "lt"), {}),
+        # the Tensor-eps overloads (what linearize_module's graphs call, eps from a buffer)
+        ("sign.T", ops.sign.eps_tensor, lambda: (x(),), {"eps": _teps(0.3)}),
+        ("heaviside.T", ops.heaviside.eps_tensor, lambda: (x(), torch.tensor(0.5)), {"eps": _teps(0.3)}),
+        ("round.T", ops.round.eps_tensor, lambda: (x(),), {"eps": _teps(0.3)}),
+        ("round_d1.T", ops.round.eps_tensor, lambda: (x(),), {"decimals": 1, "eps": _teps(0.03)}),
+        ("floor.T", ops.floor.eps_tensor, lambda: (x(),), {"eps": _teps(0.3)}),
+        ("ceil.T", ops.ceil.eps_tensor, lambda: (x(),), {"eps": _teps(0.3)}),
+        ("trunc.T", ops.trunc.eps_tensor, lambda: (x(),), {"eps": _teps(0.3)}),
+        ("compare.gt.T", ops.compare.eps_tensor, lambda: (x(), t(), "gt"), {"eps": _teps(0.3)}),
+        ("compare.Scalar.le.T", ops.compare.Scalar_eps_tensor, lambda: (x(), 0.25, "le"), {"eps": _teps(0.3)}),
     ]
+
+
+def _teps(value):
+    return torch.tensor(value, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -747,3 +761,78 @@ def test_round_has_no_band_around_integers(mode):
     torch.testing.assert_close(g, torch.tensor([0.0, 5.0, 0.0]))
     expected = [0.0, 0.0, 1.0] if mode == "hard" else [0.0, 0.5, 1.0]
     torch.testing.assert_close(y, torch.tensor(expected))
+
+
+# --- 10. the Tensor-eps overloads (what linearize_module's graphs call) -------------------------
+
+_OFFSETS = (-2.0, -1.0, -0.7, -0.3, 0.0, 0.3, 0.7, 1.0, 2.0)   # in units of eps; +-1: the band's edges
+
+
+def _probe_x(spec: Spec, eps: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every boundary at offsets inside, at and outside its band, plus the special values; and which
+    elements sit on a band edge (where one rounding decides between the slope and 0)."""
+    x, _ = points(spec, _OFFSETS, eps, dtype)
+    edge = torch.tensor([abs(o) == 1.0 for _ in spec.boundaries for o in _OFFSETS] + [False] * 6)
+    return torch.cat([x, torch.tensor([INF, -INF, NAN, 0.0, -0.0, 12.34], dtype=dtype)]), edge
+
+
+@pytest.mark.parametrize("kernels", ["eager_read", "tensor_kernels"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_tensor_eps_computes_what_the_float_eps_does(spec, mode, dtype, kernels, monkeypatch):
+    """In eager mode on the CPU a tensor eps is read and the float kernels run: the same bits.  The
+    tensor kernels (compiled code, accelerators; forced here) agree to rounding."""
+    from sll_fx import ops
+
+    if kernels == "tensor_kernels":
+        monkeypatch.setattr(ops, "_eager_cpu", lambda eps: False)
+    for eps in spec.eps_values:
+        x, edge = _probe_x(spec, eps, dtype)
+        y_f, g_f = value_and_grad(lambda t: spec.call(t, eps, mode), x)
+        y_t, g_t = value_and_grad(lambda t: spec.call(t, torch.tensor(eps, dtype=torch.float64), mode), x)
+        if kernels == "eager_read":
+            assert_same_bits(y_t, y_f)
+            assert_same_bits(g_t, g_f)
+        else:
+            torch.testing.assert_close(y_t, y_f, equal_nan=True)
+            torch.testing.assert_close(g_t[~edge], g_f[~edge], equal_nan=True)
+            outside = ~torch.isnan(y_f) & (g_f == 0)
+            assert torch.equal(y_t[outside], y_f[outside])   # off the bands: the hard value, exactly
+
+
+def test_the_packet_picks_the_overload_by_the_type_of_eps():
+    """Tensor-eps overloads come first: a 0-dim tensor would also convert to a float argument."""
+    x, e = torch.randn(3), torch.tensor(0.1, dtype=torch.float64)
+    resolve = torch._C._jit_resolve_packet
+    for name, args in [("sign", ()), ("round", ()), ("floor", ()), ("ceil", ()), ("trunc", ()),
+                       ("heaviside", (torch.tensor(0.5),)), ("argmax_onehot", (-1, 3)), ("topk_mask", (1, -1))]:
+        assert resolve(f"sll::{name}", x, *args, eps=e) == "eps_tensor", name
+        assert resolve(f"sll::{name}", x, *args, eps=0.1) == "default", name
+    assert resolve("sll::compare", x, torch.tensor(0.2), "gt", eps=e) == "eps_tensor"
+    assert resolve("sll::compare", x, torch.tensor(0.2, requires_grad=True), "gt", eps=0.1) == "default"
+    assert resolve("sll::compare", x, 0.2, "gt", eps=e) == "Scalar_eps_tensor"
+    assert resolve("sll::compare", x, 0.2, "gt", eps=0.1) == "Scalar"
+
+
+def test_a_tensor_eps_under_fake_tensors_stays_a_tensor():
+    """What torch.compile traces: the value is unknown, so it is neither read nor validated."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.randn(4, requires_grad=True))
+        for eps in (torch.tensor(0.1, dtype=torch.float64), torch.tensor(7.0, dtype=torch.float64)):
+            e = mode.from_tensor(eps)
+            for op in ("sign", "round", "floor"):
+                y = getattr(torch.ops.sll, op)(x, eps=e)
+                assert y.shape == x.shape and y.dtype == x.dtype
+            y.sum().backward()
+
+
+@pytest.mark.parametrize("eps,match", [
+    (torch.tensor(0.7, dtype=torch.float64), "too wide"), (torch.tensor(0.0), "positive"),
+    (torch.tensor(NAN), "positive"), (torch.tensor([0.1, 0.2]), "0-dim"), (torch.tensor(1), "floating"),
+], ids=["too_wide", "zero", "nan", "not_0dim", "integer"])
+def test_a_bad_tensor_eps_is_an_eps_error_where_its_value_is_at_hand(eps, match):
+    with pytest.raises(EpsError, match=rf"sll\.round\b.*{match}"):
+        torch.ops.sll.round(torch.zeros(3), eps=eps)

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from torch import fx, nn
 
 import sll_fx
+from sll_fx.annealing import EPS_PREFIX, node_eps
 from sll_fx.ops import is_sll_target
 from sll_fx.report import RewriteReport, StripReport
 
@@ -291,7 +292,7 @@ def test_spelling_is_rewritten(sp: Sp):
     assert len(nodes) == 1, gm.code
     (node,) = nodes
     assert is_op(node.target, getattr(torch.ops.sll, sp.sll)), node.target
-    assert node.kwargs.get("eps") == sp.eps
+    assert node_eps(gm, node) == sp.eps
     assert node.kwargs.get("mode") == "linear"
     for k, v in (sp.kwargs or {}).items():
         assert node.kwargs.get(k) == v, node.kwargs
@@ -669,7 +670,8 @@ def test_parameters_and_buffers_shared_in_order():
         assert [n for n, _ in gp] == [n for n, _ in mp]
         assert all(a is b for (_, a), (_, b) in zip(gp, mp))
         mb = list(model.named_buffers())
-        gb = [(n, b) for n, b in mod.named_buffers() if not n.split(".")[-1].startswith("_tensor_constant")]
+        gb = [(n, b) for n, b in mod.named_buffers() if not n.split(".")[-1].startswith(("_tensor_constant",
+                                                                                         EPS_PREFIX))]
         assert [n for n, _ in gb] == [n for n, _ in mb]
         assert all(a is b for (_, a), (_, b) in zip(gb, mb))
         assert mod.get_submodule("unused") is model.unused

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from torch import fx, nn
 
 import sll_fx
+from sll_fx.annealing import node_eps
 from sll_fx.ops import is_sll_target
 from sll_fx.report import RewriteReport, StripReport
 
@@ -202,7 +203,7 @@ def test_selection_is_rewritten_into_compare_and_select(sp: Sel):
     (cmp_node,) = nodes_of(gm, torch.ops.sll.compare)
     (sel_node,) = nodes_of(gm, torch.ops.sll.select)
     assert cmp_node.args[2] == sp.cmp
-    assert cmp_node.kwargs["eps"] == EPS and cmp_node.kwargs["mode"] == "linear"
+    assert node_eps(gm, cmp_node) == EPS and cmp_node.kwargs["mode"] == "linear"
     assert sel_node.args[0] is cmp_node, gm.code          # the blend's mask is the surrogate comparison
     assert sel_node.kwargs["op"] == sp.select_op
     assert list(cmp_node.users) == [sel_node]
@@ -545,7 +546,7 @@ def test_onehot_argmax_is_rewritten(sp: Arg):
     (node,) = sll_nodes(gm)
     assert is_op(node.target, torch.ops.sll.argmax_onehot), gm.code
     assert node.args[1:] == (sp.dim, sp.n)
-    assert node.kwargs["eps"] == EPS and node.kwargs["mode"] == "linear"
+    assert node_eps(gm, node) == EPS and node.kwargs["mode"] == "linear"
     assert node.kwargs.get("largest", True) is sp.largest
     no_hard_left(gm, (torch.argmax, torch.argmin, F.one_hot), ("argmax", "argmin"))
     (entry,) = gm.sll_report.entries   # one entry: the argmax feeding it is part of the pattern
@@ -777,7 +778,7 @@ def test_topk_mask_is_rewritten(sp: Top):
     (node,) = sll_nodes(gm)
     assert is_op(node.target, torch.ops.sll.topk_mask), gm.code
     assert node.args[1:] == (sp.k, sp.dim)
-    assert node.kwargs["eps"] == EPS and node.kwargs["mode"] == "linear"
+    assert node_eps(gm, node) == EPS and node.kwargs["mode"] == "linear"
     assert node.kwargs.get("largest", True) is sp.largest
     no_hard_left(gm, (torch.scatter, torch.zeros_like), ("scatter", "scatter_"))
     (entry,) = gm.sll_report.entries
@@ -1048,6 +1049,11 @@ OPCHECK_CASES = [
     ("topk_mask.last", torch.ops.sll.topk_mask.default, lambda: (_x(), 2, -1), {"eps": 0.3}),
     ("topk_mask.dim0_smallest", torch.ops.sll.topk_mask.default, lambda: (_x(), 1, 0),
      {"eps": 0.3, "largest": False}),
+    # the Tensor-eps overloads (what linearize_module's graphs call, eps from a buffer)
+    ("argmax_onehot.T", torch.ops.sll.argmax_onehot.eps_tensor, lambda: (_x(), -1, 5),
+     {"eps": torch.tensor(0.3, dtype=torch.float64)}),
+    ("topk_mask.T", torch.ops.sll.topk_mask.eps_tensor, lambda: (_x(), 2, -1),
+     {"eps": torch.tensor(0.3, dtype=torch.float64), "largest": False}),
 ]
 
 

@@ -1,7 +1,8 @@
 """Tests of ``sll_fx.set_eps``: changing the band half-width of a linearized model in place.
 
-``set_eps(gm, eps, where=None)`` sets the ``eps`` keyword of the selected sll nodes (``where``: all,
-a rule kind or group, a submodule name, a node name, an ``nn.Module`` type or a predicate), so
+``set_eps(gm, eps, where=None)`` sets the eps of the selected sll nodes (``where``: all, a rule
+kind or group, a submodule name, a node name, an ``nn.Module`` type or a predicate), in place in
+their eps buffers (read with ``sll_fx.annealing.node_eps``; the code does not change), so
 that the forward and the gradients use it (slope ``1/(2 eps)``); it returns the node names and
 keeps the report current; an eps too wide for a selected node is an ``EpsError`` naming the node,
 raised before any node changes; a ``where`` that selects nothing is a ``ValueError``; it works
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import sll_fx
+from sll_fx.annealing import EPS_PREFIX, node_eps
 from sll_fx.ops import is_sll_target
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
@@ -61,7 +63,7 @@ def eps_nodes(gm) -> list[fx.Node]:
 
 
 def eps_of(gm) -> dict:
-    return {n.name: n.kwargs["eps"] for n in eps_nodes(gm)}
+    return {n.name: node_eps(gm, n) for n in eps_nodes(gm)}
 
 
 def kind(n: fx.Node) -> str:
@@ -98,15 +100,16 @@ def assert_bitwise(a, b, what=""):
 # selecting nodes
 # ----------------------------------------------------------------------------------------
 
-def test_set_eps_everywhere_returns_names_and_updates_nodes_code_and_report():
+def test_set_eps_everywhere_returns_names_and_updates_nodes_and_report_not_code():
     model, gm = make(0.1)
     ident, graph_id = id(gm), id(gm.graph)
+    code = gm.code
     names = sll_fx.set_eps(gm, 0.2)
     assert isinstance(names, list) and all(isinstance(n, str) for n in names)
     assert sorted(names) == sorted(n.name for n in eps_nodes(gm))
     assert len(names) == 12   # 3 x (round, compare, sign) + compare of the where + argmax_onehot + topk_mask
     assert set(eps_of(gm).values()) == {0.2}
-    assert "eps = 0.2" in gm.code and "eps = 0.1" not in gm.code
+    assert gm.code == code  # eps lives in buffers that set_eps fills in place: no recompile (torch.compile)
     assert id(gm) == ident and id(gm.graph) == graph_id
     for e in gm.sll_report.rewritten:
         if e.replacement != "sll.select(where)":
@@ -127,7 +130,7 @@ def test_where_kind_and_group():
     rounds = sorted(n.name for n in eps_nodes(gm) if kind(n) == "round")
     assert sorted(sll_fx.set_eps(gm, 0.3, where="round")) == rounds
     for n in eps_nodes(gm):
-        assert n.kwargs["eps"] == (0.3 if kind(n) == "round" else 0.1), n
+        assert node_eps(gm, n) == (0.3 if kind(n) == "round" else 0.1), n
     compares = sorted(n.name for n in eps_nodes(gm) if kind(n) in ("gt", "ge", "lt", "le"))
     assert len(compares) == 4
     assert sorted(sll_fx.set_eps(gm, 0.25, where="compare")) == compares
@@ -137,7 +140,7 @@ def test_where_kind_and_group():
     assert sll_fx.set_eps(gm, 0.35, where="topk_mask") == [n.name for n in eps_nodes(gm) if kind(n) == "topk_mask"]
     expected = {"round": 0.3, "gt": 0.05, "sign": 0.1, "argmax_onehot": 0.4, "topk_mask": 0.35}
     for n in eps_nodes(gm):
-        assert n.kwargs["eps"] == expected[kind(n)], n
+        assert node_eps(gm, n) == expected[kind(n)], n
     # the report follows, entry by entry
     for e in gm.sll_report.rewritten:
         if e.replacement.startswith("sll.round"):
@@ -152,7 +155,7 @@ def test_where_submodule_name_covers_descendants_only():
     assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) == "enc")
     assert len(names) == 3
     for n in eps_nodes(gm):
-        assert n.kwargs["eps"] == (0.3 if module_of(n) == "enc" else 0.1), n   # enc2 is not below enc
+        assert node_eps(gm, n) == (0.3 if module_of(n) == "enc" else 0.1), n   # enc2 is not below enc
     for e in gm.sll_report.rewritten:
         if e.replacement != "sll.select(where)":
             assert e.eps == (0.3 if e.module == "enc" else 0.1), e
@@ -176,7 +179,7 @@ def test_where_node_name_as_the_report_shows_it():
     names = sll_fx.set_eps(gm, 0.45, where=entry.node)
     (node,) = [n for n in eps_nodes(gm) if n.meta.get("sll_entry") == entry.node]
     assert names == [node.name]
-    assert node.kwargs["eps"] == 0.45
+    assert node_eps(gm, node) == 0.45
 
 
 def test_where_type_and_predicate():
@@ -185,7 +188,7 @@ def test_where_type_and_predicate():
     assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) in ("enc", "enc2", "dec"))
     assert len(names) == 9
     for n in eps_nodes(gm):
-        assert n.kwargs["eps"] == (0.3 if module_of(n) else 0.1)
+        assert node_eps(gm, n) == (0.3 if module_of(n) else 0.1)
 
     seen = []
 
@@ -198,7 +201,7 @@ def test_where_type_and_predicate():
     assert all(isinstance(n, fx.Node) for n in seen)
     for n in eps_nodes(gm):
         expected = 0.05 if n.name in names else 0.3 if module_of(n) else 0.1
-        assert n.kwargs["eps"] == expected, n
+        assert node_eps(gm, n) == expected, n
 
 
 @pytest.mark.parametrize("where", ["select", "where"])
@@ -208,7 +211,7 @@ def test_where_selection_kinds_set_the_selection_band(where):
     cmp = next(n for n in eps_nodes(gm) if kind(n) == "gt" and module_of(n) == "")
     assert any(u.op == "call_function" and sll_op_name(u.target) == "select" for u in cmp.users)
     sll_fx.set_eps(gm, 0.3, where=where)
-    assert cmp.kwargs["eps"] == 0.3
+    assert node_eps(gm, cmp) == 0.3
     assert {e.eps for e in gm.sll_report.rewritten if e.module == "" and e.op in ("x > t", "torch.where")} == {0.3}
 
 
@@ -401,3 +404,75 @@ def test_copies_are_independent_and_keep_their_eps():
     assert set(eps_of(again).values()) == {0.3}
     assert_bitwise(again(X), clone(X))
     assert not torch.equal(torch.nan_to_num(clone(X)), torch.nan_to_num(gm(X)))
+
+
+# ----------------------------------------------------------------------------------------
+# where eps lives: non-persistent buffers, read by get_attr nodes
+# ----------------------------------------------------------------------------------------
+
+def eps_buffers(gm) -> dict:
+    return {n: b for n, b in gm.named_buffers() if n.split(".")[-1].startswith(EPS_PREFIX)}
+
+
+def test_eps_lives_in_non_persistent_buffers_that_set_eps_fills_in_place():
+    model, gm = make(0.1)
+    buffers = eps_buffers(gm)
+    assert len(buffers) == 12 and all(b.dim() == 0 and b.dtype == torch.float64 for b in buffers.values())
+    assert list(gm.state_dict()) == list(model.state_dict())          # not state: the keys stay the model's
+    for n in eps_nodes(gm):
+        assert n.kwargs["eps"].op == "get_attr" and n.kwargs["eps"].target in buffers
+    forward, code, ids = type(gm).forward, gm.code, {n: id(b) for n, b in buffers.items()}
+    sll_fx.set_eps(gm, 0.25)
+    assert type(gm).forward is forward and gm.code == code             # nothing recompiled
+    assert {n: id(b) for n, b in eps_buffers(gm).items()} == ids        # the same tensors, refilled
+    assert {float(b) for b in eps_buffers(gm).values()} == {0.25}
+    gm.load_state_dict(model.state_dict())                             # loading state leaves eps alone
+    assert {float(b) for b in eps_buffers(gm).values()} == {0.25}
+
+
+def test_eps_buffers_stay_non_persistent_in_copies_and_export_drops_them():
+    model, gm = make(0.1)
+    sll_fx.set_eps(gm, 0.3)
+    for copied in (copy.deepcopy(gm), pickle.loads(pickle.dumps(gm))):
+        assert list(copied.state_dict()) == list(model.state_dict())
+        assert set(eps_buffers(copied)) == set(eps_buffers(gm))
+        assert set(eps_of(copied).values()) == {0.3}
+        assert_bitwise(copied(X), gm(X))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert not eps_buffers(hard) and not [n for n in hard.graph.nodes if n.op == "get_attr"
+                                          and n.target.startswith(EPS_PREFIX)]
+    assert list(hard.state_dict()) == list(model.state_dict())
+    assert_bitwise(hard(X), model(X))
+    assert len(eps_buffers(gm)) == 12 and set(eps_of(gm).values()) == {0.3}   # the input keeps its own
+
+
+def test_node_eps_reads_nested_graph_modules_and_literals():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.leaf = Leaf()
+
+        def forward(self, x):
+            if x.sum() > 0:   # control flow on a value: kept opaque, its child traced
+                return self.leaf(x)
+            return -self.leaf(x)
+
+    top = sll_fx.linearize_module(Untraceable(), 0.1, verbose=False)
+    nested = [n for n in sll_nodes(top.leaf) if "eps" in n.kwargs]
+    assert len(nested) == 3 and {node_eps(top, n) for n in nested} == {0.1}
+    sll_fx.set_eps(top, 0.2, where="round")
+    assert sorted(node_eps(top, n) for n in nested) == [0.1, 0.1, 0.2]
+    assert sorted(node_eps(None, n) for n in nested) == [0.1, 0.1, 0.2]   # the graph's owner
+
+    class Explicit(nn.Module):   # an explicit op traced as it is: its eps is a literal
+        def forward(self, x):
+            return sll_fx.sign(x, 0.1) + torch.round(x)
+
+    gm = sll_fx.linearize_module(Explicit(), 0.2, verbose=False)
+    literal = next(n for n in sll_nodes(gm) if sll_op_name(n.target) == "sign")
+    assert literal.kwargs["eps"] == 0.1 and node_eps(gm, literal) == 0.1
+    sll_fx.set_eps(gm, 0.3)
+    assert {n.name: node_eps(gm, n) for n in sll_nodes(gm)} == {n.name: 0.3 for n in sll_nodes(gm)}
+    torch.testing.assert_close(_slope(gm, [0.0]), torch.tensor([1 / 0.3]))
+    with pytest.raises(KeyError):
+        node_eps(top, next(n for n in sll_nodes(make()[1]) if sll_op_name(n.target) == "select"))

@@ -1,0 +1,437 @@
+"""Checkpoints: the original model, its linearized GraphModule and its hard export are one model.
+
+- ``state_dict()`` keys of all three are the original's, in order: with non-persistent
+  buffers (not keys), tied submodules and parameters (a key per name, as torch has it),
+  submodules that ``forward`` never calls, tensor literals in ``forward`` (fx constants, not
+  keys) and sll_fx's own eps buffers (non-persistent: not keys);
+- a checkpoint saved from any of the three loads strictly into any of the three (3 x 3,
+  through ``torch.save`` / ``torch.load(weights_only=True)``, after a training step so that
+  every value differs), and the loaded module computes what the saved one computes;
+- ``torch.save`` / ``torch.load(weights_only=False)`` of the module itself, ``copy.deepcopy``,
+  ``pickle`` and ``copy.copy`` give the same module back: same keys, values, outputs,
+  gradients, eps, tied submodules still tied, non-persistent buffers still non-persistent;
+- all of it also for a model with an opaque submodule (``if h.sum() > 0:``) from the
+  tracing fallback, and for a model whose own ``forward`` cannot be traced.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.ops import is_sll_target
+
+KINDS = ("original", "linearized", "hard")
+
+
+# ----------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------
+
+class Gate(nn.Module):
+    """A traced block: parameters, a persistent and a non-persistent buffer, sign and a gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.register_buffer("offset", torch.tensor(0.1))
+        self.register_buffer("scratch", torch.ones(4), persistent=False)
+        self.thr = nn.Parameter(torch.tensor(0.2))
+
+    def forward(self, h):
+        h = self.proj(h) + self.offset * self.scratch
+        return torch.sign(h) * 0.5 + (h > self.thr).float() + h
+
+
+class Tied(nn.Module):
+    """Every kind of state at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)                   # running stats: buffers a forward changes
+        self.gate = Gate()
+        self.gate_again = self.gate                     # a tied submodule: two names, one module
+        self.dec = nn.Linear(4, 4)
+        self.dec.weight = self.enc.weight               # a tied parameter
+        self.unused = nn.Linear(4, 2)                   # never called by forward
+        self.register_buffer("scale", torch.tensor(2.0))
+        self.register_buffer("mask", torch.ones(4), persistent=False)
+        self.last = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        h = self.norm(self.enc(x)) * self.scale * self.mask
+        h = self.gate(h) + self.gate_again(h * 0.5)
+        h = torch.round(self.dec(h) * 2) / 2 * self.last
+        return h + (h > torch.tensor(0.25)).float()     # a tensor literal: an fx constant, not state
+
+
+class Moody(nn.Module):
+    """Data-dependent control flow: kept opaque by the tracing fallback; its child is traced."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Gate()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("bias", torch.zeros(4), persistent=False)
+
+    def forward(self, h):
+        if h.sum() > 0:
+            h = self.inner(h)
+        else:
+            h = -self.inner(-h)
+        return self.lin(h) + self.bias
+
+
+class WithOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.block = Moody()
+        self.alias = self.block                         # the opaque module tied at a second name
+        self.unused = nn.Linear(4, 1)
+        self.head = nn.Linear(4, 4)
+        self.register_buffer("tmp", torch.zeros(4), persistent=False)
+
+    def forward(self, x):
+        return torch.round(self.head(self.block(self.stem(x)) + self.tmp) * 4) / 4
+
+
+class OpaqueTop(nn.Module):
+    """The model's own forward is untraceable: linearize_module returns a private copy of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = Gate()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("ones", torch.ones(4), persistent=False)
+
+    def forward(self, x):
+        if x.mean() > 0:
+            return self.gate(self.lin(x)) * self.ones
+        return self.gate(x)
+
+
+MODELS = {"tied": Tied, "opaque": WithOpaque, "opaque_top": OpaqueTop}
+
+
+def build(model_name: str, kind: str, seed: int) -> tuple[nn.Module, nn.Module]:
+    """(module of ``kind``, the original model it shares its state with)."""
+    torch.manual_seed(seed)
+    model = MODELS[model_name]()
+    with torch.no_grad():  # the values of the persistent buffers differ from seed to seed as well
+        for name, b in model.state_dict(keep_vars=True).items():
+            if b.is_floating_point() and not isinstance(b, nn.Parameter):
+                b.add_(torch.rand_like(b) * 0.1)
+    if kind == "original":
+        return model, model
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    return (gm if kind == "linearized" else sll_fx.export_hard(gm, verbose=False)), model
+
+
+def batch(seed: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)
+
+
+def train_step(module: nn.Module, seed: int) -> None:
+    """One SGD step in train mode (BatchNorm's running stats move too)."""
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    x, y = batch(seed)
+    loss = ((module(x) - y) ** 2).mean()
+    loss.backward()
+    with torch.no_grad():  # the hard ops cut some gradients: move every parameter a little anyway
+        for p in module.parameters():
+            p.add_(0.01 * (seed % 7 + 1))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def hard_view(module: nn.Module) -> nn.Module:
+    """The hard model a module stands for: itself (original, hard) or its export (linearized)."""
+    return sll_fx.export_hard(module, verbose=False) if has_sll(module) else module
+
+
+def has_sll(module: nn.Module) -> bool:
+    return any(is_sll_target(n.target) for m in module.modules() if isinstance(m, fx.GraphModule)
+               for n in m.graph.nodes if n.op == "call_function")
+
+
+def eps_of(module: nn.Module) -> dict[str, float]:
+    """``{"path.node": eps}`` of every sll node with an eps, read from its literal or its buffer."""
+    out = {}
+    for path, m in module.named_modules():
+        if not isinstance(m, fx.GraphModule):
+            continue
+        for node in m.graph.nodes:
+            if node.op == "call_function" and is_sll_target(node.target) and "eps" in node.kwargs:
+                value = node.kwargs["eps"]
+                if isinstance(value, fx.Node):
+                    assert value.op == "get_attr", value
+                    owner = m
+                    for part in value.target.split("."):
+                        owner = getattr(owner, part)
+                    value = owner
+                out[f"{path}.{node.name}" if path else node.name] = float(value)
+    return out
+
+
+def non_persistent(module: nn.Module) -> set[str]:
+    """Qualified names of the non-persistent buffers (eps buffers included)."""
+    return {f"{p}.{n}" if p else n for p, m in module.named_modules() for n in m._buffers
+            if n in m._non_persistent_buffers_set and m._buffers[n] is not None}
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def assert_tied(module: nn.Module, model_name: str) -> None:
+    if model_name == "tied":
+        assert module.get_submodule("gate") is module.get_submodule("gate_again")
+        assert module.get_parameter("dec.weight") is module.get_parameter("enc.weight")
+    elif model_name == "opaque":
+        assert module.get_submodule("block") is module.get_submodule("alias")
+
+
+# ----------------------------------------------------------------------------------------
+# state_dict keys
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_state_dict_keys_of_all_three_are_the_models(model_name):
+    lin, model = build(model_name, "linearized", 0)
+    hard = sll_fx.export_hard(lin, verbose=False)
+    keys = list(model.state_dict())
+    if model_name == "tied":  # the model is what it should be: torch keeps a key per name of tied state
+        assert "gate_again.proj.weight" in keys and "dec.weight" in keys and "unused.weight" in keys
+        assert "mask" not in keys and "gate.scratch" not in keys and "norm.num_batches_tracked" in keys
+    assert list(lin.state_dict()) == keys
+    assert list(hard.state_dict()) == keys
+    # the non-persistent buffers are there, and still non-persistent; sll_fx adds only non-persistent ones
+    for module in (lin, hard):
+        assert non_persistent(model) <= non_persistent(module)
+        named = dict(module.named_buffers())
+        assert all(name in named for name in non_persistent(model))
+        assert set(module.state_dict()) == set(keys)
+    # tied submodules stay tied, the unused submodule is there
+    assert_tied(lin, model_name)
+    assert_tied(hard, model_name)
+    if hasattr(model, "unused"):
+        assert lin.get_submodule("unused") is model.unused
+
+
+def test_eps_buffers_are_not_state():
+    lin, model = build("tied", "linearized", 0)
+    eps = eps_of(lin)
+    assert eps and set(eps.values()) == {0.25}
+    extra = set(dict(lin.named_buffers())) - set(dict(model.named_buffers()))
+    assert extra <= non_persistent(lin)  # whatever sll_fx keeps as buffers (eps, fx constants) is not state
+    assert not extra & set(lin.state_dict())
+
+
+# ----------------------------------------------------------------------------------------
+# 3 x 3 strict loads through torch.save / torch.load(weights_only=True)
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("dst_kind", KINDS)
+@pytest.mark.parametrize("src_kind", KINDS)
+def test_checkpoint_loads_strictly_across_kinds(model_name, src_kind, dst_kind):
+    src, _ = build(model_name, src_kind, 1)
+    train_step(src, 11)
+    buf = io.BytesIO()
+    torch.save(src.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert_same_state(state, src.state_dict())
+
+    dst, _ = build(model_name, dst_kind, 2)
+    train_step(dst, 22)
+    before = dst.state_dict()
+    differ = [k for k in state if not torch.equal(state[k], before[k])]
+    assert len(differ) >= len(state) - 1, "the checkpoint must change (almost) every value"  # tied copies agree
+    result = dst.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert_same_state(dst.state_dict(), state)
+    assert_tied(dst, model_name)
+
+    # the loaded module computes what the saved one computes (as a hard model, in eval mode)
+    src.eval(), dst.eval()
+    x, _ = batch(5)
+    with torch.no_grad():
+        assert torch.equal(hard_view(dst)(x), hard_view(src)(x))
+        if src_kind == dst_kind:
+            assert torch.equal(dst(x), src(x))
+
+
+# ----------------------------------------------------------------------------------------
+# the module itself: torch.save/torch.load, deepcopy, pickle, copy.copy
+# ----------------------------------------------------------------------------------------
+
+def _torch_roundtrip(module):
+    buf = io.BytesIO()
+    torch.save(module, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+COPIES = {
+    "torch.save": _torch_roundtrip,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+}
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("kind", ("linearized", "hard"))
+@pytest.mark.parametrize("how", list(COPIES))
+def test_copies_are_the_same_module(model_name, kind, how):
+    module, model = build(model_name, kind, 3)
+    if kind == "linearized":
+        sll_fx.set_eps(module, 0.125, where="sign")  # a non-default eps, which the copy must keep
+    train_step(module, 33)
+    module.eval()
+    clone = COPIES[how](module)
+
+    assert type(clone).__name__ == type(module).__name__
+    assert isinstance(clone, fx.GraphModule) == isinstance(module, fx.GraphModule)
+    assert_same_state(clone.state_dict(), module.state_dict())
+    assert list(clone.state_dict()) == list(model.state_dict())
+    assert non_persistent(clone) == non_persistent(module)
+    for name in non_persistent(module):
+        assert torch.equal(clone.get_buffer(name), module.get_buffer(name)), name
+    assert_tied(clone, model_name)
+    assert eps_of(clone) == eps_of(module)
+    if kind == "linearized":
+        assert 0.125 in eps_of(clone).values()
+    assert clone.sll_report is not None and str(clone.sll_report) == str(module.sll_report)
+    # a copy owns its state
+    assert all(a is not b for a, b in zip(clone.parameters(), module.parameters()))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(clone.buffers(), module.buffers()) if a.numel())
+
+    # same outputs and gradients
+    x, _ = batch(6)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = module(xa), clone(xb)
+    assert torch.equal(ya, yb)
+    ya.sum().backward()
+    yb.sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
+    for (na, pa), (nb, pb) in zip(module.named_parameters(), clone.named_parameters()):
+        assert na == nb
+        assert (pa.grad is None) == (pb.grad is None), na
+        if pa.grad is not None:
+            assert torch.equal(pa.grad, pb.grad), na
+
+    # the copy loads the model's checkpoint strictly, exports hard, and changing it leaves the source alone
+    clone.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(hard_view(clone)(x), hard_view(module)(x))
+    if kind == "linearized":
+        sll_fx.set_eps(clone, 0.3)
+        assert set(eps_of(clone).values()) == {0.3} and 0.125 in eps_of(module).values()
+    with torch.no_grad():
+        next(clone.parameters()).add_(1.0)
+    assert not torch.equal(next(clone.parameters()), next(module.parameters()))
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_copies_of_the_original_model_load_into_the_linearized_one(model_name):
+    """The plain ``torch.save(model)`` of the user's model and the linearized one are interchangeable."""
+    lin, model = build(model_name, "linearized", 4)
+    loaded = _torch_roundtrip(model)
+    assert_tied(loaded, model_name)
+    lin.load_state_dict(loaded.state_dict(), strict=True)
+    loaded.load_state_dict(lin.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("model_name", ["tied", "opaque"])
+def test_shallow_copy_shares_state_and_keeps_keys(model_name):
+    lin, model = build(model_name, "linearized", 5)
+    clone = copy.copy(lin)
+    assert isinstance(clone, fx.GraphModule)
+    assert list(clone.state_dict()) == list(model.state_dict())
+    assert all(a is b for a, b in zip(clone.parameters(), lin.parameters()))
+    assert non_persistent(clone) == non_persistent(lin)
+    assert_tied(clone, model_name)
+    lin.eval()
+    x, _ = batch(7)
+    with torch.no_grad():
+        assert torch.equal(clone(x), lin(x))
+
+
+def test_opaque_module_survives_copies_and_still_runs_its_python():
+    lin, model = build("opaque", "linearized", 6)
+    assert [o.path for o in lin.sll_report.opaque] == ["block"]
+    for how, fn in COPIES.items():
+        clone = fn(lin)
+        block = clone.get_submodule("block")
+        assert type(block) is Moody and sll_fx.opaque.is_opaque(block), how
+        assert isinstance(block.inner, fx.GraphModule) and has_sll(block.inner), how
+        assert [o.path for o in clone.sll_report.opaque] == ["block"]
+        lin.eval(), clone.eval()
+        for sign in (1.0, -1.0):  # both branches of the Python `if`
+            x = sign * (batch(8)[0].abs() + 0.1)
+            with torch.no_grad():
+                assert torch.equal(clone(x), lin(x)), how
+        hard = sll_fx.export_hard(clone, verbose=False)
+        assert not has_sll(hard)
+        assert list(hard.state_dict()) == list(model.state_dict())
+
+
+def test_state_dict_alone_needs_no_pickle_of_code():
+    """``weights_only=True`` loads a linearized model's checkpoint: it holds tensors only."""
+    lin, model = build("tied", "linearized", 7)
+    buf = io.BytesIO()
+    torch.save(lin.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    fresh = Tied()
+    fresh.load_state_dict(state, strict=True)
+    assert_same_state(fresh.state_dict(), model.state_dict())
+
+
+# ----------------------------------------------------------------------------------------
+# what a pickle keeps beyond the state; buffers are read, not frozen
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_pickle_keeps_node_names_sources_and_submodule_names(how):
+    from sll_fx.tracer import module_of, source_of
+
+    lin, _ = build("tied", "linearized", 8)
+    clone = COPIES[how](lin)
+    nodes = [(n.op, n.name, source_of(n), module_of(n), n.meta.get("sll_entry"))
+             for n in lin.graph.nodes]
+    assert [(n.op, n.name, source_of(n), module_of(n), n.meta.get("sll_entry")) for n in clone.graph.nodes] == nodes
+    assert clone.code == lin.code
+    # so everything that selects by those still works on the copy
+    assert sll_fx.set_eps(clone, 0.2, where="gate") == sll_fx.set_eps(lin, 0.2, where="gate")
+    names = [e.node for e in clone.sll_report.entries]
+    assert sll_fx.set_eps(clone, 0.1, where=names[0])
+
+
+@pytest.mark.parametrize("kind", ("linearized", "hard"))
+def test_arithmetic_on_buffers_alone_is_read_at_run_time_not_frozen(kind):
+    """``self.offset * self.scratch`` (no input involved) is a graph op on the buffers, not a constant that
+    fx computed while tracing: a loaded checkpoint's buffer values are used, also after pickling."""
+    module, model = build("tied", kind, 9)
+    module.eval(), model.eval()
+    x, _ = batch(10)
+    for current in (module, pickle.loads(pickle.dumps(module))):
+        with torch.no_grad():
+            current.get_buffer("gate.offset").fill_(3.0)
+            model.gate.offset.fill_(3.0)
+            assert torch.equal(hard_view(current)(x), model(x))
+        assert not any(n.startswith("_tensor_constant") and "gate" in n for n, _ in current.named_buffers())

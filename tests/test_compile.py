@@ -1,0 +1,257 @@
+"""``torch.compile`` of linearized models: one graph, eager's numbers, fused kernels, eps as an input.
+
+``linearize_module`` passes each sll node's eps from a 0-dim buffer of the GraphModule (the
+ops' ``eps_tensor`` overloads), so that:
+
+- ``torch.compile(gm, fullgraph=True)`` traces forward and backward as one graph (no break);
+  the sll ops are ``CompositeImplicitAutograd`` and decompose under AOTAutograd;
+- the compiled model computes what the eager one does, values and gradients, in both modes;
+- inductor fuses the surrogate (its clamp, its ``hardtanh_backward``) with the neighbouring
+  elementwise ops into one generated loop (checked in the generated code);
+- ``set_eps`` during compiled training recompiles nothing (at most one recompilation in
+  total is allowed) and the compiled code uses the new eps (its slope ``1/eps``).
+
+Compilation is slow on a small CPU machine: few, small models, each compiled once per test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch._dynamo
+import torch._inductor.config
+import torch.nn.functional as F
+from torch import fx, nn
+from torch._dynamo.backends.registry import lookup_backend
+from torch._inductor.utils import run_and_get_code
+
+import sll_fx
+from sll_fx.annealing import EPS_PREFIX, node_eps
+from sll_fx.ops import is_sll_target
+from sll_fx.tracer import module_of
+
+EPS_SCHEDULE = (0.2, 0.15, 0.1, 0.3, 0.05)   # five set_eps calls while training
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()   # every test counts its own compilations
+    yield
+    torch._dynamo.reset()
+
+
+class Fine(nn.Module):
+    def forward(self, h):
+        return torch.round(h, decimals=1)
+
+
+class Net(nn.Module):
+    """Every rule family: elementwise ops, comparisons with a learnable threshold (cast, product,
+    where, masked_fill), one_hot(argmax) and a top-k mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+        self.t = nn.Parameter(torch.tensor(0.1))
+        self.fine = Fine()
+
+    def forward(self, x):
+        h = self.lin(x)
+        elementwise = (torch.sign(h) * 1.5 + torch.round(h * 2) + torch.floor(h) - torch.ceil(h * 0.5)
+                       + torch.trunc(h * 3) + torch.heaviside(h, torch.tensor(0.5)) + self.fine(h))
+        gates = (h > self.t).float() * 2 + h * (h <= -self.t) + torch.where(h < self.t, h * 2, -h) \
+            + h.masked_fill(h >= 0.3, 0.5)
+        onehot = F.one_hot(h.argmax(-1), 6).float() * h
+        mask = torch.zeros_like(h).scatter(-1, torch.topk(h, 2, -1).indices, 1.0) * h
+        return elementwise + gates + onehot + mask
+
+
+def linearized_net(mode):
+    torch.manual_seed(0)
+    cfg = sll_fx.SLLConfig(eps=0.2, mode=mode, module_eps={"fine": 0.02})
+    return sll_fx.linearize_module(Net(), cfg, verbose=False)
+
+
+class Inductor:
+    """The inductor backend, counting the graphs dynamo hands it (one per compilation, recompilations
+    included) and noting, per graph, how each sll call gets its eps (before inductor consumes the graph)."""
+
+    def __init__(self):
+        self.frame_count = 0
+        self.eps_args: list[list] = []   # per graph: the eps argument of each sll call (an fx.Node: an input)
+
+    def __call__(self, graph_module, example_inputs):
+        self.frame_count += 1
+        self.eps_args.append([n.kwargs.get("eps") for n in graph_module.graph.nodes
+                              if n.op == "call_function" and is_sll_target(n.target)])
+        return lookup_backend("inductor")(graph_module, example_inputs)
+
+
+def sll_nodes(gm):
+    return [n for mod in gm.modules() if isinstance(mod, fx.GraphModule)
+            for n in mod.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+
+
+def grads(module):
+    return {n: p.grad.detach().clone() for n, p in module.named_parameters()}
+
+
+def step(fn, gm, x):
+    """forward + backward of ``fn`` (``gm`` or its compiled form); (output, ``gm``'s parameter gradients)."""
+    gm.zero_grad()
+    out = fn(x)
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    g = grads(gm)
+    gm.zero_grad()
+    return out.detach(), g
+
+
+def assert_matches(compiled, gm, x, what):
+    out_c, g_c = step(compiled, gm, x)
+    out_e, g_e = step(gm, gm, x)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5, msg=lambda m: f"{what}: output\n{m}")
+    assert g_c.keys() == g_e.keys() and len(g_e) == 3
+    for name in g_e:
+        torch.testing.assert_close(g_c[name], g_e[name], rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"{what}: grad of {name}\n{m}")
+    return out_e
+
+
+# ----------------------------------------------------------------------------------------
+# one graph, eager's numbers, and set_eps without recompiling
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_compiled_training_matches_eager_and_set_eps_does_not_recompile(mode):
+    gm = linearized_net(mode)
+    eps_nodes = [n for n in sll_nodes(gm) if "eps" in n.kwargs]   # all but the two sll.select
+    assert len(sll_nodes(gm)) == 15 and len(eps_nodes) == 13
+    assert sorted({node_eps(gm, n) for n in eps_nodes}) == [0.02, 0.2]
+    counter = Inductor()
+    compiled = torch.compile(gm, backend=counter, fullgraph=True)   # fullgraph: a graph break raises
+    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(1)
+    outputs = []
+    for eps in EPS_SCHEDULE:
+        sll_fx.set_eps(gm, eps, where=lambda n: module_of(n) != "fine")
+        sll_fx.set_eps(gm, eps / 10, where="fine")   # round(decimals=1): eps <= 0.05
+        x = torch.randn(16, 6, generator=g)
+        outputs.append(assert_matches(compiled, gm, x, f"{mode}, eps={eps}"))
+        # a training step of the compiled model moves the shared parameters
+        opt.zero_grad()
+        compiled(x).square().mean().backward()
+        opt.step()
+    assert counter.frame_count - 1 <= 1, f"{counter.frame_count} compilations for {len(EPS_SCHEDULE)} eps values"
+    # eps is an input of the captured graph, not a constant in it
+    eps_args = counter.eps_args[0]
+    assert len(eps_args) == 15   # the sll ops are single calls in dynamo's graph
+    assert sum(isinstance(e, fx.Node) for e in eps_args) == 13 and not [e for e in eps_args if isinstance(e, float)]
+    # and it was used: the same weights give other outputs at another eps (checked against eager above)
+    x = torch.randn(16, 6, generator=g)
+    sll_fx.set_eps(gm, 0.2, where=lambda n: module_of(n) != "fine")
+    a = compiled(x).detach()   # (grad mode as in training: a switch to no_grad would be a recompilation of its own)
+    sll_fx.set_eps(gm, 0.05)
+    b = compiled(x).detach()
+    torch.testing.assert_close(b, gm(x).detach(), rtol=1e-5, atol=1e-5)
+    if mode == "linear":
+        assert not torch.allclose(a, b)
+    assert counter.frame_count - 1 <= 1
+
+
+def test_no_graph_break():
+    gm = linearized_net("linear")
+    explanation = torch._dynamo.explain(gm)(torch.randn(4, 6))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, str(explanation)
+
+
+# ----------------------------------------------------------------------------------------
+# the new eps is really used: slopes
+# ----------------------------------------------------------------------------------------
+
+class Probe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.t = nn.Parameter(torch.tensor(0.4))
+
+    def forward(self, x):
+        return torch.sign(x * self.w) * 3.0 + (x > self.t).float() * 2.0
+
+
+def test_slopes_follow_set_eps_in_compiled_training():
+    probe = Probe()
+    gm = sll_fx.linearize_module(probe, 0.2, verbose=False)
+    counter = Inductor()
+    compiled = torch.compile(gm, backend=counter, fullgraph=True)
+    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(2)
+    for eps in EPS_SCHEDULE:
+        sll_fx.set_eps(gm, eps)
+        opt.zero_grad()   # a training step (inputs of one signature: only eps changes between calls)
+        compiled((torch.randn(3, generator=g) * 0.3).requires_grad_(True)).sum().backward()
+        opt.step()
+        # x = [0, t, 5]: sign's slope 3 w_0 / eps at 0, the gate's 2 / (2 eps) at t (and -1/eps to t), 0 far out
+        t = probe.t.detach().clone()
+        x = torch.stack([torch.tensor(0.0), t, torch.tensor(5.0)]).requires_grad_(True)
+        gm.zero_grad()
+        compiled(x).sum().backward()
+        w0 = float(probe.w.detach()[0])
+        torch.testing.assert_close(x.grad, torch.tensor([3 * w0 / eps, 1 / eps, 0.0]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(probe.t.grad, torch.tensor(-1 / eps), rtol=1e-5, atol=1e-5)
+    assert counter.frame_count - 1 <= 1, f"{counter.frame_count} compilations for {len(EPS_SCHEDULE)} eps values"
+
+
+# ----------------------------------------------------------------------------------------
+# fusion: the surrogate and its neighbours in one generated loop
+# ----------------------------------------------------------------------------------------
+
+_KERNEL = re.compile(r"^(\w+_fused_\w+) = async_compile\.", re.M)
+
+
+def kernels(code: str) -> list[str]:
+    """Names of the fused kernels one generated module (inductor's C++ or Triton code) defines."""
+    return _KERNEL.findall(code)
+
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_inductor_fuses_sll_ops_with_their_neighbours(mode):
+    """``sign(x * w) * 3 + (x > t).float() * 2``: the products before and after the surrogates,
+    both surrogates and the sum are one kernel forward and one kernel backward (including the
+    threshold's gradient, a reduction)."""
+    gm = sll_fx.linearize_module(Probe(), 0.2, mode=mode, verbose=False)
+    compiled = torch.compile(gm, fullgraph=True)
+    x = torch.randn(64, 3)
+    with torch._inductor.config.patch(fx_graph_cache=False):   # generate the code, even if a cache has it
+        _, codes = run_and_get_code(lambda: compiled(x).sum().backward())
+    assert len(codes) == 2, "expected a forward and a backward module"
+    forward, backward = (kernels(c) for c in codes)
+    assert len(forward) == 1, forward
+    assert len(backward) == 1, backward
+    # names list the aten ops fused into the kernel: the surrogate's clamp (linear mode) and the multiplies
+    if mode == "linear":
+        assert "clamp" in forward[0] and "mul" in forward[0], forward
+        assert "hardtanh_backward" in backward[0] and "mul" in backward[0] and "sum" in backward[0], backward
+    else:
+        assert "mul" in forward[0] and ("sign" in forward[0] or "gt" in forward[0]), forward
+        assert "mul" in backward[0] and "sum" in backward[0], backward
+    # the compiled kernels compute eager's gradients
+    gm.zero_grad()
+    compiled(x).sum().backward()
+    compiled_grads = grads(gm)
+    gm.zero_grad()
+    gm(x).sum().backward()
+    for name, grad in grads(gm).items():
+        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-4)
+
+
+def test_eps_buffers_are_graph_inputs_of_the_compiled_code():
+    """The generated module reads eps from a (double) input, it does not hold it as a literal."""
+    gm = sll_fx.linearize_module(Probe(), 0.123, verbose=False)
+    buffers = [n for n, _ in gm.named_buffers() if n.startswith(EPS_PREFIX)]
+    assert len(buffers) == 2 and all(n not in gm.state_dict() for n in buffers)
+    compiled = torch.compile(gm, fullgraph=True)
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        _, (forward,) = run_and_get_code(lambda: compiled(torch.randn(5, 3)))
+    assert "0.123" not in forward and "8.13" not in forward   # neither eps nor 1/eps is baked in
