@@ -204,7 +204,8 @@ class _Planner:
                                           "left hard (pass num_classes)")
         if self._is_int(x):
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
-        step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index)
+        step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
+                             reason=_compared_mask(list(node.users)))
         self.taken.add(index)  # its entry is this node's (rewritten, or switched off)
         self.pattern_users.add(node)
         return step
@@ -217,7 +218,8 @@ class _Planner:
             return self._hard(node, rule, f"top-k mask left hard: {pieces}")
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
-        step = self._rewrite(node, rule, **pieces)
+        later = [u for u in pieces["zeros"].users if self.order[u] > self.order[node]] if pieces["inplace"] else []
+        step = self._rewrite(node, rule, reason=_compared_mask([*node.users, *later]), **pieces)
         self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
         self.pattern_users.update((node, pieces["zeros"]))
         return step
@@ -286,8 +288,9 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device)
         for cast in step.casts:
             cast.replace_input_with(node, new)
         for product, factor in step.extra["products"].items():  # x * (x > t): an implicit cast to x's dtype
-            with graph.inserting_before(product):
-                as_factor = graph.call_method("type_as", (new, factor))
+            with graph.inserting_before(product):  # (x > t) * 1.0: the bool became the default float dtype
+                as_factor = graph.call_method("to", (new, factor)) if isinstance(factor, torch.dtype) else \
+                    graph.call_method("type_as", (new, factor))
             as_factor.meta.update(node.meta)
             product.replace_input_with(node, as_factor)
         # selections taking this comparison are rewritten later in graph order and drop their use of it
@@ -303,6 +306,10 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device)
     graph.erase_node(node)
     for piece in ("mask", "argmax", "index", "topk", "zeros"):
         if piece in step.extra:
+            if piece == "topk":  # `top_vals, idx = topk(...)` leaves an unused values getitem behind
+                for user in list(step.extra[piece].users):
+                    if user.op == "call_function" and user.target is operator.getitem:
+                        _erase_if_unused(graph, user)
             _erase_if_unused(graph, step.extra[piece])
 
 
@@ -413,11 +420,33 @@ def _mask_factor(user: Node, node: Node, kinds: dict):
         return None
     a, b = user.args
     other = b if a is node else a if b is node else None
+    if isinstance(other, float):
+        return torch.get_default_dtype()  # (x > t) * 1.0 is a float of the default dtype
     if not isinstance(other, Node) or other is node:
         return None
     if kinds.get(other) == dtypes.FLOAT or other in node.args:
         return other
     return None
+
+
+def _compared_mask(users: list[Node]) -> str:
+    """A reason when a rewritten mask/one-hot (or its cast) feeds ``==``/``!=``: in linear mode that use
+    sees fractional values inside the band, e.g. ``masked_fill(mask == 0, -inf)`` keeps in-band keys."""
+    seen, uses = set(), []
+    frontier = list(users)
+    while frontier:
+        u = frontier.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        if rules.match_no_jump(u):
+            uses.append(u)
+        elif u.op == "call_method" and u.target in rules.FLOAT_CASTS:
+            frontier.extend(u.users)
+    if not uses:
+        return ""
+    return (f"its 0/1 result is compared by {_describe(uses)}: in linear mode that comparison sees fractional "
+            "values inside the band and stays hard (multiply by the mask instead, or use mode='hard')")
 
 
 # --- the guarantee ------------------------------------------------------------------------------

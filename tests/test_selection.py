@@ -1073,3 +1073,44 @@ def test_every_overload_of_the_new_ops_is_opchecked():
         packet = getattr(torch.ops.sll, name)
         for overload in packet.overloads():
             assert str(getattr(packet, overload)) in covered, (name, overload)
+
+
+# --- findings from the examples: compared masks, scalar products, dead topk -------------------
+
+class _ComparedMask(nn.Module):
+    def forward(self, s):
+        top_vals, top_idx = torch.topk(s, 2, dim=-1)
+        mask = torch.zeros_like(s)
+        mask.scatter_(-1, top_idx, 1.0)
+        return s.masked_fill(mask == 0, float("-inf")).softmax(-1)
+
+
+def test_topk_mask_compared_with_eq_is_reported():
+    gm = sll_fx.linearize_module(_ComparedMask(), eps=0.5, verbose=False)
+    (entry,) = gm.sll_report.entries
+    assert entry.replacement == "sll.topk_mask"
+    assert "x == t" in entry.reason and "fractional" in entry.reason
+    # the unused top_vals/topk pair is gone from the linearized graph
+    assert not [n for n in gm.graph.nodes if n.target is torch.topk]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(hard(x), _ComparedMask()(x))
+    assert len([n for n in hard.graph.nodes if n.target is torch.topk]) == 1
+
+
+class _ScalarProduct(nn.Module):
+    def forward(self, x):
+        return (x > 0.25) * 1.0 + 2.0 * (x < -0.25)
+
+
+def test_comparison_times_python_float_is_an_implicit_cast():
+    gm = sll_fx.linearize_module(_ScalarProduct(), eps=0.1, verbose=False)
+    assert gm.sll_report.counts == {"found": 2, "rewritten": 2, "hard": 0}
+    x = torch.tensor([0.3, 0.25, 0.2, -0.3, -0.25, 0.0], dtype=torch.float64, requires_grad=True)
+    out = gm(x)
+    assert out.dtype == _ScalarProduct()(x).dtype == torch.get_default_dtype()
+    out.sum().backward()
+    assert x.grad[1] == pytest.approx(5.0) and x.grad[4] == pytest.approx(-10.0) and x.grad[5] == 0
+    hard = sll_fx.export_hard(gm, verbose=False)
+    with torch.no_grad():
+        assert torch.equal(hard(x), _ScalarProduct()(x))
