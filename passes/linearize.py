@@ -29,7 +29,7 @@ from sll_fx import dtypes, rules
 from sll_fx.annealing import eps_device, eps_input
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
-from sll_fx.ops import DEFAULT_EPS, check_eps, is_sll_target
+from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
 
@@ -52,7 +52,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
         _apply(gm, step, surrogates, device)
     gm.graph.lint()
     gm.recompile()
-    report = RewriteReport([s.entry for s in plan], mode=config.mode)
+    report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method)
     _check(gm, report, planner, before)
     gm.sll_report = report
     return PassResult(gm, modified=bool(report.rewritten))
@@ -123,14 +123,23 @@ class _Planner:
             return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
         stack = self._stack(node)
         eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
+        if isinstance(eps, str) and eps == "auto":  # a placeholder until calibrated (sll_fx/calibration.py)
+            eps = min(DEFAULT_EPS, 0.5 * eps_limit(rule.sll_op, decimals))
+        method = self.config.method
+        if method != "sll" and rule.sll_op in ("argmax_onehot", "topk_mask"):
+            raise ValueError(f"node '{node.name}' ({rules.describe_target(node)}, {source_of(node) or 'no source'}): "
+                             f"sll.{rule.sll_op} supports only method='sll', not method={method!r}")
         try:
             check_eps(rule.sll_op, eps, decimals)
         except EpsError as e:
             raise EpsError(f"node '{node.name}' ({rules.describe_target(node)}, "
                            f"{source_of(node) or 'no source'}): {e}") from None
         replacement = f"sll.{rule.sll_op}" + (f"({rule.discriminator})" if rule.discriminator else "")
+        if method != "sll" and rule.sll_op != "select":
+            replacement += f"[{method}]"
+        mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
         return _Step(node, rule, self._entry(node, replacement, extra.pop("reason", ""), eps),
-                     mode=self.config.mode_for(stack), casts=extra.pop("casts", ()), extra=extra)
+                     mode=mode, casts=extra.pop("casts", ()), extra=extra)
 
     def _is_int(self, value) -> bool:
         return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS

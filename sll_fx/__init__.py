@@ -25,6 +25,8 @@ from .config import SLLConfig
 from .diagnostics import BandWarning, band_stats
 from .precision import PrecisionWarning
 from .dynamic import linearize
+from .calibration import calibrate, freeze_eps, is_calibrating
+from .kernels import METHODS
 
 __version__ = "0.1.0"
 

@@ -18,8 +18,9 @@ from .report import RewriteReport, StripReport
 from .tracer import trace_with_fallback
 
 
-def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EPS, *, mode: str = "linear",
-                     verbose: bool = True, example_inputs: tuple | None = None,
+def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None = DEFAULT_EPS, *,
+                     mode: str = "linear", method: str | None = None, target: float = 0.1,
+                     calibrate_steps: int = 1, verbose: bool = True, example_inputs: tuple | None = None,
                      concrete_args: dict | None = None) -> fx.GraphModule:
     """Trace ``model`` and rewrite its discrete ops into SLL ops of half-width ``eps``.
 
@@ -30,6 +31,16 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
             (eps and mode per rule kind and per submodule, rules off, submodules skipped).
         mode: ``"linear"`` (forward is the SLL surrogate) or ``"hard"`` (forward is the hard
             op exactly, backward the surrogate's slope); a config's own mode wins.
+        method: the estimator, for every rewritten node: ``"sll"`` (the default: SLL_MATH.md, forward
+            per ``mode``), ``"ste"`` (hard forward, straight-through backward: identity for round/floor/
+            ceil/trunc, ``1{|x| <= 1}`` for sign, ``±1{|x - t| <= 1/2}`` for heaviside/comparisons; eps
+            unused, may be None) or ``"sigmoid"`` (hard forward, backward the derivative of
+            ``h * sigmoid((x - b) / tau)`` at the nearest boundary, ``tau = eps``).  See
+            ``kernels.estimator_grad``.  Selections (one_hot(argmax), top-k masks) support only "sll".
+            ``None``: the config's (``SLLConfig.method``), else "sll".
+        target, calibrate_steps: for ``eps="auto"``: each node's eps is calibrated so that a fraction
+            ``target`` of its inputs lies in its band, on the first ``calibrate_steps`` forward calls
+            (or by ``sll_fx.calibrate``); see :mod:`sll_fx.calibration`.
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
@@ -64,7 +75,7 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
 
     check_mode("linearize_module", mode)
     model = exported.as_module(model)
-    config = SLLConfig.of(eps, mode)
+    config = SLLConfig.of(eps, mode, method)
     config.check_against(model)
     if exported.is_exported_graph(model):
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
@@ -81,7 +92,10 @@ def linearize_module(model: torch.nn.Module, eps: float | SLLConfig = DEFAULT_EP
         exported.forget_stale_meta(g, before)
         return g
 
-    gm = map_graphs(top, linearize, RewriteReport(mode=config.mode))
+    gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method))
+    if config.auto:
+        from .calibration import start_auto
+        start_auto(gm, target=target, steps=calibrate_steps)
     if verbose:
         print(gm.sll_report)
     return gm

@@ -25,7 +25,7 @@ from typing import Mapping, Union
 
 from torch import nn
 
-from .ops import DEFAULT_EPS, check_eps, check_mode
+from .ops import DEFAULT_EPS, check_eps, check_method, check_mode
 from .rules import KIND_GROUPS, KINDS
 
 ModuleKey = Union[str, type]
@@ -44,6 +44,7 @@ class SLLConfig:
     module_mode: Mapping[ModuleKey, str] = field(default_factory=dict)
     disabled: frozenset[str] = frozenset()
     skip: tuple[ModuleKey, ...] = ()
+    method: str = "sll"        # estimator: "sll", "ste" or "sigmoid" (see ``kernels.estimator_grad``)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -52,8 +53,10 @@ class SLLConfig:
         set_(self, "module_mode", _freeze(self.module_mode))
         set_(self, "disabled", frozenset(self.disabled))
         set_(self, "skip", tuple(self.skip))
-        check_eps("SLLConfig", self.eps)
+        if not (isinstance(self.eps, str) and self.eps == "auto"):  # "auto": calibrated (sll_fx/calibration.py)
+            check_eps("SLLConfig", self.eps)
         check_mode("SLLConfig", self.mode)
+        check_method("SLLConfig", self.method)
         for kind in (*self.kind_eps, *self.disabled):
             if kind not in KINDS and kind not in KIND_GROUPS:
                 raise ValueError(f"SLLConfig: unknown rule kind {kind!r}; known kinds: "
@@ -71,7 +74,9 @@ class SLLConfig:
                 raise ValueError(f"SLLConfig: submodule key {key!r} is neither a qualified name nor an nn.Module type")
 
     def __repr__(self) -> str:
-        parts = [f"eps={self.eps:g}", f"mode={self.mode!r}"]
+        parts = [f"eps={self.eps!r}" if isinstance(self.eps, str) else f"eps={self.eps:g}", f"mode={self.mode!r}"]
+        if self.method != "sll":
+            parts.append(f"method={self.method!r}")
         for name in ("kind_eps", "module_eps", "module_mode"):
             value = getattr(self, name)
             if value:
@@ -83,11 +88,23 @@ class SLLConfig:
         return f"SLLConfig({', '.join(parts)})"
 
     @classmethod
-    def of(cls, eps_or_config, mode: str = "linear") -> "SLLConfig":
-        """``SLLConfig`` from ``linearize_module``'s ``eps`` argument (a float or a config)."""
+    def of(cls, eps_or_config, mode: str = "linear", method: str | None = None) -> "SLLConfig":
+        """``SLLConfig`` from ``linearize_module``'s ``eps`` argument (a float, "auto" or a config);
+        ``method`` (when given) overrides a config's."""
         if isinstance(eps_or_config, SLLConfig):
-            return eps_or_config
-        return cls(eps=eps_or_config, mode=mode)
+            if method is None or method == eps_or_config.method:
+                return eps_or_config
+            import dataclasses
+            return dataclasses.replace(eps_or_config, method=method)
+        method = method or "sll"
+        if eps_or_config is None and method == "ste":  # the STE backward does not read eps
+            eps_or_config = DEFAULT_EPS
+        return cls(eps=eps_or_config, mode=mode, method=method)
+
+    @property
+    def auto(self) -> bool:
+        """eps="auto": every node gets a placeholder eps until calibrated (``sll_fx.calibrate``)."""
+        return isinstance(self.eps, str) and self.eps == "auto"
 
     def check_against(self, model: nn.Module) -> None:
         """Every submodule name the config uses exists in ``model``."""

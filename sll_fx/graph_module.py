@@ -23,7 +23,7 @@ from . import precision
 from .state import mirror_state
 
 #: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
-_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets")
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration")
 
 
 class SLLGraphModule(fx.GraphModule):

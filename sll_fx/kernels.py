@@ -10,7 +10,8 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
   the band is.
 
 The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
-and one in-place multiply.  Written for eager speed: a fresh full-size tensor costs about
+and one in-place multiply.  A hard forward may take another estimator's backward instead
+(``method="ste"``/``"sigmoid"``, the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
 three in-place passes (page faults), so each function makes as few as it can and works in
 place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
 the public API live in ``ops.py``.
@@ -43,6 +44,7 @@ class Jump:
     distance: Callable[[Tensor], Tensor]               # x -> d; band: -half < d < half
     half: Eps                                          # half-width of the band in units of d
     slope: Eps                                         # d value / dx inside the band
+    ste: tuple = (None, 1.0)                           # (clip in units of d or None: no clip, gain) for "ste"
 
 
 def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
@@ -77,14 +79,15 @@ class SurrogateFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, threshold: Tensor | None, jump: Jump, hard: Callable[[], Tensor] | None) -> Tensor:
+    def forward(ctx, x: Tensor, threshold: Tensor | None, jump: Jump, hard: Callable[[], Tensor] | None,
+                method: str = "sll") -> Tensor:
         if hard is None:
             out, u = jump.ramp(x)
             ctx.save_for_backward(u)
         else:
             out = hard()
             ctx.save_for_backward(x)
-        ctx.jump, ctx.linear = jump, hard is None
+        ctx.jump, ctx.linear, ctx.method = jump, hard is None, method
         ctx.shapes = (x.shape, x.dtype, None if threshold is None else (threshold.shape, threshold.dtype))
         return out
 
@@ -95,22 +98,50 @@ class SurrogateFunction(torch.autograd.Function):
         if ctx.linear:
             lo, hi = jump.bounds
             g = torch.ops.aten.hardtanh_backward(grad, saved, lo, hi)
+            g = g.mul_(jump.slope)
         else:
-            g = pass_inside(grad, jump.distance(saved), -jump.half, jump.half)
-        g = g.mul_(jump.slope)
+            g = estimator_grad(grad, saved, jump, ctx.method)
         x_shape, x_dtype, t_meta = ctx.shapes
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             grad_x = g.sum_to_size(x_shape).to(x_dtype)
         if t_meta is not None and ctx.needs_input_grad[1]:
             grad_t = g.sum_to_size(t_meta[0]).neg().to(t_meta[1])  # not in place: may alias grad_x
-        return grad_x, grad_t, None, None
+        return grad_x, grad_t, None, None, None
+
+
+#: the estimators: the backward of a hard forward (``method=`` of ``linearize_module`` and the explicit ops)
+METHODS = ("sll", "ste", "sigmoid")
+
+
+def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> Tensor:
+    """The gradient w.r.t. ``x`` (a fresh tensor) of a hard-forward op under ``method``.
+
+    - ``sll``: ``slope * grad * 1{|d| < half}`` (the boxcar of SLL_MATH.md's hard mode);
+    - ``ste``: ``gain * grad * 1{|d| <= clip}`` (``jump.ste``): identity for round/floor/ceil/trunc
+      (no clip), the clipped identity ``1{|x| <= 1}`` for sign, ``±1{|x - t| <= 1/2}`` for a unit
+      step (heaviside, comparisons: the clipped identity of ``clamp(x - t + 1/2, 0, 1)``);
+    - ``sigmoid``: the derivative of ``h * sigmoid((x - b) / tau)`` at the nearest boundary ``b``
+      with ``tau = eps``: ``grad * 2 slope * s (1 - s)``, ``s = sigmoid(d / half)`` (``h / tau = 2 slope``
+      and ``(x - b) / tau = d / half`` in every op's units).
+    """
+    if method == "sll":
+        return pass_inside(grad, jump.distance(x), -jump.half, jump.half).mul_(jump.slope)
+    if method == "ste":
+        clip, gain = jump.ste
+        g = grad.clone() if clip is None else torch.where(jump.distance(x).abs() <= clip, grad, 0.0)
+        return g if gain == 1.0 else g.mul_(gain)
+    if method == "sigmoid":
+        s = torch.sigmoid(jump.distance(x) / jump.half)
+        return (s * (1 - s)).mul_(grad).mul_(2 * jump.slope)
+    raise ValueError(f"unknown estimator method {method!r}; one of {METHODS}")
 
 
 def apply(x: Tensor, jump: Jump, *, hard: Callable[[], Tensor] | None = None,
-          threshold: Tensor | None = None) -> Tensor:
-    """Run ``jump`` through :class:`SurrogateFunction` (``hard`` given means hard forward mode)."""
-    return SurrogateFunction.apply(x, threshold, jump, hard)
+          threshold: Tensor | None = None, method: str = "sll") -> Tensor:
+    """Run ``jump`` through :class:`SurrogateFunction` (``hard`` given means hard forward mode;
+    ``method`` picks the backward of a hard forward, see :func:`estimator_grad`)."""
+    return SurrogateFunction.apply(x, threshold, jump, hard, method)
 
 
 # --- the jumps, one per op family -----------------------------------------------------
@@ -120,7 +151,7 @@ def sign(eps: Eps) -> Jump:
     def ramp(x):
         u = torch.mul(x, 1.0 / eps).clamp_(-1.0, 1.0)
         return u, u
-    return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps)
+    return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps, (1.0, 1.0))
 
 
 def step(eps: Eps, threshold: Tensor | float, direction: int) -> Jump:
@@ -133,7 +164,7 @@ def step(eps: Eps, threshold: Tensor | float, direction: int) -> Jump:
 
     def distance(x):
         return torch.sub(x, threshold) if isinstance(threshold, Tensor) or threshold != 0 else x
-    return Jump(ramp, (0.0, 1.0), distance, eps, direction * k)
+    return Jump(ramp, (0.0, 1.0), distance, eps, direction * k, (0.5, float(direction)))
 
 
 def round_half(eps: Eps) -> Jump:

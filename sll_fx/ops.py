@@ -61,6 +61,11 @@ from . import kernels
 from .errors import EpsError, ModeError
 
 MODES = ("linear", "hard")
+#: op-level modes beyond MODES: a hard forward with another estimator's backward (``method=``, see
+#: ``kernels.estimator_grad``); ``linearize_module(method=...)`` and the explicit ops write them
+ESTIMATOR_MODES = ("ste", "sigmoid")
+OP_MODES = MODES + ESTIMATOR_MODES
+METHODS = kernels.METHODS
 
 # cmp name -> (hard comparison, direction of the jump: +1 rises at the threshold, -1 falls)
 COMPARISONS: dict[str, tuple[Callable, int]] = {
@@ -69,9 +74,31 @@ COMPARISONS: dict[str, tuple[Callable, int]] = {
 CMP_ALIASES = {">": "gt", ">=": "ge", "<": "lt", "<=": "le", **{c: c for c in COMPARISONS}}
 
 
-def check_mode(op: str, mode: str) -> None:
-    if mode not in MODES:
-        raise ModeError(f"sll.{op}: mode={mode!r} is not one of {MODES}")
+def check_mode(op: str, mode: str, allowed: tuple = MODES) -> None:
+    if mode not in allowed:
+        raise ModeError(f"sll.{op}: mode={mode!r} is not one of {allowed}")
+
+
+def check_method(op: str, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"{op}: method={method!r} is not one of {METHODS}")
+
+
+def op_mode(mode: str, method: str = "sll", op: str = "sll") -> str:
+    """The ``mode`` string an sll op gets for a user's (mode, method): ``mode`` for ``"sll"``, else the
+    method itself (``"ste"``/``"sigmoid"``: hard forward, that estimator's backward)."""
+    check_method(op, method)
+    return mode if method == "sll" else method
+
+
+def _method(mode: str) -> str:
+    return mode if mode in ESTIMATOR_MODES else "sll"
+
+
+def _sll_only(op: str, mode: str) -> None:
+    check_mode(op, mode, OP_MODES)
+    if mode in ESTIMATOR_MODES:
+        raise ValueError(f"sll.{op}: method={mode!r} is not supported for {op}; only method='sll'")
 
 
 def eps_limit(op: str, decimals: int = 0) -> float:
@@ -135,46 +162,50 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
 
 
 def _hard_mode(mode: str, hard: Callable[[], Tensor]) -> Callable[[], Tensor] | None:
-    return hard if mode == "hard" else None
+    return None if mode == "linear" else hard
 
 
 # --- kernels behind the torch.library ops ---------------------------------------------
 
 def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
-    check_mode("sign", mode)
+    check_mode("sign", mode, OP_MODES)
     eps = op_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
-    return kernels.apply(x, kernels.sign(eps), hard=_hard_mode(mode, lambda: torch.sign(x)))
+    return kernels.apply(x, kernels.sign(eps), hard=_hard_mode(mode, lambda: torch.sign(x)),
+                         method=_method(mode))
 
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
-    check_mode("heaviside", mode)
+    check_mode("heaviside", mode, OP_MODES)
     eps = op_eps("heaviside", eps)
     if not x.is_floating_point():
         return torch.heaviside(x, values)
     xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
-    return kernels.apply(xb, kernels.step(eps, 0.0, +1), hard=_hard_mode(mode, lambda: torch.heaviside(x, values)))
+    return kernels.apply(xb, kernels.step(eps, 0.0, +1), hard=_hard_mode(mode, lambda: torch.heaviside(x, values)),
+                         method=_method(mode))
 
 
 def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int = 0) -> Tensor:
-    check_mode("round", mode)
+    check_mode("round", mode, OP_MODES)
     eps = op_eps("round", eps, decimals)
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
         return kernels.apply(x, kernels.round_decimals(eps, decimals),
-                             hard=_hard_mode(mode, lambda: torch.round(x, decimals=decimals)))
-    return kernels.apply(x, kernels.round_half(eps), hard=_hard_mode(mode, lambda: torch.round(x)))
+                             hard=_hard_mode(mode, lambda: torch.round(x, decimals=decimals)), method=_method(mode))
+    return kernels.apply(x, kernels.round_half(eps), hard=_hard_mode(mode, lambda: torch.round(x)),
+                         method=_method(mode))
 
 
 def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[float], kernels.Jump]):
     def impl(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
-        check_mode(name, mode)
+        check_mode(name, mode, OP_MODES)
         eps = op_eps(name, eps)
         if not x.is_floating_point():
             return hard_op(x)
-        return kernels.apply(x, jump(eps), hard=_hard_mode(mode, lambda: hard_op(x)))
+        return kernels.apply(x, jump(eps), hard=_hard_mode(mode, lambda: hard_op(x)),
+                             method=_method(mode))
     impl.__name__ = f"_{name}"
     return impl
 
@@ -185,7 +216,7 @@ _trunc = _integer_op("trunc", torch.trunc, kernels.trunc)
 
 
 def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
-    check_mode("compare", mode)
+    check_mode("compare", mode, OP_MODES)
     eps = op_eps("compare", eps)
     if cmp not in COMPARISONS:
         raise ValueError(f"sll.compare: cmp={cmp!r} is not one of {tuple(COMPARISONS)}")
@@ -194,7 +225,8 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
     direction = COMPARISONS[cmp][1]
     t = threshold if isinstance(threshold, Tensor) else None
     return kernels.apply(x, kernels.step(eps, threshold, direction), threshold=t,
-                         hard=_hard_mode(mode, lambda: hard_compare(x, threshold, cmp)))
+                         hard=_hard_mode(mode, lambda: hard_compare(x, threshold, cmp)),
+                         method=_method(mode))
 
 
 def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
@@ -205,7 +237,7 @@ def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
 
 def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, mode: str = "linear",
                    largest: bool = True) -> Tensor:
-    check_mode("argmax_onehot", mode)
+    _sll_only("argmax_onehot", mode)
     eps = op_eps("argmax_onehot", eps)
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
@@ -214,7 +246,7 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
 
 
 def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "linear", largest: bool = True) -> Tensor:
-    check_mode("topk_mask", mode)
+    _sll_only("topk_mask", mode)
     eps = op_eps("topk_mask", eps)
     if not x.is_floating_point():
         return hard_topk_mask(x, k, dim, largest)
@@ -294,49 +326,61 @@ def is_sll_target(target) -> bool:
 DEFAULT_EPS = 1e-2
 
 
-def sign(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def _explicit_eps(eps, method: str):
+    """``eps=None`` is allowed for ``method="ste"`` (its backward does not read eps)."""
+    if eps is None:
+        if method != "ste":
+            raise EpsError(f"eps=None is only allowed with method='ste' (got method={method!r})")
+        return DEFAULT_EPS
+    return eps
+
+# ``method`` (every explicit op): "sll" (default), "ste" or "sigmoid" (hard forward, that estimator's
+# backward: see ``kernels.estimator_grad``; for "sigmoid" eps is the temperature tau).
+
+
+def sign(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``sign``: ``clamp(x / eps, -1, 1)``; slope ``1/eps`` in ``|x| <= eps`` (jump of 2)."""
-    return torch.ops.sll.sign(x, eps=eps, mode=mode)
+    return torch.ops.sll.sign(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
 def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | float = 0.5,
-              mode: str = "linear") -> Tensor:
+              mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.heaviside(x, values)``: ``clamp(x/(2eps) + 1/2, 0, 1)``; the hard value at 0 is ``values``."""
     if not isinstance(values, Tensor):
         values = torch.tensor(values, dtype=x.dtype, device=x.device)
-    return torch.ops.sll.heaviside(x, values, eps=eps, mode=mode)
+    return torch.ops.sll.heaviside(x, values, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
 def round(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, decimals: int = 0,  # noqa: A001
-          mode: str = "linear") -> Tensor:
+          mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.round(x, decimals=d)``: ramps of half-width ``eps`` at the half-way points ``(j + 1/2) 10^-d``."""
-    return torch.ops.sll.round(x, eps=eps, mode=mode, decimals=decimals)
+    return torch.ops.sll.round(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method), decimals=decimals)
 
 
-def floor(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def floor(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.floor``: ramps of half-width ``eps`` centred on the integers."""
-    return torch.ops.sll.floor(x, eps=eps, mode=mode)
+    return torch.ops.sll.floor(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
-def ceil(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def ceil(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.ceil``: ramps of half-width ``eps`` centred on the integers."""
-    return torch.ops.sll.ceil(x, eps=eps, mode=mode)
+    return torch.ops.sll.ceil(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
-def trunc(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear") -> Tensor:
+def trunc(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.trunc``: ramps at the nonzero integers (trunc does not jump at 0)."""
-    return torch.ops.sll.trunc(x, eps=eps, mode=mode)
+    return torch.ops.sll.trunc(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
 def threshold(x: Tensor, threshold: Tensor | float, eps: float | Tensor = DEFAULT_EPS, *, cmp: str = ">",
-              mode: str = "linear") -> Tensor:
+              mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``(x cmp threshold).float()``; ``cmp`` is one of ``> >= < <=`` (or gt, ge, lt, le).
 
     The gradient reaches ``x`` and, when it is a tensor, ``threshold``.
     """
     if cmp not in CMP_ALIASES:
         raise ValueError(f"sll_fx.threshold: cmp={cmp!r} is not one of {tuple(CMP_ALIASES)}")
-    return torch.ops.sll.compare(x, threshold, CMP_ALIASES[cmp], eps=eps, mode=mode)
+    return torch.ops.sll.compare(x, threshold, CMP_ALIASES[cmp], eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
 
 
 

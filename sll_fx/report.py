@@ -52,6 +52,7 @@ class RewriteReport:
     entries: list[Entry] = field(default_factory=list)
     mode: str = "linear"
     opaque: list[OpaqueModule] = field(default_factory=list)
+    method: str = "sll"          # the estimator (linearize_module's method=); also "[ste]" in each replacement
 
     @property
     def rewritten(self) -> list[Entry]:
@@ -68,7 +69,8 @@ class RewriteReport:
     def __str__(self) -> str:
         c = self.counts
         head = (f"sll_fx.linearize_module: {c['found']} discrete node(s) found, {c['rewritten']} rewritten "
-                f"(mode={self.mode}), {c['hard']} left hard")
+                f"({'mode=' + self.mode if self.method == 'sll' else 'method=' + self.method + ', hard forward'}), "
+                f"{c['hard']} left hard")
         if self.opaque:
             head += f"; {len(self.opaque)} module(s) kept opaque"
         if not self.entries:

@@ -720,7 +720,7 @@ def test_single_jump_ops_have_no_upper_eps_limit(op):
     torch.testing.assert_close(y, torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["soft", "", "Linear", "HARD", "ste"])
+@pytest.mark.parametrize("mode", ["soft", "", "Linear", "HARD", "STE", "sll"])  # "ste"/"sigmoid" are op modes now (method=, issue 5)
 @pytest.mark.parametrize("op", list(OP_CALLS))
 def test_bad_mode_is_a_mode_error(op, mode):
     for make in INPUTS.values():

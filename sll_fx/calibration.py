@@ -1,0 +1,201 @@
+"""``eps="auto"``: calibrate each rewritten node's eps from the data it sees.
+
+``linearize_module(model, eps="auto", target=0.1, calibrate_steps=1)`` gives every node a
+placeholder eps (``min(DEFAULT_EPS, limit / 2)``) and calibrates on the first
+``calibrate_steps`` forward calls (a forward pre-hook); ``calibrate(gm, *inputs, target=...)``
+does it explicitly, on any linearized module, as often as wanted; ``freeze_eps(gm)`` stops the
+automatic calibration.
+
+Per node: the distance of each input element to its nearest boundary, in units of eps
+(``kernels.Jump.distance / half``; the margin for ``argmax_onehot``, the distance to the top-k
+threshold for ``topk_mask``), and eps = the ``target`` quantile of ``|distance|`` (the midpoint
+between neighbouring order statistics, so that a fraction ``target`` lies strictly inside the
+band), clamped to ``[floor, ops.eps_limit]`` (``floor``: ``FLOOR`` or 4 spacings of the input's dtype
+at its largest magnitude, below which the band holds no representable value).  Nodes are calibrated in graph order, each just
+before it runs, so a node downstream sees its inputs computed with the calibrated eps upstream.
+Calibration is a real forward (under ``torch.no_grad``) of the module in its current mode: a
+BatchNorm in training mode updates its running statistics as in any forward.  The automatic
+calibration pools the samples of its ``calibrate_steps`` calls; ``calibrate`` starts afresh.
+Copies (``copy.deepcopy``, pickling) keep the current eps but not a pending automatic calibration.
+
+eps is written with :func:`sll_fx.set_eps` into the nodes' eps buffers: the graph and the code do
+not change (compiled code keeps running with the new values), and the report's eps column
+shows the chosen values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import fx, nn
+
+from . import kernels, rules
+from .annealing import _eps_nodes, set_eps
+from .ops import eps_limit, is_sll_target, jump_of
+
+#: the smallest eps calibration chooses
+FLOOR = 1e-7
+#: samples kept per node and call (a strided subset of larger inputs)
+MAX_SAMPLES = 200_000
+_STATE = "_sll_calibration"
+
+
+def _distances(op: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, float] | None:
+    """(|distance to the nearest boundary| of each input element in units of eps, flat float64 and finite;
+    the floor for eps: ``FLOOR`` or 4 spacings of the input's dtype at its largest finite magnitude)."""
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return None
+    x = x.detach()
+    largest = kwargs.get("largest", True)
+    if op == "argmax_onehot":
+        d = kernels.argmax_margin(x, args[1], largest)
+    elif op == "topk_mask":
+        d = kernels.topk_distance(x, args[1], args[2], largest)
+    else:
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+        jump = jump_of(op, args, dict(kwargs, eps=1.0))
+        if op == "heaviside":
+            x = x.expand(torch.broadcast_shapes(x.shape, args[1].shape))
+        d = jump.distance(x) / float(jump.half)
+    if d is None:
+        return None
+    ax = x.abs()
+    ax = ax[torch.isfinite(ax)]
+    floor = max(FLOOR, 4 * torch.finfo(x.dtype).eps * max(1.0, float(ax.max()) if ax.numel() else 1.0))
+    d = d.abs().double().flatten()
+    d = d[torch.isfinite(d)]
+    if d.numel() > MAX_SAMPLES:
+        d = d[:: d.numel() // MAX_SAMPLES + 1]
+    return d, floor
+
+
+def choose_eps(distances: torch.Tensor, target: float, limit: float, floor: float = FLOOR) -> float:
+    """eps such that a fraction ``target`` of ``distances`` lies strictly below it, in ``[floor, limit]``."""
+    n = distances.numel()
+    if n == 0:
+        return min(floor, limit)
+    s = distances.sort().values
+    m = min(max(math.ceil(target * n), 1), n)
+    lo = float(s[m - 1])
+    hi = float(s[m]) if m < n else 2 * lo + FLOOR
+    eps = 0.5 * (lo + hi) if hi > lo else lo * (1 + 1e-9) + FLOOR
+    return min(max(eps, floor), limit)
+
+
+def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
+    if not kwargs:
+        return args
+    out = list(args)
+    for p in [n for n in gm.graph.nodes if n.op == "placeholder"][len(args):]:
+        name = str(p.target).lstrip("*")
+        if name in kwargs:
+            out.append(kwargs[name])
+        elif p.args:
+            out.append(p.args[0])
+        else:
+            raise TypeError(f"calibrate: no value for input '{name}'")
+    return tuple(out)
+
+
+class _Calibrator(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, top: nn.Module, pool: dict, target: float, chosen: dict):
+        super().__init__(gm)
+        self.top, self.pool, self.target, self.chosen = top, pool, target, chosen
+
+    def run_node(self, n):
+        if n.op == "call_function" and is_sll_target(n.target) and "eps" in n.kwargs:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            op = rules.sll_op_name(n.target)
+            found = _distances(op, args, kwargs)
+            if found is not None:
+                d, floor = found
+                samples, floors = self.pool.setdefault(n, ([], []))
+                samples.append(d)
+                floors.append(floor)
+                eps = choose_eps(torch.cat(samples), self.target, eps_limit(op, n.kwargs.get("decimals", 0)),
+                                 max(floors))
+                set_eps(self.top, eps, where=lambda node, n=n: node is n)
+                self.chosen[n.name] = eps
+        return super().run_node(n)
+
+
+def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) -> dict[str, float]:
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"calibrate: target={target!r} must be a fraction in (0, 1)")
+    chosen: dict[str, float] = {}
+    graphs = {id(m): m for m, _ in _eps_nodes(gm)}
+    for m in graphs.values():  # each graph runs through the calibrating interpreter for this call
+        m.forward = (lambda m: lambda *a, **k: _Calibrator(m, gm, pool, target, chosen).run(*_bind(m, a, k)))(m)
+    state = gm.__dict__.get(_STATE)
+    if state is not None:
+        state["running"] = True
+    try:
+        with torch.no_grad():
+            gm(*args, **kwargs)
+    finally:
+        for m in graphs.values():
+            del m.forward
+        if state is not None:
+            state["running"] = False
+    return chosen
+
+
+def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> dict[str, float]:
+    """Calibrate every sll node's eps of ``gm`` on ``gm(*args, **kwargs)``; returns {node name: eps}.
+
+    ``target`` (fraction of each node's inputs inside its band): default the one given to
+    ``linearize_module(eps="auto", target=...)``, else 0.1.  Works on any linearized module (not only
+    ``eps="auto"``), any number of times (each call starts afresh), frozen or not.
+    """
+    state = gm.__dict__.get(_STATE)
+    if target is None:
+        target = state["target"] if state is not None else 0.1
+    return _run(gm, args, kwargs, target, {})
+
+
+def _auto_hook(module, args, kwargs):
+    state = module.__dict__.get(_STATE)
+    if state is None or state["running"] or state["frozen"] or state["steps"] <= 0:
+        return None
+    _auto_step(module, args, kwargs, state)
+    return None
+
+
+@torch.compiler.disable
+def _auto_step(module, args, kwargs, state) -> None:
+    _run(module, args, kwargs, state["target"], state["pool"])
+    state["steps"] -= 1
+    if state["steps"] <= 0:
+        freeze_eps(module)
+
+
+def start_auto(gm: nn.Module, *, target: float = 0.1, steps: int = 1) -> None:
+    """Mark ``gm`` uncalibrated: its next ``steps`` forward calls calibrate eps (``linearize_module(eps="auto")``)."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"linearize_module: target={target!r} must be a fraction in (0, 1)")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"linearize_module: calibrate_steps={steps!r} must be a non-negative int")
+    handle = gm.register_forward_pre_hook(_auto_hook, with_kwargs=True)
+    gm.__dict__[_STATE] = {"target": float(target), "steps": steps, "frozen": steps == 0, "running": False,
+                           "pool": {}, "hook": handle.id}
+
+
+def freeze_eps(gm: nn.Module) -> None:
+    """Stop the automatic calibration of ``gm`` (``eps="auto"``): eps stays as it is now.
+
+    ``calibrate`` still works when called explicitly."""
+    state = gm.__dict__.get(_STATE)
+    if state is None:
+        return
+    state["frozen"] = True
+    state["pool"] = {}
+    gm._forward_pre_hooks.pop(state["hook"], None)
+    gm._forward_pre_hooks_with_kwargs.pop(state["hook"], None)
+
+
+def is_calibrating(gm: nn.Module) -> bool:
+    """True while ``gm``'s automatic calibration still has forward calls to calibrate on."""
+    state = gm.__dict__.get(_STATE)
+    return state is not None and not state["frozen"] and state["steps"] > 0

@@ -1,0 +1,177 @@
+"""eps="auto": per-node calibration of eps to a target band fraction (issue 5, item 2)."""
+
+import pytest
+import torch
+from torch import fx, nn
+
+import sll_fx
+from sll_fx import ops, rules
+from sll_fx.annealing import _eps_nodes, node_eps
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.lin(x)
+        q = torch.round(h * 4)
+        s = torch.sign(h - 0.1)
+        m = (h > 0.3).float()
+        f = torch.floor(h * 3.3)
+        c = nn.functional.one_hot(torch.argmax(h, -1), 8).float()
+        return q.sum(-1) + s.sum(-1) + m.sum(-1) + f.sum(-1) + (c * h).sum(-1)
+
+
+class _Fractions(fx.Interpreter):
+    """Each sll node's band fraction (ops.in_band) with its current eps."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.fractions = {}
+
+    def run_node(self, n):
+        if n.op == "call_function" and ops.is_sll_target(n.target) and "eps" in n.kwargs:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            self.fractions[n.name] = float(ops.in_band(rules.sll_op_name(n.target), args, kwargs).double().mean())
+        return super().run_node(n)
+
+
+def _fractions(gm, x):
+    f = _Fractions(gm)
+    with torch.no_grad():
+        f.run(x)
+    return f.fractions
+
+
+def _eps(gm):
+    return {n.name: node_eps(m, n) for m, n in _eps_nodes(gm)}
+
+
+def _data(seed, scale=1.0):
+    return torch.randn(1024, 8, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("target", [0.05, 0.1, 0.3])
+def test_first_forward_calibrates_to_the_target(target):
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), eps="auto", target=target, verbose=False)
+    assert sll_fx.is_calibrating(gm)
+    x = _data(1)
+    gm(x)
+    assert not sll_fx.is_calibrating(gm)
+    fractions = _fractions(gm, x)
+    eps = _eps(gm)
+    assert len(fractions) == 5
+    for name, frac in fractions.items():
+        node = next(n for _, n in _eps_nodes(gm) if n.name == name)
+        limit = ops.eps_limit(rules.sll_op_name(node.target), node.kwargs.get("decimals", 0))
+        assert abs(frac - target) <= 0.02 or eps[name] == limit, (name, frac, eps[name])
+    # the report shows the chosen eps
+    by_entry = {n.meta["sll_entry"]: node_eps(m, n) for m, n in _eps_nodes(gm)}
+    for e in gm.sll_report.rewritten:
+        if e.node in by_entry:
+            assert e.eps == by_entry[e.node]
+    assert f"{by_entry['round_1']:g}" in str(gm.sll_report)
+
+
+def test_limit_binds():
+    class R(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+    gm = sll_fx.linearize_module(R(), eps="auto", target=0.99999, verbose=False)
+    x = torch.linspace(-3, 3, 10001, dtype=torch.float64)[:-1]
+    chosen = sll_fx.calibrate(gm, x)
+    assert list(chosen.values()) == [0.5]
+
+
+def test_freeze_and_recalibrate():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), eps="auto", target=0.1, calibrate_steps=5, verbose=False)
+    gm(_data(1))
+    first = _eps(gm)
+    sll_fx.freeze_eps(gm)
+    assert not sll_fx.is_calibrating(gm)
+    gm(_data(2, scale=5.0))
+    assert _eps(gm) == first  # frozen: new data changes nothing
+    new = _data(3, scale=5.0)
+    sll_fx.calibrate(gm, new)  # an explicit call re-calibrates
+    second = _eps(gm)
+    assert second != first
+    for frac in _fractions(gm, new).values():
+        assert abs(frac - 0.1) <= 0.02
+    sll_fx.calibrate(gm, new, target=0.3)
+    assert all(abs(f - 0.3) <= 0.02 for f in _fractions(gm, new).values())
+
+
+def test_more_steps_keep_calibrating_then_stop():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), eps="auto", calibrate_steps=2, verbose=False)
+    gm(_data(1))
+    a = _eps(gm)
+    assert sll_fx.is_calibrating(gm)
+    gm(_data(2, scale=3.0))
+    b = _eps(gm)
+    assert a != b and not sll_fx.is_calibrating(gm)
+    gm(_data(4, scale=9.0))
+    assert _eps(gm) == b
+
+
+def test_calibration_changes_no_graph_and_compiled_code_follows():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), eps="auto", calibrate_steps=0, verbose=False)
+    code = gm.code
+    compiles = []
+
+    def backend(g, inputs):
+        compiles.append(g)
+        return g.forward
+
+    compiled = torch.compile(gm, backend=backend)
+    x = _data(1)
+    compiled(x)
+    sll_fx.calibrate(gm, x)
+    assert gm.code == code
+    y = compiled(x)
+    assert len(compiles) == 1  # eps is a graph input: no recompilation
+    torch.testing.assert_close(y, gm(x))
+
+
+def test_calibrate_works_on_a_fixed_eps_model_and_keeps_state_dict():
+    torch.manual_seed(0)
+    model = Net()
+    gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+    keys = set(gm.state_dict())
+    chosen = sll_fx.calibrate(gm, _data(1), target=0.2)
+    assert set(chosen) == set(_eps(gm)) and set(gm.state_dict()) == keys
+    assert not sll_fx.is_calibrating(gm)
+
+
+def test_bad_target():
+    with pytest.raises(ValueError, match="target"):
+        sll_fx.linearize_module(Net(), eps="auto", target=1.5, verbose=False)
+
+
+def test_auto_with_ste_and_sigmoid_methods():
+    torch.manual_seed(0)
+
+    class S(nn.Module):
+        def forward(self, x):
+            return torch.round(x * 3) + torch.sign(x)
+    gm = sll_fx.linearize_module(S(), eps="auto", method="sigmoid", verbose=False)
+    x = _data(5).requires_grad_()
+    y = gm(x)
+    assert torch.equal(y, S()(x))
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_atoms_at_a_boundary_give_the_dtype_floor_not_a_useless_eps():
+    class F(nn.Module):
+        def forward(self, x):
+            return torch.floor(x)
+    gm = sll_fx.linearize_module(F(), eps="auto", target=0.05, verbose=False)
+    x = torch.cat([torch.zeros(300), torch.rand(700) * 3])  # 30% exactly on a boundary
+    (eps,) = sll_fx.calibrate(gm, x).values()
+    assert eps == pytest.approx(4 * torch.finfo(torch.float32).eps * float(x.max()))
