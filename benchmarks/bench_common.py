@@ -1,0 +1,230 @@
+"""Shared helpers of the benchmarks: the header line, interleaved timing, paired ratios, tables.
+
+The method is ``ops.py``'s: after a warm-up, the methods being compared are run
+round-robin within each repeat (so a slow spell of the machine hits all of them alike),
+the median over the repeats is reported, and a ratio is the median of the per-repeat
+ratios of two methods timed in the same round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable
+
+import torch
+from tabulate import tabulate
+
+
+def load_average() -> str:
+    if not hasattr(os, "getloadavg"):
+        return "load average n/a"
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def source_state() -> str:
+    """``git <short hash>`` of the checkout, ``+dirty`` when sll_fx/ or passes/ have uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "sll_fx", "passes"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "git n/a"
+    return f"git {head}{'+dirty' if dirty else ''}" if head else "git n/a"
+
+
+def header(title: str, details: str) -> str:
+    """One line: what was measured, torch version, threads, CPU, source state, and the load average now."""
+    return (f"{title}: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+            f"({cpu_name()}), sll_fx {source_state()}, {details}; {load_average()}")
+
+
+class Contention:
+    """CPU used by *other* processes (and stolen by the hypervisor) while the timed parts ran.
+
+    Linux only (``/proc/stat``); elsewhere it reports nothing.  Use as a context manager around
+    each timed part (several parts add up); :meth:`summary` gives the average number of cores
+    that other processes kept busy during them.  On 2 cores, a benchmark that runs 2 threads
+    is badly distorted by anything else running (a parallel region waits for a descheduled
+    thread for a whole scheduler slice), so every table prints this next to the load average.
+    """
+
+    def __init__(self):
+        self.wall = self.others = self.steal = 0.0
+        self.available = False
+        self._start = None
+
+    @staticmethod
+    def _stat():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        steal = fields[7] if len(fields) > 7 else 0
+        busy = sum(fields[:8]) - idle - steal
+        return busy / hz, steal / hz
+
+    def __enter__(self):
+        t = os.times()
+        self._start = (time.perf_counter(), self._stat(), t.user + t.system)
+        self.available = self._start[1] is not None
+        return self
+
+    def __exit__(self, *exc):
+        wall0, stat0, own0 = self._start
+        stat1 = self._stat()
+        t = os.times()
+        self.wall += time.perf_counter() - wall0
+        if stat0 is not None and stat1 is not None:
+            self.others += max(0.0, (stat1[0] - stat0[0]) - (t.user + t.system - own0))
+            self.steal += stat1[1] - stat0[1]
+        return False
+
+    def add(self, other: "Contention") -> None:
+        self.wall += other.wall
+        self.others += other.others
+        self.steal += other.steal
+        self.available = self.available or other.available
+
+    def cores(self) -> float:
+        return self.others / self.wall if self.wall > 0 and self.available else float("nan")
+
+    def summary(self) -> str:
+        if self.wall <= 0 or not self.available:
+            return "other processes' CPU during timing: n/a"
+        return (f"other processes kept {self.cores():.2f} cores busy during the timed parts "
+                f"({self.wall:.0f} s; hypervisor steal {self.steal / self.wall:.2f} cores)")
+
+
+def timed(fn: Callable[[], object], inner: int = 1) -> Callable[[], float]:
+    """A method for :func:`interleaved`: runs ``fn`` ``inner`` times, returns milliseconds per call."""
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return 1e3 * (time.perf_counter() - start) / inner
+    return run
+
+
+def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: int = 1,
+                collect: bool = False) -> dict[str, list[float]]:
+    """Milliseconds per method for each repeat; within a repeat the methods run round-robin.
+
+    The round starts one method later in each repeat (rotation), so that no method always
+    runs first or always follows the same one: what a method leaves behind (allocator state,
+    caches) then biases no comparison.  Each method is a callable returning its own time in ms
+    (see :func:`timed`), so a method can keep set-up (or freeing) out of or inside its timed
+    region as it needs.  With ``collect`` the garbage collector runs, untimed, before each method.
+    """
+    for _ in range(warmup):
+        for run in methods.values():
+            run()
+    names = list(methods)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            if collect:
+                gc.collect()
+            samples[name].append(methods[name]())
+    return samples
+
+
+def interleaved_quiet(methods: dict[str, Callable[[], float]], repeats: int, warmup: int = 1,
+                      collect: bool = False, total: Contention | None = None, tries: int = 3,
+                      max_others: float = 0.25, pause: float = 15.0,
+                      on_result: Callable[[], object] | None = None) -> tuple[dict[str, list[float]], float]:
+    """:func:`interleaved`, retried (up to ``tries`` times, ``pause`` seconds apart) while other processes
+    kept more than ``max_others`` cores busy during it; returns the least disturbed attempt's samples
+    and the cores others used during it.  ``total`` (optional) accumulates every attempt.
+    ``on_result`` (optional) is called after each attempt's timing; its results come back as a third
+    element, the kept attempt's."""
+    best = None
+    for attempt in range(tries):
+        mon = Contention()
+        with mon:
+            samples = interleaved(methods, repeats, warmup if attempt == 0 else 0, collect)
+        if on_result is not None:
+            samples = (samples, on_result())
+        if total is not None:
+            total.add(mon)
+        others = mon.cores() if mon.available else 0.0
+        if best is None or others < best[1]:
+            best = (samples, others)
+        if others <= max_others:
+            break
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    if on_result is not None:
+        (samples, extra), others = best
+        return samples, others, extra
+    return best
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over the repeats of ``num[i] / den[i]``: both were timed in the same round-robin pass."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def ratio_quartiles(num: list[float], den: list[float]) -> tuple[float, float]:
+    """25th and 75th percentiles of the per-repeat ratios (the spread the median comes from)."""
+    r = sorted(a / b for a, b in zip(num, den))
+    if len(r) == 1:
+        return r[0], r[0]
+    q = statistics.quantiles(r, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def print_table(rows: list[dict], columns: list[str], fmt: list[str]) -> str:
+    table = tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, floatfmt=fmt,
+                     missingval="", disable_numparse=False)
+    print(table)
+    return table
+
+
+@contextlib.contextmanager
+def no_compile_caches():
+    """Inductor's FX-graph cache and AOT autograd's cache off (every compile generates its kernels, and
+    ``compile s`` is a fresh compile's time); dynamo's recompile limit raised (many compiled functions
+    share one lambda's code object)."""
+    with contextlib.ExitStack() as stack:
+        import torch._dynamo.config as dynamo_config
+        import torch._inductor.config as inductor_config
+        stack.enter_context(inductor_config.patch(fx_graph_cache=False))
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo_config, name):
+                stack.enter_context(dynamo_config.patch(**{name: 256}))
+                break
+        try:
+            import torch._functorch.config as functorch_config
+            if hasattr(functorch_config, "enable_autograd_cache"):
+                stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
+        except ImportError:  # pragma: no cover
+            pass
+        yield

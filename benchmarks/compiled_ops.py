@@ -1,0 +1,293 @@
+"""Per-op forward+backward under torch.compile: the sll op against a compiled straight-through function.
+
+For every op this compiles, side by side in one run:
+
+- ``hard fwd``: the hard op's forward alone, compiled, under ``no_grad``;
+- ``STE``: a straight-through ``autograd.Function`` of the op (forward: the hard op; backward:
+  ``grad`` unchanged; for a tensor threshold also ``-grad.sum()``), compiled, forward+backward;
+- ``sll``: the explicit sll op (``sll_fx.sign(x, eps)``, ...), compiled, forward+backward, in
+  ``linear`` and ``hard`` mode;
+- for context, the same sll op in eager mode (``sll eager``).
+
+Every compiled function is ``torch.compile(f, fullgraph=True)`` of a one-line function, compiled
+once (inductor's FX-graph and autograd caches off, so that ``kernels fwd/bwd``, the number of
+kernels inductor generated for the forward and for the backward graph, is counted on every run).
+Timing follows ``ops.py``: each iteration is ``y = f(x); y.backward(g); del y; x.grad = None``
+on ``x = torch.randn(2**size_log2) * 2``; after a warm-up the methods of an op run round-robin
+within each repeat; medians in ms; ``sll/STE`` is the median of per-repeat ratios; ``STE fwd`` and
+``sll fwd`` are the forward's share of the same runs, ``others`` the cores other processes used
+meanwhile (see ``bench_common.Contention``).  Target: sll/STE within 1.1x (one fused kernel each way).
+
+A second table, ``mask-store probe``, times compiled ``x > 0`` (a bool result) against compiled
+``(x > 0).float()`` and the eager versions: inductor's vectorized bool stores are what the
+compiled sll forward adds to the STE's (it saves a bool band mask for the backward).
+
+    python benchmarks/compiled_ops.py                 # 2^22 elements, 25 repeats (~2 minutes)
+    python benchmarks/compiled_ops.py --quick         # 2^12 elements, 2 ops, aot_eager backend
+    python benchmarks/compiled_ops.py --ops sign,round --size-log2 20
+
+``main(argv)`` returns the rows as a list of dicts (the main table's rows, then the probe's, with ``"table"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as bc  # noqa: E402
+
+import sll_fx  # noqa: E402
+
+TARGET = 1.1
+MODES = ("linear", "hard")
+
+
+# --- straight-through baselines ------------------------------------------------------
+
+def straight_through(hard: Callable[[torch.Tensor], torch.Tensor]):
+    """``autograd.Function`` with the hard op as forward and the identity as backward."""
+    class STE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return hard(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    return STE.apply
+
+
+class ThresholdSTE(torch.autograd.Function):
+    """``(x > t).float()`` forward; backward ``grad`` to ``x`` and ``-grad.sum()`` to ``t``."""
+
+    @staticmethod
+    def forward(ctx, x, t):
+        return (x > t).float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, -grad.sum()
+
+
+class Case:
+    def __init__(self, name, hard, ste, sll, threshold=None):
+        self.name, self.hard, self.ste, self.sll, self.threshold = name, hard, ste, sll, threshold
+
+
+def cases(eps: float) -> list[Case]:
+    """The ops of ``ops.py``, through the public explicit-op API."""
+    t = torch.tensor(0.5, requires_grad=True)
+    values = torch.tensor(0.5)
+
+    def unary(name, hard, sll_fn, **kw):
+        return Case(name, hard, straight_through(hard), {m: (lambda x, m=m: sll_fn(x, **kw, mode=m)) for m in MODES})
+
+    return [
+        unary("sign", torch.sign, sll_fx.sign, eps=eps),
+        unary("heaviside", lambda x: torch.heaviside(x, values), sll_fx.heaviside, eps=eps, values=values),
+        unary("round", torch.round, sll_fx.round, eps=eps),
+        unary("round(decimals=2)", lambda x: torch.round(x, decimals=2), sll_fx.round, eps=eps / 100, decimals=2),
+        unary("floor", torch.floor, sll_fx.floor, eps=eps),
+        unary("ceil", torch.ceil, sll_fx.ceil, eps=eps),
+        unary("trunc", torch.trunc, sll_fx.trunc, eps=eps),
+        Case("threshold x>0.5", lambda x: (x > 0.5).float(), straight_through(lambda x: (x > 0.5).float()),
+             {m: (lambda x, m=m: sll_fx.threshold(x, 0.5, eps, mode=m)) for m in MODES}),
+        Case("threshold x>t (t grad)", lambda x: (x > t).float(), lambda x: ThresholdSTE.apply(x, t),
+             {m: (lambda x, m=m: sll_fx.threshold(x, t, eps, mode=m)) for m in MODES}, threshold=t),
+    ]
+
+
+# --- compiling and timing ---------------------------------------------------------------
+
+def kernel_count() -> int:
+    try:
+        from torch._inductor import metrics
+        return metrics.generated_kernel_count
+    except (ImportError, AttributeError):  # pragma: no cover
+        return 0
+
+
+def compile_fwd_bwd(f, x, g, t, backend):
+    """Compile ``f``; run it once forward and backward; return (compiled f, kernels fwd, kernels bwd, seconds)."""
+    cf = torch.compile(f, fullgraph=True, backend=backend)
+    start = time.perf_counter()
+    k0 = kernel_count()
+    y = cf(x)
+    k1 = kernel_count()
+    y.backward(g)
+    k2 = kernel_count()
+    seconds = time.perf_counter() - start
+    del y
+    x.grad = None
+    if t is not None:
+        t.grad = None
+    return cf, k1 - k0, k2 - k1, seconds
+
+
+def compile_fwd(f, x, backend):
+    cf = torch.compile(f, fullgraph=True, backend=backend)
+    k0 = kernel_count()
+    with torch.no_grad():
+        cf(x)
+    return cf, kernel_count() - k0
+
+
+def fwd_bwd(f, x, g, t, fwd_ms: list | None = None):
+    """One timed forward+backward that frees its own output and gradients inside the timed region;
+    ``fwd_ms``, when given, receives the forward's share of each run."""
+    def run():
+        start = time.perf_counter()
+        x.grad = None
+        if t is not None:
+            t.grad = None
+        y = f(x)
+        if fwd_ms is not None:
+            fwd_ms.append(1e3 * (time.perf_counter() - start))
+        y.backward(g)
+        del y
+        x.grad = None
+        if t is not None:
+            t.grad = None
+        return 1e3 * (time.perf_counter() - start)
+    return run
+
+
+def fwd(f, x):
+    def run():
+        start = time.perf_counter()
+        with torch.no_grad():
+            y = f(x)
+        del y
+        return 1e3 * (time.perf_counter() - start)
+    return run
+
+
+def probe(x: torch.Tensor, repeats: int, warmup: int, backend: str, mon: bc.Contention, tries: int) -> list[dict]:
+    """Compiled and eager ``x > 0`` (bool) and ``(x > 0).float()``, no grad: the cost of a bool store."""
+    xs = x.detach()
+    fns = {"x > 0 (bool)": lambda v: v > 0, "(x > 0).float()": lambda v: (v > 0).float()}
+    methods = {}
+    for name, f in fns.items():
+        cf, _ = compile_fwd(f, xs, backend)
+        methods[(name, "compiled")] = fwd(cf, xs)
+        methods[(name, "eager")] = fwd(f, xs)
+    samples, _ = bc.interleaved_quiet(methods, repeats, warmup, total=mon, tries=tries)
+    return [{"table": "probe", "op": name, "compiled ms": bc.median(samples[(name, "compiled")]),
+             "eager ms": bc.median(samples[(name, "eager")]),
+             "compiled/eager": bc.paired_ratio(samples[(name, "compiled")], samples[(name, "eager")])}
+            for name in fns]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-log2", type=int, default=22, help="number of elements is 2**N (default 22)")
+    p.add_argument("--repeats", type=int, default=25, help="timed repeats per method; the median is reported")
+    p.add_argument("--warmup", type=int, default=3, help="untimed round-robin rounds before timing")
+    p.add_argument("--eps", type=float, default=0.05, help="band half-width (round(decimals=2) uses eps/100)")
+    p.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ops", type=lambda v: [o.strip() for o in v.split(",") if o.strip()], default=None,
+                   help="comma-separated subset, e.g. sign,round,threshold (default: all)")
+    p.add_argument("--tries", type=int, default=3,
+                   help="re-time a measurement (up to N times, 15 s apart) while other processes use > 0.25 cores")
+    p.add_argument("--no-probe", action="store_true", help="skip the bool mask-store probe")
+    p.add_argument("--quick", action="store_true",
+                   help="2**12 elements, sign and threshold only, 2 repeats, aot_eager backend (smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size_log2, args.repeats, args.warmup, args.tries = 12, 2, 1, 1
+        args.ops = args.ops or ["sign", "threshold"]
+        if args.backend == "inductor":
+            args.backend = "aot_eager"
+    return args
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    n = 2 ** args.size_log2
+    x = (torch.randn(n) * 2).requires_grad_(True)
+    g = torch.randn(n)
+    head = bc.header("sll_fx compiled per-op benchmark",
+                     f"torch.compile(fullgraph=True, backend={args.backend}), {n} float32 elements "
+                     f"(2^{args.size_log2}), eps={args.eps:g} (round(decimals=2): eps/100), median of "
+                     f"{args.repeats} repeats, methods interleaved, ratios = median of per-repeat ratios; "
+                     f"STE and sll are forward+backward")
+
+    rows, probe_rows, mon = [], [], bc.Contention()
+    with bc.no_compile_caches():
+        for case in cases(args.eps):
+            if args.ops and case.name.split(" ")[0].split("(")[0] not in args.ops:
+                continue
+            t = case.threshold
+            torch._dynamo.reset()  # each op starts with empty dynamo caches
+            try:
+                methods, kernels, fwd_ms = {}, {}, {}
+                cf, kf = compile_fwd(case.hard, x.detach(), args.backend)
+                methods["hard fwd"], kernels["hard fwd"] = fwd(cf, x.detach()), (kf, 0)
+                cf, kf, kb, s = compile_fwd_bwd(case.ste, x, g, t, args.backend)
+                fwd_ms["STE"] = []
+                methods["STE"], kernels["STE"] = fwd_bwd(cf, x, g, t, fwd_ms["STE"]), (kf, kb)
+                for m in MODES:
+                    cf, kf, kb, s = compile_fwd_bwd(case.sll[m], x, g, t, args.backend)
+                    fwd_ms[m] = []
+                    methods[f"sll {m}"], kernels[f"sll {m}"] = fwd_bwd(cf, x, g, t, fwd_ms[m]), (kf, kb)
+                    methods[f"eager {m}"] = fwd_bwd(case.sll[m], x, g, t)
+                samples, others, fwd_share = bc.interleaved_quiet(
+                    methods, args.repeats, args.warmup, total=mon, tries=args.tries,
+                    # the forward's share of the timed runs of this attempt (then start afresh)
+                    on_result=lambda: {k: [v.pop() for _ in range(args.repeats)] for k, v in fwd_ms.items()})
+            except Exception as exc:  # report and go on with the other ops
+                rows.append({"op": case.name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
+                continue
+            for m in MODES:
+                sll = samples[f"sll {m}"]
+                row = {
+                    "op": case.name, "mode": m,
+                    "hard fwd ms": bc.median(samples["hard fwd"]),
+                    "STE ms": bc.median(samples["STE"]),
+                    "sll ms": bc.median(sll),
+                    "sll/STE": bc.paired_ratio(sll, samples["STE"]),
+                    "STE fwd ms": bc.median(fwd_share["STE"]),
+                    "sll fwd ms": bc.median(fwd_share[m]),
+                    "kernels fwd/bwd STE": "%d/%d" % kernels["STE"],
+                    "kernels fwd/bwd sll": "%d/%d" % kernels[f"sll {m}"],
+                    "sll eager ms": bc.median(samples[f"eager {m}"]),
+                    "compiled/eager": bc.paired_ratio(sll, samples[f"eager {m}"]),
+                    "others": others,
+                }
+                q1, q3 = bc.ratio_quartiles(sll, samples["STE"])
+                row["sll/STE IQR"] = f"{q1:.2f}-{q3:.2f}"
+                row["within 1.1x"] = row["sll/STE"] <= TARGET
+                rows.append(row)
+        if not args.no_probe:
+            probe_rows = probe(x, args.repeats, args.warmup, args.backend, mon, args.tries)
+
+    print(head)
+    columns = ["op", "mode", "hard fwd ms", "STE ms", "sll ms", "sll/STE", "sll/STE IQR", "within 1.1x",
+               "STE fwd ms", "sll fwd ms", "kernels fwd/bwd STE", "kernels fwd/bwd sll", "sll eager ms",
+               "compiled/eager", "others"]
+    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", "", "", ".3f", ".3f", "", "", ".3f", ".2f", ".2f"]
+    if any("error" in r for r in rows):
+        columns.append("error")
+        fmt.append("")
+    bc.print_table(rows, columns, fmt)
+    if probe_rows:
+        print(f"\nmask-store probe (no grad, {n} elements, compiled with {args.backend} vs eager):")
+        bc.print_table(probe_rows, ["op", "compiled ms", "eager ms", "compiled/eager"], ["", ".3f", ".3f", ".2f"])
+    print(f"{bc.load_average()} at the end; {mon.summary()} ('others' column: per op)")
+    return rows + probe_rows
+
+
+if __name__ == "__main__":
+    main()
