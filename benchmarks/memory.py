@@ -162,7 +162,8 @@ def main(argv=None) -> list[dict]:
     backends = ["eager"] if args.no_compile else ["eager", "compiled"]
     head = bc.header("sll_fx training-step memory benchmark",
                      f"eps={args.eps:g} mode={args.mode}; peak tensor MiB of one step (forward, backward, "
-                     f"SGD step) from torch.profiler memory events; max-RSS delta in a fresh process per variant")
+                     f"SGD step) from torch.profiler memory events; RSS: peak (VmHWM, reset before the step) minus the RSS "
+                     f"before it, second step in a fresh process per variant")
     rows = []
     for name in names:
         spec = all_specs[name]
