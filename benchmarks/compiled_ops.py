@@ -35,7 +35,6 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable
 
 import torch
 
@@ -48,32 +47,8 @@ TARGET = 1.1
 MODES = ("linear", "hard")
 
 
-# --- straight-through baselines ------------------------------------------------------
-
-def straight_through(hard: Callable[[torch.Tensor], torch.Tensor]):
-    """``autograd.Function`` with the hard op as forward and the identity as backward."""
-    class STE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return hard(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad
-
-    return STE.apply
-
-
-class ThresholdSTE(torch.autograd.Function):
-    """``(x > t).float()`` forward; backward ``grad`` to ``x`` and ``-grad.sum()`` to ``t``."""
-
-    @staticmethod
-    def forward(ctx, x, t):
-        return (x > t).float()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, -grad.sum()
+# the straight-through baselines are benchmarks/ops.py's (the eager per-op benchmark)
+from ops import ThresholdSTE, straight_through  # noqa: E402
 
 
 class Case:
