@@ -61,14 +61,42 @@ def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
 
 
 def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
-    """``grad`` where ``lo < d < hi``, else 0 (a NaN ``d`` passes, as in ``hardtanh_backward``).
+    """``grad`` where ``lo < d < hi``, else 0.
+
+    The gradient at a NaN input is not specified (its value is NaN anyway): eager
+    ``hardtanh_backward`` passes ``grad`` on its scalar tail and 0 in its vectorized lanes;
+    compiled code gives 0.
 
     ``hardtanh_backward`` is one pass but takes Python numbers; tensor bounds (a tensor eps)
     take the same test spelled as a ``where``.
     """
+    if torch.compiler.is_compiling():
+        return grad * inside_float(d, lo, hi)
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
         return torch.where((d <= lo) | (d >= hi), 0.0, grad)
     return torch.ops.aten.hardtanh_backward(grad, d, lo, hi)
+
+
+def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
+    """``1.0`` where ``lo < d < hi``, else ``0.0`` (also for a NaN ``d``): the band as a float, for compiled code.
+
+    Spelled without a comparison on purpose: from a ``bool`` band AOT autograd's partitioner
+    saves a one-byte mask for the backward, and inductor's vectorized one-byte stores are
+    ~25x slower than eager on CPU (``benchmarks/compiled_ops.py``, mask-store probe).  From
+    these float ops it saves (or recomputes from) a float tensor instead.
+    """
+    return (torch.sign(d - lo) * torch.sign(hi - d)).clamp_min(0.0)  # sign(NaN) = 0: a NaN is outside
+
+
+def nan_to_(t: Tensor, value: float) -> Tensor:
+    """``t`` with NaN replaced by ``value`` (in place in eager mode; only NaN can occur where it is used).
+
+    Compiled, ``nan_to_num`` becomes a scalar ``std::isnan`` loop in inductor's CPU kernels, which
+    unvectorizes the whole fused kernel; ``t != t`` stays vectorized.
+    """
+    if torch.compiler.is_compiling():
+        return torch.where(t != t, value, t)
+    return t.nan_to_num_(value)
 
 
 class SurrogateFunction(torch.autograd.Function):
@@ -96,9 +124,7 @@ class SurrogateFunction(torch.autograd.Function):
         (saved,) = ctx.saved_tensors
         jump = ctx.jump
         if ctx.linear:
-            lo, hi = jump.bounds
-            g = torch.ops.aten.hardtanh_backward(grad, saved, lo, hi)
-            g = g.mul_(jump.slope)
+            g = pass_inside(grad, saved, *jump.bounds).mul_(jump.slope)
         else:
             g = estimator_grad(grad, saved, jump, ctx.method)
         x_shape, x_dtype, t_meta = ctx.shapes
@@ -129,7 +155,13 @@ def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> 
         return pass_inside(grad, jump.distance(x), -jump.half, jump.half).mul_(jump.slope)
     if method == "ste":
         clip, gain = jump.ste
-        g = grad.clone() if clip is None else torch.where(jump.distance(x).abs() <= clip, grad, 0.0)
+        if clip is None:
+            g = grad.clone()
+        elif torch.compiler.is_compiling():  # 1{|d| <= clip} as a float: see inside_float
+            d = jump.distance(x)
+            g = grad * torch.where(d != d, 0.0, (torch.sign(clip - d.abs()) + 1.0).clamp_max(1.0))
+        else:
+            g = torch.where(jump.distance(x).abs() <= clip, grad, 0.0)
         return g if gain == 1.0 else g.mul_(gain)
     if method == "sigmoid":
         s = torch.sigmoid(jump.distance(x) / jump.half)
@@ -173,7 +205,7 @@ def round_half(eps: Eps) -> Jump:
 
     def distance(x):
         f = torch.floor(x)
-        return torch.sub(x, f, out=f).sub_(0.5).nan_to_num_(1.0)  # +-inf, NaN: outside every band
+        return nan_to_(torch.sub(x, f, out=f).sub_(0.5), 1.0)  # +-inf, NaN: outside every band
     return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k)
 
 
@@ -182,7 +214,7 @@ def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, 
     f = torch.floor(x)
     d = x.sub_(f) if consume else torch.sub(x, f)
     # inf - inf = NaN -> 0 keeps f's inf; a NaN input stays NaN through f
-    u = affine_(d, k, 0.5 - 0.5 * k).clamp_(0.0, 1.0).nan_to_num_(0.0)
+    u = nan_to_(affine_(d, k, 0.5 - 0.5 * k).clamp_(0.0, 1.0), 0.0)
     return f.add_(u), u
 
 
@@ -195,12 +227,12 @@ def integer(eps: Eps, shift: float) -> Jump:
 
     def ramp(x):
         c = torch.round(x)
-        w = affine_(torch.sub(x, c), k, 0.5 + shift).clamp_(shift, shift + 1.0).nan_to_num_(shift)
+        w = nan_to_(affine_(torch.sub(x, c), k, 0.5 + shift).clamp_(shift, shift + 1.0), shift)
         return c.add_(w), w
 
     def distance(x):
         c = torch.round(x)
-        return torch.sub(x, c, out=c).nan_to_num_(1.0)
+        return nan_to_(torch.sub(x, c, out=c), 1.0)
     return Jump(ramp, (shift, shift + 1.0), distance, eps, k)
 
 
@@ -215,12 +247,12 @@ def trunc(eps: Eps) -> Jump:
     def ramp(x):
         a = torch.abs(x).clamp_min_(0.5)
         c = torch.round(a)
-        w = affine_(torch.sub(a, c), k, -0.5).clamp_(-1.0, 0.0).nan_to_num_(-1.0)
+        w = nan_to_(affine_(torch.sub(a, c), k, -0.5).clamp_(-1.0, 0.0), -1.0)
         return c.add_(w).mul_(torch.sign(x)), w
 
     def distance(x):
         a = torch.abs(x).clamp_min_(0.5)
-        return a.sub_(torch.round(a)).nan_to_num_(1.0)
+        return nan_to_(a.sub_(torch.round(a)), 1.0)
     return Jump(ramp, (-1.0, 0.0), distance, eps, k)
 
 
