@@ -10,7 +10,10 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
   the band is.
 
 The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
-and one in-place multiply.  A hard forward may take another estimator's backward instead
+and one in-place multiply.  Under ``torch.compile`` the band is spelled with float ops
+(:func:`inside_float`; for ``integral`` jumps, round/floor/ceil/trunc, it is read from the
+linear value itself: not an integer exactly inside the band), so that inductor saves no
+one-byte mask and needs no second store in the forward kernel (``benchmarks/compiled_ops.py``).  A hard forward may take another estimator's backward instead
 (``method="ste"``/``"sigmoid"``, the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
 three in-place passes (page faults), so each function makes as few as it can and works in
 place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
@@ -45,6 +48,7 @@ class Jump:
     half: Eps                                          # half-width of the band in units of d
     slope: Eps                                         # d value / dx inside the band
     ste: tuple = (None, 1.0)                           # (clip in units of d or None: no clip, gain) for "ste"
+    integral: bool = False                             # linear value is an integer exactly outside the band
 
 
 def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
@@ -109,9 +113,17 @@ class SurrogateFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, threshold: Tensor | None, jump: Jump, hard: Callable[[], Tensor] | None,
                 method: str = "sll") -> Tensor:
+        ctx.from_out = False
         if hard is None:
             out, u = jump.ramp(x)
-            ctx.save_for_backward(u)
+            # compiled, an integer-valued op's band is where its value is not an integer: saving the
+            # output (stored anyway) instead of the ramp spares the forward kernel a second store.
+            # Not exact where the value cannot hold a fraction (|x| >= 2^22 in float32, 2^51 in
+            # float64: an input exactly on a boundary there gets 0, not the slope); half and bfloat16
+            # reach that at 2^9 and 2^6, so they keep the ramp
+            ctx.from_out = (jump.integral and x.dtype in (torch.float32, torch.float64)
+                            and torch.compiler.is_compiling())
+            ctx.save_for_backward(out if ctx.from_out else u)
         else:
             out = hard()
             ctx.save_for_backward(x)
@@ -123,7 +135,9 @@ class SurrogateFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (saved,) = ctx.saved_tensors
         jump = ctx.jump
-        if ctx.linear:
+        if ctx.from_out:   # 1 where the value is not an integer (NaN: sign(NaN) = 0), see forward
+            g = grad * torch.sign((saved - torch.round(saved)).abs()) * jump.slope
+        elif ctx.linear:
             g = pass_inside(grad, saved, *jump.bounds).mul_(jump.slope)
         else:
             g = estimator_grad(grad, saved, jump, ctx.method)
@@ -206,7 +220,7 @@ def round_half(eps: Eps) -> Jump:
     def distance(x):
         f = torch.floor(x)
         return nan_to_(torch.sub(x, f, out=f).sub_(0.5), 1.0)  # +-inf, NaN: outside every band
-    return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k)
+    return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k, integral=True)
 
 
 def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, Tensor]:
@@ -233,7 +247,7 @@ def integer(eps: Eps, shift: float) -> Jump:
     def distance(x):
         c = torch.round(x)
         return nan_to_(torch.sub(x, c, out=c), 1.0)
-    return Jump(ramp, (shift, shift + 1.0), distance, eps, k)
+    return Jump(ramp, (shift, shift + 1.0), distance, eps, k, integral=True)
 
 
 def trunc(eps: Eps) -> Jump:
@@ -253,7 +267,7 @@ def trunc(eps: Eps) -> Jump:
     def distance(x):
         a = torch.abs(x).clamp_min_(0.5)
         return nan_to_(a.sub_(torch.round(a)), 1.0)
-    return Jump(ramp, (-1.0, 0.0), distance, eps, k)
+    return Jump(ramp, (-1.0, 0.0), distance, eps, k, integral=True)
 
 
 def round_decimals(eps: Eps, decimals: int) -> Jump:
