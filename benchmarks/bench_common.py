@@ -129,14 +129,17 @@ def timed(fn: Callable[[], object], inner: int = 1) -> Callable[[], float]:
 
 
 def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: int = 1,
-                collect: bool = False) -> dict[str, list[float]]:
+                collect: bool = False, freeze: bool = False) -> dict[str, list[float]]:
     """Milliseconds per method for each repeat; within a repeat the methods run round-robin.
 
     The round starts one method later in each repeat (rotation), so that no method always
     runs first or always follows the same one: what a method leaves behind (allocator state,
     caches) then biases no comparison.  Each method is a callable returning its own time in ms
     (see :func:`timed`), so a method can keep set-up (or freeing) out of or inside its timed
-    region as it needs.  With ``collect`` the garbage collector runs, untimed, before each method.
+    region as it needs.  With ``collect`` the garbage collector runs, untimed, before each method;
+    with ``freeze`` too, the objects alive then move to the permanent generation (``gc.freeze``)
+    for the method's call, so a collection it triggers walks only what the call allocated, not the
+    benchmark's own models (the heap's size otherwise makes each full collection slower).
     """
     for _ in range(warmup):
         for run in methods.values():
@@ -146,14 +149,21 @@ def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: i
     for r in range(repeats):
         for i in range(len(names)):
             name = names[(r + i) % len(names)]
-            if collect:
+            if collect or freeze:
                 gc.collect()
-            samples[name].append(methods[name]())
+            if freeze:
+                gc.freeze()
+            try:
+                samples[name].append(methods[name]())
+            finally:
+                if freeze:
+                    gc.unfreeze()
     return samples
 
 
 def interleaved_quiet(methods: dict[str, Callable[[], float]], repeats: int, warmup: int = 1,
                       collect: bool = False, total: Contention | None = None, tries: int = 3,
+                      freeze: bool = False,
                       max_others: float = 0.25, pause: float = 15.0,
                       on_result: Callable[[], object] | None = None) -> tuple[dict[str, list[float]], float]:
     """:func:`interleaved`, retried (up to ``tries`` times, ``pause`` seconds apart) while other processes
@@ -165,7 +175,7 @@ def interleaved_quiet(methods: dict[str, Callable[[], float]], repeats: int, war
     for attempt in range(tries):
         mon = Contention()
         with mon:
-            samples = interleaved(methods, repeats, warmup if attempt == 0 else 0, collect)
+            samples = interleaved(methods, repeats, warmup if attempt == 0 else 0, collect, freeze)
         if on_result is not None:
             samples = (samples, on_result())
         if total is not None:

@@ -7,7 +7,10 @@ so one node in about seven is rewritten.  The number of blocks is chosen so the 
 has about 1k, 10k and 50k nodes (the table gives the exact count).
 
 For each size, side by side within each repeat (the garbage collector runs, untimed, before
-each method):
+each method, and the objects alive then are frozen, ``gc.freeze``, for the method's call: a
+collection the call triggers walks what the call allocated, not the benchmark's models and the
+GraphModule ``export`` works on, whose size would otherwise make each full collection slower
+and favour whichever method triggers fewer; ``--no-gc-freeze`` times without freezing):
 
 - ``trace``: ``torch.fx.symbolic_trace(model)`` (it builds the GraphModule and its code);
 - ``linearize``: ``sll_fx.linearize_module(model, eps, verbose=False)``, which traces too: the
@@ -94,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tries", type=int, default=3,
                    help="re-time a measurement (up to N times, 15 s apart) while other processes use > 0.25 cores")
     p.add_argument("--quick", action="store_true", help="100 and 400 nodes, 2 repeats (smoke test)")
+    p.add_argument("--no-gc-freeze", dest="freeze", action="store_false",
+                   help="do not freeze the objects alive before each timed call (gc.freeze)")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.warmup, args.tries = [100, 400], 2, 0, 1
@@ -104,7 +109,8 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     head = bc.header("sll_fx pass-scaling benchmark",
                      f"eps={args.eps:g}, verbose=False, median of {args.repeats} repeats, methods interleaved, "
-                     f"gc before each method; pass = linearize_module - symbolic_trace per repeat")
+                     f"gc before each method{' and gc.freeze for its call' if args.freeze else ' (no gc.freeze)'}; "
+                     f"pass = linearize_module - symbolic_trace per repeat")
     rows, mon = [], bc.Contention()
     for size in args.sizes:
         model = Chain(blocks_for(size))
@@ -122,7 +128,7 @@ def main(argv=None) -> list[dict]:
             "export": timed_call(lambda: sll_fx.export_hard(gm, verbose=False)),
         }
         s, others = bc.interleaved_quiet(methods, args.repeats, args.warmup, collect=True, total=mon,
-                                         tries=args.tries)
+                                         tries=args.tries, freeze=args.freeze)
         pass_ms = [lin - tr for lin, tr in zip(s["linearize"], s["trace"])]
         row = {
             "nodes": nodes,

@@ -35,6 +35,61 @@ from sll_fx.tracer import module_of, source_of
 
 _INT_KINDS = (dtypes.INT, dtypes.BOOL)
 
+# --- a cheap first look at each node: one dict lookup on its target -----------------------------------
+# ``rules.match`` tries every rule on a node; these tables say what a node can be at all, so that a sweep
+# over the graph costs one lookup per node.  They are read from the rule table (its spellings stay the
+# only source).  Function targets are keyed by identity, as ``Rule.matches`` compares them (the rule
+# table keeps them alive).
+_RULE, _FIND, _SELECTION = 1, 2, 4   # a rule's spelling; in-place or no-jump spelling; argmax/argmin/topk
+
+
+def _spelling_tables() -> tuple[dict[int, int], dict[str, int], frozenset[str]]:
+    functions: dict[int, int] = {}
+    methods: dict[str, int] = {}
+
+    def add(table, key, bit):
+        table[key] = table.get(key, 0) | bit
+
+    for r in rules.RULES:
+        for f in r.functions:
+            add(functions, id(f), _RULE)
+        for m in r.methods:
+            add(methods, m, _RULE)
+        for m in r.inplace:
+            add(methods, m, _FIND)
+    for functions_, method in rules.NO_JUMP.values():
+        for f in functions_:
+            add(functions, id(f), _FIND)
+        add(methods, method, _FIND)
+    for spelling in (*rules.ARGMAX, *rules.TOPK):
+        if isinstance(spelling, str):
+            add(methods, spelling, _SELECTION)
+        else:
+            add(functions, id(spelling), _SELECTION)
+    return functions, methods, frozenset(m for r in rules.RULES for m in r.inplace)
+
+
+_FUNCTION_BITS, _METHOD_BITS, _INPLACE_NAMES = _spelling_tables()
+
+
+def _classify(node: Node) -> int:
+    """What ``node`` may be (``_RULE | _FIND | _SELECTION`` bits); 0 for most nodes."""
+    op = node.op
+    if op == "call_function":
+        target = node.target
+        bits = _FUNCTION_BITS.get(id(target), 0)
+        if isinstance(target, torch._ops.OpOverload) and target._opname in _INPLACE_NAMES:
+            bits |= _FIND  # aten.round_.default, ...: see Rule.matches_inplace
+        return bits
+    if op == "call_method":
+        return _METHOD_BITS.get(node.target, 0)
+    return 0
+
+
+def _match(node: Node) -> rules.Rule | None:
+    """``rules.match(node)``, after a lookup that rules out most nodes."""
+    return rules.match(node) if _classify(node) & _RULE else None
+
 
 def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "linear",
                    config: SLLConfig | None = None, example_inputs: tuple | None = None) -> PassResult:
@@ -45,12 +100,13 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     config = config if config is not None else SLLConfig(eps=eps, mode=mode)
     planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs))
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
-    before = sum(is_sll_target(n.target) for n in gm.graph.nodes)
+    before = _count_sll(gm)
     surrogates: dict[Node, Node] = {}
     device = eps_device(gm)  # (before the first eps buffer is added)
+    created: list[Node] = []
     for step in plan:
-        _apply(gm, step, surrogates, device)
-    gm.graph.lint()
+        _apply(gm, step, surrogates, device, created)
+    check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     gm.recompile()
     report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method)
     _check(gm, report, planner, before)
@@ -78,25 +134,32 @@ class _Planner:
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
         self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
+        self._sources: dict = {}                    # stack_trace text -> source_of
 
     def plan(self) -> list[_Step]:
-        steps = []
-        nodes = list(self.gm.graph.nodes)
-        for node in nodes:                          # sweep 1: everything but comparisons
-            rule = rules.match(node)
-            if rule is not None and rule.pattern != "cast" and (step := self._plan(node, rule)):
-                steps.append(step)
-        for node in nodes:                          # sweep 2: comparisons (and in-place / no-jump finds)
-            rule = rules.match(node)
+        first, second, selections = [], [], []      # (node, rule), in graph order; argmax/topk nodes
+        for node in self.order:
+            bits = _classify(node)
+            if not bits:
+                continue
+            rule = rules.match(node) if bits & _RULE else None
             if rule is None:
-                step = self._plan_unmatched(node)
+                if bits & _FIND:
+                    second.append((node, None))
             elif rule.pattern == "cast":
-                step = self._plan(node, rule)
+                second.append((node, rule))
             else:
-                step = None
-            if step:
+                first.append((node, rule))
+            if bits & _SELECTION:
+                selections.append(node)
+        steps = []
+        for node, rule in first:                    # sweep 1: everything but comparisons
+            if step := self._plan(node, rule):
                 steps.append(step)
-        steps += self._plan_bare_selections()
+        for node, rule in second:                   # sweep 2: comparisons (and in-place / no-jump finds)
+            if step := (self._plan_unmatched(node) if rule is None else self._plan(node, rule)):
+                steps.append(step)
+        steps += self._plan_bare_selections(selections)
         return steps
 
     # -- shared checks ----------------------------------------------------------------------
@@ -105,7 +168,15 @@ class _Planner:
 
     def _entry(self, node, replacement=None, reason="", eps=None) -> Entry:
         return Entry(node=node.name, op=rules.describe_target(node), replacement=replacement, reason=reason,
-                     eps=eps, module=module_of(node), source=source_of(node))
+                     eps=eps, module=module_of(node), source=self._source(node))
+
+    def _source(self, node: Node) -> str:
+        """``source_of(node)``, read once per stack trace (the nodes of one source line share it)."""
+        text = node.meta.get("stack_trace")
+        source = self._sources.get(text)
+        if source is None:
+            source = self._sources[text] = source_of(node)
+        return source
 
     def _hard(self, node, rule, reason) -> _Step:
         return _Step(node, rule, self._entry(node, reason=reason))
@@ -243,10 +314,11 @@ class _Planner:
             return self._hard(node, None, f"'{name}' has no jump to linearize (a spike of measure zero): left hard")
         return None
 
-    def _plan_bare_selections(self) -> list[_Step]:
-        """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard."""
+    def _plan_bare_selections(self, selections: list[Node]) -> list[_Step]:
+        """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard.
+        ``selections``: the argmax/argmin/topk spellings in the graph (the other nodes find nothing)."""
         steps = []
-        for node in self.gm.graph.nodes:
+        for node in sorted(self.taken.union(selections), key=self.order.__getitem__):
             if self.config.is_skipped(self._stack(node)):
                 continue
             if node in self.taken:
@@ -268,7 +340,8 @@ class _Planner:
 
 # --- applying a step --------------------------------------------------------------------------
 
-def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device) -> None:
+def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device, created: list) -> None:
+    """Rewrite one planned step; the nodes it adds are appended to ``created``."""
     if not step.rewrites:
         return
     graph, node, rule = gm.graph, step.node, step.rule
@@ -287,11 +360,13 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device)
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
     with graph.inserting_before(node):
         new = graph.call_function(rule.target, args, kwargs)
+    created.append(new)
     new.meta.update(node.meta)
     new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
     if "eps" in kwargs:  # checked by the planner; from here on a buffer of gm (set_eps fills it)
-        eps_input(gm, new, eps, device).meta.update(
-            {k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")})
+        attr = eps_input(gm, new, eps, device)
+        attr.meta.update({k: v for k, v in node.meta.items() if k in _EPS_META})
+        created.append(attr)
     if pattern == "cast":
         surrogates[node] = new
         for cast in step.casts:
@@ -302,14 +377,14 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device)
                     graph.call_method("type_as", (new, factor))
             as_factor.meta.update(node.meta)
             product.replace_input_with(node, as_factor)
+            created.append(as_factor)
         # selections taking this comparison are rewritten later in graph order and drop their use of it
         _erase_if_unused(graph, node)
         return
     if pattern == "topk" and step.extra["inplace"]:
-        order = {n: i for i, n in enumerate(graph.nodes)}
         zeros = step.extra["zeros"]
         for user in list(zeros.users):
-            if user is not node and order[user] > order[node]:
+            if user is not node and user > node:  # (fx orders the nodes of a graph)
                 user.replace_input_with(zeros, new)
     node.replace_all_uses_with(new)
     graph.erase_node(node)
@@ -320,6 +395,24 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device)
                     if user.op == "call_function" and user.target is operator.getitem:
                         _erase_if_unused(graph, user)
             _erase_if_unused(graph, step.extra[piece])
+
+
+_EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
+
+
+def check_placement(graph, created: list[Node], who: str) -> None:
+    """What ``graph.lint()`` checks, for the nodes a pass added (the rest of the graph kept its order):
+    each one still in the graph comes after the nodes it reads and before the nodes that read it."""
+    for node in created:
+        if node._erased:
+            continue
+        for arg in node.all_input_nodes:
+            if arg.graph is not graph or arg._erased or not arg < node:
+                raise RewriteError(f"{who}: node '{node.name}' reads '{arg.name}', which is not in the graph "
+                                   "before it")
+        for user in node.users:
+            if not node < user:
+                raise RewriteError(f"{who}: node '{user.name}' reads '{node.name}' before it is computed")
 
 
 def _erase_if_unused(graph, node) -> None:
@@ -462,15 +555,23 @@ def _compared_mask(users: list[Node]) -> str:
 
 def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: int) -> None:
     kept = {e.node for e in report.hard} | {e.node for e in report.rewritten if e.reason}
+    after = 0
     for node in gm.graph.nodes:
-        rule = rules.match(node)
+        if node.op == "call_function" and is_sll_target(node.target):
+            after += 1
+            continue
+        rule = _match(node)
         if rule and rule.pattern in ("elementwise", "cast") and node.name not in kept \
                 and not planner.config.is_skipped(planner._stack(node)):
             raise RewriteError(f"linearize_pass left node '{node.name}' ({rules.describe_target(node)}) "
                                "hard without reporting it")
-    after = sum(is_sll_target(n.target) for n in gm.graph.nodes)
     if after != before + len(report.rewritten):
         raise RewriteError(f"linearize_pass: expected {before + len(report.rewritten)} sll nodes, found {after}")
+
+
+def _count_sll(gm: GraphModule) -> int:
+    """sll nodes in ``gm``'s graph (only a call_function's target can be an op)."""
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target))
 
 
 def _name(v) -> str:

@@ -26,11 +26,13 @@ from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
+from .linearize import check_placement
+
 
 def strip_pass(gm: GraphModule) -> PassResult:
     """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``."""
     graph = gm.graph
-    entries = []
+    entries, created = [], []
     for node in list(graph.nodes):
         if node.op != "call_function" or not ops.is_sll_target(node.target):
             continue
@@ -48,12 +50,13 @@ def strip_pass(gm: GraphModule) -> PassResult:
         new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})  # not its dtype
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+        created.append(new)
         entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(new),
                                   module=module_of(new), source=source_of(new)))
     if entries:
         exported.drop_metadata_asserts(graph)
     drop_unused_eps(gm)  # the eps buffers (and get_attr nodes) of linearize_module that nothing reads now
-    graph.lint()
+    check_placement(graph, created, "export_hard")  # graph.lint()'s checks, for the nodes added
     gm.recompile()
     remaining = [n.name for n in graph.nodes if n.op == "call_function" and ops.is_sll_target(n.target)]
     if remaining:

@@ -11,6 +11,13 @@ repairs every copy with :func:`~sll_fx.state.mirror_state`, and keeps ``sll_repo
 Calling it runs the generated ``forward`` as any GraphModule does; the first call for each
 new signature (input dtypes and devices, autocast state, eps) also checks every sll op's
 eps against the spacing of the dtype it runs in (:mod:`sll_fx.precision`).
+
+``SLLGraphModule(root, graph, codegen=False)`` defers generating and compiling the Python code
+of ``forward``: ``linearize_module`` and ``export_hard`` build such modules for the graphs they
+edit right away (the traced graph, the private copy of a user's graph), so that the code is
+generated once, for the final graph (:func:`generate_code`), instead of after every step.  Until
+then ``recompile()`` only marks the code stale, and the first call, ``.code``, ``str()``, a copy or
+a pickle generate it; the modules sll_fx returns always have their code.
 """
 
 from __future__ import annotations
@@ -24,9 +31,53 @@ from .state import mirror_state
 
 #: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration")
+#: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
+_DEFERRED = "_sll_codegen_deferred"
+
+
+def is_deferred(module) -> bool:
+    """Is ``module`` an SLLGraphModule whose code is not generated yet (``codegen=False``)?"""
+    return isinstance(module, SLLGraphModule) and bool(module.__dict__.get(_DEFERRED))
+
+
+def generate_code(module) -> None:
+    """Generate a deferred module's code now (nothing for any other module); from then on its
+    ``recompile()`` regenerates the code at once, as for any GraphModule."""
+    if isinstance(module, SLLGraphModule) and module.__dict__.pop(_DEFERRED, False):
+        module.recompile()
+
+
+def _deferred_forward(self, *args, **kwargs):
+    """``forward`` of a module whose code is not generated yet: generate it, then run it."""
+    generate_code(self)
+    return type(self).forward(self, *args, **kwargs)
 
 
 class SLLGraphModule(fx.GraphModule):
+    def __init__(self, root, graph: fx.Graph, class_name: str = "GraphModule", *, codegen: bool = True):
+        if not codegen:
+            self.__dict__[_DEFERRED] = True  # read by recompile(), which fx's __init__ calls
+        super().__init__(root, graph, class_name=class_name)
+
+    def recompile(self):
+        if self.__dict__.get(_DEFERRED):
+            type(self).forward = _deferred_forward  # (fx gives every GraphModule its own class)
+            return None
+        return super().recompile()
+
+    @property
+    def code(self) -> str:
+        generate_code(self)
+        return super().code
+
+    def __str__(self) -> str:
+        generate_code(self)
+        return super().__str__()
+
+    def __deepcopy__(self, memo):
+        generate_code(self)
+        return super().__deepcopy__(memo)
+
     @property
     def sll_report(self):
         """The report of the pass that made this module (RewriteReport or StripReport)."""
@@ -52,14 +103,20 @@ class SLLGraphModule(fx.GraphModule):
 
     def __copy__(self) -> "SLLGraphModule":
         """A shallow copy: the same parameters, buffers and submodules, the same graph object."""
+        generate_code(self)
         res = SLLGraphModule(self, self.graph, class_name=type(self).__name__)
         mirror_state(res, self)
         res.meta = self.meta
         return res
 
+    def __reduce_package__(self, exporter):
+        generate_code(self)
+        return super().__reduce_package__(exporter)
+
     def __reduce__(self):
         from .tracer import SLLTracer
 
+        generate_code(self)
         _, (body, import_block) = super().__reduce__()
         for key in _TRANSIENT:
             body.pop(key, None)

@@ -225,11 +225,15 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
     """A new tree in which every GraphModule ``g`` at qualified name ``path`` is
     ``fn(copy of g, path)`` (``fn`` may edit its argument in place and must return a
     GraphModule carrying ``sll_report``) and every opaque copy is a fresh copy; ``top`` and
-    everything in it is left as it is.  The merged report (entries of every graph, top
+    everything in it is left as it is, except GraphModules whose code was never generated
+    (``SLLGraphModule(..., codegen=False)``: private ones, traced for this call), which ``fn``
+    gets as they are.  The copies are made without code; the code of each GraphModule ``fn``
+    returns is generated once, after ``fn``.  The merged report (entries of every graph, top
     first; the opaque modules with their paths) is attached to the result as ``sll_report``.
 
     ``check_opaque(module, path)`` is called on each opaque module and may raise.
     """
+    from .graph_module import generate_code, is_deferred
     from .tracer import copy_graph_module
 
     memo: dict[int, nn.Module] = {}
@@ -254,7 +258,10 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             new = private_copy(m)
             rebuild_children(new, path)
         elif isinstance(m, fx.GraphModule):
-            new = fn(copy_graph_module(m), path)
+            # a GraphModule whose code was never generated is a private one, just traced for this call
+            # (trace_with_fallback(codegen=False)): edited in place; any other is copied
+            new = fn(m if is_deferred(m) else copy_graph_module(m, codegen=False), path)
+            generate_code(new)  # once, for the final graph
             reports.append(new.sll_report)
             rebuild_children(new, path)
         else:

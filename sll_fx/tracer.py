@@ -55,10 +55,12 @@ not taken) is kept opaque too.  ``trace`` applies the same detection and raises.
 from __future__ import annotations
 
 import copy
+import linecache
 import os
 import re
 import sys
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
@@ -74,6 +76,7 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _SLL_DIR = os.path.dirname(__file__)
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _APPLY_CODE = torch.autograd.Function.apply.__func__.__code__
+_LIBRARY_DIRS = (_TORCH_DIR, _SLL_DIR)  # frames here are never the user's source line
 
 _CONTROL_FLOW_FIX = ("Fix: make its forward traceable (no Python control flow on tensor values, no .item()/.tolist()),"
                      " or use the explicit ops (sll_fx.sign, ...) inside it; linearize_module keeps it opaque")
@@ -87,13 +90,11 @@ class _AutogradFunctionCall(Exception):
         self.fn = fn
 
 
-def _apply_frame_class(frame, stop) -> type | None:
-    """The autograd.Function class of the innermost ``Function.apply`` frame from ``frame`` up to ``stop``."""
-    while frame is not None and frame is not stop:
-        if frame.f_code is _APPLY_CODE:
-            return autograd_function_class(frame.f_locals.get("cls"))
-        frame = frame.f_back
-    return None
+def _hidden_files() -> frozenset[str]:
+    """Files outside torch whose frames fx leaves out of a recorded stack trace (``"<string>"``)."""
+    from torch.fx.experimental.symbolic_shapes import uninteresting_files
+
+    return frozenset(f for f in uninteresting_files() if not f.startswith(_LIBRARY_DIRS))
 
 
 def _autograd_function_of(e: BaseException) -> type | None:
@@ -128,32 +129,104 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
 
 
 class SLLTracer(fx.Tracer):
-    """``fx.Tracer`` with stack traces on, a record of the submodule being traced, the modules
-    in ``opaque`` kept as leaves, and no tracing through an ``autograd.Function``."""
+    """``fx.Tracer`` with source lines recorded, a record of the submodule being traced, the modules
+    in ``opaque`` kept as leaves, and no tracing through an ``autograd.Function``.
+
+    Source lines: instead of fx's ``record_stack_traces`` (a symbolized traceback of the whole
+    stack per node, formatted as text), :meth:`create_node` walks the Python frames once (it walks
+    them anyway, looking for ``Function.apply``) and records, as the node's ``stack_trace``, the
+    one frame that :func:`source_of` reads from fx's: the innermost frame outside torch and sll_fx
+    (and outside the files fx filters out), when a frame named ``forward`` encloses it.  The text
+    has fx's format (``File "<path>", line <n>, in <function>`` and the code line).
+    """
 
     def __init__(self, opaque=()):
         super().__init__()
-        self.record_stack_traces = True
         self.proxy_buffer_attributes = True  # buffers are graph inputs: never folded into constants
         self.sll_scope: list[tuple[str, str]] = []
         self.sll_opaque = {id(m) for m in opaque}
         self._sll_base = None
+        self._sll_users: dict = {}               # file name -> is it user code (not torch, sll_fx, ...)
+        self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
+        self._sll_hidden = _hidden_files()
+        self._sll_outside: tuple[bool, str | None] = (False, None)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or super().is_leaf_module(m, module_qualified_name)
 
     def trace(self, root, concrete_args=None):
-        self._sll_base = sys._getframe()
+        self._sll_base = base = sys._getframe()
+        self._sll_outside = self._outside(base)
         try:
             return super().trace(root, concrete_args)
         finally:
             self._sll_base = None
 
-    def create_node(self, *args, **kwargs):
-        fn = _apply_frame_class(sys._getframe(1), self._sll_base)
-        if fn is not None:
-            raise _AutogradFunctionCall(fn)
-        return super().create_node(*args, **kwargs)
+    def _is_user(self, file: str) -> bool:
+        user = self._sll_users[file] = not file.startswith(_LIBRARY_DIRS) and file not in self._sll_hidden
+        return user
+
+    def _text(self, file: str, line, function: str) -> str:
+        """fx's stack-trace text for one frame (cached: a line of a loop makes many nodes)."""
+        text = f'File "{file}", line {line}, in {function}'
+        source = linecache.getline(file, line).strip() if isinstance(line, int) else ""
+        if source:
+            text += f"\n    {source}"
+        self._sll_texts[(file, line, function)] = text
+        return text
+
+    def _outside(self, frame) -> tuple[bool, str | None]:
+        """(is there a ``forward`` frame from ``frame`` outwards, the text of the innermost user frame
+        there when a ``forward`` frame encloses it)."""
+        user, forward, any_forward = None, False, False
+        while frame is not None:
+            code = frame.f_code
+            is_forward = code.co_name == "forward"
+            any_forward = any_forward or is_forward
+            if user is None and self._is_user(code.co_filename):
+                user = frame
+            if user is not None and is_forward:
+                forward = True
+            frame = frame.f_back
+        if user is None or not forward:
+            return any_forward, None
+        return any_forward, self._text(user.f_code.co_filename, user.f_lineno, user.f_code.co_name)
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        # one walk from the caller to trace(): an autograd.Function.apply frame (the innermost one
+        # decides), and the innermost user frame with whether a ``forward`` frame encloses it
+        frame, base, users = sys._getframe(1), self._sll_base, self._sll_users
+        apply_seen, user, forward = False, None, False
+        while frame is not None and frame is not base:
+            code = frame.f_code
+            if code is _APPLY_CODE and not apply_seen:
+                apply_seen = True
+                fn = autograd_function_class(frame.f_locals.get("cls"))
+                if fn is not None:
+                    raise _AutogradFunctionCall(fn)
+            if user is None:
+                is_user = users.get(code.co_filename)
+                if is_user is None:
+                    is_user = self._is_user(code.co_filename)
+                if is_user:
+                    user, forward = frame, code.co_name == "forward"
+            elif not forward and code.co_name == "forward":
+                forward = True
+            frame = frame.f_back
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        meta = node.meta
+        if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
+            if user is None:
+                text = self._sll_outside[1]
+            elif forward or self._sll_outside[0]:
+                code = user.f_code
+                key = (code.co_filename, user.f_lineno, code.co_name)
+                text = self._sll_texts.get(key) or self._text(*key)
+            else:
+                text = None
+            if text:
+                meta["stack_trace"] = text  # what the node.stack_trace setter does
+        return node
 
     def call_module(self, m, forward, args, kwargs):
         try:
@@ -184,7 +257,7 @@ def _check_module(model) -> None:
         raise TypeError(f"sll_fx expects an nn.Module, got {type(model).__name__}")
 
 
-def _trace(model: nn.Module, concrete_args=None, opaque=()) -> SLLGraphModule:
+def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True) -> SLLGraphModule:
     root = copy.copy(model)  # shares parameters/submodules; fx's tensor-constant attributes land on the copy
     tracer = SLLTracer(opaque)
     try:
@@ -196,7 +269,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=()) -> SLLGraphModule:
         raise
     except Exception as e:
         raise _failure(e, "", model) from e
-    gm = SLLGraphModule(root, graph, class_name=type(model).__name__)
+    gm = SLLGraphModule(root, graph, class_name=type(model).__name__, codegen=codegen)
     mirror_state(gm, model)
     return gm
 
@@ -211,8 +284,16 @@ def trace(model: torch.nn.Module, *, concrete_args: dict | None = None) -> SLLGr
     return _trace(model, concrete_args)
 
 
-def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = None, keep=()
-                        ) -> tuple[nn.Module, list[OpaqueModule]]:
+@dataclass
+class _Walk:
+    """What the fallback's recursion shares: the opaque records, the modules kept as they are, codegen."""
+    records: list[OpaqueModule]
+    keep: dict[int, nn.Module]
+    codegen: bool = True
+
+
+def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = None, keep=(),
+                        codegen: bool = True) -> tuple[nn.Module, list[OpaqueModule]]:
     """Trace ``model``, keeping the parts that cannot be traced opaque (see the module docstring).
 
     Returns ``(result, opaque)``: ``result`` is an ``SLLGraphModule`` (or, when the model's own
@@ -220,27 +301,29 @@ def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = 
     the model's parameters, buffers and ``state_dict()`` keys; ``opaque`` lists every opaque
     module, parents before their children.  ``model`` is never modified.  The modules in
     ``keep`` (a config's skipped submodules) stay leaves, exactly as they are, and are not listed.
+    ``codegen=False``: the GraphModules' code is generated on first use (for a pass that edits them
+    at once; see :class:`~sll_fx.graph_module.SLLGraphModule`).
     """
     _check_module(model)
-    records: list[OpaqueModule] = []
-    result = _trace_tree(model, concrete_args, "", [], records, {id(m): m for m in keep})
-    return result, records
+    walk = _Walk(records=[], keep={id(m): m for m in keep}, codegen=codegen)
+    result = _trace_tree(model, concrete_args, "", [], walk)
+    return result, walk.records
 
 
-def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, records: list,
-                keep: dict) -> nn.Module:
+def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, walk: _Walk) -> nn.Module:
     """``model`` (at ``prefix`` in the top model, under the modules ``ancestry``) traced with fallback."""
     leaves: dict[int, tuple[nn.Module, str, str]] = {}
     while True:
         try:
-            gm = _trace(model, concrete_args, [*keep.values(), *(m for m, _, _ in leaves.values())])
+            gm = _trace(model, concrete_args, [*walk.keep.values(), *(m for m, _, _ in leaves.values())],
+                        walk.codegen)
             break
         except TraceError as e:
             path = getattr(e, "sll_fallback_path", e.module_path)
             if path is None:
                 raise
             if path == "":
-                return _opaque(model, prefix, ancestry, e.reason, records, keep)
+                return _opaque(model, prefix, ancestry, e.reason, walk)
             m = model.get_submodule(path)
             if id(m) in leaves:  # a leaf that fails cannot be made more opaque
                 raise
@@ -251,14 +334,14 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, re
     user = {id(m) for _, m in model.named_modules(remove_duplicate=False)}
     for m, path, reason in sorted(leaves.values(), key=lambda t: order.get(id(t[0]), 0)):
         full = join(prefix, path)
-        replacement = _opaque(m, full, ancestry + _chain(model, path, prefix), reason, records, keep)
+        replacement = _opaque(m, full, ancestry + _chain(model, path, prefix), reason, walk)
         _install(gm, m, replacement, user)
     return gm
 
 
-def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, records: list, keep: dict) -> nn.Module:
+def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -> nn.Module:
     """A marked private copy of the opaque ``m`` whose children are traced (with fallback)."""
-    records.append(OpaqueModule(path, type(m).__name__, reason))
+    walk.records.append(OpaqueModule(path, type(m).__name__, reason))
     new = mark_opaque(private_copy(m), reason)
     read = child_attributes_read(m)
     for name, child in list(m._modules.items()):
@@ -270,9 +353,9 @@ def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, records: list,
             attrs = ", ".join(sorted(read[name]))
             new._modules[name] = _opaque(child, child_path, child_ancestry,
                                          f"its opaque parent {type(m).__name__} reads .{attrs} of it, which a "
-                                         "traced GraphModule would not have", records, keep)
+                                         "traced GraphModule would not have", walk)
         else:
-            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, records, keep)
+            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, walk)
     return new
 
 
@@ -282,16 +365,16 @@ def _traceable(m: nn.Module) -> bool:
     return type(m).forward is not nn.Module.forward and not torch_leaf  # torch_leaf: fx's default leaves
 
 
-def _rewrite_child(child: nn.Module, path: str, ancestry: list, records: list, keep: dict) -> nn.Module:
+def _rewrite_child(child: nn.Module, path: str, ancestry: list, walk: _Walk) -> nn.Module:
     """``child`` of an opaque module, with its discrete ops made traceable-and-rewritable."""
-    if id(child) in keep:
+    if id(child) in walk.keep:
         return child
     if type(child).forward is nn.Module.forward:  # a container (ModuleList, ModuleDict, ...): rewrite its items
         changed = {}
         for name, item in child._modules.items():
             if item is not None:
                 item_path = join(path, name)
-                new = _rewrite_child(item, item_path, ancestry + [(item_path, type(item))], records, keep)
+                new = _rewrite_child(item, item_path, ancestry + [(item_path, type(item))], walk)
                 if new is not item:
                     changed[name] = new
         if not changed:
@@ -301,7 +384,7 @@ def _rewrite_child(child: nn.Module, path: str, ancestry: list, records: list, k
         return new
     if not _traceable(child):  # torch.nn leaves: never traced into
         return child
-    return _trace_tree(child, None, path, ancestry, records, keep)
+    return _trace_tree(child, None, path, ancestry, walk)
 
 
 def _chain(model: nn.Module, path: str, prefix: str) -> list:
@@ -335,9 +418,10 @@ def _install(gm: nn.Module, old: nn.Module, new: nn.Module, user: set[int]) -> N
                 parent._modules[name] = new
 
 
-def copy_graph_module(gm: fx.GraphModule) -> SLLGraphModule:
-    """A GraphModule with a copy of ``gm``'s graph and the same parameters and buffers."""
-    new = SLLGraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
+def copy_graph_module(gm: fx.GraphModule, codegen: bool = True) -> SLLGraphModule:
+    """A GraphModule with a copy of ``gm``'s graph and the same parameters and buffers
+    (``codegen=False``: its code is generated on first use)."""
+    new = SLLGraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__, codegen=codegen)
     mirror_state(new, gm)
     return new
 

@@ -1,0 +1,243 @@
+"""What keeps ``linearize_module`` and ``export_hard`` cheap, checked as behaviour.
+
+- Each graph's Python code is generated once, for the final graph: the traced graph and the
+  private copy of a user's graph are built without code (``SLLGraphModule(..., codegen=False)``),
+  edited in place, and get their code after the pass; no module sll_fx hands back lacks it.
+- A module built without code generates it on first use (a call, ``.code``, a copy, a pickle).
+- The tracer records one frame per node (the user's line) instead of a whole stack trace, in
+  fx's format, so ``source_of`` and fx's own stack-trace parser both read the user's line.
+- The planner runs the rule table only on nodes whose target is one of its spellings.
+- The user's GraphModule is never edited (its graph is copied; a traced one is private).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import fx, nn
+from torch.fx.graph import _parse_stack_trace
+
+import sll_fx
+from sll_fx import rules
+from sll_fx.graph_module import SLLGraphModule, generate_code, is_deferred
+from sll_fx.opaque import is_opaque
+from sll_fx.tracer import source_of, trace, trace_with_fallback
+
+HERE = __file__.rsplit("/", 1)[-1]
+
+
+def _line(marker: str) -> int:
+    """Line number of the source line of this file that contains ``marker``."""
+    with open(__file__) as f:
+        return next(i for i, text in enumerate(f, 1) if marker in text and "_line(" not in text)
+
+
+def _sign(x):
+    return torch.sign(x)  # <- helper sign
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        return h + 0.1 * torch.round(h * 2)  # <- block round
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.block = Block()
+        self.register_buffer("scale", torch.tensor(1.5))
+
+    def forward(self, x):
+        h = self.block(x) * self.scale
+        g = (h > 0.25).float()  # <- net compare
+        return h * g + _sign(h)
+
+
+class Moody(nn.Module):
+    """Python control flow on a tensor value: kept opaque, its child traced and rewritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Block()
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.inner(x)
+        return -self.inner(x)
+
+
+class WithOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.pre = Block()
+        self.moody = Moody()
+
+    def forward(self, x):
+        return torch.floor(self.moody(self.pre(x)))
+
+
+class Chain(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        for _ in range(self.n):
+            x = torch.tanh(x * 0.9 + 0.1)
+        return torch.sign(x)
+
+
+def graph_modules(module: nn.Module) -> dict[str, fx.GraphModule]:
+    return {p: m for p, m in module.named_modules(remove_duplicate=False) if isinstance(m, fx.GraphModule)}
+
+
+@pytest.fixture
+def codegen_count(monkeypatch):
+    """Counts the times any GraphModule generates its code (fx's recompile runs)."""
+    calls = []
+    real = fx.GraphModule.recompile
+
+    def counting(self):
+        calls.append(self)
+        return real(self)
+
+    monkeypatch.setattr(fx.GraphModule, "recompile", counting)
+    return calls
+
+
+# ----------------------------------------------------------------------------------------
+# code generated once per graph, never missing from a result
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_cls", [Net, WithOpaque])
+def test_linearize_module_generates_each_graph_once(model_cls, codegen_count):
+    gm = sll_fx.linearize_module(model_cls(), 0.05, verbose=False)
+    assert len(codegen_count) == len(graph_modules(gm)) >= 1
+    assert {id(m) for m in codegen_count} == {id(m) for m in graph_modules(gm).values()}
+
+
+@pytest.mark.parametrize("model_cls", [Net, WithOpaque])
+def test_export_hard_generates_each_graph_once(model_cls, codegen_count):
+    gm = sll_fx.linearize_module(model_cls(), 0.05, verbose=False)
+    codegen_count.clear()
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert len(codegen_count) == len(graph_modules(hard)) >= 1
+    codegen_count.clear()
+    sll_fx.export_hard(model_cls(), verbose=False)  # traced first: still once per graph
+    assert len(codegen_count) == len(graph_modules(hard))
+
+
+@pytest.mark.parametrize("model_cls", [Net, WithOpaque])
+def test_results_have_their_code(model_cls):
+    model = model_cls()
+    x = torch.randn(3, 4)
+    gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    for result in (gm, hard, *trace_with_fallback(model)[:1], trace(model.block if model_cls is Net else model.pre)):
+        for path, m in graph_modules(result).items():
+            assert not is_deferred(m), path
+            assert "_code" in m.__dict__ and "forward" in vars(type(m)), path
+    torch.testing.assert_close(hard(x), model(x), rtol=0, atol=0)
+
+
+def test_a_module_without_code_generates_it_on_first_use():
+    model, x = Net(), torch.randn(3, 4)
+    for use in ("call", "code", "str", "deepcopy", "pickle"):
+        gm, _ = trace_with_fallback(model, codegen=False)
+        assert isinstance(gm, SLLGraphModule) and is_deferred(gm)
+        gm.recompile()  # only marks the code stale
+        assert is_deferred(gm) and "_code" not in gm.__dict__
+        if use == "call":
+            out = gm(x)
+        elif use == "code":
+            assert "def forward" in gm.code
+        elif use == "str":
+            assert "def forward" in str(gm)
+        else:
+            clone = copy.deepcopy(gm) if use == "deepcopy" else pickle.loads(pickle.dumps(gm))
+            assert not is_deferred(clone)
+            out = clone(x)
+        assert not is_deferred(gm)
+        if use in ("call", "deepcopy", "pickle"):
+            torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+        generate_code(gm)  # a no-op now
+        assert gm.recompile() is not None  # regenerates at once, as any GraphModule
+
+
+def test_opaque_children_run_before_their_graph_is_rewritten():
+    """With example_inputs the fake-tensor run goes through an opaque module into its traced child,
+    whose code is generated on that first call; the result is the same as without the run."""
+    x = torch.randn(3, 4)
+    plain = sll_fx.linearize_module(WithOpaque(), 0.05, verbose=False)
+    typed = sll_fx.linearize_module(WithOpaque(), 0.05, verbose=False, example_inputs=(x,))
+    assert typed.sll_report.entries == plain.sll_report.entries
+    assert {p: m.code for p, m in graph_modules(typed).items()} == {p: m.code for p, m in graph_modules(plain).items()}
+    assert is_opaque(typed.moody)
+    torch.testing.assert_close(typed(x), plain(x), rtol=0, atol=0)
+
+
+def test_the_users_graph_module_is_not_edited():
+    traced = fx.symbolic_trace(Net())
+    code, nodes = traced.code, [(n.name, n.op, n.target) for n in traced.graph.nodes]
+    lin = sll_fx.linearize_module(traced, 0.05, verbose=False)
+    assert traced.code == code and [(n.name, n.op, n.target) for n in traced.graph.nodes] == nodes
+    sll_nodes = [(n.name, n.op, n.target) for n in lin.graph.nodes]
+    hard = sll_fx.export_hard(lin, verbose=False)
+    assert [(n.name, n.op, n.target) for n in lin.graph.nodes] == sll_nodes
+    assert hard.graph is not lin.graph and lin.sll_report.counts["rewritten"] == 3
+
+
+# ----------------------------------------------------------------------------------------
+# source lines
+# ----------------------------------------------------------------------------------------
+
+def test_each_node_records_the_users_line_in_fx_format():
+    gm = trace(Net())
+    by_name = {n.name: n for n in gm.graph.nodes}
+    expect = {"round_1": _line("<- block round"), "gt": _line("<- net compare"), "sign": _line("<- helper sign")}
+    for name, line in expect.items():
+        node = by_name[name]
+        assert source_of(node) == f"{HERE}:{line}"
+        assert node.stack_trace.startswith(f'File "{__file__}", line {line}, in ')
+        parsed = _parse_stack_trace(node.stack_trace)  # what fx's print_readable shows
+        assert parsed is not None and (parsed.file, int(parsed.lineno)) == (__file__, line)
+    assert by_name["sign"].stack_trace.split(", in ")[1].startswith("_sign\n")
+    assert all(source_of(n).startswith(HERE) for n in gm.graph.nodes if n.op not in ("placeholder", "output"))
+
+
+def test_the_report_gives_the_users_lines():
+    gm = sll_fx.linearize_module(Net(), 0.05, verbose=False)
+    sources = {e.op: e.source for e in gm.sll_report.entries}
+    assert sources == {"torch.round": f"{HERE}:{_line('<- block round')}", "x > t": f"{HERE}:{_line('<- net compare')}",
+                       "torch.sign": f"{HERE}:{_line('<- helper sign')}"}
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert sorted(e.source for e in hard.sll_report.entries) == sorted(sources.values())
+
+
+# ----------------------------------------------------------------------------------------
+# the planner's sweeps
+# ----------------------------------------------------------------------------------------
+
+def test_the_rule_table_runs_only_on_its_spellings(monkeypatch):
+    calls = []
+    real = rules.match
+
+    def counting(node):
+        calls.append(node.name)
+        return real(node)
+
+    monkeypatch.setattr(rules, "match", counting)
+    gm = sll_fx.linearize_module(Chain(200), 0.05, verbose=False)
+    assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}
+    assert len(gm.graph.nodes) > 600
+    assert set(calls) == {"sign"} and len(calls) <= 3  # planning (and the guarantee's check), not 600 nodes
