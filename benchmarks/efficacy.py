@@ -26,7 +26,9 @@ Methods (evaluation is always with ``sll_fx.export_hard`` of the trained model):
 - ``sigmoid``: ``linearize_module(model, eps=0.1, method="sigmoid")`` (hard forward, backward the
   slope of a sigmoid of temperature 0.1 in the op's input units);
 - ``sll eps=...``: ``sll_fx.linearize_module(model, eps)`` (default mode ``linear``);
-- ``sll auto``: ``eps="auto"`` (default ``target``), where the installed sll_fx has it;
+- ``sll auto``: ``linearize_module(model, eps="auto")``: its defaults (calibrated eps, default
+  ``target``, ``linear`` mode), where the installed sll_fx has it;
+- ``sll auto hard``: the same in ``mode="hard"`` (forward exactly hard, backward SLL's boxcar);
 - ``fp``: a full-precision reference (the discrete op replaced by its continuous counterpart:
   tanh, clamp without round, a sigmoid gate, ReLU), where one exists;
 - ``ste hand`` / ``sigmoid relax``: cross-checks written here, by swapping the targets of the
@@ -73,11 +75,12 @@ HIDDEN = 128
 
 
 HAND = ("ste hand", "sigmoid relax")   # the hand-written cross-checks (only where method= exists)
+AUTO = ("sll auto", "sll auto hard")   # eps="auto" in linear (linearize_module's defaults) and hard mode
 
 
 def methods() -> list[str]:
     hand = list(HAND) if has_method_arg() else []
-    return ["hard", "ste", "sigmoid", *(f"sll {e:g}" for e in SLL_EPS), "sll auto", "fp", *hand]
+    return ["hard", "ste", "sigmoid", *(f"sll {e:g}" for e in SLL_EPS), *AUTO, "fp", *hand]
 
 
 # --- capabilities of the installed sll_fx ----------------------------------------------
@@ -293,8 +296,12 @@ def prepare(model: nn.Module, method: str, hand: bool, task: str = ""):
     if method in ("ste", "sigmoid", *HAND):
         gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
         return hand_baseline(gm, "ste" if method.startswith("ste") else "sigmoid"), gm
-    eps = "auto" if method == "sll auto" else float(method.split()[1])
-    gm = sll_fx.linearize_module(model, eps=eps, verbose=False)
+    if method == "sll auto":           # linearize_module's defaults (eps="auto" where it has it)
+        gm = sll_fx.linearize_module(model, eps="auto", verbose=False)
+    elif method == "sll auto hard":
+        gm = sll_fx.linearize_module(model, eps="auto", mode="hard", verbose=False)
+    else:
+        gm = sll_fx.linearize_module(model, eps=float(method.split()[1]), verbose=False)
     return gm, gm
 
 
@@ -416,9 +423,9 @@ def plot(rows, path, meths):
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4 * cols, 3.2 * ((n + cols - 1) // cols)),
                              squeeze=False)
     styles = {"hard": ("k", ":"), "ste": ("tab:red", "--"), "sigmoid": ("tab:orange", "--"),
-              "sll auto": ("tab:green", "-."), "fp": ("tab:gray", "-")}
+              "sll auto": ("tab:green", "-."), "sll auto hard": ("tab:purple", "-."), "fp": ("tab:gray", "-")}
     for ax, r in zip(axes.flat, rows):
-        sll = [m for m in meths if m.startswith("sll ") and m != "sll auto"]
+        sll = [m for m in meths if m.startswith("sll ") and m not in AUTO]
         xs = [float(m.split()[1]) for m in sll if r[m] is not None]
         ax.errorbar(xs, [r[m] for m in sll if r[m] is not None], yerr=[r[f"{m} std"] for m in sll if r[m] is not None],
                     marker="o", color="tab:blue", label="sll (eps)", capsize=3)
@@ -475,7 +482,7 @@ def main(argv=None) -> list[dict]:
     data = load_data()
     inst = knapsack_instances() if "knapsack" in args.tasks else None
     auto = has_auto_eps()
-    meths = [m for m in args.methods if m != "sll auto" or auto]
+    meths = [m for m in args.methods if m not in AUTO or auto]
     baselines = "hand-written" if args.hand_baselines or not has_method_arg() else "linearize_module(method=...)"
 
     results = {(t, m): [] for t in args.tasks for m in args.methods}
@@ -514,7 +521,7 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         line = [r["task"]]
         for m in args.methods:
-            if m == "sll auto" and not auto:
+            if m in AUTO and not auto:
                 line.append("n/a")
             else:
                 base = r["task"].replace(" violations", "")
@@ -529,7 +536,7 @@ def main(argv=None) -> list[dict]:
         tasks = sorted({t for t, _ in FALLBACKS})
         print(f"* linearize_module(method=...) refused {', '.join(tasks)} (selections support only method='sll'): "
               f"the hand-written baseline ran instead")
-    if not auto and "sll auto" in args.methods:
+    if not auto and any(m in AUTO for m in args.methods):
         print('sll auto: not available (this sll_fx has no eps="auto")')
     if not args.no_plot:
         plot(rows, args.plot, args.methods)

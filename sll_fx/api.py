@@ -13,13 +13,14 @@ from torch import fx
 from . import exported
 from .config import SLLConfig
 from .opaque import assert_no_sll, is_opaque, map_graphs, refuse_sll_code
-from .ops import DEFAULT_EPS, check_mode
+from .calibration import DEFAULT_TARGET
+from .ops import check_mode
 from .report import RewriteReport, StripReport
 from .tracer import trace_with_fallback
 
 
-def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None = DEFAULT_EPS, *,
-                     mode: str = "linear", method: str | None = None, target: float = 0.1,
+def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None = "auto", *,
+                     mode: str = "linear", method: str | None = None, target: float = DEFAULT_TARGET,
                      calibrate_steps: int = 1, verbose: bool = True, example_inputs: tuple | None = None,
                      concrete_args: dict | None = None) -> fx.GraphModule:
     """Trace ``model`` and rewrite its discrete ops into SLL ops of half-width ``eps``.
@@ -27,8 +28,11 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     Args:
         model: any traceable ``nn.Module`` (a GraphModule too). It is not modified. Also a
             ``torch.export.ExportedProgram``, its ``ep.module()`` or its ``ep.graph_module``: see below.
-        eps: band half-width, in the units of each op's own input; or an :class:`SLLConfig`
+        eps: ``"auto"`` (the default: calibrated per node on the first forward call, see ``target``),
+            a band half-width in the units of each op's own input, or an :class:`SLLConfig`
             (eps and mode per rule kind and per submodule, rules off, submodules skipped).
+            A fixed eps must suit the scale of each op's input: ``benchmarks/efficacy.py`` measured
+            0.01 as the worst of 0.01-0.25 for unit-scale activations (README, "Does it train?").
         mode: ``"linear"`` (forward is the SLL surrogate) or ``"hard"`` (forward is the hard
             op exactly, backward the surrogate's slope); a config's own mode wins.
         method: the estimator, for every rewritten node: ``"sll"`` (the default: SLL_MATH.md, forward
@@ -39,8 +43,9 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
             ``kernels.estimator_grad``.  Selections (one_hot(argmax), top-k masks) support only "sll".
             ``None``: the config's (``SLLConfig.method``), else "sll".
         target, calibrate_steps: for ``eps="auto"``: each node's eps is calibrated so that a fraction
-            ``target`` of its inputs lies in its band, on the first ``calibrate_steps`` forward calls
-            (or by ``sll_fx.calibrate``); see :mod:`sll_fx.calibration`.
+            ``target`` of its inputs lies in its band (all of them for a node of parameters alone),
+            on the first ``calibrate_steps`` forward calls (or by ``sll_fx.calibrate``); see
+            :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
@@ -77,15 +82,17 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     model = exported.as_module(model)
     config = SLLConfig.of(eps, mode, method)
     config.check_against(model)
-    if exported.is_exported_graph(model):
+    exported_graph = exported.is_exported_graph(model)
+    if exported_graph:
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
     else:
-        top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model))
+        top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model),
+                                     codegen=False)  # edited in place by map_graphs, code generated once
 
     def linearize(g: fx.GraphModule, path: str) -> fx.GraphModule:
         exported.canonicalize(g)  # aten spellings around the matches (casts, argmax, topk): torch-level ones
         inputs = None if path else example_inputs
-        if inputs is None and not path and exported.is_exported_graph(g):
+        if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
         before = set(g.graph.nodes)
         g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
@@ -117,7 +124,8 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     from sll_fx.passes import strip_pass
 
     model = exported.as_module(model)
-    top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else trace_with_fallback(model)[0]
+    top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else \
+        trace_with_fallback(model, codegen=False)[0]
     gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)
     assert_no_sll(gm)
     if verbose:

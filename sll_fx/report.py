@@ -53,6 +53,7 @@ class RewriteReport:
     mode: str = "linear"
     opaque: list[OpaqueModule] = field(default_factory=list)
     method: str = "sll"          # the estimator (linearize_module's method=); also "[ste]" in each replacement
+    calibrating: bool = False    # eps="auto" before its first calibration: the eps are placeholders
 
     @property
     def rewritten(self) -> list[Entry]:
@@ -73,9 +74,12 @@ class RewriteReport:
                 f"{c['hard']} left hard")
         if self.opaque:
             head += f"; {len(self.opaque)} module(s) kept opaque"
+        if self.calibrating:
+            head += '; eps="auto": calibrated on the first forward call'
         if not self.entries:
             return _with_opaque(head, self.opaque)
-        rows = [(e.node, e.op, e.replacement or "(hard)", "" if e.eps is None else f"{e.eps:g}",
+        rows = [(e.node, e.op, e.replacement or "(hard)",
+                 "" if e.eps is None else "auto" if self.calibrating else f"{e.eps:g}",
                  e.module or "-", e.source, e.reason) for e in self.entries]
         return _with_opaque(head + "\n" + tabulate(rows, headers=["node", "op", "replacement", "eps", "module",
                                                                    "source", "reason"]), self.opaque)

@@ -175,3 +175,59 @@ def test_atoms_at_a_boundary_give_the_dtype_floor_not_a_useless_eps():
     x = torch.cat([torch.zeros(300), torch.rand(700) * 3])  # 30% exactly on a boundary
     (eps,) = sll_fx.calibrate(gm, x).values()
     assert eps == pytest.approx(4 * torch.finfo(torch.float32).eps * float(x.max()))
+
+
+def test_auto_is_the_default_with_the_documented_target():
+    """``linearize_module(model)`` calibrates: a fraction ``DEFAULT_TARGET`` of each node's inputs in its band."""
+    from sll_fx.calibration import DEFAULT_TARGET
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    assert sll_fx.is_calibrating(gm)
+    x = _data(1)
+    gm(x)
+    assert not sll_fx.is_calibrating(gm)
+    for name, fraction in _fractions(gm, x).items():
+        assert abs(fraction - DEFAULT_TARGET) < 0.01, (name, fraction)
+
+
+class Decisions(nn.Module):
+    """A node of parameters alone (per-item logits, a weight mask) next to a data-dependent gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.randn(50) * 0.1)
+        self.w = nn.Parameter(torch.randn(50, 50))
+        self.t = nn.Parameter(torch.tensor(0.2))
+
+    def forward(self, x):
+        pick = (self.theta > 0).float()
+        mask = (self.w.abs() > 0.5).float()
+        gate = (x > self.t).float()
+        return (x * gate) @ (self.w * mask) * pick
+
+
+def test_nodes_of_parameters_alone_get_a_band_over_all_their_elements():
+    torch.manual_seed(0)
+    model = Decisions()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    x = _data(2, 1.0).repeat(1, 7)[:, :50]
+    gm(x)
+    fractions, eps = _fractions(gm, x), _eps(gm)
+    pick, mask, gate = sorted(fractions)   # node names: gt (theta), gt_1 (w), gt_2 (x)
+    assert fractions[pick] == 1.0 and fractions[mask] == 1.0
+    assert eps[pick] == pytest.approx(1.5 * float(model.theta.detach().abs().max()), rel=1e-3)
+    assert eps[mask] == pytest.approx(1.5 * float((model.w.detach().abs() - 0.5).abs().max()), rel=1e-3)
+    assert abs(fractions[gate] - 0.25) < 0.01
+
+
+def test_report_says_auto_until_the_first_calibration():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    report = gm.sll_report
+    assert report.calibrating and 'eps="auto"' in str(report)
+    rows = [line for line in str(report).splitlines()[3:] if "sll." in line]
+    assert len(rows) == len(report.rewritten) and all(" auto " in line for line in rows)
+    gm(_data(3))
+    assert not report.calibrating and 'eps="auto"' not in str(report) and " auto " not in str(report)
+    eps = _eps(gm)
+    assert sorted(e.eps for e in report.rewritten) == pytest.approx(sorted(eps.values()))

@@ -29,7 +29,7 @@ def test_efficacy_fast_mode():
     assert [r["task"] for r in rows] == list(efficacy.FAST_TASKS)
     for row in rows:
         for method in efficacy.methods():
-            if method == "sll auto" and not efficacy.has_auto_eps():
+            if method in efficacy.AUTO and not efficacy.has_auto_eps():
                 continue
             vals = row[f"{method} runs"]
             assert len(vals) == 1, (row["task"], method)
