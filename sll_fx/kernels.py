@@ -10,11 +10,12 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
   the band is.
 
 The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
-and one in-place multiply.  Under ``torch.compile`` the band is spelled with float ops
-(:func:`inside_float`; for ``integral`` jumps, round/floor/ceil/trunc, it is read from the
-linear value itself: not an integer exactly inside the band), so that inductor saves no
-one-byte mask and needs no second store in the forward kernel (``benchmarks/compiled_ops.py``).  A hard forward may take another estimator's backward instead
-(``method="ste"``/``"sigmoid"``, the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
+and one in-place multiply.  Compiled for the CPU (:func:`compiled_cpu`) the band is spelled
+with float ops (:func:`inside_float`; for ``integral`` jumps, round/floor/ceil/trunc, it is read
+from the linear value itself: not an integer exactly inside the band), so that inductor saves no
+one-byte mask and needs no second store in the forward kernel (``benchmarks/compiled_ops.py``).
+A hard forward may take another estimator's backward instead (``method="ste"``/``"sigmoid"``,
+the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
 three in-place passes (page faults), so each function makes as few as it can and works in
 place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
 the public API live in ``ops.py``.
@@ -74,11 +75,20 @@ def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
     ``hardtanh_backward`` is one pass but takes Python numbers; tensor bounds (a tensor eps)
     take the same test spelled as a ``where``.
     """
-    if torch.compiler.is_compiling():
+    if compiled_cpu(d):
         return grad * inside_float(d, lo, hi)
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
         return torch.where((d <= lo) | (d >= hi), 0.0, grad)
     return torch.ops.aten.hardtanh_backward(grad, d, lo, hi)
+
+
+def compiled_cpu(t: Tensor) -> bool:
+    """True while ``torch.compile`` traces code for a CPU tensor: inductor's C++ kernels, where the
+    spellings below (:func:`inside_float`, :func:`nan_to_`, the band read from an integral value)
+    are faster.  Elsewhere (CUDA: Triton, whose one-byte stores and ``isnan`` are fast) the eager
+    spellings stay, and the partitioner saves a one-byte band mask: a quarter of a float's memory.
+    """
+    return torch.compiler.is_compiling() and t.device.type == "cpu"
 
 
 def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
@@ -87,7 +97,8 @@ def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
     Spelled without a comparison on purpose: from a ``bool`` band AOT autograd's partitioner
     saves a one-byte mask for the backward, and inductor's vectorized one-byte stores are
     ~25x slower than eager on CPU (``benchmarks/compiled_ops.py``, mask-store probe).  From
-    these float ops it saves (or recomputes from) a float tensor instead.
+    these float ops it saves (or recomputes from) a float tensor instead: faster, but four
+    times the memory of the mask (``benchmarks/memory.py``).
     """
     return (torch.sign(d - lo) * torch.sign(hi - d)).clamp_min(0.0)  # sign(NaN) = 0: a NaN is outside
 
@@ -95,10 +106,10 @@ def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
 def nan_to_(t: Tensor, value: float) -> Tensor:
     """``t`` with NaN replaced by ``value`` (in place in eager mode; only NaN can occur where it is used).
 
-    Compiled, ``nan_to_num`` becomes a scalar ``std::isnan`` loop in inductor's CPU kernels, which
-    unvectorizes the whole fused kernel; ``t != t`` stays vectorized.
+    Compiled for the CPU, ``nan_to_num`` becomes a scalar ``std::isnan`` loop in inductor's kernels,
+    which unvectorizes the whole fused kernel; ``t != t`` stays vectorized.
     """
-    if torch.compiler.is_compiling():
+    if compiled_cpu(t):
         return torch.where(t != t, value, t)
     return t.nan_to_num_(value)
 
@@ -122,7 +133,7 @@ class SurrogateFunction(torch.autograd.Function):
             # float64: an input exactly on a boundary there gets 0, not the slope); half and bfloat16
             # reach that at 2^9 and 2^6, so they keep the ramp
             ctx.from_out = (jump.integral and x.dtype in (torch.float32, torch.float64)
-                            and torch.compiler.is_compiling())
+                            and compiled_cpu(x))
             ctx.save_for_backward(out if ctx.from_out else u)
         else:
             out = hard()
@@ -171,7 +182,7 @@ def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> 
         clip, gain = jump.ste
         if clip is None:
             g = grad.clone()
-        elif torch.compiler.is_compiling():  # 1{|d| <= clip} as a float: see inside_float
+        elif compiled_cpu(x):  # 1{|d| <= clip} as a float: see inside_float
             d = jump.distance(x)
             g = grad * torch.where(d != d, 0.0, (torch.sign(clip - d.abs()) + 1.0).clamp_max(1.0))
         else:
