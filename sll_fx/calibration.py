@@ -38,6 +38,7 @@ from torch import fx, nn
 
 from . import kernels, rules
 from .annealing import _eps_nodes, set_eps
+from .errors import EpsError
 from .ops import eps_limit, is_sll_target, jump_of
 
 #: the smallest eps calibration chooses
@@ -176,15 +177,23 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     return _run(gm, args, kwargs, target, {})
 
 
+_EAGER_FIX = ("run one batch eagerly first (gm(x)), or sll_fx.calibrate(gm, x), or pass a fixed eps "
+              "to linearize_module")
+
+
 def _auto_hook(module, args, kwargs):
     state = module.__dict__.get(_STATE)
     if state is None or state["running"] or state["frozen"] or state["steps"] <= 0:
         return None
+    if torch.compiler.is_exporting():   # the program would keep the placeholder eps
+        raise EpsError('torch.export of a linearize_module(eps="auto") model that has not calibrated its eps '
+                       f"yet (its eps are placeholders): {_EAGER_FIX}")
     _auto_step(module, args, kwargs, state)
     return None
 
 
-@torch.compiler.disable
+@torch.compiler.disable(reason='sll_fx eps="auto" calibrates eps eagerly on the first forward call; before '
+                               f"torch.compile(..., fullgraph=True), {_EAGER_FIX}")
 def _auto_step(module, args, kwargs, state) -> None:
     _run(module, args, kwargs, state["target"], state["pool"])
     state["steps"] -= 1

@@ -231,3 +231,27 @@ def test_report_says_auto_until_the_first_calibration():
     assert not report.calibrating and 'eps="auto"' not in str(report) and " auto " not in str(report)
     eps = _eps(gm)
     assert sorted(e.eps for e in report.rewritten) == pytest.approx(sorted(eps.values()))
+
+
+def test_compile_before_calibration_calibrates_eagerly_or_says_how():
+    """eps="auto" calibrates on the first call, eagerly: torch.compile (graph break there) gets the
+    calibrated model; fullgraph=True cannot break and says what to do; strict export refuses."""
+    import torch._dynamo
+    torch.manual_seed(0)
+    x = _data(4)
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    compiled = torch.compile(gm, backend="aot_eager")
+    y = compiled(x)
+    assert not sll_fx.is_calibrating(gm)
+    torch.testing.assert_close(y, gm(x))
+    assert all(abs(f - 0.25) < 0.01 for f in _fractions(gm, x).values())
+    torch._dynamo.reset()
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    with pytest.raises(Exception, match="calibrates eps eagerly on the first forward call"):
+        torch.compile(gm, backend="aot_eager", fullgraph=True)(x)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="placeholders"):
+        torch.export.export(gm, (x,), strict=True)
+    gm(x)   # calibrated: both work
+    torch.compile(gm, backend="aot_eager", fullgraph=True)(x)
+    torch._dynamo.reset()
