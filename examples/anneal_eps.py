@@ -17,7 +17,7 @@ one call in the training loop::
 group such as ``"compare"``, a submodule name, a node name, a module type or a predicate.)
 
 The model is a fully quantized MLP: ternary weights (the seed's sign * (|w_n| > 0.5)
-quantizer, in both layers) and 2-bit activations (round(clamp(h, 0, 3))), 5 discrete nodes.
+quantizer, in both layers: `TernaryLinear` of ternary.py) and 2-bit activations (round(clamp(h, 0, 3))), 5 discrete nodes.
 The script trains it three times from the same initialisation: eps fixed wide, eps fixed
 narrow, and eps annealed from wide to narrow, and compares the exported hard models.
 
@@ -31,22 +31,10 @@ import argparse
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 import sll_fx
-
-
-class TernaryLinear(nn.Module):
-    def __init__(self, d_in: int, d_out: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(d_out, d_in).uniform_(-1, 1) / d_in ** 0.5)
-        self.bias = nn.Parameter(torch.zeros(d_out))
-
-    def forward(self, x):
-        scale = torch.max(torch.abs(self.weight))
-        w_n = self.weight / (scale + 1e-10)
-        q = torch.sign(w_n) * (torch.abs(w_n) > 0.5).float()
-        return F.linear(x, q * scale, self.bias)
+from _common import accuracy, train_classifier, window
+from ternary import TernaryLinear, make_data   # the ternary example's layer and data
 
 
 class QuantizedMLP(nn.Module):
@@ -60,38 +48,12 @@ class QuantizedMLP(nn.Module):
         return self.fc2(h)
 
 
-def make_data(n: int, d_in: int = 16, n_classes: int = 4, seed: int = 0):
-    """Inputs ~ N(0, 1); labels from a fixed random (float) teacher MLP."""
-    g = torch.Generator().manual_seed(1234)
-    w1, w2 = torch.randn(d_in, 32, generator=g), torch.randn(32, n_classes, generator=g)
-    x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(seed))
-    return x, (torch.relu(x @ w1) @ w2).argmax(-1)
-
-
-def train(gm, x, y, steps: int, schedule=None, every: int = 10, batch: int = 128, lr: float = 3e-3) -> list[float]:
-    """Adam on ``gm``; ``schedule(fraction_done) -> eps`` is applied with set_eps every ``every`` steps."""
-    opt = torch.optim.Adam(gm.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
+def train(gm, x, y, steps: int, schedule=None, every: int = 10) -> list[float]:
+    """The shared classifier loop; ``schedule(fraction_done) -> eps`` is applied with set_eps every ``every`` steps."""
+    def anneal(step):
         if schedule is not None and step % every == 0:
             sll_fx.set_eps(gm, schedule(step / steps))
-        idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        loss = F.cross_entropy(gm(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(-1) == y).float().mean().item()
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
+    return train_classifier(gm, x, y, steps, before_step=anneal)
 
 
 def main(argv=None) -> dict:

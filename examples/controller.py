@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 import sll_fx
+from _common import window
 
 HEAT_PER_STEP = 1.0   # degrees gained per step with the heater on
 LEAK = 0.05           # fraction of the gap to the outside temperature lost per step
@@ -86,11 +87,6 @@ def train(controller, episodes, iters: int, horizon: int, batch: int = 128, lr: 
         opt.step()
         losses.append(loss.item())
     return losses
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
 
 
 def main(argv=None) -> dict:

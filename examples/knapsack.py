@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import sll_fx
+from _common import window
 
 
 class Knapsack(nn.Module):
@@ -97,11 +98,6 @@ def solve(model, steps: int, lr: float) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
 
 
 def main(argv=None) -> dict:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
+from _common import window
 
 
 class PrunedLinear(nn.Module):
@@ -82,11 +83,6 @@ def evaluate(model, x, y) -> tuple[float, float]:
     with torch.no_grad():
         pred, kept = model(x)
     return F.mse_loss(pred, y).item(), kept.item()
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
 
 
 def main(argv=None) -> dict:

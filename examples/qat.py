@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import sll_fx
+from _common import accuracy, train_classifier, window
 
 
 class QuantNet(nn.Module):
@@ -52,29 +53,6 @@ def make_data(n: int, d_in: int = 10, n_classes: int = 10, seed: int = 0):
     return x, (torch.tanh(x @ w1) @ w2).argmax(-1)
 
 
-def train(model, x, y, steps: int, batch: int = 128, lr: float = 3e-3) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(-1) == y).float().mean().item()
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1500)
@@ -95,13 +73,13 @@ def main(argv=None) -> dict:
     print("== linearize ==")
     gm = sll_fx.linearize_module(model, eps=args.eps)
     print(f"\n== train {args.steps} steps (eps={args.eps}, {args.levels} levels) ==")
-    losses = train(gm, x, y, args.steps)
+    losses = train_classifier(gm, x, y, args.steps)
     first, last, k = window(losses)
     print(f"loss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
 
     baseline = QuantNet(levels=args.levels)
     baseline.load_state_dict(state0)
-    base_losses = train(baseline, x, y, args.steps)
+    base_losses = train_classifier(baseline, x, y, args.steps)
     b_first, b_last, _ = window(base_losses)
     base_acc = accuracy(baseline, x_test, y_test)
     print(f"without sll_fx (hard round, same init and batches): loss {b_first:.3f} -> {b_last:.3f}, "
@@ -109,7 +87,7 @@ def main(argv=None) -> dict:
 
     ref = QuantNet(levels=None)
     ref.load_state_dict(state0)
-    train(ref, x, y, args.steps)
+    train_classifier(ref, x, y, args.steps)
     ref_acc = accuracy(ref, x_test, y_test)
     print(f"float reference (no quantizer, same init and batches): test accuracy {ref_acc:.3f}")
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import sll_fx
+from _common import window
 
 
 class Segmenter(nn.Module):
@@ -86,11 +87,6 @@ def train(model, images, masks, steps: int, batch: int = 32, lr: float = 1e-2) -
         opt.step()
         losses.append(loss.item())
     return losses
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
 
 
 def main(argv=None) -> dict:

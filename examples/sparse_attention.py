@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
+from _common import window
 
 
 class TopKAttention(nn.Module):
@@ -75,11 +76,6 @@ def train(model, x, y, steps: int, batch: int = 64, lr: float = 1e-2) -> list[fl
 def test_loss(model, x, y) -> float:
     with torch.no_grad():
         return F.mse_loss(model(x), y).item()
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
 
 
 def main(argv=None) -> dict:

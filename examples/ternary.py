@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
+from _common import accuracy, train_classifier, window
 
 
 class TernaryLinear(nn.Module):
@@ -59,29 +60,6 @@ def make_data(n: int, d_in: int = 16, n_classes: int = 4, seed: int = 0):
     return x, (torch.relu(x @ w1) @ w2).argmax(-1)
 
 
-def train(model, x, y, steps: int, batch: int = 128, lr: float = 3e-3) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(-1) == y).float().mean().item()
-
-
-def window(losses: list[float]) -> tuple[float, float, int]:
-    k = max(1, len(losses) // 10)
-    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1500)
@@ -103,13 +81,13 @@ def main(argv=None) -> dict:
     config = sll_fx.SLLConfig(eps=args.eps, kind_eps={"sign": args.sign_eps})
     gm = sll_fx.linearize_module(model, config)
     print(f"\n== train {args.steps} steps ({config}) ==")
-    losses = train(gm, x, y, args.steps)
+    losses = train_classifier(gm, x, y, args.steps)
     first, last, k = window(losses)
     print(f"loss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
 
     baseline = TernaryMLP()
     baseline.load_state_dict(state0)
-    base_losses = train(baseline, x, y, args.steps)
+    base_losses = train_classifier(baseline, x, y, args.steps)
     base_acc = accuracy(baseline, x_test, y_test)
     moved = (baseline.fc1.weight - state0["fc1.weight"]).ne(0).sum().item()
     print(f"without sll_fx: loss {window(base_losses)[0]:.3f} -> {window(base_losses)[1]:.3f}, "

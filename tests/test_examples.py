@@ -24,6 +24,8 @@ EXPECTED = {
 
 
 def _load(name: str):
+    if str(EXAMPLES) not in sys.path:   # as `python examples/<name>.py` has it: the scripts import _common
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"sll_example_{name}_under_test", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -41,7 +43,8 @@ def one_thread():
 
 
 def test_every_example_is_tested():
-    scripts = {p.stem for p in EXAMPLES.glob("*.py")} - {"quickstart"}  # quickstart: test_examples_and_benchmarks.py
+    scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")} - {"quickstart"}
+    # (quickstart: test_examples_and_benchmarks.py; _common.py: the scripts' shared helpers)
     assert scripts == set(EXPECTED)
 
 
