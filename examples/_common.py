@@ -1,4 +1,4 @@
-"""Helpers the example scripts share: a minibatch classifier loop, accuracy, and the loss window
+"""Helpers the example scripts share: a minibatch training loop, accuracy, and the loss window
 they print.  Not an example itself (``python examples/<name>.py`` finds it next to the script)."""
 
 from __future__ import annotations
@@ -9,21 +9,25 @@ import torch
 from torch.nn import functional as F
 
 
-def train_classifier(model, x, y, steps: int, batch: int = 128, lr: float = 3e-3,
-                     before_step: Callable[[int], object] | None = None) -> list[float]:
-    """Adam on cross-entropy over random minibatches (batch ``step`` drawn with seed ``step``);
-    ``before_step(step)`` runs first in each step (e.g. an eps schedule). Returns the losses."""
+def cross_entropy(model, xb, yb):
+    return F.cross_entropy(model(xb), yb)
+
+
+def train_minibatches(model, x, y, steps: int, loss: Callable = cross_entropy, batch: int = 128, lr: float = 3e-3,
+                      before_step: Callable[[int], object] | None = None) -> list[float]:
+    """Adam on ``loss(model, x_batch, y_batch)`` over random minibatches (batch ``step`` drawn with
+    seed ``step``); ``before_step(step)`` runs first in each step (e.g. an eps schedule). Returns the losses."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for step in range(steps):
         if before_step is not None:
             before_step(step)
         idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        value = loss(model, x[idx], y[idx])
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(value.item())
     return losses
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import sll_fx
-from _common import accuracy, train_classifier, window
+from _common import accuracy, train_minibatches, window
 from ternary import TernaryLinear, make_data   # the ternary example's layer and data
 
 
@@ -53,7 +53,7 @@ def train(gm, x, y, steps: int, schedule=None, every: int = 10) -> list[float]:
     def anneal(step):
         if schedule is not None and step % every == 0:
             sll_fx.set_eps(gm, schedule(step / steps))
-    return train_classifier(gm, x, y, steps, before_step=anneal)
+    return train_minibatches(gm, x, y, steps, before_step=anneal)
 
 
 def main(argv=None) -> dict:

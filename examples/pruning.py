@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
-from _common import window
+from _common import train_minibatches, window
 
 
 class PrunedLinear(nn.Module):
@@ -65,18 +65,11 @@ def make_data(n: int, d_in: int = 32, d_hidden: int = 16, seed: int = 0):
     return x, torch.relu(x @ w1) @ w2
 
 
-def train(model, x, y, steps: int, price: float, batch: int = 128, lr: float = 3e-3) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        pred, kept = model(x[idx])
-        loss = F.mse_loss(pred, y[idx]) + price * kept
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+def train(model, x, y, steps: int, price: float) -> list[float]:
+    def loss(m, xb, yb):   # the fit plus a price on the weights kept
+        pred, kept = m(xb)
+        return F.mse_loss(pred, yb) + price * kept
+    return train_minibatches(model, x, y, steps, loss=loss)
 
 
 def evaluate(model, x, y) -> tuple[float, float]:

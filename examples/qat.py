@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import sll_fx
-from _common import accuracy, train_classifier, window
+from _common import accuracy, train_minibatches, window
 
 
 class QuantNet(nn.Module):
@@ -73,13 +73,13 @@ def main(argv=None) -> dict:
     print("== linearize ==")
     gm = sll_fx.linearize_module(model, eps=args.eps)
     print(f"\n== train {args.steps} steps (eps={args.eps}, {args.levels} levels) ==")
-    losses = train_classifier(gm, x, y, args.steps)
+    losses = train_minibatches(gm, x, y, args.steps)
     first, last, k = window(losses)
     print(f"loss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
 
     baseline = QuantNet(levels=args.levels)
     baseline.load_state_dict(state0)
-    base_losses = train_classifier(baseline, x, y, args.steps)
+    base_losses = train_minibatches(baseline, x, y, args.steps)
     b_first, b_last, _ = window(base_losses)
     base_acc = accuracy(baseline, x_test, y_test)
     print(f"without sll_fx (hard round, same init and batches): loss {b_first:.3f} -> {b_last:.3f}, "
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
 
     ref = QuantNet(levels=None)
     ref.load_state_dict(state0)
-    train_classifier(ref, x, y, args.steps)
+    train_minibatches(ref, x, y, args.steps)
     ref_acc = accuracy(ref, x_test, y_test)
     print(f"float reference (no quantizer, same init and batches): test accuracy {ref_acc:.3f}")
 

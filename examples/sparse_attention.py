@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
-from _common import window
+from _common import train_minibatches, window
 
 
 class TopKAttention(nn.Module):
@@ -60,17 +60,8 @@ def make_data(n: int, length: int = 24, d: int = 16, k: int = 4, seed: int = 0):
     return x, mask @ (x @ b) / k
 
 
-def train(model, x, y, steps: int, batch: int = 64, lr: float = 1e-2) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=torch.Generator().manual_seed(step))
-        loss = F.mse_loss(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+def train(model, x, y, steps: int) -> list[float]:
+    return train_minibatches(model, x, y, steps, loss=lambda m, xb, yb: F.mse_loss(m(xb), yb), batch=64, lr=1e-2)
 
 
 def test_loss(model, x, y) -> float:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import sll_fx
-from _common import accuracy, train_classifier, window
+from _common import accuracy, train_minibatches, window
 
 
 class TernaryLinear(nn.Module):
@@ -81,13 +81,13 @@ def main(argv=None) -> dict:
     config = sll_fx.SLLConfig(eps=args.eps, kind_eps={"sign": args.sign_eps})
     gm = sll_fx.linearize_module(model, config)
     print(f"\n== train {args.steps} steps ({config}) ==")
-    losses = train_classifier(gm, x, y, args.steps)
+    losses = train_minibatches(gm, x, y, args.steps)
     first, last, k = window(losses)
     print(f"loss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
 
     baseline = TernaryMLP()
     baseline.load_state_dict(state0)
-    base_losses = train_classifier(baseline, x, y, args.steps)
+    base_losses = train_minibatches(baseline, x, y, args.steps)
     base_acc = accuracy(baseline, x_test, y_test)
     moved = (baseline.fc1.weight - state0["fc1.weight"]).ne(0).sum().item()
     print(f"without sll_fx: loss {window(base_losses)[0]:.3f} -> {window(base_losses)[1]:.3f}, "
