@@ -22,9 +22,9 @@ from torch import fx, nn
 import sll_fx
 from sll_fx import SLLConfig
 from sll_fx.annealing import node_eps
-from sll_fx.ops import is_sll_target
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
+from _helpers import assert_bitwise, sll_nodes
 
 INF, NAN = float("inf"), float("nan")
 
@@ -79,10 +79,6 @@ def kind_of(entry) -> str:
     return OP_KIND[entry.op]
 
 
-def sll_nodes(gm) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
-
-
 def node_of_entry(gm, entry) -> fx.Node:
     (node,) = [n for n in sll_nodes(gm) if n.meta.get("sll_entry") == entry.node]
     return node
@@ -118,14 +114,6 @@ def run(cfg, model=None, **kw):
 
 
 X = torch.tensor([[0.0, 0.5, -0.5], [0.21, 0.19, 1.0], [1.49, -2.5, 0.3], [INF, -INF, NAN], [0.12, 0.09, 0.7]])
-
-
-def assert_bitwise(a, b, what=""):
-    assert a.dtype == b.dtype and a.shape == b.shape, what
-    na, nb = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(na, nb), what
-    assert torch.equal(a[~na], b[~na]), f"{what}\n{a}\n{b}"
-    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~na])), what
 
 
 # ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sll_fx.opaque import is_opaque
 from sll_fx.ops import is_sll_target
 from sll_fx.report import OpaqueModule, RewriteReport, StripReport
 from sll_fx.tracer import trace, trace_with_fallback
+from _helpers import assert_bitwise
 
 CONTROL_FLOW = "symbolically traced variables cannot be used as inputs to control flow"
 INF, NAN = float("inf"), float("nan")
@@ -32,14 +33,6 @@ INF, NAN = float("inf"), float("nan")
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
-
-def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
-    assert a.dtype == b.dtype and a.shape == b.shape, what
-    na, nb = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(na, nb), f"{what}: NaN positions differ"
-    assert torch.equal(a[~na], b[~nb]), f"{what}: values differ\n{a}\n{b}"
-    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~nb])), f"{what}: sign bits differ"
-
 
 def graphs(module: nn.Module) -> dict[str, fx.GraphModule]:
     return {p: m for p, m in module.named_modules(remove_duplicate=False) if isinstance(m, fx.GraphModule)}

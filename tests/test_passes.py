@@ -30,6 +30,7 @@ import sll_fx
 from sll_fx.annealing import EPS_PREFIX, node_eps
 from sll_fx.ops import is_sll_target
 from sll_fx.report import RewriteReport, StripReport
+from _helpers import assert_bitwise, is_op, sll_nodes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS_FILE = os.path.basename(__file__)
@@ -40,30 +41,6 @@ INF, NAN = float("inf"), float("nan")
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
-
-def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
-    """Same dtype, shape, NaN positions, values and sign bits (so -0.0 != +0.0)."""
-    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), what
-    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    if not a.is_floating_point():
-        assert torch.equal(a, b), f"{what}: {a} != {b}"
-        return
-    na, nb = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(na, nb), f"{what}: NaN positions differ\n{a}\n{b}"
-    keep = ~na
-    assert torch.equal(a[keep], b[keep]), f"{what}: values differ\n{a}\n{b}"
-    assert torch.equal(torch.signbit(a[keep]), torch.signbit(b[keep])), f"{what}: sign bits differ\n{a}\n{b}"
-
-
-def sll_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
-
-
-def is_op(target, packet) -> bool:
-    """``target`` is the sll packet or one of its overloads."""
-    return target is packet or getattr(target, "overloadpacket", None) is packet
-
 
 def special_values(extra=()) -> torch.Tensor:
     """Boundaries of every op in this file, ties, +-0, +-inf, NaN and their neighbours."""

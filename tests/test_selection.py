@@ -29,8 +29,8 @@ from torch import fx, nn
 
 import sll_fx
 from sll_fx.annealing import node_eps
-from sll_fx.ops import is_sll_target
 from sll_fx.report import RewriteReport, StripReport
+from _helpers import assert_bitwise, is_op, sll_nodes
 
 THIS_FILE = os.path.basename(__file__)
 INF, NAN = float("inf"), float("nan")
@@ -40,29 +40,6 @@ EPS = 0.1
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
-
-def assert_bitwise(a: torch.Tensor, b: torch.Tensor, what: str = "") -> None:
-    """Same dtype, shape, NaN positions, values and sign bits."""
-    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), what
-    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-    if not a.is_floating_point():
-        assert torch.equal(a, b), f"{what}: {a} != {b}"
-        return
-    na, nb = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(na, nb), f"{what}: NaN positions differ\n{a}\n{b}"
-    keep = ~na
-    assert torch.equal(a[keep], b[keep]), f"{what}: values differ\n{a}\n{b}"
-    assert torch.equal(torch.signbit(a[keep]), torch.signbit(b[keep])), f"{what}: sign bits differ\n{a}\n{b}"
-
-
-def sll_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
-
-
-def is_op(target, packet) -> bool:
-    return target is packet or getattr(target, "overloadpacket", None) is packet
-
 
 def nodes_of(gm, packet) -> list[fx.Node]:
     return [n for n in sll_nodes(gm) if is_op(n.target, packet)]

@@ -22,9 +22,9 @@ from torch import fx, nn
 
 import sll_fx
 from sll_fx.annealing import EPS_PREFIX, node_eps
-from sll_fx.ops import is_sll_target
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
+from _helpers import assert_bitwise, sll_nodes
 
 INF, NAN = float("inf"), float("nan")
 
@@ -52,10 +52,6 @@ class Net(nn.Module):
         h = self.enc(x) + self.enc2(x) + self.dec(x)
         return (h + torch.where(x > 0.1, x, -x) + F.one_hot(x.argmax(-1), 4).float()
                 + torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0))
-
-
-def sll_nodes(gm) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
 
 
 def eps_nodes(gm) -> list[fx.Node]:
@@ -86,14 +82,6 @@ def make(eps=0.1, mode="linear"):
 
 X = torch.tensor([[0.0, 0.5, -0.5, 0.2], [0.21, 0.19, 1.0, 0.1], [1.49, -2.5, 0.3, 0.05],
                   [INF, -INF, NAN, 0.0], [0.12, 0.09, 0.7, 0.71]])
-
-
-def assert_bitwise(a, b, what=""):
-    assert a.dtype == b.dtype and a.shape == b.shape, what
-    na, nb = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(na, nb), what
-    assert torch.equal(a[~na], b[~na]), f"{what}\n{a}\n{b}"
-    assert torch.equal(torch.signbit(a[~na]), torch.signbit(b[~na])), what
 
 
 # ----------------------------------------------------------------------------------------
