@@ -358,10 +358,15 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     else:  # topk
         e = step.extra
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
-    with graph.inserting_before(node):
-        new = graph.call_function(rule.target, args, kwargs)
+    in_place = pattern == "elementwise" and node.op == "call_function"
+    if in_place:  # the node becomes the sll op: same name, meta, users and place (no node to add or erase)
+        node.target, node.args, node.kwargs = rule.target, args, kwargs
+        new = node
+    else:
+        with graph.inserting_before(node):
+            new = graph.call_function(rule.target, args, kwargs)
+        new.meta.update(node.meta)
     created.append(new)
-    new.meta.update(node.meta)
     new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
     if "eps" in kwargs:  # checked by the planner; from here on a buffer of gm (set_eps fills it)
         attr = eps_input(gm, new, eps, device)
@@ -386,8 +391,9 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         for user in list(zeros.users):
             if user is not node and user > node:  # (fx orders the nodes of a graph)
                 user.replace_input_with(zeros, new)
-    node.replace_all_uses_with(new)
-    graph.erase_node(node)
+    if not in_place:
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
     for piece in ("mask", "argmax", "index", "topk", "zeros"):
         if piece in step.extra:
             if piece == "topk":  # `top_vals, idx = topk(...)` leaves an unused values getitem behind

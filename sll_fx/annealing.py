@@ -64,14 +64,20 @@ def eps_input(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devic
     GraphModule's ``state_dict()`` keys stay the model's), on ``device`` (default: the module's).
     """
     name = EPS_PREFIX + node.name
-    if hasattr(gm, name):  # a clash with an attribute of the user's: a fresh name
-        name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not hasattr(gm, f"{name}_{i}"))
-    gm.register_buffer(name, torch.tensor(float(eps), dtype=torch.float64,
-                                           device=device if device is not None else eps_device(gm)), persistent=False)
+    if _taken(gm, name):  # a clash with an attribute of the user's: a fresh name
+        name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not _taken(gm, f"{name}_{i}"))
+    gm.register_buffer(name, torch.full((), float(eps), dtype=torch.float64,
+                                         device=device if device is not None else eps_device(gm)), persistent=False)
     with gm.graph.inserting_before(node):
         attr = gm.graph.get_attr(name)
     node.update_kwarg("eps", attr)
     return attr
+
+
+def _taken(gm: nn.Module, name: str) -> bool:
+    """``hasattr(gm, name)``, without ``nn.Module.__getattr__``'s exception for the usual free name."""
+    return name in gm.__dict__ or name in gm._buffers or name in gm._parameters or name in gm._modules \
+        or hasattr(type(gm), name)
 
 
 def _owner(gm: nn.Module | None, node: fx.Node) -> nn.Module:

@@ -187,7 +187,7 @@ def test_multiple_steps_records_and_summary():
     assert grads[:3] == pytest.approx([3.0, 10.0, 0.0]) and grads[3] is None
     (s,) = stats.summary()
     assert isinstance(s, NodeSummary)
-    assert (s.node, s.op, s.steps, s.eps) == ("sign_1", "sign", 4, 0.1)
+    assert (s.node, s.op, s.steps, s.eps) == ("sign", "sign", 4, 0.1)
     assert s.band_fraction == pytest.approx((1.0 + 0.0 + 0.3) / 3)  # mean over the last window=3 steps
     assert s.last_band_fraction == pytest.approx(0.3)
     assert s.mean_abs_grad == pytest.approx(0.0)  # step 2: the latest step a backward reached
@@ -247,11 +247,11 @@ def test_warning_fires_once_after_window_naming_the_node():
     w = caught[0]
     assert issubclass(w.category, BandWarning) and issubclass(BandWarning, UserWarning)
     msg = str(w.message)
-    for part in ("'sign_1'", "sll.sign", "0.05", "threshold=0.1", "eps=0.1", "4 consecutive steps",
+    for part in ("'sign'", "sll.sign", "0.05", "threshold=0.1", "eps=0.1", "4 consecutive steps",
                  "raise eps (e.g. set_eps) or use eps='auto'"):
         assert part in msg, (part, msg)
     assert w.filename == __file__  # points at the gm(...) call
-    assert stats.warned == ("sign_1",)
+    assert stats.warned == ("sign",)
     assert stats.summary()[0].warned and "yes" in str(stats)
 
 
@@ -450,7 +450,7 @@ def test_nested_graph_module_is_measured_and_aggregated_per_step():
     assert torch.equal(y, expected)
     rec = only(stats.records)
     # the inner sign ran twice in the step, one record: 3 of 10 in band, then 0 of 10 (x * 10)
-    assert (rec.node, rec.op, rec.in_band, rec.numel) == ("inner.sign_1", "sign", 3, 20)
+    assert (rec.node, rec.op, rec.in_band, rec.numel) == ("inner.sign", "sign", 3, 20)
     # d/dx through the node: 10 per in-band element of the first call, 0 for the second
     assert rec.mean_abs_grad == pytest.approx(3 * 10 / 20)
     assert "forward" not in inner.__dict__ and "forward" not in outer.__dict__
@@ -458,7 +458,7 @@ def test_nested_graph_module_is_measured_and_aggregated_per_step():
     plain_outer = Outer(inner)  # a plain module holding a linearized GraphModule
     with band_stats(plain_outer) as stats:
         plain_outer(x)
-    assert only(stats.records).node == "inner.sign_1"
+    assert only(stats.records).node == "inner.sign"
     # called directly, outside a forward of the recorded module: no step, no record
     with band_stats(plain_outer) as stats:
         inner(x)
@@ -488,7 +488,7 @@ def test_unsupported_op_and_integer_input_are_skipped_and_listed(monkeypatch):
     gm = linearize(Sign(), 0.1)
     with band_stats(gm) as stats:
         gm(torch.arange(-3, 4))  # integer input: the op is hard, there is no band
-    assert stats.records == [] and "not floating" in stats.skipped["sign_1"]
+    assert stats.records == [] and "not floating" in stats.skipped["sign"]
 
 
 def test_recompile_inside_block_rebuilds_the_shadow():
@@ -496,7 +496,7 @@ def test_recompile_inside_block_rebuilds_the_shadow():
     x = torch.tensor(SIGN_X)
     with band_stats(gm) as stats:
         gm(x)
-        (node,) = [n for n in gm.graph.nodes if n.name == "sign_1"]
+        (node,) = [n for n in gm.graph.nodes if n.name == "sign"]
         node.kwargs = {**node.kwargs, "eps": 0.6}  # a graph edit (a literal eps instead of the eps buffer)
         gm.recompile()
         y = gm(x)
