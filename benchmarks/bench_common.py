@@ -12,6 +12,7 @@ import contextlib
 import gc
 import os
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -132,9 +133,11 @@ def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: i
                 collect: bool = False, freeze: bool = False) -> dict[str, list[float]]:
     """Milliseconds per method for each repeat; within a repeat the methods run round-robin.
 
-    The round starts one method later in each repeat (rotation), so that no method always
-    runs first or always follows the same one: what a method leaves behind (allocator state,
-    caches) then biases no comparison.  Each method is a callable returning its own time in ms
+    Each repeat runs the methods in a fresh random order (seeded, so the same on every run), so
+    that no method always runs first or always follows the same one: what a method leaves
+    behind (allocator state, the last-level cache holding its tensors) then biases no
+    comparison.  (A rotation, starting one method later in each repeat, would keep each method
+    behind the same predecessor in all but one of its runs.)  Each method is a callable returning its own time in ms
     (see :func:`timed`), so a method can keep set-up (or freeing) out of or inside its timed
     region as it needs.  With ``collect`` the garbage collector runs, untimed, before each method;
     with ``freeze`` too, the objects alive then move to the permanent generation (``gc.freeze``)
@@ -146,9 +149,9 @@ def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: i
             run()
     names = list(methods)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for i in range(len(names)):
-            name = names[(r + i) % len(names)]
+    rng = random.Random(0)  # (a private generator: the global one stays untouched)
+    for _ in range(repeats):
+        for name in rng.sample(names, len(names)):
             if collect or freeze:
                 gc.collect()
             if freeze:

@@ -5,6 +5,11 @@ For every op this compiles, side by side in one run:
 - ``hard fwd``: the hard op's forward alone, compiled, under ``no_grad``;
 - ``STE``: a straight-through ``autograd.Function`` of the op (forward: the hard op; backward:
   ``grad`` unchanged; for a tensor threshold also ``-grad.sum()``), compiled, forward+backward;
+- ``clipped STE``: the same with the clipped straight-through backward ``grad * 1{|x - c| < w}``
+  (the hardtanh STE of binary networks: ``c = 0``, ``w = 1``; for a threshold ``c = t``, ``w = 1/2``,
+  sll_fx's own ``method="ste"`` there).  Not a target: a reference for what any backward that reads
+  ``x`` costs (the identity STE's reads only ``grad``; ``sll/clipped`` near 1 says that reading ``x``
+  is the gap);
 - ``sll``: the explicit sll op (``sll_fx.sign(x, eps)``, ...), compiled, forward+backward, in
   ``linear`` and ``hard`` mode;
 - for context, the same sll op in eager mode (``sll eager``).
@@ -52,8 +57,30 @@ from ops import ThresholdSTE, straight_through  # noqa: E402
 
 
 class Case:
-    def __init__(self, name, hard, ste, sll, threshold=None):
+    def __init__(self, name, hard, ste, sll, threshold=None, center=0.0, width=1.0):
         self.name, self.hard, self.ste, self.sll, self.threshold = name, hard, ste, sll, threshold
+        self.clipped = clipped_straight_through(hard, center, width, threshold)
+
+
+def clipped_straight_through(hard, center, width, threshold=None):
+    """``hard(x)`` forward; backward ``grad * 1{|x - c| < w}`` (``c`` the threshold tensor when given,
+    which then receives the negated sum)."""
+    class ClippedSTE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, t):
+            ctx.save_for_backward(x)
+            return hard(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            c = center if threshold is None else threshold.detach()
+            # the band as float ops, not a comparison: from a comparison the partitioner saves a
+            # one-byte mask, whose store is ~25x slower compiled (probe below); the same spelling as sll's
+            gx = grad * torch.sign(width - (x - c).abs()).clamp_min(0.0)
+            return gx, (None if threshold is None else -gx.sum())
+
+    return lambda x: ClippedSTE.apply(x, threshold)
 
 
 def cases(eps: float) -> list[Case]:
@@ -73,9 +100,9 @@ def cases(eps: float) -> list[Case]:
         unary("ceil", torch.ceil, sll_fx.ceil, eps=eps),
         unary("trunc", torch.trunc, sll_fx.trunc, eps=eps),
         Case("threshold x>0.5", lambda x: (x > 0.5).float(), straight_through(lambda x: (x > 0.5).float()),
-             {m: (lambda x, m=m: sll_fx.threshold(x, 0.5, eps, mode=m)) for m in MODES}),
+             {m: (lambda x, m=m: sll_fx.threshold(x, 0.5, eps, mode=m)) for m in MODES}, center=0.5, width=0.5),
         Case("threshold x>t (t grad)", lambda x: (x > t).float(), lambda x: ThresholdSTE.apply(x, t),
-             {m: (lambda x, m=m: sll_fx.threshold(x, t, eps, mode=m)) for m in MODES}, threshold=t),
+             {m: (lambda x, m=m: sll_fx.threshold(x, t, eps, mode=m)) for m in MODES}, threshold=t, width=0.5),
     ]
 
 
@@ -213,6 +240,8 @@ def main(argv=None) -> list[dict]:
                 cf, kf, kb, s = compile_fwd_bwd(case.ste, x, g, t, args.backend)
                 fwd_ms["STE"] = []
                 methods["STE"], kernels["STE"] = fwd_bwd(cf, x, g, t, fwd_ms["STE"]), (kf, kb)
+                cf, kf, kb, s = compile_fwd_bwd(case.clipped, x, g, t, args.backend)
+                methods["clipped STE"] = fwd_bwd(cf, x, g, t)
                 for m in MODES:
                     cf, kf, kb, s = compile_fwd_bwd(case.sll[m], x, g, t, args.backend)
                     fwd_ms[m] = []
@@ -233,6 +262,8 @@ def main(argv=None) -> list[dict]:
                     "STE ms": bc.median(samples["STE"]),
                     "sll ms": bc.median(sll),
                     "sll/STE": bc.paired_ratio(sll, samples["STE"]),
+                    "clipped STE ms": bc.median(samples["clipped STE"]),
+                    "sll/clipped": bc.paired_ratio(sll, samples["clipped STE"]),
                     "STE fwd ms": bc.median(fwd_share["STE"]),
                     "sll fwd ms": bc.median(fwd_share[m]),
                     "kernels fwd/bwd STE": "%d/%d" % kernels["STE"],
@@ -250,9 +281,9 @@ def main(argv=None) -> list[dict]:
 
     print(head)
     columns = ["op", "mode", "hard fwd ms", "STE ms", "sll ms", "sll/STE", "sll/STE IQR", "within 1.1x",
-               "STE fwd ms", "sll fwd ms", "kernels fwd/bwd STE", "kernels fwd/bwd sll", "sll eager ms",
-               "compiled/eager", "others"]
-    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", "", "", ".3f", ".3f", "", "", ".3f", ".2f", ".2f"]
+               "clipped STE ms", "sll/clipped", "STE fwd ms", "sll fwd ms", "kernels fwd/bwd STE",
+               "kernels fwd/bwd sll", "sll eager ms", "compiled/eager", "others"]
+    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", "", "", ".3f", ".2f", ".3f", ".3f", "", "", ".3f", ".2f", ".2f"]
     if any("error" in r for r in rows):
         columns.append("error")
         fmt.append("")

@@ -14,7 +14,7 @@ models of ``train_step.py`` (``mlp``, ``cnn``; bigger batches here) this times, 
   ``original/original`` shows how large the noise of this run is;
 - the same three compiled with ``torch.compile`` (forward only; each compiled once, warmed up).
 
-Methods run round-robin within each repeat (rotated, see ``bench_common.interleaved``), each
+Methods run round-robin within each repeat (in a fresh seeded random order, see ``bench_common.interleaved``), each
 sample the mean of ``--inner`` forward passes; medians in ms, ratios as medians of per-repeat
 ratios with their 25-75% spread.  Target: exported/original 1.00x within noise, read here as:
 the 25-75% interval of its per-repeat ratios contains 1.00 or overlaps that of the A/A pair.  Every row also checks ``torch.equal(exported(x), model(x))``

@@ -20,7 +20,7 @@ A training step is ``opt.zero_grad(); F.cross_entropy(model(x), y).backward(); o
 timed as a whole.  Eager and ``torch.compile`` (default inductor backend; the model is compiled, the
 optimizer step runs eagerly) are measured in the same run: each compiled variant is compiled once
 (its first step, with inductor's caches off, reported as ``compile s``), warmed up, and then all six
-methods run round-robin within each repeat (rotated), each sample the mean of ``--inner`` steps;
+methods run round-robin within each repeat (random order), each sample the mean of ``--inner`` steps;
 medians over the repeats and ratios as medians of per-repeat ratios; ``others`` is the number of
 cores other processes kept busy meanwhile (a measurement is retimed while it exceeds 0.25, see
 ``bench_common``).  Targets: linearized/STE within 1.25x eager, within 1.1x compiled.
