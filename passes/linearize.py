@@ -5,7 +5,9 @@ touched: planning decides, node by node, what happens and why (one report entry 
 discrete node found), then ``_apply`` edits the graph.  Planning runs in two sweeps:
 first the elementwise ops and the selections (``where``/``masked_fill``, ``one_hot(argmax)``,
 top-k masks), then the comparisons, which need to know which of their users were taken
-by a selection.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
+by a selection.  An elementwise node (``call_function``) becomes its sll op in place: it keeps
+its name, place and users, so the report's node names are the sll nodes' names; the other
+patterns insert a new node and erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
 node that is still in the graph is reported as left hard (or sits in a skipped submodule).
 
 Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
