@@ -49,6 +49,7 @@ from torch.fx import Node
 from . import rules
 
 _STALE_META = ("val", "tensor_meta", "example_value")
+_NO_TARGET = object()  # (a node absent from ``before``: created by the pass)
 
 
 def as_module(model) -> nn.Module:
@@ -162,12 +163,13 @@ def canonicalize(gm: fx.GraphModule) -> int:
     return changed
 
 
-def forget_stale_meta(gm: fx.GraphModule, before: set) -> None:
-    """Drop copied fake values from the nodes a pass created (not in ``before``): an sll node
-    took them from the node it replaced (``sll.compare`` from a bool comparison) and they may not
-    describe it.  ``torch.export`` computes fresh ones when the result is exported again."""
+def forget_stale_meta(gm: fx.GraphModule, before: dict) -> None:
+    """Drop the fake values of the nodes a pass created or retargeted (``before``: node -> target
+    before the pass): an sll node took them from the node it replaced (``sll.compare`` from a bool
+    comparison) or is that node, and they may not describe it.  ``torch.export`` computes fresh ones
+    when the result is exported again."""
     for node in gm.graph.nodes:
-        if node not in before:
+        if before.get(node, _NO_TARGET) is not node.target:
             for key in _STALE_META:
                 node.meta.pop(key, None)
 

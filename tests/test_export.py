@@ -428,3 +428,18 @@ def test_emitted_aten_ops_are_the_rules_own_spellings(rule):
         choices.append(rule.aten_hard(args, {"decimals": 2}))
     assert all(c in rule.functions for c in choices)
     assert len(set(choices)) == len(choices)
+
+
+def test_sll_nodes_of_an_exported_graph_carry_no_stale_fake_values():
+    """An elementwise node is rewritten in place: the hard op's ``val``/``tensor_meta`` must go with it."""
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.sign(x) + torch.round(x) + (x > 0.5).float()
+
+    ep = torch.export.export(M(), (torch.randn(4),))
+    gm = sll_fx.linearize_module(ep, 0.1, verbose=False)
+    nodes = sll_nodes(gm)
+    assert len(nodes) == 3
+    assert not any(key in n.meta for n in nodes for key in ("val", "tensor_meta", "example_value"))
+    x = torch.randn(4)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), M()(x))
