@@ -129,6 +129,17 @@ def timed(fn: Callable[[], object], inner: int = 1) -> Callable[[], float]:
     return run
 
 
+def per_op_inputs(args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-op benchmarks' set-up (``ops.py``, ``compiled_ops.py``): ``args.threads`` (when given) and
+    ``args.seed`` applied; returns ``x`` (``2**args.size_log2`` elements, N(0, 4), requiring grad) and
+    the gradient ``g`` fed to its backward."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    n = 2 ** args.size_log2
+    return (torch.randn(n) * 2).requires_grad_(True), torch.randn(n)
+
+
 def interleaved(methods: dict[str, Callable[[], float]], repeats: int, warmup: int = 1,
                 collect: bool = False, freeze: bool = False) -> dict[str, list[float]]:
     """Milliseconds per method for each repeat; within a repeat the methods run round-robin.

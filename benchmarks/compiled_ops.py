@@ -214,12 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    n = 2 ** args.size_log2
-    x = (torch.randn(n) * 2).requires_grad_(True)
-    g = torch.randn(n)
+    x, g = bc.per_op_inputs(args)
+    n = x.numel()
     head = bc.header("sll_fx compiled per-op benchmark",
                      f"torch.compile(fullgraph=True, backend={args.backend}), {n} float32 elements "
                      f"(2^{args.size_log2}), eps={args.eps:g} (round(decimals=2): eps/100), median of "

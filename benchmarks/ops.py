@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -40,7 +41,10 @@ try:
 except ImportError:  # pragma: no cover
     resource = None
 
-import sll_fx  # noqa: F401  (registers torch.ops.sll)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as bc  # noqa: E402
+
+import sll_fx  # noqa: F401,E402  (registers torch.ops.sll)
 
 TARGET = 3.0  # sll fwd+bwd within this factor of the straight-through function
 MODES = ("linear", "hard")
@@ -217,12 +221,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    n = 2 ** args.size_log2
-    x = (torch.randn(n) * 2).requires_grad_(True)
-    g = torch.randn(n)
+    x, g = bc.per_op_inputs(args)
+    n = x.numel()
 
     rows = []
     for case in cases(args.eps):

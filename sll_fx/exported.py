@@ -49,7 +49,6 @@ from torch.fx import Node
 from . import rules
 
 _STALE_META = ("val", "tensor_meta", "example_value")
-_NO_TARGET = object()  # (a node absent from ``before``: created by the pass)
 
 
 def as_module(model) -> nn.Module:
@@ -169,7 +168,7 @@ def forget_stale_meta(gm: fx.GraphModule, before: dict) -> None:
     comparison) or is that node, and they may not describe it.  ``torch.export`` computes fresh ones
     when the result is exported again."""
     for node in gm.graph.nodes:
-        if before.get(node, _NO_TARGET) is not node.target:
+        if before.get(node) is not node.target:  # (created by the pass: absent, None)
             for key in _STALE_META:
                 node.meta.pop(key, None)
 
