@@ -129,6 +129,39 @@ def timed(fn: Callable[[], object], inner: int = 1) -> Callable[[], float]:
     return run
 
 
+def fwd_bwd(f, x, g, t=None, fwd_ms: list | None = None) -> Callable[[], float]:
+    """A per-op method for :func:`interleaved`: one forward+backward of ``f(x)`` with gradient ``g``,
+    in milliseconds.  It frees its own output and gradients (``x``'s, and ``t``'s when given) inside
+    the timed region, so no method pays for freeing another's buffers; ``fwd_ms``, when given,
+    receives the forward's share of each run."""
+    def run():
+        start = time.perf_counter()
+        x.grad = None
+        if t is not None:
+            t.grad = None
+        y = f(x)
+        if fwd_ms is not None:
+            fwd_ms.append(1e3 * (time.perf_counter() - start))
+        y.backward(g)
+        del y
+        x.grad = None
+        if t is not None:
+            t.grad = None
+        return 1e3 * (time.perf_counter() - start)
+    return run
+
+
+def fwd(f, x) -> Callable[[], float]:
+    """A per-op method for :func:`interleaved`: one forward of ``f(x)`` under ``no_grad``, in milliseconds."""
+    def run():
+        start = time.perf_counter()
+        with torch.no_grad():
+            y = f(x)
+        del y
+        return 1e3 * (time.perf_counter() - start)
+    return run
+
+
 def per_op_inputs(args) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-op benchmarks' set-up (``ops.py``, ``compiled_ops.py``): ``args.threads`` (when given) and
     ``args.seed`` applied; returns ``x`` (``2**args.size_log2`` elements, N(0, 4), requiring grad) and

@@ -141,36 +141,6 @@ def compile_fwd(f, x, backend):
     return cf, kernel_count() - k0
 
 
-def fwd_bwd(f, x, g, t, fwd_ms: list | None = None):
-    """One timed forward+backward that frees its own output and gradients inside the timed region;
-    ``fwd_ms``, when given, receives the forward's share of each run."""
-    def run():
-        start = time.perf_counter()
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        y = f(x)
-        if fwd_ms is not None:
-            fwd_ms.append(1e3 * (time.perf_counter() - start))
-        y.backward(g)
-        del y
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        return 1e3 * (time.perf_counter() - start)
-    return run
-
-
-def fwd(f, x):
-    def run():
-        start = time.perf_counter()
-        with torch.no_grad():
-            y = f(x)
-        del y
-        return 1e3 * (time.perf_counter() - start)
-    return run
-
-
 def probe(x: torch.Tensor, repeats: int, warmup: int, backend: str, mon: bc.Contention, tries: int) -> list[dict]:
     """Compiled and eager ``x > 0`` (bool) and ``(x > 0).float()``, no grad: the cost of a bool store."""
     xs = x.detach()
@@ -178,8 +148,8 @@ def probe(x: torch.Tensor, repeats: int, warmup: int, backend: str, mon: bc.Cont
     methods = {}
     for name, f in fns.items():
         cf, _ = compile_fwd(f, xs, backend)
-        methods[(name, "compiled")] = fwd(cf, xs)
-        methods[(name, "eager")] = fwd(f, xs)
+        methods[(name, "compiled")] = bc.fwd(cf, xs)
+        methods[(name, "eager")] = bc.fwd(f, xs)
     samples, _ = bc.interleaved_quiet(methods, repeats, warmup, total=mon, tries=tries)
     return [{"table": "probe", "op": name, "compiled ms": bc.median(samples[(name, "compiled")]),
              "eager ms": bc.median(samples[(name, "eager")]),
@@ -232,17 +202,17 @@ def main(argv=None) -> list[dict]:
             try:
                 methods, kernels, fwd_ms = {}, {}, {}
                 cf, kf = compile_fwd(case.hard, x.detach(), args.backend)
-                methods["hard fwd"], kernels["hard fwd"] = fwd(cf, x.detach()), (kf, 0)
+                methods["hard fwd"], kernels["hard fwd"] = bc.fwd(cf, x.detach()), (kf, 0)
                 cf, kf, kb, s = compile_fwd_bwd(case.ste, x, g, t, args.backend)
                 fwd_ms["STE"] = []
-                methods["STE"], kernels["STE"] = fwd_bwd(cf, x, g, t, fwd_ms["STE"]), (kf, kb)
+                methods["STE"], kernels["STE"] = bc.fwd_bwd(cf, x, g, t, fwd_ms["STE"]), (kf, kb)
                 cf, kf, kb, s = compile_fwd_bwd(case.clipped, x, g, t, args.backend)
-                methods["clipped STE"] = fwd_bwd(cf, x, g, t)
+                methods["clipped STE"] = bc.fwd_bwd(cf, x, g, t)
                 for m in MODES:
                     cf, kf, kb, s = compile_fwd_bwd(case.sll[m], x, g, t, args.backend)
                     fwd_ms[m] = []
-                    methods[f"sll {m}"], kernels[f"sll {m}"] = fwd_bwd(cf, x, g, t, fwd_ms[m]), (kf, kb)
-                    methods[f"eager {m}"] = fwd_bwd(case.sll[m], x, g, t)
+                    methods[f"sll {m}"], kernels[f"sll {m}"] = bc.fwd_bwd(cf, x, g, t, fwd_ms[m]), (kf, kb)
+                    methods[f"eager {m}"] = bc.fwd_bwd(case.sll[m], x, g, t)
                 samples, others, fwd_share = bc.interleaved_quiet(
                     methods, args.repeats, args.warmup, total=mon, tries=args.tries,
                     # the forward's share of the timed runs of this attempt (then start afresh)

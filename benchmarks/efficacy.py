@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import math
 import statistics
 import sys
 import time

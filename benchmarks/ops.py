@@ -30,7 +30,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
@@ -125,34 +124,6 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
-def _fwd_bwd(f, x, g, t):
-    """One timed forward+backward; it frees its own output and gradients inside the timed region,
-    so no method pays for freeing another's buffers."""
-    def run():
-        start = time.perf_counter()
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        y = f(x)
-        y.backward(g)
-        del y
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        return time.perf_counter() - start
-    return run
-
-
-def _fwd(f, x):
-    def run():
-        start = time.perf_counter()
-        with torch.no_grad():
-            y = f(x)
-        del y
-        return time.perf_counter() - start
-    return run
-
-
 def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup: int,
               faults: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """Milliseconds per method of ``case`` for each repeat, the methods interleaved within each repeat.
@@ -161,11 +132,11 @@ def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup
     2^22-element buffer that the allocator had to take from the OS again costs 4096 of them).
     """
     x_nograd = x.detach()
-    methods = {"hard fwd": _fwd(case.hard, x_nograd), "STE": _fwd_bwd(case.ste, x, g, case.threshold)}
+    methods = {"hard fwd": bc.fwd(case.hard, x_nograd), "STE": bc.fwd_bwd(case.ste, x, g, case.threshold)}
     for m in MODES:
-        methods[f"sll {m}"] = _fwd_bwd(case.sll[m], x, g, case.threshold)
+        methods[f"sll {m}"] = bc.fwd_bwd(case.sll[m], x, g, case.threshold)
     for col, f in case.extra.items():
-        methods[col] = _fwd_bwd(f, x, g, case.threshold)
+        methods[col] = bc.fwd_bwd(f, x, g, case.threshold)
     for _ in range(warmup):
         for run in methods.values():
             run()
@@ -175,15 +146,10 @@ def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup
     for _ in range(repeats):
         for name, run in methods.items():
             before = _minor_faults()
-            samples[name].append(1e3 * run())
+            samples[name].append(run())
             if faults is not None:
                 faults[name].append(_minor_faults() - before)
     return samples
-
-
-def paired_ratio(num: list[float], den: list[float]) -> float:
-    """Median over the repeats of ``num[i] / den[i]``: both were timed in the same round-robin pass."""
-    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def check(case: Case, x: torch.Tensor) -> None:
@@ -241,15 +207,15 @@ def main(argv=None) -> list[dict]:
                 "hard fwd ms": ms["hard fwd"],
                 "STE ms": ms["STE"],
                 "sll ms": ms[f"sll {mode}"],
-                "sll/STE": paired_ratio(sll, samples["STE"]),
-                "sll/hard fwd": paired_ratio(sll, samples["hard fwd"]),
+                "sll/STE": bc.paired_ratio(sll, samples["STE"]),
+                "sll/hard fwd": bc.paired_ratio(sll, samples["hard fwd"]),
             }
             row["within 3x"] = row["sll/STE"] <= TARGET
             for name in ("hard fwd", "STE", f"sll {mode}"):
                 row[f"{name.split(' ')[0]} faults"] = statistics.median(faults[name])
             for col in case.extra:
                 row[f"{col} ms"] = ms[col]
-                row[f"{col}/STE"] = paired_ratio(samples[col], samples["STE"])
+                row[f"{col}/STE"] = bc.paired_ratio(samples[col], samples["STE"])
             rows.append(row)
 
     load = f"; load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
