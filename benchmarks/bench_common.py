@@ -54,9 +54,15 @@ def source_state() -> str:
 
 
 def header(title: str, details: str) -> str:
-    """One line: what was measured, torch version, threads, CPU, source state, and the load average now."""
+    """One line: what was measured, torch version, threads, CPU, allocator setting, source state, and the
+    load average now.
+
+    ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's CPU allocator then asks for 2 MiB pages for large tensors)
+    changes eager timings a lot on CPU (README, "Performance"), so a table says when it was set.
+    """
+    thp = ", THP_MEM_ALLOC_ENABLE=1" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else ""
     return (f"{title}: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-            f"({cpu_name()}), sll_fx {source_state()}, {details}; {load_average()}")
+            f"({cpu_name()}){thp}, sll_fx {source_state()}, {details}; {load_average()}")
 
 
 class Contention:

@@ -84,3 +84,13 @@ def test_memory_child_measures_peak_rss_in_process():
     assert r["rss before"] > 0 and r["peak rss"] > 0
     if r["reset"]:  # the high-water mark was reset before the measured step
         assert r["peak rss"] >= r["rss before"]
+
+
+@pytest.mark.parametrize("value, shown", [("1", True), ("0", False), (None, False)])
+def test_header_says_when_huge_pages_are_on(monkeypatch, value, shown):
+    bc = _load("bench_common")
+    if value is None:
+        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    else:
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", value)
+    assert ("THP_MEM_ALLOC_ENABLE=1" in bc.header("t", "d")) is shown
