@@ -54,15 +54,24 @@ def source_state() -> str:
 
 
 def header(title: str, details: str) -> str:
-    """One line: what was measured, torch version, threads, CPU, allocator setting, source state, and the
-    load average now.
-
-    ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's CPU allocator then asks for 2 MiB pages for large tensors)
-    changes eager timings a lot on CPU (README, "Performance"), so a table says when it was set.
-    """
-    thp = ", THP_MEM_ALLOC_ENABLE=1" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else ""
+    """One line: what was measured, torch version, threads, CPU, allocator settings, source state, and
+    the load average now."""
     return (f"{title}: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-            f"({cpu_name()}){thp}, sll_fx {source_state()}, {details}; {load_average()}")
+            f"({cpu_name()}){allocator_settings()}, sll_fx {source_state()}, {details}; {load_average()}")
+
+
+def allocator_settings() -> str:
+    """``", NAME=value, ..."`` for the environment variables that change how CPU memory is allocated, or "".
+
+    Eager CPU timings here depend on page faults (README, "Performance"): ``THP_MEM_ALLOC_ENABLE=1``
+    (PyTorch's allocator asks for 2 MiB pages for large tensors), glibc's ``GLIBC_TUNABLES`` and
+    ``MALLOC_*`` variables, and a preloaded allocator (``LD_PRELOAD``) all change them, so a table
+    says which were set.
+    """
+    names = ["THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES", "LD_PRELOAD"]
+    names += sorted(n for n in os.environ if n.startswith("MALLOC_"))
+    set_ = [f"{n}={os.environ[n]}" for n in names if os.environ.get(n, "") not in ("", "0")]
+    return "".join(", " + s for s in set_)
 
 
 class Contention:

@@ -86,11 +86,14 @@ def test_memory_child_measures_peak_rss_in_process():
         assert r["peak rss"] >= r["rss before"]
 
 
-@pytest.mark.parametrize("value, shown", [("1", True), ("0", False), (None, False)])
-def test_header_says_when_huge_pages_are_on(monkeypatch, value, shown):
+@pytest.mark.parametrize("name, value, shown", [
+    ("THP_MEM_ALLOC_ENABLE", "1", True), ("THP_MEM_ALLOC_ENABLE", "0", False), ("THP_MEM_ALLOC_ENABLE", None, False),
+    ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4294967295", True), ("MALLOC_ARENA_MAX", "1", True)])
+def test_header_names_the_allocator_settings(monkeypatch, name, value, shown):
     bc = _load("bench_common")
-    if value is None:
-        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
-    else:
-        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", value)
-    assert ("THP_MEM_ALLOC_ENABLE=1" in bc.header("t", "d")) is shown
+    for n in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_ARENA_MAX"):
+        monkeypatch.delenv(n, raising=False)
+    if value is not None:
+        monkeypatch.setenv(name, value)
+    assert (f"{name}={value}" in bc.header("t", "d")) is shown
+    assert bc.allocator_settings() == (f", {name}={value}" if shown else "")
