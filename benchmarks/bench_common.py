@@ -70,8 +70,8 @@ def allocator_settings() -> str:
     """
     names = ["THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES", "LD_PRELOAD"]
     names += sorted(n for n in os.environ if n.startswith("MALLOC_"))
-    set_ = [f"{n}={os.environ[n]}" for n in names if os.environ.get(n, "") not in ("", "0")]
-    return "".join(", " + s for s in set_)
+    shown = [f"{n}={os.environ[n]}" for n in names if os.environ.get(n, "") not in ("", "0")]
+    return "".join(", " + s for s in shown)
 
 
 class Contention:

@@ -2,6 +2,7 @@
 
 - ``linearize.py``  ``linearize_pass``: hard discrete ops -> ``torch.ops.sll`` ops (the rule table)
 - ``strip.py``      ``strip_pass``: every ``torch.ops.sll`` op -> its exact hard op (the same table)
+- ``_checks.py``    what both passes check after editing (the placement of the nodes they added)
 
 This folder is installed as ``sll_fx.passes``; it is not a top-level package.
 """

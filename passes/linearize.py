@@ -35,6 +35,8 @@ from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
 
+from ._checks import check_placement
+
 _INT_KINDS = (dtypes.INT, dtypes.BOOL)
 
 # --- a cheap first look at each node: one dict lookup on its target -----------------------------------
@@ -406,21 +408,6 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
 
 
 _EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
-
-
-def check_placement(graph, created: list[Node], who: str) -> None:
-    """What ``graph.lint()`` checks, for the nodes a pass added (the rest of the graph kept its order):
-    each one still in the graph comes after the nodes it reads and before the nodes that read it."""
-    for node in created:
-        if node._erased:
-            continue
-        for arg in node.all_input_nodes:
-            if arg.graph is not graph or arg._erased or not arg < node:
-                raise RewriteError(f"{who}: node '{node.name}' reads '{arg.name}', which is not in the graph "
-                                   "before it")
-        for user in node.users:
-            if not node < user:
-                raise RewriteError(f"{who}: node '{user.name}' reads '{node.name}' before it is computed")
 
 
 def _erase_if_unused(graph, node) -> None:

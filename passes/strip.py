@@ -26,7 +26,7 @@ from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
-from .linearize import check_placement
+from ._checks import check_placement
 
 
 def strip_pass(gm: GraphModule) -> PassResult:
