@@ -35,7 +35,7 @@ from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
 
-from ._checks import check_placement
+from ._checks import check_not_decomposed, check_placement
 
 _INT_KINDS = (dtypes.INT, dtypes.BOOL)
 
@@ -102,6 +102,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     ``config`` (an :class:`SLLConfig`) overrides ``eps`` and ``mode`` when given.
     """
     config = config if config is not None else SLLConfig(eps=eps, mode=mode)
+    check_not_decomposed(gm.graph, "linearize_module", "linearize the model, or its program before "
+                         "decomposing it; a decomposed program of export_hard's result linearizes as usual")
     planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs))
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     before = _count_sll(gm)
@@ -485,18 +487,19 @@ def _topk_pattern(node: Node):
 
 
 def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
-    """Does ``user`` turn the boolean ``node`` into floats? (``.float()``, ``.to(torch.float32)``, ``.type_as(x)``)"""
+    """Does ``user`` turn the boolean ``node`` into floats? (``.float()``, ``.to(torch.float32)``, ``.type_as(x)``;
+    not a device move, ``.to(x.device)``, which keeps the bool)"""
     if user.op != "call_method" or user.target not in rules.FLOAT_CASTS or not user.args or user.args[0] is not node:
         return False
     if rules.FLOAT_CASTS[user.target] is not None:
         return True
-    rest = list(user.args[1:]) + list(user.kwargs.values())
+    rest = list(user.args[1:]) + [v for k, v in user.kwargs.items() if k != "device"]
     for a in rest:
         if isinstance(a, torch.dtype):
             return a.is_floating_point
         if isinstance(a, str) and user.target == "type":
             return any(w in a for w in ("Float", "Double", "Half", "BFloat16"))
-        if isinstance(a, Node):
+        if isinstance(a, Node) and not dtypes.is_device(a):
             kind = kinds.get(a)
             if kind is not None:
                 return kind == dtypes.FLOAT

@@ -26,12 +26,14 @@ from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
-from ._checks import check_placement
+from ._checks import check_not_decomposed, check_placement
 
 
 def strip_pass(gm: GraphModule) -> PassResult:
     """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``."""
     graph = gm.graph
+    check_not_decomposed(graph, "export_hard", "strip the program before decomposing it: "
+                         "torch.export.export(sll_fx.export_hard(ep), args).run_decompositions()")
     entries, created = [], []
     for node in list(graph.nodes):
         if node.op != "call_function" or not ops.is_sll_target(node.target):
@@ -47,7 +49,8 @@ def strip_pass(gm: GraphModule) -> PassResult:
                 raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
                                    f"'{node.args[0]}', not from an sll.compare node")
             new = rule.emit_hard(graph, node)
-        new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})  # not its dtype
+        # not its dtype, nor its provenance: a hard op that came from an sll op is not an inlined one
+        new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta", "from_node")})
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         created.append(new)

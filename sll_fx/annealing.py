@@ -22,8 +22,8 @@ annealing compatible with ``torch.compile``: eps is a graph input, not a constan
 compiled model keeps its compiled code through any number of ``set_eps`` calls (no
 recompilation) and computes with the new value.  Non-persistent buffers are not in
 ``state_dict()`` (its keys stay the model's), but they move with the module (``.to(device)``;
-note that ``.half()``/``.to(dtype)`` also cast them, as any floating buffer, rounding eps to that
-dtype).  :func:`node_eps` reads a node's current eps as a float.  Nodes written with a float
+a dtype cast, ``.half()``/``.to(dtype)``, leaves them float64: ``SLLGraphModule._apply``).
+:func:`node_eps` reads a node's current eps as a float.  Nodes written with a float
 literal eps (a hand-made graph, an explicit ``sll_fx.sign(x, 0.1)`` that was traced) have their
 literal changed instead, which recompiles that GraphModule.
 """
@@ -38,13 +38,12 @@ from torch import fx, nn
 
 from . import rules
 from .errors import EpsError
+from .graph_module import EPS_PREFIX  # the eps buffers' names: _sll_eps_<node name>
 from .ops import check_eps, is_sll_target
 from .tracer import module_of, source_of
 
 Where = Union[None, str, type, Callable[[fx.Node], bool]]
 
-#: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``)
-EPS_PREFIX = "_sll_eps_"
 
 
 def eps_device(gm: nn.Module) -> torch.device:

@@ -3,9 +3,11 @@
 The linearize pass needs this for one decision: an op whose input is known to be an
 integer or a bool has no gradient to give, so it is left hard and reported.  Without
 ``example_inputs`` the answer comes from the graph alone (parameters and buffers,
-casts, comparisons, argmax, promotion of arithmetic); with them, from a run of
-``ShapeProp`` on fake tensors.  Unknown stays unknown: such nodes are rewritten, and
-the sll ops themselves return the exact hard result for non-floating inputs.
+casts, comparisons, argmax, promotion of arithmetic); with them, from a run on fake
+tensors (``ShapeProp``'s fake copy of the module), up to the first node that cannot run
+there (a data-dependent shape such as ``x[x > 0]``, control flow on values in an opaque
+submodule), and from the graph after it.  Unknown stays unknown: such nodes are rewritten,
+and the sll ops themselves return the exact hard result for non-floating inputs.
 """
 
 from __future__ import annotations
@@ -75,13 +77,20 @@ def _promote(args: list, kinds: dict) -> str | None:
     return INT if INT in found else BOOL
 
 
+def is_device(value) -> bool:
+    """A device argument of ``Tensor.to``: ``"cuda"``, ``torch.device(...)`` or a graph's ``x.device``."""
+    return isinstance(value, (str, torch.device)) or (
+        isinstance(value, Node) and value.op == "call_function" and value.target is getattr
+        and value.args[1:] == ("device",))
+
+
 def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
     """``.to(dtype)`` / ``.to(device)`` / ``.to(other)`` / ``.to(x.dtype)`` / ``.type_as(other)``."""
-    rest = args[1:]
+    rest = [a for a in args[1:] if not isinstance(a, bool) and not is_device(a)]  # (non_blocking, copy)
     dtypes = [a for a in rest if isinstance(a, torch.dtype)]
     if dtypes:
         return dtype_kind(dtypes[0])
-    if node.target == "to" and rest and all(isinstance(a, (str, torch.device)) for a in rest):
+    if node.target == "to" and not rest:  # a device move keeps the kind
         return _value_kind(args[0], kinds)
     return kinds.get(rest[0]) if rest and isinstance(rest[0], Node) else None
 
@@ -133,45 +142,39 @@ def _fetch(gm: GraphModule, target: str):
 
 
 def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None) -> dict[Node, str | None]:
-    """Map every node to ``"float"``, ``"int"``, ``"bool"`` or ``None`` (unknown)."""
+    """Map every node to ``"float"``, ``"int"``, ``"bool"`` or ``None`` (unknown).
+
+    Never raises for a graph that cannot run on fake tensors: the kinds the run found up to the
+    failing node, the graph's own inference after it (and nothing is printed).
+    """
     if example_inputs is None:
         return _from_graph(gm)
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch._dispatch.python import enable_python_dispatcher
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx import Interpreter
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from .opaque import is_opaque
+    found: dict[Node, str] = {}
+
+    class _Run(ShapeProp):  # ShapeProp's fake copy of the module; its run_node prints the traceback of a failure
+        def run_node(self, n):
+            self.module = self.fake_module
+            try:
+                with self.fake_mode, enable_python_dispatcher():
+                    result = Interpreter.run_node(self, n)
+            finally:
+                self.module = self.real_module
+            if isinstance(result, torch.Tensor):
+                found[n] = dtype_kind(result.dtype)
+            return result
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in example_inputs]
-    class _Stop(Exception):
-        pass
-
-    class _Prop(ShapeProp):
-        def run_node(self, n):
-            if n.op == "call_module" and is_opaque(self.fetch_attr(n.target)):
-                try:  # a trial run first: ShapeProp prints the traceback of any failure
-                    with self.fake_mode, enable_python_dispatcher():
-                        Interpreter.run_node(self, n)
-                except Exception as e:
-                    raise _Stop() from e
-            return super().run_node(n)
-
-    for node in gm.graph.nodes:
-        node.meta.pop("tensor_meta", None)
     try:
-        _Prop(gm, fake_mode=mode).propagate(*fake)
+        _Run(gm, fake_mode=mode).propagate(*example_inputs)
         stopped = False
-    except _Stop:
-        # an opaque submodule (sll_fx.opaque) may not run on fake tensors (`if x.sum() > 0:`):
-        # the kinds the run found up to it, the graph's own inference after that
+    except Exception:  # x[x > 0] (no ShapeEnv: DynamicOutputShapeException), `if x.sum() > 0:` in an opaque module
         stopped = True
-    kinds = {}
+    kinds: dict[Node, str | None] = {}
     for node in gm.graph.nodes:
-        meta = node.meta.get("tensor_meta")
-        if hasattr(meta, "dtype"):
-            kinds[node] = dtype_kind(meta.dtype)
-        else:
-            kinds[node] = _kind_of(gm, node, kinds) if stopped else None
+        kinds[node] = found[node] if node in found else _kind_of(gm, node, kinds) if stopped else None
     return kinds

@@ -17,8 +17,11 @@ Both calls accept an :class:`torch.export.ExportedProgram`, its ``ep.module()`` 
 Before the linearize pass, :func:`canonicalize` rewrites the aten-level spellings of the pieces
 *around* a match into the torch-level spellings the pass reads (``rules.ATEN_CASTS``,
 ``rules.ATEN_PIECES``): a comparison's ``aten.to.dtype(b, torch.float32)`` /
-``aten._to_copy.default(b, dtype=...)`` / ``aten.type_as.default(b, x)`` become ``b.to(...)`` /
-``b.type_as(x)``; ``aten.argmax``/``argmin``/``topk``/``zeros_like`` (plain arguments),
+``aten.to.device(b, device, torch.float32)`` (``.to(x)``, ``.to(x.device, torch.float32)``) /
+``aten._to_copy.default(b, dtype=..., device=...)`` / ``aten.to.other(b, x)`` /
+``aten.type_as.default(b, x)`` become ``b.to(...)`` with the same dtype, device and flags /
+``b.type_as(x)`` (a device move alone, ``aten.to.dtype_layout(b, dtype=torch.bool, device=...)``,
+is no float cast and stays); ``aten.argmax``/``argmin``/``topk``/``zeros_like`` (plain arguments),
 ``aten.scatter_.value`` and a product with a comparison (``aten.mul.Tensor``) their torch
 spellings.  Each rewrite computes exactly what the aten call computed.  The discrete ops
 themselves (``aten.sign.default``, ``aten.gt.Scalar``, ``aten.where.self``, ``aten.one_hot.default``,
@@ -85,22 +88,29 @@ def _plain(node: Node) -> tuple:
     return args, kwargs
 
 
-_DEFAULTS = {"layout": (None, torch.strided), "device": (None,), "pin_memory": (None, False),
-             "non_blocking": (None, False), "memory_format": (None, torch.preserve_format), "copy": (None, False, True)}
+_DEFAULTS = {"layout": (None, torch.strided), "pin_memory": (None, False),
+             "memory_format": (None, torch.preserve_format)}
+_CARRIED = ("non_blocking", "copy")  # Tensor.to takes them as keywords (copy= is moot for bool -> float)
 
 
-def _cast_dtype(node: Node):
-    """The floating dtype an aten ``to``/``_to_copy`` call casts to, when that is all it does; else None."""
+def _cast_call(node: Node) -> tuple[tuple, dict] | None:
+    """The ``Tensor.to`` arguments (after the tensor) that compute what an aten ``to``/``_to_copy`` call
+    computes, when it casts to a floating dtype (``to.other``: to ``other``'s dtype), moving it or not;
+    else None (a device move only, a layout change, a memory format)."""
     args, kwargs = _plain(node)
-    if node.target is torch.ops.aten.to.dtype:  # to.dtype(self, dtype, non_blocking, copy, memory_format)
-        names = ("self", "dtype", "non_blocking", "copy", "memory_format")
-        kwargs.update(zip(names[1:], args[1:]))
-    dtype = kwargs.pop("dtype", None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        return None  # (copy= is moot then: a bool cast to a floating dtype is always a new tensor)
+    names = [a.name for a in node.target._schema.arguments]  # to.device(self, device, dtype, non_blocking, ...)
+    kwargs.update(zip(names[1:], args[1:]))
+    if "other" in kwargs:  # to.other(self, other, ...): other's dtype and device, as Tensor.to(other)
+        to_args = (kwargs.pop("other"),)
+    else:
+        dtype, device = kwargs.pop("dtype", None), kwargs.pop("device", None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            return None
+        to_args = (dtype,) if device is None else (device, dtype)
+    carried = {k: True for k in _CARRIED if kwargs.pop(k, False)}
     if any(k not in _DEFAULTS or not any(v is d or v == d for d in _DEFAULTS[k]) for k, v in kwargs.items()):
         return None
-    return dtype
+    return to_args, carried
 
 
 def _torch_spelling(graph: fx.Graph, node: Node) -> Node | None:
@@ -111,8 +121,8 @@ def _torch_spelling(graph: fx.Graph, node: Node) -> Node | None:
         if target in rules.ATEN_CASTS and args and _is_comparison(args[0]):
             if rules.ATEN_CASTS[target] == "type_as":
                 return graph.call_method("type_as", args[:2])
-            dtype = _cast_dtype(node)
-            return None if dtype is None else graph.call_method("to", (args[0], dtype))
+            call = _cast_call(node)
+            return None if call is None else graph.call_method("to", (args[0], *call[0]), call[1])
         spelling = rules.ATEN_PIECES.get(target)
         if spelling is None:
             return None
@@ -176,10 +186,9 @@ def forget_stale_meta(gm: fx.GraphModule, before: dict) -> None:
 def example_inputs(gm: fx.GraphModule) -> tuple | None:
     """Inputs like export's placeholder values (zeros of their shapes and dtypes), for the dtype
     inference of the linearize pass (:func:`sll_fx.dtypes.infer_kinds`), so that integer inputs are
-    recognised (and left hard) as with ``example_inputs``; None when a shape is symbolic, a value
-    unknown, or the graph does not run on fake tensors (data-dependent shapes)."""
-    from .dtypes import infer_kinds
-
+    recognised (and left hard) as with ``example_inputs``; None when a shape is symbolic or a value
+    unknown.  (A graph that does not run on fake tensors to the end, ``x[x > 0]``, is the inference's
+    business: it falls back to the graph after the failing node.)"""
     args = []
     for node in gm.graph.nodes:
         if node.op != "placeholder":
@@ -191,10 +200,6 @@ def example_inputs(gm: fx.GraphModule) -> tuple | None:
             args.append(val)
         else:
             return None
-    try:
-        infer_kinds(gm, tuple(args))  # a trial: fake tensors must get through the whole graph
-    except Exception:
-        return None
     return tuple(args)
 
 

@@ -33,6 +33,8 @@ from .state import mirror_state
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration")
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
 _DEFERRED = "_sll_codegen_deferred"
+#: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``, sll_fx/annealing.py)
+EPS_PREFIX = "_sll_eps_"
 
 
 def is_deferred(module) -> bool:
@@ -77,6 +79,19 @@ class SLLGraphModule(fx.GraphModule):
     def __deepcopy__(self, memo):
         generate_code(self)
         return super().__deepcopy__(memo)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` moves the eps buffers like any buffer, but a dtype cast (``.half()``,
+        ``.to(torch.bfloat16)``) leaves them float64: a rounded eps is not the band the user chose, and
+        rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005)."""
+        eps = [(m, name, buf) for m in (self.modules() if recurse else (self,))
+               for name, buf in m._buffers.items() if name.startswith(EPS_PREFIX) and buf is not None]
+        super()._apply(fn, recurse)
+        for m, name, old in eps:
+            new = m._buffers.get(name)
+            if new is not None and new.dtype != old.dtype:
+                m._buffers[name] = old.to(new.device)
+        return self
 
     @property
     def sll_report(self):

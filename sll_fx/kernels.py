@@ -238,8 +238,10 @@ def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, 
     """(floor(x) + u, u); with ``consume`` the ramp is built in ``x``'s own buffer."""
     f = torch.floor(x)
     d = x.sub_(f) if consume else torch.sub(x, f)
+    # k (d - 1/2) + 1/2, not k d + (1/2 - k/2): d - 1/2 is exact, so a boundary gets exactly 1/2 (the
+    # folded constant cancels against k d and leaves their rounding: 0.4999995 at eps = 0.03 in float32).
     # inf - inf = NaN -> 0 keeps f's inf; a NaN input stays NaN through f
-    u = nan_to_(affine_(d, k, 0.5 - 0.5 * k).clamp_(0.0, 1.0), 0.0)
+    u = nan_to_(affine_(d.sub_(0.5), k, 0.5).clamp_(0.0, 1.0), 0.0)
     return f.add_(u), u
 
 
@@ -295,7 +297,7 @@ def round_decimals(eps: Eps, decimals: int) -> Jump:
 
     def scaled(x):
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # ATen's opmath type
-        scale = torch.tensor(pw, dtype=xf.dtype, device=xf.device)
+        scale = torch.full((), pw, dtype=xf.dtype, device=xf.device)  # (traced as an op: no lifted constant)
         return (torch.mul(xf, scale) if decimals > 0 else torch.div(xf, scale)), scale
 
     def ramp(x):

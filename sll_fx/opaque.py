@@ -234,7 +234,7 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
     ``check_opaque(module, path)`` is called on each opaque module and may raise.
     """
     from .graph_module import generate_code, is_deferred
-    from .tracer import copy_graph_module
+    from .tracer import copy_graph_module, original_class
 
     memo: dict[int, nn.Module] = {}
     reports: list = []
@@ -252,7 +252,7 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             return memo[id(m)]
         reason = opaque_reason(m)
         if reason is not None:
-            opaque.append(OpaqueModule(path, type(m).__name__, reason))
+            opaque.append(OpaqueModule(path, original_class(m).__name__, reason))
             if check_opaque is not None:
                 check_opaque(m, path)
             new = private_copy(m)

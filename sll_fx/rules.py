@@ -25,9 +25,9 @@ for an ``OpOverloadPacket`` target (what ``linearize_module`` writes) it is the 
 
 The aten-level spellings (``torch.export``'s graphs) are matched too: each rule lists its aten
 overloads among ``functions``, and ``ATEN_CASTS`` / ``ATEN_PIECES`` name the aten spellings of
-the pieces around a match (``.float()`` is ``aten.to.dtype`` or ``aten._to_copy.default``,
-``argmax``/``topk``/``zeros_like`` their aten overloads), which :mod:`sll_fx.exported` rewrites
-to the torch-level spellings the linearize pass reads.
+the pieces around a match (``.float()`` is ``aten.to.dtype`` or ``aten._to_copy.default``, ``.to(x)``
+is ``aten.to.device``, ``argmax``/``topk``/``zeros_like`` their aten overloads), which
+:mod:`sll_fx.exported` rewrites to the torch-level spellings the linearize pass reads.
 """
 
 from __future__ import annotations
@@ -253,10 +253,12 @@ FLOAT_CASTS: dict[str, torch.dtype | None] = {
 # linearize pass; each rewrite computes exactly what the aten call did.
 
 #: casts of a comparison's bool: aten op -> the Tensor method it is (``.float()`` exports as
-#: ``aten.to.dtype(b, torch.float32)``, or ``aten._to_copy.default(b, dtype=torch.float32)`` after
-#: decompositions; ``.type_as(x)`` as ``aten.type_as.default``)
-ATEN_CASTS = {aten.to.dtype: "to", aten._to_copy.default: "to", aten.to.dtype_layout: "to",
-              aten.type_as.default: "type_as"}
+#: ``aten.to.dtype(b, torch.float32)``, ``.to(x)`` / ``.to(x.device, torch.float32)`` as
+#: ``aten.to.device(b, device, torch.float32)``, both as ``aten._to_copy.default(b, dtype=..., device=...)``
+#: after decompositions; ``.type_as(x)`` as ``aten.type_as.default``).  Which of them cast to a floating
+#: dtype (and not only move the bool, ``.to(x.device)``) is read from their arguments: ``exported._cast_call``
+ATEN_CASTS = {aten.to.dtype: "to", aten.to.device: "to", aten.to.dtype_layout: "to", aten.to.other: "to",
+              aten._to_copy.default: "to", aten.type_as.default: "type_as"}
 
 #: the other pieces: aten op -> its torch-level spelling (a function, or a Tensor method name)
 ATEN_PIECES = {aten.argmax.default: torch.argmax, aten.argmin.default: torch.argmin, aten.topk.default: torch.topk,

@@ -14,12 +14,91 @@ names (``self.decoder = self.encoder``), ``gm`` holds one object at all of them 
 container fx made for the first name, which is the one fx's graph uses), so
 ``state_dict()`` has both keys, as the model's has, and loading or training either name
 changes both.
+
+Extra state (``get_extra_state``/``set_extra_state``, the ``<prefix>_extra_state`` key) is mirrored
+too.  ``nn.Module.state_dict`` asks the *class* whether a module has any, so a container fx
+made for a traced-through submodule with extra state becomes an :class:`ExtraStateContainer`,
+and a GraphModule standing for such a model gets the two methods on its own class (fx gives
+every GraphModule instance a class of its own).  The value is not copied: the GraphModule reads
+and writes it through the user's module (:class:`_Live`), as it shares its tensors; a deep copy
+or a pickle holds a copy of the value instead (:class:`_Stored`).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from torch import nn
+from torch import fx, nn
+
+#: ``__dict__`` key of the extra state a GraphModule or a container holds for its model's module
+EXTRA_STATE = "_sll_extra_state"
+
+
+class _Live:
+    """Extra state read and written through the user's module (the GraphModule shares it)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def get(self):
+        return self.module.get_extra_state()
+
+    def set(self, state) -> None:
+        self.module.set_extra_state(state)
+
+    def __deepcopy__(self, memo) -> "_Stored":  # a copy owns its state, without a copy of the user's module
+        return _Stored(copy.deepcopy(self.get(), memo))
+
+    def __reduce__(self):
+        return _Stored, (self.get(),)
+
+
+class _Stored:
+    """Extra state held as a value (in a deep copy or an unpickled GraphModule)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def get(self):
+        return self.state
+
+    def set(self, state) -> None:
+        self.state = state
+
+
+def _get_extra_state(self):
+    return self.__dict__[EXTRA_STATE].get()
+
+
+def _set_extra_state(self, state) -> None:
+    self.__dict__[EXTRA_STATE].set(state)
+
+
+class ExtraStateContainer(nn.Module):
+    """A container fx made for a traced-through submodule that has extra state."""
+    get_extra_state = _get_extra_state
+    set_extra_state = _set_extra_state
+
+
+def _extra_state(module: nn.Module):
+    """What holds ``module``'s extra state (``_Live``/``_Stored``), or None when it has none."""
+    held = module.__dict__.get(EXTRA_STATE)
+    if held is None and type(module).get_extra_state is not nn.Module.get_extra_state:
+        held = _Live(module)
+    return held
+
+
+def _hold_extra_state(dst: nn.Module, held) -> None:
+    """Give the fx-made ``dst`` (a plain container or a GraphModule) the extra state ``held``."""
+    cls = type(dst)
+    if cls is nn.Module:
+        dst.__class__ = ExtraStateContainer
+    elif isinstance(dst, fx.GraphModule) and cls.__qualname__.endswith("GraphModuleImpl"):  # its own class
+        cls.get_extra_state, cls.set_extra_state = _get_extra_state, _set_extra_state
+    elif not isinstance(dst, ExtraStateContainer):
+        raise TypeError(f"sll_fx: cannot give a {cls.__name__} the extra state of its model's module")
+    dst.__dict__[EXTRA_STATE] = held
 
 
 def _persistent(module: nn.Module, name: str) -> bool:
@@ -45,6 +124,9 @@ def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn
 
     ``done`` maps each ``src`` module already placed to its counterpart in ``gm`` (tied submodules).
     """
+    held = _extra_state(src)
+    if held is not None:
+        _hold_extra_state(dst, held)
     for name, p in list(src._parameters.items()):
         if name in dst._parameters or hasattr(dst, name):
             delattr(dst, name)

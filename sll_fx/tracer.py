@@ -31,6 +31,16 @@ child at ``block2.inner`` carry ``nn_module_stack`` entries with qualified names
 model (``block2``, ``block2.inner``, ...), so report entries, per-submodule settings and
 ``module_of`` use the model's own names.  ``concrete_args`` applies to the top-level trace.
 
+**Parametrizations.**  ``torch.nn.utils.parametrize`` swaps the class of a parametrized module for a
+subclass ``Parametrized<Cls>`` made in torch's namespace, which fx's default ``is_leaf_module`` would
+take for a ``torch.nn`` leaf (and so leave the module's discrete ops silently hard).  The tracer
+judges leaves by the class a module was created as (:func:`torch_leaf`, :func:`original_class`): a
+user module with a parametrization is traced into, and so is its ``ParametrizationList`` (reading
+``self.weight`` runs it: the graph reads ``parametrizations.weight.original`` and computes the
+parametrization, whose discrete ops are rewritten like any other); a parametrized ``torch.nn``
+module (``weight_norm`` on an ``nn.Linear``) stays a leaf.  Reports and errors name a parametrized
+module by its original class.
+
 **autograd.Function.**  ``torch.fx`` traces straight through ``Fn.apply(x)`` (the C++ apply
 just calls ``Fn.forward`` with the proxies) and the custom backward is lost, silently.  The
 tracer therefore never traces through one; the module whose ``forward`` calls it (the model
@@ -64,6 +74,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from .errors import TraceError
 from .graph_module import SLLGraphModule
@@ -88,6 +99,25 @@ class _AutogradFunctionCall(Exception):
     def __init__(self, fn: type):
         super().__init__(f"autograd.Function {fn.__name__}")
         self.fn = fn
+
+
+def original_class(m: nn.Module) -> type:
+    """The class ``m`` was created as: a parametrization (``torch.nn.utils.parametrize``) swaps a
+    module's class for a subclass ``Parametrized<Cls>`` made in torch's namespace."""
+    if type(m).__module__ == parametrize.__name__ and parametrize.is_parametrized(m):
+        return parametrize.type_before_parametrizations(m)
+    return type(m)
+
+
+def torch_leaf(m: nn.Module) -> bool:
+    """Is ``m`` one of fx's default leaves (a ``torch.nn``/``torch.ao.nn`` module, not ``Sequential``),
+    judged by its original class?  A parametrized user module is traced into, a parametrized
+    ``nn.Linear`` is a leaf.  A ``ParametrizationList`` (``module.parametrizations.weight``, reached
+    only inside a module that is traced into) is traced into as well: the parametrizations it
+    calls are the user's code, with their own discrete ops, or torch.nn leaves themselves."""
+    if isinstance(m, parametrize.ParametrizationList):
+        return False
+    return original_class(m).__module__.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(m, nn.Sequential)
 
 
 def _hidden_files() -> frozenset[str]:
@@ -116,7 +146,7 @@ def _autograd_reason(fn: type) -> str:
 
 def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
-    kind = type(module).__name__
+    kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
     fn = _autograd_function_of(e)
     if fn is not None:
@@ -152,7 +182,7 @@ class SLLTracer(fx.Tracer):
         self._sll_outside: tuple[bool, str | None] = (False, None)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return id(m) in self.sll_opaque or super().is_leaf_module(m, module_qualified_name)
+        return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
 
     def trace(self, root, concrete_args=None):
         self._sll_base = base = sys._getframe()
@@ -258,7 +288,9 @@ def _check_module(model) -> None:
 
 
 def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True) -> SLLGraphModule:
-    root = copy.copy(model)  # shares parameters/submodules; fx's tensor-constant attributes land on the copy
+    # shares parameters/submodules; fx's tensor-constant attributes land on the copy (not copy.copy, which a
+    # parametrized module refuses: its class's __getstate__ raises)
+    root = private_copy(model)
     tracer = SLLTracer(opaque)
     try:
         fn = autograd_function_used(model)
@@ -269,7 +301,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         raise
     except Exception as e:
         raise _failure(e, "", model) from e
-    gm = SLLGraphModule(root, graph, class_name=type(model).__name__, codegen=codegen)
+    gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     mirror_state(gm, model)
     return gm
 
@@ -341,7 +373,7 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
 
 def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -> nn.Module:
     """A marked private copy of the opaque ``m`` whose children are traced (with fallback)."""
-    walk.records.append(OpaqueModule(path, type(m).__name__, reason))
+    walk.records.append(OpaqueModule(path, original_class(m).__name__, reason))
     new = mark_opaque(private_copy(m), reason)
     read = child_attributes_read(m)
     for name, child in list(m._modules.items()):
@@ -361,8 +393,7 @@ def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -
 
 def _traceable(m: nn.Module) -> bool:
     """Would the fallback trace ``m`` (not a torch.nn leaf, has a forward)?"""
-    torch_leaf = m.__module__.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(m, nn.Sequential)
-    return type(m).forward is not nn.Module.forward and not torch_leaf  # torch_leaf: fx's default leaves
+    return type(m).forward is not nn.Module.forward and not torch_leaf(m)
 
 
 def _rewrite_child(child: nn.Module, path: str, ancestry: list, walk: _Walk) -> nn.Module:

@@ -724,3 +724,37 @@ def test_evaluation_under_no_grad_is_not_checked_and_does_not_use_up_the_check()
     assert caught == []
     _, caught = _catch(lambda: gm(_data(torch.float16)))  # the first training-style call
     assert len(caught) == 1
+
+
+class _Decimals(nn.Module):
+    def forward(self, x):
+        return torch.round(x, decimals=1)
+
+
+@pytest.mark.parametrize("cast", ["bfloat16", "half", "to_float16", "double"])
+def test_a_dtype_cast_keeps_the_eps_buffers_float64_and_at_their_limit(cast):
+    """eps at round(decimals=1)'s limit 0.05: bfloat16 would round it up to 0.05005, over the limit
+    (every call then raised EpsError); the buffers stay float64 and exactly the eps that was chosen."""
+    gm = sll_fx.linearize_module(_Decimals(), eps=0.05, verbose=False)
+    dtype = {"bfloat16": torch.bfloat16, "half": torch.float16, "to_float16": torch.float16,
+             "double": torch.float64}[cast]
+    gm = {"bfloat16": lambda: gm.bfloat16(), "half": lambda: gm.half(), "double": lambda: gm.double(),
+          "to_float16": lambda: gm.to(torch.float16)}[cast]()
+    bufs = {n: b for n, b in gm.named_buffers() if "_sll_eps_" in n}
+    assert len(bufs) == 1 and all(b.dtype == torch.float64 and b.item() == 0.05 for b in bufs.values())
+    x = torch.tensor([0.12, 0.26, 0.25, -0.35], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sll_fx.PrecisionWarning)
+        y = gm(x)
+        hard = sll_fx.export_hard(gm, verbose=False)(x)
+    assert y.dtype == dtype and torch.equal(y, sll_fx.round(x, 0.05, decimals=1))  # the op at eps = 0.05 exactly
+    assert torch.equal(hard, torch.round(x, decimals=1))
+    sll_fx.set_eps(gm, 0.05)  # validated, then stored exactly
+    assert [b.item() for n, b in gm.named_buffers() if "_sll_eps_" in n] == [0.05]
+    gm(x)
+
+
+def test_eps_buffers_still_move_with_the_module():
+    gm = sll_fx.linearize_module(_Decimals(), eps=0.05, verbose=False).to("meta")
+    assert all(b.device.type == "meta" and b.dtype == torch.float64
+               for n, b in gm.named_buffers() if "_sll_eps_" in n)

@@ -246,6 +246,31 @@ def test_export_of_export_hard(case):
     assert_bitwise(ep.module()(X), model(X), case)
 
 
+@pytest.mark.parametrize("case", MODELS)
+def test_a_decomposed_linearized_program_is_refused_not_stripped_to_its_surrogate(case):
+    """run_decompositions() inlines the sll ops into their surrogate arithmetic: export_hard used to find
+    no sll op there and return the surrogate as the hard model. Now both passes refuse it, by name."""
+    model = MODELS[case]()
+    gm = linearize(model)
+    ep = export(gm).run_decompositions()  # (round(decimals=d)'s scale is made by an op: no lifted constant)
+    assert not sll_nodes(ep.graph_module)
+    torch.testing.assert_close(ep.module()(X), gm(X), equal_nan=True)  # the surrogate, inlined
+    code = ep.graph_module.code
+    for call in (lambda: sll_fx.export_hard(ep, verbose=False),
+                 lambda: sll_fx.linearize_module(ep, 0.05, verbose=False)):
+        with pytest.raises(sll_fx.RewriteError, match=r"node '\w+' .* is part of sll op '\w+' \(sll\.\w+") as err:
+            call()
+        assert "run_decompositions" in str(err.value) and "Fix:" in str(err.value)
+    assert ep.graph_module.code == code
+    # the way round it: strip first, then decompose; that program passes both ways again
+    hard = torch.export.export(sll_fx.export_hard(export(linearize(model)), verbose=False), (X,))
+    hard = hard.run_decompositions()
+    assert_bitwise(hard.module()(X), model(X), case)
+    assert_bitwise(sll_fx.export_hard(hard, verbose=False)(X), model(X), case)
+    assert sll_fx.linearize_module(hard, 0.05, verbose=False).sll_report.entries  # (found; decomposed
+    # one_hot is reported hard: test_aten_spellings_left_hard_are_reported)
+
+
 def test_explicit_sll_op_overloads_strip_to_aten():
     """A module calling the op overloads itself (what export writes) strips to aten ops, also
     an explicit threshold (no cast after it): an aten comparison and an ``aten._to_copy``."""

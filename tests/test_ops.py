@@ -274,6 +274,54 @@ def test_midpoints_at_the_boundaries(dtype):
                                torch.tensor([15.0, -25.0], dtype=dtype))
 
 
+MIDPOINT_EPS = [0.37, 0.1, 0.03, 0.011, 1e-3]
+
+
+def _midpoint_cases():
+    """(op, inputs on its boundaries, the midpoints it must give there)."""
+    ks = [-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]
+    halves = [k + 0.5 for k in range(-4, 4)]
+    return [
+        (sll_fx.round, halves, halves),
+        (sll_fx.floor, ks, [k - 0.5 for k in ks]),
+        (sll_fx.ceil, ks, [k + 0.5 for k in ks]),
+        (sll_fx.trunc, ks, [k - 0.5 if k > 0 else k + 0.5 for k in ks]),
+        (lambda t, eps: sll_fx.threshold(t, 0.75, eps), [0.75], [0.5]),
+    ]
+
+
+@pytest.mark.parametrize("eps", MIDPOINT_EPS)
+@pytest.mark.parametrize("dtype", FLOATS + (torch.float16, torch.bfloat16), ids=str)
+def test_midpoints_for_any_eps(dtype, eps):
+    """The boundary gets exactly the midpoint whatever eps is (not only where 1/2 - k/2 happens to be exact),
+    and the slope: the folded-constant spelling of round's ramp gave 0.49999952 at eps = 0.03 in float32 and
+    floor(x), gradient 0, at eps = 1e-3 in bfloat16."""
+    for fn, xs, mids in _midpoint_cases():
+        x = torch.tensor(xs, dtype=dtype)
+        y, g = value_and_grad(lambda t: fn(t, eps), x)
+        assert y.tolist() == mids, (fn, eps)
+        slope = -0.5 / eps if fn not in (sll_fx.round, sll_fx.floor, sll_fx.ceil, sll_fx.trunc) else 0.5 / eps
+        assert torch.equal(g, torch.full_like(x, abs(slope))), (fn, eps, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_round_is_hard_just_outside_a_narrow_band_in_low_precision(dtype):
+    """|x - b| = 2^-5 > eps = 0.03: the hard value and zero gradient (the folded constant, rounded to
+    bfloat16, used to move the band out to there)."""
+    x = torch.tensor([0.53125, 1.53125, -0.46875, 0.46875, 2.46875], dtype=dtype)
+    y, g = value_and_grad(lambda t: sll_fx.round(t, 0.03), x)
+    assert y.tolist() == torch.round(x).tolist()
+    assert torch.equal(g, torch.zeros_like(x))
+
+
+def test_compiled_midpoints_for_any_eps():
+    """The same under torch.compile (eps a tensor: the mul/add spelling of the ramp)."""
+    x = torch.tensor([k + 0.5 for k in range(-4, 4)])
+    for eps in (0.03, 0.011):
+        fn = torch.compile(lambda t, e: sll_fx.round(t, e), fullgraph=True, dynamic=False)
+        assert fn(x, torch.tensor(eps, dtype=torch.float64)).tolist() == x.tolist()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 def test_trunc_has_no_band_at_zero(dtype, mode):
