@@ -221,6 +221,13 @@ class _Planner:
     def _is_int(self, value) -> bool:
         return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS
 
+    def _int_comparison(self, rule, node) -> bool:
+        """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
+        (or unknown) threshold tensor the jump moves with it: sll::compare computes in floats then."""
+        x, *rest = rule.operand_values(node)
+        t = rest[0] if rest else None
+        return self._is_int(x) and not (isinstance(t, Node) and self.kinds.get(t) not in _INT_KINDS)
+
     # -- patterns -----------------------------------------------------------------------------
     def _plan_elementwise(self, node, rule) -> _Step:
         if extra := rule.unsupported_arguments(node):
@@ -239,7 +246,7 @@ class _Planner:
         if extra := rule.unsupported_arguments(node):
             return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
         x = rule.operand_values(node)[0]
-        if self._is_int(x):  # as sll::compare itself decides at run time
+        if self._int_comparison(rule, node):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
@@ -258,7 +265,7 @@ class _Planner:
             return None, "its mask is not a comparison"
         if self.config.is_disabled(rule.kind):
             return None, f"its comparison's rule '{rule.kind}' is switched off by the config"
-        if rule.unsupported_arguments(mask) or self._is_int(rule.operand_values(mask)[0]):
+        if rule.unsupported_arguments(mask) or self._int_comparison(rule, mask):
             return None, "its comparison stays hard (integer input or unsupported arguments)"
         if self.config.is_skipped(self._stack(mask)):
             return None, "its comparison sits in a skipped submodule"
@@ -272,6 +279,12 @@ class _Planner:
         cmp_rule, why = self._comparison_of(mask)
         if cmp_rule is None:
             return None if why == "its mask is not a comparison" else self._hard(node, rule, f"left hard: {why}")
+        # the result's dtype: where's two branches (Python numbers included), masked_fill's input
+        branches = [operands[rule.operands.index(n)] for n in
+                    (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
+        if all(self._is_int(v) or (isinstance(v, (int, bool)) and not isinstance(v, Node)) for v in branches):
+            return self._hard(node, rule, "integer result: it cannot hold a blend of its branches, left hard "
+                                          "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
         band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
         step = self._rewrite(node, rule, eps=band, mask=mask)
         if step.rewrites:
@@ -477,6 +490,8 @@ def _topk_pattern(node: Node):
         return "the scattered tensor is not zeros_like(x) of the same x"
     if value not in (1, 1.0) or isinstance(value, bool):
         return f"scattered value {value!r} is not 1"
+    if node.kwargs.get("reduce") is not None:
+        return f"scatter with reduce={node.kwargs['reduce']!r} is not a mask"
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)) or dim != tdim:
         return "k and dim must be literal and the same for topk and scatter"
     if not isinstance(largest, bool):

@@ -378,32 +378,56 @@ def topk_mask(x: Tensor, k: int, dim: int, eps: Eps, largest: bool = True, hard:
     """SLL of the 0/1 mask of ``topk(x, k, dim)``: ``clamp((x - tau) / (2 eps) + 1/2, 0, 1)``,
     ``tau = (x_(k) + x_(k+1)) / 2`` (the k-th and (k+1)-th largest), with the gradient also through ``tau``."""
     distance = topk_distance(x, k, dim, largest)
-    if distance is None:  # no boundary: the mask is constant
-        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + 0 * x
+    if distance is None:  # no boundary: the mask is constant (zero gradient; 0 * x would be NaN at +-inf)
+        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + torch.where(x.isfinite(), x, 0.0) * 0
     else:
         y = (distance * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
     return _with_hard(y, hard)
 
 
+def _first(indices: Tensor, dim: int, like: Tensor) -> Tensor:
+    """Bool mask of the positions ``indices`` (along ``dim``) in a tensor shaped like ``like``."""
+    return torch.zeros(like.shape, dtype=torch.bool, device=like.device).scatter_(dim, indices, True)
+
+
+def _hard_where_undefined(d: Tensor, z: Tensor, chosen: Tensor) -> Tensor:
+    """``d`` where it is a number; where it is NaN for a non-NaN ``z`` (``inf - inf``: a tie at infinity, or a
+    NaN elsewhere in the row taking the hard op's choice) ``+inf`` for the elements the hard op chooses and
+    ``-inf`` for the others, so that the surrogate is the hard value there (SLL_MATH.md: +-inf gives what the
+    hard op gives).  A NaN element stays NaN."""
+    far = torch.where(chosen, torch.inf, -torch.inf).to(d.dtype)
+    return torch.where(torch.isnan(d) & ~torch.isnan(z), far, d)
+
+
 def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
-    """``m_i = x_i - max_{j != i} x_j`` along ``dim`` (of ``-x`` for argmin); None when ``dim`` has one element."""
-    z = x if largest else -x
+    """``m_i = x_i - max_{j != i} x_j`` along ``dim`` (of ``-x`` for argmin); None when ``dim`` has one element.
+
+    The maximum is the element ``argmax`` picks (the first of a tie, a NaN if there is one): its runner-up
+    is the largest of the others; every other element's is the maximum.  So in a tie each tied element's
+    margin is 0 and moves with its own value and the other's (slope on ``x_i`` and on the runner-up).
+    (Both are read by position, not from ``topk``, whose order of tied values need not be ``argmax``'s.)
+    """
+    z = x if largest else -x  # (argmin(x) is argmax(-x), ties and NaN included)
     if z.shape[dim] == 1:
         return None
-    top2 = z.topk(2, dim).values
-    best, second = top2.narrow(dim, 0, 1), top2.narrow(dim, 1, 1)
-    margin = z - torch.where(z >= best, second, best)  # for the max (and its ties) the runner-up
-    return torch.where(torch.isnan(margin) & ~torch.isnan(z), 0.0, margin)  # inf - inf: a tie at infinity
+    index = z.argmax(dim, keepdim=True)
+    chosen = _first(index, dim, z)
+    best = z.gather(dim, index)
+    runner_up = torch.where(chosen, -torch.inf, z).amax(dim, keepdim=True)
+    margin = z - torch.where(chosen, runner_up, best)
+    return _hard_where_undefined(margin, z, chosen)
 
 
 def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor | None:
-    """``x_i - tau``, ``tau = (x_(k) + x_(k+1)) / 2`` (signs flipped for the smallest k); None when ``k`` selects none or all."""
+    """``x_i - tau``, ``tau = (x_(k) + x_(k+1)) / 2`` (signs flipped for the smallest k); None when ``k`` selects none or all.
+
+    ``topk`` ranks on ``x`` itself in both directions, as the hard op does (a NaN ranks above every
+    number, also for the smallest k); an infinite ``tau`` (a tie at infinity) gives the hard choice.
+    """
     if k <= 0 or k >= x.shape[dim]:
         return None
-    z = x if largest else -x
-    v = z.topk(k + 1, dim).values
-    kth = v.narrow(dim, k - 1, 1)
-    d = z - (kth + v.narrow(dim, k, 1)) * 0.5
-    # an infinite k-th or (k+1)-th value makes tau infinite: every element is infinitely far from it
-    far = torch.where(z >= kth, torch.inf, -torch.inf).to(d.dtype)
-    return torch.where(torch.isnan(d) & ~torch.isnan(z), far, d)
+    top = x.topk(k + 1, dim, largest=largest)
+    v = top.values
+    tau = (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5
+    d = x - tau if largest else tau - x
+    return _hard_where_undefined(d, x, _first(top.indices.narrow(dim, 0, k), dim, x))

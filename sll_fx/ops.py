@@ -58,7 +58,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import kernels
-from .errors import EpsError, ModeError
+from .errors import EpsError, ModeError, SLLError
 
 MODES = ("linear", "hard")
 #: op-level modes beyond MODES: a hard forward with another estimator's backward (``method=``, see
@@ -136,9 +136,7 @@ def _eager_cpu(eps: Tensor) -> bool:
     ``torch.jit.trace``, functorch transforms or ``torch.compile``: there reading the value would
     burn it into the trace (or fail on a fake tensor), so the kernels compute with the tensor.
     """
-    return (type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu"
-            and _get_current_dispatch_mode() is None and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(eps))
+    return type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu" and _plain_eager(eps)
 
 
 def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
@@ -220,8 +218,10 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
     eps = op_eps("compare", eps)
     if cmp not in COMPARISONS:
         raise ValueError(f"sll.compare: cmp={cmp!r} is not one of {tuple(COMPARISONS)}")
-    if not x.is_floating_point():  # integer data: no gradient to give, exact hard result
-        return hard_compare(x, threshold, cmp)
+    if not x.is_floating_point():
+        if not (isinstance(threshold, Tensor) and threshold.is_floating_point()):
+            return hard_compare(x, threshold, cmp)  # integer data, a number: no gradient to give, the hard result
+        x = x.to(torch.result_type(x, threshold))  # a floating threshold moves the jump: it has a gradient
     direction = COMPARISONS[cmp][1]
     t = threshold if isinstance(threshold, Tensor) else None
     return kernels.apply(x, kernels.step(eps, threshold, direction), threshold=t,
@@ -232,7 +232,19 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
 def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
     if op not in ("where", "masked_fill"):
         raise ValueError(f"sll.select: op={op!r} is not 'where' or 'masked_fill'")
+    dtype = torch.result_type(a, b)
+    if not (dtype.is_floating_point or dtype.is_complex) and _plain_eager(s) and bool(((s > 0) & (s < 1)).any()):
+        raise SLLError(f"sll.select ({op}): its result is {dtype}, which cannot hold the blend a s + b (1 - s) of "
+                       "a mask inside its band (it would be truncated, neither the hard value nor the surrogate). "
+                       "Fix: give the where/masked_fill floating operands (torch.where(x > t, 1.0, 0.0)), or "
+                       "linearize with example_inputs so that the integer result is known and the node left hard")
     return kernels.select(s, a, b)
+
+
+def _plain_eager(t: Tensor) -> bool:
+    """Values can be read (no compilation, tracing or dispatch mode: a data-dependent check is possible)."""
+    return (_get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, mode: str = "linear",

@@ -1071,3 +1071,29 @@ def test_pickle_of_export_hard():
     clone = pickle.loads(pickle.dumps(hard))
     assert_bitwise(clone(x), model(x))
     assert not sll_nodes(clone)
+
+
+class _LearnableLength(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.length = nn.Parameter(torch.tensor(2.5))
+
+    def forward(self, h):
+        return h * (torch.arange(h.shape[-1]) < self.length).float()
+
+
+def test_integer_data_against_a_learnable_threshold_gives_the_threshold_a_gradient():
+    """(arange(n) < self.length).float(): the data are integers, but the jump moves with the floating
+    threshold, so it has a slope -1/(2 eps) there (it was reported rewritten and ran hard)."""
+    model = _LearnableLength()
+    gm = sll_fx.linearize_module(model, eps=0.6, verbose=False, example_inputs=(torch.ones(1, 5),))
+    assert [e.replacement for e in gm.sll_report.entries] == ["sll.compare(lt)"]
+    y = gm(torch.ones(1, 5))
+    torch.testing.assert_close(y, torch.tensor([[1.0, 1.0, 11 / 12, 1 / 12, 0.0]]))
+    y.sum().backward()
+    torch.testing.assert_close(model.length.grad, torch.tensor(2 * 0.5 / 0.6))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(torch.ones(1, 5)), model(torch.ones(1, 5)))
+    # against a number there is nothing to learn: left hard when the data are known to be integers
+    fixed = Spell(lambda m, h: h * (torch.arange(h.shape[-1]) < 2.5).float())
+    gf = sll_fx.linearize_module(fixed, eps=0.6, verbose=False, example_inputs=(torch.ones(1, 5),))
+    assert not gf.sll_report.rewritten and torch.equal(gf(torch.ones(1, 5)), fixed(torch.ones(1, 5)))

@@ -648,17 +648,38 @@ def test_onehot_argmax_infinite_entries_give_the_hard_result():
     assert torch.isnan(gm(torch.tensor([[NAN, 0.0, 1.0, 2.0]]))).any()   # NaN in, NaN out
 
 
-def test_onehot_argmax_all_masked_row_is_not_nan():
-    """A fully -inf-masked row (padding) has no NaN in it; the surrogate should not make one.
-
-    Every entry ties with every other: the in-band midpoint, or the hard result, is finite;
-    SLL_MATH.md says +-inf gives what the hard op gives.
-    """
+def test_onehot_argmax_ties_at_infinity_and_nan_elsewhere_give_the_hard_result():
+    """A fully -inf-masked row (padding), a tie at +inf, a NaN in the row: the margin is NaN for a number
+    (inf - inf, x - NaN); SLL_MATH.md says +-inf gives what the hard op gives, and NaN in gives NaN out.
+    (These used to give 0.5 to every tied infinity, and to every number in a row with a NaN.)"""
     model = Outer(lambda m, x: F.one_hot(x.argmax(-1), 3).float())
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
-    x = torch.tensor([[-INF, -INF, -INF], [INF, INF, 0.0], [0.2, 0.1, 0.0]])
-    y = gm(x)
-    assert not torch.isnan(y).any(), y
+    x = torch.tensor([[-INF, -INF, -INF], [INF, INF, 0.0], [0.2, 0.1, 0.0], [-INF, -INF, 5.0]])
+    assert_bitwise(gm(x), model(x))
+    xn = torch.tensor([[NAN, 1.0, 2.0], [1.0, NAN, 2.0], [1.0, 2.0, NAN]])
+    y = gm(xn)
+    assert torch.equal(torch.isnan(y), torch.isnan(xn))  # the NaN element, nothing else
+    assert torch.equal(y.nan_to_num(7.0), model(xn).masked_fill(torch.isnan(xn), 7.0))  # the rest: hard
+    # argmin: a NaN is the hard op's choice as well
+    gmin = sll_fx.linearize_module(Outer(lambda m, x: F.one_hot(x.argmin(-1), 3).float()), eps=EPS, verbose=False)
+    assert gmin(xn).nan_to_num(7.0).tolist() == [[7.0, 0.0, 0.0], [0.0, 7.0, 0.0], [0.0, 0.0, 7.0]]
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.parametrize("tie", [(1.0, 1.0, 0.0), (0.0, -0.0, -1.0), (-0.0, 0.0, -1.0)], ids=str)
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+@pytest.mark.parametrize("largest", [True, False])
+def test_onehot_argmax_tie_gradient_is_symmetric(mode, largest, tie):
+    """Two tied maxima: each margin is 0 (value 1/2) and moves with its own value and the other's, so the
+    Jacobian is +-1/(2 eps) in both rows (the second tied element used to get a zero row, and with +-0,
+    whose order topk and argmax may see differently, both rows were zero)."""
+    x = torch.tensor(tie, dtype=torch.float64) * (1 if largest else -1)
+    fn = lambda t: torch.ops.sll.argmax_onehot(t, -1, 3, eps=EPS, mode=mode, largest=largest)
+    jac = torch.autograd.functional.jacobian(fn, x)
+    s = 0.5 / EPS * (1 if largest else -1)
+    assert jac.tolist() == [[s, -s, 0.0], [-s, s, 0.0], [0.0, 0.0, 0.0]]
+    if mode == "linear":
+        assert fn(x).tolist() == [0.5, 0.5, 0.0]
 
 
 # ========================================================================================
@@ -878,13 +899,29 @@ def test_seed_sparse_attention_trains_its_scores():
     ([5.0, -INF, -INF, -INF], 1),
     ([INF, 0.0, 2.0, 1.0], 2),           # +inf above a finite boundary
     ([-INF, 0.0, 2.0, 1.0], 2),          # -inf below a finite boundary
-], ids=["kth_is_inf", "k1_inf", "next_is_neg_inf", "k1_rest_neg_inf", "inf_above", "neg_inf_below"])
+    ([5.0, -INF, -INF, -INF], 2),        # a tie at -inf on the boundary (k beyond the valid entries)
+    ([5.0, 4.0, -INF, -INF, -INF], 3),
+    ([INF, INF, INF, 0.0], 2),           # a tie at +inf on the boundary
+    ([1.0, 2.0, INF, -INF], 4),          # k = size: all ones (0 * inf used to make NaN)
+    ([INF, 1.0, 0.0, 2.0], 0),
+], ids=["kth_is_inf", "k1_inf", "next_is_neg_inf", "k1_rest_neg_inf", "inf_above", "neg_inf_below",
+        "neg_inf_tie", "neg_inf_tie_k3", "inf_tie", "k_is_size", "k_is_0"])
 def test_topk_mask_infinite_values_give_the_hard_mask(row, k):
     """SLL_MATH.md: +-inf gives what the hard op gives; these rows have no element within eps of tau."""
     model = Outer(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, k, -1).indices, 1.0))
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
     x = torch.tensor([row])
     assert_bitwise(gm(x), model(x), f"{row}, k={k}")
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_topk_mask_smallest_ranks_nan_as_the_hard_op_does(k):
+    """topk(largest=False) ranks a NaN above every number: the k smallest are numbers (ranking on -x made
+    the NaN the smallest and moved the boundary); the NaN element itself stays NaN."""
+    x = torch.tensor([[NAN, 1.0, 0.0, 2.0]])
+    hard = torch.zeros_like(x).scatter(-1, torch.topk(x, k, -1, largest=False).indices, 1.0)
+    y = torch.ops.sll.topk_mask(x, k, -1, eps=EPS, largest=False)
+    assert torch.isnan(y[0, 0]) and y[0, 1:].tolist() == hard[0, 1:].tolist()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1091,3 +1128,33 @@ def test_comparison_times_python_float_is_an_implicit_cast():
     hard = sll_fx.export_hard(gm, verbose=False)
     with torch.no_grad():
         assert torch.equal(hard(x), _ScalarProduct()(x))
+
+
+def test_where_with_an_integer_result_is_left_hard():
+    """torch.where(x > 0, 1, 0) is int64: a blend cannot be held (it was truncated: neither the hard value
+    nor the surrogate). The pass leaves it hard and says why; the explicit op refuses a fractional mask."""
+    model = Outer(lambda m, x: torch.where(x > 0, 1, 0))
+    gm = sll_fx.linearize_module(model, eps=0.5, verbose=False)
+    x = torch.tensor([-0.4, -0.1, 0.2, 0.45, 1.0])
+    assert torch.equal(gm(x), model(x)) and gm(x).dtype == torch.int64
+    assert not gm.sll_report.rewritten
+    assert any("integer result" in e.reason for e in gm.sll_report.entries)
+    # floating branches: the blend a s + b (1 - s)
+    fmodel = Outer(lambda m, x: torch.where(x > 0, 1.0, 0.0))
+    assert torch.allclose(sll_fx.linearize_module(fmodel, eps=0.5, verbose=False)(x), (x + 0.5).clamp(0, 1))
+    s = torch.tensor([0.0, 0.3, 1.0])
+    with pytest.raises(sll_fx.SLLError, match=r"sll.select \(where\): its result is torch.int64.*Fix:"):
+        torch.ops.sll.select(s, torch.tensor([5, 5, 5]), torch.tensor([1, 1, 1]))
+    assert torch.ops.sll.select(s.round(), torch.tensor([5, 5, 5]), 1).tolist() == [1, 1, 5]  # a hard mask: fine
+
+
+def test_scatter_with_reduce_is_not_a_topk_mask():
+    """scatter(..., 1.0, reduce="multiply") into zeros stays zeros: not the mask pattern (it was rewritten,
+    and export_hard then gave a mask)."""
+    model = Outer(lambda m, x: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0, reduce="multiply"))
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    x = torch.tensor([[0.3, 0.9, 0.5, 0.1]])
+    assert not gm.sll_report.rewritten
+    assert any("reduce='multiply'" in e.reason for e in gm.sll_report.entries)
+    assert_bitwise(gm(x), model(x))
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
