@@ -13,7 +13,7 @@
 Inside the block every call that the rule table (:data:`sll_fx.rules.RULES`) knows --
 the same functions and method names that the graph pass rewrites, ``x > t`` and
 ``0.5 < x`` included -- runs as its sll op with the block's ``eps`` and ``mode``, so the
-results and gradients are the graph mode's (``sll_fx.linearize_module``) on the same code.
+results and gradients of those ops are the graph mode's (``sll_fx.linearize_module``) on the same code.
 Like the graph pass, it leaves hard: calls whose input is not floating (integers, bools),
 calls with arguments the rule cannot carry (``out=``), in-place spellings (``x.round_()``).
 
@@ -25,7 +25,10 @@ block (the casts of :data:`sll_fx.rules.FLOAT_CASTS`: ``.float()``, ``.double()`
 exactly the graph pass's rewrite.  Dynamic mode also reads ``x * (x > t)`` (a float tensor
 times such a bool, either order, ``torch.mul``/``Tensor.mul``) as ``x * (x > t).to(dtype)``,
 which the graph pass, which only sees casts, leaves hard.  Any other use of the bool
-(indexing, ``masked_select``, ``torch.where``, logical ops) stays boolean and hard.  A cast
+(indexing, ``masked_select``, ``torch.where``, logical ops) stays boolean and hard.
+The rules whose match is a pattern of several calls in the graph (``where``/``masked_fill`` on a
+comparison, ``one_hot(argmax(x))``, top-k masks) are the graph pass's only: a block runs those
+calls as written (hard), where ``linearize_module`` blends them.  A cast
 after the block, or after the comparison's operands or the bool were changed in place,
 is the ordinary cast.
 
@@ -97,6 +100,8 @@ def _dispatch() -> Mapping[Any, tuple[str, Any]]:
     """Read-only map: the callable TorchFunctionMode receives -> (kind, rule / cast name)."""
     table: dict[Any, tuple[str, Any]] = {}
     for rule in rules.RULES:
+        if rule.pattern not in ("elementwise", "cast"):  # where/masked_fill, one_hot(argmax), top-k: graph patterns
+            continue
         for f in rule.functions:
             if (g := _torch_level(f)) is not None:
                 table.setdefault(g, (_RULE, rule))

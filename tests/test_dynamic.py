@@ -710,3 +710,24 @@ def test_seed_ternary_quantization_and_segmentation():
     logits = torch.tensor([-3.0, 0.0, 0.001, 4.0], requires_grad=True)
     binary_segmentation(logits).sum().backward()
     assert logits.grad[1] > 0 and logits.grad[2] > 0 and logits.grad[0] == 0 and logits.grad[3] == 0
+
+
+@pytest.mark.parametrize("spelling", [
+    lambda x, v, m: x.where(x > 0, v),
+    lambda x, v, m: x.where(m, v),
+    lambda x, v, m: x.masked_fill(x < 0, torch.tensor(0.0)),
+    lambda x, v, m: torch.masked_fill(x, m, torch.tensor(0.0)),
+    lambda x, v, m: torch.where(x > 0, x, v),
+    lambda x, v, m: torch.nn.functional.one_hot(x.argmax(-1), 4).float(),
+    lambda x, v, m: torch.zeros_like(x).scatter(-1, torch.topk(x, 2, -1).indices, 1.0),
+], ids=["where_method", "where_method_plain_mask", "masked_fill_tensor", "torch_masked_fill", "torch_where",
+        "one_hot_argmax", "topk_mask"])
+def test_graph_patterns_run_as_written_in_a_block(spelling):
+    """where/masked_fill on a comparison, one_hot(argmax), top-k masks are graph patterns: a block runs
+    them as written (Tensor.where and masked_fill with a tensor value used to reach sll.select with the
+    wrong arguments and raise)."""
+    x = torch.tensor([-1.0, -0.005, 0.3, 2.0], requires_grad=True)
+    v, m = torch.zeros(4), torch.tensor([True, False, True, False])
+    with sll_fx.linearize(eps=0.1):
+        inside = spelling(x, v, m)
+    assert torch.equal(inside, spelling(x, v, m))
