@@ -2,12 +2,19 @@
 
 Two phases, so that a bad eps or an unsupported argument raises before the graph is
 touched: planning decides, node by node, what happens and why (one report entry per
-discrete node found), then ``_apply`` edits the graph.  Planning runs in two sweeps:
-first the elementwise ops and the selections (``where``/``masked_fill``, ``one_hot(argmax)``,
-top-k masks), then the comparisons, which need to know which of their users were taken
-by a selection.  An elementwise node (``call_function``) becomes its sll op in place: it keeps
-its name, place and users, so the report's node names are the sll nodes' names; the other
-patterns insert a new node and erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
+discrete node found), then ``_apply`` edits the graph.  Planning runs in three sweeps:
+first the selections (``where``/``masked_fill`` on a comparison), then the comparisons, which
+need to know which of their users were taken by a selection, then the elementwise ops,
+``one_hot(argmax)`` and top-k masks; the last two go from the last node back, so that a node's
+users are planned before it.  A rewrite is for the float arithmetic on a node's result: a use as
+a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an op left hard, ...)
+passes no gradient and would see fractional values, so it keeps reading the hard result (or,
+with no float use at all, the node stays hard); a node whose value reaches the output only
+through ``.detach()`` is a straight-through estimator already and stays hard
+(``_Planner._verdict``, ``_reach_output``).  An elementwise node (``call_function``) becomes its
+sll op in place: it keeps its name, place and users, so the report's node names are the sll
+nodes' names (unless other uses keep the hard node); the other patterns insert a new node and
+erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
 node that is still in the graph is reported as left hard (or sits in a skipped submodule).
 
 Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
@@ -24,7 +31,9 @@ import operator
 from dataclasses import dataclass, field
 
 import torch
+from torch._ops import OpOverload, OpOverloadPacket
 from torch.fx import GraphModule, Node
+from torch.fx.node import map_arg
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import dtypes, rules
@@ -134,16 +143,29 @@ class _Step:
         return self.entry.replacement is not None
 
 
+@dataclass(frozen=True)
+class _Uses:
+    """What a result's uses make of its rewrite (``_Planner._verdict``)."""
+    hard: str = ""                                  # not one float use: the reason to leave it hard
+    reason: str = ""                                # a rewrite's reason (other uses than float arithmetic)
+    keep: frozenset = frozenset()                   # the users that keep reading the hard result
+    found: tuple = ()                               # the uses that are not float arithmetic
+
+
 class _Planner:
     def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict):
         self.gm, self.config, self.kinds = gm, config, kinds
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
         self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
+        self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
         self._sources: dict = {}                    # stack_trace text -> source_of
+        self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
 
     def plan(self) -> list[_Step]:
-        first, second, selections = [], [], []      # (node, rule), in graph order; argmax/topk nodes
+        # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump finds);
+        # the elementwise ops, one-hots and top-k masks; and the argmax/topk nodes
+        masks, second, third, selections = [], [], [], []
         for node in self.order:
             bits = _classify(node)
             if not bits:
@@ -154,16 +176,23 @@ class _Planner:
                     second.append((node, None))
             elif rule.pattern == "cast":
                 second.append((node, rule))
+            elif rule.pattern == "mask":
+                masks.append((node, rule))
             else:
-                first.append((node, rule))
+                third.append((node, rule))
             if bits & _SELECTION:
                 selections.append(node)
         steps = []
-        for node, rule in first:                    # sweep 1: everything but comparisons
+        for node, rule in masks:                    # sweep 1: the selections, which comparisons read
             if step := self._plan(node, rule):
                 steps.append(step)
-        for node, rule in second:                   # sweep 2: comparisons (and in-place / no-jump finds)
+        # sweeps 2 and 3 go from the last node back: whether a result is used as a float depends on
+        # whether its users (later nodes: a comparison of it, sign(round(x))) are linearized themselves
+        for node, rule in reversed(second):         # sweep 2: comparisons (and in-place / no-jump finds)
             if step := (self._plan_unmatched(node) if rule is None else self._plan(node, rule)):
+                steps.append(step)
+        for node, rule in reversed(third):          # sweep 3: elementwise ops, one-hots, top-k masks
+            if step := self._plan(node, rule):
                 steps.append(step)
         steps += self._plan_bare_selections(selections)
         return steps
@@ -190,14 +219,21 @@ class _Planner:
     def _plan(self, node: Node, rule: rules.Rule) -> _Step | None:
         stack = self._stack(node)
         if self.config.is_skipped(stack):
+            self.decided[node] = False
             return None
         planner = {"elementwise": self._plan_elementwise, "cast": self._plan_comparison,
                    "mask": self._plan_mask, "onehot": self._plan_onehot, "topk": self._plan_topk}[rule.pattern]
-        return planner(node, rule)
+        step = planner(node, rule)
+        self.decided[node] = step is not None and step.rewrites
+        return step
 
-    def _rewrite(self, node, rule, decimals=0, eps=None, **extra) -> _Step:
+    def _rewrite(self, node, rule, decimals=0, eps=None, live=None, **extra) -> _Step:
+        """A step rewriting ``node``, or leaving it hard when its rule is switched off or its value (or
+        that of the ``live`` nodes, its float uses) reaches the output only through ``.detach()``."""
         if self.config.is_disabled(rule.kind):  # before the eps check: an eps for a switched-off kind is moot
             return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
+        if self._detached_only((node,) if live is None else live):
+            return self._hard(node, rule, _DETACHED)
         stack = self._stack(node)
         eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
         if isinstance(eps, str) and eps == "auto":  # a placeholder until calibrated (sll_fx/calibration.py)
@@ -228,6 +264,82 @@ class _Planner:
         t = rest[0] if rest else None
         return self._is_int(x) and not (isinstance(t, Node) and self.kinds.get(t) not in _INT_KINDS)
 
+    # -- how a result is used: through .detach() only; as a float, or as a bool/integer ----------------
+    def _detached_only(self, nodes) -> bool:
+        """Do ``nodes`` reach the graph's output, but only through ``.detach()`` (``x.data``)?  Then a
+        surrogate there gives no gradient, and in linear mode it only changes the forward."""
+        if not nodes:
+            return False
+        if self._reach is None:
+            self._reach = _reach_output(self.gm.graph, self.order)
+        reaches, differentiable = self._reach
+        return any(n in reaches for n in nodes) and not any(n in differentiable for n in nodes)
+
+    def _use(self, user: Node, value: Node) -> str:
+        """How ``user`` reads ``value``, a discrete op's float result: _FLOAT_USE, _PASS_USE, _META_USE or
+        _OTHER_USE (see ``_use_kind``).  A discrete op reading it is a float use when it is linearized
+        itself (its surrogate passes the gradient on; the users of a node are planned before it)."""
+        rule = _match(user)
+        if rule is not None and rule.pattern in ("elementwise", "cast") and value in _operands(rule, user):
+            return _FLOAT_USE if self.decided.get(user, True) else _OTHER_USE
+        if _argmax_spelling(user) is not None and _arg(user, 0, "input") is value:
+            linearized = any(self.decided.get(u) for u in user.users)      # one_hot(argmax(value, dim), n)
+            return _FLOAT_USE if linearized else _OTHER_USE
+        if _is_topk(user) and _arg(user, 0, "input") is value:
+            linearized = any(self.decided.get(u) for u in _topk_index_users(user))
+            return _FLOAT_USE if linearized else _OTHER_USE
+        return _use_kind(user, value, self.kinds)
+
+    def _split_uses(self, value: Node, users) -> tuple[list[Node], list[Node], list[Node], bool]:
+        """``users`` of ``value``, split: those through which it reaches float arithmetic only, and the
+        others (they keep reading the hard result); the uses found that are not float arithmetic; and
+        whether float arithmetic is reached through one of the others too (``m = mask.view(...)`` used
+        both ways: the split is by direct user)."""
+        floats, others, found, mixed = [], [], [], False
+        for user in users:
+            uses, saw_float = self._other_uses(user, value)
+            (others if uses else floats).append(user)
+            found += [u for u in uses if u not in found]
+            mixed = mixed or (bool(uses) and saw_float)
+        found.sort(key=self.order.__getitem__)
+        return floats, others, found, mixed
+
+    def _verdict(self, uses_of: list[tuple[Node, list[Node]]], what: str) -> _Uses:
+        """What the uses of a result (``uses_of``: (value, its users) pairs) make of its rewrite."""
+        floats, others, found, written, mixed = [], [], [], [], False
+        for value, users in uses_of:
+            f, o, u, m = self._split_uses(value, users)
+            floats += f
+            others += o
+            found += [n for n in u if n not in found]
+            written += [w for w in users if value in _mutated(w)]
+            mixed = mixed or m
+        found.sort(key=self.order.__getitem__)
+        if not found:
+            return _Uses()
+        if not floats:
+            return _Uses(hard=_only_other_uses(found, what, mixed), found=tuple(found))
+        if written:  # x.clamp_(): a hard copy for the other uses would miss the write
+            return _Uses(reason=_also_other_uses(found, what, written), found=tuple(found))
+        return _Uses(reason=_also_other_uses(found, what), keep=frozenset(others), found=tuple(found))
+
+    def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool]:
+        """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
+        float casts to their own users; and whether float arithmetic was found too."""
+        out, seen, stack, saw_float = [], set(), [(user, value)], False
+        while stack:
+            u, v = stack.pop()
+            if (u, v) in seen:
+                continue
+            seen.add((u, v))
+            kind = self._use(u, v)
+            if kind == _PASS_USE:
+                stack += [(w, u) for w in u.users]
+            elif kind == _OTHER_USE and u not in out:
+                out.append(u)
+            saw_float = saw_float or kind == _FLOAT_USE
+        return out, saw_float
+
     # -- patterns -----------------------------------------------------------------------------
     def _plan_elementwise(self, node, rule) -> _Step:
         if extra := rule.unsupported_arguments(node):
@@ -238,7 +350,11 @@ class _Planner:
         keywords = rule.keyword_values(node)
         if any(isinstance(v, Node) for v in keywords.values()):
             return self._hard(node, rule, "argument computed at run time (e.g. decimals=tensor): left hard")
-        return self._rewrite(node, rule, decimals=keywords.get("decimals", 0))
+        uses = self._verdict([(node, list(node.users))], "result")
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            return self._hard(node, rule, uses.hard)
+        return self._rewrite(node, rule, decimals=keywords.get("decimals", 0), reason=uses.reason,
+                             hard_uses=uses.keep)
 
     def _plan_comparison(self, node, rule) -> _Step:
         if self.config.is_disabled(rule.kind):
@@ -251,12 +367,33 @@ class _Planner:
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
+        # a cast's own uses: float arithmetic, or a bool/integer use (`.float().bool()`, `x[m.float().long()]`)
+        # that keeps reading the hard 0/1 cast (all of them: the cast stays hard, a bool use of the comparison)
+        cast_hard, dropped, cast_uses, written = {}, [], [], []
+        for cast in casts:
+            uses = self._verdict([(cast, list(cast.users))], "0/1 result")
+            if uses.hard or uses.keep:
+                cast_uses += [u for u in uses.found if u not in cast_uses]
+                if uses.hard:
+                    dropped.append(cast)
+                else:
+                    cast_hard[cast] = uses.keep
+            elif uses.reason:  # the cast is written in place: its other uses see the surrogate (reason says so)
+                written.append(uses.reason)
+        casts = [c for c in casts if c not in dropped]
         bool_uses = [u for u in node.users if u not in casts and u not in selections and u not in products]
+        shown = [u for u in bool_uses if u not in dropped] + cast_uses  # a dropped cast: shown by its uses
         if not casts and not selections and not products:
+            if dropped:
+                return self._hard(node, rule, _only_other_uses(shown, "0/1 result"))
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
-        reason = f"also used as bool by {_describe(bool_uses)}: that use stays hard" if bool_uses else ""
-        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products)
+        if self._detached_only([*casts, *products, *selections]):
+            return self._hard(node, rule, _DETACHED)
+        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard"] if shown else [])
+                           + written)
+        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products,
+                             cast_hard=cast_hard, live=())
 
     def _comparison_of(self, mask) -> tuple[rules.Rule | None, str]:
         """The cast rule of a selection's mask operand, or why it cannot be linearized."""
@@ -303,9 +440,13 @@ class _Planner:
                                           "left hard (pass num_classes)")
         if self._is_int(x):
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
-        step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
-                             reason=_compared_mask(list(node.users)))
-        self.taken.add(index)  # its entry is this node's (rewritten, or switched off)
+        uses = self._verdict([(node, list(node.users))], "0/1 result")
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            step = self._hard(node, rule, uses.hard)
+        else:
+            step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
+                                 reason=uses.reason, hard_uses=uses.keep)
+        self.taken.add(index)  # its entry is this node's (rewritten, or left hard)
         self.pattern_users.add(node)
         return step
 
@@ -318,7 +459,12 @@ class _Planner:
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
         later = [u for u in pieces["zeros"].users if self.order[u] > self.order[node]] if pieces["inplace"] else []
-        step = self._rewrite(node, rule, reason=_compared_mask([*node.users, *later]), **pieces)
+        # (mask.scatter_(...): the mask's uses are those of the zeros after it)
+        uses = self._verdict([(node, list(node.users)), (pieces["zeros"], later)], "0/1 result")
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            step = self._hard(node, rule, uses.hard)
+        else:
+            step = self._rewrite(node, rule, reason=uses.reason, hard_uses=uses.keep, **pieces)
         self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
         self.pattern_users.update((node, pieces["zeros"]))
         return step
@@ -377,7 +523,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     else:  # topk
         e = step.extra
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
-    in_place = pattern == "elementwise" and node.op == "call_function"
+    hard_uses = step.extra.get("hard_uses", frozenset())  # users that keep reading the hard result
+    in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses
     if in_place:  # the node becomes the sll op: same name, meta, users and place (no node to add or erase)
         node.target, node.args, node.kwargs = rule.target, args, kwargs
         new = node
@@ -394,7 +541,17 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     if pattern == "cast":
         surrogates[node] = new
         for cast in step.casts:
-            cast.replace_input_with(node, new)
+            keep = step.extra["cast_hard"].get(cast)
+            if not keep:
+                cast.replace_input_with(node, new)
+                continue
+            # the cast's bool/integer users keep it (on the hard comparison); its float users get a copy
+            with graph.inserting_after(cast):
+                soft = graph.node_copy(cast, lambda n: new if n is node else n)
+            created.append(soft)
+            for user in list(cast.users):
+                if user not in keep:
+                    user.replace_input_with(cast, soft)
         for product, factor in step.extra["products"].items():  # x * (x > t): an implicit cast to x's dtype
             with graph.inserting_before(product):  # (x > t) * 1.0: the bool became the default float dtype
                 as_factor = graph.call_method("to", (new, factor)) if isinstance(factor, torch.dtype) else \
@@ -405,14 +562,16 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         # selections taking this comparison are rewritten later in graph order and drop their use of it
         _erase_if_unused(graph, node)
         return
-    if pattern == "topk" and step.extra["inplace"]:
+    inplace_topk = pattern == "topk" and step.extra["inplace"]
+    if inplace_topk:
         zeros = step.extra["zeros"]
         for user in list(zeros.users):
-            if user is not node and user > node:  # (fx orders the nodes of a graph)
+            if user is not node and user > node and user not in hard_uses:  # (fx orders the nodes of a graph)
                 user.replace_input_with(zeros, new)
     if not in_place:
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
+        node.replace_all_uses_with(new, delete_user_cb=lambda user: user not in hard_uses)
+        if not node.users and not (inplace_topk and hard_uses):  # (a kept scatter_ fills the hard mask)
+            graph.erase_node(node)
     for piece in ("mask", "argmax", "index", "topk", "zeros"):
         if piece in step.extra:
             if piece == "topk":  # `top_vals, idx = topk(...)` leaves an unused values getitem behind
@@ -544,24 +703,265 @@ def _mask_factor(user: Node, node: Node, kinds: dict):
     return None
 
 
-def _compared_mask(users: list[Node]) -> str:
-    """A reason when a rewritten mask/one-hot (or its cast) feeds ``==``/``!=``: in linear mode that use
-    sees fractional values inside the band, e.g. ``masked_fill(mask == 0, -inf)`` keeps in-band keys."""
-    seen, uses = set(), []
-    frontier = list(users)
-    while frontier:
-        u = frontier.pop()
-        if u in seen:
-            continue
-        seen.add(u)
-        if rules.match_no_jump(u):
-            uses.append(u)
-        elif u.op == "call_method" and u.target in rules.FLOAT_CASTS:
-            frontier.extend(u.users)
-    if not uses:
-        return ""
-    return (f"its 0/1 result is compared by {_describe(uses)}: in linear mode that comparison sees fractional "
-            "values inside the band and stays hard (multiply by the mask instead, or use mode='hard')")
+# --- how a value is used ------------------------------------------------------------------------
+# A rewritten result is fractional inside the band (in linear mode).  Float arithmetic on it is what the
+# surrogate is for: the gradient passes.  Any other use (indexing, ~, logical ops, ==, an integer cast,
+# nonzero, ...) passes no gradient and would only see the fractional values: it keeps reading the hard
+# result, or, when every use is such, the node stays hard.  Rather than list the bool/integer uses, the
+# pass lists the float ones; a use it does not know counts as not float (the forward stays exact).
+_FLOAT_USE, _PASS_USE, _META_USE, _OTHER_USE = "float", "pass", "meta", "other"
+
+#: names (Tensor methods, torch / torch.nn.functional / operator functions, aten ops) of float arithmetic
+_FLOAT_NAMES = frozenset((
+    "add", "sub", "rsub", "mul", "multiply", "div", "divide", "true_divide", "truediv", "neg", "negative", "pos",
+    "iadd", "isub", "imul", "itruediv", "matmul", "imatmul", "mm", "bmm", "baddbmm", "addmm", "addbmm", "addmv", "mv",
+    "dot", "vdot", "inner", "outer", "ger", "einsum", "tensordot", "kron", "linear", "bilinear", "conv1d", "conv2d",
+    "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "convolution", "sum", "nansum", "mean",
+    "nanmean", "prod", "cumsum", "cumprod", "logsumexp", "logcumsumexp", "var", "std", "norm", "vector_norm", "amax",
+    "amin", "softmax", "log_softmax", "_softmax", "_log_softmax", "softmin", "exp", "exp2", "expm1", "log", "log2",
+    "log10", "log1p", "sqrt", "rsqrt", "square", "pow", "float_power", "abs", "absolute", "reciprocal", "sigmoid",
+    "tanh", "relu", "relu6", "leaky_relu", "gelu", "silu", "elu", "selu", "celu", "softplus", "softsign", "hardtanh",
+    "hardsigmoid", "hardswish", "mish", "logsigmoid", "clamp", "clip", "clamp_min", "clamp_max", "maximum", "minimum",
+    "fmax", "fmin", "lerp", "addcmul", "addcdiv", "sin", "cos", "tan", "erf", "erfc", "atan", "atan2", "hypot",
+    "normalize", "layer_norm", "group_norm", "batch_norm", "instance_norm", "dropout", "alpha_dropout",
+    "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d", "native_dropout", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "interpolate",
+    "scaled_dot_product_attention", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "cross_entropy", "kl_div", "cosine_similarity", "pairwise_distance", "cdist",
+    "var_mean", "std_mean", "diff", "mod", "remainder", "fmod", "nan_to_num", "logit", "glu", "unfold", "fold",
+    "max", "min", "median", "nanmedian", "quantile", "nanquantile", "sort", "msort", "cummax", "cummin",
+    "logaddexp", "logaddexp2", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "erfinv", "xlogy",
+    "sinc", "frac", "cross", "trapz", "trapezoid", "rms_norm", "local_response_norm", "prelu", "rrelu",
+    "threshold", "hardshrink", "softshrink", "tanhshrink", "nll_loss", "gaussian_nll_loss", "poisson_nll_loss",
+    "margin_ranking_loss", "hinge_embedding_loss", "cosine_embedding_loss", "triplet_margin_loss",
+    "soft_margin_loss", "multilabel_soft_margin_loss", "index_add", "scatter_add", "grid_sample",
+    "where", "masked_fill",   # as a branch / the filled input (their condition and mask are bool uses)
+))
+#: the value moves on unchanged (a view, a copy, a move, a concatenation): its own users tell
+_PASS_NAMES = frozenset((
+    "view", "view_as", "reshape", "reshape_as", "_unsafe_view", "_reshape_alias", "flatten", "unflatten", "ravel",
+    "squeeze", "unsqueeze", "permute", "transpose", "swapaxes", "swapdims", "t", "movedim", "moveaxis", "expand",
+    "expand_as", "broadcast_to", "repeat", "tile", "repeat_interleave", "contiguous", "clone", "detach", "alias",
+    "lift_fresh_copy", "narrow", "select", "slice", "diagonal", "tril", "triu", "flip", "fliplr", "flipud", "roll",
+    "rot90", "chunk", "split", "split_with_sizes", "tensor_split", "unbind", "cat", "concat", "concatenate", "stack",
+    "hstack", "vstack", "dstack", "cpu", "cuda", "pad", "constant_pad_nd", "diag", "diag_embed", "pixel_shuffle",
+    "pixel_unshuffle",
+    "gather", "index_select", "take_along_dim",   # as the tensor read (as the index: an integer use)
+))
+#: only the value's shape, dtype or device is read
+_META_NAMES = frozenset((
+    "size", "dim", "ndimension", "numel", "nelement", "stride", "is_contiguous", "element_size", "get_device",
+    "is_floating_point", "sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "_assert_tensor_metadata",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros", "new_ones",
+    "new_empty", "new_full",
+))
+_PASS_ATTRS = ("T", "mT", "H", "mH", "data", "real")
+_META_ATTRS = ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout", "names")
+_CAST_METHODS = {"float": dtypes.FLOAT, "double": dtypes.FLOAT, "half": dtypes.FLOAT, "bfloat16": dtypes.FLOAT,
+                 "bool": dtypes.BOOL, "long": dtypes.INT, "int": dtypes.INT, "short": dtypes.INT,
+                 "char": dtypes.INT, "byte": dtypes.INT}
+_NAMESPACES = (torch, torch.nn.functional, operator, torch.Tensor, torch.linalg, torch.special)
+
+
+def _op_name(node: Node) -> str | None:
+    """The name of what ``node`` calls, when it is PyTorch's own (``mul`` for ``x * y``, ``torch.mul``,
+    ``x.mul_(y)``, ``aten.mul.Tensor``); None for anything else."""
+    t = node.target
+    if node.op == "call_method":
+        name = t
+    elif isinstance(t, OpOverload):
+        name = t._opname if t.namespace == "aten" else None
+    elif isinstance(t, OpOverloadPacket):
+        name = t._qualified_op_name.split("::")[-1] if t._qualified_op_name.startswith("aten::") else None
+    else:
+        name = getattr(t, "__name__", None)
+        if not isinstance(name, str) or not any(getattr(ns, name, None) is t for ns in _NAMESPACES):
+            return None
+    if isinstance(name, str) and name.endswith("_") and not name.startswith("__"):
+        name = name[:-1]  # in place: x.mul_(y), torch.relu_(x), aten.add_.Tensor
+    return name
+
+
+def _nodes_in(args) -> list[Node]:
+    found = []
+    map_arg(args, found.append)
+    return found
+
+
+def _cast_to(user: Node, value: Node, kinds: dict) -> str | None:
+    """For a dtype cast of ``value``: the kind it casts to (dtypes.FLOAT / INT / BOOL), or ``"move"`` for a
+    device move or a dtype the graph does not tell; None when ``user`` is no cast."""
+    if user.op == "call_method":
+        if user.target in _CAST_METHODS:
+            return _CAST_METHODS[user.target]
+        if user.target not in ("to", "type", "type_as"):
+            return None
+        name = user.target
+    elif user.op == "call_function" and isinstance(user.target, OpOverload) and user.target in rules.ATEN_CASTS:
+        name = rules.ATEN_CASTS[user.target]
+        val, before = user.meta.get("val"), value.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            same = isinstance(before, torch.Tensor) and before.dtype == val.dtype
+            return "move" if same else dtypes.dtype_kind(val.dtype)
+    else:
+        return None
+    rest = list(user.args[1:]) + [v for k, v in user.kwargs.items() if k in ("dtype", "other")]
+    for a in rest:
+        if isinstance(a, torch.dtype):
+            return dtypes.dtype_kind(a)
+        if isinstance(a, str) and name == "type":
+            return dtypes.FLOAT if any(w in a for w in ("Float", "Double", "Half", "BFloat16")) else \
+                dtypes.BOOL if "Bool" in a else dtypes.INT
+        if isinstance(a, Node) and not dtypes.is_device(a):
+            return kinds.get(a) or "move"  # .to(x.dtype), .type_as(x), .to(x): x's kind, when known
+    return "move"
+
+
+def _use_kind(user: Node, value: Node, kinds: dict) -> str:
+    """How ``user`` reads ``value``: _FLOAT_USE (float arithmetic: a gradient passes), _PASS_USE (the value
+    moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
+    dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
+    an integer cast, nonzero, ... and any other PyTorch op not known to be float arithmetic; a callable that
+    is not PyTorch's own is taken for a float use)."""
+    if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
+        return _FLOAT_USE
+    if user.op not in ("call_function", "call_method"):
+        return _OTHER_USE
+    t = user.target
+    if user.op == "call_function":
+        if is_sll_target(t):  # an explicit sll op (sll.select's mask is a float)
+            return _FLOAT_USE
+        if t is getattr:
+            attr = user.args[1] if len(user.args) > 1 else None
+            return _PASS_USE if attr in _PASS_ATTRS else _META_USE if attr in _META_ATTRS else _OTHER_USE
+        if t is operator.getitem:  # x[...]: as the indexed tensor it moves on; as an index it is a bool use
+            return _PASS_USE if user.args[0] is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
+        if t is operator.setitem:  # x[i] = value: a copy of the value (as the index: a bool use)
+            return _OTHER_USE if value in _nodes_in(user.args[1:2]) else _FLOAT_USE
+    cast = _cast_to(user, value, kinds)
+    if cast is not None:
+        return _PASS_USE if cast in (dtypes.FLOAT, "move") else _OTHER_USE
+    name = _op_name(user)
+    if name in _META_NAMES:
+        return _META_USE
+    if name in ("gather", "index_select", "take_along_dim"):
+        return _PASS_USE if _arg(user, 0, "input") is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
+    if name in _PASS_NAMES:
+        return _PASS_USE
+    if name in ("where", "masked_fill"):  # the condition / mask is a bool use, the branches float ones
+        if name == "where":
+            condition = _arg(user, 1 if user.op == "call_method" else 0, "condition")
+        else:
+            condition = _arg(user, 1, "mask")
+        return _OTHER_USE if value in _nodes_in((condition,)) else _FLOAT_USE
+    if name is None:  # not PyTorch's own (a wrapped function of yours, another library's op): it gets a float
+        return _FLOAT_USE  # and nothing says otherwise, so it reads it as one (the value rewritten, as always)
+    return _FLOAT_USE if name in _FLOAT_NAMES else _OTHER_USE
+
+
+def _operands(rule: rules.Rule, node: Node) -> tuple:
+    try:
+        return rule.operand_values(node)
+    except KeyError:
+        return ()
+
+
+def _only_other_uses(uses: list[Node], what: str, mixed: bool = False) -> str:
+    if mixed:  # one view (or copy) of it is used both ways
+        return (f"{what} used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
+                "integer use, or an op left hard), through the same view or copy as its float uses: left hard "
+                "(that use would see fractional values inside the band in linear mode; take the view twice to "
+                "linearize the float uses)")
+    return (f"{what} used only by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
+            "integer use, or an op left hard) and in linear mode would see fractional values inside the band: "
+            "left hard")
+
+
+def _also_other_uses(uses: list[Node], what: str, written: list[Node] = ()) -> str:
+    also = (f"also used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or integer "
+            "use, or an op left hard)")
+    if written:
+        return (f"{also}; the {what} is written in place (by {_describe(written)}), so that use cannot keep the "
+                "hard one: in linear mode it sees fractional values inside the band")
+    return f"{also}: that use reads the hard {what}"
+
+
+# --- reaching the output, and through .detach() only ------------------------------------------------
+_DETACHED = ("only used through .detach(): no gradient to give (a straight-through estimator already), "
+             "left hard")
+_DETACH_FUNCTIONS = (torch.detach, torch.Tensor.detach, torch.ops.aten.detach.default, torch.detach_,
+                     torch.Tensor.detach_, torch.ops.aten.detach_.default)
+_INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                      operator.imatmul, operator.ipow, operator.ifloordiv, operator.imod, operator.iand,
+                      operator.ior, operator.ixor)
+
+
+def _is_detach(node: Node) -> bool:
+    if node.op == "call_method":
+        return node.target in ("detach", "detach_")
+    if node.op == "call_function":
+        if node.target is getattr:
+            return node.args[1:2] == ("data",)
+        return any(node.target is f for f in _DETACH_FUNCTIONS)
+    return False
+
+
+def _mutated(node: Node) -> list[Node]:
+    """What an in-place call writes into: its first argument (``x.add_(y)``, ``x[i] = y``, ``x += y``,
+    ``aten.add_.Tensor``), an ``out=`` tensor.  (Erring towards a write only adds ways to the output.)"""
+    if node.op not in ("call_function", "call_method"):
+        return []
+    t = node.target
+    if node.op == "call_method":
+        name = t
+    elif isinstance(t, OpOverload):
+        name = t._opname
+    elif isinstance(t, OpOverloadPacket):
+        name = t._qualified_op_name.split("::")[-1]
+    else:
+        name = getattr(t, "__name__", "")
+    inplace = any(t is f for f in _INPLACE_OPERATORS) or (
+        isinstance(name, str) and name.endswith("_") and not name.startswith("__"))
+    written = [node.args[0]] if inplace and node.args and isinstance(node.args[0], Node) else []
+    return written + [n for n in _nodes_in((node.kwargs.get("out"),)) if n not in written]
+
+
+def _reach_output(graph, order: dict) -> tuple[set, set]:
+    """The nodes whose value reaches the graph's output, and those that reach it not only through
+    ``.detach()`` / ``x.data``: walks back from the output along the inputs of each node (and from a
+    tensor to the in-place calls writing into it), not into a detach node's input, nor from a use of a
+    tensor after its ``detach_()``.  (``torch.no_grad()`` blocks leave no trace in the graph.)"""
+    writers: dict[Node, list[Node]] = {}
+    detached_at: dict[Node, int] = {}
+    any_detach = False
+    for node in graph.nodes:
+        for target in _mutated(node):
+            writers.setdefault(target, []).append(node)
+        if _is_detach(node):
+            any_detach = True
+            if _mutated(node):  # y.detach_(): y's later uses are detached
+                detached_at.setdefault(node.args[0], order[node])
+    outputs = [n for n in graph.nodes if n.op == "output"]
+
+    def walk(block: bool) -> set:
+        seen, stack = set(), list(outputs)
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            stack += writers.get(node, ())
+            if block and _is_detach(node):
+                continue
+            for source in node.all_input_nodes:
+                if block and source in detached_at and order[node] > detached_at[source]:
+                    continue
+                stack.append(source)
+        return seen
+
+    reaches = walk(False)
+    return reaches, (walk(True) if any_detach else reaches)
 
 
 # --- the guarantee ------------------------------------------------------------------------------

@@ -16,16 +16,31 @@ its op's limit before any node changes; a ``where`` that selects nothing is a ``
 **Where eps lives.**  ``linearize_module`` gives every rewritten node its own non-persistent
 0-dim float64 buffer ``_sll_eps_<node name>`` on the GraphModule that owns the node, and
 passes it to the op through a ``get_attr`` node (``torch.ops.sll.round(x, eps=_sll_eps_round)``,
-the ``eps_tensor`` overload, see ``sll_fx/ops.py``).  ``set_eps`` fills those buffers in place:
+the ``eps_tensor`` overload, see ``sll_fx/ops.py``).  ``set_eps`` puts a new 0-dim tensor in each
+selected buffer (a backward still pending keeps the eps of its forward, see :func:`_replace_eps`):
 the graph, the generated code and the GraphModule stay exactly as they are.  That is what makes
 annealing compatible with ``torch.compile``: eps is a graph input, not a constant, so a
 compiled model keeps its compiled code through any number of ``set_eps`` calls (no
 recompilation) and computes with the new value.  Non-persistent buffers are not in
 ``state_dict()`` (its keys stay the model's), but they move with the module (``.to(device)``;
 a dtype cast, ``.half()``/``.to(dtype)``, leaves them float64: ``SLLGraphModule._apply``).
-:func:`node_eps` reads a node's current eps as a float.  Nodes written with a float
-literal eps (a hand-made graph, an explicit ``sll_fx.sign(x, 0.1)`` that was traced) have their
-literal changed instead, which recompiles that GraphModule.
+:func:`node_eps` reads a node's current eps as a float.
+
+**Explicit ops.**  An explicit op in the model (``sll_fx.round(h, 0.05)``) traces as an sll node
+whose eps is a literal.  ``linearize_module`` gives it a buffer too (:func:`buffer_literal_eps`),
+holding the user's value, so that ``set_eps`` sets buffers only and compiled code follows it
+there as well.  Such a node is not a report entry and calibration (``eps="auto"``,
+``sll_fx.calibrate``) never changes it; ``set_eps`` does when ``where`` selects it (``None``
+selects every sll node, explicit ones included; a kind or a submodule name may too).
+
+**Literal eps in a hand-made graph.**  A graph that ``linearize_module`` did not make may hold
+sll nodes with a literal eps.  ``set_eps`` turns such a node's literal into a buffer (the first
+time it sets it), which changes that GraphModule's graph and recompiles its code.  Code that
+``torch.compile`` compiled from the module before that change is not invalidated (dynamo does
+not guard on a GraphModule's generated code) and keeps the old literal: call ``set_eps`` once
+before compiling (later calls fill the buffer, which compiled code reads), compile again
+(``torch._dynamo.reset()``), or linearize with ``linearize_module``, whose graphs never hold a
+literal eps.
 """
 
 from __future__ import annotations
@@ -62,6 +77,8 @@ def eps_input(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devic
     The buffer is a 0-dim float64 tensor (every checked float eps exactly), non-persistent (the
     GraphModule's ``state_dict()`` keys stay the model's), on ``device`` (default: the module's).
     """
+    if isinstance(node.target, torch._ops.OpOverload) and not isinstance(node.kwargs.get("eps"), fx.Node):
+        node.target = _tensor_overload(node.target)  # sll.sign.default -> sll.sign.eps_tensor (export graphs)
     name = EPS_PREFIX + node.name
     if _taken(gm, name):  # a clash with an attribute of the user's: a fresh name
         name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not _taken(gm, f"{name}_{i}"))
@@ -71,6 +88,51 @@ def eps_input(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devic
         attr = gm.graph.get_attr(name)
     node.update_kwarg("eps", attr)
     return attr
+
+
+def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:
+    """The ``Tensor eps`` overload of an sll overload with ``float eps`` (``sll.sign.default`` ->
+    ``sll.sign.eps_tensor``, ``sll.compare.Scalar`` -> ``sll.compare.Scalar_eps_tensor``)."""
+    overload = target._overloadname
+    if overload.endswith("eps_tensor"):
+        return target
+    name = "eps_tensor" if overload == "default" else f"{overload}_eps_tensor"
+    return getattr(target.overloadpacket, name)
+
+
+def literal_eps_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
+    """(graph module, node) for every sll node of ``gm`` (nested GraphModules included) whose eps is a
+    Python number written in the graph (an explicit ``sll_fx.sign(x, 0.1)`` traced, a hand-made graph)."""
+    return [(mod, node) for mod, node in _eps_nodes(gm) if _is_literal(node.kwargs["eps"])]
+
+
+def _is_literal(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def buffer_literal_eps(gm: nn.Module) -> list[str]:
+    """Give every sll node of ``gm`` with a literal eps its own eps buffer (:func:`eps_input`), holding
+    that value; returns the nodes' names.  ``linearize_module`` calls it on the graphs it makes, so that
+    ``set_eps`` only ever fills buffers (compiled code follows).  The node keeps its value and is not a
+    report entry: calibration leaves it alone (``sll_fx/calibration.py``).  Recompiles the modules changed."""
+    changed = {}
+    names = []
+    for mod, node in literal_eps_nodes(gm):
+        eps_input(mod, node, float(node.kwargs["eps"]), eps_device(mod))
+        changed[id(mod)] = mod
+        names.append(node.name)
+    for mod in changed.values():
+        mod.recompile()
+    return names
+
+
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``) compiles; ``module`` itself otherwise."""
+    optimized = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
+    optimized = getattr(optimized, "OptimizedModule", None)
+    while optimized is not None and isinstance(module, optimized):
+        module = module._orig_mod
+    return module
 
 
 def _taken(gm: nn.Module, name: str) -> bool:
@@ -167,11 +229,34 @@ def _selects(where: Where, node: fx.Node) -> bool:
         or where == ""
 
 
+#: ``__dict__`` key of a module's count of eps buffers replaced by :func:`set_eps` (read by ``sll_fx.precision``)
+EPS_GENERATION = "_sll_eps_generation"
+
+
+def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) -> None:
+    """Put a new 0-dim tensor holding ``eps`` where ``node``'s eps buffer is (same dtype, device, name).
+
+    Not ``old.fill_``: a forward that ran before keeps ``old`` for its backward (AOT autograd saves
+    the graph input itself, not the op's snapshot of it), so a backward after ``set_eps`` computes with
+    the eps its forward used, compiled as in eager mode, where filling in place would fail the saved
+    tensor's version check.  Compiled code reads the buffer by name each call: no recompilation.
+    """
+    prefix, _, name = node.kwargs["eps"].target.rpartition(".")
+    owner = _owner(gm, node)
+    owner = owner.get_submodule(prefix) if prefix else owner
+    owner._buffers[name] = torch.full((), eps, dtype=old.dtype, device=old.device)
+    owner.__dict__[EPS_GENERATION] = owner.__dict__.get(EPS_GENERATION, 0) + 1
+
+
 def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     """Set eps on the selected sll nodes of ``gm``; returns their names.  Raises before changing anything.
 
-    Fills the nodes' eps buffers in place (no graph change, no recompilation, also under
-    ``torch.compile``); see the module docstring.
+    Puts new eps tensors in the nodes' eps buffers (no graph change, no recompilation, also under
+    ``torch.compile``; a pending backward keeps its forward's eps: :func:`_replace_eps`); see the
+    module docstring.  ``gm`` may be the ``torch.compile`` wrapper.
+    A node with a literal eps (only in a graph ``linearize_module`` did not make) gets a buffer
+    instead, once: that GraphModule's graph and code change, which code compiled from it before
+    does not see (see the module docstring).
     """
     if isinstance(where, type) and not issubclass(where, nn.Module):
         raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
@@ -189,11 +274,11 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     literal = {}
     with torch.no_grad():
         for mod, node, t in buffers:
-            if t is None:  # a literal eps: edit it (that module recompiles)
-                node.update_kwarg("eps", float(eps))
+            if t is None:  # a literal eps (a hand-made graph): it becomes a buffer, once (that module recompiles)
+                eps_input(mod, node, float(eps), eps_device(mod))
                 literal[id(mod)] = mod
-            else:  # in place: the graph, the code and compiled code stay; the version counter moves
-                t.fill_(float(eps))
+            else:  # a new tensor in the buffer's place: the graph, the code and compiled code stay
+                _replace_eps(mod, node, t, float(eps))
     changed = {(n.meta.get("sll_entry", n.name), module_of(n)) for _, n in chosen}
     changed |= {(u.meta.get("sll_entry", u.name), module_of(u)) for _, n in chosen for u in n.users
                 if u.op == "call_function" and is_sll_target(u.target)}  # selections show their mask's eps

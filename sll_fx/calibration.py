@@ -1,11 +1,11 @@
 """``eps="auto"``: calibrate each rewritten node's eps from the data it sees.
 
 ``linearize_module(model, eps="auto", target=0.25, calibrate_steps=1)`` (``eps="auto"`` is
-``linearize_module``'s default) gives every node a
+``linearize_module``'s default) gives every node whose eps is left to calibration (below) a
 placeholder eps (``min(DEFAULT_EPS, limit / 2)``) and calibrates on the first
 ``calibrate_steps`` forward calls (a forward pre-hook); ``calibrate(gm, *inputs, target=...)``
-does it explicitly, on any linearized module, as often as wanted; ``freeze_eps(gm)`` stops the
-automatic calibration.
+does it explicitly, on any linearized module, as often as wanted (and ends a pending automatic
+calibration); ``freeze_eps(gm)`` stops the automatic calibration.
 
 Per node: the distance of each input element to its nearest boundary, in units of eps
 (``kernels.Jump.distance / half``; the margin for ``argmax_onehot``, the distance to the top-k
@@ -27,6 +27,24 @@ Copies (``copy.deepcopy``, pickling) keep the current eps but not a pending auto
 eps is written with :func:`sll_fx.set_eps` into the nodes' eps buffers: the graph and the code do
 not change (compiled code keeps running with the new values), and the report's eps column
 shows the chosen values.
+
+**Which nodes.**  Calibration (the automatic one and ``calibrate``) sets the eps of the nodes that
+``linearize_module`` rewrote, the report's rewritten entries (:func:`calibrated_nodes`):
+
+- with ``eps="auto"`` as the default (``linearize_module(model)``, ``SLLConfig(eps="auto", ...)``),
+  those whose eps is left to it (``Entry.auto``); a node that ``SLLConfig.kind_eps`` or
+  ``module_eps`` gives a number keeps that number;
+- with a fixed eps (``linearize_module(model, 0.1)``, then ``calibrate``), all of them.
+
+An explicit op written in the model (``sll_fx.round(h, 0.05)``) is not an entry: its eps is the
+user's and calibration never changes it (``set_eps`` still does).  A GraphModule that
+``linearize_module`` did not make (no report: a hand-made graph) has every sll node calibrated by
+``calibrate``.  When no node is left to calibrate, ``linearize_module`` starts no automatic
+calibration and ``calibrate`` runs no forward (returns ``{}``).
+
+``calibrate``, ``freeze_eps`` and ``is_calibrating`` also take the ``torch.compile`` wrapper
+(``torch.compile(gm)``, an ``OptimizedModule``): they act on the module it compiles, and
+``calibrate`` runs it eagerly.  Compiled code keeps running (eps is a graph input).
 """
 
 from __future__ import annotations
@@ -37,9 +55,11 @@ import torch
 from torch import fx, nn
 
 from . import kernels, rules
-from .annealing import _eps_nodes, set_eps
+from .annealing import _eps_nodes, set_eps, unwrap_compiled
 from .errors import EpsError
-from .ops import eps_limit, is_sll_target, jump_of
+from .ops import eps_limit, jump_of
+from .report import RewriteReport
+from .tracer import module_of
 
 #: the smallest eps calibration chooses
 FLOOR = 1e-7
@@ -111,16 +131,47 @@ def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
     return tuple(out)
 
 
+def _rewrite_report(mod: nn.Module) -> RewriteReport | None:
+    report = getattr(mod, "sll_report", None)
+    return report if isinstance(report, RewriteReport) else None
+
+
+def calibrated_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
+    """(graph module, node) for every sll node whose eps calibration sets (see "Which nodes" above).
+
+    A node is looked up, by its report entry's name (``node.meta["sll_entry"]``) and submodule, in
+    the report of the GraphModule owning it (for the top one: the merged report)."""
+    gm = unwrap_compiled(gm)
+    out = []
+    entries: dict[int, tuple[RewriteReport, dict]] = {}
+    for mod, node in _eps_nodes(gm):
+        report = _rewrite_report(mod)
+        if report is None:   # a graph linearize_module did not make: calibrate asked for every node
+            out.append((mod, node))
+            continue
+        if id(mod) not in entries:
+            entries[id(mod)] = (report, {(e.node, e.module): e for e in report.rewritten})
+        report, by_key = entries[id(mod)]
+        entry = by_key.get((node.meta.get("sll_entry"), module_of(node)))
+        if entry is None:    # not rewritten by linearize_module: an explicit op, its eps is the user's
+            continue
+        if report.auto and not entry.auto:   # a number from kind_eps/module_eps next to eps="auto"
+            continue
+        out.append((mod, node))
+    return out
+
+
 class _Calibrator(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, top: nn.Module, pool: dict, target: float, chosen: dict):
+    def __init__(self, gm: fx.GraphModule, top: nn.Module, pool: dict, target: float, chosen: dict,
+                 nodes: set):
         super().__init__(gm)
-        self.top, self.pool, self.target, self.chosen = top, pool, target, chosen
+        self.top, self.pool, self.target, self.chosen, self.nodes = top, pool, target, chosen, nodes
         self.data: set[fx.Node] = set()   # nodes that depend on the graph's inputs
 
     def run_node(self, n):
         if n.op == "placeholder" or any(a in self.data for a in n.all_input_nodes):
             self.data.add(n)
-        if n.op == "call_function" and is_sll_target(n.target) and "eps" in n.kwargs:
+        if n in self.nodes:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             op = rules.sll_op_name(n.target)
             found = _distances(op, args, kwargs)
@@ -144,10 +195,18 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) ->
     if not 0.0 < target < 1.0:
         raise ValueError(f"calibrate: target={target!r} must be a fraction in (0, 1)")
     chosen: dict[str, float] = {}
-    graphs = {id(m): m for m, _ in _eps_nodes(gm)}
-    for m in graphs.values():  # each graph runs through the calibrating interpreter for this call
-        m.forward = (lambda m: lambda *a, **k: _Calibrator(m, gm, pool, target, chosen).run(*_bind(m, a, k)))(m)
+    todo = calibrated_nodes(gm)
+    nodes = {node for _, node in todo}
+    graphs = {id(m): m for m, _ in todo}
     state = gm.__dict__.get(_STATE)
+    if not nodes:   # nothing to calibrate (explicit ops only, or every eps given by the config)
+        report = getattr(gm, "sll_report", None)
+        if getattr(report, "calibrating", False):
+            report.calibrating = False
+        return chosen
+    for m in graphs.values():  # each graph runs through the calibrating interpreter for this call
+        m.forward = (lambda m: lambda *a, **k: _Calibrator(m, gm, pool, target, chosen, nodes).run(
+            *_bind(m, a, k)))(m)
     if state is not None:
         state["running"] = True
     try:
@@ -165,16 +224,25 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) ->
 
 
 def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> dict[str, float]:
-    """Calibrate every sll node's eps of ``gm`` on ``gm(*args, **kwargs)``; returns {node name: eps}.
+    """Calibrate the eps of ``gm``'s rewritten sll nodes on ``gm(*args, **kwargs)``; returns {node name: eps}.
 
+    The nodes: see "Which nodes" in the module docstring (with eps="auto", those whose eps is left to
+    calibration; with a fixed eps, every rewritten node; never an explicit op of the model's).
     ``target`` (fraction of each node's inputs inside its band): default the one given to
     ``linearize_module(eps="auto", target=...)``, else ``DEFAULT_TARGET``.  Works on any linearized module (not only
-    ``eps="auto"``), any number of times (each call starts afresh), frozen or not.
+    ``eps="auto"``), any number of times (each call starts afresh), frozen or not; also on its
+    ``torch.compile`` wrapper (the forward runs eagerly, on the module it compiles).  It takes the place
+    of a pending automatic calibration (which it ends, as :func:`freeze_eps`): the next forward calls,
+    ``torch.compile(gm, fullgraph=True)`` included, run without calibrating.
     """
+    gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
     if target is None:
         target = state["target"] if state is not None else DEFAULT_TARGET
-    return _run(gm, args, kwargs, target, {})
+    chosen = _run(gm, args, kwargs, target, {})
+    if is_calibrating(gm):   # it replaces the pending automatic calibration: later calls (fullgraph too) just run
+        freeze_eps(gm)
+    return chosen
 
 
 _EAGER_FIX = ("run one batch eagerly first (gm(x)), or sll_fx.calibrate(gm, x), or pass a fixed eps "
@@ -219,6 +287,7 @@ def freeze_eps(gm: nn.Module) -> None:
     """Stop the automatic calibration of ``gm`` (``eps="auto"``): eps stays as it is now.
 
     ``calibrate`` still works when called explicitly."""
+    gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
     if state is None:
         return
@@ -230,5 +299,5 @@ def freeze_eps(gm: nn.Module) -> None:
 
 def is_calibrating(gm: nn.Module) -> bool:
     """True while ``gm``'s automatic calibration still has forward calls to calibrate on."""
-    state = gm.__dict__.get(_STATE)
+    state = unwrap_compiled(gm).__dict__.get(_STATE)
     return state is not None and not state["frozen"] and state["steps"] > 0

@@ -14,7 +14,15 @@ sets, in one frozen value:
 Priority, most specific first: a submodule by qualified name (the longest matching name
 wins) > a submodule by type (the innermost enclosing module of a listed type) > the rule
 kind (``kind_eps``) > the default.  Mode: by name > by type > the default.  Unknown kinds,
-unknown submodule names and non-module types are a ``ValueError`` naming them.
+unknown submodule names and non-module types are a ``ValueError`` naming them; a bad eps or
+mode in ``kind_eps``/``module_eps``/``module_mode`` is an ``EpsError``/``ModeError`` naming the
+dict and the key (``SLLConfig: module_mode['enc']: mode='hrad' is not one of ...``).
+
+``eps="auto"`` with ``kind_eps``/``module_eps``: ``"auto"`` is the default, so only the nodes
+that no ``kind_eps``/``module_eps`` entry covers are calibrated (``sll_fx/calibration.py``); a node
+given a number by ``kind_eps`` or ``module_eps`` keeps it, through the automatic calibration and
+through ``sll_fx.calibrate`` (``set_eps`` still changes it).  The report marks the calibrated
+nodes (``Entry.auto``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Mapping, Union
 
 from torch import nn
 
+from .errors import EpsError, ModeError
 from .ops import DEFAULT_EPS, check_eps, check_method, check_mode
 from .rules import KIND_GROUPS, KINDS
 
@@ -65,10 +74,12 @@ class SLLConfig:
             if kind in ("where", "masked_fill", "select"):
                 raise ValueError(f"SLLConfig: kind_eps[{kind!r}]: a {kind}'s band is its comparison's; "
                                  "set kind_eps for 'compare' (or 'gt', 'lt', ...) instead")
-        for key, e in (*self.kind_eps.items(), *self.module_eps.items()):
-            check_eps(f"SLLConfig[{_key(key)}]", e)
-        for m in self.module_mode.values():
-            check_mode("SLLConfig", m)
+        for table in ("kind_eps", "module_eps", "module_mode"):   # errors name the dict and the key
+            for key, value in getattr(self, table).items():
+                try:
+                    (check_mode if table == "module_mode" else check_eps)("SLLConfig", value)
+                except (EpsError, ModeError) as e:
+                    raise type(e)(f"SLLConfig: {table}[{_key(key)}]: {str(e).split(': ', 1)[-1]}") from None
         for key in (*self.module_eps, *self.module_mode, *self.skip):
             if not isinstance(key, str) and not (isinstance(key, type) and issubclass(key, nn.Module)):
                 raise ValueError(f"SLLConfig: submodule key {key!r} is neither a qualified name nor an nn.Module type")
@@ -103,8 +114,14 @@ class SLLConfig:
 
     @property
     def auto(self) -> bool:
-        """eps="auto": every node gets a placeholder eps until calibrated (``sll_fx.calibrate``)."""
+        """eps="auto" (the default eps): the nodes that take the default (no ``kind_eps``/``module_eps``
+        entry covers them) get a placeholder eps until calibrated (``sll_fx.calibrate``)."""
         return isinstance(self.eps, str) and self.eps == "auto"
+
+    def is_auto(self, kind: str, stack: list[tuple[str, type]]) -> bool:
+        """Is the eps of a node of ``kind`` inside ``stack`` calibrated (``eps_for`` gives ``"auto"``)?"""
+        eps = self.eps_for(kind, stack)
+        return isinstance(eps, str) and eps == "auto"
 
     def check_against(self, model: nn.Module) -> None:
         """Every submodule name the config uses exists in ``model``."""
@@ -128,8 +145,9 @@ class SLLConfig:
     def is_skipped(self, stack: list[tuple[str, type]]) -> bool:
         return any(_matches(key, stack) for key in self.skip)
 
-    def eps_for(self, kind: str, stack: list[tuple[str, type]]) -> float:
-        """eps for a node of ``kind`` created inside the modules ``stack`` (outermost first)."""
+    def eps_for(self, kind: str, stack: list[tuple[str, type]]) -> float | str:
+        """eps for a node of ``kind`` created inside the modules ``stack`` (outermost first); ``"auto"``
+        when that is the default and no ``kind_eps``/``module_eps`` entry covers the node."""
         found = _lookup(self.module_eps, stack)
         if found is not None:
             return found

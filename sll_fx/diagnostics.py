@@ -60,6 +60,7 @@ from tabulate import tabulate
 from torch import Tensor, fx
 
 from . import ops
+from .annealing import EPS_GENERATION
 
 __all__ = ["BandWarning", "BandRecord", "NodeSummary", "BandStats", "band_stats"]
 
@@ -278,12 +279,14 @@ class BandStats:
     def _recording_forward(self, path: str, mod: torch.nn.Module, previous) -> Callable:
         top = path == ""
         if isinstance(mod, fx.GraphModule):
-            cache: list = [None, None]  # [mod's code the shadow was built from, shadow]
+            cache: list = [None, None]  # [(mod's code, its eps generation) the shadow was built from, shadow]
 
             def inner() -> Callable:
-                code = mod.code  # a new string at every recompile (set_eps, graph edits)
-                if cache[0] is not code:
-                    cache[0], cache[1] = code, self._shadow(path, mod)
+                # a new code string at every recompile (graph edits); a new generation whenever set_eps
+                # puts new tensors in mod's eps buffers (the shadow holds the tensors it was built with)
+                key = (mod.code, mod.__dict__.get(EPS_GENERATION, 0))
+                if cache[0] is None or cache[0][0] is not key[0] or cache[0][1] != key[1]:
+                    cache[0], cache[1] = key, self._shadow(path, mod)
                 return cache[1].forward
         else:  # a plain module: its own forward (nested GraphModules are instrumented themselves)
             own = previous if previous is not _MISSING else type(mod).forward.__get__(mod)

@@ -12,7 +12,14 @@ the hook dicts), so replacing a child in the copy never touches the user's modul
 parameters and buffers stay the same objects (training the result trains the model) at the
 same qualified names (the same ``state_dict()`` keys, in the same order).  A copy carries
 its reason under the ``__dict__`` key ``_sll_fx_opaque``; that is how the passes recognise
-it again, also after ``copy.deepcopy`` or ``pickle``.
+it again, also after ``copy.deepcopy`` or ``pickle``.  An opaque copy also has its own shallow
+copies of the module's plain list/dict/set/deque attributes: what its forward assigns or changes
+there (``self.v = ...``, ``self.history.append(...)``, SpikingJelly's ``self._memories``) is the
+copy's state, not the user's module's; tensors stay shared.
+
+:class:`ShadowTree` holds the private copies of a whole module tree that a trace runs on (fx runs
+each traced forward, which may assign module state), and finds what a trace changed there: a
+module whose forward changes module state is kept opaque (see :mod:`sll_fx.tracer`).
 
 :func:`map_graphs` runs a graph pass on every GraphModule of such a tree (the top one and
 those inside opaque copies, at any depth), on copies, and merges their reports.
@@ -27,6 +34,8 @@ methods, so such a child is kept opaque too).
 from __future__ import annotations
 
 import builtins
+import collections
+import copy
 import dataclasses
 import dis
 import inspect
@@ -42,6 +51,11 @@ MARK = "_sll_fx_opaque"
 
 #: the dict/set containers every nn.Module keeps in its __dict__ (copied by private_copy)
 _CONTAINERS = tuple(k for k, v in nn.Module().__dict__.items() if isinstance(v, (dict, set)))
+_CONTAINERS_SET = frozenset(_CONTAINERS)
+#: module attributes of these exact types are copied for a trace (and for an opaque copy): state a forward may change
+_MUTABLE = (list, dict, set, collections.OrderedDict, collections.defaultdict, collections.deque)
+#: the containers whose items are a module's parameters, buffers and children (named by the item in a report)
+_SLOTS = ("_parameters", "_buffers", "_modules")
 _MODULE_API = frozenset(dir(nn.Module)) | {"training", "forward", "__call__"}
 
 
@@ -53,8 +67,29 @@ def join(prefix: str, name: str) -> str:
 # private copies and their marker
 # ----------------------------------------------------------------------------------------
 
-def private_copy(module: nn.Module) -> nn.Module:
-    """A new instance of ``type(module)`` sharing every value, with its own module containers."""
+def private_copy(module: nn.Module, own: bool = False, memo: dict | None = None) -> nn.Module:
+    """A new instance of ``type(module)`` sharing every value, with its own module containers.
+
+    ``own=True``, or ``module`` an opaque copy: the copy also has its own shallow copy of each plain
+    list, dict, set or deque attribute (:func:`owned_values`), so that an opaque module's forward
+    changing ``self.history`` or SpikingJelly's ``self._memories`` changes the copy's state, as
+    rebinding ``self.v`` does; the items in them, and every tensor, stay shared.  ``memo`` (one per
+    tree of copies) keeps a container that several modules share one object among their copies."""
+    new = _shallow_copy(module)
+    if own or MARK in new.__dict__:
+        state = new.__dict__
+        for key in owned_values(state):
+            v = state[key]
+            held = memo.get(id(v)) if memo is not None else None
+            if held is None:
+                held = (v, copy.copy(v))  # (the original is held: its id stays its own)
+                if memo is not None:
+                    memo[id(v)] = held
+            state[key] = held[1]
+    return new
+
+
+def _shallow_copy(module: nn.Module) -> nn.Module:
     new = object.__new__(type(module))
     state = dict(module.__dict__)
     for key in _CONTAINERS:
@@ -62,6 +97,12 @@ def private_copy(module: nn.Module) -> nn.Module:
             state[key] = state[key].copy()
     new.__dict__.update(state)
     return new
+
+
+def owned_values(state: dict) -> list[str]:
+    """The keys of ``state`` (a module's ``__dict__``) holding a plain mutable container that
+    :func:`private_copy` copies for an opaque copy and :class:`ShadowTree` for a trace."""
+    return [k for k, v in state.items() if type(v) in _MUTABLE and k not in _CONTAINERS_SET]
 
 
 def mark_opaque(module: nn.Module, reason: str) -> nn.Module:
@@ -77,6 +118,160 @@ def opaque_reason(module: nn.Module) -> str | None:
 
 def is_opaque(module) -> bool:
     return isinstance(module, nn.Module) and opaque_reason(module) is not None
+
+
+# ----------------------------------------------------------------------------------------
+# shadow trees: what a trace runs on, and what it changed
+# ----------------------------------------------------------------------------------------
+
+#: ``__dict__`` keys of sll_fx's own bookkeeping on a module (not the model's state)
+_OWN_KEYS = "_sll_"
+
+
+class ShadowTree:
+    """Private copies of a module and of every submodule in it, for one trace.
+
+    ``torch.fx`` runs the ``forward`` of each module it traces into, so whatever a forward assigns
+    (``self.v = self.v * decay + x``, ``self.calls += 1``, ``self.firing_rate = spike.mean()``) would
+    land on the user's module, a Proxy at that.  The tracer therefore traces :attr:`root`: a private
+    copy (:func:`private_copy`) of each module (one per module object, so tied modules stay tied),
+    whose children are the copies, with its own shallow copy of each plain list/dict/set/deque
+    attribute (one per container object, modules in it and in tuples replaced by their copies) and
+    a clone of each tensor attribute that is neither a parameter nor a buffer (fx runs an in-place op
+    on one for real).  Parameters and buffers are the user's tensors: fx reads them as graph inputs
+    and never runs an op on them.
+
+    :meth:`changes` lists what the trace changed on a copy (a graph cannot keep that state) and
+    :meth:`restore` puts the user's modules and tensors back where fx put a copy into the
+    GraphModule it built (the leaves it calls, the tensor attributes it reads).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.copy_of: dict[int, nn.Module] = {}     # id(user's module) -> its copy
+        self.original: dict[int, object] = {}       # id(copy) -> the user's module, tensor or container
+        self.pairs: list[tuple[nn.Module, nn.Module]] = []
+        self._values: dict[int, object] = {}        # id(user's container or tensor) -> its copy
+        self._versions: dict[int, int] = {}         # id(tensor clone) -> its version counter when made
+        self.root = self._copy(model)
+        for _, c in self.pairs:
+            self._relink(c)
+
+    def _copy(self, m: nn.Module) -> nn.Module:
+        c = self.copy_of.get(id(m))
+        if c is not None:
+            return c
+        c = _shallow_copy(m)
+        self.copy_of[id(m)] = c
+        self.original[id(c)] = m
+        self.pairs.append((m, c))
+        state = c.__dict__
+        for key in owned_values(state):
+            state[key] = self._value(state[key], copy.copy)
+        for key, v in list(state.items()):
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
+                state[key] = self._value(v, _clone)
+        for name, child in list(c._modules.items()):
+            if child is not None:
+                c._modules[name] = self._copy(child)
+        return c
+
+    def _value(self, v, make):
+        new = self._values.get(id(v))
+        if new is None:
+            new = self._values[id(v)] = make(v)
+            self.original[id(new)] = v
+            if isinstance(new, torch.Tensor):
+                self._versions[id(new)] = new._version
+        return new
+
+    def _relink(self, c: nn.Module) -> None:
+        """Modules held in ``c``'s copied containers (and tuples) are the copies."""
+        state, copy_of = c.__dict__, self.copy_of
+        for key, v in list(state.items()):
+            if key in _CONTAINERS_SET:
+                continue
+            if isinstance(v, nn.Module) and id(v) in copy_of:  # (set with object.__setattr__: not a child)
+                state[key] = copy_of[id(v)]
+            elif type(v) is tuple and any(id(x) in copy_of for x in v if isinstance(x, nn.Module)):
+                state[key] = self._value(v, lambda t: tuple(copy_of.get(id(x), x) for x in t))
+            elif self.original.get(id(v)) is not None and isinstance(v, (dict, list, collections.deque)):
+                items = v.items() if isinstance(v, dict) else enumerate(v)
+                for k, x in list(items):
+                    if isinstance(x, nn.Module) and id(x) in copy_of:
+                        v[k] = copy_of[id(x)]
+
+    def shadow(self, m: nn.Module) -> nn.Module | None:
+        """The copy of the user's module ``m`` (None when ``m`` is not in the tree)."""
+        return self.copy_of.get(id(m))
+
+    def _same(self, x, y) -> bool:
+        return x is y or self.copy_of.get(id(x)) is y
+
+    def _same_items(self, x, y) -> bool:
+        if len(x) != len(y):
+            return False
+        if isinstance(x, dict):
+            return all(k1 is k2 and self._same(v1, v2) for (k1, v1), (k2, v2) in zip(x.items(), y.items()))
+        if isinstance(x, (set, frozenset)):
+            return {id(v) for v in x} == {id(v) for v in y}
+        return all(self._same(u, v) for u, v in zip(x, y))
+
+    def changes(self, c: nn.Module, ignore=()) -> list[tuple[str, str]]:
+        """What the trace changed on the copy ``c``: ``[(name, how)]``, ``how`` "assigns" (an attribute,
+        parameter, buffer or child rebound, added or deleted) or "changes" (a list, dict, set, deque
+        or tensor attribute changed in place, a hook registered).  Keys in ``ignore`` (fx's own
+        constants on the root) and sll_fx's own bookkeeping (``_sll_*``) are left out."""
+        a, b = self.original[id(c)].__dict__, c.__dict__
+        out = []
+        for key in dict.fromkeys([*a, *b]):
+            if key in ignore or key.startswith(_OWN_KEYS):
+                continue
+            if key not in a or key not in b:
+                out.append((key, "assigns"))
+                continue
+            x, y = a[key], b[key]
+            if key in _SLOTS:
+                out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
+                        if n not in x or n not in y or not self._same(x[n], y[n])]
+            elif key in _CONTAINERS_SET:
+                if not self._same_items(x, y):
+                    out.append((key, "changes"))
+            elif self._same(x, y):
+                continue
+            elif self._values.get(id(x)) is y:  # a copy: changed in place?
+                if isinstance(y, torch.Tensor):
+                    if y._version != self._versions[id(y)]:
+                        out.append((key, "changes"))
+                elif not self._same_items(x, y):
+                    out.append((key, "changes"))
+            else:
+                out.append((key, "assigns"))
+        return out
+
+    def restore(self, gm: nn.Module) -> None:
+        """Put the user's module or tensor wherever fx put a copy into ``gm`` (built from :attr:`root`)."""
+        stack = [gm]
+        while stack:
+            m = stack.pop()
+            for name, child in list(m._modules.items()):
+                if child is None:
+                    continue
+                original = self.original.get(id(child))
+                if isinstance(original, nn.Module):
+                    m._modules[name] = original  # a leaf fx called: the user's module, as it is
+                else:
+                    stack.append(child)          # a container fx made
+            for name, t in list(m._buffers.items()):
+                original = self.original.get(id(t)) if t is not None else None
+                if isinstance(original, torch.Tensor):
+                    m._buffers[name] = original  # a tensor attribute the graph reads: the user's tensor
+
+
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    try:
+        return t.clone()
+    except Exception:  # (a tensor type that cannot be cloned: traced as it is)
+        return t
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,9 +385,10 @@ def sll_ops_used(module: nn.Module) -> list[str]:
     return out
 
 
-def child_attributes_read(module: nn.Module) -> dict[str, set[str]]:
+def child_attributes_read(module: nn.Module, only: str | None = None) -> dict[str, set[str]]:
     """``{child: {attr, ...}}`` for each ``self.child.attr`` in the module's own methods, where
-    ``attr`` is something a GraphModule standing in for the child would not have."""
+    ``attr`` is something a GraphModule standing in for the child would not have (``only="store"``:
+    only those assigned or deleted, ``self.child.attr = ...``; ``only="load"``: only those read)."""
     children = {n: c for n, c in module._modules.items() if c is not None}
     out: dict[str, set[str]] = {}
     if not children:
@@ -209,9 +405,11 @@ def child_attributes_read(module: nn.Module) -> dict[str, set[str]]:
                         and d.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR")):
                     child, attr = children[b.argval], d.argval
                     if d.opname == "LOAD_ATTR" or d.opname == "LOAD_METHOD":
-                        if attr in _MODULE_API or attr in child._parameters or attr in child._buffers \
-                                or attr in child._modules:
+                        if only == "store" or attr in _MODULE_API or attr in child._parameters \
+                                or attr in child._buffers or attr in child._modules:
                             continue
+                    elif only == "load":
+                        continue
                     out.setdefault(b.argval, set()).add(attr)
     return out
 
@@ -237,6 +435,7 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
     from .tracer import copy_graph_module, original_class
 
     memo: dict[int, nn.Module] = {}
+    values: dict = {}  # the lists/dicts/... of opaque copies, copied once each
     reports: list = []
     opaque: list[OpaqueModule] = []
 
@@ -255,7 +454,7 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             opaque.append(OpaqueModule(path, original_class(m).__name__, reason))
             if check_opaque is not None:
                 check_opaque(m, path)
-            new = private_copy(m)
+            new = private_copy(m, memo=values)
             rebuild_children(new, path)
         elif isinstance(m, fx.GraphModule):
             # a GraphModule whose code was never generated is a private one, just traced for this call

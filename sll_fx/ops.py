@@ -154,8 +154,9 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
                        f"got shape {tuple(eps.shape)} and dtype {eps.dtype}")
     if _eager_cpu(eps):
         return check_eps(op, eps.detach().item(), decimals)
-    # a snapshot: a backward that reads eps (hard mode) uses the forward's value even if the buffer is
-    # refilled in between (set_eps); in compiled code the copy is free
+    # a snapshot: a backward that reads eps uses the forward's value even if the tensor is filled in between
+    # (set_eps itself puts a new tensor in the buffer's place, which compiled code relies on: AOT autograd
+    # saves the graph input, not this copy)
     return eps.detach().clone()
 
 

@@ -391,8 +391,9 @@ def _autocast_state(device_types) -> tuple:
 
 
 def _eps_versions(gm) -> tuple:
-    """Version counters of the 0-dim tensors that get_attr nodes feed into sll nodes (eps buffers):
-    ``set_eps`` fills them in place, which bumps them."""
+    """What changes when an eps changes: per owner of the 0-dim tensors that get_attr nodes feed into sll
+    nodes (eps buffers), the count of buffers ``set_eps`` replaced, and each tensor's version counter
+    (an in-place fill)."""
     cached = gm.__dict__.get("_sll_eps_targets")
     code = gm.__dict__.get("_code")
     if cached is None or cached[0] is not code:
@@ -411,7 +412,7 @@ def _eps_versions(gm) -> tuple:
         if t is None:
             t = getattr(owner, field, None)
         if isinstance(t, Tensor) and t.dim() == 0:
-            out.append(t._version)
+            out.append((owner.__dict__.get("_sll_eps_generation", 0), t._version))  # annealing.EPS_GENERATION
     return tuple(out)
 
 

@@ -1,7 +1,12 @@
 """Reports of the two passes: records you can test first, a tabulate table second.
 
 ``RewriteReport`` (attached by ``linearize_module`` as ``gm.sll_report``) has one
-:class:`Entry` per discrete node found, rewritten or left hard with the reason.
+:class:`Entry` per discrete node found, rewritten or left hard with the reason, with the mode
+its sll node runs (``Entry.mode``) and whether calibration chooses its eps (``Entry.auto``).
+When per-submodule modes (``SLLConfig.module_mode``) make the rewritten nodes run different
+modes, the text says ``mode=mixed`` and gets a ``mode`` column; otherwise it names the one mode.
+Explicit ``sll_fx.*`` ops written in the model are not entries: ``linearize_module`` did not
+rewrite them (they keep their eps, see ``sll_fx/calibration.py``).
 ``StripReport`` (attached by ``export_hard``) has one :class:`StripEntry` per sll node
 put back to its hard op, and the count of sll ops left (always 0 on success).
 Both list, in ``opaque``, the submodules that the fallback tracer kept out of the graph
@@ -41,6 +46,10 @@ class Entry:
     eps: float | None          # the half-width used (None when left hard)
     module: str                # qualified name of the owning submodule ("" for the top level)
     source: str                # "file.py:line" of the user code
+    mode: str | None = None    # the forward the sll node runs: "linear", "hard" ("ste"/"sigmoid" for those
+                               # methods); a selection's is its comparison's; None when left hard
+    auto: bool = False         # its eps is calibrated from data (eps="auto" reached this node, not a number
+                               # from the config's kind_eps/module_eps): see sll_fx/calibration.py
 
     @property
     def rewritten(self) -> bool:
@@ -53,7 +62,9 @@ class RewriteReport:
     mode: str = "linear"
     opaque: list[OpaqueModule] = field(default_factory=list)
     method: str = "sll"          # the estimator (linearize_module's method=); also "[ste]" in each replacement
-    calibrating: bool = False    # eps="auto" before its first calibration: the eps are placeholders
+    calibrating: bool = False    # eps="auto" before its first calibration: the entries with ``auto`` hold placeholders
+    auto: bool = False           # linearized with eps="auto" as the default (the config's eps): calibration
+                                 # sets only the entries with ``auto``; else (a fixed eps) every rewritten entry
 
     @property
     def rewritten(self) -> list[Entry]:
@@ -67,11 +78,20 @@ class RewriteReport:
     def counts(self) -> dict[str, int]:
         return {"found": len(self.entries), "rewritten": len(self.rewritten), "hard": len(self.hard)}
 
+    @property
+    def modes(self) -> list[str]:
+        """The forward modes the rewritten nodes run, sorted (one, unless ``module_mode`` mixes them);
+        ``[self.mode]`` when the entries do not record theirs."""
+        return sorted({e.mode for e in self.rewritten if e.mode is not None}) or [self.mode]
+
     def __str__(self) -> str:
         c = self.counts
+        modes = self.modes
+        mixed = self.method == "sll" and len(modes) > 1   # per-submodule modes: a "mode" column
+        how = f"mode={'mixed' if mixed else modes[0]}" if self.method == "sll" else \
+            f"method={self.method}, hard forward"
         head = (f"sll_fx.linearize_module: {c['found']} discrete node(s) found, {c['rewritten']} rewritten "
-                f"({'mode=' + self.mode if self.method == 'sll' else 'method=' + self.method + ', hard forward'}), "
-                f"{c['hard']} left hard")
+                f"({how}), {c['hard']} left hard")
         if self.opaque:
             head += f"; {len(self.opaque)} module(s) kept opaque"
         if self.calibrating:
@@ -79,10 +99,13 @@ class RewriteReport:
         if not self.entries:
             return _with_opaque(head, self.opaque)
         rows = [(e.node, e.op, e.replacement or "(hard)",
-                 "" if e.eps is None else "auto" if self.calibrating else f"{e.eps:g}",
+                 "" if e.eps is None else "auto" if self.calibrating and (e.auto or not self.auto) else f"{e.eps:g}",
                  e.module or "-", e.source, e.reason) for e in self.entries]
-        return _with_opaque(head + "\n" + tabulate(rows, headers=["node", "op", "replacement", "eps", "module",
-                                                                   "source", "reason"]), self.opaque)
+        headers = ["node", "op", "replacement", "eps", "module", "source", "reason"]
+        if mixed:
+            rows = [(*r[:3], e.mode or "", *r[3:]) for r, e in zip(rows, self.entries)]
+            headers.insert(3, "mode")
+        return _with_opaque(head + "\n" + tabulate(rows, headers=headers), self.opaque)
 
 
 @dataclass(frozen=True)

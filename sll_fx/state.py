@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import fx, nn
 
 #: ``__dict__`` key of the extra state a GraphModule or a container holds for its model's module

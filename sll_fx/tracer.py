@@ -3,7 +3,8 @@ a fallback for models that do not trace as a whole.
 
 ``trace(model, concrete_args=None)`` returns a fresh ``GraphModule`` that shares every
 parameter and buffer with ``model`` and leaves ``model`` itself untouched (``torch.fx`` would
-otherwise store tensor literals as ``_tensor_constant*`` attributes on the model it traces).
+otherwise store tensor literals as ``_tensor_constant*`` attributes on the model it traces, and
+run every traced forward on the model's own submodules).
 A model that cannot be traced raises :class:`~sll_fx.errors.TraceError` naming the innermost
 submodule being traced when it failed, the reason and what to do.
 
@@ -13,23 +14,48 @@ of one part (this is what ``linearize_module`` and ``export_hard`` use):
 1. Trace; when the trace fails inside submodule ``p`` (the innermost one being traced),
    make ``p`` a leaf of the tracer (an *opaque* module: the graph calls it, its Python
    ``forward`` runs as written) and trace again, until the trace succeeds.  Only the modules
-   that fail are opaque, so the other blocks of the model are traced and rewritten.
+   that fail, or keep module state (below), are opaque, so the other blocks of the model are
+   traced and rewritten.
 2. For each opaque module, its own children are traced the same way, recursively, and the
    graph calls a private copy of the opaque module (:func:`sll_fx.opaque.private_copy`:
    the user's module is never edited) whose children are those GraphModules.  Children from
    ``torch.nn`` (``nn.Linear``, ...) stay as they are (torch is never traced into);
    containers without a ``forward`` (``nn.ModuleList``/``ModuleDict``) are copied with their
    items rewritten.  A child whose opaque parent reads one of its attributes or methods
-   (``self.child.flag``), which a GraphModule would not have, is kept opaque as well.
+   (``self.child.flag``), which a GraphModule would not have, is kept opaque as well; a
+   ``torch.nn`` child it assigns to (``self.fc.last = x``) is a private copy.
 3. When the model's *own* ``forward`` fails (not inside a submodule), the model itself is
    the opaque module: the result is then a private copy of the model (its own class, not a
    GraphModule) that calls its traced children, so their discrete ops are still rewritten.
 
+**Module state.**  fx runs the ``forward`` of every module it traces into, so whatever a forward
+assigns (a LIF neuron's ``self.v = self.v * decay + x``, ``self.calls += 1``, ``self.rate =
+spike.mean()``) would land on the user's module (a Proxy at that), and the graph would drop the
+update.  Every trace therefore runs on a :class:`~sll_fx.opaque.ShadowTree`: private copies of the
+model's modules, sharing their parameters and buffers, so that nothing a forward assigns reaches
+the user's modules, also when the call raises later; the GraphModule gets the user's leaves and
+tensors back (:meth:`~sll_fx.opaque.ShadowTree.restore`) and :func:`~sll_fx.state.mirror_state`
+maps its state onto the model's, as before.  After a trace, a module whose copy changed (an
+attribute, buffer, parameter or child rebound, added or deleted; a list/dict/set/deque attribute
+or a tensor attribute changed in place; a hook registered) is *stateful*: a graph cannot keep that
+state, so ``trace`` raises and the fallback keeps it opaque with the reason ``"assigns self.v in
+forward: module state a graph cannot keep"`` (``"changes self._memories ..."`` for in-place
+changes), all stateful modules of one trace at once.  The change is put on the module whose
+forward ran and whose copy changed, else on the nearest enclosing module whose forward ran
+(``self.cell.h = h`` in a parent: the parent, "assigns self.cell.h"); a parent whose forward reads
+such a module's state attribute (``self.lif.v``, which the graph would hold as a constant) is kept
+opaque too.  The model itself may be stateful: it is then opaque, as when its own forward fails.
+The opaque copy's state is the result's own, starting from the model's at the time of the call
+(see :func:`sll_fx.opaque.private_copy`): the result and the model, each called on the same
+inputs, compute the same outputs, and calling one never changes the other's state; tensors
+(parameters, buffers, tensor attributes) stay shared, in-place updates of them included.
+
 Each opaque module is returned as an :class:`~sll_fx.report.OpaqueModule` record (qualified
-name, class name, reason: the fx error as ``"Type: text"``).  Nodes of a graph traced for a
-child at ``block2.inner`` carry ``nn_module_stack`` entries with qualified names from the top
-model (``block2``, ``block2.inner``, ...), so report entries, per-submodule settings and
-``module_of`` use the model's own names.  ``concrete_args`` applies to the top-level trace.
+name, class name, reason: the fx error as ``"Type: text"``, or the module state it changes).
+Nodes of a graph traced for a child at ``block2.inner`` carry ``nn_module_stack`` entries with
+qualified names from the top model (``block2``, ``block2.inner``, ...), so report entries,
+per-submodule settings and ``module_of`` use the model's own names.  ``concrete_args`` applies to
+the top-level trace.
 
 **Parametrizations.**  ``torch.nn.utils.parametrize`` swaps the class of a parametrized module for a
 subclass ``Parametrized<Cls>`` made in torch's namespace, which fx's default ``is_leaf_module`` would
@@ -65,12 +91,13 @@ not taken) is kept opaque too.  ``trace`` applies the same detection and raises.
 from __future__ import annotations
 
 import copy
+import functools
 import linecache
 import os
 import re
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
@@ -78,8 +105,8 @@ from torch.nn.utils import parametrize
 
 from .errors import TraceError
 from .graph_module import SLLGraphModule
-from .opaque import (autograd_function_class, autograd_function_used, child_attributes_read, join, mark_opaque,
-                     private_copy)
+from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, child_attributes_read, join,
+                     mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -87,6 +114,7 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _SLL_DIR = os.path.dirname(__file__)
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _APPLY_CODE = torch.autograd.Function.apply.__func__.__code__
+_MODULE_CALL = nn.Module.__call__  # (read at import: fx patches it while tracing)
 _LIBRARY_DIRS = (_TORCH_DIR, _SLL_DIR)  # frames here are never the user's source line
 
 _CONTROL_FLOW_FIX = ("Fix: make its forward traceable (no Python control flow on tensor values, no .item()/.tolist()),"
@@ -170,11 +198,14 @@ class SLLTracer(fx.Tracer):
     has fx's format (``File "<path>", line <n>, in <function>`` and the code line).
     """
 
-    def __init__(self, opaque=()):
+    def __init__(self, opaque=(), shadows: ShadowTree | None = None):
         super().__init__()
         self.proxy_buffer_attributes = True  # buffers are graph inputs: never folded into constants
         self.sll_scope: list[tuple[str, str]] = []
         self.sll_opaque = {id(m) for m in opaque}
+        self.sll_shadows = shadows               # the private copies traced instead of the user's modules
+        self.sll_entered: set[int] = set()       # ids of the modules whose forward the trace ran
+        self.sll_constants: set[str] = set()     # attribute names fx gave its constants on the root
         self._sll_base = None
         self._sll_users: dict = {}               # file name -> is it user code (not torch, sll_fx, ...)
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
@@ -187,10 +218,16 @@ class SLLTracer(fx.Tracer):
     def trace(self, root, concrete_args=None):
         self._sll_base = base = sys._getframe()
         self._sll_outside = self._outside(base)
+        self.sll_entered = {id(root)}
         try:
             return super().trace(root, concrete_args)
         finally:
             self._sll_base = None
+
+    def get_fresh_qualname(self, prefix: str) -> str:
+        name = super().get_fresh_qualname(prefix)
+        self.sll_constants.add(name)  # (fx sets it on the root: not the model's state)
+        return name
 
     def _is_user(self, file: str) -> bool:
         user = self._sll_users[file] = not file.startswith(_LIBRARY_DIRS) and file not in self._sll_hidden
@@ -259,6 +296,9 @@ class SLLTracer(fx.Tracer):
         return node
 
     def call_module(self, m, forward, args, kwargs):
+        shadow = self.sll_shadows.shadow(m) if self.sll_shadows is not None else None
+        if shadow is not None and shadow is not m:  # the user's module, reached other than as a child (a list)
+            m, forward = shadow, functools.partial(_MODULE_CALL, shadow)
         try:
             path = self.path_of_module(m)
         except NameError as e:
@@ -270,6 +310,7 @@ class SLLTracer(fx.Tracer):
         self.sll_scope.append((path, type(m).__name__))
         try:
             if not self.is_leaf_module(m, path):
+                self.sll_entered.add(id(m))
                 fn = autograd_function_used(m)
                 if fn is not None:
                     raise _AutogradFunctionCall(fn)
@@ -288,10 +329,11 @@ def _check_module(model) -> None:
 
 
 def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True) -> SLLGraphModule:
-    # shares parameters/submodules; fx's tensor-constant attributes land on the copy (not copy.copy, which a
-    # parametrized module refuses: its class's __getstate__ raises)
-    root = private_copy(model)
-    tracer = SLLTracer(opaque)
+    # fx runs the forwards on private copies of the modules (what they assign lands there), which share the
+    # parameters and buffers; fx's tensor-constant attributes land on the root's copy
+    tree = ShadowTree(model)
+    root = tree.root
+    tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
     try:
         fn = autograd_function_used(model)
         if fn is not None:
@@ -301,9 +343,69 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         raise
     except Exception as e:
         raise _failure(e, "", model) from e
+    stateful = _stateful(model, tree, tracer)
+    if stateful:
+        raise _state_failure(model, stateful)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
+    tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model)
     return gm
+
+
+_STATE_REASON = "module state a graph cannot keep"
+
+
+def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tuple[str, str]]:
+    """``[(path, reason)]`` of the modules whose forward the trace ran and which changed module state.
+
+    A change is put on the module whose copy changed when the trace ran its forward, else on its
+    nearest enclosing module whose forward ran (``self.lif.v = ...`` in a parent's forward assigns
+    ``self.lif.v`` there).  A parent whose forward reads the state of such a module
+    (``self.lif.v``, which the graph would hold as the value it had while tracing) is stateful too.
+    Parents before children."""
+    found: dict[str, dict[str, list[str]]] = {}
+    paths = None
+    for m, c in tree.pairs:
+        changed = tree.changes(c, tracer.sll_constants if c is tree.root else ())
+        if not changed:
+            continue
+        if paths is None:
+            paths = {id(x): p for p, x in model.named_modules()}
+        path, prefix = paths.get(id(m), ""), ""
+        while path and id(tree.shadow(model.get_submodule(path))) not in tracer.sll_entered:
+            path, _, name = path.rpartition(".")
+            prefix = f"{name}.{prefix}"
+        kinds = found.setdefault(path, {})
+        for name, how in changed:
+            kinds.setdefault(how, []).append(f"self.{prefix}{name}")
+        if path and not prefix:  # its own state: does its parent's forward read it?
+            parent_path, _, child = path.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            if id(tree.shadow(parent)) in tracer.sll_entered:
+                read = child_attributes_read(parent, only="load").get(child, set()) & {n for n, _ in changed}
+                if read:
+                    found.setdefault(parent_path, {}).setdefault("reads", []).extend(
+                        f"self.{child}.{name}" for name in sorted(read))
+    out = []
+    for path in sorted(found, key=lambda p: (p.count("."), p)):
+        kinds = found[path]
+        what = " and ".join(f"{how} {', '.join(names)}" for how, names in kinds.items())
+        out.append((path, f"{what} in forward: {_STATE_REASON}"))
+    return out
+
+
+def _state_failure(model: nn.Module, stateful: list[tuple[str, str]]) -> TraceError:
+    """The TraceError for the stateful modules (the first named; all of them in ``sll_stateful``)."""
+    path, reason = stateful[0]
+    kind = original_class(model.get_submodule(path)).__name__
+    where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    err = TraceError(f"torch.fx cannot trace {where}: it {reason} (a graph would drop the update)\n"
+                     "Fix: pass the state in and return it (forward(x, v) -> (y, v)); linearize_module keeps it "
+                     "opaque: its Python forward runs as written, with its own state, and the discrete ops of its "
+                     "child modules (a spike function module) are rewritten", module_path=path,
+                     module_type=kind, reason=reason)
+    err.sll_stateful = stateful
+    return err
 
 
 def trace(model: torch.nn.Module, *, concrete_args: dict | None = None) -> SLLGraphModule:
@@ -322,6 +424,7 @@ class _Walk:
     records: list[OpaqueModule]
     keep: dict[int, nn.Module]
     codegen: bool = True
+    values: dict = field(default_factory=dict)  # the lists/dicts/... the opaque copies own, one copy each
 
 
 def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = None, keep=(),
@@ -351,6 +454,20 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
                         walk.codegen)
             break
         except TraceError as e:
+            stateful = getattr(e, "sll_stateful", None)
+            if stateful:  # all of them at once (one retrace, not one per stateful module)
+                if stateful[0][0] == "":
+                    return _opaque(model, prefix, ancestry, stateful[0][1], walk)
+                done: list[str] = []
+                for path, reason in stateful:  # (parents first: a child of an opaque one is handled there)
+                    if any(path.startswith(p + ".") for p in done):
+                        continue
+                    m = model.get_submodule(path)
+                    if id(m) in leaves:  # (cannot happen: a leaf's forward does not run)
+                        raise
+                    leaves[id(m)] = (m, path, reason)
+                    done.append(path)
+                continue
             path = getattr(e, "sll_fallback_path", e.module_path)
             if path is None:
                 raise
@@ -374,8 +491,9 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
 def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -> nn.Module:
     """A marked private copy of the opaque ``m`` whose children are traced (with fallback)."""
     walk.records.append(OpaqueModule(path, original_class(m).__name__, reason))
-    new = mark_opaque(private_copy(m), reason)
+    new = mark_opaque(private_copy(m, own=True, memo=walk.values), reason)
     read = child_attributes_read(m)
+    written = child_attributes_read(m, only="store") if read else {}
     for name, child in list(m._modules.items()):
         if child is None:
             continue
@@ -383,9 +501,13 @@ def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -
         child_ancestry = ancestry + [(child_path, type(child))]
         if name in read and _traceable(child):
             attrs = ", ".join(sorted(read[name]))
+            how = "assigns" if name in written else "reads"
             new._modules[name] = _opaque(child, child_path, child_ancestry,
-                                         f"its opaque parent {type(m).__name__} reads .{attrs} of it, which a "
+                                         f"its opaque parent {type(m).__name__} {how} .{attrs} of it, which a "
                                          "traced GraphModule would not have", walk)
+        elif name in written and id(child) not in walk.keep and not _traceable(child):
+            # (self.fc.last = x: a torch.nn child the opaque parent assigns to; the copy's, not the user's)
+            new._modules[name] = private_copy(child, own=True, memo=walk.values)
         else:
             new._modules[name] = _rewrite_child(child, child_path, child_ancestry, walk)
     return new

@@ -1,7 +1,9 @@
 """Assertions and graph queries several test modules share (``from _helpers import ...``)."""
 
+import copy
+
 import torch
-from torch import fx
+from torch import fx, nn
 
 from sll_fx.ops import is_sll_target
 
@@ -32,3 +34,43 @@ def sll_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 def is_op(target, packet) -> bool:
     """``target`` is the sll packet or one of its overloads."""
     return target is packet or getattr(target, "overloadpacket", None) is packet
+
+
+# --- the user's model is never changed ------------------------------------------------------
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything ``assert_unchanged`` checks: attributes, containers, tensors (identity, version, value), keys."""
+    mods = dict(model.named_modules(remove_duplicate=False))
+    return {
+        "dict": {p: (m.__dict__, dict(m.__dict__)) for p, m in mods.items()},
+        "containers": {p: {k: (v, copy.copy(v)) for k, v in m.__dict__.items() if isinstance(v, (dict, set, list))}
+                       for p, m in mods.items()},
+        "tensors": {(p, k): (v, v._version, v.detach().clone()) for p, m in mods.items()
+                    for k, v in [*m.__dict__.items(), *m._buffers.items(), *m._parameters.items()]
+                    if isinstance(v, torch.Tensor)},
+        "state_keys": list(model.state_dict()),
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    mods = dict(model.named_modules(remove_duplicate=False))
+    assert mods.keys() == before["dict"].keys()
+    for p, m in mods.items():
+        d, items = before["dict"][p]
+        assert m.__dict__ is d and list(m.__dict__) == list(items), p        # no attribute added or removed
+        for k, v in items.items():                                           # none rebound
+            assert m.__dict__[k] is v, (p, k, type(m.__dict__[k]))
+        assert "forward" not in m.__dict__
+        for k, (obj, contents) in before["containers"][p].items():           # no list/dict/set changed in place
+            assert m.__dict__[k] is obj, (p, k)
+            if isinstance(obj, set):
+                assert obj == contents, (p, k)
+            elif isinstance(obj, dict):
+                assert list(obj) == list(contents) and all(obj[n] is contents[n] for n in obj), (p, k)
+            else:
+                assert len(obj) == len(contents) and all(a is b for a, b in zip(obj, contents)), (p, k)
+    for (p, k), (t, version, value) in before["tensors"].items():           # no tensor changed in place
+        assert t._version == version and torch.equal(t.detach(), value), (p, k)
+    assert list(model.state_dict()) == before["state_keys"]
+    for p, m in mods.items():
+        assert not any(isinstance(v, fx.Proxy) for v in m.__dict__.values()), p

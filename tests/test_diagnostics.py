@@ -505,7 +505,7 @@ def test_recompile_inside_block_rebuilds_the_shadow():
 
 
 def test_set_eps_inside_block_is_seen_at_the_next_step_as_a_float():
-    """set_eps fills the eps buffers in place (no recompile): the shadow shares them."""
+    """set_eps puts new tensors in the eps buffers (no recompile): the shadow follows them."""
     gm = linearize(Sign(), 0.1)
     x = torch.tensor(SIGN_X)
     with band_stats(gm) as stats:

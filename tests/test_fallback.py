@@ -24,7 +24,7 @@ from sll_fx.opaque import is_opaque
 from sll_fx.ops import is_sll_target
 from sll_fx.report import OpaqueModule, RewriteReport, StripReport
 from sll_fx.tracer import trace, trace_with_fallback
-from _helpers import assert_bitwise
+from _helpers import assert_bitwise, assert_unchanged, snapshot
 
 CONTROL_FLOW = "symbolically traced variables cannot be used as inputs to control flow"
 INF, NAN = float("inf"), float("nan")
@@ -40,37 +40,6 @@ def graphs(module: nn.Module) -> dict[str, fx.GraphModule]:
 
 def sll_count(gm: fx.GraphModule) -> int:
     return sum(n.op == "call_function" and is_sll_target(n.target) for n in gm.graph.nodes)
-
-
-def snapshot(model: nn.Module) -> dict:
-    mods = dict(model.named_modules(remove_duplicate=False))
-    return {
-        "dict": {p: (m.__dict__, dict(m.__dict__)) for p, m in mods.items()},
-        "containers": {p: {k: (m.__dict__[k], copy.copy(m.__dict__[k])) for k in
-                           ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set")}
-                       for p, m in mods.items()},
-        "values": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "state_keys": list(model.state_dict()),
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    mods = dict(model.named_modules(remove_duplicate=False))
-    assert mods.keys() == before["dict"].keys()
-    for p, m in mods.items():
-        d, items = before["dict"][p]
-        assert m.__dict__ is d and list(m.__dict__) == list(items), p        # no attribute added or removed
-        assert all(m.__dict__[k] is v for k, v in items.items()), p          # none rebound (forward included)
-        assert "forward" not in m.__dict__
-        for k, (obj, contents) in before["containers"][p].items():
-            assert m.__dict__[k] is obj, (p, k)                              # the same dict object ...
-            if isinstance(contents, set):
-                assert obj == contents, (p, k)
-            else:                                                            # ... with the same items, in order
-                assert list(obj) == list(contents) and all(obj[n] is contents[n] for n in obj), (p, k)
-    assert list(model.state_dict()) == before["state_keys"]
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before["values"][k]), k
 
 
 def inputs(seed: int = 0) -> list[torch.Tensor]:

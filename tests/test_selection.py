@@ -1102,10 +1102,9 @@ class _ComparedMask(nn.Module):
 def test_topk_mask_compared_with_eq_is_reported():
     gm = sll_fx.linearize_module(_ComparedMask(), eps=0.5, verbose=False)
     (entry,) = gm.sll_report.entries
-    assert entry.replacement == "sll.topk_mask"
-    assert "x == t" in entry.reason and "fractional" in entry.reason
-    # the unused top_vals/topk pair is gone from the linearized graph
-    assert not [n for n in gm.graph.nodes if n.target is torch.topk]
+    assert entry.replacement is None  # mask == 0 is a bool use only: the mask stays hard, the forward the model's
+    assert "x == t (eq)" in entry.reason and "left hard" in entry.reason
+    assert len([n for n in gm.graph.nodes if n.target is torch.topk]) == 1
     hard = sll_fx.export_hard(gm, verbose=False)
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(hard(x), _ComparedMask()(x))

@@ -402,7 +402,7 @@ def eps_buffers(gm) -> dict:
     return {n: b for n, b in gm.named_buffers() if n.split(".")[-1].startswith(EPS_PREFIX)}
 
 
-def test_eps_lives_in_non_persistent_buffers_that_set_eps_fills_in_place():
+def test_eps_lives_in_non_persistent_buffers_that_set_eps_replaces():
     model, gm = make(0.1)
     buffers = eps_buffers(gm)
     assert len(buffers) == 12 and all(b.dim() == 0 and b.dtype == torch.float64 for b in buffers.values())
@@ -412,8 +412,11 @@ def test_eps_lives_in_non_persistent_buffers_that_set_eps_fills_in_place():
     forward, code, ids = type(gm).forward, gm.code, {n: id(b) for n, b in buffers.items()}
     sll_fx.set_eps(gm, 0.25)
     assert type(gm).forward is forward and gm.code == code             # nothing recompiled
-    assert {n: id(b) for n, b in eps_buffers(gm).items()} == ids        # the same tensors, refilled
+    new = eps_buffers(gm)                                              # same names, new tensors: a pending
+    assert set(new) == set(ids) and not {id(b) for b in new.values()} & set(ids.values())  # backward keeps its own
+    assert all(b.dim() == 0 and b.dtype == torch.float64 for b in new.values())
     assert {float(b) for b in eps_buffers(gm).values()} == {0.25}
+    assert list(gm.state_dict()) == list(model.state_dict())          # still not state
     gm.load_state_dict(model.state_dict())                             # loading state leaves eps alone
     assert {float(b) for b in eps_buffers(gm).values()} == {0.25}
 
@@ -452,15 +455,37 @@ def test_node_eps_reads_nested_graph_modules_and_literals():
     assert sorted(node_eps(top, n) for n in nested) == [0.1, 0.1, 0.2]
     assert sorted(node_eps(None, n) for n in nested) == [0.1, 0.1, 0.2]   # the graph's owner
 
-    class Explicit(nn.Module):   # an explicit op traced as it is: its eps is a literal
+    class Explicit(nn.Module):   # an explicit op traced as it is: linearize_module gives its eps a buffer
         def forward(self, x):
             return sll_fx.sign(x, 0.1) + torch.round(x)
 
     gm = sll_fx.linearize_module(Explicit(), 0.2, verbose=False)
     literal = next(n for n in sll_nodes(gm) if sll_op_name(n.target) == "sign")
-    assert literal.kwargs["eps"] == 0.1 and node_eps(gm, literal) == 0.1
+    assert isinstance(literal.kwargs["eps"], fx.Node) and node_eps(gm, literal) == 0.1
     sll_fx.set_eps(gm, 0.3)
     assert {n.name: node_eps(gm, n) for n in sll_nodes(gm)} == {n.name: 0.3 for n in sll_nodes(gm)}
     torch.testing.assert_close(_slope(gm, [0.0]), torch.tensor([1 / 0.3]))
     with pytest.raises(KeyError):
         node_eps(top, next(n for n in sll_nodes(make()[1]) if sll_op_name(n.target) == "select"))
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_set_eps_between_forward_and_backward_keeps_the_forwards_eps(backend, mode):
+    """y = gm(x); set_eps(gm, e); y.backward(): the gradient is the forward's eps's, compiled as in eager
+    (filling the buffer in place failed the compiled backward's saved-tensor version check)."""
+    class Net(nn.Module):
+        def forward(self, x):
+            return torch.round(x * 2)
+
+    gm = sll_fx.linearize_module(Net(), 0.25, mode=mode, verbose=False)
+    run = gm if backend == "eager" else torch.compile(gm, backend=backend, fullgraph=True)
+    x = torch.tensor([0.2, 0.3, 0.0, 0.6], requires_grad=True)
+    run(x)  # compile
+    y = run(x)
+    sll_fx.set_eps(gm, 0.05)
+    y.sum().backward()
+    assert x.grad.tolist() == [4.0, 4.0, 0.0, 0.0]   # 2 * 1/(2 * 0.25) where |2x - 1/2| = 0.1 < 0.25
+    x.grad = None
+    run(x).sum().backward()                          # the next forward uses the new eps: 0.1 > 0.05
+    assert x.grad.tolist() == [0.0, 0.0, 0.0, 0.0]

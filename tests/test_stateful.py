@@ -1,0 +1,519 @@
+"""Stateful modules: a forward that assigns module state (``self.v = self.v * decay + x``).
+
+``torch.fx`` runs the forward of every module it traces into, so tracing used to assign a Proxy
+on the user's own submodule (only the root was a private copy), the graph silently dropped the
+state update, and a ``linearize_module`` call that raised still changed the model.  Now the
+tracer runs the forwards on private copies of the modules (sharing the parameters and buffers),
+and a module whose forward assigned (or changed in place) module state is kept opaque, listed
+with "assigns self.v in forward: module state a graph cannot keep": its Python forward runs as
+written, on its private copy, whose state is the linearized model's own (starting from the
+model's at linearize time), while its traceable children (the spike function) are rewritten.
+So: the user's model is never changed (successful and failing calls), the linearized model
+computes what the model computes over a sequence of calls, gradients flow, and state_dict keys
+are the model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import fx, nn
+
+import sll_fx
+from sll_fx.errors import EpsError, RewriteError, TraceError
+from sll_fx.opaque import is_opaque
+from sll_fx.report import OpaqueModule
+from sll_fx.tracer import trace, trace_with_fallback
+from _helpers import assert_bitwise, assert_unchanged, sll_nodes, snapshot
+
+STATE = "module state a graph cannot keep"
+
+
+def reason(*names: str, how: str = "assigns") -> str:
+    return f"{how} {', '.join(f'self.{n}' for n in names)} in forward: {STATE}"
+
+
+# ----------------------------------------------------------------------------------------
+# snapshots of a model: nothing added, removed, rebound or changed in place
+# ----------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------
+# models (module level, so that results pickle)
+# ----------------------------------------------------------------------------------------
+
+class Spike(nn.Module):
+    """The spike function: traceable, its heaviside is rewritten (a surrogate gradient)."""
+
+    def forward(self, v):
+        return (v >= 1.0).float()
+
+
+class LIF(nn.Module):
+    """A single-step LIF neuron keeping its membrane potential as module state."""
+
+    def __init__(self, v=0.0, decay: float = 0.5):
+        super().__init__()
+        self.v = v
+        self.decay = decay
+        self.spike = Spike()
+
+    def forward(self, x):
+        if self.v is None:
+            self.v = torch.zeros_like(x)
+        self.v = self.v * self.decay + x                 # charge
+        s = self.spike(self.v)                           # fire
+        self.v = self.v * (1.0 - s)                      # hard reset
+        return s
+
+
+class BufferLIF(nn.Module):
+    """The membrane potential as a (non-persistent) buffer, rebound by forward."""
+
+    def __init__(self, n: int = 16):
+        super().__init__()
+        self.register_buffer("v", torch.zeros(n), persistent=False)
+        self.register_buffer("threshold", torch.tensor(1.0))
+        self.spike = Spike()
+
+    def forward(self, x):
+        self.v = self.v * 0.5 + x
+        s = self.spike(self.v - self.threshold + 1.0)
+        self.v = self.v * (1.0 - s)
+        return s
+
+
+class MemoryLIF(nn.Module):
+    """SpikingJelly's MemoryModule: ``self.v`` lives in the ``_memories`` dict (``__setattr__``)."""
+
+    def __init__(self):
+        super().__init__()
+        self._memories = {}
+        self._memories_rv = {}
+        self.register_memory("v", 0.0)
+        self.spike = Spike()
+
+    def register_memory(self, name, value):
+        self._memories[name] = value
+        self._memories_rv[name] = copy.deepcopy(value)
+
+    def reset(self):
+        for k in self._memories:
+            self._memories[k] = copy.deepcopy(self._memories_rv[k])
+
+    def __getattr__(self, name):
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories:
+            return memories[name]
+        return super().__getattr__(name)
+
+    def __setattr__(self, name, value):
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories:
+            memories[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def forward(self, x):
+        self.v = self.v * 0.5 + x
+        s = self.spike(self.v)
+        self.v = self.v * (1.0 - s)
+        return s
+
+
+class Monitor(nn.Module):
+    """A firing-rate monitor and a call counter."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.firing_rate = None
+        self.history = []
+
+    def forward(self, s):
+        self.calls += 1
+        self.firing_rate = s.mean()
+        self.history.append(self.firing_rate.detach())
+        return s
+
+
+class Net(nn.Module):
+    def __init__(self, lif: nn.Module | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.lif = LIF() if lif is None else lif
+        self.monitor = Monitor()
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = self.monitor(self.lif(self.fc1(x)))
+        return torch.floor(self.fc2(s) * 4)
+
+
+class Rounded(nn.Module):
+    """A traced part whose eps limit is 0.005 (round to 2 decimals): eps=0.2 raises EpsError."""
+
+    def forward(self, x):
+        return torch.round(x, decimals=2)
+
+
+class NetFails(Net):
+    def __init__(self):
+        super().__init__()
+        self.head = Rounded()
+
+    def forward(self, x):
+        return self.head(super().forward(x))
+
+
+class StepCounter(nn.Module):
+    """The root itself is stateful; its children are traced."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.spike = Spike()
+        self.steps = 0
+
+    def forward(self, x):
+        self.steps += 1
+        return self.spike(self.fc(x) + 0.01 * self.steps)
+
+
+class Cell(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.h = None
+        self.spike = Spike()
+
+    def forward(self, x):
+        return self.spike(x)
+
+
+class ParentWrites(nn.Module):
+    """The parent assigns its child's attribute (``self.cell.h = ...``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.cell = Cell()
+
+    def forward(self, x):
+        h = self.fc(x)
+        self.cell.h = h
+        return self.cell(h)
+
+
+class InPlaceAttr(nn.Module):
+    """A tensor attribute (not a buffer) changed in place with no traced input: fx runs it for real."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.ones(16)
+
+    def forward(self, x):
+        self.gain.mul_(0.5)
+        return x * self.gain
+
+
+class Stateless(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.spike = Spike()
+        self.flag = True
+
+    def forward(self, x):
+        self.flag = True  # the same object: no state changes
+        return self.spike(self.fc(x))
+
+
+def seq(steps: int = 6, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(32, 8, generator=g) * 3 for _ in range(steps)]
+
+
+def make_net(state: str) -> Net:
+    torch.manual_seed(0)
+    if state == "float":
+        return Net(LIF(0.0))
+    if state == "none":
+        return Net(LIF(None))
+    if state == "tensor":  # a forward ran before: the state is a tensor (with autograd history)
+        m = Net(LIF(0.0))
+        m(seq(1, seed=7)[0])
+        return m
+    if state == "buffer":
+        return Net(BufferLIF())
+    if state == "memory":
+        return Net(MemoryLIF())
+    raise AssertionError(state)
+
+
+STATES = ["float", "none", "tensor", "buffer", "memory"]
+
+
+# ----------------------------------------------------------------------------------------
+# the user's model is never changed
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("call", ["linear", "hard", "auto", "export_hard", "trace_with_fallback"])
+def test_user_model_unchanged_by_a_successful_call(state, call):
+    m = make_net(state)
+    before = snapshot(m)
+    lif_state = type(m.lif.v)
+    if call == "export_hard":
+        sll_fx.export_hard(m, verbose=False)
+    elif call == "trace_with_fallback":
+        trace_with_fallback(m)
+    else:
+        sll_fx.linearize_module(m, eps="auto" if call == "auto" else 0.1, mode="hard" if call == "hard" else "linear",
+                                verbose=False)
+    assert_unchanged(m, before)
+    assert type(m.lif.v) is lif_state and m.monitor.calls == (1 if state == "tensor" else 0)
+    assert isinstance(m(seq(1)[0]), torch.Tensor)  # the model still works
+
+
+def test_user_model_unchanged_by_a_failing_call():
+    m = NetFails()
+    x = seq(1)[0]
+    m(x)  # state: calls = 1, firing_rate a tensor, v a tensor
+    before = snapshot(m)
+    with pytest.raises(EpsError):
+        sll_fx.linearize_module(m, eps=0.2, verbose=False)  # round(decimals=2): eps at most 0.005
+    assert_unchanged(m, before)
+    assert m.monitor.calls == 1 and isinstance(m.monitor.firing_rate, torch.Tensor) and len(m.monitor.history) == 1
+
+
+def test_user_model_unchanged_when_strict_trace_or_export_hard_raise():
+    m = make_net("tensor")
+    before = snapshot(m)
+    with pytest.raises(TraceError, match=r"submodule 'lif' \(LIF\): it assigns self.v in forward"):
+        trace(m)
+    assert_unchanged(m, before)
+
+    class ExplicitOps(nn.Module):  # stateful, so opaque, and its own code calls an sll op: export_hard refuses it
+        def __init__(self):
+            super().__init__()
+            self.v = 0.0
+
+        def forward(self, x):
+            self.v = self.v + x
+            return sll_fx.heaviside(self.v - 1.0, 0.1)
+
+    m = Net(ExplicitOps())
+    m(seq(1)[0])
+    before = snapshot(m)
+    with pytest.raises(RewriteError):
+        sll_fx.export_hard(m, verbose=False)
+    assert_unchanged(m, before)
+
+
+# ----------------------------------------------------------------------------------------
+# reported as opaque, with the reason; its traceable children traced
+# ----------------------------------------------------------------------------------------
+
+def test_report_lists_the_stateful_modules_and_their_children_are_rewritten(capsys):
+    gm = sll_fx.linearize_module(make_net("float"), eps=0.1)
+    out = capsys.readouterr().out
+    assert gm.sll_report.opaque == [
+        OpaqueModule("lif", "LIF", reason("v")),
+        OpaqueModule("monitor", "Monitor",
+                     f"assigns self.calls, self.firing_rate and changes self.history in forward: {STATE}"),
+    ]
+    assert "opaque (not traced): 2 module(s)" in out and reason("v") in out
+    assert is_opaque(gm.lif) and is_opaque(gm.monitor)
+    assert isinstance(gm.lif.spike, fx.GraphModule) and len(sll_nodes(gm.lif.spike)) == 1  # the spike: rewritten
+    modules = {e.module for e in gm.sll_report.entries if e.rewritten}
+    assert modules == {"", "lif.spike"}  # floor at the top, heaviside in the neuron's spike function
+
+
+@pytest.mark.parametrize("state, how, names", [("buffer", "assigns", ["v"]), ("memory", "changes", ["_memories"])])
+def test_reasons_for_a_buffer_and_for_spikingjelly_memories(state, how, names):
+    _, opaque = trace_with_fallback(make_net(state))
+    assert opaque[0] == OpaqueModule("lif", type(make_net(state).lif).__name__, reason(*names, how=how))
+
+
+def test_parent_assigning_a_child_attribute_is_stateful():
+    m = ParentWrites()
+    before = snapshot(m)
+    gm, opaque = trace_with_fallback(m)
+    assert opaque[0] == OpaqueModule("", "ParentWrites", reason("cell.h"))
+    assert [o.path for o in opaque] == ["", "cell"]  # the cell: its opaque parent writes .h of it
+    assert_unchanged(m, before)
+    x = seq(1)[0]
+    assert_bitwise(gm(x), m(x))
+    assert m.cell.h is not None and gm.cell.h is not m.cell.h  # the copy's own state
+
+
+def test_tensor_attribute_changed_in_place_is_stateful_and_not_changed_by_the_trace():
+    m = Net(InPlaceAttr())
+    before = snapshot(m)
+    gm = sll_fx.linearize_module(m, eps=0.1, verbose=False)
+    assert gm.sll_report.opaque[0] == OpaqueModule("lif", "InPlaceAttr", reason("gain", how="changes"))
+    assert_unchanged(m, before)
+    assert torch.equal(m.lif.gain, torch.ones(16))
+
+
+def test_stateless_modules_are_still_traced():
+    m = Stateless()
+    gm, opaque = trace_with_fallback(m)
+    assert opaque == [] and isinstance(gm, fx.GraphModule)
+    assert isinstance(trace(m), fx.GraphModule)
+
+
+class Holder:
+    """A plain object holding a module (not a container the tracer copies)."""
+
+    def __init__(self, module):
+        self.module = module
+
+
+class Indirect(nn.Module):
+    """Registered neurons also reached through a dict and through a plain object."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.a = LIF()
+        self.b = LIF()
+        self.by_name = {"a": self.a}
+        self.holder = Holder(self.b)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.by_name["a"](h) + self.holder.module(h)
+
+
+def test_modules_reached_through_a_dict_or_an_object_are_traced_on_copies_too():
+    m = Indirect()
+    before = snapshot(m)
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode="hard", verbose=False)
+    assert_unchanged(m, before)
+    assert m.a.v == 0.0 and m.b.v == 0.0
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [("a", reason("v")), ("b", reason("v"))]
+    assert isinstance(gm, fx.GraphModule) and is_opaque(gm.a) and is_opaque(gm.b)
+    xs = seq(4)
+    with torch.no_grad():
+        ys_gm = run(gm, xs)
+        ys = run(m, xs)
+    for a, b in zip(ys_gm, ys):
+        assert_bitwise(a, b)
+
+
+def test_strict_trace_names_a_stateful_model():
+    m = StepCounter()
+    with pytest.raises(TraceError, match=r"the forward of StepCounter: it assigns self.steps in forward") as e:
+        trace(m)
+    assert e.value.module_path == "" and e.value.reason == reason("steps") and m.steps == 0
+
+
+# ----------------------------------------------------------------------------------------
+# the linearized model computes what the model computes, call after call
+# ----------------------------------------------------------------------------------------
+
+def run(model, xs):
+    return [model(x) for x in xs]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_outputs_over_a_sequence_equal_the_models(state, mode):
+    m = make_net(state)
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode=mode, verbose=False)  # linear: a tiny band, no input in it
+    hard = sll_fx.export_hard(gm, verbose=False)
+    direct = sll_fx.export_hard(m, verbose=False)
+    xs = seq(8)
+    with torch.no_grad():
+        ys_gm, ys_hard, ys_direct = run(gm, xs), run(hard, xs), run(direct, xs)
+        ys = run(m, xs)  # the model itself, after (the results' states are their own)
+    assert any(y.abs().sum() > 0 for y in ys) and any(not torch.equal(ys[0], y) for y in ys[1:])  # state matters
+    for i, y in enumerate(ys):
+        assert_bitwise(ys_hard[i], y, f"export_hard(gm) step {i}")
+        assert_bitwise(ys_direct[i], y, f"export_hard(model) step {i}")
+        assert_bitwise(ys_gm[i], y, f"gm ({mode}) step {i}")
+
+
+def test_interleaved_calls_keep_separate_states():
+    m = make_net("float")
+    ref = copy.deepcopy(m)
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode="hard", verbose=False)
+    with torch.no_grad():
+        for i, x in enumerate(seq(6)):
+            y_ref = ref(x)
+            assert_bitwise(m(x), y_ref, f"model step {i}")
+            assert_bitwise(gm(x), y_ref, f"gm step {i}")
+    assert m.monitor.calls == gm.monitor.calls == 6 and gm.monitor is not m.monitor
+    assert len(m.monitor.history) == len(gm.monitor.history) == 6 and gm.monitor.history is not m.monitor.history
+    gm.lif.v = 0.0  # resetting the linearized model's state leaves the model's alone
+    assert isinstance(m.lif.v, torch.Tensor)
+
+
+def test_spikingjelly_memories_belong_to_the_copy():
+    m = make_net("memory")
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode="hard", verbose=False)
+    with torch.no_grad():
+        gm(seq(1)[0])
+    assert m.lif.v == 0.0 and isinstance(gm.lif.v, torch.Tensor)
+    assert gm.lif._memories is not m.lif._memories
+    gm.lif.reset()
+    assert gm.lif.v == 0.0
+
+
+def test_root_stateful_model_is_opaque_and_its_children_are_rewritten():
+    m = StepCounter()
+    before = snapshot(m)
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode="hard", verbose=False)
+    assert_unchanged(m, before)
+    assert gm.sll_report.opaque == [OpaqueModule("", "StepCounter", reason("steps"))]
+    assert not isinstance(gm, fx.GraphModule) and is_opaque(gm) and isinstance(gm.spike, fx.GraphModule)
+    assert len(sll_nodes(gm.spike)) == 1
+    xs = seq(4)
+    with torch.no_grad():
+        ys_gm = run(gm, xs)
+        ys = run(m, xs)
+    for a, b in zip(ys_gm, ys):
+        assert_bitwise(a, b)
+    assert m.steps == gm.steps == 4
+
+
+# ----------------------------------------------------------------------------------------
+# gradients, state_dict keys, copies
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_gradients_flow_through_the_rest_of_the_model(mode):
+    m = make_net("float")
+    gm = sll_fx.linearize_module(m, eps=0.5, mode=mode, verbose=False)
+    loss = sum(gm(x).square().mean() for x in seq(4))
+    loss.backward()
+    for name in ("fc1.weight", "fc1.bias", "fc2.weight"):
+        p = m.get_parameter(name)
+        assert gm.get_parameter(name) is p
+        assert p.grad is not None and p.grad.abs().sum() > 0, name  # fc1: through the neuron's surrogate
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_state_dict_keys_are_the_models(state):
+    m = make_net(state)
+    keys = list(m.state_dict())
+    gm = sll_fx.linearize_module(m, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert list(gm.state_dict()) == keys and list(hard.state_dict()) == keys
+    m.load_state_dict(gm.state_dict(), strict=True)
+    gm.load_state_dict(m.state_dict(), strict=True)
+    assert gm.get_parameter("fc1.weight") is m.fc1.weight
+
+
+def test_copies_of_the_result_run_with_their_own_state():
+    m = make_net("float")
+    gm = sll_fx.linearize_module(m, eps=1e-6, mode="hard", verbose=False)
+    xs = seq(3)
+    with torch.no_grad():
+        gm(xs[0])
+        for other in (copy.deepcopy(gm), pickle.loads(pickle.dumps(gm))):
+            assert_bitwise(other(xs[1]), copy.deepcopy(gm)(xs[1]))
+        assert gm.monitor.calls == 1
