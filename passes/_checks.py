@@ -34,9 +34,10 @@ def check_not_decomposed(graph, who: str, fix: str) -> None:
     the surrogate's own floor.  (``export_hard`` does not pass the provenance on to the hard ops.)
     """
     for node in graph.nodes:
-        if node.op != "call_function" or ops.is_sll_target(node.target):
+        sources = node.meta.get("from_node")  # (only export's graphs have any)
+        if not sources or node.op != "call_function" or ops.is_sll_target(node.target):
             continue
-        source = _sll_origin(node.meta.get("from_node"))
+        source = _sll_origin(sources)
         if source is not None:
             raise RewriteError(
                 f"{who}: node '{node.name}' ({node.target}) is part of sll op '{source.name}' "

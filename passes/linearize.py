@@ -270,8 +270,11 @@ class _Planner:
         surrogate there gives no gradient, and in linear mode it only changes the forward."""
         if not nodes:
             return False
-        if self._reach is None:
-            self._reach = _reach_output(self.gm.graph, self.order)
+        if self._reach is None:  # (a graph without any detach has nothing to find: no walk)
+            self._reach = _reach_output(self.gm.graph, self.order) if any(
+                _is_detach(n) for n in self.gm.graph.nodes) else ()
+        if not self._reach:
+            return False
         reaches, differentiable = self._reach
         return any(n in reaches for n in nodes) and not any(n in differentiable for n in nodes)
 
@@ -897,13 +900,19 @@ _INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.i
                       operator.ior, operator.ixor)
 
 
+_DETACH_SET = frozenset(_DETACH_FUNCTIONS)
+
+
 def _is_detach(node: Node) -> bool:
     if node.op == "call_method":
         return node.target in ("detach", "detach_")
     if node.op == "call_function":
         if node.target is getattr:
             return node.args[1:2] == ("data",)
-        return any(node.target is f for f in _DETACH_FUNCTIONS)
+        try:
+            return node.target in _DETACH_SET
+        except TypeError:  # an unhashable callable
+            return False
     return False
 
 

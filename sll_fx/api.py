@@ -123,7 +123,7 @@ def _annotate_entries(g: fx.GraphModule, config: SLLConfig) -> None:
     report.auto = config.auto
     made: dict[str, fx.Node] = {}
     for node in g.graph.nodes:
-        if node.op == "call_function" and is_sll_target(node.target) and "sll_entry" in node.meta:
+        if "sll_entry" in node.meta and node.op == "call_function" and is_sll_target(node.target):
             made.setdefault(node.meta["sll_entry"], node)
 
     def source(node: fx.Node) -> fx.Node:  # sll.select takes its band from its mask, an sll.compare
