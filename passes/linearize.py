@@ -290,7 +290,10 @@ class _Planner:
             return _FLOAT_USE if linearized else _OTHER_USE
         if _is_topk(user) and _arg(user, 0, "input") is value:
             linearized = any(self.decided.get(u) for u in _topk_index_users(user))
-            return _FLOAT_USE if linearized else _OTHER_USE
+            values = any(u.op == "call_function" and ((u.target is getattr and u.args[1:2] == ("values",))
+                                                     or (u.target is operator.getitem and u.args[1:2] == (0,)))
+                         for u in user.users)  # topk(value).values: the selected values carry the gradient
+            return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
 
     def _split_uses(self, value: Node, users) -> tuple[list[Node], list[Node], list[Node], bool]:
@@ -714,32 +717,14 @@ def _mask_factor(user: Node, node: Node, kinds: dict):
 # pass lists the float ones; a use it does not know counts as not float (the forward stays exact).
 _FLOAT_USE, _PASS_USE, _META_USE, _OTHER_USE = "float", "pass", "meta", "other"
 
-#: names (Tensor methods, torch / torch.nn.functional / operator functions, aten ops) of float arithmetic
-_FLOAT_NAMES = frozenset((
-    "add", "sub", "rsub", "mul", "multiply", "div", "divide", "true_divide", "truediv", "neg", "negative", "pos",
-    "iadd", "isub", "imul", "itruediv", "matmul", "imatmul", "mm", "bmm", "baddbmm", "addmm", "addbmm", "addmv", "mv",
-    "dot", "vdot", "inner", "outer", "ger", "einsum", "tensordot", "kron", "linear", "bilinear", "conv1d", "conv2d",
-    "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "convolution", "sum", "nansum", "mean",
-    "nanmean", "prod", "cumsum", "cumprod", "logsumexp", "logcumsumexp", "var", "std", "norm", "vector_norm", "amax",
-    "amin", "softmax", "log_softmax", "_softmax", "_log_softmax", "softmin", "exp", "exp2", "expm1", "log", "log2",
-    "log10", "log1p", "sqrt", "rsqrt", "square", "pow", "float_power", "abs", "absolute", "reciprocal", "sigmoid",
-    "tanh", "relu", "relu6", "leaky_relu", "gelu", "silu", "elu", "selu", "celu", "softplus", "softsign", "hardtanh",
-    "hardsigmoid", "hardswish", "mish", "logsigmoid", "clamp", "clip", "clamp_min", "clamp_max", "maximum", "minimum",
-    "fmax", "fmin", "lerp", "addcmul", "addcdiv", "sin", "cos", "tan", "erf", "erfc", "atan", "atan2", "hypot",
-    "normalize", "layer_norm", "group_norm", "batch_norm", "instance_norm", "dropout", "alpha_dropout",
-    "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d", "native_dropout", "avg_pool1d", "avg_pool2d",
-    "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-    "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "interpolate",
-    "scaled_dot_product_attention", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits", "cross_entropy", "kl_div", "cosine_similarity", "pairwise_distance", "cdist",
-    "var_mean", "std_mean", "diff", "mod", "remainder", "fmod", "nan_to_num", "logit", "glu", "unfold", "fold",
-    "max", "min", "median", "nanmedian", "quantile", "nanquantile", "sort", "msort", "cummax", "cummin",
-    "logaddexp", "logaddexp2", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "erfinv", "xlogy",
-    "sinc", "frac", "cross", "trapz", "trapezoid", "rms_norm", "local_response_norm", "prelu", "rrelu",
-    "threshold", "hardshrink", "softshrink", "tanhshrink", "nll_loss", "gaussian_nll_loss", "poisson_nll_loss",
-    "margin_ranking_loss", "hinge_embedding_loss", "cosine_embedding_loss", "triplet_margin_loss",
-    "soft_margin_loss", "multilabel_soft_margin_loss", "index_add", "scatter_add", "grid_sample",
-    "where", "masked_fill",   # as a branch / the filled input (their condition and mask are bool uses)
+#: names (Tensor methods, torch / torch.nn.functional / operator functions, aten ops) that read a value as a
+#: bool or an integer (the other reads are float arithmetic)
+_BOOL_NAMES = frozenset((
+    "invert", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_not", "logical_and",
+    "logical_or", "logical_xor", "and_", "or_", "xor", "__and__", "__or__", "__xor__", "__invert__",
+    "eq", "ne", "__eq__", "__ne__", "equal", "isin", "any", "all", "count_nonzero", "nonzero", "argwhere",
+    "argmax", "argmin", "argsort", "searchsorted", "bucketize", "histc", "bincount", "unique",
+    "unique_consecutive",
 ))
 #: the value moves on unchanged (a view, a copy, a move, a concatenation): its own users tell
 _PASS_NAMES = frozenset((
@@ -825,8 +810,7 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     """How ``user`` reads ``value``: _FLOAT_USE (float arithmetic: a gradient passes), _PASS_USE (the value
     moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
     dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
-    an integer cast, nonzero, ... and any other PyTorch op not known to be float arithmetic; a callable that
-    is not PyTorch's own is taken for a float use)."""
+    an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic)."""
     if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
         return _FLOAT_USE
     if user.op not in ("call_function", "call_method"):
@@ -852,15 +836,20 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
         return _PASS_USE if _arg(user, 0, "input") is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
     if name in _PASS_NAMES:
         return _PASS_USE
-    if name in ("where", "masked_fill"):  # the condition / mask is a bool use, the branches float ones
-        if name == "where":
+    if name in ("where", "masked_fill", "masked_select", "masked_scatter"):  # the condition / mask: a bool
+        if name == "where":                                                  # use; the data: a float one
             condition = _arg(user, 1 if user.op == "call_method" else 0, "condition")
         else:
             condition = _arg(user, 1, "mask")
         return _OTHER_USE if value in _nodes_in((condition,)) else _FLOAT_USE
-    if name is None:  # not PyTorch's own (a wrapped function of yours, another library's op): it gets a float
-        return _FLOAT_USE  # and nothing says otherwise, so it reads it as one (the value rewritten, as always)
-    return _FLOAT_USE if name in _FLOAT_NAMES else _OTHER_USE
+    if name in ("scatter", "scatter_add", "scatter_reduce", "index_put", "index_copy", "index_add", "index_fill",
+                "put", "take"):  # as the index: an integer use; as the data: a float one
+        index = _arg(user, 1 if name in ("index_put", "take", "put") else 2, "index" if name != "index_put"
+                     else "indices")
+        return _OTHER_USE if value in _nodes_in((index,)) else _FLOAT_USE
+    # a bool/integer reading (logical ops, ==, indices of it, counts of nonzeros), else float arithmetic:
+    # PyTorch ops and anything else (a wrapped function of yours, another library's op) get a float
+    return _OTHER_USE if name in _BOOL_NAMES else _FLOAT_USE
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:

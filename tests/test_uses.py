@@ -472,3 +472,40 @@ def test_unreached_node_is_not_called_detached():
     gm = linearize(model)
     assert ("sign", "sll.sign", "") in entries(gm)
     assert all(e.reason != DETACHED for e in gm.sll_report.entries)
+
+
+class _FloatReads(nn.Module):
+    """A rounded value read as data by ops that are not elementwise arithmetic (all float uses)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.w = nn.Parameter(torch.linspace(-1.0, 1.0, 12).reshape(4, 3))
+
+    def forward(self, x):
+        r = torch.round(x * 3)
+        if self.how == "topk_values":
+            return torch.topk(r, 2, -1).values
+        if self.how == "masked_select":
+            return torch.masked_select(r, x > 0)
+        if self.how == "scatter_src":
+            return torch.zeros(2, 6).scatter(1, torch.tensor([[0, 1, 2], [3, 4, 5]]), r)
+        if self.how == "embedding":
+            return torch.nn.functional.embedding(torch.tensor([0, 2]), torch.round(self.w * 3)) + x.sum()
+        return torch.stft(r.flatten(), 4, return_complex=True).abs()
+
+
+@pytest.mark.parametrize("how", ["topk_values", "masked_select", "scatter_src", "embedding", "stft"])
+def test_ops_reading_the_value_as_data_keep_it_rewritten(how):
+    """topk(...).values, the data of masked_select / scatter / embedding, stft: float uses, so the rounded
+    value is rewritten and carries a gradient (a whitelist of float ops had left these hard)."""
+    model = _FloatReads(how)
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    assert [e.replacement for e in gm.sll_report.entries if e.op == "torch.round"] == ["sll.round"] * (
+        2 if how == "embedding" else 1)
+    x = torch.tensor([[0.15, 0.5, -0.2], [0.17, -0.5, 0.4]], requires_grad=True)
+    out = gm(x)
+    (out.abs().sum() if out.is_complex() else out.sum()).backward()
+    grads = [g for g in (x.grad, model.w.grad) if g is not None]
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
