@@ -7,7 +7,8 @@ explicit ``sll_fx.threshold``).  Guarantee, checked: no node targets the ``sll``
 namespace afterwards.
 
 The hard ops are written at the graph's level (``Rule.emit_hard``): an sll node that is an
-``OpOverload`` (``torch.ops.sll.round.default``: a graph from ``torch.export``) comes back as
+``OpOverload`` (a graph from ``torch.export``: ``sll.round.eps_tensor`` for a linearized model,
+whose eps are buffers, ``sll.round.default`` for an explicit op with a float eps) comes back as
 aten overloads (``aten.round.default``; a comparison as ``aten.gt.Scalar``, with
 ``aten._to_copy`` to the sll node's dtype where ``hard_compare`` is needed), so the result
 exports again as it is.  Export's ``aten._assert_tensor_metadata`` nodes pin the dtypes of the

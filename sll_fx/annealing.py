@@ -38,7 +38,7 @@ sll nodes with a literal eps.  ``set_eps`` turns such a node's literal into a bu
 time it sets it), which changes that GraphModule's graph and recompiles its code.  Code that
 ``torch.compile`` compiled from the module before that change is not invalidated (dynamo does
 not guard on a GraphModule's generated code) and keeps the old literal: call ``set_eps`` once
-before compiling (later calls fill the buffer, which compiled code reads), compile again
+before compiling (later calls put a new tensor in the buffer, which compiled code reads by name), compile again
 (``torch._dynamo.reset()``), or linearize with ``linearize_module``, whose graphs never hold a
 literal eps.
 """
@@ -113,7 +113,7 @@ def _is_literal(value) -> bool:
 def buffer_literal_eps(gm: nn.Module) -> list[str]:
     """Give every sll node of ``gm`` with a literal eps its own eps buffer (:func:`eps_input`), holding
     that value; returns the nodes' names.  ``linearize_module`` calls it on the graphs it makes, so that
-    ``set_eps`` only ever fills buffers (compiled code follows).  The node keeps its value and is not a
+    ``set_eps`` only ever replaces buffers' tensors (compiled code follows).  The node keeps its value and is not a
     report entry: calibration leaves it alone (``sll_fx/calibration.py``).  Recompiles the modules changed."""
     changed = {}
     names = []

@@ -18,7 +18,8 @@ unknown submodule names and non-module types are a ``ValueError`` naming them; a
 mode in ``kind_eps``/``module_eps``/``module_mode`` is an ``EpsError``/``ModeError`` naming the
 dict and the key (``SLLConfig: module_mode['enc']: mode='hrad' is not one of ...``).
 
-``eps="auto"`` with ``kind_eps``/``module_eps``: ``"auto"`` is the default, so only the nodes
+``eps="auto"`` with ``kind_eps``/``module_eps`` (SLLConfig's own default eps is a fixed 0.01; pass
+``eps="auto"`` to calibrate): ``"auto"`` is then the default, so only the nodes
 that no ``kind_eps``/``module_eps`` entry covers are calibrated (``sll_fx/calibration.py``); a node
 given a number by ``kind_eps`` or ``module_eps`` keeps it, through the automatic calibration and
 through ``sll_fx.calibrate`` (``set_eps`` still changes it).  The report marks the calibrated
@@ -38,6 +39,15 @@ from .ops import DEFAULT_EPS, check_eps, check_method, check_mode
 from .rules import KIND_GROUPS, KINDS
 
 ModuleKey = Union[str, type]
+
+
+def _own_check(check, value) -> None:
+    """``check_eps``/``check_mode`` on SLLConfig's own ``eps``/``mode``: the message starts with
+    ``SLLConfig: `` (``SLLConfig: eps=0.0 must be positive and finite``), not the ops' ``sll.`` prefix."""
+    try:
+        check("SLLConfig", value)
+    except (EpsError, ModeError) as e:
+        raise type(e)(f"SLLConfig: {str(e).split(': ', 1)[-1]}") from None
 
 
 def _freeze(mapping) -> Mapping:
@@ -63,8 +73,8 @@ class SLLConfig:
         set_(self, "disabled", frozenset(self.disabled))
         set_(self, "skip", tuple(self.skip))
         if not (isinstance(self.eps, str) and self.eps == "auto"):  # "auto": calibrated (sll_fx/calibration.py)
-            check_eps("SLLConfig", self.eps)
-        check_mode("SLLConfig", self.mode)
+            _own_check(check_eps, self.eps)
+        _own_check(check_mode, self.mode)
         check_method("SLLConfig", self.method)
         for kind in (*self.kind_eps, *self.disabled):
             if kind not in KINDS and kind not in KIND_GROUPS:
@@ -114,7 +124,7 @@ class SLLConfig:
 
     @property
     def auto(self) -> bool:
-        """eps="auto" (the default eps): the nodes that take the default (no ``kind_eps``/``module_eps``
+        """eps="auto" (given as the default eps): the nodes that take the default (no ``kind_eps``/``module_eps``
         entry covers them) get a placeholder eps until calibrated (``sll_fx.calibrate``)."""
         return isinstance(self.eps, str) and self.eps == "auto"
 

@@ -35,10 +35,10 @@ How it observes the nodes: while active, the recorder gives ``gm`` (and every ne
 GraphModule holding sll nodes) an instance-level ``forward`` that runs a *shadow*
 GraphModule: a copy of the module's graph in which each sll node calls a probe (the sll
 op itself, then the measurements) and which shares every parameter, buffer and submodule
-with ``gm`` (the eps buffers of ``linearize_module`` included, so a ``set_eps`` while recording,
-which fills them in place, is seen at the next step).  Same generated code, same ops in the
+with ``gm`` (the eps buffers of ``linearize_module`` included; a ``set_eps`` while recording puts
+new tensors in them, and the shadow is rebuilt for it, so the new eps is seen at the next step).  Same generated code, same ops in the
 same order, so outputs and gradients are exactly those without recording.  The shadow is
-rebuilt when ``gm`` is recompiled (a graph edit).  Records report eps as a float (a node's
+rebuilt when ``gm`` is recompiled (a graph edit) and after a ``set_eps``.  Records report eps as a float (a node's
 eps buffer is read once per call: on an accelerator that is one sync per node per step, as
 the band count already is).  On exit (also on an exception) the original
 ``forward`` is put back.  No torch function is patched and no global state is used.

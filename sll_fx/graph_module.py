@@ -22,6 +22,8 @@ a pickle generate it; the modules sll_fx returns always have their code.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx
 from torch.fx.graph_module import reduce_graph_module
@@ -150,7 +152,10 @@ _META = ("stack_trace", "nn_module_stack", "sll_entry")
 
 
 def _target_key(node: fx.Node) -> str:
-    t = node.target
+    return _target_key_of(node.target)
+
+
+def _target_key_of(t) -> str:
     if isinstance(t, str):
         return t
     if isinstance(t, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
@@ -188,12 +193,20 @@ def _node_records(graph: fx.Graph) -> list:
     return out
 
 
+def _call_key(op: str, key: str) -> tuple[str, str]:
+    """(op, target key) with a dunder method call read as its operator: ``t[i]`` traced on a tensor
+    attribute is ``call_method __getitem__``, and retraced from the generated code ``operator.getitem``."""
+    if op == "call_method" and key.startswith("__") and key.endswith("__") and hasattr(operator, key):
+        return "call_function", _target_key_of(getattr(operator, key))
+    return op, key
+
+
 def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
     """``graph`` (retraced from the pickled code) with the pickled node names and metadata, when it
     has the pickled nodes one for one; else ``graph`` as it is."""
     nodes = list(graph.nodes)
     if not records or len(records) != len(nodes) or any(
-            n.op != r[0] or _target_key(n) != r[1] for n, r in zip(nodes, records)):
+            _call_key(n.op, _target_key(n)) != _call_key(r[0], r[1]) for n, r in zip(nodes, records)):
         return graph
     new = fx.Graph(tracer_cls=graph._tracer_cls)
     new._codegen = graph._codegen

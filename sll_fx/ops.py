@@ -31,8 +31,9 @@ The packet ``torch.ops.sll.sign(x, eps=e)`` picks the overload from ``e``'s run-
 registration order and a 0-dim tensor would also convert to a ``float`` argument, silently
 turning a graph input into a constant.)  ``linearize_module`` passes each node's eps as a
 0-dim float64 buffer of the GraphModule, so that ``torch.compile`` sees eps as a graph input,
-not as a constant it would specialise on: ``set_eps`` fills the buffers in place and the
-compiled code keeps running, with the new value (see ``sll_fx/annealing.py``).
+not as a constant it would specialise on: ``set_eps`` puts a new 0-dim tensor in each buffer
+(``annealing._replace_eps``) and the compiled code, which reads the buffer by name each call,
+keeps running with the new value (see ``sll_fx/annealing.py``).
 
 A tensor eps is checked only by its metadata (0-dim, floating) under compilation and on
 accelerators: its value is validated in Python where it is set (``linearize_module``,
@@ -154,7 +155,8 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
                        f"got shape {tuple(eps.shape)} and dtype {eps.dtype}")
     if _eager_cpu(eps):
         return check_eps(op, eps.detach().item(), decimals)
-    # a snapshot: a backward that reads eps uses the forward's value even if the tensor is filled in between
+    # a snapshot: a backward that reads eps uses the forward's value even if the tensor is changed in place
+    # in between (by a user's fill_; not by set_eps)
     # (set_eps itself puts a new tensor in the buffer's place, which compiled code relies on: AOT autograd
     # saves the graph input, not this copy)
     return eps.detach().clone()

@@ -14,10 +14,11 @@ boundaries that matter are the ones the data sit at.  So the check runs inside
 :class:`~sll_fx.graph_module.SLLGraphModule` (the module type ``linearize_module`` returns,
 nested GraphModules of opaque modules included): the **first call with gradients enabled for
 each new signature** (the dtypes and devices of the tensor arguments, the autocast state,
-the generated code, and the version counters of the 0-dim eps buffers, which ``set_eps``
-fills in place) runs under a :class:`~torch.overrides.TorchFunctionMode` that sees every
-``torch.ops.sll`` call, runs it unchanged and then measures its input (a few elementwise
-passes and a reduction per sll node, once; on an accelerator, one sync per node).  Later
+the generated code, and the eps buffers: the count of buffers ``set_eps`` replaced with new
+0-dim tensors, and each buffer's version counter for a change in place) runs under a
+:class:`~torch.overrides.TorchFunctionMode` that sees every ``torch.ops.sll`` call, runs it
+unchanged and then measures its input (a few elementwise passes and a reduction per sll node,
+once; on an accelerator, one sync per node).  Later
 calls with a seen signature cost the signature (5-10 microseconds on a CPU) and nothing
 else; calls under ``torch.no_grad()``/``inference_mode`` (evaluation: no gradient to lose)
 are not checked.  The
@@ -393,7 +394,7 @@ def _autocast_state(device_types) -> tuple:
 def _eps_versions(gm) -> tuple:
     """What changes when an eps changes: per owner of the 0-dim tensors that get_attr nodes feed into sll
     nodes (eps buffers), the count of buffers ``set_eps`` replaced, and each tensor's version counter
-    (an in-place fill)."""
+    (a change in place, not by ``set_eps``)."""
     cached = gm.__dict__.get("_sll_eps_targets")
     code = gm.__dict__.get("_code")
     if cached is None or cached[0] is not code:

@@ -18,8 +18,9 @@ An entry's ``pattern`` says what the match looks like around the node:
   becomes ``sll.topk_mask``.
 
 ``emit_hard`` builds an sll node's hard counterpart; it is the inverse of the rewrite.  It speaks
-the graph's own level: for an sll node whose target is an ``OpOverload`` (``torch.ops.sll.round.default``,
-how ``torch.export`` writes it) the hard op is the aten overload (``aten.round.default``,
+the graph's own level: for an sll node whose target is an ``OpOverload`` (how ``torch.export`` writes it:
+``sll.round.eps_tensor``, ``sll.compare.Scalar_eps_tensor``, ... for a linearized model, whose eps are
+buffers; ``sll.round.default``, ``sll.compare.Scalar``, ... for an explicit op with a float eps) the hard op is the aten overload (``aten.round.default``,
 ``aten.gt.Scalar``, ``aten.where.ScalarOther``, ...), always one of the rule's own ``functions``;
 for an ``OpOverloadPacket`` target (what ``linearize_module`` writes) it is the torch-level call.
 
@@ -187,7 +188,8 @@ class Rule:
 
 
 def is_aten_level(sll_node: Node) -> bool:
-    """Is this sll node written as an ``OpOverload`` (``torch.export``'s spelling: ``sll.round.default``)?"""
+    """Is this sll node written as an ``OpOverload`` (``torch.export``'s spelling: ``sll.round.eps_tensor``,
+    ``sll.round.default``)?"""
     return isinstance(sll_node.target, OpOverload)
 
 

@@ -255,3 +255,32 @@ def test_compile_before_calibration_calibrates_eagerly_or_says_how():
     gm(x)   # calibrated: both work
     torch.compile(gm, backend="aot_eager", fullgraph=True)(x)
     torch._dynamo.reset()
+
+
+class _LutQ(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 2)
+
+
+class _Lut(nn.Module):
+    """A tensor literal indexed in forward: traced as ``call_method __getitem__``, retraced from the code
+    as ``operator.getitem`` (unpickling then dropped every node's metadata: calibrate found no node)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = _LutQ()
+
+    def forward(self, x):
+        lut = torch.arange(4.0)
+        return self.q(x) + lut[x.long().clamp(0, 3)]
+
+
+def test_an_unpickled_model_calibrates_and_selects_by_submodule_as_the_original():
+    import pickle
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 2
+    gm = sll_fx.linearize_module(_Lut(), eps=0.1, verbose=False)
+    pk = pickle.loads(pickle.dumps(gm))
+    assert sll_fx.calibrate(pk, x) == sll_fx.calibrate(gm, x) and len(sll_fx.calibrate(gm, x)) == 1
+    assert sll_fx.set_eps(pk, 0.3, where="q") == sll_fx.set_eps(gm, 0.3, where="q") == ["round_1"]
+    auto = pickle.loads(pickle.dumps(sll_fx.linearize_module(_Lut(), verbose=False)))  # before its first call
+    assert list(sll_fx.calibrate(auto, x)) == ["round_1"]
