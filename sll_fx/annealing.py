@@ -54,6 +54,7 @@ from torch import fx, nn
 from . import rules
 from .errors import EpsError
 from .graph_module import EPS_PREFIX  # the eps buffers' names: _sll_eps_<node name>
+from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
 from .ops import check_eps, is_sll_target
 from .tracer import module_of, source_of
 
@@ -229,8 +230,6 @@ def _selects(where: Where, node: fx.Node) -> bool:
         or where == ""
 
 
-#: ``__dict__`` key of a module's count of eps buffers replaced by :func:`set_eps` (read by ``sll_fx.precision``)
-EPS_GENERATION = "_sll_eps_generation"
 
 
 def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) -> None:

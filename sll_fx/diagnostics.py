@@ -60,7 +60,7 @@ from tabulate import tabulate
 from torch import Tensor, fx
 
 from . import ops
-from .annealing import EPS_GENERATION
+from .precision import EPS_GENERATION
 
 __all__ = ["BandWarning", "BandRecord", "NodeSummary", "BandStats", "band_stats"]
 

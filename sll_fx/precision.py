@@ -391,6 +391,10 @@ def _autocast_state(device_types) -> tuple:
     return tuple(out)
 
 
+#: ``__dict__`` key of a module's count of eps buffers that ``set_eps`` replaced (``sll_fx.annealing``)
+EPS_GENERATION = "_sll_eps_generation"
+
+
 def _eps_versions(gm) -> tuple:
     """What changes when an eps changes: per owner of the 0-dim tensors that get_attr nodes feed into sll
     nodes (eps buffers), the count of buffers ``set_eps`` replaced, and each tensor's version counter
@@ -413,7 +417,7 @@ def _eps_versions(gm) -> tuple:
         if t is None:
             t = getattr(owner, field, None)
         if isinstance(t, Tensor) and t.dim() == 0:
-            out.append((owner.__dict__.get("_sll_eps_generation", 0), t._version))  # annealing.EPS_GENERATION
+            out.append((owner.__dict__.get(EPS_GENERATION, 0), t._version))
     return tuple(out)
 
 
