@@ -257,6 +257,12 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
+    if hard is None and num_classes < x.shape[dim] and _plain_eager(x):  # as one_hot itself (hard mode: above)
+        index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
+        if bool((index >= num_classes).any()):
+            raise RuntimeError(f"sll.argmax_onehot: Class values must be smaller than num_classes: the "
+                               f"{'argmax' if largest else 'argmin'} of a row is {int(index.max())}, "
+                               f"num_classes={num_classes} (one_hot raises the same)")
     return kernels.argmax_onehot(x, dim, num_classes, eps, largest, hard)
 
 

@@ -1157,3 +1157,16 @@ def test_scatter_with_reduce_is_not_a_topk_mask():
     assert any("reduce='multiply'" in e.reason for e in gm.sll_report.entries)
     assert_bitwise(gm(x), model(x))
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
+    """num_classes smaller than the dim: one_hot raises when an index reaches it; the linearized op used to
+    keep the first classes silently. An index below it is fine, as for one_hot."""
+    x = torch.tensor([[0.1, 0.3, 0.9, 0.2]])
+    with pytest.raises(RuntimeError, match="Class values must be smaller than num_classes"):
+        F.one_hot(x.argmax(-1), 2)
+    for mode in ("linear", "hard"):
+        with pytest.raises(RuntimeError, match="Class values must be smaller than num_classes"):
+            torch.ops.sll.argmax_onehot(x, -1, 2, eps=EPS, mode=mode)
+    ok = torch.tensor([[0.1, 0.9, 0.3, 0.2]])
+    assert torch.ops.sll.argmax_onehot(ok, -1, 2, eps=EPS).tolist() == F.one_hot(ok.argmax(-1), 2).tolist()
