@@ -203,10 +203,30 @@ def _call_key(op: str, key: str) -> tuple[str, str]:
 
 def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
     """``graph`` (retraced from the pickled code) with the pickled node names and metadata, when it
-    has the pickled nodes one for one; else ``graph`` as it is."""
+    has the pickled nodes one for one; else ``graph`` with the metadata of each node whose name and call
+    match a pickled one (the retrace drops unused nodes and reads an attribute where it is first used,
+    so the order can differ; names are made the same way both times)."""
     nodes = list(graph.nodes)
-    if not records or len(records) != len(nodes) or any(
+    if not records:
+        return graph
+    if len(records) != len(nodes) or any(
             _call_key(n.op, _target_key(n)) != _call_key(r[0], r[1]) for n, r in zip(nodes, records)):
+        by_name = {r[2]: r for r in records}
+        matched, used = set(), set()
+        for node in nodes:  # by name and call
+            r = by_name.get(node.name)
+            if r is not None and _call_key(node.op, _target_key(node)) == _call_key(r[0], r[1]):
+                node.meta.update(r[3])
+                matched.add(node)
+                used.add(r[2])
+        left: dict[tuple, list] = {}  # then, per call, in order (a split node's names come out swapped)
+        for r in records:
+            if r[2] not in used:
+                left.setdefault(_call_key(r[0], r[1]), []).append(r)
+        for node in nodes:
+            queue = left.get(_call_key(node.op, _target_key(node)))
+            if node not in matched and queue:
+                node.meta.update(queue.pop(0)[3])
         return graph
     new = fx.Graph(tracer_cls=graph._tracer_cls)
     new._codegen = graph._codegen

@@ -509,3 +509,34 @@ def test_ops_reading_the_value_as_data_keep_it_rewritten(how):
     grads = [g for g in (x.grad, model.w.grad) if g is not None]
     assert sum(float(g.abs().sum()) for g in grads) > 0
     assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+class _TopkBothWays(nn.Module):
+    def forward(self, s):
+        mask = torch.zeros_like(s).scatter(-1, torch.topk(s, 2, -1).indices, 1.0)
+        return (s * mask).sum(-1), s.masked_fill(~mask.bool(), -1.0)
+
+
+class _UnusedConstant(nn.Module):
+    def forward(self, x):
+        out = torch.zeros(3)
+        out[torch.tensor([0, 2])] = 1.0   # traces a tensor constant twice, one of them unused
+        return torch.round(x * 3) + out
+
+
+@pytest.mark.parametrize("model", [_TopkBothWays(), _UnusedConstant()], ids=["topk_both_ways", "unused_constant"])
+def test_an_unpickled_copy_keeps_its_nodes_report_links(model):
+    """The retrace of the pickled code may order or drop nodes differently (an attribute read where first
+    used, an unused constant): each node still gets its metadata back, so calibrate and set_eps by report
+    name work on the copy as on the original (they found no node)."""
+    import pickle
+    x = torch.tensor([[0.1, 0.5, 0.45, 0.9, 0.2, 0.3]]) if isinstance(model, _TopkBothWays) else \
+        torch.tensor([0.1, 0.17, 0.5])
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    pk = pickle.loads(pickle.dumps(gm))
+    assert list(sll_fx.calibrate(pk, x).values()) == list(sll_fx.calibrate(gm, x).values())
+    assert len(sll_fx.calibrate(gm, x)) == 1
+    name = gm.sll_report.rewritten[0].node
+    assert sll_fx.set_eps(pk, 0.05, where=name) and sll_fx.set_eps(gm, 0.05, where=name)
+    for a, b in zip(pk(x) if isinstance(pk(x), tuple) else (pk(x),), gm(x) if isinstance(gm(x), tuple) else (gm(x),)):
+        assert_bitwise(a, b)
