@@ -28,7 +28,7 @@ input of the graph, not a constant in its code, so ``set_eps`` changes it in pla
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch._ops import OpOverload, OpOverloadPacket
@@ -123,7 +123,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
         _apply(gm, step, surrogates, device, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     gm.recompile()
-    report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method)
+    report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method, auto=config.auto)
     _check(gm, report, planner, before)
     gm.sll_report = report
     return PassResult(gm, modified=bool(report.rewritten))
@@ -236,7 +236,8 @@ class _Planner:
             return self._hard(node, rule, _DETACHED)
         stack = self._stack(node)
         eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
-        if isinstance(eps, str) and eps == "auto":  # a placeholder until calibrated (sll_fx/calibration.py)
+        auto = isinstance(eps, str) and eps == "auto"
+        if auto:  # a placeholder until calibrated (sll_fx/calibration.py)
             eps = min(DEFAULT_EPS, 0.5 * eps_limit(rule.sll_op, decimals))
         method = self.config.method
         if method != "sll" and rule.sll_op in ("argmax_onehot", "topk_mask"):
@@ -251,8 +252,10 @@ class _Planner:
         if method != "sll" and rule.sll_op != "select":
             replacement += f"[{method}]"
         mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
-        return _Step(node, rule, self._entry(node, replacement, extra.pop("reason", ""), eps),
-                     mode=mode, casts=extra.pop("casts", ()), extra=extra)
+        # the report's mode: a selection runs its comparison's (the mask's module decides)
+        shown = mode if method != "sll" or "mask" not in extra else self.config.mode_for(self._stack(extra["mask"]))
+        entry = replace(self._entry(node, replacement, extra.pop("reason", ""), eps), mode=shown, auto=auto)
+        return _Step(node, rule, entry, mode=mode, casts=extra.pop("casts", ()), extra=extra)
 
     def _is_int(self, value) -> bool:
         return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS

@@ -7,17 +7,15 @@ parameter and buffer with the input and has the same ``state_dict()`` keys.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import fx
 
-from . import exported, rules
+from . import exported
 from .annealing import buffer_literal_eps
 from .config import SLLConfig
 from .opaque import assert_no_sll, is_opaque, map_graphs, refuse_sll_code
 from .calibration import DEFAULT_TARGET
-from .ops import check_mode, is_sll_target
+from .ops import check_mode
 from .report import RewriteReport, StripReport
 from .tracer import trace_with_fallback
 
@@ -100,7 +98,6 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         before = {n: n.target for n in g.graph.nodes}  # (the pass rewrites elementwise nodes in place)
         g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
         exported.forget_stale_meta(g, before)
-        _annotate_entries(g, config)
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
 
@@ -111,37 +108,6 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if verbose:
         print(gm.sll_report)
     return gm
-
-
-def _annotate_entries(g: fx.GraphModule, config: SLLConfig) -> None:
-    """Fill in each rewritten report entry of ``g``'s pass its node's mode and whether its eps is
-    calibrated (``Entry.mode``, ``Entry.auto``; ``RewriteReport.auto``), from the sll nodes the pass made.
-
-    A node's eps is calibrated when the config's eps for it is "auto" (``SLLConfig.is_auto``: no
-    ``kind_eps``/``module_eps`` entry covers it); a selection's mode and eps are its comparison's."""
-    report = g.sll_report
-    report.auto = config.auto
-    made: dict[str, fx.Node] = {}
-    for node in g.graph.nodes:
-        if "sll_entry" in node.meta and node.op == "call_function" and is_sll_target(node.target):
-            made.setdefault(node.meta["sll_entry"], node)
-
-    def source(node: fx.Node) -> fx.Node:  # sll.select takes its band from its mask, an sll.compare
-        while "eps" not in node.kwargs and node.args and isinstance(node.args[0], fx.Node) \
-                and node.args[0].op == "call_function" and is_sll_target(node.args[0].target):
-            node = node.args[0]
-        return node
-
-    entries = []
-    for e in report.entries:
-        node = made.get(e.node) if e.rewritten else None
-        if node is not None:
-            node = source(node)
-            stack = list((node.meta.get("nn_module_stack") or {}).values())
-            auto = "eps" in node.kwargs and config.auto and config.is_auto(rules.for_sll_node(node).kind, stack)
-            e = dataclasses.replace(e, mode=node.kwargs.get("mode", e.mode), auto=auto)
-        entries.append(e)
-    report.entries[:] = entries
 
 
 def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:

@@ -396,12 +396,7 @@ def test_modules_reached_through_a_dict_or_an_object_are_traced_on_copies_too():
     assert m.a.v == 0.0 and m.b.v == 0.0
     assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [("a", reason("v")), ("b", reason("v"))]
     assert isinstance(gm, fx.GraphModule) and is_opaque(gm.a) and is_opaque(gm.b)
-    xs = seq(4)
-    with torch.no_grad():
-        ys_gm = run(gm, xs)
-        ys = run(m, xs)
-    for a, b in zip(ys_gm, ys):
-        assert_bitwise(a, b)
+    assert_same_sequence(gm, m, seq(4))
 
 
 def test_strict_trace_names_a_stateful_model():
@@ -417,6 +412,14 @@ def test_strict_trace_names_a_stateful_model():
 
 def run(model, xs):
     return [model(x) for x in xs]
+
+
+def assert_same_sequence(gm, m, xs) -> None:
+    """``gm`` and ``m`` called on the same inputs in turn give bitwise-equal outputs (no gradient)."""
+    with torch.no_grad():
+        ys_gm, ys = run(gm, xs), run(m, xs)
+    for a, b in zip(ys_gm, ys):
+        assert_bitwise(a, b)
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -471,12 +474,7 @@ def test_root_stateful_model_is_opaque_and_its_children_are_rewritten():
     assert gm.sll_report.opaque == [OpaqueModule("", "StepCounter", reason("steps"))]
     assert not isinstance(gm, fx.GraphModule) and is_opaque(gm) and isinstance(gm.spike, fx.GraphModule)
     assert len(sll_nodes(gm.spike)) == 1
-    xs = seq(4)
-    with torch.no_grad():
-        ys_gm = run(gm, xs)
-        ys = run(m, xs)
-    for a, b in zip(ys_gm, ys):
-        assert_bitwise(a, b)
+    assert_same_sequence(gm, m, seq(4))
     assert m.steps == gm.steps == 4
 
 
