@@ -332,6 +332,28 @@ def autograd_function_class(obj):
     return None
 
 
+#: a module's hook dicts that run around its forward, with the words a reason uses for them
+_HOOK_DICTS = (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook"),
+               ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))
+
+
+def hooks_of(module: nn.Module) -> str:
+    """The hooks registered on ``module`` that run around its forward, in words ("1 forward hook,
+    2 backward hooks"), or "" for none.  sll_fx's own (the ``eps="auto"`` calibration hook of a
+    linearized model) are left out: the tracer refuses to trace such a model before it calibrated.
+
+    fx traces a module's forward with its hooks (``Module.__call__``) once, on proxies: a forward hook's
+    side effects (``features.append(out)``) happen then, not when the graph runs, and a backward hook is
+    dropped; the model's own hooks are not traced at all.  The tracer keeps such a module opaque."""
+    parts = []
+    for attr, words in _HOOK_DICTS:
+        hooks = (getattr(module, attr, None) or {}).values()
+        n = sum(1 for h in hooks if getattr(h, "__module__", None) != "sll_fx.calibration")
+        if n:
+            parts.append(f"{n} {words}{'s' if n > 1 else ''}")
+    return ", ".join(parts)
+
+
 def autograd_function_used(module: nn.Module):
     """The first autograd.Function subclass that ``module``'s ``forward`` references, or None."""
     fn = _function(module.__dict__.get("forward")) or _function(getattr(type(module), "forward", None))
@@ -479,12 +501,12 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
         return new
 
     result = rebuild(top, "")
-    base = reports[0] if isinstance(result, fx.GraphModule) else empty_report
+    base = reports[0] if isinstance(result, fx.GraphModule) and not is_opaque(result) else empty_report
     fields = {"entries": [e for r in reports for e in r.entries], "opaque": opaque}
     if hasattr(base, "remaining"):
         fields["remaining"] = sum(getattr(r, "remaining", 0) for r in reports)
     report = dataclasses.replace(base, **fields)
-    if isinstance(result, fx.GraphModule):
+    if isinstance(result, fx.GraphModule) and not is_opaque(result):
         result.sll_report = report
     else:
         result.__dict__["sll_report"] = report  # an opaque copy of the model itself

@@ -67,6 +67,14 @@ parametrization, whose discrete ops are rewritten like any other); a parametrize
 module (``weight_norm`` on an ``nn.Linear``) stays a leaf.  Reports and errors name a parametrized
 module by its original class.
 
+**Hooks.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on proxies (a
+forward hook's side effects happen at trace time only; a backward hook is dropped), and never runs the
+model's own hooks.  A module with forward, forward pre-, backward or backward pre-hooks
+(:func:`sll_fx.opaque.hooks_of`), the model itself included, is therefore kept opaque with the reason
+``"hooks registered (1 forward hook): kept opaque so they run as registered"``; torch.nn leaves are
+called by the graph as they are, hooks and all.  A ``linearize_module(eps="auto")`` result that has not
+calibrated yet is refused (``EpsError``): the graph would keep its placeholder eps.
+
 **autograd.Function.**  ``torch.fx`` traces straight through ``Fn.apply(x)`` (the C++ apply
 just calls ``Fn.forward`` with the proxies) and the custom backward is lost, silently.  The
 tracer therefore never traces through one; the module whose ``forward`` calls it (the model
@@ -103,10 +111,10 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from .errors import TraceError
+from .errors import EpsError, TraceError
 from .graph_module import SLLGraphModule
-from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, child_attributes_read, join,
-                     mark_opaque, private_copy)
+from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, child_attributes_read, hooks_of,
+                     join, mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -184,6 +192,32 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             "from a submodule of its own", module_path=path, module_type=kind, reason=_autograd_reason(fn))
     return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}\n{_CONTROL_FLOW_FIX}",
                       module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}")
+
+
+def _check_calibrated(module: nn.Module, path: str) -> None:
+    """Refuse to trace into a ``linearize_module(eps="auto")`` result that has not calibrated yet: the
+    graph would keep its placeholder eps and drop the hook that calibrates them."""
+    from .calibration import is_calibrating
+
+    if is_calibrating(module):
+        where = f"submodule '{path}'" if path else "the model"
+        raise EpsError(f"cannot trace {where}: it is a linearize_module(eps=\"auto\") result that has not "
+                       "calibrated its eps yet (a trace would keep its placeholder eps and drop the hook that "
+                       "calibrates them)\nFix: run one batch through it first, or sll_fx.calibrate(module, x), or "
+                       "linearize it with a fixed eps")
+
+
+def _hook_failure(module: nn.Module, path: str, hooks: str) -> TraceError:
+    """The TraceError for a module with hooks (``hooks_of``) that the trace would go into."""
+    kind = original_class(module).__name__
+    where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    return TraceError(
+        f"torch.fx would trace {where} without its hooks ({hooks}): a trace runs a forward hook once, on "
+        "proxies (its side effects, such as appending the output to a list, happen then and never again), keeps "
+        "no backward hook, and does not run the model's own hooks at all\nFix: linearize_module keeps it opaque, "
+        "so the hooks run as registered and its child modules are still rewritten; for its own discrete ops to "
+        "be rewritten, remove the hooks before linearizing (and register the model's own on the result)",
+        module_path=path, module_type=kind, reason=f"hooks registered ({hooks}): kept opaque so they run as registered")
 
 
 class SLLTracer(fx.Tracer):
@@ -311,11 +345,15 @@ class SLLTracer(fx.Tracer):
         try:
             if not self.is_leaf_module(m, path):
                 self.sll_entered.add(id(m))
+                _check_calibrated(m, path)
+                hooks = hooks_of(m)
+                if hooks:
+                    raise _hook_failure(m, path, hooks)
                 fn = autograd_function_used(m)
                 if fn is not None:
                     raise _AutogradFunctionCall(fn)
             return super().call_module(m, forward, args, kwargs)
-        except TraceError:
+        except (TraceError, EpsError):
             raise
         except Exception as e:
             raise _failure(e, path, m) from e
@@ -335,11 +373,15 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     root = tree.root
     tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
     try:
+        _check_calibrated(model, "")
+        hooks = hooks_of(model)
+        if hooks:
+            raise _hook_failure(model, "", hooks)
         fn = autograd_function_used(model)
         if fn is not None:
             raise _AutogradFunctionCall(fn)
         graph = tracer.trace(root, concrete_args)
-    except TraceError:
+    except (TraceError, EpsError):  # (EpsError: _check_calibrated)
         raise
     except Exception as e:
         raise _failure(e, "", model) from e

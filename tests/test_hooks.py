@@ -1,0 +1,143 @@
+"""Module hooks: fx traces a submodule's hooks once, on proxies, and never the model's own, so a
+module with hooks is kept opaque and its hooks run as registered (sll_fx/tracer.py, opaque.hooks_of)."""
+
+import pytest
+import torch
+from torch import nn
+
+import sll_fx
+from sll_fx.errors import EpsError, TraceError
+from sll_fx.tracer import trace
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sign(self.lin(x))
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.block(x))
+
+
+def _model():
+    torch.manual_seed(0)
+    return Model()
+
+
+X = torch.randn(8, 4)
+
+
+def _opaque(gm):
+    return {o.path: o.reason for o in gm.sll_report.opaque}
+
+
+@pytest.mark.parametrize("register", [
+    lambda m: m.register_forward_hook(lambda mod, args, out: out + 100.0),
+    lambda m: m.register_forward_pre_hook(lambda mod, args: (args[0] * 2.0,)),
+    lambda m: m.register_forward_hook(lambda mod, args, kwargs, out: out - 1.0, with_kwargs=True),
+], ids=["forward", "pre", "forward_with_kwargs"])
+def test_the_models_own_hook_runs_and_its_children_are_rewritten(register):
+    model = _model()
+    register(model)
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert list(_opaque(gm)) == [""]
+    assert "hook" in _opaque(gm)[""] and "kept opaque" in _opaque(gm)[""]
+    assert [e.module for e in gm.sll_report.rewritten] == ["block"]  # the child's sign is still rewritten
+    assert torch.equal(gm(X), model(X))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(X), model(X))
+
+
+def test_a_forward_hook_with_side_effects_runs_on_every_call_and_not_while_linearizing():
+    model = _model()
+    features = []
+    model.block.register_forward_hook(lambda mod, args, out: features.append(out))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert features == []  # a trace would have appended a Proxy here
+    assert _opaque(gm) == {"block": "hooks registered (1 forward hook): kept opaque so they run as registered"}
+    y = gm(X)
+    assert len(features) == 1 and torch.equal(features[0], torch.sign(model.block.lin(X)))
+    assert torch.equal(y, model.out(features[0]))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    hard(X)
+    assert len(features) == 2
+
+
+@pytest.mark.parametrize("where", ["model", "block"])
+def test_backward_hooks_fire(where):
+    model = _model()
+    calls = []
+    target = model if where == "model" else model.block
+    target.register_full_backward_hook(lambda mod, grad_in, grad_out: calls.append(grad_out[0].shape))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert list(_opaque(gm)) == ["" if where == "model" else "block"]
+    assert "1 backward hook" in next(iter(_opaque(gm).values()))
+    x = X.clone().requires_grad_()
+    gm(x).sum().backward()
+    assert len(calls) == 1
+
+
+def test_a_hook_on_a_torch_nn_leaf_keeps_the_model_traced():
+    model = _model()
+    seen = []
+    model.out.register_forward_hook(lambda mod, args, out: seen.append(out))  # a leaf: the graph calls it
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert _opaque(gm) == {} and len(gm.sll_report.rewritten) == 1
+    gm(X)
+    assert len(seen) == 1
+
+
+def test_trace_names_the_module_the_hooks_and_the_fix():
+    model = _model()
+    model.block.register_forward_hook(lambda mod, args, out: out)
+    model.block.register_forward_pre_hook(lambda mod, args: None)
+    model.block.register_forward_pre_hook(lambda mod, args: None)
+    with pytest.raises(TraceError) as info:
+        trace(model)
+    assert info.value.module_path == "block" and info.value.module_type == "Block"
+    assert "2 forward pre-hooks, 1 forward hook" in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_the_users_model_and_its_hooks_are_left_as_they_are():
+    model = _model()
+    handle = model.block.register_forward_hook(lambda mod, args, out: out * 3)
+    model.register_forward_hook(lambda mod, args, out: out + 1)
+    before = (dict(model._forward_hooks), dict(model.block._forward_hooks), dict(model._modules))
+    expected = model(X)
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert (dict(model._forward_hooks), dict(model.block._forward_hooks), dict(model._modules)) == before
+    assert torch.equal(gm(X), expected)
+    handle.remove()  # the linearized model has its own copy of the hook dicts
+    assert torch.equal(gm(X), expected)
+
+
+class Outer(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * 2
+
+
+def test_an_uncalibrated_auto_model_is_refused_until_it_calibrated():
+    inner = sll_fx.linearize_module(Block(), verbose=False)  # eps="auto": calibrates on its first call
+    outer = Outer(inner)
+    with pytest.raises(EpsError, match="submodule 'inner'.*not calibrated") as info:
+        sll_fx.linearize_module(outer, eps=0.1, verbose=False)
+    assert "Fix:" in str(info.value)
+    with pytest.raises(EpsError, match="the model"):
+        sll_fx.linearize_module(inner, eps=0.1, verbose=False)
+    inner(X)  # calibrates
+    gm = sll_fx.linearize_module(outer, eps=0.1, verbose=False)
+    assert _opaque(gm) == {}
+    assert torch.equal(gm(X), outer(X))
