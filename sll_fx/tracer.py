@@ -67,6 +67,14 @@ parametrization, whose discrete ops are rewritten like any other); a parametrize
 module (``weight_norm`` on an ``nn.Linear``) stays a leaf.  Reports and errors name a parametrized
 module by its original class.
 
+**Train/eval mode.**  fx reads ``self.training`` as the Python bool it is at trace time, so a graph would
+keep one mode's behaviour whatever ``train()``/``eval()`` says later.  While tracing, every module's
+``training`` is a proxy of one ``get_attr("training")`` node: used as a value (``F.dropout(x, p,
+training=self.training)``, ``x * self.training``) the graph reads the result's own flag when it runs; a
+branch on it (``if self.training:``, ``not self.training``, anything ``bool()`` of a value computed from
+it) raises, and the fallback keeps that module opaque with the reason ``"branches on self.training: kept
+opaque so it follows train()/eval()"``.  The node is dropped when nothing reads the flag.
+
 **Hooks.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on proxies (a
 forward hook's side effects happen at trace time only; a backward hook is dropped), and never runs the
 model's own hooks.  A module with forward, forward pre-, backward or backward pre-hooks
@@ -137,6 +145,10 @@ class _AutogradFunctionCall(Exception):
         self.fn = fn
 
 
+class _TrainingBranch(Exception):
+    """Raised inside a trace that branched on ``self.training``; becomes a TraceError."""
+
+
 def original_class(m: nn.Module) -> type:
     """The class ``m`` was created as: a parametrization (``torch.nn.utils.parametrize``) swaps a
     module's class for a subclass ``Parametrized<Cls>`` made in torch's namespace."""
@@ -176,6 +188,9 @@ def _autograd_function_of(e: BaseException) -> type | None:
     return found
 
 
+_TRAINING_REASON = "branches on self.training: kept opaque so it follows train()/eval()"
+
+
 def _autograd_reason(fn: type) -> str:
     return f"autograd.Function {fn.__name__}: kept opaque so its backward survives"
 
@@ -184,6 +199,13 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
     kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    if isinstance(e, _TrainingBranch):
+        return TraceError(
+            f"torch.fx would trace {where} in one mode only: its forward branches on self.training (a graph keeps "
+            "the branch it was traced in, whatever train()/eval() says later)\nFix: linearize_module keeps it opaque, "
+            "so it follows train()/eval() and its child modules are still rewritten; for its own discrete ops to be "
+            "rewritten, use the flag as a value (F.dropout(x, p, training=self.training), x * self.training) or move "
+            "the mode-dependent part into a child module", module_path=path, module_type=kind, reason=_TRAINING_REASON)
     fn = _autograd_function_of(e)
     if fn is not None:
         return TraceError(
@@ -205,6 +227,19 @@ def _check_calibrated(module: nn.Module, path: str) -> None:
                        "calibrated its eps yet (a trace would keep its placeholder eps and drop the hook that "
                        "calibrates them)\nFix: run one batch through it first, or sll_fx.calibrate(module, x), or "
                        "linearize it with a fixed eps")
+
+
+def _depends_on(node: fx.Node, source: fx.Node, limit: int = 64) -> bool:
+    """Is ``source`` ``node`` or among its inputs (transitively; the first ``limit`` nodes looked at)?"""
+    seen, stack = set(), [node]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n is source:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False
 
 
 def _hook_failure(module: nn.Module, path: str, hooks: str) -> TraceError:
@@ -245,6 +280,8 @@ class SLLTracer(fx.Tracer):
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
         self._sll_hidden = _hidden_files()
         self._sll_outside: tuple[bool, str | None] = (False, None)
+        self._sll_training = None                # the get_attr("training") proxy the copies' .training reads
+        self._sll_flags: list = []               # (module, its training flag) while .training is the proxy
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -254,9 +291,33 @@ class SLLTracer(fx.Tracer):
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
         try:
-            return super().trace(root, concrete_args)
+            graph = super().trace(root, concrete_args)
         finally:
             self._sll_base = None
+            for m, flag in self._sll_flags:  # (a bool again)
+                m.__dict__["training"] = flag
+            self._sll_flags = []
+        if self._sll_training is not None and not self._sll_training.node.users:
+            graph.erase_node(self._sll_training.node)
+        return graph
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        out = super().create_args_for_root(root_fn, is_module, concrete_args)
+        if is_module:
+            # every traced module's .training reads the result's own flag when the graph runs (F.dropout(x,
+            # training=self.training) follows train()/eval()); a branch on it is refused (to_bool).  The
+            # modules: the trace's private copies, or the root alone (fx's retrace when a GraphModule unpickles)
+            self._sll_training = proxy = self.create_proxy("get_attr", "training", (), {})
+            modules = [c for _, c in self.sll_shadows.pairs] if self.sll_shadows is not None else [self.root]
+            for m in modules:
+                self._sll_flags.append((m, m.__dict__.get("training", True)))
+                m.__dict__["training"] = proxy
+        return out
+
+    def to_bool(self, obj):
+        if self._sll_training is not None and _depends_on(obj.node, self._sll_training.node):
+            raise _TrainingBranch()
+        return super().to_bool(obj)
 
     def get_fresh_qualname(self, prefix: str) -> str:
         name = super().get_fresh_qualname(prefix)

@@ -1,0 +1,130 @@
+"""``self.training`` in a traced forward: read as a value it becomes a graph input (the result's own
+flag, so train()/eval() still switch it); a branch on it keeps that module opaque (sll_fx/tracer.py)."""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sll_fx
+from sll_fx.errors import TraceError
+from sll_fx.tracer import trace
+
+X = torch.randn(6, 4)
+
+
+class Spike(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+class NoisyQuant(nn.Module):
+    """A quantizer that adds noise while training: the branch a trace would bake."""
+
+    def __init__(self):
+        super().__init__()
+        self.spike = Spike()
+
+    def forward(self, x):
+        if self.training:
+            return x + 0.25 * torch.round(x)
+        return torch.round(x) + self.spike(x)
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.q = NoisyQuant()
+
+    def forward(self, x):
+        return self.q(self.lin(x) * 3)
+
+
+class Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sign(F.dropout(self.lin(x), 0.5, training=self.training)) * (1 + self.training)
+
+
+def _model(cls):
+    torch.manual_seed(0)
+    return cls()
+
+
+def _same_in_both_modes(model, gm):
+    for train in (True, False, True):
+        model.train(train)
+        gm.train(train)
+        torch.manual_seed(1)
+        expected = model(X)
+        torch.manual_seed(1)
+        assert torch.equal(gm(X), expected), f"train={train}"
+
+
+@pytest.mark.parametrize("traced_in", ["train", "eval"])
+def test_a_branch_on_self_training_keeps_the_module_opaque_and_following_the_mode(traced_in):
+    model = _model(Model)
+    model.train(traced_in == "train")
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"q": "branches on self.training: kept opaque so it follows train()/eval()"}
+    assert [e.module for e in gm.sll_report.rewritten] == ["q.spike"]  # its child is still rewritten
+    _same_in_both_modes(model, gm)
+    _same_in_both_modes(model, sll_fx.export_hard(gm, verbose=False))
+
+
+@pytest.mark.parametrize("spelling", [
+    lambda self, x: x if not self.training else -x,
+    lambda self, x: x if self.training == True else -x,  # noqa: E712
+    lambda self, x: x * 2 if self.training and x.dim() == 2 else x,
+], ids=["not", "eq", "and"])
+def test_every_branch_depending_on_the_flag_is_refused(spelling):
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return torch.sign(spelling(self, x))
+
+    with pytest.raises(TraceError, match="branches on self.training") as info:
+        trace(Branchy())
+    assert info.value.module_path == "" and "Fix:" in str(info.value)
+
+
+def test_the_flag_as_a_value_is_read_when_the_graph_runs():
+    model = _model(Dropped)
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert gm.sll_report.opaque == [] and len(gm.sll_report.rewritten) == 1
+    assert [n.target for n in gm.graph.nodes if n.op == "get_attr"].count("training") == 1
+    _same_in_both_modes(model, gm)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    _same_in_both_modes(model, hard)
+    for clone in (copy.deepcopy(gm), _reloaded(gm)):
+        _same_in_both_modes(model, clone)
+
+
+def _reloaded(gm):
+    buf = io.BytesIO()
+    torch.save(gm, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+def test_export_of_the_eval_model_specializes_on_the_flag():
+    model = _model(Dropped).eval()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False).eval()
+    for m in (gm, sll_fx.export_hard(gm, verbose=False)):
+        ep = torch.export.export(m, (X,))
+        assert torch.equal(ep.module()(X), model(X))
+
+
+def test_no_flag_read_leaves_no_node_and_the_users_modules_keep_a_bool():
+    model = _model(Model)
+    sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    gm = sll_fx.linearize_module(model.lin, eps=1e-3, verbose=False)
+    assert all(n.target != "training" for n in gm.graph.nodes)
+    assert all(type(m.__dict__["training"]) is bool for m in model.modules())
