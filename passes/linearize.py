@@ -11,7 +11,9 @@ a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an o
 passes no gradient and would see fractional values, so it keeps reading the hard result (or,
 with no float use at all, the node stays hard); a node whose value reaches the output only
 through ``.detach()`` is a straight-through estimator already and stays hard
-(``_Planner._verdict``, ``_reach_output``).  An elementwise node (``call_function``) becomes its
+(``_Planner._verdict``, ``_reach_output``), and so does a node that no gradient reaches
+(``_gradient_sources``: its inputs come through ``.detach()``, a ``torch.no_grad()`` block, or
+from buffers and constants alone).  An elementwise node (``call_function``) becomes its
 sll op in place: it keeps its name, place and users, so the report's node names are the sll
 nodes' names (unless other uses keep the hard node); the other patterns insert a new node and
 erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
@@ -36,7 +38,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 from torch.fx.passes.infra.pass_base import PassResult
 
-from sll_fx import dtypes, rules
+from sll_fx import dtypes, grad_regions, rules
 from sll_fx.annealing import eps_device, eps_input
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
@@ -161,6 +163,7 @@ class _Planner:
         self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
+        self._graded: set | None = None             # the nodes a gradient can come from or pass through
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump finds);
@@ -234,6 +237,8 @@ class _Planner:
             return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
         if self._detached_only((node,) if live is None else live):
             return self._hard(node, rule, _DETACHED)
+        if self._no_gradient(node):
+            return self._hard(node, rule, _NO_GRADIENT)
         stack = self._stack(node)
         eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
         auto = isinstance(eps, str) and eps == "auto"
@@ -280,6 +285,12 @@ class _Planner:
             return False
         reaches, differentiable = self._reach
         return any(n in reaches for n in nodes) and not any(n in differentiable for n in nodes)
+
+    def _no_gradient(self, node: Node) -> bool:
+        """Can no gradient reach ``node``'s inputs (``_gradient_sources``)?  Then a surrogate gives none."""
+        if self._graded is None:
+            self._graded = _gradient_sources(self.gm)
+        return not any(n in self._graded for n in node.all_input_nodes)
 
     def _use(self, user: Node, value: Node) -> str:
         """How ``user`` reads ``value``, a discrete op's float result: _FLOAT_USE, _PASS_USE, _META_USE or
@@ -885,8 +896,10 @@ def _also_other_uses(uses: list[Node], what: str, written: list[Node] = ()) -> s
 # --- reaching the output, and through .detach() only ------------------------------------------------
 _DETACHED = ("only used through .detach(): no gradient to give (a straight-through estimator already), "
              "left hard")
+_NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), or from "
+                "buffers and constants alone): no gradient to give, left hard")
 _DETACH_FUNCTIONS = (torch.detach, torch.Tensor.detach, torch.ops.aten.detach.default, torch.detach_,
-                     torch.Tensor.detach_, torch.ops.aten.detach_.default)
+                     torch.Tensor.detach_, torch.ops.aten.detach_.default, grad_regions.detached)
 _INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
                       operator.imatmul, operator.ipow, operator.ifloordiv, operator.imod, operator.iand,
                       operator.ior, operator.ixor)
@@ -928,11 +941,34 @@ def _mutated(node: Node) -> list[Node]:
     return written + [n for n in _nodes_in((node.kwargs.get("out"),)) if n not in written]
 
 
+def _gradient_sources(gm: GraphModule) -> set:
+    """The nodes a gradient can come from or pass through: the graph's inputs, tensors that require
+    grad (parameters), calls of modules with such parameters, and everything computed from them, except
+    through ``.detach()`` / ``x.data`` / a ``torch.no_grad()`` block's edge (``grad_regions.detached``).
+    A tensor written in place by such a node (``buf.add_(x)``) is one too."""
+    graded: set = set()
+    for node in gm.graph.nodes:
+        op = node.op
+        if op == "placeholder":
+            graded.add(node)
+        elif op == "get_attr":
+            value = dtypes.fetch_attr(gm, node.target)
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                graded.add(node)
+        elif op == "output" or _is_detach(node):
+            continue
+        elif any(n in graded for n in node.all_input_nodes) or (
+                op == "call_module" and any(p.requires_grad for p in gm.get_submodule(node.target).parameters())):
+            graded.add(node)
+            graded.update(_mutated(node))
+    return graded
+
+
 def _reach_output(graph, order: dict) -> tuple[set, set]:
     """The nodes whose value reaches the graph's output, and those that reach it not only through
     ``.detach()`` / ``x.data``: walks back from the output along the inputs of each node (and from a
     tensor to the in-place calls writing into it), not into a detach node's input, nor from a use of a
-    tensor after its ``detach_()``.  (``torch.no_grad()`` blocks leave no trace in the graph.)"""
+    tensor after its ``detach_()``.  (A ``torch.no_grad()`` block's edges are ``grad_regions.detached`` calls.)"""
     writers: dict[Node, list[Node]] = {}
     detached_at: dict[Node, int] = {}
     any_detach = False

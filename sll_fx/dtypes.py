@@ -98,7 +98,7 @@ def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
 def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
     args = list(node.args) + list(node.kwargs.values())
     if node.op == "get_attr":
-        value = _fetch(gm, node.target)
+        value = fetch_attr(gm, node.target)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
@@ -134,7 +134,8 @@ def _hashable(target) -> bool:
     return True
 
 
-def _fetch(gm: GraphModule, target: str):
+def fetch_attr(gm: GraphModule, target: str):
+    """The attribute ``target`` (a qualified name) of ``gm``, or None."""
     obj = gm
     for part in target.split("."):
         obj = getattr(obj, part, None)

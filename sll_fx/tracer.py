@@ -75,6 +75,12 @@ branch on it (``if self.training:``, ``not self.training``, anything ``bool()`` 
 it) raises, and the fallback keeps that module opaque with the reason ``"branches on self.training: kept
 opaque so it follows train()/eval()"``.  The node is dropped when nothing reads the flag.
 
+**Grad mode and autocast.**  fx records a ``with torch.no_grad():`` block's ops but not the block.
+The tracer traces with grad mode on, marks the nodes created while the forward had it off, and
+:func:`sll_fx.grad_regions.cut` detaches every value crossing such a block's edge, so no gradient
+crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way: the module whose
+forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``).
+
 **Hooks.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on proxies (a
 forward hook's side effects happen at trace time only; a backward hook is dropped), and never runs the
 model's own hooks.  A module with forward, forward pre-, backward or backward pre-hooks
@@ -120,6 +126,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .errors import EpsError, TraceError
+from . import grad_regions
 from .graph_module import SLLGraphModule
 from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, child_attributes_read, hooks_of,
                      join, mark_opaque, private_copy)
@@ -143,6 +150,10 @@ class _AutogradFunctionCall(Exception):
     def __init__(self, fn: type):
         super().__init__(f"autograd.Function {fn.__name__}")
         self.fn = fn
+
+
+class _AutocastRegion(Exception):
+    """Raised inside a trace when the forward entered or left ``torch.autocast``; becomes a TraceError."""
 
 
 class _TrainingBranch(Exception):
@@ -199,6 +210,13 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
     kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    if isinstance(e, _AutocastRegion):
+        return TraceError(
+            f"torch.fx would trace {where} without its torch.autocast block (a graph records the ops, not the "
+            "autocast state, and would run them in the input dtypes)\nFix: linearize_module keeps it opaque, so "
+            "it runs under autocast as written and its child modules are still rewritten; or wrap the call of the "
+            "linearized model in torch.autocast instead", module_path=path, module_type=kind,
+            reason="enters torch.autocast in forward: kept opaque so it runs under autocast")
     if isinstance(e, _TrainingBranch):
         return TraceError(
             f"torch.fx would trace {where} in one mode only: its forward branches on self.training (a graph keeps "
@@ -282,6 +300,7 @@ class SLLTracer(fx.Tracer):
         self._sll_outside: tuple[bool, str | None] = (False, None)
         self._sll_training = None                # the get_attr("training") proxy the copies' .training reads
         self._sll_flags: list = []               # (module, its training flag) while .training is the proxy
+        self._sll_autocast = False               # was autocast on when the trace began
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -290,8 +309,10 @@ class SLLTracer(fx.Tracer):
         self._sll_base = base = sys._getframe()
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
+        self._sll_autocast = torch._C._is_any_autocast_enabled()
         try:
-            graph = super().trace(root, concrete_args)
+            with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
+                graph = super().trace(root, concrete_args)
         finally:
             self._sll_base = None
             for m, flag in self._sll_flags:  # (a bool again)
@@ -299,6 +320,7 @@ class SLLTracer(fx.Tracer):
             self._sll_flags = []
         if self._sll_training is not None and not self._sll_training.node.users:
             graph.erase_node(self._sll_training.node)
+        grad_regions.cut(graph)
         return graph
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
@@ -377,6 +399,10 @@ class SLLTracer(fx.Tracer):
             frame = frame.f_back
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         meta = node.meta
+        if not torch.is_grad_enabled():
+            meta[grad_regions.NO_GRAD] = True  # (a torch.no_grad() block: grad_regions.cut)
+        if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
+            raise _AutocastRegion()
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
                 text = self._sll_outside[1]
@@ -416,6 +442,10 @@ class SLLTracer(fx.Tracer):
             return super().call_module(m, forward, args, kwargs)
         except (TraceError, EpsError):
             raise
+        except _AutocastRegion:
+            if self.is_leaf_module(m, path):  # (an autocast block around a leaf's call: the caller's forward)
+                raise
+            raise _failure(_AutocastRegion(), path, m) from None
         except Exception as e:
             raise _failure(e, path, m) from e
         finally:

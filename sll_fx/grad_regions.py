@@ -1,0 +1,63 @@
+"""``torch.no_grad()`` blocks inside a traced forward.
+
+fx records the ops of a ``with torch.no_grad():`` block but not the block itself, so the graph
+would compute gradients there: a quantizer's scale ``x.abs().amax()``, computed without gradient
+in the model, would get one; an in-place running-statistics update would record autograd history
+into a buffer; a teacher network called under ``no_grad`` would be trained.  The tracer traces with
+grad mode on and marks every node created while the forward had it off (``inference_mode`` too)
+with ``meta["sll_no_grad"]``; :func:`cut` then puts :func:`detached` on every value entering such a
+region from outside it and on every value leaving it.  The values are the same, bit for bit, and
+no gradient crosses the region, as in the model.  The linearize pass treats :func:`detached` as a
+``.detach()``: a discrete op inside a region has no gradient to give and is left hard.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+from torch.utils._pytree import tree_map_only
+
+#: node metadata of a node created while grad mode was off
+NO_GRAD = "sll_no_grad"
+
+_COMPUTE = ("call_function", "call_method", "call_module")
+
+
+def detached(value):
+    """``value`` with every tensor in it detached (tuples, lists and dicts followed); anything else
+    (a shape, an int) as it is.  What a value computed under ``torch.no_grad()`` is to its users."""
+    return tree_map_only(torch.Tensor, torch.Tensor.detach, value)
+
+
+def cut(graph: fx.Graph) -> int:
+    """Separate the no-grad regions of ``graph`` (nodes marked :data:`NO_GRAD`) from the rest with
+    :func:`detached` nodes; removes the marks.  Returns the number of nodes added."""
+    region = set()
+    for node in graph.nodes:
+        if node.meta.pop(NO_GRAD, False) and node.op in _COMPUTE:
+            region.add(node)
+    if not region:
+        return 0
+    into: dict[fx.Node, fx.Node] = {}   # an outside value -> its detached copy for the regions
+    out: dict[fx.Node, fx.Node] = {}    # a region's value -> its detached copy for the rest
+    for node in list(graph.nodes):
+        inside = node in region
+        for source in list(node.all_input_nodes):
+            if (source in region) == inside:
+                continue
+            cache = into if inside else out
+            cut_node = cache.get(source)
+            if cut_node is None:
+                where = graph.inserting_before(node) if inside else graph.inserting_after(source)
+                with where:
+                    cut_node = cache[source] = graph.call_function(detached, (source,))
+                cut_node.meta.update({k: v for k, v in source.meta.items() if k in _META})
+            node.replace_input_with(source, cut_node)
+    return len(into) + len(out)
+
+
+_META = ("nn_module_stack", "stack_trace")
+
+
+def is_detached_call(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is detached

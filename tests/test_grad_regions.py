@@ -1,0 +1,162 @@
+"""``torch.no_grad()`` and ``torch.autocast`` blocks in a traced forward (sll_fx/grad_regions.py,
+sll_fx/tracer.py), and discrete ops that no gradient reaches (passes/linearize.py, _gradient_sources)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sll_fx
+from sll_fx.grad_regions import detached
+
+X = torch.randn(8, 4)
+NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), or from buffers "
+               "and constants alone): no gradient to give, left hard")
+
+
+class Quant(nn.Module):
+    """A quantizer whose scale is computed without gradient, with a running maximum, and a shape read."""
+
+    def __init__(self, explicit=False):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("running", torch.ones(()))
+        self.explicit = explicit
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.explicit:  # the same, written with .detach()
+            scale = h.detach().abs().amax()
+            self.running.mul_(0.9).add_(0.1 * torch.round(scale * 4))
+            n = h.shape[0]
+        else:
+            with torch.no_grad():
+                scale = h.abs().amax()
+                self.running.mul_(0.9).add_(0.1 * torch.round(scale * 4))
+                n = h.shape[0]
+        return torch.round(h / scale * 3) * scale + n
+
+
+def _pair():
+    torch.manual_seed(0)
+    a = Quant()
+    b = Quant(explicit=True)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _grads(model, x):
+    model.zero_grad()
+    model(x).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("mode", ["hard", "linear"])
+def test_a_no_grad_block_stops_the_gradient_as_in_the_model(mode):
+    model, reference = _pair()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode=mode, verbose=False)
+    ref = sll_fx.linearize_module(reference, eps=0.05, mode=mode, verbose=False)
+    assert [(e.node, e.reason) for e in gm.sll_report.entries if not e.replacement] == [("round_1", NO_GRADIENT)]
+    assert any(n.target is detached for n in gm.graph.nodes)
+    x = X.clone().requires_grad_()
+    for g, r in zip(_grads(gm, x), _grads(ref, x)):
+        assert torch.equal(g, r)
+    assert all(g.abs().sum() > 0 for g in _grads(gm, x))  # the outer round gives a gradient
+
+
+def test_values_and_the_running_buffer_match_the_model():
+    model, _ = _pair()
+    twin = copy.deepcopy(model)
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    for _ in range(3):
+        expected = twin(X)
+        out = gm(X)
+        out.sum().backward()  # (a buffer carrying autograd history would fail the second backward)
+        assert torch.equal(out, expected)
+        assert torch.equal(model.running, twin.running) and not model.running.requires_grad
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert torch.equal(hard(X), twin(X)) and torch.equal(model.running, twin.running)
+    ep = torch.export.export(hard, (X,))
+    assert torch.equal(ep.module()(X), twin(X))
+
+
+class Distill(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.student = nn.Linear(4, 4)
+        self.teacher = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+
+    def forward(self, x):
+        with torch.no_grad():
+            target = torch.sign(self.teacher(x))
+        return torch.sign(self.student(x)) * target
+
+
+def test_a_teacher_called_under_no_grad_gets_no_gradient():
+    torch.manual_seed(0)
+    model = Distill()
+    gm = sll_fx.linearize_module(model, eps=0.5, verbose=False)
+    assert {e.node: e.replacement for e in gm.sll_report.entries} == {"sign": None, "sign_1": "sll.sign"}
+    gm(X).sum().backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.student.weight.grad is not None and model.student.weight.grad.abs().sum() > 0
+
+
+def test_linearizing_under_no_grad_marks_nothing():
+    torch.manual_seed(0)
+    with torch.no_grad():
+        gm = sll_fx.linearize_module(Distill(), eps=0.5, verbose=False)
+    assert sum(n.target is detached for n in gm.graph.nodes) == 2  # the block's own edges only
+    assert torch.is_grad_enabled()
+
+
+class Frozen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4), requires_grad=False)
+        self.v = nn.Parameter(torch.randn(4))
+        self.register_buffer("b", torch.randn(4))
+
+    def forward(self, x):
+        return x * torch.sign(self.w) + x * torch.round(self.b) + x * torch.floor(x.detach()) + torch.ceil(self.v)
+
+
+def test_ops_no_gradient_reaches_are_left_hard():
+    gm = sll_fx.linearize_module(Frozen(), eps=0.1, verbose=False)
+    entries = {e.op: e for e in gm.sll_report.entries}
+    assert entries["torch.sign"].reason == NO_GRADIENT and entries["torch.round"].reason == NO_GRADIENT
+    assert entries["torch.floor"].replacement is None  # (reaches the output only through .detach())
+    assert entries["torch.ceil"].replacement == "sll.ceil"
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = self.lin(x)
+        return torch.sign(h)
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mixed = Mixed()
+
+    def forward(self, x):
+        return torch.round(self.mixed(x) * 2)
+
+
+@pytest.mark.parametrize("top", [Mixed, Outer])
+def test_an_autocast_block_keeps_its_module_opaque(top):
+    torch.manual_seed(0)
+    model = top()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    path = "" if top is Mixed else "mixed"
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {path: "enters torch.autocast in forward: kept opaque so it runs under autocast"}
+    out = gm(X)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, model(X))
