@@ -906,6 +906,9 @@ _INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.i
 
 
 _DETACH_SET = frozenset(_DETACH_FUNCTIONS)
+_INPLACE_SET = frozenset(_INPLACE_OPERATORS)
+_PURE_OPERATORS = frozenset((operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
+                             operator.getitem, getattr, operator.gt, operator.lt, operator.ge, operator.le))
 
 
 def _is_detach(node: Node) -> bool:
@@ -927,6 +930,11 @@ def _mutated(node: Node) -> list[Node]:
     if node.op not in ("call_function", "call_method"):
         return []
     t = node.target
+    try:
+        if t in _PURE_OPERATORS:  # (most nodes of a traced graph: a quick answer)
+            return []
+    except TypeError:  # an unhashable callable
+        pass
     if node.op == "call_method":
         name = t
     elif isinstance(t, OpOverload):
@@ -935,10 +943,11 @@ def _mutated(node: Node) -> list[Node]:
         name = t._qualified_op_name.split("::")[-1]
     else:
         name = getattr(t, "__name__", "")
-    inplace = any(t is f for f in _INPLACE_OPERATORS) or (
-        isinstance(name, str) and name.endswith("_") and not name.startswith("__"))
+    inplace = (isinstance(name, str) and name.endswith("_") and not name.startswith("__")) or (
+        dtypes.hashable(t) and t in _INPLACE_SET)
     written = [node.args[0]] if inplace and node.args and isinstance(node.args[0], Node) else []
-    return written + [n for n in _nodes_in((node.kwargs.get("out"),)) if n not in written]
+    out = node.kwargs.get("out")
+    return written if out is None else written + [n for n in _nodes_in((out,)) if n not in written]
 
 
 def _gradient_sources(gm: GraphModule) -> set:
@@ -957,10 +966,11 @@ def _gradient_sources(gm: GraphModule) -> set:
                 graded.add(node)
         elif op == "output" or _is_detach(node):
             continue
-        elif any(n in graded for n in node.all_input_nodes) or (
+        elif not graded.isdisjoint(node.all_input_nodes) or (
                 op == "call_module" and any(p.requires_grad for p in gm.get_submodule(node.target).parameters())):
             graded.add(node)
-            graded.update(_mutated(node))
+            if op == "call_function" or (op == "call_method" and node.target.endswith("_")):
+                graded.update(_mutated(node))
     return graded
 
 

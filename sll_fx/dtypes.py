@@ -113,7 +113,7 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
     elif node.op == "call_function":
         if node.target is getattr and args[1:] == ["dtype"]:
             return _value_kind(args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
-        kind = _FUNCTIONS.get(node.target) if _hashable(node.target) else None
+        kind = _FUNCTIONS.get(node.target) if hashable(node.target) else None
     else:
         return None
     return _promote(args, kinds) if kind == PROMOTE else kind
@@ -126,7 +126,7 @@ def _from_graph(gm: GraphModule) -> dict[Node, str | None]:
     return kinds
 
 
-def _hashable(target) -> bool:
+def hashable(target) -> bool:
     try:
         hash(target)
     except TypeError:

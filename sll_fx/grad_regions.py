@@ -4,8 +4,8 @@ fx records the ops of a ``with torch.no_grad():`` block but not the block itself
 would compute gradients there: a quantizer's scale ``x.abs().amax()``, computed without gradient
 in the model, would get one; an in-place running-statistics update would record autograd history
 into a buffer; a teacher network called under ``no_grad`` would be trained.  The tracer traces with
-grad mode on and marks every node created while the forward had it off (``inference_mode`` too)
-with ``meta["sll_no_grad"]``; :func:`cut` then puts :func:`detached` on every value entering such a
+grad mode on and lists every node created while the forward had it off (``inference_mode`` too);
+:func:`cut` then puts :func:`detached` on every value entering such a
 region from outside it and on every value leaving it.  The values are the same, bit for bit, and
 no gradient crosses the region, as in the model.  The linearize pass treats :func:`detached` as a
 ``.detach()``: a discrete op inside a region has no gradient to give and is left hard.
@@ -17,9 +17,6 @@ import torch
 from torch import fx
 from torch.utils._pytree import tree_map_only
 
-#: node metadata of a node created while grad mode was off
-NO_GRAD = "sll_no_grad"
-
 _COMPUTE = ("call_function", "call_method", "call_module")
 
 
@@ -29,13 +26,10 @@ def detached(value):
     return tree_map_only(torch.Tensor, torch.Tensor.detach, value)
 
 
-def cut(graph: fx.Graph) -> int:
-    """Separate the no-grad regions of ``graph`` (nodes marked :data:`NO_GRAD`) from the rest with
-    :func:`detached` nodes; removes the marks.  Returns the number of nodes added."""
-    region = set()
-    for node in graph.nodes:
-        if node.meta.pop(NO_GRAD, False) and node.op in _COMPUTE:
-            region.add(node)
+def cut(graph: fx.Graph, no_grad: list[fx.Node]) -> int:
+    """Separate the no-grad regions of ``graph`` (the nodes in ``no_grad``, created while grad mode was
+    off) from the rest with :func:`detached` nodes.  Returns the number of nodes added."""
+    region = {node for node in no_grad if node.op in _COMPUTE and node.graph is graph}
     if not region:
         return 0
     into: dict[fx.Node, fx.Node] = {}   # an outside value -> its detached copy for the regions

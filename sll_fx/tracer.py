@@ -301,6 +301,7 @@ class SLLTracer(fx.Tracer):
         self._sll_training = None                # the get_attr("training") proxy the copies' .training reads
         self._sll_flags: list = []               # (module, its training flag) while .training is the proxy
         self._sll_autocast = False               # was autocast on when the trace began
+        self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -310,6 +311,7 @@ class SLLTracer(fx.Tracer):
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
         self._sll_autocast = torch._C._is_any_autocast_enabled()
+        self._sll_no_grad: list[fx.Node] = []
         try:
             with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
                 graph = super().trace(root, concrete_args)
@@ -320,7 +322,7 @@ class SLLTracer(fx.Tracer):
             self._sll_flags = []
         if self._sll_training is not None and not self._sll_training.node.users:
             graph.erase_node(self._sll_training.node)
-        grad_regions.cut(graph)
+        grad_regions.cut(graph, self._sll_no_grad)
         return graph
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
@@ -400,7 +402,7 @@ class SLLTracer(fx.Tracer):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         meta = node.meta
         if not torch.is_grad_enabled():
-            meta[grad_regions.NO_GRAD] = True  # (a torch.no_grad() block: grad_regions.cut)
+            self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
         if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
             raise _AutocastRegion()
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
