@@ -354,6 +354,21 @@ def hooks_of(module: nn.Module) -> str:
     return ", ".join(parts)
 
 
+def behaviour_of(module: nn.Module, root: bool = False) -> str:
+    """What ``module`` does around its forward that a traced graph would not do, in words, or "": hooks
+    (:func:`hooks_of`), an overridden ``train()`` (a frozen BatchNorm: the result's ``train()`` would be
+    ``nn.Module``'s), and for the model itself (``root``) an overridden ``__call__`` (fx traces ``forward``)."""
+    parts = []
+    hooks = hooks_of(module)
+    if hooks:
+        parts.append(f"hooks registered ({hooks})")
+    if type(module).train is not nn.Module.train:
+        parts.append(f"overrides train() ({type(module).train.__qualname__})")
+    if root and not isinstance(module, fx.GraphModule) and type(module).__call__ is not nn.Module.__call__:
+        parts.append(f"overrides __call__() ({type(module).__call__.__qualname__})")
+    return "; ".join(parts)
+
+
 def autograd_function_used(module: nn.Module):
     """The first autograd.Function subclass that ``module``'s ``forward`` references, or None."""
     fn = _function(module.__dict__.get("forward")) or _function(getattr(type(module), "forward", None))

@@ -55,6 +55,7 @@ class Rule:
     methods: tuple[str, ...] = ()              # call_method names meaning this op
     inplace: tuple[str, ...] = ()              # in-place spellings: found, reported, left hard
     operands: tuple[str, ...] = ("input",)     # tensor operands, by position or by these keyword names
+    required: int | None = None                # how many of them a call must pass (None: all)
     keywords: tuple[tuple[str, Any], ...] = () # (name, default) carried from the hard call to the sll op
     cmp: str | None = None                     # comparisons: sll::compare's cmp argument
     pattern: str = "elementwise"               # see the module docstring
@@ -78,8 +79,16 @@ class Rule:
         if val is not None and not isinstance(val, torch.Tensor):
             return False
         if node.op == "call_function":
-            return any(node.target is f for f in self.functions)
-        return node.op == "call_method" and node.target in self.methods
+            found = any(node.target is f for f in self.functions)
+        else:
+            found = node.op == "call_method" and node.target in self.methods
+        return found and self._carries_operands(node)
+
+    def _carries_operands(self, node: Node) -> bool:
+        """Does the call pass every operand (the one-argument ``torch.where(cond)`` is another function)?"""
+        kwargs = node.kwargs
+        return all(len(node.args) > i or name in kwargs or (name == "input" and "self" in kwargs)
+                   for i, name in enumerate(self.operands[:self.required]))
 
     def matches_inplace(self, node: Node) -> bool:
         if node.op == "call_function":  # aten.round_.default, ...: the same names as aten overloads
@@ -231,7 +240,8 @@ RULES: tuple[Rule, ...] = (
          functions=(torch.masked_fill, aten.masked_fill.Scalar, aten.masked_fill.Tensor), methods=("masked_fill",),
          inplace=("masked_fill_",), operands=("input", "mask", "value")),
     Rule(kind="argmax_onehot", sll_op="argmax_onehot", hard=torch.nn.functional.one_hot, pattern="onehot",
-         functions=(torch.nn.functional.one_hot, aten.one_hot.default), operands=("input", "num_classes")),
+         functions=(torch.nn.functional.one_hot, aten.one_hot.default), operands=("input", "num_classes"),
+         required=1),
     Rule(kind="topk_mask", sll_op="topk_mask", hard=torch.Tensor.scatter, pattern="topk",
          functions=(torch.scatter, aten.scatter.value), methods=("scatter", "scatter_"),
          operands=("input", "dim", "index", "value")),

@@ -81,12 +81,13 @@ The tracer traces with grad mode on, marks the nodes created while the forward h
 crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way: the module whose
 forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``).
 
-**Hooks.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on proxies (a
-forward hook's side effects happen at trace time only; a backward hook is dropped), and never runs the
-model's own hooks.  A module with forward, forward pre-, backward or backward pre-hooks
-(:func:`sll_fx.opaque.hooks_of`), the model itself included, is therefore kept opaque with the reason
-``"hooks registered (1 forward hook): kept opaque so they run as registered"``; torch.nn leaves are
-called by the graph as they are, hooks and all.  A ``linearize_module(eps="auto")`` result that has not
+**Hooks and overrides.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on
+proxies (a forward hook's side effects happen at trace time only; a backward hook is dropped), never runs
+the model's own hooks or its own ``__call__``, and the result's ``train()`` is ``nn.Module``'s.  A module
+with forward, forward pre-, backward or backward pre-hooks, or whose class overrides ``train()`` (a frozen
+BatchNorm), and a model that overrides ``__call__`` (:func:`sll_fx.opaque.behaviour_of`) is therefore kept
+opaque with the reason ``"hooks registered (1 forward hook): kept opaque so it runs as written"``;
+torch.nn leaves are called by the graph as they are, hooks and all.  A ``linearize_module(eps="auto")`` result that has not
 calibrated yet is refused (``EpsError``): the graph would keep its placeholder eps.
 
 **autograd.Function.**  ``torch.fx`` traces straight through ``Fn.apply(x)`` (the C++ apply
@@ -128,7 +129,7 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, child_attributes_read, hooks_of,
+from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
                      join, mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
@@ -260,17 +261,19 @@ def _depends_on(node: fx.Node, source: fx.Node, limit: int = 64) -> bool:
     return False
 
 
-def _hook_failure(module: nn.Module, path: str, hooks: str) -> TraceError:
-    """The TraceError for a module with hooks (``hooks_of``) that the trace would go into."""
+def _behaviour_failure(module: nn.Module, path: str, what: str) -> TraceError:
+    """The TraceError for a module that does something around its forward (``behaviour_of``) that the
+    trace would lose."""
     kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
     return TraceError(
-        f"torch.fx would trace {where} without its hooks ({hooks}): a trace runs a forward hook once, on "
-        "proxies (its side effects, such as appending the output to a list, happen then and never again), keeps "
-        "no backward hook, and does not run the model's own hooks at all\nFix: linearize_module keeps it opaque, "
-        "so the hooks run as registered and its child modules are still rewritten; for its own discrete ops to "
-        "be rewritten, remove the hooks before linearizing (and register the model's own on the result)",
-        module_path=path, module_type=kind, reason=f"hooks registered ({hooks}): kept opaque so they run as registered")
+        f"torch.fx would trace {where} without what it does around its forward: {what}. A trace runs a "
+        "submodule's forward hooks once, on proxies (their side effects, such as appending the output to a list, "
+        "happen then and never again), keeps no backward hook, never runs the model's own hooks or __call__, and "
+        "the result's train() is nn.Module's\nFix: linearize_module keeps it opaque, so it runs as written and "
+        "its child modules are still rewritten; for its own discrete ops to be rewritten, remove the hooks "
+        "before linearizing (register the model's own on the result) or the override",
+        module_path=path, module_type=kind, reason=f"{what}: kept opaque so it runs as written")
 
 
 class SLLTracer(fx.Tracer):
@@ -435,9 +438,9 @@ class SLLTracer(fx.Tracer):
             if not self.is_leaf_module(m, path):
                 self.sll_entered.add(id(m))
                 _check_calibrated(m, path)
-                hooks = hooks_of(m)
-                if hooks:
-                    raise _hook_failure(m, path, hooks)
+                what = behaviour_of(m)
+                if what:
+                    raise _behaviour_failure(m, path, what)
                 fn = autograd_function_used(m)
                 if fn is not None:
                     raise _AutogradFunctionCall(fn)
@@ -467,9 +470,9 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
     try:
         _check_calibrated(model, "")
-        hooks = hooks_of(model)
-        if hooks:
-            raise _hook_failure(model, "", hooks)
+        what = behaviour_of(model, root=True)
+        if what:
+            raise _behaviour_failure(model, "", what)
         fn = autograd_function_used(model)
         if fn is not None:
             raise _AutogradFunctionCall(fn)

@@ -63,7 +63,7 @@ def test_a_forward_hook_with_side_effects_runs_on_every_call_and_not_while_linea
     model.block.register_forward_hook(lambda mod, args, out: features.append(out))
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     assert features == []  # a trace would have appended a Proxy here
-    assert _opaque(gm) == {"block": "hooks registered (1 forward hook): kept opaque so they run as registered"}
+    assert _opaque(gm) == {"block": "hooks registered (1 forward hook): kept opaque so it runs as written"}
     y = gm(X)
     assert len(features) == 1 and torch.equal(features[0], torch.sign(model.block.lin(X)))
     assert torch.equal(y, model.out(features[0]))
@@ -141,3 +141,65 @@ def test_an_uncalibrated_auto_model_is_refused_until_it_calibrated():
     gm = sll_fx.linearize_module(outer, eps=0.1, verbose=False)
     assert _opaque(gm) == {}
     assert torch.equal(gm(X), outer(X))
+
+
+class FrozenNorm(nn.Module):
+    """Detection/fine-tuning code: train() keeps the BatchNorm in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.bn.eval()
+        return self
+
+    def forward(self, x):
+        return torch.sign(self.bn(self.lin(x)))
+
+
+class Holder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = FrozenNorm()
+
+    def forward(self, x):
+        return torch.round(self.inner(x) * 2)
+
+
+@pytest.mark.parametrize("top", [FrozenNorm, Holder])
+def test_an_overridden_train_keeps_its_module_opaque_and_runs(top):
+    torch.manual_seed(0)
+    model = top().train()
+    stats = model.get_submodule("bn" if top is FrozenNorm else "inner.bn").running_mean.clone()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    path = "" if top is FrozenNorm else "inner"
+    assert _opaque(gm) == {path: "overrides train() (FrozenNorm.train): kept opaque so it runs as written"}
+    gm.train()
+    bn = gm.get_submodule("bn" if top is FrozenNorm else "inner.bn")
+    assert not bn.training
+    assert torch.equal(gm(X), model(X)) and torch.equal(bn.running_mean, stats)
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def __call__(self, x, *args, **kwargs):
+        return super().__call__(x * 10, *args, **kwargs)
+
+    def forward(self, x):
+        return torch.round(self.lin(x))
+
+
+def test_the_models_own_call_override_runs():
+    torch.manual_seed(0)
+    model = Scaled()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert _opaque(gm) == {"": "overrides __call__() (Scaled.__call__): kept opaque so it runs as written"}
+    assert torch.equal(gm(X), model(X)) and torch.equal(sll_fx.export_hard(model, verbose=False)(X), model(X))
+    inner = Outer(Scaled())  # a submodule's override is traced (fx calls it), and rewritten
+    assert _opaque(sll_fx.linearize_module(inner, eps=1e-3, verbose=False)) == {}

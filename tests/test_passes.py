@@ -1097,3 +1097,16 @@ def test_integer_data_against_a_learnable_threshold_gives_the_threshold_a_gradie
     fixed = Spell(lambda m, h: h * (torch.arange(h.shape[-1]) < 2.5).float())
     gf = sll_fx.linearize_module(fixed, eps=0.6, verbose=False, example_inputs=(torch.ones(1, 5),))
     assert not gf.sll_report.rewritten and torch.equal(gf(torch.ones(1, 5)), fixed(torch.ones(1, 5)))
+
+
+def test_the_one_argument_where_is_not_a_selection():
+    """``torch.where(cond)`` (nonzero's index form, MoE routing) is another function: not matched."""
+    class Router(torch.nn.Module):
+        def forward(self, x):
+            rows, cols = torch.where(x > 0)
+            return x[rows, cols].sum() + torch.sign(x).sum()
+
+    gm = sll_fx.linearize_module(Router(), eps=1e-3, mode="hard", verbose=False)
+    assert [e.op for e in gm.sll_report.rewritten] == ["torch.sign"]
+    x = torch.randn(5, 3)
+    assert torch.equal(gm(x), Router()(x))
