@@ -825,6 +825,8 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
     dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
     an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic)."""
+    if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS:
+        return _OTHER_USE  # an integer result (an uncast one_hot) read as integers (cumsum, * a bool mask)
     if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
         return _FLOAT_USE
     if user.op not in ("call_function", "call_method"):

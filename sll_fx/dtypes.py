@@ -32,7 +32,8 @@ _FUNCTIONS: dict = {
                      torch.div, torch.nn.functional.softmax, torch.nn.functional.sigmoid), FLOAT),
     **dict.fromkeys((operator.add, operator.sub, operator.mul, operator.neg, operator.abs, torch.add, torch.sub,
                      torch.mul, torch.abs, torch.neg, torch.relu, torch.clamp, torch.maximum, torch.minimum,
-                     torch.where, torch.sign, torch.round, torch.floor, torch.ceil, torch.trunc), PROMOTE),
+                     torch.where, torch.sign, torch.round, torch.floor, torch.ceil, torch.trunc, torch.sum,
+                     torch.prod, torch.cumsum, torch.cumprod), PROMOTE),
 }
 _METHODS: dict = {
     **dict.fromkeys(("float", "double", "half", "bfloat16"), FLOAT),
@@ -43,7 +44,7 @@ _METHODS: dict = {
     **dict.fromkeys(("sigmoid", "tanh", "exp", "log", "sqrt", "softmax", "div", "mean"), FLOAT),
     **dict.fromkeys(("add", "sub", "mul", "abs", "neg", "relu", "clamp", "clip", "sum", "view", "reshape", "flatten",
                      "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "expand", "detach", "clone",
-                     "round", "floor", "ceil", "trunc", "sign"), PROMOTE),
+                     "round", "floor", "ceil", "trunc", "sign", "prod", "cumsum", "cumprod"), PROMOTE),
 }
 _PASS_THROUGH_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU)
 

@@ -540,3 +540,48 @@ def test_an_unpickled_copy_keeps_its_nodes_report_links(model):
     assert sll_fx.set_eps(pk, 0.05, where=name) and sll_fx.set_eps(gm, 0.05, where=name)
     for a, b in zip(pk(x) if isinstance(pk(x), tuple) else (pk(x),), gm(x) if isinstance(gm(x), tuple) else (gm(x),)):
         assert_bitwise(a, b)
+
+
+class SwitchRouter(torch.nn.Module):
+    """Top-1 routing with an expert capacity: the uncast one_hot is counted with integers."""
+
+    def __init__(self, experts=2, capacity=300):
+        super().__init__()
+        self.gate = torch.nn.Linear(8, experts)
+        self.experts, self.capacity = experts, capacity
+
+    def forward(self, x):
+        probs = self.gate(x).softmax(-1)
+        mask = torch.nn.functional.one_hot(probs.argmax(-1), self.experts)
+        priority = torch.cumsum(mask, dim=0)
+        mask = mask * (priority <= self.capacity)
+        return mask, (probs * mask).sum(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_integer_one_hot_counted_with_integers_stays_hard(dtype):
+    torch.manual_seed(0)
+    model = SwitchRouter().to(dtype)
+    x = torch.randn(1000, 8).to(dtype)
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    (entry,) = [e for e in gm.sll_report.entries if e.node == "one_hot"]
+    assert entry.replacement is None and "torch.cumsum (cumsum), operator.mul (mul)" in entry.reason
+    for got, want in zip(gm(x), model(x)):
+        assert got.dtype == want.dtype and torch.equal(got, want)  # (bf16 counts past 256 would be off)
+
+
+def test_an_integer_one_hot_is_rewritten_for_its_float_uses_only():
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate, self.expert = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            onehot = torch.nn.functional.one_hot(self.gate(x).argmax(-1), 4)
+            return onehot * self.expert(x), onehot.sum(0)
+
+    gm = sll_fx.linearize_module(Mixed(), eps=0.1, verbose=False)
+    (entry,) = gm.sll_report.entries
+    assert entry.replacement == "sll.argmax_onehot" and "Tensor.sum (sum_1)" in entry.reason
+    weighted, counts = gm(torch.randn(6, 4))
+    assert weighted.dtype == torch.float32 and counts.dtype == torch.int64 and counts.sum() == 6
