@@ -13,11 +13,11 @@ from torch import fx
 from . import exported
 from .annealing import buffer_literal_eps
 from .config import SLLConfig
-from .opaque import assert_no_sll, is_opaque, map_graphs, refuse_sll_code
+from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
 from .calibration import DEFAULT_TARGET
 from .ops import check_mode
 from .report import RewriteReport, StripReport
-from .tracer import trace_with_fallback
+from .tracer import torch_leaf, trace_with_fallback
 
 
 def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None = "auto", *,
@@ -129,6 +129,7 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else \
         trace_with_fallback(model, codegen=False)[0]
     gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)
+    own_leaves(gm, model, torch_leaf)  # its own train()/eval() flags: hard.eval() leaves the input's BatchNorm training
     assert_no_sll(gm)
     if verbose:
         print(gm.sll_report)

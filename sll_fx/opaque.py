@@ -89,6 +89,43 @@ def private_copy(module: nn.Module, own: bool = False, memo: dict | None = None)
     return new
 
 
+def own_leaves(result: nn.Module, source: nn.Module, is_leaf: Callable[[nn.Module], bool]) -> None:
+    """Give ``result`` a private copy (:func:`private_copy`, children copied too) of every module it shares
+    with ``source`` for which ``is_leaf`` holds (the torch.nn leaves a graph calls), so that the two have
+    their own ``train()``/``eval()`` flags while sharing every parameter and buffer tensor.  One copy per
+    module object (tied modules stay tied).  Only containers of ``result``'s own are edited: a module it
+    shares with ``source`` otherwise (a skipped submodule) is left as it is, children and all.  A lazy
+    module not initialized yet stays shared (a copy would initialize parameters of its own)."""
+    shared = {id(m) for m in source.modules()}
+    memo: dict[int, nn.Module] = {}
+
+    def copy_tree(m: nn.Module) -> nn.Module:
+        new = memo.get(id(m))
+        if new is None:
+            new = memo[id(m)] = private_copy(m)
+            for name, child in list(new._modules.items()):
+                if child is not None:
+                    new._modules[name] = copy_tree(child)
+        return new
+
+    def visit(m: nn.Module) -> None:
+        for name, child in list(m._modules.items()):
+            if child is None:
+                continue
+            if id(child) not in shared:
+                visit(child)
+            elif is_leaf(child) and not _uninitialized(child):
+                m._modules[name] = copy_tree(child)
+
+    if id(result) not in shared:
+        visit(result)
+
+
+def _uninitialized(m: nn.Module) -> bool:
+    return any(isinstance(x, torch.nn.modules.lazy.LazyModuleMixin) and x.has_uninitialized_params()
+               for x in m.modules())
+
+
 def _shallow_copy(module: nn.Module) -> nn.Module:
     new = object.__new__(type(module))
     state = dict(module.__dict__)

@@ -203,3 +203,33 @@ def test_the_models_own_call_override_runs():
     assert torch.equal(gm(X), model(X)) and torch.equal(sll_fx.export_hard(model, verbose=False)(X), model(X))
     inner = Outer(Scaled())  # a submodule's override is traced (fx calls it), and rewritten
     assert _opaque(sll_fx.linearize_module(inner, eps=1e-3, verbose=False)) == {}
+
+
+class Normed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.drop = nn.Dropout(0.5)
+        self.pair = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+        self.tied = self.pair
+
+    def forward(self, x):
+        return torch.sign(self.tied(self.drop(self.bn(self.lin(x)))))
+
+
+@pytest.mark.parametrize("source", ["linearized", "model"])
+def test_export_hards_result_has_its_own_train_and_eval_flags(source):
+    """Validating on export_hard(gm).eval() between training steps leaves gm's BatchNorm training."""
+    torch.manual_seed(0)
+    model = Normed()
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False).train()
+    hard = sll_fx.export_hard(gm if source == "linearized" else model, verbose=False).eval()
+    trained = gm if source == "linearized" else model
+    assert all(m.training for m in trained.modules()) and not any(m.training for m in hard.modules())
+    assert hard.pair is hard.tied and hard.bn is not trained.bn
+    assert all(a is b for a, b in zip(hard.parameters(), model.parameters()))  # the same tensors
+    assert all(a is b for a, b in zip(hard.buffers(), model.buffers()))
+    before = model.bn.running_mean.clone()
+    gm(X)  # a training step updates the shared running statistics
+    assert not torch.equal(model.bn.running_mean, before) and hard.bn.running_mean is model.bn.running_mean

@@ -651,7 +651,8 @@ def test_parameters_and_buffers_shared_in_order():
                                                                                          EPS_PREFIX))]
         assert [n for n, _ in gb] == [n for n, _ in mb]
         assert all(a is b for (_, a), (_, b) in zip(gb, mb))
-        assert mod.get_submodule("unused") is model.unused
+        # the linearized model shares the torch.nn leaves; export_hard's result has copies of its own
+        assert (mod.get_submodule("unused") is model.unused) == (mod is gm)
     # the non-persistent buffer stays non-persistent
     assert "scratch" in dict(gm.named_buffers()) and "scratch" not in gm.state_dict()
 
