@@ -13,6 +13,7 @@ from torch import fx
 from . import exported
 from .annealing import buffer_literal_eps
 from .config import SLLConfig
+from .graph_module import share_buffers_with
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
 from .calibration import DEFAULT_TARGET
 from .ops import check_mode
@@ -102,6 +103,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         return g
 
     gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method, auto=config.auto))
+    share_buffers_with(gm, model)  # gm.cuda() moves the model's buffers too, as it moves its parameters
     if config.auto and any(e.auto for e in gm.sll_report.rewritten):
         from .calibration import start_auto
         start_auto(gm, target=target, steps=calibrate_steps)
@@ -130,6 +132,7 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
         trace_with_fallback(model, codegen=False)[0]
     gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)
     own_leaves(gm, model, torch_leaf)  # its own train()/eval() flags: hard.eval() leaves the input's BatchNorm training
+    share_buffers_with(gm, model)
     assert_no_sll(gm)
     if verbose:
         print(gm.sll_report)

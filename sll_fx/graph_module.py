@@ -23,6 +23,7 @@ a pickle generate it; the modules sll_fx returns always have their code.
 from __future__ import annotations
 
 import operator
+import weakref
 
 import torch
 from torch import fx
@@ -32,7 +33,9 @@ from . import precision
 from .state import mirror_state
 
 #: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
-_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration")
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration", "_sll_buffer_sources")
+#: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
+_SOURCES = "_sll_buffer_sources"
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
 _DEFERRED = "_sll_codegen_deferred"
 #: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``, sll_fx/annealing.py)
@@ -55,6 +58,31 @@ def _deferred_forward(self, *args, **kwargs):
     """``forward`` of a module whose code is not generated yet: generate it, then run it."""
     generate_code(self)
     return type(self).forward(self, *args, **kwargs)
+
+
+def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
+    """Record that ``gm`` shares buffer tensors with ``source`` (its model; the linearized model
+    ``export_hard`` stripped): when ``gm.to(...)``/``.cuda()``/``.half()`` replaces a buffer tensor, the
+    modules of ``source`` holding that tensor get the new one too, as they get the parameters (which
+    ``nn.Module._apply`` changes in place), so that the model's ``state_dict()`` stays the one trained.
+    A weak reference: ``source`` may be dropped."""
+    if isinstance(gm, SLLGraphModule):
+        gm.__dict__.setdefault(_SOURCES, []).append(weakref.ref(source))
+
+
+def _follow(gm: torch.nn.Module, moved: dict, seen: set) -> None:
+    """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources hold the old."""
+    for ref in gm.__dict__.get(_SOURCES, ()):
+        source = ref()
+        if source is None or id(source) in seen:
+            continue
+        seen.add(id(source))
+        for m in source.modules():
+            for name, buf in list(m._buffers.items()):
+                pair = moved.get(id(buf)) if buf is not None else None
+                if pair is not None and pair[0] is buf:
+                    m._buffers[name] = pair[1]
+        _follow(source, moved, seen)
 
 
 class SLLGraphModule(fx.GraphModule):
@@ -86,13 +114,20 @@ class SLLGraphModule(fx.GraphModule):
         """``.to(device)`` moves the eps buffers like any buffer, but a dtype cast (``.half()``,
         ``.to(torch.bfloat16)``) leaves them float64: a rounded eps is not the band the user chose, and
         rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005)."""
-        eps = [(m, name, buf) for m in (self.modules() if recurse else (self,))
-               for name, buf in m._buffers.items() if name.startswith(EPS_PREFIX) and buf is not None]
+        modules = list(self.modules()) if recurse else [self]
+        before = [(m, name, buf) for m in modules for name, buf in m._buffers.items() if buf is not None]
         super()._apply(fn, recurse)
-        for m, name, old in eps:
+        moved = {}
+        for m, name, old in before:
             new = m._buffers.get(name)
-            if new is not None and new.dtype != old.dtype:
+            if new is None or new is old:
+                continue
+            if name.startswith(EPS_PREFIX) and new.dtype != old.dtype:
                 m._buffers[name] = old.to(new.device)
+            else:
+                moved[id(old)] = (old, new)
+        if moved:
+            _follow(self, moved, set())
         return self
 
     @property
@@ -124,6 +159,7 @@ class SLLGraphModule(fx.GraphModule):
         res = SLLGraphModule(self, self.graph, class_name=type(self).__name__)
         mirror_state(res, self)
         res.meta = self.meta
+        share_buffers_with(res, self)
         return res
 
     def __reduce_package__(self, exporter):

@@ -435,3 +435,48 @@ def test_arithmetic_on_buffers_alone_is_read_at_run_time_not_frozen(kind):
             model.gate.offset.fill_(3.0)
             assert torch.equal(hard_view(current)(x), model(x))
         assert not any(n.startswith("_tensor_constant") and "gate" in n for n, _ in current.named_buffers())
+
+
+class _RunningQuant(nn.Module):
+    """A traced-through module with a buffer of its own (not a torch.nn leaf)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("amax", torch.ones(()))
+
+    def forward(self, x):
+        self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
+        return torch.round(x / self.amax * 7) * self.amax / 7
+
+
+class _Moved(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.q = _RunningQuant()
+
+    def forward(self, x):
+        return self.q(self.bn(self.lin(x)))
+
+
+def _same_tensors(a: nn.Module, b: nn.Module) -> bool:
+    return all(x is y for x, y in zip(a.state_dict(keep_vars=True).values(), b.state_dict(keep_vars=True).values()))
+
+
+def test_moving_the_result_moves_the_models_buffers_too():
+    torch.manual_seed(0)
+    model = _Moved()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm.double()  # (a dtype cast stands for .cuda() on this machine)
+    assert _same_tensors(gm, model) and model.q.amax.dtype == torch.float64 and model.lin.weight.dtype == torch.float64
+    for _ in range(2):
+        gm(torch.randn(8, 4, dtype=torch.float64) * 5).sum().backward()
+    assert model.q.amax > 1 and model.state_dict().keys() == gm.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), gm.state_dict().values()))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    hard.float()  # export_hard's result: gm and the model follow it too
+    assert _same_tensors(hard, gm) and _same_tensors(gm, model) and model.bn.running_mean.dtype == torch.float32
+    twin = copy.deepcopy(gm)  # a deep copy owns its tensors: moving it leaves the model alone
+    twin.double()
+    assert model.q.amax.dtype == torch.float32
