@@ -8,6 +8,7 @@ Where things are:
 - ``dtypes.py``   what dtype a node has, as far as the graph alone tells
 - ``tracer.py``   symbolic tracing with source lines and submodule names in errors
 - ``grad_regions.py`` ``torch.no_grad()`` blocks in a traced forward, cut from the graph's gradient
+- ``frozen.py``   Python values a traced forward read, checked when the result is called
 - ``state.py``    keeping a GraphModule's parameters/buffers identical to the model's
 - ``precision.py`` the run-time check of eps against the spacing of the dtype an op runs in
 - ``report.py``   the rewrite and strip reports (records first, tabulate text second)

@@ -29,11 +29,12 @@ import torch
 from torch import fx
 from torch.fx.graph_module import reduce_graph_module
 
-from . import precision
+from . import frozen, precision
 from .state import mirror_state
 
 #: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
-_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration", "_sll_buffer_sources")
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration", "_sll_buffer_sources",
+              frozen.RECORDS)
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
 _SOURCES = "_sll_buffer_sources"
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
@@ -141,6 +142,8 @@ class SLLGraphModule(fx.GraphModule):
 
     def __call__(self, *args, **kwargs):
         # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
+        if frozen.RECORDS in self.__dict__:
+            frozen.check(self)
         return precision.call(self, super().__call__, args, kwargs)
 
     def _deepcopy_init(self):

@@ -315,14 +315,14 @@ def _clone(t: torch.Tensor) -> torch.Tensor:
 # static code scans
 # ----------------------------------------------------------------------------------------
 
-def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
     yield code
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _codes(const)
+            yield from code_objects(const)
 
 
-def _function(obj):
+def function_of(obj):
     obj = getattr(obj, "__func__", obj)  # bound methods, staticmethod/classmethod objects
     return obj if isinstance(obj, types.FunctionType) else None
 
@@ -332,7 +332,7 @@ def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: i
     globals, builtins, attributes of ``owner`` and of its class, and attributes of modules and
     classes reached that way (``lib.STE``, ``torch.ops.sll.sign``), read from ``__dict__`` only."""
     names: set[str] = set()
-    for code in _codes(fn.__code__):
+    for code in code_objects(fn.__code__):
         names.update(code.co_names)
         names.update(code.co_freevars)
     spaces = []
@@ -408,7 +408,7 @@ def behaviour_of(module: nn.Module, root: bool = False) -> str:
 
 def autograd_function_used(module: nn.Module):
     """The first autograd.Function subclass that ``module``'s ``forward`` references, or None."""
-    fn = _function(module.__dict__.get("forward")) or _function(getattr(type(module), "forward", None))
+    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
     if fn is None:
         return None
     for obj in _referenced(fn, module):
@@ -420,7 +420,7 @@ def autograd_function_used(module: nn.Module):
 
 def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
     """``forward`` (also one set on the instance) and every method of the module's own classes."""
-    fn = _function(module.__dict__.get("forward"))
+    fn = function_of(module.__dict__.get("forward"))
     if fn is not None:
         yield fn
     for klass in type(module).__mro__:
@@ -429,7 +429,7 @@ def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
         for value in vars(klass).values():
             if isinstance(value, property):
                 value = value.fget
-            fn = _function(value)
+            fn = function_of(value)
             if fn is not None:
                 yield fn
 
@@ -472,7 +472,7 @@ def child_attributes_read(module: nn.Module, only: str | None = None) -> dict[st
         if not code.co_varnames or code.co_argcount == 0:
             continue
         this = code.co_varnames[0]
-        for c in _codes(code):
+        for c in code_objects(code):
             ins = [i for i in dis.get_instructions(c) if i.opname not in ("CACHE", "EXTENDED_ARG")]
             for a, b, d in zip(ins, ins[1:], ins[2:]):
                 if (a.opname == "LOAD_FAST" and a.argval == this and b.opname == "LOAD_ATTR" and b.argval in children

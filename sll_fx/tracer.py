@@ -127,7 +127,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .errors import EpsError, TraceError
-from . import grad_regions
+from . import frozen, grad_regions
 from .graph_module import SLLGraphModule
 from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
                      join, mark_opaque, private_copy)
@@ -487,6 +487,10 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model)
+    paths = {id(m): p for p, m in model.named_modules()}
+    frozen.record(gm, [(paths[id(m)], m, name, value) for m, c in tree.pairs
+                       if id(c) in tracer.sll_entered and id(m) in paths
+                       for name, value in frozen.values_read(m).items()])
     return gm
 
 

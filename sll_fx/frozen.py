@@ -1,0 +1,102 @@
+"""Python values a traced graph froze: ``self.bits``, ``self.enabled`` read in a forward.
+
+fx runs a forward once; a plain Python attribute it reads (``n = 2 ** self.bits - 1``, ``if not
+self.enabled: return x``) becomes a constant of the graph, or decides which ops the graph has.
+Changing it afterwards (a bit-width schedule, quantization switched on after a warm-up) changes
+the model but not the linearized one, silently.  The tracer records, for each module whose
+forward it ran, the plain values (bool, int, float, str, None, dtypes, devices, tuples of them)
+that the module's own methods read as ``self.<name>`` (:func:`values_read`); the result checks
+them when it is called (:func:`check`) and raises :class:`~sll_fx.errors.TraceError` naming the
+attribute, both values and the fix when one changed, on the model's module or on the result's.
+"""
+
+from __future__ import annotations
+
+import dis
+import weakref
+
+import torch
+from torch import nn
+
+from .errors import TraceError
+from .opaque import code_objects, function_of
+
+#: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, name, value)]``
+RECORDS = "_sll_frozen_values"
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
+_MISSING = object()
+#: attributes sll_fx keeps in the graph or that nn.Module manages itself
+_SKIP = frozenset({"training", "forward"})
+
+
+def _plain(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def values_read(module: nn.Module) -> dict[str, object]:
+    """``{name: value}`` for each ``self.<name>`` that ``forward``, and the methods of the module's own
+    class it calls (``self._quantize(x)``, transitively), read whose value in the module's ``__dict__``
+    is a plain Python value (not a parameter, buffer, submodule, tensor or method)."""
+    state, klass = module.__dict__, type(module)
+    names: set[str] = set()
+    todo = [state.get("forward") or getattr(klass, "forward", None)]
+    done: set = set()
+    while todo:
+        fn = function_of(todo.pop())
+        if fn is None or fn in done or (fn.__module__ or "").split(".")[0] == "torch":
+            continue
+        done.add(fn)
+        for name in _self_attributes(fn):
+            names.add(name)
+            member = getattr(klass, name, None)
+            todo.append(member.fget if isinstance(member, property) else member)
+    return {n: state[n] for n in sorted(names) if n in state and n not in _SKIP and _plain(state[n])}
+
+
+def _self_attributes(fn) -> set[str]:
+    """The names ``x`` of every ``self.x`` that ``fn`` (nested code included) reads or calls."""
+    code = fn.__code__
+    if not code.co_varnames or code.co_argcount == 0:
+        return set()
+    this, names = code.co_varnames[0], set()
+    for c in code_objects(code):
+        previous = None
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("CACHE", "EXTENDED_ARG"):
+                continue
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None and previous.argval == this \
+                    and previous.opname in ("LOAD_FAST", "LOAD_DEREF"):
+                names.add(ins.argval)
+            previous = ins
+    return names
+
+
+def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str, object]]) -> None:
+    """Give ``gm`` the values to check: ``(path, the model's module, name, value)``."""
+    if entries:
+        gm.__dict__[RECORDS] = [(path, weakref.ref(m), name, value) for path, m, name, value in entries]
+
+
+def check(gm: nn.Module) -> None:
+    """Raise when a recorded value changed, on the model's module or on ``gm``'s module at that path."""
+    for path, ref, name, value in gm.__dict__.get(RECORDS, ()):
+        places = [ref()]
+        try:
+            places.append(gm.get_submodule(path))
+        except AttributeError:
+            pass
+        for m in places:
+            if m is None:
+                continue
+            now = m.__dict__.get(name, _MISSING)
+            if now is _MISSING or now is value or (type(now) is type(value) and now == value):
+                continue
+            where = f"{path}.{name}" if path else name
+            raise TraceError(
+                f"'{where}' is {now!r} now, {value!r} when linearize_module traced it: the graph holds the value "
+                "it was traced with (a Python value read in forward), so the change has no effect\n"
+                "Fix: linearize the model again after changing it, or make it a tensor (a buffer) or a forward "
+                "argument", module_path=path, module_type=type(m).__name__,
+                reason=f"{where} changed since tracing")
