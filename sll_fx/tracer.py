@@ -79,7 +79,10 @@ opaque so it follows train()/eval()"``.  The node is dropped when nothing reads 
 The tracer traces with grad mode on, marks the nodes created while the forward had it off, and
 :func:`sll_fx.grad_regions.cut` detaches every value crossing such a block's edge, so no gradient
 crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way: the module whose
-forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``).
+forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``), and so is a module whose
+forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for real and
+would be a constant; the generator's state is compared around each traced module's call, and restored after
+the trace).
 
 **Hooks and overrides.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on
 proxies (a forward hook's side effects happen at trace time only; a backward hook is dropped), never runs
@@ -157,6 +160,10 @@ class _AutocastRegion(Exception):
     """Raised inside a trace when the forward entered or left ``torch.autocast``; becomes a TraceError."""
 
 
+class _RandomDraw(Exception):
+    """Raised when a traced forward drew from or seeded the CPU generator at trace time; becomes a TraceError."""
+
+
 class _TrainingBranch(Exception):
     """Raised inside a trace that branched on ``self.training``; becomes a TraceError."""
 
@@ -211,6 +218,15 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
     kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    if isinstance(e, _RandomDraw):
+        return TraceError(
+            f"torch.fx ran {where} with the random generator for real: it draws random numbers with no traced "
+            "input (torch.rand(1), torch.randn(3)) or seeds the generator (torch.manual_seed) in forward; a graph "
+            "would keep that draw as a constant, or drop the seeding\nFix: linearize_module keeps it opaque, so it "
+            "draws anew on every call and its child modules are still rewritten; to have its own discrete ops "
+            "rewritten, draw from a traced tensor (torch.rand_like(x), torch.rand(x.shape))",
+            module_path=path, module_type=kind,
+            reason="draws from or seeds the random generator while tracing: kept opaque so it draws on every call")
     if isinstance(e, _AutocastRegion):
         return TraceError(
             f"torch.fx would trace {where} without its torch.autocast block (a graph records the ops, not the "
@@ -315,10 +331,14 @@ class SLLTracer(fx.Tracer):
         self.sll_entered = {id(root)}
         self._sll_autocast = torch._C._is_any_autocast_enabled()
         self._sll_no_grad: list[fx.Node] = []
+        rng = torch.get_rng_state()
         try:
             with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
                 graph = super().trace(root, concrete_args)
+            if not torch.equal(rng, torch.get_rng_state()):
+                raise _RandomDraw()
         finally:
+            torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
             self._sll_base = None
             for m, flag in self._sll_flags:  # (a bool again)
                 m.__dict__["training"] = flag
@@ -444,6 +464,11 @@ class SLLTracer(fx.Tracer):
                 fn = autograd_function_used(m)
                 if fn is not None:
                     raise _AutogradFunctionCall(fn)
+                rng = torch.get_rng_state()
+                out = super().call_module(m, forward, args, kwargs)
+                if not torch.equal(rng, torch.get_rng_state()):
+                    raise _RandomDraw()
+                return out
             return super().call_module(m, forward, args, kwargs)
         except (TraceError, EpsError):
             raise

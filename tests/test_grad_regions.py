@@ -160,3 +160,49 @@ def test_an_autocast_block_keeps_its_module_opaque(top):
         {path: "enters torch.autocast in forward: kept opaque so it runs under autocast"}
     out = gm(X)
     assert out.dtype == torch.bfloat16 and torch.equal(out, model(X))
+
+
+class Jitter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.lin(x) + torch.rand(1)) + torch.sign(x * torch.rand_like(x))
+
+
+class Reseeded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.jitter = Jitter()
+
+    def forward(self, x):
+        torch.manual_seed(123)
+        return torch.round(x + torch.randn_like(x))
+
+
+@pytest.mark.parametrize("top,path", [(Jitter, ""), (Reseeded, "")])
+def test_a_random_draw_at_trace_time_keeps_its_module_opaque(top, path):
+    torch.manual_seed(0)
+    model = top()
+    state = torch.get_rng_state()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert torch.equal(torch.get_rng_state(), state)  # tracing never moves the caller's random stream
+    assert {o.path: o.reason for o in gm.sll_report.opaque}[path].startswith("draws from or seeds the random")
+    torch.manual_seed(5)
+    expected = model(X)
+    torch.manual_seed(5)
+    assert torch.equal(gm(X), expected)
+
+
+def test_a_submodule_drawing_at_trace_time_is_opaque_alone():
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.jitter = Jitter()
+
+        def forward(self, x):
+            return torch.sign(self.jitter(x))
+
+    gm = sll_fx.linearize_module(Holder(), eps=0.05, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["jitter"] and len(gm.sll_report.rewritten) == 1
