@@ -189,6 +189,8 @@ class ShadowTree:
         self.pairs: list[tuple[nn.Module, nn.Module]] = []
         self._values: dict[int, object] = {}        # id(user's container or tensor) -> its copy
         self._versions: dict[int, int] = {}         # id(tensor clone) -> its version counter when made
+        self._nested: dict[tuple[int, str], list] = {}  # (id(copy), key) -> snapshots of the state under it
+        self._snapshots: dict[int, tuple] = {}      # id(object) -> (object, its contents before the trace)
         self.root = self._copy(model)
         for _, c in self.pairs:
             self._relink(c)
@@ -207,10 +209,54 @@ class ShadowTree:
         for key, v in list(state.items()):
             if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
                 state[key] = self._value(v, _clone)
+            elif key not in _CONTAINERS_SET:  # what the copy shares deeper down: lists in a dict, a plain object
+                found = self._snapshot(m.__dict__[key], key in state and state[key] is not v, [])
+                if found:
+                    self._nested[id(c), key] = found
+        for name, v in _global_containers(m):  # (a module-level cache or log its forward writes into)
+            self._nested[id(c), f"{_GLOBAL}{name}"] = self._snapshot(v, False, [])
         for name, child in list(c._modules.items()):
             if child is not None:
                 c._modules[name] = self._copy(child)
         return c
+
+    def _snapshot(self, v, copied: bool, found: list, depth: int = 0) -> list:
+        """Record the contents of the mutable state reachable from the user's value ``v`` that the trace's
+        copy shares with it (``copied``: ``v`` itself was copied, its items are shared): lists, dicts,
+        sets, deques, and plain objects' ``__dict__`` (not modules, tensors, functions or classes)."""
+        if depth > _SNAPSHOT_DEPTH or isinstance(v, (nn.Module, torch.Tensor, type)) or callable(v) and \
+                not hasattr(v, "__dict__"):
+            return found
+        if type(v) in _MUTABLE:
+            items = list(v.values()) if isinstance(v, dict) else list(v)
+            if not copied:
+                self._save(v, found)
+        elif type(v) is tuple:
+            items = list(v)
+        elif _plain_object(v):
+            self._save(v, found)
+            items = list(vars(v).values())
+        else:
+            return found
+        for item in items:
+            self._snapshot(item, False, found, depth + 1)
+        return found
+
+    def _save(self, v, found: list) -> None:
+        if id(v) not in self._snapshots:
+            contents = dict(vars(v)) if _plain_object(v) else (dict(v) if isinstance(v, dict) else list(v))
+            self._snapshots[id(v)] = (v, contents)
+            found.append(id(v))
+
+    def restore_nested(self) -> None:
+        """Put back the contents of the shared deeper state that the trace changed (a Proxy appended to
+        ``self.log["spikes"]``, ``self.meter.n += 1``): the user's objects end as they began."""
+        for v, before in self._snapshots.values():
+            if not _same_contents(v, before):
+                _put_back(v, before)
+
+    def _changed_nested(self, c: nn.Module, key: str) -> bool:
+        return any(not _same_contents(*self._snapshots[i]) for i in self._nested.get((id(c), key), ()))
 
     def _value(self, v, make):
         new = self._values.get(id(v))
@@ -259,9 +305,13 @@ class ShadowTree:
         or tensor attribute changed in place, a hook registered).  Keys in ``ignore`` (fx's own
         constants on the root) and sll_fx's own bookkeeping (``_sll_*``) are left out."""
         a, b = self.original[id(c)].__dict__, c.__dict__
-        out = []
+        out = [(key, "changes") for (i, key) in self._nested if i == id(c) and key.startswith(_GLOBAL)
+               and self._changed_nested(c, key)]
         for key in dict.fromkeys([*a, *b]):
             if key in ignore or key.startswith(_OWN_KEYS):
+                continue
+            if self._changed_nested(c, key):
+                out.append((key, "changes"))
                 continue
             if key not in a or key not in b:
                 out.append((key, "assigns"))
@@ -302,6 +352,57 @@ class ShadowTree:
                 original = self.original.get(id(t)) if t is not None else None
                 if isinstance(original, torch.Tensor):
                     m._buffers[name] = original  # a tensor attribute the graph reads: the user's tensor
+
+
+#: key prefix of a global container in ShadowTree's records (``changes`` names it "global <name>")
+_GLOBAL = "global "
+
+
+def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
+    """``(name, value)`` of the module-level lists, dicts, sets and deques its ``forward`` names."""
+    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    if fn is None or (fn.__module__ or "").split(".")[0] == "torch":
+        return []
+    out = {}
+    for code in code_objects(fn.__code__):
+        for name in code.co_names:
+            v = fn.__globals__.get(name)
+            if type(v) in _MUTABLE:
+                out[name] = v
+    return list(out.items())
+
+
+_SNAPSHOT_DEPTH = 4
+
+
+def _plain_object(v) -> bool:
+    """An instance of a user's class holding state in its ``__dict__`` (a meter, a record), not a module,
+    tensor, function, class or module object."""
+    return hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type, types.ModuleType,
+                                                          types.FunctionType, types.MethodType)) \
+        and type(v).__module__.split(".")[0] not in ("torch", "builtins", "numpy")
+
+
+def _same_contents(v, before) -> bool:
+    now = vars(v) if isinstance(before, dict) and _plain_object(v) else v
+    if isinstance(before, dict):
+        return len(now) == len(before) and all(k in now and now[k] is x for k, x in before.items())
+    now = list(now)
+    return len(now) == len(before) and all(x is y for x, y in zip(now, before))
+
+
+def _put_back(v, before) -> None:
+    if _plain_object(v):
+        vars(v).clear()
+        vars(v).update(before)
+    elif isinstance(v, dict):
+        v.clear()
+        v.update(before)
+    elif isinstance(v, list):
+        v[:] = before
+    else:  # set, deque
+        v.clear()
+        (v.update if isinstance(v, set) else v.extend)(before)
 
 
 def _clone(t: torch.Tensor) -> torch.Tensor:

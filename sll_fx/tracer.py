@@ -48,7 +48,11 @@ opaque too.  The model itself may be stateful: it is then opaque, as when its ow
 The opaque copy's state is the result's own, starting from the model's at the time of the call
 (see :func:`sll_fx.opaque.private_copy`): the result and the model, each called on the same
 inputs, compute the same outputs, and calling one never changes the other's state; tensors
-(parameters, buffers, tensor attributes) stay shared, in-place updates of them included.
+(parameters, buffers, tensor attributes) stay shared, in-place updates of them included, and so does
+the state deeper down (a list inside a dict attribute, a plain helper object's attributes, a module-level
+container the forward names): a trace that changes such state makes the module stateful as well
+(``"changes self.meter"``, ``"changes global FEATURES"``), and :meth:`~sll_fx.opaque.ShadowTree.restore_nested`
+undoes what the trace did there.
 
 Each opaque module is returned as an :class:`~sll_fx.report.OpaqueModule` record (qualified
 name, class name, reason: the fx error as ``"Type: text"``, or the module state it changes).
@@ -502,11 +506,13 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         if fn is not None:
             raise _AutogradFunctionCall(fn)
         graph = tracer.trace(root, concrete_args)
+        stateful = _stateful(model, tree, tracer)  # (before the deeper state is put back: it is read there)
     except (TraceError, EpsError):  # (EpsError: _check_calibrated)
         raise
     except Exception as e:
         raise _failure(e, "", model) from e
-    stateful = _stateful(model, tree, tracer)
+    finally:
+        tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
     if stateful:
         raise _state_failure(model, stateful)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
@@ -544,7 +550,7 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
             prefix = f"{name}.{prefix}"
         kinds = found.setdefault(path, {})
         for name, how in changed:
-            kinds.setdefault(how, []).append(f"self.{prefix}{name}")
+            kinds.setdefault(how, []).append(name if name.startswith("global ") else f"self.{prefix}{name}")
         if path and not prefix:  # its own state: does its parent's forward read it?
             parent_path, _, child = path.rpartition(".")
             parent = model.get_submodule(parent_path)

@@ -515,3 +515,48 @@ def test_copies_of_the_result_run_with_their_own_state():
         for other in (copy.deepcopy(gm), pickle.loads(pickle.dumps(gm))):
             assert_bitwise(other(xs[1]), copy.deepcopy(gm)(xs[1]))
         assert gm.monitor.calls == 1
+
+
+class _Meter:
+    """A plain helper object (not a module, list or dict) that a forward updates."""
+
+    def __init__(self):
+        self.n, self.last = 0, None
+
+    def update(self, value):
+        self.n += 1
+        self.last = value
+
+
+FEATURES: dict = {}  # a module-level activation cache (distillation, logging)
+
+
+class _Logged(nn.Module):
+    def __init__(self, where):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.rate, self.log, self.where = _Meter(), {"spikes": []}, where
+
+    def forward(self, x):
+        spikes = torch.heaviside(self.lin(x), torch.tensor(0.0))
+        if self.where == "meter":
+            self.rate.update(spikes.mean())
+        elif self.where == "nested":
+            self.log["spikes"].append(spikes)
+        else:
+            FEATURES["spikes"] = spikes
+        return spikes
+
+
+@pytest.mark.parametrize("where,reason", [
+    ("meter", "changes self.rate in forward"), ("nested", "changes self.log in forward"),
+    ("global", "changes global FEATURES in forward")])
+def test_deeper_state_a_forward_changes_is_kept_opaque_and_left_untouched(where, reason):
+    FEATURES.clear()
+    model = _Logged(where)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    # nothing the trace ran reached the user's objects (no Proxy in them)
+    assert model.rate.n == 0 and model.rate.last is None and model.log == {"spikes": []} and FEATURES == {}
+    assert [(o.path, o.reason.split(":")[0]) for o in gm.sll_report.opaque] == [("", reason)]
+    gm(torch.randn(2, 4))  # its forward runs as written
+    assert model.rate.n + len(model.log["spikes"]) + len(FEATURES) == 1
