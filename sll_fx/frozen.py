@@ -8,6 +8,12 @@ forward it ran, the plain values (bool, int, float, str, None, dtypes, devices, 
 that the module's own methods read as ``self.<name>`` (:func:`values_read`); the result checks
 them when it is called (:func:`check`) and raises :class:`~sll_fx.errors.TraceError` naming the
 attribute, both values and the fix when one changed, on the model's module or on the result's.
+
+Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
+no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
+without it fails with a ``TypeError`` inside the generated code, the result raises a ``TraceError``
+naming the input and the ``concrete_args`` fix instead (a graph that takes None there, as
+``F.linear``'s bias does, runs as before).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .opaque import code_objects, function_of
 
 #: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, name, value)]``
 RECORDS = "_sll_frozen_values"
+#: ``__dict__`` key of a GraphModule's inputs whose default is None but that the graph uses: ``[(position, name)]``
+NONE_INPUTS = "_sll_none_inputs"
 _PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 _MISSING = object()
 #: attributes sll_fx keeps in the graph or that nn.Module manages itself
@@ -100,3 +108,27 @@ def check(gm: nn.Module) -> None:
                 "Fix: linearize the model again after changing it, or make it a tensor (a buffer) or a forward "
                 "argument", module_path=path, module_type=type(m).__name__,
                 reason=f"{where} changed since tracing")
+
+
+def record_none_inputs(gm) -> None:
+    """Record ``gm``'s inputs whose default is None and that its graph uses (see the module docstring)."""
+    found = []
+    for i, node in enumerate(gm.graph.nodes):
+        if node.op != "placeholder":
+            break
+        if node.args == (None,) and node.users and not node.target.startswith("*"):
+            found.append((i, node.target))
+    gm.__dict__[NONE_INPUTS] = found
+
+
+def check_inputs(gm, args: tuple, kwargs: dict, error: TypeError) -> None:
+    """After ``error`` from a call of ``gm``: raise a TraceError when an input recorded by
+    :func:`record_none_inputs` was None in that call."""
+    for i, name in gm.__dict__.get(NONE_INPUTS, ()):
+        value = args[i] if i < len(args) else kwargs.get(name)
+        if value is None:
+            raise TraceError(
+                f"input '{name}' is None here, but linearize_module traced it as a tensor (its default is None and "
+                "the trace had no value for it), and the graph uses it\nFix: pass it, or linearize with "
+                f"concrete_args={{'{name}': None}} for the calls without it (one linearized model per case)",
+                reason=f"input {name} traced as a tensor") from error

@@ -91,6 +91,7 @@ class SLLGraphModule(fx.GraphModule):
         if not codegen:
             self.__dict__[_DEFERRED] = True  # read by recompile(), which fx's __init__ calls
         super().__init__(root, graph, class_name=class_name)
+        frozen.record_none_inputs(self)
 
     def recompile(self):
         if self.__dict__.get(_DEFERRED):
@@ -144,7 +145,11 @@ class SLLGraphModule(fx.GraphModule):
         # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
         if frozen.RECORDS in self.__dict__:
             frozen.check(self)
-        return precision.call(self, super().__call__, args, kwargs)
+        try:
+            return precision.call(self, super().__call__, args, kwargs)
+        except TypeError as e:  # (None for an input the graph uses as a tensor: say which, and the fix)
+            frozen.check_inputs(self, args, kwargs, e)
+            raise
 
     def _deepcopy_init(self):
         class_name = type(self).__name__

@@ -495,7 +495,8 @@ def hooks_of(module: nn.Module) -> str:
 def behaviour_of(module: nn.Module, root: bool = False) -> str:
     """What ``module`` does around its forward that a traced graph would not do, in words, or "": hooks
     (:func:`hooks_of`), an overridden ``train()`` (a frozen BatchNorm: the result's ``train()`` would be
-    ``nn.Module``'s), and for the model itself (``root``) an overridden ``__call__`` (fx traces ``forward``)."""
+    ``nn.Module``'s), for the model itself (``root``) an overridden ``__call__`` (fx traces ``forward``),
+    and a forward that reads a mode (:func:`modes_read`: ``if torch.is_grad_enabled():``)."""
     parts = []
     hooks = hooks_of(module)
     if hooks:
@@ -504,7 +505,33 @@ def behaviour_of(module: nn.Module, root: bool = False) -> str:
         parts.append(f"overrides train() ({type(module).train.__qualname__})")
     if root and not isinstance(module, fx.GraphModule) and type(module).__call__ is not nn.Module.__call__:
         parts.append(f"overrides __call__() ({type(module).__call__.__qualname__})")
+    modes = modes_read(module)
+    if modes:
+        parts.append(f"reads {', '.join(modes)} in forward (a graph would keep the value it had while tracing)")
     return "; ".join(parts)
+
+
+#: functions that read a mode a graph would hold as the value it had while tracing
+_MODE_READERS = {torch.is_grad_enabled: "torch.is_grad_enabled()",
+                 torch.is_inference_mode_enabled: "torch.is_inference_mode_enabled()",
+                 torch.get_default_dtype: "torch.get_default_dtype()",
+                 torch.is_autocast_enabled: "torch.is_autocast_enabled()"}
+
+
+def modes_read(module: nn.Module) -> list[str]:
+    """The mode readers (``torch.is_grad_enabled()``, ...) that ``module``'s ``forward`` references."""
+    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    if fn is None:
+        return []
+    found = []
+    for obj in _referenced(fn, module):
+        try:
+            name = _MODE_READERS.get(obj)
+        except TypeError:  # (unhashable)
+            continue
+        if name is not None and name not in found:
+            found.append(name)
+    return found
 
 
 def autograd_function_used(module: nn.Module):

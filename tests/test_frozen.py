@@ -69,3 +69,57 @@ def test_values_read_outside_forward_and_on_the_result_itself():
     top.bits = 3  # set on the linearized model itself
     with pytest.raises(TraceError, match="'bits' is 3 now, 4"):
         top(X)
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x, mask=None):
+        g = (self.lin(x) > 0).float()
+        if mask is not None:  # a proxy is not None: traced with the mask
+            g = g * mask
+        return g
+
+
+def test_a_none_input_the_graph_uses_names_the_input_and_the_fix():
+    model = Gated()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm(X, torch.ones(6, 4))
+    with pytest.raises(TraceError, match="input 'mask' is None here") as info:
+        gm(X)
+    assert "concrete_args={'mask': None}" in str(info.value) and isinstance(info.value.__cause__, TypeError)
+    without = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False, concrete_args={"mask": None})
+    assert torch.equal(without(X), model(X))
+
+
+def test_a_none_input_a_graph_takes_as_none_runs():
+    class Biased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x, bias=None):
+            return torch.sign(torch.nn.functional.linear(x, self.weight, bias))
+
+    model = Biased()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert torch.equal(gm(X), model(X))
+
+
+class GradNoise(nn.Module):
+    def forward(self, x):
+        if torch.is_grad_enabled():  # noise only while training with gradients
+            x = x + 0.5
+        return torch.round(x)
+
+
+def test_a_forward_reading_the_grad_mode_is_kept_opaque():
+    model = GradNoise()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    (record,) = gm.sll_report.opaque
+    assert record.reason.startswith("reads torch.is_grad_enabled() in forward")
+    with torch.no_grad():
+        assert torch.equal(gm(X), model(X))
+    assert torch.equal(gm(X), model(X))
