@@ -19,6 +19,7 @@ naming the input and the ``concrete_args`` fix instead (a graph that takes None 
 from __future__ import annotations
 
 import dis
+import functools
 import weakref
 
 import torch
@@ -63,11 +64,15 @@ def values_read(module: nn.Module) -> dict[str, object]:
     return {n: state[n] for n in sorted(names) if n in state and n not in _SKIP and _plain(state[n])}
 
 
-def _self_attributes(fn) -> set[str]:
+def _self_attributes(fn) -> frozenset[str]:
     """The names ``x`` of every ``self.x`` that ``fn`` (nested code included) reads or calls."""
-    code = fn.__code__
+    return _attributes_of_first_argument(fn.__code__)
+
+
+@functools.lru_cache(maxsize=4096)  # (code objects do not change: one scan per method, not per module)
+def _attributes_of_first_argument(code) -> frozenset[str]:
     if not code.co_varnames or code.co_argcount == 0:
-        return set()
+        return frozenset()
     this, names = code.co_varnames[0], set()
     for c in code_objects(code):
         previous = None
@@ -78,7 +83,7 @@ def _self_attributes(fn) -> set[str]:
                     and previous.opname in ("LOAD_FAST", "LOAD_DEREF"):
                 names.add(ins.argval)
             previous = ins
-    return names
+    return frozenset(names)
 
 
 def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str, object]]) -> None:

@@ -189,7 +189,7 @@ class ShadowTree:
         self.pairs: list[tuple[nn.Module, nn.Module]] = []
         self._values: dict[int, object] = {}        # id(user's container or tensor) -> its copy
         self._versions: dict[int, int] = {}         # id(tensor clone) -> its version counter when made
-        self._nested: dict[tuple[int, str], list] = {}  # (id(copy), key) -> snapshots of the state under it
+        self._nested: dict[int, dict[str, list]] = {}  # id(copy) -> {key: ids of the snapshots under it}
         self._snapshots: dict[int, tuple] = {}      # id(object) -> (object, its contents before the trace)
         self.root = self._copy(model)
         for _, c in self.pairs:
@@ -212,9 +212,9 @@ class ShadowTree:
             elif key not in _CONTAINERS_SET:  # what the copy shares deeper down: lists in a dict, a plain object
                 found = self._snapshot(m.__dict__[key], key in state and state[key] is not v, [])
                 if found:
-                    self._nested[id(c), key] = found
+                    self._nested.setdefault(id(c), {})[key] = found
         for name, v in _global_containers(m):  # (a module-level cache or log its forward writes into)
-            self._nested[id(c), f"{_GLOBAL}{name}"] = self._snapshot(v, False, [])
+            self._nested.setdefault(id(c), {})[f"{_GLOBAL}{name}"] = self._snapshot(v, False, [])
         for name, child in list(c._modules.items()):
             if child is not None:
                 c._modules[name] = self._copy(child)
@@ -256,7 +256,7 @@ class ShadowTree:
                 _put_back(v, before)
 
     def _changed_nested(self, c: nn.Module, key: str) -> bool:
-        return any(not _same_contents(*self._snapshots[i]) for i in self._nested.get((id(c), key), ()))
+        return any(not _same_contents(*self._snapshots[i]) for i in self._nested.get(id(c), {}).get(key, ()))
 
     def _value(self, v, make):
         new = self._values.get(id(v))
@@ -305,12 +305,12 @@ class ShadowTree:
         or tensor attribute changed in place, a hook registered).  Keys in ``ignore`` (fx's own
         constants on the root) and sll_fx's own bookkeeping (``_sll_*``) are left out."""
         a, b = self.original[id(c)].__dict__, c.__dict__
-        out = [(key, "changes") for (i, key) in self._nested if i == id(c) and key.startswith(_GLOBAL)
-               and self._changed_nested(c, key)]
+        nested = self._nested.get(id(c), {})
+        out = [(key, "changes") for key in nested if key.startswith(_GLOBAL) and self._changed_nested(c, key)]
         for key in dict.fromkeys([*a, *b]):
             if key in ignore or key.startswith(_OWN_KEYS):
                 continue
-            if self._changed_nested(c, key):
+            if key in nested and self._changed_nested(c, key):
                 out.append((key, "changes"))
                 continue
             if key not in a or key not in b:
