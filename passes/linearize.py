@@ -33,6 +33,7 @@ import operator
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch import nn
 from torch._ops import OpOverload, OpOverloadPacket
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
@@ -825,8 +826,6 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
     dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
     an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic)."""
-    if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS:
-        return _OTHER_USE  # an integer result (an uncast one_hot) read as integers (cumsum, * a bool mask)
     if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
         return _FLOAT_USE
     if user.op not in ("call_function", "call_method"):
@@ -865,7 +864,14 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
         return _OTHER_USE if value in _nodes_in((index,)) else _FLOAT_USE
     # a bool/integer reading (logical ops, ==, indices of it, counts of nonzeros), else float arithmetic:
     # PyTorch ops and anything else (a wrapped function of yours, another library's op) get a float
-    return _OTHER_USE if name in _BOOL_NAMES else _FLOAT_USE
+    if name in _BOOL_NAMES:
+        return _OTHER_USE
+    if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS:
+        # integer arithmetic on an integer result (an uncast one_hot: cumsum, * a bool mask, .sum(0)): it
+        # moves on, and its own users tell (a count compared with a capacity: hard; divided into a fraction:
+        # float); the integer op itself then reads the hard result, or the surrogate where that is float
+        return _PASS_USE
+    return _FLOAT_USE
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:
@@ -953,8 +959,8 @@ def _mutated(node: Node) -> list[Node]:
 
 
 def _gradient_sources(gm: GraphModule) -> set:
-    """The nodes a gradient can come from or pass through: the graph's inputs, tensors that require
-    grad (parameters), calls of modules with such parameters, and everything computed from them, except
+    """The nodes a gradient can come from or pass through: the graph's inputs, parameters (frozen ones too:
+    they may be unfrozen later) and tensors that require grad, calls of modules with parameters, and everything computed from them, except
     through ``.detach()`` / ``x.data`` / a ``torch.no_grad()`` block's edge (``grad_regions.detached``).
     A tensor written in place by such a node (``buf.add_(x)``) is one too."""
     graded: set = set()
@@ -962,14 +968,14 @@ def _gradient_sources(gm: GraphModule) -> set:
         op = node.op
         if op == "placeholder":
             graded.add(node)
-        elif op == "get_attr":
+        elif op == "get_attr":  # (a parameter frozen now may be unfrozen later: it counts)
             value = dtypes.fetch_attr(gm, node.target)
-            if isinstance(value, torch.Tensor) and value.requires_grad:
+            if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and value.requires_grad):
                 graded.add(node)
         elif op == "output" or _is_detach(node):
             continue
         elif not graded.isdisjoint(node.all_input_nodes) or (
-                op == "call_module" and any(p.requires_grad for p in gm.get_submodule(node.target).parameters())):
+                op == "call_module" and any(True for _ in gm.get_submodule(node.target).parameters())):
             graded.add(node)
             if op == "call_function" or (op == "call_method" and node.target.endswith("_")):
                 graded.update(_mutated(node))

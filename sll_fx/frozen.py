@@ -11,7 +11,7 @@ attribute, both values and the fix when one changed, on the model's module or on
 
 Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
-without it fails with a ``TypeError`` inside the generated code, the result raises a ``TraceError``
+without it fails with a ``TypeError`` about ``NoneType``, the result raises a ``TraceError``
 naming the input and the ``concrete_args`` fix instead (a graph that takes None there, as
 ``F.linear``'s bias does, runs as before).
 """
@@ -61,7 +61,12 @@ def values_read(module: nn.Module) -> dict[str, object]:
             names.add(name)
             member = getattr(klass, name, None)
             todo.append(member.fget if isinstance(member, property) else member)
-    return {n: state[n] for n in sorted(names) if n in state and n not in _SKIP and _plain(state[n])}
+    out = {}
+    for n in sorted(names - _SKIP):
+        value = state[n] if n in state else getattr(klass, n, _MISSING)  # (a class-level default too)
+        if value is not _MISSING and not isinstance(getattr(klass, n, None), property) and _plain(value):
+            out[n] = value
+    return out
 
 
 def _self_attributes(fn) -> frozenset[str]:
@@ -87,23 +92,28 @@ def _attributes_of_first_argument(code) -> frozenset[str]:
 
 
 def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str, object]]) -> None:
-    """Give ``gm`` the values to check: ``(path, the model's module, name, value)``."""
+    """Give ``gm`` the values to check: ``(path, the model's module, name, value)``; the result's own module
+    at ``path`` is looked up once (None where the graph inlined it)."""
     if entries:
-        gm.__dict__[RECORDS] = [(path, weakref.ref(m), name, value) for path, m, name, value in entries]
+        gm.__dict__[RECORDS] = [(path, weakref.ref(m), _own(gm, path, m), name, value)
+                                for path, m, name, value in entries]
+
+
+def _own(gm: nn.Module, path: str, model_module: nn.Module):
+    try:
+        own = gm.get_submodule(path)
+    except AttributeError:
+        return None
+    return None if own is model_module else weakref.ref(own)
 
 
 def check(gm: nn.Module) -> None:
     """Raise when a recorded value changed, on the model's module or on ``gm``'s module at that path."""
-    for path, ref, name, value in gm.__dict__.get(RECORDS, ()):
-        places = [ref()]
-        try:
-            places.append(gm.get_submodule(path))
-        except AttributeError:
-            pass
-        for m in places:
+    for path, ref, own, name, value in gm.__dict__.get(RECORDS, ()):
+        for m in (ref(), own() if own is not None else None):
             if m is None:
                 continue
-            now = m.__dict__.get(name, _MISSING)
+            now = getattr(m, name, _MISSING)
             if now is _MISSING or now is value or (type(now) is type(value) and now == value):
                 continue
             where = f"{path}.{name}" if path else name
@@ -129,6 +139,8 @@ def record_none_inputs(gm) -> None:
 def check_inputs(gm, args: tuple, kwargs: dict, error: TypeError) -> None:
     """After ``error`` from a call of ``gm``: raise a TraceError when an input recorded by
     :func:`record_none_inputs` was None in that call."""
+    if "NoneType" not in str(error):
+        return
     for i, name in gm.__dict__.get(NONE_INPUTS, ()):
         value = args[i] if i < len(args) else kwargs.get(name)
         if value is None:

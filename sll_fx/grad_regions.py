@@ -13,6 +13,8 @@ no gradient crosses the region, as in the model.  The linearize pass treats :fun
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import fx
 from torch.utils._pytree import tree_map_only
@@ -21,15 +23,26 @@ _COMPUTE = ("call_function", "call_method", "call_module")
 
 
 def detached(value):
-    """``value`` with every tensor in it detached (tuples, lists and dicts followed); anything else
-    (a shape, an int) as it is.  What a value computed under ``torch.no_grad()`` is to its users."""
+    """``value`` with every tensor in it detached (tuples, lists, dicts and dataclasses followed); anything
+    else (a shape, an int) as it is.  What a value computed under ``torch.no_grad()`` is to its users.
+
+    Given a ``torch.fx`` proxy it records itself (a retrace of a graph that calls it, when a pickled
+    GraphModule is loaded or a model holding one is traced, keeps the call)."""
+    if isinstance(value, fx.Proxy):
+        return value.tracer.create_proxy("call_function", detached, (value,), {})
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: detached(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **fields)
     return tree_map_only(torch.Tensor, torch.Tensor.detach, value)
 
 
 def cut(graph: fx.Graph, no_grad: list[fx.Node]) -> int:
     """Separate the no-grad regions of ``graph`` (the nodes in ``no_grad``, created while grad mode was
     off) from the rest with :func:`detached` nodes.  Returns the number of nodes added."""
-    region = {node for node in no_grad if node.op in _COMPUTE and node.graph is graph}
+    # (an attribute read, x.T, is made when first used, which may be inside a block or after it: it counts
+    # as outside, and a use inside reads it through detached)
+    region = {node for node in no_grad if node.op in _COMPUTE and node.graph is graph
+              and not (node.op == "call_function" and node.target is getattr)}
     if not region:
         return 0
     into: dict[fx.Node, fx.Node] = {}   # an outside value -> its detached copy for the regions

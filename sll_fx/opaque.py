@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import dis
 import inspect
+import sys
 import types
 from typing import Callable, Iterator
 
@@ -52,6 +53,8 @@ MARK = "_sll_fx_opaque"
 #: the dict/set containers every nn.Module keeps in its __dict__ (copied by private_copy)
 _CONTAINERS = tuple(k for k, v in nn.Module().__dict__.items() if isinstance(v, (dict, set)))
 _CONTAINERS_SET = frozenset(_CONTAINERS)
+#: the containers of hooks (and of their flags) among them
+_HOOK_CONTAINERS = tuple(k for k in _CONTAINERS if "hooks" in k)
 #: module attributes of these exact types are copied for a trace (and for an opaque copy): state a forward may change
 _MUTABLE = (list, dict, set, collections.OrderedDict, collections.defaultdict, collections.deque)
 #: the containers whose items are a module's parameters, buffers and children (named by the item in a report)
@@ -92,7 +95,8 @@ def private_copy(module: nn.Module, own: bool = False, memo: dict | None = None)
 def own_leaves(result: nn.Module, source: nn.Module, is_leaf: Callable[[nn.Module], bool]) -> None:
     """Give ``result`` a private copy (:func:`private_copy`, children copied too) of every module it shares
     with ``source`` for which ``is_leaf`` holds (the torch.nn leaves a graph calls), so that the two have
-    their own ``train()``/``eval()`` flags while sharing every parameter and buffer tensor.  One copy per
+    their own ``train()``/``eval()`` flags while sharing every parameter and buffer tensor and the hooks
+    (the same hook dicts: a hook removed from the model's module is gone from the copy too).  One copy per
     module object (tied modules stay tied).  Only containers of ``result``'s own are edited: a module it
     shares with ``source`` otherwise (a skipped submodule) is left as it is, children and all.  A lazy
     module not initialized yet stays shared (a copy would initialize parameters of its own)."""
@@ -103,6 +107,9 @@ def own_leaves(result: nn.Module, source: nn.Module, is_leaf: Callable[[nn.Modul
         new = memo.get(id(m))
         if new is None:
             new = memo[id(m)] = private_copy(m)
+            for key in _HOOK_CONTAINERS:  # (hooks added to or removed from the model's module apply here too)
+                if key in m.__dict__:
+                    new.__dict__[key] = m.__dict__[key]
             for name, child in list(new._modules.items()):
                 if child is not None:
                     new._modules[name] = copy_tree(child)
@@ -191,6 +198,8 @@ class ShadowTree:
         self._versions: dict[int, int] = {}         # id(tensor clone) -> its version counter when made
         self._nested: dict[int, dict[str, list]] = {}  # id(copy) -> {key: ids of the snapshots under it}
         self._snapshots: dict[int, tuple] = {}      # id(object) -> (object, its contents before the trace)
+        self._subtrees: dict[int, list] = {}        # id(object) -> the snapshot ids recorded under it
+        self._changed: set[int] | None = None       # the snapshot ids whose object the trace changed
         self.root = self._copy(model)
         for _, c in self.pairs:
             self._relink(c)
@@ -223,40 +232,48 @@ class ShadowTree:
     def _snapshot(self, v, copied: bool, found: list, depth: int = 0) -> list:
         """Record the contents of the mutable state reachable from the user's value ``v`` that the trace's
         copy shares with it (``copied``: ``v`` itself was copied, its items are shared): lists, dicts,
-        sets, deques, and plain objects' ``__dict__`` (not modules, tensors, functions or classes)."""
+        sets, deques, and plain objects' ``__dict__`` (not modules, tensors, functions or classes).  Appends
+        the ids of the objects recorded to ``found``; an object reached again (shared by several modules, a
+        config) adds what was recorded under it the first time, without a second walk."""
         if depth > _SNAPSHOT_DEPTH or isinstance(v, (nn.Module, torch.Tensor, type)) or callable(v) and \
                 not hasattr(v, "__dict__"):
             return found
+        if not copied and id(v) in self._subtrees:
+            found.extend(self._subtrees[id(v)])
+            return found
         if type(v) in _MUTABLE:
             items = list(v.values()) if isinstance(v, dict) else list(v)
-            if not copied:
-                self._save(v, found)
         elif type(v) is tuple:
             items = list(v)
         elif _plain_object(v):
-            self._save(v, found)
             items = list(vars(v).values())
         else:
             return found
+        first = len(found)
+        if not copied:
+            self._subtrees[id(v)] = []  # (a cycle back to it adds nothing)
+            if type(v) is not tuple:
+                if id(v) not in self._snapshots:
+                    contents = dict(vars(v)) if _plain_object(v) else (dict(v) if isinstance(v, dict) else list(v))
+                    self._snapshots[id(v)] = (v, contents)
+                found.append(id(v))
         for item in items:
             self._snapshot(item, False, found, depth + 1)
+        if not copied:
+            self._subtrees[id(v)] = found[first:]
         return found
-
-    def _save(self, v, found: list) -> None:
-        if id(v) not in self._snapshots:
-            contents = dict(vars(v)) if _plain_object(v) else (dict(v) if isinstance(v, dict) else list(v))
-            self._snapshots[id(v)] = (v, contents)
-            found.append(id(v))
 
     def restore_nested(self) -> None:
         """Put back the contents of the shared deeper state that the trace changed (a Proxy appended to
         ``self.log["spikes"]``, ``self.meter.n += 1``): the user's objects end as they began."""
-        for v, before in self._snapshots.values():
-            if not _same_contents(v, before):
+        for i, (v, before) in self._snapshots.items():
+            if (i in self._changed) if self._changed is not None else not _same_contents(v, before):
                 _put_back(v, before)
 
     def _changed_nested(self, c: nn.Module, key: str) -> bool:
-        return any(not _same_contents(*self._snapshots[i]) for i in self._nested.get(id(c), {}).get(key, ()))
+        if self._changed is None:  # (after the trace: each object compared once)
+            self._changed = {i for i, (v, before) in self._snapshots.items() if not _same_contents(v, before)}
+        return any(i in self._changed for i in self._nested.get(id(c), {}).get(key, ()))
 
     def _value(self, v, make):
         new = self._values.get(id(v))
@@ -373,6 +390,8 @@ def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
 
 
 _SNAPSHOT_DEPTH = 4
+#: packages whose objects are not model state (a logging.Logger fills its cache on first use)
+_FOREIGN = frozenset(sys.stdlib_module_names) | {"torch", "numpy", "builtins"}
 
 
 def _plain_object(v) -> bool:
@@ -380,7 +399,7 @@ def _plain_object(v) -> bool:
     tensor, function, class or module object."""
     return hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type, types.ModuleType,
                                                           types.FunctionType, types.MethodType)) \
-        and type(v).__module__.split(".")[0] not in ("torch", "builtins", "numpy")
+        and type(v).__module__.split(".")[0] not in _FOREIGN
 
 
 def _same_contents(v, before) -> bool:
@@ -475,10 +494,17 @@ _HOOK_DICTS = (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "f
                ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))
 
 
+def _own_hook(hook) -> bool:
+    """A hook torch or sll_fx registered itself (``ep.module()``'s input checks, eps="auto" calibration)."""
+    where = getattr(hook, "__module__", None) or type(hook).__module__
+    return where.split(".")[0] == "torch" or where == "sll_fx.calibration"
+
+
 def hooks_of(module: nn.Module) -> str:
     """The hooks registered on ``module`` that run around its forward, in words ("1 forward hook,
-    2 backward hooks"), or "" for none.  sll_fx's own (the ``eps="auto"`` calibration hook of a
-    linearized model) are left out: the tracer refuses to trace such a model before it calibrated.
+    2 backward hooks"), or "" for none.  Hooks torch registers itself (``ep.module()``'s input checks) and
+    sll_fx's own (the ``eps="auto"`` calibration hook of a linearized model) are left out: the tracer
+    refuses to trace such a model before it calibrated.
 
     fx traces a module's forward with its hooks (``Module.__call__``) once, on proxies: a forward hook's
     side effects (``features.append(out)``) happen then, not when the graph runs, and a backward hook is
@@ -486,7 +512,7 @@ def hooks_of(module: nn.Module) -> str:
     parts = []
     for attr, words in _HOOK_DICTS:
         hooks = (getattr(module, attr, None) or {}).values()
-        n = sum(1 for h in hooks if getattr(h, "__module__", None) != "sll_fx.calibration")
+        n = sum(1 for h in hooks if not _own_hook(h))
         if n:
             parts.append(f"{n} {words}{'s' if n > 1 else ''}")
     return ", ".join(parts)

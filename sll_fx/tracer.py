@@ -360,9 +360,11 @@ class SLLTracer(fx.Tracer):
             # modules: the trace's private copies, or the root alone (fx's retrace when a GraphModule unpickles)
             self._sll_training = proxy = self.create_proxy("get_attr", "training", (), {})
             modules = [c for _, c in self.sll_shadows.pairs] if self.sll_shadows is not None else [self.root]
-            for m in modules:
-                self._sll_flags.append((m, m.__dict__.get("training", True)))
-                m.__dict__["training"] = proxy
+            mode = self.root.__dict__.get("training", True)
+            for m in modules:  # (a module in the other mode than the model, a frozen backbone in eval: its own)
+                if m.__dict__.get("training", True) == mode:
+                    self._sll_flags.append((m, mode))
+                    m.__dict__["training"] = proxy
         return out
 
     def to_bool(self, obj):

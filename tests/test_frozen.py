@@ -123,3 +123,17 @@ def test_a_forward_reading_the_grad_mode_is_kept_opaque():
     with torch.no_grad():
         assert torch.equal(gm(X), model(X))
     assert torch.equal(gm(X), model(X))
+
+
+def test_a_class_level_default_is_checked_too():
+    class Fixed(nn.Module):
+        bits = 4
+
+        def forward(self, x):
+            return torch.round(x * (2 ** self.bits - 1))
+
+    model = Fixed()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    model.bits = 2
+    with pytest.raises(TraceError, match="'bits' is 2 now, 4"):
+        gm(X)

@@ -125,7 +125,8 @@ class Frozen(nn.Module):
 def test_ops_no_gradient_reaches_are_left_hard():
     gm = sll_fx.linearize_module(Frozen(), eps=0.1, verbose=False)
     entries = {e.op: e for e in gm.sll_report.entries}
-    assert entries["torch.sign"].reason == NO_GRADIENT and entries["torch.round"].reason == NO_GRADIENT
+    assert entries["torch.round"].reason == NO_GRADIENT  # a buffer alone
+    assert entries["torch.sign"].replacement == "sll.sign"  # a frozen parameter may be unfrozen later
     assert entries["torch.floor"].replacement is None  # (reaches the output only through .detach())
     assert entries["torch.ceil"].replacement == "sll.ceil"
 
@@ -206,3 +207,18 @@ def test_a_submodule_drawing_at_trace_time_is_opaque_alone():
 
     gm = sll_fx.linearize_module(Holder(), eps=0.05, verbose=False)
     assert [o.path for o in gm.sll_report.opaque] == ["jitter"] and len(gm.sll_report.rewritten) == 1
+
+
+def test_a_pickled_or_retraced_model_keeps_the_no_grad_edges():
+    import pickle
+
+    model, reference = _pair()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    ref = sll_fx.linearize_module(reference, eps=0.05, verbose=False)
+    loaded = pickle.loads(pickle.dumps(gm))
+    assert sum(n.target is detached for n in loaded.graph.nodes) == sum(n.target is detached for n in gm.graph.nodes)
+    x = X.clone().requires_grad_()
+    for g, r in zip(_grads(loaded, x), _grads(ref, x)):
+        assert torch.equal(g, r)
+    retraced = torch.fx.symbolic_trace(gm)
+    assert any(n.target is detached for n in retraced.graph.nodes)

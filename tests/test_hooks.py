@@ -233,3 +233,24 @@ def test_export_hards_result_has_its_own_train_and_eval_flags(source):
     before = model.bn.running_mean.clone()
     gm(X)  # a training step updates the shared running statistics
     assert not torch.equal(model.bn.running_mean, before) and hard.bn.running_mean is model.bn.running_mean
+
+
+def test_torchs_own_hooks_do_not_make_a_module_opaque():
+    torch.manual_seed(0)
+    ep = torch.export.export(Block(), (X,))
+    gm = sll_fx.linearize_module(Outer(ep.module()), eps=1e-3, verbose=False)
+    assert _opaque(gm) == {} and len(gm.sll_report.rewritten) == 1
+
+
+def test_export_hards_copies_share_the_hooks_of_the_models_modules():
+    torch.manual_seed(0)
+    model = Normed()
+    calls = []
+    handle = model.lin.register_forward_hook(lambda mod, args, out: calls.append(1))
+    hard = sll_fx.export_hard(sll_fx.linearize_module(model, eps=1e-3, verbose=False), verbose=False)
+    hard(X)
+    handle.remove()
+    hard(X)
+    model.lin.register_forward_hook(lambda mod, args, out: calls.append(2))
+    hard(X)
+    assert calls == [1, 2]

@@ -560,3 +560,19 @@ def test_deeper_state_a_forward_changes_is_kept_opaque_and_left_untouched(where,
     assert [(o.path, o.reason.split(":")[0]) for o in gm.sll_report.opaque] == [("", reason)]
     gm(torch.randn(2, 4))  # its forward runs as written
     assert model.rate.n + len(model.log["spikes"]) + len(FEATURES) == 1
+
+
+def test_a_logger_attribute_is_not_module_state():
+    import logging
+
+    class Logged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log = logging.getLogger("sll_fx.tests.fresh_logger")
+
+        def forward(self, x):
+            self.log.debug("forward")
+            return torch.round(x)
+
+    gm = sll_fx.linearize_module(Logged(), eps=1e-3, verbose=False)
+    assert gm.sll_report.opaque == [] and len(gm.sll_report.rewritten) == 1

@@ -128,3 +128,31 @@ def test_no_flag_read_leaves_no_node_and_the_users_modules_keep_a_bool():
     gm = sll_fx.linearize_module(model.lin, eps=1e-3, verbose=False)
     assert all(n.target != "training" for n in gm.graph.nodes)
     assert all(type(m.__dict__["training"]) is bool for m in model.modules())
+
+
+class Backbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.dropout(self.lin(x), 0.5, training=self.training)
+
+
+class FineTuned(nn.Module):
+    """A frozen backbone in eval mode under a head that trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone, self.head = Backbone(), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sign(self.head(self.backbone(x)))
+
+
+def test_a_module_in_the_other_mode_keeps_its_own_flag():
+    model = _model(FineTuned).train()
+    model.backbone.eval()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert torch.equal(gm(X), model(X)) and torch.equal(hard(X), model(X))  # no dropout: deterministic
