@@ -161,7 +161,12 @@ class _AutogradFunctionCall(Exception):
 
 
 class _AutocastRegion(Exception):
-    """Raised inside a trace when the forward entered or left ``torch.autocast``; becomes a TraceError."""
+    """Raised inside a trace when the forward entered or left ``torch.autocast``; becomes a TraceError.
+    ``outer``: raised as a module's call began, so the block is its caller's."""
+
+    def __init__(self, outer: bool = False):
+        super().__init__("torch.autocast block")
+        self.outer = outer
 
 
 class _RandomDraw(Exception):
@@ -462,6 +467,8 @@ class SLLTracer(fx.Tracer):
         self.sll_scope.append((path, type(m).__name__))
         try:
             if not self.is_leaf_module(m, path):
+                if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
+                    raise _AutocastRegion(outer=True)  # (entered by the caller's forward: the caller is opaque)
                 self.sll_entered.add(id(m))
                 _check_calibrated(m, path)
                 what = behaviour_of(m)
@@ -478,9 +485,9 @@ class SLLTracer(fx.Tracer):
             return super().call_module(m, forward, args, kwargs)
         except (TraceError, EpsError):
             raise
-        except _AutocastRegion:
-            if self.is_leaf_module(m, path):  # (an autocast block around a leaf's call: the caller's forward)
-                raise
+        except _AutocastRegion as e:
+            if e.outer or self.is_leaf_module(m, path):  # (a block around this module's call: the caller's)
+                raise _AutocastRegion() from None
             raise _failure(_AutocastRegion(), path, m) from None
         except Exception as e:
             raise _failure(e, path, m) from e

@@ -222,3 +222,25 @@ def test_a_pickled_or_retraced_model_keeps_the_no_grad_edges():
         assert torch.equal(g, r)
     retraced = torch.fx.symbolic_trace(gm)
     assert any(n.target is detached for n in retraced.graph.nodes)
+
+
+class Caller(nn.Module):
+    """An autocast block around a traced child's call: the caller is opaque, the child is traced."""
+
+    def __init__(self):
+        super().__init__()
+        self.child = Outer()
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = self.child(x)
+        return torch.sign(h.float())
+
+
+def test_an_autocast_block_around_a_childs_call_is_the_callers():
+    torch.manual_seed(0)
+    model = Caller()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert {o.path for o in gm.sll_report.opaque} == {"", "child.mixed"}  # (Mixed enters a block itself)
+    assert "child" in {e.module for e in gm.sll_report.rewritten}  # Outer's round is still rewritten
+    assert torch.equal(gm(X), model(X))
