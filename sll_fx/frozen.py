@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import TraceError
-from .opaque import code_objects, function_of
+from .opaque import code_objects, forward_of, function_of
 
 #: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, name, value)]``
 RECORDS = "_sll_frozen_values"
@@ -50,7 +50,7 @@ def values_read(module: nn.Module) -> dict[str, object]:
     is a plain Python value (not a parameter, buffer, submodule, tensor or method)."""
     state, klass = module.__dict__, type(module)
     names: set[str] = set()
-    todo = [state.get("forward") or getattr(klass, "forward", None)]
+    todo = [forward_of(module)]
     done: set = set()
     while todo:
         fn = function_of(todo.pop())

@@ -377,7 +377,7 @@ _GLOBAL = "global "
 
 def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
     """``(name, value)`` of the module-level lists, dicts, sets and deques its ``forward`` names."""
-    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    fn = forward_of(module)
     if fn is None or (fn.__module__ or "").split(".")[0] == "torch":
         return []
     out = {}
@@ -445,6 +445,11 @@ def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 def function_of(obj):
     obj = getattr(obj, "__func__", obj)  # bound methods, staticmethod/classmethod objects
     return obj if isinstance(obj, types.FunctionType) else None
+
+
+def forward_of(module: nn.Module):
+    """The Python function of ``module``'s ``forward`` (one set on the instance first), or None."""
+    return function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
 
 
 def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: int = 3) -> list:
@@ -546,7 +551,7 @@ _MODE_READERS = {torch.is_grad_enabled: "torch.is_grad_enabled()",
 
 def modes_read(module: nn.Module) -> list[str]:
     """The mode readers (``torch.is_grad_enabled()``, ...) that ``module``'s ``forward`` references."""
-    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    fn = forward_of(module)
     if fn is None:
         return []
     found = []
@@ -562,7 +567,7 @@ def modes_read(module: nn.Module) -> list[str]:
 
 def autograd_function_used(module: nn.Module):
     """The first autograd.Function subclass that ``module``'s ``forward`` references, or None."""
-    fn = function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    fn = forward_of(module)
     if fn is None:
         return None
     for obj in _referenced(fn, module):
