@@ -73,9 +73,43 @@ class Chain(nn.Module):
         return x
 
 
-def blocks_for(nodes: int) -> int:
+class Block(nn.Module):
+    """One block of ``Modular``: a Linear 8x8, tanh and one discrete op (which, ``self.kind``)."""
+
+    def __init__(self, kind: int):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.kind = kind
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        if self.kind == 0:
+            d = torch.sign(h)
+        elif self.kind == 1:
+            d = torch.round(h * 2)
+        elif self.kind == 2:
+            d = torch.floor(h * 2)
+        else:
+            d = (h > 0.5).float()
+        return h + 0.1 * d
+
+
+class Modular(nn.Module):
+    """``n_blocks`` small modules of their own (``--modules``): the per-module work of tracing shows."""
+
+    def __init__(self, n_blocks: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(i % 4) for i in range(n_blocks))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def blocks_for(nodes: int, cls=Chain) -> int:
     """Blocks whose traced graph has about ``nodes`` nodes (measured on a 40-block trace)."""
-    per_block = (len(fx.symbolic_trace(Chain(40)).graph.nodes) - 2) / 40  # minus placeholder and output
+    per_block = (len(fx.symbolic_trace(cls(40)).graph.nodes) - 2) / 40  # minus placeholder and output
     return max(1, round((nodes - 2) / per_block))
 
 
@@ -97,6 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tries", type=int, default=3,
                    help="re-time a measurement (up to N times, 15 s apart) while other processes use > 0.25 cores")
     p.add_argument("--quick", action="store_true", help="100 and 400 nodes, 2 repeats (smoke test)")
+    p.add_argument("--modules", action="store_true",
+                   help="a model of many small modules (Linear + tanh + one discrete op each) instead of the chain")
     p.add_argument("--no-gc-freeze", dest="freeze", action="store_false",
                    help="do not freeze the objects alive before each timed call (gc.freeze)")
     args = p.parse_args(argv)
@@ -110,10 +146,12 @@ def main(argv=None) -> list[dict]:
     head = bc.header("sll_fx pass-scaling benchmark",
                      f"eps={args.eps:g}, verbose=False, median of {args.repeats} repeats, methods interleaved, "
                      f"gc before each method{' and gc.freeze for its call' if args.freeze else ' (no gc.freeze)'}; "
-                     f"pass = linearize_module - symbolic_trace per repeat")
+                     f"pass = linearize_module - symbolic_trace per repeat; model: "
+                     f"{'many small modules (--modules)' if args.modules else 'one unrolled chain'}")
     rows, mon = [], bc.Contention()
     for size in args.sizes:
-        model = Chain(blocks_for(size))
+        cls = Modular if args.modules else Chain
+        model = cls(blocks_for(size, cls))
         x = torch.randn(8)
         traced = fx.symbolic_trace(model)
         nodes = len(traced.graph.nodes)
