@@ -349,8 +349,10 @@ class SLLTracer(fx.Tracer):
         finally:
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
             self._sll_base = None
-            for m, flag in self._sll_flags:  # (a bool again)
-                m.__dict__["training"] = flag
+            proxy = self._sll_training
+            for m, flag in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
+                if m.__dict__.get("training") is proxy:
+                    m.__dict__["training"] = flag
             self._sll_flags = []
         if self._sll_training is not None and not self._sll_training.node.users:
             graph.erase_node(self._sll_training.node)

@@ -156,3 +156,23 @@ def test_a_module_in_the_other_mode_keeps_its_own_flag():
     gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
     hard = sll_fx.export_hard(gm, verbose=False)
     assert torch.equal(gm(X), model(X)) and torch.equal(hard(X), model(X))  # no dropout: deterministic
+
+
+def test_a_forward_assigning_the_flag_is_module_state():
+    class Sneaky(nn.Module):
+        def forward(self, x):
+            self.training = False
+            return torch.sign(x)
+
+    gm = sll_fx.linearize_module(Outer(Sneaky()), eps=0.1, verbose=False)
+    assert [(o.path, o.reason.split(":")[0]) for o in gm.sll_report.opaque] == \
+        [("inner", "assigns self.training in forward")]
+
+
+class Outer(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return torch.round(self.inner(x))
