@@ -4,7 +4,9 @@ fx records the ops of a ``with torch.no_grad():`` block but not the block itself
 would compute gradients there: a quantizer's scale ``x.abs().amax()``, computed without gradient
 in the model, would get one; an in-place running-statistics update would record autograd history
 into a buffer; a teacher network called under ``no_grad`` would be trained.  The tracer traces with
-grad mode on and lists every node created while the forward had it off (``inference_mode`` too);
+grad mode on and lists every node created while the forward had it off (``inference_mode`` too; an
+attribute read such as ``h.T``, which fx records where it is first used, by the grad mode where it was
+written: ``sll_fx.tracer._Attribute``);
 :func:`cut` then puts :func:`detached` on every value entering such a
 region from outside it and on every value leaving it.  The values are the same, bit for bit, and
 no gradient crosses the region, as in the model.  The linearize pass treats :func:`detached` as a
@@ -39,10 +41,7 @@ def detached(value):
 def cut(graph: fx.Graph, no_grad: list[fx.Node]) -> int:
     """Separate the no-grad regions of ``graph`` (the nodes in ``no_grad``, created while grad mode was
     off) from the rest with :func:`detached` nodes.  Returns the number of nodes added."""
-    # (an attribute read, x.T, is made when first used, which may be inside a block or after it: it counts
-    # as outside, and a use inside reads it through detached)
-    region = {node for node in no_grad if node.op in _COMPUTE and node.graph is graph
-              and not (node.op == "call_function" and node.target is getattr)}
+    region = {node for node in no_grad if node.op in _COMPUTE and node.graph is graph}
     if not region:
         return 0
     into: dict[fx.Node, fx.Node] = {}   # an outside value -> its detached copy for the regions

@@ -301,6 +301,33 @@ def _behaviour_failure(module: nn.Module, path: str, what: str) -> TraceError:
         module_path=path, module_type=kind, reason=f"{what}: kept opaque so it runs as written")
 
 
+class _Proxy(fx.Proxy):
+    """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in."""
+
+    def __getattr__(self, k: str) -> "_Attribute":
+        return _Attribute(self, k)
+
+
+class _Attribute(fx.proxy.Attribute):
+    """fx makes an attribute read's node when it is first used, which may be after the ``torch.no_grad()``
+    block that read it, or inside a block after it was read: the node gets the grad mode of the read."""
+
+    def __init__(self, root: fx.Proxy, attr: str) -> None:
+        super().__init__(root, attr)
+        self._sll_grad = torch.is_grad_enabled()
+
+    @property
+    def node(self) -> fx.Node:
+        if self._node is None:
+            tracer = self.tracer
+            outer, tracer._sll_attribute_grad = tracer._sll_attribute_grad, self._sll_grad
+            try:
+                self._node = self.tracer.create_proxy("call_function", getattr, (self.root, self.attr), {}).node
+            finally:
+                tracer._sll_attribute_grad = outer
+        return self._node
+
+
 class SLLTracer(fx.Tracer):
     """``fx.Tracer`` with source lines recorded, a record of the submodule being traced, the modules
     in ``opaque`` kept as leaves, and no tracing through an ``autograd.Function``.
@@ -330,6 +357,7 @@ class SLLTracer(fx.Tracer):
         self._sll_flags: list = []               # (module, its training flag) while .training is the proxy
         self._sll_autocast = False               # was autocast on when the trace began
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
+        self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -358,6 +386,9 @@ class SLLTracer(fx.Tracer):
             graph.erase_node(self._sll_training.node)
         grad_regions.cut(graph, self._sll_no_grad)
         return graph
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
         out = super().create_args_for_root(root_fn, is_module, concrete_args)
@@ -437,7 +468,8 @@ class SLLTracer(fx.Tracer):
             frame = frame.f_back
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         meta = node.meta
-        if not torch.is_grad_enabled():
+        made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
+        if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
         if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
             raise _AutocastRegion()

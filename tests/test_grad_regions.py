@@ -244,3 +244,39 @@ def test_an_autocast_block_around_a_childs_call_is_the_callers():
     assert {o.path for o in gm.sll_report.opaque} == {"", "child.mixed"}  # (Mixed enters a block itself)
     assert "child" in {e.module for e in gm.sll_report.rewritten}  # Outer's round is still rewritten
     assert torch.equal(gm(X), model(X))
+
+
+class AttributeReads(nn.Module):
+    """Attribute reads fx makes where first used: inside the block (used after it), and before it."""
+
+    def __init__(self, early):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.early = early
+
+    def forward(self, x):
+        if self.early:  # read before the block, first used inside it: it keeps its gradient after it
+            wt = self.lin.weight.T
+            with torch.no_grad():
+                scale = wt.abs().amax()
+            return torch.round(x @ wt / scale)
+        h = self.lin(x)
+        with torch.no_grad():
+            ht = h.T  # read inside the block, used after it: no gradient
+        return torch.round(ht.sum(0) * 3) + h.sum()
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_an_attribute_read_keeps_the_grad_mode_it_was_written_in(early):
+    torch.manual_seed(0)
+    model = AttributeReads(early)
+    gm = sll_fx.linearize_module(model, eps=0.05, method="ste", verbose=False)
+    model.zero_grad()
+    model(X).sum().backward()
+    expected = model.lin.weight.grad.clone()
+    model.zero_grad()
+    gm(X).sum().backward()
+    if early:  # the STE gradient through round(x @ wt / scale): nonzero, the model's own is zero
+        assert model.lin.weight.grad.abs().sum() > 0 and expected.abs().sum() == 0
+    else:  # only through h.sum(): the same as the model's
+        assert torch.equal(model.lin.weight.grad, expected)
