@@ -260,6 +260,18 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
                       module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}")
 
 
+def _check_traceable(module: nn.Module, path: str, root: bool = False) -> None:
+    """What is refused before a trace goes into ``module`` (the model itself: ``root``): an uncalibrated
+    eps="auto" model, hooks and overrides (``behaviour_of``), an autograd.Function its forward calls."""
+    _check_calibrated(module, path)
+    what = behaviour_of(module, root=root)
+    if what:
+        raise _behaviour_failure(module, path, what)
+    fn = autograd_function_used(module)
+    if fn is not None:
+        raise _AutogradFunctionCall(fn)
+
+
 def _check_calibrated(module: nn.Module, path: str) -> None:
     """Refuse to trace into a ``linearize_module(eps="auto")`` result that has not calibrated yet: the
     graph would keep its placeholder eps and drop the hook that calibrates them."""
@@ -504,13 +516,7 @@ class SLLTracer(fx.Tracer):
                 if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
                     raise _AutocastRegion(outer=True)  # (entered by the caller's forward: the caller is opaque)
                 self.sll_entered.add(id(m))
-                _check_calibrated(m, path)
-                what = behaviour_of(m)
-                if what:
-                    raise _behaviour_failure(m, path, what)
-                fn = autograd_function_used(m)
-                if fn is not None:
-                    raise _AutogradFunctionCall(fn)
+                _check_traceable(m, path)
                 rng = torch.get_rng_state()
                 out = super().call_module(m, forward, args, kwargs)
                 if not torch.equal(rng, torch.get_rng_state()):
@@ -541,13 +547,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     root = tree.root
     tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
     try:
-        _check_calibrated(model, "")
-        what = behaviour_of(model, root=True)
-        if what:
-            raise _behaviour_failure(model, "", what)
-        fn = autograd_function_used(model)
-        if fn is not None:
-            raise _AutogradFunctionCall(fn)
+        _check_traceable(model, "", root=True)
         graph = tracer.trace(root, concrete_args)
         stateful = _stateful(model, tree, tracer)  # (before the deeper state is put back: it is read there)
     except (TraceError, EpsError):  # (EpsError: _check_calibrated)
