@@ -9,6 +9,13 @@ that the module's own methods read as ``self.<name>`` (:func:`values_read`); the
 them when it is called (:func:`check`) and raises :class:`~sll_fx.errors.TraceError` naming the
 attribute, both values and the fix when one changed, on the model's module or on the result's.
 
+The plain items those methods read through a container attribute with constant keys, written
+straight off ``self``, are recorded and checked too: ``self.cfg["bits"]``, ``self.cfg[0]``,
+``self.cfg["q"]["bits"]`` (dicts, lists, tuples) and ``self.cfg.bits`` (a ``types.SimpleNamespace``
+or dataclass instance, its fields only).  Only the item read is checked (another key may change),
+found the same way, in the methods' bytecode, not by running them; an item read through a name (``cfg = self.cfg; cfg["bits"]``), a
+variable key or ``.get(...)`` is not seen.  A key removed since is a change too.
+
 Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
 without it fails with a ``TypeError`` about ``NoneType``, the result raises a ``TraceError``
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import dis
 import functools
+import types
 import weakref
 
 import torch
@@ -28,7 +36,8 @@ from torch import nn
 from .errors import TraceError
 from .opaque import code_objects, forward_of, function_of
 
-#: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, name, value)]``
+#: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, weakref to the
+#: result's own module or None, name, value)]``; ``name`` is an attribute name, or an item's :data:`Item`
 RECORDS = "_sll_frozen_values"
 #: ``__dict__`` key of a GraphModule's inputs whose default is None but that the graph uses: ``[(position, name)]``
 NONE_INPUTS = "_sll_none_inputs"
@@ -36,6 +45,10 @@ _PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 _MISSING = object()
 #: attributes sll_fx keeps in the graph or that nn.Module manages itself
 _SKIP = frozenset({"training", "forward"})
+#: an item read through a container attribute: ``(attribute, step, ...)``, each step ``("[", key)`` for
+#: ``[key]`` or ``(".", name)`` for ``.name``: ``("cfg", ("[", "q"), ("[", "bits"))`` is ``cfg["q"]["bits"]``
+Item = tuple
+_KEYS = (str, int)  # (constant subscripts recorded)
 
 
 def _plain(value) -> bool:
@@ -44,12 +57,15 @@ def _plain(value) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def values_read(module: nn.Module) -> dict[str, object]:
+def values_read(module: nn.Module) -> dict[str | Item, object]:
     """``{name: value}`` for each ``self.<name>`` that ``forward``, and the methods of the module's own
     class it calls (``self._quantize(x)``, transitively), read whose value in the module's ``__dict__``
-    is a plain Python value (not a parameter, buffer, submodule, tensor or method)."""
-    state, klass = module.__dict__, type(module)
+    is a plain Python value (not a parameter, buffer, submodule, tensor or method); then
+    ``{item: value}`` for each plain item they read through a container attribute that is not plain
+    itself (``self.cfg["bits"]``: see :data:`Item`)."""
+    klass = type(module)
     names: set[str] = set()
+    items: set[Item] = set()
     todo = [forward_of(module)]
     done: set = set()
     while todo:
@@ -57,43 +73,103 @@ def values_read(module: nn.Module) -> dict[str, object]:
         if fn is None or fn in done or (fn.__module__ or "").split(".")[0] == "torch":
             continue
         done.add(fn)
-        for name in _self_attributes(fn):
+        read, chains = _reads_of_first_argument(fn.__code__)
+        items |= chains
+        for name in read:
             names.add(name)
             member = getattr(klass, name, None)
             todo.append(member.fget if isinstance(member, property) else member)
-    out = {}
+    out: dict[str | Item, object] = {}
     for n in sorted(names - _SKIP):
-        value = state[n] if n in state else getattr(klass, n, _MISSING)  # (a class-level default too)
-        if value is not _MISSING and not isinstance(getattr(klass, n, None), property) and _plain(value):
+        value = _attribute(module, n)
+        if value is not _MISSING and _plain(value):
             out[n] = value
+    for item in sorted(items, key=_describe):
+        root = _attribute(module, item[0]) if item[0] not in _SKIP else _MISSING
+        if root is _MISSING or _plain(root):  # (a plain attribute is checked whole)
+            continue
+        value = _item(root, item)
+        if value is not _MISSING and _plain(value):
+            out[item] = value
     return out
 
 
-def _self_attributes(fn) -> frozenset[str]:
-    """The names ``x`` of every ``self.x`` that ``fn`` (nested code included) reads or calls."""
-    return _attributes_of_first_argument(fn.__code__)
+def _attribute(module: nn.Module, name: str):
+    """``module``'s value for ``name`` in its ``__dict__``, else its class's (not a property), else _MISSING."""
+    klass = type(module)
+    value = module.__dict__[name] if name in module.__dict__ else getattr(klass, name, _MISSING)
+    return _MISSING if isinstance(getattr(klass, name, None), property) else value
+
+
+def _item(value, item: Item):
+    """The value at ``item``'s steps from its attribute's ``value``, or _MISSING where a step finds none."""
+    for kind, key in item[1:]:
+        if kind == "[":
+            if not isinstance(value, (dict, list, tuple)):
+                return _MISSING
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                return _MISSING
+        elif isinstance(value, types.SimpleNamespace):
+            value = value.__dict__.get(key, _MISSING)
+        elif key in getattr(type(value), "__dataclass_fields__", ()) and not isinstance(value, nn.Module):
+            value = getattr(value, key, _MISSING)
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _describe(name: str | Item) -> str:
+    """``bits``; ``cfg["q"]["bits"]``, ``cfg[0]``, ``cfg.bits`` for an :data:`Item`."""
+    if isinstance(name, str):
+        return name
+    return name[0] + "".join((f'["{key}"]' if isinstance(key, str) else f"[{key}]") if kind == "[" else f".{key}"
+                             for kind, key in name[1:])
 
 
 @functools.lru_cache(maxsize=4096)  # (code objects do not change: one scan per method, not per module)
-def _attributes_of_first_argument(code) -> frozenset[str]:
+def _reads_of_first_argument(code) -> tuple[frozenset[str], frozenset[Item]]:
+    """The names ``x`` of every ``self.x`` that ``code`` (nested code included) reads or calls, and the
+    :data:`Item` of every ``self.x[k]...``/``self.x.y...`` chain of constant subscripts and attributes."""
     if not code.co_varnames or code.co_argcount == 0:
-        return frozenset()
-    this, names = code.co_varnames[0], set()
+        return frozenset(), frozenset()
+    this, names, items = code.co_varnames[0], set(), set()
     for c in code_objects(code):
-        previous = None
+        previous, chain, key = None, None, _MISSING
         for ins in dis.get_instructions(c):
             if ins.opname in ("CACHE", "EXTENDED_ARG"):
                 continue
+            if chain is not None:  # (extend ``self.x`` while the next instructions index it or read its attributes)
+                if key is not _MISSING:  # (a constant just loaded: a subscript takes it, else the chain ends)
+                    subscript = ins.opname == "BINARY_SUBSCR" or (ins.opname == "BINARY_OP" and ins.argrepr == "[]")
+                    step, key = (("[", key) if subscript else None), _MISSING
+                elif ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
+                    key, step = ins.argval, "key"
+                else:
+                    step = (".", ins.argval) if ins.opname == "LOAD_ATTR" else None
+                if step is None:
+                    if len(chain) > 1:
+                        items.add(chain)
+                    chain = None
+                elif step != "key":
+                    chain += (step,)
             if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None and previous.argval == this \
                     and previous.opname in ("LOAD_FAST", "LOAD_DEREF"):
                 names.add(ins.argval)
+                chain = (ins.argval,)
             previous = ins
-    return frozenset(names)
+        if chain is not None and len(chain) > 1:
+            items.add(chain)
+    return frozenset(names), frozenset(items)
 
 
-def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str, object]]) -> None:
-    """Give ``gm`` the values to check: ``(path, the model's module, name, value)``; the result's own module
-    at ``path`` is looked up once (None where the graph inlined it)."""
+def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str | Item, object]]) -> None:
+    """Give ``gm`` the values to check: ``(path, the model's module, name or item, value)`` (the keys and values
+    of :func:`values_read`); the result's own module at ``path`` is looked up once (None where the graph
+    inlined it)."""
     if entries:
         gm.__dict__[RECORDS] = [(path, weakref.ref(m), _own(gm, path, m), name, value)
                                 for path, m, name, value in entries]
@@ -113,15 +189,23 @@ def check(gm: nn.Module) -> None:
         for m in (ref(), own() if own is not None else None):
             if m is None:
                 continue
-            now = getattr(m, name, _MISSING)
-            if now is _MISSING or now is value or (type(now) is type(value) and now == value):
+            if isinstance(name, str):
+                now = getattr(m, name, _MISSING)
+                if now is _MISSING:
+                    continue
+            else:  # (an item: a key removed since is a change; the attribute removed is not looked at)
+                root = getattr(m, name[0], _MISSING)
+                if root is _MISSING:
+                    continue
+                now = _item(root, name)
+            if now is value or (type(now) is type(value) and now == value):
                 continue
-            where = f"{path}.{name}" if path else name
+            where = f"{path}.{_describe(name)}" if path else _describe(name)
             raise TraceError(
-                f"'{where}' is {now!r} now, {value!r} when linearize_module traced it: the graph holds the value "
-                "it was traced with (a Python value read in forward), so the change has no effect\n"
-                "Fix: linearize the model again after changing it, or make it a tensor (a buffer) or a forward "
-                "argument", module_path=path, module_type=type(m).__name__,
+                f"'{where}' is {'missing' if now is _MISSING else repr(now)} now, {value!r} when linearize_module "
+                "traced it: the graph holds the value it was traced with (a Python value read in forward), so the "
+                "change has no effect\nFix: linearize the model again after changing it, or make it a tensor (a "
+                "buffer) or a forward argument", module_path=path, module_type=type(m).__name__,
                 reason=f"{where} changed since tracing")
 
 

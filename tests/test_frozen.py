@@ -1,11 +1,16 @@
 """Python values a traced forward read (``self.bits``, ``self.enabled``): changing one after
 linearize_module raises instead of being ignored (sll_fx/frozen.py)."""
 
+import dataclasses
+import re
+import types
+
 import pytest
 import torch
 from torch import nn
 
 import sll_fx
+from sll_fx import frozen
 from sll_fx.errors import TraceError
 
 X = torch.rand(6, 4)
@@ -32,10 +37,10 @@ class QuantAct(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, quant=QuantAct):
         super().__init__()
         self.lin = nn.Linear(4, 4)
-        self.q = QuantAct()
+        self.q = quant()
 
     def forward(self, x):
         return self.q(self.lin(x))
@@ -137,3 +142,127 @@ def test_a_class_level_default_is_checked_too():
     model.bits = 2
     with pytest.raises(TraceError, match="'bits' is 2 now, 4"):
         gm(X)
+
+
+class QuantCfg(nn.Module):
+    """The same quantizer, configured by a dict: ``self.cfg["bits"]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"bits": 4, "enabled": True, "label": "act"}
+
+    def forward(self, x):
+        if not self.cfg["enabled"]:
+            return x
+        n = 2 ** self.cfg["bits"] - 1
+        return torch.round(x.clamp(0, 1) * n) / n
+
+
+@pytest.mark.parametrize("key,value", [("bits", 2), ("enabled", False)])
+def test_changing_an_item_of_a_dict_the_graph_froze_raises(key, value):
+    model = Net(QuantCfg)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm(X)
+    model.q.cfg["label"] = "renamed"  # a key forward does not read
+    model.q.cfg["new"] = 1
+    gm(X)
+    traced = model.q.cfg[key]
+    model.q.cfg[key] = value
+    with pytest.raises(TraceError, match=re.escape(f"""'q.cfg["{key}"]' is {value!r} now, {traced!r} when """
+                                                   "linearize_module traced")) as info:
+        gm(X)
+    assert info.value.module_path == "q" and "Fix: linearize the model again" in str(info.value)
+    model.q.cfg[key] = traced
+    gm(X)  # back to the traced value: fine
+    model.q.cfg = {"bits": 4, "enabled": True}  # another dict, same values read: fine
+    gm(X)
+    model.q.cfg = {**model.q.cfg, key: value}  # another dict, another value: raises
+    with pytest.raises(TraceError, match=re.escape(f"""'q.cfg["{key}"]' is {value!r} now""")):
+        gm(X)
+
+
+def test_an_item_removed_since_tracing_raises():
+    model = Net(QuantCfg)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    del model.q.cfg["bits"]
+    with pytest.raises(TraceError, match=re.escape("""'q.cfg["bits"]' is missing now, 4 when linearize_module""")):
+        gm(X)
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"q": {"bits": 4, "unused": 0}}
+        self.scales = [2.0, 3.0]
+
+    def forward(self, x):
+        n = 2 ** self.cfg["q"]["bits"] - 1
+        return torch.round(x * n * self.scales[0]) / n
+
+
+def test_a_nested_subscript_and_a_list_index_are_checked():
+    model = Nested()
+    assert frozen.values_read(model) == {("cfg", ("[", "q"), ("[", "bits")): 4, ("scales", ("[", 0)): 2.0}
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    model.scales[1] = 7.0  # not read
+    model.cfg["q"]["unused"] = 1
+    gm(X)
+    model.cfg["q"]["bits"] = 3
+    with pytest.raises(TraceError, match=re.escape("""'cfg["q"]["bits"]' is 3 now, 4 when""")):
+        gm(X)
+    model.cfg["q"]["bits"] = 4
+    model.scales[0] = 5.0
+    with pytest.raises(TraceError, match=re.escape("'scales[0]' is 5.0 now, 2.0 when")):
+        gm(X)
+    model.scales[0] = 2  # an int now, not the float traced: a change
+    with pytest.raises(TraceError, match=re.escape("'scales[0]' is 2 now, 2.0 when")):
+        gm(X)
+
+
+@dataclasses.dataclass
+class Config:
+    bits: int = 4
+    label: str = "act"
+
+
+@pytest.mark.parametrize("make", [Config, lambda: types.SimpleNamespace(bits=4, label="act")])
+def test_a_field_of_a_dataclass_or_namespace_is_checked(make):
+    class Quant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg = make()
+
+        def forward(self, x):
+            return torch.round(x * (2 ** self.cfg.bits - 1))
+
+    model = Quant()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    model.cfg.label = "renamed"  # not read
+    gm(X)
+    model.cfg.bits = 2
+    with pytest.raises(TraceError, match=re.escape("'cfg.bits' is 2 now, 4 when")):
+        gm(X)
+
+
+def test_an_item_on_the_result_itself_is_checked():
+    top = sll_fx.linearize_module(QuantCfg(), eps=0.05, verbose=False)
+    top(X)
+    top.cfg = {"bits": 3, "enabled": True}  # set on the linearized model itself
+    with pytest.raises(TraceError, match=re.escape("""'cfg["bits"]' is 3 now, 4""")):
+        top(X)
+
+
+def test_items_read_otherwise_are_not_recorded():
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg = {"bits": 4, "on": True}
+            self.sizes = (4, 8)  # plain itself: checked whole, as before
+            self.key = "bits"
+
+        def forward(self, x):
+            cfg = self.cfg  # through a name, with a variable key, with .get: not seen
+            n = cfg["bits"] + self.cfg[self.key] + self.cfg.get("on") + self.sizes[0]
+            return x * n
+
+    assert frozen.values_read(Other()) == {"key": "bits", "sizes": (4, 8)}
