@@ -40,7 +40,7 @@ from torch.fx.node import map_arg
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import dtypes, grad_regions, rules
-from sll_fx.annealing import eps_device, eps_input
+from sll_fx.annealing import eps_buffer, eps_device, eps_input
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
 from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
@@ -546,17 +546,22 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
     hard_uses = step.extra.get("hard_uses", frozenset())  # users that keep reading the hard result
     in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses
+    # eps, checked by the planner, is from here on a buffer of gm (set_eps fills it), read by a get_attr node
+    attr = None
     if in_place:  # the node becomes the sll op: same name, meta, users and place (no node to add or erase)
+        if "eps" in kwargs:
+            attr = kwargs["eps"] = eps_buffer(gm, node, eps, device)
         node.target, node.args, node.kwargs = rule.target, args, kwargs
         new = node
     else:
         with graph.inserting_before(node):
             new = graph.call_function(rule.target, args, kwargs)
         new.meta.update(node.meta)
+        if "eps" in kwargs:
+            attr = eps_input(gm, new, eps, device)
     created.append(new)
     new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
-    if "eps" in kwargs:  # checked by the planner; from here on a buffer of gm (set_eps fills it)
-        attr = eps_input(gm, new, eps, device)
+    if attr is not None:
         attr.meta.update({k: v for k, v in node.meta.items() if k in _EPS_META})
         created.append(attr)
     if pattern == "cast":

@@ -80,15 +80,21 @@ def eps_input(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devic
     """
     if isinstance(node.target, torch._ops.OpOverload) and not isinstance(node.kwargs.get("eps"), fx.Node):
         node.target = _tensor_overload(node.target)  # sll.sign.default -> sll.sign.eps_tensor (export graphs)
+    attr = eps_buffer(gm, node, eps, device)
+    node.update_kwarg("eps", attr)
+    return attr
+
+
+def eps_buffer(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.device | None = None) -> fx.Node:
+    """:func:`eps_input`'s buffer and ``get_attr`` node, without making it ``node``'s eps (for a pass that
+    sets the node's keywords once, the eps among them)."""
     name = EPS_PREFIX + node.name
     if _taken(gm, name):  # a clash with an attribute of the user's: a fresh name
         name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not _taken(gm, f"{name}_{i}"))
     gm.register_buffer(name, torch.full((), float(eps), dtype=torch.float64,
                                          device=device if device is not None else eps_device(gm)), persistent=False)
     with gm.graph.inserting_before(node):
-        attr = gm.graph.get_attr(name)
-    node.update_kwarg("eps", attr)
-    return attr
+        return gm.graph.create_node("get_attr", name)  # (graph.get_attr would look the new buffer up again)
 
 
 def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:

@@ -38,6 +38,7 @@ import collections
 import copy
 import dataclasses
 import dis
+import functools
 import inspect
 import sys
 import types
@@ -452,28 +453,52 @@ def forward_of(module: nn.Module):
     return function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
 
 
-def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: int = 3) -> list:
+def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: int = 3, memo: dict | None = None) -> list:
     """Objects that names in ``fn``'s code (nested code included) resolve to: its closure, its
     globals, builtins, attributes of ``owner`` and of its class, and attributes of modules and
-    classes reached that way (``lib.STE``, ``torch.ops.sll.sign``), read from ``__dict__`` only."""
-    names: set[str] = set()
-    for code in code_objects(fn.__code__):
-        names.update(code.co_names)
-        names.update(code.co_freevars)
-    spaces = []
-    if fn.__closure__:
-        cells = {}
-        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
-            try:
-                cells[name] = cell.cell_contents
-            except ValueError:
-                pass
-        spaces.append(cells)
-    spaces += [fn.__globals__, vars(builtins)]
-    if owner is not None:
-        spaces.append(owner.__dict__)
-        spaces += [vars(k) for k in type(owner).__mro__]
-    found, frontier = [], [space[n] for space in spaces for n in names if n in space]
+    classes reached that way (``lib.STE``, ``torch.ops.sll.sign``), read from ``__dict__`` only.
+
+    ``memo`` (one trace's, see :class:`Scans`): what does not depend on ``owner`` itself (all but its
+    instance attributes) is resolved once per function and class."""
+    names = _names_in(fn.__code__)
+    key = (fn, type(owner))
+    shared = memo.get(key) if memo is not None else None
+    if shared is None:
+        spaces = []
+        if fn.__closure__:
+            cells = {}
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+                try:
+                    cells[name] = cell.cell_contents
+                except ValueError:
+                    pass
+            spaces.append(cells)
+        spaces += [fn.__globals__, vars(builtins)]
+        if owner is not None:
+            spaces += [vars(k) for k in type(owner).__mro__]
+        shared = _expand([space[n] for space in spaces for n in names if n in space], names, depth)
+        if memo is not None:
+            memo[key] = shared
+    if owner is None:
+        return shared
+    state = owner.__dict__
+    own = [state[n] for n in names if n in state]
+    return shared + _expand(own, names, depth) if own else shared
+
+
+@functools.lru_cache(maxsize=4096)  # (code objects do not change)
+def _names_in(code: types.CodeType) -> tuple[str, ...]:
+    """The global, attribute and free-variable names of ``code``, nested code included."""
+    names: dict[str, None] = {}
+    for c in code_objects(code):
+        names.update(dict.fromkeys(c.co_names))
+        names.update(dict.fromkeys(c.co_freevars))
+    return tuple(names)
+
+
+def _expand(frontier: list, names, depth: int) -> list:
+    """``frontier``, and the attributes named ``names`` of the modules and classes in it, ``depth`` levels deep."""
+    found = []
     for _ in range(depth):
         found += frontier
         nxt = []
@@ -484,6 +509,14 @@ def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: i
         frontier = nxt
     return found + frontier
 
+
+class Scans:
+    """The static code scans of one trace, memoized: a model of many modules of one class
+    (``nn.ModuleList`` of blocks) resolves the names in that class's ``forward`` once, not once per module.
+    Only for the time of one trace: globals may change between traces."""
+
+    def __init__(self):
+        self.references: dict = {}   # (function, class) -> what _referenced resolves without the instance
 
 def autograd_function_class(obj):
     """The ``torch.autograd.Function`` subclass ``obj`` is (or whose ``apply`` it is), else None."""
@@ -523,7 +556,7 @@ def hooks_of(module: nn.Module) -> str:
     return ", ".join(parts)
 
 
-def behaviour_of(module: nn.Module, root: bool = False) -> str:
+def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = None) -> str:
     """What ``module`` does around its forward that a traced graph would not do, in words, or "": hooks
     (:func:`hooks_of`), an overridden ``train()`` (a frozen BatchNorm: the result's ``train()`` would be
     ``nn.Module``'s), for the model itself (``root``) an overridden ``__call__`` (fx traces ``forward``),
@@ -536,7 +569,7 @@ def behaviour_of(module: nn.Module, root: bool = False) -> str:
         parts.append(f"overrides train() ({type(module).train.__qualname__})")
     if root and not isinstance(module, fx.GraphModule) and type(module).__call__ is not nn.Module.__call__:
         parts.append(f"overrides __call__() ({type(module).__call__.__qualname__})")
-    modes = modes_read(module)
+    modes = modes_read(module, scans)
     if modes:
         parts.append(f"reads {', '.join(modes)} in forward (a graph would keep the value it had while tracing)")
     return "; ".join(parts)
@@ -549,13 +582,13 @@ _MODE_READERS = {torch.is_grad_enabled: "torch.is_grad_enabled()",
                  torch.is_autocast_enabled: "torch.is_autocast_enabled()"}
 
 
-def modes_read(module: nn.Module) -> list[str]:
+def modes_read(module: nn.Module, scans: Scans | None = None) -> list[str]:
     """The mode readers (``torch.is_grad_enabled()``, ...) that ``module``'s ``forward`` references."""
     fn = forward_of(module)
     if fn is None:
         return []
     found = []
-    for obj in _referenced(fn, module):
+    for obj in _referenced(fn, module, memo=scans.references if scans is not None else None):
         try:
             name = _MODE_READERS.get(obj)
         except TypeError:  # (unhashable)
@@ -565,12 +598,12 @@ def modes_read(module: nn.Module) -> list[str]:
     return found
 
 
-def autograd_function_used(module: nn.Module):
+def autograd_function_used(module: nn.Module, scans: Scans | None = None):
     """The first autograd.Function subclass that ``module``'s ``forward`` references, or None."""
     fn = forward_of(module)
     if fn is None:
         return None
-    for obj in _referenced(fn, module):
+    for obj in _referenced(fn, module, memo=scans.references if scans is not None else None):
         cls = autograd_function_class(obj)
         if cls is not None:
             return cls

@@ -136,7 +136,7 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import frozen, grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (ShadowTree, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
+from .opaque import (Scans, ShadowTree, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
                      join, mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
@@ -260,14 +260,15 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
                       module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}")
 
 
-def _check_traceable(module: nn.Module, path: str, root: bool = False) -> None:
+def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Scans | None = None) -> None:
     """What is refused before a trace goes into ``module`` (the model itself: ``root``): an uncalibrated
-    eps="auto" model, hooks and overrides (``behaviour_of``), an autograd.Function its forward calls."""
+    eps="auto" model, hooks and overrides (``behaviour_of``), an autograd.Function its forward calls.
+    ``scans``: the trace's memo of code scans."""
     _check_calibrated(module, path)
-    what = behaviour_of(module, root=root)
+    what = behaviour_of(module, root=root, scans=scans)
     if what:
         raise _behaviour_failure(module, path, what)
-    fn = autograd_function_used(module)
+    fn = autograd_function_used(module, scans)
     if fn is not None:
         raise _AutogradFunctionCall(fn)
 
@@ -370,6 +371,7 @@ class SLLTracer(fx.Tracer):
         self._sll_autocast = False               # was autocast on when the trace began
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
+        self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -516,7 +518,7 @@ class SLLTracer(fx.Tracer):
                 if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
                     raise _AutocastRegion(outer=True)  # (entered by the caller's forward: the caller is opaque)
                 self.sll_entered.add(id(m))
-                _check_traceable(m, path)
+                _check_traceable(m, path, scans=self.sll_scans)
                 rng = torch.get_rng_state()
                 out = super().call_module(m, forward, args, kwargs)
                 if not torch.equal(rng, torch.get_rng_state()):
@@ -547,7 +549,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     root = tree.root
     tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
     try:
-        _check_traceable(model, "", root=True)
+        _check_traceable(model, "", root=True, scans=tracer.sll_scans)
         graph = tracer.trace(root, concrete_args)
         stateful = _stateful(model, tree, tracer)  # (before the deeper state is put back: it is read there)
     except (TraceError, EpsError):  # (EpsError: _check_calibrated)
