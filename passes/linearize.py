@@ -30,7 +30,7 @@ input of the graph, not a constant in its code, so ``set_eps`` changes it in pla
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -164,7 +164,7 @@ class _Planner:
         self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
-        self._graded: set | None = None             # the nodes a gradient can come from or pass through
+        self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump finds);
@@ -205,9 +205,9 @@ class _Planner:
     def _stack(self, node: Node) -> list:
         return list((node.meta.get("nn_module_stack") or {}).values())
 
-    def _entry(self, node, replacement=None, reason="", eps=None) -> Entry:
+    def _entry(self, node, replacement=None, reason="", eps=None, mode=None, auto=False) -> Entry:
         return Entry(node=node.name, op=rules.describe_target(node), replacement=replacement, reason=reason,
-                     eps=eps, module=module_of(node), source=self._source(node))
+                     eps=eps, module=module_of(node), source=self._source(node), mode=mode, auto=auto)
 
     def _source(self, node: Node) -> str:
         """``source_of(node)``, read once per stack trace (the nodes of one source line share it)."""
@@ -260,7 +260,7 @@ class _Planner:
         mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
         # the report's mode: a selection runs its comparison's (the mask's module decides)
         shown = mode if method != "sll" or "mask" not in extra else self.config.mode_for(self._stack(extra["mask"]))
-        entry = replace(self._entry(node, replacement, extra.pop("reason", ""), eps), mode=shown, auto=auto)
+        entry = self._entry(node, replacement, extra.pop("reason", ""), eps, mode=shown, auto=auto)
         return _Step(node, rule, entry, mode=mode, casts=extra.pop("casts", ()), extra=extra)
 
     def _is_int(self, value) -> bool:
@@ -280,8 +280,7 @@ class _Planner:
         if not nodes:
             return False
         if self._reach is None:  # (a graph without any detach has nothing to find: no walk)
-            self._reach = _reach_output(self.gm.graph, self.order) if any(
-                _is_detach(n) for n in self.gm.graph.nodes) else ()
+            self._reach = _reach_output(self.gm.graph, self.order) if self._gradients()[1] else ()
         if not self._reach:
             return False
         reaches, differentiable = self._reach
@@ -289,15 +288,23 @@ class _Planner:
 
     def _no_gradient(self, node: Node) -> bool:
         """Can no gradient reach ``node``'s inputs (``_gradient_sources``)?  Then a surrogate gives none."""
+        graded = self._gradients()[0]
+        return not any(n in graded for n in node.all_input_nodes)
+
+    def _gradients(self) -> tuple[set, bool]:
+        """``_gradient_sources(gm)``, made once: (the nodes a gradient can come from or pass through, any detach)."""
         if self._graded is None:
             self._graded = _gradient_sources(self.gm)
-        return not any(n in self._graded for n in node.all_input_nodes)
+        return self._graded
 
     def _use(self, user: Node, value: Node) -> str:
         """How ``user`` reads ``value``, a discrete op's float result: _FLOAT_USE, _PASS_USE, _META_USE or
         _OTHER_USE (see ``_use_kind``).  A discrete op reading it is a float use when it is linearized
         itself (its surrogate passes the gradient on; the users of a node are planned before it)."""
-        rule = _match(user)
+        bits = _classify(user)
+        if not bits & (_RULE | _SELECTION):  # (most users: no discrete op, no selection)
+            return _use_kind(user, value, self.kinds)
+        rule = rules.match(user) if bits & _RULE else None
         if rule is not None and rule.pattern in ("elementwise", "cast") and value in _operands(rule, user):
             return _FLOAT_USE if self.decided.get(user, True) else _OTHER_USE
         if _argmax_spelling(user) is not None and _arg(user, 0, "input") is value:
@@ -937,18 +944,31 @@ def _is_detach(node: Node) -> bool:
     return False
 
 
-def _mutated(node: Node) -> list[Node]:
+def _mutated(node: Node, memo: dict | None = None) -> list[Node]:
     """What an in-place call writes into: its first argument (``x.add_(y)``, ``x[i] = y``, ``x += y``,
-    ``aten.add_.Tensor``), an ``out=`` tensor.  (Erring towards a write only adds ways to the output.)"""
+    ``aten.add_.Tensor``), an ``out=`` tensor.  (Erring towards a write only adds ways to the output.)
+    ``memo``: (op, target) -> whether it writes its first argument, for a sweep over a whole graph."""
     if node.op not in ("call_function", "call_method"):
         return []
     t = node.target
     try:
         if t in _PURE_OPERATORS:  # (most nodes of a traced graph: a quick answer)
             return []
+        inplace = memo.get((node.op, t)) if memo is not None else None
     except TypeError:  # an unhashable callable
-        pass
-    if node.op == "call_method":
+        inplace = None
+    if inplace is None:
+        inplace = _writes_first(node.op, t)
+        if memo is not None and dtypes.hashable(t):
+            memo[(node.op, t)] = inplace
+    written = [node.args[0]] if inplace and node.args and isinstance(node.args[0], Node) else []
+    out = node.kwargs.get("out")
+    return written if out is None else written + [n for n in _nodes_in((out,)) if n not in written]
+
+
+def _writes_first(op: str, t) -> bool:
+    """Does a call of ``t`` write into its first argument (an in-place spelling)?"""
+    if op == "call_method":
         name = t
     elif isinstance(t, OpOverload):
         name = t._opname
@@ -956,19 +976,19 @@ def _mutated(node: Node) -> list[Node]:
         name = t._qualified_op_name.split("::")[-1]
     else:
         name = getattr(t, "__name__", "")
-    inplace = (isinstance(name, str) and name.endswith("_") and not name.startswith("__")) or (
+    return (isinstance(name, str) and name.endswith("_") and not name.startswith("__")) or (
         dtypes.hashable(t) and t in _INPLACE_SET)
-    written = [node.args[0]] if inplace and node.args and isinstance(node.args[0], Node) else []
-    out = node.kwargs.get("out")
-    return written if out is None else written + [n for n in _nodes_in((out,)) if n not in written]
 
 
-def _gradient_sources(gm: GraphModule) -> set:
+def _gradient_sources(gm: GraphModule) -> tuple[set, bool]:
     """The nodes a gradient can come from or pass through: the graph's inputs, parameters (frozen ones too:
     they may be unfrozen later) and tensors that require grad, calls of modules with parameters, and everything computed from them, except
     through ``.detach()`` / ``x.data`` / a ``torch.no_grad()`` block's edge (``grad_regions.detached``).
-    A tensor written in place by such a node (``buf.add_(x)``) is one too."""
+    A tensor written in place by such a node (``buf.add_(x)``) is one too.  Also returns whether the graph
+    has any detach node (one of those edges)."""
     graded: set = set()
+    memo: dict = {}  # (_mutated's, over the graph)
+    any_detach = False
     for node in gm.graph.nodes:
         op = node.op
         if op == "placeholder":
@@ -977,14 +997,16 @@ def _gradient_sources(gm: GraphModule) -> set:
             value = dtypes.fetch_attr(gm, node.target)
             if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and value.requires_grad):
                 graded.add(node)
-        elif op == "output" or _is_detach(node):
+        elif op == "output":
             continue
+        elif _is_detach(node):
+            any_detach = True
         elif not graded.isdisjoint(node.all_input_nodes) or (
                 op == "call_module" and any(True for _ in gm.get_submodule(node.target).parameters())):
             graded.add(node)
             if op == "call_function" or (op == "call_method" and node.target.endswith("_")):
-                graded.update(_mutated(node))
-    return graded
+                graded.update(_mutated(node, memo))
+    return graded, any_detach
 
 
 def _reach_output(graph, order: dict) -> tuple[set, set]:

@@ -186,6 +186,8 @@ def _matches(key: ModuleKey, stack) -> bool:
 
 
 def _lookup(table: Mapping, stack):
+    if not table:
+        return None
     by_name = [(len(k), v) for k, v in table.items() if isinstance(k, str) and any(_within(p, k) for p, _ in stack)]
     if by_name:
         return max(by_name, key=lambda kv: kv[0])[1]

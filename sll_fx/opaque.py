@@ -201,6 +201,7 @@ class ShadowTree:
         self._snapshots: dict[int, tuple] = {}      # id(object) -> (object, its contents before the trace)
         self._subtrees: dict[int, list] = {}        # id(object) -> the snapshot ids recorded under it
         self._changed: set[int] | None = None       # the snapshot ids whose object the trace changed
+        self._globals: dict = {}                    # forward function -> its module-level containers
         self.root = self._copy(model)
         for _, c in self.pairs:
             self._relink(c)
@@ -214,21 +215,31 @@ class ShadowTree:
         self.original[id(c)] = m
         self.pairs.append((m, c))
         state = c.__dict__
-        for key in owned_values(state):
-            state[key] = self._value(state[key], copy.copy)
         for key, v in list(state.items()):
-            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
+            if key in _CONTAINERS_SET:
+                continue
+            if type(v) in _MUTABLE:  # (owned_values)
+                state[key] = self._value(v, copy.copy)
+            elif isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
                 state[key] = self._value(v, _clone)
-            elif key not in _CONTAINERS_SET:  # what the copy shares deeper down: lists in a dict, a plain object
-                found = self._snapshot(m.__dict__[key], key in state and state[key] is not v, [])
-                if found:
-                    self._nested.setdefault(id(c), {})[key] = found
-        for name, v in _global_containers(m):  # (a module-level cache or log its forward writes into)
+                continue
+            found = self._snapshot(v, False, [])  # what the copy shares deeper down: lists in a dict, a plain object
+            if found:
+                self._nested.setdefault(id(c), {})[key] = found
+        for name, v in self._global_containers(m):  # (a module-level cache or log its forward writes into)
             self._nested.setdefault(id(c), {})[f"{_GLOBAL}{name}"] = self._snapshot(v, False, [])
         for name, child in list(c._modules.items()):
             if child is not None:
                 c._modules[name] = self._copy(child)
         return c
+
+    def _global_containers(self, m: nn.Module) -> list[tuple[str, object]]:
+        """:func:`_global_containers`, once per forward function of the tree."""
+        fn = forward_of(m)
+        found = self._globals.get(fn)
+        if found is None:
+            found = self._globals[fn] = _global_containers(m)
+        return found
 
     def _snapshot(self, v, copied: bool, found: list, depth: int = 0) -> list:
         """Record the contents of the mutable state reachable from the user's value ``v`` that the trace's
@@ -325,21 +336,23 @@ class ShadowTree:
         a, b = self.original[id(c)].__dict__, c.__dict__
         nested = self._nested.get(id(c), {})
         out = [(key, "changes") for key in nested if key.startswith(_GLOBAL) and self._changed_nested(c, key)]
-        for key in dict.fromkeys([*a, *b]):
+        for key in (a if a.keys() == b.keys() else dict.fromkeys([*a, *b])):
+            x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
+            if x is y and key not in nested:  # (most keys: the same value, nothing deeper recorded under it)
+                continue
             if key in ignore or key.startswith(_OWN_KEYS):
                 continue
             if key in nested and self._changed_nested(c, key):
                 out.append((key, "changes"))
                 continue
-            if key not in a or key not in b:
+            if x is _ABSENT or y is _ABSENT:
                 out.append((key, "assigns"))
                 continue
-            x, y = a[key], b[key]
             if key in _SLOTS:
                 out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
                         if n not in x or n not in y or not self._same(x[n], y[n])]
             elif key in _CONTAINERS_SET:
-                if not self._same_items(x, y):
+                if (x or y) and not self._same_items(x, y):  # (most hook containers: both empty)
                     out.append((key, "changes"))
             elif self._same(x, y):
                 continue
@@ -371,6 +384,8 @@ class ShadowTree:
                 if isinstance(original, torch.Tensor):
                     m._buffers[name] = original  # a tensor attribute the graph reads: the user's tensor
 
+
+_ABSENT = object()  # (a key a module's __dict__ does not have)
 
 #: key prefix of a global container in ShadowTree's records (``changes`` names it "global <name>")
 _GLOBAL = "global "
