@@ -372,6 +372,7 @@ class SLLTracer(fx.Tracer):
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
         self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
+        self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it): see _frames
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -390,7 +391,7 @@ class SLLTracer(fx.Tracer):
                 raise _RandomDraw()
         finally:
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
-            self._sll_base = None
+            self._sll_base = self._sll_last = None
             proxy = self._sll_training
             for m, flag in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
                 if m.__dict__.get("training") is proxy:
@@ -460,26 +461,16 @@ class SLLTracer(fx.Tracer):
         return any_forward, self._text(user.f_code.co_filename, user.f_lineno, user.f_code.co_name)
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
-        # one walk from the caller to trace(): an autograd.Function.apply frame (the innermost one
-        # decides), and the innermost user frame with whether a ``forward`` frame encloses it
-        frame, base, users = sys._getframe(1), self._sll_base, self._sll_users
-        apply_seen, user, forward = False, None, False
-        while frame is not None and frame is not base:
-            code = frame.f_code
-            if code is _APPLY_CODE and not apply_seen:
-                apply_seen = True
-                fn = autograd_function_class(frame.f_locals.get("cls"))
-                if fn is not None:
-                    raise _AutogradFunctionCall(fn)
-            if user is None:
-                is_user = users.get(code.co_filename)
-                if is_user is None:
-                    is_user = self._is_user(code.co_filename)
-                if is_user:
-                    user, forward = frame, code.co_name == "forward"
-            elif not forward and code.co_name == "forward":
-                forward = True
-            frame = frame.f_back
+        # one walk to trace(): an autograd.Function.apply frame, and the innermost user frame with whether a
+        # ``forward`` frame encloses it.  From the third frame out: the first two are fx's (create_proxy and
+        # what called it: a Proxy operator, __torch_function__, call_module), and a frame looked at is a
+        # frame object made, two per node (their collection costs more than the walk); the whole way
+        # when that walk does not meet trace() (the output node, made by trace() itself)
+        try:
+            found = self._frames(sys._getframe(3))
+        except ValueError:  # (a shallower stack)
+            found = None
+        user, forward = found if found is not None else self._frames(sys._getframe(1)) or (None, False)
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         meta = node.meta
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
@@ -499,6 +490,37 @@ class SLLTracer(fx.Tracer):
             if text:
                 meta["stack_trace"] = text  # what the node.stack_trace setter does
         return node
+
+    def _frames(self, frame) -> tuple | None:
+        """(the innermost user frame from ``frame`` out to trace(), or None; whether a ``forward`` frame is it or
+        encloses it), None when the walk ends without meeting trace().  Raises for an autograd.Function.apply
+        frame on the way.  What is outside a user frame does not change while it runs: the walk from the user
+        frame of the node before (a forward making many nodes) is not made again."""
+        base, users, user, outer_forward = self._sll_base, self._sll_users, None, False
+        while frame is not None and frame is not base:
+            code = frame.f_code
+            if code is _APPLY_CODE:
+                fn = autograd_function_class(frame.f_locals.get("cls"))
+                if fn is not None:
+                    raise _AutogradFunctionCall(fn)
+            if user is None:
+                is_user = users.get(code.co_filename)
+                if is_user is None:
+                    is_user = self._is_user(code.co_filename)
+                if is_user:
+                    user = frame
+                    last = self._sll_last
+                    if last is not None and last[0] is frame:
+                        return frame, code.co_name == "forward" or last[1]
+            elif code.co_name == "forward":
+                outer_forward = True
+            frame = frame.f_back
+        if frame is None:
+            return None
+        if user is None:
+            return None, False
+        self._sll_last = (user, outer_forward)  # (held: the frame's id cannot be another's meanwhile)
+        return user, user.f_code.co_name == "forward" or outer_forward
 
     def call_module(self, m, forward, args, kwargs):
         shadow = self.sll_shadows.shadow(m) if self.sll_shadows is not None else None
