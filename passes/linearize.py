@@ -43,6 +43,7 @@ from sll_fx import dtypes, grad_regions, rules
 from sll_fx.annealing import eps_buffer, eps_device, eps_input
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError, RewriteError
+from sll_fx.exported import STALE_META
 from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
@@ -125,6 +126,9 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     for step in plan:
         _apply(gm, step, surrogates, device, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
+    for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
+        for key in STALE_META:  # (torch.export computes fresh ones when the result is exported again)
+            node.meta.pop(key, None)
     gm.recompile()
     report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method, auto=config.auto)
     _check(gm, report, planner, before)

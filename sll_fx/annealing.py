@@ -110,7 +110,8 @@ def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:
 def literal_eps_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
     """(graph module, node) for every sll node of ``gm`` (nested GraphModules included) whose eps is a
     Python number written in the graph (an explicit ``sll_fx.sign(x, 0.1)`` traced, a hand-made graph)."""
-    return [(mod, node) for mod, node in _eps_nodes(gm) if _is_literal(node.kwargs["eps"])]
+    return [(mod, node) for mod in gm.modules() if isinstance(mod, fx.GraphModule) for node in mod.graph.nodes
+            if node.op == "call_function" and _is_literal(node.kwargs.get("eps")) and is_sll_target(node.target)]
 
 
 def _is_literal(value) -> bool:

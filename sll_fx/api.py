@@ -96,9 +96,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         inputs = None if path else example_inputs
         if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
-        before = {n: n.target for n in g.graph.nodes}  # (the pass rewrites elementwise nodes in place)
         g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
-        exported.forget_stale_meta(g, before)
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
 

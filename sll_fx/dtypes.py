@@ -97,27 +97,36 @@ def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
 
 
 def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
-    args = list(node.args) + list(node.kwargs.values())
-    if node.op == "get_attr":
+    op = node.op
+    if op == "get_attr":
         value = fetch_attr(gm, node.target)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
-    if node.op == "call_module":
+    if op == "call_module":
         mod = gm.get_submodule(node.target)
         params = list(mod.parameters())
         if params and all(p.is_floating_point() for p in params):
             return FLOAT
+        args = _arguments(node)
         return _value_kind(args[0], kinds) if isinstance(mod, _PASS_THROUGH_MODULES) and args else None
-    if node.op == "call_method":
+    if op == "call_method":
         if node.target in ("to", "type_as"):
-            return _cast_kind(node, args, kinds)
+            return _cast_kind(node, _arguments(node), kinds)
         kind = _METHODS.get(node.target)
-    elif node.op == "call_function":
-        if node.target is getattr and args[1:] == ["dtype"]:
-            return _value_kind(args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
-        kind = _FUNCTIONS.get(node.target) if hashable(node.target) else None
+    elif op == "call_function":
+        if node.target is getattr and node.args[1:] == ("dtype",):
+            return _value_kind(node.args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
+        try:
+            kind = _FUNCTIONS.get(node.target)
+        except TypeError:  # (an unhashable callable)
+            kind = None
     else:
         return None
-    return _promote(args, kinds) if kind == PROMOTE else kind
+    return _promote(_arguments(node), kinds) if kind == PROMOTE else kind
+
+
+def _arguments(node: Node) -> list:
+    """``node``'s positional arguments, then its keyword arguments' values."""
+    return [*node.args, *node.kwargs.values()]
 
 
 def _from_graph(gm: GraphModule) -> dict[Node, str | None]:

@@ -51,7 +51,8 @@ from torch.fx import Node
 
 from . import rules
 
-_STALE_META = ("val", "tensor_meta", "example_value")
+#: meta of fake values, which a pass that creates or retargets a node drops there (they may not describe it)
+STALE_META = ("val", "tensor_meta", "example_value")
 
 
 def as_module(model) -> nn.Module:
@@ -150,14 +151,21 @@ def canonicalize(gm: fx.GraphModule) -> int:
     """Rewrite, in place, the aten spellings around discrete ops into the torch-level ones the
     linearize pass reads (see the module docstring); returns the number of nodes changed."""
     graph = gm.graph
-    changed = drop_metadata_asserts(graph)
-    for node in list(graph.nodes):  # export reads every output of topk: an unused one would keep topk alive
-        if node.op == "call_function" and node.target is operator.getitem and not node.users:
-            graph.erase_node(node)
-            changed += 1
-    for node in list(graph.nodes):
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-            continue
+    # one sweep finds the metadata asserts, the unused getitems (export reads every output of topk: an unused
+    # one would keep topk alive) and the aten calls; all of the first two go before the third are looked at
+    erased, aten = [], []
+    for node in graph.nodes:
+        if node.op == "call_function":
+            target = node.target
+            if target is operator.getitem:
+                if not node.users:
+                    erased.append(node)
+            elif isinstance(target, torch._ops.OpOverload):
+                (erased if target in rules.ATEN_METADATA_ASSERTS else aten).append(node)
+    for node in erased:
+        graph.erase_node(node)
+    changed = len(erased)
+    for node in aten:
         new = _torch_spelling(graph, node)
         if new is None:
             continue
@@ -170,17 +178,6 @@ def canonicalize(gm: fx.GraphModule) -> int:
         graph.lint()
         gm.recompile()
     return changed
-
-
-def forget_stale_meta(gm: fx.GraphModule, before: dict) -> None:
-    """Drop the fake values of the nodes a pass created or retargeted (``before``: node -> target
-    before the pass): an sll node took them from the node it replaced (``sll.compare`` from a bool
-    comparison) or is that node, and they may not describe it.  ``torch.export`` computes fresh ones
-    when the result is exported again."""
-    for node in gm.graph.nodes:
-        if before.get(node) is not node.target:  # (created by the pass: absent, None)
-            for key in _STALE_META:
-                node.meta.pop(key, None)
 
 
 def example_inputs(gm: fx.GraphModule) -> tuple | None:
