@@ -9,7 +9,8 @@ need to know which of their users were taken by a selection, then the elementwis
 users are planned before it.  A rewrite is for the float arithmetic on a node's result: a use as
 a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an op left hard, ...)
 passes no gradient and would see fractional values, so it keeps reading the hard result (or,
-with no float use at all, the node stays hard); a node whose value reaches the output only
+with no float use at all, the node stays hard), also after arithmetic with numbers that keeps a
+mask a mask (``(1 - mask).bool()``: ``_Planner._read_as_mask``); a node whose value reaches the output only
 through ``.detach()`` is a straight-through estimator already and stays hard
 (``_Planner._verdict``, ``_reach_output``), and so does a node that no gradient reaches
 (``_gradient_sources``: its inputs come through ``.detach()``, a ``torch.no_grad()`` block, or
@@ -357,7 +358,8 @@ class _Planner:
 
     def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool]:
         """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
-        float casts to their own users; and whether float arithmetic was found too."""
+        float casts to their own users, and ``1 - mask``-like arithmetic that is read as a mask further on
+        (``(1 - mask).bool()``: :meth:`_read_as_mask`); and whether float arithmetic was found too."""
         out, seen, stack, saw_float = [], set(), [(user, value)], False
         while stack:
             u, v = stack.pop()
@@ -365,12 +367,27 @@ class _Planner:
                 continue
             seen.add((u, v))
             kind = self._use(u, v)
+            if kind == _FLOAT_USE and _affine(u, v) and self._read_as_mask(u):
+                kind = _PASS_USE  # (a bool use of 1 - mask would see 1 - (a fraction) inside the band)
             if kind == _PASS_USE:
                 stack += [(w, u) for w in u.users]
             elif kind == _OTHER_USE and u not in out:
                 out.append(u)
             saw_float = saw_float or kind == _FLOAT_USE
         return out, saw_float
+
+    def _read_as_mask(self, value: Node, depth: int = 0) -> bool:
+        """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1) result, read as a mask further on:
+        by a bool or integer use (a cast, a logical op, an index, an op left hard) that does not only order
+        values (argmax of ``10 * sign(h)``), through views and more such functions?"""
+        for w in value.users:
+            kind = self._use(w, value)
+            if kind == _OTHER_USE and _op_name(w) not in _ORDER_NAMES:
+                return True
+            follow = kind == _PASS_USE or (kind == _FLOAT_USE and _affine(w, value))
+            if follow and depth < _MASK_DEPTH and self._read_as_mask(w, depth + 1):
+                return True
+        return False
 
     # -- patterns -----------------------------------------------------------------------------
     def _plan_elementwise(self, node, rule) -> _Step:
@@ -888,6 +905,22 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
         # float); the integer op itself then reads the hard result, or the surrogate where that is float
         return _PASS_USE
     return _FLOAT_USE
+
+
+#: elementwise arithmetic that keeps a mask a mask when its other operands are numbers (``1 - m``, ``2 * m``)
+_AFFINE_NAMES = frozenset(("add", "sub", "rsub", "mul", "truediv", "div", "neg"))
+#: bool/integer uses that read only the order of the values (not as a mask): see _Planner._read_as_mask
+_ORDER_NAMES = frozenset(("argmax", "argmin", "argsort", "sort", "searchsorted", "bucketize", "histc"))
+_MASK_DEPTH = 8  # how many views and such functions _read_as_mask follows
+
+
+def _affine(user: Node, value: Node) -> bool:
+    """Does ``user`` compute ``value`` plus, minus, times or over Python numbers (``1 - m``, ``m * 2``, ``-m``)?"""
+    if user.op not in ("call_function", "call_method") or _op_name(user) not in _AFFINE_NAMES:
+        return False
+    operands = [*user.args, *user.kwargs.values()]
+    return value in operands[:2] and all(a is value or (isinstance(a, (int, float)) and not isinstance(a, bool))
+                                         for a in operands)
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:

@@ -280,6 +280,36 @@ def test_comparison_cast_with_float_and_bool_uses():
     assert [n.target for n in gm.graph.nodes if n.op == "call_method"].count("float") == 2  # hard and soft casts
 
 
+def test_a_mask_read_as_a_mask_after_arithmetic_with_numbers_reads_the_hard_result():
+    """(1 - m).bool(), (sign(x) + 1).long(): arithmetic with numbers keeps a mask a mask, so its bool or integer
+    use is followed (it would see 1 - (a fraction) inside the band); the float use keeps the rewrite."""
+    def inverted(x):
+        m = (x > 0).float()
+        return m * C.repeat(2)[:8], (1 - m).bool()
+
+    def shifted(x):
+        s = torch.sign(x)
+        return s * C.repeat(2)[:8], (s * 0.5 + 0.5).mul(2).long()
+
+    _check_mixed(Body(inverted), X, "gt", ("sll.compare(gt)", "also used as bool by Tensor.bool (bool_1): that "
+                                                                "use stays hard"))
+    _check_mixed(Body(shifted), X, "sign", ("sll.sign", ALSO.format(uses="Tensor.long (long)", what="result")))
+
+
+def test_a_mask_only_read_as_a_mask_after_arithmetic_is_left_hard():
+    model = Body(lambda x: x[(1.0 - (x > 0).float()).view(-1).bool()])
+    gm = linearize(model)
+    assert entries(gm) == [("gt", None, ONLY.format(what="0/1 result", uses="Tensor.bool (bool_1)"))]
+    check_hard_forward(model, gm, X)
+
+
+def test_arithmetic_with_numbers_read_as_values_keeps_the_rewrite():
+    """0.1 * sign(x) used as a value, its argmax included (an order, not a mask): rewritten, no reason."""
+    gm = linearize(Body(lambda x: (0.1 * torch.sign(x) + 1.0, (0.1 * torch.sign(x)).argmax(-1))))
+    assert [(e.replacement, e.reason) for e in gm.sll_report.entries if e.op == "torch.sign"] == \
+        [("sll.sign", ""), ("sll.sign", "")]
+
+
 def test_round_used_as_integer_is_left_hard():
     model = Body(lambda x: x.round().long())
     gm = linearize(model)
