@@ -30,6 +30,7 @@ input of the graph, not a constant in its code, so ``set_eps`` changes it in pla
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 
@@ -803,8 +804,17 @@ _NAMESPACES = (torch, torch.nn.functional, operator, torch.Tensor, torch.linalg,
 def _op_name(node: Node) -> str | None:
     """The name of what ``node`` calls, when it is PyTorch's own (``mul`` for ``x * y``, ``torch.mul``,
     ``x.mul_(y)``, ``aten.mul.Tensor``); None for anything else."""
-    t = node.target
     if node.op == "call_method":
+        return _target_name(True, node.target)
+    try:
+        return _target_name(False, node.target)
+    except TypeError:  # (an unhashable callable)
+        return _target_name.__wrapped__(False, node.target)
+
+
+@functools.lru_cache(maxsize=1024)  # (a graph calls few targets, many times: one lookup in torch's namespaces each)
+def _target_name(method: bool, t) -> str | None:
+    if method:
         name = t
     elif isinstance(t, OpOverload):
         name = t._opname if t.namespace == "aten" else None
@@ -916,11 +926,11 @@ _MASK_DEPTH = 8  # how many views and such functions _read_as_mask follows
 
 def _affine(user: Node, value: Node) -> bool:
     """Does ``user`` compute ``value`` plus, minus, times or over Python numbers (``1 - m``, ``m * 2``, ``-m``)?"""
-    if user.op not in ("call_function", "call_method") or _op_name(user) not in _AFFINE_NAMES:
+    if user.op not in ("call_function", "call_method"):
         return False
     operands = [*user.args, *user.kwargs.values()]
     return value in operands[:2] and all(a is value or (isinstance(a, (int, float)) and not isinstance(a, bool))
-                                         for a in operands)
+                                         for a in operands) and _op_name(user) in _AFFINE_NAMES
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:
