@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from . import exported
+from . import exported, frozen
 from .annealing import buffer_literal_eps
 from .config import SLLConfig
-from .graph_module import share_buffers_with
+from .graph_module import SLLGraphModule, share_buffers_with
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
 from .calibration import DEFAULT_TARGET
 from .ops import check_mode
@@ -102,6 +102,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
 
     gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method, auto=config.auto))
     share_buffers_with(gm, model)  # gm.cuda() moves the model's buffers too, as it moves its parameters
+    if isinstance(gm, SLLGraphModule):  # model.cuda() does not move gm's own: a call then says so
+        frozen.record_tensors(gm, model)
     if config.auto and any(e.auto for e in gm.sll_report.rewritten):
         from .calibration import start_auto
         start_auto(gm, target=target, steps=calibrate_steps)

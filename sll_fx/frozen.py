@@ -209,6 +209,58 @@ def check(gm: nn.Module) -> None:
                 reason=f"{where} changed since tracing")
 
 
+#: ``__dict__`` key of a GraphModule's tensors shared with the model: ``[[path, slot, name, weakref to the model's
+#: module, weakref to the result's own module, weakref to the model's tensor when last looked at]]``
+#: (see :func:`record_tensors`)
+TENSORS = "_sll_shared_tensors"
+_SLOTS = ("_parameters", "_buffers")
+
+
+def record_tensors(gm: nn.Module, model: nn.Module) -> None:
+    """Record the parameters and buffers that ``gm``'s own modules (the ones fx made to hold what the graph
+    reads: ``gm.q`` for ``self.q.scale`` read in a forward) share with the model's modules at the same path.
+    Modules ``gm`` shares with the model (the leaves it calls) are the model's: nothing to record there."""
+    theirs = dict(model.named_modules(remove_duplicate=False))
+    found = []
+    for path, own in gm.named_modules(remove_duplicate=False):
+        m = theirs.get(path)
+        if m is None or m is own:
+            continue
+        for slot in _SLOTS:
+            held = m.__dict__.get(slot, {})
+            for name, t in own.__dict__.get(slot, {}).items():
+                if t is not None and held.get(name) is t:
+                    found.append([path, slot, name, weakref.ref(m), weakref.ref(own), weakref.ref(t)])
+    if found:
+        gm.__dict__[TENSORS] = found
+
+
+def check_tensors(gm: nn.Module) -> None:
+    """Raise when the model's module holds another tensor than the one the result shares with it, and the
+    result's does not hold that one too: it was replaced on the model (``model.half()``, ``model.cuda()``,
+    ``model.q.scale = t``), and the result would go on reading the old tensor.  (Moving the result moves the
+    model's buffers with it, and a tensor replaced on the result alone, as FSDP does, is the result's own.)"""
+    for record in gm.__dict__.get(TENSORS, ()):
+        path, slot, name, ref, own_ref, tensor_ref = record
+        m, own = ref(), own_ref()
+        if m is None or own is None:
+            continue
+        now = m.__dict__[slot].get(name)
+        if now is tensor_ref():  # (the model's is the one it held when last looked at)
+            continue
+        if now is own.__dict__[slot].get(name):  # (both moved: the result was, and the model's buffer followed)
+            record[5] = weakref.ref(now)
+            continue
+        where = f"{path}.{name}" if path else name
+        what = "parameter" if slot == "_parameters" else "buffer"
+        raise TraceError(
+            f"the model's {what} '{where}' was replaced since linearize_module (by an assignment, or by model.to(), "
+            f".half(), .cuda(), which replace buffers): the linearized model still reads the {what} it shares with "
+            "the model, the old one\nFix: move or cast the linearized model, not the model (it moves the model's "
+            "buffers too), change the tensor in place (load_state_dict, copy_), or linearize again",
+            module_path=path, module_type=type(m).__name__, reason=f"{where} replaced on the model")
+
+
 def record_none_inputs(gm) -> None:
     """Record ``gm``'s inputs whose default is None and that its graph uses (see the module docstring)."""
     found = []

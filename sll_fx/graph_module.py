@@ -34,7 +34,7 @@ from .state import mirror_state
 
 #: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration", "_sll_buffer_sources",
-              frozen.RECORDS)
+              frozen.RECORDS, frozen.TENSORS)
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
 _SOURCES = "_sll_buffer_sources"
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
@@ -145,6 +145,8 @@ class SLLGraphModule(fx.GraphModule):
         # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
         if frozen.RECORDS in self.__dict__:
             frozen.check(self)
+        if frozen.TENSORS in self.__dict__ and not torch.compiler.is_compiling():  # (guards on each weakref:
+            frozen.check_tensors(self)                                          # recompilations; eager calls only)
         try:
             return precision.call(self, super().__call__, args, kwargs)
         except TypeError as e:  # (None for an input the graph uses as a tensor: say which, and the fix)

@@ -1,6 +1,7 @@
 """Python values a traced forward read (``self.bits``, ``self.enabled``): changing one after
 linearize_module raises instead of being ignored (sll_fx/frozen.py)."""
 
+import copy
 import dataclasses
 import re
 import types
@@ -266,3 +267,58 @@ def test_items_read_otherwise_are_not_recorded():
             return x * n
 
     assert frozen.values_read(Other()) == {"key": "bits", "sizes": (4, 8)}
+
+
+class Scaled(nn.Module):
+    """A quantizer whose forward reads a buffer and a parameter of its own (``get_attr`` nodes of the result)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(4.0))
+        self.alpha = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return torch.round(x * self.scale) / self.scale * self.alpha
+
+
+class WithLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = Scaled()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(self.q(x))
+
+
+XS = torch.linspace(-1.0, 1.0, 16).reshape(2, 8)
+
+
+@pytest.mark.parametrize("replace", [
+    lambda m: m.half(),                                          # buffers replaced (parameters converted in place)
+    lambda m: setattr(m.q, "scale", torch.tensor(2.0)),          # a buffer assigned anew
+    lambda m: setattr(m.q, "alpha", nn.Parameter(torch.tensor(2.0))),  # a parameter assigned anew
+], ids=["half", "buffer", "parameter"])
+def test_a_tensor_replaced_on_the_model_raises(replace):
+    """model.half() / an assignment on the model after linearize_module: the result would read the old
+    tensor (before: float32 scale next to half weights, or the old value, silently)."""
+    model = WithLeaf()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm(XS)
+    replace(model)
+    with pytest.raises(TraceError, match=r"the model's (buffer 'q\.scale'|parameter 'q\.alpha') was replaced since "
+                                         r"linearize_module"):
+        gm(XS)
+
+
+def test_tensors_changed_in_place_or_moved_with_the_result_do_not_raise():
+    model = WithLeaf()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    model.load_state_dict(WithLeaf().state_dict())  # in place: still shared
+    gm(XS)
+    gm.double()  # the result moved: the model's buffers follow (its parameters are converted in place)
+    assert model.q.scale is gm.q.scale and model.q.scale.dtype == torch.float64
+    gm(XS.double())
+    gm.q.scale = torch.tensor(3.0, dtype=torch.float64)  # replaced on the result alone (as FSDP does): its own
+    gm(XS.double())
+    copy.deepcopy(gm)(XS.double())  # a copy shares nothing with the model: nothing to check
