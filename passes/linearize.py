@@ -159,6 +159,7 @@ class _Uses:
     reason: str = ""                                # a rewrite's reason (other uses than float arithmetic)
     keep: frozenset = frozenset()                   # the users that keep reading the hard result
     found: tuple = ()                               # the uses that are not float arithmetic
+    mixed: bool = False                             # a user that keeps the hard result has float uses too
 
 
 class _Planner:
@@ -355,7 +356,8 @@ class _Planner:
             return _Uses(hard=_only_other_uses(found, what, mixed), found=tuple(found))
         if written:  # x.clamp_(): a hard copy for the other uses would miss the write
             return _Uses(reason=_also_other_uses(found, what, written), found=tuple(found))
-        return _Uses(reason=_also_other_uses(found, what), keep=frozenset(others), found=tuple(found))
+        return _Uses(reason=_also_other_uses(found, what) + (_MIXED if mixed else ""), keep=frozenset(others),
+                     found=tuple(found), mixed=mixed)
 
     def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool]:
         """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
@@ -419,7 +421,7 @@ class _Planner:
         selections = [u for u in node.users if u in self.taken]
         # a cast's own uses: float arithmetic, or a bool/integer use (`.float().bool()`, `x[m.float().long()]`)
         # that keeps reading the hard 0/1 cast (all of them: the cast stays hard, a bool use of the comparison)
-        cast_hard, dropped, cast_uses, written = {}, [], [], []
+        cast_hard, dropped, cast_uses, written, mixed = {}, [], [], [], False
         for cast in casts:
             uses = self._verdict([(cast, list(cast.users))], "0/1 result")
             if uses.hard or uses.keep:
@@ -428,6 +430,7 @@ class _Planner:
                     dropped.append(cast)
                 else:
                     cast_hard[cast] = uses.keep
+                    mixed = mixed or uses.mixed
             elif uses.reason:  # the cast is written in place: its other uses see the surrogate (reason says so)
                 written.append(uses.reason)
         casts = [c for c in casts if c not in dropped]
@@ -440,8 +443,8 @@ class _Planner:
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):
             return self._hard(node, rule, _DETACHED)
-        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard"] if shown else [])
-                           + written)
+        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard{_MIXED if mixed else ''}"]
+                            if shown else []) + written)
         return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products,
                              cast_hard=cast_hard, live=())
 
@@ -949,6 +952,12 @@ def _only_other_uses(uses: list[Node], what: str, mixed: bool = False) -> str:
     return (f"{what} used only by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
             "integer use, or an op left hard) and in linear mode would see fractional values inside the band: "
             "left hard")
+
+
+#: a rewrite's reason, when a user that keeps the hard result has float uses too (``v = m.view(...)`` or
+#: ``inv = 1 - m`` used both as a float and as a bool: the split is by direct user)
+_MIXED = (" (so do the float uses made through the same view or copy of it, or through `1 - mask`-like arithmetic: "
+          "take it once per use to linearize them)")
 
 
 def _also_other_uses(uses: list[Node], what: str, written: list[Node] = ()) -> str:

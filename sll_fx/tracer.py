@@ -497,7 +497,10 @@ class SLLTracer(fx.Tracer):
         frame on the way.  What is outside a user frame does not change while it runs: the walk from the user
         frame of the node before (a forward making many nodes) is not made again."""
         base, users, user, outer_forward = self._sll_base, self._sll_users, None, False
+        beyond = base.f_back if base is not None else None
         while frame is not None and frame is not base:
+            if frame is beyond:  # (outside trace() already: the caller's frames, an apply frame among them, are not
+                return None      #  the trace's; the whole walk is made then)
             code = frame.f_code
             if code is _APPLY_CODE:
                 fn = autograd_function_class(frame.f_locals.get("cls"))

@@ -416,6 +416,30 @@ def test_strict_trace_refuses_to_trace_through_autograd_function():
     assert isinstance(result, fx.GraphModule) and [o.path for o in opaque] == ["block"]
 
 
+def test_an_autograd_function_of_the_caller_is_not_the_models():
+    """linearize_module called inside a Function's forward (the caller's frames hold an apply frame): the model,
+    which calls none, is traced and rewritten, not kept opaque."""
+    class Plain(nn.Module):
+        def forward(self, x):
+            return torch.round(x) + torch.sign(x)
+
+    made = {}
+
+    class Builder(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            made["gm"] = sll_fx.linearize_module(Plain(), eps=0.1, verbose=False)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    Builder.apply(torch.ones(2))
+    report = made["gm"].sll_report
+    assert report.opaque == [] and [e.replacement for e in report.entries] == ["sll.round", "sll.sign"]
+
+
 # ----------------------------------------------------------------------------------------
 # concrete_args
 # ----------------------------------------------------------------------------------------

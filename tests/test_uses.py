@@ -296,6 +296,22 @@ def test_a_mask_read_as_a_mask_after_arithmetic_with_numbers_reads_the_hard_resu
     _check_mixed(Body(shifted), X, "sign", ("sll.sign", ALSO.format(uses="Tensor.long (long)", what="result")))
 
 
+def test_a_value_read_both_ways_after_arithmetic_keeps_the_hard_mask_and_says_so():
+    """inv = 1 - m used as a float and as a bool: the split is by direct user, so inv reads the hard mask (its float
+    use too); the reason says so, and the bool use is the model's."""
+    def fn(x):
+        m = (x > 0).float()
+        inv = 1 - m
+        return x * m + x * inv, inv.bool()
+
+    model = Body(fn)
+    gm = linearize(model)
+    assert entries(gm) == [("gt", "sll.compare(gt)", (
+        "also used as bool by Tensor.bool (bool_1): that use stays hard (so do the float uses made through the same "
+        "view or copy of it, or through `1 - mask`-like arithmetic: take it once per use to linearize them)"))]
+    assert_bitwise(gm(X)[1], model(X)[1], "bool use")
+
+
 def test_a_mask_only_read_as_a_mask_after_arithmetic_is_left_hard():
     model = Body(lambda x: x[(1.0 - (x > 0).float()).view(-1).bool()])
     gm = linearize(model)
