@@ -235,6 +235,16 @@ def record_tensors(gm: nn.Module, model: nn.Module) -> None:
         gm.__dict__[TENSORS] = found
 
 
+def refresh_tensors(gm: nn.Module) -> None:
+    """After ``gm`` moved and the model's buffers followed it: the tensors the two share now are the ones seen."""
+    for record in gm.__dict__.get(TENSORS, ()):
+        _, slot, name, ref, own_ref, _ = record
+        m, own = ref(), own_ref()
+        now = m.__dict__[slot].get(name) if m is not None and own is not None else None
+        if now is not None and now is own.__dict__[slot].get(name):
+            record[5] = weakref.ref(now)
+
+
 def check_tensors(gm: nn.Module) -> None:
     """Raise when the model's module holds another tensor than the one the result shares with it, and the
     result's does not hold that one too: it was replaced on the model (``model.half()``, ``model.cuda()``,

@@ -71,19 +71,21 @@ def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
         gm.__dict__.setdefault(_SOURCES, []).append(weakref.ref(source))
 
 
-def _follow(gm: torch.nn.Module, moved: dict, seen: set) -> None:
-    """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources hold the old."""
+def _follow(gm: torch.nn.Module, moved: dict, seen: set, at: dict) -> None:
+    """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources hold the old: the
+    one ``gm`` has at the same place (``at``: (module path, name) -> new), else ``moved``'s (a buffer that two
+    modules share becomes two tensors when moved, one per module, as ``nn.Module._apply`` makes them)."""
     for ref in gm.__dict__.get(_SOURCES, ()):
         source = ref()
         if source is None or id(source) in seen:
             continue
         seen.add(id(source))
-        for m in source.modules():
+        for path, m in source.named_modules(remove_duplicate=False):
             for name, buf in list(m._buffers.items()):
                 pair = moved.get(id(buf)) if buf is not None else None
                 if pair is not None and pair[0] is buf:
-                    m._buffers[name] = pair[1]
-        _follow(source, moved, seen)
+                    m._buffers[name] = at.get((path, name), pair[1])
+        _follow(source, moved, seen, at)
 
 
 class SLLGraphModule(fx.GraphModule):
@@ -116,20 +118,22 @@ class SLLGraphModule(fx.GraphModule):
         """``.to(device)`` moves the eps buffers like any buffer, but a dtype cast (``.half()``,
         ``.to(torch.bfloat16)``) leaves them float64: a rounded eps is not the band the user chose, and
         rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005)."""
-        modules = list(self.modules()) if recurse else [self]
-        before = [(m, name, buf) for m in modules for name, buf in m._buffers.items() if buf is not None]
+        modules = list(self.named_modules(remove_duplicate=False)) if recurse else [("", self)]
+        before = [(path, m, name, buf) for path, m in modules for name, buf in m._buffers.items() if buf is not None]
         super()._apply(fn, recurse)
-        moved = {}
-        for m, name, old in before:
+        moved, at = {}, {}
+        for path, m, name, old in before:
             new = m._buffers.get(name)
             if new is None or new is old:
                 continue
             if name.startswith(EPS_PREFIX) and new.dtype != old.dtype:
                 m._buffers[name] = old.to(new.device)
             else:
-                moved[id(old)] = (old, new)
+                moved.setdefault(id(old), (old, new))
+                at[(path, name)] = new
         if moved:
-            _follow(self, moved, set())
+            _follow(self, moved, set(), at)
+            frozen.refresh_tensors(self)
         return self
 
     @property

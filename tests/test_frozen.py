@@ -322,3 +322,28 @@ def test_tensors_changed_in_place_or_moved_with_the_result_do_not_raise():
     gm.q.scale = torch.tensor(3.0, dtype=torch.float64)  # replaced on the result alone (as FSDP does): its own
     gm(XS.double())
     copy.deepcopy(gm)(XS.double())  # a copy shares nothing with the model: nothing to check
+
+
+def test_moving_the_result_then_replacing_its_tensor_does_not_raise():
+    """gm.double() (the model's buffers follow), then a tensor replaced on gm alone with no call between; and a
+    buffer two modules share, which moving makes two tensors (as nn.Module does): each model path gets gm's."""
+    model = WithLeaf()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm.double()
+    gm.q.scale = torch.tensor(3.0, dtype=torch.float64)
+    gm(XS.double())
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Scaled(), Scaled()
+            self.b.scale = self.a.scale
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    model = Tied()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm.double()
+    assert model.a.scale is gm.a.scale and model.b.scale is gm.b.scale
+    gm(XS.double())
