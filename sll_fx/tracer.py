@@ -373,12 +373,14 @@ class SLLTracer(fx.Tracer):
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
         self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
         self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it): see _frames
+        self._sll_beyond = None                  # the frame that called trace(), while it runs
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
 
     def trace(self, root, concrete_args=None):
         self._sll_base = base = sys._getframe()
+        self._sll_beyond = base.f_back  # (the caller's frame: a walk that reaches it is outside the trace)
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
         self._sll_autocast = torch._C._is_any_autocast_enabled()
@@ -391,7 +393,7 @@ class SLLTracer(fx.Tracer):
                 raise _RandomDraw()
         finally:
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
-            self._sll_base = self._sll_last = None
+            self._sll_base = self._sll_beyond = self._sll_last = None
             proxy = self._sll_training
             for m, flag in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
                 if m.__dict__.get("training") is proxy:
@@ -496,8 +498,7 @@ class SLLTracer(fx.Tracer):
         encloses it), None when the walk ends without meeting trace().  Raises for an autograd.Function.apply
         frame on the way.  What is outside a user frame does not change while it runs: the walk from the user
         frame of the node before (a forward making many nodes) is not made again."""
-        base, users, user, outer_forward = self._sll_base, self._sll_users, None, False
-        beyond = base.f_back if base is not None else None
+        base, beyond, users, user, outer_forward = self._sll_base, self._sll_beyond, self._sll_users, None, False
         while frame is not None and frame is not base:
             if frame is beyond:  # (outside trace() already: the caller's frames, an apply frame among them, are not
                 return None      #  the trace's; the whole walk is made then)
