@@ -416,7 +416,7 @@ class _Planner:
         x = rule.operand_values(node)[0]
         if self._int_comparison(rule, node):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
-        casts = [u for u in node.users if _is_float_cast(u, node, self.kinds)]
+        casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
         # a cast's own uses: float arithmetic, or a bool/integer use (`.float().bool()`, `x[m.float().long()]`)
@@ -718,9 +718,10 @@ def _topk_pattern(node: Node):
             "inplace": inplace}
 
 
-def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
+def _is_float_cast(user: Node, node: Node, kinds: dict, comparison: Node | None = None) -> bool:
     """Does ``user`` turn the boolean ``node`` into floats? (``.float()``, ``.to(torch.float32)``, ``.type_as(x)``;
-    not a device move, ``.to(x.device)``, which keeps the bool)"""
+    not a device move, ``.to(x.device)``, which keeps the bool).  ``comparison``: the comparison ``node`` moved
+    (default ``node`` itself), whose operands tell ``.to(x.dtype)`` when x's kind is not known."""
     if user.op != "call_method" or user.target not in rules.FLOAT_CASTS or not user.args or user.args[0] is not node:
         return False
     if rules.FLOAT_CASTS[user.target] is not None:
@@ -736,8 +737,23 @@ def _is_float_cast(user: Node, node: Node, kinds: dict) -> bool:
             if kind is not None:
                 return kind == dtypes.FLOAT
             source = a.args[0] if (a.op == "call_function" and a.target is getattr) else a
-            return source in node.args  # .to(x.dtype) / .type_as(x) with x an operand of the comparison
+            return source in (comparison or node).args  # .to(x.dtype) / .type_as(x), x an operand of the comparison
     return False
+
+
+def _moved_to_float(user: Node, node: Node, kinds: dict) -> bool:
+    """``(x > t).to(x.device).float()``: is ``user`` a device move of the boolean ``node`` (``.to(device)``,
+    ``.cpu()``, ``.cuda()``) whose every use is a float cast of it?  Then it moves the surrogate's floats
+    as it moved the bool, and counts as the cast (a move with another use keeps the bool: left hard)."""
+    if user.op != "call_method" or not user.args or user.args[0] is not node or not user.users:
+        return False
+    if user.target == "to":
+        rest = [*user.args[1:], *(v for k, v in user.kwargs.items() if k not in ("non_blocking", "copy"))]
+        if not rest or not all(dtypes.is_device(a) for a in rest):
+            return False
+    elif user.target not in ("cpu", "cuda"):
+        return False
+    return all(_is_float_cast(w, user, kinds, comparison=node) for w in user.users)
 
 
 def _mask_factor(user: Node, node: Node, kinds: dict):

@@ -2,7 +2,8 @@
 
 1. A device move keeps the bool (``(x > t).to(x.device)``, ``.to("cpu")``, ``.to(device=...)``):
    the comparison stays hard, its result stays a bool (``x[mask]`` still indexes), and the report
-   says why, for a model (with and without ``example_inputs``) and for an exported program.
+   says why, for a model (with and without ``example_inputs``) and for an exported program; a move
+   whose only uses are float casts (``(x > t).to(x.device).float()``) is linearized, in a model.
 2. A cast to a floating dtype is linearized whether or not it also names a device
    (``.to(x)``, ``.to(x.device, torch.float32)``, ``.to("cpu", torch.float32)``, ...): export writes
    those as ``aten.to.device`` (and ``aten._to_copy.default(dtype=, device=)`` after decompositions),
@@ -107,6 +108,27 @@ def test_a_moved_mask_still_indexes(mode):
     gm = linearize(Select(), mode)
     assert gm.sll_report.counts == {"found": 1, "rewritten": 0, "hard": 1}
     assert_bitwise(gm(X), torch.tensor(2.625))
+
+
+MOVED_THEN_CAST = {
+    "to(x.device).float()": lambda b, x: b.to(x.device).float(),
+    "cpu().to(x.dtype)": lambda b, x: b.cpu().to(x.dtype),
+    "to('cpu', non_blocking=True).type_as(x)": lambda b, x: b.to("cpu", non_blocking=True).type_as(x),
+    "to(device=x.device).to(torch.float32)": lambda b, x: b.to(device=x.device).to(torch.float32),
+}
+
+
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+@pytest.mark.parametrize("spelling", MOVED_THEN_CAST)
+def test_a_device_move_whose_only_use_is_a_float_cast_is_linearized(spelling, mode):
+    """The move then carries the surrogate's floats (before: left hard, no gradient); export_hard gives back the
+    model.  A moved mask with another use keeps its bool (test_a_moved_mask_still_indexes)."""
+    model = Cast(MOVED_THEN_CAST[spelling])
+    gm = linearize(model, mode)
+    assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}, str(gm.sll_report)
+    assert_bitwise(gm(X), LINEAR if mode == "linear" else HARD.float())
+    assert_bitwise(slope(gm), SLOPE)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X), model(X))
 
 
 # ----------------------------------------------------------------------------------------
