@@ -23,6 +23,7 @@ a pickle generate it; the modules sll_fx returns always have their code.
 from __future__ import annotations
 
 import operator
+import re
 import weakref
 
 import torch
@@ -41,6 +42,8 @@ _SOURCES = "_sll_buffer_sources"
 _DEFERRED = "_sll_codegen_deferred"
 #: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``, sll_fx/annealing.py)
 EPS_PREFIX = "_sll_eps_"
+#: the names fx gives the tensors it holds as constants (``Tracer.create_arg``: ``get_fresh_qualname``)
+_FX_CONSTANT = re.compile(r"_tensor_constant\d+")
 
 
 def is_deferred(module) -> bool:
@@ -117,7 +120,10 @@ class SLLGraphModule(fx.GraphModule):
     def _apply(self, fn, recurse=True):
         """``.to(device)`` moves the eps buffers like any buffer, but a dtype cast (``.half()``,
         ``.to(torch.bfloat16)``) leaves them float64: a rounded eps is not the band the user chose, and
-        rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005)."""
+        rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005).
+        fx's constants (``_tensor_constant*``: a tensor literal of ``forward``, a plain tensor attribute) keep
+        their dtype too, as they do in the model, which ``model.half()`` does not cast: a float32 literal
+        still promotes a half input, as it does in the model."""
         modules = list(self.named_modules(remove_duplicate=False)) if recurse else [("", self)]
         before = [(path, m, name, buf) for path, m in modules for name, buf in m._buffers.items() if buf is not None]
         super()._apply(fn, recurse)
@@ -126,7 +132,7 @@ class SLLGraphModule(fx.GraphModule):
             new = m._buffers.get(name)
             if new is None or new is old:
                 continue
-            if name.startswith(EPS_PREFIX) and new.dtype != old.dtype:
+            if (name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name)) and new.dtype != old.dtype:
                 m._buffers[name] = old.to(new.device)
             else:
                 moved.setdefault(id(old), (old, new))

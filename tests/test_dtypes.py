@@ -758,3 +758,23 @@ def test_eps_buffers_still_move_with_the_module():
     gm = sll_fx.linearize_module(_Decimals(), eps=0.05, verbose=False).to("meta")
     assert all(b.device.type == "meta" and b.dtype == torch.float64
                for n, b in gm.named_buffers() if "_sll_eps_" in n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_dtype_cast_keeps_the_tensor_literals_of_forward(dtype):
+    """torch.tensor([...]) in forward is fx's _tensor_constant0, a buffer of the result: model.half() leaves the
+    literal float32 (it is made in forward), so gm.half() must too, or a half input stops being promoted."""
+    class Literal(nn.Module):
+        def forward(self, x):
+            return torch.round(x * 4) * torch.tensor([0.5, 0.25, 2.0])
+
+    model = Literal()
+    x = torch.tensor([0.3, -0.8, 1.1]).to(dtype)
+    for gm in (sll_fx.linearize_module(model, eps=0.05, verbose=False),
+               sll_fx.export_hard(model, verbose=False)):
+        assert gm._tensor_constant0.dtype == torch.float32
+        gm.to(dtype)
+        assert gm._tensor_constant0.dtype == torch.float32
+        out = sll_fx.export_hard(gm, verbose=False)(x)
+        assert out.dtype == model(x).dtype == torch.float32
+        assert torch.equal(out, model(x))
