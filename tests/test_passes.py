@@ -357,7 +357,6 @@ def test_spelling_hard_mode_forward_exact_gradient_nonzero(sp: Sp):
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(512, generator=g) * 0.7).requires_grad_(True)
     gm(x).double().sum().backward()
-    assert x.grad is not None
     assert torch.isfinite(x.grad).all()
     assert x.grad.abs().sum() > 0, f"{sp.id}: no gradient in hard mode"
 
@@ -784,7 +783,7 @@ def test_training_gm_trains_model(mode):
             # gradients land on the model's own parameters, through the discrete ops too
             assert model.lin.weight.grad is not None and model.lin.weight.grad.abs().sum() > 0
             assert model.thr.grad is not None and model.thr.grad.abs() > 0
-            assert model.head.weight.grad is not None
+            assert model.head.weight.grad.abs().sum() > 0
         opt.step()
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
