@@ -13,8 +13,10 @@ The plain items those methods read through a container attribute with constant k
 straight off ``self``, are recorded and checked too: ``self.cfg["bits"]``, ``self.cfg[0]``,
 ``self.cfg["q"]["bits"]`` (dicts, lists, tuples) and ``self.cfg.bits`` (a ``types.SimpleNamespace``
 or dataclass instance, its fields only).  Only the item read is checked (another key may change),
-found the same way, in the methods' bytecode, not by running them; an item read through a name (``cfg = self.cfg; cfg["bits"]``), a
-variable key or ``.get(...)`` is not seen.  A key removed since is a change too.
+found the same way, in the methods' bytecode, not by running them: also ``self.cfg.get("bits")`` (a constant
+key; the default, if any, a constant), and through a local name bound once to such a chain (``cfg =
+self.cfg``, then ``cfg["bits"]``).  An item read with a variable key, in a loop over the container, or
+through a name bound more than once is not seen.  A key removed since is a change too.
 
 Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
@@ -130,40 +132,80 @@ def _describe(name: str | Item) -> str:
                              for kind, key in name[1:])
 
 
+#: the instructions that load a local (3.12+ adds the borrowing and checking spellings)
+_LOAD_LOCAL = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW", "LOAD_DEREF"})
+_CALLS = frozenset({"PRECALL", "CALL"})
+
+
 @functools.lru_cache(maxsize=4096)  # (code objects do not change: one scan per method, not per module)
 def _reads_of_first_argument(code) -> tuple[frozenset[str], frozenset[Item]]:
     """The names ``x`` of every ``self.x`` that ``code`` (nested code included) reads or calls, and the
-    :data:`Item` of every ``self.x[k]...``/``self.x.y...`` chain of constant subscripts and attributes."""
+    :data:`Item` of every ``self.x[k]...``/``self.x.y...``/``self.x.get(k)`` chain of constant subscripts and
+    attributes, also where a local name bound once to such a chain continues it (``cfg = self.cfg``, then
+    ``cfg["bits"]``; ``q = cfg["q"]``, then ``q.get("bits")``)."""
     if not code.co_varnames or code.co_argcount == 0:
         return frozenset(), frozenset()
     this, names, items = code.co_varnames[0], set(), set()
     for c in code_objects(code):
-        previous, chain, key = None, None, _MISSING
-        for ins in dis.get_instructions(c):
-            if ins.opname in ("CACHE", "EXTENDED_ARG"):
-                continue
+        instructions = [ins for ins in dis.get_instructions(c) if ins.opname not in ("CACHE", "EXTENDED_ARG")]
+        aliases = {}  # local name -> the chain it was bound to
+        once = _bound_once(c, instructions)
+        previous, chain, key, get = None, None, _MISSING, 0
+        for ins in instructions:
             if chain is not None:  # (extend ``self.x`` while the next instructions index it or read its attributes)
-                if key is not _MISSING:  # (a constant just loaded: a subscript takes it, else the chain ends)
+                if get:  # (``.get(key)`` or ``.get(key, constant)``: 1 after ``get``, 2 after the key, 3 after a default)
+                    if get == 1 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
+                        key, get, step = ins.argval, 2, "key"
+                    elif get == 2 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):
+                        get, step = 3, "key"
+                    elif get in (2, 3) and ins.opname in _CALLS and ins.arg == get - 1:
+                        step, get = ("[", key), (4 if ins.opname == "PRECALL" else 0)
+                        key = _MISSING
+                    elif get == 4 and ins.opname == "CALL":
+                        step, get = "key", 0
+                    else:
+                        step, get, key = None, 0, _MISSING
+                elif key is not _MISSING:  # (a constant just loaded: a subscript takes it, else the chain ends)
                     subscript = ins.opname == "BINARY_SUBSCR" or (ins.opname == "BINARY_OP" and ins.argrepr == "[]")
                     step, key = (("[", key) if subscript else None), _MISSING
                 elif ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
                     key, step = ins.argval, "key"
+                elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and ins.argval == "get" and \
+                        (ins.opname == "LOAD_METHOD" or "NULL" in ins.argrepr):
+                    get, step = 1, "key"
                 else:
                     step = (".", ins.argval) if ins.opname == "LOAD_ATTR" else None
                 if step is None:
                     if len(chain) > 1:
                         items.add(chain)
+                    if ins.opname == "STORE_FAST" and ins.argval in once and not ins.is_jump_target:
+                        aliases[ins.argval] = chain
                     chain = None
                 elif step != "key":
                     chain += (step,)
             if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None and previous.argval == this \
-                    and previous.opname in ("LOAD_FAST", "LOAD_DEREF"):
+                    and previous.opname in _LOAD_LOCAL:
                 names.add(ins.argval)
-                chain = (ins.argval,)
+                chain = (ins.argval,) if ins.argval != "get" or ins.opname == "LOAD_ATTR" and "NULL" not in ins.argrepr \
+                    else None
+            elif ins.opname in _LOAD_LOCAL and ins.argval in aliases and chain is None:
+                chain = aliases[ins.argval]
             previous = ins
         if chain is not None and len(chain) > 1:
             items.add(chain)
     return frozenset(names), frozenset(items)
+
+
+def _bound_once(code, instructions) -> frozenset[str]:
+    """The local names of ``code`` that one ``STORE_FAST`` binds and nothing else (not an argument, not
+    deleted, not bound again)."""
+    arguments = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
+    counts: dict[str, int] = {}
+    for ins in instructions:
+        if ins.opname.startswith(("STORE_FAST", "DELETE_FAST")):
+            for name in (ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)):
+                counts[name] = counts.get(name, 0) + (1 if ins.opname == "STORE_FAST" else 2)
+    return frozenset(n for n, k in counts.items() if k == 1 and n not in code.co_varnames[:arguments])
 
 
 def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str | Item, object]]) -> None:

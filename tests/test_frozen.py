@@ -261,12 +261,55 @@ def test_items_read_otherwise_are_not_recorded():
             self.sizes = (4, 8)  # plain itself: checked whole, as before
             self.key = "bits"
 
-        def forward(self, x):
-            cfg = self.cfg  # through a name, with a variable key, with .get: not seen
-            n = cfg["bits"] + self.cfg[self.key] + self.cfg.get("on") + self.sizes[0]
-            return x * n
+        def forward(self, x, cfg=None):
+            n = self.cfg[self.key] + self.sizes[0]  # a variable key: not seen
+            for k in self.cfg:  # a loop: not seen
+                n = n + len(k)
+            cfg = cfg or self.cfg  # an argument bound again: not followed
+            c = self.cfg
+            c = {"bits": 2}  # a name bound twice: not followed
+            return x * (n + cfg["on"] + c["bits"])
 
     assert frozen.values_read(Other()) == {"key": "bits", "sizes": (4, 8)}
+
+
+class Local(nn.Module):
+    """Items read through a local name and with ``.get``."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"bits": 4, "q": {"scale": 2.0}, "on": True, "label": "act"}
+
+    def forward(self, x):
+        cfg = self.cfg
+        q = cfg["q"]
+        n = 2 ** cfg["bits"] - 1
+        if not self.cfg.get("on", False):
+            return x
+        return torch.round(x * n * q.get("scale")) / n
+
+
+def test_items_read_through_a_local_name_or_get_are_checked():
+    model = Local()
+    assert frozen.values_read(model) == {("cfg", ("[", "bits")): 4, ("cfg", ("[", "on")): True,
+                                         ("cfg", ("[", "q"), ("[", "scale")): 2.0}
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    model.cfg["label"] = "renamed"  # not read
+    gm(X)
+    for key, value, text in [("bits", 2, """'cfg["bits"]' is 2 now, 4 when"""),
+                             ("on", False, """'cfg["on"]' is False now, True when""")]:
+        model.cfg[key] = value
+        with pytest.raises(TraceError, match=re.escape(text)):
+            gm(X)
+        model.cfg[key] = {"bits": 4, "on": True}[key]
+        gm(X)
+    model.cfg["q"]["scale"] = 3.0
+    with pytest.raises(TraceError, match=re.escape("""'cfg["q"]["scale"]' is 3.0 now, 2.0 when""")):
+        gm(X)
+    model.cfg["q"]["scale"] = 2.0
+    del model.cfg["on"]  # .get now gives its default
+    with pytest.raises(TraceError, match=re.escape("""'cfg["on"]' is missing now, True when""")):
+        gm(X)
 
 
 class Scaled(nn.Module):
