@@ -20,8 +20,9 @@ Before the linearize pass, :func:`canonicalize` rewrites the aten-level spelling
 ``aten.to.device(b, device, torch.float32)`` (``.to(x)``, ``.to(x.device, torch.float32)``) /
 ``aten._to_copy.default(b, dtype=..., device=...)`` / ``aten.to.other(b, x)`` /
 ``aten.type_as.default(b, x)`` become ``b.to(...)`` with the same dtype, device and flags /
-``b.type_as(x)`` (a device move alone, ``aten.to.dtype_layout(b, dtype=torch.bool, device=...)``,
-is no float cast and stays); ``aten.argmax``/``argmin``/``topk``/``zeros_like`` (plain arguments),
+``b.type_as(x)``; a device move, ``aten.to.dtype_layout(b, dtype=torch.bool, device=...)`` from
+``(x > t).to(x.device)``, becomes ``b.to(device)`` when its every use is such a cast (else it
+stays); ``aten.argmax``/``argmin``/``topk``/``zeros_like`` (plain arguments),
 ``aten.scatter_.value`` and a product with a comparison (``aten.mul.Tensor``) their torch
 spellings.  Each rewrite computes exactly what the aten call computed.  The discrete ops
 themselves (``aten.sign.default``, ``aten.gt.Scalar``, ``aten.where.self``, ``aten.one_hot.default``,
@@ -76,8 +77,14 @@ def hashable_target(node: Node):
 
 
 def _is_comparison(value) -> bool:
+    """Is ``value`` a comparison, or (canonicalized already) a device move of one, ``b.to(device)``?"""
     if not isinstance(value, Node) or value.op not in ("call_function", "call_method"):
         return False
+    if value.op == "call_method" and value.target == "to" and len(value.args) == 2 \
+            and isinstance(value.args[1], torch.device):
+        value = value.args[0]
+        if not isinstance(value, Node) or value.op not in ("call_function", "call_method"):
+            return False
     rule = rules.match(value)
     return (rule is not None and rule.pattern == "cast") or rules.match_no_jump(value) is not None
 
@@ -114,6 +121,26 @@ def _cast_call(node: Node) -> tuple[tuple, dict] | None:
     return to_args, carried
 
 
+def _move_call(node: Node) -> tuple[tuple, dict] | None:
+    """The ``Tensor.to`` arguments of an aten ``to``/``_to_copy`` call of a boolean that moves it to a device
+    and nothing else (``aten.to.dtype_layout(b, dtype=torch.bool, device=...)``, from ``(x > t).to(x.device)``),
+    when its every use is a float cast (``_cast_call``): ``(device,)``; else None."""
+    if not node.users or not all(hashable_target(u) in rules.ATEN_CASTS and _plain(u)[0][:1] == (node,)
+                                 and (rules.ATEN_CASTS[u.target] == "type_as" or _cast_call(u) is not None)
+                                 for u in node.users):
+        return None
+    args, kwargs = _plain(node)
+    names = [a.name for a in node.target._schema.arguments]
+    kwargs.update(zip(names[1:], args[1:]))
+    dtype, device = kwargs.pop("dtype", None), kwargs.pop("device", None)
+    if dtype not in (None, torch.bool) or not isinstance(device, torch.device):
+        return None
+    carried = {k: True for k in _CARRIED if kwargs.pop(k, False)}
+    if any(k not in _DEFAULTS or not any(v is d or v == d for d in _DEFAULTS[k]) for k, v in kwargs.items()):
+        return None
+    return (device,), carried
+
+
 def _torch_spelling(graph: fx.Graph, node: Node) -> Node | None:
     """The torch-level node that computes what the aten ``node`` computes, inserted before it; or None."""
     target = hashable_target(node)
@@ -122,7 +149,7 @@ def _torch_spelling(graph: fx.Graph, node: Node) -> Node | None:
         if target in rules.ATEN_CASTS and args and _is_comparison(args[0]):
             if rules.ATEN_CASTS[target] == "type_as":
                 return graph.call_method("type_as", args[:2])
-            call = _cast_call(node)
+            call = _cast_call(node) or _move_call(node)
             return None if call is None else graph.call_method("to", (args[0], *call[0]), call[1])
         spelling = rules.ATEN_PIECES.get(target)
         if spelling is None:

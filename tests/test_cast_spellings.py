@@ -3,7 +3,8 @@
 1. A device move keeps the bool (``(x > t).to(x.device)``, ``.to("cpu")``, ``.to(device=...)``):
    the comparison stays hard, its result stays a bool (``x[mask]`` still indexes), and the report
    says why, for a model (with and without ``example_inputs``) and for an exported program; a move
-   whose only uses are float casts (``(x > t).to(x.device).float()``) is linearized, in a model.
+   whose only uses are float casts (``(x > t).to(x.device).float()``) is linearized, in a model and in an
+   exported program (``aten.to.dtype_layout(b, dtype=torch.bool, device=...)`` then a cast).
 2. A cast to a floating dtype is linearized whether or not it also names a device
    (``.to(x)``, ``.to(x.device, torch.float32)``, ``.to("cpu", torch.float32)``, ...): export writes
    those as ``aten.to.device`` (and ``aten._to_copy.default(dtype=, device=)`` after decompositions),
@@ -118,13 +119,14 @@ MOVED_THEN_CAST = {
 }
 
 
+@pytest.mark.parametrize("path", ["model", "program", "decomposed"])
 @pytest.mark.parametrize("mode", ["linear", "hard"])
 @pytest.mark.parametrize("spelling", MOVED_THEN_CAST)
-def test_a_device_move_whose_only_use_is_a_float_cast_is_linearized(spelling, mode):
+def test_a_device_move_whose_only_use_is_a_float_cast_is_linearized(spelling, mode, path):
     """The move then carries the surrogate's floats (before: left hard, no gradient); export_hard gives back the
     model.  A moved mask with another use keeps its bool (test_a_moved_mask_still_indexes)."""
     model = Cast(MOVED_THEN_CAST[spelling])
-    gm = linearize(model, mode)
+    gm = linearize(source_of(path, model), mode)
     assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}, str(gm.sll_report)
     assert_bitwise(gm(X), LINEAR if mode == "linear" else HARD.float())
     assert_bitwise(slope(gm), SLOPE)
@@ -227,6 +229,22 @@ def test_aten_casts_to_a_floating_dtype_are_linearized(case):
     gm = linearize(graph)
     assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}, str(gm.sll_report)
     assert_bitwise(gm(X), LINEAR.to(dtype))
+    assert_bitwise(slope(gm), SLOPE)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X), graph(X))
+
+
+@pytest.mark.parametrize("case", ATEN_MOVES)
+def test_an_aten_device_move_then_a_float_cast_is_linearized(case):
+    """``aten.gt`` -> a device move -> ``aten.to.dtype(float32)``: the move carries the surrogate's floats."""
+    target, args, kwargs = ATEN_MOVES[case]
+    g = fx.Graph()
+    x = g.placeholder("x")
+    moved = g.call_function(target, (g.call_function(aten.gt.Scalar, (x, 0.0)), *args), kwargs)
+    g.output(g.call_function(aten.to.dtype, (moved, torch.float32)))
+    graph = fx.GraphModule(nn.Module(), g)
+    gm = linearize(graph)
+    assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}, str(gm.sll_report)
+    assert_bitwise(gm(X), LINEAR)
     assert_bitwise(slope(gm), SLOPE)
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X), graph(X))
 
