@@ -91,8 +91,9 @@ def eps_buffer(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devi
     name = EPS_PREFIX + node.name
     if _taken(gm, name):  # a clash with an attribute of the user's: a fresh name
         name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not _taken(gm, f"{name}_{i}"))
-    gm.register_buffer(name, torch.full((), float(eps), dtype=torch.float64,
-                                         device=device if device is not None else eps_device(gm)), persistent=False)
+    with torch.inference_mode(False):  # (a normal tensor also when linearized under inference_mode)
+        t = torch.full((), float(eps), dtype=torch.float64, device=device if device is not None else eps_device(gm))
+    gm.register_buffer(name, t, persistent=False)
     with gm.graph.inserting_before(node):
         return gm.graph.create_node("get_attr", name)  # (graph.get_attr would look the new buffer up again)
 
@@ -250,7 +251,9 @@ def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) ->
     prefix, _, name = node.kwargs["eps"].target.rpartition(".")
     owner = _owner(gm, node)
     owner = owner.get_submodule(prefix) if prefix else owner
-    owner._buffers[name] = torch.full((), eps, dtype=old.dtype, device=old.device)
+    with torch.inference_mode(False):  # (set_eps under inference_mode, or eps="auto" calibrating there, makes
+        # a normal tensor: an inference tensor cannot be saved for a backward, which compiled training code does)
+        owner._buffers[name] = torch.full((), eps, dtype=old.dtype, device=old.device)
     owner.__dict__[EPS_GENERATION] = owner.__dict__.get(EPS_GENERATION, 0) + 1
 
 

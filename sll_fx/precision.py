@@ -417,7 +417,7 @@ def _eps_versions(gm) -> tuple:
         if t is None:
             t = getattr(owner, field, None)
         if isinstance(t, Tensor) and t.dim() == 0:
-            out.append((owner.__dict__.get(EPS_GENERATION, 0), t._version))
+            out.append((owner.__dict__.get(EPS_GENERATION, 0), 0 if t.is_inference() else t._version))
     return tuple(out)
 
 

@@ -284,3 +284,26 @@ def test_an_unpickled_model_calibrates_and_selects_by_submodule_as_the_original(
     assert sll_fx.set_eps(pk, 0.3, where="q") == sll_fx.set_eps(gm, 0.3, where="q") == ["round_1"]
     auto = pickle.loads(pickle.dumps(sll_fx.linearize_module(_Lut(), verbose=False)))  # before its first call
     assert list(sll_fx.calibrate(auto, x)) == ["round_1"]
+
+
+@pytest.mark.parametrize("first", [torch.no_grad, torch.inference_mode])
+def test_a_first_call_under_inference_mode_makes_normal_eps_tensors(first):
+    """A validation pass before training (Lightning's sanity check runs under inference_mode) calibrates:
+    the eps buffers it writes are normal tensors (an inference tensor cannot be saved for a backward,
+    which compiled training code does), and the precision check still runs afterwards."""
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    x = torch.randn(16, 8)
+    with first():
+        gm(x)
+    buffers = {n: b for n, b in gm.named_buffers() if n.startswith("_sll_eps_")}
+    assert len(buffers) == 5 and not any(b.is_inference() for b in buffers.values())
+    with torch.inference_mode():
+        sll_fx.set_eps(gm, 0.05, where="round")
+    assert not gm._sll_eps_round_1.is_inference() and gm._sll_eps_round_1.item() == 0.05
+    compiled = torch.compile(gm, backend="aot_eager", fullgraph=True)
+    xg = x.clone().requires_grad_(True)
+    compiled(xg).sum().backward()
+    xe = x.clone().requires_grad_(True)
+    gm(xe).sum().backward()
+    torch.testing.assert_close(xg.grad, xe.grad)
