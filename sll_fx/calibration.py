@@ -263,6 +263,8 @@ def _auto_hook(module, args, kwargs):
 @torch.compiler.disable(reason='sll_fx eps="auto" calibrates eps eagerly on the first forward call; before '
                                f"torch.compile(..., fullgraph=True), {_EAGER_FIX}")
 def _auto_step(module, args, kwargs, state) -> None:
+    if torch._C._current_graph_task_id() != -1:  # a backward recomputing the forward (activation checkpointing):
+        return                                     # the batch was calibrated on when the forward ran
     _run(module, args, kwargs, state["target"], state["pool"])
     state["steps"] -= 1
     if state["steps"] <= 0:

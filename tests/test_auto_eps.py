@@ -307,3 +307,18 @@ def test_a_first_call_under_inference_mode_makes_normal_eps_tensors(first):
     xe = x.clone().requires_grad_(True)
     gm(xe).sum().backward()
     torch.testing.assert_close(xg.grad, xe.grad)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_a_checkpoint_recompute_is_no_calibration_step(reentrant):
+    """``checkpoint(gm, x)``: the backward runs the forward again (and its pre-hook): that is the same batch,
+    not another calibration step, and it runs no calibration forward of its own."""
+    from torch.utils.checkpoint import checkpoint
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), calibrate_steps=3, verbose=False)
+    calls = []
+    gm.lin.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(16, 8, requires_grad=True)
+    checkpoint(gm, x, use_reentrant=reentrant).sum().backward()
+    assert gm.__dict__["_sll_calibration"]["steps"] == 2
+    assert len(calls) == 3  # the calibration's forward, the forward, the recompute
