@@ -116,12 +116,21 @@ backward.  Two detectors, neither of which patches anything:
 
 The static scan is conservative: a ``forward`` that only *references* a Function (a branch
 not taken) is kept opaque too.  ``trace`` applies the same detection and raises.
+
+**Activation checkpointing.**  ``torch.utils.checkpoint.checkpoint`` without reentrance calls no
+Function: fx would record the checkpointed ops as plain ops, and the graph would keep for the backward
+the activations the checkpoint recomputes.  ``create_node`` looks for its frame as for an ``apply`` frame
+(the reentrant flavour meets ``CheckpointFunction.apply`` first; both read ``"calls
+torch.utils.checkpoint"``).  Either frame belongs to the module whose ``forward`` made the call, not
+to a leaf the checkpointed code calls: ``call_module`` passes the error on, unchanged, to the module
+whose call encloses the frame, and that one is kept opaque (its checkpointed children are still rewritten).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import linecache
 import os
 import re
@@ -145,6 +154,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _SLL_DIR = os.path.dirname(__file__)
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _APPLY_CODE = torch.autograd.Function.apply.__func__.__code__
+#: the code of ``torch.utils.checkpoint.checkpoint`` (under torch's dynamo-disabling wrapper)
+_CHECKPOINT_CODE = inspect.unwrap(torch.utils.checkpoint.checkpoint).__code__
 _MODULE_CALL = nn.Module.__call__  # (read at import: fx patches it while tracing)
 _LIBRARY_DIRS = (_TORCH_DIR, _SLL_DIR)  # frames here are never the user's source line
 
@@ -153,11 +164,36 @@ _CONTROL_FLOW_FIX = ("Fix: make its forward traceable (no Python control flow on
 
 
 class _AutogradFunctionCall(Exception):
-    """Raised inside a trace that reached an autograd.Function; becomes a TraceError."""
+    """Raised inside a trace that reached an autograd.Function; becomes a TraceError.  ``frame``: its
+    ``apply`` frame (None: found by the static scan of the forward that the trace was entering)."""
 
-    def __init__(self, fn: type):
+    def __init__(self, fn: type, frame=None):
         super().__init__(f"autograd.Function {fn.__name__}")
-        self.fn = fn
+        self.fn, self.frame = fn, frame
+
+
+class _CheckpointCall(Exception):
+    """Raised inside a trace that reached ``torch.utils.checkpoint.checkpoint`` (``frame``: its frame); becomes a
+    TraceError.  fx would record the checkpointed ops as plain ops: the activations the checkpoint does not
+    keep for the backward would be kept."""
+
+    def __init__(self, frame):
+        super().__init__("torch.utils.checkpoint")
+        self.frame = frame
+
+
+def _is_checkpoint(fn: type) -> bool:
+    """Is ``fn`` the autograd.Function of a reentrant ``torch.utils.checkpoint.checkpoint``?"""
+    return fn.__module__ == "torch.utils.checkpoint"
+
+
+def _encloses(frame, inner) -> bool:
+    """Is ``frame`` ``inner`` or one of the frames ``inner`` was called from?"""
+    while inner is not None:
+        if inner is frame:
+            return True
+        inner = inner.f_back
+    return False
 
 
 class _AutocastRegion(Exception):
@@ -217,6 +253,7 @@ def _autograd_function_of(e: BaseException) -> type | None:
 
 
 _TRAINING_REASON = "branches on self.training: kept opaque so it follows train()/eval()"
+_CHECKPOINT_REASON = "calls torch.utils.checkpoint: kept opaque so its activations are recomputed in the backward"
 
 
 def _autograd_reason(fn: type) -> str:
@@ -243,6 +280,13 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             "it runs under autocast as written and its child modules are still rewritten; or wrap the call of the "
             "linearized model in torch.autocast instead", module_path=path, module_type=kind,
             reason="enters torch.autocast in forward: kept opaque so it runs under autocast")
+    if isinstance(e, _CheckpointCall) or (isinstance(e, _AutogradFunctionCall) and _is_checkpoint(e.fn)):
+        return TraceError(
+            f"torch.fx would trace {where} through torch.utils.checkpoint: a graph records the checkpointed ops "
+            "as plain ops, which keep their activations for the backward (the memory the checkpoint saves)\nFix: "
+            "linearize_module keeps it opaque, so the checkpoint runs as written and the checkpointed child modules "
+            "are still rewritten; or checkpoint the call of the linearized model instead",
+            module_path=path, module_type=kind, reason=_CHECKPOINT_REASON)
     if isinstance(e, _TrainingBranch):
         return TraceError(
             f"torch.fx would trace {where} in one mode only: its forward branches on self.training (a graph keeps "
@@ -506,7 +550,9 @@ class SLLTracer(fx.Tracer):
             if code is _APPLY_CODE:
                 fn = autograd_function_class(frame.f_locals.get("cls"))
                 if fn is not None:
-                    raise _AutogradFunctionCall(fn)
+                    raise _AutogradFunctionCall(fn, frame)
+            elif code is _CHECKPOINT_CODE:
+                raise _CheckpointCall(frame)
             if user is None:
                 is_user = users.get(code.co_filename)
                 if is_user is None:
@@ -557,6 +603,10 @@ class SLLTracer(fx.Tracer):
             if e.outer or self.is_leaf_module(m, path):  # (a block around this module's call: the caller's)
                 raise _AutocastRegion() from None
             raise _failure(_AutocastRegion(), path, m) from None
+        except (_AutogradFunctionCall, _CheckpointCall) as e:
+            if e.frame is not None and not _encloses(sys._getframe(), e.frame):
+                raise  # (entered outside this module's call: by a caller's forward, which goes opaque)
+            raise _failure(e, path, m) from e
         except Exception as e:
             raise _failure(e, path, m) from e
         finally:

@@ -440,6 +440,90 @@ def test_an_autograd_function_of_the_caller_is_not_the_models():
     assert report.opaque == [] and [e.replacement for e in report.entries] == ["sll.round", "sll.sign"]
 
 
+class CkptBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(4, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.l1(x)
+        return self.l2(torch.round(h * 2) / 2 + torch.tanh(h))
+
+
+def _checkpointed(module, x, reentrant):
+    from torch.utils.checkpoint import checkpoint
+    return checkpoint(module, x, use_reentrant=reentrant)
+
+
+class CkptMid(nn.Module):
+    """Calls ``checkpoint`` through a helper function."""
+
+    def __init__(self, reentrant: bool):
+        super().__init__()
+        self.reentrant, self.inner = reentrant, CkptBlock()
+
+    def forward(self, x):
+        return _checkpointed(self.inner, x, self.reentrant) * 2
+
+
+class Checkpointed(nn.Module):
+    """``checkpoint(self.block, x)`` in the model's own forward, or (``deep``) in a submodule's, through a helper."""
+
+    def __init__(self, reentrant: bool, deep: bool):
+        super().__init__()
+        self.reentrant, self.deep = reentrant, deep
+        self.block, self.head, self.mid = CkptBlock(), nn.Linear(4, 1), CkptMid(reentrant)
+
+    def forward(self, x):
+        if self.deep:
+            return self.head(self.block(x) + self.mid(x))
+        return self.head(_checkpointed(self.block, x, self.reentrant))  # (mid: unused)
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")  # (torch's, the reentrant trace)
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_a_checkpoint_in_a_forward_keeps_that_module_opaque_and_its_child_rewritten(reentrant):
+    """fx would trace through ``torch.utils.checkpoint.checkpoint`` and keep every activation of the checkpointed
+    block (non-reentrant), or blame the leaf it calls (reentrant): the module whose forward calls it is kept
+    opaque instead, so the checkpoint runs as written, and the checkpointed block is still rewritten."""
+    model = Checkpointed(reentrant, deep=False)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    reason = "calls torch.utils.checkpoint: kept opaque so its activations are recomputed in the backward"
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [("", reason), ("mid", reason)]  # (mid unused)
+    assert [(e.module, e.replacement) for e in gm.sll_report.entries] == [("block", "sll.round"), ("mid.inner", "sll.round")]
+    x = torch.randn(8, 4, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = gm(x)
+    outer = sum(saved)
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    assert outer == sum(saved)  # the checkpointed block's activations are not kept: as many as the model keeps
+    out.sum().backward()
+    assert model.block.l1.weight.grad.abs().sum() > 0
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_a_checkpoint_in_a_submodule_keeps_that_submodule_opaque(reentrant):
+    model = Checkpointed(reentrant, deep=True)
+    with pytest.raises(sll_fx.TraceError) as info:
+        trace(model)
+    assert info.value.module_path == "mid" and "torch.utils.checkpoint" in str(info.value)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["mid"]
+    assert [(e.module, e.replacement) for e in gm.sll_report.entries] == [("block", "sll.round"), ("mid.inner", "sll.round")]
+    x = torch.randn(8, 4)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
 # ----------------------------------------------------------------------------------------
 # concrete_args
 # ----------------------------------------------------------------------------------------
