@@ -548,14 +548,16 @@ _HOOK_DICTS = (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "f
 
 
 def _own_hook(hook) -> bool:
-    """A hook torch or sll_fx registered itself (``ep.module()``'s input checks, eps="auto" calibration)."""
+    """A hook ``torch.export`` or sll_fx registered itself (``ep.module()``'s input checks, eps="auto"
+    calibration).  Not torch's other hooks: ``weight_norm``, ``spectral_norm`` and ``prune`` recompute a
+    weight before each forward, which a graph would not do."""
     where = getattr(hook, "__module__", None) or type(hook).__module__
-    return where.split(".")[0] == "torch" or where == "sll_fx.calibration"
+    return where.startswith("torch.export.") or where == "sll_fx.calibration"
 
 
 def hooks_of(module: nn.Module) -> str:
     """The hooks registered on ``module`` that run around its forward, in words ("1 forward hook,
-    2 backward hooks"), or "" for none.  Hooks torch registers itself (``ep.module()``'s input checks) and
+    2 backward hooks"), or "" for none.  Hooks torch.export registers itself (``ep.module()``'s input checks) and
     sll_fx's own (the ``eps="auto"`` calibration hook of a linearized model) are left out: the tracer
     refuses to trace such a model before it calibrated.
 

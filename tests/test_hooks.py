@@ -235,6 +235,41 @@ def test_export_hards_result_has_its_own_train_and_eval_flags(source):
     assert not torch.equal(model.bn.running_mean, before) and hard.bn.running_mean is model.bn.running_mean
 
 
+class WeightLayer(nn.Module):
+    """A user layer whose weight torch.nn.utils hooks recompute before each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 4))
+        self.bias = nn.Parameter(torch.zeros(6))
+
+    def forward(self, x):
+        h = nn.functional.linear(x, self.weight, self.bias)
+        return torch.sign(h) + 0.1 * h
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm. is deprecated:FutureWarning")
+@pytest.mark.parametrize("hook,param", [
+    (lambda m: torch.nn.utils.weight_norm(m), "weight_g"),
+    (lambda m: torch.nn.utils.spectral_norm(m), "weight_orig"),
+    (lambda m: __import__("torch.nn.utils.prune").nn.utils.prune.l1_unstructured(m, "weight", amount=0.5), "weight_orig"),
+], ids=["weight_norm", "spectral_norm", "prune"])
+def test_torch_nn_utils_weight_hooks_on_the_model_keep_it_opaque(hook, param):
+    """weight_norm, spectral_norm and prune recompute ``weight`` in a forward pre-hook: a graph of the model would
+    read the weight of the last call before linearize_module, forever (before: export_hard differed from the
+    model in every element after one optimizer step, and a second backward raised)."""
+    torch.manual_seed(0)
+    model = hook(WeightLayer()).eval()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert _opaque(gm) == {"": "hooks registered (1 forward pre-hook): kept opaque so it runs as written"}
+    with torch.no_grad():
+        getattr(model, param).add_(torch.randn_like(getattr(model, param)))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(X), model(X)) and torch.equal(gm(X), model(X))
+    train = sll_fx.linearize_module(hook(WeightLayer()), eps=0.1, verbose=False)
+    for _ in range(2):
+        train(X).sum().backward()
+
+
 def test_torchs_own_hooks_do_not_make_a_module_opaque():
     torch.manual_seed(0)
     ep = torch.export.export(Block(), (X,))
