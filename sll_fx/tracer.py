@@ -616,6 +616,17 @@ class SLLTracer(fx.Tracer):
 def _check_module(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"sll_fx expects an nn.Module, got {type(model).__name__}")
+    if parametrize._cache_enabled:
+        found = next((p for p, m in model.named_modules() if parametrize.is_parametrized(m)), None)
+        if found is not None:
+            where = f"submodule '{found}'" if found else "the model"
+            raise TraceError(
+                f"cannot trace {where} inside torch.nn.utils.parametrize.cached(): a traced forward would read "
+                "the parametrized tensor from torch's cache, a constant to the graph (no gradient reaches the "
+                "parametrization, and it is not recomputed when its parameters change), and tracing would leave "
+                "a proxy in that cache\nFix: call linearize_module outside the cached() block (the linearized "
+                "model may be called inside one)", module_path=found, module_type=type(model.get_submodule(found)).__name__,
+                reason="parametrize.cached() is on")
 
 
 def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True) -> SLLGraphModule:

@@ -339,6 +339,27 @@ def test_model_with_a_parametrization_of_its_own():
         assert_bitwise(sll_fx.export_hard(gm, verbose=False)(batch(4)), model(batch(4)))
 
 
+def test_linearizing_inside_parametrize_cached_is_refused_and_changes_nothing():
+    """Inside ``parametrize.cached()`` a traced forward would read the weight from torch's cache (a constant: no
+    gradient, never recomputed) and leave a proxy in that cache for the user's module (before: the model then
+    returned a Proxy inside the block)."""
+    torch.manual_seed(3)
+    model = Block()
+    parametrize.register_parametrization(model, "mix", Binarize())
+    x = batch(4)
+    with parametrize.cached():
+        expected = model(x)
+        with pytest.raises(sll_fx.TraceError, match=r"inside torch.nn.utils.parametrize.cached\(\).*\nFix: call "
+                                                     "linearize_module outside the cached"):
+            sll_fx.linearize_module(model, eps=0.25, verbose=False)
+        assert_bitwise(model(x), expected)
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    with parametrize.cached():  # the result runs inside one
+        assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+        gm(x).sum().backward()
+    assert torch.count_nonzero(model.parametrizations.mix.original.grad) > 0
+
+
 # ----------------------------------------------------------------------------------------
 # keys and strict loads across the three kinds
 # ----------------------------------------------------------------------------------------
