@@ -173,6 +173,18 @@ def is_opaque(module) -> bool:
 _OWN_KEYS = "_sll_"
 
 
+def sealed_reason(m: nn.Module) -> str | None:
+    """Why ``m`` runs only as it is (a ``torch.compile`` wrapper, a TorchScript module), else None: its forward
+    is not Python code fx can trace, nor code that would call a rewritten copy of its children."""
+    if isinstance(m, torch._dynamo.eval_frame.OptimizedModule):
+        return ("compiled with torch.compile: runs as compiled, its discrete ops stay hard (compile after "
+                "linearizing: torch.compile(sll_fx.linearize_module(model)))")
+    if isinstance(m, torch.jit.ScriptModule):
+        return ("a TorchScript module: runs as scripted, its discrete ops stay hard (linearize the module "
+                "before scripting it)")
+    return None
+
+
 class ShadowTree:
     """Private copies of a module and of every submodule in it, for one trace.
 
@@ -210,6 +222,9 @@ class ShadowTree:
         c = self.copy_of.get(id(m))
         if c is not None:
             return c
+        if sealed_reason(m) is not None:  # (never traced into nor run by the trace: the user's own, shared)
+            self.copy_of[id(m)] = m
+            return m
         c = _shallow_copy(m)
         self.copy_of[id(m)] = c
         self.original[id(c)] = m
@@ -746,6 +761,9 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             generate_code(new)  # once, for the final graph
             reports.append(new.sll_report)
             rebuild_children(new, path)
+        elif sealed_reason(m) is not None:  # (a compiled or scripted module: the user's own, as it is)
+            opaque.append(OpaqueModule(path, type(m).__name__, sealed_reason(m)))
+            new = m
         else:
             changed = {}
             for name, child in m._modules.items():

@@ -145,7 +145,7 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import frozen, grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (Scans, ShadowTree, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
+from .opaque import (Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
                      join, mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
@@ -309,6 +309,10 @@ def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Sc
     eps="auto" model, hooks and overrides (``behaviour_of``), an autograd.Function its forward calls.
     ``scans``: the trace's memo of code scans."""
     _check_calibrated(module, path)
+    sealed = sealed_reason(module)
+    if sealed is not None:
+        raise TraceError(f"torch.fx cannot trace submodule '{path}' ({type(module).__name__}): it is {sealed}",
+                         module_path=path, module_type=type(module).__name__, reason=sealed)
     what = behaviour_of(module, root=root, scans=scans)
     if what:
         raise _behaviour_failure(module, path, what)
@@ -613,9 +617,31 @@ class SLLTracer(fx.Tracer):
             self.sll_scope.pop()
 
 
+def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """``(path, module, reason)`` of the :func:`sealed_reason` submodules of ``model``, not those inside one."""
+    found, todo = [], [("", model)]
+    while todo:
+        path, m = todo.pop()
+        reason = sealed_reason(m) if path else None
+        if reason is not None:
+            found.append((path, m, reason))
+            continue
+        todo.extend((join(path, n), c) for n, c in reversed(m._modules.items()) if c is not None)
+    return found
+
+
 def _check_module(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"sll_fx expects an nn.Module, got {type(model).__name__}")
+    reason = sealed_reason(model)
+    if reason is not None:
+        kind = "a torch.compile wrapper" if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) else \
+            "a TorchScript module"
+        raise TraceError(
+            f"cannot linearize {kind} ({type(model).__name__}): its forward is not Python code torch.fx can trace\n"
+            "Fix: linearize the model itself, then compile or script the result: "
+            "torch.compile(sll_fx.linearize_module(model)) (for a compiled model: model._orig_mod)",
+            module_path="", module_type=type(model).__name__, reason=reason)
     if parametrize._cache_enabled:
         found = next((p for p, m in model.named_modules() if parametrize.is_parametrized(m)), None)
         if found is not None:
@@ -746,8 +772,13 @@ def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = 
     """
     _check_module(model)
     walk = _Walk(records=[], keep={id(m): m for m in keep}, codegen=codegen)
+    sealed = _sealed_modules(model)  # (kept as they are, like ``keep``, and listed)
+    walk.keep.update((id(m), m) for _, m, _ in sealed)
     result = _trace_tree(model, concrete_args, "", [], walk)
-    return result, walk.records
+    order = {p: i for i, (p, _) in enumerate(model.named_modules(remove_duplicate=False))}
+    records = sorted([*walk.records, *(OpaqueModule(p, type(m).__name__, r) for p, m, r in sealed)],
+                     key=lambda o: order.get(o.path, len(order)))
+    return result, records
 
 
 def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, walk: _Walk) -> nn.Module:

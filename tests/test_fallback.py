@@ -524,6 +524,53 @@ def test_a_checkpoint_in_a_submodule_keeps_that_submodule_opaque(reentrant):
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+class RoundQ(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
+class WithSealed(nn.Module):
+    def __init__(self, q):
+        super().__init__()
+        self.a, self.q = nn.Linear(4, 4), q
+
+    def forward(self, x):
+        return self.q(self.a(x)) + torch.sign(x)
+
+
+SEALED = {
+    "torch.compile": (lambda: torch.compile(RoundQ(), backend="eager"), "OptimizedModule", "compiled with torch.compile"),
+    "jit.script": (lambda: torch.jit.script(RoundQ()), "RecursiveScriptModule", "a TorchScript module"),
+    "jit.trace": (lambda: torch.jit.trace(RoundQ(), torch.randn(2, 4)), "TopLevelTracedModule", "a TorchScript module"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", SEALED)
+def test_a_compiled_or_scripted_child_runs_as_it_is_and_is_listed(kind):
+    """Its forward is not Python fx can trace, nor code that would call rewritten children (a compiled module
+    calls the original ``_orig_mod``): it is kept as the user's own module and listed, its round stays hard.
+    Before: the compiled child's round was reported rewritten but the hard op ran (no gradient), and a
+    TorchScript child crashed linearize_module with an AttributeError."""
+    make, kind_name, words = SEALED[kind]
+    model = WithSealed(make())
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    [(path, type_name, reason)] = [(o.path, o.type, o.reason) for o in gm.sll_report.opaque]
+    assert (path, type_name) == ("q", kind_name) and reason.startswith(words) and "discrete ops stay hard" in reason
+    assert [e.replacement for e in gm.sll_report.entries] == ["sll.sign"]
+    assert gm.q is model.q and list(gm.state_dict()) == list(model.state_dict())
+    x = torch.randn(8, 4)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    with pytest.raises(sll_fx.TraceError, match=f"submodule 'q' .*{words}"):
+        trace(model)
+
+
+def test_a_compiled_model_is_refused_with_the_fix():
+    with pytest.raises(sll_fx.TraceError, match=r"cannot linearize a torch.compile wrapper.*\nFix: linearize the "
+                                                 r"model itself, then compile"):
+        sll_fx.linearize_module(torch.compile(WithSealed(RoundQ()), backend="eager"), eps=0.1, verbose=False)
+
+
 # ----------------------------------------------------------------------------------------
 # concrete_args
 # ----------------------------------------------------------------------------------------
