@@ -223,13 +223,19 @@ def original_class(m: nn.Module) -> type:
 
 def torch_leaf(m: nn.Module) -> bool:
     """Is ``m`` one of fx's default leaves (a ``torch.nn``/``torch.ao.nn`` module, not ``Sequential``),
-    judged by its original class?  A parametrized user module is traced into, a parametrized
-    ``nn.Linear`` is a leaf.  A ``ParametrizationList`` (``module.parametrizations.weight``, reached
-    only inside a module that is traced into) is traced into as well: the parametrizations it
-    calls are the user's code, with their own discrete ops, or torch.nn leaves themselves."""
+    judged by its original class?  A parametrized user module is traced into; so is a torch.nn module
+    with a parametrization of the user's (a binarizing ``torch.sign`` on an ``nn.Linear``'s weight:
+    the BNN spelling), whose ``self.weight`` the trace then records as the parametrization's ops; one
+    parametrized by torch alone (``weight_norm`` on an ``nn.Linear``) is a leaf.  A ``ParametrizationList``
+    (``module.parametrizations.weight``, reached only inside a module that is traced into) is traced
+    into as well: the parametrizations it calls are the user's code, with their own discrete ops, or
+    torch.nn leaves themselves."""
     if isinstance(m, parametrize.ParametrizationList):
         return False
-    return original_class(m).__module__.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(m, nn.Sequential)
+    if not original_class(m).__module__.startswith(("torch.nn", "torch.ao.nn")) or isinstance(m, nn.Sequential):
+        return False
+    return not (parametrize.is_parametrized(m) and any(
+        not type(p).__module__.startswith("torch.") for plist in m.parametrizations.values() for p in plist))
 
 
 def _hidden_files() -> frozenset[str]:

@@ -286,6 +286,39 @@ def test_parametrized_user_module_is_traced_into_and_a_parametrized_linear_stays
     assert classes_and_attributes(model) == before         # the user's model is not changed
 
 
+class BNN(nn.Module):
+    """The BNN spelling with torch.nn.utils.parametrize: sign weights on torch.nn layers, sign activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(16, 3)
+        self.bn = nn.BatchNorm2d(4)
+        parametrize.register_parametrization(self.conv, "weight", Binarize())
+        parametrize.register_parametrization(self.fc, "weight", Binarize())
+
+    def forward(self, x):
+        h = torch.sign(self.bn(self.conv(x)))
+        return self.fc(h.flatten(1))
+
+
+def test_a_torch_nn_layer_with_a_users_parametrization_is_traced_into():
+    """``register_parametrization(nn.Linear(...), "weight", Binarize())``: the layer is traced into, so its
+    weight's sign is rewritten and the latent weight learns (before: the layer stayed a leaf, its sign hard and
+    not even listed, no gradient); torch's own parametrizations (weight_norm) keep a layer a leaf (above)."""
+    torch.manual_seed(0)
+    model = BNN().eval()
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    assert [(e.op, e.replacement, e.module) for e in gm.sll_report.entries] == [
+        ("torch.sign", "sll.sign", "conv.parametrizations.weight.0"), ("torch.sign", "sll.sign", ""),
+        ("torch.sign", "sll.sign", "fc.parametrizations.weight.0")]
+    assert list(gm.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 1, 4, 4)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    gm(x).pow(2).sum().backward()
+    for layer in (model.conv, model.fc):
+        assert torch.count_nonzero(layer.parametrizations.weight.original.grad) > 0
+
+
 def test_parametrized_module_linearizes_as_the_same_code_written_inline():
     torch.manual_seed(1)
     model, inline = Parametrized(), Inline()
