@@ -234,8 +234,8 @@ def torch_leaf(m: nn.Module) -> bool:
         return False
     if not original_class(m).__module__.startswith(("torch.nn", "torch.ao.nn")) or isinstance(m, nn.Sequential):
         return False
-    return not (parametrize.is_parametrized(m) and any(
-        not type(p).__module__.startswith("torch.") for plist in m.parametrizations.values() for p in plist))
+    plists = m._modules.get("parametrizations")  # (parametrize.is_parametrized, without a failing getattr)
+    return plists is None or all(type(p).__module__.startswith("torch.") for plist in plists.values() for p in plist)
 
 
 def _hidden_files() -> frozenset[str]:
