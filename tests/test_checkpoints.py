@@ -240,6 +240,34 @@ def test_eps_buffers_are_not_state():
     assert not extra & set(lin.state_dict())
 
 
+def test_resuming_with_the_eps_saved_next_to_the_checkpoint():
+    """The README's recipe: eps is not state, so the report's values travel next to the state_dict."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.l(x)
+            return torch.round(h * 4).sum(-1) + torch.sign(h).sum(-1) + (h > 0.2).float().sum(-1)
+
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), verbose=False)  # eps="auto": calibrated on the first batch
+    gm(torch.randn(32, 8))
+    sll_fx.set_eps(gm, 0.07, where="sign")
+    buf = io.BytesIO()
+    torch.save({"model": gm.state_dict(), "eps": {e.node: e.eps for e in gm.sll_report.rewritten}}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    resumed = sll_fx.linearize_module(Net(), eps=0.1, verbose=False)
+    resumed.load_state_dict(ckpt["model"])
+    for node, eps in ckpt["eps"].items():
+        sll_fx.set_eps(resumed, eps, where=node)
+    assert eps_of(resumed) == eps_of(gm) and len(set(eps_of(gm).values())) == 3
+    x = torch.randn(32, 8)
+    assert torch.equal(resumed(x), gm(x))
+
+
 # ----------------------------------------------------------------------------------------
 # 3 x 3 strict loads through torch.save / torch.load(weights_only=True)
 # ----------------------------------------------------------------------------------------
