@@ -265,6 +265,9 @@ def _auto_hook(module, args, kwargs):
 def _auto_step(module, args, kwargs, state) -> None:
     if torch._C._current_graph_task_id() != -1:  # a backward recomputing the forward (activation checkpointing):
         return                                     # the batch was calibrated on when the forward ran
+    if torch._C._are_functorch_transforms_active():  # (a batch of wrapped tensors: values cannot be read)
+        raise EpsError('a linearize_module(eps="auto") model that has not calibrated its eps yet, called under a '
+                       f"torch.func transform (vmap, grad, jacrev, ...), which cannot calibrate: {_EAGER_FIX}")
     _run(module, args, kwargs, state["target"], state["pool"])
     state["steps"] -= 1
     if state["steps"] <= 0:

@@ -20,6 +20,15 @@ three in-place passes (page faults), so each function makes as few as it can and
 place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
 the public API live in ``ops.py``.
 
+Autograd beyond the first backward: both Functions (:class:`SurrogateFunction`,
+:class:`SelectFunction`) are new-style (``forward`` without ctx, ``setup_context``), with a ``jvp``
+(forward-mode AD: dual numbers, ``torch.func.jvp``/``jacfwd``) and ``generate_vmap_rule``, so every
+torch.func transform works; their forwards compute from their own inputs only (eps, the threshold and
+heaviside's ``values`` are inputs, the hard op a function of them).  The fast spellings above (``out=``,
+in place) are for plain eager tensors: where a tensor is functorch-wrapped (vmap's BatchedTensor, grad's
+wrappers) or autograd records the op (a backward under ``create_graph=True``), :func:`inplace_ok` says
+no and the same arithmetic is spelled out of place (bit for bit the same values).
+
 ``eps`` is a Python float or a 0-dim floating tensor (what ``linearize_module`` passes, from
 a buffer, so that ``torch.compile`` sees it as a graph input rather than a constant: see
 ``ops.py``).  Every formula is written so that both work: ``0.5 / eps`` is a float or a 0-dim
@@ -52,17 +61,57 @@ class Jump:
     integral: bool = False                             # linear value is an integer exactly outside the band
 
 
+def inplace_ok(*ts) -> bool:
+    """True when the fast eager spellings (``out=``, in place) may write tensors computed from ``ts``.
+
+    False when one of the tensors among ``ts`` is functorch-wrapped (``vmap``'s BatchedTensor,
+    ``grad``/``jvp``'s wrappers: ``out=`` has no batching rule, and an in-place write into a tensor
+    of a lower level than its operand is refused), or when autograd records ops on it (grad mode on
+    and it requires grad: a backward run with ``create_graph=True``, where ``out=`` is refused).
+    Non-tensors are ignored.  Plain eager and ``torch.compile`` (whose forward runs without grad)
+    keep the fast spellings.
+    """
+    grad = torch.is_grad_enabled()
+    for t in ts:
+        if isinstance(t, Tensor) and (_wrapped(t) or (grad and t.requires_grad)):
+            return False
+    return True
+
+
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
 def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
-    """In place: ``d <- k * d + c``; one pass on CPU (a 0-dim CPU tensor as ``add``'s first operand).
+    """``k * d + c``, in place in ``d`` (one pass on CPU: a 0-dim CPU tensor as ``add``'s first operand).
 
     With a tensor ``k`` (a tensor eps) ``add``'s ``alpha`` cannot take it: ``mul_`` then ``add_``
-    (compiled code fuses both into the surrounding kernel anyway).
+    (compiled code fuses both into the surrounding kernel anyway).  Where :func:`inplace_ok` says
+    no (functorch transforms, a recording autograd) it is the same arithmetic out of place, bit for
+    bit: use the returned tensor, not ``d``.
     """
+    if not inplace_ok(d, k, c):
+        if isinstance(k, Tensor) or isinstance(c, Tensor):
+            return d * k + c
+        if d.device.type == "cpu":
+            return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k)
+        return d * k + c
     if isinstance(k, Tensor) or isinstance(c, Tensor):
         return d.mul_(k).add_(c)
     if d.device.type == "cpu":
         return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k, out=d)
     return d.mul_(k).add_(c)  # elsewhere a CPU operand would be a copy; compiled code fuses both
+
+
+def clamp_(t: Tensor, lo: float | None, hi: float | None = None) -> Tensor:
+    """``t.clamp(lo, hi)``, in place in the fresh ``t`` where :func:`inplace_ok` allows (``clamp_`` has no
+    batching rule: under vmap it would take functorch's per-sample fallback)."""
+    return t.clamp_(lo, hi) if inplace_ok(t) else t.clamp(lo, hi)
+
+
+def mul_(t: Tensor, k: Eps) -> Tensor:
+    """``t * k``, in place in the fresh ``t`` where :func:`inplace_ok` allows (``k`` may be of another
+    functorch level than ``t``: a tensor eps under a transform)."""
+    return t.mul_(k) if not isinstance(k, Tensor) or inplace_ok(t, k) else t * k
 
 
 def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
@@ -111,54 +160,105 @@ def nan_to_(t: Tensor, value: float) -> Tensor:
     """
     if compiled_cpu(t):
         return torch.where(t != t, value, t)
-    return t.nan_to_num_(value)
+    return t.nan_to_num_(value) if inplace_ok(t) else t.nan_to_num(value)
 
 
 class SurrogateFunction(torch.autograd.Function):
-    """Forward: the linear surrogate, or the hard op (``hard`` given); backward: the slope in the band.
+    """Forward: the linear surrogate, or the hard op (``hard`` given); backward and jvp: the slope in the band.
 
-    ``threshold`` (optional tensor) receives the negated gradient of ``x``: the jump moves
-    with the threshold exactly as it moves against the input.
+    Inputs: ``(x, threshold, eps, values, make, hard, method)``.  The forward computes from its own
+    inputs only (under a torch.func transform it runs at another functorch level than the caller's
+    tensors, so nothing may close over a caller's tensor): the :class:`Jump` is ``make(eps, threshold)``
+    and the hard value ``hard(x, threshold, values)`` (``values``: heaviside's).  ``threshold`` (a
+    tensor, or a number, or None) receives the negated gradient of ``x``: the jump moves with the
+    threshold exactly as it moves against the input.  ``eps`` and ``values`` get no gradient.
+
+    Outputs: the value, and in linear mode, when the ramp ``u`` is not the value itself (round,
+    floor, ceil, trunc), ``u`` as a second, non-differentiable output: the one intermediate the
+    backward needs (new-style Functions save only inputs and outputs).  :func:`apply` returns the value.
+
+    ``generate_vmap_rule``: under ``vmap`` the forward, backward and jvp run on batched tensors, so
+    every kernel they call picks the out-of-place spellings there (:func:`inplace_ok`).
     """
 
-    @staticmethod
-    def forward(ctx, x: Tensor, threshold: Tensor | None, jump: Jump, hard: Callable[[], Tensor] | None,
-                method: str = "sll") -> Tensor:
-        ctx.from_out = False
-        if hard is None:
-            out, u = jump.ramp(x)
-            # compiled, an integer-valued op's band is where its value is not an integer: saving the
-            # output (stored anyway) instead of the ramp spares the forward kernel a second store.
-            # Not exact where the value cannot hold a fraction (|x| >= 2^22 in float32, 2^51 in
-            # float64: an input exactly on a boundary there gets 0, not the slope); half and bfloat16
-            # reach that at 2^9 and 2^6, so they keep the ramp
-            ctx.from_out = (jump.integral and x.dtype in (torch.float32, torch.float64)
-                            and compiled_cpu(x))
-            ctx.save_for_backward(out if ctx.from_out else u)
-        else:
-            out = hard()
-            ctx.save_for_backward(x)
-        ctx.jump, ctx.linear, ctx.method = jump, hard is None, method
-        ctx.shapes = (x.shape, x.dtype, None if threshold is None else (threshold.shape, threshold.dtype))
-        return out
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        (saved,) = ctx.saved_tensors
-        jump = ctx.jump
+    def forward(x: Tensor, threshold, eps: Eps, values, make: Callable[[Eps, object], Jump],
+                hard: Callable[[Tensor, object, object], Tensor] | None, method: str = "sll"):
+        if hard is not None:
+            return hard(x, threshold, values)
+        jump = make(eps, threshold)
+        out, u = jump.ramp(x)
+        # compiled, an integer-valued op's band is where its value is not an integer: saving the
+        # output (stored anyway) instead of the ramp spares the forward kernel a second store.
+        # Not exact where the value cannot hold a fraction (|x| >= 2^22 in float32, 2^51 in
+        # float64: an input exactly on a boundary there gets 0, not the slope); half and bfloat16
+        # reach that at 2^9 and 2^6, so they keep the ramp.  (sign and step: u is the value.)
+        if u is out or (jump.integral and x.dtype in (torch.float32, torch.float64) and compiled_cpu(x)):
+            return out
+        return out, u
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, threshold, eps, values, make, hard, method = inputs
+        two = ctx.two = isinstance(output, tuple)
+        out = output[0] if two else output
+        ctx.linear = hard is None
+        ctx.from_out = ctx.linear and not two and make(1.0, None).integral  # see forward
+        if two:
+            ctx.mark_non_differentiable(output[1])
+            ctx.set_materialize_grads(False)   # (else the backward gets a zero-filled full-size grad for u)
+        saved = (output[1] if two else out) if ctx.linear else x
+        # eps and threshold are saved, not kept on ctx: under vmap this runs on batched tensors
+        # that do not outlive it (generate_vmap_rule saves what save_for_backward gets, unbatched)
+        t_saved = isinstance(threshold, Tensor) and not ctx.linear   # (linear mode: u has the band)
+        e_saved = isinstance(eps, Tensor)
+        tensors = (saved, *((threshold,) if t_saved else ()), *((eps,) if e_saved else ()))
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+        ctx.rest = (make, method, t_saved, None if t_saved or isinstance(threshold, Tensor) else threshold,
+                    e_saved, None if e_saved else eps)
+        ctx.shapes = (x.shape, x.dtype, None if not isinstance(threshold, Tensor) else (threshold.shape, threshold.dtype))
+        ctx.out_meta = (out.shape, out.dtype)
+
+    @staticmethod
+    def _factor(ctx, grad: Tensor) -> Tensor:
+        """``grad`` times d value / dx (a fresh tensor): the backward's and the jvp's common factor."""
+        saved, *rest = ctx.saved_tensors
+        make, method, t_saved, t_const, e_saved, e_const = ctx.rest
+        it = iter(rest)
+        threshold = next(it) if t_saved else t_const
+        jump = make(next(it) if e_saved else e_const, threshold)
         if ctx.from_out:   # 1 where the value is not an integer (NaN: sign(NaN) = 0), see forward
-            g = grad * torch.sign((saved - torch.round(saved)).abs()) * jump.slope
-        elif ctx.linear:
-            g = pass_inside(grad, saved, *jump.bounds).mul_(jump.slope)
-        else:
-            g = estimator_grad(grad, saved, jump, ctx.method)
+            return grad * torch.sign((saved - torch.round(saved)).abs()) * jump.slope
+        if ctx.linear:
+            return mul_(pass_inside(grad, saved, *jump.bounds), jump.slope)
+        return estimator_grad(grad, saved, jump, method)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None, *_):
+        if grad is None:   # (only with two outputs, whose grads are not materialized: see setup_context)
+            return None, None, None, None, None, None, None
+        g = SurrogateFunction._factor(ctx, grad)
         x_shape, x_dtype, t_meta = ctx.shapes
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             grad_x = g.sum_to_size(x_shape).to(x_dtype)
         if t_meta is not None and ctx.needs_input_grad[1]:
             grad_t = g.sum_to_size(t_meta[0]).neg().to(t_meta[1])  # not in place: may alias grad_x
-        return grad_x, grad_t, None, None, None
+        return grad_x, grad_t, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_x, t_threshold, *_):
+        """Forward mode: ``factor * (t_x - t_threshold)``, the factor of :meth:`backward`; u's tangent is None."""
+        shape, dtype = ctx.out_meta
+        t = t_x if t_threshold is None else (-t_threshold if t_x is None else t_x - t_threshold)
+        if t is None:
+            t = torch.zeros(shape, dtype=dtype, device=ctx.saved_tensors[0].device)
+        else:
+            t = SurrogateFunction._factor(ctx, t.expand(shape)).to(dtype)
+        return (t, None) if ctx.two else t
 
 
 #: the estimators: the backward of a hard forward (``method=`` of ``linearize_module`` and the explicit ops)
@@ -177,7 +277,7 @@ def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> 
       and ``(x - b) / tau = d / half`` in every op's units).
     """
     if method == "sll":
-        return pass_inside(grad, jump.distance(x), -jump.half, jump.half).mul_(jump.slope)
+        return mul_(pass_inside(grad, jump.distance(x), -jump.half, jump.half), jump.slope)
     if method == "ste":
         clip, gain = jump.ste
         if clip is None:
@@ -190,15 +290,22 @@ def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> 
         return g if gain == 1.0 else g.mul_(gain)
     if method == "sigmoid":
         s = torch.sigmoid(jump.distance(x) / jump.half)
-        return (s * (1 - s)).mul_(grad).mul_(2 * jump.slope)
+        g = s * (1 - s)
+        return mul_(g.mul_(grad) if inplace_ok(g, grad) else g * grad, 2 * jump.slope)
     raise ValueError(f"unknown estimator method {method!r}; one of {METHODS}")
 
 
-def apply(x: Tensor, jump: Jump, *, hard: Callable[[], Tensor] | None = None,
-          threshold: Tensor | None = None, method: str = "sll") -> Tensor:
-    """Run ``jump`` through :class:`SurrogateFunction` (``hard`` given means hard forward mode;
-    ``method`` picks the backward of a hard forward, see :func:`estimator_grad`)."""
-    return SurrogateFunction.apply(x, threshold, jump, hard, method)
+def apply(x: Tensor, make: Callable[[Eps, object], Jump], eps: Eps, *,
+          hard: Callable[[Tensor, object, object], Tensor] | None = None,
+          threshold: Tensor | float | None = None, values: Tensor | None = None, method: str = "sll") -> Tensor:
+    """Run the jump ``make(eps, threshold)`` through :class:`SurrogateFunction`.
+
+    ``hard(x, threshold, values)`` given means hard forward mode (``values``: heaviside's; both
+    functions must read tensors only from their arguments: see :class:`SurrogateFunction`);
+    ``method`` picks the backward of a hard forward, see :func:`estimator_grad`.
+    """
+    out = SurrogateFunction.apply(x, threshold, eps, values, make, hard, method)
+    return out[0] if isinstance(out, tuple) else out
 
 
 # --- the jumps, one per op family -----------------------------------------------------
@@ -206,7 +313,7 @@ def apply(x: Tensor, jump: Jump, *, hard: Callable[[], Tensor] | None = None,
 def sign(eps: Eps) -> Jump:
     """``clamp(x / eps, -1, 1)``: ramp and value are one tensor; slope ``1/eps`` (a jump of 2)."""
     def ramp(x):
-        u = torch.mul(x, 1.0 / eps).clamp_(-1.0, 1.0)
+        u = clamp_(torch.mul(x, 1.0 / eps), -1.0, 1.0)
         return u, u
     return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps, (1.0, 1.0))
 
@@ -216,7 +323,7 @@ def step(eps: Eps, threshold: Tensor | float, direction: int) -> Jump:
     k = 0.5 / eps
 
     def ramp(x):
-        u = affine_(torch.sub(x, threshold), direction * k, 0.5).clamp_(0.0, 1.0)
+        u = clamp_(affine_(torch.sub(x, threshold), direction * k, 0.5), 0.0, 1.0)
         return u, u
 
     def distance(x):
@@ -230,7 +337,8 @@ def round_half(eps: Eps) -> Jump:
 
     def distance(x):
         f = torch.floor(x)
-        return nan_to_(torch.sub(x, f, out=f).sub_(0.5), 1.0)  # +-inf, NaN: outside every band
+        d = torch.sub(x, f, out=f) if inplace_ok(x) else x - f
+        return nan_to_(d.sub_(0.5), 1.0)  # +-inf, NaN: outside every band
     return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k, integral=True)
 
 
@@ -241,8 +349,8 @@ def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, 
     # k (d - 1/2) + 1/2, not k d + (1/2 - k/2): d - 1/2 is exact, so a boundary gets exactly 1/2 (the
     # folded constant cancels against k d and leaves their rounding: 0.4999995 at eps = 0.03 in float32).
     # inf - inf = NaN -> 0 keeps f's inf; a NaN input stays NaN through f
-    u = nan_to_(affine_(d.sub_(0.5), k, 0.5).clamp_(0.0, 1.0), 0.0)
-    return f.add_(u), u
+    u = nan_to_(clamp_(affine_(d.sub_(0.5), k, 0.5), 0.0, 1.0), 0.0)
+    return (f.add_(u) if inplace_ok(x, k) else f + u), u
 
 
 def integer(eps: Eps, shift: float) -> Jump:
@@ -254,12 +362,12 @@ def integer(eps: Eps, shift: float) -> Jump:
 
     def ramp(x):
         c = torch.round(x)
-        w = nan_to_(affine_(torch.sub(x, c), k, 0.5 + shift).clamp_(shift, shift + 1.0), shift)
-        return c.add_(w), w
+        w = nan_to_(clamp_(affine_(torch.sub(x, c), k, 0.5 + shift), shift, shift + 1.0), shift)
+        return (c.add_(w) if inplace_ok(x, k) else c + w), w
 
     def distance(x):
         c = torch.round(x)
-        return nan_to_(torch.sub(x, c, out=c), 1.0)
+        return nan_to_(torch.sub(x, c, out=c) if inplace_ok(x) else x - c, 1.0)
     return Jump(ramp, (shift, shift + 1.0), distance, eps, k, integral=True)
 
 
@@ -272,13 +380,15 @@ def trunc(eps: Eps) -> Jump:
     k = 0.5 / eps
 
     def ramp(x):
-        a = torch.abs(x).clamp_min_(0.5)
+        a = clamp_(torch.abs(x), 0.5)
         c = torch.round(a)
-        w = nan_to_(affine_(torch.sub(a, c), k, -0.5).clamp_(-1.0, 0.0), -1.0)
-        return c.add_(w).mul_(torch.sign(x)), w
+        w = nan_to_(clamp_(affine_(torch.sub(a, c), k, -0.5), -1.0, 0.0), -1.0)
+        if inplace_ok(x, k):
+            return c.add_(w).mul_(torch.sign(x)), w
+        return (c + w) * torch.sign(x), w
 
     def distance(x):
-        a = torch.abs(x).clamp_min_(0.5)
+        a = clamp_(torch.abs(x), 0.5)
         return nan_to_(a.sub_(torch.round(a)), 1.0)
     return Jump(ramp, (-1.0, 0.0), distance, eps, k, integral=True)
 
@@ -314,35 +424,76 @@ def round_decimals(eps: Eps, decimals: int) -> Jump:
 class SelectFunction(torch.autograd.Function):
     """``where(s, a, b)`` for a surrogate mask ``s`` in [0, 1]: ``a`` where ``s = 1``, ``b`` where ``s = 0``,
     the blend ``a s + b (1 - s)`` between.  Gradients: ``s`` to ``a``, ``1 - s`` to ``b`` and ``a - b``
-    to ``s`` (0 where ``a - b`` is not finite: a jump to ``±inf`` has no finite slope).  The exact
-    ends keep ``-inf`` masks and NaN in the unselected branch out of the result, as ``torch.where`` does.
+    to ``s`` (0 where ``a - b`` is not finite: a jump to ``±inf`` has no finite slope); the jvp is
+    ``t_s (a - b) + t_a s + t_b (1 - s)`` with the same factors.  The exact ends keep ``-inf`` masks
+    and NaN in the unselected branch out of the result, as ``torch.where`` does.  New-style
+    (``setup_context``, ``generate_vmap_rule``): it works under every torch.func transform.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, s: Tensor, a, b) -> Tensor:
+    def forward(s: Tensor, a, b) -> Tensor:
         dtype = torch.result_type(a, b)
         blend = (a * s + b * (1 - s)).to(dtype)  # (not b + s (a - b): that is NaN when one side is inf)
         out = torch.where(s == 1, a, torch.where(s == 0, b, blend))
-        ctx.save_for_backward(s, *(t for t in (a, b) if isinstance(t, Tensor)))
-        ctx.kinds = (isinstance(a, Tensor), isinstance(b, Tensor))
-        ctx.scalars = (None if ctx.kinds[0] else a, None if ctx.kinds[1] else b)
         return out.to(dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def setup_context(ctx, inputs, output):
+        s, a, b = inputs
+        tensors = (s, *(t for t in (a, b) if isinstance(t, Tensor)))
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+        ctx.kinds = (isinstance(a, Tensor), isinstance(b, Tensor))
+        ctx.scalars = (None if ctx.kinds[0] else a, None if ctx.kinds[1] else b)
+        ctx.out_meta = (output.shape, output.dtype)
+
+    @staticmethod
+    def _saved(ctx):
         s, *tensors = ctx.saved_tensors
         it = iter(tensors)
         a = next(it) if ctx.kinds[0] else ctx.scalars[0]
         b = next(it) if ctx.kinds[1] else ctx.scalars[1]
+        return s, a, b
+
+    @staticmethod
+    def _diff(a, b, like: Tensor) -> Tensor:
+        """``a - b`` in ``like``'s dtype, 0 where it is not finite."""
+        diff = a - b
+        diff = diff.to(like.dtype) if isinstance(diff, Tensor) else torch.tensor(diff, dtype=like.dtype, device=like.device)
+        return torch.where(torch.isfinite(diff), diff, 0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        s, a, b = SelectFunction._saved(ctx)
         grad_s = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            diff = torch.as_tensor(a - b, dtype=grad.dtype, device=grad.device)
-            grad_s = (grad * torch.where(torch.isfinite(diff), diff, 0)).sum_to_size(s.shape).to(s.dtype)
+            grad_s = (grad * SelectFunction._diff(a, b, grad)).sum_to_size(s.shape).to(s.dtype)
         if ctx.kinds[0] and ctx.needs_input_grad[1]:
             grad_a = (grad * s).sum_to_size(a.shape).to(a.dtype)
         if ctx.kinds[1] and ctx.needs_input_grad[2]:
             grad_b = (grad * (1 - s)).sum_to_size(b.shape).to(b.dtype)
         return grad_s, grad_a, grad_b
+
+    @staticmethod
+    def jvp(ctx, t_s, t_a, t_b):
+        s, a, b = SelectFunction._saved(ctx)
+        shape, dtype = ctx.out_meta
+        like = torch.empty((), dtype=dtype, device=s.device)
+        terms = []
+        if t_s is not None:
+            terms.append(t_s * SelectFunction._diff(a, b, like))
+        if ctx.kinds[0] and t_a is not None:
+            terms.append(t_a * s)
+        if ctx.kinds[1] and t_b is not None:
+            terms.append(t_b * (1 - s))
+        if not terms:
+            return torch.zeros(shape, dtype=dtype, device=s.device)
+        t = terms[0]
+        for term in terms[1:]:
+            t = t + term
+        return t.to(dtype).expand(shape).clone() if t.shape != shape else t.to(dtype)
 
 
 def select(s: Tensor, a, b) -> Tensor:
@@ -387,7 +538,8 @@ def topk_mask(x: Tensor, k: int, dim: int, eps: Eps, largest: bool = True, hard:
 
 def _first(indices: Tensor, dim: int, like: Tensor) -> Tensor:
     """Bool mask of the positions ``indices`` (along ``dim``) in a tensor shaped like ``like``."""
-    return torch.zeros(like.shape, dtype=torch.bool, device=like.device).scatter_(dim, indices, True)
+    z = torch.zeros_like(like, dtype=torch.bool)  # (like's: batched under vmap)
+    return z.scatter_(dim, indices, True) if inplace_ok(indices) else z.scatter(dim, indices, True)
 
 
 def _hard_where_undefined(d: Tensor, z: Tensor, chosen: Tensor) -> Tensor:

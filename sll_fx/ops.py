@@ -42,6 +42,14 @@ at hand for free (``Tensor.item`` on a CPU tensor is a read, not a sync), so the
 it, validates it like a float eps and runs the float kernels: a linearized model trains in
 eager exactly as fast as the explicit float ops (``benchmarks/ops.py``).
 
+torch.func: the composite is also registered for ``FuncTorchDynamicLayerFrontMode``, the key every
+call reaches first while a torch.func transform is active, so it runs as plain Python *before* any
+functorch layer processes the op: its aten ops go through the transforms' own rules, and its
+autograd.Functions through their ``setup_context``/``jvp``/generated vmap rules (a composite run
+inside a layer could not call an autograd.Function: functorch dispatches those only from that key).
+So ``grad``, ``vmap`` (batched, no per-sample fallback), ``jacrev``, ``jacfwd``, ``jvp`` and
+``hessian`` work on every op; plain eager, ``torch.compile`` and ``torch.export`` never see that key.
+
 Special values in ``linear`` mode: NaN in gives NaN out; ``±inf`` gives the hard value,
 except ``compare`` with ``x`` and ``threshold`` both infinite with the same sign, whose
 distance ``x - threshold`` is NaN (so is the surrogate).  Outside the bands the value
@@ -162,8 +170,37 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
     return eps.detach().clone()
 
 
-def _hard_mode(mode: str, hard: Callable[[], Tensor]) -> Callable[[], Tensor] | None:
+def _hard_mode(mode: str, hard: Callable[[Tensor, object, object], Tensor]) -> Callable | None:
     return None if mode == "linear" else hard
+
+
+# The Jump (``make(eps, threshold)``) and the hard value (``hard(x, threshold, values)``) of each op, as
+# functions of the autograd.Function's own inputs: under a torch.func transform its forward runs at
+# another functorch level than the caller's tensors, so no closure may capture one (constants only:
+# a direction, decimals, a cmp name).  See ``kernels.SurrogateFunction``.
+
+def _sign_jump(eps, threshold):
+    return kernels.sign(eps)
+
+
+def _heaviside_jump(eps, threshold):
+    return kernels.step(eps, 0.0, +1)
+
+
+def _round_jump(eps, threshold):
+    return kernels.round_half(eps)
+
+
+def _hard_sign(x, threshold, values):
+    return torch.sign(x)
+
+
+def _hard_heaviside(x, values_, values):
+    return torch.heaviside(x, values)
+
+
+def _hard_round(x, threshold, values):
+    return torch.round(x)
 
 
 # --- kernels behind the torch.library ops ---------------------------------------------
@@ -173,8 +210,7 @@ def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     eps = op_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
-    return kernels.apply(x, kernels.sign(eps), hard=_hard_mode(mode, lambda: torch.sign(x)),
-                         method=_method(mode))
+    return kernels.apply(x, _sign_jump, eps, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
 
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
@@ -183,7 +219,8 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "line
     if not x.is_floating_point():
         return torch.heaviside(x, values)
     xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
-    return kernels.apply(xb, kernels.step(eps, 0.0, +1), hard=_hard_mode(mode, lambda: torch.heaviside(x, values)),
+    # (the hard value from xb: torch.heaviside(xb, values) is torch.heaviside(x, values), same shape and bits)
+    return kernels.apply(xb, _heaviside_jump, eps, values=values, hard=_hard_mode(mode, _hard_heaviside),
                          method=_method(mode))
 
 
@@ -193,20 +230,25 @@ def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int =
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
-        return kernels.apply(x, kernels.round_decimals(eps, decimals),
-                             hard=_hard_mode(mode, lambda: torch.round(x, decimals=decimals)), method=_method(mode))
-    return kernels.apply(x, kernels.round_half(eps), hard=_hard_mode(mode, lambda: torch.round(x)),
-                         method=_method(mode))
+        return kernels.apply(x, lambda e, t: kernels.round_decimals(e, decimals), eps,
+                             hard=_hard_mode(mode, lambda v, t, vals: torch.round(v, decimals=decimals)),
+                             method=_method(mode))
+    return kernels.apply(x, _round_jump, eps, hard=_hard_mode(mode, _hard_round), method=_method(mode))
 
 
 def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[float], kernels.Jump]):
+    def make(eps, threshold):
+        return jump(eps)
+
+    def hard(x, threshold, values):
+        return hard_op(x)
+
     def impl(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
         check_mode(name, mode, OP_MODES)
         eps = op_eps(name, eps)
         if not x.is_floating_point():
             return hard_op(x)
-        return kernels.apply(x, jump(eps), hard=_hard_mode(mode, lambda: hard_op(x)),
-                             method=_method(mode))
+        return kernels.apply(x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
     impl.__name__ = f"_{name}"
     return impl
 
@@ -214,6 +256,21 @@ def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[
 _floor = _integer_op("floor", torch.floor, lambda eps: kernels.integer(eps, -1.0))
 _ceil = _integer_op("ceil", torch.ceil, lambda eps: kernels.integer(eps, 0.0))
 _trunc = _integer_op("trunc", torch.trunc, kernels.trunc)
+
+
+def _compare_fns(cmp: str):
+    """(make, hard) of ``sll::compare`` for ``cmp``, built once per comparison."""
+    direction = COMPARISONS[cmp][1]
+
+    def make(eps, threshold):
+        return kernels.step(eps, threshold, direction)
+
+    def hard(x, threshold, values):
+        return hard_compare(x, threshold, cmp)
+    return make, hard
+
+
+_COMPARE_FNS = {cmp: _compare_fns(cmp) for cmp in COMPARISONS}
 
 
 def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
@@ -225,11 +282,8 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
         if not (isinstance(threshold, Tensor) and threshold.is_floating_point()):
             return hard_compare(x, threshold, cmp)  # integer data, a number: no gradient to give, the hard result
         x = x.to(torch.result_type(x, threshold))  # a floating threshold moves the jump: it has a gradient
-    direction = COMPARISONS[cmp][1]
-    t = threshold if isinstance(threshold, Tensor) else None
-    return kernels.apply(x, kernels.step(eps, threshold, direction), threshold=t,
-                         hard=_hard_mode(mode, lambda: hard_compare(x, threshold, cmp)),
-                         method=_method(mode))
+    make, hard = _COMPARE_FNS[cmp]
+    return kernels.apply(x, make, eps, threshold=threshold, hard=_hard_mode(mode, hard), method=_method(mode))
 
 
 def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
@@ -278,6 +332,9 @@ def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "li
 def hard_argmax_onehot(x: Tensor, dim: int, num_classes: int, largest: bool = True) -> Tensor:
     """What ``sll::argmax_onehot`` strips to: ``one_hot(argmax(x, dim), num_classes)`` (int64)."""
     index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
+    if torch._C._functorch.is_functorch_wrapped_tensor(index):  # one_hot reads index's values (vmap refuses):
+        # the same int64 one-hot by comparison (an index >= num_classes gives a zero row, not one_hot's error)
+        return (index.unsqueeze(-1) == torch.arange(num_classes, device=index.device)).long()
     return torch.nn.functional.one_hot(index, num_classes)
 
 
@@ -329,6 +386,9 @@ _SCHEMAS = _with_tensor_eps(_SCHEMAS)
 for _name, (_schema, _impl) in _SCHEMAS.items():
     _lib.define(_schema)
     _lib.impl(_name, _impl, "CompositeImplicitAutograd")
+    # under torch.func transforms the same composite runs before any functorch layer (see the module docstring):
+    # vmap batches its aten ops (no per-sample fallback), grad/jvp reach the Functions' setup_context and jvp
+    _lib.impl(_name, _impl, "FuncTorchDynamicLayerFrontMode")
 
 #: op name -> OpOverloadPacket, e.g. SLL_OPS["sign"] is torch.ops.sll.sign
 SLL_OPS = {name: getattr(torch.ops.sll, name) for name in _SCHEMAS if "." not in name}
