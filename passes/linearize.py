@@ -19,6 +19,9 @@ sll op in place: it keeps its name, place and users, so the report's node names 
 nodes' names (unless other uses keep the hard node); the other patterns insert a new node and
 erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
 node that is still in the graph is reported as left hard (or sits in a skipped submodule).
+Discrete ops without a rule (``rules.UNLISTED``: ``h // s``, ``torch.bucketize``, ``nn.Threshold``, ...)
+and in-place spellings (``x.round_()``, ``torch.round_(x)``) are found too and reported as left hard, the
+former only where a gradient is lost (``_Planner._plan_unlisted``); the graph keeps them as they are.
 
 Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
 by submodule type, by rule kind, then the default).  The eps is checked here, in Python, and
@@ -59,7 +62,8 @@ _INT_KINDS = (dtypes.INT, dtypes.BOOL)
 # over the graph costs one lookup per node.  They are read from the rule table (its spellings stay the
 # only source).  Function targets are keyed by identity, as ``Rule.matches`` compares them (the rule
 # table keeps them alive).
-_RULE, _FIND, _SELECTION = 1, 2, 4   # a rule's spelling; in-place or no-jump spelling; argmax/argmin/topk
+_RULE, _FIND, _SELECTION, _UNLISTED = 1, 2, 4, 8  # a rule's spelling; in-place or no-jump spelling;
+# argmax/argmin/topk; a discrete op without a rule (rules.UNLISTED: found and reported, left hard)
 
 
 def _spelling_tables() -> tuple[dict[int, int], dict[str, int], frozenset[str]]:
@@ -76,10 +80,16 @@ def _spelling_tables() -> tuple[dict[int, int], dict[str, int], frozenset[str]]:
             add(methods, m, _RULE)
         for m in r.inplace:
             add(methods, m, _FIND)
+        for f in r.inplace_functions:  # torch.round_(x)
+            add(functions, id(f), _FIND)
     for functions_, method in rules.NO_JUMP.values():
         for f in functions_:
             add(functions, id(f), _FIND)
         add(methods, method, _FIND)
+    for key in rules.UNLISTED_FUNCTIONS:  # (keyed by id there too)
+        add(functions, key, _UNLISTED)
+    for m in rules.UNLISTED_METHODS:
+        add(methods, m, _UNLISTED)
     for spelling in (*rules.ARGMAX, *rules.TOPK):
         if isinstance(spelling, str):
             add(methods, spelling, _SELECTION)
@@ -92,7 +102,8 @@ _FUNCTION_BITS, _METHOD_BITS, _INPLACE_NAMES = _spelling_tables()
 
 
 def _classify(node: Node) -> int:
-    """What ``node`` may be (``_RULE | _FIND | _SELECTION`` bits); 0 for most nodes."""
+    """What ``node`` may be (``_RULE | _FIND | _SELECTION | _UNLISTED`` bits); 0 for most nodes (and for
+    ``call_module`` nodes: ``_Planner.plan`` looks their module's type up in ``rules.UNLISTED_MODULES``)."""
     op = node.op
     if op == "call_function":
         target = node.target
@@ -174,16 +185,19 @@ class _Planner:
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
 
     def plan(self) -> list[_Step]:
-        # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump finds);
+        # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
         # the elementwise ops, one-hots and top-k masks; and the argmax/topk nodes
         masks, second, third, selections = [], [], [], []
+        unlisted_modules = rules.UNLISTED_MODULES
         for node in self.order:
             bits = _classify(node)
             if not bits:
+                if node.op == "call_module" and type(self.gm.get_submodule(node.target)) in unlisted_modules:
+                    second.append((node, None))  # nn.Threshold, ...: a discrete op without a rule
                 continue
             rule = rules.match(node) if bits & _RULE else None
             if rule is None:
-                if bits & _FIND:
+                if bits & (_FIND | _UNLISTED):
                     second.append((node, None))
             elif rule.pattern == "cast":
                 second.append((node, rule))
@@ -212,8 +226,8 @@ class _Planner:
     def _stack(self, node: Node) -> list:
         return list((node.meta.get("nn_module_stack") or {}).values())
 
-    def _entry(self, node, replacement=None, reason="", eps=None, mode=None, auto=False) -> Entry:
-        return Entry(node=node.name, op=rules.describe_target(node), replacement=replacement, reason=reason,
+    def _entry(self, node, replacement=None, reason="", eps=None, mode=None, auto=False, op=None) -> Entry:
+        return Entry(node=node.name, op=op or rules.describe_target(node), replacement=replacement, reason=reason,
                      eps=eps, module=module_of(node), source=self._source(node), mode=mode, auto=auto)
 
     def _source(self, node: Node) -> str:
@@ -272,6 +286,14 @@ class _Planner:
 
     def _is_int(self, value) -> bool:
         return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS
+
+    def _is_float(self, value: Node) -> bool:
+        """Is ``value`` known to be floating (its inferred kind, else an exported graph's fake value)?"""
+        kind = self.kinds.get(value)
+        if kind is None:
+            val = value.meta.get("val")
+            return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
+        return kind == dtypes.FLOAT
 
     def _int_comparison(self, rule, node) -> bool:
         """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
@@ -525,12 +547,31 @@ class _Planner:
     def _plan_unmatched(self, node: Node) -> _Step | None:
         if self.config.is_skipped(self._stack(node)):
             return None
-        if rules.match_inplace(node):
-            return self._hard(node, None, f"in-place Tensor.{node.target}: left hard "
+        if node.op == "call_module":
+            return self._plan_unlisted(node, self.gm.get_submodule(node.target))
+        if rules.match_inplace(node):  # x.round_(), torch.round_(x), aten.round_.default
+            return self._hard(node, None, f"in-place {rules.describe_target(node)}: left hard "
                                           "(use the out-of-place spelling to linearize)")
         if (name := rules.match_no_jump(node)) and any(_is_float_cast(u, node, {}) for u in node.users):
             return self._hard(node, None, f"'{name}' has no jump to linearize (a spike of measure zero): left hard")
-        return None
+        return self._plan_unlisted(node)
+
+    def _plan_unlisted(self, node: Node, module: nn.Module | None = None) -> _Step | None:
+        """A discrete op without a rule (``rules.UNLISTED``: ``torch.div(h, s, rounding_mode='floor')``,
+        ``h // s``, ``torch.bucketize``, ``nn.Threshold``, ...): found and left hard, with the spelling that
+        is linearized where there is one.  Only where a gradient is lost: an operand it jumps in is known to
+        be floating (an integer division of integers is no jump) and a gradient reaches it
+        (``_gradient_sources``), and its value reaches the output not only through ``.detach()``."""
+        unlisted = rules.match_unlisted(node, module)
+        if unlisted is None:
+            return None
+        graded = self._gradients()[0]
+        if not any(isinstance(v, Node) and v in graded and self._is_float(v) for v in unlisted.jump_operands(node)):
+            return None
+        if self._detached_only((node,)):  # a straight-through estimator already
+            return None
+        spelling = f"nn.{type(module).__name__}" if module is not None else rules.describe_target(node)
+        return _Step(node, None, self._entry(node, reason=unlisted.reason(spelling), op=spelling))
 
     def _plan_bare_selections(self, selections: list[Node]) -> list[_Step]:
         """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard.

@@ -46,6 +46,20 @@ from .ops import SLL_OPS
 aten = torch.ops.aten
 
 
+_ABSENT = object()
+
+
+def operand(node: Node, position: int, name: str):
+    """A call's operand at ``position`` or keyword ``name`` (aten schemas call ``input`` ``self``), else _ABSENT."""
+    if len(node.args) > position:
+        return node.args[position]
+    if name in node.kwargs:
+        return node.kwargs[name]
+    if name == "input" and "self" in node.kwargs:
+        return node.kwargs["self"]
+    return _ABSENT
+
+
 @dataclass(frozen=True)
 class Rule:
     kind: str                                  # the name reports and configs use: "sign", "gt", ...
@@ -53,7 +67,9 @@ class Rule:
     hard: Callable                             # what export_hard puts back
     functions: tuple = ()                      # call_function targets meaning this op
     methods: tuple[str, ...] = ()              # call_method names meaning this op
-    inplace: tuple[str, ...] = ()              # in-place spellings: found, reported, left hard
+    inplace: tuple[str, ...] = ()              # in-place spellings: found, reported, left hard (Tensor method
+                                               # names; the same names are the aten overloads' and, where torch has
+                                               # them, the functions': x.round_(), aten.round_, torch.round_(x))
     operands: tuple[str, ...] = ("input",)     # tensor operands, by position or by these keyword names
     required: int | None = None                # how many of them a call must pass (None: all)
     keywords: tuple[tuple[str, Any], ...] = () # (name, default) carried from the hard call to the sll op
@@ -90,10 +106,17 @@ class Rule:
         return all(len(node.args) > i or name in kwargs or (name == "input" and "self" in kwargs)
                    for i, name in enumerate(self.operands[:self.required]))
 
+    @property
+    def inplace_functions(self) -> tuple:
+        """The torch functions among the in-place spellings: ``torch.round_``, ``torch.fix_``, ... (those torch has)."""
+        return tuple(f for name in self.inplace if (f := getattr(torch, name, None)) is not None)
+
     def matches_inplace(self, node: Node) -> bool:
         if node.op == "call_function":  # aten.round_.default, ...: the same names as aten overloads
             t = node.target
-            return isinstance(t, OpOverload) and t.namespace == "aten" and t._opname in self.inplace
+            if isinstance(t, OpOverload):
+                return t.namespace == "aten" and t._opname in self.inplace
+            return any(t is f for f in self.inplace_functions)  # torch.round_(x)
         return node.op == "call_method" and node.target in self.inplace
 
     # -- reading a matched hard node ------------------------------------------------
@@ -102,14 +125,10 @@ class Rule:
         schemas call ``input`` ``self``, in any position: ``aten.where.self(condition, self, other)``)."""
         out = []
         for i, name in enumerate(self.operands):
-            if len(node.args) > i:
-                out.append(node.args[i])
-            elif name in node.kwargs:
-                out.append(node.kwargs[name])
-            elif name == "input" and "self" in node.kwargs:
-                out.append(node.kwargs["self"])
-            else:
+            value = operand(node, i, name)
+            if value is _ABSENT:
                 raise KeyError(name)
+            out.append(value)
         return tuple(out)
 
     def keyword_values(self, node: Node) -> dict:
@@ -253,6 +272,130 @@ COMPARISONS = ("gt", "ge", "lt", "le")
 NO_JUMP = {"eq": ((operator.eq, torch.eq, aten.eq.Scalar, aten.eq.Tensor), "eq"),
            "ne": ((operator.ne, torch.ne, aten.ne.Scalar, aten.ne.Tensor), "ne")}
 
+
+@dataclass(frozen=True)
+class Unlisted:
+    """A discrete op with no rule (no sll op): found, reported and left hard, so that the report tells why
+    no gradient crosses it, and how to write it so that it is linearized (``fix``) where there is a way.
+
+    Reported only where it matters: a ``jumps`` operand is known to be floating (an integer division of
+    integers jumps nowhere) and a gradient reaches it (``passes/linearize.py``, ``_plan_unlisted``).
+    """
+    kind: str                                  # a name for it: "div_floor", "bucketize", ...
+    why: str                                   # what is lost: "its gradient is zero almost everywhere"
+    fix: str = ""                              # the spelling that is linearized, when there is one
+    functions: tuple = ()                      # call_function targets (torch, operator, aten overloads)
+    methods: tuple[str, ...] = ()              # call_method names
+    modules: tuple[type, ...] = ()             # torch.nn leaf modules (call_module): their input is args[0]
+    jumps: tuple[tuple[int, str], ...] = ((0, "input"),)  # the operands it jumps in: (position, keyword)
+    keyword: tuple[str, tuple] | None = None   # (name, values): only calls passing one of these values
+
+    def selects(self, node: Node) -> bool:
+        """Does this call pass ``keyword`` (``rounding_mode='floor'``)?  (A plain ``torch.div`` is no jump.)"""
+        if self.keyword is None:
+            return True
+        name, values = self.keyword
+        return node.kwargs.get(name) in values
+
+    def jump_operands(self, node: Node) -> list:
+        """The values of the ``jumps`` operands this call passes (aten calls the input ``self``)."""
+        return [v for i, name in self.jumps if (v := operand(node, i, name)) is not _ABSENT]
+
+    def reason(self, spelling: str) -> str:
+        shown = spelling + (f"({self.keyword[0]}={self.keyword[1][0]!r})" if self.keyword else "")
+        return f"no SLL rule for {shown}: left hard ({self.why})" + (f"; {self.fix}" if self.fix else "")
+
+
+_F = torch.nn.functional
+_STEP = "a step function: its gradient is zero almost everywhere"
+_SAWTOOTH = "a sawtooth: its jumps pass no gradient"
+_BOTH = ((0, "input"), (1, "other"))
+
+#: discrete ops outside the rule table (``RULES``): found, reported, left hard.  In-place spellings too
+#: (``x.remainder_(s)``): they are hard either way.
+UNLISTED: tuple[Unlisted, ...] = (
+    Unlisted("div_floor", _STEP, "write torch.floor(h / s) to have it linearized", jumps=_BOTH,
+             functions=(torch.div, torch.divide, aten.div.Tensor_mode, aten.div.Scalar_mode, aten.div_.Tensor_mode,
+                        aten.div_.Scalar_mode),
+             methods=("div", "divide", "div_", "divide_"), keyword=("rounding_mode", ("floor",))),
+    Unlisted("div_trunc", _STEP, "write torch.trunc(h / s) to have it linearized", jumps=_BOTH,
+             functions=(torch.div, torch.divide, aten.div.Tensor_mode, aten.div.Scalar_mode, aten.div_.Tensor_mode,
+                        aten.div_.Scalar_mode),
+             methods=("div", "divide", "div_", "divide_"), keyword=("rounding_mode", ("trunc",))),
+    Unlisted("floor_divide", _STEP, "write torch.floor(h / s) to have it linearized", jumps=_BOTH,
+             functions=(operator.floordiv, operator.ifloordiv, torch.floor_divide, aten.floor_divide.default,
+                        aten.floor_divide.Scalar, aten.floor_divide_.Tensor, aten.floor_divide_.Scalar),
+             methods=("floor_divide", "floor_divide_", "__floordiv__", "__rfloordiv__", "__ifloordiv__")),
+    Unlisted("remainder", _SAWTOOTH, "write h - s * torch.floor(h / s) to have it linearized", jumps=_BOTH,
+             functions=(operator.mod, operator.imod, torch.remainder, aten.remainder.Tensor, aten.remainder.Scalar,
+                        aten.remainder.Scalar_Tensor, aten.remainder_.Tensor, aten.remainder_.Scalar),
+             methods=("remainder", "remainder_", "__mod__", "__rmod__", "__imod__")),
+    Unlisted("fmod", _SAWTOOTH, "write h - s * torch.trunc(h / s) to have it linearized", jumps=_BOTH,
+             functions=(torch.fmod, aten.fmod.Tensor, aten.fmod.Scalar, aten.fmod_.Tensor, aten.fmod_.Scalar),
+             methods=("fmod", "fmod_")),
+    Unlisted("frac", _SAWTOOTH, "write h - torch.trunc(h) to have it linearized",
+             functions=(torch.frac, torch.frac_, aten.frac.default, aten.frac_.default), methods=("frac", "frac_")),
+    Unlisted("signbit", "a bool result: no gradient reaches its input",
+             "write (h < 0).float() to have it linearized (it differs at -0.0)",
+             functions=(torch.signbit, aten.signbit.default), methods=("signbit",)),
+    Unlisted("copysign", "its jumps where `other` changes sign pass no gradient to `other`",
+             "write input.abs() * torch.sign(other) to have it linearized (it differs where other == 0)",
+             functions=(torch.copysign, aten.copysign.Tensor, aten.copysign.Scalar, aten.copysign_.Tensor,
+                        aten.copysign_.Scalar),
+             methods=("copysign", "copysign_"), jumps=((1, "other"),)),
+    Unlisted("bucketize", "an integer result: its gradient is zero almost everywhere",
+             "write (h.unsqueeze(-1) > boundaries).float().sum(-1) (>= for right=True) to have it linearized",
+             functions=(torch.bucketize, aten.bucketize.Tensor, aten.bucketize.Scalar),
+             jumps=((0, "input"), (1, "boundaries"))),
+    Unlisted("searchsorted", "an integer result: its gradient is zero almost everywhere",
+             "for a 1-D sorted_sequence, write (values.unsqueeze(-1) > sorted_sequence).float().sum(-1) "
+             "(>= for right=True) to have it linearized",
+             functions=(torch.searchsorted, aten.searchsorted.Tensor, aten.searchsorted.Scalar),
+             jumps=((0, "sorted_sequence"), (1, "input"))),
+    Unlisted("threshold", "its jump at the threshold passes no gradient",
+             "write torch.where(h > threshold, h, value) to have it linearized",
+             functions=(_F.threshold, _F.threshold_, torch.threshold, torch.threshold_, aten.threshold.default,
+                        aten.threshold_.default),
+             modules=(torch.nn.Threshold,)),
+    Unlisted("hardshrink", "its jumps at -lambd and lambd pass no gradient",
+             "write torch.where(h.abs() > lambd, h, 0.0) to have it linearized",
+             functions=(_F.hardshrink, torch.hardshrink, aten.hardshrink.default), methods=("hardshrink",),
+             modules=(torch.nn.Hardshrink,)),
+)
+
+
+def _unlisted_tables() -> tuple[dict, dict, dict]:
+    """``UNLISTED`` by spelling: function ids, method names, module types -> the entries spelled so."""
+    functions: dict[int, tuple] = {}
+    methods: dict[str, tuple] = {}
+    modules: dict[type, tuple] = {}
+    for u in UNLISTED:
+        for f in dict.fromkeys(u.functions):  # (F.hardshrink is torch.hardshrink)
+            functions[id(f)] = functions.get(id(f), ()) + (u,)
+        for m in u.methods:
+            methods[m] = methods.get(m, ()) + (u,)
+        for t in u.modules:
+            modules[t] = modules.get(t, ()) + (u,)
+    return functions, methods, modules
+
+
+#: keyed by ``id`` for functions, as ``Rule.matches`` compares them by identity (the table keeps them alive)
+UNLISTED_FUNCTIONS, UNLISTED_METHODS, UNLISTED_MODULES = _unlisted_tables()
+
+
+def match_unlisted(node: Node, module: torch.nn.Module | None = None) -> Unlisted | None:
+    """The ``UNLISTED`` entry spelled by this node (``module``: a ``call_module`` node's module), or None."""
+    if node.op == "call_function":
+        found = UNLISTED_FUNCTIONS.get(id(node.target), ())
+    elif node.op == "call_method":
+        found = UNLISTED_METHODS.get(node.target, ())
+    elif node.op == "call_module" and module is not None:
+        return next(iter(UNLISTED_MODULES.get(type(module), ())), None)
+    else:
+        return None
+    return next((u for u in found if u.selects(node)), None)
+
+
 # Casts that turn a comparison's bool into floats: method name -> dtype (None: given by an argument)
 FLOAT_CASTS: dict[str, torch.dtype | None] = {
     "float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16,
@@ -337,8 +480,13 @@ def describe_target(node: Node) -> str:
         return f"Tensor.{t}"
     if getattr(t, "__module__", None) == "_operator":
         symbol = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}.get(t.__name__)
-        return f"x {symbol} t" if symbol else f"operator.{t.__name__}"
+        if symbol:
+            return f"x {symbol} t"
+        symbol = {"floordiv": "//", "mod": "%", "ifloordiv": "//=", "imod": "%="}.get(t.__name__)
+        return f"x {symbol} y" if symbol else f"operator.{t.__name__}"
     if isinstance(t, torch._ops.OpOverload):
         return f"{t.namespace}.{t._opname}.{t._overloadname}"
     mod = getattr(t, "__module__", "") or ""
+    if mod == "torch.nn.functional" and t.__name__.startswith("_") and getattr(_F, t.__name__[1:], None) is t:
+        return f"F.{t.__name__[1:]}"  # F.threshold is torch.nn.functional._threshold
     return f"torch.{t.__name__}" if mod.startswith("torch") else f"{mod}.{getattr(t, '__name__', t)}"
