@@ -40,11 +40,13 @@ once per kernel.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Union
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
 
 #: a band half-width: a Python float, or a 0-dim floating tensor (a graph input under torch.compile)
 Eps = Union[float, Tensor]
@@ -205,7 +207,7 @@ class SurrogateFunction(torch.autograd.Function):
         two = ctx.two = isinstance(output, tuple)
         out = output[0] if two else output
         ctx.linear = hard is None
-        ctx.from_out = ctx.linear and not two and make(1.0, None).integral  # see forward
+        ctx.from_out = ctx.linear and not two and _integral(make)  # see forward
         if two:
             ctx.mark_non_differentiable(output[1])
             ctx.set_materialize_grads(False)   # (else the backward gets a zero-filled full-size grad for u)
@@ -304,7 +306,7 @@ def apply(x: Tensor, make: Callable[[Eps, object], Jump], eps: Eps, *,
     functions must read tensors only from their arguments: see :class:`SurrogateFunction`);
     ``method`` picks the backward of a hard forward, see :func:`estimator_grad`.
     """
-    out = SurrogateFunction.apply(x, threshold, eps, values, make, hard, method)
+    out = _SURROGATE_APPLY(x, threshold, eps, values, make, hard, method)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -497,7 +499,7 @@ class SelectFunction(torch.autograd.Function):
 
 
 def select(s: Tensor, a, b) -> Tensor:
-    return SelectFunction.apply(s, a, b)
+    return _SELECT_APPLY(s, a, b)
 
 
 def _with_hard(soft: Tensor, hard: Tensor | None) -> Tensor:
@@ -583,3 +585,29 @@ def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor |
     tau = (v.narrow(dim, k - 1, 1) + v.narrow(dim, k, 1)) * 0.5
     d = x - tau if largest else tau - x
     return _hard_where_undefined(d, x, _first(top.indices.narrow(dim, 0, k), dim, x))
+
+
+@functools.lru_cache(maxsize=256)  # (the ops' makers: module-level functions, or cached per decimals)
+def _integral(make: Callable[[Eps, object], Jump]) -> bool:
+    """Is the jump ``make`` builds integral (round, floor, ceil, trunc)?"""
+    return make(1.0, None).integral
+
+
+def _direct_apply(fn: type) -> Callable:
+    """``fn.apply`` without the signature binding ``torch.autograd.Function.apply`` makes on every call of a
+    new-style Function (``inspect.signature(forward).bind``: 10-20 us, the op's whole Python cost again; our
+    callers pass every argument positionally, so it binds nothing), outside torch.func transforms and
+    compilation, where ``fn.apply`` itself runs."""
+    base = super(torch.autograd.Function, fn).apply  # (the C++ apply: forward, then setup_context)
+    transforms = torch._C._are_functorch_transforms_active
+    compiling = torch.compiler.is_compiling
+
+    def apply(*args):
+        if transforms() or compiling():
+            return fn.apply(*args)
+        return base(*unwrap_dead_wrappers(args))
+    return apply
+
+
+_SURROGATE_APPLY = _direct_apply(SurrogateFunction)
+_SELECT_APPLY = _direct_apply(SelectFunction)

@@ -59,6 +59,7 @@ equals the hard op's, though the sign of a zero may differ (``round(-0.2)`` is `
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -230,10 +231,20 @@ def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int =
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
-        return kernels.apply(x, lambda e, t: kernels.round_decimals(e, decimals), eps,
-                             hard=_hard_mode(mode, lambda v, t, vals: torch.round(v, decimals=decimals)),
-                             method=_method(mode))
+        make, hard = _round_decimals_fns(decimals)
+        return kernels.apply(x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
     return kernels.apply(x, _round_jump, eps, hard=_hard_mode(mode, _hard_round), method=_method(mode))
+
+
+@functools.lru_cache(maxsize=64)
+def _round_decimals_fns(decimals: int):
+    """(make, hard) of ``sll::round`` with ``decimals``, one pair per value (kernels caches by ``make``)."""
+    def make(eps, threshold):
+        return kernels.round_decimals(eps, decimals)
+
+    def hard(x, threshold, values):
+        return torch.round(x, decimals=decimals)
+    return make, hard
 
 
 def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[float], kernels.Jump]):
