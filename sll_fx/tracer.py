@@ -73,11 +73,13 @@ module by its original class.
 
 **Train/eval mode.**  fx reads ``self.training`` as the Python bool it is at trace time, so a graph would
 keep one mode's behaviour whatever ``train()``/``eval()`` says later.  While tracing, every module's
-``training`` is a proxy of one ``get_attr("training")`` node: used as a value (``F.dropout(x, p,
-training=self.training)``, ``x * self.training``) the graph reads the result's own flag when it runs; a
+``training`` is a proxy of a ``get_attr("<path>.training")`` node (made on first use): used as a value
+(``F.dropout(x, p, training=self.training)``, ``x * self.training``) the graph reads, when it runs, the
+flag of the result's module at that path, so ``gm.train()``/``gm.eval()`` and a submodule's own
+``gm.backbone.eval()`` act as on the model; a
 branch on it (``if self.training:``, ``not self.training``, anything ``bool()`` of a value computed from
 it) raises, and the fallback keeps that module opaque with the reason ``"branches on self.training: kept
-opaque so it follows train()/eval()"``.  The node is dropped when nothing reads the flag.
+opaque so it follows train()/eval()"``.  A node nothing reads is dropped.
 
 **Grad mode and autocast.**  fx records a ``with torch.no_grad():`` block's ops but not the block.
 The tracer traces with grad mode on, marks the nodes created while the forward had it off, and
@@ -340,12 +342,12 @@ def _check_calibrated(module: nn.Module, path: str) -> None:
                        "linearize it with a fixed eps")
 
 
-def _depends_on(node: fx.Node, source: fx.Node, limit: int = 64) -> bool:
-    """Is ``source`` ``node`` or among its inputs (transitively; the first ``limit`` nodes looked at)?"""
+def _depends_on(node: fx.Node, sources: set, limit: int = 64) -> bool:
+    """Is one of ``sources`` ``node`` or among its inputs (transitively; the first ``limit`` nodes looked at)?"""
     seen, stack = set(), [node]
     while stack and len(seen) < limit:
         n = stack.pop()
-        if n is source:
+        if n in sources:
             return True
         if n not in seen:
             seen.add(n)
@@ -373,6 +375,24 @@ class _Proxy(fx.Proxy):
 
     def __getattr__(self, k: str) -> "_Attribute":
         return _Attribute(self, k)
+
+
+class _Flag(fx.Proxy):
+    """A traced module's ``training`` while tracing: a ``get_attr("<path>.training")`` node, made when the flag is
+    first used (most forwards never read it: no node for them)."""
+
+    def __init__(self, tracer: "SLLTracer", target: str) -> None:
+        self.tracer, self._sll_target, self._sll_node = tracer, target, None
+
+    @property
+    def node(self) -> fx.Node:
+        if self._sll_node is None:
+            self._sll_node = self.tracer.create_proxy("get_attr", self._sll_target, (), {}).node
+            self.tracer._sll_flag_nodes.add(self._sll_node)
+        return self._sll_node
+
+    def __repr__(self) -> str:
+        return f"Proxy({self._sll_target})"
 
 
 class _Attribute(fx.proxy.Attribute):
@@ -420,8 +440,8 @@ class SLLTracer(fx.Tracer):
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
         self._sll_hidden = _hidden_files()
         self._sll_outside: tuple[bool, str | None] = (False, None)
-        self._sll_training = None                # the get_attr("training") proxy the copies' .training reads
-        self._sll_flags: list = []               # (module, its training flag) while .training is the proxy
+        self._sll_flags: list = []               # (module, its training flag, the _Flag its .training is meanwhile)
+        self._sll_flag_nodes: set = set()        # the get_attr("<path>.training") nodes made
         self._sll_autocast = False               # was autocast on when the trace began
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
@@ -448,13 +468,14 @@ class SLLTracer(fx.Tracer):
         finally:
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
             self._sll_base = self._sll_beyond = self._sll_last = None
-            proxy = self._sll_training
-            for m, flag in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
+            for m, flag, proxy in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
                 if m.__dict__.get("training") is proxy:
                     m.__dict__["training"] = flag
             self._sll_flags = []
-        if self._sll_training is not None and not self._sll_training.node.users:
-            graph.erase_node(self._sll_training.node)
+        for node in self._sll_flag_nodes:
+            if not node.users:  # (read, but only to be branched on or assigned: not in the graph)
+                graph.erase_node(node)
+        self._sll_flag_nodes = set()
         grad_regions.cut(graph, self._sll_no_grad)
         return graph
 
@@ -464,20 +485,26 @@ class SLLTracer(fx.Tracer):
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
         out = super().create_args_for_root(root_fn, is_module, concrete_args)
         if is_module:
-            # every traced module's .training reads the result's own flag when the graph runs (F.dropout(x,
-            # training=self.training) follows train()/eval()); a branch on it is refused (to_bool).  The
-            # modules: the trace's private copies, or the root alone (fx's retrace when a GraphModule unpickles)
-            self._sll_training = proxy = self.create_proxy("get_attr", "training", (), {})
-            modules = [c for _, c in self.sll_shadows.pairs] if self.sll_shadows is not None else [self.root]
-            mode = self.root.__dict__.get("training", True)
-            for m in modules:  # (a module in the other mode than the model, a frozen backbone in eval: its own)
-                if m.__dict__.get("training", True) == mode:
-                    self._sll_flags.append((m, mode))
-                    m.__dict__["training"] = proxy
+            # every traced module's .training reads, when the graph runs, the flag of the result's module at the
+            # same path (F.dropout(x, training=self.training) follows train()/eval(), also a submodule's own:
+            # model.backbone.eval()); a branch on it is refused (to_bool).  The modules: the trace's private
+            # copies, or the root's (fx's retrace when a GraphModule unpickles)
+            paths: dict[int, str] = {}
+            for path, m in self.root.named_modules(remove_duplicate=False):
+                paths.setdefault(id(m), path)
+            modules = [c for _, c in self.sll_shadows.pairs] if self.sll_shadows is not None else \
+                list(self.root.modules())
+            for m in modules:
+                path = paths.get(id(m))
+                if path is not None and "training" in m.__dict__:
+                    flag = _Flag(self, f"{path}.training" if path else "training")
+                    self._sll_flags.append((m, m.__dict__["training"], flag))
+                    m.__dict__["training"] = flag
         return out
 
     def to_bool(self, obj):
-        if self._sll_training is not None and _depends_on(obj.node, self._sll_training.node):
+        node = obj.node  # (a _Flag makes its node now)
+        if self._sll_flag_nodes and _depends_on(node, self._sll_flag_nodes):
             raise _TrainingBranch()
         return super().to_bool(obj)
 

@@ -158,6 +158,33 @@ def test_a_module_in_the_other_mode_keeps_its_own_flag():
     assert torch.equal(gm(X), model(X)) and torch.equal(hard(X), model(X))  # no dropout: deterministic
 
 
+def _fine_tuning(*modules) -> None:
+    for m in modules:
+        m.train()
+        m.backbone.eval()
+
+
+def test_a_submodules_own_train_and_eval_after_linearizing_act_as_on_the_model():
+    """``model.train(); model.backbone.eval()`` (fine-tuning a frozen backbone) on the results, after linearizing
+    in either mode: each traced module reads its own flag, at its own path (before: every traced module read
+    the root's, so the backbone's dropout stayed on, and export_hard differed from the model)."""
+    for traced_in in ("train", "eval"):
+        model = _model(FineTuned).train(traced_in == "train")
+        gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+        assert sorted(n.target for n in gm.graph.nodes if n.op == "get_attr" and n.target.endswith("training")) \
+            == ["backbone.training"]
+        hard = sll_fx.export_hard(gm, verbose=False)
+        for result in (gm, hard, copy.deepcopy(gm), _reloaded(gm)):
+            _fine_tuning(model, result)
+            assert torch.equal(result(X), model(X))  # the backbone's dropout off: deterministic
+            result.train()
+            model.train()
+            torch.manual_seed(5)
+            expected = model(X)
+            torch.manual_seed(5)
+            assert torch.equal(result(X), expected) and not torch.equal(result(X), expected)  # on again
+
+
 def test_a_forward_assigning_the_flag_is_module_state():
     class Sneaky(nn.Module):
         def forward(self, x):
