@@ -14,13 +14,14 @@ boundaries that matter are the ones the data sit at.  So the check runs inside
 :class:`~sll_fx.graph_module.SLLGraphModule` (the module type ``linearize_module`` returns,
 nested GraphModules of opaque modules included): the **first call with gradients enabled for
 each new signature** (the dtypes and devices of the tensor arguments, the autocast state,
-the generated code, and the eps buffers: the count of buffers ``set_eps`` replaced with new
-0-dim tensors, and each buffer's version counter for a change in place) runs under a
+the generated code, and the eps values, each as its power-of-two octave ``floor(log2(eps))``:
+an eps schedule is checked again when an eps reaches a new octave, not on every step; the
+values are read only after ``set_eps`` replaced a buffer or one changed in place) runs under a
 :class:`~torch.overrides.TorchFunctionMode` that sees every ``torch.ops.sll`` call, runs it
 unchanged and then measures its input (a few elementwise passes and a reduction per sll node,
 once; on an accelerator, one sync per node).  Later
 calls with a seen signature cost the signature (5-10 microseconds on a CPU) and nothing
-else; calls under ``torch.no_grad()``/``inference_mode`` (evaluation: no gradient to lose)
+else (the last :data:`_MAX_SEEN` signatures are remembered); calls under ``torch.no_grad()``/``inference_mode`` (evaluation: no gradient to lose)
 are not checked.  The
 node is named from the generated code's frame (fx writes one ``name = op(...)`` line per
 node, and its source line comes from the node's stack trace); an explicit
@@ -411,14 +412,25 @@ def _eps_versions(gm) -> tuple:
                 except AttributeError:
                     pass
         cached = gm.__dict__["_sll_eps_targets"] = (code, tuple(places))
-    out = []
+    out, tensors = [], []
     for owner, field in cached[1]:
         t = owner._buffers.get(field)
         if t is None:
             t = getattr(owner, field, None)
         if isinstance(t, Tensor) and t.dim() == 0:
             out.append((owner.__dict__.get(EPS_GENERATION, 0), 0 if t.is_inference() else t._version))
-    return tuple(out)
+            tensors.append(t)
+    versions = tuple(out)
+    octaves = gm.__dict__.get("_sll_eps_octaves")
+    if octaves is None or octaves[0] != versions:  # (an eps changed: read the values once)
+        octaves = gm.__dict__["_sll_eps_octaves"] = (versions, tuple(_octave(t) for t in tensors))
+    return octaves[1]
+
+
+def _octave(t: Tensor) -> int:
+    """``floor(log2(eps))``: the power-of-two octave of an eps value (0 for a value that is not positive)."""
+    value = float(t.detach())
+    return math.floor(math.log2(value)) if value > 0 and math.isfinite(value) else 0
 
 
 def _signature(gm, args, kwargs) -> tuple:
@@ -435,7 +447,7 @@ def call(gm, call_next, args, kwargs):
         return call_next(*args, **kwargs)  # no gradient to lose (evaluation), or checked by an outer module
     try:
         sig = _signature(gm, args, kwargs)
-        seen = gm.__dict__.setdefault("_sll_precision_seen", set())
+        seen = gm.__dict__.setdefault("_sll_precision_seen", {})  # (insertion-ordered: the oldest go first)
         fresh = sig not in seen
     except Exception:
         fresh = False
@@ -447,8 +459,14 @@ def call(gm, call_next, args, kwargs):
             out = call_next(*args, **kwargs)
     finally:
         _active.reset(token)
-    seen.add(sig)
+    seen[sig] = None
+    if len(seen) > _MAX_SEEN:
+        del seen[next(iter(seen))]
     return out
+
+
+#: signatures remembered per module (a few dtypes and autocast states, times the eps octaves of a schedule)
+_MAX_SEEN = 64
 
 
 def findings(gm: torch.nn.Module, *args, **kwargs) -> list[PrecisionFinding]:

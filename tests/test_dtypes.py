@@ -597,6 +597,26 @@ def test_raising_eps_with_set_eps_clears_the_warning():
     assert len(caught) == 1 and caught[0].message.eps == pytest.approx(0.05, rel=1e-3)
 
 
+def test_an_eps_schedule_is_checked_once_per_octave_and_remembered_boundedly():
+    """set_eps on every step (annealing) re-runs the check only when an eps reaches another power-of-two octave:
+    before, every step was a new signature (a checked forward: +42% step time) and the module kept one per
+    step forever."""
+    import math
+    gm = sll_fx.linearize_module(Quant(), eps=0.3, verbose=False)
+    schedule = [0.3 * (0.05 / 0.3) ** (i / 199) for i in range(200)]
+    for i, eps in enumerate(schedule):
+        sll_fx.set_eps(gm, eps)
+        gm(_data(torch.float32, seed=i % 3))
+    octaves = {math.floor(math.log2(e)) for e in schedule}
+    assert len(gm.__dict__["_sll_precision_seen"]) == len(octaves) == 4  # (0.3 -> 0.05: 2^-2 ... 2^-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sll_fx.PrecisionWarning)  # (the small eps warn: not what is tested here)
+        for i in range(100):  # 80 octaves: the remembered signatures stay bounded
+            sll_fx.set_eps(gm, 2.0 ** -(i % 80 + 3))
+            gm(_data(torch.float32))
+    assert len(gm.__dict__["_sll_precision_seen"]) <= precision._MAX_SEEN
+
+
 def test_precision_warning_for_a_threshold_and_none_for_sign():
     class Gate(nn.Module):
         def forward(self, x):
