@@ -41,6 +41,7 @@ entered a block sees it.  Keep the optimizer step outside the block: inside it,
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import operator
@@ -255,6 +256,20 @@ class SLLFunctionMode(TorchFunctionMode):
 
 # --- the public object: context manager and decorator -----------------------------------
 
+#: True while sll_fx's tracer runs a forward (``linearize_module``): a block entered then raises BlockTraced
+TRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("sll_fx_traced", default=False)
+
+
+class BlockTraced(Exception):
+    """A ``sll_fx.linearize`` block entered while ``linearize_module`` traces: fx would record the ops of the block
+    (a ``torch.*`` call through the mode, ``x.round()`` and ``x > t`` past it) and the graph pass would rewrite them
+    with its own eps and mode.  The tracer keeps the module that entered it opaque, so the block runs as written."""
+
+    def __init__(self, block: "Linearize"):
+        super().__init__(f"enters {block!r}")
+        self.block = block
+
+
 class Linearize:
     """What :func:`linearize` returns: a context manager and a decorator.
 
@@ -279,6 +294,8 @@ class Linearize:
         return stack
 
     def __enter__(self) -> "Linearize":
+        if TRACED.get():
+            raise BlockTraced(self)
         mode = SLLFunctionMode(self.eps, self.mode)
         mode.__enter__()
         self._stack().append(mode)

@@ -145,7 +145,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .errors import EpsError, TraceError
-from . import frozen, grad_regions
+from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
 from .opaque import (Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
                      join, mark_opaque, private_copy)
@@ -295,6 +295,13 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             "linearize_module keeps it opaque, so the checkpoint runs as written and the checkpointed child modules "
             "are still rewritten; or checkpoint the call of the linearized model instead",
             module_path=path, module_type=kind, reason=_CHECKPOINT_REASON)
+    if isinstance(e, dynamic.BlockTraced):
+        return TraceError(
+            f"torch.fx would trace {where} through its {e.block!r} block, and linearize_module would rewrite the "
+            "block's ops with its own eps and mode\nFix: linearize_module keeps it opaque, so the block runs as "
+            "written (its eps and mode) and its child modules are still rewritten; or remove the block to have "
+            "linearize_module rewrite those ops", module_path=path, module_type=kind,
+            reason=f"enters {e.block!r}: kept opaque so the block's eps and mode apply")
     if isinstance(e, _TrainingBranch):
         return TraceError(
             f"torch.fx would trace {where} in one mode only: its forward branches on self.training (a graph keeps "
@@ -460,12 +467,14 @@ class SLLTracer(fx.Tracer):
         self._sll_autocast = torch._C._is_any_autocast_enabled()
         self._sll_no_grad: list[fx.Node] = []
         rng = torch.get_rng_state()
+        traced = dynamic.TRACED.set(True)  # (a sll_fx.linearize block entered now raises: see _failure)
         try:
             with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
                 graph = super().trace(root, concrete_args)
             if not torch.equal(rng, torch.get_rng_state()):
                 raise _RandomDraw()
         finally:
+            dynamic.TRACED.reset(traced)
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
             self._sll_base = self._sll_beyond = self._sll_last = None
             for m, flag, proxy in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)

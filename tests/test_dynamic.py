@@ -731,3 +731,40 @@ def test_graph_patterns_run_as_written_in_a_block(spelling):
     with sll_fx.linearize(eps=0.1):
         inside = spelling(x, v, m)
     assert torch.equal(inside, spelling(x, v, m))
+
+
+class _Quantizer(nn.Module):
+    @sll_fx.linearize(eps=0.2, mode="hard")
+    def quantize(self, x):
+        return torch.round(x * 2) / 2 + (x > 0.1).float() + x.sign()
+
+    def forward(self, x):
+        return self.quantize(x)
+
+
+class _WithDecorated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.q = nn.Linear(4, 16), _Quantizer()
+
+    def forward(self, x):
+        return torch.floor(self.q(self.fc(x)))
+
+
+def test_a_block_inside_a_linearized_model_keeps_its_eps_and_mode():
+    """``@sll_fx.linearize(eps=0.2, mode="hard")`` on a submodule's method: linearize_module keeps that module opaque,
+    so the block runs as written (hard forward, its own eps); before, fx traced through the block and the graph
+    pass rewrote its ops with linearize_module's eps and mode, silently."""
+    torch.manual_seed(0)
+    model = _WithDecorated()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [
+        ("q", "enters sll_fx.linearize(eps=0.2, mode='hard'): kept opaque so the block's eps and mode apply")]
+    assert [e.op for e in gm.sll_report.entries] == ["torch.floor"]
+    x = torch.randn(64, 4)
+    q = model.q(model.fc(x))
+    assert torch.equal(gm.q(model.fc(x)), q)  # the block's hard forward
+    g_model = torch.autograd.grad(model.q(model.fc(x)).sum(), model.fc.weight)[0]
+    g_gm = torch.autograd.grad(gm.q(model.fc(x)).sum(), model.fc.weight)[0]
+    assert torch.equal(g_gm, g_model) and g_model.abs().sum() > 0  # the block's own slopes (eps 0.2)
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
