@@ -50,14 +50,16 @@ calibration and ``calibrate`` runs no forward (returns ``{}``).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import fx, nn
 
 from . import kernels, rules
 from .annealing import _eps_nodes, set_eps, unwrap_compiled
+from .diagnostics import sll_node_names
 from .errors import EpsError
-from .ops import eps_limit, jump_of
+from .ops import DEFAULT_EPS, eps_limit, jump_of
 from .report import RewriteReport
 from .tracer import module_of
 
@@ -69,6 +71,7 @@ DEFAULT_TARGET = 0.25
 #: samples kept per node and call (a strided subset of larger inputs)
 MAX_SAMPLES = 200_000
 _STATE = "_sll_calibration"
+_MISSING = object()
 
 
 def _distances(op: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, float] | None:
@@ -163,7 +166,7 @@ def calibrated_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
 
 class _Calibrator(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, top: nn.Module, pool: dict, target: float, chosen: dict,
-                 nodes: set):
+                 nodes: dict):
         super().__init__(gm)
         self.top, self.pool, self.target, self.chosen, self.nodes = top, pool, target, chosen, nodes
         self.data: set[fx.Node] = set()   # nodes that depend on the graph's inputs
@@ -187,7 +190,7 @@ class _Calibrator(fx.Interpreter):
                 eps = choose_eps(torch.cat(samples), target, eps_limit(op, n.kwargs.get("decimals", 0)),
                                  max(floors))
                 set_eps(self.top, eps, where=lambda node, n=n: node is n)
-                self.chosen[n.name] = eps
+                self.chosen[self.nodes[n]] = eps
         return super().run_node(n)
 
 
@@ -196,35 +199,55 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) ->
         raise ValueError(f"calibrate: target={target!r} must be a fraction in (0, 1)")
     chosen: dict[str, float] = {}
     todo = calibrated_nodes(gm)
-    nodes = {node for _, node in todo}
     graphs = {id(m): m for m, _ in todo}
     state = gm.__dict__.get(_STATE)
-    if not nodes:   # nothing to calibrate (explicit ops only, or every eps given by the config)
+    if not todo:   # nothing to calibrate (explicit ops only, or every eps given by the config)
         report = getattr(gm, "sll_report", None)
         if getattr(report, "calibrating", False):
             report.calibrating = False
+        if state is not None:
+            state["ran"] = True
         return chosen
-    for m in graphs.values():  # each graph runs through the calibrating interpreter for this call
-        m.forward = (lambda m: lambda *a, **k: _Calibrator(m, gm, pool, target, chosen, nodes).run(
+    paths = {id(m): path for path, m in gm.named_modules() if id(m) in graphs}
+    names = {id(m): sll_node_names(m.graph, paths.get(id(m), "")) for m in graphs.values()}
+    nodes = {node: names[id(m)].get(node, node.name) for m, node in todo}  # node -> its name (the report's)
+    if isinstance(gm, fx.GraphModule):  # the top one too: an instance forward there (band_stats' recording)
+        graphs.setdefault(id(gm), gm)   # must not see this forward (it is no training step)
+    installed = []
+    for m in graphs.values():  # each graph runs through the calibrating interpreter for this call, in place of
+        # its forward, the class's or an instance one (band_stats' recording: put back afterwards)
+        calibrator = (lambda m: lambda *a, **k: _Calibrator(m, gm, pool, target, chosen, nodes).run(
             *_bind(m, a, k)))(m)
+        installed.append((m, m.__dict__.get("forward", _MISSING), calibrator))
+        m.__dict__["forward"] = calibrator
     if state is not None:
         state["running"] = True
     try:
         with torch.no_grad():
             gm(*args, **kwargs)
     finally:
-        for m in graphs.values():
-            del m.forward
+        for m, previous, calibrator in reversed(installed):
+            if m.__dict__.get("forward") is not calibrator:
+                continue   # replaced meanwhile: leave it
+            if previous is _MISSING:
+                del m.__dict__["forward"]
+            else:
+                m.__dict__["forward"] = previous
         report = getattr(gm, "sll_report", None)
         if getattr(report, "calibrating", False):
             report.calibrating = False   # its eps column now shows the chosen values
         if state is not None:
             state["running"] = False
+            state["ran"] = True
     return chosen
 
 
 def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> dict[str, float]:
     """Calibrate the eps of ``gm``'s rewritten sll nodes on ``gm(*args, **kwargs)``; returns {node name: eps}.
+
+    Node names are the report's (``gm.sll_report``): a rewritten node's entry ``node`` (``gt``, not the
+    ``compare`` it became), ``"<path>.<node>"`` in a nested GraphModule at ``path`` (``"b.g.sign"``);
+    the names :func:`sll_fx.band_stats` uses (``sll_fx.diagnostics.sll_node_names``).
 
     The nodes: see "Which nodes" in the module docstring (with eps="auto", those whose eps is left to
     calibration; with a fixed eps, every rewritten node; never an explicit op of the model's).
@@ -233,7 +256,8 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     ``eps="auto"``), any number of times (each call starts afresh), frozen or not; also on its
     ``torch.compile`` wrapper (the forward runs eagerly, on the module it compiles).  It takes the place
     of a pending automatic calibration (which it ends, as :func:`freeze_eps`): the next forward calls,
-    ``torch.compile(gm, fullgraph=True)`` included, run without calibrating.
+    ``torch.compile(gm, fullgraph=True)`` included, run without calibrating.  Its forward is no step of a
+    :func:`sll_fx.band_stats` recording, which stays in place.
     """
     gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
@@ -285,17 +309,30 @@ def start_auto(gm: nn.Module, *, target: float = DEFAULT_TARGET, steps: int = 1)
         report.calibrating = True   # the report shows "auto" until the first calibration
     handle = gm.register_forward_pre_hook(_auto_hook, with_kwargs=True)
     gm.__dict__[_STATE] = {"target": float(target), "steps": steps, "frozen": steps == 0, "running": False,
-                           "pool": {}, "hook": handle.id}
+                           "pool": {}, "hook": handle.id, "ran": False}
 
 
 def freeze_eps(gm: nn.Module) -> None:
     """Stop the automatic calibration of ``gm`` (``eps="auto"``): eps stays as it is now.
 
-    ``calibrate`` still works when called explicitly."""
+    ``calibrate`` still works when called explicitly.  The report stops saying ``eps="auto"``
+    and shows the eps in use.  Frozen before any calibration ran (before the first forward call),
+    the eps in use are the placeholders (``min(DEFAULT_EPS, limit / 2)``, not chosen from data):
+    a ``UserWarning`` says so; ``sll_fx.calibrate(gm, x)`` or ``sll_fx.set_eps`` then
+    sets them."""
     gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
     if state is None:
         return
+    report = getattr(gm, "sll_report", None)
+    if getattr(report, "calibrating", False):
+        report.calibrating = False   # its eps column shows the eps in use
+    if not state["frozen"] and not state.get("ran", True):
+        warnings.warn(f'sll_fx.freeze_eps: the eps="auto" calibration of {type(gm).__name__} ended before it ran '
+                      "(no forward call yet): its rewritten nodes keep their placeholder eps "
+                      f"(min(DEFAULT_EPS={DEFAULT_EPS:g}, limit / 2)), not chosen from data; calibrate them with "
+                      "sll_fx.calibrate(gm, x) on a batch, or set them with sll_fx.set_eps(gm, eps)",
+                      UserWarning, stacklevel=2)
     state["frozen"] = True
     state["pool"] = {}
     gm._forward_pre_hooks.pop(state["hook"], None)

@@ -31,17 +31,38 @@ one :class:`BandWarning` naming the node, the op, the fraction, the threshold an
 Nodes of ops that ``in_band`` does not support (it raises ``KeyError``) and nodes whose
 input is not floating point (no band: the op is hard there) are listed in ``skipped``.
 
+**Estimators.**  Each record carries the node's ``mode`` (its sll op's ``mode`` argument).
+``"linear"`` and ``"hard"`` (the SLL backward) are measured as above.  A node of
+``linearize_module(method="ste")`` or ``method="sigmoid"`` (mode ``"ste"`` / ``"sigmoid"``: a hard
+forward, another backward) gets its ``mean_abs_grad`` from that estimator's backward
+(:func:`sll_fx.kernels.estimator_grad`: 1 on every element of a round for ``ste``, the sigmoid's
+derivative, tails included, for ``sigmoid``); its ``band_fraction`` is still the fraction
+within eps of a boundary (for ``sigmoid`` eps is the temperature; ``ste`` does not use eps), and
+it never gets a :class:`BandWarning`: those gradients are not confined to the band.  The table
+shows such a node's op as ``sll.round [ste]``.
+
+**Names.**  A node is named as the report (``gm.sll_report``) names it: its entry's ``node``
+(``gt`` for the ``sll.compare`` that rewrote ``x > t``; an explicit op, or a node of a graph
+``linearize_module`` did not make, by its fx name), and ``"<path>.<node>"`` for a node of a
+nested GraphModule at ``path`` (the traced child ``b.g`` of an opaque module: ``b.g.sign``; its
+report entry has ``node="sign"``, ``module`` starting with ``"b.g"``).  See :func:`sll_node_names`;
+:func:`sll_fx.calibrate` returns the same names.
+
 How it observes the nodes: while active, the recorder gives ``gm`` (and every nested
-GraphModule holding sll nodes) an instance-level ``forward`` that runs a *shadow*
-GraphModule: a copy of the module's graph in which each sll node calls a probe (the sll
-op itself, then the measurements) and which shares every parameter, buffer and submodule
-with ``gm`` (the eps buffers of ``linearize_module`` included; a ``set_eps`` while recording puts
-new tensors in them, and the shadow is rebuilt for it, so the new eps is seen at the next step).  Same generated code, same ops in the
-same order, so outputs and gradients are exactly those without recording.  The shadow is
-rebuilt when ``gm`` is recompiled (a graph edit) and after a ``set_eps``.  Records report eps as a float (a node's
+GraphModule holding sll nodes) an instance-level ``forward`` that runs a *shadow* forward:
+the code fx generates for a copy of the module's graph in which each sll node calls a probe
+(the sll op itself, then the measurements), bound to the module itself.  Every attribute it
+reads (parameters, buffers, the eps buffers ``set_eps`` replaces, submodules, the ``training``
+flags that a traced ``F.dropout(x, p, training=self.training)`` reads, constants) is the
+module's own at call time: ``gm.train()`` / ``gm.eval()`` and ``set_eps`` inside the recording
+take effect at the next call, as without recording.  Same generated code, same ops in the
+same order, so outputs and gradients are exactly those without recording.  The shadow
+forward is regenerated only when the module is recompiled (a graph edit).  Records report eps as a float (a node's
 eps buffer is read once per call: on an accelerator that is one sync per node per step, as
 the band count already is).  On exit (also on an exception) the original
 ``forward`` is put back.  No torch function is patched and no global state is used.
+A calibration (``eps="auto"``'s first calls, :func:`sll_fx.calibrate`) while recording runs
+its own forward, which is not a step, and leaves the recording in place.
 """
 
 from __future__ import annotations
@@ -59,10 +80,9 @@ import torch
 from tabulate import tabulate
 from torch import Tensor, fx
 
-from . import ops
-from .precision import EPS_GENERATION
+from . import kernels, ops
 
-__all__ = ["BandWarning", "BandRecord", "NodeSummary", "BandStats", "band_stats"]
+__all__ = ["BandWarning", "BandRecord", "NodeSummary", "BandStats", "band_stats", "sll_node_names"]
 
 FIX = "raise eps (e.g. set_eps) or use eps='auto'"
 
@@ -77,7 +97,7 @@ class BandWarning(UserWarning):
 @dataclass(frozen=True)
 class BandRecord:
     """One sll node in one step (one forward of the recorded module)."""
-    node: str                     # fx node name; "sub.name" for a node of a nested GraphModule at "sub"
+    node: str                     # the report entry's name ("path.name" in a nested GraphModule): sll_node_names
     op: str                       # the sll op's name: "sign", "round", "compare", ...
     step: int                     # 0 for the first forward while recording
     band_fraction: float          # in_band / numel (NaN for an empty input)
@@ -85,6 +105,7 @@ class BandRecord:
     in_band: int                  # elements inside a band (summed over calls, if the node ran more than once)
     numel: int                    # elements tested
     eps: float                    # the node's eps at that step
+    mode: str = "linear"          # the node's mode: "linear", "hard", or an estimator's "ste" / "sigmoid"
 
 
 @dataclass(frozen=True)
@@ -97,8 +118,9 @@ class NodeSummary:
     band_fraction: float          # mean over the node's last ``window`` steps
     last_band_fraction: float
     mean_abs_grad: float | None   # of the latest step a backward pass reached
-    low_steps: int                # current run of consecutive steps below the threshold
+    low_steps: int                # current run of consecutive steps below the threshold (0 for an estimator)
     warned: bool
+    mode: str = "linear"          # as BandRecord.mode
 
 
 class _Call:
@@ -111,10 +133,10 @@ class _Call:
 
 
 class _NodeStep:
-    __slots__ = ("op", "eps", "calls", "step")
+    __slots__ = ("op", "eps", "mode", "calls", "step")
 
-    def __init__(self, op: str, eps: float):
-        self.op, self.eps, self.calls, self.step = op, eps, [], -1
+    def __init__(self, op: str, eps: float, mode: str):
+        self.op, self.eps, self.mode, self.calls, self.step = op, eps, mode, [], -1
 
     @property
     def in_band(self) -> int:
@@ -155,6 +177,26 @@ def _sll_nodes(graph: fx.Graph) -> list[fx.Node]:
     return [n for n in graph.nodes if n.op == "call_function" and ops.is_sll_target(n.target)]
 
 
+def sll_node_names(graph: fx.Graph, path: str = "") -> dict[fx.Node, str]:
+    """The name :func:`band_stats` and :func:`sll_fx.calibrate` give each sll node of ``graph``.
+
+    The report's name for it: its entry's ``node`` (``node.meta["sll_entry"]``: ``gt`` for the
+    ``sll.compare`` node that rewrote ``x > t``), else (an explicit op, a hand-made graph) the fx
+    node name; for a graph of a nested GraphModule at ``path`` (the traced child of an opaque
+    module, e.g. ``"b.g"``), ``"<path>.<name>"`` (``"b.g.sign"``).  Unique within the graph (a
+    name taken twice falls back to the fx node name).
+    """
+    out: dict[fx.Node, str] = {}
+    taken: set[str] = set()
+    for node in _sll_nodes(graph):
+        name = node.meta.get("sll_entry") or node.name
+        if name in taken:
+            name = node.name
+        taken.add(name)
+        out[node] = f"{path}.{name}" if path else name
+    return out
+
+
 class BandStats:
     """Recorder returned by :func:`band_stats`; a context manager (or ``start()`` / ``stop()``)."""
 
@@ -191,7 +233,7 @@ class BandStats:
     @property
     def records(self) -> list[BandRecord]:
         """One :class:`BandRecord` per sll node per step, in step order then execution order."""
-        return [BandRecord(name, ns.op, step, ns.fraction, ns.mean_abs_grad, ns.in_band, ns.numel, ns.eps)
+        return [BandRecord(name, ns.op, step, ns.fraction, ns.mean_abs_grad, ns.in_band, ns.numel, ns.eps, ns.mode)
                 for step, nodes in self._history for name, ns in nodes.items()]
 
     @property
@@ -209,7 +251,7 @@ class BandStats:
                 node=name, op=last.op, eps=last.eps, steps=self._counts[name],
                 band_fraction=sum(recent) / len(recent), last_band_fraction=recent[-1],
                 mean_abs_grad=None if grad is None else grad.mean_abs_grad,
-                low_steps=self._low.get(name, 0), warned=name in self._warned))
+                low_steps=self._low.get(name, 0), warned=name in self._warned, mode=last.mode))
         return out
 
     def __str__(self) -> str:
@@ -219,9 +261,10 @@ class BandStats:
                 f"{len(self.skipped)} skipped")
         parts = [head]
         if rows:
-            table = [(s.node, f"sll.{s.op}", f"{s.eps:g}", s.steps, f"{s.band_fraction:.4g}",
-                      f"{s.last_band_fraction:.4g}", "-" if s.mean_abs_grad is None else f"{s.mean_abs_grad:.4g}",
-                      "yes" if s.warned else "") for s in rows]
+            table = [(s.node, f"sll.{s.op} [{s.mode}]" if s.mode in ops.ESTIMATOR_MODES else f"sll.{s.op}",
+                      f"{s.eps:g}", s.steps, f"{s.band_fraction:.4g}", f"{s.last_band_fraction:.4g}",
+                      "-" if s.mean_abs_grad is None else f"{s.mean_abs_grad:.4g}", "yes" if s.warned else "")
+                     for s in rows]
             parts.append(tabulate(table, headers=["node", "op", "eps", "steps",
                                                   f"band fraction (last {self.window})", "last band fraction",
                                                   "mean |grad|", "warned"]))
@@ -279,15 +322,15 @@ class BandStats:
     def _recording_forward(self, path: str, mod: torch.nn.Module, previous) -> Callable:
         top = path == ""
         if isinstance(mod, fx.GraphModule):
-            cache: list = [None, None]  # [(mod's code, its eps generation) the shadow was built from, shadow]
+            cache: list = [None, None]  # [mod's code the shadow forward was generated from, that forward]
 
             def inner() -> Callable:
-                # a new code string at every recompile (graph edits); a new generation whenever set_eps
-                # puts new tensors in mod's eps buffers (the shadow holds the tensors it was built with)
-                key = (mod.code, mod.__dict__.get(EPS_GENERATION, 0))
-                if cache[0] is None or cache[0][0] is not key[0] or cache[0][1] != key[1]:
-                    cache[0], cache[1] = key, self._shadow(path, mod)
-                return cache[1].forward
+                # a new code string at every recompile (graph edits); everything else (eps buffers that
+                # set_eps replaces, training flags, submodules) the shadow forward reads from mod each call
+                code = mod.code
+                if cache[0] is not code:
+                    cache[0], cache[1] = code, self._shadow(path, mod)
+                return cache[1]
         else:  # a plain module: its own forward (nested GraphModules are instrumented themselves)
             own = previous if previous is not _MISSING else type(mod).forward.__get__(mod)
 
@@ -308,12 +351,17 @@ class BandStats:
 
         return forward
 
-    def _shadow(self, path: str, mod: fx.GraphModule) -> fx.GraphModule:
-        """A GraphModule running ``mod``'s graph, each sll node through a probe, sharing ``mod``'s state."""
+    def _shadow(self, path: str, mod: fx.GraphModule) -> Callable:
+        """``mod``'s forward with each sll node through a probe: the code fx generates for a copy of
+        ``mod``'s graph, bound to ``mod`` itself, so that every ``self.<attr>`` it reads (parameters,
+        buffers, eps buffers, submodules, ``training`` flags, constants) is ``mod``'s at call time.
+        (A GraphModule built around the copy would hold copies of the plain attributes, ``training``
+        among them, taken once.)"""
         graph = copy.deepcopy(mod.graph)
-        for node in _sll_nodes(graph):
-            node.target = self._probe(f"{path}.{node.name}" if path else node.name, node.target)
-        return fx.GraphModule(mod, graph, class_name=f"{type(mod).__name__}BandStats")
+        for node, name in sll_node_names(graph, path).items():
+            node.target = self._probe(name, node.target)
+        shadow = fx.GraphModule(mod, graph, class_name=f"{type(mod).__name__}BandStats")
+        return type(shadow).forward.__get__(mod)  # (the generated function; the shadow module is dropped)
 
     def _probe(self, name: str, target) -> Callable:
         op = _op_name(target)
@@ -346,22 +394,37 @@ class BandStats:
             return
         numel = mask.numel()
         call = _Call(int(mask.sum()) if numel else 0, numel, x.numel())
+        mode = kwargs.get("mode", "linear")
         step = self._current
         node_step = step.get(name)
         if node_step is None:
-            node_step = step[name] = _NodeStep(op, float(kwargs["eps"]))
+            node_step = step[name] = _NodeStep(op, float(kwargs["eps"]), mode)
         node_step.calls.append(call)
         if x.requires_grad and isinstance(out, Tensor) and out.grad_fn is not None:
-            out.grad_fn.register_prehook(self._grad_hook(name, node_step, call, mask, slope, x.shape))
+            if mode in ops.ESTIMATOR_MODES:  # a hard forward whose backward is not the band's: its own formula
+                factor = self._estimator_factor(op, mode, args, kwargs)
+            else:
+                factor = lambda grad: (grad * mask).mul_(slope)  # noqa: E731
+            out.grad_fn.register_prehook(self._grad_hook(name, node_step, call, factor, x.shape))
 
-    def _grad_hook(self, name: str, node_step: _NodeStep, call: _Call, mask: Tensor, slope: float,
+    @staticmethod
+    def _estimator_factor(op: str, mode: str, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
+        """grad -> d(node)/dx * grad as the estimator's backward computes it (``kernels.estimator_grad``)."""
+        args = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        jump = ops.jump_of(op, args, kwargs)
+        x = args[0]
+        if op == "heaviside":
+            x = x.expand(torch.broadcast_shapes(x.shape, args[1].shape))
+        return lambda grad: kernels.estimator_grad(grad, x, jump, mode)
+
+    def _grad_hook(self, name: str, node_step: _NodeStep, call: _Call, factor: Callable[[Tensor], Tensor],
                    x_shape: torch.Size) -> Callable:
         def hook(grad_outputs):
             grad = grad_outputs[0]
             if grad is None:
                 return None
             with torch.no_grad():
-                g = (grad.detach() * mask).mul_(slope)
+                g = factor(grad.detach())
                 if g.shape != x_shape:
                     g = g.sum_to_size(x_shape)
                 call.grad_abs_sum = float(g.abs().sum(dtype=torch.float64))
@@ -381,7 +444,9 @@ class BandStats:
             self._last[name] = ns
             self._counts[name] = self._counts.get(name, 0) + 1
             self._recent.setdefault(name, deque(maxlen=self.window)).append(fraction)
-            self._low[name] = self._low.get(name, 0) + 1 if fraction < self.threshold else 0
+            # an estimator's gradient is not confined to the band (ste: 1 everywhere; sigmoid: tails): no warning
+            starved = fraction < self.threshold and ns.mode not in ops.ESTIMATOR_MODES
+            self._low[name] = self._low.get(name, 0) + 1 if starved else 0
             if self._low[name] >= self.window and name not in self._warned:
                 self._warned.append(name)
                 self._warn(name, ns)
@@ -414,7 +479,10 @@ def band_stats(gm: torch.nn.Module, *, threshold: float = 0.01, window: int = 20
     ``stats.records`` has one :class:`BandRecord` per sll node per step, ``stats.summary()``
     one :class:`NodeSummary` per node, ``str(stats)`` is a table.  A node whose band fraction
     is below ``threshold`` for ``window`` consecutive steps gets one :class:`BandWarning`.
-    Outputs and gradients are exactly those without recording.
+    Outputs and gradients are exactly those without recording, in training and in eval mode
+    (``gm.train()`` / ``gm.eval()`` inside the recording take effect at once).  Nodes are named as
+    in ``gm.sll_report`` (see the module docstring, "Names"); nodes running an estimator
+    (``method="ste"`` / ``"sigmoid"``) get that estimator's gradient and no warning ("Estimators").
 
     Args:
         gm: the module to watch, normally the result of ``linearize_module`` (any module works;

@@ -1,5 +1,7 @@
 """eps="auto": per-node calibration of eps to a target band fraction (issue 5, item 2)."""
 
+import warnings
+
 import pytest
 import torch
 from torch import fx, nn
@@ -144,7 +146,11 @@ def test_calibrate_works_on_a_fixed_eps_model_and_keeps_state_dict():
     gm = sll_fx.linearize_module(model, 0.05, verbose=False)
     keys = set(gm.state_dict())
     chosen = sll_fx.calibrate(gm, _data(1), target=0.2)
-    assert set(chosen) == set(_eps(gm)) and set(gm.state_dict()) == keys
+    # keyed by the report's names (gt, one_hot: the entries), each with the eps its node now has
+    by_entry = {n.meta["sll_entry"]: node_eps(m, n) for m, n in _eps_nodes(gm)}
+    assert set(chosen) == {e.node for e in gm.sll_report.rewritten} == set(by_entry)
+    assert chosen == by_entry and {e.node: e.eps for e in gm.sll_report.rewritten} == chosen
+    assert set(gm.state_dict()) == keys
     assert not sll_fx.is_calibrating(gm)
 
 
@@ -322,3 +328,145 @@ def test_a_checkpoint_recompute_is_no_calibration_step(reentrant):
     checkpoint(gm, x, use_reentrant=reentrant).sum().backward()
     assert gm.__dict__["_sll_calibration"]["steps"] == 2
     assert len(calls) == 3  # the calibration's forward, the forward, the recompute
+
+
+# --- calibration and a band_stats recording (the recording stays; the calibration forward is no step) ---
+
+class _Rounder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.l(x) * 2)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_auto_calibration_keeps_a_band_stats_recording(steps):
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_Rounder(), calibrate_steps=steps, verbose=False)
+    x = torch.randn(256, 4)
+    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
+    with sll_fx.band_stats(gm) as stats:
+        for _ in range(5):
+            loss = gm(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert "forward" in gm.__dict__   # the recording's forward, still there
+    assert not sll_fx.is_calibrating(gm)
+    assert stats.steps == 5 and [r.step for r in stats.records] == [0, 1, 2, 3, 4]
+    assert all(r.mean_abs_grad is not None for r in stats.records)
+    # steps after the calibration record its eps
+    assert stats.records[-1].eps == pytest.approx(gm.sll_report.rewritten[0].eps)
+    assert "forward" not in gm.__dict__
+
+
+def test_calibrate_while_recording_is_no_step_and_keeps_the_recording():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_Rounder(), eps=0.1, verbose=False)
+    x = torch.randn(256, 4)
+    with sll_fx.band_stats(gm) as stats:
+        gm(x)
+        recording = gm.__dict__["forward"]
+        chosen = sll_fx.calibrate(gm, x)
+        assert gm.__dict__["forward"] is recording
+        gm(x)
+        gm(x)
+    assert stats.steps == 3 and [r.step for r in stats.records] == [0, 1, 2]
+    assert [r.eps for r in stats.records] == [0.1, chosen["round_1"], chosen["round_1"]]
+    assert stats.records[1].band_fraction == pytest.approx(0.25, abs=0.01)   # the default target on x
+    assert "forward" not in gm.__dict__
+
+
+def test_calibrate_puts_back_a_users_instance_forward():
+    gm = sll_fx.linearize_module(_Rounder(), eps=0.1, verbose=False)
+    calls = []
+    own = type(gm).forward.__get__(gm)
+
+    def forward(*a, **k):
+        calls.append(1)
+        return own(*a, **k)
+
+    gm.forward = forward
+    sll_fx.calibrate(gm, torch.randn(16, 4))
+    assert gm.__dict__["forward"] is forward and calls == []   # the calibration ran its own forward
+    gm(torch.randn(2, 4))
+    assert calls == [1]
+
+
+class _OnlyNested(nn.Module):
+    """Every discrete node in the traced child of an opaque module (a GraphModule at "b.g")."""
+
+    class _Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.g = _Sign()
+
+        def forward(self, x):
+            return self.g(x) if x.sum() > 0 else self.g(-x)
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+        self.b = self._Block()
+
+    def forward(self, x):
+        return self.b(self.l(x))
+
+
+class _Sign(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+def test_auto_calibration_of_nested_nodes_only_is_no_step_either():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_OnlyNested(), verbose=False)
+    assert [(e.module, e.node) for e in gm.sll_report.rewritten] == [("b.g", "sign")]
+    x = torch.randn(64, 4)
+    with sll_fx.band_stats(gm) as stats:
+        for _ in range(3):
+            gm(x)
+    assert stats.steps == 3 and [(r.node, r.step) for r in stats.records] == [("b.g.sign", i) for i in range(3)]
+    assert stats.records[0].band_fraction == pytest.approx(0.25, abs=0.02)
+    assert sll_fx.calibrate(gm, x).keys() == {"b.g.sign"}
+
+
+# --- freeze_eps before any calibration: the report shows the eps in use, and a warning says so ---
+
+def test_freeze_before_the_first_call_warns_and_the_report_shows_the_placeholder():
+    gm = sll_fx.linearize_module(_Rounder(), verbose=False)
+    report = gm.sll_report
+    assert report.calibrating
+    with pytest.warns(UserWarning, match=r"placeholder eps.*sll_fx\.calibrate\(gm, x\).*set_eps") as caught:
+        sll_fx.freeze_eps(gm)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert not sll_fx.is_calibrating(gm) and not report.calibrating
+    text = str(report)
+    assert 'eps="auto"' not in text and " auto " not in text
+    (entry,) = report.rewritten
+    (eps,) = _eps(gm).values()
+    assert entry.eps == eps == 0.01 and " 0.01 " in text
+    for _ in range(2):
+        gm(torch.randn(8, 4))
+    assert _eps(gm) == {"round_1": 0.01}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sll_fx.freeze_eps(gm)          # once only
+        sll_fx.calibrate(gm, torch.randn(64, 4))   # still works, frozen or not
+    assert report.rewritten[0].eps == _eps(gm)["round_1"] != 0.01
+
+
+def test_freeze_after_a_calibration_or_by_calibrate_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gm = sll_fx.linearize_module(_Rounder(), calibrate_steps=3, verbose=False)
+        gm(torch.randn(64, 4))
+        sll_fx.freeze_eps(gm)          # after one of three calibrating calls: eps from data
+        assert not gm.sll_report.calibrating and not sll_fx.is_calibrating(gm)
+        gm = sll_fx.linearize_module(_Rounder(), verbose=False)
+        sll_fx.calibrate(gm, torch.randn(64, 4))   # ends the pending calibration itself
+        assert not gm.sll_report.calibrating and not sll_fx.is_calibrating(gm)
+        gm = sll_fx.linearize_module(_Rounder(), eps=0.1, verbose=False)
+        sll_fx.freeze_eps(gm)          # no automatic calibration at all

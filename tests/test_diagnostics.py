@@ -13,10 +13,12 @@ nodes, recompiles inside the block.
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 import sll_fx
@@ -30,7 +32,12 @@ from sll_fx.ops import is_sll_target
 # ----------------------------------------------------------------------------------------
 
 def sll_names(gm: fx.GraphModule) -> list[str]:
-    return [n.name for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)]
+    """The sll nodes' names as band_stats gives them: the report's (a rewritten x > t: "gt", not "compare")."""
+    names = [e.node for e in gm.sll_report.rewritten] if hasattr(gm, "sll_report") else []
+    graph = [n.meta.get("sll_entry", n.name) for n in gm.graph.nodes
+             if n.op == "call_function" and is_sll_target(n.target)]
+    assert sorted(graph) == sorted(names) or not hasattr(gm, "sll_report")
+    return graph
 
 
 def linearize(model: nn.Module, eps: float, **kw) -> fx.GraphModule:
@@ -518,6 +525,254 @@ def test_set_eps_inside_block_is_seen_at_the_next_step_as_a_float():
     assert [(r.eps, r.in_band) for r in stats.records] == [(0.1, 3), (0.6, 7)]
     assert all(type(r.eps) is float for r in stats.records)
     assert all(type(s.eps) is float for s in stats.summary()) and "0.6" in str(stats)
+
+
+# ----------------------------------------------------------------------------------------
+# train / eval inside a recording (the shadow forward reads every attribute from the module)
+# ----------------------------------------------------------------------------------------
+
+class DropNet(nn.Module):
+    """Functional dropout on self.training (a traced get_attr), a Dropout and a BatchNorm (leaf modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.bn(self.l(x))
+        return self.drop(F.dropout(torch.sign(h), 0.5, training=self.training)) + h
+
+
+def _run(gm, x, seed, train):
+    gm.train(train)
+    torch.manual_seed(seed)
+    y = gm(x)
+    y.square().sum().backward()
+    grads = [p.grad.clone() for p in gm.parameters()]
+    gm.zero_grad()
+    return y.detach(), grads, gm.bn.running_mean.clone()
+
+
+@pytest.mark.parametrize("first", ["train", "eval"])
+def test_train_eval_switch_inside_recording_follows_the_flag(first):
+    """gm.eval() / gm.train() inside a recording: outputs, gradients and BatchNorm statistics are those
+    without recording, whatever mode the first recorded step ran in."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 8)
+    order = [True, False, True, False] if first == "train" else [False, True, False, True]
+    plain = linearize(DropNet(), 0.1)
+    recorded = copy.deepcopy(plain)
+    expected = [_run(plain, x, seed, train) for seed, train in enumerate(order)]
+    with band_stats(recorded) as stats:
+        got = [_run(recorded, x, seed, train) for seed, train in enumerate(order)]
+    for (y0, g0, rm0), (y1, g1, rm1) in zip(expected, got):
+        assert torch.equal(y0, y1) and torch.equal(rm0, rm1)
+        assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert not torch.equal(expected[0][0], expected[1][0])   # the two modes differ
+    assert stats.steps == 4 and [r.step for r in stats.records] == [0, 1, 2, 3]
+
+
+def test_train_eval_switch_eval_values_exact():
+    """The audit's case: a training step, then gm.eval() in the same recording: dropout is off."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return F.dropout(torch.sign(self.l(x)), 0.5, training=self.training)
+
+    torch.manual_seed(0)
+    gm = linearize(M(), 0.1)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        gm.l.bias.fill_(5.0)   # every sign is +1: eval gives all ones, train gives 0 or 2
+    gm.eval()
+    with torch.no_grad():
+        expected = gm(x)
+    assert torch.equal(expected, torch.ones(4, 8))
+    gm.train()
+    with band_stats(gm):
+        y = gm(x)
+        assert set(y.unique().tolist()) == {0.0, 2.0}
+        gm.eval()
+        with torch.no_grad():
+            assert torch.equal(gm(x), torch.ones(4, 8))
+        gm.train()
+        assert set(gm(x).unique().tolist()) == {0.0, 2.0}
+
+
+def test_shadow_reads_attributes_of_submodule_paths_at_call_time():
+    """A graph reading get_attr("sub.training") and a plain attribute: set after the shadow was built."""
+    root = nn.Module()
+    root.sub = nn.Module()
+    root.register_buffer("eps", torch.tensor(0.1))
+    root.scale = 2.0
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    training = graph.get_attr("sub.training")
+    scale = graph.get_attr("scale")
+    s = graph.call_function(torch.ops.sll.sign, (x,), {"eps": graph.get_attr("eps")})
+    d = graph.call_function(F.dropout, (s, 0.5), {"training": training})
+    graph.output(graph.call_function(operator.mul, (d, scale)))
+    gm = fx.GraphModule(root, graph)
+    assert gm.sub.training
+    x = torch.tensor(SIGN_X)
+    with band_stats(gm) as stats:
+        torch.manual_seed(0)
+        dropped = gm(x)
+        gm.sub.eval()
+        gm.scale = 3.0
+        y = gm(x)
+    kept, sign = dropped != 0, torch.ops.sll.sign(x, eps=0.1)
+    assert 0 < int(kept.sum()) < 10 and torch.equal(dropped[kept], (sign * 2 * 2.0)[kept])  # dropout on
+    assert torch.equal(y, torch.ops.sll.sign(x, eps=0.1) * 3.0)
+    assert stats.steps == 2 and [r.in_band for r in stats.records] == [3, 3]
+
+
+def test_hot_path_regenerates_the_shadow_only_on_recompile(monkeypatch):
+    gm = linearize(Sign(), 0.1)
+    built = []
+    real = BandStats._shadow
+    monkeypatch.setattr(BandStats, "_shadow", lambda self, path, mod: built.append(path) or real(self, path, mod))
+    x = torch.tensor(SIGN_X)
+    with band_stats(gm):
+        gm(x)
+        gm.eval()
+        sll_fx.set_eps(gm, 0.3)
+        gm.train()
+        assert torch.equal(gm(x), torch.ops.sll.sign(x, eps=0.3))
+        gm.recompile()
+        gm(x)
+    assert built == ["", ""]
+
+
+# ----------------------------------------------------------------------------------------
+# estimators (method="ste" / "sigmoid"): their gradient, no warning
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["ste", "sigmoid"])
+def test_estimator_nodes_get_their_gradient_and_no_warning(method):
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Round(), eps=0.1, method=method, verbose=False)
+    # far from every k + 1/2: 0 of 1000 in the band of eps 0.1
+    x = (torch.randint(-5, 5, (1000,)).float() + 0.1 * torch.rand(1000)).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with band_stats(gm, window=3) as stats:
+            for _ in range(4):
+                x.grad = None
+                gm(x).sum().backward()
+    assert stats.warned == ()
+    s = only(stats.summary() and [r for r in stats.records if r.step == 3])
+    assert (s.mode, s.band_fraction, s.in_band) == (method, 0.0, 0)
+    assert s.mean_abs_grad == pytest.approx(x.grad.abs().mean().item(), rel=1e-6)
+    if method == "ste":
+        assert s.mean_abs_grad == 1.0   # identity for round: 1 on every element
+    else:
+        assert 0 < s.mean_abs_grad < 1.0
+    (summary,) = stats.summary()
+    assert summary.mode == method and summary.low_steps == 0 and not summary.warned
+    assert f"sll.round [{method}]" in str(stats)
+
+
+def test_estimator_sign_ste_clip():
+    """ste on sign: the clipped identity 1{|x| <= 1}; the mean |grad| is what reached x."""
+    gm = sll_fx.linearize_module(Sign(), eps=None, method="ste", verbose=False)
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.3, 0.9, 1.5, 3.0, 0.0], requires_grad=True)
+    with band_stats(gm) as stats:
+        (gm(x) * torch.arange(1.0, 9.0)).sum().backward()
+    rec = only(stats.records)
+    assert rec.mode == "ste"
+    assert rec.mean_abs_grad == pytest.approx((2 + 3 + 4 + 5 + 8) / 8)
+    assert rec.mean_abs_grad == pytest.approx(x.grad.abs().mean().item())
+
+
+class _Threshold(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor([[0.0], [0.5], [1.0], [2.0]]))
+
+    def forward(self, x):
+        return (x > self.t).float()   # (10,) against (4, 1): broadcast to (4, 10)
+
+
+@pytest.mark.parametrize("method", ["ste", "sigmoid"])
+def test_estimator_gradient_of_a_broadcasting_comparison(method):
+    gm = sll_fx.linearize_module(_Threshold(), eps=0.3, method=method, verbose=False)
+    x = torch.linspace(-1, 3, 10).requires_grad_()
+    w = torch.arange(40.0).reshape(4, 10)
+    with band_stats(gm) as stats:
+        (gm(x) * w).sum().backward()
+    rec = only(stats.records)
+    assert (rec.mode, rec.numel) == (method, 40)
+    assert rec.mean_abs_grad > 0
+    assert rec.mean_abs_grad == pytest.approx(x.grad.abs().mean().item(), rel=1e-6)
+
+
+def test_linear_and_hard_nodes_record_their_mode():
+    for mode in ("linear", "hard"):
+        gm = linearize(Sign(), 0.1, mode=mode)
+        with band_stats(gm) as stats:
+            gm(torch.tensor(SIGN_X))
+        assert only(stats.records).mode == mode and stats.summary()[0].mode == mode
+
+
+# ----------------------------------------------------------------------------------------
+# names: the report's (entry names; "path.node" in a nested GraphModule), as calibrate's
+# ----------------------------------------------------------------------------------------
+
+class _Gate2(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.g = _Gate2()
+
+    def forward(self, x):
+        return self.g(x) if x.sum() > 0 else self.g(-x)   # data-dependent: kept opaque, g traced
+
+
+class _Named(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = _Block()
+
+    def forward(self, x):
+        return (x > 0.3).float() + (x > 5.0).float() + self.b(x)
+
+
+def test_names_are_the_report_entry_names():
+    gm = linearize(_Named(), 0.01)
+    report = {(e.module, e.node) for e in gm.sll_report.rewritten}
+    assert report == {("", "gt"), ("", "gt_1"), ("b.g", "sign")}
+    x = torch.randn(64, 8).abs() + 0.5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with band_stats(gm, window=2) as stats:
+            gm(x)
+            gm(x)
+    names = [r.node for r in stats.records if r.step == 0]
+    assert sorted(names) == ["b.g.sign", "gt", "gt_1"]
+    assert sorted(stats.warned) == ["b.g.sign", "gt", "gt_1"]
+    messages = " ".join(str(w.message) for w in caught if issubclass(w.category, BandWarning))
+    assert "'gt'" in messages and "'gt_1'" in messages and "'b.g.sign'" in messages
+    assert "'compare'" not in messages
+    # each name is a report entry: "node" at the top, "<nested GraphModule path>.<node>" below
+    for name in names:
+        path, _, node = name.rpartition(".")
+        assert any(e.node == node and (e.module == path or e.module.startswith(path + ".")) and
+                   (path == "" or isinstance(gm.get_submodule(path), fx.GraphModule))
+                   for e in gm.sll_report.rewritten), name
+    # the same names as calibrate's
+    assert sorted(sll_fx.calibrate(gm, torch.randn(8, 8))) == sorted(names)
+    assert diagnostics.sll_node_names(gm.graph) == {
+        n: n.meta["sll_entry"] for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target)}
 
 
 def test_public_names():

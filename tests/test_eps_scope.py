@@ -18,6 +18,7 @@ from torch import fx, nn
 
 import sll_fx
 from sll_fx.annealing import _eps_nodes, node_eps
+from sll_fx.diagnostics import sll_node_names
 from sll_fx.errors import EpsError, ModeError
 from sll_fx.graph_module import EPS_PREFIX
 from sll_fx.ops import DEFAULT_EPS, is_sll_target
@@ -26,6 +27,13 @@ from sll_fx.report import Entry
 
 def eps_of(gm) -> dict[str, float]:
     return {n.name: node_eps(m, n) for m, n in _eps_nodes(gm)}
+
+
+def entry_eps_of(gm) -> dict[str, float]:
+    """As eps_of, keyed by the names calibrate returns: the report's (gt, not compare)."""
+    names = {n: name for path, m in gm.named_modules() if isinstance(m, fx.GraphModule)
+             for n, name in sll_node_names(m.graph, path).items()}
+    return {names[n]: node_eps(m, n) for m, n in _eps_nodes(gm)}
 
 
 def data(n=256, width=8, seed=0):
@@ -234,11 +242,11 @@ def test_auto_model_calibrated_through_the_wrapper_then_fullgraph():
     compiled = torch.compile(gm, backend=Counter(), fullgraph=True)
     assert sll_fx.is_calibrating(compiled)
     chosen = sll_fx.calibrate(compiled, x)
-    assert len(chosen) == 4 and eps_of(gm) == chosen
+    assert len(chosen) == 4 and entry_eps_of(gm) == chosen
     # calibrate took the place of the pending automatic calibration: fullgraph runs
     assert not sll_fx.is_calibrating(compiled) and not sll_fx.is_calibrating(gm)
     torch.testing.assert_close(compiled(x), gm(x))
-    assert eps_of(gm) == chosen
+    assert entry_eps_of(gm) == chosen
 
 
 def test_freeze_eps_on_the_compiled_wrapper():
@@ -294,7 +302,7 @@ def test_auto_config_calibrates_only_the_auto_nodes():
         {"round_1": 0.2, "sign": 0.2, "compare": 0.2, "round_2": 0.25}
     assert after["sign_1"] != DEFAULT_EPS and after["compare_1"] != DEFAULT_EPS
     chosen = sll_fx.calibrate(gm, x * 3)   # explicit: the same nodes
-    assert set(chosen) == {"sign_1", "compare_1"}
+    assert set(chosen) == {"sign_1", "gt_1"}   # the report's names
     assert {k: eps_of(gm)[k] for k in ("round_1", "sign", "compare", "round_2")} == \
         {"round_1": 0.2, "sign": 0.2, "compare": 0.2, "round_2": 0.25}
     # set_eps still changes a configured node
@@ -335,7 +343,7 @@ def test_fixed_config_is_calibrated_whole_by_calibrate():
     gm = sll_fx.linearize_module(Top(), cfg, verbose=False)
     assert not gm.sll_report.auto and not any(e.auto for e in gm.sll_report.entries)
     chosen = sll_fx.calibrate(gm, torch.randn(64, 4))
-    assert set(chosen) == set(eps_of(gm)) and len(chosen) == 6
+    assert set(chosen) == set(entry_eps_of(gm)) and len(chosen) == 6
 
 
 # ----------------------------------------------------------------------------------------
@@ -424,5 +432,5 @@ def test_auto_calibrates_every_rewritten_node_of_every_pattern():
     gm = sll_fx.linearize_module(M(), verbose=False)
     assert all(e.auto and e.mode == "linear" for e in gm.sll_report.entries) and len(gm.sll_report.entries) == 8
     chosen = sll_fx.calibrate(gm, data())
-    assert set(chosen) == set(eps_of(gm)) - {"floor"} and len(chosen) == 7
+    assert set(chosen) == set(entry_eps_of(gm)) - {"floor"} and len(chosen) == 7
     assert eps_of(gm)["floor"] == 0.3
