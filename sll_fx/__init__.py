@@ -13,7 +13,7 @@ Where things are:
 - ``precision.py`` the run-time check of eps against the spacing of the dtype an op runs in
 - ``report.py``   the rewrite and strip reports (records first, tabulate text second)
 - ``config.py``   ``SLLConfig``: eps/mode per rule kind and per submodule, rules off, submodules skipped
-- ``annealing.py`` ``set_eps``: change eps in place (schedules) without retracing
+- ``annealing.py`` ``set_eps``: change eps in place (schedules) without retracing; ``eps_state``/``load_eps``
 - ``api.py``      ``linearize_module`` and ``export_hard``
 - ``sll_fx.passes`` (the ``passes/`` folder): the graph passes, one per file
 """
@@ -22,7 +22,7 @@ from .errors import EpsError, ModeError, RewriteError, SLLError, TraceError
 from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
 from .report import OpaqueModule, RewriteReport, StripReport
 from .api import export_hard, linearize_module
-from .annealing import set_eps
+from .annealing import eps_state, load_eps, set_eps
 from .config import SLLConfig
 from .diagnostics import BandWarning, band_stats
 from .precision import PrecisionWarning
@@ -33,7 +33,7 @@ from .kernels import METHODS
 __version__ = "0.1.0"
 
 __all__ = [
-    "linearize_module", "export_hard", "set_eps", "SLLConfig",
+    "linearize_module", "export_hard", "set_eps", "eps_state", "load_eps", "SLLConfig",
     "linearize",
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport", "OpaqueModule",

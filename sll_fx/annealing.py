@@ -9,9 +9,15 @@ hard model)::
         ...
 
 ``where`` picks the nodes: ``None`` (all), a rule kind or group (``"round"``, ``"compare"``),
-a submodule qualified name (that submodule and everything below it), a node name, an
-``nn.Module`` type, or a predicate ``f(node) -> bool``.  Every new eps is checked against
-its op's limit before any node changes; a ``where`` that selects nothing is a ``ValueError``.
+a submodule qualified name (that submodule and everything below it), a node name (``"b.g.sign"``
+for a node of a nested GraphModule), an ``nn.Module`` type, or a predicate ``f(node) -> bool``;
+a string that could be several of these is read by :func:`set_eps`'s precedence.  Every new eps
+is checked against its op's limit before any node changes; a ``where`` that selects nothing is a
+``ValueError``.  ``eps`` is any real number (a numpy scalar, a one-element tensor: its value).
+
+**Saving and restoring eps.**  :func:`eps_state` gives ``{node name: eps}`` with names unique across
+nested graphs (``"b.g.sign"``), :func:`load_eps` puts such a dict back (exact node names, never
+kinds): eps is not in the ``state_dict``, so a checkpoint carries it next to it.
 
 **Where eps lives.**  ``linearize_module`` gives every rewritten node its own non-persistent
 0-dim float64 buffer ``_sll_eps_<node name>`` on the GraphModule that owns the node, and
@@ -46,12 +52,14 @@ literal eps.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Callable, Union
 
 import torch
 from torch import fx, nn
 
 from . import rules
+from .diagnostics import sll_node_names  # (the names band_stats and calibrate print: one rule)
 from .errors import EpsError
 from .graph_module import EPS_PREFIX  # the eps buffers' names: _sll_eps_<node name>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
@@ -219,25 +227,226 @@ def _eps_nodes(gm: fx.GraphModule):
                     yield mod, node
 
 
+# ----------------------------------------------------------------------------------------
+# node names: unique across nested graphs
+# ----------------------------------------------------------------------------------------
+
+def _named_nodes(gm: nn.Module) -> list[tuple[str, str, fx.GraphModule, fx.Node]]:
+    """(name, fx name, graph module, node) for every sll node of ``gm``, nested GraphModules included.
+
+    ``name`` is the one :func:`eps_state`, ``band_stats`` and ``sll_fx.calibrate`` print: the report
+    entry's name (``node.meta["sll_entry"]``: ``gt`` for the ``sll.compare`` node that rewrote ``x > t``),
+    else (an explicit op, a hand-made graph) the fx node name; for a node of a nested GraphModule (the
+    traced child of an opaque module) at qualified name ``path``, ``"<path>.<name>"`` (``"b.g.sign"``).
+    A name taken twice in one graph falls back to the fx node name.  ``fx name`` is the fx node name,
+    qualified the same way.  Unique across the whole model (node names hold no dot).
+    """
+    out = []
+    for path, mod in _root(gm).named_modules():
+        if isinstance(mod, fx.GraphModule):
+            out.extend((name, f"{path}.{node.name}" if path else node.name, mod, node)
+                       for node, name in sll_node_names(mod.graph, path).items())
+    return out
+
+
+def _root(gm: nn.Module) -> nn.Module:
+    """The linearized model inside a ``torch.compile`` wrapper and a ``DistributedDataParallel``/``DataParallel``
+    wrapper (its ``module``): names are the model's own, without ``_orig_mod.``/``module.``."""
+    gm = unwrap_compiled(gm)
+    while isinstance(gm, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        gm = unwrap_compiled(gm.module)
+    return gm
+
+
+def _with_eps(pairs):
+    """``pairs`` (graph module, node) with a selection (``sll.select``, no eps of its own) replaced by the
+    sll nodes carrying an eps that feed it (its mask's comparison): a selection's band is its mask's."""
+    out = []
+    for mod, node in pairs:
+        if "eps" in node.kwargs:
+            out.append((mod, node))
+        else:
+            out += [(mod, a) for a in node.all_input_nodes
+                    if a.op == "call_function" and is_sll_target(a.target) and "eps" in a.kwargs]
+    return list({id(n): (m, n) for m, n in out}.values())
+
+
+def _lookup_name(named, name: str):
+    """The (graph module, node) pairs named exactly ``name`` (by :func:`_named_nodes`' name, else its fx
+    name); [] when none."""
+    found = [(mod, node) for qual, _, mod, node in named if qual == name]
+    return found or [(mod, node) for _, fx_name, mod, node in named if fx_name == name]
+
+
+def eps_state(gm: nn.Module) -> dict[str, float]:
+    """Every sll node's current eps, by a name unique across the whole model: ``{name: eps}``.
+
+    The names are the report's entry names (``"sign"``, ``"gt_1"``; explicit ops: their fx node
+    names) and, for nodes of nested GraphModules (the traced children of opaque modules),
+    ``"<module path>.<name>"`` (``"b.g.sign"``): the names ``band_stats`` and ``sll_fx.calibrate``
+    print.  Selections (``torch.where``, ``masked_fill``) have no eps of their own (theirs is their
+    comparison's) and are not listed.  A plain ``dict`` of ``str`` -> ``float``: it saves with
+    ``torch.save`` and loads with ``torch.load(..., weights_only=True)``; put it back with
+    :func:`load_eps` (eps is not in the ``state_dict``: its buffers are non-persistent)::
+
+        torch.save({"model": gm.state_dict(), "eps": sll_fx.eps_state(gm)}, "ckpt.pt")
+        ckpt = torch.load("ckpt.pt", weights_only=True)
+        gm = sll_fx.linearize_module(model, eps=0.1)
+        gm.load_state_dict(ckpt["model"])
+        sll_fx.load_eps(gm, ckpt["eps"])
+    """
+    return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm) if "eps" in node.kwargs}
+
+
+def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
+    """Set each node's eps from ``state`` (``{name: eps}``, as :func:`eps_state` gives); returns the
+    fx names of the nodes set.  Checks everything before changing anything; the report follows.
+
+    A key is an exact node name, never a rule kind or a submodule (``"sign"`` is the node the report
+    calls ``sign``, not every sign node): a report entry's name or an fx node name, qualified with the
+    module path for a node of a nested GraphModule (``"b.g.sign"``).  A selection's name (``"where_1"``)
+    sets its comparison.  ``strict`` (default): a key naming no node, or an sll node with an eps that
+    no key names, is a ``ValueError`` (as ``load_state_dict(strict=True)``); ``strict=False`` skips
+    unknown keys and leaves unnamed nodes as they are.  Values: anything :func:`set_eps` takes.
+    """
+    gm = _root(gm)
+    if not isinstance(state, dict):
+        raise TypeError(f"load_eps: state must be a dict {{node name: eps}} (sll_fx.eps_state(gm)), "
+                        f"got {type(state).__name__}")
+    named = _named_nodes(gm)
+    values: dict[int, tuple[fx.GraphModule, fx.Node, float, str]] = {}
+    unknown = []
+    for key, value in state.items():
+        found = _with_eps(_lookup_name(named, key)) if isinstance(key, str) else []
+        if not found:
+            unknown.append(key)
+            continue
+        eps = _as_eps(value, f"load_eps: state[{key!r}]")
+        for mod, node in found:
+            seen = values.get(id(node))
+            if seen is not None and seen[2] != eps:
+                raise ValueError(f"load_eps: state[{key!r}]={eps!r} and state[{seen[3]!r}]={seen[2]!r} both set "
+                                 f"node '{node.name}' (a selection's eps is its comparison's)")
+            values[id(node)] = (mod, node, eps, key)
+    if strict:
+        missing = [name for name, _, mod, node in named if "eps" in node.kwargs and id(node) not in values]
+        if unknown or missing:
+            known = [name for name, _, _, node in named if "eps" in node.kwargs]
+            raise ValueError("load_eps: " + "; ".join(
+                [f"no node named {', '.join(map(repr, unknown))} in {type(gm).__name__} "
+                 f"(its nodes: {', '.join(known) or 'none'})"] * bool(unknown)
+                + [f"no eps given for node(s) {', '.join(missing)}"] * bool(missing))
+                + " (strict=False: skip unknown names, keep the others' eps)")
+    _refuse_nested(gm, None)
+    _apply(gm, [(mod, node, eps) for mod, node, eps, _ in values.values()])
+    return [node.name for _, node, _, _ in values.values()]
+
+
+# ----------------------------------------------------------------------------------------
+# set_eps
+# ----------------------------------------------------------------------------------------
+
+def _as_eps(eps, what: str = "set_eps") -> float:
+    """``eps`` as a Python float: any real number ``float()`` takes (int, float, numpy scalar, a one-element
+    tensor: its item); else an ``EpsError`` saying what to pass.  Range and limits are ``check_eps``'s."""
+    if isinstance(eps, torch.Tensor):
+        if eps.numel() != 1 or eps.dtype == torch.bool or eps.is_complex():
+            raise EpsError(f"{what}: eps must be one real number, got a {eps.dtype} tensor of shape "
+                           f"{tuple(eps.shape)}; pass float(eps) of one value")
+        return float(eps.detach().item())
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise EpsError(f"{what}: eps must be a real number (float, int, numpy scalar or one-element tensor), got "
+                       f"{type(eps).__name__}")
+    return float(eps)
+
+
 def _selects(where: Where, node: fx.Node) -> bool:
+    """``where`` (not a string: None, an nn.Module type or a predicate) selects ``node``."""
     if where is None:
         return True
     if callable(where) and not isinstance(where, type):
         return bool(where(node))
     stack = list((node.meta.get("nn_module_stack") or {}).values())
-    if isinstance(where, type):
-        return any(isinstance(t, type) and issubclass(t, where) for _, t in stack)
+    return any(isinstance(t, type) and issubclass(t, where) for _, t in stack)
+
+
+def _selects_kind(where: str, node: fx.Node) -> bool:
     kind = rules.for_sll_node(node).kind
     if where == kind or kind in rules.KIND_GROUPS.get(where, ()):
         return True
     if where in ("where", "masked_fill", "select"):  # a selection's band is its comparison's
         return any(rules.sll_op_name(u.target) == "select" and (where == "select" or
                    u.kwargs.get("op", "where") == where) for u in node.users if u.op == "call_function")
-    path = module_of(node)
-    return where in (node.name, node.meta.get("sll_entry")) or path == where or path.startswith(where + ".") \
-        or where == ""
+    return False
 
 
+def _is_kind(where: str) -> bool:
+    return where in rules.KINDS or where in rules.KIND_GROUPS
+
+
+def _select_string(gm: nn.Module, where: str, nodes) -> list:
+    """The nodes a ``where`` string selects: see :func:`set_eps` (precedence: a qualified node name, a top-level
+    node name that is not a kind, a submodule name, a kind or group, a node name of one nested graph)."""
+    if where == "":
+        return list(nodes)
+    named = _named_nodes(gm)
+    if "." in where or not _is_kind(where):  # 1. an exact node name: "b.g.sign" (nested), "round_2", "where_1"
+        found = _with_eps(_lookup_name(named, where))
+        if found:
+            return found
+    inside = [(m, n) for m, n in nodes if module_of(n) == where or module_of(n).startswith(where + ".")]
+    if inside:  # 2. a submodule's qualified name
+        return inside
+    if _is_kind(where):  # 3. a kind or group: every node of it, the one named like the kind included
+        return [(m, n) for m, n in nodes if _selects_kind(where, n)]
+    # 4. an unqualified name of a node of a nested graph: only when one graph has it
+    found = [(m, n) for qual, fx_name, m, n in named
+             if "." in qual and where in (qual.rsplit(".", 1)[1], fx_name.rsplit(".", 1)[1])]
+    if len({id(m) for m, _ in found}) > 1:
+        quals = [q for q, _, m, n in named if any(n is f for _, f in found)]
+        raise ValueError(f"set_eps: where={where!r} names a node in several nested graphs ({', '.join(quals)}): "
+                         "pass its qualified name")
+    return _with_eps(found)
+
+
+def _nested_path(module: nn.Module, nodes) -> str | None:
+    """When ``module`` is a nested part of a linearized model (the traced child of an opaque module, or an
+    opaque module itself; its nodes name their submodules from the model's top): its qualified name there
+    ("b.g"); None for a linearized model itself (or a module that is no part of one)."""
+    from .graph_module import SLLGraphModule
+    from .opaque import is_opaque
+
+    if not (isinstance(module, SLLGraphModule) or is_opaque(module)):  # (a hand-made graph names its own paths)
+        return None
+    paths = {module_of(n) for _, n in nodes} - {""}
+
+    def resolves(prefix: str) -> bool:
+        for path in paths:
+            if prefix and path != prefix and not path.startswith(prefix + "."):
+                return False
+            rel = path[len(prefix):].lstrip(".") if prefix else path
+            try:
+                module.get_submodule(rel)
+            except AttributeError:
+                return False
+        return True
+
+    if not paths or resolves(""):
+        return None
+    first = min(paths, key=len).split(".")
+    return next((p for p in (".".join(first[:i]) for i in range(1, len(first) + 1)) if resolves(p)), "?")
+
+
+def _refuse_nested(gm: nn.Module, where: Where) -> None:
+    nodes = list(_eps_nodes(gm))
+    path = _nested_path(gm, nodes)
+    if path is None:
+        return
+    which = f"where={path + '.' + where!r})" if isinstance(where, str) and where and "." not in where else \
+        f"where={path!r}) for all of it, or where='{path}.<node>' for one node"
+    raise ValueError(f"set_eps: this {type(gm).__name__} is the nested part {path!r} of a linearized model (the "
+                     "traced child of an opaque module): setting it here would leave the model's report behind; "
+                     f"call it on the linearized model: set_eps(gm, eps, {which}")
 
 
 def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) -> None:
@@ -257,46 +466,84 @@ def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) ->
     owner.__dict__[EPS_GENERATION] = owner.__dict__.get(EPS_GENERATION, 0) + 1
 
 
-def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
-    """Set eps on the selected sll nodes of ``gm``; returns their names.  Raises before changing anything.
-
-    Puts new eps tensors in the nodes' eps buffers (no graph change, no recompilation, also under
-    ``torch.compile``; a pending backward keeps its forward's eps: :func:`_replace_eps`); see the
-    module docstring.  ``gm`` may be the ``torch.compile`` wrapper.
-    A node with a literal eps (only in a graph ``linearize_module`` did not make) gets a buffer
-    instead, once: that GraphModule's graph and code change, which code compiled from it before
-    does not see (see the module docstring).
-    """
-    if isinstance(where, type) and not issubclass(where, nn.Module):
-        raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
-    chosen = [(mod, node) for mod, node in _eps_nodes(gm) if _selects(where, node)]
-    if not chosen:
-        raise ValueError(f"set_eps: where={where!r} selects no sll node of {type(gm).__name__} "
-                         f"(kinds: {', '.join(rules.KINDS)}; or a submodule name, node name, type or predicate)")
-    for _, node in chosen:
+def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -> None:
+    """Check every (graph module, node, eps), then set them; the reports of ``gm`` and of the graph modules
+    follow.  Raises before changing anything."""
+    for _, node, eps in chosen:
         op = rules.sll_op_name(node.target)
         try:
             check_eps(op, eps, node.kwargs.get("decimals", 0))
         except EpsError as e:
             raise EpsError(f"set_eps: node '{node.name}' ({source_of(node) or 'no source'}): {e}") from None
-    buffers = [(mod, node, _eps_tensor(mod, node)) for mod, node in chosen]  # raises before any change
+    buffers = [(mod, node, eps, _eps_tensor(mod, node)) for mod, node, eps in chosen]  # raises before any change
     literal = {}
     with torch.no_grad():
-        for mod, node, t in buffers:
+        for mod, node, eps, t in buffers:
             if t is None:  # a literal eps (a hand-made graph): it becomes a buffer, once (that module recompiles)
-                eps_input(mod, node, float(eps), eps_device(mod))
+                eps_input(mod, node, eps, eps_device(mod))
                 literal[id(mod)] = mod
             else:  # a new tensor in the buffer's place: the graph, the code and compiled code stay
-                _replace_eps(mod, node, t, float(eps))
-    changed = {(n.meta.get("sll_entry", n.name), module_of(n)) for _, n in chosen}
-    changed |= {(u.meta.get("sll_entry", u.name), module_of(u)) for _, n in chosen for u in n.users
-                if u.op == "call_function" and is_sll_target(u.target)}  # selections show their mask's eps
+                _replace_eps(mod, node, t, eps)
+    changed = {(n.meta.get("sll_entry", n.name), module_of(n)): eps for _, n, eps in chosen}
+    changed.update({(u.meta.get("sll_entry", u.name), module_of(u)): eps for _, n, eps in chosen for u in n.users
+                    if u.op == "call_function" and is_sll_target(u.target)})  # selections show their mask's eps
     for mod in literal.values():
         mod.recompile()
-    modules = {id(m): m for m, _ in chosen}
-    for mod in (gm, *modules.values()):  # the top report merges the nested graphs' entries
+    modules = {id(m): m for m, _, _ in chosen}
+    for mod in (_root(gm), *modules.values()):  # the top report merges the nested graphs' entries
         report = getattr(mod, "sll_report", None)
         if report is not None and hasattr(report, "entries"):
-            report.entries[:] = [dataclasses.replace(e, eps=float(eps)) if e.rewritten and (e.node, e.module)
-                                 in changed else e for e in report.entries]
+            report.entries[:] = [dataclasses.replace(e, eps=changed[e.node, e.module]) if e.rewritten and
+                                 (e.node, e.module) in changed else e for e in report.entries]
+
+
+def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
+    """Set eps on the selected sll nodes of ``gm``; returns their (fx) names.  Raises before changing anything.
+
+    ``eps``: a positive real number within each selected op's limit: a float, an int, a numpy scalar or a
+    one-element tensor (its value).  ``where``:
+
+    - ``None``: every sll node (explicit ``sll_fx.*`` ops included);
+    - a string, read as the first of these that matches anything:
+
+      1. an exact node name: a report entry's name or an fx node name (``"round_2"``, ``"where_1"``: a
+         selection sets its comparison), ``"<module path>.<name>"`` for a node of a nested GraphModule,
+         the traced child of an opaque module (``"b.g.sign"``: the names :func:`eps_state`,
+         ``band_stats`` and ``sll_fx.calibrate`` print); except a name that is also a rule kind or group
+         (below): ``"round"`` stays every round node even when the first of them is named ``round``
+         (set that node alone with ``sll_fx.load_eps(gm, {"round": eps})``);
+      2. a submodule's qualified name (``"enc"``, ``"enc.0"``): the nodes inside it, at any depth;
+         it takes precedence over a kind (a submodule named ``round`` means that submodule);
+      3. a rule kind (``"round"``, ``"gt"``, ``"where"``: the comparisons feeding a where) or a group
+         (``"compare"``, ``"select"``);
+      4. the unqualified name of a node of a nested graph, when only one graph has it;
+
+    - an ``nn.Module`` type: the nodes inside submodules of that type;
+    - a predicate ``f(node) -> bool``.
+
+    A ``where`` selecting nothing is a ``ValueError``.  Puts new eps tensors in the nodes' eps buffers (no
+    graph change, no recompilation, also under ``torch.compile``; a pending backward keeps its forward's eps:
+    :func:`_replace_eps`); see the module docstring.  ``gm`` may be the ``torch.compile`` wrapper; it is
+    the linearized model (whose report follows), not a GraphModule nested in it (set those through the
+    model: ``where="b.g"``, refused otherwise).
+    A node with a literal eps (only in a graph ``linearize_module`` did not make) gets a buffer
+    instead, once: that GraphModule's graph and code change, which code compiled from it before
+    does not see (see the module docstring).
+    """
+    eps = _as_eps(eps)
+    if isinstance(where, type) and not issubclass(where, nn.Module):
+        raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
+    nodes = list(_eps_nodes(gm))
+    if not nodes:
+        raise ValueError(f"set_eps: {type(gm).__name__} holds no sll node.  A submodule that linearize_module traced "
+                         "through stays a plain container of its parameters and buffers: its ops are nodes of the "
+                         "linearized model's graph.  Call set_eps on the linearized model with the submodule's "
+                         "qualified name: set_eps(gm, eps, where=\"<submodule name>\")")
+    _refuse_nested(_root(gm), where)
+    chosen = _select_string(gm, where, nodes) if isinstance(where, str) else \
+        [(mod, node) for mod, node in nodes if _selects(where, node)]
+    if not chosen:
+        raise ValueError(f"set_eps: where={where!r} selects no sll node of {type(gm).__name__} "
+                         f"(kinds: {', '.join(rules.KINDS)}; or a submodule name, node name, type or predicate)")
+    _apply(gm, [(mod, node, eps) for mod, node in chosen])
     return [node.name for _, node in chosen]

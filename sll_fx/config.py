@@ -9,7 +9,9 @@ sets, in one frozen value:
 - ``module_eps`` / ``module_mode``: per submodule, keyed by qualified name (``"encoder.block1"``,
   covering everything below it) or by module type (``nn.TransformerEncoderLayer``);
 - ``disabled``: rule kinds switched off (their nodes stay hard and are reported so);
-- ``skip``: submodules (names or types) left exactly as they are: not rewritten.
+- ``skip``: submodules (names or types) left exactly as they are: not rewritten;
+- ``method``: the estimator, ``"sll"`` (default), ``"ste"`` or ``"sigmoid"``; those two run the hard
+  forward in every node, so ``module_mode`` with them is a ``ValueError`` (it would be ignored).
 
 Priority, most specific first: a submodule by qualified name (the longest matching name
 wins) > a submodule by type (the innermost enclosing module of a listed type) > the rule
@@ -76,6 +78,12 @@ class SLLConfig:
             _own_check(check_eps, self.eps)
         _own_check(check_mode, self.mode)
         check_method("SLLConfig", self.method)
+        if self.method != "sll" and self.module_mode:  # an estimator runs the hard forward everywhere
+            raise ValueError(
+                f"SLLConfig: module_mode={{{', '.join(f'{_key(k)}: {v!r}' for k, v in self.module_mode.items())}}} "
+                f"cannot be combined with method={self.method!r}: module_mode picks the forward of the sll "
+                f"surrogate (method='sll'), while method={self.method!r} runs the hard forward in every node; "
+                f"drop module_mode, or use method='sll'")
         for kind in (*self.kind_eps, *self.disabled):
             if kind not in KINDS and kind not in KIND_GROUPS:
                 raise ValueError(f"SLLConfig: unknown rule kind {kind!r}; known kinds: "

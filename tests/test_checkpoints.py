@@ -241,7 +241,8 @@ def test_eps_buffers_are_not_state():
 
 
 def test_resuming_with_the_eps_saved_next_to_the_checkpoint():
-    """The README's recipe: eps is not state, so the report's values travel next to the state_dict."""
+    """The README's recipe: eps is not state, so ``sll_fx.eps_state(gm)`` travels next to the state_dict and
+    ``sll_fx.load_eps`` puts it back."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -256,16 +257,94 @@ def test_resuming_with_the_eps_saved_next_to_the_checkpoint():
     gm(torch.randn(32, 8))
     sll_fx.set_eps(gm, 0.07, where="sign")
     buf = io.BytesIO()
-    torch.save({"model": gm.state_dict(), "eps": {e.node: e.eps for e in gm.sll_report.rewritten}}, buf)
+    torch.save({"model": gm.state_dict(), "eps": sll_fx.eps_state(gm)}, buf)
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)
     resumed = sll_fx.linearize_module(Net(), eps=0.1, verbose=False)
     resumed.load_state_dict(ckpt["model"])
-    for node, eps in ckpt["eps"].items():
-        sll_fx.set_eps(resumed, eps, where=node)
+    sll_fx.load_eps(resumed, ckpt["eps"])
     assert eps_of(resumed) == eps_of(gm) and len(set(eps_of(gm).values())) == 3
     x = torch.randn(32, 8)
     assert torch.equal(resumed(x), gm(x))
+
+
+class _Gate(nn.Module):
+    def forward(self, x):
+        return torch.sign(x * 0.5)
+
+
+class _Block(nn.Module):
+    """Control flow on a value: kept opaque; its child ``g`` is traced, with a node named ``sign``."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = _Gate()
+
+    def forward(self, x):
+        return self.g(x) if x.sum() > 0 else self.g(-x)
+
+
+class _NestedNet(nn.Module):
+    """A top-level ``sign`` (and ``sign_1``), the nested ``b.g``'s ``sign``, two ``torch.where``."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+        self.b = _Block()
+
+    def forward(self, x):
+        h = self.l(x)
+        return (torch.sign(h) + torch.sign(h * 5) + self.b(h)
+                + torch.where(h > 0.1, h, -h) + torch.where(h < 0.3, h, 2 * h))
+
+
+def test_resume_recipe_with_an_opaque_module_and_two_wheres():
+    """The README recipe on names that repeat across nested graphs (``sign`` at the top and in ``b.g``),
+    names equal to a kind (``sign``, ``gt``, ``lt``) and two selections: every node gets its own eps back
+    (the old ``{e.node: e.eps}`` recipe gave the top-level ``sign`` the nested one's eps, or raised)."""
+    torch.manual_seed(0)
+    model = _NestedNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    saved = {"sign": 0.21, "sign_1": 0.33, "gt": 0.05, "lt": 0.07, "b.g.sign": 0.0125}
+    assert sorted(sll_fx.load_eps(gm, saved)) == ["compare", "compare_1", "sign", "sign", "sign_1"]
+    assert sll_fx.eps_state(gm) == saved
+    rows = {(e.node, e.module): e.eps for e in gm.sll_report.rewritten}
+    assert rows == {("sign", ""): 0.21, ("sign_1", ""): 0.33, ("gt", ""): 0.05, ("where", ""): 0.05,
+                    ("lt", ""): 0.07, ("where_1", ""): 0.07, ("sign", "b.g"): 0.0125}
+
+    buf = io.BytesIO()
+    torch.save({"model": gm.state_dict(), "eps": sll_fx.eps_state(gm)}, buf)   # README: save
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)                                   # README: resume
+    resumed = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    resumed.load_state_dict(ckpt["model"])
+    sll_fx.load_eps(resumed, ckpt["eps"])
+
+    assert eps_of(resumed) == eps_of(gm) == {"sign": 0.21, "sign_1": 0.33, "compare": 0.05, "compare_1": 0.07,
+                                             "b.g.sign": 0.0125}
+    assert {(e.node, e.module): e.eps for e in resumed.sll_report.rewritten} == rows
+    x = torch.randn(16, 8)
+    assert torch.equal(resumed(x), gm(x))
+
+
+def test_load_eps_checks_its_keys_and_values_before_changing_anything():
+    model = _NestedNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    full = sll_fx.eps_state(gm)
+    assert full == {"sign": 0.1, "sign_1": 0.1, "gt": 0.1, "lt": 0.1, "b.g.sign": 0.1}
+    with pytest.raises(ValueError, match="no node named 'nope'"):
+        sll_fx.load_eps(gm, {**full, "nope": 0.2})
+    with pytest.raises(ValueError, match="no eps given for node.*b.g.sign"):
+        sll_fx.load_eps(gm, {k: v for k, v in full.items() if k != "b.g.sign"})
+    with pytest.raises(ValueError, match="both set"):   # a selection's eps is its comparison's
+        sll_fx.load_eps(gm, {**full, "gt": 0.2, "where": 0.3})
+    with pytest.raises(sll_fx.EpsError, match="finite"):
+        sll_fx.load_eps(gm, {**full, "gt": 0.2, "b.g.sign": float("inf")})
+    assert sll_fx.eps_state(gm) == full   # nothing changed
+    # strict=False: unknown keys skipped, the others keep their eps; the old recipe's dict (with selections) loads
+    assert sll_fx.load_eps(gm, {"nope": 0.2, "sign": 0.3, "where_1": 0.2, "lt": 0.2}, strict=False) \
+        == ["sign", "compare_1"]
+    assert sll_fx.eps_state(gm) == {**full, "sign": 0.3, "lt": 0.2}
 
 
 # ----------------------------------------------------------------------------------------

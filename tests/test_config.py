@@ -515,3 +515,37 @@ def test_eps_too_wide_only_for_a_disabled_kind_is_not_an_error():
     model = Net()
     gm = run(SLLConfig(eps=0.05, module_eps={"enc.a": 0.7}, disabled={"round"}), model)
     assert {e.eps for e in gm.sll_report.rewritten if e.module == "enc.a"} == {0.7}
+
+
+# ----------------------------------------------------------------------------------------
+# module_mode with an estimator (method="ste"/"sigmoid"): refused, it would be ignored
+# ----------------------------------------------------------------------------------------
+
+class _HeadBody(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = Leaf()
+        self.body = Leaf()
+
+    def forward(self, a, b):
+        return self.head(a), self.body(b)
+
+
+@pytest.mark.parametrize("method", ["ste", "sigmoid"])
+def test_module_mode_with_an_estimator_method_is_a_value_error(method):
+    with pytest.raises(ValueError, match=f"module_mode=\\{{'head': 'linear'\\}} cannot be combined with "
+                                         f"method='{method}'.*drop module_mode, or use method='sll'"):
+        SLLConfig(eps=0.1, method=method, module_mode={"head": "linear"})
+    config = SLLConfig(eps=0.1, module_mode={"head": "hard"})   # method given to linearize_module
+    with pytest.raises(ValueError, match=f"method='{method}'"):
+        sll_fx.linearize_module(_HeadBody(), config, method=method, verbose=False)
+    # without module_mode the estimator works, with module_eps too (sigmoid's tau)
+    gm = sll_fx.linearize_module(_HeadBody(), SLLConfig(eps=0.1, method=method, module_eps={"head": 0.2}),
+                                 verbose=False)
+    assert {e.mode for e in gm.sll_report.rewritten} == {method}
+    # module_mode with method="sll" is what it is for: head runs the linear surrogate, body the hard op
+    gm = sll_fx.linearize_module(_HeadBody(), SLLConfig(eps=0.1, module_mode={"body": "hard"}), verbose=False)
+    x = torch.tensor([0.55])
+    head, body = gm(x, x)
+    assert body.item() == 1.0 + 1.0 + 1.0          # round(0.55) + (0.55 > t) + sign(0.55), hard
+    assert head.item() == pytest.approx(0.75 + 1.0 + 1.0)   # round's linear surrogate in its band: 0.75

@@ -15,6 +15,7 @@ import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -489,3 +490,118 @@ def test_set_eps_between_forward_and_backward_keeps_the_forwards_eps(backend, mo
     x.grad = None
     run(x).sum().backward()                          # the next forward uses the new eps: 0.1 > 0.05
     assert x.grad.tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------------------
+# where= precedence, nested graphs, eps types
+# ----------------------------------------------------------------------------------------
+
+class _Q(nn.Module):
+    def forward(self, x):
+        return torch.round(x)
+
+
+class _KindNamedSubmodule(nn.Module):
+    """A submodule named ``round`` (a kind) and another one of the same type; two top-level signs."""
+
+    def __init__(self):
+        super().__init__()
+        self.round = _Q()
+        self.other = _Q()
+
+    def forward(self, a, b, c):
+        return self.round(a), self.other(b), torch.sign(c), torch.sign(2 * c)
+
+
+def test_where_submodule_name_beats_a_kind_and_a_kind_beats_a_node_named_like_it():
+    gm = sll_fx.linearize_module(_KindNamedSubmodule(), 0.1, verbose=False)
+    by_module = {(module_of(n), kind(n)): n for n in eps_nodes(gm)}
+    assert sll_fx.set_eps(gm, 0.3, where="round") == [by_module["round", "round"].name]   # the submodule only
+    assert {module_of(n): node_eps(gm, n) for n in eps_nodes(gm) if kind(n) == "round"} == {"round": 0.3,
+                                                                                             "other": 0.1}
+    assert {(e.module, e.eps) for e in gm.sll_report.rewritten if e.op == "torch.round"} == {("round", 0.3),
+                                                                                            ("other", 0.1)}
+    # "sign" stays the kind (a node named sign exists): every sign node; load_eps names the node alone
+    assert sll_fx.set_eps(gm, 0.2, where="sign") == ["sign", "sign_1"]
+    assert sll_fx.load_eps(gm, {"sign": 0.4}, strict=False) == ["sign"]
+    assert {n.name: node_eps(gm, n) for n in eps_nodes(gm) if kind(n) == "sign"} == {"sign": 0.4, "sign_1": 0.2}
+    assert sll_fx.set_eps(gm, 0.45, where="sign_1") == ["sign_1"]   # a name that is no kind: the node
+
+
+class _Gate(nn.Module):
+    def forward(self, x):
+        return torch.sign(x * 0.5) + torch.round(x)
+
+
+class _Opaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.g = _Gate()
+
+    def forward(self, x):   # control flow on a value: kept opaque, ``g`` traced
+        return self.g(x) if x.sum() > 0 else self.g(-x)
+
+
+class _WithOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = _Opaque()
+        self.block = _Q()   # traced through: a plain container in gm
+
+    def forward(self, x):
+        return torch.sign(x) + self.b(x) + self.block(x) + torch.where(x > 0.1, x, -x) \
+            + torch.where(x < 0.2, x, 2 * x)
+
+
+def test_where_qualified_name_of_a_nested_node_and_a_selection_entry():
+    gm = sll_fx.linearize_module(_WithOpaque(), 0.1, verbose=False)
+    state = sll_fx.eps_state(gm)
+    assert state == {"sign": 0.1, "round_1": 0.1, "gt": 0.1, "lt": 0.1, "b.g.sign": 0.1, "b.g.round_1": 0.1}
+    assert sll_fx.set_eps(gm, 0.3, where="b.g.sign") == ["sign"]            # the nested node alone
+    assert sll_fx.set_eps(gm, 0.2, where="where_1") == ["compare_1"]        # a selection: its comparison
+    assert sll_fx.eps_state(gm) == {**state, "b.g.sign": 0.3, "lt": 0.2}
+    rows = {(e.node, e.module): e.eps for e in gm.sll_report.rewritten}
+    assert rows[("sign", "b.g")] == 0.3 and rows[("sign", "")] == 0.1
+    assert rows[("lt", "")] == rows[("where_1", "")] == 0.2 and rows[("where", "")] == 0.1
+
+
+def test_set_eps_on_a_nested_graph_module_is_refused_pointing_to_the_model():
+    gm = sll_fx.linearize_module(_WithOpaque(), 0.1, verbose=False)
+    before = sll_fx.eps_state(gm)
+    for part, path in ((gm.b.g, "b.g"), (gm.b, "b")):
+        with pytest.raises(ValueError, match=f"set_eps\\(gm, eps, where='{path}'\\)"):
+            sll_fx.set_eps(part, 0.3)
+        with pytest.raises(ValueError, match=f"where='{path}.sign'"):
+            sll_fx.set_eps(part, 0.3, where="sign")
+    assert sll_fx.eps_state(gm) == before
+    assert sll_fx.set_eps(gm, 0.3, where="b.g") == ["sign", "round_1"]     # the way it names: the report follows
+    assert {(e.node, e.module): e.eps for e in gm.sll_report.rewritten if e.module == "b.g"} == \
+        {("sign", "b.g"): 0.3, ("round_1", "b.g"): 0.3}
+    with pytest.raises(ValueError, match="set_eps\\(gm, eps, where=\"<submodule name>\"\\)"):
+        sll_fx.set_eps(gm.block, 0.3)                                   # a traced-through container
+    assert sll_fx.set_eps(gm, 0.25, where="block") == ["round_1"]
+    assert sll_fx.eps_state(gm) == {"sign": 0.1, "round_1": 0.25, "gt": 0.1, "lt": 0.1, "b.g.sign": 0.3,
+                                    "b.g.round_1": 0.3}
+
+
+@pytest.mark.parametrize("eps", [np.float32(0.25), np.float64(0.25), torch.tensor(0.25), torch.tensor([0.25]),
+                                 torch.tensor(0.25, dtype=torch.float64, requires_grad=True), 1],
+                         ids=["np.float32", "np.float64", "tensor0d", "tensor1", "tensor_grad", "int"])
+def test_set_eps_takes_any_real_number(eps):
+    model, gm = make(0.1)
+    names = sll_fx.set_eps(gm, eps, where="sign")
+    assert len(names) == 3
+    assert {node_eps(gm, n) for n in eps_nodes(gm) if n.name in names} == {1.0 if eps == 1 else 0.25}
+    assert all(type(e.eps) is float for e in gm.sll_report.rewritten)
+
+
+@pytest.mark.parametrize("eps", [torch.ones(2), "0.2", None, True], ids=["tensor2", "str", "None", "bool"])
+def test_set_eps_refuses_what_is_not_one_real_number_without_naming_a_node(eps):
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(sll_fx.EpsError) as info:
+        sll_fx.set_eps(gm, eps)
+    message = str(info.value)
+    assert message.startswith("set_eps: eps must be") and "node" not in message
+    assert "real number" in message
+    assert snapshot(gm) == before
