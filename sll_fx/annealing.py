@@ -490,10 +490,14 @@ def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -
     for mod in literal.values():
         mod.recompile()
     modules = {id(m): m for m, _, _ in chosen}
+    # set while an eps="auto" calibration is pending: the user's number, which the calibration must not
+    # overwrite (the entry is no longer auto, and calibration.calibrated_nodes passes it by)
+    from .calibration import awaits_calibration  # (calibration sets eps through this module)
+    keep = {"auto": False} if awaits_calibration(_root(gm)) else {}
     for mod in (_root(gm), *modules.values()):  # the top report merges the nested graphs' entries
         report = getattr(mod, "sll_report", None)
         if report is not None and hasattr(report, "entries"):
-            report.entries[:] = [dataclasses.replace(e, eps=changed[e.node, e.module]) if e.rewritten and
+            report.entries[:] = [dataclasses.replace(e, eps=changed[e.node, e.module], **keep) if e.rewritten and
                                  (e.node, e.module) in changed else e for e in report.entries]
 
 

@@ -47,7 +47,9 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         target, calibrate_steps: for ``eps="auto"``: each node's eps is calibrated so that a fraction
             ``target`` of its inputs lies in its band (all of them for a node of parameters alone),
             on the first ``calibrate_steps`` forward calls (or by ``sll_fx.calibrate``); see
-            :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.
+            :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.  With a fixed
+            eps, ``target`` is the default of a later ``sll_fx.calibrate(gm, x)``, and a
+            ``calibrate_steps`` other than 1 is a ``ValueError`` (it would be ignored).
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
@@ -83,6 +85,10 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     check_mode("linearize_module", mode)
     model = exported.as_module(model)
     config = SLLConfig.of(eps, mode, method)
+    if not config.auto and calibrate_steps != 1:  # (before anything runs: it would be ignored)
+        raise ValueError(f"linearize_module: calibrate_steps={calibrate_steps!r} applies to eps=\"auto\" only, and "
+                         f"eps is fixed here\nFix: drop calibrate_steps, or calibrate explicitly with "
+                         "sll_fx.calibrate(gm, x) on a batch")
     config.check_against(model)
     exported_graph = exported.is_exported_graph(model)
     if exported_graph:
@@ -107,6 +113,9 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if config.auto and any(e.auto for e in gm.sll_report.rewritten):
         from .calibration import start_auto
         start_auto(gm, target=target, steps=calibrate_steps)
+    elif target != DEFAULT_TARGET:  # (a fixed eps: the default of a later sll_fx.calibrate(gm, x))
+        from .calibration import set_target
+        set_target(gm, target)
     if verbose:
         print(gm.sll_report)
     return gm

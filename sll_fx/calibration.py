@@ -262,7 +262,7 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
     if target is None:
-        target = state["target"] if state is not None else DEFAULT_TARGET
+        target = state["target"] if state is not None else gm.__dict__.get(_TARGET, DEFAULT_TARGET)
     chosen = _run(gm, args, kwargs, target, {})
     if is_calibrating(gm):   # it replaces the pending automatic calibration: later calls (fullgraph too) just run
         freeze_eps(gm)
@@ -337,6 +337,24 @@ def freeze_eps(gm: nn.Module) -> None:
     state["pool"] = {}
     gm._forward_pre_hooks.pop(state["hook"], None)
     gm._forward_pre_hooks_with_kwargs.pop(state["hook"], None)
+
+
+#: ``__dict__`` key of the ``target`` given to ``linearize_module`` with a fixed eps (``calibrate``'s default)
+_TARGET = "_sll_calibration_target"
+
+
+def set_target(gm: nn.Module, target: float) -> None:
+    """Make ``target`` the default of :func:`calibrate` on ``gm`` (``linearize_module(target=...)`` with a fixed eps)."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"linearize_module: target={target!r} must be a fraction in (0, 1)")
+    gm.__dict__[_TARGET] = float(target)
+
+
+def awaits_calibration(gm: nn.Module) -> bool:
+    """Is ``gm``'s automatic calibration still to come (not running now)?  ``set_eps`` then takes the nodes it
+    sets out of it: the user's number, which the calibration must not overwrite."""
+    state = unwrap_compiled(gm).__dict__.get(_STATE)
+    return state is not None and not state["running"] and not state["frozen"] and state["steps"] > 0
 
 
 def is_calibrating(gm: nn.Module) -> bool:

@@ -470,3 +470,32 @@ def test_freeze_after_a_calibration_or_by_calibrate_does_not_warn():
         assert not gm.sll_report.calibrating and not sll_fx.is_calibrating(gm)
         gm = sll_fx.linearize_module(_Rounder(), eps=0.1, verbose=False)
         sll_fx.freeze_eps(gm)          # no automatic calibration at all
+
+
+def test_set_eps_while_a_calibration_is_pending_takes_the_node_out_of_it():
+    """An eps schedule from the first step with eps="auto" and calibrate_steps=3: the calibration passes the nodes
+    set_eps set (before: it overwrote them on its steps, and the report said 'auto')."""
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), calibrate_steps=3, verbose=False)
+    x = torch.randn(32, 8)
+    for step, eps in enumerate((0.4, 0.35, 0.3)):
+        sll_fx.set_eps(gm, eps, where="round")
+        gm(x)
+        entry = next(e for e in gm.sll_report.rewritten if e.op == "torch.round")
+        assert entry.eps == eps and not entry.auto
+        assert node_eps(gm, next(n for n in gm.graph.nodes if n.name == "round_1")) == eps
+    others = [e for e in gm.sll_report.rewritten if e.op != "torch.round"]
+    assert others and all(e.auto and e.eps != 0.4 for e in others)  # still calibrated
+
+
+def test_calibration_arguments_with_a_fixed_eps():
+    """calibrate_steps with a fixed eps is refused (it was ignored); target becomes calibrate()'s default (a later
+    calibrate() used 0.25)."""
+    with pytest.raises(ValueError, match=r'calibrate_steps=3 applies to eps="auto" only.*\nFix: drop calibrate_steps'):
+        sll_fx.linearize_module(Net(), eps=0.1, calibrate_steps=3, verbose=False)
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    gm = sll_fx.linearize_module(Net(), eps=0.1, target=0.5, verbose=False)
+    chosen = sll_fx.calibrate(gm, x)
+    expected = sll_fx.calibrate(gm, x, target=0.5)
+    assert chosen == expected and chosen != sll_fx.calibrate(gm, x, target=0.25)
