@@ -353,8 +353,7 @@ def set_target(gm: nn.Module, target: float) -> None:
 def awaits_calibration(gm: nn.Module) -> bool:
     """Is ``gm``'s automatic calibration still to come (not running now)?  ``set_eps`` then takes the nodes it
     sets out of it: the user's number, which the calibration must not overwrite."""
-    state = unwrap_compiled(gm).__dict__.get(_STATE)
-    return state is not None and not state["running"] and not state["frozen"] and state["steps"] > 0
+    return is_calibrating(gm) and not unwrap_compiled(gm).__dict__[_STATE]["running"]
 
 
 def is_calibrating(gm: nn.Module) -> bool:
