@@ -189,10 +189,13 @@ class _Planner:
         # the elementwise ops, one-hots and top-k masks; and the argmax/topk nodes
         masks, second, third, selections = [], [], [], []
         unlisted_modules = rules.UNLISTED_MODULES
+        # (looked up per call_module node only when the model holds such a module at all: one pass over the modules)
+        any_unlisted = any(type(m) in unlisted_modules for m in self.gm.modules())
         for node in self.order:
             bits = _classify(node)
             if not bits:
-                if node.op == "call_module" and type(self.gm.get_submodule(node.target)) in unlisted_modules:
+                if any_unlisted and node.op == "call_module" and \
+                        type(self.gm.get_submodule(node.target)) in unlisted_modules:
                     second.append((node, None))  # nn.Threshold, ...: a discrete op without a rule
                 continue
             rule = rules.match(node) if bits & _RULE else None
