@@ -761,8 +761,8 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             generate_code(new)  # once, for the final graph
             reports.append(new.sll_report)
             rebuild_children(new, path)
-        elif sealed_reason(m) is not None:  # (a compiled or scripted module: the user's own, as it is)
-            opaque.append(OpaqueModule(path, type(m).__name__, sealed_reason(m)))
+        elif (sealed := sealed_reason(m)) is not None:  # (a compiled or scripted module: the user's own, as it is)
+            opaque.append(OpaqueModule(path, type(m).__name__, sealed))
             new = m
         else:
             changed = {}

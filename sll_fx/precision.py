@@ -396,10 +396,10 @@ def _autocast_state(device_types) -> tuple:
 EPS_GENERATION = "_sll_eps_generation"
 
 
-def _eps_versions(gm) -> tuple:
-    """What changes when an eps changes: per owner of the 0-dim tensors that get_attr nodes feed into sll
-    nodes (eps buffers), the count of buffers ``set_eps`` replaced, and each tensor's version counter
-    (a change in place, not by ``set_eps``)."""
+def _eps_octaves(gm) -> tuple:
+    """The power-of-two octave of each eps buffer (the 0-dim tensors get_attr nodes feed into sll nodes), read
+    again only when one changed: per owner the count of buffers ``set_eps`` replaced, and each tensor's
+    version counter (a change in place, not by ``set_eps``)."""
     cached = gm.__dict__.get("_sll_eps_targets")
     code = gm.__dict__.get("_code")
     if cached is None or cached[0] is not code:
@@ -436,7 +436,7 @@ def _octave(t: Tensor) -> int:
 def _signature(gm, args, kwargs) -> tuple:
     tensors = tuple((t.dtype, t.device) for t in _tensors((*args, *kwargs.values()) if kwargs else args))
     kinds = {"cpu", *(d.type for _, d in tensors)}
-    return tensors, _autocast_state(kinds), gm.__dict__.get("_code"), _eps_versions(gm)
+    return tensors, _autocast_state(kinds), gm.__dict__.get("_code"), _eps_octaves(gm)
 
 
 def call(gm, call_next, args, kwargs):

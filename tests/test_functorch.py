@@ -25,6 +25,8 @@ from _helpers import assert_bitwise
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:DeprecationWarning")  # (gradcheck's own)
 
 EPS = 0.25
+#: per-element weights / tangents (dyadic: products stay exact)
+WEIGHTS = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25])
 ops = torch.ops.sll
 
 
@@ -136,7 +138,7 @@ def _batch(x, n=3):
 def test_grad_and_vmap_grad_equal_autograd_loop(case, mode):
     f = lambda v: case.f(v, mode)  # noqa: E731
     x = _x(case)
-    w = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25])
+    w = WEIGHTS
     expected = _expected(case, x, mode)
     g = grad(lambda v: (f(v) * w).sum())(x)
     _same(g, _eager_grad(f, x, w), exact=True)
@@ -220,7 +222,7 @@ def test_selections_jacrev_jacfwd_equal_autograd(name, mode):
 def test_jvp_and_dual_numbers_are_the_analytic_tangent(case, mode):
     f = lambda v: case.f(v, mode)  # noqa: E731
     x = _x(case)
-    t = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25])
+    t = WEIGHTS
     expected = _expected(case, x, mode)
     expected = _eager_grad(f, x) * t if expected is None else expected * t
     exact = case.exact and mode != "sigmoid"
@@ -267,7 +269,7 @@ def test_jvp_select_is_the_product_rule():
 def test_selections_jvp_is_jacobian_times_tangent(name, mode):
     f = lambda v: SELECTIONS[name](v, mode)  # noqa: E731
     x = _x(SEL_POINTS)
-    t = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25])
+    t = WEIGHTS
     J = torch.autograd.functional.jacobian(f, x)
     _, tangent = jvp(f, (x,), (t,))
     torch.testing.assert_close(tangent, J @ t)
