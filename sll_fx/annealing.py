@@ -411,12 +411,15 @@ def _select_string(gm: nn.Module, where: str, nodes) -> list:
 
 def _nested_path(module: nn.Module, nodes) -> str | None:
     """When ``module`` is a nested part of a linearized model (the traced child of an opaque module, or an
-    opaque module itself; its nodes name their submodules from the model's top): its qualified name there
-    ("b.g"); None for a linearized model itself (or a module that is no part of one)."""
+    opaque module itself): its qualified name there ("b.g"); None for a linearized model itself (or a module
+    that is no part of one).  A GraphModule says so in its meta (:func:`~sll_fx.opaque.map_graphs`); an opaque
+    module is nested when its nodes name submodules from the model's top (paths it cannot resolve)."""
     from .graph_module import SLLGraphModule
-    from .opaque import is_opaque
+    from .opaque import NESTED, is_opaque
 
-    if not (isinstance(module, SLLGraphModule) or is_opaque(module)):  # (a hand-made graph names its own paths)
+    if isinstance(module, SLLGraphModule):  # (map_graphs marks the nested ones: export's paths need not resolve)
+        return module.meta.get(NESTED)
+    if not is_opaque(module):  # (a hand-made graph names its own paths)
         return None
     paths = {module_of(n) for _, n in nodes} - {""}
 

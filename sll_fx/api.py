@@ -11,14 +11,14 @@ import torch
 from torch import fx
 
 from . import exported, frozen
-from .annealing import buffer_literal_eps
+from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
 from .graph_module import SLLGraphModule, share_buffers_with
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
 from .calibration import DEFAULT_TARGET
 from .ops import check_mode
 from .report import RewriteReport, StripReport
-from .tracer import torch_leaf, trace_with_fallback
+from .tracer import module_paths, not_a_module, torch_leaf, trace_with_fallback
 
 
 def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None = "auto", *,
@@ -84,13 +84,15 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
 
     check_mode("linearize_module", mode)
     model = exported.as_module(model)
+    if not isinstance(model, torch.nn.Module):
+        raise not_a_module(model)
     config = SLLConfig.of(eps, mode, method)
     if not config.auto and calibrate_steps != 1:  # (before anything runs: it would be ignored)
         raise ValueError(f"linearize_module: calibrate_steps={calibrate_steps!r} applies to eps=\"auto\" only, and "
                          f"eps is fixed here\nFix: drop calibrate_steps, or calibrate explicitly with "
                          "sll_fx.calibrate(gm, x) on a batch")
-    config.check_against(model)
     exported_graph = exported.is_exported_graph(model)
+    config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
     else:
@@ -136,7 +138,12 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     """
     from sll_fx.passes import strip_pass
 
-    model = exported.as_module(model)
+    model = unwrap_compiled(exported.as_module(model))  # (a compiled wrapper strips as the module it wraps)
+    if not isinstance(model, torch.nn.Module):
+        raise not_a_module(model)
+    for m in model.modules():  # (a Python value a graph froze has changed: the hard model would not be the model's)
+        if frozen.RECORDS in m.__dict__:
+            frozen.check(m)
     top = model if isinstance(model, fx.GraphModule) or is_opaque(model) else \
         trace_with_fallback(model, codegen=False)[0]
     gm = map_graphs(top, lambda g, path: strip_pass(g).graph_module, StripReport(), check_opaque=refuse_sll_code)

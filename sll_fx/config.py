@@ -30,10 +30,12 @@ nodes (``Entry.auto``).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Union
+from typing import Iterable, Mapping, Union
 
+import torch
 from torch import nn
 
 from .errors import EpsError, ModeError
@@ -56,6 +58,16 @@ def _freeze(mapping) -> Mapping:
     return MappingProxyType(dict(mapping or {}))
 
 
+def _number(eps):
+    """A NumPy scalar or a one-element tensor without gradient as the Python float it holds (``set_eps`` takes
+    them too); anything else as it is, for the checks to name."""
+    if isinstance(eps, torch.Tensor) and eps.numel() == 1 and not eps.requires_grad and eps.is_floating_point():
+        return float(eps)
+    if isinstance(eps, numbers.Real) and not isinstance(eps, (bool, int, float, torch.Tensor)):
+        return float(eps)
+    return eps
+
+
 @dataclass(frozen=True)
 class SLLConfig:
     eps: float = DEFAULT_EPS
@@ -69,8 +81,9 @@ class SLLConfig:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "kind_eps", _freeze(self.kind_eps))
-        set_(self, "module_eps", _freeze(self.module_eps))
+        set_(self, "eps", _number(self.eps))
+        set_(self, "kind_eps", _freeze({k: _number(v) for k, v in self.kind_eps.items()}))
+        set_(self, "module_eps", _freeze({k: _number(v) for k, v in self.module_eps.items()}))
         set_(self, "module_mode", _freeze(self.module_mode))
         set_(self, "disabled", frozenset(self.disabled))
         set_(self, "skip", tuple(self.skip))
@@ -141,9 +154,10 @@ class SLLConfig:
         eps = self.eps_for(kind, stack)
         return isinstance(eps, str) and eps == "auto"
 
-    def check_against(self, model: nn.Module) -> None:
-        """Every submodule name the config uses exists in ``model``."""
-        names = {n for n, _ in model.named_modules()}
+    def check_against(self, model: nn.Module, also: Iterable[str] = ()) -> None:
+        """Every submodule name the config uses exists in ``model`` (or is one of ``also``: the submodules an
+        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer)."""
+        names = {n for n, _ in model.named_modules()} | set(also)
         for key in (*self.module_eps, *self.module_mode, *self.skip):
             if isinstance(key, str) and key not in names:
                 raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "

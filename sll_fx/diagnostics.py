@@ -19,7 +19,8 @@ For every ``torch.ops.sll`` node it records, per step:
   fraction of the broadcast input);
 - ``mean_abs_grad``: the mean, over the elements of the op's input ``x``, of ``|dL/dx|``
   through this node alone, ``|(grad_output * slope * in_band).sum_to_size(x.shape)|``,
-  with ``slope`` the op's :attr:`~sll_fx.kernels.Jump.slope`.  It is read from the
+  with ``slope`` the op's :attr:`~sll_fx.kernels.Jump.slope` (for a selection, ``one_hot(argmax)`` or a
+  top-k mask, whose elements compete, the op's own vector-Jacobian product at ``x``, recomputed).  It is read from the
   gradient of the node's output by a hook on the output's ``grad_fn`` and is ``None``
   until a backward pass reaches that node (or when ``x`` does not require grad).  It is
   the gradient the op's backward computes, except for elements within rounding of a band
@@ -87,6 +88,7 @@ __all__ = ["BandWarning", "BandRecord", "NodeSummary", "BandStats", "band_stats"
 FIX = "raise eps (e.g. set_eps) or use eps='auto'"
 
 _MISSING = object()
+_SELECTIONS = ("argmax_onehot", "topk_mask")  # in_band measures them; no one slope: mean_abs_grad from the op's VJP
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
@@ -388,7 +390,7 @@ class BandStats:
             return
         try:
             mask = ops.in_band(op, args, kwargs)
-            slope = ops.jump_of(op, args, kwargs).slope
+            slope = None if op in _SELECTIONS else ops.jump_of(op, args, kwargs).slope
         except KeyError:
             self.skipped[name] = f"in_band does not support sll.{op} yet"
             return
@@ -403,6 +405,8 @@ class BandStats:
         if x.requires_grad and isinstance(out, Tensor) and out.grad_fn is not None:
             if mode in ops.ESTIMATOR_MODES:  # a hard forward whose backward is not the band's: its own formula
                 factor = self._estimator_factor(op, mode, args, kwargs)
+            elif slope is None:  # a selection: its elements compete, no one slope; the op's own vector-Jacobian product
+                factor = self._selection_factor(op, args, kwargs)
             else:
                 factor = lambda grad: (grad * mask).mul_(slope)  # noqa: E731
             out.grad_fn.register_prehook(self._grad_hook(name, node_step, call, factor, x.shape))
@@ -416,6 +420,19 @@ class BandStats:
         if op == "heaviside":
             x = x.expand(torch.broadcast_shapes(x.shape, args[1].shape))
         return lambda grad: kernels.estimator_grad(grad, x, jump, mode)
+
+    @staticmethod
+    def _selection_factor(op: str, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
+        """grad -> the vector-Jacobian product of ``sll.<op>`` at the node's input (recomputed on a detached copy:
+        one more forward and backward of the op per step, a diagnostic's cost)."""
+        x, rest = args[0].detach(), args[1:]
+        fn = getattr(torch.ops.sll, op)
+
+        def factor(grad: Tensor) -> Tensor:
+            with torch.enable_grad():
+                xd = x.requires_grad_()
+                return torch.autograd.grad(fn(xd, *rest, **kwargs), xd, grad)[0]
+        return factor
 
     def _grad_hook(self, name: str, node_step: _NodeStep, call: _Call, factor: Callable[[Tensor], Tensor],
                    x_shape: torch.Size) -> Callable:

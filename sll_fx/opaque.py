@@ -716,6 +716,9 @@ def child_attributes_read(module: nn.Module, only: str | None = None) -> dict[st
 # running a pass on every graph of a fallback result
 # ----------------------------------------------------------------------------------------
 
+NESTED = "sll_nested"  # a GraphModule's meta key: its qualified name in the tree map_graphs made, when not the top
+
+
 def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModule], empty_report,
                check_opaque: Callable[[nn.Module, str], None] | None = None) -> nn.Module:
     """A new tree in which every GraphModule ``g`` at qualified name ``path`` is
@@ -758,6 +761,10 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
             # a GraphModule whose code was never generated is a private one, just traced for this call
             # (trace_with_fallback(codegen=False)): edited in place; any other is copied
             new = fn(m if is_deferred(m) else copy_graph_module(m, codegen=False), path)
+            if path:  # (a nested part: set_eps on it alone is refused, see annealing.nested_path)
+                new.meta[NESTED] = path
+            else:
+                new.meta.pop(NESTED, None)
             generate_code(new)  # once, for the final graph
             reports.append(new.sll_report)
             rebuild_children(new, path)

@@ -675,9 +675,18 @@ def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return found
 
 
+def not_a_module(model) -> TypeError:
+    """The error for a model that is no ``nn.Module`` (a plain function, as the seed's examples write them)."""
+    name = getattr(model, "__qualname__", None)
+    what = f"{type(model).__name__} {name}" if callable(model) and name else f"a {type(model).__name__}"
+    return TypeError(f"sll_fx expects an nn.Module (or a torch.export.ExportedProgram), got {what}\nFix: put the code in the forward of an nn.Module "
+                     "(class M(nn.Module): def forward(self, x): return fn(x)), or run the function inside "
+                     "`with sll_fx.linearize(eps):`, which linearizes calls as they run")
+
+
 def _check_module(model) -> None:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"sll_fx expects an nn.Module, got {type(model).__name__}")
+        raise not_a_module(model)
     reason = sealed_reason(model)
     if reason is not None:
         kind = "a torch.compile wrapper" if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) else \
@@ -967,6 +976,17 @@ def source_of(node: fx.Node) -> str:
         if not path.startswith((_TORCH_DIR, _SLL_DIR)):
             return f"{os.path.basename(path)}:{line}"
     return ""
+
+
+def module_paths(gm: fx.GraphModule) -> set[str]:
+    """The submodule names an exported graph's nodes were made in (``nn_module_stack``), and their prefixes:
+    ``ep.module()`` keeps only the submodules that hold parameters or buffers, the rest are named here only."""
+    paths = set()
+    for node in gm.graph.nodes:
+        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+            parts = path.split(".")
+            paths.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return paths
 
 
 def module_of(node: fx.Node) -> str:

@@ -549,3 +549,19 @@ def test_module_mode_with_an_estimator_method_is_a_value_error(method):
     head, body = gm(x, x)
     assert body.item() == 1.0 + 1.0 + 1.0          # round(0.55) + (0.55 > t) + sign(0.55), hard
     assert head.item() == pytest.approx(0.75 + 1.0 + 1.0)   # round's linear surrogate in its band: 0.75
+
+
+@pytest.mark.parametrize("eps", [pytest.param(torch.tensor(0.1), id="tensor"),
+                                 pytest.param(torch.tensor([0.1]), id="one-element"),
+                                 pytest.param(__import__("numpy").float32(0.1), id="numpy")])
+def test_numpy_and_one_element_tensor_eps_are_floats(eps):
+    # (linearize_module refused them, "eps must be a Python float", where set_eps takes them)
+    class Round(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    gm = sll_fx.linearize_module(Round(), eps, verbose=False)
+    assert [e.eps for e in gm.sll_report.rewritten] == [float(eps)]
+    assert isinstance(SLLConfig(eps=eps, kind_eps={"round": eps}, module_eps={nn.Linear: eps}).eps, float)
+    with pytest.raises(sll_fx.EpsError, match="Python float"):
+        SLLConfig(eps=torch.tensor([0.1, 0.2]))

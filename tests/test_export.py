@@ -472,3 +472,63 @@ def test_sll_nodes_of_an_exported_graph_carry_no_stale_fake_values():
     assert not any(key in n.meta for n in nodes for key in ("val", "tensor_meta", "example_value"))
     x = torch.randn(4)
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), M()(x))
+
+
+# ----------------------------------------------------------------------------------------
+# submodules export drops: ep.module() keeps only those holding parameters or buffers
+# ----------------------------------------------------------------------------------------
+
+class Quantizer(nn.Module):
+    """No parameter, no buffer: ``ep.module()`` has no submodule of this name; export's nodes still name it."""
+
+    def forward(self, h):
+        return torch.round(h * 3) / 3
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.q = Quantizer()
+
+    def forward(self, x):
+        return self.q(self.lin(x))
+
+
+class WithQuantizer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = Encoder()
+
+    def forward(self, x):
+        return torch.sign(self.enc(x))
+
+
+def test_a_program_whose_quantizer_module_export_dropped_calibrates_and_takes_set_eps():
+    # (set_eps, load_eps, calibrate and eps="auto"'s first call took the program for "the nested part 'enc.q'")
+    torch.manual_seed(0)
+    model, x = WithQuantizer(), torch.randn(32, 4)
+    ep = torch.export.export(model, (x,))
+    direct, from_ep = (sll_fx.linearize_module(m, verbose=False) for m in (model, ep))
+    assert torch.equal(from_ep(x), direct(x))  # both calibrated on their first call, to the same eps
+    assert sll_fx.eps_state(from_ep) == sll_fx.eps_state(direct)
+    assert sll_fx.set_eps(from_ep, 0.1) == sll_fx.set_eps(direct, 0.1) == ["round_1", "sign"]
+    assert sll_fx.set_eps(from_ep, 0.2, where="enc.q") == ["round_1"]
+    assert sll_fx.load_eps(from_ep, {"round_1": 0.15, "sign": 0.3}) == ["round_1", "sign"]
+    assert sll_fx.eps_state(from_ep) == pytest.approx({"round_1": 0.15, "sign": 0.3})
+
+
+def test_config_names_a_submodule_export_dropped():
+    # (SLLConfig refused "enc.q": "no submodule named 'enc.q'", though the report names the node's module so)
+    torch.manual_seed(0)
+    model, x = WithQuantizer(), torch.randn(32, 4)
+    ep = torch.export.export(model, (x,))
+    for config in (sll_fx.SLLConfig(eps=0.05, module_eps={"enc.q": 0.2}),
+                   sll_fx.SLLConfig(eps=0.05, module_mode={"enc.q": "hard"}),
+                   sll_fx.SLLConfig(eps=0.05, skip=("enc.q",))):
+        direct, from_ep = (sll_fx.linearize_module(m, config, verbose=False) for m in (model, ep))
+        assert [(e.module, e.eps, e.mode) for e in from_ep.sll_report.rewritten] == \
+            [(e.module, e.eps, e.mode) for e in direct.sll_report.rewritten]
+        assert torch.equal(from_ep(x), direct(x))
+    with pytest.raises(ValueError, match="no submodule named 'enc.p'"):
+        sll_fx.linearize_module(ep, sll_fx.SLLConfig(eps=0.05, module_eps={"enc.p": 0.2}), verbose=False)

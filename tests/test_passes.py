@@ -1110,3 +1110,48 @@ def test_the_one_argument_where_is_not_a_selection():
     assert [e.op for e in gm.sll_report.rewritten] == ["torch.sign"]
     x = torch.randn(5, 3)
     assert torch.equal(gm(x), Router()(x))
+
+
+class Bits(nn.Module):
+    """A quantizer whose bit width is a plain Python attribute: the graph freezes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.bits = 2
+
+    def forward(self, x):
+        n = 2 ** self.bits - 1
+        return torch.round(self.lin(x) * n) / n
+
+
+def test_export_hard_refuses_a_frozen_value_changed_since_tracing():
+    # (gm(x) raised, but export_hard returned the 2-bit model for the 4-bit one: not the model's output)
+    model = Bits()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    model.bits = 4
+    with pytest.raises(sll_fx.TraceError, match="'bits' is 4 now, 2 when linearize_module traced it"):
+        sll_fx.export_hard(gm, verbose=False)
+    model.bits = 2
+    x = torch.randn(8, 4)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+def test_export_hard_strips_a_compiled_wrapper_as_the_module_it_wraps():
+    # (it said "cannot linearize a torch.compile wrapper ... linearize the model itself")
+    model = Bits()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(torch.compile(gm), verbose=False)
+    x = torch.randn(8, 4)
+    assert not sll_nodes(hard) and not isinstance(hard, torch._dynamo.eval_frame.OptimizedModule)
+    assert_bitwise(hard(x), model(x))
+
+
+@pytest.mark.parametrize("call", ["linearize_module", "export_hard"])
+def test_a_plain_function_is_a_type_error_naming_the_fix(call):
+    def quantize(x):
+        return torch.round(x * 4) / 4
+
+    with pytest.raises(TypeError, match=r"expects an nn.Module .*got function .*quantize\nFix: put the code in "
+                                        r"the forward of an nn.Module"):
+        getattr(sll_fx, call)(quantize, verbose=False)
