@@ -149,7 +149,7 @@ from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
 from .opaque import (Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
-                     join, mark_opaque, private_copy)
+                     code_objects, forward_of, join, mark_opaque, private_copy)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -423,6 +423,13 @@ class _Attribute(fx.proxy.Attribute):
         return self._node
 
 
+def _names_training(module: nn.Module) -> bool:
+    """Does the module's ``forward`` (nested code included) name an attribute ``training``: a read of a child's
+    flag, ``self.bn.training``, maybe (a name test, cheap: the flags it leads to are made only when used)."""
+    fn = forward_of(module)
+    return fn is not None and any("training" in c.co_names for c in code_objects(fn.__code__))
+
+
 class SLLTracer(fx.Tracer):
     """``fx.Tracer`` with source lines recorded, a record of the submodule being traced, the modules
     in ``opaque`` kept as leaves, and no tracing through an ``autograd.Function``.
@@ -504,14 +511,25 @@ class SLLTracer(fx.Tracer):
                 paths.setdefault(id(m), path)
             shadows = self.sll_shadows is not None
             modules = [c for _, c in self.sll_shadows.pairs] if shadows else list(self.root.modules())
+            flagged: set[int] = set()
+
+            def flag(m: nn.Module) -> None:
+                path = paths.get(id(m))
+                if path is not None and "training" in m.__dict__ and id(m) not in flagged:
+                    flagged.add(id(m))
+                    proxy = _Flag(self, f"{path}.training" if path else "training")
+                    self._sll_flags.append((m, m.__dict__["training"], proxy))
+                    m.__dict__["training"] = proxy
+
             for m in modules:  # (not a torch.nn leaf: the graph calls it, and it reads its own flag then; a flag
                 # each on thousands of leaves measured +0.1x of the pass in many-module models.  A retrace
                 # (unpickling) meets fx's containers only, of class nn.Module: each gets its flag)
-                path = paths.get(id(m))
-                if path is not None and "training" in m.__dict__ and not (shadows and torch_leaf(m)):
-                    flag = _Flag(self, f"{path}.training" if path else "training")
-                    self._sll_flags.append((m, m.__dict__["training"], flag))
-                    m.__dict__["training"] = flag
+                if not (shadows and torch_leaf(m)):
+                    flag(m)
+                    if shadows and _names_training(m):  # (self.drop.training, self.bn.training: its leaves' too)
+                        for child in m._modules.values():
+                            if child is not None and torch_leaf(child):
+                                flag(child)
         return out
 
     def to_bool(self, obj):

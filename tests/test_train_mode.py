@@ -203,3 +203,39 @@ class Outer(nn.Module):
 
     def forward(self, x):
         return torch.round(self.inner(x))
+
+
+class ReadsLeafFlags(nn.Module):
+    """Reads its torch.nn leaves' flags: as a value (dropout's ``training=``) and in a branch."""
+
+    def __init__(self, branch: bool):
+        super().__init__()
+        self.lin, self.drop, self.bn, self.branch = nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4), branch
+
+    def forward(self, x):
+        h = F.dropout(self.lin(x), 0.5, training=self.drop.training)
+        if self.branch and self.bn.training:
+            h = h * 2
+        return torch.round(self.bn(h) * 2)
+
+
+@pytest.mark.parametrize("branch", [False, True], ids=["value", "branch"])
+def test_a_leafs_flag_read_by_its_parent_follows_train_and_eval(branch):
+    # (read as a value, it was the trace-time bool: dropout stayed on after gm.eval(), unreported)
+    model = ReadsLeafFlags(branch)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert bool(gm.sll_report.opaque) == branch  # (a branch on a flag keeps the module opaque, as on self.training)
+    for mode in ("train", "eval", "train"):
+        for m in (model, gm):
+            getattr(m, mode)()
+        torch.manual_seed(0)
+        hard = sll_fx.export_hard(gm, verbose=False)(X)
+        torch.manual_seed(0)
+        assert torch.equal(hard, model(X)), mode
+    model.train(), gm.train()
+    model.drop.eval(), gm.drop.eval()  # (a submodule's own mode)
+    torch.manual_seed(0)
+    hard = sll_fx.export_hard(gm, verbose=False)(X)
+    torch.manual_seed(0)
+    assert torch.equal(hard, model(X))
+    assert sorted(gm.state_dict()) == sorted(model.state_dict())
