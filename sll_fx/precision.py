@@ -29,7 +29,8 @@ node, and its source line comes from the node's stack trace); an explicit
 is warned about once per module object (a copy warns again).
 
 **The test.**  For a dtype and an eps, the spacing is ``>= eps`` exactly from some
-magnitude on (:func:`starved_from`); a boundary at or above it has an empty band.  Each
+magnitude on (:func:`starved_from`, a power of two); a boundary above it has an empty band (the
+power of two itself does not: below it the spacing is half as wide, smaller than eps).  Each
 element of the op's input is nearest to one boundary:
 
 ==========================  =====================================================
@@ -112,14 +113,15 @@ class PrecisionFinding:
     total: int = 1         # finite elements looked at
     source: str = ""       # file:line of the user code (graph nodes)
     in_graph: bool = False  # a node of a GraphModule (set_eps can reach it), not an explicit op call
+    decimals: int = 0      # round(decimals=d): its eps limit is 10**-d / 2
 
     def message(self) -> str:
         from .ops import eps_limit
 
         where = f"node {self.node!r}" + (f" ({self.source})" if self.source else "")
-        limit = eps_limit(self.op)  # round(decimals=d) has a tighter limit; only a hint here
-        target = 2.0 * self.spacing
-        if target < limit:
+        limit = eps_limit(self.op, self.decimals)
+        target = min(2.0 * self.spacing, limit)  # (any eps in (spacing, limit] gives the band a value)
+        if self.spacing < limit:
             how = (f" (e.g. sll_fx.set_eps(gm, {target:g}, where={self.node.rsplit('.', 1)[-1]!r}))"
                    if self.in_graph else "")
             fix = (f"Fix: raise this node's eps above {self.spacing:g}{how}, or run the op in a wider dtype "
@@ -240,17 +242,25 @@ def inspect_call(func, args: tuple, kwargs: dict) -> PrecisionFinding | None:
         mags = _magnitudes(op, x, args, kwargs)
         if mags is None:
             return None
+        decimals = int(kwargs.get("decimals", 0)) if op == "round" else 0
         if not isinstance(mags, Tensor):
-            if not (math.isfinite(mags) and mags >= limit):
+            if not (math.isfinite(mags) and _starved(mags, limit)):
                 return None
-            return PrecisionFinding("", op, eps, x.dtype, mags, spacing(x.dtype, mags), 1, 1)
+            return PrecisionFinding("", op, eps, x.dtype, mags, spacing(x.dtype, mags), 1, 1, decimals=decimals)
         finite = torch.isfinite(mags)
-        starved = finite & (mags >= limit)
+        starved = finite & (mags > limit) if limit else finite
         total, count = int(finite.sum()), int(starved.sum())
         if total == 0 or count < MIN_FRACTION * total:
             return None
         b = float(mags[starved].float().median())  # a typical starved boundary
-    return PrecisionFinding("", op, eps, x.dtype, b, spacing(x.dtype, b), count, total)
+    return PrecisionFinding("", op, eps, x.dtype, b, spacing(x.dtype, b), count, total, decimals=decimals)
+
+
+def _starved(magnitude: float, limit: float) -> bool:
+    """Is a boundary of this magnitude starved, ``limit`` being :func:`starved_from`'s power of two?  The
+    boundary ``limit`` itself is not: the spacing just below a power of two is half the spacing above it,
+    smaller than eps there (the band holds the values below it)."""
+    return magnitude >= limit if limit == 0 else magnitude > limit
 
 
 # --- naming the node: the frame of the generated forward that called the op ---------------------------

@@ -798,3 +798,36 @@ def test_a_dtype_cast_keeps_the_tensor_literals_of_forward(dtype):
         out = sll_fx.export_hard(gm, verbose=False)(x)
         assert out.dtype == model(x).dtype == torch.float32
         assert torch.equal(out, model(x))
+
+
+def test_a_threshold_at_a_power_of_two_is_not_starved_by_the_spacing_above_it():
+    # (it warned "passes no gradient" while every element got the slope: below 0.25 the float16 spacing is
+    # half the spacing above it, smaller than eps)
+    class Gate(nn.Module):
+        def forward(self, x):
+            return (x > 0.25).float()
+
+    gm = sll_fx.linearize_module(Gate(), eps=2e-4, verbose=False)
+    below = torch.tensor(0.25 - 2.0 ** -13, dtype=torch.float16)  # float16's neighbour below 0.25 (2^-12 above)
+    x = torch.stack([below, torch.tensor(0.25, dtype=torch.float16)]).repeat(4).requires_grad_()
+    out, caught = _catch(lambda: gm(x))
+    out.sum().backward()
+    assert float(below) < 0.25 and caught == []
+    assert torch.equal(x.grad, torch.full_like(x, 2500.0))  # slope 1/(2 eps), in float16
+    assert precision.findings(sll_fx.linearize_module(Gate(), eps=1e-4, verbose=False), x.detach())  # eps <= s/2 below
+
+
+def test_the_fix_of_a_round_with_decimals_suggests_an_eps_within_its_limit():
+    # (float16, decimals=2: it said "no valid eps is that wide" or suggested 0.0078, over the limit 0.005)
+    class Cents(nn.Module):
+        def forward(self, x):
+            return torch.round(x, decimals=2)
+
+    gm = sll_fx.linearize_module(Cents(), eps=0.003, verbose=False)
+    x = (torch.rand(64, generator=torch.Generator().manual_seed(0)) * 2 + 4).to(torch.float16)  # spacing 2^-8
+    _, caught = _catch(lambda: gm(x))
+    assert len(caught) == 1 and caught[0].message.spacing == 2.0 ** -8
+    assert "sll_fx.set_eps(gm, 0.005, where='round_1')" in str(caught[0].message)
+    sll_fx.set_eps(gm, 0.005, where="round_1")  # the suggestion is valid, and the warning goes
+    _, caught = _catch(lambda: gm(x))
+    assert caught == []
