@@ -29,7 +29,8 @@ annealing compatible with ``torch.compile``: eps is a graph input, not a constan
 compiled model keeps its compiled code through any number of ``set_eps`` calls (no
 recompilation) and computes with the new value.  Non-persistent buffers are not in
 ``state_dict()`` (its keys stay the model's), but they move with the module (``.to(device)``;
-a dtype cast, ``.half()``/``.to(dtype)``, leaves them float64: ``SLLGraphModule._apply``).
+a dtype cast, ``.half()``/``.to(dtype)``, leaves them float64, and ``to_empty(device=...)`` keeps their
+values, which ``load_state_dict`` would not restore: ``SLLGraphModule._apply``).
 :func:`node_eps` reads a node's current eps as a float.
 
 **Explicit ops.**  An explicit op in the model (``sll_fx.round(h, 0.05)``) traces as an sll node

@@ -15,7 +15,7 @@ from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
 from .graph_module import SLLGraphModule, share_buffers_with
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
-from .calibration import DEFAULT_TARGET
+from .calibration import DEFAULT_TARGET, check_steps
 from .ops import check_mode
 from .report import RewriteReport, StripReport
 from .tracer import module_paths, not_a_module, torch_leaf, trace_with_fallback
@@ -46,7 +46,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
             ``None``: the config's (``SLLConfig.method``), else "sll".
         target, calibrate_steps: for ``eps="auto"``: each node's eps is calibrated so that a fraction
             ``target`` of its inputs lies in its band (all of them for a node of parameters alone),
-            on the first ``calibrate_steps`` forward calls (or by ``sll_fx.calibrate``); see
+            on the first ``calibrate_steps`` forward calls (a positive int; or by ``sll_fx.calibrate``); see
             :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.  With a fixed
             eps, ``target`` is the default of a later ``sll_fx.calibrate(gm, x)``, and a
             ``calibrate_steps`` other than 1 is a ``ValueError`` (it would be ignored).
@@ -91,6 +91,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         raise ValueError(f"linearize_module: calibrate_steps={calibrate_steps!r} applies to eps=\"auto\" only, and "
                          f"eps is fixed here\nFix: drop calibrate_steps, or calibrate explicitly with "
                          "sll_fx.calibrate(gm, x) on a batch")
+    if config.auto:
+        check_steps(calibrate_steps)
     exported_graph = exported.is_exported_graph(model)
     config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:

@@ -22,7 +22,16 @@ before it runs, so a node downstream sees its inputs computed with the calibrate
 Calibration is a real forward (under ``torch.no_grad``) of the module in its current mode: a
 BatchNorm in training mode updates its running statistics as in any forward.  The automatic
 calibration pools the samples of its ``calibrate_steps`` calls; ``calibrate`` starts afresh.
-Copies (``copy.deepcopy``, pickling) keep the current eps but not a pending automatic calibration.
+Copies (``copy.copy``, ``copy.deepcopy``, pickling, ``torch.save``/``torch.load``) keep the current eps,
+the ``target`` and a pending automatic calibration (its remaining calls and pooled samples): a copy made
+before the first call calibrates on its own first call.
+
+**No data.**  A node that has seen no input element yet (an empty batch, only non-finite values, a path
+the input did not take) keeps its eps: nothing to choose it from.  A forward call that gives no node any
+element (an empty first batch) does not count as one of the ``calibrate_steps``: the next call calibrates.
+When the automatic calibration ends with nodes that never saw an element, or ``calibrate`` gave some none,
+a ``UserWarning`` names them (their eps stay as they were: the placeholders, before any calibration).
+``calibrate`` on a call that gives no node an element leaves a pending automatic calibration pending.
 
 eps is written with :func:`sll_fx.set_eps` into the nodes' eps buffers: the graph and the code do
 not change (compiled code keeps running with the new values), and the report's eps column
@@ -107,10 +116,11 @@ def _distances(op: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, float]
 def choose_eps(distances: torch.Tensor, target: float, limit: float, floor: float = FLOOR) -> float:
     """eps such that a fraction ``target`` of ``distances`` lies strictly below it, in ``[floor, limit]``.
 
-    ``target = 1``: all of them, with a margin (1.5 times the largest distance)."""
+    ``target = 1``: all of them, with a margin (1.5 times the largest distance).  No distances: ``ValueError``
+    (there is nothing to choose eps from; calibration keeps the node's eps)."""
     n = distances.numel()
     if n == 0:
-        return min(floor, limit)
+        raise ValueError("choose_eps: no distances to choose eps from (an empty input)")
     s = distances.sort().values
     m = min(max(math.ceil(target * n), 1), n)
     lo = float(s[m - 1])
@@ -180,21 +190,25 @@ class _Calibrator(fx.Interpreter):
             found = _distances(op, args, kwargs)
             if found is not None:
                 d, floor = found
-                samples, floors = self.pool.setdefault(n, ([], []))
+                samples, floors = self.pool.setdefault(self.nodes[n], ([], []))  # (by name: copies keep it)
                 samples.append(d)
                 floors.append(floor)
-                # a node of parameters alone (weights, masks, decision logits) sees the same values on
-                # every batch: a fraction of them outside the band would never get a gradient, so the
-                # band covers them all
-                target = self.target if n in self.data else 1.0
-                eps = choose_eps(torch.cat(samples), target, eps_limit(op, n.kwargs.get("decimals", 0)),
-                                 max(floors))
-                set_eps(self.top, eps, where=lambda node, n=n: node is n)
-                self.chosen[self.nodes[n]] = eps
+                d = torch.cat(samples)
+                if d.numel():  # (no element yet: its eps stays, see "No data")
+                    # a node of parameters alone (weights, masks, decision logits) sees the same values on
+                    # every batch: a fraction of them outside the band would never get a gradient, so the
+                    # band covers them all
+                    target = self.target if n in self.data else 1.0
+                    eps = choose_eps(d, target, eps_limit(op, n.kwargs.get("decimals", 0)), max(floors))
+                    set_eps(self.top, eps, where=lambda node, n=n: node is n)
+                    self.chosen[self.nodes[n]] = eps
         return super().run_node(n)
 
 
-def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) -> dict[str, float]:
+def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
+         pool: dict) -> tuple[dict[str, float], list[str]]:
+    """Calibrate on ``gm(*args, **kwargs)``, pooling samples in ``pool`` ({node name: (samples, floors)}):
+    ({node name: eps} of the nodes calibrated, [names of the nodes to calibrate that have no sample yet])."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"calibrate: target={target!r} must be a fraction in (0, 1)")
     chosen: dict[str, float] = {}
@@ -207,7 +221,7 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) ->
             report.calibrating = False
         if state is not None:
             state["ran"] = True
-        return chosen
+        return chosen, []
     paths = {id(m): path for path, m in gm.named_modules() if id(m) in graphs}
     names = {id(m): sll_node_names(m.graph, paths.get(id(m), "")) for m in graphs.values()}
     nodes = {node: names[id(m)].get(node, node.name) for m, node in todo}  # node -> its name (the report's)
@@ -234,12 +248,18 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float, pool: dict) ->
             else:
                 m.__dict__["forward"] = previous
         report = getattr(gm, "sll_report", None)
-        if getattr(report, "calibrating", False):
+        if chosen and getattr(report, "calibrating", False):
             report.calibrating = False   # its eps column now shows the chosen values
         if state is not None:
             state["running"] = False
-            state["ran"] = True
-    return chosen
+            state["ran"] = state.get("ran", False) or bool(chosen)
+    missing = [name for name in dict.fromkeys(nodes.values())
+               if name not in chosen and not any(d.numel() for d in pool.get(name, ((), ()))[0])]
+    return chosen, missing
+
+
+def _names(missing: list[str]) -> str:
+    return ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
 
 
 def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> dict[str, float]:
@@ -257,15 +277,23 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     ``torch.compile`` wrapper (the forward runs eagerly, on the module it compiles).  It takes the place
     of a pending automatic calibration (which it ends, as :func:`freeze_eps`): the next forward calls,
     ``torch.compile(gm, fullgraph=True)`` included, run without calibrating.  Its forward is no step of a
-    :func:`sll_fx.band_stats` recording, which stays in place.
+    :func:`sll_fx.band_stats` recording, which stays in place.  A node that sees no input element keeps its
+    eps, and a ``UserWarning`` names it; a call that gives no node an element (an empty batch) leaves a
+    pending automatic calibration pending (see "No data" in the module docstring).
     """
     gm = unwrap_compiled(gm)
     state = gm.__dict__.get(_STATE)
     if target is None:
         target = state["target"] if state is not None else gm.__dict__.get(_TARGET, DEFAULT_TARGET)
-    chosen = _run(gm, args, kwargs, target, {})
-    if is_calibrating(gm):   # it replaces the pending automatic calibration: later calls (fullgraph too) just run
-        freeze_eps(gm)
+    chosen, missing = _run(gm, args, kwargs, target, {})
+    if missing:
+        warnings.warn(f"sll_fx.calibrate: node(s) {_names(missing)} saw no input element in this call (an empty "
+                      "batch, only non-finite values, or a path this input does not take): their eps stay as they "
+                      "were" + (" (the eps=\"auto\" placeholders: the automatic calibration stays pending)"
+                                if is_calibrating(gm) and not chosen else "")
+                      + "; calibrate on a batch that reaches them", UserWarning, stacklevel=2)
+    if is_calibrating(gm) and (chosen or not missing):   # it replaces the pending automatic calibration: later
+        freeze_eps(gm)                                  # calls (fullgraph too) just run
     return chosen
 
 
@@ -292,24 +320,71 @@ def _auto_step(module, args, kwargs, state) -> None:
     if torch._C._are_functorch_transforms_active():  # (a batch of wrapped tensors: values cannot be read)
         raise EpsError('a linearize_module(eps="auto") model that has not calibrated its eps yet, called under a '
                        f"torch.func transform (vmap, grad, jacrev, ...), which cannot calibrate: {_EAGER_FIX}")
-    _run(module, args, kwargs, state["target"], state["pool"])
+    chosen, missing = _run(module, args, kwargs, state["target"], state["pool"])
+    if missing and not chosen:   # no node saw an element (an empty batch): the next call calibrates
+        return
     state["steps"] -= 1
     if state["steps"] <= 0:
+        if missing:
+            warnings.warn(f'sll_fx: the eps="auto" calibration of {type(module).__name__} ended, but node(s) '
+                          f"{_names(missing)} saw no input element in its calls (an empty input, only non-finite "
+                          "values, or a path the inputs did not take): they keep their placeholder eps "
+                          f"(min(DEFAULT_EPS={DEFAULT_EPS:g}, limit / 2)), not chosen from data; calibrate them with "
+                          "sll_fx.calibrate(gm, x) on a batch that reaches them, or set them with sll_fx.set_eps",
+                          UserWarning, stacklevel=2)
         freeze_eps(module)
+
+
+def check_steps(steps) -> None:
+    """``calibrate_steps`` must be a positive int: the number of forward calls ``eps="auto"`` calibrates on."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"linearize_module: calibrate_steps={steps!r} must be a positive int, the number of forward "
+                         'calls eps="auto" calibrates on (0 would leave the placeholder eps in use)\nFix: '
+                         "calibrate_steps=1 (the default); to calibrate explicitly instead, call "
+                         "sll_fx.calibrate(gm, x) before the first forward call (it replaces the automatic "
+                         "calibration), or pass a fixed eps to linearize_module")
 
 
 def start_auto(gm: nn.Module, *, target: float = DEFAULT_TARGET, steps: int = 1) -> None:
     """Mark ``gm`` uncalibrated: its next ``steps`` forward calls calibrate eps (``linearize_module(eps="auto")``)."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"linearize_module: target={target!r} must be a fraction in (0, 1)")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"linearize_module: calibrate_steps={steps!r} must be a non-negative int")
+    check_steps(steps)
     report = getattr(gm, "sll_report", None)
-    if steps > 0 and hasattr(report, "calibrating"):
+    if hasattr(report, "calibrating"):
         report.calibrating = True   # the report shows "auto" until the first calibration
-    handle = gm.register_forward_pre_hook(_auto_hook, with_kwargs=True)
-    gm.__dict__[_STATE] = {"target": float(target), "steps": steps, "frozen": steps == 0, "running": False,
-                           "pool": {}, "hook": handle.id, "ran": False}
+    restore(gm, {_STATE: {"target": float(target), "steps": steps, "frozen": False, "pool": {}, "ran": False}})
+
+
+def portable(gm: nn.Module) -> dict:
+    """What a copy of ``gm`` keeps of its calibration, picklable: calibrate's default ``target`` and the automatic
+    calibration's state (its target, remaining calls, pooled samples; :func:`restore` gives them to the copy)."""
+    out = {}
+    if _TARGET in gm.__dict__:
+        out[_TARGET] = gm.__dict__[_TARGET]
+    state = gm.__dict__.get(_STATE)
+    if state is not None:
+        out[_STATE] = {key: state[key] for key in ("target", "steps", "frozen")}
+        out[_STATE]["ran"] = state.get("ran", True)
+        out[_STATE]["pool"] = {name: (list(samples), list(floors)) for name, (samples, floors) in state["pool"].items()}
+    return out
+
+
+def restore(gm: nn.Module, kept: dict | None) -> None:
+    """Give ``gm`` (a copy) what :func:`portable` kept: a pending automatic calibration calibrates on its next
+    forward calls, as the original's would."""
+    if not kept:
+        return
+    if _TARGET in kept:
+        gm.__dict__[_TARGET] = kept[_TARGET]
+    state = kept.get(_STATE)
+    if state is None:
+        return
+    state = dict(state, running=False, hook=None,
+                 pool={name: (list(samples), list(floors)) for name, (samples, floors) in state["pool"].items()})
+    if not state["frozen"]:
+        state["hook"] = gm.register_forward_pre_hook(_auto_hook, with_kwargs=True).id
+    gm.__dict__[_STATE] = state
 
 
 def freeze_eps(gm: nn.Module) -> None:

@@ -8,6 +8,11 @@ forward it ran, the plain values (bool, int, float, str, None, dtypes, devices, 
 that the module's own methods read as ``self.<name>`` (:func:`values_read`); the result checks
 them when it is called (:func:`check`) and raises :class:`~sll_fx.errors.TraceError` naming the
 attribute, both values and the fix when one changed, on the model's module or on the result's.
+A ``copy.copy`` of the result checks the same; a deep copy, a pickle or a ``torch.save``/``torch.load``
+checks its own module at each path (:func:`record_own`: it shares none with the model).  Under
+``torch.compile`` the values are guarded, and a changed one raises while the call is retraced: the
+TraceError without ``fullgraph=True`` (the call falls back to eager), with it dynamo's ``Unsupported``
+error quoting the TraceError (:class:`_CompiledTraceError`).
 
 The plain items those methods read through a container attribute with constant keys, written
 straight off ``self``, are recorded and checked too: ``self.cfg["bits"]``, ``self.cfg[0]``,
@@ -217,6 +222,38 @@ def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str | Item, object
                                 for path, m, name, value in entries]
 
 
+def portable(module: nn.Module) -> list[tuple[str, str | Item, object]]:
+    """``module``'s records as ``(path, name or item, value)``, picklable: what a deep copy or an unpickled
+    copy of it checks (:func:`record_own`)."""
+    return [(path, name, value) for path, _, _, name, value in module.__dict__.get(RECORDS, ())]
+
+
+def record_own(gm: nn.Module, kept) -> None:
+    """Give ``gm``, a deep copy or an unpickled copy of a GraphModule, the checks :func:`portable` kept, on its own
+    module at each path: it shares no module with the model (changing the model does not change the copy), and a
+    value changed on the copy's module is a change of the copy."""
+    record(gm, [(path, m, name, value) for path, name, value in kept if (m := _module_at(gm, path)) is not None])
+
+
+def record_shared(gm: nn.Module, original: nn.Module) -> None:
+    """Give ``gm``, a shallow copy of ``original`` (``copy.copy``: it shares ``original``'s modules, and so the
+    model's), ``original``'s checks: on the model's module and on ``gm``'s own at each path."""
+    entries = []
+    for path, ref, _, name, value in original.__dict__.get(RECORDS, ()):
+        m = ref()
+        m = m if m is not None else _module_at(gm, path)
+        if m is not None:
+            entries.append((path, m, name, value))
+    record(gm, entries)
+
+
+def _module_at(gm: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return gm.get_submodule(path)
+    except AttributeError:
+        return None
+
+
 def _own(gm: nn.Module, path: str, model_module: nn.Module):
     try:
         own = gm.get_submodule(path)
@@ -243,12 +280,27 @@ def check(gm: nn.Module) -> None:
             if now is value or (type(now) is type(value) and now == value):
                 continue
             where = f"{path}.{_describe(name)}" if path else _describe(name)
-            raise TraceError(
+            error = _CompiledTraceError if torch.compiler.is_compiling() else TraceError
+            raise error(
                 f"'{where}' is {'missing' if now is _MISSING else repr(now)} now, {value!r} when linearize_module "
                 "traced it: the graph holds the value it was traced with (a Python value read in forward), so the "
                 "change has no effect\nFix: linearize the model again after changing it, or make it a tensor (a "
                 "buffer) or a forward argument", module_path=path, module_type=type(m).__name__,
                 reason=f"{where} changed since tracing")
+
+
+class _CompiledTraceError(TraceError):
+    """The TraceError :func:`check` raises while ``torch.compile`` traces the call (the values are guarded: a
+    changed one retraces).  Dynamo cannot trace ``TraceError.__init__`` (its ``super().__init__()`` call), and
+    would stop on that with an error that does not say why; this ``__init__`` sets the same attributes without
+    it (``BaseException.__new__`` already holds the message).  Without ``fullgraph=True`` the call then runs
+    eagerly and raises the TraceError itself; with it, dynamo's ``Unsupported`` error ("Observed exception")
+    quotes this one, message and fix included."""
+
+    def __init__(self, message: str, *, module_path: str | None = None, module_type: str | None = None,
+                 reason: str | None = None):
+        self.module_path, self.module_type = module_path, module_type
+        self.reason = reason if reason is not None else message
 
 
 #: ``__dict__`` key of a GraphModule's tensors shared with the model: ``[[path, slot, name, weakref to the model's

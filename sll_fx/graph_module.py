@@ -6,11 +6,14 @@ registers them as persistent buffers: non-persistent buffers (the model's, fx's
 ``_tensor_constant*``, sll_fx's 0-dim eps buffers) would come back as new ``state_dict``
 keys, unused submodules would vanish and tied submodules would come apart.  This subclass
 repairs every copy with :func:`~sll_fx.state.mirror_state`, and keeps ``sll_report`` in
-``meta`` so that copies carry it.
+``meta`` so that copies carry it.  Copies also keep the checks of the Python values the graph froze
+(:mod:`sll_fx.frozen`: a deep copy or a pickle checks its own modules, which it no longer shares with the
+model), ``calibrate``'s ``target`` and a pending ``eps="auto"`` calibration (:mod:`sll_fx.calibration`:
+a copy made before the first call calibrates on its own first call).
 
 Calling it runs the generated ``forward`` as any GraphModule does; the first call for each
-new signature (input dtypes and devices, autocast state, eps) also checks every sll op's
-eps against the spacing of the dtype it runs in (:mod:`sll_fx.precision`).
+new signature (input dtypes and devices, autocast state, casts and moves of the module, eps) also
+checks every sll op's eps against the spacing of the dtype it runs in (:mod:`sll_fx.precision`).
 
 ``SLLGraphModule(root, graph, codegen=False)`` defers generating and compiling the Python code
 of ``forward``: ``linearize_module`` and ``export_hard`` build such modules for the graphs they
@@ -33,9 +36,12 @@ from torch.fx.graph_module import reduce_graph_module
 from . import frozen, precision
 from .state import mirror_state
 
-#: per-instance bookkeeping of the precision checks: not state, not copied, not pickled
-_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_calibration", "_sll_buffer_sources",
-              frozen.RECORDS, frozen.TENSORS)
+#: per-instance bookkeeping: not state, not copied, not pickled as is (the precision checks' caches; what ties
+#: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", precision.CAST_GENERATION,
+              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS)
+#: body key of what a pickle carries beyond the state (:func:`_carried`)
+_CARRIED = "_sll_fx_carried"
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
 _SOURCES = "_sll_buffer_sources"
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
@@ -72,6 +78,24 @@ def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
     A weak reference: ``source`` may be dropped."""
     if isinstance(gm, SLLGraphModule):
         gm.__dict__.setdefault(_SOURCES, []).append(weakref.ref(source))
+
+
+def _carried(module) -> dict:
+    """What a copy of ``module`` keeps beyond its state, picklable: the frozen values it checks (on its own
+    modules: a copy shares none with the model), calibrate's ``target`` and a pending ``eps="auto"``
+    calibration (a copy made before the first call calibrates on its own first call)."""
+    from . import calibration  # (it imports sll_fx.annealing, which imports this module)
+
+    return {"frozen": frozen.portable(module), "calibration": calibration.portable(module)}
+
+
+def _carry(res, carried: dict | None) -> None:
+    """Give the copy ``res`` what :func:`_carried` kept."""
+    from . import calibration
+
+    if carried:
+        frozen.record_own(res, carried.get("frozen", ()))
+        calibration.restore(res, carried.get("calibration"))
 
 
 def _follow(gm: torch.nn.Module, moved: dict, seen: set, at: dict) -> None:
@@ -123,7 +147,11 @@ class SLLGraphModule(fx.GraphModule):
         rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005).
         fx's constants (``_tensor_constant*``: a tensor literal of ``forward``, a plain tensor attribute) keep
         their dtype too, as they do in the model, which ``model.half()`` does not cast: a float32 literal
-        still promotes a half input, as it does in the model."""
+        still promotes a half input, as it does in the model.  Both keep their values, whatever ``fn`` makes
+        of them: ``to_empty(device=...)`` (a model built on the meta device) would leave them uninitialized,
+        and, being non-persistent, ``load_state_dict`` does not restore them (an eps buffer on the meta device,
+        which holds no value, is the one exception).  Every call counts as a cast for the precision checks
+        (:data:`~sll_fx.precision.CAST_GENERATION`): the next call is checked again."""
         modules = list(self.named_modules(remove_duplicate=False)) if recurse else [("", self)]
         before = [(path, m, name, buf) for path, m in modules for name, buf in m._buffers.items() if buf is not None]
         super()._apply(fn, recurse)
@@ -132,14 +160,16 @@ class SLLGraphModule(fx.GraphModule):
             new = m._buffers.get(name)
             if new is None or new is old:
                 continue
-            if (name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name)) and new.dtype != old.dtype:
-                m._buffers[name] = old.to(new.device)
-            else:
-                moved.setdefault(id(old), (old, new))
-                at[(path, name)] = new
+            if name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name):  # the values, on the new device
+                new = m._buffers[name] = old.to(new.device) if old.device.type != "meta" else new.to(old.dtype)
+                if new is old:
+                    continue
+            moved.setdefault(id(old), (old, new))
+            at[(path, name)] = new
         if moved:
             _follow(self, moved, set(), at)
             frozen.refresh_tensors(self)
+        self.__dict__[precision.CAST_GENERATION] = self.__dict__.get(precision.CAST_GENERATION, 0) + 1
         return self
 
     @property
@@ -167,10 +197,13 @@ class SLLGraphModule(fx.GraphModule):
         class_name = type(self).__name__
 
         def init(res, fake_mod, graph):
+            carried = _carried(fake_mod)  # (fake_mod holds a deep copy of the original's __dict__)
             for key in _TRANSIENT:
                 fake_mod.__dict__.pop(key, None)
             fx.GraphModule.__init__(res, fake_mod, graph, class_name=class_name)
             mirror_state(res, fake_mod)
+            frozen.record_none_inputs(res)
+            _carry(res, carried)
         return init
 
     def __copy__(self) -> "SLLGraphModule":
@@ -180,6 +213,8 @@ class SLLGraphModule(fx.GraphModule):
         mirror_state(res, self)
         res.meta = self.meta
         share_buffers_with(res, self)
+        _carry(res, _carried(self))
+        frozen.record_shared(res, self)  # (it shares the model's modules too: checked there as well)
         return res
 
     def __reduce_package__(self, exporter):
@@ -198,6 +233,7 @@ class SLLGraphModule(fx.GraphModule):
         if not (isinstance(tracer, type) and issubclass(tracer, SLLTracer)):
             body["_tracer_cls"] = SLLTracer  # the retrace must proxy buffers (fx's default folds buffer-only math)
         body[_NODES] = _node_records(self.graph)
+        body[_CARRIED] = _carried(self)
         return (_unpickle, (body, import_block))
 
 
@@ -300,6 +336,7 @@ def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
 
 def _unpickle(body: dict, import_block: str) -> SLLGraphModule:
     records = body.pop(_NODES, None)
+    carried = body.pop(_CARRIED, None)
     twin = torch.nn.Module()  # the pickled module tree, with its persistence sets
     twin.__dict__.update(body)
     gm = reduce_graph_module(dict(body), import_block)
@@ -310,4 +347,5 @@ def _unpickle(body: dict, import_block: str) -> SLLGraphModule:
     for key, value in body.items():  # plain attributes set on the module, as fx's own unpickling keeps them
         if not hasattr(res, key):
             setattr(res, key, value)
+    _carry(res, carried)
     return res

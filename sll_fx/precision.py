@@ -14,9 +14,10 @@ boundaries that matter are the ones the data sit at.  So the check runs inside
 :class:`~sll_fx.graph_module.SLLGraphModule` (the module type ``linearize_module`` returns,
 nested GraphModules of opaque modules included): the **first call with gradients enabled for
 each new signature** (the dtypes and devices of the tensor arguments, the autocast state,
-the generated code, and the eps values, each as its power-of-two octave ``floor(log2(eps))``:
-an eps schedule is checked again when an eps reaches a new octave, not on every step; the
-values are read only after ``set_eps`` replaced a buffer or one changed in place) runs under a
+the generated code, the count of the module's casts and moves (:data:`CAST_GENERATION`: ``gm.half()``
+changes the dtype its ops run in also when its inputs stay what they were, token ids), and the eps
+values, each as its power-of-two octave ``floor(log2(eps))``: an eps schedule is checked again
+when an eps reaches a new octave, not on every step; the values are read only after ``set_eps`` replaced a buffer or one changed in place) runs under a
 :class:`~torch.overrides.TorchFunctionMode` that sees every ``torch.ops.sll`` call, runs it
 unchanged and then measures its input (a few elementwise passes and a reduction per sll node,
 once; on an accelerator, one sync per node).  Later
@@ -404,6 +405,11 @@ def _autocast_state(device_types) -> tuple:
 
 #: ``__dict__`` key of a module's count of eps buffers that ``set_eps`` replaced (``sll_fx.annealing``)
 EPS_GENERATION = "_sll_eps_generation"
+#: ``__dict__`` key of a module's count of ``_apply`` calls (``.half()``, ``.to(...)``, ``.cuda()``, ``to_empty``:
+#: ``SLLGraphModule._apply``), part of the signature.  A cast of a part alone (``gm.emb.half()``) or of the model
+#: whose parameters it shares (``model.half()`` converts them in place) is not counted: cast the linearized
+#: model itself, or check explicitly with :func:`findings`
+CAST_GENERATION = "_sll_cast_generation"
 
 
 def _eps_octaves(gm) -> tuple:
@@ -446,7 +452,8 @@ def _octave(t: Tensor) -> int:
 def _signature(gm, args, kwargs) -> tuple:
     tensors = tuple((t.dtype, t.device) for t in _tensors((*args, *kwargs.values()) if kwargs else args))
     kinds = {"cpu", *(d.type for _, d in tensors)}
-    return tensors, _autocast_state(kinds), gm.__dict__.get("_code"), _eps_octaves(gm)
+    return (tensors, _autocast_state(kinds), gm.__dict__.get("_code"), gm.__dict__.get(CAST_GENERATION, 0),
+            _eps_octaves(gm))
 
 
 def call(gm, call_next, args, kwargs):

@@ -1,6 +1,8 @@
 """Assertions and graph queries several test modules share (``from _helpers import ...``)."""
 
 import copy
+import io
+import pickle
 
 import torch
 from torch import fx, nn
@@ -74,3 +76,19 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     assert list(model.state_dict()) == before["state_keys"]
     for p, m in mods.items():
         assert not any(isinstance(v, fx.Proxy) for v in m.__dict__.values()), p
+
+
+def torch_roundtrip(module):
+    """``module`` saved with ``torch.save`` and loaded back (the whole module, not its state_dict)."""
+    buf = io.BytesIO()
+    torch.save(module, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+def pickle_roundtrip(module):
+    return pickle.loads(pickle.dumps(module))
+
+
+#: the ways a user copies a module: each returns the copy
+COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle_roundtrip, "torch.save": torch_roundtrip}

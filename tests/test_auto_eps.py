@@ -10,6 +10,8 @@ import sll_fx
 from sll_fx import ops, rules
 from sll_fx.annealing import _eps_nodes, node_eps
 
+from _helpers import COPIES
+
 
 class Net(nn.Module):
     def __init__(self):
@@ -122,7 +124,9 @@ def test_more_steps_keep_calibrating_then_stop():
 
 def test_calibration_changes_no_graph_and_compiled_code_follows():
     torch.manual_seed(0)
-    gm = sll_fx.linearize_module(Net(), eps="auto", calibrate_steps=0, verbose=False)
+    gm = sll_fx.linearize_module(Net(), eps="auto", verbose=False)
+    with pytest.warns(UserWarning, match="placeholder eps"):
+        sll_fx.freeze_eps(gm)  # (no automatic calibration: the explicit one below)
     code = gm.code
     compiles = []
 
@@ -499,3 +503,106 @@ def test_calibration_arguments_with_a_fixed_eps():
     chosen = sll_fx.calibrate(gm, x)
     expected = sll_fx.calibrate(gm, x, target=0.5)
     assert chosen == expected and chosen != sll_fx.calibrate(gm, x, target=0.25)
+
+
+# ----------------------------------------------------------------------------------------
+# copies keep a pending calibration and calibrate's target; no data; calibrate_steps
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_made_before_the_first_call_calibrates_on_its_own_first_call(how):
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), target=0.3, verbose=False)
+    placeholders = _eps(gm)
+    twin = COPIES[how](gm)
+    assert sll_fx.is_calibrating(twin) and twin.sll_report.calibrating and 'eps="auto"' in str(twin.sll_report)
+    x = _data(1)
+    twin(x)
+    assert not sll_fx.is_calibrating(twin) and not twin.sll_report.calibrating
+    assert _eps(twin) != placeholders and all(abs(f - 0.3) <= 0.02 for f in _fractions(twin, x).values()
+                                              if f not in (0.0, 1.0))
+    gm(x)  # the original calibrates on its own first call too, to the same values
+    assert _eps(twin) == _eps(gm)
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_between_calibration_steps_pools_the_samples_of_the_steps_before(how):
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), calibrate_steps=2, verbose=False)
+    gm(_data(1))
+    twin = COPIES[how](gm)
+    assert sll_fx.is_calibrating(twin)
+    twin(_data(2, scale=3.0))
+    gm(_data(2, scale=3.0))
+    assert not sll_fx.is_calibrating(twin) and not sll_fx.is_calibrating(gm) and _eps(twin) == _eps(gm)
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_copies_keep_the_target_calibrate_defaults_to(how):
+    torch.manual_seed(0)
+    x = _data(1)
+    fixed = sll_fx.linearize_module(Net(), eps=0.05, target=0.4, verbose=False)
+    auto = sll_fx.linearize_module(Net(), target=0.4, verbose=False)
+    auto(x)
+    for gm in (fixed, auto):
+        twin = COPIES[how](gm)
+        assert sll_fx.calibrate(twin, x) == sll_fx.calibrate(gm, x) != sll_fx.calibrate(gm, x, target=0.25)
+
+
+class _NoElements(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return torch.round(h * 4).sum(-1) + torch.sign(h[:, :0]).sum(-1)  # sign sees no element, ever
+
+
+def test_an_empty_first_batch_keeps_the_placeholders_and_the_next_batch_calibrates():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    placeholders = _eps(gm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no warning: nothing ended, the next call calibrates)
+        gm(torch.empty(0, 8))
+    assert _eps(gm) == placeholders and sll_fx.is_calibrating(gm) and gm.sll_report.calibrating
+    with pytest.warns(UserWarning, match=r"saw no input element .* the automatic calibration stays pending"):
+        assert sll_fx.calibrate(gm, torch.empty(0, 8)) == {}
+    assert _eps(gm) == placeholders and sll_fx.is_calibrating(gm)
+    x = _data(1)
+    gm(x)
+    assert not sll_fx.is_calibrating(gm) and not gm.sll_report.calibrating
+    eps = _eps(gm)
+    for name, frac in _fractions(gm, x).items():
+        node = next(n for _, n in _eps_nodes(gm) if n.name == name)
+        limit = ops.eps_limit(rules.sll_op_name(node.target), node.kwargs.get("decimals", 0))
+        assert abs(frac - 0.25) <= 0.02 or eps[name] == limit, (name, frac, eps[name])
+    with pytest.raises(ValueError, match="no distances"):
+        sll_fx.calibration.choose_eps(torch.empty(0, dtype=torch.float64), 0.25, 0.5)
+
+
+def test_a_node_that_never_sees_an_element_keeps_its_placeholder_and_is_named():
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_NoElements(), verbose=False)
+    placeholders = _eps(gm)
+    with pytest.warns(UserWarning, match=r"calibration of .* ended, but node\(s\) sign saw no input element"):
+        gm(_data(1))
+    eps = _eps(gm)
+    assert not sll_fx.is_calibrating(gm)
+    assert eps["sign"] == placeholders["sign"] and eps["round_1"] != placeholders["round_1"]
+    with pytest.warns(UserWarning, match=r"sll_fx.calibrate: node\(s\) sign saw no input element"):
+        assert list(sll_fx.calibrate(gm, _data(2))) == ["round_1"]
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True])
+def test_calibrate_steps_must_be_a_positive_int(steps):
+    with pytest.raises(ValueError, match=r"calibrate_steps=\S+ must be a positive int(.|\n)*Fix: calibrate_steps=1"):
+        sll_fx.linearize_module(Net(), calibrate_steps=steps, verbose=False)
+
+
+@pytest.mark.parametrize("steps", [0, -2])
+def test_calibrate_steps_is_checked_also_where_no_node_is_rewritten(steps):
+    # eps="auto" on a model with no discrete op: nothing to calibrate, the argument is still refused
+    with pytest.raises(ValueError, match=r"calibrate_steps=\S+ must be a positive int"):
+        sll_fx.linearize_module(torch.nn.Sequential(torch.nn.Linear(2, 2)), calibrate_steps=steps, verbose=False)

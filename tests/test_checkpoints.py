@@ -27,6 +27,8 @@ from torch import fx, nn
 import sll_fx
 from sll_fx.ops import is_sll_target
 
+from _helpers import pickle_roundtrip, torch_roundtrip
+
 KINDS = ("original", "linearized", "hard")
 
 
@@ -386,17 +388,10 @@ def test_checkpoint_loads_strictly_across_kinds(model_name, src_kind, dst_kind):
 # the module itself: torch.save/torch.load, deepcopy, pickle, copy.copy
 # ----------------------------------------------------------------------------------------
 
-def _torch_roundtrip(module):
-    buf = io.BytesIO()
-    torch.save(module, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
-
-
 COPIES = {
-    "torch.save": _torch_roundtrip,
+    "torch.save": torch_roundtrip,
     "deepcopy": copy.deepcopy,
-    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    "pickle": pickle_roundtrip,
 }
 
 
@@ -457,7 +452,7 @@ def test_copies_are_the_same_module(model_name, kind, how):
 def test_copies_of_the_original_model_load_into_the_linearized_one(model_name):
     """The plain ``torch.save(model)`` of the user's model and the linearized one are interchangeable."""
     lin, model = build(model_name, "linearized", 4)
-    loaded = _torch_roundtrip(model)
+    loaded = torch_roundtrip(model)
     assert_tied(loaded, model_name)
     lin.load_state_dict(loaded.state_dict(), strict=True)
     loaded.load_state_dict(lin.state_dict(), strict=True)
@@ -587,3 +582,31 @@ def test_moving_the_result_moves_the_models_buffers_too():
     twin = copy.deepcopy(gm)  # a deep copy owns its tensors: moving it leaves the model alone
     twin.double()
     assert model.q.amax.dtype == torch.float32
+
+
+class _Literal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.lin(x) * torch.tensor([1.0, 2.0, 3.0, 4.0]))  # a literal: an fx constant
+
+
+def test_to_empty_keeps_the_eps_and_constants_of_a_model_built_on_the_meta_device():
+    """Non-persistent buffers are not in the checkpoint: ``to_empty`` must not leave sll_fx's own uninitialized."""
+    torch.manual_seed(0)
+    ref = _Literal()
+    with torch.device("meta"):
+        model = _Literal()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    kept = {name: b.clone() for name, b in gm.named_buffers()}  # the eps buffer and the fx constant: on the CPU
+    assert any(name.startswith("_sll_eps_") for name in kept) and any("_tensor_constant" in name for name in kept)
+    junk = [torch.full((1000,), 123.0, dtype=torch.float64) for _ in range(20)]  # (freed memory to reuse)
+    del junk
+    gm.to_empty(device="cpu")
+    gm.load_state_dict(ref.state_dict())
+    assert sll_fx.eps_state(gm) == {"round_1": 0.1}
+    assert all(torch.equal(b, kept[name]) and b.dtype == kept[name].dtype for name, b in gm.named_buffers())
+    x = torch.randn(8, 4)
+    assert torch.equal(gm(x), sll_fx.linearize_module(ref, eps=0.1, verbose=False)(x))

@@ -14,6 +14,8 @@ import sll_fx
 from sll_fx import frozen
 from sll_fx.errors import TraceError
 
+from _helpers import COPIES
+
 X = torch.rand(6, 4)
 
 
@@ -390,3 +392,43 @@ def test_moving_the_result_then_replacing_its_tensor_does_not_raise():
     gm.double()
     assert model.a.scale is gm.a.scale and model.b.scale is gm.b.scale
     gm(XS.double())
+
+
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_copies_check_the_values_the_graph_froze(how):
+    model = Net()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    twin = COPIES[how](gm)
+    twin(X)
+    twin.q.bits = 2  # a schedule on the module the copy holds (copy.copy: the model's own)
+    with pytest.raises(TraceError, match=r"'q\.bits' is 2 now, 4 when linearize_module traced") as info:
+        twin(X)
+    assert info.value.module_path == "q"
+    with pytest.raises(TraceError, match=r"'q\.bits' is 2 now"):
+        sll_fx.export_hard(twin, verbose=False)
+    twin.q.bits = 4
+    before = twin(X)
+    model.q.bits = 2  # the model's module: a shallow copy shares it, a deep one does not (nor the change)
+    if how == "copy":
+        with pytest.raises(TraceError, match=r"'q\.bits' is 2 now"):
+            twin(X)
+    else:
+        assert twin.q is not model.q and torch.equal(twin(X), before)
+
+
+def test_a_value_changed_under_torch_compile_names_it_fullgraph_or_not():
+    torch._dynamo.reset()
+    for fullgraph in (False, True):
+        model = Net()
+        gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+        compiled = torch.compile(gm, backend="eager", fullgraph=fullgraph)
+        compiled(X)
+        model.q.bits = 2
+        # fullgraph: dynamo's own error (it cannot leave the graph), quoting the TraceError, message and fix
+        with pytest.raises(TraceError if not fullgraph else Exception,
+                           match=r"'q\.bits' is 2 now, 4 when linearize_module traced(.|\n)*Fix: linearize the model"):
+            compiled(X)
+        model.q.bits = 4
+        compiled(X)
