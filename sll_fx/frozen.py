@@ -20,8 +20,16 @@ straight off ``self``, are recorded and checked too: ``self.cfg["bits"]``, ``sel
 or dataclass instance, its fields only).  Only the item read is checked (another key may change),
 found the same way, in the methods' bytecode, not by running them: also ``self.cfg.get("bits")`` (a constant
 key; the default, if any, a constant), and through a local name bound once to such a chain (``cfg =
-self.cfg``, then ``cfg["bits"]``).  An item read with a variable key, in a loop over the container, or
-through a name bound more than once is not seen.  A key removed since is a change too.
+self.cfg``, then ``cfg["bits"]``).  A key removed since is a change too.  A container read otherwise (indexed
+with a variable key, ``self.cfg[key]``; iterated, ``for s in self.scales``, ``self.cfg.items()``; unpacked;
+passed to a function; read through a name bound more than once, or through ``.get`` of a key it does not have)
+is checked whole, as a copy taken at trace time: any change of its keys, their order, its length or a value (of
+another type too) raises, whether or not the graph used that part.  An ``is None``/``is not None`` test does not
+read it.  What is checked whole is a dict with plain keys, a list, a tuple, a namespace or a dataclass instance
+whose values are plain or such containers, nested; one holding anything else (a tensor, a module, an object of
+another class) is not checked, nor are the attributes of an object of another class (``self.meter.scale``).
+Not seen either: a value read other than as ``self.<name>`` in the forward or a method of the module's class
+it calls (``getattr(self, name)``, a module-level function given ``self``, a global).
 
 Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
@@ -69,10 +77,13 @@ def values_read(module: nn.Module) -> dict[str | Item, object]:
     class it calls (``self._quantize(x)``, transitively), read whose value in the module's ``__dict__``
     is a plain Python value (not a parameter, buffer, submodule, tensor or method); then
     ``{item: value}`` for each plain item they read through a container attribute that is not plain
-    itself (``self.cfg["bits"]``: see :data:`Item`)."""
+    itself (``self.cfg["bits"]``: see :data:`Item`).  A container of plain values read whole (``for s in
+    self.sizes``, ``self.cfg[key]``, ``self.cfg.items()``, ``self.cfg["q"]`` passed on) is recorded whole,
+    under its name or item, as a copy (:func:`_snapshot`)."""
     klass = type(module)
     names: set[str] = set()
     items: set[Item] = set()
+    bound: set[Item] = set()
     todo = [forward_of(module)]
     done: set = set()
     while todo:
@@ -80,8 +91,9 @@ def values_read(module: nn.Module) -> dict[str | Item, object]:
         if fn is None or fn in done or (fn.__module__ or "").split(".")[0] == "torch":
             continue
         done.add(fn)
-        read, chains = _reads_of_first_argument(fn.__code__)
+        read, chains, aliased = _reads_of_first_argument(fn.__code__)
         items |= chains
+        bound |= aliased
         for name in read:
             names.add(name)
             member = getattr(klass, name, None)
@@ -91,13 +103,18 @@ def values_read(module: nn.Module) -> dict[str | Item, object]:
         value = _attribute(module, n)
         if value is not _MISSING and _plain(value):
             out[n] = value
-    for item in sorted(items, key=_describe):
+    for item in sorted(items | bound, key=_describe):
         root = _attribute(module, item[0]) if item[0] not in _SKIP else _MISSING
         if root is _MISSING or _plain(root):  # (a plain attribute is checked whole)
             continue
-        value = _item(root, item)
-        if value is not _MISSING and _plain(value):
-            out[item] = value
+        value, reached = _reach(root, item)
+        if item not in items:  # (only bound to a local name: its uses are read, and recorded as such)
+            if reached == item and _plain(value):
+                out[item] = value
+            continue
+        snapshot = _snapshot(value)  # (where a step finds nothing, what it was taken on is read whole)
+        if snapshot is not _MISSING:
+            out[reached if len(reached) > 1 else reached[0]] = snapshot
     return out
 
 
@@ -110,23 +127,92 @@ def _attribute(module: nn.Module, name: str):
 
 def _item(value, item: Item):
     """The value at ``item``'s steps from its attribute's ``value``, or _MISSING where a step finds none."""
-    for kind, key in item[1:]:
+    value, reached = _reach(value, item)
+    return value if reached == item else _MISSING
+
+
+def _reach(value, item: Item) -> tuple[object, Item]:
+    """``(value, prefix)``: the value at the longest prefix of ``item``'s steps that finds one, from its
+    attribute's ``value`` (``cfg.items`` of a dict, ``cfg["x"]`` where ``"x"`` is not a key: ``cfg``)."""
+    for n, (kind, key) in enumerate(item[1:], 1):
         if kind == "[":
             if not isinstance(value, (dict, list, tuple)):
-                return _MISSING
+                return value, item[:n]
             try:
-                value = value[key]
+                found = value[key]
             except (KeyError, IndexError, TypeError):
-                return _MISSING
+                return value, item[:n]
         elif isinstance(value, types.SimpleNamespace):
-            value = value.__dict__.get(key, _MISSING)
+            found = value.__dict__.get(key, _MISSING)
         elif key in getattr(type(value), "__dataclass_fields__", ()) and not isinstance(value, nn.Module):
-            value = getattr(value, key, _MISSING)
+            found = getattr(value, key, _MISSING)
         else:
-            return _MISSING
-        if value is _MISSING:
-            return _MISSING
-    return value
+            found = _MISSING
+        if found is _MISSING:
+            return value, item[:n]
+        value = found
+    return value, item
+
+
+class _Fields:
+    """What :func:`_snapshot` keeps of a ``types.SimpleNamespace`` or a dataclass instance: its class, by name (a
+    copy pickles without it), and a snapshot of each field."""
+
+    def __init__(self, kind: str, fields: dict):
+        self.kind, self.fields = kind, fields
+
+    def __repr__(self) -> str:
+        return f"{self.kind.rpartition('.')[2]}({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"
+
+
+def _kind(value) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _fields(value) -> dict | None:
+    """The fields of a namespace or a dataclass instance, else None."""
+    if isinstance(value, types.SimpleNamespace):
+        return vars(value)
+    names = getattr(type(value), "__dataclass_fields__", None)
+    if names is None or isinstance(value, (nn.Module, type)):
+        return None
+    return {n: getattr(value, n, _MISSING) for n in names}
+
+
+def _snapshot(value):
+    """``value`` when it is plain; a copy of it when it is a container of plain values (a dict with plain keys,
+    a list, a tuple, a namespace or a dataclass instance, nested), to compare later (:func:`_same`); else
+    _MISSING (a container holding a tensor, a module, another object)."""
+    if _plain(value):
+        return value
+    if type(value) in (list, tuple):
+        copied = [_snapshot(v) for v in value]
+        return _MISSING if any(v is _MISSING for v in copied) else type(value)(copied)
+    if type(value) is dict:
+        copied = {k: _snapshot(v) for k, v in value.items()}
+        plain = all(_plain(k) for k in value) and all(v is not _MISSING for v in copied.values())
+        return copied if plain else _MISSING
+    fields = _fields(value)
+    if fields is not None:
+        copied = {k: _snapshot(v) for k, v in fields.items()}
+        return _Fields(_kind(value), copied) if all(v is not _MISSING for v in copied.values()) else _MISSING
+    return _MISSING
+
+
+def _same(now, then) -> bool:
+    """Is ``now`` what :func:`_snapshot` made ``then`` of: the same types, keys (in order), lengths and values?"""
+    if now is then:
+        return True
+    if isinstance(then, _Fields):
+        fields = _fields(now)
+        return fields is not None and _kind(now) == then.kind and _same(fields, then.fields)
+    if type(now) is not type(then):
+        return False
+    if isinstance(then, dict):
+        return len(now) == len(then) and all(_same(a, b) and _same(now[a], then[b]) for a, b in zip(now, then))
+    if isinstance(then, (list, tuple)):
+        return len(now) == len(then) and all(_same(a, b) for a, b in zip(now, then))
+    return now == then or (isinstance(then, float) and then != then and now != now)  # (NaN is NaN)
 
 
 def _describe(name: str | Item) -> str:
@@ -143,62 +229,80 @@ _CALLS = frozenset({"PRECALL", "CALL"})
 
 
 @functools.lru_cache(maxsize=4096)  # (code objects do not change: one scan per method, not per module)
-def _reads_of_first_argument(code) -> tuple[frozenset[str], frozenset[Item]]:
-    """The names ``x`` of every ``self.x`` that ``code`` (nested code included) reads or calls, and the
-    :data:`Item` of every ``self.x[k]...``/``self.x.y...``/``self.x.get(k)`` chain of constant subscripts and
-    attributes, also where a local name bound once to such a chain continues it (``cfg = self.cfg``, then
-    ``cfg["bits"]``; ``q = cfg["q"]``, then ``q.get("bits")``)."""
+def _reads_of_first_argument(code) -> tuple[frozenset[str], frozenset[Item], frozenset[Item]]:
+    """The names ``x`` of every ``self.x`` that ``code`` (nested code included) reads or calls; the :data:`Item`
+    of every ``self.x[k]...``/``self.x.y...``/``self.x.get(k)`` chain of constant subscripts and attributes that
+    is read, also where a local name bound once to such a chain continues it (``cfg = self.cfg``, then
+    ``cfg["bits"]``; ``q = cfg["q"]``, then ``q.get("bits")``), a chain of one, ``("x",)``, where ``self.x``
+    itself is read (iterated, indexed with a variable key, passed on, bound to a name bound more than once: not
+    an ``is None`` test); and the chains bound to such a local name (read where the name is used)."""
     if not code.co_varnames or code.co_argcount == 0:
-        return frozenset(), frozenset()
-    this, names, items = code.co_varnames[0], set(), set()
+        return frozenset(), frozenset(), frozenset()
+    this, names, items, bound = code.co_varnames[0], set(), set(), set()
     for c in code_objects(code):
         instructions = [ins for ins in dis.get_instructions(c) if ins.opname not in ("CACHE", "EXTENDED_ARG")]
-        aliases = {}  # local name -> the chain it was bound to
         once = _bound_once(c, instructions)
-        previous, chain, key, get = None, None, _MISSING, 0
-        for ins in instructions:
-            if chain is not None:  # (extend ``self.x`` while the next instructions index it or read its attributes)
-                if get:  # (``.get(key)`` or ``.get(key, constant)``: 1 after ``get``, 2 after the key, 3 after a default)
-                    if get == 1 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
-                        key, get, step = ins.argval, 2, "key"
-                    elif get == 2 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):
-                        get, step = 3, "key"
-                    elif get in (2, 3) and ins.opname in _CALLS and ins.arg == get - 1:
-                        step, get = ("[", key), (4 if ins.opname == "PRECALL" else 0)
-                        key = _MISSING
-                    elif get == 4 and ins.opname == "CALL":
-                        step, get = "key", 0
-                    else:
-                        step, get, key = None, 0, _MISSING
-                elif key is not _MISSING:  # (a constant just loaded: a subscript takes it, else the chain ends)
-                    subscript = ins.opname == "BINARY_SUBSCR" or (ins.opname == "BINARY_OP" and ins.argrepr == "[]")
-                    step, key = (("[", key) if subscript else None), _MISSING
-                elif ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
-                    key, step = ins.argval, "key"
-                elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and ins.argval == "get" and \
-                        (ins.opname == "LOAD_METHOD" or "NULL" in ins.argrepr):
-                    get, step = 1, "key"
+        aliases: dict = {}  # local name -> the chain it was bound to
+        for _ in range(2):  # (twice: a loop may use a name before, in the bytecode, the one store that binds it)
+            _scan(instructions, this, once, aliases, names, items, bound)
+    return frozenset(names), frozenset(items), frozenset(bound)
+
+
+def _scan(instructions, this: str, once: frozenset[str], aliases: dict, names: set, items: set, bound: set) -> None:
+    """One pass of :func:`_reads_of_first_argument` over one code object's ``instructions``."""
+    previous, chain, key, get = None, None, _MISSING, 0
+    for i, ins in enumerate(instructions):
+        if chain is not None:  # (extend ``self.x`` while the next instructions index it or read its attributes)
+            if get:  # (``.get(key)`` or ``.get(key, constant)``: 1 after ``get``, 2 after the key, 3 after a default)
+                if get == 1 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
+                    key, get, step = ins.argval, 2, "key"
+                elif get == 2 and ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):
+                    get, step = 3, "key"
+                elif get in (2, 3) and ins.opname in _CALLS and ins.arg == get - 1:
+                    step, get = ("[", key), (4 if ins.opname == "PRECALL" else 0)
+                    key = _MISSING
+                elif get == 4 and ins.opname == "CALL":
+                    step, get = "key", 0
                 else:
-                    step = (".", ins.argval) if ins.opname == "LOAD_ATTR" else None
-                if step is None:
-                    if len(chain) > 1:
-                        items.add(chain)
-                    if ins.opname == "STORE_FAST" and ins.argval in once and not ins.is_jump_target:
-                        aliases[ins.argval] = chain
-                    chain = None
-                elif step != "key":
-                    chain += (step,)
-            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None and previous.argval == this \
-                    and previous.opname in _LOAD_LOCAL:
-                names.add(ins.argval)
-                chain = (ins.argval,) if ins.argval != "get" or ins.opname == "LOAD_ATTR" and "NULL" not in ins.argrepr \
-                    else None
-            elif ins.opname in _LOAD_LOCAL and ins.argval in aliases and chain is None:
-                chain = aliases[ins.argval]
-            previous = ins
-        if chain is not None and len(chain) > 1:
-            items.add(chain)
-    return frozenset(names), frozenset(items)
+                    step, get, key = None, 0, _MISSING
+            elif key is not _MISSING:  # (a constant just loaded: a subscript takes it, else the chain ends)
+                subscript = ins.opname == "BINARY_SUBSCR" or (ins.opname == "BINARY_OP" and ins.argrepr == "[]")
+                step, key = (("[", key) if subscript else None), _MISSING
+            elif ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and type(ins.argval) in _KEYS:
+                key, step = ins.argval, "key"
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and ins.argval == "get" and \
+                    (ins.opname == "LOAD_METHOD" or "NULL" in ins.argrepr):
+                get, step = 1, "key"
+            else:
+                step = (".", ins.argval) if ins.opname == "LOAD_ATTR" else None
+            if step is None:
+                if ins.opname == "STORE_FAST" and ins.argval in once and not ins.is_jump_target:
+                    aliases[ins.argval] = chain  # (read where the name is used)
+                    bound.add(chain)
+                elif not _is_none_test(instructions, i):
+                    items.add(chain)
+                chain = None
+            elif step != "key":
+                chain += (step,)
+        if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None and previous.argval == this \
+                and previous.opname in _LOAD_LOCAL:
+            names.add(ins.argval)
+            chain = (ins.argval,) if ins.argval != "get" or ins.opname == "LOAD_ATTR" and "NULL" not in ins.argrepr \
+                else None
+        elif ins.opname in _LOAD_LOCAL and ins.argval in aliases and chain is None:
+            chain = aliases[ins.argval]
+        previous = ins
+    if chain is not None:
+        items.add(chain)
+
+
+def _is_none_test(instructions, i: int) -> bool:
+    """Does the chain that ``instructions[i]`` ends only take part in an ``is None``/``is not None`` test?"""
+    ins = instructions[i]
+    if ins.opname.endswith(("_IF_NONE", "_IF_NOT_NONE")):
+        return True
+    return ins.opname == "LOAD_CONST" and ins.argval is None and i + 1 < len(instructions) and \
+        instructions[i + 1].opname == "IS_OP"
 
 
 def _bound_once(code, instructions) -> frozenset[str]:
@@ -277,7 +381,7 @@ def check(gm: nn.Module) -> None:
                 if root is _MISSING:
                     continue
                 now = _item(root, name)
-            if now is value or (type(now) is type(value) and now == value):
+            if _same(now, value):
                 continue
             where = f"{path}.{_describe(name)}" if path else _describe(name)
             error = _CompiledTraceError if torch.compiler.is_compiling() else TraceError

@@ -34,7 +34,7 @@ from torch import fx
 from torch.fx.graph_module import reduce_graph_module
 
 from . import frozen, precision
-from .state import mirror_state
+from .state import constants_of, hold_hooks, mirror_state
 
 #: per-instance bookkeeping: not state, not copied, not pickled as is (the precision checks' caches; what ties
 #: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
@@ -139,18 +139,22 @@ class SLLGraphModule(fx.GraphModule):
 
     def __deepcopy__(self, memo):
         generate_code(self)
-        return super().__deepcopy__(memo)
+        res = super().__deepcopy__(memo)
+        hold_hooks(res)  # (fx sets copies of this module's state_dict hook dicts last: they must call the copy's)
+        return res
 
     def _apply(self, fn, recurse=True):
         """``.to(device)`` moves the eps buffers like any buffer, but a dtype cast (``.half()``,
         ``.to(torch.bfloat16)``) leaves them float64: a rounded eps is not the band the user chose, and
         rounding up can cross its op's limit (bfloat16 turns round(decimals=1)'s limit 0.05 into 0.05005).
-        fx's constants (``_tensor_constant*``: a tensor literal of ``forward``, a plain tensor attribute) keep
-        their dtype too, as they do in the model, which ``model.half()`` does not cast: a float32 literal
-        still promotes a half input, as it does in the model.  Both keep their values, whatever ``fn`` makes
-        of them: ``to_empty(device=...)`` (a model built on the meta device) would leave them uninitialized,
-        and, being non-persistent, ``load_state_dict`` does not restore them (an eps buffer on the meta device,
-        which holds no value, is the one exception).  Every call counts as a cast for the precision checks
+        fx's constants (``_tensor_constant*``: a tensor literal of ``forward``) and the plain tensor attributes
+        the graph reads (``self.table = torch.arange(4.)``, neither a parameter nor a buffer of the model:
+        :data:`~sll_fx.state.CONSTANTS`) keep their dtype too, as they do in the model, which ``model.half()``
+        does not cast: a float32 literal still promotes a half input, as it does in the model.  (Unlike the
+        model's, they do move to the new device, where the graph reads them.)  All keep their values, whatever
+        ``fn`` makes of them: ``to_empty(device=...)`` (a model built on the meta device) would leave them
+        uninitialized, and, being non-persistent, ``load_state_dict`` does not restore them (an eps buffer on the
+        meta device, which holds no value, is the one exception).  Every call counts as a cast for the precision checks
         (:data:`~sll_fx.precision.CAST_GENERATION`): the next call is checked again."""
         modules = list(self.named_modules(remove_duplicate=False)) if recurse else [("", self)]
         before = [(path, m, name, buf) for path, m in modules for name, buf in m._buffers.items() if buf is not None]
@@ -160,7 +164,8 @@ class SLLGraphModule(fx.GraphModule):
             new = m._buffers.get(name)
             if new is None or new is old:
                 continue
-            if name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name):  # the values, on the new device
+            if name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name) or name in constants_of(m):
+                # the values, on the new device
                 new = m._buffers[name] = old.to(new.device) if old.device.type != "meta" else new.to(old.dtype)
                 if new is old:
                     continue

@@ -22,16 +22,43 @@ and a GraphModule standing for such a model gets the two methods on its own clas
 every GraphModule instance a class of its own).  The value is not copied: the GraphModule reads
 and writes it through the user's module (:class:`_Live`), as it shares its tensors; a deep copy
 or a pickle holds a copy of the value instead (:class:`_Stored`).
+
+A traced-through submodule that saves or loads itself otherwise than ``nn.Module`` does (its class overrides
+``_save_to_state_dict`` or ``_load_from_state_dict``, say to rename the key of an old checkpoint; or state_dict
+hooks: ``register_state_dict_pre_hook``, ``(_)register_state_dict_(post_)hook``,
+``register_load_state_dict_pre_hook``/``_post_hook``) does so through the GraphModule too: its container becomes a
+:class:`StateModuleContainer` (the model itself: the GraphModule's own class gets the two methods), whose
+``state_dict()``/``load_state_dict()`` run the user's module's methods and hooks, with the user's module (which
+shares its tensors; ``load_state_dict(assign=True)`` gives both the new ones).  Its hooks are read when they run
+(one registered on it later runs too), but a module with none of this when ``linearize_module`` traced it gets a
+plain container.  A deep copy or a pickle holds a copy of the user's module (:class:`_OwnModule`: the class must
+pickle, and its hooks) and runs it on the copy's own tensors.  An override of ``state_dict``/``load_state_dict``
+themselves is not run (``nn.Module`` calls neither on submodules): override the two methods above, or use hooks.
+
+:data:`CONSTANTS` names the buffers a GraphModule holds that are no state of its model (fx's constants, a plain
+tensor attribute the graph reads), so that a dtype cast leaves them alone, as ``model.half()`` does.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 from torch import fx, nn
+from torch.fx.graph_module import _CodeOnlyModule
+from torch.nn.modules.module import _WrappedHook
 
 #: ``__dict__`` key of the extra state a GraphModule or a container holds for its model's module
 EXTRA_STATE = "_sll_extra_state"
+#: ``__dict__`` key of the names of a GraphModule's (or a container's) buffers that are no state of its model: fx's
+#: constants, a plain tensor attribute the graph reads (``self.table = torch.arange(4.)``), which ``model.half()``
+#: does not cast (:meth:`~sll_fx.graph_module.SLLGraphModule._apply` keeps their dtype)
+CONSTANTS = "_sll_constants"
+
+
+def constants_of(module: nn.Module) -> frozenset[str]:
+    """The names of ``module``'s own buffers that stand for no buffer of its model (see :data:`CONSTANTS`)."""
+    return module.__dict__.get(CONSTANTS, frozenset())
 
 
 class _Live:
@@ -100,6 +127,178 @@ def _hold_extra_state(dst: nn.Module, held) -> None:
     dst.__dict__[EXTRA_STATE] = held
 
 
+#: ``__dict__`` key of the model's module whose ``state_dict`` behaviour a container or a GraphModule runs
+STATE_MODULE = "_sll_state_module"
+#: what a class may override to change its ``state_dict()`` and ``load_state_dict()``
+_STATE_METHODS = ("_save_to_state_dict", "_load_from_state_dict")
+#: the hooks ``state_dict()``/``load_state_dict()`` call with the module they are called on
+_MODULE_HOOKS = ("_state_dict_pre_hooks", "_state_dict_hooks", "_load_state_dict_post_hooks")
+#: ... and the pre-hooks its ``_load_from_state_dict`` calls
+_STATE_HOOKS = (*_MODULE_HOOKS, "_load_state_dict_pre_hooks")
+
+
+def _own_state_dict(module: nn.Module) -> bool:
+    """Does ``module`` save or load itself otherwise than ``nn.Module`` does: a ``_save_to_state_dict`` or
+    ``_load_from_state_dict`` of its class (a key renamed for old checkpoints), or state_dict hooks?"""
+    cls = type(module)
+    return any(getattr(cls, n) is not getattr(nn.Module, n) for n in _STATE_METHODS) or \
+        any(module.__dict__.get(h) for h in _STATE_HOOKS)
+
+
+class _LiveModule:
+    """The user's module whose ``state_dict`` behaviour a container or a GraphModule runs: on the tensors it shares
+    with it, and on its extra state (the GraphModule reads and writes it through the user's module)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __deepcopy__(self, memo) -> "_OwnModule":  # a copy holds a copy of it, with the copy's tensors (the memo)
+        return _OwnModule(copy.deepcopy(self.module, memo))
+
+    def __reduce__(self):
+        return _OwnModule, (self.module,)
+
+
+class _OwnModule:
+    """A private copy of the user's module (in a deep copy or an unpickled GraphModule), which runs on the tensors
+    of the container it is given to (:func:`_hold_state_module`)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def bound_to(self, dst: nn.Module) -> "_OwnModule":
+        """A shallow twin of the module, for ``dst``: the same class and attributes, ``dst``'s parameters,
+        buffers and children (so a move or a cast of ``dst`` is the twin's)."""
+        twin = type(self.module).__new__(type(self.module))
+        twin.__dict__.update(self.module.__dict__)
+        for key in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
+            twin.__dict__[key] = dst.__dict__[key]
+        # (its load pre-hooks registered with the module, which they hold weakly: with the twin instead)
+        twin.__dict__["_load_state_dict_pre_hooks"] = OrderedDict(
+            (key, _WrappedHook(hook.hook, twin) if isinstance(hook, _WrappedHook) and hook.with_module and
+             hook.module() is self.module else hook)
+            for key, hook in self.module._load_state_dict_pre_hooks.items())
+        return _OwnModule(twin)
+
+
+class _WithModule:
+    """A hook of the user's module, called with that module where ``nn.Module`` passes the container."""
+
+    def __init__(self, hook, module: nn.Module):
+        self.hook, self.module = hook, module
+
+    def __call__(self, _container, *args):
+        return self.hook(self.module, *args)
+
+    @property
+    def _from_public_api(self) -> bool:  # (read by nn.Module.state_dict)
+        return getattr(self.hook, "_from_public_api", False)
+
+
+class _Hooks(OrderedDict):
+    """A hook dict of a container that stands for a user's module (``_state_dict_hooks``, ...): the hooks registered
+    on the container itself, then the user's module's (those registered later too), called with that module."""
+
+    def __init__(self, held=None, attr: str = ""):
+        super().__init__()
+        self.held, self.attr = held, attr
+
+    def values(self):
+        module = self.held.module
+        return [*super().values(), *(_WithModule(h, module) for h in getattr(module, self.attr).values())]
+
+
+def _delegated_save(self, destination, prefix, keep_vars) -> None:
+    self.__dict__[STATE_MODULE].module._save_to_state_dict(destination, prefix, keep_vars)
+
+
+def _delegated_load(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                    error_msgs) -> None:
+    args = (state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+    for hook in self._load_state_dict_pre_hooks.values():  # (registered on the container itself)
+        hook(*args)
+    module = self.__dict__[STATE_MODULE].module
+    module._load_from_state_dict(*args)  # (its own pre-hooks included)
+    for slot in ("_parameters", "_buffers"):  # (``assign=True`` gave the user's module new tensors: ours too)
+        mine = self.__dict__[slot]
+        for name, tensor in module.__dict__[slot].items():
+            if mine.get(name, tensor) is not tensor:
+                mine[name] = tensor
+
+
+def _delegated_get_extra_state(self):
+    return self.__dict__[STATE_MODULE].module.get_extra_state()
+
+
+def _delegated_set_extra_state(self, state) -> None:
+    self.__dict__[STATE_MODULE].module.set_extra_state(state)
+
+
+class StateModuleContainer(nn.Module):
+    """A container fx made for a traced-through submodule that saves or loads itself otherwise than ``nn.Module``
+    does (:func:`_own_state_dict`): ``state_dict()`` and ``load_state_dict()`` run the user's module's own."""
+    _save_to_state_dict = _delegated_save
+    _load_from_state_dict = _delegated_load
+    get_extra_state = _delegated_get_extra_state
+    set_extra_state = _delegated_set_extra_state
+
+
+def _bind_copies(module: nn.Module) -> None:
+    """Have the containers of a deep copy (which ``fx.GraphModule`` keeps as they were copied) under ``module``
+    run their copy of the user's module on their own tensors (:meth:`_OwnModule.bound_to`, in place)."""
+    for m in module.modules():
+        held = m.__dict__.get(STATE_MODULE)
+        if isinstance(held, _OwnModule) and held.module.__dict__["_parameters"] is not m.__dict__["_parameters"]:
+            held.module = held.bound_to(m).module
+
+
+def _state_module(module: nn.Module):
+    """What ``module``'s ``state_dict`` behaviour is run by (``_LiveModule``/``_OwnModule``), or None when it is
+    ``nn.Module``'s."""
+    held = module.__dict__.get(STATE_MODULE)
+    if held is None and not _fx_made(module) and _own_state_dict(module):
+        held = _LiveModule(module)
+    return held
+
+
+def _fx_made(module: nn.Module) -> bool:
+    """Is ``module`` a GraphModule or a container fx or sll_fx made (hooks registered on it are its own: fx's
+    ``__deepcopy__`` copies them), not a user's module?"""
+    return type(module) in (nn.Module, _CodeOnlyModule, ExtraStateContainer, StateModuleContainer) or \
+        isinstance(module, fx.GraphModule)
+
+
+def _hold_state_module(dst: nn.Module, held) -> None:
+    """Have the fx-made ``dst`` (a plain container or a GraphModule) save and load itself through ``held``."""
+    cls = type(dst)
+    if isinstance(held, _OwnModule):
+        held = held.bound_to(dst)
+    if cls is nn.Module:
+        dst.__class__ = StateModuleContainer
+    elif isinstance(dst, fx.GraphModule) and cls.__qualname__.endswith("GraphModuleImpl"):  # its own class
+        cls._save_to_state_dict, cls._load_from_state_dict = _delegated_save, _delegated_load
+        if type(held.module).get_extra_state is not nn.Module.get_extra_state:
+            cls.get_extra_state, cls.set_extra_state = _delegated_get_extra_state, _delegated_set_extra_state
+    elif not isinstance(dst, StateModuleContainer):
+        raise TypeError(f"sll_fx: cannot give a {cls.__name__} the state_dict behaviour of its model's module")
+    dst.__dict__[STATE_MODULE] = held
+    hold_hooks(dst)
+
+
+def hold_hooks(dst: nn.Module) -> None:
+    """(Re)make the hook dicts of ``dst``, which stands for a user's module (``fx.GraphModule.__deepcopy__`` sets
+    copies of the original's), keeping the hooks registered on ``dst`` itself."""
+    held = dst.__dict__.get(STATE_MODULE)
+    if held is None:
+        return
+    for attr in _MODULE_HOOKS:
+        hooks = _Hooks(held, attr)
+        current = dst.__dict__.get(attr)
+        if current is not None:
+            hooks.update(OrderedDict.items(current) if isinstance(current, _Hooks) else current.items())
+        dst.__dict__[attr] = hooks
+
+
 def _persistent(module: nn.Module, name: str) -> bool:
     return name not in module._non_persistent_buffers_set
 
@@ -114,8 +313,10 @@ def mirror_state(gm: nn.Module, model: nn.Module) -> None:
             continue
         for name, buf in list(module._buffers.items()):
             full = f"{path}.{name}" if path else name
-            if buf is not None and full not in model_buffers and _persistent(module, name):
-                module.register_buffer(name, buf, persistent=False)
+            if buf is not None and full not in model_buffers:
+                if _persistent(module, name):
+                    module.register_buffer(name, buf, persistent=False)
+                module.__dict__[CONSTANTS] = constants_of(module) | {name}
 
 
 def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module]) -> None:
@@ -123,9 +324,14 @@ def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn
 
     ``done`` maps each ``src`` module already placed to its counterpart in ``gm`` (tied submodules).
     """
-    held = _extra_state(src)
+    delegate = _state_module(src)
+    held = _extra_state(src) if delegate is None else None  # (else the user's module saves its own extra state)
+    if delegate is not None:
+        _hold_state_module(dst, delegate)
     if held is not None:
         _hold_extra_state(dst, held)
+    if constants_of(src):  # (a copy of a GraphModule: its constants are buffers of the module it copies)
+        dst.__dict__[CONSTANTS] = constants_of(dst) | constants_of(src)
     for name, p in list(src._parameters.items()):
         if name in dst._parameters or hasattr(dst, name):
             delattr(dst, name)
@@ -141,8 +347,11 @@ def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn
         if child is not None and id(child) in done:
             dst._modules[name] = done[id(child)]  # a second name of a tied submodule: the same object
         elif child is None or current is None or current is child:
-            # the same object (a leaf fx called), or a submodule the graph never touched: share it as is
+            # the same object (a leaf fx called, a container of a deep copy), or a submodule the graph never
+            # touched: share it as is
             dst._modules[name] = child
+            if current is child:
+                _bind_copies(child)
         else:
             dst._modules[name] = current  # a container fx made for a traced-through submodule
             done[id(child)] = current

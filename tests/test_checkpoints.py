@@ -27,7 +27,7 @@ from torch import fx, nn
 import sll_fx
 from sll_fx.ops import is_sll_target
 
-from _helpers import pickle_roundtrip, torch_roundtrip
+from _helpers import assert_bitwise, pickle_roundtrip, torch_roundtrip
 
 KINDS = ("original", "linearized", "hard")
 
@@ -610,3 +610,48 @@ def test_to_empty_keeps_the_eps_and_constants_of_a_model_built_on_the_meta_devic
     assert all(torch.equal(b, kept[name]) and b.dtype == kept[name].dtype for name, b in gm.named_buffers())
     x = torch.randn(8, 4)
     assert torch.equal(gm(x), sll_fx.linearize_module(ref, eps=0.1, verbose=False)(x))
+
+
+class _Table(nn.Module):
+    """Reads a plain tensor attribute (neither a parameter nor a buffer: fx holds it as a get_attr)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.table = torch.arange(4.0) / 3
+        self.register_buffer("scale", torch.full((4,), 1.5))
+
+    def forward(self, x):
+        return torch.round(self.lin(x) * self.scale + self.table)
+
+
+class _Holds(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Table()
+
+    def forward(self, x):
+        return self.inner(x) * 2
+
+
+@pytest.mark.parametrize("how", ["linearized", "hard", *sorted(COPIES)])
+@pytest.mark.parametrize("cls,path", [(_Table, ""), (_Holds, "inner")])
+def test_a_cast_leaves_a_plain_tensor_attribute_as_the_model_does(cls, path, how):
+    """``model.half()`` casts parameters and buffers, not a plain tensor attribute: neither does the result's cast,
+    on a copy or an export too (a float32 table still promotes the half activations, as in the model)."""
+    torch.manual_seed(0)
+    model, ref = cls(), cls()
+    ref.load_state_dict(model.state_dict())
+    ref.get_submodule(path).table = model.get_submodule(path).table
+    gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)
+    module = sll_fx.export_hard(gm, verbose=False) if how == "hard" else \
+        COPIES[how](gm) if how in COPIES else gm
+    module.half()
+    ref.half()
+    assert ref.get_submodule(path).table.dtype == torch.float32
+    assert module.get_submodule(path).table.dtype == torch.float32  # (gm.half() made it float16)
+    assert module.get_submodule(path).scale.dtype == torch.float16
+    assert [k for k, _ in module.named_buffers() if k.endswith("table")] == [f"{path}.table".lstrip(".")]
+    x = torch.randn(8, 4).half()
+    with torch.no_grad():
+        assert_bitwise(sll_fx.export_hard(module, verbose=False)(x) if how != "hard" else module(x), ref(x))

@@ -255,7 +255,8 @@ def test_an_item_on_the_result_itself_is_checked():
         top(X)
 
 
-def test_items_read_otherwise_are_not_recorded():
+def test_a_container_read_otherwise_is_checked_whole():
+    """A variable key, a loop, an argument or a name bound again: the whole container read is checked."""
     class Other(nn.Module):
         def __init__(self):
             super().__init__()
@@ -264,15 +265,104 @@ def test_items_read_otherwise_are_not_recorded():
             self.key = "bits"
 
         def forward(self, x, cfg=None):
-            n = self.cfg[self.key] + self.sizes[0]  # a variable key: not seen
-            for k in self.cfg:  # a loop: not seen
+            n = self.cfg[self.key] + self.sizes[0]  # a variable key
+            for k in self.cfg:  # a loop
                 n = n + len(k)
-            cfg = cfg or self.cfg  # an argument bound again: not followed
+            cfg = cfg or self.cfg  # an argument bound again
             c = self.cfg
-            c = {"bits": 2}  # a name bound twice: not followed
+            c = {"bits": 2}  # a name bound twice
             return x * (n + cfg["on"] + c["bits"])
 
-    assert frozen.values_read(Other()) == {"key": "bits", "sizes": (4, 8)}
+    assert frozen.values_read(Other()) == {"key": "bits", "sizes": (4, 8), "cfg": {"bits": 4, "on": True}}
+
+
+class Loops(nn.Module):
+    """Containers read otherwise than with constant keys: each is checked whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"a": 1.0, "b": 2.0}
+        self.scales = [1.0, 2.0]
+        self.levels = {"q": [3, 5], "unused": 0}
+        self.spec = Config()
+        self.other = {"a": 3.0}
+        self.opt = {"x": 1}  # only tested against None: not read
+        self.tables = {"w": torch.ones(2)}  # holds a tensor: not a plain value, not checked
+
+    def forward(self, x):
+        for key in ("a", "b"):
+            x = torch.round(x * self.cfg[key])  # a variable key
+        for s in self.scales:  # a loop over a list
+            x = torch.round(x * s)
+        for n in self.levels["q"]:  # a loop over an item
+            x = torch.round(x * n)
+        c = self.other
+        x = x * c["a"]
+        c = self.cfg  # bound twice: both read whole
+        x = x + len(dataclasses.astuple(self.spec))  # a dataclass passed on
+        if self.opt is not None:
+            x = x + 1
+        return x + self.tables["w"].sum()
+
+
+CHANGES = [
+    (lambda m: m.cfg.__setitem__("b", 5.0), "'cfg' is {'a': 1.0, 'b': 5.0} now, {'a': 1.0, 'b': 2.0} when"),
+    (lambda m: m.cfg.__setitem__("c", 0.0), "'cfg' is {'a': 1.0, 'b': 2.0, 'c': 0.0} now"),
+    (lambda m: m.scales.append(3.0), "'scales' is [1.0, 2.0, 3.0] now, [1.0, 2.0] when"),
+    (lambda m: m.scales.__setitem__(0, 1), "'scales' is [1, 2.0] now"),  # an int now, not the float traced
+    (lambda m: m.levels["q"].__setitem__(1, 7), """'levels["q"]' is [3, 7] now, [3, 5] when"""),
+    (lambda m: m.other.__setitem__("a", 4.0), "'other' is {'a': 4.0} now, {'a': 3.0} when"),
+    (lambda m: setattr(m.spec, "bits", 2), "'spec' is Config(bits=2, label='act') now, Config(bits=4, label='act')"),
+]
+
+
+@pytest.mark.parametrize("change,text", CHANGES)
+def test_changing_a_container_read_in_a_loop_or_with_a_variable_key_raises(change, text):
+    model = Loops()
+    assert set(frozen.values_read(model)) == {"cfg", "scales", ("levels", ("[", "q")), "other", "spec"}
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    gm(X)
+    model.levels["unused"] = 1  # not read
+    model.opt["x"] = 2  # tested against None only
+    model.tables["w"] = torch.zeros(2)  # not a plain value (not checked)
+    gm(X)
+    change(model)
+    with pytest.raises(TraceError, match=re.escape(text)):
+        gm(X)
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_copies_check_containers_read_whole(how):
+    model = nn.Sequential(Loops())
+    twin = COPIES[how](sll_fx.linearize_module(model, eps=0.05, verbose=False))
+    twin(X)
+    twin.get_submodule("0").scales = [1.0, 4.0]  # set on the copy's module
+    with pytest.raises(TraceError, match=re.escape("'0.scales' is [1.0, 4.0] now, [1.0, 2.0] when")):
+        twin(X)
+    twin.get_submodule("0").scales = [1.0, 2.0]
+    twin(X)
+    model[0].scales[1] = 4.0  # the model's list: a shallow copy checks the model's module, a deep one does not
+    if how == "copy":
+        with pytest.raises(TraceError, match=re.escape("'0.scales' is [1.0, 4.0] now")):
+            twin(X)
+    else:
+        twin(X)
+
+
+def test_a_local_name_used_before_its_one_store_in_a_loop_is_followed():
+    class Late(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg = {"bits": 4, "label": "act"}
+
+        def forward(self, x):
+            for i in range(2):
+                if i:
+                    x = torch.round(x * c["bits"])  # noqa: F821 (bound below, on the first pass)
+                c = self.cfg
+            return x
+
+    assert frozen.values_read(Late()) == {("cfg", ("[", "bits")): 4}
 
 
 class Local(nn.Module):

@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 import sll_fx
+import _helpers
 from _helpers import assert_bitwise, sll_nodes
 
 KINDS = ("original", "linearized", "hard")
@@ -503,3 +504,159 @@ def test_copies_of_a_parametrized_user_module(how):
     with torch.no_grad():
         assert_bitwise(clone(x), gm(x))
         assert_bitwise(sll_fx.export_hard(clone, verbose=False)(x), model(x))
+
+
+# ----------------------------------------------------------------------------------------
+# state_dict hooks and _save_to_state_dict/_load_from_state_dict overrides of traced modules
+# ----------------------------------------------------------------------------------------
+
+#: (hook, module it was called with) of every state_dict hook call
+CALLS: list = []
+
+
+def _record_pre(module, prefix, keep_vars):
+    CALLS.append(("state_dict_pre", module))
+
+
+def _add_version(module, state, prefix, local_metadata):
+    CALLS.append(("state_dict", module))
+    state[prefix + "version"] = torch.tensor(module.version)
+
+
+def _record_load_pre(module, state, prefix, *args):
+    CALLS.append(("load_pre", module))
+
+
+def _record_load_post(module, incompatible):
+    CALLS.append(("load_post", module))
+
+
+class Renamed(nn.Module):
+    """A traced block that loads checkpoints of an older version (``weight`` is now ``w``) and adds a key of its own
+    with a state_dict hook (which its ``_load_from_state_dict`` drops)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+        self.register_buffer("offset", torch.randn(4))
+        self.version = 2
+        self.register_state_dict_pre_hook(_record_pre)
+        self._register_state_dict_hook(_add_version)
+        self.register_load_state_dict_pre_hook(_record_load_pre)
+        self.register_load_state_dict_post_hook(_record_load_post)
+
+    def _load_from_state_dict(self, state, prefix, *args):
+        if prefix + "weight" in state:
+            state[prefix + "w"] = state.pop(prefix + "weight")
+        state.pop(prefix + "version", None)
+        super()._load_from_state_dict(state, prefix, *args)
+
+    def forward(self, h):
+        return torch.sign(h @ self.w + self.offset)
+
+
+class WithRenamed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.blk = Renamed()
+
+    def forward(self, x):
+        return torch.round(self.blk(self.stem(x)) * 2)
+
+
+class RenamedTop(Renamed):
+    """The model itself renames its key."""
+
+
+HOOKED = {"nested": (WithRenamed, "blk"), "top": (RenamedTop, "")}
+HOW = ("linearized", "hard", *_helpers.COPIES)
+
+
+def _result(model: nn.Module, how: str) -> nn.Module:
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    return sll_fx.export_hard(gm, verbose=False) if how == "hard" else gm if how == "linearized" else \
+        _helpers.COPIES[how](gm)
+
+
+def _old_checkpoint(model: nn.Module, path: str) -> dict:
+    """``model``'s state as an older version saved it: ``weight`` for ``w``, no ``version`` key."""
+    prefix = f"{path}." if path else ""
+    return {(f"{prefix}weight" if k == f"{prefix}w" else k): v.clone() + 1
+            for k, v in model.state_dict().items() if k != f"{prefix}version"}
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+@pytest.mark.parametrize("how", HOW)
+def test_a_traced_module_loading_an_old_checkpoint_key_loads_it_through_the_result(name, how):
+    """The model's ``_load_from_state_dict`` renames an old key: the result (and its export and copies) load that
+    checkpoint strictly too, and compute what the model loaded with it computes."""
+    cls, path = HOOKED[name]
+    torch.manual_seed(3)
+    model, reference = cls(), cls()
+    module = _result(model, how)
+    old = _old_checkpoint(model, path)
+    reference.load_state_dict(old, strict=True)
+    result = module.load_state_dict(old, strict=True)  # (was: missing "w", unexpected "weight")
+    assert not result.missing_keys and not result.unexpected_keys
+    assert list(module.state_dict()) == list(reference.state_dict())
+    assert_same_state(module.state_dict(), reference.state_dict())
+    x = batch(9)
+    with torch.no_grad():
+        assert_bitwise(as_hard(module)(x), reference(x))
+    # a checkpoint of the current version (with the hook's key) loads strictly too, the model's into the result and back
+    module.load_state_dict(cls().state_dict(), strict=True)
+    reference.load_state_dict(module.state_dict(), strict=True)
+    assert_same_state(module.state_dict(), reference.state_dict())
+
+
+@pytest.mark.parametrize("name", list(HOOKED))
+@pytest.mark.parametrize("how", ("linearized", "hard", "copy"))
+def test_state_dict_hooks_of_a_traced_module_run_with_the_models_module(name, how):
+    """``state_dict()``/``load_state_dict()`` through the result run the hooks of the model's module, called with
+    that module (the result shares its tensors); its key (``version``) is in the result's ``state_dict()``."""
+    cls, path = HOOKED[name]
+    model = cls()
+    module = _result(model, how)
+    owner = model.get_submodule(path)
+    CALLS.clear()
+    state = module.state_dict()
+    assert CALLS == [("state_dict_pre", owner), ("state_dict", owner)]
+    assert list(state) == list(model.state_dict()) and int(state[f"{path}.version".lstrip(".")]) == 2
+    owner.version = 3  # read by the hook when it runs
+    assert int(module.state_dict()[f"{path}.version".lstrip(".")]) == 3
+    CALLS.clear()
+    module.load_state_dict(state, strict=True)
+    assert CALLS == [("load_pre", owner), ("load_post", owner)]
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_runs_the_hooks_on_its_own_state(how):
+    """A deep or unpickled copy runs the hooks on a copy of the model's module holding the copy's own tensors (moved
+    or cast with it): loading it leaves the model alone."""
+    model = WithRenamed()
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    clone = COPIES[how](gm)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clone.load_state_dict(_old_checkpoint(model, "blk"), strict=True)
+    assert_same_state(model.state_dict(), before)
+    assert torch.equal(clone.state_dict()["blk.w"], before["blk.w"] + 1)
+    model.blk.version = 5  # the model's module: not the copy's
+    clone.half()
+    state = clone.state_dict()
+    assert state["blk.w"].dtype == state["blk.offset"].dtype == torch.float16 and int(state["blk.version"]) == 2
+    assert list(state) == list(model.state_dict()) and int(model.state_dict()["blk.version"]) == 5
+
+
+def test_loading_with_assign_gives_the_result_the_loaded_tensors():
+    model = WithRenamed()
+    gm = sll_fx.linearize_module(model, eps=0.25, verbose=False)
+    old = _old_checkpoint(model, "blk")
+    reference = WithRenamed()
+    reference.load_state_dict({k: v.clone() for k, v in old.items()}, strict=True)
+    gm.load_state_dict(old, strict=True, assign=True)
+    assert gm.blk.w is model.blk.w and gm.blk.offset is model.blk.offset  # the model's module's new tensors
+    assert torch.equal(gm.blk.w, old["blk.weight"]) and torch.equal(gm.blk.offset, old["blk.offset"])
+    x = batch(10)
+    with torch.no_grad():
+        assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), reference(x))
