@@ -3,8 +3,9 @@
 The inverse of each sll op is read from the same rule table that ``linearize_pass``
 uses.  A comparison returns as the bare comparison when all its users are the user's
 own float casts (what ``linearize_pass`` leaves), else as ``ops.hard_compare`` (the
-explicit ``sll_fx.threshold``).  Guarantee, checked: no node targets the ``sll``
-namespace afterwards.
+explicit ``sll_fx.threshold``).  A comparison read only as a selection's ``soft`` mask (hard mode: the
+surrogate that weighs the branches in the gradient) goes with its selection.  Guarantee, checked: no node
+targets the ``sll`` namespace afterwards.
 
 The hard ops are written at the graph's level (``Rule.emit_hard``): an sll node that is an
 ``OpOverload`` (a graph from ``torch.export``: ``sll.round.eps_tensor`` for a linearized model,
@@ -35,7 +36,7 @@ def strip_pass(gm: GraphModule) -> PassResult:
     graph = gm.graph
     check_not_decomposed(graph, "export_hard", "strip the program before decomposing it: "
                          "torch.export.export(sll_fx.export_hard(ep), args).run_decompositions()")
-    entries, created = [], []
+    entries, created, softs = [], [], []
     for node in list(graph.nodes):
         if node.op != "call_function" or not ops.is_sll_target(node.target):
             continue
@@ -43,6 +44,9 @@ def strip_pass(gm: GraphModule) -> PassResult:
             rule = rules.for_sll_node(node)
         except LookupError as e:
             raise RewriteError(f"export_hard: node '{node.name}' targets {node.target}, which no rule strips: {e}")
+        if rule.pattern == "cast" and node.users and all(_soft_of(u, node) for u in node.users):
+            softs.append(node)  # only a hard-mode selection's gradient weights: it goes with its selections
+            continue
         if rule.pattern == "cast" and not all(_takes_bool(u, node) for u in node.users):
             new = _hard_compare(graph, node, rule)  # an explicit sll_fx.threshold: its own float result
         else:
@@ -57,6 +61,9 @@ def strip_pass(gm: GraphModule) -> PassResult:
         created.append(new)
         entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(new),
                                   module=module_of(new), source=source_of(new)))
+    for node in reversed(softs):
+        if not node.users:
+            graph.erase_node(node)
     if entries:
         exported.drop_metadata_asserts(graph)
     drop_unused_eps(gm)  # the eps buffers (and get_attr nodes) of linearize_module that nothing reads now
@@ -69,10 +76,19 @@ def strip_pass(gm: GraphModule) -> PassResult:
     return PassResult(gm, modified=bool(entries))
 
 
+def _soft_of(user, node) -> bool:
+    """Is ``user`` an sll.select that reads ``node`` only as its ``soft`` mask (gone with the select)?"""
+    return (user.op == "call_function" and ops.is_sll_target(user.target) and rules.sll_op_name(user.target) == "select"
+            and user.kwargs.get("soft") is node and node not in user.args)
+
+
 def _takes_bool(user, node) -> bool:
     """Users after which a comparison may come back as a bare bool: the user's casts (torch- or aten-level;
-    a cast of the bool gives what the cast of the 0/1 floats gave), sll.select, export's dtype asserts."""
+    a cast of the bool gives what the cast of the 0/1 floats gave), sll.select (as its mask or its ``soft``
+    one: both go with the select), export's dtype asserts."""
     if user.op == "call_method" and user.target in rules.FLOAT_CASTS and user.args[:1] == (node,):
+        return True
+    if _soft_of(user, node):
         return True
     if user.op != "call_function" or user.args[:1] != (node,):
         return False

@@ -20,7 +20,9 @@ distance, up to the limit).  ``DEFAULT_TARGET`` and this rule come from ``benchm
 (README, "Does it train?").  Nodes are calibrated in graph order, each just
 before it runs, so a node downstream sees its inputs computed with the calibrated eps upstream.
 Calibration is a real forward (under ``torch.no_grad``) of the module in its current mode: a
-BatchNorm in training mode updates its running statistics as in any forward.  The automatic
+BatchNorm in training mode updates its running statistics as in any forward.  It leaves the random
+generators as it found them (the CPU's and those of the CUDA devices the inputs and the module are on):
+a Dropout draws its masks in it, and the training step after it draws the same ones as without it.  The automatic
 calibration pools the samples of its ``calibrate_steps`` calls; ``calibrate`` starts afresh.
 Copies (``copy.copy``, ``copy.deepcopy``, pickling, ``torch.save``/``torch.load``) keep the current eps,
 the ``target`` and a pending automatic calibration (its remaining calls and pooled samples): a copy made
@@ -237,7 +239,7 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     if state is not None:
         state["running"] = True
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(gm, args, kwargs)):
             gm(*args, **kwargs)
     finally:
         for m, previous, calibrator in reversed(installed):
@@ -256,6 +258,13 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     missing = [name for name in dict.fromkeys(nodes.values())
                if name not in chosen and not any(d.numel() for d in pool.get(name, ((), ()))[0])]
     return chosen, missing
+
+
+def _cuda_devices(gm: nn.Module, args, kwargs) -> list[int]:
+    """The CUDA devices of the inputs and of the module's tensors, whose generators the calibrating forward must
+    leave as it found them (with the CPU's: ``torch.random.fork_rng``)."""
+    tensors = [*torch.utils._pytree.tree_leaves((args, kwargs)), *gm.parameters(), *gm.buffers()]
+    return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
 
 
 def _names(missing: list[str]) -> str:

@@ -52,6 +52,12 @@ EPS_PREFIX = "_sll_eps_"
 _FX_CONSTANT = re.compile(r"_tensor_constant\d+")
 
 
+def _not_the_models(module: torch.nn.Module, name: str) -> bool:
+    """Is ``module``'s buffer ``name`` one sll_fx or fx added (an eps, a ``_tensor_constant``, a plain tensor
+    attribute of the model: :data:`~sll_fx.state.CONSTANTS`), not a buffer of the model?"""
+    return name.startswith(EPS_PREFIX) or bool(_FX_CONSTANT.fullmatch(name)) or name in constants_of(module)
+
+
 def is_deferred(module) -> bool:
     """Is ``module`` an SLLGraphModule whose code is not generated yet (``codegen=False``)?"""
     return isinstance(module, SLLGraphModule) and bool(module.__dict__.get(_DEFERRED))
@@ -164,8 +170,7 @@ class SLLGraphModule(fx.GraphModule):
             new = m._buffers.get(name)
             if new is None or new is old:
                 continue
-            if name.startswith(EPS_PREFIX) or _FX_CONSTANT.fullmatch(name) or name in constants_of(m):
-                # the values, on the new device
+            if _not_the_models(m, name):  # the values, on the new device
                 new = m._buffers[name] = old.to(new.device) if old.device.type != "meta" else new.to(old.dtype)
                 if new is old:
                     continue
@@ -176,6 +181,16 @@ class SLLGraphModule(fx.GraphModule):
             frozen.refresh_tensors(self)
         self.__dict__[precision.CAST_GENERATION] = self.__dict__.get(precision.CAST_GENERATION, 0) + 1
         return self
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """The model's buffers first, in the model's order, then the ones sll_fx adds (eps, fx's constants, plain
+        tensor attributes: :func:`_not_the_models`), so that ``zip(model.buffers(), gm.buffers())`` pairs each
+        buffer with its own (an EMA or ``AveragedModel(model)`` updated from ``gm``).  ``buffers()`` reads this."""
+        ours, added = [], []
+        for name, buf in super().named_buffers(prefix, recurse, remove_duplicate):
+            path, _, leaf = name[len(prefix) + 1 if prefix else 0:].rpartition(".")
+            (added if _not_the_models(self.get_submodule(path), leaf) else ours).append((name, buf))
+        return iter(ours + added)
 
     @property
     def sll_report(self):

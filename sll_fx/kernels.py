@@ -425,39 +425,44 @@ def round_decimals(eps: Eps, decimals: int) -> Jump:
 
 class SelectFunction(torch.autograd.Function):
     """``where(s, a, b)`` for a surrogate mask ``s`` in [0, 1]: ``a`` where ``s = 1``, ``b`` where ``s = 0``,
-    the blend ``a s + b (1 - s)`` between.  Gradients: ``s`` to ``a``, ``1 - s`` to ``b`` and ``a - b``
-    to ``s`` (0 where ``a - b`` is not finite: a jump to ``±inf`` has no finite slope); the jvp is
-    ``t_s (a - b) + t_a s + t_b (1 - s)`` with the same factors.  The exact ends keep ``-inf`` masks
-    and NaN in the unselected branch out of the result, as ``torch.where`` does.  New-style
-    (``setup_context``, ``generate_vmap_rule``): it works under every torch.func transform.
+    the blend ``a s + b (1 - s)`` between, as ``dtype`` (None: ``result_type(a, b)``).  Gradients: ``w`` to
+    ``a``, ``1 - w`` to ``b`` and ``a - b`` to ``s`` (0 where ``a - b`` is not finite: a jump to ``±inf``
+    has no finite slope); the jvp is ``t_s (a - b) + t_a w + t_b (1 - w)`` with the same factors.  ``w`` is
+    ``soft`` when given, else ``s``: in hard mode ``s`` is the hard 0/1 mask (the forward is the hard
+    where) and ``soft`` the linear surrogate of the same comparison, so that the branch terms are those of
+    the derivative of ``a s + b (1 - s)`` at the surrogate (SLL_MATH.md, forward modes); ``soft`` gets no
+    gradient (``s`` carries the comparison's).  The exact ends keep ``-inf`` masks and NaN in the
+    unselected branch out of the result, as ``torch.where`` does.  New-style (``setup_context``,
+    ``generate_vmap_rule``): it works under every torch.func transform.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(s: Tensor, a, b) -> Tensor:
-        dtype = torch.result_type(a, b)
+    def forward(s: Tensor, a, b, soft: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        dtype = torch.result_type(a, b) if dtype is None else dtype
         blend = (a * s + b * (1 - s)).to(dtype)  # (not b + s (a - b): that is NaN when one side is inf)
         out = torch.where(s == 1, a, torch.where(s == 0, b, blend))
         return out.to(dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        s, a, b = inputs
-        tensors = (s, *(t for t in (a, b) if isinstance(t, Tensor)))
+        s, a, b, soft, dtype = inputs
+        tensors = (s, *(t for t in (a, b, soft) if isinstance(t, Tensor)))
         ctx.save_for_backward(*tensors)
         ctx.save_for_forward(*tensors)
-        ctx.kinds = (isinstance(a, Tensor), isinstance(b, Tensor))
+        ctx.kinds = (isinstance(a, Tensor), isinstance(b, Tensor), isinstance(soft, Tensor))
         ctx.scalars = (None if ctx.kinds[0] else a, None if ctx.kinds[1] else b)
         ctx.out_meta = (output.shape, output.dtype)
 
     @staticmethod
     def _saved(ctx):
+        """``(s, a, b, w)``: ``w`` the branch weight, ``soft`` when given, else ``s``."""
         s, *tensors = ctx.saved_tensors
         it = iter(tensors)
         a = next(it) if ctx.kinds[0] else ctx.scalars[0]
         b = next(it) if ctx.kinds[1] else ctx.scalars[1]
-        return s, a, b
+        return s, a, b, next(it) if ctx.kinds[2] else s
 
     @staticmethod
     def _diff(a, b, like: Tensor) -> Tensor:
@@ -468,28 +473,28 @@ class SelectFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        s, a, b = SelectFunction._saved(ctx)
+        s, a, b, w = SelectFunction._saved(ctx)
         grad_s = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_s = (grad * SelectFunction._diff(a, b, grad)).sum_to_size(s.shape).to(s.dtype)
         if ctx.kinds[0] and ctx.needs_input_grad[1]:
-            grad_a = (grad * s).sum_to_size(a.shape).to(a.dtype)
+            grad_a = (grad * w).sum_to_size(a.shape).to(a.dtype)
         if ctx.kinds[1] and ctx.needs_input_grad[2]:
-            grad_b = (grad * (1 - s)).sum_to_size(b.shape).to(b.dtype)
-        return grad_s, grad_a, grad_b
+            grad_b = (grad * (1 - w)).sum_to_size(b.shape).to(b.dtype)
+        return grad_s, grad_a, grad_b, None, None
 
     @staticmethod
-    def jvp(ctx, t_s, t_a, t_b):
-        s, a, b = SelectFunction._saved(ctx)
+    def jvp(ctx, t_s, t_a, t_b, *_):
+        s, a, b, w = SelectFunction._saved(ctx)
         shape, dtype = ctx.out_meta
         like = torch.empty((), dtype=dtype, device=s.device)
         terms = []
         if t_s is not None:
             terms.append(t_s * SelectFunction._diff(a, b, like))
         if ctx.kinds[0] and t_a is not None:
-            terms.append(t_a * s)
+            terms.append(t_a * w)
         if ctx.kinds[1] and t_b is not None:
-            terms.append(t_b * (1 - s))
+            terms.append(t_b * (1 - w))
         if not terms:
             return torch.zeros(shape, dtype=dtype, device=s.device)
         t = terms[0]
@@ -498,8 +503,9 @@ class SelectFunction(torch.autograd.Function):
         return t.to(dtype).expand(shape).clone() if t.shape != shape else t.to(dtype)
 
 
-def select(s: Tensor, a, b) -> Tensor:
-    return _SELECT_APPLY(s, a, b)
+def select(s: Tensor, a, b, soft: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """:class:`SelectFunction`: the blend of ``a`` and ``b`` by ``s`` (``soft``: the branch weights of its gradient)."""
+    return _SELECT_APPLY(s, a, b, soft, dtype)
 
 
 def _with_hard(soft: Tensor, hard: Tensor | None) -> Tensor:
@@ -516,6 +522,9 @@ def argmax_onehot(x: Tensor, dim: int, num_classes: int, eps: Eps, largest: bool
     ``y_i = clamp(m_i / (2 eps) + 1/2, 0, 1)`` with the margin ``m_i = x_i - max_{j != i} x_j``:
     slope ``1/(2 eps)`` on ``x_i`` and ``-1/(2 eps)`` on the runner-up (through ``topk``).
     """
+    if x.dim() == 0:  # one element: argmax is 0 (torch.argmax checks dim as the hard op does), one_hot gives (n,)
+        (torch.argmax if largest else torch.argmin)(x, dim)
+        x, dim = x.reshape(1), 0
     margin = argmax_margin(x, dim, largest)
     y = torch.ones_like(x) if margin is None else (margin * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
     y = y.movedim(dim, -1)
@@ -532,7 +541,11 @@ def topk_mask(x: Tensor, k: int, dim: int, eps: Eps, largest: bool = True, hard:
     ``tau = (x_(k) + x_(k+1)) / 2`` (the k-th and (k+1)-th largest), with the gradient also through ``tau``."""
     distance = topk_distance(x, k, dim, largest)
     if distance is None:  # no boundary: the mask is constant (zero gradient; 0 * x would be NaN at +-inf)
-        y = torch.full_like(x, 1.0 if k > 0 else 0.0) + torch.where(x.isfinite(), x, 0.0) * 0
+        # (a 0-dim x: the hard op's own value, which checks k and dim as it does: topk of a 0-dim tensor
+        # selects its element for k = 0 too)
+        const = torch.zeros_like(x).scatter(dim, x.topk(k, dim, largest=largest).indices, 1.0) if x.dim() == 0 \
+            else torch.full_like(x, 1.0 if k > 0 else 0.0)
+        y = const + torch.where(x.isfinite(), x, 0.0) * 0
     else:
         y = (distance * (0.5 / eps) + 0.5).clamp(0.0, 1.0)
     return _with_hard(y, hard)
@@ -562,7 +575,7 @@ def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
     (Both are read by position, not from ``topk``, whose order of tied values need not be ``argmax``'s.)
     """
     z = x if largest else -x  # (argmin(x) is argmax(-x), ties and NaN included)
-    if z.shape[dim] == 1:
+    if z.dim() == 0 or z.shape[dim] == 1:
         return None
     index = z.argmax(dim, keepdim=True)
     chosen = _first(index, dim, z)
@@ -573,12 +586,13 @@ def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
 
 
 def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor | None:
-    """``x_i - tau``, ``tau = (x_(k) + x_(k+1)) / 2`` (signs flipped for the smallest k); None when ``k`` selects none or all.
+    """``x_i - tau``, ``tau = (x_(k) + x_(k+1)) / 2`` (signs flipped for the smallest k); None when ``k`` selects none
+    or all (or ``x`` is 0-dim).
 
     ``topk`` ranks on ``x`` itself in both directions, as the hard op does (a NaN ranks above every
     number, also for the smallest k); an infinite ``tau`` (a tie at infinity) gives the hard choice.
     """
-    if k <= 0 or k >= x.shape[dim]:
+    if k <= 0 or x.dim() == 0 or k >= x.shape[dim]:  # (a 0-dim x has one element)
         return None
     top = x.topk(k + 1, dim, largest=largest)
     v = top.values

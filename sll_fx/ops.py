@@ -297,16 +297,38 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
     return kernels.apply(x, make, eps, threshold=threshold, hard=_hard_mode(mode, hard), method=_method(mode))
 
 
-def _select(s: Tensor, a, b, *, op: str = "where") -> Tensor:
+def _select(s: Tensor, a, b, *, op: str = "where", soft: Tensor | None = None) -> Tensor:
+    """``where(s, a, b)`` (``op='where'``) or ``b.masked_fill(s, a)`` (``op='masked_fill'``: ``b`` is ``self``, ``a``
+    the value, the result ``self``'s dtype) for the surrogate mask ``s``; ``soft``: see ``kernels.SelectFunction``."""
     if op not in ("where", "masked_fill"):
         raise ValueError(f"sll.select: op={op!r} is not 'where' or 'masked_fill'")
-    dtype = torch.result_type(a, b)
-    if not (dtype.is_floating_point or dtype.is_complex) and _plain_eager(s) and bool(((s > 0) & (s < 1)).any()):
-        raise SLLError(f"sll.select ({op}): its result is {dtype}, which cannot hold the blend a s + b (1 - s) of "
-                       "a mask inside its band (it would be truncated, neither the hard value nor the surrogate). "
-                       "Fix: give the where/masked_fill floating operands (torch.where(x > t, 1.0, 0.0)), or "
-                       "linearize with example_inputs so that the integer result is known and the node left hard")
-    return kernels.select(s, a, b)
+    if op == "masked_fill" and not isinstance(b, Tensor):
+        raise ValueError(f"sll.select: op='masked_fill' needs a tensor b (masked_fill's self), got {b!r}")
+    dtype = b.dtype if op == "masked_fill" else torch.result_type(a, b)  # (torch.masked_fill keeps self's dtype)
+    if not (dtype.is_floating_point or dtype.is_complex):
+        return _hard_select(s, a, b, op, dtype)
+    return kernels.select(s, a, b, soft, dtype)
+
+
+def _hard_select(s: Tensor, a, b, op: str, dtype: torch.dtype) -> Tensor:
+    """An integer (or bool) result cannot hold a blend: the hard where/masked_fill itself, no gradient.
+
+    The mask holds where ``s > 1/2``: ``s`` is the comparison's surrogate, on the hard value's side of 1/2
+    wherever it is not 1/2 (and 0 or 1 in hard mode; NaN, the surrogate of a NaN input, fails every
+    comparison).  ``s = 1/2`` is the comparison's boundary itself (or an input within rounding of it), where
+    ``s`` alone does not say which side: in eager mode that is an error where the branches differ; under
+    tracing or compilation it takes ``b``, the strict comparisons' (``>``, ``<``) value at equality.
+    """
+    half = s == 0.5
+    if _plain_eager(s) and bool((half & (torch.where(half, a, b) != torch.where(half, b, a))).any()):
+        raise SLLError(f"sll.select ({op}): its result is {dtype}, an integer, so it is the hard "
+                       f"{op}, but its comparison's input lies on the threshold "
+                       "(the surrogate mask is 1/2 there), where the mask alone cannot say which branch the hard "
+                       "op takes. Fix: linearize with example_inputs so that the integer result is known and the "
+                       "node left hard, or give the where/masked_fill floating operands "
+                       "(torch.where(x > t, 1.0, 0.0))")
+    cond = s > 0.5
+    return b.masked_fill(cond, a) if op == "masked_fill" else torch.where(cond, a, b)
 
 
 def _plain_eager(t: Tensor) -> bool:
@@ -322,7 +344,8 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
-    if hard is None and num_classes < x.shape[dim] and _plain_eager(x):  # as one_hot itself (hard mode: above)
+    width = x.shape[dim] if x.dim() else 1  # (a 0-dim x: one element)
+    if hard is None and num_classes < width and _plain_eager(x):  # as one_hot itself (hard mode: above)
         index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
         if bool((index >= num_classes).any()):
             raise RuntimeError(f"sll.argmax_onehot: Class values must be smaller than num_classes: the "
@@ -334,6 +357,9 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
 def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "linear", largest: bool = True) -> Tensor:
     _sll_only("topk_mask", mode)
     eps = op_eps("topk_mask", eps)
+    if x.dim() and not 0 <= k <= x.shape[dim]:  # (the surrogate would be a constant: topk raises; 0-dim: kernels)
+        raise RuntimeError(f"sll.topk_mask: selected index k out of range: k={k} for {x.shape[dim]} elements "
+                           f"along dim {dim} (torch.topk raises the same)")
     if not x.is_floating_point():
         return hard_topk_mask(x, k, dim, largest)
     hard = hard_topk_mask(x, k, dim, largest) if mode == "hard" else None
@@ -368,10 +394,13 @@ _SCHEMAS = {
     "compare.Scalar": ("compare.Scalar(Tensor x, Scalar threshold, str cmp, *, float eps, str mode='linear') -> Tensor",
                        _compare),
     # selections; select blends a surrogate mask s (from sll.compare) between a and b, either may be a scalar
-    "select": ("select(Tensor s, Tensor a, Tensor b, *, str op='where') -> Tensor", _select),
-    "select.ScalarSelf": ("select.ScalarSelf(Tensor s, Scalar a, Tensor b, *, str op='where') -> Tensor", _select),
-    "select.ScalarOther": ("select.ScalarOther(Tensor s, Tensor a, Scalar b, *, str op='where') -> Tensor", _select),
-    "select.Scalar": ("select.Scalar(Tensor s, Scalar a, Scalar b, *, str op='where') -> Tensor", _select),
+    "select": ("select(Tensor s, Tensor a, Tensor b, *, str op='where', Tensor? soft=None) -> Tensor", _select),
+    "select.ScalarSelf": ("select.ScalarSelf(Tensor s, Scalar a, Tensor b, *, str op='where', "
+                          "Tensor? soft=None) -> Tensor", _select),
+    "select.ScalarOther": ("select.ScalarOther(Tensor s, Tensor a, Scalar b, *, str op='where', "
+                           "Tensor? soft=None) -> Tensor", _select),
+    "select.Scalar": ("select.Scalar(Tensor s, Scalar a, Scalar b, *, str op='where', "
+                      "Tensor? soft=None) -> Tensor", _select),
     "argmax_onehot": ("argmax_onehot(Tensor x, int dim, int num_classes, *, float eps, str mode='linear', "
                       "bool largest=True) -> Tensor", _argmax_onehot),
     "topk_mask": ("topk_mask(Tensor x, int k, int dim, *, float eps, str mode='linear', bool largest=True) -> Tensor",

@@ -289,9 +289,15 @@ class Unlisted:
     modules: tuple[type, ...] = ()             # torch.nn leaf modules (call_module): their input is args[0]
     jumps: tuple[tuple[int, str], ...] = ((0, "input"),)  # the operands it jumps in: (position, keyword)
     keyword: tuple[str, tuple] | None = None   # (name, values): only calls passing one of these values
+    indices: bool = False                      # only calls whose indices are read: ``[1]`` or ``.indices`` of
+                                               # a (values, indices) result (max/min with a literal dim, sort)
 
     def selects(self, node: Node) -> bool:
-        """Does this call pass ``keyword`` (``rounding_mode='floor'``)?  (A plain ``torch.div`` is no jump.)"""
+        """Does this call pass ``keyword`` (``rounding_mode='floor'``)?  (A plain ``torch.div`` is no jump.)
+        With ``indices``: are its indices read?  (``torch.max(h, -1).values`` has a gradient; ``torch.max(a, b)``
+        is elementwise.)"""
+        if self.indices and not _reads_indices(node):
+            return False
         if self.keyword is None:
             return True
         name, values = self.keyword
@@ -302,14 +308,29 @@ class Unlisted:
         return [v for i, name in self.jumps if (v := operand(node, i, name)) is not _ABSENT]
 
     def reason(self, spelling: str) -> str:
-        shown = spelling + (f"({self.keyword[0]}={self.keyword[1][0]!r})" if self.keyword else "")
+        shown = spelling + (f"({self.keyword[0]}={self.keyword[1][0]!r})" if self.keyword else "") + \
+            ("(...).indices" if self.indices else "")
         return f"no SLL rule for {shown}: left hard ({self.why})" + (f"; {self.fix}" if self.fix else "")
+
+
+def _reads_indices(node: Node) -> bool:
+    """Is output 1 (the indices) of ``node``'s (values, indices) result read?  Not for a tensor ``dim`` operand
+    (``torch.max(a, b)``: an elementwise maximum, a tensor, whose ``[1]`` is a row)."""
+    if isinstance(operand(node, 1, "dim"), Node):
+        return False
+    return any(u.op == "call_function" and u.args[:1] == (node,) and u.users and
+               ((u.target is operator.getitem and u.args[1:2] == (1,)) or
+                (u.target is getattr and u.args[1:2] == ("indices",)))
+               for u in node.users)
 
 
 _F = torch.nn.functional
 _STEP = "a step function: its gradient is zero almost everywhere"
 _SAWTOOTH = "a sawtooth: its jumps pass no gradient"
 _BOTH = ((0, "input"), (1, "other"))
+_ORDER = "an integer result: no gradient crosses the indices"
+_TOPK_FIX = ("for a top-k mask, write torch.zeros_like(h).scatter(dim, torch.topk(h, k, dim).indices, 1.0) "
+             "to have it linearized")
 
 #: discrete ops outside the rule table (``RULES``): found, reported, left hard.  In-place spellings too
 #: (``x.remainder_(s)``): they are hard either way.
@@ -361,6 +382,15 @@ UNLISTED: tuple[Unlisted, ...] = (
              "write torch.where(h.abs() > lambd, h, 0.0) to have it linearized",
              functions=(_F.hardshrink, torch.hardshrink, aten.hardshrink.default), methods=("hardshrink",),
              modules=(torch.nn.Hardshrink,)),
+    # selections spelled without argmax/topk (the rules match one_hot(argmax) and scatter(topk(...).indices) only)
+    Unlisted("max_indices", _ORDER, "for a one-hot, write F.one_hot(h.argmax(dim), n) to have it linearized",
+             functions=(torch.max, aten.max.dim), methods=("max",), indices=True),
+    Unlisted("min_indices", _ORDER, "for a one-hot, write F.one_hot(h.argmin(dim), n) to have it linearized",
+             functions=(torch.min, aten.min.dim), methods=("min",), indices=True),
+    Unlisted("sort_indices", _ORDER, _TOPK_FIX, functions=(torch.sort, aten.sort.default, aten.sort.stable),
+             methods=("sort",), indices=True),
+    Unlisted("argsort", _ORDER, _TOPK_FIX, functions=(torch.argsort, aten.argsort.default, aten.argsort.stable),
+             methods=("argsort",)),
 )
 
 

@@ -606,3 +606,30 @@ def test_calibrate_steps_is_checked_also_where_no_node_is_rewritten(steps):
     # eps="auto" on a model with no discrete op: nothing to calibrate, the argument is still refused
     with pytest.raises(ValueError, match=r"calibrate_steps=\S+ must be a positive int"):
         sll_fx.linearize_module(torch.nn.Sequential(torch.nn.Linear(2, 2)), calibrate_steps=steps, verbose=False)
+
+
+class _Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.drop = nn.Linear(6, 6), nn.Dropout(0.5)
+
+    def forward(self, x):
+        return torch.sign(self.drop(self.fc(x)))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_calibrating_leaves_the_random_generator_as_it_found_it(explicit):
+    """The calibrating forward draws Dropout masks too: the training step after it draws the ones it would have
+    drawn without it (the same masks as the model's own forward), and so does what comes next."""
+    torch.manual_seed(0)
+    model, x = _Dropped(), torch.randn(16, 6)
+    gm = sll_fx.linearize_module(model, verbose=False)
+    torch.manual_seed(1)
+    if explicit:
+        sll_fx.calibrate(gm, x)
+    got, after = gm(x), torch.rand(4)
+    assert not getattr(gm.sll_report, "calibrating", False)
+    torch.manual_seed(1)
+    want, after_want = model(x), torch.rand(4)
+    assert torch.equal(got == 0, want == 0) and (want == 0).any()
+    assert torch.equal(after, after_want)

@@ -242,6 +242,26 @@ def test_eps_buffers_are_not_state():
     assert not extra & set(lin.state_dict())
 
 
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("kind", ["linearized", "hard"])
+def test_buffers_list_the_models_first_in_its_order_then_sll_fx_s(model_name, kind):
+    """``zip(model.buffers(), gm.buffers())`` pairs each buffer with its own (an EMA copy of the model updated
+    from ``gm``; ``AveragedModel(model, use_buffers=True).update_parameters(gm)``): eps and fx's constants last."""
+    module, model = build(model_name, kind, 0)
+    theirs = list(model.named_buffers())
+    mine = list(module.named_buffers())
+    assert [n for n, _ in mine[:len(theirs)]] == [n for n, _ in theirs]
+    assert all(a is b for (_, a), (_, b) in zip(theirs, mine))
+    assert all(n not in module.state_dict() for n, _ in mine[len(theirs):])
+    assert [b for _, b in mine] == list(module.buffers())
+    if kind == "linearized":
+        assert any(n.rpartition(".")[2].startswith("_sll_eps_") for n, _ in mine[len(theirs):])
+    # a prefix and recurse=False give the same order as nn.Module would, sll_fx's last
+    assert [n for n, _ in module.named_buffers(prefix="m")] == [f"m.{n}" for n, _ in mine]
+    top = [n for n, _ in module.named_buffers(recurse=False)]
+    assert sorted(top) == sorted(module._buffers) and top == sorted(top, key=lambda n: n.startswith("_sll_eps_"))
+
+
 def test_resuming_with_the_eps_saved_next_to_the_checkpoint():
     """The README's recipe: eps is not state, so ``sll_fx.eps_state(gm)`` travels next to the state_dict and
     ``sll_fx.load_eps`` puts it back."""

@@ -884,3 +884,201 @@ def test_a_tensor_eps_under_fake_tensors_stays_a_tensor():
 def test_a_bad_tensor_eps_is_an_eps_error_where_its_value_is_at_hand(eps, match):
     with pytest.raises(EpsError, match=rf"sll\.round\b.*{match}"):
         torch.ops.sll.round(torch.zeros(3), eps=eps)
+
+
+# --- 7. selections: the hard mode's branch weights, integer results, masked_fill's dtype, 0-dim inputs ----
+
+def _where_parts(mode: str, x: torch.Tensor, eps: float = 0.1):
+    """``where(x > 0.5, 3 x, -x)`` as linearize writes it: the mask in ``mode`` and, in hard mode, the linear
+    surrogate of the same comparison as ``soft`` (the branch weights of the gradient)."""
+    s = torch.ops.sll.compare(x, 0.5, "gt", eps=eps, mode=mode)
+    soft = torch.ops.sll.compare(x, 0.5, "gt", eps=eps) if mode == "hard" else None
+    return s, soft
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_select_hard_mode_weighs_the_branches_with_the_surrogate(mode):
+    """SLL_MATH.md: hard mode's backward is the derivative of f_eps = a s + b (1 - s) at the same point, s the
+    surrogate: the branch terms are s a' + (1 - s) b', not the hard mask's (s37)."""
+    x0 = torch.tensor([0.45, 0.5, 0.58, 0.7, 0.3, 0.42], dtype=torch.float64)
+    x = x0.clone().requires_grad_(True)
+    y = _where(mode, x)
+    y.sum().backward()
+    u = ((x0 - 0.5) / 0.2 + 0.5).clamp(0, 1)
+    inside = ((x0 - 0.5).abs() < 0.1).double()
+    want = 3 * u - (1 - u) + inside * 5 * (3 * x0 + x0)
+    torch.testing.assert_close(x.grad, want, rtol=0, atol=1e-12)
+    assert x.grad.tolist() == pytest.approx([9.0, 11.0, 14.2, 3.0, -1.0, 7.8])
+    if mode == "hard":  # the forward is the hard where, bit for bit
+        assert torch.equal(y.detach(), torch.where(x0 > 0.5, x0 * 3, -x0))
+    # forward mode agrees (the jvp's factors are the backward's)
+    _, tangent = torch.func.jvp(lambda v: _where(mode, v), (x0,), (torch.ones_like(x0),))
+    torch.testing.assert_close(tangent, want, rtol=0, atol=1e-12)
+
+
+def _where(mode: str, x: torch.Tensor) -> torch.Tensor:
+    s, soft = _where_parts(mode, x)
+    return torch.ops.sll.select(s, x * 3, -x, soft=soft)
+
+
+def test_select_soft_masked_fill_and_scalar_branches():
+    """masked_fill (b is self, a the value) and Python-number branches take soft's weights too; soft itself gets
+    no gradient (the mask's comparison carries the slope once)."""
+    x0 = torch.tensor([0.45, 0.52, 0.7], dtype=torch.float64)
+    x = x0.clone().requires_grad_(True)
+    s, soft = _where_parts("hard", x)
+    y = torch.ops.sll.select(s, 1.0, x * 3, op="masked_fill", soft=soft)  # (x * 3).masked_fill(x > 0.5, 1.0)
+    assert torch.equal(y.detach(), (x0 * 3).masked_fill(x0 > 0.5, 1.0))
+    y.sum().backward()
+    u = ((x0 - 0.5) / 0.2 + 0.5).clamp(0, 1)
+    inside = ((x0 - 0.5).abs() < 0.1).double()
+    torch.testing.assert_close(x.grad, 3 * (1 - u) + inside * 5 * (1.0 - 3 * x0), rtol=0, atol=1e-12)
+    soft_leaf = soft.detach().requires_grad_(True)
+    torch.ops.sll.select(s.detach(), x0 * 3, -x0, soft=soft_leaf).sum().backward()
+    assert soft_leaf.grad is None
+
+
+def test_select_soft_strips_with_its_select():
+    """A comparison read only as a select's soft mask goes with the select: export_hard gives the hard where,
+    bit for bit, and no dead node."""
+    class M(torch.nn.Module):
+        def forward(self, x):
+            s = torch.ops.sll.compare(x, 0.5, "gt", eps=0.1, mode="hard")
+            soft = torch.ops.sll.compare(x, 0.5, "gt", eps=0.1)
+            return torch.ops.sll.select(s, x * 3, -x, soft=soft)
+
+    gm = torch.fx.symbolic_trace(M())
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = torch.tensor([0.45, 0.5, 0.58, 0.7, float("nan")])
+    assert torch.equal(hard(x)[:4], torch.where(x > 0.5, x * 3, -x)[:4]) and hard(x)[4] != hard(x)[4]
+    names = [n.target for n in hard.graph.nodes if n.op == "call_function"]
+    assert not any(sll_fx.ops.is_sll_target(t) for t in names)
+    assert sum(1 for n in hard.graph.nodes if n.op == "call_function" and n.target is torch.gt) <= 1
+    assert all(n.users or n.op == "output" for n in hard.graph.nodes), hard.graph
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_select_with_an_integer_result_is_the_hard_where(mode):
+    """An integer result cannot hold a blend: the exact hard where/masked_fill, in and out of the band, NaN
+    included, no gradient (s48; it raised)."""
+    x = torch.tensor([-1.0, 0.45, 0.499, 0.5001, 0.55, 2.0, NAN], requires_grad=True)
+    s = torch.ops.sll.compare(x, 0.5, "lt", eps=0.1, mode=mode)
+    labels = torch.arange(7)
+    y = torch.ops.sll.select(s, -100, labels, op="masked_fill")
+    assert y.dtype == torch.int64 and not y.requires_grad
+    assert torch.equal(y, labels.masked_fill(x.detach() < 0.5, -100))
+    w = torch.ops.sll.select(s, labels, labels * 2)
+    assert torch.equal(w, torch.where(x.detach() < 0.5, labels, labels * 2))
+    flags = torch.tensor([False, True, False, True, False, True, False])  # a bool self stays bool
+    s2 = torch.ops.sll.compare(x, 0.5, "ge", eps=0.1, mode=mode)
+    y2 = torch.ops.sll.select(s2, True, flags, op="masked_fill")
+    assert y2.dtype == torch.bool and torch.equal(y2, flags.masked_fill(x.detach() >= 0.5, True))
+
+
+def test_select_with_an_integer_result_on_the_threshold_is_an_error():
+    """On the threshold the surrogate mask is 1/2 for > and >= alike: the hard value is not known from it.
+    Eager mode says so (with the fix) where the branches differ; where they agree it is their value."""
+    x = torch.tensor([0.2, 0.5, 0.9])
+    s = torch.ops.sll.compare(x, 0.5, "ge", eps=0.1)
+    with pytest.raises(sll_fx.SLLError, match=r"sll.select \(masked_fill\): its result is torch.int64.*Fix: "
+                                              r"linearize with example_inputs"):
+        torch.ops.sll.select(s, -1, torch.arange(3), op="masked_fill")
+    assert torch.ops.sll.select(s, 1, torch.tensor([0, 1, 0]), op="masked_fill").tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("self_dtype,value,want", [
+    (torch.int64, 0.5, torch.int64), (torch.bool, 0, torch.bool), (torch.float16, 0.5, torch.float16),
+    (torch.float16, torch.tensor(0.5, dtype=torch.float64), torch.float16), (torch.int32, -7, torch.int32),
+], ids=["int64_float_value", "bool_int_value", "half", "half_double_tensor_value", "int32"])
+def test_masked_fill_result_is_selfs_dtype(self_dtype, value, want):
+    """torch.masked_fill keeps self's dtype (not result_type(self, value)); so does sll.select(op='masked_fill')."""
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    self_ = x.to(self_dtype)
+    s = torch.ops.sll.compare(x, 2.5, "gt", eps=0.1)
+    y = torch.ops.sll.select(s, value, self_, op="masked_fill")
+    hard = self_.masked_fill(x > 2.5, value)
+    assert y.dtype == hard.dtype == want and torch.equal(y, hard)
+
+
+def test_masked_fill_dtype_after_linearize():
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return x.masked_fill(x > 2, 0.5)
+
+    class B(torch.nn.Module):
+        def forward(self, x):
+            return x.masked_fill(x > 0, 0)
+
+    for m, x in ((M(), torch.tensor([1, 2, 3, 4])), (B(), torch.tensor([True, False, True]))):
+        gm = sll_fx.linearize_module(m, eps=0.1, verbose=False)
+        assert gm(x).dtype == m(x).dtype and torch.equal(gm(x), m(x))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("k", [0, 1])
+def test_topk_mask_on_a_0dim_input_is_the_hard_mask(k, mode):
+    """topk of a 0-dim tensor selects its element (for k = 0 too): the hard op's value, with a zero gradient."""
+    for dim in (0, -1):
+        x = torch.tensor(0.7, requires_grad=True)
+        y = torch.ops.sll.topk_mask(x, k, dim, eps=0.1, mode=mode)
+        hard = torch.zeros_like(x).scatter(dim, torch.topk(x, k, dim).indices, 1.0)
+        assert y.shape == hard.shape == () and torch.equal(y.detach(), hard)
+        y.backward()
+        assert x.grad == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_argmax_onehot_on_a_0dim_input_is_the_hard_one_hot(mode):
+    x = torch.tensor(-0.3, requires_grad=True)
+    for n, largest in ((3, True), (1, False)):
+        y = torch.ops.sll.argmax_onehot(x, -1, n, eps=0.1, mode=mode, largest=largest)
+        hard = torch.nn.functional.one_hot((torch.argmax if largest else torch.argmin)(x.detach(), -1), n)
+        assert y.shape == hard.shape == (n,) and torch.equal(y.detach(), hard.float())
+
+
+def test_topk_mask_and_argmax_onehot_bad_arguments_raise_as_the_hard_op():
+    x0 = torch.tensor(0.7)
+    for call, hard in (
+        (lambda: torch.ops.sll.topk_mask(x0, 2, -1, eps=0.1), lambda: torch.topk(x0, 2, -1)),
+        (lambda: torch.ops.sll.topk_mask(x0, 1, 1, eps=0.1), lambda: torch.topk(x0, 1, 1)),
+        (lambda: torch.ops.sll.argmax_onehot(x0, 1, 3, eps=0.1), lambda: torch.argmax(x0, 1)),
+        (lambda: torch.ops.sll.topk_mask(torch.ones(3), 4, 0, eps=0.1), lambda: torch.topk(torch.ones(3), 4, 0)),
+    ):
+        with pytest.raises(Exception) as want:
+            hard()
+        with pytest.raises(want.type, match="out of range"):
+            call()
+
+
+def _opcheck_selection_cases():
+    x = lambda: (torch.randn(3, 4, generator=torch.Generator().manual_seed(2)) * 0.3).requires_grad_(True)  # noqa: E731
+    ops = torch.ops.sll
+
+    def mask(mode="linear"):
+        return ops.compare(x(), 0.0, "gt", eps=0.3, mode=mode)
+    return [
+        ("select", ops.select.default, lambda: (mask(), x() * 2, x()), {}),
+        ("select.soft", ops.select.default, lambda: (mask("hard"), x() * 2, x()), {"soft": mask().detach()}),
+        ("select.masked_fill", ops.select.ScalarSelf, lambda: (mask(), 0.5, x()), {"op": "masked_fill"}),
+        ("select.masked_fill.soft", ops.select.ScalarSelf, lambda: (mask("hard"), 0.5, x()),
+         {"op": "masked_fill", "soft": mask().detach()}),
+        ("select.ScalarOther.soft", ops.select.ScalarOther, lambda: (mask("hard"), x(), -1.0),
+         {"soft": mask().detach()}),
+        ("select.Scalar", ops.select.Scalar, lambda: (mask(), 1.0, 0.0), {}),
+        ("select.int_masked_fill", ops.select.ScalarSelf, lambda: (mask(), -100, torch.arange(12).view(3, 4)),
+         {"op": "masked_fill"}),
+        ("select.int_where", ops.select.default,
+         lambda: (mask(), torch.arange(12).view(3, 4), torch.zeros(3, 4, dtype=torch.long)), {}),
+        ("topk_mask", ops.topk_mask.default, lambda: (x(), 2, -1), {"eps": 0.3}),
+        ("topk_mask.0dim", ops.topk_mask.default, lambda: (x()[0, 0].detach().requires_grad_(True), 1, -1),
+         {"eps": 0.3}),
+        ("argmax_onehot", ops.argmax_onehot.default, lambda: (x(), -1, 4), {"eps": 0.3}),
+        ("argmax_onehot.0dim", ops.argmax_onehot.default, lambda: (x()[0, 0].detach().requires_grad_(True), -1, 3),
+         {"eps": 0.3}),
+    ]
+
+
+@pytest.mark.parametrize("name,op,args,kwargs", _opcheck_selection_cases(),
+                         ids=[c[0] for c in _opcheck_selection_cases()])
+def test_opcheck_selections(name, op, args, kwargs):
+    torch.library.opcheck(op, args(), kwargs)

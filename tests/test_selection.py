@@ -1139,9 +1139,8 @@ def test_where_with_an_integer_result_is_left_hard():
     # floating branches: the blend a s + b (1 - s)
     fmodel = Outer(lambda m, x: torch.where(x > 0, 1.0, 0.0))
     assert torch.allclose(sll_fx.linearize_module(fmodel, eps=0.5, verbose=False)(x), (x + 0.5).clamp(0, 1))
-    s = torch.tensor([0.0, 0.3, 1.0])
-    with pytest.raises(sll_fx.SLLError, match=r"sll.select \(where\): its result is torch.int64.*Fix:"):
-        torch.ops.sll.select(s, torch.tensor([5, 5, 5]), torch.tensor([1, 1, 1]))
+    s = torch.tensor([0.0, 0.3, 1.0])  # an integer result is the hard where (the side of 1/2: see test_ops)
+    assert torch.ops.sll.select(s, torch.tensor([5, 5, 5]), torch.tensor([1, 1, 1])).tolist() == [1, 1, 5]
     assert torch.ops.sll.select(s.round(), torch.tensor([5, 5, 5]), 1).tolist() == [1, 1, 5]  # a hard mask: fine
 
 

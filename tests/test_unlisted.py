@@ -315,6 +315,14 @@ FIXES = {  # kind: (the original, the fix as the reason writes it) on h and the 
                      lambda h, b: (h.unsqueeze(-1) > b).float().sum(-1)),
     "threshold": (lambda h, b: F.threshold(h, 0.1, 2.0), lambda h, b: torch.where(h > 0.1, h, 2.0)),
     "hardshrink": (lambda h, b: F.hardshrink(h, 0.3), lambda h, b: torch.where(h.abs() > 0.3, h, 0.0)),
+    "max_indices": (lambda h, b: F.one_hot(h.max(-1)[1], 8).float() * h,
+                    lambda h, b: F.one_hot(h.argmax(-1), 8).float() * h),
+    "min_indices": (lambda h, b: F.one_hot(torch.min(h, dim=-1).indices, 8).float() * h,
+                    lambda h, b: F.one_hot(h.argmin(-1), 8).float() * h),
+    "sort_indices": (lambda h, b: torch.zeros_like(h).scatter(-1, h.sort(-1, descending=True).indices[..., :3], 1.0) * h,
+                     lambda h, b: torch.zeros_like(h).scatter(-1, torch.topk(h, 3, -1).indices, 1.0) * h),
+    "argsort": (lambda h, b: torch.zeros_like(h).scatter(-1, torch.argsort(h, -1, descending=True)[..., :3], 1.0) * h,
+                lambda h, b: torch.zeros_like(h).scatter(-1, torch.topk(h, 3, -1).indices, 1.0) * h),
 }
 
 
@@ -406,3 +414,70 @@ def test_every_spelling_is_in_the_lookup_tables():
     assert not rule_ids & set(rules.UNLISTED_FUNCTIONS)
     assert not {m for r in rules.RULES for m in r.methods} & set(rules.UNLISTED_METHODS)
     assert operator.floordiv in rules.UNLISTED[2].functions
+
+
+# --- selections spelled without argmax/topk (s50): reported with the spelling that is linearized -----------
+
+SELECTION_CASES = [  # (id, f(module, h), op column, spelling in the reason, UNLISTED kind)
+    ("max_indices", lambda m, h: F.one_hot(torch.max(h, -1).indices, 8).float(), "torch.max",
+     "torch.max(...).indices", "max_indices"),
+    ("method_max_getitem", lambda m, h: F.one_hot(h.max(-1)[1], 8).float(), "Tensor.max", "Tensor.max(...).indices",
+     "max_indices"),
+    ("max_dim_keyword", lambda m, h: F.one_hot(torch.max(h, dim=1)[1], 8).float() * 2.0, "torch.max",
+     "torch.max(...).indices", "max_indices"),
+    ("min_indices", lambda m, h: F.one_hot(h.min(-1).indices, 8).float(), "Tensor.min", "Tensor.min(...).indices",
+     "min_indices"),
+    ("argsort_slice", lambda m, h: torch.zeros_like(h).scatter(-1, torch.argsort(h, dim=-1, descending=True)[..., :2],
+                                                               1.0), "torch.argsort", "torch.argsort", "argsort"),
+    ("sort_indices_slice", lambda m, h: torch.zeros_like(h).scatter(-1, torch.sort(h, dim=-1, descending=True)
+                                                                    .indices[..., :2], 1.0),
+     "torch.sort", "torch.sort(...).indices", "sort_indices"),
+    ("method_sort_getitem", lambda m, h: torch.zeros_like(h).scatter(-1, h.sort(-1)[1][..., :2], 1.0), "Tensor.sort",
+     "Tensor.sort(...).indices", "sort_indices"),
+]
+
+
+@pytest.mark.parametrize("name,f,op,spelling,kind", SELECTION_CASES, ids=[c[0] for c in SELECTION_CASES])
+def test_selection_spellings_are_reported_with_the_fix(name, f, op, spelling, kind):
+    """one_hot of torch.max(h, dim).indices / h.max(dim)[1], scatter of argsort(h)[..., :k] / sort(h).indices[..., :k]:
+    the gradient to h is lost as with argmax/topk; the report says so and names the spelling that is linearized."""
+    model = Net(f)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    e = _only_entry(gm)
+    u = _why(kind)
+    assert e.op == op and e.replacement is None
+    assert e.reason == f"no SLL rule for {spelling}: left hard ({u.why}); {u.fix}"
+    assert ("F.one_hot(h.argm" if kind in ("max_indices", "min_indices") else "torch.topk(h, k, dim)") in u.fix
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+        assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.parametrize("f", [
+    lambda m, h: torch.max(h, -1).values * 2.0,            # the values: they carry the gradient
+    lambda m, h: h.max(-1)[0] + h.min(dim=0).values.sum(),
+    lambda m, h: torch.sort(h, -1).values[..., :2],
+    lambda m, h: torch.max(h, h * 2.0)[1],                 # elementwise maximum: a tensor, [1] is its row
+    lambda m, h: h.max() + torch.min(h),                   # full reductions
+    lambda m, h: torch.max(m.b.view(1, 5).expand(8, 5), -1)[1].float().sum() + h,  # no gradient reaches it
+], ids=["max_values", "getitem_0_values", "sort_values", "elementwise_max", "full_reduction", "no_gradient"])
+def test_selection_spellings_without_indices_give_no_entry(f):
+    gm = sll_fx.linearize_module(Net(f), eps=EPS, verbose=False)
+    assert gm.sll_report.counts == {"found": 0, "rewritten": 0, "hard": 0}, str(gm.sll_report)
+
+
+def test_selection_spellings_in_an_exported_program():
+    """aten.max.dim / aten.sort.default / aten.argsort: found at the aten level too."""
+    model = Net(lambda m, h: F.one_hot(h.max(-1)[1], 8).float() + torch.zeros_like(h).scatter(
+        -1, torch.argsort(h, -1)[..., :2], 1.0) + torch.zeros_like(h).scatter(-1, h.sort(-1).indices[..., :2], 1.0))
+    x = _x()
+    ep = torch.export.export(model, (x,))
+    gm = sll_fx.linearize_module(ep, eps=EPS, verbose=False)
+    report = gm.sll_report
+    assert sorted(e.reason.split(":")[0] for e in report.hard) == sorted(
+        [f"no SLL rule for {s}" for s in ("aten.max.dim(...).indices", "aten.argsort.default",
+                                          "aten.sort.default(...).indices")]), str(report)
+    assert report.counts["rewritten"] == 0
+    with torch.no_grad():
+        assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
