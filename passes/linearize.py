@@ -9,12 +9,14 @@ need to know which of their users were taken by a selection, then the elementwis
 users are planned before it.  A rewrite is for the float arithmetic on a node's result: a use as
 a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an op left hard, ...)
 passes no gradient and would see fractional values, so it keeps reading the hard result (or,
-with no float use at all, the node stays hard), also after arithmetic with numbers that keeps a
-mask a mask (``(1 - mask).bool()``: ``_Planner._read_as_mask``); a node whose value reaches the output only
-through ``.detach()`` is a straight-through estimator already and stays hard
+with no float use at all, the node stays hard), also after arithmetic that carries the values on
+(``(1 - mask).bool()``, ``round(h).clamp(0, 3).long()``: ``_Planner._read_as_mask``); a cast to the
+dtype of another tensor the graph does not tell (``.to(idx.dtype)``) counts as such a use.  A node whose
+value reaches the output only through ``.detach()`` is a straight-through estimator already and stays hard
 (``_Planner._verdict``, ``_reach_output``), and so does a node that no gradient reaches
-(``_gradient_sources``: its inputs come through ``.detach()``, a ``torch.no_grad()`` block, or
-from buffers and constants alone).  An elementwise node (``call_function``) becomes its
+(``_gradient_sources``: its inputs come through ``.detach()``, a ``torch.no_grad()`` block (an exported
+one too), from buffers and constants alone, or from what carries no gradient: ``rand_like(h)``, argmax
+indices, an integer or bool result).  An elementwise node (``call_function``) becomes its
 sll op in place: it keeps its name, place and users, so the report's node names are the sll
 nodes' names (unless other uses keep the hard node); the other patterns insert a new node and
 erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
@@ -179,6 +181,7 @@ class _Planner:
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
         self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
+        self.pattern_hard: set[Node] = set()        # one_hot(argmax)/top-k scatter nodes not quite the pattern
         self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
@@ -321,12 +324,12 @@ class _Planner:
     def _no_gradient(self, node: Node) -> bool:
         """Can no gradient reach ``node``'s inputs (``_gradient_sources``)?  Then a surrogate gives none."""
         graded = self._gradients()[0]
-        return not any(n in graded for n in node.all_input_nodes)
+        return not any(n in graded for n in _pattern_inputs(node))
 
     def _gradients(self) -> tuple[set, bool]:
         """``_gradient_sources(gm)``, made once: (the nodes a gradient can come from or pass through, any detach)."""
         if self._graded is None:
-            self._graded = _gradient_sources(self.gm)
+            self._graded = _gradient_sources(self.gm, self.kinds)
         return self._graded
 
     def _use(self, user: Node, value: Node) -> str:
@@ -395,8 +398,9 @@ class _Planner:
                 continue
             seen.add((u, v))
             kind = self._use(u, v)
-            if kind == _FLOAT_USE and _affine(u, v) and self._read_as_mask(u):
-                kind = _PASS_USE  # (a bool use of 1 - mask would see 1 - (a fraction) inside the band)
+            if kind == _FLOAT_USE and _carries(u, v) and self._read_as_mask(u):
+                kind = _PASS_USE  # (a bool use of 1 - mask would see 1 - (a fraction) inside the band; an
+                # integer use of round(h).clamp(0, 3), its truncation)
             if kind == _PASS_USE:
                 stack += [(w, u) for w in u.users]
             elif kind == _OTHER_USE and u not in out:
@@ -404,17 +408,24 @@ class _Planner:
             saw_float = saw_float or kind == _FLOAT_USE
         return out, saw_float
 
-    def _read_as_mask(self, value: Node, depth: int = 0) -> bool:
-        """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1) result, read as a mask further on:
-        by a bool or integer use (a cast, a logical op, an index, an op left hard) that does not only order
-        values (argmax of ``10 * sign(h)``), through views and more such functions?"""
-        for w in value.users:
-            kind = self._use(w, value)
-            if kind == _OTHER_USE and _op_name(w) not in _ORDER_NAMES:
-                return True
-            follow = kind == _PASS_USE or (kind == _FLOAT_USE and _affine(w, value))
-            if follow and depth < _MASK_DEPTH and self._read_as_mask(w, depth + 1):
-                return True
+    def _read_as_mask(self, value: Node) -> bool:
+        """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1, or integer) result, read as a mask or
+        an integer further on: by a bool or integer use (a cast, a logical op, an index, an op left hard) that
+        does not only order values (argmax of ``10 * sign(h)``), through views and more such functions
+        (``_carries``: ``round(h).clamp(0, 3).long()``, ``(1 - m) * a + m * b`` then ``.long()``), up to
+        ``_MASK_DEPTH`` of them?"""
+        seen, frontier = {value}, [value]
+        for _ in range(_MASK_DEPTH + 1):
+            following = []
+            for v in frontier:
+                for w in v.users:
+                    kind = self._use(w, v)
+                    if kind == _OTHER_USE and _op_name(w) not in _ORDER_NAMES:
+                        return True
+                    if w not in seen and (kind == _PASS_USE or (kind == _FLOAT_USE and _carries(w, v))):
+                        seen.add(w)
+                        following.append(w)
+            frontier = following
         return False
 
     # -- patterns -----------------------------------------------------------------------------
@@ -511,8 +522,12 @@ class _Planner:
         if not isinstance(index, Node) or _argmax_spelling(index) is None:
             return None  # one_hot of labels: nothing discrete to linearize
         x, dim, keepdim = _argmax_args(index)
+        self.pattern_hard.add(node)  # (until it is planned below)
         if dim is None or keepdim or isinstance(dim, Node):
             return self._hard(node, rule, "argmax without a literal dim (or with keepdim): left hard")
+        if isinstance(n, Node):  # num_classes=h.shape[-1]: an int only at run time (to fx, a node)
+            return self._hard(node, rule, f"one_hot's num_classes is computed at run time ({_describe([n])}): "
+                                          "it must be a literal int (e.g. F.one_hot(h.argmax(-1), 10)), left hard")
         if not isinstance(n, int) or n < 0:
             return self._hard(node, rule, "one_hot without a literal num_classes: its width depends on the data, "
                                           "left hard (pass num_classes)")
@@ -524,6 +539,7 @@ class _Planner:
         else:
             step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
                                  reason=uses.reason, hard_uses=uses.keep)
+        self.pattern_hard.discard(node)
         self.taken.add(index)  # its entry is this node's (rewritten, or left hard)
         self.pattern_users.add(node)
         return step
@@ -533,6 +549,7 @@ class _Planner:
         if pieces is None:
             return None  # an ordinary scatter
         if isinstance(pieces, str):
+            self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {pieces}")
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
@@ -556,6 +573,14 @@ class _Planner:
             return self._hard(node, None, f"in-place {rules.describe_target(node)}: left hard "
                                           "(use the out-of-place spelling to linearize)")
         if (name := rules.match_no_jump(node)) and any(_is_float_cast(u, node, {}) for u in node.users):
+            if name == "eq" and (found := _max_one_hot(node)) is not None:
+                largest, dim = found
+                arg = "argmax" if largest else "argmin"
+                fix = f"F.one_hot(x.{arg}({dim}), n)" + ("" if dim == -1 else f".movedim(-1, {dim})")
+                return self._hard(node, None, f"x == x.{'max' if largest else 'min'}(dim={dim}, keepdim=True) is "
+                                              f"one_hot({arg}(x, {dim})) (ties aside), which jumps where the {arg} "
+                                              f"changes: write {fix} (n: x's size along dim {dim}) to linearize it; "
+                                              "left hard")
             return self._hard(node, None, f"'{name}' has no jump to linearize (a spike of measure zero): left hard")
         return self._plan_unlisted(node)
 
@@ -590,12 +615,17 @@ class _Planner:
                     steps.append(self._hard(node, None, f"index also used by {_describe(others)}: that use "
                                                         "stays hard (the one-hot/mask use is linearized)"))
                 continue
-            if _argmax_spelling(node) is not None:
+            users = list(node.users) if _argmax_spelling(node) is not None else _topk_index_users(node)
+            if users and all(u in self.pattern_hard for u in users):  # one_hot(argmax(x, -1)) with no num_classes
+                what = "that one_hot(argmax)" if _argmax_spelling(node) is not None else "that top-k mask"
+                steps.append(self._hard(node, None, f"index used by {_describe(users)}: {what} is left hard (its "
+                                                    "entry says why), and so is this index"))
+            elif _argmax_spelling(node) is not None:
                 steps.append(self._hard(node, None, f"index used by {_describe(list(node.users))}: only "
                                                     "one_hot(argmax(x, dim), n) has a surrogate, left hard"))
-            elif _is_topk(node) and _topk_index_users(node):
+            elif _is_topk(node) and users:
                 steps.append(self._hard(node, None, "indices used by "
-                                        f"{_describe(_topk_index_users(node))}: only zeros_like(x).scatter(dim, "
+                                        f"{_describe(users)}: only zeros_like(x).scatter(dim, "
                                         "topk(x, k, dim).indices, 1.0) masks have a surrogate, left hard"))
         return steps
 
@@ -715,6 +745,31 @@ def _argmax_spelling(node) -> bool | None:
     return None
 
 
+def _max_one_hot(node: Node) -> tuple[bool, int] | None:
+    """For ``x == x.max(dim, keepdim=True).values`` (either order; ``[0]``, ``amax``, min, amin too): (largest,
+    dim), an argmax one-hot spelled with ``==``; else None."""
+    if len(node.args) != 2 or node.kwargs:
+        return None
+    for x, other in (node.args, node.args[::-1]):
+        if not isinstance(other, Node) or other.op not in ("call_function", "call_method") or not other.args:
+            continue
+        reduced = other
+        if other.op == "call_function" and ((other.target is getattr and other.args[1:] == ("values",)) or
+                                            (other.target is operator.getitem and other.args[1:] == (0,))):
+            reduced = other.args[0]
+        if not isinstance(reduced, Node) or reduced.op not in ("call_function", "call_method"):
+            continue
+        name = _op_name(reduced)
+        if name not in ("max", "min", "amax", "amin") or _arg(reduced, 0, "input") is not x:
+            continue
+        dim, keepdim = _arg(reduced, 1, "dim"), _arg(reduced, 2, "keepdim", False)
+        if (reduced is other) == (name in ("max", "min")):  # max(dim) gives (values, indices); amax a tensor
+            continue
+        if isinstance(dim, int) and not isinstance(dim, bool) and keepdim is True:
+            return name in ("max", "amax"), dim
+    return None
+
+
 def _argmax_args(node: Node) -> tuple:
     return _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False)
 
@@ -754,6 +809,11 @@ def _topk_pattern(node: Node):
     if node.kwargs.get("reduce") is not None:
         return f"scatter with reduce={node.kwargs['reduce']!r} is not a mask"
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)) or dim != tdim:
+        for what, v in (("k", k), ("dim", tdim), ("scatter's dim", dim)):
+            if isinstance(v, Node) and v.op == "placeholder":  # forward(self, x, top_k=3)
+                given = v.args[0] if v.args and isinstance(v.args[0], int) else 3
+                return (f"{what} comes from the input '{v.target}', known only at run time: fix it when "
+                        f"linearizing, linearize_module(model, concrete_args={{'{v.target}': {given}}})")
         return "k and dim must be literal and the same for topk and scatter"
     if not isinstance(largest, bool):
         return "largest must be a literal"
@@ -816,7 +876,7 @@ def _mask_factor(user: Node, node: Node, kinds: dict):
         return torch.get_default_dtype()  # (x > t) * 1.0 is a float of the default dtype
     if not isinstance(other, Node) or other is node:
         return None
-    if kinds.get(other) == dtypes.FLOAT or other in node.args:
+    if kinds.get(other) == dtypes.FLOAT or (other in node.args and kinds.get(other) not in _INT_KINDS):
         return other
     return None
 
@@ -900,7 +960,9 @@ def _nodes_in(args) -> list[Node]:
 
 def _cast_to(user: Node, value: Node, kinds: dict) -> str | None:
     """For a dtype cast of ``value``: the kind it casts to (dtypes.FLOAT / INT / BOOL), or ``"move"`` for a
-    device move or a dtype the graph does not tell; None when ``user`` is no cast."""
+    device move or a dtype the graph does not tell but ``value``'s own (``.to(x.dtype)``, ``value`` computed
+    from ``x``), ``UNKNOWN_CAST`` for the dtype of another tensor of unknown kind (``.to(idx.dtype)``: maybe an
+    integer one); None when ``user`` is no cast."""
     if user.op == "call_method":
         if user.target in _CAST_METHODS:
             return _CAST_METHODS[user.target]
@@ -922,9 +984,38 @@ def _cast_to(user: Node, value: Node, kinds: dict) -> str | None:
         if isinstance(a, str) and name == "type":
             return dtypes.FLOAT if any(w in a for w in ("Float", "Double", "Half", "BFloat16")) else \
                 dtypes.BOOL if "Bool" in a else dtypes.INT
-        if isinstance(a, Node) and not dtypes.is_device(a):
-            return kinds.get(a) or "move"  # .to(x.dtype), .type_as(x), .to(x): x's kind, when known
+        if isinstance(a, Node) and not dtypes.is_device(a):  # .to(x.dtype), .type_as(x), .to(x): x's kind
+            kind = kinds.get(a)
+            if kind is not None:
+                return kind
+            source = a.args[0] if (a.op == "call_function" and a.target is getattr and a.args) else a
+            # x unknown: value's own dtype when value is computed from x (round(x * 4).to(x.dtype)); else
+            # (idx.dtype, another input's) it may be an integer one: not a float use
+            return "move" if _computed_from(value, source, kinds) else UNKNOWN_CAST
     return "move"
+
+
+UNKNOWN_CAST = "unknown"  # _cast_to: a cast to the dtype of a tensor whose kind the graph does not tell
+
+
+def _computed_from(value: Node, source: Node, kinds: dict) -> bool:
+    """Is ``value`` ``source`` itself, or computed from it: ``source`` is one of its operands (a pattern's
+    ``x`` too: ``one_hot(argmax(x), n)``) or reached back from them through nodes of unknown kind (which
+    keep its dtype, as far as the graph tells: ``x`` in ``round(x * 4)``) or discrete ops (whose surrogate
+    is of their operand's dtype: ``x`` in ``(x > t).cpu()``), within ``_MASK_DEPTH`` steps?"""
+    if value is source:
+        return True
+    seen, frontier = set(), list(_pattern_inputs(value))
+    for _ in range(_MASK_DEPTH):
+        following = []
+        for n in frontier:
+            if n is source:
+                return True
+            if n not in seen and (kinds.get(n) is None or _match(n) is not None):
+                seen.add(n)
+                following += n.all_input_nodes
+        frontier = following
+    return False
 
 
 def _use_kind(user: Node, value: Node, kinds: dict) -> str:
@@ -980,20 +1071,23 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     return _FLOAT_USE
 
 
-#: elementwise arithmetic that keeps a mask a mask when its other operands are numbers (``1 - m``, ``2 * m``)
-_AFFINE_NAMES = frozenset(("add", "sub", "rsub", "mul", "truediv", "div", "neg"))
+#: arithmetic that carries its operand's values on (scaled, shifted, clamped, summed, blended): a bool or
+#: integer use of its result reads them as it would read the operand (``(1 - m).bool()``, ``(2 * m).long()``,
+#: ``round(h).clamp(0, 3).long()``, ``(1 - m) * a + m * b`` then ``.long()``): see _Planner._read_as_mask
+_CARRY_NAMES = frozenset(("add", "sub", "rsub", "mul", "truediv", "div", "neg", "negative", "pos", "clamp",
+                          "clip", "clamp_min", "clamp_max", "abs", "absolute", "relu", "sum", "nansum", "cumsum",
+                          "prod", "cumprod", "amax", "amin", "max", "min", "maximum", "minimum", "fmax", "fmin",
+                          "where", "masked_fill"))
 #: bool/integer uses that read only the order of the values (not as a mask): see _Planner._read_as_mask
 _ORDER_NAMES = frozenset(("argmax", "argmin", "argsort", "sort", "searchsorted", "bucketize", "histc"))
 _MASK_DEPTH = 8  # how many views and such functions _read_as_mask follows
 
 
-def _affine(user: Node, value: Node) -> bool:
-    """Does ``user`` compute ``value`` plus, minus, times or over Python numbers (``1 - m``, ``m * 2``, ``-m``)?"""
-    if user.op not in ("call_function", "call_method"):
-        return False
-    operands = [*user.args, *user.kwargs.values()]
-    return value in operands[:2] and all(a is value or (isinstance(a, (int, float)) and not isinstance(a, bool))
-                                         for a in operands) and _op_name(user) in _AFFINE_NAMES
+def _carries(user: Node, value: Node) -> bool:
+    """Does ``user`` carry ``value``'s values on (``_CARRY_NAMES``: ``1 - m``, ``r.clamp(0, 3)``, ``r.sum(-1)``,
+    ``a * m``; ``where``/``masked_fill``'s data, not its condition)?"""
+    return user.op in ("call_function", "call_method") and _op_name(user) in _CARRY_NAMES and \
+        value in _nodes_in((user.args, user.kwargs))
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:
@@ -1032,8 +1126,9 @@ def _also_other_uses(uses: list[Node], what: str, written: list[Node] = ()) -> s
 # --- reaching the output, and through .detach() only ------------------------------------------------
 _DETACHED = ("only used through .detach(): no gradient to give (a straight-through estimator already), "
              "left hard")
-_NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), or from "
-                "buffers and constants alone): no gradient to give, left hard")
+_NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), from buffers "
+                "and constants alone, or from values that carry none: random draws, *_like/new_* tensors, "
+                "indices, integers): no gradient to give, left hard")
 _DETACH_FUNCTIONS = (torch.detach, torch.Tensor.detach, torch.ops.aten.detach.default, torch.detach_,
                      torch.Tensor.detach_, torch.ops.aten.detach_.default, grad_regions.detached)
 _INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
@@ -1096,10 +1191,14 @@ def _writes_first(op: str, t) -> bool:
         dtypes.hashable(t) and t in _INPLACE_SET)
 
 
-def _gradient_sources(gm: GraphModule) -> tuple[set, bool]:
+def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
     """The nodes a gradient can come from or pass through: the graph's inputs, parameters (frozen ones too:
     they may be unfrozen later) and tensors that require grad, calls of modules with parameters, and everything computed from them, except
-    through ``.detach()`` / ``x.data`` / a ``torch.no_grad()`` block's edge (``grad_regions.detached``).
+    through ``.detach()`` / ``x.data`` / a ``torch.no_grad()`` block's edge (``grad_regions.detached``), and
+    except what carries no gradient on (``_carries_no_gradient``: ``rand_like(h)``, ``zeros_like(h)``,
+    ``h.new_ones(n)``, ``h.shape``, argmax/argsort indices, an integer or bool result; an exported graph's
+    node that its input's gradient did not reach: a ``wrap_with_set_grad_enabled(False, ...)`` body).  A
+    pattern's result (``one_hot(argmax(x), n)``, a top-k mask) is one when its ``x`` is.
     A tensor written in place by such a node (``buf.add_(x)``) is one too.  Also returns whether the graph
     has any detach node (one of those edges)."""
     graded: set = set()
@@ -1108,7 +1207,8 @@ def _gradient_sources(gm: GraphModule) -> tuple[set, bool]:
     for node in gm.graph.nodes:
         op = node.op
         if op == "placeholder":
-            graded.add(node)
+            if kinds.get(node) not in _INT_KINDS:  # (an integer input cannot require grad)
+                graded.add(node)
         elif op == "get_attr":  # (a parameter frozen now may be unfrozen later: it counts)
             value = dtypes.fetch_attr(gm, node.target)
             if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and value.requires_grad):
@@ -1117,12 +1217,86 @@ def _gradient_sources(gm: GraphModule) -> tuple[set, bool]:
             continue
         elif _is_detach(node):
             any_detach = True
-        elif not graded.isdisjoint(node.all_input_nodes) or (
+        elif not graded.isdisjoint(_pattern_inputs(node)) or (
                 op == "call_module" and any(True for _ in gm.get_submodule(node.target).parameters())):
+            if op != "call_module" and _carries_no_gradient(node, kinds, graded):
+                continue
             graded.add(node)
             if op == "call_function" or (op == "call_method" and node.target.endswith("_")):
                 graded.update(_mutated(node, memo))
     return graded, any_detach
+
+
+def _pattern_inputs(node: Node) -> list[Node]:
+    """The nodes ``node``'s value is computed from, for a gradient: its inputs, or a pattern's ``x`` (the
+    sll op of ``one_hot(argmax(x), n)`` or a top-k mask reads ``x``, not the indices)."""
+    rule = _match(node)
+    if rule is not None and rule.pattern == "onehot":
+        index = _arg(node, 0, "input")
+        if _argmax_spelling(index) is not None:
+            return [*node.all_input_nodes, *index.all_input_nodes]
+    elif rule is not None and rule.pattern == "topk":
+        pieces = _topk_pattern(node)
+        if isinstance(pieces, dict) and isinstance(pieces["x"], Node):
+            return [*node.all_input_nodes, pieces["x"]]
+    return node.all_input_nodes
+
+
+#: calls whose result carries no gradient from their tensor arguments: tensors made like another (only its
+#: shape, dtype or device is read), random draws like it, its shape, indices and counts
+_NO_GRADIENT_NAMES = frozenset(("randint_like", "new_tensor", "argmax", "argmin", "argsort", "bucketize",
+                                "searchsorted", "nonzero", "argwhere", "bincount", "histc", "count_nonzero",
+                                "unique", "unique_consecutive"))
+#: calls whose second output is an index tensor: ``x.topk(k)[1]``, ``x.sort().indices``, ``x.max(dim).indices``
+_INDEXED_NAMES = frozenset(("topk", "sort", "max", "min", "kthvalue", "mode", "median", "nanmedian", "cummax",
+                            "cummin"))
+
+
+def _carries_no_gradient(node: Node, kinds: dict, graded: set) -> bool:
+    """Does ``node``, computed from a node a gradient reaches, carry none on (see ``_gradient_sources``)?  An
+    integer or bool result carries one only where it may become a surrogate's float: a comparison, a one-hot
+    (a discrete op the pass may rewrite), a view or move of such a result, integer arithmetic on a one-hot."""
+    if _is_index_output(node) or grad_regions.runs_without_grad(node):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _META_ATTRS
+    name = _op_name(node)
+    if name in _META_NAMES or name in _NO_GRADIENT_NAMES:
+        return True
+    meta = node.meta.get("tensor_meta")  # an exported graph: its input required grad, its result does not
+    if _requires_grad(meta) is False and meta.dtype.is_floating_point and any(  # (a no-grad body)
+            _requires_grad(n.meta.get("tensor_meta")) for n in node.all_input_nodes):
+        return True
+    kind = kinds.get(node)
+    if kind not in _INT_KINDS or _match(node) is not None:
+        return False
+    carriers = [n for n in node.all_input_nodes if n in graded and kinds.get(n) in _INT_KINDS]
+    if not carriers:  # x.long(), argmax(x).view(-1), (x > 0).sum(): from floats or a bool's integer use
+        return True
+    if name in _PASS_NAMES or _cast_to(node, carriers[0], kinds) == "move":  # a view or move of one
+        return False
+    return not any(kinds.get(n) == dtypes.INT for n in carriers)  # integer arithmetic on a one-hot moves it on
+
+
+def _requires_grad(meta) -> bool | None:
+    """A tracer's ``TensorMetadata`` (``node.meta["tensor_meta"]``: torch.export's): its ``requires_grad``;
+    None for anything else (no metadata, a tuple of them)."""
+    flag = getattr(meta, "requires_grad", None)
+    return flag if isinstance(flag, bool) and isinstance(getattr(meta, "dtype", None), torch.dtype) else None
+
+
+def _is_index_output(node: Node) -> bool:
+    """``x.topk(k)[1]``, ``x.sort().indices``, ``torch.max(x, dim).indices``: an index tensor."""
+    if node.op != "call_function" or len(node.args) < 2 or not isinstance(node.args[0], Node):
+        return False
+    if not ((node.target is operator.getitem and node.args[1] == 1) or
+            (node.target is getattr and node.args[1] == "indices")):
+        return False
+    source = node.args[0]
+    name = _op_name(source)
+    if name in ("max", "min"):  # with a dim: (values, indices); else a tensor (x.max(y)[1]: a row of it)
+        return isinstance(_arg(source, 1, "dim"), int) and not isinstance(_arg(source, 1, "dim"), bool)
+    return name in _INDEXED_NAMES
 
 
 def _reach_output(graph, order: dict) -> tuple[set, set]:

@@ -1,9 +1,12 @@
 """What a node's dtype is, as far as the graph tells: ``"float"``, ``"int"``, ``"bool"`` or unknown.
 
-The linearize pass needs this for one decision: an op whose input is known to be an
-integer or a bool has no gradient to give, so it is left hard and reported.  Without
-``example_inputs`` the answer comes from the graph alone (parameters and buffers,
-casts, comparisons, argmax, promotion of arithmetic); with them, from a run on fake
+The linearize pass needs this to know what has no gradient to give: an op whose input is known
+to be an integer or a bool is left hard and reported, and so is a ``where``/``masked_fill`` whose
+result is an integer (it cannot hold a blend); an integer or bool result carries no gradient on
+(``_gradient_sources`` in passes/linearize.py).  Without ``example_inputs`` the answer comes from
+the graph alone (parameters and buffers, casts, comparisons, argmax, promotion of arithmetic,
+factories with their ``dtype=``: ``torch.ones_like(x, dtype=torch.long)``, ``x.new_zeros(n)``,
+``torch.full(s, 3)``, ``torch.arange(n)``; an exported graph's fake values); with them, from a run on fake
 tensors (``ShapeProp``'s fake copy of the module), up to the first node that cannot run
 there (a data-dependent shape such as ``x[x > 0]``, control flow on values in an opaque
 submodule), and from the graph after it.  Unknown stays unknown: such nodes are rewritten,
@@ -40,13 +43,28 @@ _METHODS: dict = {
     **dict.fromkeys(("long", "int", "short", "char", "byte"), INT),
     **dict.fromkeys(("bool", "gt", "ge", "lt", "le", "eq", "ne", "greater", "less", "greater_equal", "less_equal",
                      "logical_and", "logical_or", "logical_not", "isnan", "isinf", "isfinite"), BOOL),
-    **dict.fromkeys(("argmax", "argmin", "argsort"), INT),
+    **dict.fromkeys(("argmax", "argmin", "argsort", "size", "numel", "dim"), INT),
     **dict.fromkeys(("sigmoid", "tanh", "exp", "log", "sqrt", "softmax", "div", "mean"), FLOAT),
     **dict.fromkeys(("add", "sub", "mul", "abs", "neg", "relu", "clamp", "clip", "sum", "view", "reshape", "flatten",
                      "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "expand", "detach", "clone",
                      "round", "floor", "ceil", "trunc", "sign", "prod", "cumsum", "cumprod"), PROMOTE),
 }
 _PASS_THROUGH_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU)
+
+# tensors made from a shape, a fill value or another tensor: their ``dtype=`` argument when the call gives one,
+# else (the value) their default: the kind of the tensor they are made like (``zeros_like(x)``, ``x.new_ones(n)``,
+# ``x.new_tensor(data)``: ``x``'s dtype), the default float dtype, int64, the fill value's kind (``torch.full(s, 3)``
+# is int64), the promotion of the numbers (``torch.arange(5)``: int64; ``arange(0, 1, 0.5)``: float), the data's
+# (``torch.tensor([1, 2])``).  Keyed by name: a torch function, a Tensor method, an aten op (export's spellings)
+LIKE, DATA, FILL, NUMBERS = "like", "data", "fill", "numbers"
+_FACTORIES: dict = {
+    **dict.fromkeys(("zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like",
+                     "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"), LIKE),
+    **dict.fromkeys(("zeros", "ones", "empty", "rand", "randn", "eye", "linspace", "logspace"), FLOAT),
+    **dict.fromkeys(("randint", "randperm"), INT),
+    "full": FILL, "arange": NUMBERS, "range": NUMBERS, "tensor": DATA, "as_tensor": DATA, "scalar_tensor": FLOAT,
+}
+_FACTORY_FUNCTIONS = {id(f): name for name in _FACTORIES if (f := getattr(torch, name, None)) is not None}
 
 
 def dtype_kind(dtype: torch.dtype) -> str:
@@ -96,8 +114,63 @@ def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
     return kinds.get(rest[0]) if rest and isinstance(rest[0], Node) else None
 
 
+def _factory_name(node: Node) -> str | None:
+    """The ``_FACTORIES`` name ``node`` calls (``torch.zeros_like``, ``x.new_ones``, ``aten.full.default``), or None."""
+    if node.op == "call_method":
+        return node.target if node.target in _FACTORIES else None
+    t = node.target
+    if isinstance(t, torch._ops.OpOverload):
+        name = t._opname if t.namespace == "aten" else None
+        return name if name in _FACTORIES else None
+    name = _FACTORY_FUNCTIONS.get(id(t))
+    return name if name is not None and getattr(torch, name) is t else None
+
+
+def _data_kind(data) -> str | None:
+    """The kind of a tensor made from Python data (``torch.tensor([[1, 2], [3, 4]])``), as torch infers it."""
+    found = set()
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack += v
+        elif isinstance(v, (bool, int, float)):
+            found.add(_value_kind(v, {}))
+        else:
+            return None  # (a tensor, a node: not followed)
+    return FLOAT if FLOAT in found else INT if INT in found else BOOL if found else FLOAT
+
+
+def _factory_kind(node: Node, name: str, kinds: dict) -> str | None:
+    """The kind of the tensor a factory call (``_FACTORIES``) makes: its ``dtype=``, else its default."""
+    args = [*node.args, *(v for k, v in node.kwargs.items() if k != "dtype")]
+    dtype = node.kwargs.get("dtype")
+    if isinstance(dtype, torch.dtype):
+        return dtype_kind(dtype)
+    if dtype is not None:  # dtype=x.dtype (a node of x's kind) or unknown
+        return _value_kind(dtype, kinds)
+    default = _FACTORIES[name]
+    if default == LIKE:
+        return _value_kind(args[0], kinds) if args else None
+    if default == FILL:  # full(size, fill_value)
+        fill = node.args[1] if len(node.args) > 1 else node.kwargs.get("fill_value")
+        return _value_kind(fill, kinds)
+    if default == NUMBERS:  # arange(end), arange(start, end, step): int64 unless a number is a float
+        numbers = [*node.args, *(v for k, v in node.kwargs.items() if k in ("start", "end", "step"))]
+        return _promote(numbers, kinds) if numbers else None
+    if default == DATA:  # torch.tensor(data), torch.as_tensor(t): the data's kind, a tensor's own
+        data = node.args[0] if node.args else node.kwargs.get("data")
+        return kinds.get(data) if isinstance(data, Node) else _data_kind(data)
+    return default
+
+
 def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
     op = node.op
+    val = node.meta.get("val")  # a fake-tensor tracer's value (torch.export, make_fx): its dtype is known
+    if isinstance(val, torch.Tensor) and op != "output":
+        return dtype_kind(val.dtype)
+    if op in ("call_function", "call_method") and (factory := _factory_name(node)) is not None:
+        return _factory_kind(node, factory, kinds)
     if op == "get_attr":
         value = fetch_attr(gm, node.target)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
@@ -115,6 +188,10 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
     elif op == "call_function":
         if node.target is getattr and node.args[1:] == ("dtype",):
             return _value_kind(node.args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
+        if node.target is getattr and node.args[1:] == ("shape",):
+            return INT  # sizes are ints (as a literal int is): torch.arange(x.shape[0]) is int64
+        if node.target is operator.getitem and node.args:
+            return _value_kind(node.args[0], kinds)  # an element or slice of x (of x.shape): x's kind
         try:
             kind = _FUNCTIONS.get(node.target)
         except TypeError:  # (an unhashable callable)
@@ -177,6 +254,8 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None) -> dict[No
                 self.module = self.real_module
             if isinstance(result, torch.Tensor):
                 found[n] = dtype_kind(result.dtype)
+            elif isinstance(result, torch.dtype):  # x.dtype: its kind, so that .to(x.dtype) resolves
+                found[n] = dtype_kind(result)
             return result
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)

@@ -11,6 +11,10 @@ written: ``sll_fx.tracer._Attribute``);
 region from outside it and on every value leaving it.  The values are the same, bit for bit, and
 no gradient crosses the region, as in the model.  The linearize pass treats :func:`detached` as a
 ``.detach()``: a discrete op inside a region has no gradient to give and is left hard.
+
+``torch.export`` keeps such a block as a ``wrap_with_set_grad_enabled(False, body, *args)`` call of a
+nested graph: :func:`runs_without_grad` tells the linearize pass that its results carry no gradient, and
+the body's own nodes say so in their fake values (``requires_grad`` off, their input's on).
 """
 
 from __future__ import annotations
@@ -67,3 +71,10 @@ _META = ("nn_module_stack", "stack_trace")
 
 def is_detached_call(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target is detached
+
+
+def runs_without_grad(node: fx.Node) -> bool:
+    """Is ``node`` an exported ``torch.no_grad()`` block: ``wrap_with_set_grad_enabled(False, body, *args)``?"""
+    hop = getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)
+    return (hop is not None and node.op == "call_function" and node.target is hop and bool(node.args)
+            and node.args[0] is False)

@@ -10,9 +10,9 @@ from torch import nn
 import sll_fx
 from sll_fx.grad_regions import detached
 
-X = torch.randn(8, 4)
-NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), or from buffers "
-               "and constants alone): no gradient to give, left hard")
+from _helpers import NO_GRADIENT
+
+X = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
 
 
 class Quant(nn.Module):

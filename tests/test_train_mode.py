@@ -13,7 +13,7 @@ import sll_fx
 from sll_fx.errors import TraceError
 from sll_fx.tracer import trace
 
-X = torch.randn(6, 4)
+X = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
 
 
 class Spike(nn.Module):

@@ -1,0 +1,422 @@
+"""Audit mends of the linearize pass's planning (passes/linearize.py, sll_fx/dtypes.py, sll_fx/grad_regions.py).
+
+1. An integer use reached through arithmetic that carries the values on (``round(h).clamp(0, 3).long()``,
+   ``.abs().int()``, ``.sum(-1).long()``, a blend then ``.long()``) reads the hard result: the truncation of
+   a surrogate inside the band was a silent wrong answer.
+2. What carries no gradient on (``rand_like(h)``, argmax indices, an integer or bool result) gives none to
+   the discrete ops reading it: they stay hard with the no-gradient reason.
+3. Factories with a known dtype (``ones_like(x, dtype=torch.long)``, ``torch.full(s, 3)``, ``x.new_zeros``):
+   their kind is known without ``example_inputs``.
+4. ``.to(idx.dtype)`` / ``.type_as(idx)`` / ``.to(idx)`` of another tensor whose dtype the graph does not tell
+   is not a device move; with ``example_inputs``, ``idx.dtype`` has idx's kind.
+5. A ``torch.no_grad()`` block of an ExportedProgram (``wrap_with_set_grad_enabled(False, ...)``) is left hard,
+   as in the eager model.
+6. Report reasons: topk's k from a forward input, ``h == h.max(dim, keepdim=True).values``, a one_hot whose
+   num_classes is computed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import sll_fx
+from _helpers import NO_GRADIENT, assert_bitwise
+from sll_fx import dtypes
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+
+
+
+class Lin(nn.Module):
+    """``fn(self, sigmoid(fc(x)))``: a float input a gradient reaches."""
+
+    def __init__(self, fn, n=4):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self, torch.sigmoid(self.fc(x)))
+
+
+def linearize(model, eps=0.2, **kw):
+    return sll_fx.linearize_module(model, eps, verbose=False, **kw)
+
+
+def report(gm) -> dict:
+    return {e.node: (e.replacement, e.reason) for e in gm.sll_report.entries}
+
+
+torch.manual_seed(0)
+X = torch.randn(512, 4, generator=torch.Generator().manual_seed(0))
+
+
+# ----------------------------------------------------------------------------------------
+# 1. integer uses through arithmetic that carries the values on
+# ----------------------------------------------------------------------------------------
+
+INT_THROUGH = {
+    "round_clamp_byte": (lambda m, h: torch.round(h * 255).clamp(0, 255).byte(), "Tensor.byte"),
+    "floor_clamp_long": (lambda m, h: torch.floor(h * 4).clamp(0, 3).long(), "Tensor.long"),
+    "cast_sum_long": (lambda m, h: (h > 0.5).float().sum(-1).long(), "Tensor.long"),
+    "round_abs_int": (lambda m, h: torch.round(h * 3).abs().int(), "Tensor.int"),
+    "torch_clamp_max_long": (lambda m, h: torch.clamp(torch.round(h * 3), max=2).long(), "Tensor.long"),
+    "one_hot_of_clamp": (lambda m, h: F.one_hot(torch.round(h * 3).clamp(0, 3).long(), 4), "Tensor.long"),
+    "index_after_maximum": (lambda m, h: torch.arange(8.0)[torch.maximum(torch.round(h * 3), h.new_zeros(())).long()],
+                            "Tensor.long"),
+}
+
+
+@pytest.mark.parametrize("case", INT_THROUGH)
+def test_an_integer_use_after_clamp_abs_or_sum_reads_the_hard_result(case):
+    fn, use = INT_THROUGH[case]
+    model = Lin(fn)
+    gm = linearize(model)
+    assert_bitwise(gm(X), model(X))
+    assert not gm.sll_report.rewritten, str(gm.sll_report)
+    (entry,) = gm.sll_report.entries
+    assert f"used only by {use}" in entry.reason and entry.reason.endswith("left hard"), entry.reason
+
+
+def test_an_embedding_index_after_clamp_keeps_the_hard_round():
+    class Codebook(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.emb = nn.Linear(4, 4), nn.Embedding(4, 2)
+
+        def forward(self, x):
+            return self.emb(torch.round(torch.sigmoid(self.fc(x)) * 3).clamp(0, 3).long())
+
+    model = Codebook()
+    gm = linearize(model)
+    assert_bitwise(gm(X), model(X))
+    assert report(gm)["round_1"][0] is None
+
+
+@pytest.mark.parametrize("spelling", [lambda r: r.clamp(0, 3).long(), lambda r: torch.clamp(r, 0, 3).long(),
+                                      lambda r: r.clamp(max=3).long(), lambda r: r.abs().long()],
+                         ids=["clamp", "torch_clamp", "clamp_max", "abs"])
+def test_a_float_use_and_an_integer_use_after_clamp(spelling):
+    """The float use gets the surrogate; the integer one, after clamp/abs, the hard rounded value."""
+    class M(nn.Module):
+        def forward(self, x):
+            r = torch.round(x.abs() * 2)
+            return r * x, spelling(r)
+
+    x = torch.tensor([[0.74, 0.1, 0.3, 1.2]])  # 1.48 and 0.6 lie in round's bands (eps 0.2)
+    model = M()
+    gm = linearize(model)
+    (entry,) = gm.sll_report.entries
+    assert entry.replacement == "sll.round" and entry.reason.startswith("also used by Tensor.long"), entry.reason
+    assert_bitwise(gm(x)[1], model(x)[1])
+    assert not torch.equal(gm(x)[0], model(x)[0])  # (the float use is linearized)
+
+
+def test_an_epsilon_greedy_blend_cast_to_actions_stays_hard():
+    """(1 - u) * best + u * random, then .long(): the comparison's 0/1 result reaches only an integer use."""
+    class Policy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(4, 6)
+
+        def forward(self, state, epsilon=0.1):
+            best = torch.argmax(self.q(state), dim=-1)
+            random_action = torch.randint(0, 6, best.shape)
+            use_random = (torch.rand_like(best.float()) < epsilon).float()
+            return ((1 - use_random) * best.float() + use_random * random_action.float()).long()
+
+    model = Policy()
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert "used only by Tensor.long" in report(gm)["lt"][1]
+    state = torch.randn(4096, 4)
+    torch.manual_seed(1)
+    got = gm(state)
+    torch.manual_seed(1)
+    assert torch.equal(got, model(state))
+
+
+def test_float_uses_after_clamp_are_still_linearized():
+    model = Lin(lambda m, h: torch.round(h * 3).clamp(0, 3) * h + (h > 0.5).float().sum(-1, keepdim=True))
+    gm = linearize(model)
+    assert {e.node: e.replacement for e in gm.sll_report.entries} == {"round_1": "sll.round",
+                                                                      "gt": "sll.compare(gt)"}
+    assert all(not e.reason for e in gm.sll_report.entries)
+
+
+# ----------------------------------------------------------------------------------------
+# 2. what carries no gradient on
+# ----------------------------------------------------------------------------------------
+
+NO_GRADIENT_CASES = {
+    "rand_like": (lambda m, h: h * (torch.rand_like(h) > 0.3).float(), "gt"),
+    "randn_like_sign": (lambda m, h: h + torch.sign(torch.randn_like(h)), "sign"),
+    "argmax_float": (lambda m, h: h + (h.argmax(-1).float() > 1.5).float().unsqueeze(-1), "gt"),
+    "argsort_round": (lambda m, h: h + torch.round(h.argsort(-1).float() / 3), "round_1"),
+    "topk_indices": (lambda m, h: h + torch.sign(h.topk(2, -1).indices.float() - 1).sum(-1, keepdim=True), "sign"),
+    "bool_count": (lambda m, h: h + torch.round((h > 0.5).sum(-1, keepdim=True).float() / 3), "round_1"),
+    "ones_like": (lambda m, h: h * (torch.ones_like(h) > 0.5).float(), "gt"),
+    "new_full": (lambda m, h: h * torch.sign(h.new_full((4,), 0.5) - 0.25), "sign"),
+    "shape": (lambda m, h: h * torch.sign(torch.zeros(h.shape) - 0.5), "sign"),
+}
+
+
+@pytest.mark.parametrize("case", NO_GRADIENT_CASES)
+def test_inputs_that_carry_no_gradient_leave_the_op_hard(case):
+    fn, node = NO_GRADIENT_CASES[case]
+    model = Lin(fn)
+    gm = linearize(model)
+    assert report(gm)[node] == (None, NO_GRADIENT), str(gm.sll_report)
+    torch.manual_seed(3)
+    got = gm(X)
+    torch.manual_seed(3)
+    assert_bitwise(got, model(X))
+
+
+GRADED_CASES = {
+    "one_hot_argmax": lambda m, h: F.one_hot(h.argmax(-1), 4).float() * h,
+    "topk_mask": lambda m, h: torch.zeros_like(h).scatter(-1, torch.topk(h, 2, -1).indices, 1.0) * h,
+    "where_on_comparison": lambda m, h: torch.where(h > 0.5, 1.0, 0.0),
+    "moved_comparison": lambda m, h: (h > 0.5).to(h.device).float() * 2,
+    "sign_of_cast_comparison": lambda m, h: torch.sign((h > 0.5).float() - 0.25) * h,
+    "zeros_like_plus_h": lambda m, h: torch.round(torch.zeros_like(h) + h * 3),
+}
+
+
+@pytest.mark.parametrize("case", GRADED_CASES)
+def test_patterns_and_comparisons_still_carry_their_gradient(case):
+    gm = linearize(Lin(GRADED_CASES[case]))
+    assert gm.sll_report.rewritten and not gm.sll_report.hard, str(gm.sll_report)
+
+
+def test_an_integer_input_carries_no_gradient():
+    """An integer input compared with a float buffer: nothing a gradient can reach (known from example_inputs)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("t", torch.tensor(1.98))
+
+        def forward(self, x):
+            return (x > self.t).float()
+
+    x = torch.tensor([1, 2, 3])
+    gm = linearize(M(), 0.1, example_inputs=(x,))
+    assert report(gm)["gt"] == (None, NO_GRADIENT)
+    assert_bitwise(gm(x), M()(x))
+
+
+# ----------------------------------------------------------------------------------------
+# 3. factories with a known dtype
+# ----------------------------------------------------------------------------------------
+
+FACTORIES = {  # (each reads x, or fx would run it at trace time and keep a constant)
+    "ones_like_long": (lambda x: torch.ones_like(x, dtype=torch.long), dtypes.INT),
+    "zeros_like": (lambda x: torch.zeros_like(x), dtypes.FLOAT),
+    "full_like_of_long": (lambda x: torch.full_like(x.long(), 3), dtypes.INT),
+    "full_int": (lambda x: torch.full(x.shape, 3), dtypes.INT),
+    "full_float": (lambda x: torch.full(x.shape, 0.5), dtypes.FLOAT),
+    "full_bool": (lambda x: torch.full(x.shape, True), dtypes.BOOL),
+    "arange": (lambda x: torch.arange(x.shape[0]), dtypes.INT),
+    "arange_size": (lambda x: torch.arange(1, x.size(0) + 1), dtypes.INT),
+    "arange_float": (lambda x: torch.arange(0, x.shape[0], 0.25), dtypes.FLOAT),
+    "arange_dtype": (lambda x: torch.arange(x.shape[0], dtype=torch.float64), dtypes.FLOAT),
+    "new_zeros": (lambda x: x.long().new_zeros(3), dtypes.INT),
+    "new_full_dtype": (lambda x: x.new_full((3,), 1, dtype=torch.bool), dtypes.BOOL),
+    "tensor_ints": (lambda x: torch.tensor([[1, 2], [3, 4]], device=x.device), dtypes.INT),
+    "tensor_floats": (lambda x: torch.tensor([1, 2.5], device=x.device), dtypes.FLOAT),
+    "zeros": (lambda x: torch.zeros(x.shape), dtypes.FLOAT),
+    "randint": (lambda x: torch.randint(0, 3, x.shape), dtypes.INT),
+    "zeros_dtype_of": (lambda x: torch.zeros(3, dtype=x.long().dtype), dtypes.INT),
+}
+
+
+@pytest.mark.parametrize("case", FACTORIES)
+def test_a_factory_has_the_kind_of_its_dtype(case):
+    fn, kind = FACTORIES[case]
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return fn(self.w * x)
+
+    gm = fx.symbolic_trace(M())
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    assert out.op in ("call_function", "call_method")
+    assert dtypes.infer_kinds(gm)[out] == kind
+    assert dtypes.dtype_kind(gm(torch.ones(3)).dtype) == kind  # (what torch makes)
+
+
+SELECT_INT = {
+    "long_masked_fill": lambda x: x.long().masked_fill(x > 0, 5),
+    "ones_like_long_masked_fill": lambda x: torch.ones_like(x, dtype=torch.long).masked_fill(x > 0, 3),
+    "where_ones_like_long": lambda x: torch.where(x > 0, torch.ones_like(x, dtype=torch.long), 0),
+    "where_full_int": lambda x: torch.where(x > 0, torch.full_like(x, 2, dtype=torch.int32), 0),
+    "where_new_ones": lambda x: torch.where(x > 0, x.long().new_ones(x.shape), 0),
+}
+
+
+@pytest.mark.parametrize("case", SELECT_INT)
+def test_an_integer_selection_of_a_known_dtype_is_left_hard(case):
+    model = Lin(lambda m, h: SELECT_INT[case](h - 0.5))
+    gm = linearize(model, 0.3)
+    assert not gm.sll_report.rewritten
+    assert any("integer result" in e.reason for e in gm.sll_report.entries), str(gm.sll_report)
+    assert_bitwise(gm(X), model(X))
+
+
+# ----------------------------------------------------------------------------------------
+# 4. casts to another tensor's dtype
+# ----------------------------------------------------------------------------------------
+
+TO_OTHER = {
+    "to_dtype": lambda r, idx: r.to(idx.dtype),
+    "type_as": lambda r, idx: r.type_as(idx),
+    "to_tensor": lambda r, idx: r.to(idx),
+}
+
+
+class Shift(nn.Module):
+    def __init__(self, cast):
+        super().__init__()
+        self.l = nn.Linear(1, 1)
+        self.cast = cast
+        with torch.no_grad():
+            self.l.weight.fill_(1.0)
+            self.l.bias.zero_()
+
+    def forward(self, h, idx):
+        return self.cast(torch.round(self.l(h)), idx) + idx
+
+
+@pytest.mark.parametrize("with_inputs", [False, True], ids=["graph", "example_inputs"])
+@pytest.mark.parametrize("spelling", TO_OTHER)
+def test_a_cast_to_an_integer_tensors_dtype_is_not_a_move(spelling, with_inputs):
+    h, idx = torch.tensor([[2.46], [2.52], [2.9]]), torch.tensor([[10], [10], [10]])
+    model = Shift(TO_OTHER[spelling])
+    gm = linearize(model, 0.05, example_inputs=(h, idx) if with_inputs else None)
+    assert not gm.sll_report.rewritten
+    assert_bitwise(gm(h, idx), model(h, idx))
+
+
+def test_a_cast_to_its_own_inputs_dtype_is_still_a_float_use():
+    gm = linearize(Lin(lambda m, h: torch.round(h * 4).to(h.dtype) * h))
+    assert [e.replacement for e in gm.sll_report.entries] == ["sll.round"]
+
+
+def test_example_inputs_give_a_dtype_read_its_tensors_kind():
+    class M(nn.Module):
+        def forward(self, x, idx):
+            return x.to(idx.dtype)
+
+    gm = fx.symbolic_trace(M())
+    getattr_node = next(n for n in gm.graph.nodes if n.op == "call_function" and n.target is getattr)
+    kinds = dtypes.infer_kinds(gm, (torch.ones(2), torch.ones(2, dtype=torch.long)))
+    assert kinds[getattr_node] == dtypes.INT
+
+
+INT_COMPARE = {
+    "to_dtype": lambda m, x: (x > m.t).to(x.dtype),
+    "type_as": lambda m, x: (x > m.t).type_as(x),
+    "product": lambda m, x: x * (x > m.t),
+}
+
+
+@pytest.mark.parametrize("case", INT_COMPARE)
+def test_an_integer_input_compared_then_cast_back_with_example_inputs(case):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Parameter(torch.tensor([1.98]))
+
+        def forward(self, x):
+            return INT_COMPARE[case](self, x)
+
+    x = torch.tensor([1, 2, 3])
+    model = M()
+    gm = linearize(model, 0.1, example_inputs=(x,))
+    assert not gm.sll_report.rewritten
+    assert_bitwise(gm(x), model(x))
+
+
+# ----------------------------------------------------------------------------------------
+# 5. an exported no-grad block
+# ----------------------------------------------------------------------------------------
+
+class ScaleNoGrad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        with torch.no_grad():
+            s = torch.round(h * 4) / 4
+        return h * s + torch.sign(h)
+
+
+def test_an_exported_no_grad_block_is_left_hard_as_in_the_model():
+    torch.manual_seed(0)
+    model, x = ScaleNoGrad(), torch.randn(64, 4)
+    from_model = linearize(model)
+    from_program = linearize(torch.export.export(model, (x,)))
+    assert {e.node: e.replacement for e in from_program.sll_report.entries} == {"sign": "sll.sign", "round_1": None}
+    assert {e.node: e.replacement for e in from_model.sll_report.entries} == {"sign": "sll.sign", "round_1": None}
+    assert [e.reason for e in from_program.sll_report.entries if e.node == "round_1"] == [NO_GRADIENT]
+    assert_bitwise(from_program(x), from_model(x))
+    assert list(sll_fx.eps_state(from_program)) == ["sign"]
+
+
+# ----------------------------------------------------------------------------------------
+# 6. report reasons
+# ----------------------------------------------------------------------------------------
+
+def test_topk_with_k_from_a_forward_input_names_the_input_and_the_fix():
+    class SA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x, top_k=3):
+            a = self.fc(x)
+            _, top_idx = torch.topk(a, top_k, dim=-1)
+            mask = torch.zeros_like(a)
+            mask.scatter_(-1, top_idx, 1.0)
+            return a * mask
+
+    gm = linearize(SA(), 0.1)
+    reasons = report(gm)
+    assert reasons["scatter_"] == (None, "top-k mask left hard: k comes from the input 'top_k', known only at run "
+                                         "time: fix it when linearizing, linearize_module(model, "
+                                         "concrete_args={'top_k': 3})")
+    assert reasons["topk"] == (None, "index used by Tensor.scatter_ (scatter_): that top-k mask is left hard (its "
+                                     "entry says why), and so is this index")
+    fixed = sll_fx.linearize_module(SA(), 0.1, verbose=False, concrete_args={"top_k": 3})
+    assert [e.replacement for e in fixed.sll_report.entries] == ["sll.topk_mask"]
+
+
+@pytest.mark.parametrize("spelling, fix", [
+    (lambda h: h == h.max(dim=-1, keepdim=True).values, "write F.one_hot(x.argmax(-1), n) (n: x's size along dim -1)"),
+    (lambda h: h.amax(-1, keepdim=True) == h, "write F.one_hot(x.argmax(-1), n) (n: x's size along dim -1)"),
+    (lambda h: h == torch.min(h, 0, keepdim=True)[0],
+     "write F.one_hot(x.argmin(0), n).movedim(-1, 0) (n: x's size along dim 0)"),
+], ids=["max_values", "amax", "min_getitem"])
+def test_equality_with_the_max_is_reported_as_a_one_hot_argmax(spelling, fix):
+    gm = linearize(Lin(lambda m, h: spelling(h).float() * h))
+    (entry,) = gm.sll_report.entries
+    assert entry.replacement is None and "is one_hot(arg" in entry.reason and fix in entry.reason, entry.reason
+    plain = linearize(Lin(lambda m, h: (h == 0.5).float() * h))
+    assert "has no jump" in plain.sll_report.entries[0].reason
+
+
+def test_one_hot_with_a_computed_num_classes_says_it_must_be_a_literal():
+    gm = linearize(Lin(lambda m, h: F.one_hot(h.argmax(-1), num_classes=h.shape[-1]).float() * h))
+    reasons = report(gm)
+    assert "num_classes is computed at run time" in reasons["one_hot"][1]
+    assert "must be a literal int" in reasons["one_hot"][1]
+    assert "that one_hot(argmax) is left hard" in reasons["argmax"][1]
