@@ -18,7 +18,7 @@ Where things are:
 - ``sll_fx.passes`` (the ``passes/`` folder): the graph passes, one per file
 """
 
-from .errors import EpsError, ModeError, RewriteError, SLLError, TraceError
+from .errors import EpsError, InlinedModuleError, InlinedModuleWarning, ModeError, RewriteError, SLLError, TraceError
 from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
 from .report import OpaqueModule, RewriteReport, StripReport
 from .api import export_hard, linearize_module
@@ -38,5 +38,5 @@ __all__ = [
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport", "OpaqueModule",
     "band_stats", "BandWarning", "PrecisionWarning",
-    "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError",
+    "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError", "InlinedModuleError", "InlinedModuleWarning",
 ]

@@ -36,3 +36,15 @@ class TraceError(SLLError, RuntimeError):
 
 class RewriteError(SLLError, RuntimeError):
     """A graph pass could not keep one of its guarantees (e.g. an sll op survived export_hard)."""
+
+
+class InlinedModuleError(SLLError, RuntimeError):
+    """A call of, or a new parameter on, a submodule of a linearized model whose forward is inlined into the
+    graph (a traced-through module: the result holds only its parameters, buffers and children); names the
+    module and the fix."""
+
+
+class InlinedModuleWarning(UserWarning):
+    """A forward or backward hook registered on a submodule of a linearized model whose forward is inlined into
+    the graph: the hook will never run.  A warning, not an error, so that tools hooking every module (model
+    summaries, FLOP counters) still run; ``warnings.simplefilter("error", InlinedModuleWarning)`` makes it one."""

@@ -28,7 +28,8 @@ This module also holds the static code scans the tracer and ``export_hard`` use:
 ``autograd.Function`` a ``forward`` references, which sll ops a method references, and
 which attributes of a child an opaque module reads (a child that is replaced by a
 GraphModule keeps its parameters, buffers and submodules, but not its other attributes or
-methods, so such a child is kept opaque too).
+methods, so such a child is kept opaque too), and which sequence-like children (``nn.Sequential``) it
+iterates, indexes, slices or measures, which a GraphModule cannot be.
 """
 
 from __future__ import annotations
@@ -709,6 +710,41 @@ def child_attributes_read(module: nn.Module, only: str | None = None) -> dict[st
                     elif only == "load":
                         continue
                     out.setdefault(b.argval, set()).add(attr)
+    return out
+
+
+#: what a module class defines to be iterated, indexed, sliced or measured (``nn.Sequential``, ``nn.ModuleList``)
+_SEQUENCE_API = ("__iter__", "__getitem__", "__len__")
+
+
+def sequence_like(m: nn.Module) -> bool:
+    """Can ``m`` be iterated, indexed, sliced or measured with ``len()`` (``nn.Sequential``, ``nn.ModuleList``,
+    a user's container module), which a GraphModule standing in for it cannot?"""
+    return any(getattr(type(m), n, None) is not None for n in _SEQUENCE_API)
+
+
+def children_used_as_values(module: nn.Module) -> set[str]:
+    """The children ``module``'s own methods (not ``__init__``: an opaque copy never runs it) use as values, other
+    than calling them or reading their attributes: ``for layer in self.seq``, ``self.seq[0]``, ``self.seq[:2]``,
+    ``len(self.seq)``, ``enumerate(self.seq)``, ``seq = self.seq``; only the :func:`sequence_like` ones (what
+    else a parent does with a child, passing it to ``checkpoint(self.block, x)`` say, a GraphModule does too)."""
+    children = {n for n, c in module._modules.items() if c is not None and sequence_like(c)}
+    out: set[str] = set()
+    if not children:
+        return out
+    flagged = sys.version_info >= (3, 12)  # (LOAD_ATTR's low bit: a method load, ``self.seq(x)``)
+    for fn in _user_functions(module):
+        code = fn.__code__
+        if fn.__name__ == "__init__" or not code.co_varnames or code.co_argcount == 0:
+            continue
+        this = code.co_varnames[0]
+        for c in code_objects(code):
+            ins = [i for i in dis.get_instructions(c) if i.opname not in ("CACHE", "EXTENDED_ARG")]
+            for a, b, d in zip(ins, ins[1:], ins[2:]):
+                if (a.opname.startswith("LOAD_FAST") and a.argval == this and b.opname == "LOAD_ATTR"
+                        and b.argval in children and not (flagged and b.arg & 1)
+                        and d.opname not in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR")):
+                    out.add(b.argval)
     return out
 
 

@@ -35,6 +35,13 @@ plain container.  A deep copy or a pickle holds a copy of the user's module (:cl
 pickle, and its hooks) and runs it on the copy's own tensors.  An override of ``state_dict``/``load_state_dict``
 themselves is not run (``nn.Module`` calls neither on submodules): override the two methods above, or use hooks.
 
+Every container fx made for a traced-through submodule (and one made here for such a submodule the graph touches
+nothing of, a parameterless ``Quant``, which would otherwise be the user's module itself) is an :class:`InlinedModule`
+(or one of the two subclasses above): its forward is inlined into the graph, so a forward or backward hook on it
+would never run and warns (:class:`~sll_fx.errors.InlinedModuleWarning`), and adding a parameter to it
+(``torch.nn.utils.prune``) or calling it raises :class:`~sll_fx.errors.InlinedModuleError`, each naming the module
+and the fix, where it would silently do nothing.
+
 :data:`CONSTANTS` names the buffers a GraphModule holds that are no state of its model (fx's constants, a plain
 tensor attribute the graph reads), so that a dtype cast leaves them alone, as ``model.half()`` does.
 """
@@ -42,11 +49,14 @@ tensor attribute the graph reads), so that a dtype cast leaves them alone, as ``
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 
 from torch import fx, nn
 from torch.fx.graph_module import _CodeOnlyModule
 from torch.nn.modules.module import _WrappedHook
+
+from .errors import InlinedModuleError, InlinedModuleWarning
 
 #: ``__dict__`` key of the extra state a GraphModule or a container holds for its model's module
 EXTRA_STATE = "_sll_extra_state"
@@ -101,7 +111,84 @@ def _set_extra_state(self, state) -> None:
     self.__dict__[EXTRA_STATE].set(state)
 
 
-class ExtraStateContainer(nn.Module):
+#: ``__dict__`` key of an :class:`InlinedModule`'s (qualified name in the GraphModule holding it, class name of the
+#: model's module), for its errors
+INLINED = "_sll_inlined"
+
+
+class InlinedModule(nn.Module):
+    """A container fx made for a traced-through submodule of the model (``gm.block``): it holds the module's
+    parameters, buffers and children, but the module's forward is inlined into the graph of the GraphModule holding
+    it (as ``torch.fx`` does), so nothing calls it.  A forward or backward hook registered on it would never run:
+    registering one warns (:class:`~sll_fx.errors.InlinedModuleWarning`, not an error, so that tools hooking every
+    module still run); calling it has nothing to run, and a new parameter (``torch.nn.utils.prune``'s first step)
+    would never be read: both raise :class:`~sll_fx.errors.InlinedModuleError`.  Each names the module and the fix.
+    State-dict hooks work as on any module (``state_dict()`` runs them)."""
+
+    def __call__(self, *args, **kwargs):
+        raise InlinedModuleError(
+            f"sll_fx: {_inlined_name(self)} cannot be called: {_INLINED_WHY}\nFix: call the linearized model; for "
+            "this module's output, linearize it on its own (sll_fx.linearize_module(model.<path>)), or register a "
+            "forward hook on the model's module before linearize_module (the module is then kept opaque and runs "
+            "as written, hooks included; its child modules are still rewritten)")
+
+    def register_forward_hook(self, hook, *args, **kwargs):
+        _warn_hook(self, "a forward hook")
+        return super().register_forward_hook(hook, *args, **kwargs)
+
+    def register_forward_pre_hook(self, hook, *args, **kwargs):
+        _warn_hook(self, "a forward pre-hook")
+        return super().register_forward_pre_hook(hook, *args, **kwargs)
+
+    def register_full_backward_hook(self, hook, *args, **kwargs):
+        _warn_hook(self, "a backward hook")
+        return super().register_full_backward_hook(hook, *args, **kwargs)
+
+    def register_full_backward_pre_hook(self, hook, *args, **kwargs):
+        _warn_hook(self, "a backward pre-hook")
+        return super().register_full_backward_pre_hook(hook, *args, **kwargs)
+
+    def register_backward_hook(self, hook, *args, **kwargs):
+        _warn_hook(self, "a backward hook")
+        return super().register_backward_hook(hook, *args, **kwargs)
+
+    def register_parameter(self, name: str, param) -> None:
+        if INLINED in self.__dict__ and name not in self._parameters:  # (torch.nn.utils.prune's first step)
+            raise InlinedModuleError(
+                f"sll_fx: cannot add parameter '{name}' to {_inlined_name(self)}: {_INLINED_WHY}; the graph reads the "
+                "parameters the model had when it was linearized, so a new one would never be used\nFix: apply "
+                "torch.nn.utils.prune, weight_norm or spectral_norm (or add the parameter) to the model before "
+                "linearize_module")
+        super().register_parameter(name, param)
+
+
+_INLINED_WHY = ("its forward is inlined into the graph of the GraphModule holding it (as torch.fx does for a "
+                "traced-through module), which keeps only its parameters, buffers and submodules here")
+
+
+def _inlined_name(module: InlinedModule) -> str:
+    path, kind = module.__dict__.get(INLINED, ("", None))
+    return f"submodule '{path}' ({kind}) of a linearized model" if path else "a submodule of a linearized model"
+
+
+def _warn_hook(module: InlinedModule, what: str) -> None:
+    warnings.warn(
+        f"sll_fx: {what} registered on {_inlined_name(module)} will never run: {_INLINED_WHY}\n"
+        "Fix: register it on the model's module before linearize_module (the module is then kept opaque and runs "
+        "as written, hooks included; its child modules are still rewritten), or on the linearized model itself, "
+        "or on a torch.nn leaf inside it (an nn.Linear); apply torch.nn.utils.prune, weight_norm or spectral_norm "
+        "to the model before linearize_module", InlinedModuleWarning, stacklevel=3)
+
+
+def _inline(dst: nn.Module, src: nn.Module, path: str) -> None:
+    """Make the plain container ``dst`` that fx made for ``src`` (at ``path``) an :class:`InlinedModule`."""
+    if type(dst) is nn.Module:
+        dst.__class__ = InlinedModule
+    if isinstance(dst, InlinedModule):
+        dst.__dict__[INLINED] = (path, src.__dict__.get(INLINED, (path, type(src).__name__))[1])
+
+
+class ExtraStateContainer(InlinedModule):
     """A container fx made for a traced-through submodule that has extra state."""
     get_extra_state = _get_extra_state
     set_extra_state = _set_extra_state
@@ -118,7 +205,7 @@ def _extra_state(module: nn.Module):
 def _hold_extra_state(dst: nn.Module, held) -> None:
     """Give the fx-made ``dst`` (a plain container or a GraphModule) the extra state ``held``."""
     cls = type(dst)
-    if cls is nn.Module:
+    if cls in (nn.Module, InlinedModule):
         dst.__class__ = ExtraStateContainer
     elif isinstance(dst, fx.GraphModule) and cls.__qualname__.endswith("GraphModuleImpl"):  # its own class
         cls.get_extra_state, cls.set_extra_state = _get_extra_state, _set_extra_state
@@ -234,7 +321,7 @@ def _delegated_set_extra_state(self, state) -> None:
     self.__dict__[STATE_MODULE].module.set_extra_state(state)
 
 
-class StateModuleContainer(nn.Module):
+class StateModuleContainer(InlinedModule):
     """A container fx made for a traced-through submodule that saves or loads itself otherwise than ``nn.Module``
     does (:func:`_own_state_dict`): ``state_dict()`` and ``load_state_dict()`` run the user's module's own."""
     _save_to_state_dict = _delegated_save
@@ -264,8 +351,7 @@ def _state_module(module: nn.Module):
 def _fx_made(module: nn.Module) -> bool:
     """Is ``module`` a GraphModule or a container fx or sll_fx made (hooks registered on it are its own: fx's
     ``__deepcopy__`` copies them), not a user's module?"""
-    return type(module) in (nn.Module, _CodeOnlyModule, ExtraStateContainer, StateModuleContainer) or \
-        isinstance(module, fx.GraphModule)
+    return type(module) in (nn.Module, _CodeOnlyModule) or isinstance(module, (InlinedModule, fx.GraphModule))
 
 
 def _hold_state_module(dst: nn.Module, held) -> None:
@@ -273,7 +359,7 @@ def _hold_state_module(dst: nn.Module, held) -> None:
     cls = type(dst)
     if isinstance(held, _OwnModule):
         held = held.bound_to(dst)
-    if cls is nn.Module:
+    if cls in (nn.Module, InlinedModule):
         dst.__class__ = StateModuleContainer
     elif isinstance(dst, fx.GraphModule) and cls.__qualname__.endswith("GraphModuleImpl"):  # its own class
         cls._save_to_state_dict, cls._load_from_state_dict = _delegated_save, _delegated_load
@@ -303,9 +389,12 @@ def _persistent(module: nn.Module, name: str) -> bool:
     return name not in module._non_persistent_buffers_set
 
 
-def mirror_state(gm: nn.Module, model: nn.Module) -> None:
+def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = frozenset()) -> None:
+    """``inlined``: the ids of ``model``'s submodules whose forward ``gm``'s graph inlines (traced through): one the
+    graph touches nothing of (no parameter, buffer or flag) gets an :class:`InlinedModule` too, with the model's
+    children, instead of being shared as it is (a hook registered on it would never run, and land on the model's)."""
     shared = {id(m) for _, m in model.named_modules(remove_duplicate=False)} - {id(model)}
-    _mirror(gm, model, shared, {id(model): gm})
+    _mirror(gm, model, shared, {id(model): gm}, "", inlined)
     # whatever gm holds beyond the model (fx's _tensor_constant*) is a constant, not state
     model_buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
     for path, module in list(gm.named_modules(remove_duplicate=False)):
@@ -319,8 +408,9 @@ def mirror_state(gm: nn.Module, model: nn.Module) -> None:
                 module.__dict__[CONSTANTS] = constants_of(module) | {name}
 
 
-def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module]) -> None:
-    """Give the fx-made container ``dst`` exactly ``src``'s parameters, buffers and children, in order.
+def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module], path: str,
+            inlined: frozenset[int]) -> None:
+    """Give the fx-made container ``dst`` (at ``path``) exactly ``src``'s parameters, buffers and children, in order.
 
     ``done`` maps each ``src`` module already placed to its counterpart in ``gm`` (tied submodules).
     """
@@ -344,6 +434,10 @@ def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn
         current = dst._modules.get(name)
         if name in dst._modules:
             del dst._modules[name]  # re-inserted below: the model's order
+        if current is None and child is not None and inlined and id(child) not in done and \
+                any(id(m) in inlined for m in child.modules()):
+            current = nn.Module()  # (traced through, or holds a module that is, with nothing the graph touches)
+            current.training = child.training
         if child is not None and id(child) in done:
             dst._modules[name] = done[id(child)]  # a second name of a tied submodule: the same object
         elif child is None or current is None or current is child:
@@ -355,6 +449,8 @@ def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn
         else:
             dst._modules[name] = current  # a container fx made for a traced-through submodule
             done[id(child)] = current
-            _mirror(current, child, shared, done)
+            _mirror(current, child, shared, done, f"{path}.{name}" if path else name, inlined)
         if child is not None:
             done.setdefault(id(child), dst._modules[name])
+    if path:  # (last: from now on it refuses a new parameter)
+        _inline(dst, src, path)

@@ -22,8 +22,11 @@ of one part (this is what ``linearize_module`` and ``export_hard`` use):
    ``torch.nn`` (``nn.Linear``, ...) stay as they are (torch is never traced into);
    containers without a ``forward`` (``nn.ModuleList``/``ModuleDict``) are copied with their
    items rewritten.  A child whose opaque parent reads one of its attributes or methods
-   (``self.child.flag``), which a GraphModule would not have, is kept opaque as well; a
-   ``torch.nn`` child it assigns to (``self.fc.last = x``) is a private copy.
+   (``self.child.flag``), which a GraphModule would not have, is kept opaque as well, and so is an
+   ``nn.Sequential`` (any child that can be iterated or indexed) that it iterates, indexes, slices or
+   takes ``len()`` of (``for layer in self.seq``, ``self.seq[:2]``), with the sequences among the items of
+   an ``nn.ModuleList`` it uses (``for blk in self.blocks: blk[0](x)``): kept as a ``Sequential`` whose
+   items are rewritten; a ``torch.nn`` child it assigns to (``self.fc.last = x``) is a private copy.
 3. When the model's *own* ``forward`` fails (not inside a submodule), the model itself is
    the opaque module: the result is then a private copy of the model (its own class, not a
    GraphModule) that calls its traced children, so their discrete ops are still rewritten.
@@ -149,7 +152,7 @@ from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
 from .opaque import (Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
-                     code_objects, forward_of, join, mark_opaque, private_copy)
+                     children_used_as_values, code_objects, forward_of, join, mark_opaque, private_copy, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -747,7 +750,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         raise _state_failure(model, stateful)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
-    mirror_state(gm, model)
+    mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
     paths = {id(m): p for p, m in model.named_modules()}
     frozen.record(gm, [(paths[id(m)], m, name, value) for m, c in tree.pairs
                        if id(c) in tracer.sll_entered and id(m) in paths
@@ -896,29 +899,49 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
     return gm
 
 
-def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk) -> nn.Module:
-    """A marked private copy of the opaque ``m`` whose children are traced (with fallback)."""
+def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk, as_value: bool = False) -> nn.Module:
+    """A marked private copy of the opaque ``m`` whose children are traced (with fallback).  ``as_value``: ``m`` is
+    kept because the code above it iterates or indexes it, and may index its children too (``self.seq[0][1]``)."""
     walk.records.append(OpaqueModule(path, original_class(m).__name__, reason))
     new = mark_opaque(private_copy(m, own=True, memo=walk.values), reason)
     read = child_attributes_read(m)
     written = child_attributes_read(m, only="store") if read else {}
+    used = children_used_as_values(m)
     for name, child in list(m._modules.items()):
         if child is None:
             continue
         child_path = join(path, name)
         child_ancestry = ancestry + [(child_path, type(child))]
+        value = (as_value or name in used) and sequence_like(child)
         if name in read and _traceable(child):
             attrs = ", ".join(sorted(read[name]))
             how = "assigns" if name in written else "reads"
             new._modules[name] = _opaque(child, child_path, child_ancestry,
                                          f"its opaque parent {type(m).__name__} {how} .{attrs} of it, which a "
                                          "traced GraphModule would not have", walk)
+        elif value and _traceable(child) and id(child) not in walk.keep:
+            new._modules[name] = _opaque(child, child_path, child_ancestry,
+                                         _value_reason(child, m, path, name in used and not as_value), walk, True)
         elif name in written and id(child) not in walk.keep and not _traceable(child):
             # (self.fc.last = x: a torch.nn child the opaque parent assigns to; the copy's, not the user's)
             new._modules[name] = private_copy(child, own=True, memo=walk.values)
         else:
-            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, walk)
+            new._modules[name] = _rewrite_child(child, child_path, child_ancestry, walk, value)
     return new
+
+
+def _value_reason(child: nn.Module, parent: nn.Module, parent_path: str, direct: bool) -> str:
+    """Why a :func:`~sll_fx.opaque.sequence_like` ``child`` of ``parent`` is kept as it is (``direct``: the opaque
+    ``parent`` iterates or indexes it itself; else it is an item of a module the code above iterates or indexes)."""
+    kind = original_class(child).__name__
+    if direct:
+        how = (f"its opaque parent {original_class(parent).__name__} iterates, indexes, slices or takes len() of it, "
+               "which a traced GraphModule would not support")
+    else:
+        how = (f"an item of {parent_path or '(model)'} ({original_class(parent).__name__}), which the opaque code "
+               "above it iterates or indexes: its items may be indexed too, which a traced GraphModule would not "
+               "support")
+    return f"{how}: kept as a {kind} so that works (its children are still rewritten)"
 
 
 def _traceable(m: nn.Module) -> bool:
@@ -926,8 +949,10 @@ def _traceable(m: nn.Module) -> bool:
     return type(m).forward is not nn.Module.forward and not torch_leaf(m)
 
 
-def _rewrite_child(child: nn.Module, path: str, ancestry: list, walk: _Walk) -> nn.Module:
-    """``child`` of an opaque module, with its discrete ops made traceable-and-rewritable."""
+def _rewrite_child(child: nn.Module, path: str, ancestry: list, walk: _Walk, as_value: bool = False) -> nn.Module:
+    """``child`` of an opaque module, with its discrete ops made traceable-and-rewritable.  ``as_value``: the opaque
+    code iterates or indexes ``child``: an item of it that can be iterated or indexed itself (an ``nn.Sequential``
+    in an ``nn.ModuleList``) is kept as it is, opaque (``blk[0]`` would fail on a GraphModule)."""
     if id(child) in walk.keep:
         return child
     if type(child).forward is nn.Module.forward:  # a container (ModuleList, ModuleDict, ...): rewrite its items
@@ -935,7 +960,12 @@ def _rewrite_child(child: nn.Module, path: str, ancestry: list, walk: _Walk) -> 
         for name, item in child._modules.items():
             if item is not None:
                 item_path = join(path, name)
-                new = _rewrite_child(item, item_path, ancestry + [(item_path, type(item))], walk)
+                item_ancestry = ancestry + [(item_path, type(item))]
+                value = as_value and sequence_like(item)
+                if value and _traceable(item) and id(item) not in walk.keep:
+                    new = _opaque(item, item_path, item_ancestry, _value_reason(item, child, path, False), walk, True)
+                else:
+                    new = _rewrite_child(item, item_path, item_ancestry, walk, value)
                 if new is not item:
                     changed[name] = new
         if not changed:

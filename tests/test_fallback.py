@@ -722,3 +722,78 @@ def test_per_submodule_eps_reaches_graphs_inside_opaque_modules():
     gm = sll_fx.linearize_module(Model(), config, verbose=False)
     eps = {e.module: e.eps for e in gm.sll_report.entries}
     assert eps["block2.inner"] == 0.2 and eps["block1"] == 0.05
+
+
+# ----------------------------------------------------------------------------------------
+# an opaque forward that iterates, indexes, slices or measures an nn.Sequential child
+# ----------------------------------------------------------------------------------------
+
+class Sgn(nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
+class IteratesSequential(nn.Module):
+    """Kept opaque (a data-dependent ``if``); uses ``self.seq`` and the blocks of ``self.ml`` as sequences."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.seq = nn.Sequential(nn.Linear(4, 4), Sgn(), nn.Linear(4, 4))
+        self.ml = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), Sgn())])
+        self.other = nn.Sequential(nn.Linear(4, 4), Sgn())  # only called: still one traced graph
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x + 1
+        for layer in self.seq:
+            x = layer(x)
+        x = self.seq[:2](x) + self.seq[-1](x) * len(self.seq)
+        for blk in self.ml:
+            x = blk[0](x) + blk[1](x)
+        return self.other(x)
+
+
+class SlicesSequential(nn.Module):
+    """fx fails on ``self.seq[:2]`` (a Sequential made while tracing is no registered submodule)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.seq = nn.Sequential(nn.Linear(4, 4), Sgn(), nn.Linear(4, 4), nn.LayerNorm(4))
+
+    def forward(self, x):
+        h = torch.sign(self.seq[:2](x) - 0.1)
+        return self.seq[2:](h)
+
+
+@pytest.mark.parametrize("make", [IteratesSequential, SlicesSequential])
+def test_an_opaque_forward_iterating_or_indexing_a_sequential_keeps_it_a_sequential(make):
+    model = make()
+    before = snapshot(model)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    rep = gm.sll_report
+    kept = {o.path: o.reason for o in rep.opaque if o.path}
+    if make is IteratesSequential:
+        assert set(kept) == {"seq", "ml.0"}
+        assert "iterates, indexes, slices or takes len() of it" in kept["seq"] and "an item of ml" in kept["ml.0"]
+        assert type(gm.ml[0]) is nn.Sequential and isinstance(gm.other, fx.GraphModule)
+        assert {e.module for e in rep.rewritten} == {"seq.1", "ml.0.1", "other.1"}
+    else:
+        assert set(kept) == {"seq"}
+        assert {e.module for e in rep.rewritten} == {"seq.1"}  # (the model's own sign runs as written: opaque)
+    assert type(gm.seq) is nn.Sequential and isinstance(gm.seq[1], fx.GraphModule)
+    assert list(gm.state_dict()) == list(model.state_dict())
+    hard = sll_fx.export_hard(gm, verbose=False)
+    with torch.no_grad():
+        for x in inputs(4):
+            assert_bitwise(hard(x), model(x))
+            gm(x)
+    assert_unchanged(model, before)
+
+
+def test_an_opaque_forward_that_only_calls_a_sequential_gets_it_traced():
+    from sll_fx.opaque import children_used_as_values
+
+    assert children_used_as_values(IteratesSequential()) == {"seq", "ml"}
+    assert children_used_as_values(Nested().outer) == {"layers"}  # (its items are no sequences: still traced)

@@ -289,3 +289,156 @@ def test_export_hards_copies_share_the_hooks_of_the_models_modules():
     model.lin.register_forward_hook(lambda mod, args, out: calls.append(2))
     hard(X)
     assert calls == [1, 2]
+
+
+# --- hooks registered on the result: a traced-through submodule's forward is inlined into the graph ------------
+
+class Quant(nn.Module):  # no parameter: the graph touches nothing of it
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+class WithQuant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.q = Quant()
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.q(self.block(x)))
+
+
+_REGISTRATIONS = {
+    "forward": lambda m: m.register_forward_hook(lambda mod, args, out: None),
+    "pre": lambda m: m.register_forward_pre_hook(lambda mod, args: None),
+    "full_backward": lambda m: m.register_full_backward_hook(lambda mod, gi, go: None),
+    "full_backward_pre": lambda m: m.register_full_backward_pre_hook(lambda mod, go: None),
+    "backward": lambda m: m.register_backward_hook(lambda mod, gi, go: None),
+}
+
+
+def _linearized_with_quant():
+    torch.manual_seed(0)
+    model = WithQuant()
+    return model, sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+
+
+@pytest.mark.parametrize("result", ["linearized", "export_hard", "deepcopy", "pickle"])
+@pytest.mark.parametrize("path", ["block", "q"])
+@pytest.mark.parametrize("register", list(_REGISTRATIONS.values()), ids=list(_REGISTRATIONS))
+def test_a_hook_on_a_traced_through_submodule_of_the_result_warns(register, path, result):
+    import copy
+    import pickle
+
+    from sll_fx.errors import InlinedModuleWarning
+
+    model, gm = _linearized_with_quant()
+    gm = {"linearized": lambda: gm, "export_hard": lambda: sll_fx.export_hard(gm, verbose=False),
+          "deepcopy": lambda: copy.deepcopy(gm), "pickle": lambda: pickle.loads(pickle.dumps(gm))}[result]()
+    with pytest.warns(InlinedModuleWarning, match=rf"'{path}' \({type(model.get_submodule(path)).__name__}\).*never "
+                                                  r"run(.|\n)*Fix: register it on the model's module before linearize"):
+        handle = register(gm.get_submodule(path))
+    handle.remove()  # (a handle as any registration gives: a tool hooking every module runs, and cleans up)
+    assert not model.get_submodule(path)._forward_hooks and not model.get_submodule(path)._forward_pre_hooks
+    assert gm.q is not model.q  # (not the model's module: a hook on it would have landed there)
+
+
+def test_a_tool_hooking_every_module_runs_on_the_result():
+    """A model summary or FLOP counter registers a hook on every module: it runs (with one warning per call site);
+    the hooks on the result and its torch.nn leaves fire, the inlined containers' never do."""
+    from sll_fx.errors import InlinedModuleWarning
+
+    model, gm = _linearized_with_quant()
+    seen = []
+    with pytest.warns(InlinedModuleWarning):
+        handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append(name))
+                   for name, m in gm.named_modules()]
+    out = gm(X)
+    assert torch.equal(out, gm(X)) and "" in seen
+    leaves = {n for n, m in gm.named_modules() if type(m).__module__.startswith("torch.nn")}
+    assert leaves and leaves <= set(seen) and set(seen) <= leaves | {""}
+    for h in handles:
+        h.remove()
+
+
+def test_hooks_on_the_result_itself_and_on_its_torch_nn_leaves_run():
+    model, gm = _linearized_with_quant()
+    calls = []
+    gm.register_forward_hook(lambda mod, args, out: calls.append("gm"))
+    gm.block.lin.register_forward_hook(lambda mod, args, out: calls.append("block.lin"))
+    gm.out.register_full_backward_hook(lambda mod, gi, go: calls.append("out backward"))
+    gm(X.clone().requires_grad_(True)).sum().backward()
+    assert calls == ["block.lin", "gm", "out backward"]
+
+
+def test_calling_a_traced_through_submodule_of_the_result_raises_a_typed_error():
+    from sll_fx.errors import InlinedModuleError
+
+    _, gm = _linearized_with_quant()
+    for path in ("block", "q"):
+        with pytest.raises(InlinedModuleError, match=rf"'{path}'.*cannot be called(.|\n)*Fix: call the linearized"):
+            gm.get_submodule(path)(X)
+
+
+def test_state_dict_hooks_on_a_traced_through_submodule_of_the_result_run():
+    _, gm = _linearized_with_quant()
+    calls = []
+    gm.block.register_state_dict_pre_hook(lambda mod, prefix, keep_vars: calls.append(prefix))
+    gm.block.register_load_state_dict_post_hook(lambda mod, incompatible: calls.append("loaded"))
+    sd = gm.state_dict()
+    gm.load_state_dict(sd)
+    assert calls == ["block.", "loaded"]
+
+
+def test_prune_on_a_traced_through_submodule_of_the_result_is_refused_before_it_changes_anything():
+    import torch.nn.utils.prune as prune
+
+    from sll_fx.errors import InlinedModuleError
+
+    class Q(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x):
+            return torch.sign(torch.nn.functional.linear(x, self.w))
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = Q()
+
+        def forward(self, x):
+            return self.q(x)
+
+    torch.manual_seed(0)
+    model = M()
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    before = gm(X)
+    with pytest.raises(InlinedModuleError, match=r"'q' \(Q\)(.|\n)*prune.*before linearize_module"):
+        prune.l1_unstructured(gm.q, "w", amount=0.5)
+    assert list(gm.state_dict()) == list(model.state_dict()) == ["q.w"]
+    assert gm.q.w is model.q.w and "w" not in gm.q.__dict__ and torch.equal(gm(X), before)
+    prune.l1_unstructured(model.q, "w", amount=0.5)  # the fix: prune the model, then linearize it
+    pruned = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert torch.equal(pruned(X), model(X))
+
+
+def test_the_readme_recipe_for_a_hooked_submodule():
+    """A hook kept on the model's module keeps it opaque, so it runs (its children rewritten); a hook wanted on a
+    rewritten block goes on the result itself or on a torch.nn leaf inside the block."""
+    model = _model()
+    feats = []
+    handle = model.block.register_forward_hook(lambda mod, args, out: feats.append(out))
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert list(_opaque(gm)) == ["block"]
+    gm(X)
+    assert len(feats) == 1 and torch.equal(feats[0], model.block(X))
+    handle.remove()
+    feats.clear()
+    gm = sll_fx.linearize_module(model, eps=1e-3, mode="hard", verbose=False)
+    assert _opaque(gm) == {} and [e.module for e in gm.sll_report.rewritten] == ["block"]
+    gm.block.lin.register_forward_hook(lambda mod, args, out: feats.append(torch.sign(out)))
+    gm(X)
+    assert len(feats) == 1 and torch.equal(feats[0], torch.sign(model.block.lin(X)))
