@@ -19,8 +19,11 @@ one too), from buffers and constants alone, or from what carries no gradient: ``
 indices, an integer or bool result).  An elementwise node (``call_function``) becomes its
 sll op in place: it keeps its name, place and users, so the report's node names are the sll
 nodes' names (unless other uses keep the hard node); the other patterns insert a new node and
-erase what it replaces.  Afterwards the pass checks its guarantee: every elementwise or cast-rule
-node that is still in the graph is reported as left hard (or sits in a skipped submodule).
+erase what it replaces.  In hard mode a selection also reads a linear-mode copy of its comparison
+as its ``soft`` mask, which weighs the branches' gradients (``_soft_mask``): a part of the selection,
+not a node of its own (``sll_fx.diagnostics.is_soft_mask``).  Afterwards the pass checks its guarantee:
+every elementwise or cast-rule node that is still in the graph is reported as left hard (or sits in a
+skipped submodule).
 Discrete ops without a rule (``rules.UNLISTED``: ``h // s``, ``torch.bucketize``, ``nn.Threshold``, ...)
 and in-place spellings (``x.round_()``, ``torch.round_(x)``) are found too and reported as left hard, the
 former only where a gradient is lost (``_Planner._plan_unlisted``); the graph keeps them as they are.
@@ -49,6 +52,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from sll_fx import dtypes, grad_regions, rules
 from sll_fx.annealing import eps_buffer, eps_device, eps_input
 from sll_fx.config import SLLConfig
+from sll_fx.diagnostics import is_soft_mask
 from sll_fx.errors import EpsError, RewriteError
 from sll_fx.exported import STALE_META
 from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
@@ -135,7 +139,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs))
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     before = _count_sll(gm)
-    surrogates: dict[Node, Node] = {}
+    surrogates: dict = {}  # comparison -> its sll node; ("soft", sll node) -> its soft mask (_soft_mask)
     device = eps_device(gm)  # (before the first eps buffer is added)
     created: list[Node] = []
     for step in plan:
@@ -643,7 +647,10 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         args, kwargs = rule.sll_call(node, eps, mode)
     elif pattern == "mask":
         a, b = _select_operands(rule, node)
-        args, kwargs = (surrogates[step.extra["mask"]], a, b), {"op": rule.select_op}
+        mask = surrogates[step.extra["mask"]]
+        args, kwargs = (mask, a, b), {"op": rule.select_op}
+        if mask.kwargs.get("mode") == "hard":  # the branches' gradient weights: the surrogate, not the 0/1 mask
+            kwargs["soft"] = _soft_mask(graph, mask, surrogates, created)
     elif pattern == "onehot":
         e = step.extra
         args, kwargs = (e["x"], e["dim"], e["n"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
@@ -714,6 +721,24 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
 
 
 _EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
+
+
+def _soft_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
+    """The ``soft`` input of a hard-mode selection on the sll comparison ``mask``: a linear-mode copy of it (same
+    inputs, same eps ``get_attr`` node: ``set_eps`` and calibration keep the two equal), right after it, one per
+    comparison however many selections read it.  In hard mode ``where(c(x), a, b)`` forwards the hard where but its
+    backward is that of ``a s + b (1 - s)`` at the surrogate ``s`` (SLL_MATH.md, forward modes): ``a`` and ``b``
+    get the gradient weighed by ``s``, not by the 0/1 mask.  Read as a part of its selection, not a node of its own
+    (``sll_fx.diagnostics.is_soft_mask``); ``export_hard`` drops it with the selection."""
+    key = ("soft", mask)
+    soft = surrogates.get(key)
+    if soft is None:
+        with graph.inserting_after(mask):
+            soft = graph.call_function(mask.target, mask.args, {**mask.kwargs, "mode": "linear"})
+        soft.meta.update(mask.meta)
+        created.append(soft)
+        surrogates[key] = soft
+    return soft
 
 
 def _erase_if_unused(graph, node) -> None:
@@ -1343,7 +1368,7 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
     after = 0
     for node in gm.graph.nodes:
         if node.op == "call_function" and is_sll_target(node.target):
-            after += 1
+            after += not is_soft_mask(node)  # (a hard-mode selection's soft mask is a part of that selection)
             continue
         rule = _match(node)
         if rule and rule.pattern in ("elementwise", "cast") and node.name not in kept \
@@ -1356,7 +1381,7 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
 
 def _count_sll(gm: GraphModule) -> int:
     """sll nodes in ``gm``'s graph (only a call_function's target can be an op)."""
-    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target))
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target) and not is_soft_mask(n))
 
 
 def _name(v) -> str:

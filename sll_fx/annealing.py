@@ -22,7 +22,9 @@ kinds): eps is not in the ``state_dict``, so a checkpoint carries it next to it.
 **Where eps lives.**  ``linearize_module`` gives every rewritten node its own non-persistent
 0-dim float64 buffer ``_sll_eps_<node name>`` on the GraphModule that owns the node, and
 passes it to the op through a ``get_attr`` node (``torch.ops.sll.round(x, eps=_sll_eps_round)``,
-the ``eps_tensor`` overload, see ``sll_fx/ops.py``).  ``set_eps`` puts a new 0-dim tensor in each
+the ``eps_tensor`` overload, see ``sll_fx/ops.py``); a hard-mode selection's soft mask (the linear-mode
+copy of its comparison, ``sll_fx.diagnostics.is_soft_mask``) reads its comparison's buffer, so that the two
+never differ, and is no node of its own here.  ``set_eps`` puts a new 0-dim tensor in each
 selected buffer (a backward still pending keeps the eps of its forward, see :func:`_replace_eps`):
 the graph, the generated code and the GraphModule stay exactly as they are.  That is what makes
 annealing compatible with ``torch.compile``: eps is a graph input, not a constant, so a
@@ -60,7 +62,7 @@ import torch
 from torch import fx, nn
 
 from . import rules
-from .diagnostics import sll_node_names  # (the names band_stats and calibrate print: one rule)
+from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats and calibrate print: one rule)
 from .errors import EpsError
 from .graph_module import EPS_PREFIX  # the eps buffers' names: _sll_eps_<node name>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
@@ -220,11 +222,13 @@ def drop_unused_eps(gm: fx.GraphModule) -> list[str]:
 
 
 def _eps_nodes(gm: fx.GraphModule):
-    """(graph module, node) for every sll node carrying an eps, nested GraphModules included."""
+    """(graph module, node) for every sll node carrying an eps, nested GraphModules included; not a hard-mode
+    selection's soft mask (``is_soft_mask``: it reads its comparison's eps buffer, and follows it)."""
     for mod in gm.modules():
         if isinstance(mod, fx.GraphModule):
             for node in mod.graph.nodes:
-                if node.op == "call_function" and is_sll_target(node.target) and "eps" in node.kwargs:
+                if node.op == "call_function" and is_sll_target(node.target) and "eps" in node.kwargs \
+                        and not is_soft_mask(node):
                     yield mod, node
 
 
@@ -267,8 +271,8 @@ def _with_eps(pairs):
         if "eps" in node.kwargs:
             out.append((mod, node))
         else:
-            out += [(mod, a) for a in node.all_input_nodes
-                    if a.op == "call_function" and is_sll_target(a.target) and "eps" in a.kwargs]
+            out += [(mod, a) for a in node.all_input_nodes if a.op == "call_function" and is_sll_target(a.target)
+                    and "eps" in a.kwargs and not is_soft_mask(a)]
     return list({id(n): (m, n) for m, n in out}.values())
 
 

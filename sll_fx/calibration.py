@@ -155,7 +155,8 @@ def calibrated_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
     """(graph module, node) for every sll node whose eps calibration sets (see "Which nodes" above).
 
     A node is looked up, by its report entry's name (``node.meta["sll_entry"]``) and submodule, in
-    the report of the GraphModule owning it (for the top one: the merged report)."""
+    the report of the GraphModule owning it (for the top one: the merged report).  A hard-mode selection's
+    soft mask is not one (``annealing._eps_nodes``): it reads its comparison's eps buffer, set with it."""
     gm = unwrap_compiled(gm)
     out = []
     entries: dict[int, tuple[RewriteReport, dict]] = {}
@@ -204,6 +205,9 @@ class _Calibrator(fx.Interpreter):
                     eps = choose_eps(d, target, eps_limit(op, n.kwargs.get("decimals", 0)), max(floors))
                     set_eps(self.top, eps, where=lambda node, n=n: node is n)
                     self.chosen[self.nodes[n]] = eps
+                    attr = n.kwargs.get("eps")  # (its get_attr node ran before set_eps put a new tensor in the
+                    if isinstance(attr, fx.Node) and attr.op == "get_attr":  # buffer: the node runs with the new
+                        self.env[attr] = self.fetch_attr(attr.target)  # eps, and so do the nodes after it)
         return super().run_node(n)
 
 

@@ -176,7 +176,23 @@ def _positional_names(target) -> list[str]:
 
 
 def _sll_nodes(graph: fx.Graph) -> list[fx.Node]:
-    return [n for n in graph.nodes if n.op == "call_function" and ops.is_sll_target(n.target)]
+    return [n for n in graph.nodes if n.op == "call_function" and ops.is_sll_target(n.target) and not is_soft_mask(n)]
+
+
+def is_soft_mask(node: fx.Node) -> bool:
+    """Is ``node`` a selection's ``soft`` mask: an ``sll.compare`` read only as the ``soft`` input of
+    ``sll.select`` nodes?  In hard mode ``linearize_module`` gives a where/masked_fill, next to its hard
+    mask's comparison, a linear-mode copy of it (same inputs, same eps buffer) whose surrogate weighs the
+    branches' gradients (SLL_MATH.md, forward modes).  It is part of that selection, not a node of its own:
+    no report entry, no name in ``band_stats``/``eps_state``/``calibrate``, no eps of its own for ``set_eps``
+    (it reads its comparison's buffer), no second precision warning; ``export_hard`` drops it with its
+    selection.  Read from the graph's structure, which pickling, copies and ``torch.export`` keep (node meta
+    they do not all keep)."""
+    if node.op != "call_function" or not ops.is_sll_target(node.target) or _op_name(node.target) != "compare" \
+            or not node.users:
+        return False
+    return all(u.op == "call_function" and ops.is_sll_target(u.target) and _op_name(u.target) == "select"
+               and u.kwargs.get("soft") is node and node not in u.args for u in node.users)
 
 
 def sll_node_names(graph: fx.Graph, path: str = "") -> dict[fx.Node, str]:

@@ -278,7 +278,9 @@ def _caller_frame(start):
 
 
 def _node_of(frame, root) -> tuple[object, str, str] | None:
-    """(owner module, qualified node name, source) for a call from a generated forward, else None."""
+    """(owner module, qualified node name, source) for a call from a generated forward, else None; for a
+    hard-mode selection's soft mask (``is_soft_mask``: the linear-mode copy of a comparison, same input and
+    eps), ``(None, "", "")``: its comparison's own call is the one checked and named."""
     if not frame.f_code.co_filename.startswith(_GENERATED):
         return None
     gm = frame.f_locals.get("self")
@@ -291,7 +293,11 @@ def _node_of(frame, root) -> tuple[object, str, str] | None:
     node = next((n for n in gm.graph.nodes if n.name == name), None)
     if node is None:
         return None
+    from .diagnostics import is_soft_mask
     from .tracer import source_of
+
+    if is_soft_mask(node):
+        return None, "", ""
 
     path = ""
     if root is not None and gm is not root:
@@ -313,7 +319,7 @@ class _CheckMode(TorchFunctionMode):
             try:
                 finding = inspect_call(func, args, kwargs)
                 if finding is not None:
-                    finding = self._name(finding, sys._getframe(1))
+                    finding = self._name(finding, sys._getframe(1))  # (None: a soft mask, see _node_of)
             except Exception:  # a check must never break the forward
                 finding = None
             if finding is not None:
@@ -327,6 +333,8 @@ class _CheckMode(TorchFunctionMode):
         located = _node_of(caller, self.root) if caller is not None else None
         if located is not None:
             owner, node, source = located
+            if owner is None:  # a hard-mode selection's soft mask: its comparison's call reports it
+                return None
             key = (owner, (node, finding.dtype, finding.eps))
             return dataclasses.replace(finding, node=node, source=source, in_graph=True), key
         where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}" if caller is not None else "?"

@@ -29,6 +29,7 @@ from torch._inductor.utils import run_and_get_code
 
 import sll_fx
 from sll_fx.annealing import EPS_PREFIX, node_eps
+from sll_fx.diagnostics import is_soft_mask
 from sll_fx.ops import is_sll_target
 from sll_fx.tracer import module_of
 
@@ -85,7 +86,7 @@ class Inductor:
     def __call__(self, graph_module, example_inputs):
         self.frame_count += 1
         self.eps_args.append([n.kwargs.get("eps") for n in graph_module.graph.nodes
-                              if n.op == "call_function" and is_sll_target(n.target)])
+                              if n.op == "call_function" and is_sll_target(n.target) and not is_soft_mask(n)])
         return lookup_backend("inductor")(graph_module, example_inputs)
 
 
@@ -126,8 +127,10 @@ def assert_matches(compiled, gm, x, what):
 @pytest.mark.parametrize("mode", ["linear", "hard"])
 def test_compiled_training_matches_eager_and_set_eps_does_not_recompile(mode):
     gm = linearized_net(mode)
-    eps_nodes = [n for n in sll_nodes(gm) if "eps" in n.kwargs]   # all but the two sll.select
-    assert len(sll_nodes(gm)) == 15 and len(eps_nodes) == 13
+    nodes = [n for n in sll_nodes(gm) if not is_soft_mask(n)]  # (hard mode: the selections' soft masks are theirs)
+    assert len(sll_nodes(gm)) - len(nodes) == (2 if mode == "hard" else 0)
+    eps_nodes = [n for n in nodes if "eps" in n.kwargs]   # all but the two sll.select
+    assert len(nodes) == 15 and len(eps_nodes) == 13
     assert sorted({node_eps(gm, n) for n in eps_nodes}) == [0.02, 0.2]
     counter = Inductor()
     compiled = torch.compile(gm, backend=counter, fullgraph=True)   # fullgraph: a graph break raises

@@ -22,6 +22,7 @@ from torch import fx, nn
 import sll_fx
 from sll_fx import SLLConfig
 from sll_fx.annealing import node_eps
+from sll_fx.diagnostics import is_soft_mask
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
 from _helpers import assert_bitwise, sll_nodes
@@ -167,7 +168,8 @@ def test_float_form_unchanged():
     assert all(node_eps(a, n) == 0.05 and n.kwargs["mode"] == "linear" for n in sll_nodes(a) if "eps" in n.kwargs)
     assert a.sll_report.counts == {"found": 22, "rewritten": 22, "hard": 0}, str(a.sll_report)
     h = sll_fx.linearize_module(model, 0.05, mode="hard", verbose=False)
-    assert {n.kwargs["mode"] for n in sll_nodes(h) if "mode" in n.kwargs} == {"hard"}
+    # (not the selections' soft masks: the linear copies of their comparisons that weigh the branches' gradients)
+    assert {n.kwargs["mode"] for n in sll_nodes(h) if "mode" in n.kwargs and not is_soft_mask(n)} == {"hard"}
     assert h.sll_report.mode == "hard"
     assert_bitwise(h(X), model(X))
     # a config carries its own mode: the keyword does not override it
@@ -325,12 +327,18 @@ def test_mode_per_submodule_name():
 
 def test_mode_per_type_and_name_beats_type_and_default_mode():
     gm = run(SLLConfig(eps=0.2, module_mode={Leaf: "hard", "enc.a": "linear"}))
-    for n in sll_nodes(gm):
+    for n in sll_nodes(gm):  # (a hard-mode selection's soft mask, its comparison's linear copy, runs linear)
+        if is_soft_mask(n):
+            assert n.kwargs["mode"] == "linear"
+            continue
         path = module_of(n)
         expected = "linear" if path == "enc.a" else "hard" if path in LEAF_PATHS else "linear"
         assert n.kwargs.get("mode", expected) == expected, (path, n)
     gm = run(SLLConfig(eps=0.2, mode="hard", module_mode={"enc": "linear"}))
     for n in sll_nodes(gm):
+        if is_soft_mask(n):
+            assert n.kwargs["mode"] == "linear"
+            continue
         path = module_of(n)
         expected = "linear" if path == "enc" or path.startswith("enc.") else "hard"
         assert n.kwargs.get("mode", expected) == expected, (path, n)

@@ -29,6 +29,7 @@ from torch import fx, nn
 
 import sll_fx
 from sll_fx.annealing import node_eps
+from sll_fx.diagnostics import is_soft_mask
 from sll_fx.report import RewriteReport, StripReport
 from _helpers import assert_bitwise, is_op, sll_nodes
 
@@ -309,7 +310,9 @@ def test_selection_hard_mode_exact_with_gradient(sp: Sel):
     model = Outer(sp.fn)
     m = model.body
     gm = sll_fx.linearize_module(model, eps=0.2, mode="hard", verbose=False)
-    assert {n.kwargs.get("mode") for n in nodes_of(gm, torch.ops.sll.compare)} == {"hard"}
+    compares = nodes_of(gm, torch.ops.sll.compare)  # the mask's, and its linear copy weighing the branches
+    assert {n.kwargs.get("mode") for n in compares if not is_soft_mask(n)} == {"hard"}
+    assert {n.kwargs.get("mode") for n in compares if is_soft_mask(n)} == {"linear"}
     with torch.no_grad():
         for i, x in enumerate(_selection_inputs(0.3)):
             assert_bitwise(gm(x), model(x), f"{sp.id} hard mode input {i}")
