@@ -10,7 +10,8 @@ users are planned before it.  A rewrite is for the float arithmetic on a node's 
 a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an op left hard, ...)
 passes no gradient and would see fractional values, so it keeps reading the hard result (or,
 with no float use at all, the node stays hard), also after arithmetic that carries the values on
-(``(1 - mask).bool()``, ``round(h).clamp(0, 3).long()``: ``_Planner._read_as_mask``); a cast to the
+(``(1 - mask).bool()``, ``round(h).clamp(0, 3).long()``: ``_Planner._read_as_mask``; where such a chain is shared
+with float uses, the integer use gets its own copy of it on the hard result: ``_copy_chain``); a cast to the
 dtype of another tensor the graph does not tell (``.to(idx.dtype)``) counts as such a use.  A node whose
 value reaches the output only through ``.detach()`` is a straight-through estimator already and stays hard
 (``_Planner._verdict``, ``_reach_output``), and so does a node that no gradient reaches
@@ -144,6 +145,10 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     created: list[Node] = []
     for step in plan:
         _apply(gm, step, surrogates, device, created)
+    copied = {c for s in plan if s.rewrites for c in s.extra.get("chain", ((),))[0]}
+    copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
+    for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
+        _erase_if_unused(gm.graph, c)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
         for key in STALE_META:  # (torch.export computes fresh ones when the result is exported again)
@@ -177,6 +182,9 @@ class _Uses:
     keep: frozenset = frozenset()                   # the users that keep reading the hard result
     found: tuple = ()                               # the uses that are not float arithmetic
     mixed: bool = False                             # a user that keeps the hard result has float uses too
+    chain: tuple = ()                               # value-preserving nodes shared by float and integer uses,
+    ends: frozenset = frozenset()                   # in graph order, copied for those integer uses (_copy_chain)
+    blocked: str = ""                               # (mixed) why such nodes cannot be copied
 
 
 class _Planner:
@@ -226,11 +234,28 @@ class _Planner:
         for node, rule in reversed(second):         # sweep 2: comparisons (and in-place / no-jump finds)
             if step := (self._plan_unmatched(node) if rule is None else self._plan(node, rule)):
                 steps.append(step)
+        steps = self._unselect(steps)
         for node, rule in reversed(third):          # sweep 3: elementwise ops, one-hots, top-k masks
             if step := self._plan(node, rule):
                 steps.append(step)
         steps += self._plan_bare_selections(selections)
         return steps
+
+    def _unselect(self, steps: list[_Step]) -> list[_Step]:
+        """A selection planned as rewritten whose comparison stays hard (no gradient reaches it: ``rand_like(h)
+        < p``, a buffer, ``h.detach() > 0``; read through ``.detach()`` only) has no surrogate to read: it stays
+        the hard where/masked_fill too (its branches keep torch.where's own gradient), for its comparison's reason."""
+        entries = {s.node: s.entry for s in steps}
+        out = []
+        for step in steps:
+            mask = step.extra.get("mask") if step.rewrites and step.rule.pattern == "mask" else None
+            if mask is not None and not self.decided.get(mask, False):
+                why = entries[mask].reason if mask in entries else "it is not planned"
+                step = self._hard(step.node, step.rule, f"left hard: its comparison '{mask.name}' stays hard ({why})")
+                self.taken.discard(step.node)
+                self.decided[step.node] = False
+            out.append(step)
+        return out
 
     # -- shared checks ----------------------------------------------------------------------
     def _stack(self, node: Node) -> list:
@@ -357,45 +382,96 @@ class _Planner:
             return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
 
-    def _split_uses(self, value: Node, users) -> tuple[list[Node], list[Node], list[Node], bool]:
+    def _split_uses(self, value: Node, users, copies: bool = True) -> tuple:
         """``users`` of ``value``, split: those through which it reaches float arithmetic only, and the
         others (they keep reading the hard result); the uses found that are not float arithmetic; and
-        whether float arithmetic is reached through one of the others too (``m = mask.view(...)`` used
-        both ways: the split is by direct user)."""
-        floats, others, found, mixed = [], [], [], False
+        whether float arithmetic is reached through one of the others too (``q = round(h).clamp(-8, 7) * s``
+        used both as a float and by ``q.long()``).  Such a user reads the surrogate when the chain of views and
+        value-preserving arithmetic between ``value`` and those integer uses can be copied for them (reading
+        the hard result): the chain (in graph order) and its integer uses are returned, and a mixed user that
+        stays hard only where it cannot (``copies`` False, or the chain writes in place: the reason why)."""
+        floats, others, found, mixed, mixed_users = [], [], [], False, []
+        parents: dict[Node, set] = {}
+        ends: set = set()
         for user in users:
-            uses, saw_float = self._other_uses(user, value)
-            (others if uses else floats).append(user)
+            uses, saw_float, walk, reached = self._other_uses(user, value)
             found += [u for u in uses if u not in found]
-            mixed = mixed or (bool(uses) and saw_float)
+            if uses and saw_float:
+                mixed_users.append(user)
+                for u, vs in walk.items():
+                    parents.setdefault(u, set()).update(vs)
+                ends.update(reached)
+            else:
+                (others if uses else floats).append(user)
         found.sort(key=self.order.__getitem__)
-        return floats, others, found, mixed
+        chain, blocked = (), ""
+        if mixed_users:
+            chain, blocked = self._chain(value, parents, ends) if copies else ((), "")
+            if chain:
+                floats += mixed_users
+            else:
+                others += mixed_users
+                mixed = True
+                chain, ends = (), set()
+        return floats, others, found, mixed, (chain, frozenset(ends), blocked)
 
-    def _verdict(self, uses_of: list[tuple[Node, list[Node]]], what: str) -> _Uses:
+    def _chain(self, value: Node, parents: dict, ends: set) -> tuple[tuple, str]:
+        """The nodes between ``value`` and the integer uses ``ends`` (``parents``: each walked node -> the
+        nodes it was reached from), in graph order, and ``""``; or ``()`` and why they cannot be copied for
+        those uses: a node written in place, one with side effects (a random draw), a discrete op or a
+        pattern's piece, or an integer use that is a part of the chain itself."""
+        chain, stack = set(), [v for _, v in ends]
+        while stack:
+            v = stack.pop()
+            if v is value or v in chain or v not in parents:
+                continue
+            chain.add(v)
+            stack += parents[v]
+        chain = sorted(chain, key=self.order.__getitem__)
+        for c in chain:
+            written = [w for w in c.users if c in _mutated(w)]
+            if _mutated(c) or written:
+                return (), f"{_describe([c])} is written in place{f' (by {_describe(written)})' if written else ''}"
+            if c.is_impure() or _classify(c) or c in self.taken:
+                return (), f"{_describe([c])} is a discrete op or has side effects"
+            if any(u in chain for u, _ in ends):
+                return (), f"{_describe([c])} is itself read both ways"
+        return tuple(chain), ""
+
+    def _verdict(self, uses_of: list[tuple[Node, list[Node]]], what: str, copies: bool = True) -> _Uses:
         """What the uses of a result (``uses_of``: (value, its users) pairs) make of its rewrite."""
-        floats, others, found, written, mixed = [], [], [], [], False
+        floats, others, found, written, mixed, chain, ends, blocked = [], [], [], [], False, [], set(), ""
         for value, users in uses_of:
-            f, o, u, m = self._split_uses(value, users)
+            f, o, u, m, (c, e, b) = self._split_uses(value, users, copies)
             floats += f
             others += o
             found += [n for n in u if n not in found]
             written += [w for w in users if value in _mutated(w)]
             mixed = mixed or m
+            chain += c
+            ends |= e
+            blocked = blocked or b
         found.sort(key=self.order.__getitem__)
         if not found:
             return _Uses()
         if not floats:
-            return _Uses(hard=_only_other_uses(found, what, mixed), found=tuple(found))
+            return _Uses(hard=_only_other_uses(found, what, blocked if mixed else None), found=tuple(found),
+                         mixed=mixed)
         if written:  # x.clamp_(): a hard copy for the other uses would miss the write
             return _Uses(reason=_also_other_uses(found, what, written), found=tuple(found))
-        return _Uses(reason=_also_other_uses(found, what) + (_MIXED if mixed else ""), keep=frozenset(others),
-                     found=tuple(found), mixed=mixed)
+        chain = sorted(set(chain), key=self.order.__getitem__)
+        return _Uses(reason=_also_other_uses(found, what, chain=chain) + (_mixed(blocked) if mixed else ""),
+                     keep=frozenset(others), found=tuple(found), mixed=mixed, chain=tuple(chain),
+                     ends=frozenset(u for u, _ in ends), blocked=blocked)
 
-    def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool]:
+    def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool, dict, set]:
         """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
         float casts to their own users, and ``1 - mask``-like arithmetic that is read as a mask further on
-        (``(1 - mask).bool()``: :meth:`_read_as_mask`); and whether float arithmetic was found too."""
+        (``(1 - mask).bool()``: :meth:`_read_as_mask`); whether float arithmetic was found too; the nodes
+        followed (-> the nodes each was reached from); and the (use, value read) pairs of the uses found."""
         out, seen, stack, saw_float = [], set(), [(user, value)], False
+        walk: dict[Node, set] = {}
+        reached: set = set()
         while stack:
             u, v = stack.pop()
             if (u, v) in seen:
@@ -406,11 +482,14 @@ class _Planner:
                 kind = _PASS_USE  # (a bool use of 1 - mask would see 1 - (a fraction) inside the band; an
                 # integer use of round(h).clamp(0, 3), its truncation)
             if kind == _PASS_USE:
+                walk.setdefault(u, set()).add(v)
                 stack += [(w, u) for w in u.users]
-            elif kind == _OTHER_USE and u not in out:
-                out.append(u)
+            elif kind == _OTHER_USE:
+                reached.add((u, v))
+                if u not in out:
+                    out.append(u)
             saw_float = saw_float or kind == _FLOAT_USE
-        return out, saw_float
+        return out, saw_float, walk, reached
 
     def _read_as_mask(self, value: Node) -> bool:
         """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1, or integer) result, read as a mask or
@@ -446,7 +525,7 @@ class _Planner:
         if uses.hard and not self.config.is_disabled(rule.kind):
             return self._hard(node, rule, uses.hard)
         return self._rewrite(node, rule, decimals=keywords.get("decimals", 0), reason=uses.reason,
-                             hard_uses=uses.keep)
+                             hard_uses=uses.keep, chain=(uses.chain, uses.ends))
 
     def _plan_comparison(self, node, rule) -> _Step:
         if self.config.is_disabled(rule.kind):
@@ -461,16 +540,18 @@ class _Planner:
         selections = [u for u in node.users if u in self.taken]
         # a cast's own uses: float arithmetic, or a bool/integer use (`.float().bool()`, `x[m.float().long()]`)
         # that keeps reading the hard 0/1 cast (all of them: the cast stays hard, a bool use of the comparison)
-        cast_hard, dropped, cast_uses, written, mixed = {}, [], [], [], False
+        cast_hard, dropped, cast_uses, written, mixed, blocked, chain = {}, [], [], [], None, None, []
         for cast in casts:
             uses = self._verdict([(cast, list(cast.users))], "0/1 result")
-            if uses.hard or uses.keep:
+            if uses.hard or uses.keep or uses.chain:
                 cast_uses += [u for u in uses.found if u not in cast_uses]
                 if uses.hard:
                     dropped.append(cast)
-                else:
-                    cast_hard[cast] = uses.keep
-                    mixed = mixed or uses.mixed
+                    blocked = uses.hard if uses.mixed and blocked is None else blocked
+                else:  # (its users that keep the hard cast; the nodes copied for its integer uses, and those)
+                    cast_hard[cast] = (uses.keep, uses.chain, uses.ends)
+                    mixed = uses.blocked if uses.mixed and mixed is None else mixed
+                    chain += uses.chain
             elif uses.reason:  # the cast is written in place: its other uses see the surrogate (reason says so)
                 written.append(uses.reason)
         casts = [c for c in casts if c not in dropped]
@@ -478,13 +559,14 @@ class _Planner:
         shown = [u for u in bool_uses if u not in dropped] + cast_uses  # a dropped cast: shown by its uses
         if not casts and not selections and not products:
             if dropped:
-                return self._hard(node, rule, _only_other_uses(shown, "0/1 result"))
+                return self._hard(node, rule, blocked or _only_other_uses(shown, "0/1 result"))
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):
             return self._hard(node, rule, _DETACHED)
-        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard{_MIXED if mixed else ''}"]
-                            if shown else []) + written)
+        through = f", through a copy of {_describe(chain)} on the hard 0/1 cast" if chain else ""
+        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard{through}"
+                             f"{_mixed(mixed) if mixed is not None else ''}"] if shown else []) + written)
         return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products,
                              cast_hard=cast_hard, live=())
 
@@ -542,7 +624,7 @@ class _Planner:
             step = self._hard(node, rule, uses.hard)
         else:
             step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
-                                 reason=uses.reason, hard_uses=uses.keep)
+                                 reason=uses.reason, hard_uses=uses.keep, chain=(uses.chain, uses.ends))
         self.pattern_hard.discard(node)
         self.taken.add(index)  # its entry is this node's (rewritten, or left hard)
         self.pattern_users.add(node)
@@ -559,11 +641,13 @@ class _Planner:
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
         later = [u for u in pieces["zeros"].users if self.order[u] > self.order[node]] if pieces["inplace"] else []
         # (mask.scatter_(...): the mask's uses are those of the zeros after it)
-        uses = self._verdict([(node, list(node.users)), (pieces["zeros"], later)], "0/1 result")
+        uses = self._verdict([(node, list(node.users)), (pieces["zeros"], later)], "0/1 result",
+                             copies=not pieces["inplace"])
         if uses.hard and not self.config.is_disabled(rule.kind):
             step = self._hard(node, rule, uses.hard)
         else:
-            step = self._rewrite(node, rule, reason=uses.reason, hard_uses=uses.keep, **pieces)
+            step = self._rewrite(node, rule, reason=uses.reason, hard_uses=uses.keep, chain=(uses.chain, uses.ends),
+                                 **pieces)
         self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
         self.pattern_users.update((node, pieces["zeros"]))
         return step
@@ -658,7 +742,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         e = step.extra
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
     hard_uses = step.extra.get("hard_uses", frozenset())  # users that keep reading the hard result
-    in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses
+    chain, ends = step.extra.get("chain", ((), frozenset()))  # copied for integer uses, to read the hard result
+    in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses and not chain
     # eps, checked by the planner, is from here on a buffer of gm (set_eps fills it), read by a get_attr node
     attr = None
     if in_place:  # the node becomes the sll op: same name, meta, users and place (no node to add or erase)
@@ -680,10 +765,11 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     if pattern == "cast":
         surrogates[node] = new
         for cast in step.casts:
-            keep = step.extra["cast_hard"].get(cast)
-            if not keep:
+            kept = step.extra["cast_hard"].get(cast)
+            if not kept:
                 cast.replace_input_with(node, new)
                 continue
+            keep, chain, ends = kept
             # the cast's bool/integer users keep it (on the hard comparison); its float users get a copy
             with graph.inserting_after(cast):
                 soft = graph.node_copy(cast, lambda n: new if n is node else n)
@@ -691,6 +777,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
             for user in list(cast.users):
                 if user not in keep:
                     user.replace_input_with(cast, soft)
+            _copy_chain(graph, chain, ends, cast, soft, created)
         for product, factor in step.extra["products"].items():  # x * (x > t): an implicit cast to x's dtype
             with graph.inserting_before(product):  # (x > t) * 1.0: the bool became the default float dtype
                 as_factor = graph.call_method("to", (new, factor)) if isinstance(factor, torch.dtype) else \
@@ -709,6 +796,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
                 user.replace_input_with(zeros, new)
     if not in_place:
         node.replace_all_uses_with(new, delete_user_cb=lambda user: user not in hard_uses)
+        _copy_chain(graph, chain, ends, node, new, created)
         if not node.users and not (inplace_topk and hard_uses):  # (a kept scatter_ fills the hard mask)
             graph.erase_node(node)
     for piece in ("mask", "argmax", "index", "topk", "zeros"):
@@ -721,6 +809,22 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
 
 
 _EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
+
+
+def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, created: list) -> None:
+    """Give the integer uses ``ends`` their own copy of ``chain`` (the views and value-preserving arithmetic
+    that lead to them from the rewritten result, shared with its float uses: ``round(h).clamp(-8, 7) * s`` then
+    ``.long()``): each copy right after its original, in graph order, reading ``hard`` (the hard result) where
+    the original reads ``soft`` (the surrogate), and the copies where it reads the originals.  The float uses
+    keep the originals; ``linearize_pass`` erases an original left without users."""
+    copies: dict[Node, Node] = {}
+    for c in chain:  # (one node per inserting_after: they keep their order)
+        with graph.inserting_after(c):
+            copies[c] = graph.node_copy(c, lambda n: copies.get(n, hard if n is soft else n))
+        created.append(copies[c])
+    for end in ends:
+        for c in [n for n in end.all_input_nodes if n in copies]:
+            end.replace_input_with(c, copies[c])
 
 
 def _soft_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
@@ -1122,29 +1226,33 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return ()
 
 
-def _only_other_uses(uses: list[Node], what: str, mixed: bool = False) -> str:
-    if mixed:  # one view (or copy) of it is used both ways
+def _only_other_uses(uses: list[Node], what: str, blocked: str | None = None) -> str:
+    if blocked is not None:  # reached through the nodes its float uses go through, which cannot be copied
         return (f"{what} used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
-                "integer use, or an op left hard), through the same view or copy as its float uses: left hard "
-                "(that use would see fractional values inside the band in linear mode; take the view twice to "
-                "linearize the float uses)")
+                "integer use, or an op left hard), through nodes its float uses go through too, which cannot be "
+                f"copied for that use ({blocked or 'see the graph'}): left hard (that use would see fractional "
+                "values inside the band in linear mode)")
     return (f"{what} used only by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
             "integer use, or an op left hard) and in linear mode would see fractional values inside the band: "
             "left hard")
 
 
-#: a rewrite's reason, when a user that keeps the hard result has float uses too (``v = m.view(...)`` or
-#: ``inv = 1 - m`` used both as a float and as a bool: the split is by direct user)
-_MIXED = (" (so do the float uses made through the same view or copy of it, or through `1 - mask`-like arithmetic: "
-          "take it once per use to linearize them)")
+def _mixed(blocked: str) -> str:
+    """A rewrite's reason, when a user that keeps the hard result has float uses too: the nodes between it and
+    its integer use cannot be copied for that use (``blocked``: why)."""
+    return (f" (so do the float uses made through the nodes that integer use is reached through, which cannot be "
+            f"copied for it: {blocked or 'see the graph'})")
 
 
-def _also_other_uses(uses: list[Node], what: str, written: list[Node] = ()) -> str:
+def _also_other_uses(uses: list[Node], what: str, written: list[Node] = (), chain: list[Node] = ()) -> str:
     also = (f"also used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or integer "
             "use, or an op left hard)")
     if written:
         return (f"{also}; the {what} is written in place (by {_describe(written)}), so that use cannot keep the "
                 "hard one: in linear mode it sees fractional values inside the band")
+    if chain:
+        return (f"{also}: that use reads the hard {what}, through a copy of {_describe(chain)} (the float uses "
+                "read the originals, on the surrogate)")
     return f"{also}: that use reads the hard {what}"
 
 

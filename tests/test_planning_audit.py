@@ -420,3 +420,160 @@ def test_one_hot_with_a_computed_num_classes_says_it_must_be_a_literal():
     assert "num_classes is computed at run time" in reasons["one_hot"][1]
     assert "must be a literal int" in reasons["one_hot"][1]
     assert "that one_hot(argmax) is left hard" in reasons["argmax"][1]
+
+
+# ----------------------------------------------------------------------------------------
+# 7. a selection whose comparison gets no surrogate stays the hard where/masked_fill
+# ----------------------------------------------------------------------------------------
+
+class Select(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fc, self.fn = nn.Linear(4, 4), fn
+        self.register_buffer("b", torch.randn(4, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x):
+        return self.fn(self, self.fc(x)).sum()
+
+
+HARD_SELECTIONS = {
+    "dropout_where": (lambda m, h: torch.where(torch.rand_like(h) < 0.8, h / 0.8, 0.0), "lt", "where"),
+    "dropout_masked_fill": (lambda m, h: h.masked_fill(torch.rand_like(h) < 0.2, 0.0), "lt", "masked_fill"),
+    "buffer_where": (lambda m, h: torch.where(m.b > 0, h, 0.0), "gt", "where"),
+    "detached_where": (lambda m, h: torch.where(h.detach() > 0, h, -h), "gt", "where"),
+}
+
+
+def _grads(model, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    out = model(X)
+    out.backward()
+    return out.detach(), model.fc.weight.grad.clone()
+
+
+@pytest.mark.parametrize("exported", [False, True], ids=["module", "exported"])
+@pytest.mark.parametrize("case", HARD_SELECTIONS)
+def test_a_selection_whose_comparison_stays_hard_is_left_hard(case, exported):
+    """The comparison gets no surrogate (no gradient reaches it), so the selection has none to read: it stays the
+    model's where/masked_fill (torch.where's own gradient to its branches), reported with the comparison's reason."""
+    fn, cmp, select = HARD_SELECTIONS[case]
+    model = Select(fn)
+    source = torch.export.export(model, (X,)) if exported else model
+    gm = linearize(source)
+    found = report(gm)
+    assert found[cmp][0] is None, found
+    assert found[select][0] is None and found[select][1].startswith(f"left hard: its comparison '{cmp}' stays hard ("), \
+        found
+    assert found[cmp][1] in found[select][1]
+    torch.manual_seed(0)
+    copy = Select(fn)
+    copy.load_state_dict(model.state_dict())
+    if not exported:  # (the same draws, the same values and gradients as the model)
+        got, got_grad = _grads(gm, 7)
+        want, want_grad = _grads(copy, 7)
+        assert_bitwise(got, want)
+        assert_bitwise(got_grad, want_grad)
+    torch.manual_seed(7)
+    got = sll_fx.export_hard(gm)(X)
+    torch.manual_seed(7)
+    assert_bitwise(got, model(X))
+
+
+# ----------------------------------------------------------------------------------------
+# 8. an integer use reached through nodes shared with float uses: a copy of them reads the hard result
+# ----------------------------------------------------------------------------------------
+
+EPS = 0.2
+
+
+class Both(nn.Module):
+    """``fn(self, h)`` -> (a float loss, an integer output); ``h`` is ``x`` itself (a gradient to the input)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.emb = nn.Embedding(4, 2)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _quant(h):
+    return torch.round(h / 0.25).clamp(-8, 7) * 0.25
+
+
+def _ste(h):
+    return (h * 4 + (torch.round(h * 4) - h * 4)).clamp(-8, 7)
+
+
+ROW = [[0.0, 0.25, 1.0, -1.0], [0.7, -0.5, 2.0, 0.05]]  # out of every band below but at [0][0]
+SHARED = {
+    # fn -> (loss, integer output); the node; x[0][0] (in its band); d loss / d x[0][0] (1 / (2 eps) per jump)
+    "quant_long": (lambda m, h: (((q := _quant(h)) * 2).sum(), q.long()), "round_1", 0.8875, 2 / (2 * EPS)),
+    "quant_int8": (lambda m, h: (((q := _quant(h)) * 2).sum(), q.to(torch.int8)), "round_1", 0.8875, 2 / (2 * EPS)),
+    "ste_clamp_int8": (lambda m, h: ((q := _ste(h)).sum(), q.to(torch.int8)), "round_1", 0.6375, 4 / (2 * EPS)),
+    "embedding_and_feature": (lambda m, h: (m.emb((r := torch.round(h * 3).clamp(0, 3)).long()).sum() + (r * 0.5).sum(),
+                                            r.long()), "round_1", 0.5, 0.5 * 3 / (2 * EPS)),
+    "gate_sum": (lambda m, h: ((g := (h > 0.1).float().sum()) * 0.01, g.long()), "gt", 0.15, 0.01 / (2 * EPS)),
+}
+
+
+def _check_shared(model, gm, x, node):
+    entry = report(gm)[node]
+    assert entry[0] is not None, entry
+    assert "through a copy of" in entry[1] and "used only by" not in entry[1] and "view twice" not in entry[1], entry
+    want = model(x)
+    xg = x.clone().requires_grad_(True)
+    loss, ints = gm(xg)
+    assert_bitwise(ints, want[1], "integer output")  # the hard result's, not the surrogate's truncation
+    loss.backward()
+    assert_bitwise(sll_fx.export_hard(gm)(x), want, "export_hard")
+    assert_bitwise(linearize(model, mode="hard")(x), want, "mode=hard")
+    return xg.grad
+
+
+@pytest.mark.parametrize("case", SHARED)
+def test_an_integer_use_through_nodes_shared_with_float_uses_reads_a_hard_copy(case):
+    """round(h / s).clamp(-8, 7) * s used as a float and by .long(): the float uses read the surrogate (the
+    gradient passes, at the analytic in-band slope), the integer use a copy of clamp/mul on the hard result."""
+    fn, node, value, slope = SHARED[case]
+    model = Both(fn)
+    x = torch.tensor(ROW)
+    x[0, 0] = value
+    gm = linearize(model)
+    grad = _check_shared(model, gm, x, node)
+    torch.testing.assert_close(grad[0, 0], torch.tensor(slope))
+
+
+def test_a_one_hot_argmax_shared_by_a_loss_and_an_integer_count():
+    """F.one_hot(h.argmax(-1), n).float() into a float loss, and .sum(0).long(): the count is the hard one's."""
+    model = Both(lambda m, h: (((mk := F.one_hot(h.argmax(-1), 4).float()).mean(0) * h.softmax(-1).mean(0)).sum(),
+                              mk.sum(0).long()))
+    gm = linearize(model, eps=0.5)
+    grad = _check_shared(model, gm, X, "one_hot")
+    assert grad.abs().sum() > 0
+    (entry,) = [e for e in gm.sll_report.entries if e.node == "one_hot"]
+    assert entry.replacement == "sll.argmax_onehot"
+
+
+def test_a_gate_with_a_float_use_is_not_reported_as_used_only_by_its_integer_use():
+    model = Both(lambda m, h: ((g := (h > 0.1).float().sum()) * 0.01, g.long()))
+    reason = report(linearize(model))["gt"][1]
+    assert reason.startswith("also used as bool by Tensor.long") and "through a copy of Tensor.sum" in reason, reason
+
+
+def test_a_chain_written_in_place_keeps_the_node_hard_and_says_why():
+    """q = round(h).clamp(...); q.mul_(s) writes into the shared chain: no copy for q.long() (it would miss the
+    write); the node stays hard, and the reason names the in-place write."""
+    def fn(m, h):
+        c = torch.round(h * 3).clamp(-4, 4)
+        c.mul_(0.5)
+        return (c * 2).sum(), c.long()
+
+    model = Both(fn)
+    gm = linearize(model)
+    replacement, reason = report(gm)["round_1"]
+    assert replacement is None and "written in place" in reason and "view twice" not in reason, reason
+    x = torch.tensor(ROW)
+    assert_bitwise(gm(x), model(x))

@@ -296,9 +296,9 @@ def test_a_mask_read_as_a_mask_after_arithmetic_with_numbers_reads_the_hard_resu
     _check_mixed(Body(shifted), X, "sign", ("sll.sign", ALSO.format(uses="Tensor.long (long)", what="result")))
 
 
-def test_a_value_read_both_ways_after_arithmetic_keeps_the_hard_mask_and_says_so():
-    """inv = 1 - m used as a float and as a bool: the split is by direct user, so inv reads the hard mask (its float
-    use too); the reason says so, and the bool use is the model's."""
+def test_a_value_read_both_ways_after_arithmetic_gets_a_hard_copy_for_its_bool_use():
+    """inv = 1 - m used as a float and as a bool: the float use of inv reads the surrogate, the bool use a copy of
+    ``1 - m`` on the hard 0/1 cast (the model's value); the reason says so."""
     def fn(x):
         m = (x > 0).float()
         inv = 1 - m
@@ -307,9 +307,10 @@ def test_a_value_read_both_ways_after_arithmetic_keeps_the_hard_mask_and_says_so
     model = Body(fn)
     gm = linearize(model)
     assert entries(gm) == [("gt", "sll.compare(gt)", (
-        "also used as bool by Tensor.bool (bool_1): that use stays hard (so do the float uses made through the same "
-        "view or copy of it, or through `1 - mask`-like arithmetic: take it once per use to linearize them)"))]
+        "also used as bool by Tensor.bool (bool_1): that use stays hard, through a copy of operator.sub (sub) on the "
+        "hard 0/1 cast"))]
     assert_bitwise(gm(X)[1], model(X)[1], "bool use")
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X)[0], model(X)[0], "export_hard")
 
 
 def test_a_mask_only_read_as_a_mask_after_arithmetic_is_left_hard():
@@ -352,19 +353,21 @@ def test_a_use_by_an_op_left_hard_is_not_a_float_use():
     check_hard_forward(model, gm, X + 0.5)
 
 
-def test_one_view_used_both_ways_is_left_hard_and_says_so():
-    """The split is by direct user: a view used both as a float and as a bool keeps the hard mask."""
+def test_one_view_used_both_ways_is_copied_for_its_bool_use():
+    """A view used both as a float and as a bool: the float uses read the surrogate through the view, the bool use a
+    copy of the view on the hard mask (the model's value)."""
     def fn(s):
         m = topk_mask(s).unsqueeze(0)
         return (m * C).sum(-1), s.unsqueeze(0).masked_fill(~m.bool(), NEG_INF)
 
     model = Body(fn)
     gm = linearize(model)
-    assert entries(gm) == [("scatter", None, (
-        "0/1 result used by Tensor.bool (bool_1), which passes no gradient (not float arithmetic: a bool or integer "
-        "use, or an op left hard), through the same view or copy as its float uses: left hard (that use would see "
-        "fractional values inside the band in linear mode; take the view twice to linearize the float uses)"))]
-    check_hard_forward(model, gm, scores())
+    assert entries(gm) == [("scatter", "sll.topk_mask", (
+        "also used by Tensor.bool (bool_1), which passes no gradient (not float arithmetic: a bool or integer use, or "
+        "an op left hard): that use reads the hard 0/1 result, through a copy of Tensor.unsqueeze (unsqueeze) (the "
+        "float uses read the originals, on the surrogate)"))]
+    assert_bitwise(gm(scores())[1], model(scores())[1], "bool use")
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(scores())[0], model(scores())[0], "export_hard")
 
 
 WRITTEN = ("also used by {uses}, which passes no gradient (not float arithmetic: a bool or integer use, or an op "
