@@ -1360,9 +1360,15 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
     return graded, any_detach
 
 
+#: what the spellings of the patterns whose sll op reads another node than their inputs call (``_pattern_inputs``)
+_PATTERN_NAMES = frozenset(("one_hot", "scatter", "scatter_"))
+
+
 def _pattern_inputs(node: Node) -> list[Node]:
     """The nodes ``node``'s value is computed from, for a gradient: its inputs, or a pattern's ``x`` (the
     sll op of ``one_hot(argmax(x), n)`` or a top-k mask reads ``x``, not the indices)."""
+    if _op_name(node) not in _PATTERN_NAMES:  # (a cheap lookup first: this runs on every node)
+        return node.all_input_nodes
     rule = _match(node)
     if rule is not None and rule.pattern == "onehot":
         index = _arg(node, 0, "input")
@@ -1389,16 +1395,18 @@ def _carries_no_gradient(node: Node, kinds: dict, graded: set) -> bool:
     """Does ``node``, computed from a node a gradient reaches, carry none on (see ``_gradient_sources``)?  An
     integer or bool result carries one only where it may become a surrogate's float: a comparison, a one-hot
     (a discrete op the pass may rewrite), a view or move of such a result, integer arithmetic on a one-hot."""
-    if _is_index_output(node) or grad_regions.runs_without_grad(node):
-        return True
-    if node.op == "call_function" and node.target is getattr:
-        return len(node.args) > 1 and node.args[1] in _META_ATTRS
+    target = node.target
+    if target is operator.getitem or target is getattr:
+        if _is_index_output(node):
+            return True
+        if target is getattr and node.op == "call_function":
+            return len(node.args) > 1 and node.args[1] in _META_ATTRS
     name = _op_name(node)
-    if name in _META_NAMES or name in _NO_GRADIENT_NAMES:
+    if name in _META_NAMES or name in _NO_GRADIENT_NAMES or grad_regions.runs_without_grad(node):
         return True
     meta = node.meta.get("tensor_meta")  # an exported graph: its input required grad, its result does not
-    if _requires_grad(meta) is False and meta.dtype.is_floating_point and any(  # (a no-grad body)
-            _requires_grad(n.meta.get("tensor_meta")) for n in node.all_input_nodes):
+    if meta is not None and _requires_grad(meta) is False and meta.dtype.is_floating_point and any(  # (a no-grad
+            _requires_grad(n.meta.get("tensor_meta")) for n in node.all_input_nodes):           # body)
         return True
     kind = kinds.get(node)
     if kind not in _INT_KINDS or _match(node) is not None:
