@@ -560,6 +560,11 @@ class _Planner:
         if not casts and not selections and not products:
             if dropped:
                 return self._hard(node, rule, blocked or _only_other_uses(shown, "0/1 result"))
+            held = [u for u in bool_uses if self.decided.get(u) is False and (r := _match(u)) is not None
+                    and r.pattern == "mask"]
+            if held and len(held) == len(bool_uses):  # (its where/masked_fill stays hard: its entry says why)
+                return self._hard(node, rule, f"the mask of {_describe(held)}, which stays hard (its entry says why): "
+                                              "left hard")
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):
@@ -597,6 +602,10 @@ class _Planner:
         if all(self._is_int(v) or (isinstance(v, (int, bool)) and not isinstance(v, Node)) for v in branches):
             return self._hard(node, rule, "integer result: it cannot hold a blend of its branches, left hard "
                                           "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
+        if self._read_as_mask(node):  # where(h > 0, h * 3, h - 1).long(): a blend would change that integer
+            return self._hard(node, rule, "its result is read as an integer or a mask further on (a cast, an index, "
+                                          "a logical op): a blend of its branches inside the band would change that "
+                                          "value, left hard (its branches keep torch.where's own gradient)")
         band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
         step = self._rewrite(node, rule, eps=band, mask=mask)
         if step.rewrites:

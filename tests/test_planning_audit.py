@@ -577,3 +577,38 @@ def test_a_chain_written_in_place_keeps_the_node_hard_and_says_why():
     assert replacement is None and "written in place" in reason and "view twice" not in reason, reason
     x = torch.tensor(ROW)
     assert_bitwise(gm(x), model(x))
+
+
+class _WhereReadAsInteger(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        self.lin, self.spelling = nn.Linear(4, 4), spelling
+
+    def forward(self, x):
+        h = self.lin(x) * 3
+        if self.spelling == "where":
+            w = torch.where(h > 0, h * 3, h - 1)
+        else:
+            w = h.masked_fill(h < 0.5, 0.25)
+        return w.sum(), w.long()
+
+
+@pytest.mark.parametrize("spelling", ["where", "masked_fill"])
+def test_a_selection_read_as_an_integer_is_left_hard_with_its_branches_gradient(spelling):
+    """where(h > 0, h * 3, h - 1).long(): a blend inside the band would change the integer; the selection stays
+    the original (its branches keep torch.where's gradient), and its comparison says why it stays hard."""
+    torch.manual_seed(0)
+    model = _WhereReadAsInteger(spelling)
+    gm = sll_fx.linearize_module(model, eps=0.5, verbose=False)
+    entries = {e.node: e for e in gm.sll_report.entries}
+    select = entries[spelling]
+    assert select.replacement is None and "read as an integer" in select.reason
+    (compare,) = [e for n, e in entries.items() if n != spelling]
+    assert compare.replacement is None and compare.reason.startswith("the mask of ")
+    x = X.clone().requires_grad_()
+    got, want = gm(x), model(x)
+    assert_bitwise(got[1], want[1], "integer use")
+    assert_bitwise(got[0], want[0], "float use")
+    g_got = torch.autograd.grad(got[0], x)[0]
+    g_want = torch.autograd.grad(model(x)[0], x)[0]
+    assert_bitwise(g_got, g_want, "gradient through the branches")
