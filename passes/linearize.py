@@ -56,7 +56,7 @@ from sll_fx.config import SLLConfig
 from sll_fx.diagnostics import is_soft_mask
 from sll_fx.errors import EpsError, RewriteError
 from sll_fx.exported import STALE_META
-from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, is_sll_target
+from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit, hard_mask, is_sll_target
 from sll_fx.report import Entry, RewriteReport
 from sll_fx.tracer import module_of, source_of
 
@@ -607,7 +607,10 @@ class _Planner:
                                           "a logical op): a blend of its branches inside the band would change that "
                                           "value, left hard (its branches keep torch.where's own gradient)")
         band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
-        step = self._rewrite(node, rule, eps=band, mask=mask)
+        # a result not known to be floating may be an integer at run time: sll.select then takes the hard value
+        # of the comparison (its surrogate is 1/2 on the threshold for > and >= alike: it cannot tell)
+        exact = not any(self._is_float(v) if isinstance(v, Node) else isinstance(v, float) for v in branches)
+        step = self._rewrite(node, rule, eps=band, mask=mask, exact=exact)
         if step.rewrites:
             self.taken.add(node)
         return step
@@ -744,6 +747,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         args, kwargs = (mask, a, b), {"op": rule.select_op}
         if mask.kwargs.get("mode") == "hard":  # the branches' gradient weights: the surrogate, not the 0/1 mask
             kwargs["soft"] = _soft_mask(graph, mask, surrogates, created)
+        if step.extra.get("exact"):  # maybe an integer result: the comparison's exact value
+            kwargs["hard"] = _hard_mask(graph, mask, surrogates, created)
     elif pattern == "onehot":
         e = step.extra
         args, kwargs = (e["x"], e["dim"], e["n"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
@@ -834,6 +839,21 @@ def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, cr
     for end in ends:
         for c in [n for n in end.all_input_nodes if n in copies]:
             end.replace_input_with(c, copies[c])
+
+
+def _hard_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
+    """The ``hard`` input of a selection whose result may be an integer (its dtype unknown before run time), on the
+    sll comparison ``mask``: ``ops.hard_mask`` of its operands, made once per comparison, next to it (not an sll
+    op: nothing counts it; ``export_hard`` drops it with the selection)."""
+    key = ("hard", mask)
+    hard = surrogates.get(key)
+    if hard is None:
+        with graph.inserting_after(mask):
+            hard = graph.call_function(hard_mask, tuple(mask.args[:3]))
+        hard.meta.update({k: v for k, v in mask.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        created.append(hard)
+        surrogates[key] = hard
+    return hard
 
 
 def _soft_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
@@ -1225,7 +1245,7 @@ def _carries(user: Node, value: Node) -> bool:
     """Does ``user`` carry ``value``'s values on (``_CARRY_NAMES``: ``1 - m``, ``r.clamp(0, 3)``, ``r.sum(-1)``,
     ``a * m``; ``where``/``masked_fill``'s data, not its condition)?"""
     return user.op in ("call_function", "call_method") and _op_name(user) in _CARRY_NAMES and \
-        value in _nodes_in((user.args, user.kwargs))
+        value in user.all_input_nodes
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:
@@ -1359,12 +1379,17 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
             continue
         elif _is_detach(node):
             any_detach = True
-        elif not graded.isdisjoint(_pattern_inputs(node)) or (
-                op == "call_module" and any(True for _ in gm.get_submodule(node.target).parameters())):
-            if op != "call_module" and _carries_no_gradient(node, kinds, graded):
+        elif op == "call_module":
+            if not graded.isdisjoint(node.all_input_nodes) or any(
+                    True for _ in gm.get_submodule(node.target).parameters()):
+                graded.add(node)
+        else:
+            name = _op_name(node)  # (inlined _pattern_inputs: this runs on every node)
+            inputs = node.all_input_nodes if name not in _PATTERN_NAMES else _pattern_inputs(node)
+            if graded.isdisjoint(inputs) or _carries_no_gradient(node, kinds, graded, name):
                 continue
             graded.add(node)
-            if op == "call_function" or (op == "call_method" and node.target.endswith("_")):
+            if op == "call_function" or node.target.endswith("_"):
                 graded.update(_mutated(node, memo))
     return graded, any_detach
 
@@ -1400,7 +1425,7 @@ _INDEXED_NAMES = frozenset(("topk", "sort", "max", "min", "kthvalue", "mode", "m
                             "cummin"))
 
 
-def _carries_no_gradient(node: Node, kinds: dict, graded: set) -> bool:
+def _carries_no_gradient(node: Node, kinds: dict, graded: set, name: str | None = None) -> bool:
     """Does ``node``, computed from a node a gradient reaches, carry none on (see ``_gradient_sources``)?  An
     integer or bool result carries one only where it may become a surrogate's float: a comparison, a one-hot
     (a discrete op the pass may rewrite), a view or move of such a result, integer arithmetic on a one-hot."""
@@ -1410,7 +1435,7 @@ def _carries_no_gradient(node: Node, kinds: dict, graded: set) -> bool:
             return True
         if target is getattr and node.op == "call_function":
             return len(node.args) > 1 and node.args[1] in _META_ATTRS
-    name = _op_name(node)
+    name = _op_name(node) if name is None else name
     if name in _META_NAMES or name in _NO_GRADIENT_NAMES or grad_regions.runs_without_grad(node):
         return True
     meta = node.meta.get("tensor_meta")  # an exported graph: its input required grad, its result does not

@@ -4,7 +4,8 @@ The inverse of each sll op is read from the same rule table that ``linearize_pas
 uses.  A comparison returns as the bare comparison when all its users are the user's
 own float casts (what ``linearize_pass`` leaves), else as ``ops.hard_compare`` (the
 explicit ``sll_fx.threshold``).  A comparison read only as a selection's ``soft`` mask (hard mode: the
-surrogate that weighs the branches in the gradient) goes with its selection.  Guarantee, checked: no node
+surrogate that weighs the branches in the gradient) goes with its selection, as does a selection's ``hard``
+input (the comparison's ``ops.hard_mask``, for a result that may be an integer).  Guarantee, checked: no node
 targets the ``sll`` namespace afterwards.
 
 The hard ops are written at the graph's level (``Rule.emit_hard``): an sll node that is an
@@ -19,7 +20,7 @@ linearized graph (an sll comparison is float, the restored one bool): they are d
 from __future__ import annotations
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import exported, ops, rules
@@ -54,6 +55,9 @@ def strip_pass(gm: GraphModule) -> PassResult:
                 raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
                                    f"'{node.args[0]}', not from an sll.compare node")
             new = rule.emit_hard(graph, node)
+            hard = node.kwargs.get("hard")  # the comparison's hard value (for an integer result): goes with it too
+            if isinstance(hard, Node) and hard not in softs:
+                softs.append(hard)
         # not its dtype, nor its provenance: a hard op that came from an sll op is not an inlined one
         new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta", "from_node")})
         node.replace_all_uses_with(new)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import functools
+
 import torch
 from torch import fx
 from torch.utils._pytree import tree_map_only
@@ -75,6 +77,11 @@ def is_detached_call(node: fx.Node) -> bool:
 
 def runs_without_grad(node: fx.Node) -> bool:
     """Is ``node`` an exported ``torch.no_grad()`` block: ``wrap_with_set_grad_enabled(False, body, *args)``?"""
-    hop = getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)
+    hop = _set_grad_hop()
     return (hop is not None and node.op == "call_function" and node.target is hop and bool(node.args)
             and node.args[0] is False)
+
+
+@functools.lru_cache(maxsize=1)  # (read for every node of a graph: torch.ops' attribute lookup once)
+def _set_grad_hop():
+    return getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)

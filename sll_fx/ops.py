@@ -297,28 +297,35 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
     return kernels.apply(x, make, eps, threshold=threshold, hard=_hard_mode(mode, hard), method=_method(mode))
 
 
-def _select(s: Tensor, a, b, *, op: str = "where", soft: Tensor | None = None) -> Tensor:
+def _select(s: Tensor, a, b, *, op: str = "where", soft: Tensor | None = None, hard: Tensor | None = None) -> Tensor:
     """``where(s, a, b)`` (``op='where'``) or ``b.masked_fill(s, a)`` (``op='masked_fill'``: ``b`` is ``self``, ``a``
-    the value, the result ``self``'s dtype) for the surrogate mask ``s``; ``soft``: see ``kernels.SelectFunction``."""
+    the value, the result ``self``'s dtype) for the surrogate mask ``s``; ``soft``: see ``kernels.SelectFunction``;
+    ``hard``: the comparison's hard value (``hard_mask``), read only when the result is an integer
+    (``_hard_select``)."""
     if op not in ("where", "masked_fill"):
         raise ValueError(f"sll.select: op={op!r} is not 'where' or 'masked_fill'")
     if op == "masked_fill" and not isinstance(b, Tensor):
         raise ValueError(f"sll.select: op='masked_fill' needs a tensor b (masked_fill's self), got {b!r}")
     dtype = b.dtype if op == "masked_fill" else torch.result_type(a, b)  # (torch.masked_fill keeps self's dtype)
     if not (dtype.is_floating_point or dtype.is_complex):
-        return _hard_select(s, a, b, op, dtype)
+        return _hard_select(s, a, b, op, dtype, hard)
     return kernels.select(s, a, b, soft, dtype)
 
 
-def _hard_select(s: Tensor, a, b, op: str, dtype: torch.dtype) -> Tensor:
+def _hard_select(s: Tensor, a, b, op: str, dtype: torch.dtype, hard: Tensor | None = None) -> Tensor:
     """An integer (or bool) result cannot hold a blend: the hard where/masked_fill itself, no gradient.
 
-    The mask holds where ``s > 1/2``: ``s`` is the comparison's surrogate, on the hard value's side of 1/2
+    The mask is ``hard != 0`` when the comparison's hard value is given (``linearize_module`` passes it
+    wherever it cannot tell the result's dtype before run time): exact, on the threshold too.  Without it
+    the mask holds where ``s > 1/2``: ``s`` is the comparison's surrogate, on the hard value's side of 1/2
     wherever it is not 1/2 (and 0 or 1 in hard mode; NaN, the surrogate of a NaN input, fails every
     comparison).  ``s = 1/2`` is the comparison's boundary itself (or an input within rounding of it), where
     ``s`` alone does not say which side: in eager mode that is an error where the branches differ; under
     tracing or compilation it takes ``b``, the strict comparisons' (``>``, ``<``) value at equality.
     """
+    if hard is not None:
+        cond = hard != 0
+        return b.masked_fill(cond, a) if op == "masked_fill" else torch.where(cond, a, b)
     half = s == 0.5
     if _plain_eager(s) and bool((half & (torch.where(half, a, b) != torch.where(half, b, a))).any()):
         raise SLLError(f"sll.select ({op}): its result is {dtype}, an integer, so it is the hard "
@@ -394,13 +401,14 @@ _SCHEMAS = {
     "compare.Scalar": ("compare.Scalar(Tensor x, Scalar threshold, str cmp, *, float eps, str mode='linear') -> Tensor",
                        _compare),
     # selections; select blends a surrogate mask s (from sll.compare) between a and b, either may be a scalar
-    "select": ("select(Tensor s, Tensor a, Tensor b, *, str op='where', Tensor? soft=None) -> Tensor", _select),
+    "select": ("select(Tensor s, Tensor a, Tensor b, *, str op='where', Tensor? soft=None, "
+               "Tensor? hard=None) -> Tensor", _select),
     "select.ScalarSelf": ("select.ScalarSelf(Tensor s, Scalar a, Tensor b, *, str op='where', "
-                          "Tensor? soft=None) -> Tensor", _select),
+                          "Tensor? soft=None, Tensor? hard=None) -> Tensor", _select),
     "select.ScalarOther": ("select.ScalarOther(Tensor s, Tensor a, Scalar b, *, str op='where', "
-                           "Tensor? soft=None) -> Tensor", _select),
+                           "Tensor? soft=None, Tensor? hard=None) -> Tensor", _select),
     "select.Scalar": ("select.Scalar(Tensor s, Scalar a, Scalar b, *, str op='where', "
-                      "Tensor? soft=None) -> Tensor", _select),
+                      "Tensor? soft=None, Tensor? hard=None) -> Tensor", _select),
     "argmax_onehot": ("argmax_onehot(Tensor x, int dim, int num_classes, *, float eps, str mode='linear', "
                       "bool largest=True) -> Tensor", _argmax_onehot),
     "topk_mask": ("topk_mask(Tensor x, int k, int dim, *, float eps, str mode='linear', bool largest=True) -> Tensor",
@@ -514,8 +522,37 @@ def hard_compare(x: Tensor, threshold, cmp: str) -> Tensor:
     the user's and the bare comparison comes back instead.
     """
     hard_op, _ = COMPARISONS[cmp]
-    dtype = torch.result_type(x, threshold)
+    dtype = result_dtype(x, threshold)
     return hard_op(x, threshold).to(dtype if dtype.is_floating_point else torch.get_default_dtype())
+
+
+def _category(value) -> int:
+    """0 bool, 1 integer, 2 floating: a tensor's (real) dtype or a Python number's."""
+    if isinstance(value, Tensor):
+        return 0 if value.dtype == torch.bool else 2 if value.is_floating_point() else 1
+    return 0 if isinstance(value, bool) else 1 if isinstance(value, int) else 2
+
+
+def result_dtype(x: Tensor, other) -> torch.dtype:
+    """``torch.result_type(x, other)`` for real dtypes (``other`` a tensor or a Python number: a comparison's operands),
+    from the dtypes and ranks alone: ``torch.compile`` cannot trace ``result_type`` (a dtype is no tensor), and
+    ``promote_types`` it can.  A number, or a 0-dim tensor beside a tensor with dims, counts only where its category
+    is higher than the other's."""
+    if not isinstance(other, Tensor):
+        if _category(other) <= _category(x):
+            return x.dtype
+        return torch.get_default_dtype() if _category(other) == 2 else torch.int64
+    if (x.dim() == 0) == (other.dim() == 0):
+        return torch.promote_types(x.dtype, other.dtype)
+    ranked, zero_dim = (x, other) if other.dim() == 0 else (other, x)
+    return zero_dim.dtype if _category(zero_dim) > _category(ranked) else ranked.dtype
+
+
+def hard_mask(x: Tensor, threshold, cmp: str) -> Tensor:
+    """``(x cmp threshold)``, the bool: the ``hard`` input of ``sll::select`` that ``linearize_module`` passes where
+    the selection's result may be an integer (``_hard_select``).  A function of its own, not ``torch.gt``: it is
+    no comparison for the rule table to find again."""
+    return COMPARISONS[cmp][0](x, threshold)
 
 
 def jump_of(op: str, args: tuple, kwargs: dict) -> kernels.Jump:

@@ -350,3 +350,19 @@ def test_compiled_integer_ops_find_the_band_from_their_value(dtype):
         assert 0 < int((b[:n] != 0).sum()) < n, name    # both inside and outside bands are tested
     for a, b in zip(compiled_out, eager_out):
         torch.testing.assert_close(a, b)
+
+
+def test_export_hard_of_an_explicit_threshold_compiles_fullgraph():
+    """``export_hard`` gives an explicit ``sll_fx.threshold`` back as ``ops.hard_compare`` (its float result); that
+    compiles with ``fullgraph=True`` (it read ``torch.result_type``, which dynamo cannot trace: Unsupported)."""
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            return sll_fx.threshold(x, 0.5, eps=0.1) * 2 + sll_fx.threshold(x.long(), 1.5, eps=0.1)
+
+    hard = sll_fx.export_hard(sll_fx.linearize_module(Gate(), eps=0.1, verbose=False))
+    x = torch.tensor([0.2, 0.5, 0.7, 2.0, float("nan")])
+    want = hard(x)
+    got = torch.compile(hard, fullgraph=True)(x)
+    assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+    assert want.tolist()[:4] == [0.0, 0.0, 2.0, 3.0]

@@ -1082,3 +1082,21 @@ def _opcheck_selection_cases():
                          ids=[c[0] for c in _opcheck_selection_cases()])
 def test_opcheck_selections(name, op, args, kwargs):
     torch.library.opcheck(op, args(), kwargs)
+
+
+_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+           torch.float64]  # (real dtypes: comparisons are not defined on complex ones)
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+def test_result_dtype_is_torch_result_type(dtype):
+    """``ops.result_dtype`` (what ``hard_compare`` reads under torch.compile) is ``torch.result_type`` for every pair
+    of dtypes and ranks (0-dim beside dims, both, neither) and for Python numbers."""
+    for other in _DTYPES:
+        for x_dims, o_dims in ((1, 1), (1, 0), (0, 1), (0, 0)):
+            x, o = torch.zeros((2,) * x_dims, dtype=dtype), torch.zeros((2,) * o_dims, dtype=other)
+            assert sll_fx.ops.result_dtype(x, o) == torch.result_type(x, o), (dtype, other, x_dims, o_dims)
+    for number in (True, 3, 0.5):
+        for dims in (0, 1):
+            x = torch.zeros((2,) * dims, dtype=dtype)
+            assert sll_fx.ops.result_dtype(x, number) == torch.result_type(x, number), (dtype, number, dims)

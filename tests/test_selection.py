@@ -1170,3 +1170,70 @@ def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
             torch.ops.sll.argmax_onehot(x, -1, 2, eps=EPS, mode=mode)
     ok = torch.tensor([[0.1, 0.9, 0.3, 0.2]])
     assert torch.ops.sll.argmax_onehot(ok, -1, 2, eps=EPS).tolist() == F.one_hot(ok.argmax(-1), 2).tolist()
+
+
+# --- a selection whose result may be an integer (its dtype unknown before run time) -----------------------------
+
+class _UnknownDtypeSelections(nn.Module):
+    """Branches of a kind the graph does not tell (forward inputs): integers at run time, in every comparison."""
+
+    def __init__(self, cmp):
+        super().__init__()
+        self.cmp = cmp
+
+    def forward(self, x, ids):
+        c = self.cmp(x, 0.5)
+        return torch.where(c, ids, ids * 10), ids.masked_fill(c, -1)
+
+
+_TIE_X = torch.tensor([0.2, 0.5, 0.9, 0.45, 0.55, 0.5 + 1e-7, 0.5 - 1e-7, float("nan"), float("inf")])
+
+
+@pytest.mark.parametrize("cmp", [operator.gt, operator.ge, operator.lt, operator.le], ids=["gt", "ge", "lt", "le"])
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_an_integer_selection_of_unknown_dtype_is_exact_on_the_threshold(cmp, mode):
+    """On the threshold the surrogate is 1/2 for > and >= alike; within rounding of it too.  A selection whose
+    result the pass cannot know to be floating gets its comparison's hard value (``hard=``): the integer result
+    is the hard op's exactly, on the threshold and next to it, eager and compiled.  (Eager raised an SLLError
+    there; compiled code took ``b``, wrong for >= and <=.)"""
+    model = _UnknownDtypeSelections(cmp)
+    gm = sll_fx.linearize_module(model, eps=0.1, mode=mode, verbose=False)
+    selects = [n for n in gm.graph.nodes if is_op(n.target, torch.ops.sll.select)]
+    assert len(selects) == 2 and all(n.kwargs.get("hard") is not None for n in selects)
+    ids = torch.arange(len(_TIE_X))
+    want = model(_TIE_X, ids)
+    for run in (gm, torch.compile(gm, fullgraph=True)):
+        got = run(_TIE_X, ids)
+        assert all(g.dtype == torch.int64 and torch.equal(g, w) for g, w in zip(got, want)), (got, want)
+    hard = sll_fx.export_hard(gm)
+    assert not [n for n in hard.graph.nodes if n.op == "call_function" and n.target is sll_fx.ops.hard_mask]
+    assert all(torch.equal(g, w) for g, w in zip(hard(_TIE_X, ids), want))
+
+
+def test_a_floating_selection_gets_no_hard_input():
+    """Branches known to be floating (a float literal, a float parameter): nothing for an integer to need."""
+
+    class Float(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return torch.where(x > 0, self.w, 0.0) + self.w.masked_fill(x < -1, 2.0) * x
+
+    gm = sll_fx.linearize_module(Float(), eps=0.1, verbose=False)
+    selects = [n for n in gm.graph.nodes if is_op(n.target, torch.ops.sll.select)]
+    assert len(selects) == 2 and all(n.kwargs.get("hard") is None for n in selects)
+    assert not [n for n in gm.graph.nodes if n.op == "call_function" and n.target is sll_fx.ops.hard_mask]
+
+
+def test_a_float_selection_of_unknown_dtype_still_blends():
+    """The hard input is read only for an integer result: a float one at run time is the blend, with its slope."""
+    gm = sll_fx.linearize_module(_UnknownDtypeSelections(operator.gt), eps=0.1, verbose=False)
+    x = torch.tensor([0.45, 0.5, 0.55], requires_grad=True)
+    ids = torch.tensor([1.0, 2.0, 3.0])
+    where, _ = gm(x, ids)
+    s = (x.detach() - 0.5) / 0.2 + 0.5
+    torch.testing.assert_close(where, ids * s + ids * 10 * (1 - s))
+    where.sum().backward()
+    torch.testing.assert_close(x.grad, (ids - ids * 10) / 0.2)
