@@ -198,6 +198,7 @@ class _Planner:
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
+        self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -370,7 +371,7 @@ class _Planner:
             return _use_kind(user, value, self.kinds)
         rule = rules.match(user) if bits & _RULE else None
         if rule is not None and rule.pattern in ("elementwise", "cast") and value in _operands(rule, user):
-            return _FLOAT_USE if self.decided.get(user, True) else _OTHER_USE
+            return _FLOAT_USE if self._linearized(user, rule) else _OTHER_USE
         if _argmax_spelling(user) is not None and _arg(user, 0, "input") is value:
             linearized = any(self.decided.get(u) for u in user.users)      # one_hot(argmax(value, dim), n)
             return _FLOAT_USE if linearized else _OTHER_USE
@@ -381,6 +382,22 @@ class _Planner:
                          for u in user.users)  # topk(value).values: the selected values carry the gradient
             return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
+
+    def _linearized(self, node: Node, rule: rules.Rule) -> bool:
+        """Is the discrete op ``node`` rewritten (its surrogate passes a gradient on)?  Its decision once planned.
+        Before that (a selection's or a comparison's user: those are planned first), an elementwise op's is
+        foreseen by planning it now, without recording it (``torch.round(x.masked_fill(x > 0, 2.5)).long()``:
+        the round stays hard, so the selection has no float use); any other's is taken to be yes."""
+        decided = self.decided.get(node)
+        if decided is not None:
+            return decided
+        if rule.pattern != "elementwise":
+            return True
+        if node not in self._foreseen:
+            self._foreseen[node] = True  # (while foreseeing it: a cycle back to it reads yes)
+            skipped = self.config.is_skipped(self._stack(node))
+            self._foreseen[node] = not skipped and self._plan_elementwise(node, rule).rewrites
+        return self._foreseen[node]
 
     def _split_uses(self, value: Node, users, copies: bool = True) -> tuple:
         """``users`` of ``value``, split: those through which it reaches float arithmetic only, and the

@@ -612,3 +612,34 @@ def test_a_selection_read_as_an_integer_is_left_hard_with_its_branches_gradient(
     g_got = torch.autograd.grad(got[0], x)[0]
     g_want = torch.autograd.grad(model(x)[0], x)[0]
     assert_bitwise(g_got, g_want, "gradient through the branches")
+
+
+class _SelectionIntoHardRound(nn.Module):
+    """A selection whose one user is an elementwise op that stays hard (its result is read as an integer)."""
+
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling = spelling
+
+    def forward(self, h):
+        if self.spelling == "where":
+            y = torch.where(h < 0, h * 3, h)
+        else:
+            y = h.masked_fill(h > 0, 2.5)
+        return torch.round(y).long(), (y * 2).sum()
+
+
+@pytest.mark.parametrize("spelling", ["where", "masked_fill"])
+def test_a_selection_read_by_an_op_left_hard_is_not_blended(spelling):
+    """``torch.round(h.masked_fill(h > 0, 2.5)).long()``: the round stays hard (its only use is an integer one), so
+    the selection's result reaches it as a hard op's input, an integer use further on.  Selections are planned before
+    elementwise ops: the round's decision is now foreseen, and the selection stays hard; before, it was blended and
+    the integer differed from the model's inside the band (h = 0.01: 1 against 2)."""
+    model = _SelectionIntoHardRound(spelling)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    entries = {e.node: e for e in gm.sll_report.entries}
+    assert entries[spelling].replacement is None and entries["round_1"].replacement is None
+    h = torch.tensor([-0.5, -0.05, -0.01, 0.0, 0.01, 0.05, 0.5], requires_grad=True)
+    got, want = gm(h), model(h)
+    assert_bitwise(got[0], want[0], "integer use")
+    assert_bitwise(got[1], want[1], "float use")
