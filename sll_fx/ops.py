@@ -352,12 +352,16 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
     width = x.shape[dim] if x.dim() else 1  # (a 0-dim x: one element)
-    if hard is None and num_classes < width and _plain_eager(x):  # as one_hot itself (hard mode: above)
+    if hard is None and num_classes < width:  # as one_hot itself (hard mode: above)
         index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
-        if bool((index >= num_classes).any()):
-            raise RuntimeError(f"sll.argmax_onehot: Class values must be smaller than num_classes: the "
-                               f"{'argmax' if largest else 'argmin'} of a row is {int(index.max())}, "
-                               f"num_classes={num_classes} (one_hot raises the same)")
+        if _plain_eager(x):
+            if bool((index >= num_classes).any()):
+                raise RuntimeError(f"sll.argmax_onehot: Class values must be smaller than num_classes: the "
+                                   f"{'argmax' if largest else 'argmin'} of a row is {int(index.max())}, "
+                                   f"num_classes={num_classes} (one_hot raises the same)")
+        elif not torch._C._functorch.is_functorch_wrapped_tensor(x):  # compiled (traced) code: an assert kernel
+            torch._assert_async((index < num_classes).all(), "sll.argmax_onehot: Class values must be smaller "
+                                f"than num_classes={num_classes} (one_hot raises the same)")
     return kernels.argmax_onehot(x, dim, num_classes, eps, largest, hard)
 
 

@@ -1172,6 +1172,31 @@ def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
     assert torch.ops.sll.argmax_onehot(ok, -1, 2, eps=EPS).tolist() == F.one_hot(ok.argmax(-1), 2).tolist()
 
 
+def test_onehot_argmax_with_too_few_classes_raises_in_compiled_code():
+    """Compiled code cannot read values in Python: an assert kernel checks the index instead (it kept the first
+    classes silently).  Without fullgraph the RuntimeError is one_hot's; with it, torch wraps the same error (fx's
+    error handler is not traceable), which stays the cause in the chain."""
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            return F.one_hot(x.argmax(-1), 2).float() * x[..., :2]
+
+    gm = sll_fx.linearize_module(Gate(), eps=EPS, verbose=False)
+    ok = torch.tensor([[0.1, 0.9, 0.3, 0.2]], requires_grad=True)
+    bad = torch.tensor([[0.1, 0.3, 0.9, 0.2]], requires_grad=True)
+    for fullgraph in (False, True):
+        compiled = torch.compile(gm, fullgraph=fullgraph)
+        assert_bitwise(compiled(ok), gm(ok))
+        with pytest.raises(Exception) as caught:
+            compiled(bad)
+        chain, e = [], caught.value
+        while e is not None:
+            chain.append(e)
+            e = e.__cause__ or e.__context__
+        assert any(isinstance(e, RuntimeError) and "Class values must be smaller than num_classes=2" in str(e)
+                   for e in chain), chain
+
+
 # --- a selection whose result may be an integer (its dtype unknown before run time) -----------------------------
 
 class _UnknownDtypeSelections(nn.Module):
