@@ -115,7 +115,7 @@ def _classify(node: Node) -> int:
     if op == "call_function":
         target = node.target
         bits = _FUNCTION_BITS.get(id(target), 0)
-        if isinstance(target, torch._ops.OpOverload) and target._opname in _INPLACE_NAMES:
+        if isinstance(target, OpOverload) and target._opname in _INPLACE_NAMES:
             bits |= _FIND  # aten.round_.default, ...: see Rule.matches_inplace
         return bits
     if op == "call_method":
@@ -516,6 +516,8 @@ class _Planner:
         ``_MASK_DEPTH`` of them?"""
         seen, frontier = {value}, [value]
         for _ in range(_MASK_DEPTH + 1):
+            if not frontier:
+                break
             following = []
             for v in frontier:
                 for w in v.users:
@@ -1198,6 +1200,16 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
     dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
     an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic)."""
+    op = user.op
+    if op == "call_function" or op == "call_method":  # (a cheap answer first, by the target: most users)
+        try:
+            static = _target_use(op, user.target)
+        except TypeError:  # (an unhashable callable)
+            static = None
+        if static is _ARITH:
+            return _PASS_USE if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS else _FLOAT_USE
+        if static is not None:
+            return static
     if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
         return _FLOAT_USE
     if user.op not in ("call_function", "call_method"):
@@ -1246,6 +1258,37 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     return _FLOAT_USE
 
 
+_ARITH = "arith"  # _target_use: float arithmetic, or integer arithmetic on an integer result (the kinds tell)
+
+
+@functools.lru_cache(maxsize=1024)  # (a graph calls few targets, many times)
+def _target_use(op: str, t) -> str | None:
+    """What ``_use_kind`` answers for any call of ``t`` (``op``: call_function or call_method), whichever of its
+    arguments is read: a use kind, or _ARITH; None where it depends on the arguments (a cast, an index, a
+    condition, an attribute): the same tests in the same order, made once per target."""
+    if op == "call_function":
+        if is_sll_target(t):
+            return _FLOAT_USE
+        if t is getattr or t is operator.getitem or t is operator.setitem or (
+                isinstance(t, OpOverload) and t in rules.ATEN_CASTS):
+            return None
+    elif t in _CAST_METHODS:
+        return _PASS_USE if _CAST_METHODS[t] in (dtypes.FLOAT, "move") else _OTHER_USE
+    elif t in ("to", "type", "type_as"):
+        return None
+    name = _target_name(op == "call_method", t)
+    if name in _META_NAMES:
+        return _META_USE
+    if name in ("gather", "index_select", "take_along_dim"):
+        return None
+    if name in _PASS_NAMES:
+        return _PASS_USE
+    if name in ("where", "masked_fill", "masked_select", "masked_scatter", "scatter", "scatter_add", "scatter_reduce",
+                "index_put", "index_copy", "index_add", "index_fill", "put", "take"):
+        return None
+    return _OTHER_USE if name in _BOOL_NAMES else _ARITH
+
+
 #: arithmetic that carries its operand's values on (scaled, shifted, clamped, summed, blended): a bool or
 #: integer use of its result reads them as it would read the operand (``(1 - m).bool()``, ``(2 * m).long()``,
 #: ``round(h).clamp(0, 3).long()``, ``(1 - m) * a + m * b`` then ``.long()``): see _Planner._read_as_mask
@@ -1262,7 +1305,7 @@ def _carries(user: Node, value: Node) -> bool:
     """Does ``user`` carry ``value``'s values on (``_CARRY_NAMES``: ``1 - m``, ``r.clamp(0, 3)``, ``r.sum(-1)``,
     ``a * m``; ``where``/``masked_fill``'s data, not its condition)?"""
     return user.op in ("call_function", "call_method") and _op_name(user) in _CARRY_NAMES and \
-        value in user.all_input_nodes
+        user in value.users  # (value is one of user's inputs: a dict lookup)
 
 
 def _operands(rule: rules.Rule, node: Node) -> tuple:
@@ -1382,6 +1425,7 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
     has any detach node (one of those edges)."""
     graded: set = set()
     memo: dict = {}  # (_mutated's, over the graph)
+    plain: dict = {}  # (op, target) -> _plain_call's answer, over the graph
     any_detach = False
     for node in gm.graph.nodes:
         op = node.op
@@ -1394,6 +1438,16 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 graded.add(node)
         elif op == "output":
             continue
+        elif op != "call_module" and _plain_call(op, node.target, plain):  # (most nodes: the tests below, less
+            # those its target settles: what is left of _carries_no_gradient is for an integer kind or export's
+            # metadata)
+            if graded.isdisjoint(node.all_input_nodes) or (
+                    (kinds.get(node) in _INT_KINDS or node.meta.get("tensor_meta") is not None)
+                    and _carries_no_gradient(node, kinds, graded)):
+                continue
+            graded.add(node)
+            if op == "call_function" and node.kwargs:  # (an out= tensor)
+                graded.update(_mutated(node, memo))
         elif _is_detach(node):
             any_detach = True
         elif op == "call_module":
@@ -1409,6 +1463,27 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
             if op == "call_function" or node.target.endswith("_"):
                 graded.update(_mutated(node, memo))
     return graded, any_detach
+
+
+def _plain_call(op: str, t, memo: dict) -> bool:
+    """Is a call of ``t`` (``op``: call_function or call_method) one that ``_gradient_sources`` settles by its inputs
+    and kind alone, whatever its arguments: no detach, no pattern (``_pattern_inputs``), no item or attribute
+    read, no call that carries no gradient by its name or is an exported no-grad block, no in-place spelling
+    (only an ``out=`` tensor is written)?  ``memo``: (op, target) -> the answer, over a graph."""
+    try:
+        found = memo.get((op, t))
+    except TypeError:  # (an unhashable callable)
+        return False
+    if found is None:
+        if op == "call_method":
+            found = t not in ("detach", "detach_") and not t.endswith("_")
+        else:
+            found = not (t is getattr or t is operator.getitem or t in _DETACH_SET or
+                         t is grad_regions.set_grad_hop() or _writes_first(op, t))
+        name = _target_name(op == "call_method", t)
+        found = memo[(op, t)] = found and name not in _PATTERN_NAMES and name not in _META_NAMES and \
+            name not in _NO_GRADIENT_NAMES
+    return found
 
 
 #: what the spellings of the patterns whose sll op reads another node than their inputs call (``_pattern_inputs``)

@@ -87,10 +87,18 @@ def _value_kind(v, kinds: dict) -> str | None:
     return None
 
 
-def _promote(args: list, kinds: dict) -> str | None:
-    found = [_value_kind(a, kinds) for a in args if not isinstance(a, (tuple, list, str))]
-    if FLOAT in found:
-        return FLOAT
+def _promote(args, kinds: dict) -> str | None:
+    found = set()
+    for a in args:
+        if isinstance(a, Node):
+            kind = kinds.get(a)
+        elif isinstance(a, (tuple, list, str)):
+            continue
+        else:
+            kind = _value_kind(a, kinds)
+        if kind == FLOAT:  # (one float settles it)
+            return FLOAT
+        found.add(kind)
     if None in found or not found:
         return None
     return INT if INT in found else BOOL
@@ -198,7 +206,9 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
             kind = None
     else:
         return None
-    return _promote(_arguments(node), kinds) if kind == PROMOTE else kind
+    if kind == PROMOTE:
+        return _promote(node.args if not node.kwargs else _arguments(node), kinds)
+    return kind
 
 
 def _arguments(node: Node) -> list:

@@ -20,7 +20,6 @@ the body's own nodes say so in their fake values (``requires_grad`` off, their i
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 
 import torch
@@ -77,11 +76,13 @@ def is_detached_call(node: fx.Node) -> bool:
 
 def runs_without_grad(node: fx.Node) -> bool:
     """Is ``node`` an exported ``torch.no_grad()`` block: ``wrap_with_set_grad_enabled(False, body, *args)``?"""
-    hop = _set_grad_hop()
+    hop = set_grad_hop()
     return (hop is not None and node.op == "call_function" and node.target is hop and bool(node.args)
             and node.args[0] is False)
 
 
 @functools.lru_cache(maxsize=1)  # (read for every node of a graph: torch.ops' attribute lookup once)
-def _set_grad_hop():
+def set_grad_hop():
+    """torch.export's ``wrap_with_set_grad_enabled`` higher-order op (None in a torch without it): the target of
+    the calls :func:`runs_without_grad` looks at."""
     return getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)

@@ -456,6 +456,7 @@ class SLLTracer(fx.Tracer):
         self._sll_base = None
         self._sll_users: dict = {}               # file name -> is it user code (not torch, sll_fx, ...)
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
+        self._sll_positions: dict = {}           # (code, instruction offset) -> stack_trace text
         self._sll_hidden = _hidden_files()
         self._sll_outside: tuple[bool, str | None] = (False, None)
         self._sll_flags: list = []               # (module, its training flag, the _Flag its .training is meanwhile)
@@ -583,10 +584,15 @@ class SLLTracer(fx.Tracer):
         # frame object made, two per node (their collection costs more than the walk); the whole way
         # when that walk does not meet trace() (the output node, made by trace() itself)
         try:
-            found = self._frames(sys._getframe(3))
+            frame = sys._getframe(3)
         except ValueError:  # (a shallower stack)
-            found = None
-        user, forward = found if found is not None else self._frames(sys._getframe(1)) or (None, False)
+            frame = None
+        last = self._sll_last
+        if last is not None and frame is last[0]:  # (the user frame of the node before, met first: the walk's
+            user, forward = frame, frame.f_code.co_name == "forward" or last[1]  # answer, without the walk)
+        else:
+            found = self._frames(frame) if frame is not None else None
+            user, forward = found if found is not None else self._frames(sys._getframe(1)) or (None, False)
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         meta = node.meta
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
@@ -598,9 +604,12 @@ class SLLTracer(fx.Tracer):
             if user is None:
                 text = self._sll_outside[1]
             elif forward or self._sll_outside[0]:
-                code = user.f_code
-                key = (code.co_filename, user.f_lineno, code.co_name)
-                text = self._sll_texts.get(key) or self._text(*key)
+                position = (user.f_code, user.f_lasti)  # (its line, not worked out again: a line makes many nodes)
+                text = self._sll_positions.get(position)
+                if text is None:
+                    code = user.f_code
+                    key = (code.co_filename, user.f_lineno, code.co_name)
+                    text = self._sll_positions[position] = self._sll_texts.get(key) or self._text(*key)
             else:
                 text = None
             if text:

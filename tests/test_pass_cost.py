@@ -97,6 +97,21 @@ class Chain(nn.Module):
         return torch.sign(x)
 
 
+class Blocks(nn.Module):
+    """benchmarks/pass_scaling.py's chain: a discrete op in each block, its result read by float arithmetic."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        for i in range(self.n):
+            h = torch.tanh(x * 0.9 + 0.1)  # <- blocks tanh
+            d = torch.round(h * 2) if i % 2 else (h > 0.5).float()  # <- blocks discrete
+            x = h + 0.1 * d  # <- blocks sum
+        return x
+
+
 def graph_modules(module: nn.Module) -> dict[str, fx.GraphModule]:
     return {p: m for p, m in module.named_modules(remove_duplicate=False) if isinstance(m, fx.GraphModule)}
 
@@ -241,3 +256,35 @@ def test_the_rule_table_runs_only_on_its_spellings(monkeypatch):
     assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}
     assert len(gm.graph.nodes) > 600
     assert set(calls) == {"sign"} and len(calls) <= 3  # planning (and the guarantee's check), not 600 nodes
+
+
+def test_the_use_and_gradient_sweeps_settle_arithmetic_by_its_target(monkeypatch):
+    # how a user reads a result, and whether a node passes a gradient on, are answered once per target for
+    # arithmetic; the per-node tests (a cast's dtype, what carries no gradient) run only where they can matter
+    from sll_fx.passes import linearize as lin
+
+    calls = {"_cast_to": [], "_carries_no_gradient": []}
+    for name, found in calls.items():
+        real = getattr(lin, name)
+
+        def counting(node, *args, _real=real, _found=found, **kwargs):
+            _found.append(node.name)
+            return _real(node, *args, **kwargs)
+
+        monkeypatch.setattr(lin, name, counting)
+    gm = sll_fx.linearize_module(Blocks(50), 0.05, verbose=False)
+    assert gm.sll_report.counts == {"found": 50, "rewritten": 50, "hard": 0}
+    assert calls["_cast_to"] == []  # (.float(): a cast of known dtype, by its name)
+    comparisons = {e.node for e in gm.sll_report.entries if e.op == "x > t"}
+    assert len(comparisons) == 25 and set(calls["_carries_no_gradient"]) == comparisons  # (bool results only)
+
+
+def test_the_nodes_of_a_loop_record_their_own_lines():
+    # (each block: x * 0.9, + 0.1 and tanh on its first line; h * 2 and round, or > and .float(), on the second;
+    # 0.1 * d and h + on the third)
+    gm = trace(Blocks(6))
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+    block = [_line("<- blocks tanh")] * 3 + [_line("<- blocks discrete")] * 2 + [_line("<- blocks sum")] * 2
+    assert [source_of(n) for n in nodes] == [f"{HERE}:{line}" for line in block * 6]
+    assert all(n.stack_trace.startswith(f'File "{__file__}", line {source_of(n).split(":")[1]}, in forward\n')
+               for n in nodes)

@@ -233,9 +233,8 @@ FACTORIES = {  # (each reads x, or fx would run it at trace time and keep a cons
 }
 
 
-@pytest.mark.parametrize("case", FACTORIES)
-def test_a_factory_has_the_kind_of_its_dtype(case):
-    fn, kind = FACTORIES[case]
+def _assert_kind_inferred(fn, kind) -> None:
+    """``fn(self.w * x)``'s inferred kind is ``kind``, and the kind of what torch makes."""
 
     class M(nn.Module):
         def __init__(self):
@@ -250,6 +249,31 @@ def test_a_factory_has_the_kind_of_its_dtype(case):
     assert out.op in ("call_function", "call_method")
     assert dtypes.infer_kinds(gm)[out] == kind
     assert dtypes.dtype_kind(gm(torch.ones(3)).dtype) == kind  # (what torch makes)
+
+
+@pytest.mark.parametrize("case", FACTORIES)
+def test_a_factory_has_the_kind_of_its_dtype(case):
+    _assert_kind_inferred(*FACTORIES[case])
+
+
+#: arithmetic whose kind is the promotion of its arguments' (sll_fx/dtypes.py: _promote, a float settles it, tuples
+#: and strings are no operands, keyword arguments count)
+PROMOTIONS = {
+    "int_plus_int": (lambda x: x.long() + 1, dtypes.INT),
+    "int_plus_float": (lambda x: x.long() + 1.5, dtypes.FLOAT),
+    "int_times_bool": (lambda x: x.long() * (x > 0), dtypes.INT),
+    "bool_plus_bool": (lambda x: (x > 0) + (x < 1), dtypes.BOOL),
+    "float_first": (lambda x: torch.add(x, x.long()), dtypes.FLOAT),
+    "int_keyword_float": (lambda x: torch.add(x.long(), other=2.5), dtypes.FLOAT),
+    "int_keyword_int": (lambda x: torch.add(x.long(), 2, alpha=3), dtypes.INT),
+    "sum_dims_tuple": (lambda x: x.long().sum((0,)), dtypes.INT),
+    "clamp_ints": (lambda x: x.long().clamp(0, 3), dtypes.INT),
+}
+
+
+@pytest.mark.parametrize("case", PROMOTIONS)
+def test_arithmetic_has_the_kind_of_its_promotion(case):
+    _assert_kind_inferred(*PROMOTIONS[case])
 
 
 SELECT_INT = {

@@ -1172,7 +1172,7 @@ def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
     assert torch.ops.sll.argmax_onehot(ok, -1, 2, eps=EPS).tolist() == F.one_hot(ok.argmax(-1), 2).tolist()
 
 
-def test_onehot_argmax_with_too_few_classes_raises_in_compiled_code():
+def test_onehot_argmax_with_too_few_classes_raises_in_compiled_code(fresh_dynamo):
     """Compiled code cannot read values in Python: an assert kernel checks the index instead (it kept the first
     classes silently).  Without fullgraph the RuntimeError is one_hot's; with it, torch wraps the same error (fx's
     error handler is not traceable), which stays the cause in the chain."""
@@ -1214,9 +1214,18 @@ class _UnknownDtypeSelections(nn.Module):
 _TIE_X = torch.tensor([0.2, 0.5, 0.9, 0.45, 0.55, 0.5 + 1e-7, 0.5 - 1e-7, float("nan"), float("inf")])
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """Compiling a new module per case: dynamo's caches emptied around the test (its recompile limit is per code
+    object, shared by every GraphModule's ``__call__``; left full, later tests' compilations would fail)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("cmp", [operator.gt, operator.ge, operator.lt, operator.le], ids=["gt", "ge", "lt", "le"])
 @pytest.mark.parametrize("mode", ["linear", "hard"])
-def test_an_integer_selection_of_unknown_dtype_is_exact_on_the_threshold(cmp, mode):
+def test_an_integer_selection_of_unknown_dtype_is_exact_on_the_threshold(cmp, mode, fresh_dynamo):
     """On the threshold the surrogate is 1/2 for > and >= alike; within rounding of it too.  A selection whose
     result the pass cannot know to be floating gets its comparison's hard value (``hard=``): the integer result
     is the hard op's exactly, on the threshold and next to it, eager and compiled.  (Eager raised an SLLError
