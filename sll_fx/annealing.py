@@ -102,8 +102,12 @@ def eps_buffer(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devi
     name = EPS_PREFIX + node.name
     if _taken(gm, name):  # a clash with an attribute of the user's: a fresh name
         name = next(f"{name}_{i}" for i in range(1, 1 << 30) if not _taken(gm, f"{name}_{i}"))
-    with torch.inference_mode(False):  # (a normal tensor also when linearized under inference_mode)
-        t = torch.full((), float(eps), dtype=torch.float64, device=device if device is not None else eps_device(gm))
+    device = device if device is not None else eps_device(gm)
+    if torch.is_inference_mode_enabled():  # (a normal tensor also when linearized under inference_mode)
+        with torch.inference_mode(False):
+            t = torch.full((), float(eps), dtype=torch.float64, device=device)
+    else:
+        t = torch.full((), float(eps), dtype=torch.float64, device=device)
     gm.register_buffer(name, t, persistent=False)
     with gm.graph.inserting_before(node):
         return gm.graph.create_node("get_attr", name)  # (graph.get_attr would look the new buffer up again)
