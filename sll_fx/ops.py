@@ -14,10 +14,15 @@ Schemas (``eps`` and ``mode`` are keyword-only in every op)::
     sll::floor / sll::ceil / sll::trunc(Tensor x, *, float eps, str mode='linear') -> Tensor
     sll::compare(Tensor x, Tensor threshold, str cmp, *, float eps, str mode='linear') -> Tensor
     sll::compare.Scalar(Tensor x, Scalar threshold, str cmp, *, float eps, str mode='linear') -> Tensor
+    sll::select(Tensor s, Tensor a, Tensor b, *, str op='where', Tensor? soft=None, Tensor? hard=None) -> Tensor
+    (and select.ScalarSelf / .ScalarOther / .Scalar for a number a or b)
 
-``compare`` returns the floating surrogate of ``(x cmp threshold)`` (``cmp`` one of
-gt, ge, lt, le) in the promoted floating dtype of its operands.  Inputs whose dtype
-is not floating carry no gradient: the ops return the hard result for them.
+``compare`` returns the floating surrogate of ``(x cmp threshold)`` (``cmp`` one of gt, ge, lt, le)
+in the promoted floating dtype of its operands. ``select`` blends ``a s + b (1 - s)``
+(``op='masked_fill'``: ``b.masked_fill`` by ``s``, ``b``'s dtype); ``soft``: the surrogate that
+weighs the branches' gradients in hard mode; ``hard``: the comparison's bool, read where the result
+is an integer. Inputs whose dtype is not floating carry no gradient: the ops return the hard result
+for them.
 
 Every op that takes ``eps`` has a second overload whose ``eps`` is a ``Tensor`` (a 0-dim
 floating tensor), named ``<op>.eps_tensor`` (``compare.Scalar_eps_tensor`` for
