@@ -189,6 +189,12 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
             return FLOAT
         args = _arguments(node)
         return _value_kind(args[0], kinds) if isinstance(mod, _PASS_THROUGH_MODULES) and args else None
+    if node.kwargs and op in ("call_function", "call_method"):
+        dtype = node.kwargs.get("dtype")  # h.sum(dtype=torch.long), torch.softmax(x, 0, dtype=...): that dtype
+        if isinstance(dtype, torch.dtype):
+            return dtype_kind(dtype)
+        if node.kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
+            return _promote(_arguments(node), kinds)
     if op == "call_method":
         if node.target in ("to", "type_as"):
             return _cast_kind(node, _arguments(node), kinds)

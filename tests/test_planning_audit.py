@@ -268,6 +268,14 @@ PROMOTIONS = {
     "int_keyword_int": (lambda x: torch.add(x.long(), 2, alpha=3), dtypes.INT),
     "sum_dims_tuple": (lambda x: x.long().sum((0,)), dtypes.INT),
     "clamp_ints": (lambda x: x.long().clamp(0, 3), dtypes.INT),
+    # a dtype= argument is the result's dtype; div with a rounding mode keeps integers integers (true division
+    # does not): both were taken as float, so a where on such a branch got no exact integer path (audit)
+    "sum_dtype_long": (lambda x: x.detach().sum(-1, dtype=torch.long), dtypes.INT),
+    "cumsum_dtype_float": (lambda x: x.long().cumsum(0, dtype=torch.float64), dtypes.FLOAT),
+    "div_floor_ints": (lambda x: torch.div(x.long(), 2, rounding_mode="floor"), dtypes.INT),
+    "div_method_trunc_ints": (lambda x: x.long().div(2, rounding_mode="trunc"), dtypes.INT),
+    "div_floor_floats": (lambda x: x.div(2, rounding_mode="floor"), dtypes.FLOAT),
+    "div_true_ints": (lambda x: x.long().div(2), dtypes.FLOAT),
 }
 
 
@@ -277,6 +285,8 @@ def test_arithmetic_has_the_kind_of_its_promotion(case):
 
 
 SELECT_INT = {
+    "where_div_floor": lambda x: torch.where(x > 0, x.long().div(2, rounding_mode="floor"), 0),
+    "where_sum_dtype_long": lambda x: torch.where(x > 0, x.detach().unsqueeze(-1).sum(-1, dtype=torch.long), 1),
     "long_masked_fill": lambda x: x.long().masked_fill(x > 0, 5),
     "ones_like_long_masked_fill": lambda x: torch.ones_like(x, dtype=torch.long).masked_fill(x > 0, 3),
     "where_ones_like_long": lambda x: torch.where(x > 0, torch.ones_like(x, dtype=torch.long), 0),
@@ -667,3 +677,50 @@ def test_a_selection_read_by_an_op_left_hard_is_not_blended(spelling):
     got, want = gm(h), model(h)
     assert_bitwise(got[0], want[0], "integer use")
     assert_bitwise(got[1], want[1], "float use")
+
+
+_INTO_A_DISCRETE_OP = {
+    # an in-place discrete op stays hard: it would round a surrogate
+    "masked_fill_round_": lambda h: (h.masked_fill(h > 0, 2.5).round_().long(),),
+    "where_round_": lambda h: (torch.where(h > 0, h * 3, h - 1).round_().long(),),
+    # a rewritten op whose integer uses read its hard copy: that copy must read the hard value of its input
+    "masked_fill_round_both": lambda h: (lambda r: (r * h, r.long()))(torch.round(h.masked_fill(h > 0, 2.5))),
+    "where_floor_both": lambda h: (lambda r: (r * h, r.long()))(torch.floor(torch.where(h > 0, h * 3, h - 1))),
+    "sign_round_both": lambda h: (lambda r: (r * h, r.long()))(torch.round(torch.sign(h) * 2.5 + h)),
+}
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, h):
+        return self.fn(h)
+
+
+@pytest.mark.parametrize("case", _INTO_A_DISCRETE_OP)
+def test_integer_uses_behind_a_second_discrete_op_read_the_hard_values(case):
+    """A selection or discrete op read by another discrete op whose result reaches an integer use: the integer is
+    the model's at every point, inside the bands too (audit: ``round(h.masked_fill(h > 0, 2.5))`` used as a float
+    and by ``.long()`` gave 1 instead of 0 at h = -0.02: the hard round of the blend).  The first op stays hard;
+    the second one keeps its surrogate for its float use."""
+    model = _Fn(_INTO_A_DISCRETE_OP[case])
+    gm = linearize(model, 0.05)
+    h = torch.tensor([-1.3, -0.02, 0.01, 0.04, 0.3, 0.96, 1.52, 2.49], requires_grad=True)
+    outs, wants = gm(h), model(h)
+    for o, w in zip(outs, wants):
+        if not o.is_floating_point():
+            assert_bitwise(o, w, "integer use")
+    if len(outs) > 1:  # the float use still gets the second op's gradient
+        assert any(e.replacement for e in gm.sll_report.entries)
+        assert torch.autograd.grad(outs[0].sum(), h)[0].abs().sum() > 0
+
+
+def test_a_selection_reached_only_through_detach_says_so():
+    """``torch.round(h.masked_fill(h > 0, 2.5)).detach() + h``: the selection stays hard because its value reaches
+    the output only through ``.detach()``; its reason says that, not that it is read as an integer (audit)."""
+    model = _Fn(lambda h: torch.round(h.masked_fill(h > 0, 2.5)).detach() + h)
+    entries = {e.node: e for e in linearize(model, 0.05).sll_report.entries}
+    assert entries["masked_fill"].replacement is None
+    assert entries["masked_fill"].reason.startswith("only used through .detach()")
