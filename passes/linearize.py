@@ -199,7 +199,6 @@ class _Planner:
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
-        self.kept: dict[Node, bool] = {}            # rewritten rule nodes whose hard node stays for some uses
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -287,7 +286,6 @@ class _Planner:
                    "mask": self._plan_mask, "onehot": self._plan_onehot, "topk": self._plan_topk}[rule.pattern]
         step = planner(node, rule)
         self.decided[node] = step is not None and step.rewrites
-        self.kept[node] = step is not None and _keeps_hard(step)
         return step
 
     def _rewrite(self, node, rule, decimals=0, eps=None, live=None, **extra) -> _Step:
@@ -375,9 +373,7 @@ class _Planner:
             return _use_kind(user, value, self.kinds)
         rule = rules.match(user) if bits & _RULE else None
         if rule is not None and rule.pattern in ("elementwise", "cast") and value in _operands(rule, user):
-            # rewritten, and not kept hard for some of its own uses: a hard copy of it (which its integer uses
-            # read) would read the surrogate of value, not its hard value (round(where(...)) read by .long())
-            return _FLOAT_USE if self._linearized(user, rule) and not self.kept.get(user) else _OTHER_USE
+            return _FLOAT_USE if self._linearized(user, rule) else _OTHER_USE
         if _argmax_spelling(user) is not None and _arg(user, 0, "input") is value:
             linearized = any(self.decided.get(u) for u in user.users)      # one_hot(argmax(value, dim), n)
             return _FLOAT_USE if linearized else _OTHER_USE
@@ -401,9 +397,8 @@ class _Planner:
             return True
         if node not in self._foreseen:
             self._foreseen[node] = True  # (while foreseeing it: a cycle back to it reads yes)
-            step = None if self.config.is_skipped(self._stack(node)) else self._plan_elementwise(node, rule)
-            self._foreseen[node] = step is not None and step.rewrites
-            self.kept[node] = step is not None and _keeps_hard(step)
+            skipped = self.config.is_skipped(self._stack(node))
+            self._foreseen[node] = not skipped and self._plan_elementwise(node, rule).rewrites
         return self._foreseen[node]
 
     def _split_uses(self, value: Node, users, copies: bool = True) -> tuple:
@@ -756,15 +751,6 @@ class _Planner:
                                         f"{_describe(users)}: only zeros_like(x).scatter(dim, "
                                         "topk(x, k, dim).indices, 1.0) masks have a surrogate, left hard"))
         return steps
-
-
-def _keeps_hard(step: _Step) -> bool:
-    """Does a rewrite keep the hard node too, for some of its uses (integer uses, a copied chain, a cast left
-    hard)?  That hard node reads the node's inputs: were one of them a surrogate, it would not be the hard value."""
-    if not step.rewrites:
-        return False
-    e = step.extra
-    return bool(e.get("hard_uses")) or bool(e.get("chain", ((),))[0]) or any(e.get("cast_hard", {}).values())
 
 
 # --- applying a step --------------------------------------------------------------------------
