@@ -866,35 +866,35 @@ def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, cr
 
 def _hard_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
     """The ``hard`` input of a selection whose result may be an integer (its dtype unknown before run time), on the
-    sll comparison ``mask``: ``ops.hard_mask`` of its operands, made once per comparison, next to it (not an sll
-    op: nothing counts it; ``export_hard`` drops it with the selection)."""
-    key = ("hard", mask)
-    hard = surrogates.get(key)
-    if hard is None:
-        with graph.inserting_after(mask):
-            hard = graph.call_function(hard_mask, tuple(mask.args[:3]))
-        hard.meta.update({k: v for k, v in mask.meta.items() if k in ("nn_module_stack", "stack_trace")})
-        created.append(hard)
-        surrogates[key] = hard
-    return hard
+    sll comparison ``mask``: ``ops.hard_mask`` of its operands (not an sll op: nothing counts it; ``export_hard``
+    drops it with the selection)."""
+    return _beside(graph, mask, "hard", surrogates, created, hard_mask, tuple(mask.args[:3]), {},
+                   {k: v for k, v in mask.meta.items() if k in ("nn_module_stack", "stack_trace")})
 
 
 def _soft_mask(graph, mask: Node, surrogates: dict, created: list) -> Node:
     """The ``soft`` input of a hard-mode selection on the sll comparison ``mask``: a linear-mode copy of it (same
-    inputs, same eps ``get_attr`` node: ``set_eps`` and calibration keep the two equal), right after it, one per
-    comparison however many selections read it.  In hard mode ``where(c(x), a, b)`` forwards the hard where but its
-    backward is that of ``a s + b (1 - s)`` at the surrogate ``s`` (SLL_MATH.md, forward modes): ``a`` and ``b``
-    get the gradient weighed by ``s``, not by the 0/1 mask.  Read as a part of its selection, not a node of its own
-    (``sll_fx.diagnostics.is_soft_mask``); ``export_hard`` drops it with the selection."""
-    key = ("soft", mask)
-    soft = surrogates.get(key)
-    if soft is None:
+    inputs, same eps ``get_attr`` node: ``set_eps`` and calibration keep the two equal).  In hard mode
+    ``where(c(x), a, b)`` forwards the hard where but its backward is that of ``a s + b (1 - s)`` at the surrogate
+    ``s`` (SLL_MATH.md, forward modes): ``a`` and ``b`` get the gradient weighed by ``s``, not by the 0/1 mask.
+    Read as a part of its selection, not a node of its own (``sll_fx.diagnostics.is_soft_mask``); ``export_hard``
+    drops it with the selection."""
+    return _beside(graph, mask, "soft", surrogates, created, mask.target, mask.args,
+                   {**mask.kwargs, "mode": "linear"}, mask.meta)
+
+
+def _beside(graph, mask: Node, kind: str, surrogates: dict, created: list, target, args, kwargs, meta) -> Node:
+    """A node its selections read next to the sll comparison ``mask`` (``kind``: their "soft" or "hard" input),
+    right after it, made once per comparison however many selections read it (``surrogates[(kind, mask)]``)."""
+    key = (kind, mask)
+    node = surrogates.get(key)
+    if node is None:
         with graph.inserting_after(mask):
-            soft = graph.call_function(mask.target, mask.args, {**mask.kwargs, "mode": "linear"})
-        soft.meta.update(mask.meta)
-        created.append(soft)
-        surrogates[key] = soft
-    return soft
+            node = graph.call_function(target, args, kwargs)
+        node.meta.update(meta)
+        created.append(node)
+        surrogates[key] = node
+    return node
 
 
 def _erase_if_unused(graph, node) -> None:
@@ -1203,75 +1203,74 @@ def _use_kind(user: Node, value: Node, kinds: dict) -> str:
     """How ``user`` reads ``value``: _FLOAT_USE (float arithmetic: a gradient passes), _PASS_USE (the value
     moves on unchanged: a view, a copy, a float cast, a device move; its users tell), _META_USE (its shape,
     dtype or device), or _OTHER_USE (a bool or integer use: indexing with it, ~, logical ops, comparisons,
-    an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic)."""
+    an integer cast, nonzero, argmax, ...: ``_BOOL_NAMES``; whatever else reads it is float arithmetic).
+    What the call's target settles is ``_target_use`` (once per target); the rest depends on which argument
+    ``value`` is."""
     op = user.op
-    if op == "call_function" or op == "call_method":  # (a cheap answer first, by the target: most users)
-        try:
-            static = _target_use(op, user.target)
-        except TypeError:  # (an unhashable callable)
-            static = None
-        if static is _ARITH:
-            return _PASS_USE if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS else _FLOAT_USE
-        if static is not None:
-            return static
-    if user.op in ("output", "call_module"):  # returned, or given to a submodule: a float use
+    if op in ("output", "call_module"):  # returned, or given to a submodule: a float use
         return _FLOAT_USE
-    if user.op not in ("call_function", "call_method"):
+    if op not in ("call_function", "call_method"):
         return _OTHER_USE
     t = user.target
-    if user.op == "call_function":
-        if is_sll_target(t):  # an explicit sll op (sll.select's mask is a float)
-            return _FLOAT_USE
-        if t is getattr:
-            attr = user.args[1] if len(user.args) > 1 else None
-            return _PASS_USE if attr in _PASS_ATTRS else _META_USE if attr in _META_ATTRS else _OTHER_USE
-        if t is operator.getitem:  # x[...]: as the indexed tensor it moves on; as an index it is a bool use
-            return _PASS_USE if user.args[0] is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
-        if t is operator.setitem:  # x[i] = value: a copy of the value (as the index: a bool use)
-            return _OTHER_USE if value in _nodes_in(user.args[1:2]) else _FLOAT_USE
+    try:
+        static = _target_use(op, t)
+    except TypeError:  # (an unhashable callable)
+        static = _static_use(op, t, _op_name(user))
+    if static is not None:
+        return _arith(user, value, kinds) if static is _ARITH else static
+    if t is getattr:
+        attr = user.args[1] if len(user.args) > 1 else None
+        return _PASS_USE if attr in _PASS_ATTRS else _META_USE if attr in _META_ATTRS else _OTHER_USE
+    if t is operator.getitem:  # x[...]: as the indexed tensor it moves on; as an index it is a bool use
+        return _PASS_USE if user.args[0] is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
+    if t is operator.setitem:  # x[i] = value: a copy of the value (as the index: a bool use)
+        return _OTHER_USE if value in _nodes_in(user.args[1:2]) else _FLOAT_USE
     cast = _cast_to(user, value, kinds)
     if cast is not None:
         return _PASS_USE if cast in (dtypes.FLOAT, "move") else _OTHER_USE
     name = _op_name(user)
-    if name in _META_NAMES:
-        return _META_USE
+    if name not in _INDEXING_NAMES:  # a call that is no cast after all (.to(memory_format=...)): by its name
+        static = _static_use("call_method", None, name)
+        return _arith(user, value, kinds) if static is _ARITH else static
     if name in ("gather", "index_select", "take_along_dim"):
         return _PASS_USE if _arg(user, 0, "input") is value and value not in _nodes_in(user.args[1:]) else _OTHER_USE
-    if name in _PASS_NAMES:
-        return _PASS_USE
     if name in ("where", "masked_fill", "masked_select", "masked_scatter"):  # the condition / mask: a bool
         if name == "where":                                                  # use; the data: a float one
             condition = _arg(user, 1 if user.op == "call_method" else 0, "condition")
         else:
             condition = _arg(user, 1, "mask")
         return _OTHER_USE if value in _nodes_in((condition,)) else _FLOAT_USE
-    if name in ("scatter", "scatter_add", "scatter_reduce", "index_put", "index_copy", "index_add", "index_fill",
-                "put", "take"):  # as the index: an integer use; as the data: a float one
-        index = _arg(user, 1 if name in ("index_put", "take", "put") else 2, "index" if name != "index_put"
-                     else "indices")
-        return _OTHER_USE if value in _nodes_in((index,)) else _FLOAT_USE
-    # a bool/integer reading (logical ops, ==, indices of it, counts of nonzeros), else float arithmetic:
-    # PyTorch ops and anything else (a wrapped function of yours, another library's op) get a float
-    if name in _BOOL_NAMES:
-        return _OTHER_USE
-    if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS:
-        # integer arithmetic on an integer result (an uncast one_hot: cumsum, * a bool mask, .sum(0)): it
-        # moves on, and its own users tell (a count compared with a capacity: hard; divided into a fraction:
-        # float); the integer op itself then reads the hard result, or the surrogate where that is float
-        return _PASS_USE
-    return _FLOAT_USE
+    # scatter, index_put, ...: as the index an integer use; as the data a float one
+    index = _arg(user, 1 if name in ("index_put", "take", "put") else 2, "index" if name != "index_put" else "indices")
+    return _OTHER_USE if value in _nodes_in((index,)) else _FLOAT_USE
 
 
 _ARITH = "arith"  # _target_use: float arithmetic, or integer arithmetic on an integer result (the kinds tell)
 
 
+def _arith(user: Node, value: Node, kinds: dict) -> str:
+    """An _ARITH use: integer arithmetic on an integer result (an uncast one_hot: cumsum, * a bool mask, .sum(0))
+    moves on, and its own users tell (a count compared with a capacity: hard; divided into a fraction: float); the
+    integer op itself then reads the hard result, or the surrogate where that is float.  Else float arithmetic."""
+    return _PASS_USE if kinds.get(value) in _INT_KINDS and kinds.get(user) in _INT_KINDS else _FLOAT_USE
+#: calls whose use kind depends on which argument is read (_use_kind reads it)
+_INDEXING_NAMES = frozenset(("gather", "index_select", "take_along_dim", "where", "masked_fill", "masked_select",
+                             "masked_scatter", "scatter", "scatter_add", "scatter_reduce", "index_put", "index_copy",
+                             "index_add", "index_fill", "put", "take"))
+
+
 @functools.lru_cache(maxsize=1024)  # (a graph calls few targets, many times)
 def _target_use(op: str, t) -> str | None:
-    """What ``_use_kind`` answers for any call of ``t`` (``op``: call_function or call_method), whichever of its
-    arguments is read: a use kind, or _ARITH; None where it depends on the arguments (a cast, an index, a
-    condition, an attribute): the same tests in the same order, made once per target."""
+    """``_static_use`` of a call of ``t`` (``op``: call_function or call_method), made once per target."""
+    return _static_use(op, t, _target_name(op == "call_method", t))
+
+
+def _static_use(op: str, t, name: str | None) -> str | None:
+    """What ``_use_kind`` answers for any call of ``t`` (``name``: its ``_op_name``), whichever of its arguments is
+    read: a use kind, or _ARITH; None where it depends on the arguments (a cast, an index, a condition, an
+    attribute)."""
     if op == "call_function":
-        if is_sll_target(t):
+        if is_sll_target(t):  # an explicit sll op (sll.select's mask is a float)
             return _FLOAT_USE
         if t is getattr or t is operator.getitem or t is operator.setitem or (
                 isinstance(t, OpOverload) and t in rules.ATEN_CASTS):
@@ -1280,16 +1279,14 @@ def _target_use(op: str, t) -> str | None:
         return _PASS_USE if _CAST_METHODS[t] in (dtypes.FLOAT, "move") else _OTHER_USE
     elif t in ("to", "type", "type_as"):
         return None
-    name = _target_name(op == "call_method", t)
     if name in _META_NAMES:
         return _META_USE
-    if name in ("gather", "index_select", "take_along_dim"):
+    if name in _INDEXING_NAMES:
         return None
     if name in _PASS_NAMES:
         return _PASS_USE
-    if name in ("where", "masked_fill", "masked_select", "masked_scatter", "scatter", "scatter_add", "scatter_reduce",
-                "index_put", "index_copy", "index_add", "index_fill", "put", "take"):
-        return None
+    # a bool/integer reading (logical ops, ==, indices of it, counts of nonzeros), else float arithmetic:
+    # PyTorch ops and anything else (a wrapped function of yours, another library's op) get a float
     return _OTHER_USE if name in _BOOL_NAMES else _ARITH
 
 
