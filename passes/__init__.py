@@ -4,6 +4,10 @@
 - ``strip.py``      ``strip_pass``: every ``torch.ops.sll`` op -> its exact hard op (the same table)
 - ``_checks.py``    what both passes check after editing (the placement of the nodes they added)
 
+``linearize_pass`` plans before it edits; its planning is ``_plan.py`` (``_Planner``), which reads
+``_uses.py`` (how a value is used), ``_gradients.py`` (where a gradient reaches), ``_patterns.py``
+(selections, one_hot(argmax), top-k masks) and ``_spellings.py`` (what a node calls).
+
 This folder is installed as ``sll_fx.passes``; it is not a top-level package.
 """
 

@@ -3,7 +3,7 @@
 The linearize pass needs this to know what has no gradient to give: an op whose input is known
 to be an integer or a bool is left hard and reported, and so is a ``where``/``masked_fill`` whose
 result is an integer (it cannot hold a blend); an integer or bool result carries no gradient on
-(``_gradient_sources`` in passes/linearize.py).  Without ``example_inputs`` the answer comes from
+(``_gradient_sources`` in passes/_gradients.py).  Without ``example_inputs`` the answer comes from
 the graph alone (parameters and buffers, casts, comparisons, argmax, promotion of arithmetic,
 factories with their ``dtype=``: ``torch.ones_like(x, dtype=torch.long)``, ``x.new_zeros(n)``,
 ``torch.full(s, 3)``, ``torch.arange(n)``; an exported graph's fake values); with them, from a run on fake

@@ -24,7 +24,7 @@ block (the casts of :data:`sll_fx.rules.FLOAT_CASTS`: ``.float()``, ``.double()`
 ``.type_as(x)``), the cast is applied to the ``torch.ops.sll.compare`` surrogate instead:
 exactly the graph pass's rewrite.  ``x * (x > t)`` (a float tensor times such a bool, either
 order, ``torch.mul``/``Tensor.mul``) is read as ``x * (x > t).to(dtype)``, as the graph pass
-reads it (``passes/linearize.py``, ``_mask_factor``): both modes linearize it.  Any other use of the bool
+reads it (``passes/_uses.py``, ``_mask_factor``): both modes linearize it.  Any other use of the bool
 (indexing, ``masked_select``, ``torch.where``, logical ops) stays boolean and hard.
 The rules whose match is a pattern of several calls in the graph (``where``/``masked_fill`` on a
 comparison, ``one_hot(argmax(x))``, top-k masks) are the graph pass's only: a block runs those
@@ -78,7 +78,7 @@ class _Call:
 _RULE, _CAST, _MUL = "rule", "cast", "mul"
 
 #: spellings of a product that dynamic mode reads as ``x * (x > t).to(dtype)`` (not in the rule table;
-#: the graph pass reads the same product in ``passes/linearize.py``, ``_mask_factor``)
+#: the graph pass reads the same product in ``passes/_uses.py``, ``_mask_factor``)
 _MUL_NAMES = ("mul", "multiply", "__mul__", "__rmul__")
 
 

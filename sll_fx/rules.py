@@ -279,7 +279,7 @@ class Unlisted:
     no gradient crosses it, and how to write it so that it is linearized (``fix``) where there is a way.
 
     Reported only where it matters: a ``jumps`` operand is known to be floating (an integer division of
-    integers jumps nowhere) and a gradient reaches it (``passes/linearize.py``, ``_plan_unlisted``).
+    integers jumps nowhere) and a gradient reaches it (``passes/_plan.py``, ``_plan_unlisted``).
     """
     kind: str                                  # a name for it: "div_floor", "bucketize", ...
     why: str                                   # what is lost: "its gradient is zero almost everywhere"

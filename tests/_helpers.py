@@ -94,7 +94,7 @@ def pickle_roundtrip(module):
 COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle_roundtrip, "torch.save": torch_roundtrip}
 
 
-#: the report's reason for an op no gradient reaches (passes/linearize.py ``_NO_GRADIENT``)
+#: the report's reason for an op no gradient reaches (passes/_plan.py ``_NO_GRADIENT``)
 NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), from buffers "
                "and constants alone, or from values that carry none: random draws, *_like/new_* tensors, "
                "indices, integers): no gradient to give, left hard")

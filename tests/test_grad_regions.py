@@ -1,5 +1,5 @@
 """``torch.no_grad()`` and ``torch.autocast`` blocks in a traced forward (sll_fx/grad_regions.py,
-sll_fx/tracer.py), and discrete ops that no gradient reaches (passes/linearize.py, _gradient_sources)."""
+sll_fx/tracer.py), and discrete ops that no gradient reaches (passes/_gradients.py, _gradient_sources)."""
 
 import copy
 

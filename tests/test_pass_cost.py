@@ -261,17 +261,19 @@ def test_the_rule_table_runs_only_on_its_spellings(monkeypatch):
 def test_the_use_and_gradient_sweeps_settle_arithmetic_by_its_target(monkeypatch):
     # how a user reads a result, and whether a node passes a gradient on, are answered once per target for
     # arithmetic; the per-node tests (a cast's dtype, what carries no gradient) run only where they can matter
-    from sll_fx.passes import linearize as lin
+    from sll_fx.passes import _gradients, _plan, _uses
 
     calls = {"_cast_to": [], "_carries_no_gradient": []}
     for name, found in calls.items():
-        real = getattr(lin, name)
+        real = getattr(_uses, name, None) or getattr(_gradients, name)
 
         def counting(node, *args, _real=real, _found=found, **kwargs):
             _found.append(node.name)
             return _real(node, *args, **kwargs)
 
-        monkeypatch.setattr(lin, name, counting)
+        for module in (_uses, _gradients, _plan):  # (each module that calls it, by its own global name)
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counting)
     gm = sll_fx.linearize_module(Blocks(50), 0.05, verbose=False)
     assert gm.sll_report.counts == {"found": 50, "rewritten": 50, "hard": 0}
     assert calls["_cast_to"] == []  # (.float(): a cast of known dtype, by its name)

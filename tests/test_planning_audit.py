@@ -1,4 +1,5 @@
-"""Audit mends of the linearize pass's planning (passes/linearize.py, sll_fx/dtypes.py, sll_fx/grad_regions.py).
+"""Audit mends of the linearize pass's planning (passes/_plan.py and the modules it reads, sll_fx/dtypes.py,
+sll_fx/grad_regions.py).
 
 1. An integer use reached through arithmetic that carries the values on (``round(h).clamp(0, 3).long()``,
    ``.abs().int()``, ``.sum(-1).long()``, a blend then ``.long()``) reads the hard result: the truncation of

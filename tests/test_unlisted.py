@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sll_fx
-from sll_fx.passes import linearize as lin
+from sll_fx.passes import _spellings as spellings
 from sll_fx import rules
 from sll_fx.config import SLLConfig
 
@@ -400,15 +400,15 @@ def test_method_spelling_reason_unchanged():
 def test_every_spelling_is_in_the_lookup_tables():
     for u in rules.UNLISTED:
         for f in u.functions:
-            assert lin._FUNCTION_BITS[id(f)] & lin._UNLISTED, (u.kind, f)
+            assert spellings._FUNCTION_BITS[id(f)] & spellings._UNLISTED, (u.kind, f)
             assert u in rules.UNLISTED_FUNCTIONS[id(f)]
         for m in u.methods:
-            assert lin._METHOD_BITS[m] & lin._UNLISTED, (u.kind, m)
+            assert spellings._METHOD_BITS[m] & spellings._UNLISTED, (u.kind, m)
         for t in u.modules:
             assert u in rules.UNLISTED_MODULES[t]
     for r in rules.RULES:
         for f in r.inplace_functions:
-            assert lin._FUNCTION_BITS[id(f)] & lin._FIND
+            assert spellings._FUNCTION_BITS[id(f)] & spellings._FIND
     # the spellings of the rules and of the table do not overlap (a rule's spelling is the rule's)
     rule_ids = {id(f) for r in rules.RULES for f in r.functions}
     assert not rule_ids & set(rules.UNLISTED_FUNCTIONS)

@@ -1,0 +1,140 @@
+"""The patterns whose sll op reads other nodes than the one it replaces.
+
+A selection's branches (``where``/``masked_fill`` on a comparison: ``_select_operands``),
+``one_hot(argmax(x), n)`` and ``x == x.max(dim, keepdim=True)`` (``_argmax_spelling``,
+``_max_one_hot``), and a top-k mask written with ``scatter`` (``_topk_pattern``).
+``_pattern_inputs`` gives what such a pattern reads: its ``x``, not the argmax or topk between.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.fx import Node
+
+from sll_fx import rules
+
+from ._spellings import _match, _op_name
+
+
+def _select_operands(rule: rules.Rule, node: Node) -> tuple:
+    values = dict(zip(rule.operands, rule.operand_values(node)))
+    if rule.select_op == "masked_fill":
+        return values["value"], values["input"]
+    return values["input"], values["other"]
+
+
+# --- reading patterns --------------------------------------------------------------------------
+
+def _arg(node: Node, i: int, name: str, default=None):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _argmax_spelling(node) -> bool | None:
+    """largest (True: argmax, False: argmin) when ``node`` is an argmax/argmin call, else None."""
+    if not isinstance(node, Node):
+        return None
+    if node.op == "call_function" and node.target in (torch.argmax, torch.argmin):
+        return rules.ARGMAX[node.target]
+    if node.op == "call_method" and node.target in ("argmax", "argmin"):
+        return rules.ARGMAX[node.target]
+    return None
+
+
+def _max_one_hot(node: Node) -> tuple[bool, int] | None:
+    """For ``x == x.max(dim, keepdim=True).values`` (either order; ``[0]``, ``amax``, min, amin too): (largest,
+    dim), an argmax one-hot spelled with ``==``; else None."""
+    if len(node.args) != 2 or node.kwargs:
+        return None
+    for x, other in (node.args, node.args[::-1]):
+        if not isinstance(other, Node) or other.op not in ("call_function", "call_method") or not other.args:
+            continue
+        reduced = other
+        if other.op == "call_function" and ((other.target is getattr and other.args[1:] == ("values",)) or
+                                            (other.target is operator.getitem and other.args[1:] == (0,))):
+            reduced = other.args[0]
+        if not isinstance(reduced, Node) or reduced.op not in ("call_function", "call_method"):
+            continue
+        name = _op_name(reduced)
+        if name not in ("max", "min", "amax", "amin") or _arg(reduced, 0, "input") is not x:
+            continue
+        dim, keepdim = _arg(reduced, 1, "dim"), _arg(reduced, 2, "keepdim", False)
+        if (reduced is other) == (name in ("max", "min")):  # max(dim) gives (values, indices); amax a tensor
+            continue
+        if isinstance(dim, int) and not isinstance(dim, bool) and keepdim is True:
+            return name in ("max", "amax"), dim
+    return None
+
+
+def _argmax_args(node: Node) -> tuple:
+    return _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False)
+
+
+def _is_topk(node) -> bool:
+    return isinstance(node, Node) and ((node.op == "call_function" and node.target is torch.topk) or
+                                       (node.op == "call_method" and node.target == "topk"))
+
+
+def _is_indices(node: Node, topk: Node) -> bool:
+    return (node.op == "call_function" and node.args[:1] == (topk,) and
+            ((node.target is operator.getitem and node.args[1] == 1) or
+             (node.target is getattr and node.args[1] == "indices")))
+
+
+def _topk_index_users(topk: Node) -> list[Node]:
+    return [u for i in topk.users if _is_indices(i, topk) for u in i.users] + \
+           [i for i in topk.users if i.op != "call_function" or i.target not in (operator.getitem, getattr)]
+
+
+def _topk_pattern(node: Node):
+    """The pieces of ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)`` at ``node``, a reason
+    it is not quite that pattern, or None for an unrelated scatter."""
+    zeros, dim, index = _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "index")
+    value = _arg(node, 3, "value")
+    if not (isinstance(index, Node) and index.op == "call_function" and index.args and _is_topk(index.args[0])
+            and _is_indices(index, index.args[0])):
+        return None
+    topk = index.args[0]
+    x, k = _arg(topk, 0, "input"), _arg(topk, 1, "k")
+    tdim, largest = _arg(topk, 2, "dim", -1), _arg(topk, 3, "largest", True)
+    if not (isinstance(zeros, Node) and zeros.op == "call_function" and zeros.target is torch.zeros_like
+            and zeros.args[:1] == (x,) and len(zeros.args) == 1 and not zeros.kwargs):
+        return "the scattered tensor is not zeros_like(x) of the same x"
+    if value not in (1, 1.0) or isinstance(value, bool):
+        return f"scattered value {value!r} is not 1"
+    if node.kwargs.get("reduce") is not None:
+        return f"scatter with reduce={node.kwargs['reduce']!r} is not a mask"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)) or dim != tdim:
+        for what, v in (("k", k), ("dim", tdim), ("scatter's dim", dim)):
+            if isinstance(v, Node) and v.op == "placeholder":  # forward(self, x, top_k=3)
+                given = v.args[0] if v.args and isinstance(v.args[0], int) else 3
+                return (f"{what} comes from the input '{v.target}', known only at run time: fix it when "
+                        f"linearizing, linearize_module(model, concrete_args={{'{v.target}': {given}}})")
+        return "k and dim must be literal and the same for topk and scatter"
+    if not isinstance(largest, bool):
+        return "largest must be a literal"
+    inplace = node.op == "call_method" and node.target == "scatter_"
+    return {"x": x, "k": k, "dim": dim, "largest": largest, "zeros": zeros, "topk": topk, "index": index,
+            "inplace": inplace}
+
+
+#: what the spellings of the patterns whose sll op reads another node than their inputs call (``_pattern_inputs``)
+_PATTERN_NAMES = frozenset(("one_hot", "scatter", "scatter_"))
+
+
+def _pattern_inputs(node: Node) -> list[Node]:
+    """The nodes ``node``'s value is computed from, for a gradient: its inputs, or a pattern's ``x`` (the
+    sll op of ``one_hot(argmax(x), n)`` or a top-k mask reads ``x``, not the indices)."""
+    if _op_name(node) not in _PATTERN_NAMES:  # (a cheap lookup first: this runs on every node)
+        return node.all_input_nodes
+    rule = _match(node)
+    if rule is not None and rule.pattern == "onehot":
+        index = _arg(node, 0, "input")
+        if _argmax_spelling(index) is not None:
+            return [*node.all_input_nodes, *index.all_input_nodes]
+    elif rule is not None and rule.pattern == "topk":
+        pieces = _topk_pattern(node)
+        if isinstance(pieces, dict) and isinstance(pieces["x"], Node):
+            return [*node.all_input_nodes, pieces["x"]]
+    return node.all_input_nodes

@@ -1,0 +1,682 @@
+"""The linearize pass's planning: what happens to each discrete node, and why.
+
+``_Planner.plan`` decides before the graph is touched (so a bad eps raises on an unchanged
+graph), one ``_Step`` per discrete node found, with its report entry.  It sweeps three times:
+the selections (``where``/``masked_fill`` on a comparison), then the comparisons, which need to
+know which of their users a selection took, then the elementwise ops, ``one_hot(argmax)`` and
+top-k masks; the last two go from the last node back, so that a node's users are planned before
+it.  How each result is used decides its rewrite (``_verdict``, from ``_uses.py``): with no
+float use it stays hard; integer uses of a rewritten one keep the hard node, with their own copy
+of a chain they share with float uses (``chain`` in a step: ``linearize.py``'s ``_copy_chain``).
+Gradients that cannot reach a node (``_gradients.py``) leave it hard too.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.fx import GraphModule, Node
+
+from sll_fx import dtypes, rules
+from sll_fx.config import SLLConfig
+from sll_fx.errors import EpsError
+from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit
+from sll_fx.report import Entry
+from sll_fx.tracer import module_of, source_of
+
+from ._gradients import _gradient_sources, _reach_output
+from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _pattern_inputs, _topk_index_users,
+                        _topk_pattern)
+from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
+from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
+                    _mask_factor, _moved_to_float, _mutated, _use_kind)
+
+
+@dataclass
+class _Step:
+    node: Node
+    rule: rules.Rule | None
+    entry: Entry
+    mode: str = "linear"
+    casts: tuple = ()                               # cast rules: the float-cast users to re-point
+    extra: dict = field(default_factory=dict)       # pattern pieces: mask node, argmax node, zeros/topk nodes
+
+    @property
+    def rewrites(self) -> bool:
+        return self.entry.replacement is not None
+
+
+@dataclass(frozen=True)
+class _Uses:
+    """What a result's uses make of its rewrite (``_Planner._verdict``)."""
+    hard: str = ""                                  # not one float use: the reason to leave it hard
+    reason: str = ""                                # a rewrite's reason (other uses than float arithmetic)
+    keep: frozenset = frozenset()                   # the users that keep reading the hard result
+    found: tuple = ()                               # the uses that are not float arithmetic
+    mixed: bool = False                             # a user that keeps the hard result has float uses too
+    chain: tuple = ()                               # value-preserving nodes shared by float and integer uses,
+    ends: frozenset = frozenset()                   # in graph order, copied for those integer uses (_copy_chain)
+    blocked: str = ""                               # (mixed) why such nodes cannot be copied
+
+
+class _Planner:
+    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict):
+        self.gm, self.config, self.kinds = gm, config, kinds
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
+        self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
+        self.pattern_hard: set[Node] = set()        # one_hot(argmax)/top-k scatter nodes not quite the pattern
+        self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
+        self._sources: dict = {}                    # stack_trace text -> source_of
+        self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
+        self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
+        self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
+
+    def plan(self) -> list[_Step]:
+        # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
+        # the elementwise ops, one-hots and top-k masks; and the argmax/topk nodes
+        masks, second, third, selections = [], [], [], []
+        unlisted_modules = rules.UNLISTED_MODULES
+        # (looked up per call_module node only when the model holds such a module at all: one pass over the modules)
+        any_unlisted = any(type(m) in unlisted_modules for m in self.gm.modules())
+        for node in self.order:
+            bits = _classify(node)
+            if not bits:
+                if any_unlisted and node.op == "call_module" and \
+                        type(self.gm.get_submodule(node.target)) in unlisted_modules:
+                    second.append((node, None))  # nn.Threshold, ...: a discrete op without a rule
+                continue
+            rule = rules.match(node) if bits & _RULE else None
+            if rule is None:
+                if bits & (_FIND | _UNLISTED):
+                    second.append((node, None))
+            elif rule.pattern == "cast":
+                second.append((node, rule))
+            elif rule.pattern == "mask":
+                masks.append((node, rule))
+            else:
+                third.append((node, rule))
+            if bits & _SELECTION:
+                selections.append(node)
+        steps = []
+        for node, rule in masks:                    # sweep 1: the selections, which comparisons read
+            if step := self._plan(node, rule):
+                steps.append(step)
+        # sweeps 2 and 3 go from the last node back: whether a result is used as a float depends on
+        # whether its users (later nodes: a comparison of it, sign(round(x))) are linearized themselves
+        for node, rule in reversed(second):         # sweep 2: comparisons (and in-place / no-jump finds)
+            if step := (self._plan_unmatched(node) if rule is None else self._plan(node, rule)):
+                steps.append(step)
+        steps = self._unselect(steps)
+        for node, rule in reversed(third):          # sweep 3: elementwise ops, one-hots, top-k masks
+            if step := self._plan(node, rule):
+                steps.append(step)
+        steps += self._plan_bare_selections(selections)
+        return steps
+
+    def _unselect(self, steps: list[_Step]) -> list[_Step]:
+        """A selection planned as rewritten whose comparison stays hard (no gradient reaches it: ``rand_like(h)
+        < p``, a buffer, ``h.detach() > 0``; read through ``.detach()`` only) has no surrogate to read: it stays
+        the hard where/masked_fill too (its branches keep torch.where's own gradient), for its comparison's reason."""
+        entries = {s.node: s.entry for s in steps}
+        out = []
+        for step in steps:
+            mask = step.extra.get("mask") if step.rewrites and step.rule.pattern == "mask" else None
+            if mask is not None and not self.decided.get(mask, False):
+                why = entries[mask].reason if mask in entries else "it is not planned"
+                step = self._hard(step.node, step.rule, f"left hard: its comparison '{mask.name}' stays hard ({why})")
+                self.taken.discard(step.node)
+                self.decided[step.node] = False
+            out.append(step)
+        return out
+
+    # -- shared checks ----------------------------------------------------------------------
+    def _stack(self, node: Node) -> list:
+        return list((node.meta.get("nn_module_stack") or {}).values())
+
+    def _entry(self, node, replacement=None, reason="", eps=None, mode=None, auto=False, op=None) -> Entry:
+        return Entry(node=node.name, op=op or rules.describe_target(node), replacement=replacement, reason=reason,
+                     eps=eps, module=module_of(node), source=self._source(node), mode=mode, auto=auto)
+
+    def _source(self, node: Node) -> str:
+        """``source_of(node)``, read once per stack trace (the nodes of one source line share it)."""
+        text = node.meta.get("stack_trace")
+        source = self._sources.get(text)
+        if source is None:
+            source = self._sources[text] = source_of(node)
+        return source
+
+    def _hard(self, node, rule, reason) -> _Step:
+        return _Step(node, rule, self._entry(node, reason=reason))
+
+    def _plan(self, node: Node, rule: rules.Rule) -> _Step | None:
+        stack = self._stack(node)
+        if self.config.is_skipped(stack):
+            self.decided[node] = False
+            return None
+        planner = {"elementwise": self._plan_elementwise, "cast": self._plan_comparison,
+                   "mask": self._plan_mask, "onehot": self._plan_onehot, "topk": self._plan_topk}[rule.pattern]
+        step = planner(node, rule)
+        self.decided[node] = step is not None and step.rewrites
+        return step
+
+    def _rewrite(self, node, rule, decimals=0, eps=None, live=None, **extra) -> _Step:
+        """A step rewriting ``node``, or leaving it hard when its rule is switched off or its value (or
+        that of the ``live`` nodes, its float uses) reaches the output only through ``.detach()``."""
+        if self.config.is_disabled(rule.kind):  # before the eps check: an eps for a switched-off kind is moot
+            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
+        if self._detached_only((node,) if live is None else live):
+            return self._hard(node, rule, _DETACHED)
+        if self._no_gradient(node):
+            return self._hard(node, rule, _NO_GRADIENT)
+        stack = self._stack(node)
+        eps = self.config.eps_for(rule.kind, stack) if eps is None else eps
+        auto = isinstance(eps, str) and eps == "auto"
+        if auto:  # a placeholder until calibrated (sll_fx/calibration.py)
+            eps = min(DEFAULT_EPS, 0.5 * eps_limit(rule.sll_op, decimals))
+        method = self.config.method
+        if method != "sll" and rule.sll_op in ("argmax_onehot", "topk_mask"):
+            raise ValueError(f"node '{node.name}' ({rules.describe_target(node)}, {source_of(node) or 'no source'}): "
+                             f"sll.{rule.sll_op} supports only method='sll', not method={method!r}")
+        try:
+            check_eps(rule.sll_op, eps, decimals)
+        except EpsError as e:
+            raise EpsError(f"node '{node.name}' ({rules.describe_target(node)}, "
+                           f"{source_of(node) or 'no source'}): {e}") from None
+        replacement = f"sll.{rule.sll_op}" + (f"({rule.discriminator})" if rule.discriminator else "")
+        if method != "sll" and rule.sll_op != "select":
+            replacement += f"[{method}]"
+        mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
+        # the report's mode: a selection runs its comparison's (the mask's module decides)
+        shown = mode if method != "sll" or "mask" not in extra else self.config.mode_for(self._stack(extra["mask"]))
+        entry = self._entry(node, replacement, extra.pop("reason", ""), eps, mode=shown, auto=auto)
+        return _Step(node, rule, entry, mode=mode, casts=extra.pop("casts", ()), extra=extra)
+
+    def _is_int(self, value) -> bool:
+        return isinstance(value, Node) and self.kinds.get(value) in _INT_KINDS
+
+    def _is_float(self, value: Node) -> bool:
+        """Is ``value`` known to be floating (its inferred kind, else an exported graph's fake value)?"""
+        kind = self.kinds.get(value)
+        if kind is None:
+            val = value.meta.get("val")
+            return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
+        return kind == dtypes.FLOAT
+
+    def _int_comparison(self, rule, node) -> bool:
+        """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
+        (or unknown) threshold tensor the jump moves with it: sll::compare computes in floats then."""
+        x, *rest = rule.operand_values(node)
+        t = rest[0] if rest else None
+        return self._is_int(x) and not (isinstance(t, Node) and self.kinds.get(t) not in _INT_KINDS)
+
+    # -- how a result is used: through .detach() only; as a float, or as a bool/integer ----------------
+    def _detached_only(self, nodes) -> bool:
+        """Do ``nodes`` reach the graph's output, but only through ``.detach()`` (``x.data``)?  Then a
+        surrogate there gives no gradient, and in linear mode it only changes the forward."""
+        if not nodes:
+            return False
+        if self._reach is None:  # (a graph without any detach has nothing to find: no walk)
+            self._reach = _reach_output(self.gm.graph, self.order) if self._gradients()[1] else ()
+        if not self._reach:
+            return False
+        reaches, differentiable = self._reach
+        return any(n in reaches for n in nodes) and not any(n in differentiable for n in nodes)
+
+    def _no_gradient(self, node: Node) -> bool:
+        """Can no gradient reach ``node``'s inputs (``_gradient_sources``)?  Then a surrogate gives none."""
+        graded = self._gradients()[0]
+        return not any(n in graded for n in _pattern_inputs(node))
+
+    def _gradients(self) -> tuple[set, bool]:
+        """``_gradient_sources(gm)``, made once: (the nodes a gradient can come from or pass through, any detach)."""
+        if self._graded is None:
+            self._graded = _gradient_sources(self.gm, self.kinds)
+        return self._graded
+
+    def _use(self, user: Node, value: Node) -> str:
+        """How ``user`` reads ``value``, a discrete op's float result: _FLOAT_USE, _PASS_USE, _META_USE or
+        _OTHER_USE (see ``_use_kind``).  A discrete op reading it is a float use when it is linearized
+        itself (its surrogate passes the gradient on; the users of a node are planned before it)."""
+        bits = _classify(user)
+        if bits & _FIND and rules.match_inplace(user) is not None:
+            return _OTHER_USE  # x.round_(): an in-place discrete op stays hard, it would round a surrogate
+        if not bits & (_RULE | _SELECTION):  # (most users: no discrete op, no selection)
+            return _use_kind(user, value, self.kinds)
+        rule = rules.match(user) if bits & _RULE else None
+        if rule is not None and rule.pattern in ("elementwise", "cast") and value in _operands(rule, user):
+            return _FLOAT_USE if self._linearized(user, rule) else _OTHER_USE
+        if _argmax_spelling(user) is not None and _arg(user, 0, "input") is value:
+            linearized = any(self.decided.get(u) for u in user.users)      # one_hot(argmax(value, dim), n)
+            return _FLOAT_USE if linearized else _OTHER_USE
+        if _is_topk(user) and _arg(user, 0, "input") is value:
+            linearized = any(self.decided.get(u) for u in _topk_index_users(user))
+            values = any(u.op == "call_function" and ((u.target is getattr and u.args[1:2] == ("values",))
+                                                     or (u.target is operator.getitem and u.args[1:2] == (0,)))
+                         for u in user.users)  # topk(value).values: the selected values carry the gradient
+            return _FLOAT_USE if linearized or values else _OTHER_USE
+        return _use_kind(user, value, self.kinds)
+
+    def _linearized(self, node: Node, rule: rules.Rule) -> bool:
+        """Is the discrete op ``node`` rewritten (its surrogate passes a gradient on)?  Its decision once planned.
+        Before that (a selection's or a comparison's user: those are planned first), an elementwise op's is
+        foreseen by planning it now, without recording it (``torch.round(x.masked_fill(x > 0, 2.5)).long()``:
+        the round stays hard, so the selection has no float use); any other's is taken to be yes."""
+        decided = self.decided.get(node)
+        if decided is not None:
+            return decided
+        if rule.pattern != "elementwise":
+            return True
+        if node not in self._foreseen:
+            self._foreseen[node] = True  # (while foreseeing it: a cycle back to it reads yes)
+            skipped = self.config.is_skipped(self._stack(node))
+            self._foreseen[node] = not skipped and self._plan_elementwise(node, rule).rewrites
+        return self._foreseen[node]
+
+    def _split_uses(self, value: Node, users, copies: bool = True) -> tuple:
+        """``users`` of ``value``, split: those through which it reaches float arithmetic only, and the
+        others (they keep reading the hard result); the uses found that are not float arithmetic; and
+        whether float arithmetic is reached through one of the others too (``q = round(h).clamp(-8, 7) * s``
+        used both as a float and by ``q.long()``).  Such a user reads the surrogate when the chain of views and
+        value-preserving arithmetic between ``value`` and those integer uses can be copied for them (reading
+        the hard result): the chain (in graph order) and its integer uses are returned, and a mixed user that
+        stays hard only where it cannot (``copies`` False, or the chain writes in place: the reason why)."""
+        floats, others, found, mixed, mixed_users = [], [], [], False, []
+        parents: dict[Node, set] = {}
+        ends: set = set()
+        for user in users:
+            uses, saw_float, walk, reached = self._other_uses(user, value)
+            found += [u for u in uses if u not in found]
+            if uses and saw_float:
+                mixed_users.append(user)
+                for u, vs in walk.items():
+                    parents.setdefault(u, set()).update(vs)
+                ends.update(reached)
+            else:
+                (others if uses else floats).append(user)
+        found.sort(key=self.order.__getitem__)
+        chain, blocked = (), ""
+        if mixed_users:
+            chain, blocked = self._chain(value, parents, ends) if copies else ((), "")
+            if chain:
+                floats += mixed_users
+            else:
+                others += mixed_users
+                mixed = True
+                chain, ends = (), set()
+        return floats, others, found, mixed, (chain, frozenset(ends), blocked)
+
+    def _chain(self, value: Node, parents: dict, ends: set) -> tuple[tuple, str]:
+        """The nodes between ``value`` and the integer uses ``ends`` (``parents``: each walked node -> the
+        nodes it was reached from), in graph order, and ``""``; or ``()`` and why they cannot be copied for
+        those uses: a node written in place, one with side effects (a random draw), a discrete op or a
+        pattern's piece, or an integer use that is a part of the chain itself."""
+        chain, stack = set(), [v for _, v in ends]
+        while stack:
+            v = stack.pop()
+            if v is value or v in chain or v not in parents:
+                continue
+            chain.add(v)
+            stack += parents[v]
+        chain = sorted(chain, key=self.order.__getitem__)
+        for c in chain:
+            written = [w for w in c.users if c in _mutated(w)]
+            if _mutated(c) or written:
+                return (), f"{_describe([c])} is written in place{f' (by {_describe(written)})' if written else ''}"
+            if c.is_impure() or _classify(c) or c in self.taken:
+                return (), f"{_describe([c])} is a discrete op or has side effects"
+            if any(u in chain for u, _ in ends):
+                return (), f"{_describe([c])} is itself read both ways"
+        return tuple(chain), ""
+
+    def _verdict(self, uses_of: list[tuple[Node, list[Node]]], what: str, copies: bool = True) -> _Uses:
+        """What the uses of a result (``uses_of``: (value, its users) pairs) make of its rewrite."""
+        floats, others, found, written, mixed, chain, ends, blocked = [], [], [], [], False, [], set(), ""
+        for value, users in uses_of:
+            f, o, u, m, (c, e, b) = self._split_uses(value, users, copies)
+            floats += f
+            others += o
+            found += [n for n in u if n not in found]
+            written += [w for w in users if value in _mutated(w)]
+            mixed = mixed or m
+            chain += c
+            ends |= e
+            blocked = blocked or b
+        found.sort(key=self.order.__getitem__)
+        if not found:
+            return _Uses()
+        if not floats:
+            return _Uses(hard=_only_other_uses(found, what, blocked if mixed else None), found=tuple(found),
+                         mixed=mixed)
+        if written:  # x.clamp_(): a hard copy for the other uses would miss the write
+            return _Uses(reason=_also_other_uses(found, what, written), found=tuple(found))
+        chain = sorted(set(chain), key=self.order.__getitem__)
+        return _Uses(reason=_also_other_uses(found, what, chain=chain) + (_mixed(blocked) if mixed else ""),
+                     keep=frozenset(others), found=tuple(found), mixed=mixed, chain=tuple(chain),
+                     ends=frozenset(u for u, _ in ends), blocked=blocked)
+
+    def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool, dict, set]:
+        """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
+        float casts to their own users, and ``1 - mask``-like arithmetic that is read as a mask further on
+        (``(1 - mask).bool()``: :meth:`_read_as_mask`); whether float arithmetic was found too; the nodes
+        followed (-> the nodes each was reached from); and the (use, value read) pairs of the uses found."""
+        out, seen, stack, saw_float = [], set(), [(user, value)], False
+        walk: dict[Node, set] = {}
+        reached: set = set()
+        while stack:
+            u, v = stack.pop()
+            if (u, v) in seen:
+                continue
+            seen.add((u, v))
+            kind = self._use(u, v)
+            if kind == _FLOAT_USE and _carries(u, v) and self._read_as_mask(u):
+                kind = _PASS_USE  # (a bool use of 1 - mask would see 1 - (a fraction) inside the band; an
+                # integer use of round(h).clamp(0, 3), its truncation)
+            if kind == _PASS_USE:
+                walk.setdefault(u, set()).add(v)
+                stack += [(w, u) for w in u.users]
+            elif kind == _OTHER_USE:
+                reached.add((u, v))
+                if u not in out:
+                    out.append(u)
+            saw_float = saw_float or kind == _FLOAT_USE
+        return out, saw_float, walk, reached
+
+    def _read_as_mask(self, value: Node) -> bool:
+        """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1, or integer) result, read as a mask or
+        an integer further on: by a bool or integer use (a cast, a logical op, an index, an op left hard) that
+        does not only order values (argmax of ``10 * sign(h)``), through views and more such functions
+        (``_carries``: ``round(h).clamp(0, 3).long()``, ``(1 - m) * a + m * b`` then ``.long()``), up to
+        ``_MASK_DEPTH`` of them?"""
+        seen, frontier = {value}, [value]
+        for _ in range(_MASK_DEPTH + 1):
+            if not frontier:
+                break
+            following = []
+            for v in frontier:
+                for w in v.users:
+                    kind = self._use(w, v)
+                    if kind == _OTHER_USE and _op_name(w) not in _ORDER_NAMES:
+                        return True
+                    if w not in seen and (kind == _PASS_USE or (kind == _FLOAT_USE and _carries(w, v))):
+                        seen.add(w)
+                        following.append(w)
+            frontier = following
+        return False
+
+    # -- patterns -----------------------------------------------------------------------------
+    def _plan_elementwise(self, node, rule) -> _Step:
+        if extra := rule.unsupported_arguments(node):
+            return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
+        x = rule.operand_values(node)[0]
+        if self._is_int(x):
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
+        keywords = rule.keyword_values(node)
+        if any(isinstance(v, Node) for v in keywords.values()):
+            return self._hard(node, rule, "argument computed at run time (e.g. decimals=tensor): left hard")
+        uses = self._verdict([(node, list(node.users))], "result")
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            return self._hard(node, rule, uses.hard)
+        return self._rewrite(node, rule, decimals=keywords.get("decimals", 0), reason=uses.reason,
+                             hard_uses=uses.keep, chain=(uses.chain, uses.ends))
+
+    def _plan_comparison(self, node, rule) -> _Step:
+        if self.config.is_disabled(rule.kind):
+            return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
+        if extra := rule.unsupported_arguments(node):
+            return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
+        x = rule.operand_values(node)[0]
+        if self._int_comparison(rule, node):  # as sll::compare itself decides at run time
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
+        casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
+        products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
+        selections = [u for u in node.users if u in self.taken]
+        # a cast's own uses: float arithmetic, or a bool/integer use (`.float().bool()`, `x[m.float().long()]`)
+        # that keeps reading the hard 0/1 cast (all of them: the cast stays hard, a bool use of the comparison)
+        cast_hard, dropped, cast_uses, written, mixed, blocked, chain = {}, [], [], [], None, None, []
+        for cast in casts:
+            uses = self._verdict([(cast, list(cast.users))], "0/1 result")
+            if uses.hard or uses.keep or uses.chain:
+                cast_uses += [u for u in uses.found if u not in cast_uses]
+                if uses.hard:
+                    dropped.append(cast)
+                    blocked = uses.hard if uses.mixed and blocked is None else blocked
+                else:  # (its users that keep the hard cast; the nodes copied for its integer uses, and those)
+                    cast_hard[cast] = (uses.keep, uses.chain, uses.ends)
+                    mixed = uses.blocked if uses.mixed and mixed is None else mixed
+                    chain += uses.chain
+            elif uses.reason:  # the cast is written in place: its other uses see the surrogate (reason says so)
+                written.append(uses.reason)
+        casts = [c for c in casts if c not in dropped]
+        bool_uses = [u for u in node.users if u not in casts and u not in selections and u not in products]
+        shown = [u for u in bool_uses if u not in dropped] + cast_uses  # a dropped cast: shown by its uses
+        if not casts and not selections and not products:
+            if dropped:
+                return self._hard(node, rule, blocked or _only_other_uses(shown, "0/1 result"))
+            held = [u for u in bool_uses if self.decided.get(u) is False and (r := _match(u)) is not None
+                    and r.pattern == "mask"]
+            if held and len(held) == len(bool_uses):  # (its where/masked_fill stays hard: its entry says why)
+                return self._hard(node, rule, f"the mask of {_describe(held)}, which stays hard (its entry says why): "
+                                              "left hard")
+            return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
+                                          "(cast it with .float() to linearize)")
+        if self._detached_only([*casts, *products, *selections]):
+            return self._hard(node, rule, _DETACHED)
+        through = f", through a copy of {_describe(chain)} on the hard 0/1 cast" if chain else ""
+        reason = "; ".join(([f"also used as bool by {_describe(shown)}: that use stays hard{through}"
+                             f"{_mixed(mixed) if mixed is not None else ''}"] if shown else []) + written)
+        return self._rewrite(node, rule, casts=tuple(casts), reason=reason, products=products,
+                             cast_hard=cast_hard, live=())
+
+    def _comparison_of(self, mask) -> tuple[rules.Rule | None, str]:
+        """The cast rule of a selection's mask operand, or why it cannot be linearized."""
+        rule = rules.match(mask) if isinstance(mask, Node) else None
+        if rule is None or rule.pattern != "cast":
+            return None, "its mask is not a comparison"
+        if self.config.is_disabled(rule.kind):
+            return None, f"its comparison's rule '{rule.kind}' is switched off by the config"
+        if rule.unsupported_arguments(mask) or self._int_comparison(rule, mask):
+            return None, "its comparison stays hard (integer input or unsupported arguments)"
+        if self.config.is_skipped(self._stack(mask)):
+            return None, "its comparison sits in a skipped submodule"
+        return rule, ""
+
+    def _plan_mask(self, node, rule) -> _Step | None:
+        if rule.unsupported_arguments(node):
+            return self._hard(node, rule, "unsupported arguments: left hard")
+        operands = rule.operand_values(node)
+        mask = operands[rule.operands.index("mask" if rule.select_op == "masked_fill" else "condition")]
+        cmp_rule, why = self._comparison_of(mask)
+        if cmp_rule is None:
+            return None if why == "its mask is not a comparison" else self._hard(node, rule, f"left hard: {why}")
+        # the result's dtype: where's two branches (Python numbers included), masked_fill's input
+        branches = [operands[rule.operands.index(n)] for n in
+                    (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
+        if all(self._is_int(v) or (isinstance(v, (int, bool)) and not isinstance(v, Node)) for v in branches):
+            return self._hard(node, rule, "integer result: it cannot hold a blend of its branches, left hard "
+                                          "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
+        if self._detached_only((node,)):  # (before the check below: a hard op read through .detach() only)
+            return self._hard(node, rule, _DETACHED)
+        if self._read_as_mask(node):  # where(h > 0, h * 3, h - 1).long(): a blend would change that integer
+            return self._hard(node, rule, "its result is read as an integer or a mask further on (a cast, an index, "
+                                          "a logical op): a blend of its branches inside the band would change that "
+                                          "value, left hard (its branches keep torch.where's own gradient)")
+        band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
+        # a result not known to be floating may be an integer at run time: sll.select then takes the hard value
+        # of the comparison (its surrogate is 1/2 on the threshold for > and >= alike: it cannot tell)
+        exact = not any(self._is_float(v) if isinstance(v, Node) else isinstance(v, float) for v in branches)
+        step = self._rewrite(node, rule, eps=band, mask=mask, exact=exact)
+        if step.rewrites:
+            self.taken.add(node)
+        return step
+
+    def _plan_onehot(self, node, rule) -> _Step | None:
+        index, n = _arg(node, 0, "input"), _arg(node, 1, "num_classes", -1)
+        if not isinstance(index, Node) or _argmax_spelling(index) is None:
+            return None  # one_hot of labels: nothing discrete to linearize
+        x, dim, keepdim = _argmax_args(index)
+        self.pattern_hard.add(node)  # (until it is planned below)
+        if dim is None or keepdim or isinstance(dim, Node):
+            return self._hard(node, rule, "argmax without a literal dim (or with keepdim): left hard")
+        if isinstance(n, Node):  # num_classes=h.shape[-1]: an int only at run time (to fx, a node)
+            return self._hard(node, rule, f"one_hot's num_classes is computed at run time ({_describe([n])}): "
+                                          "it must be a literal int (e.g. F.one_hot(h.argmax(-1), 10)), left hard")
+        if not isinstance(n, int) or n < 0:
+            return self._hard(node, rule, "one_hot without a literal num_classes: its width depends on the data, "
+                                          "left hard (pass num_classes)")
+        if self._is_int(x):
+            return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
+        uses = self._verdict([(node, list(node.users))], "0/1 result")
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            step = self._hard(node, rule, uses.hard)
+        else:
+            step = self._rewrite(node, rule, x=x, dim=dim, n=n, largest=_argmax_spelling(index), argmax=index,
+                                 reason=uses.reason, hard_uses=uses.keep, chain=(uses.chain, uses.ends))
+        self.pattern_hard.discard(node)
+        self.taken.add(index)  # its entry is this node's (rewritten, or left hard)
+        self.pattern_users.add(node)
+        return step
+
+    def _plan_topk(self, node, rule) -> _Step | None:
+        pieces = _topk_pattern(node)
+        if pieces is None:
+            return None  # an ordinary scatter
+        if isinstance(pieces, str):
+            self.pattern_hard.add(node)
+            return self._hard(node, rule, f"top-k mask left hard: {pieces}")
+        if self._is_int(pieces["x"]):
+            return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
+        later = [u for u in pieces["zeros"].users if self.order[u] > self.order[node]] if pieces["inplace"] else []
+        # (mask.scatter_(...): the mask's uses are those of the zeros after it)
+        uses = self._verdict([(node, list(node.users)), (pieces["zeros"], later)], "0/1 result",
+                             copies=not pieces["inplace"])
+        if uses.hard and not self.config.is_disabled(rule.kind):
+            step = self._hard(node, rule, uses.hard)
+        else:
+            step = self._rewrite(node, rule, reason=uses.reason, hard_uses=uses.keep, chain=(uses.chain, uses.ends),
+                                 **pieces)
+        self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
+        self.pattern_users.update((node, pieces["zeros"]))
+        return step
+
+    def _plan_unmatched(self, node: Node) -> _Step | None:
+        if self.config.is_skipped(self._stack(node)):
+            return None
+        if node.op == "call_module":
+            return self._plan_unlisted(node, self.gm.get_submodule(node.target))
+        if rules.match_inplace(node):  # x.round_(), torch.round_(x), aten.round_.default
+            return self._hard(node, None, f"in-place {rules.describe_target(node)}: left hard "
+                                          "(use the out-of-place spelling to linearize)")
+        if (name := rules.match_no_jump(node)) and any(_is_float_cast(u, node, {}) for u in node.users):
+            if name == "eq" and (found := _max_one_hot(node)) is not None:
+                largest, dim = found
+                arg = "argmax" if largest else "argmin"
+                fix = f"F.one_hot(x.{arg}({dim}), n)" + ("" if dim == -1 else f".movedim(-1, {dim})")
+                return self._hard(node, None, f"x == x.{'max' if largest else 'min'}(dim={dim}, keepdim=True) is "
+                                              f"one_hot({arg}(x, {dim})) (ties aside), which jumps where the {arg} "
+                                              f"changes: write {fix} (n: x's size along dim {dim}) to linearize it; "
+                                              "left hard")
+            return self._hard(node, None, f"'{name}' has no jump to linearize (a spike of measure zero): left hard")
+        return self._plan_unlisted(node)
+
+    def _plan_unlisted(self, node: Node, module: nn.Module | None = None) -> _Step | None:
+        """A discrete op without a rule (``rules.UNLISTED``: ``torch.div(h, s, rounding_mode='floor')``,
+        ``h // s``, ``torch.bucketize``, ``nn.Threshold``, ...): found and left hard, with the spelling that
+        is linearized where there is one.  Only where a gradient is lost: an operand it jumps in is known to
+        be floating (an integer division of integers is no jump) and a gradient reaches it
+        (``_gradient_sources``), and its value reaches the output not only through ``.detach()``."""
+        unlisted = rules.match_unlisted(node, module)
+        if unlisted is None:
+            return None
+        graded = self._gradients()[0]
+        if not any(isinstance(v, Node) and v in graded and self._is_float(v) for v in unlisted.jump_operands(node)):
+            return None
+        if self._detached_only((node,)):  # a straight-through estimator already
+            return None
+        spelling = f"nn.{type(module).__name__}" if module is not None else rules.describe_target(node)
+        return _Step(node, None, self._entry(node, reason=unlisted.reason(spelling), op=spelling))
+
+    def _plan_bare_selections(self, selections: list[Node]) -> list[_Step]:
+        """argmax/argmin/topk whose indices are used other than in a rewritten pattern: found, left hard.
+        ``selections``: the argmax/argmin/topk spellings in the graph (the other nodes find nothing)."""
+        steps = []
+        for node in sorted(self.taken.union(selections), key=self.order.__getitem__):
+            if self.config.is_skipped(self._stack(node)):
+                continue
+            if node in self.taken:
+                others = [u for u in (_topk_index_users(node) if _is_topk(node) else node.users)
+                          if u not in self.pattern_users and u not in self.taken]
+                if others and (_argmax_spelling(node) is not None or _is_topk(node)):
+                    steps.append(self._hard(node, None, f"index also used by {_describe(others)}: that use "
+                                                        "stays hard (the one-hot/mask use is linearized)"))
+                continue
+            users = list(node.users) if _argmax_spelling(node) is not None else _topk_index_users(node)
+            if users and all(u in self.pattern_hard for u in users):  # one_hot(argmax(x, -1)) with no num_classes
+                what = "that one_hot(argmax)" if _argmax_spelling(node) is not None else "that top-k mask"
+                steps.append(self._hard(node, None, f"index used by {_describe(users)}: {what} is left hard (its "
+                                                    "entry says why), and so is this index"))
+            elif _argmax_spelling(node) is not None:
+                steps.append(self._hard(node, None, f"index used by {_describe(list(node.users))}: only "
+                                                    "one_hot(argmax(x, dim), n) has a surrogate, left hard"))
+            elif _is_topk(node) and users:
+                steps.append(self._hard(node, None, "indices used by "
+                                        f"{_describe(users)}: only zeros_like(x).scatter(dim, "
+                                        "topk(x, k, dim).indices, 1.0) masks have a surrogate, left hard"))
+        return steps
+
+
+def _operands(rule: rules.Rule, node: Node) -> tuple:
+    try:
+        return rule.operand_values(node)
+    except KeyError:
+        return ()
+
+
+def _only_other_uses(uses: list[Node], what: str, blocked: str | None = None) -> str:
+    if blocked is not None:  # reached through the nodes its float uses go through, which cannot be copied
+        return (f"{what} used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
+                "integer use, or an op left hard), through nodes its float uses go through too, which cannot be "
+                f"copied for that use ({blocked or 'see the graph'}): left hard (that use would see fractional "
+                "values inside the band in linear mode)")
+    return (f"{what} used only by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or "
+            "integer use, or an op left hard) and in linear mode would see fractional values inside the band: "
+            "left hard")
+
+
+def _mixed(blocked: str) -> str:
+    """A rewrite's reason, when a user that keeps the hard result has float uses too: the nodes between it and
+    its integer use cannot be copied for that use (``blocked``: why)."""
+    return (f" (so do the float uses made through the nodes that integer use is reached through, which cannot be "
+            f"copied for it: {blocked or 'see the graph'})")
+
+
+def _also_other_uses(uses: list[Node], what: str, written: list[Node] = (), chain: list[Node] = ()) -> str:
+    also = (f"also used by {_describe(uses)}, which passes no gradient (not float arithmetic: a bool or integer "
+            "use, or an op left hard)")
+    if written:
+        return (f"{also}; the {what} is written in place (by {_describe(written)}), so that use cannot keep the "
+                "hard one: in linear mode it sees fractional values inside the band")
+    if chain:
+        return (f"{also}: that use reads the hard {what}, through a copy of {_describe(chain)} (the float uses "
+                "read the originals, on the surrogate)")
+    return f"{also}: that use reads the hard {what}"
+
+
+# --- reaching the output, and through .detach() only ------------------------------------------------
+_DETACHED = ("only used through .detach(): no gradient to give (a straight-through estimator already), "
+             "left hard")
+_NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), from buffers "
+                "and constants alone, or from values that carry none: random draws, *_like/new_* tensors, "
+                "indices, integers): no gradient to give, left hard")
+
+
+def _name(v) -> str:
+    return v.name if isinstance(v, Node) else repr(v)
+
+
+def _describe(users: list[Node]) -> str:
+    return ", ".join(f"{rules.describe_target(u) if u.op in ('call_function', 'call_method') else u.op} "
+                     f"({u.name})" for u in users) or "nothing"
