@@ -76,6 +76,16 @@ def _deferred_forward(self, *args, **kwargs):
     return type(self).forward(self, *args, **kwargs)
 
 
+def _call_wrapped(self, *args, **kwargs):
+    """The ``__call__`` of an SLLGraphModule's class: fx's (its ``_WrappedCall`` prints the generated line an error
+    came from), except under ``torch.compile``: that handler walks the traceback with a generator, which dynamo
+    cannot trace, so that an error raised at run time inside ``torch.compile(gm, fullgraph=True)`` (one_hot's
+    class check) would surface as dynamo's "Attempt to trace generator" instead of the error itself."""
+    if torch.compiler.is_compiling():
+        return SLLGraphModule.__call__(self, *args, **kwargs)
+    return self._wrapped_call(self, *args, **kwargs)
+
+
 def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
     """Record that ``gm`` shares buffer tensors with ``source`` (its model; the linearized model
     ``export_hard`` stripped): when ``gm.to(...)``/``.cuda()``/``.half()`` replaces a buffer tensor, the
@@ -132,7 +142,9 @@ class SLLGraphModule(fx.GraphModule):
         if self.__dict__.get(_DEFERRED):
             type(self).forward = _deferred_forward  # (fx gives every GraphModule its own class)
             return None
-        return super().recompile()
+        code = super().recompile()
+        type(self).__call__ = _call_wrapped  # (fx's recompile sets its own on the class it gave this module)
+        return code
 
     @property
     def code(self) -> str:
