@@ -10,7 +10,9 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
   the band is.
 
 The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
-and one in-place multiply.  Compiled for the CPU (:func:`compiled_cpu`) the band is spelled
+and one in-place multiply.  Hard mode's band is closed, ``|d| <= half`` (:func:`pass_within`), as
+SLL_MATH.md's; linear mode reads the clamped ramp, equal to its bound on the edge and beyond, so its
+band is open (:func:`pass_inside`): at a kink the gradient from outside.  Compiled for the CPU (:func:`compiled_cpu`) the band is spelled
 with float ops (:func:`inside_float`; for ``integral`` jumps, round/floor/ceil/trunc, it is read
 from the linear value itself: not an integer exactly inside the band), so that inductor saves no
 one-byte mask and needs no second store in the forward kernel (``benchmarks/compiled_ops.py``).
@@ -41,6 +43,7 @@ once per kernel.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -131,6 +134,37 @@ def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
         return torch.where((d <= lo) | (d >= hi), 0.0, grad)
     return torch.ops.aten.hardtanh_backward(grad, d, lo, hi)
+
+
+def pass_within(grad: Tensor, d: Tensor, r: Eps) -> Tensor:
+    """``grad`` where ``|d| <= r``, else 0: the closed band of a hard forward (SLL_MATH.md's ``|x - b| <= eps``).
+
+    With ``r`` a Python number it is ``hardtanh_backward``'s one pass, its open bounds moved out by one step of
+    ``d``'s dtype (``|d| <= r`` exactly where ``|d| < nextafter(r)``), so that an input exactly on a band's
+    edge gets the slope: with ``eps = 1/2`` the bands of round meet at the integers, and there the
+    surrogate's slope is the same on both sides (hard-mode round is then the straight-through estimator
+    everywhere, 0 and the integers included).  A NaN ``d`` gets 0 compiled (unspecified in eager mode,
+    as in :func:`pass_inside`).
+    """
+    if compiled_cpu(d):
+        return grad * within_float(d, r)
+    if isinstance(r, Tensor):
+        return torch.where((d < -r) | (d > r), 0.0, grad)
+    above = _step_above(float(r), d.dtype)
+    return torch.ops.aten.hardtanh_backward(grad, d, -above, above)
+
+
+@functools.lru_cache(maxsize=256)
+def _step_above(r: float, dtype: torch.dtype) -> float:
+    """The least value of ``dtype`` above ``r`` (``r`` rounded to ``dtype`` first)."""
+    t = torch.tensor(r, dtype=dtype)
+    return torch.nextafter(t, torch.tensor(math.inf, dtype=dtype)).item()
+
+
+def within_float(d: Tensor, r: Eps) -> Tensor:
+    """``1.0`` where ``|d| <= r``, else ``0.0`` (also for a NaN ``d``), spelled in float ops for compiled code
+    (see :func:`inside_float`)."""
+    return torch.where(d != d, 0.0, (torch.sign(r - d.abs()) + 1.0).clamp_max(1.0))
 
 
 def compiled_cpu(t: Tensor) -> bool:
@@ -270,7 +304,8 @@ METHODS = ("sll", "ste", "sigmoid")
 def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> Tensor:
     """The gradient w.r.t. ``x`` (a fresh tensor) of a hard-forward op under ``method``.
 
-    - ``sll``: ``slope * grad * 1{|d| < half}`` (the boxcar of SLL_MATH.md's hard mode);
+    - ``sll``: ``slope * grad * 1{|d| <= half}`` (the boxcar of SLL_MATH.md's hard mode, edges included:
+      :func:`pass_within`);
     - ``ste``: ``gain * grad * 1{|d| <= clip}`` (``jump.ste``): identity for round/floor/ceil/trunc
       (no clip), the clipped identity ``1{|x| <= 1}`` for sign, ``±1{|x - t| <= 1/2}`` for a unit
       step (heaviside, comparisons: the clipped identity of ``clamp(x - t + 1/2, 0, 1)``);
@@ -279,14 +314,13 @@ def estimator_grad(grad: Tensor, x: Tensor, jump: Jump, method: str = "sll") -> 
       and ``(x - b) / tau = d / half`` in every op's units).
     """
     if method == "sll":
-        return mul_(pass_inside(grad, jump.distance(x), -jump.half, jump.half), jump.slope)
+        return mul_(pass_within(grad, jump.distance(x), jump.half), jump.slope)
     if method == "ste":
         clip, gain = jump.ste
         if clip is None:
             g = grad.clone()
         elif compiled_cpu(x):  # 1{|d| <= clip} as a float: see inside_float
-            d = jump.distance(x)
-            g = grad * torch.where(d != d, 0.0, (torch.sign(clip - d.abs()) + 1.0).clamp_max(1.0))
+            g = grad * within_float(jump.distance(x), clip)
         else:
             g = torch.where(jump.distance(x).abs() <= clip, grad, 0.0)
         return g if gain == 1.0 else g.mul_(gain)

@@ -7,6 +7,7 @@ kernels and the compile tests would check stale code.
 """
 
 import pytest
+import torch
 import torch._functorch.config
 import torch._inductor.config
 
@@ -16,3 +17,14 @@ def no_stale_compiled_code():
     with torch._inductor.config.patch(fx_graph_cache=False), \
             torch._functorch.config.patch(enable_autograd_cache=False):
         yield
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Dynamo's caches emptied around a test that compiles (``autouse`` in the files that compile in every test):
+    its recompile limit is per code object, shared by every GraphModule's ``__call__``, so a test that compiles a new
+    module per case would otherwise fill it for later tests; and a second ``torch.compile`` of one module with other
+    options would run the first one's cached code instead of tracing it again."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -37,10 +37,8 @@ EPS_SCHEDULE = (0.2, 0.15, 0.1, 0.3, 0.05)   # five set_eps calls while training
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()   # every test counts its own compilations
+def _fresh(fresh_dynamo):  # (conftest.py): every test counts its own compilations
     yield
-    torch._dynamo.reset()
 
 
 class Fine(nn.Module):

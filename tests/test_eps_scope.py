@@ -56,10 +56,8 @@ class Counter:
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
+def _fresh(fresh_dynamo):  # (conftest.py)
     yield
-    torch._dynamo.reset()
 
 
 # ----------------------------------------------------------------------------------------

@@ -344,6 +344,56 @@ def test_round_with_eps_half_is_identity_in_linear_mode_and_ste_in_hard_mode():
     assert torch.equal(g, torch.ones_like(x))
 
 
+def _edges_and_beyond(spec: Spec, eps: float, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(each boundary b, its band's edges b -+ eps, points just beyond them); eps exact in binary.  The ops measure
+    distances to the boundary at the boundary's scale (``x - floor(x)``, ``x - t``): "just beyond" is a few of that
+    scale's rounding steps, not the next value after the edge (which may round back onto it)."""
+    b = torch.tensor([float(v) for v in spec.boundaries for _ in (-1, 1)], dtype=dtype)
+    side = torch.tensor([s for _ in spec.boundaries for s in (-1.0, 1.0)], dtype=dtype)
+    edge = b + side * eps
+    return b, edge, edge + side * 8 * torch.finfo(dtype).eps * max(1.0, *(abs(float(v)) for v in spec.boundaries))
+
+
+@pytest.mark.parametrize("kernels", ["eager", "tensor_kernels", "compiled"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("spec", [s for s in SPECS if not s.decimals], ids=lambda s: s.id)
+def test_hard_mode_band_edges_get_the_slope(spec, dtype, kernels, monkeypatch, fresh_dynamo):
+    """SLL_MATH's band is closed, ``|x - b| <= eps``: in hard mode an input exactly on a band's edge gets the
+    band's slope (it got 0: the band was open), the next value of its dtype further out 0."""
+    from sll_fx import ops
+
+    eps = 0.25 * spec.unit if spec.limit != INF else 0.25
+    b, edge, beyond = _edges_and_beyond(spec, eps, dtype)
+    if kernels == "tensor_kernels":
+        monkeypatch.setattr(ops, "_eager_cpu", lambda e: False)
+
+    def grad(x):
+        e = eps if kernels == "eager" else torch.tensor(eps, dtype=torch.float64)
+        fn = (lambda t: spec.call(t, e, "hard"))
+        return value_and_grad(torch.compile(fn, fullgraph=True) if kernels == "compiled" else fn, x)[1]
+
+    slope = grad(b)  # (the boundary itself: the middle of its band)
+    assert bool((slope != 0).all())
+    assert torch.equal(grad(edge), slope)
+    assert torch.equal(grad(beyond), torch.zeros_like(beyond))
+
+
+@pytest.mark.parametrize("mode", ["hard", "ste"])
+def test_hard_round_with_eps_half_is_the_ste_at_the_integers_too(mode):
+    """eps = 1/2: the bands of round meet at the integers, where the surrogate (the identity) has slope 1 on both
+    sides; hard mode is the straight-through estimator there too (its open band gave 0 at every integer, 0
+    included), as method="ste" is."""
+    x = torch.tensor([-3.0, -2.0, -1.0, -0.0, 0.0, 1.0, 2.0, 0.5, -1.5, 0.25, 1e-30, 7.0], dtype=torch.float64)
+    if mode == "hard":
+        y, g = value_and_grad(lambda t: sll_fx.round(t, 0.5, mode="hard"), x)
+    else:
+        y, g = value_and_grad(lambda t: torch.ops.sll.round(t, eps=0.5, mode="ste"), x)
+    assert_same_bits(y, torch.round(x))
+    assert torch.equal(g, torch.ones_like(x))
+    _, g = value_and_grad(lambda t: sll_fx.round(t, 0.5, mode="hard"), torch.tensor([INF, -INF], dtype=torch.float64))
+    assert torch.equal(g, torch.zeros(2, dtype=torch.float64))  # (+-inf: in no band)
+
+
 # --- 2. hard mode: ties, signed zeros, infinities ---------------------------------------
 
 SPECIAL = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.5, 0.25, -0.25, 0.75, 0.15, 0.35, -0.45, 5.0, 15.0,

@@ -1211,15 +1211,6 @@ class _UnknownDtypeSelections(nn.Module):
 _TIE_X = torch.tensor([0.2, 0.5, 0.9, 0.45, 0.55, 0.5 + 1e-7, 0.5 - 1e-7, float("nan"), float("inf")])
 
 
-@pytest.fixture
-def fresh_dynamo():
-    """Compiling a new module per case: dynamo's caches emptied around the test (its recompile limit is per code
-    object, shared by every GraphModule's ``__call__``; left full, later tests' compilations would fail)."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.parametrize("cmp", [operator.gt, operator.ge, operator.lt, operator.le], ids=["gt", "ge", "lt", "le"])
 @pytest.mark.parametrize("mode", ["linear", "hard"])
 def test_an_integer_selection_of_unknown_dtype_is_exact_on_the_threshold(cmp, mode, fresh_dynamo):
