@@ -153,7 +153,9 @@ class InlinedModule(nn.Module):
         return super().register_backward_hook(hook, *args, **kwargs)
 
     def register_parameter(self, name: str, param) -> None:
-        if INLINED in self.__dict__ and name not in self._parameters:  # (torch.nn.utils.prune's first step)
+        # a new name (torch.nn.utils.prune's first step); one of its own, deleted and set again (FSDP1 does that to
+        # each parameter, a view of its flat one in their place), is what the graph reads
+        if INLINED in self.__dict__ and name not in self._parameters and name not in self.__dict__.get(_OWN, ()):
             raise InlinedModuleError(
                 f"sll_fx: cannot add parameter '{name}' to {_inlined_name(self)}: {_INLINED_WHY}; the graph reads the "
                 "parameters the model had when it was linearized, so a new one would never be used\nFix: apply "
@@ -180,12 +182,17 @@ def _warn_hook(module: InlinedModule, what: str) -> None:
         "to the model before linearize_module", InlinedModuleWarning, stacklevel=3)
 
 
+#: ``__dict__`` key of the names of an :class:`InlinedModule`'s parameters when it was made (the ones the graph reads)
+_OWN = "_sll_inlined_parameters"
+
+
 def _inline(dst: nn.Module, src: nn.Module, path: str) -> None:
     """Make the plain container ``dst`` that fx made for ``src`` (at ``path``) an :class:`InlinedModule`."""
     if type(dst) is nn.Module:
         dst.__class__ = InlinedModule
     if isinstance(dst, InlinedModule):
         dst.__dict__[INLINED] = (path, src.__dict__.get(INLINED, (path, type(src).__name__))[1])
+        dst.__dict__[_OWN] = frozenset(dst._parameters)
 
 
 class ExtraStateContainer(InlinedModule):

@@ -1,4 +1,4 @@
-"""Distributed training of a linearized model: DDP (and FSDP2) with the gloo backend, 2 processes, CPU.
+"""Distributed training of a linearized model: DDP, FSDP2 and FSDP1 with the gloo backend, 2 processes, CPU.
 
 Each worker linearizes the same model, wraps the GraphModule, trains a few steps on its own
 shard of the data (with an eps change half-way, as an annealing schedule does) and saves
@@ -7,13 +7,14 @@ moved, and that they equal a single-process run on both shards at once (DDP and 
 average the gradients of equal shards, which is the gradient of the whole batch).
 
 DDP starts from *different* initial weights on the two ranks: its broadcast from rank 0
-must make them equal.  FSDP2 does not broadcast, so there both ranks build the same model.
+must make them equal.  FSDP does not broadcast, so there both ranks build the same model.
 The processes rendezvous through a file store and gloo talks over loopback; the whole
 file runs in a few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -36,10 +37,23 @@ EPS, EPS_LATER = 0.3, 0.2
 TIMEOUT_S = 120
 
 
+class Gain(nn.Module):
+    """A traced-through module with a parameter of its own (a quantizer's learnable scale, a binary layer's weight):
+    fx gives the GraphModule a container for it, which FSDP1 re-registers the parameter on."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = nn.Parameter(torch.full((16,), 1.5))
+
+    def forward(self, h):
+        return torch.round(h * self.k) / self.k
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.inp = nn.Linear(6, 16)
+        self.gain = Gain()
         self.mid = nn.Linear(16, 16)
         self.out = nn.Linear(16, 1)
         self.t = nn.Parameter(torch.tensor([0.1]))  # FSDP2 shards no 0-dim parameter: a learnable threshold is 1-d
@@ -49,7 +63,7 @@ class Net(nn.Module):
     def forward(self, x):
         h = self.inp(x)
         h = torch.round(h * self.scale) / self.scale + torch.sign(h) * 0.1 + (h > self.t).float() * self.ones
-        h = self.mid(h)
+        h = self.mid(self.gain(h))
         h = torch.where(h > 0.0, h, 0.1 * h)
         return self.out(h)
 
@@ -98,6 +112,13 @@ def _worker(rank: int, kind: str, store: str, out_dir: str) -> None:
 
             wrapped = DistributedDataParallel(gm)  # broadcasts rank 0's parameters and buffers
             start = {k: v.detach().clone() for k, v in gm.state_dict().items()}
+        elif kind == "fsdp1":
+            from torch.distributed.fsdp import FullyShardedDataParallel
+            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+            start = {k: v.detach().clone() for k, v in gm.state_dict().items()}
+            wrapped = FullyShardedDataParallel(gm, auto_wrap_policy=ModuleWrapPolicy({nn.Linear}), use_orig_params=True,
+                                               device_id=torch.device("cpu"))  # (on the CPU it needs a device_id)
         else:
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
@@ -109,10 +130,11 @@ def _worker(rank: int, kind: str, store: str, out_dir: str) -> None:
                     fully_shard(gm.get_submodule(node.target), mesh=mesh)
             wrapped = fully_shard(gm, mesh=mesh)
         losses = train(wrapped, gm, [shard(rank, s) for s in range(STEPS)])
-        state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-                 for k, v in gm.state_dict().items()}
-        model_state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-                       for k, v in model.state_dict().items()}
+        with (wrapped.summon_full_params(wrapped) if kind == "fsdp1" else contextlib.nullcontext()):
+            state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+                     for k, v in gm.state_dict().items()}
+            model_state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+                           for k, v in model.state_dict().items()}
         eps = sorted({float(b) for n, b in gm.named_buffers() if n.startswith("_sll_eps_")} or
                      {n.kwargs["eps"] for n in gm.graph.nodes if isinstance(n.kwargs.get("eps"), float)})
         path = os.path.join(out_dir, f"{kind}_{rank}.pt")
@@ -191,3 +213,11 @@ def test_fsdp2_gloo_two_processes_stay_in_sync(tmp_path):
         pytest.skip("this torch has no FSDP2 (torch.distributed.fsdp.fully_shard)")
     # fully_shard replaces the parameters by sharded ones: the gm (not the user's model) holds the result
     _check(_run("fsdp", tmp_path), _reference(), shares_model=False)
+
+
+def test_fsdp1_gloo_two_processes_stay_in_sync(tmp_path):
+    """FSDP1 (``FullyShardedDataParallel``, ``use_orig_params=True``) deletes each parameter and sets a view of its flat
+    parameter in its place, also on the container of the traced-through ``gain``: that container refused a parameter
+    it did not hold at the time (InlinedModuleError at wrapping)."""
+    pytest.importorskip("torch.distributed.fsdp")
+    _check(_run("fsdp1", tmp_path), _reference(), shares_model=False)
