@@ -116,7 +116,7 @@ def _carry(res, carried: dict | None) -> None:
 
 def _follow(gm: torch.nn.Module, moved: dict, seen: set, at: dict) -> None:
     """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources hold the old: the
-    one ``gm`` has at the same place (``at``: (module path, name) -> new), else ``moved``'s (a buffer that two
+    one ``gm`` has at the same place (``at``: (module path, slot, name) -> new), else ``moved``'s (a buffer that two
     modules share becomes two tensors when moved, one per module, as ``nn.Module._apply`` makes them)."""
     for ref in gm.__dict__.get(_SOURCES, ()):
         source = ref()
@@ -124,11 +124,46 @@ def _follow(gm: torch.nn.Module, moved: dict, seen: set, at: dict) -> None:
             continue
         seen.add(id(source))
         for path, m in source.named_modules(remove_duplicate=False):
-            for name, buf in list(m._buffers.items()):
-                pair = moved.get(id(buf)) if buf is not None else None
-                if pair is not None and pair[0] is buf:
-                    m._buffers[name] = at.get((path, name), pair[1])
+            for slot in _SLOTS:
+                tensors = getattr(m, slot)
+                for name, t in list(tensors.items()):
+                    pair = moved.get(id(t)) if t is not None else None
+                    if pair is not None and pair[0] is t:
+                        tensors[name] = at.get((path, slot, name), pair[1])
         _follow(source, moved, seen, at)
+
+
+_SLOTS = ("_parameters", "_buffers")
+
+
+def _held(module: torch.nn.Module, recurse: bool = True) -> list[tuple]:
+    """``(path, module, slot, name, tensor)`` of every parameter and buffer ``module`` (and its submodules) holds."""
+    modules = module.named_modules(remove_duplicate=False) if recurse else [("", module)]
+    return [(path, m, slot, name, t) for path, m in modules for slot in _SLOTS
+            for name, t in getattr(m, slot).items() if t is not None]
+
+
+def _replaced(gm: torch.nn.Module, before: list[tuple]) -> tuple[dict, dict]:
+    """What replaced the tensors of ``before`` (:func:`_held`): ``(moved, at)`` for :func:`_follow`, after a move, a
+    cast or a load that put new tensor objects in ``gm`` (``to_empty``, ``load_state_dict(assign=True)``, a cast
+    under ``torch.__future__.set_overwrite_module_params_on_conversion(True)``): the model's modules still hold the
+    old ones, and would be left behind (training ``gm`` no longer trains the model).  fx's and sll_fx's own buffers
+    (an eps, a constant: :func:`_not_the_models`) keep their values and dtype (see :meth:`SLLGraphModule._apply`)."""
+    moved, at = {}, {}
+    for path, m, slot, name, old in before:
+        new = getattr(m, slot).get(name)
+        if new is None or new is old:
+            continue
+        if slot == "_buffers" and _not_the_models(m, name):  # the values, on the new device
+            new = m._buffers[name] = old.to(new.device) if old.device.type != "meta" else new.to(old.dtype)
+            if new is old:
+                continue
+        moved.setdefault(id(old), (old, new))
+        at[(path, slot, name)] = new
+    if moved:
+        _follow(gm, moved, set(), at)
+        frozen.refresh_tensors(gm)
+    return moved, at
 
 
 class SLLGraphModule(fx.GraphModule):
@@ -174,25 +209,21 @@ class SLLGraphModule(fx.GraphModule):
         uninitialized, and, being non-persistent, ``load_state_dict`` does not restore them (an eps buffer on the
         meta device, which holds no value, is the one exception).  Every call counts as a cast for the precision checks
         (:data:`~sll_fx.precision.CAST_GENERATION`): the next call is checked again."""
-        modules = list(self.named_modules(remove_duplicate=False)) if recurse else [("", self)]
-        before = [(path, m, name, buf) for path, m in modules for name, buf in m._buffers.items() if buf is not None]
+        before = _held(self, recurse)
         super()._apply(fn, recurse)
-        moved, at = {}, {}
-        for path, m, name, old in before:
-            new = m._buffers.get(name)
-            if new is None or new is old:
-                continue
-            if _not_the_models(m, name):  # the values, on the new device
-                new = m._buffers[name] = old.to(new.device) if old.device.type != "meta" else new.to(old.dtype)
-                if new is old:
-                    continue
-            moved.setdefault(id(old), (old, new))
-            at[(path, name)] = new
-        if moved:
-            _follow(self, moved, set(), at)
-            frozen.refresh_tensors(self)
+        _replaced(self, before)
         self.__dict__[precision.CAST_GENERATION] = self.__dict__.get(precision.CAST_GENERATION, 0) + 1
         return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``; with ``assign=True`` the model's modules get the new tensors too (the
+        containers fx made for traced-through modules, and the GraphModule itself, hold the model's tensors, not its
+        modules: :func:`_replaced`), so that training the result still trains the model."""
+        before = _held(self) if assign else None
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if before is not None:
+            _replaced(self, before)
+        return result
 
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         """The model's buffers first, in the model's order, then the ones sll_fx adds (eps, fx's constants, plain

@@ -632,6 +632,89 @@ def test_to_empty_keeps_the_eps_and_constants_of_a_model_built_on_the_meta_devic
     assert torch.equal(gm(x), sll_fx.linearize_module(ref, eps=0.1, verbose=False)(x))
 
 
+class _Lsq(nn.Module):
+    """A traced-through quantizer with a learnable step and a buffer of its own (fx gives gm a container for it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = nn.Parameter(torch.tensor([0.5]))
+        self.register_buffer("bits", torch.tensor(7.0))
+
+    def forward(self, x):
+        return torch.clamp(torch.round(x / self.step), -self.bits, self.bits) * self.step
+
+
+class _LsqNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor([0.1]))  # the model's own parameter: held by gm itself
+        self.lin = nn.Linear(4, 4)                  # a leaf: the model's module, shared by gm
+        self.q = _Lsq()
+
+    def forward(self, x):
+        return self.lin(self.q(x)) + self.t
+
+
+def _holds_the_models_tensors(result: nn.Module, model: nn.Module) -> bool:
+    ours = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    theirs = dict(result.named_parameters(remove_duplicate=False)) | dict(result.named_buffers(remove_duplicate=False))
+    return all(theirs[k] is v for k, v in ours.items())
+
+
+@pytest.mark.parametrize("into", ["gm", "hard"])
+def test_load_with_assign_gives_the_model_the_new_tensors(into):
+    """``load_state_dict(..., assign=True)`` puts new tensor objects in the module it is called on: the containers fx
+    made for traced-through modules, and gm itself, hold the model's tensors, not its modules, so the model kept the old
+    ones (and training gm no longer trained it: model(x) and export_hard(gm)(x) differed, silently; audit)."""
+    torch.manual_seed(0)
+    model = _LsqNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    ckpt = {k: v + 0.25 for k, v in _LsqNet().state_dict().items()}
+    loaded = {k: v.clone() for k, v in ckpt.items()}  # (assign=True: the model trains ckpt's own tensors)
+    (gm if into == "gm" else hard).load_state_dict(ckpt, assign=True)
+    for result in (gm, hard) if into == "hard" else (gm,):  # (export_hard's result follows gm; not gm its results)
+        assert _holds_the_models_tensors(result, model)
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+    opt = torch.optim.SGD(gm.parameters(), lr=0.5)
+    x = torch.randn(3, 4)
+    gm(x).pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(model.q.step.detach(), loaded["q.step"])  # the step trained the model
+    assert torch.equal(model(x), sll_fx.export_hard(gm, verbose=False)(x))
+
+
+def test_to_empty_then_load_gives_the_model_real_parameters():
+    """A model built on ``meta``: ``gm.to_empty(device=...)`` makes new parameter objects (meta tensors cannot be
+    swapped in place), which the model's own and traced-through modules did not get (still on meta: the model then
+    failed to run)."""
+    torch.manual_seed(0)
+    ref = _LsqNet()
+    with torch.device("meta"):
+        model = _LsqNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    gm.to_empty(device="cpu")
+    gm.load_state_dict(ref.state_dict())
+    assert _holds_the_models_tensors(gm, model)
+    x = torch.randn(3, 4)
+    assert torch.equal(model(x), ref(x))
+
+
+def test_a_cast_that_makes_new_parameters_gives_them_to_the_model():
+    """Under ``set_overwrite_module_params_on_conversion(True)`` a cast makes new parameter objects: the model's
+    modules get them too (they kept float32 ones)."""
+    model = _LsqNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    before = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        gm.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(before)
+    assert _holds_the_models_tensors(gm, model)
+    assert model.q.step.dtype == model.t.dtype == model.lin.weight.dtype == torch.float64
+
+
 class _Table(nn.Module):
     """Reads a plain tensor attribute (neither a parameter nor a buffer: fx holds it as a get_attr)."""
 
