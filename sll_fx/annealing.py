@@ -258,9 +258,14 @@ def _named_nodes(gm: nn.Module) -> list[tuple[str, str, fx.GraphModule, fx.Node]
     return out
 
 
-def _root(gm: nn.Module) -> nn.Module:
+def _root(gm: nn.Module, what: str = "sll_fx") -> nn.Module:
     """The linearized model inside a ``torch.compile`` wrapper and a ``DistributedDataParallel``/``DataParallel``
-    wrapper (its ``module``): names are the model's own, without ``_orig_mod.``/``module.``."""
+    wrapper (its ``module``): names are the model's own, without ``_orig_mod.``/``module.``.  An ``ExportedProgram``
+    is a TypeError naming ``what`` (the function called) and the fix: it holds no module whose eps could change."""
+    if isinstance(gm, torch.export.ExportedProgram):
+        raise TypeError(f"{what}: got an ExportedProgram, which holds the eps of export time as constants (each "
+                        "ep.module() call makes a new module from them)\nFix: call it on the linearized model, then "
+                        "export again; or keep one m = ep.module() and call it on m")
     gm = unwrap_compiled(gm)
     while isinstance(gm, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         gm = unwrap_compiled(gm.module)
@@ -304,6 +309,7 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
         gm.load_state_dict(ckpt["model"])
         sll_fx.load_eps(gm, ckpt["eps"])
     """
+    _root(gm, "eps_state")
     return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm) if "eps" in node.kwargs}
 
 
@@ -318,7 +324,7 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
     no key names, is a ``ValueError`` (as ``load_state_dict(strict=True)``); ``strict=False`` skips
     unknown keys and leaves unnamed nodes as they are.  Values: anything :func:`set_eps` takes.
     """
-    gm = _root(gm)
+    gm = _root(gm, "load_eps")
     if not isinstance(state, dict):
         raise TypeError(f"load_eps: state must be a dict {{node name: eps}} (sll_fx.eps_state(gm)), "
                         f"got {type(state).__name__}")
@@ -546,6 +552,7 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     instead, once: that GraphModule's graph and code change, which code compiled from it before
     does not see (see the module docstring).
     """
+    _root(gm, "set_eps")
     eps = _as_eps(eps)
     if isinstance(where, type) and not issubclass(where, nn.Module):
         raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")

@@ -67,7 +67,7 @@ import torch
 from torch import fx, nn
 
 from . import kernels, rules
-from .annealing import _eps_nodes, set_eps, unwrap_compiled
+from .annealing import _eps_nodes, _root, set_eps, unwrap_compiled
 from .diagnostics import sll_node_names
 from .errors import EpsError
 from .ops import DEFAULT_EPS, eps_limit, jump_of
@@ -292,9 +292,10 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     ``torch.compile(gm, fullgraph=True)`` included, run without calibrating.  Its forward is no step of a
     :func:`sll_fx.band_stats` recording, which stays in place.  A node that sees no input element keeps its
     eps, and a ``UserWarning`` names it; a call that gives no node an element (an empty batch) leaves a
-    pending automatic calibration pending (see "No data" in the module docstring).
+    pending automatic calibration pending (see "No data" in the module docstring).  On a ``DistributedDataParallel``
+    wrapper it runs the model inside (no gradient sync to make), with the model's node names.
     """
-    gm = unwrap_compiled(gm)
+    gm = _root(gm, "calibrate")
     state = gm.__dict__.get(_STATE)
     if target is None:
         target = state["target"] if state is not None else gm.__dict__.get(_TARGET, DEFAULT_TARGET)
@@ -408,7 +409,7 @@ def freeze_eps(gm: nn.Module) -> None:
     the eps in use are the placeholders (``min(DEFAULT_EPS, limit / 2)``, not chosen from data):
     a ``UserWarning`` says so; ``sll_fx.calibrate(gm, x)`` or ``sll_fx.set_eps`` then
     sets them."""
-    gm = unwrap_compiled(gm)
+    gm = _root(gm, "freeze_eps")
     state = gm.__dict__.get(_STATE)
     if state is None:
         return

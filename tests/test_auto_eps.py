@@ -633,3 +633,26 @@ def test_calibrating_leaves_the_random_generator_as_it_found_it(explicit):
     want, after_want = model(x), torch.rand(4)
     assert torch.equal(got == 0, want == 0) and (want == 0).any()
     assert torch.equal(after, after_want)
+
+
+def test_calibrate_through_a_data_parallel_wrapper_names_the_models_nodes():
+    """``calibrate`` on a ``DataParallel``/``DistributedDataParallel`` wrapper: the names eps_state and the report use
+    (they had the wrapper's ``module.`` prefix, so load_eps(gm, calibrate(ddp, x)) failed), and the pending automatic
+    calibration of the model inside ends (it was not found on the wrapper and stayed pending)."""
+    gm = sll_fx.linearize_module(Net(), verbose=False)
+    chosen = sll_fx.calibrate(nn.DataParallel(gm), _data(0))
+    assert chosen and set(chosen) == set(sll_fx.eps_state(gm))
+    assert not sll_fx.calibration.is_calibrating(gm)
+    assert sll_fx.load_eps(gm, chosen)
+
+
+@pytest.mark.parametrize("call", ["set_eps", "eps_state", "load_eps", "calibrate", "freeze_eps"])
+def test_the_eps_functions_refuse_an_exported_program(call):
+    """An ExportedProgram holds eps as constants of export time: a TypeError with the fix (set_eps, eps_state,
+    load_eps and calibrate raised an AttributeError, freeze_eps did nothing)."""
+    gm = sll_fx.linearize_module(Net(), eps=0.1, verbose=False)
+    x = _data(0)
+    ep = torch.export.export(gm, (x,))
+    args = {"set_eps": (0.2,), "eps_state": (), "load_eps": ({},), "calibrate": (x,), "freeze_eps": ()}[call]
+    with pytest.raises(TypeError, match=rf"{call}: got an ExportedProgram.*\nFix: call it on the linearized model"):
+        getattr(sll_fx, call)(ep, *args)
