@@ -143,8 +143,8 @@ def _held(module: torch.nn.Module, recurse: bool = True) -> list[tuple]:
             for name, t in getattr(m, slot).items() if t is not None]
 
 
-def _replaced(gm: torch.nn.Module, before: list[tuple]) -> tuple[dict, dict]:
-    """What replaced the tensors of ``before`` (:func:`_held`): ``(moved, at)`` for :func:`_follow`, after a move, a
+def _replaced(gm: torch.nn.Module, before: list[tuple]) -> None:
+    """Give ``gm``'s sources (:func:`_follow`) what replaced the tensors of ``before`` (:func:`_held`) after a move, a
     cast or a load that put new tensor objects in ``gm`` (``to_empty``, ``load_state_dict(assign=True)``, a cast
     under ``torch.__future__.set_overwrite_module_params_on_conversion(True)``): the model's modules still hold the
     old ones, and would be left behind (training ``gm`` no longer trains the model).  fx's and sll_fx's own buffers
@@ -163,7 +163,6 @@ def _replaced(gm: torch.nn.Module, before: list[tuple]) -> tuple[dict, dict]:
     if moved:
         _follow(gm, moved, set(), at)
         frozen.refresh_tensors(gm)
-    return moved, at
 
 
 class SLLGraphModule(fx.GraphModule):
