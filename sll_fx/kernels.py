@@ -424,8 +424,10 @@ def trunc(eps: Eps) -> Jump:
         return (c + w) * torch.sign(x), w
 
     def distance(x):
-        a = clamp_(torch.abs(x), 0.5)
-        return nan_to_(a.sub_(torch.round(a)), 1.0)
+        # to the nearest nonzero integer: below 1/2, 1 (round(|x|) = 0 there: |x| - 0 would put |x| < 1/2 on the
+        # edge of a band of half-width 1/2, where trunc has no jump)
+        a = torch.abs(x)
+        return nan_to_(a.sub_(clamp_(torch.round(a), 1.0)), 1.0)
     return Jump(ramp, (-1.0, 0.0), distance, eps, k, integral=True)
 
 

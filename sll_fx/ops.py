@@ -588,7 +588,9 @@ def in_band(op: str, args: tuple, kwargs: dict) -> Tensor:
 
     For ``argmax_onehot`` and ``topk_mask`` the mask has ``x``'s shape: elements whose margin
     (to the runner-up, or to the top-k threshold) is within eps.  ``select`` has no band of its
-    own (its mask's ``compare`` has): ``KeyError``.
+    own (its mask's ``compare`` has): ``KeyError``.  A band's edges are in it where the gradient is the slope
+    there: in hard mode (:func:`~sll_fx.kernels.pass_within`) and for the selections (autograd's clamp), not for
+    an elementwise op in linear mode (:func:`~sll_fx.kernels.pass_inside`).
     """
     if op in ("argmax_onehot", "topk_mask"):
         x = args[0]
@@ -596,10 +598,11 @@ def in_band(op: str, args: tuple, kwargs: dict) -> Tensor:
         with torch.no_grad():
             d = kernels.argmax_margin(x.detach(), args[1], largest) if op == "argmax_onehot" else \
                 kernels.topk_distance(x.detach(), args[1], args[2], largest)
-            return torch.zeros_like(x, dtype=torch.bool) if d is None else d.abs() < kwargs["eps"]
+            return torch.zeros_like(x, dtype=torch.bool) if d is None else d.abs() <= kwargs["eps"]
     jump = jump_of(op, args, kwargs)
     x = args[0]
     if op == "heaviside":
         x = x.expand(torch.broadcast_shapes(x.shape, args[1].shape))
     with torch.no_grad():
-        return jump.distance(x.detach()).abs() < jump.half
+        d = jump.distance(x.detach()).abs()
+        return d <= jump.half if kwargs.get("mode", "linear") == "hard" else d < jump.half

@@ -135,6 +135,27 @@ def test_hand_count_fraction_and_mean_grad(case, mode):
     assert rec.eps == 0.1
 
 
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_band_edges_count_as_the_gradient_does(mode):
+    """At eps = 1/2 round's bands meet at the integers: hard mode's closed band passes the slope there, linear
+    mode's backward reads the clamped ramp and gives 0.  band_stats counts what the gradient does (it counted
+    every integer out in hard mode: band fraction 0 and a BandWarning while every element got slope 1)."""
+
+    class Round(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    gm = linearize(Round(), 0.5, mode=mode)
+    x = torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0, 0.25, 0.5, 1.75], requires_grad=True)
+    with band_stats(gm) as stats:
+        gm(x).sum().backward()
+    rec = only(stats.records)
+    inside = int((x.grad != 0).sum())
+    assert inside == (8 if mode == "hard" else 3)
+    assert (rec.in_band, rec.numel) == (inside, 8)
+    assert rec.mean_abs_grad == pytest.approx(x.grad.abs().mean().item())
+
+
 def test_heaviside_broadcast_fraction_and_grad_reduced_to_input_shape():
     gm = fx.symbolic_trace(Heaviside(eps=0.1))
     x = torch.tensor([[0.05], [0.3], [-1.0]], requires_grad=True)  # 1 of 3 rows in band, 4 columns each

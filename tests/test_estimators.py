@@ -27,8 +27,10 @@ def _sig(z):
 
 
 def _trunc_d(x):
-    a = x.abs().clamp_min(0.5)
-    return a - torch.round(a)
+    """|x| to its nearest boundary of trunc, a nonzero integer: 1 below 1/2 (it was clamped to 1/2 there, as if a
+    boundary sat at 0: sigmoid's derivative was too large, and hard mode's closed band passed the slope at eps 1/2)."""
+    a = x.abs()
+    return a - torch.round(a).clamp_min(1.0)
 
 
 # (name, explicit call, hard op, ste derivative, sigmoid derivative with tau = eps = TAU)

@@ -394,6 +394,16 @@ def test_hard_round_with_eps_half_is_the_ste_at_the_integers_too(mode):
     assert torch.equal(g, torch.zeros(2, dtype=torch.float64))  # (+-inf: in no band)
 
 
+@pytest.mark.parametrize("kernels", ["eager", "compiled"])
+def test_hard_trunc_has_no_band_below_one_half_at_eps_one_half(kernels, fresh_dynamo):
+    """trunc jumps at the nonzero integers only: below |x| = 1/2 no band reaches at eps = 1/2 (the closed band gave
+    the slope on all of (-1/2, 1/2): its distance there was 1/2, not the 1 - |x| to the nearest boundary, +-1)."""
+    x = torch.tensor([0.0, -0.0, 0.3, -0.49, 0.5, -0.5, 0.75, 1.5, -2.5, INF], dtype=torch.float64)
+    fn = (lambda t: sll_fx.trunc(t, 0.5, mode="hard"))
+    _, g = value_and_grad(torch.compile(fn, fullgraph=True) if kernels == "compiled" else fn, x)
+    assert g.tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+
+
 # --- 2. hard mode: ties, signed zeros, infinities ---------------------------------------
 
 SPECIAL = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.5, 0.25, -0.25, 0.75, 0.15, 0.35, -0.45, 5.0, 15.0,
