@@ -165,6 +165,44 @@ def _replaced(gm: torch.nn.Module, before: list[tuple]) -> None:
         frozen.refresh_tensors(gm)
 
 
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _ties(before: list[tuple], state_dict) -> list[tuple[list[tuple], str]]:
+    """The tensors of ``before`` (:func:`_held`) held at several names that ``state_dict`` gives (tied weights), as
+    (their places, the first name ``state_dict`` has).  Raises, before anything is loaded, where ``state_dict`` gives
+    one of them different values under two names: the graph reads the tensor as one, it cannot be untied."""
+    places: dict[int, list[tuple]] = {}
+    for entry in before:
+        places.setdefault(id(entry[4]), []).append(entry)
+    out = []
+    for group in places.values():
+        keys = list(dict.fromkeys(_key(path, name) for path, _, _, name, _ in group if _key(path, name) in state_dict))
+        if len(group) < 2 or not keys:
+            continue
+        first = state_dict[keys[0]]
+        for key in keys[1:]:
+            other = state_dict[key]
+            if isinstance(first, torch.Tensor) and isinstance(other, torch.Tensor) and \
+                    (first.shape != other.shape or not torch.equal(first, other)):
+                raise ValueError(
+                    f"load_state_dict(assign=True): '{keys[0]}' and '{key}' are one tensor of the model (tied), which "
+                    "the linearized graph reads as one, but the state_dict gives them different values\nFix: tie "
+                    "them in the state_dict (the same values), or load with assign=False (each value is copied into "
+                    "the one tensor, the last one winning, as for any tied model)")
+        out.append((group, keys[0]))
+    return out
+
+
+def _retie(ties: list[tuple[list[tuple], str]]) -> None:
+    """Put the tensor now at each tie's first loaded name at all its places (``assign=True`` gave each its own)."""
+    for group, key in ties:
+        new = next(getattr(m, slot)[name] for path, m, slot, name, _ in group if _key(path, name) == key)
+        for _, m, slot, name, _ in group:
+            getattr(m, slot)[name] = new
+
+
 class SLLGraphModule(fx.GraphModule):
     def __init__(self, root, graph: fx.Graph, class_name: str = "GraphModule", *, codegen: bool = True):
         if not codegen:
@@ -217,11 +255,16 @@ class SLLGraphModule(fx.GraphModule):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``; with ``assign=True`` the model's modules get the new tensors too (the
         containers fx made for traced-through modules, and the GraphModule itself, hold the model's tensors, not its
-        modules: :func:`_replaced`), so that training the result still trains the model."""
-        before = _held(self) if assign else None
+        modules: :func:`_replaced`), so that training the result still trains the model.  A tensor held at several
+        names (tied weights) stays one tensor, the one loaded for its first name (:func:`_retie`): the graph reads it
+        under one name (``nn.Module`` would untie them, each name getting its own)."""
+        if not assign:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        before = _held(self)
+        ties = _ties(before, state_dict)
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if before is not None:
-            _replaced(self, before)
+        _retie(ties)
+        _replaced(self, before)
         return result
 
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):

@@ -684,6 +684,49 @@ def test_load_with_assign_gives_the_model_the_new_tensors(into):
     assert torch.equal(model(x), sll_fx.export_hard(gm, verbose=False)(x))
 
 
+class _Scaled(nn.Module):
+    def __init__(self, w=None):
+        super().__init__()
+        self.w = w if w is not None else nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return torch.round(x * self.w)
+
+
+class _Tied(nn.Module):
+    """One parameter at ``a.w`` and ``b.w``, both traced through: the graph reads it as ``a.w``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = _Scaled()
+        self.b = _Scaled(self.a.w)
+
+    def forward(self, x):
+        return self.a(x) + 10 * self.b(x)
+
+
+@pytest.mark.parametrize("keys", [("a.w", "b.w"), ("a.w",), ("b.w",)])
+def test_load_with_assign_keeps_tied_parameters_tied(keys):
+    """``assign=True`` gives each name its own tensor (nn.Module unties them); the graph reads one: they stay one
+    tensor, in gm and in the model (a partial load left gm's b.w behind: the next call blamed the user with a
+    TraceError; a full one left model and gm computing different things)."""
+    model = _Tied()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    gm.load_state_dict({k: torch.full((4,), 2.0) for k in keys}, assign=True, strict=len(keys) == 2)
+    assert gm.a.w is gm.b.w is model.a.w is model.b.w
+    assert torch.equal(model.a.w.detach(), torch.full((4,), 2.0))
+    x = torch.ones(1, 4)
+    assert torch.equal(gm(x), model(x)) and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+def test_load_with_assign_refuses_to_untie_what_the_graph_reads_as_one():
+    model = _Tied()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    with pytest.raises(ValueError, match=r"'a.w' and 'b.w' are one tensor of the model \(tied\).*\nFix: tie them"):
+        gm.load_state_dict({"a.w": torch.full((4,), 2.0), "b.w": torch.full((4,), 3.0)}, assign=True)
+    assert gm.a.w is model.a.w is model.b.w and torch.equal(model.a.w.detach(), torch.ones(4))  # nothing loaded
+
+
 def test_to_empty_then_load_gives_the_model_real_parameters():
     """A model built on ``meta``: ``gm.to_empty(device=...)`` makes new parameter objects (meta tensors cannot be
     swapped in place), which the model's own and traced-through modules did not get (still on meta: the model then
