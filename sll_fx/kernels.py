@@ -5,7 +5,7 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
 - ``ramp(x) -> (value, u)``: the ``linear``-mode value and the clamped ramp ``u`` it was
   built from.  ``u`` sits exactly on ``lo`` or ``hi`` outside the band (so the value is
   exactly the hard op's there) and moves linearly inside it;
-- ``distance(x) -> d``: a tensor that lies strictly inside ``(-eps', eps')`` exactly on the
+- ``distance(x) -> d``: a tensor that lies inside ``[-half, half]`` exactly on the
   band, for ``hard`` mode, whose forward is the hard op and whose backward needs only where
   the band is.
 
@@ -374,7 +374,7 @@ def round_half(eps: Eps) -> Jump:
     def distance(x):
         f = torch.floor(x)
         d = torch.sub(x, f, out=f) if inplace_ok(x) else x - f
-        return nan_to_(d.sub_(0.5), 1.0)  # +-inf, NaN: outside every band
+        return nan_to_(d.sub_(0.5), math.inf)  # +-inf, NaN: infinitely far from every band
     return Jump(lambda x: _round_half_ramp(x, k), (0.0, 1.0), distance, eps, k, integral=True)
 
 
@@ -403,7 +403,7 @@ def integer(eps: Eps, shift: float) -> Jump:
 
     def distance(x):
         c = torch.round(x)
-        return nan_to_(torch.sub(x, c, out=c) if inplace_ok(x) else x - c, 1.0)
+        return nan_to_(torch.sub(x, c, out=c) if inplace_ok(x) else x - c, math.inf)
     return Jump(ramp, (shift, shift + 1.0), distance, eps, k, integral=True)
 
 
@@ -427,7 +427,7 @@ def trunc(eps: Eps) -> Jump:
         # to the nearest nonzero integer: below 1/2, 1 (round(|x|) = 0 there: |x| - 0 would put |x| < 1/2 on the
         # edge of a band of half-width 1/2, where trunc has no jump)
         a = torch.abs(x)
-        return nan_to_(a.sub_(clamp_(torch.round(a), 1.0)), 1.0)
+        return nan_to_(a.sub_(clamp_(torch.round(a), 1.0)), math.inf)
     return Jump(ramp, (-1.0, 0.0), distance, eps, k, integral=True)
 
 

@@ -14,6 +14,7 @@ from sll_fx import ops
 
 torch.manual_seed(0)
 TAU = 0.2
+INF_ = float("inf")
 
 
 def _x(n=4000, scale=3.0, dtype=torch.float64):
@@ -321,3 +322,26 @@ def test_spikingjelly_affine_k_bit_quantize():
     assert torch.equal(ya, yb)
     for a, b_ in zip(torch.autograd.grad(ya, ours, up), torch.autograd.grad(yb, theirs, up)):
         torch.testing.assert_close(a, b_, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("op", ["round", "floor", "ceil", "trunc"])
+def test_sigmoid_gradient_at_infinities_and_nan_is_zero(op):
+    """+-inf (and NaN) are infinitely far from every boundary: sigmoid's derivative there is 0 (their distance was the
+    placeholder 1, which gave 2 slope s (1 - s) at s = sigmoid(1 / tau): a gradient at an infinite input)."""
+    x = torch.tensor([INF_, -INF_, float("nan"), 0.3], dtype=torch.float64, requires_grad=True)
+    getattr(torch.ops.sll, op)(x, eps=TAU, mode="sigmoid").sum().backward()
+    assert x.grad[:3].tolist() == [0.0, 0.0, 0.0] and x.grad[3] != 0
+
+
+def test_calibration_leaves_non_finite_inputs_out():
+    """calibrate chooses eps from the finite inputs' distances (non-finite ones were counted at distance 1)."""
+
+    class Round(torch.nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    x = torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with_inf = torch.cat([x, torch.full((1000,), INF_, dtype=torch.float64), torch.full((500,), float("nan"))])
+    gm = sll_fx.linearize_module(Round(), verbose=False)
+    finite = sll_fx.calibrate(gm, x)
+    assert sll_fx.calibrate(gm, with_inf) == finite
