@@ -12,9 +12,10 @@ Every surrogate is a :class:`Jump`, two small functions of the input:
 The backward in both modes is ``slope * grad * 1{inside}``: one ``hardtanh_backward`` pass
 and one in-place multiply.  Hard mode's band is closed, ``|d| <= half`` (:func:`pass_within`), as
 SLL_MATH.md's; linear mode reads the clamped ramp, equal to its bound on the edge and beyond, so its
-band is open (:func:`pass_inside`): at a kink the gradient from outside.  Compiled for the CPU (:func:`compiled_cpu`) the band is spelled
-with float ops (:func:`inside_float`; for ``integral`` jumps, round/floor/ceil/trunc, it is read
-from the linear value itself: not an integer exactly inside the band), so that inductor saves no
+band is open (:func:`pass_inside`): at a kink the gradient from outside.  Compiled for the CPU
+(:func:`compiled_cpu`) the band is spelled with float ops (:func:`inside_float`; for ``integral``
+jumps, round/floor/ceil/trunc, it is read from the linear value itself: not an integer exactly
+inside the band), so that inductor saves no
 one-byte mask and needs no second store in the forward kernel (``benchmarks/compiled_ops.py``).
 A hard forward may take another estimator's backward instead (``method="ste"``/``"sigmoid"``,
 the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
