@@ -258,6 +258,13 @@ def _named_nodes(gm: nn.Module) -> list[tuple[str, str, fx.GraphModule, fx.Node]
     return out
 
 
+def _report_names(gm: nn.Module, nodes) -> list[str]:
+    """The names :func:`eps_state` gives the sll ``nodes`` of ``gm`` (the report's: ``gt``, not the ``compare`` it
+    became; ``"<path>.<name>"`` in a nested graph), in the order given."""
+    names = {id(node): name for name, _, _, node in _named_nodes(gm)}
+    return [names.get(id(node), node.name) for node in nodes]
+
+
 def _root(gm: nn.Module, what: str = "sll_fx") -> nn.Module:
     """The linearized model inside a ``torch.compile`` wrapper and a ``DistributedDataParallel``/``DataParallel``
     wrapper (its ``module``): names are the model's own, without ``_orig_mod.``/``module.``.  An ``ExportedProgram``
@@ -315,7 +322,7 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
 
 def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
     """Set each node's eps from ``state`` (``{name: eps}``, as :func:`eps_state` gives); returns the
-    fx names of the nodes set.  Checks everything before changing anything; the report follows.
+    names of the nodes set, as :func:`eps_state` gives them.  Checks everything before changing anything; the report follows.
 
     A key is an exact node name, never a rule kind or a submodule (``"sign"`` is the node the report
     calls ``sign``, not every sign node): a report entry's name or an fx node name, qualified with the
@@ -354,7 +361,7 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
                 + " (strict=False: skip unknown names, keep the others' eps)")
     _refuse_nested(gm, None)
     _apply(gm, [(mod, node, eps) for mod, node, eps, _ in values.values()])
-    return [node.name for _, node, _, _ in values.values()]
+    return _report_names(gm, [node for _, node, _, _ in values.values()])
 
 
 # ----------------------------------------------------------------------------------------
@@ -520,7 +527,8 @@ def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -
 
 
 def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
-    """Set eps on the selected sll nodes of ``gm``; returns their (fx) names.  Raises before changing anything.
+    """Set eps on the selected sll nodes of ``gm``; returns their names as :func:`eps_state` gives them (the report's:
+    ``gt``, not the ``compare`` it became).  Raises before changing anything.
 
     ``eps``: a positive real number within each selected op's limit: a float, an int, a numpy scalar or a
     one-element tensor (its value).  ``where``:
@@ -569,4 +577,4 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
         raise ValueError(f"set_eps: where={where!r} selects no sll node of {type(gm).__name__} "
                          f"(kinds: {', '.join(rules.KINDS)}; or a submodule name, node name, type or predicate)")
     _apply(gm, [(mod, node, eps) for mod, node in chosen])
-    return [node.name for _, node in chosen]
+    return _report_names(gm, [node for _, node in chosen])

@@ -195,9 +195,9 @@ def test_hard_mode_set_eps_moves_both_comparisons():
     (soft,) = [n for n in sll_nodes(gm) if is_soft_mask(n)]
     (mask,) = [n for n in sll_nodes(gm) if n.kwargs.get("mode") == "hard"]
     assert sll_fx.eps_state(gm) == {"gt": EPS}
-    assert sll_fx.set_eps(gm, 0.2) == [mask.name]
+    assert sll_fx.set_eps(gm, 0.2) == [mask.meta["sll_entry"]]  # the report name
     assert node_eps(gm, mask) == node_eps(gm, soft) == 0.2
-    assert sll_fx.set_eps(gm, 0.15, where="where") == [mask.name]  # a selection sets its comparison
+    assert sll_fx.set_eps(gm, 0.15, where="where") == [mask.meta["sll_entry"]]  # a selection sets its comparison
     assert node_eps(gm, mask) == node_eps(gm, soft) == 0.15
     assert sll_fx.eps_state(gm) == {"gt": 0.15}
     assert [e.eps for e in gm.sll_report.rewritten] == [0.15, 0.15]

@@ -63,6 +63,11 @@ def eps_of(gm) -> dict:
     return {n.name: node_eps(gm, n) for n in eps_nodes(gm)}
 
 
+def named(n: fx.Node) -> str:
+    """The name set_eps returns for a top-level sll node: the report's (``gt``, not the ``compare`` it became)."""
+    return n.meta.get("sll_entry", n.name)
+
+
 def kind(n: fx.Node) -> str:
     op = sll_op_name(n.target)
     return n.args[2] if op == "compare" else op
@@ -95,7 +100,7 @@ def test_set_eps_everywhere_returns_names_and_updates_nodes_and_report_not_code(
     code = gm.code
     names = sll_fx.set_eps(gm, 0.2)
     assert isinstance(names, list) and all(isinstance(n, str) for n in names)
-    assert sorted(names) == sorted(n.name for n in eps_nodes(gm))
+    assert sorted(names) == sorted(named(n) for n in eps_nodes(gm))  # the report's names (eps_state's)
     assert len(names) == 12   # 3 x (round, compare, sign) + compare of the where + argmax_onehot + topk_mask
     assert set(eps_of(gm).values()) == {0.2}
     assert gm.code == code  # eps lives in buffers that set_eps fills in place: no recompile (torch.compile)
@@ -120,13 +125,13 @@ def test_where_kind_and_group():
     assert sorted(sll_fx.set_eps(gm, 0.3, where="round")) == rounds
     for n in eps_nodes(gm):
         assert node_eps(gm, n) == (0.3 if kind(n) == "round" else 0.1), n
-    compares = sorted(n.name for n in eps_nodes(gm) if kind(n) in ("gt", "ge", "lt", "le"))
+    compares = sorted(named(n) for n in eps_nodes(gm) if kind(n) in ("gt", "ge", "lt", "le"))
     assert len(compares) == 4
     assert sorted(sll_fx.set_eps(gm, 0.25, where="compare")) == compares
     assert sorted(sll_fx.set_eps(gm, 0.05, where="gt")) == compares   # all four are gt here
-    assert sll_fx.set_eps(gm, 0.4, where="argmax_onehot") == [n.name for n in eps_nodes(gm)
+    assert sll_fx.set_eps(gm, 0.4, where="argmax_onehot") == [named(n) for n in eps_nodes(gm)
                                                                if kind(n) == "argmax_onehot"]
-    assert sll_fx.set_eps(gm, 0.35, where="topk_mask") == [n.name for n in eps_nodes(gm) if kind(n) == "topk_mask"]
+    assert sll_fx.set_eps(gm, 0.35, where="topk_mask") == [named(n) for n in eps_nodes(gm) if kind(n) == "topk_mask"]
     expected = {"round": 0.3, "gt": 0.05, "sign": 0.1, "argmax_onehot": 0.4, "topk_mask": 0.35}
     for n in eps_nodes(gm):
         assert node_eps(gm, n) == expected[kind(n)], n
@@ -141,7 +146,7 @@ def test_where_kind_and_group():
 def test_where_submodule_name_covers_descendants_only():
     model, gm = make(0.1)
     names = sll_fx.set_eps(gm, 0.3, where="enc")
-    assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) == "enc")
+    assert sorted(names) == sorted(named(n) for n in eps_nodes(gm) if module_of(n) == "enc")
     assert len(names) == 3
     for n in eps_nodes(gm):
         assert node_eps(gm, n) == (0.3 if module_of(n) == "enc" else 0.1), n   # enc2 is not below enc
@@ -174,7 +179,7 @@ def test_where_node_name_as_the_report_shows_it():
 def test_where_type_and_predicate():
     model, gm = make(0.1)
     names = sll_fx.set_eps(gm, 0.3, where=Leaf)
-    assert sorted(names) == sorted(n.name for n in eps_nodes(gm) if module_of(n) in ("enc", "enc2", "dec"))
+    assert sorted(names) == sorted(named(n) for n in eps_nodes(gm) if module_of(n) in ("enc", "enc2", "dec"))
     assert len(names) == 9
     for n in eps_nodes(gm):
         assert node_eps(gm, n) == (0.3 if module_of(n) else 0.1)
@@ -189,7 +194,7 @@ def test_where_type_and_predicate():
     assert len(names) == 2
     assert all(isinstance(n, fx.Node) for n in seen)
     for n in eps_nodes(gm):
-        expected = 0.05 if n.name in names else 0.3 if module_of(n) else 0.1
+        expected = 0.05 if named(n) in names else 0.3 if module_of(n) else 0.1
         assert node_eps(gm, n) == expected, n
 
 
@@ -557,8 +562,8 @@ def test_where_qualified_name_of_a_nested_node_and_a_selection_entry():
     gm = sll_fx.linearize_module(_WithOpaque(), 0.1, verbose=False)
     state = sll_fx.eps_state(gm)
     assert state == {"sign": 0.1, "round_1": 0.1, "gt": 0.1, "lt": 0.1, "b.g.sign": 0.1, "b.g.round_1": 0.1}
-    assert sll_fx.set_eps(gm, 0.3, where="b.g.sign") == ["sign"]            # the nested node alone
-    assert sll_fx.set_eps(gm, 0.2, where="where_1") == ["compare_1"]        # a selection: its comparison
+    assert sll_fx.set_eps(gm, 0.3, where="b.g.sign") == ["b.g.sign"]        # the nested node alone
+    assert sll_fx.set_eps(gm, 0.2, where="where_1") == ["lt"]               # a selection: its comparison
     assert sll_fx.eps_state(gm) == {**state, "b.g.sign": 0.3, "lt": 0.2}
     rows = {(e.node, e.module): e.eps for e in gm.sll_report.rewritten}
     assert rows[("sign", "b.g")] == 0.3 and rows[("sign", "")] == 0.1
@@ -574,7 +579,7 @@ def test_set_eps_on_a_nested_graph_module_is_refused_pointing_to_the_model():
         with pytest.raises(ValueError, match=f"where='{path}.sign'"):
             sll_fx.set_eps(part, 0.3, where="sign")
     assert sll_fx.eps_state(gm) == before
-    assert sll_fx.set_eps(gm, 0.3, where="b.g") == ["sign", "round_1"]     # the way it names: the report follows
+    assert sll_fx.set_eps(gm, 0.3, where="b.g") == ["b.g.sign", "b.g.round_1"]  # the names eps_state gives
     assert {(e.node, e.module): e.eps for e in gm.sll_report.rewritten if e.module == "b.g"} == \
         {("sign", "b.g"): 0.3, ("round_1", "b.g"): 0.3}
     with pytest.raises(ValueError, match="set_eps\\(gm, eps, where=\"<submodule name>\"\\)"):
