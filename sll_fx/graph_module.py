@@ -39,7 +39,7 @@ from .state import constants_of, hold_hooks, mirror_state
 #: per-instance bookkeeping: not state, not copied, not pickled as is (the precision checks' caches; what ties
 #: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", precision.CAST_GENERATION,
-              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS)
+              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_assigning")
 #: body key of what a pickle carries beyond the state (:func:`_carried`)
 _CARRIED = "_sll_fx_carried"
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
@@ -169,38 +169,76 @@ def _key(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _ties(before: list[tuple], state_dict) -> list[tuple[list[tuple], str]]:
+def _assigning(gm: torch.nn.Module, state_dict, prefix: str) -> None:
+    """A load with ``assign=True`` is about to put new tensor objects in ``gm`` (at ``prefix`` in the module loaded),
+    where the model's modules hold the old ones: record them and the ties among them (:func:`_ties`, which refuses
+    to untie), and have a one-shot post-hook, run once ``gm``'s part is loaded (also when the load then fails),
+    retie them (:func:`_retie`) and give the model the new ones (:func:`_replaced`), so that training ``gm`` still
+    trains the model."""
+    stale = gm.__dict__.pop(_ASSIGNING, None)
+    if stale is not None:  # (a load that raised before gm's part was done: its records are not this load's)
+        stale.remove()
+    before = _held(gm)
+    ties = _ties(before, state_dict, prefix)
+
+    def done(module, incompatible_keys) -> None:
+        gm.__dict__.pop(_ASSIGNING).remove()
+        _retie(ties)
+        _replaced(gm, before)
+
+    gm.__dict__[_ASSIGNING] = gm.register_load_state_dict_post_hook(done)
+
+
+#: ``__dict__`` key of the handle of :func:`_assigning`'s post-hook while a load runs
+_ASSIGNING = "_sll_assigning"
+
+
+def _ties(before: list[tuple], state_dict, prefix: str = "") -> list[tuple[list[tuple], tuple]]:
     """The tensors of ``before`` (:func:`_held`) held at several names that ``state_dict`` gives (tied weights), as
-    (their places, the first name ``state_dict`` has).  Raises, before anything is loaded, where ``state_dict`` gives
-    one of them different values under two names: the graph reads the tensor as one, it cannot be untied."""
+    (their places, the place of the first name ``state_dict`` has).  Raises, before anything is loaded, where
+    ``state_dict`` gives one of them different values under two names: the graph reads the tensor as one, it cannot
+    be untied.  (Values
+    it cannot compare, of another shape or without data, are left to the load: torch says what is wrong with them.)"""
     places: dict[int, list[tuple]] = {}
     for entry in before:
         places.setdefault(id(entry[4]), []).append(entry)
     out = []
     for group in places.values():
-        keys = list(dict.fromkeys(_key(path, name) for path, _, _, name, _ in group if _key(path, name) in state_dict))
+        loaded = {prefix + _key(e[0], e[3]): e for e in group if prefix + _key(e[0], e[3]) in state_dict}
+        keys = list(loaded)
         if len(group) < 2 or not keys:
             continue
         first = state_dict[keys[0]]
         for key in keys[1:]:
-            other = state_dict[key]
-            if isinstance(first, torch.Tensor) and isinstance(other, torch.Tensor) and \
-                    (first.shape != other.shape or not torch.equal(first, other)):
+            if not _same_values(first, state_dict[key]):
                 raise ValueError(
                     f"load_state_dict(assign=True): '{keys[0]}' and '{key}' are one tensor of the model (tied), which "
                     "the linearized graph reads as one, but the state_dict gives them different values\nFix: tie "
                     "them in the state_dict (the same values), or load with assign=False (each value is copied into "
                     "the one tensor, the last one winning, as for any tied model)")
-        out.append((group, keys[0]))
+        out.append((group, loaded[keys[0]]))
     return out
 
 
-def _retie(ties: list[tuple[list[tuple], str]]) -> None:
-    """Put the tensor now at each tie's first loaded name at all its places (``assign=True`` gave each its own)."""
-    for group, key in ties:
-        new = next(getattr(m, slot)[name] for path, m, slot, name, _ in group if _key(path, name) == key)
-        for _, m, slot, name, _ in group:
-            getattr(m, slot)[name] = new
+def _same_values(a, b) -> bool:
+    """Do ``a`` and ``b`` hold the same values (NaN where the other has NaN), or can they not be told apart here (not
+    both tensors of one shape with data)?"""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or \
+            "meta" in (a.device.type, b.device.type):
+        return True
+    if a.dtype.is_floating_point or a.dtype.is_complex:
+        return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)))
+    return torch.equal(a, b)
+
+
+def _retie(ties: list[tuple[list[tuple], tuple]]) -> None:
+    """Put the tensor now at each tie's first loaded place at all its places (``assign=True`` gave each its own)."""
+    for group, (_, m, slot, name, old) in ties:
+        new = getattr(m, slot).get(name)
+        if new is None or new is old:  # (not assigned: the load failed first)
+            continue
+        for _, module, where, key, _ in group:
+            getattr(module, where)[key] = new
 
 
 class SLLGraphModule(fx.GraphModule):
@@ -252,20 +290,12 @@ class SLLGraphModule(fx.GraphModule):
         self.__dict__[precision.CAST_GENERATION] = self.__dict__.get(precision.CAST_GENERATION, 0) + 1
         return self
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module.load_state_dict``; with ``assign=True`` the model's modules get the new tensors too (the
-        containers fx made for traced-through modules, and the GraphModule itself, hold the model's tensors, not its
-        modules: :func:`_replaced`), so that training the result still trains the model.  A tensor held at several
-        names (tied weights) stays one tensor, the one loaded for its first name (:func:`_retie`): the graph reads it
-        under one name (``nn.Module`` would untie them, each name getting its own)."""
-        if not assign:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        before = _held(self)
-        ties = _ties(before, state_dict)
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        _retie(ties)
-        _replaced(self, before)
-        return result
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        """As ``nn.Module``'s; a load with ``assign=True`` (also through a wrapper: ``torch.compile``, DDP, a parent
+        module) first records what it will replace (:func:`_assigning`)."""
+        if local_metadata.get("assign_to_params_buffers"):
+            _assigning(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         """The model's buffers first, in the model's order, then the ones sll_fx adds (eps, fx's constants, plain

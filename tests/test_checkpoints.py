@@ -719,6 +719,40 @@ def test_load_with_assign_keeps_tied_parameters_tied(keys):
     assert torch.equal(gm(x), model(x)) and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+@pytest.mark.parametrize("wrap", ["data_parallel", "parent"])
+def test_load_with_assign_through_a_wrapper(wrap):
+    """A wrapper (DataParallel, DDP, torch.compile) or a parent module loads gm through ``_load_from_state_dict``, not
+    gm's ``load_state_dict``: the model and the ties follow there too (they were left behind)."""
+    model = _Tied()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    outer = nn.DataParallel(gm) if wrap == "data_parallel" else nn.Sequential(gm)
+    prefix = "module." if wrap == "data_parallel" else "0."
+    outer.load_state_dict({prefix + "a.w": torch.full((4,), 2.0), prefix + "b.w": torch.full((4,), 2.0)}, assign=True)
+    assert gm.a.w is gm.b.w is model.a.w is model.b.w
+    assert torch.equal(gm(torch.ones(1, 4)), model(torch.ones(1, 4)))
+
+
+def test_a_failed_load_with_assign_keeps_the_model_linked():
+    """torch assigns every tensor, then raises for an unexpected key: gm and the model must not come apart (the retry
+    with strict=False could never link them again)."""
+    model = _Tied()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        gm.load_state_dict({"a.w": torch.full((4,), 2.0), "b.w": torch.full((4,), 2.0), "extra": torch.ones(1)},
+                           assign=True)
+    assert gm.a.w is gm.b.w is model.a.w is model.b.w and float(model.a.w[0]) == 2.0
+
+
+def test_load_with_assign_of_tied_weights_holding_nan():
+    """The model's own state_dict, NaN in a tied weight: the same values (torch.equal counts NaN unequal)."""
+    model = _Tied()
+    with torch.no_grad():
+        model.a.w[1] = float("nan")
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    gm.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    assert gm.a.w is gm.b.w is model.a.w is model.b.w
+
+
 def test_load_with_assign_refuses_to_untie_what_the_graph_reads_as_one():
     model = _Tied()
     gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
