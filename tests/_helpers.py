@@ -98,3 +98,14 @@ COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle_roundtr
 NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), after .detach(), from buffers "
                "and constants alone, or from values that carry none: random draws, *_like/new_* tensors, "
                "indices, integers): no gradient to give, left hard")
+
+
+class Fn(nn.Module):
+    """``fn(x)`` as a module (the one-line models several test modules linearize)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)

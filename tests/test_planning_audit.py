@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import sll_fx
-from _helpers import NO_GRADIENT, assert_bitwise
+from _helpers import NO_GRADIENT, Fn, assert_bitwise
 from sll_fx import dtypes
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
@@ -686,20 +686,11 @@ _INTO_A_DISCRETE_OP = {  # an in-place discrete op stays hard: it would round a 
 }
 
 
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, h):
-        return self.fn(h)
-
-
 @pytest.mark.parametrize("case", _INTO_A_DISCRETE_OP)
 def test_an_in_place_discrete_op_reading_a_selection_keeps_it_hard(case):
     """``h.masked_fill(h > 0, 2.5).round_().long()``: the in-place round stays hard (an in-place spelling), so the
     selection it reads stays hard too; the integer is the model's inside the band (audit: 1 instead of 0)."""
-    model = _Fn(_INTO_A_DISCRETE_OP[case])
+    model = Fn(_INTO_A_DISCRETE_OP[case])
     gm = linearize(model, 0.05)
     h = torch.tensor([-1.3, -0.02, 0.01, 0.04, 0.3, 0.96, 1.52, 2.49], requires_grad=True)
     outs, wants = gm(h), model(h)
@@ -711,7 +702,7 @@ def test_an_in_place_discrete_op_reading_a_selection_keeps_it_hard(case):
 def test_a_selection_reached_only_through_detach_says_so():
     """``torch.round(h.masked_fill(h > 0, 2.5)).detach() + h``: the selection stays hard because its value reaches
     the output only through ``.detach()``; its reason says that, not that it is read as an integer (audit)."""
-    model = _Fn(lambda h: torch.round(h.masked_fill(h > 0, 2.5)).detach() + h)
+    model = Fn(lambda h: torch.round(h.masked_fill(h > 0, 2.5)).detach() + h)
     entries = {e.node: e for e in linearize(model, 0.05).sll_report.entries}
     assert entries["masked_fill"].replacement is None
     assert entries["masked_fill"].reason.startswith("only used through .detach()")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sll_fx
-from _helpers import assert_bitwise
+from _helpers import Fn, assert_bitwise
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # torch's own, deep-copying a pytree spec
 
@@ -35,17 +35,6 @@ ONLY = ("{what} used only by {uses}, which passes no gradient (not float arithme
 ALSO = ("also used by {uses}, which passes no gradient (not float arithmetic: a bool or integer use, or an op left "
         "hard): that use reads the hard {what}")
 DETACHED = "only used through .detach(): no gradient to give (a straight-through estimator already), left hard"
-
-
-class Body(nn.Module):
-    """``fn(x)`` as a module."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def linearize(model, **kw):
@@ -145,7 +134,7 @@ BOOL_USES = {
 @pytest.mark.parametrize("name", list(BOOL_USES))
 def test_topk_mask_with_only_bool_or_integer_uses_is_left_hard(name):
     use, described = BOOL_USES[name]
-    model = Body(lambda s: use(s, topk_mask(s)))
+    model = Fn(lambda s: use(s, topk_mask(s)))
     x = scores()
     gm = linearize(model)
     entry = gm.sll_report.entries[0]
@@ -167,14 +156,14 @@ def test_the_same_uses_of_a_rewritten_mask_would_change_the_forward():
 
 def test_topk_mask_compared_by_a_linearized_comparison_stays_rewritten():
     """``mask < 0.5`` feeding a selection is itself linearized: the surrogates compose, the gradient passes."""
-    model = Body(lambda s: s.masked_fill(topk_mask(s) < 0.5, -10.0))
+    model = Fn(lambda s: s.masked_fill(topk_mask(s) < 0.5, -10.0))
     gm = linearize(model)
     assert [(e.node, e.replacement) for e in gm.sll_report.entries] == [
         ("scatter", "sll.topk_mask"), ("lt", "sll.compare(lt)"), ("masked_fill", "sll.select(masked_fill)")]
 
 
 def test_mask_used_as_an_index_through_a_hard_comparison_is_left_hard():
-    model = Body(lambda s: s[topk_mask(s) > 0.5])
+    model = Fn(lambda s: s[topk_mask(s) > 0.5])
     x = scores()
     gm = linearize(model)
     assert entries(gm) == [
@@ -215,7 +204,7 @@ def test_topk_mask_with_float_and_bool_uses():
         m = topk_mask(s)
         return (m * C).sum(-1), s.masked_fill(~m.bool(), NEG_INF)
 
-    _check_mixed(Body(fn), scores(), "scatter",
+    _check_mixed(Fn(fn), scores(), "scatter",
                  ("sll.topk_mask", ALSO.format(uses="Tensor.bool (bool_1)", what="0/1 result")))
 
 
@@ -226,7 +215,7 @@ def test_in_place_topk_mask_with_float_and_bool_uses():
         mask.scatter_(-1, top_idx, 1.0)
         return (mask * C).sum(-1), s.masked_fill(mask == 0, NEG_INF)
 
-    _check_mixed(Body(fn), scores(), "scatter_",
+    _check_mixed(Fn(fn), scores(), "scatter_",
                  ("sll.topk_mask", ALSO.format(uses="x == t (eq)", what="0/1 result")))
 
 
@@ -237,7 +226,7 @@ def test_in_place_topk_mask_with_only_bool_uses_is_left_hard():
         mask.scatter_(-1, top_idx, 1.0)
         return s.masked_fill(~mask.bool(), NEG_INF)
 
-    model = Body(fn)
+    model = Fn(fn)
     gm = linearize(model)
     assert entries(gm) == [("scatter_", None, ONLY.format(what="0/1 result", uses="Tensor.bool (bool_1)"))]
     check_hard_forward(model, gm, scores())
@@ -253,7 +242,7 @@ def test_one_hot_with_float_and_bool_uses():
         o = F.one_hot(x.argmax(-1), 6)
         return (o * C).sum(-1), x[o.bool()]
 
-    _check_mixed(Body(fn), x, "one_hot",
+    _check_mixed(Fn(fn), x, "one_hot",
                  ("sll.argmax_onehot", ALSO.format(uses="Tensor.bool (bool_1)", what="0/1 result")))
 
 
@@ -264,7 +253,7 @@ def test_comparison_cast_used_only_as_bool_or_integer_is_left_hard():
     for fn, uses in [(lambda x: x[(x > 0).float().bool()], "Tensor.bool (bool_1)"),
                      (lambda x: torch.tensor([1.0, 2.0])[(x > 0).float().long()], "Tensor.long (long)"),
                      (lambda x: ~(x > 0).to(x.dtype).bool(), "Tensor.bool (bool_1)")]:
-        model = Body(fn)
+        model = Fn(fn)
         gm = linearize(model)
         assert entries(gm) == [("gt", None, ONLY.format(what="0/1 result", uses=uses))]
         check_hard_forward(model, gm, X)
@@ -275,7 +264,7 @@ def test_comparison_cast_with_float_and_bool_uses():
         m = (x > 0).float()
         return m * C.repeat(2)[:8], x[m.bool()]
 
-    gm = _check_mixed(Body(fn), X, "gt", ("sll.compare(gt)", "also used as bool by Tensor.bool (bool_1): that use "
+    gm = _check_mixed(Fn(fn), X, "gt", ("sll.compare(gt)", "also used as bool by Tensor.bool (bool_1): that use "
                                                                "stays hard"))
     assert [n.target for n in gm.graph.nodes if n.op == "call_method"].count("float") == 2  # hard and soft casts
 
@@ -291,9 +280,9 @@ def test_a_mask_read_as_a_mask_after_arithmetic_with_numbers_reads_the_hard_resu
         s = torch.sign(x)
         return s * C.repeat(2)[:8], (s * 0.5 + 0.5).mul(2).long()
 
-    _check_mixed(Body(inverted), X, "gt", ("sll.compare(gt)", "also used as bool by Tensor.bool (bool_1): that "
+    _check_mixed(Fn(inverted), X, "gt", ("sll.compare(gt)", "also used as bool by Tensor.bool (bool_1): that "
                                                                 "use stays hard"))
-    _check_mixed(Body(shifted), X, "sign", ("sll.sign", ALSO.format(uses="Tensor.long (long)", what="result")))
+    _check_mixed(Fn(shifted), X, "sign", ("sll.sign", ALSO.format(uses="Tensor.long (long)", what="result")))
 
 
 def test_a_value_read_both_ways_after_arithmetic_gets_a_hard_copy_for_its_bool_use():
@@ -304,7 +293,7 @@ def test_a_value_read_both_ways_after_arithmetic_gets_a_hard_copy_for_its_bool_u
         inv = 1 - m
         return x * m + x * inv, inv.bool()
 
-    model = Body(fn)
+    model = Fn(fn)
     gm = linearize(model)
     assert entries(gm) == [("gt", "sll.compare(gt)", (
         "also used as bool by Tensor.bool (bool_1): that use stays hard, through a copy of operator.sub (sub) on the "
@@ -314,7 +303,7 @@ def test_a_value_read_both_ways_after_arithmetic_gets_a_hard_copy_for_its_bool_u
 
 
 def test_a_mask_only_read_as_a_mask_after_arithmetic_is_left_hard():
-    model = Body(lambda x: x[(1.0 - (x > 0).float()).view(-1).bool()])
+    model = Fn(lambda x: x[(1.0 - (x > 0).float()).view(-1).bool()])
     gm = linearize(model)
     assert entries(gm) == [("gt", None, ONLY.format(what="0/1 result", uses="Tensor.bool (bool_1)"))]
     check_hard_forward(model, gm, X)
@@ -322,13 +311,13 @@ def test_a_mask_only_read_as_a_mask_after_arithmetic_is_left_hard():
 
 def test_arithmetic_with_numbers_read_as_values_keeps_the_rewrite():
     """0.1 * sign(x) used as a value, its argmax included (an order, not a mask): rewritten, no reason."""
-    gm = linearize(Body(lambda x: (0.1 * torch.sign(x) + 1.0, (0.1 * torch.sign(x)).argmax(-1))))
+    gm = linearize(Fn(lambda x: (0.1 * torch.sign(x) + 1.0, (0.1 * torch.sign(x)).argmax(-1))))
     assert [(e.replacement, e.reason) for e in gm.sll_report.entries if e.op == "torch.sign"] == \
         [("sll.sign", ""), ("sll.sign", "")]
 
 
 def test_round_used_as_integer_is_left_hard():
-    model = Body(lambda x: x.round().long())
+    model = Fn(lambda x: x.round().long())
     gm = linearize(model)
     assert entries(gm) == [("round_1", None, ONLY.format(what="result", uses="Tensor.long (long)"))]
     check_hard_forward(model, gm, X + 0.5)
@@ -339,14 +328,14 @@ def test_round_with_float_and_integer_uses():
         q = torch.round(x)
         return q * C.repeat(2)[:8], q.long()
 
-    gm = _check_mixed(Body(fn), X + 0.5, "round_1",
+    gm = _check_mixed(Fn(fn), X + 0.5, "round_1",
                       ("sll.round", ALSO.format(uses="Tensor.long (long)", what="result")))
     assert [n.target for n in gm.graph.nodes if n.op == "call_function"].count(torch.round) == 1  # kept for .long()
 
 
 def test_a_use_by_an_op_left_hard_is_not_a_float_use():
     """sign(round(x)).long(): sign is left hard, so round's only use passes no gradient either."""
-    model = Body(lambda x: torch.sign(torch.round(x)).long())
+    model = Fn(lambda x: torch.sign(torch.round(x)).long())
     gm = linearize(model)
     assert entries(gm) == [("round_1", None, ONLY.format(what="result", uses="torch.sign (sign)")),
                            ("sign", None, ONLY.format(what="result", uses="Tensor.long (long)"))]
@@ -360,7 +349,7 @@ def test_one_view_used_both_ways_is_copied_for_its_bool_use():
         m = topk_mask(s).unsqueeze(0)
         return (m * C).sum(-1), s.unsqueeze(0).masked_fill(~m.bool(), NEG_INF)
 
-    model = Body(fn)
+    model = Fn(fn)
     gm = linearize(model)
     assert entries(gm) == [("scatter", "sll.topk_mask", (
         "also used by Tensor.bool (bool_1), which passes no gradient (not float arithmetic: a bool or integer use, or "
@@ -382,7 +371,7 @@ def test_a_result_written_in_place_is_rewritten_whole_and_reported():
         q.clamp_(-1, 1)
         return q * 2.0, q.long()
 
-    model = Body(fn)
+    model = Fn(fn)
     gm = linearize(model)
     assert entries(gm) == [("round_1", "sll.round", WRITTEN.format(uses="Tensor.long (long)", what="result",
                                                                       writer="Tensor.clamp_ (clamp_)"))]
@@ -393,7 +382,7 @@ def test_a_result_written_in_place_is_rewritten_whole_and_reported():
         m.mul_(2.0)
         return x * m, x[m.bool()]
 
-    model = Body(cast)
+    model = Fn(cast)
     gm = linearize(model)
     assert entries(gm) == [("gt", "sll.compare(gt)", WRITTEN.format(uses="Tensor.bool (bool_1)", what="0/1 result",
                                                                        writer="Tensor.mul_ (mul_)"))]
@@ -409,7 +398,7 @@ def test_a_result_written_in_place_is_rewritten_whole_and_reported():
     lambda x: torch.where(x > 5, torch.round(x), x),               # a branch (the comparison stays hard)
 ], ids=["compared", "sign", "views", "cast-matmul", "output", "branch"])
 def test_float_uses_keep_the_rewrite(fn):
-    gm = linearize(Body(fn))
+    gm = linearize(Fn(fn))
     (entry,) = [e for e in gm.sll_report.entries if e.node.startswith("round")]
     assert entry.replacement == "sll.round" and entry.reason == ""
     xg = (X + 0.5).requires_grad_(True)
@@ -418,7 +407,7 @@ def test_float_uses_keep_the_rewrite(fn):
 
 
 def test_exported_program_mask_used_as_bool():
-    model = Body(lambda s: torch.softmax(s.masked_fill(~topk_mask(s).bool(), NEG_INF), -1))
+    model = Fn(lambda s: torch.softmax(s.masked_fill(~topk_mask(s).bool(), NEG_INF), -1))
     x = scores()
     gm = linearize(torch.export.export(model, (x,)))
     (entry,) = gm.sll_report.entries
@@ -454,7 +443,7 @@ STES = {
 @pytest.mark.parametrize("name", list(STES))
 def test_straight_through_estimator_with_detach_is_left_hard(name):
     fn, node = STES[name]
-    model = Body(fn)
+    model = Fn(fn)
     gm = linearize(model)
     if node is None:
         assert entries(gm) == [("floor", None, DETACHED), ("ceil", None, DETACHED)]
@@ -469,7 +458,7 @@ def test_straight_through_estimator_with_detach_is_left_hard(name):
 
 
 def test_detach_and_a_differentiable_path_keep_the_rewrite():
-    model = Body(lambda x: (lambda y: (y - x).detach() + x + 0.1 * y)(x.round()))
+    model = Fn(lambda x: (lambda y: (y - x).detach() + x + 0.1 * y)(x.round()))
     gm = linearize(model)
     assert entries(gm) == [("round_1", "sll.round", "")]
     x = torch.linspace(-1.3, 1.3, 8)
@@ -508,7 +497,7 @@ def test_lsq_quantizer_is_left_hard():
 
 
 def test_exported_program_straight_through_estimator():
-    model = Body(lambda x: x + (torch.round(x) - x).detach())
+    model = Fn(lambda x: x + (torch.round(x) - x).detach())
     x = torch.linspace(-1.3, 1.3, 8)
     gm = linearize(torch.export.export(model, (x,)))
     assert entries(gm) == [("round_1", None, DETACHED)]
@@ -517,7 +506,7 @@ def test_exported_program_straight_through_estimator():
 
 def test_unreached_node_is_not_called_detached():
     """A node the output does not reach at all is not a detach-only one (nothing changes for it)."""
-    model = Body(lambda x: (torch.round(x) * 2, x.detach())[1] + torch.sign(x))
+    model = Fn(lambda x: (torch.round(x) * 2, x.detach())[1] + torch.sign(x))
     gm = linearize(model)
     assert ("sign", "sll.sign", "") in entries(gm)
     assert all(e.reason != DETACHED for e in gm.sll_report.entries)
