@@ -34,16 +34,20 @@ from torch import fx
 from torch.fx.graph_module import reduce_graph_module
 
 from . import frozen, precision
-from .state import constants_of, hold_hooks, mirror_state
+from .state import STATE_MODULE, _delegated_load, constants_of, hold_hooks, mirror_state
 
 #: per-instance bookkeeping: not state, not copied, not pickled as is (the precision checks' caches; what ties
 #: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
-_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", precision.CAST_GENERATION,
+_TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", "_sll_buffer_dependents",
+              precision.CAST_GENERATION,
               "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_assigning")
 #: body key of what a pickle carries beyond the state (:func:`_carried`)
 _CARRIED = "_sll_fx_carried"
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
 _SOURCES = "_sll_buffer_sources"
+#: ``__dict__`` key of the weak references to the GraphModules made from a GraphModule that share its tensors
+#: (``export_hard``'s results, shallow copies): the other way from :data:`_SOURCES`
+_DEPENDENTS = "_sll_buffer_dependents"
 #: ``__dict__`` key of a module whose code is not generated yet (``codegen=False``)
 _DEFERRED = "_sll_codegen_deferred"
 #: name prefix of the eps buffers ``linearize_module`` creates (``_sll_eps_<node name>``, sll_fx/annealing.py)
@@ -91,9 +95,13 @@ def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
     ``export_hard`` stripped): when ``gm.to(...)``/``.cuda()``/``.half()`` replaces a buffer tensor, the
     modules of ``source`` holding that tensor get the new one too, as they get the parameters (which
     ``nn.Module._apply`` changes in place), so that the model's ``state_dict()`` stays the one trained.
-    A weak reference: ``source`` may be dropped."""
+    A weak reference: ``source`` may be dropped.  Where ``source`` is a GraphModule too (``export_hard`` of a
+    linearized model), it records ``gm`` the other way: a load with ``assign=True`` into ``source`` reaches ``gm``
+    (the user's model is not written to: it is not told of ``gm``)."""
     if isinstance(gm, SLLGraphModule):
         gm.__dict__.setdefault(_SOURCES, []).append(weakref.ref(source))
+        if isinstance(source, SLLGraphModule):
+            source.__dict__.setdefault(_DEPENDENTS, []).append(weakref.ref(gm))
 
 
 def _carried(module) -> dict:
@@ -115,10 +123,12 @@ def _carry(res, carried: dict | None) -> None:
 
 
 def _follow(gm: torch.nn.Module, moved: dict, seen: set, at: dict) -> None:
-    """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources hold the old: the
-    one ``gm`` has at the same place (``at``: (module path, slot, name) -> new), else ``moved``'s (a buffer that two
-    modules share becomes two tensors when moved, one per module, as ``nn.Module._apply`` makes them)."""
-    for ref in gm.__dict__.get(_SOURCES, ()):
+    """Put the new tensors of ``moved`` (id of old tensor -> (old, new)) where ``gm``'s sources and dependents (and
+    theirs) hold the old: the one ``gm`` has at the same place (``at``: (module path, slot, name) -> new), else
+    ``moved``'s (a buffer that two modules share becomes two tensors when moved, one per module, as
+    ``nn.Module._apply`` makes them)."""
+    seen.add(id(gm))
+    for ref in (*gm.__dict__.get(_SOURCES, ()), *gm.__dict__.get(_DEPENDENTS, ())):
         source = ref()
         if source is None or id(source) in seen:
             continue
@@ -290,12 +300,19 @@ class SLLGraphModule(fx.GraphModule):
         self.__dict__[precision.CAST_GENERATION] = self.__dict__.get(precision.CAST_GENERATION, 0) + 1
         return self
 
+    #: (read by :func:`~sll_fx.state._hold_state_module`: a model's own loading is run by the method below)
+    _sll_delegates_load = True
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
-        """As ``nn.Module``'s; a load with ``assign=True`` (also through a wrapper: ``torch.compile``, DDP, a parent
-        module) first records what it will replace (:func:`_assigning`)."""
+        """As ``nn.Module``'s, or as the model's own where its class overrides it or it has load hooks
+        (:func:`~sll_fx.state._delegated_load`); a load with ``assign=True`` (also through a wrapper:
+        ``torch.compile``, DDP, a parent module) first records what it will replace (:func:`_assigning`)."""
         if local_metadata.get("assign_to_params_buffers"):
             _assigning(self, state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+        if STATE_MODULE in self.__dict__:
+            _delegated_load(self, state_dict, prefix, local_metadata, *args)
+        else:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         """The model's buffers first, in the model's order, then the ones sll_fx adds (eps, fx's constants, plain

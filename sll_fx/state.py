@@ -369,7 +369,9 @@ def _hold_state_module(dst: nn.Module, held) -> None:
     if cls in (nn.Module, InlinedModule):
         dst.__class__ = StateModuleContainer
     elif isinstance(dst, fx.GraphModule) and cls.__qualname__.endswith("GraphModuleImpl"):  # its own class
-        cls._save_to_state_dict, cls._load_from_state_dict = _delegated_save, _delegated_load
+        cls._save_to_state_dict = _delegated_save
+        if not hasattr(cls, "_sll_delegates_load"):  # (an SLLGraphModule's own load delegates, after assign's records)
+            cls._load_from_state_dict = _delegated_load
         if type(held.module).get_extra_state is not nn.Module.get_extra_state:
             cls.get_extra_state, cls.set_extra_state = _delegated_get_extra_state, _delegated_set_extra_state
     elif not isinstance(dst, StateModuleContainer):

@@ -673,7 +673,7 @@ def test_load_with_assign_gives_the_model_the_new_tensors(into):
     ckpt = {k: v + 0.25 for k, v in _LsqNet().state_dict().items()}
     loaded = {k: v.clone() for k, v in ckpt.items()}  # (assign=True: the model trains ckpt's own tensors)
     (gm if into == "gm" else hard).load_state_dict(ckpt, assign=True)
-    for result in (gm, hard) if into == "hard" else (gm,):  # (export_hard's result follows gm; not gm its results)
+    for result in (gm, hard):  # (export_hard's result follows gm, and gm follows it: it kept the old tensors)
         assert _holds_the_models_tensors(result, model)
     assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
     opt = torch.optim.SGD(gm.parameters(), lr=0.5)
@@ -682,6 +682,7 @@ def test_load_with_assign_gives_the_model_the_new_tensors(into):
     opt.step()
     assert not torch.equal(model.q.step.detach(), loaded["q.step"])  # the step trained the model
     assert torch.equal(model(x), sll_fx.export_hard(gm, verbose=False)(x))
+    assert torch.equal(model(x), hard(x))  # (the result made before the load: the trained tensors too)
 
 
 class _Scaled(nn.Module):
@@ -730,6 +731,46 @@ def test_load_with_assign_through_a_wrapper(wrap):
     outer.load_state_dict({prefix + "a.w": torch.full((4,), 2.0), prefix + "b.w": torch.full((4,), 2.0)}, assign=True)
     assert gm.a.w is gm.b.w is model.a.w is model.b.w
     assert torch.equal(gm(torch.ones(1, 4)), model(torch.ones(1, 4)))
+
+
+class _RenamingNet(nn.Module):
+    """A model that loads itself otherwise than ``nn.Module`` does (an old checkpoint's key renamed): gm's load runs
+    the model's own, with a traced-through ``q`` tied at ``q2``."""
+
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor([0.1]))
+        self.q = _Lsq()
+        self.q2 = self.q
+
+    def forward(self, x):
+        return self.q(x) + self.t
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        if prefix + "old_t" in state_dict:
+            state_dict[prefix + "t"] = state_dict.pop(prefix + "old_t")
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def test_load_with_assign_into_a_model_that_loads_itself():
+    """A model whose class overrides ``_load_from_state_dict`` has gm run that override: it skipped the ``assign=True``
+    handling, so the traced-through ``q.step`` came apart from the model's and from export_hard's earlier result
+    (training gm no longer trained them, silently)."""
+    torch.manual_seed(0)
+    model = _RenamingNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    ckpt = {k: v + 0.25 for k, v in _RenamingNet().state_dict().items()}
+    ckpt["old_t"] = ckpt.pop("t")
+    gm.load_state_dict(ckpt, assign=True)
+    for result in (gm, hard):
+        assert _holds_the_models_tensors(result, model)
+    assert gm.q.step is gm.q2.step
+    opt = torch.optim.SGD(gm.parameters(), lr=0.5)
+    x = torch.randn(3, 4)
+    gm(x).pow(2).sum().backward()
+    opt.step()
+    assert torch.equal(model(x), sll_fx.export_hard(gm, verbose=False)(x)) and torch.equal(model(x), hard(x))
 
 
 def test_a_failed_load_with_assign_keeps_the_model_linked():
