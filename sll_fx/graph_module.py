@@ -100,8 +100,9 @@ def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
     (the user's model is not written to: it is not told of ``gm``)."""
     if isinstance(gm, SLLGraphModule):
         gm.__dict__.setdefault(_SOURCES, []).append(weakref.ref(source))
-        if isinstance(source, SLLGraphModule):
-            source.__dict__.setdefault(_DEPENDENTS, []).append(weakref.ref(gm))
+        if isinstance(source, SLLGraphModule):  # (the results dropped since: not kept, export_hard may run per epoch)
+            alive = [ref for ref in source.__dict__.get(_DEPENDENTS, ()) if ref() is not None]
+            source.__dict__[_DEPENDENTS] = [*alive, weakref.ref(gm)]
 
 
 def _carried(module) -> dict:
