@@ -12,7 +12,7 @@
 
 Inside the block every call that the rule table (:data:`sll_fx.rules.RULES`) knows --
 the same functions and method names that the graph pass rewrites, ``x > t`` and
-``0.5 < x`` included -- runs as its sll op with the block's ``eps`` and ``mode``, so the
+``0.5 < x`` included, not its ``aten`` overloads (see :func:`_torch_level`) -- runs as its sll op with the block's ``eps`` and ``mode``, so the
 results and gradients of those ops are the graph mode's (``sll_fx.linearize_module``) on the same code.
 Like the graph pass, it leaves hard: calls whose input is not floating (integers, bools),
 calls with arguments the rule cannot carry (``out=``), in-place spellings (``x.round_()``).
@@ -56,7 +56,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import rules
-from .errors import EpsError
+from .errors import EpsError, SLLError
 from .ops import DEFAULT_EPS, check_eps, check_mode
 
 __all__ = ["linearize", "Linearize", "SLLFunctionMode"]
@@ -83,13 +83,18 @@ _MUL_NAMES = ("mul", "multiply", "__mul__", "__rmul__")
 
 
 def _torch_level(f: Callable) -> Callable | None:
-    """What TorchFunctionMode receives for a rule-table function target.
+    """What TorchFunctionMode receives for a rule-table function target, None for one a block leaves alone.
 
     ``operator.gt`` (an fx spelling of ``x > t``) arrives as ``Tensor.__gt__`` or, as in
     current torch, as ``Tensor.gt`` (listed among the rule's methods); ``0.5 < x`` arrives
-    already reflected, as ``gt(x, 0.5)``.  ``torch.*`` functions and ``aten`` overloads arrive
-    as themselves.
+    already reflected, as ``gt(x, 0.5)``.  ``torch.*`` functions arrive as themselves.  ``aten``
+    overloads (the rule table's spellings for exported graphs) are not a block's: Python calls them
+    where a graph of aten ops runs, and such a graph may be an sll op's own arithmetic, decomposed
+    (``torch.compile`` with ``aot_eager``, ``ExportedProgram.run_decompositions()``), which a block
+    would linearize again.  An exported graph is linearized by ``linearize_module``.
     """
+    if isinstance(f, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return None
     name = getattr(f, "__name__", None)
     if name and getattr(operator, name, None) is f:
         return getattr(Tensor, f"__{name}__", None)
@@ -127,8 +132,6 @@ def _lookup(func) -> tuple[str, Any] | None:
 
 
 def _describe(func) -> str:
-    if isinstance(func, torch._ops.OpOverload):
-        return f"aten.{func._opname}.{func._overloadname}"
     name = getattr(func, "__name__", repr(func))
     owner = getattr(func, "__objclass__", None)  # Tensor methods: method descriptors of TensorBase
     return f"Tensor.{name}" if owner is not None and issubclass(owner, torch._C.TensorBase) else f"torch.{name}"
@@ -181,6 +184,12 @@ class SLLFunctionMode(TorchFunctionMode):
         super().__init__()
         self.eps, self.mode = eps, mode
         self._origins: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._refusal = (  # (made here: torch.compile traces the raise, and fails on an f-string there)
+            f"sll_fx.linearize(eps={eps!r}, mode={mode!r}) does not run under torch.compile: a block follows "
+            "tensors as they run (a comparison's bool result by identity), which a compiled graph cannot\nFix: "
+            "compile a linearize_module result instead (the same ops and spellings, with fullgraph=True), or keep "
+            "the block out of the compiled code; without fullgraph, torch.compile runs the block's ops eagerly, as "
+            "written")
 
     def __repr__(self) -> str:
         return f"SLLFunctionMode(eps={self.eps!r}, mode={self.mode!r})"
@@ -209,6 +218,7 @@ class SLLFunctionMode(TorchFunctionMode):
         x = operands[0]
         if not isinstance(x, Tensor) or not x.is_floating_point():  # integer/bool data: no gradient
             return func(*args, **kwargs)
+        self._not_compiling()
         if rule.needs_float_cast:
             out = func(*args, **kwargs)
             if isinstance(out, Tensor) and out.dtype == torch.bool and isinstance(operands[1], (Tensor, int, float)):
@@ -226,9 +236,16 @@ class SLLFunctionMode(TorchFunctionMode):
             raise EpsError(f"sll_fx.linearize(eps={self.eps!r}, mode={self.mode!r}): at {_describe(func)}: {e}") \
                 from None
 
+    def _not_compiling(self) -> None:
+        """Raise where torch.compile traces a block's op that the block would change: a trace cannot follow a comparison's
+        bool by identity.  Without ``fullgraph`` torch.compile then runs the op eagerly, where the block works."""
+        if torch.compiler.is_compiling():
+            raise SLLError(self._refusal)
+
     def _origin(self, b) -> _Origin | None:
         if not isinstance(b, Tensor) or b.dtype != torch.bool:
             return None
+        self._not_compiling()
         origin = self._origins.get(b)
         return origin if origin is not None and origin.fresh(b) else None
 

@@ -660,8 +660,13 @@ def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
 
 
 def _is_sll(obj) -> bool:
+    """An sll op, the ``torch.ops.sll`` namespace, an explicit op, or a ``sll_fx.linearize`` block (the function, or
+    the object a ``with`` enters or a decorator holds): what makes code run sll ops."""
+    from .dynamic import Linearize, linearize
     from .ops import is_sll_target
 
+    if obj is linearize or isinstance(obj, Linearize):
+        return True
     if isinstance(obj, torch._ops._OpNamespace):
         return obj.__dict__.get("name") == "sll" or getattr(obj, "__name__", "") == "torch.ops.sll"
     if isinstance(obj, types.FunctionType):
@@ -843,7 +848,8 @@ def refuse_sll_code(module: nn.Module, path: str) -> None:
     if used:
         raise RewriteError(f"export_hard: opaque module '{path or '(model)'}' ({type(module).__name__}) calls sll ops "
                            f"in its own Python code, which no graph pass can strip ({'; '.join(used)}). "
-                           "Fix: make it traceable, or call the hard ops there")
+                           "Fix: make it traceable, or call the hard ops there (a sll_fx.linearize block or "
+                           "decorator: remove it, and linearize_module rewrites the ops of a traceable module)")
 
 
 def assert_no_sll(result: nn.Module) -> None:
