@@ -64,7 +64,7 @@ from torch import fx, nn
 from . import rules
 from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats and calibrate print: one rule)
 from .errors import EpsError
-from .graph_module import EPS_PREFIX  # the eps buffers' names: _sll_eps_<node name>
+from .graph_module import EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node name>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
 from .ops import check_eps, is_sll_target
 from .tracer import module_of, source_of
@@ -186,7 +186,9 @@ def _eps_tensor(gm: nn.Module, node: fx.Node) -> torch.Tensor | None:
         return None
     if value.op != "get_attr":
         raise TypeError(f"node '{node.name}': its eps comes from node '{value.name}' ({value.op}), not from an "
-                        "attribute of the module")
+                        "attribute of the module: the forward computes it (an explicit op given a computed eps), so "
+                        "there is no eps to set or save\nFix: leave the node out (eps_state does; set_eps(gm, eps) "
+                        "passes it by), or give the op an eps held by the model (a buffer) to set it")
     obj = _owner(gm, node)
     for part in value.target.split("."):
         obj = getattr(obj, part)
@@ -232,8 +234,15 @@ def _eps_nodes(gm: fx.GraphModule):
         if isinstance(mod, fx.GraphModule):
             for node in mod.graph.nodes:
                 if node.op == "call_function" and is_sll_target(node.target) and "eps" in node.kwargs \
-                        and not is_soft_mask(node):
+                        and not is_soft_mask(node) and settable(node):
                     yield mod, node
+
+
+def settable(node: fx.Node) -> bool:
+    """Has sll ``node`` an eps to read and set: a literal or a module's tensor, not one its forward computes (an
+    explicit op given ``(h.std() * 0.1).detach()``)?"""
+    value = node.kwargs.get("eps")
+    return not isinstance(value, fx.Node) or value.op == "get_attr"
 
 
 # ----------------------------------------------------------------------------------------
@@ -317,7 +326,8 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
         sll_fx.load_eps(gm, ckpt["eps"])
     """
     _root(gm, "eps_state")
-    return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm) if "eps" in node.kwargs}
+    return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm)
+            if "eps" in node.kwargs and settable(node)}
 
 
 def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
@@ -351,9 +361,10 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
                                  f"node '{node.name}' (a selection's eps is its comparison's)")
             values[id(node)] = (mod, node, eps, key)
     if strict:
-        missing = [name for name, _, mod, node in named if "eps" in node.kwargs and id(node) not in values]
+        missing = [name for name, _, mod, node in named if "eps" in node.kwargs and settable(node)
+                   and id(node) not in values]
         if unknown or missing:
-            known = [name for name, _, _, node in named if "eps" in node.kwargs]
+            known = [name for name, _, _, node in named if "eps" in node.kwargs and settable(node)]
             raise ValueError("load_eps: " + "; ".join(
                 [f"no node named {', '.join(map(repr, unknown))} in {type(gm).__name__} "
                  f"(its nodes: {', '.join(known) or 'none'})"] * bool(unknown)
@@ -491,6 +502,26 @@ def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) ->
     owner.__dict__[EPS_GENERATION] = owner.__dict__.get(EPS_GENERATION, 0) + 1
 
 
+def _refuse_models_tensor(gm: nn.Module, node: fx.Node, eps: float, t: torch.Tensor | None) -> None:
+    """An explicit op whose eps is a tensor of the user's model (``sll_fx.sign(x, self.eps)``, a parameter or a
+    buffer) reads the model's state, which set_eps does not replace (it replaced it on the result only: a buffer
+    left the model's behind, a parameter was shadowed and nothing changed): a ValueError with the fix, unless
+    ``eps`` is its value already."""
+    if t is None or float(t) == float(torch.tensor(eps, dtype=t.dtype)):
+        return
+    prefix, _, name = node.kwargs["eps"].target.rpartition(".")
+    owner = _owner(gm, node)
+    owner = owner.get_submodule(prefix) if prefix else owner
+    if _not_the_models(owner, name):
+        return
+    kind = "parameter" if name in owner._parameters else "buffer"
+    raise ValueError(
+        f"set_eps: node '{node.name}' ({source_of(node) or 'an explicit op'}) takes its eps from the model's {kind} "
+        f"'{node.kwargs['eps'].target}' ({float(t)!r}), which is the model's state (its state_dict, its training), "
+        f"not sll_fx's: set_eps does not replace it\nFix: set it on the model (with torch.no_grad(): "
+        f"model.{node.kwargs['eps'].target}.fill_({eps!r})), or leave this node out (set_eps(gm, eps, where=...))")
+
+
 def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -> None:
     """Check every (graph module, node, eps), then set them; the reports of ``gm`` and of the graph modules
     follow.  Raises before changing anything."""
@@ -501,9 +532,13 @@ def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -
         except EpsError as e:
             raise EpsError(f"set_eps: node '{node.name}' ({source_of(node) or 'no source'}): {e}") from None
     buffers = [(mod, node, eps, _eps_tensor(mod, node)) for mod, node, eps in chosen]  # raises before any change
+    for mod, node, eps, t in buffers:
+        _refuse_models_tensor(mod, node, eps, t)
     literal = {}
     with torch.no_grad():
         for mod, node, eps, t in buffers:
+            if t is not None and float(t) == float(torch.tensor(eps, dtype=t.dtype)):
+                continue  # (its value already: also a model's own tensor, which eps_state -> load_eps gives back)
             if t is None:  # a literal eps (a hand-made graph): it becomes a buffer, once (that module recompiles)
                 eps_input(mod, node, eps, eps_device(mod))
                 literal[id(mod)] = mod

@@ -61,7 +61,11 @@ def _freeze(mapping) -> Mapping:
 def _number(eps):
     """A NumPy scalar or a one-element tensor without gradient as the Python float it holds (``set_eps`` takes
     them too); anything else as it is, for the checks to name."""
-    if isinstance(eps, torch.Tensor) and eps.numel() == 1 and not eps.requires_grad and eps.is_floating_point():
+    if isinstance(eps, torch.Tensor) and eps.numel() == 1 and eps.is_floating_point():
+        if eps.requires_grad:  # (it would be read as a number: no gradient could reach it)
+            raise EpsError(f"SLLConfig: eps requires grad, but linearize_module reads it as a number (each op's "
+                           f"band half-width, {float(eps.detach())!r}), which gets no gradient\nFix: pass eps.detach(), "
+                           "or a Python float")
         return float(eps)
     if isinstance(eps, numbers.Real) and not isinstance(eps, (bool, int, float, torch.Tensor)):
         return float(eps)

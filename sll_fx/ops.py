@@ -167,6 +167,9 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
     if eps.dim() != 0 or not eps.is_floating_point():
         raise EpsError(f"sll.{op}: a tensor eps must be a 0-dim floating tensor, "
                        f"got shape {tuple(eps.shape)} and dtype {eps.dtype}")
+    if eps.requires_grad and torch.is_grad_enabled():  # (a learnable eps would be detached, silently)
+        raise EpsError(f"sll.{op}: eps requires grad, but an sll op gives eps no gradient (SLL_MATH.md's slope is "
+                       "in x; eps is the band's fixed half-width)\nFix: pass eps.detach(), or a Python float")
     if _eager_cpu(eps):
         return check_eps(op, eps.detach().item(), decimals)
     # a snapshot: a backward that reads eps uses the forward's value even if the tensor is changed in place

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import sll_fx
 from sll_fx import EpsError, ModeError
+from _helpers import Fn
 
 MODES = ("linear", "hard")
 FLOATS = (torch.float32, torch.float64)
@@ -1160,3 +1161,17 @@ def test_result_dtype_is_torch_result_type(dtype):
         for dims in (0, 1):
             x = torch.zeros((2,) * dims, dtype=dtype)
             assert sll_fx.ops.result_dtype(x, number) == torch.result_type(x, number), (dtype, number, dims)
+
+
+def test_an_eps_that_requires_grad_is_refused_not_detached():
+    """An sll op gives eps no gradient: a learnable eps was detached silently (audit); now an EpsError with the fix,
+    from the explicit ops and from linearize_module (whose message said eps must be a Python float)."""
+    eps = torch.tensor(0.5, requires_grad=True)
+    x = torch.tensor([0.2, -1.0], requires_grad=True)
+    with pytest.raises(sll_fx.EpsError, match=r"sll.sign: eps requires grad.*\nFix: pass eps.detach\(\)"):
+        sll_fx.sign(x, eps)
+    assert torch.equal(sll_fx.sign(x, eps.detach()), torch.tensor([0.4, -1.0]))
+    with torch.no_grad():
+        sll_fx.round(x, eps)  # (no graph: nothing to differentiate)
+    with pytest.raises(sll_fx.EpsError, match=r"SLLConfig: eps requires grad.*\nFix: pass eps.detach\(\)"):
+        sll_fx.linearize_module(Fn(torch.round), eps=eps, verbose=False)

@@ -610,3 +610,62 @@ def test_set_eps_refuses_what_is_not_one_real_number_without_naming_a_node(eps):
     assert message.startswith("set_eps: eps must be") and "node" not in message
     assert "real number" in message
     assert snapshot(gm) == before
+
+
+class _OwnEps(nn.Module):
+    """An explicit op reading its eps from the model's own tensor, next to an op linearize_module rewrites."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        if kind == "parameter":
+            self.eps = nn.Parameter(torch.tensor(0.1), requires_grad=False)
+        else:
+            self.register_buffer("eps", torch.tensor(0.1))
+
+    def forward(self, x):
+        return sll_fx.sign(x, self.eps) + torch.round(x)
+
+
+@pytest.mark.parametrize("kind", ["parameter", "buffer"])
+def test_set_eps_does_not_replace_the_models_own_eps_tensor(kind):
+    """set_eps put a new buffer in its place on gm only: a parameter was shadowed (set_eps said 'sign' was set,
+    nothing changed, torch.export then failed) and a buffer left the model's behind (their state_dicts differed);
+    audit. Now a ValueError with the fix, before anything changes; its own value and other nodes are fine."""
+    model = _OwnEps(kind)
+    gm = sll_fx.linearize_module(model, eps=0.2, verbose=False)
+    x = torch.tensor([0.05, 0.2, -0.01, 1.3])
+    before = gm(x)
+    with pytest.raises(ValueError, match=rf"node 'sign' .* takes its eps from the model's {kind} 'eps' .*\n"
+                                         r"Fix: set it on the model \(with torch.no_grad\(\): model\.eps\.fill_\(0\.3\)\)"):
+        sll_fx.set_eps(gm, 0.3)
+    assert gm.eps is model.eps and "eps" not in gm._buffers if kind == "parameter" else gm.eps is model.eps
+    state = sll_fx.eps_state(gm)
+    (rounded,) = set(state) - {"sign"}
+    assert state == pytest.approx({"sign": 0.1, rounded: 0.2}) and torch.equal(gm(x), before)
+    assert sorted(sll_fx.load_eps(gm, state)) == sorted(state)  # (the values it has: a round trip)
+    assert sll_fx.set_eps(gm, 0.3, where="round") == [rounded]
+    with torch.no_grad():
+        model.eps.fill_(0.3)  # (the fix: gm reads the model's tensor)
+    torch.testing.assert_close(gm(x), torch.clamp(x / 0.3, -1, 1) + sll_fx.round(x, 0.3))
+    torch.export.export(gm, (x,))
+
+
+def test_a_computed_eps_is_no_state():
+    """An explicit op given an eps its forward computes has no eps to read or set: eps_state raised a TypeError
+    (the checkpoint recipe failed) and so did set_eps(gm, eps); audit. Both pass it by; naming it says why."""
+
+    class DataEps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.lin(x)
+            return sll_fx.round(h, (h.std() * 0.1).detach()) + torch.sign(h)
+
+    gm = sll_fx.linearize_module(DataEps(), eps=0.1, verbose=False)
+    assert sll_fx.set_eps(gm, 0.2) == ["sign"]
+    assert sll_fx.eps_state(gm) == {"sign": 0.2}
+    assert sll_fx.load_eps(gm, sll_fx.eps_state(gm)) == ["sign"]
+    with pytest.raises(TypeError, match=r"node 'round_1': its eps comes from node 'detach' .*\nFix: leave the node"):
+        sll_fx.load_eps(gm, {"sign": 0.1, "round_1": 0.1})
