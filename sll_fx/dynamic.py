@@ -265,8 +265,9 @@ class SLLFunctionMode(TorchFunctionMode):
         if len(args) == 2 and not kwargs:
             for i in (0, 1):
                 b, other = args[i], args[1 - i]
-                if isinstance(other, Tensor) and other.is_floating_point() and (origin := self._origin(b)):
-                    s = self._surrogate(func, origin).to(torch.result_type(other, b))
+                floating = isinstance(other, Tensor) and other.is_floating_point() or type(other) is float
+                if floating and (origin := self._origin(b)):  # ((x > t) * 2.0: the default dtype, as graph mode)
+                    s = self._surrogate(func, origin).to(torch.result_type(b, other))
                     return func(*((s, other) if i == 0 else (other, s)))
         return func(*args, **kwargs)
 
@@ -304,6 +305,9 @@ class Linearize:
     def __repr__(self) -> str:
         return f"sll_fx.linearize(eps={self.eps!r}, mode={self.mode!r})"
 
+    def __reduce__(self):  # (a module holding one deep-copies and pickles: a fresh object, no block entered)
+        return _linearize_object, (self.eps, self.mode)
+
     def _stack(self) -> list[SLLFunctionMode]:
         stack = getattr(self._local, "stack", None)
         if stack is None:
@@ -337,6 +341,10 @@ class Linearize:
 
         linearized.sll_linearize = self
         return linearized
+
+
+def _linearize_object(eps: float, mode: str) -> Linearize:
+    return Linearize(eps, mode=mode)
 
 
 def linearize(eps: float | Callable = DEFAULT_EPS, *, mode: str = "linear") -> Linearize | Callable:

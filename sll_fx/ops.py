@@ -179,6 +179,23 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
     return eps.detach().clone()
 
 
+def _apply(op: str, x: Tensor, make, eps: kernels.Eps, **kw) -> Tensor:
+    """``kernels.apply``, after checking that a float eps's slope fits ``x``'s dtype (a tensor eps: not read)."""
+    if not isinstance(eps, Tensor) and eps < _least_eps(x.dtype):
+        raise EpsError(
+            f"sll.{op}: eps={eps!r} is too small for {x.dtype}: the slope in the band (up to 1/eps) overflows it "
+            f"(its largest value is {torch.finfo(x.dtype).max:g}), so the op cannot be computed there\nFix: use "
+            f"eps >= {_least_eps(x.dtype):.3g} (far below the dtype's spacing near a boundary anyway), or run the op "
+            "in float32 (x.float())")
+    return kernels.apply(x, make, eps, **kw)
+
+
+@functools.lru_cache(maxsize=16)
+def _least_eps(dtype: torch.dtype) -> float:
+    """The least eps whose slope ``1/eps`` is finite in ``dtype``."""
+    return 1.0 / torch.finfo(dtype).max
+
+
 def _hard_mode(mode: str, hard: Callable[[Tensor, object, object], Tensor]) -> Callable | None:
     return None if mode == "linear" else hard
 
@@ -219,7 +236,7 @@ def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     eps = op_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
-    return kernels.apply(x, _sign_jump, eps, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
+    return _apply("sign", x, _sign_jump, eps, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
 
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
@@ -229,7 +246,7 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "line
         return torch.heaviside(x, values)
     xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
     # (the hard value from xb: torch.heaviside(xb, values) is torch.heaviside(x, values), same shape and bits)
-    return kernels.apply(xb, _heaviside_jump, eps, values=values, hard=_hard_mode(mode, _hard_heaviside),
+    return _apply("heaviside", xb, _heaviside_jump, eps, values=values, hard=_hard_mode(mode, _hard_heaviside),
                          method=_method(mode))
 
 
@@ -240,8 +257,8 @@ def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int =
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
         make, hard = _round_decimals_fns(decimals)
-        return kernels.apply(x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
-    return kernels.apply(x, _round_jump, eps, hard=_hard_mode(mode, _hard_round), method=_method(mode))
+        return _apply("round", x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
+    return _apply("round", x, _round_jump, eps, hard=_hard_mode(mode, _hard_round), method=_method(mode))
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,7 +284,7 @@ def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[
         eps = op_eps(name, eps)
         if not x.is_floating_point():
             return hard_op(x)
-        return kernels.apply(x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
+        return _apply(name, x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
     impl.__name__ = f"_{name}"
     return impl
 
@@ -302,7 +319,7 @@ def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "l
             return hard_compare(x, threshold, cmp)  # integer data, a number: no gradient to give, the hard result
         x = x.to(torch.result_type(x, threshold))  # a floating threshold moves the jump: it has a gradient
     make, hard = _COMPARE_FNS[cmp]
-    return kernels.apply(x, make, eps, threshold=threshold, hard=_hard_mode(mode, hard), method=_method(mode))
+    return _apply("compare", x, make, eps, threshold=threshold, hard=_hard_mode(mode, hard), method=_method(mode))
 
 
 def _select(s: Tensor, a, b, *, op: str = "where", soft: Tensor | None = None, hard: Tensor | None = None) -> Tensor:

@@ -73,6 +73,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
+from .errors import EpsError
+
 __all__ = ["PrecisionWarning", "PrecisionFinding", "spacing", "set_checks", "checks_enabled", "findings"]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -314,7 +316,14 @@ class _CheckMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        try:
+            out = func(*args, **kwargs)
+        except EpsError as e:  # (an eps too small for the dtype the op runs in: which node)
+            caller = _caller_frame(sys._getframe(1)) if _is_sll(func) else None
+            located = _node_of(caller, self.root) if caller is not None else None
+            if located is None or not located[1]:
+                raise
+            raise EpsError(f"node '{located[1]}' ({located[2] or 'no source'}): {e}") from None
         if _is_sll(func):
             try:
                 finding = inspect_call(func, args, kwargs)

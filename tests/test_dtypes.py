@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import sll_fx
+from _helpers import Fn
 from sll_fx import precision
 from sll_fx.ops import is_sll_target
 from sll_fx.rules import sll_op_name
@@ -835,3 +836,22 @@ def test_the_fix_of_a_round_with_decimals_suggests_an_eps_within_its_limit():
     sll_fx.set_eps(gm, 0.005, where="round_1")  # the suggestion is valid, and the warning goes
     _, caught = _catch(lambda: gm(x))
     assert caught == []
+
+
+@pytest.mark.parametrize("dtype,eps", [(torch.float16, 1e-5), (torch.bfloat16, 1e-39), (torch.float32, 1e-39)])
+@pytest.mark.parametrize("op", ["sign", "round", "heaviside", "threshold"])
+def test_an_eps_whose_slope_overflows_the_dtype_is_an_eps_error(op, dtype, eps):
+    """The slope 1/eps overflowing the input's dtype gave torch's "value cannot be converted to type c10::Half
+    without overflow" (naming no op, node or fix), or NaN values and gradients outside the band (sign); audit."""
+    f = {"sign": lambda x: sll_fx.sign(x, eps), "round": lambda x: sll_fx.round(x, eps),
+         "heaviside": lambda x: sll_fx.heaviside(x, eps), "threshold": lambda x: sll_fx.threshold(x, 0.5, eps)}[op]
+    x = torch.tensor([0.0, 0.25, 0.5, -2.0], dtype=dtype, requires_grad=True)
+    with pytest.raises(sll_fx.EpsError, match=rf"sll\.\w+: eps={eps!r} is too small for {dtype}: .*\nFix: use eps >="):
+        f(x)
+
+
+def test_an_eps_too_small_for_the_dtype_names_the_node():
+    gm = sll_fx.linearize_module(Fn(torch.sign), eps=1e-5, verbose=False)
+    with pytest.raises(sll_fx.EpsError, match=r"node 'sign' \(.*\): sll\.sign: eps=1e-05 is too small for torch\.float16"):
+        gm(torch.tensor([0.0, 0.25], dtype=torch.float16))
+    gm(torch.tensor([0.0, 0.25]))  # (float32: fine)

@@ -219,6 +219,9 @@ PRODUCTS = {
     "x.mul(x >= t)": (lambda x, t: x.mul(x >= t), lambda x, t: x.mul((x >= t).float())),
     "torch.multiply(x < t, x)": (lambda x, t: torch.multiply(x < t, x), lambda x, t: (x < t).float() * x),
     "x.double() * (x > t)": (lambda x, t: x.double() * (x > t), lambda x, t: x.double() * (x > t).double()),
+    # a Python float factor: the default dtype, as graph mode reads it (a block left it hard; audit)
+    "(x > t) * 2.0": (lambda x, t: (x > t) * 2.0, lambda x, t: (x > t) * 2.0),
+    "2.5 * (x <= 0.3)": (lambda x, t: 2.5 * (x <= 0.3), lambda x, t: 2.5 * (x <= 0.3)),
 }
 
 
@@ -900,3 +903,34 @@ def test_a_compiled_linearized_model_run_in_a_block_is_not_linearized_again(back
     want = run(gm, False)
     for f, block in ((compiled, True), (compiled, False), (gm, True)):
         torch.testing.assert_close(run(f, block), want, rtol=1e-6, atol=1e-6)
+
+
+class _Held(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sll = sll_fx.linearize(0.1, mode="hard")
+
+    def forward(self, x):
+        with self.sll:
+            return torch.round(x * 3)
+
+
+def test_a_module_holding_a_block_copies_and_pickles():
+    """``self.sll = sll_fx.linearize(0.1)`` then ``with self.sll:`` in forward: deepcopy, pickle and torch.save of the
+    module (and of its linearize_module result) failed on the object's thread-local stack; audit."""
+    import copy
+    import io
+    import pickle
+
+    model = _Held()
+    x = torch.linspace(-1, 1, 9)
+    with model.sll:  # (a copy is a fresh object: no block entered)
+        clones = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    clones.append(torch.load(buffer, weights_only=False))
+    clones.append(copy.deepcopy(sll_fx.linearize_module(model, eps=0.05, verbose=False)))
+    for clone in clones:
+        assert torch.equal(clone(x), model(x))
+    assert repr(clones[0].sll) == "sll_fx.linearize(eps=0.1, mode='hard')" and clones[0].sll is not model.sll
