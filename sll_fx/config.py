@@ -58,14 +58,14 @@ def _freeze(mapping) -> Mapping:
     return MappingProxyType(dict(mapping or {}))
 
 
-def _number(eps):
+def _number(eps, what: str = "SLLConfig"):
     """A NumPy scalar or a one-element tensor without gradient as the Python float it holds (``set_eps`` takes
-    them too); anything else as it is, for the checks to name."""
+    them too); anything else as it is, for the checks to name.  ``what``: the caller, for the error."""
     if isinstance(eps, torch.Tensor) and eps.numel() == 1 and eps.is_floating_point():
         if eps.requires_grad:  # (it would be read as a number: no gradient could reach it)
-            raise EpsError(f"SLLConfig: eps requires grad, but linearize_module reads it as a number (each op's "
-                           f"band half-width, {float(eps.detach())!r}), which gets no gradient\nFix: pass eps.detach(), "
-                           "or a Python float")
+            raise EpsError(f"{what}: eps requires grad, but it is read as a number (each op's band half-width, "
+                           f"{float(eps.detach())!r}), which gets no gradient\nFix: pass eps.detach(), or a Python "
+                           "float")
         return float(eps)
     if isinstance(eps, numbers.Real) and not isinstance(eps, (bool, int, float, torch.Tensor)):
         return float(eps)

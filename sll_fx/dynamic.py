@@ -57,6 +57,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import rules
 from .errors import EpsError, SLLError
+from .config import _number
 from .ops import DEFAULT_EPS, check_eps, check_mode
 
 __all__ = ["linearize", "Linearize", "SLLFunctionMode"]
@@ -298,7 +299,7 @@ class Linearize:
 
     def __init__(self, eps: float = DEFAULT_EPS, *, mode: str = "linear"):
         check_mode("linearize", mode)
-        self.eps = check_eps("linearize", eps)
+        self.eps = check_eps("linearize", _number(eps, "sll_fx.linearize"))
         self.mode = mode
         self._local = threading.local()
 

@@ -546,7 +546,7 @@ def test_hard_mode_forward_is_the_hard_op(name, fn, hard_fn):
     assert x.grad.nan_to_num().abs().sum() > 0, f"{name}: hard mode gives the surrogate's gradient"
 
 
-@pytest.mark.parametrize("eps", [0, -0.1, float("nan"), float("inf"), "0.1", None, True, torch.tensor(0.1)])
+@pytest.mark.parametrize("eps", [0, -0.1, float("nan"), float("inf"), "0.1", None, True, torch.tensor([0.1, 0.2])])
 def test_bad_eps_rejected_up_front(eps):
     with pytest.raises(EpsError):
         sll_fx.linearize(eps=eps)
@@ -934,3 +934,13 @@ def test_a_module_holding_a_block_copies_and_pickles():
     for clone in clones:
         assert torch.equal(clone(x), model(x))
     assert repr(clones[0].sll) == "sll_fx.linearize(eps=0.1, mode='hard')" and clones[0].sll is not model.sll
+
+
+def test_linearize_takes_the_eps_values_the_explicit_ops_take():
+    """A NumPy scalar and a 0-dim tensor were refused ("must be a Python float"), which the explicit ops and
+    linearize_module take; one requiring grad is an EpsError with the fix, as there (audit)."""
+    import numpy as np
+
+    assert sll_fx.linearize(np.float32(0.25)).eps == 0.25 and sll_fx.linearize(torch.tensor(0.25)).eps == 0.25
+    with pytest.raises(EpsError, match=r"sll_fx.linearize: eps requires grad.*\nFix: pass eps.detach\(\)"):
+        sll_fx.linearize(torch.tensor(0.25, requires_grad=True))
