@@ -240,7 +240,7 @@ class SLLFunctionMode(TorchFunctionMode):
     def _not_compiling(self) -> None:
         """Raise where torch.compile traces a block's op that the block would change: a trace cannot follow a comparison's
         bool by identity.  Without ``fullgraph`` torch.compile then runs the op eagerly, where the block works."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_dynamo_compiling():  # (dynamo only: torch.export's non-strict tracing runs the block)
             raise SLLError(self._refusal)
 
     def _origin(self, b) -> _Origin | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import operator
 import re
+import types
 import weakref
 
 import torch
@@ -88,6 +89,17 @@ def _call_wrapped(self, *args, **kwargs):
     if torch.compiler.is_compiling():
         return SLLGraphModule.__call__(self, *args, **kwargs)
     return self._wrapped_call(self, *args, **kwargs)
+
+
+def _own_call() -> types.FunctionType:
+    """:func:`_call_wrapped` with a code object of its own, for one GraphModule class.  ``torch.compile(gm)`` starts
+    tracing at the class's ``__call__`` (fx's own is in torch, which dynamo skips, so there it starts at the generated
+    ``forward``, one per module); dynamo caches per code object, up to its recompile limit (8), so with one shared
+    code object the 9th linearized model compiled in a process failed under ``fullgraph=True`` and silently ran
+    eagerly without it."""
+    fn = types.FunctionType(_call_wrapped.__code__.replace(), _call_wrapped.__globals__, "__call__")
+    fn.__doc__, fn.__qualname__, fn._sll_call = _call_wrapped.__doc__, "SLLGraphModule.__call__", True
+    return fn
 
 
 def share_buffers_with(gm: fx.GraphModule, source: torch.nn.Module) -> None:
@@ -264,7 +276,8 @@ class SLLGraphModule(fx.GraphModule):
             type(self).forward = _deferred_forward  # (fx gives every GraphModule its own class)
             return None
         code = super().recompile()
-        type(self).__call__ = _call_wrapped  # (fx's recompile sets its own on the class it gave this module)
+        if not getattr(type(self).__dict__.get("__call__"), "_sll_call", False):  # (fx's recompile sets its own on
+            type(self).__call__ = _own_call()                                      #  the class it gave this module)
         return code
 
     @property

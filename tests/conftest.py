@@ -22,9 +22,9 @@ def no_stale_compiled_code():
 @pytest.fixture
 def fresh_dynamo():
     """Dynamo's caches emptied around a test that compiles (``autouse`` in the files that compile in every test):
-    its recompile limit is per code object, shared by every GraphModule's ``__call__``, so a test that compiles a new
-    module per case would otherwise fill it for later tests; and a second ``torch.compile`` of one module with other
-    options would run the first one's cached code instead of tracing it again."""
+    its recompile limit is per code object, which a test's functions compiled once per case share; and a second
+    ``torch.compile`` of one module with other options would run the first one's cached code instead of tracing it
+    again."""
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()

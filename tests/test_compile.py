@@ -364,3 +364,25 @@ def test_export_hard_of_an_explicit_threshold_compiles_fullgraph():
     got = torch.compile(hard, fullgraph=True)(x)
     assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
     assert want.tolist()[:4] == [0.0, 0.0, 2.0, 3.0]
+
+
+class _Round(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 3)
+
+
+def test_more_linearized_models_than_dynamos_recompile_limit_compile():
+    """Every SLLGraphModule entered torch.compile through one shared ``__call__`` code object, and dynamo caches per code
+    object up to its recompile limit (8): the 9th linearized model compiled in a process raised FailOnRecompileLimitHit
+    under fullgraph=True, and ran eagerly without it, silently (audit of the benchmarks: the CNN's model there was
+    compiled as a recompile of the MLP's, with dynamic shapes). Each module's class now has its own."""
+    limit = torch._dynamo.config.recompile_limit
+    x = torch.randn(8, 4)
+    kept = []
+    for i in range(limit + 3):
+        torch.manual_seed(i)
+        gm = sll_fx.linearize_module(nn.Sequential(nn.Linear(4, 4), _Round()), eps=0.1, verbose=False)
+        compiled = torch.compile(gm, fullgraph=True, backend="eager")
+        kept.append((gm, compiled))
+        assert torch.equal(compiled(x), gm(x)), i
+    assert len({id(type(gm).__call__.__code__) for gm, _ in kept}) == len(kept)

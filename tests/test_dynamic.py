@@ -944,3 +944,16 @@ def test_linearize_takes_the_eps_values_the_explicit_ops_take():
     assert sll_fx.linearize(np.float32(0.25)).eps == 0.25 and sll_fx.linearize(torch.tensor(0.25)).eps == 0.25
     with pytest.raises(EpsError, match=r"sll_fx.linearize: eps requires grad.*\nFix: pass eps.detach\(\)"):
         sll_fx.linearize(torch.tensor(0.25, requires_grad=True))
+
+
+def test_torch_export_inside_a_block_still_records_the_sll_ops():
+    """torch.export's default (non-strict) tracing also says torch.compiler.is_compiling(): the refusal meant for dynamo
+    made exporting inside a block (or a decorated forward) an SLLError blaming torch.compile (audit of the fix)."""
+    x = torch.tensor([0.25, 1.2, 1.6, 2.0])
+    with sll_fx.linearize(eps=0.1):
+        ep = torch.export.export(Wrap(lambda x, t: torch.round(x) + (x > t).float()), (x, torch.tensor(0.3)))
+    ops = sorted(str(n.target) for n in ep.graph.nodes if n.op == "call_function" and "sll" in str(n.target))
+    assert ops == ["sll.compare.default", "sll.round.default"]
+    with sll_fx.linearize(eps=0.1):
+        want = torch.round(x) + (x > 0.3).float()
+    assert torch.equal(ep.module()(x, torch.tensor(0.3)), want)
