@@ -179,21 +179,22 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
     return eps.detach().clone()
 
 
-def _apply(op: str, x: Tensor, make, eps: kernels.Eps, **kw) -> Tensor:
-    """``kernels.apply``, after checking that a float eps's slope fits ``x``'s dtype (a tensor eps: not read)."""
-    if not isinstance(eps, Tensor) and eps < _least_eps(x.dtype):
+def _apply(op: str, x: Tensor, make, eps: kernels.Eps, jump: float = 1.0, **kw) -> Tensor:
+    """``kernels.apply``, after checking that a float eps's slope ``jump / (2 eps)`` fits ``x``'s dtype (a tensor eps:
+    not read)."""
+    if not isinstance(eps, Tensor) and eps < _least_eps(x.dtype) * jump:
         raise EpsError(
-            f"sll.{op}: eps={eps!r} is too small for {x.dtype}: the slope in the band (up to 1/eps) overflows it "
+            f"sll.{op}: eps={eps!r} is too small for {x.dtype}: the slope in the band, {jump:g}/(2 eps), overflows it "
             f"(its largest value is {torch.finfo(x.dtype).max:g}), so the op cannot be computed there\nFix: use "
-            f"eps >= {_least_eps(x.dtype):.3g} (far below the dtype's spacing near a boundary anyway), or run the op "
-            "in float32 (x.float())")
+            f"eps >= {_least_eps(x.dtype) * jump:.3g} (far below the dtype's spacing near a boundary anyway), or run "
+            "the op in float32 (x.float())")
     return kernels.apply(x, make, eps, **kw)
 
 
 @functools.lru_cache(maxsize=16)
 def _least_eps(dtype: torch.dtype) -> float:
-    """The least eps whose slope ``1/eps`` is finite in ``dtype``."""
-    return 1.0 / torch.finfo(dtype).max
+    """The least eps whose slope ``1/(2 eps)`` (a unit jump) is finite in ``dtype``."""
+    return 0.5 / torch.finfo(dtype).max
 
 
 def _hard_mode(mode: str, hard: Callable[[Tensor, object, object], Tensor]) -> Callable | None:
@@ -236,7 +237,7 @@ def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     eps = op_eps("sign", eps)
     if not x.is_floating_point():
         return torch.sign(x)
-    return _apply("sign", x, _sign_jump, eps, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
+    return _apply("sign", x, _sign_jump, eps, 2.0, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
 
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
@@ -257,7 +258,7 @@ def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int =
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
         make, hard = _round_decimals_fns(decimals)
-        return _apply("round", x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
+        return _apply("round", x, make, eps, 10.0 ** -decimals, hard=_hard_mode(mode, hard), method=_method(mode))
     return _apply("round", x, _round_jump, eps, hard=_hard_mode(mode, _hard_round), method=_method(mode))
 
 

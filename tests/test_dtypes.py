@@ -838,7 +838,7 @@ def test_the_fix_of_a_round_with_decimals_suggests_an_eps_within_its_limit():
     assert caught == []
 
 
-@pytest.mark.parametrize("dtype,eps", [(torch.float16, 1e-5), (torch.bfloat16, 1e-39), (torch.float32, 1e-39)])
+@pytest.mark.parametrize("dtype,eps", [(torch.float16, 5e-6), (torch.bfloat16, 1e-39), (torch.float32, 1e-39)])
 @pytest.mark.parametrize("op", ["sign", "round", "heaviside", "threshold"])
 def test_an_eps_whose_slope_overflows_the_dtype_is_an_eps_error(op, dtype, eps):
     """The slope 1/eps overflowing the input's dtype gave torch's "value cannot be converted to type c10::Half
@@ -848,6 +848,16 @@ def test_an_eps_whose_slope_overflows_the_dtype_is_an_eps_error(op, dtype, eps):
     x = torch.tensor([0.0, 0.25, 0.5, -2.0], dtype=dtype, requires_grad=True)
     with pytest.raises(sll_fx.EpsError, match=rf"sll\.\w+: eps={eps!r} is too small for {dtype}: .*\nFix: use eps >="):
         f(x)
+
+
+def test_the_slope_limit_is_each_ops_own():
+    """sign's slope is 1/eps, the others' 1/(2 eps): at eps = 1e-5 in float16 (slope 50000 < 65504) they run (the check
+    first used sign's slope for every op; audit of the fix)."""
+    x = torch.tensor([0.0, 0.5, 1.5], dtype=torch.float16, requires_grad=True)
+    (g,) = torch.autograd.grad(sll_fx.round(x, 1e-5).sum(), x)
+    assert g.tolist() == [0.0, 49984.0, 49984.0]  # (1/(2e-5) in float16)
+    with pytest.raises(sll_fx.EpsError, match=r"sll\.sign: eps=1e-05 is too small for torch\.float16: .* 2/\(2 eps\)"):
+        sll_fx.sign(x, 1e-5)
 
 
 def test_an_eps_too_small_for_the_dtype_names_the_node():
