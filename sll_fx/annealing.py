@@ -371,7 +371,7 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
                 + [f"no eps given for node(s) {', '.join(missing)}"] * bool(missing))
                 + " (strict=False: skip unknown names, keep the others' eps)")
     _refuse_nested(gm, None)
-    _apply(gm, [(mod, node, eps) for mod, node, eps, _ in values.values()])
+    _apply(gm, [(mod, node, eps) for mod, node, eps, _ in values.values()], "load_eps")
     return _report_names(gm, [node for _, node, _, _ in values.values()])
 
 
@@ -502,44 +502,66 @@ def _replace_eps(gm: nn.Module, node: fx.Node, old: torch.Tensor, eps: float) ->
     owner.__dict__[EPS_GENERATION] = owner.__dict__.get(EPS_GENERATION, 0) + 1
 
 
-def _refuse_models_tensor(gm: nn.Module, node: fx.Node, eps: float, t: torch.Tensor | None) -> None:
-    """An explicit op whose eps is a tensor of the user's model (``sll_fx.sign(x, self.eps)``, a parameter or a
-    buffer) reads the model's state, which set_eps does not replace (it replaced it on the result only: a buffer
-    left the model's behind, a parameter was shadowed and nothing changed): a ValueError with the fix, unless
-    ``eps`` is its value already."""
-    if t is None or float(t) == float(torch.tensor(eps, dtype=t.dtype)):
-        return
+def _own(node: fx.Node) -> bool:
+    """Is ``node``'s eps one of sll_fx's eps buffers (``_sll_eps_<node>``), not a tensor of the model's own (a
+    parameter, a buffer, a plain tensor attribute or a ``torch.tensor`` literal its forward may also compute with)?"""
+    return node.kwargs["eps"].target.rpartition(".")[2].startswith(EPS_PREFIX)
+
+
+def _holds(t: torch.Tensor, eps: float) -> bool:
+    """Does ``t`` hold ``eps`` already (as its dtype rounds it)?  (A meta tensor holds no value.)"""
+    return t.device.type != "meta" and float(t) == float(torch.tensor(eps, dtype=t.dtype))
+
+
+def _refuse_models_state(gm: nn.Module, mod: fx.GraphModule, node: fx.Node, eps: float, t: torch.Tensor,
+                         what: str) -> None:
+    """An explicit op whose eps is a parameter or a buffer of the user's model (``sll_fx.sign(x, self.eps)``) reads
+    the model's state, which ``what`` (set_eps, load_eps) does not replace (it replaced it on the result only: a buffer
+    left the model's behind, a parameter was shadowed and nothing changed): a ValueError naming the node, the tensor
+    and the fix."""
     prefix, _, name = node.kwargs["eps"].target.rpartition(".")
-    owner = _owner(gm, node)
-    owner = owner.get_submodule(prefix) if prefix else owner
+    owner = mod.get_submodule(prefix) if prefix else mod
     if _not_the_models(owner, name):
         return
+    root = _root(gm)
+    path = next((p for p, m in root.named_modules() if m is mod), "")
+    target = f"{path}.{node.kwargs['eps'].target}" if path else node.kwargs["eps"].target
+    (shown,) = _report_names(gm, [node])
     kind = "parameter" if name in owner._parameters else "buffer"
+    value = "no value (meta)" if t.device.type == "meta" else repr(float(t))
     raise ValueError(
-        f"set_eps: node '{node.name}' ({source_of(node) or 'an explicit op'}) takes its eps from the model's {kind} "
-        f"'{node.kwargs['eps'].target}' ({float(t)!r}), which is the model's state (its state_dict, its training), "
-        f"not sll_fx's: set_eps does not replace it\nFix: set it on the model (with torch.no_grad(): "
-        f"model.{node.kwargs['eps'].target}.fill_({eps!r})), or leave this node out (set_eps(gm, eps, where=...))")
+        f"{what}: node '{shown}' ({source_of(node) or 'an explicit op'}) takes its eps from the model's {kind} "
+        f"'{target}' ({value}), which is the model's state (its state_dict, its training), not sll_fx's: {what} does "
+        f"not replace it\nFix: set it on the model (with torch.no_grad(): model.{target}.fill_({eps!r})), or leave "
+        "this node out")
 
 
-def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]]) -> None:
+def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]], what: str = "set_eps") -> None:
     """Check every (graph module, node, eps), then set them; the reports of ``gm`` and of the graph modules
-    follow.  Raises before changing anything."""
+    follow.  Raises before changing anything.
+
+    A node's own eps buffer gets a new tensor (:func:`_replace_eps`); a node whose eps is a literal, or a tensor the
+    model's forward holds for itself (a ``torch.tensor`` literal, a plain tensor attribute, one tensor given to two
+    ops: the forward may compute with it too, the quantizer step of ``round(x / s, s) * s``), gets a buffer of its
+    own (that GraphModule's code changes, see the module docstring); a parameter or buffer of the model is refused
+    (:func:`_refuse_models_state`); a node already at its value is left as it is."""
     for _, node, eps in chosen:
         op = rules.sll_op_name(node.target)
         try:
             check_eps(op, eps, node.kwargs.get("decimals", 0))
         except EpsError as e:
-            raise EpsError(f"set_eps: node '{node.name}' ({source_of(node) or 'no source'}): {e}") from None
+            (shown,) = _report_names(gm, [node])
+            raise EpsError(f"{what}: node '{shown}' ({source_of(node) or 'no source'}): {e}") from None
     buffers = [(mod, node, eps, _eps_tensor(mod, node)) for mod, node, eps in chosen]  # raises before any change
     for mod, node, eps, t in buffers:
-        _refuse_models_tensor(mod, node, eps, t)
+        if t is not None and not _own(node) and not _holds(t, eps):
+            _refuse_models_state(gm, mod, node, eps, t, what)
     literal = {}
     with torch.no_grad():
         for mod, node, eps, t in buffers:
-            if t is not None and float(t) == float(torch.tensor(eps, dtype=t.dtype)):
+            if t is not None and _holds(t, eps):
                 continue  # (its value already: also a model's own tensor, which eps_state -> load_eps gives back)
-            if t is None:  # a literal eps (a hand-made graph): it becomes a buffer, once (that module recompiles)
+            if t is None or not _own(node):  # a buffer of its own, once (that module recompiles)
                 eps_input(mod, node, eps, eps_device(mod))
                 literal[id(mod)] = mod
             else:  # a new tensor in the buffer's place: the graph, the code and compiled code stay

@@ -669,3 +669,69 @@ def test_a_computed_eps_is_no_state():
     assert sll_fx.load_eps(gm, sll_fx.eps_state(gm)) == ["sign"]
     with pytest.raises(TypeError, match=r"node 'round_1': its eps comes from node 'detach' .*\nFix: leave the node"):
         sll_fx.load_eps(gm, {"sign": 0.1, "round_1": 0.1})
+
+
+class _StepAttr(nn.Module):
+    """The quantizer step is also the band's half-width: a plain tensor attribute (or a literal) the forward computes
+    with, given to two explicit ops."""
+
+    def __init__(self, literal: bool = False):
+        super().__init__()
+        self.literal = literal
+        self.step = torch.tensor(0.1)
+
+    def forward(self, x):
+        step = torch.tensor(0.1) if self.literal else self.step
+        return sll_fx.round(x / step, step) * step + sll_fx.sign(x - 1.0, step)
+
+
+@pytest.mark.parametrize("literal", [False, True])
+def test_set_eps_gives_a_node_its_own_eps_where_the_forward_shares_it(literal):
+    """set_eps put the new eps in the place of a tensor the forward also computes with: the quantizer step itself
+    changed (export_hard(gm) was no longer the model's hard model), and setting one of two ops given one tensor set
+    both; load_eps then kept the first key's value (audit of this session's fix). Now the node gets an eps buffer of
+    its own."""
+    model = _StepAttr(literal)
+    gm = sll_fx.linearize_module(model, eps=0.3, verbose=False)
+    x = torch.tensor([0.33, 0.71, 1.26, 1.05])
+    hard_before = sll_fx.export_hard(gm, verbose=False)(x)
+    assert sll_fx.set_eps(gm, 0.2, where="sign") == ["sign"]
+    assert sll_fx.eps_state(gm) == pytest.approx({"round_1": 0.1, "sign": 0.2})
+    torch.testing.assert_close(gm(x), sll_fx.round(x / 0.1, 0.1) * 0.1 + sll_fx.sign(x - 1.0, 0.2))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), hard_before)  # (the step is still 0.1)
+    assert sorted(sll_fx.load_eps(gm, {"sign": 0.05, "round_1": 0.2})) == ["round_1", "sign"]
+    assert sll_fx.eps_state(gm) == pytest.approx({"round_1": 0.2, "sign": 0.05})
+    torch.testing.assert_close(gm(x), sll_fx.round(x / 0.1, 0.2) * 0.1 + sll_fx.sign(x - 1.0, 0.05))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), hard_before)
+
+
+def test_the_refusal_names_the_node_and_the_tensor_by_the_models_names():
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("eps", torch.tensor(0.1))
+
+        def forward(self, x):
+            return sll_fx.sign(x, self.eps)
+
+    class B(nn.Module):  # (opaque: its forward branches on a value; its child g is traced)
+        def __init__(self):
+            super().__init__()
+            self.g = G()
+
+        def forward(self, x):
+            return self.g(x) if x.sum() > 0 else -self.g(x)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = B()
+
+        def forward(self, x):
+            return self.b(x)
+
+    gm = sll_fx.linearize_module(M(), eps=0.2, verbose=False)
+    assert list(sll_fx.eps_state(gm)) == ["b.g.sign"]
+    with pytest.raises(ValueError, match=r"^load_eps: node 'b\.g\.sign' .* the model's buffer 'b\.g\.eps' .*\n"
+                                         r"Fix: set it on the model \(with torch.no_grad\(\): model\.b\.g\.eps\.fill_"):
+        sll_fx.load_eps(gm, {"b.g.sign": 0.3})
