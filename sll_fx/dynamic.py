@@ -279,6 +279,10 @@ class SLLFunctionMode(TorchFunctionMode):
 TRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("sll_fx_traced", default=False)
 
 
+#: the end of the reason of a module kept opaque because its forward enters a block (``export_hard`` refuses it)
+BLOCK_KEPT = "kept opaque so the block's eps and mode apply"
+
+
 class BlockTraced(Exception):
     """A ``sll_fx.linearize`` block entered while ``linearize_module`` traces: fx would record the ops of the block
     (a ``torch.*`` call through the mode, ``x.round()`` and ``x > t`` past it) and the graph pass would rewrite them

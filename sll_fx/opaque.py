@@ -660,12 +660,14 @@ def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
 
 
 def _is_sll(obj) -> bool:
-    """An sll op, the ``torch.ops.sll`` namespace, an explicit op, or a ``sll_fx.linearize`` block (the function, or
-    the object a ``with`` enters or a decorator holds): what makes code run sll ops."""
-    from .dynamic import Linearize, linearize
+    """An sll op, the ``torch.ops.sll`` namespace, an explicit op, or a ``sll_fx.linearize`` block (the object a
+    ``with`` enters or a decorator holds, a function it decorates): what makes code run sll ops.  (Not the name
+    ``linearize`` itself, which code may read as anything else: a block entered in forward keeps the module opaque
+    with its own reason, see :func:`refuse_sll_code`.)"""
+    from .dynamic import Linearize
     from .ops import is_sll_target
 
-    if obj is linearize or isinstance(obj, Linearize):
+    if isinstance(obj, Linearize) or (callable(obj) and isinstance(getattr(obj, "sll_linearize", None), Linearize)):
         return True
     if isinstance(obj, torch._ops._OpNamespace):
         return obj.__dict__.get("name") == "sll" or getattr(obj, "__name__", "") == "torch.ops.sll"
@@ -842,9 +844,13 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
 
 def refuse_sll_code(module: nn.Module, path: str) -> None:
     """``export_hard``'s check of an opaque module: sll ops in its own Python code cannot be stripped."""
+    from .dynamic import BLOCK_KEPT
     from .errors import RewriteError
 
     used = sll_ops_used(module)
+    reason = opaque_reason(module) or ""
+    if reason.endswith(BLOCK_KEPT):  # (a block the static scan cannot see: a decorated function forward calls)
+        used = [*used, reason.split(":")[0]]
     if used:
         raise RewriteError(f"export_hard: opaque module '{path or '(model)'}' ({type(module).__name__}) calls sll ops "
                            f"in its own Python code, which no graph pass can strip ({'; '.join(used)}). "

@@ -305,7 +305,7 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             "block's ops with its own eps and mode\nFix: linearize_module keeps it opaque, so the block runs as "
             "written (its eps and mode) and its child modules are still rewritten; or remove the block to have "
             "linearize_module rewrite those ops", module_path=path, module_type=kind,
-            reason=f"enters {e.block!r}: kept opaque so the block's eps and mode apply")
+            reason=f"enters {e.block!r}: {dynamic.BLOCK_KEPT}")
     if isinstance(e, _TrainingBranch):
         return TraceError(
             f"torch.fx would trace {where} in one mode only: its forward branches on self.training (a graph keeps "

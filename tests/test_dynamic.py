@@ -905,6 +905,60 @@ def test_a_compiled_linearized_model_run_in_a_block_is_not_linearized_again(back
         torch.testing.assert_close(run(f, block), want, rtol=1e-6, atol=1e-6)
 
 
+@sll_fx.linearize(eps=0.2)
+def _gate(x, t):  # (the README's decorated function)
+    return (x > t).float() * x.sign()
+
+
+class _CallsGate(nn.Module):
+    def forward(self, h):
+        return _gate(h, 0.5)
+
+
+class _SoftApi(nn.Module):
+    """Opaque (a branch on a value), with a method entering a block that forward never calls."""
+
+    def forward(self, h):
+        return torch.round(h) if h.sum() > 0 else torch.floor(h)
+
+    def soft(self, h):
+        with sll_fx.linearize(eps=0.1):
+            return self.forward(h)
+
+
+class _NamedLinearize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.opts = type("Opts", (), {"linearize": False})()
+
+    def forward(self, h):
+        if h.sum() > 0:
+            h = h * 2
+        return torch.round(h + 1) if self.opts.linearize else torch.round(h)
+
+
+def test_export_hard_refuses_a_block_entered_through_a_function_and_only_then():
+    """The static scan missed a block entered through a decorated function forward calls (the hard model ran the
+    surrogate, 0.5 off), and flagged modules that never enter one: a method forward does not call, an attribute named
+    linearize (audit of the fix). The module's opaque reason says whether the trace entered a block."""
+    with pytest.raises(sll_fx.RewriteError, match=r"opaque module 'q' \(_CallsGate\) .*enters sll_fx\.linearize\(eps=0\.2"):
+        sll_fx.export_hard(_Outer(_CallsGate()), verbose=False)
+    x = torch.randn(8, 4)
+    for q in (_SoftApi(), _NamedLinearize()):
+        model = _Outer(q)
+        for source in (model, sll_fx.linearize_module(model, eps=0.05, verbose=False)):
+            assert torch.equal(sll_fx.export_hard(source, verbose=False)(x), model(x))
+
+
+class _Outer(nn.Module):
+    def __init__(self, q):
+        super().__init__()
+        self.lin, self.q = nn.Linear(4, 4), q
+
+    def forward(self, x):
+        return self.q(self.lin(x))
+
+
 class _Held(nn.Module):
     def __init__(self):
         super().__init__()
