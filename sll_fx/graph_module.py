@@ -192,27 +192,39 @@ def _key(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _assigning(gm: torch.nn.Module, state_dict, prefix: str) -> None:
-    """A load with ``assign=True`` is about to put new tensor objects in ``gm`` (at ``prefix`` in the module loaded),
-    where the model's modules hold the old ones: record them and the ties among them (:func:`_ties`, which refuses
-    to untie), and have a one-shot post-hook, run once ``gm``'s part is loaded (also when the load then fails),
-    retie them (:func:`_retie`) and give the model the new ones (:func:`_replaced`), so that training ``gm`` still
-    trains the model."""
-    stale = gm.__dict__.pop(_ASSIGNING, None)
-    if stale is not None:  # (a load that raised before gm's part was done: its records are not this load's)
-        stale.remove()
+def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None:
+    """A load is about to run on ``gm`` (at ``prefix`` in the module loaded).  With ``assign=True`` it puts new tensor
+    objects in ``gm`` where the model's modules hold the old ones, and so may a module that loads itself otherwise
+    (its ``_load_from_state_dict`` swaps in a resized buffer).  Record the tensors (and, for ``assign=True``, the ties
+    among them: :func:`_ties`, which refuses to untie), and have a one-shot post-hook, run once ``gm``'s part is
+    loaded (also when torch then raises for unexpected keys), retie them (:func:`_retie`) and give the model and
+    ``export_hard``'s results the new ones (:func:`_replaced`), so that training ``gm`` still trains the model.  A
+    load that raised before the hook ran (a load pre-hook's error) is completed here, by the next load, and by
+    :meth:`SLLGraphModule.load_state_dict` at once."""
+    finish_load(gm)
     before = _held(gm)
-    ties = _ties(before, state_dict, prefix)
+    ties = _ties(before, state_dict, prefix) if assign else []
+    handle = None
 
-    def done(module, incompatible_keys) -> None:
-        gm.__dict__.pop(_ASSIGNING).remove()
-        _retie(ties)
-        _replaced(gm, before)
+    def done(module=None, incompatible_keys=None) -> None:
+        if gm.__dict__.get(_ASSIGNING, (None,))[0] is handle:
+            gm.__dict__.pop(_ASSIGNING)
+            handle.remove()
+            _retie(ties)
+            _replaced(gm, before)
 
-    gm.__dict__[_ASSIGNING] = gm.register_load_state_dict_post_hook(done)
+    handle = gm.register_load_state_dict_post_hook(done)
+    gm.__dict__[_ASSIGNING] = (handle, done)
 
 
-#: ``__dict__`` key of the handle of :func:`_assigning`'s post-hook while a load runs
+def finish_load(gm: torch.nn.Module) -> None:
+    """Complete a load of ``gm`` whose post-hook did not run (the load raised first; see :func:`_loading`)."""
+    pending = gm.__dict__.get(_ASSIGNING)
+    if pending is not None:
+        pending[1]()
+
+
+#: ``__dict__`` key of (the handle of :func:`_loading`'s post-hook, its function) while a load runs
 _ASSIGNING = "_sll_assigning"
 
 
@@ -293,6 +305,14 @@ class SLLGraphModule(fx.GraphModule):
         generate_code(self)
         res = super().__deepcopy__(memo)
         hold_hooks(res)  # (fx sets copies of this module's state_dict hook dicts last: they must call the copy's)
+        # its links to its model and its export_hard results are not copied (a copy of gm alone shares none of their
+        # tensors), but a deep copy that copies them too (model, gm and hard in one) links the copies
+        for key, link in ((_SOURCES, lambda other: share_buffers_with(res, other)),
+                          (_DEPENDENTS, lambda other: share_buffers_with(other, res))):
+            for ref in self.__dict__.get(key, ()):
+                other = ref()
+                if other is not None and id(other) in memo:
+                    link(memo[id(other)])
         return res
 
     def _apply(self, fn, recurse=True):
@@ -317,12 +337,20 @@ class SLLGraphModule(fx.GraphModule):
     #: (read by :func:`~sll_fx.state._hold_state_module`: a model's own loading is run by the method below)
     _sll_delegates_load = True
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module``'s; a load that raises part-way (a load pre-hook's error) still leaves the model holding
+        what was loaded into this module (:func:`_loading`), as a load through a wrapper does by the next load."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            for module in self.modules():
+                finish_load(module)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
         """As ``nn.Module``'s, or as the model's own where its class overrides it or it has load hooks
         (:func:`~sll_fx.state._delegated_load`); a load with ``assign=True`` (also through a wrapper:
-        ``torch.compile``, DDP, a parent module) first records what it will replace (:func:`_assigning`)."""
-        if local_metadata.get("assign_to_params_buffers"):
-            _assigning(self, state_dict, prefix)
+        ``torch.compile``, DDP, a parent module) first records what it may replace (:func:`_loading`)."""
+        _loading(self, state_dict, prefix, bool(local_metadata.get("assign_to_params_buffers")))
         if STATE_MODULE in self.__dict__:
             _delegated_load(self, state_dict, prefix, local_metadata, *args)
         else:

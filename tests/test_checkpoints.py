@@ -876,3 +876,91 @@ def test_a_cast_leaves_a_plain_tensor_attribute_as_the_model_does(cls, path, how
     x = torch.randn(8, 4).half()
     with torch.no_grad():
         assert_bitwise(sll_fx.export_hard(module, verbose=False)(x) if how != "hard" else module(x), ref(x))
+
+
+class _Validated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0]))
+
+    def forward(self, x):
+        return torch.round(x * self.w)
+
+
+class _ValidatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Parameter(torch.tensor([0.1]))
+        self.z = _Validated()
+
+    def forward(self, x):
+        return self.z(x) + self.t
+
+
+def _refuse_large(module, state_dict, prefix, *args):
+    if state_dict[prefix + "w"].abs().max() > 10:
+        raise ValueError("checkpoint has |w| > 10")
+
+
+@pytest.mark.parametrize("through", ["gm", "wrapper"])
+def test_an_assign_load_that_raises_part_way_keeps_the_model_linked(through):
+    """A load pre-hook's error stops the load after gm's own ``t`` was assigned, before the post-hook that links the
+    model ran: gm and the model came apart for good (a later good load did not link them either; audit). gm's own
+    load_state_dict completes it at once, a wrapper's by the next load."""
+    model = _ValidatedNet()
+    model.z.register_load_state_dict_pre_hook(_refuse_large)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    target = gm if through == "gm" else nn.Sequential(gm)
+    prefix = "" if through == "gm" else "0."
+    with pytest.raises(ValueError, match=r"\|w\| > 10"):
+        target.load_state_dict({prefix + "t": torch.tensor([2.0]), prefix + "z.w": torch.tensor([100.0])}, assign=True)
+    if through == "gm":
+        assert gm.t is model.t is hard.t
+    target.load_state_dict({prefix + "t": torch.tensor([3.0]), prefix + "z.w": torch.tensor([1.5])}, assign=True)
+    assert gm.t is model.t is hard.t and gm.z.w is model.z.w is hard.z.w and float(model.t) == 3.0
+
+
+class _ResizedTable(nn.Module):
+    """Loads itself (a table of any size: it replaces the buffer), on a plain load too."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.tensor([0.5, 1.5]))
+
+    def forward(self, x):
+        return torch.round(x * self.table.sum())
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        if prefix + "table" in state_dict:
+            self.table = state_dict[prefix + "table"].clone()
+        elif strict:
+            missing.append(prefix + "table")
+
+
+def test_a_module_replacing_its_tensors_on_a_plain_load_reaches_export_hards_results():
+    """A self-loading module swaps in a new buffer on a load without assign: the model and gm got it, an export_hard
+    result made before kept the old one (hard(x) != model(x), silently; audit)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), _ResizedTable())
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["1.table"] = torch.tensor([1.0, 2.0, 4.0])
+    gm.load_state_dict(state)
+    x = torch.randn(5, 4)
+    assert model[1].table is gm.get_submodule("1").table is hard.get_submodule("1").table
+    assert torch.equal(hard(x), model(x))
+
+
+def test_a_deep_copy_of_model_gm_and_hard_together_keeps_them_linked():
+    """The links between a model, gm and export_hard's result are not copied with gm alone (a copy shares none of
+    their tensors), but a deep copy of all three in one was left unlinked: an assign load into the copied gm came
+    apart from the copied model and hard result (audit)."""
+    model = _LsqNet()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    model2, gm2, hard2 = copy.deepcopy((model, gm, hard))
+    gm2.load_state_dict({k: v + 1.0 for k, v in model.state_dict().items()}, assign=True)
+    assert gm2.q.step is model2.q.step is hard2.q.step
+    assert gm.q.step is model.q.step is hard.q.step and not torch.equal(gm.q.step, gm2.q.step)  # (the originals)
