@@ -283,8 +283,9 @@ def print_table(rows: list[dict], columns: list[str], fmt: list[str]) -> str:
 @contextlib.contextmanager
 def no_compile_caches():
     """Inductor's FX-graph cache and AOT autograd's cache off (every compile generates its kernels, and
-    ``compile s`` is a fresh compile's time); dynamo's recompile limit raised (many compiled functions
-    share one lambda's code object)."""
+    ``compile s`` is a fresh compile's time, but for the C++ build of a kernel inductor built before, which its
+    on-disk code cache keeps: at most a few tenths of a second); dynamo's recompile limit raised (many compiled
+    functions share one lambda's code object)."""
     with contextlib.ExitStack() as stack:
         import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config

@@ -24,8 +24,9 @@ within each repeat; medians in ms; ``sll/STE`` is the median of per-repeat ratio
 meanwhile (see ``bench_common.Contention``).  Target: sll/STE within 1.1x (one fused kernel each way).
 
 A second table, ``mask-store probe``, times compiled ``x > 0`` (a bool result) against compiled
-``(x > 0).float()`` and the eager versions: inductor's vectorized bool stores are what the
-compiled sll forward adds to the STE's (it saves a bool band mask for the backward).
+``(x > 0).float()`` and the eager versions: inductor's vectorized bool stores are why the compiled
+sll ops spell their band with float ops (with a saved bool band mask the compiled sll op was 3.7-11x
+the STE in this table's first version; its forward now stores nothing more than the STE's).
 
     python benchmarks/compiled_ops.py                 # 2^22 elements, 25 repeats (~2 minutes)
     python benchmarks/compiled_ops.py --quick         # 2^12 elements, 2 ops, aot_eager backend

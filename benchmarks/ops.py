@@ -27,6 +27,7 @@ ratios, so a slow spell of the machine that hits one round hits both sides of it
 from __future__ import annotations
 
 import argparse
+import random
 import os
 import statistics
 import sys
@@ -143,8 +144,10 @@ def time_case(case: Case, x: torch.Tensor, g: torch.Tensor, repeats: int, warmup
     samples: dict[str, list[float]] = {name: [] for name in methods}
     if faults is not None:
         faults.update({name: [] for name in methods})
-    for _ in range(repeats):
-        for name, run in methods.items():
+    rng = random.Random(0)  # (a fresh random order in each repeat, as bench_common.interleaved: no method always
+    for _ in range(repeats):  # runs behind the same one, whose leftovers in the cache and allocator would bias it)
+        for name in rng.sample(list(methods), len(methods)):
+            run = methods[name]
             before = _minor_faults()
             samples[name].append(run())
             if faults is not None:
