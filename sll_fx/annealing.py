@@ -64,7 +64,7 @@ from torch import fx, nn
 from . import rules
 from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats and calibrate print: one rule)
 from .errors import EpsError
-from .graph_module import EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node name>
+from .graph_module import _FX_CONSTANT, EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
 from .ops import check_eps, is_sll_target
 from .tracer import module_of, source_of
@@ -125,13 +125,22 @@ def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:
 
 def literal_eps_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
     """(graph module, node) for every sll node of ``gm`` (nested GraphModules included) whose eps is a
-    Python number written in the graph (an explicit ``sll_fx.sign(x, 0.1)`` traced, a hand-made graph)."""
+    Python number written in the graph (an explicit ``sll_fx.sign(x, 0.1)`` traced, a hand-made graph), or a
+    tensor literal of the forward (``sll_fx.round(x / s, s)`` with ``s = torch.tensor(0.1)``: fx's
+    ``_tensor_constant``, which the forward may compute with too, and another op may be given)."""
     return [(mod, node) for mod in gm.modules() if isinstance(mod, fx.GraphModule) for node in mod.graph.nodes
-            if node.op == "call_function" and _is_literal(node.kwargs.get("eps")) and is_sll_target(node.target)]
+            if node.op == "call_function" and is_sll_target(node.target)
+            and (_is_literal(node.kwargs.get("eps")) or _is_constant(node.kwargs.get("eps")))]
 
 
 def _is_literal(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_constant(value) -> bool:
+    """A ``get_attr`` of fx's constant for a tensor literal (``_tensor_constant0``)."""
+    return isinstance(value, fx.Node) and value.op == "get_attr" and \
+        bool(_FX_CONSTANT.fullmatch(value.target.rpartition(".")[2]))
 
 
 def buffer_literal_eps(gm: nn.Module) -> list[str]:
@@ -142,7 +151,11 @@ def buffer_literal_eps(gm: nn.Module) -> list[str]:
     changed = {}
     names = []
     for mod, node in literal_eps_nodes(gm):
-        eps_input(mod, node, float(node.kwargs["eps"]), eps_device(mod))
+        old = node.kwargs["eps"]
+        value = float(_eps_tensor(mod, node)) if isinstance(old, fx.Node) else float(old)
+        eps_input(mod, node, value, eps_device(mod))
+        if isinstance(old, fx.Node) and not old.users:
+            mod.graph.erase_node(old)
         changed[id(mod)] = mod
         names.append(node.name)
     for mod in changed.values():
@@ -513,38 +526,39 @@ def _holds(t: torch.Tensor, eps: float) -> bool:
     return t.device.type != "meta" and float(t) == float(torch.tensor(eps, dtype=t.dtype))
 
 
-def _refuse_models_state(gm: nn.Module, mod: fx.GraphModule, node: fx.Node, eps: float, t: torch.Tensor,
-                         what: str) -> None:
-    """An explicit op whose eps is a parameter or a buffer of the user's model (``sll_fx.sign(x, self.eps)``) reads
-    the model's state, which ``what`` (set_eps, load_eps) does not replace (it replaced it on the result only: a buffer
-    left the model's behind, a parameter was shadowed and nothing changed): a ValueError naming the node, the tensor
-    and the fix."""
+def _refuse_models_tensor(gm: nn.Module, mod: fx.GraphModule, node: fx.Node, eps: float, t: torch.Tensor,
+                          what: str) -> None:
+    """An explicit op whose eps is a tensor of the user's model (``sll_fx.sign(x, self.eps)``: a parameter, a buffer,
+    a plain tensor attribute; its forward may compute with it too, and give it to other ops) reads the model's own
+    value, which ``what`` (set_eps, load_eps) does not replace (a parameter was shadowed and nothing changed; a buffer
+    was replaced on the result only; the quantizer step of ``round(x / s, s) * s`` changed with it): a ValueError
+    naming the node, the tensor and the fix.  (A ``torch.tensor`` literal of the forward got a buffer of its own
+    when the model was linearized: :func:`buffer_literal_eps`.)"""
     prefix, _, name = node.kwargs["eps"].target.rpartition(".")
     owner = mod.get_submodule(prefix) if prefix else mod
-    if _not_the_models(owner, name):
-        return
     root = _root(gm)
     path = next((p for p, m in root.named_modules() if m is mod), "")
     target = f"{path}.{node.kwargs['eps'].target}" if path else node.kwargs["eps"].target
     (shown,) = _report_names(gm, [node])
-    kind = "parameter" if name in owner._parameters else "buffer"
+    kind = "parameter" if name in owner._parameters else \
+        "buffer" if name not in owner._non_persistent_buffers_set or not _not_the_models(owner, name) else \
+        "tensor attribute"
     value = "no value (meta)" if t.device.type == "meta" else repr(float(t))
     raise ValueError(
         f"{what}: node '{shown}' ({source_of(node) or 'an explicit op'}) takes its eps from the model's {kind} "
-        f"'{target}' ({value}), which is the model's state (its state_dict, its training), not sll_fx's: {what} does "
-        f"not replace it\nFix: set it on the model (with torch.no_grad(): model.{target}.fill_({eps!r})), or leave "
-        "this node out")
+        f"'{target}' ({value}), the model's own value (its state, and the forward may compute with it): {what} "
+        f"does not replace it\nFix: set it on the model (with torch.no_grad(): model.{target}.fill_({eps!r})), or "
+        "leave this node out")
 
 
 def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]], what: str = "set_eps") -> None:
     """Check every (graph module, node, eps), then set them; the reports of ``gm`` and of the graph modules
     follow.  Raises before changing anything.
 
-    A node's own eps buffer gets a new tensor (:func:`_replace_eps`); a node whose eps is a literal, or a tensor the
-    model's forward holds for itself (a ``torch.tensor`` literal, a plain tensor attribute, one tensor given to two
-    ops: the forward may compute with it too, the quantizer step of ``round(x / s, s) * s``), gets a buffer of its
-    own (that GraphModule's code changes, see the module docstring); a parameter or buffer of the model is refused
-    (:func:`_refuse_models_state`); a node already at its value is left as it is."""
+    A node's own eps buffer gets a new tensor (:func:`_replace_eps`); a literal eps (only in a hand-made graph) gets
+    a buffer, once (that GraphModule's code changes, see the module docstring); a tensor of the model's own (a
+    parameter, a buffer, a plain tensor attribute) is refused (:func:`_refuse_models_tensor`); a node already at its
+    value is left as it is."""
     for _, node, eps in chosen:
         op = rules.sll_op_name(node.target)
         try:
@@ -555,13 +569,13 @@ def _apply(gm: nn.Module, chosen: list[tuple[fx.GraphModule, fx.Node, float]], w
     buffers = [(mod, node, eps, _eps_tensor(mod, node)) for mod, node, eps in chosen]  # raises before any change
     for mod, node, eps, t in buffers:
         if t is not None and not _own(node) and not _holds(t, eps):
-            _refuse_models_state(gm, mod, node, eps, t, what)
+            _refuse_models_tensor(gm, mod, node, eps, t, what)
     literal = {}
     with torch.no_grad():
         for mod, node, eps, t in buffers:
             if t is not None and _holds(t, eps):
                 continue  # (its value already: also a model's own tensor, which eps_state -> load_eps gives back)
-            if t is None or not _own(node):  # a buffer of its own, once (that module recompiles)
+            if t is None:  # a literal eps (a hand-made graph): it becomes a buffer, once (that module recompiles)
                 eps_input(mod, node, eps, eps_device(mod))
                 literal[id(mod)] = mod
             else:  # a new tensor in the buffer's place: the graph, the code and compiled code stay

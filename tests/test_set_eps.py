@@ -685,24 +685,44 @@ class _StepAttr(nn.Module):
         return sll_fx.round(x / step, step) * step + sll_fx.sign(x - 1.0, step)
 
 
-@pytest.mark.parametrize("literal", [False, True])
-def test_set_eps_gives_a_node_its_own_eps_where_the_forward_shares_it(literal):
-    """set_eps put the new eps in the place of a tensor the forward also computes with: the quantizer step itself
-    changed (export_hard(gm) was no longer the model's hard model), and setting one of two ops given one tensor set
-    both; load_eps then kept the first key's value (audit of this session's fix). Now the node gets an eps buffer of
-    its own."""
-    model = _StepAttr(literal)
+def test_a_tensor_literal_eps_gets_its_own_buffer_when_linearized():
+    """A ``torch.tensor`` literal of the forward given as eps (and used as the quantizer step, and given to two ops):
+    set_eps replaced it, so the step changed too and setting one op set both (audit); then set_eps gave the node a
+    buffer of its own by editing the graph, which code compiled before did not follow and which broke a shallow
+    copy sharing the graph (audit of that fix). linearize_module gives such a node its own eps buffer up front."""
+    model = _StepAttr(literal=True)
     gm = sll_fx.linearize_module(model, eps=0.3, verbose=False)
     x = torch.tensor([0.33, 0.71, 1.26, 1.05])
     hard_before = sll_fx.export_hard(gm, verbose=False)(x)
+    shallow = copy.copy(gm)
+    compiled = torch.compile(gm, backend="eager", fullgraph=True)
+    compiled(x)
     assert sll_fx.set_eps(gm, 0.2, where="sign") == ["sign"]
     assert sll_fx.eps_state(gm) == pytest.approx({"round_1": 0.1, "sign": 0.2})
-    torch.testing.assert_close(gm(x), sll_fx.round(x / 0.1, 0.1) * 0.1 + sll_fx.sign(x - 1.0, 0.2))
+    want = sll_fx.round(x / 0.1, 0.1) * 0.1 + sll_fx.sign(x - 1.0, 0.2)
+    torch.testing.assert_close(gm(x), want)
+    torch.testing.assert_close(compiled(x), want)  # (compiled code follows: no graph change)
     assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), hard_before)  # (the step is still 0.1)
     assert sorted(sll_fx.load_eps(gm, {"sign": 0.05, "round_1": 0.2})) == ["round_1", "sign"]
-    assert sll_fx.eps_state(gm) == pytest.approx({"round_1": 0.2, "sign": 0.05})
     torch.testing.assert_close(gm(x), sll_fx.round(x / 0.1, 0.2) * 0.1 + sll_fx.sign(x - 1.0, 0.05))
-    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), hard_before)
+    sll_fx.eps_state(shallow)
+    copy.deepcopy(shallow)
+
+
+def test_set_eps_refuses_an_eps_the_models_forward_computes_with():
+    """A plain tensor attribute given as eps is the model's value, which its forward also uses (the quantizer step):
+    set_eps changed the step with it (audit), then edited the graph (audit of that fix); now a ValueError with the fix,
+    nothing changed."""
+    model = _StepAttr(literal=False)
+    gm = sll_fx.linearize_module(model, eps=0.3, verbose=False)
+    x = torch.tensor([0.33, 0.71, 1.26, 1.05])
+    before = gm(x)
+    code = gm.code
+    with pytest.raises(ValueError, match=r"node 'sign' .* the model's tensor attribute 'step' \(0\.1.*\n"
+                                         r"Fix: set it on the model"):
+        sll_fx.set_eps(gm, 0.2, where="sign")
+    assert torch.equal(gm(x), before) and gm.code == code and gm.step is model.step
+    assert sorted(sll_fx.load_eps(gm, sll_fx.eps_state(gm))) == ["round_1", "sign"]
 
 
 def test_the_refusal_names_the_node_and_the_tensor_by_the_models_names():
