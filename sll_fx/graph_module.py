@@ -199,7 +199,8 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
     among them: :func:`_ties`, which refuses to untie), and have a one-shot post-hook, run once ``gm``'s part is
     loaded (also when torch then raises for unexpected keys), retie them (:func:`_retie`) and give the model and
     ``export_hard``'s results the new ones (:func:`_replaced`), so that training ``gm`` still trains the model.  A
-    load that raised before the hook ran (a load pre-hook's error) is completed here, by the next load, and by
+    load that raised before the hook ran (a load pre-hook's error) is completed by the next load and
+    by the next eager call (not by a call of ``torch.compile``'s wrapper, which runs compiled code), and by
     :meth:`SLLGraphModule.load_state_dict` at once."""
     finish_load(gm)
     before = _held(gm)
@@ -377,6 +378,8 @@ class SLLGraphModule(fx.GraphModule):
 
     def __call__(self, *args, **kwargs):
         # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
+        if _ASSIGNING in self.__dict__ and not torch.compiler.is_compiling():  # (a load through a wrapper that raised
+            finish_load(self)                                                  #  part-way: the model follows now)
         if frozen.RECORDS in self.__dict__:
             frozen.check(self)
         if frozen.TENSORS in self.__dict__ and not torch.compiler.is_compiling():  # (guards on each weakref:

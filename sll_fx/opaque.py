@@ -844,13 +844,16 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
 
 def refuse_sll_code(module: nn.Module, path: str) -> None:
     """``export_hard``'s check of an opaque module: sll ops in its own Python code cannot be stripped."""
-    from .dynamic import BLOCK_KEPT
+    from .dynamic import BLOCK_KEPT, linearize
     from .errors import RewriteError
 
     used = sll_ops_used(module)
     reason = opaque_reason(module) or ""
     if reason.endswith(BLOCK_KEPT):  # (a block the static scan cannot see: a decorated function forward calls)
         used = [*used, reason.split(":")[0]]
+    forward = forward_of(module)  # (a block entered in forward after what kept it opaque: the trace never met it)
+    if not used and forward is not None and any(obj is linearize for obj in _referenced(forward, module)):
+        used = [f"{forward.__qualname__} uses sll_fx.linearize"]
     if used:
         raise RewriteError(f"export_hard: opaque module '{path or '(model)'}' ({type(module).__name__}) calls sll ops "
                            f"in its own Python code, which no graph pass can strip ({'; '.join(used)}). "

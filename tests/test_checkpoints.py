@@ -917,6 +917,9 @@ def test_an_assign_load_that_raises_part_way_keeps_the_model_linked(through):
         target.load_state_dict({prefix + "t": torch.tensor([2.0]), prefix + "z.w": torch.tensor([100.0])}, assign=True)
     if through == "gm":
         assert gm.t is model.t is hard.t
+    else:
+        target(torch.ones(1))  # (the next call completes it: training through the wrapper trains the model)
+        assert gm.t is model.t is hard.t
     target.load_state_dict({prefix + "t": torch.tensor([3.0]), prefix + "z.w": torch.tensor([1.5])}, assign=True)
     assert gm.t is model.t is hard.t and gm.z.w is model.z.w is hard.z.w and float(model.t) == 3.0
 

@@ -1011,3 +1011,20 @@ def test_torch_export_inside_a_block_still_records_the_sll_ops():
     with sll_fx.linearize(eps=0.1):
         want = torch.round(x) + (x > 0.3).float()
     assert torch.equal(ep.module()(x, torch.tensor(0.3)), want)
+
+
+class _BranchThenBlock(nn.Module):
+    """Opaque for a branch on a value, met before its block: the trace never enters the block."""
+
+    def forward(self, h):
+        if h.sum() > 1e9:
+            h = h * 2
+        with sll_fx.linearize(eps=0.2):
+            return (h > 0.5).float()
+
+
+def test_export_hard_refuses_a_block_after_what_kept_the_module_opaque():
+    """The opaque reason is the first thing the trace met (the branch), so it does not say block; a block written in
+    forward is still refused (audit of the fix: it returned a model running the surrogate, 0.49 off)."""
+    with pytest.raises(sll_fx.RewriteError, match=r"_BranchThenBlock\.forward uses sll_fx\.linearize"):
+        sll_fx.export_hard(_Outer(_BranchThenBlock()), verbose=False)
