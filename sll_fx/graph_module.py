@@ -41,7 +41,8 @@ from .state import STATE_MODULE, _delegated_load, constants_of, hold_hooks, mirr
 #: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", "_sll_buffer_dependents",
               precision.CAST_GENERATION,
-              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_assigning")
+              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_assigning",
+              "_sll_load_covered")
 #: body key of what a pickle carries beyond the state (:func:`_carried`)
 _CARRIED = "_sll_fx_carried"
 #: ``__dict__`` key of the weak references to the modules a GraphModule shares its buffer tensors with
@@ -203,6 +204,11 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
     by the next eager call (not by a call of ``torch.compile``'s wrapper, which runs compiled code), and by
     :meth:`SLLGraphModule.load_state_dict` at once."""
     finish_load(gm)
+    cover = gm.__dict__.pop(_COVERED, None)
+    if cover is not None and _ASSIGNING in getattr(cover(), "__dict__", ()):
+        gm.__dict__[_COVERED] = cover  # (inside a GraphModule whose load records this one's tensors too)
+        return
+    nested = [m for m in gm.modules() if m is not gm and isinstance(m, SLLGraphModule)]
     before = _held(gm)
     ties = _ties(before, state_dict, prefix) if assign else []
     handle = None
@@ -211,8 +217,13 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
         if gm.__dict__.get(_ASSIGNING, (None,))[0] is handle:
             gm.__dict__.pop(_ASSIGNING)
             handle.remove()
+            for m in nested:
+                m.__dict__.pop(_COVERED, None)
             _retie(ties)
             _replaced(gm, before)
+
+    for m in nested:  # (their own loads, next, need not walk their subtrees again: the cost grew with the depth)
+        m.__dict__[_COVERED] = weakref.ref(gm)
 
     handle = gm.register_load_state_dict_post_hook(done)
     gm.__dict__[_ASSIGNING] = (handle, done)
@@ -227,6 +238,8 @@ def finish_load(gm: torch.nn.Module) -> None:
 
 #: ``__dict__`` key of (the handle of :func:`_loading`'s post-hook, its function) while a load runs
 _ASSIGNING = "_sll_assigning"
+#: ``__dict__`` key of a nested GraphModule whose tensors an enclosing one's running load records (a weak reference)
+_COVERED = "_sll_load_covered"
 
 
 def _ties(before: list[tuple], state_dict, prefix: str = "") -> list[tuple[list[tuple], tuple]]:
