@@ -246,16 +246,16 @@ def _eps_nodes(gm: fx.GraphModule):
     for mod in gm.modules():
         if isinstance(mod, fx.GraphModule):
             for node in mod.graph.nodes:
-                if node.op == "call_function" and is_sll_target(node.target) and "eps" in node.kwargs \
-                        and not is_soft_mask(node) and settable(node):
+                if node.op == "call_function" and is_sll_target(node.target) and settable(node) \
+                        and not is_soft_mask(node):
                     yield mod, node
 
 
 def settable(node: fx.Node) -> bool:
     """Has sll ``node`` an eps to read and set: a literal or a module's tensor, not one its forward computes (an
-    explicit op given ``(h.std() * 0.1).detach()``)?"""
+    explicit op given ``(h.std() * 0.1).detach()``), nor none (``sll.select``)?"""
     value = node.kwargs.get("eps")
-    return not isinstance(value, fx.Node) or value.op == "get_attr"
+    return "eps" in node.kwargs and (not isinstance(value, fx.Node) or value.op == "get_attr")
 
 
 # ----------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
     """
     _root(gm, "eps_state")
     return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm)
-            if "eps" in node.kwargs and settable(node)}
+            if settable(node)}
 
 
 def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
@@ -374,10 +374,9 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
                                  f"node '{node.name}' (a selection's eps is its comparison's)")
             values[id(node)] = (mod, node, eps, key)
     if strict:
-        missing = [name for name, _, mod, node in named if "eps" in node.kwargs and settable(node)
-                   and id(node) not in values]
+        missing = [name for name, _, mod, node in named if settable(node) and id(node) not in values]
         if unknown or missing:
-            known = [name for name, _, _, node in named if "eps" in node.kwargs and settable(node)]
+            known = [name for name, _, _, node in named if settable(node)]
             raise ValueError("load_eps: " + "; ".join(
                 [f"no node named {', '.join(map(repr, unknown))} in {type(gm).__name__} "
                  f"(its nodes: {', '.join(known) or 'none'})"] * bool(unknown)
@@ -540,9 +539,7 @@ def _refuse_models_tensor(gm: nn.Module, mod: fx.GraphModule, node: fx.Node, eps
     path = next((p for p, m in root.named_modules() if m is mod), "")
     target = f"{path}.{node.kwargs['eps'].target}" if path else node.kwargs["eps"].target
     (shown,) = _report_names(gm, [node])
-    kind = "parameter" if name in owner._parameters else \
-        "buffer" if name not in owner._non_persistent_buffers_set or not _not_the_models(owner, name) else \
-        "tensor attribute"
+    kind = "parameter" if name in owner._parameters else "tensor attribute" if _not_the_models(owner, name) else "buffer"
     value = "no value (meta)" if t.device.type == "meta" else repr(float(t))
     raise ValueError(
         f"{what}: node '{shown}' ({source_of(node) or 'an explicit op'}) takes its eps from the model's {kind} "

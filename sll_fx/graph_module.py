@@ -41,7 +41,7 @@ from .state import STATE_MODULE, _delegated_load, constants_of, hold_hooks, mirr
 #: the module to its model); a copy gets what :func:`_carried` keeps of the frozen values and the calibration
 _TRANSIENT = ("_sll_precision_seen", "_sll_eps_targets", "_sll_buffer_sources", "_sll_buffer_dependents",
               precision.CAST_GENERATION,
-              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_assigning",
+              "_sll_calibration", "_sll_calibration_target", frozen.RECORDS, frozen.TENSORS, "_sll_loading",
               "_sll_load_covered")
 #: body key of what a pickle carries beyond the state (:func:`_carried`)
 _CARRIED = "_sll_fx_carried"
@@ -205,7 +205,7 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
     :meth:`SLLGraphModule.load_state_dict` at once."""
     finish_load(gm)
     cover = gm.__dict__.pop(_COVERED, None)
-    if cover is not None and _ASSIGNING in getattr(cover(), "__dict__", ()):
+    if cover is not None and _LOADING in getattr(cover(), "__dict__", ()):
         gm.__dict__[_COVERED] = cover  # (inside a GraphModule whose load records this one's tensors too)
         return
     nested = [m for m in gm.modules() if m is not gm and isinstance(m, SLLGraphModule)]
@@ -214,8 +214,8 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
     handle = None
 
     def done(module=None, incompatible_keys=None) -> None:
-        if gm.__dict__.get(_ASSIGNING, (None,))[0] is handle:
-            gm.__dict__.pop(_ASSIGNING)
+        if gm.__dict__.get(_LOADING, (None,))[0] is handle:
+            gm.__dict__.pop(_LOADING)
             handle.remove()
             for m in nested:
                 m.__dict__.pop(_COVERED, None)
@@ -226,18 +226,18 @@ def _loading(gm: torch.nn.Module, state_dict, prefix: str, assign: bool) -> None
         m.__dict__[_COVERED] = weakref.ref(gm)
 
     handle = gm.register_load_state_dict_post_hook(done)
-    gm.__dict__[_ASSIGNING] = (handle, done)
+    gm.__dict__[_LOADING] = (handle, done)
 
 
 def finish_load(gm: torch.nn.Module) -> None:
     """Complete a load of ``gm`` whose post-hook did not run (the load raised first; see :func:`_loading`)."""
-    pending = gm.__dict__.get(_ASSIGNING)
+    pending = gm.__dict__.get(_LOADING)
     if pending is not None:
         pending[1]()
 
 
 #: ``__dict__`` key of (the handle of :func:`_loading`'s post-hook, its function) while a load runs
-_ASSIGNING = "_sll_assigning"
+_LOADING = "_sll_loading"
 #: ``__dict__`` key of a nested GraphModule whose tensors an enclosing one's running load records (a weak reference)
 _COVERED = "_sll_load_covered"
 
@@ -353,7 +353,8 @@ class SLLGraphModule(fx.GraphModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module``'s; a load that raises part-way (a load pre-hook's error) still leaves the model holding
-        what was loaded into this module (:func:`_loading`), as a load through a wrapper does by the next load."""
+        what was loaded into this module (:func:`_loading`), as a load through a wrapper does by the next load or
+        eager call."""
         try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         finally:
@@ -391,7 +392,7 @@ class SLLGraphModule(fx.GraphModule):
 
     def __call__(self, *args, **kwargs):
         # fx's per-instance class calls this through its _WrappedCall (super(cls, obj).__call__)
-        if _ASSIGNING in self.__dict__ and not torch.compiler.is_compiling():  # (a load through a wrapper that raised
+        if _LOADING in self.__dict__ and not torch.compiler.is_compiling():  # (a load through a wrapper that raised
             finish_load(self)                                                  #  part-way: the model follows now)
         if frozen.RECORDS in self.__dict__:
             frozen.check(self)
