@@ -477,6 +477,8 @@ def call(gm, call_next, args, kwargs):
     """``SLLGraphModule.__call__``: ``call_next(*args, **kwargs)``, checked on a new signature."""
     if torch.compiler.is_compiling() or not _enabled:  # first: dynamo folds it and traces nothing else here
         return call_next(*args, **kwargs)
+    if gm.__dict__.get("_compiled_call_impl") is not None:  # (gm.compile(): the call runs compiled code, which
+        return call_next(*args, **kwargs)                   #  dynamo would trace under the check's mode)
     if not torch.is_grad_enabled() or _active.get() is not None or _tracing(args, kwargs):
         return call_next(*args, **kwargs)  # no gradient to lose (evaluation), or checked by an outer module
     try:

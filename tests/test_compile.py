@@ -386,3 +386,21 @@ def test_more_linearized_models_than_dynamos_recompile_limit_compile():
         kept.append((gm, compiled))
         assert torch.equal(compiled(x), gm(x)), i
     assert len({id(type(gm).__call__.__code__) for gm, _ in kept}) == len(kept)
+
+
+def test_module_compile_in_place_with_fullgraph():
+    """``gm.compile(fullgraph=True)`` (nn.Module's in-place spelling): the first call with gradients ran the
+    precision check's TorchFunctionMode around the compiled call, which dynamo then traced (Unsupported, on every
+    call; audit). Compiled code has no precision check to run, as under torch.compile(gm)."""
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(nn.Sequential(nn.Linear(4, 4), _Round()), eps=0.1, verbose=False)
+    x = torch.randn(8, 4, requires_grad=True)
+    want = gm(x)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    fresh = sll_fx.linearize_module(nn.Sequential(nn.Linear(4, 4), _Round()), eps=0.1, verbose=False)
+    fresh.load_state_dict(gm.state_dict())
+    fresh.compile(backend="eager", fullgraph=True)
+    for _ in range(2):
+        got = fresh(x)
+        (g_got,) = torch.autograd.grad(got.sum(), x)
+        assert torch.equal(got, want) and torch.equal(g_got, g_want)
