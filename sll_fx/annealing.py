@@ -138,9 +138,15 @@ def _is_literal(value) -> bool:
 
 
 def _is_constant(value) -> bool:
-    """A ``get_attr`` of fx's constant for a tensor literal (``_tensor_constant0``)."""
-    return isinstance(value, fx.Node) and value.op == "get_attr" and \
-        bool(_FX_CONSTANT.fullmatch(value.target.rpartition(".")[2]))
+    """A ``get_attr`` of fx's constant for a tensor literal (``_tensor_constant0``) that is a valid tensor eps (0-dim,
+    floating, no gradient: any other one is left for the op to refuse, naming the node, as the model's op refuses it)."""
+    if not (isinstance(value, fx.Node) and value.op == "get_attr" and
+            _FX_CONSTANT.fullmatch(value.target.rpartition(".")[2])):
+        return False
+    t = value.graph.owning_module
+    for part in value.target.split("."):
+        t = getattr(t, part, None)
+    return isinstance(t, torch.Tensor) and t.dim() == 0 and t.is_floating_point() and not t.requires_grad
 
 
 def buffer_literal_eps(gm: nn.Module) -> list[str]:

@@ -25,7 +25,7 @@ import sll_fx
 from sll_fx.annealing import EPS_PREFIX, node_eps
 from sll_fx.rules import sll_op_name
 from sll_fx.tracer import module_of
-from _helpers import assert_bitwise, sll_nodes
+from _helpers import Fn, assert_bitwise, sll_nodes
 
 INF, NAN = float("inf"), float("nan")
 
@@ -755,3 +755,18 @@ def test_the_refusal_names_the_node_and_the_tensor_by_the_models_names():
     with pytest.raises(ValueError, match=r"^load_eps: node 'b\.g\.sign' .* the model's buffer 'b\.g\.eps' .*\n"
                                          r"Fix: set it on the model \(with torch.no_grad\(\): model\.b\.g\.eps\.fill_"):
         sll_fx.load_eps(gm, {"b.g.sign": 0.3})
+
+
+@pytest.mark.parametrize("literal", ["torch.tensor([0.1])", "torch.tensor(1)", "grad"])
+def test_an_invalid_tensor_literal_eps_is_refused_as_in_the_model(literal):
+    """A tensor literal eps the op refuses (not 0-dim, not floating, requiring grad) was given a valid buffer when
+    linearized, so gm ran where the model raised (audit of the literal buffers)."""
+    make = {"torch.tensor([0.1])": lambda: torch.tensor([0.1]), "torch.tensor(1)": lambda: torch.tensor(1),
+            "grad": lambda: torch.tensor(0.1, requires_grad=True)}[literal]
+    model = Fn(lambda x: sll_fx.round(x * 3, make()))
+    x = torch.randn(4)
+    with pytest.raises(sll_fx.EpsError):
+        model(x)
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    with pytest.raises(sll_fx.EpsError):
+        gm(x)
