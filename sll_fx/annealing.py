@@ -639,6 +639,11 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     if isinstance(where, type) and not issubclass(where, nn.Module):
         raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
     nodes = list(_eps_nodes(gm))
+    computed = [name for name, _, _, node in _named_nodes(gm) if "eps" in node.kwargs and not settable(node)]
+    if not nodes and computed:
+        raise ValueError(f"set_eps: the sll node(s) {', '.join(computed)} of {type(gm).__name__} compute their eps in "
+                         "the forward (an explicit op given a computed eps; an ExportedProgram's tensor literal), so "
+                         "there is no eps to set\nFix: give the op an eps held by the model (a buffer), and set it there")
     if not nodes:
         raise ValueError(f"set_eps: {type(gm).__name__} holds no sll node.  A submodule that linearize_module traced "
                          "through stays a plain container of its parameters and buffers: its ops are nodes of the "

@@ -770,3 +770,14 @@ def test_an_invalid_tensor_literal_eps_is_refused_as_in_the_model(literal):
     gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
     with pytest.raises(sll_fx.EpsError):
         gm(x)
+
+
+def test_set_eps_on_only_computed_eps_says_so():
+    """An exported program's tensor literal eps is computed in the graph: set_eps said the model held no sll node,
+    blaming a traced-through submodule (audit)."""
+    model = Fn(lambda x: sll_fx.round(x * 3, torch.tensor(0.1)))
+    x = torch.randn(4)
+    gm = sll_fx.linearize_module(torch.export.export(model, (x,)), eps=0.1, verbose=False)
+    assert sll_fx.eps_state(gm) == {}
+    with pytest.raises(ValueError, match=r"compute their eps in the forward .*\nFix: give the op an eps held by"):
+        sll_fx.set_eps(gm, 0.05)
