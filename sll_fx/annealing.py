@@ -130,22 +130,21 @@ def literal_eps_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
     ``_tensor_constant``, which the forward may compute with too, and another op may be given)."""
     return [(mod, node) for mod in gm.modules() if isinstance(mod, fx.GraphModule) for node in mod.graph.nodes
             if node.op == "call_function" and is_sll_target(node.target)
-            and (_is_literal(node.kwargs.get("eps")) or _is_constant(node.kwargs.get("eps")))]
+            and (_is_literal(node.kwargs.get("eps")) or _is_constant(mod, node))]
 
 
 def _is_literal(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_constant(value) -> bool:
-    """A ``get_attr`` of fx's constant for a tensor literal (``_tensor_constant0``) that is a valid tensor eps (0-dim,
-    floating, no gradient: any other one is left for the op to refuse, naming the node, as the model's op refuses it)."""
+def _is_constant(mod: fx.GraphModule, node: fx.Node) -> bool:
+    """Is ``node``'s eps fx's constant for a tensor literal (``_tensor_constant0``) that is a valid tensor eps (0-dim,
+    floating, no gradient: any other one is left for the op to refuse, naming the node, as the model's op refuses it)?"""
+    value = node.kwargs.get("eps")
     if not (isinstance(value, fx.Node) and value.op == "get_attr" and
             _FX_CONSTANT.fullmatch(value.target.rpartition(".")[2])):
         return False
-    t = value.graph.owning_module
-    for part in value.target.split("."):
-        t = getattr(t, part, None)
+    t = _eps_tensor(mod, node)
     return isinstance(t, torch.Tensor) and t.dim() == 0 and t.is_floating_point() and not t.requires_grad
 
 

@@ -806,15 +806,7 @@ def test_export_hard_refuses_a_block_it_cannot_strip(mode, of):
         def forward(self, h):
             return torch.round(h)
 
-    class Outer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin, self.q = nn.Linear(4, 4), Block()
-
-        def forward(self, x):
-            return self.q(self.lin(x) * 3)
-
-    model = Outer()
+    model = _Outer(Block())
     source = model if of == "model" else sll_fx.linearize_module(model, eps=0.05, verbose=False)
     with pytest.raises(sll_fx.RewriteError, match=r"opaque module 'q' \(Block\) calls sll ops .*Block\.forward uses "
                        r"sll_fx\.linearize\(eps=0\.2.*Fix: .*a sll_fx\.linearize block or decorator: remove it"):
