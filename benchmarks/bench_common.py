@@ -3,13 +3,15 @@
 The method is ``ops.py``'s: after a warm-up, the methods being compared are run
 round-robin within each repeat (so a slow spell of the machine hits all of them alike),
 the median over the repeats is reported, and a ratio is the median of the per-repeat
-ratios of two methods timed in the same round.
+ratios of two methods timed in the same round.  A target's verdict (:func:`verdict`) is
+"met", "missed" or "inconclusive" from the 95% confidence interval of that median (:func:`median_ci`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import platform
 import random
@@ -271,6 +273,38 @@ def ratio_quartiles(num: list[float], den: list[float]) -> tuple[float, float]:
         return r[0], r[0]
     q = statistics.quantiles(r, n=4, method="inclusive")
     return q[0], q[2]
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of ``values``: ``(lo, hi, coverage)``.
+
+    The interval runs from the ``k``-th smallest to the ``k``-th largest value, with ``k`` the largest
+    for which the binomial(n, 1/2) chance of fewer than ``k`` values below the median is at most
+    ``(1 - level) / 2`` on each side (the sign test's interval; it assumes only independent repeats).
+    ``coverage`` is the interval's exact confidence; with few values the whole range is the best one
+    can say (5 values: min to max, 93.75%)."""
+    r = sorted(values)
+    n = len(r)
+    tail = [math.comb(n, i) / 2 ** n for i in range(n + 1)]  # P(exactly i of n below the median)
+    k, below = 1, tail[0]  # below: P(fewer than k values below the median)
+    while k < n and below + tail[k] <= (1 - level) / 2 and k + 1 <= n - k:
+        below += tail[k]
+        k += 1
+    return r[k - 1], r[n - k], 1 - 2 * below
+
+
+def verdict(ratios: list[float], limit: float, level: float = 0.95) -> str:
+    """``"met"`` when the median ratio's confidence interval (:func:`median_ci`) lies at or under ``limit``,
+    ``"missed"`` when it lies above, else ``"inconclusive"``: one run's median alone says on which side of
+    a limit a ratio falls only when the run's noise keeps the interval on that side."""
+    lo, hi, _ = median_ci(ratios, level)
+    return "met" if hi <= limit else "missed" if lo > limit else "inconclusive"
+
+
+def ratio_ci(num: list[float], den: list[float], level: float = 0.95) -> str:
+    """The per-repeat ratios' :func:`median_ci`, as text: ``"lo-hi"``."""
+    lo, hi, _ = median_ci([a / b for a, b in zip(num, den)], level)
+    return f"{lo:.2f}-{hi:.2f}"
 
 
 def print_table(rows: list[dict], columns: list[str], fmt: list[str]) -> str:

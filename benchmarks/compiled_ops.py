@@ -242,15 +242,17 @@ def main(argv=None) -> list[dict]:
                 q1, q3 = bc.ratio_quartiles(sll, samples["STE"])
                 row["sll/STE IQR"] = f"{q1:.2f}-{q3:.2f}"
                 row["within 1.1x"] = row["sll/STE"] <= TARGET
+                row["95% CI"] = bc.ratio_ci(sll, samples["STE"])
+                row["verdict"] = bc.verdict([a / b for a, b in zip(sll, samples["STE"])], TARGET)
                 rows.append(row)
         if not args.no_probe:
             probe_rows = probe(x, args.repeats, args.warmup, args.backend, mon, args.tries)
 
     print(head)
     columns = ["op", "mode", "hard fwd ms", "STE ms", "sll ms", "sll/STE", "sll/STE IQR", "within 1.1x",
-               "clipped STE ms", "sll/clipped", "STE fwd ms", "sll fwd ms", "kernels fwd/bwd STE",
+               "95% CI", "verdict", "clipped STE ms", "sll/clipped", "STE fwd ms", "sll fwd ms", "kernels fwd/bwd STE",
                "kernels fwd/bwd sll", "sll eager ms", "compiled/eager", "others"]
-    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", "", "", ".3f", ".2f", ".3f", ".3f", "", "", ".3f", ".2f", ".2f"]
+    fmt = ["", "", ".3f", ".3f", ".3f", ".2f", "", "", "", "", ".3f", ".2f", ".3f", ".3f", "", "", ".3f", ".2f", ".2f"]
     if any("error" in r for r in rows):
         columns.append("error")
         fmt.append("")

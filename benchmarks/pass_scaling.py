@@ -125,7 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=lambda v: [int(s) for s in v.split(",") if s.strip()], default=[1000, 10000, 50000],
                    help="approximate node counts (default 1000,10000,50000)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per method; the median is reported")
+    p.add_argument("--repeats", type=int, default=9,
+                   help="timed repeats per method; the median is reported (9: its 95%% interval is the 2nd to 8th value)")
     p.add_argument("--warmup", type=int, default=1, help="untimed round-robin rounds before timing")
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--tries", type=int, default=3,
@@ -185,6 +186,9 @@ def main(argv=None) -> list[dict]:
             "others": others,
         }
         row["pass <= 0.5 trace"] = row["pass/trace"] <= PASS_TARGET
+        ratios = [p / t for p, t in zip(pass_ms, s["trace"])]
+        lo, hi, _ = bc.median_ci(ratios)
+        row["95% CI"], row["verdict"] = f"{lo:.3f}-{hi:.3f}", bc.verdict(ratios, PASS_TARGET)
         rows.append(row)
 
     # growth: log-log slope of total time between the smallest and the largest graph
@@ -197,9 +201,9 @@ def main(argv=None) -> list[dict]:
 
     print(head)
     columns = ["nodes", "sll ops", "trace ms", "linearize ms", "pass ms", "export ms", "pass/trace",
-               "pass <= 0.5 trace", "export/trace", "trace us/node", "linearize us/node", "pass us/node",
+               "pass <= 0.5 trace", "95% CI", "verdict", "export/trace", "trace us/node", "linearize us/node", "pass us/node",
                "export us/node", "bit-identical", "others"]
-    fmt = ["", "", ".1f", ".1f", ".1f", ".1f", ".3f", "", ".3f", ".1f", ".1f", ".1f", ".1f", "", ".2f"]
+    fmt = ["", "", ".1f", ".1f", ".1f", ".1f", ".3f", "", "", "", ".3f", ".1f", ".1f", ".1f", ".1f", "", ".2f"]
     bc.print_table(rows, columns, fmt)
     if growth:
         print(f"log-log slope of time against nodes, {rows[0]['nodes']} -> {rows[-1]['nodes']} nodes "

@@ -289,14 +289,16 @@ def main(argv=None) -> list[dict]:
                 q1, q3 = bc.ratio_quartiles(s["linearized"], s["STE"])
                 row["lin/STE IQR"] = f"{q1:.2f}-{q3:.2f}"
                 row["met"] = row["lin/STE"] <= TARGETS[backend]
+                row["95% CI"] = bc.ratio_ci(s["linearized"], s["STE"])
+                row["verdict"] = bc.verdict([a / b for a, b in zip(s["linearized"], s["STE"])], TARGETS[backend])
                 if backend == "compiled":
                     row["compile s (hard/STE/lin)"] = "/".join(f"{compile_s[v]:.1f}" for v in variants)
                 rows.append(row)
 
     print(head)
     columns = ["model", "batch", "sll ops", "backend", "hard ms", "STE ms", "linearized ms", "lin/STE",
-               "lin/STE IQR", "target", "met", "lin/hard", "STE/hard", "compile s (hard/STE/lin)", "others"]
-    fmt = ["", "", "", "", ".2f", ".2f", ".2f", ".3f", "", "", "", ".3f", ".3f", "", ".2f"]
+               "lin/STE IQR", "target", "met", "95% CI", "verdict", "lin/hard", "STE/hard", "compile s (hard/STE/lin)", "others"]
+    fmt = ["", "", "", "", ".2f", ".2f", ".2f", ".3f", "", "", "", "", "", ".3f", ".3f", "", ".2f"]
     bc.print_table(rows, columns, fmt)
     print("models: " + "; ".join(f"{n} = {all_specs[n].description}" for n in names)
           + f"; {bc.load_average()} at the end; {mon.summary()} ('others' column: per model)")

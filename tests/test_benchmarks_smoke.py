@@ -26,6 +26,23 @@ def _load(name: str):
     return module
 
 
+VERDICTS = {"met", "missed", "inconclusive"}
+
+
+def test_median_ci_and_verdict():
+    """The sign test's interval for the median: from the k-th smallest to the k-th largest value, k from the
+    binomial(n, 1/2) tails (for 9 values: the 2nd to the 8th, 96.1%; 5: the whole range, 93.75%)."""
+    bc = _load("bench_common")
+    assert bc.median_ci(list(range(9))) == (1, 7, pytest.approx(0.9609375))
+    assert bc.median_ci([5, 1, 4, 2, 3]) == (1, 5, pytest.approx(0.9375))
+    assert bc.median_ci(list(range(25)))[:2] == (7, 17)
+    assert bc.median_ci(list(range(31)))[:2] == (9, 21)
+    nine = [1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.3]  # interval 1.01-1.07
+    assert [bc.verdict(nine, limit) for limit in (1.1, 1.07, 1.05, 1.01, 1.0)] == [
+        "met", "met", "inconclusive", "inconclusive", "missed"]
+    assert bc.ratio_ci([2.0, 3.0, 4.0, 5.0, 6.0], [2.0] * 5) == "1.00-3.00"
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
@@ -38,6 +55,7 @@ def test_train_step_quick(capsys):
         assert r["sll ops"] == 3
         assert all(_finite(r[c]) for c in ("hard ms", "STE ms", "linearized ms", "lin/STE"))
         assert isinstance(r["met"], bool)
+        assert r["verdict"] in VERDICTS
     assert "lin/STE" in capsys.readouterr().out
 
 
@@ -48,6 +66,7 @@ def test_compiled_ops_quick(capsys):
     assert {r["op"].split(" ")[0] for r in main} == {"sign", "threshold"}
     assert {r["mode"] for r in main} == {"linear", "hard"}
     assert all(_finite(r["sll ms"]) and _finite(r["sll/STE"]) for r in main)
+    assert all(r["verdict"] in VERDICTS for r in main)
     assert [r for r in rows if r.get("table") == "probe"]
     assert "sll/STE" in capsys.readouterr().out
 
@@ -68,6 +87,7 @@ def test_pass_scaling_quick():
     for r in rows:
         assert r["sll ops"] > 0 and r["bit-identical"] is True
         assert _finite(r["trace ms"]) and _finite(r["linearize ms"]) and _finite(r["export ms"])
+        assert r["verdict"] in VERDICTS
 
 
 def test_memory_quick():
