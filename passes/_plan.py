@@ -351,6 +351,9 @@ class _Planner:
         if not floats:
             return _Uses(hard=_only_other_uses(found, what, blocked if mixed else None), found=tuple(found),
                          mixed=mixed)
+        if discrete := [w for w in written if rules.match_inplace(w) is not None]:  # r.sign_(): a discrete op
+            return _Uses(hard=f"its {what} is overwritten by the in-place {_describe(discrete)}, which stays hard "
+                              "(it would read the surrogate's fractional values inside the band)", found=tuple(found))
         if written:  # x.clamp_(): a hard copy for the other uses would miss the write
             return _Uses(reason=_also_other_uses(found, what, written), found=tuple(found))
         chain = sorted(set(chain), key=self.order.__getitem__)
@@ -549,6 +552,9 @@ class _Planner:
             return self._hard(node, rule, f"top-k mask left hard: {pieces}")
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
+        if pieces["inplace"] and (why := self._shared_zeros(node, pieces["zeros"])):
+            self.pattern_hard.add(node)
+            return self._hard(node, rule, f"top-k mask left hard: {why}")
         later = [u for u in pieces["zeros"].users if self.order[u] > self.order[node]] if pieces["inplace"] else []
         # (mask.scatter_(...): the mask's uses are those of the zeros after it)
         uses = self._verdict([(node, list(node.users)), (pieces["zeros"], later)], "0/1 result",
@@ -561,6 +567,21 @@ class _Planner:
         self.taken.update((pieces["topk"], pieces["index"]))  # its entry is this node's
         self.pattern_users.update((node, pieces["zeros"]))
         return step
+
+    def _shared_zeros(self, node: Node, zeros: Node) -> str:
+        """Why the zeros ``mask.scatter_(...)`` (``node``) fills are not the mask's alone ("" when they are): written
+        or viewed before the scatter (the mask would start from other values, the view would see it filled), or
+        filled by another scatter too (a second top-k into one mask)."""
+        for user in zeros.users:
+            if user is node:
+                continue
+            before = self.order[user] < self.order[node]
+            if zeros in _mutated(user) and (before or _topk_pattern(user) is not None):
+                return (f"the zeros it fills are {'written before it' if before else 'filled by another scatter'} "
+                        f"({_describe([user])})")
+            if before and _use_kind(user, zeros, self.kinds) == _PASS_USE:
+                return f"a view of the zeros it fills is taken before it ({_describe([user])})"
+        return ""
 
     def _plan_unmatched(self, node: Node) -> _Step | None:
         if self.config.is_skipped(self._stack(node)):

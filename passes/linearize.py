@@ -59,6 +59,7 @@ from sll_fx.exported import STALE_META
 from sll_fx.ops import DEFAULT_EPS, hard_mask, is_sll_target
 from sll_fx.report import RewriteReport
 
+from ._aliases import isolate_writes
 from ._checks import check_not_decomposed, check_placement
 from ._patterns import _select_operands
 from ._plan import _Planner, _Step
@@ -86,6 +87,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
         _erase_if_unused(gm.graph, c)
+    ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
+    isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
         for key in STALE_META:  # (torch.export computes fresh ones when the result is exported again)
@@ -95,6 +98,10 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     _check(gm, report, planner, before)
     gm.sll_report = report
     return PassResult(gm, modified=bool(report.rewritten))
+
+
+#: sll ops whose hard op returns a bool or an integer (their casts were copies: ``_aliases``)
+_INTEGRAL = frozenset(("compare", "argmax_onehot"))
 
 
 # --- applying a step --------------------------------------------------------------------------

@@ -5,8 +5,9 @@ uses.  A comparison returns as the bare comparison when all its users are the us
 own float casts (what ``linearize_pass`` leaves), else as ``ops.hard_compare`` (the
 explicit ``sll_fx.threshold``).  A comparison read only as a selection's ``soft`` mask (hard mode: the
 surrogate that weighs the branches in the gradient) goes with its selection, as does a selection's ``hard``
-input (the comparison's ``ops.hard_mask``, for a result that may be an integer).  Guarantee, checked: no node
-targets the ``sll`` namespace afterwards.
+input (the comparison's ``ops.hard_mask``, for a result that may be an integer).  The copies ``linearize_pass``
+gave in-place writes (``_aliases.py``) are dropped: the hard ops save nothing and return fresh tensors.
+Guarantee, checked: no node targets the ``sll`` namespace afterwards.
 
 The hard ops are written at the graph's level (``Rule.emit_hard``): an sll node that is an
 ``OpOverload`` (a graph from ``torch.export``: ``sll.round.eps_tensor`` for a linearized model,
@@ -29,6 +30,7 @@ from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
+from ._aliases import ISOLATED
 from ._checks import check_not_decomposed, check_placement
 
 
@@ -38,6 +40,10 @@ def strip_pass(gm: GraphModule) -> PassResult:
     check_not_decomposed(graph, "export_hard", "strip the program before decomposing it: "
                          "torch.export.export(sll_fx.export_hard(ep), args).run_decompositions()")
     entries, created, softs = [], [], []
+    for node in list(graph.nodes):  # the copies linearize_pass added for in-place writes: the hard ops need none
+        if node.meta.get(ISOLATED) and node.op == "call_method" and node.target == "clone":
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
     for node in list(graph.nodes):
         if node.op != "call_function" or not ops.is_sll_target(node.target):
             continue

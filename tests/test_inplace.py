@@ -1,0 +1,295 @@
+"""In-place writes next to rewritten ops (``passes/_aliases.py``; the top-k pattern's own zeros, ``_plan.py``).
+
+Each model writes in place where the hard ops make it legal: on a discrete op's result (``q.add_(1)``,
+``nn.ReLU(inplace=True)``), through one of two casts of a comparison (``a = c.float(); a.mul_(2)``), or on a
+discrete op's input after the op ran (``d = round(h); h.mul_(0.5)``).  Its twin spells the same writes out of
+place.  The linearized model must compute what the linearized twin computes, values and gradients, in every
+mode (before the fix: wrong values through aliased casts, or autograd's "modified by an inplace operation"),
+and ``export_hard`` must be the original graph again, bit for bit, without the copies.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sll_fx
+
+EPS = 0.1
+
+
+class _Lin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(5, 5)
+
+
+def _pair(body_inplace, body_twin, **modules):
+    """Two models of ``_Lin`` whose forwards are ``body(self, h)`` with ``h = self.lin(x)``."""
+    def make(body):
+        class M(_Lin):
+            def __init__(self):
+                super().__init__()
+                for name, factory in modules.items():
+                    setattr(self, name, factory())
+
+            def forward(self, x):
+                return body(self, self.lin(x))
+        return M
+    return make(body_inplace), make(body_twin)
+
+
+def _cast_twice(s, h):
+    c = h > 0
+    a, b = c.float(), c.float()
+    a.mul_(2)
+    return a + b + h
+
+
+def _cast_twice_twin(s, h):
+    c = h > 0
+    a, b = c.float(), c.float()
+    return a * 2 + b + h
+
+
+def _cast_and_product(s, h):  # an implicit cast (h * c) read after an explicit one was written
+    c = h > 0
+    a = c.float()
+    a.mul_(5)
+    return h * c + a
+
+
+def _cast_and_product_twin(s, h):
+    c = h > 0
+    return h * c + c.float() * 5
+
+
+def _sign_add(s, h):
+    q = torch.sign(h)
+    q.add_(1)
+    return q * h
+
+
+def _sign_add_twin(s, h):
+    return (torch.sign(h) + 1) * h
+
+
+def _gate_mul(s, h):
+    g = (h > 0.3).float()
+    g.mul_(2)
+    return g * h
+
+
+def _gate_mul_twin(s, h):
+    return (h > 0.3).float() * 2 * h
+
+
+def _round_input_written(s, h):
+    d = torch.round(h)
+    h.mul_(0.5)
+    return d + h
+
+
+def _round_input_written_twin(s, h):
+    d = torch.round(h)
+    return d + h * 0.5
+
+
+def _relu_on_sign(s, h):
+    return s.act(torch.sign(h)) * 2 + h
+
+
+def _relu_on_sign_twin(s, h):
+    return torch.relu(torch.sign(h)) * 2 + h
+
+
+def _relu_after_gate(s, h):  # nn.ReLU(inplace=True) writes the comparison's input after it ran
+    gate = (h > 0.3).float()
+    return s.act(h) * gate
+
+
+def _relu_after_gate_twin(s, h):
+    gate = (h > 0.3).float()
+    return torch.relu(h) * gate
+
+
+def _functional_relu_after_round(s, h):
+    d = torch.round(h)
+    return F.relu(h, inplace=True) + d
+
+
+def _functional_relu_after_round_twin(s, h):
+    d = torch.round(h)
+    return F.relu(h) + d
+
+
+def _where_branch_written(s, h):
+    w = torch.where(h > 0, h, -h)
+    h.mul_(2)
+    return w + h
+
+
+def _where_branch_written_twin(s, h):
+    w = torch.where(h > 0, h, -h)
+    return w + h * 2
+
+
+def _one_hot_input_written(s, h):
+    o = F.one_hot(h.argmax(-1), 5).float()
+    h.mul_(2)
+    return o * h
+
+
+def _one_hot_input_written_twin(s, h):
+    o = F.one_hot(h.argmax(-1), 5).float()
+    return o * (h * 2)
+
+
+CASES = {
+    "two casts, one written": (_cast_twice, _cast_twice_twin, {}),
+    "cast written, product": (_cast_and_product, _cast_and_product_twin, {}),
+    "sign result written": (_sign_add, _sign_add_twin, {}),
+    "gate written": (_gate_mul, _gate_mul_twin, {}),
+    "round input written": (_round_input_written, _round_input_written_twin, {}),
+    "ReLU(inplace) on sign": (_relu_on_sign, _relu_on_sign_twin, {"act": lambda: nn.ReLU(inplace=True)}),
+    "ReLU(inplace) after gate": (_relu_after_gate, _relu_after_gate_twin, {"act": lambda: nn.ReLU(inplace=True)}),
+    "F.relu(inplace) after round": (_functional_relu_after_round, _functional_relu_after_round_twin, {}),
+    "where branch written": (_where_branch_written, _where_branch_written_twin, {}),
+    "one_hot input written": (_one_hot_input_written, _one_hot_input_written_twin, {}),
+}
+SETTINGS = {"linear": {"mode": "linear"}, "hard": {"mode": "hard"}, "ste": {"method": "ste"},
+            "sigmoid": {"method": "sigmoid"}}
+
+
+def _inputs():
+    torch.manual_seed(1)
+    x = torch.randn(6, 5) * 2
+    x[0] = torch.tensor([0.02, -0.03, 0.31, 0.45, 0.51])  # some near the boundaries: inside the bands
+    return x
+
+
+def _run(gm, x):
+    gm.zero_grad()
+    y = gm(x)
+    y.sum().backward()
+    return y.detach(), [p.grad.clone() for p in gm.parameters()]
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_the_out_of_place_twin(case, setting):
+    inplace, twin, modules = CASES[case]
+    model, twin_model = _pair(inplace, twin, **modules)
+    kw = SETTINGS[setting]
+    if "where" in case or "one_hot" in case:
+        if setting in ("ste", "sigmoid"):
+            pytest.skip("selections support only method='sll'")
+    x = _inputs()
+    gm = sll_fx.linearize_module(model(), eps=EPS, verbose=False, **kw)
+    ref = sll_fx.linearize_module(twin_model(), eps=EPS, verbose=False, **kw)
+    assert gm.sll_report.counts.get("rewritten", 0) == ref.sll_report.counts.get("rewritten", 0) > 0
+    (y, grads), (y_ref, grads_ref) = _run(gm, x), _run(ref, x)
+    assert torch.equal(y, y_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(gm(x), y_ref)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_export_hard_is_the_original_graph(case):
+    inplace, _, modules = CASES[case]
+    model = _pair(inplace, inplace, **modules)[0]()
+    x = _inputs()
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert "clone" in gm.code  # (each case writes where a copy is needed)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert "clone" not in hard.code
+    with torch.no_grad():
+        assert torch.equal(hard(x), model(x))
+    assert not [n for n in hard.graph.nodes if n.target == "clone"]
+
+
+def test_no_copy_without_an_in_place_write():
+    model = _pair(_cast_twice_twin, _cast_twice_twin)[0]()
+    assert "clone" not in sll_fx.linearize_module(model, eps=EPS, verbose=False).code
+
+
+class _FillBefore(nn.Module):  # background 0.25, then the top 2 set to 1
+    def forward(self, h):
+        m = torch.zeros_like(h)
+        m.add_(0.25)
+        m.scatter_(-1, torch.topk(h, 2, -1).indices, 1.0)
+        return m
+
+
+class _ViewBefore(nn.Module):  # a view taken before the scatter_ sees it filled
+    def forward(self, h):
+        m = torch.zeros_like(h)
+        v = m.view(-1)
+        m.scatter_(-1, torch.topk(h, 2, -1).indices, 1.0)
+        return v
+
+
+class _TwoScatters(nn.Module):  # top 2 and bottom 1 into one mask
+    def forward(self, h):
+        m = torch.zeros_like(h)
+        m.scatter_(-1, torch.topk(h, 2, -1).indices, 1.0)
+        m.scatter_(-1, torch.topk(h, 1, -1, largest=False).indices, 1.0)
+        return m
+
+
+class _WrittenAfter(nn.Module):  # a write after the scatter_ reads the mask: rewritten
+    def forward(self, h):
+        m = torch.zeros_like(h)
+        m.scatter_(-1, torch.topk(h, 2, -1).indices, 1.0)
+        m.mul_(3)
+        return m * h
+
+
+@pytest.mark.parametrize("cls, why", [(_FillBefore, "written before it"), (_ViewBefore, "a view of the zeros"),
+                                      (_TwoScatters, "filled by another scatter")])
+def test_top_k_mask_into_shared_zeros_stays_hard(cls, why):
+    """Before: rewritten all the same; gm and export_hard gave [1, 0, 1, 0, 0] where the model gives
+    [1, .25, 1, .25, .25] (FillBefore), zeros (ViewBefore), [1, 0, 1, 0, 0] for [1, 0, 1, 1, 0] (TwoScatters)."""
+    h = torch.tensor([[4.0, 1.0, 3.0, -2.0, 0.0]])  # gaps >= 1: outside every band
+    model = cls()
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert any(why in (e.reason or "") for e in gm.sll_report.hard)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert torch.equal(gm(h), model(h)) and torch.equal(hard(h), model(h))
+
+
+def test_top_k_mask_written_after_is_rewritten():
+    h = torch.tensor([[4.0, 1.0, 3.0, -2.0, 0.0]], requires_grad=True)
+    model = _WrittenAfter()
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert [e.replacement for e in gm.sll_report.rewritten] == ["sll.topk_mask"]
+    assert torch.equal(gm(h), model(h))
+    gm(h).sum().backward()  # (the mask written in place: its own copy)
+
+
+class _SignInPlaceOnRound(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        r = torch.round(x * self.w)
+        r.sign_()
+        return r * x
+
+
+def test_round_overwritten_by_an_in_place_discrete_op_stays_hard():
+    """The README: an op read by an in-place discrete spelling stays hard.  Before: round was rewritten and at
+    x = 0.45 gm gave 0.45 (sign_ of the surrogate 0.25) where the model gives 0."""
+    x = torch.tensor([0.45, 0.55, 2.0])
+    model = _SignInPlaceOnRound()
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    entry = next(e for e in gm.sll_report.hard if e.node == "round_1")
+    assert "overwritten by the in-place Tensor.sign_" in entry.reason
+    assert torch.equal(gm(x), model(x))
