@@ -242,28 +242,39 @@ class ShadowTree:
             found = self._snapshot(v, False, [])  # what the copy shares deeper down: lists in a dict, a plain object
             if found:
                 self._nested.setdefault(id(c), {})[key] = found
-        for name, v in self._global_containers(m):  # (a module-level cache or log its forward writes into)
-            self._nested.setdefault(id(c), {})[f"{_GLOBAL}{name}"] = self._snapshot(v, False, [])
+        for label, v in self._global_containers(m):  # (a module-level cache or counter its forward writes into)
+            self._nested.setdefault(id(c), {})[label] = self._snapshot(v, False, [])
         for name, child in list(c._modules.items()):
             if child is not None:
                 c._modules[name] = self._copy(child)
         return c
 
     def _global_containers(self, m: nn.Module) -> list[tuple[str, object]]:
-        """:func:`_global_containers`, once per forward function of the tree."""
-        fn = forward_of(m)
-        found = self._globals.get(fn)
+        """:func:`_global_containers`, once per forward function and class of the tree."""
+        key = (forward_of(m), type(m))
+        found = self._globals.get(key)
         if found is None:
-            found = self._globals[fn] = _global_containers(m)
+            found = self._globals[key] = _global_containers(m)
         return found
 
     def _snapshot(self, v, copied: bool, found: list, depth: int = 0) -> list:
         """Record the contents of the mutable state reachable from the user's value ``v`` that the trace's
         copy shares with it (``copied``: ``v`` itself was copied, its items are shared): lists, dicts,
-        sets, deques, and plain objects' ``__dict__`` (not modules, tensors, functions or classes).  Appends
+        sets, deques, plain objects' ``__dict__`` and tensors (not modules, functions or classes).  Appends
         the ids of the objects recorded to ``found``; an object reached again (shared by several modules, a
-        config) adds what was recorded under it the first time, without a second walk."""
-        if depth > _SNAPSHOT_DEPTH or isinstance(v, (nn.Module, torch.Tensor, type)) or callable(v) and \
+        config) adds what was recorded under it the first time, without a second walk.  A tensor there (not a
+        Parameter) is recorded with its version counter and a backup of its value (an in-place update,
+        ``self.meter.total.add_(1)``, runs for real while tracing)."""
+        if isinstance(v, torch.Tensor):
+            if not isinstance(v, nn.Parameter):
+                if id(v) not in self._snapshots:
+                    backup = _TensorBackup.of(v)
+                    if backup is None:
+                        return found
+                    self._snapshots[id(v)] = (v, backup)
+                found.append(id(v))
+            return found
+        if depth > _SNAPSHOT_DEPTH or isinstance(v, (nn.Module, type)) or callable(v) and \
                 not hasattr(v, "__dict__"):
             return found
         if not copied and id(v) in self._subtrees:
@@ -351,7 +362,7 @@ class ShadowTree:
         constants on the root) and sll_fx's own bookkeeping (``_sll_*``) are left out."""
         a, b = self.original[id(c)].__dict__, c.__dict__
         nested = self._nested.get(id(c), {})
-        out = [(key, "changes") for key in nested if key.startswith(_GLOBAL) and self._changed_nested(c, key)]
+        out = [(key, "changes") for key in nested if key.startswith(OUTSIDE) and self._changed_nested(c, key)]
         for key in (a if a.keys() == b.keys() else dict.fromkeys([*a, *b])):
             x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
             if x is y and key not in nested:  # (most keys: the same value, nothing deeper recorded under it)
@@ -403,22 +414,58 @@ class ShadowTree:
 
 _ABSENT = object()  # (a key a module's __dict__ does not have)
 
-#: key prefix of a global container in ShadowTree's records (``changes`` names it "global <name>")
-_GLOBAL = "global "
+#: key prefixes of the state outside a module's instance that its forward names, in ShadowTree's records (``changes``
+#: names it so: "global FEATURES", "class attribute M.counter", "closure variable counts")
+OUTSIDE = ("global ", "class attribute ", "closure variable ")
+
+
+def _state_value(v) -> bool:
+    """Could ``v`` be state a forward changes in place: a plain list/dict/set/deque, a tensor (not a Parameter)?"""
+    return type(v) in _MUTABLE or isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
 
 
 def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
-    """``(name, value)`` of the module-level lists, dicts, sets and deques its ``forward`` names."""
+    """``(label, value)`` of the state outside the module's instance that its ``forward`` names (nested code
+    included): module-level and closure lists, dicts, sets, deques and tensors, and those that are class
+    attributes of the user's classes it names there or of the module's own class (``self.counter``,
+    ``M.counter``); labelled with a prefix of :data:`OUTSIDE`."""
     fn = forward_of(module)
     if fn is None or (fn.__module__ or "").split(".")[0] == "torch":
         return []
-    out = {}
-    for code in code_objects(fn.__code__):
-        for name in code.co_names:
-            v = fn.__globals__.get(name)
-            if type(v) in _MUTABLE:
-                out[name] = v
+    names = _names_in(fn.__code__)
+    spaces = [("global ", fn.__globals__)]
+    if fn.__closure__:
+        cells = {}
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+            try:
+                cells[name] = cell.cell_contents
+            except ValueError:  # (an empty cell)
+                pass
+        spaces.insert(0, ("closure variable ", cells))
+    out, classes = {}, []
+    for prefix, space in spaces:
+        for name in names:
+            v = space.get(name)
+            if v is None:
+                continue
+            if _state_value(v):
+                out.setdefault(f"{prefix}{name}", v)
+            elif isinstance(v, type) and _user_class(v):
+                classes.append(v)
+    state = module.__dict__
+    for klass in dict.fromkeys([*classes, *type(module).__mro__]):
+        if not _user_class(klass):
+            continue
+        d = vars(klass)
+        for name in names:
+            v = d.get(name)
+            if v is not None and _state_value(v) and (name not in state or klass in classes):
+                out.setdefault(f"class attribute {klass.__name__}.{name}", v)
     return list(out.items())
+
+
+def _user_class(klass: type) -> bool:
+    return klass is not object and (klass.__module__ or "").split(".")[0] not in _FOREIGN
 
 
 _SNAPSHOT_DEPTH = 4
@@ -434,7 +481,30 @@ def _plain_object(v) -> bool:
         and type(v).__module__.split(".")[0] not in _FOREIGN
 
 
+class _TensorBackup:
+    """A tensor's version counter and a copy of its value, taken before a trace."""
+
+    __slots__ = ("version", "value")
+
+    @staticmethod
+    def of(t: torch.Tensor):
+        try:
+            backup = _TensorBackup()
+            backup.version, backup.value = t._version, t.detach().clone()
+        except Exception:  # (an inference tensor has no version counter; a tensor type that cannot be cloned)
+            return None
+        return backup
+
+    def put_back(self, t: torch.Tensor) -> None:
+        with torch.no_grad():
+            if t.shape != self.value.shape:
+                t.resize_(self.value.shape)
+            t.copy_(self.value)
+
+
 def _same_contents(v, before) -> bool:
+    if isinstance(before, _TensorBackup):
+        return v._version == before.version
     now = vars(v) if isinstance(before, dict) and _plain_object(v) else v
     if isinstance(before, dict):
         return len(now) == len(before) and all(k in now and now[k] is x for k, x in before.items())
@@ -443,7 +513,9 @@ def _same_contents(v, before) -> bool:
 
 
 def _put_back(v, before) -> None:
-    if _plain_object(v):
+    if isinstance(before, _TensorBackup):
+        before.put_back(v)
+    elif _plain_object(v):
         vars(v).clear()
         vars(v).update(before)
     elif isinstance(v, dict):

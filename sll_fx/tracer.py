@@ -53,8 +53,9 @@ The opaque copy's state is the result's own, starting from the model's at the ti
 inputs, compute the same outputs, and calling one never changes the other's state; tensors
 (parameters, buffers, tensor attributes) stay shared, in-place updates of them included, and so does
 the state deeper down (a list inside a dict attribute, a plain helper object's attributes, a module-level
-container the forward names): a trace that changes such state makes the module stateful as well
-(``"changes self.meter"``, ``"changes global FEATURES"``), and :meth:`~sll_fx.opaque.ShadowTree.restore_nested`
+container the forward names, a tensor in any of them or one the forward names as a module-level, closure or
+class attribute, whose version counter tells an in-place update): a trace that changes such state makes the
+module stateful as well (``"changes self.meter"``, ``"changes global FEATURES"``), and :meth:`~sll_fx.opaque.ShadowTree.restore_nested`
 undoes what the trace did there.
 
 Each opaque module is returned as an :class:`~sll_fx.report.OpaqueModule` record (qualified
@@ -151,7 +152,7 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
+from .opaque import (OUTSIDE, Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
                      children_used_as_values, code_objects, forward_of, join, mark_opaque, private_copy, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
@@ -792,7 +793,7 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
             prefix = f"{name}.{prefix}"
         kinds = found.setdefault(path, {})
         for name, how in changed:
-            kinds.setdefault(how, []).append(name if name.startswith("global ") else f"self.{prefix}{name}")
+            kinds.setdefault(how, []).append(name if name.startswith(OUTSIDE) else f"self.{prefix}{name}")
         if path and not prefix:  # its own state: does its parent's forward read it?
             parent_path, _, child = path.rpartition(".")
             parent = model.get_submodule(parent_path)

@@ -576,3 +576,64 @@ def test_a_logger_attribute_is_not_module_state():
 
     gm = sll_fx.linearize_module(Logged(), eps=1e-3, verbose=False)
     assert gm.sll_report.opaque == [] and len(gm.sll_report.rewritten) == 1
+
+
+STEP = torch.zeros(())  # a module-level counter a forward updates in place
+
+
+class _Total:
+    def __init__(self):
+        self.total = torch.zeros(())
+
+
+class _Counted(nn.Module):
+    """A forward updating, in place, a tensor it reaches other than as its own tensor attribute."""
+
+    counter = torch.zeros(())  # a class attribute
+
+    def __init__(self, where):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.meter, self.items, self.stats, self.where = _Total(), [torch.zeros(())], {"n": torch.zeros(())}, where
+
+    def tensor(self):
+        return {"helper": lambda: self.meter.total, "list": lambda: self.items[0], "dict": lambda: self.stats["n"],
+                "class": lambda: _Counted.counter, "global": lambda: STEP}[self.where]()
+
+    def forward(self, x):
+        if self.where == "helper":
+            self.meter.total.add_(1)
+            t = self.meter.total
+        elif self.where == "list":
+            t = self.items[0].add_(1)
+        elif self.where == "dict":
+            t = self.stats["n"].add_(1)
+        elif self.where == "class":
+            t = self.counter.add_(1)
+        else:
+            t = STEP.add_(1)
+        return torch.round(self.lin(x)) * t
+
+
+@pytest.mark.parametrize("where,what", [
+    ("helper", "changes self.meter"), ("list", "changes self.items"), ("dict", "changes self.stats"),
+    ("class", "changes class attribute _Counted.counter"), ("global", "changes global STEP")])
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_tensor_updated_in_place_deeper_down_is_state_and_left_untouched(where, what, nested):
+    """``self.meter.total.add_(1)`` ran once while tracing (the model's tensor went 0 -> 1) and the graph dropped
+    the update: gm gave [0, 0, 0] over 3 calls where the model gave [6, 12, 18]."""
+    torch.manual_seed(0)
+    inner = _Counted(where)
+    model = nn.Sequential(inner, nn.ReLU()) if nested else inner
+    inner.tensor().zero_()
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert inner.tensor().item() == 0.0  # the trace's own update was undone
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [("0" if nested else "", f"{what} in forward: {STATE}")]
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = torch.randn(3, 4)
+    outs = {}
+    for name, m in (("model", model), ("gm", gm), ("hard", hard)):
+        inner.tensor().zero_()
+        outs[name] = [m(x).abs().sum().item() for _ in range(3)]
+    assert outs["model"][0] > 0 and outs["gm"] == outs["model"] and outs["hard"] == outs["model"]
+    inner.tensor().zero_()
