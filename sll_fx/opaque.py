@@ -661,11 +661,13 @@ def hooks_of(module: nn.Module) -> str:
     return ", ".join(parts)
 
 
-def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = None) -> str:
+def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = None,
+                 modes: list[str] | None = None) -> str:
     """What ``module`` does around its forward that a traced graph would not do, in words, or "": hooks
     (:func:`hooks_of`), an overridden ``train()`` (a frozen BatchNorm: the result's ``train()`` would be
     ``nn.Module``'s), for the model itself (``root``) an overridden ``__call__`` (fx traces ``forward``),
-    and a forward that reads a mode (:func:`modes_read`: ``if torch.is_grad_enabled():``)."""
+    and a forward that reads a mode (:func:`modes_read`: ``if torch.is_grad_enabled():``; ``modes``: those,
+    found already by :func:`mode_scan`)."""
     parts = []
     hooks = hooks_of(module)
     if hooks:
@@ -674,7 +676,8 @@ def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = No
         parts.append(f"overrides train() ({type(module).train.__qualname__})")
     if root and not isinstance(module, fx.GraphModule) and type(module).__call__ is not nn.Module.__call__:
         parts.append(f"overrides __call__() ({type(module).__call__.__qualname__})")
-    modes = modes_read(module, scans)
+    if modes is None:
+        modes = modes_read(module, scans)
     if modes:
         parts.append(f"reads {', '.join(modes)} in forward (a graph would keep the value it had while tracing)")
     return "; ".join(parts)
@@ -687,20 +690,64 @@ _MODE_READERS = {torch.is_grad_enabled: "torch.is_grad_enabled()",
                  torch.is_autocast_enabled: "torch.is_autocast_enabled()"}
 
 
-def modes_read(module: nn.Module, scans: Scans | None = None) -> list[str]:
-    """The mode readers (``torch.is_grad_enabled()``, ...) that ``module``'s ``forward`` references."""
+#: the blocks (context managers, decorators) that set a mode for the code inside them, which a graph records the ops
+#: of but not the mode: ``torch.autocast`` (also ``enabled=False``, the usual "this part in float32"), and the grad
+#: modes other than ``torch.no_grad`` (whose blocks the tracer finds as they run: see sll_fx.grad_regions)
+_MODE_BLOCKS = {torch.amp.autocast_mode.autocast: "torch.autocast", torch.enable_grad: "torch.enable_grad",
+                torch.inference_mode: "torch.inference_mode", torch.set_grad_enabled: "torch.set_grad_enabled"}
+_MODE_BLOCK_TYPES = tuple(_MODE_BLOCKS)
+
+
+def _mode_block(obj) -> str | None:
+    """The name of the mode block ``obj`` is: its class (``with torch.autocast(...)``), an instance (what a
+    decorator's wrapper holds, ``@torch.autocast("cuda", enabled=False)``) or an instance's bound method
+    (``@torch.enable_grad()`` holds its ``clone``), or a function such a decorator made (a decorated method
+    forward calls, ``self.part(x)``), else None."""
+    if isinstance(obj, types.FunctionType):
+        if obj.__closure__ is None or not hasattr(obj, "__wrapped__"):
+            return None
+        for cell in obj.__closure__:
+            try:
+                name = _mode_block(cell.cell_contents)
+            except ValueError:  # (an empty cell)
+                continue
+            if name is not None:
+                return name
+        return None
+    if inspect.ismethod(obj):
+        obj = obj.__self__
+    klass = obj if isinstance(obj, type) else type(obj)
+    if issubclass(klass, _MODE_BLOCK_TYPES):
+        return next(name for k, name in _MODE_BLOCKS.items() if issubclass(klass, k))
+    return None
+
+
+def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str], list[str]]:
+    """``(read, entered)``: the mode readers (``torch.is_grad_enabled()``, ...) and the mode blocks
+    (``torch.autocast``, ``torch.enable_grad``, ``torch.inference_mode``, ``torch.set_grad_enabled``: a ``with``
+    block or a decorator of ``forward``) that ``module``'s ``forward`` references; one walk for both."""
     fn = forward_of(module)
     if fn is None:
-        return []
-    found = []
+        return [], []
+    read, entered = [], []
     for obj in _referenced(fn, module, memo=scans.references if scans is not None else None):
         try:
             name = _MODE_READERS.get(obj)
         except TypeError:  # (unhashable)
+            name = None
+        if name is not None:
+            if name not in read:
+                read.append(name)
             continue
-        if name is not None and name not in found:
-            found.append(name)
-    return found
+        name = _mode_block(obj)
+        if name is not None and name not in entered:
+            entered.append(name)
+    return read, entered
+
+
+def modes_read(module: nn.Module, scans: Scans | None = None) -> list[str]:
+    """The mode readers (``torch.is_grad_enabled()``, ...) that ``module``'s ``forward`` references."""
+    return mode_scan(module, scans)[0]
 
 
 def autograd_function_used(module: nn.Module, scans: Scans | None = None):

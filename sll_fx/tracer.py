@@ -90,7 +90,11 @@ opaque so it follows train()/eval()"``.  A node nothing reads is dropped.
 The tracer traces with grad mode on, marks the nodes created while the forward had it off, and
 :func:`sll_fx.grad_regions.cut` detaches every value crossing such a block's edge, so no gradient
 crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way: the module whose
-forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``), and so is a module whose
+forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``); so is one entering a
+``torch.enable_grad``, ``torch.inference_mode`` or ``torch.set_grad_enabled`` block (``"enters torch.enable_grad
+in forward: ..."``).  A block that turns autocast on is seen as the trace runs; one that turns it off, and the grad
+modes, change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.opaque.mode_scan` finds them in
+the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a module whose
 forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for real and
 would be a constant; the generator's state is compared around each traced module's call, and restored after
 the trace).
@@ -152,7 +156,7 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (OUTSIDE, Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read,
+from .opaque import (OUTSIDE, Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read, mode_scan,
                      children_used_as_values, code_objects, forward_of, join, mark_opaque, private_copy, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
@@ -210,6 +214,16 @@ class _AutocastRegion(Exception):
     def __init__(self, outer: bool = False):
         super().__init__("torch.autocast block")
         self.outer = outer
+
+
+class _ModeBlock(Exception):
+    """Raised before tracing into a forward that enters a grad-mode block other than ``torch.no_grad``
+    (``torch.enable_grad``, ``torch.inference_mode``, ``torch.set_grad_enabled``; a ``with`` block or a decorator),
+    found in its code; becomes a TraceError."""
+
+    def __init__(self, block: str):
+        super().__init__(f"{block} block")
+        self.block = block
 
 
 class _RandomDraw(Exception):
@@ -293,6 +307,14 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             "it runs under autocast as written and its child modules are still rewritten; or wrap the call of the "
             "linearized model in torch.autocast instead", module_path=path, module_type=kind,
             reason="enters torch.autocast in forward: kept opaque so it runs under autocast")
+    if isinstance(e, _ModeBlock):
+        return TraceError(
+            f"torch.fx would trace {where} without its {e.block} block (a graph records the ops, not the grad mode: "
+            "called under torch.no_grad() or torch.inference_mode(), it would not run them in the block's mode)\n"
+            "Fix: linearize_module keeps it opaque, so it runs in the block's grad mode as written and its child "
+            "modules are still rewritten; or set the grad mode around the call of the linearized model instead",
+            module_path=path, module_type=kind,
+            reason=f"enters {e.block} in forward: kept opaque so it runs in that grad mode")
     if isinstance(e, _CheckpointCall) or (isinstance(e, _AutogradFunctionCall) and _is_checkpoint(e.fn)):
         return TraceError(
             f"torch.fx would trace {where} through torch.utils.checkpoint: a graph records the checkpointed ops "
@@ -333,9 +355,12 @@ def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Sc
     if sealed is not None:
         raise TraceError(f"torch.fx cannot trace submodule '{path}' ({type(module).__name__}): it is {sealed}",
                          module_path=path, module_type=type(module).__name__, reason=sealed)
-    what = behaviour_of(module, root=root, scans=scans)
+    read, entered = mode_scan(module, scans)
+    what = behaviour_of(module, root=root, scans=scans, modes=read)
     if what:
         raise _behaviour_failure(module, path, what)
+    if entered:  # (a block that turns autocast off, or grad on, changes nothing the trace sees as it runs)
+        raise _AutocastRegion() if entered[0] == "torch.autocast" else _ModeBlock(entered[0])
     fn = autograd_function_used(module, scans)
     if fn is not None:
         raise _AutogradFunctionCall(fn)

@@ -246,6 +246,113 @@ def test_an_autocast_block_around_a_childs_call_is_the_callers():
     assert torch.equal(gm(X), model(X))
 
 
+class Float32Part(nn.Module):
+    """A part kept in float32 under mixed precision (autocast turned off), as a decorator or a block."""
+
+    def __init__(self, decorated):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.decorated = decorated
+
+    def forward(self, x):
+        if self.decorated:
+            return self.part(x)
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 100)
+
+    @torch.autocast("cpu", enabled=False)
+    def part(self, x):
+        return torch.round(self.lin(x) * 100)
+
+
+class DecoratedFloat32(Float32Part):
+    forward = torch.autocast("cpu", enabled=False)(Float32Part.part)
+
+
+class Holder(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return torch.sign(self.inner(x) - 1)
+
+
+@pytest.mark.parametrize("make", [lambda: Float32Part(False), lambda: Float32Part(True), lambda: DecoratedFloat32(True)])
+@pytest.mark.parametrize("nested", [False, True])
+def test_an_autocast_block_turning_it_off_keeps_its_module_opaque(make, nested):
+    """Under an outer autocast the model returned float32 and gm/export_hard bfloat16 (5 of 32 elements differed):
+    the tracer only noticed autocast being turned on."""
+    torch.manual_seed(0)
+    inner = make()
+    model = Holder(inner) if nested else inner
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"inner" if nested else "": "enters torch.autocast in forward: kept opaque so it runs under autocast"}
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = inner(x)
+        got = gm.inner(x) if nested else gm(x)
+        out = hard(x)
+        assert expected.dtype == torch.float32 and got.dtype == torch.float32 and torch.equal(got, expected)
+        assert torch.equal(out, model(x))
+
+
+class GradOn(nn.Module):
+    """A forward that sets its own grad mode: a decorator or a block."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.how = how
+
+    def forward(self, x):
+        if self.how == "block":
+            with torch.enable_grad():
+                return torch.round(self.lin(x) * 4)
+        return self.decorated(x)
+
+    def decorated(self, x):
+        return torch.round(self.lin(x) * 4)
+
+
+class EnableGradDecorated(GradOn):
+    @torch.enable_grad()
+    def forward(self, x):
+        return torch.round(self.lin(x) * 4)
+
+
+class InferenceDecorated(GradOn):
+    @torch.inference_mode()
+    def forward(self, x):
+        return torch.round(self.lin(x) * 4)
+
+
+@pytest.mark.parametrize("make,block", [(lambda: GradOn("block"), "torch.enable_grad"),
+                                        (lambda: EnableGradDecorated("deco"), "torch.enable_grad"),
+                                        (lambda: InferenceDecorated("deco"), "torch.inference_mode")])
+def test_a_grad_mode_block_in_forward_keeps_its_module_opaque(make, block):
+    """Under no_grad the model's output required grad and gm's did not; under inference_mode the model returned an
+    inference tensor and gm a normal one: the block was dropped."""
+    torch.manual_seed(0)
+    model = make()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"": f"enters {block} in forward: kept opaque so it runs in that grad mode"}
+    x = torch.randn(2, 3)
+    for m in (gm, sll_fx.export_hard(gm, verbose=False)):
+        with torch.no_grad():
+            a, b = model(x), m(x)
+        assert torch.equal(a, b) and a.requires_grad == b.requires_grad and a.is_inference() == b.is_inference()
+        assert b.requires_grad or b.is_inference()
+
+
+def test_a_no_grad_block_stays_traced_next_to_a_mode_scan():
+    gm = sll_fx.linearize_module(Quant(), eps=0.05, verbose=False)
+    assert gm.sll_report.opaque == [] and gm.sll_report.rewritten
+
+
 class AttributeReads(nn.Module):
     """Attribute reads fx makes where first used: inside the block (used after it), and before it."""
 
