@@ -35,7 +35,10 @@ Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
 without it fails with a ``TypeError`` about ``NoneType``, the result raises a ``TraceError``
 naming the input and the ``concrete_args`` fix instead (a graph that takes None there, as
-``F.linear``'s bias does, runs as before).
+``F.linear``'s bias does, runs as before).  An input the graph does not use, which the traced forward's
+own code tests against None (``if b is not None: y = y + 1``: the graph has the branch for a tensor), is
+marked on its placeholder (:func:`mark_none_tested`), and a call passing None for it raises the same
+``TraceError`` before running the graph (a call passing a tensor computes what the model does).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ from .opaque import code_objects, forward_of, function_of
 RECORDS = "_sll_frozen_values"
 #: ``__dict__`` key of a GraphModule's inputs whose default is None but that the graph uses: ``[(position, name)]``
 NONE_INPUTS = "_sll_none_inputs"
+#: ``__dict__`` key of a GraphModule's inputs whose default is None, that the traced forward tests against None and
+#: that the graph does not use: ``[(position, name)]`` (present only when there is one); also the key of the
+#: placeholder's ``meta`` that marks such an input (:func:`mark_none_tested`)
+NONE_TESTED = "_sll_none_tested"
 _PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 _MISSING = object()
 #: attributes sll_fx keeps in the graph or that nn.Module manages itself
@@ -470,14 +477,73 @@ def check_tensors(gm: nn.Module) -> None:
 
 
 def record_none_inputs(gm) -> None:
-    """Record ``gm``'s inputs whose default is None and that its graph uses (see the module docstring)."""
-    found = []
+    """Record ``gm``'s inputs whose default is None and that its graph uses, and those that it does not use but
+    that the traced forward tested against None (:func:`mark_none_tested`; see the module docstring)."""
+    found, tested = [], []
     for i, node in enumerate(gm.graph.nodes):
         if node.op != "placeholder":
             break
-        if node.args == (None,) and node.users and not node.target.startswith("*"):
-            found.append((i, node.target))
+        if node.args == (None,) and not node.target.startswith("*"):
+            if node.users:
+                found.append((i, node.target))
+            elif node.meta.get(NONE_TESTED):
+                tested.append((i, node.target))
     gm.__dict__[NONE_INPUTS] = found
+    if tested:
+        gm.__dict__[NONE_TESTED] = tested
+    else:
+        gm.__dict__.pop(NONE_TESTED, None)
+
+
+@functools.lru_cache(maxsize=1024)  # (code objects do not change)
+def _none_tested(code) -> frozenset[str]:
+    """The arguments of ``code`` that it tests against None (``if b is None:``, ``b is not None``, ``b == None``)."""
+    arguments = set(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])
+    found = set()
+    instructions = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG", "NOP")]
+    for i, ins in enumerate(instructions[:-1]):
+        if ins.opname in _LOAD_LOCAL and ins.argval in arguments:
+            nxt = instructions[i + 1]
+            if nxt.opname.endswith(("_IF_NONE", "_IF_NOT_NONE")) or (
+                    nxt.opname == "LOAD_CONST" and nxt.argval is None and i + 2 < len(instructions)
+                    and instructions[i + 2].opname in ("IS_OP", "COMPARE_OP")):
+                found.add(ins.argval)
+    return frozenset(found)
+
+
+def mark_none_tested(graph, module: nn.Module, concrete_args) -> None:
+    """Mark the placeholders of ``graph`` (just traced from ``module``) whose default is None, that the graph does
+    not use and that ``module``'s forward tests against None: the trace took the branch for a value (a proxy is not
+    None), so a call passing None would silently compute the other branch's result."""
+    fn = forward_of(module)
+    if fn is None:
+        return
+    tested = None
+    for node in graph.nodes:
+        if node.op != "placeholder":
+            break
+        if node.args == (None,) and not node.users and not (concrete_args and node.target in concrete_args):
+            if tested is None:
+                tested = _none_tested(fn.__code__)
+            if node.target in tested:
+                node.meta[NONE_TESTED] = True
+
+
+def _none_input_error(name: str, why: str) -> TraceError:
+    return TraceError(
+        f"input '{name}' is None here, but linearize_module traced it as a tensor (its default is None and the trace "
+        f"had no value for it), and {why}\nFix: pass it, or linearize with concrete_args={{'{name}': None}} for the "
+        "calls without it (one linearized model per case)", reason=f"input {name} traced as a tensor")
+
+
+def check_none_tested(gm, args: tuple, kwargs: dict) -> None:
+    """Before a call of ``gm``: raise a TraceError when an input recorded as tested against None
+    (:func:`record_none_inputs`) is None in that call."""
+    for i, name in gm.__dict__[NONE_TESTED]:
+        value = args[i] if i < len(args) else kwargs.get(name)
+        if value is None:
+            raise _none_input_error(name, "the forward tests it against None: the graph has the branch for a "
+                                          "tensor, and does not use the input")
 
 
 def check_inputs(gm, args: tuple, kwargs: dict, error: TypeError) -> None:
@@ -488,8 +554,4 @@ def check_inputs(gm, args: tuple, kwargs: dict, error: TypeError) -> None:
     for i, name in gm.__dict__.get(NONE_INPUTS, ()):
         value = args[i] if i < len(args) else kwargs.get(name)
         if value is None:
-            raise TraceError(
-                f"input '{name}' is None here, but linearize_module traced it as a tensor (its default is None and "
-                "the trace had no value for it), and the graph uses it\nFix: pass it, or linearize with "
-                f"concrete_args={{'{name}': None}} for the calls without it (one linearized model per case)",
-                reason=f"input {name} traced as a tensor") from error
+            raise _none_input_error(name, "the graph uses it") from error

@@ -398,6 +398,8 @@ class SLLGraphModule(fx.GraphModule):
             frozen.check(self)
         if frozen.TENSORS in self.__dict__ and not torch.compiler.is_compiling():  # (guards on each weakref:
             frozen.check_tensors(self)                                          # recompilations; eager calls only)
+        if frozen.NONE_TESTED in self.__dict__:
+            frozen.check_none_tested(self, args, kwargs)
         try:
             return precision.call(self, super().__call__, args, kwargs)
         except TypeError as e:  # (None for an input the graph uses as a tensor: say which, and the fix)
@@ -451,7 +453,7 @@ class SLLGraphModule(fx.GraphModule):
 #: body key of the pickled node names and metadata
 _NODES = "_sll_fx_nodes"
 #: node metadata that survives pickling (names, source lines, submodule names, report entries)
-_META = ("stack_trace", "nn_module_stack", "sll_entry")
+_META = ("stack_trace", "nn_module_stack", "sll_entry", frozen.NONE_TESTED)
 
 
 def _target_key(node: fx.Node) -> str:

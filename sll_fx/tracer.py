@@ -783,6 +783,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
     if stateful:
         raise _state_failure(model, stateful)
+    frozen.mark_none_tested(graph, model, concrete_args)  # (before the GraphModule records its None inputs)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))

@@ -102,6 +102,46 @@ def test_a_none_input_the_graph_uses_names_the_input_and_the_fix():
     assert torch.equal(without(X), model(X))
 
 
+class Switched(nn.Module):
+    """An input defaulting to None that forward only tests against None: the graph does not use it."""
+
+    def forward(self, a, b=None, c=None):
+        y = torch.round(a)
+        if b is not None:  # a proxy is not None: traced with the branch for a tensor
+            y = y + 1
+        if c is None:  # (never taken while tracing)
+            y = y * 2
+        return y
+
+
+@pytest.mark.parametrize("how", ["gm", "hard", *COPIES])
+def test_a_none_input_the_forward_only_tests_names_the_input_and_the_fix(how):
+    """gm(x) without b silently gave [2, -2, 4] where the model gave [1, -3, 3]: the trace took the branch for a
+    tensor, the graph does not use b, and the TypeError check never ran."""
+    model, x, t = Switched(), torch.tensor([1.2, -2.7, 3.1]), torch.ones(3)
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    gm = sll_fx.export_hard(gm, verbose=False) if how == "hard" else COPIES[how](gm) if how in COPIES else gm
+    assert torch.equal(gm(x, t, t), model(x, t, t)) and torch.equal(gm(x, c=t, b=t), model(x, t, t))
+    for args, kwargs, name in (((x,), {}, "b"), ((x, None, t), {}, "b"), ((x, t), {}, "c"), ((x,), {"b": t}, "c")):
+        with pytest.raises(TraceError, match=f"input '{name}' is None here") as info:
+            gm(*args, **kwargs)
+        assert str(info.value).endswith(f"Fix: pass it, or linearize with concrete_args={{'{name}': None}} for the "
+                                        "calls without it (one linearized model per case)")
+        assert "the forward tests it against None" in str(info.value)
+    without = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False,
+                                      concrete_args={"b": None, "c": None})
+    assert torch.equal(without(x), model(x)) and torch.equal(without(x), torch.tensor([2.0, -6.0, 6.0]))
+
+
+def test_an_unused_none_input_the_forward_does_not_test_runs():
+    class Unused(nn.Module):
+        def forward(self, a, unused=None):
+            return torch.round(a)
+
+    gm = sll_fx.linearize_module(Unused(), eps=0.05, mode="hard", verbose=False)
+    assert frozen.NONE_TESTED not in gm.__dict__ and torch.equal(gm(X), torch.round(X))
+
+
 def test_a_none_input_a_graph_takes_as_none_runs():
     class Biased(nn.Module):
         def __init__(self):
