@@ -260,6 +260,17 @@ class _Planner:
             return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
 
+    def _why_not_float(self, user: Node) -> str:
+        """Why ``user`` reads its input as a bool or an integer (for a reason's text)."""
+        rule = rules.match(user) if _classify(user) & _RULE else None
+        if rule is None:
+            return "a cast, an index, a logical op or a comparison"
+        if self.config.is_disabled(rule.kind):
+            return f"a discrete op whose rule '{rule.kind}' is switched off by the config"
+        if self.config.is_skipped(self._stack(user)):
+            return "a discrete op in a skipped submodule"
+        return "a discrete op left hard (its entry says why)"
+
     def _linearized(self, node: Node, rule: rules.Rule) -> bool:
         """Is the discrete op ``node`` rewritten (its surrogate passes a gradient on)?  Its decision once planned.
         Before that (a selection's or a comparison's user: those are planned first), an elementwise op's is
@@ -388,12 +399,12 @@ class _Planner:
             saw_float = saw_float or kind == _FLOAT_USE
         return out, saw_float, walk, reached
 
-    def _read_as_mask(self, value: Node) -> bool:
+    def _read_as_mask(self, value: Node) -> Node | None:
         """Is ``value``, a ``1 - mask``-like function of a 0/1 (or -1/0/1, or integer) result, read as a mask or
         an integer further on: by a bool or integer use (a cast, a logical op, an index, an op left hard) that
         does not only order values (argmax of ``10 * sign(h)``), through views and more such functions
         (``_carries``: ``round(h).clamp(0, 3).long()``, ``(1 - m) * a + m * b`` then ``.long()``), up to
-        ``_MASK_DEPTH`` of them?"""
+        ``_MASK_DEPTH`` of them?  The first such use, else None."""
         seen, frontier = {value}, [value]
         for _ in range(_MASK_DEPTH + 1):
             if not frontier:
@@ -403,12 +414,12 @@ class _Planner:
                 for w in v.users:
                     kind = self._use(w, v)
                     if kind == _OTHER_USE and _op_name(w) not in _ORDER_NAMES:
-                        return True
+                        return w
                     if w not in seen and (kind == _PASS_USE or (kind == _FLOAT_USE and _carries(w, v))):
                         seen.add(w)
                         following.append(w)
             frontier = following
-        return False
+        return None
 
     # -- patterns -----------------------------------------------------------------------------
     def _plan_elementwise(self, node, rule) -> _Step:
@@ -503,10 +514,10 @@ class _Planner:
                                           "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
         if self._detached_only((node,)):  # (before the check below: a hard op read through .detach() only)
             return self._hard(node, rule, _DETACHED)
-        if self._read_as_mask(node):  # where(h > 0, h * 3, h - 1).long(): a blend would change that integer
-            return self._hard(node, rule, "its result is read as an integer or a mask further on (a cast, an index, "
-                                          "a logical op): a blend of its branches inside the band would change that "
-                                          "value, left hard (its branches keep torch.where's own gradient)")
+        if use := self._read_as_mask(node):  # where(h > 0, h * 3, h - 1).long(): a blend would change that integer
+            return self._hard(node, rule, f"its result is read as an integer or a mask further on, by {_describe([use])} "
+                                          f"({self._why_not_float(use)}): a blend of its branches inside the band would "
+                                          "change that value, left hard (its branches keep torch.where's own gradient)")
         band = self.config.eps_for(cmp_rule.kind, self._stack(mask))  # the band is the comparison's
         # a result not known to be floating may be an integer at run time: sll.select then takes the hard value
         # of the comparison (its surrogate is 1/2 on the threshold for > and >= alike: it cannot tell)

@@ -111,6 +111,10 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         return g
 
     gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method, auto=config.auto))
+    skipped = {id(m) for m in config.skipped_modules(model)}
+    if skipped:  # (listed in the report, outermost only: what is inside them is not looked into)
+        paths = [p for p, m in model.named_modules() if id(m) in skipped]
+        gm.sll_report.skipped = [p for p in paths if not any(p.startswith(q + ".") for q in paths)]
     share_buffers_with(gm, model)  # gm.cuda() moves the model's buffers too, as it moves its parameters
     if isinstance(gm, SLLGraphModule):  # model.cuda() does not move gm's own: a call then says so
         frozen.record_tensors(gm, model)

@@ -65,6 +65,7 @@ class RewriteReport:
     calibrating: bool = False    # eps="auto" before its first calibration: the entries with ``auto`` hold placeholders
     auto: bool = False           # linearized with eps="auto" as the default (the config's eps): calibration
                                  # sets only the entries with ``auto``; else (a fixed eps) every rewritten entry
+    skipped: list[str] = field(default_factory=list)  # the submodules SLLConfig.skip left as they are (paths)
 
     @property
     def rewritten(self) -> list[Entry]:
@@ -94,6 +95,8 @@ class RewriteReport:
                 f"({how}), {c['hard']} left hard")
         if self.opaque:
             head += f"; {len(self.opaque)} module(s) kept opaque"
+        if self.skipped:
+            head += f"; {len(self.skipped)} submodule(s) skipped by the config, not looked into: {', '.join(self.skipped)}"
         if self.calibrating:
             head += '; eps="auto": calibrated on the first forward call'
         if not self.entries:

@@ -573,3 +573,42 @@ def test_numpy_and_one_element_tensor_eps_are_floats(eps):
     assert isinstance(SLLConfig(eps=eps, kind_eps={"round": eps}, module_eps={nn.Linear: eps}).eps, float)
     with pytest.raises(sll_fx.EpsError, match="Python float"):
         SLLConfig(eps=torch.tensor([0.1, 0.2]))
+
+
+class _WhereIntoRound(nn.Module):
+    def forward(self, x):
+        h = torch.where(x > 0.2, x * 3, x)
+        return torch.round(h) + h
+
+
+def test_a_selection_left_hard_by_a_switched_off_reader_names_it():
+    """disabled={"round"} leaves a where read by that round hard (documented); its reason named neither the round
+    nor the setting ("read as an integer or a mask further on (a cast, an index, a logical op)")."""
+    gm = sll_fx.linearize_module(_WhereIntoRound(), SLLConfig(eps=0.05, disabled={"round"}), verbose=False)
+    entry = next(e for e in gm.sll_report.hard if e.node == "where")
+    assert "by torch.round (round_1)" in entry.reason
+    assert "rule 'round' is switched off by the config" in entry.reason
+
+
+class _Legacy(nn.Module):
+    def forward(self, x):
+        return torch.round(x) + torch.where(x > 0.2, x, 0.0)
+
+
+class _WithLegacy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.legacy = _Legacy()
+
+    def forward(self, x):
+        return torch.sign(x) + self.legacy(x)
+
+
+def test_skipped_submodules_are_listed_in_the_report():
+    """Before: a skipped submodule (discrete ops inside, left as they are) appeared nowhere in the report."""
+    gm = sll_fx.linearize_module(_WithLegacy(), SLLConfig(eps=0.05, skip=("legacy",)), verbose=False)
+    assert gm.sll_report.skipped == ["legacy"]
+    assert "1 submodule(s) skipped by the config, not looked into: legacy" in str(gm.sll_report)
+    assert [e.node for e in gm.sll_report.entries] == ["sign"]
+    by_type = sll_fx.linearize_module(_WithLegacy(), SLLConfig(eps=0.05, skip=(_Legacy,)), verbose=False)
+    assert by_type.sll_report.skipped == ["legacy"]
