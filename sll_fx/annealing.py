@@ -66,7 +66,7 @@ from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats a
 from .errors import EpsError
 from .graph_module import _FX_CONSTANT, EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
-from .ops import check_eps, is_sll_target
+from .ops import check_eps, check_has_value, is_sll_target
 from .tracer import module_of, source_of
 
 Where = Union[None, str, type, Callable[[fx.Node], bool]]
@@ -403,6 +403,7 @@ def _as_eps(eps, what: str = "set_eps") -> float:
         if eps.numel() != 1 or eps.dtype == torch.bool or eps.is_complex():
             raise EpsError(f"{what}: eps must be one real number, got a {eps.dtype} tensor of shape "
                            f"{tuple(eps.shape)}; pass float(eps) of one value")
+        check_has_value(what, eps)
         return float(eps.detach().item())
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise EpsError(f"{what}: eps must be a real number (float, int, numpy scalar or one-element tensor), got "

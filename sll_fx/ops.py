@@ -144,6 +144,14 @@ def check_eps(op: str, eps: float, decimals: int = 0) -> float:
     return eps
 
 
+def check_has_value(what: str, eps: Tensor) -> None:
+    """An ``EpsError`` naming ``what`` for an eps tensor on the ``meta`` device, which holds no value to read
+    (``linearize_module``, ``SLLConfig`` and ``set_eps`` read a tensor eps as the number it holds)."""
+    if eps.device.type == "meta":
+        raise EpsError(f"{what}: eps is a tensor on the 'meta' device, which holds no value to read\nFix: pass a "
+                       "Python float (eps=0.1), or a tensor that holds the value (torch.tensor(0.1))")
+
+
 def _eager_cpu(eps: Tensor) -> bool:
     """True when ``eps`` is a plain CPU tensor in plain eager mode: its value may be read for free.
 
@@ -154,13 +162,15 @@ def _eager_cpu(eps: Tensor) -> bool:
     return type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu" and _plain_eager(eps)
 
 
-def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
+def op_eps(op: str, eps, x: Tensor, decimals: int = 0) -> kernels.Eps:
     """The eps an op's kernel computes with: a checked float, or a 0-dim floating tensor.
 
     A float is validated (:func:`check_eps`).  A tensor must be 0-dim and floating (metadata:
     no sync); in plain eager mode on the CPU its value is read and validated as a float, and the
     float kernels run (same speed, same bits as a float eps); elsewhere it stays a tensor and is
-    not validated (``linearize_module``, ``SLLConfig`` and ``set_eps`` validate it when set).
+    not validated (``linearize_module``, ``SLLConfig`` and ``set_eps`` validate it when set), but it must be
+    on the CPU or on ``x``'s device (an eps on ``meta``, which holds no value, beside a CPU ``x`` was silently
+    ignored).
     """
     if not isinstance(eps, Tensor):
         return check_eps(op, eps, decimals)
@@ -172,6 +182,12 @@ def op_eps(op: str, eps, decimals: int = 0) -> kernels.Eps:
                        "in x; eps is the band's fixed half-width)\nFix: pass eps.detach(), or a Python float")
     if _eager_cpu(eps):
         return check_eps(op, eps.detach().item(), decimals)
+    if eps.device != x.device and eps.device.type != "cpu":  # (torch mixes a 0-dim CPU tensor into any device)
+        fix = ("a Python float, or a tensor that holds the value (torch.tensor(0.1))" if eps.device.type == "meta"
+               else f"eps on x's device or on the CPU (eps.to('{x.device}')), or a Python float")
+        raise EpsError(f"sll.{op}: eps is a tensor on device '{eps.device}' and x is on '{x.device}': "
+                       + ("a meta tensor holds no value, so " if eps.device.type == "meta" else "")
+                       + f"the op cannot compute with it\nFix: pass {fix}")
     # a snapshot: a backward that reads eps uses the forward's value even if the tensor is changed in place
     # in between (by a user's fill_; not by set_eps)
     # (set_eps itself puts a new tensor in the buffer's place, which compiled code relies on: AOT autograd
@@ -234,7 +250,7 @@ def _hard_round(x, threshold, values):
 
 def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("sign", mode, OP_MODES)
-    eps = op_eps("sign", eps)
+    eps = op_eps("sign", eps, x)
     if not x.is_floating_point():
         return torch.sign(x)
     return _apply("sign", x, _sign_jump, eps, 2.0, hard=_hard_mode(mode, _hard_sign), method=_method(mode))
@@ -242,7 +258,7 @@ def _sign(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
 
 def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("heaviside", mode, OP_MODES)
-    eps = op_eps("heaviside", eps)
+    eps = op_eps("heaviside", eps, x)
     if not x.is_floating_point():
         return torch.heaviside(x, values)
     xb = x.expand(torch.broadcast_shapes(x.shape, values.shape))  # heaviside broadcasts x against values
@@ -253,7 +269,7 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "line
 
 def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int = 0) -> Tensor:
     check_mode("round", mode, OP_MODES)
-    eps = op_eps("round", eps, decimals)
+    eps = op_eps("round", eps, x, decimals)
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)
     if decimals:  # jump height 10^-d over a band of width 2 eps: slope 10^-d / (2 eps)
@@ -282,7 +298,7 @@ def _integer_op(name: str, hard_op: Callable[[Tensor], Tensor], jump: Callable[[
 
     def impl(x: Tensor, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
         check_mode(name, mode, OP_MODES)
-        eps = op_eps(name, eps)
+        eps = op_eps(name, eps, x)
         if not x.is_floating_point():
             return hard_op(x)
         return _apply(name, x, make, eps, hard=_hard_mode(mode, hard), method=_method(mode))
@@ -312,7 +328,7 @@ _COMPARE_FNS = {cmp: _compare_fns(cmp) for cmp in COMPARISONS}
 
 def _compare(x: Tensor, threshold, cmp: str, *, eps: kernels.Eps, mode: str = "linear") -> Tensor:
     check_mode("compare", mode, OP_MODES)
-    eps = op_eps("compare", eps)
+    eps = op_eps("compare", eps, x)
     if cmp not in COMPARISONS:
         raise ValueError(f"sll.compare: cmp={cmp!r} is not one of {tuple(COMPARISONS)}")
     if not x.is_floating_point():
@@ -373,7 +389,7 @@ def _plain_eager(t: Tensor) -> bool:
 def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, mode: str = "linear",
                    largest: bool = True) -> Tensor:
     _sll_only("argmax_onehot", mode)
-    eps = op_eps("argmax_onehot", eps)
+    eps = op_eps("argmax_onehot", eps, x)
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
@@ -393,7 +409,7 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
 
 def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "linear", largest: bool = True) -> Tensor:
     _sll_only("topk_mask", mode)
-    eps = op_eps("topk_mask", eps)
+    eps = op_eps("topk_mask", eps, x)
     if x.dim() and not 0 <= k <= x.shape[dim]:  # (the surrogate would be a constant: topk raises; 0-dim: kernels)
         raise RuntimeError(f"sll.topk_mask: selected index k out of range: k={k} for {x.shape[dim]} elements "
                            f"along dim {dim} (torch.topk raises the same)")

@@ -612,3 +612,14 @@ def test_skipped_submodules_are_listed_in_the_report():
     assert [e.node for e in gm.sll_report.entries] == ["sign"]
     by_type = sll_fx.linearize_module(_WithLegacy(), SLLConfig(eps=0.05, skip=(_Legacy,)), verbose=False)
     assert by_type.sll_report.skipped == ["legacy"]
+
+
+def test_an_eps_on_the_meta_device_is_an_eps_error_naming_the_config():
+    """A meta tensor holds no value: linearize_module and SLLConfig raised torch's "Tensor.item() cannot be called on
+    meta tensors" (audit)."""
+    meta = torch.tensor(0.1, device="meta")
+    with pytest.raises(sll_fx.EpsError, match=r"^SLLConfig: eps is a tensor on the 'meta' device, which holds no value "
+                                              r"to read\nFix: pass a Python float \(eps=0.1\)"):
+        sll_fx.linearize_module(Net(), meta, verbose=False)
+    with pytest.raises(sll_fx.EpsError, match=r"^SLLConfig: eps is a tensor on the 'meta' device"):
+        SLLConfig(kind_eps={"round": meta})

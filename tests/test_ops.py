@@ -947,6 +947,21 @@ def test_a_bad_tensor_eps_is_an_eps_error_where_its_value_is_at_hand(eps, match)
         torch.ops.sll.round(torch.zeros(3), eps=eps)
 
 
+@pytest.mark.parametrize("op", ["sign", "round", "floor", "heaviside", "threshold"])
+def test_an_eps_on_the_meta_device_beside_a_cpu_input_is_an_eps_error(op):
+    """A 0-dim eps on 'meta' (no value) with a CPU x: round, floor, heaviside and threshold returned a result that
+    ignored eps (round gave x itself, gradient 1 everywhere), sign a device error naming no op (audit)."""
+    f = {"sign": sll_fx.sign, "round": sll_fx.round, "floor": sll_fx.floor, "heaviside": sll_fx.heaviside,
+         "threshold": lambda x, eps: sll_fx.threshold(x, 0.3, eps)}[op]
+    x = torch.tensor([-1.2, -0.01, 0.3, 0.5], requires_grad=True)
+    name = "compare" if op == "threshold" else op
+    with pytest.raises(EpsError, match=rf"sll\.{name}: eps is a tensor on device 'meta' and x is on 'cpu': a meta "
+                                       r"tensor holds no value.*\nFix: pass a Python float"):
+        f(x, torch.tensor(0.1, device="meta"))
+    assert f(x.to("meta"), torch.tensor(0.1, device="meta")).device.type == "meta"  # (both on meta: shapes only)
+    assert f(x.to("meta"), torch.tensor(0.1)).device.type == "meta"  # (a CPU eps goes with any device)
+
+
 # --- 7. selections: the hard mode's branch weights, integer results, masked_fill's dtype, 0-dim inputs ----
 
 def _where_parts(mode: str, x: torch.Tensor, eps: float = 0.1):

@@ -612,6 +612,20 @@ def test_set_eps_refuses_what_is_not_one_real_number_without_naming_a_node(eps):
     assert snapshot(gm) == before
 
 
+def test_set_eps_and_load_eps_refuse_an_eps_on_the_meta_device_naming_it():
+    """A meta tensor holds no value: set_eps raised torch's "Tensor.item() cannot be called on meta tensors" (audit)."""
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(sll_fx.EpsError, match=r"^set_eps: eps is a tensor on the 'meta' device, which holds no value "
+                                              r"to read\nFix: pass a Python float"):
+        sll_fx.set_eps(gm, torch.tensor(0.2, device="meta"))
+    state = sll_fx.eps_state(gm)
+    name = next(iter(state))
+    with pytest.raises(sll_fx.EpsError, match=rf"^load_eps: state\['{name}'\]: eps is a tensor on the 'meta' device"):
+        sll_fx.load_eps(gm, {**state, name: torch.tensor(0.2, device="meta")})
+    assert snapshot(gm) == before
+
+
 class _OwnEps(nn.Module):
     """An explicit op reading its eps from the model's own tensor, next to an op linearize_module rewrites."""
 
