@@ -33,9 +33,9 @@ it calls (``getattr(self, name)``, a module-level function given ``self``, a glo
 
 Likewise an input whose default is ``None`` (``forward(self, x, mask=None)``) is traced as a tensor when
 no ``concrete_args`` says otherwise (``if mask is not None:`` is true for a proxy); when a call
-without it fails with a ``TypeError`` about ``NoneType``, the result raises a ``TraceError``
-naming the input and the ``concrete_args`` fix instead (a graph that takes None there, as
-``F.linear``'s bias does, runs as before).  An input the graph does not use, which the traced forward's
+without it fails with a ``TypeError`` or an ``AttributeError`` (an sll op given None) about ``NoneType``, the
+result raises a ``TraceError`` naming the input and the ``concrete_args`` fix instead (a graph that takes None there,
+as ``F.linear``'s bias does, runs as before).  An input the graph does not use, which the traced forward's
 own code tests against None (``if b is not None: y = y + 1``: the graph has the branch for a tensor), is
 marked on its placeholder (:func:`mark_none_tested`), and a call passing None for it raises the same
 ``TraceError`` before running the graph (a call passing a tensor computes what the model does).
@@ -546,7 +546,7 @@ def check_none_tested(gm, args: tuple, kwargs: dict) -> None:
                                           "tensor, and does not use the input")
 
 
-def check_inputs(gm, args: tuple, kwargs: dict, error: TypeError) -> None:
+def check_inputs(gm, args: tuple, kwargs: dict, error: Exception) -> None:
     """After ``error`` from a call of ``gm``: raise a TraceError when an input recorded by
     :func:`record_none_inputs` was None in that call."""
     if "NoneType" not in str(error):

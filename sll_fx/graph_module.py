@@ -402,7 +402,8 @@ class SLLGraphModule(fx.GraphModule):
             frozen.check_none_tested(self, args, kwargs)
         try:
             return precision.call(self, super().__call__, args, kwargs)
-        except TypeError as e:  # (None for an input the graph uses as a tensor: say which, and the fix)
+        except (TypeError, AttributeError) as e:  # (None for an input the graph uses as a tensor: say which, and the
+            # fix; an sll op given None reads its attributes: AttributeError "'NoneType' object has no attribute")
             frozen.check_inputs(self, args, kwargs, e)
             raise
 

@@ -142,6 +142,26 @@ def test_an_unused_none_input_the_forward_does_not_test_runs():
     assert frozen.NONE_TESTED not in gm.__dict__ and torch.equal(gm(X), torch.round(X))
 
 
+class MaskedRound(nn.Module):
+    def forward(self, x, mask=None):
+        y = torch.round(x)
+        if mask is not None:  # the mask feeds a rewritten comparison, then a rewritten sign
+            y = y * (mask > 0).float() + torch.sign(mask)
+        return y
+
+
+def test_a_none_input_feeding_an_sll_op_names_the_input_and_the_fix():
+    """The sll op given None raised "AttributeError: 'NoneType' object has no attribute 'is_floating_point'" from
+    inside sll.compare, where a torch op's TypeError gave the TraceError (audit)."""
+    gm = sll_fx.linearize_module(MaskedRound(), eps=0.05, verbose=False)
+    x = torch.tensor([1.2, -2.7, 3.1])
+    assert torch.equal(gm(x, torch.ones(3)), torch.round(x) + 1.0)
+    with pytest.raises(TraceError, match=r"input 'mask' is None here.*\nFix: pass it, or linearize with "
+                                         r"concrete_args=\{'mask': None\}") as info:
+        gm(x)
+    assert isinstance(info.value.__cause__, AttributeError)
+
+
 def test_a_none_input_a_graph_takes_as_none_runs():
     class Biased(nn.Module):
         def __init__(self):
