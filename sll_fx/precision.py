@@ -279,16 +279,17 @@ def _caller_frame(start):
     return None
 
 
-def _node_of(frame, root) -> tuple[object, str, str] | None:
+def _node_of(frame, root, lineno: int | None = None) -> tuple[object, str, str] | None:
     """(owner module, qualified node name, source) for a call from a generated forward, else None; for a
     hard-mode selection's soft mask (``is_soft_mask``: the linear-mode copy of a comparison, same input and
-    eps), ``(None, "", "")``: its comparison's own call is the one checked and named."""
+    eps), ``(None, "", "")``: its comparison's own call is the one checked and named.  ``lineno``: the line
+    the frame is at (a traceback's; default the frame's own)."""
     if not frame.f_code.co_filename.startswith(_GENERATED):
         return None
     gm = frame.f_locals.get("self")
     if not isinstance(gm, torch.fx.GraphModule):
         return None
-    match = _ASSIGN.match(linecache.getline(frame.f_code.co_filename, frame.f_lineno))
+    match = _ASSIGN.match(linecache.getline(frame.f_code.co_filename, frame.f_lineno if lineno is None else lineno))
     if match is None:
         return None
     name = match.group(1)
@@ -316,14 +317,7 @@ class _CheckMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        try:
-            out = func(*args, **kwargs)
-        except EpsError as e:  # (an eps too small for the dtype the op runs in: which node)
-            caller = _caller_frame(sys._getframe(1)) if _is_sll(func) else None
-            located = _node_of(caller, self.root) if caller is not None else None
-            if located is None or not located[1]:
-                raise
-            raise EpsError(f"node '{located[1]}' ({located[2] or 'no source'}): {e}") from None
+        out = func(*args, **kwargs)  # (an EpsError: :func:`call` names the node, with or without this mode)
         if _is_sll(func):
             try:
                 finding = inspect_call(func, args, kwargs)
@@ -473,9 +467,59 @@ def _signature(gm, args, kwargs) -> tuple:
             _eps_octaves(gm))
 
 
+#: attribute of an EpsError that :func:`call` named: (the GraphModule that holds the node, its name there,
+#: source, the message without the node), so that an enclosing module names it again by its own path
+_NAMED = "_sll_node"
+
+
+def _name_eps_error(error: EpsError, root) -> EpsError | None:
+    """``error`` (raised by an sll op of ``root``'s forward, or of a GraphModule nested in it) with the node's
+    qualified name in ``root`` and its source line in front, or None when no sll node of a generated forward
+    raised it (an explicit op in user code, compiled code).  The node is the one whose line the innermost
+    generated forward of the traceback was at, when only torch and sll_fx frames lie below it."""
+    named = getattr(error, _NAMED, None)
+    if named is None:
+        tb, frame, lineno = error.__traceback__, None, None
+        while tb is not None:  # (outermost first: keep the innermost frame outside torch and sll_fx)
+            name = tb.tb_frame.f_code.co_filename
+            if name.startswith(_GENERATED) or not (name.startswith(_TORCH_DIR) or name.startswith(_SLL_DIR)):
+                frame, lineno = tb.tb_frame, tb.tb_lineno
+            tb = tb.tb_next
+        located = _node_of(frame, None, lineno) if frame is not None else None
+        if located is None or not located[1]:
+            return None
+        owner, node = located[0], next((n for n in located[0].graph.nodes if n.name == located[1]), None)
+        if node is None or node.op != "call_function" or not _is_sll(node.target):
+            return None
+        named = (owner, located[1], located[2], str(error))
+    owner, name, source, message = named
+    if owner is not root:
+        path = next((p for p, m in root.named_modules() if m is owner), None)
+        if path is None:  # (not one of root's modules: named by the module that holds it)
+            return None
+        name = f"{path}.{name}" if path else name
+    out = EpsError(f"node '{name}' ({source or 'no source'}): {message}")
+    setattr(out, _NAMED, named)
+    return out
+
+
 def call(gm, call_next, args, kwargs):
-    """``SLLGraphModule.__call__``: ``call_next(*args, **kwargs)``, checked on a new signature."""
-    if torch.compiler.is_compiling() or not _enabled:  # first: dynamo folds it and traces nothing else here
+    """``SLLGraphModule.__call__``: ``call_next(*args, **kwargs)``, checked on a new signature; an EpsError of one
+    of its sll nodes (an eps too wide for its op, too small for the dtype it runs in) names the node, also when
+    no check runs (under ``torch.no_grad()``, a signature seen before)."""
+    if torch.compiler.is_compiling():  # first: dynamo folds it and traces nothing else here
+        return call_next(*args, **kwargs)
+    try:
+        return _call(gm, call_next, args, kwargs)
+    except EpsError as e:
+        named = _name_eps_error(e, gm)
+        if named is None:
+            raise
+        raise named from None
+
+
+def _call(gm, call_next, args, kwargs):
+    if not _enabled:
         return call_next(*args, **kwargs)
     if gm.__dict__.get("_compiled_call_impl") is not None:  # (gm.compile(): the call runs compiled code, which
         return call_next(*args, **kwargs)                   #  dynamo would trace under the check's mode)

@@ -865,3 +865,60 @@ def test_an_eps_too_small_for_the_dtype_names_the_node():
     with pytest.raises(sll_fx.EpsError, match=r"node 'sign' \(.*\): sll\.sign: eps=1e-05 is too small for torch\.float16"):
         gm(torch.tensor([0.0, 0.25], dtype=torch.float16))
     gm(torch.tensor([0.0, 0.25]))  # (float32: fine)
+
+
+class _TwoOps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.lin(x)) + torch.floor(self.lin(x))
+
+
+class _Inner(nn.Module):
+    def forward(self, x):
+        return torch.floor(x) * 2
+
+
+class _Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.g = _Inner()
+
+    def forward(self, x):  # control flow on a value: kept opaque, ``g`` traced (a nested GraphModule)
+        return self.g(x) if x.sum() > 0 else self.g(-x)
+
+
+class _Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = _Branchy()
+
+    def forward(self, x):
+        return torch.round(x) + self.b(x)
+
+
+@pytest.mark.parametrize("context", ["enable_grad", "no_grad", "inference_mode"])
+def test_an_invalid_eps_met_at_call_time_names_the_node_in_every_grad_mode(context):
+    """The node was named only while the precision check ran (the first call with gradients enabled): under
+    torch.no_grad() or inference_mode the same EpsError lost the node and its source line (audit)."""
+    ctx = getattr(torch, context)
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_TwoOps(), eps=0.1, verbose=False)
+    with torch.no_grad():
+        gm._sll_eps_floor.fill_(0.9)
+    with pytest.raises(sll_fx.EpsError, match=r"^node 'floor' \(test_dtypes\.py:\d+\): sll\.floor: eps=0\.9 is too wide"):
+        with ctx():
+            gm(torch.randn(3, 4))
+    gm = sll_fx.linearize_module(Fn(torch.sign), eps=1e-5, verbose=False)
+    with pytest.raises(sll_fx.EpsError, match=r"^node 'sign' \(.*\): sll\.sign: eps=1e-05 is too small for torch\.float16"):
+        with ctx():
+            gm(torch.tensor([0.0, 0.25], dtype=torch.float16))
+    gm = sll_fx.linearize_module(_Nested(), eps=0.1, verbose=False)  # a node of a nested graph: by its path
+    with torch.no_grad():
+        gm.b.g._sll_eps_floor.fill_(0.9)
+    with pytest.raises(sll_fx.EpsError, match=r"^node 'b\.g\.floor' \(test_dtypes\.py:\d+\): sll\.floor: eps=0\.9 "
+                                              r"is too wide"):
+        with ctx():
+            gm(torch.tensor([0.5, 1.25]))
