@@ -386,14 +386,24 @@ def _plain_eager(t: Tensor) -> bool:
             and not torch.jit.is_tracing() and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
+def _dim_size(op: str, x: Tensor, dim: int) -> int:
+    """``x.shape[dim]`` (1 for a 0-dim ``x``), or torch's own IndexError for a ``dim`` out of range, naming the op
+    (``x.shape[dim]`` raised "tuple index out of range")."""
+    rank = max(x.dim(), 1)  # (a 0-dim tensor takes dim 0 and -1, as torch.argmax does)
+    if not -rank <= dim < rank:
+        raise IndexError(f"sll.{op}: Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but "
+                         f"got {dim}) (torch raises the same for x of shape {tuple(x.shape)})")
+    return x.shape[dim] if x.dim() else 1
+
+
 def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, mode: str = "linear",
                    largest: bool = True) -> Tensor:
     _sll_only("argmax_onehot", mode)
     eps = op_eps("argmax_onehot", eps, x)
+    width = _dim_size("argmax_onehot", x, dim)
     if not x.is_floating_point():
         return hard_argmax_onehot(x, dim, num_classes, largest)
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
-    width = x.shape[dim] if x.dim() else 1  # (a 0-dim x: one element)
     if hard is None and num_classes < width:  # as one_hot itself (hard mode: above)
         index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
         if _plain_eager(x):
@@ -410,8 +420,9 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
 def _topk_mask(x: Tensor, k: int, dim: int, *, eps: kernels.Eps, mode: str = "linear", largest: bool = True) -> Tensor:
     _sll_only("topk_mask", mode)
     eps = op_eps("topk_mask", eps, x)
-    if x.dim() and not 0 <= k <= x.shape[dim]:  # (the surrogate would be a constant: topk raises; 0-dim: kernels)
-        raise RuntimeError(f"sll.topk_mask: selected index k out of range: k={k} for {x.shape[dim]} elements "
+    width = _dim_size("topk_mask", x, dim)
+    if x.dim() and not 0 <= k <= width:  # (the surrogate would be a constant: topk raises; 0-dim: kernels)
+        raise RuntimeError(f"sll.topk_mask: selected index k out of range: k={k} for {width} elements "
                            f"along dim {dim} (torch.topk raises the same)")
     if not x.is_floating_point():
         return hard_topk_mask(x, k, dim, largest)

@@ -18,6 +18,7 @@ from typing import Callable
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1124,6 +1125,43 @@ def test_topk_mask_and_argmax_onehot_bad_arguments_raise_as_the_hard_op():
             hard()
         with pytest.raises(want.type, match="out of range"):
             call()
+
+
+@pytest.mark.parametrize("dim", [2, -3])
+@pytest.mark.parametrize("mode", MODES)
+def test_an_out_of_range_dim_is_torchs_index_error_naming_the_op(dim, mode):
+    """``x.shape[dim]`` raised "IndexError: tuple index out of range" where the hard model raises torch's "Dimension
+    out of range" (audit: a linearized one_hot(argmax(x, 2)) / topk(x, 1, 2) mask of a 2-D x)."""
+    want = rf"Dimension out of range \(expected to be in range of \[-2, 1\], but got {dim}\)"
+    for x in (torch.randn(2, 4), torch.ones(2, 4, dtype=torch.long)):
+        with pytest.raises(IndexError, match=want):
+            torch.argmax(x, dim)
+        with pytest.raises(IndexError, match=rf"^sll\.argmax_onehot: {want}"):
+            torch.ops.sll.argmax_onehot(x, dim, 4, eps=0.1, mode=mode)
+        with pytest.raises(IndexError, match=rf"^sll\.topk_mask: {want}"):
+            torch.ops.sll.topk_mask(x, 1, dim, eps=0.1, mode=mode)
+
+
+class _TopkOutOfRange(nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x).scatter(2, x.topk(1, 2).indices, 1.0)
+
+
+class _OneHotOutOfRange(nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x.argmax(2), 4).to(x.dtype)
+
+
+@pytest.mark.parametrize("model", [_TopkOutOfRange, _OneHotOutOfRange])
+def test_a_linearized_selection_with_an_out_of_range_dim_raises_what_the_model_raises(model):
+    x = torch.randn(2, 4)
+    with pytest.raises(IndexError) as hard:
+        model()(x)
+    gm = sll_fx.linearize_module(model(), eps=0.1, verbose=False)
+    assert any(e.rewritten for e in gm.sll_report.entries)
+    with pytest.raises(IndexError, match=r"^sll\.(topk_mask|argmax_onehot): ") as info:
+        gm(x)
+    assert str(hard.value) in str(info.value)
 
 
 def _opcheck_selection_cases():
