@@ -215,6 +215,10 @@ def sll_node_names(graph: fx.Graph, path: str = "") -> dict[fx.Node, str]:
     return out
 
 
+#: attribute of a recording ``forward`` that :meth:`BandStats.start` installs: its recorder
+_RECORDER = "_sll_band_stats"
+
+
 class BandStats:
     """Recorder returned by :func:`band_stats`; a context manager (or ``start()`` / ``stop()``)."""
 
@@ -301,6 +305,15 @@ class BandStats:
             raise RuntimeError("band_stats: this recorder is already recording")
         modules = [("", self.gm)] + [(path, m) for path, m in self.gm.named_modules()
                                       if path and isinstance(m, fx.GraphModule) and _sll_nodes(m.graph)]
+        for path, mod in modules:  # (the later recorder's forward would replace the earlier's: it recorded nothing)
+            other = getattr(mod.__dict__.get("forward"), _RECORDER, None)
+            if other is not None and other is not self and other._active:
+                where = f" (its submodule '{path}')" if path else ""
+                raise RuntimeError(
+                    f"band_stats: another band_stats recorder is recording {type(self.gm).__name__}{where}: "
+                    "two recorders on one model cannot both see its steps, and the one started later would take "
+                    "every step from the other\nFix: stop the other recorder first (leave its `with` block, or "
+                    "call its stop()), or read the steps you want from its records")
         try:
             for path, mod in modules:
                 previous = mod.__dict__.get("forward", _MISSING)
@@ -367,6 +380,7 @@ class BandStats:
             self._finish_step(step)
             return out
 
+        setattr(forward, _RECORDER, self)
         return forward
 
     def _shadow(self, path: str, mod: fx.GraphModule) -> Callable:

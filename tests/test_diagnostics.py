@@ -446,6 +446,30 @@ def test_start_stop_and_reentry():
     assert "forward" not in gm.__dict__ and stats.steps == 1
 
 
+def test_a_second_recorder_on_a_recorded_model_is_refused_and_the_first_keeps_every_step():
+    """A band_stats(gm) started inside another on the same model replaced its recording forward: the outer recorded
+    2 of 5 steps, silently (audit).  Now the second is a RuntimeError with the fix, and the first records on."""
+    gm = linearize(Sign(), 0.1)
+    x = torch.tensor(SIGN_X)
+    with band_stats(gm) as outer:
+        gm(x)
+        with pytest.raises(RuntimeError, match=r"^band_stats: another band_stats recorder is recording .*\nFix: stop "
+                                               r"the other recorder first"):
+            with band_stats(gm):
+                gm(x)
+        gm(x)
+    assert outer.steps == 2 and "forward" not in gm.__dict__  # (the refused block did not run)
+    with band_stats(gm) as again:  # (after the first stopped: fine)
+        gm(x)
+    assert again.steps == 1
+    inner = linearize(Sign(), 0.1)  # a nested GraphModule that a recorder of its own records
+    holder = fx.GraphModule(Outer(inner), _KeepGraphModules().trace(Outer(inner)))
+    with band_stats(inner):
+        with pytest.raises(RuntimeError, match=r"recording GraphModule \(its submodule 'inner'\)"):
+            band_stats(holder).start()
+    assert "forward" not in inner.__dict__ and "forward" not in holder.__dict__
+
+
 def test_argument_checks():
     gm = linearize(Sign(), 0.1)
     with pytest.raises(ValueError, match="threshold"):
