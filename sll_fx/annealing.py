@@ -300,6 +300,9 @@ def _root(gm: nn.Module, what: str = "sll_fx") -> nn.Module:
         raise TypeError(f"{what}: got an ExportedProgram, which holds the eps of export time as constants (each "
                         "ep.module() call makes a new module from them)\nFix: call it on the linearized model, then "
                         "export again; or keep one m = ep.module() and call it on m")
+    if not isinstance(gm, nn.Module):  # (None, a function: "'NoneType' object has no attribute 'modules'")
+        from .tracer import not_a_module
+        raise not_a_module(gm, what)
     gm = unwrap_compiled(gm)
     while isinstance(gm, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         gm = unwrap_compiled(gm.module)
@@ -416,7 +419,12 @@ def _selects(where: Where, node: fx.Node) -> bool:
     if where is None:
         return True
     if callable(where) and not isinstance(where, type):
-        return bool(where(node))
+        chosen = where(node)
+        if isinstance(chosen, torch.Tensor) and chosen.numel() != 1:  # ("Boolean value of Tensor ... is ambiguous")
+            raise TypeError(f"set_eps: where={getattr(where, '__qualname__', where)!r} returned a tensor of shape "
+                            f"{tuple(chosen.shape)} for node '{node.name}', where it must say yes or no\nFix: return a "
+                            "bool for each node (e.g. lambda node: node.name.startswith('round'))")
+        return bool(chosen)
     stack = list((node.meta.get("nn_module_stack") or {}).values())
     return any(isinstance(t, type) and issubclass(t, where) for _, t in stack)
 

@@ -87,6 +87,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if not isinstance(model, torch.nn.Module):
         raise not_a_module(model)
     config = SLLConfig.of(eps, mode, method)
+    from .calibration import check_target
+    check_target(target, "linearize_module")  # (before tracing, as the other arguments)
     if not config.auto and calibrate_steps != 1:  # (before anything runs: it would be ignored)
         raise ValueError(f"linearize_module: calibrate_steps={calibrate_steps!r} applies to eps=\"auto\" only, and "
                          f"eps is fixed here\nFix: drop calibrate_steps, or calibrate explicitly with "

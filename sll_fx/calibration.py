@@ -61,6 +61,7 @@ calibration and ``calibrate`` runs no forward (returns ``{}``).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -215,8 +216,7 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
          pool: dict) -> tuple[dict[str, float], list[str]]:
     """Calibrate on ``gm(*args, **kwargs)``, pooling samples in ``pool`` ({node name: (samples, floors)}):
     ({node name: eps} of the nodes calibrated, [names of the nodes to calibrate that have no sample yet])."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"calibrate: target={target!r} must be a fraction in (0, 1)")
+    check_target(target, "calibrate")
     chosen: dict[str, float] = {}
     todo = calibrated_nodes(gm)
     graphs = {id(m): m for m, _ in todo}
@@ -349,6 +349,16 @@ def _auto_step(module, args, kwargs, state) -> None:
         freeze_eps(module)
 
 
+def check_target(target, what: str) -> None:
+    """``target`` must be a number in (0, 1): the fraction of each node's inputs inside its band.  ``what``: the
+    function given it (a string was compared with a float: "'<' not supported between instances")."""
+    if isinstance(target, bool) or not isinstance(target, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"{what}: target={target!r} must be a number, the fraction of each node's inputs inside its "
+                        f"band, got {type(target).__name__}\nFix: pass a float in (0, 1), e.g. target=0.25")
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"{what}: target={target!r} must be a fraction in (0, 1)")
+
+
 def check_steps(steps) -> None:
     """``calibrate_steps`` must be a positive int: the number of forward calls ``eps="auto"`` calibrates on."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -361,8 +371,7 @@ def check_steps(steps) -> None:
 
 def start_auto(gm: nn.Module, *, target: float = DEFAULT_TARGET, steps: int = 1) -> None:
     """Mark ``gm`` uncalibrated: its next ``steps`` forward calls calibrate eps (``linearize_module(eps="auto")``)."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"linearize_module: target={target!r} must be a fraction in (0, 1)")
+    check_target(target, "linearize_module")
     check_steps(steps)
     report = getattr(gm, "sll_report", None)
     if hasattr(report, "calibrating"):
@@ -434,8 +443,7 @@ _TARGET = "_sll_calibration_target"
 
 def set_target(gm: nn.Module, target: float) -> None:
     """Make ``target`` the default of :func:`calibrate` on ``gm`` (``linearize_module(target=...)`` with a fixed eps)."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"linearize_module: target={target!r} must be a fraction in (0, 1)")
+    check_target(target, "linearize_module")
     gm.__dict__[_TARGET] = float(target)
 
 

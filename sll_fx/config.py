@@ -87,11 +87,11 @@ class SLLConfig:
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "eps", _number(self.eps))
-        set_(self, "kind_eps", _freeze({k: _number(v) for k, v in self.kind_eps.items()}))
-        set_(self, "module_eps", _freeze({k: _number(v) for k, v in self.module_eps.items()}))
-        set_(self, "module_mode", _freeze(self.module_mode))
-        set_(self, "disabled", frozenset(self.disabled))
-        set_(self, "skip", tuple(self.skip))
+        set_(self, "kind_eps", _freeze({k: _number(v) for k, v in _mapping("kind_eps", self.kind_eps).items()}))
+        set_(self, "module_eps", _freeze({k: _number(v) for k, v in _mapping("module_eps", self.module_eps).items()}))
+        set_(self, "module_mode", _freeze(_mapping("module_mode", self.module_mode)))
+        set_(self, "disabled", frozenset(_names("disabled", self.disabled)))
+        set_(self, "skip", _names("skip", self.skip))
         if not (isinstance(self.eps, str) and self.eps == "auto"):  # "auto": calibrated (sll_fx/calibration.py)
             _own_check(check_eps, self.eps)
         _own_check(check_mode, self.mode)
@@ -196,6 +196,39 @@ class SLLConfig:
     def mode_for(self, stack: list[tuple[str, type]]) -> str:
         found = _lookup(self.module_mode, stack)
         return self.mode if found is None else found
+
+
+_EXAMPLES = {"kind_eps": "{'round': 0.1}", "module_eps": "{'encoder': 0.1}", "module_mode": "{'encoder': 'hard'}",
+             "disabled": "{'round', 'gt'}", "skip": "('encoder', nn.LayerNorm)"}
+
+
+def _mapping(name: str, value) -> Mapping:
+    """``value`` of the dict field ``name``; a list of pairs (or another non-mapping) is a TypeError with the fix
+    (it raised "'list' object has no attribute 'items'")."""
+    if isinstance(value, Mapping):
+        return value
+    raise TypeError(f"SLLConfig: {name} must be a dict, got {type(value).__name__} {value!r}\nFix: {name}="
+                    + (repr(dict(value)) if _pairs(value) else _EXAMPLES[name]))
+
+
+def _pairs(value) -> bool:
+    try:
+        dict(value)
+        return not isinstance(value, (str, bytes))
+    except (TypeError, ValueError):
+        return False
+
+
+def _names(name: str, value) -> tuple:
+    """``disabled``/``skip`` as a tuple: a single string (or, for ``skip``, a single module type) is one name, not
+    the letters it iterates to (``disabled="round"`` was the unknown kinds 'r', 'o', ...)."""
+    if isinstance(value, str) or (name == "skip" and isinstance(value, type)):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        raise TypeError(f"SLLConfig: {name} must be a collection of names, got {type(value).__name__} {value!r}\n"
+                        f"Fix: {name}={_EXAMPLES[name]}") from None
 
 
 def _key(k: ModuleKey) -> str:

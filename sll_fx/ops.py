@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -512,13 +513,29 @@ def is_sll_target(target) -> bool:
 DEFAULT_EPS = 1e-2
 
 
-def _explicit_eps(eps, method: str):
-    """``eps=None`` is allowed for ``method="ste"`` (its backward does not read eps)."""
+def _explicit_eps(eps, method: str, op: str = "sll_fx"):
+    """``eps=None`` is allowed for ``method="ste"`` (its backward does not read eps); a value that is no number,
+    tensor or fx proxy is a TypeError naming the op and the argument (the op's schema matching said "failed to
+    match any schema", and for ``threshold`` blamed the argument ``threshold``)."""
     if eps is None:
         if method != "ste":
             raise EpsError(f"eps=None is only allowed with method='ste' (got method={method!r})")
         return DEFAULT_EPS
+    _check_arg(op, "eps", eps, numbers.Real, "a float or a 0-dim floating tensor", "eps=0.01")
     return eps
+
+
+def _check_arg(op: str, name: str, value, kind, what: str, example: str) -> None:
+    """A TypeError naming the explicit op and its argument ``name`` when ``value`` is neither ``kind`` nor a tensor
+    (nor an fx proxy: a model that calls the op is being traced)."""
+    if isinstance(value, Tensor) or isinstance(value, kind) or isinstance(value, torch.fx.Proxy):
+        return  # (a tensor first: under torch.compile that test is a constant)
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        number = None
+    fix = f"{name}={number!r}" if number is not None and kind is numbers.Real else example
+    raise TypeError(f"sll_fx.{op}: {name}={value!r} must be {what}, got {type(value).__name__}\nFix: pass {fix}")
 
 # ``method`` (every explicit op): "sll" (default), "ste" or "sigmoid" (hard forward, that estimator's
 # backward: see ``kernels.estimator_grad``; for "sigmoid" eps is the temperature tau).
@@ -526,7 +543,7 @@ def _explicit_eps(eps, method: str):
 
 def sign(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``sign``: ``clamp(x / eps, -1, 1)``; slope ``1/eps`` in ``|x| <= eps`` (jump of 2)."""
-    return torch.ops.sll.sign(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    return torch.ops.sll.sign(x, eps=_explicit_eps(eps, method, "sign"), mode=op_mode(mode, method))
 
 
 def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | float = 0.5,
@@ -534,28 +551,30 @@ def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | 
     """SLL ``torch.heaviside(x, values)``: ``clamp(x/(2eps) + 1/2, 0, 1)``; the hard value at 0 is ``values``."""
     if not isinstance(values, Tensor):
         values = torch.tensor(values, dtype=x.dtype, device=x.device)
-    return torch.ops.sll.heaviside(x, values, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    return torch.ops.sll.heaviside(x, values, eps=_explicit_eps(eps, method, "heaviside"), mode=op_mode(mode, method))
 
 
 def round(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, decimals: int = 0,  # noqa: A001
           mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.round(x, decimals=d)``: ramps of half-width ``eps`` at the half-way points ``(j + 1/2) 10^-d``."""
-    return torch.ops.sll.round(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method), decimals=decimals)
+    _check_arg("round", "decimals", decimals, numbers.Integral, "an int", "decimals=1")
+    return torch.ops.sll.round(x, eps=_explicit_eps(eps, method, "round"), mode=op_mode(mode, method),
+                               decimals=decimals)
 
 
 def floor(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.floor``: ramps of half-width ``eps`` centred on the integers."""
-    return torch.ops.sll.floor(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    return torch.ops.sll.floor(x, eps=_explicit_eps(eps, method, "floor"), mode=op_mode(mode, method))
 
 
 def ceil(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.ceil``: ramps of half-width ``eps`` centred on the integers."""
-    return torch.ops.sll.ceil(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    return torch.ops.sll.ceil(x, eps=_explicit_eps(eps, method, "ceil"), mode=op_mode(mode, method))
 
 
 def trunc(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.trunc``: ramps at the nonzero integers (trunc does not jump at 0)."""
-    return torch.ops.sll.trunc(x, eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    return torch.ops.sll.trunc(x, eps=_explicit_eps(eps, method, "trunc"), mode=op_mode(mode, method))
 
 
 def threshold(x: Tensor, threshold: Tensor | float, eps: float | Tensor = DEFAULT_EPS, *, cmp: str = ">",
@@ -566,7 +585,9 @@ def threshold(x: Tensor, threshold: Tensor | float, eps: float | Tensor = DEFAUL
     """
     if cmp not in CMP_ALIASES:
         raise ValueError(f"sll_fx.threshold: cmp={cmp!r} is not one of {tuple(CMP_ALIASES)}")
-    return torch.ops.sll.compare(x, threshold, CMP_ALIASES[cmp], eps=_explicit_eps(eps, method), mode=op_mode(mode, method))
+    _check_arg("threshold", "threshold", threshold, numbers.Real, "a number or a tensor", "threshold=0.5")
+    return torch.ops.sll.compare(x, threshold, CMP_ALIASES[cmp], eps=_explicit_eps(eps, method, "threshold"),
+                                 mode=op_mode(mode, method))
 
 
 

@@ -731,10 +731,14 @@ def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return found
 
 
-def not_a_module(model) -> TypeError:
-    """The error for a model that is no ``nn.Module`` (a plain function, as the seed's examples write them)."""
+def not_a_module(model, caller: str | None = None) -> TypeError:
+    """The error for a model that is no ``nn.Module`` (a plain function, as the seed's examples write them);
+    ``caller``: a function that takes a linearized model (``set_eps``, ``calibrate``, ...), named first."""
     name = getattr(model, "__qualname__", None)
     what = f"{type(model).__name__} {name}" if callable(model) and name else f"a {type(model).__name__}"
+    if caller is not None:
+        return TypeError(f"{caller}: sll_fx expects an nn.Module (the model sll_fx.linearize_module returned), got "
+                         f"{what}\nFix: pass the linearized model, gm = sll_fx.linearize_module(model, ...)")
     return TypeError(f"sll_fx expects an nn.Module (or a torch.export.ExportedProgram), got {what}\nFix: put the code in the forward of an nn.Module "
                      "(class M(nn.Module): def forward(self, x): return fn(x)), or run the function inside "
                      "`with sll_fx.linearize(eps):`, which linearizes calls as they run")

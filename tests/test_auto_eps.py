@@ -163,6 +163,28 @@ def test_bad_target():
         sll_fx.linearize_module(Net(), eps="auto", target=1.5, verbose=False)
 
 
+def test_a_target_that_is_no_number_is_a_type_error_naming_the_function():
+    """target="0.2" raised "'<' not supported between instances of 'float' and 'str'" (audit)."""
+    fix = r"\nFix: pass a float in \(0, 1\), e.g. target=0.25"
+    for eps in ("auto", 0.1):
+        with pytest.raises(TypeError, match=rf"^linearize_module: target='0.2' must be a number.*got str{fix}"):
+            sll_fx.linearize_module(Net(), eps=eps, target="0.2", verbose=False)
+    gm = sll_fx.linearize_module(Net(), eps=0.1, verbose=False)
+    with pytest.raises(TypeError, match=rf"^calibrate: target='0.2' must be a number.*got str{fix}"):
+        sll_fx.calibrate(gm, _data(0), target="0.2")
+
+
+@pytest.mark.parametrize("call", ["calibrate", "freeze_eps"])
+@pytest.mark.parametrize("model", [None, lambda x: x], ids=["None", "function"])
+def test_calibrate_and_freeze_eps_of_no_module_is_a_type_error(call, model):
+    """calibrate(lambda x: x, x) raised "'function' object has no attribute 'modules'", freeze_eps(None) "'NoneType'
+    object has no attribute '__dict__'" (audit)."""
+    args = (model, _data(0)) if call == "calibrate" else (model,)
+    with pytest.raises(TypeError, match=rf"^{call}: sll_fx expects an nn.Module \(the model sll_fx.linearize_module "
+                                        r"returned\), got .*\nFix: pass the linearized model"):
+        getattr(sll_fx, call)(*args)
+
+
 def test_auto_with_ste_and_sigmoid_methods():
     torch.manual_seed(0)
 

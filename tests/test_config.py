@@ -623,3 +623,29 @@ def test_an_eps_on_the_meta_device_is_an_eps_error_naming_the_config():
         sll_fx.linearize_module(Net(), meta, verbose=False)
     with pytest.raises(sll_fx.EpsError, match=r"^SLLConfig: eps is a tensor on the 'meta' device"):
         SLLConfig(kind_eps={"round": meta})
+
+
+def test_a_single_string_is_one_name_for_disabled_and_skip():
+    """A str was iterated letter by letter: disabled="round" said "unknown rule kind 'r'", skip="enc" "no submodule
+    named 'e'" (audit)."""
+    assert SLLConfig(disabled="round") == SLLConfig(disabled={"round"})
+    assert SLLConfig(skip="enc") == SLLConfig(skip=["enc"]) and SLLConfig(skip=Leaf).skip == (Leaf,)
+    model = Net()
+    single, listed = run(SLLConfig(eps=0.05, skip="enc", disabled="round"), model), \
+        run(SLLConfig(eps=0.05, skip=["enc"], disabled=["round"]), model)
+    assert [(e.node, e.rewritten, e.reason) for e in single.sll_report.entries] == \
+        [(e.node, e.rewritten, e.reason) for e in listed.sll_report.entries]
+    assert_bitwise(single(X), listed(X))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"kind_eps": [("round", 0.1)]}, r"kind_eps must be a dict, got list \[\('round', 0.1\)\]\nFix: kind_eps=\{'round': 0.1\}"),
+    ({"module_eps": 0.1}, r"module_eps must be a dict, got float 0.1\nFix: module_eps=\{'encoder': 0.1\}"),
+    ({"module_mode": "hard"}, r"module_mode must be a dict, got str 'hard'\nFix: module_mode=\{'encoder': 'hard'\}"),
+    ({"disabled": None}, r"disabled must be a collection of names, got NoneType None\nFix: disabled="),
+    ({"skip": 3}, r"skip must be a collection of names, got int 3\nFix: skip="),
+], ids=["kind_eps_pairs", "module_eps_float", "module_mode_str", "disabled_none", "skip_int"])
+def test_a_table_of_the_wrong_type_is_a_type_error_naming_it(kwargs, message):
+    # (kind_eps=[("round", 0.1)] raised "'list' object has no attribute 'items'"; audit)
+    with pytest.raises(TypeError, match=rf"^SLLConfig: {message}"):
+        SLLConfig(**kwargs)

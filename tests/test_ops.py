@@ -948,6 +948,23 @@ def test_a_bad_tensor_eps_is_an_eps_error_where_its_value_is_at_hand(eps, match)
         torch.ops.sll.round(torch.zeros(3), eps=eps)
 
 
+@pytest.mark.parametrize("call,message", [
+    (lambda x: sll_fx.round(x, "0.1"), r"sll_fx\.round: eps='0\.1' must be a float or a 0-dim floating tensor, got "
+                                       r"str\nFix: pass eps=0\.1$"),
+    (lambda x: sll_fx.sign(x, [0.1]), r"sll_fx\.sign: eps=\[0\.1\] must be a float .*, got list\nFix: pass eps=0\.01$"),
+    (lambda x: sll_fx.threshold(x, 0.3, "0.1"), r"sll_fx\.threshold: eps='0\.1' must be a float"),
+    (lambda x: sll_fx.threshold(x, "0.3"), r"sll_fx\.threshold: threshold='0\.3' must be a number or a tensor, got "
+                                           r"str\nFix: pass threshold=0\.3$"),
+    (lambda x: sll_fx.round(x, 0.01, decimals=1.5), r"sll_fx\.round: decimals=1\.5 must be an int, got float\nFix: "
+                                                    r"pass decimals=1$"),
+], ids=["round_eps_str", "sign_eps_list", "threshold_eps_str", "threshold_str", "decimals_float"])
+def test_an_explicit_op_argument_of_the_wrong_type_is_a_type_error_naming_it(call, message):
+    """The op's schema matching raised "Overloaded torch operator invoked from Python failed to match any schema", and
+    for sll_fx.threshold(x, 0.3, "0.1") blamed the argument 'threshold' (audit)."""
+    with pytest.raises(TypeError, match=rf"^{message}"):
+        call(torch.randn(4))
+
+
 @pytest.mark.parametrize("op", ["sign", "round", "floor", "heaviside", "threshold"])
 def test_an_eps_on_the_meta_device_beside_a_cpu_input_is_an_eps_error(op):
     """A 0-dim eps on 'meta' (no value) with a CPU x: round, floor, heaviside and threshold returned a result that

@@ -626,6 +626,30 @@ def test_set_eps_and_load_eps_refuse_an_eps_on_the_meta_device_naming_it():
     assert snapshot(gm) == before
 
 
+@pytest.mark.parametrize("call", ["set_eps", "eps_state", "load_eps"])
+@pytest.mark.parametrize("model", [None, lambda x: x], ids=["None", "function"])
+def test_set_eps_eps_state_and_load_eps_of_no_module_are_a_type_error(call, model):
+    """set_eps(None, 0.1) raised "'NoneType' object has no attribute 'modules'", eps_state(None) "... 'named_modules'"
+    (audit): now linearize_module's TypeError, naming the function."""
+    args = {"set_eps": (model, 0.1), "eps_state": (model,), "load_eps": (model, {})}[call]
+    with pytest.raises(TypeError, match=rf"^{call}: sll_fx expects an nn.Module \(the model sll_fx.linearize_module "
+                                        r"returned\), got (a NoneType|function .*<lambda>)\nFix: pass the linearized "
+                                        r"model, gm = sll_fx.linearize_module\(model, ...\)"):
+        getattr(sll_fx, call)(*args)
+
+
+def test_a_predicate_returning_a_tensor_is_a_type_error_naming_the_node():
+    """It raised "Boolean value of Tensor with more than one value is ambiguous" (audit); a one-element tensor says
+    yes or no as a bool does."""
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(TypeError, match=r"^set_eps: where=.*<lambda>' returned a tensor of shape \(2,\) for node "
+                                        r"'\w+', where it must say yes or no\nFix: return a bool"):
+        sll_fx.set_eps(gm, 0.2, where=lambda node: torch.tensor([True, False]))
+    assert snapshot(gm) == before
+    assert sll_fx.set_eps(gm, 0.2, where=lambda node: torch.tensor(node.name == "sign")) == ["sign"]
+
+
 class _OwnEps(nn.Module):
     """An explicit op reading its eps from the model's own tensor, next to an op linearize_module rewrites."""
 
