@@ -137,6 +137,9 @@ def check_eps(op: str, eps: float, decimals: int = 0) -> float:
     if not math.isfinite(eps) or eps <= 0:
         raise EpsError(f"sll.{op}: eps={eps!r} must be positive and finite")
     limit = eps_limit(op, decimals)
+    if limit == 0:  # (10**-decimals underflows: no eps fits; "use eps <= 0" said the opposite of the limit)
+        raise EpsError(f"sll.{op}: round(decimals={decimals}) has boundaries 10**-{decimals} apart, below the smallest "
+                       f"positive float, so no eps fits between them\nFix: use decimals <= 308")
     if eps > limit:
         where = f"round(decimals={decimals})" if op == "round" and decimals else op
         raise EpsError(
@@ -203,9 +206,14 @@ def _apply(op: str, x: Tensor, make, eps: kernels.Eps, jump: float = 1.0, **kw) 
         raise EpsError(
             f"sll.{op}: eps={eps!r} is too small for {x.dtype}: the slope in the band, {jump:g}/(2 eps), overflows it "
             f"(its largest value is {torch.finfo(x.dtype).max:g}), so the op cannot be computed there\nFix: use "
-            f"eps >= {_least_eps(x.dtype) * jump:.3g} (far below the dtype's spacing near a boundary anyway), or run "
-            "the op in float32 (x.float())")
+            f"eps >= {_least_eps(x.dtype) * jump:.3g} (far below the dtype's spacing near a boundary anyway)"
+            + _WIDER.get(x.dtype, ""))
     return kernels.apply(x, make, eps, **kw)
+
+
+#: the fix's second half for an eps too small for x's dtype: a wider dtype, where there is one
+_WIDER = {torch.float16: ", or run the op in float32 (x.float())", torch.bfloat16: ", or run the op in float32 (x.float())",
+          torch.float32: ", or run the op in float64 (x.double())"}
 
 
 @functools.lru_cache(maxsize=16)

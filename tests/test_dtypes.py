@@ -850,6 +850,18 @@ def test_an_eps_whose_slope_overflows_the_dtype_is_an_eps_error(op, dtype, eps):
         f(x)
 
 
+@pytest.mark.parametrize("dtype,wider", [(torch.float16, r", or run the op in float32 \(x\.float\(\)\)"),
+                                         (torch.bfloat16, r", or run the op in float32 \(x\.float\(\)\)"),
+                                         (torch.float32, r", or run the op in float64 \(x\.double\(\)\)"),
+                                         (torch.float64, "")])
+def test_the_fix_for_an_eps_too_small_names_a_wider_dtype_where_there_is_one(dtype, wider):
+    """It said "or run the op in float32 (x.float())" to an op already running in float32 and in float64 (audit)."""
+    eps = {torch.float16: 1e-6, torch.bfloat16: 1e-39, torch.float32: 1e-39, torch.float64: 1e-320}[dtype]
+    with pytest.raises(sll_fx.EpsError, match=rf"\nFix: use eps >= \S+ \(far below the dtype's spacing near a "
+                                              rf"boundary anyway\){wider}$"):
+        sll_fx.sign(torch.tensor([0.0, 0.5], dtype=dtype), eps)
+
+
 def test_the_slope_limit_is_each_ops_own():
     """sign's slope is 1/eps, the others' 1/(2 eps): at eps = 1e-5 in float16 (slope 50000 < 65504) they run (the check
     first used sign's slope for every op; audit of the fix)."""

@@ -939,6 +939,16 @@ def test_a_tensor_eps_under_fake_tensors_stays_a_tensor():
             y.sum().backward()
 
 
+def test_round_with_decimals_whose_spacing_underflows_says_so():
+    """decimals=400: the limit 0.5 * 10**-400 is 0.0, and the message said "its boundaries are 0 apart ... use
+    eps <= 0" (audit)."""
+    with pytest.raises(EpsError, match=r"^sll\.round: round\(decimals=400\) has boundaries 10\*\*-400 apart, below the "
+                                       r"smallest positive float, so no eps fits between them\nFix: use decimals <= 308"):
+        sll_fx.round(torch.randn(3), 1e-300, decimals=400)
+    with pytest.raises(EpsError, match=r"use eps <= 5e-309$"):  # (the limit itself where it is a float)
+        sll_fx.round(torch.randn(3), 1e-300, decimals=308)
+
+
 @pytest.mark.parametrize("eps,match", [
     (torch.tensor(0.7, dtype=torch.float64), "too wide"), (torch.tensor(0.0), "positive"),
     (torch.tensor(NAN), "positive"), (torch.tensor([0.1, 0.2]), "0-dim"), (torch.tensor(1), "floating"),
