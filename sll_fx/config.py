@@ -161,12 +161,49 @@ class SLLConfig:
 
     def check_against(self, model: nn.Module, also: Iterable[str] = ()) -> None:
         """Every submodule name the config uses exists in ``model`` (or is one of ``also``: the submodules an
-        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer)."""
-        names = {n for n, _ in model.named_modules()} | set(also)
-        for key in (*self.module_eps, *self.module_mode, *self.skip):
-            if isinstance(key, str) and key not in names:
-                raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
-                                 f"(submodules: {', '.join(sorted(n for n in names if n)) or 'none'})")
+        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer), by its first
+        name (a module shared by several parents is one module, named by its first path), and no setting by name
+        covers only some of the paths of a module with code of its own that is shared with another parent
+        (a setting applies to every call of a module, whichever parent calls it)."""
+        keys = [k for k in (*self.module_eps, *self.module_mode, *self.skip) if isinstance(k, str)]
+        if not keys:
+            return
+        first = {id(m): p for p, m in model.named_modules()}
+        names = set(first.values()) | set(also)
+        every = [(p, m) for p, m in model.named_modules(remove_duplicate=False)] if len(first) else []
+        for key in keys:
+            if key in names:
+                continue
+            try:
+                module = model.get_submodule(key)
+            except AttributeError:
+                module = None
+            if module is not None and id(module) in first:
+                raise ValueError(f"SLLConfig: {key!r} is another name of the submodule {first[id(module)]!r} of "
+                                 f"{type(model).__name__} (one module reached through several parents): a setting "
+                                 f"applies to the module, for every call of it, by its first name\nFix: use "
+                                 f"{first[id(module)]!r}")
+            raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
+                             f"(submodules: {', '.join(sorted(n for n in names if n)) or 'none'})")
+        if len(every) == len(first):  # (no module reached twice: the usual case)
+            return
+        from .tracer import torch_leaf
+        paths: dict[int, list[str]] = {}
+        for p, m in every:
+            paths.setdefault(id(m), []).append(p)
+        for key in keys:
+            for p, m in every:
+                if not p.startswith(key + ".") or len(paths[id(m)]) < 2 or torch_leaf(m):  # (the shared module's
+                    # own name: every call of it)
+                    continue
+                outside = [q for q in paths[id(m)] if not q.startswith(key + ".")]
+                if outside:
+                    raise ValueError(
+                        f"SLLConfig: the setting for {key!r} covers {p!r}, a submodule it shares with another parent "
+                        f"(also {outside[0]!r}): a setting applies to every call of a module, and a shared module's "
+                        f"nodes are named by its first path ({first[id(m)]!r}), so this one would apply to the calls "
+                        f"through {outside[0]!r} too, or to none of them\nFix: name the shared module itself "
+                        f"({first[id(m)]!r}: every call of it), or give each parent its own copy of it")
 
     def skipped_modules(self, model: nn.Module) -> list[nn.Module]:
         """The submodules of ``model`` that ``skip`` names (by qualified name or type)."""

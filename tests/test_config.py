@@ -649,3 +649,51 @@ def test_a_table_of_the_wrong_type_is_a_type_error_naming_it(kwargs, message):
     # (kind_eps=[("round", 0.1)] raised "'list' object has no attribute 'items'"; audit)
     with pytest.raises(TypeError, match=rf"^SLLConfig: {message}"):
         SLLConfig(**kwargs)
+
+
+class _Blk(nn.Module):
+    def forward(self, x):
+        return torch.round(x)
+
+
+class _Parent(nn.Module):
+    def __init__(self, blk):
+        super().__init__()
+        self.blk = blk
+
+    def forward(self, x):
+        return self.blk(x)
+
+
+class _SharedBlock(nn.Module):  # encoder.blk is dec.blk
+    def __init__(self):
+        super().__init__()
+        blk = _Blk()
+        self.encoder, self.dec = _Parent(blk), _Parent(blk)
+        self.act = nn.ReLU()
+        self.encoder.act = self.dec.act = self.act  # (a shared torch.nn leaf: no code of its own to set)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+@pytest.mark.parametrize("config", [dict(module_eps={"encoder": 0.1, "dec": 0.3}), dict(module_eps={"dec": 0.3}),
+                                    dict(module_mode={"encoder": "hard"}), dict(skip=("encoder",))])
+def test_a_setting_covering_only_some_paths_of_a_shared_module_is_refused(config):
+    """Before: the shared block's nodes were named by its first path, so skip=("encoder",) also left the call
+    through dec hard and unreported (gradient 0), and module_eps for dec reached it or not by dict order."""
+    with pytest.raises(ValueError, match=r"shares with another parent .*\nFix: name the shared module itself "
+                                         r"\('encoder.blk'"):
+        sll_fx.linearize_module(_SharedBlock(), SLLConfig(eps=0.05, **config), verbose=False)
+
+
+def test_a_shared_module_is_set_by_its_first_name_and_its_other_names_are_refused():
+    model = _SharedBlock()
+    gm = sll_fx.linearize_module(model, SLLConfig(eps=0.05, module_eps={"encoder.blk": 0.2}), verbose=False)
+    assert [e.eps for e in gm.sll_report.rewritten] == [0.2, 0.2]
+    with pytest.raises(ValueError, match=r"'dec.blk' is another name of the submodule 'encoder.blk'.*\nFix: use "
+                                         r"'encoder.blk'"):
+        sll_fx.linearize_module(model, SLLConfig(eps=0.05, module_eps={"dec.blk": 0.2}), verbose=False)
+    shared_layers = nn.Sequential(*[_Blk()] * 3)  # ALBERT-style: one block, three names
+    gm = sll_fx.linearize_module(shared_layers, SLLConfig(eps=0.05, module_eps={"0": 0.2}), verbose=False)
+    assert [e.eps for e in gm.sll_report.rewritten] == [0.2, 0.2, 0.2]
