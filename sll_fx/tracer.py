@@ -142,6 +142,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import itertools
 import linecache
 import os
 import re
@@ -787,6 +788,8 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
     if stateful:
         raise _state_failure(model, stateful)
+    if concrete_args:
+        _name_concrete_inputs(graph, concrete_args)
     frozen.mark_none_tested(graph, model, concrete_args)  # (before the GraphModule records its None inputs)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
@@ -796,6 +799,21 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
                        if id(c) in tracer.sll_entered and id(m) in paths
                        for name, value in frozen.values_read(m).items()])
     return gm
+
+
+def _name_concrete_inputs(graph: fx.Graph, concrete_args: dict) -> None:
+    """fx gives an input fixed by ``concrete_args`` (a plain value: ``{"flag": False}``) a placeholder named
+    ``flag_1`` whose default is the forward's own (``True``), and checks that it gets the fixed value: so
+    ``gm(x, flag=False)`` was "an unexpected keyword argument 'flag'" and ``gm(x)`` failed fx's check.  The
+    placeholder takes the argument's name and the fixed value as its default (a call passing another value
+    still fails that check, with fx's message)."""
+    inputs = list(itertools.takewhile(lambda n: n.op == "placeholder", graph.nodes))
+    taken = {n.target for n in inputs}
+    for node in inputs:
+        name = node.target[:-2] if isinstance(node.target, str) and node.target.endswith("_1") else None
+        if name and name in concrete_args and name not in taken and \
+                isinstance(concrete_args[name], (bool, int, float, str, type(None))):
+            node.target, node.args = name, (concrete_args[name],)
 
 
 _STATE_REASON = "module state a graph cannot keep"

@@ -582,3 +582,28 @@ def test_a_value_changed_under_torch_compile_names_it_fullgraph_or_not():
             compiled(X)
         model.q.bits = 4
         compiled(X)
+
+
+class _Flagged(nn.Module):
+    def forward(self, x, flag: bool = True):
+        if flag:
+            return torch.round(x)
+        return torch.sign(x)
+
+
+def test_an_input_fixed_by_concrete_args_keeps_its_name_and_takes_the_fixed_value_as_default():
+    """fx named the placeholder flag_1 with the forward's default (True): gm(x, flag=False) was 'an unexpected keyword
+    argument', gm(x) failed fx's 'flag has been specialized' check, and torch.export with flag= failed."""
+    x = torch.tensor([1.2, -2.7, 3.1])
+    model = _Flagged()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, concrete_args={"flag": False})
+    assert torch.equal(gm(x), model(x, flag=False))
+    assert torch.equal(gm(x, flag=False), model(x, flag=False))
+    assert torch.equal(gm(x, False), model(x, False))
+    with pytest.raises(AssertionError, match="flag has been specialized to have value False"):
+        gm(x, flag=True)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert torch.equal(hard(x, flag=False), model(x, flag=False))
+    other = sll_fx.linearize_module(model, eps=0.1, verbose=False, concrete_args={"flag": True})
+    ep = torch.export.export(other, (x,), {"flag": True})
+    assert torch.equal(ep.module()(x, flag=True), model(x))
