@@ -108,6 +108,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         inputs = None if path else example_inputs
         if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
+        if inputs is not None and not path:
+            _check_example_inputs(g, inputs)
         g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
@@ -129,6 +131,24 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if verbose:
         print(gm.sll_report)
     return gm
+
+
+def _check_example_inputs(gm: fx.GraphModule, inputs) -> None:
+    """``example_inputs`` must be a tuple (or list) with one value per input of the forward (those with a default
+    may be left out): a bare tensor, or too few or too many values, were ignored silently (dtypes then came from the
+    graph alone)."""
+    if not isinstance(inputs, (tuple, list)):
+        raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
+                        f"{type(inputs).__name__}\nFix: example_inputs=(x,)")
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if any(n.target.startswith("*") for n in placeholders):
+        return
+    required = sum(1 for n in placeholders if not n.args)
+    if not required <= len(inputs) <= len(placeholders):
+        names = ", ".join(n.target for n in placeholders)
+        raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), the traced forward takes "
+                        f"{required if required == len(placeholders) else f'{required} to {len(placeholders)}'} "
+                        f"({names})\nFix: one value per input, in the forward's order")
 
 
 def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:

@@ -1155,3 +1155,18 @@ def test_a_plain_function_is_a_type_error_naming_the_fix(call):
     with pytest.raises(TypeError, match=r"expects an nn.Module .*got function .*quantize\nFix: put the code in "
                                         r"the forward of an nn.Module"):
         getattr(sll_fx, call)(quantize, verbose=False)
+
+
+class _TwoInputs(nn.Module):
+    def forward(self, x, y=None):
+        return torch.round(x)
+
+
+@pytest.mark.parametrize("inputs, message", [(torch.zeros(3), "must be a tuple"),
+                                             ((1, 2, 3), "has 3 value"), ((), "has 0 value")])
+def test_example_inputs_that_do_not_fit_the_forward_are_a_type_error(inputs, message):
+    """They were ignored silently (dtypes then came from the graph alone)."""
+    with pytest.raises(TypeError, match=f"example_inputs {message}.*\nFix: "):
+        sll_fx.linearize_module(_TwoInputs(), eps=0.1, verbose=False, example_inputs=inputs)
+    for fitting in ((torch.zeros(3),), (torch.zeros(3), None)):
+        sll_fx.linearize_module(_TwoInputs(), eps=0.1, verbose=False, example_inputs=fitting)
