@@ -343,8 +343,32 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
             f"torch.fx would trace {where} through autograd.Function {fn.__name__} and lose its backward\n"
             "Fix: linearize_module keeps such a module opaque (trace_with_fallback); or call the Function "
             "from a submodule of its own", module_path=path, module_type=kind, reason=_autograd_reason(fn))
-    return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}\n{_CONTROL_FLOW_FIX}",
-                      module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}")
+    line = _user_line(e)
+    at = f" ({line})" if line else ""
+    fix, hint = _CONTROL_FLOW_FIX, ""
+    if isinstance(e, TypeError) and _FACTORY_CALL.match(str(e)):  # torch.zeros(x.shape[0], n): a Proxy in a size
+        hint = "; a size from a traced tensor: write x.new_zeros((x.shape[0], n)) or torch.zeros_like(h)"
+        fix = ("Fix: a size computed from a traced tensor cannot be given to a factory function torch.fx traces: "
+               "write x.new_zeros((x.shape[0], n)) (new_ones, new_full, new_empty), torch.zeros_like(h), or "
+               "torch.zeros(x.shape[0], n, device=x.device) inside a function wrapped with torch.fx.wrap; "
+               "linearize_module keeps it opaque meanwhile")
+    return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}{at}\n{fix}",
+                      module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}{at}{hint}")
+
+
+#: torch.fx's error for a factory function (torch.zeros, ...) given a traced size (x.shape[0]): its TypeError
+_FACTORY_CALL = re.compile(r"(zeros|ones|empty|full|rand|randn|randint|arange|eye|tensor)\(\) takes \d+ positional")
+
+
+def _user_line(e: BaseException) -> str:
+    """``file.py:12`` of the innermost frame of ``e``'s traceback outside torch and sll_fx (the user's line), or ""."""
+    tb, found = e.__traceback__, ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(_LIBRARY_DIRS) and not name.startswith("<"):
+            found = f"{os.path.basename(name)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Scans | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import pytest
 import torch
@@ -797,3 +798,21 @@ def test_an_opaque_forward_that_only_calls_a_sequential_gets_it_traced():
 
     assert children_used_as_values(IteratesSequential()) == {"seq", "ml"}
     assert children_used_as_values(Nested().outer) == {"layers"}  # (its items are no sequences: still traced)
+
+
+class _ZerosOfTracedSize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+
+    def forward(self, x):
+        v = torch.zeros(x.shape[0], 8)  # (torch.fx cannot pass a traced size to a factory)
+        return torch.round(v + self.fc(x))
+
+
+def test_a_factory_given_a_traced_size_names_the_line_and_the_fix():
+    """The report said only fx's "TypeError: zeros() takes 1 positional argument but 2 were given"."""
+    gm = sll_fx.linearize_module(_ZerosOfTracedSize(), eps=0.1, verbose=False)
+    (record,) = gm.sll_report.opaque
+    assert re.search(r"zeros\(\) takes 1 positional argument but 2 were given \(test_fallback\.py:\d+\); a size from "
+                     r"a traced tensor: write x\.new_zeros", record.reason)
