@@ -67,6 +67,33 @@ def _max_one_hot(node: Node) -> tuple[bool, int] | None:
     return None
 
 
+#: reductions whose result is one of their input's elements (an order statistic)
+_ORDER_STATISTICS = frozenset(("max", "min", "amax", "amin", "topk", "kthvalue", "sort", "msort", "median",
+                               "nanmedian", "cummax", "cummin"))
+_THROUGH = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "detach",
+                      "contiguous", "narrow", "select", "t", "transpose", "permute"))
+
+
+def _order_statistic_of(threshold, x: Node) -> Node | None:
+    """The reduction of ``x`` that ``threshold`` is an element of (``x.max(-1, keepdim=True).values``,
+    ``x.topk(k).values[..., -1:]``, ``x.amax()``, ``x.kthvalue(k).values``), through views and indexing; else None.
+    ``x >= that`` has an element of ``x`` exactly on its boundary, always."""
+    node = threshold
+    for _ in range(6):
+        if not isinstance(node, Node) or node.op not in ("call_function", "call_method") or not node.args:
+            return None
+        if node.op == "call_function" and node.target in (getattr, operator.getitem):
+            node = node.args[0]
+            continue
+        name = _op_name(node)
+        if name in _ORDER_STATISTICS:
+            return node if _arg(node, 0, "input") is x else None
+        if name not in _THROUGH:
+            return None
+        node = node.args[0]
+    return None
+
+
 def _argmax_args(node: Node) -> tuple:
     return _arg(node, 0, "input"), _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False)
 

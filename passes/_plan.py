@@ -27,9 +27,10 @@ from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit
 from sll_fx.report import Entry
 from sll_fx.tracer import module_of, source_of
 
+from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
-from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _pattern_inputs, _topk_index_users,
-                        _topk_pattern)
+from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of, _pattern_inputs,
+                        _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
                     _mask_factor, _moved_to_float, _mutated, _use_kind)
@@ -74,6 +75,7 @@ class _Planner:
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
+        self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -260,6 +262,35 @@ class _Planner:
             return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
 
+    def _written_between(self, x: Node, first: Node, last: Node) -> list[Node]:
+        """The nodes after ``first`` and before ``last`` that write ``x`` (or what it shares memory with) in place:
+        a pattern's sll op sits at ``last`` and reads ``x`` there, where ``first`` (its argmax/topk) read it."""
+        if self._writes is None:
+            roots: dict = {}
+            self._writes = ({}, roots)
+            for writer, targets in _writes(self.gm):
+                for t in targets:
+                    self._writes[0].setdefault(_alias_root(t, roots), []).append(writer)
+        index, roots = self._writes
+        if not index:
+            return []
+        lo, hi = self.order[first], self.order[last]
+        return [w for w in index.get(_alias_root(x, roots), ()) if lo < self.order[w] < hi]
+
+    def _writers_through_views(self, value: Node) -> list[Node]:
+        """The nodes that write ``value`` in place, directly (``r.sign_()``) or through a view of it
+        (``r.view(-1).sign_()``, ``r.t().clamp_(0, 1)``), in graph order."""
+        writers, stack, seen = [], [value], {value}
+        while stack:
+            v = stack.pop()
+            for user in v.users:
+                if v in _mutated(user):
+                    writers.append(user)
+                elif user not in seen and user.args[:1] == (v,) and _alias_parent(user) is v:
+                    seen.add(user)
+                    stack.append(user)
+        return sorted(set(writers), key=self.order.__getitem__)
+
     def _why_not_float(self, user: Node) -> str:
         """Why ``user`` reads its input as a bool or an integer (for a reason's text)."""
         rule = rules.match(user) if _classify(user) & _RULE else None
@@ -351,7 +382,7 @@ class _Planner:
             floats += f
             others += o
             found += [n for n in u if n not in found]
-            written += [w for w in users if value in _mutated(w)]
+            written += [w for w in self._writers_through_views(value) if w not in written]
             mixed = mixed or m
             chain += c
             ends |= e
@@ -445,6 +476,14 @@ class _Planner:
         x = rule.operand_values(node)[0]
         if self._int_comparison(rule, node):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
+        operands = rule.operand_values(node)
+        if len(operands) > 1 and (reduced := _order_statistic_of(operands[1], operands[0]) or
+                                  _order_statistic_of(operands[0], operands[1])) is not None:
+            return self._hard(node, rule, f"its threshold is an element of its input ({_describe([reduced])} of "
+                                          f"'{_name(_arg(reduced, 0, 'input'))}'): that element sits on the boundary, in the band at every eps "
+                                          "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
+                                          "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
+                                          "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
@@ -543,6 +582,8 @@ class _Planner:
                                           "left hard (pass num_classes)")
         if self._is_int(x):
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
+        if written := self._written_between(x, index, node):
+            return self._hard(node, rule, _written_between_reason(x, index, written))
         uses = self._verdict([(node, list(node.users))], "0/1 result")
         if uses.hard and not self.config.is_disabled(rule.kind):
             step = self._hard(node, rule, uses.hard)
@@ -563,6 +604,9 @@ class _Planner:
             return self._hard(node, rule, f"top-k mask left hard: {pieces}")
         if self._is_int(pieces["x"]):
             return self._hard(node, rule, f"input '{_name(pieces['x'])}' has an integer dtype: left hard")
+        if written := self._written_between(pieces["x"], pieces["topk"], node):
+            self.pattern_hard.add(node)
+            return self._hard(node, rule, f"top-k mask left hard: {_written_between_reason(pieces['x'], pieces['topk'], written)}")
         if pieces["inplace"] and (why := self._shared_zeros(node, pieces["zeros"])):
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {why}")
@@ -665,6 +709,11 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return rule.operand_values(node)
     except KeyError:
         return ()
+
+
+def _written_between_reason(x: Node, first: Node, written: list[Node]) -> str:
+    return (f"its input '{_name(x)}' is written in place by {_describe(written)} after {_describe([first])} read it: "
+            "the sll op would read the written values, left hard")
 
 
 def _only_other_uses(uses: list[Node], what: str, blocked: str | None = None) -> str:

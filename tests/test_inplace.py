@@ -293,3 +293,52 @@ def test_round_overwritten_by_an_in_place_discrete_op_stays_hard():
     entry = next(e for e in gm.sll_report.hard if e.node == "round_1")
     assert "overwritten by the in-place Tensor.sign_" in entry.reason
     assert torch.equal(gm(x), model(x))
+
+
+class _SignThroughView(nn.Module):
+    def forward(self, h):
+        r = torch.round(h)
+        r.view(-1).sign_()
+        return r * h
+
+
+def test_an_in_place_discrete_op_through_a_view_of_the_result_keeps_it_hard():
+    """Before: the view counted as an integer use with a copy of the chain on the hard result, the write landed on
+    the copy, and gm and export_hard gave [4.4, 9.3, 0, 35.4] where the model gives [2.2, 3.1, 0, 5.9]."""
+    h = torch.tensor([[2.2, -3.1, 0.2, 5.9]])
+    model = _SignThroughView()
+    for mode in ("linear", "hard"):
+        gm = sll_fx.linearize_module(model, eps=0.01, mode=mode, verbose=False)
+        assert not gm.sll_report.rewritten
+        assert torch.equal(gm(h), model(h))
+        assert torch.equal(sll_fx.export_hard(gm, verbose=False)(h), model(h))
+
+
+class _WrittenBetweenTopk(_Lin):
+    def forward(self, x):
+        h = self.lin(x)
+        idx = h.topk(1, -1).indices
+        h.mul_(-1)
+        return torch.zeros_like(h).scatter(-1, idx, 1.0) * h
+
+
+class _WrittenBetweenArgmax(_Lin):
+    def forward(self, x):
+        h = self.lin(x)
+        i = h.argmax(-1)
+        h.mul_(-1)
+        return F.one_hot(i, 5).float() * h
+
+
+@pytest.mark.parametrize("cls", [_WrittenBetweenTopk, _WrittenBetweenArgmax])
+def test_a_selection_whose_input_is_written_between_its_index_and_its_mask_stays_hard(cls):
+    """Before: the sll op, placed at the scatter/one_hot, read the written input and picked another element."""
+    x = _inputs()
+    model = cls()
+    for mode in ("linear", "hard"):
+        gm = sll_fx.linearize_module(model, eps=EPS, mode=mode, verbose=False)
+        assert not gm.sll_report.rewritten
+        assert any("is written in place by Tensor.mul_" in (e.reason or "") for e in gm.sll_report.hard)
+        with torch.no_grad():
+            assert torch.equal(gm(x), model(x))
+            assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))

@@ -1259,3 +1259,30 @@ def test_a_float_selection_of_unknown_dtype_still_blends():
     torch.testing.assert_close(where, ids * s + ids * 10 * (1 - s))
     where.sum().backward()
     torch.testing.assert_close(x.grad, (ids - ids * 10) / 0.2)
+
+
+class _KthThreshold(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling = spelling
+
+    def forward(self, g):
+        if self.spelling == "kth":
+            return g * (g >= g.topk(2, dim=-1).values[..., -1:])
+        if self.spelling == "max":
+            return g * (g >= g.max(-1, keepdim=True).values)
+        return g * (g.amax() <= g).float()
+
+
+@pytest.mark.parametrize("spelling", ["kth", "max", "amax reversed"])
+def test_a_comparison_with_an_element_of_its_own_input_stays_hard_with_the_fix(spelling):
+    """g >= g.topk(k).values[..., -1:]: the k-th element sits on the boundary at every eps, so the linearized
+    forward weighed it 1/2 forever ([0, .3096, .1349, 0] for [0, .3096, .2698, 0] at eps 1e-5)."""
+    torch.manual_seed(0)
+    g = torch.softmax(torch.randn(4, 4), -1)
+    model = _KthThreshold(spelling)
+    gm = sll_fx.linearize_module(model, eps=1e-5, verbose=False)
+    assert not gm.sll_report.rewritten
+    (entry,) = gm.sll_report.hard
+    assert "its threshold is an element of its input" in entry.reason and ".scatter(-1, x.topk(k" in entry.reason
+    assert torch.equal(gm(g), model(g))
