@@ -4,7 +4,8 @@ The hard ops save nothing for a backward and return fresh tensors; their sll ops
 input in hard mode, their output or ramp in linear mode, a selection's branches) and a comparison's
 sll op returns floats, so that the user's float casts of it (``c.float()``, each a copy of the bool)
 become no-ops, one tensor.  A graph that writes in place (``q.add_(1)``, ``x[i] = v``, ``out=``,
-``F.relu(h, inplace=True)``, ``nn.ReLU(inplace=True)``) could then
+``F.relu(h, inplace=True)``, ``nn.ReLU(inplace=True)``, a module kept opaque, whose Python code may write what it
+is given) could then
 
 - write an sll op's output that its backward reads (autograd's "modified by an inplace operation"),
   or an input of it after it ran;
@@ -30,6 +31,8 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes
+
+from sll_fx.tracer import torch_leaf
 
 from ._spellings import _op_name
 from ._uses import _CAST_METHODS, _PASS_ATTRS, _mutated, _writes_first
@@ -118,7 +121,9 @@ def _written(gm: GraphModule, node: Node, memo: dict | None) -> list[Node]:
         return [node.args[0]]
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        if isinstance(module, nn.Module) and getattr(module, "inplace", False) is True:
+        if not torch_leaf(module):  # (kept opaque or skipped: Python code that may write any tensor it is given)
+            return [a for a in node.all_input_nodes]
+        if getattr(module, "inplace", False) is True:
             return [node.args[0]]
     return []
 

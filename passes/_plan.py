@@ -277,10 +277,16 @@ class _Planner:
         lo, hi = self.order[first], self.order[last]
         return [w for w in index.get(_alias_root(x, roots), ()) if lo < self.order[w] < hi]
 
-    def _writers_through_views(self, value: Node) -> list[Node]:
-        """The nodes that write ``value`` in place, directly (``r.sign_()``) or through a view of it
-        (``r.view(-1).sign_()``, ``r.t().clamp_(0, 1)``), in graph order."""
-        writers, stack, seen = [], [value], {value}
+    def _writers_through_views(self, value: Node, users: list[Node]) -> list[Node]:
+        """Those of ``value``'s ``users`` that write it in place (``r.sign_()``), and the nodes that write it through a
+        view among them (``r.view(-1).sign_()``, ``r.t().clamp_(0, 1)``), in graph order."""
+        writers, stack, seen = [], [], {value}
+        for user in users:
+            if value in _mutated(user):
+                writers.append(user)
+            elif user.args[:1] == (value,) and _alias_parent(user) is value:
+                seen.add(user)
+                stack.append(user)
         while stack:
             v = stack.pop()
             for user in v.users:
@@ -382,7 +388,7 @@ class _Planner:
             floats += f
             others += o
             found += [n for n in u if n not in found]
-            written += [w for w in self._writers_through_views(value) if w not in written]
+            written += [w for w in self._writers_through_views(value, users) if w not in written]
             mixed = mixed or m
             chain += c
             ends |= e
@@ -514,6 +520,10 @@ class _Planner:
             if held and len(held) == len(bool_uses):  # (its where/masked_fill stays hard: its entry says why)
                 return self._hard(node, rule, f"the mask of {_describe(held)}, which stays hard (its entry says why): "
                                               "left hard")
+            if any(_selects_through_view(u, node) for u in bool_uses):  # (c > t).unsqueeze(1) as where's condition
+                return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}, a view that a "
+                                              "where/masked_fill takes as its condition: left hard (compare after the "
+                                              "view to linearize: x.unsqueeze(1) > t, x[:, None] > t)")
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):
@@ -548,6 +558,13 @@ class _Planner:
         # the result's dtype: where's two branches (Python numbers included), masked_fill's input
         branches = [operands[rule.operands.index(n)] for n in
                     (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
+        values = [operands[rule.operands.index(n)] for n in (("value",) if rule.select_op == "masked_fill" else
+                                                              ("input", "other"))]
+        if extreme := [v for v in values if isinstance(v, float) and not abs(v) < 1e35]:  # masked_fill(m, -inf)
+            return self._hard(node, rule, f"a branch of {extreme[0]!r}: a blend with it is {extreme[0]!r} (or "
+                                          "overflows) across the band, where no gradient passes, so the rewrite "
+                                          "would only change values, left hard (a finite fill, e.g. -1e4 for "
+                                          "attention scores, is linearized)")
         if all(self._is_int(v) or (isinstance(v, (int, bool)) and not isinstance(v, Node)) for v in branches):
             return self._hard(node, rule, "integer result: it cannot hold a blend of its branches, left hard "
                                           "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
@@ -709,6 +726,25 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return rule.operand_values(node)
     except KeyError:
         return ()
+
+
+def _selects_through_view(user: Node, node: Node) -> bool:
+    """Is ``user`` a view of the comparison ``node`` (``.unsqueeze(1)``, ``[:, None]``, ``.expand_as``) read, maybe
+    through more views, as the condition of a where/masked_fill?"""
+    stack, seen = [user], set()
+    while stack:
+        v = stack.pop()
+        if v in seen or _alias_parent(v) not in (node, *seen):
+            continue
+        seen.add(v)
+        for w in v.users:
+            name = _op_name(w)
+            if name == "where" and _arg(w, 1 if w.op == "call_method" else 0, "condition") is v:
+                return True
+            if name == "masked_fill" and _arg(w, 1, "mask") is v:
+                return True
+            stack.append(w)
+    return False
 
 
 def _written_between_reason(x: Node, first: Node, written: list[Node]) -> str:

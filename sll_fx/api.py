@@ -96,7 +96,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if config.auto:
         check_steps(calibrate_steps)
     exported_graph = exported.is_exported_graph(model)
-    config.check_against(model, also=module_paths(model) if exported_graph else ())
+    other_names = config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
     else:
@@ -115,6 +115,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         return g
 
     gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method, auto=config.auto))
+    if other_names:
+        config.check_reached(model, gm, other_names)
     skipped = {id(m) for m in config.skipped_modules(model)}
     if skipped:  # (listed in the report, outermost only: what is inside them is not looked into)
         paths = [p for p, m in model.named_modules() if id(m) in skipped]

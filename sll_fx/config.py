@@ -159,51 +159,41 @@ class SLLConfig:
         eps = self.eps_for(kind, stack)
         return isinstance(eps, str) and eps == "auto"
 
-    def check_against(self, model: nn.Module, also: Iterable[str] = ()) -> None:
+    def check_against(self, model: nn.Module, also: Iterable[str] = ()) -> list[str]:
         """Every submodule name the config uses exists in ``model`` (or is one of ``also``: the submodules an
-        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer), by its first
-        name (a module shared by several parents is one module, named by its first path), and no setting by name
-        covers only some of the paths of a module with code of its own that is shared with another parent
-        (a setting applies to every call of a module, whichever parent calls it)."""
+        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer).  A module
+        shared by several parents has a name per parent (``encoder.blk``, ``dec.blk``), and a node is named by the
+        call it was made in, so each name covers the calls through it.  Returns the names used that are not a
+        module's first name (see :func:`check_reached`)."""
         keys = [k for k in (*self.module_eps, *self.module_mode, *self.skip) if isinstance(k, str)]
         if not keys:
-            return
-        first = {id(m): p for p, m in model.named_modules()}
-        names = set(first.values()) | set(also)
-        every = [(p, m) for p, m in model.named_modules(remove_duplicate=False)] if len(first) else []
-        for key in keys:
-            if key in names:
-                continue
-            try:
+            return []
+        first = {n for n, _ in model.named_modules()} | set(also)
+        others = [k for k in keys if k not in first]
+        if others:
+            names = {n for n, _ in model.named_modules(remove_duplicate=False)}
+            for key in others:
+                if key not in names:
+                    raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
+                                     f"(submodules: {', '.join(sorted(n for n in first if n)) or 'none'})")
+        return others
+
+    @staticmethod
+    def check_reached(model: nn.Module, gm: nn.Module, names: list[str]) -> None:
+        """Each of ``names`` (other names of shared submodules, :meth:`check_against`) named a call the trace made:
+        a module that a forward calls by iterating a container (``for layer in self.layers``, three times the
+        same block) is named by its first path, so ``'layers.2'`` would reach no node."""
+        from torch import fx
+        made = {path for g in gm.modules() if isinstance(g, fx.GraphModule) for node in g.graph.nodes
+                for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
+        for key in names:
+            if not any(p == key or p.startswith(key + ".") for p in made):
                 module = model.get_submodule(key)
-            except AttributeError:
-                module = None
-            if module is not None and id(module) in first:
-                raise ValueError(f"SLLConfig: {key!r} is another name of the submodule {first[id(module)]!r} of "
-                                 f"{type(model).__name__} (one module reached through several parents): a setting "
-                                 f"applies to the module, for every call of it, by its first name\nFix: use "
-                                 f"{first[id(module)]!r}")
-            raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
-                             f"(submodules: {', '.join(sorted(n for n in names if n)) or 'none'})")
-        if len(every) == len(first):  # (no module reached twice: the usual case)
-            return
-        from .tracer import torch_leaf
-        paths: dict[int, list[str]] = {}
-        for p, m in every:
-            paths.setdefault(id(m), []).append(p)
-        for key in keys:
-            for p, m in every:
-                if not p.startswith(key + ".") or len(paths[id(m)]) < 2 or torch_leaf(m):  # (the shared module's
-                    # own name: every call of it)
-                    continue
-                outside = [q for q in paths[id(m)] if not q.startswith(key + ".")]
-                if outside:
-                    raise ValueError(
-                        f"SLLConfig: the setting for {key!r} covers {p!r}, a submodule it shares with another parent "
-                        f"(also {outside[0]!r}): a setting applies to every call of a module, and a shared module's "
-                        f"nodes are named by its first path ({first[id(m)]!r}), so this one would apply to the calls "
-                        f"through {outside[0]!r} too, or to none of them\nFix: name the shared module itself "
-                        f"({first[id(m)]!r}: every call of it), or give each parent its own copy of it")
+                first = next(p for p, m in model.named_modules() if m is module)
+                raise ValueError(f"SLLConfig: {key!r} is another name of the submodule {first!r} of "
+                                 f"{type(model).__name__}, and no call of it was made by that name (a module "
+                                 f"reached by iterating a container, or through a list, is named by its first path)"
+                                 f"\nFix: use {first!r} (every call of it)")
 
     def skipped_modules(self, model: nn.Module) -> list[nn.Module]:
         """The submodules of ``model`` that ``skip`` names (by qualified name or type)."""

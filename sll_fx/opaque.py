@@ -740,9 +740,45 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
                 read.append(name)
             continue
         name = _mode_block(obj)
-        if name is not None and name not in entered:
+        if name is not None and name not in entered and (not isinstance(obj, type) or _loaded_as(fn, obj)):
             entered.append(name)
     return read, entered
+
+
+def _loaded_as(fn: types.FunctionType, klass: type) -> bool:
+    """Does ``fn``'s code load ``klass`` itself: by a global or free name bound to it (``autocast``, imported), or as
+    an attribute of something other than ``self`` (``torch.autocast``)?  Not when the name is only an attribute of
+    ``self`` (``self.autocast``, a flag named like the block)."""
+    names = _outside_self(fn.__code__)
+    cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or () if _filled(c))))
+    return any(fn.__globals__.get(n) is klass or cells.get(n) is klass for n in names[0]) or klass.__name__ in names[1]
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)  # (code objects do not change)
+def _outside_self(code: types.CodeType) -> tuple[frozenset, frozenset]:
+    """(names loaded as globals or free variables, attribute names loaded from anything but ``self``) in ``code``,
+    nested code included."""
+    plain, attrs = set(), set()
+    for c in code_objects(code):
+        this = c.co_varnames[0] if c.co_argcount else None
+        before = None
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"):
+                plain.add(ins.argval)
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and not (
+                    before is not None and before.opname.startswith("LOAD_FAST") and before.argval == this):
+                attrs.add(ins.argval)
+            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
+                before = ins
+    return frozenset(plain), frozenset(attrs)
 
 
 def modes_read(module: nn.Module, scans: Scans | None = None) -> list[str]:

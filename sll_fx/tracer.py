@@ -499,7 +499,9 @@ class SLLTracer(fx.Tracer):
     def __init__(self, opaque=(), shadows: ShadowTree | None = None):
         super().__init__()
         self.proxy_buffer_attributes = True  # buffers are graph inputs: never folded into constants
-        self.sll_scope: list[tuple[str, str]] = []
+        self.sll_scope: list[tuple[str, str]] = []  # (qualified name of the call, class name) of the modules entered
+        self._sll_parents: list[nn.Module] = []      # those modules
+        self._sll_path: tuple | None = None          # (module, the name of the call fx's call_module is about to make)
         self.sll_opaque = {id(m) for m in opaque}
         self.sll_shadows = shadows               # the private copies traced instead of the user's modules
         self.sll_entered: set[int] = set()       # ids of the modules whose forward the trace ran
@@ -714,7 +716,14 @@ class SLLTracer(fx.Tracer):
                              module_type=type(m).__name__, reason=f"calls an unregistered {type(m).__name__}")
             err.sll_fallback_path = self.sll_scope[-1][0] if self.sll_scope else ""  # the caller goes opaque
             raise err from e
+        parent_path = self.sll_scope[-1][0] if self.sll_scope else ""
+        if path.rpartition(".")[0] != parent_path:  # (a module shared with another parent, called through this one:
+            parent = self._sll_parents[-1] if self._sll_parents else self.root  # named by the path of this call)
+            name = next((n for n, c in parent._modules.items() if c is m), None)
+            if name is not None:
+                path = f"{parent_path}.{name}" if parent_path else name
         self.sll_scope.append((path, type(m).__name__))
+        self._sll_parents.append(m)
         try:
             if not self.is_leaf_module(m, path):
                 if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
@@ -722,6 +731,7 @@ class SLLTracer(fx.Tracer):
                 self.sll_entered.add(id(m))
                 _check_traceable(m, path, scans=self.sll_scans)
                 rng = torch.get_rng_state()
+                self._sll_path = (m, path)  # (what fx's call_module asks path_of_module first: its nodes' scope)
                 out = super().call_module(m, forward, args, kwargs)
                 if not torch.equal(rng, torch.get_rng_state()):
                     raise _RandomDraw()
@@ -741,6 +751,17 @@ class SLLTracer(fx.Tracer):
             raise _failure(e, path, m) from e
         finally:
             self.sll_scope.pop()
+            self._sll_parents.pop()
+
+    def path_of_module(self, mod: nn.Module) -> str:
+        """fx's first qualified name of ``mod``, except for the module whose call is being traced into: the name of
+        that call (``dec.blk`` for a block shared as ``encoder.blk`` too), which names its nodes' submodule (the
+        report's, SLLConfig's, set_eps's); the targets of a graph keep the first names."""
+        current = self._sll_path
+        if current is not None and current[0] is mod:
+            self._sll_path = None
+            return current[1]
+        return super().path_of_module(mod)
 
 
 def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:

@@ -677,23 +677,47 @@ class _SharedBlock(nn.Module):  # encoder.blk is dec.blk
         return self.encoder(x) + 10 * self.dec(x)
 
 
-@pytest.mark.parametrize("config", [dict(module_eps={"encoder": 0.1, "dec": 0.3}), dict(module_eps={"dec": 0.3}),
-                                    dict(module_mode={"encoder": "hard"}), dict(skip=("encoder",))])
-def test_a_setting_covering_only_some_paths_of_a_shared_module_is_refused(config):
-    """Before: the shared block's nodes were named by its first path, so skip=("encoder",) also left the call
-    through dec hard and unreported (gradient 0), and module_eps for dec reached it or not by dict order."""
-    with pytest.raises(ValueError, match=r"shares with another parent .*\nFix: name the shared module itself "
-                                         r"\('encoder.blk'"):
-        sll_fx.linearize_module(_SharedBlock(), SLLConfig(eps=0.05, **config), verbose=False)
+def _eps_and_modes(gm):
+    return [(e.module, e.eps, e.mode) for e in gm.sll_report.rewritten]
 
 
-def test_a_shared_module_is_set_by_its_first_name_and_its_other_names_are_refused():
-    model = _SharedBlock()
-    gm = sll_fx.linearize_module(model, SLLConfig(eps=0.05, module_eps={"encoder.blk": 0.2}), verbose=False)
-    assert [e.eps for e in gm.sll_report.rewritten] == [0.2, 0.2]
-    with pytest.raises(ValueError, match=r"'dec.blk' is another name of the submodule 'encoder.blk'.*\nFix: use "
-                                         r"'encoder.blk'"):
-        sll_fx.linearize_module(model, SLLConfig(eps=0.05, module_eps={"dec.blk": 0.2}), verbose=False)
-    shared_layers = nn.Sequential(*[_Blk()] * 3)  # ALBERT-style: one block, three names
-    gm = sll_fx.linearize_module(shared_layers, SLLConfig(eps=0.05, module_eps={"0": 0.2}), verbose=False)
+@pytest.mark.parametrize("config, expected", [
+    (dict(module_eps={"encoder": 0.1, "dec": 0.3}), [("encoder.blk", 0.1, "linear"), ("dec.blk", 0.3, "linear")]),
+    (dict(module_eps={"dec": 0.3, "encoder": 0.1}), [("encoder.blk", 0.1, "linear"), ("dec.blk", 0.3, "linear")]),
+    (dict(module_eps={"dec": 0.3}), [("encoder.blk", 0.05, "linear"), ("dec.blk", 0.3, "linear")]),
+    (dict(module_eps={"dec.blk": 0.3}), [("encoder.blk", 0.05, "linear"), ("dec.blk", 0.3, "linear")]),
+    (dict(module_eps={"encoder.blk": 0.2}), [("encoder.blk", 0.2, "linear"), ("dec.blk", 0.05, "linear")]),
+    (dict(module_eps={_Blk: 0.2}), [("encoder.blk", 0.2, "linear"), ("dec.blk", 0.2, "linear")]),
+    (dict(module_mode={"encoder": "hard"}), [("encoder.blk", 0.05, "hard"), ("dec.blk", 0.05, "linear")]),
+    (dict(skip=("encoder",)), [("dec.blk", 0.05, "linear")]),
+])
+def test_a_module_shared_by_two_parents_takes_the_setting_of_the_parent_calling_it(config, expected):
+    """Before: the shared block's nodes were named by its first path (encoder.blk), so skip=("encoder",) also left
+    the call through dec hard and unreported (gradient 0), module_eps for dec reached it or not by dict order, and
+    'dec.blk' was 'no submodule named'.  Each call is now named by the path it was made through."""
+    gm = sll_fx.linearize_module(_SharedBlock(), SLLConfig(eps=0.05, **config), verbose=False)
+    assert _eps_and_modes(gm) == expected
+    if "skip" in config:
+        x = torch.tensor([0.48, 1.52], requires_grad=True)
+        gm(x).sum().backward()
+        assert x.grad.tolist() == [100.0, 100.0]  # 10 * 1/(2 * 0.05), through dec
+    assert sll_fx.set_eps(sll_fx.linearize_module(_SharedBlock(), 0.05, verbose=False), 0.2, where="dec") == ["round_2"]
+
+
+def test_another_name_of_a_module_called_by_iterating_is_refused_with_its_first_name():
+    """ALBERT-style: three names of one block, called by iterating the container: every call is named 'layers.0'."""
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([_Blk()] * 3)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x) * 1.5
+            return x
+
+    with pytest.raises(ValueError, match=r"'layers.2' is another name of the submodule 'layers.0'.*\nFix: use "
+                                         r"'layers.0'"):
+        sll_fx.linearize_module(Shared(), SLLConfig(eps=0.05, module_eps={"layers.2": 0.2}), verbose=False)
+    gm = sll_fx.linearize_module(Shared(), SLLConfig(eps=0.05, module_eps={"layers.0": 0.2}), verbose=False)
     assert [e.eps for e in gm.sll_report.rewritten] == [0.2, 0.2, 0.2]

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from torch import nn
+from torch import autocast, nn  # (autocast: a global named like _Flagged's flag)
 
 import sll_fx
 from sll_fx.grad_regions import detached
@@ -387,3 +387,25 @@ def test_an_attribute_read_keeps_the_grad_mode_it_was_written_in(early):
         assert model.lin.weight.grad.abs().sum() > 0 and expected.abs().sum() == 0
     else:  # only through h.sum(): the same as the model's
         assert torch.equal(model.lin.weight.grad, expected)
+
+
+class _FlagNamedLikeABlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+        self.autocast = False  # a plain flag, named like the torch.autocast this file imports
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.autocast:
+            h = h * 2
+        return torch.sign(h)
+
+
+def test_an_attribute_named_like_a_mode_block_is_no_block():
+    """Before: self.autocast resolved to the global torch.autocast (imported here), so the module was kept opaque and
+    its sign left hard (weight gradient 0)."""
+    assert autocast is torch.autocast
+    gm = sll_fx.linearize_module(_FlagNamedLikeABlock(), eps=0.1, verbose=False)
+    assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]

@@ -342,3 +342,34 @@ def test_a_selection_whose_input_is_written_between_its_index_and_its_mask_stays
         with torch.no_grad():
             assert torch.equal(gm(x), model(x))
             assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+class _OpaqueWriter(nn.Module):  # kept opaque (a data-dependent branch); doubles its input in place
+    def forward(self, a):
+        if a.sum() > -1e9:
+            a.mul_(2)
+        return a
+
+
+class _CastsIntoAnOpaqueWriter(_Lin):
+    def __init__(self):
+        super().__init__()
+        self.w = _OpaqueWriter()
+
+    def forward(self, x):
+        h = self.lin(x)
+        c = h > 0
+        a, b = c.float(), c.float()
+        self.w(a)  # writes a only
+        return a + b + h
+
+
+def test_a_module_kept_opaque_may_write_what_it_is_given():
+    """Before: the two casts were one tensor, so the opaque module's write reached b too (4 where the model gives 3)."""
+    x = _inputs()
+    model = _CastsIntoAnOpaqueWriter()
+    for mode in ("linear", "hard"):
+        gm = sll_fx.linearize_module(model, eps=1e-3, mode=mode, verbose=False)
+        assert [o.path for o in gm.sll_report.opaque] == ["w"]
+        with torch.no_grad():
+            assert torch.equal(gm(x[1:]), model(x[1:]))

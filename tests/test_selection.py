@@ -133,8 +133,6 @@ SELECTIONS = [
         "Tensor.lt", "where", -1, lambda m: m.t, lambda m, x: m.b, lambda m, x: x * m.a),
     Sel("masked_fill_scalar", lambda m, x: x.masked_fill(x < 0.3, 0.0), "Tensor.masked_fill", "lt", "x < t",
         "masked_fill", -1, lambda m: 0.3, lambda m, x: 0.0, lambda m, x: x),
-    Sel("masked_fill_neg_inf", lambda m, x: x.masked_fill(x <= m.t, float("-inf")), "Tensor.masked_fill", "le",
-        "x <= t", "masked_fill", -1, lambda m: m.t, lambda m, x: -INF, lambda m, x: x, finite=False),
     Sel("masked_fill_tensor_value", lambda m, x: x.masked_fill(x > m.t, m.a), "Tensor.masked_fill", "gt",
         "x > t", "masked_fill", +1, lambda m: m.t, lambda m, x: m.a, lambda m, x: x),
     Sel("masked_fill_buffer_value", lambda m, x: (x * 3).masked_fill(torch.ge(x, m.t), m.v), "Tensor.masked_fill",
@@ -290,19 +288,28 @@ def test_where_gradient_values_by_hand():
     torch.testing.assert_close(m.b.grad, torch.tensor(0.25))
 
 
-def test_masked_fill_neg_inf_gradient_is_finite():
-    """A jump to -inf has no finite slope: no gradient to the threshold, the kept branch's own to x."""
-    sp = next(s for s in SELECTIONS if s.id == "masked_fill_neg_inf")
-    model = Outer(sp.fn)
-    m = model.body
+@pytest.mark.parametrize("fill", [float("-inf"), float("inf"), -3.0e38])
+def test_masked_fill_with_an_infinite_fill_stays_hard(fill):
+    """A blend with -inf is -inf across the band: linear mode masked the entries inside the band that the hard model
+    keeps, gave the threshold no gradient and fully masked rows NaN gradients; hard mode only scaled the kept
+    entries' gradient down.  Left hard now, with the reason (a finite fill is linearized)."""
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Parameter(torch.tensor(0.3))
+
+        def forward(self, x):
+            return x.masked_fill(x <= self.t, fill)
+
+    model = Body()
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
-    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]], requires_grad=True)   # t = 0.3, band to 0.4
-    y = gm(x)
-    torch.softmax(y, -1)[0, -1].backward()
-    assert torch.isfinite(x.grad).all()
-    assert x.grad[0, 4:].abs().sum() > 0   # the unmasked entries (s = 0 beyond the band)
-    assert m.t.grad is None or float(m.t.grad) == 0.0
-    assert torch.equal(torch.isneginf(y), torch.tensor([[True, True, True, True, False, False]]))
+    assert not gm.sll_report.rewritten
+    entry = next(e for e in gm.sll_report.hard if e.op == "Tensor.masked_fill")
+    assert f"a branch of {fill!r}" in entry.reason and "a finite fill" in entry.reason
+    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]])
+    assert torch.equal(gm(x), model(x))
+    finite = sll_fx.linearize_module(Outer(lambda m, x: x.masked_fill(x <= m.t, -1e4)), eps=EPS, verbose=False)
+    assert [e.replacement for e in finite.sll_report.rewritten] == ["sll.compare(le)", "sll.select(masked_fill)"]
 
 
 @pytest.mark.parametrize("sp", SELECTIONS, ids=SEL_IDS)
@@ -1286,3 +1293,11 @@ def test_a_comparison_with_an_element_of_its_own_input_stays_hard_with_the_fix(s
     (entry,) = gm.sll_report.hard
     assert "its threshold is an element of its input" in entry.reason and ".scatter(-1, x.topk(k" in entry.reason
     assert torch.equal(gm(g), model(g))
+
+
+def test_a_comparison_reaching_a_where_through_a_view_says_to_compare_after_the_view():
+    """The reason said "cast it with .float() to linearize", which makes torch.where raise (a float condition)."""
+    model = Outer(lambda m, x: torch.where((x.sum(-1) > m.t).unsqueeze(-1), x, 0.0))
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    (entry,) = [e for e in gm.sll_report.hard if e.op != "torch.where"]
+    assert "compare after the view to linearize: x.unsqueeze(1) > t" in entry.reason
