@@ -32,8 +32,6 @@ from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes
 
-from sll_fx.tracer import torch_leaf
-
 from ._spellings import _op_name
 from ._uses import _CAST_METHODS, _PASS_ATTRS, _mutated, _writes_first
 
@@ -120,9 +118,11 @@ def _written(gm: GraphModule, node: Node, memo: dict | None) -> list[Node]:
     if node.op == "call_function" and node.kwargs.get("inplace") is True:
         return [node.args[0]]
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        if not torch_leaf(module):  # (kept opaque or skipped: Python code that may write any tensor it is given)
-            return [a for a in node.all_input_nodes]
+        module = gm
+        for name in node.target.split("."):  # (gm.get_submodule, without its checks: one per call_module node)
+            module = module._modules[name]
+        if not type(module).__module__.startswith("torch."):  # (a module of the user's, kept opaque or skipped:
+            return list(node.all_input_nodes)                 #  Python code that may write what it is given)
         if getattr(module, "inplace", False) is True:
             return [node.args[0]]
     return []

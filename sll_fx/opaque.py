@@ -584,9 +584,15 @@ def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: i
             memo[key] = shared
     if owner is None:
         return shared
-    state = owner.__dict__
+    own = _own_referenced(fn, owner, depth)
+    return shared + own if own else shared
+
+
+def _own_referenced(fn: types.FunctionType, owner: nn.Module, depth: int = 3) -> list:
+    """The part of :func:`_referenced` that depends on ``owner`` itself: its instance attributes ``fn`` names."""
+    names, state = _names_in(fn.__code__), owner.__dict__
     own = [state[n] for n in names if n in state]
-    return shared + _expand(own, names, depth) if own else shared
+    return _expand(own, names, depth) if own else []
 
 
 @functools.lru_cache(maxsize=4096)  # (code objects do not change)
@@ -729,8 +735,24 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
     fn = forward_of(module)
     if fn is None:
         return [], []
+    memo = scans.references if scans is not None else None
+    if memo is None:
+        return _modes_of(fn, _referenced(fn, module))
+    key = ("modes", fn, type(module))  # (what does not depend on the instance: once per function and class)
+    shared = memo.get(key)
+    if shared is None:
+        _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
+        shared = memo[key] = _modes_of(fn, memo[(fn, type(module))])
+    own = _modes_of(fn, _own_referenced(fn, module))
+    if not own[0] and not own[1]:
+        return list(shared[0]), list(shared[1])
+    return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
+
+
+def _modes_of(fn: types.FunctionType, objects: list) -> tuple[list[str], list[str]]:
+    """:func:`mode_scan`'s answer for the objects ``objects`` that ``fn`` references."""
     read, entered = [], []
-    for obj in _referenced(fn, module, memo=scans.references if scans is not None else None):
+    for obj in objects:
         try:
             name = _MODE_READERS.get(obj)
         except TypeError:  # (unhashable)
