@@ -121,9 +121,9 @@ def _written(gm: GraphModule, node: Node, memo: dict | None) -> list[Node]:
         module = gm
         for name in node.target.split("."):  # (gm.get_submodule, without its checks: one per call_module node)
             module = module._modules[name]
-        if not type(module).__module__.startswith("torch."):  # (a module of the user's, kept opaque or skipped:
-            return list(node.all_input_nodes)                 #  Python code that may write what it is given)
-        if getattr(module, "inplace", False) is True:
+        if any(not type(m).__module__.startswith("torch.") for m in module.modules()):  # (a module of the user's,
+            return list(node.all_input_nodes)  # kept opaque or skipped, or in a container: its Python code may write
+        if any(getattr(m, "inplace", False) is True for m in module.modules()):  # what it is given)
             return [node.args[0]]
     return []
 

@@ -71,7 +71,7 @@ def _max_one_hot(node: Node) -> tuple[bool, int] | None:
 _ORDER_STATISTICS = frozenset(("max", "min", "amax", "amin", "topk", "kthvalue", "sort", "msort", "median",
                                "nanmedian", "cummax", "cummin"))
 _THROUGH = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "detach",
-                      "contiguous", "narrow", "select", "t", "transpose", "permute"))
+                      "contiguous", "t", "transpose", "permute"))
 
 
 def _order_statistic_of(threshold, x: Node) -> Node | None:
@@ -87,11 +87,33 @@ def _order_statistic_of(threshold, x: Node) -> Node | None:
             continue
         name = _op_name(node)
         if name in _ORDER_STATISTICS:
-            return node if _arg(node, 0, "input") is x else None
-        if name not in _THROUGH:
+            return node if _same_value(_base(_arg(node, 0, "input")), _base(x)) else None
+        if name not in _THROUGH and name not in ("narrow", "select"):  # (an element of the values: still one)
             return None
         node = node.args[0]
     return None
+
+
+def _base(node):
+    """``node`` without the views, detaches and copies around it (``g.detach()``, ``g.unsqueeze(1)``: ``g``)."""
+    for _ in range(6):
+        if not (isinstance(node, Node) and node.op in ("call_function", "call_method") and node.args
+                and isinstance(node.args[0], Node) and (_op_name(node) in _THROUGH or _op_name(node) == "clone")):
+            return node
+        node = node.args[0]
+    return node
+
+
+def _same_value(a, b, depth: int = 4) -> bool:
+    """Do ``a`` and ``b`` compute the same value: the same node, or the same call of the same values
+    (``g.softmax(-1)`` written twice), ``depth`` calls deep?"""
+    if a is b:
+        return True
+    if not (isinstance(a, Node) and isinstance(b, Node)) or depth == 0 or a.op != b.op or \
+            a.op not in ("call_function", "call_method") or a.target != b.target or a.kwargs != b.kwargs \
+            or len(a.args) != len(b.args) or a.is_impure():
+        return False
+    return all(_same_value(u, v, depth - 1) if isinstance(u, Node) else u == v for u, v in zip(a.args, b.args))
 
 
 def _argmax_args(node: Node) -> tuple:

@@ -277,6 +277,30 @@ class _Planner:
         lo, hi = self.order[first], self.order[last]
         return [w for w in index.get(_alias_root(x, roots), ()) if lo < self.order[w] < hi]
 
+    def _constant_fill(self, value) -> float | None:
+        """The one number ``value``, a selection's branch, holds everywhere, where the graph tells: a Python number,
+        ``x.new_tensor(v)``, ``torch.full_like(x, v)``, ``x.new_full(shape, v)``, ``torch.tensor(v)``, or a
+        tensor attribute (a buffer) holding one value; else None."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, Node):
+            return None
+        if value.op == "get_attr":
+            t = dtypes.fetch_attr(self.gm, value.target)
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= 4096 and t.device.type != "meta":
+                first = t.reshape(-1)[0]
+                if bool((t == first).all()) or bool(torch.isnan(t).all()):
+                    return float(first)
+            return None
+        name = _op_name(value)
+        index = {"full_like": 1, "new_full": 2 if value.op == "call_method" else None, "new_tensor": 1,
+                 "tensor": 0}.get(name)
+        if index is None or value.op == "call_function" and name in ("new_full", "new_tensor"):
+            return None
+        arg = value.args[index] if len(value.args) > index else value.kwargs.get(
+            {"full_like": "fill_value", "new_full": "fill_value", "new_tensor": "data", "tensor": "data"}[name])
+        return float(arg) if isinstance(arg, (int, float)) and not isinstance(arg, bool) else None
+
     def _writers_through_views(self, value: Node, users: list[Node]) -> list[Node]:
         """Those of ``value``'s ``users`` that write it in place (``r.sign_()``), and the nodes that write it through a
         view among them (``r.view(-1).sign_()``, ``r.t().clamp_(0, 1)``), in graph order."""
@@ -560,7 +584,7 @@ class _Planner:
                     (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
         values = [operands[rule.operands.index(n)] for n in (("value",) if rule.select_op == "masked_fill" else
                                                               ("input", "other"))]
-        if extreme := [v for v in values if isinstance(v, float) and not abs(v) < 1e35]:  # masked_fill(m, -inf)
+        if extreme := [f for v in values if (f := self._constant_fill(v)) is not None and not abs(f) < 1e35]:
             return self._hard(node, rule, f"a branch of {extreme[0]!r}: a blend with it is {extreme[0]!r} (or "
                                           "overflows) across the band, where no gradient passes, so the rewrite "
                                           "would only change values, left hard (a finite fill, e.g. -1e4 for "

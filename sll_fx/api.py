@@ -7,6 +7,8 @@ parameter and buffer with the input and has the same ``state_dict()`` keys.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import fx
 
@@ -95,6 +97,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
                          "sll_fx.calibrate(gm, x) on a batch")
     if config.auto:
         check_steps(calibrate_steps)
+    if example_inputs is not None:
+        _check_example_inputs(model, example_inputs)
     exported_graph = exported.is_exported_graph(model)
     other_names = config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:
@@ -108,8 +112,6 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         inputs = None if path else example_inputs
         if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
-        if inputs is not None and not path:
-            _check_example_inputs(g, inputs)
         g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
@@ -117,6 +119,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     gm = map_graphs(top, linearize, RewriteReport(mode=config.mode, method=config.method, auto=config.auto))
     if other_names:
         config.check_reached(model, gm, other_names)
+    if not exported_graph:
+        config.check_opaque_shared(model, [o.path for o in gm.sll_report.opaque if o.path])
     skipped = {id(m) for m in config.skipped_modules(model)}
     if skipped:  # (listed in the report, outermost only: what is inside them is not looked into)
         paths = [p for p, m in model.named_modules() if id(m) in skipped]
@@ -135,22 +139,22 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     return gm
 
 
-def _check_example_inputs(gm: fx.GraphModule, inputs) -> None:
-    """``example_inputs`` must be a tuple (or list) with one value per input of the forward (those with a default
-    may be left out): a bare tensor, or too few or too many values, were ignored silently (dtypes then came from the
-    graph alone)."""
+def _check_example_inputs(model: torch.nn.Module, inputs) -> None:
+    """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally: a bare tensor,
+    or too few or too many values, were ignored silently (dtypes then came from the graph alone)."""
     if not isinstance(inputs, (tuple, list)):
         raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
                         f"{type(inputs).__name__}\nFix: example_inputs=(x,)")
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if any(n.target.startswith("*") for n in placeholders):
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # (a forward whose signature Python cannot read: nothing to check)
         return
-    required = sum(1 for n in placeholders if not n.args)
-    if not required <= len(inputs) <= len(placeholders):
-        names = ", ".join(n.target for n in placeholders)
-        raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), the traced forward takes "
-                        f"{required if required == len(placeholders) else f'{required} to {len(placeholders)}'} "
-                        f"({names})\nFix: one value per input, in the forward's order")
+    try:
+        signature.bind(*inputs)
+    except TypeError as e:
+        raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), which {type(model).__name__}"
+                        f".forward{signature} does not take: {e}\nFix: one value per input, in the forward's "
+                        "order") from None
 
 
 def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:

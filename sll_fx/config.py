@@ -178,6 +178,36 @@ class SLLConfig:
                                      f"(submodules: {', '.join(sorted(n for n in first if n)) or 'none'})")
         return others
 
+    def check_opaque_shared(self, model: nn.Module, opaque_paths: list[str]) -> None:
+        """No ``module_eps``/``module_mode`` name covers some but not all the paths of a shared submodule kept
+        opaque (``opaque_paths``: the report's): its copy, with one graph for every call, is named by its first
+        path, so a setting for one parent would reach every call of it, or none."""
+        keys = [k for k in (*self.module_eps, *self.module_mode) if isinstance(k, str)]
+        if not keys or not opaque_paths:
+            return
+        every: dict[int, list[str]] = {}
+        for p, m in model.named_modules(remove_duplicate=False):
+            every.setdefault(id(m), []).append(p)
+        under = lambda p, k: p == k or p.startswith(k + ".")  # noqa: E731
+        for path in opaque_paths:
+            try:
+                paths = every.get(id(model.get_submodule(path)), [])
+            except AttributeError:
+                continue
+            if len(paths) < 2:
+                continue
+            for key in keys:
+                if under(key, path):  # (the module itself, by its first name, or inside it: every call)
+                    continue
+                covered = [p for p in paths if under(p, key)]
+                if covered and len(covered) < len(paths):
+                    raise ValueError(
+                        f"SLLConfig: the setting for {key!r} covers {covered[0]!r}, a submodule kept opaque that is "
+                        f"shared with another parent (also {next(p for p in paths if p not in covered)!r}): its copy "
+                        f"runs one graph for every call, named by its first path {path!r}, so the setting cannot "
+                        f"reach only the calls through {key!r}\nFix: set it for {path!r} (every call of it), or give "
+                        "each parent its own copy of the module")
+
     @staticmethod
     def check_reached(model: nn.Module, gm: nn.Module, names: list[str]) -> None:
         """Each of ``names`` (other names of shared submodules, :meth:`check_against`) named a call the trace made:

@@ -742,15 +742,32 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
     shared = memo.get(key)
     if shared is None:
         _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
-        shared = memo[key] = _modes_of(fn, memo[(fn, type(module))])
-    own = _modes_of(fn, _own_referenced(fn, module))
+        objects = memo[(fn, type(module))]
+        read, entered = _modes_of(fn, objects)
+        for method in _methods_called(fn, module, objects):  # (a block in a method it calls: self.part(x))
+            entered += [b for b in _modes_of(method, _referenced(method, module, memo=memo), own=False)[1]
+                        if b not in entered]
+        shared = memo[key] = (read, entered)
+    own = _modes_of(fn, _own_referenced(fn, module), own=True)
     if not own[0] and not own[1]:
         return list(shared[0]), list(shared[1])
     return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
 
 
-def _modes_of(fn: types.FunctionType, objects: list) -> tuple[list[str], list[str]]:
-    """:func:`mode_scan`'s answer for the objects ``objects`` that ``fn`` references."""
+def _methods_called(fn: types.FunctionType, module: nn.Module, objects: list) -> list[types.FunctionType]:
+    """The plain methods of ``module``'s own classes among the objects ``fn`` references (``self.part``)."""
+    klasses = [k for k in type(module).__mro__ if _user_class(k) and not issubclass(nn.Module, k)]
+    found = []
+    for obj in objects:
+        if isinstance(obj, types.FunctionType) and obj is not fn and not hasattr(obj, "__wrapped__") and any(
+                vars(k).get(obj.__name__) is obj for k in klasses) and obj not in found:
+            found.append(obj)
+    return found
+
+
+def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:
+    """:func:`mode_scan`'s answer for the objects ``objects`` that ``fn`` references (``own``: the instance's
+    attributes, ``self.amp = torch.autocast``: a block class found there is one, whatever name loads it)."""
     read, entered = [], []
     for obj in objects:
         try:
@@ -762,7 +779,7 @@ def _modes_of(fn: types.FunctionType, objects: list) -> tuple[list[str], list[st
                 read.append(name)
             continue
         name = _mode_block(obj)
-        if name is not None and name not in entered and (not isinstance(obj, type) or _loaded_as(fn, obj)):
+        if name is not None and name not in entered and (own or not isinstance(obj, type) or _loaded_as(fn, obj)):
             entered.append(name)
     return read, entered
 

@@ -142,7 +142,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import itertools
 import linecache
 import os
 import re
@@ -852,7 +851,7 @@ def _name_concrete_inputs(graph: fx.Graph, concrete_args: dict) -> None:
     ``gm(x, flag=False)`` was "an unexpected keyword argument 'flag'" and ``gm(x)`` failed fx's check.  The
     placeholder takes the argument's name and the fixed value as its default (a call passing another value
     still fails that check, with fx's message)."""
-    inputs = list(itertools.takewhile(lambda n: n.op == "placeholder", graph.nodes))
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]  # (fx's checks of earlier ones may come between)
     taken = {n.target for n in inputs}
     for node in inputs:
         name = node.target[:-2] if isinstance(node.target, str) and node.target.endswith("_1") else None

@@ -721,3 +721,36 @@ def test_another_name_of_a_module_called_by_iterating_is_refused_with_its_first_
         sll_fx.linearize_module(Shared(), SLLConfig(eps=0.05, module_eps={"layers.2": 0.2}), verbose=False)
     gm = sll_fx.linearize_module(Shared(), SLLConfig(eps=0.05, module_eps={"layers.0": 0.2}), verbose=False)
     assert [e.eps for e in gm.sll_report.rewritten] == [0.2, 0.2, 0.2]
+
+
+class _Untraceable(nn.Module):  # kept opaque (a data-dependent branch); its child is traced
+    def __init__(self):
+        super().__init__()
+        self.inner = _Blk()
+
+    def forward(self, x):
+        if x.sum() > -1e9:
+            return self.inner(x)
+        return x
+
+
+class _SharedOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder, self.dec = _Parent(blk), _Parent(blk)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+@pytest.mark.parametrize("config", [dict(module_mode={"dec": "hard"}), dict(module_eps={"dec": 0.01}),
+                                    dict(module_eps={"encoder": 0.01})])
+def test_a_setting_for_one_parent_of_a_shared_opaque_module_is_refused(config):
+    """Its copy runs one graph for every call, named by its first path: the setting for dec was accepted and did
+    nothing (gm 4.5 at x = 0.455, as with no setting, where a traced block gives 5.0)."""
+    with pytest.raises(ValueError, match=r"kept opaque that is shared with another parent.*\nFix: set it for "
+                                         r"'encoder.blk'"):
+        sll_fx.linearize_module(_SharedOpaque(), SLLConfig(eps=0.1, **config), verbose=False)
+    gm = sll_fx.linearize_module(_SharedOpaque(), SLLConfig(eps=0.1, module_eps={"encoder.blk": 0.05}), verbose=False)
+    assert sll_fx.eps_state(gm) == {"encoder.blk.inner.round_1": 0.05}

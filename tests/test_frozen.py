@@ -607,3 +607,29 @@ def test_an_input_fixed_by_concrete_args_keeps_its_name_and_takes_the_fixed_valu
     other = sll_fx.linearize_module(model, eps=0.1, verbose=False, concrete_args={"flag": True})
     ep = torch.export.export(other, (x,), {"flag": True})
     assert torch.equal(ep.module()(x, flag=True), model(x))
+
+
+class _FlaggedScaled(nn.Module):
+    def forward(self, x, flag=False, scale=None):
+        y = torch.round(x * 3)
+        if flag:
+            y = y + 1
+        return y if scale is None else y * scale
+
+
+def test_a_none_fixed_by_concrete_args_keeps_its_name_too():
+    """fx puts its check of flag between the placeholders, so scale stayed scale_1."""
+    x = torch.tensor([0.2, 1.4])
+    gm = sll_fx.linearize_module(_FlaggedScaled(), eps=0.1, verbose=False, concrete_args={"flag": True, "scale": None})
+    assert torch.equal(gm(x, flag=True, scale=None), _FlaggedScaled()(x, True))
+
+
+@pytest.mark.parametrize("inputs, message", [(torch.zeros(3), "must be a tuple"), ((1, 2, 3, 4), "has 4 value")])
+def test_example_inputs_are_checked_against_the_forward_also_when_it_is_opaque(inputs, message):
+    class Opaque(nn.Module):
+        def forward(self, x, flag=False, scale=None):
+            if flag:  # (a Python branch on an input: the model is kept opaque)
+                return torch.round(x)
+            return x
+    with pytest.raises(TypeError, match=f"example_inputs {message}"):
+        sll_fx.linearize_module(Opaque(), eps=0.1, verbose=False, example_inputs=inputs)

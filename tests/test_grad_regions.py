@@ -409,3 +409,41 @@ def test_an_attribute_named_like_a_mode_block_is_no_block():
     assert autocast is torch.autocast
     gm = sll_fx.linearize_module(_FlagNamedLikeABlock(), eps=0.1, verbose=False)
     assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
+
+
+class _StoredBlockClass(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+        self.ac = torch.autocast  # the class, stored
+
+    def forward(self, x):
+        with self.ac("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+
+class _BlockInAMethod(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def part(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+    def forward(self, x):
+        return self.part(x)
+
+
+@pytest.mark.parametrize("cls", [_StoredBlockClass, _BlockInAMethod])
+def test_an_autocast_block_from_a_stored_class_or_in_a_method_keeps_its_module_opaque(cls):
+    """Before: a block class stored on the module (missed since the scan ignores self.autocast flags) and a with
+    block in a method forward calls were traced without the block: bfloat16 results under an outer autocast."""
+    gm = sll_fx.linearize_module(cls(), eps=0.1, verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == ["enters torch.autocast in forward: kept opaque so it runs "
+                                                        "under autocast"]
+    x = torch.randn(8, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gm(x).dtype == torch.float32

@@ -373,3 +373,32 @@ def test_a_module_kept_opaque_may_write_what_it_is_given():
         assert [o.path for o in gm.sll_report.opaque] == ["w"]
         with torch.no_grad():
             assert torch.equal(gm(x[1:]), model(x[1:]))
+
+
+class _AddOne(nn.Module):
+    def forward(self, a):
+        a.add_(1)
+        return a
+
+
+class _CastsIntoASkippedContainer(_Lin):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Sequential(_AddOne())
+
+    def forward(self, x):
+        h = self.lin(x)
+        c = h > 0
+        a, b = c.float(), c.float()
+        self.w(a)
+        return a + b + h
+
+
+def test_a_container_holding_a_users_module_may_write_what_it_is_given():
+    """A skipped nn.Sequential(AddOne()) is a torch class; before, only the class of the module called was looked at
+    (gm 4 where the model gives 3)."""
+    x = _inputs()
+    model = _CastsIntoASkippedContainer()
+    gm = sll_fx.linearize_module(model, sll_fx.SLLConfig(eps=1e-3, skip=("w",)), verbose=False)
+    with torch.no_grad():
+        assert torch.equal(gm(x[1:]), model(x[1:]))

@@ -1301,3 +1301,56 @@ def test_a_comparison_reaching_a_where_through_a_view_says_to_compare_after_the_
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
     (entry,) = [e for e in gm.sll_report.hard if e.op != "torch.where"]
     assert "compare after the view to linearize: x.unsqueeze(1) > t" in entry.reason
+
+
+class _TensorFills(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling = spelling
+        self.t = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("neg", torch.tensor(float("-inf")))
+
+    def forward(self, x):
+        m = x < self.t
+        if self.spelling == "new_tensor":
+            return x.masked_fill(m, x.new_tensor(float("-inf")))
+        if self.spelling == "full_like":
+            return torch.where(m, torch.full_like(x, float("-inf")), x)
+        return torch.where(m, self.neg, x)
+
+
+@pytest.mark.parametrize("spelling", ["new_tensor", "full_like", "buffer"])
+def test_an_infinite_fill_given_as_a_tensor_stays_hard(spelling):
+    """Before: only a Python float fill was seen; these were rewritten and masked the kept in-band entries."""
+    model = _TensorFills(spelling)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert any("a branch of -inf" in (e.reason or "") for e in gm.sll_report.hard)
+    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]])
+    assert torch.equal(gm(x), model(x))
+
+
+class _OwnStatistic(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling = spelling
+
+    def forward(self, g):
+        if self.spelling == "detach":
+            return g * (g >= g.detach().max(-1, keepdim=True).values)
+        if self.spelling == "softmax twice":
+            return (g.softmax(-1) >= g.softmax(-1).amax(-1, keepdim=True)).float() * g
+        return (g.unsqueeze(1) >= g.amax(-1, keepdim=True).unsqueeze(1)).float()
+
+
+@pytest.mark.parametrize("spelling", ["detach", "softmax twice", "views"])
+def test_a_comparison_with_its_own_statistic_spelled_otherwise_stays_hard(spelling):
+    """Before: the reduction read another node than the comparison (g.detach(), a second g.softmax(-1), a view), so
+    the top entry was weighed 1/2 at every eps."""
+    g = torch.tensor([[0.1, 0.6, 0.2, 0.1]])
+    model = _OwnStatistic(spelling)
+    gm = sll_fx.linearize_module(model, eps=1e-4, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert torch.equal(gm(g).float(), model(g).float())
+    assert sll_fx.linearize_module(Outer(lambda m, x: (x > x.max() * 0.5).float() * x), eps=EPS,
+                                   verbose=False).sll_report.rewritten  # (not an element: still rewritten)
