@@ -27,7 +27,6 @@ from __future__ import annotations
 import operator
 
 import torch
-from torch import nn
 from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes
@@ -103,16 +102,18 @@ def _writes(gm: GraphModule) -> list[tuple[Node, list[Node]]]:
                 continue
         elif op != "call_module":
             continue
-        written = _written(gm, node, None)
+        written = _written(gm, node)
         if written:
             found.append((node, written))
     return found
 
 
-def _written(gm: GraphModule, node: Node, memo: dict | None) -> list[Node]:
-    """What ``node`` writes into: ``_mutated``'s answer, and the first argument of a call with ``inplace=True``
-    (``F.relu(h, inplace=True)``) or of a submodule whose ``inplace`` flag is set (``nn.ReLU(inplace=True)``)."""
-    found = _mutated(node, memo)
+def _written(gm: GraphModule, node: Node) -> list[Node]:
+    """What ``node`` writes into: ``_mutated``'s answer; the first argument of a call with ``inplace=True``
+    (``F.relu(h, inplace=True)``) or of a submodule whose ``inplace`` flag is set (``nn.ReLU(inplace=True)``); every
+    input of a submodule with a module of the user's in it (kept opaque or skipped: Python code that may write
+    what it is given)."""
+    found = _mutated(node)
     if found or not node.args or not isinstance(node.args[0], Node):
         return found
     if node.op == "call_function" and node.kwargs.get("inplace") is True:
@@ -121,9 +122,10 @@ def _written(gm: GraphModule, node: Node, memo: dict | None) -> list[Node]:
         module = gm
         for name in node.target.split("."):  # (gm.get_submodule, without its checks: one per call_module node)
             module = module._modules[name]
-        if any(not type(m).__module__.startswith("torch.") for m in module.modules()):  # (a module of the user's,
-            return list(node.all_input_nodes)  # kept opaque or skipped, or in a container: its Python code may write
-        if any(getattr(m, "inplace", False) is True for m in module.modules()):  # what it is given)
+        modules = list(module.modules())
+        if any(not type(m).__module__.startswith("torch.") for m in modules):
+            return list(node.all_input_nodes)
+        if any(getattr(m, "inplace", False) is True for m in modules):
             return [node.args[0]]
     return []
 

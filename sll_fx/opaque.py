@@ -435,13 +435,7 @@ def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
     names = _names_in(fn.__code__)
     spaces = [("global ", fn.__globals__)]
     if fn.__closure__:
-        cells = {}
-        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
-            try:
-                cells[name] = cell.cell_contents
-            except ValueError:  # (an empty cell)
-                pass
-        spaces.insert(0, ("closure variable ", cells))
+        spaces.insert(0, ("closure variable ", closure_values(fn)))
     out, classes = {}, []
     for prefix, space in spaces:
         for name in names:
@@ -569,13 +563,7 @@ def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: i
     if shared is None:
         spaces = []
         if fn.__closure__:
-            cells = {}
-            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
-                try:
-                    cells[name] = cell.cell_contents
-                except ValueError:
-                    pass
-            spaces.append(cells)
+            spaces.append(closure_values(fn))
         spaces += [fn.__globals__, vars(builtins)]
         if owner is not None:
             spaces += [vars(k) for k in type(owner).__mro__]
@@ -712,14 +700,7 @@ def _mode_block(obj) -> str | None:
     if isinstance(obj, types.FunctionType):
         if obj.__closure__ is None or not hasattr(obj, "__wrapped__"):
             return None
-        for cell in obj.__closure__:
-            try:
-                name = _mode_block(cell.cell_contents)
-            except ValueError:  # (an empty cell)
-                continue
-            if name is not None:
-                return name
-        return None
+        return next((name for v in closure_values(obj).values() if (name := _mode_block(v)) is not None), None)
     if inspect.ismethod(obj):
         obj = obj.__self__
     klass = obj if isinstance(obj, type) else type(obj)
@@ -789,16 +770,19 @@ def _loaded_as(fn: types.FunctionType, klass: type) -> bool:
     an attribute of something other than ``self`` (``torch.autocast``)?  Not when the name is only an attribute of
     ``self`` (``self.autocast``, a flag named like the block)."""
     names = _outside_self(fn.__code__)
-    cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or () if _filled(c))))
+    cells = closure_values(fn)
     return any(fn.__globals__.get(n) is klass or cells.get(n) is klass for n in names[0]) or klass.__name__ in names[1]
 
 
-def _filled(cell) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:
-        return False
-    return True
+def closure_values(fn: types.FunctionType) -> dict:
+    """``{name: value}`` of ``fn``'s closure (its empty cells left out)."""
+    out = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:  # (an empty cell)
+            pass
+    return out
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
