@@ -94,11 +94,22 @@ def _order_statistic_of(threshold, x: Node) -> Node | None:
     return None
 
 
+#: what keeps each element where it was (``_base`` looks through it; a transpose moves them)
+_IN_PLACE_OF = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "detach",
+                          "contiguous", "clone"))
+#: calls whose result is drawn at random: two of them are two draws, not one value
+_RANDOM = frozenset(("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d",
+                     "rrelu", "gumbel_softmax", "bernoulli", "uniform", "normal", "exponential", "geometric",
+                     "cauchy", "log_normal", "random", "multinomial", "poisson", "rand", "randn", "randint",
+                     "rand_like", "randn_like", "randint_like", "randperm", "native_dropout"))
+
+
 def _base(node):
-    """``node`` without the views, detaches and copies around it (``g.detach()``, ``g.unsqueeze(1)``: ``g``)."""
+    """``node`` without the views, detaches and copies around it that keep its elements in place (``g.detach()``,
+    ``g.unsqueeze(1)``: ``g``)."""
     for _ in range(6):
         if not (isinstance(node, Node) and node.op in ("call_function", "call_method") and node.args
-                and isinstance(node.args[0], Node) and (_op_name(node) in _THROUGH or _op_name(node) == "clone")):
+                and isinstance(node.args[0], Node) and _op_name(node) in _IN_PLACE_OF):
             return node
         node = node.args[0]
     return node
@@ -111,7 +122,7 @@ def _same_value(a, b, depth: int = 4) -> bool:
         return True
     if not (isinstance(a, Node) and isinstance(b, Node)) or depth == 0 or a.op != b.op or \
             a.op not in ("call_function", "call_method") or a.target != b.target or a.kwargs != b.kwargs \
-            or len(a.args) != len(b.args) or a.is_impure():
+            or len(a.args) != len(b.args) or a.is_impure() or _op_name(a) in _RANDOM:
         return False
     return all(_same_value(u, v, depth - 1) if isinstance(u, Node) else u == v for u, v in zip(a.args, b.args))
 

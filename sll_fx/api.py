@@ -98,7 +98,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if config.auto:
         check_steps(calibrate_steps)
     if example_inputs is not None:
-        _check_example_inputs(model, example_inputs)
+        _check_example_inputs(model, example_inputs, concrete_args)
     exported_graph = exported.is_exported_graph(model)
     other_names = config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:
@@ -139,9 +139,10 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     return gm
 
 
-def _check_example_inputs(model: torch.nn.Module, inputs) -> None:
-    """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally: a bare tensor,
-    or too few or too many values, were ignored silently (dtypes then came from the graph alone)."""
+def _check_example_inputs(model: torch.nn.Module, inputs, concrete_args: dict | None) -> None:
+    """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally, with
+    ``concrete_args`` for the rest: a bare tensor, or too few or too many values, were ignored silently (dtypes then
+    came from the graph alone)."""
     if not isinstance(inputs, (tuple, list)):
         raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
                         f"{type(inputs).__name__}\nFix: example_inputs=(x,)")
@@ -149,8 +150,9 @@ def _check_example_inputs(model: torch.nn.Module, inputs) -> None:
         signature = inspect.signature(model.forward)
     except (TypeError, ValueError):  # (a forward whose signature Python cannot read: nothing to check)
         return
+    taken = list(signature.parameters)[:len(inputs)]
     try:
-        signature.bind(*inputs)
+        signature.bind(*inputs, **{k: v for k, v in (concrete_args or {}).items() if k not in taken})
     except TypeError as e:
         raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), which {type(model).__name__}"
                         f".forward{signature} does not take: {e}\nFix: one value per input, in the forward's "

@@ -725,7 +725,7 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
         _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
         objects = memo[(fn, type(module))]
         read, entered = _modes_of(fn, objects)
-        for method in _methods_called(fn, module, objects):  # (a block in a method it calls: self.part(x))
+        for method in _methods_called(fn, module):  # (a block in a method it calls: self.part(x))
             entered += [b for b in _modes_of(method, _referenced(method, module, memo=memo), own=False)[1]
                         if b not in entered]
         shared = memo[key] = (read, entered)
@@ -735,15 +735,54 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
     return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
 
 
-def _methods_called(fn: types.FunctionType, module: nn.Module, objects: list) -> list[types.FunctionType]:
-    """The plain methods of ``module``'s own classes among the objects ``fn`` references (``self.part``)."""
+def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 3) -> list[types.FunctionType]:
+    """The functions behind the attributes ``fn`` reads on ``self`` that ``module``'s own classes define: methods,
+    static and class methods, property getters (``self.part(x)``, ``with self.fp32:``), and theirs in turn, ``depth``
+    calls deep.  Not ``self.enc.encode``: an attribute of another object."""
     klasses = [k for k in type(module).__mro__ if _user_class(k) and not issubclass(nn.Module, k)]
-    found = []
-    for obj in objects:
-        if isinstance(obj, types.FunctionType) and obj is not fn and not hasattr(obj, "__wrapped__") and any(
-                vars(k).get(obj.__name__) is obj for k in klasses) and obj not in found:
-            found.append(obj)
+    found, todo = [], [(fn, 0)]
+    while todo:
+        f, level = todo.pop()
+        if level >= depth:
+            continue
+        for name in _self_attributes(f.__code__):
+            raw = next((vars(k)[name] for k in klasses if name in vars(k)), None)
+            g = raw.fget if isinstance(raw, property) else getattr(raw, "__func__", raw)
+            if isinstance(g, types.FunctionType) and g is not fn and g not in found and not hasattr(g, "__wrapped__"):
+                found.append(g)
+                todo.append((g, level + 1))
     return found
+
+
+def called_by_parent(model: nn.Module, path: str) -> bool:
+    """May the submodule at ``path`` of ``model`` be called through that path: its parent is a container
+    (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``, a module without a forward of its own), or its
+    parent's forward (or a method that forward calls) reads it as ``self.<name>``?  The model itself: yes."""
+    if not path:
+        return True
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path)
+    fn = forward_of(parent)
+    if fn is None or isinstance(parent, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        return True
+    return name in _self_attributes(fn.__code__) or any(name in _self_attributes(g.__code__)
+                                                        for g in _methods_called(fn, parent))
+
+
+@functools.lru_cache(maxsize=1024)  # (code objects do not change)
+def _self_attributes(code: types.CodeType) -> frozenset[str]:
+    """The attribute names ``code`` (nested code included) loads from its first argument, ``self``."""
+    found = set()
+    for c in code_objects(code):
+        this = c.co_varnames[0] if c.co_argcount else None
+        before = None
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and before is not None and \
+                    before.opname.startswith("LOAD_FAST") and before.argval == this:
+                found.add(ins.argval)
+            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
+                before = ins
+    return frozenset(found)
 
 
 def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:

@@ -754,3 +754,18 @@ def test_a_setting_for_one_parent_of_a_shared_opaque_module_is_refused(config):
         sll_fx.linearize_module(_SharedOpaque(), SLLConfig(eps=0.1, **config), verbose=False)
     gm = sll_fx.linearize_module(_SharedOpaque(), SLLConfig(eps=0.1, module_eps={"encoder.blk": 0.05}), verbose=False)
     assert sll_fx.eps_state(gm) == {"encoder.blk.inner.round_1": 0.05}
+
+
+class _UnusedAlias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(4, 4), _Untraceable())
+        self.last = self.layers[-1]  # a convenience alias no forward calls
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_an_alias_no_forward_calls_does_not_count_as_another_parent():
+    gm = sll_fx.linearize_module(_UnusedAlias(), SLLConfig(eps=0.1, module_eps={"layers": 0.05}), verbose=False)
+    assert list(sll_fx.eps_state(gm).values()) == [0.05]

@@ -633,3 +633,18 @@ def test_example_inputs_are_checked_against_the_forward_also_when_it_is_opaque(i
             return x
     with pytest.raises(TypeError, match=f"example_inputs {message}"):
         sll_fx.linearize_module(Opaque(), eps=0.1, verbose=False, example_inputs=inputs)
+
+
+def test_example_inputs_with_concrete_args_for_the_rest_are_accepted():
+    class Required(nn.Module):
+        def forward(self, x, flag):
+            return torch.round(x) if flag else x
+
+    class KeywordOnly(nn.Module):
+        def forward(self, x, *, scale):
+            return torch.round(x * scale)
+
+    x = torch.tensor([0.2, 1.4])
+    for model, fixed in ((Required(), {"flag": True}), (KeywordOnly(), {"scale": 2.0})):
+        gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=(x,), concrete_args=fixed)
+        assert gm.sll_report.rewritten

@@ -447,3 +447,69 @@ def test_an_autocast_block_from_a_stored_class_or_in_a_method_keeps_its_module_o
     x = torch.randn(8, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gm(x).dtype == torch.float32
+
+
+class _Enc(nn.Module):
+    def encode(self, x):
+        return torch.sign(x)
+
+    def forward(self, x):
+        return self.encode(x)
+
+
+class _NamesAChildsMethod(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = _Enc()
+
+    def encode(self, x):  # an inference helper forward never calls
+        with torch.autocast("cpu", enabled=False):
+            return x
+
+    def forward(self, x):
+        return self.enc.encode(x) + torch.round(x)
+
+
+def test_a_method_named_like_one_forward_calls_on_a_child_is_not_scanned():
+    """Before: self.enc.encode made the scan read the model's own encode (its autocast block): everything opaque."""
+    gm = sll_fx.linearize_module(_NamesAChildsMethod(), eps=0.1, verbose=False)
+    assert not gm.sll_report.opaque and len(gm.sll_report.rewritten) == 2
+
+
+class _Deep(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.spelling = nn.Linear(4, 4), spelling
+
+    def inner(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+    def part(self, x):
+        return self.inner(x)
+
+    @staticmethod
+    def static(lin, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(lin(x.float()) * 4)
+
+    @property
+    def fp32(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def forward(self, x):
+        if self.spelling == "depth 2":
+            return self.part(x)
+        if self.spelling == "staticmethod":
+            return self.static(self.lin, x)
+        with self.fp32:
+            return torch.round(self.lin(x.float()) * 4)
+
+
+@pytest.mark.parametrize("spelling", ["depth 2", "staticmethod", "property"])
+def test_an_autocast_block_two_calls_deep_in_a_staticmethod_or_a_property_is_found(spelling):
+    gm = sll_fx.linearize_module(_Deep(spelling), eps=0.1, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == [""]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gm(torch.randn(8, 4)).dtype == torch.float32

@@ -1354,3 +1354,13 @@ def test_a_comparison_with_its_own_statistic_spelled_otherwise_stays_hard(spelli
     assert torch.equal(gm(g).float(), model(g).float())
     assert sll_fx.linearize_module(Outer(lambda m, x: (x > x.max() * 0.5).float() * x), eps=EPS,
                                    verbose=False).sll_report.rewritten  # (not an element: still rewritten)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: (F.dropout(x, 0.5, True) > F.dropout(x, 0.5, True).amax(-1, keepdim=True)).float() * x,
+    lambda m, x: (x.t() > x.amax(-1, keepdim=True)).float() * x.t(),
+], ids=["two dropout draws", "a transpose"])
+def test_not_an_order_statistic_of_its_own_input_stays_rewritten(fn):
+    """Two random draws are two values, and a transpose moves the elements away from their thresholds."""
+    gm = sll_fx.linearize_module(Outer(fn), eps=EPS, verbose=False)
+    assert [e.replacement for e in gm.sll_report.rewritten] == ["sll.compare(gt)"]
