@@ -150,9 +150,16 @@ def _check_example_inputs(model: torch.nn.Module, inputs, concrete_args: dict | 
         signature = inspect.signature(model.forward)
     except (TypeError, ValueError):  # (a forward whose signature Python cannot read: nothing to check)
         return
-    taken = list(signature.parameters)[:len(inputs)]
+    params = list(signature.parameters.values())
+    fixed = {k: v for k, v in (concrete_args or {}).items() if k in signature.parameters}  # (fx ignores the rest)
+    args = list(inputs)
+    for param in params[len(inputs):]:  # (positional-only inputs fixed by concrete_args: given positionally)
+        if param.kind is not param.POSITIONAL_ONLY or param.name not in fixed:
+            break
+        args.append(fixed.pop(param.name))
+    taken = {p.name for p in params[:len(args)]}
     try:
-        signature.bind(*inputs, **{k: v for k, v in (concrete_args or {}).items() if k not in taken})
+        signature.bind(*args, **{k: v for k, v in fixed.items() if k not in taken})
     except TypeError as e:
         raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), which {type(model).__name__}"
                         f".forward{signature} does not take: {e}\nFix: one value per input, in the forward's "

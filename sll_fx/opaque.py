@@ -735,7 +735,7 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
     return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
 
 
-def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 3) -> list[types.FunctionType]:
+def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 6) -> list[types.FunctionType]:
     """The functions behind the attributes ``fn`` reads on ``self`` that ``module``'s own classes define: methods,
     static and class methods, property getters (``self.part(x)``, ``with self.fp32:``), and theirs in turn, ``depth``
     calls deep.  Not ``self.enc.encode``: an attribute of another object."""
@@ -746,18 +746,21 @@ def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 3) -
         if level >= depth:
             continue
         for name in _self_attributes(f.__code__):
-            raw = next((vars(k)[name] for k in klasses if name in vars(k)), None)
-            g = raw.fget if isinstance(raw, property) else getattr(raw, "__func__", raw)
-            if isinstance(g, types.FunctionType) and g is not fn and g not in found and not hasattr(g, "__wrapped__"):
-                found.append(g)
-                todo.append((g, level + 1))
+            for raw in [vars(k)[name] for k in klasses if name in vars(k)]:  # (the bases' too: super().part(x))
+                g = raw.fget if isinstance(raw, property) else getattr(raw, "__func__", raw)
+                if isinstance(g, types.FunctionType) and hasattr(g, "__wrapped__"):  # (its decorator is seen as
+                    g = inspect.unwrap(g)                                            #  an object forward references)
+                if isinstance(g, types.FunctionType) and g is not fn and g not in found:
+                    found.append(g)
+                    todo.append((g, level + 1))
     return found
 
 
 def called_by_parent(model: nn.Module, path: str) -> bool:
-    """May the submodule at ``path`` of ``model`` be called through that path: its parent is a container
-    (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``, a module without a forward of its own), or its
-    parent's forward (or a method that forward calls) reads it as ``self.<name>``?  The model itself: yes."""
+    """May the submodule at ``path`` of ``model`` be called through that path?  No only when its parent's forward
+    (and the methods that forward reads on ``self``) never names it: no attribute, name or string of that name,
+    no ``super()``, ``getattr`` or walk over the children (an alias no forward calls, ``self.last =
+    self.layers[-1]``).  A container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) calls all its own."""
     if not path:
         return True
     parent_path, _, name = path.rpartition(".")
@@ -765,23 +768,34 @@ def called_by_parent(model: nn.Module, path: str) -> bool:
     fn = forward_of(parent)
     if fn is None or isinstance(parent, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return True
-    return name in _self_attributes(fn.__code__) or any(name in _self_attributes(g.__code__)
-                                                        for g in _methods_called(fn, parent))
+    for f in (fn, *_methods_called(fn, parent)):
+        names = set(_names_in(f.__code__))
+        if name in names or names & _WALKS or any(name == c for code in code_objects(f.__code__)
+                                                  for c in code.co_consts if isinstance(c, str)):
+            return True
+    return False
+
+
+#: names through which a forward may reach any child: super().forward, getattr(self, name), self.children()
+_WALKS = frozenset(("super", "getattr", "children", "named_children", "modules", "named_modules", "_modules",
+                    "__getattr__", "get_submodule"))
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
 def _self_attributes(code: types.CodeType) -> frozenset[str]:
     """The attribute names ``code`` (nested code included) loads from its first argument, ``self``."""
     found = set()
+    this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
     for c in code_objects(code):
-        this = c.co_varnames[0] if c.co_argcount else None
         before = None
         for ins in dis.get_instructions(c):
             if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and before is not None and \
-                    before.opname.startswith("LOAD_FAST") and before.argval == this:
+                    before.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE") and before.argval == this:
                 found.add(ins.argval)
             if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
                 before = ins
+        if "super" in c.co_names:  # (super().forward(x): the bases' methods of the names it reads)
+            found.update(i.argval for i in dis.get_instructions(c) if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
     return frozenset(found)
 
 

@@ -769,3 +769,32 @@ class _UnusedAlias(nn.Module):
 def test_an_alias_no_forward_calls_does_not_count_as_another_parent():
     gm = sll_fx.linearize_module(_UnusedAlias(), SLLConfig(eps=0.1, module_eps={"layers": 0.05}), verbose=False)
     assert list(sll_fx.eps_state(gm).values()) == [0.05]
+
+
+class _ReachingParent(nn.Module):
+    def __init__(self, blk, spelling):
+        super().__init__()
+        self.blk, self.spelling = blk, spelling
+
+    def forward(self, x):
+        if self.spelling == "getattr":
+            return getattr(self, "blk")(x)
+        return [m for m in self.children()][0](x)
+
+
+class _SharedReached(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder, self.dec = _Parent(blk), _ReachingParent(blk, spelling)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+@pytest.mark.parametrize("spelling", ["getattr", "children"])
+def test_a_parent_reaching_a_shared_opaque_module_otherwise_still_counts(spelling):
+    """Before: only self.<name> counted as a call, so module_mode={'dec': 'hard'} was accepted and did nothing."""
+    with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
+        sll_fx.linearize_module(_SharedReached(spelling), SLLConfig(eps=0.1, module_mode={"dec": "hard"}),
+                                verbose=False)

@@ -648,3 +648,18 @@ def test_example_inputs_with_concrete_args_for_the_rest_are_accepted():
     for model, fixed in ((Required(), {"flag": True}), (KeywordOnly(), {"scale": 2.0})):
         gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=(x,), concrete_args=fixed)
         assert gm.sll_report.rewritten
+
+
+def test_example_inputs_ignore_an_unknown_concrete_arg_and_take_a_positional_only_one():
+    class Plain(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    class PositionalOnly(nn.Module):
+        def forward(self, x, flag, /):
+            return torch.round(x) if flag else x
+
+    x = torch.tensor([0.2, 1.4])
+    for model, fixed in ((Plain(), {"bogus": 1}), (PositionalOnly(), {"flag": True})):
+        gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=(x,), concrete_args=fixed)
+        assert gm.sll_report.rewritten

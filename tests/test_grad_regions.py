@@ -513,3 +513,46 @@ def test_an_autocast_block_two_calls_deep_in_a_staticmethod_or_a_property_is_fou
     assert [o.path for o in gm.sll_report.opaque] == [""]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gm(torch.randn(8, 4)).dtype == torch.float32
+
+
+class _ClosureOverSelf(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.spelling = nn.Linear(4, 4), spelling
+
+    def part(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+    def forward(self, x):
+        if self.spelling == "lambda":
+            f = lambda t: self.part(t)  # noqa: E731  (self is a cell: every self.<name> loads it with LOAD_DEREF)
+            return f(x)
+        return self.part(x)
+
+
+class _Base(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+
+class _Child(_Base):
+    def forward(self, x):
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("make", [lambda: _ClosureOverSelf("lambda"), _Child], ids=["lambda", "super().forward"])
+def test_a_block_reached_through_a_closure_over_self_or_super_is_found(make):
+    """Before (e7b6da4): a closure over self compiles every self.<name> to LOAD_DEREF, and super().forward reads no
+    attribute of self, so the block was missed: bfloat16 under an outer autocast where the model gives float32."""
+    gm = sll_fx.linearize_module(make(), eps=0.1, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == [""]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gm(torch.randn(8, 4)).dtype == torch.float32
