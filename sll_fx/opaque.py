@@ -843,14 +843,15 @@ def _outside_self(code: types.CodeType) -> tuple[frozenset, frozenset]:
     """(names loaded as globals or free variables, attribute names loaded from anything but ``self``) in ``code``,
     nested code included."""
     plain, attrs = set(), set()
+    this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
     for c in code_objects(code):
-        this = c.co_varnames[0] if c.co_argcount else None
         before = None
         for ins in dis.get_instructions(c):
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval != this:
                 plain.add(ins.argval)
             elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and not (
-                    before is not None and before.opname.startswith("LOAD_FAST") and before.argval == this):
+                    before is not None and before.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")
+                    and before.argval == this):
                 attrs.add(ins.argval)
             if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
                 before = ins

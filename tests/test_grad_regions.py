@@ -556,3 +556,17 @@ def test_a_block_reached_through_a_closure_over_self_or_super_is_found(make):
     assert [o.path for o in gm.sll_report.opaque] == [""]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gm(torch.randn(8, 4)).dtype == torch.float32
+
+
+class _FlagInAClosure(_FlagNamedLikeABlock):
+    def forward(self, x):
+        f = lambda t: self.lin(t)  # noqa: E731  (self in a closure: self.autocast loads it with LOAD_DEREF)
+        h = f(x)
+        if self.autocast:
+            h = h * 2
+        return torch.sign(h)
+
+
+def test_a_flag_named_like_a_block_read_through_a_closure_is_no_block():
+    gm = sll_fx.linearize_module(_FlagInAClosure(), eps=0.1, verbose=False)
+    assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
