@@ -758,9 +758,10 @@ def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 6) -
 
 def called_by_parent(model: nn.Module, path: str) -> bool:
     """May the submodule at ``path`` of ``model`` be called through that path?  No only when its parent's forward
-    (and the methods that forward reads on ``self``) never names it: no attribute, name or string of that name,
-    no ``super()``, ``getattr`` or walk over the children (an alias no forward calls, ``self.last =
-    self.layers[-1]``).  A container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) calls all its own."""
+    (and the methods that forward reads on ``self``) never reaches it: never reads ``self.<name>`` nor a container
+    attribute holding it, and never hands ``self`` on whole (``getattr(self, n)``, ``helper(self, x)``,
+    ``self.children()``): an alias no forward calls, ``self.last = self.layers[-1]``.  A container
+    (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) calls all its own."""
     if not path:
         return True
     parent_path, _, name = path.rpartition(".")
@@ -768,35 +769,66 @@ def called_by_parent(model: nn.Module, path: str) -> bool:
     fn = forward_of(parent)
     if fn is None or isinstance(parent, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return True
+    child = parent._modules.get(name)
     for f in (fn, *_methods_called(fn, parent)):
-        names = set(_names_in(f.__code__))
-        if name in names or names & _WALKS or any(name == c for code in code_objects(f.__code__)
-                                                  for c in code.co_consts if isinstance(c, str)):
+        read, escapes = _self_uses(f.__code__)
+        if escapes or name in read or read & _WALKS:
             return True
+        for attr in read:  # (self.stages = [blk]: a plain container of modules, iterated)
+            held = parent.__dict__.get(attr)
+            if isinstance(held, (list, tuple, dict)) and any(
+                    v is child for v in (held.values() if isinstance(held, dict) else held)):
+                return True
     return False
 
 
-#: names through which a forward may reach any child: super().forward, getattr(self, name), self.children()
-_WALKS = frozenset(("super", "getattr", "children", "named_children", "modules", "named_modules", "_modules",
-                    "__getattr__", "get_submodule"))
+#: methods of self through which a forward may reach any child
+_WALKS = frozenset(("children", "named_children", "modules", "named_modules", "_modules", "__getattr__",
+                    "get_submodule"))
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
 def _self_attributes(code: types.CodeType) -> frozenset[str]:
-    """The attribute names ``code`` (nested code included) loads from its first argument, ``self``."""
-    found = set()
+    """The attribute names ``code`` (nested code included) loads from its first argument, ``self``, or from
+    ``super()`` (``super().forward(x)``: the bases' methods of that name)."""
+    return _self_uses(code)[0]
+
+
+@functools.lru_cache(maxsize=1024)  # (code objects do not change)
+def _self_uses(code: types.CodeType) -> tuple[frozenset[str], bool]:
+    """(the attribute names ``code``, nested code included, loads from ``self``, its first argument, or from
+    ``super()``; does ``self`` go anywhere else: an argument of a call, ``getattr(self, n)``, returned)."""
+    found, escapes = set(), False
     this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
     for c in code_objects(code):
-        before = None
+        pending, after_super = None, False
         for ins in dis.get_instructions(c):
-            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and before is not None and \
-                    before.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE") and before.argval == this:
-                found.add(ins.argval)
-            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
-                before = ins
-        if "super" in c.co_names:  # (super().forward(x): the bases' methods of the names it reads)
-            found.update(i.argval for i in dis.get_instructions(c) if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
-    return frozenset(found)
+            op = ins.opname
+            if op in ("CACHE", "EXTENDED_ARG", "NOP", "PRECALL", "PUSH_NULL", "KW_NAMES"):
+                continue
+            if pending is not None:  # (the instruction after a load of self: an attribute of it, or not)
+                if op in ("LOAD_ATTR", "LOAD_METHOD"):
+                    found.add(ins.argval)
+                    pending = None
+                    continue
+                if op not in ("STORE_ATTR", "DELETE_ATTR"):
+                    escapes = True
+                pending = None
+            if after_super:
+                if op in ("LOAD_ATTR", "LOAD_METHOD"):
+                    found.add(ins.argval)
+                    after_super = False
+                    continue
+                if op != "CALL" and not (op.startswith("LOAD_") and op not in ("LOAD_ATTR", "LOAD_METHOD")):
+                    after_super = False
+            if op in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE") and ins.argval == this:
+                if op != "LOAD_CLOSURE":  # (making a closure over self is no use of it)
+                    pending = ins
+            elif op in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval == "super":
+                after_super = True
+        if pending is not None:
+            escapes = True
+    return frozenset(found), escapes
 
 
 def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:

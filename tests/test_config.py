@@ -798,3 +798,42 @@ def test_a_parent_reaching_a_shared_opaque_module_otherwise_still_counts(spellin
     with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
         sll_fx.linearize_module(_SharedReached(spelling), SLLConfig(eps=0.1, module_mode={"dec": "hard"}),
                                 verbose=False)
+
+
+class _AliasAndGetattr(_UnusedAlias):
+    def forward(self, x):
+        return getattr(torch.nn.functional, "relu")(self.layers(x))
+
+
+class _ViaHelper(nn.Module):
+    def __init__(self, blk):
+        super().__init__()
+        self.blk = blk
+
+    def forward(self, x):
+        return _run_block(self, x)
+
+
+def _run_block(m, x):
+    return m.blk(x)
+
+
+class _SharedViaHelper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder, self.dec = _Parent(blk), _ViaHelper(blk)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+def test_getattr_on_another_object_does_not_count_as_reaching_every_child():
+    """Before (00c1879): any getattr in the parent's forward made the unused alias a call again: refused."""
+    gm = sll_fx.linearize_module(_AliasAndGetattr(), SLLConfig(eps=0.1, module_eps={"layers": 0.05}), verbose=False)
+    assert list(sll_fx.eps_state(gm).values()) == [0.05]
+
+
+def test_a_parent_handing_self_to_a_helper_reaches_the_shared_opaque_module():
+    with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
+        sll_fx.linearize_module(_SharedViaHelper(), SLLConfig(eps=0.1, module_mode={"dec": "hard"}), verbose=False)

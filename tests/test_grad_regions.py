@@ -570,3 +570,30 @@ class _FlagInAClosure(_FlagNamedLikeABlock):
 def test_a_flag_named_like_a_block_read_through_a_closure_is_no_block():
     gm = sll_fx.linearize_module(_FlagInAClosure(), eps=0.1, verbose=False)
     assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
+
+
+class _PlainBase(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class _SuperThenOther(_PlainBase):
+    def normalize(self, h):  # a helper forward never calls, with a block
+        with torch.autocast("cpu", enabled=False):
+            return h
+
+    def forward(self, x):
+        h = super().forward(x)
+        return torch.round(torch.nn.functional.normalize(h, dim=-1) * 4)
+
+
+def test_super_makes_only_the_name_read_off_it_a_method_call():
+    """Before (00c1879): with super() in forward every attribute name counted as self.<name>, so F.normalize made
+    the scan read the model's own unrelated normalize (its block): the model went opaque (no gradient)."""
+    gm = sll_fx.linearize_module(_SuperThenOther(), eps=0.1, verbose=False)
+    assert not gm.sll_report.opaque and len(gm.sll_report.rewritten) == 1
