@@ -288,17 +288,16 @@ class _Planner:
         if value.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, value.target)
             if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= 4096 and t.device.type != "meta":
+                t = t.detach()
                 first = t.reshape(-1)[0]
                 if bool((t == first).all()) or bool(torch.isnan(t).all()):
                     return float(first)
             return None
-        name = _op_name(value)
-        index = {"full_like": 1, "new_full": 2 if value.op == "call_method" else None, "new_tensor": 1,
-                 "tensor": 0}.get(name)
-        if index is None or value.op == "call_function" and name in ("new_full", "new_tensor"):
+        where = _FILL_ARGUMENT.get((value.op, _op_name(value)))
+        if where is None:
             return None
-        arg = value.args[index] if len(value.args) > index else value.kwargs.get(
-            {"full_like": "fill_value", "new_full": "fill_value", "new_tensor": "data", "tensor": "data"}[name])
+        index, keyword = where
+        arg = value.args[index] if len(value.args) > index else value.kwargs.get(keyword)
         return float(arg) if isinstance(arg, (int, float)) and not isinstance(arg, bool) else None
 
     def _writers_through_views(self, value: Node, users: list[Node]) -> list[Node]:
@@ -750,6 +749,11 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return rule.operand_values(node)
     except KeyError:
         return ()
+
+
+#: (op, name) of the calls that make a tensor of one number -> (position, keyword) of that number
+_FILL_ARGUMENT = {("call_function", "full_like"): (1, "fill_value"), ("call_method", "new_full"): (2, "fill_value"),
+                  ("call_method", "new_tensor"): (1, "data"), ("call_function", "tensor"): (0, "data")}
 
 
 def _selects_through_view(user: Node, node: Node) -> bool:

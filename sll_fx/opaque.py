@@ -43,6 +43,7 @@ import functools
 import inspect
 import sys
 import types
+import typing
 from typing import Callable, Iterator
 
 import torch
@@ -745,7 +746,7 @@ def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 6) -
         f, level = todo.pop()
         if level >= depth:
             continue
-        for name in _self_attributes(f.__code__):
+        for name in _code_uses(f.__code__).self_attrs:
             for raw in [vars(k)[name] for k in klasses if name in vars(k)]:  # (the bases' too: super().part(x))
                 g = raw.fget if isinstance(raw, property) else getattr(raw, "__func__", raw)
                 if isinstance(g, types.FunctionType) and hasattr(g, "__wrapped__"):  # (its decorator is seen as
@@ -771,7 +772,7 @@ def called_by_parent(model: nn.Module, path: str) -> bool:
         return True
     child = parent._modules.get(name)
     for f in (fn, *_methods_called(fn, parent)):
-        read, escapes = _self_uses(f.__code__)
+        read, escapes = _code_uses(f.__code__)[:2]
         if escapes or name in read or read & _WALKS:
             return True
         for attr in read:  # (self.stages = [blk]: a plain container of modules, iterated)
@@ -787,18 +788,18 @@ _WALKS = frozenset(("children", "named_children", "modules", "named_modules", "_
                     "get_submodule"))
 
 
-@functools.lru_cache(maxsize=1024)  # (code objects do not change)
-def _self_attributes(code: types.CodeType) -> frozenset[str]:
-    """The attribute names ``code`` (nested code included) loads from its first argument, ``self``, or from
-    ``super()`` (``super().forward(x)``: the bases' methods of that name)."""
-    return _self_uses(code)[0]
+class _CodeUses(typing.NamedTuple):
+    """How a function's code (nested code included) uses ``self``, its first argument, and other names."""
+    self_attrs: frozenset   # attribute names it loads from self, or from super() (super().forward(x))
+    escapes: bool           # self goes elsewhere too: an argument of a call, getattr(self, n), returned
+    names: frozenset        # names it loads as globals or free variables (self aside)
+    other_attrs: frozenset  # attribute names it loads from anything else (torch.autocast)
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
-def _self_uses(code: types.CodeType) -> tuple[frozenset[str], bool]:
-    """(the attribute names ``code``, nested code included, loads from ``self``, its first argument, or from
-    ``super()``; does ``self`` go anywhere else: an argument of a call, ``getattr(self, n)``, returned)."""
-    found, escapes = set(), False
+def _code_uses(code: types.CodeType) -> _CodeUses:
+    """:class:`_CodeUses` of ``code``, in one walk of its instructions."""
+    found, names, attrs, escapes = set(), set(), set(), False
     this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
     for c in code_objects(code):
         pending, after_super = None, False
@@ -807,13 +808,12 @@ def _self_uses(code: types.CodeType) -> tuple[frozenset[str], bool]:
             if op in ("CACHE", "EXTENDED_ARG", "NOP", "PRECALL", "PUSH_NULL", "KW_NAMES"):
                 continue
             if pending is not None:  # (the instruction after a load of self: an attribute of it, or not)
+                pending = None
                 if op in ("LOAD_ATTR", "LOAD_METHOD"):
                     found.add(ins.argval)
-                    pending = None
                     continue
                 if op not in ("STORE_ATTR", "DELETE_ATTR"):
                     escapes = True
-                pending = None
             if after_super:
                 if op in ("LOAD_ATTR", "LOAD_METHOD"):
                     found.add(ins.argval)
@@ -824,11 +824,16 @@ def _self_uses(code: types.CodeType) -> tuple[frozenset[str], bool]:
             if op in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE") and ins.argval == this:
                 if op != "LOAD_CLOSURE":  # (making a closure over self is no use of it)
                     pending = ins
-            elif op in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval == "super":
+                continue
+            if op in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval == "super":
                 after_super = True
+            if op in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"):
+                names.add(ins.argval)
+            elif op in ("LOAD_ATTR", "LOAD_METHOD"):
+                attrs.add(ins.argval)
         if pending is not None:
             escapes = True
-    return frozenset(found), escapes
+    return _CodeUses(frozenset(found), escapes, frozenset(names), frozenset(attrs))
 
 
 def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:
@@ -854,9 +859,9 @@ def _loaded_as(fn: types.FunctionType, klass: type) -> bool:
     """Does ``fn``'s code load ``klass`` itself: by a global or free name bound to it (``autocast``, imported), or as
     an attribute of something other than ``self`` (``torch.autocast``)?  Not when the name is only an attribute of
     ``self`` (``self.autocast``, a flag named like the block)."""
-    names = _outside_self(fn.__code__)
-    cells = closure_values(fn)
-    return any(fn.__globals__.get(n) is klass or cells.get(n) is klass for n in names[0]) or klass.__name__ in names[1]
+    uses, cells = _code_uses(fn.__code__), closure_values(fn)
+    return any(fn.__globals__.get(n) is klass or cells.get(n) is klass for n in uses.names) or \
+        klass.__name__ in uses.other_attrs
 
 
 def closure_values(fn: types.FunctionType) -> dict:
@@ -868,26 +873,6 @@ def closure_values(fn: types.FunctionType) -> dict:
         except ValueError:  # (an empty cell)
             pass
     return out
-
-
-@functools.lru_cache(maxsize=1024)  # (code objects do not change)
-def _outside_self(code: types.CodeType) -> tuple[frozenset, frozenset]:
-    """(names loaded as globals or free variables, attribute names loaded from anything but ``self``) in ``code``,
-    nested code included."""
-    plain, attrs = set(), set()
-    this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
-    for c in code_objects(code):
-        before = None
-        for ins in dis.get_instructions(c):
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval != this:
-                plain.add(ins.argval)
-            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and not (
-                    before is not None and before.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")
-                    and before.argval == this):
-                attrs.add(ins.argval)
-            if ins.opname not in ("CACHE", "EXTENDED_ARG", "NOP"):
-                before = ins
-    return frozenset(plain), frozenset(attrs)
 
 
 def modes_read(module: nn.Module, scans: Scans | None = None) -> list[str]:
