@@ -146,36 +146,43 @@ def timed(fn: Callable[[], object], inner: int = 1) -> Callable[[], float]:
     return run
 
 
-def fwd_bwd(f, x, g, t=None, fwd_ms: list | None = None) -> Callable[[], float]:
-    """A per-op method for :func:`interleaved`: one forward+backward of ``f(x)`` with gradient ``g``,
-    in milliseconds.  It frees its own output and gradients (``x``'s, and ``t``'s when given) inside
-    the timed region, so no method pays for freeing another's buffers; ``fwd_ms``, when given,
-    receives the forward's share of each run."""
+def fwd_bwd(f, x, g, t=None, fwd_ms: list | None = None, inner: int = 1) -> Callable[[], float]:
+    """A per-op method for :func:`interleaved`: ``inner`` forward+backward runs of ``f(x)`` with gradient ``g``,
+    in milliseconds per run (several runs per sample even out the scheduler's millisecond jitter on short
+    runs).  It frees its own output and gradients (``x``'s, and ``t``'s when given) inside the timed region,
+    so no method pays for freeing another's buffers; ``fwd_ms``, when given, receives the forward's share of
+    each sample (per run)."""
     def run():
+        fwd = 0.0
         start = time.perf_counter()
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        y = f(x)
+        for _ in range(inner):
+            begin = time.perf_counter()
+            x.grad = None
+            if t is not None:
+                t.grad = None
+            y = f(x)
+            fwd += time.perf_counter() - begin
+            y.backward(g)
+            del y
+            x.grad = None
+            if t is not None:
+                t.grad = None
         if fwd_ms is not None:
-            fwd_ms.append(1e3 * (time.perf_counter() - start))
-        y.backward(g)
-        del y
-        x.grad = None
-        if t is not None:
-            t.grad = None
-        return 1e3 * (time.perf_counter() - start)
+            fwd_ms.append(1e3 * fwd / inner)
+        return 1e3 * (time.perf_counter() - start) / inner
     return run
 
 
-def fwd(f, x) -> Callable[[], float]:
-    """A per-op method for :func:`interleaved`: one forward of ``f(x)`` under ``no_grad``, in milliseconds."""
+def fwd(f, x, inner: int = 1) -> Callable[[], float]:
+    """A per-op method for :func:`interleaved`: ``inner`` forwards of ``f(x)`` under ``no_grad``, in
+    milliseconds per forward."""
     def run():
         start = time.perf_counter()
         with torch.no_grad():
-            y = f(x)
-        del y
-        return 1e3 * (time.perf_counter() - start)
+            for _ in range(inner):
+                y = f(x)
+                del y
+        return 1e3 * (time.perf_counter() - start) / inner
     return run
 
 

@@ -18,7 +18,9 @@ Every compiled function is ``torch.compile(f, fullgraph=True)`` of a one-line fu
 once (inductor's FX-graph and autograd caches off, so that ``kernels fwd/bwd``, the number of
 kernels inductor generated for the forward and for the backward graph, is counted on every run).
 Timing follows ``ops.py``: each iteration is ``y = f(x); y.backward(g); del y; x.grad = None``
-on ``x = torch.randn(2**size_log2) * 2``; after a warm-up the methods of an op run round-robin
+on ``x = torch.randn(2**size_log2) * 2``; a timed sample is ``--inner`` such iterations (default 4;
+its time per iteration: one run of a few ms alone is within the scheduler's jitter, and its
+confidence intervals were 0.2-0.7 wide); after a warm-up the methods of an op run round-robin
 within each repeat; medians in ms; ``sll/STE`` is the median of per-repeat ratios; ``STE fwd`` and
 ``sll fwd`` are the forward's share of the same runs, ``others`` the cores other processes used
 meanwhile (see ``bench_common.Contention``).  Target: sll/STE within 1.1x (one fused kernel each way).
@@ -28,7 +30,7 @@ A second table, ``mask-store probe``, times compiled ``x > 0`` (a bool result) a
 sll ops spell their band with float ops (with a saved bool band mask the compiled sll op was 3.7-11x
 the STE in this table's first version; its forward now stores nothing more than the STE's).
 
-    python benchmarks/compiled_ops.py                 # 2^22 elements, 25 repeats (~2 minutes)
+    python benchmarks/compiled_ops.py                 # 2^22 elements, 25 repeats of 4 runs (~3 minutes)
     python benchmarks/compiled_ops.py --quick         # 2^12 elements, 2 ops, aot_eager backend
     python benchmarks/compiled_ops.py --ops sign,round --size-log2 20
 
@@ -162,6 +164,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-log2", type=int, default=22, help="number of elements is 2**N (default 22)")
     p.add_argument("--repeats", type=int, default=25, help="timed repeats per method; the median is reported")
+    p.add_argument("--inner", type=int, default=4,
+                   help="forward+backward runs per timed sample, its time the mean (default 4: a run of a few ms "
+                        "alone is within the scheduler's jitter)")
     p.add_argument("--warmup", type=int, default=3, help="untimed round-robin rounds before timing")
     p.add_argument("--eps", type=float, default=0.05, help="band half-width (round(decimals=2) uses eps/100)")
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
@@ -176,7 +181,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="2**12 elements, sign and threshold only, 2 repeats, aot_eager backend (smoke test)")
     args = p.parse_args(argv)
     if args.quick:
-        args.size_log2, args.repeats, args.warmup, args.tries = 12, 2, 1, 1
+        args.size_log2, args.repeats, args.warmup, args.tries, args.inner = 12, 2, 1, 1, 1
         args.ops = args.ops or ["sign", "threshold"]
         if args.backend == "inductor":
             args.backend = "aot_eager"
@@ -190,7 +195,7 @@ def main(argv=None) -> list[dict]:
     head = bc.header("sll_fx compiled per-op benchmark",
                      f"torch.compile(fullgraph=True, backend={args.backend}), {n} float32 elements "
                      f"(2^{args.size_log2}), eps={args.eps:g} (round(decimals=2): eps/100), median of "
-                     f"{args.repeats} repeats, methods interleaved, ratios = median of per-repeat ratios; "
+                     f"{args.repeats} repeats of {args.inner} runs each (ms per run), methods interleaved, ratios = median of per-repeat ratios; "
                      f"STE and sll are forward+backward")
 
     rows, probe_rows, mon = [], [], bc.Contention()
@@ -203,17 +208,17 @@ def main(argv=None) -> list[dict]:
             try:
                 methods, kernels, fwd_ms = {}, {}, {}
                 cf, kf = compile_fwd(case.hard, x.detach(), args.backend)
-                methods["hard fwd"], kernels["hard fwd"] = bc.fwd(cf, x.detach()), (kf, 0)
+                methods["hard fwd"], kernels["hard fwd"] = bc.fwd(cf, x.detach(), args.inner), (kf, 0)
                 cf, kf, kb, s = compile_fwd_bwd(case.ste, x, g, t, args.backend)
                 fwd_ms["STE"] = []
-                methods["STE"], kernels["STE"] = bc.fwd_bwd(cf, x, g, t, fwd_ms["STE"]), (kf, kb)
+                methods["STE"], kernels["STE"] = bc.fwd_bwd(cf, x, g, t, fwd_ms["STE"], args.inner), (kf, kb)
                 cf, kf, kb, s = compile_fwd_bwd(case.clipped, x, g, t, args.backend)
-                methods["clipped STE"] = bc.fwd_bwd(cf, x, g, t)
+                methods["clipped STE"] = bc.fwd_bwd(cf, x, g, t, inner=args.inner)
                 for m in MODES:
                     cf, kf, kb, s = compile_fwd_bwd(case.sll[m], x, g, t, args.backend)
                     fwd_ms[m] = []
-                    methods[f"sll {m}"], kernels[f"sll {m}"] = bc.fwd_bwd(cf, x, g, t, fwd_ms[m]), (kf, kb)
-                    methods[f"eager {m}"] = bc.fwd_bwd(case.sll[m], x, g, t)
+                    methods[f"sll {m}"], kernels[f"sll {m}"] = bc.fwd_bwd(cf, x, g, t, fwd_ms[m], args.inner), (kf, kb)
+                    methods[f"eager {m}"] = bc.fwd_bwd(case.sll[m], x, g, t, inner=args.inner)
                 samples, others, fwd_share = bc.interleaved_quiet(
                     methods, args.repeats, args.warmup, total=mon, tries=args.tries,
                     # the forward's share of the timed runs of this attempt (then start afresh)
