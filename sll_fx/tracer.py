@@ -146,6 +146,7 @@ import linecache
 import os
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -814,7 +815,8 @@ def _check_module(model) -> None:
                 reason="parametrize.cached() is on")
 
 
-def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True) -> SLLGraphModule:
+def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True,
+           none_probe: bool = True) -> SLLGraphModule:
     # fx runs the forwards on private copies of the modules (what they assign lands there), which share the
     # parameters and buffers; fx's tensor-constant attributes land on the root's copy
     tree = ShadowTree(model)
@@ -835,6 +837,8 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     if concrete_args:
         _name_concrete_inputs(graph, concrete_args)
     frozen.mark_none_tested(graph, model, concrete_args)  # (before the GraphModule records its None inputs)
+    if none_probe:
+        _mark_none_branches(graph, model, concrete_args, opaque)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
@@ -843,6 +847,56 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
                        if id(c) in tracer.sll_entered and id(m) in paths
                        for name, value in frozen.values_read(m).items()])
     return gm
+
+
+def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque) -> None:
+    """Mark (as :func:`frozen.mark_none_tested` does) the inputs defaulting to None that ``graph`` does not use and
+    whose None the forward's code tests somewhere it cannot read (a helper method, a child module's forward,
+    ``self.enc(x, mask)`` with ``if mask is None`` in ``enc``): the trace, given a proxy, took the branch for a
+    tensor, so ``gm(x)`` silently computed the other branch's result.  Such inputs are rare; for them the model is
+    traced again with them None (``concrete_args``), and an input whose None gives another graph is marked (each
+    alone, when all of them at once give another)."""
+    unused = [n for n in graph.nodes if n.op == "placeholder" and n.args == (None,) and not n.users
+              and not n.meta.get(frozen.NONE_TESTED) and not (concrete_args and n.target in concrete_args)]
+    if not unused:
+        return
+    shape = _graph_shape(graph)
+
+    def differs(names: list[str]) -> bool:
+        with warnings.catch_warnings():  # (the trace's warnings were given once)
+            warnings.simplefilter("ignore")
+            try:
+                other = _trace(model, {**(concrete_args or {}), **dict.fromkeys(names)}, opaque, codegen=False,
+                               none_probe=False)
+            except Exception:  # (None makes the forward fail: not the graph traced)
+                return True
+        return _graph_shape(other.graph) != shape
+
+    if differs([n.target for n in unused]):
+        for node in unused:
+            if len(unused) == 1 or differs([node.target]):
+                node.meta[frozen.NONE_TESTED] = True
+
+
+def _graph_shape(graph: fx.Graph) -> list:
+    """What ``graph`` computes, for comparing two traces of a forward: its nodes but the inputs and fx's checks of
+    inputs fixed by ``concrete_args`` (``_assert_is_none``), each as (op, target, arguments), a node argument by
+    its place in that list (an input by its name)."""
+    place: dict = {}
+    out = []
+
+    def arg(a):
+        return place.get(a, ("?",)) if isinstance(a, fx.Node) else a
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            place[node] = ("input", node.target)
+            continue
+        if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
+            continue
+        place[node] = len(out)
+        out.append((node.op, node.target, fx.node.map_arg(node.args, arg), fx.node.map_arg(node.kwargs, arg)))
+    return out
 
 
 def _name_concrete_inputs(graph: fx.Graph, concrete_args: dict) -> None:

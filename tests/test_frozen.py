@@ -133,6 +133,53 @@ def test_a_none_input_the_forward_only_tests_names_the_input_and_the_fix(how):
     assert torch.equal(without(x), model(x)) and torch.equal(without(x), torch.tensor([2.0, -6.0, 6.0]))
 
 
+class _Shift(nn.Module):
+    def forward(self, x, m=None):
+        if m is None:
+            return x + 1
+        return x - 1
+
+
+class NoneTestedInChild(nn.Module):
+    """The None test is in a child module's forward: the parent's code only passes ``m`` on."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = _Shift()
+
+    def forward(self, x, m=None):
+        return torch.sign(self.shift(x, m))
+
+
+class NoneTestedInHelper(nn.Module):
+    """The None test is in a helper method; ``unused`` is passed on too, and no code tests it."""
+
+    def scale(self, x, m, unused):
+        return x * 2 if m is not None else x
+
+    def forward(self, x, m=None, unused=None):
+        return torch.round(self.scale(x, m, unused))
+
+
+@pytest.mark.parametrize("how", ["gm", "hard"])
+def test_a_none_input_tested_in_a_child_or_a_helper_names_the_input_and_the_fix(how):
+    """``gm(x)`` silently gave [-1, -1] where the model gives [1, -1] (the child's branch for a tensor, x - 1), and
+    [1, -6] where the model gives [0, -3] (the helper's x * 2): only forward's own code was read for the test."""
+    x = torch.tensor([0.3, -3.0])
+    for model, name in ((NoneTestedInChild(), "m"), (NoneTestedInHelper(), "m")):
+        gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+        gm = sll_fx.export_hard(gm, verbose=False) if how == "hard" else gm
+        assert torch.equal(gm(x, x), model(x, x))
+        with pytest.raises(TraceError, match=f"input '{name}' is None here") as info:
+            gm(x)
+        assert "concrete_args={'m': None}" in str(info.value) and "in code it calls" in str(info.value)
+        without = sll_fx.linearize_module(model, eps=0.05, verbose=False, concrete_args={"m": None})
+        assert torch.equal(without(x), model(x))
+    helper = sll_fx.linearize_module(NoneTestedInHelper(), eps=0.05, verbose=False)
+    assert torch.equal(helper(x, x, None), NoneTestedInHelper()(x, x))  # (unused: None gives the same graph)
+    assert torch.equal(NoneTestedInChild()(x), torch.tensor([1.0, -1.0]))
+
+
 def test_an_unused_none_input_the_forward_does_not_test_runs():
     class Unused(nn.Module):
         def forward(self, a, unused=None):
