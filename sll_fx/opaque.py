@@ -686,16 +686,17 @@ _MODE_READERS = {torch.is_grad_enabled: "torch.is_grad_enabled()",
 
 
 #: the blocks (context managers, decorators) that set a mode for the code inside them, which a graph records the ops
-#: of but not the mode: ``torch.autocast`` (also ``enabled=False``, the usual "this part in float32"), and the grad
-#: modes other than ``torch.no_grad`` (whose blocks the tracer finds as they run: see sll_fx.grad_regions)
-_MODE_BLOCKS = {torch.amp.autocast_mode.autocast: "torch.autocast", torch.enable_grad: "torch.enable_grad",
-                torch.inference_mode: "torch.inference_mode", torch.set_grad_enabled: "torch.set_grad_enabled"}
+#: of but not the mode, and whose entry the trace cannot see when the mode is already the one they set: the grad
+#: modes other than ``torch.no_grad`` (whose blocks the tracer finds as they run: see sll_fx.grad_regions).  Not
+#: ``torch.autocast``: every entry of one raises the autocast nesting, which the trace watches (tracer._autocast_state)
+_MODE_BLOCKS = {torch.enable_grad: "torch.enable_grad", torch.inference_mode: "torch.inference_mode",
+                torch.set_grad_enabled: "torch.set_grad_enabled"}
 _MODE_BLOCK_TYPES = tuple(_MODE_BLOCKS)
 
 
 def _mode_block(obj) -> str | None:
-    """The name of the mode block ``obj`` is: its class (``with torch.autocast(...)``), an instance (what a
-    decorator's wrapper holds, ``@torch.autocast("cuda", enabled=False)``) or an instance's bound method
+    """The name of the mode block ``obj`` is: its class (``with torch.enable_grad():``), an instance (what a
+    decorator's wrapper holds, ``@torch.inference_mode()``) or an instance's bound method
     (``@torch.enable_grad()`` holds its ``clone``), or a function such a decorator made (a decorated method
     forward calls, ``self.part(x)``), else None."""
     if isinstance(obj, types.FunctionType):
@@ -712,7 +713,7 @@ def _mode_block(obj) -> str | None:
 
 def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str], list[str]]:
     """``(read, entered)``: the mode readers (``torch.is_grad_enabled()``, ...) and the mode blocks
-    (``torch.autocast``, ``torch.enable_grad``, ``torch.inference_mode``, ``torch.set_grad_enabled``: a ``with``
+    (``torch.enable_grad``, ``torch.inference_mode``, ``torch.set_grad_enabled``: a ``with``
     block or a decorator of ``forward``) that ``module``'s ``forward`` references; one walk for both."""
     fn = forward_of(module)
     if fn is None:
@@ -793,7 +794,7 @@ class _CodeUses(typing.NamedTuple):
     self_attrs: frozenset   # attribute names it loads from self, or from super() (super().forward(x))
     escapes: bool           # self goes elsewhere too: an argument of a call, getattr(self, n), returned
     names: frozenset        # names it loads as globals or free variables (self aside)
-    other_attrs: frozenset  # attribute names it loads from anything else (torch.autocast)
+    other_attrs: frozenset  # attribute names it loads from anything else (torch.enable_grad)
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
@@ -838,7 +839,7 @@ def _code_uses(code: types.CodeType) -> _CodeUses:
 
 def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:
     """:func:`mode_scan`'s answer for the objects ``objects`` that ``fn`` references (``own``: the instance's
-    attributes, ``self.amp = torch.autocast``: a block class found there is one, whatever name loads it)."""
+    attributes, ``self.g = torch.enable_grad``: a block class found there is one, whatever name loads it)."""
     read, entered = [], []
     for obj in objects:
         try:
@@ -856,9 +857,9 @@ def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple
 
 
 def _loaded_as(fn: types.FunctionType, klass: type) -> bool:
-    """Does ``fn``'s code load ``klass`` itself: by a global or free name bound to it (``autocast``, imported), or as
-    an attribute of something other than ``self`` (``torch.autocast``)?  Not when the name is only an attribute of
-    ``self`` (``self.autocast``, a flag named like the block)."""
+    """Does ``fn``'s code load ``klass`` itself: by a global or free name bound to it (``enable_grad``, imported), or as
+    an attribute of something other than ``self`` (``torch.enable_grad``)?  Not when the name is only an attribute of
+    ``self`` (``self.enable_grad``, a flag named like the block)."""
     uses, cells = _code_uses(fn.__code__), closure_values(fn)
     return any(fn.__globals__.get(n) is klass or cells.get(n) is klass for n in uses.names) or \
         klass.__name__ in uses.other_attrs

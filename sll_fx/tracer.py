@@ -208,6 +208,16 @@ def _encloses(frame, inner) -> bool:
     return False
 
 
+def _autocast_state() -> tuple[bool, int]:
+    """(is autocast on for a device, how many ``torch.autocast`` blocks this thread is in).  A block that turns
+    autocast off where it is off already (``torch.autocast("cpu", enabled=False)``: a float32 island under the
+    caller's bfloat16 autocast) changes only the second: its ``__enter__`` increments the nesting.  Reading the
+    nesting is an increment and a decrement, which leave the thread's autocast state as it was."""
+    level = torch.autocast_increment_nesting()
+    torch.autocast_decrement_nesting()
+    return torch._C._is_any_autocast_enabled(), level
+
+
 class _AutocastRegion(Exception):
     """Raised inside a trace when the forward entered or left ``torch.autocast``; becomes a TraceError.
     ``outer``: raised as a module's call began, so the block is its caller's."""
@@ -514,7 +524,7 @@ class SLLTracer(fx.Tracer):
         self._sll_outside: tuple[bool, str | None] = (False, None)
         self._sll_flags: list = []               # (module, its training flag, the _Flag its .training is meanwhile)
         self._sll_flag_nodes: set = set()        # the get_attr("<path>.training") nodes made
-        self._sll_autocast = False               # was autocast on when the trace began
+        self._sll_autocast = (False, 0)          # the autocast state when the trace began (_autocast_state)
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
         self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
@@ -529,7 +539,7 @@ class SLLTracer(fx.Tracer):
         self._sll_beyond = base.f_back  # (the caller's frame: a walk that reaches it is outside the trace)
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
-        self._sll_autocast = torch._C._is_any_autocast_enabled()
+        self._sll_autocast = _autocast_state()
         self._sll_no_grad: list[fx.Node] = []
         rng = torch.get_rng_state()
         traced = dynamic.TRACED.set(True)  # (a sll_fx.linearize block entered now raises: see _failure)
@@ -651,7 +661,7 @@ class SLLTracer(fx.Tracer):
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
         if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
-        if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
+        if _autocast_state() != self._sll_autocast:
             raise _AutocastRegion()
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
@@ -726,7 +736,7 @@ class SLLTracer(fx.Tracer):
         self._sll_parents.append(m)
         try:
             if not self.is_leaf_module(m, path):
-                if torch._C._is_any_autocast_enabled() is not self._sll_autocast:
+                if _autocast_state() != self._sll_autocast:
                     raise _AutocastRegion(outer=True)  # (entered by the caller's forward: the caller is opaque)
                 self.sll_entered.add(id(m))
                 _check_traceable(m, path, scans=self.sll_scans)

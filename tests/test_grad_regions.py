@@ -2,6 +2,8 @@
 sll_fx/tracer.py), and discrete ops that no gradient reaches (passes/_gradients.py, _gradient_sources)."""
 
 import copy
+import functools
+import types
 
 import pytest
 import torch
@@ -411,6 +413,30 @@ def test_an_attribute_named_like_a_mode_block_is_no_block():
     assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
 
 
+class _FlagOnAConfig(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+        self.cfg = types.SimpleNamespace(autocast=False)  # a flag on a config object
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.cfg.autocast:
+            h = h * 2
+        return torch.sign(h)
+
+
+def test_a_flag_named_like_autocast_on_a_config_is_no_block():
+    """Before: ``self.cfg.autocast`` with ``torch`` loaded for ``torch.sign`` read as torch.autocast entered in
+    forward: the model was kept opaque, its sign left hard (weight gradient 0)."""
+    model = _FlagOnAConfig()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
+    gm(torch.randn(8, 4)).sum().backward()
+    assert model.lin.weight.grad.abs().sum() > 0
+
+
 class _StoredBlockClass(nn.Module):
     def __init__(self):
         super().__init__()
@@ -447,6 +473,68 @@ def test_an_autocast_block_from_a_stored_class_or_in_a_method_keeps_its_module_o
     x = torch.randn(8, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gm(x).dtype == torch.float32
+
+
+def _float32_round(lin, x):
+    """A plain helper function entering the block (no module's code names it)."""
+    with torch.autocast("cpu", enabled=False):
+        return torch.round(lin(x.float()) * 4)
+
+
+def _passing(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+class _ExplicitBaseCall(_BlockInAMethod):
+    def forward(self, x):
+        return _BlockInAMethod.forward(self, x) + 1
+
+
+class _SuperStored(_BlockInAMethod):
+    def forward(self, x):
+        s = super()
+        return s.forward(x) + 1
+
+
+class _GetattrPart(_BlockInAMethod):
+    def forward(self, x):
+        return getattr(self, "part")(x) + 1
+
+
+class _UserDecoratedForward(_BlockInAMethod):
+    @_passing
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return torch.round(self.lin(x.float()) * 4)
+
+
+class _HelperFunction(_BlockInAMethod):
+    def forward(self, x):
+        return _float32_round(self.lin, x) + 1
+
+
+@pytest.mark.parametrize("cls", [_ExplicitBaseCall, _SuperStored, _GetattrPart, _UserDecoratedForward, _HelperFunction])
+@pytest.mark.parametrize("nested", [False, True])
+def test_an_autocast_block_the_code_scan_cannot_follow_is_found_by_the_trace(cls, nested):
+    """Before: a block turning autocast off reached through ``Base.forward(self, x)``, ``s = super(); s.forward(x)``,
+    ``getattr(self, "part")``, a user's decorator of forward or a plain helper function was traced without it (the
+    trace saw no change in the autocast state): under an outer bfloat16 autocast gm returned bfloat16 where the model
+    returns float32.  The trace now also watches the autocast nesting, which every block's entry raises."""
+    inner = cls()
+    model = Holder(inner) if nested else inner
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"inner" if nested else "": "enters torch.autocast in forward: kept opaque so it runs under autocast"}
+    hard = sll_fx.export_hard(gm, verbose=False)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x)
+        assert gm(x).dtype == torch.float32 and torch.equal(hard(x), expected)
+    if nested:  # (the holder's own sign is still rewritten)
+        assert [e.node for e in gm.sll_report.rewritten] == ["sign"]
 
 
 class _Enc(nn.Module):
