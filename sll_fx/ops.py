@@ -67,6 +67,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import reprlib
 from typing import Callable
 
 import torch
@@ -545,18 +546,33 @@ def _check_arg(op: str, name: str, value, kind, what: str, example: str) -> None
     fix = f"{name}={number!r}" if number is not None and kind is numbers.Real else example
     raise TypeError(f"sll_fx.{op}: {name}={value!r} must be {what}, got {type(value).__name__}\nFix: pass {fix}")
 
+
+def _check_x(op: str, x) -> None:
+    """A TypeError naming the explicit op when its input ``x`` is no tensor (nor an fx proxy): a list, a number or a
+    NumPy array got the op's schema matching ("failed to match any schema") or, in heaviside and trunc, an
+    AttributeError from inside ("'list' object has no attribute 'dtype'")."""
+    if isinstance(x, Tensor) or isinstance(x, torch.fx.Proxy):
+        return  # (a tensor first: under torch.compile that test is a constant)
+    shown = reprlib.repr(x)  # (a long list is cut short)
+    literal = isinstance(x, (list, tuple, numbers.Number)) and "..." not in shown
+    fix = "a tensor" if x is None else f"torch.as_tensor({shown if literal else 'x'})"
+    raise TypeError(f"sll_fx.{op}: x={shown} must be a tensor, got {type(x).__name__}\nFix: pass {fix} "
+                    "(a floating one: an integer tensor gets no gradient)")
+
 # ``method`` (every explicit op): "sll" (default), "ste" or "sigmoid" (hard forward, that estimator's
 # backward: see ``kernels.estimator_grad``; for "sigmoid" eps is the temperature tau).
 
 
 def sign(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``sign``: ``clamp(x / eps, -1, 1)``; slope ``1/eps`` in ``|x| <= eps`` (jump of 2)."""
+    _check_x("sign", x)
     return torch.ops.sll.sign(x, eps=_explicit_eps(eps, method, "sign"), mode=op_mode(mode, method))
 
 
 def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | float = 0.5,
               mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.heaviside(x, values)``: ``clamp(x/(2eps) + 1/2, 0, 1)``; the hard value at 0 is ``values``."""
+    _check_x("heaviside", x)
     if not isinstance(values, Tensor):
         values = torch.tensor(values, dtype=x.dtype, device=x.device)
     return torch.ops.sll.heaviside(x, values, eps=_explicit_eps(eps, method, "heaviside"), mode=op_mode(mode, method))
@@ -565,6 +581,7 @@ def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | 
 def round(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, decimals: int = 0,  # noqa: A001
           mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.round(x, decimals=d)``: ramps of half-width ``eps`` at the half-way points ``(j + 1/2) 10^-d``."""
+    _check_x("round", x)
     _check_arg("round", "decimals", decimals, numbers.Integral, "an int", "decimals=1")
     return torch.ops.sll.round(x, eps=_explicit_eps(eps, method, "round"), mode=op_mode(mode, method),
                                decimals=decimals)
@@ -572,16 +589,19 @@ def round(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, decimals: int = 0,  #
 
 def floor(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.floor``: ramps of half-width ``eps`` centred on the integers."""
+    _check_x("floor", x)
     return torch.ops.sll.floor(x, eps=_explicit_eps(eps, method, "floor"), mode=op_mode(mode, method))
 
 
 def ceil(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.ceil``: ramps of half-width ``eps`` centred on the integers."""
+    _check_x("ceil", x)
     return torch.ops.sll.ceil(x, eps=_explicit_eps(eps, method, "ceil"), mode=op_mode(mode, method))
 
 
 def trunc(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.trunc``: ramps at the nonzero integers (trunc does not jump at 0)."""
+    _check_x("trunc", x)
     return torch.ops.sll.trunc(x, eps=_explicit_eps(eps, method, "trunc"), mode=op_mode(mode, method))
 
 
@@ -591,6 +611,7 @@ def threshold(x: Tensor, threshold: Tensor | float, eps: float | Tensor = DEFAUL
 
     The gradient reaches ``x`` and, when it is a tensor, ``threshold``.
     """
+    _check_x("threshold", x)
     if cmp not in CMP_ALIASES:
         raise ValueError(f"sll_fx.threshold: cmp={cmp!r} is not one of {tuple(CMP_ALIASES)}")
     _check_arg("threshold", "threshold", threshold, numbers.Real, "a number or a tensor", "threshold=0.5")

@@ -975,6 +975,29 @@ def test_an_explicit_op_argument_of_the_wrong_type_is_a_type_error_naming_it(cal
         call(torch.randn(4))
 
 
+@pytest.mark.parametrize("op,call", [
+    ("sign", lambda x: sll_fx.sign(x, 0.1)), ("heaviside", lambda x: sll_fx.heaviside(x, 0.1)),
+    ("round", lambda x: sll_fx.round(x, 0.1)), ("floor", lambda x: sll_fx.floor(x, 0.1)),
+    ("ceil", lambda x: sll_fx.ceil(x, 0.1)), ("trunc", lambda x: sll_fx.trunc(x, 0.1)),
+    ("threshold", lambda x: sll_fx.threshold(x, 0.3, 0.1)), ("sign", lambda x: sll_fx.sign(x, None, method="ste")),
+], ids=["sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "sign_ste"])
+def test_an_explicit_op_given_no_tensor_is_a_type_error_naming_it(op, call):
+    """sll_fx.heaviside([0.1], 0.1) and trunc raised "AttributeError: 'list' object has no attribute 'dtype'" from
+    inside, the others the op's "failed to match any schema" (audit)."""
+    with pytest.raises(TypeError, match=rf"^sll_fx\.{op}: x=\[0\.1\] must be a tensor, got list\nFix: pass "
+                                        r"torch\.as_tensor\(\[0\.1\]\) \(a floating one: an integer tensor gets no "
+                                        r"gradient\)$"):
+        call([0.1])
+    with pytest.raises(TypeError, match=rf"^sll_fx\.{op}: x=0\.5 must be a tensor, got float\nFix: pass "
+                                        r"torch\.as_tensor\(0\.5\)"):
+        call(0.5)
+    with pytest.raises(TypeError, match=rf"^sll_fx\.{op}: x=\[0, 1, 2, 3, 4, 5, \.\.\.\] must be a tensor, got "
+                                        r"list\nFix: pass torch\.as_tensor\(x\) "):  # (a long value cut short)
+        call(list(range(100)))
+    with pytest.raises(TypeError, match=rf"^sll_fx\.{op}: x=None must be a tensor, got NoneType\nFix: pass a tensor "):
+        call(None)
+
+
 @pytest.mark.parametrize("op", ["sign", "round", "floor", "heaviside", "threshold"])
 def test_an_eps_on_the_meta_device_beside_a_cpu_input_is_an_eps_error(op):
     """A 0-dim eps on 'meta' (no value) with a CPU x: round, floor, heaviside and threshold returned a result that
