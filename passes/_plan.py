@@ -23,7 +23,7 @@ from torch.fx import GraphModule, Node
 from sll_fx import dtypes, rules
 from sll_fx.config import SLLConfig
 from sll_fx.errors import EpsError
-from sll_fx.ops import DEFAULT_EPS, check_eps, eps_limit
+from sll_fx.ops import DEFAULT_EPS, MAX_DECIMALS, check_eps, decimals_in_range, eps_limit
 from sll_fx.report import Entry
 from sll_fx.tracer import module_of, source_of
 
@@ -491,10 +491,14 @@ class _Planner:
         keywords = rule.keyword_values(node)
         if any(isinstance(v, Node) for v in keywords.values()):
             return self._hard(node, rule, "argument computed at run time (e.g. decimals=tensor): left hard")
+        if not decimals_in_range(decimals := keywords.get("decimals", 0)):  # (checked before its uses: a moot verdict)
+            return self._hard(node, rule, f"decimals={decimals} is out of range ({-MAX_DECIMALS} to {MAX_DECIMALS}): "
+                                          f"10**{abs(decimals)} overflows float64, so the op is NaN for every input, "
+                                          "no jump to linearize: left hard")
         uses = self._verdict([(node, list(node.users))], "result")
         if uses.hard and not self.config.is_disabled(rule.kind):
             return self._hard(node, rule, uses.hard)
-        return self._rewrite(node, rule, decimals=keywords.get("decimals", 0), reason=uses.reason,
+        return self._rewrite(node, rule, decimals=decimals, reason=uses.reason,
                              hard_uses=uses.keep, chain=(uses.chain, uses.ends))
 
     def _plan_comparison(self, node, rule) -> _Step:

@@ -432,6 +432,9 @@ def trunc(eps: Eps) -> Jump:
     return Jump(ramp, (-1.0, 0.0), distance, eps, k, integral=True)
 
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def round_decimals(eps: Eps, decimals: int) -> Jump:
     """round on the grid ``10^-d``: ``round_half`` on the scaled input, scaled back.
 
@@ -446,7 +449,11 @@ def round_decimals(eps: Eps, decimals: int) -> Jump:
 
     def scaled(x):
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # ATen's opmath type
-        scale = torch.full((), pw, dtype=xf.dtype, device=xf.device)  # (traced as an op: no lifted constant)
+        # (traced as an op: no lifted constant); beyond the dtype's range inf, as ATen's pow(10, d) in that type is
+        # (x * inf / inf, x / inf * inf: NaN for every x, torch.round's value; torch.full raised "value cannot be
+        # converted to type float without overflow")
+        scale = torch.full((), pw if pw <= _FLOAT32_MAX or pw <= torch.finfo(xf.dtype).max else math.inf,
+                           dtype=xf.dtype, device=xf.device)
         return (torch.mul(xf, scale) if decimals > 0 else torch.div(xf, scale)), scale
 
     def ramp(x):

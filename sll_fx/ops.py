@@ -118,10 +118,29 @@ def _sll_only(op: str, mode: str) -> None:
         raise ValueError(f"sll.{op}: method={mode!r} is not supported for {op}; only method='sll'")
 
 
+#: the largest |decimals| of round: beyond it 10**|decimals| overflows float64, and torch.round(x, decimals=d) scales
+#: x by that inf (it is NaN for every x)
+MAX_DECIMALS = 308
+
+
+def decimals_in_range(decimals: int) -> bool:
+    return -MAX_DECIMALS <= decimals <= MAX_DECIMALS
+
+
+def check_decimals(decimals: int) -> None:
+    """An :class:`EpsError` for a ``round`` whose ``decimals`` is out of range (10.0 ** -decimals raised OverflowError
+    from Python's float power, or 0.5 * it underflowed to a limit of 0: "use eps <= 0")."""
+    if not decimals_in_range(decimals):
+        raise EpsError(f"sll.round: decimals={decimals} is out of range: round scales x by 10**{abs(decimals)}, which "
+                       f"overflows float64 (torch.round(x, decimals={decimals}) is NaN for every x), so it has no band "
+                       f"to fit an eps in\nFix: use {-MAX_DECIMALS} <= decimals <= {MAX_DECIMALS}")
+
+
 def eps_limit(op: str, decimals: int = 0) -> float:
-    """Largest valid eps: half the spacing of the op's boundaries (inf for a single jump)."""
+    """Largest valid eps: half the spacing of the op's boundaries (inf for a single jump; 0 for a ``decimals`` out of
+    range, which :func:`check_eps` refuses)."""
     if op == "round":
-        return 0.5 * 10.0 ** (-decimals)
+        return 0.5 * 10.0 ** (-decimals) if decimals_in_range(decimals) else 0.0
     if op in ("floor", "ceil", "trunc"):
         return 0.5
     return math.inf
@@ -134,13 +153,12 @@ def check_eps(op: str, eps: float, decimals: int = 0) -> float:
     """
     if isinstance(eps, Tensor) or not isinstance(eps, (int, float)) or isinstance(eps, bool):
         raise EpsError(f"sll.{op}: eps must be a Python float, got {type(eps).__name__}")
+    if op == "round":
+        check_decimals(decimals)
     eps = float(eps)
     if not math.isfinite(eps) or eps <= 0:
         raise EpsError(f"sll.{op}: eps={eps!r} must be positive and finite")
     limit = eps_limit(op, decimals)
-    if limit == 0:  # (10**-decimals underflows: no eps fits; "use eps <= 0" said the opposite of the limit)
-        raise EpsError(f"sll.{op}: round(decimals={decimals}) has boundaries 10**-{decimals} apart, below the smallest "
-                       f"positive float, so no eps fits between them\nFix: use decimals <= 308")
     if eps > limit:
         where = f"round(decimals={decimals})" if op == "round" and decimals else op
         raise EpsError(
@@ -279,6 +297,7 @@ def _heaviside(x: Tensor, values: Tensor, *, eps: kernels.Eps, mode: str = "line
 
 def _round(x: Tensor, *, eps: kernels.Eps, mode: str = "linear", decimals: int = 0) -> Tensor:
     check_mode("round", mode, OP_MODES)
+    check_decimals(decimals)  # (also for a tensor eps, which op_eps does not always check)
     eps = op_eps("round", eps, x, decimals)
     if not x.is_floating_point():
         return torch.round(x, decimals=decimals) if decimals else torch.round(x)

@@ -942,11 +942,42 @@ def test_a_tensor_eps_under_fake_tensors_stays_a_tensor():
 def test_round_with_decimals_whose_spacing_underflows_says_so():
     """decimals=400: the limit 0.5 * 10**-400 is 0.0, and the message said "its boundaries are 0 apart ... use
     eps <= 0" (audit)."""
-    with pytest.raises(EpsError, match=r"^sll\.round: round\(decimals=400\) has boundaries 10\*\*-400 apart, below the "
-                                       r"smallest positive float, so no eps fits between them\nFix: use decimals <= 308"):
+    with pytest.raises(EpsError, match=r"^sll\.round: decimals=400 is out of range: round scales x by 10\*\*400, which "
+                                       r"overflows float64 \(torch\.round\(x, decimals=400\) is NaN for every x\), so it "
+                                       r"has no band to fit an eps in\nFix: use -308 <= decimals <= 308$"):
         sll_fx.round(torch.randn(3), 1e-300, decimals=400)
     with pytest.raises(EpsError, match=r"use eps <= 5e-309$"):  # (the limit itself where it is a float)
         sll_fx.round(torch.randn(3), 1e-300, decimals=308)
+
+
+@pytest.mark.parametrize("decimals", [-400, -309, 309, 315])
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_round_with_decimals_out_of_range_is_an_eps_error_naming_the_range(decimals, mode):
+    """sll_fx.round(x, 0.1, decimals=-400) raised "OverflowError: (34, 'Numerical result out of range')" from Python's
+    10.0 ** 400, and decimals=315 (a limit 5e-316 that fits a float) the same from the kernel's scale (audit).
+    torch.round itself is NaN for every x there (it scales x by inf)."""
+    x = torch.tensor([0.3, -2.7, 0.0, 1e300], dtype=torch.float64)
+    assert torch.round(x, decimals=decimals).isnan().all()
+    message = (rf"^sll\.round: decimals={decimals} is out of range: round scales x by 10\*\*{abs(decimals)}, which "
+               r"overflows float64 .*\nFix: use -308 <= decimals <= 308$")
+    for eps in (0.1, 1e-320, torch.tensor(0.1, dtype=torch.float64)):
+        with pytest.raises(EpsError, match=message):
+            sll_fx.round(x, eps, decimals=decimals, mode=mode)
+    with pytest.raises(ValueError):  # (an EpsError is a ValueError)
+        torch.ops.sll.round(x, eps=0.1, decimals=decimals)
+
+
+@pytest.mark.parametrize("decimals,eps", [(39, 1e-40), (45, 1e-46), (-39, 1e6), (-45, 1e7), (-300, 1e262)])
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_round_with_decimals_beyond_float32_gives_torchs_nan(decimals, eps, mode):
+    """In float32, 10**|decimals| beyond 3.4e38 is inf in ATen's scale (torch.round is NaN for every x); the kernel's
+    torch.full((), 1e45, dtype=torch.float32) raised "RuntimeError: value cannot be converted to type float without
+    overflow" (audit)."""
+    x = torch.tensor([0.3, -2.7, 0.0, 2e38], requires_grad=True)
+    y = sll_fx.round(x, eps, decimals=decimals, mode=mode)
+    assert torch.round(x.detach(), decimals=decimals).isnan().all() and y.isnan().all()
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros(4))
 
 
 @pytest.mark.parametrize("eps,match", [

@@ -497,6 +497,12 @@ LEFT_HARD = [
     Hard("inplace_gt", lambda m, x: x.clone().gt_(0.3), "Tensor.gt_", "in-place"),
     Hard("eq_float", lambda m, x: (x == 0.5).float(), "x == t", "no jump"),
     Hard("ne_float", lambda m, x: (x != 0.5).to(x.dtype), "x != t", "no jump"),
+    # torch.round is NaN for every x there; linearize_module raised "OverflowError: (34, 'Numerical result out of
+    # range')" from 10.0 ** 400, and for decimals=400 "EpsError: eps=0.0 must be positive and finite" (audit)
+    Hard("round_decimals_minus_400", lambda m, x: torch.round(x, decimals=-400), "torch.round",
+         "decimals=-400 is out of range (-308 to 308): 10**400 overflows float64, so the op is NaN for every input"),
+    Hard("round_decimals_400_method", lambda m, x: x.round(decimals=400), "Tensor.round",
+         "decimals=400 is out of range (-308 to 308)"),
 ]
 
 
