@@ -165,18 +165,48 @@ def _topk_pattern(node: Node):
         return f"scattered value {value!r} is not 1"
     if node.kwargs.get("reduce") is not None:
         return f"scatter with reduce={node.kwargs['reduce']!r} is not a mask"
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)) or dim != tdim:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, dim, tdim)):
         for what, v in (("k", k), ("dim", tdim), ("scatter's dim", dim)):
             if isinstance(v, Node) and v.op == "placeholder":  # forward(self, x, top_k=3)
                 given = v.args[0] if v.args and isinstance(v.args[0], int) else 3
                 return (f"{what} comes from the input '{v.target}', known only at run time: fix it when "
                         f"linearizing, linearize_module(model, concrete_args={{'{v.target}': {given}}})")
         return "k and dim must be literal and the same for topk and scatter"
+    if dim != tdim and (why := _other_dim(tdim, dim, x)):
+        return why
     if not isinstance(largest, bool):
         return "largest must be a literal"
     inplace = node.op == "call_method" and node.target == "scatter_"
-    return {"x": x, "k": k, "dim": dim, "largest": largest, "zeros": zeros, "topk": topk, "index": index,
+    return {"x": x, "k": k, "dim": tdim, "largest": largest, "zeros": zeros, "topk": topk, "index": index,
             "inplace": inplace}
+
+
+def _rank(node) -> int | None:
+    """``node``'s number of dims where a fake-tensor tracer fixed it (``meta["val"]``, ``meta["tensor_meta"]``:
+    torch.export, make_fx; their graphs run at that rank only), else None (a symbolic trace runs at any rank)."""
+    if not isinstance(node, Node):
+        return None
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return val.dim()
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return len(shape) if isinstance(shape, torch.Size) else None
+
+
+def _other_dim(tdim: int, dim: int, x) -> str:
+    """Why topk's ``tdim`` and scatter's ``dim`` (unequal as written) are not the same dim of ``x``; "" when they are:
+    one counted from the end, the other from the front, on an ``x`` whose rank the graph fixes (``dim=-1`` and
+    ``dim=1`` on a 2-D ``x``)."""
+    rank = _rank(x)
+    if rank is not None:
+        if -rank <= tdim < rank and -rank <= dim < rank and tdim % rank == dim % rank:
+            return ""
+        return f"topk's dim={tdim} and scatter's dim={dim} are different dims of x ({rank}-D): not a top-k mask"
+    if (tdim < 0) == (dim < 0):
+        return f"topk's dim={tdim} and scatter's dim={dim} are different dims: not a top-k mask"
+    return (f"topk's dim={tdim} and scatter's dim={dim} are the same dim only where x has {max(tdim, dim) - min(tdim, dim)} "
+            f"dims, which this graph does not fix (a traced graph runs at any rank): write the same dim in both "
+            f"(dim={tdim} in the scatter)")
 
 
 #: what the spellings of the patterns whose sll op reads another node than their inputs call (``_pattern_inputs``)

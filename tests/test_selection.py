@@ -1166,6 +1166,68 @@ def test_scatter_with_reduce_is_not_a_topk_mask():
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+class _MixedDims(nn.Module):
+    """A top-k mask whose topk and scatter spell their dim differently (-1 and 1 are one dim of a 2-D x)."""
+
+    def __init__(self, tdim: int, sdim: int):
+        super().__init__()
+        self.tdim, self.sdim = tdim, sdim
+
+    def forward(self, x):
+        idx = x.topk(2, dim=self.tdim).indices
+        mask = torch.zeros_like(x)
+        mask.scatter_(self.sdim, idx, 1.0)
+        return mask * 2
+
+
+@pytest.mark.parametrize("tdim,sdim", [(-1, 1), (1, -1)])
+def test_topk_mask_with_dims_spelled_differently_is_rewritten_where_the_rank_is_fixed(tdim, sdim):
+    """x.topk(k, dim=-1) with zeros.scatter_(1, idx, 1.0) on a 2-D x was left hard ('k and dim must be literal and
+    the same for topk and scatter'), also in a torch.export graph, whose rank is fixed (audit)."""
+    model = _MixedDims(tdim, sdim)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(12)) * 0.5
+    gm = sll_fx.linearize_module(torch.export.export(model, (x,)), eps=EPS, verbose=False)
+    (entry,) = gm.sll_report.entries
+    assert entry.replacement == "sll.topk_mask" and entry.reason == "", str(gm.sll_report)
+    (node,) = sll_nodes(gm)
+    assert node.args[1:] == (2, tdim)
+    with torch.no_grad():
+        y, hard = gm(x), model(x)
+    torch.testing.assert_close(y, topk_reference(x, 2, -1, EPS) * 2, rtol=1e-5, atol=1e-5)
+    v = x.sort(-1, descending=True).values
+    clear = (x - (v[:, 1:2] + v[:, 2:3]) / 2).abs() > EPS * 1.01  # outside the band: the model's mask exactly
+    assert clear.any() and (~clear).any()
+    assert_bitwise(y[clear], hard[clear])
+    xg = x.clone().requires_grad_(True)
+    (gm(xg) * torch.arange(20.0).view(4, 5)).sum().backward()  # (weighted: a mask's sum is k, whatever x)
+    assert xg.grad.abs().sum() > 0
+    stripped = sll_fx.export_hard(gm, verbose=False)
+    with torch.no_grad():
+        for i, xi in enumerate(_topk_inputs((4, 5))):
+            assert_bitwise(stripped(xi), model(xi), f"input {i}")
+
+
+@pytest.mark.parametrize("tdim,sdim,export,reason", [
+    (-1, 1, False, "topk's dim=-1 and scatter's dim=1 are the same dim only where x has 2 dims, which this graph "
+                   "does not fix (a traced graph runs at any rank): write the same dim in both (dim=-1 in the scatter)"),
+    (0, 1, True, "topk's dim=0 and scatter's dim=1 are different dims of x (2-D): not a top-k mask"),
+    (0, -1, True, "topk's dim=0 and scatter's dim=-1 are different dims of x (2-D): not a top-k mask"),
+    (-2, -1, False, "topk's dim=-2 and scatter's dim=-1 are different dims: not a top-k mask"),
+], ids=["traced_rank_unknown", "exported_0_1", "exported_0_minus1", "both_negative"])
+def test_topk_mask_with_dims_that_may_differ_stays_hard_and_says_why(tdim, sdim, export, reason):
+    """Where the graph does not fix x's rank (a symbolic trace runs at any rank: dim=-1 and dim=1 are one dim for a
+    2-D x only), or the dims differ at that rank, the mask stays hard, the values the model's."""
+    model = _MixedDims(tdim, sdim)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(12))
+    gm = sll_fx.linearize_module(torch.export.export(model, (x,)) if export else model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten and not sll_nodes(gm)
+    (entry,) = [e for e in gm.sll_report.entries if e.op == "Tensor.scatter_"]
+    assert entry.reason == f"top-k mask left hard: {reason}"
+    with torch.no_grad():
+        assert_bitwise(gm(x), model(x))
+        assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
 def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
     """num_classes smaller than the dim: one_hot raises when an index reaches it; the linearized op used to
     keep the first classes silently. An index below it is fine, as for one_hot."""
