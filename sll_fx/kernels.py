@@ -601,13 +601,13 @@ def _first(indices: Tensor, dim: int, like: Tensor) -> Tensor:
     return z.scatter_(dim, indices, True) if inplace_ok(indices) else z.scatter(dim, indices, True)
 
 
-def _hard_where_undefined(d: Tensor, z: Tensor, chosen: Tensor) -> Tensor:
+def _hard_where_undefined(d: Tensor, z: Tensor, chosen: Tensor, nan: Tensor | None = None) -> Tensor:
     """``d`` where it is a number; where it is NaN for a non-NaN ``z`` (``inf - inf``: a tie at infinity, or a
     NaN elsewhere in the row taking the hard op's choice) ``+inf`` for the elements the hard op chooses and
     ``-inf`` for the others, so that the surrogate is the hard value there (SLL_MATH.md: +-inf gives what the
-    hard op gives).  A NaN element stays NaN."""
+    hard op gives).  A NaN element stays NaN.  ``nan``: ``isnan(z)``, where the caller has it."""
     far = torch.where(chosen, torch.inf, -torch.inf).to(d.dtype)
-    return torch.where(torch.isnan(d) & ~torch.isnan(z), far, d)
+    return torch.where(torch.isnan(d) & ~(torch.isnan(z) if nan is None else nan), far, d)
 
 
 def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
@@ -624,9 +624,13 @@ def argmax_margin(x: Tensor, dim: int, largest: bool = True) -> Tensor | None:
     index = z.argmax(dim, keepdim=True)
     chosen = _first(index, dim, z)
     best = z.gather(dim, index)
-    runner_up = torch.where(chosen, -torch.inf, z).amax(dim, keepdim=True)
+    nan = torch.isnan(z)
+    # the runner-up among the numbers: a second NaN in the row made it NaN, and amax's backward divides by the count of
+    # elements equal to its result (0 for NaN): NaN gradients for the whole row, in hard mode too.  Same value: a row
+    # with a NaN has its (first) NaN chosen, whose margin is NaN whatever the runner-up
+    runner_up = torch.where(chosen | nan, -torch.inf, z).amax(dim, keepdim=True)
     margin = z - torch.where(chosen, runner_up, best)
-    return _hard_where_undefined(margin, z, chosen)
+    return _hard_where_undefined(margin, z, chosen, nan)
 
 
 def topk_distance(x: Tensor, k: int, dim: int, largest: bool = True) -> Tensor | None:

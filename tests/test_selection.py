@@ -674,6 +674,34 @@ def test_onehot_argmax_ties_at_infinity_and_nan_elsewhere_give_the_hard_result()
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+@pytest.mark.parametrize("mode", ["hard", "linear"])
+@pytest.mark.parametrize("largest", [True, False])
+def test_onehot_argmax_row_with_two_nans_gets_a_zero_gradient(mode, largest):
+    """A row with two NaNs gave NaN gradients to every element of the row, in hard mode too, where the forward is the
+    hard one-hot ([[nan, 0, nan, nan]] for [0.1, nan, 0.5, nan]): the runner-up was NaN, and amax's backward divides by
+    the count of elements equal to it, 0 (audit).  Now 0 there; the values and the other rows' gradients as before."""
+    arg = "argmax" if largest else "argmin"
+    model = Outer(lambda m, x: F.one_hot(getattr(x, arg)(-1), 4).float())
+    gm = sll_fx.linearize_module(model, eps=EPS, mode=mode, verbose=False)
+    x = torch.tensor([[0.1, NAN, 0.5, NAN], [NAN, NAN, NAN, 0.2], [0.1, 0.92, 0.5, 0.88], [NAN, 0.3, -INF, NAN]],
+                     requires_grad=True)
+    y = gm(x)
+    with torch.no_grad():
+        hard = model(x)
+    if mode == "hard":
+        assert_bitwise(y.detach(), hard)
+    else:  # NaN in, NaN out; the numbers of the rows with a NaN the hard one-hot (row 2 is in the band)
+        rows = [0, 1, 3]
+        assert torch.equal(torch.isnan(y), torch.isnan(x))
+        assert torch.equal(y[rows].nan_to_num(7.0), hard[rows].masked_fill(torch.isnan(x[rows]), 7.0))
+    (y * torch.arange(16.0).view(4, 4)).sum().backward()
+    k = 1 / (2 * EPS)  # row 2, argmax: 0.92 and 0.88 within eps of each other, slopes on both; argmin: none
+    expected = torch.zeros(4, 4)
+    if largest:
+        expected[2] = torch.tensor([0.0, (9 - 11) * k, 0.0, (11 - 9) * k])
+    torch.testing.assert_close(x.grad, expected)
+
+
 @pytest.mark.parametrize("tie", [(1.0, 1.0, 0.0), (0.0, -0.0, -1.0), (-0.0, 0.0, -1.0)], ids=str)
 @pytest.mark.parametrize("mode", ["linear", "hard"])
 @pytest.mark.parametrize("largest", [True, False])
