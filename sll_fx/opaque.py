@@ -760,10 +760,12 @@ def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 6) -
 
 def called_by_parent(model: nn.Module, path: str) -> bool:
     """May the submodule at ``path`` of ``model`` be called through that path?  No only when its parent's forward
-    (and the methods that forward reads on ``self``) never reaches it: never reads ``self.<name>`` nor a container
-    attribute holding it, and never hands ``self`` on whole (``getattr(self, n)``, ``helper(self, x)``,
-    ``self.children()``): an alias no forward calls, ``self.last = self.layers[-1]``.  A container
-    (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) calls all its own."""
+    (and the methods that forward reads on ``self`` or on ``super()``, also stored, ``s = super(); s.forward(x)``)
+    never reaches it: never reads ``self.<name>`` nor a container attribute holding it, and never hands ``self`` on
+    whole (``getattr(self, n)``, ``helper(self, x)``, ``self.children()``; not ``type(self)``, ``isinstance(self,
+    ...)``, ``self is x`` or another builtin that cannot call a module, :data:`_INERT`): an alias no forward calls,
+    ``self.last = self.layers[-1]``.  A container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) calls
+    all its own."""
     if not path:
         return True
     parent_path, _, name = path.rpartition(".")
@@ -772,69 +774,235 @@ def called_by_parent(model: nn.Module, path: str) -> bool:
     if fn is None or isinstance(parent, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return True
     child = parent._modules.get(name)
-    for f in (fn, *_methods_called(fn, parent)):
-        read, escapes = _code_uses(f.__code__)[:2]
-        if escapes or name in read or read & _WALKS:
+    start = [fn]
+    if hasattr(fn, "__wrapped__") and (inner := function_of(inspect.unwrap(fn))) is not None:
+        start.append(inner)  # (a user's functools.wraps decorator of forward: its wrapper reads nothing off self)
+    for f in dict.fromkeys([*start, *(g for f in start for g in _methods_called(f, parent))]):
+        uses = _code_uses(f.__code__)
+        read = uses.self_attrs
+        if uses.escapes or name in read or read & _WALKS or not _inert(f, uses.passed_to):
             return True
-        for attr in read:  # (self.stages = [blk]: a plain container of modules, iterated)
+        for attr in read:  # (self.stages = [[blk]], [("b", blk)], a namespace, functools.partial(f, blk))
             held = parent.__dict__.get(attr)
-            if isinstance(held, (list, tuple, dict)) and any(
-                    v is child for v in (held.values() if isinstance(held, dict) else held)):
+            if held is not None and _holds(held, child, [_HELD_ITEMS]):
                 return True
     return False
 
 
+#: how deep, and over how many values, :func:`_holds` looks into what an attribute holds
+_HELD_DEPTH, _HELD_ITEMS = 4, 1000
+
+
+def _holds(v, target, budget: list, depth: int = 0) -> bool:
+    """Is ``target`` in what ``v`` holds, a few levels deep: items of lists, tuples, sets and dicts, the attributes
+    of a plain object (``types.SimpleNamespace``), the function and arguments of a ``functools.partial``, the object
+    of a bound method, a function's closure?  Not inside modules, tensors, classes or module objects.  ``budget``:
+    ``[values left to look at]``, shared by the whole walk."""
+    if v is target:
+        return True
+    budget[0] -= 1
+    if depth >= _HELD_DEPTH or budget[0] < 0 or isinstance(v, (nn.Module, torch.Tensor, type, types.ModuleType,
+                                                                 str, bytes, int, float, bool)):
+        return False
+    if isinstance(v, dict):
+        items = v.values()
+    elif isinstance(v, (list, tuple, set, frozenset, collections.deque)):
+        items = v
+    elif isinstance(v, functools.partial):
+        items = (v.func, *v.args, *v.keywords.values())
+    elif isinstance(v, types.MethodType):
+        items = (v.__self__, v.__func__)
+    elif isinstance(v, types.FunctionType):
+        items = closure_values(v).values()
+    elif hasattr(v, "__dict__"):
+        items = vars(v).values()
+    else:
+        return False
+    return any(_holds(x, target, budget, depth + 1) for x in items)
+
+
 #: methods of self through which a forward may reach any child
 _WALKS = frozenset(("children", "named_children", "modules", "named_modules", "_modules", "__getattr__",
-                    "get_submodule"))
+                    "get_submodule", "__dict__", "__getattribute__"))
+
+#: builtins that cannot call a module handed to them (``type(self).__name__``, ``isinstance(self, nn.Module)``)
+_INERT = frozenset((type, isinstance, issubclass, id, repr, str, hash, print, len, callable, hasattr, format, ascii,
+                    bool))
+
+
+def _inert(fn: types.FunctionType, names: frozenset) -> bool:
+    """Are the global names ``names`` of ``fn``'s code all builtins of :data:`_INERT` (not rebound in its module)?"""
+    space, default = fn.__globals__, vars(builtins)
+    for n in names:
+        v = space[n] if n in space else default.get(n)
+        try:
+            if v not in _INERT:
+                return False
+        except TypeError:  # (unhashable)
+            return False
+    return True
 
 
 class _CodeUses(typing.NamedTuple):
     """How a function's code (nested code included) uses ``self``, its first argument, and other names."""
-    self_attrs: frozenset   # attribute names it loads from self, or from super() (super().forward(x))
+    self_attrs: frozenset   # attribute names it loads from self, or from super() (super().forward(x), s.forward(x))
     escapes: bool           # self goes elsewhere too: an argument of a call, getattr(self, n), returned
     names: frozenset        # names it loads as globals or free variables (self aside)
     other_attrs: frozenset  # attribute names it loads from anything else (torch.enable_grad)
+    passed_to: frozenset    # global names of the calls self is otherwise a plain argument of (type(self))
+
+
+_SKIPPED = frozenset(("CACHE", "EXTENDED_ARG", "NOP"))
+#: instructions that push one value and pop none
+_PUSHES = frozenset(("LOAD_CONST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME",
+                     "LOAD_CLASSDEREF"))
+_CALLS = {"CALL": 0, "CALL_FUNCTION": 0, "CALL_FUNCTION_KW": 1, "CALL_KW": 1}  # (1: a tuple of names pushed too)
+_NULL_FLAG = sys.version_info >= (3, 11)  # (LOAD_GLOBAL's low bit: a NULL pushed, the global is called)
+_METHOD_FLAG = sys.version_info >= (3, 12)  # (LOAD_ATTR's low bit: a method load, pushes two)
+_SELF_LOADS = ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")
+
+
+def _single_push(ins: dis.Instruction) -> bool:
+    return ins.opname in _PUSHES and not (_NULL_FLAG and ins.opname == "LOAD_GLOBAL" and ins.arg & 1)
+
+
+def _consumer(ins: list, i: int) -> tuple[int, int]:
+    """``(j, n)``: the first instruction ``ins[j]`` after ``ins[i]`` that takes the value ``ins[i]`` pushed, or
+    something else than plain loads (a constant, a name, an attribute of one, a tuple of those) pushed after it;
+    ``n`` values were pushed after it and are still on the stack there."""
+    n = 0
+    for j in range(i + 1, len(ins)):
+        x = ins[j]
+        op = x.opname
+        if _single_push(x):
+            n += 1
+        elif op == "LOAD_ATTR" and n and not (_METHOD_FLAG and x.arg & 1):
+            continue
+        elif op == "BUILD_TUPLE" and x.arg <= n:
+            n += 1 - x.arg
+        elif op not in ("PRECALL", "KW_NAMES"):
+            return j, n
+    return len(ins), n
+
+
+def _call_target(ins: list, i: int, j: int, after: int) -> str | None:
+    """The global name called by the call ``ins[j]`` (``after`` values pushed after ``ins[i]`` before it) when the
+    value ``ins[i]`` pushed is one of its plain arguments, the others plain loads (``isinstance(self, nn.Module)``,
+    ``print("%s", self)``), else None."""
+    argc = ins[j].arg + _CALLS[ins[j].opname]
+    before = 0
+    for k in range(i - 1, -1, -1):
+        x = ins[k]
+        if x.opname == "LOAD_GLOBAL" and (not _NULL_FLAG or x.arg & 1):
+            if before + 1 + after == argc:
+                return x.argval
+            if _NULL_FLAG:
+                return None
+        if _single_push(x):
+            before += 1
+        elif not (x.opname == "LOAD_ATTR" and not (_METHOD_FLAG and x.arg & 1)):
+            return None
+        if before + 1 + after > argc:
+            return None
+    return None
+
+
+def _super_calls(ins: list) -> Iterator[tuple[int, int, str | None]]:
+    """``(start, end, attr)`` of each ``super()`` in ``ins``: ``ins[start:end]`` is the call, ``super(Cls, self)``
+    included, and ``attr`` the name read off it (3.12's ``LOAD_SUPER_ATTR``), else ``ins[end]`` uses its result;
+    ``end`` is None where ``super`` is not called so."""
+    for s, x in enumerate(ins):
+        if x.opname not in ("LOAD_GLOBAL", "LOAD_NAME") or x.argval != "super":
+            continue
+        n, end, attr = 0, None, None
+        for j in range(s + 1, len(ins)):
+            op = ins[j].opname
+            if op == "LOAD_SUPER_ATTR":
+                end, attr = j + 1, ins[j].argval
+                break
+            if op in _CALLS and ins[j].arg + _CALLS[op] == n:
+                end = j + 1
+                break
+            if _single_push(ins[j]):
+                n += 1
+            elif op not in ("PRECALL", "PUSH_NULL"):
+                break
+        yield s, end, attr
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
 def _code_uses(code: types.CodeType) -> _CodeUses:
-    """:class:`_CodeUses` of ``code``, in one walk of its instructions."""
-    found, names, attrs, escapes = set(), set(), set(), False
+    """:class:`_CodeUses` of ``code``, in one walk of its instructions (two where it calls ``super()``)."""
+    found, names, attrs, passed, escapes = set(), set(), set(), set(), False
     this = code.co_varnames[0] if code.co_argcount else None  # (a closure over it loads it with LOAD_DEREF)
-    for c in code_objects(code):
-        pending, after_super = None, False
-        for ins in dis.get_instructions(c):
-            op = ins.opname
-            if op in ("CACHE", "EXTENDED_ARG", "NOP", "PRECALL", "PUSH_NULL", "KW_NAMES"):
+    codes = list(code_objects(code))
+    listed = [[i for i in dis.get_instructions(c) if i.opname not in _SKIPPED] for c in codes]
+    selves = {this} if this is not None else set()  # (self, and where super()'s result is stored: s = super())
+    taken = set()  # (ids of self loaded as super()'s argument and of the attribute read off super())
+    for c, ins in zip(codes, listed):
+        if "super" not in c.co_names:
+            continue
+        for start, end, attr in _super_calls(ins):
+            if end is None:
+                escapes = True  # (super itself handed on)
                 continue
-            if pending is not None:  # (the instruction after a load of self: an attribute of it, or not)
-                pending = None
-                if op in ("LOAD_ATTR", "LOAD_METHOD"):
-                    found.add(ins.argval)
-                    continue
-                if op not in ("STORE_ATTR", "DELETE_ATTR"):
-                    escapes = True
-            if after_super:
-                if op in ("LOAD_ATTR", "LOAD_METHOD"):
-                    found.add(ins.argval)
-                    after_super = False
-                    continue
-                if op != "CALL" and not (op.startswith("LOAD_") and op not in ("LOAD_ATTR", "LOAD_METHOD")):
-                    after_super = False
-            if op in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE") and ins.argval == this:
-                if op != "LOAD_CLOSURE":  # (making a closure over self is no use of it)
-                    pending = ins
+            taken.update(id(x) for x in ins[start:end] if x.opname in _SELF_LOADS and x.argval == this)  # (super's
+            # own argument: super(Cls, self))
+            if attr is not None:
+                found.add(attr)
                 continue
-            if op in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval == "super":
-                after_super = True
+            after = ins[end] if end < len(ins) else None
+            if after is not None and after.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                found.add(after.argval)  # (super().forward(x))
+                taken.add(id(after))
+            elif after is not None and after.opname in ("STORE_FAST", "STORE_DEREF"):
+                selves.add(after.argval)  # (s = super(): s.forward(x) reads the bases' forward)
+            else:
+                escapes = True
+    for ins in listed:
+        for k, x in enumerate(ins):
+            if id(x) in taken:
+                continue
+            op = x.opname
+            if op in _SELF_LOADS and x.argval in selves:
+                if op == "LOAD_CLOSURE":  # (making a closure over self is no use of it)
+                    continue
+                nxt = ins[k + 1] if k + 1 < len(ins) else None
+                if nxt is not None and nxt.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                    found.add(nxt.argval)
+                    taken.add(id(nxt))
+                elif nxt is None or nxt.opname not in ("STORE_ATTR", "DELETE_ATTR"):
+                    use = _self_use(ins, k)
+                    if use is None:
+                        escapes = True
+                    elif use:
+                        passed.add(use)
+                continue
             if op in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"):
-                names.add(ins.argval)
+                names.add(x.argval)
             elif op in ("LOAD_ATTR", "LOAD_METHOD"):
-                attrs.add(ins.argval)
-        if pending is not None:
-            escapes = True
-    return _CodeUses(frozenset(found), escapes, frozenset(names), frozenset(attrs))
+                attrs.add(x.argval)
+    return _CodeUses(frozenset(found), escapes, frozenset(names), frozenset(attrs), frozenset(passed))
+
+
+def _self_use(ins: list, k: int) -> str | None:
+    """How the value loaded by ``ins[k]`` (self) is used, other than reading its attributes: "" in a comparison
+    ``self is x``, ``self == x``, or formatted ``f"{self}"``; the global name of a call it is a plain argument of
+    (``type(self)``, ``isinstance(self, nn.Module)``, ``print("%s", self)``); else None (handed on)."""
+    j, n = _consumer(ins, k)
+    if j >= len(ins):
+        return None
+    use = ins[j]
+    op = use.opname
+    if op == "IS_OP" or op == "COMPARE_OP" and use.argrepr.strip("bool()") in ("==", "!="):
+        return "" if n <= 1 else None
+    if op == "FORMAT_VALUE":
+        return "" if n == (1 if use.arg & 4 else 0) else None
+    if op in ("FORMAT_SIMPLE", "CONVERT_VALUE"):
+        return "" if n == 0 else None
+    if op in _CALLS:
+        return _call_target(ins, k, j, n)
+    return None
 
 
 def _modes_of(fn: types.FunctionType, objects: list, own: bool = False) -> tuple[list[str], list[str]]:

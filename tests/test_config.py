@@ -13,6 +13,8 @@ entry and in its sll node's ``eps`` keyword.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 
 import pytest
 import torch
@@ -837,3 +839,125 @@ def test_getattr_on_another_object_does_not_count_as_reaching_every_child():
 def test_a_parent_handing_self_to_a_helper_reaches_the_shared_opaque_module():
     with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
         sll_fx.linearize_module(_SharedViaHelper(), SLLConfig(eps=0.1, module_mode={"dec": "hard"}), verbose=False)
+
+
+class _SuperStoredParent(_Parent):
+    def forward(self, x):
+        s = super()
+        return s.forward(x) * 2
+
+
+class _SharedViaStoredSuper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder, self.dec = _Parent(blk), _SuperStoredParent(blk)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+@pytest.mark.parametrize("config", [dict(module_mode={"dec": "hard"}), dict(module_eps={"dec": 0.01})])
+def test_a_parent_reaching_a_shared_opaque_module_through_a_stored_super_counts(config):
+    """Before: ``s = super(); s.forward(x)`` read no attribute of self nor of super(), so dec did not count as calling
+    its blk: the setting was accepted and changed nothing (eps_state {'encoder.blk.inner.round_1': 0.1}, gm equal to
+    the one without it)."""
+    with pytest.raises(ValueError, match=r"the setting for 'dec' covers 'dec.blk', a submodule kept opaque that is "
+                                         r"shared with another parent.*\nFix: set it for 'encoder.blk'"):
+        sll_fx.linearize_module(_SharedViaStoredSuper(), SLLConfig(eps=0.1, **config), verbose=False)
+
+
+class _LogsItsType(_UnusedAlias):
+    def forward(self, x):
+        name = type(self).__name__
+        return self.layers(x) if name else x
+
+
+class _ChecksIsinstance(_UnusedAlias):
+    def forward(self, x):
+        if isinstance(self, nn.Module) and self is not x and f"{self!r}":
+            return self.layers(x)
+        return x
+
+
+@pytest.mark.parametrize("cls", [_LogsItsType, _ChecksIsinstance])
+def test_self_handed_to_a_builtin_that_cannot_call_it_does_not_reach_the_unused_alias(cls):
+    """Before: any load of self not followed by an attribute counted as handing it on, so type(self).__name__ or
+    isinstance(self, nn.Module) made the unused alias self.last a second parent of the opaque layers.1: the
+    setting was refused with 'kept opaque that is shared with another parent'."""
+    gm = sll_fx.linearize_module(cls(), SLLConfig(eps=0.1, module_eps={"layers": 0.05}), verbose=False)
+    assert sll_fx.eps_state(gm) == {"layers.1.inner.round_1": 0.05}
+
+
+def _shadowing_type():
+    """A class whose module binds the global name ``type`` to a function of its own (which could call the module)."""
+    space = {"_UnusedAlias": _UnusedAlias, "type": lambda m: m}
+    exec("class ShadowedType(_UnusedAlias):\n"
+         "    def forward(self, x):\n"
+         "        return self.layers(x) if type(self) else x\n", space)
+    return space["ShadowedType"]
+
+
+def test_self_handed_to_a_global_shadowing_a_builtin_still_reaches_every_child():
+    with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
+        sll_fx.linearize_module(_shadowing_type()(), SLLConfig(eps=0.1, module_eps={"layers": 0.05}), verbose=False)
+
+
+class _HeldDeeper(nn.Module):
+    """A parent reaching its blk through what an attribute holds, deeper than a flat list, or a decorated forward."""
+
+    def __init__(self, blk, spelling):
+        super().__init__()
+        self.blk, self.spelling = blk, spelling
+        self.held = {"nested list": [[blk]], "pairs": [("b", blk)], "namespace": types.SimpleNamespace(m=blk),
+                     "partial": functools.partial(lambda m, x: m(x), blk), "bound method": blk.__call__}.get(spelling)
+
+    def forward(self, x):
+        if self.spelling == "nested list":
+            return [m for group in self.held for m in group][0](x)
+        if self.spelling == "pairs":
+            return self.held[0][1](x)
+        if self.spelling == "namespace":
+            return self.held.m(x)
+        if self.spelling == "__dict__":
+            return self.__dict__["_modules"]["blk"](x)
+        return self.held(x)
+
+
+def _passing(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+class _DecoratedParent(_Parent):
+    @_passing
+    def forward(self, x):
+        return self.blk(x)
+
+
+class _SharedHeldDeeper(nn.Module):
+    def __init__(self, spelling):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder = _Parent(blk)
+        self.dec = _DecoratedParent(blk) if spelling == "decorated forward" else _HeldDeeper(blk, spelling)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+@pytest.mark.parametrize("spelling", ["nested list", "pairs", "namespace", "partial", "bound method", "__dict__",
+                                      "decorated forward"])
+def test_a_parent_reaching_a_shared_opaque_module_through_what_an_attribute_holds_counts(spelling):
+    """Before: only a flat list, tuple or dict attribute holding the module counted (and only forward's own code, not
+    a decorated forward's), so module_mode={'dec': 'hard'} through [[blk]], [("b", blk)], a SimpleNamespace, a
+    functools.partial, blk.__call__, self.__dict__ or a functools.wraps decorator was accepted and changed nothing
+    (eps_state {'encoder.blk.inner.round_1': 0.1}, gm equal to the one without it)."""
+    model = _SharedHeldDeeper(spelling)
+    x = torch.linspace(-1, 1, 8).reshape(2, 4)
+    assert torch.equal(model(x), model.encoder(x) + 10 * model.encoder(x))
+    with pytest.raises(ValueError, match=r"the setting for 'dec' covers 'dec.blk', a submodule kept opaque that is "
+                                         r"shared with another parent"):
+        sll_fx.linearize_module(model, SLLConfig(eps=0.1, module_mode={"dec": "hard"}), verbose=False)

@@ -685,3 +685,39 @@ def test_super_makes_only_the_name_read_off_it_a_method_call():
     the scan read the model's own unrelated normalize (its block): the model went opaque (no gradient)."""
     gm = sll_fx.linearize_module(_SuperThenOther(), eps=0.1, verbose=False)
     assert not gm.sll_report.opaque and len(gm.sll_report.rewritten) == 1
+
+
+class _GradBase(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            return torch.round(self.lin(x) * 4)
+
+
+class _GradSuperStored(_GradBase):
+    def forward(self, x):
+        s = super()
+        return s.forward(x)
+
+
+class _GradSuperNamed(_GradBase):
+    def forward(self, x):
+        return super(_GradSuperNamed, self).forward(x)
+
+
+@pytest.mark.parametrize("cls", [_GradSuperStored, _GradSuperNamed])
+def test_a_grad_mode_block_reached_through_a_stored_or_named_super_is_found(cls):
+    """Before: ``s = super(); s.forward(x)`` read no attribute of self nor of super(), so the base forward's
+    ``torch.enable_grad()`` block was dropped: under no_grad gm's output did not require grad, the model's did."""
+    model = cls()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"": "enters torch.enable_grad in forward: kept opaque so it runs in that grad mode"}
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = model(x), gm(x)
+    assert torch.equal(a, b) and a.requires_grad and b.requires_grad
