@@ -279,10 +279,16 @@ class _Planner:
 
     def _constant_fill(self, value) -> float | None:
         """The one number ``value``, a selection's branch, holds everywhere, where the graph tells: a Python number,
-        ``x.new_tensor(v)``, ``torch.full_like(x, v)``, ``x.new_full(shape, v)``, ``torch.tensor(v)``, or a
-        tensor attribute (a buffer) holding one value; else None."""
+        ``x.new_tensor(v)``, ``torch.full_like(x, v)``, ``x.new_full(shape, v)``, ``torch.full(shape, v)``,
+        ``torch.tensor(v)``, or a tensor attribute (a buffer) holding one value, also through calls that keep every
+        value (:data:`_FILL_WRAPPERS`: ``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``); else None."""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        for _ in range(8):  # (a few wrappers deep)
+            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or \
+                    _op_name(value) not in _FILL_WRAPPERS or not value.args:
+                break
+            value = value.args[0]
         if not isinstance(value, Node):
             return None
         if value.op == "get_attr":
@@ -757,7 +763,15 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
 
 #: (op, name) of the calls that make a tensor of one number -> (position, keyword) of that number
 _FILL_ARGUMENT = {("call_function", "full_like"): (1, "fill_value"), ("call_method", "new_full"): (2, "fill_value"),
-                  ("call_method", "new_tensor"): (1, "data"), ("call_function", "tensor"): (0, "data")}
+                  ("call_function", "new_full"): (2, "fill_value"), ("call_function", "full"): (1, "fill_value"),
+                  ("call_method", "new_tensor"): (1, "data"), ("call_function", "tensor"): (0, "data"),
+                  ("call_function", "scalar_tensor"): (0, "s")}
+#: calls whose result holds the values of their first argument (casts, copies, views, broadcasts): a fill read through
+#: them (``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``, ``aten._to_copy``) is the fill
+_FILL_WRAPPERS = frozenset(("to", "_to_copy", "detach", "alias", "lift_fresh_copy", "clone", "contiguous", "type_as",
+                            "type", "float", "half", "double", "bfloat16", "cpu", "cuda", "expand", "expand_as",
+                            "broadcast_to", "view", "view_as", "_unsafe_view", "reshape", "reshape_as", "squeeze",
+                            "unsqueeze", "flatten"))
 
 
 def _selects_through_view(user: Node, node: Node) -> bool:

@@ -1420,6 +1420,62 @@ def test_an_infinite_fill_given_as_a_tensor_stays_hard(spelling):
     assert torch.equal(gm(x), model(x))
 
 
+class _WrappedFills(nn.Module):
+    """An infinite (or finite) fill read through calls that keep its value: a cast, a detach, a broadcast, a view."""
+
+    def __init__(self, spelling, fill=float("-inf")):
+        super().__init__()
+        self.spelling = spelling
+        self.t = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("neg", torch.tensor(fill))
+        self.p = nn.Parameter(torch.tensor(fill))
+        self.fill = fill
+
+    def forward(self, x):
+        m = x < self.t
+        fill = {"to": lambda: self.neg.to(x.dtype), "detach": lambda: self.neg.detach(),
+                "param.detach": lambda: self.p.detach(), "expand_as": lambda: self.neg.expand_as(x),
+                "float.view.clone": lambda: self.neg.float().view(1, 1).clone(),
+                "full": lambda: torch.full((), self.fill, device=x.device),
+                "full.expand": lambda: torch.full((1,), self.fill, dtype=x.dtype).expand(x.shape[0], -1)}
+        return torch.where(m, fill[self.spelling](), x)
+
+
+_WRAPPED = ["to", "detach", "param.detach", "expand_as", "float.view.clone", "full", "full.expand"]
+
+
+@pytest.mark.parametrize("spelling", _WRAPPED)
+def test_an_infinite_fill_read_through_a_cast_detach_or_view_stays_hard(spelling):
+    """Before: only the fill itself was recognised (a buffer, new_tensor, full_like, new_full); through
+    ``self.neg.to(x.dtype)``, ``.detach()``, ``.expand_as(x)`` or as ``torch.full((), -inf, device=...)`` the where was
+    rewritten: -inf across the band where the model keeps x, NaN gradients after a softmax."""
+    model = _WrappedFills(spelling)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert any("a branch of -inf" in (e.reason or "") for e in gm.sll_report.hard)
+    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]])
+    assert torch.equal(gm(x), model(x))
+    finite = sll_fx.linearize_module(_WrappedFills(spelling, -1e4), eps=EPS, verbose=False)
+    assert [e.replacement for e in finite.sll_report.rewritten] == ["sll.compare(lt)", "sll.select(where)"]
+
+
+@pytest.mark.parametrize("spelling", ["new_full", "new_tensor"])
+def test_an_infinite_fill_in_an_exported_program_stays_hard(spelling):
+    """Before: aten.new_full (its fill at position 2) and torch.tensor's lift_fresh_copy + detach_ were not read:
+    rewritten (the audit's repro: 12 of 64 outputs -inf where the model is finite)."""
+    class Fill(nn.Module):
+        def forward(self, x):
+            m = x < 0.3
+            if spelling == "new_full":
+                return torch.where(m, x.new_full(x.shape, float("-inf")), x)
+            return x.masked_fill(m, x.new_tensor(float("-inf")))
+
+    x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]])
+    gm = sll_fx.linearize_module(torch.export.export(Fill(), (x,)), eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert torch.equal(gm(x), Fill()(x))
+
+
 class _OwnStatistic(nn.Module):
     def __init__(self, spelling):
         super().__init__()
