@@ -727,7 +727,14 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
         _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
         objects = memo[(fn, type(module))]
         read, entered = _modes_of(fn, objects)
-        for method in _methods_called(fn, module):  # (a block in a method it calls: self.part(x))
+        inner = _unwrapped(fn)  # (a user's functools.wraps decorator of forward: its wrapper names only the function)
+        methods = _methods_called(fn, module)
+        if inner is not None:
+            more = _modes_of(inner, _referenced(inner, module, memo=memo))
+            read += [r for r in more[0] if r not in read]
+            entered += [b for b in more[1] if b not in entered]
+            methods += [m for m in _methods_called(inner, module) if m not in methods]
+        for method in methods:  # (a block in a method it calls: self.part(x))
             entered += [b for b in _modes_of(method, _referenced(method, module, memo=memo), own=False)[1]
                         if b not in entered]
         shared = memo[key] = (read, entered)
@@ -735,6 +742,11 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
     if not own[0] and not own[1]:
         return list(shared[0]), list(shared[1])
     return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
+
+
+def _unwrapped(fn: types.FunctionType) -> types.FunctionType | None:
+    """The function a ``functools.wraps`` decorator wraps (``fn.__wrapped__``, unwrapped all the way), else None."""
+    return function_of(inspect.unwrap(fn)) if hasattr(fn, "__wrapped__") else None
 
 
 def _methods_called(fn: types.FunctionType, module: nn.Module, depth: int = 6) -> list[types.FunctionType]:
@@ -775,7 +787,7 @@ def called_by_parent(model: nn.Module, path: str) -> bool:
         return True
     child = parent._modules.get(name)
     start = [fn]
-    if hasattr(fn, "__wrapped__") and (inner := function_of(inspect.unwrap(fn))) is not None:
+    if (inner := _unwrapped(fn)) is not None:
         start.append(inner)  # (a user's functools.wraps decorator of forward: its wrapper reads nothing off self)
     for f in dict.fromkeys([*start, *(g for f in start for g in _methods_called(f, parent))]):
         uses = _code_uses(f.__code__)

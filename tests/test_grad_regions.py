@@ -721,3 +721,23 @@ def test_a_grad_mode_block_reached_through_a_stored_or_named_super_is_found(cls)
     with torch.no_grad():
         a, b = model(x), gm(x)
     assert torch.equal(a, b) and a.requires_grad and b.requires_grad
+
+
+class _GradUserDecorated(_GradBase):
+    @_passing
+    def forward(self, x):
+        with torch.enable_grad():
+            return torch.round(self.lin(x) * 4)
+
+
+def test_a_grad_mode_block_in_a_forward_under_a_users_decorator_is_found():
+    """Before: the scan read only the decorator's wrapper (``functools.wraps``), which names the function and nothing
+    else: the block was dropped, under no_grad gm's output did not require grad where the model's did."""
+    model = _GradUserDecorated()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert {o.path: o.reason for o in gm.sll_report.opaque} == \
+        {"": "enters torch.enable_grad in forward: kept opaque so it runs in that grad mode"}
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = model(x), gm(x)
+    assert torch.equal(a, b) and a.requires_grad and b.requires_grad
