@@ -530,6 +530,7 @@ class SLLTracer(fx.Tracer):
         self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
         self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it): see _frames
         self._sll_beyond = None                  # the frame that called trace(), while it runs
+        self._sll_pending: Exception | None = None  # the last failure raised inside the trace (_note)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -540,12 +541,15 @@ class SLLTracer(fx.Tracer):
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
         self._sll_autocast = _autocast_state()
+        self._sll_pending = None
         self._sll_no_grad: list[fx.Node] = []
         rng = torch.get_rng_state()
         traced = dynamic.TRACED.set(True)  # (a sll_fx.linearize block entered now raises: see _failure)
         try:
             with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
                 graph = super().trace(root, concrete_args)
+            if self._sll_pending is not None:  # (a forward caught it and went on: see _note)
+                raise self._sll_pending
             if not torch.equal(rng, torch.get_rng_state()):
                 raise _RandomDraw()
         finally:
@@ -602,7 +606,7 @@ class SLLTracer(fx.Tracer):
     def to_bool(self, obj):
         node = obj.node  # (a _Flag makes its node now)
         if self._sll_flag_nodes and _depends_on(node, self._sll_flag_nodes):
-            raise _TrainingBranch()
+            raise self._note(_TrainingBranch())
         return super().to_bool(obj)
 
     def get_fresh_qualname(self, prefix: str) -> str:
@@ -662,7 +666,7 @@ class SLLTracer(fx.Tracer):
         if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
         if _autocast_state() != self._sll_autocast:
-            raise _AutocastRegion()
+            raise self._note(_AutocastRegion())
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
                 text = self._sll_outside[1]
@@ -692,9 +696,9 @@ class SLLTracer(fx.Tracer):
             if code is _APPLY_CODE:
                 fn = autograd_function_class(frame.f_locals.get("cls"))
                 if fn is not None:
-                    raise _AutogradFunctionCall(fn, frame)
+                    raise self._note(_AutogradFunctionCall(fn, frame))
             elif code is _CHECKPOINT_CODE:
-                raise _CheckpointCall(frame)
+                raise self._note(_CheckpointCall(frame))
             if user is None:
                 is_user = users.get(code.co_filename)
                 if is_user is None:
@@ -737,7 +741,8 @@ class SLLTracer(fx.Tracer):
         try:
             if not self.is_leaf_module(m, path):
                 if _autocast_state() != self._sll_autocast:
-                    raise _AutocastRegion(outer=True)  # (entered by the caller's forward: the caller is opaque)
+                    raise self._note(_AutocastRegion(outer=True))  # (entered by the caller's forward: the caller is
+                    # opaque)
                 self.sll_entered.add(id(m))
                 _check_traceable(m, path, scans=self.sll_scans)
                 rng = torch.get_rng_state()
@@ -747,21 +752,39 @@ class SLLTracer(fx.Tracer):
                     raise _RandomDraw()
                 return out
             return super().call_module(m, forward, args, kwargs)
-        except (TraceError, EpsError):
-            raise
+        except (TraceError, EpsError) as e:
+            raise self._note(e)
         except _AutocastRegion as e:
             if e.outer or self.is_leaf_module(m, path):  # (a block around this module's call: the caller's)
-                raise _AutocastRegion() from None
-            raise _failure(_AutocastRegion(), path, m) from None
+                raise self._note(_AutocastRegion(), skip=m) from None
+            raise self._note(_failure(_AutocastRegion(), path, m)) from None
         except (_AutogradFunctionCall, _CheckpointCall) as e:
             if e.frame is not None and not _encloses(sys._getframe(), e.frame):
-                raise  # (entered outside this module's call: by a caller's forward, which goes opaque)
-            raise _failure(e, path, m) from e
+                raise self._note(e, skip=m)  # (entered outside this module's call: by a caller's forward, which goes
+                # opaque)
+            raise self._note(_failure(e, path, m)) from e
         except Exception as e:
-            raise _failure(e, path, m) from e
+            raise self._note(_failure(e, path, m)) from e
         finally:
             self.sll_scope.pop()
             self._sll_parents.pop()
+
+    def _note(self, exc: Exception, skip: nn.Module | None = None) -> Exception:
+        """``exc``, remembered as the trace's failure (a TraceError or EpsError as it is; a signal, ``_AutocastRegion``
+        and the like, as the TraceError of the innermost module whose forward is running, ``skip`` aside): a forward
+        that catches it (``try: ... except Exception:``) would have the trace go on along its fallback, a graph of
+        what the model does not run; :meth:`trace` raises it when the trace ends.  The last one wins (the nearest
+        to where a forward caught it)."""
+        if not isinstance(exc, (TraceError, EpsError)):
+            exc_path, module = "", self.root
+            for (path, _), m in zip(reversed(self.sll_scope), reversed(self._sll_parents)):
+                if m is not skip and id(m) in self.sll_entered:
+                    exc_path, module = path, m
+                    break
+            self._sll_pending = _failure(exc, exc_path, module)
+        else:
+            self._sll_pending = exc
+        return exc
 
     def path_of_module(self, mod: nn.Module) -> str:
         """fx's first qualified name of ``mod``, except for the module whose call is being traced into: the name of
@@ -826,7 +849,7 @@ def _check_module(model) -> None:
 
 
 def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True,
-           none_probe: bool = True) -> SLLGraphModule:
+           none_probe: bool = True, nested: bool = False) -> SLLGraphModule:
     # fx runs the forwards on private copies of the modules (what they assign lands there), which share the
     # parameters and buffers; fx's tensor-constant attributes land on the root's copy
     tree = ShadowTree(model)
@@ -849,6 +872,8 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     frozen.mark_none_tested(graph, model, concrete_args)  # (before the GraphModule records its None inputs)
     if none_probe:
         _mark_none_branches(graph, model, concrete_args, opaque)
+    if nested:  # (called by an opaque module's Python code: no concrete_args reach it)
+        _refuse_none_tested(graph, model)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
@@ -883,9 +908,25 @@ def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque
         return _graph_shape(other.graph) != shape
 
     if differs([n.target for n in unused]):
-        for node in unused:
-            if len(unused) == 1 or differs([node.target]):
-                node.meta[frozen.NONE_TESTED] = True
+        alone = [node for node in unused if len(unused) == 1 or differs([node.target])]
+        for node in alone or unused:  # (none alone: their None matters together, `if a is None and b is None`)
+            node.meta[frozen.NONE_TESTED] = True
+
+
+def _refuse_none_tested(graph: fx.Graph, model: nn.Module) -> None:
+    """A TraceError keeping ``model`` opaque where its traced forward has an input marked as tested against None
+    (:func:`frozen.mark_none_tested`, :func:`_mark_none_branches`) and an opaque module calls it: its Python code
+    passes the input or not at run time, and no ``concrete_args`` reach this trace (the fix the call-time error
+    names)."""
+    tested = [n.target for n in graph.nodes if n.op == "placeholder" and n.meta.get(frozen.NONE_TESTED)]
+    if tested:
+        kind = original_class(model).__name__
+        raise TraceError(
+            f"torch.fx traced {kind} with its input '{tested[0]}' as a tensor (its default is None), and its forward "
+            "tests it against None: the graph has only the branch for a tensor, and an opaque module calls it, with "
+            "or without that input at run time\nFix: linearize_module keeps it opaque, so it runs as written and its "
+            "child modules are still rewritten", module_path="", module_type=kind,
+            reason=f"tests its input {tested[0]} against None (its caller is opaque): kept opaque")
 
 
 def _graph_shape(graph: fx.Graph) -> list:
@@ -895,8 +936,10 @@ def _graph_shape(graph: fx.Graph) -> list:
     place: dict = {}
     out = []
 
-    def arg(a):
-        return place.get(a, ("?",)) if isinstance(a, fx.Node) else a
+    def arg(a):  # (a NaN literal, float("nan"), is a new object in each trace, unequal to itself)
+        if isinstance(a, fx.Node):
+            return place.get(a, ("?",))
+        return ("nan",) if isinstance(a, float) and a != a else a
 
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -905,7 +948,8 @@ def _graph_shape(graph: fx.Graph) -> list:
         if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
             continue
         place[node] = len(out)
-        out.append((node.op, node.target, fx.node.map_arg(node.args, arg), fx.node.map_arg(node.kwargs, arg)))
+        out.append((node.op, node.target, fx.node.map_aggregate(node.args, arg),
+                    fx.node.map_aggregate(node.kwargs, arg)))
     return out
 
 
@@ -1028,7 +1072,7 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
     while True:
         try:
             gm = _trace(model, concrete_args, [*walk.keep.values(), *(m for m, _, _ in leaves.values())],
-                        walk.codegen)
+                        walk.codegen, nested=bool(prefix))
             break
         except TraceError as e:
             stateful = getattr(e, "sll_stateful", None)

@@ -816,3 +816,37 @@ def test_a_factory_given_a_traced_size_names_the_line_and_the_fix():
     (record,) = gm.sll_report.opaque
     assert re.search(r"zeros\(\) takes 1 positional argument but 2 were given \(test_fallback\.py:\d+\); a size from "
                      r"a traced tensor: write x\.new_zeros", record.reason)
+
+
+class _Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # (data-dependent: fx raises)
+            return torch.round(x * 3)
+        return x
+
+
+class _CatchesItsChild(nn.Module):
+    """A forward that catches what its child's call raises and goes on along a fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.child = _Branchy()
+
+    def forward(self, x):
+        try:
+            y = self.child(x)
+        except Exception:
+            y = x * 0
+        return torch.sign(y - 0.5)
+
+
+def test_a_failure_a_forward_catches_still_keeps_its_module_opaque():
+    """Before: the child's TraceError (control flow on a tensor) was caught by the parent's ``except Exception``, so
+    the trace went on along the fallback, ``y = x * 0``: gm and export_hard gave [-1, -1] where the model gives
+    [1, 1] (it runs the child).  The trace now raises, when it ends, the last failure it raised inside."""
+    model, x = _CatchesItsChild(), torch.tensor([0.4, 1.0])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["child"]
+    assert torch.equal(model(x), torch.tensor([1.0, 1.0]))
+    assert torch.equal(gm(x), model(x)) and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    assert [e.node for e in gm.sll_report.rewritten] == ["sign"]

@@ -180,6 +180,56 @@ def test_a_none_input_tested_in_a_child_or_a_helper_names_the_input_and_the_fix(
     assert torch.equal(NoneTestedInChild()(x), torch.tensor([1.0, -1.0]))
 
 
+class _Pick(nn.Module):
+    """Whose None matters only together: each alone gives the graph traced with both tensors."""
+
+    def pick(self, x, a, b):
+        if a is None and b is None:
+            return x + 1
+        return x - 1
+
+    def forward(self, x, a=None, b=None):
+        return torch.sign(self.pick(x, a, b))
+
+
+class _NaNFill(nn.Module):
+    def forward(self, x, mask=None):  # (mask: unused, untested)
+        return torch.sign(x).masked_fill(x.abs() > 5, float("nan"))
+
+
+class _OpaqueCaller(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = NoneTestedInChild()
+
+    def forward(self, x):
+        if x.sum() > -1e9:  # (data-dependent: kept opaque, its child traced)
+            return self.c(x)
+        return x
+
+
+def test_none_inputs_that_matter_together_a_nan_literal_and_an_opaque_caller():
+    """Three cases of the None probe (9526d3a).  ``a is None and b is None``: each alone traced as the graph with both
+    tensors, so neither was marked and ``gm(x)`` silently gave [-1, -1] where the model gives [1, -1].  A
+    ``float("nan")`` literal (a new object in each trace, unequal to itself) made every trace "differ": an unused
+    ``mask`` was marked and ``gm(x)`` refused.  A child traced under an opaque parent, whose None-default input the
+    parent does not pass: the call-time error named ``concrete_args``, which cannot reach the child."""
+    x = torch.tensor([0.3, -3.0])
+    gm = sll_fx.linearize_module(_Pick(), eps=0.05, verbose=False)
+    assert torch.equal(_Pick()(x), torch.tensor([1.0, -1.0]))
+    with pytest.raises(TraceError, match="is None here"):
+        gm(x)
+    assert torch.equal(gm(x, x, x), _Pick()(x, x, x))
+    gm = sll_fx.linearize_module(_NaNFill(), eps=0.05, verbose=False)
+    y = torch.tensor([0.3, -7.0])
+    torch.testing.assert_close(gm(y), _NaNFill()(y), rtol=0, atol=0, equal_nan=True)  # (no error: mask unmarked)
+    model = _OpaqueCaller()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert torch.equal(gm(x), model(x)) and torch.equal(model(x), torch.tensor([1.0, -1.0]))
+    assert {o.path: o.reason for o in gm.sll_report.opaque}["c"] == \
+        "tests its input m against None (its caller is opaque): kept opaque"
+
+
 def test_an_unused_none_input_the_forward_does_not_test_runs():
     class Unused(nn.Module):
         def forward(self, a, unused=None):

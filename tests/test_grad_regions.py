@@ -475,6 +475,28 @@ def test_an_autocast_block_from_a_stored_class_or_in_a_method_keeps_its_module_o
         assert gm(x).dtype == torch.float32
 
 
+class _TryIsland(_BlockInAMethod):
+    def forward(self, x):
+        try:
+            with torch.autocast("cpu", enabled=False):
+                y = self.lin(x.float())
+        except Exception:  # (catches what the trace raises inside the block)
+            y = self.lin(x)
+        return torch.round(y * 4)
+
+
+def test_an_autocast_block_inside_a_try_except_keeps_its_module_opaque():
+    """Before: the signal the trace raises inside the block was caught by the forward's ``except Exception``, the
+    trace went on along the fallback, and gm ran bfloat16 under an outer autocast where the model gives float32."""
+    model = _TryIsland()
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == ["enters torch.autocast in forward: kept opaque so it runs "
+                                                        "under autocast"]
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gm(x).dtype == torch.float32 and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
 def _float32_round(lin, x):
     """A plain helper function entering the block (no module's code names it)."""
     with torch.autocast("cpu", enabled=False):
