@@ -13,6 +13,7 @@ Gradients that cannot reach a node (``_gradients.py``) leave it hard too.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -593,11 +594,14 @@ class _Planner:
                     (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
         values = [operands[rule.operands.index(n)] for n in (("value",) if rule.select_op == "masked_fill" else
                                                               ("input", "other"))]
-        if extreme := [f for v in values if (f := self._constant_fill(v)) is not None and not abs(f) < 1e35]:
-            return self._hard(node, rule, f"a branch of {extreme[0]!r}: a blend with it is {extreme[0]!r} (or "
-                                          "overflows) across the band, where no gradient passes, so the rewrite "
-                                          "would only change values, left hard (a finite fill, e.g. -1e4 for "
-                                          "attention scores, is linearized)")
+        if extreme := [f for v in values if (f := self._constant_fill(v)) is not None and not abs(f) <= _HALF_MAX]:
+            f = extreme[0]
+            what = f"{f!r}: a blend with it is {f!r} (or overflows)" if not math.isfinite(f) else \
+                f"{f!r}, beyond float16's largest value (65504): infinite in float16 (a half-precision model, " \
+                "autocast, a .half() on the way), and in wider types a stand-in for infinity whose blend is as large"
+            return self._hard(node, rule, f"a branch of {what} across the band, where no gradient passes, so the "
+                                          "rewrite would only change values, left hard (a fill within float16's "
+                                          "range, e.g. -1e4 for attention scores, is linearized)")
         if all(self._is_int(v) or (isinstance(v, (int, bool)) and not isinstance(v, Node)) for v in branches):
             return self._hard(node, rule, "integer result: it cannot hold a blend of its branches, left hard "
                                           "(give it floating branches, e.g. torch.where(x > t, 1.0, 0.0))")
@@ -761,6 +765,8 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return ()
 
 
+#: the largest float16 value: a fill beyond it is infinite in float16, and a stand-in for infinity in wider types
+_HALF_MAX = 65504.0
 #: (op, name) of the calls that make a tensor of one number -> (position, keyword) of that number
 _FILL_ARGUMENT = {("call_function", "full_like"): (1, "fill_value"), ("call_method", "new_full"): (2, "fill_value"),
                   ("call_function", "new_full"): (2, "fill_value"), ("call_function", "full"): (1, "fill_value"),

@@ -998,15 +998,15 @@ def _code_uses(code: types.CodeType) -> _CodeUses:
 
 
 def _self_use(ins: list, k: int) -> str | None:
-    """How the value loaded by ``ins[k]`` (self) is used, other than reading its attributes: "" in a comparison
-    ``self is x``, ``self == x``, or formatted ``f"{self}"``; the global name of a call it is a plain argument of
+    """How the value loaded by ``ins[k]`` (self) is used, other than reading its attributes: "" in an identity
+    test ``self is x``, or formatted ``f"{self}"``; the global name of a call it is a plain argument of
     (``type(self)``, ``isinstance(self, nn.Module)``, ``print("%s", self)``); else None (handed on)."""
     j, n = _consumer(ins, k)
     if j >= len(ins):
         return None
     use = ins[j]
     op = use.opname
-    if op == "IS_OP" or op == "COMPARE_OP" and use.argrepr.strip("bool()") in ("==", "!="):
+    if op == "IS_OP":  # (not ==: a class's __eq__ may call a child, self.blk(other))
         return "" if n <= 1 else None
     if op == "FORMAT_VALUE":
         return "" if n == (1 if use.arg & 4 else 0) else None

@@ -867,6 +867,39 @@ def test_a_parent_reaching_a_shared_opaque_module_through_a_stored_super_counts(
         sll_fx.linearize_module(_SharedViaStoredSuper(), SLLConfig(eps=0.1, **config), verbose=False)
 
 
+class _EqCallsItsBlock(nn.Module):
+    """A parent whose ``__eq__`` calls the shared block: ``self == x`` reaches it."""
+
+    def __init__(self, blk):
+        super().__init__()
+        self.blk = blk
+
+    def __eq__(self, other):
+        return self.blk(other)
+
+    __hash__ = nn.Module.__hash__
+
+    def forward(self, x):
+        return (self == x) * 2
+
+
+class _SharedViaEq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blk = _Untraceable()
+        self.encoder, self.dec = _Parent(blk), _EqCallsItsBlock(blk)
+
+    def forward(self, x):
+        return self.encoder(x) + 10 * self.dec(x)
+
+
+def test_a_parent_comparing_self_with_its_own_eq_reaches_the_shared_opaque_module():
+    """Before (d29640f): ``self == x`` counted as inert, so a parent whose ``__eq__`` calls the shared opaque block
+    did not count: ``module_mode={"dec": "hard"}`` was accepted and changed nothing."""
+    with pytest.raises(ValueError, match="kept opaque that is shared with another parent"):
+        sll_fx.linearize_module(_SharedViaEq(), SLLConfig(eps=0.1, module_mode={"dec": "hard"}), verbose=False)
+
+
 class _LogsItsType(_UnusedAlias):
     def forward(self, x):
         name = type(self).__name__

@@ -305,7 +305,7 @@ def test_masked_fill_with_an_infinite_fill_stays_hard(fill):
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
     assert not gm.sll_report.rewritten
     entry = next(e for e in gm.sll_report.hard if e.op == "Tensor.masked_fill")
-    assert f"a branch of {fill!r}" in entry.reason and "a finite fill" in entry.reason
+    assert f"a branch of {fill!r}" in entry.reason and "a fill within float16's range, e.g. -1e4" in entry.reason
     x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]])
     assert torch.equal(gm(x), model(x))
     finite = sll_fx.linearize_module(Outer(lambda m, x: x.masked_fill(x <= m.t, -1e4)), eps=EPS, verbose=False)
@@ -1457,6 +1457,37 @@ def test_an_infinite_fill_read_through_a_cast_detach_or_view_stays_hard(spelling
     assert torch.equal(gm(x), model(x))
     finite = sll_fx.linearize_module(_WrappedFills(spelling, -1e4), eps=EPS, verbose=False)
     assert [e.replacement for e in finite.sll_report.rewritten] == ["sll.compare(lt)", "sll.select(where)"]
+
+
+class _BigFills(nn.Module):
+    """Fills beyond float16's range: -1e9 (the usual stand-in for -inf), -1e5 read through ``.half()``."""
+
+    def __init__(self, spelling):
+        super().__init__()
+        self.spelling = spelling
+        self.t = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("big", torch.tensor(-1e5))
+
+    def forward(self, x):
+        m = x < self.t
+        if self.spelling == "-1e9":
+            return torch.where(m, -1e9, x)
+        if self.spelling == "half":
+            return torch.where(m, self.big.half(), x)
+        return x.masked_fill(m, self.big.to(x.dtype))
+
+
+@pytest.mark.parametrize("spelling", ["-1e9", "half", "to"])
+def test_a_fill_beyond_float16s_range_stays_hard(spelling):
+    """Before: -1e9 and a -1e5 buffer read through .half() or .to(x.dtype) were linearized; on float16 inputs they are
+    -inf, and gm gave -inf/NaN in 20 of 64 outputs where the model is finite (NaN input gradients after a softmax)."""
+    model = _BigFills(spelling)
+    gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
+    assert not gm.sll_report.rewritten
+    assert any("beyond float16's largest value" in (e.reason or "") for e in gm.sll_report.hard)
+    for dtype in (torch.float16, torch.float32):
+        x = torch.tensor([[0.1, 0.25, 0.33, 0.37, 0.45, 1.0]], dtype=dtype)
+        assert torch.equal(gm(x), model(x))
 
 
 @pytest.mark.parametrize("spelling", ["new_full", "new_tensor"])
