@@ -185,7 +185,7 @@ class SLLConfig:
         keys = [k for k in (*self.module_eps, *self.module_mode) if isinstance(k, str)]
         if not keys or not opaque_paths:
             return
-        from .opaque import called_by_parent
+        from .scans import called_by_parent
         every: dict[int, list[str]] = {}
         for p, m in model.named_modules(remove_duplicate=False):
             if called_by_parent(model, p):  # (an alias no forward reads, self.last = self.layers[-1]: not a call)

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from .errors import TraceError
-from .opaque import code_objects, forward_of, function_of
+from .scans import code_objects, forward_of, function_of
 
 #: ``__dict__`` key of a GraphModule's records: ``[(path, weakref to the model's module, weakref to the
 #: result's own module or None, name, value)]``; ``name`` is an attribute name, or an item's :data:`Item`

@@ -93,7 +93,7 @@ crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way
 forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``); so is one entering a
 ``torch.enable_grad``, ``torch.inference_mode`` or ``torch.set_grad_enabled`` block (``"enters torch.enable_grad
 in forward: ..."``).  A block that turns autocast on is seen as the trace runs; one that turns it off, and the grad
-modes, change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.opaque.mode_scan` finds them in
+modes, change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.scans.mode_scan` finds them in
 the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a module whose
 forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for real and
 would be a constant; the generator's state is compared around each traced module's call, and restored after
@@ -103,7 +103,7 @@ the trace).
 proxies (a forward hook's side effects happen at trace time only; a backward hook is dropped), never runs
 the model's own hooks or its own ``__call__``, and the result's ``train()`` is ``nn.Module``'s.  A module
 with forward, forward pre-, backward or backward pre-hooks, or whose class overrides ``train()`` (a frozen
-BatchNorm), and a model that overrides ``__call__`` (:func:`sll_fx.opaque.behaviour_of`) is therefore kept
+BatchNorm), and a model that overrides ``__call__`` (:func:`sll_fx.scans.behaviour_of`) is therefore kept
 opaque with the reason ``"hooks registered (1 forward hook): kept opaque so it runs as written"``;
 torch.nn leaves are called by the graph as they are, hooks and all.  A ``linearize_module(eps="auto")`` result that has not
 calibrated yet is refused (``EpsError``): the graph would keep its placeholder eps.
@@ -116,7 +116,7 @@ opaque so its backward survives"``, so at run time ``Fn.apply`` runs as written 
 backward.  Two detectors, neither of which patches anything:
 
 - before tracing through a module, a static scan of its ``forward`` code
-  (:func:`sll_fx.opaque.autograd_function_used`: names in the code, nested code included,
+  (:func:`sll_fx.scans.autograd_function_used`: names in the code, nested code included,
   resolved in its closure, globals, the module and its class, one or two attribute levels
   deep: ``STE.apply``, ``lib.STE.apply``, ``self.fn.apply``, ``ste = STE.apply``); this also
   catches a Function whose forward returns its input untouched, which leaves no trace at all;
@@ -157,8 +157,9 @@ from torch.nn.utils import parametrize
 from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions
 from .graph_module import SLLGraphModule
-from .opaque import (OUTSIDE, Scans, ShadowTree, autograd_function_class, sealed_reason, autograd_function_used, behaviour_of, child_attributes_read, mode_scan,
-                     children_used_as_values, code_objects, forward_of, join, mark_opaque, private_copy, sequence_like)
+from .opaque import OUTSIDE, ShadowTree, join, mark_opaque, private_copy, sealed_reason
+from .scans import (Scans, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
+                    children_used_as_values, code_objects, forward_of, mode_scan, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -1141,7 +1142,7 @@ def _opaque(m: nn.Module, path: str, ancestry: list, reason: str, walk: _Walk, a
 
 
 def _value_reason(child: nn.Module, parent: nn.Module, parent_path: str, direct: bool) -> str:
-    """Why a :func:`~sll_fx.opaque.sequence_like` ``child`` of ``parent`` is kept as it is (``direct``: the opaque
+    """Why a :func:`~sll_fx.scans.sequence_like` ``child`` of ``parent`` is kept as it is (``direct``: the opaque
     ``parent`` iterates or indexes it itself; else it is an item of a module the code above iterates or indexes)."""
     kind = original_class(child).__name__
     if direct:

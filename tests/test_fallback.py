@@ -794,7 +794,7 @@ def test_an_opaque_forward_iterating_or_indexing_a_sequential_keeps_it_a_sequent
 
 
 def test_an_opaque_forward_that_only_calls_a_sequential_gets_it_traced():
-    from sll_fx.opaque import children_used_as_values
+    from sll_fx.scans import children_used_as_values
 
     assert children_used_as_values(IteratesSequential()) == {"seq", "ml"}
     assert children_used_as_values(Nested().outer) == {"layers"}  # (its items are no sequences: still traced)

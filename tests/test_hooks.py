@@ -1,5 +1,5 @@
 """Module hooks: fx traces a submodule's hooks once, on proxies, and never the model's own, so a
-module with hooks is kept opaque and its hooks run as registered (sll_fx/tracer.py, opaque.hooks_of)."""
+module with hooks is kept opaque and its hooks run as registered (sll_fx/tracer.py, scans.hooks_of)."""
 
 import pytest
 import torch
