@@ -19,8 +19,9 @@ once (inductor's FX-graph and autograd caches off, so that ``kernels fwd/bwd``, 
 kernels inductor generated for the forward and for the backward graph, is counted on every run).
 Timing follows ``ops.py``: each iteration is ``y = f(x); y.backward(g); del y; x.grad = None``
 on ``x = torch.randn(2**size_log2) * 2``; a timed sample is ``--inner`` such iterations (default 4;
-its time per iteration: one run of a few ms alone is within the scheduler's jitter, and its
-confidence intervals were 0.2-0.7 wide); after a warm-up the methods of an op run round-robin
+its time per iteration; the intervals came out as wide as with one, 0.1-0.9: the spread is between
+samples, from the allocator's page faults on each fresh tensor, and ``THP_MEM_ALLOC_ENABLE=1`` narrows
+them to 0.03-0.10); after a warm-up the methods of an op run round-robin
 within each repeat; medians in ms; ``sll/STE`` is the median of per-repeat ratios; ``STE fwd`` and
 ``sll fwd`` are the forward's share of the same runs, ``others`` the cores other processes used
 meanwhile (see ``bench_common.Contention``).  Target: sll/STE within 1.1x (one fused kernel each way).
@@ -165,8 +166,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size-log2", type=int, default=22, help="number of elements is 2**N (default 22)")
     p.add_argument("--repeats", type=int, default=25, help="timed repeats per method; the median is reported")
     p.add_argument("--inner", type=int, default=4,
-                   help="forward+backward runs per timed sample, its time the mean (default 4: a run of a few ms "
-                        "alone is within the scheduler's jitter)")
+                   help="forward+backward runs per timed sample, its time the mean (default 4)")
     p.add_argument("--warmup", type=int, default=3, help="untimed round-robin rounds before timing")
     p.add_argument("--eps", type=float, default=0.05, help="band half-width (round(decimals=2) uses eps/100)")
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
