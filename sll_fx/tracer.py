@@ -143,6 +143,7 @@ import copy
 import functools
 import inspect
 import linecache
+import operator
 import os
 import re
 import sys
@@ -299,6 +300,36 @@ def _autograd_reason(fn: type) -> str:
     return f"autograd.Function {fn.__name__}: kept opaque so its backward survives"
 
 
+def _leaf_call_failure(e: BaseException, path: str, module: nn.Module, caller: str) -> TraceError:
+    """The TraceError for the call of a leaf (a torch.nn module, or one kept opaque) at ``path`` that fx could not
+    record (an argument a graph cannot hold: a config object): the caller (at ``caller``) is kept opaque."""
+    kind = original_class(module).__name__
+    first = str(e).splitlines()[0] if str(e) else ""
+    where = f"submodule '{caller}'" if caller else "the model's forward"
+    return TraceError(
+        f"torch.fx cannot record the call of submodule '{path}' ({kind}) in {where}: {type(e).__name__}: {first} (an "
+        "argument a graph cannot hold)\nFix: linearize_module keeps the caller opaque, so it runs as written and its "
+        "child modules are still rewritten; or pass tensors and Python numbers only", module_path=caller,
+        module_type=kind, reason=f"calls {path} with an argument a graph cannot hold ({type(e).__name__}): kept opaque")
+
+
+def _caught(e: BaseException, path: str, module: nn.Module) -> TraceError:
+    """The TraceError for a module (at ``path``) whose forward caught ``e``, raised while tracing inside it."""
+    if isinstance(e, (_AutocastRegion, _ModeBlock, _RandomDraw, _TrainingBranch, _CheckpointCall, _AutogradFunctionCall,
+                      dynamic.BlockTraced)):  # (a signal of this trace: its own reason, for the module that caught it)
+        return _failure(e, path, module)
+    kind = original_class(module).__name__
+    where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    inner = e.reason.split(": kept opaque")[0] if isinstance(e, TraceError) and e.reason else \
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    inner = inner if len(inner) <= 80 else inner[:77] + "..."
+    return TraceError(
+        f"torch.fx would trace {where} along the fallback of a try/except: tracing raised inside it ({inner}), and "
+        "its forward caught that\nFix: linearize_module keeps it opaque, so its try/except runs as written and its "
+        "child modules are still rewritten", module_path=path, module_type=kind,
+        reason=f"catches what tracing raised inside it ({inner}): kept opaque so its try/except runs as written")
+
+
 def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
     kind = original_class(module).__name__
@@ -444,7 +475,8 @@ def _behaviour_failure(module: nn.Module, path: str, what: str) -> TraceError:
 
 
 class _Proxy(fx.Proxy):
-    """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in."""
+    """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in.  (Not its
+    ``len()`` failure: torch's indexing tries ``len`` on an index and catches what it raises.)"""
 
     def __getattr__(self, k: str) -> "_Attribute":
         return _Attribute(self, k)
@@ -532,6 +564,8 @@ class SLLTracer(fx.Tracer):
         self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it): see _frames
         self._sll_beyond = None                  # the frame that called trace(), while it runs
         self._sll_pending: Exception | None = None  # the last failure raised inside the trace (_note)
+        self._sll_noted = 0                      # how many _note has seen (a failure raised inside a call: changed)
+        self._sll_caught: Exception | None = None  # the TraceError of the module that caught _sll_pending
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -542,7 +576,7 @@ class SLLTracer(fx.Tracer):
         self._sll_outside = self._outside(base)
         self.sll_entered = {id(root)}
         self._sll_autocast = _autocast_state()
-        self._sll_pending = None
+        self._sll_pending = self._sll_caught = None
         self._sll_no_grad: list[fx.Node] = []
         rng = torch.get_rng_state()
         traced = dynamic.TRACED.set(True)  # (a sll_fx.linearize block entered now raises: see _failure)
@@ -550,7 +584,7 @@ class SLLTracer(fx.Tracer):
             with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
                 graph = super().trace(root, concrete_args)
             if self._sll_pending is not None:  # (a forward caught it and went on: see _note)
-                raise self._sll_pending
+                raise self._sll_caught or _caught(self._sll_pending, "", root)
             if not torch.equal(rng, torch.get_rng_state()):
                 raise _RandomDraw()
         finally:
@@ -608,7 +642,22 @@ class SLLTracer(fx.Tracer):
         node = obj.node  # (a _Flag makes its node now)
         if self._sll_flag_nodes and _depends_on(node, self._sll_flag_nodes):
             raise self._note(_TrainingBranch())
-        return super().to_bool(obj)
+        try:
+            return super().to_bool(obj)
+        except Exception as e:  # (fx's "cannot be used as inputs to control flow": a forward may catch it)
+            raise self._note(e)
+
+    def iter(self, obj):
+        try:
+            return super().iter(obj)
+        except Exception as e:
+            raise self._note(e)
+
+    def keys(self, obj):
+        try:
+            return super().keys(obj)
+        except Exception as e:
+            raise self._note(e)
 
     def get_fresh_qualname(self, prefix: str) -> str:
         name = super().get_fresh_qualname(prefix)
@@ -748,7 +797,10 @@ class SLLTracer(fx.Tracer):
                 _check_traceable(m, path, scans=self.sll_scans)
                 rng = torch.get_rng_state()
                 self._sll_path = (m, path)  # (what fx's call_module asks path_of_module first: its nodes' scope)
+                noted = self._sll_noted
                 out = super().call_module(m, forward, args, kwargs)
+                if self._sll_noted != noted and self._sll_caught is None:  # (raised inside, caught by its forward)
+                    self._sll_caught = _caught(self._sll_pending, path, m)
                 if not torch.equal(rng, torch.get_rng_state()):
                     raise _RandomDraw()
                 return out
@@ -757,34 +809,29 @@ class SLLTracer(fx.Tracer):
             raise self._note(e)
         except _AutocastRegion as e:
             if e.outer or self.is_leaf_module(m, path):  # (a block around this module's call: the caller's)
-                raise self._note(_AutocastRegion(), skip=m) from None
+                raise self._note(_AutocastRegion()) from None
             raise self._note(_failure(_AutocastRegion(), path, m)) from None
         except (_AutogradFunctionCall, _CheckpointCall) as e:
             if e.frame is not None and not _encloses(sys._getframe(), e.frame):
-                raise self._note(e, skip=m)  # (entered outside this module's call: by a caller's forward, which goes
+                raise self._note(e)  # (entered outside this module's call: by a caller's forward, which goes
                 # opaque)
             raise self._note(_failure(e, path, m)) from e
         except Exception as e:
+            if self.is_leaf_module(m, path):  # (its forward does not run: the call's node failed, on what the caller
+                raise self._note(_leaf_call_failure(e, path, m, parent_path)) from e  # passes: the caller goes opaque)
             raise self._note(_failure(e, path, m)) from e
         finally:
             self.sll_scope.pop()
             self._sll_parents.pop()
 
-    def _note(self, exc: Exception, skip: nn.Module | None = None) -> Exception:
-        """``exc``, remembered as the trace's failure (a TraceError or EpsError as it is; a signal, ``_AutocastRegion``
-        and the like, as the TraceError of the innermost module whose forward is running, ``skip`` aside): a forward
-        that catches it (``try: ... except Exception:``) would have the trace go on along its fallback, a graph of
-        what the model does not run; :meth:`trace` raises it when the trace ends.  The last one wins (the nearest
-        to where a forward caught it)."""
-        if not isinstance(exc, (TraceError, EpsError)):
-            exc_path, module = "", self.root
-            for (path, _), m in zip(reversed(self.sll_scope), reversed(self._sll_parents)):
-                if m is not skip and id(m) in self.sll_entered:
-                    exc_path, module = path, m
-                    break
-            self._sll_pending = _failure(exc, exc_path, module)
-        else:
-            self._sll_pending = exc
+    def _note(self, exc: Exception) -> Exception:
+        """``exc``, remembered as the trace's last failure: a forward that catches it (``try: y = self.child(x)
+        except Exception: ...``) would have the trace go on along its fallback, a graph of what the model does not
+        run.  The module whose forward caught it (the innermost whose call then returned; the model itself when
+        fx's trace returns) is kept opaque (:func:`_caught`): its ``try`` runs as written, whether the failure
+        was tracing's alone or also happens at run time (a fast path that raises ``NotImplementedError``)."""
+        self._sll_pending, self._sll_caught = exc, None
+        self._sll_noted += 1
         return exc
 
     def path_of_module(self, mod: nn.Module) -> str:
@@ -875,6 +922,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
         _mark_none_branches(graph, model, concrete_args, opaque)
     if nested:  # (called by an opaque module's Python code: no concrete_args reach it)
         _refuse_none_tested(graph, model)
+    _refuse_keyword_reads(graph, model)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
@@ -908,10 +956,35 @@ def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque
                 return True
         return _graph_shape(other.graph) != shape
 
-    if differs([n.target for n in unused]):
-        alone = [node for node in unused if len(unused) == 1 or differs([node.target])]
-        for node in alone or unused:  # (none alone: their None matters together, `if a is None and b is None`)
+    names = [n.target for n in unused]
+    if differs(names):
+        marked = [node for node in unused if len(unused) == 1 or differs([node.target])]
+        if not marked:  # (their None matters together, `if a is None and b is None`: those given alone as a value,
+            # the others None, bring back the graph traced)
+            marked = [node for node in unused if not differs([n for n in names if n != node.target])]
+        for node in marked or unused:
             node.meta[frozen.NONE_TESTED] = True
+
+
+def _refuse_keyword_reads(graph: fx.Graph, model: nn.Module) -> None:
+    """A TraceError keeping ``model`` opaque where its forward reads an item of its ``**kwargs`` that the graph does
+    not use (``m = kw.get("mask")`` then ``if m is None``): the trace read a proxy, which is not None, so the graph
+    has only the branch for a value, and ``gm(x)`` without ``mask`` silently computed it."""
+    for node in graph.nodes:
+        if node.op != "placeholder" or not str(node.target).startswith("**"):
+            continue
+        for use in node.users:
+            reads = (use.op == "call_method" and use.target in ("get", "pop", "__getitem__")) or \
+                (use.op == "call_function" and use.target is operator.getitem)
+            if reads and not use.users:
+                kind, name, key = original_class(model).__name__, str(node.target)[2:], use.args[1]
+                raise TraceError(
+                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of **{name} "
+                    "only in Python (a test, `if m is None`), which a graph cannot keep (it has the branch for a value "
+                    f"only)\nFix: linearize_module keeps it opaque, so it runs as written and its child modules are "
+                    f"still rewritten; or make it a named argument ({key}=None) and linearize with concrete_args for "
+                    "the calls without it", module_path="", module_type=kind,
+                    reason=f"reads **{name}[{key!r}] only in Python: kept opaque")
 
 
 def _refuse_none_tested(graph: fx.Graph, model: nn.Module) -> None:

@@ -840,13 +840,88 @@ class _CatchesItsChild(nn.Module):
         return torch.sign(y - 0.5)
 
 
-def test_a_failure_a_forward_catches_still_keeps_its_module_opaque():
+def test_a_failure_a_forward_catches_keeps_that_forward_opaque():
     """Before: the child's TraceError (control flow on a tensor) was caught by the parent's ``except Exception``, so
     the trace went on along the fallback, ``y = x * 0``: gm and export_hard gave [-1, -1] where the model gives
-    [1, 1] (it runs the child).  The trace now raises, when it ends, the last failure it raised inside."""
+    [1, 1] (it runs the child).  The module whose forward caught it is kept opaque: its try/except runs as written."""
     model, x = _CatchesItsChild(), torch.tensor([0.4, 1.0])
     gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
-    assert [o.path for o in gm.sll_report.opaque] == ["child"]
+    reasons = {o.path: o.reason for o in gm.sll_report.opaque}
+    assert set(reasons) == {"", "child"} and reasons[""].startswith("catches what tracing raised inside it")
     assert torch.equal(model(x), torch.tensor([1.0, 1.0]))
     assert torch.equal(gm(x), model(x)) and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
-    assert [e.node for e in gm.sll_report.rewritten] == ["sign"]
+
+
+class _NoFastPath(nn.Module):
+    def forward(self, x):
+        raise NotImplementedError("no fast path on this device")
+
+
+class _Rounds(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+class _FallsBack(nn.Module):
+    """A fast path that raises at run time too, and the fallback the model always takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fast, self.slow = _NoFastPath(), _Rounds()
+
+    def forward(self, x):
+        try:
+            return self.fast(x)
+        except Exception:
+            return self.slow(x)
+
+
+class _CatchesItsOwnBranch(nn.Module):
+    def forward(self, x):
+        try:
+            if x.sum() > 0:  # (fx's control-flow error, raised in this forward itself)
+                return torch.sign(x)
+            return -torch.sign(x)
+        except Exception:
+            return torch.zeros_like(x)
+
+
+def test_a_forward_falling_back_at_run_time_too_runs_its_fallback():
+    """c72c639 kept the failing child opaque, so the graph called the fast path with no try around it: gm(x) raised
+    NotImplementedError where the model falls back.  A forward catching fx's own control-flow error traced its
+    fallback: gm gave [0, 0, 0] where the model gives [1, 1, -1]."""
+    model, x = _FallsBack(), torch.tensor([0.1, 0.4, -0.9])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert torch.equal(gm(x), model(x)) and [e.module for e in gm.sll_report.rewritten] == ["slow"]
+    model, x = _CatchesItsOwnBranch(), torch.tensor([0.5, 0.2, -0.3])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert torch.equal(model(x), torch.tensor([1.0, 1.0, -1.0]))
+    assert torch.equal(gm(x), model(x)) and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+class _Cfg:
+    scale = 2.0
+
+
+class _UsesItem(nn.Module):
+    def forward(self, x, cfg):
+        return torch.sign(x) * float(x.abs().sum().item()) * cfg.scale  # (.item(): kept opaque)
+
+
+class _PassesAConfig(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.cfg = _UsesItem(), _Cfg()
+
+    def forward(self, x):
+        return torch.round(self.c(x, self.cfg))
+
+
+def test_a_leaf_called_with_an_argument_a_graph_cannot_hold_keeps_the_caller_opaque():
+    """Before: the child, opaque (.item()), was called with a plain config object: fx could not record the call,
+    and linearize_module raised 'cannot trace submodule c ... keeps it opaque' (a leaf cannot be made more opaque)."""
+    model, x = _PassesAConfig(), torch.tensor([0.3, -0.2, 0.9])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    reasons = {o.path: o.reason for o in gm.sll_report.opaque}
+    assert reasons[""] == "calls c with an argument a graph cannot hold (NotImplementedError): kept opaque"
+    assert torch.equal(gm(x), model(x))

@@ -230,6 +230,33 @@ def test_none_inputs_that_matter_together_a_nan_literal_and_an_opaque_caller():
         "tests its input m against None (its caller is opaque): kept opaque"
 
 
+class _PickWithUnrelated(_Pick):
+    def forward(self, x, a=None, b=None, unrelated=None):
+        return torch.sign(self.pick(x, a, b))
+
+
+class _KeywordsRead(nn.Module):
+    def forward(self, x, **kw):
+        m = kw.get("mask")
+        return torch.sign(x + 1 if m is None else x - 1)
+
+
+def test_an_unrelated_none_input_is_not_marked_and_a_keywords_read_keeps_its_module_opaque():
+    """c72c639 marked every unused None-default input when none alone mattered: gm(x, a=t, b=t) named 'unrelated',
+    which the forward never reads.  ``m = kw.get("mask")`` then ``if m is None``: gm(x) silently gave the branch for a
+    value ([-1, -1, -1] where the model gives [1, 1, 1])."""
+    x, t = torch.tensor([0.3, -0.2, 0.9]), torch.ones(3)
+    gm = sll_fx.linearize_module(_PickWithUnrelated(), eps=0.05, verbose=False)
+    assert torch.equal(gm(x, a=t, b=t), _PickWithUnrelated()(x, a=t, b=t))
+    with pytest.raises(TraceError, match="input '[ab]' is None here"):
+        gm(x)
+    model = _KeywordsRead()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == ["reads **kw['mask'] only in Python: kept opaque"]
+    assert torch.equal(gm(x), model(x)) and torch.equal(model(x), torch.ones(3))
+    assert torch.equal(gm(x, mask=t), model(x, mask=t))
+
+
 def test_an_unused_none_input_the_forward_does_not_test_runs():
     class Unused(nn.Module):
         def forward(self, a, unused=None):
