@@ -330,10 +330,25 @@ def _caught(e: BaseException, path: str, module: nn.Module) -> TraceError:
         reason=f"catches what tracing raised inside it ({inner}): kept opaque so its try/except runs as written")
 
 
+_AUTOCAST_INIT = torch.amp.autocast_mode.autocast.__init__.__code__
+
+
+def _raised_by(e: BaseException, code) -> bool:
+    """Was ``e`` raised inside the function whose code is ``code`` (a frame of its traceback)?"""
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for ``e`` raised while tracing ``module`` (at ``path``; "" for the top level)."""
     kind = original_class(module).__name__
     where = f"submodule '{path}' ({kind})" if path else f"the forward of {kind}"
+    if _raised_by(e, _AUTOCAST_INIT):  # (torch.autocast(device_type=x.device.type): a traced device type)
+        e = _AutocastRegion()
     if isinstance(e, _RandomDraw):
         return TraceError(
             f"torch.fx ran {where} with the random generator for real: it draws random numbers with no traced "

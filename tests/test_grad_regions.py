@@ -497,6 +497,21 @@ def test_an_autocast_block_inside_a_try_except_keeps_its_module_opaque():
         assert gm(x).dtype == torch.float32 and torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+class _DeviceTypeIsland(_BlockInAMethod):
+    def forward(self, x):
+        with torch.autocast(device_type=x.device.type, enabled=False):  # (a traced device type: autocast raises)
+            h = self.lin(x.float())
+        return torch.round(h * 4)
+
+
+def test_an_autocast_block_on_the_inputs_device_type_gives_the_autocast_reason():
+    """fe07705 reported fx's raw ``ValueError: Expected device_type of type str`` as the reason (the code scan had
+    named the block); the module is opaque either way."""
+    gm = sll_fx.linearize_module(_DeviceTypeIsland(), eps=0.1, verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == ["enters torch.autocast in forward: kept opaque so it runs "
+                                                        "under autocast"]
+
+
 def _float32_round(lin, x):
     """A plain helper function entering the block (no module's code names it)."""
     with torch.autocast("cpu", enabled=False):
