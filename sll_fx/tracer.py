@@ -409,6 +409,11 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
                "write x.new_zeros((x.shape[0], n)) (new_ones, new_full, new_empty), torch.zeros_like(h), or "
                "torch.zeros(x.shape[0], n, device=x.device) inside a function wrapped with torch.fx.wrap; "
                "linearize_module keeps it opaque meanwhile")
+    elif isinstance(e, TypeError) and str(e).startswith(("torch.finfo()", "torch.iinfo()")):  # finfo(x.dtype)
+        hint = "; torch.finfo of a traced tensor's dtype: name the dtype, torch.finfo(torch.float32), or a number"
+        fix = ("Fix: a traced tensor's dtype is not known while torch.fx traces, so torch.finfo(x.dtype) fails: name "
+               "the dtype (torch.finfo(torch.float32).min, torch.finfo(torch.float16).min for every float type) or "
+               "write a number (-1e4, float('-inf')); linearize_module keeps it opaque meanwhile")
     return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}{at}\n{fix}",
                       module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}{at}{hint}")
 

@@ -925,3 +925,22 @@ def test_a_leaf_called_with_an_argument_a_graph_cannot_hold_keeps_the_caller_opa
     reasons = {o.path: o.reason for o in gm.sll_report.opaque}
     assert reasons[""] == "calls c with an argument a graph cannot hold (NotImplementedError): kept opaque"
     assert torch.equal(gm(x), model(x))
+
+
+class _FinfoFill(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        s = self.lin(x)
+        return s.masked_fill(s < 0.1, torch.finfo(s.dtype).min).softmax(-1)
+
+
+def test_finfo_of_a_traced_dtype_names_the_fix():
+    """Before: the reason was torch's "torch.finfo() requires a floating point input type. Use torch.iinfo ...", which
+    does not say that the dtype is a proxy while tracing."""
+    gm = sll_fx.linearize_module(_FinfoFill(), eps=0.05, verbose=False)
+    (reason,) = [o.reason for o in gm.sll_report.opaque]
+    assert reason.endswith("; torch.finfo of a traced tensor's dtype: name the dtype, torch.finfo(torch.float32), "
+                           "or a number")
