@@ -285,13 +285,31 @@ class _Planner:
         value (:data:`_FILL_WRAPPERS`: ``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``); else None."""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        factor = 1.0  # (-self.pos_inf, torch.ones_like(h) * -inf: the number times the fill found)
         for _ in range(8):  # (a few wrappers deep)
-            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or \
-                    _op_name(value) not in _FILL_WRAPPERS or not value.args:
+            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not value.args:
+                break
+            name = _op_name(value)
+            if name == "neg" and len(value.args) == 1:
+                factor = -factor
+            elif name == "mul" and len(value.args) == 2 and not value.kwargs and \
+                    sum(isinstance(a, Node) for a in value.args) == 1:
+                node, number = value.args if isinstance(value.args[0], Node) else value.args[::-1]
+                if not isinstance(number, (int, float)) or isinstance(number, bool):
+                    break
+                factor *= float(number)
+                value = node
+                continue
+            elif name not in _FILL_WRAPPERS:
                 break
             value = value.args[0]
         if not isinstance(value, Node):
             return None
+        base = self._fill_of(value)
+        return None if base is None else base * factor if base else 0.0
+
+    def _fill_of(self, value: Node) -> float | None:
+        """:meth:`_constant_fill` of a node that makes its tensor (no wrapper around it)."""
         if value.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, value.target)
             if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= 4096 and t.device.type != "meta":
@@ -300,7 +318,10 @@ class _Planner:
                 if bool((t == first).all()) or bool(torch.isnan(t).all()):
                     return float(first)
             return None
-        where = _FILL_ARGUMENT.get((value.op, _op_name(value)))
+        key = (value.op, _op_name(value))
+        if key in _FILL_CONSTANT:  # (torch.ones_like(h), h.new_zeros(n))
+            return _FILL_CONSTANT[key]
+        where = _FILL_ARGUMENT.get(key)
         if where is None:
             return None
         index, keyword = where
@@ -772,10 +793,14 @@ _FILL_ARGUMENT = {("call_function", "full_like"): (1, "fill_value"), ("call_meth
                   ("call_function", "new_full"): (2, "fill_value"), ("call_function", "full"): (1, "fill_value"),
                   ("call_method", "new_tensor"): (1, "data"), ("call_function", "tensor"): (0, "data"),
                   ("call_function", "scalar_tensor"): (0, "s")}
+#: (op, name) of the calls that make a tensor of one number they do not take -> that number
+_FILL_CONSTANT = {("call_function", "ones_like"): 1.0, ("call_function", "zeros_like"): 0.0,
+                  ("call_method", "new_ones"): 1.0, ("call_method", "new_zeros"): 0.0,
+                  ("call_function", "ones"): 1.0, ("call_function", "zeros"): 0.0}
 #: calls whose result holds the values of their first argument (casts, copies, views, broadcasts): a fill read through
 #: them (``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``, ``aten._to_copy``) is the fill
 _FILL_WRAPPERS = frozenset(("to", "_to_copy", "detach", "alias", "lift_fresh_copy", "clone", "contiguous", "type_as",
-                            "type", "float", "half", "double", "bfloat16", "cpu", "cuda", "expand", "expand_as",
+                            "type", "float", "half", "double", "bfloat16", "cpu", "cuda", "expand", "expand_as", "repeat",
                             "broadcast_to", "view", "view_as", "_unsafe_view", "reshape", "reshape_as", "squeeze",
                             "unsqueeze", "flatten"))
 

@@ -1437,11 +1437,14 @@ class _WrappedFills(nn.Module):
                 "param.detach": lambda: self.p.detach(), "expand_as": lambda: self.neg.expand_as(x),
                 "float.view.clone": lambda: self.neg.float().view(1, 1).clone(),
                 "full": lambda: torch.full((), self.fill, device=x.device),
-                "full.expand": lambda: torch.full((1,), self.fill, dtype=x.dtype).expand(x.shape[0], -1)}
+                "full.expand": lambda: torch.full((1,), self.fill, dtype=x.dtype).expand(x.shape[0], -1),
+                "neg.neg": lambda: -(-self.neg), "ones_like * fill": lambda: torch.ones_like(x) * self.fill,
+                "repeat": lambda: self.neg.view(1, 1).repeat(1, x.shape[-1])}
         return torch.where(m, fill[self.spelling](), x)
 
 
-_WRAPPED = ["to", "detach", "param.detach", "expand_as", "float.view.clone", "full", "full.expand"]
+_WRAPPED = ["to", "detach", "param.detach", "expand_as", "float.view.clone", "full", "full.expand", "neg.neg",
+            "ones_like * fill", "repeat"]
 
 
 @pytest.mark.parametrize("spelling", _WRAPPED)
