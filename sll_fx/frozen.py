@@ -484,10 +484,10 @@ def record_none_inputs(gm) -> None:
         if node.op != "placeholder":
             break
         if node.args == (None,) and not node.target.startswith("*"):
-            if node.users:
-                found.append((i, node.target))
-            elif node.meta.get(NONE_TESTED):
+            if node.meta.get(NONE_TESTED):  # (used or not: the graph has the branch for a tensor only)
                 tested.append((i, node.target))
+            elif node.users:
+                found.append((i, node.target))
     gm.__dict__[NONE_INPUTS] = found
     if tested:
         gm.__dict__[NONE_TESTED] = tested
@@ -522,7 +522,7 @@ def mark_none_tested(graph, module: nn.Module, concrete_args) -> None:
     for node in graph.nodes:
         if node.op != "placeholder":
             break
-        if node.args == (None,) and not node.users and not (concrete_args and node.target in concrete_args):
+        if node.args == (None,) and not (concrete_args and node.target in concrete_args):
             if tested is None:
                 tested = _none_tested(fn.__code__)
             if node.target in tested:

@@ -313,6 +313,31 @@ def _leaf_call_failure(e: BaseException, path: str, module: nn.Module, caller: s
         module_type=kind, reason=f"calls {path} with an argument a graph cannot hold ({type(e).__name__}): kept opaque")
 
 
+@functools.lru_cache(maxsize=64)
+def _trace_error_as(kind: type) -> type | None:
+    """A TraceError class that is also ``kind`` (an exception class), or None where Python cannot combine them."""
+    try:
+        return type("TraceError", (TraceError, kind), {"__module__": TraceError.__module__,
+                                                      "__qualname__": f"TraceError[{kind.__name__}]"})
+    except TypeError:  # (an incompatible layout: OSError's, ...)
+        return None
+
+
+def _keeping_type(err: TraceError, e: BaseException) -> TraceError:
+    """``err`` (the TraceError for a child that raised ``e``) as an instance of ``type(e)`` too: a forward's own
+    ``except NotImplementedError:`` around the call (a fast path that raises at run time as well) catches it as it
+    catches what the model raises, and that forward is kept opaque (:meth:`SLLTracer._note`)."""
+    kind = type(e)
+    if isinstance(err, kind) or not issubclass(kind, Exception) or kind.__module__.startswith("torch.fx"):
+        return err
+    cls = _trace_error_as(kind)
+    if cls is None:
+        return err
+    new = cls.__new__(cls, *err.args)
+    new.args, new.__dict__ = err.args, dict(err.__dict__)
+    return new
+
+
 def _caught(e: BaseException, path: str, module: nn.Module) -> TraceError:
     """The TraceError for a module (at ``path``) whose forward caught ``e``, raised while tracing inside it."""
     if isinstance(e, (_AutocastRegion, _ModeBlock, _RandomDraw, _TrainingBranch, _CheckpointCall, _AutogradFunctionCall,
@@ -495,8 +520,8 @@ def _behaviour_failure(module: nn.Module, path: str, what: str) -> TraceError:
 
 
 class _Proxy(fx.Proxy):
-    """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in.  (Not its
-    ``len()`` failure: torch's indexing tries ``len`` on an index and catches what it raises.)"""
+    """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in.  (Not its ``len()``
+    failure: torch's indexing tries ``len`` on an index and catches what it raises, from no frame of its own.)"""
 
     def __getattr__(self, k: str) -> "_Attribute":
         return _Attribute(self, k)
@@ -808,6 +833,7 @@ class SLLTracer(fx.Tracer):
                 path = f"{parent_path}.{name}" if parent_path else name
         self.sll_scope.append((path, type(m).__name__))
         self._sll_parents.append(m)
+        stack = len(self.module_stack)  # (fx pops its entry only when the call returns: see finally)
         try:
             if not self.is_leaf_module(m, path):
                 if _autocast_state() != self._sll_autocast:
@@ -839,10 +865,12 @@ class SLLTracer(fx.Tracer):
         except Exception as e:
             if self.is_leaf_module(m, path):  # (its forward does not run: the call's node failed, on what the caller
                 raise self._note(_leaf_call_failure(e, path, m, parent_path)) from e  # passes: the caller goes opaque)
-            raise self._note(_failure(e, path, m)) from e
+            raise self._note(_keeping_type(_failure(e, path, m), e)) from e
         finally:
             self.sll_scope.pop()
             self._sll_parents.pop()
+            while len(self.module_stack) > stack:  # (a call that raised: a forward may catch it and go on)
+                self.module_stack.popitem(last=True)
 
     def _note(self, exc: Exception) -> Exception:
         """``exc``, remembered as the trace's last failure: a forward that catches it (``try: y = self.child(x)
@@ -954,17 +982,17 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
 
 
 def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque) -> None:
-    """Mark (as :func:`frozen.mark_none_tested` does) the inputs defaulting to None that ``graph`` does not use and
-    whose None the forward's code tests somewhere it cannot read (a helper method, a child module's forward,
-    ``self.enc(x, mask)`` with ``if mask is None`` in ``enc``): the trace, given a proxy, took the branch for a
-    tensor, so ``gm(x)`` silently computed the other branch's result.  Such inputs are rare; for them the model is
-    traced again with them None (``concrete_args``), and an input whose None gives another graph is marked (each
-    alone, when all of them at once give another)."""
-    unused = [n for n in graph.nodes if n.op == "placeholder" and n.args == (None,) and not n.users
+    """Mark (as :func:`frozen.mark_none_tested` does) the inputs defaulting to None whose None the forward's code tests
+    somewhere that scan cannot read (a helper method, a child module's forward: ``self.enc(x, mask)`` with ``if
+    mask is None`` in ``enc``): the trace, given a proxy, took the branch for a tensor, so ``gm(x)`` silently
+    computed the other branch's result, also where the graph uses the input and accepts None there
+    (``self.mha(x, x, x, attn_mask=mask)``).  For such inputs the model is traced again with them None
+    (``concrete_args``), and an input whose None gives another graph (its uses read as None) is marked: each alone;
+    where none alone does, those whose value alone, the others None, brings back the graph traced."""
+    unused = [n for n in graph.nodes if n.op == "placeholder" and n.args == (None,)  # (used or not)
               and not n.meta.get(frozen.NONE_TESTED) and not (concrete_args and n.target in concrete_args)]
     if not unused:
         return
-    shape = _graph_shape(graph)
 
     def differs(names: list[str]) -> bool:
         with warnings.catch_warnings():  # (the trace's warnings were given once)
@@ -974,7 +1002,7 @@ def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque
                                none_probe=False)
             except Exception:  # (None makes the forward fail: not the graph traced)
                 return True
-        return _graph_shape(other.graph) != shape
+        return _graph_shape(other.graph) != _graph_shape(graph, as_none=set(names))
 
     names = [n.target for n in unused]
     if differs(names):
@@ -987,24 +1015,27 @@ def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque
 
 
 def _refuse_keyword_reads(graph: fx.Graph, model: nn.Module) -> None:
-    """A TraceError keeping ``model`` opaque where its forward reads an item of its ``**kwargs`` that the graph does
-    not use (``m = kw.get("mask")`` then ``if m is None``): the trace read a proxy, which is not None, so the graph
-    has only the branch for a value, and ``gm(x)`` without ``mask`` silently computed it."""
+    """A TraceError keeping ``model`` opaque where its forward reads an item of its ``**kwargs`` that may be missing
+    (``kw.get("mask")``, ``kw.pop("mask", None)``), or one the graph does not use (``kw["flag"]``, tested only): the
+    trace read a proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
+    it silently computed that branch (``if m is None: x = x + pos`` before ``self.mha(..., attn_mask=m)``)."""
     for node in graph.nodes:
         if node.op != "placeholder" or not str(node.target).startswith("**"):
             continue
         for use in node.users:
-            reads = (use.op == "call_method" and use.target in ("get", "pop", "__getitem__")) or \
+            optional = use.op == "call_method" and use.target in ("get", "pop")  # (given or missing: None)
+            required = (use.op == "call_method" and use.target == "__getitem__") or \
                 (use.op == "call_function" and use.target is operator.getitem)
-            if reads and not use.users:
+            if optional or (required and not use.users):
                 kind, name, key = original_class(model).__name__, str(node.target)[2:], use.args[1]
+                how = "which may be missing" if optional else "only in Python"
                 raise TraceError(
-                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of **{name} "
-                    "only in Python (a test, `if m is None`), which a graph cannot keep (it has the branch for a value "
+                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of **{name}, "
+                    f"{how}, and a graph cannot tell it given from missing (it has the branch for a given value "
                     f"only)\nFix: linearize_module keeps it opaque, so it runs as written and its child modules are "
                     f"still rewritten; or make it a named argument ({key}=None) and linearize with concrete_args for "
                     "the calls without it", module_path="", module_type=kind,
-                    reason=f"reads **{name}[{key!r}] only in Python: kept opaque")
+                    reason=f"reads **{name}[{key!r}], {how}: kept opaque")
 
 
 def _refuse_none_tested(graph: fx.Graph, model: nn.Module) -> None:
@@ -1023,21 +1054,22 @@ def _refuse_none_tested(graph: fx.Graph, model: nn.Module) -> None:
             reason=f"tests its input {tested[0]} against None (its caller is opaque): kept opaque")
 
 
-def _graph_shape(graph: fx.Graph) -> list:
+def _graph_shape(graph: fx.Graph, as_none: set = frozenset()) -> list:
     """What ``graph`` computes, for comparing two traces of a forward: its nodes but the inputs and fx's checks of
     inputs fixed by ``concrete_args`` (``_assert_is_none``), each as (op, target, arguments), a node argument by
-    its place in that list (an input by its name)."""
+    its place in that list (an input by its name; the inputs ``as_none`` as None, which a trace with them None
+    passes where the graph uses them: ``attn_mask=None``)."""
     place: dict = {}
     out = []
 
     def arg(a):  # (a NaN literal, float("nan"), is a new object in each trace, unequal to itself)
         if isinstance(a, fx.Node):
-            return place.get(a, ("?",))
+            return place.get(a, ("?",)) if a in place else ("?",)
         return ("nan",) if isinstance(a, float) and a != a else a
 
     for node in graph.nodes:
         if node.op == "placeholder":
-            place[node] = ("input", node.target)
+            place[node] = None if node.target in as_none else ("input", node.target)
             continue
         if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
             continue

@@ -944,3 +944,62 @@ def test_finfo_of_a_traced_dtype_names_the_fix():
     (reason,) = [o.reason for o in gm.sll_report.opaque]
     assert reason.endswith("; torch.finfo of a traced tensor's dtype: name the dtype, torch.finfo(torch.float32), "
                            "or a number")
+
+
+class _FallsBackNarrowly(_FallsBack):
+    def forward(self, x):
+        try:
+            return self.fast(x)
+        except NotImplementedError:  # (only what the fast path raises)
+            return self.slow(x)
+
+
+class _Branchy2(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x
+
+
+class _CatchesInside(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Branchy2()
+
+    def forward(self, x):
+        try:
+            return self.inner(x)
+        except Exception:
+            return x
+
+
+class _OuterTry(nn.Module):
+    """An outer try that never catches anything once mid is opaque; its own sign is rewritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.mid, self.w = _CatchesInside(), nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        try:
+            h = self.mid(x)
+        except Exception:
+            h = x
+        return torch.sign(h * self.w - 0.5)
+
+
+def test_a_narrow_except_and_a_nested_catch_keep_the_right_module_opaque():
+    """``except NotImplementedError:`` did not catch the TraceError the child's failure became, so only the child was
+    kept opaque and gm raised NotImplementedError where the model falls back (the error now keeps the child's type
+    too).  A nested catch left fx's module stack with a stale entry: mid's reason was "AssertionError: Unexpected
+    key mid.inner", and an outer try catching that made the whole model opaque (its sign hard, w's gradient 0)."""
+    model, x = _FallsBackNarrowly(), torch.tensor([0.1, 0.4, -0.9])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert torch.equal(gm(x), model(x))
+    model = _OuterTry()
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    reasons = {o.path: o.reason for o in gm.sll_report.opaque}
+    assert set(reasons) == {"mid", "mid.inner"} and reasons["mid"].startswith("catches what tracing raised inside it")
+    assert [e.node for e in gm.sll_report.rewritten] == ["sign"]
+    y = torch.tensor([0.2, 0.4, 0.1])
+    assert torch.equal(gm(y), model(y))
