@@ -257,6 +257,15 @@ def test_an_unrelated_none_input_is_not_marked_and_a_keywords_read_keeps_its_mod
     assert [o.reason for o in gm.sll_report.opaque] == ["reads **kw['mask'], which may be missing: kept opaque"]
     assert torch.equal(gm(x), model(x)) and torch.equal(model(x), torch.ones(3))
     assert torch.equal(gm(x, mask=t), model(x, mask=t))
+    scaled = sll_fx.linearize_module(_KeywordWithDefault(), eps=0.05, verbose=False)  # (traced: the default runs)
+    assert not scaled.sll_report.opaque and [e.node for e in scaled.sll_report.rewritten] == ["sign"]
+    y = torch.tensor([0.1, 0.6, -1.0])
+    assert torch.equal(scaled(y), _KeywordWithDefault()(y)) and torch.equal(scaled(y, scale=0.1), -torch.ones(3))
+
+
+class _KeywordWithDefault(nn.Module):
+    def forward(self, x, **kw):
+        return torch.sign(x * kw.get("scale", 2.0) - 0.5)
 
 
 class _TestedAndUsed(nn.Module):
