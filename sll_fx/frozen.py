@@ -543,7 +543,7 @@ def check_none_tested(gm, args: tuple, kwargs: dict) -> None:
         value = args[i] if i < len(args) else kwargs.get(name)
         if value is None:
             raise _none_input_error(name, "the forward tests it against None (in its own code or in code it calls): "
-                                          "the graph has the branch for a tensor, and does not use the input")
+                                          "the graph has only the branch for a tensor")
 
 
 def check_inputs(gm, args: tuple, kwargs: dict, error: Exception) -> None:

@@ -333,8 +333,11 @@ def _keeping_type(err: TraceError, e: BaseException) -> TraceError:
     cls = _trace_error_as(kind)
     if cls is None:
         return err
-    new = cls.__new__(cls, *err.args)
-    new.args, new.__dict__ = err.args, dict(err.__dict__)
+    try:
+        new = cls.__new__(cls, *err.args)
+    except TypeError:  # (OSError's __new__ refuses such a class: "not safe")
+        return err
+    new.args, new.__dict__ = err.args, {**e.__dict__, **err.__dict__}  # (the child's attributes too: e.device)
     return new
 
 
@@ -1016,17 +1019,16 @@ def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque
 
 def _refuse_keyword_reads(graph: fx.Graph, model: nn.Module) -> None:
     """A TraceError keeping ``model`` opaque where its forward reads an item of its ``**kwargs`` that may be missing
-    and is then None (``kw.get("mask")``, ``kw.pop("mask", None)``), or one the graph does not use (``kw["flag"]``,
-    ``kw.get("flag", False)``, tested only): the
+    (``kw.get("mask")``, ``kw.pop("flip", False)``, ``kw.setdefault("mask", None)``), or one the graph does not use
+    (``kw["flag"]``, tested only): the
     trace read a proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
     it silently computed that branch (``if m is None: x = x + pos`` before ``self.mha(..., attn_mask=m)``)."""
     for node in graph.nodes:
         if node.op != "placeholder" or not str(node.target).startswith("**"):
             continue
         for use in node.users:
-            optional = use.op == "call_method" and use.target in ("get", "pop") and \
-                (len(use.args) < 3 or use.args[2] is None)  # (given, or missing: None; kw.get("flag", False) runs
-            # in the graph, the default where it is missing)
+            optional = use.op == "call_method" and use.target in ("get", "pop", "setdefault")  # (given or missing:
+            # whatever the forward then tests in Python, `if m is None`, `if flag is False`, the graph cannot)
             required = (use.op == "call_method" and use.target == "__getitem__") or \
                 (use.op == "call_function" and use.target is operator.getitem)
             if optional or (required and not use.users):

@@ -1003,3 +1003,24 @@ def test_a_narrow_except_and_a_nested_catch_keep_the_right_module_opaque():
     assert [e.node for e in gm.sll_report.rewritten] == ["sign"]
     y = torch.tensor([0.2, 0.4, 0.1])
     assert torch.equal(gm(y), model(y))
+
+
+class _LoadsAFile(nn.Module):
+    def forward(self, x):
+        raise FileNotFoundError("no cache file")  # (an OSError: its class refuses a combined TraceError's __new__)
+
+
+class _NoCatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.load = _LoadsAFile()
+
+    def forward(self, x):
+        return torch.sign(self.load(x) - 0.5)
+
+
+def test_a_child_failing_with_an_oserror_keeps_only_the_child_opaque():
+    """8e6f2d2's combined TraceError/OSError class could not be made ("RuntimeError.__new__(TraceError) is not safe"):
+    that TypeError became the parent's failure, so the parent went opaque (its sign hard, gradient 0)."""
+    gm = sll_fx.linearize_module(_NoCatch(), eps=0.05, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["load"] and [e.node for e in gm.sll_report.rewritten] == ["sign"]

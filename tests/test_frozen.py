@@ -257,15 +257,24 @@ def test_an_unrelated_none_input_is_not_marked_and_a_keywords_read_keeps_its_mod
     assert [o.reason for o in gm.sll_report.opaque] == ["reads **kw['mask'], which may be missing: kept opaque"]
     assert torch.equal(gm(x), model(x)) and torch.equal(model(x), torch.ones(3))
     assert torch.equal(gm(x, mask=t), model(x, mask=t))
-    scaled = sll_fx.linearize_module(_KeywordWithDefault(), eps=0.05, verbose=False)  # (traced: the default runs)
-    assert not scaled.sll_report.opaque and [e.node for e in scaled.sll_report.rewritten] == ["sign"]
-    y = torch.tensor([0.1, 0.6, -1.0])
-    assert torch.equal(scaled(y), _KeywordWithDefault()(y)) and torch.equal(scaled(y, scale=0.1), -torch.ones(3))
+    for model in (_KeywordFlag(), _KeywordPopped()):  # (ca98240 traced these: gm(x) 3 of 12, gm(x, flip=True) 10 of 12
+        gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)  # elements wrong)
+        assert [o.reason for o in gm.sll_report.opaque][0].endswith(", which may be missing: kept opaque")
+        for kw in ({}, {"scale": 2.0, "flip": True}):
+            assert torch.equal(gm(x, **kw), model(x, **kw))
 
 
-class _KeywordWithDefault(nn.Module):
+class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
-        return torch.sign(x * kw.get("scale", 2.0) - 0.5)
+        scale = kw.get("scale", False)
+        return torch.sign(x + 1 if scale is False else x * scale)
+
+
+class _KeywordPopped(nn.Module):
+    def forward(self, x, **kw):
+        if kw.pop("flip", False) is True:
+            x = -x
+        return torch.sign(x)
 
 
 class _TestedAndUsed(nn.Module):
