@@ -290,23 +290,21 @@ class _Planner:
             if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not value.args:
                 break
             name = _op_name(value)
-            if name == "neg" and len(value.args) == 1:
-                factor = -factor
-            elif name == "mul" and len(value.args) == 2 and not value.kwargs and \
-                    sum(isinstance(a, Node) for a in value.args) == 1:
+            if name == "mul" and len(value.args) == 2 and not value.kwargs:  # (x * -inf, -inf * x)
                 node, number = value.args if isinstance(value.args[0], Node) else value.args[::-1]
-                if not isinstance(number, (int, float)) or isinstance(number, bool):
+                if isinstance(number, Node) or not isinstance(number, (int, float)) or isinstance(number, bool):
                     break
-                factor *= float(number)
-                value = node
-                continue
-            elif name not in _FILL_WRAPPERS:
+                factor, value = factor * float(number), node
+            elif name == "neg" and len(value.args) == 1:
+                factor, value = -factor, value.args[0]
+            elif name in _FILL_WRAPPERS:
+                value = value.args[0]
+            else:
                 break
-            value = value.args[0]
-        if not isinstance(value, Node):
+        base = self._fill_of(value) if isinstance(value, Node) else None
+        if base is None:
             return None
-        base = self._fill_of(value)
-        return None if base is None else base * factor if base else 0.0
+        return base * factor if base else 0.0  # (zeros stay zeros: 0 * inf is NaN)
 
     def _fill_of(self, value: Node) -> float | None:
         """:meth:`_constant_fill` of a node that makes its tensor (no wrapper around it)."""

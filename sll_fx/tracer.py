@@ -143,11 +143,9 @@ import copy
 import functools
 import inspect
 import linecache
-import operator
 import os
 import re
 import sys
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -156,7 +154,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from .errors import EpsError, TraceError
-from . import dynamic, frozen, grad_regions
+from . import dynamic, frozen, grad_regions, inputs
 from .graph_module import SLLGraphModule
 from .opaque import OUTSIDE, ShadowTree, join, mark_opaque, private_copy, sealed_reason
 from .scans import (Scans, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
@@ -967,13 +965,15 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     if stateful:
         raise _state_failure(model, stateful)
     if concrete_args:
-        _name_concrete_inputs(graph, concrete_args)
+        inputs.name_concrete_inputs(graph, concrete_args)
     frozen.mark_none_tested(graph, model, concrete_args)  # (before the GraphModule records its None inputs)
+    kind = original_class(model).__name__
     if none_probe:
-        _mark_none_branches(graph, model, concrete_args, opaque)
+        inputs.mark_none_branches(graph, concrete_args, lambda fixed: _trace(model, fixed, opaque, codegen=False,
+                                                                            none_probe=False).graph)
     if nested:  # (called by an opaque module's Python code: no concrete_args reach it)
-        _refuse_none_tested(graph, model)
-    _refuse_keyword_reads(graph, model)
+        inputs.refuse_none_tested(graph, kind)
+    inputs.refuse_keyword_reads(graph, kind)
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
@@ -982,121 +982,6 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
                        if id(c) in tracer.sll_entered and id(m) in paths
                        for name, value in frozen.values_read(m).items()])
     return gm
-
-
-def _mark_none_branches(graph: fx.Graph, model: nn.Module, concrete_args, opaque) -> None:
-    """Mark (as :func:`frozen.mark_none_tested` does) the inputs defaulting to None whose None the forward's code tests
-    somewhere that scan cannot read (a helper method, a child module's forward: ``self.enc(x, mask)`` with ``if
-    mask is None`` in ``enc``): the trace, given a proxy, took the branch for a tensor, so ``gm(x)`` silently
-    computed the other branch's result, also where the graph uses the input and accepts None there
-    (``self.mha(x, x, x, attn_mask=mask)``).  For such inputs the model is traced again with them None
-    (``concrete_args``), and an input whose None gives another graph (its uses read as None) is marked: each alone;
-    where none alone does, those whose value alone, the others None, brings back the graph traced."""
-    unused = [n for n in graph.nodes if n.op == "placeholder" and n.args == (None,)  # (used or not)
-              and not n.meta.get(frozen.NONE_TESTED) and not (concrete_args and n.target in concrete_args)]
-    if not unused:
-        return
-
-    def differs(names: list[str]) -> bool:
-        with warnings.catch_warnings():  # (the trace's warnings were given once)
-            warnings.simplefilter("ignore")
-            try:
-                other = _trace(model, {**(concrete_args or {}), **dict.fromkeys(names)}, opaque, codegen=False,
-                               none_probe=False)
-            except Exception:  # (None makes the forward fail: not the graph traced)
-                return True
-        return _graph_shape(other.graph) != _graph_shape(graph, as_none=set(names))
-
-    names = [n.target for n in unused]
-    if differs(names):
-        marked = [node for node in unused if len(unused) == 1 or differs([node.target])]
-        if not marked:  # (their None matters together, `if a is None and b is None`: those given alone as a value,
-            # the others None, bring back the graph traced)
-            marked = [node for node in unused if not differs([n for n in names if n != node.target])]
-        for node in marked or unused:
-            node.meta[frozen.NONE_TESTED] = True
-
-
-def _refuse_keyword_reads(graph: fx.Graph, model: nn.Module) -> None:
-    """A TraceError keeping ``model`` opaque where its forward reads an item of its ``**kwargs`` that may be missing
-    (``kw.get("mask")``, ``kw.pop("flip", False)``, ``kw.setdefault("mask", None)``), or one the graph does not use
-    (``kw["flag"]``, tested only): the
-    trace read a proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
-    it silently computed that branch (``if m is None: x = x + pos`` before ``self.mha(..., attn_mask=m)``)."""
-    for node in graph.nodes:
-        if node.op != "placeholder" or not str(node.target).startswith("**"):
-            continue
-        for use in node.users:
-            optional = use.op == "call_method" and use.target in ("get", "pop", "setdefault")  # (given or missing:
-            # whatever the forward then tests in Python, `if m is None`, `if flag is False`, the graph cannot)
-            required = (use.op == "call_method" and use.target == "__getitem__") or \
-                (use.op == "call_function" and use.target is operator.getitem)
-            if optional or (required and not use.users):
-                kind, name, key = original_class(model).__name__, str(node.target)[2:], use.args[1]
-                how = "which may be missing" if optional else "only in Python"
-                raise TraceError(
-                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of **{name}, "
-                    f"{how}, and a graph cannot tell it given from missing (it has the branch for a given value "
-                    f"only)\nFix: linearize_module keeps it opaque, so it runs as written and its child modules are "
-                    f"still rewritten; or make it a named argument ({key}=None) and linearize with concrete_args for "
-                    "the calls without it", module_path="", module_type=kind,
-                    reason=f"reads **{name}[{key!r}], {how}: kept opaque")
-
-
-def _refuse_none_tested(graph: fx.Graph, model: nn.Module) -> None:
-    """A TraceError keeping ``model`` opaque where its traced forward has an input marked as tested against None
-    (:func:`frozen.mark_none_tested`, :func:`_mark_none_branches`) and an opaque module calls it: its Python code
-    passes the input or not at run time, and no ``concrete_args`` reach this trace (the fix the call-time error
-    names)."""
-    tested = [n.target for n in graph.nodes if n.op == "placeholder" and n.meta.get(frozen.NONE_TESTED)]
-    if tested:
-        kind = original_class(model).__name__
-        raise TraceError(
-            f"torch.fx traced {kind} with its input '{tested[0]}' as a tensor (its default is None), and its forward "
-            "tests it against None: the graph has only the branch for a tensor, and an opaque module calls it, with "
-            "or without that input at run time\nFix: linearize_module keeps it opaque, so it runs as written and its "
-            "child modules are still rewritten", module_path="", module_type=kind,
-            reason=f"tests its input {tested[0]} against None (its caller is opaque): kept opaque")
-
-
-def _graph_shape(graph: fx.Graph, as_none: set = frozenset()) -> list:
-    """What ``graph`` computes, for comparing two traces of a forward: its nodes but the inputs and fx's checks of
-    inputs fixed by ``concrete_args`` (``_assert_is_none``), each as (op, target, arguments), a node argument by
-    its place in that list (an input by its name; the inputs ``as_none`` as None, which a trace with them None
-    passes where the graph uses them: ``attn_mask=None``)."""
-    place: dict = {}
-    out = []
-
-    def arg(a):  # (a NaN literal, float("nan"), is a new object in each trace, unequal to itself)
-        if isinstance(a, fx.Node):
-            return place.get(a, ("?",)) if a in place else ("?",)
-        return ("nan",) if isinstance(a, float) and a != a else a
-
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            place[node] = None if node.target in as_none else ("input", node.target)
-            continue
-        if node.op == "call_function" and getattr(node.target, "__name__", "") == "_assert_is_none":
-            continue
-        place[node] = len(out)
-        out.append((node.op, node.target, fx.node.map_aggregate(node.args, arg),
-                    fx.node.map_aggregate(node.kwargs, arg)))
-    return out
-
-
-def _name_concrete_inputs(graph: fx.Graph, concrete_args: dict) -> None:
-    """fx gives an input fixed by ``concrete_args`` (a plain value: ``{"flag": False}``) a placeholder named
-    ``flag_1`` whose default is the forward's own (``True``), and checks that it gets the fixed value: so
-    ``gm(x, flag=False)`` was "an unexpected keyword argument 'flag'" and ``gm(x)`` failed fx's check.  The
-    placeholder takes the argument's name and the fixed value as its default (a call passing another value
-    still fails that check, with fx's message)."""
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]  # (fx's checks of earlier ones may come between)
-    taken = {n.target for n in inputs}
-    for node in inputs:
-        name = node.target[:-2] if isinstance(node.target, str) and node.target.endswith("_1") else None
-        if name and name in concrete_args and name not in taken and \
-                isinstance(concrete_args[name], (bool, int, float, str, type(None))):
-            node.target, node.args = name, (concrete_args[name],)
 
 
 _STATE_REASON = "module state a graph cannot keep"
