@@ -133,12 +133,16 @@ def choose_eps(distances: torch.Tensor, target: float, limit: float, floor: floa
 
 
 def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
-    if not kwargs:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if not kwargs and not any(str(p.target).startswith("**") for p in placeholders):
         return args
     out = list(args)
-    for p in [n for n in gm.graph.nodes if n.op == "placeholder"][len(args):]:
+    named = {str(p.target) for p in placeholders if not str(p.target).startswith("*")}
+    for p in placeholders[len(args):]:
         name = str(p.target).lstrip("*")
-        if name in kwargs:
+        if str(p.target).startswith("**"):  # (forward(x, **kwargs): the keywords no other input takes, as a dict)
+            out.append({k: v for k, v in kwargs.items() if k not in named})
+        elif name in kwargs:
             out.append(kwargs[name])
         elif p.args:
             out.append(p.args[0])
@@ -184,6 +188,11 @@ class _Calibrator(fx.Interpreter):
         super().__init__(gm)
         self.top, self.pool, self.target, self.chosen, self.nodes = top, pool, target, chosen, nodes
         self.data: set[fx.Node] = set()   # nodes that depend on the graph's inputs
+
+    def placeholder(self, target, args, kwargs):
+        if str(target).startswith("**"):  # (fx's Interpreter takes a **kwargs input as the list of what is left: the
+            return next(self.args_iter)   # dict _bind made)
+        return super().placeholder(target, args, kwargs)
 
     def run_node(self, n):
         if n.op == "placeholder" or any(a in self.data for a in n.all_input_nodes):

@@ -55,15 +55,19 @@ def mark_none_branches(graph: fx.Graph, concrete_args, retrace: Callable[[dict],
 
 
 def refuse_keyword_reads(graph: fx.Graph, kind: str) -> None:
-    """A TraceError keeping the module traced opaque where its forward reads an item of its ``**kwargs`` that may be missing
-    (``kw.get("mask")``, ``kw.pop("flip", False)``, ``kw.setdefault("mask", None)``), or one the graph does not use
-    (``kw["flag"]``, tested only): the
-    trace read a proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
+    """A TraceError keeping the module traced opaque where its forward reads an item of its ``**kwargs`` (or of a copy
+    of it, ``kwargs.copy()``, ``dict(kwargs)``) that may be missing (``kw.get("mask")``, ``kw.pop("flip", False)``,
+    ``kw.setdefault("mask", None)``), or one the graph does not use (``kw["flag"]``, tested only): the trace read a
+    proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
     it silently computed that branch (``if m is None: x = x + pos`` before ``self.mha(..., attn_mask=m)``)."""
     for node in graph.nodes:
         if node.op != "placeholder" or not str(node.target).startswith("**"):
             continue
-        for use in node.users:
+        uses = list(node.users)
+        for use in uses:  # (through copies of the dict: opts = kwargs.copy(); opts.get("mask"))
+            if (use.op == "call_method" and use.target == "copy") or (use.op == "call_function" and use.target is dict):
+                uses += [u for u in use.users if u not in uses]
+        for use in uses:
             optional = use.op == "call_method" and use.target in ("get", "pop", "setdefault")  # (given or missing:
             # whatever the forward then tests in Python, `if m is None`, `if flag is False`, the graph cannot)
             required = (use.op == "call_method" and use.target == "__getitem__") or \

@@ -321,22 +321,37 @@ def _trace_error_as(kind: type) -> type | None:
         return None
 
 
-def _keeping_type(err: TraceError, e: BaseException) -> TraceError:
+def _keeping_type(err: TraceError, e: BaseException) -> BaseException:
     """``err`` (the TraceError for a child that raised ``e``) as an instance of ``type(e)`` too: a forward's own
     ``except NotImplementedError:`` around the call (a fast path that raises at run time as well) catches it as it
-    catches what the model raises, and that forward is kept opaque (:meth:`SLLTracer._note`)."""
+    catches what the model raises, and that forward is kept opaque (:meth:`SLLTracer._note`).  Where no such class
+    can be made (``OSError``'s ``__new__`` refuses one), ``e`` itself, carrying ``err`` (:data:`_CARRIED`), which the
+    tracer raises where nothing caught ``e``."""
     kind = type(e)
     if isinstance(err, kind) or not issubclass(kind, Exception) or kind.__module__.startswith("torch.fx"):
         return err
     cls = _trace_error_as(kind)
-    if cls is None:
-        return err
     try:
-        new = cls.__new__(cls, *err.args)
+        new = cls.__new__(cls, *err.args) if cls is not None else None
     except TypeError:  # (OSError's __new__ refuses such a class: "not safe")
-        return err
+        new = None
+    if new is None:
+        try:
+            setattr(e, _CARRIED, err)
+        except AttributeError:  # (an exception type without a __dict__)
+            return err
+        return e
     new.args, new.__dict__ = err.args, {**e.__dict__, **err.__dict__}  # (the child's attributes too: e.device)
     return new
+
+
+#: the attribute of a child's exception that carries its TraceError, where the exception itself is raised on
+_CARRIED = "_sll_trace_error"
+
+
+def _carried(e: BaseException) -> TraceError | None:
+    err = getattr(e, _CARRIED, None)
+    return err if isinstance(err, TraceError) else None
 
 
 def _caught(e: BaseException, path: str, module: nn.Module) -> TraceError:
@@ -864,6 +879,8 @@ class SLLTracer(fx.Tracer):
                 # opaque)
             raise self._note(_failure(e, path, m)) from e
         except Exception as e:
+            if _carried(e) is not None:  # (a child's exception raised on as it is, carrying its TraceError)
+                raise self._note(e)
             if self.is_leaf_module(m, path):  # (its forward does not run: the call's node failed, on what the caller
                 raise self._note(_leaf_call_failure(e, path, m, parent_path)) from e  # passes: the caller goes opaque)
             raise self._note(_keeping_type(_failure(e, path, m), e)) from e
@@ -959,7 +976,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     except (TraceError, EpsError):  # (EpsError: _check_calibrated)
         raise
     except Exception as e:
-        raise _failure(e, "", model) from e
+        raise (_carried(e) or _failure(e, "", model)) from e
     finally:
         tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
     if stateful:

@@ -1024,3 +1024,24 @@ def test_a_child_failing_with_an_oserror_keeps_only_the_child_opaque():
     that TypeError became the parent's failure, so the parent went opaque (its sign hard, gradient 0)."""
     gm = sll_fx.linearize_module(_NoCatch(), eps=0.05, verbose=False)
     assert [o.path for o in gm.sll_report.opaque] == ["load"] and [e.node for e in gm.sll_report.rewritten] == ["sign"]
+
+
+class _FallsBackOnOSError(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tuned, self.slow = _LoadsAFile(), _Rounds()
+
+    def forward(self, x):
+        try:
+            return self.tuned(x)
+        except OSError:  # (a tuned config file missing: the fallback, at run time too)
+            return self.slow(x)
+
+
+def test_an_oserror_fallback_keeps_its_forward_opaque():
+    """Before: the child's FileNotFoundError became a TraceError (an OSError subclass cannot be combined with it),
+    which ``except OSError`` did not catch: only the child was kept opaque and gm raised FileNotFoundError where the
+    model falls back.  Such an exception is now raised on as it is, carrying its TraceError."""
+    model, x = _FallsBackOnOSError(), torch.tensor([0.1, 0.4, -0.9])
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    assert torch.equal(gm(x), model(x)) and {o.path for o in gm.sll_report.opaque} == {"", "tuned"}

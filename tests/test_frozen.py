@@ -264,6 +264,35 @@ def test_an_unrelated_none_input_is_not_marked_and_a_keywords_read_keeps_its_mod
             assert torch.equal(gm(x, **kw), model(x, **kw))
 
 
+class _KeywordCopied(nn.Module):
+    def forward(self, x, **kwargs):
+        opts = kwargs.copy()
+        mask = opts.get("mask")
+        return torch.sign(x + 1 if mask is None else x - 1)
+
+
+class _KeywordUsed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x, **kwargs):
+        return (self.fc(x) * kwargs["scale"] > 0.1).float()
+
+
+def test_a_copied_keywords_read_keeps_its_module_opaque_and_auto_eps_binds_keywords():
+    """``opts = kwargs.copy(); opts.get("mask")`` was traced: gm(x) gave the branch for a given mask (62 of 80 elements
+    wrong in the audit's model).  eps="auto" with a forward whose **kwargs the graph uses raised 'calibrate: no value
+    for input kwargs' on its first call (fx's Interpreter also takes a **kwargs input as a list)."""
+    x = torch.tensor([[0.3, -0.2, 0.9]])
+    gm = sll_fx.linearize_module(_KeywordCopied(), eps=0.05, verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == ["reads **kwargs['mask'], which may be missing: kept opaque"]
+    assert torch.equal(gm(x), _KeywordCopied()(x))
+    model = _KeywordUsed()
+    gm = sll_fx.linearize_module(model, verbose=False)  # eps="auto"
+    assert gm(x, scale=2.0).shape == (1, 3) and list(sll_fx.eps_state(gm)) == ["gt"]
+
+
 class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
         scale = kw.get("scale", False)
