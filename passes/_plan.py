@@ -798,9 +798,9 @@ _FILL_CONSTANT = {("call_function", "ones_like"): 1.0, ("call_function", "zeros_
 #: calls whose result holds the values of their first argument (casts, copies, views, broadcasts): a fill read through
 #: them (``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``, ``aten._to_copy``) is the fill
 _FILL_WRAPPERS = frozenset(("to", "_to_copy", "detach", "alias", "lift_fresh_copy", "clone", "contiguous", "type_as",
-                            "type", "float", "half", "double", "bfloat16", "cpu", "cuda", "expand", "expand_as", "repeat",
-                            "broadcast_to", "view", "view_as", "_unsafe_view", "reshape", "reshape_as", "squeeze",
-                            "unsqueeze", "flatten"))
+                            "type", "float", "half", "double", "bfloat16", "cpu", "cuda", "expand", "expand_as",
+                            "repeat", "broadcast_to", "view", "view_as", "_unsafe_view", "reshape", "reshape_as",
+                            "squeeze", "unsqueeze", "flatten"))
 
 
 def _selects_through_view(user: Node, node: Node) -> bool:

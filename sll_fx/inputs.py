@@ -2,9 +2,10 @@
 
 A trace gives every input a proxy, which is not None: a forward testing an input against None (``if mask is None:
 x = x + pos``) is traced with the branch for a tensor, and a call of the result without that input would silently
-compute it.  :func:`sll_fx.frozen.mark_none_tested` finds such tests in the forward's own code; :func:`mark_none_branches`
-finds those in code it calls by tracing again with the inputs None; both mark the input's placeholder, and a call
-without it raises a TraceError naming the input and the ``concrete_args`` fix (:func:`sll_fx.frozen.check_none_tested`).
+compute it.  :func:`sll_fx.frozen.mark_none_tested` finds such tests in the forward's own code;
+:func:`mark_none_branches` finds those in code it calls by tracing again with the inputs None; both mark the input's
+placeholder, and a call without it raises a TraceError naming the input and the ``concrete_args`` fix
+(:func:`sll_fx.frozen.check_none_tested`).
 A module traced for an opaque caller, which no ``concrete_args`` reach, is kept opaque instead
 (:func:`refuse_none_tested`); so is one whose forward reads an item of its ``**kwargs`` that may be missing
 (:func:`refuse_keyword_reads`).  :func:`name_concrete_inputs` gives an input fixed by ``concrete_args`` its own name.

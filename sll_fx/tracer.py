@@ -92,12 +92,14 @@ The tracer traces with grad mode on, marks the nodes created while the forward h
 crosses it, as in the model.  A ``torch.autocast`` block cannot be kept that way: the module whose
 forward enters one is kept opaque (``"enters torch.autocast in forward: ..."``); so is one entering a
 ``torch.enable_grad``, ``torch.inference_mode`` or ``torch.set_grad_enabled`` block (``"enters torch.enable_grad
-in forward: ..."``).  A block that turns autocast on is seen as the trace runs; one that turns it off, and the grad
-modes, change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.scans.mode_scan` finds them in
-the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a module whose
-forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for real and
-would be a constant; the generator's state is compared around each traced module's call, and restored after
-the trace).
+in forward: ..."``).  Every autocast block is seen as the trace runs, wherever the code entering it is: its entry
+changes the autocast state or raises the autocast nesting (:func:`_autocast_state`, read at each node).  The grad
+modes change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.scans.mode_scan` finds them in
+the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a
+module whose forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for
+real and would be a constant; the generator's state is compared around each traced module's call, and restored
+after the trace).  A failure the trace raises inside a forward that catches it (``try: ... except Exception:``)
+keeps that forward opaque (:meth:`SLLTracer._note`): its ``try`` runs as written.
 
 **Hooks and overrides.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on
 proxies (a forward hook's side effects happen at trace time only; a backward hook is dropped), never runs
