@@ -133,21 +133,29 @@ def choose_eps(distances: torch.Tensor, target: float, limit: float, floor: floa
 
 
 def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
+    """The values of ``gm``'s inputs for a call ``(args, kwargs)``, in placeholder order: a ``*args`` input takes the
+    positional values left, as one list, and a ``**kwargs`` input the keywords no named input takes, as one dict
+    (:meth:`_Calibrator.placeholder` takes each as one value)."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if not kwargs and not any(str(p.target).startswith("**") for p in placeholders):
+    if not kwargs and not any(str(p.target).startswith("*") for p in placeholders):
         return args
-    out = list(args)
     named = {str(p.target) for p in placeholders if not str(p.target).startswith("*")}
-    for p in placeholders[len(args):]:
-        name = str(p.target).lstrip("*")
-        if str(p.target).startswith("**"):  # (forward(x, **kwargs): the keywords no other input takes, as a dict)
+    out, rest = [], list(args)
+    for p in placeholders:
+        target = str(p.target)
+        if target.startswith("**"):
             out.append({k: v for k, v in kwargs.items() if k not in named})
-        elif name in kwargs:
-            out.append(kwargs[name])
+        elif target.startswith("*"):
+            out.append(rest)
+            rest = []
+        elif rest:
+            out.append(rest.pop(0))
+        elif target in kwargs:
+            out.append(kwargs[target])
         elif p.args:
             out.append(p.args[0])
         else:
-            raise TypeError(f"calibrate: no value for input '{name}'")
+            raise TypeError(f"calibrate: no value for input '{target}'")
     return tuple(out)
 
 
@@ -190,8 +198,8 @@ class _Calibrator(fx.Interpreter):
         self.data: set[fx.Node] = set()   # nodes that depend on the graph's inputs
 
     def placeholder(self, target, args, kwargs):
-        if str(target).startswith("**"):  # (fx's Interpreter takes a **kwargs input as the list of what is left: the
-            return next(self.args_iter)   # dict _bind made)
+        if str(target).startswith("*"):  # (fx's Interpreter takes a *args or **kwargs input as the list of what is
+            return next(self.args_iter)  # left: the list or dict _bind made)
         return super().placeholder(target, args, kwargs)
 
     def run_node(self, n):

@@ -65,13 +65,15 @@ def refuse_keyword_reads(graph: fx.Graph, kind: str) -> None:
         if node.op != "placeholder" or not str(node.target).startswith("**"):
             continue
         uses = list(node.users)
-        for use in uses:  # (through copies of the dict: opts = kwargs.copy(); opts.get("mask"))
-            if (use.op == "call_method" and use.target == "copy") or (use.op == "call_function" and use.target is dict):
+        for use in uses:  # (through copies and merges of the dict: kwargs.copy(), dict(kwargs), DEFAULTS | kwargs)
+            if (use.op == "call_method" and use.target in ("copy", "__or__", "__ror__")) or \
+                    (use.op == "call_function" and use.target in (dict, operator.or_)):
                 uses += [u for u in use.users if u not in uses]
         for use in uses:
-            optional = use.op == "call_method" and use.target in ("get", "pop", "setdefault")  # (given or missing:
-            # whatever the forward then tests in Python, `if m is None`, `if flag is False`, the graph cannot)
-            required = (use.op == "call_method" and use.target == "__getitem__") or \
+            optional = use.op == "call_method" and (use.target in ("get", "setdefault") or (
+                use.target == "pop" and len(use.args) > 2))  # (given or missing: whatever the forward then tests in
+            # Python, `if m is None`, `if flag is False`, the graph cannot; pop(k) without a default raises as [k] does)
+            required = (use.op == "call_method" and use.target in ("__getitem__", "pop")) or \
                 (use.op == "call_function" and use.target is operator.getitem)
             if optional or (required and not use.users):
                 name, key = str(node.target)[2:], use.args[1]

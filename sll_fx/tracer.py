@@ -327,8 +327,8 @@ def _keeping_type(err: TraceError, e: BaseException) -> BaseException:
     """``err`` (the TraceError for a child that raised ``e``) as an instance of ``type(e)`` too: a forward's own
     ``except NotImplementedError:`` around the call (a fast path that raises at run time as well) catches it as it
     catches what the model raises, and that forward is kept opaque (:meth:`SLLTracer._note`).  Where no such class
-    can be made (``OSError``'s ``__new__`` refuses one), ``e`` itself, carrying ``err`` (:data:`_CARRIED`), which the
-    tracer raises where nothing caught ``e``."""
+    can be made (``OSError``'s ``__new__`` refuses one), ``e`` itself: the tracer raises it on as it is, and ``err``
+    where nothing caught it (``SLLTracer._sll_carried``)."""
     kind = type(e)
     if isinstance(err, kind) or not issubclass(kind, Exception) or kind.__module__.startswith("torch.fx"):
         return err
@@ -338,22 +338,10 @@ def _keeping_type(err: TraceError, e: BaseException) -> BaseException:
     except TypeError:  # (OSError's __new__ refuses such a class: "not safe")
         new = None
     if new is None:
-        try:
-            setattr(e, _CARRIED, err)
-        except AttributeError:  # (an exception type without a __dict__)
-            return err
         return e
     new.args, new.__dict__ = err.args, {**e.__dict__, **err.__dict__}  # (the child's attributes too: e.device)
     return new
 
-
-#: the attribute of a child's exception that carries its TraceError, where the exception itself is raised on
-_CARRIED = "_sll_trace_error"
-
-
-def _carried(e: BaseException) -> TraceError | None:
-    err = getattr(e, _CARRIED, None)
-    return err if isinstance(err, TraceError) else None
 
 
 def _caught(e: BaseException, path: str, module: nn.Module) -> TraceError:
@@ -629,6 +617,7 @@ class SLLTracer(fx.Tracer):
         self._sll_pending: Exception | None = None  # the last failure raised inside the trace (_note)
         self._sll_noted = 0                      # how many _note has seen (a failure raised inside a call: changed)
         self._sll_caught: Exception | None = None  # the TraceError of the module that caught _sll_pending
+        self._sll_carried: dict = {}             # id(a child's exception raised on as it is) -> (it, its TraceError)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
@@ -881,16 +870,26 @@ class SLLTracer(fx.Tracer):
                 # opaque)
             raise self._note(_failure(e, path, m)) from e
         except Exception as e:
-            if _carried(e) is not None:  # (a child's exception raised on as it is, carrying its TraceError)
+            if self.carried(e) is not None:  # (a child's exception raised on as it is: see _keeping_type)
                 raise self._note(e)
             if self.is_leaf_module(m, path):  # (its forward does not run: the call's node failed, on what the caller
                 raise self._note(_leaf_call_failure(e, path, m, parent_path)) from e  # passes: the caller goes opaque)
-            raise self._note(_keeping_type(_failure(e, path, m), e)) from e
+            err = _failure(e, path, m)
+            kept = _keeping_type(err, e)
+            if kept is e:
+                self._sll_carried[id(e)] = (e, err)
+                raise self._note(e)
+            raise self._note(kept) from e
         finally:
             self.sll_scope.pop()
             self._sll_parents.pop()
             while len(self.module_stack) > stack:  # (a call that raised: a forward may catch it and go on)
                 self.module_stack.popitem(last=True)
+
+    def carried(self, e: BaseException) -> TraceError | None:
+        """The TraceError of a child's exception ``e`` that this trace raised on as it is (:func:`_keeping_type`)."""
+        found = self._sll_carried.get(id(e))
+        return found[1] if found is not None and found[0] is e else None
 
     def _note(self, exc: Exception) -> Exception:
         """``exc``, remembered as the trace's last failure: a forward that catches it (``try: y = self.child(x)
@@ -978,7 +977,10 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     except (TraceError, EpsError):  # (EpsError: _check_calibrated)
         raise
     except Exception as e:
-        raise (_carried(e) or _failure(e, "", model)) from e
+        carried = tracer.carried(e)
+        if carried is not None:
+            raise carried from e
+        raise _failure(e, "", model) from e
     finally:
         tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
     if stateful:

@@ -1045,3 +1045,38 @@ def test_an_oserror_fallback_keeps_its_forward_opaque():
     model, x = _FallsBackOnOSError(), torch.tensor([0.1, 0.4, -0.9])
     gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
     assert torch.equal(gm(x), model(x)) and {o.path for o in gm.sll_report.opaque} == {"", "tuned"}
+
+
+_MISSING_FILE = FileNotFoundError("no tuned kernel file")  # (one exception object, raised again and again)
+
+
+class _RaisesCached(nn.Module):
+    def forward(self, x):
+        raise _MISSING_FILE
+
+
+class _HoldsCached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.load = _RaisesCached()
+
+    def forward(self, x):
+        return torch.sign(self.load(x) - 0.5)
+
+
+class _WrapsIt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = _HoldsCached()
+
+    def forward(self, x):
+        return torch.round(self.enc(x) * 2)
+
+
+def test_one_oserror_object_raised_in_two_models_names_each_ones_child():
+    """7d27230 put the TraceError on the user's exception object: a second model raising the same object got the
+    first one's path ("AttributeError: _WrapsIt has no attribute 'load'"), and the exception was left changed."""
+    assert [o.path for o in sll_fx.linearize_module(_HoldsCached(), eps=0.05, verbose=False).sll_report.opaque] == \
+        ["load"]
+    gm = sll_fx.linearize_module(_WrapsIt(), eps=0.05, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["enc.load"] and vars(_MISSING_FILE) == {}

@@ -293,6 +293,36 @@ def test_a_copied_keywords_read_keeps_its_module_opaque_and_auto_eps_binds_keywo
     assert gm(x, scale=2.0).shape == (1, 3) and list(sll_fx.eps_state(gm)) == ["gt"]
 
 
+class _KeywordMerged(nn.Module):
+    def forward(self, x, **kwargs):
+        mask = ({"mask": None} | kwargs)["mask"]
+        return torch.sign(x + 1 if mask is None else x - 1)
+
+
+class _KeywordPoppedRequired(nn.Module):
+    def forward(self, x, **kwargs):
+        opts = kwargs.copy()
+        return torch.sign(x * opts.pop("scale") - 0.5)
+
+
+class _ArgsAndKeywords(nn.Module):
+    def forward(self, x, *args, **kwargs):
+        return torch.sign(x * kwargs["scale"] + args[0])
+
+
+def test_keyword_reads_through_a_merge_a_required_pop_and_auto_eps_with_args_and_keywords():
+    """``({"mask": None} | kwargs)["mask"]`` was traced (gm gave the branch for a given mask); ``opts.pop("scale")``
+    without a default (required, as ``opts["scale"]``) kept its module opaque; eps="auto" on ``forward(x, *args,
+    **kwargs)`` raised a bare StopIteration on its first call."""
+    x = torch.tensor([[0.3, -0.2, 0.9]])
+    gm = sll_fx.linearize_module(_KeywordMerged(), eps=0.05, verbose=False)
+    assert gm.sll_report.opaque and torch.equal(gm(x), _KeywordMerged()(x))
+    gm = sll_fx.linearize_module(_KeywordPoppedRequired(), eps=0.05, verbose=False)
+    assert not gm.sll_report.opaque and [e.node for e in gm.sll_report.rewritten] == ["sign"]
+    gm = sll_fx.linearize_module(_ArgsAndKeywords(), verbose=False)  # eps="auto"
+    assert gm(x, 0.3, scale=2.0).shape == (1, 3) and list(sll_fx.eps_state(gm)) == ["sign"]
+
+
 class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
         scale = kw.get("scale", False)
