@@ -134,7 +134,7 @@ def choose_eps(distances: torch.Tensor, target: float, limit: float, floor: floa
 
 def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
     """The values of ``gm``'s inputs for a call ``(args, kwargs)``, in placeholder order: a ``*args`` input takes the
-    positional values left, as one list, and a ``**kwargs`` input the keywords no named input takes, as one dict
+    positional values left, as one tuple, and a ``**kwargs`` input the keywords no named input takes, as one dict
     (:meth:`_Calibrator.placeholder` takes each as one value)."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if not kwargs and not any(str(p.target).startswith("*") for p in placeholders):
@@ -146,7 +146,7 @@ def _bind(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
         if target.startswith("**"):
             out.append({k: v for k, v in kwargs.items() if k not in named})
         elif target.startswith("*"):
-            out.append(rest)
+            out.append(tuple(rest))  # (as the generated forward gets it: (x,) + args works)
             rest = []
         elif rest:
             out.append(rest.pop(0))
@@ -199,7 +199,7 @@ class _Calibrator(fx.Interpreter):
 
     def placeholder(self, target, args, kwargs):
         if str(target).startswith("*"):  # (fx's Interpreter takes a *args or **kwargs input as the list of what is
-            return next(self.args_iter)  # left: the list or dict _bind made)
+            return next(self.args_iter)  # left: the tuple or dict _bind made)
         return super().placeholder(target, args, kwargs)
 
     def run_node(self, n):

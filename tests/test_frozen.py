@@ -323,6 +323,20 @@ def test_keyword_reads_through_a_merge_a_required_pop_and_auto_eps_with_args_and
     assert gm(x, 0.3, scale=2.0).shape == (1, 3) and list(sll_fx.eps_state(gm)) == ["sign"]
 
 
+class _ArgsAsATuple(nn.Module):
+    def forward(self, x, *args):
+        return torch.sign(torch.cat((x,) + args))
+
+
+def test_auto_eps_gives_args_as_a_tuple():
+    """The calibrating interpreter gave ``*args`` as a list: ``(x,) + args`` raised "can only concatenate tuple (not
+    list) to tuple" on every call of an eps="auto" result (calibration stayed pending)."""
+    x, y = torch.tensor([-0.5, 0.5]), torch.tensor([-0.3, 0.7])
+    gm = sll_fx.linearize_module(_ArgsAsATuple(), verbose=False)
+    assert gm(x, y).shape == (4,) and list(sll_fx.eps_state(gm)) == ["sign"]
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x, y), _ArgsAsATuple()(x, y))
+
+
 class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
         scale = kw.get("scale", False)
