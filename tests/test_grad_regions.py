@@ -450,10 +450,12 @@ class _StoredBlockClass(nn.Module):
 
 
 class _BlockInAMethod(nn.Module):
-    def __init__(self):
+    """A float32 part (autocast off) in a method forward calls; ``spelling`` picks a subclass's way to reach it."""
+
+    def __init__(self, spelling=None):
         super().__init__()
         torch.manual_seed(0)
-        self.lin = nn.Linear(4, 4)
+        self.lin, self.spelling = nn.Linear(4, 4), spelling
 
     def part(self, x):
         with torch.autocast("cpu", enabled=False):
@@ -601,12 +603,7 @@ def test_a_method_named_like_one_forward_calls_on_a_child_is_not_scanned():
     assert not gm.sll_report.opaque and len(gm.sll_report.rewritten) == 2
 
 
-class _Deep(nn.Module):
-    def __init__(self, spelling):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin, self.spelling = nn.Linear(4, 4), spelling
-
+class _Deep(_BlockInAMethod):
     def inner(self, x):
         with torch.autocast("cpu", enabled=False):
             return torch.round(self.lin(x.float()) * 4)
@@ -640,16 +637,7 @@ def test_an_autocast_block_two_calls_deep_in_a_staticmethod_or_a_property_is_fou
         assert gm(torch.randn(8, 4)).dtype == torch.float32
 
 
-class _ClosureOverSelf(nn.Module):
-    def __init__(self, spelling):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin, self.spelling = nn.Linear(4, 4), spelling
-
-    def part(self, x):
-        with torch.autocast("cpu", enabled=False):
-            return torch.round(self.lin(x.float()) * 4)
-
+class _ClosureOverSelf(_BlockInAMethod):
     def forward(self, x):
         if self.spelling == "lambda":
             f = lambda t: self.part(t)  # noqa: E731  (self is a cell: every self.<name> loads it with LOAD_DEREF)
