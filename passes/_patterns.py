@@ -160,7 +160,9 @@ def _topk_pattern(node: Node):
     tdim, largest = _arg(topk, 2, "dim", -1), _arg(topk, 3, "largest", True)
     if not (isinstance(zeros, Node) and zeros.op == "call_function" and zeros.target is torch.zeros_like
             and zeros.args[:1] == (x,) and len(zeros.args) == 1 and not zeros.kwargs):
-        return "the scattered tensor is not zeros_like(x) of the same x"
+        return ("the scattered tensor is not zeros_like(x) of the x topk ranks (write "
+                "torch.zeros_like(x).scatter(dim, torch.topk(x, k, dim).indices, 1.0) with topk's own input x, "
+                "the perturbed scores where topk ranks logits + noise, to linearize)")
     if value not in (1, 1.0) or isinstance(value, bool):
         return f"scattered value {value!r} is not 1"
     if node.kwargs.get("reduce") is not None:

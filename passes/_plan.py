@@ -577,6 +577,10 @@ class _Planner:
                 return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}, a view that a "
                                               "where/masked_fill takes as its condition: left hard (compare after the "
                                               "view to linearize: x.unsqueeze(1) > t, x[:, None] > t)")
+            if any(u.op in ("call_function", "call_method") and u.target in _LOGICAL for u in bool_uses):  # (a & b)
+                return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard (cast each "
+                                              "comparison with .float() and write & as *, | as a + b - a * b, ~m as "
+                                              "1 - m to linearize)")
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):
@@ -785,6 +789,15 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
 
 
 #: the largest float16 value: a fill beyond it is infinite in float16, and a stand-in for infinity in wider types
+#: logical ops on a comparison's bool result (``(h >= lo) & (h < hi)``): a float 0/1 has no ``&``, the product does it
+_LOGICAL = frozenset((operator.and_, operator.or_, operator.xor, operator.invert, torch.logical_and, torch.logical_or,
+                      torch.logical_xor, torch.logical_not, torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor,
+                      torch.bitwise_not, *(getattr(torch.ops.aten, n).default for n in ("logical_and", "logical_or",
+                                                                                     "logical_xor", "logical_not",
+                                                                                     "bitwise_not")),
+                      *(getattr(torch.ops.aten, n).Tensor for n in ("bitwise_and", "bitwise_or", "bitwise_xor")),
+                      "logical_and", "logical_or", "logical_xor", "logical_not", "bitwise_and", "bitwise_or",
+                      "bitwise_xor", "bitwise_not", "__and__", "__or__", "__xor__", "__invert__"))
 _HALF_MAX = 65504.0
 #: (op, name) of the calls that make a tensor of one number -> (position, keyword) of that number
 _FILL_ARGUMENT = {("call_function", "full_like"): (1, "fill_value"), ("call_method", "new_full"): (2, "fill_value"),

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from typing import Callable, Union
 
 import torch
@@ -652,6 +653,13 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
         raise ValueError(f"set_eps: the sll node(s) {', '.join(computed)} of {type(gm).__name__} compute their eps in "
                          "the forward (an explicit op given a computed eps; an ExportedProgram's tensor literal), so "
                          "there is no eps to set\nFix: give the op an eps held by the model (a buffer), and set it there")
+    report = getattr(_root(gm), "sll_report", None)
+    if not nodes and where is None and getattr(report, "counts", None) is not None:  # (the linearized model itself)
+        opaque = len(getattr(report, "opaque", ()))
+        warnings.warn(f"set_eps: linearize_module rewrote no node of {type(_root(gm)).__name__} ({report.counts['found']} "
+                      f"discrete node(s) found, 0 rewritten; {opaque} module(s) kept opaque, their reasons in "
+                      "gm.sll_report.opaque): there is no eps to set, and nothing changed", UserWarning, stacklevel=2)
+        return []
     if not nodes:
         raise ValueError(f"set_eps: {type(gm).__name__} holds no sll node.  A submodule that linearize_module traced "
                          "through stays a plain container of its parameters and buffers: its ops are nodes of the "

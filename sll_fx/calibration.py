@@ -19,8 +19,9 @@ would never get a gradient: its band covers all of them (target 1, eps 1.5 times
 distance, up to the limit).  ``DEFAULT_TARGET`` and this rule come from ``benchmarks/efficacy.py``
 (README, "Does it train?").  Nodes are calibrated in graph order, each just
 before it runs, so a node downstream sees its inputs computed with the calibrated eps upstream.
-Calibration is a real forward (under ``torch.no_grad``) of the module in its current mode: a
-BatchNorm in training mode updates its running statistics as in any forward.  It leaves the random
+Calibration is a real forward (under ``torch.no_grad``) of the module in its current mode; the module state it
+changes is put back after it (:class:`_SavedState`: BatchNorm statistics, running maxima, an opaque neuron's
+``self.v``, counters), so the call it calibrates finds the state as it was.  It leaves the random
 generators as it found them (the CPU's and those of the CUDA devices the inputs and the module are on):
 a Dropout draws its masks in it, and the training step after it draws the same ones as without it.  The automatic
 calibration pools the samples of its ``calibrate_steps`` calls; ``calibrate`` starts afresh.
@@ -71,6 +72,7 @@ from . import kernels, rules
 from .annealing import _eps_nodes, _root, set_eps, unwrap_compiled
 from .diagnostics import sll_node_names
 from .errors import EpsError
+from .opaque import _CONTAINERS_SET, _MUTABLE
 from .ops import DEFAULT_EPS, eps_limit, jump_of
 from .report import RewriteReport
 from .tracer import module_of
@@ -259,10 +261,12 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
         m.__dict__["forward"] = calibrator
     if state is not None:
         state["running"] = True
+    saved = _SavedState(gm)
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(gm, args, kwargs)):
             gm(*args, **kwargs)
     finally:
+        saved.restore()
         for m, previous, calibrator in reversed(installed):
             if m.__dict__.get("forward") is not calibrator:
                 continue   # replaced meanwhile: leave it
@@ -279,6 +283,50 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     missing = [name for name in dict.fromkeys(nodes.values())
                if name not in chosen and not any(d.numel() for d in pool.get(name, ((), ()))[0])]
     return chosen, missing
+
+
+def _saved(key: str) -> bool:
+    """Is the ``__dict__`` (or ``_buffers``) key ``key`` state :class:`_SavedState` saves: not nn.Module's own
+    containers (``_buffers`` is saved item by item), the calibrating ``forward`` or sll_fx's own state?"""
+    return key not in _CONTAINERS_SET and key != "forward" and not key.startswith("_sll")
+
+
+class _SavedState:
+    """The module state a calibrating forward may change, to put back after it: the calibration is no step of the
+    model, whose next forward (the call it calibrates, on the first call) must find the state as it was (a running
+    maximum or a BatchNorm's statistics updated in place, an opaque neuron's membrane potential ``self.v``, a
+    counter ``self.steps += 1``, SpikingJelly's ``_memories``).  Per module of ``gm`` (opaque copies included): the
+    bindings of its plain attributes and buffers, the items of its plain lists/dicts/sets/deques, and a copy of
+    each buffer and tensor attribute's value (put back where the forward changed it in place).  Not saved:
+    parameters, sll_fx's own state (``_sll_*``: the eps buffers calibration sets) and objects deeper down."""
+
+    def __init__(self, gm: nn.Module):
+        self.bindings: list[tuple[dict, dict]] = []   # (a __dict__ or _buffers, its items before)
+        self.items: list[tuple[object, object]] = []  # (a list/dict/set/deque, its items before)
+        self.values: dict[int, tuple] = {}            # id(tensor) -> (tensor, version, a copy of its value)
+        for m in gm.modules():
+            state = {k: v for k, v in m.__dict__.items() if _saved(k)}
+            buffers = {k: t for k, t in m._buffers.items() if _saved(k)}
+            self.bindings += [(m.__dict__, state), (m._buffers, buffers)]
+            for v in (*state.values(), *buffers.values()):
+                if type(v) in _MUTABLE:
+                    self.items.append((v, dict(v) if isinstance(v, dict) else list(v)))
+                elif isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and id(v) not in self.values:
+                    self.values[id(v)] = (v, v._version, v.detach().clone())
+
+    def restore(self) -> None:
+        for where, before in self.bindings:
+            for k in [k for k in where if k not in before and _saved(k)]:
+                del where[k]  # (added by the forward)
+            where.update(before)
+        for v, before in self.items:
+            v.clear()
+            v.update(before) if isinstance(v, dict) else v.extend(before) if hasattr(v, "extend") else \
+                v.update(before)
+        with torch.no_grad():
+            for t, version, value in self.values.values():
+                if t._version != version or not torch.equal(t, value):  # (batch_norm's in-place update of its
+                    t.copy_(value)                                       # statistics leaves _version as it was)
 
 
 def _cuda_devices(gm: nn.Module, args, kwargs) -> list[int]:

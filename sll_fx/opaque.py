@@ -40,8 +40,9 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from .report import OpaqueModule
-from .scans import _FOREIGN, _names_in, _referenced, _user_class, closure_values, forward_of, sll_ops_used
+from .report import OpaqueModule, RewriteReport
+from .scans import (_FOREIGN, _names_in, _referenced, _user_class, closure_values, conversions_read, forward_of,
+                    sll_ops_used)
 
 MARK = "_sll_fx_opaque"
 
@@ -560,6 +561,7 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
                 check_opaque(m, path)
             new = private_copy(m, memo=values)
             rebuild_children(new, path)
+            _note_conversions(m, new)
         elif isinstance(m, fx.GraphModule):
             # a GraphModule whose code was never generated is a private one, just traced for this call
             # (trace_with_fallback(codegen=False)): edited in place; any other is copied
@@ -600,6 +602,39 @@ def map_graphs(top: nn.Module, fn: Callable[[fx.GraphModule, str], fx.GraphModul
     else:
         result.__dict__["sll_report"] = report  # an opaque copy of the model itself
     return result
+
+
+def _note_conversions(module: nn.Module, copy_: nn.Module) -> None:
+    """Note on the rewritten entries of each traced child of the opaque ``module`` that returns an sll op's result
+    that ``module``'s Python code converts to bools or integers (``torch.where(spike.bool(), 0, v)``): there the
+    conversion reads the linearized value (0.25 inside the band is True), where in a graph it reads the hard one."""
+    conversions = None
+    for child in copy_._modules.values():
+        report = getattr(child, "sll_report", None) if isinstance(child, fx.GraphModule) else None
+        if not isinstance(report, RewriteReport) or not report.rewritten or not _returns_sll(child):
+            continue
+        if conversions is None:
+            conversions = conversions_read(module)
+        if not conversions:
+            return
+        from .tracer import original_class
+        note = (f"returned to the Python code of opaque {original_class(module).__name__}, whose "
+                f"{', '.join(conversions)} reads the linearized value, not the hard one (compare with 0.5 there for "
+                "the hard decision, spike > 0.5)")
+        report.entries[:] = [dataclasses.replace(e, reason="; ".join(filter(None, (e.reason, note))))
+                             if e.rewritten else e for e in report.entries]
+
+
+def _returns_sll(gm: fx.GraphModule) -> bool:
+    """Does ``gm`` return the result of an sll op, or of a cast or view of one (``compare(...).float()``)?"""
+    from .ops import is_sll_target
+    out = next((n for n in reversed(gm.graph.nodes) if n.op == "output"), None)
+    todo = list(out.all_input_nodes) if out is not None else []
+    for _ in range(4):
+        if any(n.op == "call_function" and is_sll_target(n.target) for n in todo):
+            return True
+        todo = [a for n in todo if n.op in ("call_method", "call_function") for a in n.all_input_nodes]
+    return False
 
 
 def refuse_sll_code(module: nn.Module, path: str) -> None:

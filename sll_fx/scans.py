@@ -693,3 +693,19 @@ def children_used_as_values(module: nn.Module) -> set[str]:
                         and d.opname not in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR")):
                     out.add(b.argval)
     return out
+
+
+#: the method names that turn a tensor into bools or integers (``spike.bool()``, ``.long()``)
+_CONVERSIONS = frozenset(("bool", "long", "int", "short", "byte"))
+
+
+def conversions_read(module: nn.Module) -> list[str]:
+    """The integer or bool conversions (``.bool()``, ``.long()``, ...) that the module's ``forward`` spells, by name
+    (``[".bool()"]``): an opaque module's Python code reads a traced child's result so, which the graph's planner
+    never sees (in a graph such a use reads the hard result)."""
+    found: set[str] = set()
+    fn = forward_of(module)
+    for c in code_objects(fn.__code__) if fn is not None else ():
+        found.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname in ("LOAD_ATTR", "LOAD_METHOD") and i.argval in _CONVERSIONS)
+    return [f".{n}()" for n in sorted(found)]

@@ -159,8 +159,9 @@ from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions, inputs
 from .graph_module import SLLGraphModule
 from .opaque import OUTSIDE, ShadowTree, join, mark_opaque, private_copy, sealed_reason
-from .scans import (Scans, autograd_function_class, autograd_function_used, behaviour_of, child_attributes_read,
-                    children_used_as_values, code_objects, forward_of, mode_scan, sequence_like)
+from .scans import (Scans, _user_class, autograd_function_class, autograd_function_used, behaviour_of,
+                    child_attributes_read, children_used_as_values, code_objects, forward_of, mode_scan,
+                    sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -445,6 +446,11 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
         fix = ("Fix: a traced tensor's dtype is not known while torch.fx traces, so torch.finfo(x.dtype) fails: name "
                "the dtype (torch.finfo(torch.float32).min, torch.finfo(torch.float16).min for every float type) or "
                "write a number (-1e4, float('-inf')); linearize_module keeps it opaque meanwhile")
+    elif isinstance(e, TypeError) and str(e).endswith("object cannot be interpreted as an integer"):  # range(T)
+        hint = "; a traced size used as a Python int (range(x.shape[0])): make it a constant the module holds (range(self.T))"
+        fix = ("Fix: a size of a traced tensor is not a Python int while torch.fx traces, so range(x.shape[0]) fails: "
+               "make the length a constant the module holds (self.T = T in __init__, range(self.T)); "
+               "linearize_module keeps it opaque meanwhile")
     return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}{at}\n{fix}",
                       module_path=path, module_type=kind, reason=f"{type(e).__name__}: {e}{at}{hint}")
 
@@ -1035,16 +1041,29 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
             parent_path, _, child = path.rpartition(".")
             parent = model.get_submodule(parent_path)
             if id(tree.shadow(parent)) in tracer.sll_entered:
-                read = child_attributes_read(parent, only="load").get(child, set()) & {n for n, _ in changed}
+                attrs = child_attributes_read(parent, only="load").get(child, set())
+                read = attrs & {n for n, _ in changed}
                 if read:
                     found.setdefault(parent_path, {}).setdefault("reads", []).extend(
                         f"self.{child}.{name}" for name in sorted(read))
+                called = sorted(a for a in attrs - read if _own_method(m, a))
+                if called:  # (self.lif.reset(): run once while tracing, never by the graph)
+                    found.setdefault(parent_path, {}).setdefault("calls", []).extend(
+                        f"self.{child}.{name}()" for name in called)
     out = []
     for path in sorted(found, key=lambda p: (p.count("."), p)):
         kinds = found[path]
         what = " and ".join(f"{how} {', '.join(names)}" for how, names in kinds.items())
         out.append((path, f"{what} in forward: {_STATE_REASON}"))
     return out
+
+
+def _own_method(m: nn.Module, name: str) -> bool:
+    """Is ``name`` a method the user's class of ``m`` defines (``reset``; not torch's own)?"""
+    for klass in type(m).__mro__:
+        if name in vars(klass):
+            return _user_class(klass) and callable(vars(klass)[name])
+    return False
 
 
 def _state_failure(model: nn.Module, stateful: list[tuple[str, str]]) -> TraceError:

@@ -20,6 +20,8 @@ Band used throughout: ``x > 0`` with eps = 0.25, so the surrogate is ``0.5 + 2 x
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 from torch import fx, nn
@@ -307,3 +309,30 @@ def test_an_exported_data_dependent_shape_prints_nothing(capfd):
                            ("sign_1", "aten.sign.default", False, INTEGER_K)], str(gm.sll_report)
     assert_bitwise(gm(X, K), INDEX_LINEAR)
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(X, K), Index()(X, K))
+
+
+
+class _Bin(nn.Module):
+    """A histogram bin: two comparisons joined by a logical op before the cast (or the product of their casts)."""
+
+    def __init__(self, join=None):
+        super().__init__()
+        self.join = join
+
+    def forward(self, x):
+        if self.join is None:
+            return (x >= -0.5).float() * (x < 0.5).float()
+        return self.join(x >= -0.5, x < 0.5).float()
+
+
+@pytest.mark.parametrize("join, name", [(operator.and_, "operator.and_ (and_)"), (operator.or_, "operator.or_ (or_)"),
+                                        (torch.logical_and, "torch.logical_and (logical_and)")])
+def test_a_logical_use_names_the_product_spelling(join, name):
+    """The reason said "cast it with .float() to linearize": ``a.float() & b.float()`` raises (no bitwise op on
+    floats); the product ``a.float() * b.float()`` is the spelling that is rewritten (a21)."""
+    gm = linearize(_Bin(join))
+    assert [e.reason for e in gm.sll_report.hard] == [
+        f"boolean result used by {name}: left hard (cast each comparison with .float() and write & as *, | as "
+        "a + b - a * b, ~m as 1 - m to linearize)"] * 2
+    assert_bitwise(gm(X), _Bin(join)(X))
+    assert linearize(_Bin()).sll_report.counts == {"found": 2, "rewritten": 2, "hard": 0}

@@ -946,6 +946,83 @@ def test_finfo_of_a_traced_dtype_names_the_fix():
                            "or a number")
 
 
+class _MultiStep(nn.Module):
+    """SpikingJelly's multi-step form: a loop over the time steps of the input."""
+
+    def forward(self, x_seq):
+        return torch.stack([(x_seq[t] > 0).float() for t in range(x_seq.shape[0])])
+
+
+class _FixedSteps(nn.Module):
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x_seq):
+        return torch.stack([(x_seq[t] > 0).float() for t in range(self.steps)])
+
+
+def test_a_loop_over_a_traced_size_names_the_fix():
+    """Before: the reason was fx's bare "TypeError: 'Proxy' object cannot be interpreted as an integer" (a21)."""
+    gm = sll_fx.linearize_module(_MultiStep(), eps=0.05, verbose=False)
+    (reason,) = [o.reason for o in gm.sll_report.opaque]
+    assert reason.startswith("TypeError: ") and reason.endswith(
+        "; a traced size used as a Python int (range(x.shape[0])): make it a constant the module holds (range(self.T))")
+    fixed = sll_fx.linearize_module(_FixedSteps(3), eps=0.05, verbose=False)  # (the fix: traced, rewritten)
+    assert not fixed.sll_report.opaque and len(fixed.sll_report.rewritten) == 3
+    x = torch.randn(3, 4)
+    assert torch.equal(gm(x), _MultiStep()(x))
+
+
+class _Heaviside(nn.Module):
+    def forward(self, x):
+        return (x >= 0).to(x)
+
+
+class _ResetByBool(nn.Module):
+    """A multi-step neuron kept opaque (its loop over the input's length) whose hard reset reads its traced spike
+    function's result as a bool."""
+
+    def __init__(self):
+        super().__init__()
+        self.surrogate_function = _Heaviside()
+
+    def forward(self, x_seq):
+        v, out = torch.zeros_like(x_seq[0]), []
+        for t in range(x_seq.shape[0]):
+            v = v + x_seq[t]
+            spike = self.surrogate_function(v - 1.0)
+            v = torch.where(spike.bool(), torch.zeros_like(v), v)
+            out.append(spike)
+        return torch.stack(out)
+
+
+class _ResetByProduct(_ResetByBool):
+    """The same reset as a product, which reads the linearized value by design (SpikingJelly's own spelling)."""
+
+    def forward(self, x_seq):
+        v, out = torch.zeros_like(x_seq[0]), []
+        for t in range(x_seq.shape[0]):
+            v = v + x_seq[t]
+            spike = self.surrogate_function(v - 1.0)
+            v = v * (1 - spike)
+            out.append(spike)
+        return torch.stack(out)
+
+
+def test_a_traced_childs_result_converted_to_bool_by_an_opaque_parent_is_noted():
+    """In a graph a bool use of a rewritten op reads the hard result; in an opaque parent's Python code it reads the
+    linearized one: 0.25 (0.05 below the threshold, inside the band) reset the membrane, and the spike at t=1, 0.45
+    from the band, was lost (gm [0.25, 0], model [0, 1]). Nothing said so (a21); the entry now does, with the fix."""
+    gm = sll_fx.linearize_module(_ResetByBool(), eps=0.1, verbose=False)
+    (entry,) = gm.sll_report.rewritten
+    assert entry.module == "surrogate_function" and entry.reason == (
+        "returned to the Python code of opaque _ResetByBool, whose .bool() reads the linearized value, not the hard one "
+        "(compare with 0.5 there for the hard decision, spike > 0.5)")
+    plain = sll_fx.linearize_module(_ResetByProduct(), eps=0.1, verbose=False)
+    assert [e.reason for e in plain.sll_report.rewritten] == [""]
+
+
 class _FallsBackNarrowly(_FallsBack):
     def forward(self, x):
         try:

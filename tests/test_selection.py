@@ -1256,6 +1256,30 @@ def test_topk_mask_with_dims_that_may_differ_stays_hard_and_says_why(tdim, sdim,
         assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+class _Perturbed(nn.Module):
+    """I-MLE / gumbel top-k: topk ranks logits + noise, the mask is built on zeros_like(logits)."""
+
+    def __init__(self, zeros_of_scores: bool):
+        super().__init__()
+        self.zeros_of_scores = zeros_of_scores
+
+    def forward(self, logits, noise):
+        p = logits + noise
+        idx = torch.topk(p, 2, dim=-1).indices
+        return torch.zeros_like(p if self.zeros_of_scores else logits).scatter(-1, idx, 1.0)
+
+
+def test_topk_mask_on_zeros_of_another_tensor_names_the_spelling_that_is_rewritten():
+    """The reason said "the scattered tensor is not zeros_like(x) of the same x" and named no fix (a21)."""
+    gm = sll_fx.linearize_module(_Perturbed(False), eps=EPS, verbose=False)
+    (entry,) = [e for e in gm.sll_report.entries if e.op == "Tensor.scatter"]
+    assert entry.reason == ("top-k mask left hard: the scattered tensor is not zeros_like(x) of the x topk ranks (write "
+                            "torch.zeros_like(x).scatter(dim, torch.topk(x, k, dim).indices, 1.0) with topk's own input "
+                            "x, the perturbed scores where topk ranks logits + noise, to linearize)")
+    fixed = sll_fx.linearize_module(_Perturbed(True), eps=EPS, verbose=False)
+    assert [e.replacement for e in fixed.sll_report.rewritten] == ["sll.topk_mask"]
+
+
 def test_onehot_argmax_with_too_few_classes_raises_as_one_hot_does():
     """num_classes smaller than the dim: one_hot raises when an index reaches it; the linearized op used to
     keep the first classes silently. An index below it is fine, as for one_hot."""

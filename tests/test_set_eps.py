@@ -819,3 +819,25 @@ def test_set_eps_on_only_computed_eps_says_so():
     assert sll_fx.eps_state(gm) == {}
     with pytest.raises(ValueError, match=r"compute their eps in the forward .*\nFix: give the op an eps held by"):
         sll_fx.set_eps(gm, 0.05)
+
+
+class _NothingDiscrete(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x).relu()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_set_eps_on_a_linearized_model_with_nothing_rewritten_warns_and_changes_nothing(compiled):
+    """It raised "holds no sll node. A submodule that linearize_module traced through ...": wrong for the model
+    itself, and an eps schedule stopped a training run on a model nothing of which was rewritten (a22)."""
+    gm = sll_fx.linearize_module(_NothingDiscrete(), eps=0.1, verbose=False)
+    target = torch.compile(gm, backend="eager") if compiled else gm
+    with pytest.warns(UserWarning, match=r"set_eps: linearize_module rewrote no node of _NothingDiscrete \(0 discrete "
+                                         r"node\(s\) found, 0 rewritten; 0 module\(s\) kept opaque"):
+        assert sll_fx.set_eps(target, 0.2) == []
+    with pytest.raises(ValueError, match="holds no sll node"):  # (a selection that reaches nothing stays an error)
+        sll_fx.set_eps(gm, 0.2, where="lin")
