@@ -8,11 +8,13 @@ placeholder, and a call without it raises a TraceError naming the input and the 
 (:func:`sll_fx.frozen.check_none_tested`).
 A module traced for an opaque caller, which no ``concrete_args`` reach, is kept opaque instead
 (:func:`refuse_none_tested`); so is one whose forward reads an item of its ``**kwargs`` that may be missing
-(:func:`refuse_keyword_reads`).  :func:`name_concrete_inputs` gives an input fixed by ``concrete_args`` its own name.
+(:func:`refuse_keyword_reads`), and one whose keyword-only inputs follow a ``*args`` (:func:`refuse_reordered`).
+:func:`name_concrete_inputs` gives an input fixed by ``concrete_args`` its own name.
 """
 
 from __future__ import annotations
 
+import inspect
 import operator
 import warnings
 from typing import Callable
@@ -85,6 +87,27 @@ def refuse_keyword_reads(graph: fx.Graph, kind: str) -> None:
                     f"still rewritten; or make it a named argument ({key}=None) and linearize with concrete_args for "
                     "the calls without it", module_path="", module_type=kind,
                     reason=f"reads **{name}[{key!r}], {how}: kept opaque")
+
+
+def refuse_reordered(graph: fx.Graph, kind: str, forward) -> None:
+    """A TraceError keeping the module traced opaque where its forward has keyword-only inputs after a ``*args``
+    (``forward(self, x, *extra, mask=None)``) that the graph takes as inputs: fx's generated forward puts them
+    before the ``*args`` (``forward(self, x, mask=None, *extra)``), so ``gm(x, e0, e1)`` silently bound ``mask=e0``."""
+    code = getattr(forward, "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_VARARGS or not code.co_kwonlyargcount:
+        return
+    first = code.co_argcount
+    keyword_only = set(code.co_varnames[first:first + code.co_kwonlyargcount])
+    taken = [n.target for n in graph.nodes if n.op == "placeholder" and n.target in keyword_only]
+    if taken:
+        star = code.co_varnames[first + code.co_kwonlyargcount]
+        raise TraceError(
+            f"torch.fx cannot keep the signature of {kind}.forward: its keyword-only input(s) {', '.join(taken)} follow "
+            f"*{star}, and the forward fx generates takes them before *{star} as positional ones (a call "
+            f"gm(x, a, b) would bind {taken[0]}=a)\nFix: linearize_module keeps it opaque, so it runs as written and "
+            f"its child modules are still rewritten; or put {', '.join(taken)} before *{star}", module_path="", module_type=kind,
+            reason=f"keyword-only input(s) {', '.join(taken)} after *{star}, which fx's generated forward would "
+                   "bind positionally: kept opaque")
 
 
 def refuse_none_tested(graph: fx.Graph, kind: str) -> None:

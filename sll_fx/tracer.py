@@ -1001,6 +1001,7 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     if nested:  # (called by an opaque module's Python code: no concrete_args reach it)
         inputs.refuse_none_tested(graph, kind)
     inputs.refuse_keyword_reads(graph, kind)
+    inputs.refuse_reordered(graph, kind, forward_of(model))
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))

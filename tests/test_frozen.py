@@ -337,6 +337,31 @@ def test_auto_eps_gives_args_as_a_tuple():
     assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x, y), _ArgsAsATuple()(x, y))
 
 
+class _KeywordOnlyAfterArgs(nn.Module):
+    def forward(self, x, *extra, mask=None):
+        y = torch.sign(x) + extra[0]
+        return y if mask is None else y * mask
+
+
+class _KeywordOnlyFixed(nn.Module):  # (the fix the reason names: the input before *extra)
+    def forward(self, x, mask, *extra):
+        return (torch.sign(x) + extra[0]) * mask
+
+
+def test_keyword_only_inputs_after_args_keep_the_module_opaque():
+    """fx generates ``forward(self, x, mask=None, *extra)`` for ``forward(self, x, *extra, mask=None)``: ``gm(x, e0,
+    e1)`` bound ``mask=e0`` and silently differed from the model, ``gm(x, e0)`` raised an IndexError."""
+    x, e0, e1, mask = torch.tensor([0.3, -0.2]), torch.ones(2), 2 * torch.ones(2), torch.tensor([1.0, 0.0])
+    model = _KeywordOnlyAfterArgs()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert [o.reason for o in gm.sll_report.opaque] == [
+        "keyword-only input(s) mask after *extra, which fx's generated forward would bind positionally: kept opaque"]
+    for args, kwargs in [((x, e0), {}), ((x, e0, e1), {}), ((x, e0), {"mask": mask})]:
+        assert torch.equal(gm(*args, **kwargs), model(*args, **kwargs))
+    fixed = sll_fx.linearize_module(_KeywordOnlyFixed(), eps=0.05, verbose=False)
+    assert not fixed.sll_report.opaque and [e.node for e in fixed.sll_report.rewritten] == ["sign"]
+
+
 class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
         scale = kw.get("scale", False)
