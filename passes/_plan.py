@@ -209,6 +209,29 @@ class _Planner:
             return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
         return kind == dtypes.FLOAT
 
+    def _whole_valued(self, node, depth: int = 8) -> Node | None:
+        """The integer or bool tensor (or whole-number op: floor, round, sign, ...) that ``node``'s values come from
+        through casts, views, sums and products of whole numbers (``cumsum(one_hot(i).float()) * m``: a count), so
+        that they are whole numbers (outside the bands of rewritten ops upstream); else None."""
+        if not isinstance(node, Node) or depth == 0:
+            return None
+        if self._is_int(node):
+            return node
+        if node.op not in ("call_function", "call_method") or not node.args:
+            return None
+        name = _op_name(node) if node.op == "call_function" or node.target not in rules.FLOAT_CASTS else node.target
+        if name in _WHOLE_OPS and not (name == "round" and _arg(node, 1, "decimals", 0)):
+            return node
+        if name in _WHOLE_ARITHMETIC:
+            operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
+            if not all(isinstance(a, Node) or _whole(a) for a in operands):
+                return None
+            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]
+            return found[0] if found and all(f is not None for f in found) else None
+        if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
+            return self._whole_valued(node.args[0], depth - 1)
+        return None
+
     def _int_comparison(self, rule, node) -> bool:
         """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
         (or unknown) threshold tensor the jump moves with it: sll::compare computes in floats then."""
@@ -543,6 +566,12 @@ class _Planner:
                                           "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
+        if len(operands) > 1 and _whole(operands[1]) and (source := self._whole_valued(operands[0])) is not None:
+            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through sums and "
+                                          f"products) and its threshold {operands[1]!r} is one: an element equal to it "
+                                          "sits on the boundary, in the band at every eps (a surrogate of 1/2 there, "
+                                          "never the hard 0/1), left hard; move the threshold half-way between whole "
+                                          "numbers to linearize (t + 0.5 for <= and >, t - 0.5 for < and >=)")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
@@ -880,6 +909,20 @@ _NO_GRADIENT = ("no gradient reaches its input (computed under torch.no_grad(), 
 
 def _name(v) -> str:
     return v.name if isinstance(v, Node) else repr(v)
+
+
+#: ops whose results are whole numbers; arithmetic that keeps whole numbers whole; what passes values on unchanged
+_WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "round", "sign", "one_hot", "argmax", "argmin", "bucketize",
+                        "searchsorted"))
+_WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive"))
+_WHOLE_THROUGH = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "contiguous",
+                            "t", "transpose", "permute", "getitem", "clone", "detach", "type_as"))
+
+
+def _whole(value) -> bool:
+    """Is ``value`` a Python number that is a whole number (3, 3.0; not True)?"""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+        float(value).is_integer()
 
 
 def _describe(users: list[Node]) -> str:

@@ -402,10 +402,12 @@ COMPOSE_OPS: dict[str, Callable] = {
     "ge_param": lambda m, h: (h >= m.t).to(h.dtype),
     "lt_to": lambda m, h: (h < -0.5).to(torch.float32),
     "le_type_as": lambda m, h: h.le(m.tb).type_as(h),
-    "gt_reversed": lambda m, h: (0 < h).float(),
+    "gt_reversed": lambda m, h: (0.25 < h).float(),
     "torch_greater": lambda m, h: torch.greater(h, 1.5).float(),
-    "double": lambda m, h: torch.less_equal(h, 0.0).double().float(),
+    "double": lambda m, h: torch.less_equal(h, -0.25).double().float(),
 }
+# (no threshold is a whole number: a comparison of whole numbers, ceil(h) > 0, with one stays hard, see
+# test_a_comparison_of_whole_numbers_with_a_whole_threshold_stays_hard)
 COMPOSE_NAMES = sorted(COMPOSE_OPS)
 
 
@@ -496,6 +498,11 @@ LEFT_HARD = [
     Hard("inplace_floor", lambda m, x: x.clone().floor_(), "Tensor.floor_", "in-place"),
     Hard("inplace_gt", lambda m, x: x.clone().gt_(0.3), "Tensor.gt_", "in-place"),
     Hard("eq_float", lambda m, x: (x == 0.5).float(), "x == t", "no jump"),
+    # whole numbers against a whole threshold: the elements equal to it sit on the boundary at every eps, where the
+    # surrogate is 1/2 (a capacity gate, cumsum(one_hot).float() <= cap: 1/2 for the token at the capacity; a21)
+    Hard("ceil_gt_whole", lambda m, x: (torch.ceil(x) > 0).float(), "x > t", "its input holds whole numbers"),
+    Hard("count_le_whole", lambda m, x: (torch.cumsum((x > 0).float(), -1) * 2 <= 4.0).float(), "x <= t",
+         "its threshold 4.0 is one"),
     Hard("ne_float", lambda m, x: (x != 0.5).to(x.dtype), "x != t", "no jump"),
     # torch.round is NaN for every x there; linearize_module raised "OverflowError: (34, 'Numerical result out of
     # range')" from 10.0 ** 400, and for decimals=400 "EpsError: eps=0.0 must be positive and finite" (audit)

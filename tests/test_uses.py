@@ -390,7 +390,7 @@ def test_a_result_written_in_place_is_rewritten_whole_and_reported():
 
 
 @pytest.mark.parametrize("fn", [
-    lambda x: (torch.round(x) > 0).float(),                        # a linearized comparison of it
+    lambda x: (torch.round(x) > 0.5).float(),  # a linearized comparison of it (> 0, a whole threshold, stays hard)
     lambda x: torch.sign(torch.round(x)) * x,                       # a linearized op of it
     lambda x: torch.cat([torch.round(x), x]).reshape(2, -1).t().contiguous() * 2.0,
     lambda x: torch.round(x).to(x.dtype).unsqueeze(0).expand(3, -1) @ torch.ones(8),
