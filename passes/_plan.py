@@ -602,14 +602,14 @@ class _Planner:
             if held and len(held) == len(bool_uses):  # (its where/masked_fill stays hard: its entry says why)
                 return self._hard(node, rule, f"the mask of {_describe(held)}, which stays hard (its entry says why): "
                                               "left hard")
+            if any(u.op in ("call_function", "call_method") and u.target in _LOGICAL for u in bool_uses):  # (a & b)
+                return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard (cast each "
+                                              "comparison with .float() and write & as *, | as a + b - a * b, ~m as "
+                                              "1 - m, ^ as a + b - 2 * a * b to linearize)")
             if any(_selects_through_view(u, node) for u in bool_uses):  # (c > t).unsqueeze(1) as where's condition
                 return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}, a view that a "
                                               "where/masked_fill takes as its condition: left hard (compare after the "
                                               "view to linearize: x.unsqueeze(1) > t, x[:, None] > t)")
-            if any(u.op in ("call_function", "call_method") and u.target in _LOGICAL for u in bool_uses):  # (a & b)
-                return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard (cast each "
-                                              "comparison with .float() and write & as *, | as a + b - a * b, ~m as "
-                                              "1 - m to linearize)")
             return self._hard(node, rule, f"boolean result used by {_describe(bool_uses)}: left hard "
                                           "(cast it with .float() to linearize)")
         if self._detached_only([*casts, *products, *selections]):

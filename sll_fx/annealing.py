@@ -55,6 +55,7 @@ literal eps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import warnings
 from typing import Callable, Union
@@ -68,6 +69,7 @@ from .errors import EpsError
 from .graph_module import _FX_CONSTANT, EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
 from .ops import check_eps, check_has_value, is_sll_target
+from .report import RewriteReport, StripReport
 from .tracer import module_of, source_of
 
 Where = Union[None, str, type, Callable[[fx.Node], bool]]
@@ -654,12 +656,17 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
                          "the forward (an explicit op given a computed eps; an ExportedProgram's tensor literal), so "
                          "there is no eps to set\nFix: give the op an eps held by the model (a buffer), and set it there")
     report = getattr(_root(gm), "sll_report", None)
-    if not nodes and where is None and getattr(report, "counts", None) is not None:  # (the linearized model itself)
-        opaque = len(getattr(report, "opaque", ()))
+    if not nodes and where is None and isinstance(report, RewriteReport):  # (the linearized model itself)
+        if not math.isfinite(eps) or eps <= 0:
+            raise EpsError(f"set_eps: eps={eps!r} must be positive and finite")
+        opaque = len(report.opaque)
         warnings.warn(f"set_eps: linearize_module rewrote no node of {type(_root(gm)).__name__} ({report.counts['found']} "
                       f"discrete node(s) found, 0 rewritten; {opaque} module(s) kept opaque, their reasons in "
                       "gm.sll_report.opaque): there is no eps to set, and nothing changed", UserWarning, stacklevel=2)
         return []
+    if not nodes and isinstance(report, StripReport):
+        raise ValueError(f"set_eps: {type(_root(gm)).__name__} is an export_hard result: its sll ops are stripped to "
+                         "the hard ops, which have no eps\nFix: call set_eps on the linearized model")
     if not nodes:
         raise ValueError(f"set_eps: {type(gm).__name__} holds no sll node.  A submodule that linearize_module traced "
                          "through stays a plain container of its parameters and buffers: its ops are nodes of the "

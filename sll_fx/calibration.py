@@ -61,6 +61,7 @@ calibration and ``calibrate`` runs no forward (returns ``{}``).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -72,7 +73,7 @@ from . import kernels, rules
 from .annealing import _eps_nodes, _root, set_eps, unwrap_compiled
 from .diagnostics import sll_node_names
 from .errors import EpsError
-from .opaque import _CONTAINERS_SET, _MUTABLE
+from .opaque import _CONTAINERS_SET, _MUTABLE, _global_containers, _plain_object, is_opaque
 from .ops import DEFAULT_EPS, eps_limit, jump_of
 from .report import RewriteReport
 from .tracer import module_of
@@ -252,6 +253,7 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     nodes = {node: names[id(m)].get(node, node.name) for m, node in todo}  # node -> its name (the report's)
     if isinstance(gm, fx.GraphModule):  # the top one too: an instance forward there (band_stats' recording)
         graphs.setdefault(id(gm), gm)   # must not see this forward (it is no training step)
+    saved = _SavedState(gm)
     installed = []
     for m in graphs.values():  # each graph runs through the calibrating interpreter for this call, in place of
         # its forward, the class's or an instance one (band_stats' recording: put back afterwards)
@@ -261,34 +263,65 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
         m.__dict__["forward"] = calibrator
     if state is not None:
         state["running"] = True
-    saved = _SavedState(gm)
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(gm, args, kwargs)):
             gm(*args, **kwargs)
     finally:
-        saved.restore()
-        for m, previous, calibrator in reversed(installed):
-            if m.__dict__.get("forward") is not calibrator:
-                continue   # replaced meanwhile: leave it
-            if previous is _MISSING:
-                del m.__dict__["forward"]
-            else:
-                m.__dict__["forward"] = previous
+        try:
+            saved.restore()
+        finally:
+            _uninstall(installed)
         report = getattr(gm, "sll_report", None)
         if chosen and getattr(report, "calibrating", False):
             report.calibrating = False   # its eps column now shows the chosen values
         if state is not None:
             state["running"] = False
             state["ran"] = state.get("ran", False) or bool(chosen)
+    changed = saved.changed_parameters()
+    if changed:
+        warnings.warn(f"sll_fx calibration: the calibrating forward wrote parameter(s) {_names(changed)} in place, "
+                      "and so did the call it calibrated: the update ran twice (a parameter of a traced part is not "
+                      "copied back)\nFix: calibrate once on a batch whose update you can afford "
+                      "(sll_fx.calibrate(gm, x)) or linearize with a fixed eps", UserWarning, stacklevel=4)
     missing = [name for name in dict.fromkeys(nodes.values())
                if name not in chosen and not any(d.numel() for d in pool.get(name, ((), ()))[0])]
     return chosen, missing
 
 
+def _uninstall(installed: list) -> None:
+    """Put back the forwards the calibrating interpreters took the place of (one replaced meanwhile: left)."""
+    for m, previous, calibrator in reversed(installed):
+        if m.__dict__.get("forward") is not calibrator:
+            continue   # replaced meanwhile: leave it
+        if previous is _MISSING:
+            del m.__dict__["forward"]
+        else:
+            m.__dict__["forward"] = previous
+
+
 def _saved(key: str) -> bool:
-    """Is the ``__dict__`` (or ``_buffers``) key ``key`` state :class:`_SavedState` saves: not nn.Module's own
-    containers (``_buffers`` is saved item by item), the calibrating ``forward`` or sll_fx's own state?"""
+    """Is the ``__dict__`` (or ``_buffers``/``_parameters``) key ``key`` state :class:`_SavedState` saves: not
+    nn.Module's own containers (saved item by item), the calibrating ``forward`` or sll_fx's own state?"""
     return key not in _CONTAINERS_SET and key != "forward" and not key.startswith("_sll")
+
+
+@functools.cache
+def _fx_keys() -> frozenset:
+    """The ``__dict__`` keys a GraphModule has beyond a Module's: its graph and generated code (``calibrate`` may
+    regenerate it, giving a literal eps a buffer), which :class:`_SavedState` leaves alone."""
+    return frozenset(fx.GraphModule(nn.Module(), fx.Graph()).__dict__) - frozenset(nn.Module().__dict__)
+
+
+def _copyable(t: torch.Tensor) -> bool:
+    """Can :class:`_SavedState` keep a copy of ``t``'s value and compare it later (a dense tensor with data: not a
+    sparse one, an inference tensor, a lazy module's uninitialized buffer or a meta tensor)?"""
+    return not isinstance(t, nn.parameter.UninitializedTensorMixin) and t.layout == torch.strided and \
+        not t.is_inference() and t.device.type != "meta"
+
+
+#: how deep :class:`_SavedState` saves what a module's attributes hold (``self.log["spikes"]``: 2), and how many
+#: items of one container it looks into
+_DEPTH, _ITEMS = 3, 1000
 
 
 class _SavedState:
@@ -296,27 +329,74 @@ class _SavedState:
     model, whose next forward (the call it calibrates, on the first call) must find the state as it was (a running
     maximum or a BatchNorm's statistics updated in place, an opaque neuron's membrane potential ``self.v``, a
     counter ``self.steps += 1``, SpikingJelly's ``_memories``).  Per module of ``gm`` (opaque copies included): the
-    bindings of its plain attributes and buffers, the items of its plain lists/dicts/sets/deques, and a copy of
-    each buffer and tensor attribute's value (put back where the forward changed it in place).  Not saved:
-    parameters, sll_fx's own state (``_sll_*``: the eps buffers calibration sets) and objects deeper down."""
+    bindings of its plain attributes, buffers and parameters, the items of its plain lists/dicts/sets/deques, and a
+    copy of the value of each buffer, tensor attribute and parameter of an opaque module (Python code that may write
+    them in place, ``self.codebook.weight.data.mul_(decay)``), put back where the forward changed them.  Not saved:
+    sll_fx's own state (``_sll_*``: the eps buffers calibration sets), a GraphModule's graph and code, state outside
+    the model (what hooks collect; module-level state only where an opaque module's forward names it), objects
+    more than :data:`_DEPTH` levels down, tensors it cannot copy (sparse, inference, uninitialized); the parameters
+    of traced parts are only watched (:meth:`changed_parameters`).  Also saved: what the module's attributes hold,
+    :data:`_DEPTH` levels down (a helper object's attributes ``self.meter.n``, lists inside dicts)."""
 
     def __init__(self, gm: nn.Module):
-        self.bindings: list[tuple[dict, dict]] = []   # (a __dict__ or _buffers, its items before)
+        self.bindings: list[tuple] = []  # (a __dict__, _buffers or _parameters, its items before, keys left alone)
         self.items: list[tuple[object, object]] = []  # (a list/dict/set/deque, its items before)
-        self.values: dict[int, tuple] = {}            # id(tensor) -> (tensor, version, a copy of its value)
-        for m in gm.modules():
-            state = {k: v for k, v in m.__dict__.items() if _saved(k)}
+        self.values: dict[int, tuple] = {}            # id(tensor) -> (tensor, a copy of its value)
+        self.watched: dict[int, tuple] = {}           # id(parameter) -> (name, parameter, its version)
+        self.seen: set[int] = set()                   # ids of the containers and objects saved
+        fx_keys = _fx_keys()
+        opaque = [m for m in gm.modules() if is_opaque(m)]
+        opaque_params = {id(p) for m in opaque for p in m.parameters()}
+        for path, m in gm.named_modules(remove_duplicate=False):
+            skip = fx_keys if isinstance(m, fx.GraphModule) else ()
+            state = {k: v for k, v in m.__dict__.items() if _saved(k) and k not in skip}
             buffers = {k: t for k, t in m._buffers.items() if _saved(k)}
-            self.bindings += [(m.__dict__, state), (m._buffers, buffers)]
+            params = {k: t for k, t in m._parameters.items() if _saved(k)}
+            self.bindings += [(m.__dict__, state, skip), (m._buffers, buffers, ()), (m._parameters, params, ()),
+                              (m._modules, dict(m._modules), ())]
             for v in (*state.values(), *buffers.values()):
-                if type(v) in _MUTABLE:
-                    self.items.append((v, dict(v) if isinstance(v, dict) else list(v)))
-                elif isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and id(v) not in self.values:
-                    self.values[id(v)] = (v, v._version, v.detach().clone())
+                self._save(v, _DEPTH)
+            for name, p in params.items():
+                if p is None or id(p) in self.values or id(p) in self.watched:
+                    continue
+                if id(p) in opaque_params:
+                    self._keep(p)
+                elif _copyable(p):
+                    self.watched[id(p)] = (f"{path}.{name}" if path else name, p, p._version)
+
+        for m in opaque:  # (module-level and class-level state its Python forward names: a global tensor, a cache)
+            for _, v in _global_containers(m):
+                self._save(v, _DEPTH)
+
+    def _save(self, v, depth: int) -> None:
+        """Save ``v`` (a tensor: its value; a list/dict/set/deque: its items; a user's plain object: its attributes)
+        and, ``depth`` levels down, what it holds."""
+        if isinstance(v, torch.Tensor):
+            if not isinstance(v, nn.Parameter):
+                self._keep(v)
+            return
+        if depth == 0 or id(v) in self.seen:
+            return
+        if type(v) in _MUTABLE:
+            self.seen.add(id(v))
+            self.items.append((v, dict(v) if isinstance(v, dict) else list(v)))
+            held = list(v.values()) if isinstance(v, dict) else list(v)
+        elif _plain_object(v):
+            self.seen.add(id(v))
+            self.bindings.append((vars(v), dict(vars(v)), ()))
+            held = list(vars(v).values())
+        else:
+            return
+        for item in held[:_ITEMS]:
+            self._save(item, depth - 1)
+
+    def _keep(self, t: torch.Tensor) -> None:
+        if id(t) not in self.values and _copyable(t):
+            self.values[id(t)] = (t, t.detach().clone())
 
     def restore(self) -> None:
-        for where, before in self.bindings:
-            for k in [k for k in where if k not in before and _saved(k)]:
+        for where, before, skip in self.bindings:
+            for k in [k for k in where if k not in before and _saved(k) and k not in skip]:
                 del where[k]  # (added by the forward)
             where.update(before)
         for v, before in self.items:
@@ -324,9 +404,13 @@ class _SavedState:
             v.update(before) if isinstance(v, dict) else v.extend(before) if hasattr(v, "extend") else \
                 v.update(before)
         with torch.no_grad():
-            for t, version, value in self.values.values():
-                if t._version != version or not torch.equal(t, value):  # (batch_norm's in-place update of its
-                    t.copy_(value)                                       # statistics leaves _version as it was)
+            for t, value in self.values.values():
+                if not torch.equal(t, value):  # (batch_norm's in-place update of its statistics, a .data write:
+                    t.data.copy_(value)        # no version counter tells)
+
+    def changed_parameters(self) -> list[str]:
+        """The parameters of traced parts whose version counter the calibrating forward moved (written in place)."""
+        return [name for name, p, version in self.watched.values() if p._version != version]
 
 
 def _cuda_devices(gm: nn.Module, args, kwargs) -> list[int]:

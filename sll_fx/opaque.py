@@ -31,6 +31,7 @@ in :mod:`sll_fx.scans`.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import copy
 import dataclasses
@@ -455,11 +456,15 @@ _SNAPSHOT_DEPTH = 4
 
 
 def _plain_object(v) -> bool:
-    """An instance of a user's class holding state in its ``__dict__`` (a meter, a record), not a module,
-    tensor, function, class or module object."""
+    """An instance of a user's class holding state in its ``__dict__`` (a meter, a record), or a namespace
+    (``types.SimpleNamespace``, ``argparse.Namespace``), not a module, tensor, function, class or module object."""
     return hasattr(v, "__dict__") and not isinstance(v, (nn.Module, torch.Tensor, type, types.ModuleType,
                                                           types.FunctionType, types.MethodType)) \
-        and type(v).__module__.split(".")[0] not in _FOREIGN
+        and (type(v).__module__.split(".")[0] not in _FOREIGN or type(v) in _NAMESPACES)
+
+
+#: the standard library's plain attribute holders, state as a user's own object is
+_NAMESPACES = (types.SimpleNamespace, argparse.Namespace)
 
 
 class _TensorBackup:
@@ -619,8 +624,8 @@ def _note_conversions(module: nn.Module, copy_: nn.Module) -> None:
             return
         from .tracer import original_class
         note = (f"returned to the Python code of opaque {original_class(module).__name__}, whose "
-                f"{', '.join(conversions)} reads the linearized value, not the hard one (compare with 0.5 there for "
-                "the hard decision, spike > 0.5)")
+                f"{', '.join(conversions)} reads the linearized value, not the hard one (for the hard value there "
+                "compare a 0/1 result with 0.5, spike > 0.5, and round others first, q.round().long())")
         report.entries[:] = [dataclasses.replace(e, reason="; ".join(filter(None, (e.reason, note))))
                              if e.rewritten else e for e in report.entries]
 

@@ -142,12 +142,14 @@ whose call encloses the frame, and that one is kept opaque (its checkpointed chi
 from __future__ import annotations
 
 import copy
+import dis
 import functools
 import inspect
 import linecache
 import os
 import re
 import sys
+import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -159,9 +161,9 @@ from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions, inputs
 from .graph_module import SLLGraphModule
 from .opaque import OUTSIDE, ShadowTree, join, mark_opaque, private_copy, sealed_reason
-from .scans import (Scans, _user_class, autograd_function_class, autograd_function_used, behaviour_of,
-                    child_attributes_read, children_used_as_values, code_objects, forward_of, mode_scan,
-                    sequence_like)
+from .scans import (_MODULE_API, Scans, _referenced, _user_class, autograd_function_class, autograd_function_used,
+                    behaviour_of, child_attributes_read, children_used_as_values, code_objects, forward_of,
+                    mode_scan, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -447,8 +449,10 @@ def _failure(e: BaseException, path: str, module: nn.Module) -> TraceError:
                "the dtype (torch.finfo(torch.float32).min, torch.finfo(torch.float16).min for every float type) or "
                "write a number (-1e4, float('-inf')); linearize_module keeps it opaque meanwhile")
     elif isinstance(e, TypeError) and str(e).endswith("object cannot be interpreted as an integer"):  # range(T)
-        hint = "; a traced size used as a Python int (range(x.shape[0])): make it a constant the module holds (range(self.T))"
-        fix = ("Fix: a size of a traced tensor is not a Python int while torch.fx traces, so range(x.shape[0]) fails: "
+        hint = ("; a traced value used as a Python int (range(x.shape[0]), range(n) of a tensor n): make it a "
+                "constant the module holds (range(self.T))")
+        fix = ("Fix: a traced tensor's size or value is not a Python int while torch.fx traces, so range(x.shape[0]) "
+               "fails: "
                "make the length a constant the module holds (self.T = T in __init__, range(self.T)); "
                "linearize_module keeps it opaque meanwhile")
     return TraceError(f"torch.fx cannot trace {where}: {type(e).__name__}: {e}{at}\n{fix}",
@@ -1051,6 +1055,9 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
                 if called:  # (self.lif.reset(): run once while tracing, never by the graph)
                     found.setdefault(parent_path, {}).setdefault("calls", []).extend(
                         f"self.{child}.{name}()" for name in called)
+        if path and not prefix and not any(f"self.{path}." in c for c in found.get(path.rpartition(".")[0], {})
+                                           .get("calls", ())):
+            _calls_by_name(model, tree, tracer, path, m, found)
     out = []
     for path in sorted(found, key=lambda p: (p.count("."), p)):
         kinds = found[path]
@@ -1059,11 +1066,71 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
     return out
 
 
-def _own_method(m: nn.Module, name: str) -> bool:
-    """Is ``name`` a method the user's class of ``m`` defines (``reset``; not torch's own)?"""
+def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: str, m: nn.Module,
+                   found: dict) -> None:
+    """Put a call of a state-changing method of the stateful ``m`` (at ``path``) that its nearest traced ancestor's
+    forward names other than as ``self.child.method()`` (``for n in self.lifs: n.reset()``, ``self.lifs[0].reset()``,
+    ``getattr(self.lif, "reset")()``, a helper function it calls, SpikingJelly's ``functional.reset_net(self)``)
+    on that ancestor, in ``found``: the call ran once while tracing, and the graph would never make it."""
+    ancestor = path
+    while ancestor:
+        ancestor = ancestor.rpartition(".")[0]
+        if id(tree.shadow(model.get_submodule(ancestor))) in tracer.sll_entered:
+            break
+    fn = forward_of(model.get_submodule(ancestor))
+    if fn is None:
+        return
+    names = _names_read(fn)
+    owner = model.get_submodule(ancestor)
+    for obj in [*_referenced(fn), *(vars(k).get(n) for n in list(names) for k in type(owner).__mro__
+                                    if _user_class(k) and n in vars(k))]:
+        if isinstance(obj, types.FunctionType) and obj is not fn:  # (one call deeper: a helper function or method
+            names |= _names_read(obj)                               # it calls, reset_net(self), self.start())
+    called = sorted(n for n in names - _MODULE_API if _own_method(m, n))
+    if called:
+        child = path[len(ancestor):].lstrip(".")
+        found.setdefault(ancestor, {}).setdefault("calls", []).extend(f"{n}() of self.{child}" for n in called)
+
+
+def _names_read(fn: types.FunctionType) -> set[str]:
+    """The attribute names ``fn``'s code reads (nested code included) and its string constants
+    (``getattr(m, "reset")``)."""
+    names: set[str] = set()
+    for code in code_objects(fn.__code__):
+        names.update(i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
+        names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
+    return names
+
+
+def _own_method(m: nn.Module, name: str, depth: int = 2) -> bool:
+    """Is ``name`` a method the user's class of ``m`` defines (``reset``; not torch's own, not a static method or a
+    property) whose code may change state: it assigns or deletes an attribute or an item, calls an in-place method
+    (``self.v.zero_()``, ``self.log.clear()``), or calls such a method of its own (``depth`` calls deep)?"""
     for klass in type(m).__mro__:
         if name in vars(klass):
-            return _user_class(klass) and callable(vars(klass)[name])
+            fn = vars(klass)[name]
+            return _user_class(klass) and isinstance(fn, types.FunctionType) and _may_write(m, fn, depth)
+    return False
+
+
+#: the instructions and method names by which a method changes state
+_WRITES = frozenset(("STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL"))
+_MUTATORS = frozenset(("append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "add",
+                       "discard", "remove", "appendleft", "extendleft", "apply", "register_buffer",
+                       "register_parameter", "load_state_dict", "reset_parameters", "reset_running_stats"))
+
+
+def _may_write(m: nn.Module, fn: types.FunctionType, depth: int) -> bool:
+    for code in code_objects(fn.__code__):
+        for i in dis.get_instructions(code):
+            if i.opname in _WRITES:
+                return True
+            if i.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(i.argval, str):
+                name = i.argval
+                if name in _MUTATORS or (name.endswith("_") and not name.startswith("_")):
+                    return True
+                if depth > 0 and name != fn.__name__ and _own_method(m, name, depth - 1):
+                    return True
     return False
 
 

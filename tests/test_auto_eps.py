@@ -1,6 +1,7 @@
 """eps="auto": per-node calibration of eps to a target band fraction (issue 5, item 2)."""
 
 import copy
+import types
 import warnings
 
 import pytest
@@ -710,6 +711,83 @@ def test_calibrating_puts_back_the_module_state_it_changes(explicit):
     for a, b in zip(model.buffers(), twin.buffers()):
         assert torch.equal(a, b)
     assert gm.neuron.calls == twin.neuron.calls == 3 and gm.neuron.log == [1, 2, 3]
+
+
+class _Uncopyable(nn.Module):
+    """Buffers the saved state cannot copy (a lazy module's, a sparse one, one made under inference mode), and a
+    codebook its opaque forward updates through ``.data`` with a helper object counting calls."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.LazyBatchNorm1d() if kind == "lazy" else nn.Identity()
+        if kind == "sparse":
+            self.register_buffer("adj", torch.eye(4).to_sparse())
+        if kind == "inference":
+            with torch.inference_mode():
+                self.register_buffer("scale", torch.full((4,), 2.0))
+
+    def forward(self, x):
+        h = self.bn(self.fc(x))
+        if self.kind == "sparse":
+            h = torch.sparse.mm(self.adj, h.t()).t()
+        if self.kind == "inference":
+            h = h + self.scale  # (added: an inference tensor saved for backward raises, in the model too)
+        return torch.round(h * 4) / 4
+
+
+class _Codebook(nn.Module):
+    """An opaque (``self.training`` branch) EMA codebook written through ``.data``, a meter object, a global list."""
+
+    def __init__(self):
+        super().__init__()
+        self.codes = nn.Embedding(3, 4)
+        self.meter = types.SimpleNamespace(calls=0, log={"seen": []})
+
+    def forward(self, x):
+        if self.training:
+            self.codes.weight.data.mul_(0.5).add_(0.5 * x.mean(0))
+            self.meter.calls += 1
+            self.meter.log["seen"].append(self.meter.calls)
+            _SEEN.append(1)
+        return x @ self.codes.weight.t()
+
+
+class _Quantized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.book = _Codebook()
+
+    def forward(self, x):
+        return torch.round(self.book(torch.round(self.fc(x) * 4) / 4) * 4)
+
+
+_SEEN: list = []
+
+
+@pytest.mark.parametrize("kind", ["lazy", "sparse", "inference", "codebook"])
+def test_calibrating_copes_with_state_it_cannot_copy_and_puts_back_deeper_state(kind):
+    """A lazy module's uninitialized buffer, a sparse buffer or an inference-mode one made the first call of an
+    eps="auto" result crash (the saved state copied and compared them) and left the calibration half-installed; an
+    opaque module's parameter written through ``.data``, a helper object's counter, a list in its dict and a
+    module-level list were updated twice (a23)."""
+    def make():  # (twice, from one seed: a lazy module cannot be deep-copied)
+        torch.manual_seed(0)
+        return _Quantized() if kind == "codebook" else _Uncopyable(kind)
+
+    model, twin = make(), make()
+    gm = sll_fx.linearize_module(model, mode="hard", verbose=False)
+    _SEEN.clear()
+    xs = [torch.randn(5, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    for x in xs:
+        assert torch.equal(gm(x), twin(x)), kind
+    assert not sll_fx.is_calibrating(gm) and "forward" not in gm.__dict__
+    if kind == "codebook":
+        assert gm.sll_report.opaque and torch.equal(model.book.codes.weight, twin.book.codes.weight)
+        assert gm.book.meter.calls == twin.book.meter.calls == 3 and gm.book.meter.log["seen"] == [1, 2, 3]
+        assert len(_SEEN) == 6
 
 
 def test_calibrate_through_a_data_parallel_wrapper_names_the_models_nodes():

@@ -333,6 +333,19 @@ def test_a_logical_use_names_the_product_spelling(join, name):
     gm = linearize(_Bin(join))
     assert [e.reason for e in gm.sll_report.hard] == [
         f"boolean result used by {name}: left hard (cast each comparison with .float() and write & as *, | as "
-        "a + b - a * b, ~m as 1 - m to linearize)"] * 2
+        "a + b - a * b, ~m as 1 - m, ^ as a + b - 2 * a * b to linearize)"] * 2
     assert_bitwise(gm(X), _Bin(join)(X))
     assert linearize(_Bin()).sll_report.counts == {"found": 2, "rewritten": 2, "hard": 0}
+
+
+class _WhereOfBin(nn.Module):
+    def forward(self, x):
+        return torch.where((x >= -0.5) & (x < 0.5), x, -x)
+
+
+def test_a_logical_use_as_a_where_condition_names_the_product_spelling_too():
+    """The reason called ``operator.and_`` "a view that a where/masked_fill takes as its condition" and advised
+    comparing after the view (a23)."""
+    gm = linearize(_WhereOfBin())
+    assert all("write & as *" in e.reason for e in gm.sll_report.hard) and len(gm.sll_report.hard) == 2
+    assert_bitwise(gm(X), _WhereOfBin()(X))

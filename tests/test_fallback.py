@@ -967,7 +967,8 @@ def test_a_loop_over_a_traced_size_names_the_fix():
     gm = sll_fx.linearize_module(_MultiStep(), eps=0.05, verbose=False)
     (reason,) = [o.reason for o in gm.sll_report.opaque]
     assert reason.startswith("TypeError: ") and reason.endswith(
-        "; a traced size used as a Python int (range(x.shape[0])): make it a constant the module holds (range(self.T))")
+        "; a traced value used as a Python int (range(x.shape[0]), range(n) of a tensor n): make it a constant the "
+        "module holds (range(self.T))")
     fixed = sll_fx.linearize_module(_FixedSteps(3), eps=0.05, verbose=False)  # (the fix: traced, rewritten)
     assert not fixed.sll_report.opaque and len(fixed.sll_report.rewritten) == 3
     x = torch.randn(3, 4)
@@ -1018,7 +1019,8 @@ def test_a_traced_childs_result_converted_to_bool_by_an_opaque_parent_is_noted()
     (entry,) = gm.sll_report.rewritten
     assert entry.module == "surrogate_function" and entry.reason == (
         "returned to the Python code of opaque _ResetByBool, whose .bool() reads the linearized value, not the hard one "
-        "(compare with 0.5 there for the hard decision, spike > 0.5)")
+        "(for the hard value there compare a 0/1 result with 0.5, spike > 0.5, and round others first, "
+        "q.round().long())")
     plain = sll_fx.linearize_module(_ResetByProduct(), eps=0.1, verbose=False)
     assert [e.reason for e in plain.sll_report.rewritten] == [""]
 

@@ -841,3 +841,23 @@ def test_set_eps_on_a_linearized_model_with_nothing_rewritten_warns_and_changes_
         assert sll_fx.set_eps(target, 0.2) == []
     with pytest.raises(ValueError, match="holds no sll node"):  # (a selection that reaches nothing stays an error)
         sll_fx.set_eps(gm, 0.2, where="lin")
+
+
+def test_set_eps_on_an_export_hard_result_and_a_bad_eps_with_nothing_rewritten():
+    """The nothing-rewritten branch read ``report.counts['found']``: a bare KeyError for an export_hard result (its
+    report counts stripped nodes), and it returned [] for eps=-1.0 without checking it (a23)."""
+    hard = sll_fx.export_hard(sll_fx.linearize_module(Fn(torch.round), eps=0.1, verbose=False), verbose=False)
+    with pytest.raises(ValueError, match="is an export_hard result: its sll ops are stripped to the hard ops, which "
+                                         "have no eps\nFix: call set_eps on the linearized model"):
+        sll_fx.set_eps(hard, 0.1)
+    gm = sll_fx.linearize_module(_NothingDiscrete(), eps=0.1, verbose=False)
+    with pytest.raises(sll_fx.errors.EpsError, match=r"set_eps: eps=-1.0 must be positive and finite"):
+        sll_fx.set_eps(gm, -1.0)
+
+
+def test_calibrate_regenerating_a_hand_made_graph_keeps_its_code():
+    """``calibrate`` gives a literal eps of a hand-made graph a buffer and regenerates the code; the calibration's
+    saved state put the old code text back (``gm.code`` showed ``eps = 0.1`` while the forward read the buffer)."""
+    gm = fx.symbolic_trace(Fn(lambda x: sll_fx.round(x, 0.1) + sll_fx.sign(x, 0.2)))
+    sll_fx.calibrate(gm, torch.randn(50, generator=torch.Generator().manual_seed(0)))
+    assert gm.code == fx.GraphModule(gm, gm.graph).code and "self._sll_eps_round" in gm.code

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import types
 
 import pytest
 import torch
@@ -380,6 +381,133 @@ def test_parent_calling_a_method_of_a_stateful_child_is_stateful(lif):
     assert gm.sll_report.opaque[0] == OpaqueModule("", "ResetEachCall", reason("lif.reset()", how="calls"))
     for x in seq(4):
         assert_bitwise(gm(x), m(x))
+
+
+class _HelperLIF(ResettableLIF):
+    def gain(self):  # (reads state, writes none)
+        return 2.0
+
+    @staticmethod
+    def scale(x):
+        return x * 2
+
+
+def _reset_net(net):  # (SpikingJelly's functional.reset_net)
+    for m in net.modules():
+        if hasattr(m, "reset") and m is not net:
+            m.reset()
+
+
+class _Resets(nn.Module):
+    """Resets its neuron before the time loop, spelled by the subclasses."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.lifs = nn.ModuleList([_HelperLIF()])
+
+    def steps(self, x):
+        out = 0
+        for _ in range(3):
+            out = out + self.lifs[0](self.fc(x))
+        return out
+
+
+class _ResetInALoop(_Resets):
+    def forward(self, x):
+        for n in self.lifs:
+            n.reset()
+        return self.steps(x)
+
+
+class _ResetByIndex(_Resets):
+    def forward(self, x):
+        self.lifs[0].reset()
+        return self.steps(x)
+
+
+class _ResetByGetattr(_Resets):
+    def forward(self, x):
+        getattr(self.lifs[0], "reset")()
+        return self.steps(x)
+
+
+class _ResetNet(_Resets):
+    def forward(self, x):
+        _reset_net(self)
+        return self.steps(x)
+
+
+class _ResetInAMethod(_Resets):
+    def forward(self, x):
+        self.start()
+        return self.steps(x)
+
+    def start(self):
+        self.lifs[0].reset()
+
+
+class _Helpers(_Resets):
+    def forward(self, x):
+        out = 0
+        for _ in range(3):
+            out = out + self.lifs[0](self.lifs[0].scale(self.fc(x)) * self.lifs[0].gain())
+        return out
+
+
+class _HelpersDirect(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.lif = _HelperLIF()
+
+    def forward(self, x):
+        out = 0
+        for _ in range(3):
+            out = out + self.lif(self.lif.scale(self.fc(x)) * self.lif.gain())
+        return out
+
+
+@pytest.mark.parametrize("model", [_ResetInALoop, _ResetByIndex, _ResetByGetattr, _ResetNet, _ResetInAMethod, _Helpers,
+                                   _HelpersDirect])
+def test_resets_however_spelled_keep_the_parent_opaque_and_helpers_do_not(model):
+    """Only ``self.lif.reset()`` was seen: a reset through a ModuleList, ``getattr``, a method or SpikingJelly's
+    ``reset_net`` ran once while tracing (calls 2 and 3 differed from the model's); a getter or a static method of
+    the neuron made the parent opaque (a23)."""
+    torch.manual_seed(0)
+    m = model()
+    gm = sll_fx.linearize_module(m, eps=1e-3, mode="hard", verbose=False)
+    parent = [o.reason for o in gm.sll_report.opaque if o.path == ""]
+    if model in (_Helpers, _HelpersDirect):
+        assert not parent and [o.path for o in gm.sll_report.opaque] == ["lifs.0" if model is _Helpers else "lif"]
+    else:
+        assert parent == [f"calls reset() of self.lifs.0 in forward: {STATE}"]
+    for x in seq(3):
+        assert_bitwise(gm(x), m(x))
+
+
+class _Namespaced(nn.Module):
+    """State on a ``types.SimpleNamespace``: a counter tensor updated in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.meter = types.SimpleNamespace(total=torch.zeros(()))
+        self.spike = Spike()
+
+    def forward(self, x):
+        self.meter.total.add_(1)
+        return self.spike(x) * self.meter.total
+
+
+def test_state_on_a_simple_namespace_is_module_state():
+    """The namespace was taken for the standard library's, not state: the trace ran ``add_`` on the user's tensor
+    (the model changed by linearize_module) and the graph kept the tensor as a constant (calls 2 and 3 differed)."""
+    m, twin = _Namespaced(), _Namespaced()
+    gm = sll_fx.linearize_module(m, eps=1e-3, mode="hard", verbose=False)
+    assert m.meter.total.item() == 0
+    assert gm.sll_report.opaque[0].reason == reason("meter", how="changes")
+    for x in seq(3):
+        assert_bitwise(gm(x), twin(x))  # (the namespace is shared by the model and gm, as a helper object is)
 
 
 def test_tensor_attribute_changed_in_place_is_stateful_and_not_changed_by_the_trace():
