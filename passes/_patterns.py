@@ -106,13 +106,27 @@ _RANDOM = frozenset(("dropout", "alpha_dropout", "feature_alpha_dropout", "dropo
 
 def _base(node):
     """``node`` without the views, detaches and copies around it that keep its elements in place (``g.detach()``,
-    ``g.unsqueeze(1)``: ``g``)."""
+    ``g.unsqueeze(1)``: ``g``), and without arithmetic that keeps their values (``g * 1``, ``g + 0``, ``1.0 * g``)."""
     for _ in range(6):
-        if not (isinstance(node, Node) and node.op in ("call_function", "call_method") and node.args
-                and isinstance(node.args[0], Node) and _op_name(node) in _IN_PLACE_OF):
+        if not (isinstance(node, Node) and node.op in ("call_function", "call_method") and node.args):
             return node
-        node = node.args[0]
+        name = _op_name(node)
+        if name in _IN_PLACE_OF and isinstance(node.args[0], Node):
+            node = node.args[0]
+            continue
+        same = _NEUTRAL.get(name)
+        operands = node.args[:2] if len(node.args) >= 2 and not node.kwargs else ()
+        kept = [a for a, b in (operands, operands[::-1]) if isinstance(a, Node) and not isinstance(b, Node)
+                and not isinstance(b, bool) and b == same and (name in ("mul", "add") or a is operands[0])] \
+            if same is not None and len(operands) == 2 else []
+        if not kept:
+            return node
+        node = kept[0]
     return node
+
+
+#: arithmetic that keeps a tensor's values with this operand (``x * 1``, ``x + 0``, ``x / 1``, ``x - 0``)
+_NEUTRAL = {"mul": 1, "div": 1, "true_divide": 1, "add": 0, "sub": 0}
 
 
 def _same_value(a, b, depth: int = 4) -> bool:

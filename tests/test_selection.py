@@ -1392,10 +1392,12 @@ class _KthThreshold(nn.Module):
             return g * (g >= g.topk(2, dim=-1).values[..., -1:])
         if self.spelling == "max":
             return g * (g >= g.max(-1, keepdim=True).values)
+        if self.spelling == "times one":  # (the same values another way: it was rewritten, the top element 1/2)
+            return g * ((g * 1) >= (g + 0).amax(-1, keepdim=True)).float()
         return g * (g.amax() <= g).float()
 
 
-@pytest.mark.parametrize("spelling", ["kth", "max", "amax reversed"])
+@pytest.mark.parametrize("spelling", ["kth", "max", "amax reversed", "times one"])
 def test_a_comparison_with_an_element_of_its_own_input_stays_hard_with_the_fix(spelling):
     """g >= g.topk(k).values[..., -1:]: the k-th element sits on the boundary at every eps, so the linearized
     forward weighed it 1/2 forever ([0, .3096, .1349, 0] for [0, .3096, .2698, 0] at eps 1e-5)."""
