@@ -59,13 +59,15 @@ def mark_none_branches(graph: fx.Graph, concrete_args, retrace: Callable[[dict],
 
 def refuse_keyword_reads(graph: fx.Graph, kind: str) -> None:
     """A TraceError keeping the module traced opaque where its forward reads an item of its ``**kwargs`` (or of a copy
-    of it, ``kwargs.copy()``, ``dict(kwargs)``) that may be missing (``kw.get("mask")``, ``kw.pop("flip", False)``,
+    of it, ``kwargs.copy()``, ``dict(kwargs)``; or of a dict input by a string key, ``batch.get("mask")``) that may
+    be missing (``kw.get("mask")``, ``kw.pop("flip", False)``,
     ``kw.setdefault("mask", None)``), or one the graph does not use (``kw["flag"]``, tested only): the trace read a
     proxy, which is not None, so the graph has only the branch for a given value, and ``gm(x)`` without
     it silently computed that branch (``if m is None: x = x + pos`` before ``self.mha(..., attn_mask=m)``)."""
     for node in graph.nodes:
-        if node.op != "placeholder" or not str(node.target).startswith("**"):
+        if node.op != "placeholder":
             continue
+        star = str(node.target).startswith("**")  # (else a dict input, batch: its string keys, batch.get("mask"))
         uses = list(node.users)
         for use in uses:  # (through copies and merges of the dict: kwargs.copy(), dict(kwargs), DEFAULTS | kwargs)
             if (use.op == "call_method" and use.target in ("copy", "__or__", "__ror__")) or \
@@ -77,16 +79,19 @@ def refuse_keyword_reads(graph: fx.Graph, kind: str) -> None:
             # Python, `if m is None`, `if flag is False`, the graph cannot; pop(k) without a default raises as [k] does)
             required = (use.op == "call_method" and use.target in ("__getitem__", "pop")) or \
                 (use.op == "call_function" and use.target is operator.getitem)
+            if not star and (len(use.args) < 2 or not isinstance(use.args[1], str)):
+                continue  # (a tensor input indexed, x[0]: no item that may be missing)
             if optional or (required and not use.users):
-                name, key = str(node.target)[2:], use.args[1]
+                name, key = str(node.target).lstrip("*"), use.args[1]
                 how = "which may be missing" if optional else "only in Python"
+                what = f"**{name}" if star else f"the input {name}"
                 raise TraceError(
-                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of **{name}, "
+                    f"torch.fx traced {kind} with {name}[{key!r}] as a value: its forward reads that item of {what}, "
                     f"{how}, and a graph cannot tell it given from missing (it has the branch for a given value "
                     f"only)\nFix: linearize_module keeps it opaque, so it runs as written and its child modules are "
                     f"still rewritten; or make it a named argument ({key}=None) and linearize with concrete_args for "
                     "the calls without it", module_path="", module_type=kind,
-                    reason=f"reads **{name}[{key!r}], {how}: kept opaque")
+                    reason=f"reads {'**' if star else ''}{name}[{key!r}], {how}: kept opaque")
 
 
 def refuse_reordered(graph: fx.Graph, kind: str, forward) -> None:

@@ -362,6 +362,38 @@ def test_keyword_only_inputs_after_args_keep_the_module_opaque():
     assert not fixed.sll_report.opaque and [e.node for e in fixed.sll_report.rewritten] == ["sign"]
 
 
+class _BatchDict(nn.Module):
+    """A dict input whose mask may be missing (``batch.get("mask")``) or is tested only (``batch["mask"] is None``)."""
+
+    def __init__(self, optional: bool):
+        super().__init__()
+        self.optional = optional
+        self.pos = nn.Parameter(torch.ones(2))
+
+    def forward(self, batch):
+        x = batch["x"]
+        if not self.optional:  # (tested only: the graph does not use the item)
+            return torch.sign(x + self.pos) if batch["mask"] is None else torch.sign(x) * 2
+        m = batch.get("mask")
+        if m is None:
+            return torch.sign(x + self.pos)
+        return torch.sign(x) * m
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_an_item_of_a_dict_input_that_may_be_missing_or_none_keeps_the_module_opaque(optional):
+    """Only ``**kwargs`` items were checked: ``batch.get("mask")`` was traced as given, so ``gm({"x": x})`` raised
+    (None times a tensor) where the model adds its position; ``batch["mask"] is None`` read in Python alike."""
+    model = _BatchDict(optional)
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    how = "which may be missing" if optional else "only in Python"
+    assert [o.reason for o in gm.sll_report.opaque] == [f"reads batch['mask'], {how}: kept opaque"]
+    x = torch.tensor([0.3, -1.2])
+    batches = [{"x": x, "mask": torch.tensor([1.0, 0.0])}, {"x": x, "mask": None}] + ([{"x": x}] if optional else [])
+    for batch in batches:
+        assert torch.equal(gm(batch), model(batch))
+
+
 class _KeywordFlag(nn.Module):
     def forward(self, x, **kw):
         scale = kw.get("scale", False)
