@@ -209,10 +209,12 @@ class _Planner:
             return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
         return kind == dtypes.FLOAT
 
-    def _whole_valued(self, node, depth: int = 8) -> Node | None:
+    def _whole_valued(self, node, depth: int = 8, zero: bool = False) -> Node | None:
         """The integer or bool tensor (or whole-number op: floor, round, sign, ...) that ``node``'s values come from
-        through casts, views, sums and products of whole numbers (``cumsum(one_hot(i).float()) * m``: a count), so
-        that they are whole numbers (outside the bands of rewritten ops upstream); else None."""
+        through casts, views, sums, products, clamps and selections of whole numbers (``cumsum(one_hot(i).float()) *
+        m``: a count), so that they are whole numbers (outside the bands of rewritten ops upstream); else None.
+        ``zero``: only the zeros matter (a threshold of 0): any product or quotient of such values keeps them
+        (``round(x / s) * s > 0``)."""
         if not isinstance(node, Node) or depth == 0:
             return None
         if self._is_int(node):
@@ -222,14 +224,20 @@ class _Planner:
         name = _op_name(node) if node.op == "call_function" or node.target not in rules.FLOAT_CASTS else node.target
         if name in _WHOLE_OPS and not (name == "round" and _arg(node, 1, "decimals", 0)):
             return node
-        if name in _WHOLE_ARITHMETIC:
-            operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
+        if zero and name in ("mul", "div", "true_divide", "truediv"):  # (0 * s and 0 / s are 0)
+            factors = node.args[:1] if name != "mul" else node.args[:2]
+            found = [f for a in factors if (f := self._whole_valued(a, depth - 1, zero)) is not None]
+            return found[0] if found else None
+        if name in _WHOLE_ARITHMETIC or name == "where":
+            operands = [a for a in node.args[1 if name == "where" else 0:] if not isinstance(a, (torch.dtype, str))]
             if not all(isinstance(a, Node) or _whole(a) for a in operands):
                 return None
-            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]
-            return found[0] if found and all(f is not None for f in found) else None
+            found = [self._whole_valued(a, depth - 1, zero) for a in operands if isinstance(a, Node)]
+            if not found:  # (torch.where(c, 1.0, 0.0): whole numbers only)
+                return node if name == "where" else None
+            return found[0] if all(f is not None for f in found) else None
         if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
-            return self._whole_valued(node.args[0], depth - 1)
+            return self._whole_valued(node.args[0], depth - 1, zero)
         return None
 
     def _int_comparison(self, rule, node) -> bool:
@@ -566,9 +574,11 @@ class _Planner:
                                           "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
-        if len(operands) > 1 and _whole(operands[1]) and (source := self._whole_valued(operands[0])) is not None:
-            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through sums and "
-                                          f"products) and its threshold {operands[1]!r} is one: an element equal to it "
+        if len(operands) > 1 and (_whole(operands[1]) or self._whole_valued(operands[1]) is not None) and \
+                (source := self._whole_valued(operands[0], zero=_zero(operands[1]))) is not None:
+            threshold = operands[1] if not isinstance(operands[1], Node) else f"'{_name(operands[1])}'"
+            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through ops that keep "
+                                          f"them whole) and its threshold {threshold} is one: an element equal to it "
                                           "sits on the boundary, in the band at every eps (a surrogate of 1/2 there, "
                                           "never the hard 0/1), left hard; move the threshold half-way between whole "
                                           "numbers to linearize (t + 0.5 for <= and >, t - 0.5 for < and >=)")
@@ -913,10 +923,16 @@ def _name(v) -> str:
 
 #: ops whose results are whole numbers; arithmetic that keeps whole numbers whole; what passes values on unchanged
 _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "round", "sign", "one_hot", "argmax", "argmin", "bucketize",
-                        "searchsorted"))
-_WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive"))
+                        "searchsorted", "floor_divide", "floordiv"))
+_WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive", "clamp", "clip",
+                               "relu", "maximum", "minimum", "remainder", "fmod", "mod", "matmul", "mm", "bmm"))
 _WHOLE_THROUGH = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "contiguous",
                             "t", "transpose", "permute", "getitem", "clone", "detach", "type_as"))
+
+
+def _zero(value) -> bool:
+    """Is ``value`` the Python number 0 (a threshold that any product of whole numbers keeps on the boundary)?"""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
 
 
 def _whole(value) -> bool:

@@ -1054,7 +1054,8 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
                 called = sorted(a for a in attrs - read if _own_method(m, a))
                 if called:  # (self.lif.reset(): run once while tracing, never by the graph)
                     found.setdefault(parent_path, {}).setdefault("calls", []).extend(
-                        f"self.{child}.{name}()" for name in called)
+                        f"self.{child}.{name}" + ("" if isinstance(getattr(type(m), name, None), property) else "()")
+                        for name in called)
         if path and not prefix and not any(f"self.{path}." in c for c in found.get(path.rpartition(".")[0], {})
                                            .get("calls", ())):
             _calls_by_name(model, tree, tracer, path, m, found)
@@ -1068,70 +1069,70 @@ def _stateful(model: nn.Module, tree: ShadowTree, tracer: SLLTracer) -> list[tup
 
 def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: str, m: nn.Module,
                    found: dict) -> None:
-    """Put a call of a state-changing method of the stateful ``m`` (at ``path``) that its nearest traced ancestor's
-    forward names other than as ``self.child.method()`` (``for n in self.lifs: n.reset()``, ``self.lifs[0].reset()``,
-    ``getattr(self.lif, "reset")()``, a helper function it calls, SpikingJelly's ``functional.reset_net(self)``)
-    on that ancestor, in ``found``: the call ran once while tracing, and the graph would never make it."""
+    """Put a call of a method of the stateful ``m`` (at ``path``) that a traced ancestor's forward names other than as
+    ``self.child.method()`` (``for n in self.lifs: n.reset()``, ``self.lifs[0].reset()``, ``getattr(self.lif,
+    "reset")()``, a helper function or method it calls, SpikingJelly's ``functional.reset_net(self)``) on the nearest
+    such ancestor, in ``found``: the call ran once while tracing, and the graph would never make it.  Not counted:
+    names of a tensor's, a container's or the ancestor's own attributes (``h.detach()``, ``out.update(...)``,
+    ``self.step``), names in torch's own functions."""
     ancestor = path
     while ancestor:
         ancestor = ancestor.rpartition(".")[0]
-        if id(tree.shadow(model.get_submodule(ancestor))) in tracer.sll_entered:
-            break
-    fn = forward_of(model.get_submodule(ancestor))
-    if fn is None:
-        return
-    names = _names_read(fn)
-    owner = model.get_submodule(ancestor)
-    for obj in [*_referenced(fn), *(vars(k).get(n) for n in list(names) for k in type(owner).__mro__
-                                    if _user_class(k) and n in vars(k))]:
-        if isinstance(obj, types.FunctionType) and obj is not fn:  # (one call deeper: a helper function or method
-            names |= _names_read(obj)                               # it calls, reset_net(self), self.start())
-    called = sorted(n for n in names - _MODULE_API if _own_method(m, n))
-    if called:
-        child = path[len(ancestor):].lstrip(".")
-        found.setdefault(ancestor, {}).setdefault("calls", []).extend(f"{n}() of self.{child}" for n in called)
+        owner = model.get_submodule(ancestor)
+        if id(tree.shadow(owner)) not in tracer.sll_entered:
+            continue
+        fn = forward_of(owner)
+        if fn is None:
+            continue
+        names = _names_read(fn)
+        for obj in [*_referenced(fn), *(vars(k).get(n) for n in list(names) for k in type(owner).__mro__
+                                        if _user_class(k) and n in vars(k))]:
+            if isinstance(obj, types.FunctionType) and obj is not fn and \
+                    (obj.__module__ or "").split(".")[0] != "torch":  # (one call deeper: a helper it calls,
+                names |= _names_read(obj)                              # reset_net(self), self.start())
+        own = set(vars(owner)) | set(owner._parameters) | set(owner._buffers) | set(owner._modules)
+        called = sorted(n for n in names - _MODULE_API - _COMMON_NAMES - own if _own_method(m, n))
+        if called:
+            child = path[len(ancestor):].lstrip(".")
+            found.setdefault(ancestor, {}).setdefault("calls", []).extend(f"{n}() of self.{child}" for n in called)
+            return
+
+
+#: method names of tensors and containers: a forward names them on its own values (``h.detach()``, ``d.update()``)
+_COMMON_NAMES = frozenset(dir(torch.Tensor)) | frozenset(dir(dict)) | frozenset(dir(list)) | frozenset(dir(set))
 
 
 def _names_read(fn: types.FunctionType) -> set[str]:
-    """The attribute names ``fn``'s code reads (nested code included) and its string constants
-    (``getattr(m, "reset")``)."""
+    """The attribute names ``fn``'s code reads (nested code included), and its string constants where it calls
+    ``getattr`` (``getattr(m, "reset")``)."""
     names: set[str] = set()
     for code in code_objects(fn.__code__):
-        names.update(i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
-        names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
+        ins = list(dis.get_instructions(code))
+        names.update(i.argval for i in ins if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
+        if any(i.argval == "getattr" for i in ins if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")):
+            names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
     return names
 
 
-def _own_method(m: nn.Module, name: str, depth: int = 2) -> bool:
-    """Is ``name`` a method the user's class of ``m`` defines (``reset``; not torch's own, not a static method or a
-    property) whose code may change state: it assigns or deletes an attribute or an item, calls an in-place method
-    (``self.v.zero_()``, ``self.log.clear()``), or calls such a method of its own (``depth`` calls deep)?"""
+def _own_method(m: nn.Module, name: str) -> bool:
+    """Is ``name`` a method or property the user's class of ``m`` defines (``reset``; not torch's own, not a static
+    method) whose code uses ``self`` (it may read or change the module's state: ``self.v = 0``, ``setattr(self,
+    n, 0)``, ``return self.v``; ``def gain(self): return 2.0`` does not)?"""
     for klass in type(m).__mro__:
         if name in vars(klass):
             fn = vars(klass)[name]
-            return _user_class(klass) and isinstance(fn, types.FunctionType) and _may_write(m, fn, depth)
+            fn = fn.fget if isinstance(fn, property) else fn  # (a property reading self.v: a read of the state)
+            return _user_class(klass) and isinstance(fn, types.FunctionType) and _uses_self(fn)
     return False
 
 
-#: the instructions and method names by which a method changes state
-_WRITES = frozenset(("STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL"))
-_MUTATORS = frozenset(("append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "add",
-                       "discard", "remove", "appendleft", "extendleft", "apply", "register_buffer",
-                       "register_parameter", "load_state_dict", "reset_parameters", "reset_running_stats"))
-
-
-def _may_write(m: nn.Module, fn: types.FunctionType, depth: int) -> bool:
-    for code in code_objects(fn.__code__):
-        for i in dis.get_instructions(code):
-            if i.opname in _WRITES:
-                return True
-            if i.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(i.argval, str):
-                name = i.argval
-                if name in _MUTATORS or (name.endswith("_") and not name.startswith("_")):
-                    return True
-                if depth > 0 and name != fn.__name__ and _own_method(m, name, depth - 1):
-                    return True
-    return False
+def _uses_self(fn: types.FunctionType) -> bool:
+    code = fn.__code__
+    if not code.co_argcount:
+        return False
+    this = code.co_varnames[0]
+    return any(i.argval == this for c in code_objects(code) for i in dis.get_instructions(c)
+               if i.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_FAST_CHECK"))
 
 
 def _state_failure(model: nn.Module, stateful: list[tuple[str, str]]) -> TraceError:

@@ -503,6 +503,11 @@ LEFT_HARD = [
     Hard("ceil_gt_whole", lambda m, x: (torch.ceil(x) > 0).float(), "x > t", "its input holds whole numbers"),
     Hard("count_le_whole", lambda m, x: (torch.cumsum((x > 0).float(), -1) * 2 <= 4.0).float(), "x <= t",
          "its threshold 4.0 is one"),
+    # (a24: still rewritten, 1/2 over whole intervals of x: a dequantized value against 0, a clamp)
+    Hard("dequantized_gt_zero", lambda m, x: (torch.round(x / 0.3) * 0.3 > 0).float(), "x > t",
+         "its input holds whole numbers"),
+    Hard("clamped_round", lambda m, x: (torch.clamp(torch.round(x), -2, 2) > 0).float(), "x > t",
+         "its input holds whole numbers"),
     Hard("ne_float", lambda m, x: (x != 0.5).to(x.dtype), "x != t", "no jump"),
     # torch.round is NaN for every x there; linearize_module raised "OverflowError: (34, 'Numerical result out of
     # range')" from 10.0 ** 400, and for decimals=400 "EpsError: eps=0.0 must be positive and finite" (audit)
