@@ -30,8 +30,8 @@ from sll_fx.tracer import module_of, source_of
 
 from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
-from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of, _pattern_inputs,
-                        _topk_index_users, _topk_pattern)
+from ._patterns import (_THROUGH, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of,
+                        _pattern_inputs, _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
                     _mask_factor, _moved_to_float, _mutated, _use_kind)
@@ -926,8 +926,7 @@ _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "round", "sign", "one_hot", "a
                         "searchsorted", "floor_divide", "floordiv"))
 _WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive", "clamp", "clip",
                                "relu", "maximum", "minimum", "remainder", "fmod", "mod", "matmul", "mm", "bmm"))
-_WHOLE_THROUGH = frozenset(("view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as", "flatten", "contiguous",
-                            "t", "transpose", "permute", "getitem", "clone", "detach", "type_as"))
+_WHOLE_THROUGH = _THROUGH | {"getitem", "clone", "type_as"}
 
 
 def _zero(value) -> bool:

@@ -660,8 +660,9 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
         if not math.isfinite(eps) or eps <= 0:
             raise EpsError(f"set_eps: eps={eps!r} must be positive and finite")
         opaque = len(report.opaque)
-        warnings.warn(f"set_eps: linearize_module rewrote no node of {type(_root(gm)).__name__} ({report.counts['found']} "
-                      f"discrete node(s) found, 0 rewritten; {opaque} module(s) kept opaque, their reasons in "
+        warnings.warn(f"set_eps: linearize_module rewrote no node of {type(_root(gm)).__name__} "
+                      f"({report.counts['found']} discrete node(s) found, 0 rewritten; {opaque} module(s) kept opaque, "
+                      "their reasons in "
                       "gm.sll_report.opaque): there is no eps to set, and nothing changed", UserWarning, stacklevel=2)
         return []
     if not nodes and isinstance(report, StripReport):

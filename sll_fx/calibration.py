@@ -401,8 +401,7 @@ class _SavedState:
             where.update(before)
         for v, before in self.items:
             v.clear()
-            v.update(before) if isinstance(v, dict) else v.extend(before) if hasattr(v, "extend") else \
-                v.update(before)
+            (v.extend if hasattr(v, "extend") else v.update)(before)  # (a list or deque; a dict or set)
         with torch.no_grad():
             for t, value in self.values.values():
                 if not torch.equal(t, value):  # (batch_norm's in-place update of its statistics, a .data write:

@@ -110,7 +110,8 @@ def refuse_reordered(graph: fx.Graph, kind: str, forward) -> None:
             f"torch.fx cannot keep the signature of {kind}.forward: its keyword-only input(s) {', '.join(taken)} follow "
             f"*{star}, and the forward fx generates takes them before *{star} as positional ones (a call "
             f"gm(x, a, b) would bind {taken[0]}=a)\nFix: linearize_module keeps it opaque, so it runs as written and "
-            f"its child modules are still rewritten; or put {', '.join(taken)} before *{star}", module_path="", module_type=kind,
+            f"its child modules are still rewritten; or put {', '.join(taken)} before *{star}", module_path="",
+            module_type=kind,
             reason=f"keyword-only input(s) {', '.join(taken)} after *{star}, which fx's generated forward would "
                    "bind positionally: kept opaque")
 

@@ -613,6 +613,7 @@ def _note_conversions(module: nn.Module, copy_: nn.Module) -> None:
     """Note on the rewritten entries of each traced child of the opaque ``module`` that returns an sll op's result
     that ``module``'s Python code converts to bools or integers (``torch.where(spike.bool(), 0, v)``): there the
     conversion reads the linearized value (0.25 inside the band is True), where in a graph it reads the hard one."""
+    from .tracer import original_class
     conversions = None
     for child in copy_._modules.values():
         report = getattr(child, "sll_report", None) if isinstance(child, fx.GraphModule) else None
@@ -622,7 +623,6 @@ def _note_conversions(module: nn.Module, copy_: nn.Module) -> None:
             conversions = conversions_read(module)
         if not conversions:
             return
-        from .tracer import original_class
         note = (f"returned to the Python code of opaque {original_class(module).__name__}, whose "
                 f"{', '.join(conversions)} reads the linearized value, not the hard one (for the hard value there "
                 "compare a 0/1 result with 0.5, spike > 0.5, and round others first, q.round().long())")
