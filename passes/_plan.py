@@ -213,8 +213,9 @@ class _Planner:
         """The integer or bool tensor (or whole-number op: floor, round, sign, ...) that ``node``'s values come from
         through casts, views, sums, products, clamps and selections of whole numbers (``cumsum(one_hot(i).float()) *
         m``: a count), so that they are whole numbers (outside the bands of rewritten ops upstream); else None.
-        ``zero``: only the zeros matter (a threshold of 0): any product or quotient of such values keeps them
-        (``round(x / s) * s > 0``)."""
+        ``zero``: only the zeros matter (a threshold of 0): a product or quotient of such a value (not a sign, 0 on
+        a null set only) with anything keeps its zeros (``round(x / s) * s > 0``), and so do views, casts, ``neg``,
+        ``abs``, ``relu`` and clamps; sums and other arithmetic must be of whole numbers."""
         if not isinstance(node, Node) or depth == 0:
             return None
         if self._is_int(node):
@@ -224,20 +225,26 @@ class _Planner:
         name = _op_name(node) if node.op == "call_function" or node.target not in rules.FLOAT_CASTS else node.target
         if name in _WHOLE_OPS and not (name == "round" and _arg(node, 1, "decimals", 0)):
             return node
-        if zero and name in ("mul", "div", "true_divide", "truediv"):  # (0 * s and 0 / s are 0)
-            factors = node.args[:1] if name != "mul" else node.args[:2]
-            found = [f for a in factors if (f := self._whole_valued(a, depth - 1, zero)) is not None]
+        if zero and name in ("mul", "div", "true_divide", "truediv"):  # (0 * s and 0 / s are 0: for a factor that
+            factors = node.args[:1] if name != "mul" else node.args[:2]  # is 0 on whole intervals, not a sign)
+            found = [f for a in factors if (f := self._whole_valued(a, depth - 1, zero)) is not None
+                     and _op_name(f) != "sign"]
             return found[0] if found else None
+        if zero and name in _ZERO_THROUGH:  # (its first argument's zeros stay zeros)
+            return self._whole_valued(node.args[0], depth - 1, zero)
         if name in _WHOLE_ARITHMETIC or name == "where":
-            operands = [a for a in node.args[1 if name == "where" else 0:] if not isinstance(a, (torch.dtype, str))]
+            if name == "where":  # (torch.where(c, a, b); a.where(c, b))
+                operands = list(node.args[1:3] if node.op == "call_function" else node.args[::2])
+            else:
+                operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
             if not all(isinstance(a, Node) or _whole(a) for a in operands):
                 return None
-            found = [self._whole_valued(a, depth - 1, zero) for a in operands if isinstance(a, Node)]
-            if not found:  # (torch.where(c, 1.0, 0.0): whole numbers only)
+            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]  # (whole: a sum of
+            if not found:                                                                       # zeros' products)  # (torch.where(c, 1.0, 0.0): whole numbers only)
                 return node if name == "where" else None
             return found[0] if all(f is not None for f in found) else None
         if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
-            return self._whole_valued(node.args[0], depth - 1, zero)
+            return self._whole_valued(node.args[0], depth - 1)
         return None
 
     def _int_comparison(self, rule, node) -> bool:
@@ -927,6 +934,8 @@ _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "round", "sign", "one_hot", "a
 _WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive", "clamp", "clip",
                                "relu", "maximum", "minimum", "remainder", "fmod", "mod", "matmul", "mm", "bmm"))
 _WHOLE_THROUGH = _THROUGH | {"getitem", "clone", "type_as"}
+#: against 0: what keeps its argument's zeros zeros (a product or quotient of a value that is 0 on whole intervals)
+_ZERO_THROUGH = _WHOLE_THROUGH | {"neg", "abs", "relu", "clamp", "clip", "positive"} | frozenset(rules.FLOAT_CASTS)
 
 
 def _zero(value) -> bool:

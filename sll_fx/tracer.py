@@ -1073,8 +1073,8 @@ def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: 
     ``self.child.method()`` (``for n in self.lifs: n.reset()``, ``self.lifs[0].reset()``, ``getattr(self.lif,
     "reset")()``, a helper function or method it calls, SpikingJelly's ``functional.reset_net(self)``) on the nearest
     such ancestor, in ``found``: the call ran once while tracing, and the graph would never make it.  Not counted:
-    names of a tensor's, a container's or the ancestor's own attributes (``h.detach()``, ``out.update(...)``,
-    ``self.step``), names in torch's own functions."""
+    the ancestor's own attributes (``self.step``; its own methods and properties count by what they name), names
+    in torch's own functions."""
     ancestor = path
     while ancestor:
         ancestor = ancestor.rpartition(".")[0]
@@ -1085,21 +1085,33 @@ def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: 
         if fn is None:
             continue
         names = _names_read(fn)
-        for obj in [*_referenced(fn), *(vars(k).get(n) for n in list(names) for k in type(owner).__mro__
-                                        if _user_class(k) and n in vars(k))]:
-            if isinstance(obj, types.FunctionType) and obj is not fn and \
+        functions = [fn]
+        for name in list(names):  # (the ancestor's own method or property, self.start(): what it names instead)
+            own_fn = _user_function(owner, name)
+            if own_fn is not None and own_fn is not fn:
+                names.discard(name)
+                names |= _names_read(own_fn)
+                functions.append(own_fn)
+        for obj in {id(o): o for f in functions for o in _referenced(f)}.values():
+            if isinstance(obj, types.FunctionType) and obj not in functions and \
                     (obj.__module__ or "").split(".")[0] != "torch":  # (one call deeper: a helper it calls,
-                names |= _names_read(obj)                              # reset_net(self), self.start())
+                names |= _names_read(obj)                              # reset_net(self))
         own = set(vars(owner)) | set(owner._parameters) | set(owner._buffers) | set(owner._modules)
-        called = sorted(n for n in names - _MODULE_API - _COMMON_NAMES - own if _own_method(m, n))
+        called = sorted(n for n in names - _MODULE_API - own if _own_method(m, n))
         if called:
             child = path[len(ancestor):].lstrip(".")
             found.setdefault(ancestor, {}).setdefault("calls", []).extend(f"{n}() of self.{child}" for n in called)
             return
 
 
-#: method names of tensors and containers: a forward names them on its own values (``h.detach()``, ``d.update()``)
-_COMMON_NAMES = frozenset(dir(torch.Tensor)) | frozenset(dir(dict)) | frozenset(dir(list)) | frozenset(dir(set))
+def _user_function(owner: nn.Module, name: str) -> types.FunctionType | None:
+    """The function of the method or property ``name`` that a user's class of ``owner`` defines, or None."""
+    for klass in type(owner).__mro__:
+        if name in vars(klass):
+            fn = vars(klass)[name]
+            fn = fn.fget if isinstance(fn, property) else fn
+            return fn if _user_class(klass) and isinstance(fn, types.FunctionType) else None
+    return None
 
 
 def _names_read(fn: types.FunctionType) -> set[str]:
@@ -1131,8 +1143,12 @@ def _uses_self(fn: types.FunctionType) -> bool:
     if not code.co_argcount:
         return False
     this = code.co_varnames[0]
-    return any(i.argval == this for c in code_objects(code) for i in dis.get_instructions(c)
-               if i.opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_FAST_CHECK"))
+    for c in code_objects(code):
+        for i in dis.get_instructions(c):  # (LOAD_FAST, LOAD_FAST_CHECK; 3.13's LOAD_FAST_LOAD_FAST with a pair,
+            if i.opname.startswith("LOAD_FAST") or i.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):  # 3.14's _BORROW)
+                if i.argval == this or (isinstance(i.argval, tuple) and this in i.argval):
+                    return True
+    return False
 
 
 def _state_failure(model: nn.Module, stateful: list[tuple[str, str]]) -> TraceError:

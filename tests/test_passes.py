@@ -1188,3 +1188,16 @@ def test_example_inputs_that_do_not_fit_the_forward_are_a_type_error(inputs, mes
         sll_fx.linearize_module(_TwoInputs(), eps=0.1, verbose=False, example_inputs=inputs)
     for fitting in ((torch.zeros(3),), (torch.zeros(3), None)):
         sll_fx.linearize_module(_TwoInputs(), eps=0.1, verbose=False, example_inputs=fitting)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: ((x * x.flip(-1).sign()).sum(-1) > 0).float(),  # a binary layer's pre-activation against 0
+    lambda m, x: ((torch.round(x / 0.3) * 0.3 * x).sum(-1) > 0).float(),  # a quantized product, summed
+    lambda m, x: (x.where(x.abs() < 2, 0.0) >= 1).float(),              # Tensor.where: (self, condition, other)
+], ids=["sign_product", "quantized_sum", "where_method"])
+def test_values_that_are_not_whole_are_still_linearized(fn):
+    """94ac3f1 took a product with a sign factor, and sums of products with a rounded factor, for whole numbers
+    against 0, and read Tensor.where's condition as a branch: left hard, no gradient (|grad x| 0 for 551.6) (a25)."""
+    gm = sll_fx.linearize_module(Outer(fn), eps=1e-3, verbose=False)
+    compared = [e for e in gm.sll_report.entries if e.op in ("x > t", "x >= t")]
+    assert len(compared) == 1 and compared[0].replacement.startswith("sll.compare"), str(gm.sll_report)
