@@ -239,8 +239,9 @@ class _Planner:
                 operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
             if not all(isinstance(a, Node) or _whole(a) for a in operands):
                 return None
-            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]  # (whole: a sum of
-            if not found:                                                                       # zeros' products)  # (torch.where(c, 1.0, 0.0): whole numbers only)
+            # (whole numbers, whatever the threshold: a sum of values that are 0 only somewhere is not 0 there)
+            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]
+            if not found:  # (torch.where(c, 1.0, 0.0): whole numbers only)
                 return node if name == "where" else None
             return found[0] if all(f is not None for f in found) else None
         if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
