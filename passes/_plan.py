@@ -232,18 +232,24 @@ class _Planner:
             return found[0] if found else None
         if zero and name in _ZERO_THROUGH:  # (its first argument's zeros stay zeros)
             return self._whole_valued(node.args[0], depth - 1, zero)
-        if name in _WHOLE_ARITHMETIC or name == "where":
-            if name == "where":  # (torch.where(c, a, b); a.where(c, b))
-                operands = list(node.args[1:3] if node.op == "call_function" else node.args[::2])
-            else:
-                operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
+        if zero and name in ("add", "sub") and len(node.args) == 2:  # (elementwise: where both are 0, so is this)
+            found = [self._whole_valued(a, depth - 1, zero) for a in node.args if isinstance(a, Node)]
+            if found and all(f is not None for f in found) and all(isinstance(a, Node) or _zero(a) for a in node.args):
+                return found[0]
+        if name == "where":  # (torch.where(c, a, b); a.where(c, b): the elements of a whole branch sit on it too)
+            branches = node.args[1:3] if node.op == "call_function" else (node.args[0], node.kwargs.get(
+                "other", node.args[2] if len(node.args) > 2 else None))
+            found = [f for b in branches if isinstance(b, Node) and (f := self._whole_valued(b, depth - 1)) is not None]
+            if found:
+                return found[0]
+            return node if all(_whole(b) for b in branches) else None
+        if name in _WHOLE_ARITHMETIC:
+            operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
             if not all(isinstance(a, Node) or _whole(a) for a in operands):
                 return None
-            # (whole numbers, whatever the threshold: a sum of values that are 0 only somewhere is not 0 there)
+            # (whole numbers, whatever the threshold: a reduction of values that are 0 only somewhere is not 0 there)
             found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]
-            if not found:  # (torch.where(c, 1.0, 0.0): whole numbers only)
-                return node if name == "where" else None
-            return found[0] if all(f is not None for f in found) else None
+            return found[0] if found and all(f is not None for f in found) else None
         if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
             return self._whole_valued(node.args[0], depth - 1)
         return None

@@ -1084,12 +1084,11 @@ def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: 
         fn = forward_of(owner)
         if fn is None:
             continue
-        names = _names_read(fn)
+        names, own_names = _names_read(fn), _names_read(fn, on_self=True)
         functions = [fn]
-        for name in list(names):  # (the ancestor's own method or property, self.start(): what it names instead)
+        for name in own_names:  # (the ancestor's own method or property, self.start(): also what it names)
             own_fn = _user_function(owner, name)
             if own_fn is not None and own_fn is not fn:
-                names.discard(name)
                 names |= _names_read(own_fn)
                 functions.append(own_fn)
         for obj in {id(o): o for f in functions for o in _referenced(f)}.values():
@@ -1114,14 +1113,20 @@ def _user_function(owner: nn.Module, name: str) -> types.FunctionType | None:
     return None
 
 
-def _names_read(fn: types.FunctionType) -> set[str]:
-    """The attribute names ``fn``'s code reads (nested code included), and its string constants where it calls
-    ``getattr`` (``getattr(m, "reset")``)."""
+def _names_read(fn: types.FunctionType, on_self: bool = False) -> set[str]:
+    """The attribute names ``fn``'s code reads (nested code included) on other values than its first argument
+    (``n.reset()``, ``self.lifs[0].reset()``; not ``self.scale()``, the module's own), and its string constants where
+    it calls ``getattr`` (``getattr(m, "reset")``); ``on_self``: those it reads on its first argument instead."""
     names: set[str] = set()
+    this = fn.__code__.co_varnames[0] if fn.__code__.co_argcount else None
     for code in code_objects(fn.__code__):
-        ins = list(dis.get_instructions(code))
-        names.update(i.argval for i in ins if i.opname in ("LOAD_ATTR", "LOAD_METHOD"))
-        if any(i.argval == "getattr" for i in ins if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")):
+        ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG")]
+        for before, i in zip([None, *ins], ins):
+            if i.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                own = before is not None and before.opname.startswith("LOAD_FAST") and before.argval == this
+                if own == on_self:
+                    names.add(i.argval)
+        if not on_self and any(i.argval == "getattr" for i in ins if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")):
             names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
     return names
 

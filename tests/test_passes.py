@@ -508,6 +508,9 @@ LEFT_HARD = [
          "its input holds whole numbers"),
     Hard("clamped_round", lambda m, x: (torch.clamp(torch.round(x), -2, 2) > 0).float(), "x > t",
          "its input holds whole numbers"),
+    # (a26: a sum of dequantized values against 0)
+    Hard("dequantized_sum_gt_zero", lambda m, x: (torch.round(x / 0.3) * 0.3 + torch.round(x.flip(-1) / 0.3) * 0.3
+                                                  > 0).float(), "x > t", "its input holds whole numbers"),
     Hard("ne_float", lambda m, x: (x != 0.5).to(x.dtype), "x != t", "no jump"),
     # torch.round is NaN for every x there; linearize_module raised "OverflowError: (34, 'Numerical result out of
     # range')" from 10.0 ** 400, and for decimals=400 "EpsError: eps=0.0 must be positive and finite" (audit)
@@ -1201,3 +1204,15 @@ def test_values_that_are_not_whole_are_still_linearized(fn):
     gm = sll_fx.linearize_module(Outer(fn), eps=1e-3, verbose=False)
     compared = [e for e in gm.sll_report.entries if e.op in ("x > t", "x >= t")]
     assert len(compared) == 1 and compared[0].replacement.startswith("sll.compare"), str(gm.sll_report)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: (torch.where(x < 0, x, torch.round(x)) >= 1).float(),
+    lambda m, x: (x.where(x < 0, torch.round(x)) >= 1).float(),
+], ids=["function", "method"])
+def test_a_where_with_a_whole_branch_against_a_whole_threshold_stays_hard(fn):
+    """The elements of the rounded branch sit on the threshold over whole intervals: 229 of 1024 outputs were 1/2
+    (a26)."""
+    gm = sll_fx.linearize_module(Outer(fn), eps=1e-3, verbose=False)
+    (entry,) = [e for e in gm.sll_report.entries if e.op == "x >= t"]
+    assert not entry.rewritten and entry.reason.startswith("its input holds whole numbers"), entry.reason
