@@ -591,11 +591,11 @@ class _Planner:
         if len(operands) > 1 and (_whole(operands[1]) or self._whole_valued(operands[1]) is not None) and \
                 (source := self._whole_valued(operands[0], zero=_zero(operands[1]))) is not None:
             threshold = operands[1] if not isinstance(operands[1], Node) else f"'{_name(operands[1])}'"
-            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through ops that keep "
-                                          f"them whole) and its threshold {threshold} is one: an element equal to it "
-                                          "sits on the boundary, in the band at every eps (a surrogate of 1/2 there, "
-                                          "never the hard 0/1), left hard; move the threshold half-way between whole "
-                                          "numbers to linearize (t + 0.5 for <= and >, t - 0.5 for < and >=)")
+            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through ops that "
+                                          f"keep them whole) and its threshold {threshold} is one: an element equal "
+                                          "to it sits on the boundary, in the band at every eps (a surrogate of 1/2 "
+                                          "there, never the hard 0/1), left hard; move the threshold half-way between "
+                                          "whole numbers to linearize (t + 0.5 for <= and >, t - 0.5 for < and >=)")
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
