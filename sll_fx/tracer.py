@@ -1135,12 +1135,8 @@ def _own_method(m: nn.Module, name: str) -> bool:
     """Is ``name`` a method or property the user's class of ``m`` defines (``reset``; not torch's own, not a static
     method) whose code uses ``self`` (it may read or change the module's state: ``self.v = 0``, ``setattr(self,
     n, 0)``, ``return self.v``; ``def gain(self): return 2.0`` does not)?"""
-    for klass in type(m).__mro__:
-        if name in vars(klass):
-            fn = vars(klass)[name]
-            fn = fn.fget if isinstance(fn, property) else fn  # (a property reading self.v: a read of the state)
-            return _user_class(klass) and isinstance(fn, types.FunctionType) and _uses_self(fn)
-    return False
+    fn = _user_function(m, name)  # (a property's getter too: reading self.v is a read of the state)
+    return fn is not None and _uses_self(fn)
 
 
 def _uses_self(fn: types.FunctionType) -> bool:
