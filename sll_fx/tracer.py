@@ -1094,7 +1094,7 @@ def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: 
         for obj in {id(o): o for f in functions for o in _referenced(f)}.values():
             if isinstance(obj, types.FunctionType) and obj not in functions and \
                     (obj.__module__ or "").split(".")[0] != "torch":  # (one call deeper: a helper it calls,
-                names |= _names_read(obj)                              # reset_net(self))
+                names |= _names_read(obj, on_self=None)                # reset_net(self), reset_one(self.lif))
         own = set(vars(owner)) | set(owner._parameters) | set(owner._buffers) | set(owner._modules)
         called = sorted(n for n in names - _MODULE_API - own if _own_method(m, n))
         if called:
@@ -1113,18 +1113,21 @@ def _user_function(owner: nn.Module, name: str) -> types.FunctionType | None:
     return None
 
 
-def _names_read(fn: types.FunctionType, on_self: bool = False) -> set[str]:
-    """The attribute names ``fn``'s code reads (nested code included) on other values than its first argument
-    (``n.reset()``, ``self.lifs[0].reset()``; not ``self.scale()``, the module's own), and its string constants where
-    it calls ``getattr`` (``getattr(m, "reset")``); ``on_self``: those it reads on its first argument instead."""
+def _names_read(fn: types.FunctionType, on_self: bool | None = False) -> set[str]:
+    """The attribute names a method's code ``fn`` reads (nested code included) on other values than its first
+    argument, ``self`` (``n.reset()``, ``self.lifs[0].reset()``; not ``self.scale()``, the module's own), and its
+    string constants where it calls ``getattr`` (``getattr(m, "reset")``); ``on_self``: those it reads on ``self``
+    instead (also where a comprehension or a lambda holds ``self`` in a cell); None: every name (a helper function,
+    whose first argument may be the neuron: ``def reset_one(n): n.reset()``)."""
     names: set[str] = set()
-    this = fn.__code__.co_varnames[0] if fn.__code__.co_argcount else None
+    this = fn.__code__.co_varnames[0] if fn.__code__.co_argcount and on_self is not None else None
     for code in code_objects(fn.__code__):
         ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG")]
         for before, i in zip([None, *ins], ins):
             if i.opname in ("LOAD_ATTR", "LOAD_METHOD"):
-                own = before is not None and before.opname.startswith("LOAD_FAST") and before.argval == this
-                if own == on_self:
+                own = this is not None and before is not None and before.argval == this and \
+                    (before.opname.startswith("LOAD_FAST") or before.opname in ("LOAD_DEREF", "LOAD_CLOSURE"))
+                if own == bool(on_self):
                     names.add(i.argval)
         if not on_self and any(i.argval == "getattr" for i in ins if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")):
             names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
