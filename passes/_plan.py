@@ -30,9 +30,10 @@ from sll_fx.tracer import module_of, source_of
 
 from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
-from ._patterns import (_THROUGH, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of,
+from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of,
                         _pattern_inputs, _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
+from ._ties import Tie, Ties
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
                     _mask_factor, _moved_to_float, _mutated, _use_kind)
 
@@ -77,6 +78,7 @@ class _Planner:
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
+        self.ties = Ties(gm, self._is_int)          # which values comparisons' inputs take on whole ranges
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -209,50 +211,24 @@ class _Planner:
             return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
         return kind == dtypes.FLOAT
 
-    def _whole_valued(self, node, depth: int = 8, zero: bool = False) -> Node | None:
-        """The integer or bool tensor (or whole-number op: floor, round, sign, ...) that ``node``'s values come from
-        through casts, views, sums, products, clamps and selections of whole numbers (``cumsum(one_hot(i).float()) *
-        m``: a count), so that they are whole numbers (outside the bands of rewritten ops upstream); else None.
-        ``zero``: only the zeros matter (a threshold of 0): a product or quotient of such a value (not a sign, 0 on
-        a null set only) with anything keeps its zeros (``round(x / s) * s > 0``), and so do views, casts, ``neg``,
-        ``abs``, ``relu`` and clamps; sums and other arithmetic must be of whole numbers."""
-        if not isinstance(node, Node) or depth == 0:
-            return None
-        if self._is_int(node):
-            return node
-        if node.op not in ("call_function", "call_method") or not node.args:
-            return None
-        name = _op_name(node) if node.op == "call_function" or node.target not in rules.FLOAT_CASTS else node.target
-        if name in _WHOLE_OPS and not (name == "round" and _arg(node, 1, "decimals", 0)):
-            return node
-        if zero and name in ("mul", "div", "true_divide", "truediv"):  # (0 * s and 0 / s are 0: for a factor that
-            factors = node.args[:1] if name != "mul" else node.args[:2]  # is 0 on whole intervals, not a sign)
-            found = [f for a in factors if (f := self._whole_valued(a, depth - 1, zero)) is not None
-                     and _op_name(f) != "sign"]
-            return found[0] if found else None
-        if zero and name in _ZERO_THROUGH:  # (its first argument's zeros stay zeros)
-            return self._whole_valued(node.args[0], depth - 1, zero)
-        if zero and name in ("add", "sub") and len(node.args) == 2:  # (elementwise: where both are 0, so is this)
-            found = [self._whole_valued(a, depth - 1, zero) for a in node.args if isinstance(a, Node)]
-            if found and all(f is not None for f in found) and all(isinstance(a, Node) or _zero(a) for a in node.args):
-                return found[0]
-        if name == "where":  # (torch.where(c, a, b); a.where(c, b): the elements of a whole branch sit on it too)
-            branches = node.args[1:3] if node.op == "call_function" else (node.args[0], node.kwargs.get(
-                "other", node.args[2] if len(node.args) > 2 else None))
-            found = [f for b in branches if isinstance(b, Node) and (f := self._whole_valued(b, depth - 1)) is not None]
-            if found:
-                return found[0]
-            return node if all(_whole(b) for b in branches) else None
-        if name in _WHOLE_ARITHMETIC:
-            operands = [a for a in node.args if not isinstance(a, (torch.dtype, str))]
-            if not all(isinstance(a, Node) or _whole(a) for a in operands):
-                return None
-            # (whole numbers, whatever the threshold: a reduction of values that are 0 only somewhere is not 0 there)
-            found = [self._whole_valued(a, depth - 1) for a in operands if isinstance(a, Node)]
-            return found[0] if found and all(f is not None for f in found) else None
-        if name in _WHOLE_THROUGH or name in rules.FLOAT_CASTS:  # (its first argument's values, cast or moved)
-            return self._whole_valued(node.args[0], depth - 1)
-        return None
+    def _tie(self, x, t) -> Tie | None:
+        """Does ``x`` equal the threshold ``t`` on whole ranges of inputs (:mod:`._ties`)?  A tensor threshold that
+        holds one number (a buffer, ``torch.tensor(0.)``; not a trainable parameter) counts as that number."""
+        if isinstance(t, Node) and (number := self._constant_fill(t)) is not None and not self._trainable(t):
+            t = number
+        return self.ties.of(x, t)
+
+    def _trainable(self, value) -> bool:
+        """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first
+        arguments?"""
+        for _ in range(8):
+            if not isinstance(value, Node) or (value.op != "get_attr" and not value.args):
+                return False
+            if value.op == "get_attr":
+                t = dtypes.fetch_attr(self.gm, value.target)
+                return isinstance(t, torch.Tensor) and t.requires_grad
+            value = value.args[0]
+        return False
 
     def _int_comparison(self, rule, node) -> bool:
         """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
@@ -588,14 +564,8 @@ class _Planner:
                                           "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
-        if len(operands) > 1 and (_whole(operands[1]) or self._whole_valued(operands[1]) is not None) and \
-                (source := self._whole_valued(operands[0], zero=_zero(operands[1]))) is not None:
-            threshold = operands[1] if not isinstance(operands[1], Node) else f"'{_name(operands[1])}'"
-            return self._hard(node, rule, f"its input holds whole numbers ({_describe([source])}, through ops that "
-                                          f"keep them whole) and its threshold {threshold} is one: an element equal "
-                                          "to it sits on the boundary, in the band at every eps (a surrogate of 1/2 "
-                                          "there, never the hard 0/1), left hard; move the threshold half-way between "
-                                          "whole numbers to linearize (t + 0.5 for <= and >, t - 0.5 for < and >=)")
+        if len(operands) > 1 and (tie := self._tie(*operands[:2])) is not None:
+            return self._hard(node, rule, _tie_reason(tie, operands[1]))
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]
@@ -935,25 +905,19 @@ def _name(v) -> str:
     return v.name if isinstance(v, Node) else repr(v)
 
 
-#: ops whose results are whole numbers; arithmetic that keeps whole numbers whole; what passes values on unchanged
-_WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "round", "sign", "one_hot", "argmax", "argmin", "bucketize",
-                        "searchsorted", "floor_divide", "floordiv"))
-_WHOLE_ARITHMETIC = frozenset(("add", "sub", "mul", "neg", "abs", "cumsum", "sum", "positive", "clamp", "clip",
-                               "relu", "maximum", "minimum", "remainder", "fmod", "mod", "matmul", "mm", "bmm"))
-_WHOLE_THROUGH = _THROUGH | {"getitem", "clone", "type_as"}
-#: against 0: what keeps its argument's zeros zeros (a product or quotient of a value that is 0 on whole intervals)
-_ZERO_THROUGH = _WHOLE_THROUGH | {"neg", "abs", "relu", "clamp", "clip", "positive"} | frozenset(rules.FLOAT_CASTS)
-
-
-def _zero(value) -> bool:
-    """Is ``value`` the Python number 0 (a threshold that any product of whole numbers keeps on the boundary)?"""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
-
-
-def _whole(value) -> bool:
-    """Is ``value`` a Python number that is a whole number (3, 3.0; not True)?"""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
-        float(value).is_integer()
+def _tie_reason(tie: Tie, threshold) -> str:
+    """Why a comparison whose input equals its threshold on whole ranges of inputs stays hard, and the fix."""
+    shown = threshold if not isinstance(threshold, Node) else f"'{_name(threshold)}'"
+    if tie.grid is not None:
+        half = f"{tie.grid.step / 2:g}"
+        return (f"its input holds {tie.grid.describe()} ({_describe([tie.source])}, through ops that keep them so) and "
+                f"its threshold {shown} is one: an element equal to it sits on the boundary, in the band at every eps "
+                f"(a surrogate of 1/2 there, never the hard 0/1), left hard; move the threshold half-way between them "
+                f"to linearize (t + {half} for <= and >, t - {half} for < and >=)")
+    return (f"its input is {shown} on whole ranges of inputs ({_describe([tie.source])}): an element there sits on "
+            "the boundary, in the band at every eps (a surrogate of 1/2 there, never the hard 0/1), left hard; to "
+            "linearize, compare the value before it (x > 0 for F.relu(x) > 0; (x > 0).float() * m for x * m > 0), "
+            "or use a threshold other than that value")
 
 
 def _describe(users: list[Node]) -> str:

@@ -719,7 +719,7 @@ class _QuantLIF(nn.Module):
         v, out, count = torch.zeros_like(x), 0, 0
         for _ in range(4):
             v = torch.round((0.9 * v + x * self.w) * 4) / 4
-            spike = (v > 1.0).float()
+            spike = (v > 1.1).float()  # (off the membrane's grid of 0.25: v > 1.0 ties for v == 1.0, left hard)
             v = v * (1 - spike)
             out = out + spike
             count = count + spike.long().sum()
