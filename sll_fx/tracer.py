@@ -1084,17 +1084,21 @@ def _calls_by_name(model: nn.Module, tree: ShadowTree, tracer: SLLTracer, path: 
         fn = forward_of(owner)
         if fn is None:
             continue
-        names, own_names = _names_read(fn), _names_read(fn, on_self=True)
-        functions = [fn]
-        for name in own_names:  # (the ancestor's own method or property, self.start(): also what it names)
-            own_fn = _user_function(owner, name)
-            if own_fn is not None and own_fn is not fn:
-                names |= _names_read(own_fn)
-                functions.append(own_fn)
-        for obj in {id(o): o for f in functions for o in _referenced(f)}.values():
-            if isinstance(obj, types.FunctionType) and obj not in functions and \
-                    (obj.__module__ or "").split(".")[0] != "torch":  # (one call deeper: a helper it calls,
-                names |= _names_read(obj, on_self=None)                # reset_net(self), reset_one(self.lif))
+        names, functions, methods = set(), [], [fn]
+        while methods:  # (the ancestor's own methods and properties it names, self.start(): what they name, in turn)
+            method = methods.pop()
+            functions.append(method)
+            names |= _names_read(method)
+            methods += [f for n in _names_read(method, on_self=True) if (f := _user_function(owner, n)) is not None
+                        and f not in functions and f not in methods]
+        frontier = functions
+        for _ in range(3):  # (helpers they call, reset_net(self), reset_one(self.lif), and the helpers those call)
+            frontier = [o for o in {id(o): o for f in frontier for o in _referenced(f)}.values()
+                        if isinstance(o, types.FunctionType) and o not in functions
+                        and (o.__module__ or "").split(".")[0] != "torch"]
+            for helper in frontier:
+                names |= _names_read(helper, on_self=None)
+            functions += frontier
         own = set(vars(owner)) | set(owner._parameters) | set(owner._buffers) | set(owner._modules)
         called = sorted(n for n in names - _MODULE_API - own if _own_method(m, n))
         if called:

@@ -1254,7 +1254,7 @@ def test_values_that_are_not_whole_are_still_linearized(fn):
     lambda m, x: (x.clamp(min=0.0) * m.scale > 0).float(),
 ], ids=["relu", "relu_module", "where", "where_method", "masked_fill", "pad", "scaled_clamp"])
 def test_a_value_constant_over_whole_ranges_against_that_constant_stays_hard(fn):
-    """F.relu(x) > 0 was rewritten: 1/2 for every x <= 0, at every eps (31 of 64 outputs here), where the model gives
+    """F.relu(x) > 0 was rewritten: 1/2 for every x <= 0, at every eps (32 of 64 outputs here), where the model gives
     0; so were where/masked_fill with a constant against it and a constant pad.  Values now equal the model's."""
     class Model(nn.Module):
         def __init__(self):

@@ -652,6 +652,28 @@ class _ResetInAMethodCallingAHelper(_Resets):
         return self.steps(x)
 
 
+def _reset_all(net):  # (a helper calling a helper)
+    for m in net.modules():
+        if isinstance(m, _HelperLIF):
+            _reset_one(m)
+
+
+def _reset_everything(net):  # (three calls deep)
+    _reset_all(net)
+
+
+class _ResetTwoHelpersDeep(_Resets):
+    def forward(self, x):
+        _reset_all(self)
+        return self.steps(x)
+
+
+class _ResetThreeHelpersDeep(_Resets):
+    def forward(self, x):
+        _reset_everything(self)
+        return self.steps(x)
+
+
 class _ResetInAMethodSelfInACell(_ResetInAMethod):
     def forward(self, x):  # (self in a comprehension: a cell variable, loaded with LOAD_DEREF)
         self.start()
@@ -659,11 +681,12 @@ class _ResetInAMethodSelfInACell(_ResetInAMethod):
 
 
 @pytest.mark.parametrize("model", [_ResetByHelper, _ResetByApply, _ResetInAMethodCallingAHelper,
-                                   _ResetInAMethodSelfInACell])
+                                   _ResetInAMethodSelfInACell, _ResetTwoHelpersDeep, _ResetThreeHelpersDeep])
 def test_a_reset_through_a_helper_or_from_a_method_with_self_in_a_cell_keeps_the_parent_opaque(model):
     """966c71d left out the names a helper function reads on its first argument (``_reset_one(self.lif)``,
     ``self.apply(fn)``) and followed the parent's own methods only where ``self`` was a plain local: the reset ran
-    once while tracing, calls 2 and 3 differed in 60 and 29 of 256 elements (a27)."""
+    once while tracing, calls 2 and 3 differed in 60 and 29 of 256 elements (a27); helpers were followed one call
+    deep (a reset_net calling a helper: 68 and 31 of 256)."""
     torch.manual_seed(0)
     m = model()
     gm = sll_fx.linearize_module(m, eps=1e-3, mode="hard", verbose=False)
