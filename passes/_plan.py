@@ -78,7 +78,7 @@ class _Planner:
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
-        self.ties = Ties(gm, self._is_int)          # which values comparisons' inputs take on whole ranges
+        self.ties = Ties(gm, self._is_int, self._fixed_number)  # what comparisons' inputs take on whole ranges
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -211,12 +211,10 @@ class _Planner:
             return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
         return kind == dtypes.FLOAT
 
-    def _tie(self, x, t) -> Tie | None:
-        """Does ``x`` equal the threshold ``t`` on whole ranges of inputs (:mod:`._ties`)?  A tensor threshold that
-        holds one number (a buffer, ``torch.tensor(0.)``; not a trainable parameter) counts as that number."""
-        if isinstance(t, Node) and (number := self._constant_fill(t)) is not None and not self._trainable(t):
-            t = number
-        return self.ties.of(x, t)
+    def _fixed_number(self, value: Node) -> float | None:
+        """The one number ``value`` holds (:meth:`_constant_fill`: a buffer, ``torch.zeros_like(x)``), where no
+        gradient changes it (not a trainable parameter); else None."""
+        return None if self._trainable(value) else self._constant_fill(value)
 
     def _trainable(self, value) -> bool:
         """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first
@@ -564,7 +562,7 @@ class _Planner:
                                           "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
-        if len(operands) > 1 and (tie := self._tie(*operands[:2])) is not None:
+        if len(operands) > 1 and (tie := self.ties.of(*operands[:2])) is not None:
             return self._hard(node, rule, _tie_reason(tie, operands[1]))
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
@@ -909,7 +907,7 @@ def _tie_reason(tie: Tie, threshold) -> str:
     """Why a comparison whose input equals its threshold on whole ranges of inputs stays hard, and the fix."""
     shown = threshold if not isinstance(threshold, Node) else f"'{_name(threshold)}'"
     if tie.grid is not None:
-        half = f"{tie.grid.step / 2:g}"
+        half = tie.grid.half_step()
         return (f"its input holds {tie.grid.describe()} ({_describe([tie.source])}, through ops that keep them so) and "
                 f"its threshold {shown} is one: an element equal to it sits on the boundary, in the band at every eps "
                 f"(a surrogate of 1/2 there, never the hard 0/1), left hard; move the threshold half-way between them "

@@ -4,18 +4,24 @@ SLL's surrogate of ``x > t`` is 1/2 at ``x == t`` at every eps.  For a continuou
 null set; but ``round(x) > 0`` has ``round(x) == 0`` for every ``x`` in (-0.5, 0.5), and
 ``F.relu(x) > 0`` has ``relu(x) == 0`` for every ``x <= 0``: rewritten, such a comparison gives 1/2
 there, never the model's 0/1.  The planner leaves it hard (``_Planner._plan_comparison``), with a
-reason from :func:`Ties.of`:
+reason from :meth:`Ties.of`:
 
 - a **grid**: values ``offset + step * k`` only (:class:`Grid`), each taken on whole ranges (a rounded
   value, a count, an integer or bool tensor, ``round(x / s) * s``, sums of them); ``sign`` is the grid
-  ``1 + 2k`` (its 0 is a single point), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
+  ``1 + 2k`` (its 0 is a single point, unless its input is 0 on ranges), so ``sign(x) > 0`` has no ties
+  but ``sign(a) + sign(b) > 0`` has;
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
-  ``masked_fill`` constant, a constant pad), through views, casts, max pooling and arithmetic with a
-  number (``relu(x) * 2 > 0``);
-- at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``, ``x * round(w) > 0``).
+  ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
+  max pooling, ``cat`` and arithmetic with a number (``relu(x) * 2 > 0``);
+- at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
+  values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``).
 
-Outside the bands of rewritten ops upstream the values are exact (a rewritten ``round`` is whole
-outside its bands), which is what the grids describe.
+A value is a number or a node; a node holding one number (``torch.zeros_like(x)``, a buffer, not a
+trainable parameter: the planner's ``number``) counts as that number, any other node only as itself
+(``torch.clamp(x, max=alpha) >= alpha``).  Outside the bands of rewritten ops upstream the values are
+exact (a rewritten ``round`` is whole outside its bands), which is what the grids describe.  Not
+followed: sums and means of values 0 on ranges (``relu(x).sum(-1) > 0`` is 0 only where every element
+is), random ops (dropout).
 """
 
 from __future__ import annotations
@@ -37,24 +43,35 @@ from ._spellings import _op_name
 @dataclass(frozen=True)
 class Grid:
     """Values ``offset + step * k`` (``k`` whole) only, each on whole ranges of inputs; ``source``: the op they come
-    from (``round``, ``sign``, an integer tensor).  ``scale``: a tensor they are multiplied by (``round(x / s) * s``
-    with ``s`` a parameter: the node ``s``), or None; such grids add up only with the same scale, and hit only 0."""
+    from (``round``, ``sign``, an integer tensor); ``values``: exactly which, where known (a buffer of ones: {1}).
+    ``scale``: a tensor they are multiplied by (``round(x / s) * s`` with ``s`` a parameter: the node ``s``), or
+    None, and ``scale_value`` its number now, where it holds one; scaled grids add up only with the same scale."""
 
     offset: float
     step: float
     source: Node
+    values: frozenset | None = None
     scale: Node | None = None
+    scale_value: float | None = None
 
     def hits(self, t: float) -> bool:
-        if self.scale is not None and t != 0:  # (s * (o + step * k): 0 where o + step * k is; other values unknown)
-            return False
+        if self.scale is not None:  # (s * (o + step * k): 0 where o + step * k is; others by s's value now)
+            if t != 0 and not self.scale_value:
+                return False
+            t = t / self.scale_value if t != 0 else 0.0
+        if self.values is not None:
+            return any(_close(t, v) for v in self.values)
         return _multiple((t - self.offset) / self.step)
 
     def times(self, number: float) -> Grid | None:
-        return replace(self, offset=self.offset * number, step=self.step * abs(number)) if number else None
+        values = frozenset(v * number for v in self.values) if self.values is not None else None
+        return _grid(self, offset=self.offset * number, step=self.step * abs(number), values=values)
 
     def plus(self, number: float) -> Grid | None:
-        return replace(self, offset=self.offset + number) if self.scale is None else None
+        if self.scale is not None:
+            return None
+        values = frozenset(v + number for v in self.values) if self.values is not None else None
+        return _grid(self, offset=self.offset + number, values=values)
 
     def describe(self) -> str:
         offset = self.offset % self.step
@@ -63,85 +80,193 @@ class Grid:
                 else f"the values {offset:g} + {self.step:g}k")
         return what if self.scale is None else f"{what} times '{self.scale.name}'"
 
+    def half_step(self) -> str:
+        """Half the distance between the values, in the comparison's units (``0.5 * s`` for a scaled grid)."""
+        return f"{self.step / 2:g}" if self.scale is None else f"{self.step / 2:g} * {self.scale.name}"
+
+
+def _grid(g: Grid, **changes) -> Grid | None:
+    """``g`` changed, or None where its step is no usable number (0 after an underflow, inf)."""
+    new = replace(g, **changes)
+    return new if math.isfinite(new.step) and new.step > 1e-300 and math.isfinite(new.offset) else None
+
 
 @dataclass(frozen=True)
 class Tie:
-    """Why an input takes a threshold's value on whole ranges: ``source`` (the op), ``grid`` (the values it takes), or
-    None for a constant an op takes (``relu``'s 0) or a product with a factor that is 0 there."""
+    """Why an input takes a threshold's value on whole ranges: ``source`` (the op), ``grid`` (the values the input
+    takes), or None for a constant an op takes (``relu``'s 0) or a product with a factor that is 0 there."""
 
     source: Node
     grid: Grid | None = None
 
+    def mapped(self, f: Callable[[Grid], Grid | None]) -> Tie:
+        """The tie of a value computed from this one (its grid times a number, plus one)."""
+        return replace(self, grid=f(self.grid) if self.grid is not None else None)
+
 
 class Ties:
     """The ties of the comparisons of the graph of ``gm``.  ``is_int(node)``: is the node's dtype integer or bool
-    (inferred)."""
+    (inferred); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
+    else None."""
 
-    def __init__(self, gm: GraphModule, is_int: Callable[[Node], bool]):
-        self.gm, self.is_int = gm, is_int
+    def __init__(self, gm: GraphModule, is_int: Callable[[Node], bool], number: Callable[[Node], float | None]):
+        self.gm, self.is_int, self.number = gm, is_int, number
         self._grids: dict[Node, Grid | None] = {}
 
     # -- the question the planner asks --------------------------------------------------------------
     def of(self, x, t) -> Tie | None:
         """Does ``x`` equal ``t`` (a number, or a node: a computed threshold) on whole ranges of inputs?"""
-        if isinstance(t, Node):  # (both on grids whose difference has 0: pos <= cap, counts against a count)
-            g, h = self.grid(x), self.grid(t)
-            if g is None or h is None or g.scale is not h.scale:
-                return None
-            step = _common_step(g.step, h.step)
-            return Tie(g.source, g) if step is not None and _multiple((g.offset - h.offset) / step) else None
-        return self._ties(x, t, 8) if _number(t) else None
+        t = self._value(t)
+        if t is None:
+            return None
+        found = self._ties(x, t, 8)
+        if found is not None or _number(t):
+            return found
+        g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
+        if g is not None and h is not None and g.scale is h.scale and (step := _common_step(g.step, h.step)):
+            return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
+        common = [c for c in self._flat_numbers(t, 8) if self._ties(x, c, 8) is not None]  # (relu(a) > relu(b))
+        return self._ties(x, common[0], 8) if common else None
 
-    def _ties(self, node, t: float, depth: int) -> Tie | None:
+    def _value(self, v):
+        """``v`` as a value: a number (also a node holding one), a node, or None (a bool, NaN, anything else)."""
+        if _number(v):
+            return float(v)
+        if isinstance(v, Node):
+            number = self.number(v)
+            return float(number) if _number(number) else v
+        return None
+
+    def _ties(self, node, t, depth: int) -> Tie | None:
         if not isinstance(node, Node) or depth == 0:
             return None
-        g = self.grid(node)
-        if g is not None and g.hits(t):
+        number = t if not isinstance(t, Node) else None
+        g = self.grid(node) if number is not None else None
+        if g is not None and g.hits(number):
             return Tie(g.source, g)
+        if any(_same(c, t) for c in self._constants(node)):
+            return Tie(node)
         if node.op == "call_module":
             module = self._module_of(node)
-            if module is None:
-                return None
-            if t in _module_constants(module):
-                return Tie(node)
-            return self._ties(node.args[0], t, depth - 1) if _keeps_values(module) and node.args else None
+            return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
             return None
-        args = node.args
-        if t in _constants(name, node):
-            return Tie(node)
-        if name in _KEEP_VALUES or name.startswith(_MAX_POOLS):
-            return self._ties(args[0], t, depth - 1)
-        if name == "neg":
-            return self._ties(args[0], -t, depth - 1)
-        if name == "abs":
-            return (self._ties(args[0], t, depth - 1) or self._ties(args[0], -t, depth - 1)) if t >= 0 else None
-        if name in ("relu", "clamp", "clip", "clamp_min", "clamp_max", "hardtanh", "relu6"):  # (between its bounds:
-            low, high = _bounds(name, node)  # its input's value)
-            inside = (low is None or low < t) and (high is None or t < high)
-            return self._ties(args[0], t, depth - 1) if inside else None
+        first = _first(node)
+        if _keeps(name, node):
+            return self._ties(first, t, depth - 1)
+        if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
+            return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
         if name in ("where", "masked_fill"):  # (where its condition picks a branch that ties)
-            branches = _branches(node) if name == "where" else args[:1]
+            branches = _branches(node) if name == "where" else (first,)
             return next((f for b in branches if (f := self._ties(b, t, depth - 1)) is not None), None)
-        number, other = _number_and_node(args)
-        if name == "mul":
-            if number is not None and number != 0:
-                return self._ties(other, t / number, depth - 1)
-            if t == 0 and number is None:  # (0 where a factor is 0 on whole ranges)
-                found = next((f for a in args[:2] if (f := self._ties(a, 0, depth - 1)) is not None), None)
-                return Tie(found.source) if found is not None else None
-        if name in ("div", "true_divide", "truediv") and isinstance(args[0], Node):
-            if number is not None and number != 0:
-                return self._ties(args[0], t * number, depth - 1)
-            if t == 0 and number is None:
-                found = self._ties(args[0], 0, depth - 1)
-                return Tie(found.source) if found is not None else None
-        if name in ("add", "sub") and number is not None and other is not None and not node.kwargs:
+        if number is None:
+            return None
+        if name in _CLAMPS:  # (between its bounds: its input's value)
+            low, high = (self._value(b) if b is not None else None for b in self._bounds(name, node))
+            inside = (low is None or _number(low) and low < number) and (high is None or _number(high) and
+                                                                          number < high)
+            return self._ties(first, number, depth - 1) if inside else None
+        if name == "neg":
+            found = self._ties(first, -number, depth - 1)
+            return found.mapped(lambda g: g.times(-1)) if found is not None else None
+        if name == "abs":
+            return (self._ties(first, number, depth - 1) or self._ties(first, -number, depth - 1)) \
+                if number >= 0 else None
+        c, other = self._number_and_node(node)
+        if name == "mul" and c is not None:
+            found = self._ties(other, number / c, depth - 1) if c else None
+            return found.mapped(lambda g: g.times(c)) if found is not None else None
+        if name in _DIVS and c is not None and other is first:
+            found = self._ties(first, number * c, depth - 1) if c else None
+            return found.mapped(lambda g: g.times(1 / c)) if found is not None else None
+        if name in ("add", "sub") and c is not None and not node.kwargs:
             if name == "add":
-                return self._ties(other, t - number, depth - 1)
-            return self._ties(other, t + number if args[0] is other else number - t, depth - 1)
+                inner, back = number - c, (lambda g: g.plus(c))
+            elif other is first:
+                inner, back = number + c, (lambda g: g.plus(-c))
+            else:
+                inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
+            found = self._ties(other, inner, depth - 1)
+            return found.mapped(back) if found is not None else None
+        if number != 0:
+            return None
+        operands = [a for a in node.args[:2] if isinstance(a, Node)]
+        if name == "mul" and len(operands) == 2:  # (0 where a factor is 0 on whole ranges)
+            found = next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
+            return Tie(found.source) if found is not None else None
+        if name in _DIVS and isinstance(first, Node) and c is None:
+            found = self._ties(first, 0.0, depth - 1)
+            return Tie(found.source) if found is not None else None
+        if name in ("add", "sub") and len(operands) == 2:  # (0 where both are 0)
+            found = [self._ties(a, 0.0, depth - 1) for a in operands]
+            return Tie(found[0].source) if None not in found else None
+        if name.startswith(_AVG_POOLS):  # (0 where its window is: avg_pool(relu(x)))
+            found = self._ties(first, 0.0, depth - 1)
+            return Tie(found.source) if found is not None else None
         return None
+
+    def _flat_numbers(self, node, depth: int) -> list[float]:
+        """The numbers ``node`` takes on whole ranges as an op's constant (``relu(b)``: 0), through what keeps values."""
+        if not isinstance(node, Node) or depth == 0:
+            return []
+        found = [c for c in self._constants(node) if _number(c)]
+        if node.op == "call_module":
+            module = self._module_of(node)
+            return found + (self._flat_numbers(_first(node), depth - 1) if module is not None and
+                            _keeps_values(module) else [])
+        name = _name(node)
+        if name is not None and _keeps(name, node):
+            found += self._flat_numbers(_first(node), depth - 1)
+        return found
+
+    # -- what an op takes on whole ranges -------------------------------------------------------------
+    def _constants(self, node: Node) -> list:
+        """The values (numbers, nodes) the op at ``node`` takes on whole ranges of its input (``relu``: 0)."""
+        if node.op == "call_module":
+            module = self._module_of(node)
+            return list(_module_constants(module)) if module is not None else []
+        name = _name(node)
+        if name is None:
+            return []
+        if name in _CLAMPS:
+            found = [b for b in self._bounds(name, node) if b is not None]
+        elif name in ("maximum", "minimum", "fmax", "fmin"):
+            found = [node.args[1]] if len(node.args) > 1 else []
+        elif name in ("threshold", "masked_fill"):
+            found = [_arg(node, 2, "value")]
+        elif name == "where":
+            found = list(_branches(node))
+        elif name == "pad" and _arg(node, 2, "mode", "constant") == "constant":
+            found = [_arg(node, 3, "value", None) or 0]
+        elif name == "constant_pad_nd":
+            found = [_arg(node, 2, "value", 0)]
+        else:
+            found = list(_CONSTANTS.get(name, ()))
+        return [v for c in found if (v := self._value(c)) is not None]
+
+    def _bounds(self, name: str, node: Node) -> tuple:
+        if name == "relu":
+            return 0, None
+        if name == "relu6":
+            return 0, 6
+        if name == "hardtanh":
+            return _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+        if name == "clamp_min":
+            return _arg(node, 1, "min"), None
+        if name == "clamp_max":
+            return None, _arg(node, 1, "max")
+        return _arg(node, 1, "min"), _arg(node, 2, "max")
+
+    def _number_and_node(self, node: Node) -> tuple:
+        """Of a binary op's two operands, the number (a node holding one too) or None, and the other node."""
+        if len(node.args) < 2:
+            return None, None
+        a, b = node.args[:2]
+        for number, other in ((b, a), (a, b)):
+            if isinstance(other, Node) and _number(v := self._value(number)):
+                return v, other
+        return None, None
 
     # -- grids ---------------------------------------------------------------------------------------
     def grid(self, node) -> Grid | None:
@@ -154,103 +279,141 @@ class Ties:
         return self._grids[node]
 
     def _grid(self, node: Node, depth: int) -> Grid | None:
-        if node.op == "call_method" and node.target in _INT_CASTS and node.args:  # (w.sign().int(): the sign's)
-            found = self.grid(node.args[0])
+        first = _first(node)
+        if node.op == "call_method" and node.target in _INT_CASTS:  # (w.sign().int(): the sign's)
+            found = self.grid(first)
             if found is not None:
                 return found
-        if self.is_int(node) or node.op == "get_attr" and _whole_tensor(dtypes.fetch_attr(self.gm, node.target)):
+        if (value := self._folded(node, 4)) is not None:  # (a buffer, round(w) of a parameter: its values now)
+            found = _tensor_grid(value, node)
+            if found is not None or node.op == "get_attr":
+                return found
+        if self.is_int(node):
             return Grid(0.0, 1.0, node)
+        if _number(c := self.number(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
+            return Grid(float(c), 1.0, node, frozenset((float(c),)))
         if depth == 0:
             return None
         if node.op == "call_module":
             module = self._module_of(node)
-            return self.grid(node.args[0]) if module is not None and _keeps_values(module) and node.args else None
+            return self.grid(first) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
             return None
-        args = node.args
         if name in _WHOLE_OPS:
             decimals = _arg(node, 1, "decimals", 0) if name == "round" else 0
             if not isinstance(decimals, int) or abs(decimals) > 15:
                 return None
             return Grid(0.0, 10.0 ** -decimals, node)
-        if name == "sign":
-            return Grid(1.0, 2.0, node)  # (+-1: its 0 is a single point)
-        if name in _KEEP_VALUES or name.startswith(_MAX_POOLS):
-            return self.grid(args[0])
-        if name in ("relu", "clamp", "clip", "clamp_min", "clamp_max", "maximum", "minimum", "fmax", "fmin"):
-            g = self.grid(args[0])  # (its bounds on the grid: still on it)
-            bounds = [b for b in (_bounds(name, node) if name not in ("maximum", "minimum", "fmax", "fmin")
-                                  else (args[1],)) if b is not None]
-            if g is None or not all(g.hits(b) if _number(b) else (h := self.grid(b)) is not None and
-                                    _on(h, g) for b in bounds):
+        if name == "heaviside":
+            return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
+        if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
+            if self._ties(first, 0.0, 8) is not None:
+                return Grid(0.0, 1.0, node, frozenset((-1.0, 0.0, 1.0)))
+            return Grid(1.0, 2.0, node, frozenset((-1.0, 1.0)))
+        if _keeps(name, node):
+            return self.grid(first)
+        if name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):  # (its bounds on the grid: on it)
+            g = self.grid(first)
+            if g is None:
                 return None
-            return g
+            bounds = [v for c in self._constants(node) if (v := c if _number(c) else self.grid(c)) is not None]
+            if len(bounds) < len(self._constants(node)) or not all(
+                    _on(b, g) if isinstance(b, Grid) else g.hits(b) for b in bounds):
+                return None
+            return replace(g, values=None)
         if name == "neg":
-            g = self.grid(args[0])
+            g = self.grid(first)
             return g.times(-1) if g is not None else None
         if name == "abs":
-            g = self.grid(args[0])  # (|o + sk| is on the grid when -o is)
-            return g if g is not None and _multiple(2 * g.offset / g.step) else None
-        number, other = _number_and_node(args)
-        if name == "mul" and len(args) > 1:
-            if number is not None:
+            g = self.grid(first)  # (|o + sk| is on the grid when -o is)
+            return replace(g, values=None) if g is not None and _multiple(2 * g.offset / g.step) else None
+        c, other = self._number_and_node(node)
+        if name == "mul" and len(node.args) > 1:
+            if c is not None:
                 g = self.grid(other)
-                return g.times(number) if g is not None else None
-            g, h = self.grid(args[0]), self.grid(args[1])
+                return g.times(c) if g is not None else None
+            g, h = self.grid(node.args[0]), self.grid(node.args[1])
             if g is not None and h is not None:
                 return _product(g, h)
             if (g is None) == (h is None):
                 return None
-            grid, factor = (g, args[1]) if g is not None else (h, args[0])  # (round(x / s) * s: scaled by s)
-            return replace(grid, scale=factor) if grid.scale is None else None
-        if name in ("div", "true_divide", "truediv"):
-            g = self.grid(args[0]) if number is not None and other is args[0] else None
-            return g.times(1 / number) if g is not None and number else None
-        if name in ("add", "sub") and len(args) > 1:
+            grid, factor = (g, node.args[1]) if g is not None else (h, node.args[0])  # (round(x / s) * s)
+            if grid.scale is not None or not isinstance(factor, Node):
+                return None
+            return replace(grid, scale=factor, scale_value=self._scalar(factor))
+        if name in _DIVS:
+            g = self.grid(first) if c is not None and other is first else None
+            return g.times(1 / c) if g is not None and c else None
+        if name in ("add", "sub") and len(node.args) > 1:
             alpha = node.kwargs.get("alpha", 1)
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
-            first, second = (self.grid(a) if isinstance(a, Node) else a for a in args[:2])
-            if first is None or second is None:
+            a, b = (self.grid(v) if isinstance(v, Node) else self._value(v) for v in node.args[:2])
+            if a is None or b is None:
                 return None
             sign = alpha if name == "add" else -alpha
-            if not isinstance(second, Grid):
-                return first.plus(sign * second) if isinstance(first, Grid) else None
-            second = second.times(sign)
-            if second is None or not isinstance(first, Grid):  # (a number minus a grid: 1 - m)
-                return second.plus(first) if second is not None else None
-            step = _common_step(first.step, second.step)
-            if step is None or first.scale is not second.scale:
+            if not isinstance(b, Grid):
+                return a.plus(sign * b) if isinstance(a, Grid) and _number(b) else None
+            b = b.times(sign)
+            if b is None or not isinstance(a, Grid):  # (a number minus a grid: 1 - m)
+                return b.plus(a) if b is not None and _number(a) else None
+            step = _common_step(a.step, b.step)
+            if step is None or a.scale is not b.scale:
                 return None
-            return replace(first, offset=first.offset + second.offset, step=step)
+            return _grid(a, offset=a.offset + b.offset, step=step, values=None)
         if name in ("sum", "cumsum", "nansum", "cumulative_sum"):  # (n values o + sk: n*o + s*k, n unknown)
-            g = self.grid(args[0])  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
-            return _sum(g) if g is None or g.scale is None or self._single(g.scale) else None  # is a multiple of none)
+            g = self.grid(first)  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
+            return _sum(g) if g is None or g.scale is None or self._scalar(g.scale) is not None else None  # none)
         if name in ("matmul", "mm", "bmm", "mv", "dot", "inner", "outer"):
-            return _sum(_product(self.grid(args[0]), self.grid(args[1]))) if len(args) > 1 else None
-        if name in ("remainder", "fmod", "mod") and number is not None and other is args[0]:
-            g = self.grid(args[0])
-            return g if g is not None and g.scale is None and g.offset == 0 and _multiple(number / g.step) else None
+            return _sum(_product(self.grid(first), self.grid(node.args[1]))) if len(node.args) > 1 else None
+        if name in ("remainder", "fmod", "mod") and c is not None and other is first:
+            g = self.grid(first)
+            ok = g is not None and g.scale is None and g.offset == 0 and _multiple(c / g.step)
+            return replace(g, values=None) if ok else None
         if name == "where":
-            found = [self.grid(b) if isinstance(b, Node) else b for b in _branches(node)]
+            found = [self.grid(b) if isinstance(b, Node) and self._value(b) is b else self._value(b)
+                     for b in _branches(node)]
             if len(found) != 2 or None in found:
                 return None
             if not any(isinstance(g, Grid) for g in found):  # (two numbers: torch.where(c, 1.0, 0.0))
                 a, b = found
-                return Grid(float(b), abs(a - b), node) if _number(a) and _number(b) and a != b else None
+                return Grid(b, abs(a - b), node, frozenset((a, b))) if a != b else None
             return _union(found)
-        if name in ("stack", "cat", "concat", "concatenate", "hstack", "vstack") and isinstance(args[0], (list, tuple)):
-            return _union([self.grid(a) for a in args[0]])
+        if name in _JOINS and isinstance(first, (list, tuple)):
+            return _union([self.grid(a) for a in first])
         return None
 
-    def _single(self, node: Node) -> bool:
-        """Does ``node`` hold a single number (a scalar parameter: LSQ's step)?"""
-        t = dtypes.fetch_attr(self.gm, node.target) if node.op == "get_attr" else node.meta.get("val")
-        meta = node.meta.get("tensor_meta")
-        if isinstance(t, torch.Tensor):
-            return t.numel() == 1
-        return meta is not None and math.prod(meta.shape) == 1
+    def _folded(self, node, depth: int) -> torch.Tensor | None:
+        """The value now of a small tensor computed from tensor attributes alone (a buffer; ``round(w)`` of a
+        parameter, whose zeros make a product 0 for every input): a ``get_attr`` or an op of :data:`_FOLDABLE` on
+        such values and numbers, else None."""
+        if not isinstance(node, Node) or depth == 0:
+            return None
+        if node.op == "get_attr":
+            t = dtypes.fetch_attr(self.gm, node.target)
+            ok = isinstance(t, torch.Tensor) and t.device.type != "meta" and 0 < t.numel() <= 4096
+            return t.detach() if ok else None
+        name = _name(node)
+        if name not in _FOLDABLE or node.kwargs and name not in ("round", "clamp", "clip"):
+            return None
+        args = [self._folded(a, depth - 1) if isinstance(a, Node) else a for a in node.args]
+        if not args or any(a is None for a in args) or not isinstance(args[0], torch.Tensor):
+            return None
+        try:
+            with torch.no_grad():
+                out = getattr(torch, name)(*args, **node.kwargs)
+        except Exception:  # (an argument this op does not take: not folded)
+            return None
+        return out if isinstance(out, torch.Tensor) and out.numel() <= 4096 else None
+
+    def _scalar(self, node: Node) -> float | None:
+        """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not), else None."""
+        t = dtypes.fetch_attr(self.gm, node.target) if node.op == "get_attr" else None
+        if isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type != "meta":
+            return float(t.detach().reshape(()))
+        number = self.number(node)
+        return float(number) if _number(number) else None
 
     def _module_of(self, node: Node) -> nn.Module | None:
         try:
@@ -259,9 +422,14 @@ class Ties:
             return None
 
 
+def _first(node: Node):
+    """An op's first operand (also given as ``input=``)."""
+    return node.args[0] if node.args else node.kwargs.get("input", node.kwargs.get("self"))
+
+
 def _name(node: Node) -> str | None:
     """The op's name, without an in-place op's trailing underscore (``round_``, ``add_``); casts by their method."""
-    if node.op not in ("call_function", "call_method") or not node.args:
+    if node.op not in ("call_function", "call_method") or _first(node) is None:
         return None
     if node.target is getattr and len(node.args) == 2 and node.args[1] in ("T", "mT", "H", "mH", "data"):
         return "t"  # (x.T: a view)
@@ -269,11 +437,30 @@ def _name(node: Node) -> str | None:
     return name.rstrip("_") if name and not name.startswith("_") else name
 
 
-def _whole_tensor(t) -> bool:
-    """Is ``t`` a small tensor of whole numbers that no gradient changes (``tri = torch.ones(n, n).tril()``)?"""
-    if not isinstance(t, torch.Tensor) or t.requires_grad or t.device.type == "meta" or not 0 < t.numel() <= 4096:
-        return False
-    return not t.is_floating_point() or bool((t == t.round()).all())
+def _keeps(name: str, node: Node) -> bool:
+    """Does the op pass on values its input had (views, copies, casts, selections, max pooling)?"""
+    if name in ("interpolate", "upsample"):
+        return _arg(node, 3, "mode", "nearest") == "nearest"
+    return name in _KEEP_VALUES or name.startswith(_MAX_POOLS)
+
+
+def _same(a, b) -> bool:
+    return a is b if isinstance(a, Node) or isinstance(b, Node) else _close(a, b)
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def _tensor_grid(t, node: Node) -> Grid | None:
+    """The grid of a small tensor of whole numbers (``tri = torch.ones(n, n).tril()``, ``round(w)`` now), with its
+    values where they are few."""
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta" or not 0 < t.numel() <= 4096:
+        return None
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        return None
+    values = t.unique()
+    return Grid(0.0, 1.0, node, frozenset(values.double().tolist()) if values.numel() <= 16 else None)
 
 
 def _number(v) -> bool:
@@ -306,7 +493,7 @@ def _union(found: list) -> Grid | None:
         step = _common_step(step, g.step)
         if step is None:
             return None
-    g = replace(grids[0], step=step)
+    g = replace(grids[0], step=step, values=None)
     return g if all(_on(h, g) if isinstance(h, Grid) else g.hits(h) for h in found) else None
 
 
@@ -316,7 +503,11 @@ def _product(g: Grid | None, h: Grid | None) -> Grid | None:
         return None
     terms = [v for v in (g.offset * h.step, h.offset * g.step, g.step * h.step) if v]
     step = min(map(abs, terms))
-    return Grid(g.offset * h.offset, step, g.source) if all(_multiple(v / step) for v in terms) else None
+    if not all(_multiple(v / step) for v in terms):
+        return None
+    values = frozenset(a * b for a in g.values for b in h.values) if g.values is not None and h.values is not None \
+        and len(g.values) * len(h.values) <= 16 else None
+    return _grid(g, offset=g.offset * h.offset, step=step, values=values)
 
 
 def _sum(g: Grid | None) -> Grid | None:
@@ -324,90 +515,59 @@ def _sum(g: Grid | None) -> Grid | None:
     if g is None:
         return None
     if _multiple(g.offset / g.step):
-        return replace(g, offset=0.0)
+        return replace(g, offset=0.0, values=None)
     if g.offset and _multiple(g.step / g.offset):  # (+-1 summed: whole numbers)
-        return replace(g, offset=0.0, step=abs(g.offset))
+        return replace(g, offset=0.0, step=abs(g.offset), values=None)
     return None
-
-
-def _number_and_node(args: tuple) -> tuple:
-    """Of a binary op's two operands, the number (or None) and the node."""
-    if len(args) < 2:
-        return None, None
-    a, b = args[:2]
-    if isinstance(a, Node) and _number(b):
-        return b, a
-    if isinstance(b, Node) and _number(a):
-        return a, b
-    return None, None
 
 
 def _branches(node: Node) -> tuple:
     """``torch.where(c, a, b)``'s and ``a.where(c, b)``'s branches."""
     if node.op == "call_function":
-        return tuple(node.args[1:3])
+        return _arg(node, 1, "input"), _arg(node, 2, "other")
     return node.args[0], _arg(node, 2, "other")
 
 
-def _bounds(name: str, node: Node) -> tuple:
-    if name == "relu":
-        return 0, None
-    if name == "relu6":
-        return 0, 6
-    if name == "hardtanh":
-        return _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-    if name == "clamp_min":
-        return _arg(node, 1, "min"), None
-    if name == "clamp_max":
-        return None, _arg(node, 1, "max")
-    return _arg(node, 1, "min"), _arg(node, 2, "max")
-
-
-def _constants(name: str, node: Node) -> tuple:
-    """The numbers the op ``name`` at ``node`` takes on whole ranges of its input (``relu``: 0)."""
-    if name in ("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"):
-        return tuple(b for b in _bounds(name, node) if _number(b))
-    if name == "hardsigmoid":
-        return 0, 1
-    if name == "hardswish":
-        return (0,)
-    if name in ("threshold", "_threshold", "masked_fill"):
-        return (v,) if _number(v := _arg(node, 2, "value")) else ()
-    if name == "where":
-        return tuple(b for b in _branches(node) if _number(b))
-    if name == "pad" and _arg(node, 2, "mode", "constant") == "constant":
-        return (_arg(node, 3, "value", None) or 0,)
-    if name == "constant_pad_nd":
-        return (_arg(node, 2, "value", 0),)
-    return ()
-
-
 def _module_constants(module: nn.Module) -> tuple:
-    """:func:`_constants` of an activation or padding module (``nn.ReLU()``)."""
+    """The constants of an activation or padding module (``nn.ReLU()``: 0)."""
     if isinstance(module, nn.ReLU | nn.Hardswish | nn.ZeroPad1d | nn.ZeroPad2d | nn.ZeroPad3d):
-        return (0,)
+        return (0.0,)
     if isinstance(module, nn.ReLU6):
-        return 0, 6
+        return 0.0, 6.0
     if isinstance(module, nn.Hardtanh):
-        return module.min_val, module.max_val
+        return float(module.min_val), float(module.max_val)
     if isinstance(module, nn.Hardsigmoid):
-        return 0, 1
+        return 0.0, 1.0
     if isinstance(module, nn.Threshold | nn.ConstantPad1d | nn.ConstantPad2d | nn.ConstantPad3d):
-        return (module.value,)
+        return (float(module.value),)
     return ()
 
 
 def _keeps_values(module: nn.Module) -> bool:
     return isinstance(module, nn.Identity | nn.Flatten | nn.Unflatten | nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d |
-                      nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d | nn.AdaptiveMaxPool3d)
+                      nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d | nn.AdaptiveMaxPool3d | nn.Upsample |
+                      nn.PixelShuffle | nn.PixelUnshuffle) and \
+        (not isinstance(module, nn.Upsample) or module.mode == "nearest")
 
 
 #: ops whose results are whole numbers (``round`` with ``decimals=d``: multiples of 10^-d)
 _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "fix", "round", "one_hot", "argmax", "argmin", "bucketize",
                         "searchsorted", "floor_divide", "floordiv"))
-#: what passes its first argument's values on (each element a value it had: views, copies, casts, selections)
+#: the constants of activations with fixed ones (their bounds: ``_bounds``)
+_CONSTANTS = {"hardsigmoid": (0, 1), "hardswish": (0,), "tril": (0,), "triu": (0,)}
+#: ops folded on tensor attributes' values (``round(w * 4)``)
+_FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", "add", "sub", "neg", "abs", "clamp",
+                       "clip", "relu"))
+_CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
+_DIVS = frozenset(("div", "true_divide", "truediv"))
+_JOINS = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"))
 _INT_CASTS = frozenset(("int", "long", "short", "bool", "char", "byte"))
-_KEEP_VALUES = _THROUGH | {"getitem", "clone", "type_as", "narrow", "select", "flip", "roll", "repeat", "tile",
-                           "positive"} | _INT_CASTS | frozenset(rules.FLOAT_CASTS)
+#: what passes its first argument's values on (each element a value it had: views, copies, casts, selections)
+_KEEP_VALUES = _THROUGH | _INT_CASTS | frozenset(rules.FLOAT_CASTS) | {
+    "getitem", "clone", "type_as", "narrow", "select", "flip", "roll", "repeat", "tile", "positive", "unfold",
+    "index_select", "repeat_interleave", "gather", "take_along_dim", "take", "movedim", "moveaxis", "swapaxes",
+    "swapdims", "split", "chunk", "tensor_split", "unbind", "unflatten", "view_as", "reshape_as", "diagonal",
+    "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "upsample_nearest1d", "upsample_nearest2d",
+    "upsample_nearest3d", "_unsafe_view", "alias", "slice", "as_strided", "permute_copy", "view_copy"}
 _MAX_POOLS = ("max_pool", "adaptive_max_pool")
-
+_AVG_POOLS = ("avg_pool", "adaptive_avg_pool")

@@ -1308,6 +1308,88 @@ def test_ties_on_a_grid_stay_hard(fn, reason):
     assert not compared.rewritten and compared.reason.startswith(f"its input holds {reason}"), compared.reason
 
 
+class _Ties(nn.Module):
+    """A comparison ``fn(self, x)`` with a scalar parameter ``s``, a threshold parameter ``alpha`` and buffers."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.s, self.alpha = nn.Parameter(torch.tensor(0.25)), nn.Parameter(torch.tensor(0.5))
+        self.register_buffer("ones", torch.ones(16))
+        self.register_buffer("half_", torch.tensor(0.5))
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _lif_from_zeros(m, x):  # (a membrane that starts as zeros_like, binary inputs: multiples of 1/8)
+    v, out = torch.zeros_like(x), 0
+    for _ in range(3):
+        v = 0.5 * v + (x > 0).float()
+        spike = (v >= 1.0).float()
+        out = out + spike
+    return out
+
+
+TIES_HARD = {  # (a28: each rewritten, 1/2 over a range of inputs; or a crash)
+    "where_zeros_like": lambda m, x: (torch.where(x > 1, x, torch.zeros_like(x)) > 0).float(),
+    "where_buffer": lambda m, x: (torch.where(x > 1, x, m.half_) > 0.5).float(),
+    "masked_fill_tensor": lambda m, x: (x.masked_fill(x < 1, torch.tensor(0.0)) > 0).float(),
+    "maximum_zeros": lambda m, x: (torch.maximum(x, torch.zeros_like(x)) > 0).float(),
+    "lif_from_zeros": _lif_from_zeros,
+    "cat_zeros": lambda m, x: (torch.cat([x, x.new_zeros(x.shape[0], 2)], -1) > 0).float(),
+    "unfold_relu": lambda m, x: (F.relu(x).unfold(-1, 2, 2) > 0).float(),
+    "interpolate_relu": lambda m, x: (F.interpolate(F.relu(x).unsqueeze(1), scale_factor=2) > 0).float(),
+    "avg_pool_relu": lambda m, x: (F.avg_pool1d(F.relu(x).unsqueeze(1), 2) > 0).float(),
+    "relu_against_relu": lambda m, x: (F.relu(x) > F.relu(0.7 * x.flip(-1))).float(),
+    "sum_of_relus": lambda m, x: (F.relu(x) + F.relu(x.flip(-1)) > 0).float(),
+    "sign_of_relu": lambda m, x: (torch.sign(F.relu(x)) > 0).float(),
+    "sign_of_vote": lambda m, x: (torch.sign(torch.sign(x).sum(-1)) > 0).float(),
+    "heaviside_count": lambda m, x: (torch.heaviside(x - 0.3, torch.tensor(0.0)).sum(-1) >= 8).float(),
+    "minimum_alpha": lambda m, x: (torch.minimum(x, m.alpha) >= m.alpha).float(),
+    "where_alpha": lambda m, x: (torch.where(x < m.alpha, x, m.alpha) >= m.alpha).float(),
+    "clamp_keyword_input": lambda m, x: (torch.clamp(input=x, min=0.0, max=1.0) >= 1).float(),
+    "round_keyword_input": lambda m, x: (torch.round(input=x, decimals=1) > 0.3).float(),
+    "lsq_level": lambda m, x: (torch.round(x / m.s) * m.s >= 2 * m.s).float(),
+    "lsq_against_a_level_now": lambda m, x: (torch.round(x / m.s) * m.s > 0.5).float(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIES_HARD))
+def test_ties_the_audit_found_stay_hard(name):
+    model, x = _Ties(TIES_HARD[name]), torch.linspace(-3, 3, 4096).reshape(256, 16)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    last = [e for e in gm.sll_report.entries if e.op.startswith(("x ", "Tensor.", "torch.ge"))
+            and not e.op.startswith(("Tensor.round", "torch.round", "torch.sign", "torch.heaviside"))][-1]
+    assert not last.rewritten and last.reason.startswith("its input "), str(gm.sll_report)
+    assert torch.equal(gm(x) == 0.5, model(x) == 0.5)
+
+
+@pytest.mark.parametrize("fn, fix", [
+    (lambda m, x: (F.hardtanh(torch.round(4 * x), -8.0, 8.0) / 4 > 1.0).float(), "t + 0.125 for <= and >"),
+    (lambda m, x: (torch.where(x.abs() < 1, torch.round(4 * x), x) * 0.25 >= 0.5).float(), "t - 0.125 for < and >="),
+    (lambda m, x: (torch.round(x / m.s) * m.s > 0).float(), "t + 0.5 * s for <= and >"),
+], ids=["hardtanh_scaled", "where_scaled", "lsq"])
+def test_a_ties_reason_names_the_half_step_in_the_comparisons_units(fn, fix):
+    """The half step was the rounded value's (t + 0.5), not the compared value's: applied, the fix tied again (a28)."""
+    gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
+    last = [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1]
+    assert fix in last.reason, last.reason
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: (torch.clamp(x, -1.0, m.alpha) > 0.3).float(),      # (PACT: a crash, a bare TypeError)
+    lambda m, x: (x.clamp(max=m.alpha) > 0.3).float(),
+    lambda m, x: (x * m.ones > 0).float(),                           # (whole numbers, but no 0 among them)
+    lambda m, x: (x * torch.tensor([1.0, -1.0] * 8) > 0).float(),
+    lambda m, x: (torch.sign(x) > 0).float(),
+], ids=["clamp_tensor_bounds", "clamp_max_tensor", "times_ones", "times_plus_minus_one", "sign"])
+def test_comparisons_without_ties_are_linearized(fn):
+    gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
+    last = [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1]
+    assert last.rewritten, str(gm.sll_report)
+
+
 @pytest.mark.parametrize("fn", [
     lambda m, x: (torch.where(x < 0, x, torch.round(x)) >= 1).float(),
     lambda m, x: (x.where(x < 0, torch.round(x)) >= 1).float(),
