@@ -36,6 +36,7 @@ from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes, rules
 
+from ._aliases import _writes
 from ._patterns import _THROUGH, _arg
 from ._spellings import _op_name
 
@@ -112,6 +113,7 @@ class Ties:
     def __init__(self, gm: GraphModule, is_int: Callable[[Node], bool], number: Callable[[Node], float | None]):
         self.gm, self.is_int, self.number = gm, is_int, number
         self._grids: dict[Node, Grid | None] = {}
+        self._written_targets: set[str] | None = None
 
     # -- the question the planner asks --------------------------------------------------------------
     def of(self, x, t) -> Tie | None:
@@ -125,15 +127,17 @@ class Ties:
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
         if g is not None and h is not None and g.scale is h.scale and (step := _common_step(g.step, h.step)):
             return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
-        common = [c for c in self._flat_numbers(t, 8) if self._ties(x, c, 8) is not None]  # (relu(a) > relu(b))
+        common = [c for c in self._flat_numbers(t, 8) if self._ties(x, c, 8) is not None and
+                  not _disjoint(x, t)]  # (relu(a) > relu(b); not relu(h) > relu(-h), 0 together only at h == 0)
         return self._ties(x, common[0], 8) if common else None
 
     def _value(self, v):
-        """``v`` as a value: a number (also a node holding one), a node, or None (a bool, NaN, anything else)."""
+        """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
+        (a bool, NaN, anything else)."""
         if _number(v):
             return float(v)
         if isinstance(v, Node):
-            number = self.number(v)
+            number = self.number(v) if _attribute(v) not in self._written() else None
             return float(number) if _number(number) else v
         return None
 
@@ -198,7 +202,7 @@ class Ties:
         if name in _DIVS and isinstance(first, Node) and c is None:
             found = self._ties(first, 0.0, depth - 1)
             return Tie(found.source) if found is not None else None
-        if name in ("add", "sub") and len(operands) == 2:  # (0 where both are 0)
+        if name in ("add", "sub") and len(operands) == 2 and not _disjoint(*operands):  # (0 where both are 0)
             found = [self._ties(a, 0.0, depth - 1) for a in operands]
             return Tie(found[0].source) if None not in found else None
         if name.startswith(_AVG_POOLS):  # (0 where its window is: avg_pool(relu(x)))
@@ -284,14 +288,24 @@ class Ties:
             found = self.grid(first)
             if found is not None:
                 return found
-        if (value := self._folded(node, 4)) is not None:  # (a buffer, round(w) of a parameter: its values now)
+        value, moving = self._folded(node, 4) or (None, False)  # (a buffer; round(w) of a parameter: its values now)
+        if value is not None and not moving:
             found = _tensor_grid(value, node)
             if found is not None or node.op == "get_attr":
                 return found
+        if node.op == "get_attr":  # (a trainable one: no grid, it moves; one the graph writes: read before that)
+            return Grid(0.0, 1.0, node) if self.is_int(node) else None
+        found = self._structural_grid(node, depth)
+        if found is not None and value is not None and found.scale is None and (now := _tensor_grid(value, node)):
+            return replace(found, values=now.values)  # (round(w): whole numbers, which ones read now)
+        return found
+
+    def _structural_grid(self, node: Node, depth: int) -> Grid | None:
+        first = _first(node)
         if self.is_int(node):
             return Grid(0.0, 1.0, node)
-        if _number(c := self.number(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
-            return Grid(float(c), 1.0, node, frozenset((float(c),)))
+        if _number(c := self._value(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
+            return Grid(c, 1.0, node, frozenset((c,)))
         if depth == 0:
             return None
         if node.op == "call_module":
@@ -382,33 +396,59 @@ class Ties:
             return _union(found)
         if name in _JOINS and isinstance(first, (list, tuple)):
             return _union([self.grid(a) for a in first])
+        if name in ("scatter", "index_fill", "masked_fill"):  # (a grid with values put in: zeros_like(l).scatter(
+            put = _arg(node, 3, "src", _arg(node, 3, "value")) if name == "scatter" else _arg(node, 2, "value")
+            put = self.grid(put) if isinstance(put, Node) and self._value(put) is put else self._value(put)
+            return _union([self.grid(first), put]) if put is not None else None  # -1, i, 1.0): counts of top-k)
+        if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):  # (a mean of k values on a grid: 1/k of it)
+            g, k = self.grid(first), _window(node, int(name[-2]))
+            return g.times(1 / k) if g is not None and k and g.scale is None and g.offset == 0 else None
         return None
 
-    def _folded(self, node, depth: int) -> torch.Tensor | None:
+    def _folded(self, node, depth: int) -> tuple[torch.Tensor, bool] | None:
         """The value now of a small tensor computed from tensor attributes alone (a buffer; ``round(w)`` of a
         parameter, whose zeros make a product 0 for every input): a ``get_attr`` or an op of :data:`_FOLDABLE` on
-        such values and numbers, else None."""
+        such values and numbers, and whether a gradient moves it (a trainable parameter in it); else None (also for
+        an attribute the graph writes in place, an observer's scale: its value now is not what the graph reads)."""
         if not isinstance(node, Node) or depth == 0:
             return None
         if node.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, node.target)
             ok = isinstance(t, torch.Tensor) and t.device.type != "meta" and 0 < t.numel() <= 4096
-            return t.detach() if ok else None
+            return (t.detach(), t.requires_grad) if ok and node.target not in self._written() else None
         name = _name(node)
         if name not in _FOLDABLE or node.kwargs and name not in ("round", "clamp", "clip"):
             return None
-        args = [self._folded(a, depth - 1) if isinstance(a, Node) else a for a in node.args]
-        if not args or any(a is None for a in args) or not isinstance(args[0], torch.Tensor):
+        args = [self._folded(a, depth - 1) if isinstance(a, Node) else (a, False) for a in node.args]
+        if not args or None in args or not isinstance(args[0][0], torch.Tensor):
             return None
         try:
             with torch.no_grad():
-                out = getattr(torch, name)(*args, **node.kwargs)
+                out = getattr(torch, name)(*[a for a, _ in args], **node.kwargs)
         except Exception:  # (an argument this op does not take: not folded)
             return None
-        return out if isinstance(out, torch.Tensor) and out.numel() <= 4096 else None
+        moving = any(m for _, m in args)
+        return (out, moving) if isinstance(out, torch.Tensor) and out.numel() <= 4096 else None
+
+    def _written(self) -> set[str]:
+        """The targets of the tensor attributes the graph writes in place (through views too)."""
+        if self._written_targets is None:
+            self._written_targets = set()
+            for _, targets in _writes(self.gm):
+                for t in targets:
+                    for _ in range(8):
+                        if not isinstance(t, Node) or t.op == "get_attr" or not t.args:
+                            break
+                        t = t.args[0]
+                    if isinstance(t, Node) and t.op == "get_attr":
+                        self._written_targets.add(t.target)
+        return self._written_targets
 
     def _scalar(self, node: Node) -> float | None:
-        """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not), else None."""
+        """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
+        the graph writes), else None."""
+        if _attribute(node) in self._written():
+            return None
         t = dtypes.fetch_attr(self.gm, node.target) if node.op == "get_attr" else None
         if isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type != "meta":
             return float(t.detach().reshape(()))
@@ -420,6 +460,51 @@ class Ties:
             return self.gm.get_submodule(node.target)
         except AttributeError:
             return None
+
+
+def _window(node: Node, dims: int) -> int | None:
+    """The number of values an ``avg_pool{dims}d`` averages (its kernel; None with ``divisor_override``)."""
+    kernel = _arg(node, 1, "kernel_size")
+    if _arg(node, 6, "divisor_override") is not None:
+        return None
+    if isinstance(kernel, int):
+        return kernel ** dims
+    if isinstance(kernel, (list, tuple)) and all(isinstance(k, int) for k in kernel):
+        return math.prod(kernel)
+    return None
+
+
+def _attribute(node: Node) -> str | None:
+    """The target of the tensor attribute ``node`` is, or is a view or cast of (``self.scale.to(x.dtype)``)."""
+    for _ in range(8):
+        if not isinstance(node, Node):
+            return None
+        if node.op == "get_attr":
+            return node.target
+        if not node.args:
+            return None
+        node = node.args[0]
+    return None
+
+
+def _disjoint(a, b) -> bool:
+    """Are ``a`` and ``b`` clamps at 0 of one value and of its negative (``relu(h)``, ``relu(-h)``), 0 together only
+    where it is 0?"""
+    def signed(node):  # (the clamped value, with the sign it is taken with)
+        if not (isinstance(node, Node) and _name(node) in ("relu", "clamp", "clamp_min", "clip")):
+            return None, 0
+        inner, sign = _first(node), 1
+        for _ in range(4):
+            inner_name = _name(inner) if isinstance(inner, Node) else None
+            if inner_name == "neg":
+                inner, sign = _first(inner), -sign
+            elif inner_name == "mul" and len(inner.args) == 2 and _number(inner.args[1]) and inner.args[1] < 0:
+                inner, sign = inner.args[0], -sign
+            else:
+                break
+        return inner, sign
+    (u, s), (v, r) = signed(a), signed(b)
+    return u is not None and u is v and s == -r
 
 
 def _first(node: Node):

@@ -1315,6 +1315,7 @@ class _Ties(nn.Module):
         super().__init__()
         self.fn = fn
         self.s, self.alpha = nn.Parameter(torch.tensor(0.25)), nn.Parameter(torch.tensor(0.5))
+        self.t1 = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("ones", torch.ones(16))
         self.register_buffer("half_", torch.tensor(0.5))
 
@@ -1355,6 +1356,23 @@ TIES_HARD = {  # (a28: each rewritten, 1/2 over a range of inputs; or a crash)
 }
 
 
+def _observed(m, x):  # (a fake quantizer whose observer writes its scale in forward: the value now is stale)
+    with torch.no_grad():
+        m.scale_.copy_((x.max() - x.min()).clamp_min(1e-8) / 255)
+    return (torch.round(x / m.scale_) * m.scale_ > 1.0).float()
+
+
+def _topk_capacity(m, x):  # (a top-2 mask's running count against a capacity)
+    pos = torch.cumsum(torch.zeros_like(x).scatter(-1, x.topk(2, -1).indices, 1.0), 0)
+    return (pos <= 4).float()
+
+
+TIES_HARD.update({  # (a29)
+    "topk_capacity": _topk_capacity,
+    "avg_pooled_spikes": lambda m, x: (F.avg_pool1d((x > 0).float().unsqueeze(1), 4) > 0.5).float(),
+})
+
+
 @pytest.mark.parametrize("name", sorted(TIES_HARD))
 def test_ties_the_audit_found_stay_hard(name):
     model, x = _Ties(TIES_HARD[name]), torch.linspace(-3, 3, 4096).reshape(256, 16)
@@ -1363,6 +1381,24 @@ def test_ties_the_audit_found_stay_hard(name):
             and not e.op.startswith(("Tensor.round", "torch.round", "torch.sign", "torch.heaviside"))][-1]
     assert not last.rewritten and last.reason.startswith("its input "), str(gm.sll_report)
     assert torch.equal(gm(x) == 0.5, model(x) == 0.5)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: (F.relu(x) - F.relu(-x) > 0).float(),                 # (0 together only at x == 0)
+    lambda m, x: (F.relu(x) + F.relu(-x) > 0).float(),
+    lambda m, x: (F.relu(x) > F.relu(x * -2.0)).float(),
+    lambda m, x: (torch.round(2 * x) > m.t1).float(),                  # (a trainable threshold: it moves off the grid)
+    _observed,
+], ids=["relu_minus_relu_neg", "relu_plus_relu_neg", "relu_against_relu_neg", "trainable_threshold", "observer"])
+def test_no_tie_spellings_the_sweep_found_are_linearized(fn):
+    """a498b87 left these hard (|grad x| 0; 419.9 before): two relus of a value and its negative, 0 together only at
+    0; a trainable threshold read at its value now; a buffer an observer overwrites in forward read before that
+    (a29)."""
+    model = _Ties(fn)
+    model.register_buffer("scale_", torch.tensor(1.0))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    last = [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1]
+    assert last.rewritten, str(gm.sll_report)
 
 
 @pytest.mark.parametrize("fn, fix", [
