@@ -78,7 +78,7 @@ class _Planner:
         self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
-        self.ties = Ties(gm, self._is_int, self._fixed_number)  # what comparisons' inputs take on whole ranges
+        self.ties = Ties(gm, kinds, self._fixed_number)  # what comparisons' inputs take on whole ranges
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);

@@ -32,9 +32,11 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.ao.quantization import FakeQuantizeBase
 from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes, rules
+from sll_fx.grad_regions import is_detached_call
 
 from ._aliases import _writes
 from ._patterns import _THROUGH, _arg
@@ -79,11 +81,14 @@ class Grid:
         offset = 0.0 if _multiple(offset / self.step) else offset  # (-1 on the grid of step 1: whole numbers)
         what = ("whole numbers" if offset == 0 and self.step == 1 else f"multiples of {self.step:g}" if offset == 0
                 else f"the values {offset:g} + {self.step:g}k")
-        return what if self.scale is None else f"{what} times '{self.scale.name}'"
+        return what if self.scale is None else f"{what} times '{self._scale_name()}'"
 
     def half_step(self) -> str:
         """Half the distance between the values, in the comparison's units (``0.5 * s`` for a scaled grid)."""
-        return f"{self.step / 2:g}" if self.scale is None else f"{self.step / 2:g} * {self.scale.name}"
+        return f"{self.step / 2:g}" if self.scale is None else f"{self.step / 2:g} * {self._scale_name()}"
+
+    def _scale_name(self) -> str:  # (a fake-quantize module's own scale: fq.scale)
+        return f"{self.scale.target}.scale" if self.scale.op == "call_module" else self.scale.name
 
 
 def _grid(g: Grid, **changes) -> Grid | None:
@@ -106,12 +111,12 @@ class Tie:
 
 
 class Ties:
-    """The ties of the comparisons of the graph of ``gm``.  ``is_int(node)``: is the node's dtype integer or bool
-    (inferred); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
+    """The ties of the comparisons of the graph of ``gm``.  ``kinds``: the nodes' inferred dtype kinds (integer,
+    bool: whole numbers); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
     else None."""
 
-    def __init__(self, gm: GraphModule, is_int: Callable[[Node], bool], number: Callable[[Node], float | None]):
-        self.gm, self.is_int, self.number = gm, is_int, number
+    def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None]):
+        self.gm, self.kinds, self.number = gm, kinds, number
         self._grids: dict[Node, Grid | None] = {}
         self._written_targets: set[str] | None = None
 
@@ -239,6 +244,8 @@ class Ties:
             found = [node.args[1]] if len(node.args) > 1 else []
         elif name in ("threshold", "masked_fill"):
             found = [_arg(node, 2, "value")]
+        elif name in ("scatter", "index_fill") and "reduce" not in node.kwargs:  # (the value put in: where it is)
+            found = [_put(name, node)]
         elif name == "where":
             found = list(_branches(node))
         elif name == "pad" and _arg(node, 2, "mode", "constant") == "constant":
@@ -294,7 +301,7 @@ class Ties:
             if found is not None or node.op == "get_attr":
                 return found
         if node.op == "get_attr":  # (a trainable one: no grid, it moves; one the graph writes: read before that)
-            return Grid(0.0, 1.0, node) if self.is_int(node) else None
+            return self._int_grid(node)
         found = self._structural_grid(node, depth)
         if found is not None and value is not None and found.scale is None and (now := _tensor_grid(value, node)):
             return replace(found, values=now.values)  # (round(w): whole numbers, which ones read now)
@@ -302,14 +309,16 @@ class Ties:
 
     def _structural_grid(self, node: Node, depth: int) -> Grid | None:
         first = _first(node)
-        if self.is_int(node):
-            return Grid(0.0, 1.0, node)
+        if (found := self._int_grid(node)) is not None:
+            return found
         if _number(c := self._value(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
             return Grid(c, 1.0, node, frozenset((c,)))
         if depth == 0:
             return None
         if node.op == "call_module":
             module = self._module_of(node)
+            if isinstance(module, FakeQuantizeBase):  # ((q - zero_point) * scale: 0 on a range; scale as it observes)
+                return Grid(0.0, 1.0, node, scale=node)
             return self.grid(first) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
@@ -319,6 +328,11 @@ class Ties:
             if not isinstance(decimals, int) or abs(decimals) > 15:
                 return None
             return Grid(0.0, 10.0 ** -decimals, node)
+        if name in ("fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine"):
+            scale = _arg(node, 1, "scale")
+            if _number(scale):
+                return Grid(0.0, float(scale), node)
+            return Grid(0.0, 1.0, node, scale=scale) if isinstance(scale, Node) else None
         if name == "heaviside":
             return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
         if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
@@ -363,6 +377,8 @@ class Ties:
             alpha = node.kwargs.get("alpha", 1)
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
+            if name == "sub" and alpha == 1 and (found := self._shifted_back(*node.args[:2])) is not None:
+                return found
             a, b = (self.grid(v) if isinstance(v, Node) else self._value(v) for v in node.args[:2])
             if a is None or b is None:
                 return None
@@ -397,12 +413,21 @@ class Ties:
         if name in _JOINS and isinstance(first, (list, tuple)):
             return _union([self.grid(a) for a in first])
         if name in ("scatter", "index_fill", "masked_fill"):  # (a grid with values put in: zeros_like(l).scatter(
-            put = _arg(node, 3, "src", _arg(node, 3, "value")) if name == "scatter" else _arg(node, 2, "value")
+            if "reduce" in node.kwargs:
+                return None
+            put = _put(name, node)
             put = self.grid(put) if isinstance(put, Node) and self._value(put) is put else self._value(put)
             return _union([self.grid(first), put]) if put is not None else None  # -1, i, 1.0): counts of top-k)
         if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):  # (a mean of k values on a grid: 1/k of it)
-            g, k = self.grid(first), _window(node, int(name[-2]))
-            return g.times(1 / k) if g is not None and k and g.scale is None and g.offset == 0 else None
+            g, (k, varying) = self.grid(first), _window(node, int(name[-2]))
+            if g is None or not k or g.scale is not None or g.offset != 0:
+                return None
+            if not varying:  # (j / k for j of k values: not only the values / k)
+                return replace(g, values=None).times(1 / k)
+            if g.values is None or not g.values <= {0.0, 1.0} or k > 16:  # (edge windows divide by fewer: 0/1 spikes
+                return None                                                 # average to j / m for m <= k)
+            return Grid(0.0, 1 / math.lcm(*range(1, k + 1)), node, frozenset(j / m for m in range(1, k + 1)
+                                                                           for j in range(m + 1)))
         return None
 
     def _folded(self, node, depth: int) -> tuple[torch.Tensor, bool] | None:
@@ -436,13 +461,34 @@ class Ties:
             self._written_targets = set()
             for _, targets in _writes(self.gm):
                 for t in targets:
-                    for _ in range(8):
-                        if not isinstance(t, Node) or t.op == "get_attr" or not t.args:
+                    for _ in range(8):  # (through views: z = self.thr + h; z.relu_() writes z, not thr)
+                        if not isinstance(t, Node) or t.op == "get_attr" or _name(t) not in _VIEWS:
                             break
-                        t = t.args[0]
+                        t = _first(t)
                     if isinstance(t, Node) and t.op == "get_attr":
                         self._written_targets.add(t.target)
         return self._written_targets
+
+    def _int_grid(self, node: Node) -> Grid | None:
+        """Whole numbers for an integer tensor, 0 and 1 for a bool one (inferred), else None."""
+        kind = self.kinds.get(node)
+        if kind == dtypes.BOOL:
+            return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))
+        return Grid(0.0, 1.0, node) if kind == dtypes.INT else None
+
+    def _shifted_back(self, a, b) -> Grid | None:
+        """The grid of ``a - b`` where ``a`` is ``g + b`` clamped or not, ``g`` on a grid: a fake quantizer's ``clamp(
+        round(x / s) + zp, qmin, qmax) - zp``, on the grid of ``round`` whatever ``zp`` holds (a zero point the
+        forward observes)."""
+        if not isinstance(b, Node) or not isinstance(a, Node):
+            return None
+        if _name(a) in ("clamp", "clip"):
+            a = _first(a)
+        if not isinstance(a, Node) or _name(a) != "add" or len(a.args) < 2 or a.kwargs:
+            return None
+        other = a.args[1] if a.args[0] is b else a.args[0] if a.args[1] is b else None
+        g = self.grid(other) if isinstance(other, Node) else None
+        return replace(g, values=None) if g is not None and g.scale is None and g.offset == 0 else None
 
     def _scalar(self, node: Node) -> float | None:
         """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
@@ -462,16 +508,24 @@ class Ties:
             return None
 
 
-def _window(node: Node, dims: int) -> int | None:
-    """The number of values an ``avg_pool{dims}d`` averages (its kernel; None with ``divisor_override``)."""
-    kernel = _arg(node, 1, "kernel_size")
-    if _arg(node, 6, "divisor_override") is not None:
-        return None
+def _put(name: str, node: Node):
+    """The value ``scatter`` (``src``/``value``) or ``index_fill`` puts in."""
+    return _arg(node, 3, "src", _arg(node, 3, "value")) if name == "scatter" else _arg(node, 3, "value")
+
+
+def _window(node: Node, dims: int) -> tuple[int | None, bool]:
+    """The number of values an ``avg_pool{dims}d`` divides by (its kernel, or ``divisor_override``), and whether
+    edge windows divide by fewer (``ceil_mode``, ``count_include_pad=False`` with padding: then the kernel's size)."""
+    kernel, padding = _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0)
+    varying = bool(_arg(node, 4, "ceil_mode", False)) or not _arg(node, 5, "count_include_pad", True) and \
+        padding not in (0, (0,), [0], (0, 0), [0, 0], (0, 0, 0), [0, 0, 0])
+    if dims > 1 and (divisor := _arg(node, 6, "divisor_override")) is not None:
+        return (divisor if isinstance(divisor, int) and divisor > 0 else None), False
     if isinstance(kernel, int):
-        return kernel ** dims
+        return kernel ** dims, varying
     if isinstance(kernel, (list, tuple)) and all(isinstance(k, int) for k in kernel):
-        return math.prod(kernel)
-    return None
+        return math.prod(kernel), varying
+    return None, varying
 
 
 def _attribute(node: Node) -> str | None:
@@ -488,22 +542,45 @@ def _attribute(node: Node) -> str | None:
 
 
 def _disjoint(a, b) -> bool:
-    """Are ``a`` and ``b`` clamps at 0 of one value and of its negative (``relu(h)``, ``relu(-h)``), 0 together only
-    where it is 0?"""
-    def signed(node):  # (the clamped value, with the sign it is taken with)
-        if not (isinstance(node, Node) and _name(node) in ("relu", "clamp", "clamp_min", "clip")):
-            return None, 0
-        inner, sign = _first(node), 1
-        for _ in range(4):
-            inner_name = _name(inner) if isinstance(inner, Node) else None
-            if inner_name == "neg":
-                inner, sign = _first(inner), -sign
-            elif inner_name == "mul" and len(inner.args) == 2 and _number(inner.args[1]) and inner.args[1] < 0:
-                inner, sign = inner.args[0], -sign
+    """Are ``a`` and ``b`` 0 together only where one value is 0: clamps at 0 of a value and of its negative
+    (``relu(h)``, ``relu(-h)``; ``clamp(h, max=0)``, ``-h.clamp(min=0)``), scaled by positive numbers (a leaky relu
+    written as ``relu(h) - 0.01 * relu(-h)``)?"""
+    def side(node):  # (the value v such that node is c * relu(v), c > 0 or c < 0: v and its sign)
+        sign = 1
+        for _ in range(4):  # (outside the clamp: c * relu(v), -relu(v))
+            name = _name(node) if isinstance(node, Node) else None
+            if name == "neg":
+                node, sign = _first(node), -sign
+            elif name == "mul" and len(node.args) == 2 and any(_number(v) and v for v in node.args):
+                c = next(v for v in node.args if _number(v))
+                node, sign = next(v for v in node.args if not _number(v)), sign * (1 if c > 0 else -1)
             else:
                 break
-        return inner, sign
-    (u, s), (v, r) = signed(a), signed(b)
+        if not isinstance(node, Node):
+            return None, 0
+        name, inner = _name(node), _first(node)
+        low, high = ((0, None) if name == "relu" else (_arg(node, 1, "min"), _arg(node, 2, "max"))
+                     if name in ("clamp", "clip") else (_arg(node, 1, "min"), None) if name == "clamp_min"
+                     else (None, _arg(node, 1, "max")) if name == "clamp_max" else (1, 1))
+        if (low, high) == (0, None):
+            v_sign = 1
+        elif (low, high) == (None, 0):  # (clamp(v, max=0) = -relu(-v): 0 where v >= 0)
+            v_sign = -1
+        else:
+            return None, 0
+        for _ in range(4):  # (inside: relu(-v), relu(-1 * v), relu(0 - v), relu(v * 2))
+            inner_name = _name(inner) if isinstance(inner, Node) else None
+            if inner_name == "neg":
+                inner, v_sign = _first(inner), -v_sign
+            elif inner_name == "mul" and len(inner.args) == 2 and any(_number(v) and v for v in inner.args):
+                c = next(v for v in inner.args if _number(v))
+                inner, v_sign = next(v for v in inner.args if not _number(v)), v_sign * (1 if c > 0 else -1)
+            elif inner_name == "sub" and len(inner.args) == 2 and _number(inner.args[0]) and inner.args[0] == 0:
+                inner, v_sign = inner.args[1], -v_sign
+            else:
+                break
+        return inner, v_sign
+    (u, s), (v, r) = side(a), side(b)
     return u is not None and u is v and s == -r
 
 
@@ -516,6 +593,8 @@ def _name(node: Node) -> str | None:
     """The op's name, without an in-place op's trailing underscore (``round_``, ``add_``); casts by their method."""
     if node.op not in ("call_function", "call_method") or _first(node) is None:
         return None
+    if is_detached_call(node):  # (a no-grad region's detach)
+        return "detach"
     if node.target is getattr and len(node.args) == 2 and node.args[1] in ("T", "mT", "H", "mH", "data"):
         return "t"  # (x.T: a view)
     name = node.target if node.op == "call_method" and node.target in rules.FLOAT_CASTS else _op_name(node)
@@ -655,4 +734,7 @@ _KEEP_VALUES = _THROUGH | _INT_CASTS | frozenset(rules.FLOAT_CASTS) | {
     "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "upsample_nearest1d", "upsample_nearest2d",
     "upsample_nearest3d", "_unsafe_view", "alias", "slice", "as_strided", "permute_copy", "view_copy"}
 _MAX_POOLS = ("max_pool", "adaptive_max_pool")
+#: views: a write through one writes its base (``self.scale.data.copy_``, ``self.buf[0].fill_``)
+_VIEWS = _THROUGH | {"getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t",
+                     "movedim", "swapaxes", "swapdims", "unbind", "split", "chunk"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")

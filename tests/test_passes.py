@@ -1316,6 +1316,11 @@ class _Ties(nn.Module):
         self.fn = fn
         self.s, self.alpha = nn.Parameter(torch.tensor(0.25)), nn.Parameter(torch.tensor(0.5))
         self.t1 = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("scale_", torch.tensor(1.0))
+        self.register_buffer("zero_point_", torch.tensor(0.0))
+        self.register_buffer("two", torch.tensor(2.0))
+        self.register_buffer("idx", torch.tensor([[0, 3]]).expand(256, 2).clone())
+        self.fq = torch.ao.quantization.FakeQuantize()
         self.register_buffer("ones", torch.ones(16))
         self.register_buffer("half_", torch.tensor(0.5))
 
@@ -1367,9 +1372,32 @@ def _topk_capacity(m, x):  # (a top-2 mask's running count against a capacity)
     return (pos <= 4).float()
 
 
-TIES_HARD.update({  # (a29)
+def _observed_zero_gate(m, x):  # (a fake quantizer with an observed scale and zero point, against 0)
+    with torch.no_grad():
+        m.scale_.copy_((x.max() - x.min()).clamp_min(1e-8) / 255)
+        m.zero_point_.copy_(torch.round(-x.min() / m.scale_))
+    q = torch.clamp(torch.round(x / m.scale_) + m.zero_point_, 0, 255)
+    return ((q - m.zero_point_) * m.scale_ > 0).float()
+
+
+def _written_elsewhere(m, x):  # (an in-place op on a new tensor made from the buffer: not a write of the buffer)
+    z = m.two + x
+    z.relu_()
+    return (torch.round(2 * x) > m.two).float() + z
+
+
+TIES_HARD.update({  # (a29, a30)
     "topk_capacity": _topk_capacity,
     "avg_pooled_spikes": lambda m, x: (F.avg_pool1d((x > 0).float().unsqueeze(1), 4) > 0.5).float(),
+    "avg_pooled_heaviside": lambda m, x: (F.avg_pool1d(torch.heaviside(x, torch.tensor(0.0)).unsqueeze(1), 2) > 0.5)
+    .float(),
+    "avg_pooled_without_pad": lambda m, x: (F.avg_pool1d((x > 0).float().unsqueeze(1), 3, 1, padding=1,
+                                                         count_include_pad=False) > 0.5).float(),
+    "observed_zero_gate": _observed_zero_gate,
+    "fake_quantize_module": lambda m, x: (m.fq(x) > 0).float(),
+    "written_elsewhere": _written_elsewhere,
+    "scatter_fill": lambda m, x: (torch.round(2 * x).scatter(1, m.idx, 0.5) > 0.5).float(),
+    "clamps_both_zero": lambda m, x: (torch.clamp(x, 0, 1) - torch.clamp(-x, -1, 0) > 0).float(),
 })
 
 
@@ -1389,14 +1417,16 @@ def test_ties_the_audit_found_stay_hard(name):
     lambda m, x: (F.relu(x) > F.relu(x * -2.0)).float(),
     lambda m, x: (torch.round(2 * x) > m.t1).float(),                  # (a trainable threshold: it moves off the grid)
     _observed,
-], ids=["relu_minus_relu_neg", "relu_plus_relu_neg", "relu_against_relu_neg", "trainable_threshold", "observer"])
+    lambda m, x: (F.relu(x) - 0.01 * F.relu(-1 * x) > 0).float(),      # (a leaky relu by hand, a30)
+    lambda m, x: (F.relu(x) + 0.1 * torch.clamp(x, max=0) > 0).float(),
+    lambda m, x: (torch.sign(x).index_fill(1, torch.tensor([0, 3]), 1.0) > 0).float(),  # (+-1: index_fill's index)
+], ids=["relu_minus_relu_neg", "relu_plus_relu_neg", "relu_against_relu_neg", "trainable_threshold", "observer",
+        "leaky_by_hand", "leaky_clamp", "index_fill_sign"])
 def test_no_tie_spellings_the_sweep_found_are_linearized(fn):
     """a498b87 left these hard (|grad x| 0; 419.9 before): two relus of a value and its negative, 0 together only at
     0; a trainable threshold read at its value now; a buffer an observer overwrites in forward read before that
     (a29)."""
-    model = _Ties(fn)
-    model.register_buffer("scale_", torch.tensor(1.0))
-    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
     last = [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1]
     assert last.rewritten, str(gm.sll_report)
 
