@@ -33,7 +33,7 @@ from ._gradients import _gradient_sources, _reach_output
 from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of,
                         _pattern_inputs, _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
-from ._ties import Tie, Ties
+from ._ties import Tie, Ties, _attribute
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
                     _mask_factor, _moved_to_float, _mutated, _use_kind)
 
@@ -219,14 +219,9 @@ class _Planner:
     def _trainable(self, value) -> bool:
         """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first
         arguments?"""
-        for _ in range(8):
-            if not isinstance(value, Node) or (value.op != "get_attr" and not value.args):
-                return False
-            if value.op == "get_attr":
-                t = dtypes.fetch_attr(self.gm, value.target)
-                return isinstance(t, torch.Tensor) and t.requires_grad
-            value = value.args[0]
-        return False
+        target = _attribute(value)
+        t = dtypes.fetch_attr(self.gm, target) if target is not None else None
+        return isinstance(t, torch.Tensor) and t.requires_grad
 
     def _int_comparison(self, rule, node) -> bool:
         """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating

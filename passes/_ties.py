@@ -132,9 +132,10 @@ class Ties:
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
         if g is not None and h is not None and g.scale is h.scale and (step := _common_step(g.step, h.step)):
             return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
-        common = [c for c in self._flat_numbers(t, 8) if self._ties(x, c, 8) is not None and
-                  not _disjoint(x, t)]  # (relu(a) > relu(b); not relu(h) > relu(-h), 0 together only at h == 0)
-        return self._ties(x, common[0], 8) if common else None
+        if _disjoint(x, t):  # (relu(h) > relu(-h): 0 together only at h == 0)
+            return None
+        return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)
+        # > relu(b): both at a constant they take)
 
     def _value(self, v):
         """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
@@ -345,8 +346,9 @@ class Ties:
             g = self.grid(first)
             if g is None:
                 return None
-            bounds = [v for c in self._constants(node) if (v := c if _number(c) else self.grid(c)) is not None]
-            if len(bounds) < len(self._constants(node)) or not all(
+            constants = self._constants(node)
+            bounds = [v for c in constants if (v := c if _number(c) else self.grid(c)) is not None]
+            if len(bounds) < len(constants) or not all(
                     _on(b, g) if isinstance(b, Grid) else g.hits(b) for b in bounds):
                 return None
             return replace(g, values=None)
@@ -546,42 +548,37 @@ def _disjoint(a, b) -> bool:
     (``relu(h)``, ``relu(-h)``; ``clamp(h, max=0)``, ``-h.clamp(min=0)``), scaled by positive numbers (a leaky relu
     written as ``relu(h) - 0.01 * relu(-h)``)?"""
     def side(node):  # (the value v such that node is c * relu(v), c > 0 or c < 0: v and its sign)
-        sign = 1
-        for _ in range(4):  # (outside the clamp: c * relu(v), -relu(v))
-            name = _name(node) if isinstance(node, Node) else None
-            if name == "neg":
-                node, sign = _first(node), -sign
-            elif name == "mul" and len(node.args) == 2 and any(_number(v) and v for v in node.args):
-                c = next(v for v in node.args if _number(v))
-                node, sign = next(v for v in node.args if not _number(v)), sign * (1 if c > 0 else -1)
-            else:
-                break
+        node, _ = _unsigned(node)  # (outside the clamp: c * relu(v), -relu(v))
         if not isinstance(node, Node):
             return None, 0
-        name, inner = _name(node), _first(node)
+        name = _name(node)
         low, high = ((0, None) if name == "relu" else (_arg(node, 1, "min"), _arg(node, 2, "max"))
                      if name in ("clamp", "clip") else (_arg(node, 1, "min"), None) if name == "clamp_min"
                      else (None, _arg(node, 1, "max")) if name == "clamp_max" else (1, 1))
         if (low, high) == (0, None):
-            v_sign = 1
-        elif (low, high) == (None, 0):  # (clamp(v, max=0) = -relu(-v): 0 where v >= 0)
-            v_sign = -1
-        else:
-            return None, 0
-        for _ in range(4):  # (inside: relu(-v), relu(-1 * v), relu(0 - v), relu(v * 2))
-            inner_name = _name(inner) if isinstance(inner, Node) else None
-            if inner_name == "neg":
-                inner, v_sign = _first(inner), -v_sign
-            elif inner_name == "mul" and len(inner.args) == 2 and any(_number(v) and v for v in inner.args):
-                c = next(v for v in inner.args if _number(v))
-                inner, v_sign = next(v for v in inner.args if not _number(v)), v_sign * (1 if c > 0 else -1)
-            elif inner_name == "sub" and len(inner.args) == 2 and _number(inner.args[0]) and inner.args[0] == 0:
-                inner, v_sign = inner.args[1], -v_sign
-            else:
-                break
-        return inner, v_sign
+            return _unsigned(_first(node), 1, minus=True)  # (inside: relu(-v), relu(-1 * v), relu(0 - v), relu(v * 2))
+        if (low, high) == (None, 0):  # (clamp(v, max=0) = -relu(-v): 0 where v >= 0)
+            return _unsigned(_first(node), -1, minus=True)
+        return None, 0
     (u, s), (v, r) = side(a), side(b)
     return u is not None and u is v and s == -r
+
+
+def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:
+    """``node`` without the negations and non-zero factors around it (``-v``, ``-1 * v``, ``v * 2``; ``minus``: ``0 -
+    v`` too), and the sign they leave on it."""
+    for _ in range(4):
+        name = _name(node) if isinstance(node, Node) else None
+        if name == "neg":
+            node, sign = _first(node), -sign
+        elif name == "mul" and len(node.args) == 2 and any(_number(v) and v for v in node.args):
+            c = next(v for v in node.args if _number(v))
+            node, sign = next(v for v in node.args if not _number(v)), sign * (1 if c > 0 else -1)
+        elif minus and name == "sub" and len(node.args) == 2 and _number(node.args[0]) and node.args[0] == 0:
+            node, sign = node.args[1], -sign
+        else:
+            break
+    return node, sign
 
 
 def _first(node: Node):
