@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.ao.quantization import FakeQuantizeBase
+from torch.ao.quantization import DeQuantStub, FakeQuantizeBase
 from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes, rules
@@ -81,14 +81,19 @@ class Grid:
         offset = 0.0 if _multiple(offset / self.step) else offset  # (-1 on the grid of step 1: whole numbers)
         what = ("whole numbers" if offset == 0 and self.step == 1 else f"multiples of {self.step:g}" if offset == 0
                 else f"the values {offset:g} + {self.step:g}k")
-        return what if self.scale is None else f"{what} times '{self._scale_name()}'"
+        if self.scale is None:
+            return what
+        return f"{what} times '{self.scale.name}'" if not self._quantizer() else \
+            f"{what} times the quantization step of '{self.scale.target}'"
 
     def half_step(self) -> str:
         """Half the distance between the values, in the comparison's units (``0.5 * s`` for a scaled grid)."""
-        return f"{self.step / 2:g}" if self.scale is None else f"{self.step / 2:g} * {self._scale_name()}"
+        if self.scale is None:
+            return f"{self.step / 2:g}"
+        return f"{self.step / 2:g} * {self.scale.name}" if not self._quantizer() else f"{self.step / 2:g} step"
 
-    def _scale_name(self) -> str:  # (a fake-quantize module's own scale: fq.scale)
-        return f"{self.scale.target}.scale" if self.scale.op == "call_module" else self.scale.name
+    def _quantizer(self) -> bool:  # (scaled by a fake-quantize module's own step)
+        return self.scale.op == "call_module" and self.scale is self.source
 
 
 def _grid(g: Grid, **changes) -> Grid | None:
@@ -318,8 +323,13 @@ class Ties:
             return None
         if node.op == "call_module":
             module = self._module_of(node)
-            if isinstance(module, FakeQuantizeBase):  # ((q - zero_point) * scale: 0 on a range; scale as it observes)
-                return Grid(0.0, 1.0, node, scale=node)
+            if isinstance(module, FakeQuantizeBase) or _fake_quantized(module):  # ((q - zero_point) * scale: 0 on a
+                return Grid(0.0, 1.0, node, scale=node)  # range; scale as it observes; eager QAT's hooked modules too)
+            if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
+                dims = 1 if isinstance(module, nn.AvgPool1d) else 2 if isinstance(module, nn.AvgPool2d) else 3
+                return self._averaged(self.grid(first), node, *_avg_window(
+                    module.kernel_size, module.padding, module.ceil_mode, module.count_include_pad,
+                    getattr(module, "divisor_override", None), dims))
             return self.grid(first) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
@@ -333,7 +343,10 @@ class Ties:
             scale = _arg(node, 1, "scale")
             if _number(scale):
                 return Grid(0.0, float(scale), node)
-            return Grid(0.0, 1.0, node, scale=scale) if isinstance(scale, Node) else None
+            return Grid(0.0, 1.0, node, scale=scale, scale_value=self._scalar(scale)) if isinstance(scale, Node) \
+                else None
+        if name == "fused_moving_avg_obs_fake_quant":  # (torch.ao's default QAT fake quantizer, traced: its scale as
+            return Grid(0.0, 1.0, node, scale=node)      # it observes)
         if name == "heaviside":
             return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
         if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
@@ -379,7 +392,7 @@ class Ties:
             alpha = node.kwargs.get("alpha", 1)
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
-            if name == "sub" and alpha == 1 and (found := self._shifted_back(*node.args[:2])) is not None:
+            if (pair := _difference(name, node, alpha)) is not None and (found := self._shifted_back(*pair)):
                 return found
             a, b = (self.grid(v) if isinstance(v, Node) else self._value(v) for v in node.args[:2])
             if a is None or b is None:
@@ -420,17 +433,23 @@ class Ties:
             put = _put(name, node)
             put = self.grid(put) if isinstance(put, Node) and self._value(put) is put else self._value(put)
             return _union([self.grid(first), put]) if put is not None else None  # -1, i, 1.0): counts of top-k)
-        if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):  # (a mean of k values on a grid: 1/k of it)
-            g, (k, varying) = self.grid(first), _window(node, int(name[-2]))
-            if g is None or not k or g.scale is not None or g.offset != 0:
-                return None
-            if not varying:  # (j / k for j of k values: not only the values / k)
-                return replace(g, values=None).times(1 / k)
-            if g.values is None or not g.values <= {0.0, 1.0} or k > 16:  # (edge windows divide by fewer: 0/1 spikes
-                return None                                                 # average to j / m for m <= k)
-            return Grid(0.0, 1 / math.lcm(*range(1, k + 1)), node, frozenset(j / m for m in range(1, k + 1)
-                                                                           for j in range(m + 1)))
+        if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):
+            dims = int(name[-2])
+            return self._averaged(self.grid(first), node, *_avg_window(
+                _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
+                _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
+
+    def _averaged(self, g: Grid | None, node: Node, k: int | None, varying: bool) -> Grid | None:
+        """The grid of an average pooling of ``g``'s values over ``k`` of them (``varying``: fewer at the edges)."""
+        if g is None or not k or g.scale is not None or g.offset != 0:
+            return None
+        if not varying:  # (j / k for j of k values: not only the values / k)
+            return replace(g, values=None).times(1 / k)
+        if g.values is None or not g.values <= {0.0, 1.0} or k > 16:  # (edge windows divide by fewer: 0/1 spikes
+            return None                                                 # average to j / m for m <= k)
+        return Grid(0.0, 1 / math.lcm(*range(1, k + 1)), node, frozenset(j / m for m in range(1, k + 1)
+                                                                       for j in range(m + 1)))
 
     def _folded(self, node, depth: int) -> tuple[torch.Tensor, bool] | None:
         """The value now of a small tensor computed from tensor attributes alone (a buffer; ``round(w)`` of a
@@ -486,9 +505,9 @@ class Ties:
             return None
         if _name(a) in ("clamp", "clip"):
             a = _first(a)
-        if not isinstance(a, Node) or _name(a) != "add" or len(a.args) < 2 or a.kwargs:
-            return None
-        other = a.args[1] if a.args[0] is b else a.args[0] if a.args[1] is b else None
+        if isinstance(a, Node) and _name(a) in ("round", "floor", "ceil", "trunc") and _added(_first(a), b):
+            return Grid(0.0, 1.0, a)  # (round(x / s + zp) - zp: round(x / s), zero points being whole)
+        other = _added(a, b)
         g = self.grid(other) if isinstance(other, Node) else None
         return replace(g, values=None) if g is not None and g.scale is None and g.offset == 0 else None
 
@@ -510,18 +529,47 @@ class Ties:
             return None
 
 
+def _fake_quantized(module: nn.Module) -> bool:
+    """Does a forward hook fake-quantize ``module``'s output (eager ``prepare_qat``: its ``activation_post_process``)?"""
+    return isinstance(getattr(module, "activation_post_process", None), FakeQuantizeBase) and \
+        bool(module._forward_hooks)
+
+
+def _difference(name: str, node: Node, alpha) -> tuple | None:
+    """``(a, b)`` for a node computing ``a - b``: ``a - b``, ``a + (-b)``, ``-b + a``, ``torch.add(a, b, alpha=-1)``."""
+    a, b = node.args[:2]
+    if name == "sub" and alpha == 1:
+        return a, b
+    if name != "add":
+        return None
+    if alpha == -1:
+        return a, b
+    if alpha == 1:
+        for x, y in ((a, b), (b, a)):
+            if isinstance(y, Node) and _name(y) == "neg":
+                return x, _first(y)
+    return None
+
+
+def _added(a, b):
+    """The other operand of ``a`` where ``a`` is ``other + b`` (either order), else None."""
+    if not isinstance(a, Node) or _name(a) != "add" or len(a.args) < 2 or a.kwargs:
+        return None
+    return a.args[1] if a.args[0] is b else a.args[0] if a.args[1] is b else None
+
+
 def _put(name: str, node: Node):
     """The value ``scatter`` (``src``/``value``) or ``index_fill`` puts in."""
     return _arg(node, 3, "src", _arg(node, 3, "value")) if name == "scatter" else _arg(node, 3, "value")
 
 
-def _window(node: Node, dims: int) -> tuple[int | None, bool]:
-    """The number of values an ``avg_pool{dims}d`` divides by (its kernel, or ``divisor_override``), and whether
-    edge windows divide by fewer (``ceil_mode``, ``count_include_pad=False`` with padding: then the kernel's size)."""
-    kernel, padding = _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0)
-    varying = bool(_arg(node, 4, "ceil_mode", False)) or not _arg(node, 5, "count_include_pad", True) and \
-        padding not in (0, (0,), [0], (0, 0), [0, 0], (0, 0, 0), [0, 0, 0])
-    if dims > 1 and (divisor := _arg(node, 6, "divisor_override")) is not None:
+def _avg_window(kernel, padding, ceil_mode, count_include_pad, divisor, dims: int) -> tuple[int | None, bool]:
+    """The number of values an average pooling over ``dims`` dimensions divides by (its kernel, or
+    ``divisor_override``), and whether edge windows divide by fewer (``ceil_mode``, ``count_include_pad=False`` with
+    padding: then the kernel's size)."""
+    varying = bool(ceil_mode) or not count_include_pad and padding not in (0, (0,), [0], (0, 0), [0, 0], (0, 0, 0),
+                                                                          [0, 0, 0])
+    if divisor is not None:
         return (divisor if isinstance(divisor, int) and divisor > 0 else None), False
     if isinstance(kernel, int):
         return kernel ** dims, varying
@@ -705,7 +753,8 @@ def _module_constants(module: nn.Module) -> tuple:
 
 
 def _keeps_values(module: nn.Module) -> bool:
-    return isinstance(module, nn.Identity | nn.Flatten | nn.Unflatten | nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d |
+    return isinstance(module, nn.Identity | DeQuantStub | nn.Flatten | nn.Unflatten | nn.MaxPool1d | nn.MaxPool2d |
+                      nn.MaxPool3d |
                       nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d | nn.AdaptiveMaxPool3d | nn.Upsample |
                       nn.PixelShuffle | nn.PixelUnshuffle) and \
         (not isinstance(module, nn.Upsample) or module.mode == "nearest")
@@ -732,6 +781,7 @@ _KEEP_VALUES = _THROUGH | _INT_CASTS | frozenset(rules.FLOAT_CASTS) | {
     "upsample_nearest3d", "_unsafe_view", "alias", "slice", "as_strided", "permute_copy", "view_copy"}
 _MAX_POOLS = ("max_pool", "adaptive_max_pool")
 #: views: a write through one writes its base (``self.scale.data.copy_``, ``self.buf[0].fill_``)
-_VIEWS = _THROUGH | {"getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t",
-                     "movedim", "swapaxes", "swapdims", "unbind", "split", "chunk"}
+_VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of a float tensor is the tensor)
+    "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
+    "swapdims", "unbind", "split", "chunk"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")

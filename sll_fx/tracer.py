@@ -542,6 +542,15 @@ class _Proxy(fx.Proxy):
     def __getattr__(self, k: str) -> "_Attribute":
         return _Attribute(self, k)
 
+    def __setattr__(self, k: str, value) -> None:
+        """A write to a traced tensor's attribute (``self.scale.data = v``, a buffer read as a Proxy) would land on
+        the Proxy, not in the graph: it fails, as torch's own ``.data =`` with a Proxy does, and the module is kept
+        opaque (its forward runs as written)."""
+        if k in ("tracer", "node") or k.startswith("_"):
+            return object.__setattr__(self, k, value)
+        raise TypeError(f"cannot trace setting .{k} of the traced tensor '{self.node.name}': a graph records no "
+                        f"attribute writes (write the tensor in place instead: .copy_(value))")
+
 
 class _Flag(fx.Proxy):
     """A traced module's ``training`` while tracing: a ``get_attr("<path>.training")`` node, made when the flag is

@@ -1321,6 +1321,9 @@ class _Ties(nn.Module):
         self.register_buffer("two", torch.tensor(2.0))
         self.register_buffer("idx", torch.tensor([[0, 3]]).expand(256, 2).clone())
         self.fq = torch.ao.quantization.FakeQuantize()
+        self.pool = nn.AvgPool1d(4)
+        self.register_buffer("quarter", torch.tensor(0.25))
+        self.register_buffer("zp_int", torch.tensor(0, dtype=torch.int32))
         self.register_buffer("ones", torch.ones(16))
         self.register_buffer("half_", torch.tensor(0.5))
 
@@ -1386,6 +1389,28 @@ def _written_elsewhere(m, x):  # (an in-place op on a new tensor made from the b
     return (torch.round(2 * x) > m.two).float() + z
 
 
+def _fake_quantizer(shift):  # (an observed scale and zero point; shift(q, zp) is q - zp as users spell it)
+    def fn(m, x):
+        with torch.no_grad():
+            m.scale_.copy_((x.max() - x.min()).clamp_min(1e-8) / 255)
+            m.zero_point_.copy_(torch.round(-x.min() / m.scale_))
+        return (shift(m, x) * m.scale_ > 0).float()
+    return fn
+
+
+TIES_HARD.update({  # (a31: each rewritten, up to 603 of 32008 outputs at 1/2)
+    "fq_round_of_sum": _fake_quantizer(lambda m, x: torch.clamp(torch.round(x / m.scale_ + m.zero_point_), 0, 255)
+                                       - m.zero_point_),
+    "fq_negated_first": _fake_quantizer(lambda m, x: -m.zero_point_ + torch.clamp(
+        torch.round(x / m.scale_) + m.zero_point_, 0, 255)),
+    "fq_plus_negated": _fake_quantizer(lambda m, x: torch.clamp(torch.round(x / m.scale_) + m.zero_point_, 0, 255)
+                                       + (-m.zero_point_)),
+    "fq_alpha": _fake_quantizer(lambda m, x: torch.add(torch.clamp(torch.round(x / m.scale_) + m.zero_point_, 0,
+                                                                   255), m.zero_point_, alpha=-1)),
+    "fake_quantize_buffer_scale": lambda m, x: (torch.fake_quantize_per_tensor_affine(
+        x, m.quarter, m.zp_int, 0, 255) > 0.5).float(),
+    "avg_pool_module": lambda m, x: (m.pool((x > 0).float().unsqueeze(1)) > 0.5).float(),
+})
 TIES_HARD.update({  # (a29, a30)
     "topk_capacity": _topk_capacity,
     "avg_pooled_spikes": lambda m, x: (F.avg_pool1d((x > 0).float().unsqueeze(1), 4) > 0.5).float(),
@@ -1429,6 +1454,34 @@ def test_no_tie_spellings_the_sweep_found_are_linearized(fn):
     gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
     last = [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1]
     assert last.rewritten, str(gm.sll_report)
+
+
+@pytest.mark.parametrize("qconfig", ["x86", "qnnpack"])
+def test_torch_ao_qat_fake_quantizers_against_zero_stay_hard(qconfig):
+    """prepare_qat_fx's default fake quantizer (FusedMovingAvgObsFakeQuantize, traced into
+    torch.fused_moving_avg_obs_fake_quant) and eager prepare_qat's hooked modules: 0 on a range, rewritten before
+    (603 and 314 of 32008 outputs at 1/2; a31)."""
+    from torch.ao.quantization import get_default_qat_qconfig, get_default_qat_qconfig_mapping, prepare_qat
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.fc, self.dequant = (torch.ao.quantization.QuantStub(), nn.Linear(16, 16),
+                                                 torch.ao.quantization.DeQuantStub())
+
+        def forward(self, x):
+            return (self.dequant(self.fc(self.quant(x))) > 0).float()
+
+    x = torch.randn(8, 16)
+    fx_model = prepare_qat_fx(Net().train(), get_default_qat_qconfig_mapping(qconfig), (x,))
+    eager = Net().train()
+    eager.qconfig = get_default_qat_qconfig(qconfig)
+    for model in (fx_model, prepare_qat(eager)):
+        gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+        last = [e for e in gm.sll_report.entries if e.op == "x > t"][-1]
+        assert not last.rewritten and last.reason.startswith("its input holds whole numbers times"), \
+            str(gm.sll_report)
 
 
 @pytest.mark.parametrize("fn, fix", [

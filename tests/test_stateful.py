@@ -1007,3 +1007,37 @@ def test_a_tensor_updated_in_place_deeper_down_is_state_and_left_untouched(where
         outs[name] = [m(x).abs().sum().item() for _ in range(3)]
     assert outs["model"][0] > 0 and outs["gm"] == outs["model"] and outs["hard"] == outs["model"]
     inner.tensor().zero_()
+
+
+class _DataObserver(nn.Module):
+    """An observer writing its buffer with ``.data =`` in forward (under no_grad, as observers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([1.0]))
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.scale.data = (x.abs().max() / 127).reshape(1)
+        return torch.clamp(torch.round(x / self.scale), -128, 127) * self.scale
+
+
+class _Observed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fq = _DataObserver()
+
+    def forward(self, x):
+        return self.fq(x) * 2.0
+
+
+def test_a_data_assignment_in_forward_keeps_the_module_opaque():
+    """``self.scale.data = v`` on a buffer read as a Proxy set an attribute of the Proxy: the write was dropped from
+    the graph silently (398 of 401 outputs differed from the model, and from export_hard's; a31)."""
+    model, twin = _Observed(), _Observed()
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["fq"]
+    assert "setting .data of the traced tensor" in gm.sll_report.opaque[0].reason
+    for x in seq(3):
+        assert_bitwise(gm(x), twin(x))
+        assert_bitwise(model.fq.scale, twin.fq.scale)
