@@ -323,8 +323,11 @@ class Ties:
             return None
         if node.op == "call_module":
             module = self._module_of(node)
-            if isinstance(module, FakeQuantizeBase) or _fake_quantized(module):  # ((q - zero_point) * scale: 0 on a
-                return Grid(0.0, 1.0, node, scale=node)  # range; scale as it observes; eager QAT's hooked modules too)
+            if _fake_quantizer(module) or _fake_quantizer(getattr(module, "activation_post_process", None)) and any(
+                    "activation_post_process" in getattr(getattr(h, "__code__", None), "co_names", ())
+                    for h in module._forward_hooks.values()):
+                return Grid(0.0, 1.0, node, scale=node)  # ((q - zero_point) * scale: 0 on a range; scale as it
+                # observes; eager QAT's modules, whose hook fake-quantizes their output, too)
             if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
                 dims = 1 if isinstance(module, nn.AvgPool1d) else 2 if isinstance(module, nn.AvgPool2d) else 3
                 return self._averaged(self.grid(first), node, *_avg_window(
@@ -346,7 +349,8 @@ class Ties:
             return Grid(0.0, 1.0, node, scale=scale, scale_value=self._scalar(scale)) if isinstance(scale, Node) \
                 else None
         if name == "fused_moving_avg_obs_fake_quant":  # (torch.ao's default QAT fake quantizer, traced: its scale as
-            return Grid(0.0, 1.0, node, scale=node)      # it observes)
+            on = self._folded(_arg(node, 2, "fake_quant_on"), 2)  # it observes; not where fake quantization is off)
+            return Grid(0.0, 1.0, node, scale=node) if on is None or bool(on[0].reshape(-1)[0]) else None
         if name == "heaviside":
             return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
         if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
@@ -505,11 +509,25 @@ class Ties:
             return None
         if _name(a) in ("clamp", "clip"):
             a = _first(a)
-        if isinstance(a, Node) and _name(a) in ("round", "floor", "ceil", "trunc") and _added(_first(a), b):
-            return Grid(0.0, 1.0, a)  # (round(x / s + zp) - zp: round(x / s), zero points being whole)
+        if isinstance(a, Node) and _name(a) in ("round", "floor", "ceil", "trunc") and not _arg(a, 1, "decimals", 0) \
+                and _added(_first(a), b) is not None and self._whole(b):
+            return Grid(0.0, 1.0, a)  # (round(x / s + zp) - zp: round(x / s), for a whole zero point)
         other = _added(a, b)
         g = self.grid(other) if isinstance(other, Node) else None
         return replace(g, values=None) if g is not None and g.scale is None and g.offset == 0 else None
+
+    def _whole(self, node: Node) -> bool:
+        """Is ``node`` whole numbers: on the grid of step 1 through 0, or an attribute every write of which in the
+        graph is (an observer's ``zero_point.copy_(torch.round(...))``)?"""
+        g = self.grid(node)
+        if g is not None:
+            return g.scale is None and _on(g, Grid(0.0, 1.0, node))
+        target = _attribute(node)
+        if target is None or target not in self._written():
+            return False
+        values = [w.args[1] if len(w.args) > 1 else None for w, targets in _writes(self.gm)
+                  if any(_attribute(t) == target for t in targets)]
+        return bool(values) and all(isinstance(v, Node) and self._whole(v) for v in values)
 
     def _scalar(self, node: Node) -> float | None:
         """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
@@ -529,10 +547,10 @@ class Ties:
             return None
 
 
-def _fake_quantized(module: nn.Module) -> bool:
-    """Does a forward hook fake-quantize ``module``'s output (eager ``prepare_qat``: its ``activation_post_process``)?"""
-    return isinstance(getattr(module, "activation_post_process", None), FakeQuantizeBase) and \
-        bool(module._forward_hooks)
+def _fake_quantizer(module) -> bool:
+    """Is ``module`` a torch.ao fake quantizer with fake quantization on?"""
+    on = getattr(module, "fake_quant_enabled", None)
+    return isinstance(module, FakeQuantizeBase) and not (isinstance(on, torch.Tensor) and on.numel() and not on[0])
 
 
 def _difference(name: str, node: Node, alpha) -> tuple | None:

@@ -1484,6 +1484,33 @@ def test_torch_ao_qat_fake_quantizers_against_zero_stay_hard(qconfig):
             str(gm.sll_report)
 
 
+def test_comparisons_a32_found_left_hard_without_ties_are_linearized():
+    """2971882 took round(x / s + zp) - zp for whole numbers whatever zp held (zp = 0.5, trainable: the values
+    (k - zp) * s are never 0), and eager QAT's modules for fake quantizers with fake quantization off: left hard,
+    |grad x| 0 (a32)."""
+    from torch.ao.quantization import disable_fake_quant, get_default_qat_qconfig, prepare_qat
+
+    fn = lambda m, x: ((torch.round(x / m.quarter + m.alpha) - m.alpha) * m.quarter > 0).float()  # noqa: E731
+    gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.fc, self.dequant = (torch.ao.quantization.QuantStub(), nn.Linear(16, 16),
+                                                 torch.ao.quantization.DeQuantStub())
+
+        def forward(self, x):
+            return (self.dequant(self.fc(self.quant(x))) > 0).float()
+
+    eager = Net().train()
+    eager.qconfig = get_default_qat_qconfig("x86")
+    model = prepare_qat(eager)
+    model.apply(disable_fake_quant)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+
+
 @pytest.mark.parametrize("fn, fix", [
     (lambda m, x: (F.hardtanh(torch.round(4 * x), -8.0, 8.0) / 4 > 1.0).float(), "t + 0.125 for <= and >"),
     (lambda m, x: (torch.where(x.abs() < 1, torch.round(4 * x), x) * 0.25 >= 0.5).float(), "t - 0.125 for < and >="),

@@ -1041,3 +1041,28 @@ def test_a_data_assignment_in_forward_keeps_the_module_opaque():
     for x in seq(3):
         assert_bitwise(gm(x), twin(x))
         assert_bitwise(model.fq.scale, twin.fq.scale)
+
+
+class _Tagged(nn.Module):
+    def forward(self, x):
+        h = torch.sign(x)
+        h.tag = 2.0  # (a Python value of the trace, read back the same way: traced as before)
+        return h * h.tag
+
+
+class _NeedsGrad(nn.Module):
+    def forward(self, x):
+        h = x * 2
+        h.requires_grad = True
+        return torch.sign(h)
+
+
+def test_attribute_writes_other_than_tensor_attributes_are_traced_and_the_others_name_their_fix():
+    """2971882 refused every attribute write on a traced tensor: a custom tag made its module opaque (its sign no
+    longer rewritten), and every refusal said ``.copy_(value)`` (a32)."""
+    gm = sll_fx.linearize_module(_Tagged(), eps=1e-3, verbose=False)
+    assert not gm.sll_report.opaque and gm.sll_report.entries[0].rewritten
+    x = torch.linspace(-1, 1, 9)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), _Tagged()(x))
+    gm = sll_fx.linearize_module(_NeedsGrad(), eps=1e-3, verbose=False)
+    assert "call .requires_grad_(flag) instead" in gm.sll_report.opaque[0].reason
