@@ -1456,6 +1456,18 @@ def test_no_tie_spellings_the_sweep_found_are_linearized(fn):
     assert last.rewritten, str(gm.sll_report)
 
 
+class _QATNet(nn.Module):
+    """A linear layer between torch.ao's quant and dequant stubs, its output compared with 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.fc, self.dequant = (torch.ao.quantization.QuantStub(), nn.Linear(16, 16),
+                                             torch.ao.quantization.DeQuantStub())
+
+    def forward(self, x):
+        return (self.dequant(self.fc(self.quant(x))) > 0).float()
+
+
 @pytest.mark.parametrize("qconfig", ["x86", "qnnpack"])
 def test_torch_ao_qat_fake_quantizers_against_zero_stay_hard(qconfig):
     """prepare_qat_fx's default fake quantizer (FusedMovingAvgObsFakeQuantize, traced into
@@ -1464,18 +1476,9 @@ def test_torch_ao_qat_fake_quantizers_against_zero_stay_hard(qconfig):
     from torch.ao.quantization import get_default_qat_qconfig, get_default_qat_qconfig_mapping, prepare_qat
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.quant, self.fc, self.dequant = (torch.ao.quantization.QuantStub(), nn.Linear(16, 16),
-                                                 torch.ao.quantization.DeQuantStub())
-
-        def forward(self, x):
-            return (self.dequant(self.fc(self.quant(x))) > 0).float()
-
     x = torch.randn(8, 16)
-    fx_model = prepare_qat_fx(Net().train(), get_default_qat_qconfig_mapping(qconfig), (x,))
-    eager = Net().train()
+    fx_model = prepare_qat_fx(_QATNet().train(), get_default_qat_qconfig_mapping(qconfig), (x,))
+    eager = _QATNet().train()
     eager.qconfig = get_default_qat_qconfig(qconfig)
     for model in (fx_model, prepare_qat(eager)):
         gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
@@ -1494,16 +1497,7 @@ def test_comparisons_a32_found_left_hard_without_ties_are_linearized():
     gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
     assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.quant, self.fc, self.dequant = (torch.ao.quantization.QuantStub(), nn.Linear(16, 16),
-                                                 torch.ao.quantization.DeQuantStub())
-
-        def forward(self, x):
-            return (self.dequant(self.fc(self.quant(x))) > 0).float()
-
-    eager = Net().train()
+    eager = _QATNet().train()
     eager.qconfig = get_default_qat_qconfig("x86")
     model = prepare_qat(eager)
     model.apply(disable_fake_quant)
