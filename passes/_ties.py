@@ -349,8 +349,7 @@ class Ties:
             return Grid(0.0, 1.0, node, scale=scale, scale_value=self._scalar(scale)) if isinstance(scale, Node) \
                 else None
         if name == "fused_moving_avg_obs_fake_quant":  # (torch.ao's default QAT fake quantizer, traced: its scale as
-            on = self._folded(_arg(node, 2, "fake_quant_on"), 2)  # it observes; not where fake quantization is off)
-            return Grid(0.0, 1.0, node, scale=node) if on is None or bool(on[0].reshape(-1)[0]) else None
+            return Grid(0.0, 1.0, node, scale=node)      # it observes; on or off, a warm-up turns it on later)
         if name == "heaviside":
             return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
         if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
@@ -518,16 +517,19 @@ class Ties:
 
     def _whole(self, node: Node) -> bool:
         """Is ``node`` whole numbers: on the grid of step 1 through 0, or an attribute every write of which in the
-        graph is (an observer's ``zero_point.copy_(torch.round(...))``)?"""
+        graph leaves whole numbers (an observer's ``zero_point.copy_(torch.round(...))``, ``.fill_(0)``, ``.zero_()``,
+        ``torch.round(z, out=zero_point)``)?"""
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        target = _attribute(node)
+        target = _viewed_attribute(node)
         if target is None or target not in self._written():
             return False
-        values = [w.args[1] if len(w.args) > 1 else None for w, targets in _writes(self.gm)
-                  if any(_attribute(t) == target for t in targets)]
-        return bool(values) and all(isinstance(v, Node) and self._whole(v) for v in values)
+        values = [_written_value(w) for w, targets in _writes(self.gm)
+                  if any(_viewed_attribute(t) == target for t in targets)]
+        return bool(values) and all(_multiple(v) if _number(v) else isinstance(v, Node) and
+                                    _viewed_attribute(v) is None and (g := self.grid(v)) is not None and
+                                    g.scale is None and _on(g, Grid(0.0, 1.0, v)) for v in values)
 
     def _scalar(self, node: Node) -> float | None:
         """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
@@ -548,9 +550,8 @@ class Ties:
 
 
 def _fake_quantizer(module) -> bool:
-    """Is ``module`` a torch.ao fake quantizer with fake quantization on?"""
-    on = getattr(module, "fake_quant_enabled", None)
-    return isinstance(module, FakeQuantizeBase) and not (isinstance(on, torch.Tensor) and on.numel() and not on[0])
+    """Is ``module`` a torch.ao fake quantizer (fake quantization on or off: a warm-up turns it on later)?"""
+    return isinstance(module, FakeQuantizeBase)
 
 
 def _difference(name: str, node: Node, alpha) -> tuple | None:
@@ -594,6 +595,30 @@ def _avg_window(kernel, padding, ceil_mode, count_include_pad, divisor, dims: in
     if isinstance(kernel, (list, tuple)) and all(isinstance(k, int) for k in kernel):
         return math.prod(kernel), varying
     return None, varying
+
+
+def _viewed_attribute(node) -> str | None:
+    """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), else None."""
+    for _ in range(8):
+        if not isinstance(node, Node):
+            return None
+        if node.op == "get_attr":
+            return node.target
+        if _name(node) not in _VIEWS:
+            return None
+        node = _first(node)
+    return None
+
+
+def _written_value(writer: Node):
+    """What an in-place write leaves in its target: ``copy_``'s and ``fill_``'s value, 0 for ``zero_``, else the
+    writing op's own result (``torch.round(z, out=zp)``, ``zp.round_()``)."""
+    name = _name(writer)
+    if name in ("copy", "fill") and writer.op == "call_method" and len(writer.args) > 1:
+        return writer.args[1]
+    if name == "zero":
+        return 0.0
+    return writer
 
 
 def _attribute(node: Node) -> str | None:

@@ -546,10 +546,11 @@ class _Proxy(fx.Proxy):
         """A write to a traced tensor's attribute (``self.scale.data = v``, a buffer read as a Proxy) would land on
         the Proxy, not in the graph: it fails, as torch's own ``.data =`` with a Proxy does, and the module is kept
         opaque (its forward runs as written)."""
-        if k in ("tracer", "node") or k.startswith("_") or not hasattr(torch.Tensor, k):  # (h.tag = 2.0: a Python
-            return object.__setattr__(self, k, value)  # value of the trace, read back the same way)
+        if k in ("tracer", "node") or k.startswith("_"):  # (fx's own; not h.tag = 2.0, which Python code outside the
+            return object.__setattr__(self, k, value)     # graph, an opaque child, may read)
         fix = {"data": "write the tensor in place instead: .copy_(value)",
-               "requires_grad": "call .requires_grad_(flag) instead"}.get(k, "leave it to code outside forward")
+               "requires_grad": "call .requires_grad_(flag) instead"}.get(
+            k, "leave it to code outside forward" if hasattr(torch.Tensor, k) else "keep the value in a Python variable")
         raise TypeError(f"cannot trace setting .{k} of the traced tensor '{self.node.name}': a graph records no "
                         f"attribute writes ({fix})")
 

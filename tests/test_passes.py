@@ -1487,22 +1487,45 @@ def test_torch_ao_qat_fake_quantizers_against_zero_stay_hard(qconfig):
             str(gm.sll_report)
 
 
-def test_comparisons_a32_found_left_hard_without_ties_are_linearized():
+def test_a_shift_by_a_zero_point_that_is_not_whole_is_linearized():
     """2971882 took round(x / s + zp) - zp for whole numbers whatever zp held (zp = 0.5, trainable: the values
-    (k - zp) * s are never 0), and eager QAT's modules for fake quantizers with fake quantization off: left hard,
-    |grad x| 0 (a32)."""
-    from torch.ao.quantization import disable_fake_quant, get_default_qat_qconfig, prepare_qat
-
+    (k - zp) * s are never 0): left hard, |grad x| 0 (a32)."""
     fn = lambda m, x: ((torch.round(x / m.quarter + m.alpha) - m.alpha) * m.quarter > 0).float()  # noqa: E731
     gm = sll_fx.linearize_module(_Ties(fn), eps=1e-3, verbose=False)
     assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+
+
+def test_a_fake_quantizer_switched_on_after_linearizing_is_still_one():
+    """1bdd509 read fake_quant_enabled when linearizing: a QAT warm-up (disable, linearize, enable) left the
+    comparison rewritten, 502 of 32008 outputs at 1/2 once it was on (a33)."""
+    from torch.ao.quantization import disable_fake_quant, enable_fake_quant, get_default_qat_qconfig, prepare_qat
 
     eager = _QATNet().train()
     eager.qconfig = get_default_qat_qconfig("x86")
     model = prepare_qat(eager)
     model.apply(disable_fake_quant)
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
-    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+    model.apply(enable_fake_quant)
+    assert not [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+
+
+def _zero_point_written(write):
+    def fn(m, x):
+        with torch.no_grad():
+            write(m, x)
+        return ((torch.round(x / m.quarter + m.zero_point_) - m.zero_point_) * m.quarter > 0).float()
+    return fn
+
+
+@pytest.mark.parametrize("write, rewritten", [
+    (lambda m, x: m.zero_point_.zero_(), False),                                 # (symmetric: whole, ties at 0)
+    (lambda m, x: m.zero_point_.fill_(0), False),
+    (lambda m, x: torch.round(-x.min() / m.quarter, out=m.zero_point_), False),
+    (lambda m, x: m.zero_point_.copy_(m.zero_point_ * 0.9 + 0.1 * torch.round(-x.min())), True),  # (an average:
+], ids=["zero_", "fill_0", "round_out", "moving_average"])                      # RecursionError, a33)
+def test_zero_points_written_in_forward(write, rewritten):
+    gm = sll_fx.linearize_module(_Ties(_zero_point_written(write)), eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten == rewritten, str(gm.sll_report)
 
 
 @pytest.mark.parametrize("fn, fix", [
