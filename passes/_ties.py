@@ -522,14 +522,14 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        target = _viewed_attribute(node)
+        target = _viewed_attribute(node, copies=True)  # (read as it is, through views, or copied: zp.clone())
         if target is None or target not in self._written():
             return False
         values = [_written_value(w) for w, targets in _writes(self.gm)
                   if any(_viewed_attribute(t) == target for t in targets)]
         return bool(values) and all(_multiple(v) if _number(v) else isinstance(v, Node) and
-                                    _viewed_attribute(v) is None and (g := self.grid(v)) is not None and
-                                    g.scale is None and _on(g, Grid(0.0, 1.0, v)) for v in values)
+                                    (g := self.grid(v)) is not None and g.scale is None and
+                                    _on(g, Grid(0.0, 1.0, v)) for v in values)
 
     def _scalar(self, node: Node) -> float | None:
         """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
@@ -597,14 +597,15 @@ def _avg_window(kernel, padding, ceil_mode, count_include_pad, divisor, dims: in
     return None, varying
 
 
-def _viewed_attribute(node) -> str | None:
-    """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), else None."""
+def _viewed_attribute(node, copies: bool = False) -> str | None:
+    """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), or with ``copies`` a copy of
+    (``self.zp.clone()``: the same values, but a write to it is not a write of the attribute), else None."""
     for _ in range(8):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":
             return node.target
-        if _name(node) not in _VIEWS:
+        if _name(node) not in _VIEWS and not (copies and _name(node) in ("clone", "contiguous")):
             return None
         node = _first(node)
     return None
