@@ -480,9 +480,13 @@ class Ties:
         return (out, moving) if isinstance(out, torch.Tensor) and out.numel() <= 4096 else None
 
     def _written(self) -> set[str]:
-        """The targets of the tensor attributes the graph writes in place (through views too)."""
+        """The targets of the tensor attributes the graph writes in place (through views too), and of those of the
+        modules it calls (an opaque child's ``self.aux``: its forward may write them; their value now is stale)."""
         if self._written_targets is None:
             self._written_targets = set()
+            called = tuple(f"{n.target}." for n in self.gm.graph.nodes if n.op == "call_module")
+            self._written_targets.update(n.target for n in self.gm.graph.nodes
+                                         if n.op == "get_attr" and n.target.startswith(called))
             for _, targets in _writes(self.gm):
                 for t in targets:
                     for _ in range(8):  # (through views: z = self.thr + h; z.relu_() writes z, not thr)
@@ -522,7 +526,9 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        target = _viewed_attribute(node, copies=True)  # (read as it is, through views, or copied: zp.clone())
+        written = {t for _, targets in _writes(self.gm) for t in targets}
+        target = _viewed_attribute(node, copies=written)  # (read as it is, through views, or copied: zp.clone(), but
+        # not a copy written in its turn: zp.clone().add_(0.5))
         if target is None or target not in self._written():
             return False
         values = [_written_value(w) for w, targets in _writes(self.gm)
@@ -597,15 +603,17 @@ def _avg_window(kernel, padding, ceil_mode, count_include_pad, divisor, dims: in
     return None, varying
 
 
-def _viewed_attribute(node, copies: bool = False) -> str | None:
-    """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), or with ``copies`` a copy of
-    (``self.zp.clone()``: the same values, but a write to it is not a write of the attribute), else None."""
+def _viewed_attribute(node, copies: set | None = None) -> str | None:
+    """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), or, given the graph's written
+    nodes as ``copies``, a copy of that nothing writes (``self.zp.clone()``: the same values; a write to it is not a
+    write of the attribute), else None."""
     for _ in range(8):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":
             return node.target
-        if _name(node) not in _VIEWS and not (copies and _name(node) in ("clone", "contiguous")):
+        if _name(node) not in _VIEWS and not (copies is not None and _name(node) in ("clone", "contiguous") and
+                                               node not in copies):
             return None
         node = _first(node)
     return None

@@ -1529,6 +1529,35 @@ def test_zero_points_written_in_forward(write, rewritten):
     assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten == rewritten, str(gm.sll_report)
 
 
+class _Aux(nn.Module):
+    """An observer kept opaque for its state, which writes a buffer that is not a whole number."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("aux", torch.zeros(1))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        with torch.no_grad():
+            self.aux.copy_(x.max() * 26.9231)
+        return x
+
+
+@pytest.mark.parametrize("write, read", [
+    (lambda m, x: m.zero_point_.copy_(torch.round(-x.min() / m.quarter)),
+     lambda zp: (copy := zp.clone(), copy.add_(0.5))[0]),
+    (lambda m, x: (m.obs(x), m.zero_point_.copy_(m.obs.aux)), lambda zp: zp),
+], ids=["copy_written_after", "copied_from_an_opaque_childs_buffer"])
+def test_zero_points_that_are_not_whole_when_read_are_linearized(write, read):
+    """d9fe2ad followed a read through a clone that was then written (zp.clone().add_(0.5): 70.5) and took the value
+    of a buffer an opaque child writes at its value before the call: left hard (|grad x| 250000 before, 0) (a35)."""
+    model = _Ties(_zero_point_written(write, read))
+    model.obs = _Aux()
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+
+
 @pytest.mark.parametrize("write, read", [
     (lambda m, x: m.zero_point_.copy_(torch.round(-x.min() / m.quarter)), lambda zp: zp.clone()),
     (lambda m, x: m.zero_point_.copy_(m.two), lambda zp: zp),             # (another attribute, holding 2.0)
