@@ -124,6 +124,7 @@ class Ties:
         self.gm, self.kinds, self.number = gm, kinds, number
         self._grids: dict[Node, Grid | None] = {}
         self._written_targets: set[str] | None = None
+        self._writes_found: list | None = None
 
     # -- the question the planner asks --------------------------------------------------------------
     def of(self, x, t) -> Tie | None:
@@ -487,15 +488,15 @@ class Ties:
             called = tuple(f"{n.target}." for n in self.gm.graph.nodes if n.op == "call_module")
             self._written_targets.update(n.target for n in self.gm.graph.nodes
                                          if n.op == "get_attr" and n.target.startswith(called))
-            for _, targets in _writes(self.gm):
-                for t in targets:
-                    for _ in range(8):  # (through views: z = self.thr + h; z.relu_() writes z, not thr)
-                        if not isinstance(t, Node) or t.op == "get_attr" or _name(t) not in _VIEWS:
-                            break
-                        t = _first(t)
-                    if isinstance(t, Node) and t.op == "get_attr":
-                        self._written_targets.add(t.target)
-        return self._written_targets
+            self._written_targets.update(target for _, targets in self._writes() for t in targets
+                                         if (target := _viewed_attribute(t)) is not None)  # (through views: z = self.thr
+        return self._written_targets                                                   # + h; z.relu_() writes z)
+
+    def _writes(self) -> list[tuple[Node, list[Node]]]:
+        """The graph's in-place writes (``_aliases._writes``), found once."""
+        if self._writes_found is None:
+            self._writes_found = _writes(self.gm)
+        return self._writes_found
 
     def _int_grid(self, node: Node) -> Grid | None:
         """Whole numbers for an integer tensor, 0 and 1 for a bool one (inferred), else None."""
@@ -526,12 +527,12 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        written = {t for _, targets in _writes(self.gm) for t in targets}
+        written = {t for _, targets in self._writes() for t in targets}
         target = _viewed_attribute(node, copies=written)  # (read as it is, through views, or copied: zp.clone(), but
         # not a copy written in its turn: zp.clone().add_(0.5))
         if target is None or target not in self._written():
             return False
-        values = [_written_value(w) for w, targets in _writes(self.gm)
+        values = [_written_value(w) for w, targets in self._writes()
                   if any(_viewed_attribute(t) == target for t in targets)]
         return bool(values) and all(_multiple(v) if _number(v) else isinstance(v, Node) and
                                     (g := self.grid(v)) is not None and g.scale is None and
