@@ -35,7 +35,7 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantizeBase
 from torch.fx import GraphModule, Node
 
-from sll_fx import dtypes, rules
+from sll_fx import dtypes, rules, scans
 from sll_fx.grad_regions import is_detached_call
 
 from ._aliases import _writes
@@ -125,6 +125,7 @@ class Ties:
         self._grids: dict[Node, Grid | None] = {}
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
+        self._written_found: dict | None = None
 
     # -- the question the planner asks --------------------------------------------------------------
     def of(self, x, t) -> Tie | None:
@@ -149,9 +150,14 @@ class Ties:
         if _number(v):
             return float(v)
         if isinstance(v, Node):
-            number = self.number(v) if _attribute(v) not in self._written() else None
+            number = self.number(v) if not self._stale(v) else None
             return float(number) if _number(number) else v
         return None
+
+    def _held(self, v):
+        """``v`` as a number, else its grid, else None."""
+        v = self._value(v)
+        return self.grid(v) if isinstance(v, Node) else v
 
     def _ties(self, node, t, depth: int) -> Tie | None:
         if not isinstance(node, Node) or depth == 0:
@@ -160,6 +166,8 @@ class Ties:
         g = self.grid(node) if number is not None else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
+        if node in self._written_nodes():  # (written in place: not what its op made; its grid has the writes' values)
+            return None
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
@@ -293,7 +301,11 @@ class Ties:
             return None
         if node not in self._grids:
             self._grids[node] = None  # (a cycle: none)
-            self._grids[node] = self._grid(node, 8)
+            found = self._grid(node, 8)
+            writers = self._written_nodes().get(node)
+            if found is not None and writers:  # (written in place, or through a view of it: c = zp.clone(); c[0].add_(
+                found = _union([found, *(self._held(_written_value(w)) for w in writers)])  # 0.5): what it held, and
+            self._grids[node] = found                                                        # what each write leaves)
         return self._grids[node]
 
     def _grid(self, node: Node, depth: int) -> Grid | None:
@@ -460,7 +472,7 @@ class Ties:
         parameter, whose zeros make a product 0 for every input): a ``get_attr`` or an op of :data:`_FOLDABLE` on
         such values and numbers, and whether a gradient moves it (a trainable parameter in it); else None (also for
         an attribute the graph writes in place, an observer's scale: its value now is not what the graph reads)."""
-        if not isinstance(node, Node) or depth == 0:
+        if not isinstance(node, Node) or depth == 0 or node in self._written_nodes():
             return None
         if node.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, node.target)
@@ -482,15 +494,45 @@ class Ties:
 
     def _written(self) -> set[str]:
         """The targets of the tensor attributes the graph writes in place (through views too), and of those of the
-        modules it calls (an opaque child's ``self.aux``: its forward may write them; their value now is stale)."""
+        modules it calls whose code may write them (an opaque child's ``self.aux.fill_(...)``; a BatchNorm's running
+        statistics: their value now is stale; ``scans.may_write_state``)."""
         if self._written_targets is None:
             self._written_targets = set()
-            called = tuple(f"{n.target}." for n in self.gm.graph.nodes if n.op == "call_module")
+            called = tuple(f"{n.target}." for n in self.gm.graph.nodes if n.op == "call_module" and
+                           (m := self._module_of(n)) is not None and scans.may_write_state(m))
             self._written_targets.update(n.target for n in self.gm.graph.nodes
                                          if n.op == "get_attr" and n.target.startswith(called))
             self._written_targets.update(target for _, targets in self._writes() for t in targets
                                          if (target := _viewed_attribute(t)) is not None)  # (through views: z = self.thr
         return self._written_targets                                                   # + h; z.relu_() writes z)
+
+    def _stale(self, node: Node) -> bool:
+        """Is ``node`` an attribute, or made from one through its first arguments (a view, a cast, a clone), that the
+        graph writes in place on the way (``self.zp``; ``c`` for ``c = self.zp.clone(); c[0].add_(0.5)``): its value
+        now is not what the graph reads?"""
+        if _attribute(node) in self._written():
+            return True
+        written = self._written_nodes()
+        for _ in range(_VIEW_DEPTH):
+            if not isinstance(node, Node):
+                return False
+            if node in written:
+                return True
+            if not node.args:
+                return False
+            node = node.args[0]
+        return False
+
+    def _written_nodes(self) -> dict[Node, list[Node]]:
+        """The nodes the graph writes in place, directly or through views of them (``c`` for ``c[0].add_(0.5)``) ->
+        the nodes writing them."""
+        if self._written_found is None:
+            self._written_found = {}
+            for writer, targets in self._writes():
+                for t in targets:
+                    for v in _viewed(t):
+                        self._written_found.setdefault(v, []).append(writer)
+        return self._written_found
 
     def _writes(self) -> list[tuple[Node, list[Node]]]:
         """The graph's in-place writes (``_aliases._writes``), found once."""
@@ -527,9 +569,8 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        written = {t for _, targets in self._writes() for t in targets}
-        target = _viewed_attribute(node, copies=written)  # (read as it is, through views, or copied: zp.clone(), but
-        # not a copy written in its turn: zp.clone().add_(0.5))
+        target = _viewed_attribute(node, copies=self._written_nodes())  # (read as it is, through views, or copied: zp.clone(), but
+        # not a copy written in its turn, also through a view of it: zp.clone().add_(0.5), c = zp.clone(); c[0].add_())
         if target is None or target not in self._written():
             return False
         values = [_written_value(w) for w, targets in self._writes()
@@ -541,7 +582,7 @@ class Ties:
     def _scalar(self, node: Node) -> float | None:
         """The number a scalar tensor holds now (a scalar parameter, LSQ's step, trainable or not; not an attribute
         the graph writes), else None."""
-        if _attribute(node) in self._written():
+        if self._stale(node):
             return None
         t = dtypes.fetch_attr(self.gm, node.target) if node.op == "get_attr" else None
         if isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type != "meta":
@@ -608,7 +649,7 @@ def _viewed_attribute(node, copies: set | None = None) -> str | None:
     """The target of the tensor attribute ``node`` is, or is a view of (``self.zp[0]``), or, given the graph's written
     nodes as ``copies``, a copy of that nothing writes (``self.zp.clone()``: the same values; a write to it is not a
     write of the attribute), else None."""
-    for _ in range(8):
+    for _ in range(_VIEW_DEPTH):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":
@@ -618,6 +659,17 @@ def _viewed_attribute(node, copies: set | None = None) -> str | None:
             return None
         node = _first(node)
     return None
+
+
+def _viewed(node):
+    """``node`` and the nodes it is a view of, outwards (``c[0]``, ``c``, up to a node no view makes)."""
+    for _ in range(_VIEW_DEPTH):
+        if not isinstance(node, Node):
+            return
+        yield node
+        if _name(node) not in _VIEWS:
+            return
+        node = _first(node)
 
 
 def _written_value(writer: Node):
@@ -633,7 +685,7 @@ def _written_value(writer: Node):
 
 def _attribute(node: Node) -> str | None:
     """The target of the tensor attribute ``node`` is, or is a view or cast of (``self.scale.to(x.dtype)``)."""
-    for _ in range(8):
+    for _ in range(_VIEW_DEPTH):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":
@@ -834,6 +886,7 @@ _KEEP_VALUES = _THROUGH | _INT_CASTS | frozenset(rules.FLOAT_CASTS) | {
     "upsample_nearest3d", "_unsafe_view", "alias", "slice", "as_strided", "permute_copy", "view_copy"}
 _MAX_POOLS = ("max_pool", "adaptive_max_pool")
 #: views: a write through one writes its base (``self.scale.data.copy_``, ``self.buf[0].fill_``)
+_VIEW_DEPTH = 16  # (how many views deep an attribute is followed: self.zp.view(-1)[0])
 _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of a float tensor is the tensor)
     "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
     "swapdims", "unbind", "split", "chunk"}

@@ -11,7 +11,9 @@ before or instead of running it:
   blocks are found by the trace itself: ``tracer._autocast_state``);
 - :func:`called_by_parent`: may a shared submodule be called through a parent (``SLLConfig`` settings per parent);
 - :func:`child_attributes_read`, :func:`children_used_as_values`, :func:`sequence_like`: what an opaque module
-  reads of its children (a child replaced by a GraphModule keeps only its parameters, buffers and submodules).
+  reads of its children (a child replaced by a GraphModule keeps only its parameters, buffers and submodules);
+- :func:`may_write_state`: may an opaque module's call change its tensor attributes (the tie check reads those
+  it cannot change at their value now).
 
 The bytecode walk behind most of them is :func:`_code_uses` (one walk per code object, cached): the attributes a
 function reads off ``self`` (also through ``super()``, stored or not), whether it hands ``self`` on whole, the global
@@ -597,6 +599,56 @@ def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
             fn = function_of(value)
             if fn is not None:
                 yield fn
+
+
+#: keyword arguments by which a call writes in place (``torch.add(a, b, out=c)``, ``F.relu(h, inplace=True)``)
+_WRITING_KEYWORDS = frozenset(("out", "inplace"))
+
+
+@functools.lru_cache(maxsize=1024)  # (code objects do not change)
+def _writes_in(code: types.CodeType) -> bool:
+    """May ``code`` (nested code included) write a tensor it reaches: an attribute or item assignment
+    (``self.n = ...``, ``t[0] = v``, ``self.count += 1``), an in-place method or function (a name ending in one
+    ``_``: ``fill_``, ``copy_``, ``torch.relu_``), ``.data``, an ``out=`` or ``inplace=`` keyword?  A name scan, so
+    a yes may be for anything else (a local list's item); a no is certain for the code itself."""
+    for c in code_objects(code):
+        if any(n == "data" or n.endswith("_") and not n.endswith("__") and not n.startswith("_")
+               for n in c.co_names):
+            return True
+        if any(isinstance(k, tuple) and _WRITING_KEYWORDS.intersection(k) for k in c.co_consts):
+            return True
+        if any(i.opname in ("STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE")
+               for i in dis.get_instructions(c)):
+            return True
+    return False
+
+
+def may_write_state(module: nn.Module) -> bool:
+    """May calling ``module`` (kept opaque, or a torch.nn leaf) change a tensor attribute of it or of its submodules:
+    a torch module holding buffers (BatchNorm's running statistics, an observer's), or code of the user's
+    (``forward``, the methods it calls and the functions they name, three levels deep) that may write
+    (:func:`_writes_in`)?  A parent reading such an attribute in its graph (``self.child.zp`` as a zero point) reads
+    a value the call may change."""
+    for m in module.modules():
+        forward = forward_of(m)
+        if not _user_class(type(m)) and (forward is None or not _user_class_of_function(forward)):
+            if any(b is not None for b in m._buffers.values()):
+                return True
+            continue
+        if forward is None:
+            continue
+        for fn in (forward, *_methods_called(forward, m)):
+            if _writes_in(fn.__code__):
+                return True
+            for obj in _referenced(fn, m):
+                f = function_of(obj)
+                if f is not None and _user_class_of_function(f) and _writes_in(f.__code__):
+                    return True
+    return False
+
+
+def _user_class_of_function(fn: types.FunctionType) -> bool:
+    return (fn.__module__ or "").split(".")[0] not in _FOREIGN
 
 
 def _is_sll(obj) -> bool:

@@ -1558,6 +1558,75 @@ def test_zero_points_that_are_not_whole_when_read_are_linearized(write, read):
     assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
 
 
+class _Branching(nn.Module):
+    """Kept opaque (a branch on a value); never writes its buffers, or writes ``aux`` through a helper it names."""
+
+    def __init__(self, write=None):
+        super().__init__()
+        self.write = write
+        self.register_buffer("zp", torch.tensor([3.0]))
+        self.register_buffer("thr", torch.tensor(2.0))
+
+    def forward(self, x):
+        if x.sum() > 1e9:
+            x = x * 2
+        if self.write is not None:
+            with torch.no_grad():
+                self.write(self)
+        return x
+
+
+@pytest.mark.parametrize("read, write, rewritten", [
+    ("zero_point", None, False),
+    ("threshold", None, False),
+    ("zero_point", lambda c: c.zp.fill_(0.5), True),    # (written by the child's helper: not read)
+    ("threshold", lambda c: c.thr.add_(0.5), True),
+], ids=["unwritten_zero_point", "unwritten_threshold", "zero_point_written", "threshold_written"])
+def test_buffers_of_an_opaque_child_are_read_unless_its_code_may_write_them(read, write, rewritten):
+    """c53ad48 took every attribute of a module the graph calls for written: an opaque child's buffers that nothing
+    writes (a zero point 3.0, a threshold 2.0) were not read, and real ties were linearized (249 of 4001 outputs at
+    1/2) (a36)."""
+    def fn(m, x):
+        h = m.child(x)
+        if read == "zero_point":
+            return ((torch.round(h / 0.25 + m.child.zp) - m.child.zp) * 0.25 > 0).float()
+        return (torch.round(4 * h) > m.child.thr).float()
+    model = _Ties(fn)
+    model.child = _Branching(write)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == ["child"]
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten == rewritten, str(gm.sll_report)
+    if not rewritten:
+        x = torch.linspace(-2, 2, 4001)
+        assert torch.equal(gm(x), model(x))
+
+
+def _through_views(n):
+    def write(m, x):
+        z = m.zero_point_
+        for _ in range(n):
+            z = z.view(-1)
+        z.fill_(0.5)
+    return write
+
+
+@pytest.mark.parametrize("write, read", [
+    (_through_views(7), lambda zp: zp),                                          # (fee9a2a followed 6 views)
+    (lambda m, x: None, lambda zp: (copy := zp.clone(), copy.view(1)[0].add_(0.5))[0]),  # (a view of the clone written)
+    (lambda m, x: None, lambda zp: (copy := zp.clone(), copy.view(-1).add_(0.5))[0]),
+], ids=["seven_views", "clone_written_through_a_slice", "clone_written_through_a_view"])
+def test_zero_points_written_through_views_are_not_taken_for_whole(write, read):
+    """A zero point written 0.5 through seven views, or a clone of it written through a view, was read as whole (0.0):
+    left hard, |grad x| 0 where it is 250000 linearized (a36)."""
+    model = _Ties(_zero_point_written(write, read))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op == "x > t"][-1].rewritten, str(gm.sll_report)
+    x = torch.linspace(-2, 2, 4001, requires_grad=True)
+    assert float(torch.autograd.grad(gm(x).sum(), x)[0].abs().sum()) > 0
+    with torch.no_grad():
+        assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
 @pytest.mark.parametrize("write, read", [
     (lambda m, x: m.zero_point_.copy_(torch.round(-x.min() / m.quarter)), lambda zp: zp.clone()),
     (lambda m, x: m.zero_point_.copy_(m.two), lambda zp: zp),             # (another attribute, holding 2.0)
