@@ -66,7 +66,7 @@ class _Uses:
 
 
 class _Planner:
-    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict):
+    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict, no_grad: bool = False):
         self.gm, self.config, self.kinds = gm, config, kinds
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
@@ -75,7 +75,8 @@ class _Planner:
         self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
-        self._graded: tuple | None = None           # _gradient_sources: (graded nodes, any detach)
+        self._graded: tuple | None = (set(), False) if no_grad else None  # _gradient_sources: (graded nodes, any
+        # detach); none in a graph that runs with grad mode off (an exported no_grad block's body)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
         self.ties = Ties(gm, kinds, self._fixed_number)  # what comparisons' inputs take on whole ranges

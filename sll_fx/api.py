@@ -12,7 +12,7 @@ import inspect
 import torch
 from torch import fx
 
-from . import exported, frozen
+from . import exported, frozen, grad_regions
 from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
 from .graph_module import SLLGraphModule, share_buffers_with
@@ -107,12 +107,14 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model),
                                      codegen=False)  # edited in place by map_graphs, code generated once
 
+    bodies = grad_regions.no_grad_bodies(top) if exported_graph else set()  # (torch.no_grad() blocks)
+
     def linearize(g: fx.GraphModule, path: str) -> fx.GraphModule:
         exported.canonicalize(g)  # aten spellings around the matches (casts, argmax, topk): torch-level ones
         inputs = None if path else example_inputs
         if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
-        g = linearize_pass(g, config=config, example_inputs=inputs).graph_module
+        g = linearize_pass(g, config=config, example_inputs=inputs, no_grad=path in bodies).graph_module
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
 

@@ -14,7 +14,7 @@ no gradient crosses the region, as in the model.  The linearize pass treats :fun
 
 ``torch.export`` keeps such a block as a ``wrap_with_set_grad_enabled(False, body, *args)`` call of a
 nested graph: :func:`runs_without_grad` tells the linearize pass that its results carry no gradient, and
-the body's own nodes say so in their fake values (``requires_grad`` off, their input's on).
+:func:`no_grad_bodies` that no gradient reaches the body's own nodes (the pass gets ``no_grad=True`` for it).
 """
 
 from __future__ import annotations
@@ -79,6 +79,32 @@ def runs_without_grad(node: fx.Node) -> bool:
     hop = set_grad_hop()
     return (hop is not None and node.op == "call_function" and node.target is hop and bool(node.args)
             and node.args[0] is False)
+
+
+def no_grad_bodies(top: torch.nn.Module) -> set[str]:
+    """The qualified names of the nested graphs of ``top`` (an exported graph module) that run with grad mode off:
+    the bodies of ``wrap_with_set_grad_enabled(False, body, *args)`` calls, and the graphs called inside them (other
+    higher-order ops' bodies), unless a ``wrap_with_set_grad_enabled(True, ...)`` turns it on again.  Their nodes'
+    inputs carry no gradient (their placeholders are the block's inputs, not a graph's)."""
+    hop, found = set_grad_hop(), set()
+
+    def walk(gm: fx.GraphModule, path: str, grad: bool) -> None:
+        for node in gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            on = bool(node.args[0]) if node.target is hop and node.args else grad
+            for arg in node.args:
+                if isinstance(arg, fx.Node) and arg.op == "get_attr":
+                    body = getattr(gm, arg.target, None)
+                    if isinstance(body, fx.GraphModule):
+                        name = f"{path}.{arg.target}" if path else arg.target
+                        if not on:
+                            found.add(name)
+                        walk(body, name, on)
+
+    if isinstance(top, fx.GraphModule) and hop is not None:
+        walk(top, "", True)
+    return found
 
 
 @functools.lru_cache(maxsize=1)  # (read for every node of a graph: torch.ops' attribute lookup once)

@@ -407,6 +407,38 @@ def test_an_exported_no_grad_block_is_left_hard_as_in_the_model():
     assert list(sll_fx.eps_state(from_program)) == ["sign"]
 
 
+class OpOnNoGradInput(nn.Module):
+    """A discrete op reading the no_grad block's input itself: in the exported body, a placeholder."""
+
+    def __init__(self, op: str):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.op = op
+
+    def forward(self, x):
+        h = x * self.w
+        with torch.no_grad():
+            g = {"sign": torch.sign, "round": torch.round, "gt": lambda v: (v > 0.3).float()}[self.op](h)
+        return h * g
+
+
+@pytest.mark.parametrize("op", ["sign", "round", "gt"])
+@pytest.mark.parametrize("program", [False, True], ids=["exported_program", "its_module"])
+def test_an_op_on_an_exported_no_grad_blocks_input_is_left_hard(op, program):
+    """The body's placeholder required no grad in its fake value, as the op's result: the op was rewritten from an
+    ExportedProgram (sign at 0.005 gave 0.0025 and a gradient 0.5 instead of 1; an observer's zero point computed
+    from buffers became 127.4996 in the model's buffer) where the model's trace leaves it hard (a37)."""
+    model, x = OpOnNoGradInput(op), torch.tensor([-0.02, -0.005, 0.0, 0.005, 0.02, 0.295, 0.305, 0.495, 1.505])
+    ep = torch.export.export(model, (x,))
+    gm = linearize(ep.module() if program else ep)
+    assert [(e.rewritten, e.reason) for e in gm.sll_report.entries] == [(False, NO_GRADIENT)]
+    xs, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = gm(xs), model(xm)
+    out.sum().backward(), ref.sum().backward()
+    assert_bitwise(out, ref)
+    assert_bitwise(xs.grad, xm.grad)
+
+
 # ----------------------------------------------------------------------------------------
 # 6. report reasons
 # ----------------------------------------------------------------------------------------
