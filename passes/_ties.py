@@ -126,6 +126,8 @@ class Ties:
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
         self._written_found: dict | None = None
+        self._before_writes: set[Node] = set()   # (written nodes _ties reads as they were before their one write)
+        self._unwritten: dict[Node, Grid | None] = {}  # (written nodes -> their grid before the writes)
 
     # -- the question the planner asks --------------------------------------------------------------
     def of(self, x, t) -> Tie | None:
@@ -163,11 +165,19 @@ class Ties:
         if not isinstance(node, Node) or depth == 0:
             return None
         number = t if not isinstance(t, Node) else None
-        g = self.grid(node) if number is not None else None
+        g = (self._unwritten.get(node) if node in self._before_writes else self.grid(node)) if number is not None \
+            else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
-        if node in self._written_nodes():  # (written in place: not what its op made; its grid has the writes' values)
-            return None
+        writes = self._written_nodes().get(node) if node not in self._before_writes else None
+        if writes:  # (written in place: not what its op made; its grid has the writes' values; one write of all of
+            if len(writes) > 1 or not writes[0][1]:  # it, c.relu_(), c.clamp_(0, 1): what that op takes on ranges)
+                return None
+            self._before_writes.add(node)
+            try:
+                return self._ties(_written_value(writes[0][0]), t, depth - 1)
+            finally:
+                self._before_writes.discard(node)
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
@@ -302,10 +312,18 @@ class Ties:
         if node not in self._grids:
             self._grids[node] = None  # (a cycle: none)
             found = self._grid(node, 8)
-            writers = self._written_nodes().get(node)
-            if found is not None and writers:  # (written in place, or through a view of it: c = zp.clone(); c[0].add_(
-                found = _union([found, *(self._held(_written_value(w)) for w in writers)])  # 0.5): what it held, and
-            self._grids[node] = found                                                        # what each write leaves)
+            writes = self._written_nodes().get(node, ())
+            if writes and found is None and _number(held := self.number(node)):  # (a start value: zeros_like(x))
+                found = Grid(float(held), 1.0, node, frozenset((float(held),)))
+            if writes:
+                self._unwritten[node] = found
+            for writer, whole in writes:  # (written in place, in graph order: what it
+                self._grids[node] = found                               # holds before each write, for the writer)
+                value = self._held(_written_value(writer))
+                if _number(value):
+                    value = Grid(float(value), 1.0, writer, frozenset((float(value),)))
+                found = value if whole else _union([found, value])  # (c.relu_(): its result; c[0].add_(0.5): a part)
+            self._grids[node] = found
         return self._grids[node]
 
     def _grid(self, node: Node, depth: int) -> Grid | None:
@@ -495,11 +513,12 @@ class Ties:
     def _written(self) -> set[str]:
         """The targets of the tensor attributes the graph writes in place (through views too), and of those of the
         modules it calls whose code may write them (an opaque child's ``self.aux.fill_(...)``; a BatchNorm's running
-        statistics: their value now is stale; ``scans.may_write_state``)."""
+        statistics: their value now is stale; ``scans.state_written``)."""
         if self._written_targets is None:
             self._written_targets = set()
-            called = tuple(f"{n.target}." for n in self.gm.graph.nodes if n.op == "call_module" and
-                           (m := self._module_of(n)) is not None and scans.may_write_state(m))
+            called = tuple(f"{n.target}.{p}." if p else f"{n.target}." for n in self.gm.graph.nodes
+                           if n.op == "call_module" and (m := self._module_of(n)) is not None
+                           for p in scans.state_written(m))
             self._written_targets.update(n.target for n in self.gm.graph.nodes
                                          if n.op == "get_attr" and n.target.startswith(called))
             self._written_targets.update(target for _, targets in self._writes() for t in targets
@@ -523,15 +542,15 @@ class Ties:
             node = node.args[0]
         return False
 
-    def _written_nodes(self) -> dict[Node, list[Node]]:
+    def _written_nodes(self) -> dict[Node, list[tuple[Node, bool]]]:
         """The nodes the graph writes in place, directly or through views of them (``c`` for ``c[0].add_(0.5)``) ->
-        the nodes writing them."""
+        ``(writer, whether it writes all of it)``, in graph order."""
         if self._written_found is None:
             self._written_found = {}
             for writer, targets in self._writes():
                 for t in targets:
                     for v in _viewed(t):
-                        self._written_found.setdefault(v, []).append(writer)
+                        self._written_found.setdefault(v, []).append((writer, v is t))
         return self._written_found
 
     def _writes(self) -> list[tuple[Node, list[Node]]]:

@@ -68,18 +68,21 @@ from ._spellings import _match
 
 def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "linear",
                    config: SLLConfig | None = None, example_inputs: tuple | None = None,
-                   no_grad: bool = False) -> PassResult:
+                   no_grad: bool = False, held: str | None = None) -> PassResult:
     """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``.
 
     ``config`` (an :class:`SLLConfig`) overrides ``eps`` and ``mode`` when given.  ``no_grad``: ``gm`` runs with grad
     mode off (an exported ``torch.no_grad()`` block's body, ``grad_regions.no_grad_bodies``): no gradient reaches
-    its nodes, and its discrete ops stay hard.
+    its nodes, and its discrete ops stay hard.  ``held``: a reason to leave every discrete op of ``gm`` hard (a
+    ``torch.cond`` branch: ``grad_regions.nested_bodies``).
     """
     config = config if config is not None else SLLConfig(eps=eps, mode=mode)
     check_not_decomposed(gm.graph, "linearize_module", "linearize the model, or its program before "
                          "decomposing it; a decomposed program of export_hard's result linearizes as usual")
     planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs), no_grad=no_grad)
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
+    if held:
+        plan = [planner._hard(s.node, s.rule, held) if s.rewrites else s for s in plan]
     before = _count_sll(gm)
     surrogates: dict = {}  # comparison -> its sll node; ("soft", sll node) -> its soft mask (_soft_mask)
     device = eps_device(gm)  # (before the first eps buffer is added)

@@ -107,14 +107,19 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         top, _ = trace_with_fallback(model, concrete_args=concrete_args, keep=config.skipped_modules(model),
                                      codegen=False)  # edited in place by map_graphs, code generated once
 
-    bodies = grad_regions.no_grad_bodies(top) if exported_graph else set()  # (torch.no_grad() blocks)
+    # (torch.no_grad() blocks; torch.cond branches, which torch.cond traces when it runs)
+    no_grad, traced = grad_regions.nested_bodies(top) if exported_graph else (set(), {})
 
     def linearize(g: fx.GraphModule, path: str) -> fx.GraphModule:
         exported.canonicalize(g)  # aten spellings around the matches (casts, argmax, topk): torch-level ones
         inputs = None if path else example_inputs
         if inputs is None and not path and exported_graph:  # (g: a copy of export's graph)
             inputs = exported.example_inputs(g)  # export's own input dtypes
-        g = linearize_pass(g, config=config, example_inputs=inputs, no_grad=path in bodies).graph_module
+        held = traced.get(path)
+        held = held and (f"inside {held}'s nested graph '{path}', which {held} traces with fake tensors when it runs: "
+                         "an sll op there cannot read its eps, left hard; compute the branches and select with "
+                         "torch.where (linearized) to linearize it")
+        g = linearize_pass(g, config=config, example_inputs=inputs, no_grad=path in no_grad, held=held).graph_module
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
 

@@ -14,7 +14,7 @@ no gradient crosses the region, as in the model.  The linearize pass treats :fun
 
 ``torch.export`` keeps such a block as a ``wrap_with_set_grad_enabled(False, body, *args)`` call of a
 nested graph: :func:`runs_without_grad` tells the linearize pass that its results carry no gradient, and
-:func:`no_grad_bodies` that no gradient reaches the body's own nodes (the pass gets ``no_grad=True`` for it).
+:func:`nested_bodies` that no gradient reaches the body's own nodes (the pass gets ``no_grad=True`` for it).
 """
 
 from __future__ import annotations
@@ -81,30 +81,38 @@ def runs_without_grad(node: fx.Node) -> bool:
             and node.args[0] is False)
 
 
-def no_grad_bodies(top: torch.nn.Module) -> set[str]:
-    """The qualified names of the nested graphs of ``top`` (an exported graph module) that run with grad mode off:
-    the bodies of ``wrap_with_set_grad_enabled(False, body, *args)`` calls, and the graphs called inside them (other
-    higher-order ops' bodies), unless a ``wrap_with_set_grad_enabled(True, ...)`` turns it on again.  Their nodes'
-    inputs carry no gradient (their placeholders are the block's inputs, not a graph's)."""
-    hop, found = set_grad_hop(), set()
+def nested_bodies(top: torch.nn.Module) -> tuple[set[str], dict[str, str]]:
+    """The qualified names of the nested graphs of ``top`` (an exported graph module) that higher-order ops call:
+    ``(no_grad, traced)``.  ``no_grad``: those that run with grad mode off, the bodies of
+    ``wrap_with_set_grad_enabled(False, body, *args)`` calls and the graphs called inside them, unless a
+    ``wrap_with_set_grad_enabled(True, ...)`` turns it on again (their nodes' inputs carry no gradient: their
+    placeholders are the block's inputs, not a graph's).  ``traced``: name -> op, the branches and bodies of the
+    other higher-order ops (``torch.cond``, ``map``, ``while_loop``) and the graphs inside them, which those ops
+    trace with fake tensors when they run, where an sll op's eps buffer cannot be read."""
+    hop, no_grad, traced = set_grad_hop(), set(), {}
 
-    def walk(gm: fx.GraphModule, path: str, grad: bool) -> None:
+    def walk(gm: fx.GraphModule, path: str, grad: bool, inside: str | None) -> None:
         for node in gm.graph.nodes:
             if node.op != "call_function":
                 continue
-            on = bool(node.args[0]) if node.target is hop and node.args else grad
+            is_hop = isinstance(node.target, torch._ops.HigherOrderOperator)
+            on = bool(node.args[0]) if hop is not None and node.target is hop and node.args else grad
+            within = inside if not is_hop or node.target is hop else inside or getattr(node.target, "__name__",
+                                                                                       str(node.target))
             for arg in node.args:
                 if isinstance(arg, fx.Node) and arg.op == "get_attr":
                     body = getattr(gm, arg.target, None)
                     if isinstance(body, fx.GraphModule):
                         name = f"{path}.{arg.target}" if path else arg.target
                         if not on:
-                            found.add(name)
-                        walk(body, name, on)
+                            no_grad.add(name)
+                        if within is not None:
+                            traced[name] = within
+                        walk(body, name, on, within)
 
-    if isinstance(top, fx.GraphModule) and hop is not None:
-        walk(top, "", True)
-    return found
+    if isinstance(top, fx.GraphModule):
+        walk(top, "", True, None)
+    return no_grad, traced
 
 
 @functools.lru_cache(maxsize=1)  # (read for every node of a graph: torch.ops' attribute lookup once)

@@ -12,8 +12,8 @@ before or instead of running it:
 - :func:`called_by_parent`: may a shared submodule be called through a parent (``SLLConfig`` settings per parent);
 - :func:`child_attributes_read`, :func:`children_used_as_values`, :func:`sequence_like`: what an opaque module
   reads of its children (a child replaced by a GraphModule keeps only its parameters, buffers and submodules);
-- :func:`may_write_state`: may an opaque module's call change its tensor attributes (the tie check reads those
-  it cannot change at their value now).
+- :func:`state_written`: which tensor attributes an opaque module's call may change (the tie check reads the
+  others at their value now).
 
 The bytecode walk behind most of them is :func:`_code_uses` (one walk per code object, cached): the attributes a
 function reads off ``self`` (also through ``super()``, stored or not), whether it hands ``self`` on whole, the global
@@ -603,51 +603,82 @@ def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:
 
 #: keyword arguments by which a call writes in place (``torch.add(a, b, out=c)``, ``F.relu(h, inplace=True)``)
 _WRITING_KEYWORDS = frozenset(("out", "inplace"))
+#: names by which code writes what it reaches, besides in-place ops (a name ending in one ``_``)
+_WRITING_NAMES = frozenset(("data", "setattr", "delattr", "register_buffer", "register_parameter", "__setattr__",
+                            "__setitem__", "__delitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "iadd",
+                            "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior", "ixor"))
+
+
+def _in_place_name(name) -> bool:
+    return isinstance(name, str) and name.endswith("_") and not name.startswith("_") and name.isidentifier()
 
 
 @functools.lru_cache(maxsize=1024)  # (code objects do not change)
 def _writes_in(code: types.CodeType) -> bool:
     """May ``code`` (nested code included) write a tensor it reaches: an attribute or item assignment
-    (``self.n = ...``, ``t[0] = v``, ``self.count += 1``), an in-place method or function (a name ending in one
-    ``_``: ``fill_``, ``copy_``, ``torch.relu_``), ``.data``, an ``out=`` or ``inplace=`` keyword?  A name scan, so
-    a yes may be for anything else (a local list's item); a no is certain for the code itself."""
+    (``self.n = ...``, ``t[0] = v``, ``self.count += 1``, ``setattr``, ``register_buffer``), an in-place method or
+    function (a name ending in one ``_``: ``fill_``, ``copy_``, ``torch.relu_``, also as a string:
+    ``getattr(t, "add_")``), ``.data``, an ``out=`` or ``inplace=`` keyword?  A name scan, so a yes may be for
+    anything else (a local list's item); a no is certain for the code itself."""
     for c in code_objects(code):
-        if any(n == "data" or n.endswith("_") and not n.endswith("__") and not n.startswith("_")
-               for n in c.co_names):
+        if any(n in _WRITING_NAMES or _in_place_name(n) for n in c.co_names):
             return True
-        if any(isinstance(k, tuple) and _WRITING_KEYWORDS.intersection(k) for k in c.co_consts):
+        if any(_in_place_name(k) or isinstance(k, tuple) and _WRITING_KEYWORDS.intersection(k) for k in c.co_consts):
             return True
-        if any(i.opname in ("STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE")
-               for i in dis.get_instructions(c)):
+        if any(i.opname in ("STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE") or
+               i.opname.startswith("INPLACE_") or i.opname == "BINARY_OP" and str(i.argrepr).endswith("=")
+               for i in dis.get_instructions(c)):  # (t = self.thr; t += 0.5)
             return True
     return False
 
 
-def may_write_state(module: nn.Module) -> bool:
-    """May calling ``module`` (kept opaque, or a torch.nn leaf) change a tensor attribute of it or of its submodules:
-    a torch module holding buffers (BatchNorm's running statistics, an observer's), or code of the user's
-    (``forward``, the methods it calls and the functions they name, three levels deep) that may write
-    (:func:`_writes_in`)?  A parent reading such an attribute in its graph (``self.child.zp`` as a zero point) reads
-    a value the call may change."""
-    for m in module.modules():
+def state_written(module: nn.Module) -> list[str]:
+    """The submodules of ``module`` (qualified names relative to it, ``""`` for itself) whose tensor attributes, and
+    those of the modules under them, a call of ``module`` (kept opaque, or a torch.nn leaf) may change: a torch
+    module holding buffers (BatchNorm's running statistics, an observer's: only its own), or a module whose code of
+    the user's may write (:func:`_writes_in`): ``forward``, the methods it calls, and what they name, three levels
+    deep (functions, the methods of the user's objects and classes they reach: ``self.tracker.update(x)``).  A parent
+    reading such an attribute in its graph (``self.child.zp`` as a zero point) reads a value the call may change."""
+    found: list[str] = []
+    for path, m in module.named_modules():
+        if any(p == "" or path == p or path.startswith(p + ".") for p in found):
+            continue
         forward = forward_of(m)
-        if not _user_class(type(m)) and (forward is None or not _user_class_of_function(forward)):
+        if not _user_class(type(m)) and (forward is None or not _user_code(forward)):
             if any(b is not None for b in m._buffers.values()):
+                found.append(path)
+        elif forward is not None and any(_may_write(fn, m, 3, set()) for fn in (forward, *_methods_called(forward, m))):
+            found.append(path)
+    return found
+
+
+def _may_write(fn: types.FunctionType, owner, depth: int, seen: set) -> bool:
+    """May ``fn``, or what it names (functions; the methods of the user's objects and classes), ``depth`` levels
+    deep, write (:func:`_writes_in`)?"""
+    if fn in seen:
+        return False
+    seen.add(fn)
+    if _writes_in(fn.__code__):
+        return True
+    if depth == 0:
+        return False
+    for obj in _referenced(fn, owner if isinstance(owner, nn.Module) else None):
+        f = function_of(obj)
+        if f is not None:
+            if _user_code(f) and _may_write(f, None, depth - 1, seen):
                 return True
             continue
-        if forward is None:
+        klass = obj if isinstance(obj, type) else type(obj)
+        if isinstance(obj, (nn.Module, types.ModuleType)) or not _user_class(klass):
             continue
-        for fn in (forward, *_methods_called(forward, m)):
-            if _writes_in(fn.__code__):
+        for value in vars(klass).values():  # (a helper object's methods: self.tracker.update(x))
+            g = function_of(value.fget if isinstance(value, property) else value)
+            if g is not None and _may_write(g, None, depth - 1, seen):
                 return True
-            for obj in _referenced(fn, m):
-                f = function_of(obj)
-                if f is not None and _user_class_of_function(f) and _writes_in(f.__code__):
-                    return True
     return False
 
 
-def _user_class_of_function(fn: types.FunctionType) -> bool:
+def _user_code(fn: types.FunctionType) -> bool:
     return (fn.__module__ or "").split(".")[0] not in _FOREIGN
 
 

@@ -439,6 +439,30 @@ def test_an_op_on_an_exported_no_grad_blocks_input_is_left_hard(op, program):
     assert_bitwise(xs.grad, xm.grad)
 
 
+class CondBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        h = x * self.w
+        return h * torch.cond(h.sum() > 0, lambda t: torch.sign(t - 0.1), lambda t: torch.round(t), (h,))
+
+
+@pytest.mark.parametrize("program", [False, True], ids=["exported_program", "its_module"])
+def test_the_branches_of_an_exported_cond_are_left_hard_and_say_why(program):
+    """torch.cond traces its branches with fake tensors when it runs: an sll op there read its real eps buffer and
+    every call failed (an AssertionError of FakeTensorMode naming no node, op or fix) (a38)."""
+    model, x = CondBranches(), torch.tensor([-0.5, 0.095, 0.1, 0.105, 0.2, 0.295, 0.305, 0.7])
+    ep = torch.export.export(model, (x,))
+    gm = linearize(ep.module() if program else ep)
+    inside = [e for e in gm.sll_report.entries if e.op in ("aten.sign.default", "aten.round.default")]
+    assert len(inside) == 2 and all(not e.rewritten and "inside cond's nested graph" in e.reason and "torch.where"
+                                    in e.reason for e in inside), str(gm.sll_report)
+    for v in (x, -x):
+        assert_bitwise(gm(v), model(v))
+
+
 # ----------------------------------------------------------------------------------------
 # 6. report reasons
 # ----------------------------------------------------------------------------------------
