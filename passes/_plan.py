@@ -558,8 +558,10 @@ class _Planner:
                                           "(a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize a "
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
-        if len(operands) > 1 and (tie := self.ties.of(*operands[:2])) is not None:
-            return self._hard(node, rule, _tie_reason(tie, operands[1]))
+        if len(operands) > 1:
+            x, t = self.ties.oriented(*operands[:2])
+            if (tie := self.ties.of(x, t)) is not None:
+                return self._hard(node, rule, _tie_reason(tie, t))
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}
         selections = [u for u in node.users if u in self.taken]

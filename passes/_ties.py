@@ -14,7 +14,15 @@ reason from :meth:`Ties.of`:
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
   max pooling, ``cat`` and arithmetic with a number (``relu(x) * 2 > 0``);
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
-  values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``).
+  values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``);
+- through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`),
+  ``minimum``/``maximum`` with a number (a clamp), a product with a 0/1 mask at its other factor's constant,
+  average pooling at any constant;
+- through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
+  ``cnt.add_(spike)``); an attribute a module the graph calls may write (``scans.state_written``) is not read.
+
+The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
+equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
 
 A value is a number or a node; a node holding one number (``torch.zeros_like(x)``, a buffer, not a
 trainable parameter: the planner's ``number``) counts as that number, any other node only as itself
@@ -130,6 +138,13 @@ class Ties:
         self._unwritten: dict[Node, Grid | None] = {}  # (written nodes -> their grid before the writes)
 
     # -- the question the planner asks --------------------------------------------------------------
+    def oriented(self, x, t) -> tuple:
+        """``(input, threshold)`` of a comparison of ``x`` and ``t``: swapped where ``x`` holds one number and ``t``
+        does not (a threshold written first: ``self.t < v``, ``torch.lt(torch.tensor(0.5), v)``)."""
+        if isinstance(x, Node) and isinstance(t, Node) and _number(self._value(x)) and not _number(self._value(t)):
+            return t, x
+        return x, t
+
     def of(self, x, t) -> Tie | None:
         """Does ``x`` equal ``t`` (a number, or a node: a computed threshold) on whole ranges of inputs?"""
         t = self._value(t)
@@ -140,6 +155,9 @@ class Ties:
             return found
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
         if g is not None and h is not None and g.scale is h.scale and (step := _common_step(g.step, h.step)):
+            if g.values is not None or h.values is not None:  # (which values, where known: a buffer of zeros)
+                known, other = (g, h) if g.values is not None else (h, g)
+                return Tie(g.source, g) if any(other.hits(v) for v in known.values) else None
             return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
         if _disjoint(x, t):  # (relu(h) > relu(-h): 0 together only at h == 0)
             return None
@@ -182,6 +200,10 @@ class Ties:
             return Tie(node)
         if node.op == "call_module":
             module = self._module_of(node)
+            if number is not None and (name := _MODULE_ONE_TO_ONE.get(type(module))) is not None:  # (nn.Sigmoid())
+                found = next((f for c in _preimages(name, module, number) if
+                              (f := self._ties(_first(node), c, depth - 1))), None)
+                return Tie(found.source) if found is not None else None
             return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
@@ -207,6 +229,9 @@ class Ties:
         if name == "abs":
             return (self._ties(first, number, depth - 1) or self._ties(first, -number, depth - 1)) \
                 if number >= 0 else None
+        if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
+            found = next((f for c in _preimages(name, node, number) if (f := self._ties(first, c, depth - 1))), None)
+            return Tie(found.source) if found is not None else None
         c, other = self._number_and_node(node)
         if name == "mul" and c is not None:
             found = self._ties(other, number / c, depth - 1) if c else None
@@ -223,9 +248,22 @@ class Ties:
                 inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
             found = self._ties(other, inner, depth - 1)
             return found.mapped(back) if found is not None else None
+        operands = [a for a in node.args[:2] if isinstance(a, Node)]
+        if name in ("minimum", "maximum", "fmin", "fmax") and c is not None:  # (a clamp at c: its input below/above)
+            inside = number < c if name in ("minimum", "fmin") else number > c
+            return self._ties(other, number, depth - 1) if inside else None
+        if name.startswith(_AVG_POOLS):  # (a constant where its window is: avg_pool(relu(x)) > 0, of hardtanh at 2)
+            found = self._ties(first, number, depth - 1)
+            return Tie(found.source) if found is not None else None
+        if name == "mul" and len(operands) == 2 and number != 0:  # (g * m, m a 0/1 mask: g where m is 1)
+            for a, b in (operands, operands[::-1]):
+                g = self.grid(b)
+                if g is not None and g.values is not None and g.values <= {0.0, 1.0} and \
+                        (found := self._ties(a, number, depth - 1)) is not None:
+                    return Tie(found.source)
+            return None
         if number != 0:
             return None
-        operands = [a for a in node.args[:2] if isinstance(a, Node)]
         if name == "mul" and len(operands) == 2:  # (0 where a factor is 0 on whole ranges)
             found = next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
             return Tie(found.source) if found is not None else None
@@ -235,9 +273,6 @@ class Ties:
         if name in ("add", "sub") and len(operands) == 2 and not _disjoint(*operands):  # (0 where both are 0)
             found = [self._ties(a, 0.0, depth - 1) for a in operands]
             return Tie(found[0].source) if None not in found else None
-        if name.startswith(_AVG_POOLS):  # (0 where its window is: avg_pool(relu(x)))
-            found = self._ties(first, 0.0, depth - 1)
-            return Tie(found.source) if found is not None else None
         return None
 
     def _flat_numbers(self, node, depth: int) -> list[float]:
@@ -781,8 +816,13 @@ def _same(a, b) -> bool:
     return a is b if isinstance(a, Node) or isinstance(b, Node) else _close(a, b)
 
 
+#: relative tolerance of "equal" and "whole": a few float32 ulps (a buffer's float32(0.2) is 0.2000000030, on the grid of
+#: round(x, decimals=1) as the model computes it in float32)
+_TOLERANCE = 1e-6
+
+
 def _close(a: float, b: float) -> bool:
-    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+    return a == b or abs(a - b) <= _TOLERANCE * max(abs(a), abs(b))
 
 
 def _tensor_grid(t, node: Node) -> Grid | None:
@@ -801,8 +841,8 @@ def _number(v) -> bool:
 
 
 def _multiple(k: float) -> bool:
-    """Is ``k`` a whole number (to rounding: 0.6 / 0.3)?"""
-    return math.isfinite(k) and abs(k - round(k)) <= 1e-9 * max(1.0, abs(k))
+    """Is ``k`` a whole number (to rounding: 0.6 / 0.3, float32(0.2) / 0.1)?"""
+    return math.isfinite(k) and abs(k - round(k)) <= _TOLERANCE * max(1.0, abs(k))
 
 
 def _common_step(a: float, b: float) -> float | None:
@@ -852,6 +892,64 @@ def _sum(g: Grid | None) -> Grid | None:
     if g.offset and _multiple(g.step / g.offset):  # (+-1 summed: whole numbers)
         return replace(g, offset=0.0, step=abs(g.offset), values=None)
     return None
+
+
+def _parameter(op, index: int, name: str, default):
+    """An argument of a call node, or an attribute of an activation module (``nn.LeakyReLU(0.1).negative_slope``)."""
+    return getattr(op, name, default) if isinstance(op, nn.Module) else _arg(op, index, name, default)
+
+
+def _leaky_relu(t: float, op) -> float | None:
+    slope = _parameter(op, 1, "negative_slope", 0.01)
+    return t if t >= 0 else t / slope if _number(slope) and slope > 0 else None
+
+
+def _elu(t: float, op) -> float | None:
+    alpha = _parameter(op, 1, "alpha", 1.0)
+    return t if t >= 0 else math.log1p(t / alpha) if _number(alpha) and alpha > 0 and t > -alpha else None
+
+
+#: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there)
+_ONE_TO_ONE: dict[str, Callable[[float, Node], float | None]] = {
+    "sigmoid": lambda t, n: math.log(t / (1 - t)) if 0 < t < 1 else None,
+    "tanh": lambda t, n: math.atanh(t) if -1 < t < 1 else None,
+    "exp": lambda t, n: math.log(t) if t > 0 else None,
+    "expm1": lambda t, n: math.log1p(t) if t > -1 else None,
+    "log": lambda t, n: math.exp(t) if t < 700 else None,
+    "log1p": lambda t, n: math.expm1(t) if t < 700 else None,
+    "sqrt": lambda t, n: t * t if t >= 0 else None,
+    "atan": lambda t, n: math.tan(t) if abs(t) < math.pi / 2 else None,
+    "asinh": lambda t, n: math.sinh(t) if abs(t) < 700 else None,
+    "sinh": lambda t, n: math.asinh(t),
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "gelu": lambda t, n: 0.0 if t == 0 else None,  # (0 only at 0; not monotone below it)
+    "silu": lambda t, n: 0.0 if t == 0 else None,
+}
+
+
+#: activation modules that are ops of :data:`_ONE_TO_ONE`
+_MODULE_ONE_TO_ONE = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu",
+                      nn.GELU: "gelu", nn.SiLU: "silu"}
+
+
+def _preimages(name: str, node, t: float) -> list[float]:
+    """The inputs at which ``node`` (an op of :data:`_ONE_TO_ONE`, a module of :data:`_MODULE_ONE_TO_ONE`, or a power
+    by a number) gives ``t``."""
+    if name != "pow":
+        try:
+            found = _ONE_TO_ONE[name](t, node)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            return []
+        return [found] if found is not None and math.isfinite(found) else []
+    p = node.args[1] if len(node.args) > 1 else None
+    if not _number(p) or p <= 0 or not isinstance(node.args[0], Node):
+        return []
+    if t == 0:
+        return [0.0]
+    if float(p).is_integer() and int(p) % 2:  # (x ** 3: one root, with t's sign)
+        return [math.copysign(abs(t) ** (1 / p), t)]
+    return [t ** (1 / p), -(t ** (1 / p))] if t > 0 else []
 
 
 def _branches(node: Node) -> tuple:

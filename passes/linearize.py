@@ -173,6 +173,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
                     user.replace_input_with(cast, soft)
             _copy_chain(graph, chain, ends, cast, soft, created)
         for product, factor in step.extra["products"].items():  # x * (x > t): an implicit cast to x's dtype
+            if isinstance(factor, Node):  # (as it is now: a where rewritten before, where(h > 0, h, 1.) * (h > .5))
+                factor = next((a for a in product.args if isinstance(a, Node) and a is not node), factor)
             with graph.inserting_before(product):  # (x > t) * 1.0: the bool became the default float dtype
                 as_factor = graph.call_method("to", (new, factor)) if isinstance(factor, torch.dtype) else \
                     graph.call_method("type_as", (new, factor))

@@ -1718,6 +1718,83 @@ def test_values_written_in_place_keep_their_ties(fn):
     assert int((gm(x) != model(x)).sum()) <= 1  # (one inside the band of a rewritten round upstream)
 
 
+class _Fuzzed(nn.Module):
+    """``fn(self, h)`` with ``h = x * w`` (a gradient reaches it); a buffer ``t`` and a parameter ``s``."""
+
+    def __init__(self, fn, t=0.5, s=0.3):
+        super().__init__()
+        self.fn = fn
+        self.w = nn.Parameter(torch.tensor(1.0))
+        self.s = nn.Parameter(torch.tensor(s))
+        self.register_buffer("t", torch.tensor(t))
+        self.act = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.fn(self, x * self.w).float()
+
+
+_pool = lambda v: F.avg_pool1d(v.view(1, 1, -1), 3).view(-1)  # noqa: E731
+
+
+@pytest.mark.parametrize("fn, t", [
+    (lambda m, h: m.t < torch.clamp(h, 0.5, 2), 0.5),                          # (the threshold written first)
+    (lambda m, h: torch.tensor(0.25) >= torch.round(h / 0.25) * 0.25, 0.5),
+    (lambda m, h: torch.lt(m.t, torch.round(h / 0.5) * 0.5), 0.5),
+    (lambda m, h: torch.round(h, decimals=1) > m.t, 0.2),                      # (float32(0.2) on the grid of 0.1)
+    (lambda m, h: torch.round(h / 0.3) * 0.3 > m.t, 0.6),
+    (lambda m, h: torch.round(h / m.s) * m.s >= 0.3, 0.5),
+    (lambda m, h: torch.sigmoid(F.relu(h)) > 0.5, 0.5),                        # (one-to-one ops: their preimage)
+    (lambda m, h: torch.tanh(F.relu(h)) > 0, 0.5),
+    (lambda m, h: torch.exp(torch.round(h)) > 1, 0.5),
+    (lambda m, h: F.leaky_relu(torch.round(h), 0.1) > 0, 0.5),
+    (lambda m, h: F.relu(h) ** 2 > 0, 0.5),
+    (lambda m, h: F.elu(torch.floor(h)) >= 1, 0.5),
+    (lambda m, h: m.act(torch.round(h)) > 0.5, 0.5),
+    (lambda m, h: torch.minimum(F.relu(h), torch.tensor(1.0)) > 0, 0.5),       # (a clamp spelled minimum)
+    (lambda m, h: (lambda g: g * (g > 0))(F.relu(h) + 0.5) <= 0.5, 0.5),      # (a mask's product, at its constant)
+    (lambda m, h: _pool(F.hardtanh(h, 0.0, 2.0)) >= 2, 0.5),                   # (an average of a constant, not 0)
+], ids=["threshold_first_clamp", "threshold_first_grid", "torch_lt_buffer_first", "float32_decimals",
+        "float32_scaled_grid", "float32_parameter_step", "sigmoid", "tanh", "exp", "leaky_relu", "square", "elu",
+        "sigmoid_module", "minimum", "masked_product", "avg_pool_of_a_bound"])
+def test_comparisons_that_tie_on_ranges_found_by_the_fuzzer(fn, t):
+    """Rewritten, each had outputs at exactly 1/2 on whole ranges of inputs (171 to 2389 of 4096): a threshold
+    written first, float32 thresholds and steps against a float64 grid, one-to-one ops, minimum, masked products
+    and average pooling against a nonzero constant were not followed (a40)."""
+    model = _Fuzzed(fn, t=t)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    gate = [e for e in gm.sll_report.entries if not any(k in e.op for k in ("round", "floor", "sign"))][-1]
+    assert not gate.rewritten and "sits on the boundary" in gate.reason, str(gm.sll_report)
+    x = torch.linspace(-3, 3, 4095)
+    with torch.no_grad():
+        assert int((gm(x) != model(x)).sum()) <= 1
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, h: torch.where(h > 0, h, 1.0) * (h > 0.5),
+    lambda m, h: (lambda g: g * (g > 0.5))(h.masked_fill(h < 0, 1.0)),
+], ids=["where", "masked_fill"])
+def test_a_rewritten_selection_times_a_comparison_linearizes(fn):
+    """The implicit cast of the comparison (type_as) read the selection's node, replaced before it: RewriteError
+    'node type_as reads where, which is not in the graph before it', naming no op nor fix (a40)."""
+    model = _Fuzzed(fn)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert all(e.rewritten for e in gm.sll_report.entries), str(gm.sll_report)
+    x = torch.linspace(-3, 3, 4095)
+    outside = (x.abs() > 2e-3) & ((x - 0.5).abs() > 2e-3)
+    with torch.no_grad():
+        assert torch.equal(gm(x)[outside], model(x)[outside])
+        assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, h: m.t >= torch.sign(h),                    # (a zero buffer against sign's +-1: never equal)
+], ids=["zero_buffer_first_against_sign"])
+def test_comparisons_that_never_tie_are_linearized(fn):
+    """Left hard with a tie reason that named the buffer "its input" (a40)."""
+    gm = sll_fx.linearize_module(_Fuzzed(fn, t=0.0), eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1].rewritten, str(gm.sll_report)
+
+
 def _through_views(n):
     def write(m, x):
         z = m.zero_point_
