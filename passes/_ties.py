@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Callable
 
 import torch
@@ -134,8 +135,8 @@ class Ties:
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
         self._written_found: dict | None = None
-        self._before_writes: set[Node] = set()   # (written nodes _ties reads as they were before their one write)
-        self._unwritten: dict[Node, Grid | None] = {}  # (written nodes -> their grid before the writes)
+        self._states: dict[Node, list] = {}      # (written nodes -> their grid before each write, and after the last)
+        self._at: dict[Node, int] = {}           # (written nodes _ties reads before a write: how many writes before)
 
     # -- the question the planner asks --------------------------------------------------------------
     def oriented(self, x, t) -> tuple:
@@ -183,19 +184,21 @@ class Ties:
         if not isinstance(node, Node) or depth == 0:
             return None
         number = t if not isinstance(t, Node) else None
-        g = (self._unwritten.get(node) if node in self._before_writes else self.grid(node)) if number is not None \
-            else None
+        writes = self._written_nodes().get(node, ())
+        k = self._at.get(node, len(writes))  # (the writes made before the value read)
+        g = (self.grid(node) if k == len(writes) else self._states[node][k]) if number is not None else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
-        writes = self._written_nodes().get(node) if node not in self._before_writes else None
-        if writes:  # (written in place: not what its op made; its grid has the writes' values; one write of all of
-            if len(writes) > 1 or not writes[0][1]:  # it, c.relu_(), c.clamp_(0, 1): what that op takes on ranges)
+        if k:  # (written in place: what the last write before leaves, c.relu_(), c.clamp_(0, 1), m.add_(v); none
+            writer, whole = writes[k - 1]  # for a write of a part of it, c[0].add_(0.5))
+            if not whole:
                 return None
-            self._before_writes.add(node)
+            at = {v: i for v, ws in self._written_nodes().items() for i, (w, _) in enumerate(ws) if w is writer}
+            before, self._at = self._at, {**self._at, **at}  # (it, and what it is a view of, before that write)
             try:
-                return self._ties(_written_value(writes[0][0]), t, depth - 1)
+                return self._ties(_written_value(writer), t, depth - 1)
             finally:
-                self._before_writes.discard(node)
+                self._at = before
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
@@ -246,6 +249,8 @@ class Ties:
                 inner, back = number + c, (lambda g: g.plus(-c))
             else:
                 inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
+            if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
+                inner = 0.0
             found = self._ties(other, inner, depth - 1)
             return found.mapped(back) if found is not None else None
         operands = [a for a in node.args[:2] if isinstance(a, Node)]
@@ -350,14 +355,16 @@ class Ties:
             writes = self._written_nodes().get(node, ())
             if writes and found is None and _number(held := self.number(node)):  # (a start value: zeros_like(x))
                 found = Grid(float(held), 1.0, node, frozenset((float(held),)))
-            if writes:
-                self._unwritten[node] = found
-            for writer, whole in writes:  # (written in place, in graph order: what it
-                self._grids[node] = found                               # holds before each write, for the writer)
+            states = []
+            for writer, whole in writes:  # (written in place, in graph order: what it holds before each write, for
+                states.append(found)       # the writer)
+                self._grids[node] = found
                 value = self._held(_written_value(writer))
                 if _number(value):
                     value = Grid(float(value), 1.0, writer, frozenset((float(value),)))
                 found = value if whole else _union([found, value])  # (c.relu_(): its result; c[0].add_(0.5): a part)
+            if writes:
+                self._states[node] = states
             self._grids[node] = found
         return self._grids[node]
 
@@ -570,7 +577,7 @@ class Ties:
         for _ in range(_VIEW_DEPTH):
             if not isinstance(node, Node):
                 return False
-            if node in written:
+            if node in written and self._at.get(node) != 0:  # (unless read before its first write: _ties)
                 return True
             if not node.args:
                 return False
@@ -846,9 +853,15 @@ def _multiple(k: float) -> bool:
 
 
 def _common_step(a: float, b: float) -> float | None:
-    """The step of a grid that holds both grids' steps (the smaller, when it divides the other), else None."""
+    """The step of a grid that holds both grids' steps: the smaller, when it divides the other; else their greatest
+    common divisor, for steps that are ratios of small whole numbers (0.3 and 1: 0.1); else None."""
     small, large = sorted((abs(a), abs(b)))
-    return small if small and _multiple(large / small) else None
+    if not small:
+        return None
+    if _multiple(large / small):
+        return small
+    ratio = Fraction(large / small).limit_denominator(1000)  # (large / small = p / q: the step small / q)
+    return small / ratio.denominator if _close(float(ratio), large / small) and ratio.denominator <= 1000 else None
 
 
 def _on(h: Grid, g: Grid) -> bool:

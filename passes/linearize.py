@@ -45,6 +45,7 @@ used (``_uses.py``), where gradients reach (``_gradients.py``), the multi-node p
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 
 import torch
 from torch.fx import GraphModule, Node
@@ -93,6 +94,16 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
         _erase_if_unused(gm.graph, c)
+    for step in plan:  # (a rewritten node still read: by a copy of a chain a use left hard reads, its hard values)
+        n = step.node
+        if step.rewrites and not step.entry.reason and not getattr(n, "_erased", True) and n.users and not (
+                n.op == "call_function" and is_sll_target(n.target)):  # (an elementwise op rewritten where it is)
+            readers = ", ".join(f"{u.name}" for u in n.users)
+            step.entry = replace(step.entry, reason=f"its hard result is also read by {readers}, a copy of the chain "
+                                                    "that an op left hard reads")
+    for node in [n for n in created if n.op == "call_method" and n.target in ("to", "type_as")]:
+        _erase_if_unused(gm.graph, node)  # (an implicit cast whose product was replaced by such a copy)
+    created = [n for n in created if not getattr(n, "_erased", False)]
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
     isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added

@@ -1736,6 +1736,32 @@ class _Fuzzed(nn.Module):
 _pool = lambda v: F.avg_pool1d(v.view(1, 1, -1), 3).view(-1)  # noqa: E731
 
 
+def _relu_then_add(m, h):  # (written twice)
+    h = h * 1.0
+    h.relu_()
+    h.add_(1.0)
+    return h > 1
+
+
+def _clamp_then_scale(m, h):
+    h = h * 1.0
+    h.clamp_(0, 1)
+    h.mul_(3.0)
+    return h > 0
+
+
+def _written_through_a_view(m, h):  # (a view of all of it)
+    g = F.relu(h).reshape(-1)
+    g.add_(1.0)
+    return g > 1
+
+
+def _accumulated_clamp(m, h):  # (a zeros_like accumulator of a constant other than 0)
+    acc = torch.zeros_like(h)
+    acc.add_(torch.clamp(h, 0, 1))
+    return acc >= 1
+
+
 @pytest.mark.parametrize("fn, t", [
     (lambda m, h: m.t < torch.clamp(h, 0.5, 2), 0.5),                          # (the threshold written first)
     (lambda m, h: torch.tensor(0.25) >= torch.round(h / 0.25) * 0.25, 0.5),
@@ -1753,13 +1779,23 @@ _pool = lambda v: F.avg_pool1d(v.view(1, 1, -1), 3).view(-1)  # noqa: E731
     (lambda m, h: torch.minimum(F.relu(h), torch.tensor(1.0)) > 0, 0.5),       # (a clamp spelled minimum)
     (lambda m, h: (lambda g: g * (g > 0))(F.relu(h) + 0.5) <= 0.5, 0.5),      # (a mask's product, at its constant)
     (lambda m, h: _pool(F.hardtanh(h, 0.0, 2.0)) >= 2, 0.5),                   # (an average of a constant, not 0)
+    (lambda m, h: F.relu(h) + 0.1 > m.t, 0.1),                                 # (float32(0.1) - 0.1 is 0 to float32)
+    (lambda m, h: torch.round(h / 0.3) * 0.3 + torch.round(h) <= 1.9, 0.5),    # (steps 0.3 and 1: the grid of 0.1)
+    (_relu_then_add, 0.5),
+    (_clamp_then_scale, 0.5),
+    (_written_through_a_view, 0.5),
+    (_accumulated_clamp, 0.5),
 ], ids=["threshold_first_clamp", "threshold_first_grid", "torch_lt_buffer_first", "float32_decimals",
         "float32_scaled_grid", "float32_parameter_step", "sigmoid", "tanh", "exp", "leaky_relu", "square", "elu",
-        "sigmoid_module", "minimum", "masked_product", "avg_pool_of_a_bound"])
+        "sigmoid_module", "minimum", "masked_product", "avg_pool_of_a_bound", "float32_offset_cancels",
+        "sum_of_grids_of_steps_0.3_and_1", "written_twice", "clamped_then_scaled_in_place", "written_through_a_view",
+        "accumulated_clamp"])
 def test_comparisons_that_tie_on_ranges_found_by_the_fuzzer(fn, t):
     """Rewritten, each had outputs at exactly 1/2 on whole ranges of inputs (171 to 2389 of 4096): a threshold
     written first, float32 thresholds and steps against a float64 grid, one-to-one ops, minimum, masked products
-    and average pooling against a nonzero constant were not followed (a40)."""
+    and average pooling against a nonzero constant were not followed (a40); nor an offset that cancels to 0 in
+    float32, sums of grids whose steps do not divide each other, values written in place twice, through a view of
+    all of them, or accumulated from zeros_like (1366 to 2048 of 4096; a41)."""
     model = _Fuzzed(fn, t=t)
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     gate = [e for e in gm.sll_report.entries if not any(k in e.op for k in ("round", "floor", "sign"))][-1]
@@ -1784,6 +1820,22 @@ def test_a_rewritten_selection_times_a_comparison_linearizes(fn):
     with torch.no_grad():
         assert torch.equal(gm(x)[outside], model(x)[outside])
         assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+def test_a_gate_on_a_scaled_grid_compared_on_that_grid_is_left_hard():
+    """q = round(h / 0.3) * 0.3; q * (q > 0.5) >= 1.2: the comparison left hard reads the hard gate through a copy of
+    the chain, which kept the rewritten q > 0.5 in the graph unreported: RewriteError "left node 'gt' (x > t) hard
+    without reporting it" (a41)."""
+    def gate(m, h):
+        q = torch.round(h / 0.3) * 0.3
+        return q * (q > 0.5) >= 1.2
+    model = _Fuzzed(gate)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entries = {e.node: e for e in gm.sll_report.entries}
+    assert not entries["ge"].rewritten and "also read by" in entries["gt"].reason, str(gm.sll_report)
+    x = torch.linspace(-3, 3, 4095)
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
 
 
 @pytest.mark.parametrize("fn", [
