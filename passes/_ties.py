@@ -189,24 +189,14 @@ class Ties:
         g = (self.grid(node) if k == len(writes) else self._states[node][k]) if number is not None else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
-        if k:  # (written in place: what the last write before leaves, c.relu_(), c.clamp_(0, 1), m.add_(v); none
-            writer, whole = writes[k - 1]  # for a write of a part of it, c[0].add_(0.5))
-            if not whole:
-                return None
-            at = {v: i for v, ws in self._written_nodes().items() for i, (w, _) in enumerate(ws) if w is writer}
-            before, self._at = self._at, {**self._at, **at}  # (it, and what it is a view of, before that write)
-            try:
-                return self._ties(_written_value(writer), t, depth - 1)
-            finally:
-                self._at = before
+        if k:  # (written in place: what the last write before leaves)
+            return self._written_ties(*writes[k - 1], t, depth)
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
             module = self._module_of(node)
             if number is not None and (name := _MODULE_ONE_TO_ONE.get(type(module))) is not None:  # (nn.Sigmoid())
-                found = next((f for c in _preimages(name, module, number) if
-                              (f := self._ties(_first(node), c, depth - 1))), None)
-                return Tie(found.source) if found is not None else None
+                return self._through_preimages(name, module, _first(node), number, depth)
             return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
         name = _name(node)
         if name is None:
@@ -233,8 +223,7 @@ class Ties:
             return (self._ties(first, number, depth - 1) or self._ties(first, -number, depth - 1)) \
                 if number >= 0 else None
         if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
-            found = next((f for c in _preimages(name, node, number) if (f := self._ties(first, c, depth - 1))), None)
-            return Tie(found.source) if found is not None else None
+            return self._through_preimages(name, node, first, number, depth)
         c, other = self._number_and_node(node)
         if name == "mul" and c is not None:
             found = self._ties(other, number / c, depth - 1) if c else None
@@ -279,6 +268,25 @@ class Ties:
             found = [self._ties(a, 0.0, depth - 1) for a in operands]
             return Tie(found[0].source) if None not in found else None
         return None
+
+    def _written_ties(self, writer: Node, whole: bool, t, depth: int) -> Tie | None:
+        """The ties of a value ``writer`` writes in place, all of it (``c.relu_()``, ``c.clamp_(0, 1)``, ``m.add_(v)``;
+        none for a part of it, ``c[0].add_(0.5)``): those of what it leaves, read with the written node, and what it is
+        a view of, as they were before that write."""
+        if not whole:
+            return None
+        at = {v: i for v, ws in self._written_nodes().items() for i, (w, _) in enumerate(ws) if w is writer}
+        before, self._at = self._at, {**self._at, **at}
+        try:
+            return self._ties(_written_value(writer), t, depth - 1)
+        finally:
+            self._at = before
+
+    def _through_preimages(self, name: str, op, first, number: float, depth: int) -> Tie | None:
+        """The ties of a one-to-one op ``op`` (a node or a module, :data:`_ONE_TO_ONE`) of ``first`` at ``number``:
+        those of ``first`` at its preimages."""
+        found = next((f for c in _preimages(name, op, number) if (f := self._ties(first, c, depth - 1))), None)
+        return Tie(found.source) if found is not None else None
 
     def _flat_numbers(self, node, depth: int) -> list[float]:
         """The numbers ``node`` takes on whole ranges as an op's constant (``relu(b)``: 0), through what keeps values."""
@@ -630,8 +638,9 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return g.scale is None and _on(g, Grid(0.0, 1.0, node))
-        target = _viewed_attribute(node, copies=self._written_nodes())  # (read as it is, through views, or copied: zp.clone(), but
-        # not a copy written in its turn, also through a view of it: zp.clone().add_(0.5), c = zp.clone(); c[0].add_())
+        # (read as it is, through views, or copied: zp.clone(), but not a copy written in its turn, also through a
+        # view of it: zp.clone().add_(0.5), c = zp.clone(); c[0].add_(0.5))
+        target = _viewed_attribute(node, copies=self._written_nodes())
         if target is None or target not in self._written():
             return False
         values = [_written_value(w) for w, targets in self._writes()

@@ -94,16 +94,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
         _erase_if_unused(gm.graph, c)
-    for step in plan:  # (a rewritten node still read: by a copy of a chain a use left hard reads, its hard values)
-        n = step.node
-        if step.rewrites and not step.entry.reason and not getattr(n, "_erased", True) and n.users and not (
-                n.op == "call_function" and is_sll_target(n.target)):  # (an elementwise op rewritten where it is)
-            readers = ", ".join(f"{u.name}" for u in n.users)
-            step.entry = replace(step.entry, reason=f"its hard result is also read by {readers}, a copy of the chain "
-                                                    "that an op left hard reads")
-    for node in [n for n in created if n.op == "call_method" and n.target in ("to", "type_as")]:
-        _erase_if_unused(gm.graph, node)  # (an implicit cast whose product was replaced by such a copy)
-    created = [n for n in created if not getattr(n, "_erased", False)]
+    created = _note_kept_originals(gm.graph, plan, created)
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
     isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
@@ -115,6 +106,22 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     _check(gm, report, planner, before)
     gm.sll_report = report
     return PassResult(gm, modified=bool(report.rewritten))
+
+
+def _note_kept_originals(graph, plan: list[_Step], created: list) -> list:
+    """Give a reason to each rewritten node that is still read, by a copy of a chain that an op left hard reads (its
+    hard values: ``q * (q > 0.5) >= 1.2`` left hard reads the hard ``q > 0.5``), and erase the implicit casts whose
+    product such a copy replaced; returns ``created`` without them."""
+    for step in plan:
+        n = step.node
+        if step.rewrites and not step.entry.reason and not getattr(n, "_erased", True) and n.users and not (
+                n.op == "call_function" and is_sll_target(n.target)):  # (an elementwise op rewritten where it is)
+            readers = ", ".join(u.name for u in n.users)
+            step.entry = replace(step.entry, reason=f"its hard result is also read by {readers}, a copy of the chain "
+                                                    "that an op left hard reads")
+    for node in [n for n in created if n.op == "call_method" and n.target in ("to", "type_as")]:
+        _erase_if_unused(graph, node)
+    return [n for n in created if not getattr(n, "_erased", False)]
 
 
 #: sll ops whose hard op returns a bool or an integer (their casts were copies: ``_aliases``)

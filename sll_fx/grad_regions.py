@@ -95,10 +95,11 @@ def nested_bodies(top: torch.nn.Module) -> tuple[set[str], dict[str, str]]:
         for node in gm.graph.nodes:
             if node.op != "call_function":
                 continue
-            is_hop = isinstance(node.target, torch._ops.HigherOrderOperator)
-            on = bool(node.args[0]) if hop is not None and node.target is hop and node.args else grad
-            within = inside if not is_hop or node.target is hop else inside or getattr(node.target, "__name__",
-                                                                                       str(node.target))
+            on, within = grad, inside
+            if hop is not None and node.target is hop:
+                on = bool(node.args[0]) if node.args else grad
+            elif isinstance(node.target, torch._ops.HigherOrderOperator) and within is None:  # (cond, map, ...)
+                within = getattr(node.target, "__name__", str(node.target))
             for arg in node.args:
                 if isinstance(arg, fx.Node) and arg.op == "get_attr":
                     body = getattr(gm, arg.target, None)
