@@ -60,7 +60,7 @@ from sll_fx.exported import STALE_META
 from sll_fx.ops import DEFAULT_EPS, hard_mask, is_sll_target
 from sll_fx.report import RewriteReport
 
-from ._aliases import isolate_writes
+from ._aliases import HARD_COPY, isolate_writes
 from ._checks import check_not_decomposed, check_placement
 from ._patterns import _select_operands
 from ._plan import _Planner, _Step
@@ -88,13 +88,18 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     surrogates: dict = {}  # comparison -> its sll node; ("soft", sll node) -> its soft mask (_soft_mask)
     device = eps_device(gm)  # (before the first eps buffer is added)
     created: list[Node] = []
+    twins: dict = {}  # rewritten node -> its sll node
     for step in plan:
         _apply(gm, step, surrogates, device, created)
+        if step.rewrites and created:
+            twins[step.node] = next((n for n in reversed(created) if n.meta.get("sll_entry") == step.entry.node),
+                                    None)
+    twins = {n: s for n, s in twins.items() if s is not None}
     copied = {c for s in plan if s.rewrites for c in s.extra.get("chain", ((),))[0]}
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
         _erase_if_unused(gm.graph, c)
-    created = _note_kept_originals(gm.graph, plan, created)
+    created = _note_kept_originals(gm.graph, plan, created, {n: s.name for n, s in twins.items()})
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
     isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
@@ -108,14 +113,21 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     return PassResult(gm, modified=bool(report.rewritten))
 
 
-def _note_kept_originals(graph, plan: list[_Step], created: list) -> list:
-    """Give a reason to each rewritten node that is still read, by a copy of a chain that an op left hard reads (its
-    hard values: ``q * (q > 0.5) >= 1.2`` left hard reads the hard ``q > 0.5``), and erase the implicit casts whose
-    product such a copy replaced; returns ``created`` without them."""
+def _note_kept_originals(graph, plan: list[_Step], created: list, surrogate_names: dict) -> list:
+    """Mark each rewritten node still read by a use left hard (and its pattern's pieces, its kept casts) as a hard
+    copy (``export_hard`` merges it with the restored op), give it a reason where the report has none (read by a copy
+    of a chain that an op left hard reads: ``q * (q > 0.5) >= 1.2`` left hard reads the hard ``q > 0.5``), and erase
+    the implicit casts whose product such a copy replaced; returns ``created`` without them."""
     for step in plan:
         n = step.node
-        if step.rewrites and not step.entry.reason and not getattr(n, "_erased", True) and n.users and not (
+        if not step.rewrites or getattr(n, "_erased", True) or not n.users or (
                 n.op == "call_function" and is_sll_target(n.target)):  # (an elementwise op rewritten where it is)
+            continue
+        for kept in [*(v for v in step.extra.values() if isinstance(v, Node)), *step.extra.get("cast_hard", ())]:
+            if not getattr(kept, "_erased", True):  # (its pattern's pieces, its kept casts)
+                kept.meta[HARD_COPY] = True
+        n.meta[HARD_COPY] = surrogate_names.get(n, True)  # (the original: the sll node it is the hard twin of)
+        if not step.entry.reason:
             readers = ", ".join(u.name for u in n.users)
             step.entry = replace(step.entry, reason=f"its hard result is also read by {readers}, a copy of the chain "
                                                     "that an op left hard reads")
@@ -235,6 +247,7 @@ def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, cr
     for c in chain:  # (one node per inserting_after: they keep their order)
         with graph.inserting_after(c):
             copies[c] = graph.node_copy(c, lambda n: copies.get(n, hard if n is soft else n))
+        copies[c].meta[HARD_COPY] = True
         created.append(copies[c])
     for end in ends:
         for c in [n for n in end.all_input_nodes if n in copies]:

@@ -30,7 +30,7 @@ from sll_fx.errors import RewriteError
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
-from ._aliases import ISOLATED
+from ._aliases import HARD_COPY, ISOLATED
 from ._checks import check_not_decomposed, check_placement
 
 
@@ -39,7 +39,7 @@ def strip_pass(gm: GraphModule) -> PassResult:
     graph = gm.graph
     check_not_decomposed(graph, "export_hard", "strip the program before decomposing it: "
                          "torch.export.export(sll_fx.export_hard(ep), args).run_decompositions()")
-    entries, created, softs = [], [], []
+    entries, created, softs, restored = [], [], [], {}
     for node in list(graph.nodes):  # the copies linearize_pass added for in-place writes: the hard ops need none
         if node.meta.get(ISOLATED) and node.op == "call_method" and node.target == "clone":
             node.replace_all_uses_with(node.args[0])
@@ -69,11 +69,13 @@ def strip_pass(gm: GraphModule) -> PassResult:
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         created.append(new)
+        restored[node.name] = new
         entries.append(StripEntry(node=node.name, sll_op=f"sll.{rule.sll_op}", restored=_spell(new),
                                   module=module_of(new), source=source_of(new)))
     for node in reversed(softs):
         if not node.users:
             graph.erase_node(node)
+    _merge_hard_copies(graph, restored)
     if entries:
         exported.drop_metadata_asserts(graph)
     drop_unused_eps(gm)  # the eps buffers (and get_attr nodes) of linearize_module that nothing reads now
@@ -84,6 +86,39 @@ def strip_pass(gm: GraphModule) -> PassResult:
         raise RewriteError(f"export_hard: sll op(s) survived in node(s) {remaining}")
     gm.sll_report = StripReport(entries, remaining=0)
     return PassResult(gm, modified=bool(entries))
+
+
+def _merge_hard_copies(graph, restored: dict) -> None:
+    """Merge each node ``linearize_pass`` kept or copied for a use left hard (``HARD_COPY``) with its twin: a rewritten
+    op's original with the op restored from its sll node (``restored``: sll node name -> restored node; where both
+    call the same thing), its pattern's pieces then unused dropped; the copy of a chain with the same call on the
+    same inputs earlier in the graph (the chain's original): the hard model computes each once, as the model does."""
+    for node in list(graph.nodes):
+        twin = restored.get(node.meta.get(HARD_COPY))
+        if twin is not None and (twin.op, twin.target) == (node.op, node.target):
+            node.replace_all_uses_with(twin)
+            graph.erase_node(node)
+    for node in reversed(list(graph.nodes)):
+        if node.meta.get(HARD_COPY) and not node.users and node.op in ("call_function", "call_method") and \
+                not _writes(node):
+            graph.erase_node(node)
+    seen: dict = {}
+    for node in list(graph.nodes):
+        if node.op not in ("call_function", "call_method"):
+            continue
+        key = repr((node.op, node.target, node.args, node.kwargs))  # (nodes by their names)
+        twin = seen.get(key)
+        if twin is not None and (node.meta.get(HARD_COPY) or twin.meta.get(HARD_COPY)):
+            node.replace_all_uses_with(twin)
+            graph.erase_node(node)
+        else:
+            seen.setdefault(key, node)
+
+
+def _writes(node) -> bool:
+    """Does ``node`` write in place (a top-k mask's ``scatter_``, an ``out=`` call): kept, even without users?"""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return str(name).endswith("_") or "out" in node.kwargs
 
 
 def _soft_of(user, node) -> bool:

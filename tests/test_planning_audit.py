@@ -793,3 +793,53 @@ def test_a_spiking_neuron_with_an_integer_spike_count_keeps_its_gradient():
     x = (torch.rand(16, 8) * 0.8).requires_grad_()
     gx, gw = torch.autograd.grad(gm(x)[0].sum(), (x, model.w))
     assert gx.abs().sum() > 0 and gw.abs() > 0
+
+
+class HalfStepGate(nn.Module):
+    """A rounded value with a float use and a bool use: the bool use reads a hard copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.round(self.fc1(x) / 0.5) * 0.5
+        return self.fc2(h * (h > 1.0).float())
+
+
+class ArgmaxGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.o = nn.Linear(16, 6), nn.Linear(6, 10)
+
+    def forward(self, x):
+        logits = self.a(x)
+        p = F.one_hot(logits.argmax(-1), 6).float()
+        r = F.relu(p * logits)
+        return self.o(r * (r > 0).float() + p)
+
+
+def _discrete_calls(gm) -> list[str]:
+    names = []
+    for n in gm.graph.nodes:
+        name = n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+        if name in ("round", "one_hot", "argmax"):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("cls", [HalfStepGate, ArgmaxGate])
+def test_export_hard_computes_each_discrete_op_once(cls):
+    """The hard copy linearize_module keeps for a use left hard (the original op, the chain after it) came back
+    from export_hard next to the restored op: the hard model computed round (and one_hot, argmax) twice, and
+    linearizing it again reported one more entry (a39)."""
+    torch.manual_seed(0)
+    model, x = cls(), torch.randn(8, 16)
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    calls = _discrete_calls(hard)
+    assert calls and len(calls) == len(set(calls)), calls
+    assert_bitwise(hard(x), model(x))
+    again = sll_fx.linearize_module(hard, eps=1e-2, verbose=False)
+    assert [(e.node, e.rewritten) for e in again.sll_report.entries] == \
+        [(e.node, e.rewritten) for e in gm.sll_report.entries]
