@@ -559,8 +559,8 @@ class _Planner:
                                           "top-k or argmax mask write torch.zeros_like(x).scatter(-1, x.topk(k, "
                                           "-1).indices, 1.0) or F.one_hot(x.argmax(-1), n)")
         if len(operands) > 1:
-            x, t = self.ties.oriented(*operands[:2])
-            if (tie := self.ties.of(x, t)) is not None:
+            x, t = self.ties.oriented(*operands[:2], at=node)
+            if (tie := self.ties.of(x, t, at=node)) is not None:
                 return self._hard(node, rule, _tie_reason(tie, t))
         casts = [u for u in node.users if _is_float_cast(u, node, self.kinds) or _moved_to_float(u, node, self.kinds)]
         products = {u: f for u in node.users if (f := _mask_factor(u, node, self.kinds)) is not None}

@@ -136,18 +136,22 @@ class Ties:
         self._writes_found: list | None = None
         self._written_found: dict | None = None
         self._states: dict[Node, list] = {}      # (written nodes -> their grid before each write, and after the last)
-        self._at: dict[Node, int] = {}           # (written nodes _ties reads before a write: how many writes before)
+        self._order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
 
     # -- the question the planner asks --------------------------------------------------------------
-    def oriented(self, x, t) -> tuple:
-        """``(input, threshold)`` of a comparison of ``x`` and ``t``: swapped where ``x`` holds one number and ``t``
-        does not (a threshold written first: ``self.t < v``, ``torch.lt(torch.tensor(0.5), v)``)."""
+    def oriented(self, x, t, at: Node | None = None) -> tuple:
+        """``(input, threshold)`` of a comparison ``at`` of ``x`` and ``t``: swapped where ``x`` holds one number and
+        ``t`` does not (a threshold written first: ``self.t < v``, ``torch.lt(torch.tensor(0.5), v)``)."""
+        self._reader = at
         if isinstance(x, Node) and isinstance(t, Node) and _number(self._value(x)) and not _number(self._value(t)):
             return t, x
         return x, t
 
-    def of(self, x, t) -> Tie | None:
-        """Does ``x`` equal ``t`` (a number, or a node: a computed threshold) on whole ranges of inputs?"""
+    def of(self, x, t, at: Node | None = None) -> Tie | None:
+        """Does ``x`` equal ``t`` (a number, or a node: a computed threshold) on whole ranges of inputs, where the
+        comparison ``at`` reads them (a value written in place later is read as it is there; None: at the end)?"""
+        self._reader = at
         t = self._value(t)
         if t is None:
             return None
@@ -185,8 +189,11 @@ class Ties:
             return None
         number = t if not isinstance(t, Node) else None
         writes = self._written_nodes().get(node, ())
-        k = self._at.get(node, len(writes))  # (the writes made before the value read)
-        g = (self.grid(node) if k == len(writes) else self._states[node][k]) if number is not None else None
+        k = self._writes_before(writes)  # (the writes made before it is read)
+        g = self.grid(node) if number is not None else None  # (and its states before each write: _states)
+        if number is not None and k < len(writes):
+            states = self._states.get(node)
+            g = states[k] if states is not None else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
         if k:  # (written in place: what the last write before leaves)
@@ -275,12 +282,18 @@ class Ties:
         a view of, as they were before that write."""
         if not whole:
             return None
-        at = {v: i for v, ws in self._written_nodes().items() for i, (w, _) in enumerate(ws) if w is writer}
-        before, self._at = self._at, {**self._at, **at}
+        before, self._reader = self._reader, writer
         try:
             return self._ties(_written_value(writer), t, depth - 1)
         finally:
-            self._at = before
+            self._reader = before
+
+    def _writes_before(self, writes: list) -> int:
+        """How many of ``writes`` (a node's, in graph order) come before the node being read (:attr:`_reader`)."""
+        if self._reader is None or not writes:
+            return len(writes)
+        at = self._order.get(self._reader, len(self._order))
+        return sum(1 for w, _ in writes if self._order.get(w, -1) < at)
 
     def _through_preimages(self, name: str, op, first, number: float, depth: int) -> Tie | None:
         """The ties of a one-to-one op ``op`` (a node or a module, :data:`_ONE_TO_ONE`) of ``first`` at ``number``:
@@ -585,7 +598,7 @@ class Ties:
         for _ in range(_VIEW_DEPTH):
             if not isinstance(node, Node):
                 return False
-            if node in written and self._at.get(node) != 0:  # (unless read before its first write: _ties)
+            if node in written and self._writes_before(written[node]):  # (not where read before its first write)
                 return True
             if not node.args:
                 return False
@@ -858,19 +871,20 @@ def _number(v) -> bool:
 
 def _multiple(k: float) -> bool:
     """Is ``k`` a whole number (to rounding: 0.6 / 0.3, float32(0.2) / 0.1)?"""
-    return math.isfinite(k) and abs(k - round(k)) <= _TOLERANCE * max(1.0, abs(k))
+    return math.isfinite(k) and abs(k - round(k)) <= min(_TOLERANCE * max(1.0, abs(k)), 1e-3)  # (a fine grid: not
+    # every number within float32 precision of one of its values)
 
 
 def _common_step(a: float, b: float) -> float | None:
     """The step of a grid that holds both grids' steps: the smaller, when it divides the other; else their greatest
-    common divisor, for steps that are ratios of small whole numbers (0.3 and 1: 0.1); else None."""
+    common divisor, for steps that are ratios of small whole numbers (0.3 and 1: 0.1; denominators up to 64); else None."""
     small, large = sorted((abs(a), abs(b)))
     if not small:
         return None
     if _multiple(large / small):
         return small
-    ratio = Fraction(large / small).limit_denominator(1000)  # (large / small = p / q: the step small / q)
-    return small / ratio.denominator if _close(float(ratio), large / small) and ratio.denominator <= 1000 else None
+    ratio = Fraction(large / small).limit_denominator(64)  # (large / small = p / q: the step small / q)
+    return small / ratio.denominator if _close(float(ratio), large / small) else None
 
 
 def _on(h: Grid, g: Grid) -> bool:

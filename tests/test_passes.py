@@ -1920,3 +1920,57 @@ def test_a_where_with_a_whole_branch_against_a_whole_threshold_stays_hard(fn):
     gm = sll_fx.linearize_module(Outer(fn), eps=1e-3, verbose=False)
     (entry,) = [e for e in gm.sll_report.entries if e.op == "x >= t"]
     assert not entry.rewritten and entry.reason.startswith("its input holds whole numbers"), entry.reason
+
+
+class _HardResetLIF(nn.Module):
+    """A membrane written in place: decay, input, spike, hard reset (v.mul_(1 - spike)), over four steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+
+    def forward(self, x):
+        v, out = x.new_zeros((x.shape[0], 16)), 0
+        for _ in range(4):
+            v.mul_(0.5)
+            v.add_(self.fc(x))
+            spike = (v >= 1.0).float()
+            v.mul_(1 - spike)
+            out = out + spike
+        return out
+
+
+def _read_before_a_later_write(m, h):
+    v = h.clone()
+    gate = (v > 0).float()
+    v.clamp_(min=0)
+    v.mul_(2)
+    return gate * v
+
+
+def test_a_comparison_reads_a_value_written_in_place_as_it_is_there():
+    """8e2b361 read a value written in place after its last write, also where a comparison before that write reads
+    it: a hard-reset neuron's v >= 1 was taken for 1.0 on ranges (the reset's v * (1 - spike)) and left hard, |grad|
+    29895 before, 0 after; v > 0 before v.clamp_(min=0) likewise (a42)."""
+    torch.manual_seed(0)
+    model = _HardResetLIF()
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    assert [e.rewritten for e in gm.sll_report.entries] == [True] * 4, str(gm.sll_report)
+    x = torch.randn(64, 8)
+    gm(x).sum().backward()
+    assert float(model.fc.weight.grad.abs().sum()) > 0
+    gm = sll_fx.linearize_module(_Fuzzed(_read_before_a_later_write), eps=1e-3, verbose=False)
+    assert all(e.rewritten for e in gm.sll_report.entries), str(gm.sll_report)
+
+
+def test_two_quantizers_with_unrelated_steps_make_no_grid():
+    """8e2b361 took the steps of two 8-bit fake quantizers with observed float32 steps (0.02597..., 0.00783...) for
+    ratios of whole numbers (denominators up to 1000, a 1e-6 tolerance: 79% of random pairs), on a grid of
+    9.5e-6 that 2.0 was "on": left hard, |grad| 5029 before, 0 (no sum of two levels is 2.0) (a42)."""
+    def two_levels(m, h):
+        return torch.round(h / m.s1).clamp(-128, 127) * m.s1 + torch.round(h / m.s2).clamp(-128, 127) * m.s2 > 2.0
+    model = _Fuzzed(two_levels)
+    model.register_buffer("s1", torch.tensor(0.025974178686738014))
+    model.register_buffer("s2", torch.tensor(0.007833179086446762))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1].rewritten, str(gm.sll_report)
