@@ -137,6 +137,9 @@ class Ties:
         self._written_found: dict | None = None
         self._states: dict[Node, list] = {}      # (written nodes -> their grid before each write, and after the last)
         self._order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self._numbers: dict[Node, float | None] = {}  # (number(node), in a graph that writes nothing in place)
+        self._folds: dict[tuple, tuple | None] = {}   # (_folded: (node, depth) -> its value)
+        self._constants_found: set[Node] | None = None
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
 
     # -- the question the planner asks --------------------------------------------------------------
@@ -175,9 +178,22 @@ class Ties:
         if _number(v):
             return float(v)
         if isinstance(v, Node):
-            number = self.number(v) if not self._stale(v) else None
+            if not self._any_write():  # (most graphs: read once per node)
+                if v not in self._numbers:
+                    self._numbers[v] = self.number(v)
+                number = self._numbers[v]
+            else:
+                number = self.number(v) if not self._stale(v) else None
             return float(number) if _number(number) else v
         return None
+
+    def _any_write(self) -> bool:
+        """Does the graph write anything in place, or call a module that may write its attributes?"""
+        return bool(self._written_nodes()) or bool(self._written())
+
+    def _held_grid(self, v):
+        """``v``'s grid for a node, else ``v`` as a number, else None."""
+        return self.grid(v) if isinstance(v, Node) else self._value(v)
 
     def _held(self, v):
         """``v`` as a number, else its grid, else None."""
@@ -491,7 +507,8 @@ class Ties:
                 return None
             if (pair := _difference(name, node, alpha)) is not None and (found := self._shifted_back(*pair)):
                 return found
-            a, b = (self.grid(v) if isinstance(v, Node) else self._value(v) for v in node.args[:2])
+            a = self._held_grid(node.args[0])
+            b = self._held_grid(node.args[1]) if a is not None else None  # (not both: the first has none)
             if a is None or b is None:
                 return None
             sign = alpha if name == "add" else -alpha
@@ -555,6 +572,25 @@ class Ties:
         an attribute the graph writes in place, an observer's scale: its value now is not what the graph reads)."""
         if not isinstance(node, Node) or depth == 0 or node in self._written_nodes():
             return None
+        if node not in self._constant_nodes():  # (computed from an input: nothing to fold)
+            return None
+        key = (node, depth)
+        if key not in self._folds:  # (once per node and depth: a chain's nodes are asked again by each node after)
+            self._folds[key] = self._fold(node, depth)
+        return self._folds[key]
+
+    def _constant_nodes(self) -> set[Node]:
+        """The nodes computed from tensor attributes and numbers alone (no input, no random op reads), found once."""
+        if self._constants_found is None:
+            found: set[Node] = set()
+            for n in self.gm.graph.nodes:
+                if n.op == "get_attr" or n.op in ("call_function", "call_method") and all(
+                        a in found for a in n.all_input_nodes) and n.all_input_nodes:
+                    found.add(n)
+            self._constants_found = found
+        return self._constants_found
+
+    def _fold(self, node: Node, depth: int) -> tuple[torch.Tensor, bool] | None:
         if node.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, node.target)
             ok = isinstance(t, torch.Tensor) and t.device.type != "meta" and 0 < t.numel() <= 4096
@@ -592,6 +628,8 @@ class Ties:
         """Is ``node`` an attribute, or made from one through its first arguments (a view, a cast, a clone), that the
         graph writes in place on the way (``self.zp``; ``c`` for ``c = self.zp.clone(); c[0].add_(0.5)``): its value
         now is not what the graph reads?"""
+        if not self._any_write():
+            return False
         if _attribute(node) in self._written():
             return True
         written = self._written_nodes()
@@ -768,7 +806,7 @@ def _written_value(writer: Node):
 
 def _attribute(node: Node) -> str | None:
     """The target of the tensor attribute ``node`` is, or is a view or cast of (``self.scale.to(x.dtype)``)."""
-    for _ in range(_VIEW_DEPTH):
+    for _ in range(8):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":
