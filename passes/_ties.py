@@ -915,13 +915,14 @@ def _multiple(k: float) -> bool:
 
 def _common_step(a: float, b: float) -> float | None:
     """The step of a grid that holds both grids' steps: the smaller, when it divides the other; else their greatest
-    common divisor, for steps that are ratios of small whole numbers (0.3 and 1: 0.1; denominators up to 64); else None."""
+    common divisor, for steps that are ratios of small whole numbers (0.3 and 1: 0.1; 1/127 and 1/255: denominators
+    up to 256); else None."""
     small, large = sorted((abs(a), abs(b)))
     if not small:
         return None
     if _multiple(large / small):
         return small
-    ratio = Fraction(large / small).limit_denominator(64)  # (large / small = p / q: the step small / q)
+    ratio = Fraction(large / small).limit_denominator(256)  # (large / small = p / q: the step small / q; 8-bit grids)
     return small / ratio.denominator if _close(float(ratio), large / small) else None
 
 

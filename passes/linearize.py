@@ -123,10 +123,12 @@ def _note_kept_originals(graph, plan: list[_Step], created: list, surrogate_name
         if not step.rewrites or getattr(n, "_erased", True) or not n.users or (
                 n.op == "call_function" and is_sll_target(n.target)):  # (an elementwise op rewritten where it is)
             continue
-        for kept in [*(v for v in step.extra.values() if isinstance(v, Node)), *step.extra.get("cast_hard", ())]:
-            if not getattr(kept, "_erased", True):  # (its pattern's pieces, its kept casts)
-                kept.meta[HARD_COPY] = True
-        n.meta[HARD_COPY] = surrogate_names.get(n, True)  # (the original: the sll node it is the hard twin of)
+        for key in _PIECES:  # (its pattern's own pieces, dropped with it when nothing else reads them)
+            piece = step.extra.get(key)
+            if isinstance(piece, Node) and not getattr(piece, "_erased", True):
+                piece.meta[HARD_COPY] = ("piece", None)
+        if n in surrogate_names:  # (the original: the hard twin of its sll node, next to it)
+            n.meta[HARD_COPY] = ("sll", surrogate_names[n])
         if not step.entry.reason:
             readers = ", ".join(u.name for u in n.users)
             step.entry = replace(step.entry, reason=f"its hard result is also read by {readers}, a copy of the chain "
@@ -135,6 +137,9 @@ def _note_kept_originals(graph, plan: list[_Step], created: list, surrogate_name
         _erase_if_unused(graph, node)
     return [n for n in created if not getattr(n, "_erased", False)]
 
+
+#: a pattern's own pieces (``step.extra``), kept with its original for a use left hard (not its input ``x``)
+_PIECES = ("argmax", "index", "topk", "zeros")
 
 #: sll ops whose hard op returns a bool or an integer (their casts were copies: ``_aliases``)
 _INTEGRAL = frozenset(("compare", "argmax_onehot"))
@@ -197,6 +202,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
             # the cast's bool/integer users keep it (on the hard comparison); its float users get a copy
             with graph.inserting_after(cast):
                 soft = graph.node_copy(cast, lambda n: new if n is node else n)
+            soft.meta[HARD_COPY] = ("of", cast.name)  # (the same cast once the comparison is hard again)
             created.append(soft)
             for user in list(cast.users):
                 if user not in keep:
@@ -247,7 +253,7 @@ def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, cr
     for c in chain:  # (one node per inserting_after: they keep their order)
         with graph.inserting_after(c):
             copies[c] = graph.node_copy(c, lambda n: copies.get(n, hard if n is soft else n))
-        copies[c].meta[HARD_COPY] = True
+        copies[c].meta[HARD_COPY] = ("of", c.name)
         created.append(copies[c])
     for end in ends:
         for c in [n for n in end.all_input_nodes if n in copies]:

@@ -32,6 +32,7 @@ from sll_fx.tracer import module_of, source_of
 
 from ._aliases import HARD_COPY, ISOLATED
 from ._checks import check_not_decomposed, check_placement
+from ._spellings import _op_name
 
 
 def strip_pass(gm: GraphModule) -> PassResult:
@@ -89,30 +90,39 @@ def strip_pass(gm: GraphModule) -> PassResult:
 
 
 def _merge_hard_copies(graph, restored: dict) -> None:
-    """Merge each node ``linearize_pass`` kept or copied for a use left hard (``HARD_COPY``) with its twin: a rewritten
-    op's original with the op restored from its sll node (``restored``: sll node name -> restored node; where both
-    call the same thing), its pattern's pieces then unused dropped; the copy of a chain with the same call on the
-    same inputs earlier in the graph (the chain's original): the hard model computes each once, as the model does."""
+    """Merge the nodes ``linearize_pass`` kept or copied for a use left hard (``HARD_COPY``) with their twins, the same
+    call on the same inputs next to them: a rewritten op's original (``("sll", name)``) with the op restored from
+    that sll node (``restored``: sll node name -> restored node; also respelled, ``operator.gt`` as ``torch.gt``),
+    then a copy of a chain or cast (``("of", name)``) with its original, which reads the restored op too; a pattern's
+    pieces (``("piece", None)``) left unused are dropped.  The hard model computes each once, as the model does."""
+    by_name = {n.name: n for n in graph.nodes}
     for node in list(graph.nodes):
-        twin = restored.get(node.meta.get(HARD_COPY))
-        if twin is not None and (twin.op, twin.target) == (node.op, node.target):
+        mark = node.meta.get(HARD_COPY)
+        if not isinstance(mark, tuple) or len(mark) != 2 or mark[0] not in ("sll", "of"):
+            continue
+        twin = restored.get(mark[1]) if mark[0] == "sll" else by_name.get(mark[1])
+        if twin is not None and twin is not node and getattr(twin, "graph", None) is graph and \
+                not getattr(twin, "_erased", False) and _same_call(twin, node, respelled=mark[0] == "sll"):
             node.replace_all_uses_with(twin)
             graph.erase_node(node)
     for node in reversed(list(graph.nodes)):
-        if node.meta.get(HARD_COPY) and not node.users and node.op in ("call_function", "call_method") and \
-                not _writes(node):
+        mark = node.meta.get(HARD_COPY)
+        if isinstance(mark, tuple) and mark[:1] == ("piece",) and not node.users and not _writes(node):
             graph.erase_node(node)
-    seen: dict = {}
-    for node in list(graph.nodes):
-        if node.op not in ("call_function", "call_method"):
-            continue
-        key = repr((node.op, node.target, node.args, node.kwargs))  # (nodes by their names)
-        twin = seen.get(key)
-        if twin is not None and (node.meta.get(HARD_COPY) or twin.meta.get(HARD_COPY)):
-            node.replace_all_uses_with(twin)
-            graph.erase_node(node)
-        else:
-            seen.setdefault(key, node)
+
+
+def _same_call(a: Node, b: Node, respelled: bool) -> bool:
+    """Do ``a`` and ``b`` call the same op on the same inputs (``respelled``: by the op's name, ``operator.gt`` and
+    ``torch.gt``, and a pattern's piece of ``b`` stands for the same op of ``a``: ``x.argmax(-1)`` for the restored
+    ``torch.argmax(x, -1)``, from the same pattern)?"""
+    if not respelled:
+        return (a.op, a.target) == (b.op, b.target) and repr((a.args, a.kwargs)) == repr((b.args, b.kwargs))
+    if a.op not in ("call_function", "call_method") or _op_name(a) is None or _op_name(a) != _op_name(b) or \
+            len(a.args) != len(b.args) or repr(a.kwargs) != repr(b.kwargs):
+        return False
+    return all(x is y or repr(x) == repr(y) or isinstance(y, Node) and y.meta.get(HARD_COPY) == ("piece", None) and
+               isinstance(x, Node) and _op_name(x) is not None and _op_name(x) == _op_name(y)
+               for x, y in zip(a.args, b.args))
 
 
 def _writes(node) -> bool:

@@ -1781,6 +1781,8 @@ def _accumulated_clamp(m, h):  # (a zeros_like accumulator of a constant other t
     (lambda m, h: _pool(F.hardtanh(h, 0.0, 2.0)) >= 2, 0.5),                   # (an average of a constant, not 0)
     (lambda m, h: F.relu(h) + 0.1 > m.t, 0.1),                                 # (float32(0.1) - 0.1 is 0 to float32)
     (lambda m, h: torch.round(h / 0.3) * 0.3 + torch.round(h) <= 1.9, 0.5),    # (steps 0.3 and 1: the grid of 0.1)
+    (lambda m, h: torch.round(h.clamp(0, 1) * 127) / 127 + torch.round((1 - h).clamp(0, 1) * 255) / 255 >= 1.0,
+     0.5),                                                                     # (int8 and uint8 steps: 1/32385)
     (_relu_then_add, 0.5),
     (_clamp_then_scale, 0.5),
     (_written_through_a_view, 0.5),
@@ -1788,7 +1790,7 @@ def _accumulated_clamp(m, h):  # (a zeros_like accumulator of a constant other t
 ], ids=["threshold_first_clamp", "threshold_first_grid", "torch_lt_buffer_first", "float32_decimals",
         "float32_scaled_grid", "float32_parameter_step", "sigmoid", "tanh", "exp", "leaky_relu", "square", "elu",
         "sigmoid_module", "minimum", "masked_product", "avg_pool_of_a_bound", "float32_offset_cancels",
-        "sum_of_grids_of_steps_0.3_and_1", "written_twice", "clamped_then_scaled_in_place", "written_through_a_view",
+        "sum_of_grids_of_steps_0.3_and_1", "sum_of_int8_and_uint8_grids", "written_twice", "clamped_then_scaled_in_place", "written_through_a_view",
         "accumulated_clamp"])
 def test_comparisons_that_tie_on_ranges_found_by_the_fuzzer(fn, t):
     """Rewritten, each had outputs at exactly 1/2 on whole ranges of inputs (171 to 2389 of 4096): a threshold

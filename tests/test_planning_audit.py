@@ -843,3 +843,61 @@ def test_export_hard_computes_each_discrete_op_once(cls):
     again = sll_fx.linearize_module(hard, eps=1e-2, verbose=False)
     assert [(e.node, e.rewritten) for e in again.sll_report.entries] == \
         [(e.node, e.rewritten) for e in gm.sll_report.entries]
+
+
+class CompareAgainAfterAWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        h = self.fc(x)
+        c = h > 0.1
+        y = h * c.float()      # (rewritten; its integer use reads the kept hard original)
+        n = c.long()
+        h.add_(0.3)
+        return y, n, h > 0.1   # (the model's own comparison after the write: not the same value)
+
+
+class DrawsAroundATopkMask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        h = self.fc(x)
+        d = F.dropout(h, 0.5, True)
+        m = torch.zeros_like(d).scatter(-1, d.topk(2, -1).indices, 1.0)
+        return h * m, m.bool().sum(-1), d, F.dropout(h, 0.5, True)
+
+
+class ReluAgainAfterAWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        z = self.fc(x)
+        h = F.relu(z)
+        m = torch.zeros_like(h).scatter(-1, h.topk(2, -1).indices, 1.0)
+        count = m.bool().sum(-1)
+        z.sub_(1.0)
+        return h * m, count, F.relu(z)
+
+
+@pytest.mark.parametrize("cls", [CompareAgainAfterAWrite, DrawsAroundATopkMask, ReluAgainAfterAWrite])
+def test_export_hard_merges_only_the_copies_it_made(cls):
+    """f3a2484 merged any call equal by name to a marked one: the model's own comparison after h.add_(0.3) (8 of 96
+    differ), a second independent dropout (d2 == d), relu(z) after z.sub_(1) (|diff| 1.0) (a43)."""
+    torch.manual_seed(1)
+    model, x = cls(), torch.randn(16, 8) * 3
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    hard = sll_fx.export_hard(gm, verbose=False)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        ref = model(x)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        got = hard(x)
+    for r, g in zip(ref, got):
+        assert_bitwise(g, r)
