@@ -806,7 +806,7 @@ def _written_value(writer: Node):
 
 def _attribute(node: Node) -> str | None:
     """The target of the tensor attribute ``node`` is, or is a view or cast of (``self.scale.to(x.dtype)``)."""
-    for _ in range(8):
+    for _ in range(_VIEW_DEPTH):
         if not isinstance(node, Node):
             return None
         if node.op == "get_attr":

@@ -1976,3 +1976,23 @@ def test_two_quantizers_with_unrelated_steps_make_no_grid():
     model.register_buffer("s2", torch.tensor(0.007833179086446762))
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     assert [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1].rewritten, str(gm.sll_report)
+
+
+@pytest.mark.parametrize("views", [7, 8, 9])
+def test_a_learned_threshold_read_through_views_stays_trainable(views):
+    """77fec19 walked 8 nodes back from a value to its attribute where 16 views are followed elsewhere: a learned
+    threshold read through 8 views was taken for its value now (0.0), and relu(x) > thr left hard as a tie (its
+    gradient lost) (a44)."""
+    class Learned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.thr = nn.Parameter(torch.tensor(0.0))
+
+        def forward(self, x):
+            t = self.thr
+            for _ in range(views):
+                t = t.view(())
+            return (torch.relu(x) > t).float()
+
+    gm = sll_fx.linearize_module(Learned(), eps=1e-2, verbose=False)
+    assert [e.rewritten for e in gm.sll_report.entries] == [True], str(gm.sll_report)
