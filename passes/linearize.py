@@ -90,11 +90,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     created: list[Node] = []
     twins: dict = {}  # rewritten node -> its sll node
     for step in plan:
-        _apply(gm, step, surrogates, device, created)
-        if step.rewrites and created:
-            twins[step.node] = next((n for n in reversed(created) if n.meta.get("sll_entry") == step.entry.node),
-                                    None)
-    twins = {n: s for n, s in twins.items() if s is not None}
+        if (new := _apply(gm, step, surrogates, device, created)) is not None:
+            twins[step.node] = new
     copied = {c for s in plan if s.rewrites for c in s.extra.get("chain", ((),))[0]}
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
@@ -147,10 +144,10 @@ _INTEGRAL = frozenset(("compare", "argmax_onehot"))
 
 # --- applying a step --------------------------------------------------------------------------
 
-def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device, created: list) -> None:
-    """Rewrite one planned step; the nodes it adds are appended to ``created``."""
+def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device, created: list) -> Node | None:
+    """Rewrite one planned step; the nodes it adds are appended to ``created``.  Returns its sll node."""
     if not step.rewrites:
-        return
+        return None
     graph, node, rule = gm.graph, step.node, step.rule
     eps, mode = step.entry.eps, step.mode
     pattern = rule.pattern
@@ -219,7 +216,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
             created.append(as_factor)
         # selections taking this comparison are rewritten later in graph order and drop their use of it
         _erase_if_unused(graph, node)
-        return
+        return new
     inplace_topk = pattern == "topk" and step.extra["inplace"]
     if inplace_topk:
         zeros = step.extra["zeros"]
@@ -238,6 +235,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
                     if user.op == "call_function" and user.target is operator.getitem:
                         _erase_if_unused(graph, user)
             _erase_if_unused(graph, step.extra[piece])
+    return new
 
 
 _EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
