@@ -73,7 +73,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``.
 
     ``config`` (an :class:`SLLConfig`) overrides ``eps`` and ``mode`` when given.  ``no_grad``: ``gm`` runs with grad
-    mode off (an exported ``torch.no_grad()`` block's body, ``grad_regions.no_grad_bodies``): no gradient reaches
+    mode off (an exported ``torch.no_grad()`` block's body, ``grad_regions.nested_bodies``): no gradient reaches
     its nodes, and its discrete ops stay hard.  ``held``: a reason to leave every discrete op of ``gm`` hard (a
     ``torch.cond`` branch: ``grad_regions.nested_bodies``).
     """
