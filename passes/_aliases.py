@@ -30,15 +30,10 @@ import torch
 from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes
+from sll_fx.graph_module import ISOLATED  # (a node meta key, which a pickle of the GraphModule carries)
 
 from ._spellings import _op_name
 from ._uses import _CAST_METHODS, _PASS_ATTRS, _mutated, _writes_first
-
-#: meta key of the copies ``isolate_writes`` adds (``strip.py`` drops them)
-ISOLATED = "sll_isolated"
-#: meta key of the nodes linearize_pass keeps or copies to give a use left hard the hard values (the original of a
-#: rewritten op, the copy of a chain after it): ``export_hard`` merges each with its twin on the restored op
-HARD_COPY = "sll_hard_copy"
 
 #: calls whose result may share memory with their first argument
 _VIEW_NAMES = frozenset((

@@ -57,10 +57,11 @@ from sll_fx.config import SLLConfig
 from sll_fx.diagnostics import is_soft_mask
 from sll_fx.errors import RewriteError
 from sll_fx.exported import STALE_META
+from sll_fx.graph_module import HARD_COPY
 from sll_fx.ops import DEFAULT_EPS, hard_mask, is_sll_target
 from sll_fx.report import RewriteReport
 
-from ._aliases import HARD_COPY, isolate_writes
+from ._aliases import isolate_writes
 from ._checks import check_not_decomposed, check_placement
 from ._patterns import _select_operands
 from ._plan import _Planner, _Step

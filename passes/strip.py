@@ -27,10 +27,10 @@ from torch.fx.passes.infra.pass_base import PassResult
 from sll_fx import exported, ops, rules
 from sll_fx.annealing import drop_unused_eps
 from sll_fx.errors import RewriteError
+from sll_fx.graph_module import HARD_COPY, ISOLATED
 from sll_fx.report import StripEntry, StripReport
 from sll_fx.tracer import module_of, source_of
 
-from ._aliases import HARD_COPY, ISOLATED
 from ._checks import check_not_decomposed, check_placement
 from ._spellings import _op_name
 
@@ -59,8 +59,12 @@ def strip_pass(gm: GraphModule) -> PassResult:
             new = _hard_compare(graph, node, rule)  # an explicit sll_fx.threshold: its own float result
         else:
             if rule.pattern == "mask" and not _is_comparison(node.args[0]):
-                raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
-                                   f"'{node.args[0]}', not from an sll.compare node")
+                if (compared := _cast_comparison(node.args[0])) is None:
+                    raise RewriteError(f"export_hard: node '{node.name}' (sll.select) takes its mask from "
+                                       f"'{node.args[0]}', not from an sll.compare node\nFix: give the select the "
+                                       "comparison itself as its mask, or call export_hard on the linearized "
+                                       "GraphModule (then torch.export its result)")
+                node.update_arg(0, compared)  # (torch.export reads a float cast of a float comparison for it)
             new = rule.emit_hard(graph, node)
             hard = node.kwargs.get("hard")  # the comparison's hard value (for an integer result): goes with it too
             if isinstance(hard, Node) and hard not in softs:
@@ -170,6 +174,18 @@ def _is_comparison(node) -> bool:
         return False
     rule = rules.match(node)
     return rule is not None and rule.pattern == "cast"
+
+
+def _cast_comparison(node) -> Node | None:
+    """The comparison ``node`` is a cast of, else None: ``torch.export`` gives a selection whose mask is also cast by
+    the user (``h * c.float()``, ``torch.where(c, h, -h)``) the cast as its mask, ``aten.to.dtype(compare,
+    torch.float32)``, which returns the float sll comparison itself (0/1 where the comparison is; restored first, it
+    is the hard comparison by then)."""
+    if getattr(node, "op", None) == "call_method" and node.target in rules.FLOAT_CASTS or \
+            getattr(node, "op", None) == "call_function" and exported.hashable_target(node) in rules.ATEN_CASTS:
+        source = node.args[0] if node.args else None
+        return source if _is_comparison(source) else None
+    return None
 
 
 def _spell(node) -> str:

@@ -451,10 +451,17 @@ class SLLGraphModule(fx.GraphModule):
         return (_unpickle, (body, import_block))
 
 
+#: node meta key of the copies ``linearize_pass`` gives in-place writes (``export_hard`` drops them: ``_aliases``)
+ISOLATED = "sll_isolated"
+#: node meta key of the nodes ``linearize_pass`` keeps or copies to give a use left hard the hard values (the original
+#: of a rewritten op, the copy of a chain after it): ``export_hard`` merges each with its twin on the restored op, which
+#: the mark names
+HARD_COPY = "sll_hard_copy"
+
 #: body key of the pickled node names and metadata
 _NODES = "_sll_fx_nodes"
-#: node metadata that survives pickling (names, source lines, submodule names, report entries)
-_META = ("stack_trace", "nn_module_stack", "sll_entry", frozen.NONE_TESTED)
+#: node metadata that survives pickling (names, source lines, submodule names, report entries, the marks above)
+_META = ("stack_trace", "nn_module_stack", "sll_entry", frozen.NONE_TESTED, ISOLATED, HARD_COPY)
 
 
 def _target_key(node: fx.Node) -> str:
@@ -517,6 +524,8 @@ def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
         return graph
     if len(records) != len(nodes) or any(
             _call_key(n.op, _target_key(n)) != _call_key(r[0], r[1]) for n, r in zip(nodes, records)):
+        records = [(*r[:3], {k: v for k, v in r[3].items() if k != HARD_COPY}) for r in records]  # (the twins
+        # they name may be named otherwise now: not merged, the hard model computes those ops twice, as before)
         by_name = {r[2]: r for r in records}
         matched, used = set(), set()
         for node in nodes:  # by name and call

@@ -534,3 +534,37 @@ def test_config_names_a_submodule_export_dropped():
         assert torch.equal(from_ep(x), direct(x))
     with pytest.raises(ValueError, match="no submodule named 'enc.p'"):
         sll_fx.linearize_module(ep, sll_fx.SLLConfig(eps=0.05, module_eps={"enc.p": 0.2}), verbose=False)
+
+
+class GateAndMask(nn.Module):
+    """One comparison cast to a float gate and taken as a where mask: torch.export gives the select the cast
+    (``aten.to.dtype`` of the float sll comparison returns it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        h = self.fc(x)
+        c = h > 0.1
+        return h * c.float(), torch.where(c, h, -h)
+
+
+def test_export_hard_of_a_program_whose_select_reads_the_float_cast_of_its_mask():
+    model = GateAndMask()
+    ep = export(linearize(model))
+    select = next(n for n in sll_nodes(ep.graph_module) if rules.sll_op_name(n.target) == "select")
+    assert select.args[0].target == torch.ops.aten.to.dtype  # (the case: export's alias of the float comparison)
+    hard = sll_fx.export_hard(ep, verbose=False)
+    assert not sll_nodes(hard)
+    assert_bitwise(hard(X), model(X))
+    assert_bitwise(export(hard).module()(X), model(X), "re-exported")
+
+
+def test_a_select_whose_mask_is_no_comparison_is_refused_with_a_fix():
+    gm = linearize(GateAndMask())
+    select = next(n for n in sll_nodes(gm) if rules.sll_op_name(n.target) == "select")
+    select.update_arg(0, next(n for n in gm.graph.nodes if n.name == "mul"))
+    gm.recompile()
+    with pytest.raises(sll_fx.RewriteError, match=r"(?s)takes its mask from 'mul'.*Fix: "):
+        sll_fx.export_hard(gm, verbose=False)

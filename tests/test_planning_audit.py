@@ -18,6 +18,9 @@ sll_fx/grad_regions.py).
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -828,14 +831,25 @@ def _discrete_calls(gm) -> list[str]:
     return names
 
 
+def _copied(gm, how: str):
+    """``gm`` itself, or a copy of it made by ``how``."""
+    if how == "pickle":
+        buffer = io.BytesIO()
+        torch.save(gm, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=False)
+    return copy.deepcopy(gm) if how == "deepcopy" else gm
+
+
+@pytest.mark.parametrize("how", ["itself", "pickle", "deepcopy"])
 @pytest.mark.parametrize("cls", [HalfStepGate, ArgmaxGate])
-def test_export_hard_computes_each_discrete_op_once(cls):
+def test_export_hard_computes_each_discrete_op_once(cls, how):
     """The hard copy linearize_module keeps for a use left hard (the original op, the chain after it) came back
     from export_hard next to the restored op: the hard model computed round (and one_hot, argmax) twice, and
-    linearizing it again reported one more entry (a39)."""
+    linearizing it again reported one more entry (a39); an unpickled gm had lost the marks, and did so still."""
     torch.manual_seed(0)
     model, x = cls(), torch.randn(8, 16)
-    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    gm = _copied(sll_fx.linearize_module(model, eps=1e-2, verbose=False), how)
     hard = sll_fx.export_hard(gm, verbose=False)
     calls = _discrete_calls(hard)
     assert calls and len(calls) == len(set(calls)), calls
@@ -901,3 +915,25 @@ def test_export_hard_merges_only_the_copies_it_made(cls):
         got = hard(x)
     for r, g in zip(ref, got):
         assert_bitwise(g, r)
+
+
+class RoundWrittenInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        r = torch.round(self.fc(x))
+        r.add_(1.0)  # (linearize_module gives the write a copy of the sll op's result; export_hard drops it)
+        return r
+
+
+@pytest.mark.parametrize("how", ["itself", "pickle", "deepcopy"])
+def test_export_hard_drops_the_copies_of_in_place_writes_also_of_a_copied_gm(how):
+    torch.manual_seed(0)
+    model, x = RoundWrittenInPlace(), torch.randn(8, 8)
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    assert [n for n in gm.graph.nodes if n.target == "clone"]
+    hard = sll_fx.export_hard(_copied(gm, how), verbose=False)
+    assert not [n for n in hard.graph.nodes if n.target == "clone"], hard.code
+    assert_bitwise(hard(x), model(x))
