@@ -141,6 +141,8 @@ class Ties:
         self._folds: dict[tuple, tuple | None] = {}   # (_folded: (node, depth) -> its value)
         self._constants_found: set[Node] | None = None
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
+        self._writer_nodes: set[Node] | None = None
+        self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
 
     # -- the question the planner asks --------------------------------------------------------------
     def oriented(self, x, t, at: Node | None = None) -> tuple:
@@ -204,6 +206,8 @@ class Ties:
         if not isinstance(node, Node) or depth == 0:
             return None
         number = t if not isinstance(t, Node) else None
+        if self._reader is not node and node in self._writers():  # (an in-place op's own result, which an exported
+            return self._written_ties(node, t, depth)              # graph reads: fill_ = aten.fill_(h, 1.0))
         writes = self._written_nodes().get(node, ())
         k = self._writes_before(writes)  # (the writes made before it is read)
         g = self.grid(node) if number is not None else None  # (and its states before each write: _states)
@@ -212,8 +216,12 @@ class Ties:
             g = states[k] if states is not None else None
         if g is not None and g.hits(number):
             return Tie(g.source, g)
-        if k:  # (written in place: what the last write before leaves)
-            return self._written_ties(*writes[k - 1], t, depth)
+        if k:  # (written in place: what the last write before leaves; in the rest of it, for a part, what it held)
+            writer, whole = writes[k - 1]
+            found = self._written_ties(writer, t, depth)
+            if found is not None or whole:
+                return found
+            return self._read_at(writer, lambda: self._ties(node, t, depth - 1))
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
@@ -292,15 +300,21 @@ class Ties:
             return Tie(found[0].source) if None not in found else None
         return None
 
-    def _written_ties(self, writer: Node, whole: bool, t, depth: int) -> Tie | None:
-        """The ties of a value ``writer`` writes in place, all of it (``c.relu_()``, ``c.clamp_(0, 1)``, ``m.add_(v)``;
-        none for a part of it, ``c[0].add_(0.5)``): those of what it leaves, read with the written node, and what it is
-        a view of, as they were before that write."""
-        if not whole:
-            return None
-        before, self._reader = self._reader, writer
+    def _written_ties(self, writer: Node, t, depth: int) -> Tie | None:
+        """The ties of the values ``writer`` writes in place, in all of a node (``c.relu_()``, ``c.clamp_(0, 1)``,
+        ``m.add_(v)``) or in a part (``c[:, 0].fill_(1.0)``, ``c[:, :2].zero_()``, ``c[:, 1:].clamp_(min=0)``): a
+        number it fills in, or those of what it leaves, read with the written node, and what it is a view of, as
+        they were before that write."""
+        value = _written_value(writer)
+        if not isinstance(value, Node):
+            return Tie(writer) if _number(v := self._value(value)) and _same(v, t) else None
+        return self._read_at(writer, lambda: self._ties(value, t, depth - 1))
+
+    def _read_at(self, reader: Node, ask):
+        """``ask()`` with the values written in place read as ``reader`` reads them (:attr:`_reader`)."""
+        before, self._reader = self._reader, reader
         try:
-            return self._ties(_written_value(writer), t, depth - 1)
+            return ask()
         finally:
             self._reader = before
 
@@ -390,7 +404,9 @@ class Ties:
             self._grids[node] = None  # (a cycle: none)
             found = self._grid(node, 8)
             writes = self._written_nodes().get(node, ())
-            if writes and found is None and _number(held := self.number(node)):  # (a start value: zeros_like(x))
+            if writes and found is None and _attribute(node) not in self._written() and \
+                    _number(held := self.number(node)):  # (a start value: zeros_like(x); not an attribute the graph
+                # writes, whose value at the start of a call is what the call before left)
                 found = Grid(float(held), 1.0, node, frozenset((float(held),)))
             states = []
             for writer, whole in writes:  # (written in place, in graph order: what it holds before each write, for
@@ -651,8 +667,59 @@ class Ties:
             for writer, targets in self._writes():
                 for t in targets:
                     for v in _viewed(t):
-                        self._written_found.setdefault(v, []).append((writer, v is t))
+                        self._written_found.setdefault(v, []).append((writer, v is t or self._covers(t, v)))
         return self._written_found
+
+    def _covers(self, view: Node, node: Node) -> bool:
+        """Is ``view``, a view of ``node``, all of it (``c.view(1)[0]`` of a 0-d clone of a buffer), where both shapes
+        are known (:meth:`_meta`) and no view on the way repeats elements (``expand``)?  Unknown: a part."""
+        a, b = self._meta(view), self._meta(node)
+        if a is None or b is None or a.numel() != b.numel():
+            return False
+        on_the_way = list(_viewed(view))
+        return node in on_the_way and not any(_name(n) in _REPEATING for n in on_the_way[:on_the_way.index(node)])
+
+    def _meta(self, node, depth: int | None = None) -> torch.Tensor | None:
+        """A meta tensor of ``node``'s shape and dtype where it is known without inputs: an exported graph's fake
+        value, a tensor attribute, or views and copies of one (computed on meta tensors), :data:`_VIEW_DEPTH` deep;
+        else None."""
+        depth = _VIEW_DEPTH if depth is None else depth
+        if not isinstance(node, Node) or depth == 0:
+            return None
+        if node not in self._metas:
+            self._metas[node] = None  # (a cycle: unknown)
+            val = node.meta.get("val")
+            if isinstance(val, torch.Tensor):
+                found = _meta_like(val)
+            elif node.op == "get_attr":
+                found = _meta_like(dtypes.fetch_attr(self.gm, node.target))
+            elif node.op in ("call_function", "call_method") and (_name(node) in _VIEWS or _name(node) == "clone"):
+                found = self._meta_call(node, depth)
+            else:
+                found = None
+            self._metas[node] = found
+        return self._metas[node]
+
+    def _meta_call(self, node: Node, depth: int) -> torch.Tensor | None:
+        args = []
+        for a in node.all_input_nodes:
+            args.append(self._meta(a, depth - 1))
+            if args[-1] is None:
+                return None
+        env = dict(zip(node.all_input_nodes, args))
+        call_args, call_kwargs = (torch.fx.map_arg(a, env.__getitem__) for a in (node.args, node.kwargs))
+        try:
+            out = getattr(call_args[0], node.target)(*call_args[1:], **call_kwargs) if node.op == "call_method" \
+                else node.target(*call_args, **call_kwargs)
+        except Exception:  # (an argument meta tensors do not take: unknown)
+            return None
+        return out if isinstance(out, torch.Tensor) and out.device.type == "meta" else None
+
+    def _writers(self) -> set[Node]:
+        """The nodes that write in place."""
+        if self._writer_nodes is None:
+            self._writer_nodes = {w for w, _ in self._writes()}
+        return self._writer_nodes
 
     def _writes(self) -> list[tuple[Node, list[Node]]]:
         """The graph's in-place writes (``_aliases._writes``), found once."""
@@ -793,11 +860,18 @@ def _viewed(node):
         node = _first(node)
 
 
+def _meta_like(value) -> torch.Tensor | None:
+    """An empty meta tensor of ``value``'s shape and dtype (a tensor of static shape), else None."""
+    if not isinstance(value, torch.Tensor) or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return torch.empty(value.shape, dtype=value.dtype, device="meta")
+
+
 def _written_value(writer: Node):
     """What an in-place write leaves in its target: ``copy_``'s and ``fill_``'s value, 0 for ``zero_``, else the
     writing op's own result (``torch.round(z, out=zp)``, ``zp.round_()``)."""
     name = _name(writer)
-    if name in ("copy", "fill") and writer.op == "call_method" and len(writer.args) > 1:
+    if name in ("copy", "fill") and len(writer.args) > 1:  # (Tensor.fill_, aten.fill_.Scalar, aten.copy_.default)
         return writer.args[1]
     if name == "zero":
         return 0.0
@@ -1083,3 +1157,5 @@ _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of 
     "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
     "swapdims", "unbind", "split", "chunk"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
+#: views that may show one element more than once (all of a node by number of elements, not by which ones)
+_REPEATING = frozenset(("expand", "expand_as", "broadcast_to", "as_strided", "unfold"))

@@ -48,7 +48,7 @@ import operator
 from dataclasses import replace
 
 import torch
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule, Node, map_arg
 from torch.fx.passes.infra.pass_base import PassResult
 
 from sll_fx import dtypes, rules
@@ -91,7 +91,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     created: list[Node] = []
     twins: dict = {}  # rewritten node -> its sll node
     for step in plan:
-        if (new := _apply(gm, step, surrogates, device, created)) is not None:
+        if (new := _apply(gm, step, surrogates, device, created, twins)) is not None:
             twins[step.node] = new
     copied = {c for s in plan if s.rewrites for c in s.extra.get("chain", ((),))[0]}
     copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
@@ -145,8 +145,11 @@ _INTEGRAL = frozenset(("compare", "argmax_onehot"))
 
 # --- applying a step --------------------------------------------------------------------------
 
-def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device, created: list) -> Node | None:
-    """Rewrite one planned step; the nodes it adds are appended to ``created``.  Returns its sll node."""
+def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device, created: list,
+           twins: dict) -> Node | None:
+    """Rewrite one planned step; the nodes it adds are appended to ``created``.  ``twins``: the steps applied before
+    (rewritten node -> its sll node), whose sll node stands for a node erased since (a ``where`` rewritten before the
+    ``one_hot(argmax)`` that reads it).  Returns its sll node."""
     if not step.rewrites:
         return None
     graph, node, rule = gm.graph, step.node, step.rule
@@ -168,6 +171,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     else:  # topk
         e = step.extra
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
+    now = lambda n: twins.get(n, n) if getattr(n, "_erased", False) else n  # noqa: E731 (the plan's nodes: one
+    args, kwargs = tuple(map_arg(args, now)), dict(map_arg(kwargs, now))    # rewritten and erased since: its sll node)
     hard_uses = step.extra.get("hard_uses", frozenset())  # users that keep reading the hard result
     chain, ends = step.extra.get("chain", ((), frozenset()))  # copied for integer uses, to read the hard result
     in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses and not chain

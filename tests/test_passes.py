@@ -1718,6 +1718,86 @@ def test_values_written_in_place_keep_their_ties(fn):
     assert int((gm(x) != model(x)).sum()) <= 1  # (one inside the band of a rewritten round upstream)
 
 
+def _fill_column(h):      # (the part written holds the threshold, the rest does not)
+    h[:, 0].fill_(1.0)
+    return h, 1.0
+
+
+def _zero_columns(h):
+    h[:, :2].zero_()
+    return h, 0.0
+
+
+def _clamp_columns(h):   # (a constant the write takes on a range of the part)
+    h[:, 1:].clamp_(min=-1.0)
+    return h, -1.0
+
+
+def _relu_then_scale_a_column(h):  # (the rest holds relu's 0; the part too, doubled)
+    c = torch.relu(h)
+    c[:, 0].mul_(2.0)
+    return c, 0.0
+
+
+def _fill_column_elsewhere(h):  # (no tie: the part holds 0.3, the rest a linear function)
+    h[:, 0].fill_(0.3)
+    return h, 1.0
+
+
+def _shift_a_column(h):
+    h[:, 0].add_(0.5)
+    return h, 0.0
+
+
+def _relu_a_column(h):          # (relu's 0 against 0.5: no tie)
+    h[:, 0].relu_()
+    return h, 0.5
+
+
+def _set_column(h):      # (export writes it with aten.fill_; the nn.Module's trace keeps it opaque)
+    h[:, 0] = 1.0
+    return h, 1.0
+
+
+def _fill_all(h):        # (export's graph reads fill_'s own result)
+    h.fill_(1.0)
+    return h, 1.0
+
+
+_PART_WRITES = [(_fill_column, True), (_zero_columns, True), (_clamp_columns, True), (_relu_then_scale_a_column, True),
+                (_fill_all, True), (_fill_column_elsewhere, False), (_shift_a_column, False), (_relu_a_column, False)]
+
+
+@pytest.mark.parametrize("fn, ties, form", [(f, t, "module") for f, t in _PART_WRITES] +
+                         [(f, t, "export") for f, t in _PART_WRITES + [(_set_column, True)]])
+def test_a_part_written_in_place_keeps_its_ties(fn, ties, form):
+    """A write through a view of a part (``h[:, 0].fill_(1.0)``, ``h[:, :2].zero_()``, ``h[:, 1:].clamp_(min=-1)``)
+    was not followed: ``(h > 1.0).float()`` was linearized, 4001 of 4001 outputs of the column at 1/2 (the hard
+    model: 0); now the part's values and the rest's are both read.  In an exported program aten's ``fill_`` was not
+    read as a fill, and a comparison reading an in-place op's own result (``h.fill_(1.0) > 1.0``: all 24006 at 1/2)
+    not as the write."""
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            h, t = fn(x * self.w)
+            return (h > t).float()
+
+    model = Gate()
+    x = torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    source = torch.export.export(model, (x,)) if form == "export" else model
+    gm = sll_fx.linearize_module(source, eps=1e-3, verbose=False)
+    gate = [e for e in gm.sll_report.entries if e.op.startswith("x ") or e.op.startswith("aten.")][-1]
+    assert gate.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert "sits on the boundary" in gate.reason
+        assert_bitwise(gm(x), model(x))
+    else:
+        assert int((gm(x) == 0.5).sum()) <= 6  # (single points only)
+
+
 class _Fuzzed(nn.Module):
     """``fn(self, h)`` with ``h = x * w`` (a gradient reaches it); a buffer ``t`` and a parameter ``s``."""
 

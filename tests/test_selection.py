@@ -1570,3 +1570,32 @@ def test_not_an_order_statistic_of_its_own_input_stays_rewritten(fn):
     """Two random draws are two values, and a transpose moves the elements away from their thresholds."""
     gm = sll_fx.linearize_module(Outer(fn), eps=EPS, verbose=False)
     assert [e.replacement for e in gm.sll_report.rewritten] == ["sll.compare(gt)"]
+
+
+@pytest.mark.parametrize("select", [
+    lambda h: torch.where(h > 0.3, h, h * 0.1),
+    lambda h: torch.where(h < 0.0, h, 0.0),
+    lambda h: h.masked_fill(h < 0.3, 0.25),
+], ids=["where", "where_const", "masked_fill"])
+@pytest.mark.parametrize("pick", ["argmax", "argmin"])
+def test_one_hot_of_a_rewritten_selection(select, pick):
+    """``one_hot(argmax(where(...)))`` raised "node 'argmax_onehot' reads 'where', which is not in the graph before
+    it": the one-hot was built on the selection erased when it was rewritten (a45)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(8, 8)
+
+        def forward(self, x):
+            g = select(self.inp(x))
+            return g + F.one_hot(getattr(g, pick)(-1), 8).float()
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(256, 8)
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    entries = gm.sll_report.entries
+    assert all(e.rewritten for e in entries) and entries[-1].replacement == "sll.argmax_onehot", str(gm.sll_report)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    x.requires_grad_()
+    gm(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
