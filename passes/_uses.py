@@ -288,7 +288,8 @@ _CARRY_NAMES = frozenset(("add", "sub", "rsub", "mul", "truediv", "div", "neg", 
                           "prod", "cumprod", "amax", "amin", "max", "min", "maximum", "minimum", "fmax", "fmin",
                           "where", "masked_fill"))
 #: bool/integer uses that read only the order of the values (not as a mask): see _Planner._read_as_mask
-_ORDER_NAMES = frozenset(("argmax", "argmin", "argsort", "sort", "searchsorted", "bucketize", "histc"))
+_ORDER_NAMES = frozenset(("argmax", "argmin", "argsort", "sort", "topk", "kthvalue", "searchsorted", "bucketize",
+                          "histc"))
 _MASK_DEPTH = 8  # how many views and such functions _read_as_mask follows
 
 

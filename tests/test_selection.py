@@ -1599,3 +1599,22 @@ def test_one_hot_of_a_rewritten_selection(select, pick):
     x.requires_grad_()
     gm(x).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_a_selection_read_by_a_top_k_mask_is_rewritten():
+    """A top-k mask only orders the selection's values, as argmax does: the selection was left hard ("read as an
+    integer or a mask further on, by torch.topk"), its comparison too, and no gradient reached them (a45)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(8, 8)
+
+        def forward(self, x):
+            g = torch.where(self.inp(x) > 0.3, self.inp(x), 0.1 * self.inp(x))
+            return g * torch.zeros_like(g).scatter(-1, torch.topk(g, 3, -1).indices, 1.0)
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(256, 8)
+    gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
+    assert all(e.rewritten for e in gm.sll_report.entries), str(gm.sll_report)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
