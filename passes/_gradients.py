@@ -16,6 +16,7 @@ from torch.fx import GraphModule, Node
 
 from sll_fx import dtypes, grad_regions
 
+from ._aliases import _VIEW_NAMES
 from ._patterns import _PATTERN_NAMES, _arg, _pattern_inputs
 from ._spellings import _match, _op_name, _target_name
 from ._uses import (_DETACH_SET, _INT_KINDS, _META_ATTRS, _META_NAMES, _PASS_NAMES, _cast_to, _is_detach, _mutated,
@@ -56,7 +57,7 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 continue
             graded.add(node)
             if op == "call_function" and node.kwargs:  # (an out= tensor)
-                graded.update(_mutated(node, memo))
+                graded.update(_written(node, memo))
         elif _is_detach(node):
             any_detach = True
         elif op == "call_module":
@@ -70,8 +71,28 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 continue
             graded.add(node)
             if op == "call_function" or node.target.endswith("_"):
-                graded.update(_mutated(node, memo))
+                graded.update(_written(node, memo))
     return graded, any_detach
+
+
+def _written(node: Node, memo: dict) -> list[Node]:
+    """What an in-place call writes into (``_mutated``), and what that is a view of, outwards: ``v.view(-1).add_(h)``
+    writes ``v`` too (a ``zeros_like`` accumulator written so was taken for "no gradient reaches its input")."""
+    found = []
+    for w in _mutated(node, memo):
+        for _ in range(_VIEW_DEPTH):
+            found.append(w)
+            if _op_name(w) not in _BASE_VIEWS or not w.args or not isinstance(w.args[0], Node):
+                break
+            w = w.args[0]
+    return found
+
+
+#: how many views an in-place write is followed out through
+_VIEW_DEPTH = 16
+#: calls whose result may be a view of their first argument (basic indexing too: a copy, advanced indexing makes, only
+#: adds a way for the gradient)
+_BASE_VIEWS = _VIEW_NAMES | {"getitem"}
 
 
 def _plain_call(op: str, t, memo: dict) -> bool:

@@ -187,6 +187,10 @@ GRADED_CASES = {
     "moved_comparison": lambda m, h: (h > 0.5).to(h.device).float() * 2,
     "sign_of_cast_comparison": lambda m, h: torch.sign((h > 0.5).float() - 0.25) * h,
     "zeros_like_plus_h": lambda m, h: torch.round(torch.zeros_like(h) + h * 3),
+    "zeros_like_written_through_a_view": lambda m, h: (  # (taken for "no gradient reaches its input", a43)
+        v := torch.zeros_like(h), v.view(-1).add_(h.reshape(-1)), (v >= 1.0).float() * 2)[-1],
+    "zeros_like_written_through_an_index": lambda m, h: (
+        v := torch.zeros_like(h), v[:, 0].add_(h[:, 0]), (v >= 1.0).float() * 2)[-1],
 }
 
 
