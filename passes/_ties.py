@@ -1058,8 +1058,42 @@ def _elu(t: float, op) -> float | None:
     return t if t >= 0 else math.log1p(t / alpha) if _number(alpha) and alpha > 0 and t > -alpha else None
 
 
-#: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there)
-_ONE_TO_ONE: dict[str, Callable[[float, Node], float | None]] = {
+def _gelu(t: float, op) -> list[float]:
+    """GELU's inputs at ``t`` (exact or tanh-approximated): it falls to a minimum then rises, 0 at 0."""
+    if _parameter(op, 1, "approximate", "none") == "tanh":
+        return _dipping(lambda x: 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))), t)
+    return _dipping(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))), t)
+
+
+def _dipping(f: Callable[[float], float], t: float) -> list[float]:
+    """The inputs at which ``f`` gives ``t``, for an ``f`` like GELU and SiLU: decreasing from 0 at -inf to a minimum
+    below 0, then increasing through ``f(0) = 0`` (found by bisection, to float64 precision)."""
+    if t == 0:
+        return [0.0]
+
+    def solve(lo: float, hi: float) -> float:  # (f(lo) - t and f(hi) - t of opposite signs)
+        rising = f(hi) > f(lo)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if (f(mid) < t) == rising:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    if t > 0:
+        return [solve(0.0, t + 40.0)]
+    low, high = -60.0, 0.0  # (the minimum's input, by ternary search)
+    for _ in range(200):
+        a, b = low + (high - low) / 3, high - (high - low) / 3
+        low, high = (low, b) if f(a) < f(b) else (a, high)
+    bottom = (low + high) / 2
+    return [solve(-60.0, bottom), solve(bottom, 0.0)] if f(bottom) < t else []
+
+
+#: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there);
+#: GELU and SiLU, which dip below 0 first, -> the list of their inputs there
+_ONE_TO_ONE: dict[str, Callable[[float, Node], float | list[float] | None]] = {
     "sigmoid": lambda t, n: math.log(t / (1 - t)) if 0 < t < 1 else None,
     "tanh": lambda t, n: math.atanh(t) if -1 < t < 1 else None,
     "exp": lambda t, n: math.log(t) if t > 0 else None,
@@ -1072,8 +1106,8 @@ _ONE_TO_ONE: dict[str, Callable[[float, Node], float | None]] = {
     "sinh": lambda t, n: math.asinh(t),
     "leaky_relu": _leaky_relu,
     "elu": _elu,
-    "gelu": lambda t, n: 0.0 if t == 0 else None,  # (0 only at 0; not monotone below it)
-    "silu": lambda t, n: 0.0 if t == 0 else None,
+    "gelu": _gelu,
+    "silu": lambda t, n: _dipping(lambda x: x / (1 + math.exp(-x)) if x > -700 else -0.0, t),
 }
 
 
@@ -1090,7 +1124,7 @@ def _preimages(name: str, node, t: float) -> list[float]:
             found = _ONE_TO_ONE[name](t, node)
         except (ValueError, OverflowError, ZeroDivisionError):
             return []
-        return [found] if found is not None and math.isfinite(found) else []
+        return [f for f in (found if isinstance(found, list) else [found]) if f is not None and math.isfinite(f)]
     p = node.args[1] if len(node.args) > 1 else None
     if not _number(p) or p <= 0 or not isinstance(node.args[0], Node):
         return []

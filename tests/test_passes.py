@@ -1867,11 +1867,13 @@ def _accumulated_clamp(m, h):  # (a zeros_like accumulator of a constant other t
     (_clamp_then_scale, 0.5),
     (_written_through_a_view, 0.5),
     (_accumulated_clamp, 0.5),
+    (lambda m, h: F.gelu(torch.clamp(h, 0, 1)) >= m.t, float(F.gelu(torch.tensor(1.0)))),  # (GELU, SiLU at a
+    (lambda m, h: F.silu(torch.clamp(h, -1, 2)) <= m.t, float(F.silu(torch.tensor(-1.0)))),  # bound: not 0)
 ], ids=["threshold_first_clamp", "threshold_first_grid", "torch_lt_buffer_first", "float32_decimals",
         "float32_scaled_grid", "float32_parameter_step", "sigmoid", "tanh", "exp", "leaky_relu", "square", "elu",
         "sigmoid_module", "minimum", "masked_product", "avg_pool_of_a_bound", "float32_offset_cancels",
         "sum_of_grids_of_steps_0.3_and_1", "sum_of_int8_and_uint8_grids", "written_twice", "clamped_then_scaled_in_place", "written_through_a_view",
-        "accumulated_clamp"])
+        "accumulated_clamp", "gelu_at_a_bound", "silu_at_a_bound"])
 def test_comparisons_that_tie_on_ranges_found_by_the_fuzzer(fn, t):
     """Rewritten, each had outputs at exactly 1/2 on whole ranges of inputs (171 to 2389 of 4096): a threshold
     written first, float32 thresholds and steps against a float64 grid, one-to-one ops, minimum, masked products
@@ -1922,7 +1924,9 @@ def test_a_gate_on_a_scaled_grid_compared_on_that_grid_is_left_hard():
 
 @pytest.mark.parametrize("fn", [
     lambda m, h: m.t >= torch.sign(h),                    # (a zero buffer against sign's +-1: never equal)
-], ids=["zero_buffer_first_against_sign"])
+    lambda m, h: F.gelu(torch.clamp(h, 0, 1)) >= 0.5,     # (GELU's input at 0.5 is 0.668: no bound there)
+    lambda m, h: F.silu(torch.clamp(h, -1, 2)) <= -0.2,   # (SiLU's at -0.2: -2.40 and -0.54)
+], ids=["zero_buffer_first_against_sign", "gelu_between_bounds", "silu_between_bounds"])
 def test_comparisons_that_never_tie_are_linearized(fn):
     """Left hard with a tie reason that named the buffer "its input" (a40)."""
     gm = sll_fx.linearize_module(_Fuzzed(fn, t=0.0), eps=1e-3, verbose=False)
