@@ -65,6 +65,10 @@ class _Uses:
     blocked: str = ""                               # (mixed) why such nodes cannot be copied
 
 
+#: the largest tensor attribute :meth:`_Planner._fill_of` reads for the one number it may hold
+_FILL_SIZE = 1 << 20
+
+
 class _Planner:
     def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict, no_grad: bool = False):
         self.gm, self.config, self.kinds = gm, config, kinds
@@ -325,7 +329,8 @@ class _Planner:
         """:meth:`_constant_fill` of a node that makes its tensor (no wrapper around it)."""
         if value.op == "get_attr":
             t = dtypes.fetch_attr(self.gm, value.target)
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= 4096 and t.device.type != "meta":
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= _FILL_SIZE and \
+                    t.device.type != "meta":  # (a constant of zeros the forward makes, torch.zeros(6000), too)
                 t = t.detach()
                 first = t.reshape(-1)[0]
                 if bool((t == first).all()) or bool(torch.isnan(t).all()):
@@ -680,6 +685,8 @@ class _Planner:
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
         if written := self._written_between(x, index, node):
             return self._hard(node, rule, _written_between_reason(x, index, written))
+        if (tie := self.ties.flat(x)) is not None:
+            return self._hard(node, rule, _flat_reason(tie, "argmax", "one_hot(x.argmax(-1), n)"))
         uses = self._verdict([(node, list(node.users))], "0/1 result")
         if uses.hard and not self.config.is_disabled(rule.kind):
             step = self._hard(node, rule, uses.hard)
@@ -703,6 +710,9 @@ class _Planner:
         if written := self._written_between(pieces["x"], pieces["topk"], node):
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {_written_between_reason(pieces['x'], pieces['topk'], written)}")
+        if (tie := self.ties.flat(pieces["x"])) is not None:
+            self.pattern_hard.add(node)
+            return self._hard(node, rule, f"top-k mask left hard: {_flat_reason(tie, 'top-k', 'x.topk(k, -1)')}")
         if pieces["inplace"] and (why := self._shared_zeros(node, pieces["zeros"])):
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {why}")
@@ -914,6 +924,16 @@ def _tie_reason(tie: Tie, threshold) -> str:
             "the boundary, in the band at every eps (a surrogate of 1/2 there, never the hard 0/1), left hard; to "
             "linearize, compare the value before it (x > 0 for F.relu(x) > 0; (x > 0).float() * m for x * m > 0), "
             "or use a threshold other than that value")
+
+
+def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
+    """Why a one-hot or a top-k mask whose input's elements are equal on whole ranges of inputs stays hard."""
+    held = f"holds {tie.grid.describe()}" if tie.grid is not None else "has elements of one same value on whole " \
+                                                                         "ranges of inputs"
+    return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so): elements equal to one another "
+            f"tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every eps, never "
+            f"the hard 0/1), left hard; to linearize, take {spelled} of the value before it (of h for F.relu(h): the "
+            "same choice wherever the values differ)")
 
 
 def _describe(users: list[Node]) -> str:

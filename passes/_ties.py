@@ -174,6 +174,16 @@ class Ties:
         return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)
         # > relu(b): both at a constant they take)
 
+    def flat(self, x) -> Tie | None:
+        """Are ``x``'s elements equal to one another on whole ranges of inputs: values on a grid (``round(h)``) or a
+        constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x))`` and a top-k mask of ``x`` sit on their
+        boundary (a margin of 0: 1/2 at every eps)?"""
+        self._reader = None
+        g = self.grid(x)
+        if g is not None:
+            return Tie(g.source, g)
+        return next((f for c in self._flat_numbers(x, 8) if (f := self._ties(x, c, 8)) is not None), None)
+
     def _value(self, v):
         """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
         (a bool, NaN, anything else)."""
@@ -237,9 +247,9 @@ class Ties:
             return self._ties(first, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
             return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
-        if name in ("where", "masked_fill"):  # (where its condition picks a branch that ties)
-            branches = _branches(node) if name == "where" else (first,)
-            return next((f for b in branches if (f := self._ties(b, t, depth - 1)) is not None), None)
+        if name == "where" or name in _PUTS and (put := _put(name, node)) is not None:  # (where its condition picks
+            branches = _branches(node) if name == "where" else (first, put)  # a branch that ties; where a put keeps
+            return next((f for b in branches if (f := self._ties(b, t, depth - 1)) is not None), None)  # its input)
         if number is None:
             return None
         if name in _CLAMPS:  # (between its bounds: its input's value)
@@ -358,10 +368,10 @@ class Ties:
             found = [b for b in self._bounds(name, node) if b is not None]
         elif name in ("maximum", "minimum", "fmax", "fmin"):
             found = [node.args[1]] if len(node.args) > 1 else []
-        elif name in ("threshold", "masked_fill"):
+        elif name == "threshold":
             found = [_arg(node, 2, "value")]
-        elif name in ("scatter", "index_fill") and "reduce" not in node.kwargs:  # (the value put in: where it is)
-            found = [_put(name, node)]
+        elif name in _PUTS:  # (the value put in: where it is)
+            found = [put] if (put := _put(name, node)) is not None else []
         elif name == "where":
             found = list(_branches(node))
         elif name == "pad" and _arg(node, 2, "mode", "constant") == "constant":
@@ -557,10 +567,10 @@ class Ties:
             return _union(found)
         if name in _JOINS and isinstance(first, (list, tuple)):
             return _union([self.grid(a) for a in first])
-        if name in ("scatter", "index_fill", "masked_fill"):  # (a grid with values put in: zeros_like(l).scatter(
-            if "reduce" in node.kwargs:
-                return None
+        if name in _PUTS:  # (a grid with values put in: zeros_like(l).scatter(
             put = _put(name, node)
+            if put is None:
+                return None
             put = self.grid(put) if isinstance(put, Node) and self._value(put) is put else self._value(put)
             return _union([self.grid(first), put]) if put is not None else None  # -1, i, 1.0): counts of top-k)
         if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):
@@ -671,13 +681,18 @@ class Ties:
         return self._written_found
 
     def _covers(self, view: Node, node: Node) -> bool:
-        """Is ``view``, a view of ``node``, all of it (``c.view(1)[0]`` of a 0-d clone of a buffer), where both shapes
-        are known (:meth:`_meta`) and no view on the way repeats elements (``expand``)?  Unknown: a part."""
-        a, b = self._meta(view), self._meta(node)
-        if a is None or b is None or a.numel() != b.numel():
-            return False
+        """Is ``view``, a view of ``node``, all of it: through views that keep every element (``reshape(-1)``,
+        ``flatten()``, ``[:]``, ``t()``), or where both shapes are known (:meth:`_meta`: ``c.view(1)[0]`` of a 0-d clone
+        of a buffer) and no view on the way repeats elements (``expand``)?  Unknown: a part."""
         on_the_way = list(_viewed(view))
-        return node in on_the_way and not any(_name(n) in _REPEATING for n in on_the_way[:on_the_way.index(node)])
+        if node not in on_the_way:
+            return False
+        on_the_way = on_the_way[:on_the_way.index(node)]
+        if all(_all_of_it(n) for n in on_the_way):
+            return True
+        a, b = self._meta(view), self._meta(node)
+        return a is not None and b is not None and a.numel() == b.numel() and \
+            not any(_name(n) in _REPEATING for n in on_the_way)
 
     def _meta(self, node, depth: int | None = None) -> torch.Tensor | None:
         """A meta tensor of ``node``'s shape and dtype where it is known without inputs: an exported graph's fake
@@ -814,8 +829,20 @@ def _added(a, b):
 
 
 def _put(name: str, node: Node):
-    """The value ``scatter`` (``src``/``value``) or ``index_fill`` puts in."""
-    return _arg(node, 3, "src", _arg(node, 3, "value")) if name == "scatter" else _arg(node, 3, "value")
+    """The value an op of :data:`_PUTS` puts in (a number, a node), or None (one that accumulates: ``scatter``'s
+    ``reduce``, ``index_put``'s ``accumulate``)."""
+    if name == "scatter":
+        return _arg(node, 3, "src", _arg(node, 3, "value")) if "reduce" not in node.kwargs and len(node.args) < 5 \
+            else None
+    if name == "index_put" and _arg(node, 3, "accumulate", False) is not False:
+        return None
+    return _arg(node, *_PUTS[name])
+
+
+#: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
+#: position and keyword of the value put in
+_PUTS = {"masked_fill": (2, "value"), "index_fill": (3, "value"), "scatter": (3, "src"), "index_put": (2, "values"),
+         "index_copy": (3, "source"), "masked_scatter": (2, "source"), "setitem": (2, "value")}
 
 
 def _avg_window(kernel, padding, ceil_mode, count_include_pad, divisor, dims: int) -> tuple[int | None, bool]:
@@ -858,6 +885,16 @@ def _viewed(node):
         if _name(node) not in _VIEWS:
             return
         node = _first(node)
+
+
+def _all_of_it(view: Node) -> bool:
+    """Does the view ``view`` show every element of its input once (a reshape, a permutation, a full slice)?"""
+    name = _name(view)
+    if name == "getitem":
+        index = view.args[1] if len(view.args) > 1 else None
+        parts = index if isinstance(index, tuple) else (index,)
+        return all(p is Ellipsis or isinstance(p, slice) and p == slice(None) for p in parts)
+    return name in _ALL_VIEWS
 
 
 def _meta_like(value) -> torch.Tensor | None:
@@ -943,7 +980,14 @@ def _name(node: Node) -> str | None:
     if node.target is getattr and len(node.args) == 2 and node.args[1] in ("T", "mT", "H", "mH", "data"):
         return "t"  # (x.T: a view)
     name = node.target if node.op == "call_method" and node.target in rules.FLOAT_CASTS else _op_name(node)
+    if name and name.startswith("__") and name.endswith("__"):  # (h.__setitem__(m, v), t.__getitem__(0))
+        name = name[2:-2]
+    name = _IN_PLACE_OPERATORS.get(name, name)  # (operator.iadd, h.__iadd__(1): add, written in place)
     return name.rstrip("_") if name and not name.startswith("_") else name
+
+
+#: Python's in-place operators -> the op they compute
+_IN_PLACE_OPERATORS = {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv"}
 
 
 def _keeps(name: str, node: Node) -> bool:
@@ -1191,5 +1235,9 @@ _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of 
     "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
     "swapdims", "unbind", "split", "chunk"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
+#: views that show every element of their input once, whatever the shapes
+_ALL_VIEWS = frozenset(("view", "reshape", "view_as", "reshape_as", "flatten", "unflatten", "ravel", "squeeze",
+                        "unsqueeze", "permute", "transpose", "t", "movedim", "moveaxis", "swapaxes", "swapdims",
+                        "contiguous", "detach", "alias"))
 #: views that may show one element more than once (all of a node by number of elements, not by which ones)
 _REPEATING = frozenset(("expand", "expand_as", "broadcast_to", "as_strided", "unfold"))

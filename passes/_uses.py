@@ -307,6 +307,8 @@ _INPLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.i
 
 _DETACH_SET = frozenset(_DETACH_FUNCTIONS)
 _INPLACE_SET = frozenset(_INPLACE_OPERATORS)
+#: the same, called as methods (``h.__setitem__(m, 0.0)``, ``h.__iadd__(1)``)
+_INPLACE_DUNDERS = frozenset(f"__{f.__name__}__" for f in _INPLACE_OPERATORS)
 _PURE_OPERATORS = frozenset((operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
                              operator.getitem, getattr, operator.gt, operator.lt, operator.ge, operator.le))
 
@@ -357,4 +359,4 @@ def _writes_first(op: str, t) -> bool:
     else:
         name = getattr(t, "__name__", "")
     return (isinstance(name, str) and name.endswith("_") and not name.startswith("__")) or (
-        dtypes.hashable(t) and t in _INPLACE_SET)
+        dtypes.hashable(t) and t in _INPLACE_SET) or op == "call_method" and name in _INPLACE_DUNDERS

@@ -180,11 +180,16 @@ def _cast_comparison(node) -> Node | None:
     """The comparison ``node`` is a cast of, else None: ``torch.export`` gives a selection whose mask is also cast by
     the user (``h * c.float()``, ``torch.where(c, h, -h)``) the cast as its mask, ``aten.to.dtype(compare,
     torch.float32)``, which returns the float sll comparison itself (0/1 where the comparison is; restored first, it
-    is the hard comparison by then)."""
-    if getattr(node, "op", None) == "call_method" and node.target in rules.FLOAT_CASTS or \
-            getattr(node, "op", None) == "call_function" and exported.hashable_target(node) in rules.ATEN_CASTS:
-        source = node.args[0] if node.args else None
-        return source if _is_comparison(source) else None
+    is the hard comparison by then), or a clone of it (the copy ``linearize_pass`` gave a cast written in place)."""
+    for _ in range(4):  # (through the copy linearize_pass gave a write of the cast: aten.clone, export drops its mark)
+        if getattr(node, "op", None) == "call_method" and node.target in rules.FLOAT_CASTS or \
+                getattr(node, "op", None) == "call_function" and (exported.hashable_target(node) in rules.ATEN_CASTS
+                                                                  or node.target is torch.ops.aten.clone.default):
+            node = node.args[0] if node.args else None
+            if _is_comparison(node):
+                return node
+        else:
+            return None
     return None
 
 

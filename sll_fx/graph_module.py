@@ -524,8 +524,9 @@ def _restore_nodes(graph: fx.Graph, records) -> fx.Graph:
         return graph
     if len(records) != len(nodes) or any(
             _call_key(n.op, _target_key(n)) != _call_key(r[0], r[1]) for n, r in zip(nodes, records)):
-        records = [(*r[:3], {k: v for k, v in r[3].items() if k != HARD_COPY}) for r in records]  # (the twins
-        # they name may be named otherwise now: not merged, the hard model computes those ops twice, as before)
+        records = [(*r[:3], {k: v for k, v in r[3].items() if k not in (HARD_COPY, ISOLATED)}) for r in records]
+        # (the marks: a node named as a marked one may be another call of the same op now, a user's own clone that
+        # export_hard would drop; not merged nor dropped, the hard model computes those ops twice, values equal)
         by_name = {r[2]: r for r in records}
         matched, used = set(), set()
         for node in nodes:  # by name and call

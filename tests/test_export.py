@@ -550,8 +550,20 @@ class GateAndMask(nn.Module):
         return h * c.float(), torch.where(c, h, -h)
 
 
-def test_export_hard_of_a_program_whose_select_reads_the_float_cast_of_its_mask():
-    model = GateAndMask()
+class WrittenGateAndMask(GateAndMask):
+    """The gate written in place: the select's mask is a cast of the copy linearize_module gives the write."""
+
+    def forward(self, x):
+        h = self.fc(x)
+        c = h > 0.1
+        g = c.float()
+        g.mul_(2)
+        return g, torch.where(c, h, -h)
+
+
+@pytest.mark.parametrize("cls", [GateAndMask, WrittenGateAndMask])
+def test_export_hard_of_a_program_whose_select_reads_the_float_cast_of_its_mask(cls):
+    model = cls()
     ep = export(linearize(model))
     select = next(n for n in sll_nodes(ep.graph_module) if rules.sll_op_name(n.target) == "select")
     assert select.args[0].target == torch.ops.aten.to.dtype  # (the case: export's alias of the float comparison)

@@ -1764,7 +1764,45 @@ def _fill_all(h):        # (export's graph reads fill_'s own result)
     return h, 1.0
 
 
-_PART_WRITES = [(_fill_column, True), (_zero_columns, True), (_clamp_columns, True), (_relu_then_scale_a_column, True),
+def _relu_shifted_through_a_reshape(h):  # (a view of all of it, whatever the shapes: relu's 0 is gone, no tie)
+    c = torch.relu(h)
+    c.reshape(-1).sub_(0.5)
+    return c, 0.0
+
+
+def _relu_shifted_through_a_full_slice(h):
+    c = torch.relu(h)
+    c[:].sub_(0.5)
+    return c, 0.0
+
+
+def _index_put(h):       # (index_put_, index_copy_, masked_scatter_ and __setitem__ were not read as writes: a46)
+    h.index_put_((torch.arange(500),), torch.tensor(0.0))
+    return h, 0.0
+
+
+def _index_copy(h):
+    h.index_copy_(1, torch.tensor([0]), torch.zeros(1000, 1))
+    return h, 0.0
+
+
+def _masked_scatter(h):  # (a constant of 6000 zeros: more than the 4096 values read for one number before)
+    h.masked_scatter_(h < 0, torch.zeros(6000))
+    return h, 0.0
+
+
+def _set_items(h):
+    h.__setitem__(h < 0, 0.0)
+    return h, 0.0
+
+
+def _relu_with_an_index_filled(h):  # (the rest of a put keeps its input's values: relu's 0)
+    return torch.relu(h).index_fill(1, torch.tensor([0]), 2.0), 0.0
+
+
+_PART_WRITES = [(_index_put, True), (_index_copy, True), (_masked_scatter, True), (_set_items, True),
+                (_relu_with_an_index_filled, True), (_relu_shifted_through_a_reshape, False), (_relu_shifted_through_a_full_slice, False),
+                (_fill_column, True), (_zero_columns, True), (_clamp_columns, True), (_relu_then_scale_a_column, True),
                 (_fill_all, True), (_fill_column_elsewhere, False), (_shift_a_column, False), (_relu_a_column, False)]
 
 

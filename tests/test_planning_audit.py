@@ -941,3 +941,27 @@ def test_export_hard_drops_the_copies_of_in_place_writes_also_of_a_copied_gm(how
     hard = sll_fx.export_hard(_copied(gm, how), verbose=False)
     assert not [n for n in hard.graph.nodes if n.target == "clone"], hard.code
     assert_bitwise(hard(x), model(x))
+
+
+class UsersCloneBesideAnIsolatedWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        h = x * self.w
+        s = torch.sign(h)
+        s.add_(1)              # (linearize_module gives the write a copy of the sll op's result)
+        u = h.clone()          # (the user's own copy, written in place: without it h doubles)
+        u.mul_(2)
+        g = (h.T > 0.5).float().T  # (h.T: the retrace of a pickle makes its node at its first use, reordering)
+        return s + u + h + g
+
+
+@pytest.mark.parametrize("how", ["itself", "pickle", "deepcopy"])
+def test_export_hard_of_a_copied_gm_keeps_the_users_own_clone(how):
+    """Where the retrace of a pickle reorders the nodes, the marks were matched by name, and the clones' names had
+    swapped: export_hard dropped the user's clone, not the copy linearize_module made (|diff| 3.0; a46)."""
+    model, x = UsersCloneBesideAnIsolatedWrite(), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = _copied(sll_fx.linearize_module(model, eps=1e-3, verbose=False), how)
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))

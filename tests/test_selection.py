@@ -1572,13 +1572,14 @@ def test_not_an_order_statistic_of_its_own_input_stays_rewritten(fn):
     assert [e.replacement for e in gm.sll_report.rewritten] == ["sll.compare(gt)"]
 
 
-@pytest.mark.parametrize("select", [
-    lambda h: torch.where(h > 0.3, h, h * 0.1),
-    lambda h: torch.where(h < 0.0, h, 0.0),
-    lambda h: h.masked_fill(h < 0.3, 0.25),
-], ids=["where", "where_const", "masked_fill"])
+@pytest.mark.parametrize("select, flat", [
+    (lambda h: torch.where(h > 0.3, h, h * 0.1), False),
+    (lambda h: torch.where(h < 0.0, h, h * 2.0), False),
+    (lambda h: torch.where(h < 0.0, h, 0.0), True),       # (a constant branch: its elements tie, the one-hot stays
+    (lambda h: h.masked_fill(h < 0.3, 0.25), True),       # hard, see below)
+], ids=["where", "where_scaled", "where_const", "masked_fill"])
 @pytest.mark.parametrize("pick", ["argmax", "argmin"])
-def test_one_hot_of_a_rewritten_selection(select, pick):
+def test_one_hot_of_a_rewritten_selection(select, flat, pick):
     """``one_hot(argmax(where(...)))`` raised "node 'argmax_onehot' reads 'where', which is not in the graph before
     it": the one-hot was built on the selection erased when it was rewritten (a45)."""
     class Net(nn.Module):
@@ -1594,7 +1595,10 @@ def test_one_hot_of_a_rewritten_selection(select, pick):
     model, x = Net(), torch.randn(256, 8)
     gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
     entries = gm.sll_report.entries
-    assert all(e.rewritten for e in entries) and entries[-1].replacement == "sll.argmax_onehot", str(gm.sll_report)
+    if flat:
+        assert not entries[-1].rewritten and "tie for the argmax" in entries[-1].reason, str(gm.sll_report)
+    else:
+        assert all(e.rewritten for e in entries) and entries[-1].replacement == "sll.argmax_onehot", str(gm.sll_report)
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
     x.requires_grad_()
     gm(x).sum().backward()
@@ -1618,3 +1622,30 @@ def test_a_selection_read_by_a_top_k_mask_is_rewritten():
     gm = sll_fx.linearize_module(model, eps=1e-2, verbose=False)
     assert all(e.rewritten for e in gm.sll_report.entries), str(gm.sll_report)
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
+@pytest.mark.parametrize("pattern", [
+    lambda v: F.one_hot(v.argmax(-1), 6).float(),
+    lambda v: torch.zeros_like(v).scatter(-1, v.topk(2, -1).indices, 1.0),
+], ids=["one_hot_argmax", "topk_mask"])
+@pytest.mark.parametrize("flat", [
+    lambda h: F.relu(h),                          # (relu's 0 in many elements)
+    lambda h: h.masked_fill(h < -0.5, 0.7),       # (a fill)
+    lambda h: torch.round(h),                     # (whole numbers)
+], ids=["relu", "masked_fill", "round"])
+def test_a_one_hot_or_top_k_mask_of_values_equal_on_ranges_stays_hard(pattern, flat):
+    """Elements equal to one another on whole ranges of inputs tie for the argmax or the k-th place: a margin of 0,
+    where the surrogate is 1/2 at every eps (3000 and 2499 of 6000 outputs, rows summing to 3.0; a46)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return pattern(flat(x * self.w))
+
+    model, x = Net(), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = [e for e in gm.sll_report.entries if e.node in ("one_hot", "scatter")][-1]
+    assert not entry.rewritten and "tie for the" in entry.reason, str(gm.sll_report)
+    assert int((gm(x) == 0.5).sum()) == 0
