@@ -932,8 +932,8 @@ def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
                                                                          "ranges of inputs"
     return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so): elements equal to one another "
             f"tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every eps, never "
-            f"the hard 0/1), left hard; to linearize, take {spelled} of the value before it (of h for F.relu(h): the "
-            "same choice wherever the values differ)")
+            f"the hard 0/1), left hard; to linearize, take {spelled} of a value whose elements differ (of h for "
+            "F.relu(h): the same choice wherever the values differ)")
 
 
 def _describe(users: list[Node]) -> str:

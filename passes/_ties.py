@@ -179,10 +179,45 @@ class Ties:
         constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x))`` and a top-k mask of ``x`` sit on their
         boundary (a margin of 0: 1/2 at every eps)?"""
         self._reader = None
-        g = self.grid(x)
+        return self._flat(x, 8)
+
+    def _flat(self, node, depth: int) -> Tie | None:
+        if not isinstance(node, Node) or depth == 0:
+            return None
+        g = self.grid(node)
         if g is not None:
             return Tie(g.source, g)
-        return next((f for c in self._flat_numbers(x, 8) if (f := self._ties(x, c, 8)) is not None), None)
+        if any(_number(c) for c in self._constants(node)):  # (relu's 0, a fill, a clamp's bound)
+            return Tie(node)
+        for writer, _ in self._written_nodes().get(node, ()):  # (c.relu_(), c[:, 0].fill_(1.0): what a write leaves)
+            value = _written_value(writer)
+            found = Tie(writer) if not isinstance(value, Node) else self._flat(value, depth - 1)
+            if found is not None:
+                return found
+        if node.op == "call_module":
+            module = self._module_of(node)
+            passes = module is not None and (type(module) in _MODULE_ONE_TO_ONE or _keeps_values(module))
+            return self._flat(_first(node), depth - 1) if passes else None
+        name = _name(node)
+        if name is None:
+            return None
+        first = _first(node)
+        if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
+                name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
+            return self._flat(first, depth - 1)
+        if name in _JOINS and isinstance(first, (list, tuple)):  # (a part whose elements tie)
+            return next((f for a in first if (f := self._flat(a, depth - 1)) is not None), None)
+        if name == "where":
+            return next((f for b in _branches(node) if (f := self._flat(b, depth - 1)) is not None), None)
+        c, other = self._number_and_node(node)
+        if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1)
+            return self._flat(other, depth - 1)
+        if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
+            operands = [a for a in node.args[:2] if isinstance(a, Node)]
+            return next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
+        if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1))
+            return self._ties(first, 0.0, depth - 1)
+        return None
 
     def _value(self, v):
         """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
@@ -250,6 +285,8 @@ class Ties:
         if name == "where" or name in _PUTS and (put := _put(name, node)) is not None:  # (where its condition picks
             branches = _branches(node) if name == "where" else (first, put)  # a branch that ties; where a put keeps
             return next((f for b in branches if (f := self._ties(b, t, depth - 1)) is not None), None)  # its input)
+        if name in _PUTS or name in _ACCUMULATING:  # (one that accumulates: its rest as it was; index_add)
+            return self._ties(first, t, depth - 1)
         if number is None:
             return None
         if name in _CLAMPS:  # (between its bounds: its input's value)
@@ -688,11 +725,26 @@ class Ties:
         if node not in on_the_way:
             return False
         on_the_way = on_the_way[:on_the_way.index(node)]
-        if all(_all_of_it(n) for n in on_the_way):
+        if all(self._all_of_it(n) for n in on_the_way):
             return True
+        if any(_name(n) in _ALL_IF_CONTIGUOUS for n in on_the_way):  # (a copy, maybe, of a part or of all: a part)
+            return False
         a, b = self._meta(view), self._meta(node)
         return a is not None and b is not None and a.numel() == b.numel() and \
             not any(_name(n) in _REPEATING for n in on_the_way)
+
+    def _all_of_it(self, view: Node) -> bool:
+        """Does the view ``view`` show every element of its input once (a permutation, a full slice; a reshape of an
+        input known to be contiguous, :meth:`_meta`)?"""
+        name = _name(view)
+        if name == "getitem":
+            index = view.args[1] if len(view.args) > 1 else None
+            parts = index if isinstance(index, tuple) else (index,)
+            return all(p is Ellipsis or isinstance(p, slice) and p == slice(None) for p in parts)
+        if name in _ALL_IF_CONTIGUOUS:
+            known = self._meta(_first(view))
+            return known is not None and known.is_contiguous()
+        return name in _ALL_VIEWS
 
     def _meta(self, node, depth: int | None = None) -> torch.Tensor | None:
         """A meta tensor of ``node``'s shape and dtype where it is known without inputs: an exported graph's fake
@@ -841,6 +893,12 @@ def _put(name: str, node: Node):
 
 #: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
 #: position and keyword of the value put in
+#: ops that give equal outputs for equal inputs along the dims they work on (not elementwise, but within a row)
+_SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "relu", "relu6", "hardtanh", "clamp",
+                            "clip", "clamp_min", "clamp_max", "leaky_relu", "elu", "gelu", "silu", "sign", "round",
+                            "floor", "ceil", "trunc", "layer_norm"))
+#: ops that add (or otherwise reduce) values into (a copy of) their input where an index says, the rest as it was
+_ACCUMULATING = frozenset(("scatter_add", "scatter_reduce", "index_add", "index_reduce"))
 _PUTS = {"masked_fill": (2, "value"), "index_fill": (3, "value"), "scatter": (3, "src"), "index_put": (2, "values"),
          "index_copy": (3, "source"), "masked_scatter": (2, "source"), "setitem": (2, "value")}
 
@@ -887,21 +945,11 @@ def _viewed(node):
         node = _first(node)
 
 
-def _all_of_it(view: Node) -> bool:
-    """Does the view ``view`` show every element of its input once (a reshape, a permutation, a full slice)?"""
-    name = _name(view)
-    if name == "getitem":
-        index = view.args[1] if len(view.args) > 1 else None
-        parts = index if isinstance(index, tuple) else (index,)
-        return all(p is Ellipsis or isinstance(p, slice) and p == slice(None) for p in parts)
-    return name in _ALL_VIEWS
-
-
 def _meta_like(value) -> torch.Tensor | None:
-    """An empty meta tensor of ``value``'s shape and dtype (a tensor of static shape), else None."""
-    if not isinstance(value, torch.Tensor) or not all(isinstance(d, int) for d in value.shape):
+    """An empty meta tensor of ``value``'s shape, strides and dtype (a tensor of static shape), else None."""
+    if not isinstance(value, torch.Tensor) or not all(isinstance(d, int) for d in (*value.shape, *value.stride())):
         return None
-    return torch.empty(value.shape, dtype=value.dtype, device="meta")
+    return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
 
 
 def _written_value(writer: Node):
@@ -1233,11 +1281,14 @@ _MAX_POOLS = ("max_pool", "adaptive_max_pool")
 _VIEW_DEPTH = 16  # (how many views deep an attribute is followed: self.zp.view(-1)[0])
 _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of a float tensor is the tensor)
     "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
-    "swapdims", "unbind", "split", "chunk"}
+    "swapdims", "unbind", "split", "chunk", "ravel", "moveaxis", "reshape_as", "adjoint", "alias", "numpy_T", "mT", "mH",
+    "matrix_H", "broadcast_to"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
 #: views that show every element of their input once, whatever the shapes
-_ALL_VIEWS = frozenset(("view", "reshape", "view_as", "reshape_as", "flatten", "unflatten", "ravel", "squeeze",
-                        "unsqueeze", "permute", "transpose", "t", "movedim", "moveaxis", "swapaxes", "swapdims",
-                        "contiguous", "detach", "alias"))
+_ALL_VIEWS = frozenset(("view", "view_as", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "movedim",
+                        "moveaxis", "swapaxes", "swapdims", "detach", "alias", "adjoint", "numpy_T", "mT", "mH",
+                        "matrix_H"))
+#: the same, but views only of a contiguous input (of another, a copy: a write to it does not reach the input)
+_ALL_IF_CONTIGUOUS = frozenset(("reshape", "reshape_as", "flatten", "ravel", "contiguous"))
 #: views that may show one element more than once (all of a node by number of elements, not by which ones)
 _REPEATING = frozenset(("expand", "expand_as", "broadcast_to", "as_strided", "unfold"))

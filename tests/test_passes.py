@@ -1764,9 +1764,9 @@ def _fill_all(h):        # (export's graph reads fill_'s own result)
     return h, 1.0
 
 
-def _relu_shifted_through_a_reshape(h):  # (a view of all of it, whatever the shapes: relu's 0 is gone, no tie)
+def _relu_shifted_through_a_view(h):  # (a view of all of it, whatever the shapes: relu's 0 is gone, no tie)
     c = torch.relu(h)
-    c.reshape(-1).sub_(0.5)
+    c.view(-1).sub_(0.5)
     return c, 0.0
 
 
@@ -1800,8 +1800,45 @@ def _relu_with_an_index_filled(h):  # (the rest of a put keeps its input's value
     return torch.relu(h).index_fill(1, torch.tensor([0]), 2.0), 0.0
 
 
-_PART_WRITES = [(_index_put, True), (_index_copy, True), (_masked_scatter, True), (_set_items, True),
-                (_relu_with_an_index_filled, True), (_relu_shifted_through_a_reshape, False), (_relu_shifted_through_a_full_slice, False),
+def _zero_through(view):  # (views the tie check did not follow: every output at 1/2, a47)
+    def fn(h):
+        c = h * 1.0
+        view(c).zero_()
+        return c, 0.0
+    fn.__name__ = f"_zero_through_{view.__name__}"
+    return fn
+
+
+def _moveaxis(c):
+    return c.moveaxis(0, 1)
+
+
+def _adjoint(c):
+    return c.adjoint()
+
+
+def _ellipsis(c):
+    return c[...]
+
+
+def _m_t(c):
+    return c.mT
+
+
+def _relu_shifted_through_a_copy(h):  # (reshape of a transposed tensor copies: relu's 0 stays, a47)
+    c = torch.relu(h) * 1.0
+    c.t().reshape(-1).add_(5.0)
+    return c, 0.0
+
+
+def _relu_with_an_index_added(h):  # (an accumulating put: its rest keeps relu's 0)
+    return torch.relu(h).index_add(1, torch.tensor([0]), torch.ones(1000, 1)), 0.0
+
+
+_PART_WRITES = [(_zero_through(_moveaxis), True), (_zero_through(_adjoint), True), (_zero_through(_ellipsis), True),
+                (_zero_through(_m_t), True), (_relu_shifted_through_a_copy, True), (_relu_with_an_index_added, True),
+                (_index_put, True), (_index_copy, True), (_masked_scatter, True), (_set_items, True),
+                (_relu_with_an_index_filled, True), (_relu_shifted_through_a_view, False), (_relu_shifted_through_a_full_slice, False),
                 (_fill_column, True), (_zero_columns, True), (_clamp_columns, True), (_relu_then_scale_a_column, True),
                 (_fill_all, True), (_fill_column_elsewhere, False), (_shift_a_column, False), (_relu_a_column, False)]
 

@@ -1632,7 +1632,15 @@ def test_a_selection_read_by_a_top_k_mask_is_rewritten():
     lambda h: F.relu(h),                          # (relu's 0 in many elements)
     lambda h: h.masked_fill(h < -0.5, 0.7),       # (a fill)
     lambda h: torch.round(h),                     # (whole numbers)
-], ids=["relu", "masked_fill", "round"])
+    lambda h: F.relu(h) * 2 + 1,                  # (through arithmetic, one-to-one ops, softmax, a cat, a write,
+    lambda h: torch.sigmoid(F.relu(h)),           # a division, a product with a per-column factor: a47)
+    lambda h: torch.softmax(F.relu(h), -1),
+    lambda h: torch.cat([F.relu(h[:, :3]), h[:, 3:]], -1),
+    lambda h: (c := h * 1.0, c.relu_())[0],
+    lambda h: torch.round(h) / (h.abs() + 1),
+    lambda h: torch.clamp(h, 0, 1) * torch.arange(1.0, 7.0),
+], ids=["relu", "masked_fill", "round", "relu_affine", "sigmoid_relu", "softmax_relu", "cat", "relu_in_place",
+        "round_divided", "clamp_scaled"])
 def test_a_one_hot_or_top_k_mask_of_values_equal_on_ranges_stays_hard(pattern, flat):
     """Elements equal to one another on whole ranges of inputs tie for the argmax or the k-th place: a margin of 0,
     where the surrogate is 1/2 at every eps (3000 and 2499 of 6000 outputs, rows summing to 3.0; a46)."""
