@@ -187,11 +187,14 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return Tie(g.source, g)
-        if any(_number(c) for c in self._constants(node)):  # (relu's 0, a fill, a clamp's bound)
+        if not _one_per_row(node) and any(_number(c) for c in self._constants(node)):  # (relu's 0, a fill, a bound)
             return Tie(node)
-        for writer, _ in self._written_nodes().get(node, ()):  # (c.relu_(), c[:, 0].fill_(1.0): what a write leaves)
+        for writer, whole in self._written_nodes().get(node, ()):  # (c.relu_(), c[:, :2].fill_(1.0): what it leaves)
             value = _written_value(writer)
-            found = Tie(writer) if not isinstance(value, Node) else self._flat(value, depth - 1)
+            if not isinstance(value, Node):  # (a number: in one element per row only, c[:, 0].fill_(1.0), no tie)
+                found = Tie(writer) if whole or not _one_per_row(writer) else None
+            else:
+                found = self._flat(value, depth - 1)
             if found is not None:
                 return found
         if node.op == "call_module":
@@ -451,9 +454,10 @@ class Ties:
             self._grids[node] = None  # (a cycle: none)
             found = self._grid(node, 8)
             writes = self._written_nodes().get(node, ())
-            if writes and found is None and _attribute(node) not in self._written() and \
-                    _number(held := self.number(node)):  # (a start value: zeros_like(x); not an attribute the graph
-                # writes, whose value at the start of a call is what the call before left)
+            if writes and found is None and _attribute(node) not in self._written() and not \
+                    self._reads_written(node) and _number(held := self.number(node)):  # (a start value: zeros_like(x);
+                # not an attribute the graph writes, whose value at the start of a call is what the call before left,
+                # nor a value computed from one written before: v = -m after m.add_(h))
                 found = Grid(float(held), 1.0, node, frozenset((float(held),)))
             states = []
             for writer, whole in writes:  # (written in place, in graph order: what it holds before each write, for
@@ -697,13 +701,25 @@ class Ties:
             return True
         written = self._written_nodes()
         for _ in range(_VIEW_DEPTH):
-            if not isinstance(node, Node):
+            if not isinstance(node, Node) or _name(node) in _SHAPE_ONLY:  # (zeros_like(h): h's values are not read)
                 return False
             if node in written and self._writes_before(written[node]):  # (not where read before its first write)
                 return True
             if not node.args:
                 return False
             node = node.args[0]
+        return False
+
+    def _reads_written(self, node: Node) -> bool:
+        """Is ``node`` computed, through its first arguments, from a node the graph writes in place (``-m`` after
+        ``m.add_(h)``: not the number ``m`` started as)?"""
+        written = self._written_nodes()
+        for _ in range(_VIEW_DEPTH):
+            node = node.args[0] if isinstance(node, Node) and node.args and _name(node) not in _SHAPE_ONLY else None
+            if not isinstance(node, Node):
+                return False
+            if node in written:
+                return True
         return False
 
     def _written_nodes(self) -> dict[Node, list[tuple[Node, bool]]]:
@@ -893,6 +909,9 @@ def _put(name: str, node: Node):
 
 #: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
 #: position and keyword of the value put in
+#: ops that read only their input's shape, dtype and device
+_SHAPE_ONLY = frozenset(("zeros_like", "ones_like", "full_like", "empty_like", "new_zeros", "new_ones", "new_full",
+                         "new_empty"))
 #: ops that give equal outputs for equal inputs along the dims they work on (not elementwise, but within a row)
 _SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "relu", "relu6", "hardtanh", "clamp",
                             "clip", "clamp_min", "clamp_max", "leaky_relu", "elu", "gelu", "silu", "sign", "round",
@@ -943,6 +962,35 @@ def _viewed(node):
         if _name(node) not in _VIEWS:
             return
         node = _first(node)
+
+
+def _one_per_row(node: Node) -> bool:
+    """Does ``node``, a put or a write, put its value into one element per row of the last dim only (``h[:, 0].fill_(
+    c)``, ``h.__setitem__((slice(None), 1), c)``, ``h.index_fill(-1, tensor([0]), c)``): no two elements of a row hold
+    it, so it cannot tie an argmax or a top-k there?"""
+    name = _name(node)
+    if name == "setitem":
+        index = node.args[1] if len(node.args) > 1 else None
+        return isinstance(index, tuple) and bool(index) and isinstance(index[-1], int)
+    if name in ("index_fill", "index_copy") and _arg(node, 1, "dim") == -1:
+        index = _arg(node, 2, "index")
+        return isinstance(index, Node) and index.op == "get_attr" and getattr(
+            _attr_value(index), "numel", lambda: 0)() == 1
+    target = node.args[0] if node.args else None  # (a write through a view: c[:, 0].fill_(1.0))
+    while isinstance(target, Node) and _name(target) in _VIEWS:
+        if _name(target) == "getitem":
+            index = target.args[1] if len(target.args) > 1 else None
+            return isinstance(index, tuple) and bool(index) and isinstance(index[-1], int)
+        if _name(target) == "select":
+            return _arg(target, 1, "dim") == -1
+        target = _first(target)
+    return False
+
+
+def _attr_value(node: Node):
+    """The tensor a ``get_attr`` node reads (fx's ``_tensor_constant`` of ``torch.tensor([0])`` in forward)."""
+    module = node.graph.owning_module
+    return dtypes.fetch_attr(module, node.target) if module is not None else None
 
 
 def _meta_like(value) -> torch.Tensor | None:
