@@ -930,10 +930,10 @@ def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
     """Why a one-hot or a top-k mask whose input's elements are equal on whole ranges of inputs stays hard."""
     held = f"holds {tie.grid.describe()}" if tie.grid is not None else "has elements of one same value on whole " \
                                                                          "ranges of inputs"
-    return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so): elements equal to one another "
-            f"tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every eps, never "
-            f"the hard 0/1), left hard; to linearize, take {spelled} of a value whose elements differ (of h for "
-            "F.relu(h): the same choice wherever the values differ)")
+    return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so): elements equal to one "
+            f"another tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every "
+            f"eps, never the hard 0/1), left hard; to linearize, take {spelled} of a value whose elements differ (of h "
+            "for F.relu(h): the same choice wherever the values differ)")
 
 
 def _describe(users: list[Node]) -> str:

@@ -141,7 +141,7 @@ class Ties:
         self._folds: dict[tuple, tuple | None] = {}   # (_folded: (node, depth) -> its value)
         self._constants_found: set[Node] | None = None
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
-        self._writer_nodes: set[Node] | None = None
+        self._writer_nodes: set[Node] | None = None  # (_writers: the nodes that write in place)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
 
     # -- the question the planner asks --------------------------------------------------------------
@@ -734,9 +734,10 @@ class Ties:
         return self._written_found
 
     def _covers(self, view: Node, node: Node) -> bool:
-        """Is ``view``, a view of ``node``, all of it: through views that keep every element (``reshape(-1)``,
-        ``flatten()``, ``[:]``, ``t()``), or where both shapes are known (:meth:`_meta`: ``c.view(1)[0]`` of a 0-d clone
-        of a buffer) and no view on the way repeats elements (``expand``)?  Unknown: a part."""
+        """Is ``view``, a view of ``node``, all of it: through views that keep every element (``view(-1)``, ``[:]``,
+        ``t()``; a reshape of an input known to be contiguous), or where both shapes are known (:meth:`_meta`:
+        ``c.view(1)[0]`` of a 0-d clone of a buffer), no view on the way may copy (``reshape`` of a non-contiguous
+        tensor) and none repeats elements (``expand``)?  Unknown: a part."""
         on_the_way = list(_viewed(view))
         if node not in on_the_way:
             return False
@@ -763,9 +764,9 @@ class Ties:
         return name in _ALL_VIEWS
 
     def _meta(self, node, depth: int | None = None) -> torch.Tensor | None:
-        """A meta tensor of ``node``'s shape and dtype where it is known without inputs: an exported graph's fake
-        value, a tensor attribute, or views and copies of one (computed on meta tensors), :data:`_VIEW_DEPTH` deep;
-        else None."""
+        """A meta tensor of ``node``'s shape, strides and dtype where it is known without inputs: an exported graph's
+        fake value, a tensor attribute, or views and copies of one (computed on meta tensors), :data:`_VIEW_DEPTH`
+        deep; else None."""
         depth = _VIEW_DEPTH if depth is None else depth
         if not isinstance(node, Node) or depth == 0:
             return None
@@ -907,8 +908,6 @@ def _put(name: str, node: Node):
     return _arg(node, *_PUTS[name])
 
 
-#: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
-#: position and keyword of the value put in
 #: ops that read only their input's shape, dtype and device
 _SHAPE_ONLY = frozenset(("zeros_like", "ones_like", "full_like", "empty_like", "new_zeros", "new_ones", "new_full",
                          "new_empty"))
@@ -918,6 +917,8 @@ _SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "r
                             "floor", "ceil", "trunc", "layer_norm"))
 #: ops that add (or otherwise reduce) values into (a copy of) their input where an index says, the rest as it was
 _ACCUMULATING = frozenset(("scatter_add", "scatter_reduce", "index_add", "index_reduce"))
+#: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
+#: position and keyword of the value put in
 _PUTS = {"masked_fill": (2, "value"), "index_fill": (3, "value"), "scatter": (3, "src"), "index_put": (2, "values"),
          "index_copy": (3, "source"), "masked_scatter": (2, "source"), "setitem": (2, "value")}
 
@@ -1329,8 +1330,8 @@ _MAX_POOLS = ("max_pool", "adaptive_max_pool")
 _VIEW_DEPTH = 16  # (how many views deep an attribute is followed: self.zp.view(-1)[0])
 _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of a float tensor is the tensor)
     "getitem", "select", "narrow", "slice", "view_as", "unflatten", "diagonal", "as_strided", "t", "movedim", "swapaxes",
-    "swapdims", "unbind", "split", "chunk", "ravel", "moveaxis", "reshape_as", "adjoint", "alias", "numpy_T", "mT", "mH",
-    "matrix_H", "broadcast_to"}
+    "swapdims", "unbind", "split", "chunk", "ravel", "moveaxis", "reshape_as", "adjoint", "alias", "numpy_T", "mT",
+    "mH", "matrix_H", "broadcast_to"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
 #: views that show every element of their input once, whatever the shapes
 _ALL_VIEWS = frozenset(("view", "view_as", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "movedim",

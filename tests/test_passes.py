@@ -2157,44 +2157,36 @@ def test_a_learned_threshold_read_through_views_stays_trainable(views):
     assert [e.rewritten for e in gm.sll_report.entries] == [True], str(gm.sll_report)
 
 
+def _accumulated_then_written(form):
+    def fn(m, h):
+        acc = torch.zeros_like(h)
+        acc.add_(h)
+        v = -acc
+        if form == "setitem":
+            v.__setitem__((slice(None), 1), -1.0)
+        else:
+            v[:, 1].fill_(-1.0)
+        return v > 2.0
+    return fn
+
+
 @pytest.mark.parametrize("form", ["setitem", "fill_"])
 def test_a_value_computed_from_an_accumulator_written_before_is_not_its_start_value(form):
     """``v = -m`` after ``m = zeros_like(h); m.add_(h)`` was read as -0 (zeros_like's start) once ``v`` was written in
     its turn: ``v > 2.0`` left hard, "holds whole numbers", though nothing ties (a48)."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.tensor(1.0))
-
-        def forward(self, x):
-            h = x * self.w
-            m = torch.zeros_like(h)
-            m.add_(h)
-            v = -m
-            if form == "setitem":
-                v.__setitem__((slice(None), 1), -1.0)
-            else:
-                v[:, 1].fill_(-1.0)
-            return (v > 2.0).float()
-
-    gm = sll_fx.linearize_module(Net(), eps=1e-3, verbose=False)
+    gm = sll_fx.linearize_module(_Fuzzed(_accumulated_then_written(form)), eps=1e-3, verbose=False)
     assert [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1].rewritten, str(gm.sll_report)
+
+
+def _negated_beside_zeros(m, h):
+    h.mul_(-1)
+    return torch.cat([h, torch.zeros_like(h)], -1) < 0
 
 
 def test_zeros_like_of_a_value_written_in_place_is_zeros():
     """``zeros_like(h)`` of an ``h`` written in place was taken for stale, not 0: ``cat([h, zeros_like(h)]) < 0``
     linearized, 6000 of 12000 outputs at 1/2 (a48)."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.tensor(1.0))
-
-        def forward(self, x):
-            h = x * self.w
-            h.mul_(-1)
-            return (torch.cat([h, torch.zeros_like(h)], -1) < 0).float()
-
-    model, x = Net(), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    model, x = _Fuzzed(_negated_beside_zeros), torch.linspace(-3, 3, 6000).reshape(1000, 6)
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     assert not [e for e in gm.sll_report.entries if e.op.startswith("x ")][-1].rewritten, str(gm.sll_report)
     assert_bitwise(gm(x), model(x))
