@@ -440,7 +440,7 @@ class _Planner:
             stack += parents[v]
         chain = sorted(chain, key=self.order.__getitem__)
         for c in chain:
-            written = [w for w in c.users if c in _mutated(w)]
+            written = self._writers_through_views(c, list(c.users))  # (also h[:, 0].zero_(): a copy would miss it)
             if _mutated(c) or written:
                 return (), f"{_describe([c])} is written in place{f' (by {_describe(written)})' if written else ''}"
             if c.is_impure() or _classify(c) or c in self.taken:
