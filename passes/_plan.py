@@ -70,7 +70,8 @@ _FILL_SIZE = 1 << 20
 
 
 class _Planner:
-    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict, no_grad: bool = False):
+    def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict, no_grad: bool = False,
+                 ranks: dict | None = None):
         self.gm, self.config, self.kinds = gm, config, kinds
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
@@ -83,7 +84,7 @@ class _Planner:
         # detach); none in a graph that runs with grad mode off (an exported no_grad block's body)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
-        self.ties = Ties(gm, kinds, self._fixed_number)  # what comparisons' inputs take on whole ranges
+        self.ties = Ties(gm, kinds, self._fixed_number, ranks)  # what comparisons' inputs take on whole ranges
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -541,6 +542,11 @@ class _Planner:
             return self._hard(node, rule, f"decimals={decimals} is out of range ({-MAX_DECIMALS} to {MAX_DECIMALS}): "
                                           f"10**{abs(decimals)} overflows float64, so the op is NaN for every input, "
                                           "no jump to linearize: left hard")
+        operands = rule.operand_values(node)
+        middle = rule.kind == "heaviside" and len(operands) > 1 and self._fixed_number(operands[1]) == 0.5  # (its
+        # value at 0: the surrogate's there)
+        if not middle and (tie := self.ties.on_jumps(x, rule.kind, decimals, at=node)) is not None:
+            return self._hard(node, rule, _jump_tie_reason(tie, rule.kind))
         uses = self._verdict([(node, list(node.users))], "result")
         if uses.hard and not self.config.is_disabled(rule.kind):
             return self._hard(node, rule, uses.hard)
@@ -685,7 +691,7 @@ class _Planner:
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
         if written := self._written_between(x, index, node):
             return self._hard(node, rule, _written_between_reason(x, index, written))
-        if (tie := self.ties.flat(x)) is not None:
+        if (tie := self.ties.flat(x, dim)) is not None:
             return self._hard(node, rule, _flat_reason(tie, "argmax", "one_hot(x.argmax(-1), n)"))
         uses = self._verdict([(node, list(node.users))], "0/1 result")
         if uses.hard and not self.config.is_disabled(rule.kind):
@@ -710,7 +716,7 @@ class _Planner:
         if written := self._written_between(pieces["x"], pieces["topk"], node):
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {_written_between_reason(pieces['x'], pieces['topk'], written)}")
-        if (tie := self.ties.flat(pieces["x"])) is not None:
+        if (tie := self.ties.flat(pieces["x"], pieces["dim"])) is not None:
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {_flat_reason(tie, 'top-k', 'x.topk(k, -1)')}")
         if pieces["inplace"] and (why := self._shared_zeros(node, pieces["zeros"])):
@@ -926,6 +932,16 @@ def _tie_reason(tie: Tie, threshold) -> str:
             "or use a threshold other than that value")
 
 
+def _jump_tie_reason(tie: Tie, kind: str) -> str:
+    """Why an elementwise op whose input sits on one of its jumps on whole ranges of inputs stays hard."""
+    held = f"holds {tie.grid.describe()}" if tie.grid is not None else "takes one same value on whole ranges of inputs"
+    where = "0" if kind == "heaviside" else "a half-integer" if kind == "round" else "a whole number"
+    return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so), on a jump of {kind} (at "
+            f"{where}{', scaled by 10**-decimals' if kind == 'round' else ''}) on whole ranges of inputs: the surrogate "
+            "is the middle of the jump there at every eps, never the hard value, left hard; to linearize, apply it to "
+            "the value before (x for F.relu(x); x for torch.floor(torch.round(x)), which is round(x) already)")
+
+
 def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
     """Why a one-hot or a top-k mask whose input's elements are equal on whole ranges of inputs stays hard."""
     held = f"holds {tie.grid.describe()}" if tie.grid is not None else "has elements of one same value on whole " \
@@ -933,7 +949,10 @@ def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
     return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so): elements equal to one "
             f"another tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every "
             f"eps, never the hard 0/1), left hard; to linearize, take {spelled} of a value whose elements differ (of h "
-            "for F.relu(h): the same choice wherever the values differ)")
+            "for F.relu(h): the same choice wherever the values differ)" + (
+                "; a constant put in one element per row (h[:, 0].fill_(c)) is no tie, but this graph runs at any rank, "
+                "where dims counted from the front and from the end may differ: index from the end as the argmax does "
+                "(h[..., 0]), or pass example_inputs" if tie.rows else ""))
 
 
 def _describe(users: list[Node]) -> str:

@@ -48,7 +48,7 @@ from sll_fx import dtypes, rules, scans
 from sll_fx.grad_regions import is_detached_call
 
 from ._aliases import _writes
-from ._patterns import _THROUGH, _arg
+from ._patterns import _THROUGH, _arg, _rank
 from ._spellings import _op_name
 
 
@@ -118,6 +118,7 @@ class Tie:
 
     source: Node
     grid: Grid | None = None
+    rows: bool = False  # (a constant put in one element per row of a dim the graph's unknown rank hides: flat)
 
     def mapped(self, f: Callable[[Grid], Grid | None]) -> Tie:
         """The tie of a value computed from this one (its grid times a number, plus one)."""
@@ -129,8 +130,9 @@ class Ties:
     bool: whole numbers); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
     else None."""
 
-    def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None]):
+    def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None], ranks: dict | None = None):
         self.gm, self.kinds, self.number = gm, kinds, number
+        self.ranks = ranks or {}                 # (nodes -> their number of dims, where a fake run with inputs found it)
         self._grids: dict[Node, Grid | None] = {}
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
@@ -143,6 +145,9 @@ class Ties:
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
         self._writer_nodes: set[Node] | None = None  # (_writers: the nodes that write in place)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
+        self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
+        self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
+        self._rank_unknown: Node | None = None   # (flat: a put in one element per row of a dim the rank hides)
 
     # -- the question the planner asks --------------------------------------------------------------
     def oriented(self, x, t, at: Node | None = None) -> tuple:
@@ -174,11 +179,75 @@ class Ties:
         return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)
         # > relu(b): both at a constant they take)
 
-    def flat(self, x) -> Tie | None:
-        """Are ``x``'s elements equal to one another on whole ranges of inputs: values on a grid (``round(h)``) or a
-        constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x))`` and a top-k mask of ``x`` sit on their
-        boundary (a margin of 0: 1/2 at every eps)?"""
-        self._reader = None
+    def on_jumps(self, x, kind: str, decimals: int = 0, at: Node | None = None) -> Tie | None:
+        """Does ``x``, the input of the elementwise op ``kind`` at ``at`` (``round``, ``floor``, ``ceil``, ``trunc``,
+        ``heaviside``), sit on one of the op's jumps on whole ranges of inputs: a grid that holds one (``floor(round(
+        h))``), a constant an op takes there (``heaviside(relu(h), 0)``, ``round(relu(h) + 0.5)``)?  The surrogate is
+        the middle of the jump there at every eps, never the hard value.  (``sign``'s surrogate is 0 at 0, as the op.)"""
+        if kind in ("floor", "ceil", "trunc"):
+            jumps = Grid(0.0, 1.0, x)  # (trunc: not at 0, where it is continuous)
+        elif kind == "round" and isinstance(decimals, int) and abs(decimals) <= 15:
+            jumps = Grid(0.5 * 10.0 ** -decimals, 10.0 ** -decimals, x)
+        elif kind == "heaviside":
+            jumps = Grid(0.0, 1.0, x, frozenset((0.0,)))
+        else:
+            return None
+        self._reader = at
+        for value, source in self._range_values(x, 8):
+            if isinstance(value, Grid):
+                if _grid_meets(value, jumps, skip_zero=kind == "trunc"):
+                    return Tie(value.source, value)
+            elif jumps.hits(value) and not (kind == "trunc" and value == 0):
+                return Tie(source)
+        return None
+
+    def _range_values(self, node, depth: int) -> list[tuple]:
+        """``(value, source)`` for the numbers and grids ``node`` takes on whole ranges of inputs: its grid, or the
+        constants an op takes (``relu``'s 0, a fill, a clamp's bounds, a ``where`` branch), through ops that keep
+        values and arithmetic with numbers (``relu(h) + 0.5``: 0.5)."""
+        if not isinstance(node, Node) or depth == 0:
+            return []
+        g = self.grid(node)
+        if g is not None:
+            return [(g, g.source)]
+        found = [(c, node) for c in self._constants(node) if _number(c)]
+        for writer, _ in self._written_nodes().get(node, ()):  # (c[:, 0].fill_(1.0): the number it fills in)
+            if _number(v := self._value(_written_value(writer))):
+                found.append((v, writer))
+        if node.op == "call_module":
+            module = self._module_of(node)
+            return found + (self._range_values(_first(node), depth - 1) if module is not None and _keeps_values(module) else [])
+        name = _name(node)
+        if name is None:
+            return found
+        first = _first(node)
+        if _keeps(name, node) or name in _PUTS or name in _CLAMPS:  # (a clamp: its input's values between its bounds)
+            return found + self._range_values(first, depth - 1)
+        if name == "where":
+            return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1)]
+        if name in _JOINS and isinstance(first, (list, tuple)):
+            return found + [f for a in first for f in self._range_values(a, depth - 1)]
+        if name == "neg":
+            return found + [(-v, n) for v, n in self._range_values(first, depth - 1) if _number(v)]
+        c, other = self._number_and_node(node)
+        if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
+            return found
+        inner = [(v, n) for v, n in self._range_values(other, depth - 1) if _number(v)]  # (grids: grid() above)
+        if name == "add":
+            return found + [(v + c, n) for v, n in inner]
+        if name == "sub":
+            return found + [(v - c if other is first else c - v, n) for v, n in inner]
+        if name == "rsub":
+            return found + [(c - v if other is first else v - c, n) for v, n in inner]
+        if name == "mul":
+            return found + [(v * c, n) for v, n in inner]
+        return found + [(v / c, n) for v, n in inner if other is first and c]
+
+    def flat(self, x, dim: int) -> Tie | None:
+        """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
+        (``round(h)``) or a constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x, dim))`` and a top-k
+        mask of ``x`` sit on their boundary (a margin of 0: 1/2 at every eps)?"""
+        self._reader, self._row_dim, self._row_puts, self._rank_unknown = None, dim, {}, None
         return self._flat(x, 8)
 
     def _flat(self, node, depth: int) -> Tie | None:
@@ -187,12 +256,14 @@ class Ties:
         g = self.grid(node)
         if g is not None:
             return Tie(g.source, g)
-        if not _one_per_row(node) and any(_number(c) for c in self._constants(node)):  # (relu's 0, a fill, a bound)
-            return Tie(node)
+        numbers = [c for c in self._constants(node) if _number(c)]  # (relu's 0, a fill, a bound)
+        if numbers and not (len(numbers) == 1 and self._one_per_row(node, _first(node), numbers[0])):
+            return Tie(node, rows=self._rank_unknown is node)
         for writer, whole in self._written_nodes().get(node, ()):  # (c.relu_(), c[:, :2].fill_(1.0): what it leaves)
             value = _written_value(writer)
             if not isinstance(value, Node):  # (a number: in one element per row only, c[:, 0].fill_(1.0), no tie)
-                found = Tie(writer) if whole or not _one_per_row(writer) else None
+                found = Tie(writer, rows=self._rank_unknown is writer) if whole or not self._one_per_row(
+                    writer, node, value) else None
             else:
                 found = self._flat(value, depth - 1)
             if found is not None:
@@ -213,6 +284,8 @@ class Ties:
         if name == "where":
             return next((f for b in _branches(node) if (f := self._flat(b, depth - 1)) is not None), None)
         c, other = self._number_and_node(node)
+        if name == "mul" and c == 0:  # (h * 0: 0 everywhere)
+            return Tie(node)
         if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1)
             return self._flat(other, depth - 1)
         if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
@@ -222,12 +295,37 @@ class Ties:
             return self._ties(first, 0.0, depth - 1)
         return None
 
+    def _one_per_row(self, put: Node, base: Node, number) -> bool:
+        """Does ``put`` (a put, or an in-place write) put ``number`` into one element per row of ``base`` along the
+        flat rule's dim only (``h[:, 0].fill_(c)``, ``h[..., 1] = c``, ``h.index_fill(-1, tensor([0]), c)`` for an
+        argmax over the last dim), as no other put met so far does: no two elements of a row hold it, so it cannot
+        tie the argmax or the top-k?  Dims counted from the front and from the end are the same only where ``base``'s
+        rank is known (an exported graph, ``example_inputs``): a symbolic trace runs at any rank."""
+        if put in self._row_puts:  # (met again on another path: the same put)
+            return True
+        dims = _fixed_dims(put, base)
+        rank = _rank(base) if base not in self.ranks else self.ranks[base]
+        if rank is None and (meta := self._meta(base)) is not None:
+            rank = meta.dim()
+        row = self._row_dim
+        if not any(d == row if (d < 0) == (row < 0) else rank is not None and -rank <= min(d, row) and max(d, row) <
+                   rank and d % rank == row % rank for d in dims):
+            if rank is None and any((d < 0) != (row < 0) for d in dims):
+                self._rank_unknown = put  # (h[:, 0] and argmax(-1): the same dim only on a 2-D h)
+            return False
+        if any(_same(number, c) for c in self._row_puts.values()):  # (h[:, 0].fill_(5); h[:, 1].fill_(5): a tie)
+            return False
+        self._row_puts[put] = float(number)
+        return True
+
     def _value(self, v):
         """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
         (a bool, NaN, anything else)."""
         if _number(v):
             return float(v)
         if isinstance(v, Node):
+            if v in self._writers() and (w := _written_value(v)) is not v and _number(n := self._value(w)):
+                return float(n)  # (empty_like(h).fill_(1.0): the number it fills in)
             if not self._any_write():  # (most graphs: read once per node)
                 if v not in self._numbers:
                     self._numbers[v] = self.number(v)
@@ -307,7 +405,9 @@ class Ties:
             return self._through_preimages(name, node, first, number, depth)
         c, other = self._number_and_node(node)
         if name == "mul" and c is not None:
-            found = self._ties(other, number / c, depth - 1) if c else None
+            if not c:  # (h * 0: 0 everywhere)
+                return Tie(node) if number == 0 else None
+            found = self._ties(other, number / c, depth - 1)
             return found.mapped(lambda g: g.times(c)) if found is not None else None
         if name in _DIVS and c is not None and other is first:
             found = self._ties(first, number * c, depth - 1) if c else None
@@ -692,7 +792,7 @@ class Ties:
         return self._written_targets                                                   # + h; z.relu_() writes z)
 
     def _stale(self, node: Node) -> bool:
-        """Is ``node`` an attribute, or made from one through its first arguments (a view, a cast, a clone), that the
+        """Is ``node`` an attribute, or made from one through its first node arguments (a view, a cast, a clone, ``2 * v``), that the
         graph writes in place on the way (``self.zp``; ``c`` for ``c = self.zp.clone(); c[0].add_(0.5)``): its value
         now is not what the graph reads?"""
         if not self._any_write():
@@ -701,13 +801,13 @@ class Ties:
             return True
         written = self._written_nodes()
         for _ in range(_VIEW_DEPTH):
-            if not isinstance(node, Node) or _name(node) in _SHAPE_ONLY:  # (zeros_like(h): h's values are not read)
+            if not isinstance(node, Node):
                 return False
             if node in written and self._writes_before(written[node]):  # (not where read before its first write)
                 return True
-            if not node.args:
+            if _name(node) in _SHAPE_ONLY:  # (zeros_like(h): h's values are not read)
                 return False
-            node = node.args[0]
+            node = _first_node(node)
         return False
 
     def _reads_written(self, node: Node) -> bool:
@@ -715,7 +815,7 @@ class Ties:
         ``m.add_(h)``: not the number ``m`` started as)?"""
         written = self._written_nodes()
         for _ in range(_VIEW_DEPTH):
-            node = node.args[0] if isinstance(node, Node) and node.args and _name(node) not in _SHAPE_ONLY else None
+            node = _first_node(node) if isinstance(node, Node) and _name(node) not in _SHAPE_ONLY else None
             if not isinstance(node, Node):
                 return False
             if node in written:
@@ -910,7 +1010,7 @@ def _put(name: str, node: Node):
 
 #: ops that read only their input's shape, dtype and device
 _SHAPE_ONLY = frozenset(("zeros_like", "ones_like", "full_like", "empty_like", "new_zeros", "new_ones", "new_full",
-                         "new_empty"))
+                         "new_empty", "new_tensor"))
 #: ops that give equal outputs for equal inputs along the dims they work on (not elementwise, but within a row)
 _SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "relu", "relu6", "hardtanh", "clamp",
                             "clip", "clamp_min", "clamp_max", "leaky_relu", "elu", "gelu", "silu", "sign", "round",
@@ -965,27 +1065,47 @@ def _viewed(node):
         node = _first(node)
 
 
-def _one_per_row(node: Node) -> bool:
-    """Does ``node``, a put or a write, put its value into one element per row of the last dim only (``h[:, 0].fill_(
-    c)``, ``h.__setitem__((slice(None), 1), c)``, ``h.index_fill(-1, tensor([0]), c)``): no two elements of a row hold
-    it, so it cannot tie an argmax or a top-k there?"""
-    name = _name(node)
+def _fixed_dims(put: Node, base: Node) -> tuple[int, ...]:
+    """The dims of ``base`` along which ``put`` (a put, or an in-place write) puts its value at one index only, as
+    written (counted from the front, or from the end after an Ellipsis): ``(1,)`` for ``base[:, 0].fill_(c)``, ``(-1,)``
+    for ``base[..., 0] = c``, the dim of an ``index_fill`` of one index; ``()`` where it is not known (a write through
+    another view of ``base``: ``base.t()[:, 0]``)."""
+    name = _name(put)
     if name == "setitem":
-        index = node.args[1] if len(node.args) > 1 else None
-        return isinstance(index, tuple) and bool(index) and isinstance(index[-1], int)
-    if name in ("index_fill", "index_copy") and _arg(node, 1, "dim") == -1:
-        index = _arg(node, 2, "index")
-        return isinstance(index, Node) and index.op == "get_attr" and getattr(
-            _attr_value(index), "numel", lambda: 0)() == 1
-    target = node.args[0] if node.args else None  # (a write through a view: c[:, 0].fill_(1.0))
-    while isinstance(target, Node) and _name(target) in _VIEWS:
-        if _name(target) == "getitem":
-            index = target.args[1] if len(target.args) > 1 else None
-            return isinstance(index, tuple) and bool(index) and isinstance(index[-1], int)
-        if _name(target) == "select":
-            return _arg(target, 1, "dim") == -1
-        target = _first(target)
-    return False
+        return _index_dims(put.args[1]) if len(put.args) > 2 and put.args[0] is base else ()
+    if name in ("index_fill", "index_copy"):
+        dim, index = _arg(put, 1, "dim"), _arg(put, 2, "index")
+        one = isinstance(index, Node) and index.op == "get_attr" and getattr(_attr_value(index), "numel",
+                                                                             lambda: 0)() == 1
+        return (dim,) if one and _first(put) is base and isinstance(dim, int) and not isinstance(dim, bool) else ()
+    target = put.args[0] if put.args else None  # (a write through a view of base itself: base[:, 0].fill_(1.0))
+    if not isinstance(target, Node) or _first(target) is not base:
+        return ()
+    if _name(target) == "getitem" and len(target.args) > 1:
+        return _index_dims(target.args[1])
+    if _name(target) == "select":
+        dim = _arg(target, 1, "dim")
+        return (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else ()
+    return ()
+
+
+def _index_dims(index) -> tuple[int, ...]:
+    """The dims an index (``[:, 0]``, ``[..., 1]``, ``[0]``) fixes with an int, counted from the front, or from the end
+    after an Ellipsis; ``()`` for an index of anything else (a tensor, a bool)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if not all(i is None or i is Ellipsis or isinstance(i, slice) or isinstance(i, int) and not isinstance(i, bool)
+               for i in items) or sum(i is Ellipsis for i in items) > 1:
+        return ()
+    cut = items.index(Ellipsis) if Ellipsis in items else len(items)
+    front = [i for i in items[:cut] if i is not None]  # (None adds a dim of the result, not of base)
+    back = [i for i in items[cut + 1:] if i is not None]
+    return tuple(d for d, i in enumerate(front) if isinstance(i, int)) + \
+        tuple(d - len(back) for d, i in enumerate(back) if isinstance(i, int))
+
+
+def _first_node(node: Node) -> Node | None:
+    """The first of ``node``'s arguments that is a node (``m`` for ``2.0 * m``), else None."""
+    return next((a for a in node.args if isinstance(a, Node)), None)
 
 
 def _attr_value(node: Node):
@@ -1007,7 +1127,7 @@ def _written_value(writer: Node):
     name = _name(writer)
     if name in ("copy", "fill") and len(writer.args) > 1:  # (Tensor.fill_, aten.fill_.Scalar, aten.copy_.default)
         return writer.args[1]
-    if name == "zero":
+    if name == "zero" or name == "mul" and any(_number(a) and a == 0 for a in writer.args[1:2]):  # (h.mul_(0))
         return 0.0
     return writer
 
@@ -1144,6 +1264,22 @@ def _common_step(a: float, b: float) -> float | None:
 def _on(h: Grid, g: Grid) -> bool:
     """Is every value of ``h`` on ``g``?"""
     return h.scale is g.scale and _multiple(h.step / g.step) and _multiple((h.offset - g.offset) / g.step)
+
+
+def _grid_meets(g: Grid, jumps: Grid, skip_zero: bool = False) -> bool:
+    """Does a value of ``g`` lie on ``jumps`` (a grid of an op's jumps, unscaled; ``skip_zero``: not at 0)?"""
+    if g.values is not None:
+        return any(jumps.hits(v * (g.scale_value if g.scale is not None else 1.0)) and not (skip_zero and v == 0)
+                   for v in g.values if g.scale is None or v == 0 or g.scale_value)
+    if g.scale is not None:  # (o + step * k times a scale that moves: 0 only, where the grid holds it)
+        if g.scale_value:
+            g = Grid(g.offset * g.scale_value, g.step * abs(g.scale_value), g.source)
+        else:
+            return not skip_zero and _multiple(-g.offset / g.step) and jumps.hits(0.0)
+    if jumps.values is not None:
+        return any(g.hits(v) for v in jumps.values if not (skip_zero and v == 0))
+    step = _common_step(g.step, jumps.step)
+    return step is not None and _multiple((g.offset - jumps.offset) / step)
 
 
 def _union(found: list) -> Grid | None:

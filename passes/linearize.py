@@ -81,7 +81,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     config = config if config is not None else SLLConfig(eps=eps, mode=mode)
     check_not_decomposed(gm.graph, "linearize_module", "linearize the model, or its program before "
                          "decomposing it; a decomposed program of export_hard's result linearizes as usual")
-    planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs), no_grad=no_grad)
+    ranks: dict = {}  # (of the fake run with example_inputs: the flat rule's dims)
+    planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs, ranks), no_grad=no_grad, ranks=ranks)
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     if held:
         plan = [planner._hard(s.node, s.rule, held) if s.rewrites else s for s in plan]

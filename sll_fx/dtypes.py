@@ -245,8 +245,10 @@ def fetch_attr(gm: GraphModule, target: str):
     return obj
 
 
-def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None) -> dict[Node, str | None]:
-    """Map every node to ``"float"``, ``"int"``, ``"bool"`` or ``None`` (unknown).
+def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
+                ranks: dict | None = None) -> dict[Node, str | None]:
+    """Map every node to ``"float"``, ``"int"``, ``"bool"`` or ``None`` (unknown).  ``ranks``: a dict that gets the
+    number of dims of each tensor node of the fake run with ``example_inputs`` (none without them).
 
     Never raises for a graph that cannot run on fake tensors: the kinds the run found up to the
     failing node, the graph's own inference after it (and nothing is printed).
@@ -270,6 +272,8 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None) -> dict[No
                 self.module = self.real_module
             if isinstance(result, torch.Tensor):
                 found[n] = dtype_kind(result.dtype)
+                if ranks is not None:
+                    ranks[n] = result.dim()
             elif isinstance(result, torch.dtype):  # x.dtype: its kind, so that .to(x.dtype) resolves
                 found[n] = dtype_kind(result)
             return result

@@ -1671,21 +1671,82 @@ def _fill_two_columns(h):
     return c
 
 
-@pytest.mark.parametrize("fill, ties", [(_fill_a_column, False), (_fill_two_columns, True),
-                                        (lambda h: h.index_fill(-1, torch.tensor([0]), 1.0), False),
-                                        (lambda h: h.index_fill(-1, torch.tensor([0, 2]), 1.0), True)],
-                         ids=["one_column", "two_columns", "index_fill_one", "index_fill_two"])
-def test_a_constant_in_one_element_per_row_does_not_tie_a_one_hot(fill, ties):
+def _fill_a_last_column(h):
+    c = h * 1.0
+    c[..., 0].fill_(1.0)
+    return c
+
+
+def _fill_two_columns_apart(h):
+    c = h * 1.0
+    c[..., 0].fill_(1.0)
+    c[..., 3].fill_(1.0)
+    return c
+
+
+def _fill_a_column_of_the_transpose(h):
+    c = h * 1.0
+    c.t()[:, 0].fill_(1.0)  # (all of row 0)
+    return c
+
+
+class _OneHotOf(nn.Module):
+    def __init__(self, fill, dim=-1):
+        super().__init__()
+        self.fill, self.dim = fill, dim
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return F.one_hot(self.fill(x * self.w).argmax(self.dim), 6).float()
+
+
+@pytest.mark.parametrize("fill, dim, example, ties", [
+    (_fill_a_last_column, -1, False, False), (_fill_a_column, 1, False, False), (_fill_a_column, -1, True, False),
+    (lambda h: h.index_fill(-1, torch.tensor([0]), 1.0), -1, False, False),
+    (lambda h: h.index_fill(1, torch.tensor([0]), 1.0), -1, True, False),
+    (_fill_two_columns, -1, False, True), (lambda h: h.index_fill(-1, torch.tensor([0, 2]), 1.0), -1, False, True),
+    (_fill_two_columns_apart, -1, False, True),
+    (lambda h: h.index_fill(-1, torch.tensor([0]), 1.0).index_fill(-1, torch.tensor([1]), 1.0), -1, False, True),
+    (_fill_a_column_of_the_transpose, -1, False, True)],
+    ids=["last_column", "column_1_argmax_1", "column_1_example_inputs", "index_fill_one", "index_fill_dim_1_example",
+         "two_columns", "index_fill_two", "two_fills_apart", "two_index_fills", "through_the_transpose"])
+def test_a_constant_in_one_element_per_row_does_not_tie_a_one_hot(fill, dim, example, ties):
     """A fill of one column puts the value in one element per row, which cannot tie the argmax: the one-hot was
-    left hard for it (60 of 2400 fuzzed models lost their gradient, a48)."""
+    left hard for it (60 of 2400 fuzzed models lost their gradient, a48).  Two such fills of the same value do tie
+    (1000 of 1000 rows), and a column of a transpose is a row (a49)."""
+    x = torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    model = _OneHotOf(fill, dim)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False, example_inputs=(x,) if example else None)
+    entry = [e for e in gm.sll_report.entries if e.node == "one_hot"][-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert int((gm(x) == 0.5).sum()) == 0
+        assert_bitwise(gm(x), model(x))
+
+
+@pytest.mark.parametrize("shape, dim", [((1000, 6), 0), ((100, 10, 6), -1)], ids=["argmax_0", "3d"])
+def test_a_column_fill_ties_an_argmax_along_another_dim(shape, dim):
+    """``h[:, 0].fill_(5)`` fills a whole row of an argmax along dim 0, and whole last-dim rows of a 3-D ``h``: the
+    one-hot was rewritten as if it put 5 in one element per row, 1000 (600) outputs at 1/2 (a49).  A traced graph
+    runs at any rank, so ``h[:, 0]`` and ``argmax(-1)`` may be different dims: left hard, and the reason says how to
+    write it."""
+    def fill(h):
+        c = h * 1.0
+        c[:, 0].fill_(5.0)
+        return c
+
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.tensor(1.0))
 
         def forward(self, x):
-            return F.one_hot(fill(x * self.w).argmax(-1), 6).float()
+            return F.one_hot(fill(x * self.w).argmax(dim), shape[dim]).float()
 
-    gm = sll_fx.linearize_module(Net(), eps=1e-3, verbose=False)
+    model, x = Net(), torch.linspace(-3, 3, 6000).reshape(shape)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     entry = [e for e in gm.sll_report.entries if e.node == "one_hot"][-1]
-    assert entry.rewritten != ties, str(gm.sll_report)
+    assert not entry.rewritten, str(gm.sll_report)
+    assert ("h[..., 0]" in entry.reason) == (dim == -1), entry.reason
+    assert int((gm(x) == 0.5).sum()) == 0
+    assert_bitwise(gm(x), model(x))
