@@ -653,6 +653,8 @@ class Ties:
             return replace(g, values=None) if g is not None and _multiple(2 * g.offset / g.step) else None
         c, other = self._number_and_node(node)
         if name == "mul" and len(node.args) > 1:
+            if c == 0:  # (h * zeros_like(h): 0)
+                return Grid(0.0, 1.0, node, frozenset((0.0,)))
             if c is not None:
                 g = self.grid(other)
                 return g.times(c) if g is not None else None
