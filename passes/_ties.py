@@ -211,18 +211,28 @@ class Ties:
         if g is not None:
             return [(g, g.source)]
         found = [(c, node) for c in self._constants(node) if _number(c)]
-        for writer, _ in self._written_nodes().get(node, ()):  # (c[:, 0].fill_(1.0): the number it fills in)
-            if _number(v := self._value(_written_value(writer))):
+        for writer, _ in self._written_nodes().get(node, ()):  # (c[:, 0].fill_(1.0): the number it fills in; what
+            value = _written_value(writer)                     # h.relu_() leaves, read as it reads h)
+            if _number(v := self._value(value)):
                 found.append((v, writer))
+            elif isinstance(value, Node):
+                found += self._read_at(writer, lambda: self._range_values(value, depth - 1))
         if node.op == "call_module":
             module = self._module_of(node)
+            if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
+                return found + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1))
             return found + (self._range_values(_first(node), depth - 1) if module is not None and _keeps_values(module) else [])
         name = _name(node)
         if name is None:
             return found
         first = _first(node)
-        if _keeps(name, node) or name in _PUTS or name in _CLAMPS:  # (a clamp: its input's values between its bounds)
-            return found + self._range_values(first, depth - 1)
+        if _keeps(name, node) or name in _PUTS or name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):
+            return found + self._range_values(first, depth - 1)  # (a clamp: its input's values between its bounds)
+        if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
+                not isinstance(a, Node) for a in (*node.args[1:], *node.kwargs.values())):  # (sqrt(relu(h)): 0)
+            call = (lambda v: node.target(v, *node.args[1:], **node.kwargs)) if node.op == "call_function" else \
+                (lambda v: getattr(v, node.target)(*node.args[1:], **node.kwargs))
+            return found + _mapped(call, self._range_values(first, depth - 1))
         if name == "where":
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1)]
         if name in _JOINS and isinstance(first, (list, tuple)):
@@ -264,8 +274,8 @@ class Ties:
             if not isinstance(value, Node):  # (a number: in one element per row only, c[:, 0].fill_(1.0), no tie)
                 found = Tie(writer, rows=self._rank_unknown is writer) if whole or not self._one_per_row(
                     writer, node, value) else None
-            else:
-                found = self._flat(value, depth - 1)
+            else:  # (read as the writer reads it: m.add_(h) adds h to m's zeros)
+                found = self._read_at(writer, lambda: self._flat(value, depth - 1))
             if found is not None:
                 return found
         if node.op == "call_module":
@@ -1268,11 +1278,27 @@ def _on(h: Grid, g: Grid) -> bool:
     return h.scale is g.scale and _multiple(h.step / g.step) and _multiple((h.offset - g.offset) / g.step)
 
 
+def _mapped(f: Callable, values: list[tuple]) -> list[tuple]:
+    """``(f(v), source)`` for the numbers among ``values`` (``f`` of a float32 0-d tensor, as the model computes it;
+    skipped where it fails)."""
+    out = []
+    for v, source in values:
+        if _number(v):
+            try:
+                with torch.no_grad():
+                    r = f(torch.tensor(v, dtype=torch.float32))
+                out.append((float(r), source))
+            except Exception:  # (an op that takes no 0-d tensor so: not followed)
+                pass
+    return out
+
+
 def _grid_meets(g: Grid, jumps: Grid, skip_zero: bool = False) -> bool:
     """Does a value of ``g`` lie on ``jumps`` (a grid of an op's jumps, unscaled; ``skip_zero``: not at 0)?"""
-    if g.values is not None:
-        return any(jumps.hits(v * (g.scale_value if g.scale is not None else 1.0)) and not (skip_zero and v == 0)
-                   for v in g.values if g.scale is None or v == 0 or g.scale_value)
+    if g.values is not None:  # (times a scale: 0, and the others at its value now, where it holds one)
+        scale = 1.0 if g.scale is None else g.scale_value
+        return any(jumps.hits(v * scale if v else 0.0) and not (skip_zero and v == 0)
+                   for v in g.values if v == 0 or scale)
     if g.scale is not None:  # (o + step * k times a scale that moves: 0 only, where the grid holds it)
         if g.scale_value:
             g = Grid(g.offset * g.scale_value, g.step * abs(g.scale_value), g.source)
