@@ -174,7 +174,7 @@ class _Planner:
         self.decided[node] = step is not None and step.rewrites
         return step
 
-    def _rewrite(self, node, rule, decimals=0, eps=None, live=None, **extra) -> _Step:
+    def _rewrite(self, node, rule, decimals=0, eps=None, live=None, mode=None, **extra) -> _Step:
         """A step rewriting ``node``, or leaving it hard when its rule is switched off or its value (or
         that of the ``live`` nodes, its float uses) reaches the output only through ``.detach()``."""
         if self.config.is_disabled(rule.kind):  # before the eps check: an eps for a switched-off kind is moot
@@ -200,7 +200,8 @@ class _Planner:
         replacement = f"sll.{rule.sll_op}" + (f"({rule.discriminator})" if rule.discriminator else "")
         if method != "sll" and rule.sll_op != "select":
             replacement += f"[{method}]"
-        mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
+        if mode is None or method != "sll":
+            mode = self.config.mode_for(stack) if method == "sll" else method  # ste/sigmoid: hard forward
         # the report's mode: a selection runs its comparison's (the mask's module decides)
         shown = mode if method != "sll" or "mask" not in extra else self.config.mode_for(self._stack(extra["mask"]))
         entry = self._entry(node, replacement, extra.pop("reason", ""), eps, mode=shown, auto=auto)
@@ -545,11 +546,15 @@ class _Planner:
         operands = rule.operand_values(node)
         middle = rule.kind == "heaviside" and len(operands) > 1 and self._fixed_number(operands[1]) == 0.5  # (its
         # value at 0: the surrogate's there)
-        if not middle and (tie := self.ties.on_jumps(x, rule.kind, decimals, at=node)) is not None:
+        tie = None if middle else self.ties.on_jumps(x, rule.kind, decimals, at=node)
+        if tie is not None and rule.kind != "heaviside":
             return self._hard(node, rule, _jump_tie_reason(tie, rule.kind))
         uses = self._verdict([(node, list(node.users))], "result")
         if uses.hard and not self.config.is_disabled(rule.kind):
             return self._hard(node, rule, uses.hard)
+        if tie is not None:  # (torch.heaviside has no derivative: left hard, a backward through it fails)
+            return self._rewrite(node, rule, reason=_jump_tie_reason(tie, rule.kind), hard_uses=uses.keep,
+                                 chain=(uses.chain, uses.ends), mode="hard")
         return self._rewrite(node, rule, decimals=decimals, reason=uses.reason,
                              hard_uses=uses.keep, chain=(uses.chain, uses.ends))
 
@@ -936,10 +941,15 @@ def _jump_tie_reason(tie: Tie, kind: str) -> str:
     """Why an elementwise op whose input sits on one of its jumps on whole ranges of inputs stays hard."""
     held = f"holds {tie.grid.describe()}" if tie.grid is not None else "takes one same value on whole ranges of inputs"
     where = "0" if kind == "heaviside" else "a half-integer" if kind == "round" else "a whole number"
-    return (f"its input {held} ({_describe([tie.source])}, through ops that keep them so), on a jump of {kind} (at "
-            f"{where}{', scaled by 10**-decimals' if kind == 'round' else ''}) on whole ranges of inputs: the surrogate "
-            "is the middle of the jump there at every eps, never the hard value, left hard; to linearize, apply it to "
-            "the value before (x for F.relu(x); x for torch.floor(torch.round(x)), which is round(x) already)")
+    what = (f"its input {held} ({_describe([tie.source])}, through ops that keep them so), on a jump of {kind} (at "
+            f"{where}{', scaled by 10**-decimals' if kind == 'round' else ''}) on whole ranges of inputs: the linear "
+            "surrogate is the middle of the jump there at every eps, never the hard value")
+    if kind == "heaviside":
+        return (f"{what}; rewritten in hard mode (forward: the hard op exactly; backward: the surrogate's slope inside "
+                "the band), as torch.heaviside has no derivative to leave it hard with")
+    return (f"{what}, left hard; to linearize, move the jump off those values (x + 0.5 before floor for whole "
+            "numbers x), apply it to the value before where that is the same (x for F.relu(x)), or clamp after it "
+            "(torch.clamp(torch.floor(16 * h), 0, 16) for torch.floor(torch.clamp(h, 0, 1) * 16))")
 
 
 def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
