@@ -938,7 +938,8 @@ def _tie_reason(tie: Tie, threshold) -> str:
 
 
 def _jump_tie_reason(tie: Tie, kind: str) -> str:
-    """Why an elementwise op whose input sits on one of its jumps on whole ranges of inputs stays hard."""
+    """Why an elementwise op whose input sits on one of its jumps on whole ranges of inputs stays hard (a heaviside:
+    why it runs in hard mode), and the fix."""
     held = f"holds {tie.grid.describe()}" if tie.grid is not None else "takes one same value on whole ranges of inputs"
     where = "0" if kind == "heaviside" else "a half-integer" if kind == "round" else "a whole number"
     what = (f"its input {held} ({_describe([tie.source])}, through ops that keep them so), on a jump of {kind} (at "
@@ -960,9 +961,9 @@ def _flat_reason(tie: Tie, what: str, spelled: str) -> str:
             f"another tie for the {what}, a margin of 0 on whole ranges of inputs (a surrogate of 1/2 there at every "
             f"eps, never the hard 0/1), left hard; to linearize, take {spelled} of a value whose elements differ (of h "
             "for F.relu(h): the same choice wherever the values differ)" + (
-                "; a constant put in one element per row (h[:, 0].fill_(c)) is no tie, but this graph runs at any rank, "
-                "where dims counted from the front and from the end may differ: index from the end as the argmax does "
-                "(h[..., 0]), or pass example_inputs" if tie.rows else ""))
+                "; a constant put in one element per row (h[:, 0].fill_(c)) is no tie, but this graph runs at any "
+                "rank, where dims counted from the front and from the end may differ: index from the end as the argmax "
+                "does (h[..., 0]), or pass example_inputs" if tie.rows else ""))
 
 
 def _describe(users: list[Node]) -> str:

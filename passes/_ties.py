@@ -128,11 +128,12 @@ class Tie:
 class Ties:
     """The ties of the comparisons of the graph of ``gm``.  ``kinds``: the nodes' inferred dtype kinds (integer,
     bool: whole numbers); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
-    else None."""
+    else None; ``ranks``: the nodes' numbers of dims, where a fake run with example inputs found them."""
 
-    def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None], ranks: dict | None = None):
+    def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None],
+                 ranks: dict | None = None):
         self.gm, self.kinds, self.number = gm, kinds, number
-        self.ranks = ranks or {}                 # (nodes -> their number of dims, where a fake run with inputs found it)
+        self.ranks = ranks or {}                 # (nodes -> their number of dims: a fake run with example inputs)
         self._grids: dict[Node, Grid | None] = {}
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
@@ -183,7 +184,8 @@ class Ties:
         """Does ``x``, the input of the elementwise op ``kind`` at ``at`` (``round``, ``floor``, ``ceil``, ``trunc``,
         ``heaviside``), sit on one of the op's jumps on whole ranges of inputs: a grid that holds one (``floor(round(
         h))``), a constant an op takes there (``heaviside(relu(h), 0)``, ``round(relu(h) + 0.5)``)?  The surrogate is
-        the middle of the jump there at every eps, never the hard value.  (``sign``'s surrogate is 0 at 0, as the op.)"""
+        the middle of the jump there at every eps, never the hard value.  (``sign``'s surrogate is 0 at 0, as the
+        op.)"""
         if kind in ("floor", "ceil", "trunc"):
             jumps = Grid(0.0, 1.0, x)  # (trunc: not at 0, where it is continuous)
         elif kind == "round" and isinstance(decimals, int) and abs(decimals) <= 15:
@@ -201,48 +203,52 @@ class Ties:
                 return Tie(source)
         return None
 
-    def _range_values(self, node, depth: int) -> list[tuple]:
+    def _range_values(self, node, depth: int, numbers: bool = False) -> list[tuple]:
         """``(value, source)`` for the numbers and grids ``node`` takes on whole ranges of inputs: its grid, or the
         constants an op takes (``relu``'s 0, a fill, a clamp's bounds, a ``where`` branch), through ops that keep
-        values and arithmetic with numbers (``relu(h) + 0.5``: 0.5)."""
+        values and arithmetic with numbers (``relu(h) + 0.5``: 0.5).  ``numbers``: the numbers only (under an op that
+        keeps no grid: one-to-one ops, arithmetic; its grid, looked for up the whole chain, is not)."""
         if not isinstance(node, Node) or depth == 0:
             return []
-        g = self.grid(node)
-        if g is not None:
+        if not numbers and (g := self.grid(node)) is not None:
             return [(g, g.source)]
         found = [(c, node) for c in self._constants(node) if _number(c)]
+        if numbers and _number(v := self._value(node)):  # (zeros_like(h): its number)
+            found.append((v, node))
         for writer, _ in self._written_nodes().get(node, ()):  # (c[:, 0].fill_(1.0): the number it fills in; what
             value = _written_value(writer)                     # h.relu_() leaves, read as it reads h)
             if _number(v := self._value(value)):
                 found.append((v, writer))
             elif isinstance(value, Node):
-                found += self._read_at(writer, lambda: self._range_values(value, depth - 1))
+                found += self._read_at(writer, lambda: self._range_values(value, depth - 1, numbers))
         if node.op == "call_module":
             module = self._module_of(node)
             if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
-                return found + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1))
-            return found + (self._range_values(_first(node), depth - 1) if module is not None and _keeps_values(module) else [])
+                return found + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True))
+            keeps = module is not None and _keeps_values(module)
+            return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
         name = _name(node)
         if name is None:
             return found
         first = _first(node)
         if _keeps(name, node) or name in _PUTS or name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):
-            return found + self._range_values(first, depth - 1)  # (a clamp: its input's values between its bounds)
+            return found + self._range_values(first, depth - 1, numbers)  # (a clamp: its input's values between
+            # its bounds)
         if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
                 not isinstance(a, Node) for a in (*node.args[1:], *node.kwargs.values())):  # (sqrt(relu(h)): 0)
             call = (lambda v: node.target(v, *node.args[1:], **node.kwargs)) if node.op == "call_function" else \
                 (lambda v: getattr(v, node.target)(*node.args[1:], **node.kwargs))
-            return found + _mapped(call, self._range_values(first, depth - 1))
+            return found + _mapped(call, self._range_values(first, depth - 1, True))
         if name == "where":
-            return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1)]
+            return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
         if name in _JOINS and isinstance(first, (list, tuple)):
-            return found + [f for a in first for f in self._range_values(a, depth - 1)]
+            return found + [f for a in first for f in self._range_values(a, depth - 1, numbers)]
         if name == "neg":
-            return found + [(-v, n) for v, n in self._range_values(first, depth - 1) if _number(v)]
+            return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._number_and_node(node)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
-        inner = [(v, n) for v, n in self._range_values(other, depth - 1) if _number(v)]  # (grids: grid() above)
+        inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         if name == "add":
             return found + [(v + c, n) for v, n in inner]
         if name == "sub":
@@ -804,9 +810,9 @@ class Ties:
         return self._written_targets                                                   # + h; z.relu_() writes z)
 
     def _stale(self, node: Node) -> bool:
-        """Is ``node`` an attribute, or made from one through its first node arguments (a view, a cast, a clone, ``2 * v``), that the
-        graph writes in place on the way (``self.zp``; ``c`` for ``c = self.zp.clone(); c[0].add_(0.5)``): its value
-        now is not what the graph reads?"""
+        """Is ``node`` an attribute, or made from one through its first node arguments (a view, a cast, a clone,
+        ``2 * v``), that the graph writes in place on the way (``self.zp``; ``c`` for ``c = self.zp.clone();
+        c[0].add_(0.5)``): its value now is not what the graph reads?"""
         if not self._any_write():
             return False
         if _attribute(node) in self._written():
@@ -823,7 +829,7 @@ class Ties:
         return False
 
     def _reads_written(self, node: Node) -> bool:
-        """Is ``node`` computed, through its first arguments, from a node the graph writes in place (``-m`` after
+        """Is ``node`` computed, through its first node arguments, from a node the graph writes in place (``-m`` after
         ``m.add_(h)``: not the number ``m`` started as)?"""
         written = self._written_nodes()
         for _ in range(_VIEW_DEPTH):
