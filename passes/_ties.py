@@ -186,20 +186,17 @@ class Ties:
         h))``), a constant an op takes there (``heaviside(relu(h), 0)``, ``round(relu(h) + 0.5)``)?  The surrogate is
         the middle of the jump there at every eps, never the hard value.  (``sign``'s surrogate is 0 at 0, as the
         op.)"""
-        if kind in ("floor", "ceil", "trunc"):
-            jumps = Grid(0.0, 1.0, x)  # (trunc: not at 0, where it is continuous)
-        elif kind == "round" and isinstance(decimals, int) and abs(decimals) <= 15:
-            jumps = Grid(0.5 * 10.0 ** -decimals, 10.0 ** -decimals, x)
-        elif kind == "heaviside":
-            jumps = Grid(0.0, 1.0, x, frozenset((0.0,)))
-        else:
+        if kind not in _JUMPS or not isinstance(decimals, int) or abs(decimals) > 15:
             return None
+        offset, values, skip_zero = _JUMPS[kind]
+        unit = 10.0 ** -decimals  # (round(x, decimals=d): its jumps scaled by 10^-d)
+        jumps = Grid(offset * unit, unit, x, values)
         self._reader = at
         for value, source in self._range_values(x, 8):
             if isinstance(value, Grid):
-                if _grid_meets(value, jumps, skip_zero=kind == "trunc"):
+                if _grid_meets(value, jumps, skip_zero=skip_zero):
                     return Tie(value.source, value)
-            elif jumps.hits(value) and not (kind == "trunc" and value == 0):
+            elif jumps.hits(value) and not (skip_zero and value == 0):
                 return Tie(source)
         return None
 
@@ -1479,6 +1476,10 @@ def _keeps_values(module: nn.Module) -> bool:
 #: ops whose results are whole numbers (``round`` with ``decimals=d``: multiples of 10^-d)
 _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "fix", "round", "one_hot", "argmax", "argmin", "bucketize",
                         "searchsorted", "floor_divide", "floordiv"))
+#: where the elementwise ops jump (:meth:`Ties.on_jumps`): kind -> (offset of the grid of step 1 they jump on, the
+#: values it holds where it is a few points, whether 0 is left out: trunc is continuous there)
+_JUMPS = {"round": (0.5, None, False), "floor": (0.0, None, False), "ceil": (0.0, None, False),
+          "trunc": (0.0, None, True), "heaviside": (0.0, frozenset((0.0,)), False)}
 #: the constants of activations with fixed ones (their bounds: ``_bounds``)
 _CONSTANTS = {"hardsigmoid": (0, 1), "hardswish": (0,), "tril": (0,), "triu": (0,)}
 #: ops folded on tensor attributes' values (``round(w * 4)``)
