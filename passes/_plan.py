@@ -221,7 +221,8 @@ class _Planner:
     def _fixed_number(self, value: Node) -> float | None:
         """The one number ``value`` holds (:meth:`_constant_fill`: a buffer, ``torch.zeros_like(x)``), where no
         gradient changes it (not a trainable parameter); else None."""
-        return None if self._trainable(value) else self._constant_fill(value)
+        number = self._constant_fill(value)  # (first: most values hold no one number, and the walk is the dearer)
+        return None if number is None or self._trainable(value) else number
 
     def _trainable(self, value) -> bool:
         """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first

@@ -145,6 +145,7 @@ class Ties:
         self._constants_found: set[Node] | None = None
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
         self._writer_nodes: set[Node] | None = None  # (_writers: the nodes that write in place)
+        self._writing: bool | None = None        # (_any_write: whether the graph writes anything in place)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
@@ -243,6 +244,9 @@ class Ties:
         if name == "neg":
             return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._number_and_node(node)
+        if c is None and name in _ZERO_PRODUCTS and (source := self._zero_of(node, name, depth, numbers)):
+            return found + [(0.0, source)]  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever
+            # the other operand; no number to follow the values through)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
@@ -255,6 +259,26 @@ class Ties:
         if name == "mul":
             return found + [(v * c, n) for v, n in inner]
         return found + [(v / c, n) for v, n in inner if other is first and c]
+
+    def _zero_of(self, node: Node, name: str, depth: int, numbers: bool) -> Node | None:
+        """Where a product, quotient, sum or difference of two values is 0 on whole ranges as its operands are (a
+        factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9 + 0.1 * r``), the op
+        that makes that 0, else None (:meth:`_range_values`, its ``numbers``)."""
+        operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
+        if not all(isinstance(a, Node) for a in operands) or not operands:
+            return None
+
+        def zero(v, depth):
+            return next((n for w, n in self._range_values(v, depth, numbers)
+                         if (w.hits(0.0) if isinstance(w, Grid) else w == 0)), None)
+        if name == "mul":
+            return zero(operands[0], depth - 1) or zero(operands[1], depth - 1)
+        if name in _DIVS:
+            return zero(operands[0], depth - 1)
+        depth = min(depth - 1, _SUM_DEPTH)  # (a sum of two values: each term's 0 near it, as a residual chain's
+        # every add would have its terms followed back to the depth)
+        return (found := zero(operands[0], depth)) and zero(operands[1], depth) and (
+            None if _disjoint(*operands) else found)
 
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
@@ -306,6 +330,8 @@ class Ties:
             return next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
         if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1))
             return self._ties(first, 0.0, depth - 1)
+        if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are)
+            return self._ties(node, 0.0, depth)
         return None
 
     def _one_per_row(self, put: Node, base: Node, number) -> bool:
@@ -337,12 +363,12 @@ class Ties:
         if _number(v):
             return float(v)
         if isinstance(v, Node):
-            if v in self._writers() and (w := _written_value(v)) is not v and _number(n := self._value(w)):
-                return float(n)  # (empty_like(h).fill_(1.0): the number it fills in)
             if not self._any_write():  # (most graphs: read once per node)
                 if v not in self._numbers:
                     self._numbers[v] = self.number(v)
                 number = self._numbers[v]
+            elif v in self._writers() and (w := _written_value(v)) is not v and _number(n := self._value(w)):
+                return float(n)  # (empty_like(h).fill_(1.0): the number it fills in)
             else:
                 number = self.number(v) if not self._stale(v) else None
             return float(number) if _number(number) else v
@@ -350,7 +376,9 @@ class Ties:
 
     def _any_write(self) -> bool:
         """Does the graph write anything in place, or call a module that may write its attributes?"""
-        return bool(self._written_nodes()) or bool(self._written())
+        if self._writing is None:
+            self._writing = bool(self._writes()) or bool(self._written_nodes()) or bool(self._written())
+        return self._writing
 
     def _held_grid(self, v):
         """``v``'s grid for a node, else ``v`` as a number, else None."""
@@ -1487,6 +1515,11 @@ _FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", 
                        "clip", "relu"))
 _CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
 _DIVS = frozenset(("div", "true_divide", "truediv"))
+#: binary ops of two values that take 0 on whole ranges where their operands do (``_ties`` at 0: a factor, the
+#: numerator, both terms of a sum not 0 on disjoint ranges)
+_ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
+#: how many ops deep the terms of a sum are followed for their 0 (``_zero_of``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
+_SUM_DEPTH = 3
 _JOINS = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"))
 _INT_CASTS = frozenset(("int", "long", "short", "bool", "char", "byte"))
 #: what passes its first argument's values on (each element a value it had: views, copies, casts, selections)

@@ -2325,6 +2325,42 @@ def test_on_a_jump_through_writes_one_to_one_ops_and_minimum(fn):
     assert_bitwise(gm(x), model(x))
 
 
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.floor(F.relu(h) * m.s), True), (lambda m, h: torch.floor(F.relu(h) * torch.sigmoid(h)), True),
+    (lambda m, h: torch.floor(F.relu(h) * 0.9 + 0.1 * F.relu(h)), True),
+    (lambda m, h: torch.round(F.relu(h) / (h.abs() + 1) + 0.5), True),
+    (lambda m, h: torch.ceil(torch.clamp(h, max=0) * m.s - F.relu(-h)), True),
+    (lambda m, h: torch.floor(h * m.s), False), (lambda m, h: torch.floor(F.relu(h) + F.relu(-h)), False),
+    (lambda m, h: torch.round(F.relu(h) * m.s), False)],
+    ids=["relu_times_parameter", "relu_times_value", "sum_of_products", "quotient", "difference", "product",
+         "disjoint_sum", "round_at_zero"])
+def test_a_rounding_op_of_products_and_sums_at_zero_on_whole_ranges(fn, ties):
+    """``floor(relu(h) * s)`` with a learned scale ``s`` (a quantizer), ``floor(relu(h) * g)``, ``floor(r * 0.9 + 0.1
+    * r)``: the input is 0 where relu's is, whatever the other factor, on one of floor's jumps; the jump check followed
+    only products and sums with a number and rewrote them: 385 to 581 of 1024 outputs off the model.  A sum of values
+    0 on disjoint ranges (``relu(h) + relu(-h)``) and round at 0 (no jump there) stay rewritten."""
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = gm.sll_report.entries[-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert "on a jump of" in entry.reason, entry.reason
+        assert_bitwise(gm(x), model(x))
+
+
+def test_a_one_hot_of_a_sum_of_products_of_relu_ties():
+    """``one_hot(argmax(r * 0.9 + 0.1 * r))``, ``r = relu(h)``: the sum is 0 where ``r`` is, so whole rows tie; the
+    flat rule followed only sums with a number (1/2 on the tied rows)."""
+    def fn(m, h):
+        r = F.relu(h)
+        return F.one_hot(torch.argmax(r * 0.9 + 0.1 * r, -1), 6)
+
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert not [e for e in gm.sll_report.entries if e.node == "one_hot"][-1].rewritten, str(gm.sll_report)
+    assert_bitwise(gm(x), model(x))
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
