@@ -146,6 +146,7 @@ class Ties:
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
         self._writer_nodes: set[Node] | None = None  # (_writers: the nodes that write in place)
         self._writing: bool | None = None        # (_any_write: whether the graph writes anything in place)
+        self._names: dict[Node, str | None] = {}  # (_name_of: nodes -> their op's name)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
@@ -225,7 +226,7 @@ class Ties:
                 return found + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True))
             keeps = module is not None and _keeps_values(module)
             return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
-        name = _name(node)
+        name = self._name_of(node)
         if name is None:
             return found
         first = _first(node)
@@ -309,7 +310,7 @@ class Ties:
             module = self._module_of(node)
             passes = module is not None and (type(module) in _MODULE_ONE_TO_ONE or _keeps_values(module))
             return self._flat(_first(node), depth - 1) if passes else None
-        name = _name(node)
+        name = self._name_of(node)
         if name is None:
             return None
         first = _first(node)
@@ -374,6 +375,13 @@ class Ties:
             return float(number) if _number(number) else v
         return None
 
+    def _name_of(self, node: Node) -> str | None:
+        """:func:`_name`, worked out once per node (the walks meet a node many times)."""
+        name = self._names.get(node, _UNNAMED)
+        if name is _UNNAMED:
+            name = self._names[node] = _name(node)
+        return name
+
     def _any_write(self) -> bool:
         """Does the graph write anything in place, or call a module that may write its attributes?"""
         if self._writing is None:
@@ -416,7 +424,7 @@ class Ties:
             if number is not None and (name := _MODULE_ONE_TO_ONE.get(type(module))) is not None:  # (nn.Sigmoid())
                 return self._through_preimages(name, module, _first(node), number, depth)
             return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
-        name = _name(node)
+        name = self._name_of(node)
         if name is None:
             return None
         first = _first(node)
@@ -531,7 +539,7 @@ class Ties:
             module = self._module_of(node)
             return found + (self._flat_numbers(_first(node), depth - 1) if module is not None and
                             _keeps_values(module) else [])
-        name = _name(node)
+        name = self._name_of(node)
         if name is not None and _keeps(name, node):
             found += self._flat_numbers(_first(node), depth - 1)
         return found
@@ -542,7 +550,7 @@ class Ties:
         if node.op == "call_module":
             module = self._module_of(node)
             return list(_module_constants(module)) if module is not None else []
-        name = _name(node)
+        name = self._name_of(node)
         if name is None:
             return []
         if name in _CLAMPS:
@@ -652,7 +660,7 @@ class Ties:
                     module.kernel_size, module.padding, module.ceil_mode, module.count_include_pad,
                     getattr(module, "divisor_override", None), dims))
             return self.grid(first) if module is not None and _keeps_values(module) else None
-        name = _name(node)
+        name = self._name_of(node)
         if name is None:
             return None
         if name in _WHOLE_OPS:
@@ -805,7 +813,7 @@ class Ties:
             t = dtypes.fetch_attr(self.gm, node.target)
             ok = isinstance(t, torch.Tensor) and t.device.type != "meta" and 0 < t.numel() <= 4096
             return (t.detach(), t.requires_grad) if ok and node.target not in self._written() else None
-        name = _name(node)
+        name = self._name_of(node)
         if name not in _FOLDABLE or node.kwargs and name not in ("round", "clamp", "clip"):
             return None
         args = [self._folded(a, depth - 1) if isinstance(a, Node) else (a, False) for a in node.args]
@@ -1520,6 +1528,8 @@ _DIVS = frozenset(("div", "true_divide", "truediv"))
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
 #: how many ops deep the terms of a sum are followed for their 0 (``_zero_of``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
 _SUM_DEPTH = 3
+#: what ``Ties._names`` holds for a node not looked at yet
+_UNNAMED = object()
 _JOINS = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"))
 _INT_CASTS = frozenset(("int", "long", "short", "bool", "char", "byte"))
 #: what passes its first argument's values on (each element a value it had: views, copies, casts, selections)
