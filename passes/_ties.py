@@ -80,8 +80,10 @@ class Grid:
         return _grid(self, offset=self.offset * number, step=self.step * abs(number), values=values)
 
     def plus(self, number: float) -> Grid | None:
-        if self.scale is not None:
-            return None
+        if self.scale is not None:  # (s * (o + step * k) + c = s * (o + c / s + step * k), at s's value now)
+            if not self.scale_value:
+                return None
+            number = number / self.scale_value
         values = frozenset(v + number for v in self.values) if self.values is not None else None
         return _grid(self, offset=self.offset + number, values=values)
 

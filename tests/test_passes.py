@@ -2361,6 +2361,23 @@ def test_a_one_hot_of_a_sum_of_products_of_relu_ties():
     assert_bitwise(gm(x), model(x))
 
 
+@pytest.mark.parametrize("shift, ties", [(1.0, True), (0.5, True), (0.25, False)], ids=["one", "half", "quarter"])
+def test_a_rounding_op_of_a_shifted_fake_quantizer_with_a_buffer_scale(shift, ties):
+    """``ceil(1 - fake_quantize(h, s))`` with ``s`` a buffer of 0.5: multiples of 0.5 shifted by 1 sit on ceil's jumps
+    on half the inputs; a grid scaled by a tensor had no grid once shifted by a number, so the op was rewritten (3000
+    of 6000 outputs off the model, a51).  Shifted at the scale's value now; by 0.25 it meets no jump."""
+    def fn(m, h):
+        return torch.ceil(shift - torch.fake_quantize_per_tensor_affine(h, m.t, m.z, -128, 127))
+
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    model.register_buffer("z", torch.tensor(0, dtype=torch.int32))
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = [e for e in gm.sll_report.entries if e.node == "ceil"][-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
