@@ -212,7 +212,13 @@ class Ties:
         if not isinstance(node, Node) or depth == 0:
             return []
         if not numbers and (g := self.grid(node)) is not None:
-            return [(g, g.source)]
+            if g.scale is None or g.scale_value is not None or g.values is None:
+                return [(g, g.source)]
+            scale = self.grid(g.scale)  # (a mask times a value: that value's numbers and grid where the mask is 1,
+            # where(h < 1, 0.5, h) * (h > 0.1): 0.5; g * (g > 0.5) of a grid g)
+            return [(g, g.source)] + [(v * c, n) for c, n in self._range_values(g.scale, depth - 1, True)
+                                      if _number(c) for v in g.values] + \
+                [(t, t.source) for v in g.values if v and scale is not None and (t := scale.times(v)) is not None]
         found = [(c, node) for c in self._constants(node) if _number(c)]
         if numbers and _number(v := self._value(node)):  # (zeros_like(h): its number)
             found.append((v, node))
@@ -232,9 +238,12 @@ class Ties:
         if name is None:
             return found
         first = _first(node)
-        if _keeps(name, node) or name in _PUTS or name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):
-            return found + self._range_values(first, depth - 1, numbers)  # (a clamp: its input's values between
-            # its bounds)
+        if _keeps(name, node) or name in _PUTS:
+            return found + self._range_values(first, depth - 1, numbers)
+        if name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):  # (its input's values between its
+            low, high = self._number_bounds(name, node)                       # bounds: those beyond are the bounds)
+            return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
+                            if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
         if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
                 not isinstance(a, Node) for a in (*node.args[1:], *node.kwargs.values())):  # (sqrt(relu(h)): 0)
             call = (lambda v: node.target(v, *node.args[1:], **node.kwargs)) if node.op == "call_function" else \
@@ -247,9 +256,9 @@ class Ties:
         if name == "neg":
             return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._number_and_node(node)
-        if c is None and name in _ZERO_PRODUCTS and (source := self._zero_of(node, name, depth, numbers)):
-            return found + [(0.0, source)]  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever
-            # the other operand; no number to follow the values through)
+        if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers)):
+            return found + more  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other
+            # operand; v * (h > 0): v's numbers where the mask is 1)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
@@ -263,25 +272,34 @@ class Ties:
             return found + [(v * c, n) for v, n in inner]
         return found + [(v / c, n) for v, n in inner if other is first and c]
 
-    def _zero_of(self, node: Node, name: str, depth: int, numbers: bool) -> Node | None:
-        """Where a product, quotient, sum or difference of two values is 0 on whole ranges as its operands are (a
-        factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9 + 0.1 * r``), the op
-        that makes that 0, else None (:meth:`_range_values`, its ``numbers``)."""
+    def _of_two(self, node: Node, name: str, depth: int, numbers: bool) -> list[tuple]:
+        """:meth:`_range_values` of a product, quotient, sum or difference of two values: 0 where its operands make
+        it 0 on whole ranges (a factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9
+        + 0.1 * r``, ``h * (h > 0)``), and a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
+        h) * (h > 0.1)``: 0.5)."""
         operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
-        if not all(isinstance(a, Node) for a in operands) or not operands:
-            return None
+        if not operands or not all(isinstance(a, Node) for a in operands):
+            return []
 
-        def zero(v, depth):
+        def zero(v, depth, grids=True):  # (a factor's grid too, a mask's 0: followed under a number where it keeps
+            # none, as the walk of a sum's terms is not)
+            if grids and (g := self.grid(v)) is not None and g.hits(0.0):
+                return g.source
             return next((n for w, n in self._range_values(v, depth, numbers)
                          if (w.hits(0.0) if isinstance(w, Grid) else w == 0)), None)
-        if name == "mul":
-            return zero(operands[0], depth - 1) or zero(operands[1], depth - 1)
         if name in _DIVS:
-            return zero(operands[0], depth - 1)
+            return [(0.0, source)] if (source := zero(operands[0], depth - 1)) else []
+        if name == "mul":
+            found = [(0.0, source)] if (source := zero(operands[0], depth - 1) or zero(operands[1], depth - 1)) else []
+            for a, b in (operands, operands[::-1]):
+                if (g := self.grid(b)) is not None and g.scale is None and g.values is not None and \
+                        g.values <= {0.0, 1.0}:
+                    found += [(v, n) for v, n in self._range_values(a, depth - 1, True) if _number(v)]
+            return found
         depth = min(depth - 1, _SUM_DEPTH)  # (a sum of two values: each term's 0 near it, as a residual chain's
         # every add would have its terms followed back to the depth)
-        return (found := zero(operands[0], depth)) and zero(operands[1], depth) and (
-            None if _disjoint(*operands) else found)
+        source = zero(operands[0], depth, False)
+        return [(0.0, source)] if source and zero(operands[1], depth, False) and not _disjoint(*operands) else []
 
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
@@ -573,6 +591,16 @@ class Ties:
             found = list(_CONSTANTS.get(name, ()))
         return [v for c in found if (v := self._value(c)) is not None]
 
+    def _number_bounds(self, name: str, node: Node) -> tuple:
+        """``(low, high)`` of a clamp, ``maximum``/``minimum`` of a value: the numbers, None where none (unbounded,
+        or a bound that is no number)."""
+        if name in _CLAMPS:
+            bounds = self._bounds(name, node)
+        else:
+            bound = node.args[1] if len(node.args) > 1 else None
+            bounds = (bound, None) if name in ("maximum", "fmax") else (None, bound)
+        return tuple(v if _number(v := self._value(b)) else None for b in bounds)
+
     def _bounds(self, name: str, node: Node) -> tuple:
         if name == "relu":
             return 0, None
@@ -700,7 +728,12 @@ class Ties:
             g = self.grid(first)
             return g.times(-1) if g is not None else None
         if name == "abs":
-            g = self.grid(first)  # (|o + sk| is on the grid when -o is)
+            g = self.grid(first)  # (|o + sk| is on the grid when -o is; which values, where known)
+            if g is not None and g.values is not None and g.scale is None and (values := sorted(
+                    {abs(v) for v in g.values})):
+                step = min((v - values[0] for v in values[1:]), default=g.step)  # (|-0.5|, |1.5|: 0.5 + 1k)
+                if all(_multiple((v - values[0]) / step) for v in values):
+                    return Grid(values[0], step, g.source, frozenset(values))
             return replace(g, values=None) if g is not None and _multiple(2 * g.offset / g.step) else None
         c, other = self._number_and_node(node)
         if name == "mul" and len(node.args) > 1:

@@ -2378,6 +2378,53 @@ def test_a_rounding_op_of_a_shifted_fake_quantizer_with_a_buffer_scale(shift, ti
         assert_bitwise(gm(x), model(x))
 
 
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.round(h * (h > 0).float() * 4 + 0.5), True),
+    (lambda m, h: torch.floor(h * (h > 0).float() * 4 + 1), True),
+    (lambda m, h: torch.ceil(torch.sigmoid(h * (h > 0).float()) * 4), True),
+    (lambda m, h: torch.round(torch.where(h < 1, 0.5, h) * (torch.where(h < 1, 0.5, h) > 0.1).float() / 0.2), True),
+    (lambda m, h: torch.round(h * (h > 0).float() * 4), False),
+    (lambda m, h: torch.round(torch.where(h < 1, 0.3, h) * (torch.where(h < 1, 0.3, h) > 0.1).float() * 2), False)],
+    ids=["gated_plus_half", "gated_plus_one", "gated_sigmoid", "branch_times_mask", "gated_round", "branch_off_jump"])
+def test_a_rounding_op_of_a_value_times_a_mask_under_arithmetic(fn, ties):
+    """``round(h * (h > 0) * 4 + 0.5)``, ``ceil(sigmoid(h * (h > 0)) * 4)``: the mask's 0 under a number or a
+    one-to-one op (where the walk keeps no grid), and ``where(h < 1, 0.5, h) * mask / 0.2`` (the branch's 0.5 where
+    the mask is 1: round's 2.5) sit on a jump on whole ranges; they were rewritten, 494 to 973 of 1024 outputs off the
+    model (a54).  Values off every jump (round at 0, 0.3 * 2) stay rewritten."""
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = gm.sll_report.entries[-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.round(torch.maximum(F.relu(h), torch.tensor(0.5)) + 0.5), False),
+    (lambda m, h: torch.round(torch.minimum(-F.relu(h), torch.tensor(-0.5)) - 0.5), False),
+    (lambda m, h: torch.round(torch.clamp(F.relu(h), 0.5, 1.75) + 0.5), False),
+    (lambda m, h: torch.round(torch.clamp(F.relu(h), -1.0, 1.75) + 0.5), True),
+    (lambda m, h: torch.trunc(F.hardsigmoid(h) * (F.hardsigmoid(h) > 0.5).float()), True),
+    (lambda m, h: torch.round((torch.sign(h) + 0.5).abs() / 3.0), True),
+    (lambda m, h: torch.heaviside(F.relu(h) + F.relu(h), torch.tensor(0.0)), True)],
+    ids=["maximum_above", "minimum_below", "clamp_above", "clamp_keeps", "gate_of_grid", "abs_of_values", "h_plus_h"])
+def test_the_jump_check_through_clamps_gates_abs_and_sums(fn, ties):
+    """``maximum(relu(h), 0.5) + 0.5``: relu's 0 never leaves the maximum, which was read as passing its input's
+    constants on (df5137b): left hard "on a jump" of round, no gradient (a53).  A clamp keeps the input values between
+    its bounds only.  ``trunc(g * (g > 0.5))`` of hardsigmoid's whole 1 where the mask is 1, ``round(|sign(h) + 0.5|
+    / 3)`` (abs of known values: 1/2 of 1.5 / 3) and ``heaviside(relu(h) + relu(h), 0)`` sit on a jump (916 to 3045 of
+    6000 outputs off the model at 95de7cb)."""
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = gm.sll_report.entries[-1]
+    if entry.op == "torch.heaviside":
+        assert entry.mode == "hard" and "on a jump of" in entry.reason, str(gm.sll_report)
+    else:
+        assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
