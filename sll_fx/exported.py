@@ -12,7 +12,9 @@ Both calls accept an :class:`torch.export.ExportedProgram`, its ``ep.module()`` 
   (:func:`sll_fx.opaque.map_graphs` copies it), so export's node metadata stays, with the user's
   source lines (``report.entries[i].source``) and submodule names (``nn_module_stack``: per-submodule
   settings and ``set_eps(where="block")`` work).  ``ep.graph_module`` takes its parameters as
-  inputs (export lifts them); its result does too.
+  inputs (export lifts them); its result does too.  Their values are unknown to the passes there: a tie
+  that depends on a buffer's value (a quantizer's step) is seen on the ``ExportedProgram`` and
+  ``ep.module()`` only.
 
 Before the linearize pass, :func:`canonicalize` rewrites the aten-level spellings of the pieces
 *around* a match into the torch-level spellings the pass reads (``rules.ATEN_CASTS``,

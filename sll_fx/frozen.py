@@ -391,10 +391,14 @@ def check(gm: nn.Module) -> None:
             if _same(now, value):
                 continue
             where = f"{path}.{_describe(name)}" if path else _describe(name)
-            error = _CompiledTraceError if torch.compiler.is_compiling() else TraceError
+            compiling = torch.compiler.is_compiling()
+            error = _CompiledTraceError if compiling else TraceError
+            # (under torch.compile a float read from a module is a symbolic one, whose repr dynamo cannot trace: the
+            # values are left out there)
+            what = "changed since linearize_module traced it" if compiling and isinstance(now, float) else \
+                f"is {'missing' if now is _MISSING else repr(now)} now, {value!r} when linearize_module traced it"
             raise error(
-                f"'{where}' is {'missing' if now is _MISSING else repr(now)} now, {value!r} when linearize_module "
-                "traced it: the graph holds the value it was traced with (a Python value read in forward), so the "
+                f"'{where}' {what}: the graph holds the value it was traced with (a Python value read in forward), so the "
                 "change has no effect\nFix: linearize the model again after changing it, or make it a tensor (a "
                 "buffer) or a forward argument", module_path=path, module_type=type(m).__name__,
                 reason=f"{where} changed since tracing")

@@ -895,6 +895,32 @@ def test_a_value_changed_under_torch_compile_names_it_fullgraph_or_not():
         compiled(X)
 
 
+class _Threshold(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.vth = 1.0
+
+    def forward(self, x):
+        return (self.fc(x) > self.vth).float()
+
+
+def test_a_float_changed_under_torch_compile_fullgraph_names_it_and_the_fix():
+    """A float threshold changed after linearize_module (a spiking neuron's ``v_th`` schedule): the check formatted
+    it with ``repr``, which dynamo cannot trace for a float it reads from a module, so ``torch.compile(gm,
+    fullgraph=True)`` raised "repr_impl not implemented", naming neither the attribute nor the fix (a55)."""
+    torch._dynamo.reset()
+    model, x = _Threshold(), torch.randn(3, 4)
+    gm = sll_fx.linearize_module(model, eps=0.05, verbose=False)
+    compiled = torch.compile(gm, backend="eager", fullgraph=True)
+    compiled(x)
+    model.vth = 0.5
+    with pytest.raises(Exception, match=r"'vth' changed since linearize_module traced it(.|\n)*Fix: linearize the"):
+        compiled(x)
+    with pytest.raises(TraceError, match=r"'vth' is 0\.5 now, 1\.0 when linearize_module traced it"):
+        gm(x)
+
+
 class _Flagged(nn.Module):
     def forward(self, x, flag: bool = True):
         if flag:
