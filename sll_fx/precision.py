@@ -296,7 +296,7 @@ def _node_of(frame, root, lineno: int | None = None) -> tuple[object, str, str] 
     node = next((n for n in gm.graph.nodes if n.name == name), None)
     if node is None:
         return None
-    from .diagnostics import is_soft_mask
+    from .diagnostics import is_soft_mask, sll_node_names
     from .tracer import source_of
 
     if is_soft_mask(node):
@@ -305,7 +305,8 @@ def _node_of(frame, root, lineno: int | None = None) -> tuple[object, str, str] 
     path = ""
     if root is not None and gm is not root:
         path = next((p for p, m in root.named_modules() if m is gm), "")
-    return gm, f"{path}.{name}" if path else name, source_of(node)
+    named = sll_node_names(gm.graph, path).get(node)  # (the report's and eps_state's name: gt, not its compare node)
+    return gm, named or (f"{path}.{name}" if path else name), source_of(node)
 
 
 class _CheckMode(TorchFunctionMode):

@@ -556,6 +556,19 @@ def test_precision_warning_names_the_node_op_eps_dtype_spacing_and_fix():
     assert 50 <= w.message.boundary <= 151 and w.message.starved / w.message.total >= 0.5
 
 
+class _Gate(nn.Module):
+    def forward(self, x):
+        return (x > 100.0).float() + torch.round(x)
+
+
+def test_precision_warning_names_nodes_as_the_report_does():
+    """The warning named the graph node (``compare``, ``round_2``) where the report, ``eps_state`` and ``set_eps``
+    say ``gt``, ``round`` (a55)."""
+    gm = sll_fx.linearize_module(_Gate(), eps=1e-9, verbose=False)
+    _, caught = _catch(lambda: gm(_data() * 100))
+    assert {w.message.node for w in caught} == {e.node for e in gm.sll_report.entries} == set(sll_fx.eps_state(gm))
+
+
 def test_precision_warning_once_per_node_and_dtype_and_again_for_a_new_dtype():
     gm = sll_fx.linearize_module(Quant(), eps=0.01, verbose=False)
     gm.to(torch.float16)
