@@ -222,12 +222,17 @@ class Ties:
         found = [(c, node) for c in self._constants(node) if _number(c)]
         if numbers and _number(v := self._value(node)):  # (zeros_like(h): its number)
             found.append((v, node))
-        for writer, _ in self._written_nodes().get(node, ()):  # (c[:, 0].fill_(1.0): the number it fills in; what
-            value = _written_value(writer)                     # h.relu_() leaves, read as it reads h)
+        writes = self._written_nodes().get(node, ())
+        if k := self._writes_before(writes):  # (written in place before it is read: what the last write leaves, c[:,
+            writer, whole = writes[k - 1]     # 0].fill_(1.0)'s number, h.relu_()'s values read as it reads h; for a
+            value = _written_value(writer)    # part, what the rest held before, m.add_(a); m.add_(b): a + b, not a)
             if _number(v := self._value(value)):
-                found.append((v, writer))
-            elif isinstance(value, Node):
-                found += self._read_at(writer, lambda: self._range_values(value, depth - 1, numbers))
+                left = [(v, writer)]
+            else:
+                left = self._read_at(writer, lambda: self._range_values(value, depth - 1, numbers)) if isinstance(
+                    value, Node) else []
+            return left if whole else left + self._read_at(writer, lambda: self._range_values(node, depth - 1,
+                                                                                              numbers))
         if node.op == "call_module":
             module = self._module_of(node)
             if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
@@ -261,6 +266,8 @@ class Ties:
             # operand; v * (h > 0): v's numbers where the mask is 1)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
+        if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
+            return found + [(0.0, node)]
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         if name == "add":
             return found + [(v + c, n) for v, n in inner]
@@ -299,7 +306,9 @@ class Ties:
         depth = min(depth - 1, _SUM_DEPTH)  # (a sum of two values: each term's 0 near it, as a residual chain's
         # every add would have its terms followed back to the depth)
         source = zero(operands[0], depth, False)
-        return [(0.0, source)] if source and zero(operands[1], depth, False) and not _disjoint(*operands) else []
+        other = zero(operands[1], depth, False) if source else None
+        return [(0.0, source)] if other and not _disjoint(*operands) and not _disjoint(source, other) else []  # (the
+        # ops that make the terms 0, relu(h) and relu(-h) in m.add_(relu(h)); m.add_(relu(-h)), 0 together at 0 only)
 
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid

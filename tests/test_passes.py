@@ -2425,6 +2425,28 @@ def test_the_jump_check_through_clamps_gates_abs_and_sums(fn, ties):
         assert_bitwise(gm(x), model(x))
 
 
+@pytest.mark.parametrize("second, ties", [
+    (lambda h: 0.5 * F.relu(-h), False), (lambda h: h, False), (lambda h: F.relu(-h), False),
+    (lambda h: 0.0 * h, True)], ids=["leaky", "plus_h", "relu_minus", "plus_zero"])
+def test_a_rounding_op_of_an_accumulator_reads_what_its_last_write_leaves(second, ties):
+    """``acc = zeros_like(h); acc.add_(relu(h)); acc.add_(0.5 * relu(-h))`` is 0 at ``h == 0`` only, but the jump check
+    took every write's values for what ``acc`` holds (the first: relu's 0), and left ``floor(acc * 4)`` hard with no
+    gradient (a54, since df5137b).  What the last write leaves, read as it reads ``acc``, counts; terms 0 on disjoint
+    ranges (relu(h), relu(-h)) make no tie; ``+ 0 * h`` does."""
+    def fn(m, h):
+        acc = torch.zeros_like(h)
+        acc.add_(F.relu(h))
+        acc.add_(second(h))
+        return torch.floor(acc * 4)
+
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = gm.sll_report.entries[-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
