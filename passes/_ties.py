@@ -1567,10 +1567,10 @@ _FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", 
                        "clip", "relu"))
 _CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
 _DIVS = frozenset(("div", "true_divide", "truediv"))
-#: binary ops of two values that take 0 on whole ranges where their operands do (``_ties`` at 0: a factor, the
+#: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the
 #: numerator, both terms of a sum not 0 on disjoint ranges)
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
-#: how many ops deep the terms of a sum are followed for their 0 (``_zero_of``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
+#: how many ops deep the terms of a sum are followed for their 0 (``Ties._of_two``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
 _SUM_DEPTH = 3
 #: what ``Ties._names`` holds for a node not looked at yet
 _UNNAMED = object()

@@ -398,8 +398,8 @@ def check(gm: nn.Module) -> None:
             what = "changed since linearize_module traced it" if compiling and isinstance(now, float) else \
                 f"is {'missing' if now is _MISSING else repr(now)} now, {value!r} when linearize_module traced it"
             raise error(
-                f"'{where}' {what}: the graph holds the value it was traced with (a Python value read in forward), so the "
-                "change has no effect\nFix: linearize the model again after changing it, or make it a tensor (a "
+                f"'{where}' {what}: the graph holds the value it was traced with (a Python value read in forward), "
+                "so the change has no effect\nFix: linearize the model again after changing it, or make it a tensor (a "
                 "buffer) or a forward argument", module_path=path, module_type=type(m).__name__,
                 reason=f"{where} changed since tracing")
 

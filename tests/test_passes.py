@@ -2325,6 +2325,18 @@ def test_on_a_jump_through_writes_one_to_one_ops_and_minimum(fn):
     assert_bitwise(gm(x), model(x))
 
 
+def _rewritten_unless_on_a_jump(fn, ties: bool):
+    """``_Fuzzed(fn)``'s last discrete op: left hard where ``ties`` (and the model's values then), else rewritten; its
+    report entry."""
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = gm.sll_report.entries[-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+    return entry
+
+
 @pytest.mark.parametrize("fn, ties", [
     (lambda m, h: torch.floor(F.relu(h) * m.s), True), (lambda m, h: torch.floor(F.relu(h) * torch.sigmoid(h)), True),
     (lambda m, h: torch.floor(F.relu(h) * 0.9 + 0.1 * F.relu(h)), True),
@@ -2339,13 +2351,8 @@ def test_a_rounding_op_of_products_and_sums_at_zero_on_whole_ranges(fn, ties):
     * r)``: the input is 0 where relu's is, whatever the other factor, on one of floor's jumps; the jump check followed
     only products and sums with a number and rewrote them: 385 to 581 of 1024 outputs off the model.  A sum of values
     0 on disjoint ranges (``relu(h) + relu(-h)``) and round at 0 (no jump there) stay rewritten."""
-    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
-    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
-    entry = gm.sll_report.entries[-1]
-    assert entry.rewritten != ties, str(gm.sll_report)
-    if ties:
-        assert "on a jump of" in entry.reason, entry.reason
-        assert_bitwise(gm(x), model(x))
+    entry = _rewritten_unless_on_a_jump(fn, ties)
+    assert not ties or "on a jump of" in entry.reason, entry.reason
 
 
 def test_a_one_hot_of_a_sum_of_products_of_relu_ties():
@@ -2391,12 +2398,7 @@ def test_a_rounding_op_of_a_value_times_a_mask_under_arithmetic(fn, ties):
     one-to-one op (where the walk keeps no grid), and ``where(h < 1, 0.5, h) * mask / 0.2`` (the branch's 0.5 where
     the mask is 1: round's 2.5) sit on a jump on whole ranges; they were rewritten, 494 to 973 of 1024 outputs off the
     model (a54).  Values off every jump (round at 0, 0.3 * 2) stay rewritten."""
-    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
-    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
-    entry = gm.sll_report.entries[-1]
-    assert entry.rewritten != ties, str(gm.sll_report)
-    if ties:
-        assert_bitwise(gm(x), model(x))
+    _rewritten_unless_on_a_jump(fn, ties)
 
 
 @pytest.mark.parametrize("fn, ties", [
@@ -2439,12 +2441,7 @@ def test_a_rounding_op_of_an_accumulator_reads_what_its_last_write_leaves(second
         acc.add_(second(h))
         return torch.floor(acc * 4)
 
-    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
-    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
-    entry = gm.sll_report.entries[-1]
-    assert entry.rewritten != ties, str(gm.sll_report)
-    if ties:
-        assert_bitwise(gm(x), model(x))
+    _rewritten_unless_on_a_jump(fn, ties)
 
 
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
