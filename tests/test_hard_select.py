@@ -263,8 +263,9 @@ def test_hard_mode_precision_warning_once():
             warnings.simplefilter("always")
             gm(x.clone().requires_grad_(True))
         found = [w.message for w in record if issubclass(w.category, sll_fx.PrecisionWarning)]
-        assert [(w.node, w.op, w.spacing) for w in found] == [("compare", "compare", 0.5)], (mode, found)
-        assert [f.node for f in sll_fx.precision.findings(gm, x)] == ["compare"]
+        assert [(w.node, w.op, w.spacing) for w in found] == [("gt", "compare", 0.5)], (mode, found)  # (the
+        # report's name, as set_eps takes it)
+        assert [f.node for f in sll_fx.precision.findings(gm, x)] == ["gt"]
 
 
 def test_calibration_runs_each_node_with_its_calibrated_eps():
