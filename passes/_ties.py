@@ -288,16 +288,18 @@ class Ties:
         if not operands or not all(isinstance(a, Node) for a in operands):
             return []
 
-        def zero(v, depth, grids=True):  # (a factor's grid too, a mask's 0: followed under a number where it keeps
-            # none, as the walk of a sum's terms is not)
+        def zeros(v, depth, grids=True) -> list:  # (the ops that make v 0 on whole ranges, each of them: a product
+            # is 0 where any factor is; a factor's grid too, a mask's 0: followed under a number where it keeps none,
+            # as the walk of a sum's terms is not)
             if grids and (g := self.grid(v)) is not None and g.hits(0.0):
-                return g.source
-            return next((n for w, n in self._range_values(v, depth, numbers)
-                         if (w.hits(0.0) if isinstance(w, Grid) else w == 0)), None)
+                return [g.source]
+            return list(dict.fromkeys(n for w, n in self._range_values(v, depth, numbers)
+                                      if (w.hits(0.0) if isinstance(w, Grid) else w == 0)))
         if name in _DIVS:
-            return [(0.0, source)] if (source := zero(operands[0], depth - 1)) else []
+            return [(0.0, source) for source in zeros(operands[0], depth - 1)]
         if name == "mul":
-            found = [(0.0, source)] if (source := zero(operands[0], depth - 1) or zero(operands[1], depth - 1)) else []
+            found = [(0.0, source) for source in dict.fromkeys(zeros(operands[0], depth - 1) +
+                                                               zeros(operands[1], depth - 1))]
             for a, b in (operands, operands[::-1]):
                 if (g := self.grid(b)) is not None and g.scale is None and g.values is not None and \
                         g.values <= {0.0, 1.0}:
@@ -305,10 +307,13 @@ class Ties:
             return found
         depth = min(depth - 1, _SUM_DEPTH)  # (a sum of two values: each term's 0 near it, as a residual chain's
         # every add would have its terms followed back to the depth)
-        source = zero(operands[0], depth, False)
-        other = zero(operands[1], depth, False) if source else None
-        return [(0.0, source)] if other and not _disjoint(*operands) and not _disjoint(source, other) else []  # (the
-        # ops that make the terms 0, relu(h) and relu(-h) in m.add_(relu(h)); m.add_(relu(-h)), 0 together at 0 only)
+        first = zeros(operands[0], depth, False)
+        other = zeros(operands[1], depth, False) if first else []
+        if not other or _disjoint(*operands):
+            return []
+        return [(0.0, source) for source in first if any(not _disjoint(source, o) for o in other)]  # (0 where some op
+        # making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in m.add_(relu(h));
+        # m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
 
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
