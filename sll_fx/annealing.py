@@ -259,6 +259,19 @@ def _eps_nodes(gm: fx.GraphModule):
                     yield mod, node
 
 
+def require_sll(gm: nn.Module, what: str) -> None:
+    """``gm`` (a root, :func:`_root`) holds an sll node, or is a ``linearize_module`` result (which may have rewritten
+    none); else the original model or an ``export_hard`` result was given for the linearized one, and ``what`` (the
+    function called: calibrate, freeze_eps) would do nothing, silently (a58): a ValueError with the fix."""
+    report = getattr(gm, "sll_report", None)
+    if isinstance(report, RewriteReport) or any(True for _ in _eps_nodes(gm)):
+        return
+    which = "is an export_hard result: its sll ops are stripped to the hard ops, which have no eps" if isinstance(
+        report, StripReport) else "holds no sll node: it is no linearize_module result (the original model?)"
+    raise ValueError(f"{what}: {type(gm).__name__} {which}\nFix: call it on the linearized model, "
+                     "gm = sll_fx.linearize_module(model)")
+
+
 def settable(node: fx.Node) -> bool:
     """Has sll ``node`` an eps to read and set: a literal or a module's tensor, not one its forward computes (an
     explicit op given ``(h.std() * 0.1).detach()``), nor none (``sll.select``)?"""
@@ -649,6 +662,11 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     eps = _as_eps(eps)
     if isinstance(where, type) and not issubclass(where, nn.Module):
         raise ValueError(f"set_eps: where={where!r} is a type but not an nn.Module type")
+    if not (where is None or isinstance(where, (str, type)) or callable(where)):  # (a list of names reached
+        # issubclass() for the nodes of submodules: "arg 2 must be a class")
+        raise TypeError(f"set_eps: where={where!r} must be None, a name (a kind, a submodule, a node), an nn.Module "
+                        f"type or a predicate on nodes, got {type(where).__name__}\nFix: one call per name, or a "
+                        "predicate: where=lambda node: node.name in (...)")
     nodes = list(_eps_nodes(gm))
     computed = [name for name, _, _, node in _named_nodes(gm) if "eps" in node.kwargs and not settable(node)]
     if not nodes and computed:

@@ -29,12 +29,20 @@ Copies (``copy.copy``, ``copy.deepcopy``, pickling, ``torch.save``/``torch.load`
 the ``target`` and a pending automatic calibration (its remaining calls and pooled samples): a copy made
 before the first call calibrates on its own first call.
 
+**Atoms.**  Elements exactly on a boundary (distance 0: relu's zeros under a sign or a heaviside, integer-valued
+data under a round, two equal maxima) lie inside every band, so they say nothing about its width: the quantile is
+taken over the other elements (a fraction ``target`` of those in the band, and the atoms), so that a node whose
+input sits on its jump on whole ranges (left hard, or rewritten in mode "hard", by the tie check) still passes a
+gradient to the rest.  A node whose every element is an atom gets the floor.
+
 **No data.**  A node that has seen no input element yet (an empty batch, only non-finite values, a path
 the input did not take) keeps its eps: nothing to choose it from.  A forward call that gives no node any
 element (an empty first batch) does not count as one of the ``calibrate_steps``: the next call calibrates.
 When the automatic calibration ends with nodes that never saw an element, or ``calibrate`` gave some none,
 a ``UserWarning`` names them (their eps stay as they were: the placeholders, before any calibration).
-``calibrate`` on a call that gives no node an element leaves a pending automatic calibration pending.
+``calibrate`` on a call that gives no node an element leaves a pending automatic calibration pending.  A calibrating
+call that raises changes nothing (:class:`_Undo`: the eps set before the failing node, the samples pooled, the
+reports' eps column); a pending automatic calibration stays pending.
 
 eps is written with :func:`sll_fx.set_eps` into the nodes' eps buffers: the graph and the code do
 not change (compiled code keeps running with the new values), and the report's eps column
@@ -70,7 +78,7 @@ import torch
 from torch import fx, nn
 
 from . import kernels, rules
-from .annealing import _eps_nodes, _root, set_eps, unwrap_compiled
+from .annealing import _eps_nodes, _root, require_sll, set_eps, unwrap_compiled
 from .diagnostics import sll_node_names
 from .errors import EpsError
 from .opaque import _CONTAINERS_SET, _MUTABLE, _global_containers, _plain_object, is_opaque
@@ -218,6 +226,8 @@ class _Calibrator(fx.Interpreter):
                 samples.append(d)
                 floors.append(floor)
                 d = torch.cat(samples)
+                if (off := d[d > 0]).numel():  # (elements exactly on a boundary lie in every band: the others set
+                    d = off                    # its width, see "Atoms")
                 if d.numel():  # (no element yet: its eps stays, see "No data")
                     # a node of parameters alone (weights, masks, decision logits) sees the same values on
                     # every batch: a fraction of them outside the band would never get a gradient, so the
@@ -253,7 +263,7 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     nodes = {node: names[id(m)].get(node, node.name) for m, node in todo}  # node -> its name (the report's)
     if isinstance(gm, fx.GraphModule):  # the top one too: an instance forward there (band_stats' recording)
         graphs.setdefault(id(gm), gm)   # must not see this forward (it is no training step)
-    saved = _SavedState(gm)
+    saved, undo = _SavedState(gm), _Undo(gm, todo, pool)
     installed = []
     for m in graphs.values():  # each graph runs through the calibrating interpreter for this call, in place of
         # its forward, the class's or an instance one (band_stats' recording: put back afterwards)
@@ -263,14 +273,19 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
         m.__dict__["forward"] = calibrator
     if state is not None:
         state["running"] = True
+    ran = False
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(gm, args, kwargs)):
             gm(*args, **kwargs)
+        ran = True
     finally:
         try:
             saved.restore()
         finally:
             _uninstall(installed)
+        if not ran:  # (a call that raises changes nothing: the eps set before the failing node, the samples)
+            undo.restore()
+            chosen.clear()
         report = getattr(gm, "sll_report", None)
         if chosen and getattr(report, "calibrating", False):
             report.calibrating = False   # its eps column now shows the chosen values
@@ -286,6 +301,36 @@ def _run(gm: nn.Module, args: tuple, kwargs: dict, target: float,
     missing = [name for name in dict.fromkeys(nodes.values())
                if name not in chosen and not any(d.numel() for d in pool.get(name, ((), ()))[0])]
     return chosen, missing
+
+
+class _Undo:
+    """What a calibrating call changes as it goes, to put back when it raises: the eps buffers of the nodes it
+    calibrates (``set_eps`` puts a new tensor in each), the reports' entries (their eps column) and the samples it
+    pooled."""
+
+    def __init__(self, gm: nn.Module, todo: list, pool: dict):
+        self.buffers = []
+        for m, node in todo:
+            attr = node.kwargs.get("eps")
+            if isinstance(attr, fx.Node) and attr.op == "get_attr":
+                prefix, _, name = attr.target.rpartition(".")
+                owner = m.get_submodule(prefix) if prefix else m
+                self.buffers.append((owner, name, owner._buffers.get(name, _MISSING)))
+        reports = (getattr(m, "sll_report", None) for m in (unwrap_compiled(gm), *(m for m, _ in todo)))
+        self.reports = {id(r): (r, list(r.entries)) for r in reports if isinstance(r, RewriteReport)}
+        self.pool, self.sizes = pool, {name: (len(samples), len(floors)) for name, (samples, floors) in pool.items()}
+
+    def restore(self) -> None:
+        for owner, name, t in self.buffers:
+            if t is not _MISSING:
+                owner._buffers[name] = t
+        for report, entries in self.reports.values():
+            report.entries[:] = entries
+        for name in [n for n in self.pool if n not in self.sizes]:
+            del self.pool[name]
+        for name, (n_samples, n_floors) in self.sizes.items():
+            samples, floors = self.pool[name]
+            del samples[n_samples:], floors[n_floors:]
 
 
 def _uninstall(installed: list) -> None:
@@ -444,6 +489,7 @@ def calibrate(gm: nn.Module, *args, target: float | None = None, **kwargs) -> di
     wrapper it runs the model inside (no gradient sync to make), with the model's node names.
     """
     gm = _root(gm, "calibrate")
+    require_sll(gm, "calibrate")
     state = gm.__dict__.get(_STATE)
     if target is None:
         target = state["target"] if state is not None else gm.__dict__.get(_TARGET, DEFAULT_TARGET)
@@ -500,11 +546,16 @@ def _auto_step(module, args, kwargs, state) -> None:
 def check_target(target, what: str) -> None:
     """``target`` must be a number in (0, 1): the fraction of each node's inputs inside its band.  ``what``: the
     function given it (a string was compared with a float: "'<' not supported between instances")."""
-    if isinstance(target, bool) or not isinstance(target, (numbers.Real, torch.Tensor)):
+    if isinstance(target, bool) or not isinstance(target, (numbers.Real, torch.Tensor)) or \
+            isinstance(target, torch.Tensor) and target.numel() != 1:
         raise TypeError(f"{what}: target={target!r} must be a number, the fraction of each node's inputs inside its "
-                        f"band, got {type(target).__name__}\nFix: pass a float in (0, 1), e.g. target=0.25")
+                        f"band, got {_kind(target)}\nFix: pass a float in (0, 1), e.g. target=0.25")
     if not 0.0 < target < 1.0:
         raise ValueError(f"{what}: target={target!r} must be a fraction in (0, 1)")
+
+
+def _kind(value) -> str:
+    return f"a tensor of {value.numel()} elements" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def check_steps(steps) -> None:
@@ -569,6 +620,7 @@ def freeze_eps(gm: nn.Module) -> None:
     gm = _root(gm, "freeze_eps")
     state = gm.__dict__.get(_STATE)
     if state is None:
+        require_sll(gm, "freeze_eps")  # (a fixed eps: nothing to stop; the original model: the wrong module)
         return
     report = getattr(gm, "sll_report", None)
     if getattr(report, "calibrating", False):

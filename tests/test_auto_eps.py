@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 import sll_fx
 from sll_fx import ops, rules
@@ -201,14 +202,63 @@ def test_auto_with_ste_and_sigmoid_methods():
     assert x.grad.abs().sum() > 0
 
 
-def test_atoms_at_a_boundary_give_the_dtype_floor_not_a_useless_eps():
-    class F(nn.Module):
-        def forward(self, x):
-            return torch.floor(x)
-    gm = sll_fx.linearize_module(F(), eps="auto", target=0.05, verbose=False)
-    x = torch.cat([torch.zeros(300), torch.rand(700) * 3])  # 30% exactly on a boundary
+class _Floor(nn.Module):
+    def forward(self, x):
+        return torch.floor(x)
+
+
+def test_only_atoms_at_a_boundary_give_the_dtype_floor_not_a_useless_eps():
+    gm = sll_fx.linearize_module(_Floor(), eps="auto", target=0.05, verbose=False)
+    x = torch.tensor([0.0, 1.0, 2.0, 3.0]).repeat(250)  # every element exactly on a boundary
     (eps,) = sll_fx.calibrate(gm, x).values()
     assert eps == pytest.approx(4 * torch.finfo(torch.float32).eps * float(x.max()))
+
+
+def test_atoms_at_a_boundary_are_left_out_of_the_quantile():
+    """Elements exactly on a boundary lie in every band: the others set its width (counting 30% of zeros under a
+    target of 0.05 put eps at the floor, a band holding no other element)."""
+    from sll_fx.calibration import choose_eps
+    torch.manual_seed(0)
+    off = torch.rand(700) * 3
+    x = torch.cat([torch.zeros(300), off])  # 30% exactly on a boundary
+    gm = sll_fx.linearize_module(_Floor(), eps="auto", target=0.05, verbose=False)
+    (eps,) = sll_fx.calibrate(gm, x).values()
+    distances = (off - off.round()).abs().double()  # (floor's boundaries: the integers)
+    assert eps == choose_eps(distances, 0.05, 0.5) and eps > 1e-3
+    inside = ((off - off.round()).abs() < eps).float().mean().item()
+    assert inside == pytest.approx(0.05, abs=0.002)
+
+
+def test_a_heaviside_in_hard_mode_on_relu_zeros_passes_a_gradient_with_auto_eps():
+    """An integrate-and-fire neuron with a non-negative membrane: heaviside(relu(...), 0) sits on its jump on whole
+    ranges (left in mode "hard" by the tie check); with eps="auto" its band was the floor, and no gradient reached
+    the layer before it."""
+    class IF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 10)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            v, out = torch.zeros_like(h), torch.zeros_like(h)
+            for _ in range(4):
+                v = F.relu(v + h - 0.5)
+                s = torch.heaviside(v, torch.zeros(()))
+                v = v * (1.0 - s)
+                out = out + s
+            return self.fc2(out)
+
+    torch.manual_seed(0)
+    m, x = IF(), torch.randn(64, 16)
+    assert (F.relu(m.fc1(x) - 0.5) == 0).float().mean() > 0.5
+    gm = sll_fx.linearize_module(m, eps="auto", verbose=False)
+    (entry,) = [e for e in gm.sll_report.rewritten if e.node == "heaviside"]
+    assert entry.mode == "hard"
+    y = gm(x)
+    assert torch.equal(y, m(x))
+    y.square().sum().backward()
+    assert sll_fx.eps_state(gm)["heaviside"] > 1e-2
+    assert (m.fc1.weight.grad != 0).float().mean() > 0.9
 
 
 def test_auto_is_the_default_with_the_documented_target():
@@ -811,3 +861,66 @@ def test_the_eps_functions_refuse_an_exported_program(call):
     args = {"set_eps": (0.2,), "eps_state": (), "load_eps": ({},), "calibrate": (x,), "freeze_eps": ()}[call]
     with pytest.raises(TypeError, match=rf"{call}: got an ExportedProgram.*\nFix: call it on the linearized model"):
         getattr(sll_fx, call)(ep, *args)
+
+
+class _RoundThenFloor(nn.Module):
+    """``round(x)`` runs, then ``x + y`` raises for a ``y`` of the wrong shape, before ``floor``."""
+
+    def forward(self, x, y):
+        return torch.floor(torch.round(x) + y)
+
+
+def test_a_calibrate_call_that_raises_changes_nothing():
+    """``calibrate`` set each node's eps as the forward reached it: a call that raised between two nodes left the first
+    calibrated and the second not (a58)."""
+    torch.manual_seed(0)
+    gm = sll_fx.linearize_module(_RoundThenFloor(), eps=0.1, verbose=False)
+    before, entries = sll_fx.eps_state(gm), list(gm.sll_report.entries)
+    buffers = {k: v for k, v in gm.named_buffers()}
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        sll_fx.calibrate(gm, torch.randn(8, 4), torch.zeros(8, 3))
+    assert sll_fx.eps_state(gm) == before == {"round_1": 0.1, "floor": 0.1}
+    assert gm.sll_report.entries == entries
+    assert all(t is buffers[k] for k, t in gm.named_buffers())
+    assert sll_fx.calibrate(gm, torch.randn(8, 4), torch.zeros(8, 4))["round_1"] != 0.1
+
+
+def test_an_automatic_calibration_whose_first_call_raises_keeps_nothing_of_it():
+    """With ``eps="auto"``, a first call that raised wrote the eps of the nodes before the failing one and kept that
+    batch's samples: the next call calibrated on both batches (eps 0.239, where 0.393 from the good batch alone), and
+    the report showed fixed eps while the calibration was pending (a58)."""
+    torch.manual_seed(0)
+    x, good, bad = torch.randn(8, 4) * 3, torch.zeros(8, 4), torch.zeros(8, 3)
+    gm = sll_fx.linearize_module(_RoundThenFloor(), verbose=False)
+    placeholder = sll_fx.eps_state(gm)
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        gm(torch.randn(8, 4), bad)
+    assert sll_fx.eps_state(gm) == placeholder
+    assert sll_fx.is_calibrating(gm) and gm.sll_report.calibrating
+    gm(x, good)
+    fresh = sll_fx.linearize_module(_RoundThenFloor(), verbose=False)
+    fresh(x, good)
+    assert sll_fx.eps_state(gm) == sll_fx.eps_state(fresh) != placeholder
+
+
+def test_a_target_tensor_of_several_elements_is_a_type_error():
+    """``calibrate(gm, x, target=torch.tensor([0.1, 0.2]))``: "Boolean value of Tensor with more than one value is
+    ambiguous" (a58)."""
+    gm = sll_fx.linearize_module(_Floor(), eps=0.1, verbose=False)
+    with pytest.raises(TypeError, match=r"target=.* must be a number.*got a tensor of 2 elements\nFix"):
+        sll_fx.calibrate(gm, torch.randn(8), target=torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("call", ["calibrate", "freeze_eps"])
+@pytest.mark.parametrize("which", ["original", "hard"])
+def test_calibrate_and_freeze_eps_refuse_a_module_that_is_not_the_linearized_one(call, which):
+    """On the original model (or the export_hard result) they returned ``{}`` and None and did nothing: the linearized
+    model stayed uncalibrated, silently (a58)."""
+    model = _Floor()
+    gm = sll_fx.linearize_module(model, verbose=False)
+    target = model if which == "original" else sll_fx.export_hard(gm, verbose=False)
+    what = "holds no sll node" if which == "original" else "is an export_hard result"
+    with pytest.raises(ValueError, match=rf"{call}: .* {what}.*\nFix: call it on the linearized model"):
+        sll_fx.calibrate(target, torch.randn(8)) if call == "calibrate" else sll_fx.freeze_eps(target)
+    assert sll_fx.is_calibrating(gm)
+    sll_fx.freeze_eps(sll_fx.linearize_module(model, eps=0.1, verbose=False))  # (a fixed eps: nothing to stop)

@@ -221,6 +221,17 @@ def test_where_selecting_nothing_is_a_value_error(where):
     assert snapshot(gm) == before
 
 
+@pytest.mark.parametrize("where", [["sign", "gt"], ("sign",), 3], ids=["list", "tuple", "int"])
+def test_where_of_another_type_is_a_type_error_with_the_fix(where):
+    """A list of names reached ``issubclass`` for the nodes of submodules: "issubclass() arg 2 must be a class"
+    (a58)."""
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    with pytest.raises(TypeError, match=r"where=.* must be None, a name .*\nFix: one call per name, or a predicate"):
+        sll_fx.set_eps(gm, 0.2, where=where)
+    assert snapshot(gm) == before
+
+
 def test_where_non_module_type_is_a_value_error():
     model, gm = make(0.1)
     before = snapshot(gm)
