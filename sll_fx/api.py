@@ -7,12 +7,12 @@ parameter and buffer with the input and has the same ``state_dict()`` keys.
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from torch import fx
 
 from . import exported, frozen, grad_regions
+from .inputs import check_concrete_args, check_example_inputs
 from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
 from .graph_module import SLLGraphModule, share_buffers_with
@@ -58,8 +58,9 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
             They describe the top-level graph (not the graphs traced inside opaque modules).
             For an exported program, inputs like export's own placeholder values are used when
             none are given.
-        concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``); not used
-            for an exported program (nothing is traced).
+        concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``): a dict of the
+            forward's input names (another key, or another type, is an error: fx would ignore it); an error for an
+            exported program (nothing is traced).
 
     ``torch.export`` (see :mod:`sll_fx.exported`): an ``ExportedProgram`` stands for ``ep.module()``.
     That module, and any GraphModule whose nodes carry fake values (``ep.module()``, ``ep.graph_module``),
@@ -88,6 +89,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     model = exported.as_module(model)
     if not isinstance(model, torch.nn.Module):
         raise not_a_module(model)
+    _refuse_linearized(model)
     config = SLLConfig.of(eps, mode, method)
     from .calibration import check_target
     check_target(target, "linearize_module")  # (before tracing, as the other arguments)
@@ -97,9 +99,15 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
                          "sll_fx.calibrate(gm, x) on a batch")
     if config.auto:
         check_steps(calibrate_steps)
-    if example_inputs is not None:
-        _check_example_inputs(model, example_inputs, concrete_args)
     exported_graph = exported.is_exported_graph(model)
+    if concrete_args is not None:
+        if exported_graph:
+            raise ValueError("linearize_module: concrete_args fix inputs of a trace, and an exported program is not "
+                             "traced again (export fixed its inputs)\nFix: drop concrete_args, or export with the "
+                             "values fixed")
+        check_concrete_args(model, concrete_args)
+    if example_inputs is not None:
+        check_example_inputs(model, example_inputs, concrete_args)
     other_names = config.check_against(model, also=module_paths(model) if exported_graph else ())
     if exported_graph:
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
@@ -146,31 +154,18 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     return gm
 
 
-def _check_example_inputs(model: torch.nn.Module, inputs, concrete_args: dict | None) -> None:
-    """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally, with
-    ``concrete_args`` for the rest: a bare tensor, or too few or too many values, were ignored silently (dtypes then
-    came from the graph alone)."""
-    if not isinstance(inputs, (tuple, list)):
-        raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
-                        f"{type(inputs).__name__}\nFix: example_inputs=(x,)")
-    try:
-        signature = inspect.signature(model.forward)
-    except (TypeError, ValueError):  # (a forward whose signature Python cannot read: nothing to check)
-        return
-    params = list(signature.parameters.values())
-    fixed = {k: v for k, v in (concrete_args or {}).items() if k in signature.parameters}  # (fx ignores the rest)
-    args = list(inputs)
-    for param in params[len(inputs):]:  # (positional-only inputs fixed by concrete_args: given positionally)
-        if param.kind is not param.POSITIONAL_ONLY or param.name not in fixed:
-            break
-        args.append(fixed.pop(param.name))
-    taken = {p.name for p in params[:len(args)]}
-    try:
-        signature.bind(*args, **{k: v for k, v in fixed.items() if k not in taken})
-    except TypeError as e:
-        raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), which {type(model).__name__}"
-                        f".forward{signature} does not take: {e}\nFix: one value per input, in the forward's "
-                        "order") from None
+def _refuse_linearized(model: torch.nn.Module) -> None:
+    """A result of ``linearize_module`` given to it again: its sll ops would count as explicit ones, kept with their
+    eps and mode, and nothing be rewritten; the eps and mode given were ignored silently (a58).  (A linearized part
+    inside another model is kept so on purpose: the explicit ops' rule.)"""
+    from .calibration import is_calibrating
+    report = getattr(model, "sll_report", None)
+    if isinstance(report, RewriteReport) and report.rewritten and not is_calibrating(model):  # (one whose eps="auto"
+        # calibration is still to come: the trace refuses it, naming that)
+        raise ValueError(f"linearize_module: this {type(model).__name__} is already linearized ({len(report.rewritten)} "
+                         "node(s) rewritten by linearize_module): linearizing it again would keep them with their eps "
+                         "and mode and rewrite nothing\nFix: change eps with sll_fx.set_eps(gm, eps) or load_eps; for "
+                         "another mode or config, linearize the original model")
 
 
 def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:

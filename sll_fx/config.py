@@ -92,6 +92,9 @@ class SLLConfig:
         set_(self, "module_mode", _freeze(_mapping("module_mode", self.module_mode)))
         set_(self, "disabled", frozenset(_names("disabled", self.disabled)))
         set_(self, "skip", _names("skip", self.skip))
+        if isinstance(self.eps, str) and self.eps != "auto":  # ("AUTO", "0.1": read as no float at all)
+            raise EpsError(f"SLLConfig: eps={self.eps!r} (a str) is neither a number nor \"auto\"\nFix: eps=\"auto\" "
+                           "(calibrated on the first forward call) or a float, e.g. eps=0.05")
         if not (isinstance(self.eps, str) and self.eps == "auto"):  # "auto": calibrated (sll_fx/calibration.py)
             _own_check(check_eps, self.eps)
         _own_check(check_mode, self.mode)

@@ -335,6 +335,11 @@ class Linearize:
             return type(fn)(self(fn.__func__))
         if not callable(fn):
             raise TypeError(f"{self!r} decorates a function or a method, got {type(fn).__name__}")
+        if isinstance(fn, type):  # (a class: only its construction would run in the block, and it would become a
+            # function, which no isinstance or subclass accepts)
+            raise TypeError(f"{self!r} decorates a function or a method, not a class ({fn.__qualname__}): only its "
+                            "construction would run in the block\nFix: decorate its forward (@sll_fx.linearize(...) "
+                            "above def forward)")
         if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(f"{self!r} cannot decorate {getattr(fn, '__qualname__', fn)!r}: a generator or "
                             "coroutine would run outside the block; use `with sll_fx.linearize(...)` inside it")

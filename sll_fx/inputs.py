@@ -9,7 +9,9 @@ placeholder, and a call without it raises a TraceError naming the input and the 
 A module traced for an opaque caller, which no ``concrete_args`` reach, is kept opaque instead
 (:func:`refuse_none_tested`); so is one whose forward reads an item of its ``**kwargs`` that may be missing
 (:func:`refuse_keyword_reads`), and one whose keyword-only inputs follow a ``*args`` (:func:`refuse_reordered`).
-:func:`name_concrete_inputs` gives an input fixed by ``concrete_args`` its own name.
+:func:`name_concrete_inputs` gives an input fixed by ``concrete_args`` its own name; :func:`check_concrete_args`
+refuses ``concrete_args`` that fx would ignore (not a dict, a name the forward does not take), and
+:func:`check_example_inputs` ``example_inputs`` that do not fit the forward.
 """
 
 from __future__ import annotations
@@ -23,6 +25,56 @@ from torch import fx
 
 from . import frozen
 from .errors import TraceError
+
+
+def _signature(model) -> inspect.Signature | None:
+    """``model.forward``'s signature, None where Python cannot read it (nothing to check then)."""
+    try:
+        return inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_concrete_args(model, concrete_args, what: str = "linearize_module") -> None:
+    """``concrete_args`` must be a dict of the names of ``model.forward``'s inputs: fx ignores a key no input has (a
+    misspelled ``{"flg": True}``) and takes a list for something else, and the trace that fails on the input left
+    unfixed kept the whole model opaque, nothing rewritten, silently (a58)."""
+    if not isinstance(concrete_args, dict):
+        raise TypeError(f"{what}: concrete_args must be a dict of the forward's input names -> values, got a "
+                        f"{type(concrete_args).__name__}\nFix: concrete_args={{'flag': True}}")
+    if (signature := _signature(model)) is None:
+        return
+    named = [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = [k for k in concrete_args if k not in named]
+    if unknown:
+        raise ValueError(f"{what}: concrete_args names {', '.join(map(repr, unknown))}, which "
+                         f"{type(model).__name__}.forward{signature} does not take as a named input (fx would ignore "
+                         f"it)\nFix: use the forward's input names: {', '.join(named) or '(none)'}")
+
+
+def check_example_inputs(model, inputs, concrete_args: dict | None) -> None:
+    """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally, with
+    ``concrete_args`` (checked before, :func:`check_concrete_args`) for the rest: a bare tensor, or too few or too
+    many values, were ignored silently (dtypes then came from the graph alone)."""
+    if not isinstance(inputs, (tuple, list)):
+        raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
+                        f"{type(inputs).__name__}\nFix: example_inputs=(x,)")
+    if (signature := _signature(model)) is None:
+        return
+    params = list(signature.parameters.values())
+    fixed = dict(concrete_args or {})
+    args = list(inputs)
+    for param in params[len(inputs):]:  # (positional-only inputs fixed by concrete_args: given positionally)
+        if param.kind is not param.POSITIONAL_ONLY or param.name not in fixed:
+            break
+        args.append(fixed.pop(param.name))
+    taken = {p.name for p in params[:len(args)]}
+    try:
+        signature.bind(*args, **{k: v for k, v in fixed.items() if k not in taken})
+    except TypeError as e:
+        raise TypeError(f"linearize_module: example_inputs has {len(inputs)} value(s), which {type(model).__name__}"
+                        f".forward{signature} does not take: {e}\nFix: one value per input, in the forward's "
+                        "order") from None
 
 
 def mark_none_branches(graph: fx.Graph, concrete_args, retrace: Callable[[dict], fx.Graph]) -> None:

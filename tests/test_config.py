@@ -512,6 +512,14 @@ def test_bad_eps_or_mode_is_a_value_error_naming_it(kwargs, named):
     assert named in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("eps", ["AUTO", "0.1", "Auto"])
+def test_an_eps_string_other_than_auto_says_so(eps):
+    """``eps="AUTO"`` said only "eps must be a Python float, got str" (a58)."""
+    with pytest.raises(sll_fx.EpsError, match=rf"eps='{eps}' \(a str\) is neither a number nor \"auto\"\nFix: "
+                                              r"eps=\"auto\""):
+        sll_fx.linearize_module(Net(), eps=eps, verbose=False)
+
+
 def test_eps_too_wide_for_the_op_from_a_config_raises_naming_the_node():
     model = Net()
     with pytest.raises(sll_fx.EpsError) as info:

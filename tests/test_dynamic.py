@@ -520,6 +520,18 @@ def test_decorator_rejects_generators_and_non_callables():
         lin(3)
 
 
+@pytest.mark.parametrize("bare", [False, True], ids=["with_eps", "bare"])
+def test_decorator_refuses_a_class(bare):
+    """On a module class the decorator ran only its construction in the block (forward's ops stayed hard) and made
+    the class a function (a58)."""
+    class D(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    with pytest.raises(TypeError, match=r"not a class \(.*D\).*\nFix: decorate its forward"):
+        sll_fx.linearize(D) if bare else sll_fx.linearize(eps=0.25)(D)
+
+
 # ----------------------------------------------------------------------------------------
 # hard mode, errors
 # ----------------------------------------------------------------------------------------

@@ -591,6 +591,44 @@ def test_concrete_args_pass_through():
     assert_bitwise(sll_fx.export_hard(fallback, verbose=False)(x, False), model(x, False))
 
 
+@pytest.mark.parametrize("fixed, error, message", [
+    ({"flg": True}, ValueError, r"concrete_args names 'flg', which Flag.forward\(x, flag\) does not take.*\nFix: use "
+                                r"the forward's input names: x, flag"),
+    ([True], TypeError, r"concrete_args must be a dict.*got a list\nFix: concrete_args=\{'flag': True\}")],
+    ids=["misspelled", "list"])
+def test_concrete_args_fx_would_ignore_are_refused(fixed, error, message):
+    """A misspelled name or a list: fx ignored them, the trace failed on ``if flag:`` and the whole model was kept
+    opaque, nothing rewritten, no error (a58)."""
+    model = Flag()
+    before = snapshot(model)
+    with pytest.raises(error, match=message):
+        sll_fx.linearize_module(model, eps=0.05, verbose=False, concrete_args=fixed)
+    assert_unchanged(model, before)
+
+
+def test_concrete_args_with_an_exported_program_are_refused():
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.round(x)
+
+    ep = torch.export.export(M(), (torch.randn(3),))
+    with pytest.raises(ValueError, match="an exported program is not traced again"):
+        sll_fx.linearize_module(ep, eps=0.05, verbose=False, concrete_args={"x": None})
+
+
+def test_a_linearized_model_given_to_linearize_module_again_is_refused():
+    """Its sll ops counted as explicit ones (their eps and mode kept) and nothing was rewritten: eps=0.2, mode="hard"
+    were ignored, with no word (a58)."""
+    gm = sll_fx.linearize_module(Model(), eps=0.1, verbose=False)
+    state = sll_fx.eps_state(gm)
+    with pytest.raises(ValueError, match=r"already linearized \(\d+ node\(s\) rewritten.*\nFix: change eps with "
+                                         r"sll_fx.set_eps"):
+        sll_fx.linearize_module(gm, eps=0.2, mode="hard", verbose=False)
+    assert sll_fx.eps_state(gm) == state
+    hard = sll_fx.export_hard(gm, verbose=False)  # (a hard model linearizes as the original does)
+    assert sll_fx.linearize_module(hard, eps=0.2, verbose=False).sll_report.rewritten
+
+
 # ----------------------------------------------------------------------------------------
 # the user's model, shared parameters, state_dict keys
 # ----------------------------------------------------------------------------------------

@@ -987,7 +987,9 @@ def test_example_inputs_with_concrete_args_for_the_rest_are_accepted():
         assert gm.sll_report.rewritten
 
 
-def test_example_inputs_ignore_an_unknown_concrete_arg_and_take_a_positional_only_one():
+def test_example_inputs_with_an_unknown_concrete_arg_are_refused_and_take_a_positional_only_one():
+    """An unknown concrete arg was ignored here (as fx does); it is an error now, with or without example inputs (a
+    misspelled name left the input it meant unfixed, a58)."""
     class Plain(nn.Module):
         def forward(self, x):
             return torch.round(x)
@@ -997,6 +999,8 @@ def test_example_inputs_ignore_an_unknown_concrete_arg_and_take_a_positional_onl
             return torch.round(x) if flag else x
 
     x = torch.tensor([0.2, 1.4])
-    for model, fixed in ((Plain(), {"bogus": 1}), (PositionalOnly(), {"flag": True})):
-        gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=(x,), concrete_args=fixed)
-        assert gm.sll_report.rewritten
+    with pytest.raises(ValueError, match="concrete_args names 'bogus'"):
+        sll_fx.linearize_module(Plain(), eps=0.1, verbose=False, example_inputs=(x,), concrete_args={"bogus": 1})
+    gm = sll_fx.linearize_module(PositionalOnly(), eps=0.1, verbose=False, example_inputs=(x,),
+                                 concrete_args={"flag": True})
+    assert gm.sll_report.rewritten
