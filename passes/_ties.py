@@ -179,7 +179,7 @@ class Ties:
                 known, other = (g, h) if g.values is not None else (h, g)
                 return Tie(g.source, g) if any(other.hits(v) for v in known.values) else None
             return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
-        if _disjoint(x, t):  # (relu(h) > relu(-h): 0 together only at h == 0)
+        if _disjoint(x, t, self._at):  # (relu(h) > relu(-h): 0 together only at h == 0)
             return None
         return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)
         # > relu(b): both at a constant they take)
@@ -229,10 +229,18 @@ class Ties:
             if _number(v := self._value(value)):
                 left = [(v, writer)]
             else:
-                left = self._read_at(writer, lambda: self._range_values(value, depth - 1, numbers)) if isinstance(
-                    value, Node) else []
+                left = self._read_at(writer, lambda: self._range_values(
+                    value, depth if value is writer else depth - 1, numbers)) if isinstance(value, Node) else []
+                # (the writer's own op: no step of its own, as the out-of-place op would not be; its inputs are)
             return left if whole else left + self._read_at(writer, lambda: self._range_values(node, depth - 1,
                                                                                               numbers))
+        if self._reader is not node and self._any_write():  # (its inputs as it reads them: a copy taken before a
+            # later write, out = acc.clone(); acc.add_(v); an in-place op's own result, its input before the write)
+            return self._read_at(node, lambda: self._op_values(node, depth, numbers, found))
+        return self._op_values(node, depth, numbers, found)
+
+    def _op_values(self, node: Node, depth: int, numbers: bool, found: list) -> list[tuple]:
+        """:meth:`_range_values` of what ``node``'s op makes of its inputs (``found``: its own constants)."""
         if node.op == "call_module":
             module = self._module_of(node)
             if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
@@ -245,8 +253,9 @@ class Ties:
         first = _first(node)
         if _keeps(name, node) or name in _PUTS:
             return found + self._range_values(first, depth - 1, numbers)
-        if name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):  # (its input's values between its
-            low, high = self._number_bounds(name, node)                       # bounds: those beyond are the bounds)
+        if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
+            low, high = self._number_bounds(name, node)  # bounds)
+            first = self._extremum_operands(node)[0] if name in _EXTREMA else first
             return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
                             if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
         if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
@@ -260,6 +269,8 @@ class Ties:
             return found + [f for a in first for f in self._range_values(a, depth - 1, numbers)]
         if name == "neg":
             return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
+            return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._number_and_node(node)
         if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers)):
             return found + more  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other
@@ -309,11 +320,11 @@ class Ties:
         # every add would have its terms followed back to the depth)
         first = zeros(operands[0], depth, False)
         other = zeros(operands[1], depth, False) if first else []
-        if not other or _disjoint(*operands):
+        if not other or _disjoint(*operands, self._at):
             return []
-        return [(0.0, source) for source in first if any(not _disjoint(source, o) for o in other)]  # (0 where some op
-        # making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in m.add_(relu(h));
-        # m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
+        # (0 where some op making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in
+        # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
+        return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at) for o in other)]
 
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
@@ -451,6 +462,13 @@ class Ties:
             if found is not None or whole:
                 return found
             return self._read_at(writer, lambda: self._ties(node, t, depth - 1))
+        if self._reader is not node and self._any_write():  # (its inputs as it reads them: a copy taken before a
+            return self._read_at(node, lambda: self._op_ties(node, t, depth))  # later write, acc.clone())
+        return self._op_ties(node, t, depth)
+
+    def _op_ties(self, node: Node, t, depth: int) -> Tie | None:
+        """:meth:`_ties` of what ``node``'s op makes of its inputs."""
+        number = t if not isinstance(t, Node) else None
         if any(_same(c, t) for c in self._constants(node)):
             return Tie(node)
         if node.op == "call_module":
@@ -528,7 +546,8 @@ class Ties:
         if name in _DIVS and isinstance(first, Node) and c is None:
             found = self._ties(first, 0.0, depth - 1)
             return Tie(found.source) if found is not None else None
-        if name in ("add", "sub") and len(operands) == 2 and not _disjoint(*operands):  # (0 where both are 0)
+        if name in ("add", "sub") and len(operands) == 2 and not _disjoint(*operands, self._at):  # (0 where both
+            # are 0)
             found = [self._ties(a, 0.0, depth - 1) for a in operands]
             return Tie(found[0].source) if None not in found else None
         return None
@@ -542,6 +561,11 @@ class Ties:
         if not isinstance(value, Node):
             return Tie(writer) if _number(v := self._value(value)) and _same(v, t) else None
         return self._read_at(writer, lambda: self._ties(value, t, depth - 1))
+
+    def _at(self, v, t: float) -> bool:
+        """Does ``v`` sit at ``t`` on whole ranges (:func:`_disjoint`'s point: ``relu(v)`` and ``relu(-v)`` are both
+        0 where ``v = relu(k)`` is)?"""
+        return isinstance(v, Node) and self._read_at(None, lambda: self._ties(v, t, 4)) is not None
 
     def _read_at(self, reader: Node, ask):
         """``ask()`` with the values written in place read as ``reader`` reads them (:attr:`_reader`)."""
@@ -589,8 +613,8 @@ class Ties:
             return []
         if name in _CLAMPS:
             found = [b for b in self._bounds(name, node) if b is not None]
-        elif name in ("maximum", "minimum", "fmax", "fmin"):
-            found = [node.args[1]] if len(node.args) > 1 else []
+        elif name in _EXTREMA:
+            found = [bound] if (bound := self._extremum_operands(node)[1]) is not None else []
         elif name == "threshold":
             found = [_arg(node, 2, "value")]
         elif name in _PUTS:  # (the value put in: where it is)
@@ -611,9 +635,17 @@ class Ties:
         if name in _CLAMPS:
             bounds = self._bounds(name, node)
         else:
-            bound = node.args[1] if len(node.args) > 1 else None
+            bound = self._extremum_operands(node)[1]
             bounds = (bound, None) if name in ("maximum", "fmax") else (None, bound)
         return tuple(v if _number(v := self._value(b)) else None for b in bounds)
+
+    def _extremum_operands(self, node: Node) -> tuple:
+        """``(input, bound)`` of ``maximum``/``minimum``: the bound is the operand holding a number, also written first
+        (``torch.maximum(torch.tensor(-1.0), v)``: ``v`` is the input)."""
+        a, b = (*node.args[:2], None, None)[:2]
+        if isinstance(a, Node) and _number(self._value(a)) and not _number(self._value(b)):
+            return b, a
+        return a, b
 
     def _bounds(self, name: str, node: Node) -> tuple:
         if name == "relu":
@@ -728,8 +760,8 @@ class Ties:
             return Grid(1.0, 2.0, node, frozenset((-1.0, 1.0)))
         if _keeps(name, node):
             return self.grid(first)
-        if name in _CLAMPS or name in ("maximum", "minimum", "fmax", "fmin"):  # (its bounds on the grid: on it)
-            g = self.grid(first)
+        if name in _CLAMPS or name in _EXTREMA:  # (its bounds on the grid: on it)
+            g = self.grid(self._extremum_operands(node)[0] if name in _EXTREMA else first)
             if g is None:
                 return None
             constants = self._constants(node)
@@ -1116,6 +1148,8 @@ _SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "r
                             "clip", "clamp_min", "clamp_max", "leaky_relu", "elu", "gelu", "silu", "sign", "round",
                             "floor", "ceil", "trunc", "layer_norm"))
 #: ops that add (or otherwise reduce) values into (a copy of) their input where an index says, the rest as it was
+#: elementwise maximum and minimum of two values (a bound when one holds a number)
+_EXTREMA = frozenset(("maximum", "minimum", "fmax", "fmin"))
 _ACCUMULATING = frozenset(("scatter_add", "scatter_reduce", "index_add", "index_reduce"))
 #: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
 #: position and keyword of the value put in
@@ -1245,25 +1279,45 @@ def _attribute(node: Node) -> str | None:
     return None
 
 
-def _disjoint(a, b) -> bool:
-    """Are ``a`` and ``b`` 0 together only where one value is 0: clamps at 0 of a value and of its negative
+def _disjoint(a, b, ties_at: Callable | None = None) -> bool:
+    """Are ``a`` and ``b`` 0 together only where one value is at one number: clamps at 0 of a value and of its negative
     (``relu(h)``, ``relu(-h)``; ``clamp(h, max=0)``, ``-h.clamp(min=0)``), scaled by positive numbers (a leaky relu
-    written as ``relu(h) - 0.01 * relu(-h)``)?"""
-    def side(node):  # (the value v such that node is c * relu(v), c > 0 or c < 0: v and its sign)
+    written as ``relu(h) - 0.01 * relu(-h)``), and masks of a value against one number from either side (``(h > 0)``,
+    ``(h <= 0)``: a leaky relu written as ``h * (h > 0) + 0.1 * h * (h <= 0)``, a57)?  Where both are 0 at that
+    point (``relu(v)``, ``relu(-v)`` at ``v == 0``; ``v > t``, ``v < t`` at ``v == t``), ``ties_at(v, t)`` says whether
+    ``v`` sits at it on whole ranges (``v = relu(k)``): then they are 0 together there; without it, not disjoint."""
+    def side(node):  # ((v, t), +1 where node is 0 for v below t, -1 above; whether at t too), or (None, 0, False)
         node, _ = _unsigned(node)  # (outside the clamp: c * relu(v), -relu(v))
+        for _ in range(3):  # (a mask's casts: (h > 0).float())
+            if isinstance(node, Node) and _name(node) in _MASK_CASTS and not node.kwargs:
+                node = _first(node)
         if not isinstance(node, Node):
-            return None, 0
+            return None, 0, False
         name = _name(node)
+        if name in _BELOW_OR_ABOVE and len(node.args) == 2 and isinstance(node.args[0], Node) and \
+                _number(node.args[1]):  # (h > t: 0 where h <= t; h >= t: where h < t, not at t)
+            return (node.args[0], float(node.args[1])), *_BELOW_OR_ABOVE[name]
         low, high = ((0, None) if name == "relu" else (_arg(node, 1, "min"), _arg(node, 2, "max"))
                      if name in ("clamp", "clip") else (_arg(node, 1, "min"), None) if name == "clamp_min"
                      else (None, _arg(node, 1, "max")) if name == "clamp_max" else (1, 1))
-        if (low, high) == (0, None):
-            return _unsigned(_first(node), 1, minus=True)  # (inside: relu(-v), relu(-1 * v), relu(0 - v), relu(v * 2))
+        if (low, high) == (0, None):  # (inside: relu(-v), relu(-1 * v), relu(0 - v), relu(v * 2))
+            v, sign = _unsigned(_first(node), 1, minus=True)
+            return (v, 0.0), sign, True
         if (low, high) == (None, 0):  # (clamp(v, max=0) = -relu(-v): 0 where v >= 0)
-            return _unsigned(_first(node), -1, minus=True)
-        return None, 0
-    (u, s), (v, r) = side(a), side(b)
-    return u is not None and u is v and s == -r
+            v, sign = _unsigned(_first(node), -1, minus=True)
+            return (v, 0.0), sign, True
+        return None, 0, False
+    (u, s, closed), (v, r, closed_too) = side(a), side(b)
+    if u is None or v is None or u[0] is not v[0] or u[1] != v[1] or s != -r:
+        return False
+    return not (closed and closed_too) or ties_at is not None and not ties_at(*u)
+
+
+#: comparisons of a value with a number -> (+1 where their 0 is below it, -1 above; whether at the number too):
+#: h > t is 0 for h <= t, h >= t for h < t
+_BELOW_OR_ABOVE = {"gt": (1, True), "ge": (1, False), "lt": (-1, True), "le": (-1, False)}
+#: casts of a 0/1 mask that keep its 0
+_MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16", "_to_copy"))
 
 
 def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:

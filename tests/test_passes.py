@@ -2457,6 +2457,64 @@ def test_a_sum_of_a_product_and_a_value_ties_where_any_factor_and_the_value_are_
     _rewritten_unless_on_a_jump(fn, ties)
 
 
+def _copied_before_a_later_write(h, compare=False):
+    acc = torch.zeros_like(h)
+    acc.add_(F.relu(h))
+    out = acc.clone()
+    acc.add_(0.5)
+    return (out > 0).float() if compare else torch.round(out + 0.5)
+
+
+def _leaky_integrator(h, steps=2):
+    mem = torch.zeros_like(h)
+    for t in range(steps):
+        mem.mul_(0.9)
+        mem.add_(F.relu(h * float(t + 1)))
+    return torch.ceil(mem)
+
+
+def _abs_in_place(h):
+    v = torch.maximum(h, torch.tensor(1.5)).clone()
+    v.abs_()
+    return torch.round(v)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: _copied_before_a_later_write(h), True),
+    (lambda m, h: _copied_before_a_later_write(h, compare=True), True),
+    (lambda m, h: torch.round(torch.minimum(h, torch.tensor(0.0)).clone().add_(0.25) + 0.25), True),
+    (lambda m, h: torch.round(torch.minimum(h, torch.tensor(0.0)).clone().add_(0.125) + 0.25), False),
+    (lambda m, h: _leaky_integrator(h), True),
+    (lambda m, h: _abs_in_place(h), True),
+    (lambda m, h: torch.round(torch.maximum(h, torch.tensor(1.5)).abs()), True),
+    (lambda m, h: torch.round(torch.maximum(torch.tensor(-1.0), F.relu(h) + 0.5)), True)],
+    ids=["copy_then_write", "copy_then_write_gt", "write_result_read", "write_result_off_jump", "leaky_integrator",
+         "abs_in_place", "abs", "maximum_number_first"])
+def test_the_jump_check_reads_each_value_as_its_reader_does(fn, ties):
+    """a56, regressions of 2aa1f21 (the last write before the reader): a copy taken before a later write was read as
+    the rounding op reads the accumulator (``out = acc.clone(); acc.add_(0.5)``: 12046 of 24000 outputs off); an
+    in-place op's own result had its number added twice (``.add_(0.25) + 0.25`` read as 0.75; ``.add_(0.125)`` as
+    0.5, left hard); each write cost the walk two of its 8 steps (a leaky integrator over 2 steps: 12043 off); ``abs``
+    and ``abs_`` passed no values on (18482 off); ``maximum(tensor(-1.0), v)`` took the number for its input (12046
+    off).  An op's inputs are read as that op reads them now; the write is no step of its own."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.floor((h * (h > 0).float() + 0.1 * h * (h <= 0).float()) * 4), False),
+    (lambda m, h: torch.floor((h * (h > 0).float() + 0.1 * h * (h < 0).float()) * 4), False),
+    (lambda m, h: torch.floor((F.relu(F.relu(h - 1)) + F.relu(-F.relu(h - 1))) * 4), True),
+    (lambda m, h: torch.floor((F.relu(h - 1) * (F.relu(h - 1) > 0).float()
+                               + 0.1 * F.relu(h - 1) * (F.relu(h - 1) < 0).float()) * 4), True)],
+    ids=["leaky_masks", "leaky_masks_strict", "relu_pair_of_a_tied_value", "mask_pair_of_a_tied_value"])
+def test_terms_zero_on_either_side_of_a_point(fn, ties):
+    """A leaky relu written with masks, ``h * (h > 0) + 0.1 * h * (h <= 0)``, is 0 at ``h == 0`` only: the sum rule took
+    the masks' 0 for a common one and left floor hard, no gradient (a57, since 021a96f: 30 of 300 fuzzed models).
+    Masks of one value against one number from either side make no tie now; where the value itself sits at that
+    number on whole ranges (``v = relu(h - 1)``: ``relu(v) + relu(-v)`` is 0 on ``h <= 1``) they do."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
