@@ -7,17 +7,16 @@ parameter and buffer with the input and has the same ``state_dict()`` keys.
 
 from __future__ import annotations
 
-
 import torch
 from torch import fx
 
 from . import exported, frozen, grad_regions
-from .inputs import check_concrete_args, check_example_inputs
 from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
 from .graph_module import SLLGraphModule, share_buffers_with
+from .inputs import check_concrete_args, check_example_inputs
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
-from .calibration import DEFAULT_TARGET, check_steps
+from .calibration import DEFAULT_TARGET, check_steps, is_calibrating
 from .ops import check_mode
 from .report import RewriteReport, StripReport
 from .tracer import module_paths, not_a_module, torch_leaf, trace_with_fallback
@@ -158,7 +157,6 @@ def _refuse_linearized(model: torch.nn.Module) -> None:
     """A result of ``linearize_module`` given to it again: its sll ops would count as explicit ones, kept with their
     eps and mode, and nothing be rewritten; the eps and mode given were ignored silently (a58).  (A linearized part
     inside another model is kept so on purpose: the explicit ops' rule.)"""
-    from .calibration import is_calibrating
     report = getattr(model, "sll_report", None)
     if isinstance(report, RewriteReport) and report.rewritten and not is_calibrating(model):  # (one whose eps="auto"
         # calibration is still to come: the trace refuses it, naming that)
