@@ -719,6 +719,8 @@ class Ties:
         first = _first(node)
         if (found := self._int_grid(node)) is not None:
             return found
+        if (hard := _straight_through(node)) is not None:  # (LSQ's round_pass, (x.round() - x).detach() + x: the
+            return self.grid(hard)                          # round's values)
         if _number(c := self._value(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
             return Grid(c, 1.0, node, frozenset((c,)))
         if depth == 0:
@@ -1318,6 +1320,19 @@ def _disjoint(a, b, ties_at: Callable | None = None) -> bool:
 _BELOW_OR_ABOVE = {"gt": (1, True), "ge": (1, False), "lt": (-1, True), "le": (-1, False)}
 #: casts of a 0/1 mask that keep its 0
 _MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16", "_to_copy"))
+
+
+def _straight_through(node: Node):
+    """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
+    x).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x`` and ``r`` are within a factor
+    of 2, and at ``r == 0``), else None."""
+    if _name(node) != "add" or len(node.args) != 2 or node.kwargs:
+        return None
+    for held, x in (node.args, node.args[::-1]):
+        if isinstance(held, Node) and _name(held) == "detach" and isinstance(diff := _first(held), Node) and \
+                _name(diff) == "sub" and len(diff.args) == 2 and diff.args[1] is x and isinstance(diff.args[0], Node):
+            return diff.args[0]
+    return None
 
 
 def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:

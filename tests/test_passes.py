@@ -2515,6 +2515,24 @@ def test_terms_zero_on_either_side_of_a_point(fn, ties):
     _rewritten_unless_on_a_jump(fn, ties)
 
 
+def _round_pass(v, order=0, scale=None):
+    if order:
+        return v + (v.round() - v).detach()
+    return (v.round() - v).detach() + (v if scale is None else scale * v)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: (_round_pass(h / m.s) > 0).float(), True),
+    (lambda m, h: (_round_pass(h / m.s, order=1) >= 1).float(), True),
+    (lambda m, h: (_round_pass(h / m.s, scale=2) > 0).float(), False)],
+    ids=["round_pass", "round_pass_other_order", "not_the_same_value"])
+def test_a_comparison_of_a_hand_written_straight_through_value_ties_on_its_grid(fn, ties):
+    """LSQ's ``round_pass``, ``(x.round() - x).detach() + x``, holds whole numbers (0 for every ``|x| < 1/2``): ``q >
+    0`` was rewritten, every ``q == 0`` element 1/2 (an activity rate off the model on 256 of 256 rows, a57).  Its
+    value is the round's grid now; ``+ 2 x`` is another value."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
