@@ -272,9 +272,10 @@ class Ties:
         if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
             return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._number_and_node(node)
-        if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers)):
+        if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers) + (
+                self._ratios(node, depth) if name in _DIVS else [])):
             return found + more  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other
-            # operand; v * (h > 0): v's numbers where the mask is 1)
+            # operand; v * (h > 0): v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
         if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
@@ -326,6 +327,40 @@ class Ties:
         # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
         return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at) for o in other)]
 
+    def _ratios(self, node: Node, depth: int) -> list[tuple]:
+        """``(k, source)`` of a quotient ``v / d`` of two values, ``d`` holding no number (a learned clip): ``v`` is
+        ``k * d`` on whole ranges, the quotient ``k`` there (``clamp(h, -a, a) / a``: -1 and 1, exactly)."""
+        operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
+        if not operands or not all(isinstance(a, Node) for a in operands):
+            return []
+        return self._multiples(*operands, depth - 1)
+
+    def _multiples(self, v, d: Node, depth: int) -> list[tuple]:
+        """``(k, source)``: ``v`` is ``k * d`` on whole ranges of inputs, ``source`` the op taking it there (a clamp
+        at its bound ``d`` or ``-d``, ``d`` itself), through ops that keep values and arithmetic with numbers."""
+        if not isinstance(v, Node) or depth == 0:
+            return []
+        if v is d:
+            return [(1.0, v)]
+        found = [(k, v) for c in self._constants(v) if isinstance(c, Node)
+                 for k, _ in self._multiples(c, d, depth - 1)]
+        name = self._name_of(v) if v.op != "call_module" else None
+        if name is None:
+            return found
+        first = _first(v)
+        if _keeps(name, v):
+            return found + self._multiples(first, d, depth - 1)
+        if name == "neg":
+            return found + [(-k, s) for k, s in self._multiples(first, d, depth - 1)]
+        c, other = self._number_and_node(v)
+        if c is None or v.kwargs:
+            return found
+        if name == "mul":
+            return found + [(k * c, s) for k, s in self._multiples(other, d, depth - 1)]
+        if name in _DIVS and other is first and c:
+            return found + [(k / c, s) for k, s in self._multiples(other, d, depth - 1)]
+        return found
+
     def flat(self, x, dim: int) -> Tie | None:
         """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
         (``round(h)``) or a constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x, dim))`` and a top-k
@@ -374,8 +409,9 @@ class Ties:
         if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
             operands = [a for a in node.args[:2] if isinstance(a, Node)]
             return next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
-        if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1))
-            return self._ties(first, 0.0, depth - 1)
+        if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1); clamp(h, -a, a) / a: -1 and 1)
+            ratios = self._ratios(node, depth) if c is None else []
+            return Tie(ratios[0][1]) if ratios else self._ties(first, 0.0, depth - 1)
         if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are)
             return self._ties(node, 0.0, depth)
         return None
@@ -538,6 +574,9 @@ class Ties:
                         (found := self._ties(a, number, depth - 1)) is not None:
                     return Tie(found.source)
             return None
+        if name in _DIVS and c is None and (ratio := next((s for k, s in self._ratios(node, depth) if _same(k, number)),
+                                                         None)) is not None:  # (clamp(h, -a, a) / a at 1)
+            return Tie(ratio)
         if number != 0:
             return None
         if name == "mul" and len(operands) == 2:  # (0 where a factor is 0 on whole ranges)

@@ -2533,6 +2533,25 @@ def test_a_comparison_of_a_hand_written_straight_through_value_ties_on_its_grid(
     _rewritten_unless_on_a_jump(fn, ties)
 
 
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.floor(torch.clamp(h, -m.s, m.s) / m.s * 7), True),
+    (lambda m, h: torch.floor(torch.clamp(h, -m.s, m.s) * 7 / m.s), True),
+    (lambda m, h: torch.ceil(torch.clamp(h, min=-m.s).neg() / m.s * 4), True),
+    (lambda m, h: (torch.clamp(h, -m.s, m.s) / m.s >= 1).float(), True),
+    (lambda m, h: F.one_hot(torch.argmax(torch.clamp(h, -m.s, m.s) / m.s, -1), 6), True),
+    (lambda m, h: torch.round(torch.clamp(h, -m.s, m.s) / m.s * 7), False),
+    (lambda m, h: (torch.clamp(h, -m.s, m.s) / m.s > 0.5).float(), False),
+    (lambda m, h: torch.floor(torch.clamp(h, -m.s, m.s) / (h.abs() + 1) * 7), False)],
+    ids=["signed_pact_floor", "pact_times_levels_first", "ceil_of_negated_bound", "comparison_at_one", "one_hot",
+         "pact_round", "comparison_between", "other_denominator"])
+def test_a_clip_at_a_learned_bound_divided_by_it_sits_on_a_jump(fn, ties):
+    """Signed PACT with a floor, ``floor(clamp(h, -a, a) / a * 7)``, ``a`` a parameter: ``a / a`` is exactly 1, so
+    the input is 7 on every ``h >= a`` (and -7 below ``-a``), one of floor's jumps: it was rewritten, 403 of 601
+    outputs off the model (n - 1/2 there, a57).  The quotient's values ``k`` where the numerator is ``k * a`` count
+    now; round (no jump at whole numbers), a threshold between them and another denominator stay rewritten."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
