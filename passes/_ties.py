@@ -137,6 +137,7 @@ class Ties:
         self.gm, self.kinds, self.number = gm, kinds, number
         self.ranks = ranks or {}                 # (nodes -> their number of dims: a fake run with example inputs)
         self._grids: dict[Node, Grid | None] = {}
+        self._grid_nesting = 0                   # (grid: calls under way, one inside another)
         self._written_targets: set[str] | None = None
         self._writes_found: list | None = None
         self._written_found: dict | None = None
@@ -715,26 +716,51 @@ class Ties:
         if not isinstance(node, Node):
             return None
         if node not in self._grids:
-            self._grids[node] = None  # (a cycle: none)
-            found = self._grid(node, 8)
-            writes = self._written_nodes().get(node, ())
-            if writes and found is None and _attribute(node) not in self._written() and not \
-                    self._reads_written(node) and _number(held := self.number(node)):  # (a start value: zeros_like(x);
-                # not an attribute the graph writes, whose value at the start of a call is what the call before left,
-                # nor a value computed from one written before: v = -m after m.add_(h))
-                found = Grid(float(held), 1.0, node, frozenset((float(held),)))
-            states = []
-            for writer, whole in writes:  # (written in place, in graph order: what it holds before each write, for
-                states.append(found)       # the writer)
-                self._grids[node] = found
-                value = self._held(_written_value(writer))
-                if _number(value):
-                    value = Grid(float(value), 1.0, writer, frozenset((float(value),)))
-                found = value if whole else _union([found, value])  # (c.relu_(): its result; c[0].add_(0.5): a part)
-            if writes:
-                self._states[node] = states
-            self._grids[node] = found
+            if self._grid_nesting > _GRID_NESTING:  # (a long chain, a recurrence unrolled over 100 steps: its inputs'
+                self._warm_grids(node)              # grids first, in graph order, so that no call nests deeper)
+            self._grid_nesting += 1
+            try:
+                self._find_grid(node)
+            finally:
+                self._grid_nesting -= 1
         return self._grids[node]
+
+    def _warm_grids(self, node: Node) -> None:
+        """The grids of ``node``'s inputs, and theirs, not found yet, in graph order: each call finds its inputs'."""
+        todo, found = [node], set()
+        while todo:
+            for a in todo.pop().all_input_nodes:
+                if a not in found and a not in self._grids:
+                    found.add(a)
+                    todo.append(a)
+        before, self._grid_nesting = self._grid_nesting, 0
+        try:
+            for a in sorted(found, key=lambda n: self._order.get(n, -1)):
+                self.grid(a)
+        finally:
+            self._grid_nesting = before
+
+    def _find_grid(self, node: Node) -> None:
+        """Put ``node``'s grid, and its states before each in-place write, in :attr:`_grids` and :attr:`_states`."""
+        self._grids[node] = None  # (a cycle: none)
+        found = self._grid(node, 8)
+        writes = self._written_nodes().get(node, ())
+        if writes and found is None and _attribute(node) not in self._written() and not \
+                self._reads_written(node) and _number(held := self.number(node)):  # (a start value: zeros_like(x);
+            # not an attribute the graph writes, whose value at the start of a call is what the call before left,
+            # nor a value computed from one written before: v = -m after m.add_(h))
+            found = Grid(float(held), 1.0, node, frozenset((float(held),)))
+        states = []
+        for writer, whole in writes:  # (written in place, in graph order: what it holds before each write, for
+            states.append(found)       # the writer)
+            self._grids[node] = found
+            value = self._held(_written_value(writer))
+            if _number(value):
+                value = Grid(float(value), 1.0, writer, frozenset((float(value),)))
+            found = value if whole else _union([found, value])  # (c.relu_(): its result; c[0].add_(0.5): a part)
+        if writes:
+            self._states[node] = states
+        self._grids[node] = found
 
     def _grid(self, node: Node, depth: int) -> Grid | None:
         first = _first(node)
@@ -1683,6 +1709,8 @@ _DIVS = frozenset(("div", "true_divide", "truediv"))
 #: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the
 #: numerator, both terms of a sum not 0 on disjoint ranges)
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
+#: how many ``Ties.grid`` calls may nest before the inputs' grids are found first, in graph order (Python's stack)
+_GRID_NESTING = 64
 #: how many ops deep the terms of a sum are followed for their 0 (``Ties._of_two``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
 _SUM_DEPTH = 3
 #: what ``Ties._names`` holds for a node not looked at yet

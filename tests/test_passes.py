@@ -2552,6 +2552,33 @@ def test_a_clip_at_a_learned_bound_divided_by_it_sits_on_a_jump(fn, ties):
     _rewritten_unless_on_a_jump(fn, ties)
 
 
+def test_a_recurrence_unrolled_over_many_steps_does_not_exhaust_the_stack():
+    """A LIF neuron unrolled over 150 steps (``v = v * 0.9 + cur; s = (v > 1).float(); v = v - s``): the grid of each
+    step's ``v`` was looked for through all the steps before, one Python call inside another, and ``linearize_module``
+    failed with a RecursionError from 100 steps on.  The inputs' grids are found first, in graph order, now."""
+    class LIF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            cur = self.fc(x)
+            v, out = torch.zeros_like(cur), 0
+            for _ in range(150):
+                v = v * 0.9 + cur
+                s = (v > 1.0).float()
+                v = v - s
+                out = out + s
+            return out
+
+    model, x = LIF(), torch.randn(8, 4) * 2
+    gm = sll_fx.linearize_module(model, eps=0.1, verbose=False)
+    assert [e.rewritten for e in gm.sll_report.entries] == [True] * 150
+    gm(x).sum().backward()
+    assert model.fc.weight.grad.abs().sum() > 0
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
