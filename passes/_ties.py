@@ -318,8 +318,8 @@ class Ties:
                         g.values <= {0.0, 1.0}:
                     found += [(v, n) for v, n in self._range_values(a, depth - 1, True) if _number(v)]
             return found
-        depth = min(depth - 1, _SUM_DEPTH)  # (a sum of two values: each term's 0 near it, as a residual chain's
-        # every add would have its terms followed back to the depth)
+        depth -= 1  # (a sum of two values: each term's 0 as deep as any value's, a leaky integrator's 4 steps; a
+        # term not 0 anywhere ends the walk of the other)
         first = zeros(operands[0], depth, False)
         other = zeros(operands[1], depth, False) if first else []
         if not other or _disjoint(*operands, self._at):
@@ -1711,8 +1711,6 @@ _DIVS = frozenset(("div", "true_divide", "truediv"))
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
 #: how many ``Ties.grid`` calls may nest before the inputs' grids are found first, in graph order (Python's stack)
 _GRID_NESTING = 64
-#: how many ops deep the terms of a sum are followed for their 0 (``Ties._of_two``: ``relu(h) * 0.9 + 0.1 * relu(h)``)
-_SUM_DEPTH = 3
 #: what ``Ties._names`` holds for a node not looked at yet
 _UNNAMED = object()
 _JOINS = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"))
