@@ -77,12 +77,14 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
 
 def _written(node: Node, memo: dict) -> list[Node]:
     """What an in-place call writes into (``_mutated``), and what that is a view of, outwards: ``v.view(-1).add_(h)``
-    writes ``v`` too (a ``zeros_like`` accumulator written so was taken for "no gradient reaches its input")."""
+    writes ``v`` too (a ``zeros_like`` accumulator written so was taken for "no gradient reaches its input"), and so
+    does ``v.mul_(0.5).add_(h)`` (an in-place call returns what it wrote into)."""
     found = []
     for w in _mutated(node, memo):
         for _ in range(_VIEW_DEPTH):
             found.append(w)
-            if _op_name(w) not in _BASE_VIEWS or not w.args or not isinstance(w.args[0], Node):
+            if not w.args or not isinstance(w.args[0], Node) or \
+                    _op_name(w) not in _BASE_VIEWS and not _mutated(w, memo):
                 break
             w = w.args[0]
     return found

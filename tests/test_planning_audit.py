@@ -191,6 +191,8 @@ GRADED_CASES = {
         v := torch.zeros_like(h), v.view(-1).add_(h.reshape(-1)), (v >= 1.0).float() * 2)[-1],
     "zeros_like_written_through_an_index": lambda m, h: (
         v := torch.zeros_like(h), v[:, 0].add_(h[:, 0]), (v >= 1.0).float() * 2)[-1],
+    "zeros_like_written_by_chained_in_place_calls": lambda m, h: (  # (the EMA / SpikingJelly charge, a57)
+        v := torch.zeros_like(h), v.mul_(0.5).add_(h), (v >= 0.5).float() * 2)[-1],
 }
 
 
