@@ -441,6 +441,7 @@ class _Planner:
                 continue
             chain.add(v)
             stack += parents[v]
+        read_both = any(u in chain for u, _ in ends)
         chain = sorted(chain, key=self.order.__getitem__)
         for c in chain:
             written = self._writers_through_views(c, list(c.users))  # (also h[:, 0].zero_(): a copy would miss it)
@@ -448,7 +449,7 @@ class _Planner:
                 return (), f"{_describe([c])} is written in place{f' (by {_describe(written)})' if written else ''}"
             if c.is_impure() or _classify(c) or c in self.taken:
                 return (), f"{_describe([c])} is a discrete op or has side effects"
-            if any(u in chain for u, _ in ends):
+            if read_both:  # (once: a sorted list's `in` for every node made a chain of n nodes cost n^2 ends)
                 return (), f"{_describe([c])} is itself read both ways"
         return tuple(chain), ""
 
