@@ -70,19 +70,21 @@ from ._spellings import _match
 
 def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "linear",
                    config: SLLConfig | None = None, example_inputs: tuple | None = None,
-                   no_grad: bool = False, held: str | None = None) -> PassResult:
+                   no_grad: bool = False, held: str | None = None, refuse_inputs: bool = False) -> PassResult:
     """Rewrite ``gm`` in place; the report is attached as ``gm.sll_report``.
 
     ``config`` (an :class:`SLLConfig`) overrides ``eps`` and ``mode`` when given.  ``no_grad``: ``gm`` runs with grad
     mode off (an exported ``torch.no_grad()`` block's body, ``grad_regions.nested_bodies``): no gradient reaches
     its nodes, and its discrete ops stay hard.  ``held``: a reason to leave every discrete op of ``gm`` hard (a
-    ``torch.cond`` branch: ``grad_regions.nested_bodies``).
+    ``torch.cond`` branch: ``grad_regions.nested_bodies``).  ``refuse_inputs``: ``example_inputs`` are the user's: a
+    torch op refusing them is a ValueError (:func:`sll_fx.dtypes.infer_kinds`).
     """
     config = config if config is not None else SLLConfig(eps=eps, mode=mode)
     check_not_decomposed(gm.graph, "linearize_module", "linearize the model, or its program before "
                          "decomposing it; a decomposed program of export_hard's result linearizes as usual")
     ranks: dict = {}  # (of the fake run with example_inputs: the flat rule's dims)
-    planner = _Planner(gm, config, dtypes.infer_kinds(gm, example_inputs, ranks), no_grad=no_grad, ranks=ranks)
+    kinds = dtypes.infer_kinds(gm, example_inputs, ranks, refuse=refuse_inputs)
+    planner = _Planner(gm, config, kinds, no_grad=no_grad, ranks=ranks)
     plan = sorted(planner.plan(), key=lambda s: planner.order[s.node])  # graph order: comparisons first
     if held:
         plan = [planner._hard(s.node, s.rule, held) if s.rewrites else s for s in plan]

@@ -54,7 +54,9 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         verbose: print the rewrite report.
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
-            They describe the top-level graph (not the graphs traced inside opaque modules).
+            They describe the top-level graph (not the graphs traced inside opaque modules).  Inputs a torch op of
+            the model refuses in that run (a wrong shape) are a ``ValueError`` naming the node
+            (:func:`sll_fx.dtypes.infer_kinds`).
             For an exported program, inputs like export's own placeholder values are used when
             none are given.
         concrete_args: passed to ``torch.fx`` for the top-level trace (``{"flag": True}``): a dict of the
@@ -126,7 +128,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         held = held and (f"inside {held}'s nested graph '{path}', which {held} traces with fake tensors when it runs: "
                          "an sll op there cannot read its eps, left hard; compute the branches and select with "
                          "torch.where (linearized) to linearize it")
-        g = linearize_pass(g, config=config, example_inputs=inputs, no_grad=path in no_grad, held=held).graph_module
+        g = linearize_pass(g, config=config, example_inputs=inputs, no_grad=path in no_grad, held=held,
+                           refuse_inputs=inputs is not None and inputs is example_inputs).graph_module
         buffer_literal_eps(g)  # explicit sll ops of the model: their literal eps in a buffer, same value
         return g
 

@@ -9,13 +9,17 @@ factories with their ``dtype=``: ``torch.ones_like(x, dtype=torch.long)``, ``x.n
 ``torch.full(s, 3)``, ``torch.arange(n)``; an exported graph's fake values); with them, from a run on fake
 tensors (``ShapeProp``'s fake copy of the module), up to the first node that cannot run
 there (a data-dependent shape such as ``x[x > 0]``, control flow on values in an opaque
-submodule), and from the graph after it.  Unknown stays unknown: such nodes are rewritten,
-and the sll ops themselves return the exact hard result for non-floating inputs.
+submodule), and from the graph after it; inputs that a torch op of the graph refuses (a shape its
+kernel does not take) are a ValueError naming the node (:func:`infer_kinds`).  Unknown stays unknown: such nodes
+are rewritten, and the sll ops themselves return the exact hard result for non-floating inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
+import threading
 
 import torch
 from torch.fx import GraphModule, Node
@@ -246,12 +250,15 @@ def fetch_attr(gm: GraphModule, target: str):
 
 
 def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
-                ranks: dict | None = None) -> dict[Node, str | None]:
+                ranks: dict | None = None, refuse: bool = False) -> dict[Node, str | None]:
     """Map every node to ``"float"``, ``"int"``, ``"bool"`` or ``None`` (unknown).  ``ranks``: a dict that gets the
     number of dims of each tensor node of the fake run with ``example_inputs`` (none without them).
 
     Never raises for a graph that cannot run on fake tensors: the kinds the run found up to the
-    failing node, the graph's own inference after it (and nothing is printed).
+    failing node, the graph's own inference after it (and nothing is printed or logged).  ``refuse``:
+    ``example_inputs`` are the user's (``linearize_module``'s), and a torch op that fails on them other than for
+    the fake run's own limits (:func:`_refuses`: its meta kernel checks shapes as its real kernel does) is a
+    ValueError naming the node, the op and torch's message: the inputs do not run the model.
     """
     if example_inputs is None:
         return _from_graph(gm)
@@ -261,6 +268,7 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
     from torch.fx.passes.shape_prop import ShapeProp
 
     found: dict[Node, str] = {}
+    failed: list = []  # (node, error) of the node the run stopped at
 
     class _Run(ShapeProp):  # ShapeProp's fake copy of the module; its run_node prints the traceback of a failure
         def run_node(self, n):
@@ -268,6 +276,9 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
             try:
                 with self.fake_mode, enable_python_dispatcher():
                     result = Interpreter.run_node(self, n)
+            except Exception as e:
+                failed.append((n, e))
+                raise
             finally:
                 self.module = self.real_module
             if isinstance(result, torch.Tensor):
@@ -279,12 +290,95 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
             return result
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
+    checked: list = []  # the errors of meta kernels (their shape checks), held back from the log
     try:
-        _Run(gm, fake_mode=mode).propagate(*example_inputs)
+        with _held_back_log(checked):
+            _Run(gm, fake_mode=mode).propagate(*example_inputs)
         stopped = False
     except Exception:  # x[x > 0] (no ShapeEnv: DynamicOutputShapeException), `if x.sum() > 0:` in an opaque module
         stopped = True
+    if refuse and failed and _refuses(gm, *failed[-1], found, checked):
+        raise _inputs_refused(gm, *failed[-1])
     kinds: dict[Node, str | None] = {}
     for node in gm.graph.nodes:
         kinds[node] = found[node] if node in found else _kind_of(gm, node, kinds) if stopped else None
     return kinds
+
+
+@contextlib.contextmanager
+def _held_back_log(errors: list):
+    """Hold back fake_tensor's ERROR records (a meta kernel that raised, with its traceback: 19 lines on stderr) made
+    by this thread while the fake run runs, their errors put in ``errors``: :func:`infer_kinds` handles the failure
+    (the graph's kinds, or the inputs refused with torch's message).  Other threads' records, and lower levels,
+    pass."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    thread = threading.get_ident()
+
+    def passes(record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or record.thread != thread:
+            return True
+        errors.append(record.exc_info[1] if record.exc_info else None)
+        return False
+
+    logger.addFilter(passes)
+    try:
+        yield
+    finally:
+        logger.removeFilter(passes)
+
+
+_DATA_METHODS = frozenset(("numpy", "tolist", "item", "data_ptr", "__array__", "storage", "untyped_storage"))
+_TORCH_MODULES = ("torch", "torch._C._nn", "torch._C._linalg", "torch._C._special", "torch._C._fft",
+                  "torch.nn.functional", "torch.functional", "_operator", "builtins")
+
+
+def _fake_limits() -> tuple:
+    """The errors of a fake run's own limits: an op without a fake kernel, a data-dependent shape or value."""
+    from torch._subclasses import fake_tensor as ft
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+    return (NotImplementedError, GuardOnDataDependentSymNode, ft.UnsupportedOperatorException,
+            ft.DynamicOutputShapeException, ft.DataDependentOutputException, ft.UnsupportedFakeTensorException,
+            ft.UnsupportedMutationAliasingException, ft.MetadataMismatchError)
+
+
+def _refuses(gm: GraphModule, node: Node, error: Exception, found: dict, checked: list) -> bool:
+    """Did ``node`` fail in the fake run on the inputs themselves: a meta kernel's check raised ``error`` (one of
+    ``checked``: also inside an opaque module), or a torch op (a torch function, an aten or sll op, a method of a
+    tensor, a torch.nn leaf) raised other than for :func:`_fake_limits`?  A meta kernel checks shapes and dtypes as
+    its real kernel does.  Other code of an opaque module or a custom op may fail on fake tensors alone
+    (``.numpy()``, no fake kernel): not refused."""
+    if isinstance(error, _fake_limits()) or not isinstance(error, (RuntimeError, ValueError, IndexError, TypeError)):
+        return False
+    seen, chain = set(), [error]
+    while chain:  # (the error, or what it became: an opaque module's code may raise from it)
+        e = chain.pop()
+        if e is None or id(e) in seen:
+            continue
+        if any(e is c for c in checked):
+            return True
+        seen.add(id(e))
+        chain += [e.__cause__, e.__context__]
+    t = node.target
+    if node.op == "call_method":  # (a method of a tensor of the run, not a data access)
+        return t not in _DATA_METHODS and bool(node.args) and node.args[0] in found
+    if node.op == "call_module":
+        from .tracer import torch_leaf
+        return torch_leaf(gm.get_submodule(t))
+    if node.op != "call_function":
+        return False
+    if isinstance(t, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return str(t).split(".")[0] in ("aten", "prims", "sll")
+    return getattr(t, "__module__", None) in _TORCH_MODULES
+
+
+def _inputs_refused(gm: GraphModule, node: Node, error: Exception) -> ValueError:
+    """The ValueError of ``example_inputs`` that ``node``'s op refused (:func:`_refuses`)."""
+    from .tracer import source_of
+    t = node.target
+    op = (f"{type(gm.get_submodule(t)).__name__} '{t}'" if node.op == "call_module" else
+          f".{t}()" if node.op == "call_method" else getattr(t, "__name__", None) or str(t))
+    where = ", ".join(filter(None, (op, source_of(node))))
+    line = next((s for s in str(error).splitlines() if s.strip()), "")
+    return ValueError(f"linearize_module: example_inputs do not run the model: node '{node.name}' ({where}) raised "
+                      f"{type(error).__name__}: {line}\nFix: pass example_inputs the model runs on (the inputs of a "
+                      "real call: their shapes and dtypes), or none (node dtypes then come from the graph)")

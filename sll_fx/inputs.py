@@ -55,7 +55,8 @@ def check_concrete_args(model, concrete_args, what: str = "linearize_module") ->
 def check_example_inputs(model, inputs, concrete_args: dict | None) -> None:
     """``example_inputs`` must be a tuple (or list) of values ``model``'s forward takes positionally, with
     ``concrete_args`` (checked before, :func:`check_concrete_args`) for the rest: a bare tensor, or too few or too
-    many values, were ignored silently (dtypes then came from the graph alone)."""
+    many values, were ignored silently (dtypes then came from the graph alone).  Their shapes are checked by the
+    fake run that reads the dtypes (:func:`sll_fx.dtypes.infer_kinds`)."""
     if not isinstance(inputs, (tuple, list)):
         raise TypeError(f"linearize_module: example_inputs must be a tuple of the forward's inputs, got a "
                         f"{type(inputs).__name__}\nFix: example_inputs=(x,)")

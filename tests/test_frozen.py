@@ -1004,3 +1004,67 @@ def test_example_inputs_with_an_unknown_concrete_arg_are_refused_and_take_a_posi
     gm = sll_fx.linearize_module(PositionalOnly(), eps=0.1, verbose=False, example_inputs=(x,),
                                  concrete_args={"flag": True})
     assert gm.sll_report.rewritten
+
+
+class _Features(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.round(self.lin(x).view(-1, 8))
+
+
+class _OpaqueFeatures(_Features):
+    def forward(self, x):
+        if x.dim() == 2:  # (fx: a branch on a proxy, kept opaque; the fake run reads the dim)
+            return torch.round(self.lin(x))
+        return x
+
+
+@pytest.mark.parametrize("model, inputs, node, op, message", [
+    (_Features(), (torch.zeros(3, 7),), "lin", "Linear 'lin'", "a and b must have same reduction dim"),
+    (_Features(), (torch.zeros(2, 4),), None, None, None),
+    (_Features(), (torch.zeros(3, 4),), "view", ".view()", "shape '[-1, 8]' is invalid for input of size 12"),
+    (nn.Sequential(_OpaqueFeatures()), (torch.zeros(3, 7),), "_0", "_OpaqueFeatures '0'",
+     "a and b must have same reduction dim"),
+])
+def test_example_inputs_the_model_does_not_run_on_are_refused_naming_the_node(model, inputs, node, op, message,
+                                                                            capfd):
+    """Inputs of the wrong shape were taken: the fake run failed, the dtypes came from the graph, and torch logged a
+    19-line ERROR traceback on stderr (a58).  A torch op refusing them (also inside an opaque module) is a
+    ValueError naming the node, the op and torch's message; nothing is logged."""
+    if node is None:  # (a shape the model runs on: 8 elements -> view(-1, 8))
+        gm = sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=inputs)
+        assert gm.sll_report.counts["rewritten"] == 1
+    else:
+        with pytest.raises(ValueError) as e:
+            sll_fx.linearize_module(model, eps=0.1, verbose=False, example_inputs=inputs)
+        text = str(e.value)
+        assert text.startswith(f"linearize_module: example_inputs do not run the model: node '{node}' ({op}")
+        assert f"raised RuntimeError: {message}" in text
+        assert "\nFix: pass example_inputs the model runs on" in text and "or none" in text
+    assert capfd.readouterr().err == ""
+
+
+def test_example_inputs_the_fake_run_cannot_follow_still_fall_back_to_the_graph(capfd):
+    """The fake run's own limits (a data-dependent shape, .numpy() in an opaque module) are no refusal: the model runs
+    on these inputs."""
+    class Numpy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # (kept opaque)
+                return x * float(x.detach().numpy().sum())
+            return x
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.np = Numpy()
+
+        def forward(self, x):
+            return torch.round(self.np(x)) + torch.floor(x[x > 0]).sum()
+
+    x = torch.rand(3, 4) + 0.1
+    gm = sll_fx.linearize_module(Model(), eps=0.1, verbose=False, example_inputs=(x,))
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), Model()(x))
+    assert capfd.readouterr().err == ""
