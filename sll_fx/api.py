@@ -109,7 +109,8 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
         check_concrete_args(model, concrete_args)
     if example_inputs is not None:
         check_example_inputs(model, example_inputs, concrete_args)
-    other_names = config.check_against(model, also=module_paths(model) if exported_graph else ())
+    other_names = config.check_against(model, also=module_paths(model) if exported_graph else (),
+                                       also_types=exported.module_types(model) if exported_graph else ())
     if exported_graph:
         top = model  # not retraced: map_graphs rewrites a copy of export's own graph
     else:

@@ -16,7 +16,8 @@ sets, in one frozen value:
 Priority, most specific first: a submodule by qualified name (the longest matching name
 wins) > a submodule by type (the innermost enclosing module of a listed type) > the rule
 kind (``kind_eps``) > the default.  Mode: by name > by type > the default.  Unknown kinds,
-unknown submodule names and non-module types are a ``ValueError`` naming them; a bad eps or
+unknown submodule names, non-module types and module types the model holds no submodule of are a
+``ValueError`` naming them; a bad eps or
 mode in ``kind_eps``/``module_eps``/``module_mode`` is an ``EpsError``/``ModeError`` naming the
 dict and the key (``SLLConfig: module_mode['enc']: mode='hrad' is not one of ...``).
 
@@ -162,12 +163,14 @@ class SLLConfig:
         eps = self.eps_for(kind, stack)
         return isinstance(eps, str) and eps == "auto"
 
-    def check_against(self, model: nn.Module, also: Iterable[str] = ()) -> list[str]:
+    def check_against(self, model: nn.Module, also: Iterable[str] = (), also_types: Iterable = ()) -> list[str]:
         """Every submodule name the config uses exists in ``model`` (or is one of ``also``: the submodules an
-        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer).  A module
-        shared by several parents has a name per parent (``encoder.blk``, ``dec.blk``), and a node is named by the
-        call it was made in, so each name covers the calls through it.  Returns the names used that are not a
-        module's first name (see :func:`check_reached`)."""
+        exported graph's nodes name, which ``ep.module()`` drops when they hold no parameter or buffer), and every
+        module type is a submodule's (:meth:`_check_types`).  A module shared by several parents has a name per
+        parent (``encoder.blk``, ``dec.blk``), and a node is named by the call it was made in, so each name covers
+        the calls through it.  Returns the names used that are not a module's first name (see
+        :func:`check_reached`)."""
+        self._check_types(model, also_types)
         keys = [k for k in (*self.module_eps, *self.module_mode, *self.skip) if isinstance(k, str)]
         if not keys:
             return []
@@ -180,6 +183,27 @@ class SLLConfig:
                     raise ValueError(f"SLLConfig: no submodule named {key!r} in {type(model).__name__} "
                                      f"(submodules: {', '.join(sorted(n for n in first if n)) or 'none'})")
         return others
+
+    def _check_types(self, model: nn.Module, also_types: Iterable = ()) -> None:
+        """Every module type in ``module_eps``/``module_mode``/``skip`` is the type (or a base) of a submodule of
+        ``model``, or of one an exported graph's nodes name (``also_types``: classes, or export's class names): one
+        the model does not hold selected nothing, silently, where a misspelled name is refused (a58).  The model's
+        own type is no submodule's (its nodes sit in no submodule of it)."""
+        held = [type(m) for path, m in model.named_modules() if path]
+        held += [t for t in also_types if isinstance(t, type)]
+        names = {t for t in also_types if isinstance(t, str)}
+        for table in ("module_eps", "module_mode", "skip"):
+            for key in getattr(self, table):
+                if not isinstance(key, type) or any(issubclass(t, key) for t in held) or \
+                        f"{key.__module__}.{key.__qualname__}" in names:
+                    continue
+                own = (f"; {type(model).__name__} is the model itself, whose nodes take SLLConfig's eps and mode"
+                       if isinstance(model, key) else "")
+                types = sorted({t.__name__ for t in held} | {n.rpartition(".")[2] for n in names})
+                raise ValueError(f"SLLConfig: {table} names the type {key.__name__}, and {type(model).__name__} holds "
+                                 f"no submodule of it{own} (its submodules' types: {', '.join(types) or 'none'})\n"
+                                 f"Fix: drop {key.__name__} from {table}, or name a type (or a submodule) the model "
+                                 "holds")
 
     def check_opaque_shared(self, model: nn.Module, opaque_paths: list[str]) -> None:
         """No ``module_eps``/``module_mode`` name covers some but not all the paths of a shared submodule kept

@@ -229,6 +229,13 @@ def example_inputs(gm: fx.GraphModule) -> tuple | None:
     return tuple(args)
 
 
+def module_types(gm: fx.GraphModule) -> set:
+    """The module types an exported graph's nodes were made in (``nn_module_stack``: export's class names, or the
+    classes :func:`_resolve_module_types` put there), for ``SLLConfig``'s check of its type keys."""
+    return {value[1] for node in gm.graph.nodes for value in (node.meta.get("nn_module_stack") or {}).values()
+            if isinstance(value, tuple) and len(value) == 2}
+
+
 def _resolve_type(name: str):
     """``"torch.nn.modules.linear.Linear"`` -> the class, looked up in ``sys.modules`` (nothing is imported)."""
     parts = name.split(".")

@@ -249,8 +249,9 @@ def test_eps_per_submodule_type_innermost_and_subclasses():
     # order of the type keys does not matter either: innermost wins
     gm2 = run(SLLConfig(eps=0.05, module_eps={Leaf: 0.02, Block: 0.2}))
     assert eps_table(gm2) == eps_table(gm)
-    # a type that is not in the model: nothing changes
-    assert eps_table(run(SLLConfig(eps=0.05, module_eps={nn.Conv2d: 0.3}))) == eps_table(run(SLLConfig(eps=0.05)))
+    # a type that is not in the model: refused (it selected nothing, silently: a59)
+    with pytest.raises(ValueError, match="module_eps names the type Conv2d"):
+        run(SLLConfig(eps=0.05, module_eps={nn.Conv2d: 0.3}))
 
 
 def test_priority_name_type_kind_default():
@@ -476,6 +477,27 @@ def test_unknown_submodule_name_is_a_value_error_naming_it(kwargs, name):
         sll_fx.linearize_module(model, cfg, verbose=False)
     assert name in str(info.value)
     assert [k for k, _ in before] == list(model.state_dict())
+
+
+@pytest.mark.parametrize("kwargs,table,name", [
+    ({"module_eps": {nn.BatchNorm1d: 0.1}}, "module_eps", "BatchNorm1d"),
+    ({"module_mode": {nn.Conv2d: "hard"}}, "module_mode", "Conv2d"),
+    ({"skip": (nn.Conv2d,)}, "skip", "Conv2d"),
+    ({"module_eps": {Leaf: 0.2, Net: 0.1}}, "module_eps", "Net"),
+], ids=["module_eps", "module_mode", "skip", "the_model_itself"])
+def test_a_module_type_the_model_does_not_hold_is_a_value_error_naming_it(kwargs, table, name):
+    """Accepted silently and selecting nothing, where a misspelled name was refused (a58); types the model holds
+    (its own submodules', a base of them, a torch.nn leaf's) are taken."""
+    model = Net()
+    with pytest.raises(ValueError) as info:
+        sll_fx.linearize_module(model, SLLConfig(**kwargs), verbose=False)
+    text = str(info.value)
+    assert text.startswith(f"SLLConfig: {table} names the type {name}, and Net holds no submodule of it")
+    assert "(its submodules' types: Block, LayerNorm, Leaf, SubLeaf)\nFix: drop " + f"{name} from {table}" in text
+    assert ("Net is the model itself" in text) == (name == "Net")
+    gm = sll_fx.linearize_module(model, SLLConfig(eps=0.1, module_eps={Leaf: 0.2, nn.Module: 0.3},
+                                                  skip=(nn.LayerNorm,)), verbose=False)
+    assert gm.sll_report.rewritten
 
 
 @pytest.mark.parametrize("kwargs,name", [
