@@ -68,7 +68,7 @@ from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats a
 from .errors import EpsError
 from .graph_module import _FX_CONSTANT, EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
-from .ops import check_eps, check_has_value, is_sll_target
+from .ops import check_eps, check_has_value, check_no_grad, is_sll_target
 from .report import RewriteReport, StripReport
 from .tracer import module_of, source_of
 
@@ -417,12 +417,14 @@ def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
 
 def _as_eps(eps, what: str = "set_eps") -> float:
     """``eps`` as a Python float: any real number ``float()`` takes (int, float, numpy scalar, a one-element
-    tensor: its item); else an ``EpsError`` saying what to pass.  Range and limits are ``check_eps``'s."""
+    tensor without gradient: its item); else an ``EpsError`` saying what to pass.  Range and limits are
+    ``check_eps``'s."""
     if isinstance(eps, torch.Tensor):
         if eps.numel() != 1 or eps.dtype == torch.bool or eps.is_complex():
             raise EpsError(f"{what}: eps must be one real number, got a {eps.dtype} tensor of shape "
                            f"{tuple(eps.shape)}; pass float(eps) of one value")
         check_has_value(what, eps)
+        check_no_grad(what, eps)  # (as linearize_module: read as a number, it would get no gradient)
         return float(eps.detach().item())
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise EpsError(f"{what}: eps must be a real number (float, int, numpy scalar or one-element tensor), got "
@@ -629,7 +631,7 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
     ``gt``, not the ``compare`` it became).  Raises before changing anything.
 
     ``eps``: a positive real number within each selected op's limit: a float, an int, a numpy scalar or a
-    one-element tensor (its value).  ``where``:
+    one-element tensor (its value; one that requires grad is an ``EpsError``, as in ``linearize_module``).  ``where``:
 
     - ``None``: every sll node (explicit ``sll_fx.*`` ops included);
     - a string, read as the first of these that matches anything:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .errors import EpsError, ModeError
-from .ops import DEFAULT_EPS, check_eps, check_has_value, check_method, check_mode
+from .ops import DEFAULT_EPS, check_eps, check_has_value, check_method, check_mode, check_no_grad
 from .rules import KIND_GROUPS, KINDS
 
 ModuleKey = Union[str, type]
@@ -64,10 +64,7 @@ def _number(eps, what: str = "SLLConfig"):
     them too); anything else as it is, for the checks to name.  ``what``: the caller, for the error."""
     if isinstance(eps, torch.Tensor) and eps.numel() == 1 and eps.is_floating_point():
         check_has_value(what, eps)
-        if eps.requires_grad:  # (it would be read as a number: no gradient could reach it)
-            raise EpsError(f"{what}: eps requires grad, but it is read as a number (each op's band half-width, "
-                           f"{float(eps.detach())!r}), which gets no gradient\nFix: pass eps.detach(), or a Python "
-                           "float")
+        check_no_grad(what, eps)  # (it would be read as a number: no gradient could reach it)
         return float(eps)
     if isinstance(eps, numbers.Real) and not isinstance(eps, (bool, int, float, torch.Tensor)):
         return float(eps)

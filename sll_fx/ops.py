@@ -175,6 +175,15 @@ def check_has_value(what: str, eps: Tensor) -> None:
                        "Python float (eps=0.1), or a tensor that holds the value (torch.tensor(0.1))")
 
 
+def check_no_grad(what: str, eps: Tensor) -> None:
+    """An ``EpsError`` naming ``what`` for an eps tensor that requires grad: ``linearize_module``, ``SLLConfig``,
+    ``set_eps`` and ``load_eps`` read it as the number it holds (each op's band half-width), which gets no
+    gradient."""
+    if eps.requires_grad:
+        raise EpsError(f"{what}: eps requires grad, but it is read as a number (each op's band half-width, "
+                       f"{float(eps.detach())!r}), which gets no gradient\nFix: pass eps.detach(), or a Python float")
+
+
 def _eager_cpu(eps: Tensor) -> bool:
     """True when ``eps`` is a plain CPU tensor in plain eager mode: its value may be read for free.
 

@@ -601,8 +601,8 @@ def test_set_eps_on_a_nested_graph_module_is_refused_pointing_to_the_model():
 
 
 @pytest.mark.parametrize("eps", [np.float32(0.25), np.float64(0.25), torch.tensor(0.25), torch.tensor([0.25]),
-                                 torch.tensor(0.25, dtype=torch.float64, requires_grad=True), 1],
-                         ids=["np.float32", "np.float64", "tensor0d", "tensor1", "tensor_grad", "int"])
+                                 torch.tensor(0.25, dtype=torch.float64), 1],
+                         ids=["np.float32", "np.float64", "tensor0d", "tensor1", "tensor_float64", "int"])
 def test_set_eps_takes_any_real_number(eps):
     model, gm = make(0.1)
     names = sll_fx.set_eps(gm, eps, where="sign")
@@ -635,6 +635,26 @@ def test_set_eps_and_load_eps_refuse_an_eps_on_the_meta_device_naming_it():
     with pytest.raises(sll_fx.EpsError, match=rf"^load_eps: state\['{name}'\]: eps is a tensor on the 'meta' device"):
         sll_fx.load_eps(gm, {**state, name: torch.tensor(0.2, device="meta")})
     assert snapshot(gm) == before
+
+
+def test_set_eps_and_load_eps_refuse_an_eps_that_requires_grad_as_linearize_module_does():
+    """A tensor requiring grad was read as its number silently (a58), where linearize_module refuses it: no gradient
+    reaches an eps read as a number.  The same EpsError, naming the function (and load_eps' key)."""
+    model, gm = make(0.1)
+    before = snapshot(gm)
+    eps = torch.tensor(0.2, requires_grad=True)
+    with pytest.raises(sll_fx.EpsError, match=r"^SLLConfig: eps requires grad"):
+        sll_fx.linearize_module(model, eps=eps, verbose=False)
+    with pytest.raises(sll_fx.EpsError, match=r"^set_eps: eps requires grad, but it is read as a number \(each op's "
+                                              r"band half-width, 0\.2.*\), which gets no gradient\nFix: pass "
+                                              r"eps\.detach\(\), or a Python float$"):
+        sll_fx.set_eps(gm, eps)
+    state = sll_fx.eps_state(gm)
+    name = next(iter(state))
+    with pytest.raises(sll_fx.EpsError, match=rf"^load_eps: state\['{name}'\]: eps requires grad"):
+        sll_fx.load_eps(gm, {**state, name: eps})
+    assert snapshot(gm) == before
+    assert len(sll_fx.set_eps(gm, eps.detach(), where="sign")) == 3
 
 
 @pytest.mark.parametrize("call", ["set_eps", "eps_state", "load_eps"])
