@@ -47,7 +47,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
             ``None``: the config's (``SLLConfig.method``), else "sll".
         target, calibrate_steps: for ``eps="auto"``: each node's eps is calibrated so that a fraction
             ``target`` of its inputs lies in its band (all of them for a node of parameters alone),
-            on the first ``calibrate_steps`` forward calls (a positive int; or by ``sll_fx.calibrate``); see
+            on the first ``calibrate_steps`` forward calls (a positive int, ``np.int64`` too; or by ``sll_fx.calibrate``); see
             :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.  With a fixed
             eps, ``target`` is the default of a later ``sll_fx.calibrate(gm, x)``, and a
             ``calibrate_steps`` other than 1 is a ``ValueError`` (it would be ignored).
@@ -99,7 +99,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
                          f"eps is fixed here\nFix: drop calibrate_steps, or calibrate explicitly with "
                          "sll_fx.calibrate(gm, x) on a batch")
     if config.auto:
-        check_steps(calibrate_steps)
+        calibrate_steps = check_steps(calibrate_steps)
     exported_graph = exported.is_exported_graph(model)
     if concrete_args is not None:
         if exported_graph:

@@ -558,20 +558,22 @@ def _kind(value) -> str:
     return f"a tensor of {value.numel()} elements" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def check_steps(steps) -> None:
-    """``calibrate_steps`` must be a positive int: the number of forward calls ``eps="auto"`` calibrates on."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+def check_steps(steps) -> int:
+    """``calibrate_steps`` must be a positive integral number (an int, ``np.int64``; not a bool): the number of
+    forward calls ``eps="auto"`` calibrates on.  Returns it as an int."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"linearize_module: calibrate_steps={steps!r} must be a positive int, the number of forward "
                          'calls eps="auto" calibrates on (0 would leave the placeholder eps in use)\nFix: '
                          "calibrate_steps=1 (the default); to calibrate explicitly instead, call "
                          "sll_fx.calibrate(gm, x) before the first forward call (it replaces the automatic "
                          "calibration), or pass a fixed eps to linearize_module")
+    return int(steps)
 
 
 def start_auto(gm: nn.Module, *, target: float = DEFAULT_TARGET, steps: int = 1) -> None:
     """Mark ``gm`` uncalibrated: its next ``steps`` forward calls calibrate eps (``linearize_module(eps="auto")``)."""
     check_target(target, "linearize_module")
-    check_steps(steps)
+    steps = check_steps(steps)
     report = getattr(gm, "sll_report", None)
     if hasattr(report, "calibrating"):
         report.calibrating = True   # the report shows "auto" until the first calibration

@@ -4,6 +4,7 @@ import copy
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import fx, nn
@@ -673,6 +674,19 @@ def test_a_node_that_never_sees_an_element_keeps_its_placeholder_and_is_named():
 def test_calibrate_steps_must_be_a_positive_int(steps):
     with pytest.raises(ValueError, match=r"calibrate_steps=\S+ must be a positive int(.|\n)*Fix: calibrate_steps=1"):
         sll_fx.linearize_module(Net(), calibrate_steps=steps, verbose=False)
+
+
+@pytest.mark.parametrize("steps", [np.int64(2), np.int32(2), 2])
+def test_calibrate_steps_takes_any_integral_number(steps):
+    """np.int64(2) was refused ("must be a positive int") where eps takes numpy scalars (a58)."""
+    gm = sll_fx.linearize_module(_Rounder(), calibrate_steps=steps, verbose=False)
+    x = torch.randn(64, 4)
+    gm(x)
+    assert sll_fx.is_calibrating(gm)
+    gm(x)
+    assert not sll_fx.is_calibrating(gm)
+    with pytest.raises(ValueError, match=r"calibrate_steps=np\.int64\(0\) must be a positive int"):
+        sll_fx.linearize_module(_Rounder(), calibrate_steps=np.int64(0), verbose=False)
 
 
 @pytest.mark.parametrize("steps", [0, -2])
