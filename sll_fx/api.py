@@ -51,7 +51,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
             :mod:`sll_fx.calibration`.  Until then the nodes run with a placeholder eps.  With a fixed
             eps, ``target`` is the default of a later ``sll_fx.calibrate(gm, x)``, and a
             ``calibrate_steps`` other than 1 is a ``ValueError`` (it would be ignored).
-        verbose: print the rewrite report.
+        verbose: print the rewrite report (a bool; another value is a ``TypeError``).
         example_inputs: optional inputs; when given, node dtypes come from a fake-tensor run,
             so integer inputs are recognised (and left hard) even where the graph cannot tell.
             They describe the top-level graph (not the graphs traced inside opaque modules).  Inputs a torch op of
@@ -87,6 +87,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     from sll_fx.passes import linearize_pass
 
     check_mode("linearize_module", mode)
+    _check_verbose("linearize_module", verbose)
     model = exported.as_module(model)
     if not isinstance(model, torch.nn.Module):
         raise not_a_module(model)
@@ -157,6 +158,13 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     return gm
 
 
+def _check_verbose(what: str, verbose) -> None:
+    """``verbose`` is a bool: another value was read as true or false (``verbose="no"`` printed the report)."""
+    if not isinstance(verbose, bool):
+        raise TypeError(f"{what}: verbose={verbose!r} must be a bool (True prints the report), got "
+                        f"{type(verbose).__name__}\nFix: verbose=False (or True)")
+
+
 def _refuse_linearized(model: torch.nn.Module) -> None:
     """A result of ``linearize_module`` given to it again: its sll ops would count as explicit ones, kept with their
     eps and mode, and nothing be rewritten; the eps and mode given were ignored silently (a58).  (A linearized part
@@ -185,6 +193,7 @@ def export_hard(model: torch.nn.Module, verbose: bool = True) -> fx.GraphModule:
     """
     from sll_fx.passes import strip_pass
 
+    _check_verbose("export_hard", verbose)
     model = unwrap_compiled(exported.as_module(model))  # (a compiled wrapper strips as the module it wraps)
     if not isinstance(model, torch.nn.Module):
         raise not_a_module(model)

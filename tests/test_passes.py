@@ -14,6 +14,7 @@ import copy
 import math
 import operator
 import os
+import re
 import pickle
 import subprocess
 import sys
@@ -777,6 +778,17 @@ def test_report_str_is_a_table_and_verbose_prints_it(capsys):
     for e in hard.sll_report.entries:
         assert e.node in out
     sll_fx.export_hard(gm, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("call", ["linearize_module", "export_hard"])
+@pytest.mark.parametrize("verbose", ["no", 0, None])
+def test_verbose_must_be_a_bool(call, verbose, capsys):
+    """verbose="no" is truthy and printed the report (a58): a TypeError naming the function and the argument."""
+    model = _state_model()
+    with pytest.raises(TypeError, match=rf"^{call}: verbose={re.escape(repr(verbose))} must be a bool \(True prints "
+                                        rf"the report\), got {type(verbose).__name__}\nFix: verbose=False"):
+        getattr(sll_fx, call)(model, verbose=verbose)
     assert capsys.readouterr().out == ""
 
 
