@@ -601,6 +601,7 @@ def heaviside(x: Tensor, eps: float | Tensor = DEFAULT_EPS, *, values: Tensor | 
               mode: str = "linear", method: str = "sll") -> Tensor:
     """SLL ``torch.heaviside(x, values)``: ``clamp(x/(2eps) + 1/2, 0, 1)``; the hard value at 0 is ``values``."""
     _check_x("heaviside", x)
+    _check_arg("heaviside", "values", values, numbers.Real, "a number or a tensor", "values=0.5")
     if not isinstance(values, Tensor):
         values = torch.tensor(values, dtype=x.dtype, device=x.device)
     return torch.ops.sll.heaviside(x, values, eps=_explicit_eps(eps, method, "heaviside"), mode=op_mode(mode, method))

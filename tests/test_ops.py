@@ -998,10 +998,13 @@ def test_a_bad_tensor_eps_is_an_eps_error_where_its_value_is_at_hand(eps, match)
                                            r"str\nFix: pass threshold=0\.3$"),
     (lambda x: sll_fx.round(x, 0.01, decimals=1.5), r"sll_fx\.round: decimals=1\.5 must be an int, got float\nFix: "
                                                     r"pass decimals=1$"),
-], ids=["round_eps_str", "sign_eps_list", "threshold_eps_str", "threshold_str", "decimals_float"])
+    (lambda x: sll_fx.heaviside(x, 0.1, values="a"), r"sll_fx\.heaviside: values='a' must be a number or a tensor, "
+                                                     r"got str\nFix: pass values=0\.5$"),
+], ids=["round_eps_str", "sign_eps_list", "threshold_eps_str", "threshold_str", "decimals_float", "heaviside_values"])
 def test_an_explicit_op_argument_of_the_wrong_type_is_a_type_error_naming_it(call, message):
     """The op's schema matching raised "Overloaded torch operator invoked from Python failed to match any schema", and
-    for sll_fx.threshold(x, 0.3, "0.1") blamed the argument 'threshold' (audit)."""
+    for sll_fx.threshold(x, 0.3, "0.1") blamed the argument 'threshold' (audit); heaviside(x, 0.1, values="a") raised
+    torch's "new(): invalid data type 'str'" (a58)."""
     with pytest.raises(TypeError, match=rf"^{message}"):
         call(torch.randn(4))
 
