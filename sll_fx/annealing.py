@@ -272,6 +272,14 @@ def require_sll(gm: nn.Module, what: str) -> None:
                      "gm = sll_fx.linearize_module(model)")
 
 
+def require_sll_node(gm: nn.Module, what: str) -> None:
+    """:func:`require_sll` for a function that reads every sll node of ``gm`` (a root), not only those with an eps to
+    set (``eps_state``, ``band_stats``): given the original model, they returned nothing, silently (a58)."""
+    if not any(n.op == "call_function" and is_sll_target(n.target) for m in gm.modules()
+               if isinstance(m, fx.GraphModule) for n in m.graph.nodes):
+        require_sll(gm, what)
+
+
 def settable(node: fx.Node) -> bool:
     """Has sll ``node`` an eps to read and set: a literal or a module's tensor, not one its forward computes (an
     explicit op given ``(h.std() * 0.1).detach()``), nor none (``sll.select``)?"""
@@ -352,8 +360,9 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
     names) and, for nodes of nested GraphModules (the traced children of opaque modules),
     ``"<module path>.<name>"`` (``"b.g.sign"``): the names ``band_stats`` and ``sll_fx.calibrate``
     print.  Selections (``torch.where``, ``masked_fill``) have no eps of their own (theirs is their
-    comparison's) and are not listed.  A plain ``dict`` of ``str`` -> ``float``: it saves with
-    ``torch.save`` and loads with ``torch.load(..., weights_only=True)``; put it back with
+    comparison's) and are not listed.  A module holding no sll node that is no ``linearize_module`` result (the
+    original model, an ``export_hard`` result) is a ``ValueError``.  A plain ``dict`` of ``str`` -> ``float``: it
+    saves with ``torch.save`` and loads with ``torch.load(..., weights_only=True)``; put it back with
     :func:`load_eps` (eps is not in the ``state_dict``: its buffers are non-persistent)::
 
         torch.save({"model": gm.state_dict(), "eps": sll_fx.eps_state(gm)}, "ckpt.pt")
@@ -362,7 +371,7 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
         gm.load_state_dict(ckpt["model"])
         sll_fx.load_eps(gm, ckpt["eps"])
     """
-    _root(gm, "eps_state")
+    require_sll_node(_root(gm, "eps_state"), "eps_state")
     return {name: node_eps(mod, node) for name, _, mod, node in _named_nodes(gm)
             if settable(node)}
 

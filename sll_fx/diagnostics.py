@@ -226,6 +226,8 @@ class BandStats:
                  max_steps: int | None = None):
         if not isinstance(gm, torch.nn.Module):
             raise TypeError(f"band_stats: expected an nn.Module (a GraphModule), got {type(gm).__name__}")
+        from .annealing import _root, require_sll_node  # (annealing imports this module)
+        require_sll_node(_root(gm, "band_stats"), "band_stats")  # (the original model: nothing to record, a58)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise ValueError(f"band_stats: threshold={threshold!r} must be a fraction in [0, 1]")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -532,8 +534,10 @@ def band_stats(gm: torch.nn.Module, *, threshold: float = 0.01, window: int = 20
     (``method="ste"`` / ``"sigmoid"``) get that estimator's gradient and no warning ("Estimators").
 
     Args:
-        gm: the module to watch, normally the result of ``linearize_module`` (any module works;
-            nested GraphModules holding sll nodes are measured too, their nodes named ``"path.node"``).
+        gm: the module to watch, normally the result of ``linearize_module`` (any module holding sll nodes works;
+            nested GraphModules holding sll nodes are measured too, their nodes named ``"path.node"``); one
+            holding none that is no ``linearize_module`` result (the original model, an ``export_hard`` result) is
+            a ``ValueError`` naming the fix.
         threshold: the band fraction below which a step counts as starved.
         window: consecutive starved steps before the warning.
         max_steps: keep the records of at most this many recent steps (``None``: all).

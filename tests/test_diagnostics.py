@@ -492,19 +492,24 @@ def test_deepcopy_inside_block_is_a_clean_module():
 # other modules: none linearized, nested, skipped nodes, recompiles
 # ----------------------------------------------------------------------------------------
 
-def test_module_without_sll_nodes_gives_empty_stats():
-    gm = fx.symbolic_trace(Sign())  # never linearized: torch.sign, no sll node
-    x = torch.tensor(SIGN_X)
+def test_module_without_sll_nodes_is_refused_and_a_linearized_one_with_none_gives_empty_stats():
+    """A module never linearized (the original model given for gm) recorded nothing, silently (a58): a ValueError, as
+    calibrate/freeze_eps/eps_state give (assertion changed on purpose: it gave empty stats).  A linearize_module
+    result that rewrote nothing gives empty stats."""
+    for model in (fx.symbolic_trace(Sign()), Mixed()):  # (torch.sign, no sll node; not a GraphModule at all)
+        with pytest.raises(ValueError, match=rf"^band_stats: {type(model).__name__} holds no sll node: it is no "
+                                             r"linearize_module result \(the original model\?\)\nFix: call it on "
+                                             r"the linearized model"):
+            band_stats(model)
+        assert "forward" not in model.__dict__
+    hard = sll_fx.export_hard(linearize(Sign(), 0.1), verbose=False)
+    with pytest.raises(ValueError, match=r"^band_stats: Sign is an export_hard result"):
+        band_stats(hard)
+    gm = sll_fx.linearize_module(nn.Linear(6, 6), eps=0.1, verbose=False)
     with band_stats(gm) as stats:
-        assert torch.equal(gm(x), torch.sign(x))
+        gm(torch.randn(2, 6))
     assert stats.steps == 1 and stats.records == [] and stats.summary() == []
     assert str(stats).startswith("sll_fx.band_stats: 1 step(s), 0 sll node(s)")
-    assert "forward" not in gm.__dict__
-
-    plain = Mixed()  # not a GraphModule at all
-    with band_stats(plain) as stats:
-        plain(torch.randn(2, 6))
-    assert stats.steps == 1 and stats.records == [] and "forward" not in plain.__dict__
 
 
 class Outer(nn.Module):

@@ -657,6 +657,20 @@ def test_set_eps_and_load_eps_refuse_an_eps_that_requires_grad_as_linearize_modu
     assert len(sll_fx.set_eps(gm, eps.detach(), where="sign")) == 3
 
 
+def test_eps_state_of_the_original_model_is_refused():
+    """It returned {} silently (a58), where calibrate and freeze_eps refuse it: the same ValueError.  A linearized
+    model that rewrote nothing, or whose only sll node computes its eps, gives {}."""
+    model, gm = make(0.1)
+    with pytest.raises(ValueError, match=r"^eps_state: Net holds no sll node: it is no linearize_module result \(the "
+                                         r"original model\?\)\nFix: call it on the linearized model"):
+        sll_fx.eps_state(model)
+    with pytest.raises(ValueError, match=r"^eps_state: Net is an export_hard result"):
+        sll_fx.eps_state(sll_fx.export_hard(gm, verbose=False))
+    assert sll_fx.eps_state(sll_fx.linearize_module(nn.Linear(2, 2), eps=0.1, verbose=False)) == {}
+    computed = fx.symbolic_trace(Fn(lambda x: sll_fx.round(x, (x.std() * 0.1).detach())))
+    assert sll_fx.eps_state(computed) == {}
+
+
 @pytest.mark.parametrize("call", ["set_eps", "eps_state", "load_eps"])
 @pytest.mark.parametrize("model", [None, lambda x: x], ids=["None", "function"])
 def test_set_eps_eps_state_and_load_eps_of_no_module_are_a_type_error(call, model):
