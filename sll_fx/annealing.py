@@ -652,7 +652,8 @@ def set_eps(gm: fx.GraphModule, eps: float, where: Where = None) -> list[str]:
          (below): ``"round"`` stays every round node even when the first of them is named ``round``
          (set that node alone with ``sll_fx.load_eps(gm, {"round": eps})``);
       2. a submodule's qualified name (``"enc"``, ``"enc.0"``): the nodes inside it, at any depth;
-         it takes precedence over a kind (a submodule named ``round`` means that submodule);
+         it takes precedence over a kind (a submodule named ``round`` means that submodule); ``""``, the root's
+         name in ``named_modules()``, is every node (as ``None``);
       3. a rule kind (``"round"``, ``"gt"``, ``"where"``: the comparisons feeding a where) or a group
          (``"compare"``, ``"select"``);
       4. the unqualified name of a node of a nested graph, when only one graph has it;

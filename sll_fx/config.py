@@ -7,7 +7,8 @@ sets, in one frozen value:
 - ``kind_eps``: eps per rule kind (``"round"``, ``"gt"``, ... or a group: ``"compare"`` for the
   four comparisons, ``"select"`` for where/masked_fill);
 - ``module_eps`` / ``module_mode``: per submodule, keyed by qualified name (``"encoder.block1"``,
-  covering everything below it) or by module type (``nn.TransformerEncoderLayer``);
+  covering everything below it; ``""``, the root's name in ``named_modules()``: the whole model) or by module
+  type (``nn.TransformerEncoderLayer``);
 - ``disabled``: rule kinds switched off (their nodes stay hard and are reported so);
 - ``skip``: submodules (names or types) left exactly as they are: not rewritten;
 - ``method``: the estimator, ``"sll"`` (default), ``"ste"`` or ``"sigmoid"``; those two run the hard
@@ -331,7 +332,8 @@ def _matches(key: ModuleKey, stack) -> bool:
 def _lookup(table: Mapping, stack):
     if not table:
         return None
-    by_name = [(len(k), v) for k, v in table.items() if isinstance(k, str) and any(_within(p, k) for p, _ in stack)]
+    by_name = [(len(k), v) for k, v in table.items()  # ("": the root, every node; a top-level one has no stack)
+               if isinstance(k, str) and (k == "" or any(_within(p, k) for p, _ in stack))]
     if by_name:
         return max(by_name, key=lambda kv: kv[0])[1]
     for _, t in reversed(stack):  # innermost first

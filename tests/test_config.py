@@ -241,6 +241,19 @@ def test_eps_per_submodule_name_longest_wins_prefix_is_a_path():
     assert eps_table(gm2) == eps_table(gm)
 
 
+def test_the_roots_empty_name_covers_the_whole_model_top_level_nodes_included():
+    """``""`` is the root's qualified name: module_eps={"": v} set the nodes inside submodules only, a top-level node
+    (no module stack) kept the default (a59); set_eps(where="") and an exported graph's stack cover every node."""
+    gm = run(SLLConfig(eps=0.05, module_eps={"": 0.2, "enc": 0.1}, kind_eps={"round": 0.3}))
+    for (module, kind), eps in eps_table(gm).items():
+        expected = 0.1 if module == "enc" or module.startswith("enc.") else 0.2
+        assert eps == expected, (module, kind, eps)
+    assert ("", "round") in eps_table(gm)
+    hard = run(SLLConfig(eps=0.05, module_mode={"": "hard"}))
+    moded = [n for n in sll_nodes(hard) if "mode" in n.kwargs and not is_soft_mask(n)]  # (a selection: its mask)
+    assert {n.kwargs["mode"] for n in moded} == {"hard"} and any(module_of(n) == "" for n in moded)
+
+
 def test_eps_per_submodule_type_innermost_and_subclasses():
     gm = run(SLLConfig(eps=0.05, module_eps={Block: 0.2, Leaf: 0.02}))
     for (module, kind), eps in eps_table(gm).items():

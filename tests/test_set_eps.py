@@ -155,6 +155,13 @@ def test_where_submodule_name_covers_descendants_only():
             assert e.eps == (0.3 if e.module == "enc" else 0.1), e
 
 
+def test_where_the_roots_empty_name_is_the_whole_model():
+    """``""`` is the root's qualified name (``named_modules()``'s first): every node, as ``where=None``."""
+    model, gm = make(0.1)
+    assert sll_fx.set_eps(gm, 0.2, where="") == sll_fx.set_eps(gm, 0.2)
+    assert set(sll_fx.eps_state(gm).values()) == {0.2}
+
+
 def test_where_node_name_of_the_sll_node():
     model, gm = make(0.1)
     node = next(n for n in eps_nodes(gm) if kind(n) == "round" and module_of(n) == "dec")
