@@ -11,7 +11,8 @@ a bool or an integer (``.bool()``, ``~``, ``==``, ``.long()``, ``x[mask]``, an o
 passes no gradient and would see fractional values, so it keeps reading the hard result (or,
 with no float use at all, the node stays hard), also after arithmetic that carries the values on
 (``(1 - mask).bool()``, ``round(h).clamp(0, 3).long()``: ``_Planner._read_as_mask``; where such a chain is shared
-with float uses, the integer use gets its own copy of it on the hard result: ``_copy_chain``); a cast to the
+with float uses, the integer use gets its own copy of it on the hard result: ``_copy_chain``; a hard heaviside, which
+has no derivative, reads its inputs through ``.detach()``: ``_detach_hard_heavisides``); a cast to the
 dtype of another tensor the graph does not tell (``.to(idx.dtype)``) counts as such a use.  A node whose
 value reaches the output only through ``.detach()`` is a straight-through estimator already and stays hard
 (``_Planner._verdict``, ``_reach_output``), and so does a node that no gradient reaches
@@ -103,6 +104,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     created = _note_kept_originals(gm.graph, plan, created, {n: s.name for n, s in twins.items()})
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
     isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
+    _detach_hard_heavisides(gm.graph, plan, planner, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
         for key in STALE_META:  # (torch.export computes fresh ones when the result is exported again)
@@ -137,6 +139,30 @@ def _note_kept_originals(graph, plan: list[_Step], created: list, surrogate_name
     for node in [n for n in created if n.op == "call_method" and n.target in ("to", "type_as")]:
         _erase_if_unused(graph, node)
     return [n for n in created if not getattr(n, "_erased", False)]
+
+
+def _detach_hard_heavisides(graph, plan: list[_Step], planner: _Planner, created: list) -> None:
+    """Let each ``torch.heaviside`` that stays in the graph (the hard copy a rewritten one keeps for its uses left
+    hard, or one left hard as its uses pass no gradient) read its inputs through ``.detach()``: torch has no
+    derivative for heaviside, so a gradient reaching it (0: through a ceil left hard) failed the backward with
+    "derivative for aten::heaviside is not implemented"; its derivative is 0 wherever it has one, which the detach
+    gives.  Not one whose rule the config switches off (left as the model has it).  The detaches are marked
+    ``("input", None)`` (``HARD_COPY``): ``export_hard`` drops them."""
+    graded = None
+    for step in plan:
+        node = step.node
+        if step.rule is None or step.rule.kind != "heaviside" or getattr(node, "_erased", True) or \
+                is_sll_target(node.target) or not step.rewrites and planner.config.is_disabled(step.rule.kind):
+            continue
+        graded = planner._gradients()[0] if graded is None else graded
+        for arg in [a for a in node.all_input_nodes if a in graded]:
+            with graph.inserting_before(node):
+                cut = graph.call_function(torch.ops.aten.detach.default, (arg,)) if rules.is_aten_level(node) \
+                    else graph.call_method("detach", (arg,))
+            cut.meta.update({k: v for k, v in node.meta.items() if k in _EPS_META})
+            cut.meta[HARD_COPY] = ("input", None)
+            node.replace_input_with(arg, cut)
+            created.append(cut)
 
 
 #: a pattern's own pieces (``step.extra``), kept with its original for a use left hard (not its input ``x``)

@@ -98,7 +98,12 @@ def _merge_hard_copies(graph, restored: dict) -> None:
     call on the same inputs next to them: a rewritten op's original (``("sll", name)``) with the op restored from
     that sll node (``restored``: sll node name -> restored node; also respelled, ``operator.gt`` as ``torch.gt``),
     then a copy of a chain or cast (``("of", name)``) with its original, which reads the restored op too; a pattern's
-    pieces (``("piece", None)``) left unused are dropped.  The hard model computes each once, as the model does."""
+    pieces (``("piece", None)``) left unused are dropped.  The hard model computes each once, as the model does.  The
+    detaches before a hard heaviside (``("input", None)``: it has no derivative) go first: it reads its inputs again."""
+    for node in list(graph.nodes):
+        if node.meta.get(HARD_COPY) == ("input", None):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
     by_name = {n.name: n for n in graph.nodes}
     for node in list(graph.nodes):
         mark = node.meta.get(HARD_COPY)

@@ -990,3 +990,71 @@ def test_a_chain_written_through_a_view_is_not_copied():
     gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)
     with torch.no_grad():
         assert_bitwise(gm(x), model(x))
+
+
+class HeavisideBesideACeil(nn.Module):
+    """A heaviside with a float use and a use left hard (a ceil on its jump: relu(h) * s is 0 on h <= 0.1)."""
+
+    def __init__(self, spelled="function", float_use=True):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.spelled, self.float_use = spelled, float_use
+
+    def forward(self, x):
+        h = self.fc(x)
+        v = torch.tensor(0.0)
+        s = (h - 0.1).heaviside(v) if self.spelled == "method" else torch.heaviside(h - 0.1, v)
+        return (s if self.float_use else h) + torch.ceil(F.relu(h) * s)
+
+
+def _calls(gm, name: str) -> int:
+    """The nodes of ``gm`` calling an op whose name holds ``name``."""
+    return sum(name in (n.target if n.op == "call_method" else str(n.target)) for n in gm.graph.nodes
+               if n.op in ("call_function", "call_method"))
+
+
+def _weight_grad(model, out):
+    model.zero_grad()
+    out.sum().backward()
+    return model.fc.weight.grad.clone(), model.fc.bias.grad.clone()
+
+
+@pytest.mark.parametrize("spelled", ["function", "method", "exported"])
+def test_a_hard_copy_of_a_heaviside_passes_the_surrogate_gradient(spelled):
+    """A heaviside rewritten for its float use kept a hard torch.heaviside for its use left hard (the ceil); the
+    gradient reached it through the ceil (0, but autograd calls its backward) and backward failed with torch's
+    "derivative for aten::heaviside is not implemented", naming no node (a54), as the model does.  The copy reads a
+    detached input now: fc gets the surrogate's gradient; export_hard is the model, bit for bit, without the detach."""
+    torch.manual_seed(0)
+    model, x, eps = HeavisideBesideACeil("method" if spelled == "method" else "function"), torch.randn(256, 8), 0.05
+    source = torch.export.export(model, (x,)) if spelled == "exported" else model
+    gm = sll_fx.linearize_module(source, eps, verbose=False)
+    assert [(e.node, e.rewritten) for e in gm.sll_report.entries] == [("heaviside", True), ("ceil", False)]
+    got = _weight_grad(model, gm(x))
+    h = model.fc(x).detach().requires_grad_()
+    g, = torch.autograd.grad(sll_fx.heaviside(h - 0.1, eps, values=0.0).sum(), h)  # (the ceil's path: 0)
+    assert torch.equal(g != 0, (h - 0.1).abs() < eps) and (g != 0).sum() > 0
+    torch.testing.assert_close(got, (g.T @ x, g.sum(0)))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    traced = source.graph_module if spelled == "exported" else fx.symbolic_trace(model)
+    assert _calls(hard, "detach") == _calls(traced, "detach") and _calls(hard, "heaviside") == 1, hard.code
+    with torch.no_grad():
+        assert_bitwise(hard(x), model(x))
+
+
+def test_a_heaviside_left_hard_as_its_uses_pass_no_gradient_reads_a_detached_input():
+    """``ceil(relu(h) * heaviside(h - 0.1, 0)) + h``: every use of the heaviside left hard, it stays hard, and a
+    backward through the ceil failed on it ("derivative for aten::heaviside is not implemented", a54).  It reads a
+    detached input now: fc's gradient is the one of the ``+ h`` alone.  Switched off by the config, it stays as the
+    model has it."""
+    torch.manual_seed(0)
+    model, x = HeavisideBesideACeil(float_use=False), torch.randn(64, 8)
+    gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+    assert [(e.node, e.rewritten) for e in gm.sll_report.entries] == [("heaviside", False), ("ceil", False)]
+    got = _weight_grad(model, gm(x))
+    torch.testing.assert_close(got, (torch.ones(64, 8).T @ x, torch.full((8,), 64.0)))
+    hard = sll_fx.export_hard(gm, verbose=False)
+    assert _calls(gm, "detach") == 1 and _calls(hard, "detach") == 0
+    assert_bitwise(hard(x), model(x))
+    off = sll_fx.linearize_module(model, sll_fx.SLLConfig(eps=0.05, disabled=("heaviside",)), verbose=False)
+    assert _calls(off, "detach") == 0
