@@ -480,12 +480,7 @@ def _name_eps_error(error: EpsError, root) -> EpsError | None:
     generated forward of the traceback was at, when only torch and sll_fx frames lie below it."""
     named = getattr(error, _NAMED, None)
     if named is None:
-        tb, frame, lineno = error.__traceback__, None, None
-        while tb is not None:  # (outermost first: keep the innermost frame outside torch and sll_fx)
-            name = tb.tb_frame.f_code.co_filename
-            if name.startswith(_GENERATED) or not (name.startswith(_TORCH_DIR) or name.startswith(_SLL_DIR)):
-                frame, lineno = tb.tb_frame, tb.tb_lineno
-            tb = tb.tb_next
+        frame, lineno = _raising_frame(error)
         located = _node_of(frame, None, lineno) if frame is not None else None
         if located is None or not located[1]:
             return None
@@ -504,10 +499,73 @@ def _name_eps_error(error: EpsError, root) -> EpsError | None:
     return out
 
 
+def _raising_frame(error: BaseException) -> tuple:
+    """(frame, line) of the innermost frame of ``error``'s traceback outside torch and sll_fx, generated forwards
+    counted in (the call of the sll op that raised, where one did); (None, None) without one."""
+    tb, frame, lineno = error.__traceback__, None, None
+    while tb is not None:  # (outermost first: keep the innermost frame outside torch and sll_fx)
+        name = tb.tb_frame.f_code.co_filename
+        if name.startswith(_GENERATED) or not (name.startswith(_TORCH_DIR) or name.startswith(_SLL_DIR)):
+            frame, lineno = tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+    return frame, lineno
+
+
+#: attribute of an error :func:`_note_node` gave a note: the note (an enclosing module words it again)
+_NOTE = "_sll_node_note"
+
+
+def _note_node(error: Exception, root) -> None:
+    """Add a note to ``error`` (any but an EpsError, raised by an sll op of ``root``'s forward or of a GraphModule
+    nested in it, given inputs it cannot take: a threshold of a shape that does not broadcast, an integer tensor)
+    that names the node, as the report does, the op it was rewritten from and its source line; torch's type and
+    message stay.  Nothing where no sll node of a generated forward raised it (the op's line is the innermost
+    frame outside torch and sll_fx)."""
+    frame, lineno = _raising_frame(error)
+    if frame is None or not frame.f_code.co_filename.startswith(_GENERATED) or \
+            not isinstance(owner := frame.f_locals.get("self"), torch.fx.GraphModule):
+        return
+    match = _ASSIGN.match(linecache.getline(frame.f_code.co_filename, lineno))
+    node = next((n for n in owner.graph.nodes if match is not None and n.name == match.group(1)), None)
+    if node is None or node.op != "call_function" or not _is_sll(node.target):
+        return
+    path = "" if owner is root else next((p for p, m in root.named_modules() if m is owner), None)
+    if path is None:  # (not one of root's modules: named by the module that holds it)
+        return
+    note = _node_note(owner, node, path)
+    old = getattr(error, _NOTE, None)  # (named by a nested module first: once, by the outermost's path)
+    notes = getattr(error, "__notes__", [])
+    if old is not None and old in notes:
+        notes.remove(old)
+    error.add_note(note)
+    setattr(error, _NOTE, note)
+
+
+def _node_note(owner, node, path: str) -> str:
+    """The note :func:`_note_node` adds: the node's report name, its op, the op it came from, source, fix."""
+    from .diagnostics import sll_node_names
+    from .rules import sll_op_name
+    from .tracer import module_of, source_of
+
+    name = sll_node_names(owner.graph, path).get(node) or node.name
+    report = getattr(owner, "sll_report", None)
+    entry = next((e for e in getattr(report, "entries", ()) if e.node == node.meta.get("sll_entry")
+                  and e.module == module_of(node)), None)
+    made = f", rewritten from {entry.op}" if entry is not None else ""
+    where = ", ".join(w for w in (f"graph node '{node.name}'" if name.rpartition(".")[2] != node.name else "",
+                                  f"submodule '{module_of(node)}'" if module_of(node) else "",
+                                  source_of(node)) if w)
+    return (f"sll_fx: raised by node '{name}' of the linearized module (sll.{sll_op_name(node.target)}{made}"
+            f"{'; ' + where if where else ''}); check the shapes and dtypes of the inputs it read against the "
+            "model's (a threshold or buffer set by hand, an input of another shape, an integer tensor where the op "
+            "takes floats)")
+
+
 def call(gm, call_next, args, kwargs):
     """``SLLGraphModule.__call__``: ``call_next(*args, **kwargs)``, checked on a new signature; an EpsError of one
     of its sll nodes (an eps too wide for its op, too small for the dtype it runs in) names the node, also when
-    no check runs (under ``torch.no_grad()``, a signature seen before)."""
+    no check runs (under ``torch.no_grad()``, a signature seen before); any other error an sll node raises gets a
+    note naming it (:func:`_note_node`)."""
     if torch.compiler.is_compiling():  # first: dynamo folds it and traces nothing else here
         return call_next(*args, **kwargs)
     try:
@@ -517,6 +575,9 @@ def call(gm, call_next, args, kwargs):
         if named is None:
             raise
         raise named from None
+    except Exception as e:  # (no cost until one is raised)
+        _note_node(e, gm)
+        raise
 
 
 def _call(gm, call_next, args, kwargs):

@@ -947,3 +947,80 @@ def test_an_invalid_eps_met_at_call_time_names_the_node_in_every_grad_mode(conte
                                               r"is too wide"):
         with ctx():
             gm(torch.tensor([0.5, 1.25]))
+
+
+class _BufferGate(nn.Module):
+    def __init__(self, n=5):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("t", torch.zeros(n))  # (of 5: does not broadcast with lin's 4 features)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return torch.sign(h) + (h > self.t).float() * h
+
+
+class _BufferGateInside(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.m = _BufferGate()
+
+    def forward(self, x):
+        return self.m(x)
+
+
+class _BufferCompare(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("t", torch.zeros(5))
+
+    def forward(self, x):
+        return (x > self.t).float() * x
+
+
+class _BranchyGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.g = _BufferCompare()
+
+    def forward(self, x):  # control flow on a value: kept opaque, ``g`` traced (a nested GraphModule)
+        return self.g(x) if x.sum() > 0 else -x
+
+
+class _NestedGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = _BranchyGate()
+
+    def forward(self, x):
+        return torch.round(x) + self.b(x)
+
+
+def _raised(call) -> Exception:
+    with pytest.raises(Exception) as info:
+        call()
+    return info.value
+
+
+@pytest.mark.parametrize("context", ["enable_grad", "no_grad", "inference_mode"])
+def test_a_run_time_error_of_an_sll_op_names_the_node(context):
+    """An sll op given inputs it cannot take at run time (a threshold buffer that does not broadcast with its input)
+    raised torch's error alone: no node, no op, no source line (only an EpsError named one; a58).  It keeps torch's
+    type and message, with a note naming the node as the report does, the op it came from, submodule and source."""
+    ctx = getattr(torch, context)
+    gm = sll_fx.linearize_module(_BufferGateInside(), eps=0.1, verbose=False)
+    with ctx():
+        e = _raised(lambda: gm(torch.randn(3, 4)))
+    assert type(e) is RuntimeError and str(e).startswith("The size of tensor a (4) must match the size of tensor b (5)")
+    (note,) = e.__notes__
+    assert note.startswith("sll_fx: raised by node 'gt' of the linearized module (sll.compare, rewritten from x > t; "
+                           "graph node 'compare', submodule 'm', test_dtypes.py:"), note
+    assert "check the shapes and dtypes of the inputs it read" in note
+    nested = sll_fx.linearize_module(_NestedGate(), eps=0.1, verbose=False)  # a nested graph's node: by its path, once
+    with ctx():
+        e = _raised(lambda: nested(torch.ones(3, 4)))
+    (note,) = e.__notes__
+    assert type(e) is RuntimeError and note.startswith("sll_fx: raised by node 'b.g.gt' of the linearized module"), note
+    with ctx():  # (an error of another node: torch's alone)
+        e = _raised(lambda: gm(torch.randn(3, 5)))
+    assert type(e) is RuntimeError and not getattr(e, "__notes__", None)
