@@ -50,6 +50,7 @@ from sll_fx.grad_regions import is_detached_call
 from ._aliases import _writes
 from ._patterns import _THROUGH, _arg, _rank
 from ._spellings import _op_name
+from ._uses import _mutated
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ class Ties:
         first = _first(node)
         if _keeps(name, node) or name in _PUTS:
             return found + self._range_values(first, depth - 1, numbers)
+        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's values)
+            return found + self._range_values(hard, depth - 1, numbers)
         if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
             low, high = self._number_bounds(name, node)  # bounds)
             first = self._extremum_operands(node)[0] if name in _EXTREMA else first
@@ -398,6 +401,8 @@ class Ties:
         if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
                 name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
             return self._flat(first, depth - 1)
+        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
+            return self._flat(hard, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (a part whose elements tie)
             return next((f for a in first if (f := self._flat(a, depth - 1)) is not None), None)
         if name == "where":
@@ -519,6 +524,8 @@ class Ties:
         first = _first(node)
         if _keeps(name, node):
             return self._ties(first, t, depth - 1)
+        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0: relu's 0)
+            return self._ties(hard, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
             return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
         if name == "where" or name in _PUTS and (put := _put(name, node)) is not None:  # (where its condition picks
@@ -1060,7 +1067,7 @@ class Ties:
         if name in _ALL_IF_CONTIGUOUS:
             known = self._meta(_first(view))
             return known is not None and known.is_contiguous()
-        return name in _ALL_VIEWS
+        return name in _ALL_VIEWS or bool(_mutated(view))  # (an in-place call's result: all it wrote into)
 
     def _meta(self, node, depth: int | None = None) -> torch.Tensor | None:
         """A meta tensor of ``node``'s shape, strides and dtype where it is known without inputs: an exported graph's
@@ -1256,12 +1263,13 @@ def _viewed_attribute(node, copies: set | None = None) -> str | None:
 
 
 def _viewed(node):
-    """``node`` and the nodes it is a view of, outwards (``c[0]``, ``c``, up to a node no view makes)."""
+    """``node`` and the nodes it is a view of, outwards (``c[0]``, ``c``, up to a node no view makes; an in-place
+    call's result is what it wrote into: ``t.add_(h).relu_()`` writes ``t``)."""
     for _ in range(_VIEW_DEPTH):
         if not isinstance(node, Node):
             return
         yield node
-        if _name(node) not in _VIEWS:
+        if _name(node) not in _VIEWS and not _mutated(node):
             return
         node = _first(node)
 
@@ -1389,14 +1397,17 @@ _MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16",
 
 def _straight_through(node: Node):
     """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
-    x).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x`` and ``r`` are within a factor
-    of 2, and at ``r == 0``), else None."""
-    if _name(node) != "add" or len(node.args) != 2 or node.kwargs:
+    x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
+    and ``r`` are within a factor of 2, and at ``r == 0``), else None."""
+    name = _name(node)
+    if name not in ("add", "sub") or len(node.args) != 2 or node.kwargs:
         return None
-    for held, x in (node.args, node.args[::-1]):
+    for held, x in (node.args[::-1], node.args) if name == "add" else ((node.args[1], node.args[0]),):
         if isinstance(held, Node) and _name(held) == "detach" and isinstance(diff := _first(held), Node) and \
-                _name(diff) == "sub" and len(diff.args) == 2 and diff.args[1] is x and isinstance(diff.args[0], Node):
-            return diff.args[0]
+                _name(diff) == "sub" and len(diff.args) == 2 and not diff.kwargs:
+            r, other = diff.args if name == "add" else diff.args[::-1]
+            if other is x and isinstance(r, Node):
+                return r
     return None
 
 
@@ -1434,6 +1445,8 @@ def _name(node: Node) -> str | None:
     if name and name.startswith("__") and name.endswith("__"):  # (h.__setitem__(m, v), t.__getitem__(0))
         name = name[2:-2]
     name = _IN_PLACE_OPERATORS.get(name, name)  # (operator.iadd, h.__iadd__(1): add, written in place)
+    if name in ("max", "min") and isinstance(_arg(node, 1, "other", None), Node):  # (torch.max(a, b): of two tensors)
+        return "maximum" if name == "max" else "minimum"
     return name.rstrip("_") if name and not name.startswith("_") else name
 
 

@@ -2612,6 +2612,38 @@ def test_a_recurrence_unrolled_over_many_steps_does_not_exhaust_the_stack():
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+def _chained_in_place(then):
+    def fn(m, h):
+        t = h.clone()
+        then(t.add_(h))
+        return t
+    return fn
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.round(torch.max(-h, torch.tensor(0.0)) + 0.5), True),
+    (lambda m, h: torch.round(torch.min(m.t * 0, h) - 0.5), True),
+    (lambda m, h: torch.round(torch.max(h, -1).values * 2 + 0.5), False),
+    (lambda m, h: (h - (h - torch.round(h)).detach() > 0).float(), True),
+    (lambda m, h: torch.floor(h - (h - torch.ceil(h)).detach()), True),
+    (lambda m, h: ((F.relu(h) - h).detach() + h > 0).float(), True),
+    (lambda m, h: (h + (torch.clamp(h, 0, 1) - h).detach() > 0).float(), True),
+    (lambda m, h: (h - (h - torch.tanh(h)).detach() > 0.1).float(), False),
+    (lambda m, h: torch.floor(_chained_in_place(lambda v: v.relu_())(m, h) + 1), True),
+    (lambda m, h: (_chained_in_place(lambda v: v.relu_())(m, h) > 0).float(), True),
+    (lambda m, h: (_chained_in_place(lambda v: v.mul_(2))(m, h) > 0).float(), False)],
+    ids=["torch_max_of_two", "torch_min_bound_first", "torch_max_over_a_dim", "ste_subtracted", "ste_subtracted_ceil",
+         "ste_of_relu", "ste_of_clamp", "ste_of_tanh", "chained_relu_floor", "chained_relu_comparison",
+         "chained_mul"])
+def test_other_spellings_of_extrema_straight_through_values_and_in_place_writes(fn, ties):
+    """Spellings the tie check did not read (a61): ``torch.max(a, b)`` of two tensors (read as a reduction: its bound 0
+    unseen, ``round(max(-h, 0) + 0.5)`` rewritten, 3006 outputs off); ``x - (x - r).detach()`` and a straight-through
+    value of relu or clamp (only ``(r - x).detach() + x`` of a grid was; 1000 to 6000 off); ``t.add_(h).relu_()``, an
+    in-place call on another's result (the relu_ write to ``t`` unseen: 3001 off).  ``torch.max`` over a dim, a
+    straight-through tanh and a chained ``mul_`` stay rewritten."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
 def test_a_rounding_op_of_a_gated_value_does_not_crash():
     """``torch.floor(h * (h > 0).float())``: the gate's {0, 1} scaled by ``h`` (no number) crashed the new jump check
     (``TypeError: unsupported operand type(s) for *: 'float' and 'NoneType'``, a51); its 0 sits on floor's jump."""
