@@ -151,6 +151,7 @@ class Ties:
         self._writer_nodes: set[Node] | None = None  # (_writers: the nodes that write in place)
         self._writing: bool | None = None        # (_any_write: whether the graph writes anything in place)
         self._names: dict[Node, str | None] = {}  # (_name_of: nodes -> their op's name)
+        self._stes: dict[Node, Node | None] = {}  # (_straight_through: nodes -> the hard value they hold)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
@@ -255,7 +256,7 @@ class Ties:
         first = _first(node)
         if _keeps(name, node) or name in _PUTS:
             return found + self._range_values(first, depth - 1, numbers)
-        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's values)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return found + self._range_values(hard, depth - 1, numbers)
         if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
             low, high = self._number_bounds(name, node)  # bounds)
@@ -401,7 +402,7 @@ class Ties:
         if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
                 name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
             return self._flat(first, depth - 1)
-        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return self._flat(hard, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (a part whose elements tie)
             return next((f for a in first if (f := self._flat(a, depth - 1)) is not None), None)
@@ -469,6 +470,12 @@ class Ties:
             name = self._names[node] = _name(node)
         return name
 
+    def _straight_through(self, node: Node) -> Node | None:
+        """:func:`_straight_through` of ``node``, once per node."""
+        if node not in self._stes:
+            self._stes[node] = _straight_through(node)
+        return self._stes[node]
+
     def _any_write(self) -> bool:
         """Does the graph write anything in place, or call a module that may write its attributes?"""
         if self._writing is None:
@@ -524,7 +531,7 @@ class Ties:
         first = _first(node)
         if _keeps(name, node):
             return self._ties(first, t, depth - 1)
-        if (hard := _straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0: relu's 0)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0: relu's 0)
             return self._ties(hard, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
             return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
@@ -791,8 +798,8 @@ class Ties:
         first = _first(node)
         if (found := self._int_grid(node)) is not None:
             return found
-        if (hard := _straight_through(node)) is not None:  # (LSQ's round_pass, (x.round() - x).detach() + x: the
-            return self.grid(hard)                          # round's values)
+        if self._name_of(node) in _SUMS and (hard := self._straight_through(node)) is not None:  # (LSQ's round_pass,
+            return self.grid(hard)  # (x.round() - x).detach() + x: the round's values)
         if _number(c := self._value(node)):  # (torch.zeros_like(x), a membrane's start: that one value)
             return Grid(c, 1.0, node, frozenset((c,)))
         if depth == 0:
@@ -1722,6 +1729,8 @@ _DIVS = frozenset(("div", "true_divide", "truediv"))
 #: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the
 #: numerator, both terms of a sum not 0 on disjoint ranges)
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
+#: the ops a hand-written straight-through value ends with (:func:`_straight_through`)
+_SUMS = frozenset(("add", "sub"))
 #: how many ``Ties.grid`` calls may nest before the inputs' grids are found first, in graph order (Python's stack)
 _GRID_NESTING = 64
 #: what ``Ties._names`` holds for a node not looked at yet
