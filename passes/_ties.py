@@ -18,6 +18,8 @@ reason from :meth:`Ties.of`:
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`),
   ``minimum``/``maximum`` with a number (a clamp), a product with a 0/1 mask at its other factor's constant,
   average pooling at any constant;
+- through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``: ``r``'s
+  values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
   ``cnt.add_(spike)``); an attribute a module the graph calls may write (``scans.state_written``) is not read.
 
@@ -531,7 +533,7 @@ class Ties:
         first = _first(node)
         if _keeps(name, node):
             return self._ties(first, t, depth - 1)
-        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0: relu's 0)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0)
             return self._ties(hard, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
             return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
@@ -1407,7 +1409,7 @@ def _straight_through(node: Node):
     x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
     and ``r`` are within a factor of 2, and at ``r == 0``), else None."""
     name = _name(node)
-    if name not in ("add", "sub") or len(node.args) != 2 or node.kwargs:
+    if name not in _SUMS or len(node.args) != 2 or node.kwargs:
         return None
     for held, x in (node.args[::-1], node.args) if name == "add" else ((node.args[1], node.args[0]),):
         if isinstance(held, Node) and _name(held) == "detach" and isinstance(diff := _first(held), Node) and \
