@@ -739,6 +739,10 @@ class Ties:
                 self._find_grid(node)
             finally:
                 self._grid_nesting -= 1
+        if self._reader is not None and (states := self._states.get(node)) is not None:  # (written in place later:
+            k = self._writes_before(self._written_nodes()[node])  # what it holds where it is read, o = a.clone();
+            if k < len(states):                                   # a.add_(h); floor(o - 1.0): a's round grid)
+                return states[k]
         return self._grids[node]
 
     def _warm_grids(self, node: Node) -> None:
@@ -759,7 +763,7 @@ class Ties:
     def _find_grid(self, node: Node) -> None:
         """Put ``node``'s grid, and its states before each in-place write, in :attr:`_grids` and :attr:`_states`."""
         self._grids[node] = None  # (a cycle: none)
-        found = self._grid(node, 8)
+        found = self._read_at(node, lambda: self._grid(node, 8))  # (its inputs as it reads them)
         writes = self._written_nodes().get(node, ())
         if writes and found is None and _attribute(node) not in self._written() and not \
                 self._reads_written(node) and _number(held := self.number(node)):  # (a start value: zeros_like(x);

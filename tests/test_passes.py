@@ -2666,3 +2666,35 @@ def test_an_accumulator_of_relu_values_ties_a_one_hot():
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     assert not [e for e in gm.sll_report.entries if e.node == "one_hot"][-1].rewritten, str(gm.sll_report)
     assert_bitwise(gm(x), model(x))
+
+
+def _copied_then_written(before, read):
+    """``o = a.clone()`` of ``a = before(h)``, then ``a.add_(h)`` (or ``a.round_()``), then ``read(o) + a``."""
+    def fn(m, h):
+        a = before(h)
+        o = a.clone()
+        if before is _hand_rounded:
+            a.add_(h)
+        else:
+            a.round_()
+        return read(o) + a
+    return fn
+
+
+_hand_rounded = lambda h: h + (torch.round(h) - h).detach()  # noqa: E731
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (_copied_then_written(_hand_rounded, lambda o: torch.floor(o - 1.0)), True),
+    (_copied_then_written(_hand_rounded, lambda o: torch.floor(o)), True),
+    (_copied_then_written(_hand_rounded, lambda o: torch.ceil(o * 2.0)), True),
+    (_copied_then_written(_hand_rounded, lambda o: (o - 1.0 > 0).float()), True),
+    (_copied_then_written(lambda h: h * 1.5, lambda o: torch.floor(o)), False),
+    (_copied_then_written(lambda h: h * 1.5, lambda o: (o > 1.0).float()), False)],
+    ids=["floor_of_difference", "floor", "ceil_of_product", "comparison", "copy_before_round_", "compare_before_round_"])
+def test_a_copy_taken_before_a_later_write_keeps_the_grid_it_had(fn, ties):
+    """a61 m1: ``o = a.clone(); a.add_(h); floor(o - 1.0)`` with ``a`` whole: a grid was looked for once per node, at
+    the end of the graph, so ``o``'s was ``a``'s after the write (none) and floor was rewritten on its jump: 6000 of
+    6000 outputs off the model.  Each node's grid reads its inputs where it reads them, so ``o`` keeps ``a``'s whole
+    numbers; a copy taken before ``a.round_()`` holds no grid, and its floor or comparison stays rewritten."""
+    _rewritten_unless_on_a_jump(fn, ties)
