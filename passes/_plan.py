@@ -698,7 +698,7 @@ class _Planner:
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: left hard")
         if written := self._written_between(x, index, node):
             return self._hard(node, rule, _written_between_reason(x, index, written))
-        if (tie := self.ties.flat(x, dim)) is not None:
+        if (tie := self.ties.flat(x, dim, at=index)) is not None:
             return self._hard(node, rule, _flat_reason(tie, "argmax", "one_hot(x.argmax(-1), n)"))
         uses = self._verdict([(node, list(node.users))], "0/1 result")
         if uses.hard and not self.config.is_disabled(rule.kind):
@@ -723,7 +723,7 @@ class _Planner:
         if written := self._written_between(pieces["x"], pieces["topk"], node):
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {_written_between_reason(pieces['x'], pieces['topk'], written)}")
-        if (tie := self.ties.flat(pieces["x"], pieces["dim"])) is not None:
+        if (tie := self.ties.flat(pieces["x"], pieces["dim"], at=pieces["topk"])) is not None:
             self.pattern_hard.add(node)
             return self._hard(node, rule, f"top-k mask left hard: {_flat_reason(tie, 'top-k', 'x.topk(k, -1)')}")
         if pieces["inplace"] and (why := self._shared_zeros(node, pieces["zeros"])):

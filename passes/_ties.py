@@ -332,7 +332,7 @@ class Ties:
             return []
         # (0 where some op making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in
         # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
-        return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at) for o in other)]
+        return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at, True) for o in other)]
 
     def _ratios(self, node: Node, depth: int) -> list[tuple]:
         """``(k, source)`` of a quotient ``v / d`` of two values, ``d`` holding no number (a learned clip): ``v`` is
@@ -368,11 +368,12 @@ class Ties:
             return found + [(k / c, s) for k, s in self._multiples(other, d, depth - 1)]
         return found
 
-    def flat(self, x, dim: int) -> Tie | None:
-        """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs: values on a grid
-        (``round(h)``) or a constant an op takes (``relu``'s 0, a fill), where ``one_hot(argmax(x, dim))`` and a top-k
-        mask of ``x`` sit on their boundary (a margin of 0: 1/2 at every eps)?"""
-        self._reader, self._row_dim, self._row_puts, self._rank_unknown = None, dim, {}, None
+    def flat(self, x, dim: int, at: Node | None = None) -> Tie | None:
+        """Are ``x``'s elements equal to one another along ``dim`` on whole ranges of inputs, where ``at`` (the argmax,
+        the top-k) reads them: values on a grid (``round(h)``) or a constant an op takes (``relu``'s 0, a fill), where
+        ``one_hot(argmax(x, dim))`` and a top-k mask of ``x`` sit on their boundary (a margin of 0: 1/2 at every
+        eps)?"""
+        self._reader, self._row_dim, self._row_puts, self._rank_unknown = at, dim, {}, None
         return self._flat(x, 8)
 
     def _flat(self, node, depth: int) -> Tie | None:
@@ -384,8 +385,9 @@ class Ties:
         numbers = [c for c in self._constants(node) if _number(c)]  # (relu's 0, a fill, a bound)
         if numbers and not (len(numbers) == 1 and self._one_per_row(node, _first(node), numbers[0])):
             return Tie(node, rows=self._rank_unknown is node)
-        for writer, whole in self._written_nodes().get(node, ()):  # (c.relu_(), c[:, :2].fill_(1.0): what it leaves)
-            value = _written_value(writer)
+        writes = self._written_nodes().get(node, ())
+        for writer, whole in writes[:self._writes_before(writes)]:  # (c.relu_(), c[:, :2].fill_(1.0): what it leaves,
+            value = _written_value(writer)                          # those before the reader)
             if not isinstance(value, Node):  # (a number: in one element per row only, c[:, 0].fill_(1.0), no tie)
                 found = Tie(writer, rows=self._rank_unknown is writer) if whole or not self._one_per_row(
                     writer, node, value) else None
@@ -393,6 +395,12 @@ class Ties:
                 found = self._read_at(writer, lambda: self._flat(value, depth - 1))
             if found is not None:
                 return found
+        if self._reader is not node and self._any_write():  # (its inputs as it reads them: a copy taken before a
+            return self._read_at(node, lambda: self._op_flat(node, depth))  # later fill_)
+        return self._op_flat(node, depth)
+
+    def _op_flat(self, node: Node, depth: int) -> Tie | None:
+        """:meth:`_flat` of what ``node``'s op makes of its inputs."""
         if node.op == "call_module":
             module = self._module_of(node)
             passes = module is not None and (type(module) in _MODULE_ONE_TO_ONE or _keeps_values(module))
@@ -602,10 +610,9 @@ class Ties:
         if name in _DIVS and isinstance(first, Node) and c is None:
             found = self._ties(first, 0.0, depth - 1)
             return Tie(found.source) if found is not None else None
-        if name in ("add", "sub") and len(operands) == 2 and not _disjoint(*operands, self._at):  # (0 where both
-            # are 0)
-            found = [self._ties(a, 0.0, depth - 1) for a in operands]
-            return Tie(found[0].source) if None not in found else None
+        if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
+            zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
+            return Tie(zero[0][1]) if zero else None
         return None
 
     def _written_ties(self, writer: Node, t, depth: int) -> Tie | None:
@@ -1367,13 +1374,16 @@ def _attribute(node: Node) -> str | None:
     return None
 
 
-def _disjoint(a, b, ties_at: Callable | None = None) -> bool:
+def _disjoint(a, b, ties_at: Callable | None = None, sources: bool = False) -> bool:
     """Are ``a`` and ``b`` 0 together only where one value is at one number: clamps at 0 of a value and of its negative
     (``relu(h)``, ``relu(-h)``; ``clamp(h, max=0)``, ``-h.clamp(min=0)``), scaled by positive numbers (a leaky relu
     written as ``relu(h) - 0.01 * relu(-h)``), and masks of a value against one number from either side (``(h > 0)``,
     ``(h <= 0)``: a leaky relu written as ``h * (h > 0) + 0.1 * h * (h <= 0)``, a57)?  Where both are 0 at that
     point (``relu(v)``, ``relu(-v)`` at ``v == 0``; ``v > t``, ``v < t`` at ``v == t``), ``ties_at(v, t)`` says whether
-    ``v`` sits at it on whole ranges (``v = relu(k)``): then they are 0 together there; without it, not disjoint."""
+    ``v`` sits at it on whole ranges (``v = relu(k)``): then they are 0 together there; without it, not disjoint.
+    ``sources``: ``a`` and ``b`` are the ops that make values 0 (:meth:`Ties._of_two`), so a ``where`` with a 0 branch
+    counts by its condition (``where(h > 0, h, 0.0)``: 0 for ``h <= 0``; its other branch's zeros are sources of their
+    own)."""
     def side(node):  # ((v, t), +1 where node is 0 for v below t, -1 above; whether at t too), or (None, 0, False)
         node, _ = _unsigned(node)  # (outside the clamp: c * relu(v), -relu(v))
         for _ in range(3):  # (a mask's casts: (h > 0).float())
@@ -1381,7 +1391,11 @@ def _disjoint(a, b, ties_at: Callable | None = None) -> bool:
                 node = _first(node)
         if not isinstance(node, Node):
             return None, 0, False
-        name = _name(node)
+        name = _name(node) if node.op != "call_module" else _module_name(node)
+        if sources and name == "where" and len(node.args) == 3 and not node.kwargs and isinstance(node.args[0], Node) and \
+                sum(_number(b) and b == 0 for b in node.args[1:]) == 1:  # (where(h > 0, h, 0.0): 0 where its
+            u, s, closed = side(node.args[0])                              # condition picks the 0)
+            return (u, s, closed) if node.args[2] == 0 else (u, -s, not closed) if u is not None else (None, 0, False)
         if name in _BELOW_OR_ABOVE and len(node.args) == 2 and isinstance(node.args[0], Node) and \
                 _number(node.args[1]):  # (h > t: 0 where h <= t; h >= t: where h < t, not at t)
             return (node.args[0], float(node.args[1])), *_BELOW_OR_ABOVE[name]
@@ -1461,6 +1475,16 @@ def _name(node: Node) -> str | None:
     if name in ("max", "min") and isinstance(_arg(node, 1, "other", None), Node):  # (torch.max(a, b): of two tensors)
         return "maximum" if name == "max" else "minimum"
     return name.rstrip("_") if name and not name.startswith("_") else name
+
+
+def _module_name(node: Node) -> str | None:
+    """``relu`` for a call of an ``nn.ReLU`` module (``self.act(h)``), else None."""
+    owner = node.graph.owning_module
+    try:
+        module = owner.get_submodule(node.target) if owner is not None else None
+    except AttributeError:
+        return None
+    return "relu" if type(module) is nn.ReLU else None
 
 
 #: Python's in-place operators -> the op they compute

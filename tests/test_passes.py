@@ -1886,7 +1886,8 @@ def test_a_part_written_in_place_keeps_its_ties(fn, ties, form):
 
 
 class _Fuzzed(nn.Module):
-    """``fn(self, h)`` with ``h = x * w`` (a gradient reaches it); a buffer ``t`` and a parameter ``s``."""
+    """``fn(self, h)`` with ``h = x * w`` (a gradient reaches it); a buffer ``t``, a parameter ``s``, modules ``act``
+    (``nn.Sigmoid``) and ``relu``."""
 
     def __init__(self, fn, t=0.5, s=0.3):
         super().__init__()
@@ -1895,6 +1896,7 @@ class _Fuzzed(nn.Module):
         self.s = nn.Parameter(torch.tensor(s))
         self.register_buffer("t", torch.tensor(t))
         self.act = nn.Sigmoid()
+        self.relu = nn.ReLU()
 
     def forward(self, x):
         return self.fn(self, x * self.w).float()
@@ -2698,3 +2700,95 @@ def test_a_copy_taken_before_a_later_write_keeps_the_grid_it_had(fn, ties):
     6000 outputs off the model.  Each node's grid reads its inputs where it reads them, so ``o`` keeps ``a``'s whole
     numbers; a copy taken before ``a.round_()`` holds no grid, and its floor or comparison stays rewritten."""
     _rewritten_unless_on_a_jump(fn, ties)
+
+
+def _copied_before_a_fill(h, fill_first=False, part=False):
+    c = h * 1.0
+    if fill_first:
+        c.fill_(0.0)
+    o = c.clone()
+    if part:
+        c[:, 0].fill_(9.0)
+    elif not fill_first:
+        c.fill_(0.0)
+    return F.one_hot(o.argmax(-1), 6).float() * h + c
+
+
+def _leaky_masks(h):
+    return h * (h > 0).float() + 0.1 * h * (h <= 0).float()
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: _copied_before_a_fill(h), False),
+    (lambda m, h: _copied_before_a_fill(h, part=True), False),
+    (lambda m, h: _copied_before_a_fill(h, fill_first=True), True),
+    (lambda m, h: F.one_hot(_leaky_masks(h).argmax(-1), 6).float() * h, False),
+    (lambda m, h: F.one_hot(F.relu(h).argmax(-1), 6).float() * h, True)],
+    ids=["copy_before_fill", "copy_before_row_fill", "copy_after_fill", "leaky_relu_of_masks", "relu"])
+def test_a_one_hot_reads_its_input_where_its_argmax_does(fn, ties):
+    """a61 m5: the flat rule of ``one_hot(argmax)`` read every write of its input and of what it copies, wherever the
+    argmax is (``o = c.clone(); c.fill_(0.0); argmax(o)``: left hard, no gradient); and a leaky relu written with
+    masks, ``h * (h > 0) + 0.1 * h * (h <= 0)``, was taken for 0 on whole ranges (each term is, on disjoint ranges):
+    left hard.  A fill before the copy, and relu's zeros, still tie."""
+    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    entry = next(e for e in gm.sll_report.entries if e.node == "one_hot")
+    assert entry.rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
+    else:
+        gm(x).sum().backward()
+        assert model.w.grad is not None and model.w.grad != 0
+
+
+def _accumulated(h, second):
+    acc = torch.zeros_like(h)
+    acc.add_(F.relu(h))
+    acc.add_(second(h))
+    return (acc > 0).float()
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: (_leaky_masks(h) > 0).float(), False),
+    (lambda m, h: (_leaky_masks(h) <= 0).float(), False),
+    (lambda m, h: _accumulated(h, lambda v: 0.5 * F.relu(-v)), False),
+    (lambda m, h: _accumulated(h, lambda v: 0.5 * F.relu(v - 1.0)), True),
+    (lambda m, h: (((h > 0).float() * F.relu(h - 1) + (h <= 0).float() * F.relu(h - 1)) > 0).float(), True)],
+    ids=["leaky_masks", "leaky_masks_le", "relu_pair_accumulated", "relus_accumulated", "masks_of_a_relu"])
+def test_a_comparison_at_0_of_a_sum_reads_where_its_terms_are_0_together(fn, ties):
+    """A sum compared with 0 was taken to tie where each term is 0 on some range, together or not: a leaky relu
+    written with masks and ``acc.add_(relu(h)); acc.add_(0.5 * relu(-h))`` were left hard (no gradient; the second
+    left open since the sixteenth session).  The sum ties where the ops making its terms 0 are 0 together, as the jump
+    check reads it (``relu(h) + relu(h - 1)`` on ``h <= 0``; two masks of one ``relu(h - 1)``)."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
+def _where_pair(first_branch, above=0.0):
+    return lambda m, h: torch.where(h > above, first_branch(h), 0.0) + torch.where(h < 0, -h, 0.0)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: ((m.relu(h) + m.relu(-h)) > 0).float(), False),
+    (lambda m, h: torch.floor(m.relu(h) + m.relu(-h)), False),
+    (lambda m, h: ((m.relu(h) + m.relu(h - 1)) > 0).float(), True),
+    (lambda m, h: (_where_pair(lambda v: v)(m, h) > 0).float(), False),
+    (lambda m, h: ((torch.where(h <= 0, 0.0, h) + torch.where(h >= 0, 0.0, -h)) > 0).float(), False),
+    (lambda m, h: torch.floor(_where_pair(lambda v: v)(m, h)), False),
+    (lambda m, h: (_where_pair(lambda v: v, above=1.0)(m, h) > 0).float(), True),
+    (lambda m, h: (_where_pair(lambda v: F.relu(v - 1))(m, h) > 0).float(), True),
+    (lambda m, h: (_where_pair(torch.round)(m, h) > 0).float(), True),
+    (lambda m, h: torch.floor(_where_pair(torch.round)(m, h)), True)],
+    ids=["relu_modules", "relu_modules_floor", "relu_modules_overlapping", "where_pair", "where_pair_zero_first",
+         "where_pair_floor", "where_pair_apart", "where_of_a_relu", "where_of_a_round", "where_of_a_round_floor"])
+def test_terms_of_relu_modules_and_wheres_zero_on_either_side_of_a_point(fn, ties):
+    """|h| spelled with ``nn.ReLU()`` modules (``act(h) + act(-h)``) or with ``where`` and a 0 branch (``where(h > 0, h,
+    0.0) + where(h < 0, -h, 0.0)``) was taken for 0 on whole ranges, left hard (no gradient; left open since the
+    seventeenth session): each term is 0 on one side of 0 only.  Terms whose other branch is 0 on a range too
+    (``relu(h - 1)``, ``round(h)``) or 0 on ranges apart from each other's still tie.  (The inputs keep out of the
+    rewritten conditions' bands at 0 and 1.)"""
+    x = torch.linspace(-3, 3, 6000)
+    model, x = _Fuzzed(fn), x[(x.abs() > 0.01) & ((x - 1).abs() > 0.01)][:5880].reshape(-1, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
+    assert gm.sll_report.entries[-1].rewritten != ties, str(gm.sll_report)
+    if ties:
+        assert_bitwise(gm(x), model(x))
