@@ -483,7 +483,7 @@ class Ties:
     def _straight_through(self, node: Node) -> Node | None:
         """:func:`_straight_through` of ``node``, once per node."""
         if node not in self._stes:
-            self._stes[node] = _straight_through(node)
+            self._stes[node] = _straight_through(node, lambda v: self._any_write() and v in self._written_nodes())
         return self._stes[node]
 
     def _any_write(self) -> bool:
@@ -1422,7 +1422,7 @@ _BELOW_OR_ABOVE = {"gt": (1, True), "ge": (1, False), "lt": (-1, True), "le": (-
 _MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16", "_to_copy"))
 
 
-def _straight_through(node: Node):
+def _straight_through(node: Node, written: Callable[[Node], bool] = lambda v: False):
     """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
     x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
     and ``r`` are within a factor of 2, and at ``r == 0``), else None."""
@@ -1435,7 +1435,28 @@ def _straight_through(node: Node):
             r, other = diff.args if name == "add" else diff.args[::-1]
             if other is x and isinstance(r, Node):
                 return r
-    return None
+    return _left_by_detached_copies(node, written)
+
+
+def _left_by_detached_copies(node: Node, written: Callable[[Node], bool]) -> Node | None:
+    """The one value left of a sum whose other terms cancel against their detached copies (``r.detach() + h -
+    h.detach()``, ``h - h.detach() + r``, ``h.data``), read through ``detach`` and sums (``(a + b).detach()``): it holds
+    that value (to a few ulps: ``(r + h) - h``), else None.  None where a term is ``written`` in place (its node's value
+    would not be what the sum reads)."""
+    signs: dict[Node, int] = {}
+    todo = [(node, 1)]
+    while todo and len(signs) <= 8:
+        v, sign = todo.pop()
+        while isinstance(v, Node) and (_name(v) == "detach" or v.target is getattr and v.args[1:] == ("data",)):
+            v = v.args[0] if v.args else _first(v)
+        if not isinstance(v, Node) or written(v):
+            return None  # (a number: r + 0.5 + h - h.detach() is not read here)
+        if _name(v) in _SUMS and len(v.args) == 2 and not v.kwargs:
+            todo += [(v.args[0], sign), (v.args[1], sign if _name(v) == "add" else -sign)]
+        else:
+            signs[v] = signs.get(v, 0) + sign
+    left = [v for v, sign in signs.items() if sign]
+    return left[0] if not todo and len(signs) > 1 and len(left) == 1 and signs[left[0]] == 1 else None
 
 
 def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:

@@ -2792,3 +2792,30 @@ def test_terms_of_relu_modules_and_wheres_zero_on_either_side_of_a_point(fn, tie
     assert gm.sll_report.entries[-1].rewritten != ties, str(gm.sll_report)
     if ties:
         assert_bitwise(gm(x), model(x))
+
+
+def _added_then_subtracted(h, hard, then=lambda v: v):
+    """``hard.detach() + h - h.detach()``: a straight-through value spelled with the detached copy subtracted."""
+    return then(hard(h).detach() + h - h.detach())
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.floor(_added_then_subtracted(h, torch.round)), True),
+    (lambda m, h: torch.floor(h - h.detach() + torch.round(h).detach()), True),
+    (lambda m, h: torch.floor(torch.round(h).detach() + (h - h.detach())), True),
+    (lambda m, h: torch.floor(h.detach().round() + h - h.detach()), True),
+    (lambda m, h: torch.floor(h + (torch.round(h).data - h.data)), True),
+    (lambda m, h: (_added_then_subtracted(h, torch.round) > 0).float(), True),
+    (lambda m, h: torch.round(_added_then_subtracted(h, torch.sign) + 0.5), True),
+    (lambda m, h: torch.floor(_added_then_subtracted(h, torch.tanh)), False),
+    (lambda m, h: torch.floor(torch.round(h).detach() + h - (h * 2).detach()), False),
+    (lambda m, h: torch.floor(torch.round(h).detach() + h + h.detach()), False)],
+    ids=["added_then_subtracted", "subtracted_first", "difference_added", "detached_input_rounded", "data",
+         "comparison", "sign_then_round", "tanh", "other_value_subtracted", "added_twice"])
+def test_straight_through_values_spelled_with_a_detached_copy_subtracted(fn, ties):
+    """``r.detach() + h - h.detach()`` (and ``h - h.detach() + r``, ``h + (r.data - h.data)``) holds ``r``'s values
+    as ``h + (r - h).detach()`` does, but only that spelling was read: ``floor`` of a rounded value spelled so was
+    rewritten on its jumps, 6000 of 6000 outputs off the model (1000 of 6000 for ``> 0``).  A sum's terms that cancel
+    against their detached copies are left out; a tanh's values, another value subtracted or one added twice are no
+    grid."""
+    _rewritten_unless_on_a_jump(fn, ties)
