@@ -50,7 +50,7 @@ from sll_fx import dtypes, rules, scans
 from sll_fx.grad_regions import is_detached_call
 
 from ._aliases import _writes
-from ._patterns import _THROUGH, _arg, _rank
+from ._patterns import _THROUGH, _arg, _rank, _same_value
 from ._spellings import _op_name
 from ._uses import _mutated
 
@@ -483,7 +483,8 @@ class Ties:
     def _straight_through(self, node: Node) -> Node | None:
         """:func:`_straight_through` of ``node``, once per node."""
         if node not in self._stes:
-            self._stes[node] = _straight_through(node, lambda v: self._any_write() and v in self._written_nodes())
+            self._stes[node] = _straight_through(node, (lambda v: v in self._written_nodes()) if self._any_write()
+                                                 else None)
         return self._stes[node]
 
     def _any_write(self) -> bool:
@@ -1422,7 +1423,7 @@ _BELOW_OR_ABOVE = {"gt": (1, True), "ge": (1, False), "lt": (-1, True), "le": (-
 _MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16", "_to_copy"))
 
 
-def _straight_through(node: Node, written: Callable[[Node], bool] = lambda v: False):
+def _straight_through(node: Node, written: Callable[[Node], bool] | None = None):
     """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
     x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
     and ``r`` are within a factor of 2, and at ``r == 0``), else None."""
@@ -1438,23 +1439,26 @@ def _straight_through(node: Node, written: Callable[[Node], bool] = lambda v: Fa
     return _left_by_detached_copies(node, written)
 
 
-def _left_by_detached_copies(node: Node, written: Callable[[Node], bool]) -> Node | None:
+def _left_by_detached_copies(node: Node, written: Callable[[Node], bool] | None) -> Node | None:
     """The one value left of a sum whose other terms cancel against their detached copies (``r.detach() + h -
-    h.detach()``, ``h - h.detach() + r``, ``h.data``), read through ``detach`` and sums (``(a + b).detach()``): it holds
-    that value (to a few ulps: ``(r + h) - h``), else None.  None where a term is ``written`` in place (its node's value
-    would not be what the sum reads)."""
+    h.detach()``, ``h - h.detach() + r``, ``h.data``), read through ``detach`` and sums (``(a + b).detach()``), a call
+    written twice counting as one (``sign(x).detach() + hardtanh(x) - hardtanh(x).detach()``, only where the graph
+    writes nothing in place, ``written`` None): it holds that value (to a few ulps: ``(r + h) - h``), else None.  None
+    where a term is ``written`` in place (its node's value would not be what the sum reads)."""
     signs: dict[Node, int] = {}
     todo = [(node, 1)]
     while todo and len(signs) <= 8:
         v, sign = todo.pop()
         while isinstance(v, Node) and (_name(v) == "detach" or v.target is getattr and v.args[1:] == ("data",)):
             v = v.args[0] if v.args else _first(v)
-        if not isinstance(v, Node) or written(v):
+        if not isinstance(v, Node) or written is not None and written(v):
             return None  # (a number: r + 0.5 + h - h.detach() is not read here)
         if _name(v) in _SUMS and len(v.args) == 2 and not v.kwargs:
             todo += [(v.args[0], sign), (v.args[1], sign if _name(v) == "add" else -sign)]
-        else:
-            signs[v] = signs.get(v, 0) + sign
+            continue
+        if written is None:
+            v = next((u for u in signs if _same_value(u, v)), v)
+        signs[v] = signs.get(v, 0) + sign
     left = [v for v, sign in signs.items() if sign]
     return left[0] if not todo and len(signs) > 1 and len(left) == 1 and signs[left[0]] == 1 else None
 

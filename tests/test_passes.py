@@ -2799,6 +2799,16 @@ def _added_then_subtracted(h, hard, then=lambda v: v):
     return then(hard(h).detach() + h - h.detach())
 
 
+def _bi_real(x):
+    """Bi-Real Net's sign: ``sign(x)`` forward, a piecewise polynomial's gradient (``out.detach() - poly.detach() +
+    poly``)."""
+    below, negative, inside = ((x < c).float() for c in (-1, 0, 1))
+    poly = (-1) * below + (x * x + 2 * x) * (1 - below)
+    poly = poly * negative + (-x * x + 2 * x) * (1 - negative)
+    poly = poly * inside + 1 * (1 - inside)
+    return torch.sign(x).detach() - poly.detach() + poly
+
+
 @pytest.mark.parametrize("fn, ties", [
     (lambda m, h: torch.floor(_added_then_subtracted(h, torch.round)), True),
     (lambda m, h: torch.floor(h - h.detach() + torch.round(h).detach()), True),
@@ -2809,13 +2819,18 @@ def _added_then_subtracted(h, hard, then=lambda v: v):
     (lambda m, h: torch.round(_added_then_subtracted(h, torch.sign) + 0.5), True),
     (lambda m, h: torch.floor(_added_then_subtracted(h, torch.tanh)), False),
     (lambda m, h: torch.floor(torch.round(h).detach() + h - (h * 2).detach()), False),
-    (lambda m, h: torch.floor(torch.round(h).detach() + h + h.detach()), False)],
+    (lambda m, h: torch.floor(torch.round(h).detach() + h + h.detach()), False),
+    (lambda m, h: torch.round(_bi_real(h) * 0.5), True),
+    (lambda m, h: torch.round((torch.sign(h).detach() + F.hardtanh(h) - F.hardtanh(h).detach()) * 0.5), True),
+    (lambda m, h: torch.round((torch.sign(h).detach() + F.hardtanh(h) - F.hardtanh(h * 2).detach()) * 0.5), False)],
     ids=["added_then_subtracted", "subtracted_first", "difference_added", "detached_input_rounded", "data",
-         "comparison", "sign_then_round", "tanh", "other_value_subtracted", "added_twice"])
+         "comparison", "sign_then_round", "tanh", "other_value_subtracted", "added_twice", "bi_real",
+         "hardtanh_written_twice", "other_hardtanh"])
 def test_straight_through_values_spelled_with_a_detached_copy_subtracted(fn, ties):
     """``r.detach() + h - h.detach()`` (and ``h - h.detach() + r``, ``h + (r.data - h.data)``) holds ``r``'s values
     as ``h + (r - h).detach()`` does, but only that spelling was read: ``floor`` of a rounded value spelled so was
     rewritten on its jumps, 6000 of 6000 outputs off the model (1000 of 6000 for ``> 0``).  A sum's terms that cancel
-    against their detached copies are left out; a tanh's values, another value subtracted or one added twice are no
-    grid."""
+    against their detached copies are left out, a call written twice counting as one (``sign(x).detach() +
+    hardtanh(x) - hardtanh(x).detach()``, Bi-Real Net's sign); a tanh's values, another value subtracted or one added
+    twice are no grid."""
     _rewritten_unless_on_a_jump(fn, ties)
