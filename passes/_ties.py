@@ -1050,14 +1050,20 @@ class Ties:
         return False
 
     def _written_nodes(self) -> dict[Node, list[tuple[Node, bool]]]:
-        """The nodes the graph writes in place, directly or through views of them (``c`` for ``c[0].add_(0.5)``) ->
+        """The nodes the graph writes in place, directly or through views of them (``c`` for ``c[0].add_(0.5)``), and
+        the views of those taken before the write (``o = q.view(-1, 8); q.sub_(0.5)``: ``o`` holds what ``q`` does) ->
         ``(writer, whether it writes all of it)``, in graph order."""
         if self._written_found is None:
             self._written_found = {}
             for writer, targets in self._writes():
+                seen = set()
                 for t in targets:
                     for v in _viewed(t):
-                        self._written_found.setdefault(v, []).append((writer, v is t or self._covers(t, v)))
+                        whole = v is t or self._covers(t, v)
+                        for u in (v, *_views_before(v, self._order.get(writer, -1), self._order)):
+                            if u not in seen:
+                                seen.add(u)
+                                self._written_found.setdefault(u, []).append((writer, whole))
         return self._written_found
 
     def _covers(self, view: Node, node: Node) -> bool:
@@ -1293,6 +1299,27 @@ def _viewed(node):
         if _name(node) not in _VIEWS and not _mutated(node):
             return
         node = _first(node)
+
+
+def _views_before(node: Node, at: int, order: dict) -> list[Node]:
+    """The views of ``node`` (and theirs) made before graph position ``at``: they share its storage, so a write to
+    ``node`` there changes them too (``q.view(-1, 8)``, ``q[:]``, ``q.unsqueeze(0)``, ``q.t()``; not ``q[idx]`` of a
+    tensor index, a copy)."""
+    found, todo = [], [(node, 0)]
+    while todo:
+        v, depth = todo.pop()
+        for u in v.users:
+            if depth < _VIEW_DEPTH and order.get(u, at) < at and _first(u) is v and _name(u) in _VIEWS and \
+                    not (_name(u) == "getitem" and _advanced_index(u.args[1] if len(u.args) > 1 else None)):
+                found.append(u)
+                todo.append((u, depth + 1))
+    return found
+
+
+def _advanced_index(index) -> bool:
+    """Does the index ``index`` (of ``h[index]``) pick elements by a tensor or a list (a copy, not a view)?"""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (Node, list)) for p in parts)
 
 
 def _fixed_dims(put: Node, base: Node) -> tuple[int, ...]:

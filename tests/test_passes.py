@@ -2834,3 +2834,38 @@ def test_straight_through_values_spelled_with_a_detached_copy_subtracted(fn, tie
     hardtanh(x) - hardtanh(x).detach()``, Bi-Real Net's sign); a tanh's values, another value subtracted or one added
     twice are no grid."""
     _rewritten_unless_on_a_jump(fn, ties)
+
+
+def _viewed_then_written(view, write, read=torch.floor):
+    """``q = round(h) + 0.5``, ``o = view(q)``, then ``write(q)``, then ``read(o)``."""
+    def fn(m, h):
+        q = torch.round(h) + 0.5
+        o = view(q)
+        write(q)
+        return read(o)
+    return fn
+
+
+_to_whole = lambda q: q.sub_(0.5)  # noqa: E731
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (_viewed_then_written(lambda q: q.view(-1, 6), _to_whole), True),
+    (_viewed_then_written(lambda q: q[:], _to_whole), True),
+    (_viewed_then_written(lambda q: q.unsqueeze(0), _to_whole), True),
+    (_viewed_then_written(lambda q: q.reshape(-1), _to_whole), True),
+    (_viewed_then_written(lambda q: q.t()[0], _to_whole), True),
+    (_viewed_then_written(lambda q: q.view(-1, 6)[:, 1:], lambda q: q[:, 2:].sub_(0.5)), True),
+    (_viewed_then_written(lambda q: q.view(-1, 6), lambda q: q.add_(0.25)), False),
+    (_viewed_then_written(lambda q: q.clone(), _to_whole), False),
+    (_viewed_then_written(lambda q: q[torch.tensor([0, 1])], _to_whole), False),
+    (_viewed_then_written(lambda q: q.unsqueeze(0), lambda q: q.sub_(0.5),
+                          lambda o: (o[0] > 0).float()), True)],
+    ids=["view", "full_slice", "unsqueeze", "reshape", "transposed_row", "part_of_a_part", "written_off_grid",
+         "clone", "tensor_index", "comparison"])
+def test_a_view_taken_before_a_later_write_holds_what_the_write_leaves(fn, ties):
+    """a62 S1: a view taken before a write of its base (``o = q.view(-1, 8); q.sub_(0.5)``) was read as a copy, with
+    the values before the write: ``floor(o)``, whole numbers after the write, was rewritten on its jumps, 16383 of
+    16384 outputs off the model (an SNN's ``rec = v.unsqueeze(0); v.sub_(1.0); rec[0] > 0``: 8282).  A view shares its
+    base's storage: the write is one of its own.  A clone and a tensor index are copies."""
+    _rewritten_unless_on_a_jump(fn, ties)
