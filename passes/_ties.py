@@ -915,6 +915,9 @@ class Ties:
             if step is None or a.scale is not b.scale:
                 return None
             return _grid(a, offset=a.offset + b.offset, step=step, values=None)
+        if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T; n unknown:
+            g = _sum(self.grid(first))                                          # not followed)
+            return g.times(1 / n) if g is not None and g.scale is None else None
         if name in ("sum", "cumsum", "nansum", "cumulative_sum"):  # (n values o + sk: n*o + s*k, n unknown)
             g = self.grid(first)  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
             return _sum(g) if g is None or g.scale is None or self._scalar(g.scale) is not None else None  # none)
@@ -947,6 +950,23 @@ class Ties:
                 _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
+
+    def _reduced_count(self, mean: Node) -> int | None:
+        """How many elements ``mean`` (``x.mean(dim)``, ``torch.mean(x, dim)``) averages, where known: the number of
+        tensors stacked along that dim (``torch.stack(spikes, 0).mean(0)``), or the sizes of ``x``'s known shape."""
+        x, dim = _first(mean), _arg(mean, 1, "dim")
+        if isinstance(dim, (list, tuple)) and len(dim) == 1:
+            dim = dim[0]
+        if isinstance(x, Node) and _name(x) == "stack" and isinstance(dim, int) and \
+                isinstance(tensors := _first(x), (list, tuple)) and _arg(x, 1, "dim", 0) == dim:
+            return len(tensors)
+        meta = self._meta(x)
+        if meta is None or dim is None and len(mean.args) < 2:  # (all of it)
+            return meta.numel() if meta is not None else None
+        dims = dim if isinstance(dim, (list, tuple)) else (dim,)
+        if not all(isinstance(d, int) and -meta.dim() <= d < meta.dim() for d in dims):
+            return None
+        return math.prod(meta.shape[d] for d in dims)
 
     def _averaged(self, g: Grid | None, node: Node, k: int | None, varying: bool) -> Grid | None:
         """The grid of an average pooling of ``g``'s values over ``k`` of them (``varying``: fewer at the edges)."""
