@@ -249,7 +249,9 @@ class Ties:
         if node.op == "call_module":
             module = self._module_of(node)
             if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
-                return found + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True))
+                kept = self._kept_from_0(_first(node), module) if not numbers and \
+                    _MODULE_ONE_TO_ONE[type(module)] in _IDENTITY_ABOVE_0 else []
+                return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True))
             keeps = module is not None and _keeps_values(module)
             return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
         name = self._name_of(node)
@@ -269,6 +271,8 @@ class Ties:
                 not isinstance(a, Node) for a in (*node.args[1:], *node.kwargs.values())):  # (sqrt(relu(h)): 0)
             call = (lambda v: node.target(v, *node.args[1:], **node.kwargs)) if node.op == "call_function" else \
                 (lambda v: getattr(v, node.target)(*node.args[1:], **node.kwargs))
+            if not numbers and name in _IDENTITY_ABOVE_0:
+                found = found + self._kept_from_0(first, call)
             return found + _mapped(call, self._range_values(first, depth - 1, True))
         if name == "where":
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
@@ -297,6 +301,18 @@ class Ties:
         if name == "mul":
             return found + [(v * c, n) for v, n in inner]
         return found + [(v / c, n) for v, n in inner if other is first and c]
+
+    def _kept_from_0(self, first, call: Callable) -> list[tuple]:
+        """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known
+        (mapped), else the grid and the grid times the slope (its values from 0 up, and below 0 scaled)."""
+        g = self.grid(first)
+        slope = _mapped(call, [(-1.0, None)])
+        if g is None or g.scale is not None or not slope:
+            return []
+        if g.values is not None:
+            return [(replace(g, values=frozenset(v for v, _ in _mapped(call, [(v, None) for v in g.values]))),
+                     g.source)]
+        return [(h, g.source) for h in (g, g.times(-slope[0][0])) if h is not None]
 
     def _of_two(self, node: Node, name: str, depth: int, numbers: bool) -> list[tuple]:
         """:meth:`_range_values` of a product, quotient, sum or difference of two values: 0 where its operands make
@@ -1742,6 +1758,9 @@ def _dipping(f: Callable[[float], float], t: float) -> list[float]:
 
 #: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there);
 #: GELU and SiLU, which dip below 0 first, -> the list of their inputs there
+#: one-to-one ops that keep their input's values from 0 up and scale those below (a grid's values stay on it, or on
+#: it times the slope)
+_IDENTITY_ABOVE_0 = frozenset(("leaky_relu",))
 _ONE_TO_ONE: dict[str, Callable[[float, Node], float | list[float] | None]] = {
     "sigmoid": lambda t, n: math.log(t / (1 - t)) if 0 < t < 1 else None,
     "tanh": lambda t, n: math.atanh(t) if -1 < t < 1 else None,

@@ -1887,7 +1887,7 @@ def test_a_part_written_in_place_keeps_its_ties(fn, ties, form):
 
 class _Fuzzed(nn.Module):
     """``fn(self, h)`` with ``h = x * w`` (a gradient reaches it); a buffer ``t``, a parameter ``s``, modules ``act``
-    (``nn.Sigmoid``) and ``relu``."""
+    (``nn.Sigmoid``), ``relu`` and ``leaky`` (slope 0.4)."""
 
     def __init__(self, fn, t=0.5, s=0.3):
         super().__init__()
@@ -1897,6 +1897,7 @@ class _Fuzzed(nn.Module):
         self.register_buffer("t", torch.tensor(t))
         self.act = nn.Sigmoid()
         self.relu = nn.ReLU()
+        self.leaky = nn.LeakyReLU(0.4)
 
     def forward(self, x):
         return self.fn(self, x * self.w).float()
@@ -2900,3 +2901,17 @@ def test_a_mean_of_spikes_over_stacked_time_steps_is_on_their_grid(fn, ties):
     assert gm.sll_report.entries[-1].rewritten != ties, str(gm.sll_report)
     if ties:
         assert_bitwise(gm(x), model(x))
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.ceil(F.leaky_relu(_hand_rounded(h), 0.1)), True),
+    (lambda m, h: torch.ceil(F.leaky_relu(_hand_rounded(h) + 0.5, 0.4)), True),
+    (lambda m, h: torch.ceil(m.leaky(_hand_rounded(h) + 0.5)), True),
+    (lambda m, h: torch.floor(F.leaky_relu(torch.round(h).clamp(-1, 1).detach() + h - h.detach(), 0.5) + 0.5), True),
+    (lambda m, h: torch.ceil(F.leaky_relu(_hand_rounded(h) + 0.5, 0.3)), False)],
+    ids=["whole", "half_slope_04", "module", "known_values", "half_slope_03"])
+def test_a_leaky_relu_of_a_grid_keeps_it_from_0_up_and_scales_it_below(fn, ties):
+    """a62 S3: ``ceil(leaky_relu(k))`` of whole numbers ``k`` was rewritten on its jumps (9403 of 16384 outputs off):
+    the jump check followed a leaky relu for numbers only, not grids.  It keeps a grid's values from 0 up and scales
+    those below by its slope: half-integers times 0.4 meet whole numbers (-2.5 * 0.4 = -1), times 0.3 never."""
+    _rewritten_unless_on_a_jump(fn, ties)
