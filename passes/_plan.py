@@ -30,8 +30,8 @@ from sll_fx.tracer import module_of, source_of
 
 from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
-from ._patterns import (_arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot, _order_statistic_of,
-                        _pattern_inputs, _topk_index_users, _topk_pattern)
+from ._patterns import (_ORDER_STATISTICS, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot,
+                        _order_statistic_of, _pattern_inputs, _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
 from ._ties import Tie, Ties, _attribute
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
@@ -927,6 +927,10 @@ def _name(v) -> str:
 def _tie_reason(tie: Tie, threshold) -> str:
     """Why a comparison whose input equals its threshold on whole ranges of inputs stays hard, and the fix."""
     shown = threshold if not isinstance(threshold, Node) else f"'{_name(threshold)}'"
+    if tie.grid is None and _op_name(tie.source) in _ORDER_STATISTICS:
+        return (f"its input is {shown} on an element of each row, always ({_extremum_held(tie)}): that element sits on "
+                "the boundary, in the band at every eps (a surrogate of 1/2 there, never the hard 0/1), left hard; "
+                "use a threshold other than that value")
     if tie.grid is not None:
         half = tie.grid.half_step()
         return (f"its input holds {tie.grid.describe()} ({_describe([tie.source])}, through ops that keep them so) and "
@@ -939,11 +943,22 @@ def _tie_reason(tie: Tie, threshold) -> str:
             "or use a threshold other than that value")
 
 
+def _extremum_held(tie: Tie) -> str:
+    """A tie's source, an order statistic of a value that the input is that value less it (a min-max
+    normalisation), in words."""
+    return f"a value less its own {_describe([tie.source])}, a min-max normalisation"
+
+
 def _jump_tie_reason(tie: Tie, kind: str) -> str:
     """Why an elementwise op whose input sits on one of its jumps on whole ranges of inputs stays hard (a heaviside:
     why it runs in hard mode), and the fix."""
-    held = f"holds {tie.grid.describe()}" if tie.grid is not None else "takes one same value on whole ranges of inputs"
     where = "0" if kind == "heaviside" else "a half-integer" if kind == "round" else "a whole number"
+    if tie.grid is None and _op_name(tie.source) in _ORDER_STATISTICS and kind != "heaviside":
+        return (f"its input is on a jump of {kind} ({where}) on an element of each row, always ({_extremum_held(tie)}: "
+                "0 there, through ops that keep it so): the linear surrogate is the middle of the jump there at every "
+                "eps, never the hard value, left hard; to linearize, move the jump off that value (x + 0.5 before "
+                f"{kind}) or clamp after it")
+    held = f"holds {tie.grid.describe()}" if tie.grid is not None else "takes one same value on whole ranges of inputs"
     what = (f"its input {held} ({_describe([tie.source])}, through ops that keep them so), on a jump of {kind} (at "
             f"{where}{', scaled by 10**-decimals' if kind == 'round' else ''}) on whole ranges of inputs: the linear "
             "surrogate is the middle of the jump there at every eps, never the hard value")

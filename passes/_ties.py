@@ -50,7 +50,7 @@ from sll_fx import dtypes, rules, scans
 from sll_fx.grad_regions import is_detached_call
 
 from ._aliases import _writes
-from ._patterns import _THROUGH, _arg, _rank, _same_value
+from ._patterns import _THROUGH, _arg, _order_statistic_of, _rank, _same_value
 from ._spellings import _op_name
 from ._uses import _mutated
 
@@ -282,6 +282,8 @@ class Ties:
             return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
             return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on its minimum)
+            found = found + [(0.0, reduced)]
         c, other = self._number_and_node(node)
         if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers) + (
                 self._ratios(node, depth) if name in _DIVS else [])):
@@ -627,6 +629,8 @@ class Ties:
         if name in _DIVS and isinstance(first, Node) and c is None:
             found = self._ties(first, 0.0, depth - 1)
             return Tie(found.source) if found is not None else None
+        if (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum, in every row)
+            return Tie(reduced)
         if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
             zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
             return Tie(zero[0][1]) if zero else None
@@ -1335,6 +1339,16 @@ def _viewed(node):
         if _name(node) not in _VIEWS and not _mutated(node):
             return
         node = _first(node)
+
+
+def _less_its_extremum(node: Node) -> Node | None:
+    """The reduction ``r`` of ``x`` where ``node`` is ``x - r`` or ``r - x`` and ``r`` one of ``x``'s elements (its
+    minimum, maximum, a top-k value: ``_order_statistic_of``): ``node`` is exactly 0 on that element, in every row
+    (a min-max normalisation, ``(x - x.min(-1, keepdim=True).values) / (x.max(...) - x.min(...))``), else None."""
+    if _name(node) != "sub" or len(node.args) != 2 or node.kwargs or not all(isinstance(a, Node) for a in node.args):
+        return None
+    x, r = node.args
+    return _order_statistic_of(r, x) or _order_statistic_of(x, r)
 
 
 def _views_before(node: Node, at: int, order: dict) -> list[Node]:
