@@ -18,6 +18,12 @@ was a bool or an integer (a copy there as in the original), and right before the
 written after it.  Values are those of the original graph; ``strip.py`` drops the copies again, so
 ``export_hard`` gives the original graph.  A graph with no in-place write (most) is swept once.
 
+A rewrite also gives a gradient to values that had none (a comparison, ``one_hot(argmax)``, a top-k mask, a
+``where`` of constants, and what is computed from them), so the ops reading them save more for their backward:
+``h * (h > t).float()`` saves ``h`` in the linearized graph, only the mask in the model.  A tensor such an op
+reads and that is written after it (``nn.ReLU(inplace=True)(h)``, ``h.mul_(2)``, ``h[0] = 0``) gets a copy right
+before the op, and a result of such an op written later a copy right after it (``_isolate_saves``).
+
 Aliases are followed conservatively: views, casts, ``getitem``, ``.data``/``.T``, and what an in-place
 call returns (its first argument); a copy too many costs memory, never a value.
 """
@@ -33,7 +39,7 @@ from sll_fx import dtypes
 from sll_fx.graph_module import ISOLATED  # (a node meta key, which a pickle of the GraphModule carries)
 
 from ._spellings import _op_name
-from ._uses import _CAST_METHODS, _PASS_ATTRS, _mutated, _writes_first
+from ._uses import _CAST_METHODS, _META_NAMES, _PASS_ATTRS, _is_detach, _mutated, _writes_first
 
 #: calls whose result may share memory with their first argument
 _VIEW_NAMES = frozenset((
@@ -45,13 +51,24 @@ _VIEW_NAMES = frozenset((
 ))
 
 
-def isolate_writes(gm: GraphModule, sll_nodes: list[Node], integral: set[Node], created: list[Node]) -> None:
+def isolate_writes(gm: GraphModule, sll_nodes: list[Node], integral: set[Node], created: list[Node],
+                   carried: set[Node] = frozenset()) -> None:
     """Add the copies (see the module docstring) for the rewritten nodes ``sll_nodes``; ``integral``: those whose
-    original result was a bool or an integer (a comparison, an uncast one_hot).  New nodes go to ``created``."""
+    original result was a bool or an integer (a comparison, an uncast one_hot).  ``carried``: the nodes whose value
+    carried a gradient before the rewrite (``_gradients._carried``; the sll nodes of such originals among them); the
+    other sll nodes give gradients that the model has not (``_isolate_saves``).  New nodes go to ``created``."""
     graph = gm.graph
     writes = _writes(gm)
     if not writes:
         return
+    _isolate_sll_ops(graph, writes, sll_nodes, integral, created)
+    fresh = _fresh_gradients(gm, [n for n in sll_nodes if n not in carried], carried)
+    if fresh:  # (the copies above moved some writes onto them: what each writer writes, again)
+        _isolate_saves(gm, [(w, _written(gm, w)) for w, _ in writes], fresh, set(sll_nodes), created)
+
+
+def _isolate_sll_ops(graph, writes: list, sll_nodes: list[Node], integral: set[Node], created: list[Node]) -> None:
+    """The copies of the sll ops' inputs written after them, of their outputs and of their first casts written."""
     order = {n: i for i, n in enumerate(graph.nodes)}
     roots: dict[Node, Node] = {}
     written: dict[Node, list[Node]] = {}  # alias root -> the nodes writing into it
@@ -70,6 +87,66 @@ def isolate_writes(gm: GraphModule, sll_nodes: list[Node], integral: set[Node], 
                 with graph.inserting_after(n):
                     copy = _copy(graph, n, n, created)
                 n.replace_all_uses_with(copy, delete_user_cb=lambda u, c=copy: u is not c)
+
+
+def _fresh_gradients(gm: GraphModule, seeds: list[Node], carried: set[Node]) -> set[Node]:
+    """The nodes that carry a gradient only since the rewrite: ``seeds`` (sll nodes whose original had none) and what
+    is computed from them that had none either, up to a ``.detach()`` or a tensor made like one (``zeros_like``); a
+    tensor written with such a value (``acc.add_(mask)``) too."""
+    fresh, stack = set(seeds), list(seeds)
+    while stack:
+        for user in stack.pop().users:
+            for n in (user, *_written(gm, user)):
+                if n not in fresh and n not in carried and not _is_detach(n) and _op_name(n) not in _META_NAMES:
+                    fresh.add(n)
+                    stack.append(n)
+    return fresh
+
+
+def _isolate_saves(gm: GraphModule, writes: list, fresh: set[Node], sll_nodes: set[Node], created: list) -> None:
+    """Copy what the ops reading a value of ``fresh`` may now save for their backward and is written after them: a
+    tensor they read (a copy before the op, which reads it; one copy for the readers up to a write, the sll ops'
+    among them) and their own result (a copy right after it, which its users read).  Not for views (they save no
+    tensor) nor for the tensor an op writes itself, and a result only where the op's backward reads it
+    (``_SAVES_RESULT``); the sll ops' own are ``_isolate_sll_ops``'s."""
+    graph = gm.graph
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    roots: dict[Node, Node] = {}
+    places: dict[Node, list[int]] = {}  # alias root -> the places of its writers
+    for writer, targets in writes:
+        for t in targets:
+            places.setdefault(_root(t, roots), []).append(order[writer])
+    copies: dict[Node, list] = {}  # value -> [(place, an unwritten copy of it)]
+    for n in graph.nodes:
+        if n.meta.get(ISOLATED) and n.target == "clone" and n.op == "call_method" and _root(n, roots) not in places:
+            copies.setdefault(n.args[0], []).append((order[n], n))
+    for node in sorted(dict.fromkeys(u for n in fresh for u in n.users), key=order.__getitem__):
+        if node in sll_nodes or node.op == "output" or (_parent(node) is not None and not _mutated(node)):
+            continue  # (a view: it saves no tensor)
+        at = order[node]
+        own = {_root(t, roots) for t in _written(gm, node)}
+        for value in dict.fromkeys(node.all_input_nodes):
+            root = _root(value, roots)
+            written = places.get(root, ())
+            if root in own or all(w < at for w in written):
+                continue
+            copy = next((c for p, c in copies.get(value, ()) if p < at and not any(p < w < at for w in written)), None)
+            if copy is None:
+                with graph.inserting_before(node):
+                    copy = _copy(graph, value, node, created)
+                copies.setdefault(value, []).append((at - 0.5, copy))
+            node.replace_input_with(value, copy)
+        if node in fresh and not own and _op_name(node) in _SAVES_RESULT and any(
+                w > at for w in places.get(_root(node, roots), ())):
+            with graph.inserting_after(node):
+                copy = _copy(graph, node, node, created)
+            node.replace_all_uses_with(copy, delete_user_cb=lambda u, c=copy: u is not c)
+            roots[copy], places[copy] = copy, places[_root(node, roots)]  # (its writers write the copy now)
+
+
+#: ops whose backward reads their own result (written in place after them, it fails)
+_SAVES_RESULT = frozenset(("exp", "exp2", "expm1", "sigmoid", "tanh", "relu", "sqrt", "rsqrt", "reciprocal",
+                           "softmax", "log_softmax", "elu", "celu", "selu", "logsigmoid", "pow"))
 
 
 def _copy(graph, value: Node, like: Node, created: list) -> Node:

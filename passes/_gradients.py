@@ -75,6 +75,19 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
     return graded, any_detach
 
 
+def _carried(graph, graded: set, kinds: dict) -> set:
+    """The nodes whose value carries a gradient in the model as it is: of those a gradient reaches (``graded``), the
+    leaves and what is computed from a carrier, less the bool and integer results (``graded`` counts a comparison
+    and its float cast, which only a rewrite gives a gradient: ``_aliases._isolate_saves``)."""
+    carried: set = set()
+    for node in graph.nodes:
+        if node in graded and kinds.get(node) not in _INT_KINDS and (
+                node.op in ("placeholder", "get_attr", "call_module") or
+                not carried.isdisjoint(node.all_input_nodes)):
+            carried.add(node)
+    return carried
+
+
 def _written(node: Node, memo: dict) -> list[Node]:
     """What an in-place call writes into (``_mutated``), and what that is a view of, outwards: ``v.view(-1).add_(h)``
     writes ``v`` too (a ``zeros_like`` accumulator written so was taken for "no gradient reaches its input"), and so

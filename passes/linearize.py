@@ -64,6 +64,7 @@ from sll_fx.report import RewriteReport
 
 from ._aliases import isolate_writes
 from ._checks import check_not_decomposed, check_placement
+from ._gradients import _carried
 from ._patterns import _select_operands
 from ._plan import _Planner, _Step
 from ._spellings import _match
@@ -90,6 +91,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     if held:
         plan = [planner._hard(s.node, s.rule, held) if s.rewrites else s for s in plan]
     before = _count_sll(gm)
+    # the values carrying a gradient in the model (from what planning a rewrite found; none without one)
+    carried = _carried(gm.graph, planner._gradients()[0], kinds) if any(s.rewrites for s in plan) else set()
     surrogates: dict = {}  # comparison -> its sll node; ("soft", sll node) -> its soft mask (_soft_mask)
     device = eps_device(gm)  # (before the first eps buffer is added)
     created: list[Node] = []
@@ -103,7 +106,8 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
         _erase_if_unused(gm.graph, c)
     created = _note_kept_originals(gm.graph, plan, created, {n: s.name for n, s in twins.items()})
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
-    isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created)
+    isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created,
+                   carried | {new for n, new in twins.items() if n in carried})
     _detach_hard_heavisides(gm.graph, plan, planner, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
