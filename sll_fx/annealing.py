@@ -55,6 +55,7 @@ literal eps.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import numbers
 import warnings
@@ -78,7 +79,7 @@ Where = Union[None, str, type, Callable[[fx.Node], bool]]
 
 def eps_device(gm: nn.Module) -> torch.device:
     """Where new eps buffers go: the device of the module's first parameter or buffer (CPU without; not meta)."""
-    for t in (*gm.parameters(), *gm.buffers()):
+    for t in itertools.chain(gm.parameters(), gm.buffers()):  # (lazily: the first one is enough)
         if t.device.type != "meta":
             return t.device
     return torch.device("cpu")

@@ -79,19 +79,52 @@ def _plain(value) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def values_read(module: nn.Module) -> dict[str | Item, object]:
+def values_read(module: nn.Module, memo: dict | None = None) -> dict[str | Item, object]:
     """``{name: value}`` for each ``self.<name>`` that ``forward``, and the methods of the module's own
     class it calls (``self._quantize(x)``, transitively), read whose value in the module's ``__dict__``
     is a plain Python value (not a parameter, buffer, submodule, tensor or method); then
     ``{item: value}`` for each plain item they read through a container attribute that is not plain
     itself (``self.cfg["bits"]``: see :data:`Item`).  A container of plain values read whole (``for s in
     self.sizes``, ``self.cfg[key]``, ``self.cfg.items()``, ``self.cfg["q"]`` passed on) is recorded whole,
-    under its name or item, as a copy (:func:`_snapshot`)."""
-    klass = type(module)
+    under its name or item, as a copy (:func:`_snapshot`).
+
+    ``memo``: a dict owned by the caller (one trace's), in which what the code reads is kept per ``forward`` function
+    and class: a model of many modules of one class (``nn.ModuleList`` of blocks) scans that code once."""
+    key = (forward_of(module), type(module))
+    found = memo.get(key) if memo is not None else None
+    if found is None:
+        found = _code_reads(*key)
+        if memo is not None:
+            memo[key] = found
+    names, items, read = found
+    out: dict[str | Item, object] = {}
+    for n in names:
+        value = _attribute(module, n)
+        if value is not _MISSING and _plain(value):
+            out[n] = value
+    for item in read:
+        root = _attribute(module, item[0]) if item[0] not in _SKIP else _MISSING
+        if root is _MISSING or _plain(root):  # (a plain attribute is checked whole)
+            continue
+        value, reached = _reach(root, item)
+        if item not in items:  # (only bound to a local name: its uses are read, and recorded as such)
+            if reached == item and _plain(value):
+                out[item] = value
+            continue
+        snapshot = _snapshot(value)  # (where a step finds nothing, what it was taken on is read whole)
+        if snapshot is not _MISSING:
+            out[reached if len(reached) > 1 else reached[0]] = snapshot
+    return out
+
+
+def _code_reads(forward, klass: type) -> tuple[list[str], set[Item], list[Item]]:
+    """What :func:`values_read` reads off a module of class ``klass`` whose ``forward`` is ``forward``: the names of
+    ``self.<name>`` read (sorted, not :data:`_SKIP`), the items read through container attributes, and those with the
+    items only bound to a local name (sorted by :func:`_describe`)."""
     names: set[str] = set()
     items: set[Item] = set()
     bound: set[Item] = set()
-    todo = [forward_of(module)]
+    todo = [forward]
     done: set = set()
     while todo:
         fn = function_of(todo.pop())
@@ -105,24 +138,7 @@ def values_read(module: nn.Module) -> dict[str | Item, object]:
             names.add(name)
             member = getattr(klass, name, None)
             todo.append(member.fget if isinstance(member, property) else member)
-    out: dict[str | Item, object] = {}
-    for n in sorted(names - _SKIP):
-        value = _attribute(module, n)
-        if value is not _MISSING and _plain(value):
-            out[n] = value
-    for item in sorted(items | bound, key=_describe):
-        root = _attribute(module, item[0]) if item[0] not in _SKIP else _MISSING
-        if root is _MISSING or _plain(root):  # (a plain attribute is checked whole)
-            continue
-        value, reached = _reach(root, item)
-        if item not in items:  # (only bound to a local name: its uses are read, and recorded as such)
-            if reached == item and _plain(value):
-                out[item] = value
-            continue
-        snapshot = _snapshot(value)  # (where a step finds nothing, what it was taken on is read whole)
-        if snapshot is not _MISSING:
-            out[reached if len(reached) > 1 else reached[0]] = snapshot
-    return out
+    return sorted(names - _SKIP), items, sorted(items | bound, key=_describe)
 
 
 def _attribute(module: nn.Module, name: str):

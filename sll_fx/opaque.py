@@ -259,6 +259,8 @@ class ShadowTree:
         config) adds what was recorded under it the first time, without a second walk.  A tensor there (not a
         Parameter) is recorded with its version counter and a backup of its value (an in-place update,
         ``self.meter.total.add_(1)``, runs for real while tracing)."""
+        if type(v) in _SCALARS:  # (most values of a module's __dict__: a flag, a size; nothing to record)
+            return found
         if isinstance(v, torch.Tensor):
             if not isinstance(v, nn.Parameter):
                 if id(v) not in self._snapshots:
@@ -357,35 +359,48 @@ class ShadowTree:
         a, b = self.original[id(c)].__dict__, c.__dict__
         nested = self._nested.get(id(c), {})
         out = [(key, "changes") for key in nested if key.startswith(OUTSIDE) and self._changed_nested(c, key)]
-        for key in (a if a.keys() == b.keys() else dict.fromkeys([*a, *b])):
+        if a.keys() == b.keys():  # (most modules: no key added or deleted; read without a lookup call per key)
+            for key, x in a.items():
+                y = b[key]
+                if x is y and key not in nested:  # (most keys: the same value, nothing deeper recorded under it)
+                    continue
+                if key in _CONTAINERS_SET and not x and not y:  # (most hook dicts: copied, both empty)
+                    continue
+                self._change(c, key, x, y, nested, ignore, out)
+            return out
+        for key in dict.fromkeys([*a, *b]):
             x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
-            if x is y and key not in nested:  # (most keys: the same value, nothing deeper recorded under it)
-                continue
-            if key in ignore or key.startswith(_OWN_KEYS):
-                continue
-            if key in nested and self._changed_nested(c, key):
-                out.append((key, "changes"))
-                continue
-            if x is _ABSENT or y is _ABSENT:
-                out.append((key, "assigns"))
-                continue
-            if key in _SLOTS:
-                out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
-                        if n not in x or n not in y or not self._same(x[n], y[n])]
-            elif key in _CONTAINERS_SET:
-                if (x or y) and not self._same_items(x, y):  # (most hook containers: both empty)
-                    out.append((key, "changes"))
-            elif self._same(x, y):
-                continue
-            elif self._values.get(id(x)) is y:  # a copy: changed in place?
-                if isinstance(y, torch.Tensor):
-                    if y._version != self._versions[id(y)]:
-                        out.append((key, "changes"))
-                elif not self._same_items(x, y):
-                    out.append((key, "changes"))
-            else:
-                out.append((key, "assigns"))
+            if x is not y or key in nested:
+                self._change(c, key, x, y, nested, ignore, out)
         return out
+
+    def _change(self, c: nn.Module, key: str, x, y, nested: dict, ignore, out: list) -> None:
+        """:meth:`changes` of one key of the copy ``c``, whose value was ``x`` and is ``y`` (``_ABSENT``: no such
+        key), when they differ or something deeper is recorded under it (``nested``): appended to ``out``."""
+        if key in ignore or key.startswith(_OWN_KEYS):
+            return
+        if key in nested and self._changed_nested(c, key):
+            out.append((key, "changes"))
+            return
+        if x is _ABSENT or y is _ABSENT:
+            out.append((key, "assigns"))
+            return
+        if key in _SLOTS:
+            out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
+                    if n not in x or n not in y or not self._same(x[n], y[n])]
+        elif key in _CONTAINERS_SET:
+            if (x or y) and not self._same_items(x, y):  # (most hook containers: both empty)
+                out.append((key, "changes"))
+        elif self._same(x, y):
+            return
+        elif self._values.get(id(x)) is y:  # a copy: changed in place?
+            if isinstance(y, torch.Tensor):
+                if y._version != self._versions[id(y)]:
+                    out.append((key, "changes"))
+            elif not self._same_items(x, y):
+                out.append((key, "changes"))
+        else:
+            out.append((key, "assigns"))
 
     def restore(self, gm: nn.Module) -> None:
         """Put the user's module or tensor wherever fx put a copy into ``gm`` (built from :attr:`root`)."""
@@ -453,6 +468,8 @@ def _global_containers(module: nn.Module) -> list[tuple[str, object]]:
 
 
 _SNAPSHOT_DEPTH = 4
+#: the types of the values :meth:`ShadowTree._snapshot` records nothing of (immutable, no ``__dict__``)
+_SCALARS = frozenset((bool, int, float, complex, str, bytes, type(None)))
 
 
 def _plain_object(v) -> bool:

@@ -578,11 +578,20 @@ def autograd_function_used(module: nn.Module, scans: Scans | None = None):
     fn = forward_of(module)
     if fn is None:
         return None
-    for obj in _referenced(fn, module, memo=scans.references if scans is not None else None):
-        cls = autograd_function_class(obj)
-        if cls is not None:
-            return cls
-    return None
+    if scans is None:
+        return _first_autograd_function(_referenced(fn, module))
+    memo = scans.references
+    key = ("autograd", fn, type(module))  # (what does not depend on the instance: once per function and class)
+    if key not in memo:
+        _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
+        memo[key] = _first_autograd_function(memo[(fn, type(module))])
+    # (the objects resolved without the instance come first in _referenced's list: the first found there wins)
+    return memo[key] or _first_autograd_function(_own_referenced(fn, module))
+
+
+def _first_autograd_function(objects: list):
+    """The first ``autograd.Function`` subclass among ``objects`` (or whose ``apply`` one is), else None."""
+    return next((cls for obj in objects if (cls := autograd_function_class(obj)) is not None), None)
 
 
 def _user_functions(module: nn.Module) -> Iterator[types.FunctionType]:

@@ -1022,9 +1022,10 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
     paths = {id(m): p for p, m in model.named_modules()}
+    reads: dict = {}  # (what each forward's code reads: scanned once per function and class)
     frozen.record(gm, [(paths[id(m)], m, name, value) for m, c in tree.pairs
                        if id(c) in tracer.sll_entered and id(m) in paths
-                       for name, value in frozen.values_read(m).items()])
+                       for name, value in frozen.values_read(m, reads).items()])
     return gm
 
 

@@ -8,12 +8,16 @@
   fx's format, so ``source_of`` and fx's own stack-trace parser both read the user's line.
 - The planner runs the rule table only on nodes whose target is one of its spellings.
 - The user's GraphModule is never edited (its graph is copied; a traced one is private).
+- What a trace reads of a module's code (the names its ``forward`` resolves, an ``autograd.Function`` it references,
+  the values it reads off ``self``) is scanned once per ``forward`` function and class, while each instance's own
+  attributes are still read per instance.
 """
 
 from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import pytest
 import torch
@@ -290,3 +294,72 @@ def test_the_nodes_of_a_loop_record_their_own_lines():
     assert [source_of(n) for n in nodes] == [f"{HERE}:{line}" for line in block * 6]
     assert all(n.stack_trace.startswith(f'File "{__file__}", line {source_of(n).split(":")[1]}, in forward\n')
                for n in nodes)
+
+
+# ----------------------------------------------------------------------------------------
+# code scans once per class, instance attributes per instance
+# ----------------------------------------------------------------------------------------
+
+class _Straight(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class Quant(nn.Module):
+    """A quantizer whose bit width is an instance value; one instance calls an autograd.Function it holds."""
+
+    fn = None
+
+    def __init__(self, bits: int, fn=None):
+        super().__init__()
+        self.bits = bits
+        if fn is not None:
+            self.fn = fn
+
+    def forward(self, x):
+        n = 2 ** self.bits - 1
+        y = torch.round(x.clamp(0, 1) * n) / n
+        return y if self.fn is None else self.fn.apply(y)
+
+
+class Quants(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qs = nn.ModuleList([Quant(4), Quant(2), Quant(3, _Straight), Quant(4)])
+
+    def forward(self, x):
+        for q in self.qs:
+            x = q(x)
+        return x
+
+
+def test_code_scans_run_once_per_class_and_instance_attributes_per_instance(monkeypatch):
+    from sll_fx import frozen
+    from sll_fx.errors import TraceError
+
+    scanned = []
+    real = frozen._code_reads
+
+    def counting(forward, klass):
+        scanned.append(klass.__name__)
+        return real(forward, klass)
+
+    monkeypatch.setattr(frozen, "_code_reads", counting)
+    model = Quants()
+    x = torch.rand(6, 4)
+    gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+    # the instance holding the autograd.Function is kept opaque, the others of its class are traced
+    assert [o.path for o in gm.sll_report.opaque] == ["qs.2"]
+    assert gm.sll_report.counts == {"found": 3, "rewritten": 3, "hard": 0}  # (an opaque module's ops stay hard)
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    # Quant's forward and Quants': scanned once each, whatever the number of instances
+    assert sorted(scanned) == ["Quant", "Quants"]
+    # each value read off self is the instance's own: a change of one instance's bit width is named
+    model.qs[1].bits = 5
+    with pytest.raises(TraceError, match=re.escape("'qs.1.bits' is 5 now, 2 when")):
+        gm(x)
