@@ -187,6 +187,9 @@ class SLLConfig:
         ``model``, or of one an exported graph's nodes name (``also_types``: classes, or export's class names): one
         the model does not hold selected nothing, silently, where a misspelled name is refused (a58).  The model's
         own type is no submodule's (its nodes sit in no submodule of it)."""
+        if not any(isinstance(key, type) for table in ("module_eps", "module_mode", "skip")
+                   for key in getattr(self, table)):
+            return  # (no type to look for: the model's modules are not walked)
         held = [type(m) for path, m in model.named_modules() if path]
         held += [t for t in also_types if isinstance(t, type)]
         names = {t for t in also_types if isinstance(t, str)}

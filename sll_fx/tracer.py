@@ -1222,6 +1222,8 @@ def trace_with_fallback(model: torch.nn.Module, *, concrete_args: dict | None = 
     sealed = _sealed_modules(model)  # (kept as they are, like ``keep``, and listed)
     walk.keep.update((id(m), m) for _, m, _ in sealed)
     result = _trace_tree(model, concrete_args, "", [], walk)
+    if not walk.records and not sealed:  # (most models: nothing opaque, the modules not walked again to order it)
+        return result, []
     order = {p: i for i, (p, _) in enumerate(model.named_modules(remove_duplicate=False))}
     records = sorted([*walk.records, *(OpaqueModule(p, type(m).__name__, r) for p, m, r in sealed)],
                      key=lambda o: order.get(o.path, len(order)))
@@ -1262,6 +1264,8 @@ def _trace_tree(model: nn.Module, concrete_args, prefix: str, ancestry: list, wa
             leaves[id(m)] = (m, path, e.reason)
     if prefix:
         _relabel(gm, ancestry)
+    if not leaves:  # (most traces: nothing kept opaque inside, the model's modules not walked again)
+        return gm
     order = {id(m): i for i, m in enumerate(model.modules())}
     user = {id(m) for _, m in model.named_modules(remove_duplicate=False)}
     for m, path, reason in sorted(leaves.values(), key=lambda t: order.get(id(t[0]), 0)):
