@@ -309,18 +309,19 @@ class _Planner:
             return float(value)
         factor = 1.0  # (-self.pos_inf, torch.ones_like(h) * -inf: the number times the fill found)
         for _ in range(8):  # (a few wrappers deep)
-            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not value.args:
+            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not (
+                    args := value.args):
                 break
             name = _op_name(value)
-            if name == "mul" and len(value.args) == 2 and not value.kwargs:  # (x * -inf, -inf * x)
-                node, number = value.args if isinstance(value.args[0], Node) else value.args[::-1]
+            if name == "mul" and len(args) == 2 and not value.kwargs:  # (x * -inf, -inf * x)
+                node, number = args if isinstance(args[0], Node) else args[::-1]
                 if isinstance(number, Node) or not isinstance(number, (int, float)) or isinstance(number, bool):
                     break
                 factor, value = factor * float(number), node
-            elif name == "neg" and len(value.args) == 1:
-                factor, value = -factor, value.args[0]
+            elif name == "neg" and len(args) == 1:
+                factor, value = -factor, args[0]
             elif name in _FILL_WRAPPERS:
-                value = value.args[0]
+                value = args[0]
             else:
                 break
         base = self._fill_of(value) if isinstance(value, Node) else None

@@ -146,7 +146,7 @@ class Ties:
         self._written_found: dict | None = None
         self._states: dict[Node, list] = {}      # (written nodes -> their grid before each write, and after the last)
         self._order = {n: i for i, n in enumerate(gm.graph.nodes)}
-        self._numbers: dict[Node, float | None] = {}  # (number(node), in a graph that writes nothing in place)
+        self._numbers: dict[Node, object] = {}   # (_value(node), in a graph that writes nothing in place)
         self._folds: dict[tuple, tuple | None] = {}   # (_folded: (node, depth) -> its value)
         self._constants_found: set[Node] | None = None
         self._reader: Node | None = None         # (the node whose reading _ties follows: the comparison, a writer)
@@ -477,19 +477,19 @@ class Ties:
     def _value(self, v):
         """``v`` as a value: a number (also a node holding one, not an attribute the graph writes), a node, or None
         (a bool, NaN, anything else)."""
-        if _number(v):
-            return float(v)
         if isinstance(v, Node):
-            if not self._any_write():  # (most graphs: read once per node)
-                if v not in self._numbers:
-                    self._numbers[v] = self.number(v)
-                number = self._numbers[v]
-            elif v in self._writers() and (w := _written_value(v)) is not v and _number(n := self._value(w)):
+            writing = self._writing if self._writing is not None else self._any_write()
+            if not writing:  # (most graphs: read once per node)
+                found = self._numbers.get(v, _UNNAMED)
+                if found is _UNNAMED:
+                    number = self.number(v)
+                    found = self._numbers[v] = float(number) if _number(number) else v
+                return found
+            if v in self._writers() and (w := _written_value(v)) is not v and _number(n := self._value(w)):
                 return float(n)  # (empty_like(h).fill_(1.0): the number it fills in)
-            else:
-                number = self.number(v) if not self._stale(v) else None
+            number = self.number(v) if not self._stale(v) else None
             return float(number) if _number(number) else v
-        return None
+        return float(v) if _number(v) else None
 
     def _name_of(self, node: Node) -> str | None:
         """:func:`_name`, worked out once per node (the walks meet a node many times)."""
@@ -501,8 +501,8 @@ class Ties:
     def _straight_through(self, node: Node) -> Node | None:
         """:func:`_straight_through` of ``node``, once per node."""
         if node not in self._stes:
-            self._stes[node] = _straight_through(node, (lambda v: v in self._written_nodes()) if self._any_write()
-                                                 else None)
+            self._stes[node] = _straight_through(node, self._name_of, (lambda v: v in self._written_nodes())
+                                                 if self._any_write() else None)
         return self._stes[node]
 
     def _any_write(self) -> bool:
@@ -746,9 +746,10 @@ class Ties:
 
     def _number_and_node(self, node: Node) -> tuple:
         """Of a binary op's two operands, the number (a node holding one too) or None, and the other node."""
-        if len(node.args) < 2:
+        args = node.args
+        if len(args) < 2:
             return None, None
-        a, b = node.args[:2]
+        a, b = args[:2]
         for number, other in ((b, a), (a, b)):
             if isinstance(other, Node) and _number(v := self._value(number)):
                 return v, other
@@ -1500,16 +1501,19 @@ _BELOW_OR_ABOVE = {"gt": (1, True), "ge": (1, False), "lt": (-1, True), "le": (-
 _MASK_CASTS = frozenset(("float", "to", "type_as", "double", "half", "bfloat16", "_to_copy"))
 
 
-def _straight_through(node: Node, written: Callable[[Node], bool] | None = None):
+def _straight_through(node: Node, name_of: Callable[[Node], str | None],
+                      written: Callable[[Node], bool] | None = None):
     """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
     x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
-    and ``r`` are within a factor of 2, and at ``r == 0``), else None."""
-    name = _name(node)
-    if name not in _SUMS or len(node.args) != 2 or node.kwargs:
+    and ``r`` are within a factor of 2, and at ``r == 0``), else None.  ``name_of``: :func:`_name` (a memo of it,
+    :meth:`Ties._name_of`)."""
+    name = name_of(node)
+    args = node.args
+    if name not in _SUMS or len(args) != 2 or node.kwargs:
         return None
-    for held, x in (node.args[::-1], node.args) if name == "add" else ((node.args[1], node.args[0]),):
-        if isinstance(held, Node) and _name(held) == "detach" and isinstance(diff := _first(held), Node) and \
-                _name(diff) == "sub" and len(diff.args) == 2 and not diff.kwargs:
+    for held, x in (args[::-1], args) if name == "add" else ((args[1], args[0]),):
+        if isinstance(held, Node) and name_of(held) == "detach" and isinstance(diff := _first(held), Node) and \
+                name_of(diff) == "sub" and len(diff.args) == 2 and not diff.kwargs:
             r, other = diff.args if name == "add" else diff.args[::-1]
             if other is x and isinstance(r, Node):
                 return r
@@ -1559,7 +1563,8 @@ def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:
 
 def _first(node: Node):
     """An op's first operand (also given as ``input=``)."""
-    return node.args[0] if node.args else node.kwargs.get("input", node.kwargs.get("self"))
+    args = node.args
+    return args[0] if args else node.kwargs.get("input", node.kwargs.get("self"))
 
 
 def _name(node: Node) -> str | None:
