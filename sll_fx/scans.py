@@ -161,8 +161,10 @@ def hooks_of(module: nn.Module) -> str:
     dropped; the model's own hooks are not traced at all.  The tracer keeps such a module opaque."""
     parts = []
     for attr, words in _HOOK_DICTS:
-        hooks = (getattr(module, attr, None) or {}).values()
-        n = sum(1 for h in hooks if not _own_hook(h))
+        hooks = getattr(module, attr, None)
+        if not hooks:  # (most modules: none registered)
+            continue
+        n = sum(1 for h in hooks.values() if not _own_hook(h))
         if n:
             parts.append(f"{n} {words}{'s' if n > 1 else ''}")
     return ", ".join(parts)
