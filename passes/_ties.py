@@ -7,17 +7,19 @@ there, never the model's 0/1.  The planner leaves it hard (``_Planner._plan_comp
 reason from :meth:`Ties.of`:
 
 - a **grid**: values ``offset + step * k`` only (:class:`Grid`), each taken on whole ranges (a rounded
-  value, a count, an integer or bool tensor, ``round(x / s) * s``, sums of them); ``sign`` is the grid
-  ``1 + 2k`` (its 0 is a single point, unless its input is 0 on ranges), so ``sign(x) > 0`` has no ties
-  but ``sign(a) + sign(b) > 0`` has;
+  value, a count, an integer or bool tensor, ``round(x / s) * s``, ``round(x) / p`` and ``q * (7 / alpha)`` at the
+  learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
+  value's grid times ``1.5``); ``sign`` is the grid ``1 + 2k`` (its 0 is a single point, unless its input is 0 on
+  ranges, also rounded: ``round(2 * sign(x))``), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
   max pooling, ``cat`` and arithmetic with a number (``relu(x) * 2 > 0``);
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``);
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`),
-  ``minimum``/``maximum`` with a number (a clamp), a product with a 0/1 mask at its other factor's constant,
-  average pooling at any constant;
+  ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
+  product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
+  value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;
 - through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``: ``r``'s
   values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
@@ -60,7 +62,9 @@ class Grid:
     """Values ``offset + step * k`` (``k`` whole) only, each on whole ranges of inputs; ``source``: the op they come
     from (``round``, ``sign``, an integer tensor); ``values``: exactly which, where known (a buffer of ones: {1}).
     ``scale``: a tensor they are multiplied by (``round(x / s) * s`` with ``s`` a parameter: the node ``s``), or
-    None, and ``scale_value`` its number now, where it holds one; scaled grids add up only with the same scale."""
+    None, and ``scale_value`` the number they are multiplied by now, where it holds one; ``divided``: divided by the
+    scale instead (``round(h) / p``: ``scale_value`` is ``1 / p`` now); scaled grids add up only with the same scale,
+    both multiplied or both divided (:meth:`scaled_as`)."""
 
     offset: float
     step: float
@@ -68,6 +72,7 @@ class Grid:
     values: frozenset | None = None
     scale: Node | None = None
     scale_value: float | None = None
+    divided: bool = False
 
     def hits(self, t: float) -> bool:
         if self.scale is not None:  # (s * (o + step * k): 0 where o + step * k is; others by s's value now)
@@ -90,6 +95,10 @@ class Grid:
         values = frozenset(v + number for v in self.values) if self.values is not None else None
         return _grid(self, offset=self.offset + number, values=values)
 
+    def scaled_as(self, other: Grid) -> bool:
+        """Are both grids' values multiplied by one same scale (or none), or both divided by it?"""
+        return self.scale is other.scale and self.divided == other.divided
+
     def describe(self) -> str:
         offset = self.offset % self.step
         offset = 0.0 if _multiple(offset / self.step) else offset  # (-1 on the grid of step 1: whole numbers)
@@ -97,6 +106,8 @@ class Grid:
                 else f"the values {offset:g} + {self.step:g}k")
         if self.scale is None:
             return what
+        if self.divided:
+            return f"{what} divided by '{self.scale.name}'"
         return f"{what} times '{self.scale.name}'" if not self._quantizer() else \
             f"{what} times the quantization step of '{self.scale.target}'"
 
@@ -104,6 +115,8 @@ class Grid:
         """Half the distance between the values, in the comparison's units (``0.5 * s`` for a scaled grid)."""
         if self.scale is None:
             return f"{self.step / 2:g}"
+        if self.divided:
+            return f"{self.step / 2:g} / {self.scale.name}"
         return f"{self.step / 2:g} * {self.scale.name}" if not self._quantizer() else f"{self.step / 2:g} step"
 
     def _quantizer(self) -> bool:  # (scaled by a fake-quantize module's own step)
@@ -179,7 +192,7 @@ class Ties:
         if found is not None or _number(t):
             return found
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
-        if g is not None and h is not None and g.scale is h.scale and (step := _common_step(g.step, h.step)):
+        if g is not None and h is not None and g.scaled_as(h) and (step := _common_step(g.step, h.step)):
             if g.values is not None or h.values is not None:  # (which values, where known: a buffer of zeros)
                 known, other = (g, h) if g.values is not None else (h, g)
                 return Tie(g.source, g) if any(other.hits(v) for v in known.values) else None
@@ -217,7 +230,7 @@ class Ties:
         if not isinstance(node, Node) or depth == 0:
             return []
         if not numbers and (g := self.grid(node)) is not None:
-            if g.scale is None or g.scale_value is not None or g.values is None:
+            if g.scale is None or g.scale_value is not None or g.values is None or g.divided:
                 return [(g, g.source)]
             scale = self.grid(g.scale)  # (a mask times a value: that value's numbers and grid where the mask is 1,
             # where(h < 1, 0.5, h) * (h > 0.1): 0.5; g * (g > 0.5) of a grid g)
@@ -264,7 +277,10 @@ class Ties:
             return found + self._range_values(hard, depth - 1, numbers)
         if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
             low, high = self._number_bounds(name, node)  # bounds)
-            first = self._extremum_operands(node)[0] if name in _EXTREMA else first
+            first, bound = self._extremum_operands(node) if name in _EXTREMA else (first, None)
+            if isinstance(bound, Node) and not _number(self._value(bound)):  # (of two tensors: each one's, where it is
+                return found + [f for a in _taken(name, first, bound)     # the one taken, minimum(h, round(k)))
+                                for f in self._range_values(a, depth - 1, numbers)]
             return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
                             if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
         if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
@@ -285,10 +301,12 @@ class Ties:
         if (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on its minimum)
             found = found + [(0.0, reduced)]
         c, other = self._number_and_node(node)
-        if c is None and name in _ZERO_PRODUCTS and (more := self._of_two(node, name, depth, numbers) + (
-                self._ratios(node, depth) if name in _DIVS else [])):
-            return found + more  # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other
-            # operand; v * (h > 0): v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1)
+        if c is None and name in _ZERO_PRODUCTS:
+            return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
+                                                                       []) + self._scaled_values(node, name, depth,
+                                                                                                 numbers)
+            # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other operand; v * (h > 0):
+            # v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1; y * (7 / alpha): y's times 7 / alpha)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
             return found
         if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
@@ -608,9 +626,15 @@ class Ties:
         if name in ("minimum", "maximum", "fmin", "fmax") and c is not None:  # (a clamp at c: its input below/above)
             inside = number < c if name in ("minimum", "fmin") else number > c
             return self._ties(other, number, depth - 1) if inside else None
+        if name in _EXTREMA and c is None and len(operands) == 2:  # (of two tensors: each one's value where it is the
+            found = next((f for a in _taken(name, *operands) if (f := self._ties(a, number, depth - 1)) is not None),
+                         None)  # one taken, minimum(q, h) < 2 at q == 2 <= h, on ranges)
+            return Tie(found.source) if found is not None else None
         if name.startswith(_AVG_POOLS):  # (a constant where its window is: avg_pool(relu(x)) > 0, of hardtanh at 2)
             found = self._ties(first, number, depth - 1)
             return Tie(found.source) if found is not None else None
+        if c is None and number != 0 and (found := self._scaled_ties(node, name, number, depth)) is not None:
+            return found  # (y * (7 / alpha), y / p: y's ties, scaled)
         if name == "mul" and len(operands) == 2 and number != 0:  # (g * m, m a 0/1 mask: g where m is 1)
             for a, b in (operands, operands[::-1]):
                 g = self.grid(b)
@@ -859,6 +883,8 @@ class Ties:
             decimals = _arg(node, 1, "decimals", 0) if name == "round" else 0
             if not isinstance(decimals, int) or abs(decimals) > 15:
                 return None
+            if name in _JUMPS and not decimals and (g := self.grid(first)) is not None and _on(g, Grid(0.0, 1.0, node)):
+                return g  # (whole already: its input's values, round(2 * sign(h))'s -2 and 2, its 0 a single point)
             return Grid(0.0, 10.0 ** -decimals, node)
         if name in ("fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine"):
             scale = _arg(node, 1, "scale")
@@ -885,7 +911,11 @@ class Ties:
             if len(bounds) < len(constants) or not all(
                     _on(b, g) if isinstance(b, Grid) else g.hits(b) for b in bounds):
                 return None
-            return replace(g, values=None)
+            if g.values is None or g.scale is not None or not all(_number(b) for b in bounds):
+                return replace(g, values=None)
+            low, high = self._number_bounds(name, node)  # (which values, where known: relu of {0, 1}: {0, 1})
+            return replace(g, values=frozenset(min(max(v, -math.inf if low is None else low),
+                                                   math.inf if high is None else high) for v in g.values))
         if name == "neg":
             g = self.grid(first)
             return g.times(-1) if g is not None else None
@@ -910,10 +940,10 @@ class Ties:
             if (g is None) == (h is None):
                 return None
             grid, factor = (g, node.args[1]) if g is not None else (h, node.args[0])  # (round(x / s) * s)
-            if grid.scale is not None or not isinstance(factor, Node):
-                return None
-            return replace(grid, scale=factor, scale_value=self._scalar(factor))
+            return self._scaled(grid, factor) if isinstance(factor, Node) else None
         if name in _DIVS:
+            if c is None and len(node.args) == 2 and not node.kwargs and isinstance(node.args[1], Node):
+                return self._scaled(self.grid(first), node.args[1], divided=True)  # (round(h) / p)
             g = self.grid(first) if c is not None and other is first else None
             return g.times(1 / c) if g is not None and c else None
         if name in ("add", "sub") and len(node.args) > 1:
@@ -921,6 +951,8 @@ class Ties:
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
             if (pair := _difference(name, node, alpha)) is not None and (found := self._shifted_back(*pair)):
+                return found
+            if (found := self._combined(node)) is not None:  # (q * 0.5 + q: 1.5 q, not the common grid of its terms)
                 return found
             a = self._held_grid(node.args[0])
             b = self._held_grid(node.args[1]) if a is not None else None  # (not both: the first has none)
@@ -933,7 +965,7 @@ class Ties:
             if b is None or not isinstance(a, Grid):  # (a number minus a grid: 1 - m)
                 return b.plus(a) if b is not None and _number(a) else None
             step = _common_step(a.step, b.step)
-            if step is None or a.scale is not b.scale:
+            if step is None or not a.scaled_as(b):
                 return None
             return _grid(a, offset=a.offset + b.offset, step=step, values=None)
         if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T; n unknown:
@@ -989,6 +1021,98 @@ class Ties:
             return None
         return math.prod(meta.shape[d] for d in dims)
 
+    def _combined(self, node: Node) -> Grid | None:
+        """The grid of a sum that reads one same value in more than one term (``q * 0.5 + q``; a leaky integrator fed
+        the same ``q``, ``v = 0.8 * v + q``: ``1.8 q``), each value's grid times its coefficients added up, where they
+        have one sign (no cancellation: the float32 sum is that multiple to a few ulps) and the graph writes nothing
+        in place (each term reads the same values); else None (the common grid of its terms, a coarser one)."""
+        if self._any_write() or (form := self._linear(node, 8)) is None:
+            return None
+        terms, shift = form
+        merged: dict[Node, list[float]] = {}
+        for v, k in terms:
+            merged.setdefault(v, []).append(k)
+        if len(merged) == len(terms) or any(min(ks) < 0 < max(ks) for ks in merged.values()):
+            return None
+        grids = [g.times(sum(ks)) if (g := self.grid(v)) is not None else None for v, ks in merged.items()]
+        if None in grids or not all(g.scaled_as(grids[0]) for g in grids[1:]):
+            return None
+        step = grids[0].step
+        for g in grids[1:]:
+            if (step := _common_step(step, g.step)) is None:
+                return None
+        found = _grid(grids[0], offset=sum(g.offset for g in grids), step=step,
+                      values=grids[0].values if len(grids) == 1 else None)
+        return found.plus(shift) if found is not None else None
+
+    def _linear(self, node, depth: int) -> tuple[list, float] | None:
+        """``node`` as ``sum(k * v) + c``: ``([(v, k), ...], c)`` over the values ``v`` it adds up through sums,
+        differences, and products and quotients with numbers (``q * 0.5 + q``: ``([(q, 0.5), (q, 1.0)], 0.0)``); None
+        for a product with 0."""
+        if _number(v := self._value(node)):
+            return [], v
+        name = self._name_of(node) if isinstance(node, Node) and depth > 0 else None
+        c, other = self._number_and_node(node) if name is not None else (None, None)
+        if name in ("add", "sub") and len(node.args) == 2 and set(node.kwargs) <= {"alpha"} and \
+                _number(alpha := node.kwargs.get("alpha", 1)):
+            a, b = (self._linear(x, depth - 1) for x in node.args)
+            if a is None or b is None:
+                return None
+            sign = alpha if name == "add" else -alpha
+            return a[0] + [(v, k * sign) for v, k in b[0]], a[1] + sign * b[1]
+        if name == "neg":
+            c, other = -1.0, _first(node)
+        elif name in _DIVS and c and other is _first(node) and not node.kwargs:
+            c = 1 / c
+        elif name != "mul" or node.kwargs:
+            c = None
+        if c is None or not c:
+            return ([(node, 1.0)], 0.0) if c is None and isinstance(node, Node) else None
+        inner = self._linear(other, depth - 1)
+        return ([(v, k * c) for v, k in inner[0]], inner[1] * c) if inner is not None else None
+
+    def _scaled(self, g: Grid | None, factor: Node, divided: bool = False) -> Grid | None:
+        """``g``'s values times the tensor ``factor`` (``round(x / s) * s``, ``q * (7 / alpha)``) or, ``divided``,
+        divided by it (``round(h) / p``), at the number it holds now (:meth:`_scalar`; a product's 0 only where it
+        holds none); None for a grid scaled already, or a divisor that holds no number (other than 0) now."""
+        if g is None or g.scale is not None:
+            return None
+        value = self._scalar(factor)
+        if divided and not value:
+            return None
+        return replace(g, scale=factor, scale_value=1 / value if divided else value, divided=divided)
+
+    def _scaled_operands(self, node: Node, name: str) -> list[tuple]:
+        """``(value, factor, divided)`` of a product of two tensors (``y * (7 / alpha)``, either way round) or a
+        quotient of two (``y / p``) whose factor, the divisor, holds one number now (:meth:`_scalar`)."""
+        operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
+        if not operands or not all(isinstance(a, Node) for a in operands):
+            return []
+        pairs = [(*operands, True)] if name in _DIVS else [(*operands, False), (*operands[::-1], False)] \
+            if name == "mul" else []
+        return [(v, f, divided) for v, f, divided in pairs if self._scalar(f)]
+
+    def _scaled_values(self, node: Node, name: str, depth: int, numbers: bool) -> list[tuple]:
+        """:meth:`_range_values` of a product with, or a quotient by, a tensor holding one number now, of a value with
+        no grid of its own (PACT's ``minimum(relu(a), alpha) * (7 / alpha)``): the value's, scaled by it."""
+        found = []
+        for v, factor, divided in self._scaled_operands(node, name):
+            k = self._scalar(factor)
+            for w, source in self._range_values(v, depth - 1, numbers):
+                w = self._scaled(w, factor, divided) if isinstance(w, Grid) else w / k if divided else w * k
+                if w is not None:
+                    found.append((w, source))
+        return found
+
+    def _scaled_ties(self, node: Node, name: str, number: float, depth: int) -> Tie | None:
+        """:meth:`_ties` at ``number`` of a product with, or a quotient by, a tensor holding one number now: its value's
+        at ``number`` divided (multiplied) by it (``y * (7 / alpha) >= 3.5``: ``y`` at 2 for ``alpha`` 4 now)."""
+        for v, factor, divided in self._scaled_operands(node, name):
+            k = self._scalar(factor)
+            if (found := self._ties(v, number * k if divided else number / k, depth - 1)) is not None:
+                return found.mapped(lambda g: self._scaled(g, factor, divided))
+        return None
+
     def _averaged(self, g: Grid | None, node: Node, k: int | None, varying: bool) -> Grid | None:
         """The grid of an average pooling of ``g``'s values over ``k`` of them (``varying``: fewer at the edges)."""
         if g is None or not k or g.scale is not None or g.offset != 0:
@@ -1034,11 +1158,11 @@ class Ties:
         if name not in _FOLDABLE or node.kwargs and name not in ("round", "clamp", "clip"):
             return None
         args = [self._folded(a, depth - 1) if isinstance(a, Node) else (a, False) for a in node.args]
-        if not args or None in args or not isinstance(args[0][0], torch.Tensor):
-            return None
+        if not args or None in args or not any(isinstance(a, torch.Tensor) for a, _ in args):  # (7.0 / alpha: a number
+            return None                                                                          # first, too)
         try:
             with torch.no_grad():
-                out = getattr(torch, name)(*[a for a, _ in args], **node.kwargs)
+                out = getattr(torch, _FOLDED_AS.get(name, name))(*[a for a, _ in args], **node.kwargs)
         except Exception:  # (an argument this op does not take: not folded)
             return None
         moving = any(m for _, m in args)
@@ -1234,7 +1358,10 @@ class Ties:
         if isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type != "meta":
             return float(t.detach().reshape(()))
         number = self.number(node)
-        return float(number) if _number(number) else None
+        if _number(number):
+            return float(number)
+        folded = self._folded(node, 4)  # (7.0 / alpha, alpha.abs(): computed from attributes, its value now)
+        return float(folded[0].reshape(())) if folded is not None and folded[0].numel() == 1 else None
 
     def _module_of(self, node: Node) -> nn.Module | None:
         try:
@@ -1561,6 +1688,16 @@ def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:
     return node, sign
 
 
+def _taken(name: str, a, b) -> tuple:
+    """The operands a ``maximum``/``minimum`` of ``a`` and ``b`` may take: both, but for ``x`` and ``floor(x)`` in a
+    maximum (``floor(x) <= x``: ``x``), ``x`` and ``ceil(x)`` in a minimum."""
+    below = "floor" if name in ("maximum", "fmax") else "ceil"
+    for x, r in ((a, b), (b, a)):
+        if isinstance(r, Node) and _name(r) == below and len(r.args) == 1 and not r.kwargs and _first(r) is x:
+            return (x,)
+    return a, b
+
+
 def _first(node: Node):
     """An op's first operand (also given as ``input=``)."""
     args = node.args
@@ -1654,7 +1791,7 @@ def _common_step(a: float, b: float) -> float | None:
 
 def _on(h: Grid, g: Grid) -> bool:
     """Is every value of ``h`` on ``g``?"""
-    return h.scale is g.scale and _multiple(h.step / g.step) and _multiple((h.offset - g.offset) / g.step)
+    return h.scaled_as(g) and _multiple(h.step / g.step) and _multiple((h.offset - g.offset) / g.step)
 
 
 def _mapped(f: Callable, values: list[tuple]) -> list[tuple]:
@@ -1692,7 +1829,7 @@ def _grid_meets(g: Grid, jumps: Grid, skip_zero: bool = False) -> bool:
 def _union(found: list) -> Grid | None:
     """One grid that holds all of ``found`` (grids, numbers), else None."""
     grids = [g for g in found if isinstance(g, Grid)]
-    if not grids or None in found or len({id(g.scale) for g in grids}) > 1:
+    if not grids or None in found or not all(g.scaled_as(grids[0]) for g in grids[1:]):
         return None
     step = grids[0].step
     for g in grids[1:]:
@@ -1700,7 +1837,12 @@ def _union(found: list) -> Grid | None:
         if step is None:
             return None
     g = replace(grids[0], step=step, values=None)
-    return g if all(_on(h, g) if isinstance(h, Grid) else g.hits(h) for h in found) else None
+    if not all(_on(h, g) if isinstance(h, Grid) else g.hits(h) for h in found):
+        return None
+    known = [h.values if isinstance(h, Grid) else frozenset((float(h),)) for h in found]  # (which values, where each
+    if g.scale is None and None not in known and len(values := frozenset().union(*known)) <= 16:  # part's are known:
+        return replace(g, values=values)  # zeros_like(h).scatter(-1, i, 1.0), 0 and 1)
+    return g
 
 
 def _product(g: Grid | None, h: Grid | None) -> Grid | None:
@@ -1862,8 +2004,10 @@ _JUMPS = {"round": (0.5, None, False), "floor": (0.0, None, False), "ceil": (0.0
 #: the constants of activations with fixed ones (their bounds: ``_bounds``)
 _CONSTANTS = {"hardsigmoid": (0, 1), "hardswish": (0,), "tril": (0,), "triu": (0,)}
 #: ops folded on tensor attributes' values (``round(w * 4)``)
-_FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", "add", "sub", "neg", "abs", "clamp",
-                       "clip", "relu"))
+_FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", "truediv", "true_divide", "add", "sub",
+                       "neg", "abs", "clamp", "clip", "relu"))
+#: the torch function computing a folded op named otherwise (``7.0 / alpha``: operator.truediv)
+_FOLDED_AS = {"truediv": "div"}
 _CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
 _DIVS = frozenset(("div", "true_divide", "truediv"))
 #: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the

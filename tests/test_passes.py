@@ -2340,10 +2340,10 @@ def test_on_a_jump_through_writes_one_to_one_ops_and_minimum(fn):
     assert_bitwise(gm(x), model(x))
 
 
-def _rewritten_unless_on_a_jump(fn, ties: bool):
-    """``_Fuzzed(fn)``'s last discrete op: left hard where ``ties`` (and the model's values then), else rewritten; its
-    report entry."""
-    model, x = _Fuzzed(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+def _rewritten_unless_on_a_jump(fn, ties: bool, **params):
+    """``_Fuzzed(fn, **params)``'s last discrete op: left hard where ``ties`` (and the model's values then), else
+    rewritten; its report entry."""
+    model, x = _Fuzzed(fn, **params), torch.linspace(-3, 3, 6000).reshape(1000, 6)
     gm = sll_fx.linearize_module(model, eps=1e-3, verbose=False)
     entry = gm.sll_report.entries[-1]
     assert entry.rewritten != ties, str(gm.sll_report)
@@ -2564,6 +2564,100 @@ def test_a_clip_at_a_learned_bound_divided_by_it_sits_on_a_jump(fn, ties):
     the input is 7 on every ``h >= a`` (and -7 below ``-a``), one of floor's jumps: it was rewritten, 403 of 601
     outputs off the model (n - 1/2 there, a57).  The quotient's values ``k`` where the numerator is ``k * a`` count
     now; round (no jump at whole numbers), a threshold between them and another denominator stay rewritten."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
+def _pact_of_a_whole_activation(m, h):  # (PACT's clip at a learned alpha, then 7 levels, of a 4-bit activation)
+    y = torch.minimum(F.relu(torch.round(torch.clamp(h * 2, 0, 7))), m.s)
+    return torch.round(y * (7.0 / m.s)) * (m.s / 7.0)
+
+
+@pytest.mark.parametrize("fn, s, ties", [
+    (lambda m, h: torch.round(torch.round(h) / m.s), 2.0, True),
+    (lambda m, h: torch.round(torch.round(h) * (7.0 / m.s)), 4.0, True),
+    (lambda m, h: torch.round(torch.round(h) * (7.0 / m.t)), 0.3, True),
+    (_pact_of_a_whole_activation, 4.0, True),
+    (lambda m, h: (torch.round(h) / m.s >= 1.5).float(), 2.0, True),
+    (lambda m, h: (torch.clamp(h, 0, 1) * m.s >= 0.5).float(), 0.5, True),
+    (lambda m, h: torch.round(torch.minimum(F.relu((h > 0).float()), m.s) * (7.0 / m.s)), 4.0, False),
+    (lambda m, h: torch.round(torch.minimum(F.relu(torch.zeros_like(h).scatter(-1, h.topk(1, -1).indices, 1.0)), m.s)
+                              * (7.0 / m.s)), 4.0, False),
+    (lambda m, h: torch.round(torch.round(h) / m.s + 0.25), 2.0, False),
+    (lambda m, h: torch.round(torch.round(h) / m.s), 0.3, False),
+    (lambda m, h: (torch.round(h) / m.s >= 1.25).float(), 2.0, False)],
+    ids=["quotient", "times_levels_over_parameter", "times_levels_over_buffer", "pact", "comparison",
+         "clip_times_parameter", "pact_of_a_mask", "pact_of_a_top_k_mask", "quotient_shifted", "quotient_off_the_jumps", "comparison_between"])
+def test_a_grid_divided_by_a_learned_scale_ties_at_its_value_now(fn, s, ties):
+    """A grid divided by a trainable scalar (``round(q / p)``, ``p`` = 2: 8090 of 16384 outputs off the model), times
+    a number over it (``q * (7 / alpha)``, PACT on a 4-bit activation: 1636 of 16384 off; also over a buffer) and a
+    clip times one (``clamp(h, 0, 1) * p >= 0.5``) were rewritten on their ties, while ``q * p`` was read at ``p``'s
+    value now (a62 S2).  Read so too now (ties that last while ``p`` holds that value, as for the product); other
+    values and thresholds stay rewritten, also a mask's 0 and 1 clipped and times 7/4 (a clip, and a put of 1.0 into
+    zeros, keep the values they know)."""
+    _rewritten_unless_on_a_jump(fn, ties, s=s, t=4.0)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: (torch.minimum(torch.round(h * 4) / 4, h + 1) < 2.0).float(), True),
+    (lambda m, h: (torch.round(h).maximum(h * 0.5) > 1.0).float(), True),
+    (lambda m, h: (torch.maximum((h <= 1.0).float(), h) >= 1.0).float(), True),
+    (lambda m, h: torch.floor(torch.minimum(h + 1, torch.round(h * 2) / 2)), True),
+    (lambda m, h: torch.ceil(torch.maximum(h * 0.3 - 5, F.relu(h))), True),
+    (lambda m, h: torch.floor(torch.maximum(h, torch.ceil(h))), True),
+    (lambda m, h: (torch.minimum(h, h * 0.5 + 1) < 2.0).float(), False),
+    (lambda m, h: torch.floor(torch.maximum(h, torch.floor(h))), False),
+    (lambda m, h: (torch.minimum(torch.round(h), h + 1) < 2.5).float(), False)],
+    ids=["minimum_of_grid", "maximum_method", "maximum_of_mask", "floor_of_minimum", "ceil_of_maximum",
+         "maximum_with_ceil", "continuous", "maximum_with_floor", "threshold_off_the_grid"])
+def test_minimum_and_maximum_of_two_tensors_take_each_ones_values(fn, ties):
+    """``minimum(q, h)`` equals ``q`` wherever ``q`` is the smaller, on whole ranges: ``minimum(q, h) < 2`` (406 of
+    16384 outputs off the model) and ``maximum(mask, h) >= 1`` (10657 of 16384) were rewritten (a62 S4); a jump op
+    read only the first operand's values (``floor(maximum(h, ceil(h)))``, on floor's jumps, was rewritten).  Either
+    operand's ties count now, but ``floor(h)`` in a maximum with ``h`` (never the larger); continuous operands and a
+    threshold off the grid stay rewritten."""
+    _rewritten_unless_on_a_jump(fn, ties)
+
+
+def _scaled_copy_added(m, h):  # (1.5 q: multiples of 1.5, never 1.0)
+    q = torch.round(h)
+    return q * 0.5 + q > 1.0
+
+
+def _scaled_copy_added_at_its_multiple(m, h):  # (1.5 q = 1.5 at q == 1)
+    q = torch.round(h)
+    return q * 0.5 + q > 1.5
+
+
+def _leaky_integrator_of_one_value(threshold):  # (three steps of v = 0.8 v + q: 2.44 q, q on multiples of 1/7)
+    def fn(m, h):
+        q = torch.round(torch.sigmoid(h) * 7) / 7
+        v = q
+        for _ in range(2):
+            v = v * 0.8 + q
+        return v > threshold
+    return fn
+
+
+def _cancelling_copies(m, h):  # (1.5 q - 0.5 q: q, but a float32 cancellation: the common grid of 0.5)
+    q = torch.round(h)
+    return q * 1.5 - q * 0.5 > 1.5
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (_scaled_copy_added, False), (_scaled_copy_added_at_its_multiple, True),
+    (_leaky_integrator_of_one_value(1.0), False), (_leaky_integrator_of_one_value(2.44), True),
+    (_cancelling_copies, True),
+    (lambda m, h: (torch.round(2 * torch.sign(h)) > 0).float(), False),
+    (lambda m, h: (torch.floor(torch.sign(h) * 3) > 0).float(), False),
+    (lambda m, h: (torch.round(F.relu(torch.sign(h))) > 0).float(), True)],
+    ids=["scaled_copy_added", "at_its_multiple", "leaky_integrator", "leaky_at_its_multiple", "cancelling",
+         "round_of_signs", "floor_of_signs", "round_of_relu_of_signs"])
+def test_a_sum_of_copies_of_one_value_and_a_rounded_grid_keep_its_values(fn, ties):
+    """``q * 0.5 + q`` (a leaky integrator fed the same ``q``) was given the common grid of its terms (multiples of
+    0.5), so ``> 1.0`` was left hard, with no gradient, on a tie that never happens (0 elements at 1.0, a62 L1); it
+    is ``1.5 q`` now, where the coefficients have one sign (a difference keeps the common grid, on purpose: float32
+    cancels inexactly).  ``round(2 * sign(h))`` was taken for whole numbers with a 0 on ranges (L3); a rounding op of
+    whole numbers keeps their values, ``sign``'s 0 a single point."""
     _rewritten_unless_on_a_jump(fn, ties)
 
 
