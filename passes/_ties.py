@@ -20,10 +20,14 @@ reason from :meth:`Ties.of`:
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;
-- through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``: ``r``'s
-  values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
+- through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``, ``r.detach()
+  + x - x.detach()``: ``r``'s values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
-  ``cnt.add_(spike)``); an attribute a module the graph calls may write (``scans.state_written``) is not read.
+  ``cnt.add_(spike)``), and so do the views of it taken before a write (``o = q.view(-1); q.sub_(0.5)``); each value
+  is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
+  the graph calls may write (``scans.state_written``) is not read;
+- at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
+  normalisation): 0 on an element of each row, on every input.
 
 The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
 equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
@@ -1917,11 +1921,11 @@ def _dipping(f: Callable[[float], float], t: float) -> list[float]:
     return [solve(-60.0, bottom), solve(bottom, 0.0)] if f(bottom) < t else []
 
 
-#: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there);
-#: GELU and SiLU, which dip below 0 first, -> the list of their inputs there
 #: one-to-one ops that keep their input's values from 0 up and scale those below (a grid's values stay on it, or on
 #: it times the slope)
 _IDENTITY_ABOVE_0 = frozenset(("leaky_relu",))
+#: elementwise ops that take each value at one input only (strictly monotone) -> that input, or None (none there);
+#: GELU and SiLU, which dip below 0 first, -> the list of their inputs there
 _ONE_TO_ONE: dict[str, Callable[[float, Node], float | list[float] | None]] = {
     "sigmoid": lambda t, n: math.log(t / (1 - t)) if 0 < t < 1 else None,
     "tanh": lambda t, n: math.atanh(t) if -1 < t < 1 else None,
