@@ -1648,25 +1648,27 @@ def _straight_through(node: Node, name_of: Callable[[Node], str | None],
             r, other = diff.args if name == "add" else diff.args[::-1]
             if other is x and isinstance(r, Node):
                 return r
-    return _left_by_detached_copies(node, written)
+    return _left_by_detached_copies(node, name_of, written)
 
 
-def _left_by_detached_copies(node: Node, written: Callable[[Node], bool] | None) -> Node | None:
+def _left_by_detached_copies(node: Node, name_of: Callable[[Node], str | None],
+                             written: Callable[[Node], bool] | None) -> Node | None:
     """The one value left of a sum whose other terms cancel against their detached copies (``r.detach() + h -
     h.detach()``, ``h - h.detach() + r``, ``h.data``), read through ``detach`` and sums (``(a + b).detach()``), a call
     written twice counting as one (``sign(x).detach() + hardtanh(x) - hardtanh(x).detach()``, only where the graph
     writes nothing in place, ``written`` None): it holds that value (to a few ulps: ``(r + h) - h``), else None.  None
-    where a term is ``written`` in place (its node's value would not be what the sum reads)."""
+    where a term is ``written`` in place (its node's value would not be what the sum reads).  ``name_of``: :func:`_name`
+    (a memo of it)."""
     signs: dict[Node, int] = {}
     todo = [(node, 1)]
     while todo and len(signs) <= 8:
         v, sign = todo.pop()
-        while isinstance(v, Node) and (_name(v) == "detach" or v.target is getattr and v.args[1:] == ("data",)):
+        while isinstance(v, Node) and (name_of(v) == "detach" or v.target is getattr and v.args[1:] == ("data",)):
             v = v.args[0] if v.args else _first(v)
         if not isinstance(v, Node) or written is not None and written(v):
             return None  # (a number: r + 0.5 + h - h.detach() is not read here)
-        if _name(v) in _SUMS and len(v.args) == 2 and not v.kwargs:
-            todo += [(v.args[0], sign), (v.args[1], sign if _name(v) == "add" else -sign)]
+        if name_of(v) in _SUMS and len(v.args) == 2 and not v.kwargs:
+            todo += [(v.args[0], sign), (v.args[1], sign if name_of(v) == "add" else -sign)]
             continue
         if written is None:
             v = next((u for u in signs if _same_value(u, v)), v)
