@@ -16,7 +16,8 @@ reason from :meth:`Ties.of`:
   max pooling, ``cat`` and arithmetic with a number (``relu(x) * 2 > 0``);
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``);
-- through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`),
+- through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
+  the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;
@@ -27,7 +28,11 @@ reason from :meth:`Ties.of`:
   is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
-  normalisation): 0 on an element of each row, on every input.
+  normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``); a grid's order
+  statistics and its mean over an unknown count are on its grid (``q - q.mean(-1, keepdim=True)``: 0 where a row's
+  values are equal);
+- for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
+  over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``).
 
 The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
 equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
@@ -43,6 +48,7 @@ is), random ops (dropout).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable
@@ -171,6 +177,7 @@ class Ties:
         self._writing: bool | None = None        # (_any_write: whether the graph writes anything in place)
         self._names: dict[Node, str | None] = {}  # (_name_of: nodes -> their op's name)
         self._stes: dict[Node, Node | None] = {}  # (_straight_through: nodes -> the hard value they hold)
+        self._images_found: dict[tuple, list] = {}  # (_images: (op, grid) -> the values the op takes on it)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
@@ -268,7 +275,8 @@ class Ties:
             if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
                 kept = self._kept_from_0(_first(node), module) if not numbers and \
                     _MODULE_ONE_TO_ONE[type(module)] in _IDENTITY_ABOVE_0 else []
-                return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True))
+                return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True)) + \
+                    self._images(module, _first(node), False)  # (nn.Tanh() of ceil(h): -1 and 1 from 9 out)
             keeps = module is not None and _keeps_values(module)
             return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
         name = self._name_of(node)
@@ -287,13 +295,11 @@ class Ties:
                                 for f in self._range_values(a, depth - 1, numbers)]
             return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
                             if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
-        if name in _ONE_TO_ONE and node.op in ("call_function", "call_method") and all(
-                not isinstance(a, Node) for a in (*node.args[1:], *node.kwargs.values())):  # (sqrt(relu(h)): 0)
-            call = (lambda v: node.target(v, *node.args[1:], **node.kwargs)) if node.op == "call_function" else \
-                (lambda v: getattr(v, node.target)(*node.args[1:], **node.kwargs))
+        if name in _ONE_TO_ONE and (call := _elementwise_call(node)) is not None:  # (sqrt(relu(h)): 0)
             if not numbers and name in _IDENTITY_ABOVE_0:
                 found = found + self._kept_from_0(first, call)
-            return found + _mapped(call, self._range_values(first, depth - 1, True))
+            return found + _mapped(call, self._range_values(first, depth - 1, True)) + self._images(node, first, False)
+            # (sigmoid(round(h)): 0.5 at 0, 1.0 from 17 up)
         if name == "where":
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
         if name in _JOINS and isinstance(first, (list, tuple)):
@@ -441,6 +447,8 @@ class Ties:
 
     def _op_flat(self, node: Node, depth: int) -> Tie | None:
         """:meth:`_flat` of what ``node``'s op makes of its inputs."""
+        if _reduced_along(node, self._row_dim):  # (one value for the whole row, as a binary op broadcasts it: the mean
+            return Tie(node)                     # in every element above it, minimum(h, h.mean(-1, keepdim=True)))
         if node.op == "call_module":
             module = self._module_of(node)
             passes = module is not None and (type(module) in _MODULE_ONE_TO_ONE or _keeps_values(module))
@@ -458,13 +466,16 @@ class Ties:
             return next((f for a in first if (f := self._flat(a, depth - 1)) is not None), None)
         if name == "where":
             return next((f for b in _branches(node) if (f := self._flat(b, depth - 1)) is not None), None)
+        operands = [a for a in node.args[:2] if isinstance(a, Node)]
+        if name in _EXTREMA and len(operands) == 2:  # (of two tensors: each one's elements where it is the one taken,
+            return next((f for a in _taken(name, *operands) if (f := self._flat(a, depth - 1)) is not None), None)
+            # minimum(h, heaviside(h, 0)): 1 in every element from 1 up)
         c, other = self._number_and_node(node)
         if name == "mul" and c == 0:  # (h * 0: 0 everywhere)
             return Tie(node)
         if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1)
             return self._flat(other, depth - 1)
         if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
-            operands = [a for a in node.args[:2] if isinstance(a, Node)]
             return next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
         if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1); clamp(h, -a, a) / a: -1 and 1)
             ratios = self._ratios(node, depth) if c is None else []
@@ -698,7 +709,40 @@ class Ties:
         """The ties of a one-to-one op ``op`` (a node or a module, :data:`_ONE_TO_ONE`) of ``first`` at ``number``:
         those of ``first`` at its preimages."""
         found = next((f for c in _preimages(name, op, number) if (f := self._ties(first, c, depth - 1))), None)
-        return Tie(found.source) if found is not None else None
+        if found is None:  # (no preimage, or none that ties: a value the op takes on its input's grid, as float32
+            # saturates, sigmoid(round(h) * 8) >= 1.0 from round(h) = 3 up)
+            return next((Tie(source) for v, source in self._images(op, first) if _same(v, number)), None)
+        return Tie(found.source)
+
+    def _images(self, op, first, sums: bool = True) -> list[tuple]:
+        """``(value, source)`` for the values the one-to-one op ``op`` (a node, or its module) takes on ``first``'s grid
+        (:func:`_grid_points`), computed in float32 as the model computes them (``sigmoid(round(h))``: 0.5 at 0, and
+        exactly 1.0 from 17 up, where float32 saturates); none where ``first`` has no grid, nor, unless ``sums``, where
+        it is a sum of two tensors (a residual stream's, ``tanh(x * 0.9 + 0.1)``: rarely a grid, and costly to rule
+        out; a comparison reads its grid anyway)."""
+        if not isinstance(first, Node) or not sums and self._sum_of_tensors(first):
+            return []
+        g = self.grid(first)
+        if g is None:
+            return []
+        key = (op, g)  # (the grid as it is read there: states of a value written in place differ)
+        if key not in self._images_found:
+            call = _elementwise_call(op)
+            self._images_found[key] = [(v, g.source) for v in _images_of(call, _grid_points(g))] if call else []
+        return self._images_found[key]
+
+    def _sum_of_tensors(self, node: Node) -> bool:
+        """Is ``node``, less views and arithmetic with numbers, a sum or difference of two tensors, not a hand-written
+        straight-through value (``x * 0.9 + 0.1`` of ``x = h + 0.1 * d``)?"""
+        for _ in range(8):
+            name = self._name_of(node) if isinstance(node, Node) else None
+            operands = [a for a in node.args[:2] if isinstance(a, Node)] if name is not None else []
+            if name in _SUMS and len(operands) == 2:
+                return self._straight_through(node) is None
+            if not (name in _VIEWS or name in ("add", "sub", "mul", "div", "truediv", "neg")) or len(operands) != 1:
+                return False
+            node = operands[0]
+        return False
 
     def _flat_numbers(self, node, depth: int) -> list[float]:
         """The numbers ``node`` takes on whole ranges as an op's constant (``relu(b)``: 0), through what keeps values."""
@@ -880,6 +924,8 @@ class Ties:
                     module.kernel_size, module.padding, module.ceil_mode, module.count_include_pad,
                     getattr(module, "divisor_override", None), dims))
             return self.grid(first) if module is not None and _keeps_values(module) else None
+        if (statistic := _order_statistic_values(node)) is not None:  # (q.max(-1).values, q.topk(2)[0])
+            return self.grid(_first(statistic))
         name = self._name_of(node)
         if name is None:
             return None
@@ -950,6 +996,12 @@ class Ties:
                 return self._scaled(self.grid(first), node.args[1], divided=True)  # (round(h) / p)
             g = self.grid(first) if c is not None and other is first else None
             return g.times(1 / c) if g is not None and c else None
+        if name in _ORDER_STATISTICS_OF_ONE and isinstance(first, Node) and (
+                name in ("amax", "amin") or len(node.args) == 1 and not node.kwargs):  # (an element of its input:
+            g = self.grid(first)  # h.amin(-1, keepdim=True) of a grid, and q - q.amin(...) on it; max(dim) below)
+            return g
+        if name == "sub" and len(node.args) == 2 and not node.kwargs and self._cancels(*node.args):  # (h - h: 0 on
+            return Grid(0.0, 1.0, node, frozenset((0.0,)))  # every input)
         if name in ("add", "sub") and len(node.args) > 1:
             alpha = node.kwargs.get("alpha", 1)
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
@@ -972,9 +1024,12 @@ class Ties:
             if step is None or not a.scaled_as(b):
                 return None
             return _grid(a, offset=a.offset + b.offset, step=step, values=None)
-        if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T; n unknown:
-            g = _sum(self.grid(first))                                          # not followed)
+        if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T)
+            g = _sum(self.grid(first))
             return g.times(1 / n) if g is not None and g.scale is None else None
+        if name in ("mean", "nanmean"):  # (n unknown: on the grid of step / n for the n it has; its input's grid,
+            g = self.grid(first)          # which a row of equal values takes, is read: q - q.mean(-1, keepdim=True)
+            return replace(g, values=None) if g is not None else None  # is 0 there; not its halves for an even n)
         if name in ("sum", "cumsum", "nansum", "cumulative_sum"):  # (n values o + sk: n*o + s*k, n unknown)
             g = self.grid(first)  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
             return _sum(g) if g is None or g.scale is None or self._scalar(g.scale) is not None else None  # none)
@@ -1007,6 +1062,11 @@ class Ties:
                 _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
+
+    def _cancels(self, a, b) -> bool:
+        """Is ``a - b`` 0 for every input: one same value (``h - h``; the same call of the same values twice,
+        ``relu(h) - relu(h)``, where the graph writes nothing in place between them)?"""
+        return isinstance(a, Node) and (a is b or not self._any_write() and _same_value(a, b))
 
     def _reduced_count(self, mean: Node) -> int | None:
         """How many elements ``mean`` (``x.mean(dim)``, ``torch.mean(x, dim)``) averages, where known: the number of
@@ -1704,6 +1764,29 @@ def _taken(name: str, a, b) -> tuple:
     return a, b
 
 
+def _order_statistic_values(node: Node) -> Node | None:
+    """The reduction whose values ``node`` takes (``x.max(-1)[0]``, ``.values`` of ``x.topk(2)``, ``kthvalue``,
+    ``median``, ``sort``, ``cummax``: each an element of ``x``), else None (their indices: integers)."""
+    if node.op != "call_function" or len(node.args) != 2 or not isinstance(reduced := node.args[0], Node) or not (
+            node.target is operator.getitem and node.args[1] == 0 or node.target is getattr and node.args[1] == "values"):
+        return None
+    return reduced if _name(reduced) in _ORDER_STATISTICS_OF_ONE | _ORDER_STATISTICS_OF_MANY and \
+        isinstance(_first(reduced), Node) else None
+
+
+def _reduced_along(node: Node, dim: int) -> bool:
+    """Is ``node`` a reduction over ``dim`` (the same number) that keeps it as a dim of 1 (``h.mean(-1,
+    keepdim=True)``, ``h.max(-1, keepdim=True).values``): one value for each row along ``dim``?"""
+    if (statistic := _order_statistic_values(node)) is not None:
+        node = statistic
+    if node.op not in ("call_function", "call_method") or _name(node) not in _KEEPING_REDUCTIONS:
+        return False
+    reduced = _arg(node, 1, "dim")
+    reduced = reduced[0] if isinstance(reduced, (list, tuple)) and len(reduced) == 1 else reduced
+    return _arg(node, 2, "keepdim", False) is True and isinstance(reduced, int) and not isinstance(reduced, bool) \
+        and reduced == dim
+
+
 def _first(node: Node):
     """An op's first operand (also given as ``input=``)."""
     args = node.args
@@ -1813,6 +1896,47 @@ def _mapped(f: Callable, values: list[tuple]) -> list[tuple]:
             except Exception:  # (an op that takes no 0-d tensor so: not followed)
                 pass
     return out
+
+
+def _elementwise_call(op) -> Callable | None:
+    """``op`` (a node of an elementwise op, or its module) as a function of its first argument, its other arguments as
+    they are; None where one is a node (a value the graph computes)."""
+    if isinstance(op, nn.Module):
+        return op
+    if any(isinstance(a, Node) for a in (*op.args[1:], *op.kwargs.values())):
+        return None
+    if op.op == "call_function":
+        return lambda v: op.target(v, *op.args[1:], **op.kwargs)
+    return (lambda v: getattr(v, op.target)(*op.args[1:], **op.kwargs)) if op.op == "call_method" else None
+
+
+def _grid_points(g: Grid) -> list[float]:
+    """``g``'s values (at its scale's value now; its 0 only, where the scale holds none), those within
+    :data:`_POINTS_REACH` of 0 where they are not known: the :data:`_POINTS` nearest 0 on each side, and the one
+    nearest the reach (where a one-to-one op saturates in float32: sigmoid is 1.0 from 17 up, tanh -1 and 1 from 9)."""
+    scale = 1.0 if g.scale is None else g.scale_value
+    if not scale:
+        return [0.0] if g.hits(0.0) else []
+    if g.values is not None:
+        return [v * scale for v in g.values]
+    offset, step = g.offset * scale, g.step * abs(scale)
+    centre, reach = round(-offset / step), math.ceil(_POINTS_REACH / step)
+    steps = [*range(-min(reach, _POINTS), min(reach, _POINTS) + 1), *((-reach, reach) if reach > _POINTS else ())]
+    return [offset + step * (centre + k) for k in steps]
+
+
+def _images_of(call: Callable, points: list[float]) -> list[float]:
+    """The distinct values ``call`` gives on the float32 ``points`` (one call on all of them, as the model computes
+    each), finite and below 2^23 in size (beyond, every float32 is a multiple of 0.5: a continuous input's too)."""
+    if not points:
+        return []
+    try:
+        with torch.no_grad():
+            out = call(torch.tensor(points, dtype=torch.float32))
+    except Exception:  # (an op that takes no 1-d tensor so: not followed)
+        return []
+    return [v for v in dict.fromkeys(out.double().tolist()) if math.isfinite(v) and abs(v) < 2.0 ** 23] if \
+        isinstance(out, torch.Tensor) and out.shape == (len(points),) else []
 
 
 def _grid_meets(g: Grid, jumps: Grid, skip_zero: bool = False) -> bool:
@@ -2023,8 +2147,19 @@ _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
 _SUMS = frozenset(("add", "sub"))
 #: how many ``Ties.grid`` calls may nest before the inputs' grids are found first, in graph order (Python's stack)
 _GRID_NESTING = 64
+#: how far from 0 a one-to-one op's input grid is read (:func:`_grid_points`: sigmoid is 1.0 in float32 from 17 up, tanh
+#: -1 and 1 from 9 out, exp past 2^23 from 16), and at most how many of its values on each side
+_POINTS_REACH = 32.0
+_POINTS = 256
 #: what ``Ties._names`` holds for a node not looked at yet
 _UNNAMED = object()
+#: reductions whose values are elements of their input (an order statistic), a tensor (``amax``; ``max`` of all of
+#: it) or, with a dim, values and indices; and those that give both always
+_ORDER_STATISTICS_OF_ONE = frozenset(("amax", "amin", "max", "min", "median", "nanmedian"))
+_ORDER_STATISTICS_OF_MANY = frozenset(("kthvalue", "mode", "topk", "sort", "cummax", "cummin"))
+#: reductions called (input, dim, keepdim)
+_KEEPING_REDUCTIONS = frozenset(("mean", "nanmean", "sum", "nansum", "amax", "amin", "max", "min", "median",
+                                 "nanmedian", "prod", "logsumexp", "mode", "all", "any"))
 _JOINS = frozenset(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"))
 _INT_CASTS = frozenset(("int", "long", "short", "bool", "char", "byte"))
 #: what passes its first argument's values on (each element a value it had: views, copies, casts, selections)
