@@ -539,6 +539,13 @@ class _Proxy(fx.Proxy):
     """fx's Proxy, whose attribute reads (``h.T``) remember the grad mode they were written in.  (Not its ``len()``
     failure: torch's indexing tries ``len`` on an index and catches what it raises, from no frame of its own.)"""
 
+    def __init__(self, node: fx.Node, tracer=None) -> None:
+        if tracer is None:  # (fx's own default: a tracer that appends to the node's graph)
+            super().__init__(node, tracer)
+            return
+        state = self.__dict__  # what fx's __init__ sets, without a __setattr__ call per attribute (two per node)
+        state["tracer"], state["node"] = tracer, node
+
     def __getattr__(self, k: str) -> "_Attribute":
         return _Attribute(self, k)
 

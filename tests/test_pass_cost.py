@@ -363,3 +363,27 @@ def test_code_scans_run_once_per_class_and_instance_attributes_per_instance(monk
     model.qs[1].bits = 5
     with pytest.raises(TraceError, match=re.escape("'qs.1.bits' is 5 now, 2 when")):
         gm(x)
+
+
+# ----------------------------------------------------------------------------------------
+# the tracer's work per node and per module call
+# ----------------------------------------------------------------------------------------
+
+def test_a_traced_value_is_made_without_an_attribute_write_per_field(monkeypatch):
+    # fx's Proxy.__init__ sets .tracer and .node through the Proxy's __setattr__ (which refuses a traced tensor's
+    # attribute writes): two Python calls per node; the tracer's proxies set them directly
+    from sll_fx import tracer as tracer_module
+
+    writes = []
+    real = tracer_module._Proxy.__setattr__
+
+    def counting(self, k, value):
+        writes.append(k)
+        return real(self, k, value)
+
+    monkeypatch.setattr(tracer_module._Proxy, "__setattr__", counting)
+    gm = trace(Blocks(20))
+    assert len(gm.graph.nodes) > 100
+    assert writes == []
+    x = torch.rand(3, 4)
+    assert torch.equal(gm(x), Blocks(20)(x))
