@@ -600,11 +600,17 @@ class _Attribute(fx.proxy.Attribute):
         return self._node
 
 
-def _names_training(module: nn.Module) -> bool:
+def _names_training(module: nn.Module, memo: dict) -> bool:
     """Does the module's ``forward`` (nested code included) name an attribute ``training``: a read of a child's
-    flag, ``self.bn.training``, maybe (a name test, cheap: the flags it leads to are made only when used)."""
+    flag, ``self.bn.training``, maybe (a name test, cheap: the flags it leads to are made only when used).
+    ``memo``: forward function -> the answer (one test per function of the modules flagged, not per module)."""
     fn = forward_of(module)
-    return fn is not None and any("training" in c.co_names for c in code_objects(fn.__code__))
+    if fn is None:
+        return False
+    found = memo.get(fn)
+    if found is None:
+        found = memo[fn] = any("training" in c.co_names for c in code_objects(fn.__code__))
+    return found
 
 
 class SLLTracer(fx.Tracer):
@@ -625,6 +631,7 @@ class SLLTracer(fx.Tracer):
         self.sll_scope: list[tuple[str, str]] = []  # (qualified name of the call, class name) of the modules entered
         self._sll_parents: list[nn.Module] = []      # those modules
         self._sll_path: tuple | None = None          # (module, the name of the call fx's call_module is about to make)
+        self._sll_leaf: tuple | None = None          # (module, whether it is a leaf: what fx's call_module asks next)
         self.sll_opaque = {id(m) for m in opaque}
         self.sll_shadows = shadows               # the private copies traced instead of the user's modules
         self.sll_entered: set[int] = set()       # ids of the modules whose forward the trace ran
@@ -649,6 +656,10 @@ class SLLTracer(fx.Tracer):
         self._sll_carried: dict = {}             # id(a child's exception raised on as it is) -> (it, its TraceError)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        known = self._sll_leaf
+        if known is not None and known[0] is m:  # (call_module's answer for the call fx's call_module is making)
+            self._sll_leaf = None
+            return known[1]
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
 
     def trace(self, root, concrete_args=None):
@@ -699,6 +710,7 @@ class SLLTracer(fx.Tracer):
             shadows = self.sll_shadows is not None
             modules = [c for _, c in self.sll_shadows.pairs] if shadows else list(self.root.modules())
             flagged: set[int] = set()
+            names: dict = {}  # (_names_training's memo)
 
             def flag(m: nn.Module) -> None:
                 path = paths.get(id(m))
@@ -713,7 +725,7 @@ class SLLTracer(fx.Tracer):
                 # (unpickling) meets fx's containers only, of class nn.Module: each gets its flag)
                 if not (shadows and torch_leaf(m)):
                     flag(m)
-                    if shadows and _names_training(m):  # (self.drop.training, self.bn.training: its leaves' too)
+                    if shadows and _names_training(m, names):  # (self.drop.training, self.bn.training: its leaves' too)
                         for child in m._modules.values():
                             if child is not None and torch_leaf(child):
                                 flag(child)
@@ -871,7 +883,9 @@ class SLLTracer(fx.Tracer):
         self._sll_parents.append(m)
         stack = len(self.module_stack)  # (fx pops its entry only when the call returns: see finally)
         try:
-            if not self.is_leaf_module(m, path):
+            leaf = self.is_leaf_module(m, path)
+            self._sll_leaf = (m, leaf)  # (fx's call_module asks again, right away: not worked out twice)
+            if not leaf:
                 if _autocast_state() != self._sll_autocast:
                     raise self._note(_AutocastRegion(outer=True))  # (entered by the caller's forward: the caller is
                     # opaque)
@@ -910,6 +924,7 @@ class SLLTracer(fx.Tracer):
                 raise self._note(e)
             raise self._note(kept) from e
         finally:
+            self._sll_leaf = None  # (not left for a later question: a call that raised before fx asked)
             self.sll_scope.pop()
             self._sll_parents.pop()
             while len(self.module_stack) > stack:  # (a call that raised: a forward may catch it and go on)

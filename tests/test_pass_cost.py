@@ -387,3 +387,45 @@ def test_a_traced_value_is_made_without_an_attribute_write_per_field(monkeypatch
     assert writes == []
     x = torch.rand(3, 4)
     assert torch.equal(gm(x), Blocks(20)(x))
+
+
+class Many(nn.Module):
+    """Blocks of their own (a Linear each), one class: the per-module work of a trace shows."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block() for _ in range(n))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_each_module_call_is_judged_a_leaf_once_and_each_forward_scanned_for_training_once(monkeypatch):
+    # whether a module is a leaf is worked out once per call (fx's call_module asks again, right after the
+    # tracer's own), besides once per module when the trace begins (its training flag); whether a forward names
+    # .training, once per function
+    from sll_fx import tracer as tracer_module
+
+    judged, scanned = [], []
+    real_leaf, real_code = tracer_module.torch_leaf, tracer_module.code_objects
+
+    def counting_leaf(m):
+        judged.append(m)
+        return real_leaf(m)
+
+    def counting_code(code):
+        scanned.append(code)
+        return real_code(code)
+
+    monkeypatch.setattr(tracer_module, "torch_leaf", counting_leaf)
+    monkeypatch.setattr(tracer_module, "code_objects", counting_code)
+    model = Many(5)
+    gm = trace(model)
+    calls = 5 * 2  # (the model's own forward is traced, not called; its blocks are called, and each calls its Linear)
+    modules = len(list(model.modules()))
+    assert len(judged) == modules + calls
+    assert [c.co_name for c in scanned] == ["forward", "forward"]  # (Many's, Block's: once each)
+    x = torch.rand(3, 4)
+    assert torch.equal(gm(x), model(x))
