@@ -96,6 +96,20 @@ def _own_referenced(fn: types.FunctionType, owner: nn.Module, depth: int = 3) ->
     return _expand(own, names, depth) if own else []
 
 
+#: the exact types of values that name no code (a flag, a size, a name): no scan finds a mode block, a mode reader or
+#: an autograd.Function in one, nor anything further by its attributes (:func:`_expand` walks modules and classes only)
+_PLAIN = frozenset((bool, int, float, complex, str, bytes, type(None)))
+
+
+def _own_scanned(fn: types.FunctionType, owner: nn.Module) -> list:
+    """:func:`_own_referenced` less the instance attributes of :data:`_PLAIN` types (``self.bits``, ``self.kind``):
+    what :func:`mode_scan` and :func:`autograd_function_used` look through per instance, the same answer for both
+    (those values are none of what they look for), without a walk for most modules (plain values only)."""
+    names, state = _names_in(fn.__code__), owner.__dict__
+    own = [state[n] for n in names if n in state and type(state[n]) not in _PLAIN]
+    return _expand(own, names, 3) if own else []
+
+
 @functools.lru_cache(maxsize=4096)  # (code objects do not change)
 def _names_in(code: types.CodeType) -> tuple[str, ...]:
     """The global, attribute and free-variable names of ``code``, nested code included."""
@@ -252,7 +266,7 @@ def mode_scan(module: nn.Module, scans: Scans | None = None) -> tuple[list[str],
             entered += [b for b in _modes_of(method, _referenced(method, module, memo=memo), own=False)[1]
                         if b not in entered]
         shared = memo[key] = (read, entered)
-    own = _modes_of(fn, _own_referenced(fn, module), own=True)
+    own = _modes_of(fn, _own_scanned(fn, module), own=True)
     if not own[0] and not own[1]:
         return list(shared[0]), list(shared[1])
     return list(dict.fromkeys([*shared[0], *own[0]])), list(dict.fromkeys([*shared[1], *own[1]]))
@@ -588,7 +602,7 @@ def autograd_function_used(module: nn.Module, scans: Scans | None = None):
         _referenced(fn, module, memo=memo)  # (fills memo[(fn, class)]: the objects resolved without the instance)
         memo[key] = _first_autograd_function(memo[(fn, type(module))])
     # (the objects resolved without the instance come first in _referenced's list: the first found there wins)
-    return memo[key] or _first_autograd_function(_own_referenced(fn, module))
+    return memo[key] or _first_autograd_function(_own_scanned(fn, module))
 
 
 def _first_autograd_function(objects: list):

@@ -429,3 +429,37 @@ def test_each_module_call_is_judged_a_leaf_once_and_each_forward_scanned_for_tra
     assert [c.co_name for c in scanned] == ["forward", "forward"]  # (Many's, Block's: once each)
     x = torch.rand(3, 4)
     assert torch.equal(gm(x), model(x))
+
+
+class Levels(nn.Module):
+    """Plain instance values its forward names (a bit width, a name): per instance, nothing to resolve."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits, self.label = bits, f"q{bits}"
+
+    def forward(self, x):
+        n = 2 ** self.bits - 1
+        return torch.round(x.clamp(0, 1) * n) / n
+
+
+def test_plain_instance_values_are_not_resolved_per_module(monkeypatch):
+    # the mode and autograd.Function scans resolve what a forward names once per function and class; per instance,
+    # only its attributes that may name code (not self.bits, an int)
+    from sll_fx import scans
+
+    walks = []
+    real = scans._expand
+
+    def counting(frontier, names, depth):
+        walks.append(list(frontier))
+        return real(frontier, names, depth)
+
+    monkeypatch.setattr(scans, "_expand", counting)
+    model = nn.Sequential(*(Levels(b) for b in (2, 3, 4, 5)))
+    gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+    assert gm.sll_report.counts == {"found": 4, "rewritten": 4, "hard": 0}
+    # (the first instance's bit width is walked when its class is resolved, with the instance: not the others')
+    assert {v for frontier in walks for v in frontier if isinstance(v, int)} == {2}
+    x = torch.rand(3, 4)
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
