@@ -998,8 +998,7 @@ class Ties:
             return g.times(1 / c) if g is not None and c else None
         if name in _ORDER_STATISTICS_OF_ONE and isinstance(first, Node) and (
                 name in ("amax", "amin") or len(node.args) == 1 and not node.kwargs):  # (an element of its input:
-            g = self.grid(first)  # h.amin(-1, keepdim=True) of a grid, and q - q.amin(...) on it; max(dim) below)
-            return g
+            return self.grid(first)  # h.amin(-1, keepdim=True) of a grid, and q - q.amin(...) on it; max(dim) below)
         if name == "sub" and len(node.args) == 2 and not node.kwargs and self._cancels(*node.args):  # (h - h: 0 on
             return Grid(0.0, 1.0, node, frozenset((0.0,)))  # every input)
         if name in ("add", "sub") and len(node.args) > 1:
@@ -2154,7 +2153,8 @@ _POINTS = 256
 #: what ``Ties._names`` holds for a node not looked at yet
 _UNNAMED = object()
 #: reductions whose values are elements of their input (an order statistic), a tensor (``amax``; ``max`` of all of
-#: it) or, with a dim, values and indices; and those that give both always
+#: it) or, with a dim, values and indices; and those that give both always (the comparisons' list, of ops whose
+#: result holds an element of the input, is ``_patterns._ORDER_STATISTICS``: it has ``msort``, a tensor, and no ``mode``)
 _ORDER_STATISTICS_OF_ONE = frozenset(("amax", "amin", "max", "min", "median", "nanmedian"))
 _ORDER_STATISTICS_OF_MANY = frozenset(("kthvalue", "mode", "topk", "sort", "cummax", "cummin"))
 #: reductions called (input, dim, keepdim)
