@@ -308,7 +308,8 @@ class Ties:
             return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
             return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
-        if (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on its minimum)
+        if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on
+            # its minimum)
             found = found + [(0.0, reduced)]
         c, other = self._number_and_node(node)
         if c is None and name in _ZERO_PRODUCTS:
@@ -668,7 +669,7 @@ class Ties:
         if name in _DIVS and isinstance(first, Node) and c is None:
             found = self._ties(first, 0.0, depth - 1)
             return Tie(found.source) if found is not None else None
-        if (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum, in every row)
+        if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum)
             return Tie(reduced)
         if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
             zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
