@@ -177,6 +177,7 @@ class Ties:
         self._writing: bool | None = None        # (_any_write: whether the graph writes anything in place)
         self._names: dict[Node, str | None] = {}  # (_name_of: nodes -> their op's name)
         self._stes: dict[Node, Node | None] = {}  # (_straight_through: nodes -> the hard value they hold)
+        self._pairs: dict[Node, tuple] = {}      # (_number_and_node: nodes -> (number, other node))
         self._images_found: dict[tuple, list] = {}  # (_images: (op, grid) -> the values the op takes on it)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
@@ -818,7 +819,16 @@ class Ties:
         return _arg(node, 1, "min"), _arg(node, 2, "max")
 
     def _number_and_node(self, node: Node) -> tuple:
-        """Of a binary op's two operands, the number (a node holding one too) or None, and the other node."""
+        """Of a binary op's two operands, the number (a node holding one too) or None, and the other node (once per
+        node in a graph that writes nothing in place, where :meth:`_value` reads no position)."""
+        if self._any_write():
+            return self._find_number_and_node(node)
+        found = self._pairs.get(node)
+        if found is None:
+            found = self._pairs[node] = self._find_number_and_node(node)
+        return found
+
+    def _find_number_and_node(self, node: Node) -> tuple:
         args = node.args
         if len(args) < 2:
             return None, None
