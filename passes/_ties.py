@@ -64,7 +64,7 @@ from sll_fx.grad_regions import is_detached_call
 from ._aliases import _writes
 from ._patterns import _THROUGH, _arg, _order_statistic_of, _rank, _same_value
 from ._spellings import _op_name
-from ._uses import _mutated
+from ._uses import _mutated, _writes_first
 
 
 @dataclass(frozen=True)
@@ -1074,9 +1074,13 @@ class Ties:
         return None
 
     def _cancels(self, a, b) -> bool:
-        """Is ``a - b`` 0 for every input: one same value (``h - h``; the same call of the same values twice,
-        ``relu(h) - relu(h)``, where the graph writes nothing in place between them)?"""
-        return isinstance(a, Node) and (a is b or not self._any_write() and _same_value(a, b))
+        """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an
+        alias reads every write of the other), or the same call of the same values twice (``relu(h) - relu(h)``,
+        where the graph writes nothing in place)?"""
+        if not isinstance(a, Node):
+            return False
+        a, b = _tensor_of(a), _tensor_of(b)
+        return a is b or not self._any_write() and _same_value(a, b)
 
     def _reduced_count(self, mean: Node) -> int | None:
         """How many elements ``mean`` (``x.mean(dim)``, ``torch.mean(x, dim)``) averages, where known: the number of
@@ -1745,6 +1749,20 @@ def _left_by_detached_copies(node: Node, name_of: Callable[[Node], str | None],
         signs[v] = signs.get(v, 0) + sign
     left = [v for v, sign in signs.items() if sign]
     return left[0] if not todo and len(signs) > 1 and len(left) == 1 and signs[left[0]] == 1 else None
+
+
+def _tensor_of(v):
+    """The node whose tensor ``v`` is, the same object or an alias of all of it: through ``detach`` and ``.data``,
+    and in-place calls, which return their first operand (``h.clamp_(0, 1)``, ``torch.relu_(h)``)."""
+    for _ in range(8):
+        if not isinstance(v, Node) or not v.args or not isinstance(v.args[0], Node):
+            return v
+        if _name(v) == "detach" or v.target is getattr and v.args[1:] == ("data",) or \
+                v.op in ("call_method", "call_function") and _writes_first(v.op, v.target) and not v.kwargs.get("out"):
+            v = v.args[0]
+        else:
+            return v
+    return v
 
 
 def _unsigned(node, sign: int = 1, minus: bool = False) -> tuple:

@@ -2723,6 +2723,26 @@ def test_a_grid_less_its_mean_or_order_statistic_and_a_value_less_itself_tie(fn,
     _left_hard_where_it_ties(fn, ties)
 
 
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, h: torch.floor(h - h.detach()), True),
+    (lambda m, h: torch.floor(torch.tanh(h).data - torch.tanh(h)), True),
+    (lambda m, h: torch.floor(torch.sigmoid(h).data * 0 + (h.data - h)), True),
+    (lambda m, h: torch.floor((h.clamp_(-1, 1) - h) * 4), True),
+    (lambda m, h: torch.floor(torch.relu_(h) - h.detach()), True),
+    (lambda m, h: torch.floor(h - h.detach() * 0.5), False),
+    (lambda m, h: torch.floor(h.clamp(-1, 1) - h), False)],
+    ids=["less_detached", "two_calls_data", "less_data", "in_place_clamp", "in_place_relu", "half_detached",
+         "out_of_place_clamp"])
+def test_a_value_less_an_alias_of_itself_ties(fn, ties):
+    """A value less its detached alias (``h - h.detach()``, ``h.data - h``) or an in-place call's result less its
+    operand (``h.clamp_(-1, 1) - h``: the same tensor) is 0 on every input; floor of ``h - h.detach()``, of
+    ``tanh(h).data - tanh(h)`` and of ``(h.clamp_(-1, 1) - h) * 4`` was rewritten on its jump (all 16384 outputs off
+    the model at eps 1e-3 and 1e-4).  An alias reads every write of the other, so this holds whatever the graph writes
+    in place; two calls of the same values (``tanh(h).data - tanh(h)``) only in a graph that writes nothing.  An
+    out-of-place clamp and a halved copy are not 0."""
+    _left_hard_where_it_ties(fn, ties)
+
+
 def _top_k_mask(v, k):
     return torch.zeros_like(v).scatter(-1, v.topk(k, -1).indices, 1.0)
 
