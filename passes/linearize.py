@@ -214,7 +214,7 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     if in_place:  # the node becomes the sll op: same name, meta, users and place (no node to add or erase)
         if "eps" in kwargs:
             attr = kwargs["eps"] = eps_buffer(gm, node, eps, device)
-        node.target, node.args, node.kwargs = rule.target, args, kwargs
+        _retarget(node, rule.target, args, kwargs)
         new = node
     else:
         with graph.inserting_before(node):
@@ -278,6 +278,16 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
 
 
 _EPS_META = ("nn_module_stack", "stack_trace", "source_fn_stack")  # what an eps get_attr node takes over
+
+
+def _retarget(node: Node, target, args: tuple, kwargs: dict) -> None:
+    """Make ``node`` the call ``target(*args, **kwargs)``.  Its arguments are set once where they are the ones it has
+    (an elementwise op's: ``round(x)`` becomes ``sll.round(x, eps=..., mode=...)``): each ``Node`` attribute set
+    updates fx's lookup table and its users' lists."""
+    node.target = target
+    if len(args) != len(node.args) or any(a is not b for a, b in zip(args, node.args)):
+        node.args = args
+    node.kwargs = kwargs
 
 
 def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, created: list) -> None:

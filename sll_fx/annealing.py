@@ -113,8 +113,9 @@ def eps_buffer(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devi
     else:
         t = torch.full((), float(eps), dtype=torch.float64, device=device)
     gm.register_buffer(name, t, persistent=False)
-    with gm.graph.inserting_before(node):
-        return gm.graph.create_node("get_attr", name)  # (graph.get_attr would look the new buffer up again)
+    with gm.graph.inserting_before(node):  # (graph.get_attr would look the new buffer up again; the name given is
+        # what fx makes of the target, snake case, where lowering changes nothing: fx's regex is then not run)
+        return gm.graph.create_node("get_attr", name, name=name if name == name.lower() else None)
 
 
 def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:
