@@ -61,7 +61,7 @@ class _Uses:
     found: tuple = ()                               # the uses that are not float arithmetic
     mixed: bool = False                             # a user that keeps the hard result has float uses too
     chain: tuple = ()                               # value-preserving nodes shared by float and integer uses,
-    ends: frozenset = frozenset()                   # in graph order, copied for those integer uses (_copy_chain)
+    ends: frozenset = frozenset()                   # the integer uses the chain is copied for (_copy_chain)
     blocked: str = ""                               # (mixed) why such nodes cannot be copied
 
 

@@ -302,8 +302,8 @@ def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, cr
             copies[c] = graph.node_copy(c, lambda n: copies.get(n, hard if n is soft else n))
         copies[c].meta[HARD_COPY] = ("of", c.name)
         created.append(copies[c])
-    for end in ends:
-        for c in [n for n in end.all_input_nodes if n in copies]:
+    for c in chain:  # (by each original's users, in their order: ``ends`` is a set, its order changes per run)
+        for end in [u for u in c.users if u in ends]:
             end.replace_input_with(c, copies[c])
 
 
