@@ -28,7 +28,8 @@ reason from :meth:`Ties.of`:
   is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
-  normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``); a grid's order
+  normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``)
+  or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]); a grid's order
   statistics and its mean over an unknown count are on its grid (``q - q.mean(-1, keepdim=True)``: 0 where a row's
   values are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
@@ -312,6 +313,8 @@ class Ties:
         if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on
             # its minimum)
             found = found + [(0.0, reduced)]
+        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
+            found = found + [(0.0, clip)]
         c, other = self._number_and_node(node)
         if c is None and name in _ZERO_PRODUCTS:
             return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
@@ -333,6 +336,24 @@ class Ties:
         if name == "mul":
             return found + [(v * c, n) for v, n in inner]
         return found + [(v / c, n) for v, n in inner if other is first and c]
+
+    def _less_its_clip(self, node: Node) -> Node | None:
+        """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``
+        (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`), in a graph that writes
+        nothing in place: ``node`` is 0 there (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None."""
+        if len(node.args) != 2 or node.kwargs or self._any_write():
+            return None
+        a, b = (_tensor_of(v) for v in node.args)
+        for x, c in ((a, b), (b, a)):
+            if not isinstance(c, Node) or not c.args:
+                continue
+            if c.op == "call_module":
+                module = self._module_of(c)
+                if module is not None and isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) and _tensor_of(c.args[0]) is x:
+                    return c
+            elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
+                return c  # (either operand of minimum/maximum: minimum(y, x))
+        return None
 
     def _kept_from_0(self, first, call: Callable) -> list[tuple]:
         """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known
@@ -672,6 +693,8 @@ class Ties:
             return Tie(found.source) if found is not None else None
         if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum)
             return Tie(reduced)
+        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
+            return Tie(clip)
         if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
             zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
             return Tie(zero[0][1]) if zero else None
@@ -2167,6 +2190,10 @@ _FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", 
 #: the torch function computing a folded op named otherwise (``7.0 / alpha``: operator.truediv)
 _FOLDED_AS = {"truediv": "div"}
 _CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
+#: elementwise ops that give their input itself on a whole range of it (``Ties._less_its_clip``): between a clamp's
+#: bounds, from 0 up (relu, leaky relu, elu, celu), above a threshold, where it is the one a minimum/maximum takes
+_IDENTITY_ON_A_RANGE = _CLAMPS | _EXTREMA | {"leaky_relu", "elu", "celu", "threshold"}
+_MODULES_IDENTITY_ON_A_RANGE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.CELU, nn.Threshold)
 _DIVS = frozenset(("div", "true_divide", "truediv"))
 #: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the
 #: numerator, both terms of a sum not 0 on disjoint ranges)
