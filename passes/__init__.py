@@ -7,7 +7,8 @@
 ``linearize_pass`` plans before it edits; its planning is ``_plan.py`` (``_Planner``), which reads
 ``_uses.py`` (how a value is used), ``_gradients.py`` (where a gradient reaches), ``_patterns.py``
 (selections, one_hot(argmax), top-k masks), ``_ties.py`` (inputs equal to a comparison's threshold on whole
-ranges: ``round(x) > 0``, ``F.relu(x) > 0``) and ``_spellings.py`` (what a node calls).
+ranges: ``round(x) > 0``, ``F.relu(x) > 0``; its parts are ``_grids.py`` and ``_tie_*.py``, listed in its
+docstring) and ``_spellings.py`` (what a node calls).
 
 This folder is installed as ``sll_fx.passes``; it is not a top-level package.
 """

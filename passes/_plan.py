@@ -30,10 +30,12 @@ from sll_fx.tracer import module_of, source_of
 
 from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
+from ._grids import Tie
 from ._patterns import (_ORDER_STATISTICS, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot,
                         _order_statistic_of, _pattern_inputs, _topk_index_users, _topk_pattern)
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
-from ._ties import Tie, Ties, _attribute
+from ._tie_nodes import _attribute
+from ._ties import Ties
 from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
                     _mask_factor, _moved_to_float, _mutated, _use_kind)
 

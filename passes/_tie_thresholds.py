@@ -1,0 +1,212 @@
+"""Whether a node equals a threshold on whole ranges of inputs (``_ties``, which :meth:`Ties.of` and the flat rule
+read): through its op (``_op_ties``), what an in-place write leaves (``_written_ties``), and one-to-one ops at the
+threshold's preimages or at the values they take on a grid (``_through_preimages``, ``_images``).
+
+A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
+where the rest is.
+"""
+
+from __future__ import annotations
+
+from torch.fx import Node
+
+from ._grids import Tie, _TOLERANCE, _number, _same
+from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
+from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _JOINS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE,
+                       _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points, _images_of, _keeps_values, _preimages)
+
+
+class _Thresholds:
+    """Whether a node equals a threshold on whole ranges of inputs: a part of :class:`_ties.Ties`."""
+
+    def _ties(self, node, t, depth: int) -> Tie | None:
+        if not isinstance(node, Node) or depth == 0:
+            return None
+        number = t if not isinstance(t, Node) else None
+        if self._reader is not node and node in self._writers():  # (an in-place op's own result, which an exported
+            return self._written_ties(node, t, depth)              # graph reads: fill_ = aten.fill_(h, 1.0))
+        writes = self._written_nodes().get(node, ())
+        k = self._writes_before(writes)  # (the writes made before it is read)
+        g = self.grid(node) if number is not None else None  # (and its states before each write: _states)
+        if number is not None and k < len(writes):
+            states = self._states.get(node)
+            g = states[k] if states is not None else None
+        if g is not None and g.hits(number):
+            return Tie(g.source, g)
+        if k:  # (written in place: what the last write before leaves; in the rest of it, for a part, what it held)
+            writer, whole = writes[k - 1]
+            found = self._written_ties(writer, t, depth)
+            if found is not None or whole:
+                return found
+            return self._read_at(writer, lambda: self._ties(node, t, depth - 1))
+        if self._reader is not node and self._any_write():  # (its inputs as it reads them: a copy taken before a
+            return self._read_at(node, lambda: self._op_ties(node, t, depth))  # later write, acc.clone())
+        return self._op_ties(node, t, depth)
+
+    def _op_ties(self, node: Node, t, depth: int) -> Tie | None:
+        """:meth:`_ties` of what ``node``'s op makes of its inputs."""
+        number = t if not isinstance(t, Node) else None
+        if any(_same(c, t) for c in self._constants(node)):
+            return Tie(node)
+        if node.op == "call_module":
+            module = self._module_of(node)
+            if number is not None and (name := _MODULE_ONE_TO_ONE.get(type(module))) is not None:  # (nn.Sigmoid())
+                return self._through_preimages(name, module, _first(node), number, depth)
+            return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
+        name = self._name_of(node)
+        if name is None:
+            return None
+        first = _first(node)
+        if _keeps(name, node):
+            return self._ties(first, t, depth - 1)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0)
+            return self._ties(hard, t, depth - 1)
+        if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)
+            return next((f for a in first if (f := self._ties(a, t, depth - 1)) is not None), None)
+        if name == "where" or name in _PUTS and (put := _put(name, node)) is not None:  # (where its condition picks
+            branches = _branches(node) if name == "where" else (first, put)  # a branch that ties; where a put keeps
+            return next((f for b in branches if (f := self._ties(b, t, depth - 1)) is not None), None)  # its input)
+        if name in _PUTS or name in _ACCUMULATING:  # (one that accumulates: its rest as it was; index_add)
+            return self._ties(first, t, depth - 1)
+        if number is None:
+            return None
+        if name in _CLAMPS:  # (between its bounds: its input's value)
+            low, high = (self._value(b) if b is not None else None for b in self._bounds(name, node))
+            inside = (low is None or _number(low) and low < number) and (high is None or _number(high) and
+                                                                          number < high)
+            return self._ties(first, number, depth - 1) if inside else None
+        if name == "neg":
+            found = self._ties(first, -number, depth - 1)
+            return found.mapped(lambda g: g.times(-1)) if found is not None else None
+        if name == "abs":
+            return (self._ties(first, number, depth - 1) or self._ties(first, -number, depth - 1)) \
+                if number >= 0 else None
+        if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
+            return self._through_preimages(name, node, first, number, depth)
+        c, other = self._number_and_node(node)
+        if name == "mul" and c is not None:
+            if not c:  # (h * 0: 0 everywhere)
+                return Tie(node) if number == 0 else None
+            found = self._ties(other, number / c, depth - 1)
+            return found.mapped(lambda g: g.times(c)) if found is not None else None
+        if name in _DIVS and c is not None and other is first:
+            found = self._ties(first, number * c, depth - 1) if c else None
+            return found.mapped(lambda g: g.times(1 / c)) if found is not None else None
+        if name in ("add", "sub") and c is not None and not node.kwargs:
+            if name == "add":
+                inner, back = number - c, (lambda g: g.plus(c))
+            elif other is first:
+                inner, back = number + c, (lambda g: g.plus(-c))
+            else:
+                inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
+            if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
+                inner = 0.0
+            found = self._ties(other, inner, depth - 1)
+            return found.mapped(back) if found is not None else None
+        operands = [a for a in node.args[:2] if isinstance(a, Node)]
+        if name in ("minimum", "maximum", "fmin", "fmax") and c is not None:  # (a clamp at c: its input below/above)
+            inside = number < c if name in ("minimum", "fmin") else number > c
+            return self._ties(other, number, depth - 1) if inside else None
+        if name in _EXTREMA and c is None and len(operands) == 2:  # (of two tensors: each one's value where it is the
+            found = next((f for a in _taken(name, *operands) if (f := self._ties(a, number, depth - 1)) is not None),
+                         None)  # one taken, minimum(q, h) < 2 at q == 2 <= h, on ranges)
+            return Tie(found.source) if found is not None else None
+        if name.startswith(_AVG_POOLS):  # (a constant where its window is: avg_pool(relu(x)) > 0, of hardtanh at 2)
+            found = self._ties(first, number, depth - 1)
+            return Tie(found.source) if found is not None else None
+        if c is None and number != 0 and (found := self._scaled_ties(node, name, number, depth)) is not None:
+            return found  # (y * (7 / alpha), y / p: y's ties, scaled)
+        if name == "mul" and len(operands) == 2 and number != 0:  # (g * m, m a 0/1 mask: g where m is 1)
+            for a, b in (operands, operands[::-1]):
+                g = self.grid(b)
+                if g is not None and g.values is not None and g.values <= {0.0, 1.0} and \
+                        (found := self._ties(a, number, depth - 1)) is not None:
+                    return Tie(found.source)
+            return None
+        if name in _DIVS and c is None and (ratio := next((s for k, s in self._ratios(node, depth) if _same(k, number)),
+                                                         None)) is not None:  # (clamp(h, -a, a) / a at 1)
+            return Tie(ratio)
+        if number != 0:
+            return None
+        if name == "mul" and len(operands) == 2:  # (0 where a factor is 0 on whole ranges)
+            found = next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
+            return Tie(found.source) if found is not None else None
+        if name in _DIVS and isinstance(first, Node) and c is None:
+            found = self._ties(first, 0.0, depth - 1)
+            return Tie(found.source) if found is not None else None
+        if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum)
+            return Tie(reduced)
+        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
+            return Tie(clip)
+        if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
+            zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
+            return Tie(zero[0][1]) if zero else None
+        return None
+
+    def _written_ties(self, writer: Node, t, depth: int) -> Tie | None:
+        """The ties of the values ``writer`` writes in place, in all of a node (``c.relu_()``, ``c.clamp_(0, 1)``,
+        ``m.add_(v)``) or in a part (``c[:, 0].fill_(1.0)``, ``c[:, :2].zero_()``, ``c[:, 1:].clamp_(min=0)``): a
+        number it fills in, or those of what it leaves, read with the written node, and what it is a view of, as
+        they were before that write."""
+        value = _written_value(writer)
+        if not isinstance(value, Node):
+            return Tie(writer) if _number(v := self._value(value)) and _same(v, t) else None
+        return self._read_at(writer, lambda: self._ties(value, t, depth - 1))
+
+    def _at(self, v, t: float) -> bool:
+        """Does ``v`` sit at ``t`` on whole ranges (:func:`_disjoint`'s point: ``relu(v)`` and ``relu(-v)`` are both
+        0 where ``v = relu(k)`` is)?"""
+        return isinstance(v, Node) and self._read_at(None, lambda: self._ties(v, t, 4)) is not None
+
+    def _through_preimages(self, name: str, op, first, number: float, depth: int) -> Tie | None:
+        """The ties of a one-to-one op ``op`` (a node or a module, :data:`_ONE_TO_ONE`) of ``first`` at ``number``:
+        those of ``first`` at its preimages."""
+        found = next((f for c in _preimages(name, op, number) if (f := self._ties(first, c, depth - 1))), None)
+        if found is None:  # (no preimage, or none that ties: a value the op takes on its input's grid, as float32
+            # saturates, sigmoid(round(h) * 8) >= 1.0 from round(h) = 3 up)
+            return next((Tie(source) for v, source in self._images(op, first) if _same(v, number)), None)
+        return Tie(found.source)
+
+    def _images(self, op, first, sums: bool = True) -> list[tuple]:
+        """``(value, source)`` for the values the one-to-one op ``op`` (a node, or its module) takes on ``first``'s grid
+        (:func:`_grid_points`), computed in float32 as the model computes them (``sigmoid(round(h))``: 0.5 at 0, and
+        exactly 1.0 from 17 up, where float32 saturates); none where ``first`` has no grid, nor, unless ``sums``, where
+        it is a sum of two tensors (a residual stream's, ``tanh(x * 0.9 + 0.1)``: rarely a grid, and costly to rule
+        out; a comparison reads its grid anyway)."""
+        if not isinstance(first, Node) or not sums and self._sum_of_tensors(first):
+            return []
+        g = self.grid(first)
+        if g is None:
+            return []
+        key = (op, g)  # (the grid as it is read there: states of a value written in place differ)
+        if key not in self._images_found:
+            call = _elementwise_call(op)
+            self._images_found[key] = [(v, g.source) for v in _images_of(call, _grid_points(g))] if call else []
+        return self._images_found[key]
+
+    def _sum_of_tensors(self, node: Node) -> bool:
+        """Is ``node``, less views and arithmetic with numbers, a sum or difference of two tensors, not a hand-written
+        straight-through value (``x * 0.9 + 0.1`` of ``x = h + 0.1 * d``)?"""
+        for _ in range(8):
+            name = self._name_of(node) if isinstance(node, Node) else None
+            operands = [a for a in node.args[:2] if isinstance(a, Node)] if name is not None else []
+            if name in _SUMS and len(operands) == 2:
+                return self._straight_through(node) is None
+            if not (name in _VIEWS or name in ("add", "sub", "mul", "div", "truediv", "neg")) or len(operands) != 1:
+                return False
+            node = operands[0]
+        return False
+
+    def _flat_numbers(self, node, depth: int) -> list[float]:
+        """The numbers ``node`` takes on whole ranges as an op's constant (``relu(b)``: 0), through what keeps values."""
+        if not isinstance(node, Node) or depth == 0:
+            return []
+        found = [c for c in self._constants(node) if _number(c)]
+        if node.op == "call_module":
+            module = self._module_of(node)
+            return found + (self._flat_numbers(_first(node), depth - 1) if module is not None and
+                            _keeps_values(module) else [])
+        name = self._name_of(node)
+        if name is not None and _keeps(name, node):
+            found += self._flat_numbers(_first(node), depth - 1)
+        return found

@@ -1,0 +1,226 @@
+"""The values a node takes on whole ranges of inputs (``_range_values``: its grid, the constants an op takes, through
+ops that keep values and arithmetic with numbers), which :meth:`Ties.on_jumps` reads; the zeros of a product, quotient
+or sum of two values (``_of_two``) and a value's quotients by a learned bound (``_ratios``, ``_multiples``).
+
+A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
+where the rest is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from torch.fx import Node
+
+from ._grids import Grid, _number
+from ._tie_nodes import _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of, _written_value
+from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
+                       _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _ZERO_PRODUCTS,
+                       _elementwise_call, _keeps_values, _mapped)
+
+
+class _RangeValues:
+    """The values a node takes on whole ranges of inputs: a part of :class:`_ties.Ties`."""
+
+    def _range_values(self, node, depth: int, numbers: bool = False) -> list[tuple]:
+        """``(value, source)`` for the numbers and grids ``node`` takes on whole ranges of inputs: its grid, or the
+        constants an op takes (``relu``'s 0, a fill, a clamp's bounds, a ``where`` branch), through ops that keep
+        values and arithmetic with numbers (``relu(h) + 0.5``: 0.5).  ``numbers``: the numbers only (under an op that
+        keeps no grid: one-to-one ops, arithmetic; its grid, looked for up the whole chain, is not)."""
+        if not isinstance(node, Node) or depth == 0:
+            return []
+        if not numbers and (g := self.grid(node)) is not None:
+            if g.scale is None or g.scale_value is not None or g.values is None or g.divided:
+                return [(g, g.source)]
+            scale = self.grid(g.scale)  # (a mask times a value: that value's numbers and grid where the mask is 1,
+            # where(h < 1, 0.5, h) * (h > 0.1): 0.5; g * (g > 0.5) of a grid g)
+            return [(g, g.source)] + [(v * c, n) for c, n in self._range_values(g.scale, depth - 1, True)
+                                      if _number(c) for v in g.values] + \
+                [(t, t.source) for v in g.values if v and scale is not None and (t := scale.times(v)) is not None]
+        found = [(c, node) for c in self._constants(node) if _number(c)]
+        if numbers and _number(v := self._value(node)):  # (zeros_like(h): its number)
+            found.append((v, node))
+        writes = self._written_nodes().get(node, ())
+        if k := self._writes_before(writes):  # (written in place before it is read: what the last write leaves, c[:,
+            writer, whole = writes[k - 1]     # 0].fill_(1.0)'s number, h.relu_()'s values read as it reads h; for a
+            value = _written_value(writer)    # part, what the rest held before, m.add_(a); m.add_(b): a + b, not a)
+            if _number(v := self._value(value)):
+                left = [(v, writer)]
+            else:
+                left = self._read_at(writer, lambda: self._range_values(
+                    value, depth if value is writer else depth - 1, numbers)) if isinstance(value, Node) else []
+                # (the writer's own op: no step of its own, as the out-of-place op would not be; its inputs are)
+            return left if whole else left + self._read_at(writer, lambda: self._range_values(node, depth - 1,
+                                                                                              numbers))
+        if self._reader is not node and self._any_write():  # (its inputs as it reads them: a copy taken before a
+            # later write, out = acc.clone(); acc.add_(v); an in-place op's own result, its input before the write)
+            return self._read_at(node, lambda: self._op_values(node, depth, numbers, found))
+        return self._op_values(node, depth, numbers, found)
+
+    def _op_values(self, node: Node, depth: int, numbers: bool, found: list) -> list[tuple]:
+        """:meth:`_range_values` of what ``node``'s op makes of its inputs (``found``: its own constants)."""
+        if node.op == "call_module":
+            module = self._module_of(node)
+            if module is not None and type(module) in _MODULE_ONE_TO_ONE:  # (nn.Sigmoid() of relu's 0: 0.5)
+                kept = self._kept_from_0(_first(node), module) if not numbers and \
+                    _MODULE_ONE_TO_ONE[type(module)] in _IDENTITY_ABOVE_0 else []
+                return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True)) + \
+                    self._images(module, _first(node), False)  # (nn.Tanh() of ceil(h): -1 and 1 from 9 out)
+            keeps = module is not None and _keeps_values(module)
+            return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
+        name = self._name_of(node)
+        if name is None:
+            return found
+        first = _first(node)
+        if _keeps(name, node) or name in _PUTS:
+            return found + self._range_values(first, depth - 1, numbers)
+        if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
+            return found + self._range_values(hard, depth - 1, numbers)
+        if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
+            low, high = self._number_bounds(name, node)  # bounds)
+            first, bound = self._extremum_operands(node) if name in _EXTREMA else (first, None)
+            if isinstance(bound, Node) and not _number(self._value(bound)):  # (of two tensors: each one's, where it is
+                return found + [f for a in _taken(name, first, bound)     # the one taken, minimum(h, round(k)))
+                                for f in self._range_values(a, depth - 1, numbers)]
+            return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
+                            if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
+        if name in _ONE_TO_ONE and (call := _elementwise_call(node)) is not None:  # (sqrt(relu(h)): 0)
+            if not numbers and name in _IDENTITY_ABOVE_0:
+                found = found + self._kept_from_0(first, call)
+            return found + _mapped(call, self._range_values(first, depth - 1, True)) + self._images(node, first, False)
+            # (sigmoid(round(h)): 0.5 at 0, 1.0 from 17 up)
+        if name == "where":
+            return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
+        if name in _JOINS and isinstance(first, (list, tuple)):
+            return found + [f for a in first for f in self._range_values(a, depth - 1, numbers)]
+        if name == "neg":
+            return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
+            return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on
+            # its minimum)
+            found = found + [(0.0, reduced)]
+        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
+            found = found + [(0.0, clip)]
+        c, other = self._number_and_node(node)
+        if c is None and name in _ZERO_PRODUCTS:
+            return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
+                                                                       []) + self._scaled_values(node, name, depth,
+                                                                                                 numbers)
+            # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other operand; v * (h > 0):
+            # v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1; y * (7 / alpha): y's times 7 / alpha)
+        if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
+            return found
+        if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
+            return found + [(0.0, node)]
+        inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
+        if name == "add":
+            return found + [(v + c, n) for v, n in inner]
+        if name == "sub":
+            return found + [(v - c if other is first else c - v, n) for v, n in inner]
+        if name == "rsub":
+            return found + [(c - v if other is first else v - c, n) for v, n in inner]
+        if name == "mul":
+            return found + [(v * c, n) for v, n in inner]
+        return found + [(v / c, n) for v, n in inner if other is first and c]
+
+    def _less_its_clip(self, node: Node) -> Node | None:
+        """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``
+        (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`), in a graph that writes
+        nothing in place: ``node`` is 0 there (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None."""
+        if len(node.args) != 2 or node.kwargs or self._any_write():
+            return None
+        a, b = (_tensor_of(v) for v in node.args)
+        for x, c in ((a, b), (b, a)):
+            if not isinstance(c, Node) or not c.args:
+                continue
+            if c.op == "call_module":
+                module = self._module_of(c)
+                if module is not None and isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) and _tensor_of(c.args[0]) is x:
+                    return c
+            elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
+                return c  # (either operand of minimum/maximum: minimum(y, x))
+        return None
+
+    def _kept_from_0(self, first, call: Callable) -> list[tuple]:
+        """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known
+        (mapped), else the grid and the grid times the slope (its values from 0 up, and below 0 scaled)."""
+        g = self.grid(first)
+        slope = _mapped(call, [(-1.0, None)])
+        if g is None or g.scale is not None or not slope:
+            return []
+        if g.values is not None:
+            return [(replace(g, values=frozenset(v for v, _ in _mapped(call, [(v, None) for v in g.values]))),
+                     g.source)]
+        return [(h, g.source) for h in (g, g.times(-slope[0][0])) if h is not None]
+
+    def _of_two(self, node: Node, name: str, depth: int, numbers: bool) -> list[tuple]:
+        """:meth:`_range_values` of a product, quotient, sum or difference of two values: 0 where its operands make
+        it 0 on whole ranges (a factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9
+        + 0.1 * r``, ``h * (h > 0)``), and a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
+        h) * (h > 0.1)``: 0.5)."""
+        operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
+        if not operands or not all(isinstance(a, Node) for a in operands):
+            return []
+
+        def zeros(v, depth, grids=True) -> list:  # (the ops that make v 0 on whole ranges, each of them: a product
+            # is 0 where any factor is; a factor's grid too, a mask's 0: followed under a number where it keeps none,
+            # as the walk of a sum's terms is not)
+            if grids and (g := self.grid(v)) is not None and g.hits(0.0):
+                return [g.source]
+            return list(dict.fromkeys(n for w, n in self._range_values(v, depth, numbers)
+                                      if (w.hits(0.0) if isinstance(w, Grid) else w == 0)))
+        if name in _DIVS:
+            return [(0.0, source) for source in zeros(operands[0], depth - 1)]
+        if name == "mul":
+            found = [(0.0, source) for source in dict.fromkeys(zeros(operands[0], depth - 1) +
+                                                               zeros(operands[1], depth - 1))]
+            for a, b in (operands, operands[::-1]):
+                if (g := self.grid(b)) is not None and g.scale is None and g.values is not None and \
+                        g.values <= {0.0, 1.0}:
+                    found += [(v, n) for v, n in self._range_values(a, depth - 1, True) if _number(v)]
+            return found
+        depth -= 1  # (a sum of two values: each term's 0 as deep as any value's, a leaky integrator's 4 steps; a
+        # term not 0 anywhere ends the walk of the other)
+        first = zeros(operands[0], depth, False)
+        other = zeros(operands[1], depth, False) if first else []
+        if not other or _disjoint(*operands, self._at):
+            return []
+        # (0 where some op making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in
+        # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
+        return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at, True) for o in other)]
+
+    def _ratios(self, node: Node, depth: int) -> list[tuple]:
+        """``(k, source)`` of a quotient ``v / d`` of two values, ``d`` holding no number (a learned clip): ``v`` is
+        ``k * d`` on whole ranges, the quotient ``k`` there (``clamp(h, -a, a) / a``: -1 and 1, exactly)."""
+        operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
+        if not operands or not all(isinstance(a, Node) for a in operands):
+            return []
+        return self._multiples(*operands, depth - 1)
+
+    def _multiples(self, v, d: Node, depth: int) -> list[tuple]:
+        """``(k, source)``: ``v`` is ``k * d`` on whole ranges of inputs, ``source`` the op taking it there (a clamp
+        at its bound ``d`` or ``-d``, ``d`` itself), through ops that keep values and arithmetic with numbers."""
+        if not isinstance(v, Node) or depth == 0:
+            return []
+        if v is d:
+            return [(1.0, v)]
+        found = [(k, v) for c in self._constants(v) if isinstance(c, Node)
+                 for k, _ in self._multiples(c, d, depth - 1)]
+        name = self._name_of(v) if v.op != "call_module" else None
+        if name is None:
+            return found
+        first = _first(v)
+        if _keeps(name, v):
+            return found + self._multiples(first, d, depth - 1)
+        if name == "neg":
+            return found + [(-k, s) for k, s in self._multiples(first, d, depth - 1)]
+        c, other = self._number_and_node(v)
+        if c is None or v.kwargs:
+            return found
+        if name == "mul":
+            return found + [(k * c, s) for k, s in self._multiples(other, d, depth - 1)]
+        if name in _DIVS and other is first and c:
+            return found + [(k / c, s) for k, s in self._multiples(other, d, depth - 1)]
+        return found
