@@ -18,7 +18,8 @@ Where things are:
 - ``sll_fx.passes`` (the ``passes/`` folder): the graph passes, one per file
 """
 
-from .errors import EpsError, InlinedModuleError, InlinedModuleWarning, ModeError, RewriteError, SLLError, TraceError
+from .errors import (EpsError, InlinedModuleError, InlinedModuleWarning, ModeError, OpaqueModelWarning, RewriteError,
+                     SLLError, TraceError)
 from .ops import DEFAULT_EPS, ceil, floor, heaviside, round, sign, threshold, trunc  # noqa: A004
 from .report import OpaqueModule, RewriteReport, StripReport
 from .api import export_hard, linearize_module
@@ -39,4 +40,5 @@ __all__ = [
     "RewriteReport", "StripReport", "OpaqueModule",
     "band_stats", "BandWarning", "PrecisionWarning",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError", "InlinedModuleError", "InlinedModuleWarning",
+    "OpaqueModelWarning",
 ]

@@ -7,12 +7,15 @@ parameter and buffer with the input and has the same ``state_dict()`` keys.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import fx
 
 from . import exported, frozen, grad_regions
 from .annealing import buffer_literal_eps, unwrap_compiled
 from .config import SLLConfig
+from .errors import OpaqueModelWarning
 from .graph_module import SLLGraphModule, share_buffers_with
 from .inputs import check_concrete_args, check_example_inputs
 from .opaque import assert_no_sll, is_opaque, map_graphs, own_leaves, refuse_sll_code
@@ -144,6 +147,7 @@ def linearize_module(model: torch.nn.Module, eps: float | str | SLLConfig | None
     if skipped:  # (listed in the report, outermost only: what is inside them is not looked into)
         paths = [p for p, m in model.named_modules() if id(m) in skipped]
         gm.sll_report.skipped = [p for p in paths if not any(p.startswith(q + ".") for q in paths)]
+    _warn_opaque_model(model, gm.sll_report)
     share_buffers_with(gm, model)  # gm.cuda() moves the model's buffers too, as it moves its parameters
     if isinstance(gm, SLLGraphModule):  # model.cuda() does not move gm's own: a call then says so
         frozen.record_tensors(gm, model)
@@ -163,6 +167,26 @@ def _check_verbose(what: str, verbose) -> None:
     if not isinstance(verbose, bool):
         raise TypeError(f"{what}: verbose={verbose!r} must be a bool (True prints the report), got "
                         f"{type(verbose).__name__}\nFix: verbose=False (or True)")
+
+
+def _warn_opaque_model(model: torch.nn.Module, report: RewriteReport) -> None:
+    """Warn where the model's own forward was kept opaque: the report's "0 discrete node(s) found" counts traced
+    graphs only, and the discrete ops of that forward stay hard with no word of them (a71: an STE autograd.Function
+    next to a ``torch.round`` left every layer before the round with a zero gradient)."""
+    top = next((o for o in report.opaque if not o.path), None)
+    reason = (top.reason.splitlines() or [""])[0] if top is not None else ""
+    if top is None or reason.startswith("enters sll_fx.linearize"):  # (a block: its ops are linearized, by it)
+        return
+    if reason.startswith("autograd.Function "):
+        name = reason[len("autograd.Function "):].split(":")[0]
+        fix = (f"call {name}.apply from a child module (an nn.Module whose forward calls it): the rest of the forward "
+               "is then traced and its discrete ops rewritten")
+    else:  # (a child module's forward is traced on its own: its ops are rewritten)
+        fix = ("move what torch.fx cannot trace (the reason above) into a child module, or the discrete ops into one: "
+               "a child's forward is traced and rewritten")
+    warnings.warn(f"linearize_module: the forward of {type(model).__name__} itself cannot be traced ({reason}), so it "
+                  f"runs as written: the discrete ops in it stay hard and pass no gradient ({len(report.rewritten)} "
+                  f"node(s) rewritten, in its traced children)\nFix: {fix}", OpaqueModelWarning, stacklevel=3)
 
 
 def _refuse_linearized(model: torch.nn.Module) -> None:

@@ -48,3 +48,9 @@ class InlinedModuleWarning(UserWarning):
     """A forward or backward hook registered on a submodule of a linearized model whose forward is inlined into
     the graph: the hook will never run.  A warning, not an error, so that tools hooking every module (model
     summaries, FLOP counters) still run; ``warnings.simplefilter("error", InlinedModuleWarning)`` makes it one."""
+
+
+class OpaqueModelWarning(UserWarning):
+    """``linearize_module`` of a model whose own ``forward`` torch.fx cannot trace (an autograd.Function it calls,
+    ``int()`` of a tensor, hooks on the model): that forward runs as written, so the discrete ops in it stay hard and
+    pass no gradient; only its traceable children are rewritten.  Names the reason and the fix."""

@@ -334,6 +334,63 @@ def test_nested_opaque_modules_and_module_lists():
             assert_bitwise(hard(x), model(x))
 
 
+class SteRoot(nn.Module):
+    """The model's own forward calls an autograd.Function next to a ``torch.round`` (the STE article's style)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.q = nn.Linear(4, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.round(self.q(STE.apply(self.l1(x))))
+
+
+class IntRoot(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = Quant()
+
+    def forward(self, x):
+        m = (x > 0.3).float()
+        return self.q(x * m), int(m.sum())
+
+
+@pytest.mark.parametrize("make, said", [
+    (SteRoot, ["SteRoot itself cannot be traced", "autograd.Function STE", "0 node(s) rewritten",
+               "Fix: call STE.apply from a child module"]),
+    (IntRoot, ["IntRoot itself cannot be traced", "TypeError: int()", "node(s) rewritten, in its traced children",
+               "Fix: move what torch.fx cannot trace"]),
+    (RootControlFlow, ["RootControlFlow itself cannot be traced", "4 node(s) rewritten", "into a child module"])],
+    ids=["autograd_function", "int", "control_flow"])
+def test_a_model_whose_own_forward_is_kept_opaque_warns(make, said):
+    """The model's own forward kept opaque left its discrete ops hard (a71: the round after an STE Function passed
+    every layer before it a zero gradient) under a report reading "0 discrete node(s) found", with no warning: now an
+    OpaqueModelWarning names the model, the reason, the count rewritten in its children and the fix."""
+    with pytest.warns(sll_fx.OpaqueModelWarning) as caught:
+        sll_fx.linearize_module(make(), eps=0.05, verbose=False)
+    message = str(next(w.message for w in caught if w.category is sll_fx.OpaqueModelWarning))
+    assert all(s in message for s in said), message
+
+
+class BlockRoot(nn.Module):
+    @sll_fx.linearize(eps=0.1)
+    def forward(self, x):
+        return torch.round(x)
+
+
+@pytest.mark.parametrize("make, opaque", [(lambda: SteNet("direct"), ["block"]), (BlockRoot, [""])],
+                         ids=["opaque_child", "root_block"])
+def test_an_opaque_child_or_a_root_block_does_not_warn(make, opaque):
+    """A child kept opaque is listed in the report, the model's own forward traced; a model whose forward enters an
+    ``sll_fx.linearize`` block runs its ops linearized by the block: no OpaqueModelWarning for either."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sll_fx.OpaqueModelWarning)
+        gm = sll_fx.linearize_module(make(), eps=0.05, verbose=False)
+    assert [o.path for o in gm.sll_report.opaque] == opaque
+
+
 def test_root_forward_fails_model_is_opaque_and_children_rewritten():
     model = RootControlFlow()
     before = snapshot(model)
