@@ -826,6 +826,27 @@ def test_export_hard_refuses_a_block_it_cannot_strip(mode, of):
         sll_fx.export_hard(source, verbose=False)
 
 
+@pytest.mark.parametrize("mode", ["linear", "hard"])
+def test_export_hard_of_an_exported_model_with_a_block_is_the_hard_model(mode):
+    """The README's way past that refusal: ``torch.export`` records the block's ops as single sll nodes, and
+    ``export_hard`` of the program is the model without the block, bit for bit (a71: the seed's QAT demo, where the
+    model itself gives the linear surrogate in ``eval()`` too)."""
+
+    class Block(nn.Module):
+        @sll_fx.linearize(eps=0.2, mode=mode)
+        def forward(self, h):
+            return torch.round(h * 3)
+
+    torch.manual_seed(0)
+    model, x = _Outer(Block()).eval(), torch.randn(256, 4)
+    ep = torch.export.export(model, (x,))
+    assert [str(n.target) for n in ep.graph.nodes if "sll" in str(n.target)] == ["sll.round.default"]
+    hard = sll_fx.export_hard(ep, verbose=False)
+    with torch.no_grad():
+        want = torch.round(model.lin(x) * 3)
+        assert torch.equal(hard(x), want) and (mode == "hard") == torch.equal(model(x), want)
+
+
 # ----------------------------------------------------------------------------------------
 # torch.compile: a block's ops run eagerly (the block cannot be traced), never wrong
 # ----------------------------------------------------------------------------------------
