@@ -30,9 +30,9 @@ _SHAPE_ONLY = frozenset(("zeros_like", "ones_like", "full_like", "empty_like", "
 _SAME_FOR_SAME = frozenset(("softmax", "log_softmax", "neg", "abs", "square", "relu", "relu6", "hardtanh", "clamp",
                             "clip", "clamp_min", "clamp_max", "leaky_relu", "elu", "gelu", "silu", "sign", "round",
                             "floor", "ceil", "trunc", "layer_norm"))
-#: ops that add (or otherwise reduce) values into (a copy of) their input where an index says, the rest as it was
 #: elementwise maximum and minimum of two values (a bound when one holds a number)
 _EXTREMA = frozenset(("maximum", "minimum", "fmax", "fmin"))
+#: ops that add (or otherwise reduce) values into (a copy of) their input where an index says, the rest as it was
 _ACCUMULATING = frozenset(("scatter_add", "scatter_reduce", "index_add", "index_reduce"))
 #: ops that put values into (a copy of) their input where an index or a mask says, the rest as it was -> the
 #: position and keyword of the value put in

@@ -137,7 +137,7 @@ class _RangeValues:
                 continue
             if c.op == "call_module":
                 module = self._module_of(c)
-                if module is not None and isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) and _tensor_of(c.args[0]) is x:
+                if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) and _tensor_of(c.args[0]) is x:
                     return c
             elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
                 return c  # (either operand of minimum/maximum: minimum(y, x))
