@@ -217,6 +217,26 @@ def _parent(node: Node) -> Node | None:
     return None
 
 
+#: ops whose result is a new tensor, never one of their inputs nor a view of one (an allowlist: ``F.dropout`` in eval
+#: mode, ``torch.positive``, ``x.to(x.dtype)``, ``x.contiguous()`` and a function of the user's may return their input)
+_FRESH_NAMES = frozenset((
+    "add", "sub", "rsub", "mul", "truediv", "div", "floordiv", "mod", "remainder", "pow", "neg", "negative",
+    "matmul", "mm", "bmm", "addmm", "linear", "conv1d", "conv2d", "conv3d", "exp", "exp2", "expm1", "log", "log1p",
+    "log2", "log10", "sigmoid", "tanh", "sin", "cos", "sqrt", "rsqrt", "reciprocal", "square", "abs", "clamp", "clip",
+    "clamp_min", "clamp_max", "softmax", "log_softmax", "sum", "mean", "prod", "cumsum", "cumprod", "maximum",
+    "minimum", "fmax", "fmin", "lerp", "addcmul", "addcdiv", "where", "masked_fill", "round", "floor", "ceil", "trunc",
+    "fix", "sign", "clone", "cat", "concat", "concatenate", "stack", "zeros_like", "ones_like", "full_like",
+    "empty_like", "rand_like", "randn_like", "zeros", "ones", "full", "rand", "randn",
+))
+
+
+def _fresh(node: Node) -> bool:
+    """Is ``node``'s result a tensor it allocates (:data:`_FRESH_NAMES`), shared with no other value: not an input, an
+    attribute, a module's output, a view, an alias or an in-place call's (nor an ``out=``/``inplace=True`` one)?"""
+    return node.op in ("call_function", "call_method") and _op_name(node) in _FRESH_NAMES and not _mutated(node) \
+        and "out" not in node.kwargs and node.kwargs.get("inplace") is not True and _parent(node) is None
+
+
 def _root(node: Node, roots: dict) -> Node:
     """The first node up ``node``'s chain of aliases (``_parent``); every node walked is recorded in ``roots``."""
     path = []

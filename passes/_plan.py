@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from sll_fx.ops import DEFAULT_EPS, MAX_DECIMALS, check_eps, decimals_in_range, 
 from sll_fx.report import Entry
 from sll_fx.tracer import module_of, source_of
 
-from ._aliases import _parent as _alias_parent, _root as _alias_root, _writes
+from ._aliases import _fresh, _parent as _alias_parent, _root as _alias_root, _writes
 from ._gradients import _gradient_sources, _reach_output
 from ._grids import Tie
 from ._patterns import (_ORDER_STATISTICS, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot,
@@ -36,8 +36,8 @@ from ._patterns import (_ORDER_STATISTICS, _arg, _argmax_args, _argmax_spelling,
 from ._spellings import _FIND, _RULE, _SELECTION, _UNLISTED, _classify, _match, _op_name
 from ._tie_nodes import _attribute
 from ._ties import Ties
-from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries, _is_float_cast,
-                    _mask_factor, _moved_to_float, _mutated, _use_kind)
+from ._uses import (_FLOAT_USE, _INT_KINDS, _MASK_DEPTH, _META_USE, _ORDER_NAMES, _OTHER_USE, _PASS_USE, _carries,
+                    _is_float_cast, _mask_factor, _moved_to_float, _mutated, _use_kind)
 
 
 @dataclass
@@ -103,6 +103,8 @@ class _Planner:
                     second.append((node, None))  # nn.Threshold, ...: a discrete op without a rule
                 continue
             rule = rules.match(node) if bits & _RULE else None
+            if rule is None and bits & _FIND:  # x.round_(): planned as its out-of-place spelling (_plan_in_place)
+                rule = _in_place_rule(node)
             if rule is None:
                 if bits & (_FIND | _UNLISTED):
                     second.append((node, None))
@@ -269,8 +271,10 @@ class _Planner:
         _OTHER_USE (see ``_use_kind``).  A discrete op reading it is a float use when it is linearized
         itself (its surrogate passes the gradient on; the users of a node are planned before it)."""
         bits = _classify(user)
-        if bits & _FIND and rules.match_inplace(user) is not None:
-            return _OTHER_USE  # x.round_(): an in-place discrete op stays hard, it would round a surrogate
+        if bits & _FIND and rules.match_inplace(user) is not None:  # x.round_(): rewritten out of place on a fresh
+            rule = _in_place_rule(user)                              # temporary, else hard (it would round a surrogate)
+            linearized = rule is not None and value in _operands(rule, user) and self._linearized(user, rule)
+            return _FLOAT_USE if linearized else _OTHER_USE
         if not bits & (_RULE | _SELECTION):  # (most users: no discrete op, no selection)
             return _use_kind(user, value, self.kinds)
         rule = rules.match(user) if bits & _RULE else None
@@ -464,7 +468,8 @@ class _Planner:
             floats += f
             others += o
             found += [n for n in u if n not in found]
-            written += [w for w in self._writers_through_views(value, users) if w not in written]
+            written += [w for w in self._writers_through_views(value, users) if w not in written and
+                        not self._rewritten_in_place(w)]
             mixed = mixed or m
             chain += c
             ends |= e
@@ -472,6 +477,10 @@ class _Planner:
         found.sort(key=self.order.__getitem__)
         if not found:
             return _Uses()
+        if others and (late := self._kept_after_a_rewrite(uses_of, others)):  # (a safeguard: the writer's own verdict
+            # leaves it hard when such a use follows it)
+            return _Uses(hard=f"{what} used by {_describe(late)} after the in-place op that writes it, rewritten out "
+                              "of place: that use cannot keep the hard result, left hard", found=tuple(found))
         if not floats:
             return _Uses(hard=_only_other_uses(found, what, blocked if mixed else None), found=tuple(found),
                          mixed=mixed)
@@ -484,6 +493,19 @@ class _Planner:
         return _Uses(reason=_also_other_uses(found, what, chain=chain) + (_mixed(blocked) if mixed else ""),
                      keep=frozenset(others), found=tuple(found), mixed=mixed, chain=tuple(chain),
                      ends=frozenset(u for u, _ in ends), blocked=blocked)
+
+    def _rewritten_in_place(self, writer: Node) -> bool:
+        """Is ``writer`` an in-place discrete op rewritten out of place (``t.round_()`` on a fresh temporary)?  It
+        writes nothing then: the values after it are its sll op's result, which its own uses read."""
+        rule = _in_place_rule(writer) if _classify(writer) & _FIND else None
+        return rule is not None and self._linearized(writer, rule)
+
+    def _kept_after_a_rewrite(self, uses_of: list, kept: list[Node]) -> list[Node]:
+        """Those of ``kept`` (users that keep reading the hard result) after an in-place op rewritten out of place that
+        writes the value they read (``r = round(h); r.sign_(); r.long()``): they would read it unwritten."""
+        writers = [w for value, users in uses_of for w in users if value in _mutated(w) and self._rewritten_in_place(w)]
+        first = min((self.order[w] for w in writers), default=None)
+        return [] if first is None else [k for k in kept if self.order[k] > first]
 
     def _other_uses(self, user: Node, value: Node) -> tuple[list[Node], bool, dict, set]:
         """The uses of ``value`` by ``user`` that are not float arithmetic, following views, copies and
@@ -536,6 +558,41 @@ class _Planner:
 
     # -- patterns -----------------------------------------------------------------------------
     def _plan_elementwise(self, node, rule) -> _Step:
+        if _classify(node) & _FIND:  # x.round_(), torch.round_(x), aten.round_.default
+            return self._plan_in_place(node, rule)
+        return self._plan_jumps(node, rule, [(node, list(node.users))])
+
+    def _plan_in_place(self, node: Node, rule: rules.Rule) -> _Step:
+        """An in-place spelling: rewritten as its out-of-place one where the tensor it writes is a fresh temporary
+        nothing else refers to (:meth:`_fresh_temporary`); its own uses and the uses of that tensor after it read the
+        sll op's result (``linearize.py``'s ``_apply``), all of them float arithmetic (a use that keeps the hard
+        result cannot: the op writes it no more).  Else, or when its uses leave it hard, a hard step without a rule
+        (the graph keeps it as it is)."""
+        t = _operands(rule, node)[:1]
+        if not t or not self._fresh_temporary(t[0], node):
+            return self._hard(node, None, f"in-place {rules.describe_target(node)}: left hard "
+                                          "(use the out-of-place spelling to linearize)")
+        t = t[0]
+        later = [u for u in t.users if self.order[u] > self.order[node]]
+        step = self._plan_jumps(node, rule, [(node, list(node.users)), (t, later)], copies=False,
+                                live=(node, *later), fresh=t)
+        return step if step.rewrites else replace(step, rule=None)
+
+    def _fresh_temporary(self, t, node: Node) -> bool:
+        """Is ``t``, the tensor the in-place ``node`` writes, a fresh temporary: made by an op that allocates it
+        (``_aliases._fresh``: ``x / step``, ``x * c``; not an input, an attribute, a module's output, a view, an
+        alias or an in-place call's result), and read before ``node`` only by ops whose results are fresh too or by
+        its shape (no view, alias or write of it taken before, which would see the write)?"""
+        if not isinstance(t, Node) or not _fresh(t):
+            return False
+        at = self.order[node]
+        return all(self.order[u] > at or u is node or
+                   (_fresh(u) and t not in _mutated(u)) or _use_kind(u, t, self.kinds) == _META_USE for u in t.users)
+
+    def _plan_jumps(self, node, rule, uses_of: list, copies: bool = True, live=None, fresh=None) -> _Step:
+        """An elementwise op (``uses_of``: the values its result is, with their users; ``fresh``: the temporary an
+        in-place spelling writes, ``copies``: whether a chain may be copied for integer uses, ``live``: its float
+        uses, see :meth:`_rewrite`)."""
         if extra := rule.unsupported_arguments(node):
             return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
         x = rule.operand_values(node)[0]
@@ -554,14 +611,19 @@ class _Planner:
         tie = None if middle else self.ties.on_jumps(x, rule.kind, decimals, at=node)
         if tie is not None and rule.kind != "heaviside":
             return self._hard(node, rule, _jump_tie_reason(tie, rule.kind))
-        uses = self._verdict([(node, list(node.users))], "result")
+        uses = self._verdict(uses_of, "result", copies)
         if uses.hard and not self.config.is_disabled(rule.kind):
             return self._hard(node, rule, uses.hard)
+        if fresh is not None and (uses.keep or uses.chain):
+            return self._hard(node, rule, _kept_in_place(node, uses.found))
+        reason = _jump_tie_reason(tie, rule.kind) if tie is not None else uses.reason
+        if fresh is not None:
+            reason = "; ".join(r for r in (_out_of_place(node, fresh), reason) if r)
         if tie is not None:  # (torch.heaviside has no derivative: left hard, a backward through it fails)
-            return self._rewrite(node, rule, reason=_jump_tie_reason(tie, rule.kind), hard_uses=uses.keep,
-                                 chain=(uses.chain, uses.ends), mode="hard")
-        return self._rewrite(node, rule, decimals=decimals, reason=uses.reason,
-                             hard_uses=uses.keep, chain=(uses.chain, uses.ends))
+            return self._rewrite(node, rule, reason=reason, hard_uses=uses.keep, chain=(uses.chain, uses.ends),
+                                 mode="hard", live=live, out_of_place=fresh is not None)
+        return self._rewrite(node, rule, decimals=decimals, reason=reason, hard_uses=uses.keep,
+                             chain=(uses.chain, uses.ends), live=live, out_of_place=fresh is not None)
 
     def _plan_comparison(self, node, rule) -> _Step:
         if self.config.is_disabled(rule.kind):
@@ -878,6 +940,24 @@ def _selects_through_view(user: Node, node: Node) -> bool:
                 return True
             stack.append(w)
     return False
+
+
+def _in_place_rule(node: Node) -> rules.Rule | None:
+    """The elementwise rule of an in-place spelling (``x.round_()``, ``torch.sign_(x)``), else None (``x.gt_(0)``, whose
+    float 0/1 result no out-of-place spelling gives, ``masked_fill_``: not rewritten)."""
+    rule = rules.match_inplace(node)
+    return rule if rule is not None and rule.pattern == "elementwise" else None
+
+
+def _out_of_place(node: Node, fresh: Node) -> str:
+    return (f"in-place {rules.describe_target(node)} on '{fresh.name}', a fresh temporary nothing else refers to: "
+            f"rewritten out of place (its uses and those of '{fresh.name}' after it read the sll op's result)")
+
+
+def _kept_in_place(node: Node, uses: list[Node]) -> str:
+    return (f"in-place {rules.describe_target(node)}: its result is also used by {_describe(uses)}, which passes no "
+            "gradient (not float arithmetic) and would have to keep the hard values, which an op rewritten out of "
+            "place writes no more: left hard")
 
 
 def _written_between_reason(x: Node, first: Node, written: list[Node]) -> str:

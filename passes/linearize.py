@@ -223,6 +223,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
         if "eps" in kwargs:
             attr = eps_input(gm, new, eps, device)
     created.append(new)
+    if step.extra.get("out_of_place"):  # t.round_() on a fresh temporary: t's uses after it read the sll op's result
+        _read_after(args[0], node, new)
     new.meta["sll_entry"] = step.entry.node  # the report entry's name (set_eps keeps the report current)
     if attr is not None:
         attr.meta.update({k: v for k, v in node.meta.items() if k in _EPS_META})
@@ -288,6 +290,14 @@ def _retarget(node: Node, target, args: tuple, kwargs: dict) -> None:
     if len(args) != len(node.args) or any(a is not b for a, b in zip(args, node.args)):
         node.args = args
     node.kwargs = kwargs
+
+
+def _read_after(written: Node, node: Node, new: Node) -> None:
+    """Let the uses of ``written`` after the in-place op ``node`` (graph order), which read the values it wrote, read
+    ``new``, its sll op (``node`` itself when retargeted), instead: the out-of-place spelling's graph."""
+    for user in list(written.users):
+        if user is not node and user is not new and user > node:  # (fx orders the nodes of a graph)
+            user.replace_input_with(written, new)
 
 
 def _copy_chain(graph, chain: tuple, ends: frozenset, hard: Node, soft: Node, created: list) -> None:

@@ -454,12 +454,12 @@ class _SignInPlaceOnRound(nn.Module):
     def forward(self, x):
         r = torch.round(x * self.w)
         r.sign_()
-        return r * x
+        return r * x + r.long()  # (a72: the integer use keeps the sign_ hard; without it both are rewritten)
 
 
 def test_round_overwritten_by_an_in_place_discrete_op_stays_hard():
-    """The README: an op read by an in-place discrete spelling stays hard.  Before: round was rewritten and at
-    x = 0.45 gm gave 0.45 (sign_ of the surrogate 0.25) where the model gives 0."""
+    """The README: an op read by an in-place discrete spelling left hard stays hard.  Before: round was rewritten and
+    at x = 0.45 gm gave 0.45 (sign_ of the surrogate 0.25) where the model gives 0."""
     x = torch.tensor([0.45, 0.55, 2.0])
     model = _SignInPlaceOnRound()
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)

@@ -501,9 +501,10 @@ LEFT_HARD = [
     Hard("masked_select", lambda m, x: torch.masked_select(x, x > 0.3), "x > t", "bool"),
     Hard("compare_not_cast", lambda m, x: (x > 0).logical_not(), "x > t", "bool"),
     Hard("compare_to_long", lambda m, x: (x > 0).long(), "x > t", "bool"),
-    Hard("inplace_sign", lambda m, x: x.clone().sign_(), "Tensor.sign_", "in-place"),
-    Hard("inplace_round", lambda m, x: x.clone().round_(), "Tensor.round_", "in-place"),
-    Hard("inplace_floor", lambda m, x: x.clone().floor_(), "Tensor.floor_", "in-place"),
+    # (on a view of a clone: a72 rewrites them out of place on the clone itself, a fresh temporary)
+    Hard("inplace_sign", lambda m, x: x.clone().view(-1).sign_(), "Tensor.sign_", "in-place"),
+    Hard("inplace_round", lambda m, x: x.clone().view(-1).round_(), "Tensor.round_", "in-place"),
+    Hard("inplace_floor", lambda m, x: x.clone().view(-1).floor_(), "Tensor.floor_", "in-place"),
     Hard("inplace_gt", lambda m, x: x.clone().gt_(0.3), "Tensor.gt_", "in-place"),
     Hard("eq_float", lambda m, x: (x == 0.5).float(), "x == t", "no jump"),
     # whole numbers against a whole threshold: the elements equal to it sit on the boundary at every eps, where the

@@ -286,16 +286,16 @@ def test_counts_next_to_rewritten_nodes():
 def test_exported_program():
     """An ExportedProgram's aten spellings are found too (dtype from the graph's fake values)."""
     model = Net(lambda m, h: torch.div(h, 0.5, rounding_mode="floor") + h % 0.3 + torch.bucketize(h, m.b)
-                + F.threshold(h, 0.1, 2.0) + torch.round_(h * 2))
+                + F.threshold(h, 0.1, 2.0) + torch.round_(h * 2))  # (a72: on a fresh temporary, rewritten)
     x = _x()
     ep = torch.export.export(model, (x,))
     gm = sll_fx.linearize_module(ep, eps=EPS, verbose=False)
     report = gm.sll_report
     assert [e.op for e in report.entries] == ["aten.div.Tensor_mode", "aten.remainder.Scalar", "aten.bucketize.Tensor",
                                               "aten.threshold.default", "aten.round_.default"], str(report)
-    assert report.counts == {"found": 5, "rewritten": 0, "hard": 5}
+    assert report.counts == {"found": 5, "rewritten": 1, "hard": 4}
     assert report.entries[0].reason.startswith("no SLL rule for aten.div.Tensor_mode(rounding_mode='floor')")
-    assert report.entries[-1].reason.startswith("in-place aten.round_.default: left hard")
+    assert report.entries[-1].reason.startswith("in-place aten.round_.default on 'mul', a fresh temporary")
     assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), ep.module()(x))
 
 
@@ -367,8 +367,9 @@ def test_inplace_function_spellings_are_the_rules():
 
 @pytest.mark.parametrize("name", INPLACE_FUNCTIONS)
 def test_inplace_function_spelling_is_reported(name):
+    """On a module's output (a72: on a fresh temporary, fn(h * 3), it is rewritten out of place: test_inplace_fresh)."""
     fn = getattr(torch, name)
-    model = Net(lambda m, h: fn(h * 3) + h)
+    model = Net(lambda m, h: fn(h) + h)
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
     e = _only_entry(gm)
     assert e.op == f"torch.{name}"
@@ -380,18 +381,22 @@ def test_inplace_function_spelling_is_reported(name):
 
 
 def test_spikingjelly_quantizer_is_reported():
+    """a72: its round_ writes a fresh temporary (x * c): rewritten out of place (before: left hard, "use the
+    out-of-place spelling to linearize")."""
     model = Net(lambda m, h: k_bit_quantize_forward(torch.sigmoid(h), 2))
     gm = sll_fx.linearize_module(model, eps=EPS, verbose=False)
-    e = _only_entry(gm)
-    assert (e.node, e.op) == ("round_", "torch.round_")
-    assert e.reason == "in-place torch.round_: left hard (use the out-of-place spelling to linearize)"
+    (e,) = gm.sll_report.entries
+    assert (e.node, e.op, e.replacement) == ("round_", "torch.round_", "sll.round")
+    assert e.reason.startswith("in-place torch.round_ on 'mul', a fresh temporary nothing else refers to: rewritten "
+                               "out of place")
     x = _x()
     with torch.no_grad():
         assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
 def test_method_spelling_reason_unchanged():
-    gm = sll_fx.linearize_module(Net(lambda m, h: (h * 3).round_()), eps=EPS, verbose=False)
+    gm = sll_fx.linearize_module(Net(lambda m, h: h.round_()), eps=EPS, verbose=False)  # (a module's output; a72: on
+    # a fresh temporary, (h * 3).round_(), it is rewritten out of place)
     assert _only_entry(gm).reason == "in-place Tensor.round_: left hard (use the out-of-place spelling to linearize)"
 
 
