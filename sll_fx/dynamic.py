@@ -15,7 +15,8 @@ the same functions and method names that the graph pass rewrites, ``x > t`` and
 ``0.5 < x`` included, not its ``aten`` overloads (see :func:`_torch_level`) -- runs as its sll op with the block's ``eps`` and ``mode``, so the
 results and gradients of those ops are the graph mode's (``sll_fx.linearize_module``) on the same code.
 Like the graph pass, it leaves hard: calls whose input is not floating (integers, bools),
-calls with arguments the rule cannot carry (``out=``), in-place spellings (``x.round_()``).
+calls with arguments the rule cannot carry (``out=``), in-place spellings (``x.round_()``: the graph pass
+rewrites those on a fresh temporary, which a block cannot tell from a shared tensor).
 
 Comparisons return their ordinary bool tensor, and the block remembers (weakly, per
 block) which comparison made it.  When that bool is cast to a floating dtype inside the
