@@ -15,8 +15,18 @@ the same functions and method names that the graph pass rewrites, ``x > t`` and
 ``0.5 < x`` included, not its ``aten`` overloads (see :func:`_torch_level`) -- runs as its sll op with the block's ``eps`` and ``mode``, so the
 results and gradients of those ops are the graph mode's (``sll_fx.linearize_module``) on the same code.
 Like the graph pass, it leaves hard: calls whose input is not floating (integers, bools),
-calls with arguments the rule cannot carry (``out=``), in-place spellings (``x.round_()``: the graph pass
-rewrites those on a fresh temporary, which a block cannot tell from a shared tensor).
+calls with arguments the rule cannot carry (``out=``).
+
+An in-place spelling of an elementwise rule (the rule's ``inplace`` names: ``t.round_()``, ``torch.round_(t)``,
+``floor_``, ``ceil_``, ``trunc_``/``fix_``, ``sign_``, ``heaviside_``) runs as ``t.copy_(<sll op>(copy of t))`` and
+returns ``t``, so its aliases see the written values and the gradient reaches what ``t`` held, where the block can
+see at the call that ``t`` is an intermediate of the autograd graph (:func:`_intermediate`: grad mode on, floating,
+``requires_grad`` with a ``grad_fn``, not a view).  The graph pass rewrites them where the tensor is a fresh
+temporary (``passes/_plan.py``, ``_fresh_temporary``), which a block cannot tell from one shared by a module's
+attribute: it writes the surrogate's values there too, as the in-place op writes its own.  A leaf, a parameter or a
+buffer, a view, anything under ``torch.no_grad()`` (where, in ``mode="linear"``, the out-of-place spelling gives the
+surrogate's values), the in-place comparisons (``x.gt_(0)``) and ``masked_fill_`` get the hard op
+(tests/test_dynamic_inplace.py).
 
 Comparisons return their ordinary bool tensor, and the block remembers (weakly, per
 block) which comparison made it.  When that bool is cast to a floating dtype inside the
@@ -77,7 +87,7 @@ class _Call:
         self.args, self.kwargs = tuple(args), dict(kwargs)
 
 
-_RULE, _CAST, _MUL = "rule", "cast", "mul"
+_RULE, _INPLACE, _CAST, _MUL = "rule", "inplace", "cast", "mul"
 
 #: spellings of a product that dynamic mode reads as ``x * (x > t).to(dtype)`` (not in the rule table;
 #: the graph pass reads the same product in ``passes/_uses.py``, ``_mask_factor``)
@@ -116,6 +126,10 @@ def _dispatch() -> Mapping[Any, tuple[str, Any]]:
         for m in rule.methods:
             if (g := getattr(Tensor, m, None)) is not None:
                 table.setdefault(g, (_RULE, rule))
+        if rule.pattern == "elementwise":  # x.round_(), torch.round_(x); not x.gt_(0) nor masked_fill_, as in graph mode
+            for g in (*(getattr(Tensor, m, None) for m in rule.inplace), *rule.inplace_functions):
+                if g is not None:
+                    table.setdefault(g, (_INPLACE, rule))
     for name in rules.FLOAT_CASTS:
         if (g := getattr(Tensor, name, None)) is not None:
             table.setdefault(g, (_CAST, name))
@@ -156,6 +170,24 @@ def _casts_to_float(name: str, args: tuple, kwargs: dict) -> bool:
         if isinstance(a, type) and isinstance(getattr(a, "dtype", None), torch.dtype):  # .type(torch.FloatTensor)
             return a.dtype.is_floating_point
     return False  # .to("cpu"), .type() (returns a string), ...
+
+
+def _intermediate(t) -> bool:
+    """May a block write an sll op's values into ``t`` in place (``t.round_()``)?  Only where it can see, at the call,
+    that ``t`` is a float intermediate of the autograd graph: made by an op that records a gradient (not a leaf, a
+    parameter or a buffer, whose state would take the linearized values) and not a view (its base would).  Anything
+    else, and everything under ``torch.no_grad()`` (no gradient to gain), gets the hard op."""
+    return (isinstance(t, Tensor) and torch.is_grad_enabled() and t.is_floating_point() and t.requires_grad
+            and t.grad_fn is not None and t._base is None)
+
+
+def _keeps_shape(operands: tuple) -> bool:
+    """Do the operands broadcast to the shape of the first, which the op writes?  (Else ``t.heaviside_(values)`` raises
+    torch's own error: the hard op runs.)"""
+    try:
+        return torch.broadcast_shapes(*(v.shape for v in operands)) == operands[0].shape
+    except RuntimeError:
+        return False
 
 
 # --- the mode ---------------------------------------------------------------------------
@@ -203,6 +235,8 @@ class SLLFunctionMode(TorchFunctionMode):
             kind, what = hit
             if kind == _RULE:
                 return self._rule(func, what, args, kwargs)
+            if kind == _INPLACE:
+                return self._inplace(func, what, args, kwargs)
             if kind == _CAST:
                 return self._cast(func, what, args, kwargs)
             return self._mul(func, args, kwargs)
@@ -230,6 +264,26 @@ class SLLFunctionMode(TorchFunctionMode):
             return func(*args, **kwargs)
         sll_args, sll_kwargs = rule.sll_call(call, self.eps, self.mode)
         return self._sll(func, rule, sll_args, sll_kwargs)
+
+    # -- t.round_(), torch.round_(t): t written with the sll op's values, where t is an intermediate ------------
+    def _inplace(self, func, rule: rules.Rule, args: tuple, kwargs: dict):
+        call = _Call(args, kwargs)
+        if rule.unsupported_arguments(call):
+            return func(*args, **kwargs)
+        try:
+            operands = rule.operand_values(call)
+        except KeyError:
+            return func(*args, **kwargs)
+        t = operands[0]
+        if not _intermediate(t) or not all(isinstance(v, Tensor) for v in operands) or not _keeps_shape(operands):
+            return func(*args, **kwargs)
+        self._not_compiling()
+        sll_args, sll_kwargs = rule.sll_call(call, self.eps, self.mode)
+        # the sll op reads copies: its backward may read what it saved, which the write changes (t, and any operand
+        # that is t or a view of it, t.heaviside_(t): copied all, since a fake or functorch tensor shows no storage)
+        sll_args = tuple(v.clone() if isinstance(v, Tensor) else v for v in sll_args)
+        out = self._sll(func, rule, sll_args, sll_kwargs)
+        return t.copy_(out)  # t itself, as the in-place op returns: its aliases see the written values
 
     def _sll(self, func, rule: rules.Rule, args: tuple, kwargs: dict) -> Tensor:
         try:

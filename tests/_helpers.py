@@ -38,6 +38,19 @@ def is_op(target, packet) -> bool:
     return target is packet or getattr(target, "overloadpacket", None) is packet
 
 
+# --- SpikingJelly's quantizers, verbatim: in-place rounds on a fresh temporary ---------------------------------------
+
+def step_quantize_forward(x, step):
+    return torch.round_(x / step) * step
+
+
+def k_bit_quantize_forward(x, k):
+    c = float(1 << k) - 1.0
+    x = x * c
+    torch.round_(x)
+    return x / c
+
+
 # --- the user's model is never changed ------------------------------------------------------
 
 def snapshot(model: nn.Module) -> dict:

@@ -14,21 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import sll_fx
-from _helpers import assert_bitwise
+from _helpers import assert_bitwise, k_bit_quantize_forward, step_quantize_forward  # (SpikingJelly's)
 
 EPS = 1e-3
 OLD = "left hard (use the out-of-place spelling to linearize)"
-
-
-def step_quantize_forward(x, step):  # SpikingJelly's, verbatim
-    return torch.round_(x / step) * step
-
-
-def k_bit_quantize_forward(x, k):  # SpikingJelly's, verbatim
-    c = float(1 << k) - 1.0
-    x = x * c
-    torch.round_(x)
-    return x / c
 
 
 class _Scaled(nn.Module):
