@@ -24,7 +24,9 @@ class Grid:
     ``scale``: a tensor they are multiplied by (``round(x / s) * s`` with ``s`` a parameter: the node ``s``), or
     None, and ``scale_value`` the number they are multiplied by now, where it holds one; ``divided``: divided by the
     scale instead (``round(h) / p``: ``scale_value`` is ``1 / p`` now); scaled grids add up only with the same scale,
-    both multiplied or both divided (:meth:`scaled_as`)."""
+    both multiplied or both divided (:meth:`scaled_as`).  ``any_count``: means of such values over a count the graph
+    does not fix (``q.mean(-1)`` of a traced graph), ``offset + step * k / n`` for any whole ``n``: every number is one
+    of them for some ``n`` (whole numbers' halves for an even ``n``), so it hits every number and meets every grid."""
 
     offset: float
     step: float
@@ -33,8 +35,11 @@ class Grid:
     scale: Node | None = None
     scale_value: float | None = None
     divided: bool = False
+    any_count: bool = False
 
     def hits(self, t: float) -> bool:
+        if self.any_count:
+            return True
         if self.scale is not None:  # (s * (o + step * k): 0 where o + step * k is; others by s's value now)
             if t != 0 and not self.scale_value:
                 return False
@@ -64,6 +69,8 @@ class Grid:
         offset = 0.0 if _multiple(offset / self.step) else offset  # (-1 on the grid of step 1: whole numbers)
         what = ("whole numbers" if offset == 0 and self.step == 1 else f"multiples of {self.step:g}" if offset == 0
                 else f"the values {offset:g} + {self.step:g}k")
+        if self.any_count:
+            what = f"means of {what} over a count the graph does not fix (any value, for some count)"
         if self.scale is None:
             return what
         if self.divided:
@@ -152,11 +159,15 @@ def _common_step(a: float, b: float) -> float | None:
 
 def _on(h: Grid, g: Grid) -> bool:
     """Is every value of ``h`` on ``g``?"""
+    if g.any_count or h.any_count:
+        return h.scaled_as(g) and g.any_count
     return h.scaled_as(g) and _multiple(h.step / g.step) and _multiple((h.offset - g.offset) / g.step)
 
 
 def _grid_meets(g: Grid, jumps: Grid, skip_zero: bool = False) -> bool:
     """Does a value of ``g`` lie on ``jumps`` (a grid of an op's jumps, unscaled; ``skip_zero``: not at 0)?"""
+    if g.any_count:
+        return True
     if g.values is not None:  # (times a scale: 0, and the others at its value now, where it holds one)
         scale = 1.0 if g.scale is None else g.scale_value
         return any(jumps.hits(v * scale if v else 0.0) and not (skip_zero and v == 0)
@@ -182,7 +193,7 @@ def _union(found: list) -> Grid | None:
         step = _common_step(step, g.step)
         if step is None:
             return None
-    g = replace(grids[0], step=step, values=None)
+    g = replace(grids[0], step=step, values=None, any_count=any(h.any_count for h in grids))
     if not all(_on(h, g) if isinstance(h, Grid) else g.hits(h) for h in found):
         return None
     known = [h.values if isinstance(h, Grid) else frozenset((float(h),)) for h in found]  # (which values, where each
@@ -201,7 +212,7 @@ def _product(g: Grid | None, h: Grid | None) -> Grid | None:
         return None
     values = frozenset(a * b for a in g.values for b in h.values) if g.values is not None and h.values is not None \
         and len(g.values) * len(h.values) <= 16 else None
-    return _grid(g, offset=g.offset * h.offset, step=step, values=values)
+    return _grid(g, offset=g.offset * h.offset, step=step, values=values, any_count=g.any_count or h.any_count)
 
 
 def _sum(g: Grid | None) -> Grid | None:

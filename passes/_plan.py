@@ -1014,6 +1014,11 @@ def _tie_reason(tie: Tie, threshold) -> str:
         return (f"its input is {shown} on an element of each row, always ({_extremum_held(tie)}): that element sits on "
                 "the boundary, in the band at every eps (a surrogate of 1/2 there, never the hard 0/1), left hard; "
                 "use a threshold other than that value")
+    if tie.grid is not None and tie.grid.any_count:  # (no threshold is off every count's mean)
+        return (f"its input holds {tie.grid.describe()} ({_describe([tie.source])}, through ops that keep them so) and "
+                f"its threshold {shown} is one for some count: an element equal to it sits on the boundary, in the "
+                "band at every eps (a surrogate of 1/2 there, never the hard 0/1), left hard; to linearize, fix the "
+                "count (torch.export, or torch.stack of the values averaged) or compare a value that is no such mean")
     if tie.grid is not None:
         half = tie.grid.half_step()
         return (f"its input holds {tie.grid.describe()} ({_describe([tie.source])}, through ops that keep them so) and "

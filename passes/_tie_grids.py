@@ -224,13 +224,13 @@ class _Grids:
             step = _common_step(a.step, b.step)
             if step is None or not a.scaled_as(b):
                 return None
-            return _grid(a, offset=a.offset + b.offset, step=step, values=None)
+            return _grid(a, offset=a.offset + b.offset, step=step, values=None, any_count=a.any_count or b.any_count)
         if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T)
             g = _sum(self.grid(first))
             return g.times(1 / n) if g is not None and g.scale is None else None
-        if name in ("mean", "nanmean"):  # (n unknown: on the grid of step / n for the n it has; its input's grid,
-            g = self.grid(first)          # which a row of equal values takes, is read: q - q.mean(-1, keepdim=True)
-            return replace(g, values=None) if g is not None else None  # is 0 there; not its halves for an even n)
+        if name in ("mean", "nanmean"):  # (n unknown: on the grid of step / n for any n, every value for some n,
+            g = self.grid(first)          # round's halves for an even n; q - q.mean(-1, keepdim=True) is 0 where a
+            return replace(g, values=None, any_count=True) if g is not None else None  # row's values are equal)
         if name in ("sum", "cumsum", "nansum", "cumulative_sum"):  # (n values o + sk: n*o + s*k, n unknown)
             g = self.grid(first)  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
             return _sum(g) if g is None or g.scale is None or self._scalar(g.scale) is not None else None  # none)
@@ -311,7 +311,7 @@ class _Grids:
             if (step := _common_step(step, g.step)) is None:
                 return None
         found = _grid(grids[0], offset=sum(g.offset for g in grids), step=step,
-                      values=grids[0].values if len(grids) == 1 else None)
+                      values=grids[0].values if len(grids) == 1 else None, any_count=any(g.any_count for g in grids))
         return found.plus(shift) if found is not None else None
 
     def _linear(self, node, depth: int) -> tuple[list, float] | None:

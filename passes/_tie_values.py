@@ -127,10 +127,14 @@ class _RangeValues:
 
     def _less_its_clip(self, node: Node) -> Node | None:
         """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``
-        (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`), in a graph that writes
-        nothing in place: ``node`` is 0 there (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None."""
-        if len(node.args) != 2 or node.kwargs or self._any_write():
+        (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`): ``node`` is 0 there
+        (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, also such
+        an op written into a fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c - h``):
+        :meth:`_less_its_written_clip`."""
+        if len(node.args) != 2 or node.kwargs:
             return None
+        if self._any_write():
+            return self._less_its_written_clip(node)
         a, b = (_tensor_of(v) for v in node.args)
         for x, c in ((a, b), (b, a)):
             if not isinstance(c, Node) or not c.args:
@@ -142,6 +146,41 @@ class _RangeValues:
             elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
                 return c  # (either operand of minimum/maximum: minimum(y, x))
         return None
+
+    def _less_its_written_clip(self, node: Node) -> Node | None:
+        """:meth:`_less_its_clip` in a graph that writes in place: ``c``, as ``node`` reads it, is such an op of ``x``
+        (out of place, or written into a clone of ``x`` read by nothing before: ``c = h.clone(); c.clamp_(-2, 1)``),
+        and the other operand is ``x`` or a clone of it, with no write reaching ``x`` between the two reads of it (not
+        ``c = h.clamp(-2, 1); h.add_(0.5); h - c``).  Unproven (a view of the copy, a copy read or written again, a
+        module's input): None."""
+        at = self._order.get(node, len(self._order))
+        for x, c in (node.args, node.args[::-1]):
+            clip = self._clip_as_read(c, at)
+            read = self._copy_read(x, at)
+            if clip is not None and read is not None and read[0] in clip[1] and \
+                    not self._written_between(read[0], min(read[1], clip[2]), max(read[1], clip[2])):
+                return clip[0]
+        return None
+
+    def _clip_as_read(self, v, at: int) -> tuple | None:
+        """``(op, its operands, where it reads them)`` where ``v``, read at the place ``at``, holds an op of
+        :data:`_IDENTITY_ON_A_RANGE`: out of place and not written since, or written in place, once, into all of a
+        clone that nothing reads before the write (its operand: what the clone copied); else None."""
+        v = _tensor_of(v)
+        if not isinstance(v, Node) or v.op == "call_module":
+            return None
+        writes = [(w, whole) for w, whole in self._written_nodes().get(v, ()) if self._order.get(w, at) < at]
+        if not writes:
+            if self._name_of(v) not in _IDENTITY_ON_A_RANGE:
+                return None
+            return v, tuple(_tensor_of(a) for a in v.args[:2] if isinstance(a, Node)), self._order[v]
+        writer, whole = writes[0]
+        if len(writes) > 1 or not whole or self._name_of(v) != "clone" or writer.op == "call_module" or \
+                self._name_of(writer) not in _IDENTITY_ON_A_RANGE or \
+                not any(_tensor_of(a) is v for a in writer.args[:2]) or \
+                any(self._order[u] < self._order[writer] for u in v.users):  # (a view or a read before the write)
+            return None
+        return writer, (_tensor_of(_first(v)),), self._order[v]
 
     def _kept_from_0(self, first, call: Callable) -> list[tuple]:
         """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known

@@ -15,7 +15,8 @@ from torch.fx import Node
 from sll_fx import dtypes, scans
 
 from ._aliases import _writes
-from ._tie_nodes import _attribute, _first, _first_node, _meta_like, _name, _viewed, _viewed_attribute, _views_before
+from ._tie_nodes import (_attribute, _first, _first_node, _meta_like, _name, _tensor_of, _viewed, _viewed_attribute,
+                         _views_before)
 from ._tie_ops import _ALL_IF_CONTIGUOUS, _ALL_VIEWS, _REPEATING, _SHAPE_ONLY, _VIEWS, _VIEW_DEPTH
 from ._uses import _mutated
 
@@ -43,6 +44,23 @@ class _Writes:
             return len(writes)
         at = self._order.get(self._reader, len(self._order))
         return sum(1 for w, _ in writes if self._order.get(w, -1) < at)
+
+    def _copy_read(self, v, at: int) -> tuple | None:
+        """``(x, where it is read)``: ``v``, read at the place ``at``, holds ``x`` as it is at that place, or a clone of
+        ``x`` (where the clone is made) that nothing has written since; else None."""
+        v = _tensor_of(v)
+        if not isinstance(v, Node):
+            return None
+        if _name(v) == "clone" and not any(self._order.get(w, at) < at for w, _ in self._written_nodes().get(v, ())):
+            return _tensor_of(_first(v)), self._order[v]
+        return v, at
+
+    def _written_between(self, node: Node, start: int, end: int) -> bool:
+        """May a write reach ``node`` between the places ``start`` and ``end``: one into it or a view of it, or an
+        attribute it is (``self.zp``) that a module the graph calls may write?"""
+        if _attribute(node) in self._written():
+            return True
+        return any(start < self._order.get(w, -1) < end for w, _ in self._written_nodes().get(node, ()))
 
     def _written(self) -> set[str]:
         """The targets of the tensor attributes the graph writes in place (through views too), and of those of the

@@ -29,9 +29,10 @@ reason from :meth:`Ties.of`:
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``)
-  or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]); a grid's order
-  statistics and its mean over an unknown count are on its grid (``q - q.mean(-1, keepdim=True)``: 0 where a row's
-  values are equal);
+  or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]; also written in place into a fresh
+  copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``); a grid's order statistics are on its grid, and its mean over a
+  count the graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even
+  count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``).
 
@@ -130,7 +131,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
             if g.values is not None or h.values is not None:  # (which values, where known: a buffer of zeros)
                 known, other = (g, h) if g.values is not None else (h, g)
                 return Tie(g.source, g) if any(other.hits(v) for v in known.values) else None
-            return Tie(g.source, g) if _multiple((g.offset - h.offset) / step) else None
+            return Tie(g.source, g) if g.any_count or h.any_count or _multiple((g.offset - h.offset) / step) else None
         if _disjoint(x, t, self._at):  # (relu(h) > relu(-h): 0 together only at h == 0)
             return None
         return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)

@@ -2718,9 +2718,9 @@ def test_a_grid_less_its_mean_or_order_statistic_and_a_value_less_itself_tie(fn,
     are equal, and on every value of ``q``'s grid for some rows) was rewritten on its ties (a66: floor of whole numbers
     less their mean, 2048 / 2050 of 16384 outputs off the model at eps 1e-3 / 1e-4; PACT's: 1224 / 1221); so was a
     grid less its own maximum or minimum (``q - q.amin(-1, keepdim=True) >= 2``: 1099 / 1079) and a value less itself
-    (``floor(h - h)``, ``heaviside(h - h, 1)``: all 16384 off).  A mean of unknown count keeps its input's grid (the values a row of
-    equal ones takes: not the quotients of other counts), an order statistic too, and ``h - h`` is 0; continuous
-    values stay rewritten."""
+    (``floor(h - h)``, ``heaviside(h - h, 1)``: all 16384 off).  A mean of unknown count is on every value
+    (``Grid.any_count``: the values a row of equal ones takes among them), an order statistic keeps its input's grid,
+    and ``h - h`` is 0; continuous values stay rewritten."""
     _left_hard_where_it_ties(fn, ties)
 
 
