@@ -7,8 +7,8 @@ there, never the model's 0/1.  The planner leaves it hard (``_Planner._plan_comp
 reason from :meth:`Ties.of`:
 
 - a **grid**: values ``offset + step * k`` only (:class:`Grid`), each taken on whole ranges (a rounded
-  value, a count, an integer or bool tensor, ``round(x / s) * s``, ``round(x) / p`` and ``q * (7 / alpha)`` at the
-  learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
+  value, a count, an integer or bool tensor, ``round(x / s) * s``, ``round(x) / p``, ``q * (7 / alpha)`` and ``sign(x) + p``
+  at the learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
   value's grid times ``1.5``); ``sign`` is the grid ``1 + 2k`` (its 0 is a single point, unless its input is 0 on
   ranges, also rounded: ``round(2 * sign(x))``), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
@@ -284,8 +284,13 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         return self._stes[node]
 
     def _held_grid(self, v):
-        """``v``'s grid for a node, else ``v`` as a number, else None."""
-        return self.grid(v) if isinstance(v, Node) else self._value(v)
+        """``v``'s grid for a node, else the number a learned scalar holds now (``round(sign(x) + p)``), else ``v`` as
+        a number, else None.  (A scalar read at its value now, as a product's factor is: the planner decides once, at
+        that value; an op left hard or rewritten stays so as ``p`` trains.)"""
+        if not isinstance(v, Node):
+            return self._value(v)
+        g = self.grid(v)
+        return g if g is not None else self._scalar(v)
 
     def _held(self, v):
         """``v`` as a number, else its grid, else None."""

@@ -18,22 +18,14 @@ N = 60
 
 # Found by --seed 1, 2, 3 (--n 300 each) and 4 (--n 200); the minimal repro (--shrink) in each reason.
 KNOWN_SILENT: dict[int, str] = {
-    1000108: "round(sign(x) + p), p a learned scalar at 0.5: a grid plus a learned scalar, on round's jumps "
-             "(a product with one is followed, a sum is not)",
-    1000222: "(relu(one_hot(argmax(x)) + p) >= 0.5).float(), p a learned scalar at 0.5: a grid plus a learned "
-             "scalar, on the threshold",
     2000235: "ceil(tanh(maximum(trunc(x), x))): the maximum is trunc's 0 on (-1, 0), followed to ceil but not "
              "through tanh (ceil(maximum(trunc(x), x)) and ceil(tanh(trunc(x))) stay hard)",
     3000029: "round(heaviside(round(x), 0.5)): heaviside's value 0.5 where its input is 0 on a range, on round's "
              "jump",
     3000285: "one_hot(argmax((x + 2) - x)): 2 up to rounding, so equal elements in each row (x + c - x is not "
              "read as a constant; also with c a learned scalar)",
-    4000063: "one_hot(argmax((x >= 1.5).float() + p)), p a learned scalar at 0.75: a grid plus a learned scalar, "
-             "equal elements in each row (with the number 0.75 for p, argmax and one_hot stay hard)",
 }
-FIXED: tuple[int, ...] = (
-    3000211,  # round(round(x).mean(-1, keepdim=True) * 8) / 8: a mean over a count the graph does not fix (a74)
-)  # seeds once in KNOWN_SILENT, now ok: controls
+FIXED: tuple[int, ...] = (3000211, 1000108, 1000222, 4000063)   # seeds once in KNOWN_SILENT, now ok: controls
 
 
 @pytest.mark.parametrize("seed", [*range(N), *KNOWN_SILENT, *FIXED])

@@ -1,0 +1,55 @@
+"""Cases of the tie check the fuzzer (``tests/_fuzz_ties.py``) found rewritten on ties, each with its seed in
+``test_fuzz_ties.FIXED``: the op is left hard (no output off the model) and controls off the ties stay rewritten."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sll_fx
+
+
+class _Scalar(nn.Module):
+    """``fn(self, x)`` with a learned scalar ``p``."""
+
+    def __init__(self, fn, p):
+        super().__init__()
+        self.fn = fn
+        self.p = nn.Parameter(torch.tensor(p))
+
+    def forward(self, x):
+        return self.fn(self, x).float()
+
+
+def _hard_unless_rewritten(fn, ties: bool, **params) -> int:
+    """The last discrete op of ``_Scalar(fn, **params)``: left hard where ``ties`` (the outputs off the model: 0),
+    else rewritten; the count of outputs off the model."""
+    model, x = _Scalar(fn, **params), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)  # (no input in a band: 1e-4 from each jump)
+    entry = gm.sll_report.entries[-1]
+    assert entry.rewritten != ties, str(gm.sll_report)
+    off = int((gm(x) != model(x)).sum())
+    if ties:
+        assert off == 0
+    return off
+
+
+@pytest.mark.parametrize("fn, p, ties", [
+    (lambda m, x: torch.round(torch.sign(x) + m.p), 0.5, True),
+    (lambda m, x: torch.round(m.p - torch.sign(x)), 0.5, True),
+    (lambda m, x: (F.relu(F.one_hot(torch.argmax(x, -1), 6) + m.p) >= 0.5), 0.5, True),
+    (lambda m, x: F.one_hot(torch.argmax((x >= 1.5).float() + m.p, -1), 6), 0.75, True),
+    (lambda m, x: torch.round(torch.sign(x) + m.p), 0.25, False),
+    (lambda m, x: (F.relu(F.one_hot(torch.argmax(x, -1), 6) + m.p) >= 0.5), 0.25, False),
+    (lambda m, x: F.one_hot(torch.argmax(x + m.p, -1), 6), 0.75, False)],
+    ids=["round_of_sign_plus", "round_of_minus_sign", "mask_plus", "one_hot_of_mask_plus", "off_the_jumps",
+         "off_the_threshold", "continuous"])
+def test_a_grid_plus_a_learned_scalar_ties_at_its_value_now(fn, p, ties):
+    """A grid plus a learned scalar (seeds 1000108, 1000222, 4000063): ``round(sign(x) + p)`` at ``p`` = 0.5,
+    ``round(p - sign(x))``, ``relu(one_hot(argmax(x)) + p) >= 0.5`` and ``one_hot(argmax(mask + p))`` at 0.75 were
+    rewritten on their ties (6000, 6000, 5000 and 6000 of 6000 outputs off the model), while a product with one
+    (``round(sign(x) * p)``) was read at ``p``'s value now.  A sum is read so too (the op stays as decided while ``p``
+    trains); other values, and a continuous input, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=p)
