@@ -59,6 +59,9 @@ class _Thresholds:
         first = _first(node)
         if _keeps(name, node):
             return self._ties(first, t, depth - 1)
+        if number is not None and (shift := self._cancelled_shift(node)) is not None and _same(shift, number):  # ((x
+            # + 2) - x at 2)
+            return Tie(node)
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0)
             return self._ties(hard, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)

@@ -1,6 +1,7 @@
 """The values a node takes on whole ranges of inputs (``_range_values``: its grid, the constants an op takes, through
 ops that keep values and arithmetic with numbers), which :meth:`Ties.on_jumps` reads; the zeros of a product, quotient
-or sum of two values (``_of_two``) and a value's quotients by a learned bound (``_ratios``, ``_multiples``).
+or sum of two values (``_of_two``), a value's quotients by a learned bound (``_ratios``, ``_multiples``) and a value
+shifted less itself (``_cancelled_shift``: ``(x + c) - x``, which the flat rule and the ties at a threshold read too).
 
 A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
 where the rest is.
@@ -14,7 +15,8 @@ from typing import Callable
 from torch.fx import Node
 
 from ._grids import Grid, _number
-from ._tie_nodes import _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of, _written_value
+from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of,
+                         _written_value)
 from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
                        _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _ZERO_PRODUCTS,
                        _elementwise_call, _keeps_values, _mapped)
@@ -75,6 +77,8 @@ class _RangeValues:
         first = _first(node)
         if _keeps(name, node) or name in _PUTS:
             return found + self._range_values(first, depth - 1, numbers)
+        if (shift := self._cancelled_shift(node)) is not None:  # ((x + 2) - x: 2 where x + 2 is exact)
+            found = found + [(shift, node)]
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return found + self._range_values(hard, depth - 1, numbers)
         if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
@@ -181,6 +185,27 @@ class _RangeValues:
                 any(self._order[u] < self._order[writer] for u in v.users):  # (a view or a read before the write)
             return None
         return writer, (_tensor_of(_first(v)),), self._order[v]
+
+    def _cancelled_shift(self, node: Node) -> float | None:
+        """``c`` where ``node`` is ``(x + c) - x``, ``(c + x) - x``, ``x - (x - c)`` (``-c`` for ``(x - c) - x``, ``x -
+        (x + c)``), ``c`` a number or a learned scalar at its value now, in a graph that writes nothing in place: ``c``
+        up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
+        a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
+        takes others (0 for a large ``x``), which a grid would rule out."""
+        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or self._any_write():
+            return None
+        a, b = node.args
+        for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
+            c = _added(whole, part)
+            if c is None and isinstance(part, Node) and self._name_of(part) == "sub" and part.args[0] is whole \
+                    and len(part.args) == 2 and not part.kwargs:  # (x - (x - c))
+                c = part.args[1]
+            value = self._value(c) if c is not None else None
+            if isinstance(value, Node):
+                value = self._scalar(value)
+            if _number(value):
+                return sign * float(value)
+        return None
 
     def _kept_from_0(self, first, call: Callable) -> list[tuple]:
         """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known

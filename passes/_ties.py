@@ -6,9 +6,9 @@ null set; but ``round(x) > 0`` has ``round(x) == 0`` for every ``x`` in (-0.5, 0
 there, never the model's 0/1.  The planner leaves it hard (``_Planner._plan_comparison``), with a
 reason from :meth:`Ties.of`:
 
-- a **grid**: values ``offset + step * k`` only (:class:`Grid`), each taken on whole ranges (a rounded
-  value, a count, an integer or bool tensor, ``round(x / s) * s``, ``round(x) / p``, ``q * (7 / alpha)`` and ``sign(x) + p``
-  at the learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
+- a **grid**: values ``offset + step * k`` only (:class:`Grid`), each taken on whole ranges (a rounded value, a count,
+  an integer or bool tensor, ``round(x / s) * s``, ``round(x) / p``, ``q * (7 / alpha)`` and ``sign(x) + p`` at the
+  learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
   value's grid times ``1.5``); ``sign`` is the grid ``1 + 2k`` (its 0 is a single point, unless its input is 0 on
   ranges, also rounded: ``round(2 * sign(x))``), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
@@ -30,9 +30,10 @@ reason from :meth:`Ties.of`:
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``)
   or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]; also written in place into a fresh
-  copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``); a grid's order statistics are on its grid, and its mean over a
-  count the graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even
-  count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
+  copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``); ``c`` for a value plus a number or a learned scalar less itself
+  (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order statistics are on its
+  grid, and its mean over a count the graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is
+  k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``).
 
@@ -204,6 +205,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
                 name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
             return self._flat(first, depth - 1)
+        if self._cancelled_shift(node) is not None:  # ((x + 2) - x: 2 in every element where x + 2 is exact)
+            return Tie(node)
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return self._flat(hard, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (a part whose elements tie)

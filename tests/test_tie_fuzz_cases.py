@@ -53,3 +53,26 @@ def test_a_grid_plus_a_learned_scalar_ties_at_its_value_now(fn, p, ties):
     (``round(sign(x) * p)``) was read at ``p``'s value now.  A sum is read so too (the op stays as decided while ``p``
     trains); other values, and a continuous input, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=p)
+
+
+@pytest.mark.parametrize("fn, p, ties", [
+    (lambda m, x: F.one_hot(torch.argmax((x + m.p) - x, -1), 6), 2.0, True),
+    (lambda m, x: F.one_hot(torch.argmax((2.0 + x) - x, -1), 6), 2.0, True),
+    (lambda m, x: torch.round((x + 0.5) - x), 2.0, True),
+    (lambda m, x: torch.round(x - (x - m.p)), 0.5, True),
+    (lambda m, x: ((x - 0.5) - x < -0.5), 2.0, True),
+    (lambda m, x: torch.round(x - (x + m.p)), 0.5, True),
+    (lambda m, x: F.one_hot(torch.argmax((x + m.p) - 2 * x, -1), 6), 2.0, False),
+    (lambda m, x: torch.round((x + 0.25) - x + x * m.p), 2.0, False),
+    (lambda m, x: torch.round(x - (x - m.p)), 0.25, False),
+    (lambda m, x: ((x - 0.5) - x < -0.25), 2.0, False)],
+    ids=["one_hot_of_shift_by_scalar", "one_hot_of_shift_by_number", "round_of_shift", "less_its_shift",
+         "comparison", "less_its_sum", "one_hot_not_cancelled", "round_not_cancelled", "off_the_jumps",
+         "off_the_threshold"])
+def test_a_value_shifted_less_itself_ties_at_the_shift(fn, p, ties):
+    """``(x + c) - x`` is ``c`` up to float32's rounding of ``x + c``, exactly ``c`` on whole ranges of ``x`` (seed
+    3000285: ``one_hot(argmax((x + p) - x))``, equal elements in each row); it was read neither as ``c`` (a number) nor
+    through the straight-through reading of ``(r + x) - x`` (``r`` a learned scalar, no values of its own).  Read as
+    a value it takes on ranges now (``c + x``, ``x - (x - c)``, ``x - (x + c)``: ``-c``); a sum that does not
+    cancel, and other values, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=p)
