@@ -147,7 +147,7 @@ class _Grids:
         if name == "fused_moving_avg_obs_fake_quant":  # (torch.ao's default QAT fake quantizer, traced: its scale as
             return Grid(0.0, 1.0, node, scale=node)      # it observes; on or off, a warm-up turns it on later)
         if name == "heaviside":
-            return Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))  # (its values= at exactly 0: a single point)
+            return self._heaviside_grid(node, first)
         if name == "sign":  # (+-1: its 0 is a single point, unless its input is 0 on ranges)
             if self._ties(first, 0.0, 8) is not None:
                 return Grid(0.0, 1.0, node, frozenset((-1.0, 0.0, 1.0)))
@@ -263,6 +263,21 @@ class _Grids:
                 _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
+
+    def _heaviside_grid(self, node: Node, first) -> Grid | None:
+        """0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``: 0.5 on (-0.5,
+        0.5); a learned scalar at its value now); None where those are on no grid with 0 and 1."""
+        steps = Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))
+        if self._ties(first, 0.0, 8) is None:  # (its values= at exactly 0: a single point)
+            return steps
+        values = _arg(node, 1, "values")
+        held = self._held(values)
+        if held is None and isinstance(values, Node):
+            held = self._scalar(values)
+        if not _number(held):
+            return _union([steps, held]) if held is not None else None
+        step = _common_step(1.0, held) if held else 1.0
+        return Grid(0.0, step, node, frozenset((0.0, 1.0, float(held)))) if step else None
 
     def _cancels(self, a, b) -> bool:
         """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an

@@ -20,10 +20,8 @@ N = 60
 KNOWN_SILENT: dict[int, str] = {
     2000235: "ceil(tanh(maximum(trunc(x), x))): the maximum is trunc's 0 on (-1, 0), followed to ceil but not "
              "through tanh (ceil(maximum(trunc(x), x)) and ceil(tanh(trunc(x))) stay hard)",
-    3000029: "round(heaviside(round(x), 0.5)): heaviside's value 0.5 where its input is 0 on a range, on round's "
-             "jump",
 }
-FIXED: tuple[int, ...] = (3000211, 1000108, 1000222, 4000063, 3000285)   # seeds once in KNOWN_SILENT, now ok: controls
+FIXED: tuple[int, ...] = (3000211, 1000108, 1000222, 4000063, 3000285, 3000029)   # seeds once in KNOWN_SILENT, now ok: controls
 
 
 @pytest.mark.parametrize("seed", [*range(N), *KNOWN_SILENT, *FIXED])

@@ -76,3 +76,21 @@ def test_a_value_shifted_less_itself_ties_at_the_shift(fn, p, ties):
     a value it takes on ranges now (``c + x``, ``x - (x - c)``, ``x - (x + c)``: ``-c``); a sum that does not
     cancel, and other values, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=p)
+
+
+@pytest.mark.parametrize("fn, p, ties", [
+    (lambda m, x: torch.round(torch.heaviside(torch.round(x), torch.tensor(0.5))), 0.5, True),
+    (lambda m, x: torch.round(torch.clamp(torch.heaviside(torch.round(x), torch.tensor(0.5)), -1.0, 1.0)), 0.5, True),
+    (lambda m, x: torch.round(torch.heaviside(torch.round(x), m.p)), 0.5, True),
+    (lambda m, x: torch.heaviside(F.relu(x), torch.tensor(0.5)) >= 0.5, 0.5, True),
+    (lambda m, x: torch.round(torch.heaviside(torch.round(x), torch.tensor(0.25))), 0.5, False),
+    (lambda m, x: torch.round(torch.heaviside(x, torch.tensor(0.5))), 0.5, False),
+    (lambda m, x: torch.heaviside(F.relu(x), torch.tensor(0.5)) >= 0.75, 0.5, False)],
+    ids=["round_of_heaviside", "through_a_clamp", "values_a_learned_scalar", "comparison", "values_off_the_jumps",
+         "input_continuous", "off_the_threshold"])
+def test_heaviside_takes_its_values_where_its_input_is_0_on_ranges(fn, p, ties):
+    """``heaviside(q, values)`` is ``values`` wherever ``q`` is 0 (seed 3000029: ``round(heaviside(round(x), 0.5))``,
+    0.5 on (-0.5, 0.5), on round's jump): its grid was 0 and 1 only.  Its ``values`` count where its input is 0 on
+    ranges now (a learned scalar at its value now); values off the jumps, and a continuous input (0 a single point),
+    stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=p)
