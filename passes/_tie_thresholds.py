@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch.fx import Node
 
-from ._grids import Tie, _TOLERANCE, _number, _same
+from ._grids import Grid, Tie, _TOLERANCE, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
 from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _JOINS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE,
                        _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points, _images_of, _keeps_values, _preimages)
@@ -179,13 +179,24 @@ class _Thresholds:
         if not isinstance(first, Node) or not sums and self._sum_of_tensors(first):
             return []
         g = self.grid(first)
-        if g is None:
-            return []
+        return self._images_on(op, g) if g is not None else []
+
+    def _images_on(self, op, g: Grid) -> list[tuple]:
+        """:meth:`_images` of the one-to-one op ``op`` on the grid ``g``."""
         key = (op, g)  # (the grid as it is read there: states of a value written in place differ)
         if key not in self._images_found:
             call = _elementwise_call(op)
             self._images_found[key] = [(v, g.source) for v in _images_of(call, _grid_points(g))] if call else []
         return self._images_found[key]
+
+    def _images_in_part(self, op, first, depth: int) -> list[tuple]:
+        """:meth:`_images` of ``op`` on the grids ``first`` takes on whole ranges where it has none of its own (a
+        maximum of two tensors, ``tanh(maximum(trunc(x), x))``: tanh of trunc's values where trunc is the larger, 0 on
+        (-1, 0)); none for a sum of two tensors (:meth:`_images`)."""
+        if not isinstance(first, Node) or self.grid(first) is not None or self._sum_of_tensors(first):
+            return []
+        return [f for g, _ in self._range_values(first, depth - 1) if isinstance(g, Grid)
+                for f in self._images_on(op, g)]
 
     def _sum_of_tensors(self, node: Node) -> bool:
         """Is ``node``, less views and arithmetic with numbers, a sum or difference of two tensors, not a hand-written

@@ -12,12 +12,13 @@ import sll_fx
 
 
 class _Scalar(nn.Module):
-    """``fn(self, x)`` with a learned scalar ``p``."""
+    """``fn(self, x)`` with a learned scalar ``p`` and a module ``tanh``."""
 
     def __init__(self, fn, p):
         super().__init__()
         self.fn = fn
         self.p = nn.Parameter(torch.tensor(p))
+        self.tanh = nn.Tanh()
 
     def forward(self, x):
         return self.fn(self, x).float()
@@ -94,3 +95,23 @@ def test_heaviside_takes_its_values_where_its_input_is_0_on_ranges(fn, p, ties):
     ranges now (a learned scalar at its value now); values off the jumps, and a continuous input (0 a single point),
     stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=p)
+
+
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(torch.tanh(torch.maximum(torch.trunc(x), x))), True),
+    (lambda m, x: torch.ceil(m.tanh(torch.maximum(torch.trunc(x), x))), True),
+    (lambda m, x: torch.round(torch.sigmoid(torch.where(x > 0.3, torch.round(x), x)) * 3), True),
+    (lambda m, x: torch.ceil(torch.tanh(torch.maximum(torch.floor(x), x))), False),
+    (lambda m, x: torch.round(torch.sigmoid(torch.maximum(torch.trunc(x), x)) * 2), False),
+    (lambda m, x: torch.ceil(torch.tanh(x)), False)],
+    ids=["tanh_of_maximum", "tanh_module", "sigmoid_of_where", "maximum_with_floor", "images_off_the_jumps",
+         "continuous"])
+def test_a_one_to_one_op_takes_its_images_on_a_part_on_a_grid(fn, ties):
+    """``tanh(maximum(trunc(x), x))`` is ``tanh(0)`` = 0 wherever trunc's 0 is the larger, on (-1, 0) (seed 2000235,
+    on ceil's jump): the one-to-one op's images were read on its input's grid only, and a maximum of two tensors has
+    none (``ceil(maximum(trunc(x), x))`` and ``ceil(tanh(trunc(x)))`` were left hard).  The images on the grids its
+    input takes on ranges count now; ``floor(x)`` never the larger, images off the jumps and a continuous input stay
+    rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
