@@ -264,9 +264,11 @@ class _Grids:
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
 
-    def _heaviside_grid(self, node: Node, first) -> Grid | None:
+    def _heaviside_grid(self, node: Node, first) -> Grid:
         """0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``: 0.5 on (-0.5,
-        0.5); a learned scalar at its value now); None where those are on no grid with 0 and 1."""
+        0.5); a learned scalar at its value now).  Where ``values`` is on no grid with 0 and 1 (a tensor of any
+        value, ``heaviside(relu(x), tanh(x))``), 0 and 1 still: the steps it takes on whole ranges, which a threshold
+        or jump at 1 ties with (``>= 1``: 3000 of 6000 outputs off the model with no grid)."""
         steps = Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))
         if self._ties(first, 0.0, 8) is None:  # (its values= at exactly 0: a single point)
             return steps
@@ -274,10 +276,12 @@ class _Grids:
         held = self._held(values)
         if held is None and isinstance(values, Node):
             held = self._scalar(values)
+        if held is None:
+            return steps
         if not _number(held):
-            return _union([steps, held]) if held is not None else None
+            return _union([steps, held]) or steps
         step = _common_step(1.0, held) if held else 1.0
-        return Grid(0.0, step, node, frozenset((0.0, 1.0, float(held)))) if step else None
+        return Grid(0.0, step, node, frozenset((0.0, 1.0, float(held)))) if step else steps
 
     def _cancels(self, a, b) -> bool:
         """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an
