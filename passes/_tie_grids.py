@@ -20,7 +20,7 @@ from sll_fx import dtypes
 
 from ._grids import Grid, Tie, _common_step, _grid, _multiple, _number, _on, _product, _sum, _tensor_grid, _union
 from ._patterns import _arg, _same_value
-from ._tie_nodes import (_added, _attribute, _branches, _difference, _fake_quantizer, _first, _keeps, _name,
+from ._tie_nodes import (_added, _attribute, _branches, _difference, _fake_quantizer, _first, _keeps, _name, _of_itself,
                          _order_statistic_values, _put, _tensor_of, _viewed_attribute, _written_value)
 from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _FOLDABLE, _FOLDED_AS, _GRID_NESTING, _INT_CASTS, _JOINS, _JUMPS,
                        _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _WHOLE_OPS, _avg_window, _keeps_values)
@@ -285,12 +285,14 @@ class _Grids:
 
     def _cancels(self, a, b) -> bool:
         """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an
-        alias reads every write of the other), or the same call of the same values twice (``relu(h) - relu(h)``,
-        where the graph writes nothing in place)?"""
+        alias reads every write of the other), or, where the graph writes nothing in place, the same call of the same
+        values twice (``relu(h) - relu(h)``) or an extremum of a tensor with itself (``maximum(h, h) - h``)?"""
         if not isinstance(a, Node):
             return False
         a, b = _tensor_of(a), _tensor_of(b)
-        return a is b or not self._any_write() and _same_value(a, b)
+        if a is b:
+            return True
+        return not self._any_write() and ((a := _of_itself(a)) is (b := _of_itself(b)) or _same_value(a, b))
 
     def _reduced_count(self, mean: Node) -> int | None:
         """How many elements ``mean`` (``x.mean(dim)``, ``torch.mean(x, dim)``) averages, where known: the number of

@@ -1,7 +1,7 @@
 """Readers of graph nodes for the tie check: functions of a node and its arguments, with no state of the check's
 (``Ties``): an op's name and first operand (``_name``, ``_first``, ``_keeps``), views and in-place writes (``_viewed``,
 ``_viewed_attribute``, ``_views_before``, ``_written_value``, ``_attribute``, ``_fixed_dims``), aliases and
-hand-written straight-through values (``_tensor_of``, ``_straight_through``, ``_left_by_detached_copies``), two values
+hand-written straight-through values (``_tensor_of``, ``_of_itself``, ``_straight_through``, ``_left_by_detached_copies``), two values
 0 together only at one point (``_disjoint``), and the parts of ops (``_put``, ``_branches``, ``_difference``,
 ``_taken``, ``_order_statistic_values``, ``_reduced_along``).
 
@@ -24,7 +24,7 @@ from sll_fx.grad_regions import is_detached_call
 from ._grids import _number
 from ._patterns import _arg, _order_statistic_of, _same_value
 from ._spellings import _op_name
-from ._tie_ops import (_KEEPING_REDUCTIONS, _KEEP_VALUES, _MAX_POOLS, _ORDER_STATISTICS_OF_MANY,
+from ._tie_ops import (_EXTREMA, _KEEPING_REDUCTIONS, _KEEP_VALUES, _MAX_POOLS, _ORDER_STATISTICS_OF_MANY,
                        _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _VIEWS, _VIEW_DEPTH)
 from ._uses import _mutated, _writes_first
 
@@ -311,6 +311,17 @@ def _tensor_of(v):
             v = v.args[0]
         else:
             return v
+    return v
+
+
+def _of_itself(v):
+    """``v`` less the extrema of a tensor with itself around it (``maximum(x, x)``, ``minimum(x, x.detach())``: ``x``,
+    out of place: the same values where nothing is written in place between), else ``v``."""
+    for _ in range(8):
+        if not isinstance(v, Node) or _name(v) not in _EXTREMA or len(v.args) != 2 or v.kwargs or \
+                _tensor_of(v.args[0]) is not _tensor_of(v.args[1]) or not isinstance(v.args[0], Node):
+            return v
+        v = _tensor_of(v.args[0])
     return v
 
 

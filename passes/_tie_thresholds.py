@@ -86,7 +86,7 @@ class _Thresholds:
                 if number >= 0 else None
         if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
             return self._through_preimages(name, node, first, number, depth)
-        c, other = self._number_and_node(node)
+        c, other = self._summand_and_node(node)  # (minimum(sign(x), x) + p > 0: a learned scalar at its value now)
         if name == "mul" and c is not None:
             if not c:  # (h * 0: 0 everywhere)
                 return Tie(node) if number == 0 else None

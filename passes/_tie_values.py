@@ -109,7 +109,7 @@ class _RangeValues:
             found = found + [(0.0, reduced)]
         if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
             found = found + [(0.0, clip)]
-        c, other = self._number_and_node(node)
+        c, other = self._summand_and_node(node)
         if c is None and name in _ZERO_PRODUCTS:
             return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
                                                                        []) + self._scaled_values(node, name, depth,
@@ -120,16 +120,29 @@ class _RangeValues:
             return found
         if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
             return found + [(0.0, node)]
-        inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
-        if name == "add":
-            return found + [(v + c, n) for v, n in inner]
-        if name == "sub":
-            return found + [(v - c if other is first else c - v, n) for v, n in inner]
-        if name == "rsub":
-            return found + [(c - v if other is first else v - c, n) for v, n in inner]
         if name == "mul":
-            return found + [(v * c, n) for v, n in inner]
-        return found + [(v / c, n) for v, n in inner if other is first and c]
+            number, grid = (lambda v: v * c), (lambda g: g.times(c))
+        elif name in _DIVS:
+            if other is not first or not c:
+                return found
+            number, grid = (lambda v: v / c), (lambda g: g.times(1 / c))
+        elif name == "add":
+            number, grid = (lambda v: v + c), (lambda g: g.plus(c))
+        elif (name == "sub") == (other is first):  # (other - c)
+            number, grid = (lambda v: v - c), (lambda g: g.plus(-c))
+        else:  # (c - other)
+            number, grid = (lambda v: c - v), (lambda g: h.plus(c) if (h := g.times(-1.0)) is not None else None)
+        inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
+        return found + [(number(v), n) for v, n in inner] + \
+            [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
+
+    def _grids_in_part(self, v, depth: int) -> list[tuple]:
+        """``(grid, source)`` for the grids ``v`` takes on whole ranges where it has none of its own (a minimum of two
+        tensors, ``minimum(sign(x), x)``: sign's -1 on (-1, 0) and 1 from 1 up), which arithmetic with a number keeps
+        (``minimum(sign(x), x) - 1``: -2 and 0 there); none for a sum of two tensors (as :meth:`_images_in_part`)."""
+        if not isinstance(v, Node) or self.grid(v) is not None or self._sum_of_tensors(v):
+            return []
+        return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
 
     def _less_its_clip(self, node: Node) -> Node | None:
         """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``

@@ -368,6 +368,18 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
             found = self._pairs[node] = self._find_number_and_node(node)
         return found
 
+    def _summand_and_node(self, node: Node) -> tuple:
+        """:meth:`_number_and_node`, and of a sum or difference of two tensors also a learned scalar at its value now
+        and the other node (``minimum(sign(x), x) + p``: read as a grid plus one is, :meth:`_held_grid`)."""
+        c, other = self._number_and_node(node)
+        if c is not None or self._name_of(node) not in _SUMS or len(node.args) != 2 or node.kwargs:
+            return c, other
+        a, b = node.args
+        for scalar, other in ((b, a), (a, b)):
+            if isinstance(scalar, Node) and isinstance(other, Node) and (c := self._scalar(scalar)) is not None:
+                return c, other
+        return None, None
+
     def _find_number_and_node(self, node: Node) -> tuple:
         args = node.args
         if len(args) < 2:

@@ -118,3 +118,37 @@ def test_a_one_to_one_op_takes_its_images_on_a_part_on_a_grid(fn, ties):
     input takes on ranges count now; ``floor(x)`` never the larger, images off the jumps and a continuous input stay
     rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, p, ties", [
+    (lambda m, x: torch.floor(torch.minimum(torch.sign(x), x) + m.p), -1.0, True),
+    (lambda m, x: torch.floor(m.p - torch.minimum(torch.sign(x), x)), 1.0, True),
+    (lambda m, x: torch.floor(torch.minimum(torch.sign(x), x) - 1.0), -1.0, True),
+    (lambda m, x: torch.floor(F.relu(x) + m.p), 1.0, True),
+    (lambda m, x: torch.minimum(torch.sign(x), x) + m.p > 0.0, -1.0, True),
+    (lambda m, x: torch.floor(torch.minimum(torch.sign(x), x) + m.p), -0.5, False),
+    (lambda m, x: torch.minimum(torch.sign(x), x) + m.p > 0.5, -1.0, False),
+    (lambda m, x: torch.floor(x + m.p), -1.0, False)],
+    ids=["floor_plus_scalar", "scalar_minus", "minus_number", "relu_plus_scalar", "comparison", "off_the_jumps",
+         "off_the_threshold", "continuous"])
+def test_a_part_on_a_grid_plus_a_number_or_a_learned_scalar(fn, p, ties):
+    """``minimum(sign(x), x) + p`` (seed 5000072: ``floor`` of it at ``p`` = -1, 3001 of 6000 outputs off the model)
+    is -2 on (-1, 0) and 0 from 1 up, on floor's jumps: a sum read only numbers (not a learned scalar, ``relu(x) +
+    p``) and, under arithmetic with one, not the grids its operand takes on ranges where it has none of its own
+    (sign's, where it is the smaller).  Both are read now (the scalar at its value now, as a grid plus one is, and at
+    a threshold too); values off the jumps and a continuous input stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=p)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: (F.one_hot(torch.argmax(x, -1), 6) - (torch.maximum(x, x) - x)) > 1.0, True),
+    (lambda m, x: torch.round(torch.sign(x) * 0.5 + (x - torch.minimum(x.detach(), x))), True),
+    (lambda m, x: (F.one_hot(torch.argmax(x, -1), 6) - (torch.maximum(x, x) - x)) > 0.5, False),
+    (lambda m, x: torch.round(torch.sign(x) * 0.5 + 0.25 + (x - torch.minimum(x.detach(), x))), False),
+    (lambda m, x: torch.maximum(x, x) - x.flip(-1) > 0.0, False)],
+    ids=["one_hot_less_it", "round_plus_it", "off_the_threshold", "off_the_jumps", "less_another"])
+def test_an_extremum_of_a_value_with_itself_less_it_is_0(fn, ties):
+    """``maximum(x, x) - x`` is 0 for every input (seed 5000129: ``one_hot - (maximum(x, x) - x) > 1.0``, 1000 of 6000
+    outputs off the model): read as ``h - h`` is now, a grid of 0 (``minimum(x.detach(), x)`` too); a threshold off
+    the grid, and such an extremum less another value, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
