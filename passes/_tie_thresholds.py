@@ -126,6 +126,11 @@ class _Thresholds:
                         (found := self._ties(a, number, depth - 1)) is not None:
                     return Tie(found.source)
             return None
+        if name in _SUMS and c is None and (one := self._one_value(node)) is not None and one[1]:  # (v + v at 4: v at 2)
+            v, k, shift = one
+            found = self._ties(v, (number - shift) / k, depth - 1)
+            return found.mapped(lambda g: h.plus(shift) if (h := g.times(k)) is not None else None) \
+                if found is not None else None
         if name in _DIVS and c is None and (ratio := next((s for k, s in self._ratios(node, depth) if _same(k, number)),
                                                          None)) is not None:  # (clamp(h, -a, a) / a at 1)
             return Tie(ratio)

@@ -113,7 +113,8 @@ class _RangeValues:
         if c is None and name in _ZERO_PRODUCTS:
             return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
                                                                        []) + self._scaled_values(node, name, depth,
-                                                                                                 numbers)
+                                                                                                 numbers) + \
+                (self._combined_values(node, depth, numbers) if name in _SUMS else [])
             # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other operand; v * (h > 0):
             # v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1; y * (7 / alpha): y's times 7 / alpha)
         if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
@@ -143,6 +144,32 @@ class _RangeValues:
         if not isinstance(v, Node) or self.grid(v) is not None or self._sum_of_tensors(v):
             return []
         return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
+
+    def _combined_values(self, node: Node, depth: int, numbers: bool) -> list[tuple]:
+        """:meth:`_range_values` of a sum that reads one same value in each of its terms (``v + v``, ``v * 0.5 + v``),
+        with coefficients of one sign: that value's, times their sum (as :meth:`_combined` reads its grid;
+        ``where(m, x, 2.0) * 2``'s 4.0)."""
+        if (one := self._one_value(node)) is None:
+            return []
+        v, k, shift = one
+        found = []
+        for w, n in self._range_values(v, depth - 1, numbers):
+            w = w * k + shift if _number(w) else h.plus(shift) if (h := w.times(k)) is not None else None
+            if w is not None:
+                found.append((w, n))
+        return found
+
+    def _one_value(self, node: Node) -> tuple | None:
+        """``(v, k, c)`` where ``node`` is a sum that reads one same value ``v`` in more than one term, ``k * v + c``
+        with coefficients of one sign (the float32 sum is that multiple to a few ulps), in a graph that writes nothing
+        in place; else None."""
+        if self._any_write() or (form := self._linear(node, 8)) is None:
+            return None
+        terms, shift = form
+        ks = [k for _, k in terms]
+        if len(terms) < 2 or len({v for v, _ in terms}) != 1 or min(ks) < 0 < max(ks):
+            return None
+        return terms[0][0], sum(ks), shift
 
     def _less_its_clip(self, node: Node) -> Node | None:
         """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``

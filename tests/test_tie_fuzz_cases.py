@@ -152,3 +152,22 @@ def test_an_extremum_of_a_value_with_itself_less_it_is_0(fn, ties):
     outputs off the model): read as ``h - h`` is now, a grid of 0 (``minimum(x.detach(), x)`` too); a threshold off
     the grid, and such an extremum less another value, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _where(x, c):
+    return torch.where(torch.round(x) > 0.5, x, c)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: (lambda v: torch.trunc(v + v))(_where(x, 2.0)), True),
+    (lambda m, x: (lambda v: torch.trunc(v * 0.5 + v))(_where(x, 2.0)), True),
+    (lambda m, x: (lambda v: v + v > 4.0)(_where(x, 2.0)), True),
+    (lambda m, x: (lambda v: torch.trunc(v + v))(_where(x, 2.25)), False),
+    (lambda m, x: (lambda v: v + v > 4.5)(_where(x, 2.0)), False)],
+    ids=["trunc_of_twice", "trunc_of_one_and_a_half", "comparison", "off_the_jumps", "off_the_threshold"])
+def test_a_sum_of_one_value_takes_its_values_times_the_sum(fn, ties):
+    """``v + v`` with ``v = where(round(x) > 0.5, x, 2.0)`` is 4.0 on ranges (seed 8000103: ``trunc`` of it, 3501 of
+    6000 outputs off the model): a sum of two tensors read only its zeros.  A sum reading one same value in each term,
+    coefficients of one sign, takes that value's values times their sum now (``v * 0.5 + v``: 3.0), at a threshold
+    too; values off the jumps stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
