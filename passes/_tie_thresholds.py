@@ -12,8 +12,9 @@ from torch.fx import Node
 
 from ._grids import Grid, Tie, _TOLERANCE, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
-from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _JOINS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE,
-                       _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points, _images_of, _keeps_values, _preimages)
+from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _JOINS,
+                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points, _images_of,
+                       _keeps_values, _preimages)
 
 
 class _Thresholds:
@@ -198,20 +199,44 @@ class _Thresholds:
         """:meth:`_images` of ``op`` on the grids ``first`` takes on whole ranges where it has none of its own (a
         maximum of two tensors, ``tanh(maximum(trunc(x), x))``: tanh of trunc's values where trunc is the larger, 0 on
         (-1, 0)); none for a sum of two tensors (:meth:`_images`)."""
-        if not isinstance(first, Node) or self._moved_by_a_number(first) or self.grid(first) is not None or \
-                self._sum_of_tensors(first):
+        if not isinstance(first, Node) or self._no_part_on_a_grid(first) or self.grid(first) is not None:
             return []
         return [f for g, _ in self._range_values(first, depth - 1) if isinstance(g, Grid)
                 for f in self._images_on(op, g)]
 
-    def _moved_by_a_number(self, node: Node) -> bool:
-        """Is ``node`` arithmetic with a number (``tanh(x * 0.9 + 0.1)``'s input), in a graph that writes nothing in
-        place?  Its values on ranges are its operand's numbers moved, never a grid (:meth:`_op_values` reads numbers
-        only below it), so :meth:`_images_in_part` has no part to read: the walk it would repeat is skipped (+11% of
-        the planner's calls on the benchmark's chain, where every one-to-one op reads such a value)."""
-        return node.op == "call_function" and not node.kwargs and not self._any_write() and \
-            self._name_of(node) in ("add", "sub", "rsub", "mul", "truediv", "div") and \
-            self._number_and_node(node)[0] is not None and self._straight_through(node) is None
+    def _no_part_on_a_grid(self, node: Node) -> bool:
+        """Is ``node``, less views and arithmetic with numbers, a sum of two tensors (:meth:`_sum_of_tensors`: not
+        followed, for time), or, in a graph that writes nothing in place, an op that keeps no grid on a part: a
+        one-to-one op other than those that are their input from 0 up (``tanh(x * 0.9 + 0.1)``: its values on ranges
+        are numbers, :meth:`_op_values`), or an input?  Then :meth:`_images_in_part` and :meth:`_grids_in_part` have
+        no part to read, and skip the walk they would repeat (each one-to-one op of the benchmark's chain reads such a
+        value: +21% of the planner's calls)."""
+        node = self._less_arithmetic(node)
+        if not isinstance(node, Node):
+            return True
+        if self._sum_of_tensors(node):
+            return True
+        if self._any_write() or self.grid(node) is not None:
+            return False
+        if node.op == "placeholder":
+            return True
+        if node.op == "call_module":
+            module = self._module_of(node)
+            name = _MODULE_ONE_TO_ONE.get(type(module)) if module is not None else None
+        else:
+            name = self._name_of(node) if node.op == "call_function" or node.op == "call_method" else None
+            name = name if name in _ONE_TO_ONE else None
+        return name is not None and name not in _IDENTITY_ABOVE_0
+
+    def _less_arithmetic(self, node):
+        """``node`` less the views and the arithmetic with numbers around it (``x * 0.9 + 0.1``: ``x``)."""
+        for _ in range(8):
+            name = self._name_of(node) if isinstance(node, Node) else None
+            operands = [a for a in node.args[:2] if isinstance(a, Node)] if name is not None else []
+            if not (name in _VIEWS or name in ("add", "sub", "mul", "div", "truediv", "neg")) or len(operands) != 1:
+                return node
+            node = operands[0]
+        return node
 
     def _sum_of_tensors(self, node: Node) -> bool:
         """Is ``node``, less views and arithmetic with numbers, a sum or difference of two tensors, not a hand-written

@@ -140,8 +140,9 @@ class _RangeValues:
     def _grids_in_part(self, v, depth: int) -> list[tuple]:
         """``(grid, source)`` for the grids ``v`` takes on whole ranges where it has none of its own (a minimum of two
         tensors, ``minimum(sign(x), x)``: sign's -1 on (-1, 0) and 1 from 1 up), which arithmetic with a number keeps
-        (``minimum(sign(x), x) - 1``: -2 and 0 there); none for a sum of two tensors (as :meth:`_images_in_part`)."""
-        if not isinstance(v, Node) or self.grid(v) is not None or self._sum_of_tensors(v):
+        (``minimum(sign(x), x) - 1``: -2 and 0 there); none for a sum of two tensors, nor where it cannot hold one
+        (:meth:`_no_part_on_a_grid`, as :meth:`_images_in_part`)."""
+        if not isinstance(v, Node) or self._no_part_on_a_grid(v) or self.grid(v) is not None:
             return []
         return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
 

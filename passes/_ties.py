@@ -102,6 +102,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         self._names: dict[Node, str | None] = {}  # (_name_of: nodes -> their op's name)
         self._stes: dict[Node, Node | None] = {}  # (_straight_through: nodes -> the hard value they hold)
         self._pairs: dict[Node, tuple] = {}      # (_number_and_node: nodes -> (number, other node))
+        self._summands: dict[Node, tuple] = {}   # (_summand_and_node: the same, with learned scalars in sums)
         self._images_found: dict[tuple, list] = {}  # (_images: (op, grid) -> the values the op takes on it)
         self._metas: dict[Node, torch.Tensor | None] = {}  # (_meta: nodes whose shape is known without inputs)
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
@@ -371,14 +372,15 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
     def _summand_and_node(self, node: Node) -> tuple:
         """:meth:`_number_and_node`, and of a sum or difference of two tensors also a learned scalar at its value now
         and the other node (``minimum(sign(x), x) + p``: read as a grid plus one is, :meth:`_held_grid`)."""
-        c, other = self._number_and_node(node)
-        if c is not None or self._name_of(node) not in _SUMS or len(node.args) != 2 or node.kwargs:
-            return c, other
-        a, b = node.args
-        for scalar, other in ((b, a), (a, b)):
-            if isinstance(scalar, Node) and isinstance(other, Node) and (c := self._scalar(scalar)) is not None:
-                return c, other
-        return None, None
+        if (found := self._summands.get(node)) is None:
+            c, other = found = self._number_and_node(node)
+            if c is None and self._name_of(node) in _SUMS and len(node.args) == 2 and not node.kwargs:
+                a, b = node.args
+                found = next(((c, other) for scalar, other in ((b, a), (a, b)) if isinstance(scalar, Node) and
+                              isinstance(other, Node) and (c := self._scalar(scalar)) is not None), (None, None))
+            if not self._any_write():  # (once per node, as _number_and_node)
+                self._summands[node] = found
+        return found
 
     def _find_number_and_node(self, node: Node) -> tuple:
         args = node.args

@@ -108,9 +108,11 @@ def test_heaviside_takes_its_values_where_its_input_is_0_on_ranges(fn, p, ties):
     (lambda m, x: torch.round(torch.sigmoid(torch.where(x > 0.3, torch.round(x), x)) * 3), True),
     (lambda m, x: torch.ceil(torch.tanh(torch.maximum(torch.floor(x), x))), False),
     (lambda m, x: torch.round(torch.sigmoid(torch.maximum(torch.trunc(x), x)) * 2), False),
-    (lambda m, x: torch.ceil(torch.tanh(x)), False)],
+    (lambda m, x: torch.ceil(torch.tanh(x)), False),
+    (lambda m, x: torch.ceil(torch.tanh(torch.maximum(torch.trunc(x), x) * 2)), True),
+    (lambda m, x: torch.ceil(torch.tanh(x * 0.9 + 0.1)), False)],
     ids=["tanh_of_maximum", "tanh_module", "sigmoid_of_where", "maximum_with_floor", "images_off_the_jumps",
-         "continuous"])
+         "continuous", "tanh_of_a_scaled_maximum", "tanh_of_arithmetic"])
 def test_a_one_to_one_op_takes_its_images_on_a_part_on_a_grid(fn, ties):
     """``tanh(maximum(trunc(x), x))`` is ``tanh(0)`` = 0 wherever trunc's 0 is the larger, on (-1, 0) (seed 2000235,
     on ceil's jump): the one-to-one op's images were read on its input's grid only, and a maximum of two tensors has
