@@ -1,9 +1,9 @@
 """Readers of graph nodes for the tie check: functions of a node and its arguments, with no state of the check's
 (``Ties``): an op's name and first operand (``_name``, ``_first``, ``_keeps``), views and in-place writes (``_viewed``,
 ``_viewed_attribute``, ``_views_before``, ``_written_value``, ``_attribute``, ``_fixed_dims``), aliases and
-hand-written straight-through values (``_tensor_of``, ``_of_itself``, ``_straight_through``, ``_left_by_detached_copies``), two values
-0 together only at one point (``_disjoint``), and the parts of ops (``_put``, ``_branches``, ``_difference``,
-``_taken``, ``_order_statistic_values``, ``_reduced_along``).
+hand-written straight-through values (``_tensor_of``, ``_of_itself``, ``_straight_through``,
+``_left_by_detached_copies``), two values 0 together only at one point (``_disjoint``), and the parts of ops (``_put``,
+``_branches``, ``_difference``, ``_taken``, ``_order_statistic_values``, ``_reduced_along``).
 
 The check itself is :class:`_ties.Ties`; that module's docstring says where the rest is.
 """

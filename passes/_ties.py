@@ -11,13 +11,17 @@ reason from :meth:`Ties.of`:
   learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
   value's grid times ``1.5``); ``sign`` is the grid ``1 + 2k`` (its 0 is a single point, unless its input is 0 on
   ranges, also rounded: ``round(2 * sign(x))``), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
+  ``heaviside`` is 0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``);
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
-  max pooling, ``cat`` and arithmetic with a number (``relu(x) * 2 > 0``);
+  max pooling, ``cat`` and arithmetic with a number or a learned scalar (``relu(x) * 2 > 0``, ``relu(x) + p``), with
+  the grids a value takes on a part (``minimum(sign(x), x) - 1``: sign's, moved); a sum reading one value in each
+  term, ``v + v``, that value's times the sum;
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``);
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
+  also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)),
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;
@@ -28,7 +32,8 @@ reason from :meth:`Ties.of`:
   is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
-  normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``)
+  normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
+  ``maximum(h, h) - h``)
   or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]; also written in place into a fresh
   copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``); ``c`` for a value plus a number or a learned scalar less itself
   (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order statistics are on its

@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(json.dumps(dataclasses.asdict(res)) + "\n")
                 out.flush()
             if res.cls != "ok" and (not only or res.cls in only):
-                print(f"== seed {res.seed}: {res.cls} n1={res.n1} n2={res.n2} n3={res.n3} {res.error.splitlines()[0] if res.error else ''}")
+                error = res.error.splitlines()[0] if res.error else ""
+                print(f"== seed {res.seed}: {res.cls} n1={res.n1} n2={res.n2} n3={res.n3} {error}")
                 print((shrink(prog, res.cls) if args.shrink else prog).source)
     finally:
         if out:
