@@ -18,6 +18,19 @@ outputs of earlier discrete ops (and values made from them) more often than not.
 later step reads.  Constants are round numbers (a program never adds a value within a band's width of a jump:
 that is SLL's band, not a tie).
 
+Two versions, by seed (a seed names its program only while the generator draws the same: a change to the draws
+goes into a new version, and ``tests/test_fuzz_ties.py`` pins the sources of the seeds it names):
+
+- version 1, seeds below :data:`V2` (``--seed`` 0 to 99): the programs above, ``x`` of shape (128, 128);
+- version 2, seeds from :data:`V2` = ``100_000_000`` (``--seed 100`` and above): the same draws from a wider op
+  set (``_CONTINUOUS_V2``, ``_DISCRETE_V2``): ``minimum``/``maximum`` with a learned scalar, ``clamp(a,
+  min=p)`` with a learned scalar ``p``, ``relu(a) - a``, ``F.hardtanh``, ``b + (a - a.detach())``,
+  ``heaviside(a, v)`` with a tensor ``v`` (a value or a grid), ``where(a > t, u, w)`` with two tensor branches,
+  straight-through spellings ``(r - a).detach() + a`` (``r`` a ``round``, ``sign``, ``floor`` or ``(a >
+  t).float()`` of ``a``), ``(sigmoid(a) > 0.5).float()``, ``round(a, decimals=1)``; ``x`` of shape (128, 127)
+  for a third of the seeds (:func:`shape`: a row mean over an odd size).  The header of a version 2 program
+  names its shape.
+
 How a program is classified (:func:`classify`): the model ``model`` (hard), ``gm1`` and ``gm2``
 (``linearize_module`` at eps 1e-3 and 1e-4) on two seeded inputs (``randn`` and ``randn * 3``):
 
@@ -75,6 +88,17 @@ _CONTINUOUS = ["mul", "add", "param", "tanh", "sigmoid", "relu", "abs", "clamp",
                "sub", "add2", "detach", "clone", "clamp_", "mul_", "add_"]
 _DISCRETE = ["sign", "round", "floor", "ceil", "trunc", "gt", "ge", "where", "heaviside", "one_hot", "quant"]
 
+V2 = 100_000_000     # seeds from here draw from the wider op set of version 2 (``--seed 100`` and above)
+_CONTINUOUS_V2 = ["param_min", "param_max", "clamp_p", "relu_sub", "hardtanh", "ste0"]
+_DISCRETE_V2 = ["heaviside_t", "where_t", "ste", "sigmoid_gt", "round_dec"]
+_STE = ["torch.round({a})", "torch.sign({a})", "torch.floor({a})", "({a} > {t}).float()"]
+
+
+def shape(seed: int) -> tuple[int, int]:
+    """The shape of ``x`` in program ``seed``: (128, 128) in version 1; (128, 127) for a third of version 2 (a
+    row mean over an odd size)."""
+    return (128, 127) if seed >= V2 and seed % 3 == 0 else SHAPE
+
 
 @dataclass
 class Program:
@@ -106,7 +130,7 @@ def _render(seed: int, steps: list[str], outputs: list[str], params: dict[str, s
     init = "".join(f"        self.{p} = nn.Parameter(torch.tensor({v}))\n" for p, v in params.items())
     body = "".join(f"        {s}\n" for s in steps)
     return (f"import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
-            f"class Fuzz(nn.Module):  # seed {seed}\n"
+            f"class Fuzz(nn.Module):  # seed {seed}{'' if seed < V2 else f', x of shape {shape(seed)}'}\n"
             f"    def __init__(self):\n        super().__init__()\n{init or '        pass' + chr(10)}\n"
             f"    def forward(self, x):\n{body}        return ({', '.join(outputs)},)\n")
 
@@ -134,8 +158,12 @@ def _names(expr: str) -> list[str]:
 
 
 def program(seed: int) -> Program:
-    """The random program of ``seed``."""
+    """The random program of ``seed``: version 1 below :data:`V2`, version 2 (the same draws and a wider op set
+    from ``_CONTINUOUS_V2`` and ``_DISCRETE_V2``) from it."""
     rng = random.Random(seed)
+    v2 = seed >= V2
+    continuous, discrete_ops = (_CONTINUOUS + _CONTINUOUS_V2, _DISCRETE + _DISCRETE_V2) if v2 else \
+        (_CONTINUOUS, _DISCRETE)
     values = [("x", "cont", True)]    # (name, kind, full): kind "grid" for discrete outputs and values made of them
     steps: list[str] = []
     params: dict[str, str] = {}
@@ -149,7 +177,7 @@ def program(seed: int) -> Program:
     for i in range(rng.randint(2, MAX_STEPS)):
         out = f"v{i}"
         discrete = rng.random() < 0.5
-        op = rng.choice(_DISCRETE if discrete else _CONTINUOUS)
+        op = rng.choice(discrete_ops if discrete else continuous)
         a, kind, full = pick(prefer_grid=discrete or rng.random() < 0.5)
         kind = "grid" if discrete else kind
         if op in ("mul", "add"):
@@ -193,7 +221,34 @@ def program(seed: int) -> Program:
         elif op == "heaviside":
             expr = f"torch.heaviside({a}, torch.tensor({rng.choice(_HEAVISIDE)}))"
         elif op == "one_hot":
-            expr, full = f"F.one_hot(torch.argmax({a}, -1), {SHAPE[-1]}).float()", True
+            expr, full = f"F.one_hot(torch.argmax({a}, -1), {shape(seed)[-1]}).float()", True
+        elif op in ("param_min", "param_max", "clamp_p"):
+            p = f"p{len(params)}"
+            params[p] = rng.choice(_PARAMS)
+            expr = f"torch.clamp({a}, min=self.{p})" if op == "clamp_p" else \
+                f"torch.{op[6:]}imum({a}, self.{p})"
+        elif op in ("relu_sub", "hardtanh"):
+            expr = f"F.relu({a}) - {a}" if op == "relu_sub" else f"F.hardtanh({a})"
+        elif op == "ste0":      # a zero with a gradient: b + (a - a.detach())
+            b, bkind, bfull = pick(prefer_grid=True)
+            kind, full = bkind, bfull
+            expr = f"{b} + ({a} - {a}.detach())"
+        elif op == "heaviside_t":   # values a tensor: a value or a grid
+            v, _, vfull = pick(prefer_grid=rng.random() < 0.5)
+            full = full or vfull
+            expr = f"torch.heaviside({a}, {v})"
+        elif op == "where_t":
+            u, _, ufull = pick(prefer_grid=rng.random() < 0.5)
+            w, _, wfull = pick(prefer_grid=rng.random() < 0.5)
+            full = full or ufull or wfull
+            expr = f"torch.where({a} > {rng.choice(_THRESHOLDS)}, {u}, {w})"
+        elif op == "ste":       # straight through: the hard value, the identity's gradient
+            r = rng.choice(_STE).format(a=a, t=rng.choice(_THRESHOLDS))
+            expr = f"({r} - {a}).detach() + {a}"
+        elif op == "sigmoid_gt":
+            expr = f"(torch.sigmoid({a}) > 0.5).float()"
+        elif op == "round_dec":
+            expr = f"torch.round({a}, decimals=1)"
         else:  # quant
             k = 2 ** rng.randint(1, 3)
             expr = f"torch.round({a} * {k}.0) / {k}.0"
@@ -204,7 +259,7 @@ def program(seed: int) -> Program:
 
 def inputs(seed: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g) * 3]
+    return [torch.randn(shape(seed), generator=g), torch.randn(shape(seed), generator=g) * 3]
 
 
 def _off(out, ref) -> int:
