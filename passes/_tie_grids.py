@@ -319,9 +319,7 @@ class _Grids:
         if self._any_write() or (form := self._linear(node, 8)) is None:
             return None
         terms, shift = form
-        merged: dict[Node, list[float]] = {}
-        for v, k in terms:
-            merged.setdefault(v, []).append(k)
+        merged = self._merged(terms)
         if len(merged) == len(terms) or any(min(ks) < 0 < max(ks) for ks in merged.values()):
             return None
         grids = [g.times(sum(ks)) if (g := self.grid(v)) is not None else None for v, ks in merged.items()]
@@ -334,6 +332,20 @@ class _Grids:
         found = _grid(grids[0], offset=sum(g.offset for g in grids), step=step,
                       values=grids[0].values if len(grids) == 1 else None, any_count=any(g.any_count for g in grids))
         return found.plus(shift) if found is not None else None
+
+    def _merged(self, terms: list) -> dict:
+        """``{v: [k, ...]}``: the coefficients of :meth:`_linear`'s terms, grouped by the value each reads, one same
+        value where two terms read the same node or the same call of the same values (``where(m, x, 2.0)`` written
+        twice: ``_same_value``, as :meth:`_cancels` reads it), in a graph that writes nothing in place (as its callers
+        are read)."""
+        merged: dict[Node, list[float]] = {}
+        for v, k in terms:
+            for u in merged:  # (the op and target first: the benchmark's h + 0.1 * d reads two ops in every block)
+                if u is v or u.op == v.op and u.target == v.target and _same_value(u, v):
+                    v = u
+                    break
+            merged.setdefault(v, []).append(k)
+        return merged
 
     def _linear(self, node, depth: int) -> tuple[list, float] | None:
         """``node`` as ``sum(k * v) + c``: ``([(v, k), ...], c)`` over the values ``v`` it adds up through sums,

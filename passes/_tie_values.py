@@ -1,7 +1,8 @@
 """The values a node takes on whole ranges of inputs (``_range_values``: its grid, the constants an op takes, through
 ops that keep values and arithmetic with numbers), which :meth:`Ties.on_jumps` reads; the zeros of a product, quotient
-or sum of two values (``_of_two``), a value's quotients by a learned bound (``_ratios``, ``_multiples``) and a value
-shifted less itself (``_cancelled_shift``: ``(x + c) - x``, which the flat rule and the ties at a threshold read too).
+or sum of two values (``_of_two``; two functions of one grid on its points, ``_on_points``), a value's quotients by a
+learned bound (``_ratios``, ``_multiples``) and a value shifted less itself (``_cancelled_shift``: ``(x + c) - x``,
+which the flat rule and the ties at a threshold read too).
 
 A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
 where the rest is.
@@ -18,8 +19,8 @@ from ._grids import Grid, _number
 from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of,
                          _written_value)
 from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
-                       _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _ZERO_PRODUCTS,
-                       _elementwise_call, _keeps_values, _mapped)
+                       _FOLDABLE, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS,
+                       _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values, _mapped)
 
 
 class _RangeValues:
@@ -161,16 +162,16 @@ class _RangeValues:
         return found
 
     def _one_value(self, node: Node) -> tuple | None:
-        """``(v, k, c)`` where ``node`` is a sum that reads one same value ``v`` in more than one term, ``k * v + c``
-        with coefficients of one sign (the float32 sum is that multiple to a few ulps), in a graph that writes nothing
-        in place; else None."""
+        """``(v, k, c)`` where ``node`` is a sum that reads one same value ``v`` in more than one term (one node, or
+        the same call of the same values: :meth:`_merged`), ``k * v + c`` with coefficients of one sign (the float32
+        sum is that multiple to a few ulps), in a graph that writes nothing in place; else None."""
         if self._any_write() or (form := self._linear(node, 8)) is None:
             return None
         terms, shift = form
         ks = [k for _, k in terms]
-        if len(terms) < 2 or len({v for v, _ in terms}) != 1 or min(ks) < 0 < max(ks):
+        if len(terms) < 2 or len(merged := self._merged(terms)) != 1 or min(ks) < 0 < max(ks):
             return None
-        return terms[0][0], sum(ks), shift
+        return next(iter(merged)), sum(ks), shift
 
     def _less_its_clip(self, node: Node) -> Node | None:
         """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``
@@ -265,8 +266,9 @@ class _RangeValues:
     def _of_two(self, node: Node, name: str, depth: int, numbers: bool) -> list[tuple]:
         """:meth:`_range_values` of a product, quotient, sum or difference of two values: 0 where its operands make
         it 0 on whole ranges (a factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9
-        + 0.1 * r``, ``h * (h > 0)``), and a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
-        h) * (h > 0.1)``: 0.5)."""
+        + 0.1 * r``, ``h * (h > 0)``), a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
+        h) * (h > 0.1)``: 0.5), and a term's grid where the other term is 0 (``sign(x) * 0.5 - relu(x)``: -0.5 and
+        0.5 on x <= 0), and a sum of two functions of one grid on its points (:meth:`_on_points`)."""
         operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
         if not operands or not all(isinstance(a, Node) for a in operands):
             return []
@@ -291,12 +293,40 @@ class _RangeValues:
         depth -= 1  # (a sum of two values: each term's 0 as deep as any value's, a leaky integrator's 4 steps; a
         # term not 0 anywhere ends the walk of the other)
         first = zeros(operands[0], depth, False)
+        found = self._on_points(node, *operands)
+        # (a grid plus a value 0 on ranges: the grid there, sign(x) * 0.5 + (x - minimum(x, 2 * x)): +-0.5
+        # from 0 up; the grid first, the cheap check, as a sum of two tensors is in every block of the benchmark; not
+        # a grid scaled by a tensor, h * (h <= 0): only its 0 is a value it takes on ranges; nor a term holding a
+        # number, a grid plus a number, as its writes are read there; in a graph that writes nothing in place: a
+        # written zero point's round(x / s + zp) - zp is read as a grid plus its value there)
+        for a, b, sign in ((operands[0], operands[1], -1.0 if name == "sub" else 1.0), (operands[1], operands[0], 1.0)):
+            if not numbers and (g := self.grid(b)) is not None and g.scale is None and not self._any_write() and \
+                    (g := g.times(sign)) is not None and not _number(self._value(a)) and \
+                    (zs := first if a is operands[0] else zeros(a, depth, False)):
+                found.append((g, zs[0]))
         other = zeros(operands[1], depth, False) if first else []
         if not other or _disjoint(*operands, self._at):
-            return []
+            return found
         # (0 where some op making one term 0 and some op making the other 0 are 0 together: relu(h) and relu(-h), in
         # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
-        return [(0.0, source) for source in first if any(not _disjoint(source, o, self._at, True) for o in other)]
+        return found + [(0.0, source) for source in first
+                        if any(not _disjoint(source, o, self._at, True) for o in other)]
+
+    def _on_points(self, node: Node, a: Node, b: Node) -> list[tuple]:
+        """``(value, source)`` for ``node``, ``a + b`` or ``a - b`` where each term is one same value ``q`` or an
+        elementwise op of ``q`` alone, with numbers, ``q`` on a grid: the sum computed in float32 on the grid's points
+        (:func:`_grid_points`, as the model computes it), in a graph that writes nothing in place (``floor(q) -
+        sigmoid(q)`` of ``q = floor(x)``: -0.5 at 0, where each term's values alone say nothing)."""
+        fa, fb = (t.args[0] if t.op in ("call_function", "call_method") and t.args else None for t in (a, b))
+        q = fa if fa is not None and (fa is fb or fa is b) else a if fb is a else None
+        if not isinstance(q, Node) or node.kwargs or self._any_write() or (g := self.grid(q)) is None:
+            return []  # (the structural check first: the benchmark's h + 0.1 * d reads two values in every block)
+        calls = [(lambda v: v) if t is q else _elementwise_call(t)
+                 if self._name_of(t) in _ONE_TO_ONE or self._name_of(t) in _FOLDABLE else None for t in (a, b)]
+        if None in calls:
+            return []
+        sign = -1.0 if self._name_of(node) == "sub" else 1.0
+        return [(v, g.source) for v in _images_of(lambda v: calls[0](v) + sign * calls[1](v), _grid_points(g))]
 
     def _ratios(self, node: Node, depth: int) -> list[tuple]:
         """``(k, source)`` of a quotient ``v / d`` of two values, ``d`` holding no number (a learned clip): ``v`` is

@@ -16,12 +16,14 @@ reason from :meth:`Ties.of`:
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
   max pooling, ``cat`` and arithmetic with a number or a learned scalar (``relu(x) * 2 > 0``, ``relu(x) + p``), with
   the grids a value takes on a part (``minimum(sign(x), x) - 1``: sign's, moved); a sum reading one value in each
-  term, ``v + v``, that value's times the sum;
+  term, ``v + v`` (or the same call of the same values twice), that value's times the sum;
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
-  values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``);
+  values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``); a grid plus (less) a value
+  0 on whole ranges, on the grid there, in a graph that writes nothing in place (``sign(x) * 0.5 - relu(x)``);
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
-  also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)),
+  also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
+  difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0);
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;

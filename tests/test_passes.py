@@ -1344,10 +1344,10 @@ class _Ties(nn.Module):
         return self.fn(self, x)
 
 
-def _lif_from_zeros(m, x):  # (a membrane that starts as zeros_like, binary inputs: multiples of 1/8)
-    v, out = torch.zeros_like(x), 0
-    for _ in range(3):
-        v = 0.5 * v + (x > 0).float()
+def _lif_from_zeros(m, x):  # (a membrane that starts as zeros_like, binary inputs: multiples of 1/8; an input
+    v, out = torch.zeros_like(x), 0  # of its own each step, 1.0 on (-0.5, 0]: one same input, 1.75 x > 0, is never)
+    for i in range(3):
+        v = 0.5 * v + (x > 0.5 - 0.5 * i).float()
         spike = (v >= 1.0).float()
         out = out + spike
     return out
