@@ -100,8 +100,6 @@ def test_heaviside_takes_its_values_where_its_input_is_0_on_ranges(fn, p, ties):
     _hard_unless_rewritten(fn, ties, p=p)
 
 
-
-
 @pytest.mark.parametrize("fn, ties", [
     (lambda m, x: torch.ceil(torch.tanh(torch.maximum(torch.trunc(x), x))), True),
     (lambda m, x: torch.ceil(m.tanh(torch.maximum(torch.trunc(x), x))), True),
