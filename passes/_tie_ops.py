@@ -245,8 +245,9 @@ _FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", 
 _FOLDED_AS = {"truediv": "div"}
 _CLAMPS = frozenset(("relu", "relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"))
 #: elementwise ops that give their input itself on a whole range of it (``Ties._less_its_clip``): between a clamp's
-#: bounds, from 0 up (relu, leaky relu, elu, celu), above a threshold, where it is the one a minimum/maximum takes
-_IDENTITY_ON_A_RANGE = _CLAMPS | _EXTREMA | _IDENTITY_ABOVE_0 | {"elu", "celu", "threshold"}
+#: bounds, from 0 up (relu, leaky relu, elu, celu, abs), above a threshold, where it is the one a minimum/maximum
+#: takes
+_IDENTITY_ON_A_RANGE = _CLAMPS | _EXTREMA | _IDENTITY_ABOVE_0 | {"elu", "celu", "threshold", "abs"}
 _MODULES_IDENTITY_ON_A_RANGE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.CELU, nn.Threshold)
 _DIVS = frozenset(("div", "true_divide", "truediv"))
 #: binary ops of two values that take 0 on whole ranges where their operands do (``Ties._of_two``: a factor, the

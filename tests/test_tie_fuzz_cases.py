@@ -219,3 +219,17 @@ def test_a_sum_of_two_functions_of_one_grid_is_read_on_its_points(fn, ties):
     two terms, each q or an elementwise op of q alone, is computed on q's grid points now; values off the jumps, and a
     term of another value, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.floor(x - torch.abs(x)), True),
+    (lambda m, x: torch.ceil(torch.abs(x) - x), True),
+    (lambda m, x: torch.abs(x) - x > 0, True),
+    (lambda m, x: torch.floor(torch.abs(x) - x * 0.5), False),
+    (lambda m, x: torch.abs(x) - x > 0.5, False)],
+    ids=["floor_of_x_less_abs", "ceil_of_abs_less_x", "compared_at_0", "less_half_of_it", "off_the_threshold"])
+def test_abs_less_its_input_is_0_from_0_up(fn, ties):
+    """``abs(x) - x`` is 0 for every ``x >= 0`` (found with version 2 of the fuzzer, seed 102000004's minimal repro:
+    ``floor(x - abs(x))`` 3001 of 6000 outputs off the model): ``abs`` is its input on a whole range, as a relu or a
+    clamp is; a difference that is not 0 there and a threshold off 0 stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
