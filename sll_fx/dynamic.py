@@ -243,14 +243,22 @@ class SLLFunctionMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
     # -- a rule-table op: its sll op, or (comparisons) the bool, remembered ---------------
-    def _rule(self, func, rule: rules.Rule, args: tuple, kwargs: dict):
+    @staticmethod
+    def _read(rule: rules.Rule, args: tuple, kwargs: dict) -> tuple | None:
+        """``(call, operands)`` of a call ``rule`` can carry, else None: ``out=`` or extra positionals (left hard, as
+        in graph mode), a spelling the rule cannot read (the hard op runs: torch raises its own error)."""
         call = _Call(args, kwargs)
-        if rule.unsupported_arguments(call):  # out=, extra positionals: left hard, as in graph mode
-            return func(*args, **kwargs)
+        if rule.unsupported_arguments(call):
+            return None
         try:
-            operands = rule.operand_values(call)
-        except KeyError:  # a spelling the rule cannot read: torch raises its own error
+            return call, rule.operand_values(call)
+        except KeyError:
+            return None
+
+    def _rule(self, func, rule: rules.Rule, args: tuple, kwargs: dict):
+        if (read := self._read(rule, args, kwargs)) is None:
             return func(*args, **kwargs)
+        call, operands = read
         x = operands[0]
         if not isinstance(x, Tensor) or not x.is_floating_point():  # integer/bool data: no gradient
             return func(*args, **kwargs)
@@ -267,13 +275,9 @@ class SLLFunctionMode(TorchFunctionMode):
 
     # -- t.round_(), torch.round_(t): t written with the sll op's values, where t is an intermediate ------------
     def _inplace(self, func, rule: rules.Rule, args: tuple, kwargs: dict):
-        call = _Call(args, kwargs)
-        if rule.unsupported_arguments(call):
+        if (read := self._read(rule, args, kwargs)) is None:
             return func(*args, **kwargs)
-        try:
-            operands = rule.operand_values(call)
-        except KeyError:
-            return func(*args, **kwargs)
+        call, operands = read
         t = operands[0]
         if not _intermediate(t) or not all(isinstance(v, Tensor) for v in operands) or not _keeps_shape(operands):
             return func(*args, **kwargs)

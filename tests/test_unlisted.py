@@ -27,6 +27,8 @@ from sll_fx.passes import _spellings as spellings
 from sll_fx import rules
 from sll_fx.config import SLLConfig
 
+from _helpers import k_bit_quantize_forward  # (SpikingJelly's)
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 
 EPS = 0.1
@@ -348,12 +350,6 @@ def test_the_fix_is_linearized_and_computes_the_same(kind):
 
 
 # --- in-place function spellings (f5) ------------------------------------------------------------
-
-def k_bit_quantize_forward(x: torch.Tensor, k: int):  # SpikingJelly's, verbatim
-    c = float(1 << k) - 1.0
-    x = x * c
-    torch.round_(x)
-    return x / c
 
 
 INPLACE_FUNCTIONS = ["round_", "floor_", "ceil_", "trunc_", "fix_"]
