@@ -288,6 +288,8 @@ _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of 
     "swapdims", "unbind", "split", "chunk", "ravel", "moveaxis", "reshape_as", "adjoint", "alias", "numpy_T", "mT",
     "mH", "matrix_H", "broadcast_to"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
+#: reductions that average (a constant each element takes on a range, the mean takes where every element does)
+_MEANS = frozenset(("mean", "nanmean"))
 #: views that show every element of their input once, whatever the shapes
 _ALL_VIEWS = frozenset(("view", "view_as", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "movedim",
                         "moveaxis", "swapaxes", "swapdims", "detach", "alias", "adjoint", "numpy_T", "mT", "mH",

@@ -13,8 +13,8 @@ from torch.fx import Node
 from ._grids import Grid, Tie, _TOLERANCE, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
 from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _JOINS,
-                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points, _images_of,
-                       _keeps_values, _preimages)
+                       _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points,
+                       _images_of, _keeps_values, _preimages)
 
 
 class _Thresholds:
@@ -115,7 +115,8 @@ class _Thresholds:
             found = next((f for a in _taken(name, *operands) if (f := self._ties(a, number, depth - 1)) is not None),
                          None)  # one taken, minimum(q, h) < 2 at q == 2 <= h, on ranges)
             return Tie(found.source) if found is not None else None
-        if name.startswith(_AVG_POOLS):  # (a constant where its window is: avg_pool(relu(x)) > 0, of hardtanh at 2)
+        if name.startswith(_AVG_POOLS) or name in _MEANS:  # (a constant where its window is: avg_pool(relu(x)) > 0, of
+            # hardtanh at 2; a mean where its row is, clamp(h, min=2).mean(-1) >= 2)
             found = self._ties(first, number, depth - 1)
             return Tie(found.source) if found is not None else None
         if c is None and number != 0 and (found := self._scaled_ties(node, name, number, depth)) is not None:

@@ -18,8 +18,8 @@ from torch.fx import Node
 from ._grids import Grid, _number
 from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of,
                          _written_value)
-from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
-                       _FOLDABLE, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS,
+from ._tie_ops import (_AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
+                       _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS,
                        _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values, _mapped)
 
 
@@ -110,6 +110,9 @@ class _RangeValues:
             found = found + [(0.0, reduced)]
         if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
             found = found + [(0.0, clip)]
+        if name in _MEANS or name.startswith(_AVG_POOLS):  # (clamp(h, min=2).mean(-1): 2 where each element of a row
+            # is, a whole range; as avg_pool's windows)
+            return found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
         c, other = self._summand_and_node(node)
         if c is None and name in _ZERO_PRODUCTS:
             return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else

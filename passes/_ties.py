@@ -26,7 +26,8 @@ reason from :meth:`Ties.of`:
   difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0);
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
-  value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling at any constant;
+  value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
+  2 where every element of a row is below 2);
 - through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``, ``r.detach()
   + x - x.detach()``: ``r``'s values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
@@ -51,8 +52,8 @@ A value is a number or a node; a node holding one number (``torch.zeros_like(x)`
 trainable parameter: the planner's ``number``) counts as that number, any other node only as itself
 (``torch.clamp(x, max=alpha) >= alpha``).  Outside the bands of rewritten ops upstream the values are
 exact (a rewritten ``round`` is whole outside its bands), which is what the grids describe.  Not
-followed: sums and means of values 0 on ranges (``relu(x).sum(-1) > 0`` is 0 only where every element
-is), random ops (dropout).
+followed: sums of values 0 on ranges (``relu(x).sum(-1) > 0`` is 0 only where every element is, as a mean is),
+random ops (dropout).
 
 Where things are: this module holds :class:`Ties`, its questions (``oriented``, ``of``, ``on_jumps``, ``flat`` and
 the flat rule), how it reads a node as a value (``_value``, ``_name_of``, ``_number_and_node``) and the constants an

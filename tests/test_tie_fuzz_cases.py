@@ -233,3 +233,24 @@ def test_abs_less_its_input_is_0_from_0_up(fn, ties):
     ``floor(x - abs(x))`` 3001 of 6000 outputs off the model): ``abs`` is its input on a whole range, as a relu or a
     clamp is; a difference that is not 0 there and a threshold off 0 stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(torch.clamp(torch.heaviside(torch.clamp((x >= 0).float(), min=2.0), torch.tensor(0.0)),
+                                         -2.0, 1.0).mean(-1, keepdim=True)), True),
+    (lambda m, x: torch.ceil(torch.clamp(x, min=2.0).mean(-1, keepdim=True)), True),
+    (lambda m, x: torch.clamp(x, min=2.0).mean(-1) > 2.0, True),
+    (lambda m, x: F.relu(x).mean(-1) > 0, True),
+    (lambda m, x: torch.ceil(F.avg_pool1d(torch.clamp(x, min=2.0).unsqueeze(1), 2)), True),
+    (lambda m, x: torch.ceil(torch.clamp(x, min=2.5).mean(-1, keepdim=True)), False),
+    (lambda m, x: torch.clamp(x, min=2.0).mean(-1) > 2.5, False)],
+    ids=["ceil_of_a_mean_of_ones", "ceil_of_a_mean_of_a_bound", "comparison", "relu_at_0", "avg_pool",
+         "off_the_jumps", "off_the_threshold"])
+def test_a_mean_of_a_constant_on_ranges_takes_it_where_its_row_does(fn, ties):
+    """``clamp(h, -2, 1).mean(-1)`` is 1 where every element of a row is (version 2 of the fuzzer, seed 105000007:
+    ``ceil`` of a row mean of ``clamp(heaviside(clamp(m, min=2.0)), -2, 1)``, 1 everywhere, 1000 of 1000 outputs off
+    the model; ``ceil(clamp(x, min=2).mean(-1))`` 833, compared at 2 833, ``relu(x).mean(-1) > 0`` 500, ``ceil`` of an
+    ``avg_pool1d`` of it 2500): a mean was read only on a grid, and a constant through average pooling only at a
+    threshold.  A mean and average pooling take the constants of their input now; values off the jumps and the
+    threshold stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
