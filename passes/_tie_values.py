@@ -16,7 +16,7 @@ from typing import Callable
 from torch.fx import Node
 
 from ._grids import Grid, _number
-from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _taken, _tensor_of,
+from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _put, _taken, _tensor_of,
                          _written_value)
 from ._tie_ops import (_AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
                        _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS,
@@ -181,12 +181,16 @@ class _RangeValues:
         (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`): ``node`` is 0 there
         (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, also such
         an op written into a fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c - h``):
-        :meth:`_less_its_written_clip`."""
+        :meth:`_less_its_written_clip`.  Also a selection with such a branch (:meth:`_less_its_branch`)."""
         if len(node.args) != 2 or node.kwargs:
             return None
-        if self._any_write():
-            return self._less_its_written_clip(node)
-        a, b = (_tensor_of(v) for v in node.args)
+        clip = self._less_its_written_clip(node) if self._any_write() else self._clip_of(*node.args)
+        return clip if clip is not None else self._less_its_branch(node)
+
+    def _clip_of(self, a, b) -> Node | None:
+        """The op of ``a`` and ``b`` (the other, read as a tensor) that is the other itself on a whole range of it
+        (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), else None."""
+        a, b = _tensor_of(a), _tensor_of(b)
         for x, c in ((a, b), (b, a)):
             if not isinstance(c, Node) or not c.args:
                 continue
@@ -196,6 +200,23 @@ class _RangeValues:
                     return c
             elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
                 return c  # (either operand of minimum/maximum: minimum(y, x))
+        return None
+
+    def _less_its_branch(self, node: Node) -> Node | None:
+        """The selection ``w`` where ``node`` is ``x - w`` or ``w - x`` and a branch of ``w`` (of a ``where``; what a
+        put keeps or puts, ``masked_fill``) is ``x`` (:meth:`_cancels`) or ``x`` on a whole range of it, or ``x`` is
+        it there (:meth:`_clip_of`: ``abs(h) - where(m, h, 0)``): ``node`` is 0 where ``w`` takes that branch (and the
+        clip is its input), else None.  Which inputs take the branch is not followed (a tie found where the two ranges
+        may not meet: ``relu(h) - where(h < 0, h, 1)``), nor writes in place between the reads (a tie found where a
+        write may have moved one): more ties, never fewer."""
+        a, b = (_tensor_of(v) for v in node.args)
+        for x, w in ((a, b), (b, a)):
+            if not isinstance(w, Node) or not isinstance(x, Node) or (name := self._name_of(w)) is None:
+                continue
+            branches = _branches(w) if name == "where" else (_first(w), put) if name in _PUTS and \
+                (put := _put(name, w)) is not None else ()
+            if any(isinstance(v, Node) and (self._cancels(x, v) or self._clip_of(x, v) is not None) for v in branches):
+                return w
         return None
 
     def _less_its_written_clip(self, node: Node) -> Node | None:

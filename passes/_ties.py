@@ -37,7 +37,8 @@ reason from :meth:`Ties.of`:
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
   ``maximum(h, h) - h``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]; ``abs(h) -
-  h``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``); ``c`` for a value plus a
+  h``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), or a selection with such
+  a branch (``abs(h) - where(m, h, 0)``, ``h - h.masked_fill(m, 0)``: 0 where it is taken); ``c`` for a value plus a
   number or a learned scalar less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every
   element); a grid's order statistics are on its grid, and its mean over a count the graph does not fix on every
   value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is

@@ -254,3 +254,25 @@ def test_a_mean_of_a_constant_on_ranges_takes_it_where_its_row_does(fn, ties):
     threshold.  A mean and average pooling take the constants of their input now; values off the jumps and the
     threshold stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: (lambda v: torch.floor(torch.where(torch.trunc(v) > 0, x, torch.trunc(v)) - v))(torch.abs(x)), True),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, x, torch.zeros_like(x))), True),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, x, 0.0)), True),
+    (lambda m, x: torch.floor(torch.abs(x) - torch.where(x > 1, x, 2 * x)), True),
+    (lambda m, x: torch.where(x > 0, x, torch.zeros_like(x)) - x > 0, True),
+    (lambda m, x: torch.floor(x - x.masked_fill(x < 0, 0.0)), True),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, 2 * x, 3 * x)), False),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, x, torch.zeros_like(x)) + 0.5), False),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, x.flip(-1), x.flip(0))), False)],
+    ids=["floor_of_the_seed", "floor_of_h_less_where", "number_branch", "abs_less_where", "comparison",
+         "masked_fill", "other_values", "off_the_jumps", "another_value"])
+def test_a_value_less_a_selection_of_it_is_0_where_the_branch_is_taken(fn, ties):
+    """``abs(x) - where(trunc(abs(x)) > 0, x, trunc(abs(x)))`` is 0 on x >= 1 (version 2 of the fuzzer, seed
+    102000004: ``floor`` of it less, 2001 of 6000 outputs off the model; ``floor(x - where(x > 0, x, 0))`` 3001, with
+    ``abs(x)`` 2001, compared at 0 3000, ``x - x.masked_fill(x < 0, 0)`` 3001): a value less a ``where`` was read
+    only for the where's constants.  A branch (or what a put keeps) that is the value, or it on a range (a clip of
+    it, ``abs``), makes the difference 0 there now; other branches, values off the jumps and another value stay
+    rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
