@@ -259,8 +259,9 @@ def _straight_through(node: Node, name_of: Callable[[Node], str | None],
                       written: Callable[[Node], bool] | None = None):
     """The hard value ``r`` of a hand-written straight-through estimator ``(r - x).detach() + x`` (or ``x + (r -
     x).detach()``, ``x - (x - r).detach()``), which holds ``r``'s values (``(r - x) + x`` is ``r`` exactly where ``x``
-    and ``r`` are within a factor of 2, and at ``r == 0``), else None.  ``name_of``: :func:`_name` (a memo of it,
-    :meth:`Ties._name_of`)."""
+    and ``r`` are within a factor of 2, and at ``r == 0``); ``r`` plus (less) ``x - x.detach()``, 0 exactly (``r`` a
+    sum itself, ``v + p + (v - v.detach())``, which :func:`_left_by_detached_copies` opens); else None.  ``name_of``:
+    :func:`_name` (a memo of it, :meth:`Ties._name_of`)."""
     name = name_of(node)
     args = node.args
     if name not in _SUMS or len(args) != 2 or node.kwargs:
@@ -271,7 +272,22 @@ def _straight_through(node: Node, name_of: Callable[[Node], str | None],
             r, other = diff.args if name == "add" else diff.args[::-1]
             if other is x and isinstance(r, Node):
                 return r
+    for held, zero in (args, args[::-1]) if name == "add" else (args,):  # (b + (a - a.detach()): b, whatever b is)
+        if isinstance(zero, Node) and name_of(zero) == "sub" and _less_its_detached_copy(zero, name_of, written) and \
+                isinstance(held, Node):
+            return held
     return _left_by_detached_copies(node, name_of, written)
+
+
+def _less_its_detached_copy(v: Node, name_of: Callable[[Node], str | None],
+                            written: Callable[[Node], bool] | None) -> bool:
+    """Is ``v``, a ``sub``, ``a - a.detach()`` (or ``a - a.data``): 0 exactly, ``a`` not ``written`` in place?"""
+    if len(v.args) != 2 or v.kwargs:
+        return False
+    a, d = v.args
+    if not isinstance(d, Node) or not (name_of(d) == "detach" or d.target is getattr and d.args[1:] == ("data",)):
+        return False
+    return isinstance(a, Node) and (d.args[0] if d.args else _first(d)) is a and (written is None or not written(a))
 
 
 def _left_by_detached_copies(node: Node, name_of: Callable[[Node], str | None],

@@ -29,7 +29,8 @@ reason from :meth:`Ties.of`:
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
   2 where every element of a row is below 2);
 - through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``, ``r.detach()
-  + x - x.detach()``: ``r``'s values) and a **quotient by a learned bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
+  + x - x.detach()``, ``r + (x - x.detach())`` whatever ``r`` is: ``r``'s values) and a **quotient by a learned
+  bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
   ``cnt.add_(spike)``), and so do the views of it taken before a write (``o = q.view(-1); q.sub_(0.5)``); each value
   is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
