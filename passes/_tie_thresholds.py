@@ -149,8 +149,9 @@ class _Thresholds:
         if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
             return Tie(clip)
         if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
-            zero = self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky relu)
-            return Tie(zero[0][1]) if zero else None
+            zero = [n for v, n in self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky
+                    if (v.hits(0.0) if isinstance(v, Grid) else _same(v, 0.0))]  # relu; of its values, those at 0)
+            return Tie(zero[0]) if zero else None
         return None
 
     def _written_ties(self, writer: Node, t, depth: int) -> Tie | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+import torch
 from torch.fx import Node
 
 from ._grids import Grid, _number
@@ -345,12 +346,23 @@ class _RangeValues:
         q = fa if fa is not None and (fa is fb or fa is b) else a if fb is a else None
         if not isinstance(q, Node) or node.kwargs or self._any_write() or (g := self.grid(q)) is None:
             return []  # (the structural check first: the benchmark's h + 0.1 * d reads two values in every block)
-        calls = [(lambda v: v) if t is q else _elementwise_call(t)
-                 if self._name_of(t) in _ONE_TO_ONE or self._name_of(t) in _FOLDABLE else None for t in (a, b)]
+        calls = [(lambda v: v) if t is q else self._pointwise(t) for t in (a, b)]
         if None in calls:
             return []
         sign = -1.0 if self._name_of(node) == "sub" else 1.0
         return [(v, g.source) for v in _images_of(lambda v: calls[0](v) + sign * calls[1](v), _grid_points(g))]
+
+    def _pointwise(self, t: Node) -> Callable | None:
+        """``t``, a term of :meth:`_on_points`, as a function of its first argument: a one-to-one or foldable op with
+        numbers (:func:`_elementwise_call`), or an extremum with a node that holds one number (``maximum(q,
+        torch.tensor(0.5))``: the planner's ``number``; not a learned scalar), else None."""
+        name = self._name_of(t)
+        if name in _ONE_TO_ONE or name in _FOLDABLE:
+            return _elementwise_call(t)
+        if name not in _EXTREMA or len(t.args) != 2 or t.kwargs or not _number(c := self._value(t.args[1])):
+            return None
+        op, bound = getattr(torch, name), torch.tensor(float(c))
+        return lambda v: op(v, bound)
 
     def _ratios(self, node: Node, depth: int) -> list[tuple]:
         """``(k, source)`` of a quotient ``v / d`` of two values, ``d`` holding no number (a learned clip): ``v`` is
