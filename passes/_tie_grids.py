@@ -518,7 +518,7 @@ class _Grids:
         t = dtypes.fetch_attr(self.gm, node.target) if node.op == "get_attr" else None
         if isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type != "meta":
             return float(t.detach().reshape(()))
-        number = self.number(node)
+        number = self.number(node) if self._any_write() else self._value(node)  # (once per node: _value's memo)
         if _number(number):
             return float(number)
         folded = self._folded(node, 4)  # (7.0 / alpha, alpha.abs(): computed from attributes, its value now)

@@ -63,9 +63,10 @@ the flat rule), how it reads a node as a value (``_value``, ``_name_of``, ``_num
 op takes (``_constants``, ``_bounds``).  Its parts, one concept each (mixins; ``Ties.__init__`` sets their memos):
 ``_tie_values.py`` (the values a node takes on whole ranges), ``_tie_thresholds.py`` (its ties at a threshold),
 ``_tie_grids.py`` (``grid``: the grids of nodes; attributes' values now), ``_tie_writes.py`` (in-place writes, views,
-shapes).  Functions and tables: ``_grids.py`` (:class:`Grid`, :class:`Tie`, grid arithmetic), ``_tie_ops.py`` (op
-tables, the one-to-one ops' maths), ``_tie_nodes.py`` (readers of graph nodes).  Imports go one way: ``_grids.py``,
-then ``_tie_ops.py``, ``_tie_nodes.py``, the parts, this module.
+shapes), ``_tie_inert.py`` (the nodes whose walks find nothing, found once in graph order: ``of`` and ``on_jumps``
+skip their walks).  Functions and tables: ``_grids.py`` (:class:`Grid`, :class:`Tie`, grid arithmetic),
+``_tie_ops.py`` (op tables, the one-to-one ops' maths), ``_tie_nodes.py`` (readers of graph nodes).  Imports go one
+way: ``_grids.py``, then ``_tie_ops.py``, ``_tie_nodes.py``, the parts, this module.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from torch.fx import GraphModule, Node
 from ._grids import Grid, Tie, _common_step, _grid_meets, _multiple, _number, _same
 from ._patterns import _arg, _rank
 from ._tie_grids import _Grids
+from ._tie_inert import _Inert
 from ._tie_nodes import (_branches, _disjoint, _first, _fixed_dims, _keeps, _name, _put, _reduced_along,
                          _straight_through, _taken, _written_value)
 from ._tie_ops import (_ACCUMULATING, _CLAMPS, _CONSTANTS, _DIVS, _EXTREMA, _JOINS, _JUMPS, _MODULE_ONE_TO_ONE,
@@ -88,7 +90,7 @@ from ._tie_values import _RangeValues
 from ._tie_writes import _Writes
 
 
-class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
+class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
     """The ties of the comparisons of the graph of ``gm``.  ``kinds``: the nodes' inferred dtype kinds (integer,
     bool: whole numbers); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
     else None; ``ranks``: the nodes' numbers of dims, where a fake run with example inputs found them."""
@@ -119,6 +121,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         self._row_dim: int = -1                  # (flat: the dim of the argmax or top-k, its rows)
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
         self._rank_unknown: Node | None = None   # (flat: a put in one element per row of a dim the rank hides)
+        self._inert_found: set[Node] | None = None  # (_inert: the nodes whose walks find nothing)
 
     # -- the question the planner asks --------------------------------------------------------------
     def oriented(self, x, t, at: Node | None = None) -> tuple:
@@ -134,7 +137,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         comparison ``at`` reads them (a value written in place later is read as it is there; None: at the end)?"""
         self._reader = at
         t = self._value(t)
-        if t is None:
+        if t is None or _number(t) and self._inert(x):  # (an input, tanh(x * 0.9 + 0.1): no walk finds anything)
             return None
         found = self._ties(x, t, 8)
         if found is not None or _number(t):
@@ -162,6 +165,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes):
         unit = 10.0 ** -decimals  # (round(x, decimals=d): its jumps scaled by 10^-d)
         jumps = Grid(offset * unit, unit, x, values)
         self._reader = at
+        if self._inert(x):  # (nothing to walk: the benchmark chain's round(tanh(x * 0.9 + 0.1) * 2))
+            return None
         for value, source in self._range_values(x, 8):
             if isinstance(value, Grid):
                 if _grid_meets(value, jumps, skip_zero=skip_zero):

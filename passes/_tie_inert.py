@@ -1,0 +1,123 @@
+"""The nodes whose walks find nothing (``_inert``): :meth:`Ties.on_jumps` and :meth:`Ties.of` at a number skip the walk
+of such an input.
+
+A node is *inert* where :meth:`_range_values` (with or without ``numbers``) and :meth:`_ties` at any number find
+nothing from it at any depth, as they read the graph today: found once per graph, in graph order, from its inputs'
+verdicts (a forward pass, linear in the graph), in a graph that writes nothing in place (a write makes a read depend on
+where it is read).  It is the walks' own verdict, not a fact about the values: ``tanh(x)`` is inert, as the walks read
+no constant from a one-to-one op of a value that takes none (float32's saturation, ``tanh(x) == 1`` from ``x ~ 9``
+up, is read on a grid's points only: :meth:`_images`); a read added there is to be added here too, which
+``tests/test_tie_inert.py`` checks, the walks against this verdict on graphs of each rule and on fuzzer programs.
+(What the values do would not do: a value that takes no constant on a range of inputs and sits on no grid is an input,
+arithmetic with numbers on one; past the benchmark chain's first ``tanh``, saturated at 1 for ``x > ~10``, every value
+is constant there.)  The rules, each read where its inputs are inert (the pass reads the users of inert nodes only):
+
+- an input (a ``placeholder`` of no integer or bool kind): no op, no grid, no number;
+- arithmetic with a Python number (``x * 0.9``, ``x + 0.1``, ``0.1 - x``, ``x / 2``; not by 0): its walks follow the
+  value alone, and its grid is the value's, scaled or moved;
+- a one-to-one op of one operand (:data:`_INERT_ONE_TO_ONE`: ``tanh(x)``): the walks read its input's numbers mapped,
+  its input's grid's images, the grids its input takes on a part (none, for an inert input);
+- a sum or difference of two tensors, one of them inert (``h + 0.1 * d``), that is none of the sums the walks read on
+  their own: a learned scalar or a number held by a node as a term, a hand-written straight-through value (or a term
+  less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``), less its clip or its extremum
+  (``relu(x) - x``, ``x - x.min()``), less itself (``h - h``), a quantizer's ``(g + zp) - zp``, two functions of one
+  value (``_on_points``).  Its walks read the zeros of both terms together (none: one has none) and a term's grid
+  where the other is 0 (never, one's or the other's); the value a sum of like terms reads in each (``_one_value``) is
+  an inert term too (an inert operand's terms are inert: :meth:`_linear` stops at an inert node or goes on into one).
+
+(A planner's cost: each comparison and rounding of the benchmark's chain, ``tanh(x * 0.9 + 0.1)`` of the sum before,
+walked eight nodes deep, and found the grids of each, to find nothing.)
+
+A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memo it reads); that module's docstring says where
+the rest is.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.fx import Node
+
+from sll_fx import dtypes
+
+from ._tie_nodes import _difference, _less_its_extremum
+from ._tie_ops import _CONSTANTS, _IDENTITY_ON_A_RANGE, _ONE_TO_ONE, _UNNAMED
+
+#: one-to-one ops of one operand whose walks read nothing but their input's (no constant, no grid of their own; not the
+#: identity on a range, which a difference reads: ``x - elu(x)``)
+_INERT_ONE_TO_ONE = frozenset(n for n in _ONE_TO_ONE if n not in _CONSTANTS and n not in _IDENTITY_ON_A_RANGE and
+                              n not in ("gelu", "silu"))
+#: arithmetic with a Python number, the ops and whether the number may come first (``0.1 - x``; not ``2 / x``)
+_WITH_A_NUMBER = {"mul": True, "add": True, "sub": True, "truediv": False, "div": False}
+
+
+class _Inert:
+    """The nodes whose walks find nothing: a part of :class:`_ties.Ties`."""
+
+    def _inert(self, node) -> bool:
+        """Is ``node`` inert: do :meth:`_range_values` and :meth:`_ties` at a number find nothing from it?"""
+        if self._inert_found is None:
+            self._inert_found = self._find_inert()
+        return isinstance(node, Node) and node in self._inert_found
+
+    def _find_inert(self) -> set[Node]:
+        """The inert nodes, in graph order (none in a graph that writes in place)."""
+        found: set[Node] = set()
+        if self._any_write():
+            return found
+        names: dict = {}  # ((op, target) -> the op's name: one _name per target, of those the rules read)
+        kinds, users = self.kinds, set()  # (users: the users of the inert nodes so far, the only nodes to read)
+        for node in self.gm.graph.nodes:
+            if node.op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
+                continue
+            if kinds.get(node) not in (dtypes.INT, dtypes.BOOL):
+                found.add(node)
+                users.update(node.users)
+        return found
+
+    def _inert_op(self, node: Node, found: set, names: dict) -> bool:
+        """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found``?"""
+        if node.op != "call_function" and node.op != "call_method" or node.kwargs:
+            return False
+        args = node.args
+        if len(args) == 1:
+            return isinstance(args[0], Node) and args[0] in found and \
+                self._target_name(node, names) in _INERT_ONE_TO_ONE
+        if len(args) != 2:
+            return False
+        a, b = args
+        if not (isinstance(a, Node) and a in found or isinstance(b, Node) and b in found):
+            return False
+        name = self._target_name(node, names)
+        if isinstance(a, Node) and isinstance(b, Node):
+            return (name == "add" or name == "sub") and self._inert_sum(node, name, found)
+        number = a if isinstance(b, Node) else b
+        return name in _WITH_A_NUMBER and (_WITH_A_NUMBER[name] or number is b) and \
+            isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) and \
+            (number != 0 or name in ("add", "sub"))
+
+    def _target_name(self, node: Node, names: dict) -> str | None:
+        """:meth:`_name_of` of a call with a first operand, read once per target where it is one of the rules' names
+        (those of no ``max``/``min`` or ``getattr``, the names :func:`_name` reads from the operands too)."""
+        key = (node.op, node.target)
+        name = names.get(key, _UNNAMED)
+        if name is _UNNAMED:
+            name = self._name_of(node)
+            if name in _INERT_ONE_TO_ONE or name in _WITH_A_NUMBER:
+                names[key] = name
+        return name
+
+    def _inert_sum(self, node: Node, name: str, found: set) -> bool:
+        """Is ``node``, a sum or difference of two tensors one of which is inert (in ``found``), none of the sums the
+        walks read on their own (the module's docstring)?"""
+        a, b = node.args
+        if any(self._value(v) is not v or self._scalar(v) is not None for v in (a, b) if v not in found):
+            return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
+        if self._straight_through(node) is not None or self._cancelled_shift(node) is not None or \
+                self._on_points(node, a, b):
+            return False
+        if name == "sub" and (_less_its_extremum(node) is not None or self._less_its_clip(node) is not None or
+                              self._cancels(a, b)):
+            return False
+        pair = _difference(name, node, 1)
+        return pair is None or self._shifted_back(*pair) is None
