@@ -55,6 +55,7 @@ literal eps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import numbers
@@ -175,11 +176,16 @@ def buffer_literal_eps(gm: nn.Module) -> list[str]:
 
 def unwrap_compiled(module: nn.Module) -> nn.Module:
     """The module a ``torch.compile`` wrapper (``OptimizedModule``) compiles; ``module`` itself otherwise."""
-    optimized = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
-    optimized = getattr(optimized, "OptimizedModule", None)
+    optimized = _optimized_module()
     while optimized is not None and isinstance(module, optimized):
         module = module._orig_mod
     return module
+
+
+@functools.lru_cache(maxsize=1)  # (asked per traced module: is_calibrating)
+def _optimized_module() -> type | None:
+    """``torch._dynamo``'s ``OptimizedModule`` class (a ``torch.compile`` wrapper's), or None where there is none."""
+    return getattr(getattr(getattr(torch, "_dynamo", None), "eval_frame", None), "OptimizedModule", None)
 
 
 def _taken(gm: nn.Module, name: str) -> bool:

@@ -50,6 +50,7 @@ MARK = "_sll_fx_opaque"
 #: the dict/set containers every nn.Module keeps in its __dict__ (copied by private_copy)
 _CONTAINERS = tuple(k for k, v in nn.Module().__dict__.items() if isinstance(v, (dict, set)))
 _CONTAINERS_SET = frozenset(_CONTAINERS)
+_CONTAINER_TYPES = frozenset((dict, set, collections.OrderedDict))
 #: the containers of hooks (and of their flags) among them
 _HOOK_CONTAINERS = tuple(k for k in _CONTAINERS if "hooks" in k)
 #: module attributes of these exact types are copied for a trace (and for an opaque copy): state a forward may change
@@ -133,8 +134,10 @@ def _shallow_copy(module: nn.Module) -> nn.Module:
     new = object.__new__(type(module))
     state = dict(module.__dict__)
     for key in _CONTAINERS:
-        if key in state and isinstance(state[key], (dict, set)):
-            state[key] = state[key].copy()
+        if key in state:
+            v = state[key]
+            if type(v) in _CONTAINER_TYPES or isinstance(v, (dict, set)):  # (no call for the usual types)
+                state[key] = v.copy()
     new.__dict__.update(state)
     return new
 
@@ -226,7 +229,7 @@ class ShadowTree:
         self.pairs.append((m, c))
         state = c.__dict__
         for key, v in list(state.items()):
-            if key in _CONTAINERS_SET:
+            if key in _CONTAINERS_SET or type(v) in _SCALARS:  # (a flag, a size: nothing to copy or record)
                 continue
             if type(v) in _MUTABLE:  # (owned_values)
                 state[key] = self._value(v, copy.copy)
@@ -323,7 +326,7 @@ class ShadowTree:
         """Modules held in ``c``'s copied containers (and tuples) are the copies."""
         state, copy_of = c.__dict__, self.copy_of
         for key, v in list(state.items()):
-            if key in _CONTAINERS_SET:
+            if key in _CONTAINERS_SET or type(v) in _SCALARS:
                 continue
             if isinstance(v, nn.Module) and id(v) in copy_of:  # (set with object.__setattr__: not a child)
                 state[key] = copy_of[id(v)]

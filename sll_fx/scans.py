@@ -54,13 +54,16 @@ def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 def function_of(obj):
+    if type(obj) is types.FunctionType and "__func__" not in obj.__dict__:  # (most: a class's method)
+        return obj
     obj = getattr(obj, "__func__", obj)  # bound methods, staticmethod/classmethod objects
     return obj if isinstance(obj, types.FunctionType) else None
 
 
 def forward_of(module: nn.Module):
     """The Python function of ``module``'s ``forward`` (one set on the instance first), or None."""
-    return function_of(module.__dict__.get("forward")) or function_of(getattr(type(module), "forward", None))
+    own = module.__dict__.get("forward")  # (called per module, several times: most modules set none)
+    return (own is not None and function_of(own)) or function_of(getattr(type(module), "forward", None))
 
 
 def _referenced(fn: types.FunctionType, owner: nn.Module | None = None, depth: int = 3, memo: dict | None = None) -> list:
@@ -181,7 +184,7 @@ def hooks_of(module: nn.Module) -> str:
         n = sum(1 for h in hooks.values() if not _own_hook(h))
         if n:
             parts.append(f"{n} {words}{'s' if n > 1 else ''}")
-    return ", ".join(parts)
+    return ", ".join(parts) if parts else ""
 
 
 def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = None,
@@ -203,7 +206,7 @@ def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = No
         modes = modes_read(module, scans)
     if modes:
         parts.append(f"reads {', '.join(modes)} in forward (a graph would keep the value it had while tracing)")
-    return "; ".join(parts)
+    return "; ".join(parts) if parts else ""
 
 
 #: functions that read a mode a graph would hold as the value it had while tracing

@@ -340,7 +340,7 @@ class StateModuleContainer(InlinedModule):
 def _bind_copies(module: nn.Module) -> None:
     """Have the containers of a deep copy (which ``fx.GraphModule`` keeps as they were copied) under ``module``
     run their copy of the user's module on their own tensors (:meth:`_OwnModule.bound_to`, in place)."""
-    for m in module.modules():
+    for m in module.modules() if module._modules else (module,):  # (a leaf without children: itself)
         held = m.__dict__.get(STATE_MODULE)
         if isinstance(held, _OwnModule) and held.module.__dict__["_parameters"] is not m.__dict__["_parameters"]:
             held.module = held.bound_to(m).module
@@ -402,19 +402,39 @@ def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = froz
     """``inlined``: the ids of ``model``'s submodules whose forward ``gm``'s graph inlines (traced through): one the
     graph touches nothing of (no parameter, buffer or flag) gets an :class:`InlinedModule` too, with the model's
     children, instead of being shared as it is (a hook registered on it would never run, and land on the model's)."""
-    shared = {id(m) for _, m in model.named_modules(remove_duplicate=False)} - {id(model)}
+    shared = _tree_ids(model) - {id(model)}
     _mirror(gm, model, shared, {id(model): gm}, "", inlined)
-    # whatever gm holds beyond the model (fx's _tensor_constant*) is a constant, not state
-    model_buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
-    for path, module in list(gm.named_modules(remove_duplicate=False)):
+    # whatever gm holds beyond the model (fx's _tensor_constant*) is a constant, not state: gm's own modules, each at
+    # every name it has (the model's modules, and all under them, are the model's)
+    model_buffers = None
+    todo = [("", gm)]
+    while todo:
+        path, module = todo.pop()
         if id(module) in shared:
             continue
         for name, buf in list(module._buffers.items()):
             full = f"{path}.{name}" if path else name
-            if buf is not None and full not in model_buffers:
+            if buf is not None:
+                if model_buffers is None:  # (most GraphModules hold no buffer of their own: no walk for it)
+                    model_buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+                if full in model_buffers:
+                    continue
                 if _persistent(module, name):
                     module.register_buffer(name, buf, persistent=False)
                 module.__dict__[CONSTANTS] = constants_of(module) | {name}
+        todo += [(f"{path}.{name}" if path else name, child) for name, child in module._modules.items()
+                 if child is not None]
+
+
+def _tree_ids(model: nn.Module) -> set[int]:
+    """The ids of ``model`` and of every module under it (what ``named_modules`` walks, without its generators)."""
+    seen, todo = set(), [model]
+    while todo:
+        m = todo.pop()
+        if m is not None and id(m) not in seen:
+            seen.add(id(m))
+            todo += m._modules.values()
+    return seen
 
 
 def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module], path: str,

@@ -636,6 +636,7 @@ class SLLTracer(fx.Tracer):
         self.sll_shadows = shadows               # the private copies traced instead of the user's modules
         self.sll_entered: set[int] = set()       # ids of the modules whose forward the trace ran
         self.sll_constants: set[str] = set()     # attribute names fx gave its constants on the root
+        self.sll_paths: dict[int, str] = {}      # id(module of the root) -> its first qualified name (fx's walk)
         self._sll_base = None
         self._sll_users: dict = {}               # file name -> is it user code (not torch, sll_fx, ...)
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
@@ -663,9 +664,10 @@ class SLLTracer(fx.Tracer):
         return id(m) in self.sll_opaque or torch_leaf(m)  # (fx's default, by the original class)
 
     def trace(self, root, concrete_args=None):
-        self._sll_base = base = sys._getframe()
-        self._sll_beyond = base.f_back  # (the caller's frame: a walk that reaches it is outside the trace)
-        self._sll_outside = self._outside(base)
+        self._sll_base = sys._getframe()  # (not held in a local: this frame would then hold itself, a cycle
+        # keeping the caller's frames, the shadow tree among their locals, until the collector's next full pass)
+        self._sll_beyond = self._sll_base.f_back  # (the caller's frame: a walk that reaches it is outside the trace)
+        self._sll_outside = self._outside(self._sll_base)
         self.sll_entered = {id(root)}
         self._sll_autocast = _autocast_state()
         self._sll_pending = self._sll_caught = None
@@ -704,9 +706,8 @@ class SLLTracer(fx.Tracer):
             # same path (F.dropout(x, training=self.training) follows train()/eval(), also a submodule's own:
             # model.backbone.eval()); a branch on it is refused (to_bool).  The modules: the trace's private
             # copies, or the root's (fx's retrace when a GraphModule unpickles)
-            paths: dict[int, str] = {}
-            for path, m in self.root.named_modules(remove_duplicate=False):
-                paths.setdefault(id(m), path)
+            # (fx's walk, which fx drops when the trace ends: each module's first name; kept for _trace)
+            self.sll_paths = paths = {id(m): path for m, path in self.submodule_paths.items()}
             shadows = self.sll_shadows is not None
             modules = [c for _, c in self.sll_shadows.pairs] if shadows else list(self.root.modules())
             flagged: set[int] = set()
@@ -930,6 +931,12 @@ class SLLTracer(fx.Tracer):
             while len(self.module_stack) > stack:  # (a call that raised: a forward may catch it and go on)
                 self.module_stack.popitem(last=True)
 
+    def release(self) -> None:
+        """Let go of the modules the trace ran on (the shadow tree): fx's own closures of a trace keep the tracer
+        alive until the collector's next full pass, and the tree with it (tens of objects per module)."""
+        self.root = self.sll_shadows = None
+        self.tensor_attrs = {}
+
     def carried(self, e: BaseException) -> TraceError | None:
         """The TraceError of a child's exception ``e`` that this trace raised on as it is (:func:`_keeping_type`)."""
         found = self._sll_carried.get(id(e))
@@ -965,7 +972,7 @@ def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
         if reason is not None:
             found.append((path, m, reason))
             continue
-        todo.extend((join(path, n), c) for n, c in reversed(m._modules.items()) if c is not None)
+        todo += [(f"{path}.{n}" if path else n, c) for n, c in reversed(m._modules.items()) if c is not None]
     return found
 
 
@@ -1043,11 +1050,12 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
     gm = SLLGraphModule(root, graph, class_name=original_class(model).__name__, codegen=codegen)
     tree.restore(gm)  # the leaves fx calls and the tensor attributes it reads: the user's own
     mirror_state(gm, model, frozenset(id(m) for m, c in tree.pairs if id(c) in tracer.sll_entered and m is not model))
-    paths = {id(m): p for p, m in model.named_modules()}
+    paths = tracer.sll_paths  # (each copy's first name, the model's module's: the walk of the trace)
     reads: dict = {}  # (what each forward's code reads: scanned once per function and class)
-    frozen.record(gm, [(paths[id(m)], m, name, value) for m, c in tree.pairs
-                       if id(c) in tracer.sll_entered and id(m) in paths
+    frozen.record(gm, [(paths[id(c)], m, name, value) for m, c in tree.pairs
+                       if id(c) in tracer.sll_entered and id(c) in paths
                        for name, value in frozen.values_read(m, reads).items()])
+    tracer.release()
     return gm
 
 
