@@ -444,10 +444,12 @@ class _Grids:
         """The nodes computed from tensor attributes and numbers alone (no input, no random op reads), found once."""
         if self._constants_found is None:
             found: set[Node] = set()
+            users: set[Node] = set()  # (the users of those found so far: a call reading only them is one of them)
             for n in self.gm.graph.nodes:
-                if n.op == "get_attr" or n.op in ("call_function", "call_method") and all(
-                        a in found for a in n.all_input_nodes) and n.all_input_nodes:
+                if n.op == "get_attr" or n in users and n.op in ("call_function", "call_method") and all(
+                        a in found for a in n.all_input_nodes):
                     found.add(n)
+                    users.update(n.users)
             self._constants_found = found
         return self._constants_found
 
