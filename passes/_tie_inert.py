@@ -82,13 +82,13 @@ class _Inert:
         args = node.args
         if len(args) == 1:
             return isinstance(args[0], Node) and args[0] in found and \
-                self._target_name(node, names) in _INERT_ONE_TO_ONE
+                (names.get((node.op, node.target)) or self._target_name(node, names)) in _INERT_ONE_TO_ONE
         if len(args) != 2:
             return False
         a, b = args
         if not (isinstance(a, Node) and a in found or isinstance(b, Node) and b in found):
             return False
-        name = self._target_name(node, names)
+        name = names.get((node.op, node.target)) or self._target_name(node, names)  # (the memo's, read here first)
         if isinstance(a, Node) and isinstance(b, Node):
             return (name == "add" or name == "sub") and self._inert_sum(node, name, found)
         number = a if isinstance(b, Node) else b
@@ -119,5 +119,7 @@ class _Inert:
         if name == "sub" and (_less_its_extremum(node) is not None or self._less_its_clip(node) is not None or
                               self._cancels(a, b)):
             return False
+        if name == "add" and not any(isinstance(v, Node) and self._name_of(v) == "neg" for v in (a, b)):
+            return True  # (no difference: _difference reads a sum as one only with a negated term)
         pair = _difference(name, node, 1)
         return pair is None or self._shifted_back(*pair) is None

@@ -456,9 +456,34 @@ ATEN_METADATA_ASSERTS = (aten._assert_tensor_metadata.default,)
 
 def match(node: Node) -> Rule | None:
     """The rule whose spellings include this node (out-of-place spellings only)."""
-    if node.op not in ("call_function", "call_method"):
+    op = node.op
+    if op == "call_function":
+        candidates = _BY_FUNCTION.get(id(node.target), ())
+    elif op == "call_method":
+        try:
+            candidates = _BY_METHOD.get(node.target, ())
+        except TypeError:  # (an unhashable target: every rule, as Rule.matches reads it)
+            candidates = RULES
+    else:
         return None
-    return next((r for r in RULES if r.matches(node)), None)
+    return next((r for r in candidates if r.matches(node)), None)
+
+
+def _spelled(key) -> dict:
+    """The rules (in :data:`RULES`' order) by each of their spellings: ``key(rule)`` -> (rule's keys); a rule that
+    spells a node otherwise never matches it, so :func:`match` tries only these."""
+    found: dict = {}
+    for r in RULES:
+        for k in key(r):
+            if r not in found.setdefault(k, []):
+                found[k].append(r)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+#: the rules whose ``functions`` hold a target, by the target's id (``Rule.matches`` compares them by identity), and
+#: those whose ``methods`` hold a method name
+_BY_FUNCTION = _spelled(lambda r: [id(f) for f in r.functions])
+_BY_METHOD = _spelled(lambda r: r.methods)
 
 
 def match_inplace(node: Node) -> Rule | None:
