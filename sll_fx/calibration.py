@@ -84,7 +84,7 @@ from .errors import EpsError
 from .opaque import _CONTAINERS_SET, _MUTABLE, _global_containers, _plain_object, is_opaque
 from .ops import DEFAULT_EPS, eps_limit, jump_of
 from .report import RewriteReport
-from .tracer import module_of
+from .tracer import _CALIBRATION_STATE, module_of
 
 #: the smallest eps calibration chooses
 FLOOR = 1e-7
@@ -93,7 +93,7 @@ FLOOR = 1e-7
 DEFAULT_TARGET = 0.25
 #: samples kept per node and call (a strided subset of larger inputs)
 MAX_SAMPLES = 200_000
-_STATE = "_sll_calibration"
+_STATE = _CALIBRATION_STATE  # (the instance attribute holding it: the tracer reads it too)
 _MISSING = object()
 
 

@@ -161,9 +161,9 @@ from .errors import EpsError, TraceError
 from . import dynamic, frozen, grad_regions, inputs
 from .graph_module import SLLGraphModule
 from .opaque import OUTSIDE, ShadowTree, join, mark_opaque, private_copy, sealed_reason
-from .scans import (_MODULE_API, Scans, _referenced, _user_class, autograd_function_class, autograd_function_used,
-                    behaviour_of, child_attributes_read, children_used_as_values, code_objects, forward_of,
-                    mode_scan, sequence_like)
+from .scans import (_MODULE_API, _PLAIN, Scans, _names_in, _referenced, _user_class, autograd_function_class,
+                    autograd_function_used, behaviour_of, child_attributes_read, children_used_as_values, code_objects,
+                    forward_of, function_of, mode_scan, sequence_like)
 from .report import OpaqueModule
 from .state import mirror_state
 
@@ -173,6 +173,8 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _APPLY_CODE = torch.autograd.Function.apply.__func__.__code__
 #: the code of ``torch.utils.checkpoint.checkpoint`` (under torch's dynamo-disabling wrapper)
 _CHECKPOINT_CODE = inspect.unwrap(torch.utils.checkpoint.checkpoint).__code__
+#: the instance attribute of a linearize_module(eps="auto") result's calibration state (sll_fx.calibration._STATE)
+_CALIBRATION_STATE = "_sll_calibration"
 _MODULE_CALL = nn.Module.__call__  # (read at import: fx patches it while tracing)
 _LIBRARY_DIRS = (_TORCH_DIR, _SLL_DIR)  # frames here are never the user's source line
 
@@ -221,6 +223,24 @@ def _autocast_state() -> tuple[bool, int]:
     level = torch.autocast_increment_nesting()
     torch.autocast_decrement_nesting()
     return torch._C._is_any_autocast_enabled(), level
+
+
+_NESTING_UP, _NESTING_DOWN = torch.autocast_increment_nesting, torch.autocast_decrement_nesting
+_ANY_AUTOCAST = torch._C._is_any_autocast_enabled
+_GENERATOR = torch.default_generator  # (what torch.get_rng_state reads)
+
+
+def _rng_state():
+    """The CPU random generator's state (``torch.get_rng_state()``), as bytes where numpy is there: a module call
+    compares two (one before, one after), which bytes do in a fraction of ``torch.equal``'s time."""
+    return _GENERATOR.get_state().numpy().tobytes()
+
+
+try:
+    _rng_state()
+except (ImportError, RuntimeError):  # (torch without numpy)
+    def _rng_state():  # noqa: F811
+        return bytes(_GENERATOR.get_state().tolist())
 
 
 class _AutocastRegion(Exception):
@@ -474,10 +494,43 @@ def _user_line(e: BaseException) -> str:
     return found
 
 
+#: a module's hook dicts that :func:`sll_fx.scans.hooks_of` reads
+_HOOK_ATTRS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+def _own_nothing(module: nn.Module, klass: type) -> tuple | None:
+    """``(forward, the names its code reads)`` when nothing of ``module``'s own can change what
+    :func:`_check_traceable` answers for a module of its class: no forward, hooks or calibration state set on the
+    instance, and only plain values (:data:`sll_fx.scans._PLAIN`) among the instance attributes its forward names (what
+    :func:`sll_fx.scans._own_scanned` looks through); else None."""
+    state = module.__dict__
+    if "forward" in state or state.get(_CALIBRATION_STATE) is not None:
+        return None
+    for attr in _HOOK_ATTRS:
+        if state.get(attr, True):  # (one registered, or no dict at all: the whole check)
+            return None
+    fn = function_of(getattr(klass, "forward", None))
+    if fn is None:
+        return None
+    names = _names_in(fn.__code__)
+    for n in names:
+        if n in state and type(state[n]) not in _PLAIN:
+            return None
+    return fn, names
+
+
 def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Scans | None = None) -> None:
     """What is refused before a trace goes into ``module`` (the model itself: ``root``): an uncalibrated
     eps="auto" model, hooks and overrides (``behaviour_of``), an autograd.Function its forward calls.
-    ``scans``: the trace's memo of code scans."""
+    ``scans``: the trace's memo of code scans; with it, a submodule of a class one has passed already, with nothing of
+    its own that could change the answer (:func:`_own_nothing`: the rest depends on its class and forward alone), is
+    not checked again (a model of many blocks of one class)."""
+    own = None
+    if scans is not None and not root:
+        klass = type(module)
+        own = _own_nothing(module, klass)
+        if own is not None and scans.references.get(("passed", klass)) is own[0]:
+            return
     _check_calibrated(module, path)
     sealed = sealed_reason(module)
     if sealed is not None:
@@ -492,6 +545,8 @@ def _check_traceable(module: nn.Module, path: str, root: bool = False, scans: Sc
     fn = autograd_function_used(module, scans)
     if fn is not None:
         raise _AutogradFunctionCall(fn)
+    if own is not None:
+        scans.references[("passed", klass)] = own[0]
 
 
 def _check_calibrated(module: nn.Module, path: str) -> None:
@@ -809,7 +864,10 @@ class SLLTracer(fx.Tracer):
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
         if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
-        if _autocast_state() != self._sll_autocast:
+        level = _NESTING_UP()  # (_autocast_state, inlined: once per node)
+        _NESTING_DOWN()
+        started = self._sll_autocast
+        if level != started[1] or _ANY_AUTOCAST() != started[0]:
             raise self._note(_AutocastRegion())
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
@@ -887,18 +945,21 @@ class SLLTracer(fx.Tracer):
             leaf = self.is_leaf_module(m, path)
             self._sll_leaf = (m, leaf)  # (fx's call_module asks again, right away: not worked out twice)
             if not leaf:
-                if _autocast_state() != self._sll_autocast:
+                level = _NESTING_UP()  # (_autocast_state, inlined: once per module call)
+                _NESTING_DOWN()
+                started = self._sll_autocast
+                if level != started[1] or _ANY_AUTOCAST() != started[0]:
                     raise self._note(_AutocastRegion(outer=True))  # (entered by the caller's forward: the caller is
                     # opaque)
                 self.sll_entered.add(id(m))
                 _check_traceable(m, path, scans=self.sll_scans)
-                rng = torch.get_rng_state()
+                rng = _rng_state()
                 self._sll_path = (m, path)  # (what fx's call_module asks path_of_module first: its nodes' scope)
                 noted = self._sll_noted
                 out = super().call_module(m, forward, args, kwargs)
                 if self._sll_noted != noted and self._sll_caught is None:  # (raised inside, caught by its forward)
                     self._sll_caught = _caught(self._sll_pending, path, m)
-                if not torch.equal(rng, torch.get_rng_state()):
+                if rng != _rng_state():
                     raise _RandomDraw()
                 return out
             return super().call_module(m, forward, args, kwargs)
