@@ -45,6 +45,16 @@ KNOWN_SILENT.update({
     111000065: "as 110000009: one_hot(argmax(minimum(x, p), -1), 128) with p = 2.0 (shrunk as it is)",
     111000135: "as 103000070: one_hot(argmax(clamp(x, min=p), -1), 127) with p = 2.0 (shrunk as it is)",
 })
+# Version 2, found by --seed 115 (--n 150: ok 147, at_init 1, silent 2) on the twenty-third session's last commit;
+# both silent on 6d9438f too (not a regression).
+KNOWN_SILENT.update({
+    115000035: "a grid plus the minimum of a learned scalar and a clamp written in place into a clone, which is the "
+               "clamp's bound -1 on x <= -1: ceil(mask - 1) on ceil's jump (silent with p nudged too); shrunk: v0 = "
+               "x.clone(); v0.clamp_(-1.0, 1.0); ceil((x > 1.5).float() + minimum(v0, p0))",
+    115000044: "a grid less a where whose branch is a number on a range: trunc(x) - where(trunc(x) > 0, x, -3.0) is 0 "
+               "on (-4, -3], compared through sigmoid at 0.5; shrunk: v0 = trunc(x); v2 = v0 - where(v0 > 0.0, x, "
+               "-3.0); (sigmoid(v2.clone()) > 0.5).float()",
+})
 # Version 2, found by the same batches: a learned scalar's bound on a jump or threshold at its value now, the
 # documented policy (classified ``at_init``: ok with the scalars nudged).  Each reason: the form, its shrunk repro.
 AT_INIT: dict[int, str] = {
@@ -89,6 +99,7 @@ PINNED = {
     (111000125,): "784ab7eafde91119",
     (111000038, 111000065, 111000109, 111000135, 112000051, 112000147, 113000013, 113000080,
      113000100): "9ddc633f157ed114",
+    (115000035, 115000044): "1f8dc29c1f0cc2ff",
 }
 
 
