@@ -50,7 +50,6 @@ MARK = "_sll_fx_opaque"
 #: the dict/set containers every nn.Module keeps in its __dict__ (copied by private_copy)
 _CONTAINERS = tuple(k for k, v in nn.Module().__dict__.items() if isinstance(v, (dict, set)))
 _CONTAINERS_SET = frozenset(_CONTAINERS)
-_CONTAINER_TYPES = frozenset((dict, set, collections.OrderedDict))
 #: the containers of hooks (and of their flags) among them
 _HOOK_CONTAINERS = tuple(k for k in _CONTAINERS if "hooks" in k)
 #: module attributes of these exact types are copied for a trace (and for an opaque copy): state a forward may change
@@ -134,10 +133,8 @@ def _shallow_copy(module: nn.Module) -> nn.Module:
     new = object.__new__(type(module))
     state = dict(module.__dict__)
     for key in _CONTAINERS:
-        if key in state:
-            v = state[key]
-            if type(v) in _CONTAINER_TYPES or isinstance(v, (dict, set)):  # (no call for the usual types)
-                state[key] = v.copy()
+        if key in state and isinstance(state[key], (dict, set)):
+            state[key] = state[key].copy()
     new.__dict__.update(state)
     return new
 

@@ -184,7 +184,7 @@ def hooks_of(module: nn.Module) -> str:
         n = sum(1 for h in hooks.values() if not _own_hook(h))
         if n:
             parts.append(f"{n} {words}{'s' if n > 1 else ''}")
-    return ", ".join(parts) if parts else ""
+    return ", ".join(parts)
 
 
 def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = None,
@@ -206,7 +206,7 @@ def behaviour_of(module: nn.Module, root: bool = False, scans: Scans | None = No
         modes = modes_read(module, scans)
     if modes:
         parts.append(f"reads {', '.join(modes)} in forward (a graph would keep the value it had while tracing)")
-    return "; ".join(parts) if parts else ""
+    return "; ".join(parts)
 
 
 #: functions that read a mode a graph would hold as the value it had while tracing

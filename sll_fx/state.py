@@ -402,7 +402,7 @@ def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = froz
     """``inlined``: the ids of ``model``'s submodules whose forward ``gm``'s graph inlines (traced through): one the
     graph touches nothing of (no parameter, buffer or flag) gets an :class:`InlinedModule` too, with the model's
     children, instead of being shared as it is (a hook registered on it would never run, and land on the model's)."""
-    shared = _tree_ids(model) - {id(model)}
+    shared = {id(m) for m in model.modules()} - {id(model)}
     _mirror(gm, model, shared, {id(model): gm}, "", inlined)
     # whatever gm holds beyond the model (fx's _tensor_constant*) is a constant, not state: gm's own modules, each at
     # every name it has (the model's modules, and all under them, are the model's)
@@ -424,17 +424,6 @@ def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = froz
                 module.__dict__[CONSTANTS] = constants_of(module) | {name}
         todo += [(f"{path}.{name}" if path else name, child) for name, child in module._modules.items()
                  if child is not None]
-
-
-def _tree_ids(model: nn.Module) -> set[int]:
-    """The ids of ``model`` and of every module under it (what ``named_modules`` walks, without its generators)."""
-    seen, todo = set(), [model]
-    while todo:
-        m = todo.pop()
-        if m is not None and id(m) not in seen:
-            seen.add(id(m))
-            todo += m._modules.values()
-    return seen
 
 
 def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module], path: str,

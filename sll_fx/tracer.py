@@ -225,8 +225,6 @@ def _autocast_state() -> tuple[bool, int]:
     return torch._C._is_any_autocast_enabled(), level
 
 
-_NESTING_UP, _NESTING_DOWN = torch.autocast_increment_nesting, torch.autocast_decrement_nesting
-_ANY_AUTOCAST = torch._C._is_any_autocast_enabled
 _GENERATOR = torch.default_generator  # (what torch.get_rng_state reads)
 
 
@@ -864,10 +862,7 @@ class SLLTracer(fx.Tracer):
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
         if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
-        level = _NESTING_UP()  # (_autocast_state, inlined: once per node)
-        _NESTING_DOWN()
-        started = self._sll_autocast
-        if level != started[1] or _ANY_AUTOCAST() != started[0]:
+        if _autocast_state() != self._sll_autocast:
             raise self._note(_AutocastRegion())
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
@@ -945,10 +940,7 @@ class SLLTracer(fx.Tracer):
             leaf = self.is_leaf_module(m, path)
             self._sll_leaf = (m, leaf)  # (fx's call_module asks again, right away: not worked out twice)
             if not leaf:
-                level = _NESTING_UP()  # (_autocast_state, inlined: once per module call)
-                _NESTING_DOWN()
-                started = self._sll_autocast
-                if level != started[1] or _ANY_AUTOCAST() != started[0]:
+                if _autocast_state() != self._sll_autocast:
                     raise self._note(_AutocastRegion(outer=True))  # (entered by the caller's forward: the caller is
                     # opaque)
                 self.sll_entered.add(id(m))
