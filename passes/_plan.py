@@ -28,7 +28,7 @@ from sll_fx.ops import DEFAULT_EPS, MAX_DECIMALS, check_eps, decimals_in_range, 
 from sll_fx.report import Entry
 from sll_fx.tracer import module_of, source_of
 
-from ._aliases import _fresh, _parent as _alias_parent, _root as _alias_root, _writes
+from ._aliases import _fresh, _parent as _alias_parent, _root as _alias_root
 from ._gradients import _gradient_sources, _reach_output
 from ._grids import Tie
 from ._patterns import (_ORDER_STATISTICS, _arg, _argmax_args, _argmax_spelling, _is_topk, _max_one_hot,
@@ -86,7 +86,8 @@ class _Planner:
         # detach); none in a graph that runs with grad mode off (an exported no_grad block's body)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
-        self.ties = Ties(gm, kinds, self._fixed_number, ranks)  # what comparisons' inputs take on whole ranges
+        self.ties = Ties(gm, kinds, self._fixed_number, ranks, self.order)  # what comparisons' inputs take on whole
+        # ranges
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -291,13 +292,17 @@ class _Planner:
             return _FLOAT_USE if linearized or values else _OTHER_USE
         return _use_kind(user, value, self.kinds)
 
+    def writes(self) -> list[tuple[Node, list[Node]]]:
+        """The graph's in-place writes as planned (``_aliases._writes``: (writer, what it writes)), found once."""
+        return self.ties._writes()
+
     def _written_between(self, x: Node, first: Node, last: Node) -> list[Node]:
         """The nodes after ``first`` and before ``last`` that write ``x`` (or what it shares memory with) in place:
         a pattern's sll op sits at ``last`` and reads ``x`` there, where ``first`` (its argmax/topk) read it."""
         if self._writes is None:
             roots: dict = {}
             self._writes = ({}, roots)
-            for writer, targets in _writes(self.gm):
+            for writer, targets in self.writes():
                 for t in targets:
                     self._writes[0].setdefault(_alias_root(t, roots), []).append(writer)
         index, roots = self._writes

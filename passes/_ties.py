@@ -93,10 +93,11 @@ from ._tie_writes import _Writes
 class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
     """The ties of the comparisons of the graph of ``gm``.  ``kinds``: the nodes' inferred dtype kinds (integer,
     bool: whole numbers); ``number(node)``: the one number a node holds that no gradient changes (a buffer, ``zeros_like``),
-    else None; ``ranks``: the nodes' numbers of dims, where a fake run with example inputs found them."""
+    else None; ``ranks``: the nodes' numbers of dims, where a fake run with example inputs found them; ``order``: each
+    node's place in the graph (the planner's, read only), made here when not given."""
 
     def __init__(self, gm: GraphModule, kinds: dict, number: Callable[[Node], float | None],
-                 ranks: dict | None = None):
+                 ranks: dict | None = None, order: dict | None = None):
         self.gm, self.kinds, self.number = gm, kinds, number
         self.ranks = ranks or {}                 # (nodes -> their number of dims: a fake run with example inputs)
         self._grids: dict[Node, Grid | None] = {}
@@ -105,7 +106,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         self._writes_found: list | None = None
         self._written_found: dict | None = None
         self._states: dict[Node, list] = {}      # (written nodes -> their grid before each write, and after the last)
-        self._order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self._order = order if order is not None else {n: i for i, n in enumerate(gm.graph.nodes)}  # (graph order)
         self._numbers: dict[Node, object] = {}   # (_value(node), in a graph that writes nothing in place)
         self._folds: dict[tuple, tuple | None] = {}   # (_folded: (node, depth) -> its value)
         self._constants_found: set[Node] | None = None

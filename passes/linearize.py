@@ -91,8 +91,11 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     if held:
         plan = [planner._hard(s.node, s.rule, held) if s.rewrites else s for s in plan]
     before = _count_sll(gm)
-    # the values carrying a gradient in the model (from what planning a rewrite found; none without one)
-    carried = _carried(gm.graph, planner._gradients()[0], kinds) if any(s.rewrites for s in plan) else set()
+    # the graph's in-place writes: without any, the rewrite adds none and isolate_writes has nothing to copy
+    writes = bool(planner.writes())
+    # the values carrying a gradient in the model (from what planning a rewrite found; none without one), which
+    # isolate_writes reads
+    carried = _carried(gm.graph, planner._gradients()[0], kinds) if writes and any(s.rewrites for s in plan) else set()
     surrogates: dict = {}  # comparison -> its sll node; ("soft", sll node) -> its soft mask (_soft_mask)
     device = eps_device(gm)  # (before the first eps buffer is added)
     created: list[Node] = []
@@ -106,8 +109,9 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
         _erase_if_unused(gm.graph, c)
     created = _note_kept_originals(gm.graph, plan, created, {n: s.name for n, s in twins.items()})
     ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
-    isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created,
-                   carried | {new for n, new in twins.items() if n in carried})
+    if writes:  # (the writes again, as they are now: isolate_writes finds them on the graph rewritten)
+        isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created,
+                       carried | {new for n, new in twins.items() if n in carried})
     _detach_hard_heavisides(gm.graph, plan, planner, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
