@@ -59,7 +59,7 @@ from sll_fx.diagnostics import is_soft_mask
 from sll_fx.errors import RewriteError
 from sll_fx.exported import STALE_META
 from sll_fx.graph_module import HARD_COPY
-from sll_fx.ops import DEFAULT_EPS, hard_mask, is_sll_target
+from sll_fx.ops import DEFAULT_EPS, find_sll_nodes, hard_mask, is_sll_target
 from sll_fx.report import RewriteReport
 
 from ._aliases import isolate_writes
@@ -208,8 +208,11 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     else:  # topk
         e = step.extra
         args, kwargs = (e["x"], e["k"], e["dim"]), {"eps": eps, "mode": mode, "largest": e["largest"]}
-    now = lambda n: twins.get(n, n) if getattr(n, "_erased", False) else n  # noqa: E731 (the plan's nodes: one
-    args, kwargs = tuple(map_arg(args, now)), dict(map_arg(kwargs, now))    # rewritten and erased since: its sll node)
+    if pattern not in ("elementwise", "cast") or any(getattr(n, "_erased", False) for n in node.all_input_nodes):
+        # (the plan's nodes: one rewritten and erased since stands for its sll node; an elementwise op's or a
+        # comparison's arguments are its own operands, most often none of them erased)
+        now = lambda n: twins.get(n, n) if getattr(n, "_erased", False) else n  # noqa: E731
+        args, kwargs = tuple(map_arg(args, now)), dict(map_arg(kwargs, now))
     hard_uses = step.extra.get("hard_uses", frozenset())  # users that keep reading the hard result
     chain, ends = step.extra.get("chain", ((), frozenset()))  # copied for integer uses, to read the hard result
     in_place = pattern == "elementwise" and node.op == "call_function" and not hard_uses and not chain
@@ -378,5 +381,5 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
 
 
 def _count_sll(gm: GraphModule) -> int:
-    """sll nodes in ``gm``'s graph (only a call_function's target can be an op)."""
-    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and is_sll_target(n.target) and not is_soft_mask(n))
+    """sll nodes in ``gm``'s graph, not counting soft masks (found by target: :func:`~sll_fx.ops.find_sll_nodes`)."""
+    return sum(1 for n in find_sll_nodes(gm.graph) if not is_soft_mask(n))

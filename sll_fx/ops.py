@@ -544,6 +544,18 @@ def is_sll_target(target) -> bool:
     return isinstance(target, torch._ops.OpOverload) and target.namespace == "sll"
 
 
+#: every target :func:`is_sll_target` accepts: the packets of ``SLL_OPS`` and all their overloads (only this module
+#: defines ops in the ``sll`` namespace)
+SLL_TARGETS = tuple(t for p in SLL_OPS.values() for t in (p, *(getattr(p, o) for o in p.overloads())))
+
+
+def find_sll_nodes(graph) -> list:
+    """The nodes of ``graph`` that call an sll op, in graph order: fx's lookup of nodes by target, one per target in
+    :data:`SLL_TARGETS` (no sweep over the graph's nodes)."""
+    found = [n for t in SLL_TARGETS for n in graph.find_nodes(op="call_function", target=t, sort=False)]
+    return sorted(found) if len(found) > 1 else found
+
+
 # --- the explicit-op API (the seed package's ``sll_core.sign(x, eps=...)``) -------------
 # ``eps`` is a float, or a 0-dim floating tensor (the ``eps_tensor`` overloads: see the module docstring)
 
