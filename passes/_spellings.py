@@ -82,6 +82,18 @@ def _classify(node: Node) -> int:
 def _match(node: Node) -> rules.Rule | None:
     """``rules.match(node)``, after a lookup that rules out most nodes."""
     return rules.match(node) if _classify(node) & _RULE else None
+
+
+#: the functions that are a rule's spelling (``_classify``'s ``_RULE`` bit for a call_function node)
+_RULE_FUNCTIONS = tuple({id(f): f for r in rules.RULES for f in r.functions}.values())
+
+
+def _rule_nodes(graph) -> list[Node]:
+    """The nodes of ``graph`` that may be a rule's spelling (``_classify(node) & _RULE``), in graph order: fx's lookup
+    of nodes by target for the functions, the call_method nodes by their method name (no sweep over the graph)."""
+    found = [n for f in _RULE_FUNCTIONS for n in graph.find_nodes(op="call_function", target=f, sort=False)]
+    found += [n for n in graph.find_nodes(op="call_method", sort=False) if _METHOD_BITS.get(n.target, 0) & _RULE]
+    return sorted(found) if len(found) > 1 else found
 _NAMESPACES = (torch, torch.nn.functional, operator, torch.Tensor, torch.linalg, torch.special)
 
 

@@ -67,7 +67,7 @@ from ._checks import check_not_decomposed, check_placement
 from ._gradients import _carried
 from ._patterns import _select_operands
 from ._plan import _Planner, _Step
-from ._spellings import _match
+from ._spellings import _rule_nodes
 
 
 def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "linear",
@@ -365,21 +365,21 @@ def _erase_if_unused(graph, node) -> None:
 # --- the guarantee ------------------------------------------------------------------------------
 
 def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: int) -> None:
+    """The pass's guarantee: every node of an elementwise or cast rule left in the graph is reported (or sits in a
+    skipped submodule), and the graph holds one sll node more per rewritten entry (soft masks, a part of their
+    selection, not counted)."""
     kept = {e.node for e in report.hard} | {e.node for e in report.rewritten if e.reason}
-    after = 0
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and is_sll_target(node.target):
-            after += not is_soft_mask(node)  # (a hard-mode selection's soft mask is a part of that selection)
-            continue
-        rule = _match(node)
+    for node in _rule_nodes(gm.graph):  # (by target: the graph's nodes that may be a rule's spelling)
+        rule = rules.match(node)
         if rule and rule.pattern in ("elementwise", "cast") and node.name not in kept \
                 and not planner.config.is_skipped(planner._stack(node)):
             raise RewriteError(f"linearize_pass left node '{node.name}' ({rules.describe_target(node)}) "
                                "hard without reporting it")
+    after = _count_sll(gm)
     if after != before + len(report.rewritten):
         raise RewriteError(f"linearize_pass: expected {before + len(report.rewritten)} sll nodes, found {after}")
 
 
 def _count_sll(gm: GraphModule) -> int:
     """sll nodes in ``gm``'s graph, not counting soft masks (found by target: :func:`~sll_fx.ops.find_sll_nodes`)."""
-    return sum(1 for n in find_sll_nodes(gm.graph) if not is_soft_mask(n))
+    return sum(1 for n in find_sll_nodes(gm.graph, ordered=False) if not is_soft_mask(n))

@@ -549,11 +549,11 @@ def is_sll_target(target) -> bool:
 SLL_TARGETS = tuple(t for p in SLL_OPS.values() for t in (p, *(getattr(p, o) for o in p.overloads())))
 
 
-def find_sll_nodes(graph) -> list:
-    """The nodes of ``graph`` that call an sll op, in graph order: fx's lookup of nodes by target, one per target in
-    :data:`SLL_TARGETS` (no sweep over the graph's nodes)."""
+def find_sll_nodes(graph, ordered: bool = True) -> list:
+    """The nodes of ``graph`` that call an sll op, in graph order (``ordered``; else by target): fx's lookup of nodes
+    by target, one per target in :data:`SLL_TARGETS` (no sweep over the graph's nodes)."""
     found = [n for t in SLL_TARGETS for n in graph.find_nodes(op="call_function", target=t, sort=False)]
-    return sorted(found) if len(found) > 1 else found
+    return sorted(found) if ordered and len(found) > 1 else found
 
 
 # --- the explicit-op API (the seed package's ``sll_core.sign(x, eps=...)``) -------------
