@@ -10,6 +10,7 @@ The check itself is :class:`_ties.Ties`; that module's docstring says where the 
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Callable
 
@@ -19,11 +20,11 @@ from torch.ao.quantization import FakeQuantizeBase
 from torch.fx import Node
 
 from sll_fx import dtypes, rules
-from sll_fx.grad_regions import is_detached_call
+from sll_fx.grad_regions import detached
 
 from ._grids import _number
 from ._patterns import _arg, _order_statistic_of, _same_value
-from ._spellings import _op_name
+from ._spellings import _target_name
 from ._tie_ops import (_EXTREMA, _KEEPING_REDUCTIONS, _KEEP_VALUES, _MAX_POOLS, _ORDER_STATISTICS_OF_MANY,
                        _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _VIEWS, _VIEW_DEPTH)
 from ._uses import _mutated, _writes_first
@@ -402,19 +403,31 @@ def _first(node: Node):
 
 def _name(node: Node) -> str | None:
     """The op's name, without an in-place op's trailing underscore (``round_``, ``add_``); casts by their method."""
-    if node.op not in ("call_function", "call_method") or _first(node) is None:
+    op = node.op
+    if op not in ("call_function", "call_method") or _first(node) is None:
         return None
-    if is_detached_call(node):  # (a no-grad region's detach)
-        return "detach"
-    if node.target is getattr and len(node.args) == 2 and node.args[1] in ("T", "mT", "H", "mH", "data"):
+    t = node.target
+    if t is getattr and len(node.args) == 2 and node.args[1] in ("T", "mT", "H", "mH", "data"):
         return "t"  # (x.T: a view)
-    name = node.target if node.op == "call_method" and node.target in rules.FLOAT_CASTS else _op_name(node)
+    try:
+        name, stripped = _target_names(op, t)
+    except TypeError:  # (an unhashable callable)
+        name, stripped = _target_names.__wrapped__(op, t)
+    if name in ("max", "min") and isinstance(_arg(node, 1, "other", None), Node):  # (torch.max(a, b): of two tensors)
+        return "maximum" if name == "max" else "minimum"
+    return stripped
+
+
+@functools.lru_cache(maxsize=1024)  # (a graph calls few targets, many times)
+def _target_names(op: str, t) -> tuple:
+    """What :func:`_name` reads of a call's target alone: its name before and after the trailing underscore goes."""
+    if op == "call_function" and t is detached:  # (a no-grad region's detach)
+        return "detach", "detach"
+    name = t if op == "call_method" and t in rules.FLOAT_CASTS else _target_name(op == "call_method", t)
     if name and name.startswith("__") and name.endswith("__"):  # (h.__setitem__(m, v), t.__getitem__(0))
         name = name[2:-2]
     name = _IN_PLACE_OPERATORS.get(name, name)  # (operator.iadd, h.__iadd__(1): add, written in place)
-    if name in ("max", "min") and isinstance(_arg(node, 1, "other", None), Node):  # (torch.max(a, b): of two tensors)
-        return "maximum" if name == "max" else "minimum"
-    return name.rstrip("_") if name and not name.startswith("_") else name
+    return name, (name.rstrip("_") if name and not name.startswith("_") else name)
 
 
 def _module_name(node: Node) -> str | None:
