@@ -4,7 +4,8 @@
 spelling, an in-place or no-jump spelling, an argmax/top-k selection or a discrete op without a
 rule (bits ``_RULE``, ``_FIND``, ``_SELECTION``, ``_UNLISTED``); the tables are read from the rule
 table, ``sll_fx.rules``, which stays the only source of spellings.  ``_match`` is ``rules.match``
-behind that lookup.  ``_op_name`` names what a node calls when it is PyTorch's own (``mul`` for
+behind that lookup; ``_rule_nodes`` finds the nodes that may be a rule's spelling by target (fx's lookup
+table, no sweep over the graph).  ``_op_name`` names what a node calls when it is PyTorch's own (``mul`` for
 ``x * y``, ``torch.mul``, ``x.mul_(y)``, ``aten.mul.Tensor``).
 """
 
