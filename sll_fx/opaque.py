@@ -139,6 +139,27 @@ def _shallow_copy(module: nn.Module) -> nn.Module:
     return new
 
 
+def _shadow_copy(module: nn.Module, shared: list) -> tuple[nn.Module, bool]:
+    """:class:`ShadowTree`'s copy of ``module``: a new instance of its class with a copy of its ``__dict__``, in which
+    each module container (:data:`_CONTAINERS`) that holds something is copied and each empty one is ``module``'s
+    own, appended to ``shared`` (most of them: the hook dicts).  Also returns whether the ``__dict__`` holds a value
+    other than a container or a scalar (:data:`_SCALARS`), which the tree copies, records or relinks."""
+    state = dict(module.__dict__)
+    other = False
+    for key, v in state.items():  # (values replaced in place: the dict's size does not change)
+        if key in _CONTAINERS_SET:
+            if isinstance(v, (dict, set)):
+                if v:
+                    state[key] = v.copy()
+                else:
+                    shared.append(v)
+        elif type(v) not in _SCALARS:
+            other = True
+    new = object.__new__(type(module))
+    object.__setattr__(new, "__dict__", state)
+    return new, other
+
+
 def owned_values(state: dict) -> list[str]:
     """The keys of ``state`` (a module's ``__dict__``) holding a plain mutable container that
     :func:`private_copy` copies for an opaque copy and :class:`ShadowTree` for a trace."""
@@ -186,8 +207,11 @@ class ShadowTree:
     ``torch.fx`` runs the ``forward`` of each module it traces into, so whatever a forward assigns
     (``self.v = self.v * decay + x``, ``self.calls += 1``, ``self.firing_rate = spike.mean()``) would
     land on the user's module, a Proxy at that.  The tracer therefore traces :attr:`root`: a private
-    copy (:func:`private_copy`) of each module (one per module object, so tied modules stay tied),
-    whose children are the copies, with its own shallow copy of each plain list/dict/set/deque
+    copy of each module (one per module object, so tied modules stay tied), whose children are the
+    copies, with its own copy of each module container that holds something (``_parameters``,
+    ``_modules``, ...; an empty one, most hook dicts, is the user's module's own: what the trace
+    registers there, a hook or a buffer, is seen by :meth:`changes` and removed by
+    :meth:`restore_nested`), with its own shallow copy of each plain list/dict/set/deque
     attribute (one per container object, modules in it and in tuples replaced by their copies) and
     a clone of each tensor attribute that is neither a parameter nor a buffer (fx runs an in-place op
     on one for real).  Parameters and buffers are the user's tensors: fx reads them as graph inputs
@@ -209,38 +233,44 @@ class ShadowTree:
         self._subtrees: dict[int, list] = {}        # id(object) -> the snapshot ids recorded under it
         self._changed: set[int] | None = None       # the snapshot ids whose object the trace changed
         self._globals: dict = {}                    # forward function -> its module-level containers
-        self.root = self._copy(model)
-        for _, c in self.pairs:
+        self._shared: list = []                     # the user's empty module containers the copies share
+        relink: list[nn.Module] = []                # the copies holding other values than containers and scalars
+        self.root = self._copy(model, relink)
+        for c in relink:
             self._relink(c)
 
-    def _copy(self, m: nn.Module) -> nn.Module:
+    def _copy(self, m: nn.Module, relink: list) -> nn.Module:
         c = self.copy_of.get(id(m))
         if c is not None:
             return c
         if sealed_reason(m) is not None:  # (never traced into nor run by the trace: the user's own, shared)
             self.copy_of[id(m)] = m
             return m
-        c = _shallow_copy(m)
+        c, other = _shadow_copy(m, self._shared)
         self.copy_of[id(m)] = c
         self.original[id(c)] = m
         self.pairs.append((m, c))
-        state = c.__dict__
-        for key, v in list(state.items()):
-            if key in _CONTAINERS_SET or type(v) in _SCALARS:  # (a flag, a size: nothing to copy or record)
-                continue
-            if type(v) in _MUTABLE:  # (owned_values)
-                state[key] = self._value(v, copy.copy)
-            elif isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
-                state[key] = self._value(v, _clone)
-                continue
-            found = self._snapshot(v, False, [])  # what the copy shares deeper down: lists in a dict, a plain object
-            if found:
-                self._nested.setdefault(id(c), {})[key] = found
+        if other:  # (else only containers and scalars, a flag, a size: nothing to copy, record or relink)
+            relink.append(c)
+            state = c.__dict__
+            for key, v in state.items():  # (values replaced in place: the dict's size does not change)
+                if key in _CONTAINERS_SET or type(v) in _SCALARS:
+                    continue
+                if type(v) in _MUTABLE:  # (owned_values)
+                    state[key] = self._value(v, copy.copy)
+                elif isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
+                    state[key] = self._value(v, _clone)
+                    continue
+                found = self._snapshot(v, False, [])  # what the copy shares deeper down: lists in a dict, an object
+                if found:
+                    self._nested.setdefault(id(c), {})[key] = found
         for label, v in self._global_containers(m):  # (a module-level cache or counter its forward writes into)
             self._nested.setdefault(id(c), {})[label] = self._snapshot(v, False, [])
-        for name, child in list(c._modules.items()):
-            if child is not None:
-                c._modules[name] = self._copy(child)
+        children = c._modules
+        if children is not m._modules:  # (else empty: shared, nothing to copy)
+            for name, child in children.items():  # (values replaced in place)
+                if child is not None:
+                    children[name] = self._copy(child, relink)
         return c
 
     def _global_containers(self, m: nn.Module) -> list[tuple[str, object]]:
@@ -304,6 +334,8 @@ class ShadowTree:
         for i, (v, before) in self._snapshots.items():
             if (i in self._changed) if self._changed is not None else not _same_contents(v, before):
                 _put_back(v, before)
+        for v in filter(None, self._shared):  # (the user's empty module containers the copies share, which the
+            v.clear()                          # trace wrote into: a hook or buffer a forward registered)
 
     def _changed_nested(self, c: nn.Module, key: str) -> bool:
         if self._changed is None:  # (after the trace: each object compared once)
@@ -362,15 +394,17 @@ class ShadowTree:
         if a.keys() == b.keys():  # (most modules: no key added or deleted; read without a lookup call per key)
             for key, x in a.items():
                 y = b[key]
-                if x is y and key not in nested:  # (most keys: the same value, nothing deeper recorded under it)
+                if x is y:  # (most keys: the same value, nothing deeper recorded under it; most module containers:
+                    if key in nested or key in _CONTAINERS_SET and x and _written(key, x):  # shared, empty)
+                        self._change(c, key, x, y, nested, ignore, out)
                     continue
-                if key in _CONTAINERS_SET and not x and not y:  # (most hook dicts: copied, both empty)
+                if key in _CONTAINERS_SET and not x and not y:  # (copied, both empty)
                     continue
                 self._change(c, key, x, y, nested, ignore, out)
             return out
         for key in dict.fromkeys([*a, *b]):
             x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
-            if x is not y or key in nested:
+            if x is not y or key in nested or _written(key, x):
                 self._change(c, key, x, y, nested, ignore, out)
         return out
 
@@ -384,6 +418,9 @@ class ShadowTree:
             return
         if x is _ABSENT or y is _ABSENT:
             out.append((key, "assigns"))
+            return
+        if x is y and _written(key, x):  # (a container shared with the user's module, empty before the trace)
+            out += [(n, "assigns") for n in x] if key in _SLOTS else [(key, "changes")]
             return
         if key in _SLOTS:
             out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
@@ -422,6 +459,12 @@ class ShadowTree:
 
 
 _ABSENT = object()  # (a key a module's __dict__ does not have)
+
+
+def _written(key: str, x) -> bool:
+    """Is ``x``, the value at ``key`` of both a user's module's ``__dict__`` and its :class:`ShadowTree` copy's, a
+    module container the two share (empty when the copy was made: :func:`_shadow_copy`) that is not empty now?"""
+    return key in _CONTAINERS_SET and isinstance(x, (dict, set)) and bool(x)
 
 #: key prefixes of the state outside a module's instance that its forward names, in ShadowTree's records (``changes``
 #: names it so: "global FEATURES", "class attribute M.counter", "closure variable counts")

@@ -36,10 +36,11 @@ assigns (a LIF neuron's ``self.v = self.v * decay + x``, ``self.calls += 1``, ``
 spike.mean()``) would land on the user's module (a Proxy at that), and the graph would drop the
 update.  Every trace therefore runs on a :class:`~sll_fx.opaque.ShadowTree`: private copies of the
 model's modules, sharing their parameters and buffers, so that nothing a forward assigns reaches
-the user's modules, also when the call raises later; the GraphModule gets the user's leaves and
-tensors back (:meth:`~sll_fx.opaque.ShadowTree.restore`) and :func:`~sll_fx.state.mirror_state`
-maps its state onto the model's, as before.  After a trace, a module whose copy changed (an
-attribute, buffer, parameter or child rebound, added or deleted; a list/dict/set/deque attribute
+the user's modules, also when the call raises later (a hook or a buffer a forward registers where the user's
+module has none, in a container the copy shares while it is empty, is removed when the trace ends); the
+GraphModule gets the user's leaves and tensors back (:meth:`~sll_fx.opaque.ShadowTree.restore`) and
+:func:`~sll_fx.state.mirror_state` maps its state onto the model's, as before.  After a trace, a module whose
+copy changed (an attribute, buffer, parameter or child rebound, added or deleted; a list/dict/set/deque attribute
 or a tensor attribute changed in place; a hook registered) is *stateful*: a graph cannot keep that
 state, so ``trace`` raises and the fallback keeps it opaque with the reason ``"assigns self.v in
 forward: module state a graph cannot keep"`` (``"changes self._memories ..."`` for in-place

@@ -313,6 +313,62 @@ def test_user_model_unchanged_when_strict_trace_or_export_hard_raise():
     assert_unchanged(m, before)
 
 
+class _RegistersBuffer(nn.Module):
+    def forward(self, x):
+        self.register_buffer("v", x * 2, persistent=False)
+        return torch.sign(x + self.v)
+
+
+class _RegistersHook(nn.Module):
+    def forward(self, x):
+        self.register_forward_hook(lambda mod, args, out: None)
+        return torch.sign(x)
+
+
+class _RegistersParameter(nn.Module):
+    def forward(self, x):
+        self.register_parameter("p", nn.Parameter(torch.ones(3)))
+        return torch.sign(x)
+
+
+class _Registers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.a, self.b, self.c = _RegistersBuffer(), _RegistersHook(), _RegistersParameter()
+
+    def forward(self, x):
+        return self.c(self.b(self.a(self.lin(x))))
+
+
+def test_what_a_forward_registers_where_the_module_had_nothing_is_state_and_leaves_the_model_unchanged():
+    # (the trace's copies share the user's empty hook dicts, _buffers, ...: what a forward registers there is seen,
+    # and removed again, also when the trace raises)
+    m = _Registers()
+    before = snapshot(m)
+    empty = {p: {k: v for k, v in mod.__dict__.items() if isinstance(v, (dict, set)) and not v}
+             for p, mod in m.named_modules()}
+    gm = sll_fx.linearize_module(m, eps=0.1, verbose=False)
+    assert [(o.path, o.reason) for o in gm.sll_report.opaque] == [
+        ("a", "assigns self.v and changes self._non_persistent_buffers_set in forward: " + STATE),
+        ("b", "changes self._forward_hooks in forward: " + STATE), ("c", reason("p"))]
+    assert_unchanged(m, before)
+    assert all(mod.__dict__[k] is v and not v for p, mod in m.named_modules() for k, v in empty[p].items())
+
+    class Raises(nn.Module):
+        def forward(self, x):
+            self.register_buffer("v", x * 2)
+            self.register_forward_pre_hook(lambda mod, args: None)
+            raise RuntimeError("boom")
+
+    m = Raises()
+    before = snapshot(m)
+    with pytest.raises(TraceError, match="boom"):
+        trace(m)
+    assert_unchanged(m, before)
+    assert not m._buffers and not m._forward_pre_hooks
+
+
 # ----------------------------------------------------------------------------------------
 # reported as opaque, with the reason; its traceable children traced
 # ----------------------------------------------------------------------------------------
