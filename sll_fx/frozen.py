@@ -345,7 +345,8 @@ def record(gm: nn.Module, entries: list[tuple[str, nn.Module, str | Item, object
     of :func:`values_read`); the result's own module at ``path`` is looked up once (None where the graph
     inlined it)."""
     if entries:
-        gm.__dict__[RECORDS] = [(path, weakref.ref(m), _own(gm, path, m), name, value)
+        found: dict = {}  # (the modules looked up, at each prefix: a model of many blocks looks up blocks.i for each)
+        gm.__dict__[RECORDS] = [(path, weakref.ref(m), _own(gm, path, m, found), name, value)
                                 for path, m, name, value in entries]
 
 
@@ -374,19 +375,25 @@ def record_shared(gm: nn.Module, original: nn.Module) -> None:
     record(gm, entries)
 
 
-def _module_at(gm: nn.Module, path: str) -> nn.Module | None:
-    try:
-        return gm.get_submodule(path)
-    except AttributeError:
-        return None
+def _module_at(gm: nn.Module, path: str, found: dict | None = None) -> nn.Module | None:
+    """``gm.get_submodule(path)``, None where there is none; ``found``: the modules looked up so far, by path (each
+    prefix of ``path`` is looked up once)."""
+    if found is None or not path:
+        try:
+            return gm.get_submodule(path)
+        except AttributeError:
+            return None
+    if path in found:
+        return found[path]
+    parent_path, _, name = path.rpartition(".")
+    parent = _module_at(gm, parent_path, found) if parent_path else gm
+    own = found[path] = _module_at(parent, name) if parent is not None else None
+    return own
 
 
-def _own(gm: nn.Module, path: str, model_module: nn.Module):
-    try:
-        own = gm.get_submodule(path)
-    except AttributeError:
-        return None
-    return None if own is model_module else weakref.ref(own)
+def _own(gm: nn.Module, path: str, model_module: nn.Module, found: dict | None = None):
+    own = _module_at(gm, path, found)
+    return None if own is None or own is model_module else weakref.ref(own)
 
 
 def check(gm: nn.Module) -> None:

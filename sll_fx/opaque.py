@@ -147,14 +147,14 @@ def _shadow_copy(module: nn.Module, shared: list) -> tuple[nn.Module, bool]:
     state = dict(module.__dict__)
     other = False
     for key, v in state.items():  # (values replaced in place: the dict's size does not change)
-        if key in _CONTAINERS_SET:
-            if isinstance(v, (dict, set)):
-                if v:
-                    state[key] = v.copy()
-                else:
-                    shared.append(v)
-        elif type(v) not in _SCALARS:
+        if type(v) in _SCALARS:
+            continue
+        if key not in _CONTAINERS_SET:
             other = True
+        elif not v:
+            shared.append(v)
+        elif isinstance(v, (dict, set)):
+            state[key] = v.copy()
     new = object.__new__(type(module))
     object.__setattr__(new, "__dict__", state)
     return new, other
@@ -225,7 +225,8 @@ class ShadowTree:
     def __init__(self, model: nn.Module):
         self.copy_of: dict[int, nn.Module] = {}     # id(user's module) -> its copy
         self.original: dict[int, object] = {}       # id(copy) -> the user's module, tensor or container
-        self.pairs: list[tuple[nn.Module, nn.Module]] = []
+        self.modules: list[nn.Module] = []          # the user's modules copied, parents first
+        self.copies: list[nn.Module] = []           # their copies, in the same order
         self._values: dict[int, object] = {}        # id(user's container or tensor) -> its copy
         self._versions: dict[int, int] = {}         # id(tensor clone) -> its version counter when made
         self._nested: dict[int, dict[str, list]] = {}  # id(copy) -> {key: ids of the snapshots under it}
@@ -249,7 +250,8 @@ class ShadowTree:
         c, other = _shadow_copy(m, self._shared)
         self.copy_of[id(m)] = c
         self.original[id(c)] = m
-        self.pairs.append((m, c))
+        self.modules.append(m)
+        self.copies.append(c)
         if other:  # (else only containers and scalars, a flag, a size: nothing to copy, record or relink)
             relink.append(c)
             state = c.__dict__
@@ -273,9 +275,14 @@ class ShadowTree:
                     children[name] = self._copy(child, relink)
         return c
 
+    @property
+    def pairs(self):
+        """``(the user's module, its copy)`` for each module of the tree, parents first."""
+        return zip(self.modules, self.copies)
+
     def _global_containers(self, m: nn.Module) -> list[tuple[str, object]]:
         """:func:`_global_containers`, once per forward function and class of the tree."""
-        key = (forward_of(m), type(m))
+        key = (forward_of(m), type(m)) if "forward" in m.__dict__ else type(m)  # (most: the class's forward)
         found = self._globals.get(key)
         if found is None:
             found = self._globals[key] = _global_containers(m)
@@ -389,8 +396,9 @@ class ShadowTree:
         or tensor attribute changed in place, a hook registered).  Keys in ``ignore`` (fx's own
         constants on the root) and sll_fx's own bookkeeping (``_sll_*``) are left out."""
         a, b = self.original[id(c)].__dict__, c.__dict__
-        nested = self._nested.get(id(c), {})
-        out = [(key, "changes") for key in nested if key.startswith(OUTSIDE) and self._changed_nested(c, key)]
+        nested = self._nested.get(id(c), _NOTHING)
+        out = [(key, "changes") for key in nested if key.startswith(OUTSIDE) and self._changed_nested(c, key)] \
+            if nested else []
         if a.keys() == b.keys():  # (most modules: no key added or deleted; read without a lookup call per key)
             for key, x in a.items():
                 y = b[key]
@@ -423,6 +431,8 @@ class ShadowTree:
             out += [(n, "assigns") for n in x] if key in _SLOTS else [(key, "changes")]
             return
         if key in _SLOTS:
+            if x.keys() == y.keys() and all(map(self._same, x.values(), y.values())):  # (most: as they were)
+                return
             out += [(n, "assigns") for n in dict.fromkeys([*x, *y])
                     if n not in x or n not in y or not self._same(x[n], y[n])]
         elif key in _CONTAINERS_SET:
@@ -459,6 +469,7 @@ class ShadowTree:
 
 
 _ABSENT = object()  # (a key a module's __dict__ does not have)
+_NOTHING: dict = {}  # (what ShadowTree._nested holds for most copies: nothing; never written)
 
 
 def _written(key: str, x) -> bool:

@@ -184,6 +184,7 @@ def _warn_hook(module: InlinedModule, what: str) -> None:
 
 #: ``__dict__`` key of the names of an :class:`InlinedModule`'s parameters when it was made (the ones the graph reads)
 _OWN = "_sll_inlined_parameters"
+_NONE: frozenset[str] = frozenset()  # (one for all the containers that hold no parameter: most)
 
 
 def _inline(dst: nn.Module, src: nn.Module, path: str) -> None:
@@ -192,7 +193,7 @@ def _inline(dst: nn.Module, src: nn.Module, path: str) -> None:
         dst.__class__ = InlinedModule
     if isinstance(dst, InlinedModule):
         dst.__dict__[INLINED] = (path, src.__dict__.get(INLINED, (path, type(src).__name__))[1])
-        dst.__dict__[_OWN] = frozenset(dst._parameters)
+        dst.__dict__[_OWN] = frozenset(dst._parameters) if dst._parameters else _NONE
 
 
 class ExtraStateContainer(InlinedModule):
@@ -234,9 +235,14 @@ _STATE_HOOKS = (*_MODULE_HOOKS, "_load_state_dict_pre_hooks")
 def _own_state_dict(module: nn.Module) -> bool:
     """Does ``module`` save or load itself otherwise than ``nn.Module`` does: a ``_save_to_state_dict`` or
     ``_load_from_state_dict`` of its class (a key renamed for old checkpoints), or state_dict hooks?"""
-    cls = type(module)
-    return any(getattr(cls, n) is not getattr(nn.Module, n) for n in _STATE_METHODS) or \
-        any(module.__dict__.get(h) for h in _STATE_HOOKS)
+    cls, state = type(module), module.__dict__
+    for n in _STATE_METHODS:  # (loops, not any() of a generator: called for every module traced through)
+        if getattr(cls, n) is not getattr(nn.Module, n):
+            return True
+    for h in _STATE_HOOKS:
+        if state.get(h):
+            return True
+    return False
 
 
 class _LiveModule:
@@ -410,8 +416,6 @@ def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = froz
     todo = [("", gm)]
     while todo:
         path, module = todo.pop()
-        if id(module) in shared:
-            continue
         for name, buf in list(module._buffers.items()):
             full = f"{path}.{name}" if path else name
             if buf is not None:
@@ -423,7 +427,7 @@ def mirror_state(gm: nn.Module, model: nn.Module, inlined: frozenset[int] = froz
                     module.register_buffer(name, buf, persistent=False)
                 module.__dict__[CONSTANTS] = constants_of(module) | {name}
         todo += [(f"{path}.{name}" if path else name, child) for name, child in module._modules.items()
-                 if child is not None]
+                 if child is not None and id(child) not in shared]  # (the model's own: its leaves, not walked)
 
 
 def _mirror(dst: nn.Module, src: nn.Module, shared: set[int], done: dict[int, nn.Module], path: str,

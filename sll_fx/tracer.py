@@ -618,10 +618,12 @@ class _Proxy(fx.Proxy):
 
 class _Flag(fx.Proxy):
     """A traced module's ``training`` while tracing: a ``get_attr("<path>.training")`` node, made when the flag is
-    first used (most forwards never read it: no node for them)."""
+    first used (most forwards never read it: no node for them).  ``module``, ``flag``: the module whose ``training``
+    it is meanwhile, and the flag to put back when the trace ends."""
 
-    def __init__(self, tracer: "SLLTracer", target: str) -> None:
+    def __init__(self, tracer: "SLLTracer", target: str, module: nn.Module, flag) -> None:
         self.tracer, self._sll_target, self._sll_node = tracer, target, None
+        self._sll_module, self._sll_flag = module, flag
 
     @property
     def node(self) -> fx.Node:
@@ -697,7 +699,7 @@ class SLLTracer(fx.Tracer):
         self._sll_positions: dict = {}           # (code, instruction offset) -> stack_trace text
         self._sll_hidden = _hidden_files()
         self._sll_outside: tuple[bool, str | None] = (False, None)
-        self._sll_flags: list = []               # (module, its training flag, the _Flag its .training is meanwhile)
+        self._sll_flags: list[_Flag] = []        # the _Flags the modules' .training are meanwhile
         self._sll_flag_nodes: set = set()        # the get_attr("<path>.training") nodes made
         self._sll_autocast = (False, 0)          # the autocast state when the trace began (_autocast_state)
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
@@ -739,9 +741,10 @@ class SLLTracer(fx.Tracer):
             dynamic.TRACED.reset(traced)
             torch.set_rng_state(rng)  # (tracing never moves the caller's random stream)
             self._sll_base = self._sll_beyond = self._sll_last = None
-            for m, flag, proxy in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
-                if m.__dict__.get("training") is proxy:
-                    m.__dict__["training"] = flag
+            for proxy in self._sll_flags:  # (a bool again, unless the forward assigned it: then state)
+                state = proxy._sll_module.__dict__
+                if state.get("training") is proxy:
+                    state["training"] = proxy._sll_flag
             self._sll_flags = []
         for node in self._sll_flag_nodes:
             if not node.users:  # (read, but only to be branched on or assigned: not in the graph)
@@ -763,7 +766,7 @@ class SLLTracer(fx.Tracer):
             # (fx's walk, which fx drops when the trace ends: each module's first name; kept for _trace)
             self.sll_paths = paths = {id(m): path for m, path in self.submodule_paths.items()}
             shadows = self.sll_shadows is not None
-            modules = [c for _, c in self.sll_shadows.pairs] if shadows else list(self.root.modules())
+            modules = self.sll_shadows.copies if shadows else list(self.root.modules())
             flagged: set[int] = set()
             names: dict = {}  # (_names_training's memo)
 
@@ -771,8 +774,8 @@ class SLLTracer(fx.Tracer):
                 path = paths.get(id(m))
                 if path is not None and "training" in m.__dict__ and id(m) not in flagged:
                     flagged.add(id(m))
-                    proxy = _Flag(self, f"{path}.training" if path else "training")
-                    self._sll_flags.append((m, m.__dict__["training"], proxy))
+                    proxy = _Flag(self, f"{path}.training" if path else "training", m, m.__dict__["training"])
+                    self._sll_flags.append(proxy)
                     m.__dict__["training"] = proxy
 
             for m in modules:  # (not a torch.nn leaf: the graph calls it, and it reads its own flag then; a flag
@@ -1019,6 +1022,15 @@ class SLLTracer(fx.Tracer):
 
 def _sealed_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """``(path, module, reason)`` of the :func:`sealed_reason` submodules of ``model``, not those inside one."""
+    modules = list(model._modules.values())
+    while modules:  # (most models have none: found without naming every module)
+        m = modules.pop()
+        if m is not None:
+            if sealed_reason(m) is not None:
+                break
+            modules.extend(m._modules.values())
+    else:
+        return []
     found, todo = [], [("", model)]
     while todo:
         path, m = todo.pop()
