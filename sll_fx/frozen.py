@@ -452,17 +452,20 @@ def record_tensors(gm: nn.Module, model: nn.Module) -> None:
     """Record the parameters and buffers that ``gm``'s own modules (the ones fx made to hold what the graph
     reads: ``gm.q`` for ``self.q.scale`` read in a forward) share with the model's modules at the same path.
     Modules ``gm`` shares with the model (the leaves it calls) are the model's: nothing to record there."""
-    theirs = dict(model.named_modules(remove_duplicate=False))
     found = []
-    for path, own in gm.named_modules(remove_duplicate=False):
-        m = theirs.get(path)
-        if m is None or m is own:
-            continue
+    todo = [("", gm, model)]  # (gm's modules, each with the model's at the same path, in gm.named_modules' order)
+    while todo:
+        path, own, m = todo.pop()
         for slot in _SLOTS:
             held = m.__dict__.get(slot, {})
             for name, t in own.__dict__.get(slot, {}).items():
                 if t is not None and held.get(name) is t:
                     found.append([path, slot, name, weakref.ref(m), weakref.ref(own), weakref.ref(t)])
+        children = m._modules
+        for name, child in reversed(own._modules.items()):
+            theirs = children.get(name)
+            if child is not None and theirs is not None and theirs is not child:  # (one the model shares: all under
+                todo.append((f"{path}.{name}" if path else name, child, theirs))  # it is the model's too)
     if found:
         gm.__dict__[TENSORS] = found
 

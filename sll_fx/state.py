@@ -66,9 +66,12 @@ EXTRA_STATE = "_sll_extra_state"
 CONSTANTS = "_sll_constants"
 
 
+_NONE: frozenset[str] = frozenset()  # (what most modules have: no constants, no parameter of an InlinedModule's own)
+
+
 def constants_of(module: nn.Module) -> frozenset[str]:
     """The names of ``module``'s own buffers that stand for no buffer of its model (see :data:`CONSTANTS`)."""
-    return module.__dict__.get(CONSTANTS, frozenset())
+    return module.__dict__.get(CONSTANTS, _NONE)
 
 
 class _Live:
@@ -184,7 +187,6 @@ def _warn_hook(module: InlinedModule, what: str) -> None:
 
 #: ``__dict__`` key of the names of an :class:`InlinedModule`'s parameters when it was made (the ones the graph reads)
 _OWN = "_sll_inlined_parameters"
-_NONE: frozenset[str] = frozenset()  # (one for all the containers that hold no parameter: most)
 
 
 def _inline(dst: nn.Module, src: nn.Module, path: str) -> None:
