@@ -201,14 +201,15 @@ class _Grids:
         if name in _ORDER_STATISTICS_OF_ONE and isinstance(first, Node) and (
                 name in ("amax", "amin") or len(node.args) == 1 and not node.kwargs):  # (an element of its input:
             return self.grid(first)  # h.amin(-1, keepdim=True) of a grid, and q - q.amin(...) on it; max(dim) below)
-        if name == "sub" and len(node.args) == 2 and not node.kwargs and self._cancels(*node.args):  # (h - h: 0 on
-            return Grid(0.0, 1.0, node, frozenset((0.0,)))  # every input)
         if name in ("add", "sub") and len(node.args) > 1:
             alpha = node.kwargs.get("alpha", 1)
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
-            if (pair := _difference(name, node, alpha)) is not None and (found := self._shifted_back(*pair)):
-                return found
+            if (pair := _difference(name, node, alpha)) is not None:
+                if self._cancels(*pair):  # (h - h, h + (-h): 0 on every input)
+                    return Grid(0.0, 1.0, node, frozenset((0.0,)))
+                if found := self._shifted_back(*pair):
+                    return found
             if (found := self._combined(node)) is not None:  # (q * 0.5 + q: 1.5 q, not the common grid of its terms)
                 return found
             a = self._held_grid(node.args[0])

@@ -20,10 +20,12 @@ is constant there.)  The rules, each read where its inputs are inert (the pass r
 - a sum or difference of two tensors, one of them inert (``h + 0.1 * d``), that is none of the sums the walks read on
   their own: a learned scalar or a number held by a node as a term, a hand-written straight-through value (or a term
   less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``), less its clip or its extremum
-  (``relu(x) - x``, ``x - x.min()``), less itself (``h - h``), a quantizer's ``(g + zp) - zp``, two functions of one
-  value (``_on_points``).  Its walks read the zeros of both terms together (none: one has none) and a term's grid
-  where the other is 0 (never, one's or the other's); the value a sum of like terms reads in each (``_one_value``) is
-  an inert term too (an inert operand's terms are inert: :meth:`_linear` stops at an inert node or goes on into one).
+  (``relu(x) - x``, ``x - x.min()``, also plus its clip negated, ``x + (-relu(x))``), less itself (``h - h``, ``h +
+  (-h)``), plus a selection with a branch that is the other term negated (``h + where(m, -h, 0)``: by the
+  selection's own op, no view), a quantizer's ``(g + zp) - zp``, two functions of one value (``_on_points``).  Its
+  walks read the zeros of both terms together (none: one has none) and a term's grid where the other is 0 (never,
+  one's or the other's); the value a sum of like terms reads in each (``_one_value``) is an inert term too (an inert
+  operand's terms are inert: :meth:`_linear` stops at an inert node or goes on into one).
 
 (A planner's cost: each comparison and rounding of the benchmark's chain, ``tanh(x * 0.9 + 0.1)`` of the sum before,
 walked eight nodes deep, and found the grids of each, to find nothing.)
@@ -41,7 +43,7 @@ from torch.fx import Node
 from sll_fx import dtypes
 
 from ._tie_nodes import _difference, _less_its_extremum
-from ._tie_ops import _CONSTANTS, _IDENTITY_ON_A_RANGE, _ONE_TO_ONE, _UNNAMED
+from ._tie_ops import _CONSTANTS, _IDENTITY_ON_A_RANGE, _ONE_TO_ONE, _PUTS, _UNNAMED
 
 #: one-to-one ops of one operand whose walks read nothing but their input's (no constant, no grid of their own; not the
 #: identity on a range, which a difference reads: ``x - elu(x)``)
@@ -116,10 +118,16 @@ class _Inert:
         if self._straight_through(node) is not None or self._cancelled_shift(node) is not None or \
                 self._on_points(node, a, b):
             return False
-        if name == "sub" and (_less_its_extremum(node) is not None or self._less_its_clip(node) is not None or
-                              self._cancels(a, b)):
+        if name == "sub" and _less_its_extremum(node) is not None:
             return False
-        if name == "add" and not any(isinstance(v, Node) and self._name_of(v) == "neg" for v in (a, b)):
-            return True  # (no difference: _difference reads a sum as one only with a negated term)
+        if name == "add":
+            named_a = self._name_of(a) if isinstance(a, Node) else None
+            named_b = self._name_of(b) if isinstance(b, Node) else None
+            if named_a != "neg" and named_b != "neg":  # (no difference: _difference reads a sum as one only with a
+                # negated term; a selection whose branch is the other term negated, h + where(m, -h, 0))
+                return not (named_a == "where" or named_b == "where" or named_a in _PUTS or named_b in _PUTS) or \
+                    self._plus_its_negated_branch(a, b) is None
+        if self._less_its_clip(node) is not None:
+            return False
         pair = _difference(name, node, 1)
-        return pair is None or self._shifted_back(*pair) is None
+        return pair is None or self._shifted_back(*pair) is None and not self._cancels(*pair)  # (h - h, h + (-h))

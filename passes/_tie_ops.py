@@ -290,6 +290,9 @@ _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of 
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
 #: reductions that average (a constant each element takes on a range, the mean takes where every element does)
 _MEANS = frozenset(("mean", "nanmean"))
+#: reductions that add up (a constant each element takes on a range, times the count, the sum takes where every element
+#: does: ``Ties._summed``)
+_REDUCED_SUMS = frozenset(("sum", "nansum"))
 #: views that show every element of their input once, whatever the shapes
 _ALL_VIEWS = frozenset(("view", "view_as", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "movedim",
                         "moveaxis", "swapaxes", "swapdims", "detach", "alias", "adjoint", "numpy_T", "mT", "mH",

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from torch.fx import Node
 
-from ._grids import Grid, Tie, _TOLERANCE, _number, _same
+from ._grids import Grid, Tie, _TOLERANCE, _multiple, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
 from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _JOINS,
-                       _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS, _VIEWS, _elementwise_call, _grid_points,
-                       _images_of, _keeps_values, _preimages)
+                       _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _VIEWS, _elementwise_call,
+                       _grid_points, _images_of, _keeps_values, _preimages)
 
 
 class _Thresholds:
@@ -119,6 +119,8 @@ class _Thresholds:
             # hardtanh at 2; a mean where its row is, clamp(h, min=2).mean(-1) >= 2)
             found = self._ties(first, number, depth - 1)
             return Tie(found.source) if found is not None else None
+        if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1) >= 2 n: where each element of a row is 2)
+            return self._summed_ties(node, first, number, depth)
         if c is None and number != 0 and (found := self._scaled_ties(node, name, number, depth)) is not None:
             return found  # (y * (7 / alpha), y / p: y's ties, scaled)
         if name == "mul" and len(operands) == 2 and number != 0:  # (g * m, m a 0/1 mask: g where m is 1)
@@ -146,13 +148,24 @@ class _Thresholds:
             return Tie(found.source) if found is not None else None
         if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(): 0 on its minimum)
             return Tie(reduced)
-        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
+        if name in _SUMS and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
             return Tie(clip)
         if name in ("add", "sub") and len(operands) == 2:  # (0 where the ops making each term 0 are 0 together: not
             zero = [n for v, n in self._of_two(node, name, depth, False)  # h * (h > 0) + 0.1 * h * (h <= 0), a leaky
                     if (v.hits(0.0) if isinstance(v, Grid) else _same(v, 0.0))]  # relu; of its values, those at 0)
             return Tie(zero[0]) if zero else None
         return None
+
+    def _summed_ties(self, node: Node, first, number: float, depth: int) -> Tie | None:
+        """:meth:`_ties` at ``number`` of a sum of ``first``'s elements: ``first``'s at ``number / n``, ``n`` the count
+        where known (:meth:`_reduced_count`), else at 0 for 0, and at a number ``first`` takes on ranges of which
+        ``number`` is a whole multiple (a count the graph does not fix: any, read loosely, as :meth:`_summed`)."""
+        n = self._reduced_count(node)
+        if n or number == 0:
+            found = self._ties(first, number / n if n else 0.0, depth - 1)
+            return Tie(found.source) if found is not None else None
+        return next((Tie(source) for c, source in self._range_values(first, depth - 1, True)
+                     if _number(c) and c and number / c > 0 and _multiple(number / c)), None)
 
     def _written_ties(self, writer: Node, t, depth: int) -> Tie | None:
         """The ties of the values ``writer`` writes in place, in all of a node (``c.relu_()``, ``c.clamp_(0, 1)``,

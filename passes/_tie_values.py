@@ -10,18 +10,22 @@ where the rest is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Callable
 
 import torch
+from torch import nn
 from torch.fx import Node
 
 from ._grids import Grid, _number
-from ._tie_nodes import (_added, _branches, _disjoint, _first, _keeps, _less_its_extremum, _put, _taken, _tensor_of,
-                         _written_value)
+from ._patterns import _arg
+from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _put, _taken,
+                         _tensor_of, _written_value)
 from ._tie_ops import (_AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
-                       _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _SUMS,
-                       _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values, _mapped)
+                       _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS,
+                       _REDUCED_SUMS, _SUMS, _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values,
+                       _mapped)
 
 
 class _RangeValues:
@@ -109,11 +113,13 @@ class _RangeValues:
         if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on
             # its minimum)
             found = found + [(0.0, reduced)]
-        if name == "sub" and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1])
-            found = found + [(0.0, clip)]
+        if name in _SUMS and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1];
+            found = found + [(0.0, clip)]                                     # h + where(h > 0, -h, 0): from 0 up)
         if name in _MEANS or name.startswith(_AVG_POOLS):  # (clamp(h, min=2).mean(-1): 2 where each element of a row
             # is, a whole range; as avg_pool's windows)
             return found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1): 2 n where each element of a row is 2)
+            return found + self._summed(node, depth, numbers)
         c, other = self._summand_and_node(node)
         if c is None and name in _ZERO_PRODUCTS:
             return found + self._of_two(node, name, depth, numbers) + (self._ratios(node, depth) if name in _DIVS else
@@ -141,6 +147,22 @@ class _RangeValues:
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         return found + [(number(v), n) for v, n in inner] + \
             [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
+
+    def _summed(self, node: Node, depth: int, numbers: bool) -> list[tuple]:
+        """:meth:`_range_values` of a sum of a value's elements (``clamp(h, min=2).sum(-1)``): ``n * c`` for each number
+        ``c`` the value takes on whole ranges (the sum takes it where every element summed does, a whole range too),
+        ``n`` the count where known (:meth:`_reduced_count`), else, but for numbers only, the grid of ``c``'s multiples
+        (a count the graph does not fix: any, read loosely, more ties, never fewer)."""
+        n = self._reduced_count(node)
+        found = []
+        for c, source in self._range_values(_first(node), depth - 1, True):
+            if not _number(c):
+                continue
+            if n or not c:
+                found.append((c * n if n else 0.0, source))
+            elif not numbers:
+                found.append((Grid(0.0, abs(float(c)), source), source))
+        return found
 
     def _grids_in_part(self, v, depth: int) -> list[tuple]:
         """``(grid, source)`` for the grids ``v`` takes on whole ranges where it has none of its own (a minimum of two
@@ -178,56 +200,126 @@ class _RangeValues:
         return next(iter(merged)), sum(ks), shift
 
     def _less_its_clip(self, node: Node) -> Node | None:
-        """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` and ``c`` is ``x`` itself on a whole range of ``x``
-        (a clamp or relu of it, a leaky relu, ``minimum(x, y)``: :data:`_IDENTITY_ON_A_RANGE`): ``node`` is 0 there
-        (``h - h.clamp(-2, 1) > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, also such
-        an op written into a fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c - h``):
-        :meth:`_less_its_written_clip`.  Also a selection with such a branch (:meth:`_less_its_branch`)."""
-        if len(node.args) != 2 or node.kwargs:
+        """The op ``c`` where ``node`` is ``x - c`` or ``c - x`` (also ``x + (-c)``, ``-c + x``: :func:`_difference`)
+        and ``c`` is ``x`` itself on a whole range of ``x`` (a clamp or relu of it, a leaky relu, ``minimum(x, y)``:
+        :data:`_IDENTITY_ON_A_RANGE`), or ``c`` and ``x`` are two such ops of one value on ranges that meet
+        (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: :meth:`_clips_of_one`): ``node`` is 0 there (``h - h.clamp(-2, 1)
+        > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, also such an op written into a
+        fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c - h``): :meth:`_less_its_written_clip`.  Also a
+        selection with such a branch (:meth:`_less_its_branch`), and a sum of ``x`` and a selection with a branch that
+        is such an op negated (``h + where(h > 0, -h, 0)``)."""
+        name = self._name_of(node)
+        if name not in _SUMS or len(node.args) != 2 or node.kwargs:
             return None
-        clip = self._less_its_written_clip(node) if self._any_write() else self._clip_of(*node.args)
-        return clip if clip is not None else self._less_its_branch(node)
+        pair = _difference(name, node, 1)
+        if pair is None:  # (a sum of two tensors, no term negated: a negated branch only)
+            return self._plus_its_negated_branch(*node.args)
+        clip = self._less_its_written_clip(node, pair) if self._any_write() else self._clip_of(*pair)
+        return clip if clip is not None else self._less_its_branch(pair, False)
 
     def _clip_of(self, a, b) -> Node | None:
         """The op of ``a`` and ``b`` (the other, read as a tensor) that is the other itself on a whole range of it
-        (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), else None."""
+        (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), or two such ops of
+        one value on ranges that meet (:meth:`_clips_of_one`), else None."""
         a, b = _tensor_of(a), _tensor_of(b)
         for x, c in ((a, b), (b, a)):
-            if not isinstance(c, Node) or not c.args:
-                continue
-            if c.op == "call_module":
-                module = self._module_of(c)
-                if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) and _tensor_of(c.args[0]) is x:
-                    return c
-            elif self._name_of(c) in _IDENTITY_ON_A_RANGE and any(_tensor_of(v) is x for v in c.args[:2]):
-                return c  # (either operand of minimum/maximum: minimum(y, x))
-        return None
+            if isinstance(x, Node) and x in self._clipped(c):
+                return c
+        return self._clips_of_one(a, b)
 
-    def _less_its_branch(self, node: Node) -> Node | None:
-        """The selection ``w`` where ``node`` is ``x - w`` or ``w - x`` and a branch of ``w`` (of a ``where``; what a
-        put keeps or puts, ``masked_fill``) is ``x`` (:meth:`_cancels`) or ``x`` on a whole range of it, or ``x`` is
-        it there (:meth:`_clip_of`: ``abs(h) - where(m, h, 0)``): ``node`` is 0 where ``w`` takes that branch (and the
-        clip is its input), else None.  Which inputs take the branch is not followed (a tie found where the two ranges
-        may not meet: ``relu(h) - where(h < 0, h, 1)``), nor writes in place between the reads (a tie found where a
-        write may have moved one): more ties, never fewer."""
-        a, b = (_tensor_of(v) for v in node.args)
+    def _clipped(self, c) -> tuple:
+        """The values ``c`` is on a whole range of them, as tensors (:data:`_IDENTITY_ON_A_RANGE`): a clamp's or a
+        module's input, either operand of ``minimum``/``maximum`` (``minimum(y, x)``); none for another op."""
+        if not isinstance(c, Node) or not c.args:
+            return ()
+        if c.op == "call_module":
+            module = self._module_of(c)
+            return (_tensor_of(c.args[0]),) if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) else ()
+        return tuple(_tensor_of(v) for v in c.args[:2]) if self._name_of(c) in _IDENTITY_ON_A_RANGE else ()
+
+    def _clips_of_one(self, a, b) -> Node | None:
+        """``a`` where ``a`` and ``b`` are two ops of :data:`_IDENTITY_ON_A_RANGE` of one same value ``x``, each ``x``
+        itself on a range of it, and the two ranges meet on more than a point where both are known (:meth:`
+        _identity_range`: ``clamp(x, -1, 1)`` and ``maximum(x, 0.5 * x)``, both ``x`` on [0, 1], ``relu(x)`` and
+        ``abs(x)``; not ``relu(x)`` and ``clamp(x, max=0)``), else None.  A range that is not known (a bound that is a
+        tensor) is read as meeting: more ties, never fewer."""
+        shared = [x for x in self._clipped(a) if isinstance(x, Node) and self._value(x) is x and x in self._clipped(b)]
+        if not shared:
+            return None
+        (low, high), (low_b, high_b) = self._identity_range(a), self._identity_range(b)
+        return a if max(low, low_b) < min(high, high_b) else None
+
+    def _identity_range(self, c: Node) -> tuple[float, float]:
+        """``(low, high)``: the range of its input on which ``c`` (an op of :data:`_IDENTITY_ON_A_RANGE`) is its input,
+        where its bounds are numbers (a clamp's, from 0 up for relu, a leaky relu, elu and abs, a minimum's or
+        maximum's number); unbounded where a bound is not known."""
+        if c.op == "call_module":
+            module = self._module_of(c)
+            if isinstance(module, nn.Hardtanh):  # (ReLU6 too)
+                return float(module.min_val), float(module.max_val)
+            if isinstance(module, nn.Threshold):
+                return float(module.threshold), math.inf
+            return (0.0, math.inf) if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) else (-math.inf, math.inf)
+        name = self._name_of(c)
+        if name in _CLAMPS or name in _EXTREMA:
+            low, high = self._number_bounds(name, c)
+            return -math.inf if low is None else float(low), math.inf if high is None else float(high)
+        if name == "threshold" and _number(t := self._value(_arg(c, 1, "threshold"))):
+            return float(t), math.inf
+        return (0.0, math.inf) if name != "threshold" else (-math.inf, math.inf)
+
+    def _plus_its_negated_branch(self, a, b) -> Node | None:
+        """:meth:`_less_its_branch` of ``a + b``, one of them a selection (a ``where``, a put) with a branch that is the
+        other negated (``h + where(h > 0, -h, 0)``: 0 from 0 up), else None; the selection by its own op, not through
+        views (the check every sum of two tensors meets, as :meth:`_tie_inert._Inert._inert_sum` reads it too)."""
         for x, w in ((a, b), (b, a)):
-            if not isinstance(w, Node) or not isinstance(x, Node) or (name := self._name_of(w)) is None:
-                continue
-            branches = _branches(w) if name == "where" else (_first(w), put) if name in _PUTS and \
-                (put := _put(name, w)) is not None else ()
-            if any(isinstance(v, Node) and (self._cancels(x, v) or self._clip_of(x, v) is not None) for v in branches):
-                return w
+            if isinstance(x, Node) and isinstance(w, Node) and ((name := self._name_of(w)) == "where" or
+                                                                name in _PUTS):
+                if (found := self._less_its_branch((x, w), True)) is not None:
+                    return found
         return None
 
-    def _less_its_written_clip(self, node: Node) -> Node | None:
-        """:meth:`_less_its_clip` in a graph that writes in place: ``c``, as ``node`` reads it, is such an op of ``x``
-        (out of place, or written into a clone of ``x`` read by nothing before: ``c = h.clone(); c.clamp_(-2, 1)``),
-        and the other operand is ``x`` or a clone of it, with no write reaching ``x`` between the two reads of it (not
-        ``c = h.clamp(-2, 1); h.add_(0.5); h - c``).  Unproven (a view of the copy, a copy read or written again, a
-        module's input): None."""
+    def _less_its_branch(self, pair: tuple, negated: bool) -> Node | None:
+        """The selection ``w`` where ``pair`` is ``(x, w)`` or ``(w, x)``, read as ``x - w``, and a value ``w`` may
+        take (:meth:`_selected`: a branch of a ``where``, what a put keeps or puts, ``masked_fill``, and theirs for a
+        selection among selections, ``where(m, where(k, h, 0), 1)``) is ``x`` (:meth:`_cancels`) or ``x`` on a whole
+        range of it, or ``x`` is it there (:meth:`_clip_of`: ``abs(h) - where(m, h, 0)``): ``x - w`` is 0 where ``w``
+        takes that branch (and the clip is its input), else None.  ``negated``: ``pair`` is read as ``x + w``, and the
+        branch is such a value negated (``h + where(h > 0, -h, 0)``).  Which inputs take the branch is not followed (a
+        tie found where the two ranges may not meet: ``relu(h) - where(h < 0, h, 1)``), nor writes in place between
+        the reads (a tie found where a write may have moved one): more ties, never fewer."""
+        a, b = (_tensor_of(v) for v in pair)
+        for x, w in ((a, b), (b, a)):
+            if not isinstance(w, Node) or not isinstance(x, Node):
+                continue
+            for v in self._selected(w, 4):
+                if negated:
+                    v = _first(v) if isinstance(v, Node) and self._name_of(v) == "neg" else None
+                if isinstance(v, Node) and (self._cancels(x, v) or self._clip_of(x, v) is not None):
+                    return w
+        return None
+
+    def _selected(self, w: Node, depth: int) -> list:
+        """The values the selection ``w`` takes on ranges: a ``where``'s branches, a put's input and the value it puts,
+        and, ``depth`` deep, those of a selection among them (``where(m, where(k, h, 0), 1)``: ``h``, 0 and 1)."""
+        name = self._name_of(w)
+        if name == "where":
+            branches = _branches(w)
+        elif name in _PUTS and (put := _put(name, w)) is not None:
+            branches = (_first(w), put)
+        else:
+            return []
+        return [u for v in branches for u in ([v] + (self._selected(v, depth - 1) if depth > 1 and
+                                                     isinstance(v, Node) else []))]
+
+    def _less_its_written_clip(self, node: Node, pair: tuple) -> Node | None:
+        """:meth:`_less_its_clip` in a graph that writes in place, of ``node`` read as ``pair[0] - pair[1]``: ``c``, as
+        ``node`` reads it, is such an op of ``x`` (out of place, or written into a clone of ``x`` read by nothing
+        before: ``c = h.clone(); c.clamp_(-2, 1)``), and the other operand is ``x`` or a clone of it, with no write
+        reaching ``x`` between the two reads of it (not ``c = h.clamp(-2, 1); h.add_(0.5); h - c``).  Unproven (a view
+        of the copy, a copy read or written again, a module's input): None."""
         at = self._order.get(node, len(self._order))
-        for x, c in (node.args, node.args[::-1]):
+        for x, c in (pair, pair[::-1]):
             clip = self._clip_as_read(c, at)
             read = self._copy_read(x, at)
             if clip is not None and read is not None and read[0] in clip[1] and \

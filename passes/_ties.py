@@ -28,7 +28,8 @@ reason from :meth:`Ties.of`:
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
-  2 where every element of a row is below 2);
+  2 where every element of a row is below 2), sums at its multiples (``clamp(h, min=2).sum(-1)``: 2 n, any
+  multiple for a count the graph does not fix);
 - through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``, ``r.detach()
   + x - x.detach()``, ``r + (x - x.detach())`` whatever ``r`` is: ``r``'s values) and a **quotient by a learned
   bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
@@ -38,13 +39,15 @@ reason from :meth:`Ties.of`:
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
-  ``maximum(h, h) - h``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2, 1]; ``abs(h) -
-  h``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), or a selection with such
-  a branch (``abs(h) - where(m, h, 0)``, ``h - h.masked_fill(m, 0)``: 0 where it is taken); ``c`` for a value plus a
-  number or a learned scalar less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every
-  element); a grid's order statistics are on its grid, and its mean over a count the graph does not fix on every
-  value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is
-  0 where a row's values are equal);
+  ``maximum(h, h) - h``, ``h + (-h)``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2,
+  1]; ``abs(h) - h``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such
+  ops of one value on ranges that meet (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]), or a selection with
+  such a branch (``abs(h) - where(m, h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m,
+  where(k, h, 0), 1)``: 0 where it is taken), or a value plus a selection with such a branch negated (``h + where(m,
+  -h, 0)``); ``c`` for a value plus a number or a learned scalar less itself (``(x + c) - x``: ``c`` where ``x + c``
+  is exact, on ranges, in every element); a grid's order statistics are on its grid, and its mean over a count the
+  graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q -
+  q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``).
 
@@ -55,8 +58,7 @@ A value is a number or a node; a node holding one number (``torch.zeros_like(x)`
 trainable parameter: the planner's ``number``) counts as that number, any other node only as itself
 (``torch.clamp(x, max=alpha) >= alpha``).  Outside the bands of rewritten ops upstream the values are
 exact (a rewritten ``round`` is whole outside its bands), which is what the grids describe.  Not
-followed: sums of values 0 on ranges (``relu(x).sum(-1) > 0`` is 0 only where every element is, as a mean is),
-random ops (dropout).
+followed: random ops (dropout).
 
 Where things are: this module holds :class:`Ties`, its questions (``oriented``, ``of``, ``on_jumps``, ``flat`` and
 the flat rule), how it reads a node as a value (``_value``, ``_name_of``, ``_number_and_node``) and the constants an

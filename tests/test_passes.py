@@ -1234,7 +1234,9 @@ def test_example_inputs_that_do_not_fit_the_forward_are_a_type_error(inputs, mes
 
 @pytest.mark.parametrize("fn", [
     lambda m, x: ((x * x.flip(-1).sign()).sum(-1) > 0).float(),  # a binary layer's pre-activation against 0
-    lambda m, x: ((torch.round(x / 0.3) * 0.3 * x).sum(-1) > 0).float(),  # a quantized product, summed
+    # a quantized product, summed: the quantized factor never 0 (round(x / 0.3) * 0.3 * x is 0 on (-0.15, 0.15), and
+    # so is its sum where every element of the row is: a tie, left hard as the mean of it is)
+    lambda m, x: (((torch.round(x / 0.3) + 0.5) * 0.3 * x).sum(-1) > 0).float(),
     lambda m, x: (x.where(x.abs() < 2, 0.0) >= 1).float(),              # Tensor.where: (self, condition, other)
     # +-1 factors spelled otherwise than sign: 0 nowhere, so the product is 0 on a null set only (were left hard)
     lambda m, x: (x * x.flip(-1).sign().int() > 0).float(),

@@ -67,9 +67,21 @@ def test_chain_is_inert_but_its_discrete_ops():
     (lambda x: torch.relu(x) * 2, "mul"),
     (lambda x: F.leaky_relu(x, 0.1) - 1.0, "sub"),
     (lambda x: x + torch.zeros_like(x), "add"),                # (a number as a term)
+    (lambda x: x + torch.where(x > 0, -x, 0.0), "add"),        # (a selection whose branch is the other term negated)
+    (lambda x: x + (-x).masked_fill(x < 0, 0.0), "add"),       # (what a put keeps, negated)
+    (lambda x: x * 2 + (-(x * 2)), "add"),                     # (a term plus its negation)
+    (lambda x: x + (-torch.clamp(x, -1.0, 1.0)), "add"),       # (a term plus its clip negated)
+    (lambda x: x - torch.where(x > 1, torch.where(x > 0, x, 0.0), 1.0), "sub"),  # (a selection among selections)
 ])
 def test_sums_and_ops_the_walks_read_are_not_inert(fn, name):
     assert name not in _inert(Fn(fn), torch.randn(64, 8))
+
+
+def test_a_sum_with_a_selection_of_other_values_stays_inert():
+    """A sum of an inert term and a selection none of whose branches is the term negated is inert, and the walks find
+    nothing from it (checked by ``_inert``): the sums the walks read on their own are those only."""
+    inert = _inert(Fn(lambda x: torch.floor(x + torch.where(x > 0, x * 2, 0.0))), torch.randn(64, 8))
+    assert "add" in inert
 
 
 def test_saturating_ops_are_the_walks_verdict():
