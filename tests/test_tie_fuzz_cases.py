@@ -320,3 +320,23 @@ def test_an_extremum_with_a_constant_tensor_is_read_on_a_grid_s_points(fn, ties)
     the values at 0 of a sum read so tie (``floor(v) - sigmoid(v)``: -0.5 and 0.27, none 0, was left hard before,
     any value found taken for a 0; so would the bound 0.25 be)."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.sigmoid(torch.trunc(x) - torch.where(torch.trunc(x) > 0, x, -2.0)) > 0.5, True),
+    (lambda m, x: torch.round(torch.trunc(x) - torch.where(x > 0, x, 0.5)), True),
+    (lambda m, x: torch.ceil(torch.sign(x) + torch.clamp(x, 1.0, 2.0)), True),
+    (lambda m, x: torch.round(torch.where(x > 1, x, 0.5) + (x > 0).float()), True),
+    (lambda m, x: torch.sigmoid(torch.trunc(x) - torch.where(torch.trunc(x) > 0, x, -2.5)) > 0.5, False),
+    (lambda m, x: torch.round(torch.trunc(x) - torch.where(x > 0, x, 0.25)), False),
+    (lambda m, x: torch.ceil(torch.tanh(x) + torch.clamp(x, 1.0, 2.0)), False)],
+    ids=["seed_form", "round", "sign_plus_clamp", "mask_plus_where", "off_the_threshold", "off_the_jumps",
+         "continuous_term"])
+def test_a_grid_plus_a_value_that_is_a_number_on_ranges_is_the_grid_moved_there(fn, ties):
+    """``trunc(x) - where(trunc(x) > 0, x, -3.0)`` is 0 on (-4, -3] (version 2 of the fuzzer, seed 115000044: compared
+    through sigmoid at 0.5; with -2.0 here, 0 on (-3, -2], 999 of 6000 outputs off the model; ``round(trunc(x) -
+    where(x > 0, x, 0.5))`` 3001, ``ceil(sign(x) + clamp(x, 1, 2))`` 5000, ``round(where(x > 1, x, 0.5) + mask)``
+    4000): a grid plus a value was read at the grid only where the value is 0.  A number the other term takes on
+    ranges moves the grid there now (read as though the two ranges met: more ties, never fewer); numbers off the
+    threshold and the jumps, and a term with no number, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
