@@ -49,8 +49,9 @@ reason from :meth:`Ties.of`:
   is exact, on ranges, in every element); a grid's order statistics are on its grid, and its mean over a count the
   graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q -
   q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
-- for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, and a reduction
-  over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``).
+- for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, a reduction
+  over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``), and a learned scalar where it is
+  taken (``maximum(h, p)``, ``clamp(h, min=p)``: ``p`` in every element of a row with each ``h < p``, at any ``p``).
 
 The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
 equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
@@ -194,7 +195,12 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         g = self.grid(node)
         if g is not None:
             return Tie(g.source, g)
-        numbers = [c for c in self._constants(node) if _number(c)]  # (relu's 0, a fill, a bound)
+        if node.op == "get_attr" and self._scalar(node) is not None:  # (a learned scalar where it is taken, one value
+            return Tie(node)  # in every element, whatever it is: maximum(x, p) on a row with every x < p)
+        numbers = []  # (relu's 0, a fill, a bound; a learned scalar, as it is now: clamp(x, min=p))
+        for c in self._constants(node):
+            if _number(c) or isinstance(c, Node) and (c := self._scalar(c)) is not None:
+                numbers.append(c)
         if numbers and not (len(numbers) == 1 and self._one_per_row(node, _first(node), numbers[0])):
             return Tie(node, rows=self._rank_unknown is node)
         writes = self._written_nodes().get(node, ())

@@ -60,7 +60,8 @@ How a program is classified (:func:`classify`): the model ``model`` (hard), ``gm
   would leave floor hard for the whole training, ``p``'s gradient too); reported, not a test failure.  The
   nudged counts are in ``Result.nudged``.  The nudge hides no miss that does not depend on a scalar's value:
   elements that do not read a scalar are the same nudged, and a tie that holds whatever the scalar is (a row
-  of ``maximum(x, p)`` all ``p``, tied for ``argmax`` at every ``p``) stays ``silent``;
+  of ``maximum(x, p)`` all ``p``, tied for ``argmax`` at every ``p``, silent so until the check read it) stays
+  ``silent``;
 - ``ok`` otherwise.
 
 Each :class:`Result` records the class, the counts, the report's entries (node, op, rewritten, reason) and the

@@ -340,3 +340,23 @@ def test_a_grid_plus_a_value_that_is_a_number_on_ranges_is_the_grid_moved_there(
     ranges moves the grid there now (read as though the two ranges met: more ties, never fewer); numbers off the
     threshold and the jumps, and a term with no number, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: F.one_hot(torch.argmax(torch.maximum(x, m.p), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.minimum(x, m.p), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.clamp(x, min=m.p), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.where(x > 0, x, m.p), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.maximum(x, m.p * 2), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(x + m.p, -1), 6), False),
+    (lambda m, x: F.one_hot(torch.argmax(x * m.p, -1), 6), False),
+    (lambda m, x: F.one_hot(torch.argmax(torch.maximum(x, x.flip(-1) * m.p), -1), 6), False)],
+    ids=["maximum", "minimum", "clamp", "where_branch", "scaled_scalar", "plus", "times", "maximum_of_tensors"])
+def test_a_learned_scalar_taken_in_a_row_ties_its_argmax_at_any_value(fn, ties):
+    """A row of ``maximum(x, p)`` with every ``x < p`` is ``p`` throughout, a tie for argmax whatever ``p`` is
+    (version 2 of the fuzzer, seeds 103000070, 110000009 (``minimum``), 111000065, 111000135 (``clamp(x, min=p)``),
+    silent with ``p`` nudged too; here at ``p`` = 2, 4998, 1000, 4998, 3000 and 6000 of 6000 outputs off the model): a
+    learned scalar, no number, was no constant of the row.  Where it is taken it is one value in every element now
+    (not read as a number: its value now only tells puts apart); a sum or product with it and an extremum of two
+    tensors stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=2.0)
