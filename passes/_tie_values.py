@@ -385,9 +385,9 @@ class _RangeValues:
         it 0 on whole ranges (a factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9
         + 0.1 * r``, ``h * (h > 0)``), a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
         h) * (h > 0.1)``: 0.5), and a term's grid where the other term is 0 (``sign(x) * 0.5 - relu(x)``: -0.5 and
-        0.5 on x <= 0) or moved by a number the other term takes on ranges (``trunc(x) - where(trunc(x) > 0, x,
-        -3.0)``: 0 on (-4, -3]; as though the two ranges met), and a sum of two functions of one grid on its points
-        (:meth:`_on_points`)."""
+        0.5 on x <= 0; in a graph that writes nothing in place) or moved by a number the other term takes on ranges
+        (``trunc(x) - where(trunc(x) > 0, x, -3.0)``: 0 on (-4, -3]; as though the two ranges met), and a sum of two
+        functions of one grid on its points (:meth:`_on_points`)."""
         operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
         if not operands or not all(isinstance(a, Node) for a in operands):
             return []
@@ -424,17 +424,18 @@ class _RangeValues:
         found = self._on_points(node, *operands)
         # (a grid plus a value 0 on ranges: the grid there, sign(x) * 0.5 + (x - minimum(x, 2 * x)): +-0.5
         # from 0 up; plus a value that is another number c on ranges, the grid moved by c there, trunc(x) - where(
-        # trunc(x) > 0, x, -3.0): 0 on (-4, -3], read loosely, as though the two ranges met (more ties, never fewer);
-        # the grid first, the cheap check, as a sum of two tensors is in every block of the benchmark; not
-        # a grid scaled by a tensor, h * (h <= 0): only its 0 is a value it takes on ranges; nor a term holding a
-        # number, a grid plus a number, as its writes are read there; in a graph that writes nothing in place: a
-        # written zero point's round(x / s + zp) - zp is read as a grid plus its value there)
+        # trunc(x) > 0, x, -3.0): 0 on (-4, -3], read loosely, as though the two ranges met (more ties, never fewer),
+        # also in a graph that writes in place, the value as it is read there (c = x.clone(); c.clamp_(-1, 1); mask
+        # + c: the mask less 1 on x <= -1); the grid first, the cheap check, as a sum of two tensors is in every block
+        # of the benchmark; not a grid scaled by a tensor, h * (h <= 0): only its 0 is a value it takes on ranges; nor
+        # a term holding a number, a grid plus a number, as its writes are read there; the grid where the other is 0
+        # in a graph that writes nothing in place: a written zero point's round(x / s + zp) - zp is read as a grid
+        # plus its value there)
         minus = -1.0 if name == "sub" else 1.0
         for i, j, sign, sign_i in ((0, 1, minus, 1.0), (1, 0, 1.0, minus)):
             if not numbers and (g := self.grid(operands[j])) is not None and g.scale is None and \
-                    not self._any_write() and (g := g.times(sign)) is not None and \
-                    not _number(self._value(operands[i])):
-                if zs := first if i == 0 else zero_sources(i):
+                    (g := g.times(sign)) is not None and not _number(self._value(operands[i])):
+                if not self._any_write() and (zs := first if i == 0 else zero_sources(i)):
                     found.append((g, zs[0]))
                 found += [(h, n) for w, n in values(i) if _number(w) and w and (h := g.plus(sign_i * w)) is not None]
         other = zero_sources(1) if first else []

@@ -19,8 +19,8 @@ reason from :meth:`Ties.of`:
   term, ``v + v`` (or the same call of the same values twice), that value's times the sum;
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``); a grid plus (less) a value
-  0 on whole ranges, on the grid there, or another number, on the grid moved by it (as though the two ranges met), in
-  a graph that writes nothing in place (``sign(x) * 0.5 - relu(x)``, ``trunc(x) - where(trunc(x) > 0, x, -3.0)``);
+  0 on whole ranges, on the grid there, in a graph that writes nothing in place (``sign(x) * 0.5 - relu(x)``), or
+  another number, on the grid moved by it, as though the two ranges met (``trunc(x) - where(trunc(x) > 0, x, -3.0)``);
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or

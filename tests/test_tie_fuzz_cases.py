@@ -360,3 +360,26 @@ def test_a_learned_scalar_taken_in_a_row_ties_its_argmax_at_any_value(fn, ties):
     (not read as a number: its value now only tells puts apart); a sum or product with it and an extremum of two
     tensors stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=2.0)
+
+
+def _clamped_copy(x, low, high=None):
+    c = x.clone()
+    c.clamp_(low, high)
+    return c
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil((x > 1.5).float() + torch.minimum(_clamped_copy(x, -1.0, 1.0), m.p)), True),
+    (lambda m, x: torch.round(torch.sign(x) + _clamped_copy(x, 0.5)), True),
+    (lambda m, x: torch.floor(_clamped_copy(x, -2.0, 2.0) - torch.round(x)), True),
+    (lambda m, x: torch.round(torch.sign(x) + _clamped_copy(x, 0.25)), False),
+    (lambda m, x: torch.round(torch.sign(x) + _clamped_copy(x, -4.0, 4.0)), False)],
+    ids=["seed_form", "sign_plus_clamp", "clamp_less_round", "off_the_jumps", "whole_bounds_off_the_jumps"])
+def test_a_grid_plus_a_number_written_in_place_on_ranges_is_the_grid_moved_there(fn, ties):
+    """``ceil(mask + minimum(c, p))`` with ``c = x.clone(); c.clamp_(-1, 1)`` and ``p`` = 1 is ``ceil(mask - 1)`` on
+    x <= -1, on ceil's jump (version 2 of the fuzzer, seed 115000035: 4000 of 6000 outputs off the model here;
+    ``round(sign(x) + c)`` with ``c`` clamped at 0.5 in place 3500, ``floor(c - round(x))`` 2000): a grid plus a
+    number on ranges was read in a graph that writes nothing in place only.  A written value's numbers are read as
+    it is read there now (the zero of the other term still in a graph that writes nothing: a written zero point);
+    numbers off the jumps stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=1.0)
