@@ -74,10 +74,10 @@ class _Thresholds:
             return self._ties(first, t, depth - 1)
         if number is None:
             return None
-        if name in _CLAMPS:  # (between its bounds: its input's value)
+        if name in _CLAMPS:  # (between its bounds: its input's value; a bound that is no number, a learned scalar or
+            # a tensor, may be on either side, as a minimum/maximum of two tensors is read: clamp(floor(h), min=p) >= 2)
             low, high = (self._value(b) if b is not None else None for b in self._bounds(name, node))
-            inside = (low is None or _number(low) and low < number) and (high is None or _number(high) and
-                                                                          number < high)
+            inside = (not _number(low) or low < number) and (not _number(high) or number < high)
             return self._ties(first, number, depth - 1) if inside else None
         if name == "neg":
             found = self._ties(first, -number, depth - 1)

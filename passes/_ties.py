@@ -26,7 +26,8 @@ reason from :meth:`Ties.of`:
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
   difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0;
   ``maximum(q, torch.tensor(0.5)) - sigmoid(q)``: 0 at 0);
-  ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``), a
+  ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``; a
+  clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
   2 where every element of a row is below 2), sums at its multiples (``clamp(h, min=2).sum(-1)``: 2 n, any
