@@ -20,6 +20,7 @@ from torch.fx import Node
 from torch.fx.node import map_arg
 
 from sll_fx import rules
+from sll_fx.ops import find_calls
 
 # --- a cheap first look at each node: one dict lookup on its target -----------------------------------
 # ``rules.match`` tries every rule on a node; these tables say what a node can be at all, so that a sweep
@@ -92,7 +93,7 @@ _RULE_FUNCTIONS = tuple({id(f): f for r in rules.RULES for f in r.functions}.val
 def _rule_nodes(graph) -> list[Node]:
     """The nodes of ``graph`` that may be a rule's spelling (``_classify(node) & _RULE``), in graph order: fx's lookup
     of nodes by target for the functions, the call_method nodes by their method name (no sweep over the graph)."""
-    found = [n for f in _RULE_FUNCTIONS for n in graph.find_nodes(op="call_function", target=f, sort=False)]
+    found = find_calls(graph, _RULE_FUNCTIONS, ordered=False)
     found += [n for n in graph.find_nodes(op="call_method", sort=False) if _METHOD_BITS.get(n.target, 0) & _RULE]
     return sorted(found) if len(found) > 1 else found
 _NAMESPACES = (torch, torch.nn.functional, operator, torch.Tensor, torch.linalg, torch.special)

@@ -549,11 +549,16 @@ def is_sll_target(target) -> bool:
 SLL_TARGETS = tuple(t for p in SLL_OPS.values() for t in (p, *(getattr(p, o) for o in p.overloads())))
 
 
-def find_sll_nodes(graph, ordered: bool = True) -> list:
-    """The nodes of ``graph`` that call an sll op, in graph order (``ordered``; else by target): fx's lookup of nodes
-    by target, one per target in :data:`SLL_TARGETS` (no sweep over the graph's nodes)."""
-    found = [n for t in SLL_TARGETS for n in graph.find_nodes(op="call_function", target=t, sort=False)]
+def find_calls(graph, targets, ordered: bool = True) -> list:
+    """The call_function nodes of ``graph`` whose target is one of ``targets``, in graph order (``ordered``; else by
+    target): fx's lookup of nodes by target, one per target (no sweep over the graph's nodes)."""
+    found = [n for t in targets for n in graph.find_nodes(op="call_function", target=t, sort=False)]
     return sorted(found) if ordered and len(found) > 1 else found
+
+
+def find_sll_nodes(graph, ordered: bool = True) -> list:
+    """The nodes of ``graph`` that call an sll op (:data:`SLL_TARGETS`; :func:`find_calls`)."""
+    return find_calls(graph, SLL_TARGETS, ordered)
 
 
 # --- the explicit-op API (the seed package's ``sll_core.sign(x, eps=...)``) -------------
