@@ -10,9 +10,14 @@ up, is read on a grid's points only: :meth:`_images`); a read added there is to 
 ``tests/test_tie_inert.py`` checks, the walks against this verdict on graphs of each rule and on fuzzer programs.
 (What the values do would not do: a value that takes no constant on a range of inputs and sits on no grid is an input,
 arithmetic with numbers on one; past the benchmark chain's first ``tanh``, saturated at 1 for ``x > ~10``, every value
-is constant there.)  The rules, each read where its inputs are inert (the pass reads the users of inert nodes only):
+is constant there.)  The rules, each read where its inputs are inert (the pass reads the users of inert nodes, and the
+calls of modules, only):
 
 - an input (a ``placeholder`` of no integer or bool kind): no op, no grid, no number;
+- a call of a torch.nn module of :data:`_INERT_MODULES` (``nn.Linear``, the convolutions: exactly those classes, not
+  with an eager QAT observer), whatever its input (not its users' rule: a source, as an input is): the walks read a
+  module's call through its class alone (its constants, a value it keeps or maps one-to-one, a fake quantizer's or an
+  average pool's grid), and of these classes nothing (the benchmark's many modules, ``tanh(self.lin(x))``);
 - arithmetic with a Python number (``x * 0.9``, ``x + 0.1``, ``0.1 - x``, ``x / 2``; not by 0): its walks follow the
   value alone, and its grid is the value's, scaled or moved;
 - a one-to-one op of one operand (:data:`_INERT_ONE_TO_ONE`: ``tanh(x)``): the walks read its input's numbers mapped,
@@ -38,17 +43,21 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
 from torch.fx import Node
 
 from sll_fx import dtypes
 
-from ._tie_nodes import _difference, _less_its_extremum
+from ._tie_nodes import _difference, _fake_quantizer, _less_its_extremum
 from ._tie_ops import _CONSTANTS, _IDENTITY_ON_A_RANGE, _ONE_TO_ONE, _PUTS, _UNNAMED
 
 #: one-to-one ops of one operand whose walks read nothing but their input's (no constant, no grid of their own; not the
 #: identity on a range, which a difference reads: ``x - elu(x)``)
 _INERT_ONE_TO_ONE = frozenset(n for n in _ONE_TO_ONE if n not in _CONSTANTS and n not in _IDENTITY_ON_A_RANGE and
                               n not in ("gelu", "silu"))
+#: torch.nn modules whose calls the walks read nothing of, whatever their input (the classes themselves: a subclass may
+#: be read otherwise, torch.ao's QAT ``Linear``)
+_INERT_MODULES = frozenset((nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
 #: arithmetic with a Python number, the ops and whether the number may come first (``0.1 - x``; not ``2 / x``)
 _WITH_A_NUMBER = {"mul": True, "add": True, "sub": True, "truediv": False, "div": False}
 
@@ -70,12 +79,21 @@ class _Inert:
         names: dict = {}  # ((op, target) -> the op's name: one _name per target, of those the rules read)
         kinds, users = self.kinds, set()  # (users: the users of the inert nodes so far, the only nodes to read)
         for node in self.gm.graph.nodes:
-            if node.op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
+            if node.op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
+                if not self._inert_module(node):
+                    continue
+            elif node.op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
                 continue
             if kinds.get(node) not in (dtypes.INT, dtypes.BOOL):
                 found.add(node)
                 users.update(node.users)
         return found
+
+    def _inert_module(self, node: Node) -> bool:
+        """Is ``node`` a call of a module of :data:`_INERT_MODULES`, with no fake quantizer an eager QAT hook runs on
+        its output (``activation_post_process``: a grid the walks read)?"""
+        module = self._module_of(node)
+        return type(module) in _INERT_MODULES and not _fake_quantizer(getattr(module, "activation_post_process", None))
 
     def _inert_op(self, node: Node, found: set, names: dict) -> bool:
         """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found``?"""

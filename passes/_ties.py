@@ -128,6 +128,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
         self._rank_unknown: Node | None = None   # (flat: a put in one element per row of a dim the rank hides)
         self._inert_found: set[Node] | None = None  # (_inert: the nodes whose walks find nothing)
+        self._modules_found: dict = {}           # (_module_of: call_module targets -> their modules)
 
     # -- the question the planner asks --------------------------------------------------------------
     def oriented(self, x, t, at: Node | None = None) -> tuple:
@@ -420,7 +421,13 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         return None, None
 
     def _module_of(self, node: Node) -> nn.Module | None:
-        try:
-            return self.gm.get_submodule(node.target)
-        except AttributeError:
-            return None
+        """The module a ``call_module`` node calls (None: none there), looked up once per target."""
+        target = node.target
+        found = self._modules_found.get(target, _UNNAMED)
+        if found is _UNNAMED:
+            try:
+                found = self.gm.get_submodule(target)
+            except AttributeError:
+                found = None
+            self._modules_found[target] = found
+        return found

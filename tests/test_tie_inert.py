@@ -103,6 +103,83 @@ def test_writes_and_integer_inputs_make_nothing_inert():
     assert "x" not in _inert(Fn(lambda x: torch.round(x * 0.5)), torch.arange(64).reshape(8, 8))
 
 
+class _Blocks(nn.Module):
+    """Calls of modules of ``_INERT_MODULES`` (the pass-time benchmark's many blocks: ``tanh(self.lin(x))``), also of
+    a rounded input, and a convolution's."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.lin2, self.conv = nn.Linear(8, 8), nn.Linear(8, 8), nn.Conv1d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        x = h + 0.1 * torch.round(h * 2)
+        k = self.lin2(torch.floor(x))
+        c = self.conv(x.unsqueeze(1)).squeeze(1)
+        return (torch.tanh(k) > 0.5).float() + torch.sign(c) + torch.floor(k * 2)
+
+
+def test_calls_of_linear_and_convolution_modules_are_inert():
+    """A call of an ``nn.Linear`` or a convolution is inert whatever its input (``self.lin2(floor(x))``), and what the
+    rules make of it: the walks find nothing from any of them (checked by ``_inert``)."""
+    inert = _inert(_Blocks(), torch.randn(64, 8))
+    assert inert == {"x", "lin", "tanh", "mul", "add", "lin2", "tanh_1", "mul_2", "conv"}  # (not the discrete ops,
+    # the values made of them, the views)
+
+
+class _Observed(nn.Linear):
+    pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.ReLU(),                    # (a constant, 0)
+    lambda: nn.Tanh(),                    # (one-to-one: the walks map its input's values)
+    lambda: nn.Identity(),                # (keeps its input's values)
+    lambda: _Observed(8, 8),              # (a subclass: not the class the rule names)
+])
+def test_modules_the_walks_read_or_do_not_name_are_not_inert(make):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = make()
+
+        def forward(self, x):
+            return torch.round(self.m(torch.round(x)))
+
+    assert "m" not in _inert(M(), torch.randn(64, 8))
+
+
+def test_a_linear_with_an_eager_qat_observer_is_not_inert():
+    """An ``nn.Linear`` whose forward hook fake-quantizes its output (torch.ao's eager QAT) is on a grid the walks
+    read: not inert."""
+    lin = nn.Linear(8, 8)
+    lin.activation_post_process = torch.ao.quantization.FakeQuantize()
+    lin.register_forward_hook(lambda m, i, o: m.activation_post_process(o))
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return torch.floor(self.lin(x) * 2)
+
+    assert "lin" not in _inert(M(), torch.randn(64, 8))
+    _, ties = _ties(M(), torch.randn(64, 8))
+    assert ties._range_values(next(n for n in ties.gm.graph.nodes if n.op == "call_module"), 8) != []
+
+
+def test_decisions_on_calls_of_inert_modules():
+    """The many-modules benchmark's blocks: every op rewritten, the model's values outside the bands, bitwise after
+    ``export_hard``."""
+    torch.manual_seed(0)
+    model, x = _Blocks(), torch.linspace(-3, 3, 6000).reshape(750, 8)
+    gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)
+    assert [e.rewritten for e in gm.sll_report.entries] == [True] * 5, str(gm.sll_report)
+    assert torch.equal(sll_fx.export_hard(gm, verbose=False)(x), model(x))
+    assert int((gm(x) != model(x)).sum()) <= 8
+
+
 def test_decisions_on_inert_inputs():
     model, x = Fn(_chain), torch.linspace(-3, 3, 6000).reshape(1000, 6)
     gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)
