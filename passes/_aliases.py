@@ -194,10 +194,7 @@ def _written(gm: GraphModule, node: Node) -> list[Node]:
     if node.op == "call_function" and node.kwargs.get("inplace") is True:
         return [node.args[0]]
     if node.op == "call_module":
-        module = gm
-        for name in node.target.split("."):  # (gm.get_submodule, without its checks: one per call_module node)
-            module = module._modules[name]
-        modules = list(module.modules())
+        modules = list(dtypes.submodule(gm, node.target).modules())
         if any(not type(m).__module__.startswith("torch.") for m in modules):
             return list(node.all_input_nodes)
         if any(getattr(m, "inplace", False) is True for m in modules):

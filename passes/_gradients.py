@@ -62,7 +62,7 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
             any_detach = True
         elif op == "call_module":
             if not graded.isdisjoint(node.all_input_nodes) or any(
-                    True for _ in gm.get_submodule(node.target).parameters()):
+                    True for _ in dtypes.submodule(gm, node.target).parameters()):
                 graded.add(node)
         else:
             name = _op_name(node)  # (inlined _pattern_inputs: this runs on every node)

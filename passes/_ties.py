@@ -82,6 +82,8 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
+from sll_fx import dtypes
+
 from ._grids import Grid, Tie, _common_step, _grid_meets, _multiple, _number, _same
 from ._patterns import _arg, _rank
 from ._tie_grids import _Grids
@@ -426,7 +428,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         found = self._modules_found.get(target, _UNNAMED)
         if found is _UNNAMED:
             try:
-                found = self.gm.get_submodule(target)
+                found = dtypes.submodule(self.gm, target)
             except AttributeError:
                 found = None
             self._modules_found[target] = found

@@ -187,7 +187,7 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
         value = fetch_attr(gm, node.target)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
     if op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = submodule(gm, node.target)
         params = list(mod.parameters())
         if params and all(p.is_floating_point() for p in params):
             return FLOAT
@@ -239,6 +239,18 @@ def hashable(target) -> bool:
     except TypeError:
         return False
     return True
+
+
+def submodule(gm: torch.nn.Module, target: str) -> torch.nn.Module:
+    """``gm.get_submodule(target)`` (a ``call_module`` node's module), read off the ``_modules`` dicts part by part:
+    one dict lookup each, where ``get_submodule`` makes two attribute reads through ``nn.Module.__getattr__``; where a
+    part is not there, ``get_submodule`` itself answers (its ``AttributeError``)."""
+    module = gm
+    for name in target.split("."):
+        module = module._modules.get(name)
+        if module is None:
+            return gm.get_submodule(target)
+    return module
 
 
 def fetch_attr(gm: GraphModule, target: str):

@@ -277,6 +277,16 @@ def original_class(m: nn.Module) -> type:
     return type(m)
 
 
+_TORCH_NN = ("torch.nn", "torch.ao.nn")
+
+
+@functools.lru_cache(maxsize=512)
+def _torch_class(cls: type) -> bool:
+    """Is ``cls`` a ``torch.nn``/``torch.ao.nn`` class, not ``Sequential`` (what :func:`torch_leaf` reads of a class
+    that parametrize did not make: once per class, a model of many blocks asks it of each module)?"""
+    return cls.__module__.startswith(_TORCH_NN) and not issubclass(cls, nn.Sequential)
+
+
 def torch_leaf(m: nn.Module) -> bool:
     """Is ``m`` one of fx's default leaves (a ``torch.nn``/``torch.ao.nn`` module, not ``Sequential``),
     judged by its original class?  A parametrized user module is traced into; so is a torch.nn module
@@ -286,9 +296,12 @@ def torch_leaf(m: nn.Module) -> bool:
     (``module.parametrizations.weight``, reached only inside a module that is traced into) is traced
     into as well: the parametrizations it calls are the user's code, with their own discrete ops, or
     torch.nn leaves themselves."""
-    if isinstance(m, parametrize.ParametrizationList):
-        return False
-    if not original_class(m).__module__.startswith(("torch.nn", "torch.ao.nn")) or isinstance(m, nn.Sequential):
+    cls = type(m)
+    if cls.__module__ == parametrize.__name__:  # (a ParametrizationList; a parametrized module's swapped class)
+        if isinstance(m, parametrize.ParametrizationList) or isinstance(m, nn.Sequential) or \
+                not original_class(m).__module__.startswith(_TORCH_NN):
+            return False
+    elif not _torch_class(cls):
         return False
     plists = m._modules.get("parametrizations")  # (parametrize.is_parametrized, without a failing getattr)
     return not isinstance(plists, nn.ModuleDict) or all(type(p).__module__.startswith("torch.") for plist in plists.values() for p in plist)
