@@ -143,6 +143,7 @@ whose call encloses the frame, and that one is kept opaque (its checkpointed chi
 from __future__ import annotations
 
 import copy
+import ctypes
 import dis
 import functools
 import inspect
@@ -229,17 +230,12 @@ def _autocast_state() -> tuple[bool, int]:
 _GENERATOR = torch.default_generator  # (what torch.get_rng_state reads)
 
 
-def _rng_state():
-    """The CPU random generator's state (``torch.get_rng_state()``), as bytes where numpy is there: a module call
-    compares two (one before, one after), which bytes do in a fraction of ``torch.equal``'s time."""
-    return _GENERATOR.get_state().numpy().tobytes()
-
-
-try:
-    _rng_state()
-except (ImportError, RuntimeError):  # (torch without numpy)
-    def _rng_state():  # noqa: F811
-        return bytes(_GENERATOR.get_state().tolist())
+def _rng_state() -> bytes:
+    """The CPU random generator's state (``torch.get_rng_state()``, a contiguous uint8 tensor), as bytes copied off its
+    memory: a module call compares two (one before, one after), which bytes do in a fraction of ``torch.equal``'s time
+    (and the copy takes half of ``.numpy().tobytes()``'s, with no numpy)."""
+    state = _GENERATOR.get_state()  # (held while its memory is read)
+    return ctypes.string_at(state.data_ptr(), state.numel())
 
 
 class _AutocastRegion(Exception):
