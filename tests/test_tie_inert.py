@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 import _fuzz_ties as fz
 from _helpers import Fn
@@ -127,15 +128,11 @@ def test_calls_of_linear_and_convolution_modules_are_inert():
     # the values made of them, the views)
 
 
-class _Observed(nn.Linear):
-    pass
-
-
 @pytest.mark.parametrize("make", [
     lambda: nn.ReLU(),                    # (a constant, 0)
     lambda: nn.Tanh(),                    # (one-to-one: the walks map its input's values)
     lambda: nn.Identity(),                # (keeps its input's values)
-    lambda: _Observed(8, 8),              # (a subclass: not the class the rule names)
+    lambda: NonDynamicallyQuantizableLinear(8, 8),  # (a torch.nn subclass, a leaf: not the class the rule names)
 ])
 def test_modules_the_walks_read_or_do_not_name_are_not_inert(make):
     class M(nn.Module):
@@ -146,7 +143,9 @@ def test_modules_the_walks_read_or_do_not_name_are_not_inert(make):
         def forward(self, x):
             return torch.round(self.m(torch.round(x)))
 
-    assert "m" not in _inert(M(), torch.randn(64, 8))
+    model = M()
+    assert any(n.op == "call_module" for n in fx.symbolic_trace(model).graph.nodes)  # (a leaf the graph calls)
+    assert "m" not in _inert(model, torch.randn(64, 8))
 
 
 def test_a_linear_with_an_eager_qat_observer_is_not_inert():
