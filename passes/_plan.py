@@ -13,6 +13,7 @@ Gradients that cannot reach a node (``_gradients.py``) leave it hard too.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field, replace
@@ -67,7 +68,7 @@ class _Uses:
     blocked: str = ""                               # (mixed) why such nodes cannot be copied
 
 
-#: the largest tensor attribute :meth:`_Planner._fill_of` reads for the one number it may hold
+#: the largest tensor attribute :func:`_fill_of` reads for the one number it may hold
 _FILL_SIZE = 1 << 20
 
 
@@ -86,8 +87,8 @@ class _Planner:
         # detach); none in a graph that runs with grad mode off (an exported no_grad block's body)
         self._foreseen: dict[Node, bool] = {}       # elementwise ops' decisions foreseen before their sweep
         self._writes: tuple | None = None           # (alias root -> the nodes writing it in place, the roots)
-        self.ties = Ties(gm, kinds, self._fixed_number, ranks, self.order)  # what comparisons' inputs take on whole
-        # ranges
+        self.ties = Ties(gm, kinds, functools.partial(_fixed_number, gm), ranks, self.order)  # what comparisons'
+        # inputs take on whole ranges (no reference back to the planner: see _fixed_number)
 
     def plan(self) -> list[_Step]:
         # (node, rule), in graph order: where/masked_fill; comparisons (and in-place / no-jump / unlisted finds);
@@ -210,6 +211,13 @@ class _Planner:
         # the report's mode: a selection runs its comparison's (the mask's module decides)
         shown = mode if method != "sll" or "mask" not in extra else self.config.mode_for(self._stack(extra["mask"]))
         entry = self._entry(node, replacement, extra.pop("reason", ""), eps, mode=shown, auto=auto)
+        # (the pieces _apply reads with a default are not kept where empty, the usual case: no objects per step)
+        if not extra.get("hard_uses", True):
+            del extra["hard_uses"]
+        if "chain" in extra and not any(extra["chain"]):
+            del extra["chain"]
+        if not extra.get("out_of_place", True):
+            del extra["out_of_place"]
         return _Step(node, rule, entry, mode=mode, casts=extra.pop("casts", ()), extra=extra)
 
     def _is_int(self, value) -> bool:
@@ -222,19 +230,6 @@ class _Planner:
             val = value.meta.get("val")
             return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
         return kind == dtypes.FLOAT
-
-    def _fixed_number(self, value: Node) -> float | None:
-        """The one number ``value`` holds (:meth:`_constant_fill`: a buffer, ``torch.zeros_like(x)``), where no
-        gradient changes it (not a trainable parameter); else None."""
-        number = self._constant_fill(value)  # (first: most values hold no one number, and the walk is the dearer)
-        return None if number is None or self._trainable(value) else number
-
-    def _trainable(self, value) -> bool:
-        """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first
-        arguments?"""
-        target = _attribute(value)
-        t = dtypes.fetch_attr(self.gm, target) if target is not None else None
-        return isinstance(t, torch.Tensor) and t.requires_grad
 
     def _int_comparison(self, rule, node) -> bool:
         """An integer ``x`` against a number or an integer tensor: no gradient to give.  Against a floating
@@ -310,56 +305,6 @@ class _Planner:
             return []
         lo, hi = self.order[first], self.order[last]
         return [w for w in index.get(_alias_root(x, roots), ()) if lo < self.order[w] < hi]
-
-    def _constant_fill(self, value) -> float | None:
-        """The one number ``value``, a selection's branch, holds everywhere, where the graph tells: a Python number,
-        ``x.new_tensor(v)``, ``torch.full_like(x, v)``, ``x.new_full(shape, v)``, ``torch.full(shape, v)``,
-        ``torch.tensor(v)``, or a tensor attribute (a buffer) holding one value, also through calls that keep every
-        value (:data:`_FILL_WRAPPERS`: ``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``); else None."""
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        factor = 1.0  # (-self.pos_inf, torch.ones_like(h) * -inf: the number times the fill found)
-        for _ in range(8):  # (a few wrappers deep)
-            if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not (
-                    args := value.args):
-                break
-            name = _op_name(value)
-            if name == "mul" and len(args) == 2 and not value.kwargs:  # (x * -inf, -inf * x)
-                node, number = args if isinstance(args[0], Node) else args[::-1]
-                if isinstance(number, Node) or not isinstance(number, (int, float)) or isinstance(number, bool):
-                    break
-                factor, value = factor * float(number), node
-            elif name == "neg" and len(args) == 1:
-                factor, value = -factor, args[0]
-            elif name in _FILL_WRAPPERS:
-                value = args[0]
-            else:
-                break
-        base = self._fill_of(value) if isinstance(value, Node) else None
-        if base is None:
-            return None
-        return base * factor if base else 0.0  # (zeros stay zeros: 0 * inf is NaN)
-
-    def _fill_of(self, value: Node) -> float | None:
-        """:meth:`_constant_fill` of a node that makes its tensor (no wrapper around it)."""
-        if value.op == "get_attr":
-            t = dtypes.fetch_attr(self.gm, value.target)
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= _FILL_SIZE and \
-                    t.device.type != "meta":  # (a constant of zeros the forward makes, torch.zeros(6000), too)
-                t = t.detach()
-                first = t.reshape(-1)[0]
-                if bool((t == first).all()) or bool(torch.isnan(t).all()):
-                    return float(first)
-            return None
-        key = (value.op, _op_name(value))
-        if key in _FILL_CONSTANT:  # (torch.ones_like(h), h.new_zeros(n))
-            return _FILL_CONSTANT[key]
-        where = _FILL_ARGUMENT.get(key)
-        if where is None:
-            return None
-        index, keyword = where
-        arg = value.args[index] if len(value.args) > index else value.kwargs.get(keyword)
-        return float(arg) if isinstance(arg, (int, float)) and not isinstance(arg, bool) else None
 
     def _writers_through_views(self, value: Node, users: list[Node]) -> list[Node]:
         """Those of ``value``'s ``users`` that write it in place (``r.sign_()``), and the nodes that write it through a
@@ -611,7 +556,7 @@ class _Planner:
                                           f"10**{abs(decimals)} overflows float64, so the op is NaN for every input, "
                                           "no jump to linearize: left hard")
         operands = rule.operand_values(node)
-        middle = rule.kind == "heaviside" and len(operands) > 1 and self._fixed_number(operands[1]) == 0.5  # (its
+        middle = rule.kind == "heaviside" and len(operands) > 1 and _fixed_number(self.gm, operands[1]) == 0.5  # (its
         # value at 0: the surrogate's there)
         tie = None if middle else self.ties.on_jumps(x, rule.kind, decimals, at=node)
         if tie is not None and rule.kind != "heaviside":
@@ -724,7 +669,7 @@ class _Planner:
                     (("input",) if rule.select_op == "masked_fill" else ("input", "other"))]
         values = [operands[rule.operands.index(n)] for n in (("value",) if rule.select_op == "masked_fill" else
                                                               ("input", "other"))]
-        if extreme := [f for v in values if (f := self._constant_fill(v)) is not None and not abs(f) <= _HALF_MAX]:
+        if extreme := [f for v in values if (f := _constant_fill(self.gm, v)) is not None and not abs(f) <= _HALF_MAX]:
             f = extreme[0]
             what = f"{f!r}: a blend with it is {f!r} (or overflows)" if not math.isfinite(f) else \
                 f"{f!r}, beyond float16's largest value (65504): infinite in float16 (a half-precision model, " \
@@ -898,6 +843,78 @@ def _operands(rule: rules.Rule, node: Node) -> tuple:
         return rule.operand_values(node)
     except KeyError:
         return ()
+
+
+# -- the one number a value holds: functions of the GraphModule, which the planner and its Ties read ----------------
+# (Ties gets ``functools.partial(_fixed_number, gm)`` as its ``number``: a bound method of the planner made the two a
+# reference cycle, which kept them, with their per-node tables, alive after the pass until a full garbage collection,
+# which then walked them; at 50k nodes the one during code generation.)
+
+def _fixed_number(gm: GraphModule, value) -> float | None:
+    """The one number ``value`` holds (:func:`_constant_fill`: a buffer, ``torch.zeros_like(x)``), where no gradient
+    changes it (not a trainable parameter); else None."""
+    number = _constant_fill(gm, value)  # (first: most values hold no one number, and the walk is the dearer)
+    return None if number is None or _trainable(gm, value) else number
+
+
+def _trainable(gm: GraphModule, value) -> bool:
+    """Does ``value`` come from a tensor attribute that requires grad (a learned threshold), through its first
+    arguments?"""
+    target = _attribute(value)
+    t = dtypes.fetch_attr(gm, target) if target is not None else None
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+def _constant_fill(gm: GraphModule, value) -> float | None:
+    """The one number ``value``, a selection's branch, holds everywhere, where the graph tells: a Python number,
+    ``x.new_tensor(v)``, ``torch.full_like(x, v)``, ``x.new_full(shape, v)``, ``torch.full(shape, v)``,
+    ``torch.tensor(v)``, or a tensor attribute (a buffer) holding one value, also through calls that keep every
+    value (:data:`_FILL_WRAPPERS`: ``self.neg_inf.to(h.dtype)``, ``.detach()``, ``.expand_as(h)``); else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    factor = 1.0  # (-self.pos_inf, torch.ones_like(h) * -inf: the number times the fill found)
+    for _ in range(8):  # (a few wrappers deep)
+        if not isinstance(value, Node) or value.op not in ("call_method", "call_function") or not (
+                args := value.args):
+            break
+        name = _op_name(value)
+        if name == "mul" and len(args) == 2 and not value.kwargs:  # (x * -inf, -inf * x)
+            node, number = args if isinstance(args[0], Node) else args[::-1]
+            if isinstance(number, Node) or not isinstance(number, (int, float)) or isinstance(number, bool):
+                break
+            factor, value = factor * float(number), node
+        elif name == "neg" and len(args) == 1:
+            factor, value = -factor, args[0]
+        elif name in _FILL_WRAPPERS:
+            value = args[0]
+        else:
+            break
+    base = _fill_of(gm, value) if isinstance(value, Node) else None
+    if base is None:
+        return None
+    return base * factor if base else 0.0  # (zeros stay zeros: 0 * inf is NaN)
+
+
+def _fill_of(gm: GraphModule, value: Node) -> float | None:
+    """:func:`_constant_fill` of a node that makes its tensor (no wrapper around it)."""
+    if value.op == "get_attr":
+        t = dtypes.fetch_attr(gm, value.target)
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and 0 < t.numel() <= _FILL_SIZE and \
+                t.device.type != "meta":  # (a constant of zeros the forward makes, torch.zeros(6000), too)
+            t = t.detach()
+            first = t.reshape(-1)[0]
+            if bool((t == first).all()) or bool(torch.isnan(t).all()):
+                return float(first)
+        return None
+    key = (value.op, _op_name(value))
+    if key in _FILL_CONSTANT:  # (torch.ones_like(h), h.new_zeros(n))
+        return _FILL_CONSTANT[key]
+    where = _FILL_ARGUMENT.get(key)
+    if where is None:
+        return None
+    index, keyword = where
+    arg = value.args[index] if len(value.args) > index else value.kwargs.get(keyword)
+    return float(arg) if isinstance(arg, (int, float)) and not isinstance(arg, bool) else None
 
 
 #: the largest float16 value: a fill beyond it is infinite in float16, and a stand-in for infinity in wider types

@@ -131,7 +131,9 @@ class _Inert:
         """Is ``node``, a sum or difference of two tensors one of which is inert (in ``found``), none of the sums the
         walks read on their own (the module's docstring)?"""
         a, b = node.args
-        if any(self._value(v) is not v or self._scalar(v) is not None for v in (a, b) if v not in found):
+        constants = self._constant_nodes()  # (_scalar of another node, in a graph that writes nothing, is None)
+        if any(self._value(v) is not v or (v.op == "get_attr" or v in constants) and self._scalar(v) is not None
+               for v in (a, b) if v not in found):
             return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
         if self._straight_through(node) is not None or self._cancelled_shift(node) is not None or \
                 self._on_points(node, a, b):

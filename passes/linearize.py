@@ -59,7 +59,7 @@ from sll_fx.diagnostics import is_soft_mask
 from sll_fx.errors import RewriteError
 from sll_fx.exported import STALE_META
 from sll_fx.graph_module import HARD_COPY
-from sll_fx.ops import DEFAULT_EPS, find_sll_nodes, hard_mask, is_sll_target
+from sll_fx.ops import DEFAULT_EPS, SLL_TARGETS, find_calls, hard_mask, is_sll_target
 from sll_fx.report import RewriteReport
 
 from ._aliases import isolate_writes
@@ -103,20 +103,25 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     for step in plan:
         if (new := _apply(gm, step, surrogates, device, created, twins)) is not None:
             twins[step.node] = new
-    copied = {c for s in plan if s.rewrites for c in s.extra.get("chain", ((),))[0]}
-    copied |= {c for s in plan if s.rewrites for _, chain, _ in s.extra.get("cast_hard", {}).values() for c in chain}
+    copied = set()  # (the chains copied for integer uses, of comparisons' kept casts too)
+    for s in plan:
+        extra = s.extra
+        if s.rewrites and ("chain" in extra or "cast_hard" in extra):
+            copied.update(extra.get("chain", ((),))[0])
+            copied.update(c for _, chain, _ in extra.get("cast_hard", {}).values() for c in chain)
     for c in sorted(copied, key=planner.order.__getitem__, reverse=True):  # originals only integer uses read
         _erase_if_unused(gm.graph, c)
     created = _note_kept_originals(gm.graph, plan, created, {n: s.name for n, s in twins.items()})
-    ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
     if writes:  # (the writes again, as they are now: isolate_writes finds them on the graph rewritten)
+        ops = [n for n in created if n.op == "call_function" and is_sll_target(n.target)]
         isolate_writes(gm, ops, {n for n in ops if rules.sll_op_name(n.target) in _INTEGRAL}, created,
                        carried | {new for n, new in twins.items() if n in carried})
     _detach_hard_heavisides(gm.graph, plan, planner, created)
     check_placement(gm.graph, created, "linearize_pass")  # graph.lint()'s checks, for the nodes added
     for node in created:  # fake values (an exported graph's) taken from the node replaced, or its own: stale
-        for key in STALE_META:  # (torch.export computes fresh ones when the result is exported again)
-            node.meta.pop(key, None)
+        if not node.meta.keys().isdisjoint(STALE_META):  # (torch.export computes fresh ones when the result is
+            for key in STALE_META:                       # exported again)
+                node.meta.pop(key, None)
     gm.recompile()
     report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method, auto=config.auto)
     _check(gm, report, planner, before)
@@ -381,5 +386,13 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
 
 
 def _count_sll(gm: GraphModule) -> int:
-    """sll nodes in ``gm``'s graph, not counting soft masks (found by target: :func:`~sll_fx.ops.find_sll_nodes`)."""
-    return sum(1 for n in find_sll_nodes(gm.graph, ordered=False) if not is_soft_mask(n))
+    """sll nodes in ``gm``'s graph, not counting soft masks (found by target, fx's lookup: counted per target; a soft
+    mask is an ``sll.compare`` node, the only nodes :func:`~sll_fx.diagnostics.is_soft_mask` is asked of)."""
+    graph = gm.graph
+    return sum(len(graph.find_nodes(op="call_function", target=t, sort=False)) for t in SLL_TARGETS
+               if t not in _COMPARE_TARGETS) + \
+        sum(1 for n in find_calls(graph, _COMPARE_TARGETS, ordered=False) if not is_soft_mask(n))
+
+
+#: the targets of ``sll.compare`` (its packet, its overloads): the sll nodes :func:`is_soft_mask` may accept
+_COMPARE_TARGETS = frozenset(t for t in SLL_TARGETS if rules.sll_op_name(t) == "compare")

@@ -7,6 +7,8 @@
 - The tracer records one frame per node (the user's line) instead of a whole stack trace, in
   fx's format, so ``source_of`` and fx's own stack-trace parser both read the user's line.
 - The planner runs the rule table only on nodes whose target is one of its spellings.
+- The pass leaves no reference cycle behind: its planner and tie check, with their per-node tables, are freed when it
+  returns (a cycle kept them until a full garbage collection, which then walked them).
 - The user's GraphModule is never edited (its graph is copied; a traced one is private).
 - What a trace reads of a module's code (the names its ``forward`` resolves, an ``autograd.Function`` it references,
   the values it reads off ``self``) is scanned once per ``forward`` function and class, while each instance's own
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
 import re
 
@@ -260,6 +263,22 @@ def test_the_rule_table_runs_only_on_its_spellings(monkeypatch):
     assert gm.sll_report.counts == {"found": 1, "rewritten": 1, "hard": 0}
     assert len(gm.graph.nodes) > 600
     assert set(calls) == {"sign"} and len(calls) <= 3  # planning (and the guarantee's check), not 600 nodes
+
+
+def test_the_planner_is_freed_when_the_pass_returns():
+    from sll_fx.passes._plan import _Planner, _Step
+    from sll_fx.passes._ties import Ties
+
+    model = Blocks(20)
+    gc.collect()
+    gc.disable()  # (nothing but reference counts frees objects: an object in a cycle stays until a collection)
+    try:
+        gm = sll_fx.linearize_module(model, 0.05, verbose=False)
+        left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, (_Planner, Ties, _Step))]
+    finally:
+        gc.enable()
+    assert gm.sll_report.counts["rewritten"] == 20
+    assert left == []
 
 
 def test_the_use_and_gradient_sweeps_settle_arithmetic_by_its_target(monkeypatch):
