@@ -170,7 +170,10 @@ def _writes(gm: GraphModule) -> list[tuple[Node, list[Node]]]:
                 continue
         elif op == "call_function":
             t, kw = node.target, node.kwargs
-            may = memo.get(t) if dtypes.hashable(t) else True
+            try:
+                may = memo.get(t)
+            except TypeError:  # (an unhashable callable: it may write)
+                may = True
             if may is None:
                 may = memo[t] = _writes_first(op, t)
             if not (may or kw and ("out" in kw or kw.get("inplace") is True)):

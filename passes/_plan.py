@@ -14,6 +14,7 @@ Gradients that cannot reach a node (``_gradients.py``) leave it hard too.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 from dataclasses import dataclass, field, replace
@@ -76,7 +77,7 @@ class _Planner:
     def __init__(self, gm: GraphModule, config: SLLConfig, kinds: dict, no_grad: bool = False,
                  ranks: dict | None = None):
         self.gm, self.config, self.kinds = gm, config, kinds
-        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.order = dict(zip(gm.graph.nodes, itertools.count()))  # (node -> its place in the graph)
         self.taken: set[Node] = set()               # where/masked_fill, argmax, topk taken by a rewritten pattern
         self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
         self.pattern_hard: set[Node] = set()        # one_hot(argmax)/top-k scatter nodes not quite the pattern
@@ -309,6 +310,8 @@ class _Planner:
     def _writers_through_views(self, value: Node, users: list[Node]) -> list[Node]:
         """Those of ``value``'s ``users`` that write it in place (``r.sign_()``), and the nodes that write it through a
         view among them (``r.view(-1).sign_()``, ``r.t().clamp_(0, 1)``), in graph order."""
+        if not self.writes():  # (a graph that writes nothing in place: no node is a writer, no view walk)
+            return []
         writers, stack, seen = [], [], {value}
         for user in users:
             if value in _mutated(user):
@@ -545,7 +548,8 @@ class _Planner:
         uses, see :meth:`_rewrite`)."""
         if extra := rule.unsupported_arguments(node):
             return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
-        x = rule.operand_values(node)[0]
+        operands = rule.operand_values(node)
+        x = operands[0]
         if self._is_int(x):
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
         keywords = rule.keyword_values(node)
@@ -555,7 +559,6 @@ class _Planner:
             return self._hard(node, rule, f"decimals={decimals} is out of range ({-MAX_DECIMALS} to {MAX_DECIMALS}): "
                                           f"10**{abs(decimals)} overflows float64, so the op is NaN for every input, "
                                           "no jump to linearize: left hard")
-        operands = rule.operand_values(node)
         middle = rule.kind == "heaviside" and len(operands) > 1 and _fixed_number(self.gm, operands[1]) == 0.5  # (its
         # value at 0: the surrogate's there)
         tie = None if middle else self.ties.on_jumps(x, rule.kind, decimals, at=node)
@@ -580,10 +583,10 @@ class _Planner:
             return self._hard(node, rule, f"rule '{rule.kind}' switched off by the config")
         if extra := rule.unsupported_arguments(node):
             return self._hard(node, rule, f"unsupported argument(s) {', '.join(extra)}: left hard")
-        x = rule.operand_values(node)[0]
+        operands = rule.operand_values(node)
+        x = operands[0]
         if self._int_comparison(rule, node):  # as sll::compare itself decides at run time
             return self._hard(node, rule, f"input '{_name(x)}' has an integer dtype: no gradient to give, left hard")
-        operands = rule.operand_values(node)
         if len(operands) > 1 and (reduced := _order_statistic_of(operands[1], operands[0]) or
                                   _order_statistic_of(operands[0], operands[1])) is not None:
             return self._hard(node, rule, f"its threshold is an element of its input ({_describe([reduced])} of "

@@ -97,18 +97,19 @@ class _Inert:
 
     def _inert_op(self, node: Node, found: set, names: dict) -> bool:
         """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found``?"""
-        if node.op != "call_function" and node.op != "call_method" or node.kwargs:
+        op = node.op
+        if op != "call_function" and op != "call_method" or node.kwargs:
             return False
         args = node.args
         if len(args) == 1:
             return isinstance(args[0], Node) and args[0] in found and \
-                (names.get((node.op, node.target)) or self._target_name(node, names)) in _INERT_ONE_TO_ONE
+                (names.get((op, node.target)) or self._target_name(node, names)) in _INERT_ONE_TO_ONE
         if len(args) != 2:
             return False
         a, b = args
         if not (isinstance(a, Node) and a in found or isinstance(b, Node) and b in found):
             return False
-        name = names.get((node.op, node.target)) or self._target_name(node, names)  # (the memo's, read here first)
+        name = names.get((op, node.target)) or self._target_name(node, names)  # (the memo's, read here first)
         if isinstance(a, Node) and isinstance(b, Node):
             return (name == "add" or name == "sub") and self._inert_sum(node, name, found)
         number = a if isinstance(b, Node) else b

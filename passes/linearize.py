@@ -126,7 +126,7 @@ def linearize_pass(gm: GraphModule, *, eps: float = DEFAULT_EPS, mode: str = "li
     report = RewriteReport([s.entry for s in plan], mode=config.mode, method=config.method, auto=config.auto)
     _check(gm, report, planner, before)
     gm.sll_report = report
-    return PassResult(gm, modified=bool(report.rewritten))
+    return PassResult(gm, modified=any(e.rewritten for e in report.entries))
 
 
 def _note_kept_originals(graph, plan: list[_Step], created: list, surrogate_names: dict) -> list:
@@ -241,6 +241,8 @@ def _apply(gm: GraphModule, step: _Step, surrogates: dict, device: torch.device,
     if attr is not None:
         attr.meta.update({k: v for k, v in node.meta.items() if k in _EPS_META})
         created.append(attr)
+    if in_place:  # (an elementwise op rewritten where it is: no other node to re-point or erase)
+        return new
     if pattern == "cast":
         surrogates[node] = new
         for cast in step.casts:
@@ -373,7 +375,8 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
     """The pass's guarantee: every node of an elementwise or cast rule left in the graph is reported (or sits in a
     skipped submodule), and the graph holds one sll node more per rewritten entry (soft masks, a part of their
     selection, not counted)."""
-    kept = {e.node for e in report.hard} | {e.node for e in report.rewritten if e.reason}
+    rewritten = report.rewritten
+    kept = {e.node for e in report.entries if e.reason or not e.rewritten}  # (left hard, or with a part kept hard)
     for node in _rule_nodes(gm.graph):  # (by target: the graph's nodes that may be a rule's spelling)
         rule = rules.match(node)
         if rule and rule.pattern in ("elementwise", "cast") and node.name not in kept \
@@ -381,8 +384,8 @@ def _check(gm: GraphModule, report: RewriteReport, planner: _Planner, before: in
             raise RewriteError(f"linearize_pass left node '{node.name}' ({rules.describe_target(node)}) "
                                "hard without reporting it")
     after = _count_sll(gm)
-    if after != before + len(report.rewritten):
-        raise RewriteError(f"linearize_pass: expected {before + len(report.rewritten)} sll nodes, found {after}")
+    if after != before + len(rewritten):
+        raise RewriteError(f"linearize_pass: expected {before + len(rewritten)} sll nodes, found {after}")
 
 
 def _count_sll(gm: GraphModule) -> int:
