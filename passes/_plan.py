@@ -82,6 +82,7 @@ class _Planner:
         self.pattern_users: set[Node] = set()       # rewritten one_hot/scatter nodes (users inside a pattern)
         self.pattern_hard: set[Node] = set()        # one_hot(argmax)/top-k scatter nodes not quite the pattern
         self.decided: dict[Node, bool] = {}         # planned rule nodes -> rewritten (read by _use)
+        self._bits: dict[Node, int] | None = None   # (plan's sweep: the nodes of non-zero _classify bits -> them)
         self._sources: dict = {}                    # stack_trace text -> source_of
         self._reach: tuple[set, set] | None = None  # (reaches the output, reaches it not through .detach())
         self._graded: tuple | None = (set(), False) if no_grad else None  # _gradient_sources: (graded nodes, any
@@ -98,9 +99,12 @@ class _Planner:
         unlisted_modules = rules.UNLISTED_MODULES
         # (looked up per call_module node only when the model holds such a module at all: one pass over the modules)
         any_unlisted = any(type(m) in unlisted_modules for m in self.gm.modules())
+        swept = self._bits = {}
         for node in self.order:
             bits = _classify(node)
-            if not bits:
+            if bits:
+                swept[node] = bits
+            else:
                 if any_unlisted and node.op == "call_module" and \
                         type(self.gm.get_submodule(node.target)) in unlisted_modules:
                     second.append((node, None))  # nn.Threshold, ...: a discrete op without a rule
@@ -267,7 +271,7 @@ class _Planner:
         """How ``user`` reads ``value``, a discrete op's float result: _FLOAT_USE, _PASS_USE, _META_USE or
         _OTHER_USE (see ``_use_kind``).  A discrete op reading it is a float use when it is linearized
         itself (its surrogate passes the gradient on; the users of a node are planned before it)."""
-        bits = _classify(user)
+        bits = self._bits.get(user, 0) if self._bits is not None else _classify(user)  # (the sweep's, once swept)
         if bits & _FIND and rules.match_inplace(user) is not None:  # x.round_(): rewritten out of place on a fresh
             rule = _in_place_rule(user)                              # temporary, else hard (it would round a surrogate)
             linearized = rule is not None and value in _operands(rule, user) and self._linearized(user, rule)
