@@ -164,7 +164,14 @@ def _step_above(r: float, dtype: torch.dtype) -> float:
 
 def within_float(d: Tensor, r: Eps) -> Tensor:
     """``1.0`` where ``|d| <= r``, else ``0.0`` (also for a NaN ``d``), spelled in float ops for compiled code
-    (see :func:`inside_float`)."""
+    (see :func:`inside_float`).
+
+    With ``r`` a Python number and ``d`` in float32 or float64 it is ``|d| < nextafter(r)`` (as in :func:`pass_within`):
+    one ``sign``, whose ``sign(NaN) = 0`` leaves a NaN outside, about half the element ops of the spelling for a tensor
+    ``r`` (or a half-precision ``d``, which inductor computes in float32), which needs a test for NaN of its own.
+    """
+    if not isinstance(r, Tensor) and d.dtype in (torch.float32, torch.float64):
+        return torch.sign(_step_above(float(r), d.dtype) - d.abs()).clamp_min(0.0)
     return torch.where(d != d, 0.0, (torch.sign(r - d.abs()) + 1.0).clamp_max(1.0))
 
 
@@ -179,6 +186,7 @@ def compiled_cpu(t: Tensor) -> bool:
 
 def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
     """``1.0`` where ``lo < d < hi``, else ``0.0`` (also for a NaN ``d``): the band as a float, for compiled code.
+    ``d`` is a clamped ramp: ``lo <= d <= hi``, or NaN.
 
     Spelled without a comparison on purpose: from a ``bool`` band AOT autograd's partitioner
     saves a one-byte mask for the backward, and inductor's vectorized one-byte stores are
@@ -186,7 +194,10 @@ def inside_float(d: Tensor, lo: Eps, hi: Eps) -> Tensor:
     these float ops it saves (or recomputes from) a float tensor instead: faster, but four
     times the memory of the mask (``benchmarks/memory.py``).
     """
-    return (torch.sign(d - lo) * torch.sign(hi - d)).clamp_min(0.0)  # sign(NaN) = 0: a NaN is outside
+    # one sign of the product (sign(NaN) = 0: a NaN is outside), not the product of two signs: half the element ops.
+    # With lo <= d <= hi the product is never negative; inside, one factor is at least (hi - lo) / 2 (a jump's
+    # bounds are 1 or 2 apart), so the product of two nonzero factors is never rounded to 0
+    return torch.sign((d - lo) * (hi - d))
 
 
 def nan_to_(t: Tensor, value: float) -> Tensor:
@@ -420,6 +431,9 @@ def trunc(eps: Eps) -> Jump:
         a = clamp_(torch.abs(x), 0.5)
         c = torch.round(a)
         w = nan_to_(clamp_(affine_(torch.sub(a, c), k, -0.5), -1.0, 0.0), -1.0)
+        if compiled_cpu(x):  # -v where x < 0: the bits of v sign(x) (at +-0 and NaN too), half the element ops
+            v = c + w
+            return torch.where(x < 0, -v, v), w
         if inplace_ok(x, k):
             return c.add_(w).mul_(torch.sign(x)), w
         return (c + w) * torch.sign(x), w
