@@ -35,6 +35,23 @@ def _fake_quantizer(module) -> bool:
     return isinstance(module, FakeQuantizeBase)
 
 
+def _operands_down(t: Node, depth: int) -> list:
+    """``t`` and, ``depth`` deep, the operand each call in turn reads (its first argument, or the second after a
+    number, ``0.5 * v``), while there is one node to follow: the values a term of a sum may be an elementwise function
+    of (:meth:`_tie_values._RangeValues._on_points`)."""
+    chain = [t]
+    for _ in range(depth):
+        if t.op != "call_function" and t.op != "call_method" or not (args := t.args):
+            break
+        u = args[0]
+        if not isinstance(u, Node) and len(args) == 2 and _number(u):
+            u = args[1]
+        if not isinstance(u, Node):
+            break
+        chain.append(t := u)
+    return chain
+
+
 def _difference(name: str, node: Node, alpha) -> tuple | None:
     """``(a, b)`` for a node computing ``a - b``: ``a - b``, ``a + (-b)``, ``-b + a``, ``torch.add(a, b, alpha=-1)``."""
     a, b = node.args[:2]

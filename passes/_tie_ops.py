@@ -255,6 +255,9 @@ _DIVS = frozenset(("div", "true_divide", "truediv"))
 _ZERO_PRODUCTS = _DIVS | {"mul", "add", "sub"}
 #: the ops a hand-written straight-through value ends with (:func:`_straight_through`)
 _SUMS = frozenset(("add", "sub"))
+#: how many elementwise ops deep a term of a sum is read as a function of a value the other term reads
+#: (``Ties._on_points``: ``relu(v) * 2 - v``)
+_CHAIN = 2
 #: how many ``Ties.grid`` calls may nest before the inputs' grids are found first, in graph order (Python's stack)
 _GRID_NESTING = 64
 #: how far from 0 a one-to-one op's input grid is read (:func:`_grid_points`: sigmoid is 1.0 in float32 from 17 up, tanh

@@ -1,8 +1,8 @@
 """The values a node takes on whole ranges of inputs (``_range_values``: its grid, the constants an op takes, through
 ops that keep values and arithmetic with numbers), which :meth:`Ties.on_jumps` reads; the zeros of a product, quotient
-or sum of two values (``_of_two``; two functions of one grid on its points, ``_on_points``), a value's quotients by a
-learned bound (``_ratios``, ``_multiples``) and a value shifted less itself (``_cancelled_shift``: ``(x + c) - x``,
-which the flat rule and the ties at a threshold read too).
+or sum of two values (``_of_two``; two functions of one value on its grid's points or the numbers it takes on
+ranges, ``_on_points``), a value's quotients by a learned bound (``_ratios``, ``_multiples``) and a value shifted less
+itself (``_cancelled_shift``: ``(x + c) - x``, which the flat rule and the ties at a threshold read too).
 
 A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
 where the rest is.
@@ -10,6 +10,7 @@ where the rest is.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from typing import Callable
@@ -20,9 +21,9 @@ from torch.fx import Node
 
 from ._grids import Grid, _number
 from ._patterns import _arg
-from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _put, _taken,
-                         _tensor_of, _written_value)
-from ._tie_ops import (_AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
+from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
+                         _operands_down, _put, _taken, _tensor_of, _written_value)
+from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
                        _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS,
                        _REDUCED_SUMS, _SUMS, _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values,
                        _mapped)
@@ -221,11 +222,28 @@ class _RangeValues:
         """The op of ``a`` and ``b`` (the other, read as a tensor) that is the other itself on a whole range of it
         (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), or two such ops of
         one value on ranges that meet (:meth:`_clips_of_one`), else None."""
-        a, b = _tensor_of(a), _tensor_of(b)
+        a, b = self._held_tensor(a), self._held_tensor(b)
         for x, c in ((a, b), (b, a)):
             if isinstance(x, Node) and x in self._clipped(c):
                 return c
         return self._clips_of_one(a, b)
+
+    def _held_tensor(self, v):
+        """The node whose values ``v`` holds, as :meth:`_clip_of` compares a clip's operand with the other term:
+        through aliases (:func:`_tensor_of`) and, in a graph that writes nothing in place, extrema of a tensor with
+        itself (``minimum(x, x)``: :func:`_of_itself`) and hand-written straight-through values (``x + (x -
+        x.detach())``: ``x``; ``(r - x).detach() + x``: ``r``, to float32's rounding of the sum, on a jump or within
+        ulps of it: more ties, never fewer)."""
+        for _ in range(4):
+            u = _tensor_of(v)
+            if isinstance(u, Node) and not self._any_write():
+                u = _of_itself(u)
+                if self._name_of(u) in _SUMS and (hard := self._straight_through(u)) is not None:
+                    u = hard
+            if u is v:
+                return v
+            v = u
+        return v
 
     def _clipped(self, c) -> tuple:
         """The values ``c`` is on a whole range of them, as tensors (:data:`_IDENTITY_ON_A_RANGE`): a clamp's or a
@@ -234,8 +252,8 @@ class _RangeValues:
             return ()
         if c.op == "call_module":
             module = self._module_of(c)
-            return (_tensor_of(c.args[0]),) if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) else ()
-        return tuple(_tensor_of(v) for v in c.args[:2]) if self._name_of(c) in _IDENTITY_ON_A_RANGE else ()
+            return (self._held_tensor(c.args[0]),) if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) else ()
+        return tuple(self._held_tensor(v) for v in c.args[:2]) if self._name_of(c) in _IDENTITY_ON_A_RANGE else ()
 
     def _clips_of_one(self, a, b) -> Node | None:
         """``a`` where ``a`` and ``b`` are two ops of :data:`_IDENTITY_ON_A_RANGE` of one same value ``x``, each ``x``
@@ -421,7 +439,7 @@ class _RangeValues:
         def zero_sources(i: int) -> list:  # (zeros(operands[i], depth, False), from the same walk)
             return list(dict.fromkeys(n for w, n in values(i) if (w.hits(0.0) if isinstance(w, Grid) else w == 0)))
         first = zero_sources(0)
-        found = self._on_points(node, *operands)
+        found = self._on_points(node, *operands, depth)
         # (a grid plus a value 0 on ranges: the grid there, sign(x) * 0.5 + (x - minimum(x, 2 * x)): +-0.5
         # from 0 up; plus a value that is another number c on ranges, the grid moved by c there, trunc(x) - where(
         # trunc(x) > 0, x, -3.0): 0 on (-4, -3], read loosely, as though the two ranges met (more ties, never fewer),
@@ -446,25 +464,59 @@ class _RangeValues:
         return found + [(0.0, source) for source in first
                         if any(not _disjoint(source, o, self._at, True) for o in other)]
 
-    def _on_points(self, node: Node, a: Node, b: Node) -> list[tuple]:
+    def _on_points(self, node: Node, a: Node, b: Node, depth: int = 8) -> list[tuple]:
         """``(value, source)`` for ``node``, ``a + b`` or ``a - b`` where each term is one same value ``q`` or an
-        elementwise op of ``q`` alone, with numbers, ``q`` on a grid: the sum computed in float32 on the grid's points
-        (:func:`_grid_points`, as the model computes it), in a graph that writes nothing in place (``floor(q) -
-        sigmoid(q)`` of ``q = floor(x)``: -0.5 at 0, where each term's values alone say nothing)."""
-        fa, fb = (t.args[0] if t.op in ("call_function", "call_method") and t.args else None for t in (a, b))
-        q = fa if fa is not None and (fa is fb or fa is b) else a if fb is a else None
-        if not isinstance(q, Node) or node.kwargs or self._any_write() or (g := self.grid(q)) is None:
-            return []  # (the structural check first: the benchmark's h + 0.1 * d reads two values in every block)
-        calls = [(lambda v: v) if t is q else self._pointwise(t) for t in (a, b)]
+        elementwise function of ``q`` alone, with numbers, up to :data:`_CHAIN` ops deep (``relu(q) * 2``): the sum
+        computed in float32 (as the model computes it) on the points of ``q``'s grid (:func:`_grid_points`;
+        ``floor(q) - sigmoid(q)`` of ``q = floor(x)``: -0.5 at 0, where each term's values alone say nothing), or,
+        where ``q`` has none, on the values ``q`` takes on whole ranges, a grid's points or a number, ``depth`` deep
+        (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2, where ``relu`` is 0 and ``v`` is -2), in a graph
+        that writes nothing in place."""
+        down = _operands_down(b, _CHAIN)  # (the structural check first: the benchmark's h + 0.1 * d, in every block)
+        q = next((u for u in _operands_down(a, _CHAIN) if u in down and (u is not a or u is not b)), None)
+        if q is None or node.kwargs or self._any_write() or self._inert_found is not None and q in self._inert_found:
+            return []  # (an inert value: no grid, no value on ranges; the benchmark's h + 0.1 * sign(h))
+        calls = [self._composed(t, q) for t in (a, b)]
         if None in calls:
             return []
         sign = -1.0 if self._name_of(node) == "sub" else 1.0
-        return [(v, g.source) for v in _images_of(lambda v: calls[0](v) + sign * calls[1](v), _grid_points(g))]
+
+        def call(v):
+            return calls[0](v) + sign * calls[1](v)
+        if (g := self.grid(q)) is not None:
+            return [(v, g.source) for v in _images_of(call, _grid_points(g))]
+        return [(v, n) for w, n in self._range_values(q, depth - 1)
+                for v in _images_of(call, _grid_points(w) if isinstance(w, Grid) else [w])]
+
+    def _composed(self, t: Node, q: Node) -> Callable | None:
+        """``t`` as a function of ``q``, a value :func:`_operands_down` reaches from it: the ops between composed, each
+        elementwise with numbers (:meth:`_pointwise`; a number first, ``0.5 * v``, ``1 - v``: an op of
+        :data:`_FOLDABLE`), else None."""
+        steps = []
+        while t is not q:
+            first = t.args[0]
+            if isinstance(first, Node):
+                call = self._pointwise(t)
+            elif t.op == "call_function" and not t.kwargs and len(t.args) == 2 and _number(first) and \
+                    self._name_of(t) in _FOLDABLE:  # (the number first)
+                call = functools.partial(t.target, first)
+            else:
+                call = None
+            if call is None:
+                return None
+            steps.append(call)
+            t = first if isinstance(first, Node) else t.args[1]
+
+        def composed(v):
+            for step in reversed(steps):
+                v = step(v)
+            return v
+        return composed
 
     def _pointwise(self, t: Node) -> Callable | None:
-        """``t``, a term of :meth:`_on_points`, as a function of its first argument: a one-to-one or foldable op with
-        numbers (:func:`_elementwise_call`), or an extremum with a node that holds one number (``maximum(q,
-        torch.tensor(0.5))``: the planner's ``number``; not a learned scalar), else None."""
+        """``t``, a term of :meth:`_on_points` or an op in one, as a function of its first argument: a one-to-one or
+        foldable op with numbers (:func:`_elementwise_call`), or an extremum with a node that holds one number
+        (``maximum(q, torch.tensor(0.5))``: the planner's ``number``; not a learned scalar), else None."""
         name = self._name_of(t)
         if name in _ONE_TO_ONE or name in _FOLDABLE:
             return _elementwise_call(t)

@@ -25,7 +25,8 @@ reason from :meth:`Ties.of`:
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
   difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0;
-  ``maximum(q, torch.tensor(0.5)) - sigmoid(q)``: 0 at 0);
+  ``maximum(q, torch.tensor(0.5)) - sigmoid(q)``: 0 at 0), or of one value at the numbers it takes on ranges
+  (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2), also at a threshold and along a row;
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``; a
   clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
@@ -42,10 +43,11 @@ reason from :meth:`Ties.of`:
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
   ``maximum(h, h) - h``, ``h + (-h)``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2,
-  1]; ``abs(h) - h``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such
-  ops of one value on ranges that meet (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]), or a selection with
-  such a branch (``abs(h) - where(m, h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m,
-  where(k, h, 0), 1)``: 0 where it is taken), or a value plus a selection with such a branch negated (``h + where(m,
+  1]; ``abs(h) - h``; ``h`` also spelt ``minimum(h, h)`` or ``h + (h - h.detach())``; also written in place into a
+  fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
+  (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]), or a selection with such a branch (``abs(h) - where(m,
+  h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is
+  taken), or a value plus a selection with such a branch negated (``h + where(m,
   -h, 0)``); ``c`` for a value plus a number or a learned scalar less itself (``(x + c) - x``: ``c`` where ``x + c``
   is exact, on ranges, in every element); a grid's order statistics are on its grid, and its mean over a count the
   graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q -
@@ -258,8 +260,11 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1); clamp(h, -a, a) / a: -1 and 1)
             ratios = self._ratios(node, depth) if c is None else []
             return Tie(ratios[0][1]) if ratios else self._ties(first, 0.0, depth - 1)
-        if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are)
-            return self._ties(node, 0.0, depth)
+        if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are; two functions of one value
+            found = self._ties(node, 0.0, depth)  # at the values it takes on ranges, relu(v) - v of v = clamp(x, -2,
+            if found is not None or len(operands) != 2:  # 1): 2 on x <= -2)
+                return found
+            return next((Tie(n) for _, n in self._on_points(node, *operands, depth)), None)
         return None
 
     def _one_per_row(self, put: Node, base: Node, number) -> bool:
