@@ -60,6 +60,15 @@ class Grid:
         values = frozenset(v + number for v in self.values) if self.values is not None else None
         return _grid(self, offset=self.offset + number, values=values)
 
+    def added(self, other: Grid) -> Grid | None:
+        """The grid of a sum of a value on this grid and one on ``other`` (scaled alike): their common step, no values
+        known; None where they have none."""
+        step = _common_step(self.step, other.step)
+        if step is None or not self.scaled_as(other):
+            return None
+        return _grid(self, offset=self.offset + other.offset, step=step, values=None,
+                     any_count=self.any_count or other.any_count)
+
     def scaled_as(self, other: Grid) -> bool:
         """Are both grids' values multiplied by one same scale (or none), or both divided by it?"""
         return self.scale is other.scale and self.divided == other.divided

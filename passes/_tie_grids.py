@@ -222,10 +222,7 @@ class _Grids:
             b = b.times(sign)
             if b is None or not isinstance(a, Grid):  # (a number minus a grid: 1 - m)
                 return b.plus(a) if b is not None and _number(a) else None
-            step = _common_step(a.step, b.step)
-            if step is None or not a.scaled_as(b):
-                return None
-            return _grid(a, offset=a.offset + b.offset, step=step, values=None, any_count=a.any_count or b.any_count)
+            return a.added(b)
         if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T)
             g = _sum(self.grid(first))
             return g.times(1 / n) if g is not None and g.scale is None else None
@@ -265,11 +262,12 @@ class _Grids:
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
 
-    def _heaviside_grid(self, node: Node, first) -> Grid:
+    def _heaviside_grid(self, node: Node, first) -> Grid | None:
         """0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``: 0.5 on (-0.5,
-        0.5); a learned scalar at its value now).  Where ``values`` is on no grid with 0 and 1 (a tensor of any
-        value, ``heaviside(relu(x), tanh(x))``), 0 and 1 still: the steps it takes on whole ranges, which a threshold
-        or jump at 1 ties with (``>= 1``: 3000 of 6000 outputs off the model with no grid)."""
+        0.5); a learned scalar at its value now).  Where ``values`` is on no grid with 0 and 1 there (a tensor of any
+        value, ``heaviside(relu(x), tanh(x))``), none: it takes any value there (``round(heaviside(mask, x) * 2) / 2``
+        is on the grid of 0.5, not of 1); the steps 0 and 1 it takes on whole ranges are its constants then
+        (``Ties._constants``), which a threshold or jump at 1 ties with (``>= 1``)."""
         steps = Grid(0.0, 1.0, node, frozenset((0.0, 1.0)))
         if self._ties(first, 0.0, 8) is None:  # (its values= at exactly 0: a single point)
             return steps
@@ -278,9 +276,9 @@ class _Grids:
         if held is None and isinstance(values, Node):
             held = self._scalar(values)
         if held is None:
-            return steps
+            return None
         if not _number(held):
-            return _union([steps, held]) or steps
+            return _union([steps, held])
         step = _common_step(1.0, held) if held else 1.0
         return Grid(0.0, step, node, frozenset((0.0, 1.0, float(held)))) if step else steps
 

@@ -236,8 +236,9 @@ _WHOLE_OPS = frozenset(("floor", "ceil", "trunc", "fix", "round", "one_hot", "ar
 #: values it holds where it is a few points, whether 0 is left out: trunc is continuous there)
 _JUMPS = {"round": (0.5, None, False), "floor": (0.0, None, False), "ceil": (0.0, None, False),
           "trunc": (0.0, None, True), "heaviside": (0.0, frozenset((0.0,)), False)}
-#: the constants of activations with fixed ones (their bounds: ``_bounds``)
-_CONSTANTS = {"hardsigmoid": (0, 1), "hardswish": (0,), "tril": (0,), "triu": (0,)}
+#: the constants of activations with fixed ones (their bounds: ``_bounds``; heaviside's steps, read where its grid is
+#: none, a ``values`` of any value where its input is 0 on ranges: ``Ties._heaviside_grid``)
+_CONSTANTS = {"hardsigmoid": (0, 1), "hardswish": (0,), "tril": (0,), "triu": (0,), "heaviside": (0, 1)}
 #: ops folded on tensor attributes' values (``round(w * 4)``)
 _FOLDABLE = frozenset(("round", "floor", "ceil", "trunc", "sign", "mul", "div", "truediv", "true_divide", "add", "sub",
                        "neg", "abs", "clamp", "clip", "relu"))

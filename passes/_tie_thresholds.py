@@ -138,10 +138,11 @@ class _Thresholds:
         if name in _DIVS and c is None and (ratio := next((s for k, s in self._ratios(node, depth) if _same(k, number)),
                                                          None)) is not None:  # (clamp(h, -a, a) / a at 1)
             return Tie(ratio)
-        if number != 0:  # (two functions of one value at the values it takes on ranges: relu(v) - v > 2 of v = clamp(x,
-            # -2, 1), 2 on x <= -2; floor(q) - sigmoid(q) > -0.5 of q = floor(x); at 0, _of_two's)
-            on_points = self._on_points(node, *operands, depth) if name in _SUMS and len(operands) == 2 else ()
-            return next((Tie(n) for v, n in on_points if _same(v, number)), None)
+        if number != 0:  # (a sum of two tensors at the values _of_two reads on ranges: mask + where(c, mask, x) > 1.5 at
+            # 2; two functions of one value, relu(v) - v > 2 of v = clamp(x, -2, 1), 2 on x <= -2; at 0 too, below)
+            found = self._of_two(node, name, depth, False) if name in _SUMS and len(operands) == 2 else ()
+            return next((Tie(n) for v, n in found if (v.hits(number) if isinstance(v, Grid) else _same(v, number))),
+                        None)
         if name == "mul" and len(operands) == 2:  # (0 where a factor is 0 on whole ranges)
             found = next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)
             return Tie(found.source) if found is not None else None

@@ -403,9 +403,9 @@ class _RangeValues:
         it 0 on whole ranges (a factor, the numerator, both terms not 0 on disjoint ranges: ``relu(h) * s``, ``r * 0.9
         + 0.1 * r``, ``h * (h > 0)``), a factor's numbers where the other is a 0/1 mask at 1 (``where(h < 1, 0.5,
         h) * (h > 0.1)``: 0.5), and a term's grid where the other term is 0 (``sign(x) * 0.5 - relu(x)``: -0.5 and
-        0.5 on x <= 0; in a graph that writes nothing in place) or moved by a number the other term takes on ranges
-        (``trunc(x) - where(trunc(x) > 0, x, -3.0)``: 0 on (-4, -3]; as though the two ranges met), and a sum of two
-        functions of one grid on its points (:meth:`_on_points`)."""
+        0.5 on x <= 0; in a graph that writes nothing in place) or moved by a number or a grid the other term takes on
+        ranges (``trunc(x) - where(trunc(x) > 0, x, -3.0)``: 0 on (-4, -3]; ``mask + where(c, mask, x)``: 0, 1 and 2;
+        as though the two ranges met), and a sum of two functions of one value (:meth:`_on_points`)."""
         operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
         if not operands or not all(isinstance(a, Node) for a in operands):
             return []
@@ -442,7 +442,8 @@ class _RangeValues:
         found = self._on_points(node, *operands, depth)
         # (a grid plus a value 0 on ranges: the grid there, sign(x) * 0.5 + (x - minimum(x, 2 * x)): +-0.5
         # from 0 up; plus a value that is another number c on ranges, the grid moved by c there, trunc(x) - where(
-        # trunc(x) > 0, x, -3.0): 0 on (-4, -3], read loosely, as though the two ranges met (more ties, never fewer),
+        # trunc(x) > 0, x, -3.0): 0 on (-4, -3], or a grid on ranges, the sum of the grids, mask + where(c, mask, x):
+        # 0, 1 and 2; read loosely, as though the two ranges met (more ties, never fewer),
         # also in a graph that writes in place, the value as it is read there (c = x.clone(); c.clamp_(-1, 1); mask
         # + c: the mask less 1 on x <= -1); the grid first, the cheap check, as a sum of two tensors is in every block
         # of the benchmark; not a grid scaled by a tensor, h * (h <= 0): only its 0 is a value it takes on ranges; nor
@@ -455,7 +456,9 @@ class _RangeValues:
                     (g := g.times(sign)) is not None and not _number(self._value(operands[i])):
                 if not self._any_write() and (zs := first if i == 0 else zero_sources(i)):
                     found.append((g, zs[0]))
-                found += [(h, n) for w, n in values(i) if _number(w) and w and (h := g.plus(sign_i * w)) is not None]
+                in_part = self.grid(operands[i]) is None  # (a grid on ranges only: its own is read as the sum's)
+                found += [(h, n) for w, n in values(i) if (in_part or not isinstance(w, Grid)) and
+                          (h := self._moved(g, w, sign_i)) is not None]
         other = zero_sources(1) if first else []
         if not other or _disjoint(*operands, self._at):
             return found
@@ -463,6 +466,15 @@ class _RangeValues:
         # m.add_(relu(h)); m.add_(relu(-h)), only at 0; relu(h) * relu(k) + relu(-h) on k <= 0 <= h)
         return found + [(0.0, source) for source in first
                         if any(not _disjoint(source, o, self._at, True) for o in other)]
+
+    @staticmethod
+    def _moved(g: Grid, w, sign: float) -> Grid | None:
+        """``g`` plus ``sign * w``, ``w`` a number (not 0: the grid where the other term is 0 is read apart) or a grid
+        a term with none of its own takes on ranges (``mask + where(c, mask, x)``: 0, 1 and 2; as though the two
+        ranges met), else None."""
+        if isinstance(w, Grid):
+            return h.added(g) if (h := w.times(sign)) is not None else None
+        return g.plus(sign * w) if _number(w) and w else None
 
     def _on_points(self, node: Node, a: Node, b: Node, depth: int = 8) -> list[tuple]:
         """``(value, source)`` for ``node``, ``a + b`` or ``a - b`` where each term is one same value ``q`` or an

@@ -11,7 +11,8 @@ reason from :meth:`Ties.of`:
   learned scalar's value now, sums of them; a sum reading one value in terms of one sign, ``q * 0.5 + q``, on that
   value's grid times ``1.5``); ``sign`` is the grid ``1 + 2k`` (its 0 is a single point, unless its input is 0 on
   ranges, also rounded: ``round(2 * sign(x))``), so ``sign(x) > 0`` has no ties but ``sign(a) + sign(b) > 0`` has;
-  ``heaviside`` is 0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``);
+  ``heaviside`` is 0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``; a
+  ``values`` of any value there leaves it on no grid, its 0 and 1 constants: ``heaviside(mask, x)``);
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
   max pooling, ``cat`` and arithmetic with a number or a learned scalar (``relu(x) * 2 > 0``, ``relu(x) + p``), with
@@ -20,7 +21,8 @@ reason from :meth:`Ties.of`:
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``); a grid plus (less) a value
   0 on whole ranges, on the grid there, in a graph that writes nothing in place (``sign(x) * 0.5 - relu(x)``), or
-  another number, on the grid moved by it, as though the two ranges met (``trunc(x) - where(trunc(x) > 0, x, -3.0)``);
+  another number or a grid on ranges, on the grid moved by it, as though the two ranges met (``trunc(x) -
+  where(trunc(x) > 0, x, -3.0)``; ``mask + where(c, mask, x)``: 0, 1 and 2), also at a threshold other than 0;
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
@@ -260,11 +262,11 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if name in _DIVS:  # (0 where its numerator is: round(h) / (h.abs() + 1); clamp(h, -a, a) / a: -1 and 1)
             ratios = self._ratios(node, depth) if c is None else []
             return Tie(ratios[0][1]) if ratios else self._ties(first, 0.0, depth - 1)
-        if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are; two functions of one value
-            found = self._ties(node, 0.0, depth)  # at the values it takes on ranges, relu(v) - v of v = clamp(x, -2,
-            if found is not None or len(operands) != 2:  # 1): 2 on x <= -2)
+        if name in ("add", "sub") and c is None:  # (r * 0.9 + 0.1 * r: 0 where both are; any value _of_two reads on
+            found = self._ties(node, 0.0, depth)  # ranges, mask + where(c, mask, x), two functions of one value,
+            if found is not None or len(operands) != 2:  # relu(v) - v of v = clamp(x, -2, 1): 2 on x <= -2)
                 return found
-            return next((Tie(n) for _, n in self._on_points(node, *operands, depth)), None)
+            return next((Tie(n) for _, n in self._of_two(node, name, depth, False)), None)
         return None
 
     def _one_per_row(self, put: Node, base: Node, number) -> bool:

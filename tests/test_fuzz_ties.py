@@ -74,10 +74,13 @@ AT_INIT: dict[int, str] = {
 # 110, 111), 115000035 and 115000044 (--seed 115: ok 147, at_init 1, silent 2 on its commit); in the twenty-fifth,
 # found silent (on main too) by --seed 121 (ok 149, silent 1) and 124 (ok 146, at_init 2, slow 1, silent 1):
 # 121000050 (trunc(relu(v) - v) of v = clamp(x + heaviside(x, 0), -2, 1) + heaviside(x, 0): 2 on x <= -2) and
-# 124000006 (heaviside(relu(minimum(x, x)) - (x + (x - x.detach())), relu(x)): 0 from 0 up).
+# 124000006 (heaviside(relu(minimum(x, x)) - (x + (x - x.detach())), relu(x)): 0 from 0 up); then by --seed 125 (ok
+# 148, slow 1, silent 1) and 127 (ok 149, silent 1): 125000081 (round(round(heaviside(mask, x) * 2) / 2): x where the
+# mask is 0, read as on 0 and 1 only) and 127000080 (mask + where(mask > -0.5, mask, x) > 2: read at 0 only).
 FIXED: tuple[int, ...] = (  # seeds once in KNOWN_SILENT, now ok: controls
     3000211, 1000108, 1000222, 4000063, 3000285, 3000029, 2000235, 5000072, 5000129, 8000103, 8000098, 105000007,
-    102000004, 111000125, 115000044, 103000070, 110000009, 111000065, 111000135, 115000035, 121000050, 124000006)
+    102000004, 111000125, 115000044, 103000070, 110000009, 111000065, 111000135, 115000035, 121000050, 124000006,
+    125000081, 127000080)
 
 # sha256 of the sources of the seeds named here (first 16 hex digits): version 1 as made before version 2 existed
 PINNED = {
@@ -92,6 +95,7 @@ PINNED = {
     (115000035, 115000044): "1f8dc29c1f0cc2ff",
     (118000040,): "73a5e2107380807a",
     (121000050, 124000006): "254f151008f4ac98",
+    (125000081, 127000080): "9028e0817cace507",
 }
 
 

@@ -447,3 +447,35 @@ def test_a_clip_is_matched_with_its_input_through_spellings_of_it(fn, ties):
     extremum of a tensor with itself and a hand-written straight-through value are read as the value they hold
     now; a difference that is not 0 on a range, and another value, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _mask(x):
+    return (x > 0.5).float()
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.round(torch.round(torch.heaviside(_mask(x), x) * 2.0) / 2.0), True),
+    (lambda m, x: torch.heaviside(F.relu(x), torch.tanh(x)) >= 1.0, True),
+    (lambda m, x: torch.ceil(torch.heaviside(_mask(x), x) * 0.5), True),
+    (lambda m, x: torch.round(torch.round(torch.heaviside(_mask(x), x) * 2.0) / 2.0 + 0.25), False)],
+    ids=["rounded_to_halves", "its_step_at_1", "its_steps_under_ceil", "off_the_jumps"])
+def test_heaviside_with_values_of_any_value_is_on_no_grid(fn, ties):
+    """``heaviside(mask, x)`` is ``x`` where the mask is 0, on a whole range: ``round(round(heaviside(mask, x) * 2) /
+    2)`` is on round's jumps wherever ``round(2 x) / 2`` is a half (version 2 of the fuzzer, seed 125000081; here 1750
+    of 6000 outputs off the model): its grid was 0 and 1, values known, so the grid of ``round(2 v) / 2`` was 0 and 1
+    too.  It has no grid now, and its 0 and 1 count as the constants it takes (a threshold or a jump at 1 still
+    ties); values off the jumps stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: _mask(x) + torch.where(_mask(x) > -0.5, _mask(x), x) > 2.0, True),
+    (lambda m, x: _mask(x) + torch.where(x > -0.5, _mask(x), x) * 0.5 >= 1.5, True),
+    (lambda m, x: _mask(x) + torch.where(_mask(x) > -0.5, _mask(x), x) > 2.5, False)],
+    ids=["at_2", "scaled_at_1_5", "off_the_grid"])
+def test_a_grid_plus_a_grid_on_ranges_is_on_their_sum_at_any_threshold(fn, ties):
+    """``mask + where(mask > -0.5, mask, x) > 2`` is 2 > 2 wherever the mask is 1 (version 2 of the fuzzer, seed
+    127000080, through ``sigmoid(...) > 0.5``; here 2500 of 6000 outputs off the model, the branch scaled 2500): a
+    grid plus a value that takes a grid on ranges only was read at 0, and at another threshold not at all.  The sum
+    of the two grids is read now, at any threshold; a threshold off it stays rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
