@@ -223,12 +223,8 @@ class _Grids:
             if b is None or not isinstance(a, Grid):  # (a number minus a grid: 1 - m)
                 return b.plus(a) if b is not None and _number(a) else None
             return a.added(b)
-        if name in ("mean", "nanmean") and (n := self._reduced_count(node)):  # (T steps' spikes: j / T)
-            g = _sum(self.grid(first))
-            return g.times(1 / n) if g is not None and g.scale is None else None
-        if name in ("mean", "nanmean"):  # (n unknown: on the grid of step / n for any n, every value for some n,
-            g = self.grid(first)          # round's halves for an even n; q - q.mean(-1, keepdim=True) is 0 where a
-            return replace(g, values=None, any_count=True) if g is not None else None  # row's values are equal)
+        if name in ("mean", "nanmean"):
+            return self._mean_grid(node, self.grid(first))
         if name in ("sum", "cumsum", "nansum", "cumulative_sum"):  # (n values o + sk: n*o + s*k, n unknown)
             g = self.grid(first)  # (a scale that is no single number: each element its own, (x * sign(w)).sum(-1)
             return _sum(g) if g is None or g.scale is None or self._scalar(g.scale) is not None else None  # none)
@@ -261,6 +257,17 @@ class _Grids:
                 _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
                 _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
         return None
+
+    def _mean_grid(self, node: Node, g: Grid | None) -> Grid | None:
+        """The grid of ``node``, a mean, of values on ``g``: ``g`` summed over the count it averages (T steps' spikes:
+        j / T), or, a count not known, the grid of ``step / n`` for any ``n``, every value for some ``n`` (round's
+        halves for an even ``n``; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal)."""
+        if g is None:
+            return None
+        if n := self._reduced_count(node):
+            g = _sum(g)
+            return g.times(1 / n) if g is not None and g.scale is None else None
+        return replace(g, values=None, any_count=True)
 
     def _heaviside_grid(self, node: Node, first) -> Grid | None:
         """0 and 1, and its ``values`` where its input is 0 on ranges (``heaviside(round(x), 0.5)``: 0.5 on (-0.5,

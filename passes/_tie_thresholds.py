@@ -116,8 +116,10 @@ class _Thresholds:
                          None)  # one taken, minimum(q, h) < 2 at q == 2 <= h, on ranges)
             return Tie(found.source) if found is not None else None
         if name.startswith(_AVG_POOLS) or name in _MEANS:  # (a constant where its window is: avg_pool(relu(x)) > 0, of
-            # hardtanh at 2; a mean where its row is, clamp(h, min=2).mean(-1) >= 2)
+            # hardtanh at 2; a mean where its row is, clamp(h, min=2).mean(-1) >= 2; of a grid it takes on ranges)
             found = self._ties(first, number, depth - 1)
+            if found is None and name in _MEANS:
+                found = next((Tie(n) for g, n in self._means_in_part(node, first, depth) if g.hits(number)), None)
             return Tie(found.source) if found is not None else None
         if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1) >= 2 n: where each element of a row is 2)
             return self._summed_ties(node, first, number, depth)
@@ -138,8 +140,8 @@ class _Thresholds:
         if name in _DIVS and c is None and (ratio := next((s for k, s in self._ratios(node, depth) if _same(k, number)),
                                                          None)) is not None:  # (clamp(h, -a, a) / a at 1)
             return Tie(ratio)
-        if number != 0:  # (a sum of two tensors at the values _of_two reads on ranges: mask + where(c, mask, x) > 1.5 at
-            # 2; two functions of one value, relu(v) - v > 2 of v = clamp(x, -2, 1), 2 on x <= -2; at 0 too, below)
+        if number != 0:  # (a sum of two tensors at the values _of_two reads on ranges: mask + where(c, mask, x) > 1.5
+            # at 2; two functions of one value, relu(v) - v > 2 of v = clamp(x, -2, 1), 2 on x <= -2; at 0, below)
             found = self._of_two(node, name, depth, False) if name in _SUMS and len(operands) == 2 else ()
             return next((Tie(n) for v, n in found if (v.hits(number) if isinstance(v, Grid) else _same(v, number))),
                         None)

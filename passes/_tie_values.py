@@ -117,8 +117,10 @@ class _RangeValues:
         if name in _SUMS and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1];
             found = found + [(0.0, clip)]                                     # h + where(h > 0, -h, 0): from 0 up)
         if name in _MEANS or name.startswith(_AVG_POOLS):  # (clamp(h, min=2).mean(-1): 2 where each element of a row
-            # is, a whole range; as avg_pool's windows)
-            return found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+            # is, a whole range; as avg_pool's windows; a mean of a grid its input takes on ranges, where each element
+            # of a row is on it: the mean's grid of it, maximum(round(x), p).mean(-1))
+            found = found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+            return found + self._means_in_part(node, first, depth) if name in _MEANS and not numbers else found
         if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1): 2 n where each element of a row is 2)
             return found + self._summed(node, depth, numbers)
         c, other = self._summand_and_node(node)
@@ -148,6 +150,12 @@ class _RangeValues:
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         return found + [(number(v), n) for v, n in inner] + \
             [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
+
+    def _means_in_part(self, mean: Node, first, depth: int) -> list[tuple]:
+        """``(grid, source)`` for the grids a mean of ``first`` takes where every element of a row is on a grid
+        ``first`` takes on ranges (:meth:`_grids_in_part`): the mean's grid of it (:meth:`_mean_grid`; of a count the
+        graph does not fix, every value: ``maximum(round(x), p).mean(-1)``)."""
+        return [(h, n) for g, n in self._grids_in_part(first, depth) if (h := self._mean_grid(mean, g)) is not None]
 
     def _summed(self, node: Node, depth: int, numbers: bool) -> list[tuple]:
         """:meth:`_range_values` of a sum of a value's elements (``clamp(h, min=2).sum(-1)``): ``n * c`` for each number
