@@ -60,6 +60,15 @@ class Grid:
         values = frozenset(v + number for v in self.values) if self.values is not None else None
         return _grid(self, offset=self.offset + number, values=values)
 
+    def absolute(self) -> Grid | None:
+        """The grid of ``|v|`` for ``v`` on this grid: ``|o + sk|`` is on it when ``-o`` is; which values, where known
+        (``|-0.5|``, ``|1.5|``: 0.5 + 1k); else None."""
+        if self.values is not None and self.scale is None and (values := sorted({abs(v) for v in self.values})):
+            step = min((v - values[0] for v in values[1:]), default=self.step)
+            if all(_multiple((v - values[0]) / step) for v in values):
+                return Grid(values[0], step, self.source, frozenset(values))
+        return replace(self, values=None) if _multiple(2 * self.offset / self.step) else None
+
     def added(self, other: Grid) -> Grid | None:
         """The grid of a sum of a value on this grid and one on ``other`` (scaled alike): their common step, no values
         known; None where they have none."""

@@ -172,13 +172,8 @@ class _Grids:
             g = self.grid(first)
             return g.times(-1) if g is not None else None
         if name == "abs":
-            g = self.grid(first)  # (|o + sk| is on the grid when -o is; which values, where known)
-            if g is not None and g.values is not None and g.scale is None and (values := sorted(
-                    {abs(v) for v in g.values})):
-                step = min((v - values[0] for v in values[1:]), default=g.step)  # (|-0.5|, |1.5|: 0.5 + 1k)
-                if all(_multiple((v - values[0]) / step) for v in values):
-                    return Grid(values[0], step, g.source, frozenset(values))
-            return replace(g, values=None) if g is not None and _multiple(2 * g.offset / g.step) else None
+            g = self.grid(first)
+            return g.absolute() if g is not None else None
         c, other = self._number_and_node(node)
         if name == "mul" and len(node.args) > 1:
             if c == 0:  # (h * zeros_like(h): 0)

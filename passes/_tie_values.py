@@ -107,10 +107,12 @@ class _RangeValues:
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
         if name in _JOINS and isinstance(first, (list, tuple)):
             return found + [f for a in first for f in self._range_values(a, depth - 1, numbers)]
-        if name == "neg":
-            return found + [(-v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
-        if name == "abs":  # (abs(maximum(h, 1.5)): 1.5)
-            return found + [(abs(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        if name == "neg" or name == "abs":  # (abs(maximum(h, 1.5)): 1.5; the grids its input takes on a part,
+            # abs(maximum(round(x), p)): whole numbers from p up)
+            value, grid = ((lambda v: -v), (lambda g: g.times(-1))) if name == "neg" else (abs, Grid.absolute)
+            found = found + [(value(v), n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+            return found + [(h, n) for g, n in (self._grids_in_part(first, depth) if not numbers else [])
+                            if (h := grid(g)) is not None]
         if name == "sub" and (reduced := _less_its_extremum(node)) is not None:  # (x - x.min(-1, keepdim=True): 0 on
             # its minimum)
             found = found + [(0.0, reduced)]

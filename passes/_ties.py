@@ -16,7 +16,8 @@ reason from :meth:`Ties.of`:
 - a **constant** an op takes on a whole range (``relu``'s 0, a clamp's bounds, a ``where`` or
   ``masked_fill`` constant, a constant pad, ``tril``'s zeros), through views, copies, casts, selections,
   max pooling, ``cat`` and arithmetic with a number or a learned scalar (``relu(x) * 2 > 0``, ``relu(x) + p``), with
-  the grids a value takes on a part (``minimum(sign(x), x) - 1``: sign's, moved); a sum reading one value in each
+  the grids a value takes on a part (``minimum(sign(x), x) - 1``: sign's, moved; negated, absolute or averaged,
+  ``abs(maximum(round(x), p))``, ``maximum(round(x), p).mean(-1)``); a sum reading one value in each
   term, ``v + v`` (or the same call of the same values twice), that value's times the sum;
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``); a grid plus (less) a value
