@@ -64,6 +64,7 @@ from typing import Callable, Union
 
 import torch
 from torch import fx, nn
+from torch.nn.modules import module as _nn_module
 
 from . import rules
 from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats and calibrate print: one rule)
@@ -113,10 +114,23 @@ def eps_buffer(gm: fx.GraphModule, node: fx.Node, eps: float, device: torch.devi
             t = torch.full((), float(eps), dtype=torch.float64, device=device)
     else:
         t = torch.full((), float(eps), dtype=torch.float64, device=device)
-    gm.register_buffer(name, t, persistent=False)
+    _add_eps_buffer(gm, name, t)
     with gm.graph.inserting_before(node):  # (graph.get_attr would look the new buffer up again; the name given is
         # what fx makes of the target, snake case, where lowering changes nothing: fx's regex is then not run)
         return gm.graph.create_node("get_attr", name, name=name if name == name.lower() else None)
+
+
+def _add_eps_buffer(gm: nn.Module, name: str, t: torch.Tensor) -> None:
+    """``gm.register_buffer(name, t, persistent=False)`` for a ``name`` that :func:`_taken` found free: the two
+    entries it makes (``gm._buffers``, ``gm._non_persistent_buffers_set``), without its own ``hasattr(gm, name)``,
+    which raises and catches an ``AttributeError`` in ``nn.Module.__getattr__`` for a free name.  ``register_buffer``
+    itself where there is more to it: a global buffer registration hook, a class of its own, a name not plain."""
+    if (type(gm).register_buffer is not nn.Module.register_buffer or _nn_module._global_buffer_registration_hooks
+            or "_buffers" not in gm.__dict__ or "." in name or not name):
+        gm.register_buffer(name, t, persistent=False)
+        return
+    gm._buffers[name] = t
+    gm._non_persistent_buffers_set.add(name)
 
 
 def _tensor_overload(target: torch._ops.OpOverload) -> torch._ops.OpOverload:

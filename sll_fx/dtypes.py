@@ -96,6 +96,8 @@ def _promote(args, kinds: dict) -> str | None:
     for a in args:
         if isinstance(a, Node):
             kind = kinds.get(a)
+        elif isinstance(a, float):
+            return FLOAT
         elif isinstance(a, (tuple, list, str)):
             continue
         else:
@@ -126,11 +128,11 @@ def _cast_kind(node: Node, args: list, kinds: dict) -> str | None:
     return kinds.get(rest[0]) if rest and isinstance(rest[0], Node) else None
 
 
-def _factory_name(node: Node) -> str | None:
-    """The ``_FACTORIES`` name ``node`` calls (``torch.zeros_like``, ``x.new_ones``, ``aten.full.default``), or None."""
-    if node.op == "call_method":
-        return node.target if node.target in _FACTORIES else None
-    t = node.target
+def _factory_name(op: str, t) -> str | None:
+    """The ``_FACTORIES`` name a call node of ``op`` and target ``t`` calls (``torch.zeros_like``, ``x.new_ones``,
+    ``aten.full.default``), or None."""
+    if op == "call_method":
+        return t if t in _FACTORIES else None
     if isinstance(t, torch._ops.OpOverload):
         name = t._opname if t.namespace == "aten" else None
         return name if name in _FACTORIES else None
@@ -176,13 +178,63 @@ def _factory_kind(node: Node, name: str, kinds: dict) -> str | None:
     return default
 
 
-def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
+_CAST, _GETATTR, _GETITEM = "cast", "getattr", "getitem"  # (_call_facts' markers: decided by the node's arguments)
+
+
+def _call_facts(op: str, target, memo: dict | None) -> tuple:
+    """What a call's ``(op, target)`` alone settles: ``(factory name or None, kind)``, the kind from ``_METHODS`` /
+    ``_FUNCTIONS`` (or a marker for what the node's arguments decide: a cast, ``getattr``, ``getitem``).  Put in
+    ``memo`` (one graph's inference, read by :func:`_kind_of`) per ``(op, target)``; an unhashable target is not."""
+    if op == "call_method":
+        kind = _CAST if target in ("to", "type_as") else _METHODS.get(target)
+        facts = (target if target in _FACTORIES else None, kind)
+    else:
+        if target is getattr or target is operator.getitem:
+            kind = _GETATTR if target is getattr else _GETITEM
+        else:
+            try:
+                kind = _FUNCTIONS.get(target)
+            except TypeError:  # (an unhashable callable)
+                return _factory_name(op, target), None
+        facts = (_factory_name(op, target), kind)
+    if memo is not None:
+        memo[(op, target)] = facts
+    return facts
+
+
+def _kind_of(gm: GraphModule, node: Node, kinds: dict, memo: dict | None = None) -> str | None:
+    """``node``'s kind from the graph (the kinds of the nodes before it in ``kinds``).  ``memo``: for
+    :func:`_call_facts`."""
     op = node.op
     val = node.meta.get("val")  # a fake-tensor tracer's value (torch.export, make_fx): its dtype is known
-    if isinstance(val, torch.Tensor) and op != "output":
+    if val is not None and isinstance(val, torch.Tensor) and op != "output":
         return dtype_kind(val.dtype)
-    if op in ("call_function", "call_method") and (factory := _factory_name(node)) is not None:
-        return _factory_kind(node, factory, kinds)
+    if op == "call_function" or op == "call_method":
+        try:
+            factory, kind = memo[(op, node.target)]
+        except (KeyError, TypeError):  # (not seen yet; no memo; an unhashable callable)
+            factory, kind = _call_facts(op, node.target, memo)
+        if factory is not None:
+            return _factory_kind(node, factory, kinds)
+        if node.kwargs:
+            dtype = node.kwargs.get("dtype")  # h.sum(dtype=torch.long), torch.softmax(x, 0, dtype=...): that dtype
+            if isinstance(dtype, torch.dtype):
+                return dtype_kind(dtype)
+            if node.kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
+                return _promote(_arguments(node), kinds)
+        if kind == PROMOTE:
+            return _promote(node.args if not node.kwargs else _arguments(node), kinds)
+        if kind is None or kind in (FLOAT, INT, BOOL):
+            return kind
+        if kind == _CAST:
+            return _cast_kind(node, _arguments(node), kinds)
+        if kind == _GETATTR:
+            if node.args[1:] == ("dtype",):
+                return _value_kind(node.args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
+            if node.args[1:] == ("shape",):
+                return INT  # sizes are ints (as a literal int is): torch.arange(x.shape[0]) is int64
+            return None
+        return _value_kind(node.args[0], kinds) if node.args else None  # an element or slice of x (of x.shape)
     if op == "get_attr":
         value = fetch_attr(gm, node.target)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
@@ -193,32 +245,7 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict) -> str | None:
             return FLOAT
         args = _arguments(node)
         return _value_kind(args[0], kinds) if isinstance(mod, _PASS_THROUGH_MODULES) and args else None
-    if node.kwargs and op in ("call_function", "call_method"):
-        dtype = node.kwargs.get("dtype")  # h.sum(dtype=torch.long), torch.softmax(x, 0, dtype=...): that dtype
-        if isinstance(dtype, torch.dtype):
-            return dtype_kind(dtype)
-        if node.kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
-            return _promote(_arguments(node), kinds)
-    if op == "call_method":
-        if node.target in ("to", "type_as"):
-            return _cast_kind(node, _arguments(node), kinds)
-        kind = _METHODS.get(node.target)
-    elif op == "call_function":
-        if node.target is getattr and node.args[1:] == ("dtype",):
-            return _value_kind(node.args[0], kinds)  # x.dtype "has the kind" of x, so .to(x.dtype) resolves
-        if node.target is getattr and node.args[1:] == ("shape",):
-            return INT  # sizes are ints (as a literal int is): torch.arange(x.shape[0]) is int64
-        if node.target is operator.getitem and node.args:
-            return _value_kind(node.args[0], kinds)  # an element or slice of x (of x.shape): x's kind
-        try:
-            kind = _FUNCTIONS.get(node.target)
-        except TypeError:  # (an unhashable callable)
-            kind = None
-    else:
-        return None
-    if kind == PROMOTE:
-        return _promote(node.args if not node.kwargs else _arguments(node), kinds)
-    return kind
+    return None
 
 
 def _arguments(node: Node) -> list:
@@ -228,8 +255,9 @@ def _arguments(node: Node) -> list:
 
 def _from_graph(gm: GraphModule) -> dict[Node, str | None]:
     kinds: dict[Node, str | None] = {}
+    memo: dict = {}
     for node in gm.graph.nodes:
-        kinds[node] = _kind_of(gm, node, kinds)
+        kinds[node] = _kind_of(gm, node, kinds, memo)
     return kinds
 
 
@@ -312,8 +340,9 @@ def infer_kinds(gm: GraphModule, example_inputs: tuple | None = None,
     if refuse and failed and _refuses(gm, *failed[-1], found, checked):
         raise _inputs_refused(gm, *failed[-1])
     kinds: dict[Node, str | None] = {}
+    memo: dict = {}
     for node in gm.graph.nodes:
-        kinds[node] = found[node] if node in found else _kind_of(gm, node, kinds) if stopped else None
+        kinds[node] = found[node] if node in found else _kind_of(gm, node, kinds, memo) if stopped else None
     return kinds
 
 
