@@ -39,6 +39,13 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
     any_detach = False
     for node in gm.graph.nodes:
         op = node.op
+        if op == "call_function" or op == "call_method":  # (the memo read here first: one call less per node)
+            try:
+                plain_call = plain[(op, node.target)]
+            except (KeyError, TypeError):  # (not seen yet; an unhashable callable: _plain_call answers)
+                plain_call = _plain_call(op, node.target, plain)
+        else:
+            plain_call = False
         if op == "placeholder":
             if kinds.get(node) not in _INT_KINDS:  # (an integer input cannot require grad)
                 graded.add(node)
@@ -48,7 +55,7 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 graded.add(node)
         elif op == "output":
             continue
-        elif op != "call_module" and _plain_call(op, node.target, plain):  # (most nodes: the tests below, less
+        elif plain_call:  # (most nodes: the tests below, less
             # those its target settles: what is left of _carries_no_gradient is for an integer kind or export's
             # metadata)
             if graded.isdisjoint(node.all_input_nodes) or (
