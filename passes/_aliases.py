@@ -197,10 +197,10 @@ def _written(gm: GraphModule, node: Node) -> list[Node]:
     if node.op == "call_function" and node.kwargs.get("inplace") is True:
         return [node.args[0]]
     if node.op == "call_module":
-        modules = list(dtypes.submodule(gm, node.target).modules())
+        modules = dtypes.module_tree(dtypes.submodule(gm, node.target))
         if any(not type(m).__module__.startswith("torch.") for m in modules):
             return list(node.all_input_nodes)
-        if any(getattr(m, "inplace", False) is True for m in modules):
+        if any(dtypes.module_attr(m, "inplace", False) is True for m in modules):
             return [node.args[0]]
     return []
 

@@ -95,7 +95,8 @@ class _Inert:
         """Is ``node`` a call of a module of :data:`_INERT_MODULES`, with no fake quantizer an eager QAT hook runs on
         its output (``activation_post_process``: a grid the walks read)?"""
         module = self._module_of(node)
-        return type(module) in _INERT_MODULES and not _fake_quantizer(getattr(module, "activation_post_process", None))
+        return type(module) in _INERT_MODULES and \
+            not _fake_quantizer(dtypes.module_attr(module, "activation_post_process"))
 
     def _inert_op(self, node: Node, found: set, names: dict) -> bool:
         """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found``?"""

@@ -240,7 +240,7 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict, memo: dict | None = None)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
     if op == "call_module":
         mod = submodule(gm, node.target)
-        params = list(mod.parameters())
+        params = module_parameters(mod)
         if params and all(p.is_floating_point() for p in params):
             return FLOAT
         args = _arguments(node)
@@ -279,6 +279,43 @@ def submodule(gm: torch.nn.Module, target: str) -> torch.nn.Module:
         if module is None:
             return gm.get_submodule(target)
     return module
+
+
+def module_attr(module, name: str, default=None):
+    """``getattr(module, name, default)``, read off an ``nn.Module``'s own dicts (``__dict__``, then its parameters,
+    buffers and submodules, as ``nn.Module.__getattr__`` does) without the ``AttributeError`` that ``__getattr__``
+    raises, and ``getattr`` catches, for a name it does not have (``activation_post_process`` of a Linear);
+    ``getattr`` itself for a name of its class and for a class with its own ``__getattr__`` (or no module)."""
+    cls = type(module)
+    d = getattr(module, "__dict__", None)
+    if d is None or name in d or getattr(cls, "__getattr__", None) is not torch.nn.Module.__getattr__ or \
+            hasattr(cls, name):
+        return getattr(module, name, default)
+    for store in ("_parameters", "_buffers", "_modules"):
+        found = d.get(store)
+        if found is not None and name in found:
+            return found[name]
+    return default
+
+
+def module_parameters(module: torch.nn.Module) -> list:
+    """``list(module.parameters())``, read off ``module._parameters`` (once each, in order) for a module without
+    submodules whose class keeps ``nn.Module``'s ``parameters``/``named_parameters`` (a Linear: no generators)."""
+    cls = type(module)
+    if module._modules or cls.parameters is not torch.nn.Module.parameters or \
+            cls.named_parameters is not torch.nn.Module.named_parameters:
+        return list(module.parameters())
+    return list({id(p): p for p in module._parameters.values() if p is not None}.values())
+
+
+def module_tree(module: torch.nn.Module) -> list:
+    """``list(module.modules())``: ``[module]`` for a module without submodules whose class keeps ``nn.Module``'s
+    ``modules``/``named_modules``."""
+    cls = type(module)
+    if module._modules or cls.modules is not torch.nn.Module.modules or \
+            cls.named_modules is not torch.nn.Module.named_modules:
+        return list(module.modules())
+    return [module]
 
 
 def fetch_attr(gm: GraphModule, target: str):

@@ -1024,3 +1024,43 @@ def test_a_run_time_error_of_an_sll_op_names_the_node(context):
     with ctx():  # (an error of another node: torch's alone)
         e = _raised(lambda: gm(torch.randn(3, 5)))
     assert type(e) is RuntimeError and not getattr(e, "__notes__", None)
+
+
+class _Tied(torch.nn.Module):
+    """Two names of one parameter, a None parameter, a class attribute and a property."""
+    flag = 3
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2))
+        self.register_parameter("missing", None)
+        self.register_buffer("b", torch.zeros(1))
+        self.inplace = True
+
+    @property
+    def prop(self):
+        return 7
+
+
+class _OwnGetattr(torch.nn.Linear):
+    def __getattr__(self, name):
+        return "own" if name == "anything" else super().__getattr__(name)
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.Linear(2, 3), lambda: torch.nn.ReLU(inplace=True), _Tied,
+                                  lambda: _OwnGetattr(2, 2),
+                                  lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())])
+def test_module_helpers_agree_with_nn_module(make):
+    """dtypes.module_attr / module_parameters / module_tree answer as getattr / parameters() / modules() do."""
+    from sll_fx import dtypes
+    m = make()
+    m.__dict__.setdefault("extra", 5)
+    if isinstance(m, _Tied):
+        m.v = m.w  # (a second name of the same parameter: once in parameters())
+    for name in ("activation_post_process", "inplace", "weight", "w", "b", "missing", "flag", "prop", "extra",
+                 "anything", "training", "0"):
+        assert dtypes.module_attr(m, name, "default") is getattr(m, name, "default") or \
+            dtypes.module_attr(m, name, "default") == getattr(m, name, "default"), name
+    assert [id(p) for p in dtypes.module_parameters(m)] == [id(p) for p in m.parameters()]
+    assert [id(x) for x in dtypes.module_tree(m)] == [id(x) for x in m.modules()]
+    assert dtypes.module_attr(None, "activation_post_process") is None
