@@ -46,7 +46,16 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 plain_call = _plain_call(op, node.target, plain)
         else:
             plain_call = False
-        if op == "placeholder":
+        if plain_call:  # (most nodes, asked first: the tests below, less those its target settles: what is left of
+            # _carries_no_gradient is for an integer kind or export's metadata)
+            if graded.isdisjoint(node.all_input_nodes) or (
+                    (kinds.get(node) in _INT_KINDS or node.meta.get("tensor_meta") is not None)
+                    and _carries_no_gradient(node, kinds, graded)):
+                continue
+            graded.add(node)
+            if op == "call_function" and node.kwargs:  # (an out= tensor)
+                graded.update(_written(node, memo))
+        elif op == "placeholder":
             if kinds.get(node) not in _INT_KINDS:  # (an integer input cannot require grad)
                 graded.add(node)
         elif op == "get_attr":  # (a parameter frozen now may be unfrozen later: it counts)
@@ -55,21 +64,11 @@ def _gradient_sources(gm: GraphModule, kinds: dict) -> tuple[set, bool]:
                 graded.add(node)
         elif op == "output":
             continue
-        elif plain_call:  # (most nodes: the tests below, less
-            # those its target settles: what is left of _carries_no_gradient is for an integer kind or export's
-            # metadata)
-            if graded.isdisjoint(node.all_input_nodes) or (
-                    (kinds.get(node) in _INT_KINDS or node.meta.get("tensor_meta") is not None)
-                    and _carries_no_gradient(node, kinds, graded)):
-                continue
-            graded.add(node)
-            if op == "call_function" and node.kwargs:  # (an out= tensor)
-                graded.update(_written(node, memo))
         elif _is_detach(node):
             any_detach = True
         elif op == "call_module":
-            if not graded.isdisjoint(node.all_input_nodes) or any(
-                    True for _ in dtypes.submodule(gm, node.target).parameters()):
+            if not graded.isdisjoint(node.all_input_nodes) or \
+                    dtypes.module_parameters(dtypes.submodule(gm, node.target)):
                 graded.add(node)
         else:
             name = _op_name(node)  # (inlined _pattern_inputs: this runs on every node)

@@ -100,8 +100,12 @@ class _Planner:
         # (looked up per call_module node only when the model holds such a module at all: one pass over the modules)
         any_unlisted = any(type(m) in unlisted_modules for m in self.gm.modules())
         swept = self._bits = {}
-        for node in self.order:
-            bits = _classify(node)
+        classified: dict = {}  # ((op, id(target)) -> _classify's bits, which they alone settle; the graph holds its
+        for node in self.order:  # targets: one call per target)
+            key = (node.op, id(node.target))
+            bits = classified.get(key)
+            if bits is None:
+                bits = classified[key] = _classify(node)
             if bits:
                 swept[node] = bits
             else:

@@ -80,13 +80,15 @@ class _Inert:
             return found
         names: dict = {}  # ((op, target) -> the op's name: one _name per target, of those the rules read)
         kinds, users = self.kinds, set()  # (users: the users of the inert nodes so far, the only nodes to read)
+        integral = (dtypes.INT, dtypes.BOOL)
         for node in self.gm.graph.nodes:
-            if node.op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
+            op = node.op
+            if op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
                 if not self._inert_module(node):
                     continue
-            elif node.op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
+            elif op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
                 continue
-            if kinds.get(node) not in (dtypes.INT, dtypes.BOOL):
+            if kinds.get(node) not in integral:
                 found.add(node)
                 users.update(node.users)
         return found
@@ -110,12 +112,13 @@ class _Inert:
         if len(args) != 2:
             return False
         a, b = args
-        if not (isinstance(a, Node) and a in found or isinstance(b, Node) and b in found):
+        a_node, b_node = isinstance(a, Node), isinstance(b, Node)
+        if not (a_node and a in found or b_node and b in found):
             return False
         name = names.get((op, node.target)) or self._target_name(node, names)  # (the memo's, read here first)
-        if isinstance(a, Node) and isinstance(b, Node):
+        if a_node and b_node:
             return (name == "add" or name == "sub") and self._inert_sum(node, name, found)
-        number = a if isinstance(b, Node) else b
+        number = a if b_node else b
         return name in _WITH_A_NUMBER and (_WITH_A_NUMBER[name] or number is b) and \
             isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) and \
             (number != 0 or name in ("add", "sub"))
