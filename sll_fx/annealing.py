@@ -125,7 +125,9 @@ def _add_eps_buffer(gm: nn.Module, name: str, t: torch.Tensor) -> None:
     entries it makes (``gm._buffers``, ``gm._non_persistent_buffers_set``), without its own ``hasattr(gm, name)``,
     which raises and catches an ``AttributeError`` in ``nn.Module.__getattr__`` for a free name.  ``register_buffer``
     itself where there is more to it: a global buffer registration hook, a class of its own, a name not plain."""
-    if (type(gm).register_buffer is not nn.Module.register_buffer or _nn_module._global_buffer_registration_hooks
+    # (torch's hook dict is private: where a torch has none by that name, register_buffer itself)
+    if (type(gm).register_buffer is not nn.Module.register_buffer
+            or getattr(_nn_module, "_global_buffer_registration_hooks", True)
             or "_buffers" not in gm.__dict__ or "." in name or not name):
         gm.register_buffer(name, t, persistent=False)
         return
