@@ -20,7 +20,7 @@ from torch import nn
 from torch.fx import Node
 
 from ._grids import Grid, _number
-from ._patterns import _arg
+from ._patterns import _arg, _same_value
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
 from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
@@ -231,12 +231,20 @@ class _RangeValues:
     def _clip_of(self, a, b) -> Node | None:
         """The op of ``a`` and ``b`` (the other, read as a tensor) that is the other itself on a whole range of it
         (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), or two such ops of
-        one value on ranges that meet (:meth:`_clips_of_one`), else None."""
+        one value on ranges that meet (:meth:`_clips_of_one`), else None.  The operand and the other term are one
+        value where :meth:`_one_of` reads them so (``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``, the clamp written
+        twice)."""
         a, b = self._held_tensor(a), self._held_tensor(b)
         for x, c in ((a, b), (b, a)):
-            if isinstance(x, Node) and x in self._clipped(c):
+            if isinstance(x, Node) and self._one_of(x, self._clipped(c)):
                 return c
         return self._clips_of_one(a, b)
+
+    def _one_of(self, x: Node, values: tuple) -> bool:
+        """Is ``x`` one of ``values`` (nodes and numbers): the same node, or, in a graph that writes nothing in place,
+        the same call of the same values (``_same_value``, as :meth:`_cancels` reads it: a clamp written twice)?"""
+        return x in values or not self._any_write() and any(
+            isinstance(u, Node) and u.op == x.op and u.target == x.target and _same_value(u, x) for u in values)
 
     def _held_tensor(self, v):
         """The node whose values ``v`` holds, as :meth:`_clip_of` compares a clip's operand with the other term:
@@ -271,7 +279,9 @@ class _RangeValues:
         _identity_range`: ``clamp(x, -1, 1)`` and ``maximum(x, 0.5 * x)``, both ``x`` on [0, 1], ``relu(x)`` and
         ``abs(x)``; not ``relu(x)`` and ``clamp(x, max=0)``), else None.  A range that is not known (a bound that is a
         tensor) is read as meeting: more ties, never fewer."""
-        shared = [x for x in self._clipped(a) if isinstance(x, Node) and self._value(x) is x and x in self._clipped(b)]
+        clipped = self._clipped(b)
+        shared = [x for x in self._clipped(a) if isinstance(x, Node) and self._value(x) is x and
+                  self._one_of(x, clipped)]
         if not shared:
             return None
         (low, high), (low_b, high_b) = self._identity_range(a), self._identity_range(b)

@@ -24,13 +24,14 @@ class _Scalar(nn.Module):
         return self.fn(self, x).float()
 
 
-def _hard_unless_rewritten(fn, ties: bool, **params) -> int:
-    """The last discrete op of ``_Scalar(fn, **params)``: left hard where ``ties`` (the outputs off the model: 0),
-    else rewritten; the count of outputs off the model."""
+def _hard_unless_rewritten(fn, ties: bool, reason: str | None = None, **params) -> int:
+    """The last discrete op of ``_Scalar(fn, **params)``: left hard where ``ties`` (the outputs off the model: 0; its
+    reason holding ``reason`` where given), else rewritten; the count of outputs off the model."""
     model, x = _Scalar(fn, **params), torch.linspace(-3, 3, 6000).reshape(1000, 6)
     gm = sll_fx.linearize_module(model, eps=1e-6, verbose=False)  # (no input in a band: 1e-4 from each jump)
     entry = gm.sll_report.entries[-1]
     assert entry.rewritten != ties, str(gm.sll_report)
+    assert not ties or reason is None or reason in entry.reason, entry.reason
     off = int((gm(x) != model(x)).sum())
     if ties:
         assert off == 0
@@ -511,3 +512,27 @@ def test_abs_and_negation_keep_the_grids_their_input_takes_on_ranges(fn, ties):
     ranges only, not the grids it takes on a part.  They read them now, negated or as their absolute values; values
     off the jumps, and a continuous input, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _clip(x):
+    return torch.clamp(x, -2.0, 1.0)
+
+
+@pytest.mark.parametrize("fn, ties, reason", [
+    (lambda m, x: torch.ceil(_clip(x) - torch.abs(_clip(x))), True, "on whole ranges of inputs (torch.abs (abs"),
+    (lambda m, x: torch.floor(torch.abs(_clip(x)) - _clip(x)), True, "on whole ranges of inputs (torch.abs (abs"),
+    (lambda m, x: _clip(x) - torch.abs(_clip(x)) >= 0, True, "its input is 0 on whole ranges of inputs"),
+    (lambda m, x: torch.ceil(torch.clamp(x * 2, -1.0, 1.0) - F.relu(x * 2)), True, "(torch.clamp (clamp"),
+    (lambda m, x: torch.floor(torch.abs(_clip(x)) - torch.where(x > 0, _clip(x), 0.0)), True, "(torch.where"),
+    (lambda m, x: torch.ceil(_clip(x) - torch.abs(_clip(x)) + 0.5), False, None),
+    (lambda m, x: torch.ceil(_clip(x) - torch.abs(_clip(x)) * 0.75), False, None)],
+    ids=["ceil_of_clip_less_abs", "floor_of_abs_less_clip", "compared_at_0", "clips_of_one_computed_twice",
+         "abs_less_a_selection", "off_the_jumps", "not_cancelled"])
+def test_a_clip_of_a_value_computed_twice_is_read_as_one(fn, ties, reason):
+    """``clamp(x, -2, 1) - abs(clamp(x, -2, 1))`` is 0 on [0, 1] (found by the fuzzing helper of the twenty-fifth
+    session: ``ceil`` of it, 3073 of 4096 outputs off the model at every eps; here 4000 of 6000, compared at 0 3000,
+    ``clamp(2 x, -1, 1) - relu(2 x)`` 3001, ``abs(clamp(x, -2, 1)) - where(x > 0, clamp(x, -2, 1), 0)`` 4000): a
+    clip's input was matched with the other term by node, not as the same call of the same values written twice.
+    The two are one value now (``_same_value``, as ``h - h`` is read); values off the jumps, and a difference that
+    does not cancel, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, reason, p=0.5)
