@@ -224,18 +224,18 @@ class _Thresholds:
         return [f for g, _ in self._range_values(first, depth - 1) if isinstance(g, Grid)
                 for f in self._images_on(op, g)]
 
-    def _no_part_on_a_grid(self, node: Node) -> bool:
+    def _no_part_on_a_grid(self, node: Node, sums: bool = False) -> bool:
         """Is ``node``, less views and arithmetic with numbers, a sum of two tensors (:meth:`_sum_of_tensors`: not
-        followed, for time), or, in a graph that writes nothing in place, an op that keeps no grid on a part: a
-        one-to-one op other than those that are their input from 0 up (``tanh(x * 0.9 + 0.1)``: its values on ranges
-        are numbers, :meth:`_op_values`), or an input?  Then :meth:`_images_in_part` and :meth:`_grids_in_part` have
-        no part to read, and skip the walk they would repeat (each one-to-one op of the benchmark's chain reads such a
-        value: +21% of the planner's calls)."""
+        followed, for time, unless ``sums``), or, in a graph that writes nothing in place, an op that keeps no grid on
+        a part: a one-to-one op other than those that are their input from 0 up (``tanh(x * 0.9 + 0.1)``: its values on
+        ranges are numbers, :meth:`_op_values`), or an input?  Then :meth:`_images_in_part` and :meth:`_grids_in_part`
+        have no part to read, and skip the walk they would repeat (each one-to-one op of the benchmark's chain reads
+        such a value: +21% of the planner's calls)."""
         node = self._less_arithmetic(node)
         if not isinstance(node, Node):
             return True
         if self._sum_of_tensors(node):
-            return True
+            return not sums
         if self._any_write() or self.grid(node) is not None:
             return False
         if node.op == "placeholder":

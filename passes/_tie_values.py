@@ -25,8 +25,13 @@ from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _kee
                          _operands_down, _put, _taken, _tensor_of, _written_value)
 from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
                        _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS,
-                       _REDUCED_SUMS, _SUMS, _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of, _keeps_values,
-                       _mapped)
+                       _REDUCED_SUMS, _SUMS, _UNNAMED, _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of,
+                       _keeps_values, _mapped)
+
+
+#: the least depth of a walk at which :meth:`_RangeValues._grids_in_part` reads a sum of two tensors (a jump op walks
+#: its input from 8: a sum under three ops at most, ``floor(((a + b) * 2 + 1) * 0.5)``)
+_SUMS_IN_PART = 6
 
 
 class _RangeValues:
@@ -178,9 +183,11 @@ class _RangeValues:
     def _grids_in_part(self, v, depth: int) -> list[tuple]:
         """``(grid, source)`` for the grids ``v`` takes on whole ranges where it has none of its own (a minimum of two
         tensors, ``minimum(sign(x), x)``: sign's -1 on (-1, 0) and 1 from 1 up), which arithmetic with a number keeps
-        (``minimum(sign(x), x) - 1``: -2 and 0 there); none for a sum of two tensors, nor where it cannot hold one
-        (:meth:`_no_part_on_a_grid`, as :meth:`_images_in_part`)."""
-        if not isinstance(v, Node) or self._no_part_on_a_grid(v) or self.grid(v) is not None:
+        (``minimum(sign(x), x) - 1``: -2 and 0 there); none where it cannot hold one (:meth:`_no_part_on_a_grid`, as
+        :meth:`_images_in_part`), nor for a sum of two tensors but near the top of a walk (``depth`` at least
+        :data:`_SUMS_IN_PART`: ``m * 0.5 + where(x > 0, m, x) * 0.25 + 0.25`` of a grid ``m``, on ``0.75 m + 0.25``
+        from 0 up; deeper, each sum would walk its terms again for each number read above it)."""
+        if not isinstance(v, Node) or self._no_part_on_a_grid(v, depth >= _SUMS_IN_PART) or self.grid(v) is not None:
             return []
         return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
 
@@ -201,8 +208,17 @@ class _RangeValues:
     def _one_value(self, node: Node) -> tuple | None:
         """``(v, k, c)`` where ``node`` is a sum that reads one same value ``v`` in more than one term (one node, or
         the same call of the same values: :meth:`_merged`), ``k * v + c`` with coefficients of one sign (the float32
-        sum is that multiple to a few ulps), in a graph that writes nothing in place; else None."""
-        if self._any_write() or (form := self._linear(node, 8)) is None:
+        sum is that multiple to a few ulps), in a graph that writes nothing in place; else None.  Once per node (a
+        walk meets a sum once for each value read above it: :meth:`_grids_in_part` of a sum)."""
+        if self._any_write():
+            return None
+        found = self._one_values.get(node, _UNNAMED)
+        if found is _UNNAMED:
+            found = self._one_values[node] = self._find_one_value(node)
+        return found
+
+    def _find_one_value(self, node: Node) -> tuple | None:
+        if (form := self._linear(node, 8)) is None:
             return None
         terms, shift = form
         ks = [k for _, k in terms]

@@ -536,3 +536,30 @@ def test_a_clip_of_a_value_computed_twice_is_read_as_one(fn, ties, reason):
     The two are one value now (``_same_value``, as ``h - h`` is read); values off the jumps, and a difference that
     does not cancel, stay rewritten."""
     _hard_unless_rewritten(fn, ties, reason, p=0.5)
+
+
+def _part(x, q):
+    """``q * 0.5 + where(x > 0, q, x) * 0.25``: ``0.75 q`` from 0 up, for a grid ``q``."""
+    return q * 0.5 + torch.where(x > 0, q, x) * 0.25
+
+
+@pytest.mark.parametrize("fn, ties, reason", [
+    (lambda m, x: torch.floor(_part(x, torch.round(x)) + 0.25), True, "multiples of 0.25 (torch.round"),
+    (lambda m, x: torch.floor(_part(x, (x > 0.5).float()) + 0.25), True, "multiples of 0.25 (x > t"),
+    (lambda m, x: torch.floor((_part(x, torch.round(x)) * 2 + 1) * 0.5), True, "(torch.round"),
+    (lambda m, x: torch.floor(-_part(x, torch.round(x))), True, "(torch.round"),
+    (lambda m, x: torch.floor(_part(x, torch.round(x)).mean(-1)), True, "(torch.round"),
+    (lambda m, x: (lambda v: torch.trunc((v + v) * 0.5))(torch.where(x > 0, torch.round(x), x)), True, "(torch.round"),
+    (lambda m, x: torch.floor(_part(x, torch.round(x)) + 0.125), False, None),
+    (lambda m, x: torch.floor(torch.round(x) * 0.5 + torch.where(x > 0, x * 0.5, x) * 0.25 + 0.25), False, None)],
+    ids=["round_plus_a_number", "mask_plus_a_number", "under_three_ops", "negated", "row_mean", "one_value_twice",
+         "off_the_jumps", "continuous_branch"])
+def test_a_sum_that_takes_a_grid_on_a_part_keeps_it_under_arithmetic(fn, ties, reason):
+    """``m * 0.5 + where(x > 0, m, x) * 0.25 + 0.25`` of a grid ``m`` is ``0.75 m + 0.25`` from 0 up, a whole number
+    at ``m = 1`` (found by the fuzzing helper of the twenty-fifth session: ``floor`` of it with a mask ``m``, 2500
+    outputs off the model at every eps; here ``m = round(x)`` 1001 of 6000, a mask 2501, under ``* 2 + 1`` and ``*
+    0.5`` 1501, negated 500, a row mean 83, ``(v + v) * 0.5`` 2500): the grids a value takes on a part were read under
+    arithmetic with a number, ``neg``, ``abs`` and means for no sum of two tensors (for time).  A sum is read so now
+    near the top of a walk (three ops under the jump at most); values off the jumps, and a branch off the grid, stay
+    rewritten."""
+    _hard_unless_rewritten(fn, ties, reason, p=0.5)
