@@ -2843,6 +2843,28 @@ def test_a_recurrence_unrolled_over_many_steps_does_not_exhaust_the_stack():
     assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
 
 
+def test_a_chain_of_selections_over_many_blocks_does_not_exhaust_the_stack():
+    """200 blocks of ``h = where(x > 0, round(x), x); x = (x + h * 0.5) * 0.5 + relu(x) * 0.1; x = x + floor(x * 2 +
+    0.5) * 0.01`` (a94): planning the first where foresaw its round's users, whose planning foresaw the next block's
+    round, one Python call inside another down the whole chain, and ``linearize_module`` failed with a RecursionError
+    from about 120 blocks on.  Foresights run at most 48 inside one another now (deeper, an op is taken to be
+    rewritten, as any other op is); the decisions at 60 and 100 blocks are those before."""
+    class Residual(nn.Module):
+        def forward(self, x):
+            for _ in range(200):
+                h = torch.where(x > 0, torch.round(x), x)
+                x = (x + h * 0.5) * 0.5 + torch.relu(x) * 0.1
+                x = x + torch.floor(x * 2 + 0.5) * 0.01
+            return x
+
+    model, x = Residual(), torch.randn(64, 8, requires_grad=True)
+    gm = sll_fx.linearize_module(model, eps=0.01, verbose=False)
+    assert [e.rewritten for e in gm.sll_report.entries] == [True] * 800
+    gm(x).sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x.detach()), model(x.detach()))
+
+
 def _chained_in_place(then):
     def fn(m, h):
         t = h.clone()
