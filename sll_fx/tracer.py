@@ -293,10 +293,9 @@ def torch_leaf(m: nn.Module) -> bool:
     into as well: the parametrizations it calls are the user's code, with their own discrete ops, or
     torch.nn leaves themselves."""
     cls = type(m)
-    if cls.__module__ == parametrize.__name__:  # (a ParametrizationList; a parametrized module's swapped class)
-        if isinstance(m, parametrize.ParametrizationList) or isinstance(m, nn.Sequential) or \
-                not original_class(m).__module__.startswith(_TORCH_NN):
-            return False
+    if cls.__module__ == parametrize.__name__:  # (a ParametrizationList; a parametrized module's swapped class, a
+        if isinstance(m, parametrize.ParametrizationList) or not _torch_class(original_class(m)):  # subclass of its
+            return False                                                                          # original)
     elif not _torch_class(cls):
         return False
     plists = m._modules.get("parametrizations")  # (parametrize.is_parametrized, without a failing getattr)
