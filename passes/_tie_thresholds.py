@@ -17,6 +17,13 @@ from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDE
                        _grid_points, _images_of, _keeps_values, _preimages)
 
 
+#: the least depth of a walk at which :meth:`_Thresholds._part_base` reads a sum of two tensors, or a chain of
+#: arithmetic with numbers above one (a jump op walks its input from 8; deeper, each sum would walk its terms again for
+#: each number read above it: a leaky integrator's ``v = 0.8 * v + relu(x - c)``, ``s = floor(0.5 * v + 0.25)``, ``v =
+#: v - 0.5 * s``)
+_SUMS_IN_PART = 6
+
+
 class _Thresholds:
     """Whether a node equals a threshold on whole ranges of inputs: a part of :class:`_ties.Ties`."""
 
@@ -219,34 +226,35 @@ class _Thresholds:
         """:meth:`_images` of ``op`` on the grids ``first`` takes on whole ranges where it has none of its own (a
         maximum of two tensors, ``tanh(maximum(trunc(x), x))``: tanh of trunc's values where trunc is the larger, 0 on
         (-1, 0)); none for a sum of two tensors (:meth:`_images`)."""
-        if not isinstance(first, Node) or self._no_part_on_a_grid(first) or self.grid(first) is not None:
+        if not isinstance(first, Node) or self._part_base(first) is None or self.grid(first) is not None:
             return []
         return [f for g, _ in self._range_values(first, depth - 1) if isinstance(g, Grid)
                 for f in self._images_on(op, g)]
 
-    def _no_part_on_a_grid(self, node: Node, sums: bool = False) -> bool:
-        """Is ``node``, less views and arithmetic with numbers, a sum of two tensors (:meth:`_sum_of_tensors`: not
-        followed, for time, unless ``sums``), or, in a graph that writes nothing in place, an op that keeps no grid on
-        a part: a one-to-one op other than those that are their input from 0 up (``tanh(x * 0.9 + 0.1)``: its values on
-        ranges are numbers, :meth:`_op_values`), or an input?  Then :meth:`_images_in_part` and :meth:`_grids_in_part`
-        have no part to read, and skip the walk they would repeat (each one-to-one op of the benchmark's chain reads
-        such a value: +21% of the planner's calls)."""
+    def _part_base(self, node: Node, depth: int | None = None) -> Node | None:
+        """``node`` less views and arithmetic with numbers, where it may take a grid on a part, else None: a sum of two
+        tensors (:meth:`_sum_of_tensors`: followed, for time, only at a ``depth`` of at least :data:`_SUMS_IN_PART`, or
+        under a chain of such arithmetic that starts there, :attr:`_part_chain`), or, in a graph that writes nothing in
+        place, an op that keeps no grid on a part: a one-to-one op other than those that are their input from 0 up
+        (``tanh(x * 0.9 + 0.1)``: its values on ranges are numbers, :meth:`_op_values`), or an input.  Where None,
+        :meth:`_images_in_part` and :meth:`_grids_in_part` have no part to read, and skip the walk they would repeat
+        (each one-to-one op of the benchmark's chain reads such a value: +21% of the planner's calls)."""
         node = self._less_arithmetic(node)
         if not isinstance(node, Node):
-            return True
+            return None
         if self._sum_of_tensors(node):
-            return not sums
+            return node if depth is not None and depth >= _SUMS_IN_PART or node is self._part_chain else None
         if self._any_write() or self.grid(node) is not None:
-            return False
+            return node
         if node.op == "placeholder":
-            return True
+            return None
         if node.op == "call_module":
             module = self._module_of(node)
             name = _MODULE_ONE_TO_ONE.get(type(module)) if module is not None else None
         else:
             name = self._name_of(node) if node.op == "call_function" or node.op == "call_method" else None
             name = name if name in _ONE_TO_ONE else None
-        return name is not None and name not in _IDENTITY_ABOVE_0
+        return None if name is not None and name not in _IDENTITY_ABOVE_0 else node
 
     def _less_arithmetic(self, node):
         """``node`` less the views and the arithmetic with numbers around it (``x * 0.9 + 0.1``: ``x``)."""

@@ -29,9 +29,6 @@ from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_A
                        _keeps_values, _mapped)
 
 
-#: the least depth of a walk at which :meth:`_RangeValues._grids_in_part` reads a sum of two tensors (a jump op walks
-#: its input from 8: a sum under three ops at most, ``floor(((a + b) * 2 + 1) * 0.5)``)
-_SUMS_IN_PART = 6
 
 
 class _RangeValues:
@@ -183,13 +180,18 @@ class _RangeValues:
     def _grids_in_part(self, v, depth: int) -> list[tuple]:
         """``(grid, source)`` for the grids ``v`` takes on whole ranges where it has none of its own (a minimum of two
         tensors, ``minimum(sign(x), x)``: sign's -1 on (-1, 0) and 1 from 1 up), which arithmetic with a number keeps
-        (``minimum(sign(x), x) - 1``: -2 and 0 there); none where it cannot hold one (:meth:`_no_part_on_a_grid`, as
-        :meth:`_images_in_part`), nor for a sum of two tensors but near the top of a walk (``depth`` at least
-        :data:`_SUMS_IN_PART`: ``m * 0.5 + where(x > 0, m, x) * 0.25 + 0.25`` of a grid ``m``, on ``0.75 m + 0.25``
-        from 0 up; deeper, each sum would walk its terms again for each number read above it)."""
-        if not isinstance(v, Node) or self._no_part_on_a_grid(v, depth >= _SUMS_IN_PART) or self.grid(v) is not None:
+        (``minimum(sign(x), x) - 1``: -2 and 0 there); none where it cannot hold one (:meth:`_part_base`, as
+        :meth:`_images_in_part`), nor for a sum of two tensors but near the top of a walk (``m * 0.5 + where(x > 0, m,
+        x) * 0.25 + 0.25`` of a grid ``m``, on ``0.75 m + 0.25`` from 0 up), also under a chain of such arithmetic that
+        starts there (``floor(((v * 2 + 1) * 0.5) - 0.5)``: each op of the chain reads the sum anew, one depth lower,
+        and reads it as the chain's top does, :attr:`_part_chain`; the chain walks one value at each op)."""
+        if not isinstance(v, Node) or (base := self._part_base(v, depth)) is None or self.grid(v) is not None:
             return []
-        return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
+        outer, self._part_chain = self._part_chain, base  # (the ops of the chain below v read the sum as v does)
+        try:
+            return [(g, n) for g, n in self._range_values(v, depth - 1) if isinstance(g, Grid)]
+        finally:
+            self._part_chain = outer
 
     def _combined_values(self, node: Node, depth: int, numbers: bool) -> list[tuple]:
         """:meth:`_range_values` of a sum that reads one same value in each of its terms (``v + v``, ``v * 0.5 + v``),

@@ -18,8 +18,8 @@ reason from :meth:`Ties.of`:
   max pooling, ``cat`` and arithmetic with a number or a learned scalar (``relu(x) * 2 > 0``, ``relu(x) + p``), with
   the grids a value takes on a part (``minimum(sign(x), x) - 1``: sign's, moved; negated, absolute or averaged,
   ``abs(maximum(round(x), p))``, ``maximum(round(x), p).mean(-1)``; a sum of two tensors near the top of a walk,
-  ``m * 0.5 + where(x > 0, m, x) * 0.25 + 0.25``); a sum reading one value in each term, ``v + v`` (or the same
-  call of the same values twice), that value's times the sum;
+  ``m * 0.5 + where(x > 0, m, x) * 0.25 + 0.25``, also under a chain of such arithmetic that starts there); a sum
+  reading one value in each term, ``v + v`` (or the same call of the same values twice), that value's times the sum;
 - at 0, a **product** with a factor that is 0 on whole ranges (``x * mask > 0``), a sum or an average of
   values that are 0 there together (``relu(a) + relu(b) > 0``, ``avg_pool(relu(x)) > 0``); a grid plus (less) a value
   0 on whole ranges, on the grid there, in a graph that writes nothing in place (``sign(x) * 0.5 - relu(x)``), or
@@ -137,6 +137,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         self._row_puts: dict[Node, float] = {}   # (flat: constants put in one element per row so far -> their number)
         self._rank_unknown: Node | None = None   # (flat: a put in one element per row of a dim the rank hides)
         self._inert_found: set[Node] | None = None  # (_inert: the nodes whose walks find nothing)
+        self._part_chain: Node | None = None     # (_grids_in_part: the sum a chain of arithmetic reads on a part)
         self._one_values: dict[Node, tuple | None] = {}  # (_one_value: sums -> the one value their terms read)
         self._modules_found: dict = {}           # (_module_of: call_module targets -> their modules)
 
