@@ -203,13 +203,12 @@ class _Thresholds:
             return next((Tie(source) for v, source in self._images(op, first) if _same(v, number)), None)
         return Tie(found.source)
 
-    def _images(self, op, first, sums: bool = True) -> list[tuple]:
+    def _images(self, op, first) -> list[tuple]:
         """``(value, source)`` for the values the one-to-one op ``op`` (a node, or its module) takes on ``first``'s grid
         (:func:`_grid_points`), computed in float32 as the model computes them (``sigmoid(round(h))``: 0.5 at 0, and
-        exactly 1.0 from 17 up, where float32 saturates); none where ``first`` has no grid, nor, unless ``sums``, where
-        it is a sum of two tensors (a residual stream's, ``tanh(x * 0.9 + 0.1)``: rarely a grid, and costly to rule
-        out; a comparison reads its grid anyway)."""
-        if not isinstance(first, Node) or not sums and self._sum_of_tensors(first):
+        exactly 1.0 from 17 up, where float32 saturates; ``sigmoid(round(x) + round(2 * x))``, a sum's grid, 0.5 at 0);
+        none where ``first`` has no grid."""
+        if not isinstance(first, Node):
             return []
         g = self.grid(first)
         return self._images_on(op, g) if g is not None else []
@@ -223,15 +222,13 @@ class _Thresholds:
         return self._images_found[key]
 
     def _images_in_part(self, op, first, depth: int) -> list[tuple]:
-        """:meth:`_images` of ``op`` on the grids ``first`` takes on whole ranges where it has none of its own (a
-        maximum of two tensors, ``tanh(maximum(trunc(x), x))``: tanh of trunc's values where trunc is the larger, 0 on
-        (-1, 0)); none for a sum of two tensors (:meth:`_images`)."""
-        if not isinstance(first, Node) or self._part_base(first) is None or self.grid(first) is not None:
-            return []
-        return [f for g, _ in self._range_values(first, depth - 1) if isinstance(g, Grid)
-                for f in self._images_on(op, g)]
+        """:meth:`_images` of ``op`` on the grids ``first`` takes on whole ranges where it has none of its own
+        (:meth:`_grids_in_part`: a maximum of two tensors, ``tanh(maximum(trunc(x), x))``: tanh of trunc's values where
+        trunc is the larger, 0 on (-1, 0); a sum of two tensors near the top of a walk, ``sigmoid(round(x) + where(x >
+        0, round(x), x))``: 0.5 on (0, 0.5))."""
+        return [f for g, _ in self._grids_in_part(first, depth) for f in self._images_on(op, g)]
 
-    def _part_base(self, node: Node, depth: int | None = None) -> Node | None:
+    def _part_base(self, node: Node, depth: int) -> Node | None:
         """``node`` less views and arithmetic with numbers, where it may take a grid on a part, else None: a sum of two
         tensors (:meth:`_sum_of_tensors`: followed, for time, only at a ``depth`` of at least :data:`_SUMS_IN_PART`, or
         under a chain of such arithmetic that starts there, :attr:`_part_chain`), or, in a graph that writes nothing in
@@ -243,7 +240,7 @@ class _Thresholds:
         if not isinstance(node, Node):
             return None
         if self._sum_of_tensors(node):
-            return node if depth is not None and depth >= _SUMS_IN_PART or node is self._part_chain else None
+            return node if depth >= _SUMS_IN_PART or node is self._part_chain else None
         if self._any_write() or self.grid(node) is not None:
             return node
         if node.op == "placeholder":

@@ -77,7 +77,7 @@ class _RangeValues:
                 kept = self._kept_from_0(_first(node), module) if not numbers and \
                     _MODULE_ONE_TO_ONE[type(module)] in _IDENTITY_ABOVE_0 else []
                 return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True)) + \
-                    self._images(module, _first(node), False) + self._images_in_part(module, _first(node), depth)
+                    self._images(module, _first(node)) + self._images_in_part(module, _first(node), depth)
                 # (nn.Tanh() of ceil(h): -1 and 1 from 9 out)
             keeps = module is not None and _keeps_values(module)
             return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
@@ -103,7 +103,7 @@ class _RangeValues:
             if not numbers and name in _IDENTITY_ABOVE_0:
                 found = found + self._kept_from_0(first, call)
             return found + _mapped(call, self._range_values(first, depth - 1, True)) + \
-                self._images(node, first, False) + self._images_in_part(node, first, depth)
+                self._images(node, first) + self._images_in_part(node, first, depth)
             # (sigmoid(round(h)): 0.5 at 0, 1.0 from 17 up; tanh(maximum(trunc(x), x)): 0 on (-1, 0))
         if name == "where":
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]

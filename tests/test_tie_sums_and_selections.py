@@ -5,7 +5,8 @@ x, 0), 1)``: 0 from 1 up), two ops of one value that are each the value on range
 maximum(x, 0.5 * x)``: 0 on [0, 1]) and a sum of a constant over a row (``ceil(clamp(x, min=2).sum(-1) * 0.5)``: the
 row's count where every element is 2).  Each was rewritten on its ties, outputs off the model by a jump on whole ranges
 of inputs at every eps; left hard now (no output off the model), with controls off the ties that stay rewritten.
-Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 + 1) * 0.5) - 0.5)``)."""
+Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 + 1) * 0.5) - 0.5)``) and a one-to-one
+op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from _helpers import assert_bitwise
 
 
 class _Model(nn.Module):
-    """``fn(self, x)`` with a learned scalar ``p``."""
+    """``fn(self, x)`` with a learned scalar ``p`` and a module ``sigmoid``."""
 
     def __init__(self, fn, p: float = 0.5):
         super().__init__()
         self.fn = fn
         self.p = nn.Parameter(torch.tensor(p))
+        self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
         return self.fn(self, x).float()
@@ -161,4 +163,26 @@ def test_a_sum_on_a_grid_on_a_part_ties_under_a_chain_of_arithmetic(fn, ties):
     16384 on ``randn(128, 128)``, at eps 1e-3 and 1e-4 alike).  Each op of a chain of arithmetic with numbers read the
     sum below it anew, one depth lower, so a sum four ops under the jump was read at none (``_SUMS_IN_PART``); the
     chain reads it as its top does now, as deep as the walk goes; values off the jumps stay rewritten."""
+    _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.round(torch.sigmoid(torch.round(x) + torch.round(x * 2)) * 3), True),
+    (lambda m, x: torch.floor(torch.sigmoid(torch.round(x) + torch.round(x * 2)) * 2), True),
+    (lambda m, x: torch.ceil(torch.tanh((torch.round(x) - torch.round(x * 2)) * 0.5)), True),
+    (lambda m, x: torch.round(m.sigmoid(torch.round(x) + torch.round(x * 2)) * 3), True),
+    (lambda m, x: torch.round(torch.sigmoid(_on_the_even_numbers(x)) * 3), True),
+    (lambda m, x: torch.round(torch.sigmoid((_on_the_even_numbers(x) - 1) * 0.5 + 0.5) * 3), True),
+    (lambda m, x: torch.round(torch.sigmoid(torch.maximum(torch.round(x), x) + torch.round(x * 2)) * 3), True),
+    (lambda m, x: torch.round(torch.sigmoid(torch.round(x) + torch.round(x * 2)) * 2), False),
+    (lambda m, x: torch.round(torch.sigmoid(_on_the_even_numbers(x)) * 2), False)],
+    ids=["sum_of_grids", "floor", "tanh_of_a_difference", "module", "sum_on_a_part", "under_a_chain",
+         "maximum_plus_grid", "off_the_jumps", "on_a_part_off_the_jumps"])
+def test_a_one_to_one_op_of_a_sum_on_a_grid_takes_its_images(fn, ties):
+    """``round(sigmoid(round(x) + round(2 x)) * 3)`` is ``round(1.5)`` where the sum is 0, on (-0.25, 0.25): 3262 of
+    16384 outputs off the model on ``randn(128, 128)`` at eps 1e-3 and 1e-4 alike (``floor(sigmoid(q1 + q2) * 2)``
+    3284, ``ceil(tanh((q1 - q2) * 0.5))`` 5902, on x > 0 of ``sigmoid(round(x) + where(x > 0, round(x), x))`` 3090):
+    the images of a one-to-one op were read on every grid but a sum's, its own or on a part.  A sum's grid counts now
+    (it is read once per node), and a sum's grids on a part near the top of a walk, as arithmetic reads them; values
+    off the jumps stay rewritten."""
     _check(fn, ties)
