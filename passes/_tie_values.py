@@ -31,6 +31,10 @@ from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_A
 
 
 
+#: how deep :meth:`_RangeValues._nested_clip` reads ops that are their input on a range, one inside another
+_NESTED_CLIPS = 3
+
+
 class _RangeValues:
     """The values a node takes on whole ranges of inputs: a part of :class:`_ties.Ties`."""
 
@@ -249,14 +253,19 @@ class _RangeValues:
     def _clip_of(self, a, b) -> Node | None:
         """The op of ``a`` and ``b`` (the other, read as a tensor) that is the other itself on a whole range of it
         (:data:`_IDENTITY_ON_A_RANGE`: ``clamp(x, -2, 1)`` and ``x``, ``minimum(y, x)`` and ``x``), or two such ops of
-        one value on ranges that meet (:meth:`_clips_of_one`), else None.  The operand and the other term are one
+        one value on ranges that meet (:meth:`_clips_of_one`), also one inside another (:meth:`_nested_clip`: ``x -
+        abs(clamp(x, -2, 2))``), else None.  The operand and the other term are one
         value where :meth:`_one_of` reads them so (``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``, the clamp written
         twice)."""
         a, b = self._held_tensor(a), self._held_tensor(b)
-        for x, c in ((a, b), (b, a)):
-            if isinstance(x, Node) and self._one_of(x, self._clipped(c)):
+        clipped_a, clipped_b = self._clipped(a), self._clipped(b)
+        for x, c, clipped in ((a, b, clipped_b), (b, a, clipped_a)):
+            if isinstance(x, Node) and self._one_of(x, clipped):
                 return c
-        return self._clips_of_one(a, b)
+        if not clipped_a and not clipped_b:  # (no such op: the sums of most graphs)
+            return None
+        found = self._clips_of_one(a, b, clipped_a, clipped_b)
+        return found if found is not None else self._nested_clip(a, b)
 
     def _one_of(self, x: Node, values: tuple) -> bool:
         """Is ``x`` one of ``values`` (nodes and numbers): the same node, or, in a graph that writes nothing in place,
@@ -291,19 +300,49 @@ class _RangeValues:
             return (self._held_tensor(c.args[0]),) if isinstance(module, _MODULES_IDENTITY_ON_A_RANGE) else ()
         return tuple(self._held_tensor(v) for v in c.args[:2]) if self._name_of(c) in _IDENTITY_ON_A_RANGE else ()
 
-    def _clips_of_one(self, a, b) -> Node | None:
+    def _clips_of_one(self, a, b, clipped_a: tuple, clipped: tuple) -> Node | None:
         """``a`` where ``a`` and ``b`` are two ops of :data:`_IDENTITY_ON_A_RANGE` of one same value ``x``, each ``x``
         itself on a range of it, and the two ranges meet on more than a point where both are known (:meth:`
         _identity_range`: ``clamp(x, -1, 1)`` and ``maximum(x, 0.5 * x)``, both ``x`` on [0, 1], ``relu(x)`` and
         ``abs(x)``; not ``relu(x)`` and ``clamp(x, max=0)``), else None.  A range that is not known (a bound that is a
-        tensor) is read as meeting: more ties, never fewer."""
-        clipped = self._clipped(b)
-        shared = [x for x in self._clipped(a) if isinstance(x, Node) and self._value(x) is x and
-                  self._one_of(x, clipped)]
+        tensor) is read as meeting: more ties, never fewer.  (``clipped_a``, ``clipped``: :meth:`_clipped` of ``a``,
+        ``b``.)"""
+        shared = [x for x in clipped_a if isinstance(x, Node) and self._value(x) is x and self._one_of(x, clipped)]
         if not shared:
             return None
         (low, high), (low_b, high_b) = self._identity_range(a), self._identity_range(b)
         return a if max(low, low_b) < min(high, high_b) else None
+
+    def _nested_clip(self, a, b) -> Node | None:
+        """``a`` or ``b``, an op of :data:`_IDENTITY_ON_A_RANGE` of such an op (:meth:`_clips`: ``abs(clamp(x, -2,
+        2))``, ``x`` on [0, 2]), where the other is the same value on a range that meets the first on more than a point
+        (``x``, ``clamp(x, -2, 1)``: 0 on [0, 1]; not ``clamp(x, 2.5, 3)``), else None: :meth:`_clip_of` and
+        :meth:`_clips_of_one` one level deeper.  Ranges not known are read as meeting, as there."""
+        reads_a, reads_b = self._clips(a, _NESTED_CLIPS), self._clips(b, _NESTED_CLIPS)
+        if not any(nested for *_, nested in reads_a + reads_b):  # (one level: read already)
+            return None
+        for v, reads in ((a, reads_a), (b, reads_b)):  # (a value is itself everywhere)
+            if isinstance(v, Node):
+                reads.append((v, -math.inf, math.inf, False))
+        for x, low, high, nested in reads_a:
+            for y, low_b, high_b, nested_b in reads_b:
+                if (nested or nested_b) and max(low, low_b) < min(high, high_b) and self._one_of(x, (y,)):
+                    return a if nested else b
+        return None
+
+    def _clips(self, c, depth: int) -> list[tuple]:
+        """``(x, low, high, nested)``: ``c`` is ``x`` where ``x`` is in [``low``, ``high``] (:meth:`_clipped`,
+        :meth:`_identity_range`), also through such ops of such ops, ``depth`` deep (``abs(clamp(x, -2, 2))``: its
+        input on [0, inf), ``x`` on [0, 2], nested)."""
+        found = []
+        clipped = self._clipped(c) if depth else ()
+        if clipped:
+            low, high = self._identity_range(c)
+            for y in clipped:
+                if isinstance(y, Node) and self._value(y) is y:
+                    found.append((y, low, high, depth != _NESTED_CLIPS))
+                    found += [(z, max(low, lo), min(high, hi), True) for z, lo, hi, _ in self._clips(y, depth - 1)]
+        return found
 
     def _identity_range(self, c: Node) -> tuple[float, float]:
         """``(low, high)``: the range of its input on which ``c`` (an op of :data:`_IDENTITY_ON_A_RANGE`) is its input,

@@ -50,7 +50,8 @@ reason from :meth:`Ties.of`:
   1]; ``abs(h) - h``; ``h`` also spelt ``minimum(h, h)`` or ``h + (h - h.detach())``, or the same call written twice,
   ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2,
   1); c - h``), two such ops of one value on ranges that meet
-  (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]), or a selection with such a branch (``abs(h) - where(m,
+  (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]; also one inside another, ``abs(clamp(h, -2, 2)) -
+  clamp(h, -2, 1)``), or a selection with such a branch (``abs(h) - where(m,
   h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is
   taken), or a value plus a selection with such a branch negated (``h + where(m,
   -h, 0)``); ``c`` for a value plus a number or a learned scalar less itself (``(x + c) - x``: ``c`` where ``x + c``

@@ -186,3 +186,25 @@ def test_a_one_to_one_op_of_a_sum_on_a_grid_takes_its_images(fn, ties):
     (it is read once per node), and a sum's grids on a part near the top of a walk, as arithmetic reads them; values
     off the jumps stay rewritten."""
     _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.abs(torch.clamp(x, -2, 2)) - torch.clamp(x, -2, 1) > 0, True),
+    (lambda m, x: torch.floor(torch.abs(torch.clamp(x, -2, 2)) - torch.clamp(x, -2, 1)), True),
+    (lambda m, x: torch.round(torch.abs(torch.clamp(x, -2, 2)) - torch.clamp(x, -2, 1) + 0.5), True),
+    (lambda m, x: torch.floor(x - torch.abs(torch.clamp(x, -2, 2))), True),
+    (lambda m, x: torch.floor(F.relu(torch.clamp(x, -2, 2)) - torch.clamp(x, -1, 3)), True),
+    (lambda m, x: torch.clamp(torch.clamp(x, -2, 2), -3, 1) - x > 0, True),
+    (lambda m, x: torch.floor(x - F.relu(torch.clamp(torch.clamp(x, -2, 2), -3, 1))), True),
+    (lambda m, x: torch.clamp(torch.clamp(x, -2, -1), 0, 1) - x > 0, False),
+    (lambda m, x: torch.floor(torch.abs(torch.clamp(x, -2, 2)) - torch.clamp(x, 2.0, 3) + 0.5), False),
+    (lambda m, x: torch.floor(torch.abs(torch.clamp(x, -2, 2)) - torch.clamp(x.flip(-1), -2, 1)), False)],
+    ids=["comparison", "floor", "round", "less_its_nested_clip", "relu_of_a_clamp", "clamp_of_a_clamp",
+         "three_deep", "ranges_apart", "ranges_meet_at_a_point", "another_value"])
+def test_a_clip_of_a_clip_is_its_value_where_the_ranges_meet(fn, ties):
+    """``abs(clamp(x, -2, 2)) - clamp(x, -2, 1)`` is 0 on [0, 1]: 5521 of 16384 outputs off the model compared at 0 on
+    ``randn(128, 128)``, at eps 1e-3 and 1e-4 alike (floor of it 6315, ``x - abs(clamp(x, -2, 2))`` 7689, ``clamp(
+    clamp(x, -2, 2), -3, 1) - x`` 13422): an op that is its input on a range was read one level deep.  An op of such
+    an op is its input's input where the two ranges meet (three deep); ranges that meet at a point or not at all, and
+    another value, stay rewritten."""
+    _check(fn, ties)
