@@ -247,7 +247,12 @@ class _RangeValues:
         pair = _difference(name, node, 1)
         if pair is None:  # (a sum of two tensors, no term negated: a negated branch only)
             return self._plus_its_negated_branch(*node.args)
-        clip = self._less_its_written_clip(node, pair) if self._any_write() else self._clip_of(*pair)
+        return self._clip_between(pair, node)
+
+    def _clip_between(self, pair: tuple, at: Node | None) -> Node | None:
+        """:meth:`_less_its_clip` of ``pair[0] - pair[1]`` read at ``at`` (the difference; a comparison of the two, ``x
+        > relu(x)``: equal where the difference is 0)."""
+        clip = self._less_its_written_clip(at, pair) if self._any_write() else self._clip_of(*pair)
         return clip if clip is not None else self._less_its_branch(pair, False)
 
     def _clip_of(self, a, b) -> Node | None:

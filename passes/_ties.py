@@ -47,9 +47,9 @@ reason from :meth:`Ties.of`:
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
   ``maximum(h, h) - h``, ``h + (-h)``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2,
-  1]; ``abs(h) - h``; ``h`` also spelt ``minimum(h, h)`` or ``h + (h - h.detach())``, or the same call written twice,
-  ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in place into a fresh copy, ``c = h.clone(); c.clamp_(-2,
-  1); c - h``), two such ops of one value on ranges that meet
+  1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h + (h -
+  h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in place
+  into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
   (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]; also one inside another, ``abs(clamp(h, -2, 2)) -
   clamp(h, -2, 1)``), or a selection with such a branch (``abs(h) - where(m,
   h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is
@@ -161,6 +161,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         found = self._ties(x, t, 8)
         if found is not None or _number(t):
             return found
+        if isinstance(x, Node) and (clip := self._clip_between((x, t), at)) is not None:  # (relu(h) > h: equal from 0
+            return Tie(clip)                                                               # up, as relu(h) - h is 0)
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
         if g is not None and h is not None and g.scaled_as(h) and (step := _common_step(g.step, h.step)):
             if g.values is not None or h.values is not None:  # (which values, where known: a buffer of zeros)

@@ -208,3 +208,33 @@ def test_a_clip_of_a_clip_is_its_value_where_the_ranges_meet(fn, ties):
     an op is its input's input where the two ranges meet (three deep); ranges that meet at a point or not at all, and
     another value, stay rewritten."""
     _check(fn, ties)
+
+
+def _written_clip_above(m, x):
+    """``c > x`` of a copy of ``x`` clamped in place: equal on [-2, 1]."""
+    c = x.clone()
+    c.clamp_(-2.0, 1.0)
+    return c > x
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: F.relu(x) > x, True),
+    (lambda m, x: torch.clamp(x, -2, 1) >= x, True),
+    (lambda m, x: x < torch.abs(x), True),
+    (lambda m, x: torch.clamp(x, -1, 1) > torch.maximum(x, 0.5 * x), True),
+    (lambda m, x: torch.abs(torch.clamp(x, -2, 2)) > torch.clamp(x, -2, 1), True),
+    (lambda m, x: x <= torch.where(x > 1, x, 0.0), True),
+    (_written_clip_above, True),
+    (lambda m, x: F.relu(x) > x.flip(-1), False),
+    (lambda m, x: torch.clamp(x, 2, 3) > torch.clamp(x, -2, 1), False),
+    (lambda m, x: F.relu(x) > 2 * x, False)],
+    ids=["relu", "clamp", "abs", "two_clips", "nested_clip", "selection", "written_clip", "another_value",
+         "ranges_apart", "not_its_clip"])
+def test_a_value_compared_with_its_clip_ties_where_it_is_its_clip(fn, ties):
+    """``relu(x) > x`` is ``relu(x) - x > 0`` read as a comparison of two tensors: equal from 0 up, 8102 of 16384
+    outputs off the model on ``randn(128, 128)`` at eps 1e-3 and 1e-4 alike (``clamp(x, -2, 1) >= x`` 13422, ``x <
+    abs(x)`` 8109, ``clamp(x, -1, 1) > maximum(x, 0.5 x)`` 5523, a nested clip 5521): a comparison with a computed
+    threshold read the threshold's grid and the constants it takes, not a value less its clip as a difference is.  It
+    reads it now (the ops a difference reads: a clip, two clips of one value, nested, a selection's branch, a clip
+    written in place into a copy); another value, ranges apart and a value that is not the clip's stay rewritten."""
+    _check(fn, ties)
