@@ -121,10 +121,7 @@ class _Grids:
                 return Grid(0.0, 1.0, node, scale=node)  # ((q - zero_point) * scale: 0 on a range; scale as it
                 # observes; eager QAT's modules, whose hook fake-quantizes their output, too)
             if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
-                dims = 1 if isinstance(module, nn.AvgPool1d) else 2 if isinstance(module, nn.AvgPool2d) else 3
-                return self._averaged(self.grid(first), node, *_avg_window(
-                    module.kernel_size, module.padding, module.ceil_mode, module.count_include_pad,
-                    getattr(module, "divisor_override", None), dims))
+                return self._pooled(node, self.grid(first))
             return self.grid(first) if module is not None and _keeps_values(module) else None
         if (statistic := _order_statistic_values(node)) is not None:  # (q.max(-1).values, q.topk(2)[0])
             return self.grid(_first(statistic))
@@ -247,11 +244,29 @@ class _Grids:
             put = self.grid(put) if isinstance(put, Node) and self._value(put) is put else self._value(put)
             return _union([self.grid(first), put]) if put is not None else None  # -1, i, 1.0): counts of top-k)
         if name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):
-            dims = int(name[-2])
-            return self._averaged(self.grid(first), node, *_avg_window(
-                _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
-                _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
+            return self._pooled(node, self.grid(first))
         return None
+
+    def _pooled(self, node: Node, g: Grid | None) -> Grid | None:
+        """The grid of ``node``, an average pooling (``F.avg_pool2d``, ``nn.AvgPool2d``), of values on ``g``
+        (:meth:`_averaged` over its window), else None (another op, ``adaptive_avg_pool2d``)."""
+        if g is None:
+            return None
+        if node.op == "call_module":
+            module = self._module_of(node)
+            if not isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
+                return None
+            dims = 1 if isinstance(module, nn.AvgPool1d) else 2 if isinstance(module, nn.AvgPool2d) else 3
+            return self._averaged(g, node, *_avg_window(module.kernel_size, module.padding, module.ceil_mode,
+                                                        module.count_include_pad,
+                                                        getattr(module, "divisor_override", None), dims))
+        name = self._name_of(node)
+        if name is None or not name.startswith(("avg_pool1d", "avg_pool2d", "avg_pool3d")):
+            return None
+        dims = int(name[-2])
+        return self._averaged(g, node, *_avg_window(
+            _arg(node, 1, "kernel_size"), _arg(node, 3, "padding", 0), _arg(node, 4, "ceil_mode", False),
+            _arg(node, 5, "count_include_pad", True), _arg(node, 6, "divisor_override") if dims > 1 else None, dims))
 
     def _mean_grid(self, node: Node, g: Grid | None) -> Grid | None:
         """The grid of ``node``, a mean, of values on ``g``: ``g`` summed over the count it averages (T steps' spikes:

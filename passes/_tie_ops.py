@@ -292,6 +292,9 @@ _VIEWS = _THROUGH | frozenset(rules.FLOAT_CASTS) | {  # (and casts: .float() of 
     "swapdims", "unbind", "split", "chunk", "ravel", "moveaxis", "reshape_as", "adjoint", "alias", "numpy_T", "mT",
     "mH", "matrix_H", "broadcast_to"}
 _AVG_POOLS = ("avg_pool", "adaptive_avg_pool")
+#: the modules that pool so (their calls read as those of the functions)
+_AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                     nn.AdaptiveAvgPool3d)
 #: reductions that average (a constant each element takes on a range, the mean takes where every element does)
 _MEANS = frozenset(("mean", "nanmean"))
 #: reductions that add up (a constant each element takes on a range, times the count, the sum takes where every element

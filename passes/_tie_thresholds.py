@@ -12,9 +12,9 @@ from torch.fx import Node
 
 from ._grids import Grid, Tie, _TOLERANCE, _multiple, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
-from ._tie_ops import (_ACCUMULATING, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _JOINS,
-                       _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _VIEWS, _elementwise_call,
-                       _grid_points, _images_of, _keeps_values, _preimages)
+from ._tie_ops import (_ACCUMULATING, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
+                       _JOINS, _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _VIEWS,
+                       _elementwise_call, _grid_points, _images_of, _keeps_values, _preimages)
 
 
 #: the least depth of a walk at which :meth:`_Thresholds._part_base` reads a sum of two tensors, or a chain of
@@ -60,6 +60,8 @@ class _Thresholds:
             module = self._module_of(node)
             if number is not None and (name := _MODULE_ONE_TO_ONE.get(type(module))) is not None:  # (nn.Sigmoid())
                 return self._through_preimages(name, module, _first(node), number, depth)
+            if number is not None and isinstance(module, _AVG_POOL_MODULES):  # (nn.AvgPool1d(2) of relu(x) > 0)
+                return self._averaged_ties(node, _first(node), number, depth)
             return self._ties(_first(node), t, depth - 1) if module is not None and _keeps_values(module) else None
         name = self._name_of(node)
         if name is None:
@@ -122,12 +124,8 @@ class _Thresholds:
             found = next((f for a in _taken(name, *operands) if (f := self._ties(a, number, depth - 1)) is not None),
                          None)  # one taken, minimum(q, h) < 2 at q == 2 <= h, on ranges)
             return Tie(found.source) if found is not None else None
-        if name.startswith(_AVG_POOLS) or name in _MEANS:  # (a constant where its window is: avg_pool(relu(x)) > 0, of
-            # hardtanh at 2; a mean where its row is, clamp(h, min=2).mean(-1) >= 2; of a grid it takes on ranges)
-            found = self._ties(first, number, depth - 1)
-            if found is None and name in _MEANS:
-                found = next((Tie(n) for g, n in self._means_in_part(node, first, depth) if g.hits(number)), None)
-            return Tie(found.source) if found is not None else None
+        if name.startswith(_AVG_POOLS) or name in _MEANS:
+            return self._averaged_ties(node, first, number, depth)
         if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1) >= 2 n: where each element of a row is 2)
             return self._summed_ties(node, first, number, depth)
         if c is None and number != 0 and (found := self._scaled_ties(node, name, number, depth)) is not None:
@@ -167,6 +165,15 @@ class _Thresholds:
                     if (v.hits(0.0) if isinstance(v, Grid) else _same(v, 0.0))]  # relu; of its values, those at 0)
             return Tie(zero[0]) if zero else None
         return None
+
+    def _averaged_ties(self, node: Node, first, number: float, depth: int) -> Tie | None:
+        """:meth:`_ties` at ``number`` of a mean or an average pooling of ``first``: a constant where its window is
+        (``avg_pool(relu(x)) > 0``, of hardtanh at 2), where its row is (``clamp(h, min=2).mean(-1) >= 2``); the grids
+        it takes where its input is on one on ranges (:meth:`_means_in_part`)."""
+        found = self._ties(first, number, depth - 1)
+        if found is None:
+            found = next((Tie(n) for g, n in self._means_in_part(node, first, depth) if g.hits(number)), None)
+        return Tie(found.source) if found is not None else None
 
     def _summed_ties(self, node: Node, first, number: float, depth: int) -> Tie | None:
         """:meth:`_ties` at ``number`` of a sum of ``first``'s elements: ``first``'s at ``number / n``, ``n`` the count

@@ -23,10 +23,10 @@ from ._grids import Grid, _number
 from ._patterns import _arg, _same_value
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
-from ._tie_ops import (_AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS,
-                       _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS,
-                       _REDUCED_SUMS, _SUMS, _UNNAMED, _ZERO_PRODUCTS, _elementwise_call, _grid_points, _images_of,
-                       _keeps_values, _mapped)
+from ._tie_ops import (_AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
+                       _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
+                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
+                       _elementwise_call, _grid_points, _images_of, _keeps_values, _mapped)
 
 
 
@@ -83,6 +83,8 @@ class _RangeValues:
                 return found + kept + _mapped(lambda v: module(v), self._range_values(_first(node), depth - 1, True)) + \
                     self._images(module, _first(node)) + self._images_in_part(module, _first(node), depth)
                 # (nn.Tanh() of ceil(h): -1 and 1 from 9 out)
+            if isinstance(module, _AVG_POOL_MODULES):  # (nn.AvgPool1d(2) of relu's 0: 0, as F.avg_pool1d)
+                return self._averaged_values(node, _first(node), depth, numbers, found)
             keeps = module is not None and _keeps_values(module)
             return found + (self._range_values(_first(node), depth - 1, numbers) if keeps else [])
         name = self._name_of(node)
@@ -124,11 +126,8 @@ class _RangeValues:
             found = found + [(0.0, reduced)]
         if name in _SUMS and (clip := self._less_its_clip(node)) is not None:  # (h - clamp(h, -2, 1): 0 on [-2, 1];
             found = found + [(0.0, clip)]                                     # h + where(h > 0, -h, 0): from 0 up)
-        if name in _MEANS or name.startswith(_AVG_POOLS):  # (clamp(h, min=2).mean(-1): 2 where each element of a row
-            # is, a whole range; as avg_pool's windows; a mean of a grid its input takes on ranges, where each element
-            # of a row is on it: the mean's grid of it, maximum(round(x), p).mean(-1))
-            found = found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
-            return found + self._means_in_part(node, first, depth) if name in _MEANS and not numbers else found
+        if name in _MEANS or name.startswith(_AVG_POOLS):
+            return self._averaged_values(node, first, depth, numbers, found)
         if name in _REDUCED_SUMS:  # (clamp(h, min=2).sum(-1): 2 n where each element of a row is 2)
             return found + self._summed(node, depth, numbers)
         c, other = self._summand_and_node(node)
@@ -159,10 +158,20 @@ class _RangeValues:
         return found + [(number(v), n) for v, n in inner] + \
             [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
 
+    def _averaged_values(self, node: Node, first, depth: int, numbers: bool, found: list) -> list[tuple]:
+        """:meth:`_op_values` of a mean or an average pooling of ``first`` (``clamp(h, min=2).mean(-1)``: 2 where each
+        element of a row is, a whole range; as avg_pool's windows; a mean of a grid its input takes on ranges, where
+        each element of a row, of a window, is on it: the mean's grid of it, ``maximum(round(x), p).mean(-1)``)."""
+        found = found + [(v, n) for v, n in self._range_values(first, depth - 1, True) if _number(v)]
+        return found + self._means_in_part(node, first, depth) if not numbers else found
+
     def _means_in_part(self, mean: Node, first, depth: int) -> list[tuple]:
-        """``(grid, source)`` for the grids a mean of ``first`` takes where every element of a row is on a grid
-        ``first`` takes on ranges (:meth:`_grids_in_part`): the mean's grid of it (:meth:`_mean_grid`; of a count the
-        graph does not fix, every value: ``maximum(round(x), p).mean(-1)``)."""
+        """``(grid, source)`` for the grids a mean or an average pooling of ``first`` takes where every element of a
+        row (of a window) is on a grid ``first`` takes on ranges (:meth:`_grids_in_part`): the mean's grid of it
+        (:meth:`_mean_grid`; of a count the graph does not fix, every value: ``maximum(round(x), p).mean(-1)``), the
+        pooling's (:meth:`_pooled`: ``avg_pool1d(maximum(round(x), x), 2)``, halves)."""
+        if mean.op == "call_module" or self._name_of(mean) not in _MEANS:
+            return [(h, n) for g, n in self._grids_in_part(first, depth) if (h := self._pooled(mean, g)) is not None]
         return [(h, n) for g, n in self._grids_in_part(first, depth) if (h := self._mean_grid(mean, g)) is not None]
 
     def _summed(self, node: Node, depth: int, numbers: bool) -> list[tuple]:

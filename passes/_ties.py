@@ -35,7 +35,8 @@ reason from :meth:`Ties.of`:
   clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
-  2 where every element of a row is below 2), sums at its multiples (``clamp(h, min=2).sum(-1)``: 2 n, any
+  2 where every element of a row is below 2; also on the grid they average of a grid their input takes on a part,
+  ``round(avg_pool1d(maximum(round(x), x), 2))``), sums at its multiples (``clamp(h, min=2).sum(-1)``: 2 n, any
   multiple for a count the graph does not fix);
 - through **hand-written straight-through values** (``(r - x).detach() + x``, ``x - (x - r).detach()``, ``r.detach()
   + x - x.detach()``, ``r + (x - x.detach())`` whatever ``r`` is: ``r``'s values) and a **quotient by a learned

@@ -5,8 +5,10 @@ x, 0), 1)``: 0 from 1 up), two ops of one value that are each the value on range
 maximum(x, 0.5 * x)``: 0 on [0, 1]) and a sum of a constant over a row (``ceil(clamp(x, min=2).sum(-1) * 0.5)``: the
 row's count where every element is 2).  Each was rewritten on its ties, outputs off the model by a jump on whole ranges
 of inputs at every eps; left hard now (no output off the model), with controls off the ties that stay rewritten.
-Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 + 1) * 0.5) - 0.5)``) and a one-to-one
-op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``)."""
+Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 + 1) * 0.5) - 0.5)``), a one-to-one
+op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``), a clip of a clip (``abs(clamp(x, -2, 2)) -
+clamp(x, -2, 1)``), a value compared with its clip (``relu(x) > x``) and an average pooling of a grid on a part, also a
+module's (``round(avg_pool1d(maximum(round(x), x), 2))``)."""
 
 from __future__ import annotations
 
@@ -238,3 +240,51 @@ def test_a_value_compared_with_its_clip_ties_where_it_is_its_clip(fn, ties):
     reads it now (the ops a difference reads: a clip, two clips of one value, nested, a selection's branch, a clip
     written in place into a copy); another value, ranges apart and a value that is not the clip's stay rewritten."""
     _check(fn, ties)
+
+
+class _Pooled(nn.Module):
+    """``fn(self, x)`` with the modules ``pool`` (``nn.AvgPool1d(2)``) and ``pool2`` (``nn.AvgPool2d(2)``)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.pool = nn.AvgPool1d(2)
+        self.pool2 = nn.AvgPool2d(2)
+
+    def forward(self, x):
+        return self.fn(self, x).float()
+
+
+def _on_a_part(x):
+    """``maximum(round(x), x)``: whole numbers where round(x) is the larger, with a channel dim."""
+    return torch.maximum(torch.round(x), x).unsqueeze(1)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.round(F.avg_pool1d(_on_a_part(x), 2)), True),
+    (lambda m, x: F.avg_pool1d(_on_a_part(x), 2) > 0.5, True),
+    (lambda m, x: torch.round(F.avg_pool2d(_on_a_part(x).reshape(1, 1, 1000, 6), 2)), True),
+    (lambda m, x: torch.round(m.pool(_on_a_part(x))), True),
+    (lambda m, x: m.pool(_on_a_part(x)) > 0.5, True),
+    (lambda m, x: torch.round(m.pool2(_on_a_part(x).reshape(1, 1, 1000, 6))), True),
+    (lambda m, x: m.pool(F.relu(x).unsqueeze(1)) > 0, True),
+    (lambda m, x: m.pool(F.hardtanh(x, 0.0, 2.0).unsqueeze(1)) >= 2, True),
+    (lambda m, x: torch.round(F.avg_pool1d(_on_a_part(x), 3)), False),
+    (lambda m, x: m.pool(_on_a_part(x)) > 0.25, False),
+    (lambda m, x: m.pool(torch.tanh(x).unsqueeze(1)) > 0, False)],
+    ids=["round", "comparison", "avg_pool2d", "module", "module_comparison", "module_2d", "module_of_relu",
+         "module_of_hardtanh", "thirds", "off_the_threshold", "continuous"])
+def test_an_average_pooling_of_a_grid_on_a_part_is_on_its_averaged_grid(fn, ties):
+    """``round(avg_pool1d(maximum(round(x), x), 2))`` is k + 1/2 where a window's two elements are whole and of odd
+    sum: 1001 of 8192 outputs off the model on ``randn(128, 128)`` at eps 1e-3 and 1e-4 alike (compared at 0.5 532,
+    ``avg_pool2d`` 64); ``nn.AvgPool1d(2)`` of it the same, and of ``relu(x)`` compared at 0, 2090 (a module's pooling
+    read neither the constants nor the grids its input takes): a mean read the grids its input takes on a part, an
+    average pooling only its input's own grid.  An average pooling, also a module's, reads both now; windows of three
+    (thirds, never on round's halves), a threshold off the grid and a continuous input stay rewritten."""
+    model, x = _Pooled(fn), torch.linspace(-3, 3, 6000).reshape(1000, 6)
+    gm = sll_fx.linearize_module(model, eps=1e-4, verbose=False)
+    assert gm.sll_report.entries[-1].rewritten != ties, str(gm.sll_report)
+    with torch.no_grad():
+        if ties:
+            assert int((gm(x) != model(x)).sum()) == 0
+        assert_bitwise(sll_fx.export_hard(gm, verbose=False)(x), model(x))
