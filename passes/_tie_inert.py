@@ -150,9 +150,10 @@ class _Inert:
             named_a = self._name_of(a) if isinstance(a, Node) else None
             named_b = self._name_of(b) if isinstance(b, Node) else None
             if named_a != "neg" and named_b != "neg":  # (no difference: _difference reads a sum as one only with a
-                # negated term; a selection whose branch is the other term negated, h + where(m, -h, 0))
-                return not (named_a == "where" or named_b == "where" or named_a in _PUTS or named_b in _PUTS) or \
-                    self._plus_its_negated_branch(a, b) is None
+                # negated term; a selection whose branch is the other term negated, h + where(m, -h, 0); abs, h +
+                # abs(h))
+                return not (named_a == "where" or named_b == "where" or named_a in _PUTS or named_b in _PUTS or
+                            named_a == "abs" or named_b == "abs") or self._plus_its_negated_branch(a, b) is None
         if self._less_its_clip(node) is not None:
             return False
         pair = _difference(name, node, 1)

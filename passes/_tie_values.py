@@ -380,12 +380,19 @@ class _RangeValues:
     def _plus_its_negated_branch(self, a, b) -> Node | None:
         """:meth:`_less_its_branch` of ``a + b``, one of them a selection (a ``where``, a put) with a branch that is the
         other negated (``h + where(h > 0, -h, 0)``: 0 from 0 up), else None; the selection by its own op, not through
-        views (the check every sum of two tensors meets, as :meth:`_tie_inert._Inert._inert_sum` reads it too)."""
+        views (the check every sum of two tensors meets, as :meth:`_tie_inert._Inert._inert_sum` reads it too).  Also
+        ``abs`` of the other, or of an op that is the other on a range (:meth:`_clips`), where it is the other negated:
+        ``h + abs(h)``, ``h + abs(clamp(h, -2, 2))``, 0 from 0 down."""
         for x, w in ((a, b), (b, a)):
-            if isinstance(x, Node) and isinstance(w, Node) and ((name := self._name_of(w)) == "where" or
-                                                                name in _PUTS):
-                if (found := self._less_its_branch((x, w), True)) is not None:
-                    return found
+            if isinstance(x, Node) and isinstance(w, Node):
+                name = self._name_of(w)
+                if name == "where" or name in _PUTS:
+                    if (found := self._less_its_branch((x, w), True)) is not None:
+                        return found
+                elif name == "abs" and isinstance(u := self._held_tensor(_first(w)), Node) and (
+                        self._one_of(x, (u,)) or any(low < min(high, 0.0) and self._one_of(x, (v,))
+                                                     for v, low, high, _ in self._clips(u, _NESTED_CLIPS - 1))):
+                    return w
         return None
 
     def _less_its_branch(self, pair: tuple, negated: bool) -> Node | None:
