@@ -216,14 +216,15 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict, memo: dict | None = None)
             factory, kind = _call_facts(op, node.target, memo)
         if factory is not None:
             return _factory_kind(node, factory, kinds)
-        if node.kwargs:
-            dtype = node.kwargs.get("dtype")  # h.sum(dtype=torch.long), torch.softmax(x, 0, dtype=...): that dtype
+        kwargs = node.kwargs  # (read once: a property of fx's, asked per node)
+        if kwargs:
+            dtype = kwargs.get("dtype")  # h.sum(dtype=torch.long), torch.softmax(x, 0, dtype=...): that dtype
             if isinstance(dtype, torch.dtype):
                 return dtype_kind(dtype)
-            if node.kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
+            if kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
                 return _promote(_arguments(node), kinds)
         if kind == PROMOTE:
-            return _promote(node.args if not node.kwargs else _arguments(node), kinds)
+            return _promote(node.args if not kwargs else _arguments(node), kinds)
         if kind is None or kind in (FLOAT, INT, BOOL):
             return kind
         if kind == _CAST:
