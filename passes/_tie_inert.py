@@ -139,9 +139,10 @@ class _Inert:
         walks read on their own (the module's docstring)?"""
         a, b = node.args
         constants = self._constant_nodes()  # (_scalar of another node, in a graph that writes nothing, is None)
-        if any(self._value(v) is not v or (v.op == "get_attr" or v in constants) and self._scalar(v) is not None
-               for v in (a, b) if v not in found):
-            return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
+        for v in (a, b):  # (a loop, not any(): this runs on every sum of an inert term)
+            if v not in found and (self._value(v) is not v or
+                                   (v.op == "get_attr" or v in constants) and self._scalar(v) is not None):
+                return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
         if self._straight_through(node) is not None or self._cancelled_shift(node) is not None:
             return False
         if name == "sub" and _less_its_extremum(node) is not None:

@@ -284,8 +284,11 @@ def _straight_through(node: Node, name_of: Callable[[Node], str | None],
     args = node.args
     if name not in _SUMS or len(args) != 2 or node.kwargs:
         return None
-    if not any(isinstance(a, Node) and (name_of(a) in _SUMS or name_of(a) == "detach" or
-                                        a.target is getattr and a.args[1:] == ("data",)) for a in args):
+    for a in args:  # (a loop, each term's name read once: this runs on every sum of an inert term, _tie_inert)
+        if isinstance(a, Node) and ((a_name := name_of(a)) in _SUMS or a_name == "detach" or
+                                    a.target is getattr and a.args[1:] == ("data",)):
+            break
+    else:
         return None  # (two terms, neither a sum, a detach nor .data: none held, nothing cancels, as below)
     for held, x in (args[::-1], args) if name == "add" else ((args[1], args[0]),):
         if isinstance(held, Node) and name_of(held) == "detach" and isinstance(diff := _first(held), Node) and \
