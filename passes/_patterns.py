@@ -14,6 +14,7 @@ import torch
 from torch.fx import Node
 
 from sll_fx import rules
+from sll_fx.grad_regions import detached
 
 from ._spellings import _match, _op_name
 
@@ -129,11 +130,35 @@ def _base(node):
 _NEUTRAL = {"mul": 1, "div": 1, "true_divide": 1, "add": 0, "sub": 0}
 
 
+#: calls whose result holds their operand's values, element for element (a copy; a detached alias)
+_COPIES = frozenset(("clone", "contiguous", "detach"))
+
+
+def _uncopied(node):
+    """``node`` without the copies around it (``h.clone()``, ``h.detach().contiguous()``, ``h.data``, a no-grad
+    region's detach: ``h``): the same values, where the graph writes nothing in place (a copy keeps what it copied; a
+    later write moves the other)."""
+    for _ in range(8):
+        if not (isinstance(node, Node) and node.op in ("call_function", "call_method") and node.args and
+                isinstance(node.args[0], Node)):
+            return node
+        if not (node.target is getattr and node.args[1:] == ("data",) or node.target is detached or
+                _op_name(node) in _COPIES):
+            return node
+        node = node.args[0]
+    return node
+
+
 def _same_value(a, b, depth: int = 4) -> bool:
     """Do ``a`` and ``b`` compute the same value: the same node, or the same call of the same values
-    (``g.softmax(-1)`` written twice), ``depth`` calls deep?"""
+    (``g.softmax(-1)`` written twice), ``depth`` calls deep, a copy counting as what it copies (``relu(h)`` and
+    ``relu(h.clone())``: :func:`_uncopied`; its callers read graphs that write nothing in place)?"""
     if a is b:
         return True
+    if isinstance(a, Node) and isinstance(b, Node) and (a.op != b.op or a.target != b.target):
+        a, b = _uncopied(a), _uncopied(b)  # (h and h.clone())
+        if a is b:
+            return True
     if not (isinstance(a, Node) and isinstance(b, Node)) or depth == 0 or a.op != b.op or \
             a.op not in ("call_function", "call_method") or a.target != b.target or a.kwargs != b.kwargs \
             or len(a.args) != len(b.args) or a.is_impure() or _op_name(a) in _RANDOM:

@@ -198,7 +198,7 @@ class _Grids:
             if not _number(alpha) or set(node.kwargs) - {"alpha"}:
                 return None
             if (pair := _difference(name, node, alpha)) is not None:
-                if self._cancels(*pair):  # (h - h, h + (-h): 0 on every input)
+                if self._cancels(*pair, node):  # (h - h, h + (-h), h - h.clone(): 0 on every input)
                     return Grid(0.0, 1.0, node, frozenset((0.0,)))
                 if found := self._shifted_back(*pair):
                     return found
@@ -299,16 +299,25 @@ class _Grids:
         step = _common_step(1.0, held) if held else 1.0
         return Grid(0.0, step, node, frozenset((0.0, 1.0, float(held)))) if step else steps
 
-    def _cancels(self, a, b) -> bool:
+    def _cancels(self, a, b, at: Node | None = None) -> bool:
         """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an
-        alias reads every write of the other), or, where the graph writes nothing in place, the same call of the same
-        values twice (``relu(h) - relu(h)``) or an extremum of a tensor with itself (``maximum(h, h) - h``)?"""
+        alias reads every write of the other), or, where the graph writes nothing in place, a copy of it (``h -
+        h.clone()``), the same call of the same values twice (``relu(h) - relu(h)``) or an extremum of a tensor with
+        itself (``maximum(h, h) - h``); where it writes in place, read at ``at`` (the difference), a copy of it that
+        nothing has written since it was taken, nor ``h`` between (``c = h.clone(); c.add_(1); c - c.clone()``)?"""
         if not isinstance(a, Node):
             return False
         a, b = _tensor_of(a), _tensor_of(b)
         if a is b:
             return True
-        return not self._any_write() and ((a := _of_itself(a)) is (b := _of_itself(b)) or _same_value(a, b))
+        if self._any_write():
+            if at is None:
+                return False
+            place = self._order.get(at, len(self._order))
+            read_a, read_b = self._copy_read(a, place), self._copy_read(b, place)
+            return read_a is not None and read_b is not None and read_a[0] is read_b[0] and \
+                not self._written_between(read_a[0], min(read_a[1], read_b[1]), max(read_a[1], read_b[1]))
+        return (a := _of_itself(a)) is (b := _of_itself(b)) or _same_value(a, b)
 
     def _reduced_count(self, mean: Node) -> int | None:
         """How many elements ``mean`` (``x.mean(dim)``, ``torch.mean(x, dim)``) averages, where known: the number of

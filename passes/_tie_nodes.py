@@ -23,7 +23,7 @@ from sll_fx import dtypes, rules
 from sll_fx.grad_regions import detached
 
 from ._grids import _number
-from ._patterns import _arg, _order_statistic_of, _same_value
+from ._patterns import _arg, _order_statistic_of, _same_value, _uncopied
 from ._spellings import _target_name
 from ._tie_ops import (_EXTREMA, _KEEPING_REDUCTIONS, _KEEP_VALUES, _MAX_POOLS, _ORDER_STATISTICS_OF_MANY,
                        _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _VIEWS, _VIEW_DEPTH)
@@ -68,11 +68,13 @@ def _difference(name: str, node: Node, alpha) -> tuple | None:
     return None
 
 
-def _added(a, b):
-    """The other operand of ``a`` where ``a`` is ``other + b`` (either order), else None."""
+def _added(a, b, copies: bool = False):
+    """The other operand of ``a`` where ``a`` is ``other + b`` (either order), else None.  ``copies``: an operand
+    that is a copy of ``b`` counts as ``b`` (:func:`_uncopied`; in a graph that writes nothing in place)."""
     if not isinstance(a, Node) or _name(a) != "add" or len(a.args) < 2 or a.kwargs:
         return None
-    return a.args[1] if a.args[0] is b else a.args[0] if a.args[1] is b else None
+    u, v = (_uncopied(w) for w in a.args[:2]) if copies else a.args[:2]
+    return v if u is b else u if v is b else None
 
 
 def _put(name: str, node: Node):
@@ -294,8 +296,8 @@ def _straight_through(node: Node, name_of: Callable[[Node], str | None],
         if isinstance(held, Node) and name_of(held) == "detach" and isinstance(diff := _first(held), Node) and \
                 name_of(diff) == "sub" and len(diff.args) == 2 and not diff.kwargs:
             r, other = diff.args if name == "add" else diff.args[::-1]
-            if other is x and isinstance(r, Node):
-                return r
+            if (other is x or written is None and _uncopied(other) is _uncopied(x)) and isinstance(r, Node):
+                return r  # (a copy of x, in a graph that writes nothing in place: (r - x.clone()).detach() + x)
     for held, zero in (args, args[::-1]) if name == "add" else (args,):  # (b + (a - a.detach()): b, whatever b is)
         if isinstance(zero, Node) and name_of(zero) == "sub" and _less_its_detached_copy(zero, name_of, written) and \
                 isinstance(held, Node):
@@ -311,7 +313,9 @@ def _less_its_detached_copy(v: Node, name_of: Callable[[Node], str | None],
     a, d = v.args
     if not isinstance(d, Node) or not (name_of(d) == "detach" or d.target is getattr and d.args[1:] == ("data",)):
         return False
-    return isinstance(a, Node) and (d.args[0] if d.args else _first(d)) is a and (written is None or not written(a))
+    copied = d.args[0] if d.args else _first(d)
+    return isinstance(a, Node) and (copied is a if written is not None else _uncopied(copied) is _uncopied(a)) and \
+        (written is None or not written(a))  # (a copy of a, in a graph that writes nothing: a.clone() - a.detach())
 
 
 def _left_by_detached_copies(node: Node, name_of: Callable[[Node], str | None],
@@ -355,13 +359,15 @@ def _tensor_of(v):
 
 
 def _of_itself(v):
-    """``v`` less the extrema of a tensor with itself around it (``maximum(x, x)``, ``minimum(x, x.detach())``: ``x``,
-    out of place: the same values where nothing is written in place between), else ``v``."""
+    """``v`` less the copies (:func:`_uncopied`) and the extrema of a tensor with itself around it (``maximum(x, x)``,
+    ``minimum(x, x.detach())``, ``maximum(x, x.clone())``: ``x``, out of place: the same values where nothing is written
+    in place between), else ``v``."""
     for _ in range(8):
+        v = _uncopied(v)
         if not isinstance(v, Node) or _name(v) not in _EXTREMA or len(v.args) != 2 or v.kwargs or \
-                _tensor_of(v.args[0]) is not _tensor_of(v.args[1]) or not isinstance(v.args[0], Node):
+                _uncopied(v.args[0]) is not _uncopied(v.args[1]) or not isinstance(v.args[0], Node):
             return v
-        v = _tensor_of(v.args[0])
+        v = v.args[0]
     return v
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.fx import Node
 
 from ._grids import Grid, _number
-from ._patterns import _arg, _same_value
+from ._patterns import _arg, _same_value, _uncopied
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
 from ._tie_ops import (_AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
@@ -465,17 +465,18 @@ class _RangeValues:
 
     def _cancelled_shift(self, node: Node) -> float | None:
         """``c`` where ``node`` is ``(x + c) - x``, ``(c + x) - x``, ``x - (x - c)`` (``-c`` for ``(x - c) - x``, ``x -
-        (x + c)``), ``c`` a number or a learned scalar at its value now, in a graph that writes nothing in place: ``c``
+        (x + c)``; a copy of ``x`` counts as ``x``: ``(x + c) - x.clone()``), ``c`` a number or a learned scalar at its
+        value now, in a graph that writes nothing in place: ``c``
         up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
         a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
         takes others (0 for a large ``x``), which a grid would rule out."""
         if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or self._any_write():
             return None
-        a, b = node.args
+        a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
-            c = _added(whole, part)
-            if c is None and isinstance(part, Node) and self._name_of(part) == "sub" and part.args[0] is whole \
-                    and len(part.args) == 2 and not part.kwargs:  # (x - (x - c))
+            c = _added(whole, part, True)
+            if c is None and isinstance(part, Node) and self._name_of(part) == "sub" and \
+                    _uncopied(part.args[0]) is whole and len(part.args) == 2 and not part.kwargs:  # (x - (x - c))
                 c = part.args[1]
             value = self._value(c) if c is not None else None
             if isinstance(value, Node):

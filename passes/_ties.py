@@ -47,10 +47,11 @@ reason from :meth:`Ties.of`:
   the graph calls may write (``scans.state_written``) is not read;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
-  ``maximum(h, h) - h``, ``h + (-h)``) or an op that is it on a range of it (``h - clamp(h, -2, 1)``: 0 on [-2,
-  1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h + (h -
-  h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in place
-  into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
+  ``maximum(h, h) - h``, ``h + (-h)``; a copy, ``h - h.clone()``, counts as ``h``, where it writes in place one that
+  nothing has written since, of an ``h`` not written between) or an op that is it on a range of it (``h - clamp(h,
+  -2, 1)``: 0 on [-2, 1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h +
+  (h - h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in
+  place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
   (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: 0 on [0, 1]; also one inside another, ``abs(clamp(h, -2, 2)) -
   clamp(h, -2, 1)``), or a selection with such a branch (``abs(h) - where(m,
   h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is

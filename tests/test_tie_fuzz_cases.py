@@ -563,3 +563,48 @@ def test_a_sum_that_takes_a_grid_on_a_part_keeps_it_under_arithmetic(fn, ties, r
     near the top of a walk (three ops under the jump at most); values off the jumps, and a branch off the grid, stay
     rewritten."""
     _hard_unless_rewritten(fn, ties, reason, p=0.5)
+
+
+def _written_copy(x, after: bool):
+    """``c - d`` of ``c = x.clone(); c.add_(1.0)`` and ``d = c.clone()``, the copy taken before the write (``after``:
+    ``c`` is ``x + 1``, ``d`` is ``x``) or after it (0: the copy of what ``c`` holds where the difference reads it)."""
+    c = x.clone()
+    if after:
+        d = c.clone()
+        c.add_(1.0)
+    else:
+        c.add_(1.0)
+        d = c.clone()
+    return c - d
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(x - x.clone()), True),
+    (lambda m, x: torch.floor(x.clone() - x.contiguous()), True),
+    (lambda m, x: x + (-x.clone()) >= 0, True),
+    (lambda m, x: torch.ceil(torch.tanh(x) - torch.tanh(x.clone())), True),
+    (lambda m, x: torch.ceil(torch.maximum(x, x.clone()) - x), True),
+    (lambda m, x: torch.floor(x.clone() - torch.clamp(x, -2.0, 1.0)), True),
+    (lambda m, x: torch.floor(x - torch.where(x > 0, x.clone(), 0.0)), True),
+    (lambda m, x: torch.round((x + 0.5) - x.clone()), True),
+    (lambda m, x: F.one_hot(torch.argmax(x - x.clone(), -1), 6), True),
+    (lambda m, x: torch.round(((torch.round(x) - x.clone()).detach() + x) * 0.5), True),
+    (lambda m, x: torch.ceil(_written_copy(x, False)), True),
+    (lambda m, x: torch.ceil(x - x.clone() * 0.75), False),
+    (lambda m, x: torch.round((x + 0.25) - x.clone()), False),
+    (lambda m, x: torch.round(_written_copy(x, True)), False)],
+    ids=["ceil_of_less_its_copy", "contiguous", "compared_at_0", "same_call_of_a_copy", "extremum_with_its_copy",
+         "copy_less_its_clip", "less_a_selection_of_its_copy", "shift_less_its_copy", "one_hot",
+         "straight_through_with_a_copy", "copy_of_a_written_value", "not_cancelled", "shift_off_the_jumps",
+         "copy_taken_before_a_write"])
+def test_a_copy_of_a_value_is_that_value(fn, ties):
+    """``v0 - v0.clone()`` is 0 on every input (version 2 of the fuzzer, seed 146000057: ``heaviside(v0 - v0.clone(),
+    1.0)`` of ``v0 = where(x > 1.5, x, -1.0)``, 32768 outputs off the model at every eps through ``round(v * 4) / 4``;
+    here ``ceil(x - x.clone())`` 6000 of 6000, compared at 0 6000, ``tanh`` of a copy 6000, a clip 3002, a selection
+    3001, a shift 6000, ``one_hot`` 6000, a straight-through value 3000, a written value's copy 6000): a value less
+    itself was matched by node and through ``detach``, not through a copy.  A copy (``clone``, ``contiguous``) counts
+    as what it copies now where the graph writes nothing in place (``h - h.clone()``, the same call of a copy, an
+    extremum with a copy, a clip, a selection, a shift, a straight-through value), and where it writes, a copy that
+    nothing has written since, of a value not written between (``c.add_(1); c - c.clone()``); a difference that does
+    not cancel, values off the jumps and a copy taken before a write stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)

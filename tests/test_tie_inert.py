@@ -73,6 +73,9 @@ def test_chain_is_inert_but_its_discrete_ops():
     (lambda x: x * 2 + (-(x * 2)), "add"),                     # (a term plus its negation)
     (lambda x: x + (-torch.clamp(x, -1.0, 1.0)), "add"),       # (a term plus its clip negated)
     (lambda x: x - torch.where(x > 1, torch.where(x > 0, x, 0.0), 1.0), "sub"),  # (a selection among selections)
+    (lambda x: x - x.clone(), "sub"),                          # (less its copy)
+    (lambda x: (x + 2) - x.clone(), "sub"),                    # (a shift less its copy)
+    (lambda x: x.clone() - torch.clamp(x, -1.0, 1.0), "sub"),  # (a copy less its clip)
 ])
 def test_sums_and_ops_the_walks_read_are_not_inert(fn, name):
     assert name not in _inert(Fn(fn), torch.randn(64, 8))
