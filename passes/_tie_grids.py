@@ -301,7 +301,8 @@ class _Grids:
 
     def _cancels(self, a, b, at: Node | None = None) -> bool:
         """Is ``a - b`` 0 for every input: one same tensor (``h - h``, ``h - h.detach()``, ``h.clamp_(0, 1) - h``: an
-        alias reads every write of the other), or, where the graph writes nothing in place, a copy of it (``h -
+        alias reads every write of the other), or, where the graph writes nothing in place (or no write reaches
+        either, :meth:`_untouched`), a copy of it (``h -
         h.clone()``), the same call of the same values twice (``relu(h) - relu(h)``) or an extremum of a tensor with
         itself (``maximum(h, h) - h``); where it writes in place, read at ``at`` (the difference), a copy of it that
         nothing has written since it was taken, nor ``h`` between (``c = h.clone(); c.add_(1); c - c.clone()``)?"""
@@ -310,7 +311,7 @@ class _Grids:
         a, b = _tensor_of(a), _tensor_of(b)
         if a is b:
             return True
-        if self._any_write():
+        if self._any_write() and not self._untouched(a, b):
             if at is None:
                 return False
             place = self._order.get(at, len(self._order))

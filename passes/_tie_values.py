@@ -246,8 +246,9 @@ class _RangeValues:
         and ``c`` is ``x`` itself on a whole range of ``x`` (a clamp or relu of it, a leaky relu, ``minimum(x, y)``:
         :data:`_IDENTITY_ON_A_RANGE`), or ``c`` and ``x`` are two such ops of one value on ranges that meet
         (``clamp(h, -1, 1) - maximum(h, 0.5 * h)``: :meth:`_clips_of_one`): ``node`` is 0 there (``h - h.clamp(-2, 1)
-        > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, also such an op written into a
-        fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c - h``): :meth:`_less_its_written_clip`.  Also a
+        > 0``, ``floor(relu(h) - h)``), else None.  In a graph that writes in place, where a write reaches either term
+        (:meth:`_untouched`), also such an op written into a fresh copy of ``x`` (``c = h.clone(); c.clamp_(-2, 1); c
+        - h``): :meth:`_less_its_written_clip`.  Also a
         selection with such a branch (:meth:`_less_its_branch`), and a sum of ``x`` and a selection with a branch that
         is such an op negated (``h + where(h > 0, -h, 0)``)."""
         name = self._name_of(node)
@@ -261,7 +262,8 @@ class _RangeValues:
     def _clip_between(self, pair: tuple, at: Node | None) -> Node | None:
         """:meth:`_less_its_clip` of ``pair[0] - pair[1]`` read at ``at`` (the difference; a comparison of the two, ``x
         > relu(x)``: equal where the difference is 0)."""
-        clip = self._less_its_written_clip(at, pair) if self._any_write() else self._clip_of(*pair)
+        clip = self._less_its_written_clip(at, pair) if self._any_write() and not self._untouched(*pair) else \
+            self._clip_of(*pair)
         return clip if clip is not None else self._less_its_branch(pair, False)
 
     def _clip_of(self, a, b) -> Node | None:
@@ -282,20 +284,21 @@ class _RangeValues:
         return found if found is not None else self._nested_clip(a, b)
 
     def _one_of(self, x: Node, values: tuple) -> bool:
-        """Is ``x`` one of ``values`` (nodes and numbers): the same node, or, in a graph that writes nothing in place,
-        the same call of the same values (``_same_value``, as :meth:`_cancels` reads it: a clamp written twice)?"""
-        return x in values or not self._any_write() and any(
+        """Is ``x`` one of ``values`` (nodes and numbers): the same node, or, in a graph that writes nothing in place
+        (or where no write reaches them, :meth:`_untouched`), the same call of the same values (``_same_value``, as
+        :meth:`_cancels` reads it: a clamp written twice)?"""
+        return x in values or (not self._any_write() or self._untouched(x, *values)) and any(
             isinstance(u, Node) and u.op == x.op and u.target == x.target and _same_value(u, x) for u in values)
 
     def _held_tensor(self, v):
         """The node whose values ``v`` holds, as :meth:`_clip_of` compares a clip's operand with the other term:
-        through aliases (:func:`_tensor_of`) and, in a graph that writes nothing in place, extrema of a tensor with
-        itself (``minimum(x, x)``: :func:`_of_itself`) and hand-written straight-through values (``x + (x -
-        x.detach())``: ``x``; ``(r - x).detach() + x``: ``r``, to float32's rounding of the sum, on a jump or within
-        ulps of it: more ties, never fewer)."""
+        through aliases (:func:`_tensor_of`) and, in a graph that writes nothing in place (or where no write reaches
+        it, :meth:`_untouched`), copies and extrema of a tensor with itself (``minimum(x, x)``: :func:`_of_itself`) and
+        hand-written straight-through values (``x + (x - x.detach())``: ``x``; ``(r - x).detach() + x``: ``r``, to
+        float32's rounding of the sum, on a jump or within ulps of it: more ties, never fewer)."""
         for _ in range(4):
             u = _tensor_of(v)
-            if isinstance(u, Node) and not self._any_write():
+            if isinstance(u, Node) and (not self._any_write() or self._untouched(u)):
                 u = _of_itself(u)
                 if self._name_of(u) in _SUMS and (hard := self._straight_through(u)) is not None:
                     u = hard
@@ -466,11 +469,12 @@ class _RangeValues:
     def _cancelled_shift(self, node: Node) -> float | None:
         """``c`` where ``node`` is ``(x + c) - x``, ``(c + x) - x``, ``x - (x - c)`` (``-c`` for ``(x - c) - x``, ``x -
         (x + c)``; a copy of ``x`` counts as ``x``: ``(x + c) - x.clone()``), ``c`` a number or a learned scalar at its
-        value now, in a graph that writes nothing in place: ``c``
+        value now, in a graph that writes nothing in place (or where no write reaches it, :meth:`_untouched`): ``c``
         up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
         a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
         takes others (0 for a large ``x``), which a grid would rule out."""
-        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or self._any_write():
+        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or \
+                self._any_write() and not self._untouched(node):
             return None
         a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
@@ -582,10 +586,11 @@ class _RangeValues:
         ``floor(q) - sigmoid(q)`` of ``q = floor(x)``: -0.5 at 0, where each term's values alone say nothing), or,
         where ``q`` has none, on the values ``q`` takes on whole ranges, a grid's points or a number, ``depth`` deep
         (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2, where ``relu`` is 0 and ``v`` is -2), in a graph
-        that writes nothing in place."""
+        that writes nothing in place (or where no write reaches the sum, :meth:`_untouched`)."""
         down = _operands_down(b, _CHAIN)  # (the structural check first: the benchmark's h + 0.1 * d, in every block)
         q = next((u for u in _operands_down(a, _CHAIN) if u in down and (u is not a or u is not b)), None)
-        if q is None or node.kwargs or self._any_write() or self._inert_found is not None and q in self._inert_found:
+        if q is None or node.kwargs or self._any_write() and not self._untouched(node) or \
+                self._inert_found is not None and q in self._inert_found:
             return []  # (an inert value: no grid, no value on ranges; the benchmark's h + 0.1 * sign(h))
         calls = [self._composed(t, q) for t in (a, b)]
         if None in calls:

@@ -1,7 +1,8 @@
 """The graph's in-place writes as the tie check reads them: the nodes written, directly or through views
 (``_written_nodes``, ``_writers``, ``_written``), the writes made before the node being read (``_writes_before``,
-``_read_at``), values whose value now is not what the graph reads (``_stale``), whether a view is all of its base
-(``_covers``), and the shapes known without inputs (``_meta``).
+``_read_at``), values whose value now is not what the graph reads (``_stale``), the nodes a write may reach
+(``_touched``, ``_untouched``), whether a view is all of its base (``_covers``), and the shapes known without inputs
+(``_meta``).
 
 A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
 where the rest is.
@@ -95,6 +96,28 @@ class _Writes:
                 return False
             node = _first_node(node)
         return False
+
+    def _touched(self) -> set[Node]:
+        """The nodes a write in place may reach, found once in graph order: those written (directly, through views, or
+        an attribute the graph or a module it calls may write), those that write, and every node that reads one.  The
+        others hold one value wherever they are read, and are read as in a graph that writes nothing in place
+        (``tanh(x) - tanh(x)`` beside ``c = x.clone(); c.add_(1.0)``: 0)."""
+        if self._touched_found is None:
+            written, writers, attributes = self._written_nodes(), self._writers(), self._written()
+            found = self._touched_found = set()
+            for node in self.gm.graph.nodes:
+                if node in written or node in writers or node.op == "get_attr" and node.target in attributes or \
+                        any(a in found for a in node.all_input_nodes):
+                    found.add(node)
+        return self._touched_found
+
+    def _untouched(self, *values) -> bool:
+        """Are ``values`` (nodes, numbers) read as in a graph that writes nothing in place: none is a node a write may
+        reach (:meth:`_touched`)?"""
+        if not self._any_write():
+            return True
+        touched = self._touched()
+        return not any(isinstance(v, Node) and v in touched for v in values)
 
     def _reads_written(self, node: Node) -> bool:
         """Is ``node`` computed, through its first node arguments, from a node the graph writes in place (``-m`` after

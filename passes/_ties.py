@@ -44,7 +44,8 @@ reason from :meth:`Ties.of`:
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
   ``cnt.add_(spike)``), and so do the views of it taken before a write (``o = q.view(-1); q.sub_(0.5)``); each value
   is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
-  the graph calls may write (``scans.state_written``) is not read;
+  the graph calls may write (``scans.state_written``) is not read; values no write reaches (none written, none
+  reading a written one: ``_touched``) are read as in a graph that writes nothing in place;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
   ``maximum(h, h) - h``, ``h + (-h)``; a copy, ``h - h.clone()``, counts as ``h``, where it writes in place one that
@@ -141,6 +142,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         self._rank_unknown: Node | None = None   # (flat: a put in one element per row of a dim the rank hides)
         self._inert_found: set[Node] | None = None  # (_inert: the nodes whose walks find nothing)
         self._part_chain: Node | None = None     # (_grids_in_part: the sum a chain of arithmetic reads on a part)
+        self._touched_found: set[Node] | None = None  # (_touched: the nodes a write in place may reach)
         self._one_values: dict[Node, tuple | None] = {}  # (_one_value: sums -> the one value their terms read)
         self._modules_found: dict = {}           # (_module_of: call_module targets -> their modules)
 

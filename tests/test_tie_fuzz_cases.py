@@ -608,3 +608,44 @@ def test_a_copy_of_a_value_is_that_value(fn, ties):
     nothing has written since, of a value not written between (``c.add_(1); c - c.clone()``); a difference that does
     not cancel, values off the jumps and a copy taken before a write stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _beside_a_write(x, v):
+    """``v``, in a graph that writes in place elsewhere (``c = x.clone(); c.add_(1.0)``, read by nothing)."""
+    c = x.clone()
+    c.add_(1.0)
+    return v
+
+
+def _relu_less(v):
+    """``relu(v) - v``: 2 where ``v`` is -2 (two functions of one value at a number it takes on ranges)."""
+    return F.relu(v) - v
+
+
+def _written_tanh(x):
+    """``tanh(x)`` less ``tanh(x)`` written in place after (``a.add_(1.0)``): about 1, never 0 on a range."""
+    a, b = torch.tanh(x), torch.tanh(x)
+    a.add_(1.0)
+    return a - b
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: _beside_a_write(x, torch.ceil(torch.tanh(x) - torch.tanh(x))), True),
+    (lambda m, x: _beside_a_write(x, torch.round((x + 0.5) - x)), True),
+    (lambda m, x: _beside_a_write(x, torch.ceil(_clip(x) - torch.abs(_clip(x)))), True),
+    (lambda m, x: _beside_a_write(x, torch.round(_relu_less(_clip(x)) * 0.25)), True),
+    (lambda m, x: _beside_a_write(x, torch.ceil(x - x.clone())), True),
+    (lambda m, x: _beside_a_write(x, torch.ceil(torch.tanh(x) - torch.tanh(x) * 0.75)), False),
+    (lambda m, x: _written_tanh(x) > 0, False)],
+    ids=["same_call_twice", "shift_less_itself", "clip_computed_twice", "two_functions_of_a_value", "less_its_copy",
+         "not_cancelled", "a_written_value"])
+def test_values_no_write_reaches_are_read_as_in_a_graph_that_writes_nothing(fn, ties):
+    """In a graph that writes in place anywhere (the fuzzer's ``v = a.clone(); v.add_(1.0)`` steps), values were not
+    read as the same call of the same values, a shift less itself, a clip computed twice nor two functions of one
+    value at a number it takes on ranges, though no write reaches them (here ``ceil(tanh(x) - tanh(x))`` 6000 of 6000
+    outputs off the model, ``round((x + 0.5) - x)`` 6000, ``ceil(clamp(x, -2, 1) - abs(clamp(x, -2, 1)))`` 4000,
+    ``round((relu(v) - v) * 0.25)`` of ``v = clamp(x, -2, 1)`` 1000, ``ceil(x - x.clone())`` 6000).  Values no write
+    reaches (none written, none reading a written one: ``Ties._touched``) are read as in a graph that writes nothing
+    now; a difference that does not cancel stays rewritten, and so does one with a value written in place
+    (``a.add_(1.0); a - b`` of two calls ``tanh(x)``: not read as 0)."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
