@@ -34,6 +34,9 @@ from ._tie_ops import (_AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _E
 #: how deep :meth:`_RangeValues._nested_clip` reads ops that are their input on a range, one inside another
 _NESTED_CLIPS = 3
 
+#: a shift by a number (:meth:`_RangeValues._written_shift`: ``x + c``, ``x - c``, out of place or written in place)
+_SHIFTS = frozenset(("add", "sub"))
+
 
 class _RangeValues:
     """The values a node takes on whole ranges of inputs: a part of :class:`_ties.Ties`."""
@@ -446,21 +449,22 @@ class _RangeValues:
                 return clip[0]
         return None
 
-    def _clip_as_read(self, v, at: int) -> tuple | None:
-        """``(op, its operands, where it reads them)`` where ``v``, read at the place ``at``, holds an op of
-        :data:`_IDENTITY_ON_A_RANGE`: out of place and not written since, or written in place, once, into all of a
-        clone that nothing reads before the write (its operand: what the clone copied); else None."""
+    def _clip_as_read(self, v, at: int, names: frozenset = _IDENTITY_ON_A_RANGE) -> tuple | None:
+        """``(op, its operands, where it reads them)`` where ``v``, read at the place ``at``, holds an op of ``names``
+        (:data:`_IDENTITY_ON_A_RANGE`; ``add``, ``sub``: :meth:`_written_shift`): out of place and not written since,
+        or written in place, once, into all of a clone that nothing reads before the write (its operand: what the
+        clone copied); else None."""
         v = _tensor_of(v)
         if not isinstance(v, Node) or v.op == "call_module":
             return None
         writes = [(w, whole) for w, whole in self._written_nodes().get(v, ()) if self._order.get(w, at) < at]
         if not writes:
-            if self._name_of(v) not in _IDENTITY_ON_A_RANGE:
+            if self._name_of(v) not in names:
                 return None
             return v, tuple(_tensor_of(a) for a in v.args[:2] if isinstance(a, Node)), self._order[v]
         writer, whole = writes[0]
         if len(writes) > 1 or not whole or self._name_of(v) != "clone" or writer.op == "call_module" or \
-                self._name_of(writer) not in _IDENTITY_ON_A_RANGE or \
+                self._name_of(writer) not in names or \
                 not any(_tensor_of(a) is v for a in writer.args[:2]) or \
                 any(self._order[u] < self._order[writer] for u in v.users):  # (a view or a read before the write)
             return None
@@ -473,21 +477,51 @@ class _RangeValues:
         up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
         a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
         takes others (0 for a large ``x``), which a grid would rule out."""
-        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or \
-                self._any_write() and not self._untouched(node):
+        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs:
             return None
+        if self._any_write() and not self._untouched(node):
+            return self._written_shift(node)
         a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
             c = _added(whole, part, True)
             if c is None and isinstance(part, Node) and self._name_of(part) == "sub" and \
                     _uncopied(part.args[0]) is whole and len(part.args) == 2 and not part.kwargs:  # (x - (x - c))
                 c = part.args[1]
-            value = self._value(c) if c is not None else None
-            if isinstance(value, Node):
-                value = self._scalar(value)
-            if _number(value):
-                return sign * float(value)
+            if (shift := self._shift_by(c, sign)) is not None:
+                return shift
         return None
+
+    def _written_shift(self, node: Node) -> float | None:
+        """:meth:`_cancelled_shift` of ``node``, ``a - b``, where a write reaches it: ``c`` (``-c``) where one term, as
+        ``node`` reads it, is ``x + c`` (``x - c``), out of place and not written since or written in place into all
+        of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``v = x.clone(); v.add_(1.0); v - x``: 1.0, the fuzzer's
+        in-place steps), and the other ``x`` or a clone of it (:meth:`_copy_read`), with no write reaching ``x``
+        between the two reads; its negation for ``x - (x + c)``; else None."""
+        at = self._order.get(node, len(self._order))
+        for whole, part, sign in ((*node.args, 1.0), (*node.args[::-1], -1.0)):
+            made = self._clip_as_read(whole, at, _SHIFTS)
+            if made is None or made[0].kwargs or len(made[0].args) != 2 or not isinstance(part, Node):
+                continue
+            reads = (self._copy_read(part, at), (_tensor_of(part), at))  # (x as read there, or the clone of x read)
+            read = next((r for r in reads if r is not None and r[0] in made[1]), None)
+            if read is None or self._written_between(read[0], min(read[1], made[2]), max(read[1], made[2])):
+                continue
+            op, (u, w) = made[0], made[0].args
+            held = (_tensor_of(whole), read[0])  # (the written clone, or the operand read)
+            if self._name_of(op) == "sub":
+                c, sign = (w, -sign) if _tensor_of(u) in held else (None, sign)
+            else:
+                c = w if _tensor_of(u) in held else u if _tensor_of(w) in held else None
+            if (shift := self._shift_by(c, sign)) is not None:
+                return shift
+        return None
+
+    def _shift_by(self, c, sign: float) -> float | None:
+        """``sign * c`` for ``c`` a number (a node holding one) or a learned scalar at its value now, else None."""
+        value = self._value(c) if c is not None else None
+        if isinstance(value, Node):
+            value = self._scalar(value)
+        return sign * float(value) if _number(value) else None
 
     def _kept_from_0(self, first, call: Callable) -> list[tuple]:
         """``(grid, source)`` for ``call``, a leaky relu, of ``first``'s grid: its values, which values where known

@@ -649,3 +649,39 @@ def test_values_no_write_reaches_are_read_as_in_a_graph_that_writes_nothing(fn, 
     now; a difference that does not cancel stays rewritten, and so does one with a value written in place
     (``a.add_(1.0); a - b`` of two calls ``tanh(x)``: not read as 0)."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _shifted_copy(x, c: float, written_between: bool = False):
+    """``v - x`` of ``v = x.clone(); v.add_(c)`` (the fuzzer's in-place step): ``c`` where ``x + c`` is exact;
+    ``written_between``: ``x`` (a copy of the input) doubled in place after the clone (``1 - x``, no tie)."""
+    x = x.clone()
+    v = x.clone()
+    v.add_(c)
+    if written_between:
+        x.mul_(2.0)
+    return v - x
+
+
+def _lowered_copy(x):
+    """``x - v`` of ``v = x.clone(); v.sub_(0.5)``: 0.5 where ``x - 0.5`` is exact."""
+    v = x.clone()
+    v.sub_(0.5)
+    return x - v
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(_shifted_copy(x, 1.0)), True),
+    (lambda m, x: torch.round(_shifted_copy(x, 0.5)), True),
+    (lambda m, x: _shifted_copy(x, 0.5) > 0.5, True),
+    (lambda m, x: torch.round(_lowered_copy(x)), True),
+    (lambda m, x: torch.round(_shifted_copy(x, 0.25)), False),
+    (lambda m, x: torch.ceil(_shifted_copy(x, 1.0, True)), False)],
+    ids=["ceil", "round", "compared", "lowered", "off_the_jumps", "written_between"])
+def test_a_copy_shifted_in_place_less_what_it_copied_is_the_shift(fn, ties):
+    """``v = x.clone(); v.add_(1.0); ceil(v - x)`` is ``ceil(1)`` wherever ``x + 1`` is exact (the fuzzer's in-place
+    steps, ``v = a.clone(); v.add_(c)``, then ``v - a``; here 6000 of 6000 outputs off the model, ``round`` of a
+    shift by 0.5 6000, compared at 0.5 6000, ``x - v`` of ``v.sub_(0.5)`` 6000): a shift less itself was read in
+    a graph that writes nothing in place only.  Where a write reaches it, each term is read where the difference reads
+    it now (an add or sub of a number out of place, or written once into all of a fresh clone); a shift off the jumps,
+    and one whose ``x`` is written between the two reads, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
