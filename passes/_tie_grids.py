@@ -20,8 +20,8 @@ from sll_fx import dtypes
 
 from ._grids import Grid, Tie, _common_step, _grid, _multiple, _number, _on, _product, _sum, _tensor_grid, _union
 from ._patterns import _arg, _same_value
-from ._tie_nodes import (_added, _attribute, _branches, _difference, _fake_quantizer, _first, _keeps, _name, _of_itself,
-                         _order_statistic_values, _put, _tensor_of, _viewed_attribute, _written_value)
+from ._tie_nodes import (_added, _attribute, _branches, _difference, _factor_of, _fake_quantizer, _first, _keeps, _name,
+                         _of_itself, _order_statistic_values, _put, _tensor_of, _viewed_attribute, _written_value)
 from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _FOLDABLE, _FOLDED_AS, _GRID_NESTING, _INT_CASTS, _JOINS, _JUMPS,
                        _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _WHOLE_OPS, _avg_window, _keeps_values)
 
@@ -346,8 +346,10 @@ class _Grids:
             return None
         terms, shift = form
         merged = self._merged(terms)
-        if len(merged) == len(terms) or any(min(ks) < 0 < max(ks) for ks in merged.values()):
+        if len(merged) == len(terms):
             return None
+        if any(min(ks) < 0 < max(ks) for ks in merged.values()):  # (x * -1.0 + x: 0 exactly, else none)
+            return Grid(0.0, 1.0, node, frozenset((0.0,))) if len(terms) == 2 and self._opposite(node) else None
         grids = [g.times(sum(ks)) if (g := self.grid(v)) is not None else None for v, ks in merged.items()]
         if None in grids or not all(g.scaled_as(grids[0]) for g in grids[1:]):
             return None
@@ -358,6 +360,20 @@ class _Grids:
         found = _grid(grids[0], offset=sum(g.offset for g in grids), step=step,
                       values=grids[0].values if len(grids) == 1 else None, any_count=any(g.any_count for g in grids))
         return found.plus(shift) if found is not None else None
+
+    def _opposite(self, node: Node) -> bool:
+        """Is ``node`` ``a + b`` or ``a - b`` of two terms ``k * v`` and ``-k * v`` (``a - b``: ``k * v`` twice) of one
+        same node ``v`` (:func:`_factor_of`: ``v``, ``-v``, one product with a number): 0 on every input (``x * -1.0 +
+        x``, ``x * 2.0 - 2.0 * x``), as :meth:`_combined` reads it where its terms cancel?  (``_tie_inert`` reads the
+        same forms.)"""
+        name = self._name_of(node)
+        if name not in ("add", "sub") or len(node.args) != 2 or node.kwargs:
+            return False
+        a, b = node.args
+        if not (isinstance(a, Node) and isinstance(b, Node)):
+            return False
+        (u, k), (w, m) = _factor_of(a), _factor_of(b)
+        return u is w and k != 0 and k == (m if name == "sub" else -m)
 
     def _merged(self, terms: list) -> dict:
         """``{v: [k, ...]}``: the coefficients of :meth:`_linear`'s terms, grouped by the value each reads, one same

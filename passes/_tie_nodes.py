@@ -68,6 +68,22 @@ def _difference(name: str, node: Node, alpha) -> tuple | None:
     return None
 
 
+def _factor_of(node) -> tuple:
+    """``(v, k)`` where ``node`` is ``v * k`` or ``k * v`` (``k`` a Python number: one product) or ``-v`` (``k`` -1),
+    else ``(node, 1.0)``.  Two such terms of one ``v`` with ``k`` and ``-k`` add up to 0 exactly: float32 rounds
+    ``-k * v`` to ``-(k * v)``."""
+    name = _name(node) if isinstance(node, Node) else None
+    if name == "neg" and len(node.args) == 1 and not node.kwargs:
+        return node.args[0], -1.0
+    if name == "mul" and len(node.args) == 2 and not node.kwargs:
+        a, b = node.args
+        if _number(b) and isinstance(a, Node):
+            return a, float(b)
+        if _number(a) and isinstance(b, Node):
+            return b, float(a)
+    return node, 1.0
+
+
 def _added(a, b, copies: bool = False):
     """The other operand of ``a`` where ``a`` is ``other + b`` (either order), else None.  ``copies``: an operand
     that is a copy of ``b`` counts as ``b`` (:func:`_uncopied`; in a graph that writes nothing in place)."""

@@ -48,7 +48,8 @@ reason from :meth:`Ties.of`:
   reading a written one: ``_touched``) are read as in a graph that writes nothing in place;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
-  ``maximum(h, h) - h``, ``h + (-h)``; a copy, ``h - h.clone()``, counts as ``h``, where it writes in place one that
+  ``maximum(h, h) - h``, ``h + (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``; a copy, ``h - h.clone()``, counts as
+  ``h``, where it writes in place one that
   nothing has written since, of an ``h`` not written between) or an op that is it on a range of it (``h - clamp(h,
   -2, 1)``: 0 on [-2, 1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h +
   (h - h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in

@@ -685,3 +685,21 @@ def test_a_copy_shifted_in_place_less_what_it_copied_is_the_shift(fn, ties):
     it now (an add or sub of a number out of place, or written once into all of a fresh clone); a shift off the jumps,
     and one whose ``x`` is written between the two reads, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(x * -1.0 + x), True),
+    (lambda m, x: torch.floor(x * 2.0 - 2.0 * x), True),
+    (lambda m, x: x * 2.0 + x * -2.0 > 0, True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.tanh(x) * 0.5 - torch.tanh(x) * 0.5, -1), 6), True),
+    (lambda m, x: torch.ceil(x * -1.0 + x * 1.5), False),
+    (lambda m, x: torch.ceil(x * -1.0 + x + 0.5), False)],
+    ids=["less_itself", "commuted", "compared", "one_hot", "not_cancelled", "moved_off_the_jumps"])
+def test_opposite_multiples_of_one_value_add_up_to_0(fn, ties):
+    """``x * -1.0 + x`` is 0 on every input (the fuzzer's ``mul`` by -1.0 and ``+`` of two values; here ``ceil`` of it
+    6000 of 6000 outputs off the model, ``floor(x * 2.0 - 2.0 * x)`` 6000, ``x * 2.0 + x * -2.0 > 0`` 6000): a sum
+    reading one value in terms of both signs had no grid (float32's sum of ``k v`` and ``m v`` is not ``(k + m) v``).
+    Two terms ``k * v`` and ``-k * v`` of one node ``v`` (one product with a number each, or ``v`` itself) are 0
+    exactly now (float32 rounds ``-k * v`` to ``-(k * v)``); coefficients that do not cancel, and the 0 moved off the
+    jumps, stay rewritten (``(x * 3) * 5 - x * 15``, 0 on much of each range but not all, is not read: open)."""
+    _hard_unless_rewritten(fn, ties, p=0.5)

@@ -76,6 +76,9 @@ def test_chain_is_inert_but_its_discrete_ops():
     (lambda x: x - x.clone(), "sub"),                          # (less its copy)
     (lambda x: (x + 2) - x.clone(), "sub"),                    # (a shift less its copy)
     (lambda x: x.clone() - torch.clamp(x, -1.0, 1.0), "sub"),  # (a copy less its clip)
+    (lambda x: x * -1.0 + x, "add"),                          # (opposite multiples of one value: 0)
+    (lambda x: x * 2.0 - 2.0 * x, "sub"),
+    (lambda x: x * 2.0 + x * -2.0, "add"),
 ])
 def test_sums_and_ops_the_walks_read_are_not_inert(fn, name):
     assert name not in _inert(Fn(fn), torch.randn(64, 8))
