@@ -98,8 +98,8 @@ changes the autocast state or raises the autocast nesting (:func:`_autocast_stat
 modes change nothing the trace sees (it runs with grad mode on), so :func:`sll_fx.scans.mode_scan` finds them in
 the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a
 module whose forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for
-real and would be a constant; the generator's state is compared around each traced module's call, and restored
-after the trace).  A failure the trace raises inside a forward that catches it (``try: ... except Exception:``)
+real and would be a constant; the generator's state is compared around the whole trace and restored after it; only
+when it changed, the trace is made again comparing it around each traced module's call, which names the module).  A failure the trace raises inside a forward that catches it (``try: ... except Exception:``)
 keeps that forward opaque (:meth:`SLLTracer._note`): its ``try`` runs as written.
 
 **Hooks and overrides.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on
@@ -259,6 +259,12 @@ class _ModeBlock(Exception):
 
 class _RandomDraw(Exception):
     """Raised when a traced forward drew from or seeded the CPU generator at trace time; becomes a TraceError."""
+
+
+class _DrawnSomewhere(Exception):
+    """Raised by a trace that did not compare the CPU generator's state around each module's call
+    (``SLLTracer(each_call=False)``) when the trace, ending or failing, left it changed: :func:`_trace` traces again,
+    comparing it around each call, which names the module that drew and raises as that trace does."""
 
 
 class _TrainingBranch(Exception):
@@ -689,8 +695,11 @@ class SLLTracer(fx.Tracer):
     has fx's format (``File "<path>", line <n>, in <function>`` and the code line).
     """
 
-    def __init__(self, opaque=(), shadows: ShadowTree | None = None):
+    def __init__(self, opaque=(), shadows: ShadowTree | None = None, each_call: bool = True):
         super().__init__()
+        # (compare the CPU generator's state around each traced module's call; without, around the whole trace only,
+        # raising _DrawnSomewhere when it changed: two reads of it per module call measured ~2% of a many-module trace)
+        self.sll_each_call = each_call
         self.proxy_buffer_attributes = True  # buffers are graph inputs: never folded into constants
         self.sll_scope: list[tuple[str, str]] = []  # (qualified name of the call, class name) of the modules entered
         self._sll_parents: list[nn.Module] = []      # those modules
@@ -739,8 +748,15 @@ class SLLTracer(fx.Tracer):
         rng = torch.get_rng_state()
         traced = dynamic.TRACED.set(True)  # (a sll_fx.linearize block entered now raises: see _failure)
         try:
-            with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
-                graph = super().trace(root, concrete_args)
+            try:
+                with torch.enable_grad():  # (a forward's no_grad blocks are told from the rest by the grad mode)
+                    graph = super().trace(root, concrete_args)
+            except Exception as e:  # (a draw before the failure: the trace comparing around each call raises first)
+                if not self.sll_each_call and not torch.equal(rng, torch.get_rng_state()):
+                    raise _DrawnSomewhere() from e
+                raise
+            if not self.sll_each_call and not torch.equal(rng, torch.get_rng_state()):
+                raise _DrawnSomewhere()
             if self._sll_pending is not None:  # (a forward caught it and went on: see _note)
                 raise self._sll_caught or _caught(self._sll_pending, "", root)
             if not torch.equal(rng, torch.get_rng_state()):
@@ -957,13 +973,13 @@ class SLLTracer(fx.Tracer):
                     # opaque)
                 self.sll_entered.add(id(m))
                 _check_traceable(m, path, scans=self.sll_scans)
-                rng = _rng_state()
+                rng = _rng_state() if self.sll_each_call else None
                 self._sll_path = (m, path)  # (what fx's call_module asks path_of_module first: its nodes' scope)
                 noted = self._sll_noted
                 out = super().call_module(m, forward, args, kwargs)
                 if self._sll_noted != noted and self._sll_caught is None:  # (raised inside, caught by its forward)
                     self._sll_caught = _caught(self._sll_pending, path, m)
-                if rng != _rng_state():
+                if rng is not None and rng != _rng_state():
                     raise _RandomDraw()
                 return out
             return super().call_module(m, forward, args, kwargs)
@@ -1092,22 +1108,27 @@ def _trace(model: nn.Module, concrete_args=None, opaque=(), codegen: bool = True
            none_probe: bool = True, nested: bool = False) -> SLLGraphModule:
     # fx runs the forwards on private copies of the modules (what they assign lands there), which share the
     # parameters and buffers; fx's tensor-constant attributes land on the root's copy
-    tree = ShadowTree(model)
-    root = tree.root
-    tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree)
-    try:
-        _check_traceable(model, "", root=True, scans=tracer.sll_scans)
-        graph = tracer.trace(root, concrete_args)
-        stateful = _stateful(model, tree, tracer)  # (before the deeper state is put back: it is read there)
-    except (TraceError, EpsError):  # (EpsError: _check_calibrated)
-        raise
-    except Exception as e:
-        carried = tracer.carried(e)
-        if carried is not None:
-            raise carried from e
-        raise _failure(e, "", model) from e
-    finally:
-        tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
+    for each_call in (False, True):  # (the generator's state compared around the whole trace; when it changed, the
+        # trace is made again comparing it around each module's call, and fails as that one does: see SLLTracer)
+        tree = ShadowTree(model)
+        root = tree.root
+        tracer = SLLTracer([c for c in map(tree.shadow, opaque) if c is not None], tree, each_call=each_call)
+        try:
+            _check_traceable(model, "", root=True, scans=tracer.sll_scans)
+            graph = tracer.trace(root, concrete_args)
+            stateful = _stateful(model, tree, tracer)  # (before the deeper state is put back: it is read there)
+        except _DrawnSomewhere:
+            continue
+        except (TraceError, EpsError):  # (EpsError: _check_calibrated)
+            raise
+        except Exception as e:
+            carried = tracer.carried(e)
+            if carried is not None:
+                raise carried from e
+            raise _failure(e, "", model) from e
+        finally:
+            tree.restore_nested()  # what the trace changed in state the copies share with the user's modules
+        break
     if stateful:
         raise _state_failure(model, stateful)
     if concrete_args:

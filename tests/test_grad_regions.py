@@ -766,3 +766,59 @@ def test_a_grad_mode_block_in_a_forward_under_a_users_decorator_is_found():
     with torch.no_grad():
         a, b = model(x), gm(x)
     assert torch.equal(a, b) and a.requires_grad and b.requires_grad
+
+
+class Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # (control flow on a tensor: fails to trace)
+            return torch.round(x)
+        return torch.floor(x)
+
+
+class DrawThenFail(nn.Module):
+    """A child draws, then a later child fails to trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.jitter, self.branchy, self.post = Jitter(), Branchy(), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sign(self.post(self.branchy(self.jitter(x))))
+
+
+class CatchesDraw(nn.Module):
+    """The parent's forward catches what the drawing child's call raises."""
+
+    def __init__(self):
+        super().__init__()
+        self.jitter, self.lin = Jitter(), nn.Linear(4, 4)
+
+    def forward(self, x):
+        try:
+            y = self.jitter(x)
+        except Exception:
+            y = x
+        return torch.sign(self.lin(y))
+
+
+@pytest.mark.parametrize("top,expected", [
+    (DrawThenFail, {"jitter": "draws from or seeds the random", "branchy": "inputs to control flow"}),
+    (CatchesDraw, {"": "draws from or seeds the random", "jitter": "draws from or seeds the random"}),
+])
+def test_a_draw_is_named_by_module_also_next_to_another_failure(top, expected):
+    """The generator's state is compared around the whole trace, and only when it changed around each module's call
+    (a trace made again): the module that drew is named, before a later failure, and a forward catching what its call
+    raised is kept opaque, as when every call was compared."""
+    torch.manual_seed(0)
+    model = top()
+    state = torch.get_rng_state()
+    gm = sll_fx.linearize_module(model, eps=0.05, mode="hard", verbose=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    reasons = {o.path: o.reason for o in gm.sll_report.opaque}
+    assert sorted(reasons) == sorted(expected), reasons
+    for path, start in expected.items():
+        assert start in reasons[path], (path, reasons[path])
+    torch.manual_seed(5)
+    want = model(X)
+    torch.manual_seed(5)
+    assert torch.equal(gm(X), want)
