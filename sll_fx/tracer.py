@@ -99,8 +99,9 @@ modes change nothing the trace sees (it runs with grad mode on), so :func:`sll_f
 the forward's code beforehand (a ``with`` block, a decorator of ``forward`` or of a method it names); and so is a
 module whose forward draws from or seeds the CPU random generator while it is traced (``torch.rand(1)`` runs for
 real and would be a constant; the generator's state is compared around the whole trace and restored after it; only
-when it changed, the trace is made again comparing it around each traced module's call, which names the module).  A failure the trace raises inside a forward that catches it (``try: ... except Exception:``)
-keeps that forward opaque (:meth:`SLLTracer._note`): its ``try`` runs as written.
+when it changed, the trace is made again comparing it around each traced module's call, which names the module).
+A failure the trace raises inside a forward that catches it (``try: ... except Exception:``) keeps that forward opaque
+(:meth:`SLLTracer._note`): its ``try`` runs as written.
 
 **Hooks and overrides.**  fx traces a submodule through ``Module.__call__``, hooks included, once, on
 proxies (a forward hook's side effects happen at trace time only; a backward hook is dropped), never runs
