@@ -223,9 +223,14 @@ def _autocast_state() -> tuple[bool, int]:
     autocast off where it is off already (``torch.autocast("cpu", enabled=False)``: a float32 island under the
     caller's bfloat16 autocast) changes only the second: its ``__enter__`` increments the nesting.  Reading the
     nesting is an increment and a decrement, which leave the thread's autocast state as it was."""
-    level = torch.autocast_increment_nesting()
-    torch.autocast_decrement_nesting()
-    return torch._C._is_any_autocast_enabled(), level
+    level = _NESTING_UP()
+    _NESTING_DOWN()
+    return _AUTOCAST_ON(), level
+
+
+# (what _autocast_state reads; SLLTracer.create_node reads them itself, once per node)
+_NESTING_UP, _NESTING_DOWN = torch.autocast_increment_nesting, torch.autocast_decrement_nesting
+_AUTOCAST_ON = torch._C._is_any_autocast_enabled
 
 
 _GENERATOR = torch.default_generator  # (what torch.get_rng_state reads)
@@ -891,7 +896,10 @@ class SLLTracer(fx.Tracer):
         made = self._sll_attribute_grad  # (an attribute read made now: the grad mode where it was written)
         if not (torch.is_grad_enabled() if made is None else made):
             self._sll_no_grad.append(node)  # (a torch.no_grad() block: grad_regions.cut)
-        if _autocast_state() != self._sll_autocast:
+        level = _NESTING_UP()  # (_autocast_state, inline: a call and a tuple less per node)
+        _NESTING_DOWN()
+        began = self._sll_autocast
+        if level != began[1] or _AUTOCAST_ON() != began[0]:
             raise self._note(_AutocastRegion())
         if not meta.get("stack_trace"):  # (fx may have set one from preserved node metadata)
             if user is None:
