@@ -20,8 +20,11 @@ one-byte mask and needs no second store in the forward kernel (``benchmarks/comp
 A hard forward may take another estimator's backward instead (``method="ste"``/``"sigmoid"``,
 the op modes of the same names: :func:`estimator_grad`).  Written for eager speed: a fresh full-size tensor costs about
 three in-place passes (page faults), so each function makes as few as it can and works in
-place after that (``benchmarks/ops.py`` measures it).  Registration, argument checks and
-the public API live in ``ops.py``.
+place after that (``benchmarks/ops.py`` measures it).  In plain eager mode on the CPU
+(:func:`plain_eager`) scalar operands are cached 0-dim tensors (:func:`constant`, :func:`scalar_operand`: no
+wrapping and converting of a Python number per call) and round's ramp folds its ``d - 1/2`` into add's constant
+where that is bit for bit exact (:func:`_half_folded`: one pass fewer); compiled and traced code keeps its ops.
+Registration, argument checks and the public API live in ``ops.py``.
 
 Autograd beyond the first backward: both Functions (:class:`SurrogateFunction`,
 :class:`SelectFunction`) are new-style (``forward`` without ctx, ``setup_context``), with a ``jvp``
@@ -46,11 +49,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Union
 
 import torch
 from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 #: a band half-width: a Python float, or a 0-dim floating tensor (a graph input under torch.compile)
 Eps = Union[float, Tensor]
@@ -87,6 +92,38 @@ def inplace_ok(*ts) -> bool:
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
+def plain_eager(t: Tensor) -> bool:
+    """Values can be read (no compilation, tracing or dispatch mode, ``t`` not functorch-wrapped): a data-dependent
+    check is possible, and an eager-only spelling (:func:`constant`, :func:`scalar_operand`, round's folded ramp)
+    changes no traced or compiled graph."""
+    return (_get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not _wrapped(t))
+
+
+def constant(value: float, like: Tensor) -> Tensor:
+    """``torch.tensor(value, dtype=like.dtype)``, a 0-dim CPU tensor: in plain eager mode (:func:`plain_eager`) one
+    cached per value and dtype (``torch.tensor`` is four ATen calls).  Only ever read (an op's operand)."""
+    if plain_eager(like):
+        return _cached_constant(float(value).hex(), like.dtype)  # (hex: -0.0 and 0.0 are two keys)
+    return torch.tensor(value, dtype=like.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constant(value: str, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # (a normal tensor even if first made in inference mode)
+        return torch.tensor(float.fromhex(value), dtype=dtype)
+
+
+def scalar_operand(value: float, t: Tensor) -> float | Tensor:
+    """``value`` as the scalar operand of an in-place op on ``t`` (``t.mul_(value)``): for a float32 or float64 ``t``
+    on the CPU in plain eager mode the cached 0-dim tensor :func:`constant` (the op computes with the same number,
+    ``value`` rounded to the dtype, but a Python float it first wraps and converts: four ATen calls), else ``value``.
+    (Not for half precision: there a Python float stays in float32, a 0-dim tensor of t's dtype would round it.)"""
+    if t.dtype in (torch.float32, torch.float64) and t.device.type == "cpu" and inplace_ok(t) and plain_eager(t):
+        return _cached_constant(float(value).hex(), t.dtype)
+    return value
+
+
 def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
     """``k * d + c``, in place in ``d`` (one pass on CPU: a 0-dim CPU tensor as ``add``'s first operand).
 
@@ -99,12 +136,12 @@ def affine_(d: Tensor, k: Eps, c: Eps) -> Tensor:
         if isinstance(k, Tensor) or isinstance(c, Tensor):
             return d * k + c
         if d.device.type == "cpu":
-            return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k)
+            return torch.add(constant(c, d), d, alpha=k)
         return d * k + c
     if isinstance(k, Tensor) or isinstance(c, Tensor):
         return d.mul_(k).add_(c)
     if d.device.type == "cpu":
-        return torch.add(torch.tensor(c, dtype=d.dtype), d, alpha=k, out=d)
+        return torch.add(constant(c, d), d, alpha=k, out=d)
     return d.mul_(k).add_(c)  # elsewhere a CPU operand would be a copy; compiled code fuses both
 
 
@@ -117,7 +154,9 @@ def clamp_(t: Tensor, lo: float | None, hi: float | None = None) -> Tensor:
 def mul_(t: Tensor, k: Eps) -> Tensor:
     """``t * k``, in place in the fresh ``t`` where :func:`inplace_ok` allows (``k`` may be of another
     functorch level than ``t``: a tensor eps under a transform)."""
-    return t.mul_(k) if not isinstance(k, Tensor) or inplace_ok(t, k) else t * k
+    if not isinstance(k, Tensor):
+        return t.mul_(scalar_operand(k, t))
+    return t.mul_(k) if inplace_ok(t, k) else t * k
 
 
 def pass_inside(grad: Tensor, d: Tensor, lo: Eps, hi: Eps) -> Tensor:
@@ -292,9 +331,9 @@ class SurrogateFunction(torch.autograd.Function):
         x_shape, x_dtype, t_meta = ctx.shapes
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
-            grad_x = g.sum_to_size(x_shape).to(x_dtype)
+            grad_x = _sum_to(g, x_shape, x_dtype)
         if t_meta is not None and ctx.needs_input_grad[1]:
-            grad_t = g.sum_to_size(t_meta[0]).neg().to(t_meta[1])  # not in place: may alias grad_x
+            grad_t = _sum_to(g, *t_meta, neg=True)  # not in place: may alias grad_x
         return grad_x, grad_t, None, None, None, None, None
 
     @staticmethod
@@ -307,6 +346,16 @@ class SurrogateFunction(torch.autograd.Function):
         else:
             t = SurrogateFunction._factor(ctx, t.expand(shape)).to(dtype)
         return (t, None) if ctx.two else t
+
+
+def _sum_to(g: Tensor, shape: torch.Size, dtype: torch.dtype, neg: bool = False) -> Tensor:
+    """``g.sum_to_size(shape)`` (negated with ``neg``) as ``dtype``; the ATen calls that would return their input
+    (``sum_to_size`` to g's own shape, ``to`` its own dtype) skipped for a plain tensor."""
+    if type(g) is not Tensor or g.shape != shape:
+        g = g.sum_to_size(shape)
+    if neg:
+        g = g.neg()
+    return g if g.dtype == dtype else g.to(dtype)
 
 
 #: the estimators: the backward of a hard forward (``method=`` of ``linearize_module`` and the explicit ops)
@@ -361,7 +410,8 @@ def apply(x: Tensor, make: Callable[[Eps, object], Jump], eps: Eps, *,
 def sign(eps: Eps) -> Jump:
     """``clamp(x / eps, -1, 1)``: ramp and value are one tensor; slope ``1/eps`` (a jump of 2)."""
     def ramp(x):
-        u = clamp_(torch.mul(x, 1.0 / eps), -1.0, 1.0)
+        k = 1.0 / eps
+        u = clamp_(torch.mul(x, k if isinstance(k, Tensor) else scalar_operand(k, x)), -1.0, 1.0)
         return u, u
     return Jump(ramp, (-1.0, 1.0), lambda x: x, eps, 1.0 / eps, (1.0, 1.0))
 
@@ -395,10 +445,56 @@ def _round_half_ramp(x: Tensor, k: Eps, consume: bool = False) -> tuple[Tensor, 
     f = torch.floor(x)
     d = x.sub_(f) if consume else torch.sub(x, f)
     # k (d - 1/2) + 1/2, not k d + (1/2 - k/2): d - 1/2 is exact, so a boundary gets exactly 1/2 (the
-    # folded constant cancels against k d and leaves their rounding: 0.4999995 at eps = 0.03 in float32).
+    # folded constant cancels against k d and leaves their rounding: 0.4999995 at eps = 0.03 in float32),
+    # except where add rounds k d + c once (a fused multiply-add) and the fold is exact: _half_folded.
     # inf - inf = NaN -> 0 keeps f's inf; a NaN input stays NaN through f
-    u = nan_to_(clamp_(affine_(d.sub_(0.5), k, 0.5), 0.0, 1.0), 0.0)
+    c = _half_folded(k, d)
+    v = affine_(d, k, c) if c is not None else affine_(d.sub_(0.5), k, 0.5)
+    u = nan_to_(clamp_(v, 0.0, 1.0), 0.0)
     return (f.add_(u) if inplace_ok(x, k) else f + u), u
+
+
+def _half_folded(k: Eps, d: Tensor) -> float | None:
+    """The constant ``c`` with which round's ramp ``clamp(k (d - 1/2) + 1/2, 0, 1)`` is one ``add`` pass fewer,
+    ``clamp(k d + c, 0, 1)``, bit for bit, for every ``d = x - floor(x)`` (in [0, 1], or NaN); None where it is not.
+
+    ``c = 1/2 - k/2`` (``k`` rounded to d's dtype, as ``add``'s ``alpha``), exact when ``k <= 2^mantissa``.  Where
+    ``add`` rounds ``k d + c`` once (:func:`_fused_add`) the two agree: for ``d >= 1/4``, ``d - 1/2`` is exact
+    (Sterbenz), so both round the same number ``k (d - 1/2) + 1/2`` once; for ``d < 1/4`` and ``k >= 2`` (eps <= 1/4)
+    both values are ``<= 0`` (``k (d - 1/2) + 1/2 < 1/2 - k/4 <= 0``, also with ``d - 1/2`` rounded), so the clamp
+    gives ``+0`` to both.  Eager CPU float32/float64 only: elsewhere (compiled or traced code, half precision, other
+    devices) the ramp keeps its two passes and the graphs their ops."""
+    if isinstance(k, Tensor) or d.dtype not in (torch.float32, torch.float64) or d.device.type != "cpu" \
+            or not plain_eager(d):
+        return None
+    return _half_constant(k, d.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _half_constant(k: float, dtype: torch.dtype) -> float | None:
+    """:func:`_half_folded`'s ``c`` for a Python ``k`` (None: no fused add, ``k < 2``, or ``c`` not exact)."""
+    if not _fused_add(dtype):
+        return None
+    kd = torch.tensor(k, dtype=dtype).item()  # (add converts alpha to the dtype the same way)
+    if not 2.0 <= kd < math.inf:
+        return None
+    c = 0.5 - 0.5 * kd
+    exact = Fraction(1, 2) - Fraction(kd) / 2
+    return c if math.isfinite(c) and Fraction(torch.tensor(c, dtype=dtype).item()) == exact else None
+
+
+@functools.lru_cache(maxsize=4)
+def _fused_add(dtype: torch.dtype) -> bool:
+    """Does ATen's CPU ``torch.add(c, d, alpha=k)`` round ``k d + c`` once (a fused multiply-add) in ``dtype``, in its
+    vectorized loop, its scalar tail and a strided loop?  It does in the AVX2/AVX512 kernels; the scalar
+    ``ATEN_CPU_CAPABILITY=default`` build rounds ``k d`` first.  Probe: ``(1 + u)^2 - (1 + 2u)`` is ``u^2`` fused
+    and 0 otherwise (``u`` the dtype's epsilon)."""
+    u = torch.finfo(dtype).eps
+    d = torch.full((197,), 1.0 + u, dtype=dtype)
+    c = torch.tensor(-(1.0 + 2.0 * u), dtype=dtype)
+    strided = torch.add(c, d[::3], alpha=1.0 + u)
+    fused = torch.add(c, d, alpha=1.0 + u, out=d)
+    return bool((fused == u * u).all()) and bool((strided == u * u).all())
 
 
 def integer(eps: Eps, shift: float) -> Jump:

@@ -72,7 +72,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import kernels
 from .errors import EpsError, ModeError, SLLError
@@ -191,7 +190,7 @@ def _eager_cpu(eps: Tensor) -> bool:
     ``torch.jit.trace``, functorch transforms or ``torch.compile``: there reading the value would
     burn it into the trace (or fail on a fake tensor), so the kernels compute with the tensor.
     """
-    return type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu" and _plain_eager(eps)
+    return type(eps) in (Tensor, torch.nn.Parameter) and eps.device.type == "cpu" and kernels.plain_eager(eps)
 
 
 def op_eps(op: str, eps, x: Tensor, decimals: int = 0) -> kernels.Eps:
@@ -213,7 +212,7 @@ def op_eps(op: str, eps, x: Tensor, decimals: int = 0) -> kernels.Eps:
         raise EpsError(f"sll.{op}: eps requires grad, but an sll op gives eps no gradient (SLL_MATH.md's slope is "
                        "in x; eps is the band's fixed half-width)\nFix: pass eps.detach(), or a Python float")
     if _eager_cpu(eps):
-        return check_eps(op, eps.detach().item(), decimals)
+        return check_eps(op, (eps.detach() if eps.requires_grad else eps).item(), decimals)
     if eps.device != x.device and eps.device.type != "cpu":  # (torch mixes a 0-dim CPU tensor into any device)
         fix = ("a Python float, or a tensor that holds the value (torch.tensor(0.1))" if eps.device.type == "meta"
                else f"eps on x's device or on the CPU (eps.to('{x.device}')), or a Python float")
@@ -407,7 +406,7 @@ def _hard_select(s: Tensor, a, b, op: str, dtype: torch.dtype, hard: Tensor | No
         cond = hard != 0
         return b.masked_fill(cond, a) if op == "masked_fill" else torch.where(cond, a, b)
     half = s == 0.5
-    if _plain_eager(s) and bool((half & (torch.where(half, a, b) != torch.where(half, b, a))).any()):
+    if kernels.plain_eager(s) and bool((half & (torch.where(half, a, b) != torch.where(half, b, a))).any()):
         raise SLLError(f"sll.select ({op}): its result is {dtype}, an integer, so it is the hard "
                        f"{op}, but its comparison's input lies on the threshold "
                        "(the surrogate mask is 1/2 there), where the mask alone cannot say which branch the hard "
@@ -416,12 +415,6 @@ def _hard_select(s: Tensor, a, b, op: str, dtype: torch.dtype, hard: Tensor | No
                        "(torch.where(x > t, 1.0, 0.0))")
     cond = s > 0.5
     return b.masked_fill(cond, a) if op == "masked_fill" else torch.where(cond, a, b)
-
-
-def _plain_eager(t: Tensor) -> bool:
-    """Values can be read (no compilation, tracing or dispatch mode: a data-dependent check is possible)."""
-    return (_get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def _dim_size(op: str, x: Tensor, dim: int) -> int:
@@ -444,7 +437,7 @@ def _argmax_onehot(x: Tensor, dim: int, num_classes: int, *, eps: kernels.Eps, m
     hard = hard_argmax_onehot(x, dim, num_classes, largest) if mode == "hard" else None
     if hard is None and num_classes < width:  # as one_hot itself (hard mode: above)
         index = torch.argmax(x, dim) if largest else torch.argmin(x, dim)
-        if _plain_eager(x):
+        if kernels.plain_eager(x):
             if bool((index >= num_classes).any()):
                 raise RuntimeError(f"sll.argmax_onehot: Class values must be smaller than num_classes: the "
                                    f"{'argmax' if largest else 'argmin'} of a row is {int(index.max())}, "

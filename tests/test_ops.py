@@ -13,6 +13,9 @@ the boundary), not from the library's kernels.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -322,6 +325,71 @@ def test_compiled_midpoints_for_any_eps():
     for eps in (0.03, 0.011):
         fn = torch.compile(lambda t, e: sll_fx.round(t, e), fullgraph=True, dynamic=False)
         assert fn(x, torch.tensor(eps, dtype=torch.float64)).tolist() == x.tolist()
+
+
+def _round_two_passes(x: torch.Tensor, eps: float, grad: torch.Tensor):
+    """Linear round's value and x-gradient spelled with ``d - 1/2`` in a pass of its own (the eager kernel before the
+    fold of ``kernels._half_folded``): the reference the folded ramp must match bit for bit."""
+    k = 0.5 / eps
+    f = torch.floor(x)
+    d = torch.sub(x, f).sub_(0.5)
+    u = torch.add(torch.tensor(0.5, dtype=x.dtype), d, alpha=k).clamp_(0.0, 1.0).nan_to_num_(0.0)
+    return f + u, torch.ops.aten.hardtanh_backward(grad, u, 0.0, 1.0).mul_(k)
+
+
+def _round_fold_inputs(dtype: torch.dtype, eps: float) -> torch.Tensor:
+    """Dense values (two threads' chunks and vector tails), fine negatives above -1 (where x - floor(x) rounds),
+    the boundaries, the band edges and the values next to them in ``dtype``, and special values."""
+    g = torch.Generator().manual_seed(0)
+    dense = torch.rand(40003, generator=g, dtype=torch.float64) * 40 - 20
+    fine = -torch.rand(4099, generator=g, dtype=torch.float64) ** 8
+    j = torch.arange(-5, 6, dtype=torch.float64) + 0.5
+    edges = torch.cat([j, j - eps, j + eps, j - 0.25, j + 0.25]).to(dtype)
+    near = torch.cat([torch.nextafter(edges, edges.new_tensor(INF)), torch.nextafter(edges, edges.new_tensor(-INF))])
+    special = torch.tensor([0.0, -0.0, INF, -INF, NAN, 1e-30, -1e-30, 2.0 ** 22 + 0.5, 2.0 ** 23, -2.0 ** 23 - 1,
+                            1e30, -1e30], dtype=dtype)
+    return torch.cat([dense.to(dtype), fine.to(dtype), edges, near, special])
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.3, 0.25, 0.2, 0.1, 0.03, 0.011, 1e-3, 1e-7])
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_round_folded_ramp_is_bitwise_the_two_pass_ramp(dtype, eps):
+    """Eager linear round folds ``d - 1/2`` into add's constant where that is exact (eps <= 1/4 and a fused add):
+    one pass fewer, the same bits in value and gradient (signs of zero and NaN included), on every input."""
+    x = _round_fold_inputs(dtype, eps)
+    gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    xr = x.clone().requires_grad_()
+    y = sll_fx.round(xr, eps)
+    (gx,) = torch.autograd.grad(y, xr, gy)
+    want_y, want_g = _round_two_passes(x, eps, gy)
+    assert_same_bits(y.detach(), want_y)
+    assert_same_bits(gx, want_g)
+
+
+def test_round_folds_only_where_the_fold_is_exact():
+    from sll_fx import kernels
+
+    x32 = torch.zeros(3)
+    assert kernels._half_folded(5.0, x32) == (-2.0 if kernels._fused_add(torch.float32) else None)
+    assert kernels._half_folded(0.5 / 0.3, x32) is None                    # k < 2: d < 1/4 may lie in the band
+    assert kernels._half_folded(torch.tensor(5.0), x32) is None            # a tensor k (compiled code)
+    assert kernels._half_folded(5.0, x32.half()) is None                   # half precision: not probed
+    assert kernels._half_constant(2.0 ** 25, torch.float32) is None        # 1/2 - k/2 not exact in float32
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:           # traced code keeps its ops
+        assert kernels._half_folded(5.0, mode.from_tensor(x32)) is None
+
+
+def test_round_without_a_fused_add_keeps_the_two_passes():
+    """The scalar ATen build (ATEN_CPU_CAPABILITY=default) rounds k d before adding c: no fold, the same bits."""
+    code = """if True:
+        import torch, sll_fx
+        from sll_fx import kernels
+        assert not kernels._fused_add(torch.float32) and not kernels._fused_add(torch.float64)
+        assert kernels._half_folded(5.0, torch.zeros(1)) is None
+        """
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=True, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
