@@ -59,9 +59,9 @@ reason from :meth:`Ties.of`:
   h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is
   taken), or a value plus a selection with such a branch negated (``h + where(m, -h, 0)``) or plus its absolute
   value (``h + abs(h)``: 0 from 0 down); ``c`` for a value plus a number or a learned scalar less itself (``(x + c) -
-  x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order statistics are on its grid, and its mean over a count the
-  graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q -
-  q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
+  x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order statistics are on its grid, and
+  its mean over a count the graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2
+  for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, a reduction
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``), and a learned scalar where it is
   taken (``maximum(h, p)``, ``clamp(h, min=p)``: ``p`` in every element of a row with each ``h < p``, at any ``p``).
