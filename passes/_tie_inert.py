@@ -27,8 +27,8 @@ calls of modules, only):
   less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``), less its clip or its extremum
   (``relu(x) - x``, ``x - x.min()``, also plus its clip negated, ``x + (-relu(x))``), less itself (``h - h``, ``h +
   (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``: ``_opposite``, read by the names first), plus a selection with a
-  branch that is the other term negated (``h + where(m, -h, 0)``: by the
-  selection's own op, no view), a quantizer's ``(g + zp) - zp``.  Its walks read the zeros of both terms together
+  branch that is the other term negated (``h + where(m, -h, 0)``: by the selection's own op, no view) or its absolute
+  value, also inside a clip (``clamp(abs(h), max=2) + h``), a quantizer's ``(g + zp) - zp``.  Its walks read the zeros of both terms together
   (none: one has none) and a term's grid where the other is 0 (never, one's or the other's); the value a sum of like
   terms reads in each (``_one_value``) is an inert term too (an inert operand's terms are inert: :meth:`_linear`
   stops at an inert node or goes on into one); the value two functions of one value read (``_on_points``: ``h + 0.1 *
@@ -153,12 +153,14 @@ class _Inert:
             named_b = self._name_of(b) if isinstance(b, Node) else None
             if named_a != "neg" and named_b != "neg":  # (no difference: _difference reads a sum as one only with a
                 # negated term; a selection whose branch is the other term negated, h + where(m, -h, 0); abs, h +
-                # abs(h))
+                # abs(h), also inside a clip: clamp(abs(h), max=2) + h, _negated_by_abs)
                 if (named_a == "mul" and (a in b.users or named_b == "mul") or named_b == "mul" and b in a.users) and \
                         self._opposite(node):  # (x * -1.0 + x: the forms _opposite reads; a term's users, not args: a
                     return False           # call each)
                 return not (named_a == "where" or named_b == "where" or named_a in _PUTS or named_b in _PUTS or
-                            named_a == "abs" or named_b == "abs") or self._plus_its_negated_branch(a, b) is None
+                            named_a in _IDENTITY_ON_A_RANGE or named_b in _IDENTITY_ON_A_RANGE or
+                            isinstance(a, Node) and a.op == "call_module" and self._clipped(a) or
+                            isinstance(b, Node) and b.op == "call_module" and self._clipped(b)) or self._plus_its_negated_branch(a, b) is None
         if self._less_its_clip(node) is not None:
             return False
         pair = _difference(name, node, 1)

@@ -388,18 +388,35 @@ class _RangeValues:
         other negated (``h + where(h > 0, -h, 0)``: 0 from 0 up), else None; the selection by its own op, not through
         views (the check every sum of two tensors meets, as :meth:`_tie_inert._Inert._inert_sum` reads it too).  Also
         ``abs`` of the other, or of an op that is the other on a range (:meth:`_clips`), where it is the other negated:
-        ``h + abs(h)``, ``h + abs(clamp(h, -2, 2))``, 0 from 0 down."""
+        ``h + abs(h)``, ``h + abs(clamp(h, -2, 2))``, 0 from 0 down, also inside a clip, beside one
+        (:meth:`_negated_by_abs`: ``clamp(abs(h), max=2) + clamp(h, -2, 1)``, 0 on [-2, 0])."""
         for x, w in ((a, b), (b, a)):
             if isinstance(x, Node) and isinstance(w, Node):
                 name = self._name_of(w)
                 if name == "where" or name in _PUTS:
                     if (found := self._less_its_branch((x, w), True)) is not None:
                         return found
-                elif name == "abs" and isinstance(u := self._held_tensor(_first(w)), Node) and (
-                        self._one_of(x, (u,)) or any(low < min(high, 0.0) and self._one_of(x, (v,))
-                                                     for v, low, high, _ in self._clips(u, _NESTED_CLIPS - 1))):
+                elif (name in _IDENTITY_ON_A_RANGE or w.op == "call_module" and self._clipped(w)) and self._negated_by_abs(x, w):
                     return w
         return None
+
+    def _negated_by_abs(self, x: Node, w: Node) -> bool:
+        """Is ``w`` the value ``x`` negated on a range of more than a point: ``abs(u)``, ``-u`` from 0 down, or an op
+        that is such an ``abs`` on a range of it (:meth:`_clips`: ``clamp(abs(h), max=2)``, ``-h`` on [-2, 0]), ``u``
+        ``x`` itself or read through ops that are it on a range (``abs(clamp(h, -2, 2))``), and ``x`` too
+        (``clamp(abs(h), max=2) + clamp(h, -2, 1)``: 0 on [-2, 0])?  Ranges not known are read as meeting, as
+        :meth:`_nested_clip` reads them."""
+        negated = []  # ((v, low, high): w is -v where v is in [low, high])
+        for y, low, high in [(w, -math.inf, math.inf)] + [r[:3] for r in self._clips(w, _NESTED_CLIPS)]:
+            if self._name_of(y) == "abs" and isinstance(u := self._held_tensor(_first(y)), Node):
+                low, high = -high, min(0.0, -low)  # (abs(u) in [low, high] and -u: u in [-high, -low], u <= 0)
+                negated += [(u, low, high)] + [(v, max(low, lo), min(high, hi))
+                                               for v, lo, hi, _ in self._clips(u, _NESTED_CLIPS - 1)]
+        if not negated:
+            return False
+        same = [(x, -math.inf, math.inf)] + [r[:3] for r in self._clips(x, _NESTED_CLIPS)]
+        return any(max(low, lo) < min(high, hi) and self._one_of(v, (y,)) for v, low, high in negated
+                   for y, lo, hi in same)
 
     def _less_its_branch(self, pair: tuple, negated: bool) -> Node | None:
         """The selection ``w`` where ``pair`` is ``(x, w)`` or ``(w, x)``, read as ``x - w``, and a value ``w`` may
