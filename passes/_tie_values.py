@@ -637,13 +637,28 @@ class _RangeValues:
         ``floor(q) - sigmoid(q)`` of ``q = floor(x)``: -0.5 at 0, where each term's values alone say nothing), or,
         where ``q`` has none, on the values ``q`` takes on whole ranges, a grid's points or a number, ``depth`` deep
         (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2, where ``relu`` is 0 and ``v`` is -2), in a graph
-        that writes nothing in place (or where no write reaches the sum, :meth:`_untouched`)."""
-        down = _operands_down(b, _CHAIN)  # (the structural check first: the benchmark's h + 0.1 * d, in every block)
-        q = next((u for u in _operands_down(a, _CHAIN) if u in down and (u is not a or u is not b)), None)
-        if q is None or node.kwargs or self._any_write() and not self._untouched(node) or \
-                self._inert_found is not None and q in self._inert_found:
+        that writes nothing in place (or where no write reaches the sum, :meth:`_untouched`).  ``q`` in each term is
+        one node, or where that finds nothing, the same call of the same values (``_same_value``: ``relu(clamp(x, -2,
+        1)) - clamp(x, -2, 1)``, the clamp written twice)."""
+        down, down_a = _operands_down(b, _CHAIN), _operands_down(a, _CHAIN)  # (the structural check first: the
+        q = next((u for u in down_a if u in down and (u is not a or u is not b)), None)  # benchmark's h + 0.1 * d)
+        if node.kwargs or self._any_write() and not self._untouched(node):
+            return []
+        found = self._on_points_of(node, a, b, (q, q), depth) if q is not None else []
+        if found:
+            return found
+        # (the same call written twice, read as one value where the node test finds nothing: relu(c) - c of two calls
+        # clamp(x, -2, 1), where the node test finds x, an input)
+        pair = next(((u, v) for u in down_a for v in down if u is not v and u.op == v.op and u.target == v.target and
+                     (u is not a or v is not b) and _same_value(u, v)), None)
+        return self._on_points_of(node, a, b, pair, depth) if pair is not None else []
+
+    def _on_points_of(self, node: Node, a: Node, b: Node, q: tuple, depth: int) -> list[tuple]:
+        """:meth:`_on_points` where ``q`` is the value in ``a`` and the one in ``b`` (one node, or the same call)."""
+        q, q_b = q
+        if self._inert_found is not None and (q in self._inert_found or q_b in self._inert_found):
             return []  # (an inert value: no grid, no value on ranges; the benchmark's h + 0.1 * sign(h))
-        calls = [self._composed(t, q) for t in (a, b)]
+        calls = [self._composed(a, q), self._composed(b, q_b)]
         if None in calls:
             return []
         sign = -1.0 if self._name_of(node) == "sub" else 1.0

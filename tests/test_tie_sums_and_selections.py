@@ -321,3 +321,19 @@ def test_an_absolute_value_inside_a_clip_is_a_value_negated(fn, ties):
     the one where ``abs`` is it negated, ties now; a clip never below 0, ranges apart and another value stay
     rewritten."""
     _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.round((F.relu(torch.clamp(x, -2, 1)) - torch.clamp(x, -2, 1)) * 0.25), True),
+    (lambda m, x: torch.round((torch.clamp(x, -2, 1) - F.relu(torch.clamp(x, -2, 1))) * 0.25), True),
+    (lambda m, x: F.relu(torch.clamp(x, -2, 1)) - torch.clamp(x, -2, 1) > 2.0, True),
+    (lambda m, x: torch.round((F.relu(torch.clamp(x, -2, 1)) - torch.clamp(x, -2, 1)) * 0.25 + 0.125), False),
+    (lambda m, x: torch.round((F.relu(torch.clamp(x, -2, 1)) - torch.clamp(x, -3, 1)) * 0.25), False)],
+    ids=["round", "terms_swapped", "comparison", "off_the_jumps", "another_call"])
+def test_two_functions_of_one_call_written_twice_take_its_values_on_ranges(fn, ties):
+    """``relu(c) - c`` of ``c = clamp(x, -2, 1)`` written twice is 2 on x <= -2 (1001 of 6000 outputs off the model
+    through ``round(... * 0.25)`` at eps 1e-4, 1004 at 1e-3): two functions of one value were read on that value's
+    values on ranges only where both terms read one node (here the input, which takes none).  Where the node test
+    finds nothing, the same call of the same values (``_same_value``) counts as that value now; values off the jumps
+    and another call stay rewritten."""
+    _check(fn, ties)
