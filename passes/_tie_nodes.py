@@ -84,6 +84,19 @@ def _factor_of(node) -> tuple:
     return node, 1.0
 
 
+def _factors_of(node, depth: int = 4) -> tuple:
+    """:func:`_factor_of` through products of products with numbers, ``depth`` deep: ``(x * 3) * 5`` is ``(x, 15.0)``.
+    Two such terms of one ``v`` with ``k`` and ``-k`` add up to 0 where float32 rounds both alike (most inputs, not
+    all: ``(x * 3) * 5 - x * 15``), not exactly as one product each."""
+    k = 1.0
+    for _ in range(depth):
+        v, c = _factor_of(node)
+        if v is node:
+            break
+        node, k = v, k * c
+    return node, k
+
+
 def _added(a, b, copies: bool = False):
     """The other operand of ``a`` where ``a`` is ``other + b`` (either order), else None.  ``copies``: an operand
     that is a copy of ``b`` counts as ``b`` (:func:`_uncopied`; in a graph that writes nothing in place)."""
