@@ -396,7 +396,8 @@ class _RangeValues:
                 if name == "where" or name in _PUTS:
                     if (found := self._less_its_branch((x, w), True)) is not None:
                         return found
-                elif (name in _IDENTITY_ON_A_RANGE or w.op == "call_module" and self._clipped(w)) and self._negated_by_abs(x, w):
+                elif (name in _IDENTITY_ON_A_RANGE or w.op == "call_module" and self._clipped(w)) and \
+                        self._negated_by_abs(x, w):
                     return w
         return None
 
