@@ -312,7 +312,7 @@ class _Grids:
         a, b = _tensor_of(a), _tensor_of(b)
         if a is b:
             return True
-        if self._any_write() and not self._untouched(a, b):
+        if not self._untouched(a, b):
             if at is None:
                 return False
             place = self._order.get(at, len(self._order))

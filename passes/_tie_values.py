@@ -265,7 +265,7 @@ class _RangeValues:
     def _clip_between(self, pair: tuple, at: Node | None) -> Node | None:
         """:meth:`_less_its_clip` of ``pair[0] - pair[1]`` read at ``at`` (the difference; a comparison of the two, ``x
         > relu(x)``: equal where the difference is 0)."""
-        clip = self._less_its_written_clip(at, pair) if self._any_write() and not self._untouched(*pair) else \
+        clip = self._less_its_written_clip(at, pair) if not self._untouched(*pair) else \
             self._clip_of(*pair)
         return clip if clip is not None else self._less_its_branch(pair, False)
 
@@ -290,7 +290,7 @@ class _RangeValues:
         """Is ``x`` one of ``values`` (nodes and numbers): the same node, or, in a graph that writes nothing in place
         (or where no write reaches them, :meth:`_untouched`), the same call of the same values (``_same_value``, as
         :meth:`_cancels` reads it: a clamp written twice)?"""
-        return x in values or (not self._any_write() or self._untouched(x, *values)) and any(
+        return x in values or self._untouched(x, *values) and any(
             isinstance(u, Node) and u.op == x.op and u.target == x.target and _same_value(u, x) for u in values)
 
     def _held_tensor(self, v):
@@ -301,7 +301,7 @@ class _RangeValues:
         float32's rounding of the sum, on a jump or within ulps of it: more ties, never fewer)."""
         for _ in range(4):
             u = _tensor_of(v)
-            if isinstance(u, Node) and (not self._any_write() or self._untouched(u)):
+            if isinstance(u, Node) and self._untouched(u):
                 u = _of_itself(u)
                 if self._name_of(u) in _SUMS and (hard := self._straight_through(u)) is not None:
                     u = hard
@@ -497,7 +497,7 @@ class _RangeValues:
         takes others (0 for a large ``x``), which a grid would rule out."""
         if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs:
             return None
-        if self._any_write() and not self._untouched(node):
+        if not self._untouched(node):
             return self._written_shift(node)
         a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
@@ -643,7 +643,7 @@ class _RangeValues:
         1)) - clamp(x, -2, 1)``, the clamp written twice)."""
         down, down_a = _operands_down(b, _CHAIN), _operands_down(a, _CHAIN)  # (the structural check first: the
         q = next((u for u in down_a if u in down and (u is not a or u is not b)), None)  # benchmark's h + 0.1 * d)
-        if node.kwargs or self._any_write() and not self._untouched(node):
+        if node.kwargs or not self._untouched(node):
             return []
         found = self._on_points_of(node, a, b, (q, q), depth) if q is not None else []
         if found:

@@ -212,7 +212,7 @@ def op_eps(op: str, eps, x: Tensor, decimals: int = 0) -> kernels.Eps:
         raise EpsError(f"sll.{op}: eps requires grad, but an sll op gives eps no gradient (SLL_MATH.md's slope is "
                        "in x; eps is the band's fixed half-width)\nFix: pass eps.detach(), or a Python float")
     if _eager_cpu(eps):
-        return check_eps(op, (eps.detach() if eps.requires_grad else eps).item(), decimals)
+        return check_eps(op, eps.item(), decimals)  # (item() reads a value that requires grad as well)
     if eps.device != x.device and eps.device.type != "cpu":  # (torch mixes a 0-dim CPU tensor into any device)
         fix = ("a Python float, or a tensor that holds the value (torch.tensor(0.1))" if eps.device.type == "meta"
                else f"eps on x's device or on the CPU (eps.to('{x.device}')), or a Python float")
