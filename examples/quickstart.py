@@ -7,7 +7,7 @@ before those ops learns (their gradient is zero almost everywhere).
 gives back the exact hard model for deployment.
 
     python examples/quickstart.py            # about ten seconds on 2 cores
-    python examples/quickstart.py --steps 20 # a fast run (the tests use this)
+    python examples/quickstart.py --steps 60 # a fast run (tests/test_examples_and_benchmarks.py)
 """
 
 from __future__ import annotations

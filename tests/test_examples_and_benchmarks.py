@@ -1,4 +1,4 @@
-"""The quickstart and the benchmark run end to end (fast settings; no timing is asserted)."""
+"""The quickstart (``--steps 60``) and ``benchmarks/ops.py --quick`` run end to end (no timing is asserted)."""
 
 import importlib.util
 import sys
