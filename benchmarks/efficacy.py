@@ -38,7 +38,7 @@ Methods (evaluation is always with ``sll_fx.export_hard`` of the trained model):
 Where the installed sll_fx has no ``method=`` (or refuses it, as for top-k masks: marked ``*``),
 ``ste`` and ``sigmoid`` are those hand-written functions (``--hand-baselines`` forces that).
 
-    python benchmarks/efficacy.py                   # 7 tasks x 9 methods x 3 seeds, table + plot
+    python benchmarks/efficacy.py                   # 7 tasks x 12 methods x 3 seeds, table + plot
     python benchmarks/efficacy.py --fast --no-plot  # CI: 1 seed of sign and gate
     python benchmarks/efficacy.py --tasks sign,lif --seeds 5 --epochs 40
 
