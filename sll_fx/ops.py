@@ -16,12 +16,16 @@ Schemas (``eps`` and ``mode`` are keyword-only in every op)::
     sll::compare.Scalar(Tensor x, Scalar threshold, str cmp, *, float eps, str mode='linear') -> Tensor
     sll::select(Tensor s, Tensor a, Tensor b, *, str op='where', Tensor? soft=None, Tensor? hard=None) -> Tensor
     (and select.ScalarSelf / .ScalarOther / .Scalar for a number a or b)
+    sll::argmax_onehot(Tensor x, int dim, int num_classes, *, float eps, str mode='linear', bool largest=True) -> Tensor
+    sll::topk_mask(Tensor x, int k, int dim, *, float eps, str mode='linear', bool largest=True) -> Tensor
 
 ``compare`` returns the floating surrogate of ``(x cmp threshold)`` (``cmp`` one of gt, ge, lt, le)
 in the promoted floating dtype of its operands. ``select`` blends ``a s + b (1 - s)``
 (``op='masked_fill'``: ``b.masked_fill`` by ``s``, ``b``'s dtype); ``soft``: the surrogate that
 weighs the branches' gradients in hard mode; ``hard``: the comparison's bool, read where the result
-is an integer. Inputs whose dtype is not floating carry no gradient: the ops return the hard result
+is an integer. ``argmax_onehot`` is the surrogate of ``one_hot(argmax(x, dim), num_classes)`` (``largest=False``:
+argmin), ``topk_mask`` that of the k-hot mask ``zeros_like(x).scatter(dim, topk(x, k, dim).indices, 1.0)``.
+Inputs whose dtype is not floating carry no gradient: the ops return the hard result
 for them.
 
 Every op that takes ``eps`` has a second overload whose ``eps`` is a ``Tensor`` (a 0-dim

@@ -10,7 +10,7 @@ rewrite them (they keep their eps, see ``sll_fx/calibration.py``).
 ``StripReport`` (attached by ``export_hard``) has one :class:`StripEntry` per sll node
 put back to its hard op, and the count of sll ops left (always 0 on success).
 Both list, in ``opaque``, the submodules that the fallback tracer kept out of the graph
-(:class:`OpaqueModule`: path, type, why), rendered as a second table "opaque (not traced)".
+(:class:`OpaqueModule`: ``path``, ``type``, ``reason``), rendered as a second table "opaque (not traced)".
 """
 
 from __future__ import annotations
