@@ -1,7 +1,7 @@
 """sll_fx quickstart: linearize a model with hard decisions, train it, export it hard.
 
-The model below is written the way one writes a deployed model: a sign, a 2-bit
-round quantizer and a learnable threshold gate, all hard.  Trained as is, nothing
+The model below is written the way one writes a deployed model: a sign, a 5-level
+round quantizer (steps of 0.5 on [-1, 1]) and a learnable threshold gate, all hard.  Trained as is, nothing
 before those ops learns (their gradient is zero almost everywhere).
 ``sll_fx.linearize_module`` rewrites them to SLL ops; ``sll_fx.export_hard``
 gives back the exact hard model for deployment.
@@ -31,7 +31,7 @@ class DiscreteNet(nn.Module):
     def forward(self, x):
         h = self.enc(x)
         s = torch.sign(h)                                    # binary features
-        q = torch.round(self.mix(s).clamp(-1, 1) * 2) / 2    # 2-bit quantizer: {-1, -0.5, 0, 0.5, 1}
+        q = torch.round(self.mix(s).clamp(-1, 1) * 2) / 2    # 5-level quantizer: {-1, -0.5, 0, 0.5, 1}
         gate = (h > self.gate_t).float()                     # hard gate with a learnable threshold
         return self.head(torch.cat([q, gate], dim=-1))        # every path from x passes a jump
 
