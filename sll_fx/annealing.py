@@ -160,7 +160,8 @@ def _is_literal(value) -> bool:
 
 def _is_constant(mod: fx.GraphModule, node: fx.Node) -> bool:
     """Is ``node``'s eps fx's constant for a tensor literal (``_tensor_constant0``) that is a valid tensor eps (0-dim,
-    floating, no gradient: any other one is left for the op to refuse, naming the node, as the model's op refuses it)?"""
+    floating, no gradient: any other one is left for the op to refuse, naming the node, as the model's op refuses
+    it)?"""
     value = node.kwargs.get("eps")
     if not (isinstance(value, fx.Node) and value.op == "get_attr" and
             _FX_CONSTANT.fullmatch(value.target.rpartition(".")[2])):
@@ -401,7 +402,8 @@ def eps_state(gm: nn.Module) -> dict[str, float]:
 
 def load_eps(gm: nn.Module, state: dict, strict: bool = True) -> list[str]:
     """Set each node's eps from ``state`` (``{name: eps}``, as :func:`eps_state` gives); returns the
-    names of the nodes set, as :func:`eps_state` gives them.  Checks everything before changing anything; the report follows.
+    names of the nodes set, as :func:`eps_state` gives them.  Checks everything before changing anything; the report
+    follows.
 
     A key is an exact node name, never a rule kind or a submodule (``"sign"`` is the node the report
     calls ``sign``, not every sign node): a report entry's name or an fx node name, qualified with the

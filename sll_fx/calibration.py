@@ -644,7 +644,8 @@ _TARGET = "_sll_calibration_target"
 
 
 def set_target(gm: nn.Module, target: float) -> None:
-    """Make ``target`` the default of :func:`calibrate` on ``gm`` (``linearize_module(target=...)`` with a fixed eps)."""
+    """Make ``target`` the default of :func:`calibrate` on ``gm`` (``linearize_module(target=...)`` with a fixed
+    eps)."""
     check_target(target, "linearize_module")
     gm.__dict__[_TARGET] = float(target)
 

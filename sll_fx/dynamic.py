@@ -12,8 +12,9 @@
 
 Inside the block every call that the rule table (:data:`sll_fx.rules.RULES`) knows --
 the same functions and method names that the graph pass rewrites, ``x > t`` and
-``0.5 < x`` included, not its ``aten`` overloads (see :func:`_torch_level`) -- runs as its sll op with the block's ``eps`` and ``mode``, so the
-results and gradients of those ops are the graph mode's (``sll_fx.linearize_module``) on the same code.
+``0.5 < x`` included, not its ``aten`` overloads (see :func:`_torch_level`) -- runs as its sll op with the
+block's ``eps`` and ``mode``, so the results and gradients of those ops are the graph mode's
+(``sll_fx.linearize_module``) on the same code.
 Like the graph pass, it leaves hard: calls whose input is not floating (integers, bools),
 calls with arguments the rule cannot carry (``out=``).
 
@@ -126,7 +127,7 @@ def _dispatch() -> Mapping[Any, tuple[str, Any]]:
         for m in rule.methods:
             if (g := getattr(Tensor, m, None)) is not None:
                 table.setdefault(g, (_RULE, rule))
-        if rule.pattern == "elementwise":  # x.round_(), torch.round_(x); not x.gt_(0) nor masked_fill_, as in graph mode
+        if rule.pattern == "elementwise":  # x.round_(), torch.round_(x); not x.gt_(0) nor masked_fill_ (graph mode's)
             for g in (*(getattr(Tensor, m, None) for m in rule.inplace), *rule.inplace_functions):
                 if g is not None:
                     table.setdefault(g, (_INPLACE, rule))
@@ -297,8 +298,9 @@ class SLLFunctionMode(TorchFunctionMode):
                 from None
 
     def _not_compiling(self) -> None:
-        """Raise where torch.compile traces a block's op that the block would change: a trace cannot follow a comparison's
-        bool by identity.  Without ``fullgraph`` torch.compile then runs the op eagerly, where the block works."""
+        """Raise where torch.compile traces a block's op that the block would change: a trace cannot follow a
+        comparison's bool by identity.  Without ``fullgraph`` torch.compile then runs the op eagerly, where the block
+        works."""
         if torch.compiler.is_dynamo_compiling():  # (dynamo only: torch.export's non-strict tracing runs the block)
             raise SLLError(self._refusal)
 

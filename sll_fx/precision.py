@@ -17,13 +17,14 @@ each new signature** (the dtypes and devices of the tensor arguments, the autoca
 the generated code, the count of the module's casts and moves (:data:`CAST_GENERATION`: ``gm.half()``
 changes the dtype its ops run in also when its inputs stay what they were, token ids), and the eps
 values, each as its power-of-two octave ``floor(log2(eps))``: an eps schedule is checked again
-when an eps reaches a new octave, not on every step; the values are read only after ``set_eps`` replaced a buffer or one changed in place) runs under a
+when an eps reaches a new octave, not on every step; the values are read only after ``set_eps`` replaced a
+buffer or one changed in place) runs under a
 :class:`~torch.overrides.TorchFunctionMode` that sees every ``torch.ops.sll`` call, runs it
 unchanged and then measures its input (a few elementwise passes and a reduction per sll node,
 once; on an accelerator, one sync per node).  Later
 calls with a seen signature cost the signature (5-10 microseconds on a CPU) and nothing
-else (the last :data:`_MAX_SEEN` signatures are remembered); calls under ``torch.no_grad()``/``inference_mode`` (evaluation: no gradient to lose)
-are not checked.  The
+else (the last :data:`_MAX_SEEN` signatures are remembered); calls under ``torch.no_grad()``/``inference_mode``
+(evaluation: no gradient to lose) are not checked.  The
 node is named from the generated code's frame (fx writes one ``name = op(...)`` line per
 node, and its source line comes from the node's stack trace); an explicit
 ``sll_fx.sign(...)`` in user code is named by its ``file:line``.  Each (node, dtype, eps)

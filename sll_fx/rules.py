@@ -20,9 +20,10 @@ An entry's ``pattern`` says what the match looks like around the node:
 ``emit_hard`` builds an sll node's hard counterpart; it is the inverse of the rewrite.  It speaks
 the graph's own level: for an sll node whose target is an ``OpOverload`` (how ``torch.export`` writes it:
 ``sll.round.eps_tensor``, ``sll.compare.Scalar_eps_tensor``, ... for a linearized model, whose eps are
-buffers; ``sll.round.default``, ``sll.compare.Scalar``, ... for an explicit op with a float eps) the hard op is the aten overload (``aten.round.default``,
-``aten.gt.Scalar``, ``aten.where.ScalarOther``, ...), always one of the rule's own ``functions``;
-for an ``OpOverloadPacket`` target (what ``linearize_module`` writes) it is the torch-level call.
+buffers; ``sll.round.default``, ``sll.compare.Scalar``, ... for an explicit op with a float eps) the hard op is
+the aten overload (``aten.round.default``, ``aten.gt.Scalar``, ``aten.where.ScalarOther``, ...), always one of
+the rule's own ``functions``; for an ``OpOverloadPacket`` target (what ``linearize_module`` writes) it is the
+torch-level call.
 
 The aten-level spellings (``torch.export``'s graphs) are matched too: each rule lists its aten
 overloads among ``functions``, and ``ATEN_CASTS`` / ``ATEN_PIECES`` name the aten spellings of
