@@ -3,14 +3,18 @@
 1. ``rules.UNLISTED``: ``torch.div(h, s, rounding_mode='floor'|'trunc')`` (also ``Tensor.div``/``divide``),
    ``torch.floor_divide``, ``h // s``, ``torch.remainder``/``h % s``, ``torch.fmod``, ``torch.frac``,
    ``torch.signbit``, ``torch.copysign``, ``torch.bucketize``, ``torch.searchsorted``,
-   ``F.threshold``/``nn.Threshold``, ``F.hardshrink``/``nn.Hardshrink``: one report entry each,
+   ``F.threshold``/``nn.Threshold``, ``F.hardshrink``/``nn.Hardshrink``, and the selections spelled without
+   argmax/topk, the indices of ``torch.max``/``torch.min`` (``h.max(-1)[1]``, ``.indices``), of ``torch.sort`` and
+   ``torch.argsort`` where they are read: one report entry each,
    "no SLL rule for <spelling>: left hard (<why>); <the spelling that is linearized>", nothing rewritten,
    and the model's values unchanged (``gm`` and ``export_hard(gm)``, bitwise).  Only where a gradient
    is lost: an operand it jumps in is known to be floating (integer arithmetic is no jump) and a gradient
    reaches it (not from buffers alone, not after ``.detach()``), and its value reaches the output not only
-   through ``.detach()``.
-2. In-place *function* spellings of rule ops (``torch.round_(x)``, SpikingJelly's quantizers) are reported
-   as the method spellings are: "in-place torch.round_: left hard (use the out-of-place spelling ...)".
+   through ``.detach()``.  The fix each reason names is linearized and computes the same values (``FIXES``).
+2. In-place *function* spellings of rule ops (``torch.round_(x)``) on what may be shared (a module's output)
+   are reported as the method spellings are: "in-place torch.round_: left hard (use the out-of-place spelling
+   ...)"; on a fresh temporary (``torch.round_(h * 3)``, SpikingJelly's quantizers) they are rewritten out of
+   place (a72, tests/test_inplace_fresh.py).
 """
 
 from __future__ import annotations
