@@ -68,9 +68,12 @@ class Rule:
     hard: Callable                             # what export_hard puts back
     functions: tuple = ()                      # call_function targets meaning this op
     methods: tuple[str, ...] = ()              # call_method names meaning this op
-    inplace: tuple[str, ...] = ()              # in-place spellings: found, reported, left hard (Tensor method
-                                               # names; the same names are the aten overloads' and, where torch has
-                                               # them, the functions': x.round_(), aten.round_, torch.round_(x))
+    inplace: tuple[str, ...] = ()              # in-place spellings, found and reported: an elementwise rule's is
+                                               # rewritten out of place on a fresh temporary (passes/_plan.py,
+                                               # _plan_in_place), else left hard, as gt_ and masked_fill_ always are
+                                               # (Tensor method names; the same names are the aten overloads' and,
+                                               # where torch has them, the functions': x.round_(), aten.round_,
+                                               # torch.round_(x))
     operands: tuple[str, ...] = ("input",)     # tensor operands, by position or by these keyword names
     required: int | None = None                # how many of them a call must pass (None: all)
     keywords: tuple[tuple[str, Any], ...] = () # (name, default) carried from the hard call to the sll op
