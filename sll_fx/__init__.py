@@ -49,6 +49,7 @@ __all__ = [
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport", "OpaqueModule",
     "band_stats", "BandWarning", "PrecisionWarning",
+    "calibrate", "freeze_eps", "is_calibrating",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError", "InlinedModuleError", "InlinedModuleWarning",
     "OpaqueModelWarning",
 ]

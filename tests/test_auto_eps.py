@@ -60,6 +60,15 @@ def _eps(gm):
 def _data(seed, scale=1.0):
     return torch.randn(1024, 8, generator=torch.Generator().manual_seed(seed)) * scale
 
+def test_calibration_functions_are_exported_names():
+    """``from sll_fx import *`` gives the calibration functions the README uses."""
+    names = {}
+    exec("from sll_fx import *", names)
+    assert names["calibrate"] is sll_fx.calibrate
+    assert names["freeze_eps"] is sll_fx.freeze_eps
+    assert names["is_calibrating"] is sll_fx.is_calibrating
+
+
 
 @pytest.mark.parametrize("target", [0.05, 0.1, 0.3])
 def test_first_forward_calibrates_to_the_target(target):
