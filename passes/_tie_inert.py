@@ -29,12 +29,12 @@ calls of modules, only):
   (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``: ``_opposite``, read by the names first), plus a selection with a
   branch that is the other term negated (``h + where(m, -h, 0)``: by the selection's own op, no view) or its absolute
   value, also inside a clip (``clamp(abs(h), max=2) + h``), a quantizer's ``(g + zp) - zp``.  Its walks read the
-  zeros of both terms together (none: one has none) and a term's grid where the other is 0 (never, one's or the
-  other's); the value a sum of like terms reads in each (``_one_value``) is an inert term too (an inert operand's
-  terms are inert: :meth:`_linear` stops at an inert node or goes on into one); the value two functions of one
-  value read (``_on_points``: ``h + 0.1 * sign(h)``) is inert too (the elementwise ops with numbers it composes keep
-  an inert operand under an inert node), and it reads no grid nor any value on ranges of an inert value, so it is
-  not asked here.
+  zeros of both terms together and a number of each added up (none: one has none) and a term's grid where the other
+  is 0 (never, one's or the other's); the value a sum of like terms reads in each (``_one_value``) is an inert term
+  too (an inert operand's terms are inert: :meth:`_linear` stops at an inert node or goes on into one); the value
+  two functions of one value read (``_on_points``: ``h + 0.1 * sign(h)``) is inert too (the elementwise ops with
+  numbers it composes keep an inert operand under an inert node), and it reads no grid nor any value on ranges of an
+  inert value, so it is not asked here.
 
 (A planner's cost: each comparison and rounding of the benchmark's chain, ``tanh(x * 0.9 + 0.1)`` of the sum before,
 walked eight nodes deep, and found the grids of each, to find nothing.)

@@ -560,7 +560,9 @@ class _RangeValues:
         h) * (h > 0.1)``: 0.5), and a term's grid where the other term is 0 (``sign(x) * 0.5 - relu(x)``: -0.5 and
         0.5 on x <= 0; in a graph that writes nothing in place) or moved by a number or a grid the other term takes on
         ranges (``trunc(x) - where(trunc(x) > 0, x, -3.0)``: 0 on (-4, -3]; ``mask + where(c, mask, x)``: 0, 1 and 2;
-        as though the two ranges met), and a sum of two functions of one value (:meth:`_on_points`)."""
+        as though the two ranges met), a number of each term added up, as though the two ranges met too
+        (``clamp(a, 1, 2) + clamp(b, 1, 2)``: 2; but where both terms read one value ``q``, a number taken where ``q``
+        takes one is read at ``q``'s values alone), and a sum of two functions of one value (:meth:`_on_points`)."""
         operands = node.args[:2] if len(node.args) == 2 and not node.kwargs else ()
         if not operands or not all(isinstance(a, Node) for a in operands):
             return []
@@ -594,7 +596,8 @@ class _RangeValues:
         def zero_sources(i: int) -> list:  # (zeros(operands[i], depth, False), from the same walk)
             return list(dict.fromkeys(n for w, n in values(i) if (w.hits(0.0) if isinstance(w, Grid) else w == 0)))
         first = zero_sources(0)
-        found = self._on_points(node, *operands, depth)
+        read: list = []  # (the ops above the value the two terms read, where _on_points reads them so)
+        found = self._on_points(node, *operands, depth, read)
         # (a grid plus a value 0 on ranges: the grid there, sign(x) * 0.5 + (x - minimum(x, 2 * x)): +-0.5
         # from 0 up; plus a value that is another number c on ranges, the grid moved by c there, trunc(x) - where(
         # trunc(x) > 0, x, -3.0): 0 on (-4, -3], or a grid on ranges, the sum of the grids, mask + where(c, mask, x):
@@ -614,6 +617,13 @@ class _RangeValues:
                 in_part = self.grid(operands[i]) is None  # (a grid on ranges only: its own is read as the sum's)
                 found += [(h, n) for w, n in values(i) if (in_part or not isinstance(w, Grid)) and
                           (h := self._moved(g, w, sign_i)) is not None]
+        if numbers_a := [(w, n) for w, n in values(0) if _number(w)]:  # (a number in each term, as though the two
+            # ranges met: clamp(a, 1, 2) + clamp(b, 1, 2), 2 where both are 1; abs(clamp(x, -2, 0)) - clamp(x, -2, 1),
+            # 4 on x <= -2 and -1 from 1 up; not 0 and 0, read below, with the ranges where they are 0 together; not
+            # a number one term takes where the value q both read takes one, which _on_points reads at that value:
+            # relu(v) - v of v = clamp(x, -2.5, 1), 2.5 and 0, not relu's 0 less v's 1)
+            found += [(w + minus * u, n) for u, m in values(1) if _number(u) for w, n in numbers_a if (w or u) and
+                      all(n in above_a and m in above_b for above_a, above_b in read)]
         other = zero_sources(1) if first else []
         if not other or _disjoint(*operands, self._at):
             return found
@@ -631,7 +641,7 @@ class _RangeValues:
             return h.added(g) if (h := w.times(sign)) is not None else None
         return g.plus(sign * w) if _number(w) and w else None
 
-    def _on_points(self, node: Node, a: Node, b: Node, depth: int = 8) -> list[tuple]:
+    def _on_points(self, node: Node, a: Node, b: Node, depth: int = 8, read: list | None = None) -> list[tuple]:
         """``(value, source)`` for ``node``, ``a + b`` or ``a - b`` where each term is one same value ``q`` or an
         elementwise function of ``q`` alone, with numbers, up to :data:`_CHAIN` ops deep (``relu(q) * 2``): the sum
         computed in float32 (as the model computes it) on the points of ``q``'s grid (:func:`_grid_points`;
@@ -640,21 +650,22 @@ class _RangeValues:
         (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2, where ``relu`` is 0 and ``v`` is -2), in a graph
         that writes nothing in place (or where no write reaches the sum, :meth:`_untouched`).  ``q`` in each term is
         one node, or where that finds nothing, the same call of the same values (``_same_value``: ``relu(clamp(x, -2,
-        1)) - clamp(x, -2, 1)``, the clamp written twice)."""
+        1)) - clamp(x, -2, 1)``, the clamp written twice).  ``read``: gets the ops above ``q`` in ``a`` and in ``b``
+        (two sets) for each ``q`` read (:meth:`_of_two` reads the numbers each term takes above it only)."""
         down, down_a = _operands_down(b, _CHAIN), _operands_down(a, _CHAIN)  # (the structural check first: the
         q = next((u for u in down_a if u in down and (u is not a or u is not b)), None)  # benchmark's h + 0.1 * d)
         if node.kwargs or not self._untouched(node):
             return []
-        found = self._on_points_of(node, a, b, (q, q), depth) if q is not None else []
+        found = self._on_points_of(node, a, b, (q, q), depth, read) if q is not None else []
         if found:
             return found
         # (the same call written twice, read as one value where the node test finds nothing: relu(c) - c of two calls
         # clamp(x, -2, 1), where the node test finds x, an input)
         pair = next(((u, v) for u in down_a for v in down if u is not v and u.op == v.op and u.target == v.target and
                      (u is not a or v is not b) and _same_value(u, v)), None)
-        return self._on_points_of(node, a, b, pair, depth) if pair is not None else []
+        return self._on_points_of(node, a, b, pair, depth, read) if pair is not None else []
 
-    def _on_points_of(self, node: Node, a: Node, b: Node, q: tuple, depth: int) -> list[tuple]:
+    def _on_points_of(self, node: Node, a: Node, b: Node, q: tuple, depth: int, read: list | None) -> list[tuple]:
         """:meth:`_on_points` where ``q`` is the value in ``a`` and the one in ``b`` (one node, or the same call)."""
         q, q_b = q
         if self._inert_found is not None and (q in self._inert_found or q_b in self._inert_found):
@@ -662,6 +673,9 @@ class _RangeValues:
         calls = [self._composed(a, q), self._composed(b, q_b)]
         if None in calls:
             return []
+        if read is not None:  # (the ops _composed followed, above q: _operands_down's path)
+            read.append(tuple(set(chain[:chain.index(v)]) for chain, v in ((_operands_down(a, _CHAIN), q),
+                                                                           (_operands_down(b, _CHAIN), q_b))))
         sign = -1.0 if self._name_of(node) == "sub" else 1.0
 
         def call(v):
