@@ -18,7 +18,8 @@ from torch.fx import Node
 
 from sll_fx import dtypes
 
-from ._grids import Grid, Tie, _common_step, _grid, _multiple, _number, _on, _product, _sum, _tensor_grid, _union
+from ._grids import (Grid, Tie, _close, _common_step, _grid, _multiple, _number, _on, _product, _sum, _tensor_grid,
+                     _union)
 from ._patterns import _arg, _same_value
 from ._tie_nodes import (_added, _attribute, _branches, _difference, _factor_of, _factors_of, _fake_quantizer, _first,
                          _keeps, _name, _of_itself, _order_statistic_values, _put, _tensor_of, _viewed_attribute,
@@ -366,9 +367,10 @@ class _Grids:
         """Is ``node`` ``a + b`` or ``a - b`` of two terms ``k * v`` and ``-k * v`` (``a - b``: ``k * v`` twice) of one
         same node ``v`` (:func:`_factor_of`: ``v``, ``-v``, one product with a number): 0 on every input (``x * -1.0 +
         x``, ``x * 2.0 - 2.0 * x``), as :meth:`_combined` reads it where its terms cancel?  Two terms that are
-        products with numbers also through products (:func:`_factors_of`: ``(x * 3) * 5 - x * 15``), 0 where float32
-        rounds both alike (on most inputs, not all: a tie on part of the range, more ties, never fewer).
-        (``_tie_inert`` reads the same forms.)"""
+        products with numbers also through products (:func:`_factors_of`: ``(x * 3) * 5 - x * 15``; beside a plain
+        term, ``(x * -1) * 1 + x``), 0 where float32 rounds both alike (on most inputs, not all: a tie on part of the
+        range, more ties, never fewer), with coefficients equal to a few ulps (``(x * 0.1) * 3 - x * 0.3``: 0.1 * 3 is
+        0.30000000000000004).  (``_tie_inert`` reads the same forms.)"""
         name = self._name_of(node)
         if name not in ("add", "sub") or len(node.args) != 2 or node.kwargs:
             return False
@@ -376,9 +378,11 @@ class _Grids:
         if not (isinstance(a, Node) and isinstance(b, Node)):
             return False
         (u, k), (w, m) = _factor_of(a), _factor_of(b)
-        if u is not w and self._name_of(a) == "mul" and self._name_of(b) == "mul":  # ((x * 3) * 5 - x * 15: 0 on
-            (u, k), (w, m) = _factors_of(a), _factors_of(b)  # most inputs, kept hard there; two products, as the
-        return u is w and k != 0 and k == (m if name == "sub" else -m)  # inert sums' names ask it)
+        if u is w or self._name_of(a) != "mul" and self._name_of(b) != "mul":
+            return u is w and k != 0 and k == (m if name == "sub" else -m)
+        (u, k), (w, m) = _factors_of(a), _factors_of(b)  # ((x * 3) * 5 - x * 15, (x * -1) * 1 + x: 0 on most inputs,
+        return u is w and k != 0 and _close(k, m if name == "sub" else -m)  # kept hard there; a product, as the inert
+        # sums' names ask it)
 
     def _merged(self, terms: list) -> dict:
         """``{v: [k, ...]}``: the coefficients of :meth:`_linear`'s terms, grouped by the value each reads, one same

@@ -26,15 +26,15 @@ calls of modules, only):
   their own: a learned scalar or a number held by a node as a term, a hand-written straight-through value (or a term
   less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``), less its clip or its extremum
   (``relu(x) - x``, ``x - x.min()``, also plus its clip negated, ``x + (-relu(x))``), less itself (``h - h``, ``h +
-  (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``: ``_opposite``, read by the names first), plus a selection with a
-  branch that is the other term negated (``h + where(m, -h, 0)``: by the selection's own op, no view) or its absolute
-  value, also inside a clip (``clamp(abs(h), max=2) + h``), a quantizer's ``(g + zp) - zp``.  Its walks read the
-  zeros of both terms together and a number of each added up (none: one has none) and a term's grid where the other
-  is 0 (never, one's or the other's); the value a sum of like terms reads in each (``_one_value``) is an inert term
-  too (an inert operand's terms are inert: :meth:`_linear` stops at an inert node or goes on into one); the value
-  two functions of one value read (``_on_points``: ``h + 0.1 * sign(h)``) is inert too (the elementwise ops with
-  numbers it composes keep an inert operand under an inert node), and it reads no grid nor any value on ranges of an
-  inert value, so it is not asked here.
+  (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``, ``(h * -1) * 1 + h``: ``_opposite``, read by the names first),
+  plus a selection with a branch that is the other term negated (``h + where(m, -h, 0)``: by the selection's own op,
+  no view) or its absolute value, also inside a clip (``clamp(abs(h), max=2) + h``), a quantizer's ``(g + zp) -
+  zp``.  Its walks read the zeros of both terms together and a number of each added up (none: one has none) and a
+  term's grid where the other is 0 (never, one's or the other's); the value a sum of like terms reads in each
+  (``_one_value``) is an inert term too (an inert operand's terms are inert: :meth:`_linear` stops at an inert node
+  or goes on into one); the value two functions of one value read (``_on_points``: ``h + 0.1 * sign(h)``) is inert
+  too (the elementwise ops with numbers it composes keep an inert operand under an inert node), and it reads no grid
+  nor any value on ranges of an inert value, so it is not asked here.
 
 (A planner's cost: each comparison and rounding of the benchmark's chain, ``tanh(x * 0.9 + 0.1)`` of the sum before,
 walked eight nodes deep, and found the grids of each, to find nothing.)
@@ -52,7 +52,7 @@ from torch.fx import Node
 
 from sll_fx import dtypes
 
-from ._tie_nodes import _difference, _fake_quantizer, _less_its_extremum
+from ._tie_nodes import _difference, _factors_of, _fake_quantizer, _less_its_extremum
 from ._tie_ops import _CONSTANTS, _IDENTITY_ON_A_RANGE, _ONE_TO_ONE, _PUTS, _UNNAMED
 
 #: one-to-one ops of one operand whose walks read nothing but their input's (no constant, no grid of their own; not the
@@ -64,6 +64,8 @@ _INERT_ONE_TO_ONE = frozenset(n for n in _ONE_TO_ONE if n not in _CONSTANTS and 
 _INERT_MODULES = frozenset((nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
 #: arithmetic with a Python number, the ops and whether the number may come first (``0.1 - x``; not ``2 / x``)
 _WITH_A_NUMBER = {"mul": True, "add": True, "sub": True, "truediv": False, "div": False}
+#: the ops :func:`_factors_of` reads through (a product with a number, a negation)
+_PRODUCTS = frozenset(("mul", "neg"))
 
 
 class _Inert:
@@ -136,6 +138,13 @@ class _Inert:
                 names[key] = name
         return name
 
+    def _of_a_product(self, t: Node, v) -> bool:
+        """Is ``t``, a product, ``v`` times numbers through a product of a product (:func:`_factors_of`: ``(v * -1) *
+        1``)?  Its tensor operand's name first (``0.1 * sign(h)``, the benchmark's: no product of a product)."""
+        args = t.args
+        u = args[0] if isinstance(args[0], Node) else args[-1]
+        return isinstance(u, Node) and self._name_of(u) in _PRODUCTS and _factors_of(t)[0] is v
+
     def _inert_sum(self, node: Node, name: str, found: set) -> bool:
         """Is ``node``, a sum or difference of two tensors one of which is inert (in ``found``), none of the sums the
         walks read on their own (the module's docstring)?"""
@@ -155,9 +164,9 @@ class _Inert:
             if named_a != "neg" and named_b != "neg":  # (no difference: _difference reads a sum as one only with a
                 # negated term; a selection whose branch is the other term negated, h + where(m, -h, 0); abs, h +
                 # abs(h), also inside a clip: clamp(abs(h), max=2) + h, _negated_by_abs)
-                if (named_a == "mul" and (a in b.users or named_b == "mul") or named_b == "mul" and b in a.users) and \
-                        self._opposite(node):  # (x * -1.0 + x: the forms _opposite reads; a term's users, not args: a
-                    return False           # call each)
+                if (named_a == "mul" and (a in b.users or named_b == "mul" or self._of_a_product(a, b)) or
+                        named_b == "mul" and (b in a.users or self._of_a_product(b, a))) and self._opposite(node):
+                    return False  # (x * -1.0 + x, (x * -1) * 1 + x: the forms _opposite reads; a term's users first)
                 return not (named_a == "where" or named_b == "where" or named_a in _PUTS or named_b in _PUTS or
                             named_a in _IDENTITY_ON_A_RANGE or named_b in _IDENTITY_ON_A_RANGE or
                             isinstance(a, Node) and a.op == "call_module" and self._clipped(a) or

@@ -79,6 +79,9 @@ def test_chain_is_inert_but_its_discrete_ops():
     (lambda x: x * -1.0 + x, "add"),                          # (opposite multiples of one value: 0)
     (lambda x: x * 2.0 - 2.0 * x, "sub"),
     (lambda x: x * 2.0 + x * -2.0, "add"),
+    (lambda x: (x * -1) * 1 + x, "add"),                       # (a product of a product beside a plain term)
+    (lambda x: x + (x * 2) * -0.5, "add"),
+    (lambda x: (x * 0.1) * 3 - x * 0.3, "sub"),                # (coefficients equal to a few ulps: 0.1 * 3)
 ])
 def test_sums_and_ops_the_walks_read_are_not_inert(fn, name):
     assert name not in _inert(Fn(fn), torch.randn(64, 8))

@@ -378,3 +378,23 @@ def test_a_sum_of_two_terms_each_a_number_on_ranges_takes_their_sum(fn, ties):
     the two ranges met (more ties, never fewer: ``2 - 1`` is read too, where the ranges are apart); values off the
     jumps and a term with no number stay rewritten."""
     _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil((x * -1) * 1 + x), True),
+    (lambda m, x: torch.ceil(x + (x * 2) * -0.5), True),
+    (lambda m, x: torch.ceil((x * 0.1) * 3 - x * 0.3), True),
+    (lambda m, x: (x * 0.1) * 3 - x * 0.3 > 0, True),
+    (lambda m, x: torch.ceil((x * -1) * 1 + x * 0.5), False),
+    (lambda m, x: torch.ceil((x * 0.1) * 3 - x * 0.31), False),
+    (lambda m, x: torch.ceil((x * -1) * 1 + x.flip(-1)), False)],
+    ids=["beside_a_plain_term", "plain_term_first", "inexact_coefficients", "comparison", "not_cancelled",
+         "coefficients_apart", "another_value"])
+def test_a_product_of_a_product_cancels_a_plain_term_or_one_within_ulps(fn, ties):
+    """``(x * -1) * 1 + x`` is 0 on every input, ``(x * 0.1) * 3 - x * 0.3`` where float32 rounds both alike (32768
+    of 32768 outputs off the model through ``ceil`` on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-3 and 1e-4,
+    each): ``_opposite`` read products of products only beside another product, and their coefficients equal
+    exactly (0.1 * 3 is 0.30000000000000004).  A product through products beside a plain term, and coefficients equal
+    to a few ulps, cancel now (and are not inert); coefficients that do not cancel and another value stay
+    rewritten."""
+    _check(fn, ties)
