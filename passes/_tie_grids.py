@@ -307,7 +307,8 @@ class _Grids:
         either, :meth:`_untouched`), a copy of it (``h -
         h.clone()``), the same call of the same values twice (``relu(h) - relu(h)``) or an extremum of a tensor with
         itself (``maximum(h, h) - h``); where it writes in place, read at ``at`` (the difference), a copy of it that
-        nothing has written since it was taken, nor ``h`` between (``c = h.clone(); c.add_(1); c - c.clone()``)?"""
+        nothing has written since it was taken, nor ``h`` between (``c = h.clone(); c.add_(1); c - c.clone()``), also a
+        copy of such a copy (``d = c.clone(); c.add_(1); d - h``)?"""
         if not isinstance(a, Node):
             return False
         a, b = _tensor_of(a), _tensor_of(b)
@@ -317,9 +318,10 @@ class _Grids:
             if at is None:
                 return False
             place = self._order.get(at, len(self._order))
-            read_a, read_b = self._copy_read(a, place), self._copy_read(b, place)
-            return read_a is not None and read_b is not None and read_a[0] is read_b[0] and \
-                not self._written_between(read_a[0], min(read_a[1], read_b[1]), max(read_a[1], read_b[1]))
+            reads_b = self._copy_reads(b, place)  # (a copy of a copy, each level: d = c.clone() of c = x.clone())
+            return any(read_a[0] is read_b[0] and not self._written_between(read_a[0], min(read_a[1], read_b[1]),
+                                                                             max(read_a[1], read_b[1]))
+                       for read_a in self._copy_reads(a, place) for read_b in reads_b)
         return (a := _of_itself(a)) is (b := _of_itself(b)) or _same_value(a, b)
 
     def _reduced_count(self, mean: Node) -> int | None:

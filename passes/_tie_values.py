@@ -36,6 +36,8 @@ _NESTED_CLIPS = 3
 
 #: a shift by a number (:meth:`_RangeValues._written_shift`: ``x + c``, ``x - c``, out of place or written in place)
 _SHIFTS = frozenset(("add", "sub"))
+#: the same, or a product with a number (``c = x.clone(); c.mul_(-1.0); c + x``: 0)
+_SHIFTS_OR_PRODUCTS = _SHIFTS | {"mul"}
 
 
 class _RangeValues:
@@ -455,23 +457,23 @@ class _RangeValues:
     def _less_its_written_clip(self, node: Node, pair: tuple) -> Node | None:
         """:meth:`_less_its_clip` in a graph that writes in place, of ``node`` read as ``pair[0] - pair[1]``: ``c``, as
         ``node`` reads it, is such an op of ``x`` (out of place, or written into a clone of ``x`` read by nothing
-        before: ``c = h.clone(); c.clamp_(-2, 1)``), and the other operand is ``x`` or a clone of it, with no write
+        before: ``c = h.clone(); c.clamp_(-2, 1)``), and the other operand is ``x`` or a clone of it (of a clone of it:
+        :meth:`_copy_reads`), with no write
         reaching ``x`` between the two reads of it (not ``c = h.clamp(-2, 1); h.add_(0.5); h - c``).  Unproven (a view
         of the copy, a copy read or written again, a module's input): None."""
         at = self._order.get(node, len(self._order))
         for x, c in (pair, pair[::-1]):
             clip = self._clip_as_read(c, at)
-            read = self._copy_read(x, at)
-            if clip is not None and read is not None and read[0] in clip[1] and \
-                    not self._written_between(read[0], min(read[1], clip[2]), max(read[1], clip[2])):
+            read = next((r for r in self._copy_reads(x, at) if r[0] in clip[1]), None) if clip is not None else None
+            if read is not None and not self._written_between(read[0], min(read[1], clip[2]), max(read[1], clip[2])):
                 return clip[0]
         return None
 
     def _clip_as_read(self, v, at: int, names: frozenset = _IDENTITY_ON_A_RANGE) -> tuple | None:
         """``(op, its operands, where it reads them)`` where ``v``, read at the place ``at``, holds an op of ``names``
         (:data:`_IDENTITY_ON_A_RANGE`; ``add``, ``sub``: :meth:`_written_shift`): out of place and not written since,
-        or written in place, once, into all of a clone that nothing reads before the write (its operand: what the
-        clone copied); else None."""
+        or written in place, once, into all of a clone that nothing but a clone reads before the write (its operand:
+        what the clone copied); else None."""
         v = _tensor_of(v)
         if not isinstance(v, Node) or v.op == "call_module":
             return None
@@ -484,21 +486,25 @@ class _RangeValues:
         if len(writes) > 1 or not whole or self._name_of(v) != "clone" or writer.op == "call_module" or \
                 self._name_of(writer) not in names or \
                 not any(_tensor_of(a) is v for a in writer.args[:2]) or \
-                any(self._order[u] < self._order[writer] for u in v.users):  # (a view or a read before the write)
-            return None
+                any(self._order[u] < self._order[writer] and self._name_of(u) != "clone" for u in v.users):
+            return None  # (a view or a read before the write; a clone of it, d = c.clone(), keeps what it copied)
         return writer, (_tensor_of(_first(v)),), self._order[v]
 
     def _cancelled_shift(self, node: Node) -> float | None:
         """``c`` where ``node`` is ``(x + c) - x``, ``(c + x) - x``, ``x - (x - c)`` (``-c`` for ``(x - c) - x``, ``x -
         (x + c)``; a copy of ``x`` counts as ``x``: ``(x + c) - x.clone()``), ``c`` a number or a learned scalar at its
-        value now, in a graph that writes nothing in place (or where no write reaches it, :meth:`_untouched`): ``c``
+        value now, in a graph that writes nothing in place (or where no write reaches it, :meth:`_untouched`; where one
+        does, :meth:`_written_shift`, which also reads a sum, ``c + x`` of ``c = x.clone(); c.mul_(-1.0)``: 0): ``c``
         up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
         a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
         takes others (0 for a large ``x``), which a grid would rule out."""
-        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs:
-            return None
+        name = self._name_of(node)
+        if name != "sub" and (name != "add" or self._writing is False) or len(node.args) != 2 or node.kwargs:
+            return None  # (a sum only where a write reaches it: its name and the memo first, as every sum asks)
         if not self._untouched(node):
-            return self._written_shift(node)
+            return self._written_shift(node, name)
+        if name == "add":
+            return None
         a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
             c = _added(whole, part, True)
@@ -509,24 +515,32 @@ class _RangeValues:
                 return shift
         return None
 
-    def _written_shift(self, node: Node) -> float | None:
+    def _written_shift(self, node: Node, name: str) -> float | None:
         """:meth:`_cancelled_shift` of ``node``, ``a - b``, where a write reaches it: ``c`` (``-c``) where one term, as
         ``node`` reads it, is ``x + c`` (``x - c``), out of place and not written since or written in place into all
         of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``v = x.clone(); v.add_(1.0); v - x``: 1.0, the fuzzer's
         in-place steps), and the other ``x`` or a clone of it (:meth:`_copy_read`), with no write reaching ``x``
-        between the two reads; its negation for ``x - (x + c)``; else None."""
+        between the two reads; its negation for ``x - (x + c)``.  Also 0 for ``node``, ``a + b`` (``a - b``), where one
+        term so read is ``x * -1`` (``x * 1``), as ``c = x.clone(); c.mul_(-1.0); c + x``; else None."""
         at = self._order.get(node, len(self._order))
         for whole, part, sign in ((*node.args, 1.0), (*node.args[::-1], -1.0)):
-            made = self._clip_as_read(whole, at, _SHIFTS)
+            made = self._clip_as_read(whole, at, _SHIFTS_OR_PRODUCTS)
             if made is None or made[0].kwargs or len(made[0].args) != 2 or not isinstance(part, Node):
                 continue
-            reads = (self._copy_read(part, at), (_tensor_of(part), at))  # (x as read there, or the clone of x read)
-            read = next((r for r in reads if r is not None and r[0] in made[1]), None)
+            reads = (*self._copy_reads(part, at), (_tensor_of(part), at))  # (x as read there, or the clone of x read,
+            read = next((r for r in reads if r[0] in made[1]), None)          # or a clone of a clone of x)
             if read is None or self._written_between(read[0], min(read[1], made[2]), max(read[1], made[2])):
                 continue
             op, (u, w) = made[0], made[0].args
             held = (_tensor_of(whole), read[0])  # (the written clone, or the operand read)
-            if self._name_of(op) == "sub":
+            if (op_name := self._name_of(op)) == "mul":  # (x * k and x: 0 for k = -1 in a sum, 1 in a difference)
+                k = self._value(w if _tensor_of(u) in held else u if _tensor_of(w) in held else None)
+                if _number(k) and k == (-1.0 if name == "add" else 1.0):
+                    return 0.0
+                continue
+            if name == "add":
+                continue
+            if op_name == "sub":
                 c, sign = (w, -sign) if _tensor_of(u) in held else (None, sign)
             else:
                 c = w if _tensor_of(u) in held else u if _tensor_of(w) in held else None

@@ -56,6 +56,18 @@ class _Writes:
             return _tensor_of(_first(v)), self._order[v]
         return v, at
 
+    def _copy_reads(self, v, at: int) -> list[tuple]:
+        """:meth:`_copy_read` of ``v`` and, a few deep, of what it reads where that is such a clone too (``c =
+        x.clone(); d = c.clone(); c.add_(1.0)``: ``d`` holds ``c`` as it was made, ``x``), nearest first."""
+        read = self._copy_read(v, at)
+        found = [read] if read is not None else []
+        for _ in range(3):
+            deeper = self._copy_read(read[0], read[1]) if read is not None else None
+            if deeper is None or deeper[0] is read[0]:
+                break
+            found.append(read := deeper)
+        return found
+
     def _written_between(self, node: Node, start: int, end: int) -> bool:
         """May a write reach ``node`` between the places ``start`` and ``end``: one into it or a view of it, or an
         attribute it is (``self.zp``) that a module the graph calls may write?"""

@@ -45,7 +45,9 @@ reason from :meth:`Ties.of`:
   bound** (``clamp(h, -a, a) / a``: -1 and 1 beyond the clip);
 - through **in-place writes**: a written node holds what each write leaves, in graph order (``c.relu_()``,
   ``cnt.add_(spike)``), and so do the views of it taken before a write (``o = q.view(-1); q.sub_(0.5)``); each value
-  is read where its reader reads it (a copy taken before a later write keeps what it copied); an attribute a module
+  is read where its reader reads it (a copy taken before a later write keeps what it copied, a copy of such a copy
+  too: ``c = x.clone(); d = c.clone(); c.add_(1.0); d - x``: 0; a copy written times -1 plus what it copied, ``c =
+  x.clone(); c.mul_(-1.0); c + x``: 0); an attribute a module
   the graph calls may write (``scans.state_written``) is not read; values no write reaches (none written, none
   reading a written one: ``_touched``) are read as in a graph that writes nothing in place;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max

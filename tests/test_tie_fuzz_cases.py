@@ -689,6 +689,49 @@ def test_a_copy_shifted_in_place_less_what_it_copied_is_the_shift(fn, ties):
     _hard_unless_rewritten(fn, ties, p=0.5)
 
 
+def _negated_copy(x, k: float, minus: bool = False):
+    """``c + x`` (``c - x``: ``minus``) of ``c = x.clone(); c.mul_(k)``: 0 for ``k`` -1 (1)."""
+    c = x.clone()
+    c.mul_(k)
+    return c - x if minus else c + x
+
+
+def _copy_of_a_copy(x, read: str, written_between: bool = False):
+    """``c = x.clone(); d = c.clone(); c.add_(1.0)``, then ``d - x`` (0: ``d`` holds ``x``), ``c - d`` (1) or ``c - x``
+    (1); ``written_between``: ``x`` (a copy of the input) doubled in place after the clones (``d - x`` is ``-x``)."""
+    x = x.clone()
+    c = x.clone()
+    d = c.clone()
+    c.add_(1.0)
+    if written_between:
+        x.mul_(2.0)
+    return {"d - x": lambda: d - x, "c - d": lambda: c - d, "c - x": lambda: c - x}[read]()
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.ceil(_negated_copy(x, -1.0)), True),
+    (lambda m, x: torch.ceil(_negated_copy(x, 1.0, True)), True),
+    (lambda m, x: _negated_copy(x, -1.0) > 0, True),
+    (lambda m, x: torch.ceil(_copy_of_a_copy(x, "d - x")), True),
+    (lambda m, x: torch.ceil(_copy_of_a_copy(x, "c - d")), True),
+    (lambda m, x: torch.ceil(_copy_of_a_copy(x, "c - x")), True),
+    (lambda m, x: torch.ceil(_negated_copy(x, -2.0)), False),
+    (lambda m, x: torch.ceil(_negated_copy(x, -1.0, True)), False),
+    (lambda m, x: torch.ceil(_copy_of_a_copy(x, "d - x", True)), False)],
+    ids=["negated_copy", "copy_times_1", "compared", "copy_of_a_copy", "written_less_its_copy_of_a_copy",
+         "written_beside_a_copy", "not_cancelled", "negated_less_it", "written_between"])
+def test_a_copy_written_times_a_number_or_a_copy_of_a_copy_is_read_where_the_sum_reads_it(fn, ties):
+    """``c = x.clone(); c.mul_(-1.0); ceil(c + x)`` is ``ceil(0)`` on every input, and of ``c = x.clone(); d =
+    c.clone(); c.add_(1.0)``, ``ceil(d - x)`` is ``ceil(0)``, ``ceil(c - d)`` and ``ceil(c - x)`` ``ceil(1)`` wherever
+    ``x + 1`` is exact (32768 of 32768 outputs off the model each on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-3
+    and 1e-4): a copy written in place was read as a shift of what it copied only (no product with a number), a copy
+    of a copy as what the first copy held where it was made, not what that copied, and a copy read by a clone before
+    its write not at all.  A product with -1 (1) in a sum (a difference), a copy of a copy taken before either is
+    written, and a clone of a copy before its write, are read now; a product that does not cancel, and a value written
+    between the two reads, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
+
+
 @pytest.mark.parametrize("fn, ties", [
     (lambda m, x: torch.ceil(x * -1.0 + x), True),
     (lambda m, x: torch.floor(x * 2.0 - 2.0 * x), True),
