@@ -19,7 +19,7 @@ calls of modules, only):
   module's call through its class alone (its constants, a value it keeps or maps one-to-one, a fake quantizer's or an
   average pool's grid), and of these classes nothing (the benchmark's many modules, ``tanh(self.lin(x))``);
 - arithmetic with a Python number (``x * 0.9``, ``x + 0.1``, ``0.1 - x``, ``x / 2``; not by 0): its walks follow the
-  value alone, and its grid is the value's, scaled or moved;
+  value alone (a run of such ops as one step), and its grid is the value's, scaled or moved;
 - a one-to-one op of one operand (:data:`_INERT_ONE_TO_ONE`: ``tanh(x)``): the walks read its input's numbers mapped,
   its input's grid's images, the grids its input takes on a part (none, for an inert input);
 - a sum or difference of two tensors, one of them inert (``h + 0.1 * d``), that is none of the sums the walks read on

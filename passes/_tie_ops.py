@@ -308,3 +308,17 @@ _ALL_VIEWS = frozenset(("view", "view_as", "unflatten", "squeeze", "unsqueeze", 
 _ALL_IF_CONTIGUOUS = frozenset(("reshape", "reshape_as", "flatten", "ravel", "contiguous"))
 #: views that may show one element more than once (all of a node by number of elements, not by which ones)
 _REPEATING = frozenset(("expand", "expand_as", "broadcast_to", "as_strided", "unfold"))
+#: arithmetic with a number (``Ties._op_values``, ``Ties._op_ties``: its value's values mapped, its threshold inverted)
+_ARITHMETIC = frozenset(("add", "sub", "rsub", "mul", "truediv", "div"))
+#: how many such ops one step of a walk reads, a run of them (``Ties._arithmetic_run``, ``Ties._inverted_run``)
+_RUN = 16
+
+
+def _composed_number(outer: Callable, inner: Callable, v):
+    """``outer(inner(v))``: the maps of a run of arithmetic on a number, composed."""
+    return outer(inner(v))
+
+
+def _composed_grid(outer: Callable, inner: Callable, g):
+    """``outer(inner(g))`` for a grid, None where either map gives none."""
+    return outer(h) if (h := inner(g)) is not None else None

@@ -8,13 +8,17 @@ where the rest is.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 from torch.fx import Node
 
 from ._grids import Grid, Tie, _TOLERANCE, _multiple, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
-from ._tie_ops import (_ACCUMULATING, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
-                       _JOINS, _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _VIEWS,
-                       _elementwise_call, _grid_points, _images_of, _keeps_values, _preimages)
+from ._tie_ops import (_ACCUMULATING, _ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA,
+                       _IDENTITY_ABOVE_0, _JOINS, _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN,
+                       _SUMS, _VIEWS, _composed_grid, _elementwise_call, _grid_points, _images_of, _keeps_values,
+                       _preimages)
 
 
 #: the least depth of a walk at which :meth:`_Thresholds._part_base` reads a sum of two tensors, or a chain of
@@ -22,6 +26,27 @@ from ._tie_ops import (_ACCUMULATING, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _D
 #: each number read above it: a leaky integrator's ``v = 0.8 * v + relu(x - c)``, ``s = floor(0.5 * v + 0.25)``, ``v =
 #: v - 0.5 * s``)
 _SUMS_IN_PART = 6
+
+
+def _inverted(name: str, c: float, first: bool, number: float, kwargs: dict) -> tuple | None:
+    """``(inner, back)`` for arithmetic ``name`` with the number ``c`` (``first``: its tensor is the first operand,
+    ``kwargs`` the node's) compared at ``number``: its operand's threshold (None: none, a quotient by 0) and the map of
+    a grid found there up through the op; None for an op read otherwise (a quotient by the tensor, ``alpha=``)."""
+    if name == "mul":
+        return number / c, (lambda g: g.times(c))
+    if name in _DIVS and first:
+        return (number * c if c else None), (lambda g: g.times(1 / c))
+    if name not in ("add", "sub") or kwargs:
+        return None
+    if name == "add":
+        inner, back = number - c, (lambda g: g.plus(c))
+    elif first:
+        inner, back = number + c, (lambda g: g.plus(-c))
+    else:
+        inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
+    if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
+        inner = 0.0
+    return inner, back
 
 
 class _Thresholds:
@@ -97,23 +122,14 @@ class _Thresholds:
         if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
             return self._through_preimages(name, node, first, number, depth)
         c, other = self._summand_and_node(node)  # (minimum(sign(x), x) + p > 0: a learned scalar at its value now)
-        if name == "mul" and c is not None:
-            if not c:  # (h * 0: 0 everywhere)
-                return Tie(node) if number == 0 else None
-            found = self._ties(other, number / c, depth - 1)
-            return found.mapped(lambda g: g.times(c)) if found is not None else None
-        if name in _DIVS and c is not None and other is first:
-            found = self._ties(first, number * c, depth - 1) if c else None
-            return found.mapped(lambda g: g.times(1 / c)) if found is not None else None
-        if name in ("add", "sub") and c is not None and not node.kwargs:
-            if name == "add":
-                inner, back = number - c, (lambda g: g.plus(c))
-            elif other is first:
-                inner, back = number + c, (lambda g: g.plus(-c))
-            else:
-                inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
-            if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
-                inner = 0.0
+        if name == "mul" and c is not None and not c:  # (h * 0: 0 everywhere)
+            return Tie(node) if number == 0 else None
+        if c is not None and (step := _inverted(name, c, other is first, number, node.kwargs)) is not None:
+            inner, back = step  # (relu(h) * 2 + 1 > 1: relu(h) at 0; a run of such ops, one step of the walk)
+            if inner is None:
+                return None
+            if not self._any_write():
+                other, inner, back = self._inverted_run(other, inner, back)
             found = self._ties(other, inner, depth - 1)
             return found.mapped(back) if found is not None else None
         operands = [a for a in node.args[:2] if isinstance(a, Node)]
@@ -165,6 +181,23 @@ class _Thresholds:
                     if (v.hits(0.0) if isinstance(v, Grid) else _same(v, 0.0))]  # relu; of its values, those at 0)
             return Tie(zero[0]) if zero else None
         return None
+
+    def _inverted_run(self, t: Node, number: float, back: Callable) -> tuple:
+        """``(base, number, back)``: ``t`` less the arithmetic with numbers around it (:data:`_RUN` ops at most, as
+        :meth:`_RangeValues._arithmetic_run` reads them), the threshold ``number`` at ``t`` carried back through each op
+        to its base, and ``back`` (a grid found there, mapped up to ``t``'s top) composed with each op's: a run of such
+        ops is one step of :meth:`_ties` (``relu(a) + relu(b)`` under six of them, compared).  Not through a node
+        holding a number or on a grid of its own (read at its grid first), in a graph that writes nothing in place."""
+        for _ in range(_RUN):
+            name = self._name_of(t)
+            if name not in _ARITHMETIC or self._value(t) is not t or self.grid(t) is not None:
+                break
+            c, other = self._summand_and_node(t)
+            if c is None or name == "mul" and not c or \
+                    (step := _inverted(name, c, other is _first(t), number, t.kwargs)) is None or step[0] is None:
+                break
+            number, back, t = step[0], functools.partial(_composed_grid, back, step[1]), other
+        return t, number, back
 
     def _averaged_ties(self, node: Node, first, number: float, depth: int) -> Tie | None:
         """:meth:`_ties` at ``number`` of a mean or an average pooling of ``first``: a constant where its window is

@@ -23,10 +23,11 @@ from ._grids import Grid, _number
 from ._patterns import _arg, _same_value, _uncopied
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
-from ._tie_ops import (_AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
-                       _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
-                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
-                       _elementwise_call, _grid_points, _images_of, _keeps_values, _mapped)
+from ._tie_ops import (_ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA,
+                       _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
+                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
+                       _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of, _keeps_values,
+                       _mapped)
 
 
 
@@ -38,6 +39,20 @@ _NESTED_CLIPS = 3
 _SHIFTS = frozenset(("add", "sub"))
 #: the same, or a product with a number (``c = x.clone(); c.mul_(-1.0); c + x``: 0)
 _SHIFTS_OR_PRODUCTS = _SHIFTS | {"mul"}
+
+
+def _arithmetic_step(name: str, c: float, first: bool) -> tuple | None:
+    """``(number, grid)``: the maps of arithmetic ``name`` with the number ``c`` (``first``: its tensor is the first
+    operand) on a value and on a grid, else None (a quotient by the tensor, or by 0)."""
+    if name == "mul":
+        return (lambda v: v * c), (lambda g: g.times(c))
+    if name in _DIVS:
+        return ((lambda v: v / c), (lambda g: g.times(1 / c))) if first and c else None
+    if name == "add":
+        return (lambda v: v + c), (lambda g: g.plus(c))
+    if (name == "sub") == first:  # (other - c)
+        return (lambda v: v - c), (lambda g: g.plus(-c))
+    return (lambda v: c - v), (lambda g: h.plus(c) if (h := g.times(-1.0)) is not None else None)  # (c - other)
 
 
 class _RangeValues:
@@ -143,25 +158,38 @@ class _RangeValues:
                 (self._combined_values(node, depth, numbers) if name in _SUMS else [])
             # (relu(h) * s, r * 0.9 + 0.1 * r: 0 where relu's input is <= 0, whatever the other operand; v * (h > 0):
             # v's numbers where the mask is 1; clamp(h, -a, a) / a: -1 and 1; y * (7 / alpha): y's times 7 / alpha)
-        if c is None or name not in ("add", "sub", "rsub", "mul", "truediv", "div") or node.kwargs:
+        if c is None or name not in _ARITHMETIC or node.kwargs:
             return found
         if name == "mul" and c == 0:  # (0 * h: 0 everywhere)
             return found + [(0.0, node)]
-        if name == "mul":
-            number, grid = (lambda v: v * c), (lambda g: g.times(c))
-        elif name in _DIVS:
-            if other is not first or not c:
-                return found
-            number, grid = (lambda v: v / c), (lambda g: g.times(1 / c))
-        elif name == "add":
-            number, grid = (lambda v: v + c), (lambda g: g.plus(c))
-        elif (name == "sub") == (other is first):  # (other - c)
-            number, grid = (lambda v: v - c), (lambda g: g.plus(-c))
-        else:  # (c - other)
-            number, grid = (lambda v: c - v), (lambda g: h.plus(c) if (h := g.times(-1.0)) is not None else None)
+        if (step := _arithmetic_step(name, c, other is first)) is None:
+            return found
+        number, grid = step
+        if not self._any_write():  # (a run of such arithmetic, one step of the walk: each op maps one value)
+            other, number, grid = self._arithmetic_run(other, number, grid)
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         return found + [(number(v), n) for v, n in inner] + \
             [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
+
+    def _arithmetic_run(self, t: Node, number: Callable, grid: Callable) -> tuple:
+        """``(base, number, grid)``: ``t`` less the arithmetic with numbers (or learned scalars in sums, at their value
+        now) around it, up to :data:`_RUN` ops, and ``number`` and ``grid`` (the maps of the ops above ``t``) composed
+        with theirs: a run of such ops is one step of :meth:`_range_values` (each maps one value; as a step each, a
+        chain of six of them above a sum, ``floor((((relu(a) + relu(b)) * 2.0 - 1.0) * 2.0 - 1.0) ...)``, left the sum
+        too little depth to read its terms).  Not through a node holding a number, nor in a graph that writes in place
+        (an op read where it is written)."""
+        for _ in range(_RUN):
+            name = self._name_of(t)
+            if name not in _ARITHMETIC or t.kwargs or self._value(t) is not t:
+                break
+            c, other = self._summand_and_node(t)
+            if c is None or name == "mul" and c == 0 or (step := _arithmetic_step(name, c, other is _first(t))) is None:
+                break
+            (inner_number, inner_grid), outer_number, outer_grid = step, number, grid
+            number = functools.partial(_composed_number, outer_number, inner_number)
+            grid = functools.partial(_composed_grid, outer_grid, inner_grid)
+            t = other
+        return t, number, grid
 
     def _averaged_values(self, node: Node, first, depth: int, numbers: bool, found: list) -> list[tuple]:
         """:meth:`_op_values` of a mean or an average pooling of ``first`` (``clamp(h, min=2).mean(-1)``: 2 where each

@@ -70,6 +70,9 @@ reason from :meth:`Ties.of`:
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``), and a learned scalar where it is
   taken (``maximum(h, p)``, ``clamp(h, min=p)``: ``p`` in every element of a row with each ``h < p``, at any ``p``).
 
+The walks go 8 ops deep; a run of arithmetic with numbers (up to 16 ops: ``(relu(a) + relu(b)) * 2.0 - 1.0 ...``,
+``_arithmetic_run``, ``_inverted_run``) is one step, in a graph that writes nothing in place.
+
 The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
 equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
 

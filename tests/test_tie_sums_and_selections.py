@@ -398,3 +398,31 @@ def test_a_product_of_a_product_cancels_a_plain_term_or_one_within_ulps(fn, ties
     to a few ulps, cancel now (and are not inert); coefficients that do not cancel and another value stay
     rewritten."""
     _check(fn, ties)
+
+
+def _doubled(s, n: int):
+    """``s`` under ``n`` ops with numbers, ``* 2.0`` and ``- 1.0`` in turn (whole numbers stay whole)."""
+    for i in range(n):
+        s = s * 2.0 if i % 2 == 0 else s - 1.0
+    return s
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.floor(_doubled(F.relu(x) + F.relu(x.flip(-1)), 7)), True),
+    (lambda m, x: torch.floor(_doubled(torch.clamp(x, 1, 2) + torch.clamp(x.flip(-1), 1, 2), 9)), True),
+    (lambda m, x: torch.floor(_doubled(F.relu(x) - x, 8)), True),
+    (lambda m, x: torch.floor(_doubled((lambda r: r * 0.5 + torch.where(x > 0, r, x) * 0.5)(torch.round(x)), 7)),
+     True),
+    (lambda m, x: _doubled(F.relu(x) + F.relu(x.flip(-1)), 7) > -14.0, True),
+    (lambda m, x: torch.floor(_doubled(F.relu(x) + F.relu(x.flip(-1)), 7) + 0.5), False),
+    (lambda m, x: torch.floor(_doubled(x + x.flip(-1), 9)), False)],
+    ids=["relus_seven_ops_down", "clamps_nine_ops_down", "less_its_clip_eight_ops_down", "grid_on_a_part",
+         "comparison", "off_the_jumps", "no_tie_below"])
+def test_a_run_of_arithmetic_with_numbers_is_one_step_of_the_walk(fn, ties):
+    """``floor`` of ``relu(a) + relu(b)`` under seven ops with numbers (``* 2.0``, ``- 1.0``) sits on a jump where both
+    are 0 (8512 of 32768 outputs off the model on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-4; compared at -14
+    8508; two clamps nine ops down 25124, ``relu(x) - x`` eight down 16231, a grid on a part five down and more 16235):
+    each op of arithmetic with a number spent one of the walk's 8 steps, leaving the sum's terms unread.  A run of
+    such ops (16 at most) is one step now, for the values on ranges and the ties at a threshold, in a graph that
+    writes nothing in place; values off the jumps, and a sum with no tie, stay rewritten."""
+    _check(fn, ties)
