@@ -32,7 +32,8 @@ reason from :meth:`Ties.of`:
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
   difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0;
   ``maximum(q, torch.tensor(0.5)) - sigmoid(q)``: 0 at 0), or of one value at the numbers it takes on ranges
-  (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2), also at a threshold and along a row;
+  (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2; ``v`` also the same call written twice,
+  ``_on_points_of``: ``relu(clamp(x, -2, 1)) - clamp(x, -2, 1)``), also at a threshold and along a row;
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``; a
   clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
@@ -52,9 +53,10 @@ reason from :meth:`Ties.of`:
   reading a written one: ``_touched``) are read as in a graph that writes nothing in place;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
   normalisation): 0 on an element of each row, on every input; a value less itself (``h - h``, ``h - h.detach()``,
-  ``maximum(h, h) - h``, ``h + (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``; a copy, ``h - h.clone()``, counts as
-  ``h``, where it writes in place one that
-  nothing has written since, of an ``h`` not written between) or an op that is it on a range of it (``h - clamp(h,
+  ``maximum(h, h) - h``, ``h + (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``; products through products,
+  ``_factors_of``: ``(x * 3) * 5 - x * 15``, ``(x * -1) * 1 + x``, coefficients equal to a few ulps, ``(x * 0.1) * 3 -
+  x * 0.3``, where float32 rounds both alike; a copy, ``h - h.clone()``, counts as ``h``, where it writes in place one
+  that nothing has written since, of an ``h`` not written between) or an op that is it on a range of it (``h - clamp(h,
   -2, 1)``: 0 on [-2, 1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h +
   (h - h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in
   place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
@@ -62,10 +64,12 @@ reason from :meth:`Ties.of`:
   clamp(h, -2, 1)``), or a selection with such a branch (``abs(h) - where(m,
   h, 0)``, ``h - h.masked_fill(m, 0)``, also among selections, ``h - where(m, where(k, h, 0), 1)``: 0 where it is
   taken), or a value plus a selection with such a branch negated (``h + where(m, -h, 0)``) or plus its absolute
-  value (``h + abs(h)``: 0 from 0 down); ``c`` for a value plus a number or a learned scalar less itself (``(x + c) -
-  x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order statistics are on its grid, and
-  its mean over a count the graph does not fix on every value (``Grid.any_count``: ``round(q.mean(-1))`` is k + 1/2
-  for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values are equal);
+  value (``h + abs(h)``: 0 from 0 down; also an ``abs`` inside a clip beside a clip of it, ``_negated_by_abs``:
+  ``clamp(abs(h), max=2) + clamp(h, -2, 1)``, 0 on [-2, 0]); ``c`` for a value plus a number or a learned scalar
+  less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order
+  statistics are on its grid, and its mean over a count the graph does not fix on every value (``Grid.any_count``:
+  ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values
+  are equal);
 - for a top-k or argmax, ``minimum``/``maximum`` of two tensors where either one's elements are equal, a reduction
   over the row's dim kept as a dim of 1 (``minimum(h, h.mean(-1, keepdim=True))``), and a learned scalar where it is
   taken (``maximum(h, p)``, ``clamp(h, min=p)``: ``p`` in every element of a row with each ``h < p``, at any ``p``).
