@@ -276,7 +276,7 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if name in _EXTREMA and len(operands) == 2:  # (of two tensors: each one's elements where it is the one taken,
             return next((f for a in _taken(name, *operands) if (f := self._flat(a, depth - 1)) is not None), None)
             # minimum(h, heaviside(h, 0)): 1 in every element from 1 up)
-        c, other = self._number_and_node(node)
+        c, other = self._summand_and_node(node)  # (where(m, x, 1.5) + p: a learned scalar, one number in every element)
         if name == "mul" and c == 0:  # (h * 0: 0 everywhere)
             return Tie(node)
         if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1)

@@ -748,3 +748,20 @@ def test_opposite_multiples_of_one_value_add_up_to_0(fn, ties):
     exactly now (float32 rounds ``-k * v`` to ``-(k * v)``); coefficients that do not cancel, and the 0 moved off the
     jumps, stay rewritten (``(x * 3) * 5 - x * 15``, 0 on much of each range but not all, is not read: open)."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: F.one_hot(torch.argmax(torch.where(x > 5.0, x, 1.5) + m.p, -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(m.p + F.relu(x - 3.5), -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.clamp(x, max=-2.5) - m.p, -1), 6), True),
+    (lambda m, x: F.one_hot(torch.argmax(x + m.p, -1), 6), False),
+    (lambda m, x: F.one_hot(torch.argmax(x + m.p * x, -1), 6), False)],
+    ids=["constant_plus_scalar", "scalar_first", "less_scalar", "continuous", "scalar_times_the_value"])
+def test_equal_elements_plus_a_learned_scalar_stay_equal_for_the_flat_rule(fn, ties):
+    """``one_hot(argmax(where(v0 > 1.0, x, 1.5) + p))`` is ``argmax`` of a row of equal elements wherever the ``where``
+    takes 1.5 (seed 33000131, version 1 of the fuzzer: 32768 of 32768 outputs off the model at eps 1e-3 and 1e-4;
+    here ``where(x > 5, x, 1.5) + p`` 6000 of 6000, ``p + relu(x - 3.5)`` 6000, ``clamp(x, max=-2.5) - p`` 5500): the
+    flat rule read a sum with a number through its other term only, not one with a learned scalar (one number in
+    every element).  A learned scalar as a term is read so now (``_summand_and_node``, as the values on ranges read
+    it); a row that varies stays rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
