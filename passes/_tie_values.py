@@ -171,13 +171,13 @@ class _RangeValues:
         return found + [(number(v), n) for v, n in inner] + \
             [(h, n) for g, n in (self._grids_in_part(other, depth) if not numbers else []) if (h := grid(g)) is not None]
 
-    def _arithmetic_run(self, t: Node, number: Callable, grid: Callable) -> tuple:
+    def _arithmetic_run(self, t: Node, number: Callable | None, grid: Callable | None) -> tuple:
         """``(base, number, grid)``: ``t`` less the arithmetic with numbers (or learned scalars in sums, at their value
         now) around it, up to :data:`_RUN` ops, and ``number`` and ``grid`` (the maps of the ops above ``t``) composed
         with theirs: a run of such ops is one step of :meth:`_range_values` (each maps one value; as a step each, a
         chain of six of them above a sum, ``floor((((relu(a) + relu(b)) * 2.0 - 1.0) * 2.0 - 1.0) ...)``, left the sum
         too little depth to read its terms).  Not through a node holding a number, nor in a graph that writes in place
-        (an op read where it is written)."""
+        (an op read where it is written).  (The flat rule reads the base only: ``number`` and ``grid`` None.)"""
         for _ in range(_RUN):
             name = self._name_of(t)
             if name not in _ARITHMETIC or t.kwargs or self._value(t) is not t:

@@ -279,7 +279,9 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         c, other = self._summand_and_node(node)  # (where(m, x, 1.5) + p: a learned scalar, one number in every element)
         if name == "mul" and c == 0:  # (h * 0: 0 everywhere)
             return Tie(node)
-        if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1)
+        if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1; a
+            if name != "pow" and not self._any_write():  # run of such arithmetic, one step, as _range_values reads it)
+                other = self._arithmetic_run(other, None, None)[0]
             return self._flat(other, depth - 1)
         if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
             return next((f for a in operands if (f := self._ties(a, 0.0, depth - 1)) is not None), None)

@@ -414,15 +414,18 @@ def _doubled(s, n: int):
     (lambda m, x: torch.floor(_doubled((lambda r: r * 0.5 + torch.where(x > 0, r, x) * 0.5)(torch.round(x)), 7)),
      True),
     (lambda m, x: _doubled(F.relu(x) + F.relu(x.flip(-1)), 7) > -14.0, True),
+    (lambda m, x: F.one_hot(torch.argmax(_doubled(F.relu(x - 1.0) + F.relu(x.flip(-1) - 1.0), 7), -1), 6), True),
     (lambda m, x: torch.floor(_doubled(F.relu(x) + F.relu(x.flip(-1)), 7) + 0.5), False),
-    (lambda m, x: torch.floor(_doubled(x + x.flip(-1), 9)), False)],
+    (lambda m, x: torch.floor(_doubled(x + x.flip(-1), 9)), False),
+    (lambda m, x: F.one_hot(torch.argmax(_doubled(x * 2.0 + x.flip(-1), 7), -1), 6), False)],
     ids=["relus_seven_ops_down", "clamps_nine_ops_down", "less_its_clip_eight_ops_down", "grid_on_a_part",
-         "comparison", "off_the_jumps", "no_tie_below"])
+         "comparison", "one_hot", "off_the_jumps", "no_tie_below", "one_hot_of_a_varying_row"])
 def test_a_run_of_arithmetic_with_numbers_is_one_step_of_the_walk(fn, ties):
     """``floor`` of ``relu(a) + relu(b)`` under seven ops with numbers (``* 2.0``, ``- 1.0``) sits on a jump where both
     are 0 (8512 of 32768 outputs off the model on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-4; compared at -14
     8508; two clamps nine ops down 25124, ``relu(x) - x`` eight down 16231, a grid on a part five down and more 16235):
     each op of arithmetic with a number spent one of the walk's 8 steps, leaving the sum's terms unread.  A run of
-    such ops (16 at most) is one step now, for the values on ranges and the ties at a threshold, in a graph that
-    writes nothing in place; values off the jumps, and a sum with no tie, stay rewritten."""
+    such ops (16 at most) is one step now, for the values on ranges, the ties at a threshold and the flat rule
+    (``one_hot(argmax(...))`` of relus seven ops down: 16388 of 32768 outputs off on ``randn * 0.3`` and ``randn *
+    0.5``), in a graph that writes nothing in place; values off the jumps, and a sum with no tie, stay rewritten."""
     _check(fn, ties)
