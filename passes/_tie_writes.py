@@ -81,11 +81,13 @@ class _Writes:
         statistics: their value now is stale; ``scans.state_written``)."""
         if self._written_targets is None:
             self._written_targets = set()
-            called = tuple(f"{n.target}.{p}." if p else f"{n.target}." for n in self.gm.graph.nodes
-                           if n.op == "call_module" and (m := self._module_of(n)) is not None
-                           for p in scans.state_written(m))
-            self._written_targets.update(n.target for n in self.gm.graph.nodes
-                                         if n.op == "get_attr" and n.target.startswith(called))
+            graph = self.gm.graph
+            attributes = graph.find_nodes(op="get_attr", sort=False)  # (none: no module's writes to look for, the
+            if attributes:                                             # benchmark's many modules, nn.Linear each)
+                called = tuple(f"{n.target}.{p}." if p else f"{n.target}."
+                               for n in graph.find_nodes(op="call_module", sort=False)
+                               if (m := self._module_of(n)) is not None for p in scans.state_written(m))
+                self._written_targets.update(n.target for n in attributes if n.target.startswith(called))
             self._written_targets.update(target for _, targets in self._writes() for t in targets
                                          if (target := _viewed_attribute(t)) is not None)  # (through views: z = self.thr
         return self._written_targets                                                   # + h; z.relu_() writes z)
