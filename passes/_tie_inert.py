@@ -2,11 +2,12 @@
 of such an input.
 
 A node is *inert* where :meth:`_range_values` (with or without ``numbers``) and :meth:`_ties` at any number find
-nothing from it at any depth, as they read the graph today: found once per graph, in graph order, from its inputs'
-verdicts (a forward pass, linear in the graph), in a graph that writes nothing in place (a write makes a read depend on
-where it is read).  It is the walks' own verdict, not a fact about the values: ``tanh(x)`` is inert, as the walks read
-no constant from a one-to-one op of a value that takes none (float32's saturation, ``tanh(x) == 1`` from ``x ~ 9``
-up, is read on a grid's points only: :meth:`_images`); a read added there is to be added here too, which
+nothing from it at any depth, as they read the graph today: decided once per node, from its inputs' verdicts, where a
+walk asks (back from the node asked as far as nodes are undecided: at most each node once, linear in the graph), in a
+graph that writes nothing in place (a write makes a read depend on where it is read).  It is the walks' own verdict,
+not a fact about the values: ``tanh(x)`` is inert, as the walks read no constant from a one-to-one op of a value that
+takes none (float32's saturation, ``tanh(x) == 1`` from ``x ~ 9`` up, is read on a grid's points only:
+:meth:`_images`); a read added there is to be added here too, which
 ``tests/test_tie_inert.py`` checks, the walks against this verdict on graphs of each rule and on fuzzer programs.
 (What the values do would not do: a value that takes no constant on a range of inputs and sits on no grid is an input,
 arithmetic with numbers on one; past the benchmark chain's first ``tanh``, saturated at 1 for ``x > ~10``, every value
@@ -62,6 +63,9 @@ _INERT_ONE_TO_ONE = frozenset(n for n in _ONE_TO_ONE if n not in _CONSTANTS and 
 #: torch.nn modules whose calls the walks read nothing of, whatever their input (the classes themselves: a subclass may
 #: be read otherwise, torch.ao's QAT ``Linear``)
 _INERT_MODULES = frozenset((nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+#: how many calls :meth:`_Inert._decide` walks back from a node before it reads the whole graph instead
+_BACK = 64
+_INTEGRAL = (dtypes.INT, dtypes.BOOL)
 #: arithmetic with a Python number, the ops and whether the number may come first (``0.1 - x``; not ``2 / x``)
 _WITH_A_NUMBER = {"mul": True, "add": True, "sub": True, "truediv": False, "div": False}
 #: the ops :func:`_factors_of` reads through (a product with a number, a negation)
@@ -72,30 +76,81 @@ class _Inert:
     """The nodes whose walks find nothing: a part of :class:`_ties.Ties`."""
 
     def _inert(self, node) -> bool:
-        """Is ``node`` inert: do :meth:`_range_values` and :meth:`_ties` at a number find nothing from it?"""
-        if self._inert_found is None:
-            self._inert_found = self._find_inert()
-        return isinstance(node, Node) and node in self._inert_found
+        """Is ``node`` inert: do :meth:`_range_values` and :meth:`_ties` at a number find nothing from it?  Decided
+        where asked, with the inputs it reads (:meth:`_decide`), once per node."""
+        verdicts = self._inert_found
+        if verdicts is None:  # (the first question: none inert in a graph that writes in place)
+            verdicts = self._inert_found = {}
+            self._inert_names, self._inert_off = {}, self._any_write()
+        if not isinstance(node, Node) or self._inert_off:
+            return False
+        found = verdicts.get(node)
+        return self._decide(node) if found is None else found
 
     def _find_inert(self) -> set[Node]:
-        """The inert nodes, in graph order (none in a graph that writes in place)."""
-        found: set[Node] = set()
-        if self._any_write():
-            return found
-        names: dict = {}  # ((op, target) -> the op's name: one _name per target, of those the rules read)
-        kinds, users = self.kinds, set()  # (users: the users of the inert nodes so far, the only nodes to read)
-        integral = (dtypes.INT, dtypes.BOOL)
-        for node in self.gm.graph.nodes:
-            op = node.op
-            if op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
-                if not self._inert_module(node):
-                    continue
-            elif op != "placeholder" and (node not in users or not self._inert_op(node, found, names)):
+        """The inert nodes of the graph (none in a graph that writes in place)."""
+        return {node for node in self.gm.graph.nodes if self._inert(node)}
+
+    def _decide(self, node: Node) -> bool:
+        """:meth:`_inert` of a node not decided yet: each verdict the one a forward pass over the graph, in graph order,
+        gives it, from its inputs' verdicts (the rules read a call's operands' only; a module's call, an input, is a
+        source).  Decided back from ``node``, its undecided inputs first, as long as that meets few nodes (the
+        benchmark's many modules: ``tanh(self.lin(x))``, two nodes back to the module's call, where the pass over
+        the graph read every node of it: ~40 of the planner's ~110 ms on 10k nodes); beyond :data:`_BACK` nodes (a
+        chain, whose every node is read), by that pass, for every node at once (a walk back costs more per node)."""
+        deciding, self._deciding = self._deciding, True  # (the walks the rules read skip no inert node meanwhile:
+        try:                                             # _on_points_of)
+            if not self._decide_back(node):
+                self._decide_forward()
+        finally:
+            self._deciding = deciding
+        return self._inert_found[node]
+
+    def _decide_back(self, node: Node) -> bool:
+        """:meth:`_decide` back from ``node``, with a stack (not one Python frame per node); False where it meets more
+        than :data:`_BACK` calls (those it decided are decided: each verdict is the forward pass's)."""
+        verdicts, kinds, names = self._inert_found, self.kinds, self._inert_names
+        stack, expanded = [node], set()  # (expanded: the calls whose undecided inputs are on the stack)
+        while stack:
+            n = stack[-1]
+            if n in verdicts:
+                stack.pop()
                 continue
-            if kinds.get(node) not in integral:
-                found.add(node)
+            op = n.op
+            call = op == "call_function" or op == "call_method"
+            if call and n not in expanded:
+                if len(expanded) >= _BACK:
+                    return False
+                expanded.add(n)
+                size = len(stack)
+                stack += [a for a in n.all_input_nodes if a not in verdicts]
+                if len(stack) > size:
+                    continue
+            stack.pop()
+            if call:  # (inert only where an operand is: _inert_op reads its operands' verdicts, its inputs')
+                inert = self._inert_op(n, verdicts, names)
+            elif op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
+                inert = self._inert_module(n)
+            else:
+                inert = op == "placeholder"
+            verdicts[n] = inert and kinds.get(n) not in _INTEGRAL
+        return True
+
+    def _decide_forward(self) -> None:
+        """:meth:`_decide` for every node, in graph order (a forward pass, linear in the graph)."""
+        verdicts, kinds, names = self._inert_found, self.kinds, self._inert_names
+        users = set()  # (the users of the inert nodes so far: the only calls to read)
+        for node in self.gm.graph.nodes:
+            inert = verdicts.get(node)
+            if inert is None:
+                op = node.op
+                if op == "call_module":  # (a source, as an input: whatever its input, _INERT_MODULES)
+                    inert = self._inert_module(node)
+                else:
+                    inert = op == "placeholder" or node in users and self._inert_op(node, verdicts, names)
+                inert = verdicts[node] = inert and kinds.get(node) not in _INTEGRAL
+            if inert:
                 users.update(node.users)
-        return found
 
     def _inert_module(self, node: Node) -> bool:
         """Is ``node`` a call of a module of :data:`_INERT_MODULES`, with no fake quantizer an eager QAT hook runs on
@@ -104,20 +159,20 @@ class _Inert:
         return type(module) in _INERT_MODULES and \
             not _fake_quantizer(dtypes.module_attr(module, "activation_post_process"))
 
-    def _inert_op(self, node: Node, found: set, names: dict) -> bool:
-        """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found``?"""
+    def _inert_op(self, node: Node, found: dict, names: dict) -> bool:
+        """Is ``node``, a user of an inert node, an inert call, its inputs' verdicts in ``found`` (node -> inert)?"""
         op = node.op
         if op != "call_function" and op != "call_method" or node.kwargs:
             return False
         args = node.args
         if len(args) == 1:
-            return isinstance(args[0], Node) and args[0] in found and \
+            return isinstance(args[0], Node) and found[args[0]] and \
                 (names.get((op, node.target)) or self._target_name(node, names)) in _INERT_ONE_TO_ONE
         if len(args) != 2:
             return False
         a, b = args
         a_node, b_node = isinstance(a, Node), isinstance(b, Node)
-        if not (a_node and a in found or b_node and b in found):
+        if not (a_node and found[a] or b_node and found[b]):
             return False
         name = names.get((op, node.target)) or self._target_name(node, names)  # (the memo's, read here first)
         if a_node and b_node:
@@ -145,13 +200,13 @@ class _Inert:
         u = args[0] if isinstance(args[0], Node) else args[-1]
         return isinstance(u, Node) and self._name_of(u) in _PRODUCTS and _factors_of(t)[0] is v
 
-    def _inert_sum(self, node: Node, name: str, found: set) -> bool:
+    def _inert_sum(self, node: Node, name: str, found: dict) -> bool:
         """Is ``node``, a sum or difference of two tensors one of which is inert (in ``found``), none of the sums the
         walks read on their own (the module's docstring)?"""
         a, b = node.args
         constants = self._constant_nodes()  # (_scalar of another node, in a graph that writes nothing, is None)
         for v in (a, b):  # (a loop, not any(): this runs on every sum of an inert term)
-            if v not in found and (self._value(v) is not v or
+            if not found[v] and (self._value(v) is not v or
                                    (v.op == "get_attr" or v in constants) and self._scalar(v) is not None):
                 return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
         if self._straight_through(node) is not None or self._cancelled_shift(node) is not None:

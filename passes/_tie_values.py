@@ -710,7 +710,8 @@ class _RangeValues:
     def _on_points_of(self, node: Node, a: Node, b: Node, q: tuple, depth: int, read: list | None) -> list[tuple]:
         """:meth:`_on_points` where ``q`` is the value in ``a`` and the one in ``b`` (one node, or the same call)."""
         q, q_b = q
-        if self._inert_found is not None and (q in self._inert_found or q_b in self._inert_found):
+        if self._inert_found is not None and not self._deciding and (self._inert(q) or self._inert(q_b)):  # (asked
+            # where a comparison or a rounding has asked first, not inside a verdict of _inert's)
             return []  # (an inert value: no grid, no value on ranges; the benchmark's h + 0.1 * sign(h))
         calls = [self._composed(a, q), self._composed(b, q_b)]
         if None in calls:
