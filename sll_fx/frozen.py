@@ -65,6 +65,7 @@ NONE_INPUTS = "_sll_none_inputs"
 NONE_TESTED = "_sll_none_tested"
 _PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 _MISSING = object()
+_UNSEEN = object()  # (a name not looked up yet)
 #: attributes sll_fx keeps in the graph or that nn.Module manages itself
 _SKIP = frozenset({"training", "forward"})
 #: an item read through a container attribute: ``(attribute, step, ...)``, each step ``("[", key)`` for
@@ -93,17 +94,17 @@ def values_read(module: nn.Module, memo: dict | None = None) -> dict[str | Item,
     key = (forward_of(module), type(module))
     found = memo.get(key) if memo is not None else None
     if found is None:
-        found = _code_reads(*key)
-        if memo is not None:
+        found = (*_code_reads(*key), {})  # (and the class's value of each name, looked up once: a name the class
+        if memo is not None:              # does not have is an AttributeError made and caught, message and all)
             memo[key] = found
-    names, items, read = found
+    names, items, read, at_class = found
     out: dict[str | Item, object] = {}
     for n in names:
-        value = _attribute(module, n)
+        value = _attribute(module, n, at_class)
         if value is not _MISSING and _plain(value):
             out[n] = value
     for item in read:
-        root = _attribute(module, item[0]) if item[0] not in _SKIP else _MISSING
+        root = _attribute(module, item[0], at_class) if item[0] not in _SKIP else _MISSING
         if root is _MISSING or _plain(root):  # (a plain attribute is checked whole)
             continue
         value, reached = _reach(root, item)
@@ -141,11 +142,18 @@ def _code_reads(forward, klass: type) -> tuple[list[str], set[Item], list[Item]]
     return sorted(names - _SKIP), items, sorted(items | bound, key=_describe)
 
 
-def _attribute(module: nn.Module, name: str):
-    """``module``'s value for ``name`` in its ``__dict__``, else its class's (not a property), else _MISSING."""
-    klass = type(module)
-    value = module.__dict__[name] if name in module.__dict__ else getattr(klass, name, _MISSING)
-    return _MISSING if isinstance(getattr(klass, name, None), property) else value
+def _attribute(module: nn.Module, name: str, at_class: dict | None = None):
+    """``module``'s value for ``name`` in its ``__dict__``, else its class's (not a property), else _MISSING.
+    ``at_class``: the class's values looked up so far, by name (one dict per class)."""
+    if at_class is None:
+        at_class = {}
+    value = at_class.get(name, _UNSEEN)
+    if value is _UNSEEN:
+        value = at_class[name] = getattr(type(module), name, _MISSING)
+    if isinstance(value, property):
+        return _MISSING
+    state = module.__dict__
+    return state[name] if name in state else value
 
 
 def _item(value, item: Item):
@@ -387,7 +395,10 @@ def _module_at(gm: nn.Module, path: str, found: dict | None = None) -> nn.Module
         return found[path]
     parent_path, _, name = path.rpartition(".")
     parent = _module_at(gm, parent_path, found) if parent_path else gm
-    own = found[path] = _module_at(parent, name) if parent is not None else None
+    own = parent._modules.get(name) if parent is not None else None  # (one lookup; get_submodule's answer where
+    if own is None and parent is not None:                            # it is not there)
+        own = _module_at(parent, name)
+    found[path] = own
     return own
 
 
