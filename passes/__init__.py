@@ -3,6 +3,7 @@
 - ``linearize.py``  ``linearize_pass``: hard discrete ops -> ``torch.ops.sll`` ops (the rule table)
 - ``strip.py``      ``strip_pass``: every ``torch.ops.sll`` op -> its exact hard op (the same table)
 - ``_checks.py``    what both passes check after editing (the placement of the nodes they added)
+- ``_aliases.py``   ``isolate_writes``: in-place writes a rewrite would turn into other values or a failed backward
 
 ``linearize_pass`` plans before it edits; its planning is ``_plan.py`` (``_Planner``), which reads
 ``_uses.py`` (how a value is used), ``_gradients.py`` (where a gradient reaches), ``_patterns.py``

@@ -27,8 +27,10 @@ not a node of its own (``sll_fx.diagnostics.is_soft_mask``).  Afterwards the pas
 every elementwise or cast-rule node that is still in the graph is reported as left hard (or sits in a
 skipped submodule).
 Discrete ops without a rule (``rules.UNLISTED``: ``h // s``, ``torch.bucketize``, ``nn.Threshold``, ...)
-and in-place spellings (``x.round_()``, ``torch.round_(x)``) are found too and reported as left hard, the
-former only where a gradient is lost (``_Planner._plan_unlisted``); the graph keeps them as they are.
+are found too and reported as left hard where a gradient is lost (``_Planner._plan_unlisted``); the graph keeps
+them as they are.  An elementwise rule's in-place spelling (``x.round_()``, ``torch.round_(x)``) on a fresh
+temporary is rewritten out of place (``_Planner._plan_in_place``); elsewhere, and ``gt_``/``masked_fill_`` always,
+it is reported as left hard.
 
 Per node, eps and mode come from the :class:`~sll_fx.config.SLLConfig` (by submodule name,
 by submodule type, by rule kind, then the default).  The eps is checked here, in Python, and
