@@ -49,7 +49,7 @@ __all__ = [
     "sign", "heaviside", "round", "floor", "ceil", "trunc", "threshold", "DEFAULT_EPS",
     "RewriteReport", "StripReport", "OpaqueModule",
     "band_stats", "BandWarning", "PrecisionWarning",
-    "calibrate", "freeze_eps", "is_calibrating",
+    "calibrate", "freeze_eps", "is_calibrating", "METHODS",
     "SLLError", "EpsError", "ModeError", "TraceError", "RewriteError", "InlinedModuleError", "InlinedModuleWarning",
     "OpaqueModelWarning",
 ]

@@ -71,6 +71,13 @@ def test_forward_is_hard_and_gradient_is_the_formula(case, method):
     torch.testing.assert_close(g, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_methods_are_an_exported_name():
+    """``sll_fx.METHODS``, the values ``method=`` takes, is one of ``from sll_fx import *``'s names."""
+    names = {}
+    exec("from sll_fx import *", names)
+    assert names["METHODS"] == ("sll", "ste", "sigmoid") == sll_fx.METHODS
+
+
 def test_threshold_gradient_is_the_negated_input_gradient():
     x, t = _x(), torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     for method in ("ste", "sigmoid"):
