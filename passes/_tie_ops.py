@@ -322,3 +322,17 @@ def _composed_number(outer: Callable, inner: Callable, v):
 def _composed_grid(outer: Callable, inner: Callable, g):
     """``outer(inner(g))`` for a grid, None where either map gives none."""
     return outer(h) if (h := inner(g)) is not None else None
+
+
+def _arithmetic_step(name: str, c: float, first: bool) -> tuple | None:
+    """``(number, grid)``: the maps of arithmetic ``name`` with the number ``c`` (``first``: its tensor is the first
+    operand) on a value and on a grid, else None (a quotient by the tensor, or by 0)."""
+    if name == "mul":
+        return (lambda v: v * c), (lambda g: g.times(c))
+    if name in _DIVS:
+        return ((lambda v: v / c), (lambda g: g.times(1 / c))) if first and c else None
+    if name == "add":
+        return (lambda v: v + c), (lambda g: g.plus(c))
+    if (name == "sub") == first:  # (other - c)
+        return (lambda v: v - c), (lambda g: g.plus(-c))
+    return (lambda v: c - v), (lambda g: h.plus(c) if (h := g.times(-1.0)) is not None else None)  # (c - other)

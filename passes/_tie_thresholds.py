@@ -17,7 +17,7 @@ from ._grids import Grid, Tie, _TOLERANCE, _multiple, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
 from ._tie_ops import (_ACCUMULATING, _ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA,
                        _IDENTITY_ABOVE_0, _JOINS, _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN,
-                       _SUMS, _VIEWS, _composed_grid, _elementwise_call, _grid_points, _images_of, _keeps_values,
+                       _SUMS, _VIEWS, _arithmetic_step, _composed_grid, _elementwise_call, _grid_points, _images_of, _keeps_values,
                        _preimages)
 
 
@@ -31,22 +31,21 @@ _SUMS_IN_PART = 6
 def _inverted(name: str, c: float, first: bool, number: float, kwargs: dict) -> tuple | None:
     """``(inner, back)`` for arithmetic ``name`` with the number ``c`` (``first``: its tensor is the first operand,
     ``kwargs`` the node's) compared at ``number``: its operand's threshold (None: none, a quotient by 0) and the map of
-    a grid found there up through the op; None for an op read otherwise (a quotient by the tensor, ``alpha=``)."""
+    a grid found there up through the op (:func:`_arithmetic_step`'s); None for an op read otherwise (a quotient by
+    the tensor, ``alpha=``)."""
     if name == "mul":
-        return number / c, (lambda g: g.times(c))
-    if name in _DIVS and first:
-        return (number * c if c else None), (lambda g: g.times(1 / c))
-    if name not in ("add", "sub") or kwargs:
-        return None
-    if name == "add":
-        inner, back = number - c, (lambda g: g.plus(c))
-    elif first:
-        inner, back = number + c, (lambda g: g.plus(-c))
+        inner = number / c
+    elif name in _DIVS and first:
+        if not c:
+            return None, None
+        inner = number * c
+    elif (name == "add" or name == "sub") and not kwargs:
+        inner = number - c if name == "add" else number + c if first else c - number
+        if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
+            inner = 0.0
     else:
-        inner, back = c - number, (lambda g: (h.plus(c) if (h := g.times(-1)) is not None else None))
-    if abs(inner) <= _TOLERANCE * max(abs(number), abs(c)):  # (float32(0.1) - 0.1: 0 to float32 precision)
-        inner = 0.0
-    return inner, back
+        return None
+    return inner, _arithmetic_step(name, c, first)[1]
 
 
 class _Thresholds:

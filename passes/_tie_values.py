@@ -26,7 +26,7 @@ from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _kee
 from ._tie_ops import (_ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA,
                        _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
                        _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
-                       _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of, _keeps_values,
+                       _arithmetic_step, _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of, _keeps_values,
                        _mapped)
 
 
@@ -39,20 +39,6 @@ _NESTED_CLIPS = 3
 _SHIFTS = frozenset(("add", "sub"))
 #: the same, or a product with a number (``c = x.clone(); c.mul_(-1.0); c + x``: 0)
 _SHIFTS_OR_PRODUCTS = _SHIFTS | {"mul"}
-
-
-def _arithmetic_step(name: str, c: float, first: bool) -> tuple | None:
-    """``(number, grid)``: the maps of arithmetic ``name`` with the number ``c`` (``first``: its tensor is the first
-    operand) on a value and on a grid, else None (a quotient by the tensor, or by 0)."""
-    if name == "mul":
-        return (lambda v: v * c), (lambda g: g.times(c))
-    if name in _DIVS:
-        return ((lambda v: v / c), (lambda g: g.times(1 / c))) if first and c else None
-    if name == "add":
-        return (lambda v: v + c), (lambda g: g.plus(c))
-    if (name == "sub") == first:  # (other - c)
-        return (lambda v: v - c), (lambda g: g.plus(-c))
-    return (lambda v: c - v), (lambda g: h.plus(c) if (h := g.times(-1.0)) is not None else None)  # (c - other)
 
 
 class _RangeValues:
@@ -185,9 +171,9 @@ class _RangeValues:
             c, other = self._summand_and_node(t)
             if c is None or name == "mul" and c == 0 or (step := _arithmetic_step(name, c, other is _first(t))) is None:
                 break
-            (inner_number, inner_grid), outer_number, outer_grid = step, number, grid
-            number = functools.partial(_composed_number, outer_number, inner_number)
-            grid = functools.partial(_composed_grid, outer_grid, inner_grid)
+            if number is not None:  # (the flat rule's walk: the base alone)
+                number = functools.partial(_composed_number, number, step[0])
+                grid = functools.partial(_composed_grid, grid, step[1])
             t = other
         return t, number, grid
 

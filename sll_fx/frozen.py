@@ -142,11 +142,9 @@ def _code_reads(forward, klass: type) -> tuple[list[str], set[Item], list[Item]]
     return sorted(names - _SKIP), items, sorted(items | bound, key=_describe)
 
 
-def _attribute(module: nn.Module, name: str, at_class: dict | None = None):
+def _attribute(module: nn.Module, name: str, at_class: dict):
     """``module``'s value for ``name`` in its ``__dict__``, else its class's (not a property), else _MISSING.
     ``at_class``: the class's values looked up so far, by name (one dict per class)."""
-    if at_class is None:
-        at_class = {}
     value = at_class.get(name, _UNSEEN)
     if value is _UNSEEN:
         value = at_class[name] = getattr(type(module), name, _MISSING)
