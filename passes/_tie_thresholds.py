@@ -17,8 +17,8 @@ from ._grids import Grid, Tie, _TOLERANCE, _multiple, _number, _same
 from ._tie_nodes import _branches, _first, _keeps, _less_its_extremum, _put, _taken, _written_value
 from ._tie_ops import (_ACCUMULATING, _ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CLAMPS, _DIVS, _EXTREMA,
                        _IDENTITY_ABOVE_0, _JOINS, _MEANS, _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN,
-                       _SUMS, _VIEWS, _arithmetic_step, _composed_grid, _elementwise_call, _grid_points, _images_of, _keeps_values,
-                       _preimages)
+                       _SUMS, _VIEWS, _arithmetic_step, _composed_grid, _elementwise_call, _grid_points, _images_of,
+                       _keeps_values, _preimages)
 
 
 #: the least depth of a walk at which :meth:`_Thresholds._part_base` reads a sum of two tensors, or a chain of

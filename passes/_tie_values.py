@@ -23,11 +23,11 @@ from ._grids import Grid, _number
 from ._patterns import _arg, _same_value, _uncopied
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
-from ._tie_ops import (_ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA,
-                       _IDENTITY_ABOVE_0, _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
+from ._tie_ops import (_ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
+                       _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
                        _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
-                       _arithmetic_step, _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of, _keeps_values,
-                       _mapped)
+                       _arithmetic_step, _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of,
+                       _keeps_values, _mapped)
 
 
 
