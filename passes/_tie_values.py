@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from ._grids import Grid, _number
+from ._grids import Grid, _close, _number
 from ._patterns import _arg, _same_value, _uncopied
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
@@ -37,8 +37,9 @@ _NESTED_CLIPS = 3
 
 #: a shift by a number (:meth:`_RangeValues._written_shift`: ``x + c``, ``x - c``, out of place or written in place)
 _SHIFTS = frozenset(("add", "sub"))
-#: the same, or a product with a number (``c = x.clone(); c.mul_(-1.0); c + x``: 0)
-_SHIFTS_OR_PRODUCTS = _SHIFTS | {"mul"}
+#: a value times a number, out of place or written in place (:meth:`_RangeValues._written_factor`: ``x * k``, ``x /
+#: k``, ``-x``, ``x + x``)
+_SCALINGS = _DIVS | {"mul", "neg", "add"}
 
 
 class _RangeValues:
@@ -508,7 +509,8 @@ class _RangeValues:
         """``c`` where ``node`` is ``(x + c) - x``, ``(c + x) - x``, ``x - (x - c)`` (``-c`` for ``(x - c) - x``, ``x -
         (x + c)``; a copy of ``x`` counts as ``x``: ``(x + c) - x.clone()``), ``c`` a number or a learned scalar at its
         value now, in a graph that writes nothing in place (or where no write reaches it, :meth:`_untouched`; where one
-        does, :meth:`_written_shift`, which also reads a sum, ``c + x`` of ``c = x.clone(); c.mul_(-1.0)``: 0): ``c``
+        does, :meth:`_written_shift`, which also reads multiples of one value that cancel, ``c + x`` of ``c = x.clone();
+        c.mul_(-1.0)``, ``c - 2 * x`` of ``c.mul_(2.0)``: 0): ``c``
         up to float32's rounding of ``x + c``, and exactly ``c`` on whole ranges of ``x`` (where ``x + c`` is exact), so
         a row's elements are equal there too; else None.  Read as a value it takes on ranges, not as a grid: it also
         takes others (0 for a large ``x``), which a grid would rule out."""
@@ -534,11 +536,16 @@ class _RangeValues:
         ``node`` reads it, is ``x + c`` (``x - c``), out of place and not written since or written in place into all
         of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``v = x.clone(); v.add_(1.0); v - x``: 1.0, the fuzzer's
         in-place steps), and the other ``x`` or a clone of it (:meth:`_copy_read`), with no write reaching ``x``
-        between the two reads; its negation for ``x - (x + c)``.  Also 0 for ``node``, ``a + b`` (``a - b``), where one
-        term so read is ``x * -1`` (``x * 1``), as ``c = x.clone(); c.mul_(-1.0); c + x``; else None."""
+        between the two reads; its negation for ``x - (x + c)``.  Also 0 for ``node``, ``a + b`` (``a - b``), where its
+        terms so read are ``k * x`` and ``-k * x`` (``k * x`` twice: :meth:`_written_opposite`), as ``c = x.clone();
+        c.mul_(-1.0); c + x`` and ``c.mul_(2.0); c - 2 * x``; else None."""
         at = self._order.get(node, len(self._order))
+        if self._written_opposite(node, name, at):  # (c = x.clone(); c.mul_(2.0); c - 2 * x: 0)
+            return 0.0
+        if name == "add":
+            return None
         for whole, part, sign in ((*node.args, 1.0), (*node.args[::-1], -1.0)):
-            made = self._clip_as_read(whole, at, _SHIFTS_OR_PRODUCTS)
+            made = self._clip_as_read(whole, at, _SHIFTS)
             if made is None or made[0].kwargs or len(made[0].args) != 2 or not isinstance(part, Node):
                 continue
             reads = (*self._copy_reads(part, at), (_tensor_of(part), at))  # (x as read there, or the clone of x read,
@@ -547,19 +554,72 @@ class _RangeValues:
                 continue
             op, (u, w) = made[0], made[0].args
             held = (_tensor_of(whole), read[0])  # (the written clone, or the operand read)
-            if (op_name := self._name_of(op)) == "mul":  # (x * k and x: 0 for k = -1 in a sum, 1 in a difference)
-                k = self._value(w if _tensor_of(u) in held else u if _tensor_of(w) in held else None)
-                if _number(k) and k == (-1.0 if name == "add" else 1.0):
-                    return 0.0
-                continue
-            if name == "add":
-                continue
-            if op_name == "sub":
+            if self._name_of(op) == "sub":
                 c, sign = (w, -sign) if _tensor_of(u) in held else (None, sign)
             else:
                 c = w if _tensor_of(u) in held else u if _tensor_of(w) in held else None
             if (shift := self._shift_by(c, sign)) is not None:
                 return shift
+        return None
+
+    def _written_opposite(self, node: Node, name: str, at: int) -> bool:
+        """Is ``node``, ``a + b`` (``a - b``) read at the place ``at`` where a write reaches it, two terms ``k * x`` and
+        ``-k * x`` (``k * x`` twice) of one ``x`` that no write reaches between the two reads, each term read through
+        products, quotients with numbers and negations out of place or written in place into all of a fresh clone
+        (:meth:`_written_factors`: ``c = x.clone(); c.mul_(2.0); c - 2 * x``, ``c.div_(2); c * 2 - x``, ``c.add_(x);
+        c - 2 * x``): 0, as :meth:`_opposite` reads it out of place (coefficients equal to a few ulps: 0 where
+        float32 rounds both alike, more ties, never fewer)?"""
+        if len(node.args) != 2 or not all(isinstance(a, Node) for a in node.args):
+            return False
+        (x, x_at, k), (y, y_at, m) = (self._written_factors(v, at) for v in node.args)
+        if k == 0 or not _close(k, -m if name == "add" else m) or (x, y) == node.args:
+            return False  # (x - y of two values read as they are: _cancels' question)
+        reads_y = self._copy_reads(y, y_at)  # (a clone of x counts as x, also a clone of a clone)
+        return any(r[0] is s[0] and not self._written_between(r[0], min(r[1], s[1]), max(r[1], s[1]))
+                   for r in self._copy_reads(x, x_at) for s in reads_y)
+
+    def _written_factors(self, v: Node, at: int) -> tuple:
+        """``(x, where it is read, k)``: ``v``, read at the place ``at``, is ``k * x`` through up to four products and
+        quotients with numbers, negations and sums of a value with itself (:meth:`_written_factor`); ``(v, at, 1.0)``
+        where it is none."""
+        k = 1.0
+        for _ in range(4):
+            step = self._written_factor(v, at)
+            if step is None:
+                break
+            v, at, k = step[0], step[1], k * step[2]
+        return v, at, k
+
+    def _written_factor(self, v: Node, at: int) -> tuple | None:
+        """``(x, where it is read, k)`` where ``v``, read at the place ``at``, holds ``x * k``, ``k * x``, ``x / k``
+        (``1 / k``), ``-x`` (-1) or ``x + x`` (2, exact), ``k`` a number: out of place and not written since, or
+        written in place once into all of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``c = x.clone();
+        c.mul_(2.0)``; ``c.add_(x)`` with no write reaching ``x`` between the clone and the write); else None."""
+        made = self._clip_as_read(v, at, _SCALINGS)
+        if made is None or made[0].kwargs:
+            return None
+        op, args = made[0], made[0].args
+        name, place = self._name_of(op), made[2]
+        clone = _tensor_of(v) if op is not _tensor_of(v) else None  # (written in place: its first operand the clone,
+        if clone is not None:                                        # which holds what it copied)
+            x = made[1][0] if made[1] else None
+            args = tuple(x if _tensor_of(a) is clone else a for a in args)
+        if name == "neg":
+            return (args[0], place, -1.0) if len(args) == 1 and isinstance(args[0], Node) else None
+        if len(args) != 2:
+            return None
+        a, b = (_tensor_of(u) if isinstance(u, Node) else u for u in args)
+        if name == "add":  # (x + x: 2 x exactly; in place, x not written between the clone and the write)
+            if not isinstance(a, Node) or a is not b or clone is not None and \
+                    self._written_between(a, place, self._order.get(op, at)):
+                return None
+            return a, place, 2.0
+        k = self._value(b)
+        if _number(k) and isinstance(a, Node):
+            return (a, place, float(k)) if name == "mul" else (a, place, 1.0 / k) if k else None
+        k = self._value(a)
+        if name == "mul" and _number(k) and isinstance(b, Node):
+            return b, place, float(k)
         return None
 
     def _shift_by(self, c, sign: float) -> float | None:

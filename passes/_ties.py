@@ -48,7 +48,9 @@ reason from :meth:`Ties.of`:
   ``cnt.add_(spike)``), and so do the views of it taken before a write (``o = q.view(-1); q.sub_(0.5)``); each value
   is read where its reader reads it (a copy taken before a later write keeps what it copied, a copy of such a copy
   too: ``c = x.clone(); d = c.clone(); c.add_(1.0); d - x``: 0; a copy written times -1 plus what it copied, ``c =
-  x.clone(); c.mul_(-1.0); c + x``: 0); an attribute a module
+  x.clone(); c.mul_(-1.0); c + x``: 0; products, quotients with numbers and a value plus itself so written beside
+  the same multiple, ``c.mul_(2.0); c - 2 * x``, ``c.div_(2); c * 2 - x``, ``c.add_(x); c - 2 * x``: 0,
+  ``_written_opposite``); an attribute a module
   the graph calls may write (``scans.state_written``) is not read; values no write reaches (none written, none
   reading a written one: ``_touched``) are read as in a graph that writes nothing in place;
 - at 0, a value less **its own order statistic** (``h - h.min(-1, keepdim=True).values``, a min-max
