@@ -127,7 +127,7 @@ class _Thresholds:
             inner, back = step  # (relu(h) * 2 + 1 > 1: relu(h) at 0; a run of such ops, one step of the walk)
             if inner is None:
                 return None
-            if not self._any_write():
+            if self._untouched(other):  # (no write reaches it, nor the values below it)
                 other, inner, back = self._inverted_run(other, inner, back)
             found = self._ties(other, inner, depth - 1)
             return found.mapped(back) if found is not None else None
@@ -186,7 +186,8 @@ class _Thresholds:
         :meth:`_RangeValues._arithmetic_run` reads them), the threshold ``number`` at ``t`` carried back through each op
         to its base, and ``back`` (a grid found there, mapped up to ``t``'s top) composed with each op's: a run of such
         ops is one step of :meth:`_ties` (``relu(a) + relu(b)`` under six of them, compared).  Not through a node
-        holding a number or on a grid of its own (read at its grid first), in a graph that writes nothing in place."""
+        holding a number or on a grid of its own (read at its grid first), where no write in place reaches ``t`` (its
+        caller asks :meth:`_untouched`)."""
         for _ in range(_RUN):
             name = self._name_of(t)
             if name not in _ARITHMETIC or self._value(t) is not t or self.grid(t) is not None:

@@ -152,7 +152,8 @@ class _RangeValues:
         if (step := _arithmetic_step(name, c, other is first)) is None:
             return found
         number, grid = step
-        if not self._any_write():  # (a run of such arithmetic, one step of the walk: each op maps one value)
+        if self._untouched(other):  # (a run of such arithmetic, one step of the walk: each op maps one value; no
+            # write reaches it, nor the values below it)
             other, number, grid = self._arithmetic_run(other, number, grid)
         inner = [(v, n) for v, n in self._range_values(other, depth - 1, True) if _number(v)]  # (grids: grid() above)
         return found + [(number(v), n) for v, n in inner] + \
@@ -163,8 +164,8 @@ class _RangeValues:
         now) around it, up to :data:`_RUN` ops, and ``number`` and ``grid`` (the maps of the ops above ``t``) composed
         with theirs: a run of such ops is one step of :meth:`_range_values` (each maps one value; as a step each, a
         chain of six of them above a sum, ``floor((((relu(a) + relu(b)) * 2.0 - 1.0) * 2.0 - 1.0) ...)``, left the sum
-        too little depth to read its terms).  Not through a node holding a number, nor in a graph that writes in place
-        (an op read where it is written).  (The flat rule reads the base only: ``number`` and ``grid`` None.)"""
+        too little depth to read its terms).  Not through a node holding a number, nor where a write in place may reach
+        ``t`` (an op read where it is written; its caller asks :meth:`_untouched`).  (The flat rule reads the base only: ``number`` and ``grid`` None.)"""
         for _ in range(_RUN):
             name = self._name_of(t)
             if name not in _ARITHMETIC or t.kwargs or self._value(t) is not t:

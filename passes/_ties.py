@@ -77,7 +77,7 @@ reason from :meth:`Ties.of`:
   taken (``maximum(h, p)``, ``clamp(h, min=p)``: ``p`` in every element of a row with each ``h < p``, at any ``p``).
 
 The walks go 8 ops deep; a run of arithmetic with numbers (up to 16 ops: ``(relu(a) + relu(b)) * 2.0 - 1.0 ...``,
-``_arithmetic_run``, ``_inverted_run``) is one step, in a graph that writes nothing in place.
+``_arithmetic_run``, ``_inverted_run``) is one step, where no write in place reaches it (``_untouched``).
 
 The planner orients a comparison first (:meth:`Ties.oriented`: ``self.t < v`` is ``v > self.t``).  Values are
 equal, and whole, to a few float32 ulps (:data:`_TOLERANCE`).
@@ -285,7 +285,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if name == "mul" and c == 0:  # (h * 0: 0 everywhere)
             return Tie(node)
         if c is not None and name in ("add", "sub", "rsub", "mul", "truediv", "div", "pow"):  # (relu(h) * 2 + 1; a
-            if name != "pow" and not self._any_write():  # run of such arithmetic, one step, as _range_values reads it)
+            if name != "pow" and self._untouched(other):  # run of such arithmetic, one step, as _range_values reads it
+                # where no write reaches it)
                 other = self._arithmetic_run(other, None, None)[0]
             return self._flat(other, depth - 1)
         if name == "mul":  # (0 where a factor is 0 on whole ranges, whatever the other: clamp(h, 0, 1) * s)
