@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from ._grids import Grid, _close, _number
+from ._grids import Grid, _close, _number, _same
 from ._patterns import _arg, _same_value, _uncopied
 from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _keeps, _less_its_extremum, _of_itself,
                          _operands_down, _put, _taken, _tensor_of, _written_value)
@@ -165,7 +165,8 @@ class _RangeValues:
         with theirs: a run of such ops is one step of :meth:`_range_values` (each maps one value; as a step each, a
         chain of six of them above a sum, ``floor((((relu(a) + relu(b)) * 2.0 - 1.0) * 2.0 - 1.0) ...)``, left the sum
         too little depth to read its terms).  Not through a node holding a number, nor where a write in place may reach
-        ``t`` (an op read where it is written; its caller asks :meth:`_untouched`).  (The flat rule reads the base only: ``number`` and ``grid`` None.)"""
+        ``t`` (an op read where it is written; its caller asks :meth:`_untouched`).  (The flat rule reads the base
+        only: ``number`` and ``grid`` None.)"""
         for _ in range(_RUN):
             name = self._name_of(t)
             if name not in _ARITHMETIC or t.kwargs or self._value(t) is not t:
@@ -710,9 +711,11 @@ class _RangeValues:
             # ranges met: clamp(a, 1, 2) + clamp(b, 1, 2), 2 where both are 1; abs(clamp(x, -2, 0)) - clamp(x, -2, 1),
             # 4 on x <= -2 and -1 from 1 up; not 0 and 0, read below, with the ranges where they are 0 together; not
             # a number one term takes where the value q both read takes one, which _on_points reads at that value:
-            # relu(v) - v of v = clamp(x, -2.5, 1), 2.5 and 0, not relu's 0 less v's 1)
+            # relu(v) - v of v = clamp(x, -2.5, 1), 2.5 and 0, not relu's 0 less v's 1; nor two numbers clips of one
+            # value take on ranges that never meet, _apart: abs(clamp(x, -2, 0)) - clamp(x, -2, 1), no 2)
             found += [(w + minus * u, n) for u, m in values(1) if _number(u) for w, n in numbers_a if (w or u) and
-                      all(n in above_a and m in above_b for above_a, above_b in read)]
+                      all(n in above_a and m in above_b for above_a, above_b in read) and
+                      not self._apart(operands, (w, n), (u, m))]
         other = zero_sources(1) if first else []
         if not other or _disjoint(*operands, self._at):
             return found
@@ -729,6 +732,43 @@ class _RangeValues:
         if isinstance(w, Grid):
             return h.added(g) if (h := w.times(sign)) is not None else None
         return g.plus(sign * w) if _number(w) and w else None
+
+    def _apart(self, terms: tuple, taken_a: tuple, taken_b: tuple) -> bool:
+        """Do the two terms of a sum take their numbers ``taken_a`` and ``taken_b`` (``(number, source)``, as
+        :meth:`_of_two` pairs them) on ranges of one value that never meet: each source a clip of that same value
+        with number bounds (``clamp(q, lo, hi)``, ``relu(q)``, ``maximum(q, c)``), the term an elementwise function
+        of it (:meth:`_composed`) that gives the number at one bound only, ``q <= lo`` for one and ``q >= hi`` for
+        the other with ``hi >= lo`` (``abs(clamp(x, -2, 0)) - clamp(x, -2, 1)``: its 0 from 0 up and -2 to -2 down,
+        no 2)?  Else (unproven) False: the pair is read as though the ranges met."""
+        sides = [self._side(t, *taken) for t, taken in zip(terms, (taken_a, taken_b))]
+        if None in sides or sides[0][0] is not sides[1][0] or sides[0][1] == sides[1][1] or \
+                not self._untouched(sides[0][0]):  # (one value, read alike by both clips: no write reaches it)
+            return False
+        low, high = (sides[0][2], sides[1][2]) if sides[0][1] == "low" else (sides[1][2], sides[0][2])
+        return high >= low
+
+    def _side(self, term: Node, number, source: Node) -> tuple | None:
+        """``(q, "low", lo)`` where ``term`` takes ``number`` from ``source``, a clip of ``q`` with number bounds,
+        exactly where ``q <= lo`` (``term`` an elementwise function of it that gives ``number`` at ``lo`` and not at
+        the other bound); ``(q, "high", hi)`` for ``q >= hi``; else None."""
+        name = self._name_of(source) if isinstance(source, Node) and source.op != "call_module" else None
+        if name not in _CLAMPS and name not in _EXTREMA:
+            return None
+        q = self._extremum_operands(source)[0] if name in _EXTREMA else _first(source)
+        low, high = self._number_bounds(name, source)
+        unbounded = sum(b is None for b in self._bounds(name, source)) if name in _CLAMPS else 1
+        if low is None and high is None or low is not None and high is not None and low >= high or \
+                (low is None) + (high is None) != unbounded:
+            return None  # (clamp(q, 2, 1): 1 everywhere; clamp(q, p, 2) of a learned p: 2 everywhere for p > 2)
+        call = self._composed(term, source) if isinstance(q, Node) else None
+        if call is None:
+            return None
+        bounds = [(side, b) for side, b in (("low", low), ("high", high)) if b is not None]
+        images = dict(zip((side for side, _ in bounds), _images_of(call, [b for _, b in bounds])))
+        if len(images) != len(bounds):  # (two bounds, one image: abs(clamp(q, -2, 2)), 2 at both)
+            return None
+        hits = [(side, b) for side, b in bounds if _same(images[side], number)]
+        return (q, *hits[0]) if len(hits) == 1 else None
 
     def _on_points(self, node: Node, a: Node, b: Node, depth: int = 8, read: list | None = None) -> list[tuple]:
         """``(value, source)`` for ``node``, ``a + b`` or ``a - b`` where each term is one same value ``q`` or an

@@ -26,7 +26,8 @@ reason from :meth:`Ties.of`:
   another number or a grid on ranges, on the grid moved by it, as though the two ranges met (``trunc(x) -
   where(trunc(x) > 0, x, -3.0)``; ``mask + where(c, mask, x)``: 0, 1 and 2), also at a threshold other than 0; a
   number of each term added up, as though the two ranges met too (``clamp(a, 1, 2) + clamp(b, 1, 2)``: 2;
-  ``abs(clamp(x, -2, 0)) - clamp(x, -2, 1)``: 4 on x <= -2), but for two functions of one value read at its values;
+  ``abs(clamp(x, -2, 0)) - clamp(x, -2, 1)``: 4 on x <= -2; not 2, 0 from 0 up less -2 from -2 down, ranges of one
+  value that never meet, ``_apart``), but for two functions of one value read at its values;
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
   also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or

@@ -8,8 +8,9 @@ of inputs at every eps; left hard now (no output off the model), with controls o
 Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 + 1) * 0.5) - 0.5)``), a one-to-one
 op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``), a clip of a clip (``abs(clamp(x, -2, 2)) -
 clamp(x, -2, 1)``), a value compared with its clip (``relu(x) > x``), an average pooling of a grid on a part, also a
-module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its absolute value (``abs(x) + x``), and a run
-of arithmetic with numbers in a graph that writes in place elsewhere."""
+module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its absolute value (``abs(x) + x``), a run
+of arithmetic with numbers in a graph that writes in place elsewhere, and two clips of one value whose numbers are
+taken on ranges that never meet (left rewritten)."""
 
 from __future__ import annotations
 
@@ -455,4 +456,38 @@ def test_a_run_of_arithmetic_no_write_reaches_is_one_step_beside_a_write(fn, tie
     of two, 2250 / 2250): a run of arithmetic with numbers was one step of the walk only in a graph that writes
     nothing in place, and nine ops used up its depth of 8.  It is one step now wherever no write reaches the run
     (``Ties._untouched``); values off the jumps, and a sum with no tie, stay rewritten."""
+    _check(fn, ties)
+
+
+def _clips(x):
+    """``abs(clamp(x, -2, 0)) - clamp(x, -2, 1)``: 4 on x <= -2, -1 from 1 up, ``-2 x`` and ``-x`` between."""
+    return torch.abs(torch.clamp(x, -2.0, 0.0)) - torch.clamp(x, -2.0, 1.0)
+
+
+def _clips_written_between(x):
+    """``_clips`` with ``x`` (a copy of the input) moved by 5 in place between the two clips: 1 on [-4, -2]."""
+    q = x.clone()
+    a = torch.abs(torch.clamp(q, -2.0, 0.0))
+    q.add_(5.0)
+    return a - torch.clamp(q, -2.0, 1.0)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: _clips(x) > 4.0, True),
+    (lambda m, x: _clips(x) >= -1.0, True),
+    (lambda m, x: torch.floor(_clips(x)), True),
+    (lambda m, x: torch.maximum(x, torch.tensor(1.0)) + torch.minimum(x, torch.tensor(-1.0)) > 0, True),
+    (lambda m, x: _clips_written_between(x) > 1.0, True),
+    (lambda m, x: torch.abs(torch.clamp(x, -2.0, 0.0)) - torch.clamp(x, m.p * 3.0, 1.0) > 1.0, True),
+    (lambda m, x: _clips(x) > 2.0, False),
+    (lambda m, x: _clips(x) > 1.0, False)],
+    ids=["at_4", "at_minus_1", "floor", "ranges_that_meet", "written_between", "learned_bound", "at_2", "at_1"])
+def test_numbers_two_clips_of_one_value_take_on_ranges_that_never_meet_are_not_added_up(fn, ties):
+    """``abs(clamp(x, -2, 0)) - clamp(x, -2, 1) > 2`` was left hard (no tie: 0 taken from 0 up, -2 to -2 down, never
+    together; so ``> 1``, 2 and 1), a lost gradient: a number of each term was added up as though the two ranges met.
+    Where both terms are elementwise functions of clips of one value no write reaches, each number taken at one
+    bound only (``q <= lo``, ``q >= hi`` with ``hi >= lo``), the pair is not read (``_apart``); the ties that are
+    there (4, -1), clips of ranges that meet (``maximum(x, 1) + minimum(x, -1)``: 0 on [-1, 1]), a value written
+    between the two clips (1 on [-4, -2]) and a bound that is no number (``clamp(x, 3 * p, 1)``: 1 everywhere, ``p`` 0.5) stay
+    hard."""
     _check(fn, ties)
