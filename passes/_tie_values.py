@@ -38,8 +38,8 @@ _NESTED_CLIPS = 3
 #: a shift by a number (:meth:`_RangeValues._written_shift`: ``x + c``, ``x - c``, out of place or written in place)
 _SHIFTS = frozenset(("add", "sub"))
 #: a value times a number, out of place or written in place (:meth:`_RangeValues._written_factor`: ``x * k``, ``x /
-#: k``, ``-x``, ``x + x``)
-_SCALINGS = _DIVS | {"mul", "neg", "add"}
+#: k``, ``-x``, ``x + x``; a copy, ``x.clone()``: 1)
+_SCALINGS = _DIVS | {"mul", "neg", "add", "clone"}
 
 
 class _RangeValues:
@@ -594,9 +594,10 @@ class _RangeValues:
 
     def _written_factor(self, v: Node, at: int) -> tuple | None:
         """``(x, where it is read, k)`` where ``v``, read at the place ``at``, holds ``x * k``, ``k * x``, ``x / k``
-        (``1 / k``), ``-x`` (-1) or ``x + x`` (2, exact), ``k`` a number: out of place and not written since, or
-        written in place once into all of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``c = x.clone();
-        c.mul_(2.0)``; ``c.add_(x)`` with no write reaching ``x`` between the clone and the write); else None."""
+        (``1 / k``), ``-x`` (-1), ``x + x`` (2, exact) or a copy of ``x`` (1), ``k`` a number: out of place and not
+        written since, or written in place once into all of a fresh clone of ``x`` (:meth:`_clip_as_read`: ``c =
+        x.clone(); c.mul_(2.0)``; ``c.add_(x)`` with no write reaching ``x`` between the clone and the write); else
+        None."""
         made = self._clip_as_read(v, at, _SCALINGS)
         if made is None or made[0].kwargs:
             return None
@@ -606,8 +607,9 @@ class _RangeValues:
         if clone is not None:                                        # which holds what it copied)
             x = made[1][0] if made[1] else None
             args = tuple(x if _tensor_of(a) is clone else a for a in args)
-        if name == "neg":
-            return (args[0], place, -1.0) if len(args) == 1 and isinstance(args[0], Node) else None
+        if name in ("neg", "clone"):  # (-x; a copy of x made before the write read, d = c.clone() of a written c)
+            return (args[0], place, -1.0 if name == "neg" else 1.0) if len(args) == 1 and isinstance(args[0], Node) \
+                else None
         if len(args) != 2:
             return None
         a, b = (_tensor_of(u) if isinstance(u, Node) else u for u in args)

@@ -743,7 +743,7 @@ def _scaled_copy(x, write: str, read: str, written_between: bool = False):
     if written_between:
         x.mul_(1.5)
     return {"c - 2x": lambda: c - 2 * x, "2c - x": lambda: 2 * c - x, "c * 2 - x": lambda: c * 2 - x,
-            "c + x": lambda: c + x, "c - x * 2.0": lambda: c - x * 2.0}[read]()
+            "c + x": lambda: c + x, "c - x * 2.0": lambda: c - x * 2.0, "d - 2x": lambda: c.clone() - 2 * x}[read]()
 
 
 @pytest.mark.parametrize("fn, ties", [
@@ -753,12 +753,14 @@ def _scaled_copy(x, write: str, read: str, written_between: bool = False):
     (lambda m, x: torch.ceil(_scaled_copy(x, "div 2", "2c - x")), True),
     (lambda m, x: torch.ceil(_scaled_copy(x, "add x", "c - x * 2.0")), True),
     (lambda m, x: torch.ceil(_scaled_copy(x, "neg", "c + x")), True),
+    (lambda m, x: torch.ceil(_scaled_copy(x, "mul 2", "d - 2x")), True),
     (lambda m, x: _scaled_copy(x, "mul 2", "c - 2x") > 0, True),
     (lambda m, x: F.one_hot(torch.argmax(_scaled_copy(x, "add x", "c - 2x"), -1), 6), True),
     (lambda m, x: torch.ceil(_scaled_copy(x, "mul 3", "c - 2x")), False),
     (lambda m, x: torch.ceil(_scaled_copy(x, "add x", "c + x")), False),
     (lambda m, x: torch.ceil(_scaled_copy(x, "mul 2", "c - 2x", True)), False)],
-    ids=["times_2", "times_half_times_2", "halved_times_2", "halved_2c", "plus_itself", "negated", "compared",
+    ids=["times_2", "times_half_times_2", "halved_times_2", "halved_2c", "plus_itself", "negated", "copy_of_it",
+         "compared",
          "one_hot", "not_cancelled", "added_up", "written_between"])
 def test_a_copy_scaled_in_place_beside_the_same_multiple_is_0(fn, ties):
     """``c = x.clone(); c.mul_(2.0); ceil(c - 2 * x)`` is ``ceil(0)`` on every input (32768 of 32768 outputs off the
@@ -766,7 +768,8 @@ def test_a_copy_scaled_in_place_beside_the_same_multiple_is_0(fn, ties):
     then ``floor(c * 2 - x)``, ``c.div_(2)`` then ``ceil(2 * c - x)`` and ``c.add_(x)`` then ``ceil(c - 2 * x)``):
     out of place, ``x * 2.0 - 2 * x`` is read as 0 (``_opposite``), written in place only a product with -1 (1) beside
     ``x`` was.  Each term is read now through products and quotients with numbers, negations and a value plus itself,
-    out of place or written once into all of a fresh clone, where the sum reads it (``_written_opposite``); a
+    out of place or written once into all of a fresh clone, also a copy of it taken after the write (``d =
+    c.clone(); ceil(d - 2 * x)``: 32768 of 32768 off before), where the sum reads it (``_written_opposite``); a
     multiple that does not cancel, and ``x`` written between the two reads, stay rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
 
