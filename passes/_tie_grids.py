@@ -376,7 +376,11 @@ class _Grids:
         name = self._name_of(node)
         if name not in ("add", "sub") or len(node.args) != 2 or node.kwargs:
             return False
-        a, b = node.args
+        return self._opposite_terms(name, *node.args)
+
+    def _opposite_terms(self, name: str, a, b) -> bool:
+        """:meth:`_opposite` of ``a + b`` (``name`` ``"add"``) or ``a - b`` (``"sub"``), the terms given (a
+        comparison's two operands, as ``a - b``: ``x * 2.0 > 2 * x``)."""
         if not (isinstance(a, Node) and isinstance(b, Node)):
             return False
         (u, k), (w, m) = _factor_of(a), _factor_of(b)

@@ -542,7 +542,7 @@ class _RangeValues:
         terms so read are ``k * x`` and ``-k * x`` (``k * x`` twice: :meth:`_written_opposite`), as ``c = x.clone();
         c.mul_(-1.0); c + x`` and ``c.mul_(2.0); c - 2 * x``; else None."""
         at = self._order.get(node, len(self._order))
-        if self._written_opposite(node, name, at):  # (c = x.clone(); c.mul_(2.0); c - 2 * x: 0)
+        if self._written_opposite(node.args, name, at):  # (c = x.clone(); c.mul_(2.0); c - 2 * x: 0)
             return 0.0
         if name == "add":
             return None
@@ -564,17 +564,17 @@ class _RangeValues:
                 return shift
         return None
 
-    def _written_opposite(self, node: Node, name: str, at: int) -> bool:
-        """Is ``node``, ``a + b`` (``a - b``) read at the place ``at`` where a write reaches it, two terms ``k * x`` and
+    def _written_opposite(self, terms: tuple, name: str, at: int) -> bool:
+        """Is ``a + b`` (``a - b``) of ``terms``, read at the place ``at`` where a write reaches them, ``k * x`` and
         ``-k * x`` (``k * x`` twice) of one ``x`` that no write reaches between the two reads, each term read through
         products, quotients with numbers and negations out of place or written in place into all of a fresh clone
         (:meth:`_written_factors`: ``c = x.clone(); c.mul_(2.0); c - 2 * x``, ``c.div_(2); c * 2 - x``, ``c.add_(x);
         c - 2 * x``): 0, as :meth:`_opposite` reads it out of place (coefficients equal to a few ulps: 0 where
         float32 rounds both alike, more ties, never fewer)?"""
-        if len(node.args) != 2 or not all(isinstance(a, Node) for a in node.args):
+        if len(terms) != 2 or not all(isinstance(a, Node) for a in terms):
             return False
-        (x, x_at, k), (y, y_at, m) = (self._written_factors(v, at) for v in node.args)
-        if k == 0 or not _close(k, -m if name == "add" else m) or (x, y) == node.args:
+        (x, x_at, k), (y, y_at, m) = (self._written_factors(v, at) for v in terms)
+        if k == 0 or not _close(k, -m if name == "add" else m) or (x, y) == tuple(terms):
             return False  # (x - y of two values read as they are: _cancels' question)
         reads_y = self._copy_reads(y, y_at)  # (a clone of x counts as x, also a clone of a clone)
         return any(r[0] is s[0] and not self._written_between(r[0], min(r[1], s[1]), max(r[1], s[1]))

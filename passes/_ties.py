@@ -59,7 +59,8 @@ reason from :meth:`Ties.of`:
   ``maximum(h, h) - h``, ``h + (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``; products through products,
   ``_factors_of``: ``(x * 3) * 5 - x * 15``, ``(x * -1) * 1 + x``, coefficients equal to a few ulps, ``(x * 0.1) * 3 -
   x * 0.3``, where float32 rounds both alike; a copy, ``h - h.clone()``, counts as ``h``, where it writes in place one
-  that nothing has written since, of an ``h`` not written between) or an op that is it on a range of it (``h - clamp(h,
+  that nothing has written since, of an ``h`` not written between; also compared, ``x > x.clone()``, ``x * 2.0 > 2 *
+  x``: ``_equal``) or an op that is it on a range of it (``h - clamp(h,
   -2, 1)``: 0 on [-2, 1]; ``abs(h) - h``; also compared, ``relu(h) > h``; ``h`` also spelt ``minimum(h, h)`` or ``h +
   (h - h.detach())``, or the same call written twice, ``clamp(x, -2, 1) - abs(clamp(x, -2, 1))``; also written in
   place into a fresh copy, ``c = h.clone(); c.clamp_(-2, 1); c - h``), two such ops of one value on ranges that meet
@@ -185,6 +186,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
             return found
         if isinstance(x, Node) and (clip := self._clip_between((x, t), at)) is not None:  # (relu(h) > h: equal from 0
             return Tie(clip)                                                               # up, as relu(h) - h is 0)
+        if isinstance(x, Node) and self._equal(x, t, at):  # (x > x.clone(), x * 2.0 > 2 * x: equal everywhere)
+            return Tie(x)
         g, h = self.grid(x), self.grid(t)  # (both on grids whose difference has 0: pos <= cap, a count against one)
         if g is not None and h is not None and g.scaled_as(h) and (step := _common_step(g.step, h.step)):
             if g.values is not None or h.values is not None:  # (which values, where known: a buffer of zeros)
@@ -195,6 +198,19 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
             return None
         return next((f for c in self._flat_numbers(t, 8) if (f := self._ties(x, c, 8)) is not None), None)  # (relu(a)
         # > relu(b): both at a constant they take)
+
+    def _equal(self, a: Node, b, at: Node | None) -> bool:
+        """Are ``a`` and ``b``, compared at ``at``, equal on every input, as their difference would be 0: one tensor,
+        a copy, the same call of the same values twice (:meth:`_cancels`), or ``k * v`` twice of one ``v``
+        (:meth:`_opposite_terms`; where a write reaches them, read where ``at`` reads them, :meth:`_written_opposite`:
+        ``c = x.clone(); c.mul_(2.0); c > 2 * x``)?"""
+        if not isinstance(b, Node):
+            return False
+        if self._cancels(a, b, at):
+            return True
+        if self._untouched(a, b):
+            return self._opposite_terms("sub", a, b)
+        return self._written_opposite((a, b), "sub", self._order.get(at, len(self._order)))
 
     def on_jumps(self, x, kind: str, decimals: int = 0, at: Node | None = None) -> Tie | None:
         """Does ``x``, the input of the elementwise op ``kind`` at ``at`` (``round``, ``floor``, ``ceil``, ``trunc``,

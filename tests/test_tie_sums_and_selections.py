@@ -9,8 +9,8 @@ Also a sum on a grid on a part four ops and more under a jump (``floor(((v * 2 +
 op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``), a clip of a clip (``abs(clamp(x, -2, 2)) -
 clamp(x, -2, 1)``), a value compared with its clip (``relu(x) > x``), an average pooling of a grid on a part, also a
 module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its absolute value (``abs(x) + x``), a run
-of arithmetic with numbers in a graph that writes in place elsewhere, and two clips of one value whose numbers are
-taken on ranges that never meet (left rewritten)."""
+of arithmetic with numbers in a graph that writes in place elsewhere, two clips of one value whose numbers are
+taken on ranges that never meet (left rewritten), and comparisons of two values equal on every input."""
 
 from __future__ import annotations
 
@@ -490,4 +490,37 @@ def test_numbers_two_clips_of_one_value_take_on_ranges_that_never_meet_are_not_a
     there (4, -1), clips of ranges that meet (``maximum(x, 1) + minimum(x, -1)``: 0 on [-1, 1]), a value written
     between the two clips (1 on [-4, -2]) and a bound that is no number (``clamp(x, 3 * p, 1)``: 1 everywhere, ``p`` 0.5) stay
     hard."""
+    _check(fn, ties)
+
+
+def _scaled_clone(x, k: float, moved: bool = False):
+    """``(c, x)`` of ``c = x.clone(); c.mul_(k)`` (``x`` a copy of the input; ``moved``: ``x`` times 1.5 in place after
+    the write)."""
+    x = x.clone()
+    c = x.clone()
+    c.mul_(k)
+    if moved:
+        x.mul_(1.5)
+    return c, x
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: x > x.clone(), True),
+    (lambda m, x: torch.tanh(x) > torch.tanh(x), True),
+    (lambda m, x: x * 2.0 > 2 * x, True),
+    (lambda m, x: x + 1.0 >= x + 1.0, True),
+    (lambda m, x: -x < x * -1.0, True),
+    (lambda m, x: (lambda c, y: c > 2 * y)(*_scaled_clone(x, 2.0)), True),
+    (lambda m, x: x * 2.0 > 3 * x, False),
+    (lambda m, x: torch.tanh(x) > torch.tanh(x * 1.5), False),
+    (lambda m, x: (lambda c, y: c > 2 * y)(*_scaled_clone(x, 2.0, True)), False)],
+    ids=["copy", "same_call_twice", "same_multiple", "same_shift", "negations", "written_multiple", "other_multiple",
+         "other_call", "written_between"])
+def test_a_comparison_of_two_values_equal_everywhere_ties(fn, ties):
+    """``x > x.clone()`` compares two equal values on every input (32768 of 32768 outputs off the model on ``randn(128,
+    128)`` and ``randn * 3`` at eps 1e-3 and 1e-4; so did ``tanh(x) > tanh(x)``, ``x * 2.0 > 2 * x``, ``x + 1.0 >= x +
+    1.0``, ``-x < x * -1.0`` and ``c > 2 * x`` of ``c = x.clone(); c.mul_(2.0)``): a comparison of two nodes read
+    their difference's ties through clips only (``relu(h) > h``).  Two values whose difference the sums read as 0
+    (``Ties._equal``: one value, a copy, the same call twice, the same multiple of one value, also written in place)
+    tie now; other multiples, other calls and a value written between the reads stay rewritten."""
     _check(fn, ties)
