@@ -198,10 +198,12 @@ def _written(gm: GraphModule, node: Node) -> list[Node]:
         return [node.args[0]]
     if node.op == "call_module":
         modules = dtypes.module_tree(dtypes.submodule(gm, node.target))
-        if any(not type(m).__module__.startswith("torch.") for m in modules):
-            return list(node.all_input_nodes)
-        if any(dtypes.module_attr(m, "inplace", False) is True for m in modules):
-            return [node.args[0]]
+        for m in modules:  # (loops, not any(): this runs on every call_module node)
+            if not type(m).__module__.startswith("torch."):
+                return list(node.all_input_nodes)
+        for m in modules:
+            if dtypes.module_attr(m, "inplace", False) is True:
+                return [node.args[0]]
     return []
 
 

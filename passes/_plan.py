@@ -69,6 +69,9 @@ class _Uses:
     blocked: str = ""                               # (mixed) why such nodes cannot be copied
 
 
+#: the verdict of a result used by float arithmetic alone (most results; frozen, shared: no object per verdict)
+_FLOAT_ONLY = _Uses()
+
 #: how many elementwise ops' foresights :meth:`_Planner._linearized` runs one inside another (each one's planning
 #: foresees its users'): a chain of selections and rounds, 200 blocks of ``where(x > 0, round(x), x)``, went ~9 Python
 #: frames deeper per block and exhausted the stack at about 120; deeper than this an op is taken to be rewritten
@@ -103,7 +106,7 @@ class _Planner:
         masks, second, third, selections = [], [], [], []
         unlisted_modules = rules.UNLISTED_MODULES
         # (looked up per call_module node only when the model holds such a module at all: one pass over the modules)
-        any_unlisted = any(type(m) in unlisted_modules for m in self.gm.modules())
+        any_unlisted = any(type(m) in unlisted_modules for m in dtypes.module_list(self.gm))
         swept = self._bits = {}
         classified: dict = {}  # ((op, id(target)) -> _classify's bits, which they alone settle; the graph holds its
         for node in self.order:  # targets: one call per target)
@@ -448,7 +451,7 @@ class _Planner:
             blocked = blocked or b
         found.sort(key=self.order.__getitem__)
         if not found:
-            return _Uses()
+            return _FLOAT_ONLY
         if others and (late := self._kept_after_a_rewrite(uses_of, others)):  # (a safeguard: the writer's own verdict
             # leaves it hard when such a use follows it)
             return _Uses(hard=f"{what} used by {_describe(late)} after the in-place op that writes it, rewritten out "

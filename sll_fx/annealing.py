@@ -68,6 +68,7 @@ from torch.nn.modules import module as _nn_module
 
 from . import rules
 from .diagnostics import is_soft_mask, sll_node_names  # (the names band_stats and calibrate print: one rule)
+from .dtypes import module_list
 from .errors import EpsError
 from .graph_module import _FX_CONSTANT, EPS_PREFIX, _not_the_models  # the eps buffers' names: _sll_eps_<node>
 from .precision import EPS_GENERATION  # bumped by set_eps on each module whose eps buffers it replaces
@@ -150,8 +151,8 @@ def literal_eps_nodes(gm: nn.Module) -> list[tuple[fx.GraphModule, fx.Node]]:
     Python number written in the graph (an explicit ``sll_fx.sign(x, 0.1)`` traced, a hand-made graph), or a
     tensor literal of the forward (``sll_fx.round(x / s, s)`` with ``s = torch.tensor(0.1)``: fx's
     ``_tensor_constant``, which the forward may compute with too, and another op may be given)."""
-    return [(mod, node) for mod in gm.modules() if isinstance(mod, fx.GraphModule) for node in find_sll_nodes(mod.graph)
-            if _is_literal(node.kwargs.get("eps")) or _is_constant(mod, node)]
+    return [(mod, node) for mod in module_list(gm) if isinstance(mod, fx.GraphModule)
+            for node in find_sll_nodes(mod.graph) if _is_literal(node.kwargs.get("eps")) or _is_constant(mod, node)]
 
 
 def _is_literal(value) -> bool:

@@ -241,8 +241,7 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict, memo: dict | None = None)
         return dtype_kind(value.dtype) if isinstance(value, torch.Tensor) else None
     if op == "call_module":
         mod = submodule(gm, node.target)
-        params = module_parameters(mod)
-        if params and all(p.is_floating_point() for p in params):
+        if _float_parameters(mod):
             return FLOAT
         args = _arguments(node)
         return _value_kind(args[0], kinds) if isinstance(mod, _PASS_THROUGH_MODULES) and args else None
@@ -289,14 +288,22 @@ def module_attr(module, name: str, default=None):
     ``getattr`` itself for a name of its class and for a class with its own ``__getattr__`` (or no module)."""
     cls = type(module)
     d = getattr(module, "__dict__", None)
-    if d is None or name in d or getattr(cls, "__getattr__", None) is not torch.nn.Module.__getattr__ or \
-            hasattr(cls, name):
+    if d is None or name in d or getattr(cls, "__getattr__", None) is not _MODULE_GETATTR or hasattr(cls, name):
         return getattr(module, name, default)
-    for store in ("_parameters", "_buffers", "_modules"):
-        found = d.get(store)
-        if found is not None and name in found:
-            return found[name]
+    found = d.get("_parameters")  # (the three stores in nn.Module.__getattr__'s order, unrolled: asked per call_module
+    if found is not None and name in found:  # node of a graph)
+        return found[name]
+    found = d.get("_buffers")
+    if found is not None and name in found:
+        return found[name]
+    found = d.get("_modules")
+    if found is not None and name in found:
+        return found[name]
     return default
+
+
+#: ``nn.Module.__getattr__`` (a class keeping it reads its parameters, buffers and submodules by name)
+_MODULE_GETATTR = torch.nn.Module.__getattr__
 
 
 def module_parameters(module: torch.nn.Module) -> list:
@@ -309,6 +316,23 @@ def module_parameters(module: torch.nn.Module) -> list:
     return list({id(p): p for p in module._parameters.values() if p is not None}.values())
 
 
+def _float_parameters(module: torch.nn.Module) -> bool:
+    """Has ``module`` parameters (:func:`module_parameters`), all of them floating?  Read off ``module._parameters``
+    without a list where :func:`module_parameters` would (a Linear: once per ``call_module`` node of the graph)."""
+    cls = type(module)
+    if module._modules or cls.parameters is not torch.nn.Module.parameters or \
+            cls.named_parameters is not torch.nn.Module.named_parameters:
+        params = list(module.parameters())
+        return bool(params) and all(p.is_floating_point() for p in params)
+    found = False
+    for p in module._parameters.values():
+        if p is not None:
+            if not p.is_floating_point():
+                return False
+            found = True
+    return found
+
+
 def module_tree(module: torch.nn.Module) -> list:
     """``list(module.modules())``: ``[module]`` for a module without submodules whose class keeps ``nn.Module``'s
     ``modules``/``named_modules``."""
@@ -317,6 +341,27 @@ def module_tree(module: torch.nn.Module) -> list:
             cls.named_modules is not torch.nn.Module.named_modules:
         return list(module.modules())
     return [module]
+
+
+def module_list(module: torch.nn.Module) -> list:
+    """``list(module.modules())``, in its order, walked off the ``_modules`` dicts with one stack (no generator per
+    module) where every class in the tree keeps ``nn.Module``'s ``modules``/``named_modules``; ``module.modules()``
+    itself where one does not."""
+    base_modules, base_named = torch.nn.Module.modules, torch.nn.Module.named_modules
+    out, seen, stack = [], set(), [module]
+    while stack:
+        m = stack.pop()
+        if m in seen:
+            continue
+        cls = type(m)
+        if cls.modules is not base_modules or cls.named_modules is not base_named:
+            return list(module.modules())
+        seen.add(m)
+        out.append(m)
+        children = m._modules
+        if children:
+            stack += [c for c in reversed(children.values()) if c is not None]
+    return out
 
 
 def fetch_attr(gm: GraphModule, target: str):

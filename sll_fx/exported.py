@@ -252,7 +252,12 @@ def _resolve_type(name: str):
 def _resolve_module_types(graph: fx.Graph) -> None:
     for node in graph.nodes:
         stack = node.meta.get("nn_module_stack")
-        if not stack or not any(isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str) for v in stack.values()):
+        if not stack:
+            continue
+        for v in stack.values():  # (a loop, not any(): this runs on every node of every graph linearized)
+            if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
+                break
+        else:
             continue
         resolved = OrderedDict()
         for key, value in stack.items():
