@@ -224,7 +224,10 @@ def _kind_of(gm: GraphModule, node: Node, kinds: dict, memo: dict | None = None)
             if kwargs.get("rounding_mode") is not None:  # div(a, b, rounding_mode="floor"): integer on integers
                 return _promote(_arguments(node), kinds)
         if kind == PROMOTE:
-            return _promote(node.args if not kwargs else _arguments(node), kinds)
+            args = node.args if not kwargs else _arguments(node)
+            if args and isinstance(first := args[0], Node) and kinds.get(first) == FLOAT:  # (_promote's first step,
+                return FLOAT                                                             # most nodes: no call)
+            return _promote(args, kinds)
         if kind is None or kind in (FLOAT, INT, BOOL):
             return kind
         if kind == _CAST:
