@@ -25,7 +25,8 @@ calls of modules, only):
   its input's grid's images, the grids its input takes on a part (none, for an inert input);
 - a sum or difference of two tensors, one of them inert (``h + 0.1 * d``), that is none of the sums the walks read on
   their own: a learned scalar or a number held by a node as a term, a hand-written straight-through value (or a term
-  less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``), less its clip or its extremum
+  less itself, ``(r + p) - p``), a value shifted less itself (``(x + 2) - x``; also a selection with such a branch,
+  ``where(m, x + 1.0, x) - (x + 1.0)``: ``_selected_shifts``), less its clip or its extremum
   (``relu(x) - x``, ``x - x.min()``, also plus its clip negated, ``x + (-relu(x))``), less itself (``h - h``, ``h +
   (-h)``, ``h * -1.0 + h``, ``h * 2.0 - 2.0 * h``, ``(h * -1) * 1 + h``: ``_opposite``, read by the names first),
   plus a selection with a branch that is the other term negated (``h + where(m, -h, 0)``: by the selection's own op,
@@ -209,7 +210,8 @@ class _Inert:
             if not found[v] and (self._value(v) is not v or
                                    (v.op == "get_attr" or v in constants) and self._scalar(v) is not None):
                 return False  # (a number or a learned scalar as a term: _summand_and_node's; an inert node holds none)
-        if self._straight_through(node) is not None or self._cancelled_shift(node) is not None:
+        if self._straight_through(node) is not None or self._cancelled_shift(node) is not None or \
+                name == "sub" and self._selected_shifts(node):  # (where(m, x + 1.0, x) - (x + 1.0))
             return False
         if name == "sub" and _less_its_extremum(node) is not None:
             return False

@@ -96,6 +96,8 @@ class _Thresholds:
         if number is not None and (shift := self._cancelled_shift(node)) is not None and _same(shift, number):  # ((x
             # + 2) - x at 2)
             return Tie(node)
+        if number is not None and name == "sub" and any(_same(s, number) for s in self._selected_shifts(node)):  # (
+            return Tie(node)  # where(m, x + 1.0, x) - (x + 1.0) at -1)
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h > 0)
             return self._ties(hard, t, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (the elements from a part that ties)

@@ -2,7 +2,8 @@
 ops that keep values and arithmetic with numbers), which :meth:`Ties.on_jumps` reads; the zeros of a product, quotient
 or sum of two values (``_of_two``; two functions of one value on its grid's points or the numbers it takes on
 ranges, ``_on_points``), a value's quotients by a learned bound (``_ratios``, ``_multiples``) and a value shifted less
-itself (``_cancelled_shift``: ``(x + c) - x``, which the flat rule and the ties at a threshold read too).
+itself (``_cancelled_shift``: ``(x + c) - x``; ``_selected_shifts``: a selection with such a branch, ``where(m, x +
+1.0, x) - (x + 1.0)``; which the flat rule and the ties at a threshold read too).
 
 A part of :class:`_ties.Ties` (a mixin: ``Ties.__init__`` sets the memos it reads); that module's docstring says
 where the rest is.
@@ -102,6 +103,8 @@ class _RangeValues:
             return found + self._range_values(first, depth - 1, numbers)
         if (shift := self._cancelled_shift(node)) is not None:  # ((x + 2) - x: 2 where x + 2 is exact)
             found = found + [(shift, node)]
+        if name == "sub" and (shifts := self._selected_shifts(node)):  # (where(m, x + 1.0, x) - (x + 1.0): -1)
+            found = found + [(shift, node) for shift in shifts]
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return found + self._range_values(hard, depth - 1, numbers)
         if name in _CLAMPS or name in _EXTREMA:  # (its input's values between its bounds: those beyond are the
@@ -524,6 +527,11 @@ class _RangeValues:
         if name == "add":
             return None
         a, b = (_uncopied(v) for v in node.args)  # (a copy of x is x: (x + c) - x.clone())
+        return self._shift_between(a, b)
+
+    def _shift_between(self, a, b) -> float | None:
+        """``c`` where ``a - b`` is a value shifted less itself (:meth:`_cancelled_shift`; ``a`` and ``b`` less their
+        copies), else None."""
         for whole, part, sign in ((a, b, 1.0), (b, a, -1.0)):  # (whole - part: c; part - whole: -c)
             c = _added(whole, part, True)
             if c is None and isinstance(part, Node) and self._name_of(part) == "sub" and \
@@ -532,6 +540,23 @@ class _RangeValues:
             if (shift := self._shift_by(c, sign)) is not None:
                 return shift
         return None
+
+    def _selected_shifts(self, node: Node) -> list[float]:
+        """The shifts ``c`` where ``node`` is ``w - x`` (``x - w``) of a selection ``w`` (:meth:`_selected`: a
+        ``where``'s branches, what a put keeps or puts) one of whose values less ``x`` (``x`` less it) is a value
+        shifted less itself (:meth:`_shift_between`): ``c`` where ``w`` takes that value (``where(m, x + 1.0, x) - (x
+        + 1.0)``: -1 where it takes ``x``; which inputs take it is not followed: more ties, never fewer), in a graph
+        that writes nothing in place (or where no write reaches it); else []."""
+        if self._name_of(node) != "sub" or len(node.args) != 2 or node.kwargs or not self._untouched(node):
+            return []
+        a, b = (_uncopied(v) for v in node.args)
+        found = []
+        for w, x, sign in ((a, b, 1.0), (b, a, -1.0)):
+            if isinstance(w, Node) and isinstance(x, Node) and ((named := self._name_of(w)) == "where" or
+                                                               named in _PUTS):
+                found += [sign * shift for u in self._selected(w, 4)
+                          if (shift := self._shift_between(_uncopied(u), x)) is not None]
+        return found
 
     def _written_shift(self, node: Node, name: str) -> float | None:
         """:meth:`_cancelled_shift` of ``node``, ``a - b``, where a write reaches it: ``c`` (``-c``) where one term, as

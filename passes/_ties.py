@@ -70,7 +70,8 @@ reason from :meth:`Ties.of`:
   taken), or a value plus a selection with such a branch negated (``h + where(m, -h, 0)``) or plus its absolute
   value (``h + abs(h)``: 0 from 0 down; also an ``abs`` inside a clip beside a clip of it, ``_negated_by_abs``:
   ``clamp(abs(h), max=2) + clamp(h, -2, 1)``, 0 on [-2, 0]); ``c`` for a value plus a number or a learned scalar
-  less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element); a grid's order
+  less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element; also where a selection
+  takes such a branch, ``where(m, x + 1.0, x) - (x + 1.0)``: -1 where it takes ``x``); a grid's order
   statistics are on its grid, and its mean over a count the graph does not fix on every value (``Grid.any_count``:
   ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values
   are equal);
@@ -286,8 +287,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
                 name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
             return self._flat(first, depth - 1)
-        if self._cancelled_shift(node) is not None:  # ((x + 2) - x: 2 in every element where x + 2 is exact)
-            return Tie(node)
+        if self._cancelled_shift(node) is not None or name == "sub" and self._selected_shifts(node):  # ((x + 2) - x:
+            return Tie(node)  # 2 in every element where x + 2 is exact; where(m, x + 1.0, x) - (x + 1.0): -1 where m)
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
             return self._flat(hard, depth - 1)
         if name in _JOINS and isinstance(first, (list, tuple)):  # (a part whose elements tie)

@@ -807,3 +807,36 @@ def test_equal_elements_plus_a_learned_scalar_stay_equal_for_the_flat_rule(fn, t
     every element).  A learned scalar as a term is read so now (``_summand_and_node``, as the values on ranges read
     it); a row that varies stays rewritten."""
     _hard_unless_rewritten(fn, ties, p=0.5)
+
+
+def _branch_less_its_shift(x, taken: str = "x"):
+    """``where(x + 1.0 > 2.0, v0, taken) - v0`` of ``v0 = x + 1.0`` (seed 19000129): 0 where it takes ``v0``, and
+    ``x - (x + 1.0)``, -1 where ``x + 1`` is exact, where it takes ``x``."""
+    v0 = x + 1.0
+    return torch.where(v0 > 2.0, v0, x if taken == "x" else x * 2.0) - v0
+
+
+def _less_a_shifted_branch(x, c: float):
+    """``x - where(x > 0.3, x + c, x * 2.0)``: ``-c`` where the ``where`` takes ``x + c``."""
+    return x - torch.where(x > 0.3, x + c, x * 2.0)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.trunc(_branch_less_its_shift(x)), True),
+    (lambda m, x: _branch_less_its_shift(x) > -1.0, True),
+    (lambda m, x: torch.round(-_less_a_shifted_branch(x, 0.5)), True),
+    (lambda m, x: torch.round(_less_a_shifted_branch(x, 0.5) * 2.0 + 1.5), True),
+    (lambda m, x: torch.trunc((x + 1.0).masked_fill(x > 0.3, 0.0) - x), True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.where(x > 0.3, x + 2.0, x * 3.0) - x, -1), 6), True),
+    (lambda m, x: torch.trunc(_branch_less_its_shift(x, "2x")), False),
+    (lambda m, x: torch.round(_less_a_shifted_branch(x, 0.25)), False)],
+    ids=["trunc", "compared", "negated", "scaled", "masked_fill", "one_hot", "no_shift", "off_the_jumps"])
+def test_a_selection_less_a_shift_of_one_of_its_branches_is_the_shift_there(fn, ties):
+    """``v1 - v0`` of ``v0 = x + 1.0``, ``v1 = where(v0 > 2.0, v0, x)`` is ``x - (x + 1.0)``, -1, wherever the ``where``
+    takes ``x`` (seed 19000129, version 1 of the fuzzer: ``trunc`` of it 24106 of 32768 outputs off the model at eps
+    1e-3, 1e-4 and 1e-5): a difference was read as a shift less itself (``(x + c) - x``) only where a term is the shift
+    itself, and as 0 where a selection takes the other term (``_less_its_branch``), not at the shift where a branch
+    is.  A selection (a ``where``, a put) less a value one of whose branches is that value shifted (or the value less
+    such a selection) is read at the shift too now, at a threshold and in a row; a branch that is no shift, and a
+    shift off the jumps, stay rewritten."""
+    _hard_unless_rewritten(fn, ties, p=0.5)
