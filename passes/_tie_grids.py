@@ -25,7 +25,7 @@ from ._tie_nodes import (_added, _attribute, _branches, _difference, _factor_of,
                          _keeps, _name, _of_itself, _order_statistic_values, _put, _tensor_of, _viewed_attribute,
                          _written_value)
 from ._tie_ops import (_CLAMPS, _DIVS, _EXTREMA, _FOLDABLE, _FOLDED_AS, _GRID_NESTING, _INT_CASTS, _JOINS, _JUMPS,
-                       _ORDER_STATISTICS_OF_ONE, _PUTS, _SUMS, _WHOLE_OPS, _avg_window, _keeps_values)
+                       _ORDER_STATISTICS_OF_ONE, _POWERS, _PUTS, _SUMS, _WHOLE_OPS, _avg_window, _keeps_values, _power)
 
 
 class _Grids:
@@ -173,6 +173,12 @@ class _Grids:
         if name == "abs":
             g = self.grid(first)
             return g.absolute() if g is not None else None
+        if name in _POWERS:  # (round(h) ** 2: a product of the grid with itself, k^2 whole)
+            n = _power(name, node)
+            g = self.grid(first) if n is not None and node.args[0] is first else None
+            for _ in range(n - 1 if g is not None else 0):
+                g = _product(g, self.grid(first))
+            return g
         c, other = self._number_and_node(node)
         if name == "mul" and len(node.args) > 1:
             if c == 0:  # (h * zeros_like(h): 0)

@@ -168,6 +168,7 @@ _ONE_TO_ONE: dict[str, Callable[[float, Node], float | list[float] | None]] = {
     "sigmoid": lambda t, n: math.log(t / (1 - t)) if 0 < t < 1 else None,
     "tanh": lambda t, n: math.atanh(t) if -1 < t < 1 else None,
     "exp": lambda t, n: math.log(t) if t > 0 else None,
+    "exp2": lambda t, n: math.log2(t) if t > 0 else None,
     "expm1": lambda t, n: math.log1p(t) if t > -1 else None,
     "log": lambda t, n: math.exp(t) if t < 700 else None,
     "log1p": lambda t, n: math.expm1(t) if t < 700 else None,
@@ -187,9 +188,24 @@ _MODULE_ONE_TO_ONE = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.LeakyReLU: "lea
                       nn.GELU: "gelu", nn.SiLU: "silu"}
 
 
+#: elementwise powers (``h ** 2``, ``h.pow(3)``, ``torch.square(h)``): by a whole number, the grid of a grid's
+#: products (``Ties.grid``) and the numbers of their input mapped (``_range_values``)
+_POWERS = frozenset(("pow", "square"))
+
+
+def _power(name: str, node) -> int | None:
+    """The whole exponent, 1 to 8, of ``node``, a power of its first operand by a number (``h ** 2``, ``h.pow(3)``,
+    ``torch.square(h)``: 2), else None (another exponent, a tensor one, a number raised to a tensor)."""
+    if name == "square":
+        return 2 if len(node.args) == 1 and not node.kwargs else None
+    p = node.args[1] if len(node.args) == 2 and not node.kwargs else None
+    return int(p) if _number(p) and float(p).is_integer() and 1 <= p <= 8 and \
+        isinstance(node.args[0], Node) else None
+
+
 def _preimages(name: str, node, t: float) -> list[float]:
-    """The inputs at which ``node`` (an op of :data:`_ONE_TO_ONE`, a module of :data:`_MODULE_ONE_TO_ONE`, or a power
-    by a number) gives ``t``."""
+    """The inputs at which ``node`` (an op of :data:`_ONE_TO_ONE`, a module of :data:`_MODULE_ONE_TO_ONE`, a power
+    by a number, or a number raised to a tensor: its exponent's) gives ``t``."""
     if name != "pow":
         try:
             found = _ONE_TO_ONE[name](t, node)
@@ -197,6 +213,8 @@ def _preimages(name: str, node, t: float) -> list[float]:
             return []
         return [f for f in (found if isinstance(found, list) else [found]) if f is not None and math.isfinite(f)]
     p = node.args[1] if len(node.args) > 1 else None
+    if _number(b := node.args[0]) and isinstance(p, Node):  # (a number raised to a tensor, 2.0 ** h: h at log2(t))
+        return [math.log(t) / math.log(b)] if 0 < b != 1 and t > 0 else []
     if not _number(p) or p <= 0 or not isinstance(node.args[0], Node):
         return []
     if t == 0:

@@ -120,8 +120,9 @@ class _Thresholds:
         if name == "abs":
             return (self._ties(first, number, depth - 1) or self._ties(first, -number, depth - 1)) \
                 if number >= 0 else None
-        if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5)
-            return self._through_preimages(name, node, first, number, depth)
+        if name in _ONE_TO_ONE or name == "pow":  # (sigmoid(relu(x)) > 0.5: relu(x) at sigmoid's preimage of 0.5;
+            exponent = node.args[1] if name == "pow" and _number(first) and len(node.args) == 2 else first  # 2.0 ** h)
+            return self._through_preimages(name, node, exponent, number, depth)
         c, other = self._summand_and_node(node)  # (minimum(sign(x), x) + p > 0: a learned scalar at its value now)
         if name == "mul" and c is not None and not c:  # (h * 0: 0 everywhere)
             return Tie(node) if number == 0 else None

@@ -26,9 +26,9 @@ from ._tie_nodes import (_added, _branches, _difference, _disjoint, _first, _kee
                          _operands_down, _put, _taken, _tensor_of, _written_value)
 from ._tie_ops import (_ARITHMETIC, _AVG_POOL_MODULES, _AVG_POOLS, _CHAIN, _CLAMPS, _DIVS, _EXTREMA, _IDENTITY_ABOVE_0,
                        _IDENTITY_ON_A_RANGE, _JOINS, _FOLDABLE, _MEANS, _MODULES_IDENTITY_ON_A_RANGE,
-                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _PUTS, _REDUCED_SUMS, _RUN, _SUMS, _UNNAMED, _ZERO_PRODUCTS,
-                       _arithmetic_step, _composed_grid, _composed_number, _elementwise_call, _grid_points, _images_of,
-                       _keeps_values, _mapped)
+                       _MODULE_ONE_TO_ONE, _ONE_TO_ONE, _POWERS, _PUTS, _REDUCED_SUMS, _RUN, _SUMS, _UNNAMED,
+                       _ZERO_PRODUCTS, _arithmetic_step, _composed_grid, _composed_number, _elementwise_call,
+                       _grid_points, _images_of, _keeps_values, _mapped)
 
 
 
@@ -121,6 +121,12 @@ class _RangeValues:
             return found + _mapped(call, self._range_values(first, depth - 1, True)) + \
                 self._images(node, first) + self._images_in_part(node, first, depth)
             # (sigmoid(round(h)): 0.5 at 0, 1.0 from 17 up; tanh(maximum(trunc(x), x)): 0 on (-1, 0))
+        if name in _POWERS and isinstance(node.args[0], Node) and (call := _elementwise_call(node)) is not None:
+            return found + _mapped(call, self._range_values(first, depth - 1, True)) + \
+                self._images(node, first) + self._images_in_part(node, first, depth)  # (relu(h) ** 2 + 0.5: 0.5)
+        if name == "pow" and _number(base := first) and len(node.args) == 2 and not node.kwargs and \
+                (g := self.grid(node.args[1])) is not None:  # (a number raised to a grid, 2.0 ** round(h): 2^k)
+            return found + [(v, g.source) for v in _images_of(lambda t: torch.pow(base, t), _grid_points(g))]
         if name == "where":
             return found + [f for b in _branches(node) for f in self._range_values(b, depth - 1, numbers)]
         if name in _JOINS and isinstance(first, (list, tuple)):

@@ -30,7 +30,9 @@ reason from :meth:`Ties.of`:
   value that never meet, ``_apart``), but for two functions of one value read at its values;
 - through **one-to-one** ops at the threshold's preimage (``sigmoid(relu(x)) > 0.5``: :data:`_ONE_TO_ONE`), and at
   the values they take on a grid, in float32 (``round(sigmoid(round(h)) * 3)``: 1.5; 1.0 where sigmoid saturates),
-  also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); a sum or
+  also on a grid their input takes on a part only (``tanh(maximum(trunc(x), x))``: 0 on (-1, 0)); through powers by
+  a number, of the numbers their input takes (``relu(x) ** 2 + 0.5``: 0.5; by a whole number, a grid's on the grid of
+  its products, ``round(x) ** 2 / 2``), and a number raised to a grid at its images (``2.0 ** round(x)``); a sum or
   difference of two elementwise ops of one value on a grid, on its points (``floor(q) - sigmoid(q)``: -0.5 at 0;
   ``maximum(q, torch.tensor(0.5)) - sigmoid(q)``: 0 at 0), or of one value at the numbers it takes on ranges
   (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2; ``v`` also the same call written twice,

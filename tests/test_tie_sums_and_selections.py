@@ -10,7 +10,9 @@ op of a sum on a grid (``round(sigmoid(round(x) + round(2 * x)) * 3)``), a clip 
 clamp(x, -2, 1)``), a value compared with its clip (``relu(x) > x``), an average pooling of a grid on a part, also a
 module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its absolute value (``abs(x) + x``), a run
 of arithmetic with numbers in a graph that writes in place elsewhere, two clips of one value whose numbers are
-taken on ranges that never meet (left rewritten), and comparisons of two values equal on every input."""
+taken on ranges that never meet (left rewritten), and comparisons of two values equal on every input.
+Probes of the twenty-eighth session: powers (``round(relu(x) ** 2 + 0.5)``, ``round(round(x) ** 2 / 2)``, ``2.0 **
+round(x)``)."""
 
 from __future__ import annotations
 
@@ -523,4 +525,33 @@ def test_a_comparison_of_two_values_equal_everywhere_ties(fn, ties):
     their difference's ties through clips only (``relu(h) > h``).  Two values whose difference the sums read as 0
     (``Ties._equal``: one value, a copy, the same call twice, the same multiple of one value, also written in place)
     tie now; other multiples, other calls and a value written between the reads stay rewritten."""
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.round(F.relu(x) ** 2 + 0.5), True),
+    (lambda m, x: torch.round(torch.square(F.relu(x)) + 0.5), True),
+    (lambda m, x: torch.ceil(torch.pow(F.relu(x), 3)), True),
+    (lambda m, x: torch.round(torch.round(x) ** 2 / 2), True),
+    (lambda m, x: torch.round(torch.round(x).pow(2) * 0.5), True),
+    (lambda m, x: torch.round(torch.sign(x) ** 2 * 0.5), True),
+    (lambda m, x: torch.round(2.0 ** torch.round(x) * 0.5), True),
+    (lambda m, x: (2.0 ** torch.round(x) > 1.0).float(), True),
+    (lambda m, x: torch.round(torch.exp2(torch.round(x)) * 0.5), True),
+    (lambda m, x: torch.round(F.relu(x) ** 2 + 0.25), False),
+    (lambda m, x: torch.round(torch.round(x) ** 2 * 0.25 + 0.125), False),
+    (lambda m, x: torch.round(x ** 2), False),
+    (lambda m, x: torch.round(2.0 ** torch.round(x) * 0.3 + 0.01), False),
+    (lambda m, x: torch.round(2.0 ** x), False)],
+    ids=["relu_squared", "square", "cubed", "grid_squared", "pow_method", "sign_squared", "two_to_a_grid",
+         "two_to_a_grid_compared", "exp2", "off_the_jumps", "grid_squared_off_the_jumps", "continuous",
+         "two_to_a_grid_off_the_jumps", "two_to_a_continuous_value"])
+def test_a_power_takes_its_input_s_numbers_and_grid_raised(fn, ties):
+    """Probes of the twenty-eighth session (a108), spellings the fuzzer does not write: ``round(relu(x) ** 2 + 0.5)``
+    is 0.5 on x <= 0 (16387 of 32768 outputs off the model on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-5;
+    ``ceil(relu(x) ** 3)`` 16547) and ``round(round(x) ** 2 / 2)`` k^2 / 2, a half-integer at every odd k (16335):
+    ``pow`` and ``square`` were read neither as a map of the numbers their input takes on ranges nor as a grid.  A
+    power by a whole number (1 to 8) of a grid is on the grid of its products now (``_product``), and any power by a
+    number maps its input's numbers (as a one-to-one op's are); a number raised to a grid takes the grid's images
+    (``round(2.0 ** round(x) * 0.5)``: 8468 off; also compared at 1.0, 2**0; ``exp2`` is one-to-one).  Values off the
+    jumps, and continuous inputs, stay rewritten."""
     _check(fn, ties)
