@@ -113,7 +113,11 @@ class _Thresholds:
             # a tensor, may be on either side, as a minimum/maximum of two tensors is read: clamp(floor(h), min=p) >= 2)
             low, high = (self._value(b) if b is not None else None for b in self._bounds(name, node))
             inside = (not _number(low) or low < number) and (not _number(high) or number < high)
-            return self._ties(first, number, depth - 1) if inside else None
+            if not inside:
+                return None
+            found = self._ties(first, number, depth - 1)  # (and a tensor bound's where it cuts, clamp(x, min=round(x)))
+            return found or next((Tie(f.source) for b in self._tensor_bounds(name, node)
+                                  if (f := self._ties(b, number, depth - 1)) is not None), None)
         if name == "neg":
             found = self._ties(first, -number, depth - 1)
             return found.mapped(lambda g: g.times(-1)) if found is not None else None

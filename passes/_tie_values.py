@@ -114,7 +114,9 @@ class _RangeValues:
                 return found + [f for a in _taken(name, first, bound)     # the one taken, minimum(h, round(k)))
                                 for f in self._range_values(a, depth - 1, numbers)]
             return found + [(v, n) for v, n in self._range_values(first, depth - 1, numbers)
-                            if not _number(v) or (low is None or v >= low) and (high is None or v <= high)]
+                            if not _number(v) or (low is None or v >= low) and (high is None or v <= high)] + \
+                [f for b in self._tensor_bounds(name, node) for f in self._range_values(b, depth - 1, numbers)]
+            # (a tensor bound where it cuts: floor(clamp(x, min=round(x))), whole where x < round(x))
         if name in _ONE_TO_ONE and (call := _elementwise_call(node)) is not None:  # (sqrt(relu(h)): 0)
             if not numbers and name in _IDENTITY_ABOVE_0:
                 found = found + self._kept_from_0(first, call)

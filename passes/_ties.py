@@ -38,7 +38,8 @@ reason from :meth:`Ties.of`:
   (``relu(v) - v`` of ``v = clamp(x, -2, 1)``: 2 on x <= -2; ``v`` also the same call written twice,
   ``_on_points_of``: ``relu(clamp(x, -2, 1)) - clamp(x, -2, 1)``), also at a threshold and along a row;
   ``minimum``/``maximum`` with a number (a clamp), of two tensors at either one's ties (``minimum(q, h) < 2``; a
-  clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``), a
+  clamp with a bound that is no number so, ``clamp(floor(h), min=p) >= 2``; a tensor bound's ties, values and flat
+  rows too, ``_tensor_bounds``: ``floor(clamp(x, min=round(x)))``), a
   product with a 0/1 mask at its other factor's constant, a product with (a quotient by) a learned scalar at its
   value now (``clamp(h, 0, 1) * p >= 0.5``), average pooling and means at any constant (``clamp(h, min=2).mean(-1)``:
   2 where every element of a row is below 2; also on the grid they average of a grid their input takes on a part,
@@ -288,7 +289,8 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         first = _first(node)
         if _keeps(name, node) or name in _ONE_TO_ONE or name in _SAME_FOR_SAME or name in _PUTS or \
                 name in _ACCUMULATING:  # (equal elements stay equal: sigmoid(relu(h)), softmax(relu(h)); a put's rest)
-            return self._flat(first, depth - 1)
+            found = self._flat(first, depth - 1)  # (a clamp's tensor bound where it cuts: clamp(h, min=round(h)))
+            return found or next((f for b in self._tensor_bounds(name, node) if (f := self._flat(b, depth - 1))), None)
         if self._cancelled_shift(node) is not None or name == "sub" and self._selected_shifts(node):  # ((x + 2) - x:
             return Tie(node)  # 2 in every element where x + 2 is exact; where(m, x + 1.0, x) - (x + 1.0): -1 where m)
         if name in _SUMS and (hard := self._straight_through(node)) is not None:  # ((relu(h) - h).detach() + h: relu's)
@@ -434,6 +436,16 @@ class Ties(_RangeValues, _Thresholds, _Grids, _Writes, _Inert):
         if isinstance(a, Node) and _number(self._value(a)) and not _number(self._value(b)):
             return b, a
         return a, b
+
+    def _tensor_bounds(self, name: str, node: Node) -> list:
+        """A clamp's bounds that are tensors (``clamp(x, min=round(x))``: ``round(x)``), not numbers nor learned scalars
+        (read at their value now, or by the documented policy not at all): each is the clamp's value where it cuts, as
+        a ``maximum``/``minimum`` of two tensors takes each operand (which inputs it cuts is not followed: more ties,
+        never fewer); [] for another op."""
+        if name not in _CLAMPS:
+            return []
+        return [b for b in self._bounds(name, node) if isinstance(b, Node) and not _number(self._value(b)) and
+                self._scalar(b) is None]
 
     def _bounds(self, name: str, node: Node) -> tuple:
         if name == "relu":

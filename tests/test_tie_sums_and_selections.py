@@ -12,7 +12,7 @@ module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its abso
 of arithmetic with numbers in a graph that writes in place elsewhere, two clips of one value whose numbers are
 taken on ranges that never meet (left rewritten), and comparisons of two values equal on every input.
 Probes of the twenty-eighth session: powers (``round(relu(x) ** 2 + 0.5)``, ``round(round(x) ** 2 / 2)``, ``2.0 **
-round(x)``)."""
+round(x)``) and a clamp with a tensor bound (``floor(clamp(x, min=round(x)))``)."""
 
 from __future__ import annotations
 
@@ -554,4 +554,29 @@ def test_a_power_takes_its_input_s_numbers_and_grid_raised(fn, ties):
     number maps its input's numbers (as a one-to-one op's are); a number raised to a grid takes the grid's images
     (``round(2.0 ** round(x) * 0.5)``: 8468 off; also compared at 1.0, 2**0; ``exp2`` is one-to-one).  Values off the
     jumps, and continuous inputs, stay rewritten."""
+    _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.floor(torch.clamp(x, min=torch.round(x))), True),
+    (lambda m, x: torch.ceil(torch.clamp(x, max=torch.round(x))), True),
+    (lambda m, x: torch.floor(torch.clamp(x, torch.round(x), torch.round(x) + 1.0)), True),
+    (lambda m, x: torch.floor(x.clip(min=torch.round(x))), True),
+    (lambda m, x: torch.floor(torch.clamp_min(x, torch.round(x))), True),
+    (lambda m, x: torch.clamp(x, min=torch.round(x)) > 1.0, True),
+    (lambda m, x: F.one_hot(torch.argmax(torch.clamp(x * 0.1, min=torch.round(x * 0.1)), -1), 6), True),
+    (lambda m, x: torch.floor(torch.clamp(x, min=torch.round(x) + 0.5)), False),
+    (lambda m, x: torch.floor(torch.clamp(x, min=x * 0.5)), False),
+    (lambda m, x: torch.clamp(x, min=torch.round(x)) > 1.5, False),
+    (lambda m, x: F.one_hot(torch.argmax(torch.clamp(x, min=x * 0.5), -1), 6), False)],
+    ids=["min", "max", "both", "clip_method", "clamp_min", "compared", "one_hot", "bound_off_the_jumps",
+         "continuous_bound", "compared_off_the_bound", "one_hot_of_a_varying_row"])
+def test_a_clamp_takes_its_tensor_bound_where_it_cuts(fn, ties):
+    """Probes of the twenty-eighth session (a108): ``floor(clamp(x, min=round(x)))`` is ``round(x)``, whole, wherever
+    ``x < round(x)`` (16228 of 32768 outputs off the model on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-3, 1e-4
+    and 1e-5; ``clamp(x, min=round(x)) > 1`` 3476; ``one_hot(argmax(...))`` of it 690): a clamp's bound that is a
+    tensor was read as a constant node only (a threshold at that node), not as the values it takes, where ``maximum(x,
+    round(x))`` read both operands.  A tensor bound (not a learned scalar: the documented policy) is read as a
+    ``maximum``/``minimum`` operand is now, on jumps, at a threshold and in a row; a bound off the jumps and a
+    continuous one stay rewritten."""
     _check(fn, ties)
