@@ -547,6 +547,21 @@ class _RangeValues:
                 c = part.args[1]
             if (shift := self._shift_by(c, sign)) is not None:
                 return shift
+        if (shifted_a := self._shifted(a)) is not None and (shifted_b := self._shifted(b)) is not None and \
+                shifted_a[0] is shifted_b[0]:  # ((x + 0.5) - (x + 1.5): -1)
+            return shifted_a[1] - shifted_b[1]
+        return None
+
+    def _shifted(self, v) -> tuple | None:
+        """``(x, c)`` where ``v`` is ``x + c``, ``c + x`` or ``x - c`` (``-c``), ``c`` a number or a learned scalar at
+        its value now (:meth:`_shift_by`; ``x`` less its copies), else None."""
+        name = self._name_of(v) if isinstance(v, Node) else None
+        if name != "add" and name != "sub" or len(v.args) != 2 or v.kwargs:
+            return None
+        a, b = v.args
+        for x, c, sign in ((a, b, 1.0), (b, a, 1.0)) if name == "add" else ((a, b, -1.0),):
+            if isinstance(x, Node) and (shift := self._shift_by(c, sign)) is not None:
+                return _uncopied(x), shift
         return None
 
     def _selected_shifts(self, node: Node) -> list[float]:

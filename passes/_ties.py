@@ -73,8 +73,9 @@ reason from :meth:`Ties.of`:
   taken), or a value plus a selection with such a branch negated (``h + where(m, -h, 0)``) or plus its absolute
   value (``h + abs(h)``: 0 from 0 down; also an ``abs`` inside a clip beside a clip of it, ``_negated_by_abs``:
   ``clamp(abs(h), max=2) + clamp(h, -2, 1)``, 0 on [-2, 0]); ``c`` for a value plus a number or a learned scalar
-  less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element; also where a selection
-  takes such a branch, ``where(m, x + 1.0, x) - (x + 1.0)``: -1 where it takes ``x``); a grid's order
+  less itself (``(x + c) - x``: ``c`` where ``x + c`` is exact, on ranges, in every element; two shifts of one value,
+  ``(x + 0.5) - (x + 1.5)``: -1; also where a selection takes such a branch, ``where(m, x + 1.0, x) - (x + 1.0)``: -1
+  where it takes ``x``); a grid's order
   statistics are on its grid, and its mean over a count the graph does not fix on every value (``Grid.any_count``:
   ``round(q.mean(-1))`` is k + 1/2 for an even count; ``q - q.mean(-1, keepdim=True)`` is 0 where a row's values
   are equal);

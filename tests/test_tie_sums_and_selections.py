@@ -12,7 +12,8 @@ module's (``round(avg_pool1d(maximum(round(x), x), 2))``), a value plus its abso
 of arithmetic with numbers in a graph that writes in place elsewhere, two clips of one value whose numbers are
 taken on ranges that never meet (left rewritten), and comparisons of two values equal on every input.
 Probes of the twenty-eighth session: powers (``round(relu(x) ** 2 + 0.5)``, ``round(round(x) ** 2 / 2)``, ``2.0 **
-round(x)``) and a clamp with a tensor bound (``floor(clamp(x, min=round(x)))``)."""
+round(x)``), a clamp with a tensor bound (``floor(clamp(x, min=round(x)))``) and two shifts of one value (``trunc((x +
+0.5) - (x + 1.5))``)."""
 
 from __future__ import annotations
 
@@ -579,4 +580,24 @@ def test_a_clamp_takes_its_tensor_bound_where_it_cuts(fn, ties):
     round(x))`` read both operands.  A tensor bound (not a learned scalar: the documented policy) is read as a
     ``maximum``/``minimum`` operand is now, on jumps, at a threshold and in a row; a bound off the jumps and a
     continuous one stay rewritten."""
+    _check(fn, ties)
+
+
+@pytest.mark.parametrize("fn, ties", [
+    (lambda m, x: torch.trunc((x + 0.5) - (x + 1.5)), True),
+    (lambda m, x: torch.round((x + 0.25) - (x - 0.25)), True),
+    (lambda m, x: torch.round((x.clone() + 0.25) - (x - 0.25)), True),
+    (lambda m, x: (x + 2.0) - (x - 1.0) > 3.0, True),
+    (lambda m, x: F.one_hot(torch.argmax((x + 2.0) - (x - 1.0), -1), 6), True),
+    (lambda m, x: torch.trunc(torch.where(x > 0.3, x * 2.0, x + 0.5) - (x + 1.5)), True),
+    (lambda m, x: torch.round((x + 0.25) - (x - 0.5)), False),
+    (lambda m, x: torch.trunc((x + 0.5) - (x * 2.0 + 1.5)), False)],
+    ids=["trunc", "round", "a_copy", "compared", "one_hot", "a_branch", "off_the_jumps", "two_values"])
+def test_two_shifts_of_one_value_differ_by_the_difference_of_the_shifts(fn, ties):
+    """Probes of the twenty-eighth session (a108): ``(x + 0.5) - (x + 1.5)`` is -1 wherever both sums are exact, on
+    ranges (``trunc`` of it, ``round((x + 0.25) - (x - 0.25))``, ``> 3`` and ``one_hot(argmax(...))`` of ``(x + 2) - (x
+    - 1)``: 32768 of 32768 outputs off the model on ``randn(128, 128)`` and ``randn * 3`` at eps 1e-3, 1e-4 and 1e-5; a
+    ``where`` with such a branch 19018): a shift less itself was read where one term is the other shifted only.  Two
+    shifts of one value (``Ties._shifted``) are read at the difference now, as a shift less itself is; a difference
+    off the jumps, and shifts of two values, stay rewritten."""
     _check(fn, ties)
