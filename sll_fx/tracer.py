@@ -532,9 +532,9 @@ def _own_nothing(module: nn.Module, klass: type) -> tuple | None:
     if fn is None:
         return None
     names = _names_in(fn.__code__)
-    for n in names:
-        if n in state and type(state[n]) not in _PLAIN:
-            return None
+    # (the types of the instance's values at those names, in one C-level pass)
+    if not _PLAIN.issuperset(map(type, map(state.__getitem__, filter(state.__contains__, names)))):
+        return None
     return fn, names
 
 
@@ -719,7 +719,7 @@ class SLLTracer(fx.Tracer):
         self._sll_base = None
         self._sll_users: dict = {}               # file name -> is it user code (not torch, sll_fx, ...)
         self._sll_texts: dict = {}               # (file, line, function) -> stack_trace text
-        self._sll_positions: dict = {}           # (code, instruction offset) -> stack_trace text
+        self._sll_positions: dict = {}           # code -> {instruction offset -> stack_trace text}
         self._sll_hidden = _hidden_files()
         self._sll_outside: tuple[bool, str | None] = (False, None)
         self._sll_flags: list[_Flag] = []        # the _Flags the modules' .training are meanwhile
@@ -728,7 +728,8 @@ class SLLTracer(fx.Tracer):
         self._sll_no_grad: list[fx.Node] = []    # the nodes created while grad mode was off
         self._sll_attribute_grad: bool | None = None  # the grad mode of the attribute read being made
         self.sll_scans = Scans()                 # the code scans of the modules traced into, memoized
-        self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it): see _frames
+        self._sll_last: tuple | None = None      # (a user frame, a forward frame outside it, _sll_positions of its
+        #                                          code): see _frames
         self._sll_beyond = None                  # the frame that called trace(), while it runs
         self._sll_pending: Exception | None = None  # the last failure raised inside the trace (_note)
         self._sll_noted = 0                      # how many _note has seen (a failure raised inside a call: changed)
@@ -905,12 +906,15 @@ class SLLTracer(fx.Tracer):
             if user is None:
                 text = self._sll_outside[1]
             elif forward or self._sll_outside[0]:
-                position = (user.f_code, user.f_lasti)  # (its line, not worked out again: a line makes many nodes)
-                text = self._sll_positions.get(position)
+                last = self._sll_last  # (the user frame's code's texts, by instruction offset: no (code, offset) tuple
+                # hashed per node, a code object's hash reads its names and constants)
+                texts = last[2] if last is not None and last[0] is user else \
+                    self._sll_positions.setdefault(user.f_code, {})
+                text = texts.get(user.f_lasti)  # (its line, not worked out again: a line makes many nodes)
                 if text is None:
                     code = user.f_code
                     key = (code.co_filename, user.f_lineno, code.co_name)
-                    text = self._sll_positions[position] = self._sll_texts.get(key) or self._text(*key)
+                    text = texts[user.f_lasti] = self._sll_texts.get(key) or self._text(*key)
             else:
                 text = None
             if text:
@@ -949,7 +953,8 @@ class SLLTracer(fx.Tracer):
             return None
         if user is None:
             return None, False
-        self._sll_last = (user, outer_forward)  # (held: the frame's id cannot be another's meanwhile)
+        # (held: the frame's id cannot be another's meanwhile)
+        self._sll_last = (user, outer_forward, self._sll_positions.setdefault(user.f_code, {}))
         return user, user.f_code.co_name == "forward" or outer_forward
 
     def call_module(self, m, forward, args, kwargs):
