@@ -491,8 +491,8 @@ def test_numbers_two_clips_of_one_value_take_on_ranges_that_never_meet_are_not_a
     Where both terms are elementwise functions of clips of one value no write reaches, each number taken at one
     bound only (``q <= lo``, ``q >= hi`` with ``hi >= lo``), the pair is not read (``_apart``); the ties that are
     there (4, -1), clips of ranges that meet (``maximum(x, 1) + minimum(x, -1)``: 0 on [-1, 1]), a value written
-    between the two clips (1 on [-4, -2]) and a bound that is no number (``clamp(x, 3 * p, 1)``: 1 everywhere, ``p`` 0.5) stay
-    hard."""
+    between the two clips (1 on [-4, -2]) and a bound that is no number (``clamp(x, 3 * p, 1)``: 1 everywhere, ``p``
+    0.5) stay hard."""
     _check(fn, ties)
 
 
