@@ -312,19 +312,23 @@ _MODULE_GETATTR = torch.nn.Module.__getattr__
 def module_parameters(module: torch.nn.Module) -> list:
     """``list(module.parameters())``, read off ``module._parameters`` (once each, in order) for a module without
     submodules whose class keeps ``nn.Module``'s ``parameters``/``named_parameters`` (a Linear: no generators)."""
-    cls = type(module)
-    if module._modules or cls.parameters is not torch.nn.Module.parameters or \
-            cls.named_parameters is not torch.nn.Module.named_parameters:
+    if not _own_parameters_only(module):
         return list(module.parameters())
     return list({id(p): p for p in module._parameters.values() if p is not None}.values())
+
+
+def _own_parameters_only(module: torch.nn.Module) -> bool:
+    """Are ``module``'s parameters those in ``module._parameters``: no submodules, and its class keeps
+    ``nn.Module``'s ``parameters``/``named_parameters``?"""
+    cls = type(module)
+    return not module._modules and cls.parameters is torch.nn.Module.parameters and \
+        cls.named_parameters is torch.nn.Module.named_parameters
 
 
 def _float_parameters(module: torch.nn.Module) -> bool:
     """Has ``module`` parameters (:func:`module_parameters`), all of them floating?  Read off ``module._parameters``
     without a list where :func:`module_parameters` would (a Linear: once per ``call_module`` node of the graph)."""
-    cls = type(module)
-    if module._modules or cls.parameters is not torch.nn.Module.parameters or \
-            cls.named_parameters is not torch.nn.Module.named_parameters:
+    if not _own_parameters_only(module):
         params = list(module.parameters())
         return bool(params) and all(p.is_floating_point() for p in params)
     found = False
